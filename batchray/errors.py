@@ -1,0 +1,171 @@
+"""The one exceptions module of batchray.
+
+Every error batchray raises on purpose is a :class:`BatchrayError`. Each carries a stable
+machine-readable ``code``, a human ``message`` and a ``details`` dict, and turns into the
+structured JSON that the tool surface returns (:meth:`BatchrayError.to_dict`)::
+
+    BatchrayError                       code            retryable
+    ├── ValidationError                 VALIDATION      no   bad input; nothing was changed
+    │   ├── SchemaError                 SCHEMA          no   unknown context/collection/attribute
+    │   ├── QueryError                  QUERY           no   malformed query (names a position)
+    │   ├── ExpressionError             EXPRESSION      no   malformed or failing "=expr"
+    │   ├── PlanError                   PLAN            no   cycle / missing dependency / target
+    │   └── DocumentError               DOCUMENT        no   a file or CODAP document refused
+    ├── NotFoundError                   NOT_FOUND       no   batch, item or case does not exist
+    ├── ConflictError                   CONFLICT        no   e.g. undo refused: items changed since
+    ├── TransientError                  (retryable)     yes  may succeed if tried again
+    │   ├── LockConflict                LOCK_CONFLICT   yes  lost a wait-die race / lock timeout
+    │   ├── StaleEpochError             STALE_EPOCH     yes  a replaced participant tried to act
+    │   └── ParticipantUnavailable      UNAVAILABLE     yes  a worker/shard did not answer
+    ├── TransactionAborted              ABORTED         no   the batch was rolled back
+    ├── InDoubtError                    IN_DOUBT        no   outcome not yet known; recovery decides
+    ├── CancelledError                  CANCELLED       no   cancelled by a user
+    ├── BatchTimeout                    TIMEOUT         yes  a batch or operation ran out of time
+    ├── StoreError                      STORE           no   the store failed (disk full, I/O)
+    └── InternalError                   INTERNAL        no   an invariant broke: please file a bug
+
+Validation errors name where the problem is: ``details`` holds ``index`` (the item's position
+in the request), ``field`` (the attribute or parameter) and, for batches of errors, ``errors``
+(a list of such dicts).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class BatchrayError(Exception):
+    """Root of every error batchray raises on purpose."""
+
+    code = "ERROR"
+    retryable = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = {k: v for k, v in details.items() if v is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The structured form returned by tools: ``{code, message, details, retryable}``."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "details": self.details,
+            "retryable": self.retryable,
+        }
+
+    def __reduce__(self):  # keep details across pickling (Ray ships exceptions between processes)
+        return (_rebuild, (type(self), self.message, self.details))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, {self.details!r})"
+
+
+def _rebuild(cls, message, details):
+    return cls(message, **details)
+
+
+class ValidationError(BatchrayError):
+    """Bad input, found before anything was written."""
+
+    code = "VALIDATION"
+
+
+class SchemaError(ValidationError):
+    """A data context, collection or attribute that does not exist or cannot be created."""
+
+    code = "SCHEMA"
+
+
+class QueryError(ValidationError):
+    """A malformed query; ``details['position']`` is the 0-based offset of the problem."""
+
+    code = "QUERY"
+
+
+class ExpressionError(ValidationError):
+    """A malformed ``=expr`` value, or one that fails for an item."""
+
+    code = "EXPRESSION"
+
+
+class PlanError(ValidationError):
+    """The operations cannot be ordered: a cycle, a missing dependency or an unknown target."""
+
+    code = "PLAN"
+
+
+class DocumentError(ValidationError):
+    """An import file or CODAP document that cannot be read."""
+
+    code = "DOCUMENT"
+
+
+class NotFoundError(BatchrayError):
+    code = "NOT_FOUND"
+
+
+class ConflictError(BatchrayError):
+    code = "CONFLICT"
+
+
+class TransientError(BatchrayError):
+    """May succeed if tried again; recovery strategy ``retry`` retries only these."""
+
+    code = "TRANSIENT"
+    retryable = True
+
+
+class LockConflict(TransientError):
+    """A younger transaction met a lock held by an older one (wait-die), or waited too long."""
+
+    code = "LOCK_CONFLICT"
+
+
+class StaleEpochError(TransientError):
+    """A message carried an older epoch than the participant's current one (fencing)."""
+
+    code = "STALE_EPOCH"
+
+
+class ParticipantUnavailable(TransientError):
+    code = "UNAVAILABLE"
+
+
+class TransactionAborted(BatchrayError):
+    """The batch was rolled back; ``details['cause']`` holds the error that caused it."""
+
+    code = "ABORTED"
+
+
+class InDoubtError(BatchrayError):
+    """The batch's outcome is not known yet; recovery will finish it one way or the other."""
+
+    code = "IN_DOUBT"
+
+
+class CancelledError(BatchrayError):
+    code = "CANCELLED"
+
+
+class BatchTimeout(BatchrayError):
+    code = "TIMEOUT"
+    retryable = True
+
+
+class StoreError(BatchrayError):
+    """The store failed underneath batchray (disk full, read-only, corrupted)."""
+
+    code = "STORE"
+
+
+class InternalError(BatchrayError):
+    """An invariant broke. This should never happen; please file a bug with the details."""
+
+    code = "INTERNAL"
+
+
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    """``{success: false, error: {...}}`` for any exception; unexpected ones become INTERNAL."""
+    if not isinstance(exc, BatchrayError):
+        exc = InternalError(f"unexpected {type(exc).__name__}: {exc}")
+    return {"success": False, "error": exc.to_dict()}

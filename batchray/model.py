@@ -1,0 +1,135 @@
+"""The batch operation model: operations, transaction options, results and statuses.
+
+Field names follow the original tool design (camelCase on the wire, e.g. ``maxRetries``);
+Python code may use either the alias or the snake_case name.
+"""
+from __future__ import annotations
+
+import time
+from enum import Enum
+from typing import Any, Callable, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def dump(self) -> dict[str, Any]:
+        """JSON-ready dict with camelCase keys."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class BatchState(str, Enum):
+    pending = "pending"
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    rolled_back = "rolled_back"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (BatchState.completed, BatchState.failed, BatchState.rolled_back, BatchState.cancelled)
+
+
+OperationType = Literal["data", "schema", "component", "import", "export", "validate", "cleanup"]
+
+
+class Operation(_Model):
+    """One operation of a batch.
+
+    ``type`` is the family, ``operation`` the verb within it (``create``, ``update``,
+    ``delete``, ...), ``target`` a CODAP resource string or a context name, ``data`` the payload.
+    ``dependencies`` name operations that must run first; ``priority`` orders independent
+    operations (higher first); ``timeout`` is in milliseconds.
+    """
+
+    id: str = Field(min_length=1, max_length=200)
+    type: OperationType
+    operation: str = Field(min_length=1, max_length=50)
+    target: str = Field(min_length=1, max_length=10_000)
+    data: Any = None
+    dependencies: list[str] = Field(default_factory=list, max_length=10_000)
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    timeout: Optional[int] = Field(default=None, ge=1, le=86_400_000)
+
+
+RecoveryStrategy = Literal["retry", "skip", "rollback", "partial_rollback"]
+
+
+class TransactionOptions(_Model):
+    """How a batch runs. ``timeout`` is in milliseconds for the whole batch."""
+
+    atomic: bool = True
+    max_retries: int = Field(default=3, ge=0, le=100)
+    timeout: int = Field(default=300_000, ge=1, le=86_400_000)
+    parallelism: int = Field(default=1, ge=1, le=64)
+    rollback_on_error: bool = True
+    recovery_strategy: RecoveryStrategy = "rollback"
+    continue_on_error: bool = False
+    batch_size: Optional[int] = Field(default=None, ge=1, le=1_000_000)
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    queue: str = Field(default="default", min_length=1, max_length=100)
+    idempotency_key: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    progress_callback: Optional[Callable[[dict], Any]] = Field(default=None, exclude=True)
+
+
+class ItemError(_Model):
+    """A problem with one item: its index in the request, the field, a code and a message."""
+
+    index: Optional[int] = None
+    field: Optional[str] = None
+    code: str = "INVALID_VALUE"
+    message: str
+    operation: Optional[str] = None
+    retryable: bool = False
+    attempts: Optional[int] = None
+
+
+class Progress(_Model):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    current_operation: Optional[str] = None
+    throughput: float = 0.0
+    eta_seconds: Optional[float] = None
+    memory_bytes: int = 0
+    started_at: Optional[float] = None
+    updated_at: Optional[float] = None
+
+    @property
+    def fraction(self) -> float:
+        return self.completed / self.total if self.total else 0.0
+
+
+class BatchResult(_Model):
+    """What a finished batch reports."""
+
+    success: bool
+    transaction_id: str
+    state: BatchState
+    total_items: int = 0
+    items_created: int = 0
+    items_updated: int = 0
+    items_deleted: int = 0
+    batches_processed: int = 0
+    errors: list[ItemError] = Field(default_factory=list)
+    duration: float = 0.0
+    item_ids: list[int] = Field(default_factory=list)
+    results: list[dict[str, Any]] = Field(default_factory=list)
+    error: Optional[dict[str, Any]] = None
+
+
+class BatchStatus(_Model):
+    batch_id: str
+    state: BatchState
+    kind: str = "batch"
+    queue: str = "default"
+    priority: int = 0
+    queue_position: Optional[int] = None
+    submitted_at: float = Field(default_factory=time.time)
+    progress: Optional[Progress] = None
+    result: Optional[BatchResult] = None

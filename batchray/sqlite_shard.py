@@ -1,0 +1,611 @@
+"""A SQLite shard: the embedded participant (see :mod:`batchray.participant` for the protocol).
+
+One file per shard, WAL mode. Writes go **in place with an undo log** (the choice and its
+figures are in docs/storage-choice.md):
+
+* created items are inserted straight into ``items``; the undo log records only the chunk's id
+  range in ``created`` (ids are allocated in one block per batch, so a range names only that
+  batch's items) — committing a million-row create deletes one row;
+* changed or deleted items have their old row copied to ``undo`` first.
+
+Readers mask uncommitted data: rows in a pending ``created`` range are skipped, and rows with an
+``undo`` entry are read from ``undo.before`` instead. Strict two-phase locks (held in memory by
+:class:`~batchray.locks.LockManager`, taken again from ``undo`` on recovery) keep writers apart.
+
+SQLite cannot prepare a transaction, so a shard's prepared state is batchray's own: the
+``txns`` row of the transaction turns from ``active`` to ``prepared`` in one local transaction,
+written with ``synchronous=FULL`` (which also flushes the WAL frames of every earlier apply).
+Applies use ``synchronous=NORMAL``: a process crash loses nothing, and until prepare succeeds a
+lost apply only makes the vote "no".
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import orjson
+
+from . import crashpoints
+from .chunks import (
+    BeforeImages,
+    Chunk,
+    CreateItems,
+    DeleteItems,
+    PutDocs,
+    RestoreItems,
+    TxnRef,
+    UpdateItems,
+    check_txn_id,
+    context_range,
+)
+from .errors import (
+    InternalError,
+    LockConflict,
+    StaleEpochError,
+    StoreError,
+    TransactionAborted,
+    ValidationError,
+)
+from .locks import LockManager
+from .patching import ItemPatcher
+
+SCHEMA_VERSION = 1
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, vals TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS docs(key TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS undo(
+    txn TEXT NOT NULL, chunk INTEGER NOT NULL, tbl TEXT NOT NULL, key ANY NOT NULL, before TEXT,
+    PRIMARY KEY(txn, tbl, key));
+CREATE INDEX IF NOT EXISTS undo_by_key ON undo(tbl, key);
+CREATE TABLE IF NOT EXISTS created(
+    txn TEXT NOT NULL, chunk INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
+    n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS applied(txn TEXT NOT NULL, chunk INTEGER NOT NULL, affected INTEGER,
+    errors TEXT, PRIMARY KEY(txn, chunk));
+CREATE TABLE IF NOT EXISTS txns(txn TEXT PRIMARY KEY, state TEXT NOT NULL, ts INTEGER NOT NULL,
+    epoch INTEGER NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS finished(txn TEXT PRIMARY KEY, outcome TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value ANY);
+"""
+
+_MASKED_ITEMS = """
+SELECT id, vals FROM items
+ WHERE id BETWEEN :lo AND :hi
+   AND NOT EXISTS (SELECT 1 FROM created p WHERE p.txn != :own AND items.id BETWEEN p.lo AND p.hi)
+   AND NOT EXISTS (SELECT 1 FROM undo u WHERE u.tbl = 'items' AND u.key = items.id AND u.txn != :own)
+UNION ALL
+SELECT key, before FROM undo
+ WHERE tbl = 'items' AND txn != :own AND before IS NOT NULL AND key BETWEEN :lo AND :hi
+"""
+"""Committed rows of one context, plus the caller's own uncommitted writes (``:own``)."""
+
+
+def _ids_param(ids: list[int]) -> str:
+    return orjson.dumps(ids).decode()
+
+
+class SqliteShard:
+    """One shard file; thread-safe (one connection behind a mutex; locks waited outside it)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        name: Optional[str] = None,
+        lock_timeout: float = 10.0,
+        recover: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        self.locks = LockManager(default_timeout=lock_timeout)
+        self._mutex = threading.RLock()
+        self._closed = False
+        self._conn = self._open()
+        self.in_doubt: list[dict[str, Any]] = self.recover() if recover else []
+
+    # -- files ------------------------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists()
+        old_umask = os.umask(0o077)  # shard files readable by their owner only
+        try:
+            conn = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False, timeout=60.0
+            )
+        finally:
+            os.umask(old_umask)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.executescript(_DDL)
+        if new:
+            conn.execute("INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (SCHEMA_VERSION,))
+            conn.execute("INSERT OR IGNORE INTO meta VALUES('epoch', 0)")
+        return conn
+
+    def close(self) -> None:
+        with self._mutex:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    @contextmanager
+    def _write(self, label: str, ref: Optional[TxnRef], *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One local write transaction, with the epoch checked inside it."""
+        with self._mutex:
+            if self._closed:
+                raise StoreError(f"shard {self.name} is closed")
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"shard {self.name}: cannot begin: {exc}", shard=self.name) from exc
+            try:
+                if ref is not None:
+                    self._check_epoch(conn, ref.epoch)
+                yield conn
+                if durable:
+                    conn.execute("PRAGMA synchronous=FULL")
+                crashpoints.durable_write(f"{self.name}:{label}")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"shard {self.name}: {label} failed: {exc}", shard=self.name) from exc
+                raise
+            finally:
+                if durable:
+                    conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _check_epoch(self, conn: sqlite3.Connection, epoch: int) -> None:
+        current = conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0]
+        if epoch < current:
+            raise StaleEpochError(
+                f"shard {self.name} is owned by epoch {current}; a message of epoch {epoch} is stale",
+                shard=self.name,
+                epoch=epoch,
+                current=current,
+            )
+
+    # -- protocol ---------------------------------------------------------------------------
+    def claim(self, epoch: int) -> int:
+        with self._write("claim", None, durable=True) as conn:
+            current = conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0]
+            if epoch < current:
+                raise StaleEpochError(f"shard {self.name} already claimed by epoch {current}", current=current)
+            conn.execute("UPDATE meta SET value=? WHERE key='epoch'", (epoch,))
+        return epoch
+
+    @property
+    def epoch(self) -> int:
+        with self._mutex:
+            return self._conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0]
+
+    def apply(self, ref: TxnRef, chunk: Chunk) -> BeforeImages:
+        check_txn_id(ref.txn)
+        done = self._already_applied(ref, chunk.chunk_id)
+        if done is not None:
+            return done
+        keys = self._lock_keys(ref, chunk)
+        if keys:
+            self.locks.acquire(ref.txn, ref.ts, keys)
+        with self._write("apply", ref) as conn:
+            self._enter(conn, ref)
+            images = self._apply_chunk(conn, ref, chunk)
+            conn.execute(
+                "INSERT INTO applied VALUES(?,?,?,?)",
+                (ref.txn, chunk.chunk_id, images.affected, orjson.dumps(images.errors).decode() if images.errors else None),
+            )
+        return images
+
+    def _already_applied(self, ref: TxnRef, chunk_id: int) -> Optional[BeforeImages]:
+        with self._mutex:
+            row = self._conn.execute(
+                "SELECT affected, errors FROM applied WHERE txn=? AND chunk=?", (ref.txn, chunk_id)
+            ).fetchone()
+            if row is None:
+                outcome = self._conn.execute("SELECT outcome FROM finished WHERE txn=?", (ref.txn,)).fetchone()
+                if outcome is not None:
+                    raise TransactionAborted(
+                        f"transaction {ref.txn} is already {outcome[0]} on shard {self.name}",
+                        shard=self.name,
+                        outcome=outcome[0],
+                    )
+                return None
+            images = self._images_of(ref.txn, chunk_id)
+            images.affected = row[0] or 0
+            images.errors = orjson.loads(row[1]) if row[1] else []
+            return images
+
+    def _enter(self, conn: sqlite3.Connection, ref: TxnRef) -> None:
+        """Register the transaction as active (or check it may still apply)."""
+        outcome = conn.execute("SELECT outcome FROM finished WHERE txn=?", (ref.txn,)).fetchone()
+        if outcome is not None:
+            raise TransactionAborted(f"transaction {ref.txn} is already {outcome[0]}", outcome=outcome[0])
+        row = conn.execute("SELECT state FROM txns WHERE txn=?", (ref.txn,)).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO txns VALUES(?, 'active', ?, ?, ?)", (ref.txn, ref.ts, ref.epoch, time.time())
+            )
+        elif row[0] != "active":
+            raise InternalError(
+                f"apply after prepare for {ref.txn} on shard {self.name}: this should never happen",
+                shard=self.name,
+            )
+
+    def _lock_keys(self, ref: TxnRef, chunk: Chunk) -> list:
+        if isinstance(chunk, CreateItems):
+            return []  # fresh ids from this batch's own block: nobody else can name them
+        if isinstance(chunk, PutDocs):
+            return [("doc", key) for key, _ in chunk.docs]
+        if isinstance(chunk, RestoreItems):
+            return list(chunk.ids)
+        if chunk.ids is not None:
+            return list(chunk.ids)
+        # selection by query: lock what matches now; matches are checked again under the lock
+        return [i for i, _ in self._select(chunk.context_id, chunk.where, own_txn=ref.txn)]
+
+    # -- applying chunks --------------------------------------------------------------------
+    def _apply_chunk(self, conn: sqlite3.Connection, ref: TxnRef, chunk: Chunk) -> BeforeImages:
+        if isinstance(chunk, CreateItems):
+            return self._create(conn, ref, chunk)
+        if isinstance(chunk, UpdateItems):
+            return self._update(conn, ref, chunk)
+        if isinstance(chunk, DeleteItems):
+            return self._delete(conn, ref, chunk)
+        if isinstance(chunk, RestoreItems):
+            return self._restore(conn, ref, chunk)
+        if isinstance(chunk, PutDocs):
+            return self._put_docs(conn, ref, chunk)
+        raise InternalError(f"unknown chunk type {type(chunk).__name__}")
+
+    def _create(self, conn: sqlite3.Connection, ref: TxnRef, chunk: CreateItems) -> BeforeImages:
+        images = BeforeImages(chunk.chunk_id)
+        if not chunk.ids:
+            return images
+        lo, hi = min(chunk.ids), max(chunk.ids)
+        conn.execute(
+            "INSERT INTO created VALUES(?,?,?,?,?)", (ref.txn, chunk.chunk_id, lo, hi, len(chunk.ids))
+        )
+        try:
+            conn.executemany("INSERT INTO items(id, vals) VALUES(?, ?)", zip(chunk.ids, chunk.rows))
+        except sqlite3.IntegrityError as exc:
+            raise InternalError(f"item id collision on shard {self.name}: {exc}") from exc
+        images.created.append((lo, hi, len(chunk.ids)))
+        images.affected = len(chunk.ids)
+        return images
+
+    def _current(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, str]:
+        rows = conn.execute(
+            "SELECT id, vals FROM items WHERE id IN (SELECT value FROM json_each(?))", (_ids_param(ids),)
+        )
+        return dict(rows.fetchall())
+
+    def _record_undo(self, conn: sqlite3.Connection, ref: TxnRef, chunk_id: int, tbl: str, befores) -> None:
+        conn.executemany(
+            "INSERT OR IGNORE INTO undo VALUES(?,?,?,?,?)",
+            ((ref.txn, chunk_id, tbl, key, before) for key, before in befores),
+        )
+
+    def _update(self, conn: sqlite3.Connection, ref: TxnRef, chunk: UpdateItems) -> BeforeImages:
+        images = BeforeImages(chunk.chunk_id)
+        if chunk.ids is not None:
+            ids = chunk.ids
+            current = self._current(conn, ids)
+        else:
+            ids, current = self._matching_under_lock(conn, ref, chunk.context_id, chunk.where)
+        patcher = ItemPatcher(chunk.schema, replace=chunk.replace)
+        befores: list[tuple[int, Optional[str]]] = []
+        writes: list[tuple[str, int]] = []
+        for position, item_id in enumerate(ids):
+            index = chunk.indexes[position] if chunk.indexes else position
+            old = current.get(item_id)
+            if old is None:
+                images.errors.append(
+                    {"index": index, "field": None, "code": "NOT_FOUND", "message": f"item {item_id} does not exist", "itemId": item_id}
+                )
+                continue
+            patch = chunk.patches[position] if chunk.patches is not None else chunk.patch
+            try:
+                new = patcher.apply(orjson.loads(old), patch or {})
+            except ValidationError as exc:
+                images.errors.append(
+                    {"index": index, "field": exc.details.get("field"), "code": exc.code, "message": exc.message, "itemId": item_id}
+                )
+                continue
+            befores.append((item_id, old))
+            writes.append((orjson.dumps(new).decode(), item_id))
+        self._record_undo(conn, ref, chunk.chunk_id, "items", befores)
+        conn.executemany("UPDATE items SET vals=? WHERE id=?", writes)
+        images.items = befores
+        images.affected = len(writes)
+        return images
+
+    def _matching_under_lock(self, conn, ref, context_id, where) -> tuple[list[int], dict[int, str]]:
+        """Ids matching ``where`` now that the locks are held; lock any newcomer or skip it."""
+        rows = list(self._select(context_id, where, own_txn=ref.txn, conn=conn))
+        held = self.locks.held_by(ref.txn)
+        rows = [(i, v) for i, v in rows if i in held]
+        return [i for i, _ in rows], dict(rows)
+
+    def _delete(self, conn: sqlite3.Connection, ref: TxnRef, chunk: DeleteItems) -> BeforeImages:
+        images = BeforeImages(chunk.chunk_id)
+        if chunk.ids is not None:
+            current = self._current(conn, chunk.ids)
+            for position, item_id in enumerate(chunk.ids):
+                if item_id not in current:
+                    images.errors.append(
+                        {"index": position, "code": "NOT_FOUND", "message": f"item {item_id} does not exist", "itemId": item_id}
+                    )
+        else:
+            _, current = self._matching_under_lock(conn, ref, chunk.context_id, chunk.where)
+        befores = list(current.items())
+        self._record_undo(conn, ref, chunk.chunk_id, "items", befores)
+        conn.execute(
+            "DELETE FROM items WHERE id IN (SELECT value FROM json_each(?))", (_ids_param(list(current)),)
+        )
+        images.items = befores
+        images.affected = len(befores)
+        return images
+
+    def _restore(self, conn: sqlite3.Connection, ref: TxnRef, chunk: RestoreItems) -> BeforeImages:
+        images = BeforeImages(chunk.chunk_id)
+        current = self._current(conn, chunk.ids)
+        befores = [(i, current.get(i)) for i in chunk.ids]
+        self._record_undo(conn, ref, chunk.chunk_id, "items", befores)
+        conn.executemany(
+            "INSERT OR REPLACE INTO items(id, vals) VALUES(?, ?)",
+            [(i, v) for i, v in zip(chunk.ids, chunk.rows) if v is not None],
+        )
+        gone = [i for i, v in zip(chunk.ids, chunk.rows) if v is None]
+        if gone:
+            conn.execute("DELETE FROM items WHERE id IN (SELECT value FROM json_each(?))", (_ids_param(gone),))
+        images.items = befores
+        images.affected = len(chunk.ids)
+        return images
+
+    def _put_docs(self, conn: sqlite3.Connection, ref: TxnRef, chunk: PutDocs) -> BeforeImages:
+        images = BeforeImages(chunk.chunk_id)
+        keys = [k for k, _ in chunk.docs]
+        current = dict(
+            conn.execute(
+                "SELECT key, doc FROM docs WHERE key IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(keys).decode(),),
+            ).fetchall()
+        )
+        befores = [(k, current.get(k)) for k in keys]
+        self._record_undo(conn, ref, chunk.chunk_id, "docs", befores)
+        for key, doc in chunk.docs:
+            if doc is None:
+                conn.execute("DELETE FROM docs WHERE key=?", (key,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO docs VALUES(?, ?)", (key, doc))
+        images.docs = befores
+        images.affected = len(keys)
+        return images
+
+    # -- voting and deciding ----------------------------------------------------------------
+    def prepare(self, ref: TxnRef) -> bool:
+        check_txn_id(ref.txn)
+        with self._write("prepare", ref, durable=True) as conn:
+            if conn.execute("SELECT 1 FROM finished WHERE txn=?", (ref.txn,)).fetchone():
+                return False
+            row = conn.execute("SELECT state FROM txns WHERE txn=?", (ref.txn,)).fetchone()
+            if row is None:
+                # never applied here (lost, or unilaterally aborted by a restart): vote no and
+                # remember, so that a late apply is refused
+                conn.execute("INSERT INTO finished VALUES(?, 'aborted', ?)", (ref.txn, time.time()))
+                return False
+            if row[0] == "active":
+                conn.execute("UPDATE txns SET state='prepared', updated=? WHERE txn=?", (time.time(), ref.txn))
+        return True
+
+    def commit(self, ref: TxnRef) -> None:
+        self._finish(ref, "committed")
+
+    def abort(self, ref: TxnRef) -> None:
+        self._finish(ref, "aborted")
+
+    def _finish(self, ref: TxnRef, outcome: str) -> None:
+        check_txn_id(ref.txn)
+        try:
+            with self._write(outcome, ref, durable=True) as conn:
+                done = conn.execute("SELECT outcome FROM finished WHERE txn=?", (ref.txn,)).fetchone()
+                if done is not None:
+                    if done[0] != outcome:
+                        raise InternalError(
+                            f"transaction {ref.txn} on shard {self.name} is {done[0]}, asked to be "
+                            f"{outcome}: this should never happen, please file a bug",
+                            shard=self.name,
+                        )
+                    return
+                if outcome == "aborted":
+                    self._roll_back(conn, ref.txn)
+                self._forget(conn, ref.txn, outcome)
+        finally:
+            self.locks.release_all(ref.txn)
+
+    def _roll_back(self, conn: sqlite3.Connection, txn: str) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO items(id, vals) SELECT key, before FROM undo "
+            "WHERE txn=? AND tbl='items' AND before IS NOT NULL",
+            (txn,),
+        )
+        conn.execute(
+            "DELETE FROM items WHERE id IN (SELECT key FROM undo WHERE txn=? AND tbl='items' AND before IS NULL)",
+            (txn,),
+        )
+        for lo, hi in conn.execute("SELECT lo, hi FROM created WHERE txn=?", (txn,)).fetchall():
+            conn.execute("DELETE FROM items WHERE id BETWEEN ? AND ?", (lo, hi))
+        conn.execute(
+            "INSERT OR REPLACE INTO docs(key, doc) SELECT key, before FROM undo "
+            "WHERE txn=? AND tbl='docs' AND before IS NOT NULL",
+            (txn,),
+        )
+        conn.execute(
+            "DELETE FROM docs WHERE key IN (SELECT key FROM undo WHERE txn=? AND tbl='docs' AND before IS NULL)",
+            (txn,),
+        )
+
+    def _forget(self, conn: sqlite3.Connection, txn: str, outcome: str) -> None:
+        for table in ("undo", "created", "applied", "txns"):
+            conn.execute(f"DELETE FROM {table} WHERE txn=?", (txn,))  # table names are constants
+        conn.execute("INSERT INTO finished VALUES(?, ?, ?)", (txn, outcome, time.time()))
+
+    # -- recovery ---------------------------------------------------------------------------
+    def recover(self) -> list[dict[str, Any]]:
+        with self._mutex:
+            rows = self._conn.execute("SELECT txn, state, ts, epoch FROM txns").fetchall()
+        in_doubt = []
+        for txn, state, ts, epoch in rows:
+            ref = TxnRef(txn, ts, self.epoch)
+            if state == "active":
+                self.abort(ref)
+                continue
+            keys = [k for (k,) in self._conn.execute("SELECT key FROM undo WHERE txn=? AND tbl='items'", (txn,))]
+            keys += [("doc", k) for (k,) in self._conn.execute("SELECT key FROM undo WHERE txn=? AND tbl='docs'", (txn,))]
+            self.locks.acquire(txn, ts, keys, timeout=0)
+            in_doubt.append({"txn": txn, "ts": ts, "shard": self.name})
+        return in_doubt
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Transactions not yet finished here (``{txn, state, ts}``)."""
+        with self._mutex:
+            rows = self._conn.execute("SELECT txn, state, ts FROM txns").fetchall()
+        return [{"txn": t, "state": s, "ts": ts} for t, s, ts in rows]
+
+    def outcome(self, txn: str) -> Optional[str]:
+        with self._mutex:
+            row = self._conn.execute("SELECT outcome FROM finished WHERE txn=?", (txn,)).fetchone()
+        return row[0] if row else None
+
+    def before_images(self, txn: str) -> list[BeforeImages]:
+        with self._mutex:
+            chunks = [c for (c,) in self._conn.execute("SELECT chunk FROM applied WHERE txn=? ORDER BY chunk", (txn,))]
+        return [self._images_of(txn, c) for c in chunks]
+
+    def _images_of(self, txn: str, chunk_id: int) -> BeforeImages:
+        with self._mutex:
+            conn = self._conn
+            images = BeforeImages(chunk_id)
+            images.created = [
+                tuple(r) for r in conn.execute("SELECT lo, hi, n FROM created WHERE txn=? AND chunk=?", (txn, chunk_id))
+            ]
+            for tbl, key, before in conn.execute(
+                "SELECT tbl, key, before FROM undo WHERE txn=? AND chunk=?", (txn, chunk_id)
+            ):
+                (images.items if tbl == "items" else images.docs).append((key, before))
+        return images
+
+    # -- reads --------------------------------------------------------------------------------
+    def _select(
+        self,
+        context_id: int,
+        where: Optional[str],
+        *,
+        own_txn: Optional[str] = None,
+        conn: Optional[sqlite3.Connection] = None,
+        ids: Optional[list[int]] = None,
+        limit: Optional[int] = None,
+    ) -> Iterator[tuple[int, str]]:
+        from .query import parse, to_sql  # local: the query module is optional for writes
+
+        lo, hi = context_range(context_id)
+        params: dict[str, Any] = {"lo": lo, "hi": hi, "own": own_txn or ""}
+        sql = f"SELECT id, vals FROM ({_MASKED_ITEMS}) AS visible"
+        clauses = []
+        positional: list[Any] = []
+        if where:
+            fragment, positional = to_sql(parse(where), lambda attr: ("json_extract(vals, ?)", [_json_path(attr)]))
+            clauses.append(fragment)
+        if ids is not None:
+            clauses.append("id IN (SELECT value FROM json_each(?))")
+            positional.append(_ids_param(ids))
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            positional.append(int(limit))
+        sql, all_params = _to_positional(sql, params, positional)
+        with self._mutex:
+            rows = (conn or self._conn).execute(sql, all_params).fetchall()
+        return iter(rows)
+
+    def read_items(
+        self,
+        context_id: int,
+        where: Optional[str] = None,
+        *,
+        own_txn: Optional[str] = None,
+        ids: Optional[list[int]] = None,
+        limit: Optional[int] = None,
+    ) -> Iterator[tuple[int, str]]:
+        return self._select(context_id, where, own_txn=own_txn, ids=ids, limit=limit)
+
+    def count_items(self, context_id: int, where: Optional[str] = None) -> int:
+        if where:
+            return sum(1 for _ in self._select(context_id, where))
+        lo, hi = context_range(context_id)
+        sql, params = _to_positional(
+            f"SELECT count(*) FROM ({_MASKED_ITEMS}) AS visible", {"lo": lo, "hi": hi, "own": ""}, []
+        )
+        with self._mutex:
+            return self._conn.execute(sql, params).fetchone()[0]
+
+    def read_docs(self, prefix: str = "") -> dict[str, str]:
+        """Committed catalog documents whose key starts with ``prefix``."""
+        sql = (
+            "SELECT key, doc FROM docs WHERE substr(key, 1, length(:p)) = :p "
+            "AND NOT EXISTS (SELECT 1 FROM undo u WHERE u.tbl='docs' AND u.key = docs.key) "
+            "UNION ALL SELECT key, before FROM undo WHERE tbl='docs' AND before IS NOT NULL "
+            "AND substr(key, 1, length(:p)) = :p"
+        )
+        with self._mutex:
+            return dict(self._conn.execute(sql, {"p": prefix}).fetchall())
+
+    def integrity_check(self) -> str:
+        with self._mutex:
+            return self._conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def leftovers(self) -> dict[str, int]:
+        """Counts of 2PC state still recorded (all zero when nothing is in flight)."""
+        with self._mutex:
+            return {
+                t: self._conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # constant names
+                for t in ("txns", "undo", "created", "applied")
+            }
+
+
+def _json_path(attr: str) -> str:
+    from .query import json_path
+
+    return json_path(attr)
+
+
+def _to_positional(sql: str, named: dict[str, Any], positional: list[Any]) -> tuple[str, list[Any]]:
+    """Rewrite ``:name`` parameters to ``?`` in order so named and positional can mix."""
+    import re
+
+    out: list[Any] = []
+    pos_iter = iter(positional)
+
+    def repl(match: re.Match) -> str:
+        token = match.group(0)
+        if token == "?":
+            out.append(next(pos_iter))
+        else:
+            out.append(named[token[1:]])
+        return "?"
+
+    return re.sub(r"\?|:[a-z]+", repl, sql), out
