@@ -56,11 +56,21 @@ class TxnRef:
 
 @dataclass
 class CreateItems:
-    """Insert new items. ``rows`` are JSON texts of the values, aligned with ``ids``."""
+    """Insert new items; ``ids`` and ``rows`` are aligned.
+
+    With ``schema`` (a DataContext dump) the rows are value dicts that the participant
+    validates and encodes itself (so validation runs in parallel on the workers); invalid rows
+    are reported in the before-images' ``errors`` with their request index
+    (``start_index`` + position, or ``indexes[position]``) and not written. Without ``schema``
+    the rows are already-encoded JSON texts.
+    """
 
     chunk_id: int
     ids: list[int]
-    rows: list[str]
+    rows: list[Any]
+    schema: Optional[dict[str, Any]] = None
+    start_index: int = 0
+    indexes: Optional[list[int]] = None
 
 
 @dataclass

@@ -10,8 +10,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Optional
 
+import orjson
+
+from .chunks import BeforeImages, CreateItems
 from .errors import ExpressionError, ValidationError
-from .schema import Attribute, DataContext, ValueProblem, coerce_value
+from .schema import Attribute, DataContext, RowValidator, ValueProblem, coerce_value
 
 
 @lru_cache(maxsize=256)
@@ -51,3 +54,24 @@ class ItemPatcher:
             return coerce_value(attr, value)
         except ValueProblem as exc:
             raise ValidationError(f"{name}: {exc}", field=name) from None
+
+
+@lru_cache(maxsize=64)
+def _validator(schema_json: bytes) -> RowValidator:
+    return RowValidator(DataContext.model_validate_json(schema_json))
+
+
+def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[list[int], list[str]]:
+    """The ids and JSON texts to insert for a create chunk; invalid rows go to ``images.errors``.
+
+    Rows of a chunk without a schema are already encoded and pass through unchanged.
+    """
+    if chunk.schema is None:
+        return chunk.ids, chunk.rows
+    validator = _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS))
+    positions, good, errors = validator.validate(chunk.rows, chunk.start_index, chunk.indexes)
+    images.errors.extend(errors)
+    dumps = orjson.dumps
+    rows = [dumps(values).decode() for values in good]
+    ids = chunk.ids if len(positions) == len(chunk.ids) else [chunk.ids[p] for p in positions]
+    return ids, rows

@@ -52,7 +52,7 @@ from .errors import (
     ValidationError,
 )
 from .locks import LockManager
-from .patching import ItemPatcher
+from .patching import ItemPatcher, encode_created_rows
 
 SCHEMA_VERSION = 1
 
@@ -143,6 +143,8 @@ class SqliteShard:
             if self._closed:
                 raise StoreError(f"shard {self.name} is closed")
             conn = self._conn
+            if durable:
+                conn.execute("PRAGMA synchronous=FULL")
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -151,8 +153,6 @@ class SqliteShard:
                 if ref is not None:
                     self._check_epoch(conn, ref.epoch)
                 yield conn
-                if durable:
-                    conn.execute("PRAGMA synchronous=FULL")
                 crashpoints.durable_write(f"{self.name}:{label}")
                 conn.execute("COMMIT")
             except BaseException as exc:
@@ -199,14 +199,25 @@ class SqliteShard:
         keys = self._lock_keys(ref, chunk)
         if keys:
             self.locks.acquire(ref.txn, ref.ts, keys)
-        with self._write("apply", ref) as conn:
-            self._enter(conn, ref)
-            images = self._apply_chunk(conn, ref, chunk)
-            conn.execute(
-                "INSERT INTO applied VALUES(?,?,?,?)",
-                (ref.txn, chunk.chunk_id, images.affected, orjson.dumps(images.errors).decode() if images.errors else None),
-            )
+        try:
+            with self._write("apply", ref) as conn:
+                self._enter(conn, ref)
+                images = self._apply_chunk(conn, ref, chunk)
+                conn.execute(
+                    "INSERT INTO applied VALUES(?,?,?,?)",
+                    (ref.txn, chunk.chunk_id, images.affected, orjson.dumps(images.errors).decode() if images.errors else None),
+                )
+        except (TransactionAborted, StaleEpochError):
+            # a late apply of a finished transaction, or one from a replaced owner: it must not
+            # keep the locks it took while waiting
+            if self.outcome(ref.txn) is not None or not self._is_active(ref.txn):
+                self.locks.release_all(ref.txn)
+            raise
         return images
+
+    def _is_active(self, txn: str) -> bool:
+        with self._mutex:
+            return self._conn.execute("SELECT 1 FROM txns WHERE txn=?", (txn,)).fetchone() is not None
 
     def _already_applied(self, ref: TxnRef, chunk_id: int) -> Optional[BeforeImages]:
         with self._mutex:
@@ -271,18 +282,17 @@ class SqliteShard:
 
     def _create(self, conn: sqlite3.Connection, ref: TxnRef, chunk: CreateItems) -> BeforeImages:
         images = BeforeImages(chunk.chunk_id)
-        if not chunk.ids:
+        ids, rows = encode_created_rows(chunk, images)
+        if not ids:
             return images
-        lo, hi = min(chunk.ids), max(chunk.ids)
-        conn.execute(
-            "INSERT INTO created VALUES(?,?,?,?,?)", (ref.txn, chunk.chunk_id, lo, hi, len(chunk.ids))
-        )
+        lo, hi = min(ids), max(ids)
+        conn.execute("INSERT INTO created VALUES(?,?,?,?,?)", (ref.txn, chunk.chunk_id, lo, hi, len(ids)))
         try:
-            conn.executemany("INSERT INTO items(id, vals) VALUES(?, ?)", zip(chunk.ids, chunk.rows))
+            conn.executemany("INSERT INTO items(id, vals) VALUES(?, ?)", zip(ids, rows))
         except sqlite3.IntegrityError as exc:
             raise InternalError(f"item id collision on shard {self.name}: {exc}") from exc
-        images.created.append((lo, hi, len(chunk.ids)))
-        images.affected = len(chunk.ids)
+        images.created.append((lo, hi, len(ids)))
+        images.affected = len(ids)
         return images
 
     def _current(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, str]:
@@ -308,7 +318,7 @@ class SqliteShard:
         befores: list[tuple[int, Optional[str]]] = []
         writes: list[tuple[str, int]] = []
         for position, item_id in enumerate(ids):
-            index = chunk.indexes[position] if chunk.indexes else position
+            index = _request_index(chunk, position)
             old = current.get(item_id)
             if old is None:
                 images.errors.append(
@@ -585,6 +595,13 @@ class SqliteShard:
                 t: self._conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # constant names
                 for t in ("txns", "undo", "created", "applied")
             }
+
+
+def _request_index(chunk: UpdateItems, position: int) -> int:
+    """The request index an update's item came from (one index for a whole query update)."""
+    if not chunk.indexes:
+        return position
+    return chunk.indexes[position] if chunk.ids is not None else chunk.indexes[0]
 
 
 def _json_path(attr: str) -> str:

@@ -1,0 +1,176 @@
+"""Planning: order operations by dependencies then priority, and cut item streams into chunks.
+
+Planning happens before anything is written. :func:`order_operations` rejects a cycle, a
+missing dependency, a duplicate id or an unknown target with a :class:`~batchray.errors.PlanError`
+naming the operations involved. :class:`CreateChunker` turns a stream of item values (of any
+length: it never holds more than one chunk per shard) into per-shard create chunks sized by an
+estimate of their bytes.
+"""
+from __future__ import annotations
+
+import heapq
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+from .chunks import CreateItems
+from .errors import PlanError
+from .model import Operation
+
+
+def order_operations(
+    operations: Sequence[Operation], check_target: Optional[Callable[[Operation], None]] = None
+) -> list[Operation]:
+    """Topological order; among ready operations, higher ``priority`` first, then request order.
+
+    ``check_target(op)`` raises (a :class:`~batchray.errors.BatchrayError`) for a target that
+    does not resolve; it is wrapped into a PlanError naming the operation.
+    """
+    by_id: dict[str, int] = {}
+    for position, op in enumerate(operations):
+        if op.id in by_id:
+            raise PlanError(f"operation id {op.id!r} appears twice", operations=[op.id])
+        by_id[op.id] = position
+    missing = [(op.id, dep) for op in operations for dep in op.dependencies if dep not in by_id]
+    if missing:
+        names = ", ".join(f"{o} -> {d}" for o, d in missing[:10])
+        raise PlanError(
+            f"unknown dependencies: {names}", operations=sorted({o for o, _ in missing}), missing=[d for _, d in missing]
+        )
+    if check_target is not None:
+        for op in operations:
+            try:
+                check_target(op)
+            except PlanError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - re-raised with the operation named
+                message = getattr(exc, "message", str(exc))
+                raise PlanError(f"operation {op.id!r}: unknown target {op.target!r}: {message}", operations=[op.id]) from exc
+    indegree = [0] * len(operations)
+    dependents: list[list[int]] = [[] for _ in operations]
+    for position, op in enumerate(operations):
+        for dep in set(op.dependencies):
+            indegree[position] += 1
+            dependents[by_id[dep]].append(position)
+    ready = [(-op.priority, position) for position, op in enumerate(operations) if indegree[position] == 0]
+    heapq.heapify(ready)
+    ordered: list[Operation] = []
+    while ready:
+        _, position = heapq.heappop(ready)
+        ordered.append(operations[position])
+        for nxt in dependents[position]:
+            indegree[nxt] -= 1
+            if indegree[nxt] == 0:
+                heapq.heappush(ready, (-operations[nxt].priority, nxt))
+    if len(ordered) != len(operations):
+        stuck = [op.id for position, op in enumerate(operations) if indegree[position] > 0]
+        cycle = find_cycle(operations, by_id, set(stuck))
+        raise PlanError(
+            f"dependency cycle: {' -> '.join(cycle)}", operations=stuck, cycle=cycle
+        )
+    return ordered
+
+
+def find_cycle(operations: Sequence[Operation], by_id: dict[str, int], among: set[str]) -> list[str]:
+    """One cycle among the operations left unordered, as ids with the first repeated last."""
+    start = min(among)
+    path: list[str] = []
+    seen: dict[str, int] = {}
+    current = start
+    while current not in seen:
+        seen[current] = len(path)
+        path.append(current)
+        current = next(d for d in operations[by_id[current]].dependencies if d in among)
+    return path[seen[current]:] + [current]
+
+
+def estimate_bytes(row: Any) -> int:
+    """A cheap estimate of a value dict's encoded size (no encoding)."""
+    if isinstance(row, str):
+        return len(row) + 16
+    if isinstance(row, dict):
+        total = 16
+        for key, value in row.items():
+            total += len(key) + 4 + (len(value) if isinstance(value, str) else 8)
+        return total
+    return sys.getsizeof(row)
+
+
+@dataclass
+class PlannedChunk:
+    """A chunk bound for one participant, with what the memory budget and progress need."""
+
+    participant: str
+    chunk: Any
+    nbytes: int
+    count: int
+
+
+class CreateChunker:
+    """Cuts a stream of value dicts into per-shard :class:`CreateItems` chunks.
+
+    Item ids come from ``allocate(n) -> first id`` in blocks; item ``i`` of the stream gets the
+    ``i``-th id and goes to shard ``id % shard_count``. A chunk is emitted when it reaches
+    ``max_rows`` rows or ``max_bytes`` estimated bytes; at the end, the remainders.
+    """
+
+    def __init__(
+        self,
+        shard_names: Sequence[str],
+        allocate: Callable[[int], int],
+        *,
+        schema: Optional[dict[str, Any]],
+        max_rows: int = 10_000,
+        max_bytes: int = 8 << 20,
+        id_block: int = 65_536,
+        chunk_ids: Optional[Iterator[int]] = None,
+    ) -> None:
+        self.shards = list(shard_names)
+        self.allocate = allocate
+        self.schema = schema
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.id_block = id_block
+        self.ids_used: list[tuple[int, int]] = []  # (first, count) blocks handed out
+        self._chunk_ids = chunk_ids if chunk_ids is not None else iter(range(1 << 62))
+
+    def chunks(self, rows: Iterable[Any], start_index: int = 0) -> Iterator[PlannedChunk]:
+        n = len(self.shards)
+        buckets: list[tuple[list[int], list[Any], list[int]]] = [([], [], []) for _ in range(n)]
+        sizes = [0] * n
+        next_id, block_end = 0, 0
+        index = start_index
+        for row in rows:
+            if next_id == block_end:
+                next_id = self.allocate(self.id_block)
+                block_end = next_id + self.id_block
+                self.ids_used.append((next_id, self.id_block))
+            shard = next_id % n
+            ids, values, indexes = buckets[shard]
+            ids.append(next_id)
+            values.append(row)
+            indexes.append(index)
+            sizes[shard] += estimate_bytes(row)
+            next_id += 1
+            index += 1
+            if len(ids) >= self.max_rows or sizes[shard] >= self.max_bytes:
+                yield self._emit(shard, buckets, sizes)
+        for shard in range(n):
+            if buckets[shard][0]:
+                yield self._emit(shard, buckets, sizes)
+
+    def _emit(self, shard: int, buckets, sizes) -> PlannedChunk:
+        ids, values, indexes = buckets[shard]
+        nbytes = sizes[shard]
+        buckets[shard] = ([], [], [])
+        sizes[shard] = 0
+        contiguous = indexes[-1] - indexes[0] == len(indexes) - 1
+        chunk = CreateItems(
+            next(self._chunk_ids),
+            ids,
+            values,
+            schema=self.schema,
+            start_index=indexes[0],
+            indexes=None if contiguous else indexes,
+        )
+        return PlannedChunk(self.shards[shard], chunk, nbytes, len(ids))

@@ -1,0 +1,227 @@
+"""The embedded store: a directory of SQLite files.
+
+Layout of a store directory (created on first use, readable by its owner only)::
+
+    store.json          format version and shard count (fixed when the store is created)
+    coordinator.sqlite  the decision log, batch registry, sequences and backups
+    catalog.sqlite      the catalog participant: data contexts, components, globals
+    shard-0000.sqlite   item shard participants; an item lives on shard ``id % shards``
+    gate.lock           the commit gate (see :class:`CommitGate`)
+
+Reads across shards hold the commit gate shared, and phase 2 holds it exclusive, so a reader
+never sees a batch committed on one shard and not yet on another.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Optional
+from urllib.parse import urlparse
+
+import orjson
+
+from .chunks import MAX_CONTEXTS, context_range
+from .errors import InDoubtError, NotFoundError, SchemaError, StoreError, ValidationError
+from .schema import Component, DataContext
+
+FORMAT_VERSION = 1
+DEFAULT_SHARDS = 2
+CATALOG = "catalog"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:04d}"
+
+
+def parse_store_url(store: str | os.PathLike) -> tuple[str, str]:
+    """``("sqlite", directory)`` or ``("postgresql", dsn)`` from a path or URL."""
+    text = os.fspath(store)
+    if text.startswith(("postgresql://", "postgres://")):
+        return "postgresql", text
+    if text.startswith("sqlite://"):
+        parsed = urlparse(text)
+        path = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
+        if not path:
+            raise ValidationError(f"store URL {text!r} names no directory", field="store")
+        return "sqlite", path
+    if "://" in text:
+        raise ValidationError(f"unsupported store URL {text!r}: use a directory, sqlite:///DIR or postgresql://...", field="store")
+    return "sqlite", text
+
+
+class StoreLayout:
+    """Paths and fixed settings of one store directory."""
+
+    def __init__(self, root: str | os.PathLike, shards: Optional[int] = None) -> None:
+        self.root = Path(root).expanduser().resolve()
+        old = os.umask(0o077)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        finally:
+            os.umask(old)
+        meta_path = self.root / "store.json"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("format") != FORMAT_VERSION:
+                raise StoreError(f"store {self.root} has format {meta.get('format')}, expected {FORMAT_VERSION}")
+            if shards is not None and shards != meta["shards"]:
+                raise ValidationError(
+                    f"store {self.root} was created with {meta['shards']} shards, not {shards}", field="shards"
+                )
+            self.shards = int(meta["shards"])
+        else:
+            self.shards = shards or DEFAULT_SHARDS
+            if not 1 <= self.shards <= 256:
+                raise ValidationError("shards must be between 1 and 256", field="shards")
+            tmp = meta_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"format": FORMAT_VERSION, "shards": self.shards}))
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, meta_path)
+
+    @property
+    def shard_names(self) -> list[str]:
+        return [shard_name(i) for i in range(self.shards)]
+
+    @property
+    def participant_names(self) -> list[str]:
+        return [CATALOG, *self.shard_names]
+
+    def participant_path(self, name: str) -> Path:
+        if name != CATALOG and name not in self.shard_names:
+            raise NotFoundError(f"no participant {name!r} in store {self.root}")
+        return self.root / f"{name}.sqlite"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "coordinator.sqlite"
+
+    def shard_of(self, item_id: int) -> str:
+        return shard_name(item_id % self.shards)
+
+
+class CommitGate:
+    """A cross-process readers-writer lock on ``gate.lock`` (``flock``; released if the holder dies)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "gate.lock"
+
+    @contextlib.contextmanager
+    def _held(self, mode: int) -> Iterator[None]:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
+
+    def exclusive(self):
+        return self._held(fcntl.LOCK_EX)
+
+    def shared(self):
+        return self._held(fcntl.LOCK_SH)
+
+
+def context_key(name: str) -> str:
+    return f"context/{name}"
+
+
+def component_key(name: str) -> str:
+    return f"component/{name}"
+
+
+class Catalog:
+    """Read access to the catalog participant's committed documents."""
+
+    def __init__(self, catalog_participant: Any) -> None:
+        self.participant = catalog_participant
+
+    def context(self, name: str) -> tuple[int, DataContext]:
+        """``(context id, DataContext)`` or :class:`SchemaError`."""
+        docs = self.participant.read_docs(context_key(name))
+        doc = docs.get(context_key(name))
+        if doc is None:
+            raise SchemaError(f"data context {name!r} does not exist", field="dataContextName", context=name)
+        data = orjson.loads(doc)
+        return data["id"], DataContext.model_validate(data["context"])
+
+    def contexts(self) -> dict[str, tuple[int, DataContext]]:
+        out = {}
+        for key, doc in self.participant.read_docs("context/").items():
+            data = orjson.loads(doc)
+            out[key.split("/", 1)[1]] = (data["id"], DataContext.model_validate(data["context"]))
+        return out
+
+    def components(self) -> dict[str, Component]:
+        return {
+            key.split("/", 1)[1]: Component.model_validate_json(doc)
+            for key, doc in self.participant.read_docs("component/").items()
+        }
+
+    def globals(self) -> dict[str, Any]:
+        return {key.split("/", 1)[1]: orjson.loads(doc) for key, doc in self.participant.read_docs("global/").items()}
+
+
+def context_doc(context_id: int, context: DataContext) -> str:
+    if not 0 < context_id < MAX_CONTEXTS:
+        raise StoreError(f"context id {context_id} out of range")
+    return orjson.dumps({"id": context_id, "context": context.model_dump(mode="json", exclude_defaults=True)}).decode()
+
+
+class ItemReader:
+    """Committed items across shards, in id order, under the commit gate."""
+
+    def __init__(self, shards: list[Any], gate: CommitGate, log: Any) -> None:
+        self.shards = shards
+        self.gate = gate
+        self.log = log
+
+    @contextlib.contextmanager
+    def consistent(self) -> Iterator[None]:
+        with self.gate.shared():
+            _, decided = self.log.unfinished()
+            if decided:
+                raise InDoubtError(
+                    f"{len(decided)} batch(es) are decided but not yet finished on every shard; "
+                    "recovery finishes them (batchray recover)",
+                    batches=[t for t, _ in decided][:10],
+                )
+            yield
+
+    def items(
+        self, context_id: int, where: Optional[str] = None, offset: int = 0, limit: Optional[int] = None,
+        ids: Optional[list[int]] = None,
+    ) -> list[tuple[int, str]]:
+        import heapq
+
+        want = None if limit is None else offset + limit
+        with self.consistent():
+            streams = [s.read_items(context_id, where, limit=want, ids=ids) for s in self.shards]
+            merged = heapq.merge(*streams, key=lambda row: row[0])
+            out = []
+            for position, row in enumerate(merged):
+                if want is not None and position >= want:
+                    break
+                if position >= offset:
+                    out.append(row)
+            return out
+
+    def count(self, context_id: int, where: Optional[str] = None) -> int:
+        with self.consistent():
+            return sum(s.count_items(context_id, where) for s in self.shards)
+
+
+__all__ = [
+    "CATALOG",
+    "Catalog",
+    "CommitGate",
+    "ItemReader",
+    "StoreLayout",
+    "context_doc",
+    "context_key",
+    "context_range",
+    "parse_store_url",
+    "shard_name",
+]

@@ -1,0 +1,84 @@
+"""A participant wrapper that fails or crashes at the step you name.
+
+``FaultyParticipant(shard, fail_at="prepare")`` raises :class:`InjectedFault` (a retryable-free
+:class:`~batchray.errors.StoreError`) the first ``times`` times that step is called;
+``crash_at="commit"`` raises :class:`~batchray.crashpoints.SimulatedCrash` instead, which
+models the process dying there: the caller must reopen the shard (a restart) to go on.
+``when="after"`` lets the step's own durable effect happen before the fault (a crash after
+the write, before the reply).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..crashpoints import SimulatedCrash
+from ..errors import StoreError
+
+STEPS = ("apply", "prepare", "commit", "abort")
+
+
+class InjectedFault(StoreError):
+    """The failure a :class:`FaultyParticipant` injects."""
+
+
+class FaultyParticipant:
+    """Delegates to ``inner`` except at the armed step; see the module docstring."""
+
+    def __init__(
+        self,
+        inner: Any,
+        *,
+        fail_at: Optional[str] = None,
+        crash_at: Optional[str] = None,
+        when: str = "before",
+        times: int = 1,
+        on_call: int = 1,
+    ) -> None:
+        for step in (fail_at, crash_at):
+            if step is not None and step not in STEPS:
+                raise ValueError(f"unknown step {step!r}; one of {STEPS}")
+        if when not in ("before", "after"):
+            raise ValueError("when must be 'before' or 'after'")
+        self.inner = inner
+        self.fail_at = fail_at
+        self.crash_at = crash_at
+        self.when = when
+        self.times = times
+        self.on_call = on_call
+        self.calls: dict[str, int] = {step: 0 for step in STEPS}
+        self.injected = 0
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    def _step(self, step: str, *args: Any) -> Any:
+        self.calls[step] += 1
+        armed = step in (self.fail_at, self.crash_at) and self.calls[step] >= self.on_call and self.injected < self.times
+        if armed and self.when == "before":
+            self._inject(step)
+        value = getattr(self.inner, step)(*args)
+        if armed and self.when == "after":
+            self._inject(step)
+        return value
+
+    def _inject(self, step: str) -> None:
+        self.injected += 1
+        if step == self.crash_at:
+            raise SimulatedCrash(f"injected crash at {step} of {self.name}")
+        raise InjectedFault(f"injected failure at {step} of {self.name}", shard=self.name, step=step)
+
+    def apply(self, ref, chunk):
+        return self._step("apply", ref, chunk)
+
+    def prepare(self, ref):
+        return self._step("prepare", ref)
+
+    def commit(self, ref):
+        return self._step("commit", ref)
+
+    def abort(self, ref):
+        return self._step("abort", ref)

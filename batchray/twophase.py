@@ -1,0 +1,340 @@
+"""The coordinator's two-phase commit, as pure code over a :class:`Transport`.
+
+:class:`TwoPhaseCommit` runs one transaction:
+
+1. **Apply** (phase 1a): planned chunks are dispatched as the memory budget allows, several in
+   flight at once; each returns its before-images. Retryable failures (a lost wait-die race, an
+   unavailable participant) are retried with exponential backoff and jitter.
+2. **Prepare** (phase 1b): every participant that was sent anything votes.
+3. **Decide**: the outcome per participant is written to the :class:`DecisionLog` *before*
+   anyone hears it. Atomic batches commit everywhere or nowhere; a non-atomic batch commits
+   at each participant that voted yes and reports the failed chunks and items.
+4. **Finish** (phase 2): commit/abort is delivered until every participant acknowledges
+   (those steps are idempotent), then the decision is marked done.
+
+:func:`recover` finishes what a crashed coordinator left: presumed abort for undecided
+batches, and the logged decision for decided ones.
+
+The transport decides where participants run: in this process (:class:`LocalTransport`), in Ray
+actors (``actors/``), or in the seeded simulator (:mod:`batchray.testing`), which drops and
+repeats messages.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional, Protocol
+
+from .chunks import BeforeImages, TxnRef
+from .decision_log import DecisionLog
+from .errors import BatchrayError, InternalError, TransactionAborted, ValidationError
+from .memory import MemoryBudget
+from .planner import PlannedChunk
+
+
+class Transport(Protocol):
+    """How the coordinator reaches participants. Handles are opaque."""
+
+    def submit(self, participant: str, step: str, ref: TxnRef, chunk: Any = None) -> Any:
+        """Start ``step`` (apply, prepare, commit, abort) at ``participant``; return a handle."""
+
+    def wait(self, handles: list[Any], timeout: Optional[float] = None) -> tuple[list[Any], list[Any]]:
+        """``(ready, pending)``: at least one ready unless ``timeout`` passed."""
+
+    def result(self, handle: Any) -> Any:
+        """The step's value, or raise its error."""
+
+
+class _Ready:
+    """A finished local call; hashed by identity so it can key the in-flight table."""
+
+    __slots__ = ("ok", "value")
+
+    def __init__(self, ok: bool, value: Any) -> None:
+        self.ok = ok
+        self.value = value
+
+
+class LocalTransport:
+    """Calls participants directly, in this thread: each handle is ready when submitted."""
+
+    def __init__(self, participants: dict[str, Any]) -> None:
+        self.participants = participants
+
+    def submit(self, participant: str, step: str, ref: TxnRef, chunk: Any = None) -> _Ready:
+        target = self.participants[participant]
+        try:
+            value = target.apply(ref, chunk) if step == "apply" else getattr(target, step)(ref)
+            return _Ready(True, value)
+        except BatchrayError as exc:
+            return _Ready(False, exc)
+        except Exception as exc:  # noqa: BLE001 - a participant bug must still abort cleanly
+            return _Ready(False, InternalError(f"{participant}.{step} raised {type(exc).__name__}: {exc}"))
+
+    def wait(self, handles, timeout=None):
+        return list(handles), []
+
+    def result(self, handle: _Ready) -> Any:
+        if handle.ok:
+            return handle.value
+        raise handle.value
+
+
+@dataclass
+class Outcome:
+    """What one transaction did."""
+
+    txn: str
+    committed: bool
+    outcomes: dict[str, str] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    affected: int = 0
+    chunks: int = 0
+    images: list[tuple[str, BeforeImages]] = field(default_factory=list)
+    cause: Optional[BatchrayError] = None
+    in_doubt: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Flight:
+    planned: PlannedChunk
+    attempt: int = 1
+
+
+class TwoPhaseCommit:
+    """Runs transactions; see the module docstring. One instance may run many at once."""
+
+    def __init__(
+        self,
+        log: DecisionLog,
+        transport: Transport,
+        *,
+        epoch_of: Callable[[str], int] = lambda name: 0,
+        budget: Optional[MemoryBudget] = None,
+        phase2_deadline: float = 30.0,
+        rng: Optional[random.Random] = None,
+        sleep: Callable[[float], None] = time.sleep,
+        gate: Callable[[], Any] = contextlib.nullcontext,
+    ) -> None:
+        self.log = log
+        self.transport = transport
+        self.epoch_of = epoch_of
+        self.budget = budget or MemoryBudget()
+        self.phase2_deadline = phase2_deadline
+        self.rng = rng or random.Random()
+        self.sleep = sleep
+        self.gate = gate
+
+    def ref(self, txn: str, ts: int, participant: str) -> TxnRef:
+        return TxnRef(txn, ts, self.epoch_of(participant))
+
+    # -- the whole protocol -----------------------------------------------------------------
+    def run(
+        self,
+        txn: str,
+        ts: int,
+        planned: Iterable[PlannedChunk],
+        *,
+        atomic: bool = True,
+        max_retries: int = 3,
+        keep_images: bool = False,
+        on_chunk: Optional[Callable[[PlannedChunk, Optional[BeforeImages], Optional[BatchrayError]], None]] = None,
+        should_stop: Callable[[], Optional[BatchrayError]] = lambda: None,
+    ) -> Outcome:
+        """Apply, vote, decide and finish ``txn``. Never raises for the transaction's own
+        failures: they are in the returned :class:`Outcome`."""
+        outcome = Outcome(txn, committed=False)
+        touched: set[str] = set()
+        try:
+            self._phase1(txn, ts, planned, outcome, touched, atomic, max_retries, keep_images, on_chunk, should_stop)
+        except BatchrayError as exc:
+            outcome.cause = outcome.cause or exc
+        votes = self._votes(txn, ts, touched, outcome, atomic)
+        if atomic:
+            commit = outcome.cause is None and not outcome.errors and all(votes.values())
+            decided = {p: ("commit" if commit else "abort") for p in touched}
+        else:
+            decided = {p: ("commit" if votes.get(p) else "abort") for p in touched}
+        with self.gate():  # readers wait while the decision reaches the participants
+            outcome.outcomes = self.log.decide(txn, decided)
+            outcome.in_doubt = self.finish(txn, ts, outcome.outcomes)
+        if not touched:
+            outcome.committed = outcome.cause is None and not (atomic and outcome.errors)
+        elif atomic:
+            outcome.committed = all(v == "commit" for v in outcome.outcomes.values())
+        else:
+            outcome.committed = any(v == "commit" for v in outcome.outcomes.values())
+        if atomic and not outcome.committed and outcome.cause is None:
+            outcome.cause = TransactionAborted(
+                f"batch {txn} was rolled back: " + _why(outcome, votes), errors=outcome.errors[:20]
+            )
+        return outcome
+
+    def _phase1(self, txn, ts, planned, outcome, touched, atomic, max_retries, keep_images, on_chunk, should_stop):
+        flights: dict[Any, _Flight] = {}
+
+        def take(handle) -> None:
+            flight = flights.pop(handle)
+            pc = flight.planned
+            try:
+                images = self.transport.result(handle)
+            except BatchrayError as exc:
+                if exc.retryable and flight.attempt <= max_retries:
+                    self.sleep(_backoff(flight.attempt, self.rng))
+                    flights[self.transport.submit(pc.participant, "apply", self.ref(txn, ts, pc.participant), pc.chunk)] = _Flight(pc, flight.attempt + 1)
+                    return
+                self.budget.release(pc.nbytes)
+                outcome.errors.extend(_chunk_errors(pc, exc, flight.attempt))
+                if atomic:
+                    outcome.cause = outcome.cause or exc
+                if on_chunk:
+                    on_chunk(pc, None, exc)
+                return
+            self.budget.release(pc.nbytes)
+            outcome.chunks += 1
+            outcome.affected += images.affected
+            if images.errors:
+                outcome.errors.extend(images.errors)
+            if keep_images:
+                outcome.images.append((pc.participant, images))
+            if on_chunk:
+                on_chunk(pc, images, None)
+
+        def drain(block: bool) -> None:
+            if not flights:
+                return
+            ready, _ = self.transport.wait(list(flights), timeout=None if block else 0)
+            for handle in ready:
+                take(handle)
+
+        try:
+            for pc in planned:
+                stop = should_stop()
+                if stop is not None:
+                    outcome.cause = stop
+                    break
+                if atomic and (outcome.cause is not None or outcome.errors):
+                    break
+                while not self.budget.try_reserve(pc.nbytes):
+                    if flights:
+                        drain(block=True)
+                    else:
+                        self.sleep(0.05)  # node memory pressure with nothing in flight: wait it out
+                touched.add(pc.participant)
+                flights[self.transport.submit(pc.participant, "apply", self.ref(txn, ts, pc.participant), pc.chunk)] = _Flight(pc)
+                drain(block=False)
+        except BatchrayError as exc:
+            outcome.cause = outcome.cause or exc
+        except Exception as exc:  # noqa: BLE001 - a failing input stream aborts the batch
+            outcome.cause = outcome.cause or ValidationError(
+                f"reading the batch's input failed: {type(exc).__name__}: {exc}", field="items"
+            )
+        finally:
+            while flights:
+                drain(block=True)
+
+    def _votes(self, txn, ts, touched, outcome, atomic) -> dict[str, bool]:
+        if atomic and (outcome.cause is not None or outcome.errors):
+            return {p: False for p in touched}
+        handles = {self.transport.submit(p, "prepare", self.ref(txn, ts, p)): p for p in sorted(touched)}
+        votes: dict[str, bool] = {}
+        pending = list(handles)
+        while pending:
+            ready, pending = self.transport.wait(pending)
+            for handle in ready:
+                try:
+                    votes[handles[handle]] = bool(self.transport.result(handle))
+                except BatchrayError as exc:
+                    votes[handles[handle]] = False
+                    if atomic and outcome.cause is None:
+                        outcome.cause = exc
+        return votes
+
+    # -- phase 2 ----------------------------------------------------------------------------
+    def finish(self, txn: str, ts: int, outcomes: dict[str, str]) -> list[str]:
+        """Deliver the logged outcomes until acknowledged; return participants still in doubt
+        (left for :func:`recover`) after ``phase2_deadline`` seconds."""
+        deadline = time.monotonic() + self.phase2_deadline
+        remaining = dict(outcomes)
+        attempt = 0
+        while remaining:
+            attempt += 1
+            handles = {
+                self.transport.submit(p, o, self.ref(txn, ts, p)): p for p, o in sorted(remaining.items())
+            }
+            pending = list(handles)
+            while pending:
+                ready, pending = self.transport.wait(pending)
+                for handle in ready:
+                    try:
+                        self.transport.result(handle)
+                        remaining.pop(handles[handle], None)
+                    except BatchrayError:
+                        pass  # retried below: commit and abort are idempotent
+            if remaining:
+                if time.monotonic() > deadline:
+                    return sorted(remaining)
+                self.sleep(_backoff(attempt, self.rng))
+        self.log.mark_done(txn)
+        return []
+
+
+def recover(
+    log: DecisionLog, driver: TwoPhaseCommit, participants: Iterable[str]
+) -> dict[str, list[str]]:
+    """Finish every batch a crashed coordinator left: ``{"aborted": [...], "finished": [...]}``."""
+    everyone = sorted(participants)
+    undecided, decided = log.unfinished()
+    report: dict[str, list[str]] = {"aborted": [], "finished": []}
+    for batch in undecided:
+        outcomes = log.decide(batch["txn"], {p: "abort" for p in everyone})
+        decided.append((batch["txn"], outcomes))
+    for txn, outcomes in decided:
+        batch = log.batch(txn) or {}
+        ts = batch.get("ts", 0)
+        # participants not in the decision may still hold unvoted state: abort them too
+        full = {p: "abort" for p in everyone}
+        full.update(outcomes)
+        with driver.gate():
+            if driver.finish(txn, ts, full):
+                continue
+        committed = any(v == "commit" for v in outcomes.values())
+        if batch and batch.get("state") in ("running", "queued", "pending"):
+            state = "completed" if committed else "rolled_back"
+            log.set_state(txn, state, result={"recovered": True, "committed": committed})
+        report["finished" if committed else "aborted"].append(txn)
+    return report
+
+
+def _backoff(attempt: int, rng: random.Random, base: float = 0.02, multiplier: float = 2.0, cap: float = 2.0) -> float:
+    """Exponential backoff with full jitter."""
+    return rng.uniform(0, min(cap, base * multiplier ** (attempt - 1)))
+
+
+def _chunk_errors(pc: PlannedChunk, exc: BatchrayError, attempts: int) -> list[dict[str, Any]]:
+    chunk = pc.chunk
+    first = getattr(chunk, "start_index", None)
+    return [
+        {
+            "index": first,
+            "field": exc.details.get("field"),
+            "code": exc.code,
+            "message": f"chunk of {pc.count} items failed on {pc.participant}: {exc.message}",
+            "retryable": exc.retryable,
+            "attempts": attempts,
+            "count": pc.count,
+        }
+    ]
+
+
+def _why(outcome: Outcome, votes: dict[str, bool]) -> str:
+    if outcome.errors:
+        first = outcome.errors[0]
+        where = f"item {first.get('index')}" + (f", field {first['field']!r}" if first.get("field") else "")
+        return f"{len(outcome.errors)} error(s); first at {where}: {first.get('message')}"
+    no = [p for p, v in votes.items() if not v]
+    if no:
+        return f"participant(s) voted no: {', '.join(no)}"
+    raise InternalError("a rolled-back batch with no cause: this should never happen")
