@@ -104,6 +104,7 @@ class PlannedChunk:
     chunk: Any
     nbytes: int
     count: int
+    reserved: bool = False  # bytes already reserved in the memory budget by whoever queued it
 
 
 class CreateChunker:

@@ -186,6 +186,13 @@ class SqliteShard:
             conn.execute("UPDATE meta SET value=? WHERE key='epoch'", (epoch,))
         return epoch
 
+    def claim_next(self) -> int:
+        """Claim the next epoch atomically (a new owner fences out every older one)."""
+        with self._write("claim", None, durable=True) as conn:
+            current = conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0]
+            conn.execute("UPDATE meta SET value=? WHERE key='epoch'", (current + 1,))
+        return current + 1
+
     @property
     def epoch(self) -> int:
         with self._mutex:

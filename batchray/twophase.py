@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Optional, Protocol
 
 from .chunks import BeforeImages, TxnRef
 from .decision_log import DecisionLog
-from .errors import BatchrayError, InternalError, TransactionAborted, ValidationError
+from .errors import BatchrayError, CancelledError, InternalError, TransactionAborted, ValidationError
 from .memory import MemoryBudget
 from .planner import PlannedChunk
 
@@ -151,6 +151,8 @@ class TwoPhaseCommit:
             self._phase1(txn, ts, planned, outcome, touched, atomic, max_retries, keep_images, on_chunk, should_stop)
         except BatchrayError as exc:
             outcome.cause = outcome.cause or exc
+        if isinstance(outcome.cause, CancelledError) and outcome.cause.details.get("rollback", True):
+            atomic = True  # cancelled with rollback: nothing of the batch may stay
         votes = self._votes(txn, ts, touched, outcome, atomic)
         if atomic:
             commit = outcome.cause is None and not outcome.errors and all(votes.values())
@@ -217,7 +219,7 @@ class TwoPhaseCommit:
                     break
                 if atomic and (outcome.cause is not None or outcome.errors):
                     break
-                while not self.budget.try_reserve(pc.nbytes):
+                while not pc.reserved and not self.budget.try_reserve(pc.nbytes):
                     if flights:
                         drain(block=True)
                     else:
@@ -305,6 +307,17 @@ def recover(
             state = "completed" if committed else "rolled_back"
             log.set_state(txn, state, result={"recovered": True, "committed": committed})
         report["finished" if committed else "aborted"].append(txn)
+    # a crash after the decision was marked done but before the batch's result was recorded
+    # leaves it "running" with nothing left to deliver: record its logged outcome
+    seen = {txn for txn, _ in decided}
+    for batch in log.batches_in("running"):
+        outcomes = log.decision(batch["txn"])
+        if outcomes is None or batch["txn"] in seen:
+            continue
+        committed = any(v == "commit" for v in outcomes.values())
+        log.set_state(batch["txn"], "completed" if committed else "rolled_back",
+                      result={"recovered": True, "committed": committed})
+        report["finished" if committed else "aborted"].append(batch["txn"])
     return report
 
 

@@ -1,0 +1,146 @@
+"""TransactionCoordinator: the named, detached actor that owns two-phase commit for a store."""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Optional
+
+import ray
+
+from batchray.decision_log import DecisionLog
+from batchray.engine import Executor
+from batchray.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD, MemoryBudget
+from batchray.service import CoordinatorService
+from batchray.store import CATALOG, CommitGate, StoreLayout
+from batchray.twophase import TwoPhaseCommit
+
+from .progress import ProgressActor
+from .transport import RayTransport
+from .worker import WorkerActor
+
+NAMESPACE = "batchray"
+
+
+def actor_prefix(store_root: str) -> str:
+    """Actor names for one store: ``batchray-<hash of the store's path>``."""
+    return "batchray-" + hashlib.sha256(os.path.realpath(store_root).encode()).hexdigest()[:12]
+
+
+def assign_participants(names: list[str], workers: int) -> list[list[str]]:
+    """Round-robin participants over workers; the catalog goes with the first worker."""
+    groups: list[list[str]] = [[] for _ in range(max(1, min(workers, len(names))))]
+    for position, name in enumerate(names):
+        groups[position % len(groups)].append(name)
+    return groups
+
+
+class _RemoteProgress:
+    """Adapts the progress actor to the service's progress interface (fire and forget)."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def __getattr__(self, name: str):
+        method = getattr(self.actor, name)
+        return lambda *args: method.remote(*args)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=64, num_cpus=0)
+class TransactionCoordinator:
+    """Owns the store's decision log and the 2PC of every batch; see batchray.service.
+
+    Created with ``get_if_exists=True, lifetime="detached"`` under a name derived from the
+    store, so every driver of a store talks to the same coordinator. On (re)start it attaches
+    to (or creates) the store's workers and progress actor, then recovers: undecided batches are
+    aborted and decided ones finished, before any new batch is admitted.
+    """
+
+    def __init__(
+        self,
+        store_root: str,
+        workers: int = 2,
+        shards: Optional[int] = None,
+        memory_budget: int = DEFAULT_BUDGET,
+        memory_threshold: float = DEFAULT_THRESHOLD,
+        max_running: int = 5,
+        lock_timeout: float = 10.0,
+        worker_env: Optional[dict[str, str]] = None,
+    ) -> None:
+        self.layout = StoreLayout(store_root, shards)
+        prefix = actor_prefix(store_root)
+        self.progress = ProgressActor.options(
+            name=f"{prefix}-progress", namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
+        ).remote()
+        groups = assign_participants(self.layout.participant_names, workers)
+        options: dict[str, Any] = {"namespace": NAMESPACE, "get_if_exists": True, "lifetime": "detached"}
+        if worker_env:
+            options["runtime_env"] = {"env_vars": dict(worker_env)}
+        self.workers = [
+            WorkerActor.options(name=f"{prefix}-worker-{i}", **options).remote(
+                str(self.layout.root), group, self.progress, lock_timeout
+            )
+            for i, group in enumerate(groups)
+        ]
+        self.owner = {name: self.workers[i] for i, group in enumerate(groups) for name in group}
+        self.log = DecisionLog(self.layout.log_path)
+        self.transport = RayTransport(self.owner.__getitem__)
+        self.budget = MemoryBudget(memory_budget, memory_threshold)
+        driver = TwoPhaseCommit(self.log, self.transport, budget=self.budget,
+                                gate=CommitGate(self.layout.root).exclusive)
+        self.executor = Executor(self.layout, self.log, driver)
+        self.recovered = self.executor.recover()
+        self.service = CoordinatorService(
+            self.executor, budget=self.budget, progress=_RemoteProgress(self.progress), report_chunks=False,
+            max_running=max_running, release_images=self.transport.release,
+        )
+
+    # Each method unpacks its message and calls the service.
+    def submit(self, kind: str, options: dict, planned: Optional[list] = None, total: Optional[int] = None) -> dict:
+        return self.service.submit(kind, options, planned, total)
+
+    def feed(self, txn: str, planned: list) -> bool:
+        return self.service.feed(txn, planned)
+
+    def close_input(self, txn: str, total: Optional[int] = None) -> None:
+        self.service.close_input(txn, total)
+
+    def wait(self, txn: str, timeout: Optional[float] = None) -> Optional[dict]:
+        return self.service.wait(txn, timeout)
+
+    def status(self, txn: str) -> dict:
+        status = self.service.status(txn)
+        status["progress"] = ray.get(self.progress.get.remote(txn))
+        return status
+
+    def recent(self, limit: int = 20) -> list:
+        return self.service.recent(limit)
+
+    def cancel(self, txn: str, rollback: bool = True, graceful: bool = True) -> dict:
+        return self.service.cancel(txn, rollback, graceful)
+
+    def allocate(self, sequence: str, count: int) -> int:
+        return self.log.next_value(sequence, count)
+
+    def recover(self) -> dict:
+        return self.executor.recover()
+
+    def info(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "store": str(self.layout.root),
+            "shards": self.layout.shards,
+            "workers": ray.get([w.info.remote() for w in self.workers]),
+            "recovered": self.recovered,
+            "memory": self.budget.snapshot(),
+            "peakInFlight": self.service.peak_in_flight,
+            "catalogWorker": self.workers.index(self.owner[CATALOG]),
+        }
+
+    def leftovers(self) -> dict:
+        merged: dict = {}
+        for w in self.workers:
+            merged.update(ray.get(w.leftovers.remote()))
+        return merged
+
+    def ping(self) -> int:
+        return os.getpid()

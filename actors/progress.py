@@ -1,0 +1,50 @@
+"""ProgressActor: per-batch progress from per-chunk increments, and Ray metrics."""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import ray
+
+from batchray.progress import ProgressBook
+
+
+@ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)
+class ProgressActor:
+    """Receives increments (never per item), serves status queries, exports metrics with
+    bounded label sets (the batch kind, never a transaction id)."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics
+
+        self.book = ProgressBook()
+        self._items = metrics.Counter("batchray_items_total", "Items processed by batchray", tag_keys=("outcome",))
+        self._running = metrics.Gauge("batchray_batches_running", "Batches running")
+        self._memory = metrics.Gauge("batchray_memory_in_use_bytes", "Bytes reserved in the memory budget")
+        self._throughput = metrics.Gauge("batchray_throughput_items_per_second", "Smoothed items per second, all batches")
+
+    def start(self, txn: str, total: Optional[int], kind: str) -> None:
+        self.book.start(txn, total, kind)
+        self._running.set(self.book.running())
+
+    def set_total(self, txn: str, total: int) -> None:
+        self.book.set_total(txn, total)
+
+    def report(self, txn: str, completed: int, failed: int, operation: str) -> None:
+        self.book.report(txn, completed, failed, operation)
+        if completed:
+            self._items.inc(completed, tags={"outcome": "ok"})
+        if failed:
+            self._items.inc(failed, tags={"outcome": "failed"})
+        self._throughput.set(self.book.total_throughput())
+
+    def memory(self, in_use: int) -> None:
+        self.book.memory = in_use
+        self._memory.set(in_use)
+
+    def finish(self, txn: str, state: str) -> None:
+        self.book.finish(txn, state)
+        self._running.set(self.book.running())
+
+    def get(self, txn: str) -> Optional[dict[str, Any]]:
+        return self.book.get(txn)

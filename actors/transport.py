@@ -1,0 +1,59 @@
+"""The Ray transport: participant steps as actor calls on worker actors."""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from batchray.chunks import TxnRef
+from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable
+
+
+class RayTransport:
+    """Implements :class:`batchray.twophase.Transport` over worker actors.
+
+    ``apply`` returns two objects; the transport hands the small summary to the protocol and
+    keeps the before-images as an object ref owned by this process (the coordinator), so they
+    are never pulled into its memory (see :meth:`images`).
+    """
+
+    def __init__(self, worker_for: Callable[[str], Any], call_timeout: float = 120.0) -> None:
+        self.worker_for = worker_for
+        self.call_timeout = call_timeout
+        self._images: dict[Any, tuple[str, Any]] = {}
+        self.held: dict[str, list[Any]] = {}
+
+    def submit(self, participant: str, step: str, ref: TxnRef, chunk: Any = None) -> Any:
+        worker = self.worker_for(participant)
+        if step == "apply":
+            summary, images = worker.apply.remote(participant, ref, chunk)
+            self._images[summary] = (ref.txn, images)
+            return summary
+        return getattr(worker, step).remote(participant, ref)
+
+    def wait(self, handles: list[Any], timeout: Optional[float] = None) -> tuple[list[Any], list[Any]]:
+        return ray.wait(handles, num_returns=1, timeout=timeout)
+
+    def result(self, handle: Any) -> Any:
+        entry = self._images.pop(handle, None)
+        if entry is not None:
+            self.held.setdefault(entry[0], []).append(entry[1])
+        try:
+            return ray.get(handle, timeout=self.call_timeout)
+        except BatchrayError:
+            raise
+        except RayTaskError as exc:
+            cause = exc.as_instanceof_cause() if hasattr(exc, "as_instanceof_cause") else exc
+            if isinstance(cause, BatchrayError):
+                raise cause
+            inner = getattr(exc, "cause", None)
+            if isinstance(inner, BatchrayError):
+                raise inner
+            raise InternalError(f"worker step failed: {exc}") from None
+        except (RayActorError, GetTimeoutError) as exc:
+            raise ParticipantUnavailable(f"worker unavailable: {type(exc).__name__}") from None
+
+    def release(self, txn: str) -> int:
+        """Drop the before-image refs of a finished transaction; return how many were held."""
+        return len(self.held.pop(txn, ()))

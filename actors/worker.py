@@ -1,0 +1,70 @@
+"""WorkerActor: one process owning one or more shards of the store."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from typing import Any, Optional
+
+import ray
+
+from batchray.chunks import BeforeImages, Chunk, TxnRef
+from batchray.sqlite_shard import SqliteShard
+from batchray.store import StoreLayout
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=16, num_cpus=0)
+class WorkerActor:
+    """Applies chunks to its shards; every step is stamped with this process's epoch.
+
+    On (re)start the worker claims a new epoch on each shard *before* recovering it, so an older
+    incarnation of itself that is still running (a node cut off, say) is fenced out at once, then
+    recovers: unvoted transactions are aborted and prepared ones wait, locks held, for the
+    coordinator's decision.
+    """
+
+    def __init__(self, store_root: str, shard_names: list[str], progress: Any = None, lock_timeout: float = 10.0) -> None:
+        layout = StoreLayout(store_root)
+        self.shards: dict[str, SqliteShard] = {}
+        self.epochs: dict[str, int] = {}
+        for name in shard_names:
+            shard = SqliteShard(layout.participant_path(name), name=name, recover=False, lock_timeout=lock_timeout)
+            self.epochs[name] = shard.claim_next()
+            shard.in_doubt = shard.recover()
+            self.shards[name] = shard
+        self.progress = progress
+        self.started = time.time()
+
+    def _ref(self, name: str, ref: TxnRef) -> TxnRef:
+        return replace(ref, epoch=self.epochs[name])
+
+    @ray.method(num_returns=2)
+    def apply(self, name: str, ref: TxnRef, chunk: Chunk) -> tuple[BeforeImages, BeforeImages]:
+        """``(summary, images)``: the caller reads the small summary and only holds the images."""
+        images = self.shards[name].apply(self._ref(name, ref), chunk)
+        if self.progress is not None:
+            self.progress.report.remote(ref.txn, images.affected, len(images.errors), type(chunk).__name__)
+        summary = BeforeImages(images.chunk_id, created=images.created, affected=images.affected, errors=images.errors)
+        return summary, images
+
+    def prepare(self, name: str, ref: TxnRef) -> bool:
+        return self.shards[name].prepare(self._ref(name, ref))
+
+    def commit(self, name: str, ref: TxnRef) -> None:
+        self.shards[name].commit(self._ref(name, ref))
+
+    def abort(self, name: str, ref: TxnRef) -> None:
+        self.shards[name].abort(self._ref(name, ref))
+
+    def in_doubt(self) -> list[dict[str, Any]]:
+        return [entry for shard in self.shards.values() for entry in shard.in_doubt]
+
+    def pending(self) -> dict[str, list[dict[str, Any]]]:
+        return {name: shard.pending() for name, shard in self.shards.items()}
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+                "epochs": dict(self.epochs), "started": self.started}
+
+    def leftovers(self) -> dict[str, dict[str, int]]:
+        return {name: {**shard.leftovers(), "locks": shard.locks.lock_count()} for name, shard in self.shards.items()}

@@ -1,0 +1,358 @@
+"""The public Python API: ``batchray.connect(...)`` and :class:`Client`.
+
+Typical use in a notebook or a job script::
+
+    import batchray
+
+    with batchray.connect(store="./batchray-data", workers=2) as client:
+        client.create_data_context("People", collections=[
+            {"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric"}]},
+        ])
+        result = client.create_items("People", "People", ({"name": f"p{i}", "age": i % 90}
+                                                          for i in range(1_000_000)))
+        print(result.items_created, result.duration)
+
+The client plans on the driver (schema checks, item ids, chunking) and puts each chunk in Ray's
+object store; the coordinator actor receives only object refs and runs the two-phase commit;
+worker actors apply the chunks in parallel. Reads go straight to the store's committed data.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import orjson
+
+from .engine import BatchPlanner, Plan, _check_query
+from .errors import BatchrayError, InternalError, ParticipantUnavailable, ValidationError
+from .memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD
+from .model import BatchResult
+from .store import CATALOG, Catalog, CommitGate, ItemReader, StoreLayout, parse_store_url
+
+DEFAULT_STORE = "./batchray-data"
+
+
+def _prepare_ray_auth(address: Optional[str]) -> None:
+    """Joining a cluster started with ``ray start`` needs ``RAY_AUTH_MODE=token`` in the
+    environment before Ray is imported; set it when a token exists so users never meet
+    ``InvalidAuthToken``."""
+    if address is None or "ray" in sys.modules and os.environ.get("RAY_AUTH_MODE"):
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.exists():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def _get(ref: Any, timeout: Optional[float] = None) -> Any:
+    """``ray.get`` that re-raises batchray's own errors as themselves."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    try:
+        return ray.get(ref, timeout=timeout)
+    except BatchrayError:
+        raise
+    except RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, BatchrayError):
+            raise cause from None
+        raise InternalError(f"coordinator call failed: {exc}") from None
+    except RayActorError as exc:
+        raise ParticipantUnavailable(f"the coordinator is restarting: {exc}") from None
+
+
+class Client:
+    """A connection to one store through its coordinator actor. Use :func:`connect`."""
+
+    def __init__(
+        self,
+        store: str | os.PathLike = DEFAULT_STORE,
+        *,
+        workers: int = 2,
+        shards: Optional[int] = None,
+        address: Optional[str] = None,
+        memory_budget: int = DEFAULT_BUDGET,
+        memory_threshold: float = DEFAULT_THRESHOLD,
+        max_running: int = 5,
+        progress: bool = True,
+        runtime_env: Optional[dict[str, Any]] = None,
+        worker_env: Optional[dict[str, str]] = None,
+    ) -> None:
+        kind, location = parse_store_url(store)
+        if kind != "sqlite":
+            raise ValidationError("this build's client runs on the embedded SQLite store", field="store")
+        _prepare_ray_auth(address)
+        import ray
+
+        from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix
+
+        self._started_ray = False
+        if not ray.is_initialized():
+            init_args: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True}
+            if address is not None:
+                init_args["address"] = address
+            else:
+                init_args["include_dashboard"] = False
+            if runtime_env:
+                init_args["runtime_env"] = runtime_env
+            ray.init(**init_args)
+            self._started_ray = True
+        self.layout = StoreLayout(location, shards)
+        self.progress_default = progress
+        self.coordinator = TransactionCoordinator.options(
+            name=f"{actor_prefix(str(self.layout.root))}-coordinator", namespace=NAMESPACE,
+            get_if_exists=True, lifetime="detached",
+        ).remote(str(self.layout.root), workers, self.layout.shards, memory_budget, memory_threshold,
+                 max_running, 10.0, worker_env)
+        _get(self.coordinator.ping.remote())
+        self._open_readers()
+
+    def _open_readers(self) -> None:
+        from .decision_log import DecisionLog
+        from .sqlite_shard import SqliteShard
+
+        self._log = DecisionLog(self.layout.log_path)
+        self._catalog_shard = SqliteShard(self.layout.participant_path(CATALOG), name=CATALOG, recover=False)
+        self._shards = [SqliteShard(self.layout.participant_path(n), name=n, recover=False) for n in self.layout.shard_names]
+        self.catalog = Catalog(self._catalog_shard)
+        self.reader = ItemReader(self._shards, CommitGate(self.layout.root), self._log)
+        self.planner = BatchPlanner(self.layout, self.catalog, self.reader,
+                                    lambda name, n: _get(self.coordinator.allocate.remote(name, n)))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def close(self) -> None:
+        for shard in [self._catalog_shard, *self._shards]:
+            shard.close()
+        self._log.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- running plans --------------------------------------------------------------------------
+    def _options(self, **given: Any) -> dict[str, Any]:
+        return {k: v for k, v in given.items() if v is not None}
+
+    def run_plan(
+        self,
+        plan: Plan,
+        options: dict[str, Any],
+        *,
+        progress: Optional[bool] = None,
+        callback: Optional[Callable[[dict], Any]] = None,
+        wait: bool = True,
+    ) -> BatchResult | str:
+        """Submit a planned batch, feed its chunks through the object store, wait for it."""
+        import ray
+
+        submitted = _get(self.coordinator.submit.remote(plan.kind, options, None, plan.total))
+        txn = submitted["txn"]
+        if submitted["prior"] is not None:
+            return self._result(txn, plan, None, progress, callback) if wait else txn
+        watcher = _Watcher(self, txn, plan.total, self.progress_default if progress is None else progress, callback)
+        feeds: list[Any] = []
+        fed = 0
+        try:
+            for pc in plan.chunks:
+                pc.chunk = ray.put(pc.chunk)
+                feeds.append(self.coordinator.feed.remote(txn, [pc]))
+                fed += pc.count
+                if len(feeds) >= 4 and not _get(feeds.pop(0)):
+                    break
+                watcher.tick()
+            for ok in _get(feeds):
+                if not ok:
+                    break
+        except BaseException:
+            self.coordinator.close_input.remote(txn, None)
+            self.coordinator.cancel.remote(txn, True, False)
+            raise
+        total = plan.total if plan.total is not None else (fed if plan.chunker is not None else None)
+        _get(self.coordinator.close_input.remote(txn, total))
+        if not wait:
+            return txn
+        return self._result(txn, plan, watcher, progress, callback)
+
+    def _result(self, txn: str, plan: Plan, watcher: Optional["_Watcher"], progress, callback) -> BatchResult:
+        watcher = watcher or _Watcher(self, txn, plan.total, False, callback)
+        while True:
+            raw = _get(self.coordinator.wait.remote(txn, 0.25))
+            if raw is not None:
+                break
+            watcher.tick(force=True)
+        result = BatchResult.model_validate(raw)
+        watcher.close(result)
+        if plan.chunker is not None and result.success and not result.item_ids and result.items_created <= 100_000:
+            ids = [first + k for first, count in plan.chunker.ids_used for k in range(count)]
+            result.item_ids = ids[: result.items_created]
+        return result
+
+    def wait(self, batch_id: str) -> BatchResult:
+        return self._result(batch_id, Plan("batch", []), None, False, None)
+
+    # -- operations -----------------------------------------------------------------------------
+    def create_data_context(self, name: str, collections: list[dict[str, Any]], *, title: Optional[str] = None,
+                            description: Optional[str] = None) -> BatchResult:
+        spec = {"name": name, "collections": collections, **self._options(title=title, description=description)}
+        return self.run_plan(self.planner.create_context(spec), {"atomic": True}, progress=False)
+
+    def create_items(
+        self,
+        context: str,
+        collection: Optional[str],
+        items: Iterable[dict[str, Any]],
+        *,
+        atomic: bool = True,
+        batch_size: Optional[int] = None,
+        progress: Optional[bool] = None,
+        callback: Optional[Callable[[dict], Any]] = None,
+        continue_on_error: bool = False,
+        timeout: Optional[int] = None,
+        priority: int = 0,
+        queue: str = "default",
+        idempotency_key: Optional[str] = None,
+        validate_all: bool = False,
+        max_retries: int = 3,
+        wait: bool = True,
+    ) -> BatchResult | str:
+        """Create items from any iterable of value dicts; a generator streams in bounded memory.
+
+        ``atomic=True``: all items or none. ``atomic=False``: valid chunks commit; bad items are
+        reported in ``errors`` with their index. ``wait=False`` returns the batch id at once.
+        """
+        plan = self.planner.create_items(context, collection, items, batch_size=batch_size, validate_all=validate_all)
+        options = self._options(atomic=atomic, continueOnError=continue_on_error, timeout=timeout, priority=priority,
+                                queue=queue, idempotencyKey=idempotency_key, maxRetries=max_retries)
+        return self.run_plan(plan, options, progress=progress, callback=callback, wait=wait)
+
+    def update_items(self, context: str, updates: list[dict[str, Any]], *, atomic: bool = True,
+                     progress: Optional[bool] = None, callback=None, **options: Any) -> BatchResult | str:
+        """Updates as ``{"selector": {"itemId"|"caseId"|"index"|"query": ...}, "values": {...}}``."""
+        plan = self.planner.update_items(context, updates)
+        return self.run_plan(plan, self._options(atomic=atomic, **_camel(options)), progress=progress, callback=callback)
+
+    def delete_items(self, context: str, selectors: list[dict[str, Any]], *, atomic: bool = True,
+                     progress: Optional[bool] = None, callback=None, **options: Any) -> BatchResult | str:
+        plan = self.planner.delete_items(context, selectors)
+        return self.run_plan(plan, self._options(atomic=atomic, **_camel(options)), progress=progress, callback=callback)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def get_items(self, context: str, collection: Optional[str] = None, query: Optional[str] = None,
+                  offset: int = 0, limit: Optional[int] = None) -> list[dict[str, Any]]:
+        """Committed items (``{id, values}``) in id order; ``collection`` limits the values to
+        that collection's attributes and its parents'."""
+        context_id, ctx = self.catalog.context(context)
+        _check_query(ctx, query)
+        if offset < 0 or (limit is not None and limit < 0):
+            raise ValidationError("offset and limit must not be negative", field="offset")
+        names = None
+        if collection is not None:
+            names = {a.name for c in ctx.lineage(collection) for a in c.attrs}
+        rows = self.reader.items(context_id, query, offset, limit)
+        out = []
+        for item_id, raw in rows:
+            values = orjson.loads(raw)
+            if names is not None:
+                values = {k: v for k, v in values.items() if k in names}
+            out.append({"id": item_id, "values": values})
+        return out
+
+    def count_items(self, context: str, collection: Optional[str] = None, query: Optional[str] = None) -> int:
+        context_id, ctx = self.catalog.context(context)
+        if collection is not None:
+            ctx.collection(collection)
+        _check_query(ctx, query)
+        return self.reader.count(context_id, query)
+
+    def data_contexts(self) -> list[str]:
+        return sorted(self.catalog.contexts())
+
+    # -- batches ----------------------------------------------------------------------------------
+    def status(self, batch_id: Optional[str] = None, limit: int = 20) -> dict[str, Any] | list[dict[str, Any]]:
+        if batch_id is None:
+            return _get(self.coordinator.recent.remote(limit))
+        return _get(self.coordinator.status.remote(batch_id))
+
+    def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
+        return _get(self.coordinator.cancel.remote(batch_id, rollback, graceful))
+
+    def recover(self) -> dict[str, list[str]]:
+        return _get(self.coordinator.recover.remote())
+
+    def info(self) -> dict[str, Any]:
+        return _get(self.coordinator.info.remote())
+
+    def tool(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Call a tool by name with JSON arguments; failures come back as
+        ``{success: false, error: {code, message, details}}``, never as exceptions."""
+        from .tools import call_tool
+
+        return call_tool(self, name, args)
+
+
+def _camel(options: dict[str, Any]) -> dict[str, Any]:
+    from pydantic.alias_generators import to_camel
+
+    return {to_camel(k): v for k, v in options.items()}
+
+
+class _Watcher:
+    """Drives a tqdm bar and a callback from the progress actor, at most every 0.2 s."""
+
+    def __init__(self, client: Client, txn: str, total: Optional[int], bar: bool, callback) -> None:
+        self.client = client
+        self.txn = txn
+        self.callback = callback
+        self.last = 0.0
+        self.seen = 0
+        self.bar = None
+        if bar:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="item", desc=txn.split("-")[0], dynamic_ncols=True)
+
+    def tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not (self.bar or self.callback) or (now - self.last < 0.2 and not force) or now - self.last < 0.05:
+            return
+        self.last = now
+        progress = _get(self.client.coordinator.status.remote(self.txn)).get("progress")
+        if progress:
+            self._show(progress)
+
+    def _show(self, progress: dict[str, Any]) -> None:
+        done = progress["completed"] + progress["failed"]
+        if done < self.seen:
+            return
+        if self.bar is not None:
+            if progress.get("total") and self.bar.total != progress["total"]:
+                self.bar.total = progress["total"]
+            self.bar.update(done - self.seen)
+            self.bar.set_postfix(rate=f"{progress['throughput']:.0f}/s", refresh=False)
+        self.seen = done
+        if self.callback is not None:
+            self.callback(dict(progress))
+
+    def close(self, result: BatchResult) -> None:
+        final = {"total": result.total_items, "completed": result.items_created + result.items_updated +
+                 result.items_deleted, "failed": len(result.errors), "throughput": 0.0, "state": result.state.value}
+        if self.callback is not None and final["completed"] + final["failed"] >= self.seen:
+            self.callback(final)
+        if self.bar is not None:
+            self.bar.update(max(0, final["completed"] + final["failed"] - self.seen))
+            self.bar.close()
+
+
+def connect(store: str | os.PathLike = DEFAULT_STORE, **options: Any) -> Client:
+    """Connect to (and if needed create) a store: a directory or ``sqlite:///path``.
+
+    ``workers``: worker actors (default 2); ``address``: an existing Ray cluster (``"auto"``);
+    without one a local Ray is started. ``memory_budget`` (bytes, default 512 MB) and
+    ``memory_threshold`` (default 0.8) bound the data in flight.
+    """
+    return Client(store, **options)

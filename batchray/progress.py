@@ -1,0 +1,105 @@
+"""Progress bookkeeping: per-batch counts, smoothed throughput and ETA (pure; no Ray).
+
+Increments arrive per chunk. Throughput is an exponentially weighted moving average of the
+rate between reports (time constant ``tau`` seconds), so a burst does not swing it; the ETA
+is the remaining count divided by it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Optional
+
+
+class _Batch:
+    __slots__ = ("total", "completed", "failed", "operation", "kind", "started", "updated",
+                 "rate", "state", "_last_t", "_last_n")
+
+    def __init__(self, total: Optional[int], kind: str, now: float) -> None:
+        self.total = total
+        self.completed = 0
+        self.failed = 0
+        self.operation: Optional[str] = None
+        self.kind = kind
+        self.started = now
+        self.updated = now
+        self.rate = 0.0
+        self.state = "running"
+        self._last_t = now
+        self._last_n = 0
+
+
+class ProgressBook:
+    """Progress of many batches; keeps the most recent ``keep`` finished ones."""
+
+    def __init__(self, *, tau: float = 2.0, keep: int = 1000, clock: Callable[[], float] = time.time) -> None:
+        self.tau = tau
+        self.keep = keep
+        self.clock = clock
+        self.memory = 0
+        self._batches: dict[str, _Batch] = {}
+
+    def start(self, txn: str, total: Optional[int], kind: str = "batch") -> None:
+        self._batches[txn] = _Batch(total, kind, self.clock())
+        self._trim()
+
+    def set_total(self, txn: str, total: int) -> None:
+        batch = self._batches.get(txn)
+        if batch is not None:
+            batch.total = total
+
+    def report(self, txn: str, completed: int, failed: int = 0, operation: Optional[str] = None) -> None:
+        batch = self._batches.get(txn)
+        if batch is None:
+            batch = self._batches[txn] = _Batch(None, "batch", self.clock())
+        now = self.clock()
+        batch.completed += completed
+        batch.failed += failed
+        batch.operation = operation or batch.operation
+        batch.updated = now
+        elapsed = now - batch._last_t
+        if elapsed >= 0.05:
+            instant = (batch.completed - batch._last_n) / elapsed
+            weight = 1 - math.exp(-elapsed / self.tau)
+            batch.rate = instant if batch.rate == 0 else batch.rate + weight * (instant - batch.rate)
+            batch._last_t, batch._last_n = now, batch.completed
+        elif batch.rate == 0 and now > batch.started:
+            batch.rate = batch.completed / (now - batch.started)
+
+    def finish(self, txn: str, state: str) -> None:
+        batch = self._batches.get(txn)
+        if batch is not None:
+            batch.state = state
+            batch.updated = self.clock()
+
+    def running(self) -> int:
+        return sum(1 for b in self._batches.values() if b.state == "running")
+
+    def total_throughput(self) -> float:
+        return sum(b.rate for b in self._batches.values() if b.state == "running")
+
+    def get(self, txn: str) -> Optional[dict[str, Any]]:
+        batch = self._batches.get(txn)
+        if batch is None:
+            return None
+        eta = None
+        if batch.total is not None and batch.rate > 0:
+            eta = max(0.0, (batch.total - batch.completed - batch.failed) / batch.rate)
+        return {
+            "total": batch.total if batch.total is not None else 0,
+            "completed": batch.completed,
+            "failed": batch.failed,
+            "currentOperation": batch.operation,
+            "throughput": round(batch.rate, 3),
+            "etaSeconds": None if eta is None else round(eta, 3),
+            "memoryBytes": self.memory,
+            "startedAt": batch.started,
+            "updatedAt": batch.updated,
+            "state": batch.state,
+            "kind": batch.kind,
+        }
+
+    def _trim(self) -> None:
+        finished = [t for t, b in self._batches.items() if b.state != "running"]
+        for txn in finished[: max(0, len(finished) - self.keep)]:
+            del self._batches[txn]
