@@ -218,14 +218,18 @@ class Client:
         idempotency_key: Optional[str] = None,
         validate_all: bool = False,
         max_retries: int = 3,
+        total: Optional[int] = None,
         wait: bool = True,
     ) -> BatchResult | str:
         """Create items from any iterable of value dicts; a generator streams in bounded memory.
 
         ``atomic=True``: all items or none. ``atomic=False``: valid chunks commit; bad items are
-        reported in ``errors`` with their index. ``wait=False`` returns the batch id at once.
+        reported in ``errors`` with their index. ``total`` is a hint for the progress bar when
+        ``items`` has no length. ``wait=False`` returns the batch id at once.
         """
         plan = self.planner.create_items(context, collection, items, batch_size=batch_size, validate_all=validate_all)
+        if plan.total is None and total is not None:
+            plan.total = total
         options = self._options(atomic=atomic, continueOnError=continue_on_error, timeout=timeout, priority=priority,
                                 queue=queue, idempotencyKey=idempotency_key, maxRetries=max_retries)
         return self.run_plan(plan, options, progress=progress, callback=callback, wait=wait)
@@ -318,7 +322,7 @@ class _Watcher:
 
     def tick(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not (self.bar or self.callback) or (now - self.last < 0.2 and not force) or now - self.last < 0.05:
+        if (self.bar is None and self.callback is None) or (now - self.last < 0.2 and not force) or now - self.last < 0.05:
             return
         self.last = now
         progress = _get(self.client.coordinator.status.remote(self.txn)).get("progress")
@@ -333,7 +337,8 @@ class _Watcher:
             if progress.get("total") and self.bar.total != progress["total"]:
                 self.bar.total = progress["total"]
             self.bar.update(done - self.seen)
-            self.bar.set_postfix(rate=f"{progress['throughput']:.0f}/s", refresh=False)
+            if progress.get("etaSeconds") is not None:
+                self.bar.set_postfix(eta=f"{progress['etaSeconds']:.0f}s", refresh=False)
         self.seen = done
         if self.callback is not None:
             self.callback(dict(progress))
