@@ -128,6 +128,28 @@ class Client:
             shard.close()
         self._log.close()
 
+    def shutdown(self) -> None:
+        """Stop this store's coordinator, workers and progress actor, then close. The store
+        stays on disk; the next :func:`connect` starts new actors, which recover it."""
+        import ray
+
+        info = None
+        try:
+            info = _get(self.coordinator.info.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - best effort: kill what can be found by name
+            pass
+        from actors.coordinator import NAMESPACE, actor_prefix
+
+        prefix = actor_prefix(str(self.layout.root))
+        names = [f"{prefix}-coordinator", f"{prefix}-progress"]
+        names += [f"{prefix}-worker-{i}" for i in range(len(info["workers"]) if info else 64)]
+        for name in names:
+            try:
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+            except ValueError:
+                continue
+        self.close()
+
     def __enter__(self) -> "Client":
         return self
 
