@@ -25,15 +25,16 @@ Grammar (EBNF; whitespace may appear between any two symbols)::
     bare_char   = ? any character except "(", ")", "<", ">", "=", and the starts of
                     "&&", "||" and "!=" ? ;
 
-A trimmed bare word is read as: ``true`` / ``false`` (any case) -> boolean; ``null`` (any
-case) -> null; ``[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?`` -> a number (an int
-when it has no ``.`` or exponent and fits in 64 bits, else a float); anything else -> the
-string itself, so ``Diet == plants and seeds`` compares with ``"plants and seeds"``. A
-quoted value is always a string, and ``""`` means null. An unknown escape ``\\c`` stands
-for ``c``. Chains of ``&&`` / ``||`` are built as balanced trees (the operators are
-associative), so long chains stay shallow. Queries are limited to :data:`MAX_LENGTH`
-characters and :data:`MAX_DEPTH` levels of parentheses and ``!``; NUL characters and
-unpaired surrogates are refused.
+Any of the three quotes may quote a name or a value. A trimmed bare word is read as:
+``true`` / ``false`` (any case) -> boolean; ``null`` (any case) -> null;
+``[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?`` -> a number (an int when it has no
+``.`` or exponent and fits in 64 bits, else a float); anything else -> the string itself,
+so ``Diet == plants and seeds`` compares with ``"plants and seeds"``. A quoted value is
+always a string, and ``""`` means null. An unknown escape ``\\c`` stands for ``c``.
+Chains of ``&&`` / ``||`` are built as balanced trees (the operators are associative), so
+long chains stay shallow. Queries are limited to :data:`MAX_LENGTH` characters and
+:data:`MAX_DEPTH` levels of parentheses and ``!``; NUL characters and unpaired surrogates
+are refused.
 
 Semantics (shared by :func:`evaluate` and :func:`to_sql`). Every value, stored or written
 in the query, falls into one class:
@@ -51,6 +52,10 @@ strings exactly and case-sensitively; null equals null). ``!=`` is exactly ``not
 a null value is unequal to every non-null literal. ``<``, ``<=``, ``>``, ``>=`` hold only
 between two numbers or two strings (code-point order); any other pair - null or boolean
 on either side, or a number against a string - is False.
+
+:func:`to_sql` compiles the same semantics to a parameterised SQL expression for SQLite or
+PostgreSQL (user text only ever travels as a parameter); its docstring lists the few
+places where the database can disagree with :func:`evaluate`.
 """
 from __future__ import annotations
 
@@ -66,6 +71,8 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_LENGTH",
     "OPERATORS",
+    "SQLITE_DEPTH_BUDGET",
+    "SQLITE_PARSER_BUDGET",
     "And",
     "Comparison",
     "Node",
@@ -91,7 +98,7 @@ _PG_JSON_NUMBER = r"'^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$'"
 _FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 _QUOTES = "`\"'"
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 # --------------------------------------------------------------------------- syntax tree
@@ -291,8 +298,8 @@ class _Parser:
         if self.at("="):
             raise self.error("'=' is not an operator (use '==')")
         hint = ""
-        if not self.at_end() and _is_name_char(self.text[self.pos]):
-            hint = " (quote attribute names that contain spaces with backticks)"
+        if not self.at_end() and self.text[self.pos] not in "()&|":
+            hint = " (quote attribute names that contain spaces or symbols with backticks)"
         raise self.error(
             f"expected a comparison operator (==, !=, <, <=, >, >=) after {attr!r}, "
             f"found {self.found()}{hint}"
@@ -406,23 +413,29 @@ def _children(node: Node) -> tuple[Node, ...]:
     raise TypeError(f"not a query node: {node!r}")
 
 
-def _fold(node: Node, leaf: Callable[[Comparison], Any], combine: Callable[..., Any]) -> Any:
-    """Post-order fold without recursion: ``combine(node, *child_results)``."""
-    stack: list[tuple[Node, bool]] = [(node, False)]
+def _postorder(root: Any, children_of: Callable, leaf: Callable, combine: Callable) -> Any:
+    """Fold a tree bottom-up without recursion: ``combine(node, *child_results)``."""
+    stack: list[tuple[Any, bool]] = [(root, False)]
     results: list[Any] = []
     while stack:
         current, expanded = stack.pop()
-        children = _children(current)
+        children = children_of(current)
         if not children:
             results.append(leaf(current))
         elif expanded:
-            args = results[-len(children) :]
-            del results[-len(children) :]
+            cut = len(results) - len(children)
+            args = results[cut:]
+            del results[cut:]
             results.append(combine(current, *args))
         else:
             stack.append((current, True))
             stack.extend((child, False) for child in reversed(children))
     return results[0]
+
+
+def _fold(node: Node, leaf: Callable[[Comparison], Any], combine: Callable[..., Any]) -> Any:
+    """Fold a query tree bottom-up (no recursion, so any depth is safe)."""
+    return _postorder(node, _children, leaf, combine)
 
 
 def attributes(node: Node) -> set[str]:
@@ -492,6 +505,14 @@ def _combine_bool(node: Node, *results: bool) -> bool:
 Fragment = tuple[str, list]
 ColumnSql = Callable[[str], Fragment]
 
+# SQLite's parser has a 100-entry stack in default builds and refuses expression trees
+# deeper than 1000. Compiled SQL is laid out to need few entries, and a query whose SQL
+# would still need more than these budgets (leaving room for the statement around it) is
+# refused with a QueryError instead of failing inside the database.
+SQLITE_PARSER_BUDGET = 75
+SQLITE_DEPTH_BUDGET = 800
+_CHUNK = 50  # longest run of one operator written without parentheses
+
 
 def json_path(attr: str) -> str:
     """The JSON path ``$."attr"`` for a top-level key, with ``"`` and ``\\`` escaped.
@@ -525,7 +546,7 @@ def postgresql_column(attr: str, column: str = "vals") -> Fragment:
 
 
 def _check_identifier(column: str) -> None:
-    if not _IDENTIFIER.match(column):
+    if not _IDENTIFIER.fullmatch(column):
         raise ValueError(f"not a plain SQL identifier: {column!r}")
 
 
@@ -538,37 +559,148 @@ def to_sql(node: Node, column_sql: ColumnSql, dialect: str = "sqlite") -> Fragme
     :func:`postgresql_column` (``->>``). Placeholders are ``?`` (sqlite) or ``%s``
     (postgresql). Literal values and names only ever travel in ``params``; the SQL text is
     built from fixed pieces. Every comparison compiles to a two-valued expression, so
-    ``!`` behaves as in :func:`evaluate` (no SQL NULL logic leaks through).
+    ``!`` behaves as in :func:`evaluate` (no SQL NULL logic leaks through). ``!`` is pushed
+    down to the comparisons and ``&&`` / ``||`` runs are flattened and reordered (they are
+    pure), which keeps the SQL shallow; a query too deep for SQLite's parser even so
+    raises :class:`QueryError`.
 
     Known differences from :func:`evaluate`:
 
     * SQLite with a plain ``json_extract`` reader sees JSON true/false as 1/0, so stored
       booleans compare as numbers (``x == 1`` and ``x > 0`` match them, ``x == true`` does
       not); :func:`sqlite_column` and the PostgreSQL text reader have no such gap.
-    * Numbers: SQLite holds JSON integers beyond 64 bits as REAL, where Python compares
-      them exactly; PostgreSQL compares numbers as exact decimals where Python uses
-      floats (these differ only past ~17 significant digits).
-    * Arrays and objects are compared as the database's compact JSON text, which may be
-      spelled differently from Python's ``json.dumps`` (key order, escapes).
-    * ``lower()`` is used to recognise 'true'/'false'; a build of SQLite with ICU, or a
-      PostgreSQL locale, could fold non-ASCII letters, though none folds into those words.
+    * Numbers past ~15 significant digits: SQLite holds JSON integers beyond 64 bits as
+      REAL and may round a long numeric string differently in ``CAST(... AS REAL)``;
+      PostgreSQL compares as exact decimals (and receives float literals rounded to 15
+      digits), where Python compares ints exactly and everything else as doubles.
+    * Arrays and objects are compared as the database's JSON text of them (PostgreSQL
+      writes ``[1, 2]``, SQLite ``[1,2]``), which may differ from Python's compact form.
+    * ``lower()`` recognises 'true'/'false'; with ICU (SQLite) or a PostgreSQL locale it
+      also folds non-ASCII letters, though none of them folds into those words.
+
+    Limits: each comparison binds up to five parameters (two for the path with
+    :func:`sqlite_column`, three copies of a number), so long queries need SQLite 3.32+
+    (32766 parameters). The SQL needs at most :data:`SQLITE_PARSER_BUDGET` of the ~100
+    entries of SQLite's parser stack; the statement around it may nest a subquery or two.
+    Strings compare in code-point order in both databases (``COLLATE "C"`` in PostgreSQL).
     """
     sql_dialect = _DIALECTS.get(dialect)
     if sql_dialect is None:
         raise ValueError(f"unknown SQL dialect {dialect!r} (use 'sqlite' or 'postgresql')")
+    formula, _ = _fold(node, _nnf_leaf, _nnf_combine)
 
-    def leaf(cmp: Comparison) -> Fragment:
-        return _comparison_sql(cmp, column_sql, sql_dialect)
+    def leaf(item: _Leaf) -> _Piece:
+        return _leaf_piece(item, column_sql, sql_dialect)
 
-    return _fold(node, leaf, _combine_sql)
+    piece = _group(_postorder(formula, _formula_children, leaf, _junction_piece))
+    sql_dialect.check(piece)
+    return piece.sql, piece.params
 
 
-def _combine_sql(node: Node, *parts: Fragment) -> Fragment:
-    """Join compiled operands; each binary node gets its own parentheses (shallow SQL)."""
+# -- negation normal form: "!" pushed down to the comparisons, runs of one operator merged
+
+
+@dataclass
+class _Leaf:
+    cmp: Comparison
+    negated: bool
+
+
+@dataclass
+class _Junction:
+    op: str  # "AND" or "OR"
+    items: list
+
+
+def _formula_children(formula: Any) -> list:
+    return formula.items if isinstance(formula, _Junction) else []
+
+
+def _nnf_leaf(cmp: Comparison) -> tuple[_Leaf, _Leaf]:
+    """(the comparison, its negation)."""
+    return _Leaf(cmp, False), _Leaf(cmp, True)
+
+
+def _nnf_combine(node: Node, *forms: tuple[Any, Any]) -> tuple[Any, Any]:
+    """(positive, negative) form of a node from those of its operands (De Morgan)."""
     if isinstance(node, Not):
-        return _join("(NOT ", parts[0], ")")
-    word = " AND " if isinstance(node, And) else " OR "
-    return _join("(", parts[0], word, parts[1], ")")
+        positive, negative = forms[0]
+        return negative, positive
+    (left, not_left), (right, not_right) = forms
+    if isinstance(node, And):
+        return _junction("AND", left, right), _junction("OR", not_left, not_right)
+    return _junction("OR", left, right), _junction("AND", not_left, not_right)
+
+
+def _junction(op: str, left: Any, right: Any) -> _Junction:
+    """``left op right``, merged into the operands' runs of ``op`` (each form is used once)."""
+    items = left.items if isinstance(left, _Junction) and left.op == op else [left]
+    items.extend(right.items if isinstance(right, _Junction) and right.op == op else [right])
+    return _Junction(op, items)
+
+
+# -- layout: SQL text with estimates of the parser stack and expression depth it needs
+
+
+@dataclass
+class _Piece:
+    sql: str
+    params: list
+    stack: int  # parser-stack entries needed while reading it
+    depth: int  # expression-tree depth
+    op: str = ""  # "AND" / "OR" for an unparenthesised run, "" for an atom
+
+
+def _leaf_piece(leaf: _Leaf, column_sql: ColumnSql, d: "_Dialect") -> _Piece:
+    """One comparison, or its negation, as an atom."""
+    cmp = leaf.cmp
+    kind, literal = _classify(cmp.value)
+    negated = leaf.negated != (cmp.op == "!=")
+    op = "=" if cmp.op in ("==", "!=") else cmp.op
+    if op != "=" and kind not in (_NUM, _STR):
+        return _Piece(d.true if negated else d.false, [], 1, 1)
+    fragment, params = column_sql(cmp.attr)
+    sql, out = d.comparison((f"({fragment})", list(params)), kind, op, literal)
+    if negated:
+        return _Piece(f"NOT {sql}", out, d.leaf_stack + 1, d.leaf_depth + 1)
+    return _Piece(sql, out, d.leaf_stack, d.leaf_depth)
+
+
+def _junction_piece(junction: _Junction, *pieces: _Piece) -> _Piece:
+    """``first OP (rest)``: the operand needing most parser stack goes first, where reading
+    it costs nothing extra; the others follow in one parenthesised run."""
+    op = junction.op
+    parts = [_group(p) if op == "AND" and p.op == "OR" else p for p in pieces]
+    parts.sort(key=lambda p: p.stack, reverse=True)
+    first, rest = parts[0], parts[1:]
+    if len(rest) > 1:
+        rest = [_group(_chain(op, rest))]
+    return _flat(op, [first, *rest])
+
+
+def _chain(op: str, parts: list[_Piece]) -> _Piece:
+    """A run of one operator, in parenthesised chunks so no run is longer than _CHUNK."""
+    while len(parts) > _CHUNK:
+        parts = [_group(_flat(op, parts[i : i + _CHUNK])) for i in range(0, len(parts), _CHUNK)]
+    return _flat(op, parts)
+
+
+def _flat(op: str, parts: list[_Piece]) -> _Piece:
+    """``a OP b OP c`` without parentheses (SQLite reads it left to right)."""
+    if len(parts) == 1:
+        return parts[0]
+    pieces: list[str | Fragment] = []
+    for index, part in enumerate(parts):
+        pieces.extend(([f" {op} "] if index else []) + [(part.sql, part.params)])
+    sql, params = _join(*pieces)
+    stack = max(parts[0].stack, 2 + max(p.stack for p in parts[1:]))
+    depth = max(p.depth for p in parts) + len(parts) - 1
+    return _Piece(sql, params, stack, depth, op)
+
+
+def _group(piece: _Piece) -> _Piece:
+    """The piece in parentheses: an atom."""
+    return _Piece(f"({piece.sql})", piece.params, piece.stack + 1, piece.depth)
 
 
 def _join(*pieces: str | Fragment) -> Fragment:
@@ -584,111 +716,98 @@ def _join(*pieces: str | Fragment) -> Fragment:
     return "".join(sql), params
 
 
-def _comparison_sql(cmp: Comparison, column_sql: ColumnSql, d: "_Dialect") -> Fragment:
-    """One comparison as a two-valued SQL expression; ``!=`` is ``NOT (==)``."""
-    kind, literal = _classify(cmp.value)
-    op = "==" if cmp.op == "!=" else cmp.op
-    if op != "==" and kind not in (_NUM, _STR):
-        return d.false, []
-    fragment, params = column_sql(cmp.attr)
-    column = (f"({fragment})", list(params))
-
-    def test(c: Fragment) -> Fragment:
-        if kind == _NULL:
-            body = d.is_null(c)
-        elif kind == _BOOL:
-            body = d.is_boolean(c, literal)
-        elif kind == _NUM:
-            body = _join(d.number(c), f" {_sql_op(op)} ", (d.number_param, [literal]))
-        else:
-            body = _join(d.string_compare(c, _sql_op(op)), ("", [literal]))
-        return _join("COALESCE((", body, f"), {d.false})")
-
-    compiled = d.with_value(column, test)
-    return _join("(NOT ", compiled, ")") if cmp.op == "!=" else compiled
-
-
-def _sql_op(op: str) -> str:
-    return "=" if op == "==" else op
+# -- dialects
 
 
 class _Dialect:
-    """The SQL pieces one database needs; ``c`` is the value being tested."""
+    """The SQL one database needs for a comparison; ``c`` is the value being tested."""
 
-    false = "FALSE"
+    true, false = "TRUE", "FALSE"
+    leaf_stack = leaf_depth = 0
 
-    def with_value(self, column: Fragment, test: Callable[[Fragment], Fragment]) -> Fragment:
-        """``test`` applied to the column (which it may repeat)."""
-        return test(column)
+    def comparison(self, column: Fragment, kind: str, op: str, literal: Any) -> Fragment:
+        """``column op literal`` as a parenthesised, two-valued expression."""
+        raise NotImplementedError
 
-    def is_null(self, c: Fragment) -> Fragment:
-        return _join(c, " IS NULL OR ", c, " = ''")
+    def check(self, piece: _Piece) -> None:
+        """Refuse SQL the database could not parse."""
 
 
 class _SQLite(_Dialect):
-    def with_value(self, column: Fragment, test: Callable[[Fragment], Fragment]) -> Fragment:
-        """Read the column once, in a scalar subquery, and let ``test`` repeat its name.
+    true, false = "1", "0"
+    leaf_stack, leaf_depth = 20, 8
 
-        The subquery sees the outer row, so ``vals`` in the column fragment is the item's;
-        the JSON is extracted once per comparison instead of once per use.
+    def comparison(self, column: Fragment, kind: str, op: str, literal: Any) -> Fragment:
+        """A scalar subquery reads the column once and names it; the test repeats the name.
+
+        The subquery sees the outer row, so ``vals`` in the column fragment is the item's.
         """
-        value = ("batchray_q.batchray_v", [])
-        return _join(
-            "(SELECT ", test(value), " FROM (SELECT ", column, " AS batchray_v) AS batchray_q)"
-        )
+        v = ("batchray_q.v", [])
+        if kind == _NULL:
+            test = _join(v, " IS NULL OR ", v, " = ''")
+        elif kind == _BOOL:
+            word = "'true'" if literal else "'false'"
+            test = _join("typeof(", v, ") = 'text' AND lower(", v, f") = {word}")
+        elif kind == _NUM:
+            test = self.number_test(v, op, literal)
+        elif op == "=":
+            test = _join("typeof(", v, ") = 'text' AND ", v, " = ?", ("", [literal]))
+        else:
+            test = _join(
+                "typeof(", v, ") = 'text' AND ", v, " <> '' AND lower(", v,
+                ") NOT IN ('true', 'false') AND NOT (", self.numeric_text(v), ") AND ",
+                v, f" {op} ?", ("", [literal]),
+            )  # fmt: skip
+        return _join("(SELECT ", test, " FROM (SELECT ", column, " AS v) AS batchray_q)")
 
-    def numeric_text(self, c: Fragment) -> Fragment:
-        """A text that is spelled as a JSON number (the GLOBs rule out JSON5 spellings)."""
+    def numeric_text(self, v: Fragment) -> Fragment:
+        """A text spelled as a JSON number (the GLOBs also rule out JSON5 spellings)."""
         return _join(
-            "(", c, " GLOB '[0-9-]*' AND ", c, " GLOB '*[0-9]' AND ",
-            c, " NOT GLOB '*[^0-9.eE+-]*' AND ", c, " NOT GLOB '*[^0-9].*' AND ",
-            c, " NOT GLOB '*.[^0-9]*' AND json_valid(", c, "))",
+            v, " GLOB '[0-9-]*' AND ", v, " GLOB '*[0-9]' AND ", v,
+            " NOT GLOB '*[^0-9.eE+-]*' AND ", v, " NOT GLOB '*[^0-9].*' AND ", v,
+            " NOT GLOB '*.[^0-9]*' AND json_valid(", v, ")",
         )  # fmt: skip
 
-    def number(self, c: Fragment) -> Fragment:
-        """The value as a number, or NULL when it is not one."""
+    def number_test(self, v: Fragment, op: str, literal: Any) -> Fragment:
+        """Numbers compare as stored; numeric texts compare as REAL; others are false."""
+        p = ("?", [literal])
         return _join(
-            "(CASE typeof(", c, ") WHEN 'integer' THEN ", c, " WHEN 'real' THEN ", c,
-            " WHEN 'text' THEN (CASE WHEN ", self.numeric_text(c), " THEN CAST(", c,
-            " AS REAL) END) END)",
+            "CASE typeof(", v, ") WHEN 'integer' THEN ", v, f" {op} ", p,
+            " WHEN 'real' THEN ", v, f" {op} ", p, " WHEN 'text' THEN ",
+            self.numeric_text(v), " AND CAST(", v, f" AS REAL) {op} ", p, " ELSE 0 END",
         )  # fmt: skip
 
-    number_param = "?"
-
-    def is_boolean(self, c: Fragment, value: bool) -> Fragment:
-        word = "'true'" if value else "'false'"
-        return _join("typeof(", c, ") = 'text' AND lower(", c, f") = {word}")
-
-    def string_compare(self, c: Fragment, op: str) -> Fragment:
-        """``c op ?`` for a string literal; ordering needs the stored value to be a string."""
-        if op == "=":
-            return _join("typeof(", c, ") = 'text' AND ", c, " = ?")
-        return _join(
-            "typeof(", c, ") = 'text' AND ", c, " <> '' AND lower(", c,
-            ") NOT IN ('true', 'false') AND NOT ", self.numeric_text(c), " AND ", c, f" {op} ?",
-        )  # fmt: skip
+    def check(self, piece: _Piece) -> None:
+        if piece.stack > SQLITE_PARSER_BUDGET or piece.depth > SQLITE_DEPTH_BUDGET:
+            raise QueryError(
+                "query is nested too deeply to run as SQL; remove some parentheses or '!'",
+                position=0,
+            )
 
 
 class _PostgreSQL(_Dialect):
-    def numeric_text(self, c: Fragment) -> Fragment:
-        return _join("(", c, f" ~ {_PG_JSON_NUMBER})")
+    leaf_stack, leaf_depth = 6, 6
 
-    def number(self, c: Fragment) -> Fragment:
-        return _join("(CASE WHEN ", self.numeric_text(c), " THEN CAST(", c, " AS numeric) END)")
-
-    number_param = "CAST(%s AS numeric)"
-
-    def is_boolean(self, c: Fragment, value: bool) -> Fragment:
-        word = "'true'" if value else "'false'"
-        return _join("lower(", c, f") = {word}")
-
-    def string_compare(self, c: Fragment, op: str) -> Fragment:
-        if op == "=":
-            return _join(c, ' COLLATE "C" = %s')
-        return _join(
-            c, " <> '' AND lower(", c, ") NOT IN ('true', 'false') AND NOT ",
-            self.numeric_text(c), " AND ", c, f' COLLATE "C" {op} %s',
-        )  # fmt: skip
+    def comparison(self, c: Fragment, kind: str, op: str, literal: Any) -> Fragment:
+        """Tests on the text value; COALESCE turns NULL (missing) into FALSE."""
+        if kind == _NULL:
+            return _join("(", c, " IS NULL OR ", c, " = '')")
+        if kind == _BOOL:
+            word = "'true'" if literal else "'false'"
+            test = _join("lower(", c, f") = {word}")
+        elif kind == _NUM:
+            test = _join(
+                "(CASE WHEN ", c, f" ~ {_PG_JSON_NUMBER} THEN CAST(", c, " AS numeric) END) ",
+                op, " CAST(%s AS numeric)", ("", [literal]),
+            )  # fmt: skip
+        elif op == "=":
+            test = _join(c, ' COLLATE "C" = %s', ("", [literal]))
+        else:
+            test = _join(
+                c, " <> '' AND lower(", c, ") NOT IN ('true', 'false') AND ", c,
+                f" !~ {_PG_JSON_NUMBER} AND ", c, f' COLLATE "C" {op} %s', ("", [literal]),
+            )  # fmt: skip
+        return _join("COALESCE(", test, ", FALSE)")
 
 
 _DIALECTS: dict[str, _Dialect] = {"sqlite": _SQLite(), "postgresql": _PostgreSQL()}
