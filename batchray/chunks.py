@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 from .errors import ValidationError
 
@@ -61,16 +61,20 @@ class CreateItems:
     With ``schema`` (a DataContext dump) the rows are value dicts that the participant
     validates and encodes itself (so validation runs in parallel on the workers); invalid rows
     are reported in the before-images' ``errors`` with their request index
-    (``start_index`` + position, or ``indexes[position]``) and not written. Without ``schema``
+    (:meth:`index_of`) and not written. Without ``schema``
     the rows are already-encoded JSON texts.
     """
 
     chunk_id: int
-    ids: list[int]
+    ids: Sequence[int]  # ascending; a range when the chunker made it
     rows: list[Any]
     schema: Optional[dict[str, Any]] = None
     start_index: int = 0
     indexes: Optional[list[int]] = None
+    index_step: int = 1  # request index of row j: start_index + j * index_step
+
+    def index_of(self, position: int) -> int:
+        return self.indexes[position] if self.indexes else self.start_index + position * self.index_step
 
 
 @dataclass

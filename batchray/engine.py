@@ -120,7 +120,6 @@ class BatchPlanner:
             schema=schema,
             max_rows=batch_size or 10_000,
             max_bytes=max_bytes,
-            id_block=min(65_536, max(total or 65_536, 1)),
             chunk_ids=self._chunk_ids,
         )
         return Plan("create_items", chunker.chunks(rows), total=total, context=context,
@@ -376,10 +375,15 @@ def _parse_context(spec: dict[str, Any]) -> DataContext:
     try:
         return DataContext.model_validate(spec)
     except PydanticError as exc:
+        def where(error: dict) -> str:
+            # the context-level check (collection order, attribute names unique across the
+            # context) reports no location: it is about the collections
+            return ".".join(str(p) for p in error["loc"]) or "collections"
+
         first = exc.errors()[0]
-        field_path = ".".join(str(p) for p in first["loc"])
+        field_path = where(first)
         raise SchemaError(f"invalid data context: {field_path}: {first['msg']}", field=field_path,
-                          errors=[{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()[:50]]) from None
+                          errors=[{"field": where(e), "message": e["msg"]} for e in exc.errors()[:50]]) from None
 
 
 def _unwrap_values(rows: Iterable[Any]) -> Iterable[Any]:

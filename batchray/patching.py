@@ -69,7 +69,7 @@ def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[list[
     if chunk.schema is None:
         return chunk.ids, chunk.rows
     validator = _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS))
-    positions, good, errors = validator.validate(chunk.rows, chunk.start_index, chunk.indexes)
+    positions, good, errors = validator.validate(chunk.rows, index_of=chunk.index_of)
     images.errors.extend(errors)
     dumps = orjson.dumps
     rows = [dumps(values).decode() for values in good]

@@ -29,23 +29,25 @@ def order_operations(
     by_id: dict[str, int] = {}
     for position, op in enumerate(operations):
         if op.id in by_id:
-            raise PlanError(f"operation id {op.id!r} appears twice", operations=[op.id])
+            raise PlanError(f"operation id {op.id!r} appears twice", operations=[op.id], index=position, field="id")
         by_id[op.id] = position
     missing = [(op.id, dep) for op in operations for dep in op.dependencies if dep not in by_id]
     if missing:
         names = ", ".join(f"{o} -> {d}" for o, d in missing[:10])
         raise PlanError(
-            f"unknown dependencies: {names}", operations=sorted({o for o, _ in missing}), missing=[d for _, d in missing]
+            f"unknown dependencies: {names}", operations=sorted({o for o, _ in missing}), missing=[d for _, d in missing],
+            index=by_id[missing[0][0]], field="dependencies",
         )
     if check_target is not None:
-        for op in operations:
+        for position, op in enumerate(operations):
             try:
                 check_target(op)
             except PlanError:
                 raise
             except Exception as exc:  # noqa: BLE001 - re-raised with the operation named
                 message = getattr(exc, "message", str(exc))
-                raise PlanError(f"operation {op.id!r}: unknown target {op.target!r}: {message}", operations=[op.id]) from exc
+                raise PlanError(f"operation {op.id!r}: unknown target {op.target!r}: {message}", operations=[op.id],
+                                index=position, field="target") from exc
     indegree = [0] * len(operations)
     dependents: list[list[int]] = [[] for _ in operations]
     for position, op in enumerate(operations):
@@ -66,7 +68,8 @@ def order_operations(
         stuck = [op.id for position, op in enumerate(operations) if indegree[position] > 0]
         cycle = find_cycle(operations, by_id, set(stuck))
         raise PlanError(
-            f"dependency cycle: {' -> '.join(cycle)}", operations=stuck, cycle=cycle
+            f"dependency cycle: {' -> '.join(cycle)}", operations=stuck, cycle=cycle,
+            index=by_id[cycle[0]], field="dependencies",
         )
     return ordered
 
@@ -110,9 +113,11 @@ class PlannedChunk:
 class CreateChunker:
     """Cuts a stream of value dicts into per-shard :class:`CreateItems` chunks.
 
-    Item ids come from ``allocate(n) -> first id`` in blocks; item ``i`` of the stream gets the
-    ``i``-th id and goes to shard ``id % shard_count``. A chunk is emitted when it reaches
-    ``max_rows`` rows or ``max_bytes`` estimated bytes; at the end, the remainders.
+    The stream is read in rounds of up to ``rows_per_chunk * shard_count`` rows. Each round
+    gets one contiguous block of item ids from ``allocate(n) -> first id``; row ``j`` of the
+    round gets id ``first + j`` and goes to shard ``id % shard_count``, so a shard's part of the
+    round is a slice with step ``shard_count`` — no per-row work in Python. Rows per chunk are
+    ``max_rows``, lowered so that a chunk's estimated bytes (sampled) stay under ``max_bytes``.
     """
 
     def __init__(
@@ -123,7 +128,6 @@ class CreateChunker:
         schema: Optional[dict[str, Any]],
         max_rows: int = 10_000,
         max_bytes: int = 8 << 20,
-        id_block: int = 65_536,
         chunk_ids: Optional[Iterator[int]] = None,
     ) -> None:
         self.shards = list(shard_names)
@@ -131,47 +135,40 @@ class CreateChunker:
         self.schema = schema
         self.max_rows = max_rows
         self.max_bytes = max_bytes
-        self.id_block = id_block
         self.ids_used: list[tuple[int, int]] = []  # (first, count) blocks handed out
+        self.rows_read = 0
         self._chunk_ids = chunk_ids if chunk_ids is not None else iter(range(1 << 62))
 
-    def chunks(self, rows: Iterable[Any], start_index: int = 0) -> Iterator[PlannedChunk]:
-        n = len(self.shards)
-        buckets: list[tuple[list[int], list[Any], list[int]]] = [([], [], []) for _ in range(n)]
-        sizes = [0] * n
-        next_id, block_end = 0, 0
-        index = start_index
-        for row in rows:
-            if next_id == block_end:
-                next_id = self.allocate(self.id_block)
-                block_end = next_id + self.id_block
-                self.ids_used.append((next_id, self.id_block))
-            shard = next_id % n
-            ids, values, indexes = buckets[shard]
-            ids.append(next_id)
-            values.append(row)
-            indexes.append(index)
-            sizes[shard] += estimate_bytes(row)
-            next_id += 1
-            index += 1
-            if len(ids) >= self.max_rows or sizes[shard] >= self.max_bytes:
-                yield self._emit(shard, buckets, sizes)
-        for shard in range(n):
-            if buckets[shard][0]:
-                yield self._emit(shard, buckets, sizes)
+    def _rows_per_chunk(self, sample: list[Any]) -> tuple[int, int]:
+        """``(rows per chunk, estimated bytes per row)`` from a sample of rows."""
+        step = max(1, len(sample) // 32)
+        picked = sample[::step][:32]
+        per_row = max(16, sum(estimate_bytes(r) for r in picked) // max(1, len(picked)))
+        return max(1, min(self.max_rows, self.max_bytes // per_row)), per_row
 
-    def _emit(self, shard: int, buckets, sizes) -> PlannedChunk:
-        ids, values, indexes = buckets[shard]
-        nbytes = sizes[shard]
-        buckets[shard] = ([], [], [])
-        sizes[shard] = 0
-        contiguous = indexes[-1] - indexes[0] == len(indexes) - 1
-        chunk = CreateItems(
-            next(self._chunk_ids),
-            ids,
-            values,
-            schema=self.schema,
-            start_index=indexes[0],
-            indexes=None if contiguous else indexes,
-        )
-        return PlannedChunk(self.shards[shard], chunk, nbytes, len(ids))
+    def chunks(self, rows: Iterable[Any], start_index: int = 0) -> Iterator[PlannedChunk]:
+        import itertools
+
+        n = len(self.shards)
+        source = iter(rows)
+        index = start_index
+        per_chunk = self.max_rows
+        while True:
+            batch = list(itertools.islice(source, per_chunk * n))
+            if not batch:
+                return
+            per_chunk, per_row = self._rows_per_chunk(batch)
+            first = self.allocate(len(batch))
+            self.ids_used.append((first, len(batch)))
+            self.rows_read += len(batch)
+            for start in range(0, len(batch), per_chunk * n):
+                part = batch[start:start + per_chunk * n]
+                base = first + start
+                for offset in range(min(n, len(part))):
+                    shard = (base + offset) % n
+                    values = part[offset::n]
+                    ids = range(base + offset, base + len(part), n)
+                    chunk = CreateItems(next(self._chunk_ids), ids, values, schema=self.schema,
+                                        start_index=index + start + offset, index_step=n)
+                    yield PlannedChunk(self.shards[shard], chunk, per_row * len(values), len(values))
+            index += len(batch)

@@ -11,6 +11,7 @@ index and the attribute's name, and raises before anything is written.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import math
 import re
 from enum import Enum
@@ -397,9 +398,11 @@ def raise_if_errors(errors: list[dict[str, Any]], what: str = "items") -> None:
 class RowValidator:
     """A compiled, fast form of :func:`validate_values` for one context, for bulk paths.
 
-    Values whose type already fits (a ``str`` for a categorical attribute, an ``int`` or
-    ``float`` for a numeric one, ...) and whose attribute has no constraints pass with one type
-    check; anything else goes through :func:`coerce_value`.
+    :meth:`validate` first checks a whole chunk column by column with C-level passes (every row
+    a dict, every key a known attribute, each column's value types allowed, floats finite, ints
+    in range, strings not too long). A chunk that passes is accepted as is; otherwise it falls
+    back to :func:`validate_values` row by row, which names every bad value. Attributes with
+    constraints (required, min/max, allowed, pattern, default) always take the row path.
     """
 
     _FAST_TYPES = {
@@ -412,54 +415,71 @@ class RowValidator:
 
     def __init__(self, context: DataContext) -> None:
         self.context = context
-        self._attrs = context.attributes()
-        self._fast: dict[str, tuple[type, ...]] = {}
-        for name, attr in self._attrs.items():
+        attrs = context.attributes()
+        self._fast: dict[str, frozenset[type]] = {}
+        self._row_path_only = False
+        for name, attr in attrs.items():
             constrained = (
                 attr.required or attr.min is not None or attr.max is not None
-                or attr.allowed is not None or attr.pattern is not None
+                or attr.allowed is not None or attr.pattern is not None or attr.default is not None
             )
-            self._fast[name] = () if constrained else self._FAST_TYPES.get(attr.type, ())
-        self._required = [a.name for a in self._attrs.values() if a.required and a.default is None]
-        self._defaults = {a.name: a.default for a in self._attrs.values() if a.default is not None}
+            kinds = self._FAST_TYPES.get(attr.type, ())
+            if constrained or not kinds:
+                self._row_path_only = True
+            self._fast[name] = frozenset(kinds) | {type(None)}
 
     def validate(
-        self, rows: list[Any], start_index: int = 0, indexes: Optional[list[int]] = None, partial: bool = False
+        self,
+        rows: list[Any],
+        start_index: int = 0,
+        indexes: Optional[list[int]] = None,
+        partial: bool = False,
+        index_of: Optional[Any] = None,
     ) -> tuple[list[int], list[dict[str, Any]], list[dict[str, Any]]]:
         """``(positions of good rows, their normalised values, errors)``."""
-        fast = self._fast
+        if not self._row_path_only and self._chunk_ok(rows):
+            return list(range(len(rows))), rows, []
+        if index_of is None:
+            index_of = (lambda p: indexes[p]) if indexes else (lambda p: start_index + p)
         positions: list[int] = []
         good: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         for position, row in enumerate(rows):
-            if type(row) is dict:
-                ok = True
-                for name, value in row.items():
-                    kinds = fast.get(name)
-                    kind = type(value)
-                    if kinds is None or kind not in kinds:
-                        ok = False
-                        break
-                    if kind is str:
-                        if len(value) > MAX_STRING:
-                            ok = False
-                            break
-                    elif kind is float:
-                        if value - value != 0.0:  # inf or nan
-                            ok = False
-                            break
-                    elif kind is int and not -_INT_LIMIT <= value <= _INT_LIMIT:
-                        ok = False
-                        break
-                if ok and not self._required and not self._defaults:
-                    positions.append(position)
-                    good.append(row)
-                    continue
-            index = indexes[position] if indexes else start_index + position
-            slow_good, slow_errors = validate_values(self.context, [row], start_index=index, partial=partial)
-            if slow_errors:
-                errors.extend(slow_errors)
+            ok_rows, row_errors = validate_values(self.context, [row], start_index=index_of(position), partial=partial)
+            if row_errors:
+                errors.extend(row_errors)
             else:
                 positions.append(position)
-                good.append(slow_good[0])
+                good.append(ok_rows[0])
         return positions, good, errors
+
+    def _chunk_ok(self, rows: list[Any]) -> bool:
+        if not rows:
+            return True
+        if set(map(type, rows)) != {dict}:
+            return False
+        keys = set(itertools.chain.from_iterable(map(dict.keys, rows)))
+        fast = self._fast
+        if not keys <= fast.keys():
+            return False
+        for name in keys:
+            column = list(map(dict.get, rows, itertools.repeat(name)))
+            kinds = set(map(type, column))
+            if not kinds <= fast[name]:
+                return False
+            if type(None) in kinds:
+                column = [v for v in column if v is not None]
+                kinds.discard(type(None))
+            if not column:
+                continue
+            if kinds == {str}:
+                if max(map(len, column)) > MAX_STRING:
+                    return False
+            elif kinds <= {int, float}:
+                if float in kinds and not all(map(math.isfinite, column)):
+                    return False
+                if int in kinds and (max(column) > _INT_LIMIT or min(column) < -_INT_LIMIT):
+                    return False
+            elif kinds != {bool}:
+                return False  # mixed kinds in one column: check row by row
+        return True
