@@ -33,6 +33,8 @@ from .model import BatchResult
 from .store import CATALOG, Catalog, CommitGate, ItemReader, StoreLayout, parse_store_url
 
 DEFAULT_STORE = "./batchray-data"
+SMALL_BATCH = 10_000
+"""Batches of at most this many known items are planned whole and submitted in one call."""
 
 
 def _prepare_ray_auth(address: Optional[str]) -> None:
@@ -80,6 +82,9 @@ class Client:
         progress: bool = True,
         runtime_env: Optional[dict[str, Any]] = None,
         worker_env: Optional[dict[str, str]] = None,
+        shard_apply_delay: float = 0.0,
+        coordinator_env: Optional[dict[str, str]] = None,
+        stall_timeout: float = 120.0,
     ) -> None:
         kind, location = parse_store_url(store)
         if kind != "sqlite":
@@ -95,6 +100,10 @@ class Client:
             if address is not None:
                 init_args["address"] = address
             else:
+                # no address: start a local Ray, as documented, instead of joining whatever local
+                # cluster Ray discovers (one from `ray start` would refuse a driver without its
+                # token); RAY_ADDRESS still names a cluster to join
+                init_args["address"] = os.environ.get("RAY_ADDRESS") or "local"
                 init_args["include_dashboard"] = False
             if runtime_env:
                 init_args["runtime_env"] = runtime_env
@@ -102,11 +111,14 @@ class Client:
             self._started_ray = True
         self.layout = StoreLayout(location, shards)
         self.progress_default = progress
+        coordinator_options: dict[str, Any] = {}
+        if coordinator_env:
+            coordinator_options["runtime_env"] = {"env_vars": dict(coordinator_env)}
         self.coordinator = TransactionCoordinator.options(
             name=f"{actor_prefix(str(self.layout.root))}-coordinator", namespace=NAMESPACE,
-            get_if_exists=True, lifetime="detached",
+            get_if_exists=True, lifetime="detached", **coordinator_options,
         ).remote(str(self.layout.root), workers, self.layout.shards, memory_budget, memory_threshold,
-                 max_running, 10.0, worker_env)
+                 max_running, 10.0, worker_env, shard_apply_delay, stall_timeout=stall_timeout)
         _get(self.coordinator.ping.remote())
         self._open_readers()
 
@@ -172,6 +184,16 @@ class Client:
         """Submit a planned batch, feed its chunks through the object store, wait for it."""
         import ray
 
+        if plan.total is not None and plan.total <= SMALL_BATCH:
+            # small batch: plan it all now and submit it in one call
+            planned = list(plan.chunks)
+            for pc in planned:
+                pc.chunk = ray.put(pc.chunk)
+            submitted = _get(self.coordinator.submit.remote(plan.kind, options, planned, plan.total))
+            txn = submitted["txn"]
+            if submitted["prior"] is None and not wait:
+                return txn
+            return self._result(txn, plan, None, progress, callback)
         submitted = _get(self.coordinator.submit.remote(plan.kind, options, None, plan.total))
         txn = submitted["txn"]
         if submitted["prior"] is not None:
@@ -209,9 +231,15 @@ class Client:
             watcher.tick(force=True)
         result = BatchResult.model_validate(raw)
         watcher.close(result)
-        if plan.chunker is not None and result.success and not result.item_ids and result.items_created <= 100_000:
+        if plan.chunker is not None and not result.item_ids and 0 < result.items_created <= 100_000:
+            # item i of the input got the i-th allocated id; a non-atomic batch that committed
+            # part of its input reports the ids of the items that made it in
             ids = [first + k for first, count in plan.chunker.ids_used for k in range(count)]
-            result.item_ids = ids[: result.items_created]
+            ids = ids[: result.total_items or result.items_created]
+            failed = {e.index for e in result.errors}
+            kept = [i for position, i in enumerate(ids) if position not in failed]
+            if len(kept) == result.items_created:  # else a whole chunk failed: ids are unknown
+                result.item_ids = kept
         return result
 
     def wait(self, batch_id: str) -> BatchResult:
@@ -380,6 +408,13 @@ def connect(store: str | os.PathLike = DEFAULT_STORE, **options: Any) -> Client:
 
     ``workers``: worker actors (default 2); ``address``: an existing Ray cluster (``"auto"``);
     without one a local Ray is started. ``memory_budget`` (bytes, default 512 MB) and
-    ``memory_threshold`` (default 0.8) bound the data in flight.
+    ``memory_threshold`` (default 0.8) bound the data in flight. ``shard_apply_delay``
+    (seconds per applied chunk, default 0) models a latency-bound store, for tests and
+    benchmarks; it takes effect when the store's actors are started. ``stall_timeout``
+    (seconds, default 120): a streaming batch whose driver sends nothing for that long (it
+    died, say) is rolled back. ``worker_env`` and ``coordinator_env``: environment variables
+    for the worker actors and the coordinator actor (the fault tests arm crash points with
+    them). Like the other settings of the actors, these take effect when this call starts the
+    store's coordinator; a driver that joins a running coordinator shares its settings.
     """
     return Client(store, **options)

@@ -58,8 +58,12 @@ class DecisionLog:
         with self._mutex:
             self._conn.close()
 
-    def _write(self, label: str, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+    def _write(self, label: str, sql: str, params: tuple = (), *, durable: bool = True) -> sqlite3.Cursor:
+        """One write transaction. ``durable`` ones are fsynced (``synchronous=FULL``): decisions,
+        sequences, backups. Registry updates survive a process crash without an fsync of their
+        own (``NORMAL``), and the next durable write flushes them too."""
         with self._mutex:
+            self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")  # constant text
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 cur = self._conn.execute(sql, params)
@@ -94,6 +98,7 @@ class DecisionLog:
             "VALUES(?,?,?,?,?,?,?,?,?)",
             (txn, state, kind, queue, priority, ts, time.time(), idempotency_key,
              orjson.dumps(request).decode() if request is not None else None),
+            durable=False,
         )
 
     def set_state(self, txn: str, state: str, result: Any = None) -> None:
@@ -103,11 +108,12 @@ class DecisionLog:
                 "state",
                 "UPDATE batches SET state=?, finished=?, result=? WHERE txn=?",
                 (state, now, orjson.dumps(result).decode(), txn),
+                durable=False,
             )
         elif state == "running":
-            self._write("state", "UPDATE batches SET state=?, started=? WHERE txn=?", (state, now, txn))
+            self._write("state", "UPDATE batches SET state=?, started=? WHERE txn=?", (state, now, txn), durable=False)
         else:
-            self._write("state", "UPDATE batches SET state=? WHERE txn=?", (state, txn))
+            self._write("state", "UPDATE batches SET state=? WHERE txn=?", (state, txn), durable=False)
 
     def batch(self, txn: str) -> Optional[dict[str, Any]]:
         with self._mutex:
@@ -154,7 +160,7 @@ class DecisionLog:
         return orjson.loads(row[0]) if row else None
 
     def mark_done(self, txn: str) -> None:
-        self._write("done", "UPDATE decisions SET done=1 WHERE txn=?", (txn,))
+        self._write("done", "UPDATE decisions SET done=1 WHERE txn=?", (txn,), durable=False)
 
     def unfinished(self) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, str]]]]:
         """``(undecided running batches, decided-but-not-done (txn, outcomes))``."""
@@ -173,6 +179,7 @@ class DecisionLog:
     def next_value(self, name: str, count: int = 1, start: int = 1) -> int:
         """Reserve ``count`` consecutive values of sequence ``name``; return the first."""
         with self._mutex:
+            self._conn.execute("PRAGMA synchronous=FULL")
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 row = self._conn.execute("SELECT value FROM sequences WHERE name=?", (name,)).fetchone()

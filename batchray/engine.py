@@ -74,6 +74,21 @@ class BatchPlanner:
         self.reader = reader
         self.allocate = allocate  # (sequence name, count) -> first value
         self._chunk_ids = itertools.count(1)
+        self._id_blocks: dict[int, tuple[int, int]] = {}
+        self._id_lock = threading.Lock()
+
+    def take_ids(self, context_id: int, count: int, block: int = 65_536) -> int:
+        """The first of ``count`` contiguous fresh item ids of a context. Ids are reserved from
+        the durable sequence in blocks, so small batches cost no round trip each."""
+        with self._id_lock:
+            first, end = self._id_blocks.get(context_id, (0, 0))
+            if end - first < count:
+                size = max(count, block)
+                lo, _ = context_range(context_id)
+                first = lo + self.allocate(f"items:{context_id}", size)
+                end = first + size
+            self._id_blocks[context_id] = (first + count, end)
+            return first
 
     # -- schema -------------------------------------------------------------------------------
     def create_context(self, spec: dict[str, Any] | DataContext) -> Plan:
@@ -113,10 +128,9 @@ class BatchPlanner:
             _, _, errors = RowValidator(ctx).validate(rows)
             raise_if_errors(errors)
             total = len(rows)
-        lo, _ = context_range(context_id)
         chunker = CreateChunker(
             self.layout.shard_names,
-            lambda n: lo + self.allocate(f"items:{context_id}", n),
+            lambda n: self.take_ids(context_id, n),
             schema=schema,
             max_rows=batch_size or 10_000,
             max_bytes=max_bytes,
@@ -227,14 +241,14 @@ class Executor:
         self.driver = driver
 
     def begin(self, kind: str, *, queue: str = "default", priority: int = 0,
-              idempotency_key: Optional[str] = None) -> tuple[str, int, Optional[dict]]:
+              idempotency_key: Optional[str] = None, state: str = "running") -> tuple[str, int, Optional[dict]]:
         """Register a batch as running; with a known idempotency key, return the first result."""
         if idempotency_key:
             prior = self.log.batch_by_key(idempotency_key)
             if prior is not None:
                 return prior["txn"], prior["ts"], prior
         txn, ts = new_txn_id(kind.split("_")[0])
-        self.log.add_batch(txn, kind=kind, queue=queue, priority=priority, ts=ts, state="running",
+        self.log.add_batch(txn, kind=kind, queue=queue, priority=priority, ts=ts, state=state,
                            idempotency_key=idempotency_key)
         return txn, ts, None
 

@@ -89,6 +89,9 @@ class CoordinatorService:
         self._lock = threading.Condition()
         self._closed = False
         self.peak_in_flight = 0
+        # Python type names of the chunk handles fed in, and how many: with Ray these must all
+        # be object refs (the payloads go driver -> object store -> worker, never through here)
+        self.chunk_types: dict[str, int] = {}
         self._admitter = threading.Thread(target=self._admit_loop, name="batchray-admission", daemon=True)
         self._admitter.start()
 
@@ -102,11 +105,10 @@ class CoordinatorService:
         """
         txn, ts, prior = self.executor.begin(
             kind, queue=options.get("queue", "default"), priority=int(options.get("priority", 0)),
-            idempotency_key=options.get("idempotencyKey"),
+            idempotency_key=options.get("idempotencyKey"), state="queued",
         )
         if prior is not None:
             return {"txn": txn, "ts": ts, "prior": prior}
-        self.log.set_state(txn, "queued")
         run = BatchRun(txn, ts, kind, options, total=total)
         with self._lock:
             self.runs[txn] = run
@@ -123,6 +125,8 @@ class CoordinatorService:
         False means the batch no longer takes input (finished, failed or cancelled)."""
         run = self._run(txn)
         for pc in planned:
+            kind = type(pc.chunk).__name__
+            self.chunk_types[kind] = self.chunk_types.get(kind, 0) + 1
             while not self.budget.try_reserve(pc.nbytes):
                 if run.done.is_set() or run.stop is not None:
                     return False

@@ -1,0 +1,84 @@
+"""Shared benchmark helpers: timing, the raw SQLite baseline, result tables."""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import orjson
+
+COLLECTIONS = [
+    {
+        "name": "People",
+        "attrs": [
+            {"name": "name", "type": "categorical"},
+            {"name": "age", "type": "numeric"},
+            {"name": "city", "type": "categorical"},
+            {"name": "score", "type": "numeric"},
+            {"name": "active", "type": "checkbox"},
+        ],
+    }
+]
+CITIES = ["Lisbon", "Nairobi", "Osaka", "Quito", "Tromso", "Austin", "Pune", "Lyon"]
+
+
+def make_rows(count: int) -> list[dict[str, Any]]:
+    """``count`` value dicts with five attributes (a string, two ints... as in the issue)."""
+    return [
+        {"name": f"person-{i}", "age": i % 97, "city": CITIES[i % 8], "score": (i % 1000) / 10.0, "active": i % 3 != 0}
+        for i in range(count)
+    ]
+
+
+def raw_sqlite_load(path: str, rows: list[dict[str, Any]]) -> float:
+    """The baseline: the same dicts encoded with orjson and written with ``executemany`` in one
+    transaction, encoding included. Returns seconds."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE items(id INTEGER PRIMARY KEY, vals TEXT NOT NULL)")
+    dumps = orjson.dumps
+    started = time.perf_counter()
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO items(id, vals) VALUES(?, ?)", ((i, dumps(r).decode()) for i, r in enumerate(rows)))
+    conn.execute("COMMIT")
+    seconds = time.perf_counter() - started
+    conn.close()
+    return seconds
+
+
+@contextmanager
+def timed() -> Iterator[dict[str, float]]:
+    gc.collect()
+    box: dict[str, float] = {}
+    started = time.perf_counter()
+    yield box
+    box["seconds"] = time.perf_counter() - started
+
+
+def best_of(repeats: int, run: Callable[[], float]) -> float:
+    """The smallest of ``repeats`` timings (the least disturbed by other load)."""
+    return min(run() for _ in range(repeats))
+
+
+def machine() -> dict[str, Any]:
+    return {"cores": os.cpu_count(), "python": ".".join(map(str, __import__("sys").version_info[:3]))}
+
+
+def report(title: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Print a table of ``{metric, value, target, ok}`` rows and the JSON of the whole result."""
+    print(f"\n== {title} ({machine()['cores']} cores)")
+    width = max(len(r["metric"]) for r in rows)
+    for r in rows:
+        value = r["value"]
+        shown = f"{value:,.3f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+        target = r.get("target", "")
+        ok = "" if r.get("ok") is None else ("  ok" if r["ok"] else "  BELOW TARGET")
+        print(f"  {r['metric']:<{width}}  {shown:>16}  {target}{ok}")
+    result = {"benchmark": title, "machine": machine(), "results": rows, **(extra or {})}
+    print(json.dumps(result))
+    return result
