@@ -435,22 +435,21 @@ class SqliteShard:
 
     def _finish(self, ref: TxnRef, outcome: str) -> None:
         check_txn_id(ref.txn)
-        try:
-            with self._write(outcome, ref, durable=True) as conn:
-                done = conn.execute("SELECT outcome FROM finished WHERE txn=?", (ref.txn,)).fetchone()
-                if done is not None:
-                    if done[0] != outcome:
-                        raise InternalError(
-                            f"transaction {ref.txn} on shard {self.name} is {done[0]}, asked to be "
-                            f"{outcome}: this should never happen, please file a bug",
-                            shard=self.name,
-                        )
-                    return
+        # the locks go only once the outcome is durable: a step that fails (a stale epoch, I/O)
+        # leaves the transaction in doubt, and its items must stay locked until it is finished
+        with self._write(outcome, ref, durable=True) as conn:
+            done = conn.execute("SELECT outcome FROM finished WHERE txn=?", (ref.txn,)).fetchone()
+            if done is not None and done[0] != outcome:
+                raise InternalError(
+                    f"transaction {ref.txn} on shard {self.name} is {done[0]}, asked to be "
+                    f"{outcome}: this should never happen, please file a bug",
+                    shard=self.name,
+                )
+            if done is None:
                 if outcome == "aborted":
                     self._roll_back(conn, ref.txn)
                 self._forget(conn, ref.txn, outcome)
-        finally:
-            self.locks.release_all(ref.txn)
+        self.locks.release_all(ref.txn)
 
     def _roll_back(self, conn: sqlite3.Connection, txn: str) -> None:
         conn.execute(
