@@ -1,0 +1,435 @@
+"""Bad input gives a structured error naming the item and field, and changes nothing.
+
+Every error is checked through its structured form (``to_dict()``: code, message, details),
+and every store-level case compares the raw contents of each participant file before and after.
+"""
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+import orjson
+import pytest
+
+from batchray.engine import LocalEngine
+from batchray.errors import BatchrayError, NotFoundError, PlanError, SchemaError, ValidationError
+from batchray.model import BatchState, Operation
+from batchray.planner import order_operations
+from batchray.schema import MAX_STRING, DataContext, RowValidator, validate_values
+
+CONTEXT = "Mammals"
+COLLECTIONS = [
+    {"name": "groups", "attrs": [{"name": "order", "type": "categorical"}]},
+    {
+        "name": "animals",
+        "attrs": [
+            {"name": "name", "type": "categorical"},
+            {"name": "mass", "type": "numeric", "min": 0},
+            {"name": "awake", "type": "checkbox"},
+            {"name": "seen", "type": "date"},
+        ],
+    },
+]
+GOOD = [{"order": "Rodentia", "name": f"m{i}", "mass": i, "awake": True, "seen": "2024-01-02"} for i in range(6)]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def _make_engine(root: Path) -> LocalEngine:
+    engine = LocalEngine(root, shards=3, lock_timeout=2.0)
+    if CONTEXT not in engine.catalog.contexts():
+        assert engine.create_data_context(CONTEXT, COLLECTIONS).success
+        assert engine.create_items(CONTEXT, "animals", GOOD).success
+    return engine
+
+
+@pytest.fixture
+def engine(tmp_path):
+    with _make_engine(tmp_path / "store") as engine:
+        yield engine
+
+
+def _contents(engine: LocalEngine) -> dict[str, tuple[list, list]]:
+    out = {}
+    for name in engine.layout.participant_names:
+        conn = sqlite3.connect(engine.layout.participant_path(name))
+        try:
+            out[name] = (
+                conn.execute("SELECT id, vals FROM items ORDER BY id").fetchall(),
+                conn.execute("SELECT key, doc FROM docs ORDER BY key").fetchall(),
+            )
+        finally:
+            conn.close()
+    return out
+
+
+def _structured(exc: BatchrayError) -> dict:
+    payload = exc.to_dict()
+    assert set(payload) >= {"code", "message", "details"}
+    assert payload["code"] == exc.code and payload["message"]
+    return payload
+
+
+def _ids(engine: LocalEngine) -> list[int]:
+    return [item["id"] for item in engine.get_items(CONTEXT)]
+
+
+# -- item values ------------------------------------------------------------------------------
+
+BAD_CREATES = [
+    pytest.param(2, {"mass": "heavy"}, "mass", "INVALID_VALUE", id="numeric-gets-text"),
+    pytest.param(4, {"mass": -5}, "mass", "INVALID_VALUE", id="below-minimum"),
+    pytest.param(1, {"awake": "maybe"}, "awake", "INVALID_VALUE", id="checkbox-gets-text"),
+    pytest.param(3, {"seen": "not a date"}, "seen", "INVALID_VALUE", id="bad-date"),
+    pytest.param(0, {"name": ["a", "list"]}, "name", "INVALID_VALUE", id="list-value"),
+    pytest.param(5, {"colour": "red"}, "colour", "UNKNOWN_ATTRIBUTE", id="unknown-attribute"),
+]
+
+
+@pytest.mark.parametrize("index, change, field, code", BAD_CREATES)
+def test_create_with_a_bad_value_names_item_and_field(engine, index, change, field, code):
+    rows = [{"order": "Primates", "name": f"n{i}", "mass": 10 + i} for i in range(6)]
+    rows[index] = {**rows[index], **change}
+    before = _contents(engine)
+
+    # checked up front (the tool path): raises before anything is written
+    with pytest.raises(ValidationError) as info:
+        engine.run(engine.planner.create_items(CONTEXT, "animals", rows, validate_all=True))
+    payload = _structured(info.value)
+    assert payload["code"] == "VALIDATION"
+    assert payload["details"]["index"] == index and payload["details"]["field"] == field
+    assert payload["details"]["errors"][0]["code"] == code
+    assert f"item {index}" in payload["message"]
+    assert _contents(engine) == before
+
+    # checked on the shards (the streaming path): the batch is rolled back and says why
+    result = engine.create_items(CONTEXT, "animals", rows)
+    assert result.state == BatchState.rolled_back and not result.success
+    assert result.error["code"] == "ABORTED" and result.error["message"]
+    first = result.error["details"]["errors"][0]
+    assert (first["index"], first["field"], first["code"]) == (index, field, code)
+    assert [(e.index, e.field) for e in result.errors] == [(index, field)]
+    assert _contents(engine) == before
+    assert all(p.leftovers() == {"txns": 0, "undo": 0, "created": 0, "applied": 0} for p in engine.participants.values())
+
+
+@pytest.mark.parametrize(
+    "index, values, field",
+    [
+        pytest.param(1, {"mass": "heavy"}, "mass", id="wrong-type"),
+        pytest.param(2, {"wings": 2}, "wings", id="unknown-attribute"),
+        pytest.param(0, {"mass": "=weight * 2"}, "mass", id="expression-names-unknown-attribute"),
+        pytest.param(3, {"mass": "=mass +"}, "mass", id="malformed-expression"),
+    ],
+)
+def test_update_with_a_bad_value_names_item_and_field(engine, index, values, field):
+    ids = _ids(engine)
+    updates = [{"selector": {"itemId": i}, "values": {"mass": 500}} for i in ids[:4]]
+    updates[index] = {**updates[index], "values": values}
+    before = _contents(engine)
+    batches = len(engine.log.recent(100))
+    with pytest.raises(ValidationError) as info:
+        engine.update_items(CONTEXT, updates)
+    payload = _structured(info.value)
+    assert payload["details"]["index"] == index and payload["details"]["field"] == field, payload
+    assert _contents(engine) == before
+    assert len(engine.log.recent(100)) == batches, "a batch was registered for a request refused up front"
+
+
+def test_update_computing_an_invalid_value_rolls_back(engine):
+    ids = _ids(engine)
+    before = _contents(engine)
+    # mass has min 0: "=mass - 3" is valid for most items, and below the minimum for m0..m2
+    result = engine.update_items(CONTEXT, [{"selector": {"itemId": i}, "values": {"mass": "=mass - 3"}} for i in ids])
+    assert result.state == BatchState.rolled_back
+    first = result.error["details"]["errors"][0]
+    assert first["field"] == "mass" and first["index"] in (0, 1, 2)
+    assert _contents(engine) == before
+
+
+@pytest.mark.parametrize(
+    "selector, index_of_bad, error_type",
+    [
+        pytest.param({"itemId": "x"}, 1, ValidationError, id="item-id-not-a-number"),
+        pytest.param({"itemId": 5, "index": 0}, 0, ValidationError, id="two-selectors"),
+        pytest.param({}, 2, ValidationError, id="no-selector"),
+        pytest.param({"index": 99}, 1, NotFoundError, id="index-out-of-range"),
+        pytest.param({"query": "wings > 2"}, 0, SchemaError, id="query-unknown-attribute"),
+    ],
+)
+def test_bad_selectors(engine, selector, index_of_bad, error_type):
+    ids = _ids(engine)
+    selectors = [{"itemId": i} for i in ids[:3]]
+    selectors[index_of_bad] = selector
+    before = _contents(engine)
+    for call in (
+        lambda: engine.delete_items(CONTEXT, selectors),
+        lambda: engine.update_items(CONTEXT, [{"selector": s, "values": {"mass": 1}} for s in selectors]),
+    ):
+        with pytest.raises(ValidationError) as info:
+            call()
+        payload = _structured(info.value)
+        assert payload["details"]["index"] == index_of_bad and payload["details"]["field"] == "selector"
+        assert payload["details"]["errors"][0]["code"] == error_type.code
+    assert _contents(engine) == before
+
+
+# -- unknown contexts and collections, bad schemas --------------------------------------------
+
+def test_unknown_context_and_collection(engine):
+    before = _contents(engine)
+    calls = {
+        "create": lambda: engine.create_items("Nope", "animals", [{"name": "x"}]),
+        "update": lambda: engine.update_items("Nope", [{"selector": {"index": 0}, "values": {"mass": 1}}]),
+        "delete": lambda: engine.delete_items("Nope", [{"index": 0}]),
+        "get": lambda: engine.get_items("Nope"),
+        "count": lambda: engine.count_items("Nope"),
+    }
+    for what, call in calls.items():
+        with pytest.raises(SchemaError) as info:
+            call()
+        payload = _structured(info.value)
+        assert payload["code"] == "SCHEMA"
+        assert payload["details"] == {"field": "dataContextName", "context": "Nope"}, what
+    with pytest.raises(SchemaError) as info:
+        engine.create_items(CONTEXT, "plants", [{"name": "x"}])
+    details = _structured(info.value)["details"]
+    assert details["field"] == "collectionName" and details["collection"] == "plants"
+    with pytest.raises(SchemaError) as info:
+        engine.get_items(CONTEXT, "wings > 2")
+    assert _structured(info.value)["details"]["field"] == "wings"
+    assert _contents(engine) == before
+
+
+@pytest.mark.parametrize(
+    "spec, field",
+    [
+        pytest.param({"collections": [{"name": "a", "attrs": [{"name": "x"}, {"name": "x"}]}]}, "collections", id="duplicate-attribute"),
+        pytest.param({"collections": [{"name": "a", "attrs": [{"name": "x", "type": "weird"}]}]}, "collections.0.attrs.0.type", id="unknown-type"),
+        pytest.param({"collections": [{"name": "a", "attrs": [{"name": "x", "pattern": "("}]}]}, "collections.0.attrs.0.pattern", id="bad-pattern"),
+        pytest.param({"collections": [{"name": "a", "colour": 1}]}, "collections.0.colour", id="unknown-field"),
+    ],
+)
+def test_bad_context_specs(engine, spec, field):
+    before = _contents(engine)
+    with pytest.raises(SchemaError) as info:
+        engine.create_data_context("Other", **spec)
+    payload = _structured(info.value)
+    assert payload["details"]["field"] == field, payload
+    assert payload["details"]["errors"]
+    with pytest.raises(SchemaError) as info:
+        engine.create_data_context(CONTEXT, COLLECTIONS)
+    assert _structured(info.value)["details"] == {"field": "name", "context": CONTEXT}
+    assert _contents(engine) == before
+    assert sorted(engine.catalog.contexts()) == [CONTEXT]
+
+
+# -- operation plans --------------------------------------------------------------------------
+
+def _op(op_id: str, deps=(), target: str = CONTEXT, priority: int = 0) -> Operation:
+    return Operation(id=op_id, type="data", operation="create", target=target, dependencies=list(deps), priority=priority)
+
+
+def test_plan_orders_by_dependencies_then_priority():
+    ops = [_op("a", ["c"]), _op("b", priority=5), _op("c"), _op("d", ["a", "b"], priority=9)]
+    assert [op.id for op in order_operations(ops)] == ["b", "c", "a", "d"]
+
+
+@pytest.mark.parametrize(
+    "ops, index, field, extra",
+    [
+        pytest.param([_op("a"), _op("b", ["c"]), _op("c", ["d"]), _op("d", ["b"])], 1, "dependencies",
+                     {"cycle": ["b", "c", "d", "b"]}, id="cycle"),
+        pytest.param([_op("a", ["a"])], 0, "dependencies", {"cycle": ["a", "a"]}, id="self-dependency"),
+        pytest.param([_op("a"), _op("b", ["a", "zz"])], 1, "dependencies", {"missing": ["zz"], "operations": ["b"]},
+                     id="missing-dependency"),
+        pytest.param([_op("a"), _op("b"), _op("a")], 2, "id", {"operations": ["a"]}, id="duplicate-id"),
+    ],
+)
+def test_bad_plans(ops, index, field, extra):
+    with pytest.raises(PlanError) as info:
+        order_operations(ops)
+    payload = _structured(info.value)
+    assert payload["code"] == "PLAN"
+    details = payload["details"]
+    assert details["index"] == index and details["field"] == field, payload
+    for key, value in extra.items():
+        assert details[key] == value, payload
+
+
+def test_unknown_target_via_check_target(engine):
+    before = _contents(engine)
+
+    def check_target(op: Operation) -> None:
+        engine.catalog.context(op.target)
+
+    ops = [_op("a"), _op("b", ["a"], target="Nope")]
+    with pytest.raises(PlanError) as info:
+        order_operations(ops, check_target=check_target)
+    payload = _structured(info.value)
+    assert payload["details"]["index"] == 1 and payload["details"]["field"] == "target"
+    assert payload["details"]["operations"] == ["b"]
+    assert "Nope" in payload["message"] and "does not exist" in payload["message"]
+    assert [op.id for op in order_operations(ops[:1], check_target=check_target)] == ["a"]
+    assert _contents(engine) == before
+
+
+# -- the two validators agree -----------------------------------------------------------------
+
+FAST = DataContext.model_validate(
+    {
+        "name": "Fast",
+        "collections": [
+            {"name": "p", "attrs": [{"name": "cat", "type": "categorical"}, {"name": "any"}]},
+            {"name": "c", "attrs": [
+                {"name": "qual", "type": "qualitative"},
+                {"name": "num", "type": "numeric"},
+                {"name": "box", "type": "checkbox"},
+            ]},
+        ],
+    }
+)
+PLAIN = DataContext.model_validate(
+    {
+        "name": "Plain",
+        "collections": [
+            {"name": "c", "attrs": [
+                {"name": "cat", "type": "categorical"},
+                {"name": "num", "type": "numeric"},
+                {"name": "box", "type": "checkbox"},
+                {"name": "when", "type": "date"},
+                {"name": "hue", "type": "color"},
+                {"name": "edge", "type": "boundary"},
+            ]},
+        ],
+    }
+)
+CONSTRAINED = DataContext.model_validate(
+    {
+        "name": "Constrained",
+        "collections": [
+            {"name": "p", "attrs": [{"name": "cat", "type": "categorical", "allowed": ["x", "y", 1]}]},
+            {"name": "c", "attrs": [
+                {"name": "num", "type": "numeric", "min": -10, "max": 10},
+                {"name": "code", "pattern": "[A-Z]{2}[0-9]"},
+                {"name": "need", "required": True},
+                {"name": "dflt", "type": "numeric", "default": 7},
+            ]},
+        ],
+    }
+)
+LONG = "x" * (MAX_STRING + 1)
+ODD_VALUES = [
+    None, "", "abc", "12", " 3.5 ", "1e3", "1e400", "-0", "true", "No", "=num + 1", "2024-01-02", "01/02/2024",
+    "2024-13-45", "#fff", "red", "rgb(1,2,3)", "AB1", "x", "y", LONG,
+    0, 1, -1, 7, 11, -11, 2**63 - 1, 2**63, -(2**63), -(2**63) + 1, 0.5, -0.0, 1e308, float("inf"), float("nan"),
+    True, False, [1], {"type": "Point"}, (1, 2),
+]
+# values that fit their attribute's type as they are (the fast path's domain); a chunk passes
+# the fast path only when each of its columns holds one kind, so each attribute keeps to one
+FITTING = {
+    "cat": ["a", "", "=num * 2", "b", None],
+    "any": [4, -1, 0, None],
+    "qual": [0.25, 5.0, -1.5, None],
+    "num": [1, -2, 3.5, 0, 2**63 - 1, None],
+    "box": [True, False, None],
+}
+# values of a type the attribute does not take as is, but that validation may coerce or refuse:
+# the fast path must send them to the row path
+NEAR = {
+    "cat": [[1], float("nan"), 2**63, LONG, (1,)],
+    "any": [{"a": 1}, float("inf"), -(2**63), 2**64],
+    "qual": [True, False, (1,), float("nan")],
+    "num": ["12", " 3.5 ", "", True, "1e3", "x", 2**64, float("-inf")],
+    "box": [1, 0, "true", "no", 2, ""],
+}
+
+
+def _random_rows(rng: random.Random, context: DataContext, n: int, odd: float) -> list:
+    """Rows of random attributes; ``odd`` is the share of values that do not fit as they are."""
+    names = list(context.attributes())
+    rows = []
+    for _ in range(n):
+        if rng.random() < odd / 10:
+            rows.append(rng.choice(["not a row", 3, None, ["cat", "x"]]))
+            continue
+        row = {}
+        for name in rng.sample(names, rng.randint(0, len(names))):
+            roll = rng.random()
+            if roll < odd / 3 or name not in FITTING:
+                row[name] = rng.choice(ODD_VALUES)
+            elif roll < odd:
+                row[name] = rng.choice(NEAR[name])
+            else:
+                row[name] = rng.choice(FITTING[name])
+        if rng.random() < odd / 10:
+            row["unknown"] = 1
+        rows.append(row)
+    return rows
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def _dump(rows: list) -> list[bytes]:
+    return [orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in rows]
+
+
+@pytest.mark.parametrize("context", [FAST, PLAIN, CONSTRAINED], ids=lambda c: c.name)
+@pytest.mark.parametrize("partial", [False, True], ids=["create", "update"])
+@pytest.mark.parametrize("seed", [1, 2, 3, 20240601])
+def test_validate_values_and_row_validator_agree(monkeypatch, context, partial, seed):
+    import batchray.schema as schema_module
+
+    rng = random.Random(seed)
+    rows = _random_rows(rng, context, 600, odd=[0.02, 0.1, 0.3][seed % 3])
+    start = rng.randint(0, 1000)
+    where = f"(seed {seed}, {context.name}, partial={partial})"
+    good, errors = validate_values(context, rows, start_index=start, partial=partial, max_errors=10**9)
+
+    # the bulk path validates chunks of a stream: cut the rows into chunks of random sizes
+    slow_calls = 0
+    real = schema_module.validate_values
+
+    def counting(*args, **kwargs):
+        nonlocal slow_calls
+        slow_calls += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(schema_module, "validate_values", counting)
+    validator = RowValidator(context)
+    positions, fast_good, fast_errors = [], [], []
+    fast_chunks = offset = 0
+    while offset < len(rows):
+        size = rng.choice([1, 1, 1, 1, 2, 3, 8, 50])
+        chunk = rows[offset:offset + size]
+        calls = slow_calls
+        got_positions, got_good, got_errors = validator.validate(chunk, start_index=start + offset, partial=partial)
+        fast_chunks += slow_calls == calls
+        positions += [offset + p for p in got_positions]
+        fast_good += got_good
+        fast_errors += got_errors
+        offset += len(chunk)
+    monkeypatch.undo()
+
+    bad = {e["index"] - start for e in errors}
+    assert 0 < len(bad) < len(rows), f"the sample does not mix good and bad rows {where}"
+    if context is FAST:
+        assert fast_chunks > 0, f"no chunk took the fast path {where}"
+    assert positions == [p for p in range(len(rows)) if p not in bad], f"different rows accepted {where}"
+    for position, expected, got in zip(positions, _dump(good), _dump(fast_good)):
+        assert got == expected, f"row {position} normalised differently {where}: {_short(rows[position])}"
+    assert fast_errors == errors, f"different errors {where}"
+    for error in errors:
+        assert set(error) == {"index", "field", "code", "message"}, where
+        row = rows[error["index"] - start]
+        assert error["field"] is None or error["field"] in context.attributes() or error["field"] == "unknown", where
+        assert error["field"] is not None or not isinstance(row, dict), where
+
+    # request indexes given per row (rows of one chunk that are not contiguous in the request)
+    indexes = [start + 3 * p for p in range(len(rows))]
+    _, _, spread = RowValidator(context).validate(rows, indexes=indexes, partial=partial)
+    assert [e["index"] for e in spread] == [start + 3 * (e["index"] - start) for e in errors], where
