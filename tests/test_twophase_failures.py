@@ -1,0 +1,256 @@
+"""Two-phase commit under a failure or a crash at each protocol step of each participant.
+
+Every case runs one batch through :class:`~batchray.engine.LocalEngine` over real SQLite
+files, with one participant wrapped in a :class:`~batchray.testing.FaultyParticipant` that
+fails (an error the coordinator sees) or crashes (a :class:`SimulatedCrash` that ends the
+"process": everything is closed and a new engine is opened on the same directory, which runs
+recovery). Then:
+
+* a failure before the commit decision leaves every shard exactly as it was (raw table
+  contents compared, so uncommitted in-place writes would show) with no 2PC state left;
+* a failure at commit, after the decision, ends with the batch complete;
+* every shard passes SQLite's integrity check, and a follow-up batch succeeds (no lock or
+  in-doubt transaction left behind).
+"""
+from __future__ import annotations
+
+import functools
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from batchray.crashpoints import SimulatedCrash
+from batchray.engine import LocalEngine
+from batchray.errors import SchemaError
+from batchray.model import BatchState
+from batchray.sqlite_shard import SqliteShard
+from batchray.store import CATALOG, StoreLayout, shard_name
+from batchray.testing import FaultyParticipant
+
+CONTEXT = "Mammals"
+COLLECTIONS = [
+    {
+        "name": "animals",
+        "attrs": [
+            {"name": "name", "type": "categorical"},
+            {"name": "mass", "type": "numeric"},
+        ],
+    }
+]
+SEED = [{"name": f"seed{i}", "mass": i} for i in range(9)]
+NEW = [{"name": f"new{i}", "mass": 100 + i} for i in range(6)]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def _make_engine(root: Path, shards: int, wrappers=None) -> LocalEngine:
+    """An engine over real shard files; ``wrappers`` maps participant names to wrapping callables."""
+    layout = StoreLayout(root, shards)
+    participants = {
+        name: SqliteShard(layout.participant_path(name), name=name, lock_timeout=2.0)
+        for name in layout.participant_names
+    }
+    for name, wrap in (wrappers or {}).items():
+        participants[name] = wrap(participants[name])
+    return LocalEngine(root, shards=shards, participants=participants)
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """``seeded(root, shards) -> item ids``: a copy of a store seeded once per shard count
+    (its files are closed, so a plain copy is a consistent one)."""
+    templates: dict[int, tuple[Path, list[int]]] = {}
+
+    def seed(root: Path, shards: int) -> list[int]:
+        if shards not in templates:
+            template = tmp_path_factory.mktemp(f"template-{shards}") / "store"
+            with _make_engine(template, shards) as engine:
+                assert engine.create_data_context(CONTEXT, COLLECTIONS).success
+                result = engine.create_items(CONTEXT, "animals", SEED)
+                assert result.success, result.error
+                assert {engine.layout.shard_of(i) for i in result.item_ids} == set(engine.layout.shard_names)
+            templates[shards] = (template, result.item_ids)
+        template, ids = templates[shards]
+        shutil.copytree(template, root)
+        return ids
+
+    return seed
+
+
+def _raw(root: Path) -> dict[str, tuple[list, list]]:
+    """Every participant's raw ``items`` and ``docs`` rows, uncommitted in-place writes included."""
+    out = {}
+    for path in sorted(root.glob("*.sqlite")):
+        if path.name == "coordinator.sqlite":
+            continue
+        conn = sqlite3.connect(path)
+        try:
+            out[path.stem] = (
+                conn.execute("SELECT id, vals FROM items ORDER BY id").fetchall(),
+                conn.execute("SELECT key, doc FROM docs ORDER BY key").fetchall(),
+            )
+        finally:
+            conn.close()
+    return out
+
+
+def _values(engine: LocalEngine) -> list[dict]:
+    return sorted((item["values"] for item in engine.get_items(CONTEXT)), key=lambda v: v["name"])
+
+
+def _check_clean(engine: LocalEngine) -> None:
+    """No 2PC state anywhere, no unfinished decision, every file intact."""
+    for name, participant in engine.participants.items():
+        assert participant.leftovers() == {"txns": 0, "undo": 0, "created": 0, "applied": 0}, name
+        assert participant.integrity_check() == "ok", name
+        assert participant.locks.lock_count() == 0, name
+    assert engine.log.unfinished() == ([], [])
+    assert not engine.log.batches_in("running"), "a batch is still registered as running"
+
+
+def _run_batch(engine: LocalEngine, batch: str, ids: list[int]):
+    if batch == "create":
+        return engine.create_items(CONTEXT, "animals", NEW)
+    return engine.update_items(CONTEXT, [{"selector": {"itemId": i}, "values": {"mass": 1000 + k}} for k, i in enumerate(ids)])
+
+
+def _expected_after_commit(batch: str) -> list[dict]:
+    if batch == "create":
+        rows = SEED + NEW
+    else:
+        rows = [{"name": r["name"], "mass": 1000 + k} for k, r in enumerate(SEED)]
+    return sorted(rows, key=lambda v: v["name"])
+
+
+def _positions(shards: int) -> list[tuple[int, str]]:
+    if shards == 1:
+        return [(1, "only")]
+    return [(3, "first"), (3, "middle"), (3, "last")]
+
+
+def _target(shards: int, position: str) -> str:
+    index = {"only": 0, "first": 0, "middle": shards // 2, "last": shards - 1}[position]
+    return shard_name(index)
+
+
+CASES = [
+    pytest.param(shards, position, step, kind, when, batch, id=f"{shards}shard-{position}-{step}-{kind}-{when}-{batch}")
+    for shards, position in _positions(1) + _positions(3)
+    for step in ("apply", "prepare", "commit", "abort")
+    for kind in ("fail", "crash")
+    for when in ("before", "after")
+    for batch in ("create", "update")
+]
+
+
+def _wrappers(target: str, step: str, kind: str, when: str, abort_trigger: str, holder: list):
+    """The fault under test at ``target``; for the abort step, ``abort_trigger`` votes no so that
+    the batch is decided abort (delivered to every shard, the target included)."""
+    arg = "crash_at" if kind == "crash" else "fail_at"
+
+    def wrap_target(inner):
+        faulty = FaultyParticipant(inner, **{arg: step}, when=when)
+        holder.append(faulty)
+        return faulty
+
+    if step != "abort":
+        return {target: wrap_target}
+    vote_no = functools.partial(FaultyParticipant, fail_at="prepare")
+    if abort_trigger == target:
+        return {target: lambda inner: wrap_target(vote_no(inner))}
+    return {target: wrap_target, abort_trigger: vote_no}
+
+
+# -- item batches -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shards, position, step, kind, when, batch", CASES)
+def test_failure_at_step(tmp_path, seeded, shards, position, step, kind, when, batch):
+    root = tmp_path / "store"
+    ids = seeded(root, shards)
+    before = _raw(root)
+    target = _target(shards, position)
+    faulty: list[FaultyParticipant] = []
+    # the trigger is never the first shard, so that with 3 shards the abort reaches shards that
+    # voted yes as well as the one that voted no
+    engine = _make_engine(root, shards, _wrappers(target, step, kind, when, shard_name(shards - 1), faulty))
+    crashed = False
+    result = None
+    try:
+        result = _run_batch(engine, batch, ids)
+    except SimulatedCrash:
+        crashed = True
+    finally:
+        engine.close()
+    assert faulty[0].injected == 1, "the fault was never reached"
+    assert crashed == (kind == "crash")
+    decided_commit = step == "commit"
+    if result is not None:  # the coordinator survived and finished the batch itself
+        expected_state = BatchState.completed if decided_commit else BatchState.rolled_back
+        assert result.state == expected_state, result
+        assert result.success == decided_commit
+        if not decided_commit:
+            error = result.error
+            assert error is not None and error["code"] and error["message"]
+
+    with _make_engine(root, shards) as engine:  # restart: recovery runs on open
+        if decided_commit:
+            assert _values(engine) == _expected_after_commit(batch)
+        else:
+            assert _raw(root) == before, "a shard changed although the batch was not committed"
+            assert _values(engine) == sorted(SEED, key=lambda v: v["name"])
+        _check_clean(engine)
+        if kind == "crash" and position in ("only", "last"):
+            # nothing is left locked or in doubt: the same items can be written again
+            follow = engine.update_items(CONTEXT, [{"selector": {"itemId": i}, "values": {"mass": -1}} for i in ids])
+            assert follow.success, follow.error
+            assert engine.count_items(CONTEXT, "mass == -1") == len(ids)
+            _check_clean(engine)
+
+
+# -- the catalog participant ------------------------------------------------------------------
+
+CATALOG_CASES = [
+    pytest.param(step, kind, when, id=f"catalog-{step}-{kind}-{when}")
+    for step in ("apply", "prepare", "commit", "abort")
+    for kind in ("fail", "crash")
+    for when in ("before", "after")
+]
+
+
+@pytest.mark.parametrize("step, kind, when", CATALOG_CASES)
+def test_catalog_failure_at_step(tmp_path, seeded, step, kind, when):
+    root = tmp_path / "store"
+    seeded(root, 3)
+    before = _raw(root)
+    faulty: list[FaultyParticipant] = []
+    engine = _make_engine(root, 3, _wrappers(CATALOG, step, kind, when, CATALOG, faulty))
+    crashed = False
+    try:
+        result = engine.create_data_context("Birds", [{"name": "birds", "attrs": [{"name": "wingspan", "type": "numeric"}]}])
+    except SimulatedCrash:
+        crashed = True
+    finally:
+        engine.close()
+    assert faulty[0].injected == 1
+    assert crashed == (kind == "crash")
+    committed = step == "commit"
+    if not crashed:
+        assert result.success == committed, result
+
+    with _make_engine(root, 3) as engine:
+        if committed:
+            engine.count_items("Birds")  # exists
+            assert sorted(engine.catalog.contexts()) == ["Birds", CONTEXT]
+        else:
+            assert _raw(root) == before
+            with pytest.raises(SchemaError) as info:
+                engine.count_items("Birds")
+            assert info.value.to_dict()["details"]["field"] == "dataContextName"
+        _check_clean(engine)
+        assert engine.count_items(CONTEXT) == len(SEED)
+        # the catalog is writable again (no lock on the context's key left behind)
+        again = engine.create_data_context("Birds2", [{"name": "b", "attrs": [{"name": "x"}]}])
+        assert again.success, again.error
+        _check_clean(engine)
