@@ -52,6 +52,7 @@ class TxnRef:
     txn: str
     ts: int
     epoch: int = 0
+    backup: bool = False  # keep before-images after commit, so the batch can be undone
 
 
 @dataclass
@@ -123,7 +124,31 @@ class PutDocs:
     docs: list[tuple[str, Optional[str]]]
 
 
-Chunk = Union[CreateItems, UpdateItems, DeleteItems, RestoreItems, PutDocs]
+@dataclass
+class TransformItems:
+    """Rewrite every item of a context on the shard for a schema change: rename keys
+    (``renames`` old -> new), drop keys, convert values to a new attribute type (``converts``:
+    attribute name -> Attribute dump, checked with :func:`batchray.schema.coerce_value`). Items
+    whose conversion fails are reported in the before-images' errors and left unchanged."""
+
+    chunk_id: int
+    context_id: int
+    renames: dict[str, str] = field(default_factory=dict)
+    drops: list[str] = field(default_factory=list)
+    converts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class UndoBatch:
+    """Undo a committed batch on this shard from the backups its commit kept. Refused with a
+    conflict when a later batch changed the same items, unless ``force``."""
+
+    chunk_id: int
+    source_txn: str
+    force: bool = False
+
+
+Chunk = Union[CreateItems, UpdateItems, DeleteItems, RestoreItems, PutDocs, TransformItems, UndoBatch]
 
 
 @dataclass

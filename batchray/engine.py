@@ -57,6 +57,7 @@ class Plan:
     errors: list[dict[str, Any]] = field(default_factory=list)
     chunker: Optional[CreateChunker] = None
     extra: dict[str, Any] = field(default_factory=dict)
+    backup: bool = False  # keep before-images after commit so the batch can be undone
 
 
 class BatchPlanner:
@@ -110,17 +111,24 @@ class BatchPlanner:
         batch_size: Optional[int] = None,
         validate_all: bool = False,
         max_bytes: int = 8 << 20,
+        atomic: bool = True,
     ) -> Plan:
         """Create items from value dicts (or ``{"values": {...}}`` wrappers).
 
         With ``validate_all`` (a list is given, as from a tool call) every row is validated here,
         before the batch starts, and any error raises :class:`ValidationError` naming the item;
-        otherwise rows stream to the workers, which validate them in parallel.
+        otherwise rows stream to the workers, which validate them in parallel. A list may give
+        rows as ``{"values", "parent": caseId}`` (child cases under a parent case), and an atomic
+        list is checked for ``unique`` values here (see :mod:`batchray.cleanup`).
         """
         context_id, ctx = self.catalog.context(context)
         if collection is not None:
             ctx.collection(collection)
         schema = ctx.model_dump(mode="json")
+        if isinstance(rows, list):
+            from .cleanup import prepare_new_rows
+
+            rows = prepare_new_rows(self.reader, context_id, ctx, collection, rows, check_unique=atomic)
         rows = _unwrap_values(rows)
         total = len(rows) if hasattr(rows, "__len__") else None
         if validate_all:
@@ -203,6 +211,10 @@ class BatchPlanner:
 
     def _select(self, context_id: int, ctx: DataContext, selector: dict[str, Any], index: int) -> tuple[list[int], Optional[str]]:
         """Item ids named by a selector, or a query to run on every shard."""
+        if selector.get("resource") is not None:  # a CODAP resource string: see batchray.resources
+            from .resources import resource_selector
+
+            selector = resource_selector(self.reader, context_id, ctx, selector, index)
         keys = [k for k in ("itemId", "caseId", "index", "query") if selector.get(k) is not None]
         if len(keys) != 1:
             raise ValidationError("a selector needs exactly one of itemId, caseId, index, query", index=index, field="selector")
@@ -263,26 +275,38 @@ class Executor:
         on_chunk: Optional[Callable] = None,
         should_stop: Callable[[], Optional[BatchrayError]] = lambda: None,
         started: Optional[float] = None,
+        backup: bool = False,
     ) -> BatchResult:
+        """Run the plan's transaction; ``backup`` keeps before-images after commit (undo)."""
         started = started or time.perf_counter()
         outcome = self.driver.run(txn, ts, plan.chunks, atomic=atomic, max_retries=max_retries,
-                                  on_chunk=on_chunk, should_stop=should_stop)
+                                  on_chunk=on_chunk, should_stop=should_stop, backup=backup or plan.backup)
         result = summarize(plan, outcome, atomic, time.perf_counter() - started)
         self.log.set_state(txn, result.state.value, result=result.dump())
+        undoes = plan.extra.get("source") if plan.kind == "rollback_batch" else None
+        if undoes and result.success:
+            self.log.set_state(undoes, BatchState.rolled_back.value)
         return result
 
     def recover(self) -> dict[str, list[str]]:
         return recover(self.log, self.driver, self.layout.participant_names)
 
 
+_ERROR_FIELDS = {**{name: name for name in ItemError.model_fields}, "itemId": "item_id"}
+_UPDATING_KINDS = ("update_items", "schema_operations", "transaction", "rollback_batch")
+
+
 def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float) -> BatchResult:
     """The :class:`BatchResult` of a finished transaction."""
     from .errors import CancelledError
 
-    if outcome.committed:
-        state = BatchState.completed
-    elif isinstance(outcome.cause, CancelledError):
+    # a cancelled batch reports "cancelled" even when it kept work (rollback=False on a
+    # non-atomic batch: the kept items are counted below); a non-atomic batch stopped early by
+    # a timeout or a failed input stream "failed", with what it committed counted
+    if isinstance(outcome.cause, CancelledError):
         state = BatchState.cancelled
+    elif outcome.committed and (outcome.cause is None or atomic):
+        state = BatchState.completed
     else:
         state = BatchState.rolled_back if atomic else BatchState.failed
     affected = outcome.affected if outcome.committed else 0
@@ -296,20 +320,21 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float) -> Ba
             failed = {e.get("index") for e in outcome.errors}
             ids = [first + k for first, count in plan.chunker.ids_used for k in range(count)]
             item_ids = [i for position, i in enumerate(ids[:total]) if position not in failed]
-    errors = [ItemError.model_validate({k: v for k, v in e.items() if k in ItemError.model_fields}) for e in outcome.errors[:1000]]
+    errors = [ItemError.model_validate({_ERROR_FIELDS[k]: v for k, v in e.items() if k in _ERROR_FIELDS})
+              for e in outcome.errors[:1000]]
     return BatchResult(
-        success=outcome.committed and not outcome.errors and not outcome.in_doubt,
+        success=outcome.committed and outcome.cause is None and not outcome.errors and not outcome.in_doubt,
         transaction_id=outcome.txn,
         state=state,
         total_items=total or 0,
         items_created=affected if plan.kind == "create_items" else 0,
-        items_updated=affected if plan.kind == "update_items" else 0,
+        items_updated=affected if plan.kind in _UPDATING_KINDS else 0,
         items_deleted=affected if plan.kind == "delete_items" else 0,
         batches_processed=outcome.chunks,
         errors=errors,
         duration=duration,
         item_ids=item_ids,
-        error=outcome.cause.to_dict() if outcome.cause is not None and not outcome.committed else None,
+        error=outcome.cause.to_dict() if outcome.cause is not None else None,
     )
 
 
@@ -362,13 +387,51 @@ class LocalEngine:
 
     def create_items(self, context: str, collection: Optional[str], items: Iterable[Any], *,
                      atomic: bool = True, batch_size: Optional[int] = None, **kwargs: Any) -> BatchResult:
-        return self.run(self.planner.create_items(context, collection, items, batch_size=batch_size), atomic=atomic, **kwargs)
+        return self.run(self.planner.create_items(context, collection, items, batch_size=batch_size, atomic=atomic),
+                        atomic=atomic, **kwargs)
 
     def update_items(self, context: str, updates: list[dict[str, Any]], *, atomic: bool = True, **kwargs: Any) -> BatchResult:
         return self.run(self.planner.update_items(context, updates), atomic=atomic, **kwargs)
 
     def delete_items(self, context: str, selectors: list[dict[str, Any]], *, atomic: bool = True, **kwargs: Any) -> BatchResult:
         return self.run(self.planner.delete_items(context, selectors), atomic=atomic, **kwargs)
+
+    def _run_options(self, plan: Plan, options: dict[str, Any]) -> BatchResult:
+        plan.backup = plan.backup or bool(options.get("createBackups"))
+        return self.run(plan, atomic=options.get("atomic", True), idempotency_key=options.get("idempotencyKey"))
+
+    def schema_operations(self, context: str, operations: list[dict[str, Any]]) -> BatchResult:
+        from .operations import plan_schema
+
+        return self.run(plan_schema(self.planner, context, operations)[0])
+
+    def delete_data_context(self, context: str) -> BatchResult:
+        from .operations import plan_delete_context
+
+        return self.run(plan_delete_context(self.planner, context))
+
+    def component_operations(self, operations: list[dict[str, Any]]) -> BatchResult:
+        from .operations import plan_components
+
+        return self.run(plan_components(self.planner, operations))
+
+    def rollback_batch(self, batch_id: str, force: bool = False) -> BatchResult:
+        from .operations import plan_undo
+
+        return self.run(plan_undo(self.planner, self.log.batch, batch_id, force))
+
+    def execute_transaction(self, operations: list[dict[str, Any]], options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        from .operations import run_transaction
+
+        return run_transaction(self.planner, self._run_options, operations, options or {})
+
+    def get_cases(self, context: str, collection: str) -> list[dict[str, Any]]:
+        from .cases import build_cases
+
+        context_id, ctx = self.catalog.context(context)
+        ctx.collection(collection)
+        items = [(i, orjson.loads(v)) for i, v in self.reader.items(context_id)]
+        return build_cases(ctx, items)[collection]
 
     def get_items(self, context: str, query: Optional[str] = None, offset: int = 0, limit: Optional[int] = None) -> list[dict[str, Any]]:
         context_id, ctx = self.catalog.context(context)

@@ -81,6 +81,7 @@ class ItemError(_Model):
     """A problem with one item: its index in the request, the field, a code and a message."""
 
     index: Optional[int] = None
+    item_id: Optional[int] = None
     field: Optional[str] = None
     code: str = "INVALID_VALUE"
     message: str

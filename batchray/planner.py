@@ -108,6 +108,7 @@ class PlannedChunk:
     nbytes: int
     count: int
     reserved: bool = False  # bytes already reserved in the memory budget by whoever queued it
+    operation: Optional[str] = None  # the id of the batch operation it belongs to, for error reports
 
 
 class CreateChunker:

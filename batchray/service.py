@@ -5,11 +5,25 @@ only builds the Ray transport and workers around it). It is plain threaded Pytho
 
 * :meth:`submit` registers a batch in the decision log and queues it (the id comes back at once);
 * planned chunks arrive with the submission (small batches) or through :meth:`feed` (streams);
-  ``feed`` blocks while the memory budget is full, which is how a driver is slowed down;
+  ``feed`` blocks while the batch is still queued (a queued batch holds no budget) and while
+  the memory budget is full, which is how a driver is slowed down;
 * an admission thread starts the best waiting batch when one of ``max_running`` slots is free
   (:class:`~batchray.queueing.AdmissionQueue`), and each batch runs two-phase commit on its
   own thread;
 * :meth:`wait`, :meth:`status`, :meth:`cancel` serve drivers.
+
+Cancellation (:meth:`cancel`): a queued batch is taken out of its queue and never runs. A
+running batch stops dispatching at once (chunks fed but not yet dispatched are dropped, and the
+driver's next ``feed`` is refused). ``graceful=True`` then waits for the chunks already at the
+participants; ``graceful=False`` does not wait for them when the batch is to be rolled back
+(the abort is sent at once and the participants refuse the late applies), and stops retrying
+failed chunks. ``rollback=True`` (and any atomic batch) ends with nothing of the batch in the
+store; ``rollback=False`` on a non-atomic batch keeps the chunks that were applied (state
+``cancelled``, with the kept items counted in the result).
+
+A batch's ``timeout`` option (milliseconds, default 300,000) runs from its start, not from its
+submission (time spent queued does not count): past it the batch stops like a non-graceful
+cancellation and an atomic batch is rolled back (error ``TIMEOUT``).
 
 Payloads never pass through here: a planned chunk's ``chunk`` is an opaque handle (a Ray object
 ref) that the transport hands to the participant.
@@ -24,7 +38,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from .decision_log import DecisionLog
 from .engine import Executor, Plan
-from .errors import BatchTimeout, CancelledError, NotFoundError
+from .errors import BatchrayError, BatchTimeout, CancelledError, InternalError, NotFoundError
 from .memory import MemoryBudget
 from .model import BatchResult, BatchState
 from .planner import PlannedChunk
@@ -48,18 +62,35 @@ class BatchRun:
     started: Optional[float] = None
     submitted: float = field(default_factory=time.time)
     fed: int = 0
+    planned: Optional[list[PlannedChunk]] = None  # the whole input, when it came with submit
+    running: threading.Event = field(default_factory=threading.Event)  # set when it starts
+    feeding: int = 0  # feed calls in progress: the driver is alive (maybe held by the budget)
 
-    def chunks(self, stall_timeout: float) -> Iterator[PlannedChunk]:
-        """The planned chunks as they are fed; raises BatchTimeout if the feeder goes silent."""
+    def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[PlannedChunk]:
+        """The planned chunks as they are fed. Raises the stop error (cancellation, timeout) as
+        soon as there is one, even while waiting for input, and BatchTimeout if the feeder goes
+        silent for ``stall_timeout`` seconds (a feeder held back by the budget is not silent)."""
+        if self.planned is not None:
+            yield from self.planned
+            return
+        silent_since = time.monotonic()
         while True:
+            stop = should_stop()
+            if stop is not None:
+                raise stop
             try:
-                item = self.feed.get(timeout=stall_timeout)
+                item = self.feed.get(timeout=0.05)
             except queue.Empty:
-                raise BatchTimeout(
-                    f"no input for batch {self.txn} in {stall_timeout:.0f} s (did the driver die?)"
-                ) from None
+                if self.feeding:
+                    silent_since = time.monotonic()
+                elif time.monotonic() - silent_since > stall_timeout:
+                    raise BatchTimeout(
+                        f"no input for batch {self.txn} in {stall_timeout:.0f} s (did the driver die?)"
+                    ) from None
+                continue
             if item is _END:
                 return
+            silent_since = time.monotonic()
             yield item
 
 
@@ -76,6 +107,7 @@ class CoordinatorService:
         max_running: int = 5,
         stall_timeout: float = 120.0,
         release_images: Callable[[str], Any] = lambda txn: None,
+        aging_per_second: float = 0.1,
     ) -> None:
         self.executor = executor
         self.log: DecisionLog = executor.log
@@ -84,16 +116,20 @@ class CoordinatorService:
         self.report_chunks = report_chunks
         self.stall_timeout = stall_timeout
         self.release_images = release_images
-        self.admission = AdmissionQueue(max_running)
+        self.admission = AdmissionQueue(max_running, aging_per_second)
         self.runs: dict[str, BatchRun] = {}
         self._lock = threading.Condition()
         self._closed = False
-        self.peak_in_flight = 0
         # Python type names of the chunk handles fed in, and how many: with Ray these must all
         # be object refs (the payloads go driver -> object store -> worker, never through here)
         self.chunk_types: dict[str, int] = {}
         self._admitter = threading.Thread(target=self._admit_loop, name="batchray-admission", daemon=True)
         self._admitter.start()
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most bytes ever reserved at once (chunks fed or dispatched, not yet taken in)."""
+        return self.budget.peak
 
     # -- submission ---------------------------------------------------------------------------
     def submit(self, kind: str, options: dict[str, Any], planned: Optional[list[PlannedChunk]] = None,
@@ -110,20 +146,39 @@ class CoordinatorService:
         if prior is not None:
             return {"txn": txn, "ts": ts, "prior": prior}
         run = BatchRun(txn, ts, kind, options, total=total)
+        if planned is not None:
+            # the whole input, held as it came: its bytes are reserved chunk by chunk when the
+            # batch dispatches them, so a queued batch holds no budget
+            run.planned = list(planned)
+            run.fed = sum(pc.count for pc in run.planned)
+            for pc in run.planned:
+                kind_name = type(pc.chunk).__name__
+                self.chunk_types[kind_name] = self.chunk_types.get(kind_name, 0) + 1
         with self._lock:
             self.runs[txn] = run
             self.admission.push(txn, priority=int(options.get("priority", 0)),
                                 queue=options.get("queue", "default"), now=time.time())
             self._lock.notify_all()
-        if planned is not None:
-            self.feed(txn, planned)
-            self.close_input(txn, total)
         return {"txn": txn, "ts": ts, "prior": None}
 
     def feed(self, txn: str, planned: list[PlannedChunk]) -> bool:
-        """Queue more chunks, reserving their bytes first (blocks while the budget is full).
-        False means the batch no longer takes input (finished, failed or cancelled)."""
+        """Queue more chunks, reserving their bytes first. Blocks while the batch is queued
+        (a waiting batch holds no budget, so it cannot starve the running ones) and while the
+        budget is full or the node is under memory pressure. False means the batch no longer
+        takes input (finished, failed or cancelled)."""
         run = self._run(txn)
+        with self._lock:
+            run.feeding += 1
+        try:
+            return self._feed(run, planned)
+        finally:
+            with self._lock:
+                run.feeding -= 1
+
+    def _feed(self, run: BatchRun, planned: list[PlannedChunk]) -> bool:
+        while not run.running.wait(0.05):
+            if run.done.is_set() or run.stop is not None:
+                return False
         for pc in planned:
             kind = type(pc.chunk).__name__
             self.chunk_types[kind] = self.chunk_types.get(kind, 0) + 1
@@ -142,10 +197,12 @@ class CoordinatorService:
                 except queue.Full:
                     continue
             run.fed += pc.count
-        self.peak_in_flight = max(self.peak_in_flight, self.budget.in_use)
-        if self.progress is not None:
-            self.progress.memory(self.budget.in_use)
+        self._report_memory()
         return True
+
+    def _report_memory(self) -> None:
+        if self.progress is not None:
+            self.progress.memory(self.budget.in_use, self.budget.limit)
 
     def close_input(self, txn: str, total: Optional[int] = None) -> None:
         run = self._run(txn)
@@ -153,6 +210,8 @@ class CoordinatorService:
             run.total = total
             if self.progress is not None:
                 self.progress.set_total(txn, total)
+        if run.planned is not None:
+            return  # submitted whole: its input is complete
         while True:
             try:
                 run.feed.put(_END, timeout=0.1)
@@ -182,13 +241,17 @@ class CoordinatorService:
         if self.progress is not None:
             self.progress.start(run.txn, run.total, run.kind)
         options = run.options
-        deadline = time.monotonic() + options.get("timeout", 300_000) / 1000.0
+        timeout_ms = options.get("timeout") or 300_000
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        run.running.set()  # the driver's feed calls may reserve budget now
 
         def should_stop():
             if run.stop is not None:
                 return run.stop
             if time.monotonic() > deadline:
-                return BatchTimeout(f"batch {run.txn} ran past its timeout of {options.get('timeout')} ms")
+                run.stop = BatchTimeout(f"batch {run.txn} ran past its timeout of {timeout_ms} ms",
+                                        batchId=run.txn, timeout=timeout_ms)
+                return run.stop
             return None
 
         def on_chunk(pc, images, error):
@@ -197,26 +260,35 @@ class CoordinatorService:
                     done = images.affected if images is not None else 0
                     failed = len(images.errors) if images is not None else pc.count
                     self.progress.report(run.txn, done, failed, run.kind)
-                self.progress.memory(self.budget.in_use)
+                self._report_memory()
 
-        plan = Plan(run.kind, run.chunks(self.stall_timeout), total=run.total)
+        plan = Plan(run.kind, run.chunks(self.stall_timeout, should_stop), total=run.total)
+        result: Optional[BatchResult] = None
         try:
             result = self.executor.execute(
                 run.txn, run.ts, plan, atomic=options.get("atomic", True),
                 max_retries=options.get("maxRetries", 3), on_chunk=on_chunk, should_stop=should_stop,
+                backup=bool(options.get("createBackups", False)),
             )
+        except Exception as exc:  # noqa: BLE001 - e.g. the decision log failed: recovery finishes it
+            error = exc if isinstance(exc, BatchrayError) else InternalError(f"{type(exc).__name__}: {exc}")
+            result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed,
+                                 error=error.to_dict())
         finally:
             self._drain(run)
             self.release_images(run.txn)
             with self._lock:
                 self.admission.done(run.txn)
                 self._lock.notify_all()
-        if run.total is not None:
-            result.total_items = run.total
-        run.result = result
-        if self.progress is not None:
-            self.progress.finish(run.txn, result.state.value)
-        run.done.set()
+            if result is None:  # a BaseException: still let waiters go
+                result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed)
+            if run.total is not None:
+                result.total_items = run.total
+            run.result = result
+            if self.progress is not None:
+                self.progress.finish(run.txn, result.state.value)
+                self._report_memory()
+            run.done.set()
 
     def _drain(self, run: BatchRun) -> None:
         """Give back the budget of chunks fed but never dispatched."""
@@ -235,6 +307,11 @@ class CoordinatorService:
             raise NotFoundError(f"batch {txn} is not running here", batchId=txn)
         return run
 
+    def is_running(self, txn: str) -> bool:
+        """Whether ``txn`` is a batch of this service whose run has not finished."""
+        run = self.runs.get(txn)
+        return run is not None and not run.done.is_set()
+
     def wait(self, txn: str, timeout: Optional[float] = None) -> Optional[dict[str, Any]]:
         """The result as a dict, or None if not finished within ``timeout``."""
         run = self.runs.get(txn)
@@ -243,7 +320,7 @@ class CoordinatorService:
             if record is None:
                 raise NotFoundError(f"no batch {txn}", batchId=txn)
             if record.get("result"):
-                return record["result"]
+                return _recorded_result(txn, record)
             if record["state"] in ("running", "queued", "pending"):
                 return None  # recovery is finishing it
             return {"success": False, "transactionId": txn, "state": record["state"]}
@@ -301,11 +378,39 @@ class CoordinatorService:
             self._drain(run)
             run.done.set()
             return {"success": True, "batchId": txn, "state": "cancelled", "message": "removed from its queue"}
-        return {"success": True, "batchId": txn, "state": "cancelling",
-                "message": "the batch stops " + ("after the chunks in flight" if graceful else "now") +
-                           (" and is rolled back" if rollback or run.options.get("atomic", True) else "")}
+        if run.done.is_set():  # it finished while this call looked it up
+            state = run.result.state.value if run.result is not None else record["state"]
+            return {"success": False, "batchId": txn, "state": state,
+                    "message": f"batch {txn} already finished ({state}); nothing to cancel"}
+        rolled_back = rollback or run.options.get("atomic", True)
+        if graceful:
+            how = "dispatch stopped; the chunks already at the workers finish"
+        elif rolled_back:
+            how = "dispatch stopped; the chunks at the workers are not waited for"
+        else:
+            how = "dispatch stopped; the chunks already at the workers finish, so that what they apply is kept"
+        return {"success": True, "batchId": txn, "state": "cancelling", "graceful": graceful,
+                "rollback": rolled_back,
+                "message": how + ("; everything the batch wrote is rolled back" if rolled_back
+                                  else "; what was applied is kept")}
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             self._lock.notify_all()
+
+
+def _recorded_result(txn: str, record: dict[str, Any]) -> dict[str, Any]:
+    """A batch's recorded result as a :class:`BatchResult` dict. Recovery (after a coordinator
+    restart) records only ``{"recovered": true, "committed": ...}``; a driver still waiting for
+    that batch gets its outcome in the usual shape instead of a result it cannot read."""
+    result = record["result"]
+    if "success" in result:
+        return result
+    committed = bool(result.get("committed"))
+    out: dict[str, Any] = {"success": committed, "transactionId": txn, "state": record["state"],
+                           "results": [dict(result)]}
+    if not committed:
+        out["error"] = {"code": "ABORTED", "retryable": False, "details": {"recovered": True},
+                        "message": f"batch {txn} was rolled back by recovery after the coordinator restarted"}
+    return out

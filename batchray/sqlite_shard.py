@@ -20,6 +20,7 @@ lost apply only makes the vote "no".
 """
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import threading
@@ -38,9 +39,13 @@ from .chunks import (
     DeleteItems,
     PutDocs,
     RestoreItems,
+    TransformItems,
     TxnRef,
+    UndoBatch,
     UpdateItems,
+    ITEM_BITS,
     check_txn_id,
+    context_of,
     context_range,
 )
 from .errors import (
@@ -51,27 +56,32 @@ from .errors import (
     TransactionAborted,
     ValidationError,
 )
-from .locks import LockManager
+from .locks import EXCLUSIVE, SHARED, LockManager
 from .patching import ItemPatcher, encode_created_rows
 
 SCHEMA_VERSION = 1
 
 _DDL = """
-CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, vals TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, vals TEXT NOT NULL, ver INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS docs(key TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS undo(
     txn TEXT NOT NULL, chunk INTEGER NOT NULL, tbl TEXT NOT NULL, key ANY NOT NULL, before TEXT,
-    PRIMARY KEY(txn, tbl, key));
+    before_ver INTEGER, PRIMARY KEY(txn, tbl, key));
 CREATE INDEX IF NOT EXISTS undo_by_key ON undo(tbl, key);
 CREATE TABLE IF NOT EXISTS created(
     txn TEXT NOT NULL, chunk INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
     n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS applied(txn TEXT NOT NULL, chunk INTEGER NOT NULL, affected INTEGER,
-    errors TEXT, PRIMARY KEY(txn, chunk));
+    errors TEXT, ver INTEGER, PRIMARY KEY(txn, chunk));
 CREATE TABLE IF NOT EXISTS txns(txn TEXT PRIMARY KEY, state TEXT NOT NULL, ts INTEGER NOT NULL,
-    epoch INTEGER NOT NULL, updated REAL NOT NULL);
+    epoch INTEGER NOT NULL, updated REAL NOT NULL, backup INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS backups(txn TEXT NOT NULL, tbl TEXT NOT NULL, key ANY NOT NULL, before TEXT,
+    before_ver INTEGER, ver INTEGER NOT NULL, PRIMARY KEY(txn, tbl, key));
+CREATE TABLE IF NOT EXISTS backup_ranges(txn TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
+    n INTEGER NOT NULL, ver INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS finished(txn TEXT PRIMARY KEY, outcome TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value ANY);
+INSERT OR IGNORE INTO meta VALUES('wseq', 0);
 """
 
 _MASKED_ITEMS = """
@@ -232,16 +242,23 @@ class SqliteShard:
         done = self._already_applied(ref, chunk.chunk_id)
         if done is not None:
             return done
-        keys = self._lock_keys(ref, chunk)
-        if keys:
-            self.locks.acquire(ref.txn, ref.ts, keys)
+        try:
+            for keys, mode in self._lock_plan(ref, chunk):
+                if keys:
+                    self.locks.acquire(ref.txn, ref.ts, keys, mode)
+        except LockConflict:
+            if not self._is_active(ref.txn):  # nothing of it here yet: leave no lock behind
+                self.locks.release_all(ref.txn)
+            raise
         try:
             with self._write("apply", ref) as conn:
                 self._enter(conn, ref)
-                images = self._apply_chunk(conn, ref, chunk)
+                ver = conn.execute("UPDATE meta SET value = value + 1 WHERE key='wseq' RETURNING value").fetchone()[0]
+                images = self._apply_chunk(conn, ref, chunk, ver)
                 conn.execute(
-                    "INSERT INTO applied VALUES(?,?,?,?)",
-                    (ref.txn, chunk.chunk_id, images.affected, orjson.dumps(images.errors).decode() if images.errors else None),
+                    "INSERT INTO applied VALUES(?,?,?,?,?)",
+                    (ref.txn, chunk.chunk_id, images.affected,
+                     orjson.dumps(images.errors).decode() if images.errors else None, ver),
                 )
         except (TransactionAborted, StaleEpochError):
             # a late apply of a finished transaction, or one from a replaced owner: it must not
@@ -285,7 +302,8 @@ class SqliteShard:
         row = conn.execute("SELECT state FROM txns WHERE txn=?", (ref.txn,)).fetchone()
         if row is None:
             conn.execute(
-                "INSERT INTO txns VALUES(?, 'active', ?, ?, ?)", (ref.txn, ref.ts, ref.epoch, time.time())
+                "INSERT INTO txns VALUES(?, 'active', ?, ?, ?, ?)",
+                (ref.txn, ref.ts, ref.epoch, time.time(), int(ref.backup)),
             )
         elif row[0] != "active":
             raise InternalError(
@@ -293,33 +311,54 @@ class SqliteShard:
                 shard=self.name,
             )
 
-    def _lock_keys(self, ref: TxnRef, chunk: Chunk) -> list:
-        if isinstance(chunk, CreateItems):
-            return []  # fresh ids from this batch's own block: nobody else can name them
+    def _lock_plan(self, ref: TxnRef, chunk: Chunk) -> list[tuple[list, str]]:
+        """``[(keys, mode), ...]`` to take before applying. Item writes hold the context's key
+        shared and the items exclusive; a schema rewrite holds the context's key exclusive, so
+        it waits for (or wins against, by wait-die) every item writer of that context."""
         if isinstance(chunk, PutDocs):
-            return [("doc", key) for key, _ in chunk.docs]
+            return [([("doc", key) for key, _ in chunk.docs], EXCLUSIVE)]
+        if isinstance(chunk, TransformItems):
+            return [([("ctx", chunk.context_id)], EXCLUSIVE)]
+        if isinstance(chunk, UndoBatch):
+            return [([("ctx", c) for c in self._backup_contexts(chunk.source_txn)], EXCLUSIVE)]
+        if isinstance(chunk, CreateItems):
+            # fresh ids from this batch's own block: nobody else can name them
+            return [([("ctx", context_of(chunk.ids[0]))], SHARED)] if len(chunk.ids) else []
         if isinstance(chunk, RestoreItems):
-            return list(chunk.ids)
+            contexts = sorted({context_of(i) for i in chunk.ids})
+            return [([("ctx", c) for c in contexts], SHARED), (list(chunk.ids), EXCLUSIVE)]
         if chunk.ids is not None:
-            return list(chunk.ids)
-        # selection by query: lock what matches now; matches are checked again under the lock
-        return [i for i, _ in self._select(chunk.context_id, chunk.where, own_txn=ref.txn)]
+            ids = list(chunk.ids)
+        else:  # selection by query: lock what matches now; matches are checked again under the lock
+            ids = [i for i, _ in self._select(chunk.context_id, chunk.where, own_txn=ref.txn)]
+        return [([("ctx", chunk.context_id)], SHARED), (ids, EXCLUSIVE)]
+
+    def _backup_contexts(self, txn: str) -> list[int]:
+        with self._mutex:
+            keys = self._conn.execute(
+                "SELECT DISTINCT key >> ? FROM backups WHERE txn=? AND tbl='items' "
+                "UNION SELECT DISTINCT lo >> ? FROM backup_ranges WHERE txn=?",
+                (ITEM_BITS, txn, ITEM_BITS, txn),
+            ).fetchall()
+        return sorted(k for (k,) in keys)
 
     # -- applying chunks --------------------------------------------------------------------
-    def _apply_chunk(self, conn: sqlite3.Connection, ref: TxnRef, chunk: Chunk) -> BeforeImages:
-        if isinstance(chunk, CreateItems):
-            return self._create(conn, ref, chunk)
-        if isinstance(chunk, UpdateItems):
-            return self._update(conn, ref, chunk)
-        if isinstance(chunk, DeleteItems):
-            return self._delete(conn, ref, chunk)
-        if isinstance(chunk, RestoreItems):
-            return self._restore(conn, ref, chunk)
-        if isinstance(chunk, PutDocs):
-            return self._put_docs(conn, ref, chunk)
-        raise InternalError(f"unknown chunk type {type(chunk).__name__}")
+    def _apply_chunk(self, conn: sqlite3.Connection, ref: TxnRef, chunk: Chunk, ver: int) -> BeforeImages:
+        """Apply one chunk; rows it writes carry ``ver``, this apply's number on the shard."""
+        handler = {
+            CreateItems: self._create,
+            UpdateItems: self._update,
+            DeleteItems: self._delete,
+            RestoreItems: self._restore,
+            PutDocs: self._put_docs,
+            TransformItems: self._transform,
+            UndoBatch: self._undo_batch,
+        }.get(type(chunk))
+        if handler is None:
+            raise InternalError(f"unknown chunk type {type(chunk).__name__}")
+        return handler(conn, ref, chunk, ver)
 
-    def _create(self, conn: sqlite3.Connection, ref: TxnRef, chunk: CreateItems) -> BeforeImages:
+    def _create(self, conn: sqlite3.Connection, ref: TxnRef, chunk: CreateItems, ver: int) -> BeforeImages:
         images = BeforeImages(chunk.chunk_id)
         ids, rows = encode_created_rows(chunk, images)
         if not ids:
@@ -327,7 +366,7 @@ class SqliteShard:
         lo, hi = ids[0], ids[-1]  # ids are ascending
         conn.execute("INSERT INTO created VALUES(?,?,?,?,?)", (ref.txn, chunk.chunk_id, lo, hi, len(ids)))
         try:
-            conn.executemany("INSERT INTO items(id, vals) VALUES(?, ?)", zip(ids, rows))
+            conn.executemany("INSERT INTO items(id, vals, ver) VALUES(?, ?, ?)", zip(ids, rows, itertools.repeat(ver)))
         except sqlite3.IntegrityError as exc:
             raise InternalError(f"item id collision on shard {self.name}: {exc}") from exc
         images.created.append((lo, hi, len(ids)))
@@ -341,12 +380,15 @@ class SqliteShard:
         return dict(rows.fetchall())
 
     def _record_undo(self, conn: sqlite3.Connection, ref: TxnRef, chunk_id: int, tbl: str, befores) -> None:
+        """Keep the first before-image of each key for this transaction (docs, and items whose
+        old row is already in hand); item versions are copied inside SQLite."""
         conn.executemany(
-            "INSERT OR IGNORE INTO undo VALUES(?,?,?,?,?)",
-            ((ref.txn, chunk_id, tbl, key, before) for key, before in befores),
+            "INSERT OR IGNORE INTO undo(txn, chunk, tbl, key, before, before_ver) VALUES(?,?,?,?,?,"
+            " (SELECT ver FROM items WHERE ? = 'items' AND id = ?))",
+            ((ref.txn, chunk_id, tbl, key, before, tbl, key) for key, before in befores),
         )
 
-    def _update(self, conn: sqlite3.Connection, ref: TxnRef, chunk: UpdateItems) -> BeforeImages:
+    def _update(self, conn: sqlite3.Connection, ref: TxnRef, chunk: UpdateItems, ver: int) -> BeforeImages:
         images = BeforeImages(chunk.chunk_id)
         if chunk.ids is not None:
             ids = chunk.ids
@@ -375,7 +417,7 @@ class SqliteShard:
             befores.append((item_id, old))
             writes.append((orjson.dumps(new).decode(), item_id))
         self._record_undo(conn, ref, chunk.chunk_id, "items", befores)
-        conn.executemany("UPDATE items SET vals=? WHERE id=?", writes)
+        conn.executemany("UPDATE items SET vals=?, ver=? WHERE id=?", ((v, ver, i) for v, i in writes))
         images.items = befores
         images.affected = len(writes)
         return images
@@ -387,7 +429,7 @@ class SqliteShard:
         rows = [(i, v) for i, v in rows if i in held]
         return [i for i, _ in rows], dict(rows)
 
-    def _delete(self, conn: sqlite3.Connection, ref: TxnRef, chunk: DeleteItems) -> BeforeImages:
+    def _delete(self, conn: sqlite3.Connection, ref: TxnRef, chunk: DeleteItems, ver: int) -> BeforeImages:
         images = BeforeImages(chunk.chunk_id)
         if chunk.ids is not None:
             current = self._current(conn, chunk.ids)
@@ -407,14 +449,14 @@ class SqliteShard:
         images.affected = len(befores)
         return images
 
-    def _restore(self, conn: sqlite3.Connection, ref: TxnRef, chunk: RestoreItems) -> BeforeImages:
+    def _restore(self, conn: sqlite3.Connection, ref: TxnRef, chunk: RestoreItems, ver: int) -> BeforeImages:
         images = BeforeImages(chunk.chunk_id)
         current = self._current(conn, chunk.ids)
         befores = [(i, current.get(i)) for i in chunk.ids]
         self._record_undo(conn, ref, chunk.chunk_id, "items", befores)
         conn.executemany(
-            "INSERT OR REPLACE INTO items(id, vals) VALUES(?, ?)",
-            [(i, v) for i, v in zip(chunk.ids, chunk.rows) if v is not None],
+            "INSERT OR REPLACE INTO items(id, vals, ver) VALUES(?, ?, ?)",
+            [(i, v, ver) for i, v in zip(chunk.ids, chunk.rows) if v is not None],
         )
         gone = [i for i, v in zip(chunk.ids, chunk.rows) if v is None]
         if gone:
@@ -423,7 +465,83 @@ class SqliteShard:
         images.affected = len(chunk.ids)
         return images
 
-    def _put_docs(self, conn: sqlite3.Connection, ref: TxnRef, chunk: PutDocs) -> BeforeImages:
+    def _transform(self, conn: sqlite3.Connection, ref: TxnRef, chunk: TransformItems, ver: int) -> BeforeImages:
+        from .schema import Attribute, ValueProblem, coerce_value
+
+        images = BeforeImages(chunk.chunk_id)
+        lo, hi = context_range(chunk.context_id)
+        converts = {name: Attribute.model_validate(spec) for name, spec in chunk.converts.items()}
+        befores: list[tuple[int, str]] = []
+        writes: list[tuple[str, int, int]] = []
+        for item_id, old in conn.execute("SELECT id, vals FROM items WHERE id BETWEEN ? AND ?", (lo, hi)).fetchall():
+            values = orjson.loads(old)
+            new = {chunk.renames.get(k, k): v for k, v in values.items() if k not in chunk.drops}
+            failed = False
+            for name, attr in converts.items():
+                if name in new:
+                    try:
+                        new[name] = coerce_value(attr, new[name])
+                    except ValueProblem as exc:
+                        images.errors.append({"index": None, "itemId": item_id, "field": name,
+                                              "code": "CONVERSION", "message": f"{name}: {exc}"})
+                        failed = True
+            if not failed and new != values:
+                befores.append((item_id, old))
+                writes.append((orjson.dumps(new).decode(), ver, item_id))
+        self._record_undo(conn, ref, chunk.chunk_id, "items", befores)
+        conn.executemany("UPDATE items SET vals=?, ver=? WHERE id=?", writes)
+        images.items = befores
+        images.affected = len(writes)
+        return images
+
+    def _undo_batch(self, conn: sqlite3.Connection, ref: TxnRef, chunk: UndoBatch, ver: int) -> BeforeImages:
+        """Restore a committed batch's before-images (see :class:`UndoBatch`)."""
+        images = BeforeImages(chunk.chunk_id)
+        rows = conn.execute(
+            "SELECT b.key, b.before, b.before_ver, b.ver, i.ver FROM backups b "
+            "LEFT JOIN items i ON i.id = b.key WHERE b.txn=? AND b.tbl='items'",
+            (chunk.source_txn,),
+        ).fetchall()
+        ranges = conn.execute("SELECT lo, hi, n, ver FROM backup_ranges WHERE txn=?", (chunk.source_txn,)).fetchall()
+        conflicts = [key for key, _, _, wrote, now in rows if (now if now is not None else -1) != wrote]
+        for lo, hi, n, wrote in ranges:
+            changed = conn.execute(
+                "SELECT id FROM items WHERE id BETWEEN ? AND ? AND ver != ? LIMIT 10", (lo, hi, wrote)
+            ).fetchall()
+            present = conn.execute("SELECT count(*) FROM items WHERE id BETWEEN ? AND ?", (lo, hi)).fetchone()[0]
+            conflicts += [i for (i,) in changed] + ([lo] if present != n else [])
+        if conflicts and not chunk.force:
+            images.errors.append({
+                "index": None, "field": None, "code": "CONFLICT", "itemIds": conflicts[:20],
+                "message": f"{len(conflicts)} item(s) on {self.name} were changed by later batches since "
+                           f"{chunk.source_txn}; undo refused (force to override)",
+            })
+            return images
+        keys = [key for key, *_ in rows]
+        self._record_undo_from_table(conn, ref, chunk.chunk_id, keys)
+        conn.executemany(
+            "INSERT OR REPLACE INTO items(id, vals, ver) VALUES(?, ?, ?)",
+            [(key, before, ver) for key, before, *_ in rows if before is not None],
+        )
+        gone = [key for key, before, *_ in rows if before is None]
+        for lo, hi, _, _ in ranges:
+            gone += [i for (i,) in conn.execute("SELECT id FROM items WHERE id BETWEEN ? AND ?", (lo, hi))]
+        self._record_undo_from_table(conn, ref, chunk.chunk_id, gone)
+        conn.execute("DELETE FROM items WHERE id IN (SELECT value FROM json_each(?))", (_ids_param(gone),))
+        images.affected = len(keys) + sum(n for _, _, n, _ in ranges)
+        return images
+
+    def _record_undo_from_table(self, conn: sqlite3.Connection, ref: TxnRef, chunk_id: int, ids: list[int]) -> None:
+        """Before-images copied inside SQLite (absent items get a NULL before-image)."""
+        if not ids:
+            return
+        conn.execute(
+            "INSERT OR IGNORE INTO undo(txn, chunk, tbl, key, before, before_ver) "
+            "SELECT ?, ?, 'items', j.value, i.vals, i.ver FROM json_each(?) j LEFT JOIN items i ON i.id = j.value",
+            (ref.txn, chunk_id, _ids_param(ids)),
+        )
+
+    def _put_docs(self, conn: sqlite3.Connection, ref: TxnRef, chunk: PutDocs, ver: int) -> BeforeImages:
         images = BeforeImages(chunk.chunk_id)
         keys = [k for k, _ in chunk.docs]
         current = dict(
@@ -480,12 +598,14 @@ class SqliteShard:
             if done is None:
                 if outcome == "aborted":
                     self._roll_back(conn, ref.txn)
+                else:
+                    self._keep_backups(conn, ref.txn)
                 self._forget(conn, ref.txn, outcome)
         self.locks.release_all(ref.txn)
 
     def _roll_back(self, conn: sqlite3.Connection, txn: str) -> None:
         conn.execute(
-            "INSERT OR REPLACE INTO items(id, vals) SELECT key, before FROM undo "
+            "INSERT OR REPLACE INTO items(id, vals, ver) SELECT key, before, coalesce(before_ver, 0) FROM undo "
             "WHERE txn=? AND tbl='items' AND before IS NOT NULL",
             (txn,),
         )
@@ -505,6 +625,33 @@ class SqliteShard:
             (txn,),
         )
 
+    def _keep_backups(self, conn: sqlite3.Connection, txn: str) -> None:
+        """At commit of a transaction that asked for backups, keep its before-images with the
+        version each item got, so :class:`UndoBatch` can later restore them and notice items
+        that a later batch changed (their version moved on)."""
+        row = conn.execute("SELECT backup FROM txns WHERE txn=?", (txn,)).fetchone()
+        if not row or not row[0]:
+            return
+        conn.execute(
+            "INSERT OR REPLACE INTO backups(txn, tbl, key, before, before_ver, ver) "
+            "SELECT u.txn, u.tbl, u.key, u.before, u.before_ver, "
+            "  coalesce((SELECT ver FROM items WHERE u.tbl = 'items' AND id = u.key), -1) "
+            "FROM undo u WHERE u.txn=?",
+            (txn,),
+        )
+        conn.execute(
+            "INSERT INTO backup_ranges(txn, lo, hi, n, ver) "
+            "SELECT c.txn, c.lo, c.hi, c.n, a.ver FROM created c JOIN applied a ON a.txn = c.txn AND a.chunk = c.chunk "
+            "WHERE c.txn=?",
+            (txn,),
+        )
+
+    def drop_backups(self, txn: str) -> None:
+        """Forget a batch's backups (it can no longer be undone)."""
+        with self._write("drop-backups", None) as conn:
+            conn.execute("DELETE FROM backups WHERE txn=?", (txn,))
+            conn.execute("DELETE FROM backup_ranges WHERE txn=?", (txn,))
+
     def _forget(self, conn: sqlite3.Connection, txn: str, outcome: str) -> None:
         for table in ("undo", "created", "applied", "txns"):
             conn.execute(f"DELETE FROM {table} WHERE txn=?", (txn,))  # table names are constants
@@ -521,7 +668,12 @@ class SqliteShard:
                 self.abort(ref)
                 continue
             keys = [k for (k,) in self._conn.execute("SELECT key FROM undo WHERE txn=? AND tbl='items'", (txn,))]
+            contexts = {context_of(k) for k in keys} | {
+                context_of(lo) for (lo,) in self._conn.execute("SELECT lo FROM created WHERE txn=?", (txn,))
+            }
             keys += [("doc", k) for (k,) in self._conn.execute("SELECT key FROM undo WHERE txn=? AND tbl='docs'", (txn,))]
+            # the contexts shared (a prepared schema rewrite also holds each item it rewrote)
+            self.locks.acquire(txn, ts, [("ctx", c) for c in sorted(contexts)], SHARED, timeout=0)
             self.locks.acquire(txn, ts, keys, timeout=0)
             in_doubt.append({"txn": txn, "ts": ts, "shard": self.name})
         return in_doubt

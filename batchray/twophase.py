@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Optional, Protocol
 
 from .chunks import BeforeImages, TxnRef
 from .decision_log import DecisionLog
-from .errors import BatchrayError, CancelledError, InternalError, TransactionAborted, ValidationError
+from .errors import BatchrayError, BatchTimeout, CancelledError, InternalError, TransactionAborted, ValidationError
 from .memory import MemoryBudget
 from .planner import PlannedChunk
 
@@ -114,6 +114,7 @@ class TwoPhaseCommit:
         epoch_of: Callable[[str], int] = lambda name: 0,
         budget: Optional[MemoryBudget] = None,
         phase2_deadline: float = 30.0,
+        phase2_attempts: Optional[int] = None,
         rng: Optional[random.Random] = None,
         sleep: Callable[[float], None] = time.sleep,
         gate: Callable[[], Any] = contextlib.nullcontext,
@@ -123,12 +124,13 @@ class TwoPhaseCommit:
         self.epoch_of = epoch_of
         self.budget = budget or MemoryBudget()
         self.phase2_deadline = phase2_deadline
+        self.phase2_attempts = phase2_attempts
         self.rng = rng or random.Random()
         self.sleep = sleep
         self.gate = gate
 
-    def ref(self, txn: str, ts: int, participant: str) -> TxnRef:
-        return TxnRef(txn, ts, self.epoch_of(participant))
+    def ref(self, txn: str, ts: int, participant: str, backup: bool = False) -> TxnRef:
+        return TxnRef(txn, ts, self.epoch_of(participant), backup)
 
     # -- the whole protocol -----------------------------------------------------------------
     def run(
@@ -140,6 +142,7 @@ class TwoPhaseCommit:
         atomic: bool = True,
         max_retries: int = 3,
         keep_images: bool = False,
+        backup: bool = False,
         on_chunk: Optional[Callable[[PlannedChunk, Optional[BeforeImages], Optional[BatchrayError]], None]] = None,
         should_stop: Callable[[], Optional[BatchrayError]] = lambda: None,
     ) -> Outcome:
@@ -148,7 +151,7 @@ class TwoPhaseCommit:
         outcome = Outcome(txn, committed=False)
         touched: set[str] = set()
         try:
-            self._phase1(txn, ts, planned, outcome, touched, atomic, max_retries, keep_images, on_chunk, should_stop)
+            self._phase1(txn, ts, planned, outcome, touched, atomic, max_retries, keep_images, on_chunk, should_stop, backup)
         except BatchrayError as exc:
             outcome.cause = outcome.cause or exc
         if isinstance(outcome.cause, CancelledError) and outcome.cause.details.get("rollback", True):
@@ -174,7 +177,7 @@ class TwoPhaseCommit:
             )
         return outcome
 
-    def _phase1(self, txn, ts, planned, outcome, touched, atomic, max_retries, keep_images, on_chunk, should_stop):
+    def _phase1(self, txn, ts, planned, outcome, touched, atomic, max_retries, keep_images, on_chunk, should_stop, backup=False):
         flights: dict[Any, _Flight] = {}
 
         def take(handle) -> None:
@@ -183,9 +186,9 @@ class TwoPhaseCommit:
             try:
                 images = self.transport.result(handle)
             except BatchrayError as exc:
-                if exc.retryable and flight.attempt <= max_retries:
+                if exc.retryable and flight.attempt <= max_retries and not _is_stop(outcome.cause):
                     self.sleep(_backoff(flight.attempt, self.rng))
-                    flights[self.transport.submit(pc.participant, "apply", self.ref(txn, ts, pc.participant), pc.chunk)] = _Flight(pc, flight.attempt + 1)
+                    flights[self.transport.submit(pc.participant, "apply", self.ref(txn, ts, pc.participant, backup), pc.chunk)] = _Flight(pc, flight.attempt + 1)
                     return
                 self.budget.release(pc.nbytes)
                 outcome.errors.extend(_chunk_errors(pc, exc, flight.attempt))
@@ -198,16 +201,19 @@ class TwoPhaseCommit:
             outcome.chunks += 1
             outcome.affected += images.affected
             if images.errors:
+                if pc.operation is not None:
+                    for error in images.errors:
+                        error.setdefault("operation", pc.operation)
                 outcome.errors.extend(images.errors)
             if keep_images:
                 outcome.images.append((pc.participant, images))
             if on_chunk:
                 on_chunk(pc, images, None)
 
-        def drain(block: bool) -> None:
+        def drain(timeout: Optional[float]) -> None:
             if not flights:
                 return
-            ready, _ = self.transport.wait(list(flights), timeout=None if block else 0)
+            ready, _ = self.transport.wait(list(flights), timeout=timeout)
             for handle in ready:
                 take(handle)
 
@@ -220,13 +226,16 @@ class TwoPhaseCommit:
                 if atomic and (outcome.cause is not None or outcome.errors):
                     break
                 while not pc.reserved and not self.budget.try_reserve(pc.nbytes):
+                    stop = should_stop()
+                    if stop is not None:
+                        raise stop
                     if flights:
-                        drain(block=True)
+                        drain(_POLL)
                     else:
                         self.sleep(0.05)  # node memory pressure with nothing in flight: wait it out
                 touched.add(pc.participant)
-                flights[self.transport.submit(pc.participant, "apply", self.ref(txn, ts, pc.participant), pc.chunk)] = _Flight(pc)
-                drain(block=False)
+                flights[self.transport.submit(pc.participant, "apply", self.ref(txn, ts, pc.participant, backup), pc.chunk)] = _Flight(pc)
+                drain(0)
         except BatchrayError as exc:
             outcome.cause = outcome.cause or exc
         except Exception as exc:  # noqa: BLE001 - a failing input stream aborts the batch
@@ -234,8 +243,19 @@ class TwoPhaseCommit:
                 f"reading the batch's input failed: {type(exc).__name__}: {exc}", field="items"
             )
         finally:
+            # wait for the chunks in flight, watching for a stop meanwhile; a stop that rolls
+            # the batch back without grace (see _interrupts) does not wait: the abort goes out
+            # at once and participants refuse applies of a finished transaction
             while flights:
-                drain(block=True)
+                stop = should_stop()
+                if outcome.cause is None and stop is not None:
+                    outcome.cause = stop
+                if _interrupts(stop or outcome.cause, atomic):
+                    for flight in flights.values():
+                        self.budget.release(flight.planned.nbytes)
+                    flights.clear()
+                    break
+                drain(_POLL)
 
     def _votes(self, txn, ts, touched, outcome, atomic) -> dict[str, bool]:
         if atomic and (outcome.cause is not None or outcome.errors):
@@ -257,7 +277,9 @@ class TwoPhaseCommit:
     # -- phase 2 ----------------------------------------------------------------------------
     def finish(self, txn: str, ts: int, outcomes: dict[str, str]) -> list[str]:
         """Deliver the logged outcomes until acknowledged; return participants still in doubt
-        (left for :func:`recover`) after ``phase2_deadline`` seconds."""
+        (left for :func:`recover`) after ``phase2_deadline`` seconds, or after ``phase2_attempts``
+        rounds of delivery when that is set (the wall clock is then not read: the seeded
+        simulator needs the same rounds on every run)."""
         deadline = time.monotonic() + self.phase2_deadline
         remaining = dict(outcomes)
         attempt = 0
@@ -276,7 +298,10 @@ class TwoPhaseCommit:
                     except BatchrayError:
                         pass  # retried below: commit and abort are idempotent
             if remaining:
-                if time.monotonic() > deadline:
+                if self.phase2_attempts is not None:
+                    if attempt >= self.phase2_attempts:
+                        return sorted(remaining)
+                elif time.monotonic() > deadline:
                     return sorted(remaining)
                 self.sleep(_backoff(attempt, self.rng))
         self.log.mark_done(txn)
@@ -321,6 +346,26 @@ def recover(
     return report
 
 
+_POLL = 0.1
+"""Seconds to wait for chunks in flight before looking for a stop again."""
+
+
+def _is_stop(cause: Optional[BatchrayError]) -> bool:
+    """A cancellation or a timeout: the batch is ending, failed chunks are not retried."""
+    return isinstance(cause, (CancelledError, BatchTimeout))
+
+
+def _interrupts(stop: Optional[BatchrayError], atomic: bool) -> bool:
+    """Whether ``stop`` ends the batch without waiting for its chunks in flight: a cancellation
+    with ``graceful=False`` or a timeout, when the batch is rolled back anyway. A non-atomic
+    batch that keeps its work waits for them, to know what it keeps."""
+    if isinstance(stop, CancelledError):
+        return not stop.details.get("graceful", True) and (atomic or stop.details.get("rollback", True))
+    if isinstance(stop, BatchTimeout):
+        return atomic
+    return False
+
+
 def _backoff(attempt: int, rng: random.Random, base: float = 0.02, multiplier: float = 2.0, cap: float = 2.0) -> float:
     """Exponential backoff with full jitter."""
     return rng.uniform(0, min(cap, base * multiplier ** (attempt - 1)))
@@ -338,6 +383,7 @@ def _chunk_errors(pc: PlannedChunk, exc: BatchrayError, attempts: int) -> list[d
             "retryable": exc.retryable,
             "attempts": attempts,
             "count": pc.count,
+            "operation": pc.operation,
         }
     ]
 

@@ -296,7 +296,7 @@ def test_recover_aborts_unvoted_and_keeps_prepared_in_doubt(tmp_path):
     assert shard.in_doubt == [{"txn": "prepared", "ts": 11, "shard": "s"}]
     assert shard.outcome("active") == "aborted"
     assert shard.pending() == [{"txn": "prepared", "state": "prepared", "ts": 11}]
-    raw = dict(_state(path)["items"])
+    raw = {row[0]: row[1] for row in _state(path)["items"]}
     assert LO + 20 not in raw and orjson.loads(raw[LO + 1]) == ITEMS[LO + 1], "the unvoted writes were not undone"
     assert shard.locks.holders(LO + 1) == {}
     assert shard.locks.holders(LO + 2) == {"prepared": 11}
