@@ -53,6 +53,11 @@ class TransactionCoordinator:
     store, so every driver of a store talks to the same coordinator. On (re)start it attaches
     to (or creates) the store's workers and progress actor, then recovers: undecided batches are
     aborted and decided ones finished, before any new batch is admitted.
+
+    ``shard_apply_delay`` (seconds) is passed to every shard the workers open: see
+    :class:`batchray.sqlite_shard.SqliteShard`'s ``apply_delay`` (tests and benchmarks only).
+    ``stall_timeout`` (seconds): a streaming batch that gets no input for that long is rolled
+    back (its driver died).
     """
 
     def __init__(
@@ -65,6 +70,8 @@ class TransactionCoordinator:
         max_running: int = 5,
         lock_timeout: float = 10.0,
         worker_env: Optional[dict[str, str]] = None,
+        shard_apply_delay: float = 0.0,
+        stall_timeout: float = 120.0,
     ) -> None:
         self.layout = StoreLayout(store_root, shards)
         prefix = actor_prefix(store_root)
@@ -77,7 +84,7 @@ class TransactionCoordinator:
             options["runtime_env"] = {"env_vars": dict(worker_env)}
         self.workers = [
             WorkerActor.options(name=f"{prefix}-worker-{i}", **options).remote(
-                str(self.layout.root), group, self.progress, lock_timeout
+                str(self.layout.root), group, self.progress, lock_timeout, shard_apply_delay
             )
             for i, group in enumerate(groups)
         ]
@@ -91,7 +98,7 @@ class TransactionCoordinator:
         self.recovered = self.executor.recover()
         self.service = CoordinatorService(
             self.executor, budget=self.budget, progress=_RemoteProgress(self.progress), report_chunks=False,
-            max_running=max_running, release_images=self.transport.release,
+            max_running=max_running, stall_timeout=stall_timeout, release_images=self.transport.release,
         )
 
     # Each method unpacks its message and calls the service.
@@ -133,6 +140,7 @@ class TransactionCoordinator:
             "recovered": self.recovered,
             "memory": self.budget.snapshot(),
             "peakInFlight": self.service.peak_in_flight,
+            "chunkTypes": dict(self.service.chunk_types),
             "catalogWorker": self.workers.index(self.owner[CATALOG]),
         }
 

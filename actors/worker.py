@@ -23,12 +23,14 @@ class WorkerActor:
     coordinator's decision.
     """
 
-    def __init__(self, store_root: str, shard_names: list[str], progress: Any = None, lock_timeout: float = 10.0) -> None:
+    def __init__(self, store_root: str, shard_names: list[str], progress: Any = None, lock_timeout: float = 10.0,
+                 apply_delay: float = 0.0) -> None:
         layout = StoreLayout(store_root)
         self.shards: dict[str, SqliteShard] = {}
         self.epochs: dict[str, int] = {}
         for name in shard_names:
-            shard = SqliteShard(layout.participant_path(name), name=name, recover=False, lock_timeout=lock_timeout)
+            shard = SqliteShard(layout.participant_path(name), name=name, recover=False, lock_timeout=lock_timeout,
+                                apply_delay=apply_delay)
             self.epochs[name] = shard.claim_next()
             shard.in_doubt = shard.recover()
             self.shards[name] = shard

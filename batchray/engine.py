@@ -31,6 +31,7 @@ from .planner import CreateChunker, PlannedChunk, estimate_bytes
 from .schema import DataContext, RowValidator, raise_if_errors, validate_values
 from .store import CATALOG, Catalog, CommitGate, ItemReader, StoreLayout, context_doc, context_key
 from .twophase import LocalTransport, Outcome, TwoPhaseCommit, recover
+from .facade import BatchOperations
 
 _ts_lock = threading.Lock()
 _last_ts = 0
@@ -76,6 +77,8 @@ class BatchPlanner:
         self.allocate = allocate  # (sequence name, count) -> first value
         self._chunk_ids = itertools.count(1)
         self._id_blocks: dict[int, tuple[int, int]] = {}
+        self.overlay: dict[str, tuple[int, DataContext]] = {}
+        """Schemas planned but not yet committed, seen by later operations of one transaction."""
         self._id_lock = threading.Lock()
 
     def take_ids(self, context_id: int, count: int, block: int = 65_536) -> int:
@@ -91,15 +94,19 @@ class BatchPlanner:
             self._id_blocks[context_id] = (first + count, end)
             return first
 
+    def context(self, name: str) -> tuple[int, DataContext]:
+        """``(context id, schema)`` as this plan sees it: planned changes first, then the catalog."""
+        return self.overlay[name] if name in self.overlay else self.catalog.context(name)
+
     # -- schema -------------------------------------------------------------------------------
     def create_context(self, spec: dict[str, Any] | DataContext) -> Plan:
         context = spec if isinstance(spec, DataContext) else _parse_context(spec)
-        if context.name in self.catalog.contexts():
+        if context.name in self.catalog.contexts() or context.name in self.overlay:
             raise SchemaError(f"data context {context.name!r} already exists", field="name", context=context.name)
         context_id = self.allocate("contexts", 1)
         chunk = PutDocs(next(self._chunk_ids), [(context_key(context.name), context_doc(context_id, context))])
         return Plan("create_data_context", [PlannedChunk(CATALOG, chunk, 1024, 1)], total=1,
-                    context=context.name, context_id=context_id)
+                    context=context.name, context_id=context_id, extra={"schema": context})
 
     # -- items --------------------------------------------------------------------------------
     def create_items(
@@ -121,7 +128,7 @@ class BatchPlanner:
         rows as ``{"values", "parent": caseId}`` (child cases under a parent case), and an atomic
         list is checked for ``unique`` values here (see :mod:`batchray.cleanup`).
         """
-        context_id, ctx = self.catalog.context(context)
+        context_id, ctx = self.context(context)
         if collection is not None:
             ctx.collection(collection)
         schema = ctx.model_dump(mode="json")
@@ -149,7 +156,7 @@ class BatchPlanner:
 
     def update_items(self, context: str, updates: list[dict[str, Any]], *, batch_size: int = 10_000) -> Plan:
         """Updates as ``{selector: {itemId|caseId|index|query}, values}``; checked here first."""
-        context_id, ctx = self.catalog.context(context)
+        context_id, ctx = self.context(context)
         schema = ctx.model_dump(mode="json")
         by_shard: dict[str, tuple[list[int], list[dict], list[int]]] = {}
         queries: list[tuple[str, dict, int]] = []
@@ -189,7 +196,7 @@ class BatchPlanner:
         return Plan("update_items", planned, total=len(updates), context=context, context_id=context_id)
 
     def delete_items(self, context: str, selectors: list[dict[str, Any]]) -> Plan:
-        context_id, ctx = self.catalog.context(context)
+        context_id, ctx = self.context(context)
         by_shard: dict[str, list[int]] = {}
         planned: list[PlannedChunk] = []
         errors = []
@@ -338,7 +345,7 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float) -> Ba
     )
 
 
-class LocalEngine:
+class LocalEngine(BatchOperations):
     """Planner and executor in one process over in-process SQLite participants.
 
     The core's own runtime: no Ray. ``LocalEngine(store_dir, shards=2)``.
@@ -400,30 +407,8 @@ class LocalEngine:
         plan.backup = plan.backup or bool(options.get("createBackups"))
         return self.run(plan, atomic=options.get("atomic", True), idempotency_key=options.get("idempotencyKey"))
 
-    def schema_operations(self, context: str, operations: list[dict[str, Any]]) -> BatchResult:
-        from .operations import plan_schema
-
-        return self.run(plan_schema(self.planner, context, operations)[0])
-
-    def delete_data_context(self, context: str) -> BatchResult:
-        from .operations import plan_delete_context
-
-        return self.run(plan_delete_context(self.planner, context))
-
-    def component_operations(self, operations: list[dict[str, Any]]) -> BatchResult:
-        from .operations import plan_components
-
-        return self.run(plan_components(self.planner, operations))
-
-    def rollback_batch(self, batch_id: str, force: bool = False) -> BatchResult:
-        from .operations import plan_undo
-
-        return self.run(plan_undo(self.planner, self.log.batch, batch_id, force))
-
-    def execute_transaction(self, operations: list[dict[str, Any]], options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        from .operations import run_transaction
-
-        return run_transaction(self.planner, self._run_options, operations, options or {})
+    def _log_batch(self, txn: str) -> Optional[dict[str, Any]]:
+        return self.log.batch(txn)
 
     def get_cases(self, context: str, collection: str) -> list[dict[str, Any]]:
         from .cases import build_cases

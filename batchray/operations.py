@@ -117,7 +117,7 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
 
     from .engine import Plan
 
-    context_id, ctx = planner.catalog.context(context)
+    context_id, ctx = planner.context(context)
     change = _SchemaChange(ctx.model_copy(deep=True))
     for index, op in enumerate(operations):
         try:
@@ -139,7 +139,8 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
         for shard in planner.layout.shard_names:
             chunk = TransformItems(next(ids), context_id, dict(change.renames), sorted(change.drops), converts)
             planned.append(PlannedChunk(shard, chunk, 1 << 20, 0))
-    return Plan("schema_operations", planned, total=len(operations), context=context, context_id=context_id), new_ctx
+    return (Plan("schema_operations", planned, total=len(operations), context=context, context_id=context_id,
+                 extra={"schema": new_ctx}), new_ctx)
 
 
 def plan_delete_context(planner: Any, context: str) -> Any:
@@ -147,7 +148,7 @@ def plan_delete_context(planner: Any, context: str) -> Any:
     from .chunks import DeleteItems
     from .engine import Plan
 
-    context_id, _ = planner.catalog.context(context)
+    context_id, _ = planner.context(context)
     planned = [PlannedChunk(CATALOG, PutDocs(next(planner._chunk_ids), [(context_key(context), None)]), 1024, 1)]
     planned += [PlannedChunk(s, DeleteItems(next(planner._chunk_ids), context_id, where=None), 1 << 20, 0)
                 for s in planner.layout.shard_names]
@@ -287,18 +288,21 @@ def plan_operation(planner: Any, op: Operation) -> Any:
         plan = plan_components(planner, data.get("operations") or [{"action": op.operation, "component": data}])
     else:
         raise ValidationError(f"operation type {op.type!r} is not supported in a transaction", field="type", operation=op.id)
-    plan.chunks = [PlannedChunk(pc.participant, pc.chunk, pc.nbytes, pc.count, operation=op.id) for pc in plan.chunks]
+    plan.chunks = list(plan.chunks)  # a transaction's operations are planned whole
+    for pc in plan.chunks:
+        pc.operation = op.id
     return plan
 
 
-def _check_target(planner: Any, op: Operation) -> None:
+def _check_target(planner: Any, op: Operation, created: set[str]) -> None:
+    """The operation's data context must exist, or be created earlier in the same batch."""
     from .resources import parse_resource
 
     if op.type == "schema" and op.operation == "create_data_context":
         return
     target = op.target
     context = parse_resource(target).context if target.startswith("dataContext[") else target
-    if op.type in ("data", "schema"):
+    if op.type in ("data", "schema") and context not in created:
         planner.catalog.context(context)
 
 
@@ -325,7 +329,9 @@ def run_transaction(
     """
     rng = rng or random.Random()
     ops = [op if isinstance(op, Operation) else Operation.model_validate(op) for op in operations]
-    ordered = order_operations(ops, lambda op: _check_target(planner, op))
+    created = {(op.data or {}).get("name") for op in ops
+               if op.type == "schema" and op.operation == "create_data_context" and isinstance(op.data, dict)}
+    ordered = order_operations(ops, lambda op: _check_target(planner, op, created))
     strategy = options.get("recoveryStrategy", "rollback")
     base = {k: v for k, v in options.items() if k in ("timeout", "maxRetries", "idempotencyKey", "createBackups", "queue", "priority")}
     if strategy in ("rollback", "retry"):
@@ -380,12 +386,21 @@ def _run_together(planner: Any, run: Callable, ordered: list[Operation], options
     from .engine import Plan
 
     planned: list[PlannedChunk] = []
-    for op in ordered:
-        try:
-            planned += list(plan_operation(planner, op).chunks)
-        except BatchrayError as exc:
-            exc.details.setdefault("operation", op.id)
-            raise
+    try:
+        for op in ordered:
+            try:
+                plan = plan_operation(planner, op)
+            except BatchrayError as exc:
+                exc.details.setdefault("operation", op.id)
+                raise
+            if plan.extra.get("schema") is not None:  # later operations plan against it
+                planner.overlay[plan.context or plan.extra["schema"].name] = (plan.context_id, plan.extra["schema"])
+            chunks = list(plan.chunks)
+            if planned and chunks:
+                chunks[0].barrier = True  # an operation starts when the ones before it are applied
+            planned += chunks
+    finally:
+        planner.overlay.clear()
     return run(Plan("transaction", planned, total=len(ordered)), options)
 
 

@@ -109,6 +109,7 @@ class PlannedChunk:
     count: int
     reserved: bool = False  # bytes already reserved in the memory budget by whoever queued it
     operation: Optional[str] = None  # the id of the batch operation it belongs to, for error reports
+    barrier: bool = False  # dispatch only after every chunk before it has been applied
 
 
 class CreateChunker:

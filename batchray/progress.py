@@ -40,6 +40,13 @@ class ProgressBook:
         self._batches: dict[str, _Batch] = {}
 
     def start(self, txn: str, total: Optional[int], kind: str = "batch") -> None:
+        batch = self._batches.get(txn)
+        if batch is not None and batch.state == "running":
+            # increments got here first (workers and the coordinator send separately, and Ray
+            # orders messages per sender only): keep them
+            batch.total = total if total is not None else batch.total
+            batch.kind = kind
+            return
         self._batches[txn] = _Batch(total, kind, self.clock())
         self._trim()
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from .errors import BatchrayError, InternalError, NotFoundError, ValidationError, error_payload
+from .errors import BatchrayError, ConflictError, InternalError, NotFoundError, ValidationError, error_payload
 
 _NAME = Field(min_length=1, max_length=200)
 
@@ -203,7 +203,13 @@ def _get_batch_status(client, a: GetBatchStatusArgs) -> dict[str, Any]:
 
 
 def _cancel_batch_operation(client, a: CancelBatchArgs) -> dict[str, Any]:
-    return client.cancel(a.batchId, rollback=a.rollback, graceful=a.graceful)
+    result = client.cancel(a.batchId, rollback=a.rollback, graceful=a.graceful)
+    if not result.get("success", True) and "error" not in result:
+        # e.g. the batch already finished: a failure, so it carries the structured error too
+        error = ConflictError(result.get("message") or f"batch {a.batchId} cannot be cancelled",
+                              batchId=a.batchId, state=result.get("state"))
+        result = {**result, "error": error.to_dict()}
+    return result
 
 
 def _result_payload(result) -> dict[str, Any]:
@@ -253,7 +259,9 @@ def validate_args(name: str, args: Any) -> _Args:
     if not isinstance(args, dict):
         raise ValidationError("tool arguments must be a JSON object", field="args")
     try:
-        return tool.args.model_validate(args)
+        # strict: the published JSON Schema says "integer" and "boolean", so "5", 1 or "yes"
+        # are refused rather than quietly coerced
+        return tool.args.model_validate(args, strict=True)
     except PydanticValidationError as exc:
         errors = [
             {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "code": e["type"]}

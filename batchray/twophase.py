@@ -4,7 +4,10 @@
 
 1. **Apply** (phase 1a): planned chunks are dispatched as the memory budget allows, several in
    flight at once; each returns its before-images. Retryable failures (a lost wait-die race, an
-   unavailable participant) are retried with exponential backoff and jitter.
+   unavailable participant) are retried with exponential backoff and jitter. A stream of chunks
+   may yield ``None`` while it has nothing ready: finished chunks are taken in meanwhile. A
+   stop (``should_stop``: cancellation, timeout) ends dispatch; see :func:`_interrupts` for
+   when the chunks in flight are not waited for.
 2. **Prepare** (phase 1b): every participant that was sent anything votes.
 3. **Decide**: the outcome per participant is written to the :class:`DecisionLog` *before*
    anyone hears it. Atomic batches commit everywhere or nowhere; a non-atomic batch commits
@@ -137,7 +140,7 @@ class TwoPhaseCommit:
         self,
         txn: str,
         ts: int,
-        planned: Iterable[PlannedChunk],
+        planned: Iterable[Optional[PlannedChunk]],
         *,
         atomic: bool = True,
         max_retries: int = 3,
@@ -210,10 +213,12 @@ class TwoPhaseCommit:
             if on_chunk:
                 on_chunk(pc, images, None)
 
-        def drain(timeout: Optional[float]) -> None:
+        def drain(block: bool = False, timeout: float = 0) -> None:
+            """Take in finished chunks: any ready now, or wait for one (``block``), or up to
+            ``timeout`` seconds for one."""
             if not flights:
                 return
-            ready, _ = self.transport.wait(list(flights), timeout=timeout)
+            ready, _ = self.transport.wait(list(flights), timeout=None if block else timeout)
             for handle in ready:
                 take(handle)
 
@@ -225,17 +230,24 @@ class TwoPhaseCommit:
                     break
                 if atomic and (outcome.cause is not None or outcome.errors):
                     break
+                if pc is None:  # a stream with no chunk ready yet: take in finished ones meanwhile
+                    drain()
+                    continue
+                while pc.barrier and flights:
+                    drain(block=True)
+                if atomic and (outcome.cause is not None or outcome.errors):
+                    break
                 while not pc.reserved and not self.budget.try_reserve(pc.nbytes):
                     stop = should_stop()
                     if stop is not None:
                         raise stop
                     if flights:
-                        drain(_POLL)
+                        drain(timeout=_POLL)
                     else:
                         self.sleep(0.05)  # node memory pressure with nothing in flight: wait it out
                 touched.add(pc.participant)
                 flights[self.transport.submit(pc.participant, "apply", self.ref(txn, ts, pc.participant, backup), pc.chunk)] = _Flight(pc)
-                drain(0)
+                drain()
         except BatchrayError as exc:
             outcome.cause = outcome.cause or exc
         except Exception as exc:  # noqa: BLE001 - a failing input stream aborts the batch
@@ -255,7 +267,7 @@ class TwoPhaseCommit:
                         self.budget.release(flight.planned.nbytes)
                     flights.clear()
                     break
-                drain(_POLL)
+                drain(timeout=_POLL)
 
     def _votes(self, txn, ts, touched, outcome, atomic) -> dict[str, bool]:
         if atomic and (outcome.cause is not None or outcome.errors):

@@ -30,7 +30,8 @@ def ray_session():
     """A local Ray shared by every test that needs one (ray.init costs about 5 s)."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, namespace="batchray", log_to_driver=False)
+        # address="local": always a Ray of our own, never another local cluster Ray would find
+        ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="batchray", log_to_driver=False)
     yield ray
 
 

@@ -1,0 +1,106 @@
+"""The ``batchray`` command line.
+
+Three commands run as real subprocesses (``tools``; ``tool`` and ``demo``, each of which starts
+a local Ray of its own, about 10 s each); refusing bad arguments runs in this process, with
+connecting made impossible, to show it happens before Ray is touched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batchray import cli
+from batchray.engine import LocalEngine
+from batchray.tools import tool_schemas
+
+PEOPLE = [{"name": "People", "attrs": [{"name": "name", "type": "categorical"},
+                                       {"name": "age", "type": "numeric", "min": 0}]}]
+
+
+def _batchray(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "BATCHRAY_ADDRESS", "BATCHRAY_STORE")}
+    try:
+        return subprocess.run([sys.executable, "-m", "batchray.cli", *args], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        def tail(text) -> str:
+            text = text.decode(errors="replace") if isinstance(text, bytes) else (text or "")
+            return text[-3000:]
+
+        pytest.fail(f"batchray {args[0]} ran past {timeout} s\nstdout: {tail(exc.stdout)}\nstderr: {tail(exc.stderr)}")
+
+
+def _trailing_json(stdout: str):
+    """The JSON document a command printed last (the demo prints lines of text before it)."""
+    start = 0 if stdout.startswith(("{", "[")) else stdout.rindex("\n{") + 1
+    return json.loads(stdout[start:])
+
+
+def test_tools_prints_every_json_schema(tmp_path):
+    done = _batchray("tools", cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed == json.loads(json.dumps(tool_schemas()))
+    assert {t["name"] for t in printed} >= {"batch_create_items", "get_batch_status", "cancel_batch_operation"}
+    assert all(t["inputSchema"]["type"] == "object" for t in printed)
+
+
+def test_tool_with_bad_arguments_exits_1_with_the_structured_error_before_starting_ray(tmp_path, monkeypatch, capsys):
+    def no_connecting(args):
+        raise AssertionError("bad arguments must be refused before connecting to Ray")
+
+    monkeypatch.setattr(cli, "_connect", no_connecting)
+    store = tmp_path / "store"
+    bad = {"dataContextName": "People", "collectionName": "People", "items": [{"values": {"age": 1}}],
+           "options": {"batchSize": 1001}}
+    code = cli.main(["tool", "batch_create_items", "--json", json.dumps(bad), "--store", str(store)])
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert printed["success"] is False
+    assert printed["error"]["code"] == "VALIDATION"
+    assert printed["error"]["details"]["field"] == "options.batchSize"
+    assert {"code", "message", "details"} <= set(printed["error"])
+    assert not store.exists()  # nothing was opened, let alone written
+
+    code = cli.main(["tool", "batch_create_items", "--json", json.dumps({**bad, "items": []}), "--store", str(store)])
+    assert code == 1 and json.loads(capsys.readouterr().out)["error"]["details"]["field"] == "items"
+    with pytest.raises(SystemExit) as unreadable:
+        cli.main(["tool", "batch_create_items", "--json", "{not json", "--store", str(store)])
+    assert unreadable.value.code == 2
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "VALIDATION"
+
+
+def test_tool_creates_items_and_prints_json(tmp_path):
+    store = tmp_path / "store"
+    with LocalEngine(store) as engine:  # the context, made without Ray
+        assert engine.create_data_context("People", PEOPLE).success
+    args = {"dataContextName": "People", "collectionName": "People",
+            "items": [{"values": {"name": f"p{i}", "age": 20 + i}} for i in range(3)],
+            "options": {"batchSize": 2}}
+    done = _batchray("tool", "batch_create_items", "--json", json.dumps(args), "--store", str(store),
+                     cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["success"] is True and printed["state"] == "completed"
+    assert printed["itemsCreated"] == 3 and len(printed["itemIds"]) == 3
+    with LocalEngine(store) as engine:
+        assert [item["values"]["age"] for item in engine.get_items("People")] == [20, 21, 22]
+        assert [item["id"] for item in engine.get_items("People")] == printed["itemIds"]
+
+
+def test_demo_loads_atomically_and_shows_a_rollback(tmp_path):
+    store = tmp_path / "demo-store"
+    done = _batchray("demo", "--items", "20000", "--store", str(store), "--no-progress", "--json-summary",
+                     cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = _trailing_json(done.stdout)
+    assert summary["items"] == 20000
+    assert summary["storeUnchangedAfterFailure"] is True
+    assert summary["failedBatchState"] == "rolled_back"
+    assert summary["workers"] == 2 and summary["itemsPerSecond"] > 0
+    assert "committed 20,000 items" in done.stdout

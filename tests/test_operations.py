@@ -1,0 +1,271 @@
+"""Schema, component, undo and multi-operation transactions, on a hierarchical data context.
+
+Each test computes what the store must hold independently, in plain Python, and compares.
+Most run on the in-process engine; the tool surface is exercised through ``call_tool``.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from batchray.engine import LocalEngine
+from batchray.tools import call_tool
+
+CONTEXT = [
+    {"name": "Cities", "attrs": [{"name": "city"}]},
+    {"name": "People", "attrs": [{"name": "name"}, {"name": "age"}]},
+    {"name": "Visits", "attrs": [{"name": "year", "type": "numeric"}, {"name": "spent", "type": "numeric", "min": 0}]},
+]
+
+
+def _rows(count: int, seed: int = 3) -> list[dict]:
+    rng = random.Random(seed)
+    return [
+        {"city": rng.choice(["Lyon", "Pune", "Quito"]), "name": f"p{i % 7}", "age": str(20 + i % 50),
+         "year": 2000 + i % 20, "spent": rng.randint(0, 500)}
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+def engine(tmp_path):
+    with LocalEngine(tmp_path / "store", shards=3) as eng:
+        assert eng.create_data_context("Trips", CONTEXT).success
+        result = eng.create_items("Trips", None, _rows(60))
+        assert result.success, result.error
+        yield eng
+
+
+def _values(engine, context="Trips") -> dict[int, dict]:
+    return {item["id"]: item["values"] for item in engine.get_items(context)}
+
+
+def _leftovers_clear(engine) -> None:
+    for participant in engine.participants.values():
+        assert participant.leftovers() == {"txns": 0, "undo": 0, "created": 0, "applied": 0}
+        assert participant.locks.lock_count() == 0
+        assert participant.integrity_check() == "ok"
+
+
+# -- schema operations -------------------------------------------------------------------------
+
+def test_rename_and_retype_rewrite_every_item_in_one_transaction(engine):
+    before = _values(engine)
+    result = engine.schema_operations("Trips", [
+        {"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "years", "type": "numeric"}},
+        {"action": "create", "target": "attribute", "collection": "People", "spec": {"name": "nickname"}},
+    ])
+    assert result.success, result.error
+    expected = {i: {("years" if k == "age" else k): (int(v) if k == "age" else v) for k, v in vals.items()}
+                for i, vals in before.items()}
+    assert _values(engine) == expected
+    attrs = engine.catalog.context("Trips")[1].attributes()
+    assert attrs["years"].type.value == "numeric" and "age" not in attrs and "nickname" in attrs
+    _leftovers_clear(engine)
+
+
+def test_a_failed_conversion_is_reported_per_item_and_changes_nothing(engine):
+    before = _values(engine)
+    schema_before = engine.catalog.context("Trips")[1]
+    result = engine.schema_operations("Trips", [
+        {"action": "update", "target": "attribute", "attribute": "name", "spec": {"type": "numeric"}},
+    ])
+    assert not result.success and result.state.value == "rolled_back"
+    # an atomic batch stops at the first shard that reports: each failure there names its item
+    assert result.errors and {e.code for e in result.errors} == {"CONVERSION"}
+    assert {e.item_id for e in result.errors} <= set(before)
+    assert len({e.item_id for e in result.errors}) == len(result.errors)
+    assert all(e.field == "name" for e in result.errors)
+    assert _values(engine) == before
+    assert engine.catalog.context("Trips")[1] == schema_before
+    _leftovers_clear(engine)
+
+
+def test_deleting_a_middle_collection_drops_its_attributes_and_relinks_the_hierarchy(engine):
+    before = _values(engine)
+    result = engine.schema_operations("Trips", [{"action": "delete", "target": "collection", "collection": "People"}])
+    assert result.success, result.error
+    ctx = engine.catalog.context("Trips")[1]
+    assert [c.name for c in ctx.collections] == ["Cities", "Visits"]
+    assert ctx.collections[1].parent == "Cities"
+    assert _values(engine) == {i: {k: v for k, v in vals.items() if k not in ("name", "age")} for i, vals in before.items()}
+
+
+def test_creating_a_new_parent_collection_regroups_cases(engine):
+    result = engine.schema_operations("Trips", [
+        {"action": "create", "target": "collection", "spec": {"name": "Countries", "attrs": [{"name": "country"}]}},
+    ])
+    assert result.success, result.error
+    assert [c.name for c in engine.catalog.context("Trips")[1].collections] == ["Countries", "Cities", "People", "Visits"]
+    cities = engine.get_cases("Trips", "Cities")
+    assert sorted(c["values"]["city"] for c in cities) == ["Lyon", "Pune", "Quito"]
+    assert {c["parent"] for c in cities} == {engine.get_cases("Trips", "Countries")[0]["id"]}
+
+
+def test_schema_operations_on_unknown_names_are_refused_before_anything_is_written(engine):
+    before = _values(engine)
+    for op, field in [
+        ({"action": "update", "target": "attribute", "attribute": "nope", "spec": {"type": "numeric"}}, "nope"),
+        ({"action": "delete", "target": "collection", "collection": "Nope"}, "collectionName"),
+    ]:
+        payload = call_tool(engine, "batch_schema_operations", {"dataContextName": "Trips", "operations": [op]})
+        assert payload["success"] is False
+        assert payload["error"]["code"] == "SCHEMA" and payload["error"]["details"]["index"] == 0
+    assert _values(engine) == before
+
+
+# -- components --------------------------------------------------------------------------------
+
+def test_components_are_created_updated_and_deleted_with_references_checked(engine):
+    ok = call_tool(engine, "batch_component_operations", {"operations": [
+        {"action": "create", "component": {"type": "caseTable", "name": "table", "properties": {"dataContext": "Trips"}}},
+        {"action": "create", "component": {"type": "graph", "name": "g", "properties": {
+            "dataContext": "Trips", "xAttributeName": "year", "yAttributeName": "spent"}}},
+        {"action": "create", "component": {"type": "slider", "name": "s", "properties": {"globalValueName": "rate", "value": 3}}},
+    ]})
+    assert ok["success"], ok
+    components = engine.catalog.components()
+    assert sorted(components) == ["g", "s", "table"]
+    assert engine.catalog.globals()["rate"]["value"] == 3
+    bad = call_tool(engine, "batch_component_operations", {"operations": [
+        {"action": "update", "name": "g", "component": {"name": "g", "properties": {"xAttributeName": "missing"}}},
+    ]})
+    assert bad["success"] is False and bad["error"]["details"]["field"] == "properties.xAttributeName"
+    assert engine.catalog.components()["g"].properties["xAttributeName"] == "year"
+    unknown_type = call_tool(engine, "batch_component_operations", {"operations": [
+        {"action": "create", "component": {"type": "spreadsheet", "name": "x"}}]})
+    assert unknown_type["success"] is False and unknown_type["error"]["code"] == "SCHEMA"
+    gone = engine.component_operations([{"action": "delete", "name": "table"}])
+    assert gone.success and sorted(engine.catalog.components()) == ["g", "s"]
+
+
+# -- undo after commit -------------------------------------------------------------------------
+
+def test_a_committed_batch_with_backups_can_be_undone(engine):
+    before = _values(engine)
+    plan = engine.planner.update_items("Trips", [{"selector": {"query": "city == Lyon"}, "values": {"spent": "=spent + 1"}}])
+    plan.backup = True
+    updated = engine.run(plan)
+    assert updated.success and updated.items_updated == sum(v["city"] == "Lyon" for v in before.values())
+    created = engine._run_options(engine.planner.create_items("Trips", None, _rows(5, seed=9)), {"createBackups": True})
+    assert created.success
+    assert engine.rollback_batch(created.transaction_id).success
+    assert engine.rollback_batch(updated.transaction_id).success
+    assert _values(engine) == before
+    again = call_tool(engine, "rollback_batch", {"batchId": updated.transaction_id})
+    assert again["success"] is False and again["error"]["code"] == "CONFLICT"
+    _leftovers_clear(engine)
+
+
+def test_undo_is_refused_when_a_later_batch_changed_the_items_unless_forced(engine):
+    plan = engine.planner.update_items("Trips", [{"selector": {"query": "city == Pune"}, "values": {"spent": 1}}])
+    plan.backup = True
+    first = engine.run(plan)
+    pune = [i for i, v in _values(engine).items() if v["city"] == "Pune"]
+    assert engine.update_items("Trips", [{"selector": {"itemId": pune[0]}, "values": {"spent": 2}}]).success
+    refused = engine.rollback_batch(first.transaction_id)
+    assert not refused.success and any(e.code == "CONFLICT" for e in refused.errors)
+    assert _values(engine)[pune[0]]["spent"] == 2
+    forced = engine.rollback_batch(first.transaction_id, force=True)
+    assert forced.success
+
+
+# -- the generic transaction and its recovery strategies -------------------------------------
+
+def _ops(bad_at: str | None = None) -> list[dict]:
+    spent = "not a number"
+    return [
+        {"id": "schema", "type": "schema", "operation": "update", "target": "Trips",
+         "data": {"action": "create", "target": "attribute", "collection": "Visits", "spec": {"name": "note"}}},
+        {"id": "create", "type": "data", "operation": "create", "target": "Trips", "dependencies": ["schema"],
+         "data": {"items": [{"city": "Lyon", "name": "new", "year": 2024, "spent": spent if bad_at == "create" else 5, "note": "x"}]}},
+        {"id": "bump", "type": "data", "operation": "update", "target": "dataContext[Trips].itemSearch[city==Quito]",
+         "dependencies": ["create"], "data": {"values": {"spent": "=spent + 10"}}},
+        {"id": "other", "type": "data", "operation": "update", "target": "Trips", "priority": 5,
+         "data": {"updates": [{"selector": {"query": "city == Pune"}, "values": {"spent": 0}}]}},
+    ]
+
+
+def test_rollback_strategy_runs_everything_as_one_transaction(engine):
+    result = call_tool(engine, "execute_batch_transaction", {"operations": _ops(), "options": {"recoveryStrategy": "rollback"}})
+    assert result["success"], result
+    values = _values(engine).values()
+    assert any(v.get("name") == "new" and v.get("note") == "x" for v in values)
+    assert all(v["spent"] == 0 for v in values if v["city"] == "Pune")
+
+
+def test_rollback_strategy_with_a_bad_item_changes_nothing_and_names_the_operation(engine):
+    before = _values(engine)
+    result = call_tool(engine, "execute_batch_transaction", {"operations": _ops("create"), "options": {"recoveryStrategy": "rollback"}})
+    assert result["success"] is False
+    assert result["errors"][0]["operation"] == "create" and result["errors"][0]["field"] == "spent"
+    assert _values(engine) == before
+    assert "note" not in engine.catalog.context("Trips")[1].attributes()
+
+
+def test_skip_strategy_records_the_failure_and_goes_on(engine):
+    before = _values(engine)
+    result = engine.execute_transaction(_ops("create"), {"recoveryStrategy": "skip"})
+    assert result["success"] is False
+    assert [e["operation"] for e in result["errors"]] == ["create"]
+    values = _values(engine)
+    quito = [i for i, v in before.items() if v["city"] == "Quito"]
+    assert all(values[i]["spent"] == before[i]["spent"] + 10 for i in quito), "a dependent still ran under skip"
+    assert "note" in engine.catalog.context("Trips")[1].attributes()
+
+
+def test_partial_rollback_undoes_the_failed_operation_and_its_dependents_and_keeps_the_rest(engine):
+    before = _values(engine)
+    result = engine.execute_transaction(_ops("create"), {"recoveryStrategy": "partial_rollback"})
+    assert result["success"] is False and result["skipped"] == ["bump"]
+    values = _values(engine)
+    assert all(values[i]["spent"] == before[i]["spent"] for i in before if before[i]["city"] == "Quito")
+    assert all(values[i]["spent"] == 0 for i in before if before[i]["city"] == "Pune")
+    assert "note" in engine.catalog.context("Trips")[1].attributes()
+    assert not any(v.get("name") == "new" for v in values.values())
+
+
+def test_retry_strategy_retries_retryable_failures_with_backoff(engine, monkeypatch):
+    from batchray.errors import LockConflict
+    from batchray.operations import run_transaction
+
+    calls = []
+
+    def flaky(plan, options):
+        calls.append(plan.kind)
+        if len(calls) < 3:
+            raise LockConflict("lost a lock race")
+        return engine._run_options(plan, options)
+
+    sleeps = []
+    report = run_transaction(engine.planner, flaky, _ops(), {"recoveryStrategy": "retry", "maxRetries": 4,
+                                                            "retryDelay": 100, "backoffMultiplier": 3},
+                             sleep=sleeps.append, rng=random.Random(1))
+    assert report["success"] and len(calls) == 3
+    assert len(sleeps) == 2 and sleeps[0] <= 0.1 and sleeps[1] <= 0.3
+    no_retry = run_transaction(engine.planner, flaky, _ops("create"), {"recoveryStrategy": "retry", "maxRetries": 4},
+                               sleep=sleeps.append)
+    assert no_retry["success"] is False and no_retry["errors"][0]["attempts"] == 1, "validation errors are not retried"
+
+
+def test_plans_with_cycles_or_unknown_targets_are_rejected_naming_the_operations(engine):
+    ops = _ops()
+    ops[0]["dependencies"] = ["bump"]
+    cycle = call_tool(engine, "execute_batch_transaction", {"operations": ops})
+    assert cycle["success"] is False and cycle["error"]["code"] == "PLAN"
+    assert set(cycle["error"]["details"]["cycle"]) >= {"schema", "create", "bump"}
+    unknown = call_tool(engine, "execute_batch_transaction", {"operations": [
+        {"id": "x", "type": "data", "operation": "create", "target": "NoSuchContext", "data": {"items": []}}]})
+    assert unknown["success"] is False and unknown["error"]["details"]["operations"] == ["x"]
+
+
+# -- idempotency -------------------------------------------------------------------------------
+
+def test_a_batch_resubmitted_with_the_same_key_returns_the_first_result(engine):
+    rows = _rows(4, seed=5)
+    first = engine.run(engine.planner.create_items("Trips", None, rows), idempotency_key="load-42")
+    count = engine.count_items("Trips")
+    second = engine.run(engine.planner.create_items("Trips", None, rows), idempotency_key="load-42")
+    assert second.transaction_id == first.transaction_id and second.item_ids == first.item_ids
+    assert engine.count_items("Trips") == count

@@ -1,0 +1,257 @@
+"""The Ray runtime end to end: real coordinator, worker and progress actors over real SQLite files.
+
+What these tests show:
+
+* chunks are applied in separate worker processes, and more workers finish a latency-bound
+  load faster (the only timing assertion here, a ratio measured in the same test);
+* the coordinator is handed object refs only, never item payloads;
+* progress reaches callbacks monotonically, ends at the total, and status reports throughput
+  and an ETA while a batch runs; the figures agree with what was written;
+* a non-atomic batch commits its good items and reports the bad ones by index, and an atomic
+  batch with one bad item leaves the store exactly as it was.
+
+Stores are shared per module (each costs a few seconds of actor start-up); every test works in
+its own data context.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+DELAY = 0.05  # seconds per applied chunk on the "slow" stores: a latency-bound store
+COLLECTIONS = [
+    {
+        "name": "Rows",
+        "attrs": [
+            {"name": "n", "type": "numeric", "min": 0},
+            {"name": "label", "type": "categorical"},
+        ],
+    }
+]
+
+
+def rows(count: int, start: int = 0) -> list[dict]:
+    return [{"n": i, "label": f"row-{i}"} for i in range(start, start + count)]
+
+
+@pytest.fixture(scope="module")
+def open_store(ray_session, tmp_path_factory):
+    """``open_store(name, **connect_options)``: a client on a fresh store, shut down at the end
+    of the module."""
+    import batchray
+
+    root = tmp_path_factory.mktemp("runtime")
+    clients = []
+
+    def open_(name: str, **options):
+        options.setdefault("progress", False)
+        client = batchray.connect(root / name, **options)
+        clients.append(client)
+        return client
+
+    yield open_
+    for client in clients:
+        client.shutdown()
+
+
+@pytest.fixture(scope="module")
+def slow4(open_store):
+    """4 workers over 4 shards, each applied chunk taking DELAY seconds."""
+    return open_store("slow4", workers=4, shards=4, shard_apply_delay=DELAY)
+
+
+@pytest.fixture(scope="module")
+def plain(open_store):
+    return open_store("plain", workers=2)
+
+
+def _context(client, name: str) -> str:
+    assert client.create_data_context(name, COLLECTIONS).success
+    return name
+
+
+def _leftovers(client) -> dict:
+    import ray
+
+    return ray.get(client.coordinator.leftovers.remote())
+
+
+# -- parallelism ----------------------------------------------------------------------------
+
+def test_workers_are_separate_processes(slow4):
+    info = slow4.info()
+    pids = [w["pid"] for w in info["workers"]]
+    assert len(pids) == 4
+    assert len(set(pids)) == 4, f"workers share processes: {pids}"
+    assert os.getpid() not in pids and info["pid"] not in pids  # neither the driver nor the coordinator
+    assert info["shards"] == 4
+
+
+def test_more_workers_finish_a_latency_bound_load_faster(open_store, slow4):
+    """40 chunks of 5 items over 4 shards, each chunk taking 50 ms at its shard: one worker
+    takes them one after another; four workers take them four at a time."""
+    slow1 = open_store("slow1", workers=1, shards=4, shard_apply_delay=DELAY)
+    assert len({w["pid"] for w in slow1.info()["workers"]}) == 1
+    chunks, per_chunk = 40, 5
+    seconds = {}
+    for workers, client in ((1, slow1), (4, slow4)):
+        context = _context(client, "Parallel")  # also brings every worker up before timing
+        started = time.perf_counter()
+        result = client.create_items(context, "Rows", rows(chunks * per_chunk), batch_size=per_chunk)
+        seconds[workers] = time.perf_counter() - started
+        assert result.success, result.error
+        assert result.batches_processed == chunks
+        assert client.count_items(context) == chunks * per_chunk
+    # the delay really applied: one worker cannot do better than one chunk after another
+    assert seconds[1] >= chunks * DELAY
+    ratio = seconds[1] / seconds[4]
+    assert ratio >= 2.0, f"1 worker {seconds[1]:.2f} s vs 4 workers {seconds[4]:.2f} s (x{ratio:.2f})"
+
+
+# -- data path ------------------------------------------------------------------------------
+
+def test_coordinator_receives_object_refs_never_payloads(plain):
+    before = plain.info()["chunkTypes"]
+    context = "Refs"
+    results = [plain.create_data_context(context, COLLECTIONS)]
+    results.append(plain.create_items(context, "Rows", rows(300), batch_size=50))
+    ids = results[-1].item_ids
+    results.append(plain.update_items(context, [{"selector": {"itemId": i}, "values": {"label": "changed"}}
+                                                for i in ids[:120]]))
+    results.append(plain.update_items(context, [{"selector": {"query": "n >= 250"}, "values": {"n": "=n + 1"}}]))
+    assert all(r.success for r in results), [r.error for r in results if not r.success]
+    after = plain.info()["chunkTypes"]
+    assert set(after) == {"ObjectRef"}, f"the coordinator was fed {after}"
+    fed = after["ObjectRef"] - before.get("ObjectRef", 0)
+    assert fed == sum(r.batches_processed for r in results)
+    assert fed >= 1 + 6 + 2  # a catalog chunk, 300 items in chunks of 50, updates on both shards
+    assert plain.count_items(context, query="label == changed") == 120
+
+
+# -- progress -------------------------------------------------------------------------------
+
+def test_progress_callback_is_monotonic_and_ends_at_the_total(slow4):
+    context = _context(slow4, "Callback")
+    total = 400  # 80 chunks of 5 at 50 ms on 4 workers: about a second
+    seen: list[dict] = []
+    result = slow4.create_items(context, "Rows", rows(total), batch_size=5, callback=seen.append)
+    assert result.success
+    assert len(seen) >= 3, seen  # some while running, and the last one
+    done = [p["completed"] + p["failed"] for p in seen]
+    assert done == sorted(done), done
+    completed = [p["completed"] for p in seen]
+    assert completed == sorted(completed), completed
+    assert any(0 < c < total for c in completed), completed  # seen part-way, not only at the end
+    assert all(p["completed"] <= total for p in seen)
+    last = seen[-1]
+    assert last["completed"] == total and last["total"] == total and last["failed"] == 0
+    assert slow4.count_items(context) == total == result.items_created
+
+
+def test_status_reports_throughput_and_eta_while_a_batch_runs(slow4):
+    context = _context(slow4, "Status")
+    total = 400
+    txn = slow4.create_items(context, "Rows", rows(total), batch_size=5, wait=False)
+    assert isinstance(txn, str)
+    running: list[dict] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = slow4.status(txn)
+        progress = status.get("progress")
+        if status["state"] != "running":
+            break
+        if progress and progress["state"] == "running" and 0 < progress["completed"] < total:
+            running.append(progress)
+        time.sleep(0.02)
+    result = slow4.wait(txn)
+    assert result.success and result.items_created == total
+    assert running, "never saw the batch part-way through"
+    live = running[-1]
+    assert live["total"] == total
+    assert live["throughput"] > 0
+    assert live["etaSeconds"] is not None and live["etaSeconds"] > 0
+    assert live["currentOperation"]
+    counts = [p["completed"] for p in running]
+    assert counts == sorted(counts)
+    # the figures agree with what was written (increments are fire-and-forget: allow them to land)
+    written = slow4.count_items(context)
+    assert written == total
+    deadline = time.monotonic() + 10
+    while True:
+        final = slow4.status(txn)
+        progress = final["progress"]
+        if progress["completed"] == written or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert final["state"] == "completed"
+    assert progress["completed"] == written and progress["failed"] == 0 and progress["total"] == total
+    assert progress["state"] == "completed"
+    assert progress["etaSeconds"] is None or progress["etaSeconds"] == 0
+
+
+# -- atomic and non-atomic ------------------------------------------------------------------
+
+def test_non_atomic_batch_commits_good_items_and_reports_bad_ones_by_index(plain):
+    context = _context(plain, "Partial")
+    items = rows(100)
+    bad = [7, 42, 93]
+    for index in bad:
+        items[index]["n"] = "not a number"
+    result = plain.create_items(context, "Rows", items, atomic=False, continue_on_error=True, batch_size=10)
+    assert not result.success  # not everything made it in ...
+    assert result.state.value == "completed"  # ... but what could be committed was
+    assert result.items_created == 100 - len(bad)
+    assert sorted(e.index for e in result.errors) == bad
+    assert {e.field for e in result.errors} == {"n"}
+    stored = plain.get_items(context)
+    assert len(stored) == plain.count_items(context) == 100 - len(bad)
+    assert sorted(item["values"]["label"] for item in stored) == sorted(
+        items[i]["label"] for i in range(100) if i not in bad)
+    assert sorted(result.item_ids) == [item["id"] for item in stored]
+    assert all(not counts["txns"] and not counts["undo"] and not counts["locks"] for counts in _leftovers(plain).values())
+
+
+def test_atomic_batch_with_one_bad_item_leaves_the_store_unchanged(plain):
+    context = _context(plain, "AllOrNothing")
+    seeded = plain.create_items(context, "Rows", rows(50))
+    assert seeded.success
+    before = plain.get_items(context)
+    items = rows(200, start=1000)
+    items[185]["n"] = -1  # below the attribute's minimum; late, so earlier chunks were applied
+    result = plain.create_items(context, "Rows", items, atomic=True, batch_size=20)
+    assert not result.success
+    assert result.state.value == "rolled_back"
+    assert result.items_created == 0 and result.item_ids == []
+    assert [(e.index, e.field) for e in result.errors] == [(185, "n")]
+    assert result.error is not None and result.error["code"] == "ABORTED"
+    assert plain.get_items(context) == before
+    assert plain.count_items(context) == 50
+    # an atomic update that fails for one item on one shard rolls back the other shard too
+    updates = [{"selector": {"itemId": item["id"]}, "values": {"n": "=n - 10"}} for item in before]
+    failed = plain.update_items(context, updates, atomic=True)  # items 0..9 would go below 0
+    assert not failed.success and failed.state.value == "rolled_back"
+    assert plain.get_items(context) == before
+    assert all(not counts["txns"] and not counts["undo"] and not counts["locks"] for counts in _leftovers(plain).values())
+
+
+def test_progress_actor_keeps_increments_that_arrive_before_the_start(ray_session):
+    """Workers report to the progress actor directly and the coordinator announces the batch
+    separately; Ray orders messages per sender only, so a report may come first."""
+    import ray
+
+    from actors.progress import ProgressActor
+
+    actor = ProgressActor.remote()
+    try:
+        ray.get(actor.report.remote("create-1-ab", 5, 1, "CreateItems"))
+        ray.get(actor.start.remote("create-1-ab", 20, "create_items"))
+        ray.get(actor.report.remote("create-1-ab", 5, 0, "CreateItems"))
+        progress = ray.get(actor.get.remote("create-1-ab"))
+        assert (progress["completed"], progress["failed"], progress["total"]) == (10, 1, 20)
+        assert progress["kind"] == "create_items"
+    finally:
+        ray.kill(actor)
