@@ -1,0 +1,310 @@
+"""``batchray mcp`` end to end: the SDK's stdio client drives a real server subprocess.
+
+One server (and so one local Ray, about ten seconds to start) serves the whole module; the
+last test closes the client and checks that the server, and the Ray it started, are gone.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+mcp = pytest.importorskip("mcp")
+psutil = pytest.importorskip("psutil")
+
+import mcp_types as types  # noqa: E402
+from mcp.client.session import ClientSession  # noqa: E402
+from mcp.client.stdio import PROCESS_TERMINATION_TIMEOUT, StdioServerParameters, stdio_client  # noqa: E402
+
+from batchray.tools import TOOLS  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.anyio, pytest.mark.timeout(180)]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONTEXT = "People"
+ITEMS = 10_000
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Server:
+    session: ClientSession
+    stack: AsyncExitStack
+    errlog_path: Path
+    process: Any  # psutil.Process of the server
+    stream_errors: list[Exception] = field(default_factory=list)
+    closed: bool = False
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def descendants(self) -> list[Any]:
+        try:
+            return self.process.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    async def close(self) -> float:
+        """Close the client (which closes the server's stdin); seconds it took."""
+        if self.closed:
+            return 0.0
+        self.closed = True
+        started = time.monotonic()
+        await self.stack.aclose()
+        return time.monotonic() - started
+
+    def log(self) -> str:
+        return self.errlog_path.read_text(errors="replace")
+
+
+def _server_process(store: Path) -> Any:
+    for child in psutil.Process().children():
+        try:
+            if str(store) in child.cmdline():
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    raise AssertionError("the server subprocess is not among this process's children")
+
+
+def _end(processes: list[Any]) -> list[int]:
+    """Kill those of ``processes`` (all started by this module's server) still alive."""
+    left = []
+    for proc in processes:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(proc.pid)
+                proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+    return left
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mcp")
+    store = tmp / "store"
+    errlog_path = tmp / "server-stderr.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env["PYTHONUNBUFFERED"] = "1"
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "batchray.cli", "mcp", "--store", str(store), "--workers", "2"],
+        env=env, cwd=str(REPO_ROOT),
+    )
+    stack = AsyncExitStack()
+    errlog = stack.enter_context(open(errlog_path, "w"))
+    stream_errors: list[Exception] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, Exception):
+            stream_errors.append(message)  # e.g. a line on stdout that is not JSON-RPC
+
+    read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
+    process = _server_process(store)
+    session = await stack.enter_async_context(ClientSession(read, write, message_handler=on_message))
+    srv = Server(session, stack, errlog_path, process, stream_errors)
+    spawned: list[Any] = []
+    try:
+        started = time.monotonic()
+        await session.initialize()
+        srv.state["initialize_seconds"] = time.monotonic() - started
+        yield srv
+    finally:
+        spawned = [srv.process, *srv.descendants()]
+        await srv.close()
+        time.sleep(0.5)
+        left = _end(spawned)
+        if left:
+            print(f"killed leftover processes {left}", file=sys.stderr)
+
+
+async def call(srv: Server, name: str, args: dict[str, Any], **kw: Any) -> types.CallToolResult:
+    result = await srv.session.call_tool(name, args, read_timeout_seconds=120, **kw)
+    assert isinstance(result, types.CallToolResult)
+    return result
+
+
+def payload(result: types.CallToolResult) -> dict[str, Any]:
+    import json
+
+    text = json.loads(result.content[0].text)
+    assert result.structured_content == text
+    return text
+
+
+async def test_initialize_and_list_tools(server: Server) -> None:
+    assert server.state["initialize_seconds"] < 10, "initialize must not wait for Ray"
+    info = server.session.initialize_result
+    assert info is not None and info.server_info.name == "batchray"
+    started = time.monotonic()
+    listed = await server.session.list_tools()
+    assert time.monotonic() - started < 5
+    by_name = {tool.name: tool for tool in listed.tools}
+    assert set(by_name) == set(TOOLS)
+    for name, tool in TOOLS.items():
+        schema = by_name[name].input_schema
+        assert schema == tool.args.model_json_schema()
+        assert schema["type"] == "object" and schema["properties"]
+    assert by_name["get_items"].annotations.read_only_hint is True
+
+
+async def test_bad_call_is_a_structured_error(server: Server) -> None:
+    result = await call(server, "batch_create_items", {
+        "dataContextName": CONTEXT, "collectionName": CONTEXT, "items": [{"values": {"name": "x"}}],
+        "options": {"batchSize": 0},
+    })
+    assert result.is_error
+    body = payload(result)
+    assert body["success"] is False
+    assert body["error"]["code"] == "VALIDATION"
+    assert body["error"]["details"]["field"] == "options.batchSize"
+    assert body["error"]["message"]
+
+    unknown = await call(server, "no_such_tool", {})
+    assert unknown.is_error and payload(unknown)["error"]["code"] == "NOT_FOUND"
+
+
+async def ensure_context(server: Server) -> None:
+    if server.state.get("context"):
+        return
+    result = await call(server, "create_data_context", {
+        "name": CONTEXT,
+        "collections": [{"name": CONTEXT, "attrs": [{"name": "name"}, {"name": "age", "type": "numeric"}]}],
+    })
+    assert not result.is_error, payload(result)
+    assert payload(result)["success"] is True
+    server.state["context"] = True
+
+
+async def create_items(server: Server, **kw: Any) -> dict[str, Any]:
+    await ensure_context(server)
+    items = [{"values": {"name": f"p{i}", "age": i % 90}} for i in range(ITEMS)]
+    result = await call(server, "batch_create_items", {
+        "dataContextName": CONTEXT, "collectionName": CONTEXT, "items": items, "options": {"batchSize": 50},
+    }, **kw)
+    body = payload(result)
+    assert not result.is_error, body
+    assert body["success"] is True and body["itemsCreated"] == ITEMS
+    assert len(body["itemIds"]) == ITEMS
+    server.state["batch_id"] = body["transactionId"]
+    server.state["first_id"] = body["itemIds"][0]
+    return body
+
+
+async def ensure_items(server: Server) -> None:
+    if "first_id" not in server.state:
+        await create_items(server)
+
+
+async def test_create_context(server: Server) -> None:
+    await ensure_context(server)
+
+
+async def test_create_items_with_progress(server: Server) -> None:
+    await ensure_context(server)  # the first call starts Ray: not part of what is timed below
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    done: dict[str, float] = {}
+
+    async def create() -> None:
+        await create_items(server, progress_callback=on_progress)
+        done["create"] = time.monotonic()
+
+    async def ping() -> None:
+        await anyio.sleep(0.05)
+        await server.session.send_ping()
+        done["ping"] = time.monotonic()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(create)
+        tg.start_soon(ping)
+    assert done["ping"] < done["create"], "the server must answer while a batch runs"
+
+    # the client runs each progress callback as a task of its own: the last one (sent before the
+    # response) can still be pending when call_tool returns
+    with anyio.move_on_after(5):
+        while not seen or seen[-1][0] < ITEMS:
+            await anyio.sleep(0.02)
+    assert seen, "no progress notification arrived"
+    values = [p for p, _, _ in seen]
+    assert values == sorted(values) and len(set(values)) == len(values), "progress must increase"
+    assert values[-1] == ITEMS and seen[-1][1] == ITEMS
+    assert all(message for _, _, message in seen)
+
+
+async def test_update_with_expression(server: Server) -> None:
+    await ensure_items(server)
+    first = server.state["first_id"]
+    result = await call(server, "batch_update_items", {
+        "dataContextName": CONTEXT,
+        "updates": [{"selector": {"query": "age >= 88"}, "values": {"age": "=age + 1"}},
+                    {"selector": {"itemId": first}, "values": {"name": "first"}}],
+    })
+    body = payload(result)
+    assert not result.is_error, body
+    assert body["success"] is True
+
+    read = await call(server, "get_items", {"dataContextName": CONTEXT, "collectionName": CONTEXT,
+                                            "query": "age >= 89", "limit": 10_000})
+    body = payload(read)
+    assert not read.is_error, body
+    # ages were i % 90: 88 and 89 became 89 and 90
+    ages = sorted({item["values"]["age"] for item in body["items"]})
+    assert ages == [89, 90]
+    assert body["total"] == len(body["items"]) == sum(1 for i in range(ITEMS) if i % 90 >= 88)
+
+    head = payload(await call(server, "get_items", {"dataContextName": CONTEXT, "limit": 1}))
+    assert head["items"][0]["id"] == first and head["items"][0]["values"]["name"] == "first"
+
+
+async def test_batch_status(server: Server) -> None:
+    await ensure_items(server)
+    batch_id = server.state["batch_id"]
+    result = await call(server, "get_batch_status", {"batchId": batch_id})
+    body = payload(result)
+    assert not result.is_error, body
+    assert body["success"] is True
+    assert body["state"] == "completed"
+    assert body["progress"]["completed"] == ITEMS
+
+
+async def test_stdout_carries_only_the_protocol(server: Server) -> None:
+    # the client hands every stdout line that is not JSON-RPC to the message handler
+    assert server.stream_errors == []
+    log = server.log()
+    assert "Ray" in log, "Ray's start-up lines belong on stderr"
+
+
+async def test_server_exits_when_stdin_closes(server: Server) -> None:
+    processes = [server.process, *server.descendants()]
+    assert len(processes) > 2, "Ray's processes should be running by now"
+    seconds = await server.close()
+    deadline = time.monotonic() + 15
+    alive = processes
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in processes if _alive(p)]
+    left = _end(alive)
+    assert not left, f"processes still running after the client closed: {left}"
+    # the server stopped on its own, within the grace the client gives before SIGTERM
+    assert "batchray mcp: stopped (client disconnected)" in server.log(), server.log()[-2000:]
+    assert seconds < PROCESS_TERMINATION_TIMEOUT
+
+
+def _alive(proc: Any) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
