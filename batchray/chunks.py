@@ -167,6 +167,7 @@ class BeforeImages:
     docs: list[tuple[str, Optional[str]]] = field(default_factory=list)
     affected: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    vote: Optional[bool] = None  # set when the apply also prepared (the participant's last chunk)
 
     @property
     def size_bytes(self) -> int:

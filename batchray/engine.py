@@ -283,11 +283,20 @@ class Executor:
         should_stop: Callable[[], Optional[BatchrayError]] = lambda: None,
         started: Optional[float] = None,
         backup: bool = False,
+        on_decided: Optional[Callable[[BatchResult], None]] = None,
     ) -> BatchResult:
-        """Run the plan's transaction; ``backup`` keeps before-images after commit (undo)."""
+        """Run the plan's transaction; ``backup`` keeps before-images after commit (undo).
+        ``on_decided`` gets the result at the commit point, before phase 2 ends."""
         started = started or time.perf_counter()
+
+        def decided(outcome: Outcome) -> None:
+            early = summarize(plan, outcome, atomic, time.perf_counter() - started)
+            self.log.set_state(txn, early.state.value, result=early.dump())
+            on_decided(early)
+
         outcome = self.driver.run(txn, ts, plan.chunks, atomic=atomic, max_retries=max_retries,
-                                  on_chunk=on_chunk, should_stop=should_stop, backup=backup or plan.backup)
+                                  on_chunk=on_chunk, should_stop=should_stop, backup=backup or plan.backup,
+                                  on_decided=decided if on_decided is not None else None)
         result = summarize(plan, outcome, atomic, time.perf_counter() - started)
         self.log.set_state(txn, result.state.value, result=result.dump())
         undoes = plan.extra.get("source") if plan.kind == "rollback_batch" else None
@@ -392,16 +401,38 @@ class LocalEngine(BatchOperations):
     def create_data_context(self, name: str, collections: list[dict[str, Any]], **fields: Any) -> BatchResult:
         return self.run(self.planner.create_context({"name": name, "collections": collections, **fields}))
 
+    def _run_with(self, plan: Plan, atomic: bool, options: dict[str, Any]) -> BatchResult:
+        """Run with the options the public client takes. The engine runs a batch in the
+        caller's thread, so ``timeout`` (ms) is checked between chunks; progress bars,
+        callbacks, queues and priorities have no meaning here and are ignored."""
+        for ignored in ("progress", "callback", "priority", "queue", "wait", "total", "continue_on_error"):
+            options.pop(ignored, None)
+        timeout = options.pop("timeout", None)
+        if timeout is not None and "should_stop" not in options:
+            deadline = time.monotonic() + timeout / 1000.0
+
+            def should_stop() -> Optional[BatchrayError]:
+                if time.monotonic() > deadline:
+                    from .errors import BatchTimeout
+
+                    return BatchTimeout(f"batch ran past its timeout of {timeout} ms", timeout=timeout)
+                return None
+
+            options["should_stop"] = should_stop
+        return self.run(plan, atomic=atomic, **options)
+
     def create_items(self, context: str, collection: Optional[str], items: Iterable[Any], *,
-                     atomic: bool = True, batch_size: Optional[int] = None, **kwargs: Any) -> BatchResult:
-        return self.run(self.planner.create_items(context, collection, items, batch_size=batch_size, atomic=atomic),
-                        atomic=atomic, **kwargs)
+                     atomic: bool = True, batch_size: Optional[int] = None, validate_all: bool = False,
+                     **kwargs: Any) -> BatchResult:
+        plan = self.planner.create_items(context, collection, items, batch_size=batch_size, atomic=atomic,
+                                         validate_all=validate_all)
+        return self._run_with(plan, atomic, kwargs)
 
     def update_items(self, context: str, updates: list[dict[str, Any]], *, atomic: bool = True, **kwargs: Any) -> BatchResult:
-        return self.run(self.planner.update_items(context, updates), atomic=atomic, **kwargs)
+        return self._run_with(self.planner.update_items(context, updates), atomic, kwargs)
 
     def delete_items(self, context: str, selectors: list[dict[str, Any]], *, atomic: bool = True, **kwargs: Any) -> BatchResult:
-        return self.run(self.planner.delete_items(context, selectors), atomic=atomic, **kwargs)
+        return self._run_with(self.planner.delete_items(context, selectors), atomic, kwargs)
 
     def _run_options(self, plan: Plan, options: dict[str, Any]) -> BatchResult:
         plan.backup = plan.backup or bool(options.get("createBackups"))
@@ -418,15 +449,52 @@ class LocalEngine(BatchOperations):
         items = [(i, orjson.loads(v)) for i, v in self.reader.items(context_id)]
         return build_cases(ctx, items)[collection]
 
-    def get_items(self, context: str, query: Optional[str] = None, offset: int = 0, limit: Optional[int] = None) -> list[dict[str, Any]]:
+    def get_items(self, context: str, query: Optional[str] = None, offset: int = 0, limit: Optional[int] = None,
+                  *, collection: Optional[str] = None) -> list[dict[str, Any]]:
+        """Committed items (``{id, values}``) in id order; ``collection`` limits the values to
+        that collection's attributes and its parents' (as the client's ``get_items``)."""
         context_id, ctx = self.catalog.context(context)
         _check_query(ctx, query)
-        return [{"id": i, "values": orjson.loads(v)} for i, v in self.reader.items(context_id, query, offset, limit)]
+        if offset < 0 or (limit is not None and limit < 0):
+            raise ValidationError("offset and limit must not be negative", field="offset")
+        names = None
+        if collection is not None:
+            names = {a.name for c in ctx.lineage(collection) for a in c.attrs}
+        out = []
+        for item_id, raw in self.reader.items(context_id, query, offset, limit):
+            values = orjson.loads(raw)
+            if names is not None:
+                values = {k: v for k, v in values.items() if k in names}
+            out.append({"id": item_id, "values": values})
+        return out
 
-    def count_items(self, context: str, query: Optional[str] = None) -> int:
+    def count_items(self, context: str, query: Optional[str] = None, *, collection: Optional[str] = None) -> int:
         context_id, ctx = self.catalog.context(context)
+        if collection is not None:
+            ctx.collection(collection)
         _check_query(ctx, query)
         return self.reader.count(context_id, query)
+
+    # -- batches (the engine runs each batch to its end in the caller's thread) -------------
+    def status(self, batch_id: Optional[str] = None, limit: int = 20) -> dict[str, Any] | list[dict[str, Any]]:
+        """A batch's record (``{batchId, state, kind, ..., result}``), or the recent batches."""
+        if batch_id is None:
+            return [{"batchId": r["txn"], "state": r["state"], "kind": r["kind"], "queue": r["queue"],
+                     "submittedAt": r["submitted"], "finishedAt": r["finished"]} for r in self.log.recent(limit)]
+        record = self.log.batch(batch_id)
+        if record is None:
+            raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
+        return {"batchId": batch_id, "state": record["state"], "kind": record["kind"], "queue": record["queue"],
+                "priority": record["priority"], "submittedAt": record["submitted"], "startedAt": record["started"],
+                "finishedAt": record["finished"], "result": record.get("result")}
+
+    def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
+        """Nothing to cancel: a batch has finished by the time its call returns here."""
+        record = self.log.batch(batch_id)
+        if record is None:
+            raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
+        return {"success": False, "batchId": batch_id, "state": record["state"],
+                "message": f"batch {batch_id} is not running here ({record['state']}); nothing to cancel"}
 
 
 # -- helpers ---------------------------------------------------------------------------------

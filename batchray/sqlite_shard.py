@@ -108,6 +108,9 @@ _APPLY_DELAY_LINE = threading.Lock()
 """Serialises ``apply_delay`` sleeps within a process (see :class:`SqliteShard`)."""
 
 
+_INT64_MAX = 2**63 - 1
+
+
 def _ids_param(ids: list[int]) -> str:
     return orjson.dumps(ids).decode()
 
@@ -237,10 +240,15 @@ class SqliteShard:
         with self._mutex:
             return self._conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0]
 
-    def apply(self, ref: TxnRef, chunk: Chunk) -> BeforeImages:
+    def apply(self, ref: TxnRef, chunk: Chunk, prepare: bool = False) -> BeforeImages:
+        """Apply one chunk. With ``prepare`` (the participant's last chunk of the transaction)
+        the vote is cast in the same durable local transaction: ``images.vote`` is True when
+        it applied cleanly — one round trip and one fsync fewer for small batches."""
         check_txn_id(ref.txn)
         done = self._already_applied(ref, chunk.chunk_id)
         if done is not None:
+            if prepare:
+                done.vote = self.prepare(ref) if not done.errors else False
             return done
         try:
             for keys, mode in self._lock_plan(ref, chunk):
@@ -251,7 +259,7 @@ class SqliteShard:
                 self.locks.release_all(ref.txn)
             raise
         try:
-            with self._write("apply", ref) as conn:
+            with self._write("apply+prepare" if prepare else "apply", ref, durable=prepare) as conn:
                 self._enter(conn, ref)
                 ver = conn.execute("UPDATE meta SET value = value + 1 WHERE key='wseq' RETURNING value").fetchone()[0]
                 images = self._apply_chunk(conn, ref, chunk, ver)
@@ -260,6 +268,10 @@ class SqliteShard:
                     (ref.txn, chunk.chunk_id, images.affected,
                      orjson.dumps(images.errors).decode() if images.errors else None, ver),
                 )
+                if prepare:
+                    images.vote = not images.errors
+                    if images.vote:
+                        conn.execute("UPDATE txns SET state='prepared', updated=? WHERE txn=?", (time.time(), ref.txn))
         except (TransactionAborted, StaleEpochError):
             # a late apply of a finished transaction, or one from a replaced owner: it must not
             # keep the locks it took while waiting
@@ -739,7 +751,7 @@ class SqliteShard:
         tail = (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY id"
         if limit is not None:
             tail += " LIMIT ?"
-            positional.append(int(limit))
+            positional.append(min(int(limit), _INT64_MAX))  # offset + limit of a reader may pass 64 bits
         with self._mutex:
             if conn is not None:  # inside a write transaction
                 return iter(self._run_select(conn, True, tail, params, positional))

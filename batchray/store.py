@@ -22,6 +22,7 @@ from typing import Any, Iterator, Optional
 from urllib.parse import urlparse
 
 import orjson
+from pydantic import BaseModel
 
 from .chunks import MAX_CONTEXTS, context_range
 from .errors import InDoubtError, NotFoundError, SchemaError, StoreError, ValidationError
@@ -133,14 +134,22 @@ def component_key(name: str) -> str:
 
 
 class Catalog:
-    """Read access to the catalog participant's committed documents."""
+    """Read access to the catalog participant's committed documents, under the commit gate
+    (when given) so that a schema is never read while its batch is half through phase 2."""
 
-    def __init__(self, catalog_participant: Any) -> None:
+    def __init__(self, catalog_participant: Any, gate: Optional["CommitGate"] = None) -> None:
         self.participant = catalog_participant
+        self.gate = gate
+
+    def _docs(self, prefix: str) -> dict[str, str]:
+        if self.gate is None:
+            return self.participant.read_docs(prefix)
+        with self.gate.shared():
+            return self.participant.read_docs(prefix)
 
     def context(self, name: str) -> tuple[int, DataContext]:
         """``(context id, DataContext)`` or :class:`SchemaError`."""
-        docs = self.participant.read_docs(context_key(name))
+        docs = self._docs(context_key(name))
         doc = docs.get(context_key(name))
         if doc is None:
             raise SchemaError(f"data context {name!r} does not exist", field="dataContextName", context=name)
@@ -149,7 +158,7 @@ class Catalog:
 
     def contexts(self) -> dict[str, tuple[int, DataContext]]:
         out = {}
-        for key, doc in self.participant.read_docs("context/").items():
+        for key, doc in self._docs("context/").items():
             data = orjson.loads(doc)
             out[key.split("/", 1)[1]] = (data["id"], DataContext.model_validate(data["context"]))
         return out
@@ -157,17 +166,34 @@ class Catalog:
     def components(self) -> dict[str, Component]:
         return {
             key.split("/", 1)[1]: Component.model_validate_json(doc)
-            for key, doc in self.participant.read_docs("component/").items()
+            for key, doc in self._docs("component/").items()
         }
 
     def globals(self) -> dict[str, Any]:
-        return {key.split("/", 1)[1]: orjson.loads(doc) for key, doc in self.participant.read_docs("global/").items()}
+        return {key.split("/", 1)[1]: orjson.loads(doc) for key, doc in self._docs("global/").items()}
+
+
+def json_text(value: Any, what: str, **details: Any) -> str:
+    """``value`` (JSON data or a pydantic model) as the JSON text a catalog document keeps, or
+    :class:`SchemaError` when it has none: text that is not valid Unicode (an unpaired
+    surrogate), an integer beyond 64 bits, nesting deeper than the encoder allows."""
+    try:
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        return orjson.dumps(value).decode()
+    except (TypeError, ValueError, RecursionError) as exc:  # orjson.JSONEncodeError is a TypeError
+        raise SchemaError(f"{what} cannot be stored as JSON: {exc}", **details) from None
 
 
 def context_doc(context_id: int, context: DataContext) -> str:
     if not 0 < context_id < MAX_CONTEXTS:
         raise StoreError(f"context id {context_id} out of range")
-    return orjson.dumps({"id": context_id, "context": context.model_dump(mode="json", exclude_defaults=True)}).decode()
+    what = f"data context {context.name!r}"
+    try:
+        data = context.model_dump(mode="json", exclude_defaults=True)
+    except (ValueError, RecursionError) as exc:  # pydantic refuses nesting past its limit
+        raise SchemaError(f"{what} cannot be stored as JSON: {exc}", context=context.name) from None
+    return json_text({"id": context_id, "context": data}, what, context=context.name)
 
 
 class ItemReader:
@@ -192,13 +218,16 @@ class ItemReader:
 
     def items(
         self, context_id: int, where: Optional[str] = None, offset: int = 0, limit: Optional[int] = None,
-        ids: Optional[list[int]] = None,
+        ids: Optional[list[int]] = None, after: Optional[int] = None,
     ) -> list[tuple[int, str]]:
+        """Items in id order; ``after`` (an item id) starts after that item, so a long read can
+        go page by page at the cost of each page (``offset`` re-reads what it skips)."""
         import heapq
 
         want = None if limit is None else offset + limit
+        cursor = {} if after is None else {"after": after}
         with self.consistent():
-            streams = [s.read_items(context_id, where, limit=want, ids=ids) for s in self.shards]
+            streams = [s.read_items(context_id, where, limit=want, ids=ids, **cursor) for s in self.shards]
             merged = heapq.merge(*streams, key=lambda row: row[0])
             out = []
             for position, row in enumerate(merged):

@@ -41,7 +41,9 @@ class Transport(Protocol):
     """How the coordinator reaches participants. Handles are opaque."""
 
     def submit(self, participant: str, step: str, ref: TxnRef, chunk: Any = None) -> Any:
-        """Start ``step`` (apply, prepare, commit, abort) at ``participant``; return a handle."""
+        """Start ``step`` (apply, prepare, commit, abort) at ``participant``; return a handle.
+        A transport whose ``merges_prepare`` is true also takes the step ``apply+prepare``:
+        apply a participant's last chunk and vote in one call (the result's ``vote``)."""
 
     def wait(self, handles: list[Any], timeout: Optional[float] = None) -> tuple[list[Any], list[Any]]:
         """``(ready, pending)``: at least one ready unless ``timeout`` passed."""
@@ -63,13 +65,20 @@ class _Ready:
 class LocalTransport:
     """Calls participants directly, in this thread: each handle is ready when submitted."""
 
+    merges_prepare = True
+
     def __init__(self, participants: dict[str, Any]) -> None:
         self.participants = participants
 
     def submit(self, participant: str, step: str, ref: TxnRef, chunk: Any = None) -> _Ready:
         target = self.participants[participant]
         try:
-            value = target.apply(ref, chunk) if step == "apply" else getattr(target, step)(ref)
+            if step == "apply":
+                value = target.apply(ref, chunk)
+            elif step == "apply+prepare":
+                value = target.apply(ref, chunk, prepare=True)
+            else:
+                value = getattr(target, step)(ref)
             return _Ready(True, value)
         except BatchrayError as exc:
             return _Ready(False, exc)
@@ -98,12 +107,14 @@ class Outcome:
     images: list[tuple[str, BeforeImages]] = field(default_factory=list)
     cause: Optional[BatchrayError] = None
     in_doubt: list[str] = field(default_factory=list)
+    votes: dict[str, bool] = field(default_factory=dict)  # cast with a participant's last chunk
 
 
 @dataclass
 class _Flight:
     planned: PlannedChunk
     attempt: int = 1
+    step: str = "apply"
 
 
 class TwoPhaseCommit:
@@ -148,9 +159,12 @@ class TwoPhaseCommit:
         backup: bool = False,
         on_chunk: Optional[Callable[[PlannedChunk, Optional[BeforeImages], Optional[BatchrayError]], None]] = None,
         should_stop: Callable[[], Optional[BatchrayError]] = lambda: None,
+        on_decided: Optional[Callable[[Outcome], None]] = None,
     ) -> Outcome:
         """Apply, vote, decide and finish ``txn``. Never raises for the transaction's own
-        failures: they are in the returned :class:`Outcome`."""
+        failures: they are in the returned :class:`Outcome`. ``on_decided`` sees the outcome
+        as soon as the decision is durable (the commit point), before phase 2; readers are
+        held off by the gate until phase 2 is done."""
         outcome = Outcome(txn, committed=False)
         touched: set[str] = set()
         try:
@@ -167,21 +181,24 @@ class TwoPhaseCommit:
             decided = {p: ("commit" if votes.get(p) else "abort") for p in touched}
         with self.gate():  # readers wait while the decision reaches the participants
             outcome.outcomes = self.log.decide(txn, decided)
+            if not touched:
+                outcome.committed = outcome.cause is None and not (atomic and outcome.errors)
+            elif atomic:
+                outcome.committed = all(v == "commit" for v in outcome.outcomes.values())
+            else:
+                outcome.committed = any(v == "commit" for v in outcome.outcomes.values())
+            if atomic and not outcome.committed and outcome.cause is None:
+                outcome.cause = TransactionAborted(
+                    f"batch {txn} was rolled back: " + _why(outcome, votes), errors=outcome.errors[:20]
+                )
+            if on_decided is not None:
+                on_decided(outcome)
             outcome.in_doubt = self.finish(txn, ts, outcome.outcomes)
-        if not touched:
-            outcome.committed = outcome.cause is None and not (atomic and outcome.errors)
-        elif atomic:
-            outcome.committed = all(v == "commit" for v in outcome.outcomes.values())
-        else:
-            outcome.committed = any(v == "commit" for v in outcome.outcomes.values())
-        if atomic and not outcome.committed and outcome.cause is None:
-            outcome.cause = TransactionAborted(
-                f"batch {txn} was rolled back: " + _why(outcome, votes), errors=outcome.errors[:20]
-            )
         return outcome
 
     def _phase1(self, txn, ts, planned, outcome, touched, atomic, max_retries, keep_images, on_chunk, should_stop, backup=False):
         flights: dict[Any, _Flight] = {}
+        last = _last_chunks(planned) if getattr(self.transport, "merges_prepare", False) else {}
 
         def take(handle) -> None:
             flight = flights.pop(handle)
@@ -191,7 +208,7 @@ class TwoPhaseCommit:
             except BatchrayError as exc:
                 if exc.retryable and flight.attempt <= max_retries and not _is_stop(outcome.cause):
                     self.sleep(_backoff(flight.attempt, self.rng))
-                    flights[self.transport.submit(pc.participant, "apply", self.ref(txn, ts, pc.participant, backup), pc.chunk)] = _Flight(pc, flight.attempt + 1)
+                    flights[self.transport.submit(pc.participant, flight.step, self.ref(txn, ts, pc.participant, backup), pc.chunk)] = _Flight(pc, flight.attempt + 1, flight.step)
                     return
                 self.budget.release(pc.nbytes)
                 outcome.errors.extend(_chunk_errors(pc, exc, flight.attempt))
@@ -203,6 +220,8 @@ class TwoPhaseCommit:
             self.budget.release(pc.nbytes)
             outcome.chunks += 1
             outcome.affected += images.affected
+            if images.vote is not None:
+                outcome.votes[pc.participant] = images.vote
             if images.errors:
                 if pc.operation is not None:
                     for error in images.errors:
@@ -246,7 +265,8 @@ class TwoPhaseCommit:
                     else:
                         self.sleep(0.05)  # node memory pressure with nothing in flight: wait it out
                 touched.add(pc.participant)
-                flights[self.transport.submit(pc.participant, "apply", self.ref(txn, ts, pc.participant, backup), pc.chunk)] = _Flight(pc)
+                step = "apply+prepare" if last.get(pc.participant) is pc else "apply"
+                flights[self.transport.submit(pc.participant, step, self.ref(txn, ts, pc.participant, backup), pc.chunk)] = _Flight(pc, 1, step)
                 drain()
         except BatchrayError as exc:
             outcome.cause = outcome.cause or exc
@@ -272,8 +292,8 @@ class TwoPhaseCommit:
     def _votes(self, txn, ts, touched, outcome, atomic) -> dict[str, bool]:
         if atomic and (outcome.cause is not None or outcome.errors):
             return {p: False for p in touched}
-        handles = {self.transport.submit(p, "prepare", self.ref(txn, ts, p)): p for p in sorted(touched)}
-        votes: dict[str, bool] = {}
+        votes: dict[str, bool] = {p: v for p, v in outcome.votes.items() if p in touched}
+        handles = {self.transport.submit(p, "prepare", self.ref(txn, ts, p)): p for p in sorted(touched) if p not in votes}
         pending = list(handles)
         while pending:
             ready, pending = self.transport.wait(pending)
@@ -376,6 +396,17 @@ def _interrupts(stop: Optional[BatchrayError], atomic: bool) -> bool:
     if isinstance(stop, BatchTimeout):
         return atomic
     return False
+
+
+def _last_chunks(planned: Any) -> dict[str, PlannedChunk]:
+    """Each participant's last chunk, when the whole plan is known up front (a list) and no
+    barrier could come after it; a stream is never looked ahead of."""
+    if not isinstance(planned, list):
+        return {}
+    last: dict[str, PlannedChunk] = {}
+    for pc in planned:
+        last[pc.participant] = pc
+    return last
 
 
 def _backoff(attempt: int, rng: random.Random, base: float = 0.02, multiplier: float = 2.0, cap: float = 2.0) -> float:

@@ -71,8 +71,11 @@ class FaultyParticipant:
             raise SimulatedCrash(f"injected crash at {step} of {self.name}")
         raise InjectedFault(f"injected failure at {step} of {self.name}", shard=self.name, step=step)
 
-    def apply(self, ref, chunk):
-        return self._step("apply", ref, chunk)
+    def apply(self, ref, chunk, prepare=False):
+        images = self._step("apply", ref, chunk)
+        if prepare:  # keep the two steps apart, so a fault can be injected at either
+            images.vote = self._step("prepare", ref) if not images.errors else False
+        return images
 
     def prepare(self, ref):
         return self._step("prepare", ref)
