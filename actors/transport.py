@@ -6,6 +6,7 @@ from typing import Any, Callable, Optional
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from batchray import crashpoints
 from batchray.chunks import TxnRef
 from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable
 
@@ -18,6 +19,8 @@ class RayTransport:
     are never pulled into its memory (see :meth:`images`).
     """
 
+    merges_prepare = True
+
     def __init__(self, worker_for: Callable[[str], Any], call_timeout: float = 120.0) -> None:
         self.worker_for = worker_for
         self.call_timeout = call_timeout
@@ -26,8 +29,9 @@ class RayTransport:
 
     def submit(self, participant: str, step: str, ref: TxnRef, chunk: Any = None) -> Any:
         worker = self.worker_for(participant)
-        if step == "apply":
-            summary, images = worker.apply.remote(participant, ref, chunk)
+        crashpoints.reached(f"send:{step}:{participant}")  # e.g. a decision logged, not yet sent
+        if step in ("apply", "apply+prepare"):
+            summary, images = worker.apply.remote(participant, ref, chunk, step == "apply+prepare")
             self._images[summary] = (ref.txn, images)
             return summary
         return getattr(worker, step).remote(participant, ref)
@@ -55,5 +59,9 @@ class RayTransport:
             raise ParticipantUnavailable(f"worker unavailable: {type(exc).__name__}") from None
 
     def release(self, txn: str) -> int:
-        """Drop the before-image refs of a finished transaction; return how many were held."""
+        """Drop the before-image refs of a finished transaction; return how many were held.
+        Also forgets applies whose results were never taken (a batch that was interrupted)."""
+        for handle, (owner, _) in list(self._images.items()):
+            if owner == txn:
+                self._images.pop(handle, None)
         return len(self.held.pop(txn, ()))

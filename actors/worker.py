@@ -13,7 +13,8 @@ from batchray.sqlite_shard import SqliteShard
 from batchray.store import StoreLayout
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=16, num_cpus=0)
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=16, num_cpus=0,
+            concurrency_groups={"control": 4})
 class WorkerActor:
     """Applies chunks to its shards; every step is stamped with this process's epoch.
 
@@ -21,6 +22,10 @@ class WorkerActor:
     incarnation of itself that is still running (a node cut off, say) is fenced out at once, then
     recovers: unvoted transactions are aborted and prepared ones wait, locks held, for the
     coordinator's decision.
+
+    Votes, decisions and queries run in their own concurrency group ("control"), so they never
+    queue behind a load's applies: another batch's commit is not held up by them, and the abort
+    of a cancelled batch reaches the shard at once (its applies still queued are then refused).
     """
 
     def __init__(self, store_root: str, shard_names: list[str], progress: Any = None, lock_timeout: float = 10.0,
@@ -41,32 +46,41 @@ class WorkerActor:
         return replace(ref, epoch=self.epochs[name])
 
     @ray.method(num_returns=2)
-    def apply(self, name: str, ref: TxnRef, chunk: Chunk) -> tuple[BeforeImages, BeforeImages]:
-        """``(summary, images)``: the caller reads the small summary and only holds the images."""
-        images = self.shards[name].apply(self._ref(name, ref), chunk)
+    def apply(self, name: str, ref: TxnRef, chunk: Chunk, prepare: bool = False) -> tuple[BeforeImages, BeforeImages]:
+        """``(summary, images)``: the caller reads the small summary and only holds the images.
+        With ``prepare`` the shard also votes (``summary.vote``)."""
+        images = self.shards[name].apply(self._ref(name, ref), chunk, prepare)
         if self.progress is not None:
             self.progress.report.remote(ref.txn, images.affected, len(images.errors), type(chunk).__name__)
-        summary = BeforeImages(images.chunk_id, created=images.created, affected=images.affected, errors=images.errors)
+        summary = BeforeImages(images.chunk_id, created=images.created, affected=images.affected, errors=images.errors,
+                               vote=images.vote)
         return summary, images
 
+    @ray.method(concurrency_group="control")
     def prepare(self, name: str, ref: TxnRef) -> bool:
         return self.shards[name].prepare(self._ref(name, ref))
 
+    @ray.method(concurrency_group="control")
     def commit(self, name: str, ref: TxnRef) -> None:
         self.shards[name].commit(self._ref(name, ref))
 
+    @ray.method(concurrency_group="control")
     def abort(self, name: str, ref: TxnRef) -> None:
         self.shards[name].abort(self._ref(name, ref))
 
+    @ray.method(concurrency_group="control")
     def in_doubt(self) -> list[dict[str, Any]]:
         return [entry for shard in self.shards.values() for entry in shard.in_doubt]
 
+    @ray.method(concurrency_group="control")
     def pending(self) -> dict[str, list[dict[str, Any]]]:
         return {name: shard.pending() for name, shard in self.shards.items()}
 
+    @ray.method(concurrency_group="control")
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
                 "epochs": dict(self.epochs), "started": self.started}
 
+    @ray.method(concurrency_group="control")
     def leftovers(self) -> dict[str, dict[str, int]]:
         return {name: {**shard.leftovers(), "locks": shard.locks.lock_count()} for name, shard in self.shards.items()}

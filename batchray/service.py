@@ -66,9 +66,11 @@ class BatchRun:
     running: threading.Event = field(default_factory=threading.Event)  # set when it starts
     feeding: int = 0  # feed calls in progress: the driver is alive (maybe held by the budget)
 
-    def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[PlannedChunk]:
-        """The planned chunks as they are fed. Raises the stop error (cancellation, timeout) as
-        soon as there is one, even while waiting for input, and BatchTimeout if the feeder goes
+    def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[Optional[PlannedChunk]]:
+        """The planned chunks as they are fed, and ``None`` every 50 ms while none is waiting,
+        so that the consumer takes in finished chunks meanwhile (their bytes go back to the
+        budget, which is what lets a feeder held by the budget go on). Raises the stop error
+        (cancellation, timeout) as soon as there is one, and BatchTimeout if the feeder goes
         silent for ``stall_timeout`` seconds (a feeder held back by the budget is not silent)."""
         if self.planned is not None:
             yield from self.planned
@@ -87,6 +89,7 @@ class BatchRun:
                     raise BatchTimeout(
                         f"no input for batch {self.txn} in {stall_timeout:.0f} s (did the driver die?)"
                     ) from None
+                yield None
                 continue
             if item is _END:
                 return
@@ -268,7 +271,7 @@ class CoordinatorService:
             result = self.executor.execute(
                 run.txn, run.ts, plan, atomic=options.get("atomic", True),
                 max_retries=options.get("maxRetries", 3), on_chunk=on_chunk, should_stop=should_stop,
-                backup=bool(options.get("createBackups", False)),
+                backup=bool(options.get("createBackups", False)), on_decided=lambda r: self._decided(run, r),
             )
         except Exception as exc:  # noqa: BLE001 - e.g. the decision log failed: recovery finishes it
             error = exc if isinstance(exc, BatchrayError) else InternalError(f"{type(exc).__name__}: {exc}")
@@ -289,6 +292,14 @@ class CoordinatorService:
                 self.progress.finish(run.txn, result.state.value)
                 self._report_memory()
             run.done.set()
+
+    def _decided(self, run: BatchRun, result: BatchResult) -> None:
+        """The commit point: waiters get the result now; phase 2 goes on, and readers are held
+        off by the commit gate until it is done."""
+        if run.total is not None:
+            result.total_items = run.total
+        run.result = result
+        run.done.set()
 
     def _drain(self, run: BatchRun) -> None:
         """Give back the budget of chunks fed but never dispatched."""
