@@ -9,7 +9,7 @@ import ray
 
 from batchray.decision_log import DecisionLog
 from batchray.engine import Executor
-from batchray.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD, MemoryBudget
+from batchray.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD, MemoryBudget, NodePressure
 from batchray.service import CoordinatorService
 from batchray.store import CATALOG, CommitGate, StoreLayout
 from batchray.twophase import TwoPhaseCommit
@@ -32,6 +32,14 @@ def assign_participants(names: list[str], workers: int) -> list[list[str]]:
     for position, name in enumerate(names):
         groups[position % len(groups)].append(name)
     return groups
+
+
+def object_store_fraction() -> Optional[float]:
+    """Used fraction of the object store, cluster-wide (Ray's own accounting; a cheap call)."""
+    total = ray.cluster_resources().get("object_store_memory")
+    if not total:
+        return None
+    return 1.0 - ray.available_resources().get("object_store_memory", 0.0) / total
 
 
 class _RemoteProgress:
@@ -91,7 +99,8 @@ class TransactionCoordinator:
         self.owner = {name: self.workers[i] for i, group in enumerate(groups) for name in group}
         self.log = DecisionLog(self.layout.log_path)
         self.transport = RayTransport(self.owner.__getitem__)
-        self.budget = MemoryBudget(memory_budget, memory_threshold)
+        self.budget = MemoryBudget(memory_budget, memory_threshold,
+                                   pressure=NodePressure(object_store=object_store_fraction))
         driver = TwoPhaseCommit(self.log, self.transport, budget=self.budget,
                                 gate=CommitGate(self.layout.root).exclusive)
         self.executor = Executor(self.layout, self.log, driver)

@@ -21,6 +21,7 @@ class ProgressActor:
         self._items = metrics.Counter("batchray_items_total", "Items processed by batchray", tag_keys=("outcome",))
         self._running = metrics.Gauge("batchray_batches_running", "Batches running")
         self._memory = metrics.Gauge("batchray_memory_in_use_bytes", "Bytes reserved in the memory budget")
+        self._budget = metrics.Gauge("batchray_memory_budget_bytes", "The memory budget's limit in bytes")
         self._throughput = metrics.Gauge("batchray_throughput_items_per_second", "Smoothed items per second, all batches")
 
     def start(self, txn: str, total: Optional[int], kind: str) -> None:
@@ -38,9 +39,11 @@ class ProgressActor:
             self._items.inc(failed, tags={"outcome": "failed"})
         self._throughput.set(self.book.total_throughput())
 
-    def memory(self, in_use: int) -> None:
+    def memory(self, in_use: int, limit: Optional[int] = None) -> None:
         self.book.memory = in_use
         self._memory.set(in_use)
+        if limit is not None:
+            self._budget.set(limit)
 
     def finish(self, txn: str, state: str) -> None:
         self.book.finish(txn, state)

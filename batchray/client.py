@@ -111,6 +111,8 @@ class Client:
             self._started_ray = True
         self.layout = StoreLayout(location, shards)
         self.progress_default = progress
+        self.memory_budget = memory_budget
+        self.memory_threshold = memory_threshold
         coordinator_options: dict[str, Any] = {}
         if coordinator_env:
             coordinator_options["runtime_env"] = {"env_vars": dict(coordinator_env)}
@@ -198,18 +200,47 @@ class Client:
         txn = submitted["txn"]
         if submitted["prior"] is not None:
             return self._result(txn, plan, None, progress, callback) if wait else txn
+        if not wait:
+            # the batch id now; the input is fed from a thread of this process (which must stay
+            # up until the batch has all its input: a feeder that goes silent rolls it back)
+            import threading
+
+            threading.Thread(target=self._feed_quietly, args=(txn, plan), name=f"batchray-feed-{txn}",
+                             daemon=True).start()
+            return txn
         watcher = _Watcher(self, txn, plan.total, self.progress_default if progress is None else progress, callback)
-        feeds: list[Any] = []
+        self._feed(txn, plan, watcher)
+        return self._result(txn, plan, watcher, progress, callback)
+
+    def _feed(self, txn: str, plan: Plan, watcher: Optional["_Watcher"] = None) -> None:
+        """Put each chunk in the object store and hand its ref to the coordinator, then close
+        the input. A chunk put here is not yet counted in the coordinator's budget (its feed
+        call reserves it), so the bytes of chunks between ``ray.put`` and reservation are kept
+        within the budget's headroom (``limit - limit * threshold``; at least one chunk)."""
+        import ray
+
+        headroom = self.memory_budget - int(self.memory_budget * self.memory_threshold)
+        feeds: list[tuple[Any, int]] = []
+        pending = 0
         fed = 0
+        stopped = False
         try:
             for pc in plan.chunks:
-                pc.chunk = ray.put(pc.chunk)
-                feeds.append(self.coordinator.feed.remote(txn, [pc]))
-                fed += pc.count
-                if len(feeds) >= 4 and not _get(feeds.pop(0)):
+                while feeds and (len(feeds) >= 4 or pending + pc.nbytes > headroom):
+                    ref, nbytes = feeds.pop(0)
+                    pending -= nbytes
+                    if not _get(ref):
+                        stopped = True  # cancelled or failed: it takes no more input
+                        break
+                if stopped:
                     break
-                watcher.tick()
-            for ok in _get(feeds):
+                pc.chunk = ray.put(pc.chunk)
+                feeds.append((self.coordinator.feed.remote(txn, [pc]), pc.nbytes))
+                pending += pc.nbytes
+                fed += pc.count
+                if watcher is not None:
+                    watcher.tick()
+            for ok in _get([ref for ref, _ in feeds]):
                 if not ok:
                     break
         except BaseException:
@@ -218,9 +249,14 @@ class Client:
             raise
         total = plan.total if plan.total is not None else (fed if plan.chunker is not None else None)
         _get(self.coordinator.close_input.remote(txn, total))
-        if not wait:
-            return txn
-        return self._result(txn, plan, watcher, progress, callback)
+
+    def _feed_quietly(self, txn: str, plan: Plan) -> None:
+        try:
+            self._feed(txn, plan)
+        except Exception as exc:  # noqa: BLE001 - the batch was cancelled and rolled back
+            import logging
+
+            logging.getLogger("batchray").warning("feeding batch %s failed; it was rolled back: %s", txn, exc)
 
     def _result(self, txn: str, plan: Plan, watcher: Optional["_Watcher"], progress, callback) -> BatchResult:
         watcher = watcher or _Watcher(self, txn, plan.total, False, callback)
@@ -277,7 +313,10 @@ class Client:
         reported in ``errors`` with their index. ``total`` is a hint for the progress bar when
         ``items`` has no length. ``wait=False`` returns the batch id at once.
         """
-        plan = self.planner.create_items(context, collection, items, batch_size=batch_size, validate_all=validate_all)
+        # chunks of at most an eighth of the budget's allowance: several in flight, none oversized
+        max_bytes = min(8 << 20, max(1, int(self.memory_budget * self.memory_threshold) // 8))
+        plan = self.planner.create_items(context, collection, items, batch_size=batch_size, validate_all=validate_all,
+                                         max_bytes=max_bytes)
         if plan.total is None and total is not None:
             plan.total = total
         options = self._options(atomic=atomic, continueOnError=continue_on_error, timeout=timeout, priority=priority,
@@ -285,15 +324,20 @@ class Client:
         return self.run_plan(plan, options, progress=progress, callback=callback, wait=wait)
 
     def update_items(self, context: str, updates: list[dict[str, Any]], *, atomic: bool = True,
-                     progress: Optional[bool] = None, callback=None, **options: Any) -> BatchResult | str:
-        """Updates as ``{"selector": {"itemId"|"caseId"|"index"|"query": ...}, "values": {...}}``."""
-        plan = self.planner.update_items(context, updates)
-        return self.run_plan(plan, self._options(atomic=atomic, **_camel(options)), progress=progress, callback=callback)
+                     progress: Optional[bool] = None, callback=None, batch_size: Optional[int] = None,
+                     wait: bool = True, **options: Any) -> BatchResult | str:
+        """Updates as ``{"selector": {"itemId"|"caseId"|"index"|"query": ...}, "values": {...}}``.
+        ``batch_size``: updates per chunk (default 10,000); ``wait=False`` returns the batch id."""
+        plan = self.planner.update_items(context, updates, **({"batch_size": batch_size} if batch_size else {}))
+        return self.run_plan(plan, self._options(atomic=atomic, **_camel(options)), progress=progress, callback=callback,
+                             wait=wait)
 
     def delete_items(self, context: str, selectors: list[dict[str, Any]], *, atomic: bool = True,
-                     progress: Optional[bool] = None, callback=None, **options: Any) -> BatchResult | str:
+                     progress: Optional[bool] = None, callback=None, wait: bool = True,
+                     **options: Any) -> BatchResult | str:
         plan = self.planner.delete_items(context, selectors)
-        return self.run_plan(plan, self._options(atomic=atomic, **_camel(options)), progress=progress, callback=callback)
+        return self.run_plan(plan, self._options(atomic=atomic, **_camel(options)), progress=progress, callback=callback,
+                             wait=wait)
 
     # -- reads ----------------------------------------------------------------------------------
     def get_items(self, context: str, collection: Optional[str] = None, query: Optional[str] = None,

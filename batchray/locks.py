@@ -55,10 +55,12 @@ class LockManager:
         """
         deadline = time.monotonic() + (self.default_timeout if timeout is None else timeout)
         with self._cond:
-            held = self._held.setdefault(txn, set())
             for key in keys:
                 self._acquire_one(txn, ts, key, mode, deadline)
-                held.add(key)
+                # looked up again each time: a release_all while this call waited (the
+                # transaction was aborted meanwhile) dropped the set, and a lock taken after
+                # that must still be found and released by the next release_all
+                self._held.setdefault(txn, set()).add(key)
 
     def _acquire_one(self, txn: str, ts: int, key: Hashable, mode: str, deadline: float) -> None:
         while True:

@@ -1,0 +1,169 @@
+"""Concurrent batches on Ray: a bank of accounts under concurrent transfers, and parallelism.
+
+What these tests show:
+
+* **Bank.** Several drivers at once (threads of this test; two of them through a second client
+  on the same store) run transfers: one atomic batch of two expression updates,
+  ``{"balance": "=balance - 5"}`` on one account and ``"=balance + 5"`` on another, where
+  ``balance`` is numeric with ``min: 0``. A transfer that would overdraw is rolled back (the
+  shard checks the computed value under the item's lock); one that loses a wait-die race
+  beyond its ``maxRetries`` fails with a retryable error and the driver submits it again.
+  Afterwards: the total is conserved, no balance is negative, the final balances are exactly
+  the initial ones plus the deltas of the committed transfers (no lost or phantom update), no
+  driver hung, and no lock or transaction state is left on any shard.
+* **Parallelism.** Two long batches on disjoint items (each on its own shard, the shards on
+  different workers, every applied chunk taking 50 ms) run at the same time: their running
+  intervals overlap and together they take clearly less than one after the other. (Batches
+  whose chunks spread over every shard would not speed up here: a worker applies one chunk at
+  a time, see ``shard_apply_delay``.)
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+ACCOUNTS = 6
+INITIAL = 15  # three withdrawals empty an account: overdrafts happen
+AMOUNT = 5
+DRIVERS = 4
+TRANSFERS = 15  # per driver
+DELAY = 0.05
+
+
+@pytest.fixture(scope="module")
+def open_store(ray_session, tmp_path_factory):
+    import batchray
+
+    root = tmp_path_factory.mktemp("concurrency")
+    clients = []
+
+    def open_(name: str, **options):
+        options.setdefault("progress", False)
+        client = batchray.connect(root / name, **options)
+        clients.append(client)
+        return client
+
+    yield open_
+    for client in reversed(clients):
+        try:
+            client.shutdown()
+        except Exception:  # noqa: BLE001 - a second client of a store finds its actors gone
+            client.close()
+
+
+def _leftovers(client) -> dict:
+    import ray
+
+    return ray.get(client.coordinator.leftovers.remote())
+
+
+def test_concurrent_transfers_conserve_money_and_never_overdraw(open_store):
+    bank = open_store("bank", workers=2, shards=2)
+    assert bank.create_data_context("Bank", [{"name": "Accounts", "attrs": [
+        {"name": "owner"}, {"name": "balance", "type": "numeric", "min": 0}]}]).success
+    created = bank.create_items("Bank", "Accounts", [{"owner": f"a{k}", "balance": INITIAL} for k in range(ACCOUNTS)])
+    accounts = created.item_ids
+    assert len(accounts) == ACCOUNTS
+    shards = {bank.layout.shard_of(a) for a in accounts}
+    assert len(shards) == 2  # transfers cross shards: two chunks, two participants
+    other = open_store("bank")  # a second driver process's view: same store, same coordinator
+
+    outcomes: Counter = Counter()
+    deltas: Counter = Counter()
+    failures: list = []
+    lock = threading.Lock()
+
+    def driver(number: int, client) -> None:
+        rng = random.Random(number)
+        try:
+            for _ in range(TRANSFERS):
+                source, target = rng.sample(accounts, 2)
+                updates = [{"selector": {"itemId": source}, "values": {"balance": f"=balance - {AMOUNT}"}},
+                           {"selector": {"itemId": target}, "values": {"balance": f"=balance + {AMOUNT}"}}]
+                for attempt in range(1, 51):
+                    result = client.update_items("Bank", updates, atomic=True, max_retries=2, progress=False)
+                    if result.success:
+                        with lock:
+                            outcomes["committed"] += 1
+                            deltas[source] -= AMOUNT
+                            deltas[target] += AMOUNT
+                        break
+                    assert result.state.value == "rolled_back", result
+                    codes = {e.code for e in result.errors}
+                    if result.error and result.error.get("retryable"):
+                        assert result.error["code"] == "LOCK_CONFLICT", result.error
+                        with lock:
+                            outcomes["lock conflicts retried"] += 1
+                        time.sleep(rng.uniform(0, 0.02 * attempt))
+                        continue
+                    assert codes == {"VALIDATION"}, result  # the withdrawal would go below min: 0
+                    assert any(e.field == "balance" and "minimum" in e.message for e in result.errors)
+                    with lock:
+                        outcomes["overdraft rolled back"] += 1
+                    break
+                else:
+                    raise AssertionError(f"transfer {source}->{target} kept losing lock races")
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=driver, args=(n, bank if n % 2 else other), daemon=True)
+               for n in range(DRIVERS)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    elapsed = time.perf_counter() - started
+    assert not any(t.is_alive() for t in threads), "a driver hung"
+    if failures:
+        raise failures[0]
+
+    final = {item["id"]: item["values"]["balance"] for item in bank.get_items("Bank")}
+    print(f"\n{DRIVERS * TRANSFERS} transfers in {elapsed:.1f} s: {dict(outcomes)}; balances {sorted(final.values())}")
+    assert outcomes["committed"] + outcomes["overdraft rolled back"] == DRIVERS * TRANSFERS
+    assert outcomes["committed"] > 0
+    assert sum(final.values()) == ACCOUNTS * INITIAL  # conserved
+    assert min(final.values()) >= 0  # never overdrawn
+    assert {a: final[a] - INITIAL for a in accounts} == {a: deltas[a] for a in accounts}  # every commit, once
+    assert all(not any(counts.values()) for counts in _leftovers(bank).values()), _leftovers(bank)
+
+
+def test_batches_on_disjoint_items_run_in_parallel(open_store):
+    client = open_store("parallel", workers=2, shards=2, shard_apply_delay=DELAY)
+    assert client.create_data_context("Par", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}]).success
+    ids = client.create_items("Par", "Rows", [{"n": 0} for _ in range(400)]).item_ids
+    by_shard: dict[str, list[int]] = {}
+    for i in ids:
+        by_shard.setdefault(client.layout.shard_of(i), []).append(i)
+    owners = {shard: w["pid"] for w in client.info()["workers"] for shard in w["epochs"]}
+    (shard_a, part_a), (shard_b, part_b) = sorted(by_shard.items())
+    assert owners[shard_a] != owners[shard_b]  # the two shards live in different worker processes
+
+    def updates(part):
+        return [{"selector": {"itemId": i}, "values": {"n": "=n + 1"}} for i in part]
+
+    # one after the other: 20 chunks of 10 at 50 ms each, twice
+    started = time.perf_counter()
+    for part in (part_a, part_b):
+        assert client.update_items("Par", updates(part), batch_size=10).success
+    one_after_other = time.perf_counter() - started
+
+    # at the same time
+    started = time.perf_counter()
+    txns = [client.update_items("Par", updates(part), batch_size=10, wait=False) for part in (part_a, part_b)]
+    results = [client.wait(txn) for txn in txns]
+    together = time.perf_counter() - started
+    assert all(r.success and r.items_updated == len(p) for r, p in zip(results, (part_a, part_b)))
+    a, b = (client.status(txn) for txn in txns)
+    assert a["startedAt"] < b["finishedAt"] and b["startedAt"] < a["finishedAt"]  # they overlapped
+    print(f"\ntwo 1 s batches on disjoint items: {one_after_other:.2f} s one after the other, "
+          f"{together:.2f} s at the same time")
+    assert one_after_other >= 2 * 20 * DELAY
+    assert together < 0.75 * one_after_other
+    assert {item["values"]["n"] for item in client.get_items("Par")} == {2}

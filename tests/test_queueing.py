@@ -1,0 +1,214 @@
+"""Admission order: which waiting batch starts when a slot frees (no Ray; fast).
+
+What these tests show:
+
+* :class:`AdmissionQueue` with an explicit clock: the highest priority starts first whatever
+  its queue; within a priority, first come first served *across* named queues; aging lets a
+  batch that has waited long enough overtake later batches of higher priority; positions in
+  the queue are reported (0 = next to start) and follow the same rules; removed batches
+  are gone; the ``max_running`` slots are never exceeded.
+* The coordinator service with ``max_running=1``, over in-process SQLite participants: the
+  order in which batches *actually start* (recorded by the progress hook) is the order the
+  rules say, ``status()`` reports each waiting batch's position, and every batch completes.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from batchray.engine import LocalEngine
+from batchray.memory import MemoryBudget
+from batchray.queueing import AdmissionQueue
+from batchray.service import CoordinatorService
+
+# -- the queue, with an explicit clock --------------------------------------------------------
+
+
+def _fill(queue: AdmissionQueue, now: float = 0.0) -> None:
+    """Occupy every slot, so that pushed batches wait."""
+    for k in range(queue.max_running):
+        queue.push(f"running-{k}", now=now)
+    assert len(queue.pop_ready(now)) == queue.max_running
+
+
+def _start_order(queue: AdmissionQueue, now: float) -> list[str]:
+    """Free the slots one at a time and record what starts."""
+    order = []
+    while queue.waiting():
+        running = sorted(queue.running)
+        queue.done(running[0])
+        started = queue.pop_ready(now)
+        assert len(started) == 1
+        order += started
+    return order
+
+
+def test_priority_first_then_first_come_first_served_across_queues():
+    queue = AdmissionQueue(max_running=1, aging_per_second=0.0)
+    _fill(queue)
+    queue.push("etl-low-1", priority=0, queue="etl", now=1.0)
+    queue.push("ui-high-1", priority=5, queue="ui", now=2.0)
+    queue.push("ui-low-1", priority=0, queue="ui", now=3.0)
+    queue.push("etl-high-1", priority=5, queue="etl", now=4.0)
+    queue.push("default-mid", priority=2, now=5.0)
+    queue.push("etl-low-2", priority=0, queue="etl", now=6.0)
+    assert queue.pop_ready(10.0) == []  # the slot is taken: nothing starts
+    expected = ["ui-high-1", "etl-high-1", "default-mid", "etl-low-1", "ui-low-1", "etl-low-2"]
+    assert [queue.position(t, 10.0) for t in expected] == list(range(len(expected)))
+    assert _start_order(queue, 10.0) == expected
+
+
+def test_same_time_same_priority_keeps_submission_order():
+    queue = AdmissionQueue(max_running=1, aging_per_second=0.5)
+    _fill(queue)
+    for name in ["c", "a", "b"]:
+        queue.push(name, queue=name, now=1.0)
+    assert _start_order(queue, 2.0) == ["c", "a", "b"]
+
+
+def test_aging_lets_an_old_low_priority_batch_overtake():
+    queue = AdmissionQueue(max_running=1, aging_per_second=1.0)
+    _fill(queue)
+    queue.push("old-low", priority=0, queue="etl", now=0.0)
+    queue.push("new-high", priority=5, queue="ui", now=3.0)
+    # at t=4: old-low is worth 0 + 4 s x 1/s = 4, new-high 5 + 1 = 6: the high one first
+    assert queue.position("new-high", 4.0) == 0 and queue.position("old-low", 4.0) == 1
+    # at t=10: 10 against 12: still behind (both age at the same rate)...
+    assert queue.position("old-low", 10.0) == 1
+    # ...but a high-priority batch submitted late does not overtake one that has waited long
+    queue.push("late-high", priority=5, queue="ui", now=9.0)
+    assert [queue.position(t, 10.0) for t in ("new-high", "late-high", "old-low")] == [0, 2, 1]
+    assert _start_order(queue, 10.0) == ["new-high", "old-low", "late-high"]
+
+
+def test_without_aging_a_low_priority_batch_waits_for_every_higher_one():
+    queue = AdmissionQueue(max_running=1, aging_per_second=0.0)
+    _fill(queue)
+    queue.push("old-low", priority=0, now=0.0)
+    queue.push("new-high", priority=1, now=1000.0)
+    assert _start_order(queue, 2000.0) == ["new-high", "old-low"]
+
+
+def test_positions_removal_and_slots():
+    queue = AdmissionQueue(max_running=2, aging_per_second=0.0)
+    queue.push("a", now=0.0)
+    queue.push("b", priority=1, now=1.0)
+    queue.push("c", now=2.0)
+    assert queue.position("b", 3.0) == 0 and queue.position("a", 3.0) == 1 and queue.position("c", 3.0) == 2
+    assert queue.pop_ready(3.0) == ["b", "a"]  # two slots
+    assert queue.position("a", 3.0) is None  # running, not waiting
+    assert queue.position("c", 3.0) == 0
+    assert queue.pop_ready(4.0) == []  # both slots taken
+    assert queue.remove("c") and not queue.remove("c")
+    assert queue.waiting() == 0 and queue.position("c", 5.0) is None
+    queue.done("a")
+    queue.push("d", now=6.0)
+    assert queue.pop_ready(6.0) == ["d"] and queue.running == {"b", "d"}
+    with pytest.raises(ValueError):
+        AdmissionQueue(max_running=0)
+
+
+# -- the service: batches really start in that order ------------------------------------------
+
+
+class _Recorder:
+    """The progress hook of the service: records the order in which batches start."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.lock = threading.Lock()
+
+    def start(self, txn, total, kind):
+        with self.lock:
+            self.started.append(txn)
+
+    def report(self, *args):
+        pass
+
+    def set_total(self, *args):
+        pass
+
+    def finish(self, *args):
+        pass
+
+    def memory(self, *args):
+        pass
+
+
+def _until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def local(tmp_path):
+    """``(engine, make_service)`` over in-process participants; no Ray."""
+    budget = MemoryBudget(64 << 20, pressure=lambda: False)
+    engine = LocalEngine(tmp_path / "store", shards=2, budget=budget)
+    engine.create_data_context("Q", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}])
+    services = []
+
+    def make_service(**options):
+        recorder = _Recorder()
+        service = CoordinatorService(engine.executor, budget=budget, progress=recorder, **options)
+        services.append(service)
+        return service, recorder
+
+    yield engine, make_service
+    for service in services:
+        service.close()
+    engine.close()
+
+
+def _planned(engine, n: int):
+    return list(engine.planner.create_items("Q", "Rows", [{"n": n}]).chunks)
+
+
+def test_service_starts_batches_in_the_order_the_rules_say(local):
+    engine, make_service = local
+    service, recorder = make_service(max_running=1, aging_per_second=0.0)
+    # a streaming batch holds the only slot until its input is closed
+    blocker = service.submit("create_items", {"queue": "etl"})["txn"]
+    _until(lambda: recorder.started == [blocker])
+    waiting = {}
+    for n, (name, priority, queue) in enumerate([
+        ("etl-low", 0, "etl"), ("ui-high", 5, "ui"), ("ui-low", 0, "ui"), ("etl-high", 5, "etl"), ("mid", 2, "default"),
+    ]):
+        waiting[name] = service.submit("create_items", {"priority": priority, "queue": queue},
+                                       _planned(engine, n), 1)["txn"]
+    expected = ["ui-high", "etl-high", "mid", "etl-low", "ui-low"]
+    statuses = {name: service.status(txn) for name, txn in waiting.items()}
+    assert [statuses[name]["queuePosition"] for name in expected] == [0, 1, 2, 3, 4]
+    assert all(s["state"] == "queued" for s in statuses.values())
+    assert service.status(blocker)["queuePosition"] is None  # running
+    time.sleep(0.2)
+    assert recorder.started == [blocker]  # nothing else started while the slot was taken
+
+    assert service.feed(blocker, _planned(engine, 100))
+    service.close_input(blocker, 1)
+    for txn in [blocker, *waiting.values()]:
+        result = service.wait(txn, timeout=30)
+        assert result is not None and result["success"], result
+    assert recorder.started == [blocker] + [waiting[name] for name in expected]
+    assert engine.count_items("Q") == 6
+    assert all(service.status(t)["queuePosition"] is None for t in waiting.values())
+
+
+def test_service_aging_starts_a_batch_that_waited(local):
+    engine, make_service = local
+    service, recorder = make_service(max_running=1, aging_per_second=100.0)
+    blocker = service.submit("create_items", {})["txn"]
+    _until(lambda: recorder.started == [blocker])
+    old_low = service.submit("create_items", {"priority": 0}, _planned(engine, 1), 1)["txn"]
+    time.sleep(0.2)  # worth 0 + 100/s x 0.2 s = 20 by now
+    new_high = service.submit("create_items", {"priority": 10}, _planned(engine, 2), 1)["txn"]
+    assert service.status(old_low)["queuePosition"] == 0
+    assert service.status(new_high)["queuePosition"] == 1
+    service.close_input(blocker, 0)
+    for txn in (blocker, old_low, new_high):
+        assert service.wait(txn, timeout=30)["success"]
+    assert recorder.started == [blocker, old_low, new_high]
