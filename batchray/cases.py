@@ -9,7 +9,7 @@ joining the group do not change it.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, Optional, Union
 
 import orjson
 
@@ -93,3 +93,130 @@ def items_of_case(reader: Any, context_id: int, context: DataContext, case_id: A
         if case["id"] == case_id:
             return case["itemIds"]
     raise NotFoundError(f"case {case_id!r} does not exist", field="caseId")
+
+
+def _context_items(reader: Any, context_id: int) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, orjson.loads(v)) for i, v in reader.items(context_id)]
+
+
+def case_at(reader: Any, context_id: int, context: DataContext, collection: str, index: int) -> CaseId:
+    """The id of the ``index``-th case (0-based, in case order) of a collection.
+
+    In the child-most collection that is the ``index``-th item; in a parent collection the
+    cases are built from the committed items, in the order their first item appears.
+    """
+    context.collection(collection)
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValidationError("a case index must be a non-negative integer", field="caseIndex")
+    if collection == context.collections[-1].name:
+        rows = reader.items(context_id, offset=index, limit=1)
+        if not rows:
+            raise NotFoundError(f"collection {collection!r} has no case at index {index}", field="caseIndex")
+        return rows[0][0]
+    cases = build_cases(context, _context_items(reader, context_id)).get(collection, [])
+    if index >= len(cases):
+        raise NotFoundError(f"collection {collection!r} has {len(cases)} cases, none at index {index}",
+                            field="caseIndex")
+    return cases[index]["id"]
+
+
+def read_cases(catalog: Any, reader: Any, context: str, collection: str, offset: int = 0,
+               limit: Optional[int] = None) -> tuple[list[dict[str, Any]], int]:
+    """``(page of cases, number of cases)`` of a collection, from committed items.
+
+    Each case is ``{id, parent, collection, values, children}``; ``values`` holds the
+    collection's own attributes, ``children`` the ids of its child cases. Building cases
+    reads every item of the context once (one consistent read).
+    """
+    if offset < 0 or (limit is not None and limit < 0):
+        raise ValidationError("offset and limit must not be negative", field="offset")
+    context_id, ctx = catalog.context(context)
+    ctx.collection(collection)
+    cases = build_cases(ctx, _context_items(reader, context_id))[collection]
+    end = None if limit is None else offset + limit
+    page = [{k: case[k] for k in ("id", "parent", "collection", "values", "children")} for case in cases[offset:end]]
+    return page, len(cases)
+
+
+_WRAPPER_KEYS = frozenset({"values", "metadata", "parent"})
+
+
+def _is_parent_wrapper(row: Any) -> bool:
+    return isinstance(row, dict) and "parent" in row and "values" in row and row.keys() <= _WRAPPER_KEYS
+
+
+def merge_parent_values(reader: Any, context_id: int, context: DataContext, collection: Optional[str],
+                        rows: list[Any]) -> list[Any]:
+    """Rows given as ``{"values": {...}, "parent": caseId}`` become value dicts that carry the
+    parent case's lineage values (its own and its ancestors') merged with the given values.
+
+    Applies when the first row is such a wrapper (as ``{"values": ...}`` wrappers are detected
+    by their first row); other rows are returned unchanged. A wrapper without ``parent`` (or
+    with ``null``) keeps its values as given. With ``collection``, a parent must be a case of
+    that collection's parent collection. A given value of a lineage attribute must equal the
+    parent's (compared as text, as cases group); otherwise the row would fall into another
+    case, and a :class:`ValidationError` names it. Parent cases are read from committed data
+    when the batch is planned.
+    """
+    if not rows or not _is_parent_wrapper(rows[0]):
+        return rows
+    expected_parent: Optional[str] = None
+    if collection is not None:
+        names = [c.name for c in context.collections]
+        position = names.index(context.collection(collection).name)
+        expected_parent = names[position - 1] if position > 0 else ""
+    cases_by_id: Optional[dict[CaseId, dict[str, Any]]] = None
+    lineage_cache: dict[CaseId, dict[str, Any]] = {}
+    errors: list[dict[str, Any]] = []
+    out: list[Any] = []
+    for index, row in enumerate(rows):
+        if not (isinstance(row, dict) and "values" in row and row.keys() <= _WRAPPER_KEYS):
+            out.append(row)
+            continue
+        values = row.get("values")
+        parent = row.get("parent")
+        if parent is None or not isinstance(values, dict):
+            out.append(values)
+            continue
+        try:
+            parent_id = parse_case_id(parent)
+        except ValidationError as exc:
+            errors.append({"index": index, "field": "parent", "code": exc.code, "message": exc.message})
+            continue
+        if cases_by_id is None:
+            built = build_cases(context, _context_items(reader, context_id))
+            cases_by_id = {case["id"]: case for cases in built.values() for case in cases}
+        case = cases_by_id.get(parent_id)
+        if case is None:
+            errors.append({"index": index, "field": "parent", "code": "NOT_FOUND",
+                           "message": f"parent case {parent_id!r} does not exist"})
+            continue
+        if expected_parent is not None and case["collection"] != expected_parent:
+            if expected_parent == "":
+                message = f"collection {collection!r} is the top collection; its cases have no parent"
+            else:
+                message = (f"case {parent_id!r} is in collection {case['collection']!r}; a case of "
+                           f"{collection!r} needs a parent in {expected_parent!r}")
+            errors.append({"index": index, "field": "parent", "code": "VALIDATION", "message": message})
+            continue
+        lineage = lineage_cache.get(parent_id)
+        if lineage is None:
+            chain: list[dict[str, Any]] = []
+            walk: Optional[dict[str, Any]] = case
+            while walk is not None:
+                chain.append(walk)
+                walk = cases_by_id.get(walk["parent"]) if walk["parent"] is not None else None
+            lineage = {name: value for ancestor in reversed(chain) for name, value in ancestor["values"].items()}
+            lineage_cache[parent_id] = lineage
+        conflict = next((n for n, v in values.items() if n in lineage and _key(values, [n]) != _key(lineage, [n])), None)
+        if conflict is not None:
+            errors.append({"index": index, "field": conflict, "code": "VALIDATION",
+                           "message": f"{conflict!r} is {values[conflict]!r}, but parent case {parent_id!r} has "
+                                      f"{lineage[conflict]!r}"})
+            continue
+        out.append({**lineage, **values})
+    if errors:
+        from .schema import raise_if_errors
+
+        raise_if_errors(errors, "cases")
+    return out

@@ -316,7 +316,7 @@ class Client:
         # chunks of at most an eighth of the budget's allowance: several in flight, none oversized
         max_bytes = min(8 << 20, max(1, int(self.memory_budget * self.memory_threshold) // 8))
         plan = self.planner.create_items(context, collection, items, batch_size=batch_size, validate_all=validate_all,
-                                         max_bytes=max_bytes)
+                                         atomic=atomic, max_bytes=max_bytes)
         if plan.total is None and total is not None:
             plan.total = total
         options = self._options(atomic=atomic, continueOnError=continue_on_error, timeout=timeout, priority=priority,
@@ -366,6 +366,12 @@ class Client:
             ctx.collection(collection)
         _check_query(ctx, query)
         return self.reader.count(context_id, query)
+
+    def get_cases(self, context: str, collection: str, offset: int = 0, limit: Optional[int] = None) -> list[dict[str, Any]]:
+        """A collection's cases ``{id, parent, collection, values, children}`` (see batchray.cases)."""
+        from .cases import read_cases
+
+        return read_cases(self.catalog, self.reader, context, collection, offset, limit)[0]
 
     def data_contexts(self) -> list[str]:
         return sorted(self.catalog.contexts())

@@ -79,6 +79,8 @@ class Selector(_Args):
     itemId: Optional[int] = None
     index: Optional[int] = Field(default=None, ge=0)
     query: Optional[str] = Field(default=None, min_length=1, max_length=10_000)
+    resource: Optional[str] = Field(default=None, min_length=1, max_length=20_000,
+                                    description="a CODAP resource, e.g. dataContext[X].collection[C].caseByIndex[3]")
 
 
 class UpdateItemOptions(_Args):
@@ -283,3 +285,6 @@ def call_tool(client: Any, name: str, args: Any) -> dict[str, Any]:
         return error_payload(exc)
     except Exception as exc:  # noqa: BLE001 - the contract is: never a traceback
         return error_payload(InternalError(f"{name} failed unexpectedly: {type(exc).__name__}: {exc}"))
+
+
+from . import data_tools  # noqa: E402,F401 - registers get_cases, batch_create_cases, batch_validate
