@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from typing import Any, Optional
 
@@ -19,6 +20,7 @@ from .transport import RayTransport
 from .worker import WorkerActor
 
 NAMESPACE = "batchray"
+logger = logging.getLogger(__name__)
 
 
 def actor_prefix(store_root: str) -> str:
@@ -43,14 +45,26 @@ def object_store_fraction() -> Optional[float]:
 
 
 class _RemoteProgress:
-    """Adapts the progress actor to the service's progress interface (fire and forget)."""
+    """Adapts the progress actor to the service's progress interface (fire and forget).
+
+    Progress is telemetry: a call that cannot even be sent is logged and dropped, so that it
+    can neither fail a batch nor, raised from the batch's last steps, leave its waiters hanging.
+    """
 
     def __init__(self, actor: Any) -> None:
         self.actor = actor
 
     def __getattr__(self, name: str):
         method = getattr(self.actor, name)
-        return lambda *args: method.remote(*args)
+
+        def send(*args: Any) -> Any:
+            try:
+                return method.remote(*args)
+            except Exception:  # noqa: BLE001 - see the class docstring
+                logger.exception("progress.%s could not be sent", name)
+                return None
+
+        return send
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=64, num_cpus=0)
