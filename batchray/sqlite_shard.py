@@ -408,11 +408,11 @@ class SqliteShard:
         else:
             ids, current = self._matching_under_lock(conn, ref, chunk.context_id, chunk.where)
         patcher = ItemPatcher(chunk.schema, replace=chunk.replace)
-        befores: list[tuple[int, Optional[str]]] = []
-        writes: list[tuple[str, int]] = []
+        befores: dict[int, Optional[str]] = {}  # the first before-image of each item
+        writes: dict[int, str] = {}  # the last value of each item: patches of one item compose
         for position, item_id in enumerate(ids):
             index = _request_index(chunk, position)
-            old = current.get(item_id)
+            old = writes.get(item_id, current.get(item_id))
             if old is None:
                 images.errors.append(
                     {"index": index, "field": None, "code": "NOT_FOUND", "message": f"item {item_id} does not exist", "itemId": item_id}
@@ -426,11 +426,11 @@ class SqliteShard:
                     {"index": index, "field": exc.details.get("field"), "code": exc.code, "message": exc.message, "itemId": item_id}
                 )
                 continue
-            befores.append((item_id, old))
-            writes.append((orjson.dumps(new).decode(), item_id))
-        self._record_undo(conn, ref, chunk.chunk_id, "items", befores)
-        conn.executemany("UPDATE items SET vals=?, ver=? WHERE id=?", ((v, ver, i) for v, i in writes))
-        images.items = befores
+            befores.setdefault(item_id, current[item_id])
+            writes[item_id] = orjson.dumps(new).decode()
+        self._record_undo(conn, ref, chunk.chunk_id, "items", befores.items())
+        conn.executemany("UPDATE items SET vals=?, ver=? WHERE id=?", ((v, ver, i) for i, v in writes.items()))
+        images.items = list(befores.items())
         images.affected = len(writes)
         return images
 
@@ -745,9 +745,8 @@ class SqliteShard:
         if ids is not None:
             clauses.append("id IN (SELECT value FROM json_each(?))")
             positional.append(_ids_param(ids))
-        if after is not None:  # a cursor: pages of a long read cost what they return
-            clauses.append("id > ?")
-            positional.append(int(after))
+        if after is not None:  # a cursor: the range starts after it, so a page costs its size
+            params["lo"] = max(lo, int(after) + 1)
         tail = (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY id"
         if limit is not None:
             tail += " LIMIT ?"

@@ -269,3 +269,20 @@ def test_a_batch_resubmitted_with_the_same_key_returns_the_first_result(engine):
     second = engine.run(engine.planner.create_items("Trips", None, rows), idempotency_key="load-42")
     assert second.transaction_id == first.transaction_id and second.item_ids == first.item_ids
     assert engine.count_items("Trips") == count
+
+
+def test_two_updates_of_one_item_in_one_batch_compose(engine):
+    """Regression: the second patch of an item in one chunk used to be applied to the item's
+    old values, losing the first patch."""
+    item_id, values = next(iter(_values(engine).items()))
+    result = engine.update_items("Trips", [
+        {"selector": {"itemId": item_id}, "values": {"spent": "=spent + 1"}},
+        {"selector": {"itemId": item_id}, "values": {"spent": "=spent * 2", "name": "renamed"}},
+    ])
+    assert result.success, result.error
+    assert _values(engine)[item_id] == {**values, "spent": (values["spent"] + 1) * 2, "name": "renamed"}
+    undo_plan = engine.planner.update_items("Trips", [{"selector": {"itemId": item_id}, "values": {"spent": 0}}])
+    undo_plan.backup = True
+    first = engine.run(undo_plan)
+    assert engine.rollback_batch(first.transaction_id).success
+    assert _values(engine)[item_id]["spent"] == (values["spent"] + 1) * 2
