@@ -383,6 +383,13 @@ class Client:
         return _get(self.coordinator.status.remote(batch_id))
 
     def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
+        """Cancel a batch. A queued batch is taken out of its queue and never runs. A running
+        batch stops dispatching at once; ``graceful=True`` waits for the chunks already at the
+        workers, ``graceful=False`` does not when the batch is rolled back (the abort goes out
+        at once; the workers refuse the chunks still queued). ``rollback=True``, and any atomic
+        batch, leaves nothing of the batch in the store; ``rollback=False`` on a non-atomic
+        batch keeps the whole chunks applied (its result: state ``cancelled``, the kept items
+        counted). A finished batch is reported as such (``success: false``) and unchanged."""
         return _get(self.coordinator.cancel.remote(batch_id, rollback, graceful))
 
     def recover(self) -> dict[str, list[str]]:
