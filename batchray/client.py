@@ -376,6 +376,21 @@ class Client:
     def data_contexts(self) -> list[str]:
         return sorted(self.catalog.contexts())
 
+    # -- files ----------------------------------------------------------------------------------
+    def import_file(self, context: Optional[str], collection: Optional[str], path: str | os.PathLike,
+                    format: Optional[str] = None, **options: Any):
+        """Import a CSV, JSON Lines, Parquet or CODAP file, streamed; see :func:`batchray.io.import_file`."""
+        from .io import import_file
+
+        return import_file(self, context, collection, path, format, **options)
+
+    def export_file(self, context: Optional[str | list[str]], path: str | os.PathLike, format: Optional[str] = None,
+                    **options: Any):
+        """Write a data context to a CSV, JSON Lines, Parquet or CODAP file; see :func:`batchray.io.export_file`."""
+        from .io import export_file
+
+        return export_file(self, context, path, format, **options)
+
     # -- batches ----------------------------------------------------------------------------------
     def status(self, batch_id: Optional[str] = None, limit: int = 20) -> dict[str, Any] | list[dict[str, Any]]:
         if batch_id is None:

@@ -70,8 +70,10 @@ class Participant(Protocol):
         own_txn: Optional[str] = None,
         ids: Optional[list[int]] = None,
         limit: Optional[int] = None,
+        after: Optional[int] = None,
     ) -> Iterator[tuple[int, str]]:
-        """Committed items of a context in id order, as ``(id, values JSON)``."""
+        """Committed items of a context in id order, as ``(id, values JSON)``; ``after`` (an item
+        id) starts after that item."""
 
     def close(self) -> None:
         """Release the shard's files; idempotent."""

@@ -249,6 +249,79 @@ register("get_batch_status", GetBatchStatusArgs, _get_batch_status)
 register("cancel_batch_operation", CancelBatchArgs, _cancel_batch_operation)
 
 
+# -- batch_import / batch_export -------------------------------------------------------------
+_FILE_FORMAT = Literal["csv", "jsonl", "parquet", "codap"]
+_ATTR_TYPE = Literal["categorical", "numeric", "date", "qualitative", "boundary", "checkbox", "color"]
+
+
+class ImportOptions(_Args):
+    atomic: bool = True
+    batchSize: Optional[int] = Field(default=None, ge=1, le=100_000, description="rows per chunk")
+    create: bool = Field(default=True, description="create the data context, collection and attributes when missing")
+    types: Optional[dict[str, _ATTR_TYPE]] = Field(default=None, description="attribute type per column, over inference")
+    timeout: Optional[int] = Field(default=None, ge=1, le=86_400_000, description="milliseconds")
+
+
+class BatchImportArgs(_Args):
+    """Import a CSV, JSON Lines, Parquet or CODAP document file, streamed, atomically by
+    default. Missing data context, collection and attributes are created with inferred types.
+    For a CODAP document, dataContextName (optional) picks or renames its context."""
+
+    dataContextName: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    collectionName: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    path: str = Field(min_length=1, max_length=4096)
+    format: Optional[_FILE_FORMAT] = None
+    options: ImportOptions = Field(default_factory=ImportOptions)
+
+
+class BatchExportArgs(_Args):
+    """Write a data context's items (optionally one collection's attributes, or a query's
+    items) to a CSV, JSON Lines, Parquet or CODAP document file."""
+
+    dataContextName: str = _NAME
+    collectionName: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    path: str = Field(min_length=1, max_length=4096)
+    format: Optional[_FILE_FORMAT] = None
+    query: Optional[str] = Field(default=None, max_length=10_000)
+
+
+def _io_root(client) -> Optional[str]:
+    """Where tool paths must stay: the client's ``io_root``, else ``$BATCHRAY_IO_ROOT``."""
+    import os
+
+    return getattr(client, "io_root", None) or os.environ.get("BATCHRAY_IO_ROOT") or None
+
+
+def _batch_import(client, a: BatchImportArgs) -> dict[str, Any]:
+    from .io import import_file
+
+    o = a.options
+    result = import_file(client, a.dataContextName, a.collectionName, a.path, a.format, atomic=o.atomic,
+                         batch_size=o.batchSize, create=o.create, types=o.types, timeout=o.timeout,
+                         allowed_root=_io_root(client), progress=False)
+    payload = result.dump()
+    if not result.success and payload.get("error") is None and result.errors:
+        # rows were left out (atomic=False): the first error stands for all, as one structured error
+        first = result.errors[0]
+        where = f"row {first['row']}" if first.get("row") is not None else f"item {first.get('index')}"
+        payload["error"] = {"code": first.get("code", "VALIDATION"), "retryable": False,
+                            "message": f"{len(result.errors)} row(s) not imported; first at {where}: {first.get('message')}",
+                            "details": {"errors": result.errors[:20]}}
+    return payload
+
+
+def _batch_export(client, a: BatchExportArgs) -> dict[str, Any]:
+    from .io import export_file
+
+    result = export_file(client, a.dataContextName, a.path, a.format, collection=a.collectionName, query=a.query,
+                         allowed_root=_io_root(client))
+    return result.dump()
+
+
+register("batch_import", BatchImportArgs, _batch_import)
+register("batch_export", BatchExportArgs, _batch_export)
+
+
 def tool_schemas() -> list[dict[str, Any]]:
     return [tool.schema_json() for tool in TOOLS.values()]
 

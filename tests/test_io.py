@@ -1,0 +1,497 @@
+"""File import and export (batchray.io) on CODAP's sample files, in-process and on Ray."""
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from batchray.cases import build_cases
+from batchray.codap_document import group_cases, read_document
+from batchray.engine import LocalEngine
+from batchray.errors import DocumentError, SchemaError, ValidationError
+from batchray.io import export_file, import_file
+from batchray.tools import call_tool
+
+# rows per CSV of the CODAP sample folder. cats.csv has 101 lines of data, one of them all
+# empty cells (",,,,,,,,"), which is no item, as in CODAP. roller-coasters.csv has 157 rows (the
+# folder's README says 156; every CSV parser, Python's csv module included, reads 157).
+CSV_ROWS = {"mammals.csv": 27, "cats.csv": 100, "roller-coasters.csv": 157, "abalone.csv": 4176}
+
+CSV_TYPES = {
+    "mammals.csv": {"Mammal": "categorical", "Order": "categorical", "LifeSpan": "numeric", "Height": "numeric",
+                    "Mass": "numeric", "Sleep": "numeric", "Speed": "numeric", "Habitat": "categorical",
+                    "Diet": "categorical"},
+    "cats.csv": {"Name": "categorical", "Gender": "categorical", "Age": "numeric", "Weight": "numeric",
+                 "BodyLength": "numeric", "TailLength": "numeric", "EyeColor": "categorical",
+                 "PadColor": "categorical", "Tail_Body_Ratio": "numeric"},
+    "roller-coasters.csv": {"State": "categorical", "Coaster": "categorical", "Top_Speed": "numeric",
+                            "Duration": "numeric", "Year_Opened": "numeric", "Inversions": "categorical",
+                            "Num_of_Inversions": "numeric", "latitude": "numeric", "longitude": "numeric"},
+    "abalone.csv": {"sex": "categorical", "length": "numeric", "weight.w": "numeric", "weight.sh": "numeric",
+                    "rings": "numeric"},
+}
+
+COMPONENTS = {"mammals.codap": 5, "24cats.codap": 5, "3TableGroups.codap": 1}
+
+DOCUMENTS = {
+    # file: (context, [(collection, parent, cases)])
+    "mammals.codap": ("Mammals", [("Mammals", None, 27)]),
+    "24cats.codap": ("Cats", [("Sexes", None, 2), ("Cats", "Sexes", 24)]),
+    "3TableGroups.codap": ("Data_Set_1", [("Table A", None, 19), ("Table B", "Table A", 58),
+                                          ("Table C", "Table B", 179)]),
+}
+
+
+@pytest.fixture
+def engine(tmp_path):
+    with LocalEngine(tmp_path / "engine-store") as eng:
+        yield eng
+
+
+def values_of(target, context):
+    return [item["values"] for item in target.get_items(context)]
+
+
+def exact(rows):
+    """Rows as their JSON text: equal only if every value has the same type and value."""
+    return [orjson.dumps(r) for r in rows]
+
+
+def types_of(target, context):
+    _, ctx = target.catalog.context(context)
+    return {name: (a.type.value if a.type else None) for name, a in ctx.attributes().items()}
+
+
+def csv_rows(path: Path) -> list[dict]:
+    """The CSV read by Python's csv module: empty cells missing, all-empty rows skipped."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+    return [r for r in rows if r]
+
+
+# -- flat files ----------------------------------------------------------------------------------
+
+
+def test_every_codap_csv_imports_with_inferred_types_and_row_counts(engine, codap_dir):
+    found = sorted(p.name for p in codap_dir.glob("*.csv"))
+    assert set(CSV_ROWS) <= set(found)
+    for name in found:
+        context = Path(name).stem
+        result = import_file(engine, context, None, codap_dir / name)
+        expected_rows = csv_rows(codap_dir / name)
+        assert result.success and result.state == "completed", (name, result.errors, result.error)
+        assert result.rows_read == result.items_created == len(expected_rows) == CSV_ROWS.get(name, len(expected_rows))
+        assert engine.count_items(context) == len(expected_rows)
+        assert result.created_contexts == [context]
+        types = types_of(engine, context)
+        with open(codap_dir / name, newline="", encoding="utf-8-sig") as fh:
+            assert list(types) == next(csv.reader(fh))
+        for column, kind in CSV_TYPES.get(name, {}).items():
+            assert types[column] == kind, (name, column)
+        # the same values, as numbers where the column is numeric; empty cells are missing
+        stored = values_of(engine, context)
+        for got, want in zip(stored, expected_rows):
+            assert set(got) == set(want)
+            for key, text in want.items():
+                value = got[key]
+                if types[key] == "numeric":
+                    assert isinstance(value, (int, float)) and value == float(text), (name, key, text)
+                else:
+                    assert value == text
+
+
+def test_dotted_names_and_missing_values(engine, codap_dir):
+    import_file(engine, "abalone", None, codap_dir / "abalone.csv")
+    heavy = [r for r in csv_rows(codap_dir / "abalone.csv") if float(r["weight.w"]) > 1]
+    assert engine.count_items("abalone", "weight.w > 1") == len(heavy) > 0
+    import_file(engine, "mammals", None, codap_dir / "mammals.csv")
+    chimp = next(v for v in values_of(engine, "mammals") if v["Mammal"] == "Chimpanzee")
+    assert "Speed" not in chimp and chimp["Sleep"] == 10  # "Chimpanzee,Primate,40,1.5,68,10,,land,both"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+@pytest.mark.parametrize("name", ["roller-coasters.csv", "abalone.csv", "mammals.csv"])
+def test_export_import_round_trip(engine, codap_dir, tmp_path, fmt, name):
+    import_file(engine, "source", None, codap_dir / name)
+    out = tmp_path / f"out.{fmt}"
+    exported = export_file(engine, "source", out)
+    assert exported.items_written == engine.count_items("source") and out.stat().st_size > 0
+    result = import_file(engine, "copy", None, out)
+    assert result.success, result.errors
+    assert exact(values_of(engine, "copy")) == exact(values_of(engine, "source"))
+    assert types_of(engine, "copy") == types_of(engine, "source")
+
+
+def test_parquet_keeps_attribute_properties_and_reports_row_total(engine, tmp_path):
+    engine.create_data_context("Trips", [{"name": "Trips", "attrs": [
+        {"name": "when", "type": "date"}, {"name": "km", "type": "numeric", "unit": "km", "precision": 1},
+        {"name": "ok", "type": "checkbox"}, {"name": "note"}, {"name": "mixed"}]}])
+    rows = [{"when": f"2024-01-{d:02d}", "km": d * 1.5, "ok": d % 2 == 0, "note": f"n{d}", "mixed": d if d % 3 else "x"}
+            for d in range(1, 29)]
+    rows[3] = {"when": "2024-02-01", "km": 12, "note": ""}  # an int among floats, a missing value, ""
+    engine.create_items("Trips", "Trips", rows)
+    exported = export_file(engine, "Trips", tmp_path / "trips.parquet")
+    assert any("mixed" in note for note in exported.notes)
+    events = []
+    result = import_file(engine, "Trips2", None, tmp_path / "trips.parquet", progress=events.append)
+    assert result.success, result.errors
+    assert events and events[-1]["totalRows"] == 28 and events[-1]["rowsRead"] == 28
+    _, before = engine.catalog.context("Trips")
+    _, after = engine.catalog.context("Trips2")
+    assert [a.model_dump() for a in after.attributes().values()] == [a.model_dump() for a in before.attributes().values()]
+    copy = values_of(engine, "Trips2")
+    assert copy == values_of(engine, "Trips")  # 12 comes back as 12.0: equal, stored as float64
+    assert copy[3] == {"when": "2024-02-01", "km": 12.0, "note": ""}
+    assert [r.get("mixed") for r in copy][:4] == [1, 2, "x", None]
+
+
+def test_jsonl_types_and_declared_late_columns(engine, tmp_path):
+    path = tmp_path / "rows.jsonl"
+    lines = [{"n": i, "name": f"r{i}", "when": "2024-03-01T10:00:00Z", "flag": bool(i % 2), "gone": None}
+             for i in range(20)]
+    lines.append({"n": 20, "name": "late", "extra": 5})
+    path.write_bytes(b"\n".join(orjson.dumps(x) for x in lines) + b"\n\n")
+    # types come from the first record batch (block_size bytes): "extra" comes later
+    result = import_file(engine, "J", None, path, block_size=512)
+    assert not result.success and result.items_created == 0
+    assert result.errors[0]["index"] == 20 and result.errors[0]["field"] == "extra"
+    assert "J" not in engine.catalog.contexts()
+    result = import_file(engine, "J", None, path, block_size=512, types={"extra": "numeric"})
+    assert result.success, result.errors
+    assert types_of(engine, "J") == {"n": "numeric", "name": "categorical", "when": "date", "flag": "checkbox",
+                                     "gone": "categorical", "extra": "numeric"}
+    stored = values_of(engine, "J")
+    assert stored[0] == {"n": 0, "name": "r0", "when": "2024-03-01T10:00:00Z", "flag": False}
+    assert stored[-1] == {"n": 20, "name": "late", "extra": 5}
+
+
+def test_existing_context_gains_attributes_and_create_false_refuses(engine, tmp_path):
+    engine.create_data_context("P", [{"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric"}]}])
+    path = tmp_path / "people.csv"
+    path.write_text("name,age,height\nann,30,1.7\nbob,40,1.8\n")
+    with pytest.raises(SchemaError, match="height"):
+        import_file(engine, "P", None, path, create=False)
+    assert engine.count_items("P") == 0
+    result = import_file(engine, "P", "People", path)
+    assert result.success and result.created_attributes == ["height"] and result.created_contexts == []
+    assert types_of(engine, "P") == {"name": None, "age": "numeric", "height": "numeric"}
+    assert values_of(engine, "P") == [{"name": "ann", "age": 30, "height": 1.7}, {"name": "bob", "age": 40, "height": 1.8}]
+    with pytest.raises(SchemaError, match="does not exist"):
+        import_file(engine, "Nope", None, path, create=False)
+
+
+def test_csv_dates_booleans_and_types_override(engine, tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("day,at,done,zip\n2024-01-02,2024-01-02 10:00:00,true,02134\n"
+                    "2024-02-03,2024-02-03 11:30:00,False,10001\n")
+    events = []
+    result = import_file(engine, "E", None, path, types={"zip": "categorical"}, progress=events.append)
+    assert result.success
+    assert types_of(engine, "E") == {"day": "date", "at": "date", "done": "checkbox", "zip": "categorical"}
+    assert values_of(engine, "E") == [
+        {"day": "2024-01-02", "at": "2024-01-02 10:00:00", "done": True, "zip": "02134"},
+        {"day": "2024-02-03", "at": "2024-02-03 11:30:00", "done": False, "zip": "10001"}]
+    assert events[-1]["rowsRead"] == 2 and events[-1]["bytesRead"] == events[-1]["totalBytes"] == path.stat().st_size
+    with pytest.raises(ValidationError, match="nope"):
+        import_file(engine, "E2", None, path, types={"nope": "numeric"})
+
+
+def _numbers_csv(path: Path, rows: int, last: str) -> None:
+    with open(path, "w") as fh:
+        fh.write("id,label,x\n")
+        fh.writelines(f"{i},row {i},{i * 0.25}\n" for i in range(rows))
+        fh.write(last + "\n")
+
+
+def test_bad_value_in_last_row_leaves_nothing(engine, tmp_path):
+    path = tmp_path / "bad-value.csv"
+    _numbers_csv(path, 30_000, "oops,row x,1.5")  # text in the numeric column "id"
+    # 64 KiB blocks: types are inferred from the first one, far from the bad row
+    result = import_file(engine, "Bad", None, path, block_size=1 << 16)
+    assert not result.success and result.state == "rolled_back" and result.items_created == 0
+    assert result.rows_read == 30_001
+    assert result.errors[0]["index"] == 30_000 and result.errors[0]["field"] == "id"
+    assert "Bad" not in engine.catalog.contexts()  # the inferred context went with the items
+    # into an existing context: the items there stay as they were
+    engine.create_data_context("Kept", [{"name": "Kept", "attrs": [{"name": "id", "type": "numeric"},
+                                                                   {"name": "label"}, {"name": "x", "type": "numeric"}]}])
+    engine.create_items("Kept", "Kept", [{"id": -1, "label": "first", "x": 0}])
+    result = import_file(engine, "Kept", None, path, block_size=1 << 16)
+    assert not result.success and values_of(engine, "Kept") == [{"id": -1, "label": "first", "x": 0}]
+
+
+def test_malformed_last_row_is_a_document_error_and_leaves_nothing(engine, tmp_path):
+    path = tmp_path / "bad-row.csv"
+    _numbers_csv(path, 30_000, "1,2,3,4")
+    with pytest.raises(DocumentError) as info:
+        import_file(engine, "Bad", None, path)
+    assert info.value.details["reason"] == "malformed_row" and info.value.details["row"] == 30_002
+    assert "Bad" not in engine.catalog.contexts()
+    # not atomic: the malformed row is skipped and reported, the rest is imported
+    result = import_file(engine, "Lenient", None, path, atomic=False)
+    assert result.items_created == engine.count_items("Lenient") == 30_000
+    assert result.errors == [{"row": 30_002, "code": "MALFORMED_ROW",
+                              "message": "expected 3 columns, got 4: '1,2,3,4'"}]
+
+
+def test_unreadable_files_are_refused(engine, tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "latin1.csv").write_bytes(b"name\ncaf\xe9\n")
+    (tmp_path / "data.txt").write_text("a\n1\n")
+    for name, reason in [("empty.csv", "empty"), ("latin1.csv", "encoding"), ("missing.csv", "not_found")]:
+        with pytest.raises(DocumentError) as info:
+            import_file(engine, "X", None, tmp_path / name)
+        assert info.value.details["reason"] == reason, name
+    with pytest.raises(ValidationError, match="format"):
+        import_file(engine, "X", None, tmp_path / "data.txt")
+    assert import_file(engine, "X", None, tmp_path / "data.txt", format="csv").items_created == 1
+
+
+def test_path_escape_refused_with_allowed_root(engine, tmp_path, codap_dir):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside.csv"
+    outside.write_text("a\n1\n")
+    (root / "sub" / "inside.csv").write_text("a\n1\n")
+    (root / "link.csv").symlink_to(outside)
+    (root / "linkdir").symlink_to(tmp_path)
+    for bad in ["../outside.csv", "sub/../../outside.csv", str(outside), "link.csv", "linkdir/outside.csv",
+                str(codap_dir / "mammals.csv")]:
+        with pytest.raises(DocumentError) as info:
+            import_file(engine, "X", None, bad, allowed_root=root)
+        assert info.value.details["reason"] == "outside_root", bad
+        with pytest.raises(DocumentError):
+            export_file(engine, "X", bad, format="csv", allowed_root=root)
+    assert engine.catalog.contexts() == {}
+    assert import_file(engine, "X", None, "sub/inside.csv", allowed_root=root).items_created == 1
+    assert export_file(engine, "X", "sub/out.jsonl", allowed_root=root).items_written == 1
+    assert (root / "sub" / "out.jsonl").exists() and not outside.with_suffix(".jsonl").exists()
+
+
+def test_export_collection_query_and_tools(engine, tmp_path, codap_dir, monkeypatch):
+    monkeypatch.setenv("BATCHRAY_IO_ROOT", str(tmp_path))
+    (tmp_path / "cats.codap").write_bytes((codap_dir / "24cats.codap").read_bytes())
+    payload = call_tool(engine, "batch_import", {"path": "cats.codap", "format": "codap"})
+    assert payload["success"] and payload["itemsCreated"] == 24 and payload["contexts"] == ["Cats"]
+    payload = call_tool(engine, "batch_export", {"dataContextName": "Cats", "collectionName": "Sexes",
+                                                 "path": "sexes.csv", "query": "Sex == female"})
+    assert payload["success"] and payload["columns"] == ["Sex"]
+    females = sum(1 for v in values_of(engine, "Cats") if v["Sex"] == "female")
+    assert (tmp_path / "sexes.csv").read_text().splitlines() == ["Sex"] + ["female"] * females
+    payload = call_tool(engine, "batch_import", {"dataContextName": "S", "path": "../x.csv"})
+    assert not payload["success"] and payload["error"]["code"] == "DOCUMENT"
+    assert payload["error"]["details"]["reason"] == "outside_root"
+    (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3,4,5\n")
+    payload = call_tool(engine, "batch_import", {"dataContextName": "R", "path": "ragged.csv"})
+    assert not payload["success"] and payload["error"]["details"]["reason"] == "malformed_row"
+    payload = call_tool(engine, "batch_import", {"dataContextName": "R", "path": "ragged.csv",
+                                                 "options": {"atomic": False}})
+    assert not payload["success"] and payload["itemsCreated"] == 1 and payload["error"]["code"] == "MALFORMED_ROW"
+    payload = call_tool(engine, "batch_import", {"dataContextName": "S", "path": "sexes.csv",
+                                                 "options": {"atomic": "yes"}})
+    assert not payload["success"] and payload["error"]["code"] == "VALIDATION"
+
+
+# -- CODAP documents -------------------------------------------------------------------------------
+
+
+def _case_shape(cases_by_level):
+    """Per collection: (values, index of the parent case) in order."""
+    return [[(tuple(sorted((k, "" if v is None else str(v)) for k, v in values.items())), parent)
+             for values, parent in level] for level in cases_by_level]
+
+
+def stored_cases(target, context):
+    context_id, ctx = target.catalog.context(context)
+    items = [(i, orjson.loads(v)) for i, v in target.reader.items(context_id)]
+    cases = build_cases(ctx, items)
+    levels = []
+    previous: dict = {}
+    for coll in ctx.collections:
+        level = [(c["values"], previous.get(c["parent"])) for c in cases[coll.name]]
+        previous = {c["id"]: position for position, c in enumerate(cases[coll.name])}
+        levels.append(level)
+    return levels
+
+
+def document_cases(spec):
+    groups = group_cases(spec.collections, spec.items)
+    return [[(g.values, g.parent) for g in level] for level in groups]
+
+
+@pytest.mark.parametrize("name", list(DOCUMENTS))
+def test_codap_document_import_hierarchy(engine, codap_dir, name):
+    context, shape = DOCUMENTS[name]
+    result = import_file(engine, None, None, codap_dir / name)
+    assert result.success and result.contexts == [context] and result.created_contexts == [context]
+    _, ctx = engine.catalog.context(context)
+    assert [(c.name, c.parent) for c in ctx.collections] == [(c, p) for c, p, _ in shape]
+    assert result.case_counts == {context: {c: n for c, _, n in shape}}
+    spec = read_document(codap_dir / name).context(context)
+    assert result.items_created == engine.count_items(context) == len(spec.items)
+    # case counts and parent links, derived from the stored items, match the document's
+    levels = stored_cases(engine, context)
+    assert [len(level) for level in levels] == [n for _, _, n in shape]
+    assert _case_shape(levels) == _case_shape(document_cases(spec))
+    # attribute properties
+    for coll in spec.collections:
+        for attr in coll.attrs:
+            stored = ctx.attribute(attr.name)
+            assert (stored.title, stored.unit, stored.precision, stored.description) == (
+                attr.title, attr.unit, attr.precision, attr.description)
+            assert (stored.type.value if stored.type else None) == attr.type
+    # components are stored in the same transaction, their references checked
+    stored = engine.catalog.components()
+    assert len(stored) == COMPONENTS[name] == len(result.components)
+    assert all(c["stored"] for c in result.components)
+    assert {c.properties.get("dataContext") for c in stored.values()} <= {context, None}
+
+
+@pytest.mark.parametrize("name", list(DOCUMENTS))
+def test_codap_export_import_round_trip(engine, codap_dir, tmp_path, name):
+    context, shape = DOCUMENTS[name]
+    import_file(engine, None, None, codap_dir / name)
+    out = tmp_path / "out.codap"
+    exported = export_file(engine, context, out)
+    assert exported.items_written == engine.count_items(context)
+    written = read_document(out)
+    assert written.context(context).case_counts == {c: n for c, _, n in shape}
+    with LocalEngine(tmp_path / "second") as other:
+        result = import_file(other, None, None, out)
+        assert result.success
+        assert other.catalog.context(context)[1] == engine.catalog.context(context)[1]
+        assert exact(values_of(other, context)) == exact(values_of(engine, context))
+        assert _case_shape(stored_cases(other, context)) == _case_shape(stored_cases(engine, context))
+        shape_of = lambda comps: sorted((c.name, c.type, c.title, c.properties.get("dataContext"))  # noqa: E731
+                                        for c in comps.values())
+        assert shape_of(other.catalog.components()) == shape_of(engine.catalog.components())
+
+
+def test_all_contexts_to_one_document_and_rename(engine, codap_dir, tmp_path):
+    import_file(engine, None, None, codap_dir / "24cats.codap")
+    import_file(engine, "Mammals2", None, codap_dir / "mammals.codap")  # one context: renamed
+    assert sorted(engine.catalog.contexts()) == ["Cats", "Mammals2"]
+    refs = {c.properties.get("dataContext") for c in engine.catalog.components().values()}
+    assert refs == {"Cats", "Mammals2", None} and len(engine.catalog.components()) == 10
+    exported = export_file(engine, None, tmp_path / "both.codap")
+    assert exported.contexts == ["Cats", "Mammals2"] and exported.items_written == 24 + 27
+    doc = read_document(tmp_path / "both.codap")
+    assert [c.name for c in doc.contexts] == ["Cats", "Mammals2"]
+    with pytest.raises(SchemaError, match="already exists"):
+        import_file(engine, None, None, codap_dir / "24cats.codap")
+
+
+@pytest.mark.parametrize("name,reason", [("bogus-document.codap", "not_codap_v2"), ("invalid-json.codap", "invalid_json")])
+def test_bad_documents_refused_and_change_nothing(engine, codap_dir, name, reason):
+    import_file(engine, None, None, codap_dir / "mammals.codap")
+    before = (sorted(engine.catalog.contexts()), engine.count_items("Mammals"))
+    with pytest.raises(DocumentError) as info:
+        import_file(engine, None, None, codap_dir / name)
+    assert info.value.details["reason"] == reason and name in info.value.message
+    assert (sorted(engine.catalog.contexts()), engine.count_items("Mammals")) == before
+
+
+# -- on Ray --------------------------------------------------------------------------------------
+
+
+@pytest.mark.ray
+def test_client_imports_documents_and_refuses_bad_ones(client, codap_dir, tmp_path):
+    result = client.import_file(None, None, codap_dir / "3TableGroups.codap")
+    assert result.success and result.items_created == 179
+    levels = stored_cases(client, "Data_Set_1")
+    assert [len(level) for level in levels] == [19, 58, 179]
+    with pytest.raises(DocumentError):
+        client.import_file(None, None, codap_dir / "bogus-document.codap")
+    assert client.data_contexts() == ["Data_Set_1"]
+    path = tmp_path / "bad.csv"
+    _numbers_csv(path, 20_000, "1,row,not a number")
+    result = client.import_file("Bad", None, path, block_size=1 << 16)
+    assert not result.success and result.errors[0]["index"] == 20_000 and result.errors[0]["field"] == "x"
+    assert client.data_contexts() == ["Data_Set_1"]
+    payload = client.tool("batch_import", {"dataContextName": "cats", "path": str(codap_dir / "cats.csv")})
+    assert payload["success"] and payload["itemsCreated"] == 100
+
+
+BUDGET = 8 << 20
+
+
+def _big_csv(path: Path, target_bytes: int) -> int:
+    rows = 0
+    with open(path, "w") as fh:
+        fh.write("id,name,group,x,y,flag\n")
+        size = 0
+        while size < target_bytes:
+            block = "".join(
+                f"{i},name {i},g{i % 17},{(i * 7919) % 100_003 / 64},{i % 1000 - 500},{'true' if i % 3 else 'false'}\n"
+                for i in range(rows, rows + 50_000))
+            fh.write(block)
+            size += len(block)
+            rows += 50_000
+    return rows
+
+
+@pytest.mark.ray
+def test_big_csv_import_holds_a_small_memory_budget_and_round_trips(make_client, tmp_path):
+    import pyarrow as pa
+
+    path = tmp_path / "big.csv"
+    rows = _big_csv(path, 40 << 20)
+    client = make_client("budget", memory_budget=BUDGET)
+    arrow_peak = [0]
+    events = []
+
+    def watch(event):
+        events.append(event)
+        arrow_peak[0] = max(arrow_peak[0], pa.total_allocated_bytes())
+
+    import psutil
+
+    rss_before = psutil.Process().memory_info().rss
+    started = time.perf_counter()
+    result = client.import_file("Big", None, path, progress=watch)
+    elapsed = time.perf_counter() - started
+    rss_growth = psutil.Process().memory_info().rss - rss_before
+    assert result.success, (result.errors, result.error)
+    assert result.items_created == result.rows_read == rows == client.count_items("Big")
+    info = client.info()
+    assert 0 < info["peakInFlight"] <= BUDGET
+    assert arrow_peak[0] < 16 << 20  # the reader holds about one block, not the file
+    reading = [e for e in events if e.get("phase") == "reading"]
+    assert reading[-1]["rowsRead"] == rows and reading[-1]["bytesRead"] > 0
+    assert types_of(client, "Big") == {"id": "numeric", "name": "categorical", "group": "categorical",
+                                       "x": "numeric", "y": "numeric", "flag": "checkbox"}
+    print(f"\nbig CSV: {path.stat().st_size / 1e6:.1f} MB, {rows} rows in {elapsed:.1f} s = {rows / elapsed:,.0f} rows/s; "
+          f"peak in flight {info['peakInFlight'] / 2**20:.2f} MiB of a {BUDGET / 2**20:.0f} MiB budget; "
+          f"arrow peak {arrow_peak[0] / 2**20:.1f} MiB; driver RSS growth {rss_growth / 2**20:.0f} MiB")
+    out = tmp_path / "big-export.csv"
+    started = time.perf_counter()
+    exported = client.export_file("Big", out)
+    export_s = time.perf_counter() - started
+    assert exported.items_written == rows
+    started = time.perf_counter()
+    again = client.import_file("Again", None, out)
+    again_s = time.perf_counter() - started
+    assert again.success and again.items_created == rows
+    started = time.perf_counter()
+    assert stored_texts(client, "Again") == stored_texts(client, "Big")  # every value, type included
+    print(f"export {rows / export_s:,.0f} items/s, import again {rows / again_s:,.0f} rows/s, "
+          f"compared in {time.perf_counter() - started:.1f} s: round trip exact over {rows} rows")
+
+
+def stored_texts(client, context, page=50_000):
+    """A digest of a context's items as stored (their JSON texts, in order), read by id cursor."""
+    import hashlib
+
+    context_id, _ = client.catalog.context(context)
+    digest, count, after = hashlib.sha256(), 0, None
+    while True:
+        rows = client.reader.items(context_id, None, 0, page, after=after)
+        for _, text in rows:
+            digest.update(text.encode() + b"\n")
+        count += len(rows)
+        if len(rows) < page:
+            return count, digest.hexdigest()
+        after = rows[-1][0]
