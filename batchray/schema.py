@@ -17,6 +17,7 @@ import re
 from enum import Enum
 from typing import Any, Iterable, Optional
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import SchemaError, ValidationError
@@ -205,8 +206,27 @@ _INT_LIMIT = 2**63 - 1
 """Longest string value accepted (characters)."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class ValueProblem(Exception):
     """A value that does not fit its attribute; caught by :func:`validate_items`."""
+
+
+def _check_text(value: str) -> None:
+    """Text must be valid Unicode to be stored as JSON: no unpaired surrogates (``"\\ud800"``
+    decoded from JSON gives one)."""
+    if not value.isascii() and _SURROGATE.search(value):
+        raise ValueProblem("text is not valid Unicode (it holds an unpaired surrogate)")
+
+
+def _check_json(value: Any) -> None:
+    """A structured value (a boundary) must be storable as JSON text: valid Unicode, integers
+    within 64 bits, nesting within the encoder's limit."""
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise ValueProblem(f"cannot be stored as JSON: {exc}") from None
 
 
 def _as_number(value: Any) -> float | int:
@@ -240,7 +260,7 @@ def _as_bool(value: Any) -> bool:
 
 def _as_date(value: Any) -> str | int | float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value  # seconds since the epoch, as CODAP stores dates
+        return _as_number(value)  # seconds since the epoch, as CODAP stores dates (finite, 64-bit)
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -286,6 +306,8 @@ def coerce_value(attr: Attribute, value: Any) -> Any:
         if attr.required:
             raise ValueProblem("a value is required")
         return None if value is None else ""
+    if isinstance(value, str):
+        _check_text(value)
     kind = attr.type
     if kind is AttributeType.numeric:
         value = _as_number(value)
@@ -299,6 +321,8 @@ def coerce_value(attr: Attribute, value: Any) -> Any:
     elif kind is AttributeType.boundary:
         if not isinstance(value, (str, dict)):
             raise ValueProblem(f"expected a boundary (GeoJSON object or string), got {_short(value)}")
+        if isinstance(value, dict):
+            _check_json(value)
         return value
     else:
         value = _as_scalar(value)
@@ -411,12 +435,15 @@ class RowValidator:
         AttributeType.qualitative: (str, int, float),
         AttributeType.numeric: (int, float),
         AttributeType.checkbox: (bool,),
+        AttributeType.date: (str, int, float),
+        AttributeType.color: (str,),
     }
 
     def __init__(self, context: DataContext) -> None:
         self.context = context
         attrs = context.attributes()
         self._fast: dict[str, frozenset[type]] = {}
+        self._by_value: dict[str, Attribute] = {}
         self._row_path_only = False
         for name, attr in attrs.items():
             constrained = (
@@ -427,6 +454,8 @@ class RowValidator:
             if constrained or not kinds:
                 self._row_path_only = True
             self._fast[name] = frozenset(kinds) | {type(None)}
+            if attr.type in (AttributeType.date, AttributeType.color):
+                self._by_value[name] = attr  # checked once per distinct value of a chunk
 
     def validate(
         self,
@@ -475,6 +504,8 @@ class RowValidator:
             if kinds == {str}:
                 if max(map(len, column)) > MAX_STRING:
                     return False
+                if not all(map(str.isascii, column)) and any(map(_SURROGATE.search, column)):
+                    return False  # the row path names the value
             elif kinds <= {int, float}:
                 if float in kinds and not all(map(math.isfinite, column)):
                     return False
@@ -482,4 +513,19 @@ class RowValidator:
                     return False
             elif kinds != {bool}:
                 return False  # mixed kinds in one column: check row by row
+            attr = self._by_value.get(name)
+            if attr is not None and not self._distinct_values_ok(attr, column):
+                return False
+        return True
+
+    @staticmethod
+    def _distinct_values_ok(attr: Attribute, column: list[Any]) -> bool:
+        """Dates and colours repeat: check each distinct value once, and accept the column only
+        if every value is already in its normal form."""
+        for value in set(column):
+            try:
+                if coerce_value(attr, value) != value:
+                    return False
+            except ValueProblem:
+                return False
         return True
