@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ray
 
@@ -13,7 +13,7 @@ from batchray.engine import Executor
 from batchray.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD, MemoryBudget, NodePressure
 from batchray.service import CoordinatorService
 from batchray.store import CATALOG, CommitGate, StoreLayout
-from batchray.twophase import TwoPhaseCommit
+from batchray.twophase import TwoPhaseCommit, recover
 
 from .progress import ProgressActor
 from .transport import RayTransport
@@ -42,6 +42,28 @@ def object_store_fraction() -> Optional[float]:
     if not total:
         return None
     return 1.0 - ray.available_resources().get("object_store_memory", 0.0) / total
+
+
+class _CrashedOnly:
+    """The decision log as :meth:`TransactionCoordinator.recover` hands it to recovery while this
+    coordinator runs: the batches it is running itself are alive on their threads, not left by
+    a crash, so recovery must not see them. Without this, a ``recover`` call during a load
+    would presume the running batch aborted."""
+
+    def __init__(self, log: DecisionLog, running: Callable[[str], bool]) -> None:
+        self._log = log
+        self._running = running
+
+    def unfinished(self):
+        undecided, decided = self._log.unfinished()
+        return ([b for b in undecided if not self._running(b["txn"])],
+                [(txn, outcomes) for txn, outcomes in decided if not self._running(txn)])
+
+    def batches_in(self, *states: str) -> list:
+        return [b for b in self._log.batches_in(*states) if not self._running(b["txn"])]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
 
 
 class _RemoteProgress:
@@ -118,6 +140,11 @@ class TransactionCoordinator:
         driver = TwoPhaseCommit(self.log, self.transport, budget=self.budget,
                                 gate=CommitGate(self.layout.root).exclusive)
         self.executor = Executor(self.layout, self.log, driver)
+        # a batch still queued when the previous incarnation died never started here, but its
+        # registration may not be all that survived: recover it like an undecided running one
+        # (presumed abort at every participant) so that it ends rolled back, not queued forever
+        for batch in self.log.batches_in("queued", "pending"):
+            self.log.set_state(batch["txn"], "running")
         self.recovered = self.executor.recover()
         self.service = CoordinatorService(
             self.executor, budget=self.budget, progress=_RemoteProgress(self.progress), report_chunks=False,
@@ -152,7 +179,10 @@ class TransactionCoordinator:
         return self.log.next_value(sequence, count)
 
     def recover(self) -> dict:
-        return self.executor.recover()
+        """Finish what a crash left (this incarnation recovered at start; this repeats it, e.g.
+        after a worker restart). Batches this coordinator is running are left to run."""
+        return recover(_CrashedOnly(self.log, self.service.is_running), self.executor.driver,
+                       self.layout.participant_names)
 
     def info(self) -> dict:
         return {

@@ -65,6 +65,7 @@ class BatchRun:
     planned: Optional[list[PlannedChunk]] = None  # the whole input, when it came with submit
     running: threading.Event = field(default_factory=threading.Event)  # set when it starts
     feeding: int = 0  # feed calls in progress: the driver is alive (maybe held by the budget)
+    ended: threading.Event = field(default_factory=threading.Event)  # its thread is done, phase 2 too
 
     def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[Optional[PlannedChunk]]:
         """The planned chunks as they are fed, and ``None`` every 50 ms while none is waiting,
@@ -292,6 +293,7 @@ class CoordinatorService:
                 self.progress.finish(run.txn, result.state.value)
                 self._report_memory()
             run.done.set()
+            run.ended.set()
 
     def _decided(self, run: BatchRun, result: BatchResult) -> None:
         """The commit point: waiters get the result now; phase 2 goes on, and readers are held
@@ -319,9 +321,10 @@ class CoordinatorService:
         return run
 
     def is_running(self, txn: str) -> bool:
-        """Whether ``txn`` is a batch of this service whose run has not finished."""
+        """Whether a thread of this service is still working on batch ``txn`` (phase 2
+        included, which goes on after waiters got the result at the commit point)."""
         run = self.runs.get(txn)
-        return run is not None and not run.done.is_set()
+        return run is not None and run.started is not None and not run.ended.is_set()
 
     def wait(self, txn: str, timeout: Optional[float] = None) -> Optional[dict[str, Any]]:
         """The result as a dict, or None if not finished within ``timeout``."""

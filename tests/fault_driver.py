@@ -1,0 +1,259 @@
+"""Helper processes for tests/test_ray_faults.py (not a test module itself).
+
+The fault tests keep every Ray connection out of the pytest process (see that module's
+docstring); the Ray work runs here, in subprocesses:
+
+``python tests/fault_driver.py cluster``
+    Starts a local Ray cluster of its own (``ray.cluster_utils.Cluster``, one head node with 4
+    CPUs), prints ``{"address": ...}`` and keeps it up until its stdin closes, then shuts it down.
+
+``python tests/fault_driver.py agent ADDRESS STORE``
+    A long-lived driver connected to the cluster. It reads one JSON request per line on stdin
+    and answers one JSON line per request on the stdout it was started with (Ray's own output
+    goes to stderr). Requests: ``connect``, ``context``, ``start_load``, ``join``, ``info``,
+    ``settle``, ``shutdown`` (see :class:`Agent`).
+
+``python tests/fault_driver.py load ADDRESS STORE CONTEXT N BATCH_SIZE``
+    A driver that streams N items into CONTEXT (for the trials that SIGKILL the driver). It
+    prints ``{"fed": k}`` after each chunk it hands over, then the result.
+
+Both drivers join with ``batchray.connect(store, address=ADDRESS)``; the test gives them
+``RAY_AUTH_MODE`` in the environment (token auth when a token exists, as the cluster uses).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Optional
+
+COLLECTIONS = [{"name": "rows", "attrs": [{"name": "label"}, {"name": "n", "type": "numeric"}]}]
+FINAL_STATES = {"completed", "failed", "rolled_back", "cancelled"}
+
+
+def rows(context: str, n: int, pace: float = 0.0, every: int = 1000, bad_at: Optional[int] = None):
+    """The items of one trial, as a generator so the load streams; ``pace`` seconds of sleep
+    every ``every`` items stretch the load so that a kill at a random time lands inside it;
+    item ``bad_at`` gets an invalid value, so that the (atomic) batch is rolled back."""
+    for i in range(n):
+        if pace and i and i % every == 0:
+            time.sleep(pace)
+        yield {"label": f"{context}-{i}", "n": "not a number" if i == bad_at else i}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _retry(call: Callable[[], Any], timeout: float = 90.0) -> Any:
+    """Call the coordinator, waiting out its restart (a killed coordinator comes back by itself)."""
+    from batchray.errors import InternalError, ParticipantUnavailable
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except (ParticipantUnavailable, InternalError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    return {"success": result.success, "state": result.state.value, "created": result.items_created,
+            "txn": result.transaction_id, "error": result.error}
+
+
+class Agent:
+    """Serves the requests of one test; holds one client of one store."""
+
+    def __init__(self, address: str, store: str) -> None:
+        self.address = address
+        self.store = store
+        self.client = None
+        self.loads: dict[str, dict[str, Any]] = {}
+
+    # -- requests ------------------------------------------------------------------------------
+    def connect(self, workers: int = 2, shards: int = 2, env: Optional[dict[str, str]] = None,
+                stall_timeout: float = 120.0) -> dict:
+        import batchray
+
+        self.client = batchray.connect(self.store, address=self.address, workers=workers, shards=shards,
+                                       progress=False, worker_env=env, coordinator_env=env,
+                                       stall_timeout=stall_timeout)
+        return self.info()
+
+    def context(self, name: str) -> dict:
+        return _summary(self.client.create_data_context(name, COLLECTIONS))
+
+    def start_load(self, tag: str, context: str, n: int, batch_size: int, pace: float = 0.0,
+                   bad_at: Optional[int] = None) -> dict:
+        entry: dict[str, Any] = {"done": False, "started": time.time()}
+        self.loads[tag] = entry
+
+        def run() -> None:
+            try:
+                result = self.client.create_items(context, "rows", rows(context, n, pace, batch_size, bad_at),
+                                                 batch_size=batch_size)
+                entry["result"] = _summary(result)
+            except BaseException as exc:  # noqa: BLE001 - reported to the test, which judges it
+                entry["error"] = f"{type(exc).__name__}: {exc}"[:500]
+            entry["done"] = True
+
+        threading.Thread(target=run, name=f"load-{tag}", daemon=True).start()
+        return {"started": entry["started"]}
+
+    def join(self, tag: str, timeout: float = 120.0) -> dict:
+        entry = self.loads[tag]
+        deadline = time.monotonic() + timeout
+        while not entry["done"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return {k: v for k, v in entry.items()}
+
+    def info(self) -> dict:
+        info = _retry(self.client.info)
+        return {"coordinator": info["pid"],
+                "workers": [{"pid": w["pid"], "shards": sorted(w["epochs"])} for w in info["workers"]]}
+
+    def settle(self, since: float, contexts: list[str], timeout: float = 90.0) -> dict:
+        """Reconnect (as a driver would after a crash), wait until every batch submitted since
+        ``since`` is finished, run recovery, and report what the store holds: the batches, item
+        counts, leftovers (2PC rows and locks of every participant), undecided log rows."""
+        import batchray
+
+        self.client.close()
+        self.client = _retry(lambda: batchray.connect(self.store, address=self.address, progress=False))
+        deadline = time.monotonic() + timeout
+        while True:
+            recent = _retry(lambda: self.client.status(limit=100))
+            mine = [b for b in recent if (b["submittedAt"] or 0) >= since - 0.001]
+            if all(b["state"] in FINAL_STATES for b in mine) and self._quiet():
+                break
+            if time.monotonic() > deadline:
+                break  # recovery below finishes what is left, and the checks tell
+            time.sleep(0.1)
+        recovered = _retry(self.client.recover)
+        recent = _retry(lambda: self.client.status(limit=100))
+        mine = [b for b in recent if (b["submittedAt"] or 0) >= since - 0.001]
+        undecided, decided = self.client._log.unfinished()
+        counts = {name: _retry(lambda name=name: self.client.count_items(name)) for name in contexts}
+        leftovers = _retry(lambda: _get_leftovers(self.client))
+        return {"batches": mine, "recovered": recovered, "counts": counts, "leftovers": leftovers,
+                "undecided": [b["txn"] for b in undecided], "decided_not_done": [t for t, _ in decided],
+                "contexts": self.client.data_contexts()}
+
+    def _quiet(self) -> bool:
+        """No batch between its decision and the end of its phase 2 (a batch's result is
+        there at its commit point; phase 2 goes on after it)."""
+        return not self.client._log.unfinished()[1]
+
+    def quiesce(self, timeout: float = 60.0) -> dict:
+        """Wait until no batch is in phase 2, so that a crash point armed next is reached by
+        the next batch, not by the end of the previous one."""
+        deadline = time.monotonic() + timeout
+        while not self._quiet() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return {"quiet": self._quiet()}
+
+    def diagnose(self) -> dict:
+        """For a test that failed: this process's threads (to stderr) and the recent batches."""
+        import faulthandler
+
+        faulthandler.dump_traceback(all_threads=True)
+        return {"batches": _retry(lambda: self.client.status(limit=10), timeout=20)}
+
+    def shutdown(self) -> dict:
+        if self.client is not None:
+            self.client.shutdown()
+            self.client = None
+        return {}
+
+
+def _get_leftovers(client: Any) -> dict:
+    from batchray.client import _get
+
+    return _get(client.coordinator.leftovers.remote(), timeout=60)
+
+
+def serve_agent(address: str, store: str) -> int:
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything else printed (Ray's log lines) goes to stderr
+    agent = Agent(address, store)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        op = request.pop("op")
+        try:
+            reply = {"ok": True, "value": _jsonable(getattr(agent, op)(**request))}
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-3000:]}
+        replies.write(json.dumps(reply) + "\n")
+    return 0
+
+
+def serve_cluster() -> int:
+    """The cluster keeps its sessions and its address file in a temporary folder of its own,
+    so that a plain ``ray.init()`` elsewhere on this machine (which joins the cluster named in
+    the default folder's address file) never joins this one, whose processes get killed. It is
+    stopped by removing its node, not ``Cluster.shutdown()``, which also deletes the default
+    folder's address file (another session's)."""
+    import shutil
+    import tempfile
+
+    from ray.cluster_utils import Cluster
+
+    temp_dir = tempfile.mkdtemp(prefix="brf-", dir="/tmp")  # short: Ray's socket paths live in it
+    try:
+        cluster = Cluster(initialize_head=True, shutdown_at_exit=False, head_node_args={
+            "num_cpus": 4, "include_dashboard": False, "temp_dir": temp_dir})
+        try:
+            print(json.dumps({"address": cluster.address}), flush=True)
+            sys.stdin.read()  # until the test closes it (or dies)
+        finally:
+            cluster.remove_node(cluster.head_node)  # stops every process of the cluster
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    return 0
+
+
+def run_load(address: str, store: str, context: str, n: int, batch_size: int, pace: float = 0.0) -> int:
+    import batchray
+
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    client = batchray.connect(store, address=address, progress=False)
+    fed = 0
+
+    def counted():
+        nonlocal fed
+        for i, row in enumerate(rows(context, n, pace, batch_size)):
+            if i and i % batch_size == 0:
+                fed = i
+                replies.write(json.dumps({"fed": fed}) + "\n")
+            yield row
+
+    try:
+        result = client.create_items(context, "rows", counted(), batch_size=batch_size)
+        replies.write(json.dumps({"result": _summary(result)}, default=str) + "\n")
+    except Exception as exc:  # noqa: BLE001
+        replies.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0]
+    if command == "cluster":
+        return serve_cluster()
+    if command == "agent":
+        return serve_agent(argv[1], argv[2])
+    if command == "load":
+        return run_load(argv[1], argv[2], argv[3], int(argv[4]), int(argv[5]), float(argv[6]) if len(argv) > 6 else 0.0)
+    raise SystemExit(f"unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
