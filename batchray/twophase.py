@@ -265,7 +265,13 @@ class TwoPhaseCommit:
                     else:
                         self.sleep(0.05)  # node memory pressure with nothing in flight: wait it out
                 touched.add(pc.participant)
-                step = "apply+prepare" if last.get(pc.participant) is pc else "apply"
+                # vote with the last chunk only when nothing else of that participant is still in
+                # flight (or being retried): a vote cast before an earlier chunk lands would make
+                # that chunk's apply come after the prepare, which the participant must refuse
+                merge = last.get(pc.participant) is pc and not any(
+                    f.planned.participant == pc.participant for f in flights.values()
+                )
+                step = "apply+prepare" if merge else "apply"
                 flights[self.transport.submit(pc.participant, step, self.ref(txn, ts, pc.participant, backup), pc.chunk)] = _Flight(pc, 1, step)
                 drain()
         except BatchrayError as exc:
