@@ -106,6 +106,12 @@ class LockManager:
             lock = self._locks.get(key)
             return dict(lock.holders) if lock else {}
 
+    def holds_exclusive(self, txn: str, key: Hashable) -> bool:
+        """Whether ``txn`` holds ``key`` in exclusive mode (so nobody else holds it at all)."""
+        with self._cond:
+            lock = self._locks.get(key)
+            return lock is not None and lock.mode == EXCLUSIVE and txn in lock.holders
+
     def held_by(self, txn: str) -> set[Hashable]:
         with self._cond:
             return set(self._held.get(txn, ()))

@@ -128,6 +128,10 @@ class SqliteShard:
     processes. Leave it at 0 in production.
     """
 
+    lock_escalation: Optional[int] = 5_000
+    """A selection by query that matches more items than this locks the whole data context
+    (its key exclusive) instead of each item; ``None`` never escalates."""
+
     def __init__(
         self,
         path: str | os.PathLike,
@@ -339,11 +343,20 @@ class SqliteShard:
         if isinstance(chunk, RestoreItems):
             contexts = sorted({context_of(i) for i in chunk.ids})
             return [([("ctx", c) for c in contexts], SHARED), (list(chunk.ids), EXCLUSIVE)]
+        context_key = ("ctx", chunk.context_id)
         if chunk.ids is not None:
             ids = list(chunk.ids)
+        elif self.locks.holds_exclusive(ref.txn, context_key):
+            return []  # an earlier chunk escalated: the whole context is this transaction's
         else:  # selection by query: lock what matches now; matches are checked again under the lock
-            ids = [i for i, _ in self._select(chunk.context_id, chunk.where, own_txn=ref.txn)]
-        return [([("ctx", chunk.context_id)], SHARED), (ids, EXCLUSIVE)]
+            limit = self.lock_escalation + 1 if self.lock_escalation is not None else None
+            ids = [i for i, _ in self._select(chunk.context_id, chunk.where, own_txn=ref.txn, limit=limit)]
+            if limit is not None and len(ids) >= limit:
+                # lock escalation: item writers hold the context's key shared, so holding it
+                # exclusive keeps every other writer of the context out, with one lock instead
+                # of one per matching item
+                return [([context_key], EXCLUSIVE)]
+        return [([context_key], SHARED), (ids, EXCLUSIVE)]
 
     def _backup_contexts(self, txn: str) -> list[int]:
         with self._mutex:
@@ -401,6 +414,8 @@ class SqliteShard:
         )
 
     def _update(self, conn: sqlite3.Connection, ref: TxnRef, chunk: UpdateItems, ver: int) -> BeforeImages:
+        if chunk.ids is None and self.locks.holds_exclusive(ref.txn, ("ctx", chunk.context_id)):
+            return self._update_context(conn, ref, chunk, ver)
         images = BeforeImages(chunk.chunk_id)
         if chunk.ids is not None:
             ids = chunk.ids
@@ -434,6 +449,78 @@ class SqliteShard:
         images.affected = len(writes)
         return images
 
+    def _where_sql(self, context_id: int, where: Optional[str]) -> tuple[str, list[Any]]:
+        """``id BETWEEN lo AND hi AND (query)`` over ``items`` as SQL, with its parameters."""
+        lo, hi = context_range(context_id)
+        if not where:
+            return "id BETWEEN ? AND ?", [lo, hi]
+        from .query import parse, sqlite_column, to_sql
+
+        fragment, params = to_sql(parse(where), sqlite_column)
+        return f"id BETWEEN ? AND ? AND ({fragment})", [lo, hi, *params]
+
+    def _update_context(self, conn: sqlite3.Connection, ref: TxnRef, chunk: UpdateItems, ver: int) -> BeforeImages:
+        """A selection by query under the context's exclusive lock (see :meth:`_lock_plan`): no
+        other transaction has uncommitted writes in the context, so ``items`` holds exactly
+        what this one sees. Before-images are copied inside SQLite (``INSERT ... SELECT``),
+        then one ``UPDATE`` runs the compiled patch on each matching row; the rows never
+        travel through Python lists, and nothing is held per item but its before-image."""
+        images = BeforeImages(chunk.chunk_id)
+        where, params = self._where_sql(chunk.context_id, chunk.where)
+        conn.execute(
+            "INSERT OR IGNORE INTO undo(txn, chunk, tbl, key, before, before_ver) "
+            f"SELECT ?, ?, 'items', id, vals, ver FROM items WHERE {where}",
+            (ref.txn, chunk.chunk_id, *params),
+        )
+        patch = ItemPatcher(chunk.schema, replace=chunk.replace).compile(chunk.patch or {})
+        index = _request_index(chunk, 0) if chunk.indexes else None
+        befores: list[tuple[int, str]] = []
+        failed: list[tuple[int, int]] = []  # (id, version before) of items left unchanged
+        errors = images.errors
+        loads, dumps, keep = orjson.loads, orjson.dumps, befores.append
+
+        def patched(item_id: int, old: str, old_ver: int) -> str:
+            try:
+                new = dumps(patch(loads(old))).decode()
+            except ValidationError as exc:
+                errors.append({"index": index if index is not None else len(befores) + len(failed),
+                               "field": exc.details.get("field"), "code": exc.code, "message": exc.message,
+                               "itemId": item_id})
+                failed.append((item_id, old_ver))
+                return old
+            keep((item_id, old))
+            return new
+
+        conn.create_function("batchray_patch", 3, patched)
+        try:
+            conn.execute(f"UPDATE items SET vals = batchray_patch(id, vals, ver), ver = ? WHERE {where}", (ver, *params))
+        finally:
+            conn.create_function("batchray_patch", 3, None)
+        if failed:  # unchanged after all: their version and this chunk's before-image go back
+            conn.executemany("UPDATE items SET ver=? WHERE id=?", [(v, i) for i, v in failed])
+            conn.execute(
+                "DELETE FROM undo WHERE txn=? AND chunk=? AND tbl='items' AND key IN (SELECT value FROM json_each(?))",
+                (ref.txn, chunk.chunk_id, _ids_param([i for i, _ in failed])),
+            )
+        images.items = befores
+        images.affected = len(befores)
+        return images
+
+    def _delete_context(self, conn: sqlite3.Connection, ref: TxnRef, chunk: DeleteItems) -> BeforeImages:
+        """A deletion by query under the context's exclusive lock (see :meth:`_update_context`)."""
+        images = BeforeImages(chunk.chunk_id)
+        where, params = self._where_sql(chunk.context_id, chunk.where)
+        befores = conn.execute(f"SELECT id, vals FROM items WHERE {where}", params).fetchall()
+        conn.execute(
+            "INSERT OR IGNORE INTO undo(txn, chunk, tbl, key, before, before_ver) "
+            f"SELECT ?, ?, 'items', id, vals, ver FROM items WHERE {where}",
+            (ref.txn, chunk.chunk_id, *params),
+        )
+        conn.execute(f"DELETE FROM items WHERE {where}", params)
+        images.items = befores
+        images.affected = len(befores)
+        return images
+
     def _matching_under_lock(self, conn, ref, context_id, where) -> tuple[list[int], dict[int, str]]:
         """Ids matching ``where`` now that the locks are held; lock any newcomer or skip it."""
         rows = list(self._select(context_id, where, own_txn=ref.txn, conn=conn))
@@ -442,6 +529,8 @@ class SqliteShard:
         return [i for i, _ in rows], dict(rows)
 
     def _delete(self, conn: sqlite3.Connection, ref: TxnRef, chunk: DeleteItems, ver: int) -> BeforeImages:
+        if chunk.ids is None and self.locks.holds_exclusive(ref.txn, ("ctx", chunk.context_id)):
+            return self._delete_context(conn, ref, chunk)
         images = BeforeImages(chunk.chunk_id)
         if chunk.ids is not None:
             current = self._current(conn, chunk.ids)
@@ -666,6 +755,14 @@ class SqliteShard:
 
     def _forget(self, conn: sqlite3.Connection, txn: str, outcome: str) -> None:
         for table in ("undo", "created", "applied", "txns"):
+            if table == "undo" and not conn.execute(
+                "SELECT EXISTS(SELECT 1 FROM undo WHERE txn < ?) OR EXISTS(SELECT 1 FROM undo WHERE txn > ?)",
+                (txn, txn),
+            ).fetchone()[0]:
+                # the only transaction with before-images here: a DELETE without WHERE drops the
+                # table's pages at once instead of visiting each row (a million-item update)
+                conn.execute("DELETE FROM undo")
+                continue
             conn.execute(f"DELETE FROM {table} WHERE txn=?", (txn,))  # table names are constants
         conn.execute("INSERT INTO finished VALUES(?, ?, ?)", (txn, outcome, time.time()))
 
