@@ -152,8 +152,9 @@ class TransactionCoordinator:
         )
 
     # Each method unpacks its message and calls the service.
-    def submit(self, kind: str, options: dict, planned: Optional[list] = None, total: Optional[int] = None) -> dict:
-        return self.service.submit(kind, options, planned, total)
+    def submit(self, kind: str, options: dict, planned: Optional[list] = None, total: Optional[int] = None,
+               wait: Optional[float] = None) -> dict:
+        return self.service.submit(kind, options, planned, total, wait)
 
     def feed(self, txn: str, planned: list) -> bool:
         return self.service.feed(txn, planned)

@@ -191,11 +191,13 @@ class Client:
             planned = list(plan.chunks)
             for pc in planned:
                 pc.chunk = ray.put(pc.chunk)
-            submitted = _get(self.coordinator.submit.remote(plan.kind, options, planned, plan.total))
+            # one round trip: the coordinator starts it at once and answers with its result
+            submitted = _get(self.coordinator.submit.remote(plan.kind, options, planned, plan.total,
+                                                            0.25 if wait else None))
             txn = submitted["txn"]
             if submitted["prior"] is None and not wait:
                 return txn
-            return self._result(txn, plan, None, progress, callback)
+            return self._result(txn, plan, None, progress, callback, submitted.get("result"))
         submitted = _get(self.coordinator.submit.remote(plan.kind, options, None, plan.total))
         txn = submitted["txn"]
         if submitted["prior"] is not None:
@@ -258,13 +260,13 @@ class Client:
 
             logging.getLogger("batchray").warning("feeding batch %s failed; it was rolled back: %s", txn, exc)
 
-    def _result(self, txn: str, plan: Plan, watcher: Optional["_Watcher"], progress, callback) -> BatchResult:
+    def _result(self, txn: str, plan: Plan, watcher: Optional["_Watcher"], progress, callback,
+                raw: Optional[dict[str, Any]] = None) -> BatchResult:
         watcher = watcher or _Watcher(self, txn, plan.total, False, callback)
-        while True:
+        while raw is None:
             raw = _get(self.coordinator.wait.remote(txn, 0.25))
-            if raw is not None:
-                break
-            watcher.tick(force=True)
+            if raw is None:
+                watcher.tick(force=True)
         result = BatchResult.model_validate(raw)
         watcher.close(result)
         if plan.chunker is not None and not result.item_ids and 0 < result.items_created <= 100_000:

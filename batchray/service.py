@@ -7,9 +7,10 @@ only builds the Ray transport and workers around it). It is plain threaded Pytho
 * planned chunks arrive with the submission (small batches) or through :meth:`feed` (streams);
   ``feed`` blocks while the batch is still queued (a queued batch holds no budget) and while
   the memory budget is full, which is how a driver is slowed down;
-* an admission thread starts the best waiting batch when one of ``max_running`` slots is free
-  (:class:`~batchray.queueing.AdmissionQueue`), and each batch runs two-phase commit on its
-  own thread;
+* a batch starts as soon as one of ``max_running`` slots is free, the best waiting one first
+  (:class:`~batchray.queueing.AdmissionQueue`): at once from :meth:`submit` when a slot is free
+  (no hand-off), else from the admission thread when a slot frees; each batch runs two-phase
+  commit on a thread of a pool (threads are reused, not made per batch);
 * :meth:`wait`, :meth:`status`, :meth:`cancel` serve drivers.
 
 Cancellation (:meth:`cancel`): a queued batch is taken out of its queue and never runs. A
@@ -30,6 +31,7 @@ ref) that the transport hands to the participant.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -127,6 +129,7 @@ class CoordinatorService:
         # Python type names of the chunk handles fed in, and how many: with Ray these must all
         # be object refs (the payloads go driver -> object store -> worker, never through here)
         self.chunk_types: dict[str, int] = {}
+        self._threads = _Threads("batchray-batch")
         self._admitter = threading.Thread(target=self._admit_loop, name="batchray-admission", daemon=True)
         self._admitter.start()
 
@@ -137,18 +140,25 @@ class CoordinatorService:
 
     # -- submission ---------------------------------------------------------------------------
     def submit(self, kind: str, options: dict[str, Any], planned: Optional[list[PlannedChunk]] = None,
-               total: Optional[int] = None) -> dict[str, Any]:
-        """Register and queue a batch. With ``planned``, the input is complete; otherwise feed it.
+               total: Optional[int] = None, wait: Optional[float] = None) -> dict[str, Any]:
+        """Register and queue a batch (it starts at once when a slot is free). With
+        ``planned``, the input is complete; otherwise feed it.
 
         Returns ``{txn, ts, prior}``; ``prior`` is the first batch's record when the
-        idempotency key was seen before (nothing new is queued then).
+        idempotency key was seen before (nothing new is queued then). With ``wait``
+        (seconds) the reply also has ``result``: the batch's result (as :meth:`wait` gives
+        it) if it was decided within that time, else None; a small batch needs no second
+        call then.
         """
         txn, ts, prior = self.executor.begin(
             kind, queue=options.get("queue", "default"), priority=int(options.get("priority", 0)),
             idempotency_key=options.get("idempotencyKey"), state="queued",
         )
         if prior is not None:
-            return {"txn": txn, "ts": ts, "prior": prior}
+            reply: dict[str, Any] = {"txn": txn, "ts": ts, "prior": prior}
+            if wait is not None:
+                reply["result"] = self.wait(txn, wait)
+            return reply
         run = BatchRun(txn, ts, kind, options, total=total)
         if planned is not None:
             # the whole input, held as it came: its bytes are reserved chunk by chunk when the
@@ -160,10 +170,14 @@ class CoordinatorService:
                 self.chunk_types[kind_name] = self.chunk_types.get(kind_name, 0) + 1
         with self._lock:
             self.runs[txn] = run
+            now = time.time()
             self.admission.push(txn, priority=int(options.get("priority", 0)),
-                                queue=options.get("queue", "default"), now=time.time())
-            self._lock.notify_all()
-        return {"txn": txn, "ts": ts, "prior": None}
+                                queue=options.get("queue", "default"), now=now)
+            self._start(self.admission.pop_ready(now))  # a free slot: start now, not via the admitter
+        reply = {"txn": txn, "ts": ts, "prior": None}
+        if wait is not None:
+            reply["result"] = self.wait(txn, wait)
+        return reply
 
     def feed(self, txn: str, planned: list[PlannedChunk]) -> bool:
         """Queue more chunks, reserving their bytes first. Blocks while the batch is queued
@@ -236,8 +250,12 @@ class CoordinatorService:
                 if not ready:
                     self._lock.wait(0.05)
                     continue
-            for txn in ready:
-                threading.Thread(target=self._execute, args=(self.runs[txn],), name=f"batch-{txn}", daemon=True).start()
+                self._start(ready)
+
+    def _start(self, txns: list[str]) -> None:
+        """Run admitted batches on the pool (called with ``_lock`` held, in start order)."""
+        for txn in txns:
+            self._threads.run(self._execute, self.runs[txn])
 
     def _execute(self, run: BatchRun) -> None:
         run.started = time.time()
@@ -266,7 +284,10 @@ class CoordinatorService:
                     self.progress.report(run.txn, done, failed, run.kind)
                 self._report_memory()
 
-        plan = Plan(run.kind, run.chunks(self.stall_timeout, should_stop), total=run.total)
+        # a batch submitted whole is handed over as the list it is, so that each participant's
+        # last chunk is known and applied and voted in one call (a stream cannot be looked ahead of)
+        chunks = run.planned if run.planned is not None else run.chunks(self.stall_timeout, should_stop)
+        plan = Plan(run.kind, chunks, total=run.total)
         result: Optional[BatchResult] = None
         try:
             result = self.executor.execute(
@@ -412,6 +433,37 @@ class CoordinatorService:
         with self._lock:
             self._closed = True
             self._lock.notify_all()
+
+
+class _Threads:
+    """Daemon threads that run batches: made when none is idle, then reused (a batch costs no
+    thread start; there are never more than the batches that ran at once)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._tasks: "queue.SimpleQueue[tuple[Callable[..., Any], tuple]]" = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._made = 0
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # an idle thread takes it
+            else:
+                self._made += 1
+                threading.Thread(target=self._loop, name=f"{self.name}-{self._made}", daemon=True).start()
+        self._tasks.put((fn, args))
+
+    def _loop(self) -> None:
+        while True:
+            fn, args = self._tasks.get()
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - the thread must live on for the next batch
+                logging.getLogger("batchray").exception("a batch thread failed")
+            with self._lock:
+                self._idle += 1
 
 
 def _recorded_result(txn: str, record: dict[str, Any]) -> dict[str, Any]:
