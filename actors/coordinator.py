@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional
 
 import ray
 
+from batchray.backends import open_backend
 from batchray.decision_log import DecisionLog
 from batchray.engine import Executor
 from batchray.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD, MemoryBudget, NodePressure
@@ -24,8 +25,33 @@ logger = logging.getLogger(__name__)
 
 
 def actor_prefix(store_root: str) -> str:
-    """Actor names for one store: ``batchray-<hash of the store's path>``."""
-    return "batchray-" + hashlib.sha256(os.path.realpath(store_root).encode()).hexdigest()[:12]
+    """Actor names for one store: ``batchray-<hash of the store's path>`` (of a PostgreSQL
+    store's host, port, database and schema: the same whatever credentials the URL carries)."""
+    if store_root.startswith(("postgresql://", "postgres://")):
+        from batchray.pg_store import store_identity
+
+        key = store_identity(store_root)
+    else:
+        key = os.path.realpath(store_root)
+    return "batchray-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def spans_machines() -> bool:
+    """Whether the cluster's live nodes are on more than one machine (address)."""
+    return len({n.get("NodeManagerAddress") for n in ray.nodes() if n.get("Alive")}) > 1
+
+
+def placement(kind: str) -> dict[str, Any]:
+    """Where a store's actors go. PostgreSQL: anywhere, workers spread over the nodes (every
+    worker reaches the database). SQLite: the shard files live on one machine's disk, so on a
+    cluster of several machines the actors are pinned to this node (where the files are)."""
+    if kind == "postgresql":
+        return {"scheduling_strategy": "SPREAD"}
+    if spans_machines():
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
+    return {}
 
 
 def assign_participants(names: list[str], workers: int) -> list[list[str]]:
@@ -117,28 +143,30 @@ class TransactionCoordinator:
         shard_apply_delay: float = 0.0,
         stall_timeout: float = 120.0,
     ) -> None:
-        self.layout = StoreLayout(store_root, shards)
+        self.backend = open_backend(store_root, shards)
+        self.layout = self.backend.layout
         prefix = actor_prefix(store_root)
         self.progress = ProgressActor.options(
             name=f"{prefix}-progress", namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
         ).remote()
         groups = assign_participants(self.layout.participant_names, workers)
-        options: dict[str, Any] = {"namespace": NAMESPACE, "get_if_exists": True, "lifetime": "detached"}
+        options: dict[str, Any] = {"namespace": NAMESPACE, "get_if_exists": True, "lifetime": "detached",
+                                   **placement(self.backend.kind)}
         if worker_env:
             options["runtime_env"] = {"env_vars": dict(worker_env)}
         self.workers = [
             WorkerActor.options(name=f"{prefix}-worker-{i}", **options).remote(
-                str(self.layout.root), group, self.progress, lock_timeout, shard_apply_delay
+                self.backend.url, group, self.progress, lock_timeout, shard_apply_delay
             )
             for i, group in enumerate(groups)
         ]
         self.owner = {name: self.workers[i] for i, group in enumerate(groups) for name in group}
-        self.log = DecisionLog(self.layout.log_path)
+        self.log = self.backend.open_log()
         self.transport = RayTransport(self.owner.__getitem__)
         self.budget = MemoryBudget(memory_budget, memory_threshold,
                                    pressure=NodePressure(object_store=object_store_fraction))
         driver = TwoPhaseCommit(self.log, self.transport, budget=self.budget,
-                                gate=CommitGate(self.layout.root).exclusive)
+                                gate=self.backend.gate().exclusive)
         self.executor = Executor(self.layout, self.log, driver)
         # a batch still queued when the previous incarnation died never started here, but its
         # registration may not be all that survived: recover it like an undecided running one

@@ -9,8 +9,7 @@ from typing import Any, Optional
 import ray
 
 from batchray.chunks import BeforeImages, Chunk, TxnRef
-from batchray.sqlite_shard import SqliteShard
-from batchray.store import StoreLayout
+from batchray.backends import open_backend
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=16, num_cpus=0,
@@ -30,12 +29,13 @@ class WorkerActor:
 
     def __init__(self, store_root: str, shard_names: list[str], progress: Any = None, lock_timeout: float = 10.0,
                  apply_delay: float = 0.0) -> None:
-        layout = StoreLayout(store_root)
-        self.shards: dict[str, SqliteShard] = {}
+        # a store directory (SQLite files on this node) or a PostgreSQL URL (any node)
+        self.backend = open_backend(store_root)
+        self.shards: dict[str, Any] = {}
         self.epochs: dict[str, int] = {}
         for name in shard_names:
-            shard = SqliteShard(layout.participant_path(name), name=name, recover=False, lock_timeout=lock_timeout,
-                                apply_delay=apply_delay)
+            shard = self.backend.open_participant(name, recover=False, lock_timeout=lock_timeout,
+                                                  apply_delay=apply_delay)
             self.epochs[name] = shard.claim_next()
             shard.in_doubt = shard.recover()
             self.shards[name] = shard

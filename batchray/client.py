@@ -86,13 +86,11 @@ class Client:
         coordinator_env: Optional[dict[str, str]] = None,
         stall_timeout: float = 120.0,
     ) -> None:
-        kind, location = parse_store_url(store)
-        if kind != "sqlite":
-            raise ValidationError("this build's client runs on the embedded SQLite store", field="store")
+        kind, _ = parse_store_url(store)  # a directory, sqlite:///DIR or postgresql://...
         _prepare_ray_auth(address)
         import ray
 
-        from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix
+        from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix, placement
 
         self._started_ray = False
         if not ray.is_initialized():
@@ -109,30 +107,35 @@ class Client:
                 init_args["runtime_env"] = runtime_env
             ray.init(**init_args)
             self._started_ray = True
-        self.layout = StoreLayout(location, shards)
+        from .backends import open_backend
+
+        self._backend = open_backend(store, shards)
+        self.layout = self._backend.layout
         self.progress_default = progress
         self.memory_budget = memory_budget
         self.memory_threshold = memory_threshold
         coordinator_options: dict[str, Any] = {}
         if coordinator_env:
             coordinator_options["runtime_env"] = {"env_vars": dict(coordinator_env)}
+        if kind == "sqlite":  # next to the store's files, on a cluster of several machines
+            coordinator_options.update(placement(kind))
         self.coordinator = TransactionCoordinator.options(
             name=f"{actor_prefix(str(self.layout.root))}-coordinator", namespace=NAMESPACE,
             get_if_exists=True, lifetime="detached", **coordinator_options,
-        ).remote(str(self.layout.root), workers, self.layout.shards, memory_budget, memory_threshold,
+        ).remote(self._backend.url, workers, self.layout.shards, memory_budget, memory_threshold,
                  max_running, 10.0, worker_env, shard_apply_delay, stall_timeout=stall_timeout)
         _get(self.coordinator.ping.remote())
         self._open_readers()
 
     def _open_readers(self) -> None:
-        from .decision_log import DecisionLog
-        from .sqlite_shard import SqliteShard
-
-        self._log = DecisionLog(self.layout.log_path)
-        self._catalog_shard = SqliteShard(self.layout.participant_path(CATALOG), name=CATALOG, recover=False)
-        self._shards = [SqliteShard(self.layout.participant_path(n), name=n, recover=False) for n in self.layout.shard_names]
-        self.catalog = Catalog(self._catalog_shard)
-        self.reader = ItemReader(self._shards, CommitGate(self.layout.root), self._log)
+        backend = self._backend
+        self._log = backend.open_log()
+        self._catalog_shard = backend.open_participant(CATALOG, recover=False)
+        self._shards = [backend.open_participant(n, recover=False) for n in self.layout.shard_names]
+        gate = backend.gate()
+        self.catalog = Catalog(self._catalog_shard, gate)
+        self.reader = ItemReader(backend.item_sources(dict(zip(self.layout.shard_names, self._shards))), gate,
+                                 self._log)
         self.planner = BatchPlanner(self.layout, self.catalog, self.reader,
                                     lambda name, n: _get(self.coordinator.allocate.remote(name, n)))
 
@@ -141,6 +144,7 @@ class Client:
         for shard in [self._catalog_shard, *self._shards]:
             shard.close()
         self._log.close()
+        self._backend.close()
 
     def shutdown(self) -> None:
         """Stop this store's coordinator, workers and progress actor, then close. The store
@@ -478,7 +482,9 @@ class _Watcher:
 
 
 def connect(store: str | os.PathLike = DEFAULT_STORE, **options: Any) -> Client:
-    """Connect to (and if needed create) a store: a directory or ``sqlite:///path``.
+    """Connect to (and if needed create) a store: a directory or ``sqlite:///path`` (SQLite
+    files on the driver's machine), or ``postgresql://user:password@host/db?schema=NAME`` (any
+    worker on any node of a cluster can serve any shard; see :mod:`batchray.pg_store`).
 
     ``workers``: worker actors (default 2); ``address``: an existing Ray cluster (``"auto"``);
     without one a local Ray is started. ``memory_budget`` (bytes, default 512 MB) and

@@ -355,25 +355,27 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float) -> Ba
 
 
 class LocalEngine(BatchOperations):
-    """Planner and executor in one process over in-process SQLite participants.
+    """Planner and executor in one process over in-process participants.
 
-    The core's own runtime: no Ray. ``LocalEngine(store_dir, shards=2)``.
+    The core's own runtime: no Ray. ``LocalEngine(store_dir, shards=2)`` (SQLite files), or
+    ``LocalEngine("postgresql://user@host/db?schema=NAME")`` (see :mod:`batchray.pg_store`).
     """
 
     def __init__(self, root: str | os.PathLike, *, shards: Optional[int] = None,
                  budget: Optional[MemoryBudget] = None, participants: Optional[dict[str, Any]] = None,
                  lock_timeout: float = 10.0) -> None:
-        from .sqlite_shard import SqliteShard
+        from .backends import open_backend
 
-        self.layout = StoreLayout(root, shards)
-        self.log = DecisionLog(self.layout.log_path)
+        self.backend = open_backend(root, shards)
+        self.layout = self.backend.layout
+        self.log = self.backend.open_log()
         self.participants = participants or {
-            name: SqliteShard(self.layout.participant_path(name), name=name, lock_timeout=lock_timeout)
+            name: self.backend.open_participant(name, lock_timeout=lock_timeout)
             for name in self.layout.participant_names
         }
-        self.gate = CommitGate(self.layout.root)
+        self.gate = self.backend.gate()
         self.catalog = Catalog(self.participants[CATALOG])
-        self.reader = ItemReader([self.participants[n] for n in self.layout.shard_names], self.gate, self.log)
+        self.reader = ItemReader(self.backend.item_sources(self.participants), self.gate, self.log)
         self.transport = LocalTransport(self.participants)
         self.driver = TwoPhaseCommit(self.log, self.transport, budget=budget, gate=self.gate.exclusive)
         self.executor = Executor(self.layout, self.log, self.driver)
@@ -384,6 +386,7 @@ class LocalEngine(BatchOperations):
         for participant in self.participants.values():
             participant.close()
         self.log.close()
+        self.backend.close()
 
     def __enter__(self) -> "LocalEngine":
         return self
