@@ -1,0 +1,119 @@
+"""Bulk create into PostgreSQL: batchray (Ray, N workers, one atomic batch prepared and committed
+at every shard) against a single COPY of the same rows from one process, in the same run.
+
+    python -m bench.pg_create --dsn postgresql://user:pw@host/db [--items 1000000] [--workers 2]
+
+The DSN defaults to ``$BATCHRAY_TEST_PG_DSN`` (``eval "$(bash .ci/postgres.sh start)"`` gives
+one). The baseline encodes each row with orjson and writes them all with one ``COPY ... FROM
+STDIN`` into a table shaped like batchray's (``id bigint`` primary key, ``vals text``) in one
+transaction: the fastest plain path from one Python process. batchray's figure is the whole
+batch as a user sees it: planning and chunking on the driver, validation and encoding on the
+workers, COPY into each shard's open transaction, PREPARE TRANSACTION, the logged decision and
+COMMIT PREPARED. Target: at least half the baseline's rows/s. Both run in schemas of their own,
+dropped afterwards. Prints a table and the JSON of the result (see bench/common.py).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from .common import COLLECTIONS, make_rows, report
+
+
+def single_copy(dsn: str, rows: list[dict[str, Any]]) -> float:
+    """Seconds to encode ``rows`` and COPY them in one transaction from this process."""
+    import psycopg
+
+    schema = f"bench_copy_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.items(id bigint PRIMARY KEY, vals text NOT NULL)")
+        try:
+            dumps = orjson.dumps
+            started = time.perf_counter()
+            with conn.transaction():
+                with conn.cursor().copy(f"COPY {schema}.items(id, vals) FROM STDIN") as copy:
+                    step = 100_000
+                    for first in range(0, len(rows), step):
+                        part = rows[first:first + step]
+                        copy.write("".join([f"{first + i}\t{_text(dumps(r).decode())}\n" for i, r in enumerate(part)]))
+            seconds = time.perf_counter() - started
+            assert conn.execute(f"SELECT count(*) FROM {schema}.items").fetchone()[0] == len(rows)
+        finally:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    return seconds
+
+
+def _text(value: str) -> str:
+    return value.replace("\\", "\\\\") if "\\" in value else value
+
+
+def through_batchray(dsn: str, rows: list[dict[str, Any]], workers: int, batch_size: int) -> tuple[float, dict]:
+    """Seconds for one atomic create of ``rows`` through batchray on Ray, and the batch's facts."""
+    import psycopg
+    import ray
+
+    import batchray
+
+    schema = f"bench_br_{uuid.uuid4().hex[:8]}"
+    url = f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
+    if not ray.is_initialized():
+        ray.init(address="local", include_dashboard=False, namespace="batchray", log_to_driver=False)
+    client = batchray.connect(url, workers=workers, shards=workers, progress=False)
+    try:
+        assert client.create_data_context("Bench", COLLECTIONS).success
+        warm = client.create_items("Bench", "People", rows[:1000])  # the actors and their connections
+        assert warm.success, warm.error
+        started = time.perf_counter()
+        result = client.create_items("Bench", "People", iter(rows), total=len(rows), batch_size=batch_size)
+        seconds = time.perf_counter() - started
+        assert result.success, result.error
+        assert client.count_items("Bench") == len(rows) + 1000
+        facts = {"chunks": result.batches_processed, "transactionId": result.transaction_id}
+    finally:
+        client.shutdown()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for (gid,) in conn.execute("SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, %s)",
+                                       (f"batchray:{schema}:",)).fetchall():
+                conn.execute(f"ROLLBACK PREPARED '{gid}'")  # none expected: a clean run leaves none
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    return seconds, facts
+
+
+def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25_000, repeats: int = 1) -> dict:
+    rows = make_rows(items)
+    copy_seconds = min(single_copy(dsn, rows) for _ in range(repeats))
+    timings = [through_batchray(dsn, rows, workers, batch_size) for _ in range(repeats)]
+    batch_seconds, facts = min(timings, key=lambda t: t[0])
+    copy_rate, batch_rate = items / copy_seconds, items / batch_seconds
+    ratio = batch_rate / copy_rate
+    return report(
+        f"PostgreSQL bulk create, {workers} workers",
+        [
+            {"metric": "single COPY rows/s (one process)", "value": round(copy_rate)},
+            {"metric": f"batchray rows/s ({workers} workers, atomic, 2PC)", "value": round(batch_rate)},
+            {"metric": "ratio batchray / single COPY", "value": round(ratio, 3), "target": ">= 0.5", "ok": ratio >= 0.5},
+            {"metric": "single COPY seconds", "value": round(copy_seconds, 3)},
+            {"metric": "batchray seconds", "value": round(batch_seconds, 3)},
+        ],
+        {"items": items, "workers": workers, "batchSize": batch_size, **facts},
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="batchray bulk create into PostgreSQL vs one COPY")
+    parser.add_argument("--dsn", default=os.environ.get("BATCHRAY_TEST_PG_DSN"),
+                        help="postgresql://... (default: $BATCHRAY_TEST_PG_DSN)")
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=25_000)
+    parser.add_argument("--repeats", type=int, default=1, help="best of this many runs of each")
+    args = parser.parse_args()
+    if not args.dsn:
+        parser.error("no PostgreSQL: pass --dsn or set BATCHRAY_TEST_PG_DSN")
+    run(args.dsn, args.items, args.workers, args.batch_size, args.repeats)
