@@ -66,15 +66,23 @@ def build_cases(context: DataContext, items: Iterable[tuple[int, dict[str, Any]]
     return out
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits short enough to be a 64-bit id (``isdigit`` alone also passes "²" and
+    strings that ``int`` refuses past 4300 digits)."""
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
+
+
 def parse_case_id(value: Any) -> CaseId:
     if isinstance(value, bool):
         raise ValidationError("caseId must be an item id or 'collection:id'", field="caseId")
     if isinstance(value, int):
+        if not 0 <= value < 2**63:  # an item id is a 64-bit integer, and no larger one exists
+            raise NotFoundError(f"case {value} does not exist", field="caseId")
         return value
     if isinstance(value, str):
-        if value.isdigit():
-            return int(value)
-        if ":" in value and value.rsplit(":", 1)[1].isdigit():
+        if _digits(value):
+            return parse_case_id(int(value))
+        if ":" in value and _digits(value.rsplit(":", 1)[1]):
             return value
     raise ValidationError(f"invalid caseId {value!r}", field="caseId")
 

@@ -164,6 +164,31 @@ class InternalError(BatchrayError):
     code = "INTERNAL"
 
 
+def failure_error(errors: list[dict[str, Any]], what: str = "the batch") -> dict[str, Any]:
+    """The structured error of a failed result that reports only per-item or per-operation
+    errors (``{index?, operation?, field?, code, message}``, as a non-atomic batch or a
+    transaction with recovery strategy ``skip`` do): the first error's code when it is one of
+    batchray's codes, else ``VALIDATION``, and the errors (50 at most) in ``details``."""
+    codes = {cls.code: cls for cls in _subclasses(BatchrayError)}
+    if not errors:
+        return TransactionAborted(f"{what} did not complete").to_dict()
+    first = errors[0] if isinstance(errors[0], dict) else {"message": str(errors[0])}
+    cls = codes.get(first.get("code"), ValidationError)
+    where = ", ".join(f"{key} {first[key]!r}" for key in ("operation", "index", "field") if first.get(key) is not None)
+    message = f"{len(errors)} error(s) in {what}; first" + (f" ({where})" if where else "") + f": {first.get('message')}"
+    details = {key: first.get(key) for key in ("operation", "index", "field")}
+    error = cls(message, **details, errors=errors[:50]).to_dict()
+    error["retryable"] = bool(first.get("retryable", error["retryable"]))
+    return error
+
+
+def _subclasses(cls: type) -> list[type]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out += _subclasses(sub)
+    return out
+
+
 def error_payload(exc: BaseException) -> dict[str, Any]:
     """``{success: false, error: {...}}`` for any exception; unexpected ones become INTERNAL."""
     if not isinstance(exc, BatchrayError):

@@ -685,11 +685,14 @@ class _Compiler:
     def number_of(self, node: _Node, where: str, function: str | None = None):
         """A function turning a value of ``node`` into a number, or raising a clear error."""
         bad = self.bad_value
+        fail = self.failure(node.pos, **({"function": function} if function else {}))
 
         def coerce(v):
             n = _to_number(v)
             if n is _NAN_SENTINEL:
                 raise bad(node, v, "a number", where, function)
+            if type(n) is float and not math.isfinite(n):  # text such as "1e400"
+                raise fail(f"{_describe(v)} is out of range for {where}")
             return n
         return coerce
 

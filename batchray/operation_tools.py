@@ -9,6 +9,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field
 
+from .errors import failure_error
 from .tools import _NAME, _Args, _result_payload, register
 
 
@@ -108,7 +109,10 @@ def _execute_batch_transaction(client, a: ExecuteBatchTransactionArgs) -> dict[s
     options = a.options.model_dump(exclude_none=True)
     if not a.options.rollbackOnError and a.options.recoveryStrategy == "rollback":
         options["recoveryStrategy"] = "skip"
-    return client.execute_transaction([op.model_dump() for op in a.operations], options)
+    report = client.execute_transaction([op.model_dump() for op in a.operations], options)
+    if not report.get("success") and not report.get("error"):
+        report["error"] = failure_error(report.get("errors") or [], "the transaction")
+    return report
 
 
 register("batch_schema_operations", BatchSchemaOperationsArgs, _batch_schema_operations)

@@ -21,8 +21,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-import orjson
-
 from .chunks import PutDocs, TransformItems, UndoBatch
 from .errors import (
     BatchrayError,
@@ -35,7 +33,7 @@ from .errors import (
 from .model import BatchResult, BatchState, ItemError, Operation
 from .planner import PlannedChunk, order_operations
 from .schema import COMPONENT_TYPES, Attribute, Collection, Component, DataContext
-from .store import CATALOG, component_key, context_doc, context_key
+from .store import CATALOG, component_key, context_doc, context_key, json_text
 
 # -- schema ------------------------------------------------------------------------------------
 
@@ -56,6 +54,7 @@ def _reparent(collections: list[Collection]) -> list[Collection]:
 
 def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> None:
     ctx = change.context
+    _check_shape(op, index, ("collection", "attribute"), ("spec",))
     action, target = op.get("action"), op.get("target")
     spec = op.get("spec") or {}
     if target == "collection":
@@ -107,6 +106,20 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             raise ValidationError(f"unknown action {action!r}", index=index, field="action")
     else:
         raise ValidationError(f"unknown schema target {target!r} (collection or attribute)", index=index, field="target")
+
+
+def _check_shape(op: Any, index: int, names: tuple[str, ...], objects: tuple[str, ...]) -> None:
+    """An operation given as raw JSON (a transaction's ``data``) must be an object whose name
+    fields are strings and whose nested specs are objects."""
+    if not isinstance(op, dict):
+        raise ValidationError(f"operation {index} must be an object, not {type(op).__name__}", index=index,
+                              field="operations")
+    for key in names:
+        if op.get(key) is not None and not isinstance(op[key], str):
+            raise ValidationError(f"operation {index}: {key} must be a name (a string)", index=index, field=key)
+    for key in objects:
+        if op.get(key) is not None and not isinstance(op[key], dict):
+            raise ValidationError(f"operation {index}: {key} must be an object", index=index, field=key)
 
 
 def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *, chunk_ids=None) -> tuple[Any, DataContext]:
@@ -164,6 +177,10 @@ _ATTRIBUTE_REFERENCES = ("xAttributeName", "yAttributeName", "y2AttributeName", 
 def check_component(component: Component, catalog: Any, pending_globals: set[str]) -> None:
     """Every reference of a component must resolve; raises :class:`SchemaError` naming it."""
     props = component.properties
+    for key in ("dataContext", "globalValueName", *_ATTRIBUTE_REFERENCES):
+        if props.get(key) is not None and not isinstance(props[key], str):
+            raise SchemaError(f"component {component.name!r}: properties.{key} must be a name (a string)",
+                              field=f"properties.{key}")
     context_name = props.get("dataContext")
     if context_name is not None:
         _, ctx = catalog.context(context_name)
@@ -192,6 +209,9 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
     globals_ = set(planner.catalog.globals())
     docs: dict[str, Optional[str]] = {}
     for index, op in enumerate(operations):
+        _check_shape(op, index, ("name",), ("component",))
+        if isinstance(op.get("component"), dict):
+            _check_shape(op["component"], index, ("name",), ("properties",))
         action = op.get("action")
         try:
             if action == "delete":
@@ -207,7 +227,7 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
                 if name not in existing:
                     raise NotFoundError(f"component {name!r} does not exist", index=index, field="name")
                 merged = existing[name].model_dump()
-                merged["properties"] = {**merged["properties"], **spec.pop("properties", {})}
+                merged["properties"] = {**merged["properties"], **(spec.pop("properties", None) or {})}
                 merged.update(spec)
                 component = Component.model_validate(merged)
             elif action == "create":
@@ -226,12 +246,13 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
                 exc.details["index"] = index
             raise
         existing[component.name] = component
-        docs[component_key(component.name)] = component.model_dump_json()
+        docs[component_key(component.name)] = json_text(component, f"component {component.name!r}", index=index)
         if component.type == "slider":
             gname = component.properties["globalValueName"]
             if gname not in globals_:
                 globals_.add(gname)
-                docs[f"global/{gname}"] = orjson.dumps({"name": gname, "value": component.properties.get("value", 0)}).decode()
+                docs[f"global/{gname}"] = json_text({"name": gname, "value": component.properties.get("value", 0)},
+                                                    f"slider {component.name!r}", index=index)
     chunk = PutDocs(next(planner._chunk_ids), sorted(docs.items()))
     return Plan("component_operations", [PlannedChunk(CATALOG, chunk, 4096, len(docs))], total=len(operations))
 
@@ -266,14 +287,15 @@ def plan_operation(planner: Any, op: Operation) -> Any:
         context = resource.context if resource else op.target
         collection = resource.collection if resource else data.get("collectionName")
         if op.operation == "create":
-            plan = planner.create_items(context, collection, data.get("items") or [], validate_all=True)
+            plan = planner.create_items(context, collection, _data_list(op, data, "items", objects=False) or [],
+                                        validate_all=True)
         elif op.operation == "update":
-            updates = data.get("updates")
+            updates = _data_list(op, data, "updates")
             if updates is None and resource is not None and resource.selector is not None:
                 updates = [{"selector": resource.selector, "values": data.get("values") or {}}]
             plan = planner.update_items(context, updates or [])
         elif op.operation == "delete":
-            selectors = data.get("selectors")
+            selectors = _data_list(op, data, "selectors")
             if selectors is None and resource is not None and resource.selector is not None:
                 selectors = [resource.selector]
             plan = planner.delete_items(context, selectors or [])
@@ -283,15 +305,27 @@ def plan_operation(planner: Any, op: Operation) -> Any:
         if op.operation == "create_data_context":
             plan = planner.create_context(data)
         else:
-            plan, _ = plan_schema(planner, op.target, data.get("operations") or [data])
+            plan, _ = plan_schema(planner, op.target, _data_list(op, data, "operations", objects=False) or [data])
     elif op.type == "component":
-        plan = plan_components(planner, data.get("operations") or [{"action": op.operation, "component": data}])
+        plan = plan_components(planner, _data_list(op, data, "operations", objects=False)
+                               or [{"action": op.operation, "component": data}])
     else:
         raise ValidationError(f"operation type {op.type!r} is not supported in a transaction", field="type", operation=op.id)
     plan.chunks = list(plan.chunks)  # a transaction's operations are planned whole
     for pc in plan.chunks:
         pc.operation = op.id
     return plan
+
+
+def _data_list(op: Operation, data: dict[str, Any], key: str, *, objects: bool = True) -> Optional[list]:
+    """``data[key]``: absent, or a list (of objects, with ``objects``); else a ValidationError."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or objects and not all(isinstance(v, dict) for v in value):
+        what = "a list of objects" if objects else "a list"
+        raise ValidationError(f"operation {op.id!r}: data.{key} must be {what}", field=f"data.{key}", operation=op.id)
+    return value
 
 
 def _check_target(planner: Any, op: Operation, created: set[str]) -> None:
@@ -314,12 +348,14 @@ def run_transaction(
     *,
     sleep: Callable[[float], None] = time.sleep,
     rng: Optional[random.Random] = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """Run operations of any kind with ``dependencies``, ``priority`` and a recovery strategy.
 
     * ``rollback`` (default): one transaction; any failure rolls back everything.
     * ``retry``: like rollback, retried as a whole on retryable errors with exponential backoff
-      (``retryDelay`` ms, ``backoffMultiplier``, full jitter) up to ``maxRetries`` times.
+      (``retryDelay`` ms, ``backoffMultiplier``, full jitter) up to ``maxRetries`` times, and
+      never past ``timeout`` (ms) from the start: no wait goes beyond it.
     * ``skip``: each operation its own transaction; failures are recorded and the rest go on.
     * ``partial_rollback``: each operation its own transaction; a failed operation is rolled
       back and every operation depending on it (transitively) is not run; the rest is kept.
@@ -329,8 +365,9 @@ def run_transaction(
     """
     rng = rng or random.Random()
     ops = [op if isinstance(op, Operation) else Operation.model_validate(op) for op in operations]
-    created = {(op.data or {}).get("name") for op in ops
-               if op.type == "schema" and op.operation == "create_data_context" and isinstance(op.data, dict)}
+    created = {op.data.get("name") for op in ops
+               if op.type == "schema" and op.operation == "create_data_context" and isinstance(op.data, dict)
+               and isinstance(op.data.get("name"), str)}
     ordered = order_operations(ops, lambda op: _check_target(planner, op, created))
     strategy = options.get("recoveryStrategy", "rollback")
     base = {k: v for k, v in options.items() if k in ("timeout", "maxRetries", "idempotencyKey", "createBackups", "queue", "priority")}
@@ -338,19 +375,27 @@ def run_transaction(
         attempts = 1 + (int(options.get("maxRetries", 3)) if strategy == "retry" else 0)
         delay = float(options.get("retryDelay", 50)) / 1000.0
         multiplier = float(options.get("backoffMultiplier", 2.0))
+        deadline = clock() + float(options.get("timeout") or 300_000) / 1000.0
+
+        def backoff(attempt: int) -> bool:
+            """Wait before the next attempt; False when the deadline leaves no time for one."""
+            remaining = deadline - clock()
+            if remaining <= 0:
+                return False
+            sleep(min(remaining, rng.uniform(0, delay * multiplier ** (attempt - 1))))
+            return clock() < deadline
+
         result: Optional[BatchResult] = None
         for attempt in range(1, attempts + 1):
             try:
                 result = _run_together(planner, run, ordered, {**base, "atomic": True})
             except BatchrayError as exc:
-                if exc.retryable and attempt < attempts:
-                    sleep(rng.uniform(0, delay * multiplier ** (attempt - 1)))
+                if exc.retryable and attempt < attempts and backoff(attempt):
                     continue
                 return _report([], [_op_error(None, exc, attempt)], [])
             retryable = result.error is not None and result.error.get("retryable")
-            if result.success or not retryable or attempt == attempts:
+            if result.success or not retryable or attempt == attempts or not backoff(attempt):
                 break
-            sleep(rng.uniform(0, delay * multiplier ** (attempt - 1)))
         errors = [dict(e.model_dump(by_alias=True, exclude_none=True), attempts=attempt) for e in result.errors]
         if not result.success and not errors and result.error:
             errors = [{"operation": None, "code": result.error["code"], "message": result.error["message"],

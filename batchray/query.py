@@ -387,7 +387,9 @@ def _bare_value(word: str) -> Any:
         if any(c in word for c in ".eE"):
             return float(word)
         number = int(word)
-        return number if _INT64_MIN <= number <= _INT64_MAX else float(number)
+        # beyond 64 bits a number is a float, and beyond a float's range it is +-inf, as
+        # "1e400" is (float(word) rounds once and never overflows)
+        return number if _INT64_MIN <= number <= _INT64_MAX else float(word)
     return word
 
 

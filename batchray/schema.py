@@ -382,6 +382,10 @@ def validate_values(
                 row_ok = False
                 continue
             if isinstance(value, str) and value.startswith("="):
+                if not value.isascii() and _SURROGATE.search(value):
+                    errors.append(_error(index, name, "text is not valid Unicode (it holds an unpaired surrogate)"))
+                    row_ok = False
+                    continue
                 out[name] = value
                 continue
             try:
@@ -402,6 +406,8 @@ def validate_values(
 
 
 def _error(index: int, field: Optional[str], message: str, code: str = "INVALID_VALUE") -> dict:
+    if isinstance(field, str) and not field.isascii() and _SURROGATE.search(field):
+        field = field.encode("utf-8", "backslashreplace").decode("utf-8")  # the report must be valid JSON too
     return {"index": index, "field": field, "code": code, "message": message}
 
 

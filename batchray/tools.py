@@ -13,7 +13,8 @@ from typing import Any, Callable, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from .errors import BatchrayError, ConflictError, InternalError, NotFoundError, ValidationError, error_payload
+from .errors import (BatchrayError, ConflictError, InternalError, NotFoundError, ValidationError, error_payload,
+                     failure_error)
 
 _NAME = Field(min_length=1, max_length=200)
 
@@ -183,8 +184,10 @@ def _batch_delete_items(client, a: BatchDeleteItemsArgs) -> dict[str, Any]:
 
 
 def _get_items(client, a: GetItemsArgs) -> dict[str, Any]:
-    items = client.get_items(a.dataContextName, a.collectionName, a.query, a.offset, a.limit)
-    total = client.count_items(a.dataContextName, a.collectionName, a.query)
+    # by keyword: the client and the local engine order their positional parameters differently
+    items = client.get_items(a.dataContextName, collection=a.collectionName, query=a.query, offset=a.offset,
+                             limit=a.limit)
+    total = client.count_items(a.dataContextName, collection=a.collectionName, query=a.query)
     return {"success": True, "items": items, "total": total}
 
 
@@ -217,8 +220,10 @@ def _cancel_batch_operation(client, a: CancelBatchArgs) -> dict[str, Any]:
 def _result_payload(result) -> dict[str, Any]:
     payload = result.dump()
     payload["transactionId"] = result.transaction_id
-    if not result.success and result.error is not None:
-        payload["error"] = result.error
+    if not result.success:
+        # a failure always carries one structured error; a batch that kept its valid items
+        # (atomic=False) reports only per-item errors, so the first of them stands for all
+        payload["error"] = result.error or failure_error(payload.get("errors") or [])
     return payload
 
 
@@ -361,3 +366,4 @@ def call_tool(client: Any, name: str, args: Any) -> dict[str, Any]:
 
 
 from . import data_tools  # noqa: E402,F401 - registers get_cases, batch_create_cases, batch_validate
+from . import operation_tools  # noqa: E402,F401 - registers schema, component, undo and transaction tools
