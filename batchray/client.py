@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -190,6 +191,11 @@ class Client:
         """Submit a planned batch, feed its chunks through the object store, wait for it."""
         import ray
 
+        if not options.get("idempotencyKey"):
+            # Ray sends a call again when the coordinator died before answering it: a key of
+            # the client's own makes a re-sent submit find the batch it registered before,
+            # which may have committed, instead of running the batch a second time
+            options = {**options, "idempotencyKey": f"auto-{uuid.uuid4().hex}"}
         if plan.total is not None and plan.total <= SMALL_BATCH:
             # small batch: plan it all now and submit it in one call
             planned = list(plan.chunks)
