@@ -19,7 +19,10 @@ nothing. Tests arm it to crash at the n-th durable write of a process, either
   ``os._exit(137)``; ``"hold"`` parks the thread there, inside the local transaction of the
   write (nothing of it committed), until ``path + ".go"`` appears (or 60 s pass), so that a
   test can SIGKILL any process (this one, the coordinator, a worker, the driver) at exactly
-  that point of the protocol and then let the holder go on.
+  that point of the protocol and then let the holder go on. Two optional keys narrow what is
+  counted: ``"pid"`` (only that process counts and fires: a sweep over one process's writes)
+  and ``"writes": true`` (only durable writes count, not the protocol points of
+  :func:`reached`).
 
 Besides the durable writes there are protocol points that write nothing (see :func:`reached`;
 only the trigger file arms them), such as the coordinator about to send a participant a step
@@ -85,7 +88,7 @@ def durable_write(label: str) -> None:
     """Called before each durable write; crashes there when armed for it."""
     global _count
     if _trigger_file is not None:
-        _triggered(label)
+        _triggered(label, write=True)
     if _crash_at is None or not label.startswith(_label_prefix):
         return
     with _lock:
@@ -108,7 +111,7 @@ def reached(label: str) -> None:
         _triggered(label)
 
 
-def _triggered(label: str) -> None:
+def _triggered(label: str, write: bool = False) -> None:
     """The trigger-file crash point (``BATCHRAY_CRASH_FILE``, see the module docstring)."""
     path = _trigger_file
     try:
@@ -117,6 +120,10 @@ def _triggered(label: str) -> None:
     except (FileNotFoundError, ValueError):
         return  # not armed (or being written: the next point reads it again)
     if not label.startswith(spec.get("label", "")):
+        return
+    if spec.get("pid") is not None and int(spec["pid"]) != os.getpid():
+        return
+    if spec.get("writes") and not write:
         return
     key = str(spec.get("id", ""))
     with _lock:

@@ -10,12 +10,19 @@ docstring); the Ray work runs here, in subprocesses:
 ``python tests/fault_driver.py agent ADDRESS STORE``
     A long-lived driver connected to the cluster. It reads one JSON request per line on stdin
     and answers one JSON line per request on the stdout it was started with (Ray's own output
-    goes to stderr). Requests: ``connect``, ``context``, ``start_load``, ``join``, ``info``,
-    ``settle``, ``shutdown`` (see :class:`Agent`).
+    goes to stderr). Requests: ``connect``, ``context``, ``start_load``, ``start_batch``, ``join``,
+    ``info``, ``settle``, ``values``, ``bank_setup``, ``balances``, ``resolve``, ``shutdown``
+    (see :class:`Agent`).
 
 ``python tests/fault_driver.py load ADDRESS STORE CONTEXT N BATCH_SIZE``
     A driver that streams N items into CONTEXT (for the trials that SIGKILL the driver). It
     prints ``{"fed": k}`` after each chunk it hands over, then the result.
+
+``python tests/fault_driver.py bank ADDRESS STORE HISTORY PROCESS SEED CONFIG``
+    A client of the bank workload (tests/test_bank_faults.py): transfers between the accounts
+    named in CONFIG (JSON) and reads of every balance, each logged to HISTORY (JSON Lines, see
+    :mod:`batchray.testing.history`) before and after the call. Prints ``{"ready": true}`` once
+    connected, runs until its stdin closes, then prints ``{"ops": n}``.
 
 Both drivers join with ``batchray.connect(store, address=ADDRESS)``; the test gives them
 ``RAY_AUTH_MODE`` in the environment (token auth when a token exists, as the cluster uses).
@@ -31,6 +38,8 @@ import traceback
 from typing import Any, Callable, Optional
 
 COLLECTIONS = [{"name": "rows", "attrs": [{"name": "label"}, {"name": "n", "type": "numeric"}]}]
+BANK = "Bank"
+BANK_COLLECTIONS = [{"name": "Accounts", "attrs": [{"name": "owner"}, {"name": "balance", "type": "numeric", "min": 0}]}]
 FINAL_STATES = {"completed", "failed", "rolled_back", "cancelled"}
 
 
@@ -105,6 +114,68 @@ class Agent:
 
         threading.Thread(target=run, name=f"load-{tag}", daemon=True).start()
         return {"started": entry["started"]}
+
+    def start_batch(self, tag: str, kind: str, context: str, n: int, batch_size: int) -> dict:
+        """One batch of known size in the background: ``create`` (n items, planned whole and
+        submitted in one call) or ``update`` (``n = n + 1000`` on every item of the context)."""
+        entry: dict[str, Any] = {"done": False, "started": time.time()}
+        self.loads[tag] = entry
+
+        def run() -> None:
+            try:
+                if kind == "create":
+                    result = self.client.create_items(context, "rows", list(rows(context, n)), batch_size=batch_size)
+                else:
+                    ids = [item["id"] for item in self.client.get_items(context)]
+                    result = self.client.update_items(
+                        context, [{"selector": {"itemId": i}, "values": {"n": "=n + 1000"}} for i in ids],
+                        batch_size=batch_size, progress=False)
+                entry["result"] = _summary(result)
+            except BaseException as exc:  # noqa: BLE001 - reported to the test, which judges it
+                entry["error"] = f"{type(exc).__name__}: {exc}"[:500]
+            entry["done"] = True
+
+        threading.Thread(target=run, name=f"batch-{tag}", daemon=True).start()
+        return {"started": entry["started"]}
+
+    def values(self, context: str) -> list:
+        """The ``n`` of every item of a context, in id order."""
+        return [item["values"]["n"] for item in _retry(lambda: self.client.get_items(context))]
+
+    # -- the bank ------------------------------------------------------------------------------
+    def bank_setup(self, accounts: int, initial: int) -> dict:
+        """The bank's data context and its accounts; their ids and shards."""
+        assert self.client.create_data_context(BANK, BANK_COLLECTIONS).success
+        created = self.client.create_items(BANK, "Accounts", [{"owner": f"a{k}", "balance": initial}
+                                                              for k in range(accounts)])
+        assert created.success and len(created.item_ids) == accounts, _summary(created)
+        return {"ids": created.item_ids, "shards": {str(i): self.client.layout.shard_of(i) for i in created.item_ids}}
+
+    def balances(self) -> dict:
+        """Every account's committed balance (after :meth:`settle`: nothing is in doubt)."""
+        return {str(item["id"]): item["values"]["balance"]
+                for item in _retry(lambda: self.client.get_items(BANK), timeout=60)}
+
+    def resolve(self, keys: list[str], ask: list[str]) -> dict:
+        """What the store says of each transfer, by its idempotency key: the batch registered
+        for it (none: ``absent``), the state the registry records, and the logged decision
+        (``commit`` when every participant committed). For the keys in ``ask`` (the transfers
+        whose outcome the client never learnt), the coordinator's ``status`` too."""
+        log = self.client._log
+        out: dict[str, dict[str, Any]] = {}
+        for key in keys:
+            batch = log.batch_by_key(key)
+            if batch is None:
+                out[key] = {"txn": None, "state": "absent", "decision": None}
+                continue
+            outcomes = log.decision(batch["txn"])
+            decision = None if outcomes is None else (
+                "commit" if outcomes and all(v == "commit" for v in outcomes.values()) else "abort")
+            out[key] = {"txn": batch["txn"], "state": batch["state"], "decision": decision}
+        for key in ask:
+            if out.get(key, {}).get("txn"):
+                out[key]["status"] = _retry(lambda key=key: self.client.status(out[key]["txn"]))["state"]
+        return out
 
     def join(self, tag: str, timeout: float = 120.0) -> dict:
         entry = self.loads[tag]
@@ -244,6 +315,106 @@ def run_load(address: str, store: str, context: str, n: int, batch_size: int, pa
     return 0
 
 
+class _Transfer:
+    """One transfer (an atomic batch of two expression updates, with an idempotency key),
+    submitted and waited for on a thread of its own, so that the client can stop waiting for it
+    at any moment (:attr:`done` not set in time) while the call goes on."""
+
+    def __init__(self, client: Any, updates: list[dict], key: str) -> None:
+        self.client = client
+        self.updates = updates
+        self.key = key
+        self.txn: Optional[str] = None
+        self.result: Optional[dict] = None
+        self.error: Optional[str] = None
+        self.done = threading.Event()
+        threading.Thread(target=self._run, name=f"transfer-{key}", daemon=True).start()
+
+    def _run(self) -> None:
+        from batchray.client import _get
+
+        try:
+            submitted = self.client.update_items(BANK, self.updates, atomic=True, max_retries=2,
+                                                 idempotency_key=self.key, progress=False, wait=False)
+            if isinstance(submitted, str):  # the batch id, at once; then wait for the result
+                self.txn = submitted
+                while self.result is None:
+                    try:
+                        self.result = _get(self.client.coordinator.wait.remote(self.txn, 0.5), timeout=10)
+                    except Exception:  # noqa: BLE001 - the coordinator is restarting: ask again
+                        time.sleep(0.2)
+            else:  # Ray re-sent the submit: the result of the batch registered before
+                self.txn = submitted.transaction_id
+                self.result = submitted.dump()
+        except Exception as exc:  # noqa: BLE001 - an error: the outcome is unknown
+            self.error = f"{type(exc).__name__}: {exc}"
+        self.done.set()
+
+
+def run_bank(address: str, store: str, history: str, process: str, seed: int, config: dict) -> int:
+    """A bank client; see the module docstring. ``config``: ``accounts`` (ids), ``max_amount``,
+    ``reads`` (the fraction of operations that read), ``timeout`` (seconds a transfer may take
+    before the client gives up on it: its outcome is then unknown), ``impatient`` (the fraction
+    of transfers whose client waits only 0.2 to 1.5 s for the result, then logs the outcome as
+    unknown and goes on while the batch may still commit)."""
+    import random
+
+    import batchray
+    from batchray.testing.history import HistoryWriter
+
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    stop = threading.Event()
+
+    def watch_stdin() -> None:
+        sys.stdin.read()  # until the test closes it (or dies)
+        stop.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    rng = random.Random(f"{seed}:{process}")
+    accounts = list(config["accounts"])
+    client = _retry(lambda: batchray.connect(store, address=address, progress=False))
+    writer = HistoryWriter(history, process)
+    replies.write(json.dumps({"ready": True}) + "\n")
+    ops = 0
+    while not stop.is_set():
+        ops += 1
+        key = f"{process}-{ops}"
+        if rng.random() < config.get("reads", 0.3):
+            writer.invoke("read", key)
+            try:
+                items = client.get_items(BANK)
+                writer.complete("ok", "read", key, {"balances": {str(i["id"]): i["values"]["balance"] for i in items}})
+            except Exception as exc:  # noqa: BLE001 - a read that fails changes nothing
+                writer.complete("fail", "read", key, error=f"{type(exc).__name__}: {exc}")
+            continue
+        source, target = rng.sample(accounts, 2)
+        amount = rng.randint(1, config.get("max_amount", 10))
+        writer.invoke("transfer", key, {"deltas": {str(source): -amount, str(target): amount}})
+        updates = [{"selector": {"itemId": source}, "values": {"balance": f"=balance - {amount}"}},
+                   {"selector": {"itemId": target}, "values": {"balance": f"=balance + {amount}"}}]
+        patience = (rng.uniform(0.2, 1.5) if rng.random() < config.get("impatient", 0.0)
+                    else config.get("timeout", 45.0))
+        call = _Transfer(client, updates, key)
+        if not call.done.wait(patience):
+            # the client gives up; the call goes on in its thread, and the batch may commit
+            writer.complete("unknown", "transfer", key, txn=call.txn, error=f"no result in {patience:.1f} s")
+            continue
+        result = call.result
+        if call.error is not None:
+            writer.complete("unknown", "transfer", key, txn=call.txn, error=call.error)
+        elif result.get("success"):
+            writer.complete("ok", "transfer", key, txn=call.txn)
+        elif result.get("state") == "rolled_back":
+            error = result.get("error") or {}
+            writer.complete("fail", "transfer", key, txn=call.txn, error=f"{error.get('code')}: {error.get('message')}")
+        else:
+            writer.complete("unknown", "transfer", key, txn=call.txn, error=f"state {result.get('state')}")
+    writer.close()
+    replies.write(json.dumps({"ops": ops}) + "\n")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     command = argv[0]
     if command == "cluster":
@@ -252,6 +423,8 @@ def main(argv: list[str]) -> int:
         return serve_agent(argv[1], argv[2])
     if command == "load":
         return run_load(argv[1], argv[2], argv[3], int(argv[4]), int(argv[5]), float(argv[6]) if len(argv) > 6 else 0.0)
+    if command == "bank":
+        return run_bank(argv[1], argv[2], argv[3], argv[4], int(argv[5]), json.loads(argv[6]))
     raise SystemExit(f"unknown command {command!r}")
 
 
