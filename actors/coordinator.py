@@ -175,7 +175,7 @@ class TransactionCoordinator:
             self.log.set_state(batch["txn"], "running")
         self.recovered = self.executor.recover()
         self.service = CoordinatorService(
-            self.executor, budget=self.budget, progress=_RemoteProgress(self.progress), report_chunks=False,
+            self.executor, budget=self.budget, progress=_RemoteProgress(self.progress), report_chunks=True,
             max_running=max_running, stall_timeout=stall_timeout, release_images=self.transport.release,
         )
 

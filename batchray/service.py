@@ -68,6 +68,7 @@ class BatchRun:
     running: threading.Event = field(default_factory=threading.Event)  # set when it starts
     feeding: int = 0  # feed calls in progress: the driver is alive (maybe held by the budget)
     ended: threading.Event = field(default_factory=threading.Event)  # its thread is done, phase 2 too
+    send_progress: Optional[Callable[[], None]] = None  # sends the increments summed so far
 
     def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[Optional[PlannedChunk]]:
         """The planned chunks as they are fed, and ``None`` every 50 ms while none is waiting,
@@ -130,6 +131,7 @@ class CoordinatorService:
         # be object refs (the payloads go driver -> object store -> worker, never through here)
         self.chunk_types: dict[str, int] = {}
         self._threads = _Threads("batchray-batch")
+        self._memory_reported = 0.0
         self._admitter = threading.Thread(target=self._admit_loop, name="batchray-admission", daemon=True)
         self._admitter.start()
 
@@ -218,9 +220,21 @@ class CoordinatorService:
         self._report_memory()
         return True
 
-    def _report_memory(self) -> None:
-        if self.progress is not None:
-            self.progress.memory(self.budget.in_use, self.budget.limit)
+    PROGRESS_EVERY = 0.1
+    """Seconds between progress reports of one batch (its increments are summed meanwhile)."""
+
+    MEMORY_REPORT_EVERY = 0.1
+    """Seconds between reports of the budget's use to the progress hook (a gauge: a report
+    per chunk cost an actor call per chunk, as much as the chunk's own dispatch)."""
+
+    def _report_memory(self, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._memory_reported < self.MEMORY_REPORT_EVERY:
+            return
+        self._memory_reported = now
+        self.progress.memory(self.budget.in_use, self.budget.limit)
 
     def close_input(self, txn: str, total: Optional[int] = None) -> None:
         run = self._run(txn)
@@ -276,13 +290,28 @@ class CoordinatorService:
                 return run.stop
             return None
 
+        # increments are summed and sent at most every PROGRESS_EVERY seconds, and always
+        # before waiters hear the result (see _decided): one call per chunk to the progress
+        # actor cost as much as the chunk's own dispatch
+        unsent = {"done": 0, "failed": 0, "at": time.monotonic(), "operation": run.kind}
+
+        def send_progress() -> None:
+            if unsent["done"] or unsent["failed"]:
+                self.progress.report(run.txn, unsent["done"], unsent["failed"], unsent["operation"])
+                unsent["done"] = unsent["failed"] = 0
+            unsent["at"] = time.monotonic()
+
         def on_chunk(pc, images, error):
             if self.progress is not None:
                 if self.report_chunks or images is None:
-                    done = images.affected if images is not None else 0
-                    failed = len(images.errors) if images is not None else pc.count
-                    self.progress.report(run.txn, done, failed, run.kind)
+                    unsent["done"] += images.affected if images is not None else 0
+                    unsent["failed"] += len(images.errors) if images is not None else pc.count
+                    unsent["operation"] = pc.operation or run.kind
+                    if time.monotonic() - unsent["at"] >= self.PROGRESS_EVERY:
+                        send_progress()
                 self._report_memory()
+
+        run.send_progress = send_progress if self.progress is not None else None
 
         # a batch submitted whole is handed over as the list it is, so that each participant's
         # last chunk is known and applied and voted in one call (a stream cannot be looked ahead of)
@@ -311,8 +340,9 @@ class CoordinatorService:
                 result.total_items = run.total
             run.result = result
             if self.progress is not None:
+                send_progress()
                 self.progress.finish(run.txn, result.state.value)
-                self._report_memory()
+                self._report_memory(force=True)
             run.done.set()
             run.ended.set()
 
@@ -321,6 +351,8 @@ class CoordinatorService:
         off by the commit gate until it is done."""
         if run.total is not None:
             result.total_items = run.total
+        if run.send_progress is not None:
+            run.send_progress()  # a status query after the result sees every increment
         run.result = result
         run.done.set()
 
