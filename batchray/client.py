@@ -36,6 +36,8 @@ from .store import CATALOG, Catalog, CommitGate, ItemReader, StoreLayout, parse_
 DEFAULT_STORE = "./batchray-data"
 SMALL_BATCH = 10_000
 """Batches of at most this many known items are planned whole and submitted in one call."""
+FEED_GROUP = 8
+"""Chunks handed to the coordinator per call when the input is held in memory."""
 
 
 def _prepare_ray_auth(address: Optional[str]) -> None:
@@ -236,6 +238,19 @@ class Client:
         pending = 0
         fed = 0
         stopped = False
+        # chunks of an input held in memory (a list: the next chunk is never waited for) go to
+        # the coordinator several per call, up to FEED_GROUP chunks or a quarter of the headroom;
+        # a stream's chunks go one per call, so that none waits for a slow producer
+        group: list[Any] = []
+        group_bytes = 0
+        group_max = FEED_GROUP if plan.extra.get("inMemory", isinstance(plan.chunks, list)) else 1
+
+        def send() -> None:
+            nonlocal group, group_bytes
+            if group:
+                feeds.append((self.coordinator.feed.remote(txn, group), group_bytes))
+                group, group_bytes = [], 0
+
         try:
             for pc in plan.chunks:
                 while feeds and (len(feeds) >= 4 or pending + pc.nbytes > headroom):
@@ -247,11 +262,16 @@ class Client:
                 if stopped:
                     break
                 pc.chunk = ray.put(pc.chunk)
-                feeds.append((self.coordinator.feed.remote(txn, [pc]), pc.nbytes))
+                group.append(pc)
+                group_bytes += pc.nbytes
                 pending += pc.nbytes
                 fed += pc.count
+                if len(group) >= group_max or group_bytes >= headroom // 4:
+                    send()
                 if watcher is not None:
                     watcher.tick()
+            if not stopped:
+                send()
             for ok in _get([ref for ref, _ in feeds]):
                 if not ok:
                     break
@@ -329,6 +349,7 @@ class Client:
         max_bytes = min(8 << 20, max(1, int(self.memory_budget * self.memory_threshold) // 8))
         plan = self.planner.create_items(context, collection, items, batch_size=batch_size, validate_all=validate_all,
                                          atomic=atomic, max_bytes=max_bytes)
+        plan.extra["inMemory"] = hasattr(items, "__len__")  # not a generator: chunks never wait for input
         if plan.total is None and total is not None:
             plan.total = total
         options = self._options(atomic=atomic, continueOnError=continue_on_error, timeout=timeout, priority=priority,
