@@ -37,23 +37,34 @@ def people(count: int, seed: int = 7) -> Iterator[dict[str, Any]]:
 
 
 class PeakMemory:
-    """Samples the resident memory of a set of processes (summed) every 50 ms."""
+    """Samples the resident memory of a set of processes (summed) every 50 ms.
 
-    def __init__(self, pids: list[int]) -> None:
+    ``measure="rss"`` sums resident sets: a page shared by several of the processes (Ray's
+    object store, mapped by the driver that writes a chunk and the worker that reads it) is
+    counted once per process. ``"pss"`` sums proportional sets, which count each page once
+    (split among the processes sharing it); it reads ``/proc/PID/smaps_rollup`` (Linux)."""
+
+    def __init__(self, pids: list[int], measure: str = "rss") -> None:
+        if measure not in ("rss", "pss"):
+            raise ValueError("measure is 'rss' or 'pss'")
         self.processes = [psutil.Process(p) for p in pids]
+        self.measure = measure
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def sample(self) -> int:
+        total = 0
+        for proc in self.processes:
+            try:
+                total += proc.memory_info().rss if self.measure == "rss" else proc.memory_full_info().pss
+            except psutil.Error:
+                pass
+        return total
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            total = 0
-            for proc in self.processes:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
+            self.peak = max(self.peak, self.sample())
             self._stop.wait(0.05)
 
     def __enter__(self) -> "PeakMemory":

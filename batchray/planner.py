@@ -88,13 +88,22 @@ def find_cycle(operations: Sequence[Operation], by_id: dict[str, int], among: se
 
 
 def estimate_bytes(row: Any) -> int:
-    """A cheap estimate of a value dict's encoded size (no encoding)."""
+    """A cheap estimate of the memory a row takes as Python objects (no encoding): the dict
+    and its values (keys are shared between rows). For rows of short values that is about
+    four times their encoded size, and it is what a process holding the chunk pays (the
+    driver cutting it, the worker applying it), so the memory budget bounds memory, not
+    only the bytes that travel."""
     if isinstance(row, str):
-        return len(row) + 16
+        return sys.getsizeof(row)
     if isinstance(row, dict):
-        total = 16
-        for key, value in row.items():
-            total += len(key) + 4 + (len(value) if isinstance(value, str) else 8)
+        size = sys.getsizeof
+        total = size(row)
+        for value in row.values():
+            if value is None or value is True or value is False:
+                continue  # shared singletons
+            total += size(value)
+            if isinstance(value, (dict, list)):
+                total += 64 * len(value)  # nested values, roughly
         return total
     return sys.getsizeof(row)
 

@@ -168,7 +168,10 @@ class SqliteShard:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA journal_size_limit=67108864")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA cache_size=-65536")
+        # 8 MiB of page cache per connection: a bigger cache was measured to change no bulk
+        # timing (docs/storage-choice.md, docs/performance.md), and every shard connection of
+        # every process would hold it, outside the memory budget
+        conn.execute("PRAGMA cache_size=-8192")
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.executescript(_DDL)
         if new:
