@@ -462,6 +462,26 @@ class SqliteShard:
         fragment, params = to_sql(parse(where), sqlite_column)
         return f"id BETWEEN ? AND ? AND ({fragment})", [lo, hi, *params]
 
+    def _copy_before_images(self, conn: sqlite3.Connection, ref: TxnRef, chunk: UpdateItems | DeleteItems) -> tuple[str, list[Any]]:
+        """Copy the before-images of the items a selection by query matches into ``undo``,
+        inside SQLite; return the SQL condition (and its parameters) that names those items
+        again. When the transaction had no before-image in the context yet, the rows just
+        copied are exactly the matches, and reading their keys back from the undo index is
+        cheaper than evaluating the query a second time; otherwise the query is the condition."""
+        lo, hi = context_range(chunk.context_id)
+        where, params = self._where_sql(chunk.context_id, chunk.where)
+        earlier = conn.execute(
+            "SELECT EXISTS(SELECT 1 FROM undo WHERE txn=? AND tbl='items' AND key BETWEEN ? AND ?)", (ref.txn, lo, hi)
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT OR IGNORE INTO undo(txn, chunk, tbl, key, before, before_ver) "
+            f"SELECT ?, ?, 'items', id, vals, ver FROM items WHERE {where}",
+            (ref.txn, chunk.chunk_id, *params),
+        )
+        if earlier:
+            return where, params
+        return "id IN (SELECT key FROM undo WHERE txn=? AND tbl='items' AND key BETWEEN ? AND ?)", [ref.txn, lo, hi]
+
     def _update_context(self, conn: sqlite3.Connection, ref: TxnRef, chunk: UpdateItems, ver: int) -> BeforeImages:
         """A selection by query under the context's exclusive lock (see :meth:`_lock_plan`): no
         other transaction has uncommitted writes in the context, so ``items`` holds exactly
@@ -469,12 +489,7 @@ class SqliteShard:
         then one ``UPDATE`` runs the compiled patch on each matching row; the rows never
         travel through Python lists, and nothing is held per item but its before-image."""
         images = BeforeImages(chunk.chunk_id)
-        where, params = self._where_sql(chunk.context_id, chunk.where)
-        conn.execute(
-            "INSERT OR IGNORE INTO undo(txn, chunk, tbl, key, before, before_ver) "
-            f"SELECT ?, ?, 'items', id, vals, ver FROM items WHERE {where}",
-            (ref.txn, chunk.chunk_id, *params),
-        )
+        matched, params = self._copy_before_images(conn, ref, chunk)
         patch = ItemPatcher(chunk.schema, replace=chunk.replace).compile(chunk.patch or {})
         index = _request_index(chunk, 0) if chunk.indexes else None
         befores: list[tuple[int, str]] = []
@@ -496,7 +511,7 @@ class SqliteShard:
 
         conn.create_function("batchray_patch", 3, patched)
         try:
-            conn.execute(f"UPDATE items SET vals = batchray_patch(id, vals, ver), ver = ? WHERE {where}", (ver, *params))
+            conn.execute(f"UPDATE items SET vals = batchray_patch(id, vals, ver), ver = ? WHERE {matched}", (ver, *params))
         finally:
             conn.create_function("batchray_patch", 3, None)
         if failed:  # unchanged after all: their version and this chunk's before-image go back
@@ -512,16 +527,10 @@ class SqliteShard:
     def _delete_context(self, conn: sqlite3.Connection, ref: TxnRef, chunk: DeleteItems) -> BeforeImages:
         """A deletion by query under the context's exclusive lock (see :meth:`_update_context`)."""
         images = BeforeImages(chunk.chunk_id)
-        where, params = self._where_sql(chunk.context_id, chunk.where)
-        befores = conn.execute(f"SELECT id, vals FROM items WHERE {where}", params).fetchall()
-        conn.execute(
-            "INSERT OR IGNORE INTO undo(txn, chunk, tbl, key, before, before_ver) "
-            f"SELECT ?, ?, 'items', id, vals, ver FROM items WHERE {where}",
-            (ref.txn, chunk.chunk_id, *params),
-        )
-        conn.execute(f"DELETE FROM items WHERE {where}", params)
-        images.items = befores
-        images.affected = len(befores)
+        matched, params = self._copy_before_images(conn, ref, chunk)
+        images.items = conn.execute(f"SELECT id, vals FROM items WHERE {matched} ORDER BY id", params).fetchall()
+        conn.execute(f"DELETE FROM items WHERE {matched}", params)
+        images.affected = len(images.items)
         return images
 
     def _matching_under_lock(self, conn, ref, context_id, where) -> tuple[list[int], dict[int, str]]:

@@ -206,3 +206,24 @@ def test_prepared_escalated_transaction_survives_a_restart(tmp_path):
     again.abort(TxnRef("late", 20))
     again.commit(TxnRef("t", 10, again.epoch))
     assert _rows(again)[LO + 1]["n"] == 2 and again.locks.lock_count() == 0
+
+
+def test_an_escalated_update_after_item_writes_of_the_same_transaction(tmp_path):
+    bulk, items = _pair(tmp_path)
+    before = _rows(bulk)
+    for shard in (bulk, items):
+        ref = TxnRef("t", 10)
+        shard.apply(ref, UpdateItems(2, CTX, ids=[LO + 2], patch={"n": 1000}, schema=SCHEMA))
+        images = shard.apply(ref, _update(3, "n >= 10", {"n": "=n + 1"}))  # matches the item above too
+        assert images.affected == COUNT - 10 + 1
+        assert dict(images.items)[LO + 2] == orjson.dumps({**before[LO + 2], "n": 1000}).decode()
+        stored = {k: v for chunk in shard.before_images("t") for k, v in chunk.items}
+        assert stored[LO + 2] == orjson.dumps(before[LO + 2]).decode()  # the first before-image stays
+        shard.abort(ref)
+        assert _rows(shard) == before
+        ref = TxnRef("t2", 11)
+        shard.apply(ref, UpdateItems(4, CTX, ids=[LO + 2], patch={"n": 1000}, schema=SCHEMA))
+        shard.apply(ref, _update(5, "n >= 10", {"n": "=n + 1"}))
+        assert shard.prepare(ref)
+        shard.commit(ref)
+    assert _rows(bulk) == _rows(items) and _rows(bulk)[LO + 2]["n"] == 1001
