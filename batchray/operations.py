@@ -360,6 +360,10 @@ def run_transaction(
     * ``partial_rollback``: each operation its own transaction; a failed operation is rolled
       back and every operation depending on it (transitively) is not run; the rest is kept.
 
+    An operation's ``timeout`` (ms) bounds its own transaction under ``skip`` and
+    ``partial_rollback``; under ``rollback`` and ``retry`` all operations share one transaction,
+    bounded by the batch ``timeout``.
+
     Returns ``{success, transactionIds, results, errors, skipped}`` with errors aggregated as
     ``{operation, index, code, message, retryable, attempts}``.
     """
@@ -413,7 +417,10 @@ def run_transaction(
             skipped.append(op.id)
             continue
         try:
-            result = run(plan_operation(planner, op), {**base, "atomic": True})
+            own = {**base, "atomic": True}
+            if op.timeout is not None:  # an operation that runs on its own has its own deadline
+                own["timeout"] = min(op.timeout, int(base.get("timeout", op.timeout)))
+            result = run(plan_operation(planner, op), own)
         except BatchrayError as exc:
             errors.append(_op_error(op.id, exc, 1))
             failed.add(op.id)
