@@ -24,6 +24,7 @@ import orjson
 
 from . import crashpoints
 from .errors import StoreError
+from .store import create_private_file
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS batches(
@@ -44,14 +45,18 @@ class DecisionLog:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        old = os.umask(0o077)
+        conn = None
         try:
-            self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=60)
-        finally:
-            os.umask(old)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_DDL)
+            create_private_file(self.path)  # readable by its owner only, and so its -wal and -shm files
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=60)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_DDL)
+        except (sqlite3.Error, OSError) as exc:  # read-only files, a full disk: refused like any write
+            if conn is not None:
+                conn.close()
+            raise StoreError(f"decision log: cannot open {self.path}: {exc}") from exc
+        self._conn = conn
         self._mutex = threading.RLock()
 
     def close(self) -> None:
@@ -188,8 +193,13 @@ class DecisionLog:
                 crashpoints.durable_write("log:sequence")
                 self._conn.execute("COMMIT")
                 return first
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if isinstance(exc, sqlite3.Error):  # disk full, read-only: a StoreError like every write's
+                    raise StoreError(f"decision log: sequence {name} failed: {exc}") from exc
                 raise
 
     # -- backups (before-images kept after commit, for undo) ---------------------------------

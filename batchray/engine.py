@@ -12,6 +12,7 @@ core's own runtime (tests, benchmarks, the simulator) and the reference for the 
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -24,13 +25,13 @@ import orjson
 
 from .chunks import CreateItems, DeleteItems, PutDocs, UpdateItems, context_of, context_range
 from .decision_log import DecisionLog
-from .errors import BatchrayError, NotFoundError, SchemaError, ValidationError
+from .errors import BatchrayError, NotFoundError, SchemaError, StoreError, ValidationError
 from .memory import MemoryBudget
 from .model import BatchResult, BatchState, ItemError
 from .planner import CreateChunker, PlannedChunk, estimate_bytes
 from .schema import DataContext, RowValidator, raise_if_errors, validate_values
 from .store import CATALOG, Catalog, CommitGate, ItemReader, StoreLayout, context_doc, context_key
-from .twophase import LocalTransport, Outcome, TwoPhaseCommit, recover
+from .twophase import LocalTransport, Outcome, TwoPhaseCommit, recover, unrecorded
 from .facade import BatchOperations
 
 _ts_lock = threading.Lock()
@@ -162,6 +163,10 @@ class BatchPlanner:
         queries: list[tuple[str, dict, int]] = []
         errors: list[dict[str, Any]] = []
         for index, update in enumerate(updates):
+            if not isinstance(update, dict) or not isinstance(update.get("values") or {}, dict):
+                errors.append({"index": index, "field": "values", "code": "VALIDATION",
+                               "message": "an update must be an object {selector, values} whose values is an object"})
+                continue
             values = update.get("values") or {}
             _, value_errors = validate_values(ctx, [values], start_index=index, partial=True)
             _check_expressions(ctx, values, index, value_errors)
@@ -218,6 +223,8 @@ class BatchPlanner:
 
     def _select(self, context_id: int, ctx: DataContext, selector: dict[str, Any], index: int) -> tuple[list[int], Optional[str]]:
         """Item ids named by a selector, or a query to run on every shard."""
+        if not isinstance(selector, dict):
+            raise ValidationError("a selector must be an object", index=index, field="selector")
         if selector.get("resource") is not None:  # a CODAP resource string: see batchray.resources
             from .resources import resource_selector
 
@@ -298,10 +305,13 @@ class Executor:
                                   on_chunk=on_chunk, should_stop=should_stop, backup=backup or plan.backup,
                                   on_decided=decided if on_decided is not None else None)
         result = summarize(plan, outcome, atomic, time.perf_counter() - started)
-        self.log.set_state(txn, result.state.value, result=result.dump())
-        undoes = plan.extra.get("source") if plan.kind == "rollback_batch" else None
-        if undoes and result.success:
-            self.log.set_state(undoes, BatchState.rolled_back.value)
+        try:
+            self.log.set_state(txn, result.state.value, result=result.dump())
+            undoes = plan.extra.get("source") if plan.kind == "rollback_batch" else None
+            if undoes and result.success:
+                self.log.set_state(undoes, BatchState.rolled_back.value)
+        except StoreError as exc:  # the batch is finished; only its record in the log failed
+            raise unrecorded(txn, outcome.committed, exc, "its status reads 'running' until recovery records it") from exc
         return result
 
     def recover(self) -> dict[str, list[str]]:
@@ -367,20 +377,34 @@ class LocalEngine(BatchOperations):
         from .backends import open_backend
 
         self.backend = open_backend(root, shards)
-        self.layout = self.backend.layout
-        self.log = self.backend.open_log()
-        self.participants = participants or {
-            name: self.backend.open_participant(name, lock_timeout=lock_timeout)
-            for name in self.layout.participant_names
-        }
-        self.gate = self.backend.gate()
-        self.catalog = Catalog(self.participants[CATALOG])
-        self.reader = ItemReader(self.backend.item_sources(self.participants), self.gate, self.log)
-        self.transport = LocalTransport(self.participants)
-        self.driver = TwoPhaseCommit(self.log, self.transport, budget=budget, gate=self.gate.exclusive)
-        self.executor = Executor(self.layout, self.log, self.driver)
-        self.planner = BatchPlanner(self.layout, self.catalog, self.reader, self.log.next_value)
-        self.executor.recover()
+        opened: list[Any] = []
+        try:
+            self.layout = self.backend.layout
+            self.log = self.backend.open_log()
+            opened.append(self.log)
+            if not participants:
+                participants = {}
+                for name in self.layout.participant_names:
+                    participants[name] = self.backend.open_participant(name, lock_timeout=lock_timeout)
+                    opened.append(participants[name])
+            self.participants = participants
+            self.gate = self.backend.gate()
+            self.catalog = Catalog(self.participants[CATALOG])
+            self.reader = ItemReader(self.backend.item_sources(self.participants), self.gate, self.log)
+            self.transport = LocalTransport(self.participants)
+            self.driver = TwoPhaseCommit(self.log, self.transport, budget=budget, gate=self.gate.exclusive)
+            self.executor = Executor(self.layout, self.log, self.driver)
+            self.planner = BatchPlanner(self.layout, self.catalog, self.reader, self.log.next_value)
+            self.executor.recover()
+        except BaseException:
+            # a failed open (read-only files, a full disk) leaves nothing open behind: SQLite would
+            # hand a read-only descriptor still open to the next open of the same file
+            for item in reversed(opened):
+                with contextlib.suppress(Exception):
+                    item.close()
+            with contextlib.suppress(Exception):
+                self.backend.close()
+            raise
 
     def close(self) -> None:
         for participant in self.participants.values():

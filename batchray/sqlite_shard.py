@@ -57,6 +57,7 @@ from .errors import (
     ValidationError,
 )
 from .locks import EXCLUSIVE, SHARED, LockManager
+from .store import create_private_file
 from .patching import ItemPatcher, encode_created_rows
 
 SCHEMA_VERSION = 1
@@ -149,34 +150,36 @@ class SqliteShard:
         self.locks = LockManager(default_timeout=lock_timeout)
         self._mutex = threading.RLock()
         self._closed = False
-        self._conn = self._open()
+        try:
+            self._conn = self._open()
+        except (sqlite3.Error, OSError) as exc:  # read-only files, a full disk: refused like any write
+            raise StoreError(f"shard {self.name}: cannot open {self.path}: {exc}", shard=self.name) from exc
         self.in_doubt: list[dict[str, Any]] = self.recover() if recover else []
 
     # -- files ------------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists()
-        old_umask = os.umask(0o077)  # shard files readable by their owner only
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        create_private_file(self.path)  # readable by its owner only, and so its -wal and -shm files
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=60.0)
         try:
-            conn = sqlite3.connect(
-                str(self.path), isolation_level=None, check_same_thread=False, timeout=60.0
-            )
-        finally:
-            os.umask(old_umask)
-        if new:
-            conn.execute("PRAGMA page_size=16384")  # measured: bulk writes 8-25% faster
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA journal_size_limit=67108864")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        # 8 MiB of page cache per connection: a bigger cache was measured to change no bulk
-        # timing (docs/storage-choice.md, docs/performance.md), and every shard connection of
-        # every process would hold it, outside the memory budget
-        conn.execute("PRAGMA cache_size=-8192")
-        conn.execute("PRAGMA temp_store=MEMORY")
-        conn.executescript(_DDL)
-        if new:
-            conn.execute("INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (SCHEMA_VERSION,))
-            conn.execute("INSERT OR IGNORE INTO meta VALUES('epoch', 0)")
+            if new:
+                conn.execute("PRAGMA page_size=16384")  # measured: bulk writes 8-25% faster
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA journal_size_limit=67108864")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            # 8 MiB of page cache per connection: a bigger cache was measured to change no bulk
+            # timing (docs/storage-choice.md, docs/performance.md), and every shard connection of
+            # every process would hold it, outside the memory budget
+            conn.execute("PRAGMA cache_size=-8192")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            conn.executescript(_DDL)
+            if new:
+                conn.execute("INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (SCHEMA_VERSION,))
+                conn.execute("INSERT OR IGNORE INTO meta VALUES('epoch', 0)")
+        except BaseException:
+            conn.close()  # a read-only descriptor left open would be reused by the next open of the file
+            raise
         return conn
 
     def close(self) -> None:

@@ -33,6 +33,32 @@ DEFAULT_SHARDS = 2
 CATALOG = "catalog"
 
 
+def create_private_dir(path: Path) -> None:
+    """Make directory ``path`` (and missing parents) if it does not exist; one made here is
+    readable by its owner only (0o700). The modes are set explicitly: the process umask is
+    not touched, since changing it is not thread-safe (threads opening stores at once could
+    leave it changed for the whole process)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def create_private_file(path: Path) -> None:
+    """Create an empty file readable by its owner only (0o600) unless it exists. SQLite opens
+    an empty file as a new database and gives its -wal and -shm files the database's mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)  # the mode given to open is filtered by the umask
+    finally:
+        os.close(fd)
+
+
 def shard_name(index: int) -> str:
     return f"shard-{index:04d}"
 
@@ -58,11 +84,7 @@ class StoreLayout:
 
     def __init__(self, root: str | os.PathLike, shards: Optional[int] = None) -> None:
         self.root = Path(root).expanduser().resolve()
-        old = os.umask(0o077)
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        finally:
-            os.umask(old)
+        create_private_dir(self.root)
         meta_path = self.root / "store.json"
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
@@ -78,8 +100,9 @@ class StoreLayout:
             if not 1 <= self.shards <= 256:
                 raise ValidationError("shards must be between 1 and 256", field="shards")
             tmp = meta_path.with_suffix(".tmp")
+            tmp.unlink(missing_ok=True)
+            create_private_file(tmp)
             tmp.write_text(json.dumps({"format": FORMAT_VERSION, "shards": self.shards}))
-            os.chmod(tmp, 0o600)
             os.replace(tmp, meta_path)
 
     @property
@@ -111,7 +134,13 @@ class CommitGate:
 
     @contextlib.contextmanager
     def _held(self, mode: int) -> Iterator[None]:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            try:  # a read-only store (permissions, a read-only mount): flock needs no write access
+                fd = os.open(self.path, os.O_RDONLY)
+            except OSError as exc:
+                raise StoreError(f"cannot open the commit gate {self.path}: {exc}", path=str(self.path)) from exc
         try:
             fcntl.flock(fd, mode)
             yield

@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterable, Optional, Protocol
 
 from .chunks import BeforeImages, TxnRef
 from .decision_log import DecisionLog
-from .errors import BatchrayError, BatchTimeout, CancelledError, InternalError, TransactionAborted, ValidationError
+from .errors import (BatchrayError, BatchTimeout, CancelledError, InternalError, StoreError, TransactionAborted,
+                     ValidationError)
 from .memory import MemoryBudget
 from .planner import PlannedChunk
 
@@ -179,8 +180,17 @@ class TwoPhaseCommit:
             decided = {p: ("commit" if commit else "abort") for p in touched}
         else:
             decided = {p: ("commit" if votes.get(p) else "abort") for p in touched}
+        logged = True
         with self.gate():  # readers wait while the decision reaches the participants
-            outcome.outcomes = self.log.decide(txn, decided)
+            try:
+                outcome.outcomes = self.log.decide(txn, decided)
+            except StoreError:
+                if any(v == "commit" for v in decided.values()):
+                    raise  # no commit without its durable record: recovery presumes abort
+                # presumed abort: an abort needs no record (recovery aborts an undecided batch
+                # as well), so a log that cannot be written (disk full) must not leave the
+                # participants holding locks and undo data until recovery runs
+                outcome.outcomes, logged = dict(decided), False
             if not touched:
                 outcome.committed = outcome.cause is None and not (atomic and outcome.errors)
             elif atomic:
@@ -193,7 +203,10 @@ class TwoPhaseCommit:
                 )
             if on_decided is not None:
                 on_decided(outcome)
-            outcome.in_doubt = self.finish(txn, ts, outcome.outcomes)
+            try:
+                outcome.in_doubt = self.finish(txn, ts, outcome.outcomes, record=logged)
+            except StoreError as exc:  # the outcome is final; only its record in the log failed
+                raise unrecorded(txn, outcome.committed, exc, "reads wait until recovery records it") from exc
         return outcome
 
     def _phase1(self, txn, ts, planned, outcome, touched, atomic, max_retries, keep_images, on_chunk, should_stop, backup=False):
@@ -313,11 +326,12 @@ class TwoPhaseCommit:
         return votes
 
     # -- phase 2 ----------------------------------------------------------------------------
-    def finish(self, txn: str, ts: int, outcomes: dict[str, str]) -> list[str]:
+    def finish(self, txn: str, ts: int, outcomes: dict[str, str], *, record: bool = True) -> list[str]:
         """Deliver the logged outcomes until acknowledged; return participants still in doubt
         (left for :func:`recover`) after ``phase2_deadline`` seconds, or after ``phase2_attempts``
         rounds of delivery when that is set (the wall clock is then not read: the seeded
-        simulator needs the same rounds on every run)."""
+        simulator needs the same rounds on every run). ``record=False``: an abort that was
+        never logged, so there is no decision to mark done."""
         deadline = time.monotonic() + self.phase2_deadline
         remaining = dict(outcomes)
         attempt = 0
@@ -342,8 +356,18 @@ class TwoPhaseCommit:
                 elif time.monotonic() > deadline:
                     return sorted(remaining)
                 self.sleep(_backoff(attempt, self.rng))
-        self.log.mark_done(txn)
+        if record:
+            self.log.mark_done(txn)
         return []
+
+
+def unrecorded(txn: str, committed: bool, exc: StoreError, consequence: str) -> StoreError:
+    """The error for a batch whose outcome is final but whose record in the decision log could
+    not be written (disk full, read-only): it says which outcome, so that a caller does not
+    run a committed batch again."""
+    what = "committed" if committed else "rolled back"
+    return StoreError(f"batch {txn} was {what}, but the decision log could not record it ({exc.message}); "
+                      f"{consequence} (batchray recover)", batchId=txn, committed=committed)
 
 
 def recover(

@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from batchray.engine import LocalEngine
 from batchray.errors import BatchrayError, ExpressionError, QueryError, ValidationError
 from batchray.expressions import compile_expression
-from batchray.query import Comparison, Not, And, Or, attributes, evaluate, parse, sqlite_column, to_sql
+from batchray.query import Comparison, Not, attributes, evaluate, parse, sqlite_column, to_sql
 from batchray.resources import parse_resource
 from batchray.schema import COMPONENT_TYPES
 from batchray.tools import TOOLS, call_tool
