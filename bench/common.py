@@ -51,6 +51,23 @@ def raw_sqlite_load(path: str, rows: list[dict[str, Any]]) -> float:
     return seconds
 
 
+RAW_UPDATE = "UPDATE items SET vals = json_set(vals, '$.score', json_extract(vals, '$.score') * 1.1)"
+
+
+def raw_sqlite_update(path: str) -> float:
+    """The update baseline: one SQL ``UPDATE`` of every row's score (``json_set``), in one
+    transaction, on a file written by :func:`raw_sqlite_load`. Returns seconds."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    started = time.perf_counter()
+    conn.execute("BEGIN")
+    conn.execute(RAW_UPDATE)
+    conn.execute("COMMIT")
+    seconds = time.perf_counter() - started
+    conn.close()
+    return seconds
+
+
 @contextmanager
 def timed() -> Iterator[dict[str, float]]:
     gc.collect()
@@ -69,16 +86,23 @@ def machine() -> dict[str, Any]:
     return {"cores": os.cpu_count(), "python": ".".join(map(str, __import__("sys").version_info[:3]))}
 
 
-def report(title: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Print a table of ``{metric, value, target, ok}`` rows and the JSON of the whole result."""
+def format_value(value: Any) -> str:
+    return f"{value:,.3f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    """Print ``{metric, value, target, ok}`` rows, each figure beside its target."""
     print(f"\n== {title} ({machine()['cores']} cores)")
     width = max(len(r["metric"]) for r in rows)
     for r in rows:
-        value = r["value"]
-        shown = f"{value:,.3f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
         target = r.get("target", "")
         ok = "" if r.get("ok") is None else ("  ok" if r["ok"] else "  BELOW TARGET")
-        print(f"  {r['metric']:<{width}}  {shown:>16}  {target}{ok}")
+        print(f"  {r['metric']:<{width}}  {format_value(r['value']):>16}  {target}{ok}", flush=True)
+
+
+def report(title: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Print a table of ``{metric, value, target, ok}`` rows and the JSON of the whole result."""
+    print_table(title, rows)
     result = {"benchmark": title, "machine": machine(), "results": rows, **(extra or {})}
     print(json.dumps(result))
     return result

@@ -1,0 +1,456 @@
+"""The scenarios of ``python -m bench``: each measures batchray and its baseline in the same run.
+
+Every scenario returns ``(rows, extra)``: table rows ``{metric, value, target, ok}`` and a dict
+of raw figures for the JSON. Ratios are always of figures measured minutes apart on the same
+machine, never against a figure remembered from another day; where a baseline is too slow to
+run in full (Ray Data, one actor call per item) it runs on a sample and its rate is compared.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from .common import COLLECTIONS, make_rows, raw_sqlite_load, raw_sqlite_update
+from .ray_create import load_seconds, per_call_rate, percentile, small_batch_latencies
+
+UPDATE = {"selector": {"query": "age >= 0"}, "values": {"score": "=score * 1.1"}}
+
+PATTERN_COLLECTIONS = [
+    {
+        "name": "People",
+        "attrs": [
+            {"name": "name", "type": "categorical", "pattern": r"person-[0-9]+"},
+            {"name": "age", "type": "numeric", "min": 0, "max": 130},
+            {"name": "city", "type": "categorical", "pattern": r"[A-Z][a-z]+"},
+            {"name": "score", "type": "numeric"},
+            {"name": "active", "type": "checkbox"},
+        ],
+    }
+]
+"""The bench schema with constraints: validation takes the row path, on the workers."""
+
+
+@dataclass
+class Sizes:
+    items: int = 1_000_000
+    raydata_sample: int = 50_000
+    per_call_sample: int = 20_000
+    latency_runs: int = 200
+    latency_items: int = 10_000  # latency-bound scaling: 400 chunks of 25 items
+    latency_chunk: int = 25
+    cpu_items: int = 200_000  # CPU-bound scaling: 100 chunks of 2,000 items
+    cpu_chunk: int = 2_000
+    import_budget: int = 16 << 20
+    repeats: int = 2
+    scaling_repeats: int = 3
+
+    @classmethod
+    def quick(cls) -> "Sizes":
+        return cls(items=100_000, raydata_sample=10_000, per_call_sample=5_000, latency_runs=60,
+                   latency_items=5_000, cpu_items=60_000, import_budget=8 << 20, repeats=1, scaling_repeats=2)
+
+
+@dataclass
+class Suite:
+    """Shared state of one run: the rows, the Ray session, clients by name, figures measured
+    once and used by several scenarios (the bulk-create rate)."""
+
+    sizes: Sizes
+    root: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="batchray-bench-"))
+    figures: dict[str, Any] = field(default_factory=dict)
+    scaling: dict[str, dict[int, float]] = field(default_factory=dict)
+    _rows: Optional[list[dict[str, Any]]] = None
+    _clients: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            self._rows = make_rows(self.sizes.items)
+        return self._rows
+
+    def drop_rows(self) -> None:
+        self._rows = None
+        gc.collect()
+
+    def ray(self):
+        import ray
+
+        if not ray.is_initialized():
+            # Ray runs its worker processes (batchray's actors) at niceness 15; the baselines run
+            # in this process at 0. On a machine shared with other work that hands the baselines
+            # most of the CPU, so the suite runs both at the same priority
+            os.environ.setdefault("RAY_worker_niceness", "0")
+            ray.init(include_dashboard=False, namespace="batchray", log_to_driver=False, address="local")
+        return ray
+
+    def client(self, name: str, **options: Any):
+        """A client on its own store (its own coordinator and workers), made once per name."""
+        if name not in self._clients:
+            import batchray
+
+            self.ray()
+            self._clients[name] = batchray.connect(os.path.join(self.root, name), progress=False, **options)
+        return self._clients[name]
+
+    def close_client(self, name: str) -> None:
+        client = self._clients.pop(name, None)
+        if client is not None:
+            client.shutdown()
+
+    def close(self) -> None:
+        for name in list(self._clients):
+            self.close_client(name)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    # -- figures shared by several scenarios ------------------------------------------------------
+    def create_rate(self) -> float:
+        """batchray's atomic bulk-create rate with 2 workers (best of ``repeats``), measured once."""
+        if "create_rate" not in self.figures:
+            self._measure_create()
+        return self.figures["create_rate"]
+
+    def _measure_create(self) -> None:
+        rows = self.rows()
+        client = self.client("main", workers=2, shards=2)
+        raw_best = batch_best = float("inf")
+        for attempt in range(self.sizes.repeats):  # alternate, keep the best of each
+            path = self.path(f"raw-{attempt}.sqlite")
+            raw_best = min(raw_best, raw_sqlite_load(path, rows))
+            os.remove(path)
+            batch_best = min(batch_best, load_seconds(client, "Create", rows))
+        self.figures["raw_create_rate"] = len(rows) / raw_best
+        self.figures["create_rate"] = len(rows) / batch_best
+
+
+def _row(metric: str, value: Any, target: Optional[str] = None, ok: Optional[bool] = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"metric": metric, "value": value}
+    if target is not None:
+        out["target"] = target
+        out["ok"] = bool(ok)
+    return out
+
+
+# -- 1-3: bulk create against raw SQLite, Ray Data and one actor call per item -----------------
+
+def create_vs_sqlite(suite: Suite):
+    rate = suite.create_rate()
+    raw = suite.figures["raw_create_rate"]
+    ratio = rate / raw
+    rows = [
+        _row("raw SQLite rows/s (orjson + executemany, 1 transaction, 1 process)", round(raw)),
+        _row("batchray rows/s (2 workers, 2 shards, atomic, validated)", round(rate)),
+        _row("ratio batchray / raw SQLite", round(ratio, 3), ">= 1.0", ratio >= 1.0),
+    ]
+    return rows, {"items": suite.sizes.items, "repeats": suite.sizes.repeats}
+
+
+def ray_data_rate(suite: Suite, rows: list[dict[str, Any]]) -> float:
+    """Rows/s of ``ray.data.from_items(rows).write_sql("INSERT ...", factory)`` into SQLite
+    (five columns, not atomic), after a small unmeasured write that starts Ray Data's machinery."""
+    suite.ray()
+    import sqlite3
+
+    import ray.data
+
+    path = suite.path("raydata.sqlite")
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE IF NOT EXISTS items(name TEXT, age INTEGER, city TEXT, score REAL, active INTEGER)")
+    setup.close()
+
+    def connect():
+        return sqlite3.connect(path, timeout=60)
+
+    sql = "INSERT INTO items(name, age, city, score, active) VALUES(?, ?, ?, ?, ?)"
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ray.data.from_items(rows[:1000]).write_sql(sql, connect)
+    started = time.perf_counter()
+    ray.data.from_items(rows).write_sql(sql, connect)
+    seconds = time.perf_counter() - started
+    check = sqlite3.connect(path)
+    written = check.execute("SELECT count(*) FROM items").fetchone()[0]
+    check.close()
+    assert written == len(rows) + 1000, written
+    return len(rows) / seconds
+
+
+def create_vs_raydata(suite: Suite):
+    sample = suite.rows()[: suite.sizes.raydata_sample]
+    data_rate = ray_data_rate(suite, sample)
+    rate = suite.create_rate()
+    ratio = rate / data_rate
+    rows = [
+        _row(f"Ray Data from_items().write_sql() rows/s (sample of {len(sample):,}, not atomic)", round(data_rate)),
+        _row("batchray rows/s (2 workers, atomic; scenario 1)", round(rate)),
+        _row("speed-up over Ray Data write_sql", round(ratio, 1), ">= 10x", ratio >= 10),
+    ]
+    return rows, {"sample": len(sample)}
+
+
+def create_vs_per_call(suite: Suite):
+    rows_in = suite.rows()
+    call_rate = per_call_rate(suite.ray(), rows_in, suite.sizes.per_call_sample)
+    rate = suite.create_rate()
+    ratio = rate / call_rate
+    rows = [
+        _row(f"one actor call per item, rows/s (sample of {suite.sizes.per_call_sample:,})", round(call_rate)),
+        _row("batchray rows/s (2 workers, atomic; scenario 1)", round(rate)),
+        _row("speed-up over one call per item", round(ratio, 1), ">= 100x", ratio >= 100),
+    ]
+    return rows, {"sample": suite.sizes.per_call_sample}
+
+
+# -- 4: bulk expression update ------------------------------------------------------------------
+
+def update_vs_sql(suite: Suite):
+    rows_in = suite.rows()
+    client = suite.client("main", workers=2, shards=2)
+    if "Update" not in client.data_contexts():
+        load_seconds(client, "Update", rows_in[:-1000])  # with its 1,000 warm-up items: as many as the file
+    n = client.count_items("Update")
+    assert n == len(rows_in), n
+    raw_path = suite.path("raw-update.sqlite")
+    raw_sqlite_load(raw_path, rows_in)
+    raw_best = best_result = best_visible = float("inf")
+    for _ in range(suite.sizes.repeats):
+        raw_best = min(raw_best, raw_sqlite_update(raw_path))
+        started = time.perf_counter()
+        result = client.update_items("Update", [UPDATE], progress=False)
+        result_at = time.perf_counter()
+        assert result.success and result.items_updated == n, (result.error, result.items_updated)
+        client.count_items("Update")  # waits at the commit gate until phase 2 is done everywhere
+        visible_at = time.perf_counter()
+        best_result = min(best_result, result_at - started)
+        best_visible = min(best_visible, visible_at - started)
+    os.remove(raw_path)
+    ratio = raw_best / best_result
+    ratio_visible = raw_best / best_visible
+    rows = [
+        _row("SQL UPDATE json_set rows/s (1 statement, 1 transaction, 1 process)", round(n / raw_best)),
+        _row("batchray query update rows/s (2 workers, atomic, to the result)", round(n / best_result)),
+        _row("ratio batchray / SQL (to the result: committed and durable)", round(ratio, 3), ">= 0.5", ratio >= 0.5),
+        _row("batchray rows/s until a read sees it (phase 2 done)", round(n / best_visible)),
+        _row("ratio batchray / SQL (until a read sees it)", round(ratio_visible, 3)),
+    ]
+    return rows, {"items": n, "sqlSeconds": raw_best, "resultSeconds": best_result, "visibleSeconds": best_visible}
+
+
+# -- 5: rollback of an aborted batch ------------------------------------------------------------
+
+def rollback(suite: Suite):
+    rows_in = suite.rows()
+    bad = rows_in[:-1] + [dict(rows_in[-1], age="not a number")]  # one bad item, at the very end
+    client = suite.client("main", workers=2, shards=2)
+    if "Rollback" not in client.data_contexts():
+        assert client.create_data_context("Rollback", COLLECTIONS).success
+    before = client.count_items("Rollback")
+    best_apply = best_rollback = float("inf")
+    ratios = []
+    for _ in range(suite.sizes.repeats):
+        started = time.perf_counter()
+        result = client.create_items("Rollback", "People", bad, batch_size=25_000, progress=False)
+        decided = time.perf_counter()
+        assert not result.success and result.state.value == "rolled_back", result.state
+        assert result.errors and result.errors[0].index == len(bad) - 1, result.errors[:1]
+        count = client.count_items("Rollback")  # waits at the commit gate until every shard rolled back
+        done = time.perf_counter()
+        assert count == before, count
+        apply_s, rollback_s = decided - started, done - decided
+        ratios.append(rollback_s / apply_s)
+        best_apply, best_rollback = min(best_apply, apply_s), min(best_rollback, rollback_s)
+    ratio = min(ratios)
+    rows = [
+        _row(f"apply of {len(bad):,} items until the abort decision, s", round(best_apply, 3)),
+        _row("rollback (phase 2 abort on every shard), s", round(best_rollback, 3)),
+        _row("ratio rollback / apply", round(ratio, 3), "<= 1.0", ratio <= 1.0),
+    ]
+    return rows, {"items": len(bad), "ratios": [round(r, 4) for r in ratios]}
+
+
+# -- 6-7: parallel scaling ----------------------------------------------------------------------
+
+def _scaling(suite: Suite, key: str, workers_list: tuple[int, ...], load: Callable[[Any], float], **options: Any):
+    """Best rate per worker count; the counts take turns (1, 2, 4, 1, 2, 4, ...) so that a
+    change in the machine's other load falls on all of them alike."""
+    clients = {workers: suite.client(f"{key}-{workers}", workers=workers, **options) for workers in workers_list}
+    rates: dict[int, float] = {workers: 0.0 for workers in workers_list}
+    for _ in range(suite.sizes.scaling_repeats):
+        for workers, client in clients.items():
+            rates[workers] = max(rates[workers], load(client))
+    for workers in workers_list:
+        suite.close_client(f"{key}-{workers}")
+    suite.scaling[key] = rates
+    return rates
+
+
+def scaling_latency(suite: Suite):
+    n, size = suite.sizes.latency_items, suite.sizes.latency_chunk
+    rows_in = make_rows(n)
+
+    def load(client) -> float:
+        return n / load_seconds(client, "Latency", rows_in, batch_size=size)
+
+    rates = _scaling(suite, "latency-bound", (1, 2, 4), load, shards=4, shard_apply_delay=0.005)
+    ratio = rates[4] / rates[1]
+    rows = [_row(f"rows/s with {w} worker(s)", round(r)) for w, r in rates.items()]
+    rows.append(_row("speed-up 4 workers / 1", round(ratio, 2), ">= 3.5x", ratio >= 3.5))
+    return rows, {"items": n, "chunkRows": size, "shards": 4, "applyDelay": 0.005, "rates": rates}
+
+
+def scaling_cpu(suite: Suite):
+    n = suite.sizes.cpu_items
+    rows_in = make_rows(n)
+
+    def load(client) -> float:
+        if "Cpu" not in client.data_contexts():
+            assert client.create_data_context("Cpu", PATTERN_COLLECTIONS).success
+            assert client.create_items("Cpu", "People", rows_in[:1000]).success
+        started = time.perf_counter()
+        result = client.create_items("Cpu", "People", rows_in, batch_size=suite.sizes.cpu_chunk)
+        assert result.success, result.error
+        return n / (time.perf_counter() - started)
+
+    rates = _scaling(suite, "cpu-bound", (1, 2, 4), load, shards=4)
+    ratio = rates[2] / rates[1]
+    rows = [_row(f"rows/s with {w} worker(s)", round(r)) for w, r in rates.items()]
+    rows.append(_row("speed-up 2 workers / 1", round(ratio, 2), ">= 1.7x", ratio >= 1.7))
+    return rows, {"items": n, "chunkRows": suite.sizes.cpu_chunk, "shards": 4, "rates": rates,
+                  "validation": "pattern and min/max constraints: row path"}
+
+
+# -- 8: latency of a small batch ------------------------------------------------------------------
+
+def small_batch(suite: Suite):
+    client = suite.client("main", workers=2, shards=2)
+    rows_in = make_rows((suite.sizes.latency_runs + 5) * 10)
+    if "Small" not in client.data_contexts():
+        assert client.create_data_context("Small", COLLECTIONS).success
+    latencies = small_batch_latencies(client, "Small", rows_in, suite.sizes.latency_runs)
+    median, p99 = statistics.median(latencies), percentile(latencies, 0.99)
+    rows = [
+        _row(f"10-item atomic batch, median ms ({len(latencies)} runs)", round(median, 2), "<= 10", median <= 10),
+        _row("10-item atomic batch, p99 ms", round(p99, 2), "<= 50", p99 <= 50),
+    ]
+    return rows, {"runs": len(latencies), "minMs": round(min(latencies), 2), "maxMs": round(max(latencies), 2)}
+
+
+# -- 9: bounded memory on a file import -----------------------------------------------------------
+
+def _write_csv(path: str, min_bytes: int) -> int:
+    """A CSV of the bench's five columns, at least ``min_bytes`` long; returns its rows."""
+    import csv
+
+    count = 0
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["name", "age", "city", "score", "active"])
+        cities = ["Lisbon", "Nairobi", "Osaka", "Quito", "Tromso", "Austin", "Pune", "Lyon"]
+        while f.tell() < min_bytes:
+            block = [(f"person-{i}", i % 97, cities[i % 8], (i % 1000) / 10.0, "true" if i % 3 else "false")
+                     for i in range(count, count + 50_000)]
+            writer.writerows(block)
+            count += len(block)
+    return count
+
+
+def import_memory(suite: Suite):
+    """Peak memory of the driver, the coordinator and the workers while a CSV of ten times the
+    memory budget is imported, against a baseline of the same processes just before it. The
+    processes first import a file of one budget's size (so the baseline holds what any import
+    leaves in place: modules loaded on first use, allocator pools, SQLite page caches); the
+    baseline of the fresh processes is reported too. RSS counts a page shared by two of the
+    processes (Ray's object store) twice; PSS counts it once."""
+    from batchray.demo import PeakMemory
+
+    budget = suite.sizes.import_budget
+    suite.drop_rows()  # the driver holds no bench rows while its memory is watched
+    warm_path, path = suite.path("warm.csv"), suite.path("import.csv")
+    _write_csv(warm_path, budget)
+    rows = _write_csv(path, 10 * budget)
+    size = os.path.getsize(path)
+    client = suite.client("memory", workers=2, shards=2, memory_budget=budget)
+    info = client.info()
+    pids = [os.getpid(), info["pid"], *[w["pid"] for w in info["workers"]]]
+
+    def resting() -> dict[str, int]:
+        gc.collect()
+        time.sleep(0.5)
+        return {m: PeakMemory(pids, m).sample() for m in ("rss", "pss")}
+
+    cold = resting()
+    assert client.import_file("Warm", "People", warm_path).success
+    baseline = resting()
+    started = time.perf_counter()
+    with PeakMemory(pids, "rss") as rss, PeakMemory(pids, "pss") as pss:
+        result = client.import_file("Imported", "People", path)
+    seconds = time.perf_counter() - started
+    assert result.success, getattr(result, "error", result)
+    assert client.count_items("Imported") == rows
+    for name in (warm_path, path):
+        os.remove(name)
+    suite.close_client("memory")
+    mib = 1 << 20
+    grown = {"rss": rss.peak - baseline["rss"], "pss": pss.peak - baseline["pss"]}
+    rows_out = [
+        _row("memory budget, MiB", round(budget / mib, 1)),
+        _row("CSV file, MiB (x budget)", f"{size / mib:,.1f} ({size / budget:.1f}x)"),
+        _row("fresh processes (driver, coordinator, 2 workers), RSS MiB", round(cold["rss"] / mib, 1)),
+        _row("baseline after a 1x-budget import, RSS MiB", round(baseline["rss"] / mib, 1)),
+        _row("peak during the 10x import, RSS MiB", round(rss.peak / mib, 1)),
+        _row("peak - baseline, RSS MiB", round(grown["rss"] / mib, 1), f"<= budget ({budget / mib:.0f})",
+             grown["rss"] <= budget),
+        _row("peak - baseline, PSS MiB (shared pages once)", round(grown["pss"] / mib, 1)),
+        _row("peak - fresh processes, RSS MiB", round((rss.peak - cold["rss"]) / mib, 1)),
+        _row("import rows/s", round(rows / seconds)),
+    ]
+    return rows_out, {"budgetBytes": budget, "fileBytes": size, "rows": rows, "coldBytes": cold,
+                      "baselineBytes": baseline, "peakBytes": {"rss": rss.peak, "pss": pss.peak},
+                      "processes": len(pids), "seconds": round(seconds, 3)}
+
+
+SCENARIOS: dict[str, tuple[str, Callable[[Suite], Any]]] = {
+    "create_vs_sqlite": ("1. atomic bulk create vs raw SQLite", create_vs_sqlite),
+    "create_vs_raydata": ("2. bulk create vs Ray Data write_sql", create_vs_raydata),
+    "create_vs_per_call": ("3. bulk create vs one actor call per item", create_vs_per_call),
+    "update_vs_sql": ("4. bulk expression update vs one SQL UPDATE", update_vs_sql),
+    "rollback": ("5. rollback of an aborted batch vs its apply", rollback),
+    "scaling_latency": ("6. parallel scaling, latency-bound chunks", scaling_latency),
+    "scaling_cpu": ("7. parallel scaling, CPU-bound validation", scaling_cpu),
+    "small_batch": ("8. 10-item atomic batch latency", small_batch),
+    "import_memory": ("9. CSV import of 10x the memory budget", import_memory),
+}
+
+
+def plot_scaling(scaling: dict[str, dict[int, float]], path: str) -> Optional[str]:
+    """Throughput against workers, one panel per scaling scenario, with ideal linear scaling."""
+    if not scaling:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(scaling), figsize=(5.5 * len(scaling), 4), squeeze=False)
+    for ax, (name, rates) in zip(axes[0], scaling.items()):
+        workers = sorted(rates)
+        values = [rates[w] for w in workers]
+        ax.plot(workers, values, "o-", label="measured")
+        ax.plot(workers, [values[0] * w / workers[0] for w in workers], "--", color="grey", label="linear")
+        ax.set_title(f"{name} ({os.cpu_count()} cores)")
+        ax.set_xlabel("workers")
+        ax.set_ylabel("items/s")
+        ax.set_xticks(workers)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
