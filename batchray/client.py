@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Optional
 import orjson
 
 from .engine import BatchPlanner, Plan, _check_query
+from .facade import BatchOperations
 from .errors import BatchrayError, InternalError, ParticipantUnavailable, ValidationError
 from .memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD
 from .model import BatchResult
@@ -69,7 +70,7 @@ def _get(ref: Any, timeout: Optional[float] = None) -> Any:
         raise ParticipantUnavailable(f"the coordinator is restarting: {exc}") from None
 
 
-class Client:
+class Client(BatchOperations):
     """A connection to one store through its coordinator actor. Use :func:`connect`."""
 
     def __init__(
@@ -309,6 +310,12 @@ class Client:
             if len(kept) == result.items_created:  # else a whole chunk failed: ids are unknown
                 result.item_ids = kept
         return result
+
+    def _run_options(self, plan: Plan, options: dict[str, Any]) -> BatchResult:
+        return self.run_plan(plan, options, progress=False)
+
+    def _log_batch(self, txn: str) -> Optional[dict[str, Any]]:
+        return self._log.batch(txn)
 
     def wait(self, batch_id: str) -> BatchResult:
         return self._result(batch_id, Plan("batch", []), None, False, None)
