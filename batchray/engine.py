@@ -291,6 +291,7 @@ class Executor:
         started: Optional[float] = None,
         backup: bool = False,
         on_decided: Optional[Callable[[BatchResult], None]] = None,
+        undoes: Optional[str] = None,
     ) -> BatchResult:
         """Run the plan's transaction; ``backup`` keeps before-images after commit (undo).
         ``on_decided`` gets the result at the commit point, before phase 2 ends."""
@@ -307,7 +308,7 @@ class Executor:
         result = summarize(plan, outcome, atomic, time.perf_counter() - started)
         try:
             self.log.set_state(txn, result.state.value, result=result.dump())
-            undoes = plan.extra.get("source") if plan.kind == "rollback_batch" else None
+            undoes = (plan.extra.get("source") or undoes) if plan.kind == "rollback_batch" else None
             if undoes and result.success:
                 self.log.set_state(undoes, BatchState.rolled_back.value)
         except StoreError as exc:  # the batch is finished; only its record in the log failed
@@ -434,6 +435,7 @@ class LocalEngine(BatchOperations):
         callbacks, queues and priorities have no meaning here and are ignored."""
         for ignored in ("progress", "callback", "priority", "queue", "wait", "total", "continue_on_error"):
             options.pop(ignored, None)
+        plan.backup = plan.backup or bool(options.pop("create_backups", False))
         timeout = options.pop("timeout", None)
         if timeout is not None and "should_stop" not in options:
             deadline = time.monotonic() + timeout / 1000.0

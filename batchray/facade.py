@@ -40,9 +40,15 @@ class BatchOperations:
     def rollback_batch(self, batch_id: str, force: bool = False) -> BatchResult:
         """Undo a committed batch that kept backups (``createBackups``); refused with a conflict
         when later batches changed the same items, unless ``force``."""
+        from .errors import NotFoundError
         from .operations import plan_undo
 
-        return self._run_options(plan_undo(self.planner, self._log_batch, batch_id, force), {"atomic": True})
+        result = self._run_options(plan_undo(self.planner, self._log_batch, batch_id, force),
+                                   {"atomic": True, "undoes": batch_id})
+        if result.success and result.items_updated == 0:
+            error = NotFoundError(f"batch {batch_id} kept no backups to undo (run it with createBackups)", batchId=batch_id)
+            return result.model_copy(update={"success": False, "error": error.to_dict()})
+        return result
 
     def execute_transaction(self, operations: list[dict[str, Any]], options: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """Operations of any kind with dependencies, priorities and a recovery strategy; see

@@ -322,7 +322,7 @@ class CoordinatorService:
             result = self.executor.execute(
                 run.txn, run.ts, plan, atomic=options.get("atomic", True),
                 max_retries=options.get("maxRetries", 3), on_chunk=on_chunk, should_stop=should_stop,
-                backup=bool(options.get("createBackups", False)), on_decided=lambda r: self._decided(run, r),
+                backup=bool(options.get("createBackups", False)), undoes=options.get("undoes"), on_decided=lambda r: self._decided(run, r),
             )
         except Exception as exc:  # noqa: BLE001 - e.g. the decision log failed: recovery finishes it
             error = exc if isinstance(exc, BatchrayError) else InternalError(f"{type(exc).__name__}: {exc}")

@@ -172,14 +172,16 @@ def _batch_create_items(client, a: BatchCreateItemsArgs) -> dict[str, Any]:
 def _batch_update_items(client, a: BatchUpdateItemsArgs) -> dict[str, Any]:
     updates = [{"selector": u.selector.model_dump(exclude_none=True), "values": u.values} for u in a.updates]
     result = client.update_items(a.dataContextName, updates, atomic=a.options.atomic, progress=False,
-                                 timeout=a.options.timeout, idempotency_key=a.options.idempotencyKey)
+                                 timeout=a.options.timeout, idempotency_key=a.options.idempotencyKey,
+                                 create_backups=a.options.createBackups)
     return _result_payload(result)
 
 
 def _batch_delete_items(client, a: BatchDeleteItemsArgs) -> dict[str, Any]:
     selectors = [s.model_dump(exclude_none=True) for s in a.selectors]
     result = client.delete_items(a.dataContextName, selectors, atomic=a.options.atomic, progress=False,
-                                 timeout=a.options.timeout, idempotency_key=a.options.idempotencyKey)
+                                 timeout=a.options.timeout, idempotency_key=a.options.idempotencyKey,
+                                 create_backups=a.options.createBackups)
     return _result_payload(result)
 
 

@@ -286,3 +286,26 @@ def test_two_updates_of_one_item_in_one_batch_compose(engine):
     first = engine.run(undo_plan)
     assert engine.rollback_batch(first.transaction_id).success
     assert _values(engine)[item_id]["spent"] == (values["spent"] + 1) * 2
+
+
+def test_schema_undo_and_transactions_through_the_tools_on_ray(client):
+    """The same operations through the Ray client: payloads planned on the driver, 2PC on the
+    coordinator, TransformItems and UndoBatch applied by the workers."""
+    assert client.tool("create_data_context", {"name": "Trips", "collections": CONTEXT})["success"]
+    created = client.tool("batch_create_items", {"dataContextName": "Trips", "collectionName": "Visits",
+                                                 "items": [{"values": r} for r in _rows(40)]})
+    assert created["success"], created
+    renamed = client.tool("batch_schema_operations", {"dataContextName": "Trips", "operations": [
+        {"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "years", "type": "numeric"}}]})
+    assert renamed["success"], renamed
+    items = client.get_items("Trips")
+    assert all("years" in i["values"] and "age" not in i["values"] for i in items)
+    bump = client.tool("batch_update_items", {"dataContextName": "Trips", "updates": [
+        {"selector": {"query": "city == Lyon"}, "values": {"spent": "=spent + 1000"}}], "options": {"createBackups": True}})
+    assert bump["success"], bump
+    undone = client.tool("rollback_batch", {"batchId": bump["transactionId"]})
+    assert undone["success"], undone
+    assert client.get_items("Trips") == items
+    report = client.tool("execute_batch_transaction", {"operations": _ops(), "options": {"recoveryStrategy": "rollback"}})
+    assert report["success"], report
+    assert client.count_items("Trips", query="name == new") == 1
