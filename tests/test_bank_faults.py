@@ -1,0 +1,63 @@
+"""The bank workload on Ray under kills: money is conserved, never overdrawn, every acknowledged
+transfer is durable and every transfer whose outcome its client never learnt is all-or-nothing.
+
+The run itself (clients, faults, final checks) is :func:`bank_soak.run_bank`; its docstring
+says what is killed and what is checked. Here:
+
+* ``test_bank_under_faults`` (CI): 3 client processes for about a minute, a fault every 1 to
+  2 s, at least 40 kills (SIGKILLs of workers, of the coordinator and of clients, and exits at
+  crash points in the middle of two-phase commit), then a SIGKILL of every store process at
+  once, recovery and the history check.
+* ``test_bank_soak``: the same for ``BATCHRAY_SOAK_MINUTES`` minutes (default 10), by hand:
+  ``pytest -m soak tests/test_bank_faults.py`` (or ``python -m tests.bank_soak --minutes 10``).
+
+Seeded by ``BATCHRAY_FAULT_SEED``: the choice of faults and of transfers is reproducible; the
+timing of a kill against the workload is not (real processes).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from bank_soak import describe, run_bank
+from fault_rig import SEED, ray_cluster
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A Ray cluster of this module's own (one head node, 4 CPUs), in a subprocess."""
+    pytest.importorskip("ray")
+    with ray_cluster(tmp_path_factory.mktemp("bank-faults")) as address:
+        yield address
+
+
+def _report(figures: dict, tmp_path) -> None:
+    print("\n" + describe(figures))
+    (tmp_path / "figures.json").write_text(json.dumps(figures, indent=2))
+    print(json.dumps({k: v for k, v in figures.items() if k != "final balances"}, indent=2))
+
+
+def test_bank_under_faults(cluster, tmp_path):
+    figures = run_bank(cluster, tmp_path, seconds=60, min_kills=40, seed=SEED)
+    _report(figures, tmp_path)
+    assert figures["kills"] >= 40
+    assert figures["anomalies"] == []
+    transfers = figures["transfers"]
+    assert transfers.get("ok", 0) > 0 and figures["reads"].get("ok", 0) > 0
+    assert figures["kills by kind"].get("crash-point exit", 0) > 0
+
+
+@pytest.mark.soak
+def test_bank_soak(cluster, tmp_path, request):
+    """``BATCHRAY_SOAK_MINUTES`` (default 10) minutes of faults; by hand: ``pytest -m soak``."""
+    expression = request.config.getoption("-m") or ""
+    if "soak" not in expression or "not soak" in expression:
+        pytest.skip("a soak run: select it with pytest -m soak")
+    minutes = float(os.environ.get("BATCHRAY_SOAK_MINUTES", "10"))
+    figures = run_bank(cluster, tmp_path, seconds=60 * minutes, min_kills=0, seed=SEED)
+    _report(figures, tmp_path)
+    assert figures["anomalies"] == []
