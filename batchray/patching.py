@@ -153,3 +153,21 @@ def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[list[
     rows = [dumps(values).decode() for values in good]
     ids = chunk.ids if len(positions) == len(chunk.ids) else [chunk.ids[p] for p in positions]
     return ids, rows
+
+
+def transform_values(values: dict[str, Any], chunk: Any, converts: dict[str, Attribute], item_id: int,
+                     errors: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """One item's values after a schema change (:class:`~batchray.chunks.TransformItems`):
+    keys renamed and dropped, values converted to their new types. Returns ``None`` when nothing
+    changes or a conversion fails (each failure is appended to ``errors``, naming the item)."""
+    new = {chunk.renames.get(k, k): v for k, v in values.items() if k not in chunk.drops}
+    failed = False
+    for name, attr in converts.items():
+        if name in new:
+            try:
+                new[name] = coerce_value(attr, new[name])
+            except ValueProblem as exc:
+                errors.append({"index": None, "itemId": item_id, "field": name,
+                               "code": "CONVERSION", "message": f"{name}: {exc}"})
+                failed = True
+    return None if failed or new == values else new

@@ -89,7 +89,7 @@ from .errors import (
     TransactionAborted,
     ValidationError,
 )
-from .patching import ItemPatcher
+from .patching import ItemPatcher, transform_values
 
 FORMAT_VERSION = 1
 DEFAULT_SCHEMA = "batchray"
@@ -1037,7 +1037,7 @@ class PgParticipant:
         return images, {}
 
     def _transform(self, tx: _Tx, ref: TxnRef, chunk: TransformItems, ver: int):
-        from .schema import Attribute, ValueProblem, coerce_value
+        from .schema import Attribute
 
         images = BeforeImages(chunk.chunk_id)
         conn = tx.conn
@@ -1053,18 +1053,8 @@ class PgParticipant:
             (lo, hi, self.num),
         ).fetchall()
         for item_id, old, old_ver in rows:
-            values = orjson.loads(old)
-            new = {chunk.renames.get(k, k): v for k, v in values.items() if k not in chunk.drops}
-            failed = False
-            for name, attr in converts.items():
-                if name in new:
-                    try:
-                        new[name] = coerce_value(attr, new[name])
-                    except ValueProblem as exc:
-                        images.errors.append({"index": None, "itemId": item_id, "field": name,
-                                              "code": "CONVERSION", "message": f"{name}: {exc}"})
-                        failed = True
-            if not failed and new != values:
+            new = transform_values(orjson.loads(old), chunk, converts, item_id, images.errors)
+            if new is not None:
                 befores.append((item_id, old))
                 vers[item_id] = old_ver
                 writes[item_id] = orjson.dumps(new).decode()

@@ -58,7 +58,7 @@ from .errors import (
 )
 from .locks import EXCLUSIVE, SHARED, LockManager
 from .store import create_private_file
-from .patching import ItemPatcher, encode_created_rows
+from .patching import ItemPatcher, encode_created_rows, transform_values
 
 SCHEMA_VERSION = 1
 
@@ -582,7 +582,7 @@ class SqliteShard:
         return images
 
     def _transform(self, conn: sqlite3.Connection, ref: TxnRef, chunk: TransformItems, ver: int) -> BeforeImages:
-        from .schema import Attribute, ValueProblem, coerce_value
+        from .schema import Attribute
 
         images = BeforeImages(chunk.chunk_id)
         lo, hi = context_range(chunk.context_id)
@@ -590,18 +590,8 @@ class SqliteShard:
         befores: list[tuple[int, str]] = []
         writes: list[tuple[str, int, int]] = []
         for item_id, old in conn.execute("SELECT id, vals FROM items WHERE id BETWEEN ? AND ?", (lo, hi)).fetchall():
-            values = orjson.loads(old)
-            new = {chunk.renames.get(k, k): v for k, v in values.items() if k not in chunk.drops}
-            failed = False
-            for name, attr in converts.items():
-                if name in new:
-                    try:
-                        new[name] = coerce_value(attr, new[name])
-                    except ValueProblem as exc:
-                        images.errors.append({"index": None, "itemId": item_id, "field": name,
-                                              "code": "CONVERSION", "message": f"{name}: {exc}"})
-                        failed = True
-            if not failed and new != values:
+            new = transform_values(orjson.loads(old), chunk, converts, item_id, images.errors)
+            if new is not None:
                 befores.append((item_id, old))
                 writes.append((orjson.dumps(new).decode(), ver, item_id))
         self._record_undo(conn, ref, chunk.chunk_id, "items", befores)
