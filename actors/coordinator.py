@@ -41,16 +41,29 @@ def spans_machines() -> bool:
     return len({n.get("NodeManagerAddress") for n in ray.nodes() if n.get("Alive")}) > 1
 
 
-def placement(kind: str) -> dict[str, Any]:
-    """Where a store's actors go. PostgreSQL: anywhere, workers spread over the nodes (every
-    worker reaches the database). SQLite: the shard files live on one machine's disk, so on a
-    cluster of several machines the actors are pinned to this node (where the files are)."""
-    if kind == "postgresql":
-        return {"scheduling_strategy": "SPREAD"}
-    if spans_machines():
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+def placement(kind: str, index: Optional[int] = None) -> dict[str, Any]:
+    """Where a store's actors go.
 
-        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}
+    PostgreSQL: every node reaches the database, so worker ``index`` is placed round-robin on
+    the live nodes (sorted by id, this node first), softly: when its node dies Ray restarts it
+    on another one. Ray's own SPREAD is best effort, and Ray honours a soft node affinity only
+    for an actor that asks for some resource (a zero-CPU one lands anywhere), so these workers
+    ask for a hundredth of a CPU. The coordinator (no ``index``) goes, softly, on the caller's
+    node.
+    SQLite: the shard files live on one machine's disk, so on a cluster of several machines the
+    actors are pinned to this node (where the files are)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    if kind == "postgresql":
+        if index is None:
+            return {"scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=True), "num_cpus": 0.01}
+        others = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive") and n["NodeID"] != here)
+        nodes = [here, *others]
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(nodes[index % len(nodes)], soft=True),
+                "num_cpus": 0.01}
+    if spans_machines():
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}
     return {}
 
 
@@ -150,12 +163,11 @@ class TransactionCoordinator:
             name=f"{prefix}-progress", namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
         ).remote()
         groups = assign_participants(self.layout.participant_names, workers)
-        options: dict[str, Any] = {"namespace": NAMESPACE, "get_if_exists": True, "lifetime": "detached",
-                                   **placement(self.backend.kind)}
+        options: dict[str, Any] = {"namespace": NAMESPACE, "get_if_exists": True, "lifetime": "detached"}
         if worker_env:
             options["runtime_env"] = {"env_vars": dict(worker_env)}
         self.workers = [
-            WorkerActor.options(name=f"{prefix}-worker-{i}", **options).remote(
+            WorkerActor.options(name=f"{prefix}-worker-{i}", **options, **placement(self.backend.kind, i)).remote(
                 self.backend.url, group, self.progress, lock_timeout, shard_apply_delay
             )
             for i, group in enumerate(groups)

@@ -121,8 +121,8 @@ class Client(BatchOperations):
         coordinator_options: dict[str, Any] = {}
         if coordinator_env:
             coordinator_options["runtime_env"] = {"env_vars": dict(coordinator_env)}
-        if kind == "sqlite":  # next to the store's files, on a cluster of several machines
-            coordinator_options.update(placement(kind))
+        # SQLite: next to the store's files; PostgreSQL: preferably on this node
+        coordinator_options.update(placement(kind))
         self.coordinator = TransactionCoordinator.options(
             name=f"{actor_prefix(str(self.layout.root))}-coordinator", namespace=NAMESPACE,
             get_if_exists=True, lifetime="detached", **coordinator_options,
