@@ -9,7 +9,7 @@
 * ``open_participant(name, recover=..., lock_timeout=..., apply_delay=...)``;
 * ``open_log()`` — the coordinator's :class:`~batchray.decision_log.DecisionLog` or
   :class:`~batchray.pg_store.PgDecisionLog`;
-* ``gate()`` — the commit gate (``shared()`` for readers, ``exclusive()`` for phase 2);
+* ``gate()`` — the commit gates (``shared(scope)`` for readers, ``exclusive(participants)`` for phase 2);
 * ``item_sources(participants)`` — what :class:`~batchray.store.ItemReader` reads: the item
   shards (SQLite), or one store-wide reader (PostgreSQL: one statement over every shard).
 """

@@ -56,12 +56,13 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
 from . import crashpoints
+from .store import CATALOG, ITEMS, gate_scopes
 from .chunks import (
     ITEM_BITS,
     BeforeImages,
@@ -1530,22 +1531,27 @@ class PgItemSource:
 
 
 class PgCommitGate:
-    """The commit gate (see :class:`~batchray.store.CommitGate`) as a session-level advisory
-    lock: readers across participants hold it shared, phase 2 exclusive. Each holder uses a
-    connection of its own (one session's locks never conflict with each other); a holder that
-    dies releases it with its session."""
+    """The commit gates (see :class:`~batchray.store.CommitGate`) as session-level advisory
+    locks, one for items and one for the catalog: readers hold one shared, phase 2 holds
+    exclusive those for what its batch touched. Each holder uses a connection of its own (one
+    session's locks never conflict with each other); a holder that dies releases them with its
+    session."""
 
     def __init__(self, store: PgStore) -> None:
         self.store = store
-        self.key = (_key31(f"{store.schema}:gate"), 0)
+        base = _key31(f"{store.schema}:gate")
+        self.keys = {ITEMS: (base, 0), CATALOG: (base, 1)}
         self._pool = _Pool(lambda: store.connect(), max_idle=4)
 
     @contextlib.contextmanager
-    def _held(self, shared: bool) -> Iterator[None]:
+    def _held(self, scopes: list[str], shared: bool) -> Iterator[None]:
         mode = "_shared" if shared else ""
         conn = self._pool.get()
+        taken: list[tuple[int, int]] = []
         try:
-            conn.execute(f"SELECT pg_advisory_lock{mode}(%s, %s)", self.key)
+            for scope in scopes:
+                conn.execute(f"SELECT pg_advisory_lock{mode}(%s, %s)", self.keys[scope])
+                taken.append(self.keys[scope])
         except BaseException:
             _close_quietly(conn)
             raise
@@ -1553,16 +1559,17 @@ class PgCommitGate:
             yield
         finally:
             try:
-                conn.execute(f"SELECT pg_advisory_unlock{mode}(%s, %s)", self.key)
+                for key in reversed(taken):
+                    conn.execute(f"SELECT pg_advisory_unlock{mode}(%s, %s)", key)
                 self._pool.put(conn)
-            except Exception:  # noqa: BLE001 - ending the session releases it
+            except Exception:  # noqa: BLE001 - ending the session releases them
                 _close_quietly(conn)
 
-    def exclusive(self):
-        return self._held(False)
+    def exclusive(self, participants: Optional[Iterable[str]] = None):
+        return self._held(gate_scopes(participants), False)
 
-    def shared(self):
-        return self._held(True)
+    def shared(self, scope: str = ITEMS):
+        return self._held([scope], True)
 
     def close(self) -> None:
         self._pool.close()

@@ -18,7 +18,7 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 from urllib.parse import urlparse
 
 import orjson
@@ -31,6 +31,7 @@ from .schema import Component, DataContext
 FORMAT_VERSION = 1
 DEFAULT_SHARDS = 2
 CATALOG = "catalog"
+ITEMS = "items"  # the commit gate's scope for item reads (see CommitGate)
 
 
 def create_private_dir(path: Path) -> None:
@@ -127,31 +128,57 @@ class StoreLayout:
 
 
 class CommitGate:
-    """A cross-process readers-writer lock on ``gate.lock`` (``flock``; released if the holder dies)."""
+    """Cross-process readers-writer locks (``flock``; released if the holder dies) that hold
+    readers off while a batch's decision reaches its participants.
+
+    There are two: one for items (``gate.lock``) and one for the catalog (``gate-catalog.lock``).
+    Phase 2 holds exclusive the ones for what its batch touched (catalog first, then items);
+    a reader holds one shared. So an item batch in phase 2 does not hold up a read of a schema
+    (the next batch's planning), and a new data context does not hold up item reads.
+    """
 
     def __init__(self, root: Path) -> None:
-        self.path = root / "gate.lock"
+        self.paths = {ITEMS: root / "gate.lock", CATALOG: root / "gate-catalog.lock"}
 
     @contextlib.contextmanager
-    def _held(self, mode: int) -> Iterator[None]:
+    def _held(self, scopes: list[str], mode: int) -> Iterator[None]:
+        fds: list[int] = []
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:
-            try:  # a read-only store (permissions, a read-only mount): flock needs no write access
-                fd = os.open(self.path, os.O_RDONLY)
-            except OSError as exc:
-                raise StoreError(f"cannot open the commit gate {self.path}: {exc}", path=str(self.path)) from exc
-        try:
-            fcntl.flock(fd, mode)
+            for scope in scopes:
+                fd = _open_lock_file(self.paths[scope])
+                fds.append(fd)
+                fcntl.flock(fd, mode)
             yield
         finally:
-            os.close(fd)
+            for fd in reversed(fds):
+                os.close(fd)
 
-    def exclusive(self):
-        return self._held(fcntl.LOCK_EX)
+    def exclusive(self, participants: Optional[Iterable[str]] = None):
+        """Held by phase 2 for a batch that touched ``participants`` (default: everything)."""
+        return self._held(gate_scopes(participants), fcntl.LOCK_EX)
 
-    def shared(self):
-        return self._held(fcntl.LOCK_SH)
+    def shared(self, scope: str = ITEMS):
+        """Held by a reader of items (default) or of the catalog (``scope=CATALOG``)."""
+        return self._held([scope], fcntl.LOCK_SH)
+
+
+def gate_scopes(participants: Optional[Iterable[str]]) -> list[str]:
+    """The gates a batch touching ``participants`` (``None``: all) holds in phase 2, in the
+    order every holder takes them (the catalog first)."""
+    if participants is None:
+        return [CATALOG, ITEMS]
+    names = set(participants)
+    return [scope for scope, needed in ((CATALOG, CATALOG in names), (ITEMS, bool(names - {CATALOG}))) if needed]
+
+
+def _open_lock_file(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        try:  # a read-only store (permissions, a read-only mount): flock needs no write access
+            return os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise StoreError(f"cannot open the commit gate {path}: {exc}", path=str(path)) from exc
 
 
 def context_key(name: str) -> str:
@@ -173,7 +200,7 @@ class Catalog:
     def _docs(self, prefix: str) -> dict[str, str]:
         if self.gate is None:
             return self.participant.read_docs(prefix)
-        with self.gate.shared():
+        with self.gate.shared(CATALOG):
             return self.participant.read_docs(prefix)
 
     def context(self, name: str) -> tuple[int, DataContext]:
@@ -237,6 +264,8 @@ class ItemReader:
     def consistent(self) -> Iterator[None]:
         with self.gate.shared():
             _, decided = self.log.unfinished()
+            # a catalog-only batch in phase 2 holds the catalog's gate, not this one
+            decided = [(t, o) for t, o in decided if set(o) - {CATALOG}]
             if decided:
                 raise InDoubtError(
                     f"{len(decided)} batch(es) are decided but not yet finished on every shard; "

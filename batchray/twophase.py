@@ -132,7 +132,7 @@ class TwoPhaseCommit:
         phase2_attempts: Optional[int] = None,
         rng: Optional[random.Random] = None,
         sleep: Callable[[float], None] = time.sleep,
-        gate: Callable[[], Any] = contextlib.nullcontext,
+        gate: Callable[[set[str]], Any] = contextlib.nullcontext,
     ) -> None:
         self.log = log
         self.transport = transport
@@ -181,7 +181,7 @@ class TwoPhaseCommit:
         else:
             decided = {p: ("commit" if votes.get(p) else "abort") for p in touched}
         logged = True
-        with self.gate():  # readers wait while the decision reaches the participants
+        with self.gate(touched):  # readers wait while the decision reaches the participants
             try:
                 outcome.outcomes = self.log.decide(txn, decided)
             except StoreError:
@@ -386,7 +386,7 @@ def recover(
         # participants not in the decision may still hold unvoted state: abort them too
         full = {p: "abort" for p in everyone}
         full.update(outcomes)
-        with driver.gate():
+        with driver.gate(set(full)):
             if driver.finish(txn, ts, full):
                 continue
         committed = any(v == "commit" for v in outcomes.values())

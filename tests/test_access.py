@@ -32,7 +32,7 @@ from batchray.store import StoreLayout
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED_FILES = {
-    "store.json", "gate.lock",
+    "store.json", "gate.lock", "gate-catalog.lock",
     *(f"{name}{suffix}" for name in ("coordinator", "catalog", "shard-0000", "shard-0001")
       for suffix in (".sqlite", ".sqlite-wal", ".sqlite-shm")),
 }

@@ -33,7 +33,8 @@ import pytest
 
 from batchray.chunks import CreateItems, DeleteItems, TxnRef, UpdateItems, context_range
 from batchray.engine import LocalEngine
-from batchray.errors import LockConflict, StaleEpochError, TransactionAborted
+from batchray.store import CATALOG
+from batchray.errors import InDoubtError, LockConflict, StaleEpochError, TransactionAborted
 
 CTX = 1
 LO, HI = context_range(CTX)
@@ -341,6 +342,59 @@ def test_engine_reads_see_batches_whole(engine):
     stop.set()
     thread.join(10)
     assert seen <= {base + 90 * k for k in range(6)}, sorted(seen)
+
+
+def _acquires(hold, timeout: float) -> bool:
+    """Whether ``hold()`` (a gate's context manager) is entered within ``timeout`` seconds, from
+    another thread (a flock of another open file, or another PostgreSQL session)."""
+    entered = threading.Event()
+    leave = threading.Event()
+
+    def take():
+        with hold():
+            entered.set()
+            leave.wait(30)
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    got = entered.wait(timeout)
+    leave.set()
+    if not got:
+        thread.join(0)  # it enters once the holder lets go, then leaves at once
+    return got
+
+
+@pytest.mark.parametrize("touched, items_blocked, catalog_blocked", [
+    ({"shard-0000"}, True, False),              # an item batch: schema reads (planning) go on
+    ({CATALOG}, False, True),                   # a new data context: item reads go on
+    ({CATALOG, "shard-0001"}, True, True),      # a schema change that rewrites items
+    (None, True, True),                         # recovery: everything
+])
+def test_phase_2_holds_off_only_the_readers_of_what_it_touched(engine, touched, items_blocked, catalog_blocked):
+    gate = engine.backend.gate()
+    with gate.exclusive(touched):
+        assert _acquires(lambda: gate.shared(), 0.5) is not items_blocked
+        assert _acquires(lambda: gate.shared(CATALOG), 0.5) is not catalog_blocked
+    assert _acquires(lambda: gate.shared(), 5) and _acquires(lambda: gate.shared(CATALOG), 5)
+
+
+def test_only_an_item_batch_left_in_phase_2_makes_item_reads_in_doubt(engine):
+    """A decided batch not yet finished everywhere (phase 2 interrupted) makes item reads
+    refuse with InDoubtError, unless it touched the catalog alone: item reads do not hold the
+    catalog's gate, and such a batch changed no item."""
+    count = engine.count_items("People")
+    engine.log.decide("catalog-only", {CATALOG: "commit"})
+    try:
+        assert engine.count_items("People") == count
+    finally:
+        engine.log.mark_done("catalog-only")
+    engine.log.decide("with-a-shard", {CATALOG: "commit", "shard-0001": "commit"})
+    try:
+        with pytest.raises(InDoubtError):
+            engine.count_items("People")
+    finally:
+        engine.log.mark_done("with-a-shard")
+    assert engine.count_items("People") == count
 
 
 # -- recovery -----------------------------------------------------------------------------------
