@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from typing import Any, Callable, Optional
 
 import ray
@@ -105,27 +106,59 @@ class _CrashedOnly:
         return getattr(self._log, name)
 
 
-class _RemoteProgress:
-    """Adapts the progress actor to the service's progress interface (fire and forget).
+class ProgressOutbox:
+    """The service's progress interface, sent to the progress actor in batches of events.
+
+    Each call (``start``, ``set_total``, ``report``, ``memory``, ``finish``) is queued here and
+    a thread sends what has gathered every ``every`` seconds as one actor call; :meth:`flush`
+    sends at once (a status query flushes before it reads, so it sees every increment made
+    before it). A 10-item batch made four progress calls, which cost the coordinator and the
+    progress actor together more CPU than its two applies.
 
     Progress is telemetry: a call that cannot even be sent is logged and dropped, so that it
     can neither fail a batch nor, raised from the batch's last steps, leave its waiters hanging.
     """
 
-    def __init__(self, actor: Any) -> None:
+    EVENTS = frozenset({"start", "set_total", "report", "memory", "finish"})
+
+    def __init__(self, actor: Any, every: float = 0.1) -> None:
         self.actor = actor
+        self.every = every
+        self._events: list[tuple[str, tuple]] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="batchray-progress", daemon=True)
+        self._thread.start()
 
     def __getattr__(self, name: str):
-        method = getattr(self.actor, name)
+        if name not in self.EVENTS:
+            raise AttributeError(name)
 
-        def send(*args: Any) -> Any:
-            try:
-                return method.remote(*args)
+        def queue(*args: Any) -> None:
+            with self._lock:
+                self._events.append((name, args))
+
+        return queue
+
+    def flush(self) -> Any:
+        """Send what has gathered; the call's ref (``None`` when there was nothing to send)."""
+        with self._lock:
+            events, self._events = self._events, []
+            if not events:
+                return None
+            try:  # sent under the lock: two flushes reach the actor in the order they were made
+                return self.actor.apply.remote(events)
             except Exception:  # noqa: BLE001 - see the class docstring
-                logger.exception("progress.%s could not be sent", name)
+                logger.exception("%d progress event(s) could not be sent", len(events))
                 return None
 
-        return send
+    def _loop(self) -> None:
+        while not self._closed.wait(self.every):
+            self.flush()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.flush()
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=64, num_cpus=0)
@@ -162,6 +195,7 @@ class TransactionCoordinator:
         self.progress = ProgressActor.options(
             name=f"{prefix}-progress", namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
         ).remote()
+        self.outbox = ProgressOutbox(self.progress)
         groups = assign_participants(self.layout.participant_names, workers)
         options: dict[str, Any] = {"namespace": NAMESPACE, "get_if_exists": True, "lifetime": "detached"}
         if worker_env:
@@ -187,7 +221,7 @@ class TransactionCoordinator:
             self.log.set_state(batch["txn"], "running")
         self.recovered = self.executor.recover()
         self.service = CoordinatorService(
-            self.executor, budget=self.budget, progress=_RemoteProgress(self.progress), report_chunks=True,
+            self.executor, budget=self.budget, progress=self.outbox, report_chunks=True,
             max_running=max_running, stall_timeout=stall_timeout, release_images=self.transport.release,
         )
 
@@ -207,6 +241,7 @@ class TransactionCoordinator:
 
     def status(self, txn: str) -> dict:
         status = self.service.status(txn)
+        self.outbox.flush()  # calls from one caller reach the actor in order: the get sees them
         status["progress"] = ray.get(self.progress.get.remote(txn))
         return status
 

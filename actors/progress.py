@@ -49,5 +49,12 @@ class ProgressActor:
         self.book.finish(txn, state)
         self._running.set(self.book.running())
 
+    def apply(self, events: list[tuple[str, tuple]]) -> None:
+        """Several calls at once, in order: ``[(method name, args), ...]`` (see
+        ``actors.coordinator.ProgressOutbox``); an unknown name is skipped."""
+        for name, args in events:
+            if name in ("start", "set_total", "report", "memory", "finish"):
+                getattr(self, name)(*args)
+
     def get(self, txn: str) -> Optional[dict[str, Any]]:
         return self.book.get(txn)

@@ -262,22 +262,65 @@ def test_progress_actor_keeps_increments_that_arrive_before_the_start(ray_sessio
         progress = ray.get(actor.get.remote("create-1-ab"))
         assert (progress["completed"], progress["failed"], progress["total"]) == (10, 1, 20)
         assert progress["kind"] == "create_items"
+        # the coordinator's outbox sends several at once, in order; an unknown name is skipped
+        ray.get(actor.apply.remote([("start", ("update-2-cd", 4, "update_items")), ("drop_all", ()),
+                                    ("report", ("update-2-cd", 4, 0, "UpdateItems")),
+                                    ("finish", ("update-2-cd", "completed"))]))
+        progress = ray.get(actor.get.remote("update-2-cd"))
+        assert (progress["completed"], progress["total"], progress["state"]) == (4, 4, "completed")
     finally:
         ray.kill(actor)
 
 
 def test_a_progress_call_that_cannot_be_sent_does_not_break_the_batch():
-    """Progress is telemetry: the coordinator's adapter logs and drops a call that fails to
+    """Progress is telemetry: the coordinator's outbox logs and drops events that fail to
     send (a batch's last steps report progress; raising there would leave its waiters hanging)."""
-    from actors.coordinator import _RemoteProgress
+    from actors.coordinator import ProgressOutbox
 
     class Unsendable:
         def remote(self, *args):
             raise TypeError("too many positional arguments")
 
     class Actor:
-        memory = finish = Unsendable()
+        apply = Unsendable()
 
-    progress = _RemoteProgress(Actor())
-    assert progress.memory(1, 2) is None
-    assert progress.finish("create-1-ab", "completed") is None
+    progress = ProgressOutbox(Actor(), every=3600)
+    try:
+        assert progress.memory(1, 2) is None
+        assert progress.finish("create-1-ab", "completed") is None
+        assert progress.flush() is None  # dropped, not kept to fail again
+        assert progress.flush() is None
+    finally:
+        progress.close()
+
+
+def test_progress_events_reach_the_actor_in_order_in_one_call():
+    """The outbox sends the events gathered since the last send as one call, in the order they
+    were made; a flush with nothing gathered sends nothing; unknown names are refused."""
+    from actors.coordinator import ProgressOutbox
+
+    sent = []
+
+    class Recorder:
+        def remote(self, events):
+            sent.append(list(events))
+            return len(sent)
+
+    class Actor:
+        apply = Recorder()
+
+    progress = ProgressOutbox(Actor(), every=3600)
+    try:
+        progress.start("t", 10, "create_items")
+        progress.report("t", 4, 0, "CreateItems")
+        progress.report("t", 6, 0, "CreateItems")
+        progress.finish("t", "completed")
+        assert sent == []  # nothing sent until the period ends or a flush
+        assert progress.flush() == 1
+        assert sent == [[("start", ("t", 10, "create_items")), ("report", ("t", 4, 0, "CreateItems")),
+                         ("report", ("t", 6, 0, "CreateItems")), ("finish", ("t", "completed"))]]
+        assert progress.flush() is None and len(sent) == 1
+        with pytest.raises(AttributeError):
+            progress.get("t")
+    finally:
+        progress.close()
