@@ -1,6 +1,7 @@
 """The Ray transport: participant steps as actor calls on worker actors."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import ray
@@ -9,6 +10,19 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from batchray import crashpoints
 from batchray.chunks import TxnRef
 from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable
+
+
+@dataclass(frozen=True)
+class ChunkPart:
+    """Chunk ``index`` of a bundle: small chunks put in the object store together, as one
+    tuple, by the driver (``batchray.client.put_chunks``). Each ``ray.put`` costs the driver and
+    the raylet about a millisecond whatever its size, so a 10-item batch's two chunks, or the
+    8 chunks of 25 items of one feed call, go as one object; each worker fetches the bundle
+    and applies its part. ``bundle`` is the object's ref, so the coordinator still passes refs
+    only."""
+
+    bundle: Any
+    index: int
 
 
 class RayTransport:
@@ -31,7 +45,11 @@ class RayTransport:
         worker = self.worker_for(participant)
         crashpoints.reached(f"send:{step}:{participant}")  # e.g. a decision logged, not yet sent
         if step in ("apply", "apply+prepare"):
-            summary, images = worker.apply.remote(participant, ref, chunk, step == "apply+prepare")
+            if isinstance(chunk, ChunkPart):  # the bundle ref at the top: Ray fetches it before the call
+                summary, images = worker.apply.remote(participant, ref, chunk.bundle, step == "apply+prepare",
+                                                      chunk.index)
+            else:
+                summary, images = worker.apply.remote(participant, ref, chunk, step == "apply+prepare")
             self._images[summary] = (ref.txn, images)
             return summary
         return getattr(worker, step).remote(participant, ref)

@@ -46,9 +46,13 @@ class WorkerActor:
         return replace(ref, epoch=self.epochs[name])
 
     @ray.method(num_returns=2)
-    def apply(self, name: str, ref: TxnRef, chunk: Chunk, prepare: bool = False) -> tuple[BeforeImages, BeforeImages]:
+    def apply(self, name: str, ref: TxnRef, chunk: Chunk, prepare: bool = False,
+              part: Optional[int] = None) -> tuple[BeforeImages, BeforeImages]:
         """``(summary, images)``: the caller reads the small summary and only holds the images.
-        With ``prepare`` the shard also votes (``summary.vote``)."""
+        With ``prepare`` the shard also votes (``summary.vote``). With ``part``, ``chunk`` is a
+        bundle of small chunks (``actors.transport.ChunkPart``) and this one is its ``part``-th."""
+        if part is not None:
+            chunk = chunk[part]
         images = self.shards[name].apply(self._ref(name, ref), chunk, prepare)
         # progress is reported by the coordinator from the summary, summed over chunks: a call
         # per chunk from here cost the progress actor as much CPU as the chunk's dispatch

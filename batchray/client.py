@@ -39,6 +39,10 @@ SMALL_BATCH = 10_000
 """Batches of at most this many known items are planned whole and submitted in one call."""
 FEED_GROUP = 8
 """Chunks handed to the coordinator per call when the input is held in memory."""
+BUNDLE_CHUNK_BYTES = 16 << 10
+"""Chunks estimated at most this size are put in the object store several to an object."""
+BUNDLE_BYTES = 128 << 10
+"""The most a bundle of small chunks holds (estimated)."""
 
 
 def _prepare_ray_auth(address: Optional[str]) -> None:
@@ -68,6 +72,39 @@ def _get(ref: Any, timeout: Optional[float] = None) -> Any:
         raise InternalError(f"coordinator call failed: {exc}") from None
     except RayActorError as exc:
         raise ParticipantUnavailable(f"the coordinator is restarting: {exc}") from None
+
+
+def put_chunks(planned: list[Any]) -> None:
+    """Put each planned chunk in the object store and replace it by its ref. Chunks of at most
+    ``BUNDLE_CHUNK_BYTES`` (estimated) go together, up to ``BUNDLE_BYTES`` an object, each
+    then an ``actors.transport.ChunkPart`` of it: a put costs about a millisecond of the
+    driver's and the raylet's CPU whatever its size, which small chunks paid once each."""
+    import ray
+
+    from actors.transport import ChunkPart
+
+    bundle: list[Any] = []
+    size = 0
+
+    def put_bundle() -> None:
+        nonlocal bundle, size
+        if len(bundle) == 1:
+            bundle[0].chunk = ray.put(bundle[0].chunk)
+        elif bundle:
+            ref = ray.put(tuple(pc.chunk for pc in bundle))
+            for index, pc in enumerate(bundle):
+                pc.chunk = ChunkPart(ref, index)
+        bundle, size = [], 0
+
+    for pc in planned:
+        if pc.nbytes > BUNDLE_CHUNK_BYTES:
+            pc.chunk = ray.put(pc.chunk)
+            continue
+        if size + pc.nbytes > BUNDLE_BYTES:
+            put_bundle()
+        bundle.append(pc)
+        size += pc.nbytes
+    put_bundle()
 
 
 class Client(BatchOperations):
@@ -202,8 +239,7 @@ class Client(BatchOperations):
         if plan.total is not None and plan.total <= SMALL_BATCH:
             # small batch: plan it all now and submit it in one call
             planned = list(plan.chunks)
-            for pc in planned:
-                pc.chunk = ray.put(pc.chunk)
+            put_chunks(planned)
             # one round trip: the coordinator starts it at once and answers with its result
             submitted = _get(self.coordinator.submit.remote(plan.kind, options, planned, plan.total,
                                                             0.25 if wait else None))
@@ -249,6 +285,7 @@ class Client(BatchOperations):
         def send() -> None:
             nonlocal group, group_bytes
             if group:
+                put_chunks(group)
                 feeds.append((self.coordinator.feed.remote(txn, group), group_bytes))
                 group, group_bytes = [], 0
 
@@ -262,7 +299,6 @@ class Client(BatchOperations):
                         break
                 if stopped:
                     break
-                pc.chunk = ray.put(pc.chunk)
                 group.append(pc)
                 group_bytes += pc.nbytes
                 pending += pc.nbytes

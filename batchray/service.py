@@ -168,8 +168,7 @@ class CoordinatorService:
             run.planned = list(planned)
             run.fed = sum(pc.count for pc in run.planned)
             for pc in run.planned:
-                kind_name = type(pc.chunk).__name__
-                self.chunk_types[kind_name] = self.chunk_types.get(kind_name, 0) + 1
+                self._count_chunk_type(pc)
         with self._lock:
             self.runs[txn] = run
             now = time.time()
@@ -180,6 +179,12 @@ class CoordinatorService:
         if wait is not None:
             reply["result"] = self.wait(txn, wait)
         return reply
+
+    def _count_chunk_type(self, pc: PlannedChunk) -> None:
+        """Count what carries the chunk's data to this process: the chunk itself, or (on Ray)
+        an object ref, bare or as the ``bundle`` of a part of several small chunks."""
+        name = type(getattr(pc.chunk, "bundle", pc.chunk)).__name__
+        self.chunk_types[name] = self.chunk_types.get(name, 0) + 1
 
     def feed(self, txn: str, planned: list[PlannedChunk]) -> bool:
         """Queue more chunks, reserving their bytes first. Blocks while the batch is queued
@@ -200,8 +205,7 @@ class CoordinatorService:
             if run.done.is_set() or run.stop is not None:
                 return False
         for pc in planned:
-            kind = type(pc.chunk).__name__
-            self.chunk_types[kind] = self.chunk_types.get(kind, 0) + 1
+            self._count_chunk_type(pc)
             while not self.budget.try_reserve(pc.nbytes):
                 if run.done.is_set() or run.stop is not None:
                     return False

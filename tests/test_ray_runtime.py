@@ -134,11 +134,45 @@ def test_coordinator_receives_object_refs_never_payloads(plain):
     results.append(plain.update_items(context, [{"selector": {"query": "n >= 250"}, "values": {"n": "=n + 1"}}]))
     assert all(r.success for r in results), [r.error for r in results if not r.success]
     after = plain.info()["chunkTypes"]
+    # object refs: of a chunk, or of a bundle of small chunks put as one object
     assert set(after) == {"ObjectRef"}, f"the coordinator was fed {after}"
     fed = after["ObjectRef"] - before.get("ObjectRef", 0)
     assert fed == sum(r.batches_processed for r in results)
     assert fed >= 1 + 6 + 2  # a catalog chunk, 300 items in chunks of 50, updates on both shards
     assert plain.count_items(context, query="label == changed") == 120
+
+
+def test_small_chunks_go_to_the_object_store_together(plain):
+    """``put_chunks``: chunks up to BUNDLE_CHUNK_BYTES share one object (up to BUNDLE_BYTES),
+    each becoming a part of it; a bigger chunk gets an object of its own; a lone small chunk
+    is put as itself. Each part resolves to its own chunk, and a batch cut into such chunks
+    commits every item on every shard."""
+    import ray
+
+    from actors.transport import ChunkPart
+    from batchray.client import BUNDLE_BYTES, BUNDLE_CHUNK_BYTES, put_chunks
+    from batchray.planner import PlannedChunk
+
+    small = [PlannedChunk(f"shard-000{i % 2}", {"n": i}, 1_000, 1) for i in range(3)]
+    big = PlannedChunk("shard-0000", {"n": "big"}, BUNDLE_CHUNK_BYTES + 1, 1)
+    # with the small ones, all but the last of these fill the bundle; the last goes alone
+    many = [PlannedChunk("shard-0001", {"n": 10 + i}, BUNDLE_CHUNK_BYTES, 1)
+            for i in range(BUNDLE_BYTES // BUNDLE_CHUNK_BYTES)]
+    planned = [small[0], big, small[1], small[2], *many]
+    put_chunks(planned)
+    assert [type(pc.chunk).__name__ for pc in planned[:4]] == ["ChunkPart", "ObjectRef", "ChunkPart", "ChunkPart"]
+    parts = [pc.chunk for pc in (small + many)]
+    assert all(isinstance(p, ChunkPart) for p in parts[:-1])
+    assert len({p.bundle for p in parts[:3]}) == 1  # the three small ones: one object
+    assert isinstance(parts[-1], ray.ObjectRef)  # the bundle was full: the last one alone
+    assert ray.get(big.chunk) == {"n": "big"}
+    for pc, expected in zip(small + many[:-1], [0, 1, 2, *range(10, 10 + len(many) - 1)]):
+        assert ray.get(pc.chunk.bundle)[pc.chunk.index] == {"n": expected}
+
+    context = _context(plain, "Bundled")
+    result = plain.create_items(context, "Rows", rows(120), batch_size=5)  # 24 chunks of 5 rows
+    assert result.success and result.items_created == 120, result.error
+    assert sorted(item["values"]["n"] for item in plain.get_items(context)) == list(range(120))
 
 
 # -- progress -------------------------------------------------------------------------------
