@@ -59,10 +59,11 @@ class RayTransport:
 
     def result(self, handle: Any) -> Any:
         entry = self._images.pop(handle, None)
-        if entry is not None:
-            self.held.setdefault(entry[0], []).append(entry[1])
         try:
-            return ray.get(handle, timeout=self.call_timeout)
+            value = ray.get(handle, timeout=self.call_timeout)
+            if entry is not None and getattr(value, "partial", False):  # else the summary is all of it
+                self.held.setdefault(entry[0], []).append(entry[1])
+            return value
         except BatchrayError:
             raise
         except RayTaskError as exc:

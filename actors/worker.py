@@ -48,16 +48,21 @@ class WorkerActor:
     @ray.method(num_returns=2)
     def apply(self, name: str, ref: TxnRef, chunk: Chunk, prepare: bool = False,
               part: Optional[int] = None) -> tuple[BeforeImages, BeforeImages]:
-        """``(summary, images)``: the caller reads the small summary and only holds the images.
+        """``(summary, images)``: the caller reads the small summary and only holds the images;
+        when the images are no more than the summary (only created ranges), ``(images, None)``.
         With ``prepare`` the shard also votes (``summary.vote``). With ``part``, ``chunk`` is a
         bundle of small chunks (``actors.transport.ChunkPart``) and this one is its ``part``-th."""
         if part is not None:
             chunk = chunk[part]
         images = self.shards[name].apply(self._ref(name, ref), chunk, prepare)
+        if not (images.items or images.docs):
+            # nothing but created ranges (a create chunk): the summary is the whole of it, and
+            # no second object is kept per chunk by the caller
+            return images, None
         # progress is reported by the coordinator from the summary, summed over chunks: a call
         # per chunk from here cost the progress actor as much CPU as the chunk's dispatch
         summary = BeforeImages(images.chunk_id, created=images.created, affected=images.affected, errors=images.errors,
-                               vote=images.vote)
+                               vote=images.vote, partial=True)
         return summary, images
 
     @ray.method(concurrency_group="control")

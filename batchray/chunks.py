@@ -159,6 +159,8 @@ class BeforeImages:
     is "absent"); ``items`` holds ``(id, old JSON or None)`` for items it changed or deleted;
     ``docs`` the same for catalog documents. ``affected`` counts items written; ``errors``
     lists per-item problems found while applying (a chunk with errors votes no).
+    ``partial`` marks a summary of them that leaves ``items`` and ``docs`` out (on Ray the
+    images then travel as an object of their own, which the caller holds without reading).
     """
 
     chunk_id: int
@@ -168,6 +170,7 @@ class BeforeImages:
     affected: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     vote: Optional[bool] = None  # set when the apply also prepared (the participant's last chunk)
+    partial: bool = False
 
     @property
     def size_bytes(self) -> int:

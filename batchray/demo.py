@@ -37,28 +37,44 @@ def people(count: int, seed: int = 7) -> Iterator[dict[str, Any]]:
 
 
 class PeakMemory:
-    """Samples the resident memory of a set of processes (summed) every 50 ms.
+    """Samples the memory of a set of processes (summed) every 50 ms.
 
     ``measure="rss"`` sums resident sets: a page shared by several of the processes (Ray's
     object store, mapped by the driver that writes a chunk and the worker that reads it) is
     counted once per process. ``"pss"`` sums proportional sets, which count each page once
-    (split among the processes sharing it); it reads ``/proc/PID/smaps_rollup`` (Linux)."""
+    (split among the processes sharing it, Ray's object store process among them).
+    ``"private"`` sums anonymous memory only (heaps, Python objects, buffer pools, SQLite page
+    caches), leaving out file and shared-memory mappings such as the object store's. The last
+    two read ``/proc/PID/smaps_rollup`` (Linux)."""
+
+    MEASURES = ("rss", "pss", "private")
 
     def __init__(self, pids: list[int], measure: str = "rss") -> None:
-        if measure not in ("rss", "pss"):
-            raise ValueError("measure is 'rss' or 'pss'")
+        if measure not in self.MEASURES:
+            raise ValueError(f"measure is one of {', '.join(self.MEASURES)}")
         self.processes = [psutil.Process(p) for p in pids]
         self.measure = measure
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _one(self, proc: psutil.Process) -> int:
+        if self.measure == "rss":
+            return proc.memory_info().rss
+        if self.measure == "pss":
+            return proc.memory_full_info().pss
+        with open(f"/proc/{proc.pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Anonymous:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
     def sample(self) -> int:
         total = 0
         for proc in self.processes:
             try:
-                total += proc.memory_info().rss if self.measure == "rss" else proc.memory_full_info().pss
-            except psutil.Error:
+                total += self._one(proc)
+            except (psutil.Error, OSError):
                 pass
         return total
 

@@ -96,6 +96,9 @@ DEFAULT_BLOCK_SIZE = 1 << 20
 """Bytes per record batch of CSV and JSON Lines (``block_size``)."""
 DEFAULT_BATCH_ROWS = 16_384
 """Rows per record batch of Parquet."""
+PIECE_ROWS = 2_048
+"""Rows of a record batch turned into Python values at a time: a 1 MiB block of CSV is some
+30,000 rows, over 10 MB as dicts, more than a small memory budget allows the whole batch."""
 PAGE_SIZE = 10_000
 """Items per page when exporting."""
 DEFAULT_TIMEOUT_MS = 86_400_000
@@ -244,7 +247,7 @@ def _chunk_bytes(target: Target) -> int:
             allowance = int(memory["limit"] * memory.get("threshold", 1.0))
     if not allowance:
         return 8 << 20
-    return max(64 << 10, min(8 << 20, allowance // 4))
+    return max(64 << 10, min(8 << 20, allowance // 8))
 
 
 def _take_ids(planner: Any, context_id: int) -> Callable[[int], int]:
@@ -360,6 +363,17 @@ def _without_missing(names: list[str], columns: list[list[Any]], null_columns: l
         for i in positions:
             del rows[i][name]
     return rows
+
+
+def _pieces(batch: Any, rows: Optional[int] = None) -> Iterator[Any]:
+    """``batch`` (a record batch) in slices of at most ``rows`` (default ``PIECE_ROWS``) rows,
+    zero-copy views."""
+    rows = rows or PIECE_ROWS
+    if batch.num_rows <= rows:
+        yield batch
+        return
+    for start in range(0, batch.num_rows, rows):
+        yield batch.slice(start, rows)
 
 
 def _null_positions(values: list[Any]) -> list[int]:
@@ -484,7 +498,7 @@ class _CsvSource(_Source):
         convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in self.names}, null_values=[""],
                                        strings_can_be_null=True, quoted_strings_can_be_null=True)
         try:
-            self._file = _PacedFile(self.path)
+            self._file = _PacedFile(self.path, window=2)
             self._reader = pacsv.open_csv(pa.PythonFile(self._file, mode="r"), read_options=self._read_options,
                                           parse_options=self._parse_options, convert_options=convert)
             converters = [self._converter(n) for n in self.names]
@@ -494,19 +508,20 @@ class _CsvSource(_Source):
                 except StopIteration:
                     return
                 self._file.consumed()
-                columns, nulls = [], []
-                for name, array, convert_column in zip(self.names, batch.columns, converters):
-                    values = convert_column(array)
-                    columns.append(values)
-                    # NaN becomes missing too, so converted columns are checked for None
-                    if array.null_count or (convert_column is not _strings and None in values):
-                        nulls.append((name, _null_positions(values)))
-                rows = _without_missing(self.names, columns, nulls)
-                if nulls and not all(rows):  # a row of empty cells is no item (as in CODAP)
-                    kept = [row for row in rows if row]
-                    self.empty_rows += len(rows) - len(kept)
-                    rows = kept
-                yield rows
+                for piece in _pieces(batch):
+                    columns, nulls = [], []
+                    for name, array, convert_column in zip(self.names, piece.columns, converters):
+                        values = convert_column(array)
+                        columns.append(values)
+                        # NaN becomes missing too, so converted columns are checked for None
+                        if array.null_count or (convert_column is not _strings and None in values):
+                            nulls.append((name, _null_positions(values)))
+                    rows = _without_missing(self.names, columns, nulls)
+                    if nulls and not all(rows):  # a row of empty cells is no item (as in CODAP)
+                        kept = [row for row in rows if row]
+                        self.empty_rows += len(rows) - len(kept)
+                        rows = kept
+                    yield rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise self._arrow_failure(exc) from None
 
@@ -640,14 +655,15 @@ class _ParquetSource(_Source):
 
         try:
             for batch in self._file.iter_batches(batch_size=self.batch_rows, use_threads=True):
-                columns, nulls = [], []
-                for name, array, convert in zip(self.names, batch.columns, self._converters):
-                    values = convert(array)
-                    columns.append(values)
-                    if array.null_count or None in values:
-                        nulls.append((name, _null_positions(values)))
-                self._rows_done += batch.num_rows
-                yield _without_missing(self.names, columns, nulls)
+                for piece in _pieces(batch):
+                    columns, nulls = [], []
+                    for name, array, convert in zip(self.names, piece.columns, self._converters):
+                        values = convert(array)
+                        columns.append(values)
+                        if array.null_count or None in values:
+                            nulls.append((name, _null_positions(values)))
+                    self._rows_done += piece.num_rows
+                    yield _without_missing(self.names, columns, nulls)
         except (pa.ArrowInvalid, OSError) as exc:
             raise self.fail(f"cannot read: {exc}", "unreadable") from None
 

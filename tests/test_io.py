@@ -495,3 +495,32 @@ def stored_texts(client, context, page=50_000):
         if len(rows) < page:
             return count, digest.hexdigest()
         after = rows[-1][0]
+
+
+def test_a_record_batch_becomes_python_rows_a_piece_at_a_time(tmp_path, monkeypatch):
+    """A CSV block is some 30,000 rows; the reader turns it into Python dicts PIECE_ROWS rows
+    at a time (zero-copy slices), so the driver never holds a whole block as dicts. The rows
+    come out whole and in order across piece and block boundaries."""
+    import pyarrow as pa
+
+    from batchray import io
+
+    batch = pa.record_batch({"n": list(range(5000))})
+    pieces = list(io._pieces(batch, rows=2048))
+    assert [p.num_rows for p in pieces] == [2048, 2048, 904]
+    assert [v for p in pieces for v in p.column(0).to_pylist()] == list(range(5000))
+    assert list(io._pieces(batch, rows=5000)) == [batch]
+
+    path = tmp_path / "many.csv"
+    path.write_text("n,label\n" + "".join(f"{i},row-{i}\n" for i in range(10_000)))
+    monkeypatch.setattr(io, "PIECE_ROWS", 1000)
+    source = io._open_source("csv", path, atomic=True, types={}, block_size=64 << 10)
+    try:
+        sizes, values = [], []
+        for rows in source.batches():
+            sizes.append(len(rows))
+            values.extend(row["n"] for row in rows)
+    finally:
+        source.close()
+    assert max(sizes) <= 1000 and sum(sizes) == 10_000
+    assert values == list(range(10_000))

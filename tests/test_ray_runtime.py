@@ -175,6 +175,42 @@ def test_small_chunks_go_to_the_object_store_together(plain):
     assert sorted(item["values"]["n"] for item in plain.get_items(context)) == list(range(120))
 
 
+def test_a_worker_returns_before_images_as_an_object_only_when_there_are_some(ray_session, tmp_path):
+    """A create chunk's before-images are its created id ranges, all in the summary: the
+    coordinator holds no second object for it. An update's before-images travel as an object
+    of their own, held (never read) by the coordinator until the batch ends."""
+    import ray
+
+    from actors.transport import RayTransport
+    from actors.worker import WorkerActor
+    from batchray.chunks import CreateItems, TxnRef, UpdateItems, context_range
+    from batchray.store import StoreLayout
+
+    StoreLayout(tmp_path / "store", 1)
+    worker = WorkerActor.remote(str(tmp_path / "store"), ["shard-0000"])
+    transport = RayTransport(lambda name: worker)
+    lo, _ = context_range(1)
+    ref = TxnRef("create-1-images", 10)
+    created = transport.result(transport.submit(
+        "shard-0000", "apply", ref, ray.put(CreateItems(1, [lo + 1, lo + 2], ['{"n":1}', '{"n":2}']))))
+    assert created.created and created.affected == 2 and not created.partial
+    assert transport.held == {}
+    assert ray.get(worker.prepare.remote("shard-0000", ref))
+    ray.get(worker.commit.remote("shard-0000", ref))
+
+    ref = TxnRef("update-2-images", 11)
+    try:
+        updated = transport.result(transport.submit(
+            "shard-0000", "apply", ref, ray.put(UpdateItems(2, 1, ids=[lo + 1], patch={"n": 5}))))
+        assert updated.partial and updated.affected == 1 and updated.items == []
+        [held] = transport.held[ref.txn]
+        assert ray.get(held).items == [(lo + 1, '{"n":1}')]
+        assert transport.release(ref.txn) == 1 and transport.held == {}
+        ray.get(worker.abort.remote("shard-0000", ref))
+    finally:
+        ray.kill(worker)
+
+
 # -- progress -------------------------------------------------------------------------------
 
 def test_progress_callback_is_monotonic_and_ends_at_the_total(slow4):
