@@ -150,6 +150,21 @@ class UndoBatch:
 
 Chunk = Union[CreateItems, UpdateItems, DeleteItems, RestoreItems, PutDocs, TransformItems, UndoBatch]
 
+_HANDLERS = {CreateItems: "_create", UpdateItems: "_update", DeleteItems: "_delete", RestoreItems: "_restore",
+             PutDocs: "_put_docs", TransformItems: "_transform", UndoBatch: "_undo_batch"}
+
+
+def chunk_handler(participant: Any, chunk: Any) -> Any:
+    """The participant's method that applies ``chunk``: ``_create`` for :class:`CreateItems`,
+    ``_update``, ``_delete``, ``_restore``, ``_put_docs``, ``_transform``, ``_undo_batch``
+    (every store implements each)."""
+    name = _HANDLERS.get(type(chunk))
+    if name is None:
+        from .errors import InternalError
+
+        raise InternalError(f"unknown chunk type {type(chunk).__name__}")
+    return getattr(participant, name)
+
 
 @dataclass
 class BeforeImages:

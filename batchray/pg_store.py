@@ -76,6 +76,7 @@ from .chunks import (
     UndoBatch,
     UpdateItems,
     check_txn_id,
+    chunk_handler,
     context_of,
     context_range,
 )
@@ -760,17 +761,7 @@ class PgParticipant:
         return None if row is None else _images_from(chunk_id, row[0])
 
     def _apply_chunk(self, tx: _Tx, ref: TxnRef, chunk: Chunk) -> BeforeImages:
-        handler = {
-            CreateItems: self._create,
-            UpdateItems: self._update,
-            DeleteItems: self._delete,
-            RestoreItems: self._restore,
-            PutDocs: self._put_docs,
-            TransformItems: self._transform,
-            UndoBatch: self._undo_batch,
-        }.get(type(chunk))
-        if handler is None:
-            raise InternalError(f"unknown chunk type {type(chunk).__name__}")
+        handler = chunk_handler(self, chunk)
         conn = tx.conn
         ver = conn.execute(f"SELECT nextval('{self.store.schema}.wseq')").fetchone()[0]
         images, vers = handler(tx, ref, chunk, ver)

@@ -45,6 +45,7 @@ from .chunks import (
     UpdateItems,
     ITEM_BITS,
     check_txn_id,
+    chunk_handler,
     context_of,
     context_range,
 )
@@ -376,18 +377,7 @@ class SqliteShard:
     # -- applying chunks --------------------------------------------------------------------
     def _apply_chunk(self, conn: sqlite3.Connection, ref: TxnRef, chunk: Chunk, ver: int) -> BeforeImages:
         """Apply one chunk; rows it writes carry ``ver``, this apply's number on the shard."""
-        handler = {
-            CreateItems: self._create,
-            UpdateItems: self._update,
-            DeleteItems: self._delete,
-            RestoreItems: self._restore,
-            PutDocs: self._put_docs,
-            TransformItems: self._transform,
-            UndoBatch: self._undo_batch,
-        }.get(type(chunk))
-        if handler is None:
-            raise InternalError(f"unknown chunk type {type(chunk).__name__}")
-        return handler(conn, ref, chunk, ver)
+        return chunk_handler(self, chunk)(conn, ref, chunk, ver)
 
     def _create(self, conn: sqlite3.Connection, ref: TxnRef, chunk: CreateItems, ver: int) -> BeforeImages:
         images = BeforeImages(chunk.chunk_id)

@@ -1,4 +1,5 @@
-"""Shared fixtures. Ray-backed fixtures live in tests/ray_fixtures.py and are imported here."""
+"""Shared fixtures: the CODAP sample data, one Ray session for the whole run, and clients on
+fresh stores (per test, or per module)."""
 from __future__ import annotations
 
 import os
@@ -35,25 +36,47 @@ def ray_session():
     yield ray
 
 
+class _Clients:
+    """Opens clients on fresh stores under ``root``; :meth:`shutdown_all` stops their actors."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.opened: list = []
+
+    def __call__(self, name: str = "store", **options):
+        import batchray
+
+        options.setdefault("progress", False)
+        client = batchray.connect(self.root / name, **options)
+        self.opened.append(client)
+        return client
+
+    def shutdown_all(self) -> None:
+        for client in reversed(self.opened):
+            try:
+                client.shutdown()
+            except Exception:  # noqa: BLE001 - a second client of a store finds its actors gone
+                client.close()
+
+
 @pytest.fixture
 def make_client(ray_session, tmp_path):
     """``make_client(name="store", **connect_options)``: a client on a fresh store; its actors
     are stopped when the test ends."""
-    import batchray
-
-    clients = []
-
-    def make(name: str = "store", **options):
-        options.setdefault("progress", False)
-        client = batchray.connect(tmp_path / name, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.shutdown()
+    clients = _Clients(tmp_path)
+    yield clients
+    clients.shutdown_all()
 
 
 @pytest.fixture
 def client(make_client):
     return make_client()
+
+
+@pytest.fixture(scope="module")
+def open_store(ray_session, tmp_path_factory, request):
+    """``open_store(name, **connect_options)``: a client on a fresh store, shut down at the end
+    of the module (a module's clients share the cost of starting their actors)."""
+    clients = _Clients(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+    yield clients
+    clients.shutdown_all()

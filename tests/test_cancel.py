@@ -45,24 +45,6 @@ def slow_rows(count: int, per_row: float, start: int = 0):
 
 
 @pytest.fixture(scope="module")
-def open_store(ray_session, tmp_path_factory):
-    import batchray
-
-    root = tmp_path_factory.mktemp("cancel")
-    clients = []
-
-    def open_(name: str, **options):
-        options.setdefault("progress", False)
-        client = batchray.connect(root / name, **options)
-        clients.append(client)
-        return client
-
-    yield open_
-    for client in clients:
-        client.shutdown()
-
-
-@pytest.fixture(scope="module")
 def slow(open_store):
     return open_store("slow", workers=2, shards=2, shard_apply_delay=DELAY)
 

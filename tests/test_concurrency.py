@@ -36,27 +36,6 @@ TRANSFERS = 15  # per driver
 DELAY = 0.05
 
 
-@pytest.fixture(scope="module")
-def open_store(ray_session, tmp_path_factory):
-    import batchray
-
-    root = tmp_path_factory.mktemp("concurrency")
-    clients = []
-
-    def open_(name: str, **options):
-        options.setdefault("progress", False)
-        client = batchray.connect(root / name, **options)
-        clients.append(client)
-        return client
-
-    yield open_
-    for client in reversed(clients):
-        try:
-            client.shutdown()
-        except Exception:  # noqa: BLE001 - a second client of a store finds its actors gone
-            client.close()
-
-
 def _leftovers(client) -> dict:
     import ray
 

@@ -6,7 +6,6 @@ restart is explicit. "State" below is the full content of every table of the sha
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -366,46 +365,4 @@ def test_reads_never_show_uncommitted_writes_of_others(tmp_path):
             assert shard.prepare(ref)
     shard.commit(ref)
     assert _visible(shard) == own
-    shard.close()
-
-
-def test_wait_die(tmp_path):
-    shard = _seeded(tmp_path, lock_timeout=5.0)
-    # an older transaction holds the item: a younger one dies at once
-    older, younger = TxnRef("older", 10), TxnRef("younger", 20)
-    shard.apply(older, _update(2, [LO + 1], {"mass": 10}))
-    started = time.monotonic()
-    with pytest.raises(LockConflict):
-        shard.apply(younger, _update(3, [LO + 1], {"mass": 20}))
-    assert time.monotonic() - started < 1.0, "the younger transaction waited instead of dying"
-    assert shard.before_images("younger") == []
-    shard.abort(younger)
-    assert shard.prepare(older)
-    shard.commit(older)
-
-    # a younger transaction holds it: an older one waits until the holder finishes
-    young, old = TxnRef("young", 40), TxnRef("old", 30)
-    shard.apply(young, _update(4, [LO + 2], {"mass": 7}))
-    outcome: dict = {}
-
-    def waiter():
-        try:
-            outcome["images"] = shard.apply(old, _update(5, [LO + 2], {"mass": "=mass * 10"}))
-        except BaseException as exc:  # noqa: BLE001 - reported to the main thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=waiter, daemon=True)
-    thread.start()
-    thread.join(0.3)
-    assert thread.is_alive(), f"the older transaction did not wait: {outcome}"
-    assert shard.prepare(young)
-    shard.commit(young)
-    thread.join(3.0)
-    assert not thread.is_alive() and "error" not in outcome, outcome
-    # it ran after the younger one committed, over the committed value
-    assert outcome["images"].items == [(LO + 2, orjson.dumps({"name": "b", "mass": 7}).decode())]
-    assert shard.prepare(old)
-    shard.commit(old)
-    assert _visible(shard)[LO + 2]["mass"] == 70
-    assert shard.locks.lock_count() == 0
     shard.close()

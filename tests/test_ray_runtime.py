@@ -39,26 +39,6 @@ def rows(count: int, start: int = 0) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def open_store(ray_session, tmp_path_factory):
-    """``open_store(name, **connect_options)``: a client on a fresh store, shut down at the end
-    of the module."""
-    import batchray
-
-    root = tmp_path_factory.mktemp("runtime")
-    clients = []
-
-    def open_(name: str, **options):
-        options.setdefault("progress", False)
-        client = batchray.connect(root / name, **options)
-        clients.append(client)
-        return client
-
-    yield open_
-    for client in clients:
-        client.shutdown()
-
-
-@pytest.fixture(scope="module")
 def slow4(open_store):
     """4 workers over 4 shards, each applied chunk taking DELAY seconds."""
     return open_store("slow4", workers=4, shards=4, shard_apply_delay=DELAY)

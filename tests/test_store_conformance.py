@@ -295,6 +295,7 @@ def test_wait_die(store):
     with pytest.raises(LockConflict):
         participant.apply(younger, _update(3, [LO + 1], {"mass": 20}))
     assert time.monotonic() - started < 1.0, "the younger transaction waited instead of dying"
+    assert participant.before_images("younger") == []
     participant.abort(younger)
     assert participant.prepare(older)
     participant.commit(older)
@@ -322,6 +323,7 @@ def test_wait_die(store):
     assert participant.prepare(old)
     participant.commit(old)
     assert _visible(participant)[LO + 2]["mass"] == 70
+    assert participant.locks.lock_count() == 0
     _clear(participant)
 
 
