@@ -8,7 +8,7 @@ below zero: the item is reported, and an atomic batch is rolled back.
 from __future__ import annotations
 
 from functools import lru_cache, partial
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import orjson
 
@@ -139,20 +139,27 @@ def _validator(schema_json: bytes) -> RowValidator:
     return RowValidator(DataContext.model_validate_json(schema_json))
 
 
-def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[list[int], list[str]]:
-    """The ids and JSON texts to insert for a create chunk; invalid rows go to ``images.errors``.
+def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], str]:
+    """The ids to insert for a create chunk, and its valid rows as one JSON text for SQLite's
+    ``json_each`` to split: an array of the rows when ``ids`` is a ``range`` (row ``j`` gets
+    ``ids[j]``), else an array of ``[id, row]`` pairs. Invalid rows go to ``images.errors``.
 
-    Rows of a chunk without a schema are already encoded and pass through unchanged.
+    One ``orjson.dumps`` of the whole list and one statement cost about a third less per row
+    than encoding each row and binding it in ``executemany``. Rows of a chunk without a schema
+    are already encoded JSON texts and are joined as they are.
     """
     if chunk.schema is None:
-        return chunk.ids, chunk.rows
+        ids, texts = chunk.ids, list(chunk.rows)
+        if isinstance(ids, range):
+            return ids, "[" + ",".join(texts) + "]"
+        return ids, "[" + ",".join(f"[{i},{t}]" for i, t in zip(ids, texts)) + "]"
     validator = _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS))
     positions, good, errors = validator.validate(chunk.rows, index_of=chunk.index_of)
     images.errors.extend(errors)
-    dumps = orjson.dumps
-    rows = [dumps(values).decode() for values in good]
-    ids = chunk.ids if len(positions) == len(chunk.ids) else [chunk.ids[p] for p in positions]
-    return ids, rows
+    if len(positions) == len(chunk.ids) and isinstance(chunk.ids, range):
+        return chunk.ids, orjson.dumps(good).decode()
+    ids = [chunk.ids[p] for p in positions]
+    return ids, orjson.dumps(list(zip(ids, good))).decode()
 
 
 def transform_values(values: dict[str, Any], chunk: Any, converts: dict[str, Attribute], item_id: int,

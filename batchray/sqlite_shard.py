@@ -20,7 +20,6 @@ lost apply only makes the vote "no".
 """
 from __future__ import annotations
 
-import itertools
 import os
 import sqlite3
 import threading
@@ -387,7 +386,12 @@ class SqliteShard:
         lo, hi = ids[0], ids[-1]  # ids are ascending
         conn.execute("INSERT INTO created VALUES(?,?,?,?,?)", (ref.txn, chunk.chunk_id, lo, hi, len(ids)))
         try:
-            conn.executemany("INSERT INTO items(id, vals, ver) VALUES(?, ?, ?)", zip(ids, rows, itertools.repeat(ver)))
+            if isinstance(ids, range):  # rows: a JSON array, row j gets ids[j]
+                conn.execute("INSERT INTO items(id, vals, ver) SELECT ? + key * ?, value, ? FROM json_each(?)",
+                             (ids.start, ids.step, ver, rows))
+            else:  # rows: a JSON array of [id, row] pairs
+                conn.execute("INSERT INTO items(id, vals, ver) SELECT value ->> 0, value -> 1, ? FROM json_each(?)",
+                             (ver, rows))
         except sqlite3.IntegrityError as exc:
             raise InternalError(f"item id collision on shard {self.name}: {exc}") from exc
         images.created.append((lo, hi, len(ids)))

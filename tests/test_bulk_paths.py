@@ -227,3 +227,30 @@ def test_an_escalated_update_after_item_writes_of_the_same_transaction(tmp_path)
         assert shard.prepare(ref)
         shard.commit(ref)
     assert _rows(bulk) == _rows(items) and _rows(bulk)[LO + 2]["n"] == 1001
+
+
+@pytest.mark.parametrize("ids_kind", ["range", "list"])
+@pytest.mark.parametrize("encoded", [False, True])
+def test_a_create_chunk_is_inserted_in_one_statement_row_by_row_exactly(tmp_path, ids_kind, encoded):
+    """A create chunk reaches SQLite as one JSON array split by ``json_each`` (ids from a
+    range, or ``[id, row]`` pairs for a list of ids, as when invalid rows were left out): each
+    row is stored under its own id, byte for byte as ``orjson`` encodes it alone, and rows
+    that fail validation are reported and not written."""
+    shard = SqliteShard(tmp_path / "s.sqlite", name="s", lock_timeout=1.0)
+    odd = [{"n": 1e-7, "tag": "ü\u2028\"q\\", "pos": 2 ** 62}, {"n": -0.0, "tag": "t", "pos": 1.5e300},
+           {"n": 3, "tag": "x", "pos": -1}, {"n": 4}]  # the third breaks pos >= 0
+    ids = range(LO + 10, LO + 50, 10) if ids_kind == "range" else [LO + 3, LO + 7, LO + 8, LO + 20]
+    if encoded:  # rows already encoded by the planner (no schema): nothing is validated
+        chunk = CreateItems(1, ids, [orjson.dumps(v).decode() for v in odd])
+    else:
+        chunk = CreateItems(1, ids, odd, schema=SCHEMA)
+    ref = TxnRef("create", 5)
+    images = shard.apply(ref, chunk)
+    kept = [i for i in range(4) if encoded or i != 2]
+    assert [e["index"] for e in images.errors] == ([] if encoded else [2])
+    assert images.affected == len(kept)
+    with sqlite3.connect(tmp_path / "s.sqlite") as conn:
+        stored = dict(conn.execute("SELECT id, vals FROM items ORDER BY id"))
+    assert stored == {list(ids)[i]: orjson.dumps(odd[i]).decode() for i in kept}
+    shard.abort(ref)
+    shard.close()
