@@ -1,6 +1,8 @@
 """The Ray transport: participant steps as actor calls on worker actors."""
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -25,45 +27,143 @@ class ChunkPart:
     index: int
 
 
+class _Apply:
+    """The handle of one chunk's apply: queued for its worker, then one of the applies of an
+    ``apply_many`` call (``call``: that call's summaries ref, ``index``: its place in it)."""
+
+    __slots__ = ("worker", "txn", "entry", "queued_at", "call", "images", "index")
+
+    def __init__(self, worker: Any, txn: str, entry: tuple) -> None:
+        self.worker = worker
+        self.txn = txn
+        self.entry = entry
+        self.queued_at = time.monotonic()
+        self.call: Any = None
+        self.images: Any = None
+        self.index = 0
+
+
 class RayTransport:
     """Implements :class:`batchray.twophase.Transport` over worker actors.
 
-    ``apply`` returns two objects; the transport hands the small summary to the protocol and
-    keeps the before-images as an object ref owned by this process (the coordinator), so they
-    are never pulled into its memory (see :meth:`images`).
+    Applies go to a worker several per actor call (``WorkerActor.apply_many``): an apply is
+    queued for its worker and sent with the others queued there when ``group`` of them have
+    gathered, when the oldest has waited ``hold`` seconds, or at once when the protocol waits
+    for a result or sends a vote or a decision (which must not overtake an apply). A call's
+    fixed cost (submitting it, the worker's dispatch, the reply, a ``ray.wait`` over it) was
+    most of a small chunk's CPU. Each apply in a call succeeds or fails on its own.
+
+    An apply returns a summary and the before-images; the transport hands the summary to the
+    protocol and keeps the images, when there are more than the summary holds, as an object
+    ref owned by this process (the coordinator), never pulled into its memory.
     """
 
     merges_prepare = True
 
-    def __init__(self, worker_for: Callable[[str], Any], call_timeout: float = 120.0) -> None:
+    def __init__(self, worker_for: Callable[[str], Any], call_timeout: float = 120.0, group: int = 16,
+                 hold: float = 0.005) -> None:
         self.worker_for = worker_for
         self.call_timeout = call_timeout
-        self._images: dict[Any, tuple[str, Any]] = {}
+        self.group = group
+        self.hold = hold
         self.held: dict[str, list[Any]] = {}
+        self._queued: dict[int, list[_Apply]] = {}  # by id(worker)
+        self._lock = threading.Condition()  # notified when an apply is queued
+        self._closed = False
+        self._sender = threading.Thread(target=self._send_late, name="batchray-apply-sender", daemon=True)
+        self._sender.start()
 
+    # -- sending ------------------------------------------------------------------------------
     def submit(self, participant: str, step: str, ref: TxnRef, chunk: Any = None) -> Any:
         worker = self.worker_for(participant)
         crashpoints.reached(f"send:{step}:{participant}")  # e.g. a decision logged, not yet sent
         if step in ("apply", "apply+prepare"):
-            if isinstance(chunk, ChunkPart):  # the bundle ref at the top: Ray fetches it before the call
-                summary, images = worker.apply.remote(participant, ref, chunk.bundle, step == "apply+prepare",
-                                                      chunk.index)
+            if isinstance(chunk, ChunkPart):
+                entry = (participant, ref, chunk.bundle, step == "apply+prepare", chunk.index)
             else:
-                summary, images = worker.apply.remote(participant, ref, chunk, step == "apply+prepare")
-            self._images[summary] = (ref.txn, images)
-            return summary
+                entry = (participant, ref, chunk, step == "apply+prepare", None)
+            handle = _Apply(worker, ref.txn, entry)
+            with self._lock:
+                queue = self._queued.setdefault(id(worker), [])
+                queue.append(handle)
+                if len(queue) >= self.group:
+                    self._send(id(worker))
+                elif len(queue) == 1:
+                    self._lock.notify()
+            return handle
+        self.flush()  # a vote or a decision goes after every apply sent before it
         return getattr(worker, step).remote(participant, ref)
 
+    def _send(self, key: int) -> None:
+        """Send the applies queued for one worker as one call (``_lock`` held)."""
+        queue = self._queued.pop(key, None)
+        if not queue:
+            return
+        summaries, images = queue[0].worker.apply_many.remote([h.entry for h in queue])
+        for index, handle in enumerate(queue):
+            handle.call, handle.images, handle.index, handle.entry = summaries, images, index, None
+
+    def flush(self) -> None:
+        """Send every queued apply now."""
+        with self._lock:
+            for key in list(self._queued):
+                self._send(key)
+
+    def _send_late(self) -> None:
+        """Send each worker's queue once its oldest apply has waited ``hold`` seconds; sleeps
+        while nothing is queued."""
+        with self._lock:
+            while not self._closed:
+                if not self._queued:
+                    self._lock.wait()
+                    continue
+                now = time.monotonic()
+                due = min(queue[0].queued_at for queue in self._queued.values()) + self.hold
+                if now < due:
+                    self._lock.wait(due - now)
+                    continue
+                for key, queue in list(self._queued.items()):
+                    if now - queue[0].queued_at >= self.hold:
+                        self._send(key)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+
+    # -- results ------------------------------------------------------------------------------
     def wait(self, handles: list[Any], timeout: Optional[float] = None) -> tuple[list[Any], list[Any]]:
-        return ray.wait(handles, num_returns=1, timeout=timeout)
+        if timeout != 0:
+            self.flush()  # waiting for a result: nothing may stay queued
+        by_ref: dict[Any, list[Any]] = {}
+        for handle in handles:
+            if isinstance(handle, _Apply):
+                if handle.call is not None:
+                    by_ref.setdefault(handle.call, []).append(handle)
+            else:
+                by_ref.setdefault(handle, []).append(handle)
+        if not by_ref:
+            return [], list(handles)
+        ready_refs, _ = ray.wait(list(by_ref), num_returns=1, timeout=timeout)
+        ready = [handle for r in ready_refs for handle in by_ref[r]]
+        taken = set(map(id, ready))
+        return ready, [h for h in handles if id(h) not in taken]
 
     def result(self, handle: Any) -> Any:
-        entry = self._images.pop(handle, None)
+        if not isinstance(handle, _Apply):
+            return self._get(handle)
+        if handle.call is None:
+            self.flush()
+        value = self._get(handle.call)[handle.index]
+        if isinstance(value, BaseException):
+            raise value
+        if getattr(value, "partial", False):  # the images hold more than the summary
+            self.held.setdefault(handle.txn, []).append(handle.images)
+        return value
+
+    def _get(self, ref: Any) -> Any:
         try:
-            value = ray.get(handle, timeout=self.call_timeout)
-            if entry is not None and getattr(value, "partial", False):  # else the summary is all of it
-                self.held.setdefault(entry[0], []).append(entry[1])
-            return value
+            return ray.get(ref, timeout=self.call_timeout)
         except BatchrayError:
             raise
         except RayTaskError as exc:
@@ -79,8 +179,12 @@ class RayTransport:
 
     def release(self, txn: str) -> int:
         """Drop the before-image refs of a finished transaction; return how many were held.
-        Also forgets applies whose results were never taken (a batch that was interrupted)."""
-        for handle, (owner, _) in list(self._images.items()):
-            if owner == txn:
-                self._images.pop(handle, None)
+        Applies of it still queued (a batch that was interrupted) are never sent."""
+        with self._lock:
+            for key, queue in list(self._queued.items()):
+                kept = [h for h in queue if h.txn != txn]
+                if kept:
+                    self._queued[key] = kept
+                else:
+                    del self._queued[key]
         return len(self.held.pop(txn, ()))

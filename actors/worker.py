@@ -9,6 +9,7 @@ from typing import Any, Optional
 import ray
 
 from batchray.chunks import BeforeImages, Chunk, TxnRef
+from batchray.errors import BatchrayError, InternalError
 from batchray.backends import open_backend
 
 
@@ -46,14 +47,35 @@ class WorkerActor:
         return replace(ref, epoch=self.epochs[name])
 
     @ray.method(num_returns=2)
-    def apply(self, name: str, ref: TxnRef, chunk: Chunk, prepare: bool = False,
-              part: Optional[int] = None) -> tuple[BeforeImages, BeforeImages]:
-        """``(summary, images)``: the caller reads the small summary and only holds the images;
-        when the images are no more than the summary (only created ranges), ``(images, None)``.
-        With ``prepare`` the shard also votes (``summary.vote``). With ``part``, ``chunk`` is a
-        bundle of small chunks (``actors.transport.ChunkPart``) and this one is its ``part``-th."""
-        if part is not None:
-            chunk = chunk[part]
+    def apply_many(self, applies: list[tuple[str, TxnRef, Any, bool, Optional[int]]]) -> tuple[list, list]:
+        """Several applies in one call, in order: each ``(shard name, ref, chunk, prepare,
+        part)``, where ``chunk`` is a chunk's object ref or, with ``part``, the ref of a bundle
+        of small chunks (``actors.transport.ChunkPart``) of which it is the ``part``-th.
+
+        Returns ``(summaries, images)``, one of each per apply. A summary is what the caller
+        reads (with ``prepare``, the shard also voted: ``vote``); where an apply failed it is
+        the error instead, and the others are not affected. The images are what the caller
+        only holds: ``None`` where they are no more than the summary (a create chunk's created
+        ranges), else the full before-images, and the summary is marked ``partial``."""
+        refs = list({id(a[2]): a[2] for a in applies}.values())
+        fetched = dict(zip(map(id, refs), ray.get(refs)))
+        summaries: list[Any] = []
+        images: list[Any] = []
+        for name, ref, chunk, prepare, part in applies:
+            chunk = fetched[id(chunk)]
+            if part is not None:
+                chunk = chunk[part]
+            try:
+                summary, held = self._apply(name, ref, chunk, prepare)
+            except BatchrayError as exc:
+                summary, held = exc, None
+            except Exception as exc:  # noqa: BLE001 - reported for this apply alone
+                summary, held = InternalError(f"apply on {name} failed: {type(exc).__name__}: {exc}"), None
+            summaries.append(summary)
+            images.append(held)
+        return summaries, images
+
+    def _apply(self, name: str, ref: TxnRef, chunk: Chunk, prepare: bool) -> tuple[BeforeImages, Optional[BeforeImages]]:
         images = self.shards[name].apply(self._ref(name, ref), chunk, prepare)
         if not (images.items or images.docs):
             # nothing but created ranges (a create chunk): the summary is the whole of it, and

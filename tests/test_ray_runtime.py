@@ -158,7 +158,8 @@ def test_small_chunks_go_to_the_object_store_together(plain):
 def test_a_worker_returns_before_images_as_an_object_only_when_there_are_some(ray_session, tmp_path):
     """A create chunk's before-images are its created id ranges, all in the summary: the
     coordinator holds no second object for it. An update's before-images travel as an object
-    of their own, held (never read) by the coordinator until the batch ends."""
+    of their own (one per call to the worker), held (never read) by the coordinator until the
+    batch ends."""
     import ray
 
     from actors.transport import RayTransport
@@ -183,8 +184,8 @@ def test_a_worker_returns_before_images_as_an_object_only_when_there_are_some(ra
         updated = transport.result(transport.submit(
             "shard-0000", "apply", ref, ray.put(UpdateItems(2, 1, ids=[lo + 1], patch={"n": 5}))))
         assert updated.partial and updated.affected == 1 and updated.items == []
-        [held] = transport.held[ref.txn]
-        assert ray.get(held).items == [(lo + 1, '{"n":1}')]
+        [held] = transport.held[ref.txn]  # the images of the applies sent in one call
+        assert [images.items for images in ray.get(held)] == [[(lo + 1, '{"n":1}')]]
         assert transport.release(ref.txn) == 1 and transport.held == {}
         ray.get(worker.abort.remote("shard-0000", ref))
     finally:
