@@ -3,6 +3,7 @@
     python -m bench.cpu_profile latency [WORKERS]   # per 25-item chunk, 4 shards, 5 ms per chunk
     python -m bench.cpu_profile small               # per 10-item atomic batch, 2 workers
     python -m bench.cpu_profile create              # per million items, 2 workers, vs raw SQLite
+    python -m bench.cpu_profile validate [WORKERS]  # per 100,000 items validated on the row path
 
 Each process's user + system CPU time (``psutil``) is read before and after the measured
 work, for the driver (this process) and every Ray process on the machine (workers, the
@@ -95,8 +96,23 @@ def main(argv: list[str]) -> None:
             after = cpu_times()
             print(f"1,000,000 items: raw SQLite {raw:.2f} s, batchray {seconds:.2f} s (ratio {raw / seconds:.3f})")
             report(before, after, 1, "million items")
+        elif mode == "validate":
+            from .suite import PATTERN_COLLECTIONS
+
+            workers = int(argv[1]) if len(argv) > 1 else 2
+            client = batchray.connect(os.path.join(root, "store"), progress=False, workers=workers, shards=4)
+            rows = make_rows(200_000)
+            assert client.create_data_context("Cpu", PATTERN_COLLECTIONS).success
+            assert client.create_items("Cpu", "People", rows[:1000]).success
+            before = cpu_times()
+            started = time.perf_counter()
+            assert client.create_items("Cpu", "People", rows, batch_size=2_000).success
+            seconds = time.perf_counter() - started
+            after = cpu_times()
+            print(f"validated load, {workers} worker(s): {len(rows) / seconds:,.0f} items/s")
+            report(before, after, 2, "100,000 items")
         else:
-            raise SystemExit(f"unknown mode {mode!r}: latency, small or create")
+            raise SystemExit(f"unknown mode {mode!r}: latency, small, create or validate")
     finally:
         if client is not None:
             client.shutdown()
