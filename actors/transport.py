@@ -47,11 +47,14 @@ class RayTransport:
     """Implements :class:`batchray.twophase.Transport` over worker actors.
 
     Applies go to a worker several per actor call (``WorkerActor.apply_many``): an apply is
-    queued for its worker and sent with the others queued there when ``group`` of them have
-    gathered, when the oldest has waited ``hold`` seconds, or at once when the protocol waits
-    for a result or sends a vote or a decision (which must not overtake an apply). A call's
-    fixed cost (submitting it, the worker's dispatch, the reply, a ``ray.wait`` over it) was
-    most of a small chunk's CPU. Each apply in a call succeeds or fails on its own.
+    queued for its worker and transaction, and sent with the others queued there when
+    ``group`` of them have gathered, when the oldest has waited ``hold`` seconds, or at once
+    when the protocol waits for a result or sends a vote or a decision (which must not overtake
+    an apply). A call's fixed cost (submitting it, the worker's dispatch, the reply, a
+    ``ray.wait`` over it) was most of a small chunk's CPU. Each apply in a call succeeds or
+    fails on its own. A call holds one transaction's applies only, which the worker runs one
+    after another: an apply waiting for a lock (wait-die) holds up only its own transaction,
+    never the holder's chunks queued behind it.
 
     An apply returns a summary and the before-images; the transport hands the summary to the
     protocol and keeps the images, when there are more than the summary holds, as an object
@@ -67,7 +70,7 @@ class RayTransport:
         self.group = group
         self.hold = hold
         self.held: dict[str, list[Any]] = {}
-        self._queued: dict[int, list[_Apply]] = {}  # by id(worker)
+        self._queued: dict[tuple[int, str], list[_Apply]] = {}  # by (id(worker), txn)
         self._lock = threading.Condition()  # notified when an apply is queued
         self._closed = False
         self._sender = threading.Thread(target=self._send_late, name="batchray-apply-sender", daemon=True)
@@ -83,19 +86,20 @@ class RayTransport:
             else:
                 entry = (participant, ref, chunk, step == "apply+prepare", None)
             handle = _Apply(worker, ref.txn, entry)
+            key = (id(worker), ref.txn)
             with self._lock:
-                queue = self._queued.setdefault(id(worker), [])
+                queue = self._queued.setdefault(key, [])
                 queue.append(handle)
                 if len(queue) >= self.group:
-                    self._send(id(worker))
+                    self._send(key)
                 elif len(queue) == 1:
                     self._lock.notify()
             return handle
         self.flush()  # a vote or a decision goes after every apply sent before it
         return getattr(worker, step).remote(participant, ref)
 
-    def _send(self, key: int) -> None:
-        """Send the applies queued for one worker as one call (``_lock`` held)."""
+    def _send(self, key: tuple[int, str]) -> None:
+        """Send the applies queued for one worker and transaction as one call (``_lock`` held)."""
         queue = self._queued.pop(key, None)
         if not queue:
             return
@@ -110,8 +114,8 @@ class RayTransport:
                 self._send(key)
 
     def _send_late(self) -> None:
-        """Send each worker's queue once its oldest apply has waited ``hold`` seconds; sleeps
-        while nothing is queued."""
+        """Send each queue once its oldest apply has waited ``hold`` seconds; sleeps while
+        nothing is queued."""
         with self._lock:
             while not self._closed:
                 if not self._queued:
@@ -181,10 +185,6 @@ class RayTransport:
         """Drop the before-image refs of a finished transaction; return how many were held.
         Applies of it still queued (a batch that was interrupted) are never sent."""
         with self._lock:
-            for key, queue in list(self._queued.items()):
-                kept = [h for h in queue if h.txn != txn]
-                if kept:
-                    self._queued[key] = kept
-                else:
-                    del self._queued[key]
+            for key in [k for k in self._queued if k[1] == txn]:
+                del self._queued[key]
         return len(self.held.pop(txn, ()))

@@ -30,7 +30,8 @@ in the request), ``field`` (the attribute or parameter) and, for batches of erro
 """
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Optional
 
 
 class BatchrayError(Exception):
@@ -49,7 +50,7 @@ class BatchrayError(Exception):
         return {
             "code": self.code,
             "message": self.message,
-            "details": self.details,
+            "details": _json_safe(self.details),
             "retryable": self.retryable,
         }
 
@@ -58,6 +59,18 @@ class BatchrayError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, {self.details!r})"
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every float JSON cannot hold (an infinity, NaN) written as text: details
+    echo the input they are about, and a tool's answer must stay valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _rebuild(cls, message, details):
@@ -164,19 +177,22 @@ class InternalError(BatchrayError):
     code = "INTERNAL"
 
 
-def failure_error(errors: list[dict[str, Any]], what: str = "the batch") -> dict[str, Any]:
-    """The structured error of a failed result that reports only per-item or per-operation
-    errors (``{index?, operation?, field?, code, message}``, as a non-atomic batch or a
-    transaction with recovery strategy ``skip`` do): the first error's code when it is one of
-    batchray's codes, else ``VALIDATION``, and the errors (50 at most) in ``details``."""
+def failure_error(errors: list[dict[str, Any]], what: str = "the batch",
+                  default: Optional[type] = None) -> dict[str, Any]:
+    """The structured error of a failed result that reports only per-item, per-row or
+    per-operation errors (``{index?, row?, operation?, field?, code, message}``, as a non-atomic
+    batch or import, or a transaction with recovery strategy ``skip`` do): the first error's
+    code when it is one of batchray's codes, else ``default``'s (``VALIDATION``), and the errors
+    (50 at most) in ``details``."""
     codes = {cls.code: cls for cls in _subclasses(BatchrayError)}
     if not errors:
         return TransactionAborted(f"{what} did not complete").to_dict()
     first = errors[0] if isinstance(errors[0], dict) else {"message": str(errors[0])}
-    cls = codes.get(first.get("code"), ValidationError)
-    where = ", ".join(f"{key} {first[key]!r}" for key in ("operation", "index", "field") if first.get(key) is not None)
+    cls = codes.get(first.get("code"), default or ValidationError)
+    keys = ("operation", "row", "index", "field")
+    where = ", ".join(f"{key} {first[key]!r}" for key in keys if first.get(key) is not None)
     message = f"{len(errors)} error(s) in {what}; first" + (f" ({where})" if where else "") + f": {first.get('message')}"
-    details = {key: first.get(key) for key in ("operation", "index", "field")}
+    details = {key: first.get(key) for key in keys}
     error = cls(message, **details, errors=errors[:50]).to_dict()
     error["retryable"] = bool(first.get("retryable", error["retryable"]))
     return error

@@ -13,8 +13,8 @@ from typing import Any, Callable, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
-from .errors import (BatchrayError, ConflictError, InternalError, NotFoundError, ValidationError, error_payload,
-                     failure_error)
+from .errors import (BatchrayError, ConflictError, DocumentError, InternalError, NotFoundError, ValidationError,
+                     error_payload, failure_error)
 
 _NAME = Field(min_length=1, max_length=200)
 
@@ -308,12 +308,10 @@ def _batch_import(client, a: BatchImportArgs) -> dict[str, Any]:
                          allowed_root=_io_root(client), progress=False)
     payload = result.dump()
     if not result.success and payload.get("error") is None and result.errors:
-        # rows were left out (atomic=False): the first error stands for all, as one structured error
-        first = result.errors[0]
-        where = f"row {first['row']}" if first.get("row") is not None else f"item {first.get('index')}"
-        payload["error"] = {"code": first.get("code", "VALIDATION"), "retryable": False,
-                            "message": f"{len(result.errors)} row(s) not imported; first at {where}: {first.get('message')}",
-                            "details": {"errors": result.errors[:20]}}
+        # rows were left out (atomic=False): the first error stands for all, as one structured
+        # error (a row the file's format breaks is a DOCUMENT error; a value, VALIDATION)
+        malformed = result.errors[0].get("code") == "MALFORMED_ROW"
+        payload["error"] = failure_error(result.errors, "the import", default=DocumentError if malformed else None)
     return payload
 
 

@@ -828,6 +828,12 @@ def _hostile_cases() -> list[tuple[str, str, Any]]:
             {"selector": {"resource": "dataContext[People].collection[People].caseByIndex[" + "9" * 30 + "]"},
              "values": {"age": 1}}]}),
         ("huge-value", "batch_create_items", {**people, "items": [{"values": {"name": "a", "note": 2**70}}]}),
+        ("inf-parent", "batch_schema_operations", {"dataContextName": "People", "operations": [
+            {"action": "create", "target": "collection", "spec": {"name": "Groups", "attrs": [{"name": "grp"}]}},
+            {"action": "create", "target": "collection",
+             "spec": {"parent": float("inf"), "attrs": [{"name": "grp"}], "name": "Groups"}}]}),
+        ("nan-collection", "batch_create_items", {**people, "collectionName": float("nan"),
+                                                  "items": [{"values": {"name": "a"}}]}),
         ("huge-boundary", "batch_create_items", {**people, "items": [{"values": {"name": "a", "area": {"n": 2**70}}}]}),
         ("inf-value", "batch_create_items", {**people, "items": [{"values": {"name": "a", "age": float("inf")}}]}),
         ("nan-value", "batch_create_items", {**people, "items": [{"values": {"name": "a", "note": float("nan")}}]}),

@@ -289,7 +289,9 @@ def test_export_collection_query_and_tools(engine, tmp_path, codap_dir, monkeypa
     assert not payload["success"] and payload["error"]["details"]["reason"] == "malformed_row"
     payload = call_tool(engine, "batch_import", {"dataContextName": "R", "path": "ragged.csv",
                                                  "options": {"atomic": False}})
-    assert not payload["success"] and payload["itemsCreated"] == 1 and payload["error"]["code"] == "MALFORMED_ROW"
+    assert not payload["success"] and payload["itemsCreated"] == 1 and payload["error"]["code"] == "DOCUMENT"
+    assert payload["error"]["details"]["row"] == 3  # the first row left out, and each one in the list
+    assert [e["code"] for e in payload["error"]["details"]["errors"]] == ["MALFORMED_ROW"]
     payload = call_tool(engine, "batch_import", {"dataContextName": "S", "path": "sexes.csv",
                                                  "options": {"atomic": "yes"}})
     assert not payload["success"] and payload["error"]["code"] == "VALIDATION"

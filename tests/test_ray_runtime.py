@@ -189,6 +189,44 @@ def test_a_worker_returns_before_images_as_an_object_only_when_there_are_some(ra
         assert transport.release(ref.txn) == 1 and transport.held == {}
         ray.get(worker.abort.remote("shard-0000", ref))
     finally:
+        transport.close()
+        ray.kill(worker)
+
+
+def test_an_apply_waiting_for_a_lock_holds_up_only_its_own_transaction(ray_session, tmp_path):
+    """Applies go to a worker several per call, but one transaction's per call: when an older
+    transaction's apply waits (wait-die) for a lock a younger one holds, the younger one's next
+    apply, queued for the same worker at the same moment, is not stuck behind it."""
+    import ray
+
+    from actors.transport import RayTransport
+    from actors.worker import WorkerActor
+    from batchray.chunks import CreateItems, TxnRef, UpdateItems, context_range
+    from batchray.store import StoreLayout
+
+    StoreLayout(tmp_path / "store", 1)
+    worker = WorkerActor.remote(str(tmp_path / "store"), ["shard-0000"], None, 20.0)
+    transport = RayTransport(lambda name: worker, hold=0.5)  # both queued within one window
+    lo, _ = context_range(1)
+    seed = TxnRef("create-1-seed", 1)
+    ray.get(worker.apply_many.remote([("shard-0000", seed, ray.put(CreateItems(1, [lo + 1, lo + 2], ['{"n":1}', '{"n":2}'])), True, None)])[0])
+    ray.get(worker.commit.remote("shard-0000", seed))
+    older, younger = TxnRef("update-2-old", 10), TxnRef("update-3-young", 20)
+    try:
+        transport.result(transport.submit("shard-0000", "apply", younger, ray.put(UpdateItems(2, 1, ids=[lo + 1], patch={"n": 5}))))
+        waiting = transport.submit("shard-0000", "apply", older, ray.put(UpdateItems(3, 1, ids=[lo + 1], patch={"n": 7})))
+        behind = transport.submit("shard-0000", "apply", younger, ray.put(UpdateItems(4, 1, ids=[lo + 2], patch={"n": 6})))
+        started = time.monotonic()
+        ready, _ = transport.wait([behind], timeout=10)
+        assert ready == [behind] and time.monotonic() - started < 5, "the younger apply waited behind the older one"
+        assert transport.result(behind).affected == 1
+        assert transport.wait([waiting], timeout=0)[0] == []  # still waiting for the lock
+        assert transport.result(transport.submit("shard-0000", "prepare", younger))
+        ray.get(transport.submit("shard-0000", "commit", younger))
+        assert transport.result(waiting).affected == 1  # it ran once the younger one committed
+        ray.get(worker.abort.remote("shard-0000", older))
+    finally:
+        transport.close()
         ray.kill(worker)
 
 
