@@ -62,7 +62,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 
 from . import crashpoints
-from .store import CATALOG, ITEMS, gate_scopes
+from .store import CATALOG, ITEMS, ShardNaming, gate_scopes
 from .chunks import (
     ITEM_BITS,
     BeforeImages,
@@ -1706,7 +1706,7 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-class PgLayout:
+class PgLayout(ShardNaming):
     """The fixed settings of a PostgreSQL store, shaped like :class:`~batchray.store.StoreLayout`."""
 
     kind = "postgresql"
@@ -1716,23 +1716,6 @@ class PgLayout:
         self.shards = store.shards
         self.url = store.url
         self.root = store.identity  # a name for the store (no credentials): actor names, messages
-
-    @property
-    def shard_names(self) -> list[str]:
-        from .store import shard_name
-
-        return [shard_name(i) for i in range(self.shards)]
-
-    @property
-    def participant_names(self) -> list[str]:
-        from .store import CATALOG
-
-        return [CATALOG, *self.shard_names]
-
-    def shard_of(self, item_id: int) -> str:
-        from .store import shard_name
-
-        return shard_name(item_id % self.shards)
 
 
 __all__ = [

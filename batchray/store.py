@@ -80,7 +80,25 @@ def parse_store_url(store: str | os.PathLike) -> tuple[str, str]:
     return "sqlite", text
 
 
-class StoreLayout:
+class ShardNaming:
+    """The participants of a store of ``shards`` shards: the catalog and ``shard-NNNN`` each,
+    an item living on shard ``id % shards`` (every store's layout)."""
+
+    shards: int
+
+    @property
+    def shard_names(self) -> list[str]:
+        return [shard_name(i) for i in range(self.shards)]
+
+    @property
+    def participant_names(self) -> list[str]:
+        return [CATALOG, *self.shard_names]
+
+    def shard_of(self, item_id: int) -> str:
+        return shard_name(item_id % self.shards)
+
+
+class StoreLayout(ShardNaming):
     """Paths and fixed settings of one store directory."""
 
     def __init__(self, root: str | os.PathLike, shards: Optional[int] = None) -> None:
@@ -106,14 +124,6 @@ class StoreLayout:
             tmp.write_text(json.dumps({"format": FORMAT_VERSION, "shards": self.shards}))
             os.replace(tmp, meta_path)
 
-    @property
-    def shard_names(self) -> list[str]:
-        return [shard_name(i) for i in range(self.shards)]
-
-    @property
-    def participant_names(self) -> list[str]:
-        return [CATALOG, *self.shard_names]
-
     def participant_path(self, name: str) -> Path:
         if name != CATALOG and name not in self.shard_names:
             raise NotFoundError(f"no participant {name!r} in store {self.root}")
@@ -123,8 +133,6 @@ class StoreLayout:
     def log_path(self) -> Path:
         return self.root / "coordinator.sqlite"
 
-    def shard_of(self, item_id: int) -> str:
-        return shard_name(item_id % self.shards)
 
 
 class CommitGate:
