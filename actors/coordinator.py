@@ -9,17 +9,17 @@ from typing import Any, Callable, Optional
 
 import ray
 
-from batchray.backends import open_backend
-from batchray.decision_log import DecisionLog
-from batchray.engine import Executor
-from batchray.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD, MemoryBudget, NodePressure
-from batchray.service import CoordinatorService
-from batchray.store import CATALOG, CommitGate, StoreLayout
-from batchray.twophase import TwoPhaseCommit, recover
+from batchray.core.storage.backends import open_backend
+from batchray.core.storage.decision_log import DecisionLog
+from batchray.core.run.engine import Executor
+from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD, MemoryBudget, NodePressure
+from batchray.core.run.service import CoordinatorService
+from batchray.core.storage.store import CATALOG, CommitGate, StoreLayout
+from batchray.core.txn.twophase import TwoPhaseCommit, recover
 
-from .progress import ProgressActor
-from .transport import RayTransport
-from .worker import WorkerActor
+from actors.progress import ProgressActor
+from actors.transport import RayTransport
+from actors.worker import WorkerActor
 
 NAMESPACE = "batchray"
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def actor_prefix(store_root: str) -> str:
     """Actor names for one store: ``batchray-<hash of the store's path>`` (of a PostgreSQL
     store's host, port, database and schema: the same whatever credentials the URL carries)."""
     if store_root.startswith(("postgresql://", "postgres://")):
-        from batchray.pg_store import store_identity
+        from batchray.core.storage.postgres.store import store_identity
 
         key = store_identity(store_root)
     else:
@@ -163,7 +163,7 @@ class ProgressOutbox:
 
 @ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=64, num_cpus=0)
 class TransactionCoordinator:
-    """Owns the store's decision log and the 2PC of every batch; see batchray.service.
+    """Owns the store's decision log and the 2PC of every batch; see batchray.core.run.service.
 
     Created with ``get_if_exists=True, lifetime="detached"`` under a name derived from the
     store, so every driver of a store talks to the same coordinator. On (re)start it attaches
@@ -171,7 +171,7 @@ class TransactionCoordinator:
     aborted and decided ones finished, before any new batch is admitted.
 
     ``shard_apply_delay`` (seconds) is passed to every shard the workers open: see
-    :class:`batchray.sqlite_shard.SqliteShard`'s ``apply_delay`` (tests and benchmarks only).
+    :class:`batchray.core.storage.sqlite.shard.SqliteShard`'s ``apply_delay`` (tests and benchmarks only).
     ``stall_timeout`` (seconds): a streaming batch that gets no input for that long is rolled
     back (its driver died).
     """

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import ray
 
-from batchray.progress import ProgressBook
+from batchray.core.run.progress import ProgressBook
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)

@@ -9,15 +9,15 @@ from typing import Any, Callable, Optional
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from batchray import crashpoints
-from batchray.chunks import TxnRef
+from batchray.core.txn import crashpoints
+from batchray.core.txn.chunks import TxnRef
 from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable
 
 
 @dataclass(frozen=True)
 class ChunkPart:
     """Chunk ``index`` of a bundle: small chunks put in the object store together, as one
-    tuple, by the driver (``batchray.client.put_chunks``). Each ``ray.put`` costs the driver and
+    tuple, by the driver (``batchray.api.client.put_chunks``). Each ``ray.put`` costs the driver and
     the raylet about a millisecond whatever its size, so a 10-item batch's two chunks, or the
     8 chunks of 25 items of one feed call, go as one object; each worker fetches the bundle
     and applies its part. ``bundle`` is the object's ref, so the coordinator still passes refs
@@ -44,7 +44,7 @@ class _Apply:
 
 
 class RayTransport:
-    """Implements :class:`batchray.twophase.Transport` over worker actors.
+    """Implements :class:`batchray.core.txn.twophase.Transport` over worker actors.
 
     Applies go to a worker several per actor call (``WorkerActor.apply_many``): an apply is
     queued for its worker and transaction, and sent with the others queued there when

@@ -8,9 +8,9 @@ from typing import Any, Optional
 
 import ray
 
-from batchray.chunks import BeforeImages, Chunk, TxnRef
+from batchray.core.txn.chunks import BeforeImages, Chunk, TxnRef
 from batchray.errors import BatchrayError, InternalError
-from batchray.backends import open_backend
+from batchray.core.storage.backends import open_backend
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=16, num_cpus=0,

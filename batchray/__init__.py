@@ -1,62 +1,48 @@
 """batchray: transactional batch operations on Ray over CODAP-style data.
 
-Layout (dependencies go one way, down):
+Layout (dependencies go one way; each package's docstring says what it may import):
 
-* entry points — :mod:`batchray.client` (``connect``), :mod:`batchray.tools`, :mod:`batchray.cli`;
-* ``actors/`` — the Ray actors, thin shells over the core;
-* the core, which imports no Ray — the operation model (:mod:`~batchray.model`), the CODAP
-  schema (:mod:`~batchray.schema`), planning (:mod:`~batchray.planner`, :mod:`~batchray.engine`),
-  two-phase commit (:mod:`~batchray.twophase`, :mod:`~batchray.decision_log`), participants
-  (:mod:`~batchray.participant`, :mod:`~batchray.sqlite_shard`), locks, queries, expressions,
-  and the test helpers in :mod:`batchray.testing`.
+* :mod:`batchray.errors` — the one exceptions module, imported by every layer;
+* :mod:`batchray.core` — no Ray, no file formats, no tools: the model, the transaction
+  protocol, storage, planning and running (with an in-process runtime);
+* :mod:`batchray.io` — files in and out (CSV, JSON Lines, Parquet, CODAP documents);
+* ``actors/`` — the Ray runtime: coordinator, worker and progress actors over the core;
+* :mod:`batchray.api` — the front object (``batchray.connect``), the tools, CLI and MCP server;
+* :mod:`batchray.testing` — fault injection, the simulator and the history checker.
+
+The names below are loaded on first use, so ``import batchray.core`` loads no Ray.
 """
-from .errors import (
-    BatchrayError,
-    CancelledError,
-    ConflictError,
-    InDoubtError,
-    LockConflict,
-    NotFoundError,
-    SchemaError,
-    TransactionAborted,
-    TransientError,
-    ValidationError,
-)
-from .model import BatchResult, BatchState, BatchStatus, ItemError, Operation, TransactionOptions
-from .schema import Attribute, AttributeType, Collection, Component, DataContext
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
+_EXPORTS = {
+    **{name: "batchray.errors" for name in (
+        "BatchrayError", "CancelledError", "ConflictError", "InDoubtError", "LockConflict", "NotFoundError",
+        "SchemaError", "TransactionAborted", "TransientError", "ValidationError")},
+    **{name: "batchray.core.model.batch" for name in (
+        "BatchResult", "BatchState", "BatchStatus", "ItemError", "Operation", "TransactionOptions")},
+    **{name: "batchray.core.model.schema" for name in (
+        "Attribute", "AttributeType", "Collection", "Component", "DataContext")},
+    "connect": "batchray.api.client",
+    "Client": "batchray.api.client",
+}
 
-def connect(store="./batchray-data", **options):
-    """Connect to a store through Ray; see :func:`batchray.client.connect`."""
-    from .client import connect as _connect
 
-    return _connect(store, **options)
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'batchray' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
-__all__ = [
-    "Attribute",
-    "AttributeType",
-    "BatchResult",
-    "BatchState",
-    "BatchStatus",
-    "BatchrayError",
-    "CancelledError",
-    "Collection",
-    "Component",
-    "ConflictError",
-    "DataContext",
-    "InDoubtError",
-    "ItemError",
-    "LockConflict",
-    "NotFoundError",
-    "Operation",
-    "SchemaError",
-    "TransactionAborted",
-    "TransactionOptions",
-    "TransientError",
-    "ValidationError",
-    "__version__",
-    "connect",
-]
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted([*_EXPORTS, "__version__"])

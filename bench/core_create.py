@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from batchray.engine import LocalEngine
+from batchray.core.run.engine import LocalEngine
 
 from .common import COLLECTIONS, make_rows, raw_sqlite_load, report, timed
 

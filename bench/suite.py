@@ -406,7 +406,7 @@ def import_memory(suite: Suite):
     touched it (the driver writing a chunk, the worker reading it) and keeps counting it after
     the chunk is gone, until the store reuses that space; PSS splits shared pages among the
     processes mapping them, Ray's object store process among them (not summed here)."""
-    from batchray.demo import PeakMemory
+    from batchray.api.demo import PeakMemory
 
     budget = suite.sizes.import_budget
     suite.drop_rows()  # the driver holds no bench rows while its memory is watched

@@ -244,7 +244,7 @@ class Agent:
 
 
 def _get_leftovers(client: Any) -> dict:
-    from batchray.client import _get
+    from batchray.api.client import _get
 
     return _get(client.coordinator.leftovers.remote(), timeout=60)
 
@@ -331,7 +331,7 @@ class _Transfer:
         threading.Thread(target=self._run, name=f"transfer-{key}", daemon=True).start()
 
     def _run(self) -> None:
-        from batchray.client import _get
+        from batchray.api.client import _get
 
         try:
             submitted = self.client.update_items(BANK, self.updates, atomic=True, max_retries=2,

@@ -12,7 +12,7 @@ itself and reads the store's files directly.
 * :class:`Child`: one subprocess of fault_driver.py, spoken to in JSON lines;
 * :func:`ray_cluster`: a Ray cluster of its own, in a subprocess, for a ``with`` block;
 * :class:`Rig`: one store on that cluster, the agent that drives and inspects it, crash points
-  armed through the trigger file (:mod:`batchray.crashpoints`), and the checks after recovery;
+  armed through the trigger file (:mod:`batchray.core.txn.crashpoints`), and the checks after recovery;
 * :func:`kill`: a SIGKILL that tolerates a process already gone.
 """
 from __future__ import annotations
@@ -171,7 +171,7 @@ class Rig:
     def arm(self, trial: str, label: str, at: int = 1, action: str = "hold", *, pid: Optional[int] = None,
             writes: bool = False) -> None:
         """Arm the ``at``-th crash point whose label starts with ``label``; ``pid``: counted in
-        that process only; ``writes``: durable writes only (see :mod:`batchray.crashpoints`)."""
+        that process only; ``writes``: durable writes only (see :mod:`batchray.core.txn.crashpoints`)."""
         self._clear()
         spec: dict[str, Any] = {"id": trial, "label": label, "at": at, "action": action}
         if pid is not None:

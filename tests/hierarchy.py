@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from batchray.engine import LocalEngine
+from batchray.core.run.engine import LocalEngine
 
 CONTEXT = "Trips"
 COLLECTIONS = [

@@ -9,7 +9,7 @@ network endpoint of batchray's own.
   umask as it was (batchray sets modes explicitly and never changes the umask).
 * batchray never sets ``RAY_AUTH_MODE`` to anything but ``token`` (a scan of the package, the
   actors, the cluster files, the benchmarks and the docs), and
-  :func:`batchray.client._prepare_ray_auth` turns token mode on when a token exists (in
+  :func:`batchray.api.client._prepare_ray_auth` turns token mode on when a token exists (in
   ``~/.ray/auth_token``, at ``RAY_AUTH_TOKEN_PATH`` or in ``RAY_AUTH_TOKEN``) for a driver that
   joins a cluster by address.
 * batchray opens no listening socket: the MCP server speaks over stdio only (a scan of the
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from batchray.decision_log import DecisionLog
-from batchray.engine import LocalEngine
-from batchray.sqlite_shard import SqliteShard
-from batchray.store import StoreLayout
+from batchray.core.storage.decision_log import DecisionLog
+from batchray.core.run.engine import LocalEngine
+from batchray.core.storage.sqlite.shard import SqliteShard
+from batchray.core.storage.store import StoreLayout
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED_FILES = {
@@ -152,7 +152,7 @@ def no_ray_auth_env(tmp_path, monkeypatch):
 
 
 def test_token_mode_is_set_when_a_token_file_exists_in_home(no_ray_auth_env):
-    from batchray.client import _prepare_ray_auth
+    from batchray.api.client import _prepare_ray_auth
 
     _prepare_ray_auth("10.0.0.1:6379")
     assert "RAY_AUTH_MODE" not in os.environ, "no token anywhere: nothing to send"
@@ -166,7 +166,7 @@ def test_token_mode_is_set_when_a_token_file_exists_in_home(no_ray_auth_env):
 
 
 def test_token_mode_is_set_for_a_token_path_or_a_token_variable(no_ray_auth_env, monkeypatch, tmp_path):
-    from batchray.client import _prepare_ray_auth
+    from batchray.api.client import _prepare_ray_auth
 
     elsewhere = tmp_path / "tokens" / "cluster-token"
     elsewhere.parent.mkdir()
@@ -182,7 +182,7 @@ def test_token_mode_is_set_for_a_token_path_or_a_token_variable(no_ray_auth_env,
 
 
 def test_a_mode_the_user_chose_is_left_alone(no_ray_auth_env, monkeypatch):
-    from batchray.client import _prepare_ray_auth
+    from batchray.api.client import _prepare_ray_auth
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
@@ -200,12 +200,12 @@ def test_batchray_opens_no_listening_socket():
     hits = [f"{p.relative_to(REPO)}:{n}: {line.strip()}" for p in sources
             for n, line in enumerate(p.read_text().splitlines(), 1) if _LISTENING.search(line)]
     assert hits == []
-    server = (REPO / "batchray" / "mcp_server.py").read_text()
+    server = (REPO / "batchray" / "api" / "mcp.py").read_text()
     assert "stdio_server" in server
 
 
 def test_the_mcp_command_takes_no_host_or_port():
-    from batchray.cli import build_parser
+    from batchray.api.cli import build_parser
 
     parser = build_parser()
     subcommands = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")

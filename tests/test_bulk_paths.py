@@ -15,9 +15,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchray.chunks import CreateItems, DeleteItems, TxnRef, UpdateItems, context_range
+from batchray.core.txn.chunks import CreateItems, DeleteItems, TxnRef, UpdateItems, context_range
 from batchray.errors import LockConflict
-from batchray.sqlite_shard import SqliteShard
+from batchray.core.storage.sqlite.shard import SqliteShard
 
 CTX = 1
 LO, _ = context_range(CTX)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 from hierarchy import COLLECTIONS, CONTEXT, ROWS, expected_cases, make_engine, public, snapshot
 
-from batchray.cases import case_at, read_cases
+from batchray.core.model.cases import case_at, read_cases
 from batchray.errors import SchemaError, ValidationError
-from batchray.model import BatchState
-from batchray.tools import call_tool
+from batchray.core.model.batch import BatchState
+from batchray.api.tools import call_tool
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 from hierarchy import snapshot
 
-from batchray import cleanup as cleanup_module
-from batchray.cleanup import validate_and_clean
-from batchray.engine import LocalEngine
+from batchray.core.plan import cleanup as cleanup_module
+from batchray.core.plan.cleanup import validate_and_clean
+from batchray.core.run.engine import LocalEngine
 from batchray.errors import SchemaError, ValidationError
-from batchray.tools import call_tool
+from batchray.api.tools import call_tool
 
 CONTEXT = "Survey"
 COLLECTIONS = [

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from batchray import cli
-from batchray.engine import LocalEngine
-from batchray.tools import tool_schemas
+from batchray.api import cli
+from batchray.core.run.engine import LocalEngine
+from batchray.api.tools import tool_schemas
 
 PEOPLE = [{"name": "People", "attrs": [{"name": "name", "type": "categorical"},
                                        {"name": "age", "type": "numeric", "min": 0}]}]
@@ -25,7 +25,7 @@ PEOPLE = [{"name": "People", "attrs": [{"name": "name", "type": "categorical"},
 def _batchray(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "BATCHRAY_ADDRESS", "BATCHRAY_STORE")}
     try:
-        return subprocess.run([sys.executable, "-m", "batchray.cli", *args], cwd=cwd, env=env,
+        return subprocess.run([sys.executable, "-m", "batchray.api.cli", *args], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         def tail(text) -> str:

@@ -151,8 +151,8 @@ def _summary(output: str) -> dict[str, Any]:
 
 def _count(store: str, context: str) -> int:
     """Items of ``context`` read straight from the store (committed data only)."""
-    from batchray.backends import open_backend
-    from batchray.store import CATALOG, Catalog, ItemReader
+    from batchray.core.storage.backends import open_backend
+    from batchray.core.storage.store import CATALOG, Catalog, ItemReader
 
     backend = open_backend(store)
     participants = {n: backend.open_participant(n, recover=False) for n in backend.layout.participant_names}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from batchray.codap_document import (
+from batchray.io.codap.document import (
     AttrSpec,
     CollectionSpec,
     ComponentSpec,

@@ -1,6 +1,6 @@
 """Crash-point sweep: crash a 3-shard transaction at its 1st, 2nd, ... durable write.
 
-For each n, a fresh store runs the transaction with :func:`batchray.crashpoints.arm` set to
+For each n, a fresh store runs the transaction with :func:`batchray.core.txn.crashpoints.arm` set to
 crash at the n-th durable write (coordinator log and shards alike), then "restarts" by closing
 everything and opening a new engine on the same directory (recovery runs on open). The sweep
 stops at the first n that the transaction survives. After every restart the transaction is
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from batchray import crashpoints
-from batchray.crashpoints import SimulatedCrash
-from batchray.engine import LocalEngine
-from batchray.model import BatchState
+from batchray.core.txn import crashpoints
+from batchray.core.txn.crashpoints import SimulatedCrash
+from batchray.core.run.engine import LocalEngine
+from batchray.core.model.batch import BatchState
 
 SHARDS = 3
 CONTEXT = "Sweep"

@@ -1,7 +1,7 @@
 """Hostile input: every tool's arguments, the query and expression languages, resource strings.
 
 Property-based (hypothesis, ``derandomize=True`` so every run tries the same inputs) over a
-:class:`~batchray.engine.LocalEngine` store seeded with two data contexts, components and a
+:class:`~batchray.core.run.engine.LocalEngine` store seeded with two data contexts, components and a
 batch that kept backups. For each tool, arguments are generated from the tool's own JSON
 Schema (valid-shaped, with hostile strings and values in every field), from mutations of such
 arguments, and as arbitrary JSON. Whatever the input, a call must give
@@ -39,13 +39,13 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from batchray.engine import LocalEngine
+from batchray.core.run.engine import LocalEngine
 from batchray.errors import BatchrayError, ExpressionError, QueryError, ValidationError
-from batchray.expressions import compile_expression
-from batchray.query import Comparison, Not, attributes, evaluate, parse, sqlite_column, to_sql
-from batchray.resources import parse_resource
-from batchray.schema import COMPONENT_TYPES
-from batchray.tools import TOOLS, call_tool
+from batchray.core.model.expressions import compile_expression
+from batchray.core.model.query import Comparison, Not, attributes, evaluate, parse, sqlite_column, to_sql
+from batchray.core.model.resources import parse_resource
+from batchray.core.model.schema import COMPONENT_TYPES
+from batchray.api.tools import TOOLS, call_tool
 
 # -- budgets: the module runs in well under 90 s on 2 cores -----------------------------------
 TOOL_EXAMPLES = int(os.environ.get("BATCHRAY_HOSTILE_EXAMPLES", "100"))
@@ -1014,7 +1014,7 @@ def _leaves(node: Any) -> list[Comparison]:
 
 
 def _classes(node: Any) -> list:
-    from batchray.query import _classify
+    from batchray.core.model.query import _classify
 
     return [(c.op, _classify(c.value)[0]) for c in _leaves(node)]
 
@@ -1074,7 +1074,7 @@ def test_retry_backoff_never_waits_past_the_transaction_timeout(world):
     import random
 
     from batchray.errors import LockConflict
-    from batchray.operations import run_transaction
+    from batchray.core.plan.operations import run_transaction
 
     now, sleeps = [0.0], []
 

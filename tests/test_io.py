@@ -1,4 +1,4 @@
-"""File import and export (batchray.io) on CODAP's sample files, in-process and on Ray."""
+"""File import and export (batchray.io.files) on CODAP's sample files, in-process and on Ray."""
 from __future__ import annotations
 
 import csv
@@ -8,12 +8,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchray.cases import build_cases
-from batchray.codap_document import group_cases, read_document
-from batchray.engine import LocalEngine
+from batchray.core.model.cases import build_cases
+from batchray.io.codap.document import group_cases, read_document
+from batchray.core.run.engine import LocalEngine
 from batchray.errors import DocumentError, SchemaError, ValidationError
-from batchray.io import export_file, import_file
-from batchray.tools import call_tool
+from batchray.io.files import export_file, import_file
+from batchray.api.tools import call_tool
 
 # rows per CSV of the CODAP sample folder. cats.csv has 101 lines of data, one of them all
 # empty cells (",,,,,,,,"), which is no item, as in CODAP. roller-coasters.csv has 157 rows (the
@@ -505,7 +505,7 @@ def test_a_record_batch_becomes_python_rows_a_piece_at_a_time(tmp_path, monkeypa
     come out whole and in order across piece and block boundaries."""
     import pyarrow as pa
 
-    from batchray import io
+    from batchray.io import files as io
 
     batch = pa.record_batch({"n": list(range(5000))})
     pieces = list(io._pieces(batch, rows=2048))

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from batchray.errors import LockConflict
-from batchray.locks import EXCLUSIVE, SHARED, LockManager
+from batchray.core.txn.locks import EXCLUSIVE, SHARED, LockManager
 
 OLD, MID, YOUNG = 10, 20, 30
 

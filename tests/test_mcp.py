@@ -23,7 +23,7 @@ import mcp_types as types  # noqa: E402
 from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.stdio import PROCESS_TERMINATION_TIMEOUT, StdioServerParameters, stdio_client  # noqa: E402
 
-from batchray.tools import TOOLS  # noqa: E402
+from batchray.api.tools import TOOLS  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.anyio, pytest.mark.timeout(180)]
 
@@ -97,7 +97,7 @@ async def server(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env["PYTHONUNBUFFERED"] = "1"
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "batchray.cli", "mcp", "--store", str(store), "--workers", "2"],
+        command=sys.executable, args=["-m", "batchray.api.cli", "mcp", "--store", str(store), "--workers", "2"],
         env=env, cwd=str(REPO_ROOT),
     )
     stack = AsyncExitStack()

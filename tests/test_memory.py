@@ -30,9 +30,9 @@ import time
 
 import pytest
 
-from batchray.engine import LocalEngine
-from batchray.memory import MemoryBudget, NodePressure, node_memory_ceiling
-from batchray.service import CoordinatorService
+from batchray.core.run.engine import LocalEngine
+from batchray.core.txn.memory import MemoryBudget, NodePressure, node_memory_ceiling
+from batchray.core.run.service import CoordinatorService
 
 
 def test_budget_grants_up_to_the_allowance_and_records_the_peak():

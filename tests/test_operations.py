@@ -9,8 +9,8 @@ import random
 
 import pytest
 
-from batchray.engine import LocalEngine
-from batchray.tools import call_tool
+from batchray.core.run.engine import LocalEngine
+from batchray.api.tools import call_tool
 
 CONTEXT = [
     {"name": "Cities", "attrs": [{"name": "city"}]},
@@ -228,7 +228,7 @@ def test_partial_rollback_undoes_the_failed_operation_and_its_dependents_and_kee
 
 def test_retry_strategy_retries_retryable_failures_with_backoff(engine, monkeypatch):
     from batchray.errors import LockConflict
-    from batchray.operations import run_transaction
+    from batchray.core.plan.operations import run_transaction
 
     calls = []
 

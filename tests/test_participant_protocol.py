@@ -1,4 +1,4 @@
-"""The participant protocol contract (batchray/participant.py), checked on SqliteShard.
+"""The participant protocol contract (batchray/core/txn/participant.py), checked on SqliteShard.
 
 Each test drives one shard file directly with hand-made chunks, so every step, repetition and
 restart is explicit. "State" below is the full content of every table of the shard file.
@@ -12,10 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchray import crashpoints
-from batchray.chunks import CreateItems, DeleteItems, TxnRef, UpdateItems, context_range
+from batchray.core.txn import crashpoints
+from batchray.core.txn.chunks import CreateItems, DeleteItems, TxnRef, UpdateItems, context_range
 from batchray.errors import LockConflict, StaleEpochError, TransactionAborted
-from batchray.sqlite_shard import SqliteShard
+from batchray.core.storage.sqlite.shard import SqliteShard
 
 CTX = 1
 LO, HI = context_range(CTX)

@@ -28,7 +28,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchray.chunks import CreateItems, TxnRef, UpdateItems, context_range
+from batchray.core.txn.chunks import CreateItems, TxnRef, UpdateItems, context_range
 from batchray.errors import LockConflict, TransactionAborted
 
 pytestmark = pytest.mark.postgres
@@ -67,7 +67,7 @@ def url():
 
 
 def _participant(url: str, name: str = "s", **kwargs):
-    from batchray.pg_store import PgParticipant, PgStore
+    from batchray.core.storage.postgres.store import PgParticipant, PgStore
 
     return PgParticipant(PgStore(url), name, **kwargs)
 
@@ -88,7 +88,7 @@ def _visible(participant) -> dict[int, dict]:
 
 
 def _raw_items(url: str) -> dict[int, dict]:
-    from batchray.pg_store import parse_pg_url
+    from batchray.core.storage.postgres.store import parse_pg_url
 
     dsn, schema = parse_pg_url(url)
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -120,8 +120,8 @@ def test_prepared_changes_are_invisible_until_commit(url):
 
 CHILD = r"""
 import sys, time, orjson
-from batchray.chunks import CreateItems, TxnRef, UpdateItems, context_range
-from batchray.pg_store import PgParticipant, PgStore
+from batchray.core.txn.chunks import CreateItems, TxnRef, UpdateItems, context_range
+from batchray.core.storage.postgres.store import PgParticipant, PgStore
 url, mode = sys.argv[1], sys.argv[2]
 lo, _ = context_range(1)
 participant = PgParticipant(PgStore(url), "s", recover=False)
@@ -221,7 +221,7 @@ def _restart_server() -> None:
                                                          "BATCHRAY_TEST_PG_LOG")),
                     reason="restarting the server needs BATCHRAY_TEST_PG_BIN, _DATA and _LOG (.ci/postgres.sh start)")
 def test_the_server_restarted_between_prepare_and_commit(url):
-    from batchray.engine import LocalEngine
+    from batchray.core.run.engine import LocalEngine
 
     collections = [{"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric"}]}]
     with LocalEngine(url, shards=2) as engine:
@@ -270,7 +270,7 @@ def test_a_duplicate_global_id_is_rejected(url):
 
 def test_a_store_on_a_server_without_prepared_transactions_is_refused(url, monkeypatch):
     from batchray.errors import StoreError
-    from batchray.pg_store import PgStore
+    from batchray.core.storage.postgres.store import PgStore
 
     real = PgStore._check_server
 

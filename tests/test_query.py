@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from batchray.errors import QueryError
-from batchray.query import (
+from batchray.core.model.query import (
     MAX_DEPTH,
     MAX_LENGTH,
     And,

@@ -18,10 +18,10 @@ import time
 
 import pytest
 
-from batchray.engine import LocalEngine
-from batchray.memory import MemoryBudget
-from batchray.queueing import AdmissionQueue
-from batchray.service import CoordinatorService
+from batchray.core.run.engine import LocalEngine
+from batchray.core.txn.memory import MemoryBudget
+from batchray.core.run.queueing import AdmissionQueue
+from batchray.core.run.service import CoordinatorService
 
 # -- the queue, with an explicit clock --------------------------------------------------------
 

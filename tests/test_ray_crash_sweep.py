@@ -3,7 +3,7 @@ in every process the batch writes from.
 
 The store runs 3 worker actors over 2 shards, so each participant has a process of its own
 (catalog, shard-0000, shard-0001) besides the coordinator. A process *role* is one of those
-processes; each counts its own durable writes (:func:`batchray.crashpoints.durable_write`:
+processes; each counts its own durable writes (:func:`batchray.core.txn.crashpoints.durable_write`:
 decision-log writes in the coordinator, apply / prepare / commit / abort writes in a worker).
 For each batch kind and each role that batch writes from, trial n arms the crash-point trigger
 file with ``{"pid": <that process>, "writes": true, "at": n, "action": "exit"}``: the process

@@ -15,7 +15,7 @@ What every trial proves, after the kill, a reconnect, the batch reaching a final
   ``PRAGMA integrity_check`` (read straight from disk, read-only).
 
 How a kill lands on a protocol point: the coordinator and workers run with
-``BATCHRAY_CRASH_FILE`` (see :mod:`batchray.crashpoints`). A trial writes that file to *hold*
+``BATCHRAY_CRASH_FILE`` (see :mod:`batchray.core.txn.crashpoints`). A trial writes that file to *hold*
 the process that reaches a labelled point (``shard-0001:apply``, ``log:decide``,
 ``send:commit:shard-0000``, ``shard-0000:commit``) inside it; the test then SIGKILLs the
 victim (the holder itself, or another process) and lets the holder go on. The points:

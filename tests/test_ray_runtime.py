@@ -135,8 +135,8 @@ def test_small_chunks_go_to_the_object_store_together(plain):
     import ray
 
     from actors.transport import ChunkPart
-    from batchray.client import BUNDLE_BYTES, BUNDLE_CHUNK_BYTES, put_chunks
-    from batchray.planner import PlannedChunk
+    from batchray.api.client import BUNDLE_BYTES, BUNDLE_CHUNK_BYTES, put_chunks
+    from batchray.core.txn.chunks import PlannedChunk
 
     small = [PlannedChunk(f"shard-000{i % 2}", {"n": i}, 1_000, 1) for i in range(3)]
     big = PlannedChunk("shard-0000", {"n": "big"}, BUNDLE_CHUNK_BYTES + 1, 1)
@@ -169,8 +169,8 @@ def test_a_worker_returns_before_images_as_an_object_only_when_there_are_some(ra
 
     from actors.transport import RayTransport
     from actors.worker import WorkerActor
-    from batchray.chunks import CreateItems, TxnRef, UpdateItems, context_range
-    from batchray.store import StoreLayout
+    from batchray.core.txn.chunks import CreateItems, TxnRef, UpdateItems, context_range
+    from batchray.core.storage.store import StoreLayout
 
     StoreLayout(tmp_path / "store", 1)
     worker = WorkerActor.remote(str(tmp_path / "store"), ["shard-0000"])
@@ -206,8 +206,8 @@ def test_an_apply_waiting_for_a_lock_holds_up_only_its_own_transaction(ray_sessi
 
     from actors.transport import RayTransport
     from actors.worker import WorkerActor
-    from batchray.chunks import CreateItems, TxnRef, UpdateItems, context_range
-    from batchray.store import StoreLayout
+    from batchray.core.txn.chunks import CreateItems, TxnRef, UpdateItems, context_range
+    from batchray.core.storage.store import StoreLayout
 
     StoreLayout(tmp_path / "store", 1)
     worker = WorkerActor.remote(str(tmp_path / "store"), ["shard-0000"], None, 20.0)

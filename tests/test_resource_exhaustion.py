@@ -1,6 +1,6 @@
 """The store's disk full, or its files read-only, in the middle of a batch.
 
-Injected (always run): every SQLite connection of a :class:`~batchray.engine.LocalEngine` (each
+Injected (always run): every SQLite connection of a :class:`~batchray.core.run.engine.LocalEngine` (each
 participant's and the decision log's) is wrapped so that its ``n``-th write statement (INSERT,
 UPDATE, DELETE, REPLACE or COMMIT, counted over all of them) raises
 ``sqlite3.OperationalError("database or disk is full")`` or ``("attempt to write a readonly
@@ -43,7 +43,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from batchray.engine import LocalEngine
+from batchray.core.run.engine import LocalEngine
 from batchray.errors import StoreError
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "COMMIT")

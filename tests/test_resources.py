@@ -9,8 +9,8 @@ import pytest
 from hierarchy import CONTEXT, ROWS, expected_cases, make_engine, snapshot
 
 from batchray.errors import NotFoundError, QueryError, SchemaError, ValidationError
-from batchray.model import BatchState
-from batchray.resources import Resource, parse_resource
+from batchray.core.model.batch import BatchState
+from batchray.core.model.resources import Resource, parse_resource
 
 
 # -- parsing ----------------------------------------------------------------------------------

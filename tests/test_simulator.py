@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from batchray import twophase
+from batchray.core.txn import twophase
 from batchray.errors import BatchrayError
-from batchray.sqlite_shard import SqliteShard
+from batchray.core.storage.sqlite.shard import SqliteShard
 from batchray.testing import simulator
 from batchray.testing.simulator import MESSAGE_FAULTS, Faults, SimConfig, Totals, run_seeds, simulate
 
@@ -223,11 +223,11 @@ def test_regression_apply_prepare_waits_for_earlier_chunks(tmp_path):
     voted before that chunk arrived; its retry then failed with InternalError ("apply after
     prepare") and the batch was rolled back. The merged vote now waits until nothing else of
     that participant is in flight; here, over the plain LocalTransport of LocalEngine."""
-    from batchray.chunks import CreateItems, UpdateItems
-    from batchray.decision_log import DecisionLog
+    from batchray.core.txn.chunks import CreateItems, UpdateItems
+    from batchray.core.storage.decision_log import DecisionLog
     from batchray.errors import ParticipantUnavailable
-    from batchray.planner import PlannedChunk
-    from batchray.twophase import LocalTransport, TwoPhaseCommit
+    from batchray.core.txn.chunks import PlannedChunk
+    from batchray.core.txn.twophase import LocalTransport, TwoPhaseCommit
 
     shard = SqliteShard(tmp_path / "s.sqlite", name="s", lock_timeout=0)
     ids = [simulator.BASE_ID + 1, simulator.BASE_ID + 2]

@@ -6,7 +6,7 @@ else that run is skipped and says why. Every PostgreSQL run has a schema of its 
 the end, and must leave no prepared transaction behind.
 
 What is checked, through the participant protocol (hand-made chunks, explicit restarts) and
-through :class:`~batchray.engine.LocalEngine` (planning, two-phase commit, reads):
+through :class:`~batchray.core.run.engine.LocalEngine` (planning, two-phase commit, reads):
 
 * operations: create, update by query and by expression, delete, schema rename and retype,
   undo of a batch that kept backups;
@@ -31,9 +31,9 @@ from typing import Any, Optional
 import orjson
 import pytest
 
-from batchray.chunks import CreateItems, DeleteItems, TxnRef, UpdateItems, context_range
-from batchray.engine import LocalEngine
-from batchray.store import CATALOG
+from batchray.core.txn.chunks import CreateItems, DeleteItems, TxnRef, UpdateItems, context_range
+from batchray.core.run.engine import LocalEngine
+from batchray.core.storage.store import CATALOG
 from batchray.errors import InDoubtError, LockConflict, StaleEpochError, TransactionAborted
 
 CTX = 1
@@ -53,7 +53,7 @@ class SqliteHarness:
         self.url = str(root / "store")
 
     def participant(self, name: str = "s", *, lock_timeout: float = 2.0, recover: bool = True):
-        from batchray.sqlite_shard import SqliteShard
+        from batchray.core.storage.sqlite.shard import SqliteShard
 
         return SqliteShard(self.root / f"{name}.sqlite", name=name, lock_timeout=lock_timeout, recover=recover)
 
@@ -74,7 +74,7 @@ class PgHarness:
         self.stores: list[Any] = []
 
     def participant(self, name: str = "s", *, lock_timeout: float = 2.0, recover: bool = True):
-        from batchray.pg_store import PgParticipant, PgStore
+        from batchray.core.storage.postgres.store import PgParticipant, PgStore
 
         store = PgStore(self.url)
         self.stores.append(store)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchray.tools import TOOLS, tool_schemas
+from batchray.api.tools import TOOLS, tool_schemas
 
 pytestmark = pytest.mark.ray
 

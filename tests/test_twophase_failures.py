@@ -1,6 +1,6 @@
 """Two-phase commit under a failure or a crash at each protocol step of each participant.
 
-Every case runs one batch through :class:`~batchray.engine.LocalEngine` over real SQLite
+Every case runs one batch through :class:`~batchray.core.run.engine.LocalEngine` over real SQLite
 files, with one participant wrapped in a :class:`~batchray.testing.FaultyParticipant` that
 fails (an error the coordinator sees) or crashes (a :class:`SimulatedCrash` that ends the
 "process": everything is closed and a new engine is opened on the same directory, which runs
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from batchray.crashpoints import SimulatedCrash
-from batchray.engine import LocalEngine
+from batchray.core.txn.crashpoints import SimulatedCrash
+from batchray.core.run.engine import LocalEngine
 from batchray.errors import SchemaError
-from batchray.model import BatchState
-from batchray.sqlite_shard import SqliteShard
-from batchray.store import CATALOG, StoreLayout, shard_name
+from batchray.core.model.batch import BatchState
+from batchray.core.storage.sqlite.shard import SqliteShard
+from batchray.core.storage.store import CATALOG, StoreLayout, shard_name
 from batchray.testing import FaultyParticipant
 
 CONTEXT = "Mammals"

@@ -12,11 +12,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchray.engine import LocalEngine
+from batchray.core.run.engine import LocalEngine
 from batchray.errors import BatchrayError, NotFoundError, PlanError, SchemaError, ValidationError
-from batchray.model import BatchState, Operation
-from batchray.planner import order_operations
-from batchray.schema import MAX_STRING, DataContext, RowValidator, validate_values
+from batchray.core.model.batch import BatchState, Operation
+from batchray.core.plan.chunking import order_operations
+from batchray.core.model.schema import MAX_STRING, DataContext, RowValidator, validate_values
 
 CONTEXT = "Mammals"
 COLLECTIONS = [
@@ -382,7 +382,7 @@ def _dump(rows: list) -> list[bytes]:
 @pytest.mark.parametrize("partial", [False, True], ids=["create", "update"])
 @pytest.mark.parametrize("seed", [1, 2, 3, 20240601])
 def test_validate_values_and_row_validator_agree(monkeypatch, context, partial, seed):
-    import batchray.schema as schema_module
+    import batchray.core.model.schema as schema_module
 
     rng = random.Random(seed)
     rows = _random_rows(rng, context, 600, odd=[0.02, 0.1, 0.3][seed % 3])

@@ -1,12 +1,12 @@
 """Test helpers for batchray and for users testing their own pipelines.
 
 * :class:`FaultyParticipant` wraps any participant and fails or crashes at a named step;
-* :mod:`batchray.crashpoints` (re-exported here as ``crash_at_write``) crashes at the n-th
+* :mod:`batchray.core.txn.crashpoints` (re-exported here as ``crash_at_write``) crashes at the n-th
   durable write;
 * :mod:`batchray.testing.simulator` runs many seeded transactions over several shards with
   crashes, restarts, lost and duplicated messages, and checks the invariants.
 """
-from ..crashpoints import SimulatedCrash, arm as crash_at_write, writes_seen
-from .faults import FaultyParticipant, InjectedFault
+from batchray.core.txn.crashpoints import SimulatedCrash, arm as crash_at_write, writes_seen
+from batchray.testing.faults import FaultyParticipant, InjectedFault
 
 __all__ = ["FaultyParticipant", "InjectedFault", "SimulatedCrash", "crash_at_write", "writes_seen"]

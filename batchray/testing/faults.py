@@ -2,7 +2,7 @@
 
 ``FaultyParticipant(shard, fail_at="prepare")`` raises :class:`InjectedFault` (a retryable-free
 :class:`~batchray.errors.StoreError`) the first ``times`` times that step is called;
-``crash_at="commit"`` raises :class:`~batchray.crashpoints.SimulatedCrash` instead, which
+``crash_at="commit"`` raises :class:`~batchray.core.txn.crashpoints.SimulatedCrash` instead, which
 models the process dying there: the caller must reopen the shard (a restart) to go on.
 ``when="after"`` lets the step's own durable effect happen before the fault (a crash after
 the write, before the reply).
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..crashpoints import SimulatedCrash
-from ..errors import StoreError
+from batchray.core.txn.crashpoints import SimulatedCrash
+from batchray.errors import StoreError
 
 STEPS = ("apply", "prepare", "commit", "abort")
 

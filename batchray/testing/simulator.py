@@ -2,10 +2,10 @@
 
 One *seed* builds a fresh store in a temporary directory (on ``/dev/shm`` when there is one:
 ``synchronous=FULL`` stays on, but an fsync there costs microseconds): 3 or 4
-:class:`~batchray.sqlite_shard.SqliteShard` files and a :class:`~batchray.decision_log.DecisionLog`.
+:class:`~batchray.core.storage.sqlite.shard.SqliteShard` files and a :class:`~batchray.core.storage.decision_log.DecisionLog`.
 Accounts, items with a numeric ``balance``, a touch counter ``n`` and the id of the last
 transaction that touched them ``last``, are spread over the shards. Then ``txns`` transactions
-run one after the other through :class:`~batchray.twophase.TwoPhaseCommit`. Most move money
+run one after the other through :class:`~batchray.core.txn.twophase.TwoPhaseCommit`. Most move money
 between 2 to 4 accounts on different shards (``UpdateItems``); some open an account on one
 shard funded from another (``CreateItems``), some close one (``DeleteItems``) into an account on
 another shard: **every transaction conserves the sum of the balances**. Half of them write
@@ -21,14 +21,14 @@ seed's own random generator, what happens to each message:
 * ``delay``: held back and delivered later, at a random point, possibly long after the
   transaction finished and after the shard was restarted with a newer epoch;
 * ``crash_before`` / ``crash_during`` / ``crash_after``: the shard process dies before the step,
-  at the step's durable write (a :class:`~batchray.crashpoints.SimulatedCrash` from the crash
+  at the step's durable write (a :class:`~batchray.core.txn.crashpoints.SimulatedCrash` from the crash
   points, so the write does not happen), or after it; the shard stays down for a few messages
   and is then restarted: the file is reopened, which runs its recovery, and a newer epoch is
   claimed; ``bystander_crash`` does the same to another shard, idle at that moment (between
   its apply and its vote, say);
 * a **coordinator crash** at a random durable write of the decision log (crash points
   labelled ``log:``) or at a random message (before or after it is delivered); the log is then
-  reopened and :func:`~batchray.twophase.recover` finishes what was left, and may itself crash;
+  reopened and :func:`~batchray.core.txn.twophase.recover` finishes what was left, and may itself crash;
 * a **restart of everything** between transactions.
 
 Phase 2 gives up after a few rounds (``phase2_attempts``), leaving transactions in doubt; the
@@ -79,15 +79,15 @@ from typing import Any, Iterator, Optional
 
 import orjson
 
-from .. import crashpoints
-from ..chunks import ITEM_BITS, CreateItems, DeleteItems, TxnRef, UpdateItems
-from ..crashpoints import SimulatedCrash
-from ..decision_log import DecisionLog
-from ..errors import BatchrayError, InternalError, ParticipantUnavailable
-from ..memory import MemoryBudget
-from ..planner import PlannedChunk
-from ..sqlite_shard import SqliteShard
-from ..twophase import TwoPhaseCommit, recover
+from batchray.core.txn import crashpoints
+from batchray.core.txn.chunks import ITEM_BITS, CreateItems, DeleteItems, TxnRef, UpdateItems
+from batchray.core.txn.crashpoints import SimulatedCrash
+from batchray.core.storage.decision_log import DecisionLog
+from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable
+from batchray.core.txn.memory import MemoryBudget
+from batchray.core.txn.chunks import PlannedChunk
+from batchray.core.storage.sqlite.shard import SqliteShard
+from batchray.core.txn.twophase import TwoPhaseCommit, recover
 
 CONTEXT_ID = 1
 BASE_ID = CONTEXT_ID << ITEM_BITS
@@ -229,7 +229,7 @@ def fast_tmp_dir() -> str:
 
 
 class SimTransport:
-    """A deterministic, faulty :class:`~batchray.twophase.Transport` over the simulation's shards.
+    """A deterministic, faulty :class:`~batchray.core.txn.twophase.Transport` over the simulation's shards.
 
     Every step runs at once (handles are ready when submitted); faults are drawn from the
     simulation's fault generator, so the same seed makes the same faults at the same messages.

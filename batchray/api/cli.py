@@ -1,0 +1,154 @@
+"""The ``batchray`` command line.
+
+    batchray demo [--items N] [--store DIR] [--workers N]
+    batchray tools
+    batchray tool NAME [--store DIR] [--address ADDR] (--json '{...}' | --args-file FILE | -)
+    batchray status [BATCH_ID] [--store DIR]
+    batchray recover [--store DIR]
+    batchray mcp [--store DIR]
+
+``tool`` prints the result JSON and exits 1 when ``success`` is false, 2 on bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Optional
+
+from batchray.api.client import DEFAULT_STORE
+
+
+def _print(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _connect(args: argparse.Namespace):
+    from batchray.api.client import connect
+
+    return connect(args.store, workers=args.workers, address=args.address, progress=False)
+
+
+def _read_args(args: argparse.Namespace) -> Any:
+    sources = [s for s in (args.json, args.args_file, "-" if args.stdin else None) if s is not None]
+    if len(sources) != 1:
+        raise SystemExit("batchray tool: give exactly one of --json, --args-file or -")
+    try:
+        if args.json is not None:
+            return json.loads(args.json)
+        if args.args_file is not None:
+            with open(args.args_file, encoding="utf-8") as handle:
+                return json.load(handle)
+        return json.load(sys.stdin)
+    except (OSError, ValueError) as exc:
+        _print({"success": False, "error": {"code": "VALIDATION", "message": f"cannot read the arguments: {exc}", "details": {}}})
+        raise SystemExit(2) from None
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from batchray.api.demo import run_demo
+
+    summary = run_demo(items=args.items, store=args.store, workers=args.workers, progress=not args.no_progress)
+    if args.json_summary:
+        _print(summary)
+    return 0 if summary["storeUnchangedAfterFailure"] else 1
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    from batchray.api.tools import tool_schemas
+
+    _print(tool_schemas())
+    return 0
+
+
+def cmd_tool(args: argparse.Namespace) -> int:
+    from batchray.errors import error_payload
+    from batchray.api.tools import call_tool, validate_args
+
+    payload = _read_args(args)
+    try:
+        validate_args(args.name, payload)  # refuse bad input before starting Ray
+    except Exception as exc:  # noqa: BLE001 - reported as JSON
+        _print(error_payload(exc))
+        return 1
+    with _connect(args) as client:
+        result = call_tool(client, args.name, payload)
+    _print(result)
+    return 0 if result.get("success", True) else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from batchray.errors import BatchrayError, error_payload
+
+    with _connect(args) as client:
+        try:
+            _print(client.status(args.batch_id))
+        except BatchrayError as exc:
+            _print(error_payload(exc))
+            return 1
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        at_start = client.info()["recovered"]
+        again = client.recover()
+        _print({"success": True, "recoveredAtStart": at_start, "recoveredNow": again})
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from batchray.api.mcp import serve
+
+    serve(store=args.store, workers=args.workers, address=args.address)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="batchray", description="Transactional batch operations on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_store(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--store", default=os.environ.get("BATCHRAY_STORE", DEFAULT_STORE),
+                       help="store directory or URL (default: %(default)s)")
+        p.add_argument("--address", default=os.environ.get("BATCHRAY_ADDRESS"),
+                       help="Ray cluster address ('auto' to join a running one)")
+        p.add_argument("--workers", type=int, default=2, help="worker actors (default: 2)")
+        return p
+
+    demo = with_store(sub.add_parser("demo", help="load 1,000,000 items atomically and show a rollback"))
+    demo.add_argument("--items", type=int, default=1_000_000)
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.add_argument("--json-summary", action="store_true", help="also print the summary as JSON")
+    demo.set_defaults(func=cmd_demo)
+
+    tools = sub.add_parser("tools", help="print every tool's JSON Schema")
+    tools.set_defaults(func=cmd_tools)
+
+    tool = with_store(sub.add_parser("tool", help="call one tool with JSON arguments"))
+    tool.add_argument("name")
+    tool.add_argument("--json", help="arguments as a JSON string")
+    tool.add_argument("--args-file", help="arguments from a JSON file")
+    tool.add_argument("stdin", nargs="?", const="-", choices=["-"], help="'-' reads arguments from stdin")
+    tool.set_defaults(func=cmd_tool)
+
+    status = with_store(sub.add_parser("status", help="a batch's status, or the recent batches"))
+    status.add_argument("batch_id", nargs="?")
+    status.set_defaults(func=cmd_status)
+
+    recover = with_store(sub.add_parser("recover", help="finish every batch a crash left undecided"))
+    recover.set_defaults(func=cmd_recover)
+
+    mcp = with_store(sub.add_parser("mcp", help="serve the tools over MCP (stdio)"))
+    mcp.set_defaults(func=cmd_mcp)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

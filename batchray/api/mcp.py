@@ -1,0 +1,344 @@
+"""The MCP server: every tool in :data:`batchray.api.tools.TOOLS`, served over stdio.
+
+``batchray mcp --store DIR`` runs :func:`serve`. The server answers ``initialize`` and
+``tools/list`` at once; the store's client (and with it Ray, about ten seconds for a local
+one) starts on the first ``tools/call``. Tool calls run in worker threads, so the protocol
+stays responsive while a batch runs, and return the tool's JSON result twice: as text content
+and as ``structuredContent``, with ``isError`` set when ``success`` is false.
+
+A call whose request carries a ``progressToken`` gets ``notifications/progress`` while its
+batch runs: ``progress`` counts the items processed so far, ``total`` the items in the batch,
+and ``message`` says what is happening. The values only ever increase, as the protocol asks.
+
+Standard output belongs to the protocol. The SDK's stdio transport points file descriptor 1
+at standard error while it serves, so whatever Ray, its workers or a stray ``print`` write
+lands on stderr; Ray is stopped before that diversion ends. Closing the server's stdin (what
+a client does to disconnect), SIGTERM or SIGINT stop Ray, if this server started it, and end
+the process.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any, Callable, Optional
+
+import anyio
+import anyio.to_thread
+import mcp_types as types
+from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
+
+from batchray import __version__
+from batchray.api.client import DEFAULT_STORE
+from batchray.errors import BatchrayError, ParticipantUnavailable, error_payload
+from batchray.api.tools import TOOLS, call_tool, validate_args
+
+PROGRESS_INTERVAL = 0.25
+"""Seconds between progress notifications, at most one per interval per call."""
+
+READ_ONLY_TOOLS = frozenset({"get_items", "get_batch_status"})
+
+INSTRUCTIONS = (
+    "Transactional batch operations over CODAP-style data contexts. Batches are all-or-nothing "
+    "by default; failures come back with isError and a structured error {code, message, details}. "
+    "The first tool call starts the store's Ray actors and can take several seconds."
+)
+
+
+class Backend:
+    """The store's client, connected on first use, from a worker thread."""
+
+    def __init__(self, store: str, workers: int, address: Optional[str],
+                 connect: Optional[Callable[..., Any]] = None) -> None:
+        self.store = store
+        self.workers = workers
+        self.address = address
+        self._connect = connect
+        self._lock = threading.Lock()
+        self.client: Any = None
+        self.signals_rearmed = False
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None
+
+    def get(self) -> Any:
+        with self._lock:
+            if self.client is None:
+                connect = self._connect
+                if connect is None:
+                    from batchray.api.client import connect
+                self.client = connect(self.store, workers=self.workers, address=self.address, progress=False)
+            return self.client
+
+    def close(self) -> None:
+        """Close the client and stop Ray if this process started it; a no-op when never connected."""
+        client, self.client = self.client, None
+        if client is None:
+            return
+        try:
+            client.close()
+        except Exception as exc:  # noqa: BLE001 - closing is best effort; Ray still has to stop
+            print(f"batchray mcp: closing the client failed: {exc}", file=sys.stderr)
+        if getattr(client, "_started_ray", False):
+            _stop_local_ray()
+
+
+def _stop_local_ray() -> None:
+    """``ray.shutdown()`` for the local Ray this process started, in well under two seconds
+    (what MCP clients wait after closing stdin before they signal the server)."""
+    import ray
+
+    try:
+        # Ray stops its processes one by one, giving each a second after SIGTERM; the
+        # autoscaler's monitor always needs the full second. It keeps no state: kill it first.
+        from ray._private import worker
+
+        node = worker._global_node
+        for info in (node.all_processes.get("monitor", []) if node is not None else []):
+            info.process.kill()
+    except Exception:  # noqa: BLE001 - private API: without it, shutdown is only slower
+        pass
+    ray.shutdown()
+
+
+class ProgressRelay:
+    """The latest progress of one call: written by the batch's thread, read by the event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: Optional[dict[str, Any]] = None
+        self.sent: Optional[float] = None
+
+    def put(self, progress: dict[str, Any]) -> None:
+        with self._lock:
+            self._latest = dict(progress)
+
+    def take(self) -> Optional[dict[str, Any]]:
+        with self._lock:
+            latest, self._latest = self._latest, None
+            return latest
+
+
+class _ReportingClient:
+    """The client as tools see it, with a progress callback given to every method that takes one
+    (``create_items``, ``update_items``, ``delete_items`` and whatever else grows one)."""
+
+    def __init__(self, client: Any, report: Callable[[dict[str, Any]], None]) -> None:
+        self._client = client
+        self._report = report
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr) or not _takes_callback(attr):
+            return attr
+        report = self._report
+
+        def with_progress(*args: Any, callback: Optional[Callable[[dict], Any]] = None, **kwargs: Any) -> Any:
+            def both(progress: dict[str, Any]) -> None:
+                report(progress)
+                if callback is not None:
+                    callback(progress)
+
+            return attr(*args, callback=both, **kwargs)
+
+        return with_progress
+
+
+def _takes_callback(fn: Callable[..., Any]) -> bool:
+    try:
+        return "callback" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _progress_message(progress: dict[str, Any], total: Optional[float]) -> str:
+    done, failed = progress.get("completed", 0), progress.get("failed", 0)
+    parts = [f"{done:,} of {int(total):,} items" if total else f"{done:,} items"]
+    if failed:
+        parts.append(f"{failed:,} failed")
+    state = progress.get("state")
+    if state and state != "running":
+        parts.append(str(state))
+    elif progress.get("throughput"):
+        parts.append(f"{progress['throughput']:,.0f} items/s")
+        if progress.get("etaSeconds") is not None:
+            parts.append(f"about {progress['etaSeconds']:.0f} s left")
+    operation = progress.get("currentOperation")
+    return f"{operation}: " + ", ".join(parts) if operation else ", ".join(parts)
+
+
+async def _send_progress(ctx: Any, relay: ProgressRelay) -> None:
+    """Send the relay's latest progress, if it moved forward since the last notification."""
+    progress = relay.take()
+    if progress is None:
+        return
+    done = float(progress.get("completed", 0) + progress.get("failed", 0))
+    if relay.sent is not None and done <= relay.sent:
+        return
+    relay.sent = done
+    # a total below the count is no total (an update's plan counts selectors, its progress items)
+    total = progress.get("total") or 0
+    total = float(total) if total and total >= done else None
+    message = progress.get("message") or _progress_message(progress, total)
+    try:
+        await ctx.session.report_progress(done, total, message)
+    except Exception as exc:  # noqa: BLE001 - a lost notification must not fail the call
+        print(f"batchray mcp: progress notification not sent: {exc}", file=sys.stderr)
+
+
+def _tool_list() -> list[types.Tool]:
+    tools = []
+    for tool in TOOLS.values():
+        schema = tool.schema_json()
+        annotations = types.ToolAnnotations(read_only_hint=True) if tool.name in READ_ONLY_TOOLS else None
+        tools.append(types.Tool(name=tool.name, description=schema["description"],
+                                input_schema=schema["inputSchema"], annotations=annotations))
+    return tools
+
+
+def _result(payload: dict[str, Any]) -> types.CallToolResult:
+    text = json.dumps(payload, default=str)
+    return types.CallToolResult(
+        content=[types.TextContent(text=text)],
+        structured_content=json.loads(text),  # the same JSON, with non-JSON values as strings
+        is_error=payload.get("success") is False,
+    )
+
+
+def build_server(backend: Backend) -> Server:
+    """A low-level MCP server whose tools run through :func:`batchray.api.tools.call_tool`."""
+    tools = _tool_list()
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=tools)
+
+    async def call(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        name, args = params.name, params.arguments if params.arguments is not None else {}
+        relay = ProgressRelay()
+
+        def run() -> dict[str, Any]:
+            try:
+                # bad arguments are refused before anything starts
+                validate_args(name, args)
+            except BatchrayError as exc:
+                return error_payload(exc)
+            try:
+                client = backend.get()
+            except BatchrayError as exc:
+                return error_payload(exc)
+            except Exception as exc:  # noqa: BLE001 - the contract is a structured error
+                return error_payload(ParticipantUnavailable(
+                    f"could not connect to the store: {type(exc).__name__}: {exc}", store=str(backend.store)))
+            return call_tool(_ReportingClient(client, relay.put), name, args)
+
+        if not backend.connected:
+            relay.put({"completed": 0, "message": "starting the store's Ray actors (first call)"})
+            await _send_progress(ctx, relay)
+        async with anyio.create_task_group() as tg:
+            async def forward() -> None:
+                while True:
+                    await anyio.sleep(PROGRESS_INTERVAL)
+                    await _send_progress(ctx, relay)
+
+            tg.start_soon(forward)
+            # abandon_on_cancel: a cancelled request (or a server shutting down) does not wait for
+            # the batch; the batch itself goes on to commit or roll back as a whole
+            payload = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+            tg.cancel_scope.cancel()
+        if backend.connected and not backend.signals_rearmed:
+            _rearm_signal_handlers()
+            backend.signals_rearmed = True
+        await _send_progress(ctx, relay)  # the final count, when it moved
+        return _result(payload)
+
+    return Server("batchray", version=__version__, instructions=INSTRUCTIONS,
+                  on_list_tools=list_tools, on_call_tool=call)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _rearm_signal_handlers() -> None:
+    """Put Python's handlers back in front of Ray's: Ray's native core worker installs a
+    SIGTERM handler that aborts the process, which would skip stopping Ray. Main thread only."""
+    for signum in STOP_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler is not None:
+            signal.signal(signum, handler)
+
+
+async def _stop_on_signals(scope: anyio.CancelScope, stop: dict[str, Any]) -> None:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async for signum in signals:
+            stop.update(reason=signal.Signals(signum).name, code=128 + signum)
+            scope.cancel()
+            return
+
+
+async def _serve(backend: Backend, exit_process: bool) -> None:
+    server = build_server(backend)
+    stop: dict[str, Any] = {"reason": "error", "code": 1}
+    try:
+        async with stdio_server() as (read_stream, write_stream):
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_stop_on_signals, tg.cancel_scope, stop)
+                    await server.run(read_stream, write_stream, server.create_initialization_options())
+                    stop.update(reason="client disconnected", code=0)
+                    tg.cancel_scope.cancel()
+            finally:
+                # still inside the transport: fd 1 points at stderr while Ray stops
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(backend.close)
+                if exit_process and stop["code"] > 128:
+                    # signalled while the client still holds stdin open: leaving the transport
+                    # would wait for the thread blocked reading it
+                    _end_process(stop)
+    except Exception as exc:
+        # a client that leaves without reading its last replies breaks the pipe: not an error
+        if not _only(exc, (BrokenPipeError, ConnectionResetError)):
+            raise
+        stop.update(reason="client disconnected", code=0)
+    print(f"batchray mcp: stopped ({stop['reason']})", file=sys.stderr, flush=True)
+
+
+def _end_process(stop: dict[str, Any]) -> None:
+    print(f"batchray mcp: stopped ({stop['reason']})", file=sys.stderr, flush=True)
+    _exit_now(stop["code"])
+
+
+def _exit_now(code: int) -> None:
+    """End the process without the interpreter's teardown (Ray has been stopped already)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _only(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc`` is one of ``kinds``, or a group of nothing else."""
+    nested = getattr(exc, "exceptions", None)
+    if nested is not None:
+        return all(_only(e, kinds) for e in nested)
+    return isinstance(exc, kinds)
+
+
+def serve(store: str = DEFAULT_STORE, workers: int = 2, address: Optional[str] = None, *,
+          exit_process: bool = True) -> None:
+    """Serve the tools over stdio until the client closes stdin, or SIGTERM/SIGINT.
+
+    With ``exit_process`` (the default, as ``batchray mcp`` runs it) the process ends as soon as
+    Ray has stopped, with status 0 when the client disconnected and 128 + the signal's number
+    when signalled. Left to itself, the interpreter's teardown of Ray's native threads takes
+    over a second more, and MCP clients signal a server that is not gone two seconds after they
+    closed its stdin; and a signal would leave the process waiting for stdin to close.
+    """
+    anyio.run(_serve, Backend(str(store), workers, address), exit_process)
+    if exit_process and "ray" in sys.modules:
+        _exit_now(0)

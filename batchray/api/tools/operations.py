@@ -1,0 +1,121 @@
+"""Tools for schema, component, undo and multi-operation transactions.
+
+``batch_schema_operations``, ``batch_component_operations``, ``rollback_batch`` and
+``execute_batch_transaction``; registered into :data:`batchray.api.tools.registry.TOOLS` on import.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field
+
+from batchray.errors import failure_error
+from batchray.api.tools.registry import _NAME, _Args, _result_payload, register
+
+
+class SchemaOperation(_Args):
+    action: Literal["create", "update", "delete"]
+    target: Literal["collection", "attribute"]
+    collection: Optional[str] = Field(default=None, description="the collection acted on, or holding a new attribute")
+    attribute: Optional[str] = Field(default=None, description="the attribute updated or deleted")
+    spec: dict[str, Any] = Field(default_factory=dict, description="new collection/attribute, or the changes")
+
+
+class SchemaOptions(_Args):
+    atomic: bool = True
+    createBackups: bool = False
+
+
+class BatchSchemaOperationsArgs(_Args):
+    """Create, update (rename, retype with value conversion, change properties) and delete
+    collections and attributes, together with the item data they rewrite, in one transaction.
+    Conversion failures are reported per item and roll the batch back."""
+
+    dataContextName: str = _NAME
+    operations: list[SchemaOperation] = Field(min_length=1, max_length=1000)
+    options: SchemaOptions = Field(default_factory=SchemaOptions)
+
+
+def _batch_schema_operations(client, a: BatchSchemaOperationsArgs) -> dict[str, Any]:
+    ops = [op.model_dump(exclude_none=True) for op in a.operations]
+    return _result_payload(client.schema_operations(a.dataContextName, ops))
+
+
+class ComponentOperation(_Args):
+    action: Literal["create", "update", "delete"]
+    name: Optional[str] = Field(default=None, description="the component to update or delete")
+    component: dict[str, Any] = Field(default_factory=dict, description="{type, name, title, dimensions, position, properties}")
+
+
+class BatchComponentOperationsArgs(_Args):
+    """Create, update and delete CODAP components (caseTable, graph, slider, text, ...). Their
+    references — data context, attribute names, slider globals — must exist."""
+
+    operations: list[ComponentOperation] = Field(min_length=1, max_length=1000)
+
+
+def _batch_component_operations(client, a: BatchComponentOperationsArgs) -> dict[str, Any]:
+    ops = [op.model_dump(exclude_none=True) for op in a.operations]
+    return _result_payload(client.component_operations(ops))
+
+
+class RollbackBatchArgs(_Args):
+    """Undo a committed batch from the backups it kept (run it with createBackups). Refused
+    with a CONFLICT error when later batches changed the same items, unless force."""
+
+    batchId: str = Field(min_length=1, max_length=200)
+    force: bool = False
+
+
+def _rollback_batch(client, a: RollbackBatchArgs) -> dict[str, Any]:
+    return _result_payload(client.rollback_batch(a.batchId, force=a.force))
+
+
+class TransactionOperation(_Args):
+    id: str = Field(min_length=1, max_length=200)
+    type: Literal["data", "schema", "component"]
+    operation: str = Field(min_length=1, max_length=50)
+    target: str = Field(min_length=1, max_length=10_000)
+    data: Union[dict[str, Any], list[Any], None] = None
+    dependencies: list[str] = Field(default_factory=list, max_length=10_000)
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    timeout: Optional[int] = Field(default=None, ge=1, le=86_400_000)
+
+
+class TransactionToolOptions(_Args):
+    atomic: bool = True
+    maxRetries: int = Field(default=3, ge=0, le=20)
+    timeout: int = Field(default=300_000, ge=1, le=86_400_000)
+    parallelism: int = Field(default=1, ge=1, le=10)
+    rollbackOnError: bool = True
+    recoveryStrategy: Literal["retry", "skip", "rollback", "partial_rollback"] = "rollback"
+    retryDelay: int = Field(default=50, ge=0, le=60_000, description="first retry delay, ms")
+    backoffMultiplier: float = Field(default=2.0, ge=1.0, le=10.0)
+    createBackups: bool = False
+    idempotencyKey: Optional[str] = Field(default=None, min_length=1, max_length=200)
+
+
+class ExecuteBatchTransactionArgs(_Args):
+    """Run operations of any kind (data, schema, component) with dependencies and priorities
+    and a recovery strategy: retry (backoff with jitter, retryable errors only), skip (record
+    and go on), rollback (abort the whole batch), partial_rollback (undo the failed operation
+    and those that depend on it, keep the rest). Errors come back in one report."""
+
+    operations: list[TransactionOperation] = Field(min_length=1, max_length=10_000)
+    options: TransactionToolOptions = Field(default_factory=TransactionToolOptions)
+
+
+def _execute_batch_transaction(client, a: ExecuteBatchTransactionArgs) -> dict[str, Any]:
+    options = a.options.model_dump(exclude_none=True)
+    if not a.options.rollbackOnError and a.options.recoveryStrategy == "rollback":
+        options["recoveryStrategy"] = "skip"
+    report = client.execute_transaction([op.model_dump() for op in a.operations], options)
+    if not report.get("success") and not report.get("error"):
+        report["error"] = failure_error(report.get("errors") or [], "the transaction")
+    return report
+
+
+register("batch_schema_operations", BatchSchemaOperationsArgs, _batch_schema_operations)
+register("batch_component_operations", BatchComponentOperationsArgs, _batch_component_operations)
+register("rollback_batch", RollbackBatchArgs, _rollback_batch)
+register("execute_batch_transaction", ExecuteBatchTransactionArgs, _execute_batch_transaction)

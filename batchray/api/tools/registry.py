@@ -1,0 +1,366 @@
+"""The agent-facing tool surface: names, JSON Schemas (from pydantic models) and one executor.
+
+Every tool takes a JSON object of camelCase arguments, validated against its schema before
+anything runs, and returns a JSON object. A failure of any kind returns
+``{"success": false, "error": {"code", "message", "details"}}`` — never a traceback. The CLI
+(``batchray tool``), the Python API (``client.tool``) and the MCP server (``batchray mcp``)
+all go through :func:`call_tool`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from batchray.errors import (BatchrayError, ConflictError, DocumentError, InternalError, NotFoundError, ValidationError,
+                     error_payload, failure_error)
+
+_NAME = Field(min_length=1, max_length=200)
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# -- create_data_context ---------------------------------------------------------------------
+class AttrSpec(_Args):
+    model_config = ConfigDict(extra="allow")
+    name: str = _NAME
+    type: Optional[str] = None
+
+
+class CollectionSpec(_Args):
+    name: str = _NAME
+    title: Optional[str] = None
+    parent: Optional[str] = None
+    attrs: list[AttrSpec] = Field(default_factory=list, max_length=1000)
+
+
+class CreateDataContextArgs(_Args):
+    """Create a data context with its ordered collections (parent first) and attributes."""
+
+    name: str = _NAME
+    title: Optional[str] = None
+    description: Optional[str] = None
+    collections: list[CollectionSpec] = Field(min_length=1, max_length=100)
+
+
+# -- batch_create_items ----------------------------------------------------------------------
+class ItemSpec(_Args):
+    values: dict[str, Any]
+    metadata: Optional[dict[str, Any]] = None
+
+
+class CreateOptions(_Args):
+    batchSize: int = Field(default=100, ge=1, le=1000)
+    atomic: bool = True
+    validateAll: bool = True
+    continueOnError: bool = False
+    parallelism: int = Field(default=1, ge=1, le=10)
+    timeout: int = Field(default=300_000, ge=1, le=86_400_000, description="milliseconds")
+    progressCallback: bool = False
+    idempotencyKey: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    queue: str = Field(default="default", min_length=1, max_length=100)
+
+
+class BatchCreateItemsArgs(_Args):
+    """Create up to 10,000 items in one batch, atomically by default."""
+
+    dataContextName: str = _NAME
+    collectionName: str = _NAME
+    items: list[ItemSpec] = Field(min_length=1, max_length=10_000)
+    options: CreateOptions = Field(default_factory=CreateOptions)
+
+
+# -- batch_update_items ----------------------------------------------------------------------
+class Selector(_Args):
+    caseId: Optional[Union[int, str]] = None
+    itemId: Optional[int] = None
+    index: Optional[int] = Field(default=None, ge=0)
+    query: Optional[str] = Field(default=None, min_length=1, max_length=10_000)
+    resource: Optional[str] = Field(default=None, min_length=1, max_length=20_000,
+                                    description="a CODAP resource, e.g. dataContext[X].collection[C].caseByIndex[3]")
+
+
+class UpdateItemOptions(_Args):
+    createBackup: bool = True
+    validateValues: bool = True
+
+
+class UpdateSpec(_Args):
+    selector: Selector
+    values: dict[str, Any]
+    options: UpdateItemOptions = Field(default_factory=UpdateItemOptions)
+
+
+class UpdateOptions(_Args):
+    batchSize: int = Field(default=50, ge=1, le=1000)
+    atomic: bool = True
+    parallelism: int = Field(default=1, ge=1, le=10)
+    createBackups: bool = True
+    timeout: int = Field(default=300_000, ge=1, le=86_400_000)
+    idempotencyKey: Optional[str] = Field(default=None, min_length=1, max_length=200)
+
+
+class BatchUpdateItemsArgs(_Args):
+    """Update items chosen by selector; a value "=expr" is computed per item under its lock."""
+
+    dataContextName: str = _NAME
+    updates: list[UpdateSpec] = Field(min_length=1, max_length=10_000)
+    options: UpdateOptions = Field(default_factory=UpdateOptions)
+
+
+class BatchDeleteItemsArgs(_Args):
+    """Delete items chosen by selectors, atomically by default."""
+
+    dataContextName: str = _NAME
+    selectors: list[Selector] = Field(min_length=1, max_length=10_000)
+    options: UpdateOptions = Field(default_factory=UpdateOptions)
+
+
+# -- reads and batches -----------------------------------------------------------------------
+class GetItemsArgs(_Args):
+    """Read committed items, optionally filtered by a query, with paging."""
+
+    dataContextName: str = _NAME
+    collectionName: Optional[str] = None
+    query: Optional[str] = Field(default=None, max_length=10_000)
+    offset: int = Field(default=0, ge=0)
+    limit: Optional[int] = Field(default=100, ge=1, le=10_000)
+
+
+class GetBatchStatusArgs(_Args):
+    """Status of one batch, or of the recent batches when batchId is omitted."""
+
+    batchId: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    includeProgress: bool = True
+    includeResults: bool = False
+    includeErrors: bool = True
+
+
+class CancelBatchArgs(_Args):
+    """Cancel a queued or running batch."""
+
+    batchId: str = Field(min_length=1, max_length=200)
+    rollback: bool = True
+    graceful: bool = True
+
+
+# -- executors -------------------------------------------------------------------------------
+def _create_data_context(client, a: CreateDataContextArgs) -> dict[str, Any]:
+    collections = [c.model_dump(exclude_none=True) for c in a.collections]
+    result = client.create_data_context(a.name, collections, title=a.title, description=a.description)
+    return _result_payload(result)
+
+
+def _batch_create_items(client, a: BatchCreateItemsArgs) -> dict[str, Any]:
+    o = a.options
+    result = client.create_items(
+        a.dataContextName, a.collectionName, [item.values for item in a.items],
+        atomic=o.atomic, batch_size=o.batchSize, progress=False, continue_on_error=o.continueOnError,
+        timeout=o.timeout, priority=o.priority, queue=o.queue, idempotency_key=o.idempotencyKey,
+        validate_all=o.validateAll and o.atomic,
+    )
+    payload = _result_payload(result)
+    payload["itemsCreated"] = result.items_created
+    payload["itemIds"] = result.item_ids
+    return payload
+
+
+def _batch_update_items(client, a: BatchUpdateItemsArgs) -> dict[str, Any]:
+    updates = [{"selector": u.selector.model_dump(exclude_none=True), "values": u.values} for u in a.updates]
+    result = client.update_items(a.dataContextName, updates, atomic=a.options.atomic, progress=False,
+                                 timeout=a.options.timeout, idempotency_key=a.options.idempotencyKey,
+                                 create_backups=a.options.createBackups)
+    return _result_payload(result)
+
+
+def _batch_delete_items(client, a: BatchDeleteItemsArgs) -> dict[str, Any]:
+    selectors = [s.model_dump(exclude_none=True) for s in a.selectors]
+    result = client.delete_items(a.dataContextName, selectors, atomic=a.options.atomic, progress=False,
+                                 timeout=a.options.timeout, idempotency_key=a.options.idempotencyKey,
+                                 create_backups=a.options.createBackups)
+    return _result_payload(result)
+
+
+def _get_items(client, a: GetItemsArgs) -> dict[str, Any]:
+    # by keyword: the client and the local engine order their positional parameters differently
+    items = client.get_items(a.dataContextName, collection=a.collectionName, query=a.query, offset=a.offset,
+                             limit=a.limit)
+    total = client.count_items(a.dataContextName, collection=a.collectionName, query=a.query)
+    return {"success": True, "items": items, "total": total}
+
+
+def _get_batch_status(client, a: GetBatchStatusArgs) -> dict[str, Any]:
+    if a.batchId is None:
+        return {"success": True, "batches": client.status()}
+    status = client.status(a.batchId)
+    result = status.pop("result", None) or {}
+    if not a.includeProgress:
+        status.pop("progress", None)
+    if a.includeResults:
+        status["results"] = result
+    if a.includeErrors:
+        status["errors"] = result.get("errors", [])
+        if result.get("error"):
+            status["error"] = result["error"]
+    return {"success": True, **status}
+
+
+def _cancel_batch_operation(client, a: CancelBatchArgs) -> dict[str, Any]:
+    result = client.cancel(a.batchId, rollback=a.rollback, graceful=a.graceful)
+    if not result.get("success", True) and "error" not in result:
+        # e.g. the batch already finished: a failure, so it carries the structured error too
+        error = ConflictError(result.get("message") or f"batch {a.batchId} cannot be cancelled",
+                              batchId=a.batchId, state=result.get("state"))
+        result = {**result, "error": error.to_dict()}
+    return result
+
+
+def _result_payload(result) -> dict[str, Any]:
+    payload = result.dump()
+    payload["transactionId"] = result.transaction_id
+    if not result.success:
+        # a failure always carries one structured error; a batch that kept its valid items
+        # (atomic=False) reports only per-item errors, so the first of them stands for all
+        payload["error"] = result.error or failure_error(payload.get("errors") or [])
+    return payload
+
+
+class Tool(BaseModel):
+    name: str
+    description: str
+    args: type[_Args]
+    run: Callable[[Any, Any], dict[str, Any]]
+
+    def schema_json(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "inputSchema": self.args.model_json_schema()}
+
+
+TOOLS: dict[str, Tool] = {}
+
+
+def register(name: str, args: type[_Args], run: Callable[[Any, Any], dict[str, Any]]) -> None:
+    """Add a tool; its description is the argument model's docstring."""
+    TOOLS[name] = Tool(name=name, description=(args.__doc__ or name).strip(), args=args, run=run)
+
+
+register("create_data_context", CreateDataContextArgs, _create_data_context)
+register("batch_create_items", BatchCreateItemsArgs, _batch_create_items)
+register("batch_update_items", BatchUpdateItemsArgs, _batch_update_items)
+register("batch_delete_items", BatchDeleteItemsArgs, _batch_delete_items)
+register("get_items", GetItemsArgs, _get_items)
+register("get_batch_status", GetBatchStatusArgs, _get_batch_status)
+register("cancel_batch_operation", CancelBatchArgs, _cancel_batch_operation)
+
+
+# -- batch_import / batch_export -------------------------------------------------------------
+_FILE_FORMAT = Literal["csv", "jsonl", "parquet", "codap"]
+_ATTR_TYPE = Literal["categorical", "numeric", "date", "qualitative", "boundary", "checkbox", "color"]
+
+
+class ImportOptions(_Args):
+    atomic: bool = True
+    batchSize: Optional[int] = Field(default=None, ge=1, le=100_000, description="rows per chunk")
+    create: bool = Field(default=True, description="create the data context, collection and attributes when missing")
+    types: Optional[dict[str, _ATTR_TYPE]] = Field(default=None, description="attribute type per column, over inference")
+    timeout: Optional[int] = Field(default=None, ge=1, le=86_400_000, description="milliseconds")
+
+
+class BatchImportArgs(_Args):
+    """Import a CSV, JSON Lines, Parquet or CODAP document file, streamed, atomically by
+    default. Missing data context, collection and attributes are created with inferred types.
+    For a CODAP document, dataContextName (optional) picks or renames its context."""
+
+    dataContextName: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    collectionName: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    path: str = Field(min_length=1, max_length=4096)
+    format: Optional[_FILE_FORMAT] = None
+    options: ImportOptions = Field(default_factory=ImportOptions)
+
+
+class BatchExportArgs(_Args):
+    """Write a data context's items (optionally one collection's attributes, or a query's
+    items) to a CSV, JSON Lines, Parquet or CODAP document file."""
+
+    dataContextName: str = _NAME
+    collectionName: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    path: str = Field(min_length=1, max_length=4096)
+    format: Optional[_FILE_FORMAT] = None
+    query: Optional[str] = Field(default=None, max_length=10_000)
+
+
+def _io_root(client) -> Optional[str]:
+    """Where tool paths must stay: the client's ``io_root``, else ``$BATCHRAY_IO_ROOT``."""
+    import os
+
+    return getattr(client, "io_root", None) or os.environ.get("BATCHRAY_IO_ROOT") or None
+
+
+def _batch_import(client, a: BatchImportArgs) -> dict[str, Any]:
+    from batchray.io.files import import_file
+
+    o = a.options
+    result = import_file(client, a.dataContextName, a.collectionName, a.path, a.format, atomic=o.atomic,
+                         batch_size=o.batchSize, create=o.create, types=o.types, timeout=o.timeout,
+                         allowed_root=_io_root(client), progress=False)
+    payload = result.dump()
+    if not result.success and payload.get("error") is None and result.errors:
+        # rows were left out (atomic=False): the first error stands for all, as one structured
+        # error (a row the file's format breaks is a DOCUMENT error; a value, VALIDATION)
+        malformed = result.errors[0].get("code") == "MALFORMED_ROW"
+        payload["error"] = failure_error(result.errors, "the import", default=DocumentError if malformed else None)
+    return payload
+
+
+def _batch_export(client, a: BatchExportArgs) -> dict[str, Any]:
+    from batchray.io.files import export_file
+
+    result = export_file(client, a.dataContextName, a.path, a.format, collection=a.collectionName, query=a.query,
+                         allowed_root=_io_root(client))
+    return result.dump()
+
+
+register("batch_import", BatchImportArgs, _batch_import)
+register("batch_export", BatchExportArgs, _batch_export)
+
+
+def tool_schemas() -> list[dict[str, Any]]:
+    return [tool.schema_json() for tool in TOOLS.values()]
+
+
+def validate_args(name: str, args: Any) -> _Args:
+    """The parsed arguments, or :class:`ValidationError` listing each bad field."""
+    tool = TOOLS.get(name)
+    if tool is None:
+        raise NotFoundError(f"unknown tool {name!r}", tool=name, available=sorted(TOOLS))
+    if not isinstance(args, dict):
+        raise ValidationError("tool arguments must be a JSON object", field="args")
+    try:
+        # strict: the published JSON Schema says "integer" and "boolean", so "5", 1 or "yes"
+        # are refused rather than quietly coerced
+        return tool.args.model_validate(args, strict=True)
+    except PydanticValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "code": e["type"]}
+            for e in exc.errors(include_url=False, include_input=False)[:50]
+        ]
+        first = errors[0]
+        raise ValidationError(
+            f"invalid arguments for {name}: {first['field'] or '(root)'}: {first['message']}",
+            field=first["field"], errors=errors,
+        ) from None
+
+
+def call_tool(client: Any, name: str, args: Any) -> dict[str, Any]:
+    """Run a tool; always returns a JSON-ready dict (see the module docstring)."""
+    try:
+        parsed = validate_args(name, args)
+        return TOOLS[name].run(client, parsed)
+    except BatchrayError as exc:
+        return error_payload(exc)
+    except Exception as exc:  # noqa: BLE001 - the contract is: never a traceback
+        return error_payload(InternalError(f"{name} failed unexpectedly: {type(exc).__name__}: {exc}"))
+

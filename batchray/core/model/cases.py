@@ -1,0 +1,230 @@
+"""Cases: derived per collection by grouping a context's items, as CODAP does.
+
+In the child-most collection every item is one case, whose id is the item's id. In a parent
+collection, a case groups the items that share the values of that collection's attributes and
+of its ancestors' attributes (compared as text, so ``1`` and ``"1"`` group together); its id is
+``"<collection>:<smallest item id of the group>"``. The id is a function of the item set, so it
+stays the same while the same items form the case, and new items (whose ids are always larger)
+joining the group do not change it.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Union
+
+import orjson
+
+from batchray.errors import NotFoundError, ValidationError
+from batchray.core.model.schema import DataContext
+
+CaseId = Union[int, str]
+
+
+def _key(values: dict[str, Any], names: list[str]) -> tuple[str, ...]:
+    return tuple("" if values.get(n) is None else str(values.get(n)) for n in names)
+
+
+def build_cases(context: DataContext, items: Iterable[tuple[int, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Every collection's cases: ``{id, parent, collection, values, children, itemIds}``.
+
+    Items must come in id order; cases come in the order their first item appears.
+    """
+    items = list(items)
+    collections = context.collections
+    out: dict[str, list[dict[str, Any]]] = {}
+    lineage_names: list[str] = []
+    parent_of_item: dict[int, CaseId] = {}
+    for level, coll in enumerate(collections):
+        names = [a.name for a in coll.attrs]
+        lineage_names = lineage_names + names
+        child_most = level == len(collections) - 1
+        cases: dict[Any, dict[str, Any]] = {}
+        new_parent_of_item: dict[int, CaseId] = {}
+        for item_id, values in items:
+            key = item_id if child_most else _key(values, lineage_names)
+            case = cases.get(key)
+            if case is None:
+                case_id: CaseId = item_id if child_most else f"{coll.name}:{item_id}"
+                case = {
+                    "id": case_id,
+                    "parent": parent_of_item.get(item_id),
+                    "collection": coll.name,
+                    "values": {n: values.get(n) for n in names},
+                    "children": [],
+                    "itemIds": [],
+                }
+                cases[key] = case
+            case["itemIds"].append(item_id)
+            new_parent_of_item[item_id] = case["id"]
+        out[coll.name] = list(cases.values())
+        if level > 0:
+            parents = {c["id"]: c for c in out[collections[level - 1].name]}
+            for case in out[coll.name]:
+                parent = parents.get(case["parent"])
+                if parent is not None:
+                    parent["children"].append(case["id"])
+        parent_of_item = new_parent_of_item
+    return out
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits short enough to be a 64-bit id (``isdigit`` alone also passes "²" and
+    strings that ``int`` refuses past 4300 digits)."""
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
+
+
+def parse_case_id(value: Any) -> CaseId:
+    if isinstance(value, bool):
+        raise ValidationError("caseId must be an item id or 'collection:id'", field="caseId")
+    if isinstance(value, int):
+        if not 0 <= value < 2**63:  # an item id is a 64-bit integer, and no larger one exists
+            raise NotFoundError(f"case {value} does not exist", field="caseId")
+        return value
+    if isinstance(value, str):
+        if _digits(value):
+            return parse_case_id(int(value))
+        if ":" in value and _digits(value.rsplit(":", 1)[1]):
+            return value
+    raise ValidationError(f"invalid caseId {value!r}", field="caseId")
+
+
+def items_of_case(reader: Any, context_id: int, context: DataContext, case_id: Any) -> list[int]:
+    """The ids of the items a case groups (all of them, for a parent case)."""
+    case_id = parse_case_id(case_id)
+    if isinstance(case_id, int):
+        if reader.items(context_id, ids=[case_id]):
+            return [case_id]
+        raise NotFoundError(f"case {case_id} does not exist", field="caseId")
+    collection, _, first = case_id.rpartition(":")
+    context.collection(collection)
+    items = [(i, orjson.loads(v)) for i, v in reader.items(context_id)]
+    for case in build_cases(context, items).get(collection, []):
+        if case["id"] == case_id:
+            return case["itemIds"]
+    raise NotFoundError(f"case {case_id!r} does not exist", field="caseId")
+
+
+def _context_items(reader: Any, context_id: int) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, orjson.loads(v)) for i, v in reader.items(context_id)]
+
+
+def case_at(reader: Any, context_id: int, context: DataContext, collection: str, index: int) -> CaseId:
+    """The id of the ``index``-th case (0-based, in case order) of a collection.
+
+    In the child-most collection that is the ``index``-th item; in a parent collection the
+    cases are built from the committed items, in the order their first item appears.
+    """
+    context.collection(collection)
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValidationError("a case index must be a non-negative integer", field="caseIndex")
+    if collection == context.collections[-1].name:
+        rows = reader.items(context_id, offset=index, limit=1)
+        if not rows:
+            raise NotFoundError(f"collection {collection!r} has no case at index {index}", field="caseIndex")
+        return rows[0][0]
+    cases = build_cases(context, _context_items(reader, context_id)).get(collection, [])
+    if index >= len(cases):
+        raise NotFoundError(f"collection {collection!r} has {len(cases)} cases, none at index {index}",
+                            field="caseIndex")
+    return cases[index]["id"]
+
+
+def read_cases(catalog: Any, reader: Any, context: str, collection: str, offset: int = 0,
+               limit: Optional[int] = None) -> tuple[list[dict[str, Any]], int]:
+    """``(page of cases, number of cases)`` of a collection, from committed items.
+
+    Each case is ``{id, parent, collection, values, children}``; ``values`` holds the
+    collection's own attributes, ``children`` the ids of its child cases. Building cases
+    reads every item of the context once (one consistent read).
+    """
+    if offset < 0 or (limit is not None and limit < 0):
+        raise ValidationError("offset and limit must not be negative", field="offset")
+    context_id, ctx = catalog.context(context)
+    ctx.collection(collection)
+    cases = build_cases(ctx, _context_items(reader, context_id))[collection]
+    end = None if limit is None else offset + limit
+    page = [{k: case[k] for k in ("id", "parent", "collection", "values", "children")} for case in cases[offset:end]]
+    return page, len(cases)
+
+
+_WRAPPER_KEYS = frozenset({"values", "metadata", "parent"})
+
+
+def _is_parent_wrapper(row: Any) -> bool:
+    return isinstance(row, dict) and "parent" in row and "values" in row and row.keys() <= _WRAPPER_KEYS
+
+
+def merge_parent_values(reader: Any, context_id: int, context: DataContext, collection: Optional[str],
+                        rows: list[Any]) -> list[Any]:
+    """Rows given as ``{"values": {...}, "parent": caseId}`` become value dicts that carry the
+    parent case's lineage values (its own and its ancestors') merged with the given values.
+
+    Applies when the first row is such a wrapper (as ``{"values": ...}`` wrappers are detected
+    by their first row); other rows are returned unchanged. A wrapper without ``parent`` (or
+    with ``null``) keeps its values as given. With ``collection``, a parent must be a case of
+    that collection's parent collection. A given value of a lineage attribute must equal the
+    parent's (compared as text, as cases group); otherwise the row would fall into another
+    case, and a :class:`ValidationError` names it. Parent cases are read from committed data
+    when the batch is planned.
+    """
+    if not rows or not _is_parent_wrapper(rows[0]):
+        return rows
+    expected_parent: Optional[str] = None
+    if collection is not None:
+        names = [c.name for c in context.collections]
+        position = names.index(context.collection(collection).name)
+        expected_parent = names[position - 1] if position > 0 else ""
+    cases_by_id: Optional[dict[CaseId, dict[str, Any]]] = None
+    lineage_cache: dict[CaseId, dict[str, Any]] = {}
+    errors: list[dict[str, Any]] = []
+    out: list[Any] = []
+    for index, row in enumerate(rows):
+        if not (isinstance(row, dict) and "values" in row and row.keys() <= _WRAPPER_KEYS):
+            out.append(row)
+            continue
+        values = row.get("values")
+        parent = row.get("parent")
+        if parent is None or not isinstance(values, dict):
+            out.append(values)
+            continue
+        try:
+            parent_id = parse_case_id(parent)
+        except ValidationError as exc:
+            errors.append({"index": index, "field": "parent", "code": exc.code, "message": exc.message})
+            continue
+        if cases_by_id is None:
+            built = build_cases(context, _context_items(reader, context_id))
+            cases_by_id = {case["id"]: case for cases in built.values() for case in cases}
+        case = cases_by_id.get(parent_id)
+        if case is None:
+            errors.append({"index": index, "field": "parent", "code": "NOT_FOUND",
+                           "message": f"parent case {parent_id!r} does not exist"})
+            continue
+        if expected_parent is not None and case["collection"] != expected_parent:
+            if expected_parent == "":
+                message = f"collection {collection!r} is the top collection; its cases have no parent"
+            else:
+                message = (f"case {parent_id!r} is in collection {case['collection']!r}; a case of "
+                           f"{collection!r} needs a parent in {expected_parent!r}")
+            errors.append({"index": index, "field": "parent", "code": "VALIDATION", "message": message})
+            continue
+        lineage = lineage_cache.get(parent_id)
+        if lineage is None:
+            chain: list[dict[str, Any]] = []
+            walk: Optional[dict[str, Any]] = case
+            while walk is not None:
+                chain.append(walk)
+                walk = cases_by_id.get(walk["parent"]) if walk["parent"] is not None else None
+            lineage = {name: value for ancestor in reversed(chain) for name, value in ancestor["values"].items()}
+            lineage_cache[parent_id] = lineage
+        conflict = next((n for n, v in values.items() if n in lineage and _key(values, [n]) != _key(lineage, [n])), None)
+        if conflict is not None:
+            errors.append({"index": index, "field": conflict, "code": "VALIDATION",
+                           "message": f"{conflict!r} is {values[conflict]!r}, but parent case {parent_id!r} has "
+                                      f"{lineage[conflict]!r}"})
+            continue
+        out.append({**lineage, **values})
+    if errors:
+        from batchray.core.model.schema import raise_if_errors
+
+        raise_if_errors(errors, "cases")
+    return out

@@ -1,0 +1,537 @@
+"""The CODAP data model: data contexts, collections, attributes, components.
+
+A :class:`DataContext` holds ordered collections, parent first; every collection but the first
+names its parent. Items are the flat rows of a context: one value per attribute of any of its
+collections. Cases are derived from items (see :mod:`batchray.core.model.cases`).
+
+Values are checked and normalised against attribute types by :func:`coerce_value`, and whole
+batches of item values by :func:`validate_items`, which reports every bad value with the item's
+index and the attribute's name, and raises before anything is written.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import math
+import re
+from enum import Enum
+from typing import Any, Iterable, Optional
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from batchray.errors import SchemaError, ValidationError
+
+NAME_PATTERN = r"^[^\x00-\x1f\[\]]{1,200}$"
+"""Names of contexts, collections, attributes and components: 1-200 characters, no control
+characters and no square brackets (they delimit CODAP resource strings)."""
+
+
+class AttributeType(str, Enum):
+    categorical = "categorical"
+    numeric = "numeric"
+    date = "date"
+    qualitative = "qualitative"
+    boundary = "boundary"
+    checkbox = "checkbox"
+    color = "color"
+
+
+class Attribute(BaseModel):
+    """A CODAP attribute, with optional constraints that validation enforces."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    title: Optional[str] = None
+    type: Optional[AttributeType] = None
+    precision: Optional[int] = Field(default=None, ge=0, le=15)
+    unit: Optional[str] = None
+    formula: Optional[str] = None
+    description: Optional[str] = None
+    hidden: bool = False
+    editable: bool = True
+    # constraints
+    min: Optional[float] = None
+    max: Optional[float] = None
+    required: bool = False
+    unique: bool = False
+    allowed: Optional[list[Any]] = None
+    pattern: Optional[str] = None
+    default: Any = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"pattern does not compile: {exc}") from None
+        return value
+
+
+class Collection(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    title: Optional[str] = None
+    parent: Optional[str] = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    attrs: list[Attribute] = Field(default_factory=list)
+
+
+class DataContext(BaseModel):
+    """A data context: ordered collections, parent first, with unique attribute names."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    title: Optional[str] = None
+    description: Optional[str] = None
+    collections: list[Collection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_hierarchy(self) -> "DataContext":
+        seen: set[str] = set()
+        attr_names: set[str] = set()
+        for position, coll in enumerate(self.collections):
+            if coll.name in seen:
+                raise ValueError(f"collection {coll.name!r} appears twice")
+            if position == 0 and coll.parent is not None:
+                raise ValueError(f"first collection {coll.name!r} cannot have a parent")
+            if position > 0:
+                expected = self.collections[position - 1].name
+                if coll.parent is None:
+                    coll.parent = expected
+                elif coll.parent != expected:
+                    raise ValueError(
+                        f"collection {coll.name!r} must have the previous collection "
+                        f"{expected!r} as parent, not {coll.parent!r}"
+                    )
+            seen.add(coll.name)
+            for attr in coll.attrs:
+                if attr.name in attr_names:
+                    raise ValueError(f"attribute {attr.name!r} appears twice in the context")
+                attr_names.add(attr.name)
+        return self
+
+    # -- lookups ------------------------------------------------------------------------
+    def collection(self, name: str) -> Collection:
+        for coll in self.collections:
+            if coll.name == name:
+                return coll
+        raise SchemaError(
+            f"collection {name!r} does not exist in data context {self.name!r}",
+            context=self.name,
+            field="collectionName",
+            collection=name,
+        )
+
+    def attributes(self) -> dict[str, Attribute]:
+        """Every attribute of the context by name, parent collections first."""
+        return {a.name: a for c in self.collections for a in c.attrs}
+
+    def attribute(self, name: str) -> Attribute:
+        attrs = self.attributes()
+        if name not in attrs:
+            raise SchemaError(
+                f"attribute {name!r} does not exist in data context {self.name!r}",
+                context=self.name,
+                field=name,
+            )
+        return attrs[name]
+
+    def collection_of(self, attr_name: str) -> Collection:
+        for coll in self.collections:
+            if any(a.name == attr_name for a in coll.attrs):
+                return coll
+        raise SchemaError(f"attribute {attr_name!r} does not exist", field=attr_name)
+
+    def lineage(self, collection: str) -> list[Collection]:
+        """The collection and its ancestors, root first."""
+        out: list[Collection] = []
+        for coll in self.collections:
+            out.append(coll)
+            if coll.name == collection:
+                return out
+        self.collection(collection)  # raises SchemaError
+        return out
+
+
+COMPONENT_TYPES = (
+    "caseTable",
+    "caseCard",
+    "graph",
+    "map",
+    "slider",
+    "text",
+    "calculator",
+    "webView",
+    "game",
+    "guideView",
+    "imageComponentView",
+)
+
+
+class Component(BaseModel):
+    """A document-level CODAP component. References in ``properties`` are checked by the
+    component operations against the catalog (data contexts, attributes, globals)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    name: str = Field(pattern=NAME_PATTERN)
+    title: Optional[str] = None
+    dimensions: dict[str, float] = Field(default_factory=dict)
+    position: dict[str, float] | str | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in COMPONENT_TYPES:
+            raise ValueError(f"unknown component type {value!r}; one of {', '.join(COMPONENT_TYPES)}")
+        return value
+
+
+# -- values ---------------------------------------------------------------------------------
+
+_NUMERIC_STRING = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
+_COLOR = re.compile(r"^(#[0-9a-fA-F]{3,8}|[a-zA-Z]{3,30}|(rgb|hsl)a?\([^()]{1,60}\))$")
+_TRUE = {"true", "yes", "1"}
+_FALSE = {"false", "no", "0"}
+MAX_STRING = 1_000_000
+_INT_LIMIT = 2**63 - 1
+"""Longest string value accepted (characters)."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class ValueProblem(Exception):
+    """A value that does not fit its attribute; caught by :func:`validate_items`."""
+
+
+def _check_text(value: str) -> None:
+    """Text must be valid Unicode to be stored as JSON: no unpaired surrogates (``"\\ud800"``
+    decoded from JSON gives one)."""
+    if not value.isascii() and _SURROGATE.search(value):
+        raise ValueProblem("text is not valid Unicode (it holds an unpaired surrogate)")
+
+
+def _check_json(value: Any) -> None:
+    """A structured value (a boundary) must be storable as JSON text: valid Unicode, integers
+    within 64 bits, nesting within the encoder's limit."""
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise ValueProblem(f"cannot be stored as JSON: {exc}") from None
+
+
+def _as_number(value: Any) -> float | int:
+    if isinstance(value, bool):
+        raise ValueProblem(f"expected a number, got a boolean {value!r}")
+    if isinstance(value, int):
+        if abs(value) > 2**63 - 1:
+            raise ValueProblem("number out of range")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueProblem(f"expected a finite number, got {value!r}")
+        return value
+    if isinstance(value, str) and _NUMERIC_STRING.match(value):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueProblem(f"number out of range: {value[:40]!r}")
+        return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+    raise ValueProblem(f"expected a number, got {_short(value)}")
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueProblem(f"expected a boolean, got {_short(value)}")
+
+
+def _as_date(value: Any) -> str | int | float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _as_number(value)  # seconds since the epoch, as CODAP stores dates (finite, 64-bit)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return text
+        except ValueError:
+            pass
+        for fmt in ("%m/%d/%Y", "%m/%d/%y", "%Y/%m/%d"):
+            try:
+                _dt.datetime.strptime(text, fmt)
+                return text
+            except ValueError:
+                continue
+    raise ValueProblem(f"expected a date (ISO 8601 or seconds), got {_short(value)}")
+
+
+def _as_scalar(value: Any) -> Any:
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            raise ValueProblem(f"string longer than {MAX_STRING} characters")
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueProblem(f"expected a finite number, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63 - 1:
+        raise ValueProblem("number out of range")
+    if isinstance(value, (bool, int, float)):
+        return value
+    raise ValueProblem(f"expected a string, number or boolean, got {type(value).__name__}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def coerce_value(attr: Attribute, value: Any) -> Any:
+    """Check ``value`` against ``attr``'s type and constraints; return its normal form.
+
+    ``None`` and ``""`` mean "no value" (allowed unless ``required``). Numeric strings become
+    numbers for numeric attributes, as CODAP does. Raises :class:`ValueProblem`.
+    """
+    if value is None or value == "":
+        if attr.required:
+            raise ValueProblem("a value is required")
+        return None if value is None else ""
+    if isinstance(value, str):
+        _check_text(value)
+    kind = attr.type
+    if kind is AttributeType.numeric:
+        value = _as_number(value)
+    elif kind is AttributeType.checkbox:
+        value = _as_bool(value)
+    elif kind is AttributeType.date:
+        value = _as_date(value)
+    elif kind is AttributeType.color:
+        if not (isinstance(value, str) and _COLOR.match(value.strip())):
+            raise ValueProblem(f"expected a color (#rgb, a name, rgb(...)), got {_short(value)}")
+    elif kind is AttributeType.boundary:
+        if not isinstance(value, (str, dict)):
+            raise ValueProblem(f"expected a boundary (GeoJSON object or string), got {_short(value)}")
+        if isinstance(value, dict):
+            _check_json(value)
+        return value
+    else:
+        value = _as_scalar(value)
+    _check_constraints(attr, value)
+    return value
+
+
+def _check_constraints(attr: Attribute, value: Any) -> None:
+    if attr.min is not None or attr.max is not None:
+        try:
+            number = _as_number(value)
+        except ValueProblem:
+            number = None
+        if number is not None:
+            if attr.min is not None and number < attr.min:
+                raise ValueProblem(f"{number} is below the minimum {attr.min}")
+            if attr.max is not None and number > attr.max:
+                raise ValueProblem(f"{number} is above the maximum {attr.max}")
+    if attr.allowed is not None and value not in attr.allowed:
+        raise ValueProblem(f"{_short(value)} is not one of the allowed values")
+    if attr.pattern is not None and not re.fullmatch(attr.pattern, str(value)):
+        raise ValueProblem(f"{_short(value)} does not match the pattern {attr.pattern!r}")
+
+
+def validate_values(
+    context: DataContext,
+    rows: Iterable[dict[str, Any]],
+    *,
+    start_index: int = 0,
+    partial: bool = False,
+    max_errors: int = 100,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Normalise item values; return ``(good_rows, errors)``.
+
+    Each error is ``{index, field, code, message}`` where ``index`` is the item's position in
+    the request (counting from ``start_index``). With ``partial=False`` (creates) every required
+    attribute must be present; with ``partial=True`` (updates) only the given ones are checked.
+    Values written as ``"=expr"`` are left for the expression engine. At most ``max_errors``
+    errors are collected; rows with errors are not in ``good_rows``.
+    """
+    attrs = context.attributes()
+    required = [a for a in attrs.values() if a.required and a.default is None]
+    defaults = {a.name: a.default for a in attrs.values() if a.default is not None}
+    good: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for offset, row in enumerate(rows):
+        index = start_index + offset
+        if not isinstance(row, dict):
+            errors.append(_error(index, None, "expected an object of attribute values"))
+            continue
+        out: dict[str, Any] = {} if partial else dict(defaults)
+        row_ok = True
+        for name, value in row.items():
+            attr = attrs.get(name)
+            if attr is None:
+                errors.append(_error(index, name, f"unknown attribute {name!r}", "UNKNOWN_ATTRIBUTE"))
+                row_ok = False
+                continue
+            if isinstance(value, str) and value.startswith("="):
+                if not value.isascii() and _SURROGATE.search(value):
+                    errors.append(_error(index, name, "text is not valid Unicode (it holds an unpaired surrogate)"))
+                    row_ok = False
+                    continue
+                out[name] = value
+                continue
+            try:
+                out[name] = coerce_value(attr, value)
+            except ValueProblem as exc:
+                errors.append(_error(index, name, str(exc)))
+                row_ok = False
+        if not partial:
+            for attr in required:
+                if out.get(attr.name) in (None, ""):
+                    errors.append(_error(index, attr.name, "a value is required"))
+                    row_ok = False
+        if row_ok:
+            good.append(out)
+        if len(errors) >= max_errors:
+            break
+    return good, errors
+
+
+def _error(index: int, field: Optional[str], message: str, code: str = "INVALID_VALUE") -> dict:
+    if isinstance(field, str) and not field.isascii() and _SURROGATE.search(field):
+        field = field.encode("utf-8", "backslashreplace").decode("utf-8")  # the report must be valid JSON too
+    return {"index": index, "field": field, "code": code, "message": message}
+
+
+def raise_if_errors(errors: list[dict[str, Any]], what: str = "items") -> None:
+    """Raise one :class:`ValidationError` carrying every error, naming the first."""
+    if not errors:
+        return
+    first = errors[0]
+    where = f"item {first['index']}" + (f", field {first['field']!r}" if first.get("field") else "")
+    raise ValidationError(
+        f"{len(errors)} invalid {what}; first at {where}: {first['message']}",
+        index=first["index"],
+        field=first.get("field"),
+        errors=errors,
+    )
+
+
+class RowValidator:
+    """A compiled, fast form of :func:`validate_values` for one context, for bulk paths.
+
+    :meth:`validate` first checks a whole chunk column by column with C-level passes (every row
+    a dict, every key a known attribute, each column's value types allowed, floats finite, ints
+    in range, strings not too long). A chunk that passes is accepted as is; otherwise it falls
+    back to :func:`validate_values` row by row, which names every bad value. Attributes with
+    constraints (required, min/max, allowed, pattern, default) always take the row path.
+    """
+
+    _FAST_TYPES = {
+        None: (str, int, float, bool),
+        AttributeType.categorical: (str, int, float, bool),
+        AttributeType.qualitative: (str, int, float),
+        AttributeType.numeric: (int, float),
+        AttributeType.checkbox: (bool,),
+        AttributeType.date: (str, int, float),
+        AttributeType.color: (str,),
+    }
+
+    def __init__(self, context: DataContext) -> None:
+        self.context = context
+        attrs = context.attributes()
+        self._fast: dict[str, frozenset[type]] = {}
+        self._by_value: dict[str, Attribute] = {}
+        self._row_path_only = False
+        for name, attr in attrs.items():
+            constrained = (
+                attr.required or attr.min is not None or attr.max is not None
+                or attr.allowed is not None or attr.pattern is not None or attr.default is not None
+            )
+            kinds = self._FAST_TYPES.get(attr.type, ())
+            if constrained or not kinds:
+                self._row_path_only = True
+            self._fast[name] = frozenset(kinds) | {type(None)}
+            if attr.type in (AttributeType.date, AttributeType.color):
+                self._by_value[name] = attr  # checked once per distinct value of a chunk
+
+    def validate(
+        self,
+        rows: list[Any],
+        start_index: int = 0,
+        indexes: Optional[list[int]] = None,
+        partial: bool = False,
+        index_of: Optional[Any] = None,
+    ) -> tuple[list[int], list[dict[str, Any]], list[dict[str, Any]]]:
+        """``(positions of good rows, their normalised values, errors)``."""
+        if not self._row_path_only and self._chunk_ok(rows):
+            return list(range(len(rows))), rows, []
+        if index_of is None:
+            index_of = (lambda p: indexes[p]) if indexes else (lambda p: start_index + p)
+        positions: list[int] = []
+        good: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for position, row in enumerate(rows):
+            ok_rows, row_errors = validate_values(self.context, [row], start_index=index_of(position), partial=partial)
+            if row_errors:
+                errors.extend(row_errors)
+            else:
+                positions.append(position)
+                good.append(ok_rows[0])
+        return positions, good, errors
+
+    def _chunk_ok(self, rows: list[Any]) -> bool:
+        if not rows:
+            return True
+        if set(map(type, rows)) != {dict}:
+            return False
+        keys = set(itertools.chain.from_iterable(map(dict.keys, rows)))
+        fast = self._fast
+        if not keys <= fast.keys():
+            return False
+        for name in keys:
+            column = list(map(dict.get, rows, itertools.repeat(name)))
+            kinds = set(map(type, column))
+            if not kinds <= fast[name]:
+                return False
+            if type(None) in kinds:
+                column = [v for v in column if v is not None]
+                kinds.discard(type(None))
+            if not column:
+                continue
+            if kinds == {str}:
+                if max(map(len, column)) > MAX_STRING:
+                    return False
+                if not all(map(str.isascii, column)) and any(map(_SURROGATE.search, column)):
+                    return False  # the row path names the value
+            elif kinds <= {int, float}:
+                if float in kinds and not all(map(math.isfinite, column)):
+                    return False
+                if int in kinds and (max(column) > _INT_LIMIT or min(column) < -_INT_LIMIT):
+                    return False
+            elif kinds != {bool}:
+                return False  # mixed kinds in one column: check row by row
+            attr = self._by_value.get(name)
+            if attr is not None and not self._distinct_values_ok(attr, column):
+                return False
+        return True
+
+    @staticmethod
+    def _distinct_values_ok(attr: Attribute, column: list[Any]) -> bool:
+        """Dates and colours repeat: check each distinct value once, and accept the column only
+        if every value is already in its normal form."""
+        for value in set(column):
+            try:
+                if coerce_value(attr, value) != value:
+                    return False
+            except ValueProblem:
+                return False
+        return True

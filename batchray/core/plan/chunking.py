@@ -1,0 +1,172 @@
+"""Planning: order operations by dependencies then priority, and cut item streams into chunks.
+
+Planning happens before anything is written. :func:`order_operations` rejects a cycle, a
+missing dependency, a duplicate id or an unknown target with a :class:`~batchray.errors.PlanError`
+naming the operations involved. :class:`CreateChunker` turns a stream of item values (of any
+length: it never holds more than one chunk per shard) into per-shard create chunks sized by an
+estimate of their bytes.
+"""
+from __future__ import annotations
+
+import heapq
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+from batchray.core.txn.chunks import CreateItems, PlannedChunk
+from batchray.errors import PlanError
+from batchray.core.model.batch import Operation
+
+
+def order_operations(
+    operations: Sequence[Operation], check_target: Optional[Callable[[Operation], None]] = None
+) -> list[Operation]:
+    """Topological order; among ready operations, higher ``priority`` first, then request order.
+
+    ``check_target(op)`` raises (a :class:`~batchray.errors.BatchrayError`) for a target that
+    does not resolve; it is wrapped into a PlanError naming the operation.
+    """
+    by_id: dict[str, int] = {}
+    for position, op in enumerate(operations):
+        if op.id in by_id:
+            raise PlanError(f"operation id {op.id!r} appears twice", operations=[op.id], index=position, field="id")
+        by_id[op.id] = position
+    missing = [(op.id, dep) for op in operations for dep in op.dependencies if dep not in by_id]
+    if missing:
+        names = ", ".join(f"{o} -> {d}" for o, d in missing[:10])
+        raise PlanError(
+            f"unknown dependencies: {names}", operations=sorted({o for o, _ in missing}), missing=[d for _, d in missing],
+            index=by_id[missing[0][0]], field="dependencies",
+        )
+    if check_target is not None:
+        for position, op in enumerate(operations):
+            try:
+                check_target(op)
+            except PlanError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - re-raised with the operation named
+                message = getattr(exc, "message", str(exc))
+                raise PlanError(f"operation {op.id!r}: unknown target {op.target!r}: {message}", operations=[op.id],
+                                index=position, field="target") from exc
+    indegree = [0] * len(operations)
+    dependents: list[list[int]] = [[] for _ in operations]
+    for position, op in enumerate(operations):
+        for dep in set(op.dependencies):
+            indegree[position] += 1
+            dependents[by_id[dep]].append(position)
+    ready = [(-op.priority, position) for position, op in enumerate(operations) if indegree[position] == 0]
+    heapq.heapify(ready)
+    ordered: list[Operation] = []
+    while ready:
+        _, position = heapq.heappop(ready)
+        ordered.append(operations[position])
+        for nxt in dependents[position]:
+            indegree[nxt] -= 1
+            if indegree[nxt] == 0:
+                heapq.heappush(ready, (-operations[nxt].priority, nxt))
+    if len(ordered) != len(operations):
+        stuck = [op.id for position, op in enumerate(operations) if indegree[position] > 0]
+        cycle = find_cycle(operations, by_id, set(stuck))
+        raise PlanError(
+            f"dependency cycle: {' -> '.join(cycle)}", operations=stuck, cycle=cycle,
+            index=by_id[cycle[0]], field="dependencies",
+        )
+    return ordered
+
+
+def find_cycle(operations: Sequence[Operation], by_id: dict[str, int], among: set[str]) -> list[str]:
+    """One cycle among the operations left unordered, as ids with the first repeated last."""
+    start = min(among)
+    path: list[str] = []
+    seen: dict[str, int] = {}
+    current = start
+    while current not in seen:
+        seen[current] = len(path)
+        path.append(current)
+        current = next(d for d in operations[by_id[current]].dependencies if d in among)
+    return path[seen[current]:] + [current]
+
+
+def estimate_bytes(row: Any) -> int:
+    """A cheap estimate of the memory a row takes as Python objects (no encoding): the dict
+    and its values (keys are shared between rows). For rows of short values that is about
+    four times their encoded size, and it is what a process holding the chunk pays (the
+    driver cutting it, the worker applying it), so the memory budget bounds memory, not
+    only the bytes that travel."""
+    if isinstance(row, str):
+        return sys.getsizeof(row)
+    if isinstance(row, dict):
+        size = sys.getsizeof
+        total = size(row)
+        for value in row.values():
+            if value is None or value is True or value is False:
+                continue  # shared singletons
+            total += size(value)
+            if isinstance(value, (dict, list)):
+                total += 64 * len(value)  # nested values, roughly
+        return total
+    return sys.getsizeof(row)
+
+
+class CreateChunker:
+    """Cuts a stream of value dicts into per-shard :class:`CreateItems` chunks.
+
+    The stream is read in rounds of up to ``rows_per_chunk * shard_count`` rows. Each round
+    gets one contiguous block of item ids from ``allocate(n) -> first id``; row ``j`` of the
+    round gets id ``first + j`` and goes to shard ``id % shard_count``, so a shard's part of the
+    round is a slice with step ``shard_count`` — no per-row work in Python. Rows per chunk are
+    ``max_rows``, lowered so that a chunk's estimated bytes (sampled) stay under ``max_bytes``.
+    """
+
+    def __init__(
+        self,
+        shard_names: Sequence[str],
+        allocate: Callable[[int], int],
+        *,
+        schema: Optional[dict[str, Any]],
+        max_rows: int = 10_000,
+        max_bytes: int = 8 << 20,
+        chunk_ids: Optional[Iterator[int]] = None,
+    ) -> None:
+        self.shards = list(shard_names)
+        self.allocate = allocate
+        self.schema = schema
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.ids_used: list[tuple[int, int]] = []  # (first, count) blocks handed out
+        self.rows_read = 0
+        self._chunk_ids = chunk_ids if chunk_ids is not None else iter(range(1 << 62))
+
+    def _rows_per_chunk(self, sample: list[Any]) -> tuple[int, int]:
+        """``(rows per chunk, estimated bytes per row)`` from a sample of rows."""
+        step = max(1, len(sample) // 32)
+        picked = sample[::step][:32]
+        per_row = max(16, sum(estimate_bytes(r) for r in picked) // max(1, len(picked)))
+        return max(1, min(self.max_rows, self.max_bytes // per_row)), per_row
+
+    def chunks(self, rows: Iterable[Any], start_index: int = 0) -> Iterator[PlannedChunk]:
+        import itertools
+
+        n = len(self.shards)
+        source = iter(rows)
+        index = start_index
+        per_chunk = self.max_rows
+        while True:
+            batch = list(itertools.islice(source, per_chunk * n))
+            if not batch:
+                return
+            per_chunk, per_row = self._rows_per_chunk(batch)
+            first = self.allocate(len(batch))
+            self.ids_used.append((first, len(batch)))
+            self.rows_read += len(batch)
+            for start in range(0, len(batch), per_chunk * n):
+                part = batch[start:start + per_chunk * n]
+                base = first + start
+                for offset in range(min(n, len(part))):
+                    shard = (base + offset) % n
+                    values = part[offset::n]
+                    ids = range(base + offset, base + len(part), n)
+                    chunk = CreateItems(next(self._chunk_ids), ids, values, schema=self.schema,
+                                        start_index=index + start + offset, index_step=n)
+                    yield PlannedChunk(self.shards[shard], chunk, per_row * len(values), len(values))
+            index += len(batch)

@@ -1,0 +1,473 @@
+"""Schema, component and undo operations, and the generic multi-operation transaction.
+
+Everything here plans :class:`~batchray.core.plan.chunking.PlannedChunk` lists (nothing is written while
+planning) and leaves running them to a ``run(plan, options) -> BatchResult`` callable — the
+local engine's or the Ray client's — so the same code serves both runtimes.
+
+* :func:`plan_schema` turns schema operations on one data context into one transaction: the
+  catalog document of the context, plus a :class:`~batchray.core.txn.chunks.TransformItems` on every
+  shard when attributes are renamed, deleted or retyped (values converted; failures reported
+  per item).
+* :func:`plan_components` creates, updates and deletes components; their references (data
+  context, attribute names, slider globals) must resolve.
+* :func:`plan_undo` restores a committed batch from the backups its commit kept.
+* :func:`run_transaction` runs a list of operations of any kind with dependencies, priorities
+  and a recovery strategy (``retry``, ``skip``, ``rollback``, ``partial_rollback``).
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from batchray.core.txn.chunks import PutDocs, TransformItems, UndoBatch
+from batchray.errors import (
+    BatchrayError,
+    ConflictError,
+    NotFoundError,
+    PlanError,
+    SchemaError,
+    ValidationError,
+)
+from batchray.core.model.batch import BatchResult, BatchState, ItemError, Operation
+from batchray.core.plan.chunking import order_operations
+from batchray.core.txn.chunks import PlannedChunk
+from batchray.core.model.schema import COMPONENT_TYPES, Attribute, Collection, Component, DataContext
+from batchray.core.storage.store import CATALOG, component_key, context_doc, context_key, json_text
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _SchemaChange:
+    context: DataContext
+    renames: dict[str, str] = field(default_factory=dict)
+    drops: set[str] = field(default_factory=set)
+    converts: dict[str, Attribute] = field(default_factory=dict)
+
+
+def _reparent(collections: list[Collection]) -> list[Collection]:
+    for position, coll in enumerate(collections):
+        coll.parent = collections[position - 1].name if position else None
+    return collections
+
+
+def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> None:
+    ctx = change.context
+    _check_shape(op, index, ("collection", "attribute"), ("spec",))
+    action, target = op.get("action"), op.get("target")
+    spec = op.get("spec") or {}
+    if target == "collection":
+        if action == "create":
+            new = Collection.model_validate({k: v for k, v in spec.items() if k != "parent"})
+            parent = spec.get("parent")
+            position = 0 if parent is None else [c.name for c in ctx.collections].index(ctx.collection(parent).name) + 1
+            ctx.collections.insert(position, new)
+        elif action == "update":
+            coll = ctx.collection(op.get("collection", ""))
+            for key in ("title", "labels", "name"):
+                if key in spec:
+                    setattr(coll, key, spec[key])
+        elif action == "delete":
+            coll = ctx.collection(op.get("collection", ""))
+            if len(ctx.collections) == 1:
+                raise SchemaError("cannot delete the only collection of a data context", index=index, field="collection")
+            change.drops.update(a.name for a in coll.attrs)
+            ctx.collections.remove(coll)
+        else:
+            raise ValidationError(f"unknown action {action!r}", index=index, field="action")
+        _reparent(ctx.collections)
+    elif target == "attribute":
+        if action == "create":
+            coll = ctx.collection(op.get("collection", ""))
+            coll.attrs.append(Attribute.model_validate(spec))
+        elif action == "update":
+            name = op.get("attribute", "")
+            attr = ctx.attribute(name)
+            data = attr.model_dump()
+            data.update(spec)
+            updated = Attribute.model_validate(data)
+            coll = ctx.collection_of(name)
+            coll.attrs[[a.name for a in coll.attrs].index(name)] = updated
+            if updated.name != name:
+                original = next((o for o, n in change.renames.items() if n == name), name)
+                change.renames[original] = updated.name
+                if name in change.converts:
+                    change.converts[updated.name] = change.converts.pop(name)
+            if updated.type != attr.type or any(k in spec for k in ("min", "max", "allowed", "pattern")):
+                change.converts[updated.name] = updated
+        elif action == "delete":
+            name = op.get("attribute", "")
+            coll = ctx.collection_of(name)
+            coll.attrs = [a for a in coll.attrs if a.name != name]
+            change.drops.add(next((o for o, n in change.renames.items() if n == name), name))
+            change.converts.pop(name, None)
+        else:
+            raise ValidationError(f"unknown action {action!r}", index=index, field="action")
+    else:
+        raise ValidationError(f"unknown schema target {target!r} (collection or attribute)", index=index, field="target")
+
+
+def _check_shape(op: Any, index: int, names: tuple[str, ...], objects: tuple[str, ...]) -> None:
+    """An operation given as raw JSON (a transaction's ``data``) must be an object whose name
+    fields are strings and whose nested specs are objects."""
+    if not isinstance(op, dict):
+        raise ValidationError(f"operation {index} must be an object, not {type(op).__name__}", index=index,
+                              field="operations")
+    for key in names:
+        if op.get(key) is not None and not isinstance(op[key], str):
+            raise ValidationError(f"operation {index}: {key} must be a name (a string)", index=index, field=key)
+    for key in objects:
+        if op.get(key) is not None and not isinstance(op[key], dict):
+            raise ValidationError(f"operation {index}: {key} must be an object", index=index, field=key)
+
+
+def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *, chunk_ids=None) -> tuple[Any, DataContext]:
+    """The :class:`~batchray.core.run.engine.Plan` of schema operations on ``context`` and the resulting
+    schema. Each operation is ``{action: create|update|delete, target: collection|attribute,
+    collection?, attribute?, spec?}``; they apply in order, as one transaction."""
+    from pydantic import ValidationError as PydanticError
+
+    from batchray.core.run.engine import Plan
+
+    context_id, ctx = planner.context(context)
+    change = _SchemaChange(ctx.model_copy(deep=True))
+    for index, op in enumerate(operations):
+        try:
+            _apply_schema_op(change, op, index)
+        except PydanticError as exc:
+            raise SchemaError(f"schema operation {index}: {exc.errors()[0]['msg']}", index=index,
+                              field=".".join(map(str, exc.errors()[0]["loc"]))) from None
+        except SchemaError as exc:
+            raise SchemaError(f"schema operation {index}: {exc.message}", **{**exc.details, "index": index}) from None
+    try:
+        new_ctx = DataContext.model_validate(change.context.model_dump())
+    except PydanticError as exc:
+        raise SchemaError(f"the schema after these operations is invalid: {exc.errors()[0]['msg']}") from None
+    ids = chunk_ids or planner._chunk_ids
+    planned = [PlannedChunk(CATALOG, PutDocs(next(ids), [(context_key(context), context_doc(context_id, new_ctx))]), 4096, 1)]
+    change.drops -= set(change.renames)
+    if change.renames or change.drops or change.converts:
+        converts = {name: attr.model_dump(mode="json") for name, attr in change.converts.items()}
+        for shard in planner.layout.shard_names:
+            chunk = TransformItems(next(ids), context_id, dict(change.renames), sorted(change.drops), converts)
+            planned.append(PlannedChunk(shard, chunk, 1 << 20, 0))
+    return (Plan("schema_operations", planned, total=len(operations), context=context, context_id=context_id,
+                 extra={"schema": new_ctx}), new_ctx)
+
+
+def plan_delete_context(planner: Any, context: str) -> Any:
+    """Delete a data context: its catalog document and every item, in one transaction."""
+    from batchray.core.txn.chunks import DeleteItems
+    from batchray.core.run.engine import Plan
+
+    context_id, _ = planner.context(context)
+    planned = [PlannedChunk(CATALOG, PutDocs(next(planner._chunk_ids), [(context_key(context), None)]), 1024, 1)]
+    planned += [PlannedChunk(s, DeleteItems(next(planner._chunk_ids), context_id, where=None), 1 << 20, 0)
+                for s in planner.layout.shard_names]
+    return Plan("delete_data_context", planned, total=1, context=context, context_id=context_id)
+
+
+# -- components ------------------------------------------------------------------------------
+
+_ATTRIBUTE_REFERENCES = ("xAttributeName", "yAttributeName", "y2AttributeName", "legendAttributeName",
+                         "topAttributeName", "rightAttributeName")
+
+
+def check_component(component: Component, catalog: Any, pending_globals: set[str]) -> None:
+    """Every reference of a component must resolve; raises :class:`SchemaError` naming it."""
+    props = component.properties
+    for key in ("dataContext", "globalValueName", *_ATTRIBUTE_REFERENCES):
+        if props.get(key) is not None and not isinstance(props[key], str):
+            raise SchemaError(f"component {component.name!r}: properties.{key} must be a name (a string)",
+                              field=f"properties.{key}")
+    context_name = props.get("dataContext")
+    if context_name is not None:
+        _, ctx = catalog.context(context_name)
+        for key in _ATTRIBUTE_REFERENCES:
+            if props.get(key) is not None:
+                try:
+                    ctx.attribute(props[key])
+                except SchemaError:
+                    raise SchemaError(f"component {component.name!r}: {key} {props[key]!r} is not an attribute "
+                                      f"of {context_name!r}", field=f"properties.{key}") from None
+    elif any(props.get(k) is not None for k in _ATTRIBUTE_REFERENCES):
+        raise SchemaError(f"component {component.name!r} names attributes but no dataContext", field="properties.dataContext")
+    if component.type == "slider":
+        name = props.get("globalValueName")
+        if not name:
+            raise SchemaError(f"slider {component.name!r} needs properties.globalValueName", field="properties.globalValueName")
+
+
+def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
+    """Component operations ``{action: create|update|delete, component: {...} | name}``."""
+    from pydantic import ValidationError as PydanticError
+
+    from batchray.core.run.engine import Plan
+
+    existing = planner.catalog.components()
+    globals_ = set(planner.catalog.globals())
+    docs: dict[str, Optional[str]] = {}
+    for index, op in enumerate(operations):
+        _check_shape(op, index, ("name",), ("component",))
+        if isinstance(op.get("component"), dict):
+            _check_shape(op["component"], index, ("name",), ("properties",))
+        action = op.get("action")
+        try:
+            if action == "delete":
+                name = op.get("name") or (op.get("component") or {}).get("name")
+                if name not in existing and docs.get(component_key(name or "")) is None:
+                    raise NotFoundError(f"component {name!r} does not exist", index=index, field="name")
+                docs[component_key(name)] = None
+                existing.pop(name, None)
+                continue
+            spec = dict(op.get("component") or {})
+            if action == "update":
+                name = spec.get("name") or op.get("name")
+                if name not in existing:
+                    raise NotFoundError(f"component {name!r} does not exist", index=index, field="name")
+                merged = existing[name].model_dump()
+                merged["properties"] = {**merged["properties"], **(spec.pop("properties", None) or {})}
+                merged.update(spec)
+                component = Component.model_validate(merged)
+            elif action == "create":
+                component = Component.model_validate(spec)
+                if component.name in existing:
+                    raise SchemaError(f"component {component.name!r} already exists", index=index, field="name")
+            else:
+                raise ValidationError(f"unknown action {action!r}; create, update or delete", index=index, field="action")
+            check_component(component, planner.catalog, globals_)
+        except PydanticError as exc:
+            first = exc.errors()[0]
+            raise SchemaError(f"component operation {index}: {'.'.join(map(str, first['loc']))}: {first['msg']}",
+                              index=index, field=".".join(map(str, first["loc"]))) from None
+        except BatchrayError as exc:
+            if "index" not in exc.details:
+                exc.details["index"] = index
+            raise
+        existing[component.name] = component
+        docs[component_key(component.name)] = json_text(component, f"component {component.name!r}", index=index)
+        if component.type == "slider":
+            gname = component.properties["globalValueName"]
+            if gname not in globals_:
+                globals_.add(gname)
+                docs[f"global/{gname}"] = json_text({"name": gname, "value": component.properties.get("value", 0)},
+                                                    f"slider {component.name!r}", index=index)
+    chunk = PutDocs(next(planner._chunk_ids), sorted(docs.items()))
+    return Plan("component_operations", [PlannedChunk(CATALOG, chunk, 4096, len(docs))], total=len(operations))
+
+
+# -- undo after commit -------------------------------------------------------------------------
+
+def plan_undo(planner: Any, log_batch: Callable[[str], Optional[dict]], batch_id: str, force: bool = False) -> Any:
+    """Restore a committed batch from its backups (kept when it ran with ``createBackups``)."""
+    from batchray.core.run.engine import Plan
+
+    record = log_batch(batch_id)
+    if record is None:
+        raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
+    if record["state"] != BatchState.completed.value:
+        raise ConflictError(f"batch {batch_id} is {record['state']}; only a completed batch can be undone", batchId=batch_id)
+    if record["kind"] not in ("create_items", "update_items", "delete_items", "transaction", "import"):
+        raise ConflictError(f"a {record['kind']} batch cannot be undone from item backups", batchId=batch_id)
+    planned = [PlannedChunk(s, UndoBatch(next(planner._chunk_ids), batch_id, force), 1 << 20, 0)
+               for s in planner.layout.shard_names]
+    return Plan("rollback_batch", planned, total=1, extra={"source": batch_id})
+
+
+# -- the generic transaction -------------------------------------------------------------------
+
+def plan_operation(planner: Any, op: Operation) -> Any:
+    """The plan of one generic operation (``type`` data/schema/component)."""
+    from batchray.core.model.resources import parse_resource
+
+    data = op.data if isinstance(op.data, dict) else {"items": op.data} if isinstance(op.data, list) else {}
+    if op.type == "data":
+        resource = parse_resource(op.target) if op.target.startswith("dataContext[") else None
+        context = resource.context if resource else op.target
+        collection = resource.collection if resource else data.get("collectionName")
+        if op.operation == "create":
+            plan = planner.create_items(context, collection, _data_list(op, data, "items", objects=False) or [],
+                                        validate_all=True)
+        elif op.operation == "update":
+            updates = _data_list(op, data, "updates")
+            if updates is None and resource is not None and resource.selector is not None:
+                updates = [{"selector": resource.selector, "values": data.get("values") or {}}]
+            plan = planner.update_items(context, updates or [])
+        elif op.operation == "delete":
+            selectors = _data_list(op, data, "selectors")
+            if selectors is None and resource is not None and resource.selector is not None:
+                selectors = [resource.selector]
+            plan = planner.delete_items(context, selectors or [])
+        else:
+            raise ValidationError(f"unknown data operation {op.operation!r}", field="operation", operation=op.id)
+    elif op.type == "schema":
+        if op.operation == "create_data_context":
+            plan = planner.create_context(data)
+        else:
+            plan, _ = plan_schema(planner, op.target, _data_list(op, data, "operations", objects=False) or [data])
+    elif op.type == "component":
+        plan = plan_components(planner, _data_list(op, data, "operations", objects=False)
+                               or [{"action": op.operation, "component": data}])
+    else:
+        raise ValidationError(f"operation type {op.type!r} is not supported in a transaction", field="type", operation=op.id)
+    plan.chunks = list(plan.chunks)  # a transaction's operations are planned whole
+    for pc in plan.chunks:
+        pc.operation = op.id
+    return plan
+
+
+def _data_list(op: Operation, data: dict[str, Any], key: str, *, objects: bool = True) -> Optional[list]:
+    """``data[key]``: absent, or a list (of objects, with ``objects``); else a ValidationError."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or objects and not all(isinstance(v, dict) for v in value):
+        what = "a list of objects" if objects else "a list"
+        raise ValidationError(f"operation {op.id!r}: data.{key} must be {what}", field=f"data.{key}", operation=op.id)
+    return value
+
+
+def _check_target(planner: Any, op: Operation, created: set[str]) -> None:
+    """The operation's data context must exist, or be created earlier in the same batch."""
+    from batchray.core.model.resources import parse_resource
+
+    if op.type == "schema" and op.operation == "create_data_context":
+        return
+    target = op.target
+    context = parse_resource(target).context if target.startswith("dataContext[") else target
+    if op.type in ("data", "schema") and context not in created:
+        planner.catalog.context(context)
+
+
+def run_transaction(
+    planner: Any,
+    run: Callable[[Any, dict[str, Any]], BatchResult],
+    operations: list[dict[str, Any] | Operation],
+    options: dict[str, Any],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: Optional[random.Random] = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Run operations of any kind with ``dependencies``, ``priority`` and a recovery strategy.
+
+    * ``rollback`` (default): one transaction; any failure rolls back everything.
+    * ``retry``: like rollback, retried as a whole on retryable errors with exponential backoff
+      (``retryDelay`` ms, ``backoffMultiplier``, full jitter) up to ``maxRetries`` times, and
+      never past ``timeout`` (ms) from the start: no wait goes beyond it.
+    * ``skip``: each operation its own transaction; failures are recorded and the rest go on.
+    * ``partial_rollback``: each operation its own transaction; a failed operation is rolled
+      back and every operation depending on it (transitively) is not run; the rest is kept.
+
+    An operation's ``timeout`` (ms) bounds its own transaction under ``skip`` and
+    ``partial_rollback``; under ``rollback`` and ``retry`` all operations share one transaction,
+    bounded by the batch ``timeout``.
+
+    Returns ``{success, transactionIds, results, errors, skipped}`` with errors aggregated as
+    ``{operation, index, code, message, retryable, attempts}``.
+    """
+    rng = rng or random.Random()
+    ops = [op if isinstance(op, Operation) else Operation.model_validate(op) for op in operations]
+    created = {op.data.get("name") for op in ops
+               if op.type == "schema" and op.operation == "create_data_context" and isinstance(op.data, dict)
+               and isinstance(op.data.get("name"), str)}
+    ordered = order_operations(ops, lambda op: _check_target(planner, op, created))
+    strategy = options.get("recoveryStrategy", "rollback")
+    base = {k: v for k, v in options.items() if k in ("timeout", "maxRetries", "idempotencyKey", "createBackups", "queue", "priority")}
+    if strategy in ("rollback", "retry"):
+        attempts = 1 + (int(options.get("maxRetries", 3)) if strategy == "retry" else 0)
+        delay = float(options.get("retryDelay", 50)) / 1000.0
+        multiplier = float(options.get("backoffMultiplier", 2.0))
+        deadline = clock() + float(options.get("timeout") or 300_000) / 1000.0
+
+        def backoff(attempt: int) -> bool:
+            """Wait before the next attempt; False when the deadline leaves no time for one."""
+            remaining = deadline - clock()
+            if remaining <= 0:
+                return False
+            sleep(min(remaining, rng.uniform(0, delay * multiplier ** (attempt - 1))))
+            return clock() < deadline
+
+        result: Optional[BatchResult] = None
+        for attempt in range(1, attempts + 1):
+            try:
+                result = _run_together(planner, run, ordered, {**base, "atomic": True})
+            except BatchrayError as exc:
+                if exc.retryable and attempt < attempts and backoff(attempt):
+                    continue
+                return _report([], [_op_error(None, exc, attempt)], [])
+            retryable = result.error is not None and result.error.get("retryable")
+            if result.success or not retryable or attempt == attempts or not backoff(attempt):
+                break
+        errors = [dict(e.model_dump(by_alias=True, exclude_none=True), attempts=attempt) for e in result.errors]
+        if not result.success and not errors and result.error:
+            errors = [{"operation": None, "code": result.error["code"], "message": result.error["message"],
+                       "retryable": result.error.get("retryable", False), "attempts": attempt}]
+        return _report([result], errors, [])
+    if strategy not in ("skip", "partial_rollback"):
+        raise ValidationError(f"unknown recovery strategy {strategy!r}", field="recoveryStrategy")
+    results: list[BatchResult] = []
+    errors: list[dict[str, Any]] = []
+    failed: set[str] = set()
+    skipped: list[str] = []
+    for op in ordered:
+        if strategy == "partial_rollback" and failed.intersection(op.dependencies):
+            failed.add(op.id)
+            skipped.append(op.id)
+            continue
+        try:
+            own = {**base, "atomic": True}
+            if op.timeout is not None:  # an operation that runs on its own has its own deadline
+                own["timeout"] = min(op.timeout, int(base.get("timeout", op.timeout)))
+            result = run(plan_operation(planner, op), own)
+        except BatchrayError as exc:
+            errors.append(_op_error(op.id, exc, 1))
+            failed.add(op.id)
+            continue
+        results.append(result)
+        if not result.success:
+            failed.add(op.id)
+            errors += [dict(e.model_dump(by_alias=True, exclude_none=True), operation=op.id, attempts=1) for e in result.errors] or [
+                {"operation": op.id, "code": (result.error or {}).get("code", "FAILED"),
+                 "message": (result.error or {}).get("message", "failed"), "retryable": False, "attempts": 1}]
+    return _report(results, errors, skipped)
+
+
+def _run_together(planner: Any, run: Callable, ordered: list[Operation], options: dict[str, Any]) -> BatchResult:
+    from batchray.core.run.engine import Plan
+
+    planned: list[PlannedChunk] = []
+    try:
+        for op in ordered:
+            try:
+                plan = plan_operation(planner, op)
+            except BatchrayError as exc:
+                exc.details.setdefault("operation", op.id)
+                raise
+            if plan.extra.get("schema") is not None:  # later operations plan against it
+                planner.overlay[plan.context or plan.extra["schema"].name] = (plan.context_id, plan.extra["schema"])
+            chunks = list(plan.chunks)
+            if planned and chunks:
+                chunks[0].barrier = True  # an operation starts when the ones before it are applied
+            planned += chunks
+    finally:
+        planner.overlay.clear()
+    return run(Plan("transaction", planned, total=len(ordered)), options)
+
+
+def _op_error(operation: Optional[str], exc: BatchrayError, attempts: int) -> dict[str, Any]:
+    return {"operation": exc.details.get("operation", operation), "index": exc.details.get("index"),
+            "field": exc.details.get("field"), "code": exc.code, "message": exc.message,
+            "retryable": exc.retryable, "attempts": attempts}
+
+
+def _report(results: list[BatchResult], errors: list[dict[str, Any]], skipped: list[str]) -> dict[str, Any]:
+    return {
+        "success": bool(results) and all(r.success for r in results) and not errors and not skipped,
+        "transactionIds": [r.transaction_id for r in results],
+        "results": [r.dump() for r in results],
+        "errors": errors,
+        "skipped": skipped,
+    }

@@ -1,0 +1,518 @@
+"""The coordinator service: admission, batch runs, input feeds, cancellation, status.
+
+:class:`CoordinatorService` is what the ``TransactionCoordinator`` actor is made of (the actor
+only builds the Ray transport and workers around it). It is plain threaded Python:
+
+* :meth:`submit` registers a batch in the decision log and queues it (the id comes back at once);
+* planned chunks arrive with the submission (small batches) or through :meth:`feed` (streams);
+  ``feed`` blocks while the batch is still queued (a queued batch holds no budget) and while
+  the memory budget is full, which is how a driver is slowed down;
+* a batch starts as soon as one of ``max_running`` slots is free, the best waiting one first
+  (:class:`~batchray.core.run.queueing.AdmissionQueue`): at once from :meth:`submit` when a slot is free
+  (no hand-off), else from the admission thread when a slot frees; each batch runs two-phase
+  commit on a thread of a pool (threads are reused, not made per batch);
+* :meth:`wait`, :meth:`status`, :meth:`cancel` serve drivers.
+
+Cancellation (:meth:`cancel`): a queued batch is taken out of its queue and never runs. A
+running batch stops dispatching at once (chunks fed but not yet dispatched are dropped, and the
+driver's next ``feed`` is refused). ``graceful=True`` then waits for the chunks already at the
+participants; ``graceful=False`` does not wait for them when the batch is to be rolled back
+(the abort is sent at once and the participants refuse the late applies), and stops retrying
+failed chunks. ``rollback=True`` (and any atomic batch) ends with nothing of the batch in the
+store; ``rollback=False`` on a non-atomic batch keeps the chunks that were applied (state
+``cancelled``, with the kept items counted in the result).
+
+A batch's ``timeout`` option (milliseconds, default 300,000) runs from its start, not from its
+submission (time spent queued does not count): past it the batch stops like a non-graceful
+cancellation and an atomic batch is rolled back (error ``TIMEOUT``).
+
+Payloads never pass through here: a planned chunk's ``chunk`` is an opaque handle (a Ray object
+ref) that the transport hands to the participant.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+from batchray.core.storage.decision_log import DecisionLog
+from batchray.core.run.engine import Executor, Plan
+from batchray.errors import BatchrayError, BatchTimeout, CancelledError, InternalError, NotFoundError
+from batchray.core.txn.memory import MemoryBudget
+from batchray.core.model.batch import BatchResult, BatchState
+from batchray.core.txn.chunks import PlannedChunk
+from batchray.core.run.queueing import AdmissionQueue
+
+_END = object()
+
+
+@dataclass
+class BatchRun:
+    txn: str
+    ts: int
+    kind: str
+    options: dict[str, Any]
+    total: Optional[int] = None
+    feed: "queue.Queue[Any]" = field(default_factory=lambda: queue.Queue(maxsize=256))
+    result: Optional[BatchResult] = None
+    done: threading.Event = field(default_factory=threading.Event)
+    stop: Optional[Any] = None  # an error to abort with (cancellation, timeout)
+    graceful: bool = True
+    started: Optional[float] = None
+    submitted: float = field(default_factory=time.time)
+    fed: int = 0
+    planned: Optional[list[PlannedChunk]] = None  # the whole input, when it came with submit
+    running: threading.Event = field(default_factory=threading.Event)  # set when it starts
+    feeding: int = 0  # feed calls in progress: the driver is alive (maybe held by the budget)
+    ended: threading.Event = field(default_factory=threading.Event)  # its thread is done, phase 2 too
+    send_progress: Optional[Callable[[], None]] = None  # sends the increments summed so far
+
+    def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[Optional[PlannedChunk]]:
+        """The planned chunks as they are fed, and ``None`` every 50 ms while none is waiting,
+        so that the consumer takes in finished chunks meanwhile (their bytes go back to the
+        budget, which is what lets a feeder held by the budget go on). Raises the stop error
+        (cancellation, timeout) as soon as there is one, and BatchTimeout if the feeder goes
+        silent for ``stall_timeout`` seconds (a feeder held back by the budget is not silent)."""
+        if self.planned is not None:
+            yield from self.planned
+            return
+        silent_since = time.monotonic()
+        while True:
+            stop = should_stop()
+            if stop is not None:
+                raise stop
+            try:
+                item = self.feed.get(timeout=0.05)
+            except queue.Empty:
+                if self.feeding:
+                    silent_since = time.monotonic()
+                elif time.monotonic() - silent_since > stall_timeout:
+                    raise BatchTimeout(
+                        f"no input for batch {self.txn} in {stall_timeout:.0f} s (did the driver die?)"
+                    ) from None
+                yield None
+                continue
+            if item is _END:
+                return
+            silent_since = time.monotonic()
+            yield item
+
+
+class CoordinatorService:
+    """See the module docstring. ``progress`` has ``start/report/finish/memory`` methods."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        budget: MemoryBudget,
+        progress: Any = None,
+        report_chunks: bool = True,
+        max_running: int = 5,
+        stall_timeout: float = 120.0,
+        release_images: Callable[[str], Any] = lambda txn: None,
+        aging_per_second: float = 0.1,
+    ) -> None:
+        self.executor = executor
+        self.log: DecisionLog = executor.log
+        self.budget = budget
+        self.progress = progress
+        self.report_chunks = report_chunks
+        self.stall_timeout = stall_timeout
+        self.release_images = release_images
+        self.admission = AdmissionQueue(max_running, aging_per_second)
+        self.runs: dict[str, BatchRun] = {}
+        self._lock = threading.Condition()
+        self._closed = False
+        # Python type names of the chunk handles fed in, and how many: with Ray these must all
+        # be object refs (the payloads go driver -> object store -> worker, never through here)
+        self.chunk_types: dict[str, int] = {}
+        self._threads = _Threads("batchray-batch")
+        self._memory_reported = 0.0
+        self._admitter = threading.Thread(target=self._admit_loop, name="batchray-admission", daemon=True)
+        self._admitter.start()
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most bytes ever reserved at once (chunks fed or dispatched, not yet taken in)."""
+        return self.budget.peak
+
+    # -- submission ---------------------------------------------------------------------------
+    def submit(self, kind: str, options: dict[str, Any], planned: Optional[list[PlannedChunk]] = None,
+               total: Optional[int] = None, wait: Optional[float] = None) -> dict[str, Any]:
+        """Register and queue a batch (it starts at once when a slot is free). With
+        ``planned``, the input is complete; otherwise feed it.
+
+        Returns ``{txn, ts, prior}``; ``prior`` is the first batch's record when the
+        idempotency key was seen before (nothing new is queued then). With ``wait``
+        (seconds) the reply also has ``result``: the batch's result (as :meth:`wait` gives
+        it) if it was decided within that time, else None; a small batch needs no second
+        call then.
+        """
+        txn, ts, prior = self.executor.begin(
+            kind, queue=options.get("queue", "default"), priority=int(options.get("priority", 0)),
+            idempotency_key=options.get("idempotencyKey"), state="queued",
+        )
+        if prior is not None:
+            reply: dict[str, Any] = {"txn": txn, "ts": ts, "prior": prior}
+            if wait is not None:
+                reply["result"] = self.wait(txn, wait)
+            return reply
+        run = BatchRun(txn, ts, kind, options, total=total)
+        if planned is not None:
+            # the whole input, held as it came: its bytes are reserved chunk by chunk when the
+            # batch dispatches them, so a queued batch holds no budget
+            run.planned = list(planned)
+            run.fed = sum(pc.count for pc in run.planned)
+            for pc in run.planned:
+                self._count_chunk_type(pc)
+        with self._lock:
+            self.runs[txn] = run
+            now = time.time()
+            self.admission.push(txn, priority=int(options.get("priority", 0)),
+                                queue=options.get("queue", "default"), now=now)
+            self._start(self.admission.pop_ready(now))  # a free slot: start now, not via the admitter
+        reply = {"txn": txn, "ts": ts, "prior": None}
+        if wait is not None:
+            reply["result"] = self.wait(txn, wait)
+        return reply
+
+    def _count_chunk_type(self, pc: PlannedChunk) -> None:
+        """Count what carries the chunk's data to this process: the chunk itself, or (on Ray)
+        an object ref, bare or as the ``bundle`` of a part of several small chunks."""
+        name = type(getattr(pc.chunk, "bundle", pc.chunk)).__name__
+        self.chunk_types[name] = self.chunk_types.get(name, 0) + 1
+
+    def feed(self, txn: str, planned: list[PlannedChunk]) -> bool:
+        """Queue more chunks, reserving their bytes first. Blocks while the batch is queued
+        (a waiting batch holds no budget, so it cannot starve the running ones) and while the
+        budget is full or the node is under memory pressure. False means the batch no longer
+        takes input (finished, failed or cancelled)."""
+        run = self._run(txn)
+        with self._lock:
+            run.feeding += 1
+        try:
+            return self._feed(run, planned)
+        finally:
+            with self._lock:
+                run.feeding -= 1
+
+    def _feed(self, run: BatchRun, planned: list[PlannedChunk]) -> bool:
+        while not run.running.wait(0.05):
+            if run.done.is_set() or run.stop is not None:
+                return False
+        for pc in planned:
+            self._count_chunk_type(pc)
+            while not self.budget.try_reserve(pc.nbytes):
+                if run.done.is_set() or run.stop is not None:
+                    return False
+                time.sleep(0.005)
+            pc.reserved = True
+            while True:
+                if run.done.is_set() or run.stop is not None:
+                    self.budget.release(pc.nbytes)
+                    return False
+                try:
+                    run.feed.put(pc, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            run.fed += pc.count
+        self._report_memory()
+        return True
+
+    PROGRESS_EVERY = 0.1
+    """Seconds between progress reports of one batch (its increments are summed meanwhile)."""
+
+    MEMORY_REPORT_EVERY = 0.1
+    """Seconds between reports of the budget's use to the progress hook (a gauge: a report
+    per chunk cost an actor call per chunk, as much as the chunk's own dispatch)."""
+
+    def _report_memory(self, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._memory_reported < self.MEMORY_REPORT_EVERY:
+            return
+        self._memory_reported = now
+        self.progress.memory(self.budget.in_use, self.budget.limit)
+
+    def close_input(self, txn: str, total: Optional[int] = None) -> None:
+        run = self._run(txn)
+        if total is not None:
+            run.total = total
+            if self.progress is not None:
+                self.progress.set_total(txn, total)
+        if run.planned is not None:
+            return  # submitted whole: its input is complete
+        while True:
+            try:
+                run.feed.put(_END, timeout=0.1)
+                return
+            except queue.Full:
+                if run.done.is_set():
+                    return
+
+    # -- running --------------------------------------------------------------------------------
+    def _admit_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and not self.admission.waiting():
+                    self._lock.wait(0.5)
+                if self._closed:
+                    return
+                ready = self.admission.pop_ready(time.time())
+                if not ready:
+                    self._lock.wait(0.05)
+                    continue
+                self._start(ready)
+
+    def _start(self, txns: list[str]) -> None:
+        """Run admitted batches on the pool (called with ``_lock`` held, in start order)."""
+        for txn in txns:
+            self._threads.run(self._execute, self.runs[txn])
+
+    def _execute(self, run: BatchRun) -> None:
+        run.started = time.time()
+        self.log.set_state(run.txn, "running")
+        if self.progress is not None:
+            self.progress.start(run.txn, run.total, run.kind)
+        options = run.options
+        timeout_ms = options.get("timeout") or 300_000
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        run.running.set()  # the driver's feed calls may reserve budget now
+
+        def should_stop():
+            if run.stop is not None:
+                return run.stop
+            if time.monotonic() > deadline:
+                run.stop = BatchTimeout(f"batch {run.txn} ran past its timeout of {timeout_ms} ms",
+                                        batchId=run.txn, timeout=timeout_ms)
+                return run.stop
+            return None
+
+        # increments are summed and sent at most every PROGRESS_EVERY seconds, and always
+        # before waiters hear the result (see _decided): one call per chunk to the progress
+        # actor cost as much as the chunk's own dispatch
+        unsent = {"done": 0, "failed": 0, "at": time.monotonic(), "operation": run.kind}
+
+        def send_progress() -> None:
+            if unsent["done"] or unsent["failed"]:
+                self.progress.report(run.txn, unsent["done"], unsent["failed"], unsent["operation"])
+                unsent["done"] = unsent["failed"] = 0
+            unsent["at"] = time.monotonic()
+
+        def on_chunk(pc, images, error):
+            if self.progress is not None:
+                if self.report_chunks or images is None:
+                    unsent["done"] += images.affected if images is not None else 0
+                    unsent["failed"] += len(images.errors) if images is not None else pc.count
+                    unsent["operation"] = pc.operation or run.kind
+                    if time.monotonic() - unsent["at"] >= self.PROGRESS_EVERY:
+                        send_progress()
+                self._report_memory()
+
+        run.send_progress = send_progress if self.progress is not None else None
+
+        # a batch submitted whole is handed over as the list it is, so that each participant's
+        # last chunk is known and applied and voted in one call (a stream cannot be looked ahead of)
+        chunks = run.planned if run.planned is not None else run.chunks(self.stall_timeout, should_stop)
+        plan = Plan(run.kind, chunks, total=run.total)
+        result: Optional[BatchResult] = None
+        try:
+            result = self.executor.execute(
+                run.txn, run.ts, plan, atomic=options.get("atomic", True),
+                max_retries=options.get("maxRetries", 3), on_chunk=on_chunk, should_stop=should_stop,
+                backup=bool(options.get("createBackups", False)), undoes=options.get("undoes"), on_decided=lambda r: self._decided(run, r),
+            )
+        except Exception as exc:  # noqa: BLE001 - e.g. the decision log failed: recovery finishes it
+            error = exc if isinstance(exc, BatchrayError) else InternalError(f"{type(exc).__name__}: {exc}")
+            result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed,
+                                 error=error.to_dict())
+        finally:
+            self._drain(run)
+            self.release_images(run.txn)
+            with self._lock:
+                self.admission.done(run.txn)
+                self._lock.notify_all()
+            if result is None:  # a BaseException: still let waiters go
+                result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed)
+            if run.total is not None:
+                result.total_items = run.total
+            run.result = result
+            if self.progress is not None:
+                send_progress()
+                self.progress.finish(run.txn, result.state.value)
+                self._report_memory(force=True)
+            run.done.set()
+            run.ended.set()
+
+    def _decided(self, run: BatchRun, result: BatchResult) -> None:
+        """The commit point: waiters get the result now; phase 2 goes on, and readers are held
+        off by the commit gate until it is done."""
+        if run.total is not None:
+            result.total_items = run.total
+        if run.send_progress is not None:
+            run.send_progress()  # a status query after the result sees every increment
+        run.result = result
+        run.done.set()
+
+    def _drain(self, run: BatchRun) -> None:
+        """Give back the budget of chunks fed but never dispatched."""
+        while True:
+            try:
+                item = run.feed.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _END:
+                self.budget.release(item.nbytes)
+
+    # -- queries --------------------------------------------------------------------------------
+    def _run(self, txn: str) -> BatchRun:
+        run = self.runs.get(txn)
+        if run is None:
+            raise NotFoundError(f"batch {txn} is not running here", batchId=txn)
+        return run
+
+    def is_running(self, txn: str) -> bool:
+        """Whether a thread of this service is still working on batch ``txn`` (phase 2
+        included, which goes on after waiters got the result at the commit point)."""
+        run = self.runs.get(txn)
+        return run is not None and run.started is not None and not run.ended.is_set()
+
+    def wait(self, txn: str, timeout: Optional[float] = None) -> Optional[dict[str, Any]]:
+        """The result as a dict, or None if not finished within ``timeout``."""
+        run = self.runs.get(txn)
+        if run is None:
+            record = self.log.batch(txn)
+            if record is None:
+                raise NotFoundError(f"no batch {txn}", batchId=txn)
+            if record.get("result"):
+                return _recorded_result(txn, record)
+            if record["state"] in ("running", "queued", "pending"):
+                return None  # recovery is finishing it
+            return {"success": False, "transactionId": txn, "state": record["state"]}
+        if not run.done.wait(timeout):
+            return None
+        return run.result.dump()
+
+    def status(self, txn: str) -> dict[str, Any]:
+        record = self.log.batch(txn)
+        if record is None:
+            raise NotFoundError(f"no batch {txn}", batchId=txn)
+        with self._lock:
+            position = self.admission.position(txn, time.time())
+        status = {
+            "batchId": txn,
+            "state": record["state"],
+            "kind": record["kind"],
+            "queue": record["queue"],
+            "priority": record["priority"],
+            "queuePosition": position,
+            "submittedAt": record["submitted"],
+            "startedAt": record["started"],
+            "finishedAt": record["finished"],
+            "result": record.get("result"),
+            "memory": self.budget.snapshot(),
+        }
+        return status
+
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        return [
+            {"batchId": r["txn"], "state": r["state"], "kind": r["kind"], "queue": r["queue"],
+             "submittedAt": r["submitted"], "finishedAt": r["finished"]}
+            for r in self.log.recent(limit)
+        ]
+
+    def cancel(self, txn: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
+        """Cancel a queued or running batch. A finished batch is reported as such, unchanged."""
+        record = self.log.batch(txn)
+        if record is None:
+            raise NotFoundError(f"no batch {txn}", batchId=txn)
+        if BatchState(record["state"]).finished:
+            return {"success": False, "batchId": txn, "state": record["state"],
+                    "message": f"batch {txn} already finished ({record['state']}); nothing to cancel"}
+        run = self.runs.get(txn)
+        with self._lock:
+            was_waiting = self.admission.remove(txn)
+        if run is None:
+            return {"success": False, "batchId": txn, "state": record["state"], "message": "batch is being recovered"}
+        run.graceful = graceful
+        run.stop = CancelledError(f"batch {txn} was cancelled", rollback=rollback, graceful=graceful)
+        if was_waiting:
+            self.log.set_state(txn, "cancelled", result={"success": False, "transactionId": txn, "state": "cancelled"})
+            run.result = BatchResult(success=False, transaction_id=txn, state=BatchState.cancelled,
+                                     error=run.stop.to_dict())
+            self._drain(run)
+            run.done.set()
+            return {"success": True, "batchId": txn, "state": "cancelled", "message": "removed from its queue"}
+        if run.done.is_set():  # it finished while this call looked it up
+            state = run.result.state.value if run.result is not None else record["state"]
+            return {"success": False, "batchId": txn, "state": state,
+                    "message": f"batch {txn} already finished ({state}); nothing to cancel"}
+        rolled_back = rollback or run.options.get("atomic", True)
+        if graceful:
+            how = "dispatch stopped; the chunks already at the workers finish"
+        elif rolled_back:
+            how = "dispatch stopped; the chunks at the workers are not waited for"
+        else:
+            how = "dispatch stopped; the chunks already at the workers finish, so that what they apply is kept"
+        return {"success": True, "batchId": txn, "state": "cancelling", "graceful": graceful,
+                "rollback": rolled_back,
+                "message": how + ("; everything the batch wrote is rolled back" if rolled_back
+                                  else "; what was applied is kept")}
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+
+
+class _Threads:
+    """Daemon threads that run batches: made when none is idle, then reused (a batch costs no
+    thread start; there are never more than the batches that ran at once)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._tasks: "queue.SimpleQueue[tuple[Callable[..., Any], tuple]]" = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._made = 0
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # an idle thread takes it
+            else:
+                self._made += 1
+                threading.Thread(target=self._loop, name=f"{self.name}-{self._made}", daemon=True).start()
+        self._tasks.put((fn, args))
+
+    def _loop(self) -> None:
+        while True:
+            fn, args = self._tasks.get()
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - the thread must live on for the next batch
+                logging.getLogger("batchray").exception("a batch thread failed")
+            with self._lock:
+                self._idle += 1
+
+
+def _recorded_result(txn: str, record: dict[str, Any]) -> dict[str, Any]:
+    """A batch's recorded result as a :class:`BatchResult` dict. Recovery (after a coordinator
+    restart) records only ``{"recovered": true, "committed": ...}``; a driver still waiting for
+    that batch gets its outcome in the usual shape instead of a result it cannot read."""
+    result = record["result"]
+    if "success" in result:
+        return result
+    committed = bool(result.get("committed"))
+    out: dict[str, Any] = {"success": committed, "transactionId": txn, "state": record["state"],
+                           "results": [dict(result)]}
+    if not committed:
+        out["error"] = {"code": "ABORTED", "retryable": False, "details": {"recovered": True},
+                        "message": f"batch {txn} was rolled back by recovery after the coordinator restarted"}
+    return out

@@ -1,0 +1,1 @@
+"""The cluster store: shards as PostgreSQL tables, votes as ``PREPARE TRANSACTION``."""

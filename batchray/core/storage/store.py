@@ -1,0 +1,322 @@
+"""The embedded store: a directory of SQLite files.
+
+Layout of a store directory (created on first use, readable by its owner only)::
+
+    store.json          format version and shard count (fixed when the store is created)
+    coordinator.sqlite  the decision log, batch registry, sequences and backups
+    catalog.sqlite      the catalog participant: data contexts, components, globals
+    shard-0000.sqlite   item shard participants; an item lives on shard ``id % shards``
+    gate.lock           the commit gate (see :class:`CommitGate`)
+
+Reads across shards hold the commit gate shared, and phase 2 holds it exclusive, so a reader
+never sees a batch committed on one shard and not yet on another.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+from urllib.parse import urlparse
+
+import orjson
+from pydantic import BaseModel
+
+from batchray.core.txn.chunks import MAX_CONTEXTS, context_range
+from batchray.errors import InDoubtError, NotFoundError, SchemaError, StoreError, ValidationError
+from batchray.core.model.schema import Component, DataContext
+
+FORMAT_VERSION = 1
+DEFAULT_SHARDS = 2
+CATALOG = "catalog"
+ITEMS = "items"  # the commit gate's scope for item reads (see CommitGate)
+
+
+def create_private_dir(path: Path) -> None:
+    """Make directory ``path`` (and missing parents) if it does not exist; one made here is
+    readable by its owner only (0o700). The modes are set explicitly: the process umask is
+    not touched, since changing it is not thread-safe (threads opening stores at once could
+    leave it changed for the whole process)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def create_private_file(path: Path) -> None:
+    """Create an empty file readable by its owner only (0o600) unless it exists. SQLite opens
+    an empty file as a new database and gives its -wal and -shm files the database's mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)  # the mode given to open is filtered by the umask
+    finally:
+        os.close(fd)
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:04d}"
+
+
+def parse_store_url(store: str | os.PathLike) -> tuple[str, str]:
+    """``("sqlite", directory)`` or ``("postgresql", dsn)`` from a path or URL."""
+    text = os.fspath(store)
+    if text.startswith(("postgresql://", "postgres://")):
+        return "postgresql", text
+    if text.startswith("sqlite://"):
+        parsed = urlparse(text)
+        path = (parsed.netloc + parsed.path) if parsed.netloc else parsed.path
+        if not path:
+            raise ValidationError(f"store URL {text!r} names no directory", field="store")
+        return "sqlite", path
+    if "://" in text:
+        raise ValidationError(f"unsupported store URL {text!r}: use a directory, sqlite:///DIR or postgresql://...", field="store")
+    return "sqlite", text
+
+
+class ShardNaming:
+    """The participants of a store of ``shards`` shards: the catalog and ``shard-NNNN`` each,
+    an item living on shard ``id % shards`` (every store's layout)."""
+
+    shards: int
+
+    @property
+    def shard_names(self) -> list[str]:
+        return [shard_name(i) for i in range(self.shards)]
+
+    @property
+    def participant_names(self) -> list[str]:
+        return [CATALOG, *self.shard_names]
+
+    def shard_of(self, item_id: int) -> str:
+        return shard_name(item_id % self.shards)
+
+
+class StoreLayout(ShardNaming):
+    """Paths and fixed settings of one store directory."""
+
+    def __init__(self, root: str | os.PathLike, shards: Optional[int] = None) -> None:
+        self.root = Path(root).expanduser().resolve()
+        create_private_dir(self.root)
+        meta_path = self.root / "store.json"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("format") != FORMAT_VERSION:
+                raise StoreError(f"store {self.root} has format {meta.get('format')}, expected {FORMAT_VERSION}")
+            if shards is not None and shards != meta["shards"]:
+                raise ValidationError(
+                    f"store {self.root} was created with {meta['shards']} shards, not {shards}", field="shards"
+                )
+            self.shards = int(meta["shards"])
+        else:
+            self.shards = shards or DEFAULT_SHARDS
+            if not 1 <= self.shards <= 256:
+                raise ValidationError("shards must be between 1 and 256", field="shards")
+            tmp = meta_path.with_suffix(".tmp")
+            tmp.unlink(missing_ok=True)
+            create_private_file(tmp)
+            tmp.write_text(json.dumps({"format": FORMAT_VERSION, "shards": self.shards}))
+            os.replace(tmp, meta_path)
+
+    def participant_path(self, name: str) -> Path:
+        if name != CATALOG and name not in self.shard_names:
+            raise NotFoundError(f"no participant {name!r} in store {self.root}")
+        return self.root / f"{name}.sqlite"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "coordinator.sqlite"
+
+
+
+class CommitGate:
+    """Cross-process readers-writer locks (``flock``; released if the holder dies) that hold
+    readers off while a batch's decision reaches its participants.
+
+    There are two: one for items (``gate.lock``) and one for the catalog (``gate-catalog.lock``).
+    Phase 2 holds exclusive the ones for what its batch touched (catalog first, then items);
+    a reader holds one shared. So an item batch in phase 2 does not hold up a read of a schema
+    (the next batch's planning), and a new data context does not hold up item reads.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.paths = {ITEMS: root / "gate.lock", CATALOG: root / "gate-catalog.lock"}
+
+    @contextlib.contextmanager
+    def _held(self, scopes: list[str], mode: int) -> Iterator[None]:
+        fds: list[int] = []
+        try:
+            for scope in scopes:
+                fd = _open_lock_file(self.paths[scope])
+                fds.append(fd)
+                fcntl.flock(fd, mode)
+            yield
+        finally:
+            for fd in reversed(fds):
+                os.close(fd)
+
+    def exclusive(self, participants: Optional[Iterable[str]] = None):
+        """Held by phase 2 for a batch that touched ``participants`` (default: everything)."""
+        return self._held(gate_scopes(participants), fcntl.LOCK_EX)
+
+    def shared(self, scope: str = ITEMS):
+        """Held by a reader of items (default) or of the catalog (``scope=CATALOG``)."""
+        return self._held([scope], fcntl.LOCK_SH)
+
+
+def gate_scopes(participants: Optional[Iterable[str]]) -> list[str]:
+    """The gates a batch touching ``participants`` (``None``: all) holds in phase 2, in the
+    order every holder takes them (the catalog first)."""
+    if participants is None:
+        return [CATALOG, ITEMS]
+    names = set(participants)
+    return [scope for scope, needed in ((CATALOG, CATALOG in names), (ITEMS, bool(names - {CATALOG}))) if needed]
+
+
+def _open_lock_file(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        try:  # a read-only store (permissions, a read-only mount): flock needs no write access
+            return os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise StoreError(f"cannot open the commit gate {path}: {exc}", path=str(path)) from exc
+
+
+def context_key(name: str) -> str:
+    return f"context/{name}"
+
+
+def component_key(name: str) -> str:
+    return f"component/{name}"
+
+
+class Catalog:
+    """Read access to the catalog participant's committed documents, under the commit gate
+    (when given) so that a schema is never read while its batch is half through phase 2."""
+
+    def __init__(self, catalog_participant: Any, gate: Optional["CommitGate"] = None) -> None:
+        self.participant = catalog_participant
+        self.gate = gate
+
+    def _docs(self, prefix: str) -> dict[str, str]:
+        if self.gate is None:
+            return self.participant.read_docs(prefix)
+        with self.gate.shared(CATALOG):
+            return self.participant.read_docs(prefix)
+
+    def context(self, name: str) -> tuple[int, DataContext]:
+        """``(context id, DataContext)`` or :class:`SchemaError`."""
+        docs = self._docs(context_key(name))
+        doc = docs.get(context_key(name))
+        if doc is None:
+            raise SchemaError(f"data context {name!r} does not exist", field="dataContextName", context=name)
+        data = orjson.loads(doc)
+        return data["id"], DataContext.model_validate(data["context"])
+
+    def contexts(self) -> dict[str, tuple[int, DataContext]]:
+        out = {}
+        for key, doc in self._docs("context/").items():
+            data = orjson.loads(doc)
+            out[key.split("/", 1)[1]] = (data["id"], DataContext.model_validate(data["context"]))
+        return out
+
+    def components(self) -> dict[str, Component]:
+        return {
+            key.split("/", 1)[1]: Component.model_validate_json(doc)
+            for key, doc in self._docs("component/").items()
+        }
+
+    def globals(self) -> dict[str, Any]:
+        return {key.split("/", 1)[1]: orjson.loads(doc) for key, doc in self._docs("global/").items()}
+
+
+def json_text(value: Any, what: str, **details: Any) -> str:
+    """``value`` (JSON data or a pydantic model) as the JSON text a catalog document keeps, or
+    :class:`SchemaError` when it has none: text that is not valid Unicode (an unpaired
+    surrogate), an integer beyond 64 bits, nesting deeper than the encoder allows."""
+    try:
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        return orjson.dumps(value).decode()
+    except (TypeError, ValueError, RecursionError) as exc:  # orjson.JSONEncodeError is a TypeError
+        raise SchemaError(f"{what} cannot be stored as JSON: {exc}", **details) from None
+
+
+def context_doc(context_id: int, context: DataContext) -> str:
+    if not 0 < context_id < MAX_CONTEXTS:
+        raise StoreError(f"context id {context_id} out of range")
+    what = f"data context {context.name!r}"
+    try:
+        data = context.model_dump(mode="json", exclude_defaults=True)
+    except (ValueError, RecursionError) as exc:  # pydantic refuses nesting past its limit
+        raise SchemaError(f"{what} cannot be stored as JSON: {exc}", context=context.name) from None
+    return json_text({"id": context_id, "context": data}, what, context=context.name)
+
+
+class ItemReader:
+    """Committed items across shards, in id order, under the commit gate."""
+
+    def __init__(self, shards: list[Any], gate: CommitGate, log: Any) -> None:
+        self.shards = shards
+        self.gate = gate
+        self.log = log
+
+    @contextlib.contextmanager
+    def consistent(self) -> Iterator[None]:
+        with self.gate.shared():
+            _, decided = self.log.unfinished()
+            # a catalog-only batch in phase 2 holds the catalog's gate, not this one
+            decided = [(t, o) for t, o in decided if set(o) - {CATALOG}]
+            if decided:
+                raise InDoubtError(
+                    f"{len(decided)} batch(es) are decided but not yet finished on every shard; "
+                    "recovery finishes them (batchray recover)",
+                    batches=[t for t, _ in decided][:10],
+                )
+            yield
+
+    def items(
+        self, context_id: int, where: Optional[str] = None, offset: int = 0, limit: Optional[int] = None,
+        ids: Optional[list[int]] = None, after: Optional[int] = None,
+    ) -> list[tuple[int, str]]:
+        """Items in id order; ``after`` (an item id) starts after that item, so a long read can
+        go page by page at the cost of each page (``offset`` re-reads what it skips)."""
+        import heapq
+
+        want = None if limit is None else offset + limit
+        cursor = {} if after is None else {"after": after}
+        with self.consistent():
+            streams = [s.read_items(context_id, where, limit=want, ids=ids, **cursor) for s in self.shards]
+            merged = heapq.merge(*streams, key=lambda row: row[0])
+            out = []
+            for position, row in enumerate(merged):
+                if want is not None and position >= want:
+                    break
+                if position >= offset:
+                    out.append(row)
+            return out
+
+    def count(self, context_id: int, where: Optional[str] = None) -> int:
+        with self.consistent():
+            return sum(s.count_items(context_id, where) for s in self.shards)
+
+
+__all__ = [
+    "CATALOG",
+    "Catalog",
+    "CommitGate",
+    "ItemReader",
+    "StoreLayout",
+    "context_doc",
+    "context_key",
+    "context_range",
+    "parse_store_url",
+    "shard_name",
+]

@@ -1,0 +1,207 @@
+"""Messages between the coordinator and participants: transaction refs, chunks, before-images.
+
+These are plain dataclasses (cheap to pickle and to build a million at a time). A chunk holds
+the writes of one transaction for one participant; rows are column lists, not per-item objects.
+
+Item ids encode their data context: ``id = context_id << ITEM_BITS | sequence``, so the rows of
+one context are one range of the primary key on every shard, and an item's shard is
+``id % shard_count``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Union
+
+from batchray.errors import ValidationError
+
+ITEM_BITS = 36
+"""Low bits of an item id that number items within a context (68 billion per context); the
+bits above hold the context id, keeping ids below 2**53 (exact in JSON and JavaScript)."""
+MAX_CONTEXTS = 2 ** (53 - ITEM_BITS)
+
+_TXN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+
+
+def check_txn_id(txn: str) -> str:
+    """Transaction ids become file and SQL-identifier-safe tokens; reject anything else."""
+    if not isinstance(txn, str) or not _TXN_ID.match(txn):
+        raise ValidationError(f"invalid transaction id {txn!r}", field="transactionId")
+    return txn
+
+
+def context_range(context_id: int) -> tuple[int, int]:
+    """The inclusive item-id range of a data context."""
+    lo = context_id << ITEM_BITS
+    return lo, lo + (1 << ITEM_BITS) - 1
+
+
+def context_of(item_id: int) -> int:
+    return item_id >> ITEM_BITS
+
+
+@dataclass(frozen=True)
+class TxnRef:
+    """Carried by every participant message.
+
+    ``txn`` names the transaction; ``ts`` orders transactions by age for wait-die (smaller is
+    older); ``epoch`` is the fencing token of the participant's current owner: a participant
+    refuses a message whose epoch is older than the one it has durably recorded.
+    """
+
+    txn: str
+    ts: int
+    epoch: int = 0
+    backup: bool = False  # keep before-images after commit, so the batch can be undone
+
+
+@dataclass
+class CreateItems:
+    """Insert new items; ``ids`` and ``rows`` are aligned.
+
+    With ``schema`` (a DataContext dump) the rows are value dicts that the participant
+    validates and encodes itself (so validation runs in parallel on the workers); invalid rows
+    are reported in the before-images' ``errors`` with their request index
+    (:meth:`index_of`) and not written. Without ``schema``
+    the rows are already-encoded JSON texts.
+    """
+
+    chunk_id: int
+    ids: Sequence[int]  # ascending; a range when the chunker made it
+    rows: list[Any]
+    schema: Optional[dict[str, Any]] = None
+    start_index: int = 0
+    indexes: Optional[list[int]] = None
+    index_step: int = 1  # request index of row j: start_index + j * index_step
+
+    def index_of(self, position: int) -> int:
+        return self.indexes[position] if self.indexes else self.start_index + position * self.index_step
+
+
+@dataclass
+class UpdateItems:
+    """Change items selected by ``ids`` or by ``where`` (a query, evaluated on the shard).
+
+    ``patch`` (one dict for all) or ``patches`` (one per id) hold new values; a value written as
+    ``"=expr"`` is evaluated over the item's current values under its lock. With ``replace``
+    the patch replaces all values instead of merging. ``schema`` (a DataContext dump) lets the
+    shard validate computed values. ``context_id`` bounds ``where`` to one context.
+    """
+
+    chunk_id: int
+    context_id: int
+    ids: Optional[list[int]] = None
+    where: Optional[str] = None
+    patch: Optional[dict[str, Any]] = None
+    patches: Optional[list[dict[str, Any]]] = None
+    replace: bool = False
+    schema: Optional[dict[str, Any]] = None
+    indexes: Optional[list[int]] = None  # request index of each id, for error reports
+
+
+@dataclass
+class DeleteItems:
+    chunk_id: int
+    context_id: int
+    ids: Optional[list[int]] = None
+    where: Optional[str] = None
+
+
+@dataclass
+class RestoreItems:
+    """Write back before-images (undo after commit): ``rows[i]`` of ``None`` deletes the item."""
+
+    chunk_id: int
+    ids: list[int]
+    rows: list[Optional[str]]
+
+
+@dataclass
+class PutDocs:
+    """Write catalog documents (``None`` deletes). Keys are strings like ``context/Mammals``."""
+
+    chunk_id: int
+    docs: list[tuple[str, Optional[str]]]
+
+
+@dataclass
+class TransformItems:
+    """Rewrite every item of a context on the shard for a schema change: rename keys
+    (``renames`` old -> new), drop keys, convert values to a new attribute type (``converts``:
+    attribute name -> Attribute dump, checked with :func:`batchray.core.model.schema.coerce_value`). Items
+    whose conversion fails are reported in the before-images' errors and left unchanged."""
+
+    chunk_id: int
+    context_id: int
+    renames: dict[str, str] = field(default_factory=dict)
+    drops: list[str] = field(default_factory=list)
+    converts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class UndoBatch:
+    """Undo a committed batch on this shard from the backups its commit kept. Refused with a
+    conflict when a later batch changed the same items, unless ``force``."""
+
+    chunk_id: int
+    source_txn: str
+    force: bool = False
+
+
+Chunk = Union[CreateItems, UpdateItems, DeleteItems, RestoreItems, PutDocs, TransformItems, UndoBatch]
+
+_HANDLERS = {CreateItems: "_create", UpdateItems: "_update", DeleteItems: "_delete", RestoreItems: "_restore",
+             PutDocs: "_put_docs", TransformItems: "_transform", UndoBatch: "_undo_batch"}
+
+
+def chunk_handler(participant: Any, chunk: Any) -> Any:
+    """The participant's method that applies ``chunk``: ``_create`` for :class:`CreateItems`,
+    ``_update``, ``_delete``, ``_restore``, ``_put_docs``, ``_transform``, ``_undo_batch``
+    (every store implements each)."""
+    name = _HANDLERS.get(type(chunk))
+    if name is None:
+        from batchray.errors import InternalError
+
+        raise InternalError(f"unknown chunk type {type(chunk).__name__}")
+    return getattr(participant, name)
+
+
+@dataclass
+class BeforeImages:
+    """What a chunk overwrote, returned by ``apply`` so the caller can hold the rollback snapshot.
+
+    ``created`` lists ``(lo, hi, count)`` id ranges of items the chunk created (their before-image
+    is "absent"); ``items`` holds ``(id, old JSON or None)`` for items it changed or deleted;
+    ``docs`` the same for catalog documents. ``affected`` counts items written; ``errors``
+    lists per-item problems found while applying (a chunk with errors votes no).
+    ``partial`` marks a summary of them that leaves ``items`` and ``docs`` out (on Ray the
+    images then travel as an object of their own, which the caller holds without reading).
+    """
+
+    chunk_id: int
+    created: list[tuple[int, int, int]] = field(default_factory=list)
+    items: list[tuple[int, Optional[str]]] = field(default_factory=list)
+    docs: list[tuple[str, Optional[str]]] = field(default_factory=list)
+    affected: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    vote: Optional[bool] = None  # set when the apply also prepared (the participant's last chunk)
+    partial: bool = False
+
+    @property
+    def size_bytes(self) -> int:
+        return 64 + 32 * len(self.created) + sum(16 + len(v or "") for _, v in self.items) + sum(
+            len(k) + len(v or "") for k, v in self.docs
+        )
+
+
+@dataclass
+class PlannedChunk:
+    """A chunk bound for one participant, with what the memory budget and progress need."""
+
+    participant: str
+    chunk: Any
+    nbytes: int
+    count: int
+    reserved: bool = False  # bytes already reserved in the memory budget by whoever queued it
+    operation: Optional[str] = None  # the id of the batch operation it belongs to, for error reports
+    barrier: bool = False  # dispatch only after every chunk before it has been applied
