@@ -1014,9 +1014,9 @@ def _leaves(node: Any) -> list[Comparison]:
 
 
 def _classes(node: Any) -> list:
-    from batchray.core.model.query import _classify
+    from batchray.core.model.query import classify
 
-    return [(c.op, _classify(c.value)[0]) for c in _leaves(node)]
+    return [(c.op, classify(c.value)[0]) for c in _leaves(node)]
 
 
 # -- the expression language ------------------------------------------------------------------------

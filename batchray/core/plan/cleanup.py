@@ -92,7 +92,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def _value_key(attr: Attribute, value: Any) -> Optional[tuple[str, Any]]:
     """How ``unique`` and ``dedupeBy`` compare a value; ``None`` for "no value"."""
-    from batchray.core.model.query import _classify
+    from batchray.core.model.query import classify
 
     if _missing(value):
         return None
@@ -104,7 +104,7 @@ def _value_key(attr: Attribute, value: Any) -> Optional[tuple[str, Any]]:
         import orjson
 
         return ("string", orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode())
-    return _classify(value)
+    return classify(value)
 
 
 class UniqueIndex:
