@@ -1,4 +1,4 @@
-"""The seeded simulator (batchray.testing.simulator): invariants over many seeds, replay, power.
+"""The seeded simulator (batchray.testing.sim): invariants over many seeds, replay, power.
 
 * ``test_ci_seeds``: 300 seeds x 50 transfer transactions over 3-4 real SQLite shards and a
   real decision log, with crashes, restarts, lost, delayed and duplicated messages; no seed
@@ -20,8 +20,8 @@ import pytest
 from batchray.core.txn import twophase
 from batchray.errors import BatchrayError
 from batchray.core.storage.sqlite.shard import SqliteShard
-from batchray.testing import simulator
-from batchray.testing.simulator import MESSAGE_FAULTS, Faults, SimConfig, Totals, run_seeds, simulate
+from batchray.testing import sim
+from batchray.testing.sim import MESSAGE_FAULTS, Faults, SimConfig, Totals, run_seeds, simulate, simulation
 
 CI_SEEDS = 300
 CI_TXNS = 50
@@ -95,7 +95,7 @@ def test_replay_in_another_process_is_identical():
     assert result.ok, result.summary()
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run(
-        [sys.executable, "-m", "batchray.testing.simulator", "--seed", "5", "--txns", "20"],
+        [sys.executable, "-m", "batchray.testing.sim", "--seed", "5", "--txns", "20"],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
@@ -104,7 +104,7 @@ def test_replay_in_another_process_is_identical():
 
 
 def test_cli_reports_rate_faults_and_violations(capsys):
-    assert simulator.main(["--seeds", "3", "--txns", "10"]) == 0
+    assert sim.main(["--seeds", "3", "--txns", "10"]) == 0
     out = capsys.readouterr().out
     assert "3 seeds x 10 txns = 30 transactions" in out
     assert "seeds/s" in out and "faults: " in out
@@ -184,7 +184,7 @@ def _presumed_commit(monkeypatch):
             log.decide(batch["txn"], {p: "commit" for p in participants})
         return twophase.recover(log, driver, participants)
 
-    monkeypatch.setattr(simulator, "recover", broken)
+    monkeypatch.setattr(simulation, "recover", broken)
 
 
 PLANTED = {
@@ -230,7 +230,7 @@ def test_regression_apply_prepare_waits_for_earlier_chunks(tmp_path):
     from batchray.core.txn.twophase import LocalTransport, TwoPhaseCommit
 
     shard = SqliteShard(tmp_path / "s.sqlite", name="s", lock_timeout=0)
-    ids = [simulator.BASE_ID + 1, simulator.BASE_ID + 2]
+    ids = [sim.BASE_ID + 1, sim.BASE_ID + 2]
     setup = TwoPhaseCommit(DecisionLog(tmp_path / "setup.sqlite"), LocalTransport({"s": shard}))
     assert setup.run("setup", 1, [PlannedChunk("s", CreateItems(1, ids, ['{"b": 1}', '{"b": 2}']), 64, 2)]).committed
 
@@ -248,12 +248,12 @@ def test_regression_apply_prepare_waits_for_earlier_chunks(tmp_path):
     transport = FlakyFirstChunk({"s": shard})
     driver = TwoPhaseCommit(DecisionLog(tmp_path / "log.sqlite"), transport, sleep=lambda s: None)
     planned = [
-        PlannedChunk("s", UpdateItems(1, simulator.CONTEXT_ID, ids=[ids[0]], patches=[{"b": "=b + 10"}]), 64, 1),
-        PlannedChunk("s", UpdateItems(2, simulator.CONTEXT_ID, ids=[ids[1]], patches=[{"b": "=b + 10"}]), 64, 1),
+        PlannedChunk("s", UpdateItems(1, sim.CONTEXT_ID, ids=[ids[0]], patches=[{"b": "=b + 10"}]), 64, 1),
+        PlannedChunk("s", UpdateItems(2, sim.CONTEXT_ID, ids=[ids[1]], patches=[{"b": "=b + 10"}]), 64, 1),
     ]
     outcome = driver.run("t1", 2, planned)
     assert transport.lost == 2
     assert outcome.committed, outcome.cause
-    assert dict(shard.read_items(simulator.CONTEXT_ID)) == {ids[0]: '{"b":11}', ids[1]: '{"b":12}'}
+    assert dict(shard.read_items(sim.CONTEXT_ID)) == {ids[0]: '{"b":11}', ids[1]: '{"b":12}'}
     assert not any(shard.leftovers().values()) and shard.locks.lock_count() == 0
     shard.close()

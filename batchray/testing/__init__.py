@@ -3,7 +3,7 @@
 * :class:`FaultyParticipant` wraps any participant and fails or crashes at a named step;
 * :mod:`batchray.core.txn.crashpoints` (re-exported here as ``crash_at_write``) crashes at the n-th
   durable write;
-* :mod:`batchray.testing.simulator` runs many seeded transactions over several shards with
+* :mod:`batchray.testing.sim` runs many seeded transactions over several shards with
   crashes, restarts, lost and duplicated messages, and checks the invariants.
 """
 from batchray.core.txn.crashpoints import SimulatedCrash, arm as crash_at_write, writes_seen
