@@ -42,6 +42,8 @@ Evaluator = Callable[[Mapping[str, Any]], Any]
 
 
 class Compiled:
+    """A compiled node: its evaluator, and its value when it is a constant."""
+
     __slots__ = ("fn", "const", "value")
 
     def __init__(self, fn: Evaluator, const: bool = False, value: Any = None) -> None:
@@ -55,6 +57,8 @@ def _constant(value: Any) -> Compiled:
 
 
 class Compiler:
+    """Builds the evaluator of one expression text's parse tree; collects the attributes read."""
+
     def __init__(self, text: str) -> None:
         self.text = text
         self.attributes: set[str] = set()

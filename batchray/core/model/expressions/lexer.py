@@ -33,6 +33,8 @@ _HINTS = {
 
 
 class Token:
+    """One token: its kind (``NUMBER``, ``STRING``, ``NAME``, ...), value and span in the text."""
+
     __slots__ = ("kind", "value", "pos", "end")
 
     def __init__(self, kind: str, value: Any, pos: int, end: int) -> None:
@@ -40,6 +42,7 @@ class Token:
 
 
 def tokenize(text: str, start: int) -> list[Token]:
+    """The tokens of ``text`` from offset ``start``, ending with an ``END`` token."""
     tokens: list[Token] = []
     append = tokens.append
     i, n = start, len(text)

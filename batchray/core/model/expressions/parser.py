@@ -42,6 +42,8 @@ _CANONICAL = {"||": "or", "&&": "and", "<>": "!=", "^": "**"}
 
 
 class Parser:
+    """A Pratt parser over one text's tokens; :meth:`parse` returns the root :class:`Node`."""
+
     def __init__(self, text: str, tokens: list[Token]) -> None:
         self.text = text
         self.tokens = tokens

@@ -95,6 +95,7 @@ def to_text(v: Any) -> str | None:
 
 
 def truthy(v: Any) -> bool:
+    """The language's truthiness (see the package docstring)."""
     if v is True:
         return True
     if v is False or v is None:
