@@ -1,14 +1,13 @@
 """The coordinator's two-phase commit, as pure code over a :class:`Transport`.
 
-:class:`TwoPhaseCommit` runs one transaction:
+:meth:`TwoPhaseCommit.run` runs one transaction, one method per step of the protocol:
 
-1. **Apply** (phase 1a): planned chunks are dispatched as the memory budget allows, several in
-   flight at once; each returns its before-images. Retryable failures (a lost wait-die race, an
-   unavailable participant) are retried with exponential backoff and jitter. A stream of chunks
-   may yield ``None`` while it has nothing ready: finished chunks are taken in meanwhile. A
-   stop (``should_stop``: cancellation, timeout) ends dispatch; see :func:`_interrupts` for
-   when the chunks in flight are not waited for.
-2. **Prepare** (phase 1b): every participant that was sent anything votes.
+1. **Apply** (phase 1a, :mod:`batchray.core.txn.dispatch`): planned chunks are dispatched as
+   the memory budget and ``parallelism`` allow, several in flight at once; each returns its
+   before-images. Retryable failures are retried; a stop (``should_stop``: cancellation,
+   timeout) ends dispatch (the policies are in :mod:`batchray.core.txn.policies`).
+2. **Vote** (phase 1b): every participant that was sent anything votes, unless it voted with
+   its last chunk (:attr:`Step.APPLY_PREPARE`) or an atomic batch has already failed.
 3. **Decide**: the outcome per participant is written to the :class:`DecisionLog` *before*
    anyone hears it. Atomic batches commit everywhere or nowhere; a non-atomic batch commits
    at each participant that voted yes and reports the failed chunks and items.
@@ -20,7 +19,8 @@ batches, and the logged decision for decided ones.
 
 The transport decides where participants run: in this process (:class:`LocalTransport`), in Ray
 actors (``actors/``), or in the seeded simulator (:mod:`batchray.testing`), which drops and
-repeats messages.
+repeats messages. Steps are sent as :class:`Step` members (a str enum: transports may compare
+them with strings).
 """
 from __future__ import annotations
 
@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Protocol
 
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
-from batchray.core.txn.participant import Step
-from batchray.errors import (BatchrayError, BatchTimeout, CancelledError, InternalError, StoreError, TransactionAborted,
-                     ValidationError)
+from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism
 from batchray.core.txn.memory import MemoryBudget
-from batchray.core.txn.chunks import PlannedChunk
+from batchray.core.txn.participant import Step
+from batchray.core.txn.policies import ChunkBudget, RetryPolicy, StopPolicy, backoff
+from batchray.errors import BatchrayError, InternalError, StoreError, TransactionAborted
 
 
 class DecisionLog(Protocol):
@@ -99,15 +99,15 @@ class LocalTransport:
     def __init__(self, participants: dict[str, Any]) -> None:
         self.participants = participants
 
-    def submit(self, participant: str, step: str, ref: TxnRef, chunk: Any = None) -> _Ready:
+    def submit(self, participant: str, step: Step, ref: TxnRef, chunk: Any = None) -> _Ready:
         target = self.participants[participant]
         try:
-            if step == "apply":
+            if step == Step.APPLY:
                 value = target.apply(ref, chunk)
-            elif step == "apply+prepare":
+            elif step == Step.APPLY_PREPARE:
                 value = target.apply(ref, chunk, prepare=True)
             else:
-                value = getattr(target, step)(ref)
+                value = getattr(target, str(step))(ref)
             return _Ready(True, value)
         except BatchrayError as exc:
             return _Ready(False, exc)
@@ -137,13 +137,6 @@ class Outcome:
     cause: Optional[BatchrayError] = None
     in_doubt: list[str] = field(default_factory=list)
     votes: dict[str, bool] = field(default_factory=dict)  # cast with a participant's last chunk
-
-
-@dataclass
-class _Flight:
-    planned: PlannedChunk
-    attempt: int = 1
-    step: str = "apply"
 
 
 class TwoPhaseCommit:
@@ -186,161 +179,53 @@ class TwoPhaseCommit:
         max_retries: int = 3,
         keep_images: bool = False,
         backup: bool = False,
-        on_chunk: Optional[Callable[[PlannedChunk, Optional[BeforeImages], Optional[BatchrayError]], None]] = None,
+        on_chunk: Optional[ChunkCallback] = None,
         should_stop: Callable[[], Optional[BatchrayError]] = lambda: None,
         on_decided: Optional[Callable[[Outcome], None]] = None,
+        parallelism: Optional[int] = None,
     ) -> Outcome:
         """Apply, vote, decide and finish ``txn``. Never raises for the transaction's own
         failures: they are in the returned :class:`Outcome`. ``on_decided`` sees the outcome
         as soon as the decision is durable (the commit point), before phase 2; readers are
-        held off by the gate until phase 2 is done."""
-        outcome = Outcome(txn, committed=False)
-        touched: set[str] = set()
+        held off by the gate until phase 2 is done. ``parallelism`` (an int >= 1, else a
+        :class:`~batchray.errors.ValidationError` before anything is sent): at most that many
+        chunks in flight at once; None: as many as the memory budget allows."""
+        state = TxnRun(
+            txn, ts, atomic, Outcome(txn, committed=False), RetryPolicy(max_retries, self.rng),
+            StopPolicy(should_stop, atomic), backup=backup, keep_images=keep_images,
+            parallelism=check_parallelism(parallelism), on_chunk=on_chunk, on_decided=on_decided,
+        )
+        self._apply(state, planned)
+        votes = self._vote(state)
+        decided = self._decision(state, votes)
+        with self.gate(state.touched):  # readers wait while the decision reaches the participants
+            logged = self._log_decision(state, decided)
+            self._conclude(state, votes)
+            if state.on_decided is not None:
+                state.on_decided(state.outcome)
+            self._deliver(state, logged)
+        return state.outcome
+
+    # -- phase 1: apply, vote ---------------------------------------------------------------
+    def _apply(self, state: TxnRun, planned: Iterable[Optional[PlannedChunk]]) -> None:
         try:
-            self._phase1(txn, ts, planned, outcome, touched, atomic, max_retries, keep_images, on_chunk, should_stop, backup)
-        except BatchrayError as exc:
-            outcome.cause = outcome.cause or exc
-        if isinstance(outcome.cause, CancelledError) and outcome.cause.details.get("rollback", True):
-            atomic = True  # cancelled with rollback: nothing of the batch may stay
-        votes = self._votes(txn, ts, touched, outcome, atomic)
-        if atomic:
-            commit = outcome.cause is None and not outcome.errors and all(votes.values())
-            decided = {p: ("commit" if commit else "abort") for p in touched}
-        else:
-            decided = {p: ("commit" if votes.get(p) else "abort") for p in touched}
-        logged = True
-        with self.gate(touched):  # readers wait while the decision reaches the participants
-            try:
-                outcome.outcomes = self.log.decide(txn, decided)
-            except StoreError:
-                if any(v == "commit" for v in decided.values()):
-                    raise  # no commit without its durable record: recovery presumes abort
-                # presumed abort: an abort needs no record (recovery aborts an undecided batch
-                # as well), so a log that cannot be written (disk full) must not leave the
-                # participants holding locks and undo data until recovery runs
-                outcome.outcomes, logged = dict(decided), False
-            if not touched:
-                outcome.committed = outcome.cause is None and not (atomic and outcome.errors)
-            elif atomic:
-                outcome.committed = all(v == "commit" for v in outcome.outcomes.values())
-            else:
-                outcome.committed = any(v == "commit" for v in outcome.outcomes.values())
-            if atomic and not outcome.committed and outcome.cause is None:
-                outcome.cause = TransactionAborted(
-                    f"batch {txn} was rolled back: " + _why(outcome, votes), errors=outcome.errors[:20]
-                )
-            if on_decided is not None:
-                on_decided(outcome)
-            try:
-                outcome.in_doubt = self.finish(txn, ts, outcome.outcomes, record=logged)
-            except StoreError as exc:  # the outcome is final; only its record in the log failed
-                raise unrecorded(txn, outcome.committed, exc, "reads wait until recovery records it") from exc
-        return outcome
+            ApplyPhase(self.transport, ChunkBudget(self.budget), self.ref, self.sleep, state).apply(planned)
+        except BatchrayError as exc:  # raised while settling the chunks in flight (a callback)
+            state.fail(exc)
+        if StopPolicy.forces_rollback(state.outcome.cause):
+            state.atomic = True  # cancelled with rollback: nothing of the batch may stay
 
-    def _phase1(self, txn, ts, planned, outcome, touched, atomic, max_retries, keep_images, on_chunk, should_stop, backup=False):
-        flights: dict[Any, _Flight] = {}
-        last = _last_chunks(planned) if self.transport.merges_prepare else {}
-
-        def take(handle) -> None:
-            flight = flights.pop(handle)
-            pc = flight.planned
-            try:
-                images = self.transport.result(handle)
-            except BatchrayError as exc:
-                if exc.retryable and flight.attempt <= max_retries and not _is_stop(outcome.cause):
-                    self.sleep(_backoff(flight.attempt, self.rng))
-                    flights[self.transport.submit(pc.participant, flight.step, self.ref(txn, ts, pc.participant, backup), pc.chunk)] = _Flight(pc, flight.attempt + 1, flight.step)
-                    return
-                self.budget.release(pc.nbytes)
-                outcome.errors.extend(_chunk_errors(pc, exc, flight.attempt))
-                if atomic:
-                    outcome.cause = outcome.cause or exc
-                if on_chunk:
-                    on_chunk(pc, None, exc)
-                return
-            self.budget.release(pc.nbytes)
-            outcome.chunks += 1
-            outcome.affected += images.affected
-            if images.vote is not None:
-                outcome.votes[pc.participant] = images.vote
-            if images.errors:
-                if pc.operation is not None:
-                    for error in images.errors:
-                        error.setdefault("operation", pc.operation)
-                outcome.errors.extend(images.errors)
-            if keep_images:
-                outcome.images.append((pc.participant, images))
-            if on_chunk:
-                on_chunk(pc, images, None)
-
-        def drain(block: bool = False, timeout: float = 0) -> None:
-            """Take in finished chunks: any ready now, or wait for one (``block``), or up to
-            ``timeout`` seconds for one."""
-            if not flights:
-                return
-            ready, _ = self.transport.wait(list(flights), timeout=None if block else timeout)
-            for handle in ready:
-                take(handle)
-
-        try:
-            for pc in planned:
-                stop = should_stop()
-                if stop is not None:
-                    outcome.cause = stop
-                    break
-                if atomic and (outcome.cause is not None or outcome.errors):
-                    break
-                if pc is None:  # a stream with no chunk ready yet: take in finished ones meanwhile
-                    drain()
-                    continue
-                while pc.barrier and flights:
-                    drain(block=True)
-                if atomic and (outcome.cause is not None or outcome.errors):
-                    break
-                while not pc.reserved and not self.budget.try_reserve(pc.nbytes):
-                    stop = should_stop()
-                    if stop is not None:
-                        raise stop
-                    if flights:
-                        drain(timeout=_POLL)
-                    else:
-                        self.sleep(0.05)  # node memory pressure with nothing in flight: wait it out
-                touched.add(pc.participant)
-                # vote with the last chunk only when nothing else of that participant is still in
-                # flight (or being retried): a vote cast before an earlier chunk lands would make
-                # that chunk's apply come after the prepare, which the participant must refuse
-                merge = last.get(pc.participant) is pc and not any(
-                    f.planned.participant == pc.participant for f in flights.values()
-                )
-                step = "apply+prepare" if merge else "apply"
-                flights[self.transport.submit(pc.participant, step, self.ref(txn, ts, pc.participant, backup), pc.chunk)] = _Flight(pc, 1, step)
-                drain()
-        except BatchrayError as exc:
-            outcome.cause = outcome.cause or exc
-        except Exception as exc:  # noqa: BLE001 - a failing input stream aborts the batch
-            outcome.cause = outcome.cause or ValidationError(
-                f"reading the batch's input failed: {type(exc).__name__}: {exc}", field="items"
-            )
-        finally:
-            # wait for the chunks in flight, watching for a stop meanwhile; a stop that rolls
-            # the batch back without grace (see _interrupts) does not wait: the abort goes out
-            # at once and participants refuse applies of a finished transaction
-            while flights:
-                stop = should_stop()
-                if outcome.cause is None and stop is not None:
-                    outcome.cause = stop
-                if _interrupts(stop or outcome.cause, atomic):
-                    for flight in flights.values():
-                        self.budget.release(flight.planned.nbytes)
-                    flights.clear()
-                    break
-                drain(timeout=_POLL)
-
-    def _votes(self, txn, ts, touched, outcome, atomic) -> dict[str, bool]:
-        if atomic and (outcome.cause is not None or outcome.errors):
-            return {p: False for p in touched}
-        votes: dict[str, bool] = {p: v for p, v in outcome.votes.items() if p in touched}
-        handles = {self.transport.submit(p, "prepare", self.ref(txn, ts, p)): p for p in sorted(touched) if p not in votes}
+    def _vote(self, state: TxnRun) -> dict[str, bool]:
+        """Each touched participant's vote: cast with its last chunk, or asked for now. An
+        atomic batch that has failed votes no everywhere without asking."""
+        outcome = state.outcome
+        if state.atomic and state.failed:
+            return {p: False for p in state.touched}
+        votes: dict[str, bool] = {p: v for p, v in outcome.votes.items() if p in state.touched}
+        handles = {
+            self.transport.submit(p, Step.PREPARE, self.ref(state.txn, state.ts, p)): p
+            for p in sorted(state.touched) if p not in votes
+        }
         pending = list(handles)
         while pending:
             ready, pending = self.transport.wait(pending)
@@ -349,11 +234,58 @@ class TwoPhaseCommit:
                     votes[handles[handle]] = bool(self.transport.result(handle))
                 except BatchrayError as exc:
                     votes[handles[handle]] = False
-                    if atomic and outcome.cause is None:
-                        outcome.cause = exc
+                    if state.atomic:
+                        state.fail(exc)
         return votes
 
+    # -- decide -----------------------------------------------------------------------------
+    @staticmethod
+    def _decision(state: TxnRun, votes: dict[str, bool]) -> dict[str, str]:
+        """Atomic: commit everywhere if nothing failed and everyone voted yes, else abort
+        everywhere. Non-atomic: commit where the participant voted yes."""
+        if state.atomic:
+            outcome = "commit" if not state.failed and all(votes.values()) else "abort"
+            return {p: outcome for p in state.touched}
+        return {p: ("commit" if votes.get(p) else "abort") for p in state.touched}
+
+    def _log_decision(self, state: TxnRun, decided: dict[str, str]) -> bool:
+        """Record the decision durably before anyone hears it; False for an abort that could
+        not be recorded (presumed abort needs no record)."""
+        try:
+            state.outcome.outcomes = self.log.decide(state.txn, decided)
+            return True
+        except StoreError:
+            if any(v == "commit" for v in decided.values()):
+                raise  # no commit without its durable record: recovery presumes abort
+            # presumed abort: an abort needs no record (recovery aborts an undecided batch as
+            # well), so a log that cannot be written (disk full) must not leave the participants
+            # holding locks and undo data until recovery runs
+            state.outcome.outcomes = dict(decided)
+            return False
+
+    @staticmethod
+    def _conclude(state: TxnRun, votes: dict[str, bool]) -> None:
+        """Whether the batch committed (as the log has it) and, for a rolled-back atomic one, why."""
+        outcome = state.outcome
+        if not state.touched:
+            outcome.committed = outcome.cause is None and not (state.atomic and outcome.errors)
+        elif state.atomic:
+            outcome.committed = all(v == "commit" for v in outcome.outcomes.values())
+        else:
+            outcome.committed = any(v == "commit" for v in outcome.outcomes.values())
+        if state.atomic and not outcome.committed and outcome.cause is None:
+            outcome.cause = TransactionAborted(
+                f"batch {state.txn} was rolled back: " + _why(outcome, votes), errors=outcome.errors[:20]
+            )
+
     # -- phase 2 ----------------------------------------------------------------------------
+    def _deliver(self, state: TxnRun, logged: bool) -> None:
+        outcome = state.outcome
+        try:
+            outcome.in_doubt = self.finish(state.txn, state.ts, outcome.outcomes, record=logged)
+        except StoreError as exc:  # the outcome is final; only its record in the log failed
+            raise unrecorded(state.txn, outcome.committed, exc, "reads wait until recovery records it") from exc
+
     def finish(self, txn: str, ts: int, outcomes: dict[str, str], *, record: bool = True) -> list[str]:
         """Deliver the logged outcomes until acknowledged; return participants still in doubt
         (left for :func:`recover`) after ``phase2_deadline`` seconds, or after ``phase2_attempts``
@@ -366,7 +298,7 @@ class TwoPhaseCommit:
         while remaining:
             attempt += 1
             handles = {
-                self.transport.submit(p, o, self.ref(txn, ts, p)): p for p, o in sorted(remaining.items())
+                self.transport.submit(p, Step(o), self.ref(txn, ts, p)): p for p, o in sorted(remaining.items())
             }
             pending = list(handles)
             while pending:
@@ -383,7 +315,7 @@ class TwoPhaseCommit:
                         return sorted(remaining)
                 elif time.monotonic() > deadline:
                     return sorted(remaining)
-                self.sleep(_backoff(attempt, self.rng))
+                self.sleep(backoff(attempt, self.rng))
         if record:
             self.log.mark_done(txn)
         return []
@@ -434,59 +366,6 @@ def recover(
                       result={"recovered": True, "committed": committed})
         report["finished" if committed else "aborted"].append(batch["txn"])
     return report
-
-
-_POLL = 0.1
-"""Seconds to wait for chunks in flight before looking for a stop again."""
-
-
-def _is_stop(cause: Optional[BatchrayError]) -> bool:
-    """A cancellation or a timeout: the batch is ending, failed chunks are not retried."""
-    return isinstance(cause, (CancelledError, BatchTimeout))
-
-
-def _interrupts(stop: Optional[BatchrayError], atomic: bool) -> bool:
-    """Whether ``stop`` ends the batch without waiting for its chunks in flight: a cancellation
-    with ``graceful=False`` or a timeout, when the batch is rolled back anyway. A non-atomic
-    batch that keeps its work waits for them, to know what it keeps."""
-    if isinstance(stop, CancelledError):
-        return not stop.details.get("graceful", True) and (atomic or stop.details.get("rollback", True))
-    if isinstance(stop, BatchTimeout):
-        return atomic
-    return False
-
-
-def _last_chunks(planned: Any) -> dict[str, PlannedChunk]:
-    """Each participant's last chunk, when the whole plan is known up front (a list) and no
-    barrier could come after it; a stream is never looked ahead of."""
-    if not isinstance(planned, list):
-        return {}
-    last: dict[str, PlannedChunk] = {}
-    for pc in planned:
-        last[pc.participant] = pc
-    return last
-
-
-def _backoff(attempt: int, rng: random.Random, base: float = 0.02, multiplier: float = 2.0, cap: float = 2.0) -> float:
-    """Exponential backoff with full jitter."""
-    return rng.uniform(0, min(cap, base * multiplier ** (attempt - 1)))
-
-
-def _chunk_errors(pc: PlannedChunk, exc: BatchrayError, attempts: int) -> list[dict[str, Any]]:
-    chunk = pc.chunk
-    first = getattr(chunk, "start_index", None)
-    return [
-        {
-            "index": first,
-            "field": exc.details.get("field"),
-            "code": exc.code,
-            "message": f"chunk of {pc.count} items failed on {pc.participant}: {exc.message}",
-            "retryable": exc.retryable,
-            "attempts": attempts,
-            "count": pc.count,
-            "operation": pc.operation,
-        }
-    ]
 
 
 def _why(outcome: Outcome, votes: dict[str, bool]) -> str:

@@ -1,0 +1,260 @@
+"""Phase 1a of the two-phase commit: applying one transaction's planned chunks.
+
+:class:`TxnRun` is the driver's state for one transaction (its id and age, atomicity, the
+policies and callbacks it runs under, the :class:`~batchray.core.txn.twophase.Outcome` being
+filled, the participants touched and the applies in flight). :class:`ApplyPhase` dispatches
+the chunks over a :class:`~batchray.core.txn.twophase.Transport`:
+
+* A chunk goes out once the chunks it must follow are applied (a ``barrier`` waits for every
+  chunk before it), once fewer than ``parallelism`` chunks are in flight (when set: so at most
+  that many workers apply the batch at once), and once its bytes are reserved in the memory
+  budget (:class:`~batchray.core.txn.policies.ChunkBudget`). While it waits, finished chunks
+  are taken in.
+* A participant's last chunk of a plan known up front (a list) goes as
+  :attr:`~batchray.core.txn.participant.Step.APPLY_PREPARE` (apply and vote in one call) on a
+  transport that merges them, unless an earlier chunk of that participant is still in flight:
+  a vote cast before that chunk lands would make its apply come after the prepare, which the
+  participant must refuse. A stream of chunks is never looked ahead of; it may yield ``None``
+  while it has nothing ready, and finished chunks are taken in meanwhile.
+* A failed apply is retried per the :class:`~batchray.core.txn.policies.RetryPolicy`;
+  otherwise its error goes into the outcome's ``errors`` and, in an atomic batch, becomes the
+  cause, which ends dispatch.
+* A stop (:class:`~batchray.core.txn.policies.StopPolicy`) ends dispatch; the chunks in flight
+  are then waited for, or abandoned when the stop interrupts.
+
+:meth:`ApplyPhase.run` records every failure of the transaction's own in the outcome (a
+failing input stream as a :class:`~batchray.errors.ValidationError`) instead of raising.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
+from batchray.core.txn.participant import Step
+from batchray.core.txn.policies import POLL, PRESSURE_PAUSE, ChunkBudget, RetryPolicy, StopPolicy
+from batchray.errors import BatchrayError, ValidationError
+
+ChunkCallback = Callable[[PlannedChunk, Optional[BeforeImages], Optional[BatchrayError]], None]
+"""``on_chunk(planned, before_images, None)`` for an applied chunk, ``(planned, None, error)``
+for one that failed for good."""
+
+
+@dataclass
+class Flight:
+    """A chunk in flight: its ``attempt``-th try of ``step``."""
+
+    planned: PlannedChunk
+    attempt: int = 1
+    step: Step = Step.APPLY
+
+
+@dataclass
+class TxnRun:
+    """The driver's state for one transaction, from dispatch to phase 2."""
+
+    txn: str
+    ts: int
+    atomic: bool
+    outcome: Any  # the twophase.Outcome this run fills
+    retry: RetryPolicy
+    stop: StopPolicy
+    backup: bool = False
+    keep_images: bool = False
+    parallelism: Optional[int] = None
+    on_chunk: Optional[ChunkCallback] = None
+    on_decided: Optional[Callable[[Any], None]] = None
+    touched: set[str] = field(default_factory=set)
+    flights: dict[Any, Flight] = field(default_factory=dict)  # transport handle -> chunk in flight
+
+    @property
+    def failed(self) -> bool:
+        """A cause or an item error has been recorded."""
+        return self.outcome.cause is not None or bool(self.outcome.errors)
+
+    def fail(self, exc: BatchrayError) -> None:
+        """Record ``exc`` as the cause, unless there is one already."""
+        self.outcome.cause = self.outcome.cause or exc
+
+
+def check_parallelism(parallelism: Optional[int]) -> Optional[int]:
+    """``parallelism`` if it is None or an int >= 1; else a :class:`ValidationError`."""
+    if parallelism is not None and (isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1):
+        raise ValidationError(f"parallelism must be an integer >= 1, not {parallelism!r}", field="parallelism")
+    return parallelism
+
+
+class ApplyPhase:
+    """Dispatches one transaction's chunks and takes in their results; see the module docstring."""
+
+    def __init__(
+        self,
+        transport: Any,
+        budget: ChunkBudget,
+        ref: Callable[[str, int, str, bool], TxnRef],
+        sleep: Callable[[float], None],
+        run: TxnRun,
+    ) -> None:
+        self.transport = transport
+        self.budget = budget
+        self.ref = ref
+        self.sleep = sleep
+        self.run = run
+
+    def apply(self, planned: Iterable[Optional[PlannedChunk]]) -> None:
+        """Apply every chunk, or as many as the transaction gets to before it fails or stops."""
+        run = self.run
+        last = last_chunks(planned) if self.transport.merges_prepare else {}
+        try:
+            for pc in planned:
+                stop = run.stop.check()
+                if stop is not None:
+                    run.outcome.cause = stop
+                    break
+                if run.atomic and run.failed:
+                    break
+                if pc is None:  # a stream with no chunk ready yet: take in finished ones meanwhile
+                    self._drain()
+                    continue
+                self._wait_for_turn(pc)
+                if run.atomic and run.failed:
+                    break
+                self.budget.reserve(pc, self._pause)
+                self._dispatch(pc, last)
+                self._drain()
+        except BatchrayError as exc:
+            run.fail(exc)
+        except Exception as exc:  # noqa: BLE001 - a failing input stream aborts the batch
+            run.fail(ValidationError(f"reading the batch's input failed: {type(exc).__name__}: {exc}", field="items"))
+        finally:
+            self._settle()
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def _wait_for_turn(self, pc: PlannedChunk) -> None:
+        """Wait until ``pc`` may go: a barrier after every chunk in flight, and, with
+        ``parallelism``, until fewer than that many chunks are in flight."""
+        flights = self.run.flights
+        while pc.barrier and flights:
+            self._drain(block=True)
+        limit = self.run.parallelism
+        while limit is not None and len(flights) >= limit:
+            self._pause()
+
+    def _pause(self) -> None:
+        """Wait a little for room (bytes in the budget, a place in flight), taking in finished
+        chunks meanwhile; raise the stop if one has come."""
+        stop = self.run.stop.check()
+        if stop is not None:
+            raise stop
+        if self.run.flights:
+            self._drain(timeout=POLL)
+        else:
+            self.sleep(PRESSURE_PAUSE)
+
+    def _dispatch(self, pc: PlannedChunk, last: dict[str, PlannedChunk]) -> None:
+        """Send ``pc``, with the participant's vote when it is its last chunk and nothing else of
+        that participant is in flight (or being retried)."""
+        self.run.touched.add(pc.participant)
+        merge = last.get(pc.participant) is pc and not any(
+            f.planned.participant == pc.participant for f in self.run.flights.values()
+        )
+        self._send(Flight(pc, 1, Step.APPLY_PREPARE if merge else Step.APPLY))
+
+    def _send(self, flight: Flight) -> None:
+        pc = flight.planned
+        ref = self.ref(self.run.txn, self.run.ts, pc.participant, self.run.backup)
+        self.run.flights[self.transport.submit(pc.participant, flight.step, ref, pc.chunk)] = flight
+
+    # -- results ----------------------------------------------------------------------------
+    def _drain(self, block: bool = False, timeout: float = 0) -> None:
+        """Take in finished chunks: any ready now, or wait for one (``block``), or up to
+        ``timeout`` seconds for one."""
+        if not self.run.flights:
+            return
+        ready, _ = self.transport.wait(list(self.run.flights), timeout=None if block else timeout)
+        for handle in ready:
+            self._take(handle)
+
+    def _take(self, handle: Any) -> None:
+        run = self.run
+        flight = run.flights.pop(handle)
+        pc = flight.planned
+        try:
+            images = self.transport.result(handle)
+        except BatchrayError as exc:
+            if run.retry.retries(exc, flight.attempt, run.outcome.cause):
+                self.sleep(run.retry.pause(flight.attempt))
+                self._send(Flight(pc, flight.attempt + 1, flight.step))
+                return
+            self.budget.release(pc)
+            self._failed(flight, exc)
+            return
+        self.budget.release(pc)
+        self._applied(pc, images)
+
+    def _applied(self, pc: PlannedChunk, images: BeforeImages) -> None:
+        outcome = self.run.outcome
+        outcome.chunks += 1
+        outcome.affected += images.affected
+        if images.vote is not None:
+            outcome.votes[pc.participant] = images.vote
+        if images.errors:
+            if pc.operation is not None:
+                for error in images.errors:
+                    error.setdefault("operation", pc.operation)
+            outcome.errors.extend(images.errors)
+        if self.run.keep_images:
+            outcome.images.append((pc.participant, images))
+        if self.run.on_chunk:
+            self.run.on_chunk(pc, images, None)
+
+    def _failed(self, flight: Flight, exc: BatchrayError) -> None:
+        """A chunk failed for good: its error is the batch's, and the cause of an atomic one."""
+        pc = flight.planned
+        self.run.outcome.errors.extend(chunk_errors(pc, exc, flight.attempt))
+        if self.run.atomic:
+            self.run.fail(exc)
+        if self.run.on_chunk:
+            self.run.on_chunk(pc, None, exc)
+
+    def _settle(self) -> None:
+        """Wait for the chunks in flight, watching for a stop meanwhile; a stop that
+        interrupts abandons them (their bytes are released)."""
+        run = self.run
+        while run.flights:
+            stop = run.stop.check()
+            if run.outcome.cause is None and stop is not None:
+                run.outcome.cause = stop
+            if run.stop.interrupts(stop or run.outcome.cause):
+                for flight in run.flights.values():
+                    self.budget.release(flight.planned)
+                run.flights.clear()
+                break
+            self._drain(timeout=POLL)
+
+
+def last_chunks(planned: Any) -> dict[str, PlannedChunk]:
+    """Each participant's last chunk, when the whole plan is known up front (a list) and no
+    barrier could come after it; a stream is never looked ahead of."""
+    if not isinstance(planned, list):
+        return {}
+    last: dict[str, PlannedChunk] = {}
+    for pc in planned:
+        last[pc.participant] = pc
+    return last
+
+
+def chunk_errors(pc: PlannedChunk, exc: BatchrayError, attempts: int) -> list[dict[str, Any]]:
+    """The error entries of a chunk that failed as a whole."""
+    return [
+        {
+            "index": getattr(pc.chunk, "start_index", None),
+            "field": exc.details.get("field"),
+            "code": exc.code,
+            "message": f"chunk of {pc.count} items failed on {pc.participant}: {exc.message}",
+            "retryable": exc.retryable,
+            "attempts": attempts,
+            "count": pc.count,
+            "operation": pc.operation,
+        }
+    ]

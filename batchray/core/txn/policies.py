@@ -1,0 +1,116 @@
+"""The two-phase-commit driver's policies, each in one place.
+
+* :class:`RetryPolicy`: which failed applies are sent again, how often, and after what pause
+  (exponential backoff with full jitter, :func:`backoff`, which phase 2 uses between delivery
+  rounds too).
+* :class:`ChunkBudget`: a chunk's bytes are reserved in the :class:`MemoryBudget` before it is
+  dispatched and released once its result (or failure) has been taken in, or when it is
+  abandoned in flight.
+* :class:`StopPolicy`: how a stop (a cancellation or a timeout, reported by ``should_stop``)
+  ends a transaction: no more dispatch, no more retries, and, for a stop that rolls the batch
+  back without grace, no waiting for the chunks in flight.
+
+Contracts: the policies hold no transport and send nothing; the random numbers the retry
+policy draws come from the driver's ``rng`` only (the seeded simulator replays them).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from batchray.core.txn.chunks import PlannedChunk
+from batchray.core.txn.memory import MemoryBudget
+from batchray.errors import BatchrayError, BatchTimeout, CancelledError
+
+POLL = 0.1
+"""Seconds to wait for chunks in flight before looking for a stop again."""
+
+PRESSURE_PAUSE = 0.05
+"""Seconds to wait for memory when the budget refuses and nothing is in flight (node memory
+pressure): no result can free bytes, so wait it out."""
+
+
+def backoff(attempt: int, rng: random.Random, base: float = 0.02, multiplier: float = 2.0, cap: float = 2.0) -> float:
+    """Exponential backoff with full jitter: a pause before try ``attempt + 1``."""
+    return rng.uniform(0, min(cap, base * multiplier ** (attempt - 1)))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """A chunk whose apply failed with a retryable error (a lost wait-die race, an unavailable
+    participant) is sent again, up to ``max_retries`` times, after a :func:`backoff` pause,
+    unless the transaction is stopping."""
+
+    max_retries: int
+    rng: random.Random
+
+    def retries(self, exc: BatchrayError, attempt: int, cause: Optional[BatchrayError]) -> bool:
+        """Whether try ``attempt`` of a chunk, which failed with ``exc``, is tried again while
+        the transaction's cause so far is ``cause``."""
+        return exc.retryable and attempt <= self.max_retries and not StopPolicy.ends_retries(cause)
+
+    def pause(self, attempt: int) -> float:
+        """Seconds to wait before try ``attempt + 1``."""
+        return backoff(attempt, self.rng)
+
+
+class ChunkBudget:
+    """Reserves a chunk's bytes before dispatch and releases them when it is taken in.
+
+    A chunk marked ``reserved`` had its bytes reserved by whoever queued it; the driver still
+    releases them when the chunk is taken in.
+    """
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget = budget
+
+    def reserve(self, planned: PlannedChunk, wait: Callable[[], None]) -> None:
+        """Reserve ``planned``'s bytes, calling ``wait`` between refusals (it may take in
+        finished chunks, which frees bytes, and raises to give up)."""
+        while not planned.reserved and not self.budget.try_reserve(planned.nbytes):
+            wait()
+
+    def release(self, planned: PlannedChunk) -> None:
+        self.budget.release(planned.nbytes)
+
+
+class StopPolicy:
+    """``should_stop()`` returns the error that stops the transaction (a
+    :class:`CancelledError` or a :class:`BatchTimeout`), or None to go on.
+
+    A stop ends dispatch at once. Failed chunks are not retried once the transaction is
+    stopping (:meth:`ends_retries`). Chunks in flight are waited for, to know what was
+    applied, unless the stop rolls the batch back without grace (:meth:`interrupts`): the
+    abort then goes out at once, and participants refuse applies of a finished transaction.
+    A cancellation with rollback makes the batch atomic (:meth:`forces_rollback`).
+    """
+
+    def __init__(self, should_stop: Callable[[], Optional[BatchrayError]], atomic: bool) -> None:
+        self.should_stop = should_stop
+        self.atomic = atomic
+
+    def check(self) -> Optional[BatchrayError]:
+        """The stop, if one has come."""
+        return self.should_stop()
+
+    @staticmethod
+    def ends_retries(cause: Optional[BatchrayError]) -> bool:
+        """A cancellation or a timeout: the batch is ending, failed chunks are not retried."""
+        return isinstance(cause, (CancelledError, BatchTimeout))
+
+    @staticmethod
+    def forces_rollback(cause: Optional[BatchrayError]) -> bool:
+        """A cancellation with rollback (the default): nothing of the batch may stay, even
+        in a non-atomic batch."""
+        return isinstance(cause, CancelledError) and cause.details.get("rollback", True)
+
+    def interrupts(self, stop: Optional[BatchrayError]) -> bool:
+        """Whether ``stop`` ends the batch without waiting for its chunks in flight: a
+        cancellation with ``graceful=False`` or a timeout, when the batch is rolled back
+        anyway. A non-atomic batch that keeps its work waits for them, to know what it keeps."""
+        if isinstance(stop, CancelledError):
+            return not stop.details.get("graceful", True) and (self.atomic or stop.details.get("rollback", True))
+        if isinstance(stop, BatchTimeout):
+            return self.atomic
+        return False
