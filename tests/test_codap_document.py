@@ -8,19 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from batchray.io.codap.document import (
-    AttrSpec,
-    CollectionSpec,
-    ComponentSpec,
-    ContextSpec,
-    Document,
-    document_to_v2,
-    group_cases,
-    loads_document,
-    order_collections,
-    read_document,
-    write_document,
-)
+from batchray.io.codap.hierarchy import group_cases, order_collections
+from batchray.io.codap.model import AttrSpec, CollectionSpec, ComponentSpec, ContextSpec, Document
+from batchray.io.codap.reader import loads_document, read_document
+from batchray.io.codap.writer import document_to_v2, write_document
 from batchray.errors import DocumentError
 
 SAMPLES = ["mammals.codap", "24cats.codap", "3TableGroups.codap"]

@@ -1,4 +1,4 @@
-"""File import and export (batchray.io.files) on CODAP's sample files, in-process and on Ray."""
+"""File import and export (batchray.io) on CODAP's sample files, in-process and on Ray."""
 from __future__ import annotations
 
 import csv
@@ -9,10 +9,11 @@ import orjson
 import pytest
 
 from batchray.core.model.cases import build_cases
-from batchray.io.codap.document import group_cases, read_document
+from batchray.io.codap.hierarchy import group_cases
+from batchray.io.codap.reader import read_document
 from batchray.core.run.engine import LocalEngine
 from batchray.errors import DocumentError, SchemaError, ValidationError
-from batchray.io.files import export_file, import_file
+from batchray.io import export_file, import_file
 from batchray.api.tools import call_tool
 
 # rows per CSV of the CODAP sample folder. cats.csv has 101 lines of data, one of them all
@@ -505,18 +506,18 @@ def test_a_record_batch_becomes_python_rows_a_piece_at_a_time(tmp_path, monkeypa
     come out whole and in order across piece and block boundaries."""
     import pyarrow as pa
 
-    from batchray.io import files as io
+    from batchray.io import importer, sources
 
     batch = pa.record_batch({"n": list(range(5000))})
-    pieces = list(io._pieces(batch, rows=2048))
+    pieces = list(sources.batch_pieces(batch, rows=2048))
     assert [p.num_rows for p in pieces] == [2048, 2048, 904]
     assert [v for p in pieces for v in p.column(0).to_pylist()] == list(range(5000))
-    assert list(io._pieces(batch, rows=5000)) == [batch]
+    assert list(sources.batch_pieces(batch, rows=5000)) == [batch]
 
     path = tmp_path / "many.csv"
     path.write_text("n,label\n" + "".join(f"{i},row-{i}\n" for i in range(10_000)))
-    monkeypatch.setattr(io, "PIECE_ROWS", 1000)
-    source = io._open_source("csv", path, atomic=True, types={}, block_size=64 << 10)
+    monkeypatch.setattr(sources, "PIECE_ROWS", 1000)
+    source = importer.open_source("csv", path, atomic=True, types={}, block_size=64 << 10)
     try:
         sizes, values = [], []
         for rows in source.batches():

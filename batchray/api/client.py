@@ -455,15 +455,15 @@ class Client(BatchOperations):
     # -- files ----------------------------------------------------------------------------------
     def import_file(self, context: Optional[str], collection: Optional[str], path: str | os.PathLike,
                     format: Optional[str] = None, **options: Any):
-        """Import a CSV, JSON Lines, Parquet or CODAP file, streamed; see :func:`batchray.io.files.import_file`."""
-        from batchray.io.files import import_file
+        """Import a CSV, JSON Lines, Parquet or CODAP file, streamed; see :func:`batchray.io.import_file`."""
+        from batchray.io import import_file
 
         return import_file(self, context, collection, path, format, **options)
 
     def export_file(self, context: Optional[str | list[str]], path: str | os.PathLike, format: Optional[str] = None,
                     **options: Any):
-        """Write a data context to a CSV, JSON Lines, Parquet or CODAP file; see :func:`batchray.io.files.export_file`."""
-        from batchray.io.files import export_file
+        """Write a data context to a CSV, JSON Lines, Parquet or CODAP file; see :func:`batchray.io.export_file`."""
+        from batchray.io import export_file
 
         return export_file(self, context, path, format, **options)
 

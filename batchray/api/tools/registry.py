@@ -300,7 +300,7 @@ def _io_root(client) -> Optional[str]:
 
 
 def _batch_import(client, a: BatchImportArgs) -> dict[str, Any]:
-    from batchray.io.files import import_file
+    from batchray.io import import_file
 
     o = a.options
     result = import_file(client, a.dataContextName, a.collectionName, a.path, a.format, atomic=o.atomic,
@@ -316,7 +316,7 @@ def _batch_import(client, a: BatchImportArgs) -> dict[str, Any]:
 
 
 def _batch_export(client, a: BatchExportArgs) -> dict[str, Any]:
-    from batchray.io.files import export_file
+    from batchray.io import export_file
 
     result = export_file(client, a.dataContextName, a.path, a.format, collection=a.collectionName, query=a.query,
                          allowed_root=_io_root(client))

@@ -1,0 +1,535 @@
+"""Reading CODAP v2 documents (``.codap`` files) into the model of :mod:`batchray.io.codap.model`.
+
+* :func:`read_document` reads a file (refusing one over ``max_bytes``, 256 MB by default);
+  :func:`loads_document` parses bytes (UTF-8) or text, :func:`parse_document` an already
+  decoded JSON object. Each returns a :class:`~batchray.io.codap.model.Document`.
+* Collections come out parent-first; cases become flat items (each child-most case's values
+  merged with its ancestors'; a childless parent case is an item of its own); components'
+  links are resolved to names (:func:`~batchray.io.codap.components.component_properties`).
+  Problems CODAP itself tolerates (an unknown attribute type, a link to nothing, values for
+  names that are not attributes) are kept in ``Document.warnings``.
+
+Errors
+------
+Anything that is not a valid CODAP v2 document raises :class:`~batchray.errors.DocumentError`
+with ``details`` ``path`` (the file), ``reason`` (a stable code, below) and, where it applies,
+``location`` (where in the JSON, e.g. ``contexts[0].collections[1].cases[4]``)::
+
+    too_large, not_found, unreadable, encoding, invalid_json, not_an_object,
+    codap_v3_document, not_codap_v2, missing_key, wrong_type, empty_name, duplicate_id,
+    duplicate_name, dangling_collection_parent, collection_cycle, collection_branch,
+    multiple_root_collections, missing_case_parent, dangling_case_parent,
+    case_parent_wrong_collection, unknown_reference, not_serializable
+
+(``unknown_reference`` and ``not_serializable`` are the writer's: :mod:`batchray.io.codap.writer`
+raises the same errors for a model it cannot write.)
+
+``not_codap_v2`` is what CODAP itself checks first: a v2 document's ``appName`` is ``"DG"``
+(short for Data Games) or empty, and it must have ``contexts`` and ``components`` arrays.
+``bogus-document.codap`` from CODAP's test suite says ``"appName": "Bogus"``, so CODAP refuses
+it, and so does :func:`read_document`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from batchray.errors import DocumentError
+from batchray.io.codap.components import COMPONENT_TYPES, component_properties
+from batchray.io.codap.hierarchy import chain_order
+from batchray.io.codap.model import (
+    DEFAULT_MAX_BYTES,
+    V2_APP_NAME,
+    AttrSpec,
+    CollectionSpec,
+    ComponentSpec,
+    ContextSpec,
+    Document,
+)
+from batchray.io.codap.values import is_id, js_truthy, opt_str, type_name
+
+_V2_ATTR_TYPES = {
+    "nominal": "categorical",
+    "categorical": "categorical",
+    "numeric": "numeric",
+    "number": "numeric",
+    "date": "date",
+    "qualitative": "qualitative",
+    "boundary": "boundary",
+    "checkbox": "checkbox",
+    "color": "color",
+}
+# very old documents store the type as the index of a v2 enumeration
+_V2_ATTR_TYPE_INDEX = {0: None, 1: "numeric", 2: "categorical", 3: "date", 4: "boundary",
+                       5: "color"}
+
+_ATTR_KEYS = {"guid", "id", "name", "title", "type", "description", "unit", "precision", "formula",
+              "hidden", "editable"}
+_COLLECTION_KEYS = {"guid", "id", "name", "title", "parent", "attrs", "cases", "type"}
+_CONTEXT_KEYS = {"guid", "id", "name", "title", "description", "collections", "document"}
+_DOCUMENT_KEYS = {"guid", "id", "type", "name", "components", "contexts", "globalValues", "appName",
+                  "idCount"}
+_COMPONENT_KEYS = {"guid", "id", "type", "componentStorage", "layout"}
+_LAYOUT_KEYS = {"width", "height", "left", "top", "x", "y"}
+
+
+def read_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+    """Read the CODAP v2 document at ``path``; refuse files over ``max_bytes`` bytes."""
+    p = Path(path)
+    where = str(p)
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        raise DocumentError(f"CODAP document {where!r} does not exist", path=where,
+                            reason="not_found") from None
+    except OSError as exc:
+        raise DocumentError(f"cannot read CODAP document {where!r}: {exc.strerror or exc}",
+                            path=where, reason="unreadable") from None
+    _check_size(size, max_bytes, where)
+    try:
+        with open(p, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise DocumentError(f"cannot read CODAP document {where!r}: {exc.strerror or exc}",
+                            path=where, reason="unreadable") from None
+    _check_size(len(data), max_bytes, where)
+    return loads_document(data, path=where, max_bytes=max_bytes)
+
+
+def _check_size(size: int, max_bytes: int, where: str | None) -> None:
+    if size > max_bytes:
+        name = f" {Path(where).name!r}" if where else ""
+        raise DocumentError(
+            f"CODAP document{name} is {size:,} bytes, over the limit of {max_bytes:,} bytes",
+            path=where, reason="too_large", size=size, max_bytes=max_bytes)
+
+
+def loads_document(data: bytes | str, *, path: str | None = None,
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+    """Parse a CODAP v2 document from its bytes (UTF-8) or text."""
+    _check_size(len(data), max_bytes, path)
+    name = f"CODAP document {Path(path).name!r}" if path else "CODAP document"
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            text = bytes(data).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DocumentError(f"{name} is not UTF-8 text (bad byte at offset {exc.start})",
+                                path=path, reason="encoding") from None
+    else:
+        text = data
+    if not text.strip():
+        raise DocumentError(f"{name} is empty, not JSON", path=path, reason="invalid_json")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DocumentError(f"{name} is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                            f"column {exc.colno}", path=path, reason="invalid_json",
+                            line=exc.lineno, column=exc.colno) from None
+    except RecursionError:
+        raise DocumentError(f"{name} is not usable JSON: nested too deeply", path=path,
+                            reason="invalid_json") from None
+    return parse_document(obj, path=path)
+
+
+def parse_document(obj: Any, *, path: str | None = None) -> Document:
+    """Build a :class:`Document` from a decoded v2 JSON object."""
+    return _Reader(path).document(obj)
+
+
+class _Reader:
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.warnings: list[str] = []
+        self.global_names: dict[Any, str] = {}
+        self.ctx_by_id: dict[Any, ContextSpec] = {}
+        self.attr_by_id: dict[Any, tuple[ContextSpec, CollectionSpec, AttrSpec]] = {}
+        self.coll_by_id: dict[Any, tuple[ContextSpec, CollectionSpec]] = {}
+
+    # -- errors --------------------------------------------------------------------------------
+    def fail(self, message: str, reason: str, where: str | None = None, **details: Any):
+        name = f"CODAP document {Path(self.path).name!r}" if self.path else "CODAP document"
+        at = f" at {where}" if where else ""
+        raise DocumentError(f"{name}{at}: {message}", path=self.path, reason=reason,
+                            location=where, **details)
+
+    def want(self, obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str,
+             *, required: bool = True, default: Any = None) -> Any:
+        if key not in obj or (obj[key] is None and not required):
+            if required:
+                self.fail(f"required key {key!r} is missing", "missing_key", where)
+            return default
+        value = obj[key]
+        if not isinstance(value, kind) or isinstance(value, bool) and bool not in _as_tuple(kind):
+            want = " or ".join(type_name(k()) if k is not type(None) else "null"
+                               for k in _as_tuple(kind))
+            self.fail(f"{key!r} must be {want}, not {type_name(value)}", "wrong_type", where)
+        return value
+
+    def guid(self, obj: Mapping[str, Any], where: str, *, required: bool) -> Any:
+        value = obj.get("guid", obj.get("id"))
+        if value is None:
+            if required:
+                self.fail("required key 'guid' is missing", "missing_key", where)
+            return None
+        if not is_id(value):
+            self.fail(f"'guid' must be a number or string, not {type_name(value)}",
+                      "wrong_type", where)
+        return value
+
+    def name(self, obj: Mapping[str, Any], what: str, where: str) -> str:
+        value = self.want(obj, "name", str, where)
+        if not value.strip():
+            self.fail(f"the {what} has an empty name", "empty_name", where)
+        return value
+
+    # -- document ------------------------------------------------------------------------------
+    def document(self, obj: Any) -> Document:
+        if not isinstance(obj, dict):
+            self.fail(f"the top level is a JSON {type_name(obj)}, not an object",
+                      "not_an_object")
+        if obj.get("type") == "CODAP" or ("content" in obj and "contexts" not in obj):
+            self.fail("this is a CODAP v3 document; only v2 documents (appName \"DG\") can be read",
+                      "codap_v3_document")
+        app = obj.get("appName")
+        if js_truthy(app) and app != V2_APP_NAME:
+            self.fail(f"not a CODAP v2 document: appName is {app!r}, but CODAP opens only "
+                      f"documents whose appName is {V2_APP_NAME!r} (or empty)", "not_codap_v2",
+                      app_name=app)
+        for key in ("contexts", "components"):
+            if key not in obj:
+                self.fail(f"not a CODAP v2 document: required key {key!r} is missing",
+                          "missing_key")
+            if not isinstance(obj[key], list):
+                self.fail(f"not a CODAP v2 document: {key!r} must be an array, not "
+                          f"{type_name(obj[key])}", "wrong_type", key)
+        doc_guid = obj.get("guid", obj.get("id"))
+
+        globals_: dict[str, Any] = {}
+        raw_globals = obj.get("globalValues")
+        if raw_globals is not None and not isinstance(raw_globals, list):
+            self.fail(f"'globalValues' must be an array, not {type_name(raw_globals)}",
+                      "wrong_type", "globalValues")
+        for gi, gv in enumerate(raw_globals or []):
+            where = f"globalValues[{gi}]"
+            if not isinstance(gv, dict):
+                self.fail(f"a global value must be an object, not {type_name(gv)}",
+                          "wrong_type", where)
+            gname = self.name(gv, "global value", where)
+            if gname in globals_:
+                self.fail(f"two global values are named {gname!r}", "duplicate_name", where)
+            globals_[gname] = gv.get("value")
+            gid = self.guid(gv, where, required=False)
+            if gid is not None:
+                self.global_names[gid] = gname
+
+        contexts: list[ContextSpec] = []
+        given_names: set[str] = set()
+        for ci, raw_ctx in enumerate(obj["contexts"]):
+            where = f"contexts[{ci}]"
+            if not isinstance(raw_ctx, dict):
+                self.fail(f"a data context must be an object, not {type_name(raw_ctx)}",
+                          "wrong_type", where)
+            if "collections" not in raw_ctx and "externalDocumentId" in raw_ctx:
+                self.warnings.append(f"{where}: external data context skipped "
+                                     "(CODAP no longer supports them)")
+                continue
+            ref = raw_ctx.get("document")
+            if ref is not None and doc_guid is not None and ref != doc_guid:
+                self.warnings.append(f"{where}: refers to document {ref!r}, but the document's "
+                                     f"guid is {doc_guid!r}")
+            ctx = self.context(raw_ctx, where, ci)
+            if raw_ctx.get("name"):
+                if ctx.name in given_names:
+                    self.fail(f"two data contexts are named {ctx.name!r}", "duplicate_name", where)
+                given_names.add(ctx.name)
+            contexts.append(ctx)
+        self.unique_context_names(contexts, given_names)
+
+        components = [self.component(c, f"components[{i}]")
+                      for i, c in enumerate(obj["components"])]
+        extra = {k: v for k, v in obj.items() if k not in _DOCUMENT_KEYS}
+        return Document(name=opt_str(obj.get("name")), contexts=contexts, components=components,
+                        globals=globals_, extra=extra, warnings=self.warnings, path=self.path)
+
+    def unique_context_names(self, contexts: list[ContextSpec], given: set[str]) -> None:
+        taken = set(given)
+        for ctx in contexts:
+            if ctx.extra.pop("__derived_name__", False):
+                base, n = ctx.name, 1
+                while ctx.name in taken:
+                    n += 1
+                    ctx.name = f"{base}_{n}"
+                taken.add(ctx.name)
+
+    # -- data contexts -------------------------------------------------------------------------
+    def context(self, raw: dict[str, Any], where: str, index: int) -> ContextSpec:
+        raw_colls = self.want(raw, "collections", list, where)
+        ctx_id = self.guid(raw, where, required=False)
+        name = raw.get("name")
+        if name is not None and not isinstance(name, str):
+            self.fail(f"'name' must be a string, not {type_name(name)}", "wrong_type", where)
+        title = opt_str(raw.get("title"))
+        description = raw.get("description")
+        if not description and isinstance(raw.get("metadata"), dict):
+            description = raw["metadata"].get("description")
+        extra = {k: v for k, v in raw.items() if k not in _CONTEXT_KEYS}
+
+        # collections, attributes
+        colls: list[CollectionSpec] = []
+        coll_ids: list[Any] = []
+        parent_ids: list[Any] = []
+        raw_cases: list[list[Any]] = []
+        attr_names: dict[str, str] = {}
+        for k, rc in enumerate(raw_colls):
+            cwhere = f"{where}.collections[{k}]"
+            if not isinstance(rc, dict):
+                self.fail(f"a collection must be an object, not {type_name(rc)}", "wrong_type",
+                          cwhere)
+            cid = self.guid(rc, cwhere, required=True)
+            if cid in coll_ids:
+                self.fail(f"two collections have guid {cid!r}", "duplicate_id", cwhere)
+            cname = self.name(rc, "collection", cwhere)
+            if any(c.name == cname for c in colls):
+                self.fail(f"two collections are named {cname!r}", "duplicate_name", cwhere)
+            parent = rc.get("parent")
+            if parent is not None and not is_id(parent):
+                self.fail(f"'parent' must be a collection guid, not {type_name(parent)}",
+                          "wrong_type", cwhere)
+            attrs = []
+            for ai, ra in enumerate(self.want(rc, "attrs", list, cwhere, required=False,
+                                              default=[])):
+                attr = self.attribute(ra, f"{cwhere}.attrs[{ai}]")
+                if attr.name in attr_names:
+                    self.fail(f"attribute {attr.name!r} appears twice (collections "
+                              f"{attr_names[attr.name]!r} and {cname!r})", "duplicate_name",
+                              f"{cwhere}.attrs[{ai}]")
+                attr_names[attr.name] = cname
+                attrs.append(attr)
+            cases = self.want(rc, "cases", list, cwhere, required=False, default=[])
+            colls.append(CollectionSpec(
+                name=cname, title=opt_str(rc.get("title")) or cname, parent=None, attrs=attrs,
+                extra={k: v for k, v in rc.items() if k not in _COLLECTION_KEYS}, source_id=cid))
+            coll_ids.append(cid)
+            parent_ids.append(parent)
+            raw_cases.append(cases)
+
+        def chain_fail(message: str, reason: str) -> None:
+            self.fail(message, reason, where)
+
+        def label(i: int) -> str:
+            return f"collection {colls[i].name!r} (guid {coll_ids[i]!r})"
+
+        order = chain_order(coll_ids, parent_ids, chain_fail, legacy_order=True, label=label)
+        if len(order) > 1 and all(p is None for p in parent_ids):
+            self.warnings.append(f"{where}: collections have no parent links; "
+                                 "taking them in document order")
+        colls_ordered = [colls[i] for i in order]
+        for level, coll in enumerate(colls_ordered):
+            coll.parent = colls_ordered[level - 1].name if level else None
+
+        if name:
+            ctx_name, derived = name, False
+        else:
+            first = colls_ordered[0].name if colls_ordered else f"Data_Set_{index + 1}"
+            ctx_name = title or first
+            derived = True
+        if derived:
+            extra["__derived_name__"] = True
+        ctx = ContextSpec(name=ctx_name, title=title or ctx_name,
+                          description=opt_str(description), collections=colls_ordered,
+                          extra=extra, source_id=ctx_id)
+        self.cases(ctx, [raw_cases[i] for i in order], [f"{where}.collections[{i}]" for i in order])
+
+        if ctx_id is not None:
+            self.ctx_by_id.setdefault(ctx_id, ctx)
+        for coll in colls_ordered:
+            self.coll_by_id.setdefault(coll.source_id, (ctx, coll))
+            for attr in coll.attrs:
+                if attr.source_id is None:
+                    continue
+                if attr.source_id in self.attr_by_id:
+                    self.warnings.append(f"attribute guid {attr.source_id!r} is used twice")
+                    continue
+                self.attr_by_id[attr.source_id] = (ctx, coll, attr)
+        return ctx
+
+    def attribute(self, raw: Any, where: str) -> AttrSpec:
+        if not isinstance(raw, dict):
+            self.fail(f"an attribute must be an object, not {type_name(raw)}", "wrong_type", where)
+        name = self.name(raw, "attribute", where)
+        v2_type = raw.get("type")
+        if v2_type is None or v2_type == "" or v2_type == "none":
+            attr_type = None
+        elif isinstance(v2_type, int) and not isinstance(v2_type, bool):
+            attr_type = _V2_ATTR_TYPE_INDEX.get(v2_type)
+        elif isinstance(v2_type, str) and v2_type in _V2_ATTR_TYPES:
+            attr_type = _V2_ATTR_TYPES[v2_type]
+        else:
+            self.warnings.append(f"{where}: unknown attribute type {v2_type!r} read as no type")
+            attr_type = None
+        formula = raw.get("formula")
+        return AttrSpec(
+            name=name,
+            title=opt_str(raw.get("title")) or name,
+            type=attr_type,
+            description=opt_str(raw.get("description")),
+            unit=opt_str(raw.get("unit")),
+            precision=raw.get("precision"),
+            formula=opt_str(formula) if formula else None,
+            hidden=js_truthy(raw.get("hidden")),
+            editable=raw.get("editable") is None or js_truthy(raw.get("editable")),
+            extra={k: v for k, v in raw.items() if k not in _ATTR_KEYS},
+            source_id=self.guid(raw, where, required=False),
+        )
+
+    # -- cases -> items ------------------------------------------------------------------------
+    def cases(self, ctx: ContextSpec, raw_cases: list[list[Any]], wheres: list[str]) -> None:
+        colls = ctx.collections
+        last = len(colls) - 1
+        level_of: dict[Any, int] = {}
+        for level, (cases, cwhere) in enumerate(zip(raw_cases, wheres)):
+            for k, rc in enumerate(cases):
+                where = f"{cwhere}.cases[{k}]"
+                if not isinstance(rc, dict):
+                    self.fail(f"a case must be an object, not {type_name(rc)}", "wrong_type",
+                              where)
+                guid = self.guid(rc, where, required=True)
+                if guid in level_of:
+                    self.fail(f"two cases have guid {guid!r}", "duplicate_id", where)
+                level_of[guid] = level
+        # per level: list of (guid, own values, item id)
+        levels: list[list[tuple[Any, dict[str, Any], Any]]] = []
+        children: dict[Any, list[int]] = {}
+        dropped = 0
+        for level, (coll, cases, cwhere) in enumerate(zip(colls, raw_cases, wheres)):
+            names = set(coll.attr_names)
+            rows = []
+            for k, rc in enumerate(cases):
+                where = f"{cwhere}.cases[{k}]"
+                guid = self.guid(rc, where, required=True)
+                values = self.want(rc, "values", dict, where, required=False, default={})
+                own = {n: v for n, v in values.items() if n in names}
+                dropped += len(values) - len(own)
+                parent = rc.get("parent")
+                if level == 0:
+                    if parent is not None:
+                        self.fail(f"case {guid!r} of top collection {coll.name!r} names parent "
+                                  f"case {parent!r}, but its collection has no parent",
+                                  "dangling_case_parent", where, case=guid, parent=parent)
+                else:
+                    if parent is None:
+                        self.fail(f"case {guid!r} of collection {coll.name!r} has no parent case "
+                                  f"(its collection's parent is {colls[level - 1].name!r})",
+                                  "missing_case_parent", where, case=guid)
+                    plevel = level_of.get(parent) if is_id(parent) else None
+                    if plevel is None:
+                        self.fail(f"case {guid!r} of collection {coll.name!r} names parent case "
+                                  f"{parent!r}, which does not exist", "dangling_case_parent",
+                                  where, case=guid, parent=parent)
+                    if plevel != level - 1:
+                        self.fail(f"case {guid!r} of collection {coll.name!r} names parent case "
+                                  f"{parent!r}, which is in collection {colls[plevel].name!r}, "
+                                  f"not {colls[level - 1].name!r}",
+                                  "case_parent_wrong_collection", where, case=guid, parent=parent)
+                    children.setdefault(parent, []).append(len(rows))
+                item_id = rc.get("itemID")
+                rows.append((guid, own, item_id if isinstance(item_id, str) else None))
+            levels.append(rows)
+            ctx.case_counts[coll.name] = len(rows)
+        if dropped:
+            self.warnings.append(f"data context {ctx.name!r}: {dropped} case value(s) for names "
+                                 "that are not attributes of the case's collection were ignored")
+
+        items: list[dict[str, Any]] = []
+        item_ids: list[str | None] = []
+        if not levels:
+            return
+        # iterative depth-first walk: top cases in order, each followed by its descendants
+        stack: list[tuple[int, int, dict[str, Any]]] = [
+            (0, i, {}) for i in reversed(range(len(levels[0])))]
+        while stack:
+            level, idx, inherited = stack.pop()
+            guid, own, item_id = levels[level][idx]
+            merged = {**inherited, **own}
+            kids = children.get(guid) if level < last else None
+            if kids:
+                stack.extend((level + 1, k, merged) for k in reversed(kids))
+                continue
+            if not own:
+                # an empty leaf: give it empty values so that it still reaches its collection
+                merged.update({a.name: "" for a in colls[level].attrs})
+            items.append(merged)
+            item_ids.append(item_id)
+        ctx.items = items
+        ctx.item_ids = item_ids
+
+    # -- components ----------------------------------------------------------------------------
+    def component(self, raw: Any, where: str) -> ComponentSpec:
+        if not isinstance(raw, dict):
+            self.fail(f"a component must be an object, not {type_name(raw)}", "wrong_type", where)
+        v2_type = self.want(raw, "type", str, where)
+        storage = raw.get("componentStorage")
+        if storage is None:
+            storage = {}
+        elif not isinstance(storage, dict):
+            self.fail(f"'componentStorage' must be an object, not {type_name(storage)}",
+                      "wrong_type", where)
+        layout = raw.get("layout")
+        if layout is None:
+            layout = {}
+        elif not isinstance(layout, dict):
+            self.fail(f"'layout' must be an object, not {type_name(layout)}", "wrong_type", where)
+        ctype = COMPONENT_TYPES.get(v2_type, v2_type)
+        title = opt_str(storage.get("title"))
+        name = opt_str(storage.get("name")) or title
+        props = component_properties(ctype, storage, resolver=self, where=where)
+        return ComponentSpec(
+            type=ctype,
+            name=name,
+            title=title,
+            dimensions={"width": layout.get("width"), "height": layout.get("height")},
+            position={"left": layout.get("left", layout.get("x")),
+                      "top": layout.get("top", layout.get("y"))},
+            properties=props,
+            raw=storage,
+            v2_type=v2_type,
+            layout_extra={k: v for k, v in layout.items() if k not in _LAYOUT_KEYS},
+            extra={k: v for k, v in raw.items() if k not in _COMPONENT_KEYS},
+            source_id=self.guid(raw, where, required=False),
+        )
+
+    # resolver interface used by component_properties
+    def context_name(self, ids: list[Any], where: str) -> str | None:
+        for i in ids:
+            ctx = self.ctx_by_id.get(i)
+            if ctx is not None:
+                return ctx.name
+            self.warnings.append(f"{where}: link to unknown data context {i!r} ignored")
+        return None
+
+    def attr_ref(self, ids: list[Any], where: str) -> list[tuple[str, str]]:
+        """(context name, attribute name) for each resolvable attribute id."""
+        out = []
+        for i in ids:
+            hit = self.attr_by_id.get(i)
+            if hit is None:
+                self.warnings.append(f"{where}: link to unknown attribute {i!r} ignored")
+                continue
+            out.append((hit[0].name, hit[2].name))
+        return out
+
+    def global_name(self, ids: list[Any], where: str) -> str | None:
+        for i in ids:
+            if i in self.global_names:
+                return self.global_names[i]
+            self.warnings.append(f"{where}: link to unknown global value {i!r} ignored")
+        return None
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+__all__ = ["loads_document", "parse_document", "read_document"]

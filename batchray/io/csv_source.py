@@ -1,0 +1,186 @@
+"""CSV files read in record batches with ``pyarrow.csv.open_csv``, ``block_size`` bytes each.
+
+:class:`CsvSource` infers each column's type from the first block (a probe reader, closed
+before the import starts), then reads the whole file as text and converts every batch with
+those types (:mod:`batchray.io.conversions`), so a later value that does not fit (text in a
+numeric column) is reported for its row instead of stopping the reader. Empty cells are missing
+values; a row of empty cells is no item (as in CODAP; counted in ``empty_rows``). A row with the
+wrong number of cells stops an atomic import (:class:`~batchray.errors.DocumentError`,
+``malformed_row``) and is skipped and reported (``skipped``) otherwise.
+
+:class:`PacedFile` keeps pyarrow's background reader at most a few blocks ahead of the
+batches taken, so the reader's memory is ``window * block_size`` whatever the file's size.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from batchray.errors import DocumentError
+from batchray.io.conversions import arrow_kind, as_strings, bools_from_text, numbers_from_text
+from batchray.io.sources import Source, batch_pieces, null_positions, rows_without_missing
+
+
+class PacedFile:
+    """A file whose reads wait for the consumer: at most ``window`` reads ahead of the record
+    batches taken (:meth:`consumed`). pyarrow's streaming CSV reader reads ahead on a
+    background thread, by default some 32 blocks; this keeps the blocks held to a few, so the
+    reader's memory is ``window * block_size`` whatever the file's size. A batch needs at most
+    two blocks (a row may straddle one boundary), so a window of 2 or more cannot stall; as a
+    safety valve, a read that waited ``patience`` seconds goes ahead anyway."""
+
+    def __init__(self, path: Path, window: int = 4, patience: float = 30.0) -> None:
+        import threading
+
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._patience = patience
+        self._credits = threading.Semaphore(window)
+        self._closed = False
+        self.position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._closed:
+            self._credits.acquire(timeout=self._patience)
+        if self._closed:
+            return b""
+        data = self._file.read(size)
+        self.position += len(data)
+        return data
+
+    def consumed(self) -> None:
+        self._credits.release()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self.position
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            for _ in range(64):  # wake a reader thread waiting for credit: it reads end of file
+                self._credits.release()
+            self._file.close()
+
+
+class CsvSource(Source):
+    format = "csv"
+
+    def __init__(self, path: Path, *, atomic: bool, block_size: int, types: dict[str, str]) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        super().__init__(path)
+        self.atomic = atomic
+        self._bad_rows: list[dict[str, Any]] = []
+        self._read_options = pacsv.ReadOptions(block_size=block_size, use_threads=False)
+        self._parse_options = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=self._invalid_row)
+        probe_file = None
+        try:
+            probe_file = PacedFile(path, window=2)
+            probe = pacsv.open_csv(
+                pa.PythonFile(probe_file, mode="r"), read_options=self._read_options,
+                parse_options=self._parse_options,
+                convert_options=pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True,
+                                                     quoted_strings_can_be_null=True),
+            )
+            schema = probe.schema  # inferred from the first block
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise self._arrow_failure(exc) from None
+        finally:
+            if probe_file is not None:
+                probe_file.close()
+        self._bad_rows.clear()
+        self.names = list(schema.names)
+        self.check_names()
+        self.types = {f.name: types.get(f.name) or arrow_kind(f.type) for f in schema}
+        # a column typed numeric reads ints first (then each value as int or float) unless
+        # pyarrow saw fractions in it
+        self._float_columns = {f.name for f in schema if pa.types.is_floating(f.type)}
+        self._file = None
+        self._reader = None
+        self.empty_rows = 0
+
+    def _invalid_row(self, row: Any) -> str:
+        entry = {"row": row.number, "code": "MALFORMED_ROW",
+                 "message": f"expected {row.expected_columns} columns, got {row.actual_columns}: {row.text[:80]!r}"}
+        self._bad_rows.append(entry)
+        return "error" if self.atomic else "skip"
+
+    def _arrow_failure(self, exc: Exception) -> DocumentError:
+        if self._bad_rows:
+            bad = self._bad_rows[-1]
+            where = f"row {bad['row']}" if bad["row"] is not None else "a row"
+            return self.fail(f"{where} is malformed: {bad['message']}", "malformed_row", row=bad["row"])
+        text = str(exc)
+        if isinstance(exc, OSError) and not text.startswith(("CSV", "Empty")):
+            return self.fail(f"cannot read: {text}", "unreadable")
+        if "UTF8" in text or "utf8" in text.lower():
+            return self.fail(f"not UTF-8 text: {text}", "encoding")
+        if "Empty CSV file" in text:
+            return self.fail("the file is empty (no header row)", "empty")
+        return self.fail(f"not a readable CSV: {text}", "invalid_csv")
+
+    def position(self) -> int:
+        return self._file.position if self._file is not None else 0
+
+    def batches(self) -> Iterator[list[dict[str, Any]]]:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in self.names}, null_values=[""],
+                                       strings_can_be_null=True, quoted_strings_can_be_null=True)
+        try:
+            self._file = PacedFile(self.path, window=2)
+            self._reader = pacsv.open_csv(pa.PythonFile(self._file, mode="r"), read_options=self._read_options,
+                                          parse_options=self._parse_options, convert_options=convert)
+            converters = [self._converter(n) for n in self.names]
+            while True:
+                try:
+                    batch = self._reader.read_next_batch()
+                except StopIteration:
+                    return
+                self._file.consumed()
+                for piece in batch_pieces(batch):
+                    columns, nulls = [], []
+                    for name, array, convert_column in zip(self.names, piece.columns, converters):
+                        values = convert_column(array)
+                        columns.append(values)
+                        # NaN becomes missing too, so converted columns are checked for None
+                        if array.null_count or (convert_column is not as_strings and None in values):
+                            nulls.append((name, null_positions(values)))
+                    rows = rows_without_missing(self.names, columns, nulls)
+                    if nulls and not all(rows):  # a row of empty cells is no item (as in CODAP)
+                        kept = [row for row in rows if row]
+                        self.empty_rows += len(rows) - len(kept)
+                        rows = kept
+                    yield rows
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise self._arrow_failure(exc) from None
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        return list(self._bad_rows)
+
+    def _converter(self, name: str) -> Callable[[Any], list[Any]]:
+        kind = self.types.get(name)
+        if kind == "numeric":
+            return numbers_from_text(name not in self._float_columns)
+        if kind == "checkbox":
+            return bools_from_text
+        return as_strings
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+__all__ = ["CsvSource", "PacedFile"]

@@ -1,0 +1,250 @@
+"""Importing a CODAP document: :func:`import_document` (``import_file(..., format="codap")``).
+
+The document is read whole by :func:`~batchray.io.codap.reader.read_document` (documents are
+bounded, 256 MB by default): every data context with its collections (parent first) and
+attributes with their properties, and its flat items, in one transaction
+(:mod:`~batchray.io.import_transaction`). ``context`` None imports every data context under its
+own name; a name imports that context, or renames the document's only one. A context that
+already exists is a :class:`~batchray.errors.SchemaError`; one the store cannot hold is a
+:class:`~batchray.errors.DocumentError` (``unsupported``); precisions outside 0-15 are dropped
+with a note.
+
+When the store has components (:func:`~batchray.io.runtime.has_component_api`) the document's
+components go into that same transaction, checked as ``component_operations`` checks them
+(against the contexts being imported); one that does not pass (an unknown type, a reference
+that does not resolve) is left out and named in ``notes``. A component without a name takes
+its title or type, and a name already taken gets a number. Without a component API the
+components are only returned (``components``), with a note. Global values are stored only
+for the sliders that drive them.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from batchray.core.model.schema import DataContext
+from batchray.core.plan.chunking import CreateChunker
+from batchray.core.storage.store import context_doc, context_key
+from batchray.core.txn.chunks import PlannedChunk
+from batchray.errors import BatchrayError, DocumentError, SchemaError
+from batchray.io.codap.reader import read_document
+from batchray.io.import_transaction import Reading, catalog_docs_first, import_result, run_import
+from batchray.io.results import ImportResult
+from batchray.io.runtime import (
+    Progress,
+    Target,
+    chunk_bytes,
+    chunk_id_source,
+    create_items_plan,
+    has_component_api,
+    id_allocator,
+    parse_context,
+)
+
+
+def _precision(value: Any, notes: list[str], where: str) -> Optional[int]:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        notes.append(f"{where}: precision {value!r} is not a number; dropped")
+        return None
+    if not number.is_integer() or not 0 <= number <= 15:
+        notes.append(f"{where}: precision {value!r} is outside 0-15; dropped")
+        return None
+    return int(number)
+
+
+def _context_from_spec(spec: Any, name: str, notes: list[str], path: Path) -> DataContext:
+    collections = []
+    for coll in spec.collections:
+        attrs = []
+        for a in coll.attrs:
+            attr: dict[str, Any] = {"name": a.name, "hidden": bool(a.hidden), "editable": bool(a.editable)}
+            for key in ("title", "type", "description", "unit", "formula"):
+                value = getattr(a, key)
+                if value is not None:
+                    attr[key] = value
+            precision = _precision(a.precision, notes, f"attribute {a.name!r}")
+            if precision is not None:
+                attr["precision"] = precision
+            attrs.append(attr)
+        entry: dict[str, Any] = {"name": coll.name, "attrs": attrs}
+        if coll.title is not None:
+            entry["title"] = coll.title
+        if coll.parent is not None:
+            entry["parent"] = coll.parent
+        collections.append(entry)
+    body: dict[str, Any] = {"name": name, "collections": collections}
+    if spec.title is not None:
+        body["title"] = spec.title
+    if spec.description is not None:
+        body["description"] = spec.description
+    try:
+        return parse_context(body)
+    except SchemaError as exc:
+        raise DocumentError(f"{path.name}: data context {spec.name!r} cannot be stored: {exc.message}",
+                            path=str(path), reason="unsupported", context=spec.name, field=exc.details.get("field")) from None
+
+
+def _component_dict(comp: Any, renamed: dict[str, str]) -> dict[str, Any]:
+    """A document component as the catalog's component shape (references renamed)."""
+    props = dict(comp.properties or {})
+    if props.get("dataContext") in renamed:
+        props["dataContext"] = renamed[props["dataContext"]]
+    dimensions = {k: v for k, v in (comp.dimensions or {}).items() if isinstance(v, (int, float))}
+    position = {k: v for k, v in (comp.position or {}).items() if isinstance(v, (int, float))}
+    return {"type": comp.type, "name": comp.name, "title": comp.title, "dimensions": dimensions,
+            "position": position or None, "properties": props}
+
+
+class _PendingCatalog:
+    """The catalog as the import's transaction will leave it: its new contexts, then the store's."""
+
+    def __init__(self, catalog: Any, new: dict[str, DataContext]) -> None:
+        self.catalog = catalog
+        self.new = new
+
+    def context(self, name: str) -> tuple[int, DataContext]:
+        if name in self.new:
+            return 0, self.new[name]
+        return self.catalog.context(name)
+
+
+def _component_docs(target: Target, doc: Any, wanted: set[str], renamed: dict[str, str],
+                    new_contexts: dict[str, DataContext]) -> tuple[list[tuple[str, str]], list[dict], list[dict]]:
+    """Catalog documents for the document's components (and the globals its sliders drive),
+    checked like ``component_operations`` does, against the contexts being imported: ``(docs,
+    stored, skipped)``. A component without a name gets its title or type; a name already taken
+    gets a number."""
+    from pydantic import ValidationError as PydanticError
+
+    from batchray.core.plan.operations import check_component
+    from batchray.core.model.schema import Component
+    from batchray.core.storage.store import component_key, json_text
+
+    catalog = _PendingCatalog(target.catalog, new_contexts)
+    taken = set(target.catalog.components())
+    known_globals = set(target.catalog.globals())
+    docs: list[tuple[str, str]] = []
+    stored: list[dict] = []
+    skipped: list[dict] = []
+    for comp in doc.components:
+        props = comp.properties or {}
+        if "dataContext" in props and props["dataContext"] not in wanted:
+            continue  # belongs to a context not imported
+        spec = _component_dict(comp, renamed)
+        base = spec["name"] or spec["title"] or spec["type"]
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base} {n}"
+        spec["name"] = name
+        try:
+            component = Component.model_validate(spec)
+            check_component(component, catalog, known_globals)
+        except PydanticError as exc:
+            skipped.append({**spec, "stored": False, "reason": exc.errors()[0]["msg"]})
+            continue
+        except BatchrayError as exc:
+            skipped.append({**spec, "stored": False, "reason": exc.message})
+            continue
+        taken.add(name)
+        docs.append((component_key(name), json_text(component, f"component {name!r}")))
+        gname = props.get("globalValueName") if component.type == "slider" else None
+        if gname and gname not in known_globals:
+            known_globals.add(gname)
+            value = doc.globals.get(gname, props.get("value", 0))
+            docs.append((f"global/{gname}", json_text({"name": gname, "value": value}, f"global {gname!r}")))
+        stored.append({**spec, "stored": True})
+    return docs, stored, skipped
+
+
+def import_document(target: Target, context: Optional[str], path: Path, *, atomic: bool,
+                    batch_size: Optional[int], progress: Progress, timeout: Optional[int]) -> ImportResult:
+    started = time.perf_counter()
+    doc = read_document(path)
+    notes = list(doc.warnings)
+    chosen = doc.contexts
+    renamed: dict[str, str] = {}
+    if context is not None:
+        hits = [c for c in doc.contexts if c.name == context]
+        if hits:
+            chosen = hits
+        elif len(doc.contexts) == 1:
+            chosen = doc.contexts
+            renamed[doc.contexts[0].name] = context
+        else:
+            names = ", ".join(repr(c.name) for c in doc.contexts) or "none"
+            raise DocumentError(f"{path.name} has no data context {context!r} (it has {names})", path=str(path),
+                                reason="unknown_context", context=context)
+    if not chosen:
+        raise DocumentError(f"{path.name} has no data contexts to import", path=str(path), reason="no_contexts")
+    existing = set(target.catalog.contexts())
+    planner = target.planner
+    chunk_ids = chunk_id_source(planner)
+    max_bytes = chunk_bytes(target)
+    puts: list[tuple[str, str]] = []
+    streams: list[Iterable[PlannedChunk]] = []
+    names: list[str] = []
+    new_contexts: dict[str, DataContext] = {}
+    total = 0
+    for spec in chosen:
+        name = renamed.get(spec.name, spec.name)
+        if name in existing:
+            raise SchemaError(f"data context {name!r} already exists", field="dataContextName", context=name)
+        ctx = _context_from_spec(spec, name, notes, path)
+        new_contexts[name] = ctx
+        context_id = planner.allocate("contexts", 1)
+        puts.append((context_key(name), context_doc(context_id, ctx)))
+        chunker = CreateChunker(planner.layout.shard_names, id_allocator(planner, context_id),
+                                schema=ctx.model_dump(mode="json"), max_rows=batch_size or 10_000,
+                                max_bytes=max_bytes, chunk_ids=chunk_ids)
+        streams.append(chunker.chunks(spec.items, start_index=total))
+        names.append(name)
+        total += len(spec.items)
+    wanted = {s.name for s in chosen}
+    # components go in the same transaction when the store has components (a component API)
+    has_components = has_component_api(target)
+    stored: list[dict] = []
+    skipped: list[dict] = []
+    if has_components:
+        component_docs, stored, skipped = _component_docs(target, doc, wanted, renamed, new_contexts)
+    else:
+        component_docs = []
+    reading = Reading(rows=total)
+    if callable(progress) and not isinstance(progress, bool):
+        progress({"phase": "reading", "rowsRead": total, "totalRows": total, "bytesRead": path.stat().st_size,
+                  "totalBytes": path.stat().st_size})
+    docs = puts + component_docs
+    plan = create_items_plan(catalog_docs_first(docs, itertools.chain.from_iterable(streams), chunk_ids),
+                             total=total, context=names[0], context_id=None)
+    result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress)
+    out = import_result(result, len(docs), reading, started, fmt="codap", path=path, contexts=names, collection=None)
+    committed = out.state == "completed"
+    out.created_contexts = names if committed else []
+    out.case_counts = {renamed.get(s.name, s.name): dict(s.case_counts) for s in chosen}
+    out.attribute_types = {a.name: a.type for s in chosen for c in s.collections for a in c.attrs}
+    if has_components:
+        out.components = stored + skipped
+        if stored and committed:
+            notes.append(f"{len(stored)} component(s) stored")
+        for comp in skipped:
+            notes.append(f"component {comp['name']!r} ({comp['type']}) not stored: {comp['reason']}")
+    else:
+        out.components = [{**_component_dict(c, renamed), "stored": False} for c in doc.components
+                          if (c.properties or {}).get("dataContext", next(iter(wanted))) in wanted]
+        if out.components and committed:
+            notes.append(f"{len(out.components)} component(s) are returned in 'components', not stored: "
+                         "this client has no component API")
+    unused = sorted(set(doc.globals) - {c["properties"].get("globalValueName") for c in stored})
+    if unused:
+        notes.append(f"global values {unused} are not imported (no slider of the document drives them)")
+    out.notes = notes + out.notes
+    return out
+
+
+__all__ = ["import_document"]

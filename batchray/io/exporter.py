@@ -1,0 +1,229 @@
+"""Exporting a data context: :func:`export_file` to CSV, JSON Lines, Parquet or a CODAP document.
+
+Items are read in pages by id cursor (:func:`~batchray.io.runtime.item_pages`: each page
+consistent, committed data only), restricted to ``query`` and, with ``collection``, to that
+collection's attributes and its parents'. The file is written next to its destination and
+renamed into place when complete, so it appears complete or not at all.
+
+* CSV writes values as text (re-inferred when read back): strings as they are, numbers as
+  Python writes them, booleans as ``true``/``false``, objects as JSON, missing values empty.
+* JSON Lines keeps JSON types and writes every column on every line (``null`` where missing)
+  so that reading it back infers every column.
+* Parquet reads the pages twice, first to choose each column's Arrow type from its values
+  (ints only: int64; numbers: float64; text: string; a column mixing kinds is stored as JSON
+  text and marked so), and stores each attribute in its field's metadata
+  (:data:`~batchray.io.formats.PARQUET_ATTRIBUTE_KEY`).
+* ``format="codap"`` writes a v2 document of one or more contexts:
+  :func:`~batchray.io.document_export.export_document`.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Union
+
+import orjson
+
+from batchray.errors import DocumentError, ValidationError
+from batchray.io.document_export import export_document
+from batchray.io.formats import PARQUET_ATTRIBUTE_KEY, PARQUET_ENCODING_KEY, detect_format, resolve_path
+from batchray.io.results import ExportResult
+from batchray.io.runtime import Progress, Target, check_query, check_target, item_pages
+
+PAGE_SIZE = 10_000
+"""Items per page when exporting."""
+
+
+def export_file(
+    client_or_engine: Target,
+    context: Union[str, list[str], None],
+    path: Union[str, os.PathLike],
+    format: Optional[str] = None,
+    *,
+    collection: Optional[str] = None,
+    query: Optional[str] = None,
+    allowed_root: Union[str, os.PathLike, None] = None,
+    page_size: int = PAGE_SIZE,
+    progress: Progress = None,
+) -> ExportResult:
+    """Write a data context's items to a CSV, JSON Lines, Parquet or CODAP file.
+
+    ``collection``: only that collection's attributes and its parents'. ``query``: only the
+    items it selects. For ``codap``, ``context`` may be a list of names, or None for every
+    data context. The file appears complete or not at all (written aside, then renamed).
+    """
+    check_target(client_or_engine)
+    if page_size < 1:
+        raise ValidationError("page_size must be positive", field="pageSize")
+    out = resolve_path(path, allowed_root, must_exist=False)
+    fmt = detect_format(out, format)
+    if out.is_dir():
+        raise DocumentError(f"{str(path)!r} is a directory", reason="not_a_file", path=str(path))
+    if not out.parent.is_dir():
+        raise DocumentError(f"directory {str(out.parent)!r} does not exist", reason="not_found", path=str(path))
+    started = time.perf_counter()
+    if fmt == "codap":
+        return export_document(client_or_engine, context, out, query=query, collection=collection,
+                               page_size=page_size, started=started)
+    if not isinstance(context, str):
+        raise ValidationError(f"exporting {fmt} needs one data context name", field="dataContextName")
+    context_id, ctx = client_or_engine.catalog.context(context)
+    check_query(ctx, query)
+    if collection is not None:
+        attrs = [a for c in ctx.lineage(collection) for a in c.attrs]
+    else:
+        attrs = list(ctx.attributes().values())
+    columns = [a.name for a in attrs]
+    pages = lambda: item_pages(client_or_engine, context_id, query, page_size)  # noqa: E731
+    report = _export_reporter(progress)
+    writer = {"csv": _write_csv, "jsonl": _write_jsonl, "parquet": _write_parquet}[fmt]
+    notes: list[str] = []
+    count = _atomic_write(out, lambda tmp: writer(tmp, attrs, pages, report, notes))
+    duration = time.perf_counter() - started
+    return ExportResult(format=fmt, path=str(out), contexts=[context], collection=collection, items_written=count,
+                        columns=columns, bytes_written=out.stat().st_size, duration=duration,
+                        items_per_second=count / duration if duration > 0 else 0.0, notes=notes)
+
+
+def _export_reporter(progress: Progress) -> Callable[[int], None]:
+    if not callable(progress) or isinstance(progress, bool):
+        return lambda n: None
+    return lambda n: progress({"phase": "exporting", "itemsWritten": n})
+
+
+def _atomic_write(out: Path, write: Callable[[Path], int]) -> int:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent))
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        count = write(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _csv_cell(value: Any) -> Any:
+    """A value the csv module would not write as CODAP does: booleans as true/false, objects
+    (boundaries) as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    return value
+
+
+def _write_csv(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[dict]]], report, notes) -> int:
+    """Cells as text: strings as they are, numbers as Python writes them (``repr``: exact,
+    and a float stays a float when read back), missing values empty. Validation keeps objects
+    to boundary attributes, so only checkbox, boundary and untyped/categorical columns (which
+    may hold booleans) are looked at value by value."""
+    columns = [a.name for a in attrs]
+    special = [position for position, a in enumerate(attrs)
+               if a.type is None or a.type.value in ("checkbox", "boundary", "categorical", "qualitative")]
+    count = 0
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(columns)
+        for page in pages():
+            rows = [list(map(values.get, columns)) for values in page]
+            for position in special:
+                for row in rows:
+                    value = row[position]
+                    if value is not None and type(value) is not str:
+                        row[position] = _csv_cell(value)
+            writer.writerows(rows)
+            count += len(page)
+            report(count)
+    return count
+
+
+def _write_jsonl(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[dict]]], report, notes) -> int:
+    columns = [a.name for a in attrs]
+    dumps = orjson.dumps
+    count = 0
+    with open(tmp, "wb") as fh:
+        for page in pages():
+            fh.write(b"".join(dumps({c: values.get(c) for c in columns}) + b"\n" for values in page))
+            count += len(page)
+            report(count)
+    return count
+
+
+def _value_kind(value: Any, typed: bool) -> Optional[str]:
+    if value is None or (typed and value == ""):
+        return None  # "" is CODAP's empty value in a typed column
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return "json"
+
+
+def _write_parquet(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[dict]]], report, notes) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = [a.name for a in attrs]
+    typed = {a.name: a.type is not None and a.type.value in ("numeric", "date", "checkbox") for a in attrs}
+    kinds: dict[str, set[str]] = {c: set() for c in columns}
+    for page in pages():  # pass 1: each column's value kinds
+        for c in columns:
+            t = typed[c]
+            kinds[c].update(k for k in (_value_kind(v.get(c), t) for v in page) if k is not None)
+    fields, encoders = [], []
+    for attr in attrs:
+        found = kinds[attr.name]
+        meta = {PARQUET_ATTRIBUTE_KEY: orjson.dumps(attr.model_dump(mode="json", exclude_defaults=True))}
+        if not found:
+            default = {"numeric": pa.float64(), "checkbox": pa.bool_()}.get(attr.type.value if attr.type else "", pa.string())
+            arrow_type, encode = default, None
+        elif found == {"bool"}:
+            arrow_type, encode = pa.bool_(), None
+        elif found == {"int"}:
+            arrow_type, encode = pa.int64(), None
+        elif found <= {"int", "float"}:
+            arrow_type, encode = pa.float64(), float
+            if "int" in found:
+                notes.append(f"column {attr.name!r} mixes integers and fractions: stored as float64")
+        elif found == {"str"}:
+            arrow_type, encode = pa.string(), None
+        else:
+            arrow_type, encode = pa.string(), lambda v: orjson.dumps(v).decode()
+            meta[PARQUET_ENCODING_KEY] = b"json"
+            notes.append(f"column {attr.name!r} mixes value kinds {sorted(found)}: stored as JSON text")
+        fields.append(pa.field(attr.name, arrow_type, nullable=True, metadata=meta))
+        encoders.append((attr.name, encode, typed[attr.name]))
+    schema = pa.schema(fields)
+    count = 0
+    with pq.ParquetWriter(str(tmp), schema, compression="zstd") as writer:
+        for page in pages():  # pass 2: write
+            arrays = []
+            for (name, encode, t), f in zip(encoders, fields):
+                values = [v.get(name) for v in page]
+                if t:
+                    values = [None if v == "" else v for v in values]
+                if encode is not None:
+                    values = [None if v is None else encode(v) for v in values]
+                try:
+                    arrays.append(pa.array(values, type=f.type))
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+                    from batchray.errors import ConflictError
+
+                    raise ConflictError(f"column {name!r} changed while it was exported ({exc}); export again",
+                                        field=name) from None
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+            count += len(page)
+            report(count)
+    return count
+
+
+__all__ = ["PAGE_SIZE", "export_file"]

@@ -1,0 +1,269 @@
+"""Importing a file: :func:`import_file` for CSV, JSON Lines, Parquet and CODAP documents.
+
+:func:`import_file` takes a :class:`~batchray.api.client.Client` (Ray) or a
+:class:`~batchray.core.run.engine.LocalEngine` (in-process); both plan on the caller's side and
+stream. The path is checked first (:func:`~batchray.io.formats.resolve_path`), the format
+detected (:func:`~batchray.io.formats.detect_format`); CODAP documents go to
+:func:`~batchray.io.document_import.import_document`, the other formats are imported here.
+
+CSV, JSON Lines and Parquet are read in record batches, never whole (:func:`open_source`:
+:mod:`~batchray.io.csv_source`, :mod:`~batchray.io.jsonl_source`,
+:mod:`~batchray.io.parquet_source`). Rows go to the planner's chunker as they are read, so the
+driver holds about one record batch plus the chunks in flight, whatever the size of the file;
+chunks are sized to an eighth of the memory budget's allowance
+(:func:`~batchray.io.runtime.chunk_bytes`).
+
+Types are inferred from the first record batch when the data context or some of the file's
+columns do not exist yet (``create=True``): int and float columns become ``numeric``, bool
+``checkbox``, timestamp and date ``date``, anything else ``categorical``. A CSV is read as text
+and converted per batch with the inferred types, so a later value that does not fit (text in a
+numeric column) is reported for its row instead of stopping the reader; in JSON Lines the value
+kinds of the first batch decide (ISO 8601 strings are dates); Parquet has its own schema, and
+columns written by :func:`~batchray.io.exporter.export_file` carry their attribute as field
+metadata, so their type and properties come back as they were. ``types={"zip": "categorical"}``
+overrides inference. Empty CSV cells, JSON ``null``, Parquet nulls and float NaN are missing
+values: the item has no key for them.
+
+The data context (or its new attributes) is written in the same transaction as the items
+(:mod:`~batchray.io.import_transaction`), so an atomic import (the default) that fails on any
+row, at any point of the file, leaves nothing: no items and no new context. A file that cannot
+be read (not found, malformed CSV row, line that is not JSON, invalid UTF-8) raises
+:class:`~batchray.errors.DocumentError` after the batch is rolled back; rows whose values do
+not fit their attributes come back as a failed :class:`~batchray.io.results.ImportResult` with
+each row's ``index`` (0-based, in file order), like ``create_items``. With ``atomic=False``
+malformed rows are skipped and reported, and valid chunks commit.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from batchray.core.model.schema import AttributeType, DataContext
+from batchray.core.plan.chunking import CreateChunker
+from batchray.core.storage.store import context_doc, context_key
+from batchray.errors import SchemaError, ValidationError
+from batchray.io.csv_source import CsvSource
+from batchray.io.document_import import import_document
+from batchray.io.formats import detect_format, resolve_path
+from batchray.io.import_transaction import Reading, catalog_docs_first, guarded_rows, import_result, run_import
+from batchray.io.jsonl_source import JsonLinesSource
+from batchray.io.parquet_source import ParquetSource
+from batchray.io.results import ImportResult
+from batchray.io.runtime import (
+    Progress,
+    Target,
+    check_target,
+    chunk_bytes,
+    chunk_id_source,
+    create_items_plan,
+    id_allocator,
+    is_ray_client,
+    parse_context,
+)
+from batchray.io.sources import DEFAULT_BATCH_ROWS, DEFAULT_BLOCK_SIZE, Source
+
+_TYPES = {t.value for t in AttributeType}
+
+
+def import_file(
+    client_or_engine: Target,
+    context: Optional[str],
+    collection: Optional[str],
+    path: Union[str, os.PathLike],
+    format: Optional[str] = None,
+    *,
+    atomic: bool = True,
+    batch_size: Optional[int] = None,
+    create: bool = True,
+    allowed_root: Union[str, os.PathLike, None] = None,
+    progress: Progress = None,
+    types: Optional[dict[str, str]] = None,
+    block_size: Optional[int] = None,
+    timeout: Optional[int] = None,
+) -> ImportResult:
+    """Import a CSV, JSON Lines, Parquet or CODAP file into ``context``/``collection``.
+
+    ``format``: ``csv``, ``jsonl``, ``parquet`` or ``codap`` (default: from the suffix).
+    ``create``: create the data context, the collection and attributes for new columns when
+    missing (types inferred; ``types`` overrides per column); without it, a missing one is a
+    :class:`SchemaError`. ``atomic``: all rows or none (default). ``batch_size``: rows per
+    chunk. ``progress``: ``True`` for a progress bar, or a callable given dicts
+    (``phase`` ``"reading"``: ``rowsRead``, ``bytesRead``, ``totalBytes``, ``totalRows`` when
+    known; ``"writing"``: the batch's progress, with a Client). ``timeout``: milliseconds.
+
+    For ``codap``: ``context`` None imports every data context of the document under its own
+    name; a name imports that context (or renames the document's only one); ``collection``
+    must be None. See the module docstring for errors and guarantees.
+    """
+    check_target(client_or_engine)
+    resolved = resolve_path(path, allowed_root, must_exist=True)
+    fmt = detect_format(resolved, format)
+    types = _check_types(types)
+    if fmt == "codap":
+        if collection is not None:
+            raise ValidationError("a CODAP document brings its own collections: leave collection unset",
+                                  field="collectionName")
+        return import_document(client_or_engine, context, resolved, atomic=atomic, batch_size=batch_size,
+                               progress=progress, timeout=timeout)
+    if not context:
+        raise ValidationError(f"importing a {fmt} file needs a data context name", field="dataContextName")
+    source = open_source(fmt, resolved, atomic=atomic, types=types, block_size=block_size)
+    try:
+        return _import_rows(client_or_engine, context, collection, source, atomic=atomic, batch_size=batch_size,
+                            create=create, progress=progress, timeout=timeout, types=types)
+    finally:
+        source.close()
+
+
+def open_source(fmt: str, path: Path, *, atomic: bool, types: dict[str, str], block_size: Optional[int]) -> Source:
+    """The record-batch reader for a ``csv``, ``parquet`` or ``jsonl`` file (``block_size``: bytes
+    per CSV or JSON Lines batch, default :data:`~batchray.io.sources.DEFAULT_BLOCK_SIZE`)."""
+    if fmt == "csv":
+        return CsvSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types)
+    if fmt == "parquet":
+        return ParquetSource(path, batch_rows=DEFAULT_BATCH_ROWS, types=types)
+    return JsonLinesSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types)
+
+
+def _check_types(types: Optional[dict[str, str]]) -> dict[str, str]:
+    if not types:
+        return {}
+    if not isinstance(types, dict):
+        raise ValidationError("types must map column names to attribute types", field="types")
+    for name, kind in types.items():
+        if kind not in _TYPES:
+            raise ValidationError(f"unknown type {kind!r} for column {name!r}; one of {', '.join(sorted(_TYPES))}",
+                                  field="types")
+    return dict(types)
+
+
+def _lookup(target: Target, name: str) -> Optional[tuple[int, DataContext]]:
+    try:
+        return target.catalog.context(name)
+    except SchemaError:
+        return None
+
+
+def _attribute_spec(name: str, kind: Optional[str], props: dict[str, Any]) -> dict[str, Any]:
+    spec = {k: v for k, v in props.items() if k not in ("name", "type")}
+    spec["name"] = name
+    if kind is not None:
+        spec["type"] = kind
+    return spec
+
+
+def _schema_for(target: Target, context: str, collection: Optional[str], source: Source, create: bool,
+                types: dict[str, str]) -> tuple[int, DataContext, Optional[str], list[str], bool]:
+    """``(context id, context, new catalog doc or None, created attributes, created context)``."""
+    unknown_types = [n for n in types if n not in source.names]
+    if unknown_types:
+        raise ValidationError(f"types names columns the file does not have: {', '.join(map(repr, unknown_types))}",
+                              field="types")
+    existing = _lookup(target, context)
+    if existing is None:
+        if not create:
+            raise SchemaError(f"data context {context!r} does not exist (create=False)", field="dataContextName",
+                              context=context)
+        coll_name = collection or context
+        spec = {"name": context, "collections": [
+            {"name": coll_name, "attrs": [_attribute_spec(n, source.types.get(n), source.attrs.get(n, {}))
+                                          for n in source.names]}]}
+        ctx = parse_context(spec)
+        context_id = target.planner.allocate("contexts", 1)
+        return context_id, ctx, context_doc(context_id, ctx), list(source.names), True
+    context_id, ctx = existing
+    known = ctx.attributes()
+    missing = [n for n in source.names if n not in known]
+    if collection is not None and not any(c.name == collection for c in ctx.collections):
+        if not create:
+            raise SchemaError(f"collection {collection!r} does not exist in data context {context!r} (create=False)",
+                              field="collectionName", collection=collection)
+    elif not missing:
+        return context_id, ctx, None, [], False
+    if missing and not create:
+        raise SchemaError(f"data context {context!r} has no attribute for column(s) "
+                          f"{', '.join(map(repr, missing))} (create=False)", field="collectionName", attributes=missing)
+    spec = ctx.model_dump(mode="json", exclude_defaults=True)
+    new_attrs = [_attribute_spec(n, source.types.get(n), source.attrs.get(n, {})) for n in missing]
+    colls = spec.setdefault("collections", [])
+    target_name = collection or (colls[-1]["name"] if colls else context)
+    for coll in colls:
+        if coll["name"] == target_name:
+            coll.setdefault("attrs", []).extend(new_attrs)
+            break
+    else:
+        new_coll: dict[str, Any] = {"name": target_name, "attrs": new_attrs}
+        if colls:
+            new_coll["parent"] = colls[-1]["name"]
+        colls.append(new_coll)
+    new_ctx = parse_context(spec)
+    return context_id, new_ctx, context_doc(context_id, new_ctx), missing, False
+
+
+def _reporter(progress: Progress, source: Source, reading: Reading, target: Target) -> Callable[[], None]:
+    """Reading progress: a tqdm bar (engines; a Client shows its own bar) or a callback."""
+    if progress is None or progress is False:
+        return lambda: None
+    if callable(progress) and not isinstance(progress, bool):
+        def report() -> None:
+            elapsed = max(time.perf_counter() - reading.started, 1e-9)
+            event = {"phase": "reading", "rowsRead": reading.rows, "bytesRead": source.position(),
+                     "totalBytes": source.total_bytes, "rowsPerSecond": reading.rows / elapsed}
+            if source.total_rows is not None:
+                event["totalRows"] = source.total_rows
+            progress(event)
+        return report
+    if is_ray_client(target):
+        return lambda: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=source.total_rows, unit="row", desc=f"import {source.path.name}", dynamic_ncols=True)
+    shown = [0]
+
+    def report() -> None:
+        bar.update(reading.rows - shown[0])
+        shown[0] = reading.rows
+        if source.total_rows is not None and reading.rows >= source.total_rows:
+            bar.close()
+    return report
+
+
+def _import_rows(target: Target, context: str, collection: Optional[str], source: Source, *, atomic: bool,
+                 batch_size: Optional[int], create: bool, progress: Progress, timeout: Optional[int],
+                 types: dict[str, str]) -> ImportResult:
+    started = time.perf_counter()
+    context_id, ctx, doc, created_attrs, created_context = _schema_for(target, context, collection, source,
+                                                                        create, types)
+    planner = target.planner
+    chunk_ids = chunk_id_source(planner)
+    chunker = CreateChunker(planner.layout.shard_names, id_allocator(planner, context_id),
+                            schema=ctx.model_dump(mode="json"), max_rows=batch_size or 10_000,
+                            max_bytes=chunk_bytes(target), chunk_ids=chunk_ids)
+    reading = Reading()
+    rows = guarded_rows(source.batches(), reading, _reporter(progress, source, reading, target))
+    puts = [] if doc is None else [(context_key(context), doc)]
+    plan = create_items_plan(catalog_docs_first(puts, chunker.chunks(rows), chunk_ids), total=source.total_rows,
+                             context=context, context_id=context_id, chunker=chunker)
+    result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress)
+    skipped = list(getattr(source, "skipped", []))
+    coll_name = collection or ctx.collections[-1].name
+    out = import_result(result, len(puts), reading, started, fmt=source.format, path=source.path,
+                        contexts=[context], collection=coll_name)
+    out.errors = skipped + out.errors
+    if skipped and out.success:
+        out.success = False
+    out.created_contexts = [context] if created_context and out.state == "completed" else []
+    out.created_attributes = created_attrs if out.state == "completed" else []
+    out.attribute_types = {n: (a.type.value if a.type else None) for n, a in ctx.attributes().items()
+                           if n in source.names}
+    if getattr(source, "empty_rows", 0):
+        out.notes.append(f"{source.empty_rows} row(s) with every cell empty were skipped")
+    if out.errors and out.errors[0].get("index") is not None:
+        out.notes.append("errors[].index counts the rows read, from 0, in file order (skipped empty or "
+                         "malformed rows not counted)")
+    return out
+
+
+__all__ = ["import_file", "open_source"]
