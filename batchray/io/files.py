@@ -1,7 +1,7 @@
 """File import and export: CSV, JSON Lines, Parquet and CODAP v2 documents.
 
 :func:`import_file` and :func:`export_file` take a :class:`~batchray.api.client.Client` (Ray) or a
-:class:`~batchray.core.run.engine.LocalEngine` (in-process); both plan on the caller's side and stream.
+:class:`~batchray.api.client.Client` on the in-process runtime; both plan on the caller's side and stream.
 
 Import
 ------
@@ -84,7 +84,9 @@ from pydantic.alias_generators import to_camel
 
 from batchray.core.txn.chunks import PutDocs, context_range
 from batchray.errors import BatchrayError, CancelledError, DocumentError, SchemaError, ValidationError
-from batchray.core.model.batch import BatchResult
+from batchray.core.model.batch import BatchResult, RunOptions
+from batchray.core.plan.plan import PlanTarget
+from batchray.core.plan.planner import BatchPlanner
 from batchray.core.plan.chunking import CreateChunker
 from batchray.core.txn.chunks import PlannedChunk
 from batchray.core.model.schema import NAME_PATTERN, AttributeType, DataContext
@@ -114,7 +116,7 @@ _ISO_DATE = re.compile(
 )
 _TYPES = {t.value for t in AttributeType}
 
-Target = Any  # a Client or a LocalEngine
+Target = PlanTarget  # the front object, batchray.api.client.Client
 Progress = Union[None, bool, Callable[[dict], Any]]
 
 
@@ -221,58 +223,40 @@ def detect_format(path: Union[str, os.PathLike], format: Optional[str] = None) -
 
 
 # ---------------------------------------------------------------------------------------------
-# runtime adapters: a Client (Ray) or a LocalEngine
+# the front object: planning and running through it
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_client(target: Target) -> bool:
-    return hasattr(target, "run_plan")
-
-
 def _check_target(target: Target) -> None:
-    if not (hasattr(target, "planner") and hasattr(target, "catalog") and hasattr(target, "reader")):
-        raise ValidationError(f"expected a batchray Client or LocalEngine, got {type(target).__name__}",
-                              field="client")
+    if not isinstance(getattr(target, "planner", None), BatchPlanner):
+        raise ValidationError(f"expected a batchray Client, got {type(target).__name__}", field="client")
 
 
 def _chunk_bytes(target: Target) -> int:
-    """Estimated bytes per chunk: a quarter of the memory budget's allowance (8 MB at most),
+    """Estimated bytes per chunk: an eighth of the memory budget's allowance (8 MB at most),
     so several chunks are in flight and no single one exceeds the budget."""
-    allowance = None
-    driver = getattr(target, "driver", None)
-    if driver is not None and getattr(driver, "budget", None) is not None:
-        allowance = driver.budget.allowance
-    elif _is_client(target):
-        memory = target.info().get("memory") or {}
-        if memory.get("limit"):
-            allowance = int(memory["limit"] * memory.get("threshold", 1.0))
+    allowance = target.memory_allowance
     if not allowance:
         return 8 << 20
     return max(64 << 10, min(8 << 20, allowance // 8))
 
 
-def _take_ids(planner: Any, context_id: int) -> Callable[[int], int]:
-    if hasattr(planner, "take_ids"):
-        return lambda n: planner.take_ids(context_id, n)
-    lo, _ = context_range(context_id)
-    return lambda n: lo + planner.allocate(f"items:{context_id}", n)
+def _take_ids(planner: BatchPlanner, context_id: int) -> Callable[[int], int]:
+    return lambda n: planner.take_ids(context_id, n)
 
 
-def _chunk_id_source(planner: Any) -> Iterator[int]:
-    ids = getattr(planner, "_chunk_ids", None)
-    return ids if ids is not None else itertools.count(1)
+def _chunk_id_source(planner: BatchPlanner) -> Iterator[int]:
+    return iter(planner.next_chunk_id, None)
 
 
 def _run(target: Target, plan: Any, *, atomic: bool, timeout: Optional[int], progress: Progress) -> BatchResult:
-    if _is_client(target):
-        options = {"atomic": atomic, "timeout": int(timeout or DEFAULT_TIMEOUT_MS)}
-        callback = None
-        bar = progress if isinstance(progress, bool) else None  # None: the client's default
-        if callable(progress):
-            callback = lambda p: progress({"phase": "writing", **p})  # noqa: E731
-            bar = False
-        return target.run_plan(plan, options, progress=bar, callback=callback)
-    return target.run(plan, atomic=atomic)
+    options = RunOptions(atomic=atomic, timeout=int(timeout or DEFAULT_TIMEOUT_MS))
+    callback = None
+    bar = progress if isinstance(progress, bool) else None  # None: the client's default
+    if callable(progress):
+        callback = lambda p: progress({"phase": "writing", **p})  # noqa: E731
+        bar = False
+    return target.run_plan(plan, options, progress=bar, callback=callback)
 
 
 @dataclass
@@ -904,7 +888,7 @@ def _attribute_spec(name: str, kind: Optional[str], props: dict[str, Any]) -> di
 
 
 def _parse_context(spec: dict[str, Any]) -> DataContext:
-    from batchray.core.run.engine import _parse_context as parse
+    from batchray.core.plan.planner import parse_context as parse
 
     return parse(spec)
 
@@ -958,7 +942,7 @@ def _schema_for(target: Target, context: str, collection: Optional[str], source:
 
 
 def _reporter(progress: Progress, source: _Source, reading: _Reading, target: Target) -> Callable[[], None]:
-    """Reading progress: a tqdm bar (engines; a Client shows its own bar) or a callback."""
+    """Reading progress for a callback (a bar is the client's own, of the batch)."""
     if progress is None or progress is False:
         return lambda: None
     if callable(progress) and not isinstance(progress, bool):
@@ -970,25 +954,13 @@ def _reporter(progress: Progress, source: _Source, reading: _Reading, target: Ta
                 event["totalRows"] = source.total_rows
             progress(event)
         return report
-    if _is_client(target):
-        return lambda: None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=source.total_rows, unit="row", desc=f"import {source.path.name}", dynamic_ncols=True)
-    shown = [0]
-
-    def report() -> None:
-        bar.update(reading.rows - shown[0])
-        shown[0] = reading.rows
-        if source.total_rows is not None and reading.rows >= source.total_rows:
-            bar.close()
-    return report
+    return lambda: None  # a bar: the client shows the batch's own
 
 
 def _import_rows(target: Target, context: str, collection: Optional[str], source: _Source, *, atomic: bool,
                  batch_size: Optional[int], create: bool, progress: Progress, timeout: Optional[int],
                  types: dict[str, str]) -> ImportResult:
-    from batchray.core.run.engine import Plan
+    from batchray.core.plan.plan import Plan
 
     started = time.perf_counter()
     context_id, ctx, doc, created_attrs, created_context = _schema_for(target, context, collection, source,
@@ -1183,7 +1155,7 @@ def _component_docs(target: Target, doc: Any, wanted: set[str], renamed: dict[st
 def _import_document(target: Target, context: Optional[str], path: Path, *, atomic: bool,
                      batch_size: Optional[int], progress: Progress, timeout: Optional[int]) -> ImportResult:
     from batchray.io.codap.document import read_document
-    from batchray.core.run.engine import Plan
+    from batchray.core.plan.plan import Plan
 
     started = time.perf_counter()
     doc = read_document(path)
@@ -1305,7 +1277,7 @@ def export_file(
                                 page_size=page_size, started=started)
     if not isinstance(context, str):
         raise ValidationError(f"exporting {fmt} needs one data context name", field="dataContextName")
-    from batchray.core.run.engine import _check_query
+    from batchray.core.plan.planner import check_query as _check_query
 
     context_id, ctx = client_or_engine.catalog.context(context)
     _check_query(ctx, query)
