@@ -11,7 +11,7 @@ import ray
 
 from batchray.core.storage.backends import open_backend
 from batchray.core.storage.decision_log import DecisionLog
-from batchray.core.run.engine import Executor
+from batchray.core.run.executor import Executor
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD, MemoryBudget, NodePressure
 from batchray.core.run.service import CoordinatorService
 from batchray.core.storage.store import CATALOG, CommitGate, StoreLayout

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from batchray.core.run.engine import LocalEngine
+from batchray.api.client import connect
 
 from .common import COLLECTIONS, make_rows, raw_sqlite_load, report, timed
 
@@ -20,7 +20,7 @@ def run(items: int = 1_000_000, repeats: int = 2) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             raw_best = min(raw_best, raw_sqlite_load(f"{tmp}/raw.sqlite", rows))
         with tempfile.TemporaryDirectory() as tmp:
-            with LocalEngine(f"{tmp}/store", shards=1) as engine:
+            with connect(f"{tmp}/store", runtime="local", progress=False, shards=1) as engine:
                 engine.create_data_context("Bench", COLLECTIONS)
                 with timed() as t:
                     result = engine.create_items("Bench", "People", rows, batch_size=50_000)

@@ -125,7 +125,7 @@ def node_removal(store: str) -> dict[str, Any]:
         for participant in stale.values():
             participant.close()
         stale_store.close()
-        out["leftovers"] = _retry(lambda: ray.get(client.coordinator.leftovers.remote()))
+        out["leftovers"] = _retry(lambda: ray.get(client.runtime.coordinator.leftovers.remote()))
         import psycopg
         from batchray.core.storage.postgres.store import parse_pg_url
 

@@ -244,9 +244,9 @@ class Agent:
 
 
 def _get_leftovers(client: Any) -> dict:
-    from batchray.api.client import _get
+    from actors.runtime import ray_get as _get
 
-    return _get(client.coordinator.leftovers.remote(), timeout=60)
+    return _get(client.runtime.coordinator.leftovers.remote(), timeout=60)
 
 
 def serve_agent(address: str, store: str) -> int:
@@ -331,7 +331,7 @@ class _Transfer:
         threading.Thread(target=self._run, name=f"transfer-{key}", daemon=True).start()
 
     def _run(self) -> None:
-        from batchray.api.client import _get
+        from actors.runtime import ray_get as _get
 
         try:
             submitted = self.client.update_items(BANK, self.updates, atomic=True, max_retries=2,
@@ -340,7 +340,7 @@ class _Transfer:
                 self.txn = submitted
                 while self.result is None:
                     try:
-                        self.result = _get(self.client.coordinator.wait.remote(self.txn, 0.5), timeout=10)
+                        self.result = _get(self.client.runtime.coordinator.wait.remote(self.txn, 0.5), timeout=10)
                     except Exception:  # noqa: BLE001 - the coordinator is restarting: ask again
                         time.sleep(0.2)
             else:  # Ray re-sent the submit: the result of the batch registered before

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from batchray.core.run.engine import LocalEngine
+from local_runtime import Client, local_client
 
 CONTEXT = "Trips"
 COLLECTIONS = [
@@ -46,8 +46,8 @@ ROWS = [
 ]
 
 
-def make_engine(root: Path, rows: list[dict[str, Any]] = ROWS, shards: int = 3) -> tuple[LocalEngine, list[int]]:
-    engine = LocalEngine(root, shards=shards, lock_timeout=2.0)
+def make_engine(root: Path, rows: list[dict[str, Any]] = ROWS, shards: int = 3) -> tuple[Client, list[int]]:
+    engine = local_client(root, shards=shards, lock_timeout=2.0)
     assert engine.create_data_context(CONTEXT, COLLECTIONS).success
     result = engine.create_items(CONTEXT, "Visits", rows)
     assert result.success, result

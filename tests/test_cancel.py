@@ -92,7 +92,7 @@ def _assert_clean(client) -> None:
     import ray
 
     leftovers = _until(lambda: (lambda v: v if all(not any(c.values()) for c in v.values()) else None)(
-        ray.get(client.coordinator.leftovers.remote())), timeout=10, what="no leftovers")
+        ray.get(client.runtime.coordinator.leftovers.remote())), timeout=10, what="no leftovers")
     assert all(not any(counts.values()) for counts in leftovers.values()), leftovers
 
 

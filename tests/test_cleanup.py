@@ -12,7 +12,7 @@ from hierarchy import snapshot
 
 from batchray.core.plan import cleanup as cleanup_module
 from batchray.core.plan.cleanup import validate_and_clean
-from batchray.core.run.engine import LocalEngine
+from local_runtime import Client, local_client
 from batchray.errors import SchemaError, ValidationError
 from batchray.api.tools import call_tool
 
@@ -61,7 +61,7 @@ PROBLEMS = [
 
 @pytest.fixture
 def survey(tmp_path):
-    with LocalEngine(tmp_path / "store", shards=3, lock_timeout=2.0) as engine:
+    with local_client(tmp_path / "store", shards=3, lock_timeout=2.0) as engine:
         assert engine.create_data_context(CONTEXT, COLLECTIONS).success
         # non-atomic: the create path does not check unique then, so the clashes get in
         result = engine.create_items(CONTEXT, "Visits", DIRTY, atomic=False)
@@ -249,13 +249,15 @@ def test_cleanup_is_one_transaction(survey, monkeypatch):
     """An item the cleanup updates is deleted between planning and commit: the whole cleanup
     is rolled back (no trim, no delete of the other items is kept)."""
     engine, ids = survey
-    run = cleanup_module._run
+    run_plan = engine.run_plan
 
-    def interfering(target, plan):
-        assert engine.delete_items(CONTEXT, [{"itemId": ids[5]}]).success
-        return run(target, plan)
+    def interfering(plan, *args, **kwargs):
+        if plan.kind != "delete_items":  # the cleanup's own plan: delete an item it touches first
+            monkeypatch.setattr(engine, "run_plan", run_plan)
+            assert engine.delete_items(CONTEXT, [{"itemId": ids[5]}]).success
+        return run_plan(plan, *args, **kwargs)
 
-    monkeypatch.setattr(cleanup_module, "_run", interfering)
+    monkeypatch.setattr(engine, "run_plan", interfering)
     report = _validate(engine, rules=RULES, cleanup={**TIDY, "invalid": "drop"}, dryRun=False)
     assert report["success"] is False and report["committed"] is False
     assert report["state"] == "rolled_back" and report["error"]

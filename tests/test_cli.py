@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from batchray.api import cli
-from batchray.core.run.engine import LocalEngine
+from local_runtime import Client, local_client
 from batchray.api.tools import tool_schemas
 
 PEOPLE = [{"name": "People", "attrs": [{"name": "name", "type": "categorical"},
@@ -77,7 +77,7 @@ def test_tool_with_bad_arguments_exits_1_with_the_structured_error_before_starti
 
 def test_tool_creates_items_and_prints_json(tmp_path):
     store = tmp_path / "store"
-    with LocalEngine(store) as engine:  # the context, made without Ray
+    with local_client(store) as engine:  # the context, made without Ray
         assert engine.create_data_context("People", PEOPLE).success
     args = {"dataContextName": "People", "collectionName": "People",
             "items": [{"values": {"name": f"p{i}", "age": 20 + i}} for i in range(3)],
@@ -88,7 +88,7 @@ def test_tool_creates_items_and_prints_json(tmp_path):
     printed = json.loads(done.stdout)
     assert printed["success"] is True and printed["state"] == "completed"
     assert printed["itemsCreated"] == 3 and len(printed["itemIds"]) == 3
-    with LocalEngine(store) as engine:
+    with local_client(store) as engine:
         assert [item["values"]["age"] for item in engine.get_items("People")] == [20, 21, 22]
         assert [item["id"] for item in engine.get_items("People")] == printed["itemIds"]
 

@@ -39,7 +39,7 @@ DELAY = 0.05
 def _leftovers(client) -> dict:
     import ray
 
-    return ray.get(client.coordinator.leftovers.remote())
+    return ray.get(client.runtime.coordinator.leftovers.remote())
 
 
 def test_concurrent_transfers_conserve_money_and_never_overdraw(open_store):

@@ -16,7 +16,7 @@ import pytest
 
 from batchray.core.txn import crashpoints
 from batchray.core.txn.crashpoints import SimulatedCrash
-from batchray.core.run.engine import LocalEngine
+from local_runtime import Client, local_client
 from batchray.core.model.batch import BatchState
 
 SHARDS = 3
@@ -34,8 +34,8 @@ def _disarm():
     crashpoints.arm(None)
 
 
-def _make_engine(root: Path) -> LocalEngine:
-    return LocalEngine(root, shards=SHARDS, lock_timeout=2.0)
+def _make_engine(root: Path) -> Client:
+    return local_client(root, shards=SHARDS, lock_timeout=2.0)
 
 
 def _seed(root: Path, with_items: bool) -> list[int]:
@@ -48,7 +48,7 @@ def _seed(root: Path, with_items: bool) -> list[int]:
         return result.item_ids
 
 
-def _rows(engine: LocalEngine) -> list[dict]:
+def _rows(engine: Client) -> list[dict]:
     return sorted((item["values"] for item in engine.get_items(CONTEXT)), key=lambda v: v["label"])
 
 
@@ -75,12 +75,12 @@ def _sweep(tmp_path: Path, name: str, transaction, seed_items: bool, before: lis
         with _make_engine(root) as engine:  # the restart; recovery runs here
             rows = _rows(engine)
             assert rows in (before, after), f"{name}: crash point {n} ({crashed}) left a partial batch: {rows}"
-            for pname, participant in engine.participants.items():
+            for pname, participant in engine.runtime.participants.items():
                 assert participant.leftovers() == {"txns": 0, "undo": 0, "created": 0, "applied": 0}, (n, pname)
                 assert participant.integrity_check() == "ok", (n, pname)
                 assert participant.locks.lock_count() == 0, (n, pname)
-            assert engine.log.unfinished() == ([], []), n
-            assert not engine.log.batches_in("running"), f"{name}: crash point {n} left a batch marked running"
+            assert engine.runtime.log.unfinished() == ([], []), n
+            assert not engine.runtime.log.batches_in("running"), f"{name}: crash point {n} left a batch marked running"
             if crashed is None:
                 assert result.state == BatchState.completed and rows == after, result
                 return labels, outcomes

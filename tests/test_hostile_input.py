@@ -1,7 +1,7 @@
 """Hostile input: every tool's arguments, the query and expression languages, resource strings.
 
 Property-based (hypothesis, ``derandomize=True`` so every run tries the same inputs) over a
-:class:`~batchray.core.run.engine.LocalEngine` store seeded with two data contexts, components and a
+the in-process runtime (:class:`~batchray.core.run.local.LocalRuntime`) store seeded with two data contexts, components and a
 batch that kept backups. For each tool, arguments are generated from the tool's own JSON
 Schema (valid-shaped, with hostile strings and values in every field), from mutations of such
 arguments, and as arbitrary JSON. Whatever the input, a call must give
@@ -39,7 +39,7 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from batchray.core.run.engine import LocalEngine
+from local_runtime import Client, local_client
 from batchray.errors import BatchrayError, ExpressionError, QueryError, ValidationError
 from batchray.core.model.expressions import compile_expression
 from batchray.core.model.query import Comparison, Not, attributes, evaluate, parse, sqlite_column, to_sql
@@ -153,7 +153,7 @@ def _ok(result: dict) -> dict:
 
 
 class World:
-    """A LocalEngine on a seeded store, reset from a pristine copy whenever a call changed it."""
+    """An in-process client on a seeded store, reset from a pristine copy whenever a call changed it."""
 
     def __init__(self, base: Path) -> None:
         self.base = base
@@ -172,7 +172,7 @@ class World:
     def _seed(self) -> None:
         self.outside.mkdir()
         (self.outside / "secret.csv").write_text("secret\nTOP-SECRET-MARKER\n")
-        with LocalEngine(self.template, shards=2) as engine:
+        with local_client(self.template, shards=2) as engine:
             _ok(call_tool(engine, "create_data_context", PEOPLE))
             _ok(call_tool(engine, "create_data_context", MAMMALS))
             _ok(call_tool(engine, "batch_create_items", {"dataContextName": "People", "collectionName": "People",
@@ -207,11 +207,11 @@ class World:
         (self.root / "away").symlink_to(self.outside, target_is_directory=True)
         self.outside_listing = sorted(p.name for p in self.outside.iterdir())
 
-    def _open(self) -> LocalEngine:
+    def _open(self) -> Client:
         if self.store.exists():
             shutil.rmtree(self.store)
         shutil.copytree(self.template, self.store)
-        engine = LocalEngine(self.store)
+        engine = local_client(self.store)
         engine.io_root = str(self.root)  # the tools keep file paths inside it
         return engine
 
@@ -920,7 +920,7 @@ def test_seeded_store_is_intact_after_hostile_calls(world):
     """The SQL-shaped names and values did nothing to the tables: the store still reads, its
     integrity check passes and a following batch commits."""
     engine = world.engine
-    assert all(p.integrity_check() == "ok" for p in engine.participants.values())
+    assert all(p.integrity_check() == "ok" for p in engine.runtime.participants.values())
     assert engine.count_items("People") == 12 and engine.count_items("Mammals") == 8
     result = call_tool(engine, "batch_create_items", {"dataContextName": "Mammals", "collectionName": "Mammals",
                                                       "items": [{"values": {"Mammal": "Yak", "Mass": 500}}]})
@@ -1075,6 +1075,7 @@ def test_retry_backoff_never_waits_past_the_transaction_timeout(world):
 
     from batchray.errors import LockConflict
     from batchray.core.plan.operations import run_transaction
+    from batchray.core.model.batch import TransactionOptions
 
     now, sleeps = [0.0], []
 
@@ -1089,8 +1090,9 @@ def test_retry_backoff_never_waits_past_the_transaction_timeout(world):
     op = {"id": "a", "type": "data", "operation": "update", "target": "dataContext[Mammals].itemSearch[Mass > 1]",
           "data": {"values": {"Mass": "=Mass + 1"}}}
     report = run_transaction(world.engine.planner, always_conflicting, [op],
-                             {"recoveryStrategy": "retry", "maxRetries": 20, "retryDelay": 60_000,
-                              "backoffMultiplier": 10.0, "timeout": 2_000},
+                             TransactionOptions.model_validate({"recoveryStrategy": "retry", "maxRetries": 20,
+                                                                "retryDelay": 60_000, "backoffMultiplier": 10.0,
+                                                                "timeout": 2_000}),
                              sleep=sleep, rng=random.Random(7), clock=lambda: now[0])
     assert report["success"] is False and report["errors"][0]["code"] == "LOCK_CONFLICT"
     assert sum(sleeps) <= 2.0 and now[0] <= 2.0 + 0.01 * 21

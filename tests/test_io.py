@@ -11,7 +11,7 @@ import pytest
 from batchray.core.model.cases import build_cases
 from batchray.io.codap.hierarchy import group_cases
 from batchray.io.codap.reader import read_document
-from batchray.core.run.engine import LocalEngine
+from local_runtime import Client, local_client
 from batchray.errors import DocumentError, SchemaError, ValidationError
 from batchray.io import export_file, import_file
 from batchray.api.tools import call_tool
@@ -48,7 +48,7 @@ DOCUMENTS = {
 
 @pytest.fixture
 def engine(tmp_path):
-    with LocalEngine(tmp_path / "engine-store") as eng:
+    with local_client(tmp_path / "engine-store") as eng:
         yield eng
 
 
@@ -107,7 +107,7 @@ def test_every_codap_csv_imports_with_inferred_types_and_row_counts(engine, coda
 def test_dotted_names_and_missing_values(engine, codap_dir):
     import_file(engine, "abalone", None, codap_dir / "abalone.csv")
     heavy = [r for r in csv_rows(codap_dir / "abalone.csv") if float(r["weight.w"]) > 1]
-    assert engine.count_items("abalone", "weight.w > 1") == len(heavy) > 0
+    assert engine.count_items("abalone", query="weight.w > 1") == len(heavy) > 0
     import_file(engine, "mammals", None, codap_dir / "mammals.csv")
     chimp = next(v for v in values_of(engine, "mammals") if v["Mammal"] == "Chimpanzee")
     assert "Speed" not in chimp and chimp["Sleep"] == 10  # "Chimpanzee,Primate,40,1.5,68,10,,land,both"
@@ -139,7 +139,8 @@ def test_parquet_keeps_attribute_properties_and_reports_row_total(engine, tmp_pa
     events = []
     result = import_file(engine, "Trips2", None, tmp_path / "trips.parquet", progress=events.append)
     assert result.success, result.errors
-    assert events and events[-1]["totalRows"] == 28 and events[-1]["rowsRead"] == 28
+    reading = [e for e in events if e["phase"] == "reading"]
+    assert reading and reading[-1]["totalRows"] == 28 and reading[-1]["rowsRead"] == 28
     _, before = engine.catalog.context("Trips")
     _, after = engine.catalog.context("Trips2")
     assert [a.model_dump() for a in after.attributes().values()] == [a.model_dump() for a in before.attributes().values()]
@@ -195,7 +196,9 @@ def test_csv_dates_booleans_and_types_override(engine, tmp_path):
     assert values_of(engine, "E") == [
         {"day": "2024-01-02", "at": "2024-01-02 10:00:00", "done": True, "zip": "02134"},
         {"day": "2024-02-03", "at": "2024-02-03 11:30:00", "done": False, "zip": "10001"}]
-    assert events[-1]["rowsRead"] == 2 and events[-1]["bytesRead"] == events[-1]["totalBytes"] == path.stat().st_size
+    reading = [e for e in events if e["phase"] == "reading"]
+    assert reading[-1]["rowsRead"] == 2 and reading[-1]["bytesRead"] == reading[-1]["totalBytes"] == path.stat().st_size
+    assert events[-1]["phase"] == "writing" and events[-1]["completed"] >= 2, "the write reports its progress too"
     with pytest.raises(ValidationError, match="nope"):
         import_file(engine, "E2", None, path, types={"nope": "numeric"})
 
@@ -362,7 +365,7 @@ def test_codap_export_import_round_trip(engine, codap_dir, tmp_path, name):
     assert exported.items_written == engine.count_items(context)
     written = read_document(out)
     assert written.context(context).case_counts == {c: n for c, _, n in shape}
-    with LocalEngine(tmp_path / "second") as other:
+    with local_client(tmp_path / "second") as other:
         result = import_file(other, None, None, out)
         assert result.success
         assert other.catalog.context(context)[1] == engine.catalog.context(context)[1]

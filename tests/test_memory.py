@@ -30,7 +30,8 @@ import time
 
 import pytest
 
-from batchray.core.run.engine import LocalEngine
+from batchray.core.model.batch import RunOptions
+from local_runtime import Client, local_client
 from batchray.core.txn.memory import MemoryBudget, NodePressure, node_memory_ceiling
 from batchray.core.run.service import CoordinatorService
 
@@ -115,7 +116,7 @@ def test_node_pressure_ceiling_readings_and_cache(monkeypatch):
 def local(tmp_path):
     pressure = {"on": False}
     budget = MemoryBudget(8 << 20, 0.8, pressure=lambda: pressure["on"])
-    engine = LocalEngine(tmp_path / "store", shards=2, budget=budget)
+    engine = local_client(tmp_path / "store", shards=2, budget=budget)
     engine.create_data_context("M", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}, {"name": "s"}]}])
     yield engine, budget, pressure
     engine.close()
@@ -133,9 +134,9 @@ def test_planner_cuts_chunks_at_the_byte_cap(local):
 
 def test_dispatch_pauses_under_pressure_and_resumes(local):
     engine, budget, pressure = local
-    service = CoordinatorService(engine.executor, budget=budget)
+    service = CoordinatorService(engine.runtime.executor, budget=budget)
     try:
-        txn = service.submit("create_items", {})["txn"]
+        txn = service.submit("create_items", RunOptions())["txn"]
         deadline = time.monotonic() + 10
         while service.status(txn)["state"] != "running":
             assert time.monotonic() < deadline

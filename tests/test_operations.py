@@ -9,7 +9,8 @@ import random
 
 import pytest
 
-from batchray.core.run.engine import LocalEngine
+from batchray.core.model.batch import RunOptions, TransactionOptions
+from local_runtime import Client, local_client
 from batchray.api.tools import call_tool
 
 CONTEXT = [
@@ -30,7 +31,7 @@ def _rows(count: int, seed: int = 3) -> list[dict]:
 
 @pytest.fixture
 def engine(tmp_path):
-    with LocalEngine(tmp_path / "store", shards=3) as eng:
+    with local_client(tmp_path / "store", shards=3) as eng:
         assert eng.create_data_context("Trips", CONTEXT).success
         result = eng.create_items("Trips", None, _rows(60))
         assert result.success, result.error
@@ -42,7 +43,7 @@ def _values(engine, context="Trips") -> dict[int, dict]:
 
 
 def _leftovers_clear(engine) -> None:
-    for participant in engine.participants.values():
+    for participant in engine.runtime.participants.values():
         assert participant.leftovers() == {"txns": 0, "undo": 0, "created": 0, "applied": 0}
         assert participant.locks.lock_count() == 0
         assert participant.integrity_check() == "ok"
@@ -146,9 +147,9 @@ def test_a_committed_batch_with_backups_can_be_undone(engine):
     before = _values(engine)
     plan = engine.planner.update_items("Trips", [{"selector": {"query": "city == Lyon"}, "values": {"spent": "=spent + 1"}}])
     plan.backup = True
-    updated = engine.run(plan)
+    updated = engine.run_plan(plan)
     assert updated.success and updated.items_updated == sum(v["city"] == "Lyon" for v in before.values())
-    created = engine._run_options(engine.planner.create_items("Trips", None, _rows(5, seed=9)), {"createBackups": True})
+    created = engine.run_plan(engine.planner.create_items("Trips", None, _rows(5, seed=9)), RunOptions(create_backups=True))
     assert created.success
     assert engine.rollback_batch(created.transaction_id).success
     assert engine.rollback_batch(updated.transaction_id).success
@@ -161,7 +162,7 @@ def test_a_committed_batch_with_backups_can_be_undone(engine):
 def test_undo_is_refused_when_a_later_batch_changed_the_items_unless_forced(engine):
     plan = engine.planner.update_items("Trips", [{"selector": {"query": "city == Pune"}, "values": {"spent": 1}}])
     plan.backup = True
-    first = engine.run(plan)
+    first = engine.run_plan(plan)
     pune = [i for i, v in _values(engine).items() if v["city"] == "Pune"]
     assert engine.update_items("Trips", [{"selector": {"itemId": pune[0]}, "values": {"spent": 2}}]).success
     refused = engine.rollback_batch(first.transaction_id)
@@ -236,15 +237,15 @@ def test_retry_strategy_retries_retryable_failures_with_backoff(engine, monkeypa
         calls.append(plan.kind)
         if len(calls) < 3:
             raise LockConflict("lost a lock race")
-        return engine._run_options(plan, options)
+        return engine.run_plan(plan, options)
 
     sleeps = []
-    report = run_transaction(engine.planner, flaky, _ops(), {"recoveryStrategy": "retry", "maxRetries": 4,
-                                                            "retryDelay": 100, "backoffMultiplier": 3},
+    report = run_transaction(engine.planner, flaky, _ops(), TransactionOptions(
+        recovery_strategy="retry", max_retries=4, retry_delay=100, backoff_multiplier=3),
                              sleep=sleeps.append, rng=random.Random(1))
     assert report["success"] and len(calls) == 3
     assert len(sleeps) == 2 and sleeps[0] <= 0.1 and sleeps[1] <= 0.3
-    no_retry = run_transaction(engine.planner, flaky, _ops("create"), {"recoveryStrategy": "retry", "maxRetries": 4},
+    no_retry = run_transaction(engine.planner, flaky, _ops("create"), TransactionOptions(recovery_strategy="retry", max_retries=4),
                                sleep=sleeps.append)
     assert no_retry["success"] is False and no_retry["errors"][0]["attempts"] == 1, "validation errors are not retried"
 
@@ -264,9 +265,9 @@ def test_plans_with_cycles_or_unknown_targets_are_rejected_naming_the_operations
 
 def test_a_batch_resubmitted_with_the_same_key_returns_the_first_result(engine):
     rows = _rows(4, seed=5)
-    first = engine.run(engine.planner.create_items("Trips", None, rows), idempotency_key="load-42")
+    first = engine.run_plan(engine.planner.create_items("Trips", None, rows), RunOptions(idempotency_key="load-42"))
     count = engine.count_items("Trips")
-    second = engine.run(engine.planner.create_items("Trips", None, rows), idempotency_key="load-42")
+    second = engine.run_plan(engine.planner.create_items("Trips", None, rows), RunOptions(idempotency_key="load-42"))
     assert second.transaction_id == first.transaction_id and second.item_ids == first.item_ids
     assert engine.count_items("Trips") == count
 
@@ -283,7 +284,7 @@ def test_two_updates_of_one_item_in_one_batch_compose(engine):
     assert _values(engine)[item_id] == {**values, "spent": (values["spent"] + 1) * 2, "name": "renamed"}
     undo_plan = engine.planner.update_items("Trips", [{"selector": {"itemId": item_id}, "values": {"spent": 0}}])
     undo_plan.backup = True
-    first = engine.run(undo_plan)
+    first = engine.run_plan(undo_plan)
     assert engine.rollback_batch(first.transaction_id).success
     assert _values(engine)[item_id]["spent"] == (values["spent"] + 1) * 2
 

@@ -221,25 +221,25 @@ def _restart_server() -> None:
                                                          "BATCHRAY_TEST_PG_LOG")),
                     reason="restarting the server needs BATCHRAY_TEST_PG_BIN, _DATA and _LOG (.ci/postgres.sh start)")
 def test_the_server_restarted_between_prepare_and_commit(url):
-    from batchray.core.run.engine import LocalEngine
+    from local_runtime import Client, local_client
 
     collections = [{"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric"}]}]
-    with LocalEngine(url, shards=2) as engine:
+    with local_client(url, shards=2) as engine:
         assert engine.create_data_context("People", collections).success
         plan = engine.planner.create_items("People", "People", ({"name": f"p{i}", "age": i} for i in range(500)))
-        txn, ts, _ = engine.executor.begin(plan.kind)
+        txn, ts, _ = engine.runtime.executor.begin(plan.kind)
         # phase 1 and the logged decision; phase 2 never gets through
-        engine.driver.finish = lambda *args, **kwargs: ["shard-0000", "shard-0001"]
-        engine.executor.execute(txn, ts, plan)
-        assert engine.log.decision(txn) == {"shard-0000": "commit", "shard-0001": "commit"}
+        engine.runtime.driver.finish = lambda *args, **kwargs: ["shard-0000", "shard-0001"]
+        engine.runtime.executor.execute(txn, ts, plan)
+        assert engine.runtime.log.decision(txn) == {"shard-0000": "commit", "shard-0001": "commit"}
         gids = [g for g in _all_prepared() if g.endswith(f":{txn}")]
         assert len(gids) == 2
         _restart_server()  # every session ends; the prepared transactions are on disk
         assert sorted(g for g in _all_prepared() if g.endswith(f":{txn}")) == sorted(gids)
-    with LocalEngine(url) as recovered:  # recovery finishes the batch with the logged decision
+    with local_client(url) as recovered:  # recovery finishes the batch with the logged decision
         assert recovered.count_items("People") == 500
-        assert recovered.log.unfinished() == ([], [])
-        assert recovered.log.batch(txn)["state"] == "completed"
+        assert recovered.runtime.log.unfinished() == ([], [])
+        assert recovered.runtime.log.batch(txn)["state"] == "completed"
     assert _all_prepared() == []
 
 

@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from batchray.core.run.engine import LocalEngine
+from batchray.core.model.batch import RunOptions
+from local_runtime import Client, local_client
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.run.queueing import AdmissionQueue
 from batchray.core.run.service import CoordinatorService
@@ -148,13 +149,13 @@ def _until(predicate, timeout: float = 10.0) -> None:
 def local(tmp_path):
     """``(engine, make_service)`` over in-process participants; no Ray."""
     budget = MemoryBudget(64 << 20, pressure=lambda: False)
-    engine = LocalEngine(tmp_path / "store", shards=2, budget=budget)
+    engine = local_client(tmp_path / "store", shards=2, budget=budget)
     engine.create_data_context("Q", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}])
     services = []
 
     def make_service(**options):
         recorder = _Recorder()
-        service = CoordinatorService(engine.executor, budget=budget, progress=recorder, **options)
+        service = CoordinatorService(engine.runtime.executor, budget=budget, progress=recorder, **options)
         services.append(service)
         return service, recorder
 
@@ -172,13 +173,13 @@ def test_service_starts_batches_in_the_order_the_rules_say(local):
     engine, make_service = local
     service, recorder = make_service(max_running=1, aging_per_second=0.0)
     # a streaming batch holds the only slot until its input is closed
-    blocker = service.submit("create_items", {"queue": "etl"})["txn"]
+    blocker = service.submit("create_items", RunOptions(queue="etl"))["txn"]
     _until(lambda: recorder.started == [blocker])
     waiting = {}
     for n, (name, priority, queue) in enumerate([
         ("etl-low", 0, "etl"), ("ui-high", 5, "ui"), ("ui-low", 0, "ui"), ("etl-high", 5, "etl"), ("mid", 2, "default"),
     ]):
-        waiting[name] = service.submit("create_items", {"priority": priority, "queue": queue},
+        waiting[name] = service.submit("create_items", RunOptions(priority=priority, queue=queue),
                                        _planned(engine, n), 1)["txn"]
     expected = ["ui-high", "etl-high", "mid", "etl-low", "ui-low"]
     statuses = {name: service.status(txn) for name, txn in waiting.items()}
@@ -201,11 +202,11 @@ def test_service_starts_batches_in_the_order_the_rules_say(local):
 def test_service_aging_starts_a_batch_that_waited(local):
     engine, make_service = local
     service, recorder = make_service(max_running=1, aging_per_second=100.0)
-    blocker = service.submit("create_items", {})["txn"]
+    blocker = service.submit("create_items", RunOptions())["txn"]
     _until(lambda: recorder.started == [blocker])
-    old_low = service.submit("create_items", {"priority": 0}, _planned(engine, 1), 1)["txn"]
+    old_low = service.submit("create_items", RunOptions(priority=0), _planned(engine, 1), 1)["txn"]
     time.sleep(0.2)  # worth 0 + 100/s x 0.2 s = 20 by now
-    new_high = service.submit("create_items", {"priority": 10}, _planned(engine, 2), 1)["txn"]
+    new_high = service.submit("create_items", RunOptions(priority=10), _planned(engine, 2), 1)["txn"]
     assert service.status(old_low)["queuePosition"] == 0
     assert service.status(new_high)["queuePosition"] == 1
     service.close_input(blocker, 0)

@@ -61,7 +61,7 @@ def _assert_no_2pc_state_left(client) -> None:
 
     deadline = time.monotonic() + 15
     while True:
-        left = {name: counts for name, counts in ray.get(client.coordinator.leftovers.remote()).items()
+        left = {name: counts for name, counts in ray.get(client.runtime.coordinator.leftovers.remote()).items()
                 if counts["txns"] or counts["undo"] or counts["locks"]}
         if not left or time.monotonic() > deadline:
             break
@@ -135,7 +135,7 @@ def test_small_chunks_go_to_the_object_store_together(plain):
     import ray
 
     from actors.transport import ChunkPart
-    from batchray.api.client import BUNDLE_BYTES, BUNDLE_CHUNK_BYTES, put_chunks
+    from actors.runtime import BUNDLE_BYTES, BUNDLE_CHUNK_BYTES, put_chunks
     from batchray.core.txn.chunks import PlannedChunk
 
     small = [PlannedChunk(f"shard-000{i % 2}", {"n": i}, 1_000, 1) for i in range(3)]

@@ -1,6 +1,6 @@
 """The store's disk full, or its files read-only, in the middle of a batch.
 
-Injected (always run): every SQLite connection of a :class:`~batchray.core.run.engine.LocalEngine` (each
+Injected (always run): every SQLite connection of a the in-process runtime (:class:`~batchray.core.run.local.LocalRuntime`) (each
 participant's and the decision log's) is wrapped so that its ``n``-th write statement (INSERT,
 UPDATE, DELETE, REPLACE or COMMIT, counted over all of them) raises
 ``sqlite3.OperationalError("database or disk is full")`` or ``("attempt to write a readonly
@@ -43,7 +43,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from batchray.core.run.engine import LocalEngine
+from local_runtime import Client, local_client
 from batchray.errors import StoreError
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "COMMIT")
@@ -113,17 +113,17 @@ class FaultyConnection:
         return getattr(self._conn, name)
 
 
-def break_disk(engine: LocalEngine) -> Disk:
+def break_disk(engine: Client) -> Disk:
     disk = Disk()
-    for name, participant in engine.participants.items():
+    for name, participant in engine.runtime.participants.items():
         participant._conn = FaultyConnection(participant._conn, disk, name)
-    engine.log._conn = FaultyConnection(engine.log._conn, disk, "log")
+    engine.runtime.log._conn = FaultyConnection(engine.runtime.log._conn, disk, "log")
     return disk
 
 
 # -- the batches ------------------------------------------------------------------------------
 CONTEXT = "M"
-BATCHES: dict[str, Callable[[LocalEngine], Any]] = {
+BATCHES: dict[str, Callable[[Client], Any]] = {
     "create 60 items on 2 shards": lambda e: e.create_items(
         CONTEXT, CONTEXT, [{"n": 100 + i, "s": "new"} for i in range(60)], batch_size=20),
     "update by query with =expr": lambda e: e.update_items(
@@ -163,7 +163,7 @@ class World:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.template = base / "template"
-        with LocalEngine(self.template, shards=2) as engine:
+        with local_client(self.template, shards=2) as engine:
             engine.create_data_context(CONTEXT, [{"name": CONTEXT, "attrs": [
                 {"name": "n", "type": "numeric"}, {"name": "s"}, {"name": "k", "type": "categorical"}]}])
             result = engine.create_items(CONTEXT, CONTEXT, [{"n": i, "s": f"v{i}", "k": str(i % 7)} for i in range(40)])
@@ -180,14 +180,14 @@ class World:
             self.expected[name] = snapshot(self.base / "store")["data"]
         self.outcomes: dict[str, Counter] = defaultdict(Counter)
 
-    def fresh(self) -> tuple[LocalEngine, Disk]:
+    def fresh(self) -> tuple[Client, Disk]:
         store = self.base / "store"
         if store.exists():
             shutil.rmtree(store)
         shutil.copytree(self.template, store)
-        engine = LocalEngine(store)
-        engine.driver.phase2_attempts = 3  # a phase 2 that cannot be delivered is left to recovery quickly
-        engine.driver.sleep = lambda seconds: None
+        engine = local_client(store)
+        engine.runtime.driver.phase2_attempts = 3  # a phase 2 that cannot be delivered is left to recovery quickly
+        engine.runtime.driver.sleep = lambda seconds: None
         disk = break_disk(engine)
         return engine, disk
 
@@ -207,7 +207,7 @@ def world(tmp_path_factory):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _run(engine: LocalEngine, batch: Callable[[LocalEngine], Any]) -> tuple[str, Any]:
+def _run(engine: Client, batch: Callable[[Client], Any]) -> tuple[str, Any]:
     """``("result", BatchResult)`` or ``("raised", StoreError)``; anything else fails the test."""
     try:
         return "result", batch(engine)
@@ -215,12 +215,12 @@ def _run(engine: LocalEngine, batch: Callable[[LocalEngine], Any]) -> tuple[str,
         return "raised", exc
 
 
-def _check_store_after(engine: LocalEngine, world: World, committed: bool, where: str) -> None:
+def _check_store_after(engine: Client, world: World, committed: bool, where: str) -> None:
     store = engine.layout.root
     state = snapshot(store)
     assert state["leftovers"] == {p: ZERO for p in state["leftovers"]}, (where, state["leftovers"])
-    assert engine.log.unfinished() == ([], []), where
-    assert all(p.integrity_check() == "ok" for p in engine.participants.values()), where
+    assert engine.runtime.log.unfinished() == ([], []), where
+    assert all(p.integrity_check() == "ok" for p in engine.runtime.participants.values()), where
     expected = world.expected[where.split(" @ ")[0]] if committed else world.before
     assert state["data"] == expected, f"{where}: the store holds part of the batch, or not what was reported"
     count = engine.count_items(CONTEXT)
@@ -251,12 +251,12 @@ def test_a_fault_at_every_write_of_a_batch_ends_it_cleanly(world, batch, variant
                     assert value.state.value == "rolled_back", (where, value)
                     committed, label = False, "rolled back, STORE error returned"
                 if not persistent:  # nothing left for recovery to do
-                    assert snapshot(engine.layout.root)["leftovers"] == {p: ZERO for p in engine.participants}, where
-                    assert engine.log.unfinished() == ([], []), where
+                    assert snapshot(engine.layout.root)["leftovers"] == {p: ZERO for p in engine.runtime.participants}, where
+                    assert engine.runtime.log.unfinished() == ([], []), where
             else:
                 committed = bool(value.details.get("committed", False))
                 label = f"StoreError raised ({'committed' if committed else 'not committed'})"
-            engine.executor.recover()
+            engine.runtime.executor.recover()
             world.outcomes[f"{batch} ({variant})"][label] += 1
             _check_store_after(engine, world, committed, where)
         finally:
@@ -284,9 +284,9 @@ def small_tmpfs(tmp_path):
 
 
 def test_a_really_full_disk_fails_the_batch_cleanly(small_tmpfs):
-    engine = LocalEngine(small_tmpfs / "store", shards=2)
+    engine = local_client(small_tmpfs / "store", shards=2)
     try:
-        engine.driver.phase2_deadline = 0.5
+        engine.runtime.driver.phase2_deadline = 0.5
         engine.create_data_context(CONTEXT, [{"name": CONTEXT, "attrs": [{"name": "n", "type": "numeric"},
                                                                          {"name": "s"}]}])
         assert engine.create_items(CONTEXT, CONTEXT, [{"n": i, "s": "seed"} for i in range(50)]).success
@@ -301,11 +301,11 @@ def test_a_really_full_disk_fails_the_batch_cleanly(small_tmpfs):
         assert engine.count_items(CONTEXT) == 50  # nothing of the batch is visible, even before recovery
         # room again (an operator frees space), then recovery finishes the abort
         subprocess.run(["mount", "-o", "remount,size=32m", str(small_tmpfs)], check=True)
-        engine.executor.recover()
+        engine.runtime.executor.recover()
         state = snapshot(small_tmpfs / "store")
         assert state["data"] == before
         assert state["leftovers"] == {p: ZERO for p in state["leftovers"]}
-        assert all(p.integrity_check() == "ok" for p in engine.participants.values())
+        assert all(p.integrity_check() == "ok" for p in engine.runtime.participants.values())
         assert engine.create_items(CONTEXT, CONTEXT, [{"n": 5000 + i, "s": "after"} for i in range(20)]).success
         assert engine.update_items(CONTEXT, [{"selector": {"query": "n >= 0"}, "values": {"s": "y"}}]).success
         assert engine.count_items(CONTEXT) == 70
@@ -318,7 +318,7 @@ def test_a_really_full_disk_fails_the_batch_cleanly(small_tmpfs):
                     reason="root ignores file permissions; the injected read-only variant covers it")
 def test_store_files_made_read_only(tmp_path):
     store = tmp_path / "store"
-    with LocalEngine(store, shards=2) as engine:
+    with local_client(store, shards=2) as engine:
         engine.create_data_context(CONTEXT, [{"name": CONTEXT, "attrs": [{"name": "n", "type": "numeric"}]}])
         assert engine.create_items(CONTEXT, CONTEXT, [{"n": i} for i in range(10)]).success
         files = [p for p in store.iterdir() if p.is_file()]
@@ -339,15 +339,15 @@ def test_store_files_made_read_only(tmp_path):
             pass
     # opened again while read-only: refused with a StoreError, and nothing is left open
     with pytest.raises(StoreError):
-        LocalEngine(store)
+        local_client(store)
     store.chmod(0o700)
     for path in files:
         path.chmod(0o600)
-    with LocalEngine(store) as engine:  # permissions fixed: usable at once
-        engine.executor.recover()
+    with local_client(store) as engine:  # permissions fixed: usable at once
+        engine.runtime.executor.recover()
         state = snapshot(store)
         assert state["leftovers"] == {p: ZERO for p in state["leftovers"]}
-        assert all(p.integrity_check() == "ok" for p in engine.participants.values())
+        assert all(p.integrity_check() == "ok" for p in engine.runtime.participants.values())
         assert engine.count_items(CONTEXT) in (10, 210)
         assert engine.create_items(CONTEXT, CONTEXT, [{"n": 1000}]).success
         assert engine.update_items(CONTEXT, [{"selector": {"query": "n >= 0"}, "values": {"n": "=n + 1"}}]).success

@@ -1,6 +1,6 @@
 """CODAP resource strings: parsing, errors with positions, and use as update/delete targets.
 
-Store-level tests run on a LocalEngine over the Cities -> People -> Visits context of
+Store-level tests run on the in-process runtime over the Cities -> People -> Visits context of
 ``hierarchy.py`` and compare every item afterwards with an expectation computed in plain Python.
 """
 from __future__ import annotations

@@ -222,7 +222,7 @@ def test_regression_apply_prepare_waits_for_earlier_chunks(tmp_path):
     participant was still being retried (a lost message, a wait-die LockConflict), so the shard
     voted before that chunk arrived; its retry then failed with InternalError ("apply after
     prepare") and the batch was rolled back. The merged vote now waits until nothing else of
-    that participant is in flight; here, over the plain LocalTransport of LocalEngine."""
+    that participant is in flight; here, over the plain LocalTransport of the in-process runtime."""
     from batchray.core.txn.chunks import CreateItems, UpdateItems
     from batchray.core.storage.decision_log import DecisionLog
     from batchray.errors import ParticipantUnavailable

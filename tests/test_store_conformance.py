@@ -6,7 +6,7 @@ else that run is skipped and says why. Every PostgreSQL run has a schema of its 
 the end, and must leave no prepared transaction behind.
 
 What is checked, through the participant protocol (hand-made chunks, explicit restarts) and
-through :class:`~batchray.core.run.engine.LocalEngine` (planning, two-phase commit, reads):
+through the in-process runtime (:class:`~batchray.core.run.local.LocalRuntime`) (planning, two-phase commit, reads):
 
 * operations: create, update by query and by expression, delete, schema rename and retype,
   undo of a batch that kept backups;
@@ -32,7 +32,8 @@ import orjson
 import pytest
 
 from batchray.core.txn.chunks import CreateItems, DeleteItems, TxnRef, UpdateItems, context_range
-from batchray.core.run.engine import LocalEngine
+from batchray.core.model.batch import RunOptions
+from local_runtime import Client, local_client
 from batchray.core.storage.store import CATALOG
 from batchray.errors import InDoubtError, LockConflict, StaleEpochError, TransactionAborted
 
@@ -171,11 +172,11 @@ def _people(n: int) -> list[dict]:
 
 @pytest.fixture
 def engine(store):
-    with LocalEngine(store.url, shards=3, lock_timeout=2.0) as eng:
+    with local_client(store.url, shards=3, lock_timeout=2.0) as eng:
         assert eng.create_data_context("People", COLLECTIONS).success
         assert eng.create_items("People", "People", _people(60)).success
         yield eng
-        for participant in eng.participants.values():
+        for participant in eng.runtime.participants.values():
             _clear(participant)
 
 
@@ -197,13 +198,13 @@ def test_create_update_by_query_and_expression_and_delete(engine):
     assert engine.update_items("People", [{"selector": {"itemId": first}, "values": {"name": "renamed"}}]).success
     model[first]["name"] = "renamed"
     assert _values(engine) == model
-    assert engine.count_items("People", "age < 10") == sum(v["age"] < 10 for v in model.values())
+    assert engine.count_items("People", query="age < 10") == sum(v["age"] < 10 for v in model.values())
     victim = max(i for i, v in model.items() if v["age"] >= 10)
     deleted = engine.delete_items("People", [{"query": "age < 10"}, {"itemId": victim}])
     assert deleted.success, deleted.error
     model = {i: v for i, v in model.items() if v["age"] >= 10 and i != victim}
     assert _values(engine) == model
-    assert [item["id"] for item in engine.get_items("People", "age >= 45", offset=2, limit=3)] == \
+    assert [item["id"] for item in engine.get_items("People", query="age >= 45", offset=2, limit=3)] == \
         sorted(i for i, v in model.items() if v["age"] >= 45)[2:5]
 
 
@@ -234,7 +235,7 @@ def test_a_batch_with_backups_can_be_undone(engine):
     before = _values(engine)
     plan = engine.planner.update_items("People", [{"selector": {"query": "age < 5"}, "values": {"balance": "=balance + 1000"}}])
     plan.backup = True
-    updated = engine.run(plan)
+    updated = engine.run_plan(plan)
     assert updated.success and updated.items_updated == sum(v["age"] < 5 for v in before.values())
     undone = engine.rollback_batch(updated.transaction_id)
     assert undone.success, undone.error
@@ -373,7 +374,7 @@ def _acquires(hold, timeout: float) -> bool:
     (None, True, True),                         # recovery: everything
 ])
 def test_phase_2_holds_off_only_the_readers_of_what_it_touched(engine, touched, items_blocked, catalog_blocked):
-    gate = engine.backend.gate()
+    gate = engine.runtime.backend.gate()
     with gate.exclusive(touched):
         assert _acquires(lambda: gate.shared(), 0.5) is not items_blocked
         assert _acquires(lambda: gate.shared(CATALOG), 0.5) is not catalog_blocked
@@ -385,17 +386,17 @@ def test_only_an_item_batch_left_in_phase_2_makes_item_reads_in_doubt(engine):
     refuse with InDoubtError, unless it touched the catalog alone: item reads do not hold the
     catalog's gate, and such a batch changed no item."""
     count = engine.count_items("People")
-    engine.log.decide("catalog-only", {CATALOG: "commit"})
+    engine.runtime.log.decide("catalog-only", {CATALOG: "commit"})
     try:
         assert engine.count_items("People") == count
     finally:
-        engine.log.mark_done("catalog-only")
-    engine.log.decide("with-a-shard", {CATALOG: "commit", "shard-0001": "commit"})
+        engine.runtime.log.mark_done("catalog-only")
+    engine.runtime.log.decide("with-a-shard", {CATALOG: "commit", "shard-0001": "commit"})
     try:
         with pytest.raises(InDoubtError):
             engine.count_items("People")
     finally:
-        engine.log.mark_done("with-a-shard")
+        engine.runtime.log.mark_done("with-a-shard")
     assert engine.count_items("People") == count
 
 
@@ -466,17 +467,17 @@ def test_presumed_abort_of_unvoted_work(store):
 
 def test_an_engine_restarted_after_the_decision_finishes_the_batch(store):
     """Decided, logged, not delivered: a new engine on the store commits it at every shard."""
-    with LocalEngine(store.url, shards=2) as first:
+    with local_client(store.url, shards=2) as first:
         assert first.create_data_context("People", COLLECTIONS).success
         plan = first.planner.create_items("People", "People", _people(40))
-        txn, ts, _ = first.executor.begin(plan.kind)
-        first.driver.finish = lambda *args, **kwargs: ["shard-0000", "shard-0001"]  # phase 2 never happens
-        result = first.executor.execute(txn, ts, plan)
+        txn, ts, _ = first.runtime.executor.begin(plan.kind)
+        first.runtime.driver.finish = lambda *args, **kwargs: ["shard-0000", "shard-0001"]  # phase 2 never happens
+        result = first.runtime.executor.execute(txn, ts, plan, RunOptions())
         assert result.transaction_id == txn
-    with LocalEngine(store.url) as second:
+    with local_client(store.url) as second:
         assert second.count_items("People") == 40
-        assert second.log.unfinished() == ([], [])
-        for participant in second.participants.values():
+        assert second.runtime.log.unfinished() == ([], [])
+        for participant in second.runtime.participants.values():
             _clear(participant)
 
 

@@ -1,6 +1,6 @@
 """Two-phase commit under a failure or a crash at each protocol step of each participant.
 
-Every case runs one batch through :class:`~batchray.core.run.engine.LocalEngine` over real SQLite
+Every case runs one batch through the in-process runtime (:class:`~batchray.core.run.local.LocalRuntime`) over real SQLite
 files, with one participant wrapped in a :class:`~batchray.testing.FaultyParticipant` that
 fails (an error the coordinator sees) or crashes (a :class:`SimulatedCrash` that ends the
 "process": everything is closed and a new engine is opened on the same directory, which runs
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from batchray.core.txn.crashpoints import SimulatedCrash
-from batchray.core.run.engine import LocalEngine
+from local_runtime import Client, local_client
 from batchray.errors import SchemaError
 from batchray.core.model.batch import BatchState
 from batchray.core.storage.sqlite.shard import SqliteShard
@@ -45,7 +45,7 @@ NEW = [{"name": f"new{i}", "mass": 100 + i} for i in range(6)]
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def _make_engine(root: Path, shards: int, wrappers=None) -> LocalEngine:
+def _make_engine(root: Path, shards: int, wrappers=None) -> Client:
     """An engine over real shard files; ``wrappers`` maps participant names to wrapping callables."""
     layout = StoreLayout(root, shards)
     participants = {
@@ -54,7 +54,7 @@ def _make_engine(root: Path, shards: int, wrappers=None) -> LocalEngine:
     }
     for name, wrap in (wrappers or {}).items():
         participants[name] = wrap(participants[name])
-    return LocalEngine(root, shards=shards, participants=participants)
+    return local_client(root, shards=shards, participants=participants)
 
 
 @pytest.fixture(scope="module")
@@ -96,21 +96,21 @@ def _raw(root: Path) -> dict[str, tuple[list, list]]:
     return out
 
 
-def _values(engine: LocalEngine) -> list[dict]:
+def _values(engine: Client) -> list[dict]:
     return sorted((item["values"] for item in engine.get_items(CONTEXT)), key=lambda v: v["name"])
 
 
-def _check_clean(engine: LocalEngine) -> None:
+def _check_clean(engine: Client) -> None:
     """No 2PC state anywhere, no unfinished decision, every file intact."""
-    for name, participant in engine.participants.items():
+    for name, participant in engine.runtime.participants.items():
         assert participant.leftovers() == {"txns": 0, "undo": 0, "created": 0, "applied": 0}, name
         assert participant.integrity_check() == "ok", name
         assert participant.locks.lock_count() == 0, name
-    assert engine.log.unfinished() == ([], [])
-    assert not engine.log.batches_in("running"), "a batch is still registered as running"
+    assert engine.runtime.log.unfinished() == ([], [])
+    assert not engine.runtime.log.batches_in("running"), "a batch is still registered as running"
 
 
-def _run_batch(engine: LocalEngine, batch: str, ids: list[int]):
+def _run_batch(engine: Client, batch: str, ids: list[int]):
     if batch == "create":
         return engine.create_items(CONTEXT, "animals", NEW)
     return engine.update_items(CONTEXT, [{"selector": {"itemId": i}, "values": {"mass": 1000 + k}} for k, i in enumerate(ids)])
@@ -205,7 +205,7 @@ def test_failure_at_step(tmp_path, seeded, shards, position, step, kind, when, b
             # nothing is left locked or in doubt: the same items can be written again
             follow = engine.update_items(CONTEXT, [{"selector": {"itemId": i}, "values": {"mass": -1}} for i in ids])
             assert follow.success, follow.error
-            assert engine.count_items(CONTEXT, "mass == -1") == len(ids)
+            assert engine.count_items(CONTEXT, query="mass == -1") == len(ids)
             _check_clean(engine)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchray.core.run.engine import LocalEngine
+from local_runtime import Client, local_client
 from batchray.errors import BatchrayError, NotFoundError, PlanError, SchemaError, ValidationError
 from batchray.core.model.batch import BatchState, Operation
 from batchray.core.plan.chunking import order_operations
@@ -36,8 +36,8 @@ GOOD = [{"order": "Rodentia", "name": f"m{i}", "mass": i, "awake": True, "seen":
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def _make_engine(root: Path) -> LocalEngine:
-    engine = LocalEngine(root, shards=3, lock_timeout=2.0)
+def _make_engine(root: Path) -> Client:
+    engine = local_client(root, shards=3, lock_timeout=2.0)
     if CONTEXT not in engine.catalog.contexts():
         assert engine.create_data_context(CONTEXT, COLLECTIONS).success
         assert engine.create_items(CONTEXT, "animals", GOOD).success
@@ -50,7 +50,7 @@ def engine(tmp_path):
         yield engine
 
 
-def _contents(engine: LocalEngine) -> dict[str, tuple[list, list]]:
+def _contents(engine: Client) -> dict[str, tuple[list, list]]:
     out = {}
     for name in engine.layout.participant_names:
         conn = sqlite3.connect(engine.layout.participant_path(name))
@@ -71,7 +71,7 @@ def _structured(exc: BatchrayError) -> dict:
     return payload
 
 
-def _ids(engine: LocalEngine) -> list[int]:
+def _ids(engine: Client) -> list[int]:
     return [item["id"] for item in engine.get_items(CONTEXT)]
 
 
@@ -95,7 +95,7 @@ def test_create_with_a_bad_value_names_item_and_field(engine, index, change, fie
 
     # checked up front (the tool path): raises before anything is written
     with pytest.raises(ValidationError) as info:
-        engine.run(engine.planner.create_items(CONTEXT, "animals", rows, validate_all=True))
+        engine.run_plan(engine.planner.create_items(CONTEXT, "animals", rows, validate_all=True))
     payload = _structured(info.value)
     assert payload["code"] == "VALIDATION"
     assert payload["details"]["index"] == index and payload["details"]["field"] == field
@@ -111,7 +111,7 @@ def test_create_with_a_bad_value_names_item_and_field(engine, index, change, fie
     assert (first["index"], first["field"], first["code"]) == (index, field, code)
     assert [(e.index, e.field) for e in result.errors] == [(index, field)]
     assert _contents(engine) == before
-    assert all(p.leftovers() == {"txns": 0, "undo": 0, "created": 0, "applied": 0} for p in engine.participants.values())
+    assert all(p.leftovers() == {"txns": 0, "undo": 0, "created": 0, "applied": 0} for p in engine.runtime.participants.values())
 
 
 @pytest.mark.parametrize(
@@ -128,13 +128,13 @@ def test_update_with_a_bad_value_names_item_and_field(engine, index, values, fie
     updates = [{"selector": {"itemId": i}, "values": {"mass": 500}} for i in ids[:4]]
     updates[index] = {**updates[index], "values": values}
     before = _contents(engine)
-    batches = len(engine.log.recent(100))
+    batches = len(engine.runtime.log.recent(100))
     with pytest.raises(ValidationError) as info:
         engine.update_items(CONTEXT, updates)
     payload = _structured(info.value)
     assert payload["details"]["index"] == index and payload["details"]["field"] == field, payload
     assert _contents(engine) == before
-    assert len(engine.log.recent(100)) == batches, "a batch was registered for a request refused up front"
+    assert len(engine.runtime.log.recent(100)) == batches, "a batch was registered for a request refused up front"
 
 
 def test_update_computing_an_invalid_value_rolls_back(engine):
@@ -197,7 +197,7 @@ def test_unknown_context_and_collection(engine):
     details = _structured(info.value)["details"]
     assert details["field"] == "collectionName" and details["collection"] == "plants"
     with pytest.raises(SchemaError) as info:
-        engine.get_items(CONTEXT, "wings > 2")
+        engine.get_items(CONTEXT, query="wings > 2")
     assert _structured(info.value)["details"]["field"] == "wings"
     assert _contents(engine) == before
 

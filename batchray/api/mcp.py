@@ -85,7 +85,7 @@ class Backend:
             client.close()
         except Exception as exc:  # noqa: BLE001 - closing is best effort; Ray still has to stop
             print(f"batchray mcp: closing the client failed: {exc}", file=sys.stderr)
-        if getattr(client, "_started_ray", False):
+        if getattr(client.runtime, "started_ray", False):  # a Ray runtime that started Ray here
             _stop_local_ray()
 
 

@@ -15,7 +15,7 @@ this package (a CODAP reader, say) loads no more than it needs. The modules:
   :mod:`~batchray.io.parquet_source`; :mod:`~batchray.io.conversions` — column types and values;
 * :mod:`~batchray.io.formats` — formats and paths (``allowed_root``);
   :mod:`~batchray.io.results` — what an import or export reports;
-* :mod:`~batchray.io.runtime` — the one seam to a Client (Ray) or a LocalEngine;
+* :mod:`~batchray.io.runtime` — the one seam to the front object (a Client on either runtime);
 * :mod:`~batchray.io.codap` — CODAP v2 documents: model, reader, writer, components.
 """
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Importing a file: :func:`import_file` for CSV, JSON Lines, Parquet and CODAP documents.
 
-:func:`import_file` takes a :class:`~batchray.api.client.Client` (Ray) or a
-:class:`~batchray.core.run.engine.LocalEngine` (in-process); both plan on the caller's side and
-stream. The path is checked first (:func:`~batchray.io.formats.resolve_path`), the format
+:func:`import_file` takes the front object (:class:`~batchray.api.client.Client`, on either
+runtime); it plans on the caller's side and streams. The path is checked first (:func:`~batchray.io.formats.resolve_path`), the format
 detected (:func:`~batchray.io.formats.detect_format`); CODAP documents go to
 :func:`~batchray.io.document_import.import_document`, the other formats are imported here.
 
@@ -59,7 +58,6 @@ from batchray.io.runtime import (
     chunk_id_source,
     create_items_plan,
     id_allocator,
-    is_ray_client,
     parse_context,
 )
 from batchray.io.sources import DEFAULT_BATCH_ROWS, DEFAULT_BLOCK_SIZE, Source
@@ -203,7 +201,7 @@ def _schema_for(target: Target, context: str, collection: Optional[str], source:
 
 
 def _reporter(progress: Progress, source: Source, reading: Reading, target: Target) -> Callable[[], None]:
-    """Reading progress: a tqdm bar (engines; a Client shows its own bar) or a callback."""
+    """Reading progress for a ``progress`` callable (a bar is the client's own, of the batch)."""
     if progress is None or progress is False:
         return lambda: None
     if callable(progress) and not isinstance(progress, bool):
@@ -215,19 +213,7 @@ def _reporter(progress: Progress, source: Source, reading: Reading, target: Targ
                 event["totalRows"] = source.total_rows
             progress(event)
         return report
-    if is_ray_client(target):
-        return lambda: None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=source.total_rows, unit="row", desc=f"import {source.path.name}", dynamic_ncols=True)
-    shown = [0]
-
-    def report() -> None:
-        bar.update(reading.rows - shown[0])
-        shown[0] = reading.rows
-        if source.total_rows is not None and reading.rows >= source.total_rows:
-            bar.close()
-    return report
+    return lambda: None  # a bar: the client shows the batch's own
 
 
 def _import_rows(target: Target, context: str, collection: Optional[str], source: Source, *, atomic: bool,

@@ -2,7 +2,7 @@
 
 Registered into :data:`batchray.api.tools.registry.TOOLS` when :mod:`batchray.api.tools.registry` is imported. They run
 on a :class:`~batchray.api.client.Client` (``client.tool(...)``) or a
-:class:`~batchray.core.run.engine.LocalEngine` alike.
+its in-process runtime alike.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field
 
-from batchray.api.tools.registry import _NAME, CreateOptions, _Args, _result_payload, register
+from batchray.api.tools.registry import _NAME, CreateOptions, _Args, _result_payload, create_options, register
 
 
 # -- get_cases --------------------------------------------------------------------------------
@@ -51,13 +51,8 @@ class BatchCreateCasesArgs(_Args):
 def _batch_create_cases(client, a: BatchCreateCasesArgs) -> dict[str, Any]:
     o = a.options
     rows = [{"values": case.values, "parent": case.parent} for case in a.cases]
-    kwargs: dict[str, Any] = {"atomic": o.atomic, "batch_size": o.batchSize}
-    if hasattr(client, "run_plan"):  # the Ray client takes the batch options too
-        kwargs.update(progress=False, continue_on_error=o.continueOnError, timeout=o.timeout, priority=o.priority,
-                      queue=o.queue, idempotency_key=o.idempotencyKey, validate_all=o.validateAll and o.atomic)
-    else:
-        kwargs["idempotency_key"] = o.idempotencyKey
-    result = client.create_items(a.dataContextName, a.collectionName, rows, **kwargs)
+    result = client.create_items(a.dataContextName, a.collectionName, rows, progress=False,
+                                 validate_all=o.validateAll and o.atomic, **create_options(o))
     payload = _result_payload(result)
     payload["itemsCreated"] = result.items_created
     payload["itemIds"] = result.item_ids

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from batchray.errors import failure_error
 from batchray.api.tools.registry import _NAME, _Args, _result_payload, register
+from batchray.core.model.batch import DEFAULT_TIMEOUT_MS, TransactionOptions
 
 
 class SchemaOperation(_Args):
@@ -38,7 +39,8 @@ class BatchSchemaOperationsArgs(_Args):
 
 def _batch_schema_operations(client, a: BatchSchemaOperationsArgs) -> dict[str, Any]:
     ops = [op.model_dump(exclude_none=True) for op in a.operations]
-    return _result_payload(client.schema_operations(a.dataContextName, ops))
+    return _result_payload(client.schema_operations(a.dataContextName, ops, atomic=a.options.atomic,
+                                                    create_backups=a.options.createBackups))
 
 
 class ComponentOperation(_Args):
@@ -85,8 +87,9 @@ class TransactionOperation(_Args):
 class TransactionToolOptions(_Args):
     atomic: bool = True
     maxRetries: int = Field(default=3, ge=0, le=20)
-    timeout: int = Field(default=300_000, ge=1, le=86_400_000)
-    parallelism: int = Field(default=1, ge=1, le=10)
+    timeout: int = Field(default=DEFAULT_TIMEOUT_MS, ge=1, le=86_400_000, description="milliseconds")
+    parallelism: Optional[int] = Field(default=None, ge=1, le=10,
+                                       description="at most this many workers apply the batch at once")
     rollbackOnError: bool = True
     recoveryStrategy: Literal["retry", "skip", "rollback", "partial_rollback"] = "rollback"
     retryDelay: int = Field(default=50, ge=0, le=60_000, description="first retry delay, ms")
@@ -106,9 +109,12 @@ class ExecuteBatchTransactionArgs(_Args):
 
 
 def _execute_batch_transaction(client, a: ExecuteBatchTransactionArgs) -> dict[str, Any]:
-    options = a.options.model_dump(exclude_none=True)
-    if not a.options.rollbackOnError and a.options.recoveryStrategy == "rollback":
-        options["recoveryStrategy"] = "skip"
+    o = a.options
+    strategy = "skip" if not o.rollbackOnError and o.recoveryStrategy == "rollback" else o.recoveryStrategy
+    options = TransactionOptions(
+        atomic=o.atomic, max_retries=o.maxRetries, timeout=o.timeout, parallelism=o.parallelism,
+        recovery_strategy=strategy, retry_delay=o.retryDelay, backoff_multiplier=o.backoffMultiplier,
+        create_backups=o.createBackups, idempotency_key=o.idempotencyKey)
     report = client.execute_transaction([op.model_dump() for op in a.operations], options)
     if not report.get("success") and not report.get("error"):
         report["error"] = failure_error(report.get("errors") or [], "the transaction")

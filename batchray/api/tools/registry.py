@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from batchray.core.model.batch import DEFAULT_TIMEOUT_MS
 from batchray.errors import (BatchrayError, ConflictError, DocumentError, InternalError, NotFoundError, ValidationError,
                      error_payload, failure_error)
 
@@ -57,8 +58,9 @@ class CreateOptions(_Args):
     atomic: bool = True
     validateAll: bool = True
     continueOnError: bool = False
-    parallelism: int = Field(default=1, ge=1, le=10)
-    timeout: int = Field(default=300_000, ge=1, le=86_400_000, description="milliseconds")
+    parallelism: Optional[int] = Field(default=None, ge=1, le=10,
+                                       description="at most this many workers apply the batch at once")
+    timeout: int = Field(default=DEFAULT_TIMEOUT_MS, ge=1, le=86_400_000, description="milliseconds")
     progressCallback: bool = False
     idempotencyKey: Optional[str] = Field(default=None, min_length=1, max_length=200)
     priority: int = Field(default=0, ge=-1000, le=1000)
@@ -98,9 +100,10 @@ class UpdateSpec(_Args):
 class UpdateOptions(_Args):
     batchSize: int = Field(default=50, ge=1, le=1000)
     atomic: bool = True
-    parallelism: int = Field(default=1, ge=1, le=10)
+    parallelism: Optional[int] = Field(default=None, ge=1, le=10,
+                                       description="at most this many workers apply the batch at once")
     createBackups: bool = True
-    timeout: int = Field(default=300_000, ge=1, le=86_400_000)
+    timeout: int = Field(default=DEFAULT_TIMEOUT_MS, ge=1, le=86_400_000, description="milliseconds")
     idempotencyKey: Optional[str] = Field(default=None, min_length=1, max_length=200)
 
 
@@ -155,14 +158,23 @@ def _create_data_context(client, a: CreateDataContextArgs) -> dict[str, Any]:
     return _result_payload(result)
 
 
+def create_options(o: CreateOptions) -> dict[str, Any]:
+    """A create tool's options as the client's keywords (camelCase stops here)."""
+    return {"atomic": o.atomic, "batch_size": o.batchSize, "continue_on_error": o.continueOnError,
+            "timeout": o.timeout, "priority": o.priority, "queue": o.queue, "idempotency_key": o.idempotencyKey,
+            "parallelism": o.parallelism}
+
+
+def update_options(o: UpdateOptions) -> dict[str, Any]:
+    """An update or delete tool's options as the client's keywords."""
+    return {"atomic": o.atomic, "timeout": o.timeout, "idempotency_key": o.idempotencyKey,
+            "create_backups": o.createBackups, "parallelism": o.parallelism}
+
+
 def _batch_create_items(client, a: BatchCreateItemsArgs) -> dict[str, Any]:
     o = a.options
-    result = client.create_items(
-        a.dataContextName, a.collectionName, [item.values for item in a.items],
-        atomic=o.atomic, batch_size=o.batchSize, progress=False, continue_on_error=o.continueOnError,
-        timeout=o.timeout, priority=o.priority, queue=o.queue, idempotency_key=o.idempotencyKey,
-        validate_all=o.validateAll and o.atomic,
-    )
+    result = client.create_items(a.dataContextName, a.collectionName, [item.values for item in a.items],
+                                 progress=False, validate_all=o.validateAll and o.atomic, **create_options(o))
     payload = _result_payload(result)
     payload["itemsCreated"] = result.items_created
     payload["itemIds"] = result.item_ids
@@ -171,22 +183,18 @@ def _batch_create_items(client, a: BatchCreateItemsArgs) -> dict[str, Any]:
 
 def _batch_update_items(client, a: BatchUpdateItemsArgs) -> dict[str, Any]:
     updates = [{"selector": u.selector.model_dump(exclude_none=True), "values": u.values} for u in a.updates]
-    result = client.update_items(a.dataContextName, updates, atomic=a.options.atomic, progress=False,
-                                 timeout=a.options.timeout, idempotency_key=a.options.idempotencyKey,
-                                 create_backups=a.options.createBackups)
+    result = client.update_items(a.dataContextName, updates, progress=False, batch_size=a.options.batchSize,
+                                 **update_options(a.options))
     return _result_payload(result)
 
 
 def _batch_delete_items(client, a: BatchDeleteItemsArgs) -> dict[str, Any]:
     selectors = [s.model_dump(exclude_none=True) for s in a.selectors]
-    result = client.delete_items(a.dataContextName, selectors, atomic=a.options.atomic, progress=False,
-                                 timeout=a.options.timeout, idempotency_key=a.options.idempotencyKey,
-                                 create_backups=a.options.createBackups)
+    result = client.delete_items(a.dataContextName, selectors, progress=False, **update_options(a.options))
     return _result_payload(result)
 
 
 def _get_items(client, a: GetItemsArgs) -> dict[str, Any]:
-    # by keyword: the client and the local engine order their positional parameters differently
     items = client.get_items(a.dataContextName, collection=a.collectionName, query=a.query, offset=a.offset,
                              limit=a.limit)
     total = client.count_items(a.dataContextName, collection=a.collectionName, query=a.query)

@@ -1,13 +1,14 @@
-"""The batch operation model: operations, transaction options, results and statuses.
+"""The batch operation model: operations, run options, results and statuses.
 
-Field names follow the original tool design (camelCase on the wire, e.g. ``maxRetries``);
-Python code may use either the alias or the snake_case name.
+Python code uses the snake_case field names; the camelCase aliases (``maxRetries``) exist for
+the wire: tool arguments and JSON results. :class:`RunOptions` is the one typed set of options a
+batch runs with, from the tool boundary down to the coordinator.
 """
 from __future__ import annotations
 
 import time
 from enum import Enum
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -59,22 +60,46 @@ class Operation(_Model):
 
 RecoveryStrategy = Literal["retry", "skip", "rollback", "partial_rollback"]
 
+DEFAULT_TIMEOUT_MS = 300_000
+"""A batch's default timeout: five minutes from its start."""
 
-class TransactionOptions(_Model):
-    """How a batch runs. ``timeout`` is in milliseconds for the whole batch."""
+
+class RunOptions(_Model):
+    """How one batch runs, on any runtime.
+
+    ``atomic``: all or nothing; otherwise valid chunks commit and bad items are reported.
+    ``max_retries``: retries of a retryable chunk failure. ``timeout``: milliseconds from the
+    batch's start. ``priority`` and ``queue``: admission order. ``idempotency_key``: a batch
+    submitted again under the same key returns the first one's result. ``create_backups``:
+    keep before-images after commit so the batch can be undone. ``parallelism``: at most that
+    many of the batch's chunks apply at once (so at most that many workers); ``None``: as many
+    as the workers take. ``undoes``: the batch a rollback batch undoes (set by the planner).
+    """
 
     atomic: bool = True
-    max_retries: int = Field(default=3, ge=0, le=100)
-    timeout: int = Field(default=300_000, ge=1, le=86_400_000)
-    parallelism: int = Field(default=1, ge=1, le=64)
-    rollback_on_error: bool = True
-    recovery_strategy: RecoveryStrategy = "rollback"
     continue_on_error: bool = False
-    batch_size: Optional[int] = Field(default=None, ge=1, le=1_000_000)
+    max_retries: int = Field(default=3, ge=0, le=100)
+    timeout: int = Field(default=DEFAULT_TIMEOUT_MS, ge=1, le=86_400_000)
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     queue: str = Field(default="default", min_length=1, max_length=100)
     idempotency_key: Optional[str] = Field(default=None, min_length=1, max_length=200)
-    progress_callback: Optional[Callable[[dict], Any]] = Field(default=None, exclude=True)
+    create_backups: bool = False
+    parallelism: Optional[int] = Field(default=None, ge=1, le=64)
+    undoes: Optional[str] = None
+
+    def but(self, **changes: Any) -> "RunOptions":
+        """A copy with ``changes`` (snake_case names), validated."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+
+class TransactionOptions(RunOptions):
+    """How a multi-operation transaction runs: the batch's options, and its recovery strategy
+    (``retry``, ``skip``, ``rollback``, ``partial_rollback``) with the retry delay
+    (milliseconds) and backoff between attempts."""
+
+    recovery_strategy: RecoveryStrategy = "rollback"
+    retry_delay: float = Field(default=50, ge=0, le=60_000)
+    backoff_multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
 
 
 class ItemError(_Model):

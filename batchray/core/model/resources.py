@@ -3,7 +3,7 @@
 A resource string is a chain of ``name[argument]`` segments separated by dots, starting with
 ``dataContext[...]``. :func:`parse_resource` reads one into a :class:`Resource`: the data
 context, the collection (if one is named) and a selector in the form
-:meth:`batchray.core.run.engine.BatchPlanner._select` takes. Accepted forms (keywords are
+:meth:`batchray.core.plan.planner.BatchPlanner._select` takes. Accepted forms (keywords are
 case-insensitive)::
 
     dataContext[X]                                   the whole context (no selector)

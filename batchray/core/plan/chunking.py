@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import sys
-from dataclasses import dataclass
+
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from batchray.core.txn.chunks import CreateItems, PlannedChunk

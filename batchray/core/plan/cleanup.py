@@ -49,9 +49,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
+from batchray.core.model.batch import RunOptions
+from batchray.core.plan.plan import PlanTarget
 from batchray.core.txn.chunks import DeleteItems, UpdateItems
 from batchray.errors import SchemaError, ValidationError
-from batchray.core.model.schema import Attribute, AttributeType, DataContext, ValueProblem, coerce_value, raise_if_errors
+from batchray.core.model.schema import Attribute, AttributeType, DataContext, ValueProblem, coerce_value
 
 PAGE = 10_000
 _CONSTRAINT_FIELDS = ("type", "required", "unique", "min", "max", "allowed", "pattern", "default")
@@ -158,40 +160,6 @@ class UniqueIndex:
 
 # -- the create path ----------------------------------------------------------------------------
 
-def prepare_new_rows(reader: Any, context_id: int, context: DataContext, collection: Optional[str],
-                     rows: list[Any], *, check_unique: bool = True) -> list[Any]:
-    """Rows of a create request given as a list, ready for the planner (see the module docs)."""
-    from batchray.core.model.cases import merge_parent_values
-
-    rows = merge_parent_values(reader, context_id, context, collection, rows)
-    if not check_unique:
-        return rows
-    index = UniqueIndex(context, context.attributes())
-    if not index:
-        return rows
-    from batchray.core.run.engine import _unwrap_values
-
-    rows = _unwrap_values(rows)
-    for item_id, values in iter_items(reader, context_id):
-        index.add(item_id, item_id, values)
-    errors: list[dict[str, Any]] = []
-    for position, values in enumerate(rows):
-        if not isinstance(values, dict):
-            continue  # the row validator reports it
-        identity = ("new", position)
-        clashes = index.conflicts(identity, values)
-        for name, value, holder in clashes:
-            where = f"item {holder}" if not isinstance(holder, tuple) else f"item {holder[1]} of this batch"
-            errors.append({"index": position, "field": name, "code": "NOT_UNIQUE",
-                           "message": f"{name} must be unique: {value!r} is already used by {where}"})
-        if not clashes:
-            index.add(identity, identity, values)
-        if len(errors) >= 100:
-            break
-    raise_if_errors(errors)
-    return rows
-
-
 # -- validation and cleanup -----------------------------------------------------------------------
 
 @dataclass
@@ -284,7 +252,7 @@ class _Change:
 
 
 def validate_and_clean(
-    target: Any,
+    target: PlanTarget,
     context: str,
     collection: Optional[str] = None,
     *,
@@ -296,8 +264,7 @@ def validate_and_clean(
     batch_size: int = 10_000,
 ) -> dict[str, Any]:
     """Check (and with ``cleanup`` and ``dry_run=False``, clean) a data context; see the module
-    docs. ``target`` is a :class:`~batchray.core.run.engine.LocalEngine` or a
-    :class:`~batchray.api.client.Client`. Returns a JSON-ready report."""
+    docs. ``target`` is the front object (:class:`~batchray.core.plan.plan.PlanTarget`). Returns a JSON-ready report."""
     options = CleanupOptions.parse(cleanup)
     context_id, ctx = target.catalog.context(context)
     attrs = _effective_attributes(ctx, collection, rules)
@@ -419,7 +386,7 @@ def validate_and_clean(
     if dry_run or not changes:
         return report
     plan = plan_changes(target.planner, target.layout, context, context_id, ctx, updates, deletes, batch_size)
-    result = _run(target, plan)
+    result = target.run_plan(plan, RunOptions(), progress=False)
     report["transactionId"] = result.transaction_id
     report["committed"] = bool(result.success)
     report["success"] = bool(result.success)
@@ -443,8 +410,8 @@ def _sample(change: _Change) -> dict[str, Any]:
 def plan_changes(planner: Any, layout: Any, context: str, context_id: int, ctx: DataContext,
                  updates: list[_Change], deletes: list[_Change], batch_size: int = 10_000):
     """One plan: per shard, update chunks (patches by id) and delete chunks (by id)."""
-    from batchray.core.run.engine import Plan
     from batchray.core.plan.chunking import estimate_bytes
+    from batchray.core.plan.plan import Plan
     from batchray.core.txn.chunks import PlannedChunk
 
     schema = ctx.model_dump(mode="json")
@@ -458,21 +425,15 @@ def plan_changes(planner: Any, layout: Any, context: str, context_id: int, ctx: 
         for start in range(0, len(shard_updates), batch_size):
             part = shard_updates[start:start + batch_size]
             patches = [{k: _literal(v) for k, v in c.after.items()} for c in part]
-            chunk = UpdateItems(next(planner._chunk_ids), context_id, ids=[c.item_id for c in part],
+            chunk = UpdateItems(planner.next_chunk_id(), context_id, ids=[c.item_id for c in part],
                                 patches=patches, schema=schema, indexes=[c.index for c in part])
             planned.append(PlannedChunk(shard, chunk, sum(estimate_bytes(p) for p in patches) + 8 * len(part), len(part)))
         for start in range(0, len(shard_deletes), batch_size):
             part = shard_deletes[start:start + batch_size]
-            chunk = DeleteItems(next(planner._chunk_ids), context_id, ids=[c.item_id for c in part])
+            chunk = DeleteItems(planner.next_chunk_id(), context_id, ids=[c.item_id for c in part])
             planned.append(PlannedChunk(shard, chunk, 8 * len(part), len(part)))
     kind = "cleanup_items" if updates and deletes else ("update_items" if updates else "delete_items")
     return Plan(kind, planned, total=len(updates) + len(deletes), context=context, context_id=context_id)
 
 
-def _run(target: Any, plan: Any):
-    if hasattr(target, "run_plan"):  # the Ray client
-        return target.run_plan(plan, {"atomic": True}, progress=False)
-    return target.run(plan, atomic=True)
-
-
-__all__ = ["CleanupOptions", "UniqueIndex", "iter_items", "plan_changes", "prepare_new_rows", "validate_and_clean"]
+__all__ = ["CleanupOptions", "UniqueIndex", "iter_items", "plan_changes", "validate_and_clean"]

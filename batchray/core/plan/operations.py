@@ -30,7 +30,8 @@ from batchray.errors import (
     SchemaError,
     ValidationError,
 )
-from batchray.core.model.batch import BatchResult, BatchState, ItemError, Operation
+from batchray.core.model.batch import BatchResult, BatchState, Operation, RunOptions, TransactionOptions
+from batchray.core.plan.plan import Plan
 from batchray.core.plan.chunking import order_operations
 from batchray.core.txn.chunks import PlannedChunk
 from batchray.core.model.schema import COMPONENT_TYPES, Attribute, Collection, Component, DataContext
@@ -124,12 +125,11 @@ def _check_shape(op: Any, index: int, names: tuple[str, ...], objects: tuple[str
 
 
 def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *, chunk_ids=None) -> tuple[Any, DataContext]:
-    """The :class:`~batchray.core.run.engine.Plan` of schema operations on ``context`` and the resulting
+    """The :class:`~batchray.core.plan.plan.Plan` of schema operations on ``context`` and the resulting
     schema. Each operation is ``{action: create|update|delete, target: collection|attribute,
     collection?, attribute?, spec?}``; they apply in order, as one transaction."""
     from pydantic import ValidationError as PydanticError
 
-    from batchray.core.run.engine import Plan
 
     context_id, ctx = planner.context(context)
     change = _SchemaChange(ctx.model_copy(deep=True))
@@ -145,7 +145,7 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
         new_ctx = DataContext.model_validate(change.context.model_dump())
     except PydanticError as exc:
         raise SchemaError(f"the schema after these operations is invalid: {exc.errors()[0]['msg']}") from None
-    ids = chunk_ids or planner._chunk_ids
+    ids = chunk_ids or iter(planner.next_chunk_id, None)
     planned = [PlannedChunk(CATALOG, PutDocs(next(ids), [(context_key(context), context_doc(context_id, new_ctx))]), 4096, 1)]
     change.drops -= set(change.renames)
     if change.renames or change.drops or change.converts:
@@ -160,11 +160,10 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
 def plan_delete_context(planner: Any, context: str) -> Any:
     """Delete a data context: its catalog document and every item, in one transaction."""
     from batchray.core.txn.chunks import DeleteItems
-    from batchray.core.run.engine import Plan
 
     context_id, _ = planner.context(context)
-    planned = [PlannedChunk(CATALOG, PutDocs(next(planner._chunk_ids), [(context_key(context), None)]), 1024, 1)]
-    planned += [PlannedChunk(s, DeleteItems(next(planner._chunk_ids), context_id, where=None), 1 << 20, 0)
+    planned = [PlannedChunk(CATALOG, PutDocs(planner.next_chunk_id(), [(context_key(context), None)]), 1024, 1)]
+    planned += [PlannedChunk(s, DeleteItems(planner.next_chunk_id(), context_id, where=None), 1 << 20, 0)
                 for s in planner.layout.shard_names]
     return Plan("delete_data_context", planned, total=1, context=context, context_id=context_id)
 
@@ -204,7 +203,6 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
     """Component operations ``{action: create|update|delete, component: {...} | name}``."""
     from pydantic import ValidationError as PydanticError
 
-    from batchray.core.run.engine import Plan
 
     existing = planner.catalog.components()
     globals_ = set(planner.catalog.globals())
@@ -254,7 +252,7 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
                 globals_.add(gname)
                 docs[f"global/{gname}"] = json_text({"name": gname, "value": component.properties.get("value", 0)},
                                                     f"slider {component.name!r}", index=index)
-    chunk = PutDocs(next(planner._chunk_ids), sorted(docs.items()))
+    chunk = PutDocs(planner.next_chunk_id(), sorted(docs.items()))
     return Plan("component_operations", [PlannedChunk(CATALOG, chunk, 4096, len(docs))], total=len(operations))
 
 
@@ -262,7 +260,6 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
 
 def plan_undo(planner: Any, log_batch: Callable[[str], Optional[dict]], batch_id: str, force: bool = False) -> Any:
     """Restore a committed batch from its backups (kept when it ran with ``createBackups``)."""
-    from batchray.core.run.engine import Plan
 
     record = log_batch(batch_id)
     if record is None:
@@ -271,7 +268,7 @@ def plan_undo(planner: Any, log_batch: Callable[[str], Optional[dict]], batch_id
         raise ConflictError(f"batch {batch_id} is {record['state']}; only a completed batch can be undone", batchId=batch_id)
     if record["kind"] not in ("create_items", "update_items", "delete_items", "transaction", "import"):
         raise ConflictError(f"a {record['kind']} batch cannot be undone from item backups", batchId=batch_id)
-    planned = [PlannedChunk(s, UndoBatch(next(planner._chunk_ids), batch_id, force), 1 << 20, 0)
+    planned = [PlannedChunk(s, UndoBatch(planner.next_chunk_id(), batch_id, force), 1 << 20, 0)
                for s in planner.layout.shard_names]
     return Plan("rollback_batch", planned, total=1, extra={"source": batch_id})
 
@@ -343,9 +340,9 @@ def _check_target(planner: Any, op: Operation, created: set[str]) -> None:
 
 def run_transaction(
     planner: Any,
-    run: Callable[[Any, dict[str, Any]], BatchResult],
+    run: Callable[[Plan, RunOptions], BatchResult],
     operations: list[dict[str, Any] | Operation],
-    options: dict[str, Any],
+    options: TransactionOptions,
     *,
     sleep: Callable[[float], None] = time.sleep,
     rng: Optional[random.Random] = None,
@@ -374,13 +371,14 @@ def run_transaction(
                if op.type == "schema" and op.operation == "create_data_context" and isinstance(op.data, dict)
                and isinstance(op.data.get("name"), str)}
     ordered = order_operations(ops, lambda op: _check_target(planner, op, created))
-    strategy = options.get("recoveryStrategy", "rollback")
-    base = {k: v for k, v in options.items() if k in ("timeout", "maxRetries", "idempotencyKey", "createBackups", "queue", "priority")}
+    strategy = options.recovery_strategy
+    base = RunOptions.model_validate(options.model_dump(include=set(RunOptions.model_fields)))
+    base = base.but(atomic=True, continue_on_error=False)
     if strategy in ("rollback", "retry"):
-        attempts = 1 + (int(options.get("maxRetries", 3)) if strategy == "retry" else 0)
-        delay = float(options.get("retryDelay", 50)) / 1000.0
-        multiplier = float(options.get("backoffMultiplier", 2.0))
-        deadline = clock() + float(options.get("timeout") or 300_000) / 1000.0
+        attempts = 1 + (options.max_retries if strategy == "retry" else 0)
+        delay = options.retry_delay / 1000.0
+        multiplier = options.backoff_multiplier
+        deadline = clock() + options.timeout / 1000.0
 
         def backoff(attempt: int) -> bool:
             """Wait before the next attempt; False when the deadline leaves no time for one."""
@@ -393,7 +391,7 @@ def run_transaction(
         result: Optional[BatchResult] = None
         for attempt in range(1, attempts + 1):
             try:
-                result = _run_together(planner, run, ordered, {**base, "atomic": True})
+                result = _run_together(planner, run, ordered, base)
             except BatchrayError as exc:
                 if exc.retryable and attempt < attempts and backoff(attempt):
                     continue
@@ -406,8 +404,6 @@ def run_transaction(
             errors = [{"operation": None, "code": result.error["code"], "message": result.error["message"],
                        "retryable": result.error.get("retryable", False), "attempts": attempt}]
         return _report([result], errors, [])
-    if strategy not in ("skip", "partial_rollback"):
-        raise ValidationError(f"unknown recovery strategy {strategy!r}", field="recoveryStrategy")
     results: list[BatchResult] = []
     errors: list[dict[str, Any]] = []
     failed: set[str] = set()
@@ -418,9 +414,9 @@ def run_transaction(
             skipped.append(op.id)
             continue
         try:
-            own = {**base, "atomic": True}
+            own = base
             if op.timeout is not None:  # an operation that runs on its own has its own deadline
-                own["timeout"] = min(op.timeout, int(base.get("timeout", op.timeout)))
+                own = base.but(timeout=min(op.timeout, base.timeout))
             result = run(plan_operation(planner, op), own)
         except BatchrayError as exc:
             errors.append(_op_error(op.id, exc, 1))
@@ -435,9 +431,7 @@ def run_transaction(
     return _report(results, errors, skipped)
 
 
-def _run_together(planner: Any, run: Callable, ordered: list[Operation], options: dict[str, Any]) -> BatchResult:
-    from batchray.core.run.engine import Plan
-
+def _run_together(planner: Any, run: Callable, ordered: list[Operation], options: RunOptions) -> BatchResult:
     planned: list[PlannedChunk] = []
     try:
         for op in ordered:

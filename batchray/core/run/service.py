@@ -39,10 +39,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 from batchray.core.storage.decision_log import DecisionLog
-from batchray.core.run.engine import Executor, Plan
+from batchray.core.plan.plan import Plan
+from batchray.core.run.executor import Executor, deadline
 from batchray.errors import BatchrayError, BatchTimeout, CancelledError, InternalError, NotFoundError
 from batchray.core.txn.memory import MemoryBudget
-from batchray.core.model.batch import BatchResult, BatchState
+from batchray.core.model.batch import BatchResult, BatchState, RunOptions
 from batchray.core.txn.chunks import PlannedChunk
 from batchray.core.run.queueing import AdmissionQueue
 
@@ -54,7 +55,7 @@ class BatchRun:
     txn: str
     ts: int
     kind: str
-    options: dict[str, Any]
+    options: RunOptions
     total: Optional[int] = None
     feed: "queue.Queue[Any]" = field(default_factory=lambda: queue.Queue(maxsize=256))
     result: Optional[BatchResult] = None
@@ -141,7 +142,7 @@ class CoordinatorService:
         return self.budget.peak
 
     # -- submission ---------------------------------------------------------------------------
-    def submit(self, kind: str, options: dict[str, Any], planned: Optional[list[PlannedChunk]] = None,
+    def submit(self, kind: str, options: RunOptions, planned: Optional[list[PlannedChunk]] = None,
                total: Optional[int] = None, wait: Optional[float] = None) -> dict[str, Any]:
         """Register and queue a batch (it starts at once when a slot is free). With
         ``planned``, the input is complete; otherwise feed it.
@@ -153,8 +154,8 @@ class CoordinatorService:
         call then.
         """
         txn, ts, prior = self.executor.begin(
-            kind, queue=options.get("queue", "default"), priority=int(options.get("priority", 0)),
-            idempotency_key=options.get("idempotencyKey"), state="queued",
+            kind, queue=options.queue, priority=options.priority,
+            idempotency_key=options.idempotency_key, state="queued",
         )
         if prior is not None:
             reply: dict[str, Any] = {"txn": txn, "ts": ts, "prior": prior}
@@ -172,8 +173,7 @@ class CoordinatorService:
         with self._lock:
             self.runs[txn] = run
             now = time.time()
-            self.admission.push(txn, priority=int(options.get("priority", 0)),
-                                queue=options.get("queue", "default"), now=now)
+            self.admission.push(txn, priority=options.priority, queue=options.queue, now=now)
             self._start(self.admission.pop_ready(now))  # a free slot: start now, not via the admitter
         reply = {"txn": txn, "ts": ts, "prior": None}
         if wait is not None:
@@ -281,18 +281,13 @@ class CoordinatorService:
         if self.progress is not None:
             self.progress.start(run.txn, run.total, run.kind)
         options = run.options
-        timeout_ms = options.get("timeout") or 300_000
-        deadline = time.monotonic() + timeout_ms / 1000.0
+        timed_out = deadline(options.timeout, run.txn)
         run.running.set()  # the driver's feed calls may reserve budget now
 
         def should_stop():
-            if run.stop is not None:
-                return run.stop
-            if time.monotonic() > deadline:
-                run.stop = BatchTimeout(f"batch {run.txn} ran past its timeout of {timeout_ms} ms",
-                                        batchId=run.txn, timeout=timeout_ms)
-                return run.stop
-            return None
+            if run.stop is None:
+                run.stop = timed_out()
+            return run.stop
 
         # increments are summed and sent at most every PROGRESS_EVERY seconds, and always
         # before waiters hear the result (see _decided): one call per chunk to the progress
@@ -323,11 +318,8 @@ class CoordinatorService:
         plan = Plan(run.kind, chunks, total=run.total)
         result: Optional[BatchResult] = None
         try:
-            result = self.executor.execute(
-                run.txn, run.ts, plan, atomic=options.get("atomic", True),
-                max_retries=options.get("maxRetries", 3), on_chunk=on_chunk, should_stop=should_stop,
-                backup=bool(options.get("createBackups", False)), undoes=options.get("undoes"), on_decided=lambda r: self._decided(run, r),
-            )
+            result = self.executor.execute(run.txn, run.ts, plan, options, on_chunk=on_chunk, should_stop=should_stop,
+                                           on_decided=lambda r: self._decided(run, r))
         except Exception as exc:  # noqa: BLE001 - e.g. the decision log failed: recovery finishes it
             error = exc if isinstance(exc, BatchrayError) else InternalError(f"{type(exc).__name__}: {exc}")
             result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed,
@@ -453,7 +445,7 @@ class CoordinatorService:
             state = run.result.state.value if run.result is not None else record["state"]
             return {"success": False, "batchId": txn, "state": state,
                     "message": f"batch {txn} already finished ({state}); nothing to cancel"}
-        rolled_back = rollback or run.options.get("atomic", True)
+        rolled_back = rollback or run.options.atomic
         if graceful:
             how = "dispatch stopped; the chunks already at the workers finish"
         elif rolled_back:

@@ -16,9 +16,29 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol
 
-from batchray.core.storage.store import CommitGate, StoreLayout, parse_store_url
+from batchray.core.storage.store import CATALOG, Catalog, CommitGate, ItemReader, StoreLayout, parse_store_url
+
+
+class Backend(Protocol):
+    """What every runtime needs of a store's backend (see the module docstring)."""
+
+    kind: str
+    layout: Any
+    url: str
+
+    def open_participant(self, name: str, *, recover: bool = True, lock_timeout: float = 10.0,
+                         apply_delay: float = 0.0) -> Any: ...
+
+    def open_log(self) -> Any: ...
+
+    def gate(self) -> Any: ...
+
+    def item_sources(self, participants: dict[str, Any]) -> list[Any]: ...
+
+    def close(self) -> None: ...
 
 
 class SqliteBackend:
@@ -106,3 +126,48 @@ def open_backend(store: str | os.PathLike, shards: Optional[int] = None) -> Sqli
     if kind == "postgresql":
         return PgBackend(location, shards)
     return SqliteBackend(location, shards)
+
+
+@dataclass
+class StoreView:
+    """A store opened in one process: its decision log, its participants, and the catalog and
+    item reader over them. The one wiring of a store's readers, shared by the in-process
+    runtime (read-write participants, recovered) and the Ray driver (read-only views)."""
+
+    log: Any
+    participants: dict[str, Any]
+    catalog: Catalog
+    reader: ItemReader
+
+    def close(self) -> None:
+        for participant in self.participants.values():
+            participant.close()
+        self.log.close()
+
+
+def open_view(backend: Backend, *, recover: bool, lock_timeout: float = 10.0,
+              participants: Optional[dict[str, Any]] = None) -> StoreView:
+    """Open ``backend``'s log and participants (``recover``: abort what a crash left unvoted;
+    only the store's owner does) and the readers over them. ``participants`` given are used as
+    they are (a test's wrapped ones). On failure nothing stays open."""
+    opened: list[Any] = []
+    try:
+        log = backend.open_log()
+        opened.append(log)
+        if not participants:
+            participants = {}
+            for name in backend.layout.participant_names:
+                participants[name] = backend.open_participant(name, recover=recover, lock_timeout=lock_timeout)
+                opened.append(participants[name])
+        gate = backend.gate()
+        catalog = Catalog(participants[CATALOG], gate)
+        reader = ItemReader(backend.item_sources(participants), gate, log)
+        return StoreView(log, participants, catalog, reader)
+    except BaseException:
+        # SQLite would hand a read-only descriptor still open to the next open of the same file
+        for item in reversed(opened):
+            try:
+                item.close()
+            except Exception:  # noqa: BLE001 - closing what a failed open left
+                pass
+        raise

@@ -1,0 +1,333 @@
+"""The Ray runtime, driver side: a store served by its coordinator actor and worker actors.
+
+:class:`RayRuntime` implements :class:`batchray.core.run.runtime.Runtime` for the front object.
+It starts (or joins) Ray and the store's named, detached coordinator, puts each planned chunk in
+the object store and hands the coordinator only object refs, and reads committed data straight
+from the store through read-only participant views. Payloads never pass through the coordinator.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix, placement
+from actors.transport import ChunkPart
+from batchray.core.model.batch import BatchResult, RunOptions
+from batchray.core.plan.plan import Plan
+from batchray.core.run.runtime import ProgressCallback
+from batchray.core.storage.backends import open_backend, open_view
+from batchray.core.storage.store import parse_store_url
+from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD
+from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable
+
+SMALL_BATCH = 10_000
+"""Batches of at most this many known items are planned whole and submitted in one call."""
+FEED_GROUP = 8
+"""Chunks handed to the coordinator per call when the input is held in memory."""
+BUNDLE_CHUNK_BYTES = 16 << 10
+"""Chunks estimated at most this size are put in the object store several to an object."""
+BUNDLE_BYTES = 128 << 10
+"""The most a bundle of small chunks holds (estimated)."""
+
+
+def prepare_ray_auth(address: Optional[str]) -> None:
+    """Joining a cluster started with ``ray start`` needs ``RAY_AUTH_MODE=token`` in the
+    environment before Ray is imported; set it when a token exists so users never meet
+    ``InvalidAuthToken``."""
+    if address is None or "ray" in sys.modules and os.environ.get("RAY_AUTH_MODE"):
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.exists():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def ray_get(ref: Any, timeout: Optional[float] = None) -> Any:
+    """``ray.get`` that re-raises batchray's own errors as themselves."""
+    try:
+        return ray.get(ref, timeout=timeout)
+    except BatchrayError:
+        raise
+    except RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, BatchrayError):
+            raise cause from None
+        raise InternalError(f"coordinator call failed: {exc}") from None
+    except RayActorError as exc:
+        raise ParticipantUnavailable(f"the coordinator is restarting: {exc}") from None
+
+
+def put_chunks(planned: list[Any]) -> None:
+    """Put each planned chunk in the object store and replace it by its ref. Chunks of at most
+    ``BUNDLE_CHUNK_BYTES`` (estimated) go together, up to ``BUNDLE_BYTES`` an object, each
+    then an ``actors.transport.ChunkPart`` of it: a put costs about a millisecond of the
+    driver's and the raylet's CPU whatever its size, which small chunks paid once each."""
+    bundle: list[Any] = []
+    size = 0
+
+    def put_bundle() -> None:
+        nonlocal bundle, size
+        if len(bundle) == 1:
+            bundle[0].chunk = ray.put(bundle[0].chunk)
+        elif bundle:
+            ref = ray.put(tuple(pc.chunk for pc in bundle))
+            for index, pc in enumerate(bundle):
+                pc.chunk = ChunkPart(ref, index)
+        bundle, size = [], 0
+
+    for pc in planned:
+        if pc.nbytes > BUNDLE_CHUNK_BYTES:
+            pc.chunk = ray.put(pc.chunk)
+            continue
+        if size + pc.nbytes > BUNDLE_BYTES:
+            put_bundle()
+        bundle.append(pc)
+        size += pc.nbytes
+    put_bundle()
+
+
+class RayRuntime:
+    """A store served by Ray actors; see the module docstring and :func:`batchray.connect`
+    for the settings."""
+
+    def __init__(
+        self,
+        store: str | os.PathLike,
+        *,
+        workers: int = 2,
+        shards: Optional[int] = None,
+        address: Optional[str] = None,
+        memory_budget: int = DEFAULT_BUDGET,
+        memory_threshold: float = DEFAULT_THRESHOLD,
+        max_running: int = 5,
+        runtime_env: Optional[dict[str, Any]] = None,
+        worker_env: Optional[dict[str, str]] = None,
+        shard_apply_delay: float = 0.0,
+        coordinator_env: Optional[dict[str, str]] = None,
+        stall_timeout: float = 120.0,
+    ) -> None:
+        kind, _ = parse_store_url(store)  # a directory, sqlite:///DIR or postgresql://...
+        prepare_ray_auth(address)
+        self.started_ray = False
+        if not ray.is_initialized():
+            init_args: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True}
+            if address is not None:
+                init_args["address"] = address
+            else:
+                # no address: start a local Ray, as documented, instead of joining whatever local
+                # cluster Ray discovers (one from `ray start` would refuse a driver without its
+                # token); RAY_ADDRESS still names a cluster to join
+                init_args["address"] = os.environ.get("RAY_ADDRESS") or "local"
+                init_args["include_dashboard"] = False
+            if runtime_env:
+                init_args["runtime_env"] = runtime_env
+            ray.init(**init_args)
+            self.started_ray = True
+        self._backend = open_backend(store, shards)
+        self.layout = self._backend.layout
+        self.memory_budget = memory_budget
+        self.memory_threshold = memory_threshold
+        coordinator_options: dict[str, Any] = {}
+        if coordinator_env:
+            coordinator_options["runtime_env"] = {"env_vars": dict(coordinator_env)}
+        # SQLite: next to the store's files; PostgreSQL: preferably on this node
+        coordinator_options.update(placement(kind))
+        self.coordinator = TransactionCoordinator.options(
+            name=f"{actor_prefix(str(self.layout.root))}-coordinator", namespace=NAMESPACE,
+            get_if_exists=True, lifetime="detached", **coordinator_options,
+        ).remote(self._backend.url, workers, self.layout.shards, memory_budget, memory_threshold,
+                 max_running, 10.0, worker_env, shard_apply_delay, stall_timeout=stall_timeout)
+        ray_get(self.coordinator.ping.remote())
+        self.view = open_view(self._backend, recover=False)
+        self.catalog = self.view.catalog
+        self.reader = self.view.reader
+
+
+    @property
+    def memory_allowance(self) -> Optional[int]:
+        return int(self.memory_budget * self.memory_threshold)
+
+    def allocate(self, sequence: str, count: int) -> int:
+        return ray_get(self.coordinator.allocate.remote(sequence, count))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def close(self) -> None:
+        self.view.close()
+        self._backend.close()
+
+    def shutdown(self) -> None:
+        """Stop this store's coordinator, workers and progress actor, then close. The store
+        stays on disk; the next runtime starts new actors, which recover it."""
+        info = None
+        try:
+            info = ray_get(self.coordinator.info.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - best effort: kill what can be found by name
+            pass
+        prefix = actor_prefix(str(self.layout.root))
+        names = [f"{prefix}-coordinator", f"{prefix}-progress"]
+        names += [f"{prefix}-worker-{i}" for i in range(len(info["workers"]) if info else 64)]
+        for name in names:
+            try:
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+            except ValueError:
+                continue
+        self.close()
+
+    # -- running plans --------------------------------------------------------------------------
+    def run(self, plan: Plan, options: RunOptions, *, watch: Optional[ProgressCallback] = None,
+            wait: bool = True) -> BatchResult | str:
+        """Submit a planned batch, feed its chunks through the object store, wait for it."""
+        if not options.idempotency_key:
+            # Ray sends a call again when the coordinator died before answering it: a key of
+            # the client's own makes a re-sent submit find the batch it registered before,
+            # which may have committed, instead of running the batch a second time
+            options = options.but(idempotency_key=f"auto-{uuid.uuid4().hex}")
+        if plan.total is not None and plan.total <= SMALL_BATCH:
+            # small batch: plan it all now and submit it in one call
+            planned = list(plan.chunks)
+            put_chunks(planned)
+            # one round trip: the coordinator starts it at once and answers with its result
+            submitted = ray_get(self.coordinator.submit.remote(plan.kind, options, planned, plan.total,
+                                                            0.25 if wait else None))
+            txn = submitted["txn"]
+            if submitted["prior"] is None and not wait:
+                return txn
+            return self._result(txn, plan, _Poller(self, txn, watch), submitted.get("result"))
+        submitted = ray_get(self.coordinator.submit.remote(plan.kind, options, None, plan.total))
+        txn = submitted["txn"]
+        if submitted["prior"] is not None:
+            return self._result(txn, plan, _Poller(self, txn, watch)) if wait else txn
+        if not wait:
+            # the batch id now; the input is fed from a thread of this process (which must stay
+            # up until the batch has all its input: a feeder that goes silent rolls it back)
+            threading.Thread(target=self._feed_quietly, args=(txn, plan), name=f"batchray-feed-{txn}",
+                             daemon=True).start()
+            return txn
+        poller = _Poller(self, txn, watch)
+        self._feed(txn, plan, poller)
+        return self._result(txn, plan, poller)
+
+    def _feed(self, txn: str, plan: Plan, poller: Optional["_Poller"] = None) -> None:
+        """Put each chunk in the object store and hand its ref to the coordinator, then close
+        the input. A chunk put here is not yet counted in the coordinator's budget (its feed
+        call reserves it), so the bytes of chunks between ``ray.put`` and reservation are kept
+        within the budget's headroom (``limit - limit * threshold``; at least one chunk)."""
+        headroom = self.memory_budget - int(self.memory_budget * self.memory_threshold)
+        feeds: list[tuple[Any, int]] = []
+        pending = 0
+        fed = 0
+        stopped = False
+        # chunks of an input held in memory (a list: the next chunk is never waited for) go to
+        # the coordinator several per call, up to FEED_GROUP chunks or a quarter of the headroom;
+        # a stream's chunks go one per call, so that none waits for a slow producer
+        group: list[Any] = []
+        group_bytes = 0
+        group_max = FEED_GROUP if plan.holds_input else 1
+
+        def send() -> None:
+            nonlocal group, group_bytes
+            if group:
+                put_chunks(group)
+                feeds.append((self.coordinator.feed.remote(txn, group), group_bytes))
+                group, group_bytes = [], 0
+
+        try:
+            for pc in plan.chunks:
+                while feeds and (len(feeds) >= 4 or pending + pc.nbytes > headroom):
+                    ref, nbytes = feeds.pop(0)
+                    pending -= nbytes
+                    if not ray_get(ref):
+                        stopped = True  # cancelled or failed: it takes no more input
+                        break
+                if stopped:
+                    break
+                group.append(pc)
+                group_bytes += pc.nbytes
+                pending += pc.nbytes
+                fed += pc.count
+                if len(group) >= group_max or group_bytes >= headroom // 4:
+                    send()
+                if poller is not None:
+                    poller.tick()
+            if not stopped:
+                send()
+            for ok in ray_get([ref for ref, _ in feeds]):
+                if not ok:
+                    break
+        except BaseException:
+            self.coordinator.close_input.remote(txn, None)
+            self.coordinator.cancel.remote(txn, True, False)
+            raise
+        total = plan.total if plan.total is not None else (fed if plan.chunker is not None else None)
+        ray_get(self.coordinator.close_input.remote(txn, total))
+
+    def _feed_quietly(self, txn: str, plan: Plan) -> None:
+        try:
+            self._feed(txn, plan)
+        except Exception as exc:  # noqa: BLE001 - the batch was cancelled and rolled back
+            logging.getLogger("batchray").warning("feeding batch %s failed; it was rolled back: %s", txn, exc)
+
+    def _result(self, txn: str, plan: Plan, poller: "_Poller", raw: Optional[dict[str, Any]] = None) -> BatchResult:
+        while raw is None:
+            raw = ray_get(self.coordinator.wait.remote(txn, 0.25))
+            if raw is None:
+                poller.tick(force=True)
+        result = BatchResult.model_validate(raw)
+        if plan.chunker is not None and not result.item_ids and 0 < result.items_created <= 100_000:
+            # item i of the input got the i-th allocated id; a non-atomic batch that committed
+            # part of its input reports the ids of the items that made it in
+            ids = [first + k for first, count in plan.chunker.ids_used for k in range(count)]
+            ids = ids[: result.total_items or result.items_created]
+            failed = {e.index for e in result.errors}
+            kept = [i for position, i in enumerate(ids) if position not in failed]
+            if len(kept) == result.items_created:  # else a whole chunk failed: ids are unknown
+                result.item_ids = kept
+        return result
+
+    def wait(self, batch_id: str) -> BatchResult:
+        return self._result(batch_id, Plan("batch", []), _Poller(self, batch_id, None))
+
+    # -- batches ----------------------------------------------------------------------------------
+    def status(self, batch_id: Optional[str] = None, limit: int = 20) -> dict[str, Any] | list[dict[str, Any]]:
+        if batch_id is None:
+            return ray_get(self.coordinator.recent.remote(limit))
+        return ray_get(self.coordinator.status.remote(batch_id))
+
+    def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
+        return ray_get(self.coordinator.cancel.remote(batch_id, rollback, graceful))
+
+    def batch_record(self, batch_id: str) -> Optional[dict[str, Any]]:
+        return self.view.log.batch(batch_id)
+
+    def recover(self) -> dict[str, list[str]]:
+        return ray_get(self.coordinator.recover.remote())
+
+    def info(self) -> dict[str, Any]:
+        return ray_get(self.coordinator.info.remote())
+
+
+class _Poller:
+    """Reads a running batch's progress from the coordinator, at most every 0.2 s, for ``watch``."""
+
+    def __init__(self, runtime: RayRuntime, txn: str, watch: Optional[ProgressCallback]) -> None:
+        self.runtime = runtime
+        self.txn = txn
+        self.watch = watch
+        self.last = 0.0
+
+    def tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.watch is None or (now - self.last < 0.2 and not force) or now - self.last < 0.05:
+            return
+        self.last = now
+        progress = ray_get(self.runtime.coordinator.status.remote(self.txn)).get("progress")
+        if progress:
+            self.watch(dict(progress))

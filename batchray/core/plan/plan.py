@@ -1,0 +1,60 @@
+"""A planned batch, and what planning code needs of the front object that runs plans.
+
+A :class:`Plan` is what every planner returns: the batch's kind, its chunks (a list, or a lazy
+stream for inputs that do not fit in memory) and what its result should count. Plans are run by
+a runtime through the front object (:class:`batchray.api.client.Client`); code of the plan and
+io layers that must run what it plans (cleanup, imports) is given that object and sees it only
+through :class:`PlanTarget`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol
+
+from batchray.core.model.batch import BatchResult, RunOptions
+from batchray.core.storage.store import Catalog, ItemReader, StoreLayout
+from batchray.core.txn.chunks import PlannedChunk
+
+if TYPE_CHECKING:  # annotations only: the planner module imports this one
+    from batchray.core.plan.chunking import CreateChunker
+    from batchray.core.plan.planner import BatchPlanner
+
+
+@dataclass
+class Plan:
+    """A planned batch: its chunks (possibly a lazy stream) and what the result should count."""
+
+    kind: str
+    chunks: Iterable[PlannedChunk]
+    total: Optional[int] = None
+    context: Optional[str] = None
+    context_id: Optional[int] = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    chunker: Optional["CreateChunker"] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    backup: bool = False  # keep before-images after commit so the batch can be undone
+    in_memory: Optional[bool] = None
+    """Whether the whole input is held in memory (a list: no chunk ever waits for input);
+    ``None``: judged from ``chunks`` (a list is)."""
+
+    @property
+    def holds_input(self) -> bool:
+        return self.in_memory if self.in_memory is not None else isinstance(self.chunks, list)
+
+
+class PlanTarget(Protocol):
+    """The front object as planning code sees it: the store's schema and committed items, a
+    planner, and a way to run a plan (:class:`batchray.api.client.Client` is one)."""
+
+    layout: StoreLayout
+    catalog: Catalog
+    reader: ItemReader
+    planner: "BatchPlanner"
+
+    @property
+    def memory_allowance(self) -> Optional[int]:
+        """Bytes of chunks the runtime lets be in flight at once (``None``: no budget)."""
+
+    def run_plan(self, plan: Plan, options: RunOptions, *, progress: Optional[bool] = None,
+                 callback: Optional[Callable[[dict], Any]] = None, wait: bool = True) -> BatchResult | str:
+        """Run ``plan`` with ``options``; its result (or its batch id, with ``wait=False``)."""

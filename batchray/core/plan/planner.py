@@ -1,0 +1,266 @@
+"""Planning requests on the caller's side (the driver, in Ray mode).
+
+:class:`BatchPlanner` reads the schema, checks what it can before anything is written, allocates
+item ids and cuts the payload into :class:`~batchray.core.txn.chunks.PlannedChunk` streams, so
+payloads travel from the driver to the workers, never through the coordinator.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any, Callable, Iterable, Optional
+
+from batchray.core.model.schema import DataContext, RowValidator, raise_if_errors, validate_values
+from batchray.core.plan.chunking import CreateChunker, estimate_bytes
+from batchray.core.plan.plan import Plan
+from batchray.core.plan.rows import prepare_new_rows, unwrap_values
+from batchray.core.storage.store import CATALOG, Catalog, ItemReader, StoreLayout, context_doc, context_key
+from batchray.core.txn.chunks import DeleteItems, PlannedChunk, PutDocs, UpdateItems, context_range
+from batchray.errors import BatchrayError, NotFoundError, SchemaError, ValidationError
+
+
+class BatchPlanner:
+    """Plans requests against a store's catalog; see the module docstring."""
+
+    def __init__(
+        self,
+        layout: StoreLayout,
+        catalog: Catalog,
+        reader: ItemReader,
+        allocate: Callable[[str, int], int],
+    ) -> None:
+        self.layout = layout
+        self.catalog = catalog
+        self.reader = reader
+        self.allocate = allocate  # (sequence name, count) -> first value
+        self._chunk_ids = itertools.count(1)
+        self._id_blocks: dict[int, tuple[int, int]] = {}
+        self.overlay: dict[str, tuple[int, DataContext]] = {}
+        """Schemas planned but not yet committed, seen by later operations of one transaction."""
+        self._id_lock = threading.Lock()
+
+    def take_ids(self, context_id: int, count: int, block: int = 65_536) -> int:
+        """The first of ``count`` contiguous fresh item ids of a context. Ids are reserved from
+        the durable sequence in blocks, so small batches cost no round trip each."""
+        with self._id_lock:
+            first, end = self._id_blocks.get(context_id, (0, 0))
+            if end - first < count:
+                size = max(count, block)
+                lo, _ = context_range(context_id)
+                first = lo + self.allocate(f"items:{context_id}", size)
+                end = first + size
+            self._id_blocks[context_id] = (first + count, end)
+            return first
+
+    def next_chunk_id(self) -> int:
+        """A chunk id not yet used by this planner (chunk ids are per batch and per planner)."""
+        return next(self._chunk_ids)
+
+    def context(self, name: str) -> tuple[int, DataContext]:
+        """``(context id, schema)`` as this plan sees it: planned changes first, then the catalog."""
+        return self.overlay[name] if name in self.overlay else self.catalog.context(name)
+
+    # -- schema -------------------------------------------------------------------------------
+    def create_context(self, spec: dict[str, Any] | DataContext) -> Plan:
+        context = spec if isinstance(spec, DataContext) else parse_context(spec)
+        if context.name in self.catalog.contexts() or context.name in self.overlay:
+            raise SchemaError(f"data context {context.name!r} already exists", field="name", context=context.name)
+        context_id = self.allocate("contexts", 1)
+        chunk = PutDocs(self.next_chunk_id(), [(context_key(context.name), context_doc(context_id, context))])
+        return Plan("create_data_context", [PlannedChunk(CATALOG, chunk, 1024, 1)], total=1,
+                    context=context.name, context_id=context_id, extra={"schema": context})
+
+    # -- items --------------------------------------------------------------------------------
+    def create_items(
+        self,
+        context: str,
+        collection: Optional[str],
+        rows: Iterable[Any],
+        *,
+        batch_size: Optional[int] = None,
+        validate_all: bool = False,
+        max_bytes: int = 8 << 20,
+        atomic: bool = True,
+    ) -> Plan:
+        """Create items from value dicts (or ``{"values": {...}}`` wrappers).
+
+        With ``validate_all`` (a list is given, as from a tool call) every row is validated here,
+        before the batch starts, and any error raises :class:`ValidationError` naming the item;
+        otherwise rows stream to the workers, which validate them in parallel. A list may give
+        rows as ``{"values", "parent": caseId}`` (child cases under a parent case), and an atomic
+        list is checked for ``unique`` values here (see :mod:`batchray.core.plan.cleanup`).
+        """
+        context_id, ctx = self.context(context)
+        if collection is not None:
+            ctx.collection(collection)
+        schema = ctx.model_dump(mode="json")
+        if isinstance(rows, list):
+            rows = prepare_new_rows(self.reader, context_id, ctx, collection, rows, check_unique=atomic)
+        rows = unwrap_values(rows)
+        total = len(rows) if hasattr(rows, "__len__") else None
+        if validate_all:
+            rows = list(rows)
+            _, _, errors = RowValidator(ctx).validate(rows)
+            raise_if_errors(errors)
+            total = len(rows)
+        chunker = CreateChunker(
+            self.layout.shard_names,
+            lambda n: self.take_ids(context_id, n),
+            schema=schema,
+            max_rows=batch_size or 10_000,
+            max_bytes=max_bytes,
+            chunk_ids=self._chunk_ids,
+        )
+        return Plan("create_items", chunker.chunks(rows), total=total, context=context,
+                    context_id=context_id, chunker=chunker)
+
+    def update_items(self, context: str, updates: list[dict[str, Any]], *, batch_size: int = 10_000) -> Plan:
+        """Updates as ``{selector: {itemId|caseId|index|query}, values}``; checked here first."""
+        context_id, ctx = self.context(context)
+        schema = ctx.model_dump(mode="json")
+        by_shard: dict[str, tuple[list[int], list[dict], list[int]]] = {}
+        queries: list[tuple[str, dict, int]] = []
+        errors: list[dict[str, Any]] = []
+        for index, update in enumerate(updates):
+            if not isinstance(update, dict) or not isinstance(update.get("values") or {}, dict):
+                errors.append({"index": index, "field": "values", "code": "VALIDATION",
+                               "message": "an update must be an object {selector, values} whose values is an object"})
+                continue
+            values = update.get("values") or {}
+            _, value_errors = validate_values(ctx, [values], start_index=index, partial=True)
+            _check_expressions(ctx, values, index, value_errors)
+            if value_errors:
+                errors.extend(value_errors)
+                continue
+            try:
+                ids, query = self._select(context_id, ctx, update.get("selector") or {}, index)
+            except BatchrayError as exc:
+                errors.append({"index": index, "field": "selector", "code": exc.code, "message": exc.message})
+                continue
+            if query is not None:
+                queries.append((query, values, index))
+            for item_id in ids:
+                bucket = by_shard.setdefault(self.layout.shard_of(item_id), ([], [], []))
+                bucket[0].append(item_id)
+                bucket[1].append(values)
+                bucket[2].append(index)
+        raise_if_errors(errors, "updates")
+        planned: list[PlannedChunk] = []
+        for shard, (ids, patches, indexes) in sorted(by_shard.items()):
+            for start in range(0, len(ids), batch_size):
+                part = slice(start, start + batch_size)
+                chunk = UpdateItems(self.next_chunk_id(), context_id, ids=ids[part], patches=patches[part],
+                                    schema=schema, indexes=indexes[part])
+                planned.append(PlannedChunk(shard, chunk, sum(estimate_bytes(p) for p in patches[part]) + 8 * len(ids[part]), len(ids[part])))
+        for query, values, index in queries:
+            for shard in self.layout.shard_names:
+                chunk = UpdateItems(self.next_chunk_id(), context_id, where=query, patch=values, schema=schema,
+                                    indexes=[index])
+                planned.append(PlannedChunk(shard, chunk, estimate_bytes(values) + 1024, 0))
+        return Plan("update_items", planned, total=len(updates), context=context, context_id=context_id)
+
+    def delete_items(self, context: str, selectors: list[dict[str, Any]]) -> Plan:
+        context_id, ctx = self.context(context)
+        by_shard: dict[str, list[int]] = {}
+        planned: list[PlannedChunk] = []
+        errors = []
+        for index, selector in enumerate(selectors):
+            try:
+                ids, query = self._select(context_id, ctx, selector, index)
+            except BatchrayError as exc:
+                errors.append({"index": index, "field": "selector", "code": exc.code, "message": exc.message})
+                continue
+            for item_id in ids:
+                by_shard.setdefault(self.layout.shard_of(item_id), []).append(item_id)
+            if query is not None:
+                for shard in self.layout.shard_names:
+                    planned.append(PlannedChunk(shard, DeleteItems(self.next_chunk_id(), context_id, where=query), 1024, 0))
+        raise_if_errors(errors, "selectors")
+        for shard, ids in sorted(by_shard.items()):
+            planned.append(PlannedChunk(shard, DeleteItems(self.next_chunk_id(), context_id, ids=ids), 8 * len(ids), len(ids)))
+        return Plan("delete_items", planned, total=len(selectors), context=context, context_id=context_id)
+
+    def _select(self, context_id: int, ctx: DataContext, selector: dict[str, Any], index: int) -> tuple[list[int], Optional[str]]:
+        """Item ids named by a selector, or a query to run on every shard."""
+        if not isinstance(selector, dict):
+            raise ValidationError("a selector must be an object", index=index, field="selector")
+        if selector.get("resource") is not None:  # a CODAP resource string: see batchray.core.model.resources
+            from batchray.core.model.resources import resource_selector
+
+            selector = resource_selector(self.reader, context_id, ctx, selector, index)
+        keys = [k for k in ("itemId", "caseId", "index", "query") if selector.get(k) is not None]
+        if len(keys) != 1:
+            raise ValidationError("a selector needs exactly one of itemId, caseId, index, query", index=index, field="selector")
+        key = keys[0]
+        value = selector[key]
+        if key == "itemId":
+            item_id = _int(value, "itemId")
+            lo, hi = context_range(context_id)
+            if not lo <= item_id <= hi:
+                raise NotFoundError(f"item {item_id} is not in data context {ctx.name!r}", index=index)
+            return [item_id], None
+        if key == "index":
+            position = _int(value, "index")
+            rows = self.reader.items(context_id, offset=position, limit=1) if position >= 0 else []
+            if not rows:
+                raise NotFoundError(f"no item at index {position}", index=index)
+            return [rows[0][0]], None
+        if key == "caseId":
+            from batchray.core.model.cases import items_of_case
+
+            return items_of_case(self.reader, context_id, ctx, value), None
+        from batchray.core.model.query import attributes, parse
+
+        node = parse(str(value))
+        for name in attributes(node):
+            ctx.attribute(name)
+        return [], str(value)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+def parse_context(spec: dict[str, Any]) -> DataContext:
+    from pydantic import ValidationError as PydanticError
+
+    try:
+        return DataContext.model_validate(spec)
+    except PydanticError as exc:
+        def where(error: dict) -> str:
+            # the context-level check (collection order, attribute names unique across the
+            # context) reports no location: it is about the collections
+            return ".".join(str(p) for p in error["loc"]) or "collections"
+
+        first = exc.errors()[0]
+        field_path = where(first)
+        raise SchemaError(f"invalid data context: {field_path}: {first['msg']}", field=field_path,
+                          errors=[{"field": where(e), "message": e["msg"]} for e in exc.errors()[:50]]) from None
+
+
+def _check_expressions(ctx: DataContext, values: dict[str, Any], index: int, errors: list[dict[str, Any]]) -> None:
+    from batchray.core.model.expressions import compile_expression
+
+    for name, value in values.items():
+        if isinstance(value, str) and value.startswith("="):
+            try:
+                expr = compile_expression(value[1:])
+                for ref in expr.attributes:
+                    ctx.attribute(ref)
+            except BatchrayError as exc:
+                errors.append({"index": index, "field": name, "code": exc.code, "message": exc.message})
+
+
+def check_query(ctx: DataContext, query: Optional[str]) -> None:
+    if query:
+        from batchray.core.model.query import attributes, parse
+
+        for name in attributes(parse(query)):
+            ctx.attribute(name)
+
+
+def _int(value: Any, field_name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValidationError(f"{field_name} must be an integer", field=field_name)
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationError(f"{field_name} must be an integer", field=field_name) from None

@@ -1,0 +1,164 @@
+"""Executing planned batches: the executor over the two-phase-commit driver.
+
+:class:`Executor` runs where the coordinator is (the coordinator actor, or the caller's process
+in the in-process runtime): it registers the batch in the decision log, drives
+:class:`~batchray.core.txn.twophase.TwoPhaseCommit` over the planned chunks, and records the
+result (:func:`summarize`). :func:`deadline` is the one timeout policy every runtime uses.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Callable, Optional
+
+from batchray.core.model.batch import BatchResult, BatchState, ItemError, RunOptions
+from batchray.core.plan.plan import Plan
+from batchray.core.storage.backends import Backend
+from batchray.core.storage.store import StoreLayout
+from batchray.core.txn.memory import MemoryBudget
+from batchray.core.txn.twophase import DecisionLog, Outcome, Transport, TwoPhaseCommit, recover, unrecorded
+from batchray.errors import BatchrayError, BatchTimeout, CancelledError, StoreError
+
+_ts_lock = threading.Lock()
+_last_ts = 0
+
+
+def new_txn_id(kind: str = "batch") -> tuple[str, int]:
+    """A fresh ``(transaction id, timestamp)``; timestamps are unique and increasing per process."""
+    global _last_ts
+    with _ts_lock:
+        ts = max(time.time_ns(), _last_ts + 1)
+        _last_ts = ts
+    return f"{kind}-{ts:x}-{uuid.uuid4().hex[:8]}", ts
+
+
+def deadline(timeout_ms: int, txn: str, clock: Callable[[], float] = time.monotonic) -> Callable[[], Optional[BatchrayError]]:
+    """A ``should_stop`` for the driver: :class:`BatchTimeout` once ``timeout_ms`` have passed
+    from now (the batch's start)."""
+    end = clock() + timeout_ms / 1000.0
+
+    def should_stop() -> Optional[BatchrayError]:
+        if clock() > end:
+            return BatchTimeout(f"batch {txn} ran past its timeout of {timeout_ms} ms", batchId=txn, timeout=timeout_ms)
+        return None
+
+    return should_stop
+
+
+class Executor:
+    """Runs planned batches through two-phase commit and records them in the decision log."""
+
+    def __init__(self, layout: StoreLayout, log: DecisionLog, driver: TwoPhaseCommit) -> None:
+        self.layout = layout
+        self.log = log
+        self.driver = driver
+
+    @classmethod
+    def over(cls, backend: Backend, log: DecisionLog, transport: Transport,
+             budget: Optional[MemoryBudget] = None) -> "Executor":
+        """The executor of a store: its decision log, a 2PC driver over ``transport`` holding
+        the store's commit gate in phase 2, and ``budget`` for the bytes in flight. Every
+        runtime wires a store this way (in-process, and the Ray coordinator)."""
+        driver = TwoPhaseCommit(log, transport, budget=budget, gate=backend.gate().exclusive)
+        return cls(backend.layout, log, driver)
+
+    def begin(self, kind: str, *, queue: str = "default", priority: int = 0,
+              idempotency_key: Optional[str] = None, state: str = "running") -> tuple[str, int, Optional[dict]]:
+        """Register a batch as running; with a known idempotency key, return the first result."""
+        if idempotency_key:
+            prior = self.log.batch_by_key(idempotency_key)
+            if prior is not None:
+                return prior["txn"], prior["ts"], prior
+        txn, ts = new_txn_id(kind.split("_")[0])
+        self.log.add_batch(txn, kind=kind, queue=queue, priority=priority, ts=ts, state=state,
+                           idempotency_key=idempotency_key)
+        return txn, ts, None
+
+    def execute(
+        self,
+        txn: str,
+        ts: int,
+        plan: Plan,
+        options: RunOptions,
+        *,
+        on_chunk: Optional[Callable] = None,
+        should_stop: Optional[Callable[[], Optional[BatchrayError]]] = None,
+        started: Optional[float] = None,
+        on_decided: Optional[Callable[[BatchResult], None]] = None,
+    ) -> BatchResult:
+        """Run the plan's transaction with ``options`` (``create_backups`` or ``plan.backup``
+        keep before-images after commit, for undo; ``timeout`` stops it unless ``should_stop``
+        is given, which then owns stopping). ``on_decided`` gets the result at the commit
+        point, before phase 2 ends."""
+        started = started or time.perf_counter()
+        atomic = options.atomic
+        if should_stop is None:
+            should_stop = deadline(options.timeout, txn)
+
+        def decided(outcome: Outcome) -> None:
+            early = summarize(plan, outcome, atomic, time.perf_counter() - started)
+            self.log.set_state(txn, early.state.value, result=early.dump())
+            on_decided(early)
+
+        limits = {"parallelism": options.parallelism} if options.parallelism is not None else {}
+        outcome = self.driver.run(txn, ts, plan.chunks, atomic=atomic, max_retries=options.max_retries,
+                                  on_chunk=on_chunk, should_stop=should_stop,
+                                  backup=options.create_backups or plan.backup,
+                                  on_decided=decided if on_decided is not None else None, **limits)
+        result = summarize(plan, outcome, atomic, time.perf_counter() - started)
+        try:
+            self.log.set_state(txn, result.state.value, result=result.dump())
+            undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
+            if undoes and result.success:
+                self.log.set_state(undoes, BatchState.rolled_back.value)
+        except StoreError as exc:  # the batch is finished; only its record in the log failed
+            raise unrecorded(txn, outcome.committed, exc, "its status reads 'running' until recovery records it") from exc
+        return result
+
+    def recover(self) -> dict[str, list[str]]:
+        return recover(self.log, self.driver, self.layout.participant_names)
+
+
+_ERROR_FIELDS = {**{name: name for name in ItemError.model_fields}, "itemId": "item_id"}
+_UPDATING_KINDS = ("update_items", "schema_operations", "transaction", "rollback_batch")
+
+
+def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float) -> BatchResult:
+    """The :class:`BatchResult` of a finished transaction."""
+    # a cancelled batch reports "cancelled" even when it kept work (rollback=False on a
+    # non-atomic batch: the kept items are counted below); a non-atomic batch stopped early by
+    # a timeout or a failed input stream "failed", with what it committed counted
+    if isinstance(outcome.cause, CancelledError):
+        state = BatchState.cancelled
+    elif outcome.committed and (outcome.cause is None or atomic):
+        state = BatchState.completed
+    else:
+        state = BatchState.rolled_back if atomic else BatchState.failed
+    affected = outcome.affected if outcome.committed else 0
+    item_ids: list[int] = []
+    total = plan.total
+    if plan.chunker is not None:
+        allocated = sum(count for _, count in plan.chunker.ids_used)
+        if total is None:
+            total = outcome.affected + len(outcome.errors) if outcome.committed or not atomic else None
+        if outcome.committed and total is not None and total <= 100_000 and allocated:
+            failed = {e.get("index") for e in outcome.errors}
+            ids = [first + k for first, count in plan.chunker.ids_used for k in range(count)]
+            item_ids = [i for position, i in enumerate(ids[:total]) if position not in failed]
+    errors = [ItemError.model_validate({_ERROR_FIELDS[k]: v for k, v in e.items() if k in _ERROR_FIELDS})
+              for e in outcome.errors[:1000]]
+    return BatchResult(
+        success=outcome.committed and outcome.cause is None and not outcome.errors and not outcome.in_doubt,
+        transaction_id=outcome.txn,
+        state=state,
+        total_items=total or 0,
+        items_created=affected if plan.kind == "create_items" else 0,
+        items_updated=affected if plan.kind in _UPDATING_KINDS else 0,
+        items_deleted=affected if plan.kind == "delete_items" else 0,
+        batches_processed=outcome.chunks,
+        errors=errors,
+        duration=duration,
+        item_ids=item_ids,
+        error=outcome.cause.to_dict() if outcome.cause is not None else None,
+    )

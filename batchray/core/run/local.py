@@ -1,0 +1,137 @@
+"""The in-process runtime: planner, executor and participants in the caller's process.
+
+No Ray: each batch runs to its end in the caller's thread, over participants opened here
+(SQLite files, or PostgreSQL connections). It is the core's own runtime — tests, benchmarks,
+the simulator's reference — and an embedded one: ``batchray.connect(store, runtime="local")``.
+Queues and priorities have no meaning here (nothing waits for a slot); a batch's ``timeout``
+is checked between chunks; progress goes to ``watch`` after every chunk.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Optional
+
+from batchray.core.model.batch import BatchResult, RunOptions
+from batchray.core.plan.plan import Plan
+from batchray.core.run.executor import Executor
+from batchray.core.run.runtime import ProgressCallback
+from batchray.core.storage.backends import open_backend, open_view
+from batchray.core.txn.memory import MemoryBudget
+from batchray.core.txn.twophase import LocalTransport
+from batchray.errors import NotFoundError
+
+
+class LocalRuntime:
+    """A store run in this process; see the module docstring.
+
+    ``LocalRuntime(store_dir, shards=2)`` (SQLite files), or
+    ``LocalRuntime("postgresql://user@host/db?schema=NAME")``. ``participants`` replaces the
+    store's own (a test wraps them with faults); ``budget`` bounds the bytes in flight.
+    """
+
+    def __init__(self, store: str | os.PathLike, *, shards: Optional[int] = None,
+                 budget: Optional[MemoryBudget] = None, participants: Optional[dict[str, Any]] = None,
+                 lock_timeout: float = 10.0) -> None:
+        self.backend = open_backend(store, shards)
+        try:
+            self.layout = self.backend.layout
+            self.view = open_view(self.backend, recover=True, lock_timeout=lock_timeout, participants=participants)
+        except BaseException:
+            self.backend.close()
+            raise
+        self.log = self.view.log
+        self.participants = self.view.participants
+        self.catalog = self.view.catalog
+        self.reader = self.view.reader
+        self.transport = LocalTransport(self.participants)
+        self.executor = Executor.over(self.backend, self.log, self.transport, budget)
+        self.driver = self.executor.driver
+        self.executor.recover()
+
+    @property
+    def memory_allowance(self) -> Optional[int]:
+        budget = self.driver.budget
+        return budget.allowance if budget is not None else None
+
+    def allocate(self, sequence: str, count: int) -> int:
+        return self.log.next_value(sequence, count)
+
+    def run(self, plan: Plan, options: RunOptions, *, watch: Optional[ProgressCallback] = None,
+            wait: bool = True) -> BatchResult | str:
+        """Run ``plan`` to its end here. With ``wait=False`` the batch id is returned (after it
+        ended: nothing runs in the background in this runtime)."""
+        txn, ts, prior = self.executor.begin(plan.kind, queue=options.queue, priority=options.priority,
+                                              idempotency_key=options.idempotency_key)
+        if prior is not None and prior.get("result"):
+            result = BatchResult.model_validate(prior["result"])
+        else:
+            on_chunk = _ProgressCounter(plan.total, watch) if watch is not None else None
+            result = self.executor.execute(txn, ts, plan, options, on_chunk=on_chunk)
+        return result if wait else txn
+
+    def wait(self, batch_id: str) -> BatchResult:
+        record = self.batch_record(batch_id)
+        if record is None:
+            raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
+        return BatchResult.model_validate(record["result"])
+
+    def batch_record(self, batch_id: str) -> Optional[dict[str, Any]]:
+        return self.log.batch(batch_id)
+
+    def status(self, batch_id: Optional[str] = None, limit: int = 20) -> dict[str, Any] | list[dict[str, Any]]:
+        if batch_id is None:
+            return [{"batchId": r["txn"], "state": r["state"], "kind": r["kind"], "queue": r["queue"],
+                     "submittedAt": r["submitted"], "finishedAt": r["finished"]} for r in self.log.recent(limit)]
+        record = self.log.batch(batch_id)
+        if record is None:
+            raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
+        return {"batchId": batch_id, "state": record["state"], "kind": record["kind"], "queue": record["queue"],
+                "priority": record["priority"], "submittedAt": record["submitted"], "startedAt": record["started"],
+                "finishedAt": record["finished"], "result": record.get("result")}
+
+    def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
+        """Nothing to cancel: a batch has finished by the time its call returns here."""
+        record = self.log.batch(batch_id)
+        if record is None:
+            raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
+        return {"success": False, "batchId": batch_id, "state": record["state"],
+                "message": f"batch {batch_id} is not running here ({record['state']}); nothing to cancel"}
+
+    def recover(self) -> dict[str, list[str]]:
+        return self.executor.recover()
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "runtime": "local", "store": str(self.layout.root), "shards": self.layout.shards,
+                "workers": [], "memory": self.driver.budget.snapshot() if self.driver.budget is not None else None}
+
+    def close(self) -> None:
+        self.view.close()
+        self.backend.close()
+
+    def shutdown(self) -> None:
+        self.close()
+
+
+class _ProgressCounter:
+    """The driver's ``on_chunk`` hook turned into progress reports for ``watch``."""
+
+    def __init__(self, total: Optional[int], watch: ProgressCallback) -> None:
+        self.total = total
+        self.watch = watch
+        self.completed = 0
+        self.failed = 0
+        self.started = time.monotonic()
+
+    def __call__(self, planned: Any, images: Any, error: Any) -> None:
+        if images is not None:
+            self.completed += images.affected
+            self.failed += len(images.errors)
+        else:
+            self.failed += planned.count
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        throughput = self.completed / elapsed
+        remaining = (self.total - self.completed - self.failed) if self.total is not None else None
+        eta = remaining / throughput if remaining is not None and throughput > 0 else None
+        self.watch({"total": self.total, "completed": self.completed, "failed": self.failed,
+                    "throughput": throughput, "etaSeconds": eta, "state": "running"})
