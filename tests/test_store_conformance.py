@@ -74,7 +74,8 @@ class PgHarness:
         self.stores: list[Any] = []
 
     def participant(self, name: str = "s", *, lock_timeout: float = 2.0, recover: bool = True):
-        from batchray.core.storage.postgres.store import PgParticipant, PgStore
+        from batchray.core.storage.postgres.participant import PgParticipant
+        from batchray.core.storage.postgres.store import PgStore
 
         store = PgStore(self.url)
         self.stores.append(store)
