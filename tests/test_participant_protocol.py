@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from batchray.testing.conformance import *  # noqa: F401,F403 - the suite's test functions
-from batchray.testing.conformance import STORE_KINDS, SqliteConformanceStore, run_conformance, store_for
+from batchray.testing.conformance import run_conformance
+from batchray.testing.conformance_stores import STORE_KINDS, SqliteConformanceStore, store_for
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -27,7 +27,8 @@ import pytest
 from batchray.core.run.engine import LocalEngine
 from batchray.core.storage.store import CATALOG
 from batchray.errors import InDoubtError
-from batchray.testing.conformance import STORE_KINDS, assert_clear, store_for
+from batchray.testing.conformance import assert_clear
+from batchray.testing.conformance_stores import STORE_KINDS, store_for
 
 
 # -- the stores ------------------------------------------------------------------------------

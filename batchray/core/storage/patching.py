@@ -4,6 +4,10 @@ A patch maps attribute names to new values. A value written as ``"=expr"`` is co
 the item's current values (see :mod:`batchray.core.model.expressions`) and then checked against the
 attribute's type and constraints, so ``"=balance - 5"`` cannot drive a balance with ``min: 0``
 below zero: the item is reported, and an atomic batch is rolled back.
+
+Also here, what every store's chunk handlers do the same way to items in hand: encode and
+validate created rows, patch the items an update names (:func:`patch_items`), convert values
+for a schema change, and report a missing item or a refused undo in one shape.
 """
 from __future__ import annotations
 

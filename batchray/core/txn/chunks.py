@@ -6,6 +6,10 @@ the writes of one transaction for one participant; rows are column lists, not pe
 Item ids encode their data context: ``id = context_id << ITEM_BITS | sequence``, so the rows of
 one context are one range of the primary key on every shard, and an item's shard is
 ``id % shard_count``.
+
+A participant applies a chunk through its :class:`ChunkHandlers`: a typed table with one
+handler per chunk type, which every store fills the same way and whose handlers all return
+:class:`BeforeImages`.
 """
 from __future__ import annotations
 

@@ -15,18 +15,10 @@ How :class:`PgParticipant` keeps the protocol of :mod:`batchray.core.txn.partici
   connection's backend pid), so that a participant restarted after a crash finds the
   transactions that never voted: their sessions are gone (PostgreSQL rolled them back) or are
   terminated, and they are recorded aborted (presumed abort); a late apply is then refused.
-* Locks: items are locked with ``SELECT ... FOR UPDATE SKIP LOCKED``; data contexts and catalog
-  documents with transaction-level advisory locks (item writers hold their context shared, a
-  schema rewrite exclusive), all kept by a prepared transaction. On a conflict the holders are
-  looked up in ``pg_locks`` (the transactions holding the context) and **wait-die** decides: a
-  younger requester fails at once with :class:`~batchray.errors.LockConflict`, an older one
-  waits, up to ``lock_timeout``, in a savepoint (a timeout or a deadlock reported by PostgreSQL
-  is a LockConflict too, and leaves the transaction as it was).
-* Epochs: every step holds the participant's *fence* (a session-level shared advisory lock)
-  while it checks the epoch recorded in ``participants`` and acts; :meth:`PgParticipant.claim`
-  takes the fence exclusive, so a step of an older owner either finished before the claim or
-  sees the new epoch and raises :class:`~batchray.errors.StaleEpochError`. A stale step that
-  holds the fence too long is ended by the claim (its session is terminated).
+* Locks are PostgreSQL's (row locks and advisory locks, kept by a prepared transaction),
+  decided by wait-die (:mod:`~batchray.core.storage.postgres.locking`); every step holds the
+  participant's epoch fence (:mod:`~batchray.core.storage.postgres.fence`), so steps of a
+  replaced owner change nothing.
 * Reads run in other sessions and so never see uncommitted (or prepared) writes (MVCC); a
   transaction's own reads go through its connection. Reads across participants hold
   :class:`~batchray.core.storage.postgres.gate.PgCommitGate` shared, phase 2 holds it exclusive.
@@ -89,8 +81,8 @@ class PgParticipant(StoreParticipant[PgWork]):
     """One participant (a shard, or the catalog) of a PostgreSQL store; see the module docstring.
 
     Thread-safe: each transaction has its own connection and mutex; decisions and recovery go
-    through one control connection. ``apply_delay`` is as for
-    :class:`~batchray.core.storage.sqlite.shard.SqliteShard` (tests and benchmarks only).
+    through one control connection. ``apply_delay``: see
+    :class:`~batchray.core.storage.participant_base.StoreParticipant` (tests and benchmarks only).
     """
 
     def __init__(self, store: PgStore, name: str, *, lock_timeout: float = 10.0, recover: bool = True,

@@ -9,7 +9,9 @@ figures are in docs/storage-choice.md):
 * changed or deleted items have their old row copied to ``undo`` first.
 
 Readers mask uncommitted data: rows in a pending ``created`` range are skipped, and rows with an
-``undo`` entry are read from ``undo.before`` instead. Strict two-phase locks (held in memory by
+``undo`` entry are read from ``undo.before`` instead (:mod:`~batchray.core.storage.sqlite.reads`).
+The tables are :mod:`~batchray.core.storage.sqlite.tables`'s, the writes of each chunk type
+:mod:`~batchray.core.storage.sqlite.chunk_writer`'s. Strict two-phase locks (held in memory by
 :class:`~batchray.core.txn.locks.LockManager`, taken again from ``undo`` on recovery) keep writers apart.
 
 SQLite cannot prepare a transaction, so a shard's prepared state is batchray's own: the
