@@ -19,6 +19,7 @@ import os
 from typing import Any, Optional
 
 from batchray.core.storage.store import CommitGate, StoreLayout, parse_store_url
+from batchray.core.txn.participant import ItemSource, Participant
 
 
 class SqliteBackend:
@@ -34,7 +35,7 @@ class SqliteBackend:
         return str(self.layout.root)
 
     def open_participant(self, name: str, *, recover: bool = True, lock_timeout: float = 10.0,
-                         apply_delay: float = 0.0) -> Any:
+                         apply_delay: float = 0.0) -> Participant:
         from batchray.core.storage.sqlite.shard import SqliteShard
 
         return SqliteShard(self.layout.participant_path(name), name=name, recover=recover,
@@ -48,7 +49,7 @@ class SqliteBackend:
     def gate(self) -> CommitGate:
         return CommitGate(self.layout.root)
 
-    def item_sources(self, participants: dict[str, Any]) -> list[Any]:
+    def item_sources(self, participants: dict[str, Participant]) -> list[ItemSource]:
         return [participants[name] for name in self.layout.shard_names]
 
     def close(self) -> None:
@@ -72,7 +73,7 @@ class PgBackend:
         return self.store.url
 
     def open_participant(self, name: str, *, recover: bool = True, lock_timeout: float = 10.0,
-                         apply_delay: float = 0.0) -> Any:
+                         apply_delay: float = 0.0) -> Participant:
         from batchray.core.storage.postgres.participant import PgParticipant
 
         return PgParticipant(self.store, name, recover=recover, lock_timeout=lock_timeout, apply_delay=apply_delay)
@@ -89,7 +90,7 @@ class PgBackend:
         self._gates.append(gate)
         return gate
 
-    def item_sources(self, participants: dict[str, Any]) -> list[Any]:
+    def item_sources(self, participants: dict[str, Participant]) -> list[ItemSource]:
         from batchray.core.storage.postgres.reads import PgItemSource
 
         return [PgItemSource(self.store)]
