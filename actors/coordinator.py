@@ -29,7 +29,7 @@ def actor_prefix(store_root: str) -> str:
     """Actor names for one store: ``batchray-<hash of the store's path>`` (of a PostgreSQL
     store's host, port, database and schema: the same whatever credentials the URL carries)."""
     if store_root.startswith(("postgresql://", "postgres://")):
-        from batchray.core.storage.postgres.store import store_identity
+        from batchray.core.storage.postgres.url import store_identity
 
         key = store_identity(store_root)
     else:

@@ -11,6 +11,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from batchray.core.txn import crashpoints
 from batchray.core.txn.chunks import TxnRef
+from batchray.core.txn.participant import Step
 from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable
 
 
@@ -61,7 +62,8 @@ class RayTransport:
     ref owned by this process (the coordinator), never pulled into its memory.
     """
 
-    merges_prepare = True
+    merges_prepare: bool = True
+    """Applies :attr:`Step.APPLY_PREPARE` as one call: the worker applies and votes."""
 
     def __init__(self, worker_for: Callable[[str], Any], call_timeout: float = 120.0, group: int = 16,
                  hold: float = 0.005) -> None:
@@ -77,14 +79,16 @@ class RayTransport:
         self._sender.start()
 
     # -- sending ------------------------------------------------------------------------------
-    def submit(self, participant: str, step: str, ref: TxnRef, chunk: Any = None) -> Any:
+    def submit(self, participant: str, step: Step | str, ref: TxnRef, chunk: Any = None) -> Any:
+        step = Step(step)
         worker = self.worker_for(participant)
         crashpoints.reached(f"send:{step}:{participant}")  # e.g. a decision logged, not yet sent
-        if step in ("apply", "apply+prepare"):
+        if step in (Step.APPLY, Step.APPLY_PREPARE):
+            prepare = step is Step.APPLY_PREPARE
             if isinstance(chunk, ChunkPart):
-                entry = (participant, ref, chunk.bundle, step == "apply+prepare", chunk.index)
+                entry = (participant, ref, chunk.bundle, prepare, chunk.index)
             else:
-                entry = (participant, ref, chunk, step == "apply+prepare", None)
+                entry = (participant, ref, chunk, prepare, None)
             handle = _Apply(worker, ref.txn, entry)
             key = (id(worker), ref.txn)
             with self._lock:
@@ -96,7 +100,7 @@ class RayTransport:
                     self._lock.notify()
             return handle
         self.flush()  # a vote or a decision goes after every apply sent before it
-        return getattr(worker, step).remote(participant, ref)
+        return getattr(worker, step.value).remote(participant, ref)
 
     def _send(self, key: tuple[int, str]) -> None:
         """Send the applies queued for one worker and transaction as one call (``_lock`` held)."""

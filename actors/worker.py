@@ -8,9 +8,10 @@ from typing import Any, Optional
 
 import ray
 
-from batchray.core.txn.chunks import BeforeImages, Chunk, TxnRef
-from batchray.errors import BatchrayError, InternalError
 from batchray.core.storage.backends import open_backend
+from batchray.core.txn.chunks import BeforeImages, Chunk, TxnRef
+from batchray.core.txn.participant import Participant
+from batchray.errors import BatchrayError, InternalError
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=16, num_cpus=0,
@@ -32,7 +33,7 @@ class WorkerActor:
                  apply_delay: float = 0.0) -> None:
         # a store directory (SQLite files on this node) or a PostgreSQL URL (any node)
         self.backend = open_backend(store_root)
-        self.shards: dict[str, Any] = {}
+        self.shards: dict[str, Participant] = {}
         self.epochs: dict[str, int] = {}
         for name in shard_names:
             shard = self.backend.open_participant(name, recover=False, lock_timeout=lock_timeout,

@@ -36,7 +36,8 @@ def node_removal(store: str) -> dict[str, Any]:
     import batchray
     from batchray.core.txn.chunks import TxnRef, UpdateItems, context_range
     from batchray.errors import StaleEpochError
-    from batchray.core.storage.postgres.store import PgParticipant, PgStore
+    from batchray.core.storage.postgres.participant import PgParticipant
+    from batchray.core.storage.postgres.store import PgStore
 
     # node deaths noticed in about a second instead of ~15 s
     system = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 300, "health_check_failure_threshold": 3}
@@ -127,7 +128,7 @@ def node_removal(store: str) -> dict[str, Any]:
         stale_store.close()
         out["leftovers"] = _retry(lambda: ray.get(client.runtime.coordinator.leftovers.remote()))
         import psycopg
-        from batchray.core.storage.postgres.store import parse_pg_url
+        from batchray.core.storage.postgres.url import parse_pg_url
 
         dsn, schema = parse_pg_url(store)
         with psycopg.connect(dsn, autocommit=True) as conn:

@@ -67,7 +67,8 @@ def url():
 
 
 def _participant(url: str, name: str = "s", **kwargs):
-    from batchray.core.storage.postgres.store import PgParticipant, PgStore
+    from batchray.core.storage.postgres.participant import PgParticipant
+    from batchray.core.storage.postgres.store import PgStore
 
     return PgParticipant(PgStore(url), name, **kwargs)
 
@@ -88,7 +89,7 @@ def _visible(participant) -> dict[int, dict]:
 
 
 def _raw_items(url: str) -> dict[int, dict]:
-    from batchray.core.storage.postgres.store import parse_pg_url
+    from batchray.core.storage.postgres.url import parse_pg_url
 
     dsn, schema = parse_pg_url(url)
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -121,7 +122,8 @@ def test_prepared_changes_are_invisible_until_commit(url):
 CHILD = r"""
 import sys, time, orjson
 from batchray.core.txn.chunks import CreateItems, TxnRef, UpdateItems, context_range
-from batchray.core.storage.postgres.store import PgParticipant, PgStore
+from batchray.core.storage.postgres.participant import PgParticipant
+from batchray.core.storage.postgres.store import PgStore
 url, mode = sys.argv[1], sys.argv[2]
 lo, _ = context_range(1)
 participant = PgParticipant(PgStore(url), "s", recover=False)

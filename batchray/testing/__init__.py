@@ -4,7 +4,9 @@
 * :mod:`batchray.core.txn.crashpoints` (re-exported here as ``crash_at_write``) crashes at the n-th
   durable write;
 * :mod:`batchray.testing.sim` runs many seeded transactions over several shards with
-  crashes, restarts, lost and duplicated messages, and checks the invariants.
+  crashes, restarts, lost and duplicated messages, and checks the invariants;
+* :mod:`batchray.testing.conformance` checks any participant (a store's, or your own) against
+  the contracts of the participant protocol.
 """
 from batchray.core.txn.crashpoints import SimulatedCrash, arm as crash_at_write, writes_seen
 from batchray.testing.faults import FaultyParticipant, InjectedFault

@@ -6,15 +6,21 @@
 models the process dying there: the caller must reopen the shard (a restart) to go on.
 ``when="after"`` lets the step's own durable effect happen before the fault (a crash after
 the write, before the reply).
+
+A :class:`FaultyParticipant` is itself a :class:`~batchray.core.txn.participant.Participant`:
+the steps are its own, everything else is the wrapped participant's.
 """
 from __future__ import annotations
 
 from typing import Any, Optional
 
+from batchray.core.txn.chunks import BeforeImages, Chunk, TxnRef
 from batchray.core.txn.crashpoints import SimulatedCrash
+from batchray.core.txn.participant import Participant, Step
 from batchray.errors import StoreError
 
-STEPS = ("apply", "prepare", "commit", "abort")
+STEPS = (Step.APPLY, Step.PREPARE, Step.COMMIT, Step.ABORT)
+"""The steps a fault can be armed at (given as a :class:`Step` or its value)."""
 
 
 class InjectedFault(StoreError):
@@ -26,10 +32,10 @@ class FaultyParticipant:
 
     def __init__(
         self,
-        inner: Any,
+        inner: Participant,
         *,
-        fail_at: Optional[str] = None,
-        crash_at: Optional[str] = None,
+        fail_at: Optional[str | Step] = None,
+        crash_at: Optional[str | Step] = None,
         when: str = "before",
         times: int = 1,
         on_call: int = 1,
@@ -40,12 +46,12 @@ class FaultyParticipant:
         if when not in ("before", "after"):
             raise ValueError("when must be 'before' or 'after'")
         self.inner = inner
-        self.fail_at = fail_at
-        self.crash_at = crash_at
+        self.fail_at = Step(fail_at) if fail_at is not None else None
+        self.crash_at = Step(crash_at) if crash_at is not None else None
         self.when = when
         self.times = times
         self.on_call = on_call
-        self.calls: dict[str, int] = {step: 0 for step in STEPS}
+        self.calls: dict[Step, int] = {step: 0 for step in STEPS}
         self.injected = 0
 
     @property
@@ -55,7 +61,7 @@ class FaultyParticipant:
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.inner, attr)
 
-    def _step(self, step: str, *args: Any) -> Any:
+    def _step(self, step: Step, *args: Any) -> Any:
         self.calls[step] += 1
         armed = step in (self.fail_at, self.crash_at) and self.calls[step] >= self.on_call and self.injected < self.times
         if armed and self.when == "before":
@@ -65,23 +71,23 @@ class FaultyParticipant:
             self._inject(step)
         return value
 
-    def _inject(self, step: str) -> None:
+    def _inject(self, step: Step) -> None:
         self.injected += 1
         if step == self.crash_at:
             raise SimulatedCrash(f"injected crash at {step} of {self.name}")
-        raise InjectedFault(f"injected failure at {step} of {self.name}", shard=self.name, step=step)
+        raise InjectedFault(f"injected failure at {step} of {self.name}", shard=self.name, step=step.value)
 
-    def apply(self, ref, chunk, prepare=False):
-        images = self._step("apply", ref, chunk)
+    def apply(self, ref: TxnRef, chunk: Chunk, prepare: bool = False) -> BeforeImages:
+        images = self._step(Step.APPLY, ref, chunk)
         if prepare:  # keep the two steps apart, so a fault can be injected at either
-            images.vote = self._step("prepare", ref) if not images.errors else False
+            images.vote = self._step(Step.PREPARE, ref) if not images.errors else False
         return images
 
-    def prepare(self, ref):
-        return self._step("prepare", ref)
+    def prepare(self, ref: TxnRef) -> bool:
+        return self._step(Step.PREPARE, ref)
 
-    def commit(self, ref):
-        return self._step("commit", ref)
+    def commit(self, ref: TxnRef) -> None:
+        self._step(Step.COMMIT, ref)
 
-    def abort(self, ref):
-        return self._step("abort", ref)
+    def abort(self, ref: TxnRef) -> None:
+        self._step(Step.ABORT, ref)

@@ -8,7 +8,7 @@
 * ``url`` — what to hand to another process (an actor) so that it opens the same store;
 * ``open_participant(name, recover=..., lock_timeout=..., apply_delay=...)``;
 * ``open_log()`` — the coordinator's :class:`~batchray.core.storage.decision_log.DecisionLog` or
-  :class:`~batchray.core.storage.postgres.store.PgDecisionLog`;
+  :class:`~batchray.core.storage.postgres.decision_log.PgDecisionLog`;
 * ``gate()`` — the commit gates (``shared(scope)`` for readers, ``exclusive(participants)`` for phase 2);
 * ``item_sources(participants)`` — what :class:`~batchray.core.storage.store.ItemReader` reads: the item
   shards (SQLite), or one store-wide reader (PostgreSQL: one statement over every shard).
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 from batchray.core.storage.store import CATALOG, Catalog, CommitGate, ItemReader, StoreLayout, parse_store_url
+from batchray.core.txn.participant import ItemSource, Participant
 
 
 class Backend(Protocol):
@@ -54,7 +55,7 @@ class SqliteBackend:
         return str(self.layout.root)
 
     def open_participant(self, name: str, *, recover: bool = True, lock_timeout: float = 10.0,
-                         apply_delay: float = 0.0) -> Any:
+                         apply_delay: float = 0.0) -> Participant:
         from batchray.core.storage.sqlite.shard import SqliteShard
 
         return SqliteShard(self.layout.participant_path(name), name=name, recover=recover,
@@ -68,7 +69,7 @@ class SqliteBackend:
     def gate(self) -> CommitGate:
         return CommitGate(self.layout.root)
 
-    def item_sources(self, participants: dict[str, Any]) -> list[Any]:
+    def item_sources(self, participants: dict[str, Participant]) -> list[ItemSource]:
         return [participants[name] for name in self.layout.shard_names]
 
     def close(self) -> None:
@@ -92,25 +93,25 @@ class PgBackend:
         return self.store.url
 
     def open_participant(self, name: str, *, recover: bool = True, lock_timeout: float = 10.0,
-                         apply_delay: float = 0.0) -> Any:
-        from batchray.core.storage.postgres.store import PgParticipant
+                         apply_delay: float = 0.0) -> Participant:
+        from batchray.core.storage.postgres.participant import PgParticipant
 
         return PgParticipant(self.store, name, recover=recover, lock_timeout=lock_timeout, apply_delay=apply_delay)
 
     def open_log(self) -> Any:
-        from batchray.core.storage.postgres.store import PgDecisionLog
+        from batchray.core.storage.postgres.decision_log import PgDecisionLog
 
         return PgDecisionLog(self.store)
 
     def gate(self) -> Any:
-        from batchray.core.storage.postgres.store import PgCommitGate
+        from batchray.core.storage.postgres.gate import PgCommitGate
 
         gate = PgCommitGate(self.store)
         self._gates.append(gate)
         return gate
 
-    def item_sources(self, participants: dict[str, Any]) -> list[Any]:
-        from batchray.core.storage.postgres.store import PgItemSource
+    def item_sources(self, participants: dict[str, Participant]) -> list[ItemSource]:
+        from batchray.core.storage.postgres.reads import PgItemSource
 
         return [PgItemSource(self.store)]
 

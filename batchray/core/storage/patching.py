@@ -4,15 +4,19 @@ A patch maps attribute names to new values. A value written as ``"=expr"`` is co
 the item's current values (see :mod:`batchray.core.model.expressions`) and then checked against the
 attribute's type and constraints, so ``"=balance - 5"`` cannot drive a balance with ``min: 0``
 below zero: the item is reported, and an atomic batch is rolled back.
+
+Also here, what every store's chunk handlers do the same way to items in hand: encode and
+validate created rows, patch the items an update names (:func:`patch_items`), convert values
+for a schema change, and report a missing item or a refused undo in one shape.
 """
 from __future__ import annotations
 
 from functools import lru_cache, partial
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import orjson
 
-from batchray.core.txn.chunks import BeforeImages, CreateItems
+from batchray.core.txn.chunks import BeforeImages, CreateItems, UndoBatch, UpdateItems
 from batchray.errors import ExpressionError, ValidationError
 from batchray.core.model.schema import Attribute, AttributeType, DataContext, RowValidator, ValueProblem, coerce_value
 
@@ -139,6 +143,16 @@ def _validator(schema_json: bytes) -> RowValidator:
     return RowValidator(DataContext.model_validate_json(schema_json))
 
 
+def valid_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], list[Any]]:
+    """The ids and value dicts of a create chunk's valid rows (a chunk with a schema); the
+    invalid rows go to ``images.errors``."""
+    validator = _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS))
+    positions, good, errors = validator.validate(chunk.rows, index_of=chunk.index_of)
+    images.errors.extend(errors)
+    ids = chunk.ids if len(positions) == len(chunk.ids) else [chunk.ids[p] for p in positions]
+    return ids, good
+
+
 def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], str]:
     """The ids to insert for a create chunk, and its valid rows as one JSON text for SQLite's
     ``json_each`` to split: an array of the rows when ``ids`` is a ``range`` (row ``j`` gets
@@ -178,3 +192,51 @@ def transform_values(values: dict[str, Any], chunk: Any, converts: dict[str, Att
                                "code": "CONVERSION", "message": f"{name}: {exc}"})
                 failed = True
     return None if failed or new == values else new
+
+
+def request_index(chunk: UpdateItems, position: int) -> int:
+    """The request index an update's item came from (one index for a whole query update)."""
+    if not chunk.indexes:
+        return position
+    return chunk.indexes[position] if chunk.ids is not None else chunk.indexes[0]
+
+
+def not_found(index: Optional[int], item_id: int, **extra: Any) -> dict[str, Any]:
+    """The error of an item a chunk names that does not exist."""
+    return {"index": index, **extra, "code": "NOT_FOUND", "message": f"item {item_id} does not exist", "itemId": item_id}
+
+
+def patch_items(chunk: UpdateItems, ids: Sequence[int], current: Mapping[int, str],
+                images: BeforeImages) -> tuple[dict[int, str], dict[int, str]]:
+    """Apply an update chunk's patches, item by item, to ``current`` (id -> values JSON of the
+    items found, locked). Returns ``(befores, writes)``: the first before-image and the last
+    new value of each item changed (patches of one item compose). Items missing or failing
+    a check go to ``images.errors`` with their request index, and are left out."""
+    patcher = ItemPatcher(chunk.schema, replace=chunk.replace)
+    befores: dict[int, str] = {}
+    writes: dict[int, str] = {}
+    for position, item_id in enumerate(ids):
+        index = request_index(chunk, position)
+        old = writes.get(item_id, current.get(item_id))
+        if old is None:
+            images.errors.append(not_found(index, item_id, field=None))
+            continue
+        patch = chunk.patches[position] if chunk.patches is not None else chunk.patch
+        try:
+            new = patcher.apply(orjson.loads(old), patch or {})
+        except ValidationError as exc:
+            images.errors.append({"index": index, "field": exc.details.get("field"), "code": exc.code,
+                                  "message": exc.message, "itemId": item_id})
+            continue
+        befores.setdefault(item_id, current[item_id])
+        writes[item_id] = orjson.dumps(new).decode()
+    return befores, writes
+
+
+def undo_conflict(participant: str, chunk: UndoBatch, conflicts: list[int]) -> dict[str, Any]:
+    """The error of an undo refused because later batches changed ``conflicts`` (item ids)."""
+    return {
+        "index": None, "field": None, "code": "CONFLICT", "itemIds": conflicts[:20],
+        "message": f"{len(conflicts)} item(s) on {participant} were changed by later batches since "
+                   f"{chunk.source_txn}; undo refused (force to override)",
+    }

@@ -25,6 +25,7 @@ import orjson
 from pydantic import BaseModel
 
 from batchray.core.txn.chunks import MAX_CONTEXTS, context_range
+from batchray.core.txn.participant import ItemSource, Participant
 from batchray.errors import InDoubtError, NotFoundError, SchemaError, StoreError, ValidationError
 from batchray.core.model.schema import Component, DataContext
 
@@ -201,7 +202,7 @@ class Catalog:
     """Read access to the catalog participant's committed documents, under the commit gate
     (when given) so that a schema is never read while its batch is half through phase 2."""
 
-    def __init__(self, catalog_participant: Any, gate: Optional["CommitGate"] = None) -> None:
+    def __init__(self, catalog_participant: Participant, gate: Optional["CommitGate"] = None) -> None:
         self.participant = catalog_participant
         self.gate = gate
 
@@ -263,7 +264,7 @@ def context_doc(context_id: int, context: DataContext) -> str:
 class ItemReader:
     """Committed items across shards, in id order, under the commit gate."""
 
-    def __init__(self, shards: list[Any], gate: CommitGate, log: Any) -> None:
+    def __init__(self, shards: list[ItemSource], gate: Any, log: Any) -> None:
         self.shards = shards
         self.gate = gate
         self.log = log

@@ -6,14 +6,18 @@ the writes of one transaction for one participant; rows are column lists, not pe
 Item ids encode their data context: ``id = context_id << ITEM_BITS | sequence``, so the rows of
 one context are one range of the primary key on every shard, and an item's shard is
 ``id % shard_count``.
+
+A participant applies a chunk through its :class:`ChunkHandlers`: a typed table with one
+handler per chunk type, which every store fills the same way and whose handlers all return
+:class:`BeforeImages`.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Generic, Optional, Sequence, TypeVar, Union
 
-from batchray.errors import ValidationError
+from batchray.errors import InternalError, ValidationError
 
 ITEM_BITS = 36
 """Low bits of an item id that number items within a context (68 billion per context); the
@@ -150,20 +154,45 @@ class UndoBatch:
 
 Chunk = Union[CreateItems, UpdateItems, DeleteItems, RestoreItems, PutDocs, TransformItems, UndoBatch]
 
-_HANDLERS = {CreateItems: "_create", UpdateItems: "_update", DeleteItems: "_delete", RestoreItems: "_restore",
-             PutDocs: "_put_docs", TransformItems: "_transform", UndoBatch: "_undo_batch"}
+W = TypeVar("W")
+"""What a store's chunk handlers write through: a connection, a transaction's session..."""
 
 
-def chunk_handler(participant: Any, chunk: Any) -> Any:
-    """The participant's method that applies ``chunk``: ``_create`` for :class:`CreateItems`,
-    ``_update``, ``_delete``, ``_restore``, ``_put_docs``, ``_transform``, ``_undo_batch``
-    (every store implements each)."""
-    name = _HANDLERS.get(type(chunk))
-    if name is None:
-        from batchray.errors import InternalError
+class ChunkHandlers(Generic[W]):
+    """The typed dispatch table of a participant: one handler per chunk type, each called as
+    ``handler(work, ref, chunk, ver)`` and returning the chunk's :class:`BeforeImages`.
 
-        raise InternalError(f"unknown chunk type {type(chunk).__name__}")
-    return getattr(participant, name)
+    ``work`` is what the store writes through (the shard's connection inside its local
+    transaction, a PostgreSQL transaction's session); ``ver`` is the apply's number on the
+    participant, which every row the chunk writes carries. Every store fills the table with
+    one handler for each chunk type (a missing one is a ``TypeError`` when it is built), so a
+    new chunk type cannot be dispatched to a store that does not handle it."""
+
+    __slots__ = ("_table",)
+
+    def __init__(
+        self,
+        *,
+        create: Callable[[W, TxnRef, CreateItems, int], BeforeImages],
+        update: Callable[[W, TxnRef, UpdateItems, int], BeforeImages],
+        delete: Callable[[W, TxnRef, DeleteItems, int], BeforeImages],
+        restore: Callable[[W, TxnRef, RestoreItems, int], BeforeImages],
+        put_docs: Callable[[W, TxnRef, PutDocs, int], BeforeImages],
+        transform: Callable[[W, TxnRef, TransformItems, int], BeforeImages],
+        undo_batch: Callable[[W, TxnRef, UndoBatch, int], BeforeImages],
+    ) -> None:
+        self._table: dict[type, Callable[[W, TxnRef, Any, int], BeforeImages]] = {
+            CreateItems: create, UpdateItems: update, DeleteItems: delete, RestoreItems: restore,
+            PutDocs: put_docs, TransformItems: transform, UndoBatch: undo_batch,
+        }
+
+    def apply(self, work: W, ref: TxnRef, chunk: Chunk, ver: int) -> BeforeImages:
+        """Run the handler of ``chunk``'s type; :class:`~batchray.errors.InternalError` for a
+        type no store knows."""
+        handler = self._table.get(type(chunk))
+        if handler is None:
+            raise InternalError(f"unknown chunk type {type(chunk).__name__}")
+        return handler(work, ref, chunk, ver)
 
 
 @dataclass

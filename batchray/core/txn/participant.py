@@ -3,12 +3,22 @@
 A participant owns one shard (a slice of the items, or the catalog of schemas and components).
 The coordinator drives it through these steps, in this order, for each transaction ``ref.txn``::
 
-    claim(epoch)                          once per owner, before any step
+    claim(epoch) | claim_next()           once per owner, before any step
     apply(ref, chunk) -> BeforeImages     any number of times, one per chunk
     prepare(ref) -> bool                  the vote: True means "I can commit, durably"
     commit(ref)  |  abort(ref)            the decision, possibly delivered many times
 
-Contracts (the tests in tests/test_participant_protocol.py check each one):
+``apply(ref, chunk, prepare=True)`` is the participant's last apply and its vote in one call
+(:attr:`Step.APPLY_PREPARE`): the vote is the returned images' ``vote``.
+
+:class:`Participant` declares every method and attribute a runtime uses (the coordinator's
+transports, the worker actors, the engine's readers, the simulator): the steps, what a restart
+and an operator read (``in_doubt``, ``pending``, ``outcome``, ``leftovers``, ``locks``), and
+the reads of committed data. Both stores implement exactly it
+(:mod:`batchray.core.storage.sqlite.shard`, :mod:`batchray.core.storage.postgres.participant`),
+and :mod:`batchray.testing.conformance` checks any implementation against the contracts.
+
+Contracts (the suite in :mod:`batchray.testing.conformance` checks each one):
 
 * ``apply`` writes the chunk under strict two-phase locks and records its before-images
   durably before returning them. It is **idempotent** per ``(txn, chunk_id)``: a repeated
@@ -34,7 +44,7 @@ Reads through a participant never see another transaction's uncommitted writes.
 from __future__ import annotations
 
 import enum
-from typing import Any, Iterator, Optional, Protocol
+from typing import Any, Iterator, Optional, Protocol, TypedDict, runtime_checkable
 
 from batchray.core.txn.chunks import BeforeImages, Chunk, TxnRef
 
@@ -54,29 +64,34 @@ class Step(str, enum.Enum):
         return self.value
 
 
-class Participant(Protocol):
+class LockView(Protocol):
+    """The locks a participant's transactions hold, as far as a runtime asks about them."""
+
+    def lock_count(self) -> int:
+        """How many locks are held here; zero exactly when no transaction holds one (a store
+        whose locks the database keeps may count one per transaction holding any)."""
+
+    def held_by(self, txn: str) -> set[Any]:
+        """The keys of the locks ``txn`` holds here, as the store names them; empty exactly
+        when it holds none."""
+
+
+class Leftovers(TypedDict):
+    """Counts of two-phase-commit state a participant still records; all zero when nothing
+    is in flight. ``txns`` open transactions (active or prepared), ``undo`` and ``created``
+    before-images (a store whose database keeps them reports 0), ``applied`` chunk records."""
+
+    txns: int
+    undo: int
+    created: int
+    applied: int
+
+
+class ItemSource(Protocol):
+    """Committed items of one or more shards, as :class:`~batchray.core.storage.store.ItemReader`
+    reads them: every participant is one, and a store may offer a store-wide one."""
+
     name: str
-
-    def claim(self, epoch: int) -> int:
-        """Record ``epoch`` as the shard's owner epoch (must not be older than the current one)."""
-
-    def apply(self, ref: TxnRef, chunk: Chunk) -> BeforeImages:
-        """Apply one chunk; return its before-images. Idempotent per ``(txn, chunk_id)``."""
-
-    def prepare(self, ref: TxnRef) -> bool:
-        """Vote. True is durable: the transaction can then be committed or rolled back."""
-
-    def commit(self, ref: TxnRef) -> None:
-        """Make the transaction's writes visible and forget its undo. Idempotent; must not fail."""
-
-    def abort(self, ref: TxnRef) -> None:
-        """Restore the before-images and forget the transaction. Idempotent; must not fail."""
-
-    def recover(self) -> list[dict[str, Any]]:
-        """Abort unvoted transactions; return the prepared ones (``{txn, ts}``) as in doubt."""
-
-    def before_images(self, txn: str) -> list[BeforeImages]:
-        """The durable before-images of an undecided transaction, chunk by chunk."""
 
     def read_items(
         self,
@@ -88,8 +103,80 @@ class Participant(Protocol):
         limit: Optional[int] = None,
         after: Optional[int] = None,
     ) -> Iterator[tuple[int, str]]:
-        """Committed items of a context in id order, as ``(id, values JSON)``; ``after`` (an item
-        id) starts after that item."""
+        """Committed items of a context in id order, as ``(id, values JSON)``, with ``own_txn``'s
+        own uncommitted writes when it is open here; ``where`` a query, ``ids`` a selection,
+        ``after`` (an item id) starts after that item, ``limit`` the most rows."""
+
+    def count_items(self, context_id: int, where: Optional[str] = None) -> int:
+        """How many committed items of a context (matching ``where``) there are."""
 
     def close(self) -> None:
-        """Release the shard's files; idempotent."""
+        """Release what the source holds; idempotent."""
+
+
+@runtime_checkable
+class Participant(ItemSource, Protocol):
+    """One shard (or the catalog) of a store, in the protocol above."""
+
+    name: str
+    """The participant's name in its store (``catalog``, ``shard-0000``...)."""
+
+    locks: LockView
+    """The locks its transactions hold."""
+
+    in_doubt: list[dict[str, Any]]
+    """What the last :meth:`recover` returned (``[]`` when it was opened without recovering);
+    a runtime that recovers it itself stores the result here."""
+
+    @property
+    def epoch(self) -> int:
+        """The owner epoch the shard has durably recorded."""
+
+    def claim(self, epoch: int) -> int:
+        """Record ``epoch`` as the shard's owner epoch (must not be older than the current one:
+        :class:`~batchray.errors.StaleEpochError`); return it."""
+
+    def claim_next(self) -> int:
+        """Claim the epoch after the recorded one, atomically (a new owner fences out every
+        older one); return it."""
+
+    def apply(self, ref: TxnRef, chunk: Chunk, prepare: bool = False) -> BeforeImages:
+        """Apply one chunk; return its before-images. Idempotent per ``(txn, chunk_id)``. With
+        ``prepare`` (the participant's last chunk) also vote: ``images.vote``, False when the
+        chunk found errors."""
+
+    def prepare(self, ref: TxnRef) -> bool:
+        """Vote. True is durable: the transaction can then be committed or rolled back."""
+
+    def commit(self, ref: TxnRef) -> None:
+        """Make the transaction's writes visible and forget its undo. Idempotent; must not fail."""
+
+    def abort(self, ref: TxnRef) -> None:
+        """Restore the before-images and forget the transaction. Idempotent; must not fail."""
+
+    def recover(self) -> list[dict[str, Any]]:
+        """Abort unvoted transactions; return the prepared ones (``{txn, ts, shard}``) as in doubt."""
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Transactions not yet finished here, as ``{txn, state, ts}`` (``state`` ``active``
+        or ``prepared``)."""
+
+    def outcome(self, txn: str) -> Optional[str]:
+        """``"committed"`` or ``"aborted"`` once ``txn`` is finished here, else None."""
+
+    def before_images(self, txn: str) -> list[BeforeImages]:
+        """The before-images of an undecided transaction, chunk by chunk, where the store can
+        read them (a store whose database keeps a prepared transaction's undo returns ``[]``
+        once it is prepared)."""
+
+    def drop_backups(self, txn: str) -> None:
+        """Forget the backups a committed batch kept (it can no longer be undone)."""
+
+    def read_docs(self, prefix: str = "") -> dict[str, str]:
+        """Committed catalog documents whose key starts with ``prefix``."""
+
+    def leftovers(self) -> Leftovers:
+        """Counts of two-phase-commit state still recorded here."""
+
+    def integrity_check(self) -> str:
+        """``"ok"``, or what is wrong with the shard's storage."""

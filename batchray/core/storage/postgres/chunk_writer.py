@@ -1,0 +1,257 @@
+"""Writing chunks at a PostgreSQL participant: one handler per chunk type, in the transaction's session.
+
+Each handler takes the locks its chunk needs (see :mod:`~batchray.core.storage.postgres.locking`),
+writes, and returns the chunk's :class:`~batchray.core.txn.chunks.BeforeImages`; it also notes
+in ``work.vers`` the version each changed item had, which the applied record keeps so that a
+batch's backups can tell later changes apart (see :class:`~batchray.core.txn.chunks.UndoBatch`).
+The participant dispatches to them through :meth:`PgChunkWriter.handlers`, the typed table of
+:class:`~batchray.core.txn.chunks.ChunkHandlers`. A failing handler raises; the participant rolls its
+savepoint back, so a chunk is applied whole or not at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from batchray.core.storage.patching import not_found, patch_items, transform_values, undo_conflict, valid_created_rows
+from batchray.core.storage.postgres.locking import PgLocking
+from batchray.core.txn.chunks import (
+    ITEM_BITS,
+    BeforeImages,
+    ChunkHandlers,
+    CreateItems,
+    DeleteItems,
+    PutDocs,
+    RestoreItems,
+    TransformItems,
+    TxnRef,
+    UndoBatch,
+    UpdateItems,
+    context_of,
+    context_range,
+)
+
+_COPY_BLOCK = 4096
+"""Rows per COPY write: the server stores one block while the next is encoded."""
+
+
+@dataclass
+class PgWork:
+    """What a handler writes through: the transaction's connection, and the versions
+    (``{item id: version before}``) of the items the chunk changed, which it fills in."""
+
+    conn: Any
+    vers: dict[int, int] = field(default_factory=dict)
+
+
+class PgChunkWriter:
+    """The chunk handlers of one participant (its name and row tag ``num``)."""
+
+    def __init__(self, locking: PgLocking) -> None:
+        self.locking = locking
+        self.name = locking.name
+        self.num = locking.num
+        self.s = locking.s
+
+    def handlers(self) -> ChunkHandlers[PgWork]:
+        return ChunkHandlers(create=self.create, update=self.update, delete=self.delete, restore=self.restore,
+                             put_docs=self.put_docs, transform=self.transform, undo_batch=self.undo_batch)
+
+    def create(self, work: PgWork, ref: TxnRef, chunk: CreateItems, ver: int) -> BeforeImages:
+        """COPY the chunk's valid rows in blocks, so that the server stores one block while the
+        next is validated and encoded here (rows are encoded straight into COPY's text format)."""
+        images = BeforeImages(chunk.chunk_id)
+        if chunk.schema is None:  # already-encoded JSON texts: escaped as COPY text needs
+            ids, texts = chunk.ids, [_copy_text(v) for v in chunk.rows]
+            encode = False
+        else:
+            ids, texts = valid_created_rows(chunk, images)
+            encode = True
+        if not len(ids):
+            return images
+        conn = work.conn
+        self.locking.contexts(conn, ref, [context_of(ids[0])], exclusive=False)
+        tail, end, dumps = f"\t{self.num}\t", f"\t{ver}\n", orjson.dumps
+        with conn.cursor().copy(f"COPY {self.s}.items(id, part, vals, ver) FROM STDIN") as copy:
+            for first in range(0, len(ids), _COPY_BLOCK):
+                block_ids, block = ids[first:first + _COPY_BLOCK], texts[first:first + _COPY_BLOCK]
+                if encode:
+                    data = "".join([f"{i}{tail}{dumps(v).decode()}{end}" for i, v in zip(block_ids, block)])
+                    if "\\" in data:  # JSON from orjson holds no raw tab or newline: only \ to double
+                        data = data.replace("\\", "\\\\")
+                else:
+                    data = "".join([f"{i}{tail}{v}{end}" for i, v in zip(block_ids, block)])
+                copy.write(data)
+        images.created.append((ids[0], ids[-1], len(ids)))
+        images.affected = len(ids)
+        return images
+
+    def update(self, work: PgWork, ref: TxnRef, chunk: UpdateItems, ver: int) -> BeforeImages:
+        images = BeforeImages(chunk.chunk_id)
+        conn = work.conn
+        self.locking.contexts(conn, ref, [chunk.context_id], exclusive=False)
+        if chunk.ids is not None:
+            ids = list(chunk.ids)
+            current = self.locking.items(conn, ref, ids)
+        else:
+            current = self.locking.matching(conn, ref, chunk.context_id, chunk.where)
+            ids = list(current)
+        befores, writes = patch_items(chunk, ids, {i: v for i, (v, _) in current.items()}, images)
+        self._write_items(conn, writes, ver)
+        images.items = list(befores.items())
+        images.affected = len(writes)
+        work.vers.update((i, current[i][1]) for i in befores)
+        return images
+
+    def _write_items(self, conn, writes: dict[int, str], ver: int) -> None:
+        if writes:
+            conn.execute(
+                f"UPDATE {self.s}.items AS i SET vals = w.vals, ver = %s "
+                "FROM unnest(%s::bigint[], %s::text[]) AS w(id, vals) WHERE i.id = w.id",
+                (ver, list(writes), list(writes.values())),
+            )
+
+    def delete(self, work: PgWork, ref: TxnRef, chunk: DeleteItems, ver: int) -> BeforeImages:
+        images = BeforeImages(chunk.chunk_id)
+        conn = work.conn
+        self.locking.contexts(conn, ref, [chunk.context_id], exclusive=False)
+        if chunk.ids is not None:
+            current = self.locking.items(conn, ref, list(chunk.ids))
+            for position, item_id in enumerate(chunk.ids):
+                if item_id not in current:
+                    images.errors.append(not_found(position, item_id))
+        else:
+            current = self.locking.matching(conn, ref, chunk.context_id, chunk.where)
+        if current:
+            conn.execute(f"DELETE FROM {self.s}.items WHERE id = ANY(%s)", (list(current),))
+        images.items = [(i, v) for i, (v, _) in current.items()]
+        images.affected = len(current)
+        work.vers.update((i, ver_) for i, (_, ver_) in current.items())
+        return images
+
+    def restore(self, work: PgWork, ref: TxnRef, chunk: RestoreItems, ver: int) -> BeforeImages:
+        images = BeforeImages(chunk.chunk_id)
+        conn = work.conn
+        self.locking.contexts(conn, ref, [context_of(i) for i in chunk.ids], exclusive=False)
+        current = self.locking.items(conn, ref, list(chunk.ids))
+        images.items = [(i, current[i][0] if i in current else None) for i in chunk.ids]
+        self._put_items(conn, [(i, v) for i, v in zip(chunk.ids, chunk.rows) if v is not None], ver)
+        gone = [i for i, v in zip(chunk.ids, chunk.rows) if v is None]
+        if gone:
+            conn.execute(f"DELETE FROM {self.s}.items WHERE id = ANY(%s) AND part=%s", (gone, self.num))
+        images.affected = len(chunk.ids)
+        work.vers.update((i, current[i][1]) for i in chunk.ids if i in current)
+        return images
+
+    def _put_items(self, conn, rows: list[tuple[int, str]], ver: int) -> None:
+        if rows:
+            conn.execute(
+                f"INSERT INTO {self.s}.items(id, part, vals, ver) "
+                "SELECT w.id, %s, w.vals, %s FROM unnest(%s::bigint[], %s::text[]) AS w(id, vals) "
+                "ON CONFLICT (id) DO UPDATE SET vals = EXCLUDED.vals, ver = EXCLUDED.ver, part = EXCLUDED.part",
+                (self.num, ver, [i for i, _ in rows], [v for _, v in rows]),
+            )
+
+    def put_docs(self, work: PgWork, ref: TxnRef, chunk: PutDocs, ver: int) -> BeforeImages:
+        images = BeforeImages(chunk.chunk_id)
+        conn = work.conn
+        keys = [k for k, _ in chunk.docs]
+        self.locking.docs(conn, ref, keys)
+        current = dict(conn.execute(
+            f"SELECT key, doc FROM {self.s}.docs WHERE part=%s AND key = ANY(%s)", (self.num, keys)).fetchall())
+        images.docs = [(k, current.get(k)) for k in keys]
+        for key, doc in chunk.docs:
+            if doc is None:
+                conn.execute(f"DELETE FROM {self.s}.docs WHERE part=%s AND key=%s", (self.num, key))
+            else:
+                conn.execute(
+                    f"INSERT INTO {self.s}.docs(part, key, doc) VALUES(%s, %s, %s) "
+                    "ON CONFLICT (part, key) DO UPDATE SET doc = EXCLUDED.doc",
+                    (self.num, key, doc),
+                )
+        images.affected = len(keys)
+        return images
+
+    def transform(self, work: PgWork, ref: TxnRef, chunk: TransformItems, ver: int) -> BeforeImages:
+        from batchray.core.model.schema import Attribute
+
+        images = BeforeImages(chunk.chunk_id)
+        conn = work.conn
+        self.locking.contexts(conn, ref, [chunk.context_id], exclusive=True)
+        lo, hi = context_range(chunk.context_id)
+        converts = {name: Attribute.model_validate(spec) for name, spec in chunk.converts.items()}
+        befores: list[tuple[int, str]] = []
+        writes: dict[int, str] = {}
+        # every item writer of the context holds it shared, so nobody else holds these rows
+        rows = conn.execute(
+            f"SELECT id, vals, ver FROM {self.s}.items WHERE id BETWEEN %s AND %s AND part=%s ORDER BY id FOR UPDATE",
+            (lo, hi, self.num),
+        ).fetchall()
+        for item_id, old, old_ver in rows:
+            new = transform_values(orjson.loads(old), chunk, converts, item_id, images.errors)
+            if new is not None:
+                befores.append((item_id, old))
+                work.vers[item_id] = old_ver
+                writes[item_id] = orjson.dumps(new).decode()
+        self._write_items(conn, writes, ver)
+        images.items = befores
+        images.affected = len(writes)
+        return images
+
+    def undo_batch(self, work: PgWork, ref: TxnRef, chunk: UndoBatch, ver: int) -> BeforeImages:
+        """Restore a committed batch's before-images (see :class:`UndoBatch`)."""
+        images = BeforeImages(chunk.chunk_id)
+        conn = work.conn
+        s = self.s
+        contexts = [c for (c,) in conn.execute(
+            f"SELECT DISTINCT key::bigint >> {ITEM_BITS} FROM {s}.backups WHERE part=%s AND txn=%s AND tbl='items' "
+            f"UNION SELECT DISTINCT lo >> {ITEM_BITS} FROM {s}.backup_ranges WHERE part=%s AND txn=%s",
+            (self.num, chunk.source_txn, self.num, chunk.source_txn),
+        ).fetchall()]
+        self.locking.contexts(conn, ref, contexts, exclusive=True)
+        rows = conn.execute(
+            f"SELECT b.key::bigint, b.before, b.before_ver, b.ver, i.ver FROM {s}.backups b "
+            f"LEFT JOIN {s}.items i ON i.id = b.key::bigint WHERE b.part=%s AND b.txn=%s AND b.tbl='items'",
+            (self.num, chunk.source_txn),
+        ).fetchall()
+        ranges = conn.execute(
+            f"SELECT lo, hi, n, ver FROM {s}.backup_ranges WHERE part=%s AND txn=%s", (self.num, chunk.source_txn)
+        ).fetchall()
+        conflicts = [key for key, _, _, wrote, now in rows if (now if now is not None else -1) != wrote]
+        for lo, hi, n, wrote in ranges:
+            changed = conn.execute(
+                f"SELECT id FROM {s}.items WHERE id BETWEEN %s AND %s AND part=%s AND ver <> %s LIMIT 10",
+                (lo, hi, self.num, wrote),
+            ).fetchall()
+            present = conn.execute(
+                f"SELECT count(*) FROM {s}.items WHERE id BETWEEN %s AND %s AND part=%s", (lo, hi, self.num)
+            ).fetchone()[0]
+            conflicts += [i for (i,) in changed] + ([lo] if present != n else [])
+        if conflicts and not chunk.force:
+            images.errors.append(undo_conflict(self.name, chunk, conflicts))
+            return images
+        keys = [key for key, *_ in rows]
+        gone: list[int] = [key for key, before, *_ in rows if before is None]
+        for lo, hi, _, _ in ranges:
+            gone += [i for (i,) in conn.execute(
+                f"SELECT id FROM {s}.items WHERE id BETWEEN %s AND %s AND part=%s", (lo, hi, self.num)).fetchall()]
+        touched = sorted(set(keys) | set(gone))
+        current = {i: (v, cv) for i, v, cv in conn.execute(
+            f"SELECT id, vals, ver FROM {s}.items WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (touched,)).fetchall()}
+        self._put_items(conn, [(key, before) for key, before, *_ in rows if before is not None], ver)
+        if gone:
+            conn.execute(f"DELETE FROM {s}.items WHERE id = ANY(%s) AND part=%s", (gone, self.num))
+        images.items = [(i, current[i][0] if i in current else None) for i in touched]
+        images.affected = len(keys) + sum(n for _, _, n, _ in ranges)
+        work.vers.update((i, current[i][1]) for i in touched if i in current)
+        return images
+
+
+def _copy_text(value: str) -> str:
+    """A value in COPY's text format (JSON from orjson has no raw tabs or newlines; a
+    pre-encoded row might)."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value

@@ -1,0 +1,171 @@
+"""Locks of a PostgreSQL participant, decided by wait-die.
+
+Items are locked with ``SELECT ... FOR UPDATE SKIP LOCKED``; data contexts and catalog
+documents with transaction-level advisory locks (item writers hold their context shared, a
+schema rewrite exclusive), all kept by a prepared transaction. On a conflict the holders are
+looked up in ``pg_locks`` (the transactions holding the context) and **wait-die** decides: a
+younger requester fails at once with :class:`~batchray.errors.LockConflict`, an older one
+waits, up to the connection's ``lock_timeout``, in a savepoint (a timeout or a deadlock
+reported by PostgreSQL is a LockConflict too, and leaves the transaction as it was).
+
+:class:`PgLockView` is the participant's ``locks`` (:class:`~batchray.core.txn.participant.LockView`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from batchray.core.storage.postgres.connection import psycopg_module
+from batchray.core.storage.postgres.reads import where_sql
+from batchray.core.storage.postgres.store import PgStore
+from batchray.core.storage.postgres.url import advisory_key, parse_gid
+from batchray.core.txn.chunks import TxnRef, context_of, context_range
+from batchray.errors import LockConflict
+
+
+class PgLocking:
+    """Takes the locks of one participant's transactions on their own connections.
+
+    ``context_class`` is the participant's advisory-lock class: object 0 is its epoch fence
+    (see :class:`~batchray.core.storage.postgres.participant.PgParticipant`), object ``c`` the
+    lock of data context ``c``; ``doc_class`` holds catalog documents' locks."""
+
+    def __init__(self, store: PgStore, name: str, num: int) -> None:
+        self.store = store
+        self.name = name
+        self.num = num
+        self.s = store.s
+        self.context_class = advisory_key(f"{store.schema}:{name}")
+        self.doc_class = advisory_key(f"{store.schema}:{name}:docs")
+
+    def holders(self, conn, keys: list[tuple[int, int]]) -> list[Optional[int]]:
+        """The ages (``ts``) of the transactions holding any of the advisory ``keys``; None for
+        a holder that is not a batchray transaction of this store."""
+        rows = conn.execute(
+            """
+            SELECT l.pid,
+                   (SELECT t.ts FROM {s}.txns t WHERE t.pid = l.pid AND t.state = 'active' LIMIT 1),
+                   (SELECT p.gid FROM pg_locks x JOIN pg_prepared_xacts p ON p.transaction = x.transactionid
+                     WHERE l.pid IS NULL AND x.locktype = 'transactionid'
+                       AND x.virtualtransaction = l.virtualtransaction LIMIT 1)
+              FROM pg_locks l
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND (l.classid::bigint, l.objid::bigint) IN (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))
+               AND l.pid IS DISTINCT FROM pg_backend_pid()
+            """.replace("{s}", self.s),
+            ([k for k, _ in keys], [o for _, o in keys]),
+        ).fetchall()
+        ages: list[Optional[int]] = []
+        for pid, ts, gid in rows:
+            if pid is not None:
+                ages.append(ts)
+                continue
+            parsed = parse_gid(gid) if gid else None
+            if parsed is None or parsed[0] != self.store.schema:
+                ages.append(None)
+                continue
+            row = conn.execute(f"SELECT ts FROM {self.s}.txns WHERE txn=%s LIMIT 1", (parsed[2],)).fetchone()
+            ages.append(row[0] if row else None)
+        return ages
+
+    def wait_die(self, conn, ref: TxnRef, keys: list[tuple[int, int]], what: str) -> None:
+        """Wait-die on a conflict: die (LockConflict) when an older transaction holds ``keys``."""
+        older = [ts for ts in self.holders(conn, keys) if ts is not None and ts < ref.ts]
+        if older:
+            raise LockConflict(
+                f"{what} on participant {self.name} is held by an older transaction: {ref.txn} dies (wait-die)",
+                shard=self.name, txn=ref.txn,
+            )
+
+    def waiting(self, conn, ref: TxnRef, sql: str, params: Any, what: str) -> list[tuple]:
+        """Run a blocking lock statement in a savepoint; a lock timeout or a deadlock is a LockConflict."""
+        psycopg = psycopg_module()
+        conn.execute("SAVEPOINT batchray_wait")
+        try:
+            rows = conn.execute(sql, params).fetchall() if "SELECT" in sql.upper() else []
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, psycopg.errors.QueryCanceled) as exc:
+            conn.execute("ROLLBACK TO SAVEPOINT batchray_wait")
+            conn.execute("RELEASE SAVEPOINT batchray_wait")
+            raise LockConflict(
+                f"{what} on participant {self.name}: gave up waiting ({type(exc).__name__})",
+                shard=self.name, txn=ref.txn,
+            ) from None
+        conn.execute("RELEASE SAVEPOINT batchray_wait")
+        return rows
+
+    def contexts(self, conn, ref: TxnRef, contexts: list[int], exclusive: bool) -> None:
+        mode = "" if exclusive else "_shared"
+        for ctx in sorted(set(contexts)):
+            key = (self.context_class, int(ctx))
+            if conn.execute(f"SELECT pg_try_advisory_xact_lock{mode}(%s, %s)", key).fetchone()[0]:
+                continue
+            what = f"data context {ctx}"
+            self.wait_die(conn, ref, [key], what)
+            self.waiting(conn, ref, f"SELECT pg_advisory_xact_lock{mode}(%s, %s)", key, what)
+
+    def docs(self, conn, ref: TxnRef, keys: list[str]) -> None:
+        for objid in sorted({advisory_key(k) for k in keys}):
+            key = (self.doc_class, objid)
+            if conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", key).fetchone()[0]:
+                continue
+            self.wait_die(conn, ref, [key], "a catalog document")
+            self.waiting(conn, ref, "SELECT pg_advisory_xact_lock(%s, %s)", key, "a catalog document")
+
+    def items(self, conn, ref: TxnRef, ids: list[int]) -> dict[int, tuple[str, int]]:
+        """Lock the items among ``ids`` that exist here; ``{id: (vals, ver)}``."""
+        s = self.s
+        got = {
+            i: (v, ver) for i, v, ver in conn.execute(
+                f"SELECT id, vals, ver FROM {s}.items WHERE id = ANY(%s) AND part=%s ORDER BY id FOR UPDATE SKIP LOCKED",
+                (ids, self.num),
+            ).fetchall()
+        }
+        missing = [i for i in set(ids) if i not in got]
+        if missing:
+            present = [i for (i,) in conn.execute(
+                f"SELECT id FROM {s}.items WHERE id = ANY(%s) AND part=%s", (missing, self.num)).fetchall()]
+            if present:
+                got.update(self._wait_for_items(conn, ref, present, None))
+        return got
+
+    def matching(self, conn, ref: TxnRef, context_id: int, where: str) -> dict[int, tuple[str, int]]:
+        """Lock the items of a context that match ``where``; ``{id: (vals, ver)}``."""
+        fragment, params = where_sql(where)
+        lo, hi = context_range(context_id)
+        base = f"FROM {self.s}.items WHERE id BETWEEN %s AND %s AND part=%s AND ({fragment})"
+        args = [lo, hi, self.num, *params]
+        got = {i: (v, ver) for i, v, ver in conn.execute(
+            f"SELECT id, vals, ver {base} ORDER BY id FOR UPDATE SKIP LOCKED", args).fetchall()}
+        matching = [i for (i,) in conn.execute(f"SELECT id {base}", args).fetchall()]
+        busy = [i for i in matching if i not in got]
+        if busy:
+            got.update(self._wait_for_items(conn, ref, busy, (fragment, params)))
+        return dict(sorted(got.items()))
+
+    def _wait_for_items(self, conn, ref: TxnRef, ids: list[int], where) -> dict[int, tuple[str, int]]:
+        """Items locked by others: wait-die over the transactions that hold their contexts (every
+        item writer holds its item's context), then wait for them if all are younger."""
+        contexts = sorted({context_of(i) for i in ids})
+        self.wait_die(conn, ref, [(self.context_class, c) for c in contexts], f"{len(ids)} item(s)")
+        sql = f"SELECT id, vals, ver FROM {self.s}.items WHERE id = ANY(%s) AND part=%s"
+        params: list[Any] = [sorted(ids), self.num]
+        if where is not None:  # checked again on the version the holder leaves behind
+            sql += f" AND ({where[0]})"
+            params += where[1]
+        rows = self.waiting(conn, ref, sql + " ORDER BY id FOR UPDATE", params, f"{len(ids)} item(s)")
+        return {i: (v, ver) for i, v, ver in rows}
+
+
+class PgLockView:
+    """The participant's ``locks``: PostgreSQL holds the locks themselves (row locks are listed
+    nowhere), so a transaction's locks are named by one key, ``("txn", txn)``, for as long as it
+    is pending here (active or prepared); ``lock_count`` counts those transactions."""
+
+    def __init__(self, pending: Callable[[], list[dict[str, Any]]]) -> None:
+        self._pending = pending
+
+    def lock_count(self) -> int:
+        return len(self._pending())
+
+    def held_by(self, txn: str) -> set[Any]:
+        return {("txn", txn)} if any(p["txn"] == txn for p in self._pending()) else set()

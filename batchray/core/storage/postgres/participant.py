@@ -1,0 +1,617 @@
+"""The PostgreSQL participant: a shard (or the catalog) of a store that prepares for real.
+
+How :class:`PgParticipant` keeps the protocol of :mod:`batchray.core.txn.participant`:
+
+* A transaction's work at one participant runs in **its own connection**, kept open across
+  applies (each apply is one savepoint, so a failed chunk leaves the transaction as it was).
+  The vote is ``PREPARE TRANSACTION 'batchray:<schema>:<participant>:<txn>'``; the decision is
+  ``COMMIT PREPARED`` / ``ROLLBACK PREPARED`` from any connection. PostgreSQL keeps prepared
+  transactions, their writes and their row locks across crashes of the participant and of the
+  server; ``pg_prepared_xacts`` lists them for recovery.
+* The outcome row ``finished(..., 'committed')`` is written inside the transaction before it is
+  prepared, so the commit and its record are one atomic step: a repeated commit finds no global
+  id and the outcome committed, and is done.
+* Before its first write the transaction is registered in ``txns`` (autocommit, with the
+  connection's backend pid), so that a participant restarted after a crash finds the
+  transactions that never voted: their sessions are gone (PostgreSQL rolled them back) or are
+  terminated, and they are recorded aborted (presumed abort); a late apply is then refused.
+* Locks are PostgreSQL's (row locks and advisory locks, kept by a prepared transaction),
+  decided by wait-die (:mod:`~batchray.core.storage.postgres.locking`); every step holds the
+  participant's epoch fence (:mod:`~batchray.core.storage.postgres.fence`), so steps of a
+  replaced owner change nothing.
+* Reads run in other sessions and so never see uncommitted (or prepared) writes (MVCC); a
+  transaction's own reads go through its connection. Reads across participants hold
+  :class:`~batchray.core.storage.postgres.gate.PgCommitGate` shared, phase 2 holds it exclusive.
+
+The parts: locks (:mod:`~batchray.core.storage.postgres.locking`), the epoch fence
+(:mod:`~batchray.core.storage.postgres.fence`), the chunk handlers
+(:mod:`~batchray.core.storage.postgres.chunk_writer`), the applied records and backups
+(:mod:`~batchray.core.storage.postgres.applied`).
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+from batchray.core.storage.participant_base import StoreParticipant, leftovers
+from batchray.core.storage.postgres.applied import images_from_record, images_record, keep_backups
+from batchray.core.storage.postgres.chunk_writer import PgChunkWriter, PgWork
+from batchray.core.storage.postgres.connection import (
+    close_quietly,
+    in_open_transaction,
+    psycopg_module,
+    store_error,
+    terminate,
+)
+from batchray.core.storage.postgres.fence import PgFence
+from batchray.core.storage.postgres.locking import PgLockView, PgLocking
+from batchray.core.storage.postgres.reads import items_sql
+from batchray.core.storage.postgres.store import PgStore
+from batchray.core.storage.postgres.url import GID_PREFIX, gid_for, parse_gid
+from batchray.core.txn import crashpoints
+from batchray.core.txn.chunks import BeforeImages, Chunk, CreateItems, TxnRef, check_txn_id
+from batchray.core.txn.participant import Leftovers, Step
+from batchray.errors import (
+    BatchrayError,
+    InternalError,
+    ParticipantUnavailable,
+    StaleEpochError,
+    StoreError,
+    TransactionAborted,
+)
+
+
+@dataclass
+class _Tx:
+    """A transaction of this participant object: its connection while it is open."""
+
+    txn: str
+    ts: int
+    backup: bool
+    state: str = "new"  # new | active | prepared | done
+    conn: Any = None
+    chunks: int = 0
+    mutex: threading.RLock = field(default_factory=threading.RLock)
+
+
+class PgParticipant(StoreParticipant[PgWork]):
+    """One participant (a shard, or the catalog) of a PostgreSQL store; see the module docstring.
+
+    Thread-safe: each transaction has its own connection and mutex; decisions and recovery go
+    through one control connection. ``apply_delay``: see
+    :class:`~batchray.core.storage.participant_base.StoreParticipant` (tests and benchmarks only).
+    """
+
+    def __init__(self, store: PgStore, name: str, *, lock_timeout: float = 10.0, recover: bool = True,
+                 apply_delay: float = 0.0) -> None:
+        super().__init__(name, apply_delay=apply_delay)
+        self.store = store
+        self.s = store.s
+        self.num = store.participant_num(name)
+        self.lock_timeout = float(lock_timeout)
+        self.gid_prefix = f"{GID_PREFIX}:{store.schema}:{name}:"
+        self.locking = PgLocking(store, name, self.num)
+        self.fence = PgFence(store, name, self.locking.context_class, self.lock_timeout)
+        self.handlers = PgChunkWriter(self.locking).handlers()
+        self._txns: dict[str, _Tx] = {}
+        self._txns_mutex = threading.Lock()
+        self._control_mutex = threading.RLock()
+        self._control = None
+        self._closed = False
+        self.locks = PgLockView(self.pending)
+        self.in_doubt: list[dict[str, Any]] = self.recover() if recover else []
+
+    # -- connections ------------------------------------------------------------------------
+    def _conn(self):
+        """A connection for a new transaction (lock_timeout set)."""
+        conn = self.store.pool.get()
+        conn.execute(f"SET lock_timeout = {max(1, int(self.lock_timeout * 1000))}")
+        return conn
+
+    @contextlib.contextmanager
+    def _controlled(self, what: str) -> Iterator[Any]:
+        """The control connection, for decisions, recovery and claims (one at a time)."""
+        psycopg = psycopg_module()
+        with self._control_mutex:
+            if self._closed:
+                raise StoreError(f"participant {self.name} is closed")
+            if self._control is None or self._control.closed or self._control.broken:
+                self._control = self.store.connect(lock_timeout=self.lock_timeout)
+            try:
+                yield self._control
+            except psycopg.Error as exc:
+                if self._control.broken or self._control.closed:
+                    close_quietly(self._control)
+                    self._control = None
+                elif self._control.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    with contextlib.suppress(Exception):
+                        self._control.execute("ROLLBACK")
+                raise store_error(f"participant {self.name}: {what}", exc) from None
+
+    def close(self) -> None:
+        with self._txns_mutex:
+            txns = list(self._txns.values())
+            self._txns.clear()
+        for tx in txns:  # an open connection ends its transaction: PostgreSQL rolls it back
+            if tx.conn is not None:
+                close_quietly(tx.conn)
+        with self._control_mutex:
+            self._closed = True
+            if self._control is not None:
+                close_quietly(self._control)
+                self._control = None
+
+    # -- epochs ----------------------------------------------------------------------------
+    def claim(self, epoch: int) -> int:
+        with self._controlled("claim") as conn:
+            self.fence.hold_exclusive(conn)
+            try:
+                current = self._read_epoch(conn)
+                if epoch < current:
+                    raise StaleEpochError(f"participant {self.name} already claimed by epoch {current}", current=current)
+                conn.execute(f"UPDATE {self.s}.participants SET epoch=%s WHERE name=%s", (epoch, self.name))
+                crashpoints.durable_write(f"{self.name}:claim")
+            finally:
+                self.fence.release_exclusive(conn)
+        return epoch
+
+    def claim_next(self) -> int:
+        """Claim the next epoch atomically (a new owner fences out every older one)."""
+        with self._controlled("claim") as conn:
+            self.fence.hold_exclusive(conn)
+            try:
+                epoch = conn.execute(
+                    f"UPDATE {self.s}.participants SET epoch = epoch + 1 WHERE name=%s RETURNING epoch", (self.name,)
+                ).fetchone()[0]
+                crashpoints.durable_write(f"{self.name}:claim")
+            finally:
+                self.fence.release_exclusive(conn)
+        return epoch
+
+    @property
+    def epoch(self) -> int:
+        with self._controlled("epoch") as conn:
+            return self._read_epoch(conn)
+
+    def _read_epoch(self, conn) -> int:
+        return conn.execute(f"SELECT epoch FROM {self.s}.participants WHERE name=%s", (self.name,)).fetchone()[0]
+
+    def gid(self, txn: str) -> str:
+        return gid_for(self.store.schema, self.name, txn)
+
+    # -- apply ------------------------------------------------------------------------------
+    def apply(self, ref: TxnRef, chunk: Chunk, prepare: bool = False) -> BeforeImages:
+        """Apply one chunk; with ``prepare`` (the participant's last chunk) also vote:
+        ``images.vote``."""
+        check_txn_id(ref.txn)
+        with self._txns_mutex:
+            tx = self._txns.get(ref.txn)
+            if tx is None:
+                tx = self._txns[ref.txn] = _Tx(ref.txn, ref.ts, ref.backup)
+        with tx.mutex:
+            if tx.state == "done" or self._txns.get(ref.txn) is not tx:
+                return self.apply(ref, chunk, prepare)  # it ended meanwhile: ask again
+            if tx.state == "prepared":
+                with self._controlled("apply") as conn:
+                    self.fence.hold(conn, ref.epoch)  # a stale owner hears that first
+                    self.fence.release(conn)
+                raise InternalError(
+                    f"apply after prepare for {ref.txn} on participant {self.name}: this should never happen",
+                    shard=self.name,
+                )
+            images = self._apply_locked(tx, ref, chunk)
+        self._model_latency()
+        return self._vote_after(images, ref) if prepare else images
+
+    def _apply_locked(self, tx: _Tx, ref: TxnRef, chunk: Chunk) -> BeforeImages:
+        psycopg = psycopg_module()
+        fresh = tx.state == "new"
+        if fresh:
+            try:
+                conn = self._conn()
+            except BaseException:
+                self._forget_tx(tx)
+                raise
+        else:
+            conn = tx.conn
+        try:
+            self.fence.hold(conn, ref.epoch)
+        except BaseException as exc:
+            if fresh:
+                self._forget_tx(tx)
+                self._release_conn(conn)
+            elif isinstance(exc, psycopg.Error):
+                self._lost(tx, exc)
+            if isinstance(exc, psycopg.Error):
+                raise store_error(f"participant {self.name}: apply", exc) from None
+            raise
+        try:
+            if fresh:
+                self._start(tx, ref, conn)
+            else:
+                done = self._recorded(conn, ref.txn, chunk.chunk_id)
+                if done is not None:
+                    return done
+            if isinstance(chunk, CreateItems):
+                images = self._apply_chunk(tx, ref, chunk)  # one COPY: it fails whole or not at all
+            else:
+                conn.execute("SAVEPOINT batchray_chunk")
+                try:
+                    images = self._apply_chunk(tx, ref, chunk)
+                except BaseException:
+                    with contextlib.suppress(psycopg.Error):  # the chunk leaves nothing behind
+                        conn.execute("ROLLBACK TO SAVEPOINT batchray_chunk")
+                        conn.execute("RELEASE SAVEPOINT batchray_chunk")
+                    raise
+                conn.execute("RELEASE SAVEPOINT batchray_chunk")
+            tx.chunks += 1
+            return images
+        except (BatchrayError, psycopg.Error) as exc:
+            if tx.state == "done":  # refused before it began: nothing of it here
+                raise
+            if not in_open_transaction(conn):
+                # the transaction's session failed: PostgreSQL rolls it back; it votes no
+                self._lost(tx, exc)
+            elif tx.chunks == 0:
+                self._drop(tx)  # nothing of it here yet: hold nothing (e.g. while it backs off)
+            if isinstance(exc, psycopg.errors.UniqueViolation):
+                raise InternalError(f"item id collision on participant {self.name}: {exc}") from None
+            if isinstance(exc, psycopg.Error):
+                raise store_error(f"participant {self.name}: apply", exc) from None
+            raise
+        finally:
+            if tx.conn is conn:
+                self.fence.release(conn)
+
+    def _start(self, tx: _Tx, ref: TxnRef, conn) -> None:
+        """Begin ``ref.txn`` here: refuse a finished or prepared one, register it, BEGIN."""
+        s = self.s
+        outcome, prepared, holder = conn.execute(
+            f"SELECT (SELECT outcome FROM {s}.finished WHERE part=%s AND txn=%s), "
+            "EXISTS(SELECT 1 FROM pg_prepared_xacts WHERE gid=%s AND database = current_database()), "
+            f"(SELECT coalesce(pid, 0) FROM {s}.txns WHERE part=%s AND txn=%s)",
+            (self.num, ref.txn, self.gid(ref.txn), self.num, ref.txn),
+        ).fetchone()
+        if outcome is None and not prepared and holder is not None:
+            # opened by an owner that is gone or replaced (the fence let us in: we are the
+            # current one); what it applied is lost to this session, so the transaction ends
+            self._end_elsewhere(conn, ref.txn)
+            outcome = "aborted"
+        if outcome is not None:
+            self._forget_tx(tx)
+            self._release_conn(conn, unfence=True)
+            raise TransactionAborted(f"transaction {ref.txn} is already {outcome} on participant {self.name}",
+                                     shard=self.name, outcome=outcome)
+        if prepared:
+            self._forget_tx(tx)
+            self._release_conn(conn, unfence=True)
+            raise InternalError(f"apply after prepare for {ref.txn} on participant {self.name}: this should never happen",
+                                shard=self.name)
+        conn.execute(
+            f"INSERT INTO {s}.txns(part, txn, state, ts, epoch, backup, pid, backend_start, started) "
+            "VALUES(%s, %s, 'active', %s, %s, %s, pg_backend_pid(), "
+            "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()), %s)",
+            (self.num, ref.txn, ref.ts, ref.epoch, bool(ref.backup), time.time()),
+        )
+        conn.execute("BEGIN")
+        tx.conn = conn
+        tx.state = "active"
+
+    def _forget_tx(self, tx: _Tx) -> None:
+        tx.state = "done"
+        with self._txns_mutex:
+            if self._txns.get(tx.txn) is tx:
+                del self._txns[tx.txn]
+
+    def _release_conn(self, conn, unfence: bool = False) -> None:
+        if unfence:
+            self.fence.release(conn)
+        self.store.pool.put(conn)
+
+    def _drop(self, tx: _Tx) -> None:
+        """End a transaction that applied nothing here: as if it never started."""
+        conn = tx.conn
+        tx.conn = None
+        self._forget_tx(tx)
+        try:
+            conn.execute("ROLLBACK")
+            conn.execute(f"DELETE FROM {self.s}.txns WHERE part=%s AND txn=%s", (self.num, tx.txn))
+            self.fence.release(conn)
+            self.store.pool.put(conn)
+        except Exception:  # noqa: BLE001 - the session ends: its registration is cleaned by recovery
+            close_quietly(conn)
+
+    def _lost(self, tx: _Tx, exc: BaseException) -> None:
+        """The transaction's session failed: roll it back, record it aborted (it votes no)."""
+        conn = tx.conn
+        tx.conn = None
+        self._forget_tx(tx)
+        if conn is not None:
+            close_quietly(conn)  # PostgreSQL rolls back a transaction whose session ends
+        with contextlib.suppress(BatchrayError):
+            with self._controlled("abort lost transaction") as control:
+                self._record(control, tx.txn, "aborted")
+
+    def _recorded(self, conn, txn: str, chunk_id: int) -> Optional[BeforeImages]:
+        row = conn.execute(
+            f"SELECT images FROM {self.s}.applied WHERE part=%s AND txn=%s AND chunk=%s", (self.num, txn, chunk_id)
+        ).fetchone()
+        return None if row is None else images_from_record(chunk_id, row[0])
+
+    def _apply_chunk(self, tx: _Tx, ref: TxnRef, chunk: Chunk) -> BeforeImages:
+        conn = tx.conn
+        ver = conn.execute(f"SELECT nextval('{self.store.schema}.wseq')").fetchone()[0]
+        work = PgWork(conn)
+        images = self.handlers.apply(work, ref, chunk, ver)
+        conn.execute(
+            f"INSERT INTO {self.s}.applied(part, txn, chunk, images) VALUES(%s, %s, %s, %s)",
+            (self.num, ref.txn, chunk.chunk_id, images_record(images, work.vers, ver)),
+        )
+        crashpoints.durable_write(f"{self.name}:{Step.APPLY}")
+        return images
+
+    # -- voting and deciding ----------------------------------------------------------------
+    def prepare(self, ref: TxnRef) -> bool:
+        check_txn_id(ref.txn)
+        tx = self._txns.get(ref.txn)
+        if tx is not None:
+            with tx.mutex:
+                if tx.state == "active" and self._txns.get(ref.txn) is tx:
+                    return self._prepare_open(tx, ref)
+        with self._controlled("prepare") as conn:
+            self.fence.hold(conn, ref.epoch)
+            try:
+                if self.gid(ref.txn) in self.store.prepared_gids(conn, self.name):
+                    return True
+                outcome = self._outcome(conn, ref.txn)
+                if outcome is not None:
+                    return False
+                # never applied here, lost with its session, or open in a replaced owner's
+                # session: vote no, and remember, so that a late apply is refused
+                self._end_elsewhere(conn, ref.txn)
+                return False
+            finally:
+                self.fence.release(conn)
+
+    def _prepare_open(self, tx: _Tx, ref: TxnRef) -> bool:
+        psycopg = psycopg_module()
+        conn = tx.conn
+        try:
+            self.fence.hold(conn, ref.epoch)
+        except psycopg.Error as exc:
+            self._lost(tx, exc)
+            return False
+        s = self.s
+        try:
+            if tx.backup:
+                keep_backups(conn, self.s, self.num, tx.txn)
+            conn.execute(f"DELETE FROM {s}.applied WHERE part=%s AND txn=%s", (self.num, tx.txn))
+            # the commit's own record: visible exactly when (and if) COMMIT PREPARED runs
+            conn.execute(f"INSERT INTO {s}.finished(part, txn, outcome, at) VALUES(%s, %s, 'committed', %s)",
+                         (self.num, tx.txn, time.time()))
+            crashpoints.durable_write(f"{self.name}:{Step.PREPARE}")
+            conn.execute(f"PREPARE TRANSACTION '{self.gid(tx.txn)}'")  # validated: no quote can appear
+        except psycopg.Error as exc:
+            # PostgreSQL rolled it back (e.g. a global id already in use): vote no
+            self._lost(tx, exc)
+            return False
+        try:
+            conn.execute(f"UPDATE {s}.txns SET state='prepared', pid=NULL WHERE part=%s AND txn=%s",
+                         (self.num, tx.txn))
+            self.fence.release(conn)
+            self.store.pool.put(conn)
+        except psycopg.Error:
+            close_quietly(conn)  # prepared all the same: the registry's state is only a hint
+        tx.conn = None
+        tx.state = "prepared"
+        return True
+
+    def drop_backups(self, txn: str) -> None:
+        """Forget a batch's backups (it can no longer be undone)."""
+        with self._controlled("drop backups") as conn:
+            conn.execute(f"DELETE FROM {self.s}.backups WHERE part=%s AND txn=%s", (self.num, txn))
+            conn.execute(f"DELETE FROM {self.s}.backup_ranges WHERE part=%s AND txn=%s", (self.num, txn))
+
+    def _finish(self, ref: TxnRef, outcome: str) -> None:
+        psycopg = psycopg_module()
+        check_txn_id(ref.txn)
+        tx = self._txns.get(ref.txn)
+        if tx is not None:
+            with tx.mutex:
+                if tx.state == "active" and self._txns.get(ref.txn) is tx:
+                    try:
+                        self._finish_open(tx, ref, outcome)
+                        return
+                    except psycopg.Error as exc:
+                        self._lost(tx, exc)
+                        if outcome == "committed":
+                            raise InternalError(
+                                f"transaction {ref.txn} on participant {self.name} failed while committing "
+                                f"without a vote: {exc}") from None
+                        return
+        with self._controlled(outcome) as conn:
+            self.fence.hold(conn, ref.epoch)
+            try:
+                gid = self.gid(ref.txn)
+                if gid in self.store.prepared_gids(conn, self.name):
+                    try:
+                        conn.execute(f"{'COMMIT' if outcome == 'committed' else 'ROLLBACK'} PREPARED '{gid}'")
+                    except psycopg.errors.UndefinedObject:
+                        pass  # finished meanwhile by another session: the record below says how
+                    crashpoints.durable_write(f"{self.name}:{outcome}")
+                done = self._outcome(conn, ref.txn)
+                if done is not None and done != outcome:
+                    raise InternalError(
+                        f"transaction {ref.txn} on participant {self.name} is {done}, asked to be {outcome}: "
+                        "this should never happen, please file a bug", shard=self.name)
+                if done is None:
+                    if outcome == "committed" and self._registered(conn, ref.txn):
+                        raise InternalError(
+                            f"transaction {ref.txn} on participant {self.name} never voted here; it cannot "
+                            "commit: this should never happen, please file a bug", shard=self.name)
+                    self._end_elsewhere(conn, ref.txn, outcome)
+                else:
+                    conn.execute(f"DELETE FROM {self.s}.txns WHERE part=%s AND txn=%s", (self.num, ref.txn))
+            finally:
+                self.fence.release(conn)
+        if tx is not None:
+            self._forget_tx(tx)
+
+    def _finish_open(self, tx: _Tx, ref: TxnRef, outcome: str) -> None:
+        """Commit or roll back a transaction that is still open here (it never voted)."""
+        conn = tx.conn
+        self.fence.hold(conn, ref.epoch)
+        s = self.s
+        if outcome == "committed":
+            if tx.backup:
+                keep_backups(conn, self.s, self.num, tx.txn)
+            conn.execute(f"DELETE FROM {s}.applied WHERE part=%s AND txn=%s", (self.num, tx.txn))
+            conn.execute(f"INSERT INTO {s}.finished(part, txn, outcome, at) VALUES(%s, %s, 'committed', %s)",
+                         (self.num, tx.txn, time.time()))
+            conn.execute("COMMIT")
+        else:
+            conn.execute("ROLLBACK")
+            self._record(conn, tx.txn, "aborted")
+        crashpoints.durable_write(f"{self.name}:{outcome}")
+        conn.execute(f"DELETE FROM {s}.txns WHERE part=%s AND txn=%s", (self.num, tx.txn))
+        tx.conn = None
+        self.fence.release(conn)
+        self.store.pool.put(conn)
+        self._forget_tx(tx)
+
+    def _record(self, conn, txn: str, outcome: str) -> None:
+        conn.execute(
+            f"INSERT INTO {self.s}.finished(part, txn, outcome, at) VALUES(%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (self.num, txn, outcome, time.time()),
+        )
+        conn.execute(f"DELETE FROM {self.s}.txns WHERE part=%s AND txn=%s", (self.num, txn))
+
+    def _registered(self, conn, txn: str) -> bool:
+        return conn.execute(f"SELECT 1 FROM {self.s}.txns WHERE part=%s AND txn=%s", (self.num, txn)).fetchone() is not None
+
+    def _end_elsewhere(self, conn, txn: str, outcome: str = "aborted") -> None:
+        """End a transaction that is not open in this object and not prepared: terminate the
+        session that still has it open (a replaced owner's), then record ``outcome``."""
+        row = conn.execute(
+            f"SELECT t.pid FROM {self.s}.txns t JOIN pg_stat_activity a ON a.pid = t.pid "
+            "AND a.backend_start = t.backend_start WHERE t.part=%s AND t.txn=%s AND a.pid <> pg_backend_pid()",
+            (self.num, txn),
+        ).fetchone()
+        if row is not None and not terminate(conn, row[0]):
+            raise ParticipantUnavailable(f"participant {self.name}: the session holding {txn} (pid {row[0]}) did not end")
+        self._record(conn, txn, outcome)
+
+    # -- recovery ---------------------------------------------------------------------------
+    def recover(self) -> list[dict[str, Any]]:
+        """Abort transactions that never voted (presumed abort), and return the prepared ones
+        (``{txn, ts, shard}``) as in doubt. PostgreSQL keeps their writes and locks."""
+        with self._controlled("recover") as conn:
+            self.fence.hold_exclusive(conn)
+            try:
+                prepared = {parse_gid(g)[2] for g in self.store.prepared_gids(conn, self.name)}
+                rows = conn.execute(
+                    f"SELECT t.txn, t.ts, f.outcome FROM {self.s}.txns t LEFT JOIN {self.s}.finished f "
+                    "ON f.part = t.part AND f.txn = t.txn WHERE t.part=%s ORDER BY t.ts, t.txn", (self.num,)
+                ).fetchall()
+                known = {txn: ts for txn, ts, _ in rows}
+                for txn, ts, outcome in rows:
+                    if txn in prepared or txn in self._txns:
+                        continue
+                    if outcome is not None:  # finished; only its registration was left
+                        conn.execute(f"DELETE FROM {self.s}.txns WHERE part=%s AND txn=%s", (self.num, txn))
+                    else:
+                        self._end_elsewhere(conn, txn)
+                in_doubt = [{"txn": txn, "ts": known.get(txn, 0), "shard": self.name} for txn in prepared]
+            finally:
+                self.fence.release_exclusive(conn)
+        return sorted(in_doubt, key=lambda d: (d["ts"], d["txn"]))
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Transactions not yet finished here (``{txn, state, ts}``)."""
+        with self._controlled("pending") as conn:
+            prepared = {parse_gid(g)[2] for g in self.store.prepared_gids(conn, self.name)}
+            rows = conn.execute(
+                f"SELECT t.txn, t.ts FROM {self.s}.txns t WHERE t.part=%s AND NOT EXISTS "
+                f"(SELECT 1 FROM {self.s}.finished f WHERE f.part = t.part AND f.txn = t.txn) ORDER BY t.ts, t.txn",
+                (self.num,),
+            ).fetchall()
+        return [{"txn": t, "state": "prepared" if t in prepared else "active", "ts": ts} for t, ts in rows]
+
+    def outcome(self, txn: str) -> Optional[str]:
+        with self._controlled("outcome") as conn:
+            return self._outcome(conn, txn)
+
+    def _outcome(self, conn, txn: str) -> Optional[str]:
+        row = conn.execute(f"SELECT outcome FROM {self.s}.finished WHERE part=%s AND txn=%s", (self.num, txn)).fetchone()
+        return row[0] if row else None
+
+    def before_images(self, txn: str) -> list[BeforeImages]:
+        """The before-images of a transaction still open in this object, chunk by chunk.
+
+        Once prepared they are PostgreSQL's (``ROLLBACK PREPARED`` restores them) and no session
+        can read them; this returns ``[]`` then."""
+        tx = self._txns.get(txn)
+        if tx is None:
+            return []
+        with tx.mutex:
+            if tx.state != "active" or tx.conn is None:
+                return []
+            rows = tx.conn.execute(
+                f"SELECT chunk, images FROM {self.s}.applied WHERE part=%s AND txn=%s ORDER BY chunk", (self.num, txn)
+            ).fetchall()
+        return [images_from_record(c, blob) for c, blob in rows]
+
+    # -- reads --------------------------------------------------------------------------------
+    def read_items(
+        self,
+        context_id: int,
+        where: Optional[str] = None,
+        *,
+        own_txn: Optional[str] = None,
+        ids: Optional[list[int]] = None,
+        limit: Optional[int] = None,
+        after: Optional[int] = None,
+    ) -> Iterator[tuple[int, str]]:
+        """Committed items of a context on this participant in id order; with ``own_txn`` (open
+        here) that transaction's own writes too."""
+        sql, params = items_sql("id, vals", self.s, context_id, where, self.num, ids, after, limit, order=True)
+        return iter(self._read(sql, params, own_txn))
+
+    def count_items(self, context_id: int, where: Optional[str] = None) -> int:
+        sql, params = items_sql("count(*)", self.s, context_id, where, self.num, None, None, None, order=False)
+        return self._read(sql, params, None)[0][0]
+
+    def read_docs(self, prefix: str = "") -> dict[str, str]:
+        """Committed catalog documents whose key starts with ``prefix``."""
+        rows = self._read(f"SELECT key, doc FROM {self.s}.docs WHERE part=%s AND starts_with(key, %s)",
+                          [self.num, prefix], None)
+        return dict(rows)
+
+    def _read(self, sql: str, params: list[Any], own_txn: Optional[str]) -> list[tuple]:
+        psycopg = psycopg_module()
+        tx = self._txns.get(own_txn) if own_txn else None
+        if tx is not None:
+            with tx.mutex:
+                if tx.state == "active" and tx.conn is not None:
+                    return tx.conn.execute(sql, params).fetchall()
+        try:
+            with self.store.pool.connection() as conn:
+                return conn.execute(sql, params).fetchall()
+        except psycopg.Error as exc:
+            raise store_error(f"participant {self.name}: read", exc) from None
+
+    def integrity_check(self) -> str:
+        return "ok"
+
+    def leftovers(self) -> Leftovers:
+        """Counts of 2PC state still recorded (all zero when nothing is in flight): ``txns``
+        counts the transactions registered here or prepared in PostgreSQL (the undo is
+        PostgreSQL's: ``undo`` and ``created`` are 0)."""
+        with self._controlled("leftovers") as conn:
+            registered = {t for (t,) in conn.execute(f"SELECT txn FROM {self.s}.txns WHERE part=%s", (self.num,))}
+            applied = conn.execute(f"SELECT count(*) FROM {self.s}.applied WHERE part=%s", (self.num,)).fetchone()[0]
+            prepared = {parse_gid(g)[2] for g in self.store.prepared_gids(conn, self.name)}
+        return leftovers(txns=len(registered | prepared), applied=applied)

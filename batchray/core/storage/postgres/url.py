@@ -1,0 +1,84 @@
+"""Names in a PostgreSQL store: its URL, the schema it lives in, global transaction ids, lock keys.
+
+A store URL is ``postgresql://user@host/db?schema=NAME``: the ``schema`` parameter is
+batchray's and is taken off the URL before connecting (default ``batchray``). A transaction
+prepared at a participant is named ``batchray:<schema>:<participant>:<txn>``; every part is
+validated here, so a global id can be written into SQL as a literal.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Optional
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from batchray.core.txn.chunks import check_txn_id
+from batchray.errors import ValidationError
+
+DEFAULT_SCHEMA = "batchray"
+GID_PREFIX = "batchray"
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+PARTICIPANT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+
+
+def parse_pg_url(url: str) -> tuple[str, str]:
+    """``(dsn for psycopg, schema)`` from ``postgresql://...[?schema=NAME]``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValidationError(f"not a PostgreSQL URL: {redact(url)!r}", field="store")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = DEFAULT_SCHEMA
+    kept = []
+    for key, value in query:
+        if key == "schema":
+            schema = value
+        else:
+            kept.append((key, value))
+    if not _SCHEMA_NAME.match(schema):
+        raise ValidationError(
+            f"store schema {schema!r} must be 1-40 lower-case letters, digits or '_' (not first a digit)",
+            field="store",
+        )
+    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment))
+    return dsn, schema
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def store_identity(url: str) -> str:
+    """A name for a store that is the same for every spelling of its URL's credentials:
+    ``postgresql://host:port/db?schema=NAME`` (no user, no password)."""
+    dsn, schema = parse_pg_url(url)
+    parts = urlsplit(dsn)
+    host = parts.hostname or ""
+    port = parts.port or 5432
+    return f"postgresql://{host}:{port}{parts.path}?schema={schema}"
+
+
+def gid_for(schema: str, participant: str, txn: str) -> str:
+    """The global id of one transaction at one participant: ``batchray:<schema>:<participant>:<txn>``
+    (validated, so it can be written into SQL as a literal; at most 200 characters)."""
+    check_txn_id(txn)
+    if not _SCHEMA_NAME.match(schema) or not PARTICIPANT_NAME.match(participant):
+        raise ValidationError(f"invalid schema or participant name {schema!r}/{participant!r}")
+    gid = f"{GID_PREFIX}:{schema}:{participant}:{txn}"
+    if len(gid) >= 200:
+        raise ValidationError(f"global id too long ({len(gid)} characters)", field="transactionId")
+    return gid
+
+
+def parse_gid(gid: str) -> Optional[tuple[str, str, str]]:
+    """``(schema, participant, txn)`` of a batchray global id, or None."""
+    parts = gid.split(":", 3)
+    if len(parts) != 4 or parts[0] != GID_PREFIX:
+        return None
+    return parts[1], parts[2], parts[3]
+
+
+def advisory_key(text: str) -> int:
+    """A stable 31-bit advisory-lock key (non-negative, so pg_locks shows it as given)."""
+    return zlib.crc32(text.encode()) & 0x7FFFFFFF
+

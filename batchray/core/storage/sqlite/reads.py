@@ -1,0 +1,133 @@
+"""Reading a SQLite shard: committed items with other transactions' uncommitted writes masked.
+
+Writes go in place (see :mod:`batchray.core.storage.sqlite.shard`), so a read masks what other
+transactions have not committed: rows in a pending ``created`` range are skipped, and rows with
+an ``undo`` entry are read from ``undo.before`` instead. The mask is used only when some other
+transaction has uncommitted writes in the shard; with nothing pending, a plain range scan is as
+fast as reading the table itself. Every function takes the shard's connection; the caller holds
+the shard's mutex.
+"""
+from __future__ import annotations
+
+import re
+import sqlite3
+from typing import Any, Optional
+
+import orjson
+
+from batchray.core.txn.chunks import context_range
+
+_MASKED_ITEMS = """
+SELECT id, vals FROM items
+ WHERE id BETWEEN :lo AND :hi
+   AND NOT EXISTS (SELECT 1 FROM created p WHERE p.txn != :own AND items.id BETWEEN p.lo AND p.hi)
+   AND NOT EXISTS (SELECT 1 FROM undo u WHERE u.tbl = 'items' AND u.key = items.id AND u.txn != :own)
+UNION ALL
+SELECT key, before FROM undo
+ WHERE tbl = 'items' AND txn != :own AND before IS NOT NULL AND key BETWEEN :lo AND :hi
+"""
+"""Committed rows of one context, plus the caller's own uncommitted writes (``:own``)."""
+
+_PLAIN_ITEMS = "SELECT id, vals FROM items WHERE id BETWEEN :lo AND :hi AND :own = :own"
+"""The same rows when no other transaction has uncommitted writes in the shard."""
+
+_PENDING_ITEMS = (
+    "SELECT EXISTS(SELECT 1 FROM created WHERE txn != :own) "
+    "OR EXISTS(SELECT 1 FROM undo WHERE tbl = 'items' AND txn != :own)"
+)
+
+_INT64_MAX = 2**63 - 1
+
+
+def ids_param(ids: list[int]) -> str:
+    """A list of ids as the JSON text ``json_each`` splits."""
+    return orjson.dumps(ids).decode()
+
+
+def select_items(
+    conn: sqlite3.Connection,
+    context_id: int,
+    where: Optional[str],
+    *,
+    own_txn: Optional[str] = None,
+    ids: Optional[list[int]] = None,
+    limit: Optional[int] = None,
+    after: Optional[int] = None,
+    in_write: bool = False,
+) -> list[tuple[int, str]]:
+    """The visible items of a context in id order, as ``(id, values JSON)``: committed ones and
+    ``own_txn``'s own writes. ``in_write``: ``conn`` is inside a write transaction (which then
+    reads through the mask); otherwise the read is one snapshot of its own."""
+    from batchray.core.model.query import parse, sqlite_column, to_sql  # the query module is optional for writes
+
+    lo, hi = context_range(context_id)
+    params: dict[str, Any] = {"lo": lo, "hi": hi, "own": own_txn or ""}
+    clauses = []
+    positional: list[Any] = []
+    if where:
+        fragment, positional = to_sql(parse(where), sqlite_column)
+        clauses.append(fragment)
+    if ids is not None:
+        clauses.append("id IN (SELECT value FROM json_each(?))")
+        positional.append(ids_param(ids))
+    if after is not None:  # a cursor: the range starts after it, so a page costs its size
+        params["lo"] = max(lo, int(after) + 1)
+    tail = (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY id"
+    if limit is not None:
+        tail += " LIMIT ?"
+        positional.append(min(int(limit), _INT64_MAX))  # offset + limit of a reader may pass 64 bits
+    if in_write:
+        return _run_select(conn, True, tail, params, positional)
+    conn.execute("BEGIN")  # one snapshot for the check and the read
+    try:
+        masked = conn.execute(_PENDING_ITEMS, params).fetchone()[0]
+        return _run_select(conn, bool(masked), tail, params, positional)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _run_select(conn: sqlite3.Connection, masked: bool, tail: str, params: dict, positional: list) -> list[tuple[int, str]]:
+    source = _MASKED_ITEMS if masked else _PLAIN_ITEMS
+    sql, all_params = _to_positional(f"SELECT id, vals FROM ({source}) AS visible{tail}", params, positional)
+    return conn.execute(sql, all_params).fetchall()
+
+
+def count_all_items(conn: sqlite3.Connection, context_id: int) -> int:
+    """How many items of a context are visible (committed), in one snapshot."""
+    lo, hi = context_range(context_id)
+    named = {"lo": lo, "hi": hi, "own": ""}
+    conn.execute("BEGIN")
+    try:
+        masked = conn.execute(_PENDING_ITEMS, named).fetchone()[0]
+        source = _MASKED_ITEMS if masked else _PLAIN_ITEMS
+        sql, params = _to_positional(f"SELECT count(*) FROM ({source}) AS visible", named, [])
+        return conn.execute(sql, params).fetchone()[0]
+    finally:
+        conn.execute("COMMIT")
+
+
+def read_docs(conn: sqlite3.Connection, prefix: str) -> dict[str, str]:
+    """Committed catalog documents whose key starts with ``prefix``."""
+    sql = (
+        "SELECT key, doc FROM docs WHERE substr(key, 1, length(:p)) = :p "
+        "AND NOT EXISTS (SELECT 1 FROM undo u WHERE u.tbl='docs' AND u.key = docs.key) "
+        "UNION ALL SELECT key, before FROM undo WHERE tbl='docs' AND before IS NOT NULL "
+        "AND substr(key, 1, length(:p)) = :p"
+    )
+    return dict(conn.execute(sql, {"p": prefix}).fetchall())
+
+
+def _to_positional(sql: str, named: dict[str, Any], positional: list[Any]) -> tuple[str, list[Any]]:
+    """Rewrite ``:name`` parameters to ``?`` in order so named and positional can mix."""
+    out: list[Any] = []
+    pos_iter = iter(positional)
+
+    def repl(match: re.Match) -> str:
+        token = match.group(0)
+        if token == "?":
+            out.append(next(pos_iter))
+        else:
+            out.append(named[token[1:]])
+        return "?"
+
+    return re.sub(r"\?|:[a-z]+", repl, sql), out
