@@ -1,5 +1,9 @@
-"""Ray actors: thin shells over the batchray core.
+"""The Ray runtime: the driver-side :class:`~actors.runtime.RayRuntime` (one implementation of
+:class:`batchray.core.run.runtime.Runtime`) and the actors, thin shells over the batchray core.
+Imports the core (and io); never :mod:`batchray.api`, which imports it.
 
+* :class:`~actors.runtime.RayRuntime` — starts or joins Ray and the store's coordinator, puts
+  chunks in the object store, hands the coordinator refs, reads committed data directly;
 * :class:`~actors.coordinator.TransactionCoordinator` — owns two-phase commit through the
   durable decision log, admits batches, dispatches chunk object refs to workers;
 * :class:`~actors.worker.WorkerActor` — owns shards, applies chunks, votes, commits, aborts;

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     collection = args.collection or args.context
     with batchray.connect(args.store, address=args.address, workers=args.workers, shards=args.shards,
                           progress=False) as client:
-        replayed = client._log.batch_by_key(args.idempotency_key) is not None
+        replayed = client.runtime.view.log.batch_by_key(args.idempotency_key) is not None
         if not replayed and args.context not in client.data_contexts():
             made = client.create_data_context(args.context, [{"name": collection, "attrs": attrs}])
             if not made.success and args.context not in client.data_contexts():

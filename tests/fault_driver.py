@@ -161,7 +161,7 @@ class Agent:
         for it (none: ``absent``), the state the registry records, and the logged decision
         (``commit`` when every participant committed). For the keys in ``ask`` (the transfers
         whose outcome the client never learnt), the coordinator's ``status`` too."""
-        log = self.client._log
+        log = self.client.runtime.view.log
         out: dict[str, dict[str, Any]] = {}
         for key in keys:
             batch = log.batch_by_key(key)
@@ -209,7 +209,7 @@ class Agent:
         recovered = _retry(self.client.recover)
         recent = _retry(lambda: self.client.status(limit=100))
         mine = [b for b in recent if (b["submittedAt"] or 0) >= since - 0.001]
-        undecided, decided = self.client._log.unfinished()
+        undecided, decided = self.client.runtime.view.log.unfinished()
         counts = {name: _retry(lambda name=name: self.client.count_items(name)) for name in contexts}
         leftovers = _retry(lambda: _get_leftovers(self.client))
         return {"batches": mine, "recovered": recovered, "counts": counts, "leftovers": leftovers,
@@ -219,7 +219,7 @@ class Agent:
     def _quiet(self) -> bool:
         """No batch between its decision and the end of its phase 2 (a batch's result is
         there at its commit point; phase 2 goes on after it)."""
-        return not self.client._log.unfinished()[1]
+        return not self.client.runtime.view.log.unfinished()[1]
 
     def quiesce(self, timeout: float = 60.0) -> dict:
         """Wait until no batch is in phase 2, so that a crash point armed next is reached by

@@ -75,7 +75,9 @@ def test_every_tool_publishes_a_json_schema():
     create = _schema("batch_create_items")
     options = create["$defs"]["CreateOptions"]["properties"]
     assert (options["batchSize"]["minimum"], options["batchSize"]["maximum"]) == (1, 1000)
-    assert (options["parallelism"]["minimum"], options["parallelism"]["maximum"]) == (1, 10)
+    parallelism = next(branch for branch in options["parallelism"]["anyOf"] if branch.get("type") == "integer")
+    assert (parallelism["minimum"], parallelism["maximum"]) == (1, 10)
+    assert options["parallelism"]["default"] is None, "no limit unless asked"
     assert (create["properties"]["items"]["minItems"], create["properties"]["items"]["maxItems"]) == (1, 10_000)
 
 
