@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Optional
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix, placement
+from actors.auth import prepare_ray_auth
 from actors.transport import ChunkPart
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.plan.plan import Plan
@@ -37,17 +36,6 @@ BUNDLE_CHUNK_BYTES = 16 << 10
 """Chunks estimated at most this size are put in the object store several to an object."""
 BUNDLE_BYTES = 128 << 10
 """The most a bundle of small chunks holds (estimated)."""
-
-
-def prepare_ray_auth(address: Optional[str]) -> None:
-    """Joining a cluster started with ``ray start`` needs ``RAY_AUTH_MODE=token`` in the
-    environment before Ray is imported; set it when a token exists so users never meet
-    ``InvalidAuthToken``."""
-    if address is None or "ray" in sys.modules and os.environ.get("RAY_AUTH_MODE"):
-        return
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    if os.environ.get("RAY_AUTH_TOKEN") or token_file.exists():
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def ray_get(ref: Any, timeout: Optional[float] = None) -> Any:

@@ -9,7 +9,7 @@ network endpoint of batchray's own.
   umask as it was (batchray sets modes explicitly and never changes the umask).
 * batchray never sets ``RAY_AUTH_MODE`` to anything but ``token`` (a scan of the package, the
   actors, the cluster files, the benchmarks and the docs), and
-  :func:`actors.runtime.prepare_ray_auth` turns token mode on when a token exists (in
+  :func:`actors.auth.prepare_ray_auth` turns token mode on when a token exists (in
   ``~/.ray/auth_token``, at ``RAY_AUTH_TOKEN_PATH`` or in ``RAY_AUTH_TOKEN``) for a driver that
   joins a cluster by address.
 * batchray opens no listening socket: the MCP server speaks over stdio only (a scan of the
@@ -152,7 +152,7 @@ def no_ray_auth_env(tmp_path, monkeypatch):
 
 
 def test_token_mode_is_set_when_a_token_file_exists_in_home(no_ray_auth_env):
-    from actors.runtime import prepare_ray_auth as _prepare_ray_auth
+    from actors.auth import prepare_ray_auth as _prepare_ray_auth
 
     _prepare_ray_auth("10.0.0.1:6379")
     assert "RAY_AUTH_MODE" not in os.environ, "no token anywhere: nothing to send"
@@ -166,7 +166,7 @@ def test_token_mode_is_set_when_a_token_file_exists_in_home(no_ray_auth_env):
 
 
 def test_token_mode_is_set_for_a_token_path_or_a_token_variable(no_ray_auth_env, monkeypatch, tmp_path):
-    from actors.runtime import prepare_ray_auth as _prepare_ray_auth
+    from actors.auth import prepare_ray_auth as _prepare_ray_auth
 
     elsewhere = tmp_path / "tokens" / "cluster-token"
     elsewhere.parent.mkdir()
@@ -182,7 +182,7 @@ def test_token_mode_is_set_for_a_token_path_or_a_token_variable(no_ray_auth_env,
 
 
 def test_a_mode_the_user_chose_is_left_alone(no_ray_auth_env, monkeypatch):
-    from actors.runtime import prepare_ray_auth as _prepare_ray_auth
+    from actors.auth import prepare_ray_auth as _prepare_ray_auth
 
     monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")
     monkeypatch.setenv("RAY_AUTH_MODE", "token")

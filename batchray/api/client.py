@@ -288,6 +288,9 @@ def open_runtime(store: str | os.PathLike, runtime: str = "ray", **options: Any)
     """The runtime serving ``store``: ``"ray"`` (actors; the default) or ``"local"`` (this
     process). Each takes its own settings; one it does not take is a :class:`ValidationError`."""
     if runtime == "ray":
+        from actors.auth import prepare_ray_auth
+
+        prepare_ray_auth(options.get("address"))  # before Ray is imported: see actors.auth
         from actors.runtime import RayRuntime
 
         runtime_class: Any = RayRuntime
