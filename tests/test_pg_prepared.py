@@ -223,6 +223,7 @@ def _restart_server() -> None:
                                                          "BATCHRAY_TEST_PG_LOG")),
                     reason="restarting the server needs BATCHRAY_TEST_PG_BIN, _DATA and _LOG (.ci/postgres.sh start)")
 def test_the_server_restarted_between_prepare_and_commit(url):
+    from batchray.core.model.batch import RunOptions
     from local_runtime import Client, local_client
 
     collections = [{"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric"}]}]
@@ -232,7 +233,7 @@ def test_the_server_restarted_between_prepare_and_commit(url):
         txn, ts, _ = engine.runtime.executor.begin(plan.kind)
         # phase 1 and the logged decision; phase 2 never gets through
         engine.runtime.driver.finish = lambda *args, **kwargs: ["shard-0000", "shard-0001"]
-        engine.runtime.executor.execute(txn, ts, plan)
+        engine.runtime.executor.execute(txn, ts, plan, RunOptions())
         assert engine.runtime.log.decision(txn) == {"shard-0000": "commit", "shard-0001": "commit"}
         gids = [g for g in _all_prepared() if g.endswith(f":{txn}")]
         assert len(gids) == 2
