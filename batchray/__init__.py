@@ -14,8 +14,7 @@ The names below are loaded on first use, so ``import batchray.core`` loads no Ra
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from batchray.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -24,7 +23,7 @@ _EXPORTS = {
         "BatchrayError", "CancelledError", "ConflictError", "InDoubtError", "LockConflict", "NotFoundError",
         "SchemaError", "TransactionAborted", "TransientError", "ValidationError")},
     **{name: "batchray.core.model.batch" for name in (
-        "BatchResult", "BatchState", "BatchStatus", "ItemError", "Operation", "TransactionOptions")},
+        "BatchResult", "BatchState", "BatchStatus", "ItemError", "Operation", "RunOptions", "TransactionOptions")},
     **{name: "batchray.core.model.schema" for name in (
         "Attribute", "AttributeType", "Collection", "Component", "DataContext")},
     "connect": "batchray.api.client",
@@ -32,17 +31,6 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'batchray' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -24,7 +24,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 LAYERS = [
-    ("batchray.errors",),
+    ("batchray.errors", "batchray.lazy"),
     ("batchray.core.model",),
     ("batchray.core.txn",),
     ("batchray.core.storage",),

@@ -22,7 +22,7 @@ Every method behaves the same on both runtimes.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, TypeVar
 
 import orjson
 from pydantic import ValidationError as PydanticError
@@ -30,6 +30,7 @@ from pydantic import ValidationError as PydanticError
 from batchray.api.progress import ProgressDisplay
 from batchray.core.model.batch import BatchResult, RunOptions, TransactionOptions
 from batchray.core.model.cases import read_cases
+from batchray.core.plan.chunking import chunk_bytes_for
 from batchray.core.plan.operations import plan_components, plan_delete_context, plan_schema, plan_undo, run_transaction
 from batchray.core.plan.plan import Plan
 from batchray.core.plan.planner import BatchPlanner, check_query
@@ -38,13 +39,20 @@ from batchray.errors import NotFoundError, ValidationError
 
 DEFAULT_STORE = "./batchray-data"
 RUNTIMES = ("ray", "local")
+M = TypeVar("M", RunOptions, TransactionOptions)
 
 
 def run_options(**fields: Any) -> RunOptions:
     """:class:`RunOptions` from snake_case keywords (``None`` means the default); an unknown or
     invalid option is a :class:`ValidationError` naming it."""
+    return _validated(RunOptions, {k: v for k, v in fields.items() if v is not None})
+
+
+def _validated(model: type[M], data: dict[str, Any]) -> M:
+    """``model`` from ``data`` (field names or their camelCase aliases); the first problem as a
+    :class:`ValidationError` naming the option."""
     try:
-        return RunOptions(**{k: v for k, v in fields.items() if v is not None})
+        return model.model_validate(data)
     except PydanticError as exc:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first["loc"])
@@ -135,9 +143,7 @@ class Client:
         ``max_retries``, ``create_backups``, ``parallelism``).
         """
         run = run_options(atomic=atomic, **options)
-        allowance = self.memory_allowance
-        # chunks of at most an eighth of the budget's allowance: several in flight, none oversized
-        max_bytes = min(8 << 20, max(1, allowance // 8)) if allowance else 8 << 20
+        max_bytes = chunk_bytes_for(self.memory_allowance)
         plan = self.planner.create_items(context, collection, items, batch_size=batch_size, validate_all=validate_all,
                                          atomic=atomic, max_bytes=max_bytes)
         plan.in_memory = hasattr(items, "__len__")  # not a generator: chunks never wait for input
@@ -194,12 +200,7 @@ class Client:
         :func:`batchray.core.plan.operations.run_transaction`. ``options`` is a
         :class:`TransactionOptions` or a dict of its fields."""
         if not isinstance(options, TransactionOptions):
-            try:
-                options = TransactionOptions.model_validate(options or {})
-            except PydanticError as exc:
-                first = exc.errors()[0]
-                name = ".".join(str(p) for p in first["loc"])
-                raise ValidationError(f"invalid option {name}: {first['msg']}", field=name) from None
+            options = _validated(TransactionOptions, options or {})
 
         def run(plan: Plan, run_with: RunOptions) -> BatchResult:
             return self.run_plan(plan, run_with, progress=False)

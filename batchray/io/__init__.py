@@ -20,8 +20,7 @@ this package (a CODAP reader, say) loads no more than it needs. The modules:
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from batchray.lazy import lazy_exports
 
 _EXPORTS = {
     "import_file": "batchray.io.importer",
@@ -31,17 +30,6 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'batchray.io' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
 
 __all__ = sorted(_EXPORTS)

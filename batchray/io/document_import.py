@@ -9,13 +9,11 @@ already exists is a :class:`~batchray.errors.SchemaError`; one the store cannot 
 :class:`~batchray.errors.DocumentError` (``unsupported``); precisions outside 0-15 are dropped
 with a note.
 
-When the store has components (:func:`~batchray.io.runtime.has_component_api`) the document's
-components go into that same transaction, checked as ``component_operations`` checks them
+The document's components go into that same transaction, checked as ``component_operations`` checks them
 (against the contexts being imported); one that does not pass (an unknown type, a reference
 that does not resolve) is left out and named in ``notes``. A component without a name takes
-its title or type, and a name already taken gets a number. Without a component API the
-components are only returned (``components``), with a note. Global values are stored only
-for the sliders that drive them.
+its title or type, and a name already taken gets a number. Global values are stored only for
+the sliders that drive them.
 """
 from __future__ import annotations
 
@@ -38,7 +36,6 @@ from batchray.io.runtime import (
     chunk_bytes,
     chunk_id_source,
     create_items_plan,
-    has_component_api,
     id_allocator,
     parse_context,
 )
@@ -207,14 +204,8 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
         names.append(name)
         total += len(spec.items)
     wanted = {s.name for s in chosen}
-    # components go in the same transaction when the store has components (a component API)
-    has_components = has_component_api(target)
-    stored: list[dict] = []
-    skipped: list[dict] = []
-    if has_components:
-        component_docs, stored, skipped = _component_docs(target, doc, wanted, renamed, new_contexts)
-    else:
-        component_docs = []
+    # components go in the same transaction
+    component_docs, stored, skipped = _component_docs(target, doc, wanted, renamed, new_contexts)
     reading = Reading(rows=total)
     if callable(progress) and not isinstance(progress, bool):
         progress({"phase": "reading", "rowsRead": total, "totalRows": total, "bytesRead": path.stat().st_size,
@@ -228,18 +219,11 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
     out.created_contexts = names if committed else []
     out.case_counts = {renamed.get(s.name, s.name): dict(s.case_counts) for s in chosen}
     out.attribute_types = {a.name: a.type for s in chosen for c in s.collections for a in c.attrs}
-    if has_components:
-        out.components = stored + skipped
-        if stored and committed:
-            notes.append(f"{len(stored)} component(s) stored")
-        for comp in skipped:
-            notes.append(f"component {comp['name']!r} ({comp['type']}) not stored: {comp['reason']}")
-    else:
-        out.components = [{**_component_dict(c, renamed), "stored": False} for c in doc.components
-                          if (c.properties or {}).get("dataContext", next(iter(wanted))) in wanted]
-        if out.components and committed:
-            notes.append(f"{len(out.components)} component(s) are returned in 'components', not stored: "
-                         "this client has no component API")
+    out.components = stored + skipped
+    if stored and committed:
+        notes.append(f"{len(stored)} component(s) stored")
+    for comp in skipped:
+        notes.append(f"component {comp['name']!r} ({comp['type']}) not stored: {comp['reason']}")
     unused = sorted(set(doc.globals) - {c["properties"].get("globalValueName") for c in stored})
     if unused:
         notes.append(f"global values {unused} are not imported (no slider of the document drives them)")

@@ -13,6 +13,7 @@ import orjson
 
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.model.schema import DataContext
+from batchray.core.plan.chunking import chunk_bytes_for
 from batchray.core.plan.plan import Plan, PlanTarget
 from batchray.core.plan.planner import BatchPlanner
 from batchray.core.plan.planner import check_query as planner_check_query
@@ -33,19 +34,10 @@ def check_target(target: Target) -> None:
         raise ValidationError(f"expected a batchray Client, got {type(target).__name__}", field="client")
 
 
-def has_component_api(target: Target) -> bool:
-    """Whether the store behind ``target`` keeps components: every store does (the catalog
-    participant holds them); kept as the one place an import asks."""
-    return True
-
-
 def chunk_bytes(target: Target) -> int:
     """Estimated bytes per chunk: an eighth of the memory budget's allowance (8 MB at most,
     64 KiB at least), so several chunks are in flight and no single one exceeds the budget."""
-    allowance = target.memory_allowance
-    if not allowance:
-        return 8 << 20
-    return max(64 << 10, min(8 << 20, allowance // 8))
+    return chunk_bytes_for(target.memory_allowance, floor=64 << 10)
 
 
 def id_allocator(planner: BatchPlanner, context_id: int) -> Callable[[int], int]:
@@ -103,5 +95,5 @@ def item_pages(target: Target, context_id: int, query: Optional[str], page_size:
 
 
 __all__ = ["DEFAULT_TIMEOUT_MS", "Progress", "Target", "check_query", "check_target", "chunk_bytes",
-           "chunk_id_source", "create_items_plan", "has_component_api", "id_allocator",
+           "chunk_id_source", "create_items_plan", "id_allocator",
            "item_pages", "parse_context", "run_plan"]

@@ -108,6 +108,19 @@ def estimate_bytes(row: Any) -> int:
     return sys.getsizeof(row)
 
 
+MAX_CHUNK_BYTES = 8 << 20
+"""The most a planned chunk holds (estimated), whatever the budget."""
+
+
+def chunk_bytes_for(allowance: Optional[int], floor: int = 1) -> int:
+    """Estimated bytes per chunk under a memory allowance: an eighth of it (so several chunks
+    are in flight and none exceeds the budget), between ``floor`` and :data:`MAX_CHUNK_BYTES`;
+    :data:`MAX_CHUNK_BYTES` when there is no budget."""
+    if not allowance:
+        return MAX_CHUNK_BYTES
+    return max(floor, min(MAX_CHUNK_BYTES, allowance // 8))
+
+
 class CreateChunker:
     """Cuts a stream of value dicts into per-shard :class:`CreateItems` chunks.
 
