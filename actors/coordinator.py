@@ -14,8 +14,8 @@ from batchray.core.storage.decision_log import DecisionLog
 from batchray.core.run.executor import Executor
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD, MemoryBudget, NodePressure
 from batchray.core.run.service import CoordinatorService
-from batchray.core.storage.store import CATALOG, CommitGate, StoreLayout
-from batchray.core.txn.twophase import TwoPhaseCommit, recover
+from batchray.core.storage.store import CATALOG
+from batchray.core.txn.twophase import recover
 
 from actors.progress import ProgressActor
 from actors.transport import RayTransport
@@ -211,9 +211,7 @@ class TransactionCoordinator:
         self.transport = RayTransport(self.owner.__getitem__)
         self.budget = MemoryBudget(memory_budget, memory_threshold,
                                    pressure=NodePressure(object_store=object_store_fraction))
-        driver = TwoPhaseCommit(self.log, self.transport, budget=self.budget,
-                                gate=self.backend.gate().exclusive)
-        self.executor = Executor(self.layout, self.log, driver)
+        self.executor = Executor.over(self.backend, self.log, self.transport, self.budget)
         # a batch still queued when the previous incarnation died never started here, but its
         # registration may not be all that survived: recover it like an undecided running one
         # (presumed abort at every participant) so that it ends rolled back, not queued forever
