@@ -1,7 +1,6 @@
 """ProgressActor: per-batch progress from per-chunk increments, and Ray metrics."""
 from __future__ import annotations
 
-import time
 from typing import Any, Optional
 
 import ray

@@ -7,6 +7,9 @@
   crashes, restarts, lost and duplicated messages, and checks the invariants;
 * :mod:`batchray.testing.conformance` checks any participant (a store's, or your own) against
   the contracts of the participant protocol.
+
+It may import the core and :mod:`batchray.io`, never the Ray runtime (``actors``) or
+:mod:`batchray.api` (``tests/test_layers.py``).
 """
 from batchray.core.txn.crashpoints import SimulatedCrash, arm as crash_at_write, writes_seen
 from batchray.testing.faults import FaultyParticipant, InjectedFault
