@@ -239,7 +239,7 @@ class Client:
         return read_cases(self.catalog, self.reader, context, collection, offset, limit)[0]
 
     def data_contexts(self) -> list[str]:
-        return sorted(self.catalog.contexts())
+        return sorted(self.catalog.names())
 
     # -- files ----------------------------------------------------------------------------------
     def import_file(self, context: Optional[str], collection: Optional[str], path: str | os.PathLike,

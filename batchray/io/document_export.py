@@ -26,7 +26,7 @@ def export_document(target: Target, context: Union[str, list[str], None], out: P
                               field="collectionName" if collection is not None else "query")
     catalog = target.catalog
     if context is None:
-        names = sorted(catalog.contexts())
+        names = sorted(catalog.names())
     elif isinstance(context, str):
         names = [context]
     else:

@@ -180,7 +180,7 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
                                 reason="unknown_context", context=context)
     if not chosen:
         raise DocumentError(f"{path.name} has no data contexts to import", path=str(path), reason="no_contexts")
-    existing = set(target.catalog.contexts())
+    existing = target.catalog.names()
     planner = target.planner
     chunk_ids = chunk_id_source(planner)
     max_bytes = chunk_bytes(target)

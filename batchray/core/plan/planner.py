@@ -63,7 +63,7 @@ class BatchPlanner:
     # -- schema -------------------------------------------------------------------------------
     def create_context(self, spec: dict[str, Any] | DataContext) -> Plan:
         context = spec if isinstance(spec, DataContext) else parse_context(spec)
-        if context.name in self.catalog.contexts() or context.name in self.overlay:
+        if context.name in self.overlay or self.catalog.exists(context.name):
             raise SchemaError(f"data context {context.name!r} already exists", field="name", context=context.name)
         context_id = self.allocate("contexts", 1)
         chunk = PutDocs(self.next_chunk_id(), [(context_key(context.name), context_doc(context_id, context))])

@@ -221,7 +221,18 @@ class Catalog:
         data = orjson.loads(doc)
         return data["id"], DataContext.model_validate(data["context"])
 
+    def names(self) -> set[str]:
+        """The names of the committed data contexts, without reading their schemas: its cost
+        does not grow with the size of the schemas, only (a key each) with their number."""
+        return {key.split("/", 1)[1] for key in self._docs("context/")}
+
+    def exists(self, name: str) -> bool:
+        """Whether data context ``name`` is committed; reads its document only."""
+        return context_key(name) in self._docs(context_key(name))
+
     def contexts(self) -> dict[str, tuple[int, DataContext]]:
+        """Every committed data context with its schema (parses them all: use :meth:`names` or
+        :meth:`exists` when the schemas are not needed)."""
         out = {}
         for key, doc in self._docs("context/").items():
             data = orjson.loads(doc)
