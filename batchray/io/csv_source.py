@@ -1,12 +1,18 @@
 """CSV files read in record batches with ``pyarrow.csv.open_csv``, ``block_size`` bytes each.
 
-:class:`CsvSource` infers each column's type from the first block (a probe reader, closed
-before the import starts), then reads the whole file as text and converts every batch with
+:class:`CsvSource` infers each column's type from the first ``block_size`` bytes (a probe
+reader, closed before the import starts), then reads the whole file as text and converts every batch with
 those types (:mod:`batchray.io.conversions`), so a later value that does not fit (text in a
 numeric column) is reported for its row instead of stopping the reader. Empty cells are missing
 values; a row of empty cells is no item (as in CODAP; counted in ``empty_rows``). A row with the
 wrong number of cells stops an atomic import (:class:`~batchray.errors.DocumentError`,
 ``malformed_row``) and is skipped and reported (``skipped``) otherwise.
+
+Record size: pyarrow reads a record only when it fits in two blocks, so the import reads blocks
+of ``max(block_size, max_record_bytes)`` bytes and a longer record stops the import, atomic or
+not, with a :class:`~batchray.errors.DocumentError` (``record_too_long``) naming the limit and
+the rows read before it, after at most two blocks of it are read. A record up to the limit is
+always read; one between the limit and twice it may be, depending on where blocks fall.
 
 :class:`PacedFile` keeps pyarrow's background reader at most a few blocks ahead of the
 batches taken, so the reader's memory is ``window * block_size`` whatever the file's size.
@@ -18,6 +24,7 @@ from typing import Any, Callable, Iterator
 
 from batchray.errors import DocumentError
 from batchray.io.conversions import arrow_kind, as_strings, bools_from_text, numbers_from_text
+from batchray.io.limits import MIN_RECORD_BYTES
 from batchray.io.sources import Source, batch_pieces, null_positions, rows_without_missing
 
 
@@ -74,30 +81,28 @@ class PacedFile:
 class CsvSource(Source):
     format = "csv"
 
-    def __init__(self, path: Path, *, atomic: bool, block_size: int, types: dict[str, str]) -> None:
+    def __init__(self, path: Path, *, atomic: bool, block_size: int, types: dict[str, str],
+                 max_record_bytes: int = MIN_RECORD_BYTES) -> None:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
         super().__init__(path)
         self.atomic = atomic
+        self.max_record_bytes = max_record_bytes
+        self.rows_read = 0
         self._bad_rows: list[dict[str, Any]] = []
-        self._read_options = pacsv.ReadOptions(block_size=block_size, use_threads=False)
+        self._read_options = pacsv.ReadOptions(block_size=max(block_size, max_record_bytes), use_threads=False)
         self._parse_options = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=self._invalid_row)
-        probe_file = None
         try:
-            probe_file = PacedFile(path, window=2)
-            probe = pacsv.open_csv(
-                pa.PythonFile(probe_file, mode="r"), read_options=self._read_options,
-                parse_options=self._parse_options,
-                convert_options=pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True,
-                                                     quoted_strings_can_be_null=True),
-            )
-            schema = probe.schema  # inferred from the first block
+            schema = self._infer_schema(block_size)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise self._arrow_failure(exc) from None
-        finally:
-            if probe_file is not None:
-                probe_file.close()
+            if "straddl" not in str(exc) or block_size >= self._read_options.block_size:
+                raise self._arrow_failure(exc) from None
+            try:  # a first record longer than a block, within the record limit
+                self._bad_rows.clear()
+                schema = self._infer_schema(self._read_options.block_size)
+            except (pa.ArrowInvalid, OSError) as again:
+                raise self._arrow_failure(again) from None
         self._bad_rows.clear()
         self.names = list(schema.names)
         self.check_names()
@@ -108,6 +113,25 @@ class CsvSource(Source):
         self._file = None
         self._reader = None
         self.empty_rows = 0
+
+    def _infer_schema(self, block_size: int) -> Any:
+        """The columns and their types, as pyarrow infers them from the first ``block_size``
+        bytes (a probe reader, closed before returning)."""
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        probe_file = PacedFile(self.path, window=2)
+        try:
+            probe = pacsv.open_csv(
+                pa.PythonFile(probe_file, mode="r"),
+                read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
+                parse_options=self._parse_options,
+                convert_options=pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True,
+                                                     quoted_strings_can_be_null=True),
+            )
+            return probe.schema
+        finally:
+            probe_file.close()
 
     def _invalid_row(self, row: Any) -> str:
         entry = {"row": row.number, "code": "MALFORMED_ROW",
@@ -121,6 +145,10 @@ class CsvSource(Source):
             where = f"row {bad['row']}" if bad["row"] is not None else "a row"
             return self.fail(f"{where} is malformed: {bad['message']}", "malformed_row", row=bad["row"])
         text = str(exc)
+        if "straddl" in text:  # no end of record within two blocks
+            return self.fail(f"a record after row {self.rows_read} is longer than the limit of "
+                             f"{self.max_record_bytes:,} bytes (max_record_bytes)", "record_too_long",
+                             row=self.rows_read + 1, limit=self.max_record_bytes)
         if isinstance(exc, OSError) and not text.startswith(("CSV", "Empty")):
             return self.fail(f"cannot read: {text}", "unreadable")
         if "UTF8" in text or "utf8" in text.lower():
@@ -149,6 +177,7 @@ class CsvSource(Source):
                 except StopIteration:
                     return
                 self._file.consumed()
+                self.rows_read += batch.num_rows
                 for piece in batch_pieces(batch):
                     columns, nulls = [], []
                     for name, array, convert_column in zip(self.names, piece.columns, converters):

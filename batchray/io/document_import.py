@@ -1,8 +1,9 @@
 """Importing a CODAP document: :func:`import_document` (``import_file(..., format="codap")``).
 
 The document is read whole by :func:`~batchray.io.codap.reader.read_document` (documents are
-bounded, 256 MB by default): every data context with its collections (parent first) and
-attributes with their properties, and its flat items, in one transaction
+bounded, 256 MB by default, and refused before parsing when too deep or when their parsed form
+would take more than ``max_memory``, from the memory budget): every data context with its
+collections (parent first) and attributes with their properties, and its flat items, in one transaction
 (:mod:`~batchray.io.import_transaction`). ``context`` None imports every data context under its
 own name; a name imports that context, or renames the document's only one. A context that
 already exists is a :class:`~batchray.errors.SchemaError`; one the store cannot hold is a
@@ -161,9 +162,10 @@ def _component_docs(target: Target, doc: Any, wanted: set[str], renamed: dict[st
 
 
 def import_document(target: Target, context: Optional[str], path: Path, *, atomic: bool,
-                    batch_size: Optional[int], progress: Progress, timeout: Optional[int]) -> ImportResult:
+                    batch_size: Optional[int], progress: Progress, timeout: Optional[int],
+                    max_memory: Optional[int] = None) -> ImportResult:
     started = time.perf_counter()
-    doc = read_document(path)
+    doc = read_document(path) if max_memory is None else read_document(path, max_memory=max_memory)
     notes = list(doc.warnings)
     chosen = doc.contexts
     renamed: dict[str, str] = {}

@@ -48,6 +48,7 @@ from batchray.io.document_import import import_document
 from batchray.io.formats import detect_format, resolve_path
 from batchray.io.import_transaction import Reading, catalog_docs_first, guarded_rows, import_result, run_import
 from batchray.io.jsonl_source import JsonLinesSource
+from batchray.io.limits import ReadLimits, read_limits
 from batchray.io.parquet_source import ParquetSource
 from batchray.io.results import ImportResult
 from batchray.io.runtime import (
@@ -80,6 +81,9 @@ def import_file(
     types: Optional[dict[str, str]] = None,
     block_size: Optional[int] = None,
     timeout: Optional[int] = None,
+    max_record_bytes: Optional[int] = None,
+    max_decoded_bytes: Optional[int] = None,
+    max_document_memory: Optional[int] = None,
 ) -> ImportResult:
     """Import a CSV, JSON Lines, Parquet or CODAP file into ``context``/``collection``.
 
@@ -90,6 +94,11 @@ def import_file(
     chunk. ``progress``: ``True`` for a progress bar, or a callable given dicts
     (``phase`` ``"reading"``: ``rowsRead``, ``bytesRead``, ``totalBytes``, ``totalRows`` when
     known; ``"writing"``: the batch's progress, with a Client). ``timeout``: milliseconds.
+``max_record_bytes``: the most one line, record or value may hold; ``max_decoded_bytes``: the
+most one Parquet column chunk may hold decompressed; ``max_document_memory``: the most memory a
+CODAP document may take parsed, as estimated before parsing (defaults from the memory budget:
+:mod:`batchray.io.limits`). A file over a
+limit is refused with a :class:`~batchray.errors.DocumentError`.
 
     For ``codap``: ``context`` None imports every data context of the document under its own
     name; a name imports that context (or renames the document's only one); ``collection``
@@ -99,15 +108,17 @@ def import_file(
     resolved = resolve_path(path, allowed_root, must_exist=True)
     fmt = detect_format(resolved, format)
     types = _check_types(types)
+    limits = read_limits(client_or_engine.memory_allowance, max_record_bytes, max_decoded_bytes,
+                         max_document_memory)
     if fmt == "codap":
         if collection is not None:
             raise ValidationError("a CODAP document brings its own collections: leave collection unset",
                                   field="collectionName")
         return import_document(client_or_engine, context, resolved, atomic=atomic, batch_size=batch_size,
-                               progress=progress, timeout=timeout)
+                               progress=progress, timeout=timeout, max_memory=limits.document_bytes)
     if not context:
         raise ValidationError(f"importing a {fmt} file needs a data context name", field="dataContextName")
-    source = open_source(fmt, resolved, atomic=atomic, types=types, block_size=block_size)
+    source = open_source(fmt, resolved, atomic=atomic, types=types, block_size=block_size, limits=limits)
     try:
         return _import_rows(client_or_engine, context, collection, source, atomic=atomic, batch_size=batch_size,
                             create=create, progress=progress, timeout=timeout, types=types)
@@ -115,14 +126,20 @@ def import_file(
         source.close()
 
 
-def open_source(fmt: str, path: Path, *, atomic: bool, types: dict[str, str], block_size: Optional[int]) -> Source:
+def open_source(fmt: str, path: Path, *, atomic: bool, types: dict[str, str], block_size: Optional[int],
+                limits: Optional[ReadLimits] = None) -> Source:
     """The record-batch reader for a ``csv``, ``parquet`` or ``jsonl`` file (``block_size``: bytes
-    per CSV or JSON Lines batch, default :data:`~batchray.io.sources.DEFAULT_BLOCK_SIZE`)."""
+    per CSV or JSON Lines batch, default :data:`~batchray.io.sources.DEFAULT_BLOCK_SIZE`;
+    ``limits``: default those of no memory budget)."""
+    limits = limits or read_limits(None)
     if fmt == "csv":
-        return CsvSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types)
+        return CsvSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types,
+                         max_record_bytes=limits.record_bytes)
     if fmt == "parquet":
-        return ParquetSource(path, batch_rows=DEFAULT_BATCH_ROWS, types=types)
-    return JsonLinesSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types)
+        return ParquetSource(path, batch_rows=DEFAULT_BATCH_ROWS, types=types, max_value_bytes=limits.record_bytes,
+                             max_decoded_bytes=limits.decoded_bytes)
+    return JsonLinesSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types,
+                           max_line_bytes=limits.record_bytes)
 
 
 def _check_types(types: Optional[dict[str, str]]) -> dict[str, str]:

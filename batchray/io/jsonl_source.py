@@ -1,5 +1,11 @@
 """JSON Lines files read line by line with ``orjson``, ``block_size`` bytes a batch.
 
+Lines are cut from reads of ``block_size`` bytes, never with an unbounded ``readline``: a line
+longer than ``max_line_bytes`` (:attr:`~batchray.io.limits.ReadLimits.record_bytes`) stops the
+import, atomic or not, as soon as that many bytes of it are read, with a
+:class:`~batchray.errors.DocumentError` (``line_too_long``) naming the line and the limit; the
+reader holds at most about ``block_size + max_line_bytes`` bytes of the file.
+
 ``pyarrow.json``'s streaming reader fixes its schema on the first block and stops at the first
 later line with another type or a new key, which a streamed import cannot afford; so
 :class:`JsonLinesSource` reads lines itself. Its columns are the keys of the first batch (in
@@ -18,16 +24,21 @@ from typing import Any, Iterator, Optional
 import orjson
 
 from batchray.io.conversions import infer_json_kind
+from batchray.io.limits import MIN_RECORD_BYTES
 from batchray.io.sources import Source
 
 
 class JsonLinesSource(Source):
     format = "jsonl"
 
-    def __init__(self, path: Path, *, atomic: bool, block_size: int, types: dict[str, str]) -> None:
+    def __init__(self, path: Path, *, atomic: bool, block_size: int, types: dict[str, str],
+                 max_line_bytes: int = MIN_RECORD_BYTES) -> None:
         super().__init__(path)
         self.atomic = atomic
         self.block_size = block_size
+        self.max_line_bytes = max_line_bytes
+        self._rest = b""  # the start of a line whose end is not read yet
+        self._at_end = False
         self.skipped: list[dict[str, Any]] = []
         try:
             self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
@@ -35,7 +46,7 @@ class JsonLinesSource(Source):
             raise self.fail(f"cannot read: {exc}", "unreadable") from None
         self._line = 0
         self._keys: Optional[dict[str, None]] = {}  # keys of the first batch, in order seen
-        self._first = self._read_batch()
+        self._first = self._read_batch() or []
         names, self._keys = self._keys, None
         # keys first seen after the first batch are unknown attributes (reported per row)
         # unless ``types`` declares them
@@ -50,10 +61,38 @@ class JsonLinesSource(Source):
         except (OSError, ValueError):
             return 0
 
-    def _read_batch(self) -> list[dict[str, Any]]:
+    def _too_long(self, line: int) -> Exception:
+        return self.fail(f"line {line} is longer than the limit of {self.max_line_bytes:,} bytes "
+                         "(max_record_bytes)", "line_too_long", row=line, limit=self.max_line_bytes)
+
+    def _read_lines(self) -> list[bytes]:
+        """The next whole lines (about ``block_size`` bytes of them); [] at the end of the file.
+        A line over ``max_line_bytes`` is refused once that many bytes of it are read."""
+        while not self._at_end:
+            data = self._file.read(self.block_size)
+            if not data:
+                self._at_end = True
+                rest, self._rest = self._rest, b""
+                return [rest] if rest else []
+            lines = (self._rest + data).split(b"\n") if self._rest else data.split(b"\n")
+            self._rest = lines.pop()
+            for offset, raw in enumerate(lines):
+                if len(raw) > self.max_line_bytes:
+                    raise self._too_long(self._line + offset + 1)
+            if len(self._rest) > self.max_line_bytes:
+                raise self._too_long(self._line + len(lines) + 1)
+            if lines:
+                return lines
+        return []
+
+    def _read_batch(self) -> Optional[list[dict[str, Any]]]:
+        """The rows of the next lines; None at the end of the file."""
         rows: list[dict[str, Any]] = []
         loads = orjson.loads
-        for raw in self._file.readlines(self.block_size):
+        lines = self._read_lines()
+        if not lines:
+            return None
+        for raw in lines:
             self._line += 1
             if not raw.strip():
                 continue
@@ -86,19 +125,12 @@ class JsonLinesSource(Source):
                 yield first
             while True:
                 rows = self._read_batch()
-                if not rows:
-                    if self._eof():
-                        return
-                    continue
-                yield rows
+                if rows is None:
+                    return
+                if rows:
+                    yield rows
         except OSError as exc:
             raise self.fail(f"cannot read: {exc}", "unreadable") from None
-
-    def _eof(self) -> bool:
-        here = self._file.tell()
-        at_end = not self._file.read(1)
-        self._file.seek(here)
-        return at_end
 
     def close(self) -> None:
         self._file.close()

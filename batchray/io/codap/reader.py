@@ -3,6 +3,11 @@
 * :func:`read_document` reads a file (refusing one over ``max_bytes``, 256 MB by default);
   :func:`loads_document` parses bytes (UTF-8) or text, :func:`parse_document` an already
   decoded JSON object. Each returns a :class:`~batchray.io.codap.model.Document`.
+* Before parsing, :func:`loads_document` pre-scans the text
+  (:func:`~batchray.io.codap.structure.scan_structure`, no Python object per value) and refuses
+  one nested deeper than ``max_depth`` (:data:`DEFAULT_MAX_DEPTH`, ``too_deep``) or whose parsed
+  tree would take more than ``max_memory`` bytes (:data:`DEFAULT_MAX_MEMORY`, ``too_complex``):
+  255 MB of empty objects would take some 7 GB parsed.
 * Collections come out parent-first; cases become flat items (each child-most case's values
   merged with its ancestors'; a childless parent case is an item of its own); components'
   links are resolved to names (:func:`~batchray.io.codap.components.component_properties`).
@@ -15,7 +20,7 @@ Anything that is not a valid CODAP v2 document raises :class:`~batchray.errors.D
 with ``details`` ``path`` (the file), ``reason`` (a stable code, below) and, where it applies,
 ``location`` (where in the JSON, e.g. ``contexts[0].collections[1].cases[4]``)::
 
-    too_large, not_found, unreadable, encoding, invalid_json, not_an_object,
+    too_large, too_deep, too_complex, not_found, unreadable, encoding, invalid_json, not_an_object,
     codap_v3_document, not_codap_v2, missing_key, wrong_type, empty_name, duplicate_id,
     duplicate_name, dangling_collection_parent, collection_cycle, collection_branch,
     multiple_root_collections, missing_case_parent, dangling_case_parent,
@@ -39,6 +44,7 @@ from typing import Any, Mapping
 from batchray.errors import DocumentError
 from batchray.io.codap.components import COMPONENT_TYPES, component_properties
 from batchray.io.codap.hierarchy import chain_order
+from batchray.io.codap.structure import scan_structure
 from batchray.io.codap.model import (
     DEFAULT_MAX_BYTES,
     V2_APP_NAME,
@@ -75,8 +81,16 @@ _COMPONENT_KEYS = {"guid", "id", "type", "componentStorage", "layout"}
 _LAYOUT_KEYS = {"width", "height", "left", "top", "x", "y"}
 
 
-def read_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
-    """Read the CODAP v2 document at ``path``; refuse files over ``max_bytes`` bytes."""
+DEFAULT_MAX_DEPTH = 100
+"""The deepest nesting of objects and arrays a document may have (CODAP's own are some 10 deep)."""
+DEFAULT_MAX_MEMORY = 1 << 30
+"""The most memory a document's parsed JSON may take, as estimated before parsing."""
+
+
+def read_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES,
+                  max_depth: int = DEFAULT_MAX_DEPTH, max_memory: int = DEFAULT_MAX_MEMORY) -> Document:
+    """Read the CODAP v2 document at ``path``; refuse files over ``max_bytes`` bytes, nested
+    deeper than ``max_depth`` or taking more than ``max_memory`` bytes parsed."""
     p = Path(path)
     where = str(p)
     try:
@@ -95,7 +109,7 @@ def read_document(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_
         raise DocumentError(f"cannot read CODAP document {where!r}: {exc.strerror or exc}",
                             path=where, reason="unreadable") from None
     _check_size(len(data), max_bytes, where)
-    return loads_document(data, path=where, max_bytes=max_bytes)
+    return loads_document(data, path=where, max_bytes=max_bytes, max_depth=max_depth, max_memory=max_memory)
 
 
 def _check_size(size: int, max_bytes: int, where: str | None) -> None:
@@ -106,11 +120,26 @@ def _check_size(size: int, max_bytes: int, where: str | None) -> None:
             path=where, reason="too_large", size=size, max_bytes=max_bytes)
 
 
-def loads_document(data: bytes | str, *, path: str | None = None,
-                   max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
-    """Parse a CODAP v2 document from its bytes (UTF-8) or text."""
+def _check_structure(data: bytes, max_depth: int, max_memory: int, name: str, path: str | None) -> None:
+    structure = scan_structure(data, max_depth)
+    if structure.depth > max_depth:
+        raise DocumentError(f"{name} nests objects and arrays deeper than the limit of {max_depth}",
+                            path=path, reason="too_deep", limit=max_depth)
+    if structure.estimated_bytes > max_memory:
+        raise DocumentError(
+            f"{name} would take some {structure.estimated_bytes:,} bytes parsed ({structure.containers:,} objects "
+            f"and arrays), over the limit of {max_memory:,} bytes", path=path, reason="too_complex",
+            estimated_bytes=structure.estimated_bytes, containers=structure.containers, limit=max_memory)
+
+
+def loads_document(data: bytes | str, *, path: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                   max_depth: int = DEFAULT_MAX_DEPTH, max_memory: int = DEFAULT_MAX_MEMORY) -> Document:
+    """Parse a CODAP v2 document from its bytes (UTF-8) or text, after the limits are checked."""
     _check_size(len(data), max_bytes, path)
     name = f"CODAP document {Path(path).name!r}" if path else "CODAP document"
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    _check_structure(raw, max_depth, max_memory, name, path)
+    del raw
     if isinstance(data, (bytes, bytearray)):
         try:
             text = bytes(data).decode("utf-8-sig")
@@ -532,4 +561,4 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
-__all__ = ["loads_document", "parse_document", "read_document"]
+__all__ = ["DEFAULT_MAX_DEPTH", "DEFAULT_MAX_MEMORY", "loads_document", "parse_document", "read_document"]
