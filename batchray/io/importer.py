@@ -1,7 +1,7 @@
 """Importing a file: :func:`import_file` for CSV, JSON Lines, Parquet and CODAP documents.
 
 :func:`import_file` takes the front object (:class:`~batchray.api.client.Client`, on either
-runtime); it plans on the caller's side and streams. The path is checked first (:func:`~batchray.io.formats.resolve_path`), the format
+runtime); it plans on the caller's side and streams. The path is checked first (:func:`~batchray.io.paths.resolve_path`), the format
 detected (:func:`~batchray.io.formats.detect_format`); CODAP documents go to
 :func:`~batchray.io.document_import.import_document`, the other formats are imported here.
 
@@ -45,10 +45,11 @@ from batchray.core.storage.store import context_doc, context_key
 from batchray.errors import SchemaError, ValidationError
 from batchray.io.csv_source import CsvSource
 from batchray.io.document_import import import_document
-from batchray.io.formats import detect_format, resolve_path
+from batchray.io.formats import detect_format
 from batchray.io.import_transaction import Reading, catalog_docs_first, guarded_rows, import_result, run_import
 from batchray.io.jsonl_source import JsonLinesSource
 from batchray.io.parquet_source import ParquetSource
+from batchray.io.paths import resolve_path
 from batchray.io.results import ImportResult
 from batchray.io.runtime import (
     Progress,
@@ -80,6 +81,7 @@ def import_file(
     types: Optional[dict[str, str]] = None,
     block_size: Optional[int] = None,
     timeout: Optional[int] = None,
+    quote_content: bool = True,
 ) -> ImportResult:
     """Import a CSV, JSON Lines, Parquet or CODAP file into ``context``/``collection``.
 
@@ -93,7 +95,10 @@ def import_file(
 
     For ``codap``: ``context`` None imports every data context of the document under its own
     name; a name imports that context (or renames the document's only one); ``collection``
-    must be None. See the module docstring for errors and guarantees.
+    must be None. ``allowed_root``: the path must stay inside it (see :mod:`batchray.io.paths`).
+    ``quote_content=False`` (the tool surface): errors about a CSV, JSON Lines or Parquet file's
+    rows and column names say which line or column, never its text. See the module docstring
+    for errors and guarantees.
     """
     check_target(client_or_engine)
     resolved = resolve_path(path, allowed_root, must_exist=True)
@@ -107,7 +112,8 @@ def import_file(
                                progress=progress, timeout=timeout)
     if not context:
         raise ValidationError(f"importing a {fmt} file needs a data context name", field="dataContextName")
-    source = open_source(fmt, resolved, atomic=atomic, types=types, block_size=block_size)
+    source = open_source(fmt, resolved, atomic=atomic, types=types, block_size=block_size,
+                         quote_content=quote_content)
     try:
         return _import_rows(client_or_engine, context, collection, source, atomic=atomic, batch_size=batch_size,
                             create=create, progress=progress, timeout=timeout, types=types)
@@ -115,14 +121,18 @@ def import_file(
         source.close()
 
 
-def open_source(fmt: str, path: Path, *, atomic: bool, types: dict[str, str], block_size: Optional[int]) -> Source:
+def open_source(fmt: str, path: Path, *, atomic: bool, types: dict[str, str], block_size: Optional[int],
+                quote_content: bool = True) -> Source:
     """The record-batch reader for a ``csv``, ``parquet`` or ``jsonl`` file (``block_size``: bytes
-    per CSV or JSON Lines batch, default :data:`~batchray.io.sources.DEFAULT_BLOCK_SIZE`)."""
+    per CSV or JSON Lines batch, default :data:`~batchray.io.sources.DEFAULT_BLOCK_SIZE`;
+    ``quote_content``: see :class:`~batchray.io.sources.Source`)."""
     if fmt == "csv":
-        return CsvSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types)
+        return CsvSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types,
+                         quote_content=quote_content)
     if fmt == "parquet":
-        return ParquetSource(path, batch_rows=DEFAULT_BATCH_ROWS, types=types)
-    return JsonLinesSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types)
+        return ParquetSource(path, batch_rows=DEFAULT_BATCH_ROWS, types=types, quote_content=quote_content)
+    return JsonLinesSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types,
+                           quote_content=quote_content)
 
 
 def _check_types(types: Optional[dict[str, str]]) -> dict[str, str]:

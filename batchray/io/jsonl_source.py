@@ -24,8 +24,9 @@ from batchray.io.sources import Source
 class JsonLinesSource(Source):
     format = "jsonl"
 
-    def __init__(self, path: Path, *, atomic: bool, block_size: int, types: dict[str, str]) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, *, atomic: bool, block_size: int, types: dict[str, str],
+                 quote_content: bool = True) -> None:
+        super().__init__(path, quote_content=quote_content)
         self.atomic = atomic
         self.block_size = block_size
         self.skipped: list[dict[str, Any]] = []

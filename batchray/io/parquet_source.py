@@ -23,11 +23,11 @@ from batchray.io.sources import Source, batch_pieces, null_positions, rows_witho
 class ParquetSource(Source):
     format = "parquet"
 
-    def __init__(self, path: Path, *, batch_rows: int, types: dict[str, str]) -> None:
+    def __init__(self, path: Path, *, batch_rows: int, types: dict[str, str], quote_content: bool = True) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        super().__init__(path)
+        super().__init__(path, quote_content=quote_content)
         try:
             self._file = pq.ParquetFile(str(path))
             schema = self._file.schema_arrow
