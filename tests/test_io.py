@@ -404,7 +404,7 @@ def test_bad_documents_refused_and_change_nothing(engine, codap_dir, name, reaso
 
 
 @pytest.mark.ray
-def test_client_imports_documents_and_refuses_bad_ones(client, codap_dir, tmp_path):
+def test_client_imports_documents_and_refuses_bad_ones(client, codap_dir, tmp_path, monkeypatch):
     result = client.import_file(None, None, codap_dir / "3TableGroups.codap")
     assert result.success and result.items_created == 179
     levels = stored_cases(client, "Data_Set_1")
@@ -417,6 +417,7 @@ def test_client_imports_documents_and_refuses_bad_ones(client, codap_dir, tmp_pa
     result = client.import_file("Bad", None, path, block_size=1 << 16)
     assert not result.success and result.errors[0]["index"] == 20_000 and result.errors[0]["field"] == "x"
     assert client.data_contexts() == ["Data_Set_1"]
+    monkeypatch.setenv("BATCHRAY_IO_ROOT", str(codap_dir))  # the tools read only under their I/O root
     payload = client.tool("batch_import", {"dataContextName": "cats", "path": str(codap_dir / "cats.csv")})
     assert payload["success"] and payload["itemsCreated"] == 100
 

@@ -2,10 +2,10 @@
 
     batchray demo [--items N] [--store DIR] [--workers N]
     batchray tools
-    batchray tool NAME [--store DIR] [--address ADDR] (--json '{...}' | --args-file FILE | -)
+    batchray tool NAME [--store DIR] [--address ADDR] [--io-root DIR] (--json '{...}' | --args-file FILE | -)
     batchray status [BATCH_ID] [--store DIR]
     batchray recover [--store DIR]
-    batchray mcp [--store DIR]
+    batchray mcp [--store DIR] [--io-root DIR]
 
 ``tool`` prints the result JSON and exits 1 when ``success`` is false, 2 on bad usage.
 """
@@ -27,7 +27,8 @@ def _print(obj: Any) -> None:
 def _connect(args: argparse.Namespace):
     from batchray.api.client import connect
 
-    return connect(args.store, workers=args.workers, address=args.address, progress=False)
+    return connect(args.store, workers=args.workers, address=args.address, progress=False,
+                   io_root=getattr(args, "io_root", None))
 
 
 def _read_args(args: argparse.Namespace) -> Any:
@@ -101,7 +102,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def cmd_mcp(args: argparse.Namespace) -> int:
     from batchray.api.mcp import serve
 
-    serve(store=args.store, workers=args.workers, address=args.address)
+    serve(store=args.store, workers=args.workers, address=args.address, io_root=args.io_root)
     return 0
 
 
@@ -117,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=2, help="worker actors (default: 2)")
         return p
 
+    def with_io_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--io-root", help="directory the file paths of batch_import/batch_export must stay in "
+                                         "(default: $BATCHRAY_IO_ROOT, else the working directory)")
+        return p
+
     demo = with_store(sub.add_parser("demo", help="load 1,000,000 items atomically and show a rollback"))
     demo.add_argument("--items", type=int, default=1_000_000)
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -126,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     tools = sub.add_parser("tools", help="print every tool's JSON Schema")
     tools.set_defaults(func=cmd_tools)
 
-    tool = with_store(sub.add_parser("tool", help="call one tool with JSON arguments"))
+    tool = with_io_root(with_store(sub.add_parser("tool", help="call one tool with JSON arguments")))
     tool.add_argument("name")
     tool.add_argument("--json", help="arguments as a JSON string")
     tool.add_argument("--args-file", help="arguments from a JSON file")
@@ -140,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     recover = with_store(sub.add_parser("recover", help="finish every batch a crash left undecided"))
     recover.set_defaults(func=cmd_recover)
 
-    mcp = with_store(sub.add_parser("mcp", help="serve the tools over MCP (stdio)"))
+    mcp = with_io_root(with_store(sub.add_parser("mcp", help="serve the tools over MCP (stdio)")))
     mcp.set_defaults(func=cmd_mcp)
     return parser
 

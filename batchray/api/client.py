@@ -63,11 +63,17 @@ class Client:
     """A connection to one store through a runtime. Use :func:`connect`.
 
     ``progress``: show a progress bar (a widget in Jupyter) for batches whose call does not say.
+    ``io_root``: the directory the tools' file paths (``batch_import``, ``batch_export``) must
+    stay in; unset, ``$BATCHRAY_IO_ROOT``, else ``start_dir``, the working directory when the
+    client was made (see :mod:`batchray.api.tools.registry`). The Python methods
+    (:meth:`import_file`, :meth:`export_file`) are not confined.
     """
 
-    def __init__(self, runtime: Runtime, *, progress: bool = True) -> None:
+    def __init__(self, runtime: Runtime, *, progress: bool = True, io_root: str | os.PathLike | None = None) -> None:
         self.runtime = runtime
         self.progress_default = progress
+        self.io_root = os.fspath(io_root) if io_root is not None else None
+        self.start_dir = os.getcwd()
         self.layout = runtime.layout
         self.catalog = runtime.catalog
         self.reader = runtime.reader
@@ -251,7 +257,8 @@ class Client:
 
     def export_file(self, context: Optional[str | list[str]], path: str | os.PathLike, format: Optional[str] = None,
                     **options: Any) -> dict[str, Any]:
-        """Write a data context to a CSV, JSON Lines, Parquet or CODAP file; see :func:`batchray.io.export_file`."""
+        """Write a data context to a CSV, JSON Lines, Parquet or CODAP file; see :func:`batchray.io.export_file`
+        (an existing file is replaced only with ``overwrite=True``)."""
         from batchray.io import export_file
 
         return export_file(self, context, path, format, **options)
@@ -311,13 +318,14 @@ def open_runtime(store: str | os.PathLike, runtime: str = "ray", **options: Any)
 
 
 def connect(store: str | os.PathLike = DEFAULT_STORE, *, runtime: str = "ray", progress: bool = True,
-            **options: Any) -> Client:
+            io_root: str | os.PathLike | None = None, **options: Any) -> Client:
     """Connect to (and if needed create) a store: a directory or ``sqlite:///path`` (SQLite
     files on the driver's machine), or ``postgresql://user:password@host/db?schema=NAME`` (any
     worker on any node of a cluster can serve any shard; see :mod:`batchray.core.storage.postgres`).
 
     ``runtime="ray"`` (default) serves the store with Ray actors; ``runtime="local"`` runs every
     batch in this process (no Ray; ``shards``, ``budget`` and ``lock_timeout`` apply).
+    ``io_root``: the directory the tools' file paths must stay in (see :class:`Client`).
 
     Ray settings: ``workers``: worker actors (default 2); ``address``: an existing Ray cluster
     (``"auto"``); without one a local Ray is started. ``memory_budget`` (bytes, default 512 MB)
@@ -329,4 +337,4 @@ def connect(store: str | os.PathLike = DEFAULT_STORE, *, runtime: str = "ray", p
     crash points with them). These take effect when this call starts the store's coordinator; a
     driver that joins a running coordinator shares its settings.
     """
-    return Client(open_runtime(store, runtime, **options), progress=progress)
+    return Client(open_runtime(store, runtime, **options), progress=progress, io_root=io_root)

@@ -15,6 +15,10 @@ at standard error while it serves, so whatever Ray, its workers or a stray ``pri
 lands on stderr; Ray is stopped before that diversion ends. Closing the server's stdin (what
 a client does to disconnect), SIGTERM or SIGINT stop Ray, if this server started it, and end
 the process.
+
+File paths of ``batch_import`` and ``batch_export`` stay inside the I/O root, fixed when the
+server starts: ``--io-root``, else ``$BATCHRAY_IO_ROOT``, else the working directory
+(:func:`batchray.api.tools.io_root_for`).
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ from mcp.server.stdio import stdio_server
 from batchray import __version__
 from batchray.api.client import DEFAULT_STORE
 from batchray.errors import BatchrayError, ParticipantUnavailable, error_payload
-from batchray.api.tools import TOOLS, call_tool, validate_args
+from batchray.api.tools import TOOLS, call_tool, io_root_for, validate_args
 
 PROGRESS_INTERVAL = 0.25
 """Seconds between progress notifications, at most one per interval per call."""
@@ -51,13 +55,16 @@ INSTRUCTIONS = (
 
 
 class Backend:
-    """The store's client, connected on first use, from a worker thread."""
+    """The store's client, connected on first use, from a worker thread. ``io_root``: the tools'
+    I/O root, decided now (:func:`batchray.api.tools.io_root_for`: unset, the environment's or
+    the working directory)."""
 
     def __init__(self, store: str, workers: int, address: Optional[str],
-                 connect: Optional[Callable[..., Any]] = None) -> None:
+                 connect: Optional[Callable[..., Any]] = None, io_root: Optional[str] = None) -> None:
         self.store = store
         self.workers = workers
         self.address = address
+        self.io_root = io_root_for(io_root)
         self._connect = connect
         self._lock = threading.Lock()
         self.client: Any = None
@@ -73,7 +80,8 @@ class Backend:
                 connect = self._connect
                 if connect is None:
                     from batchray.api.client import connect
-                self.client = connect(self.store, workers=self.workers, address=self.address, progress=False)
+                self.client = connect(self.store, workers=self.workers, address=self.address, progress=False,
+                                      io_root=self.io_root)
             return self.client
 
     def close(self) -> None:
@@ -330,7 +338,7 @@ def _only(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
 
 
 def serve(store: str = DEFAULT_STORE, workers: int = 2, address: Optional[str] = None, *,
-          exit_process: bool = True) -> None:
+          io_root: Optional[str] = None, exit_process: bool = True) -> None:
     """Serve the tools over stdio until the client closes stdin, or SIGTERM/SIGINT.
 
     With ``exit_process`` (the default, as ``batchray mcp`` runs it) the process ends as soon as
@@ -339,6 +347,6 @@ def serve(store: str = DEFAULT_STORE, workers: int = 2, address: Optional[str] =
     over a second more, and MCP clients signal a server that is not gone two seconds after they
     closed its stdin; and a signal would leave the process waiting for stdin to close.
     """
-    anyio.run(_serve, Backend(str(store), workers, address), exit_process)
+    anyio.run(_serve, Backend(str(store), workers, address, io_root=io_root), exit_process)
     if exit_process and "ray" in sys.modules:
         _exit_now(0)

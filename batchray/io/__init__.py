@@ -13,7 +13,8 @@ this package (a CODAP reader, say) loads no more than it needs. The modules:
 * :mod:`~batchray.io.sources` — a file read in record batches (the :class:`~batchray.io.sources.Source` base) and
   its formats: :mod:`~batchray.io.csv_source`, :mod:`~batchray.io.jsonl_source`,
   :mod:`~batchray.io.parquet_source`; :mod:`~batchray.io.conversions` — column types and values;
-* :mod:`~batchray.io.formats` — formats and paths (``allowed_root``);
+* :mod:`~batchray.io.formats` — formats; :mod:`~batchray.io.paths` — which paths may be read
+  and written (``allowed_root``, ``overwrite``);
   :mod:`~batchray.io.results` — what an import or export reports;
 * :mod:`~batchray.io.runtime` — the one seam to the front object (a Client on either runtime);
 * :mod:`~batchray.io.codap` — CODAP v2 documents: model, reader, writer, components.

@@ -82,11 +82,11 @@ class CsvSource(Source):
     format = "csv"
 
     def __init__(self, path: Path, *, atomic: bool, block_size: int, types: dict[str, str],
-                 max_record_bytes: int = MIN_RECORD_BYTES) -> None:
+                 max_record_bytes: int = MIN_RECORD_BYTES, quote_content: bool = True) -> None:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        super().__init__(path)
+        super().__init__(path, quote_content=quote_content)
         self.atomic = atomic
         self.max_record_bytes = max_record_bytes
         self.rows_read = 0
@@ -134,8 +134,9 @@ class CsvSource(Source):
             probe_file.close()
 
     def _invalid_row(self, row: Any) -> str:
+        text = f": {row.text[:80]!r}" if self.quote_content else ""
         entry = {"row": row.number, "code": "MALFORMED_ROW",
-                 "message": f"expected {row.expected_columns} columns, got {row.actual_columns}: {row.text[:80]!r}"}
+                 "message": f"expected {row.expected_columns} columns, got {row.actual_columns}{text}"}
         self._bad_rows.append(entry)
         return "error" if self.atomic else "skip"
 
@@ -145,17 +146,19 @@ class CsvSource(Source):
             where = f"row {bad['row']}" if bad["row"] is not None else "a row"
             return self.fail(f"{where} is malformed: {bad['message']}", "malformed_row", row=bad["row"])
         text = str(exc)
+        # pyarrow's own words may quote the file; without quote_content only the kind is said
+        said = f": {text}" if self.quote_content else ""
         if "straddl" in text:  # no end of record within two blocks
             return self.fail(f"a record after row {self.rows_read} is longer than the limit of "
                              f"{self.max_record_bytes:,} bytes (max_record_bytes)", "record_too_long",
                              row=self.rows_read + 1, limit=self.max_record_bytes)
         if isinstance(exc, OSError) and not text.startswith(("CSV", "Empty")):
-            return self.fail(f"cannot read: {text}", "unreadable")
+            return self.fail(f"cannot read{said}", "unreadable")
         if "UTF8" in text or "utf8" in text.lower():
-            return self.fail(f"not UTF-8 text: {text}", "encoding")
+            return self.fail(f"not UTF-8 text{said}", "encoding")
         if "Empty CSV file" in text:
             return self.fail("the file is empty (no header row)", "empty")
-        return self.fail(f"not a readable CSV: {text}", "invalid_csv")
+        return self.fail(f"not a readable CSV{said}", "invalid_csv")
 
     def position(self) -> int:
         return self._file.position if self._file is not None else 0

@@ -4,7 +4,8 @@ Writes a v2 document of one or more data contexts (``None``: all; a CODAP docume
 contexts, so ``collection`` and ``query`` must be unset) with
 :func:`~batchray.io.codap.writer.write_document`, with the stored components that refer to
 them or to no context. The document is built in memory, as CODAP's are, and written aside then
-renamed into place.
+moved into place (:func:`~batchray.io.paths.write_aside`: an existing file is replaced only
+with ``overwrite``).
 """
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from typing import Optional, Union
 from batchray.errors import ValidationError
 from batchray.io.codap.model import AttrSpec, CollectionSpec, ComponentSpec, ContextSpec, Document
 from batchray.io.codap.writer import write_document
+from batchray.io.paths import write_aside
 from batchray.io.results import ExportResult
 from batchray.io.runtime import Target, item_pages
 
 
 def export_document(target: Target, context: Union[str, list[str], None], out: Path, *, query: Optional[str],
-                    collection: Optional[str], page_size: int, started: float) -> ExportResult:
+                    collection: Optional[str], page_size: int, started: float,
+                    overwrite: bool = False) -> ExportResult:
     if collection is not None or query is not None:
         raise ValidationError("a CODAP document holds whole data contexts: leave collection and query unset",
                               field="collectionName" if collection is not None else "query")
@@ -56,7 +59,8 @@ def export_document(target: Target, context: Union[str, list[str], None], out: P
                                             else {"left": None, "top": None},
                                             properties=dict(comp.properties)))
     doc_name = names[0] if len(names) == 1 else out.stem
-    write_document(Document(name=doc_name, contexts=specs, components=components), out)
+    document = Document(name=doc_name, contexts=specs, components=components)
+    write_aside(out, lambda tmp: write_document(document, tmp), overwrite=overwrite)
     duration = time.perf_counter() - started
     return ExportResult(format="codap", path=str(out), contexts=names, items_written=count,
                         bytes_written=out.stat().st_size, duration=duration,

@@ -3,7 +3,10 @@
 Items are read in pages by id cursor (:func:`~batchray.io.runtime.item_pages`: each page
 consistent, committed data only), restricted to ``query`` and, with ``collection``, to that
 collection's attributes and its parents'. The file is written next to its destination and
-renamed into place when complete, so it appears complete or not at all.
+moved into place when complete (:func:`~batchray.io.paths.write_aside`), so it appears complete
+or not at all; an existing file is replaced only with ``overwrite=True``
+(:func:`~batchray.io.paths.destination_path`), otherwise the export is refused with a
+:class:`~batchray.errors.ConflictError` before anything is written.
 
 * CSV writes values as text (re-inferred when read back): strings as they are, numbers as
   Python writes them, booleans as ``true``/``false``, objects as JSON, missing values empty.
@@ -20,16 +23,16 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
 import orjson
 
-from batchray.errors import DocumentError, ValidationError
+from batchray.errors import ValidationError
 from batchray.io.document_export import export_document
-from batchray.io.formats import PARQUET_ATTRIBUTE_KEY, PARQUET_ENCODING_KEY, detect_format, resolve_path
+from batchray.io.formats import PARQUET_ATTRIBUTE_KEY, PARQUET_ENCODING_KEY, detect_format
+from batchray.io.paths import destination_path, write_aside
 from batchray.io.results import ExportResult
 from batchray.io.runtime import Progress, Target, check_query, check_target, item_pages
 
@@ -46,6 +49,7 @@ def export_file(
     collection: Optional[str] = None,
     query: Optional[str] = None,
     allowed_root: Union[str, os.PathLike, None] = None,
+    overwrite: bool = False,
     page_size: int = PAGE_SIZE,
     progress: Progress = None,
 ) -> ExportResult:
@@ -53,21 +57,20 @@ def export_file(
 
     ``collection``: only that collection's attributes and its parents'. ``query``: only the
     items it selects. For ``codap``, ``context`` may be a list of names, or None for every
-    data context. The file appears complete or not at all (written aside, then renamed).
+    data context. The file appears complete or not at all (written aside, then moved into
+    place). ``allowed_root``: the path must stay inside it (see :mod:`batchray.io.paths`).
+    ``overwrite``: replace an existing file; without it (the default) an existing file is a
+    :class:`~batchray.errors.ConflictError` and stays as it was.
     """
     check_target(client_or_engine)
     if page_size < 1:
         raise ValidationError("page_size must be positive", field="pageSize")
-    out = resolve_path(path, allowed_root, must_exist=False)
+    out = destination_path(path, allowed_root, overwrite=overwrite)
     fmt = detect_format(out, format)
-    if out.is_dir():
-        raise DocumentError(f"{str(path)!r} is a directory", reason="not_a_file", path=str(path))
-    if not out.parent.is_dir():
-        raise DocumentError(f"directory {str(out.parent)!r} does not exist", reason="not_found", path=str(path))
     started = time.perf_counter()
     if fmt == "codap":
         return export_document(client_or_engine, context, out, query=query, collection=collection,
-                               page_size=page_size, started=started)
+                               page_size=page_size, started=started, overwrite=overwrite)
     if not isinstance(context, str):
         raise ValidationError(f"exporting {fmt} needs one data context name", field="dataContextName")
     context_id, ctx = client_or_engine.catalog.context(context)
@@ -81,7 +84,7 @@ def export_file(
     report = _export_reporter(progress)
     writer = {"csv": _write_csv, "jsonl": _write_jsonl, "parquet": _write_parquet}[fmt]
     notes: list[str] = []
-    count = _atomic_write(out, lambda tmp: writer(tmp, attrs, pages, report, notes))
+    count = write_aside(out, lambda tmp: writer(tmp, attrs, pages, report, notes), overwrite=overwrite)
     duration = time.perf_counter() - started
     return ExportResult(format=fmt, path=str(out), contexts=[context], collection=collection, items_written=count,
                         columns=columns, bytes_written=out.stat().st_size, duration=duration,
@@ -92,19 +95,6 @@ def _export_reporter(progress: Progress) -> Callable[[int], None]:
     if not callable(progress) or isinstance(progress, bool):
         return lambda n: None
     return lambda n: progress({"phase": "exporting", "itemsWritten": n})
-
-
-def _atomic_write(out: Path, write: Callable[[Path], int]) -> int:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent))
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        count = write(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return count
 
 
 def _csv_cell(value: Any) -> Any:

@@ -1,7 +1,7 @@
 """Importing a file: :func:`import_file` for CSV, JSON Lines, Parquet and CODAP documents.
 
 :func:`import_file` takes the front object (:class:`~batchray.api.client.Client`, on either
-runtime); it plans on the caller's side and streams. The path is checked first (:func:`~batchray.io.formats.resolve_path`), the format
+runtime); it plans on the caller's side and streams. The path is checked first (:func:`~batchray.io.paths.resolve_path`), the format
 detected (:func:`~batchray.io.formats.detect_format`); CODAP documents go to
 :func:`~batchray.io.document_import.import_document`, the other formats are imported here.
 
@@ -45,11 +45,12 @@ from batchray.core.storage.store import context_doc, context_key
 from batchray.errors import SchemaError, ValidationError
 from batchray.io.csv_source import CsvSource
 from batchray.io.document_import import import_document
-from batchray.io.formats import detect_format, resolve_path
+from batchray.io.formats import detect_format
 from batchray.io.import_transaction import Reading, catalog_docs_first, guarded_rows, import_result, run_import
 from batchray.io.jsonl_source import JsonLinesSource
 from batchray.io.limits import ReadLimits, read_limits
 from batchray.io.parquet_source import ParquetSource
+from batchray.io.paths import resolve_path
 from batchray.io.results import ImportResult
 from batchray.io.runtime import (
     Progress,
@@ -84,6 +85,7 @@ def import_file(
     max_record_bytes: Optional[int] = None,
     max_decoded_bytes: Optional[int] = None,
     max_document_memory: Optional[int] = None,
+    quote_content: bool = True,
 ) -> ImportResult:
     """Import a CSV, JSON Lines, Parquet or CODAP file into ``context``/``collection``.
 
@@ -102,7 +104,10 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
 
     For ``codap``: ``context`` None imports every data context of the document under its own
     name; a name imports that context (or renames the document's only one); ``collection``
-    must be None. See the module docstring for errors and guarantees.
+    must be None. ``allowed_root``: the path must stay inside it (see :mod:`batchray.io.paths`).
+    ``quote_content=False`` (the tool surface): errors about a CSV, JSON Lines or Parquet file's
+    rows and column names say which line or column, never its text. See the module docstring
+    for errors and guarantees.
     """
     check_target(client_or_engine)
     resolved = resolve_path(path, allowed_root, must_exist=True)
@@ -118,7 +123,8 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
                                progress=progress, timeout=timeout, max_memory=limits.document_bytes)
     if not context:
         raise ValidationError(f"importing a {fmt} file needs a data context name", field="dataContextName")
-    source = open_source(fmt, resolved, atomic=atomic, types=types, block_size=block_size, limits=limits)
+    source = open_source(fmt, resolved, atomic=atomic, types=types, block_size=block_size, limits=limits,
+                         quote_content=quote_content)
     try:
         return _import_rows(client_or_engine, context, collection, source, atomic=atomic, batch_size=batch_size,
                             create=create, progress=progress, timeout=timeout, types=types)
@@ -127,19 +133,20 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
 
 
 def open_source(fmt: str, path: Path, *, atomic: bool, types: dict[str, str], block_size: Optional[int],
-                limits: Optional[ReadLimits] = None) -> Source:
+                limits: Optional[ReadLimits] = None, quote_content: bool = True) -> Source:
     """The record-batch reader for a ``csv``, ``parquet`` or ``jsonl`` file (``block_size``: bytes
     per CSV or JSON Lines batch, default :data:`~batchray.io.sources.DEFAULT_BLOCK_SIZE`;
-    ``limits``: default those of no memory budget)."""
+    ``limits``: default those of no memory budget; ``quote_content``: see
+    :class:`~batchray.io.sources.Source`)."""
     limits = limits or read_limits(None)
     if fmt == "csv":
         return CsvSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types,
-                         max_record_bytes=limits.record_bytes)
+                         max_record_bytes=limits.record_bytes, quote_content=quote_content)
     if fmt == "parquet":
         return ParquetSource(path, batch_rows=DEFAULT_BATCH_ROWS, types=types, max_value_bytes=limits.record_bytes,
-                             max_decoded_bytes=limits.decoded_bytes)
+                             max_decoded_bytes=limits.decoded_bytes, quote_content=quote_content)
     return JsonLinesSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types,
-                           max_line_bytes=limits.record_bytes)
+                           max_line_bytes=limits.record_bytes, quote_content=quote_content)
 
 
 def _check_types(types: Optional[dict[str, str]]) -> dict[str, str]:

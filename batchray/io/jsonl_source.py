@@ -32,8 +32,8 @@ class JsonLinesSource(Source):
     format = "jsonl"
 
     def __init__(self, path: Path, *, atomic: bool, block_size: int, types: dict[str, str],
-                 max_line_bytes: int = MIN_RECORD_BYTES) -> None:
-        super().__init__(path)
+                 max_line_bytes: int = MIN_RECORD_BYTES, quote_content: bool = True) -> None:
+        super().__init__(path, quote_content=quote_content)
         self.atomic = atomic
         self.block_size = block_size
         self.max_line_bytes = max_line_bytes

@@ -33,11 +33,12 @@ class ParquetSource(Source):
     format = "parquet"
 
     def __init__(self, path: Path, *, batch_rows: int, types: dict[str, str],
-                 max_value_bytes: int = MIN_RECORD_BYTES, max_decoded_bytes: int = DEFAULT_DECODED_BYTES) -> None:
+                 max_value_bytes: int = MIN_RECORD_BYTES, max_decoded_bytes: int = DEFAULT_DECODED_BYTES,
+                 quote_content: bool = True) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        super().__init__(path)
+        super().__init__(path, quote_content=quote_content)
         try:
             self._file = pq.ParquetFile(str(path))
             schema = self._file.schema_arrow

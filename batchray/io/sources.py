@@ -7,7 +7,9 @@ column gets when it is created), ``attrs`` (attribute properties the file carrie
 progress), and :meth:`~Source.batches`, which yields lists of rows. A row is a dict of the
 row's values without missing ones: empty CSV cells, JSON ``null``, Parquet nulls and float
 NaN leave no key. A source that cannot be read raises :class:`~batchray.errors.DocumentError`
-(:meth:`~Source.fail`) with the file's ``path`` and a ``reason``.
+(:meth:`~Source.fail`) with the file's ``path`` and a ``reason``. With ``quote_content=False``
+(the tool surface) its errors name the line, row or column, never the file's text (a header
+cell, a malformed line).
 
 The formats: :class:`~batchray.io.csv_source.CsvSource`,
 :class:`~batchray.io.jsonl_source.JsonLinesSource` and
@@ -46,8 +48,9 @@ class Source:
     attrs: dict[str, dict[str, Any]]
     total_rows: Optional[int] = None
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, quote_content: bool = True) -> None:
         self.path = path
+        self.quote_content = quote_content
         self.total_bytes = path.stat().st_size
         self.attrs = {}
 
@@ -67,10 +70,12 @@ class Source:
         seen: set[str] = set()
         for position, name in enumerate(self.names):
             if not isinstance(name, str) or not _NAME_RE.match(name):
-                raise self.fail(f"column {position + 1} has no valid name ({name!r}): names are 1-200 characters, "
+                quoted = f" ({name!r})" if self.quote_content else ""
+                raise self.fail(f"column {position + 1} has no valid name{quoted}: names are 1-200 characters, "
                                 "without control characters or square brackets", "bad_column_name", column=position + 1)
             if name in seen:
-                raise self.fail(f"column {name!r} appears twice", "duplicate_column", column=position + 1)
+                named = f"column {name!r}" if self.quote_content else f"the name of column {position + 1}"
+                raise self.fail(f"{named} appears twice", "duplicate_column", column=position + 1)
             seen.add(name)
 
 

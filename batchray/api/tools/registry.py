@@ -5,9 +5,18 @@ anything runs, and returns a JSON object. A failure of any kind returns
 ``{"success": false, "error": {"code", "message", "details"}}`` — never a traceback. The CLI
 (``batchray tool``), the Python API (``client.tool``) and the MCP server (``batchray mcp``)
 all go through :func:`call_tool`.
+
+``batch_import`` and ``batch_export`` are confined to an I/O root (:func:`tool_io_root`: the
+client's ``io_root``, else ``$BATCHRAY_IO_ROOT``, else the directory the client or server
+started in): paths are resolved there with every symlink followed and must stay inside
+(:mod:`batchray.io.paths`); directories, FIFOs and devices are refused; an export never
+replaces an existing file unless its ``overwrite`` argument says so; and an import's errors name
+the line or column of the file, never its text. The Python methods (``client.import_file``,
+:func:`batchray.io.import_file`) are not confined.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -298,13 +307,22 @@ class BatchExportArgs(_Args):
     path: str = Field(min_length=1, max_length=4096)
     format: Optional[_FILE_FORMAT] = None
     query: Optional[str] = Field(default=None, max_length=10_000)
+    overwrite: bool = Field(default=False, description="replace the file if it exists (refused by default)")
 
 
-def _io_root(client) -> Optional[str]:
-    """Where tool paths must stay: the client's ``io_root``, else ``$BATCHRAY_IO_ROOT``."""
-    import os
+IO_ROOT_ENV = "BATCHRAY_IO_ROOT"
+"""The environment variable naming the tools' I/O root when the client sets none."""
 
-    return getattr(client, "io_root", None) or os.environ.get("BATCHRAY_IO_ROOT") or None
+
+def io_root_for(configured: Union[str, os.PathLike, None] = None, started_in: Optional[str] = None) -> str:
+    """The tools' I/O root: ``configured``, else ``$BATCHRAY_IO_ROOT``, else ``started_in`` (the
+    working directory when the client or server started), else the working directory now."""
+    return os.fspath(configured or os.environ.get(IO_ROOT_ENV) or started_in or os.getcwd())
+
+
+def tool_io_root(client: Any) -> str:
+    """Where ``client``'s tool paths must stay (its ``io_root`` and ``start_dir`` settings)."""
+    return io_root_for(getattr(client, "io_root", None), getattr(client, "start_dir", None))
 
 
 def _batch_import(client, a: BatchImportArgs) -> dict[str, Any]:
@@ -313,7 +331,7 @@ def _batch_import(client, a: BatchImportArgs) -> dict[str, Any]:
     o = a.options
     result = import_file(client, a.dataContextName, a.collectionName, a.path, a.format, atomic=o.atomic,
                          batch_size=o.batchSize, create=o.create, types=o.types, timeout=o.timeout,
-                         allowed_root=_io_root(client), progress=False)
+                         allowed_root=tool_io_root(client), quote_content=False, progress=False)
     payload = result.dump()
     if not result.success and payload.get("error") is None and result.errors:
         # rows were left out (atomic=False): the first error stands for all, as one structured
@@ -327,7 +345,7 @@ def _batch_export(client, a: BatchExportArgs) -> dict[str, Any]:
     from batchray.io import export_file
 
     result = export_file(client, a.dataContextName, a.path, a.format, collection=a.collectionName, query=a.query,
-                         allowed_root=_io_root(client))
+                         allowed_root=tool_io_root(client), overwrite=a.overwrite)
     return result.dump()
 
 
