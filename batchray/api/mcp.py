@@ -15,6 +15,10 @@ at standard error while it serves, so whatever Ray, its workers or a stray ``pri
 lands on stderr; Ray is stopped before that diversion ends. Closing the server's stdin (what
 a client does to disconnect), SIGTERM or SIGINT stop Ray, if this server started it, and end
 the process.
+
+Errors come back as ``{code, message, details}`` with every password redacted
+(:func:`batchray.core.storage.postgres.url.redact`, which importing it installs for every
+structured error): the store's URL in ``details.store`` included.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from mcp.server.stdio import stdio_server
 
 from batchray import __version__
 from batchray.api.client import DEFAULT_STORE
+from batchray.core.storage.postgres.url import redact
 from batchray.errors import BatchrayError, ParticipantUnavailable, error_payload
 from batchray.api.tools import TOOLS, call_tool, validate_args
 
@@ -234,7 +239,7 @@ def build_server(backend: Backend) -> Server:
                 return error_payload(exc)
             except Exception as exc:  # noqa: BLE001 - the contract is a structured error
                 return error_payload(ParticipantUnavailable(
-                    f"could not connect to the store: {type(exc).__name__}: {exc}", store=str(backend.store)))
+                    f"could not connect to the store: {type(exc).__name__}: {exc}", store=redact(str(backend.store))))
             return call_tool(_ReportingClient(client, relay.put), name, args)
 
         if not backend.connected:
