@@ -27,11 +27,16 @@ structured JSON that the tool surface returns (:meth:`BatchrayError.to_dict`)::
 Validation errors name where the problem is: ``details`` holds ``index`` (the item's position
 in the request), ``field`` (the attribute or parameter) and, for batches of errors, ``errors``
 (a list of such dicts).
+
+Secrets: :meth:`BatchrayError.to_dict` passes its message and every text in its details through
+one redaction, installed by the layer that knows connection strings
+(:func:`batchray.core.storage.postgres.url.redact`, with :func:`install_secret_redaction` when
+that module is imported); so no structured error carries a password.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 
 class BatchrayError(Exception):
@@ -49,7 +54,7 @@ class BatchrayError(Exception):
         """The structured form returned by tools: ``{code, message, details, retryable}``."""
         return {
             "code": self.code,
-            "message": self.message,
+            "message": _redact(self.message),
             "details": _json_safe(self.details),
             "retryable": self.retryable,
         }
@@ -61,13 +66,26 @@ class BatchrayError(Exception):
         return f"{type(self).__name__}({self.message!r}, {self.details!r})"
 
 
+_redact: Callable[[str], str] = lambda text: text
+"""The redaction of secrets applied to every text of a structured error (see the module docstring)."""
+
+
+def install_secret_redaction(redact: Callable[[str], str]) -> None:
+    """Make ``redact`` the redaction :meth:`BatchrayError.to_dict` applies to every text."""
+    global _redact
+    _redact = redact
+
+
 def _json_safe(value: Any) -> Any:
-    """``value`` with every float JSON cannot hold (an infinity, NaN) written as text: details
-    echo the input they are about, and a tool's answer must stay valid JSON."""
+    """``value`` with every float JSON cannot hold (an infinity, NaN) written as text, and every
+    text redacted of secrets: details echo the input they are about, and a tool's answer must
+    stay valid JSON and carry no password."""
+    if isinstance(value, str):
+        return _redact(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {_redact(k) if isinstance(k, str) else k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value

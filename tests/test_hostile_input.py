@@ -84,6 +84,12 @@ ODD = ["", " ", "\t", "\n", "\r\n", "\x00", "nul\x00byte", "\x1f", "\x7f", "\u20
        "\ud800", "a\udfffb", "[", "]", "a]b", "dataContext[People]", "`", "'", "\"", "==", "&&", "||", "!", "=",
        "=1/0", "=9**9**9", "={", "${jndi:ldap://x}", "{{7*7}}", "<script>", "x" * 201, "y" * 10_001]
 HOSTILE_STRINGS = SQL + JSONISH + PATHS + ODD
+EXPLOSIVE_PATTERNS = ["(a+)+$", "(a|a)*b", "(.*a){20}", "(\\w+\\s?)+$"]
+"""Patterns on which a backtracking engine takes exponential time; RE2 runs them in linear time."""
+UNRUNNABLE_PATTERNS = ["(a)\\1", "(?P<x>a)(?P=x)", "(?=a)a", "(?<!a)b", "a++", "a{5000}"]
+"""Patterns RE2 refuses (backreferences, lookarounds, possessive quantifiers, huge repetitions)."""
+SLOW_VALUE = "a" * 29 + "!"
+"""With an explosive pattern, 2**29 backtracking steps for Python's re."""
 
 
 def _deep_list(depth: int) -> Any:
@@ -410,7 +416,7 @@ SHAPES = {  # per data context: its collections and attributes, with plausible v
         "born": st.sampled_from(["1960-01-02", "2001-12-31T10:00:00Z", "03/04/1999"]), "member": st.booleans(),
         "fav": st.sampled_from(["#abc", "red", "rgb(1,2,3)"]), "area": st.builds(lambda: {"type": "Point",
                                                                                        "coordinates": [1, 2]}),
-        "note": st.text(max_size=6), "code": st.sampled_from(["AB1", "XY", "zz"])}),
+        "note": st.text(max_size=6), "code": st.sampled_from(["AB1", "XY", "zz", SLOW_VALUE])}),
     "Mammals": (["Mammals"], {"Mammal": st.sampled_from(["Lion", "Yak"]), "Diet": st.sampled_from(["meat", "plants"]),
                               "Mass": st.floats(0, 1000, allow_nan=False)}),
 }
@@ -505,7 +511,8 @@ def sane_attr_spec(ctx: str) -> st.SearchStrategy:
                                  optional={
         "type": st.sampled_from(["categorical", "numeric", "date", "checkbox", "color", "boundary", "qualitative"]),
         "title": plain_text, "precision": st.integers(0, 15), "min": st.integers(-5, 5), "max": st.integers(50, 200),
-        "allowed": st.lists(st.sampled_from(["a", "b", 1, 2]), max_size=3), "pattern": st.sampled_from(["[a-z]+", "p.*"]),
+        "allowed": st.lists(st.sampled_from(["a", "b", 1, 2]), max_size=3),
+        "pattern": st.sampled_from(["[a-z]+", "p.*", *EXPLOSIVE_PATTERNS, *UNRUNNABLE_PATTERNS]),
         "default": st.sampled_from(["x", 0, 1.5]), "required": st.booleans(), "unique": st.booleans()})
 
 
@@ -579,7 +586,8 @@ def sane_string(field: str, world: "World", ctx: str) -> st.SearchStrategy:
         "collection": st.sampled_from(collections), "parent": st.sampled_from(collections),
         "attribute": attrs, "flagAttribute": attrs, "dedupeBy": attrs, "query": sane_queries(ctx),
         "resource": sane_resources(world, ctx), "path": st.sampled_from(INSIDE_PATHS),
-        "batchId": st.sampled_from(world.batch_ids), "pattern": st.sampled_from(["[A-Z]+", "p.*", "\\w+"]),
+        "batchId": st.sampled_from(world.batch_ids),
+        "pattern": st.sampled_from(["[A-Z]+", "p.*", "\\w+", *EXPLOSIVE_PATTERNS, *UNRUNNABLE_PATTERNS]),
         "target": st.just(ctx), "operation": st.sampled_from(["create", "update", "delete"]),
         "caseId": st.sampled_from([str(c) for c in world.case_ids]),
         "name": st.sampled_from(["Fresh", "Fresh2", ctx, "c", "d"]), "id": st.sampled_from(["a", "b", "c"]),
@@ -914,6 +922,27 @@ HOSTILE_CASES = _hostile_cases()
 @pytest.mark.parametrize("label,tool,args", HOSTILE_CASES, ids=[c[0] for c in HOSTILE_CASES])
 def test_tool_survives_hostile_case(world, label, tool, args):
     world.call(tool, args, label=label)
+
+
+@pytest.mark.parametrize("pattern", EXPLOSIVE_PATTERNS + UNRUNNABLE_PATTERNS)
+def test_a_user_pattern_is_answered_within_a_second_or_refused(world, pattern):
+    """Issue 16's attack: a pattern that backtracks exponentially, over 30-character values, as an
+    attribute's pattern and as a batch_validate rule; or one RE2 cannot run, refused at schema time."""
+    import time
+
+    refused = pattern in UNRUNNABLE_PATTERNS
+    calls = [("create_data_context", {"name": "Redos", "collections": [{"name": "R", "attrs": [
+                 {"name": "code", "pattern": pattern}]}]}),
+             ("batch_schema_operations", {"dataContextName": "People", "operations": [
+                 {"action": "update", "target": "attribute", "attribute": "code", "spec": {"pattern": pattern}}]}),
+             ("batch_validate", {"dataContextName": "People", "rules": {"code": {"pattern": pattern}}})]
+    for tool, args in calls:
+        started = time.perf_counter()
+        result = world.call(tool, args, label=pattern)
+        assert time.perf_counter() - started < 1.0, (tool, pattern)
+        if refused:  # otherwise answered (the schema change may roll back: People's codes do not match)
+            assert result["success"] is False and result["error"]["code"] in ("SCHEMA", "VALIDATION"), result
+            assert result["error"]["details"]["field"].endswith("pattern"), result
 
 
 def test_seeded_store_is_intact_after_hostile_calls(world):

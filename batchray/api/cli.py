@@ -7,7 +7,10 @@
     batchray recover [--store DIR]
     batchray mcp [--store DIR] [--io-root DIR]
 
-``tool`` prints the result JSON and exits 1 when ``success`` is false, 2 on bad usage.
+``tool`` prints the result JSON and exits 1 when ``success`` is false, 2 on bad usage. Every
+failure of a command prints the structured error ``{success: false, error: {code, message,
+details}}`` and exits 1, never a traceback; no password appears in it (errors are redacted by
+:func:`batchray.core.storage.postgres.url.redact`, which importing it installs).
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ import sys
 from typing import Any, Optional
 
 from batchray.api.client import DEFAULT_STORE
+from batchray.core.storage.postgres.url import redact
+from batchray.errors import error_payload, install_secret_redaction
 
 
 def _print(obj: Any) -> None:
@@ -64,7 +69,6 @@ def cmd_tools(args: argparse.Namespace) -> int:
 
 
 def cmd_tool(args: argparse.Namespace) -> int:
-    from batchray.errors import error_payload
     from batchray.api.tools import call_tool, validate_args
 
     payload = _read_args(args)
@@ -80,14 +84,8 @@ def cmd_tool(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from batchray.errors import BatchrayError, error_payload
-
     with _connect(args) as client:
-        try:
-            _print(client.status(args.batch_id))
-        except BatchrayError as exc:
-            _print(error_payload(exc))
-            return 1
+        _print(client.status(args.batch_id))
     return 0
 
 
@@ -153,7 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    install_secret_redaction(redact)  # what importing url does; said here, where errors are printed
+    try:
+        return args.func(args)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported as the structured error
+        _print(error_payload(exc))
+        return 1
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ the process.
 File paths of ``batch_import`` and ``batch_export`` stay inside the I/O root, fixed when the
 server starts: ``--io-root``, else ``$BATCHRAY_IO_ROOT``, else the working directory
 (:func:`batchray.api.tools.io_root_for`).
+
+Errors come back as ``{code, message, details}`` with every password redacted
+(:func:`batchray.core.storage.postgres.url.redact`, which importing it installs for every
+structured error): the store's URL in ``details.store`` included.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from mcp.server.stdio import stdio_server
 
 from batchray import __version__
 from batchray.api.client import DEFAULT_STORE
+from batchray.core.storage.postgres.url import redact
 from batchray.errors import BatchrayError, ParticipantUnavailable, error_payload
 from batchray.api.tools import TOOLS, call_tool, io_root_for, validate_args
 
@@ -242,7 +247,7 @@ def build_server(backend: Backend) -> Server:
                 return error_payload(exc)
             except Exception as exc:  # noqa: BLE001 - the contract is a structured error
                 return error_payload(ParticipantUnavailable(
-                    f"could not connect to the store: {type(exc).__name__}: {exc}", store=str(backend.store)))
+                    f"could not connect to the store: {type(exc).__name__}: {exc}", store=redact(str(backend.store))))
             return call_tool(_ReportingClient(client, relay.put), name, args)
 
         if not backend.connected:

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Optional
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from batchray.core.model.patterns import compile_pattern, fullmatch
 from batchray.errors import SchemaError, ValidationError
 
 NAME_PATTERN = r"^[^\x00-\x1f\[\]]{1,200}$"
@@ -65,9 +66,9 @@ class Attribute(BaseModel):
     def _pattern_compiles(cls, value: Optional[str]) -> Optional[str]:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"pattern does not compile: {exc}") from None
+                compile_pattern(value)
+            except ValidationError as exc:
+                raise ValueError(exc.message) from None
         return value
 
 
@@ -343,7 +344,7 @@ def _check_constraints(attr: Attribute, value: Any) -> None:
                 raise ValueProblem(f"{number} is above the maximum {attr.max}")
     if attr.allowed is not None and value not in attr.allowed:
         raise ValueProblem(f"{_short(value)} is not one of the allowed values")
-    if attr.pattern is not None and not re.fullmatch(attr.pattern, str(value)):
+    if attr.pattern is not None and not fullmatch(attr.pattern, str(value)):
         raise ValueProblem(f"{_short(value)} does not match the pattern {attr.pattern!r}")
 
 

@@ -1,9 +1,18 @@
-"""Names in a PostgreSQL store: its URL, the schema it lives in, global transaction ids, lock keys.
+"""Names in a PostgreSQL store: its URL, the schema it lives in, global transaction ids, lock keys;
+and the one redaction of connection secrets.
 
 A store URL is ``postgresql://user@host/db?schema=NAME``: the ``schema`` parameter is
 batchray's and is taken off the URL before connecting (default ``batchray``). A transaction
 prepared at a participant is named ``batchray:<schema>:<participant>:<txn>``; every part is
 validated here, so a global id can be written into SQL as a literal.
+
+:func:`redact` takes every password out of a text, in each form libpq accepts: the user-info of
+a URL of any scheme (``postgresql://u:pw@h``, ``postgres://:pw@h``, a misspelled
+``postgresq://u:pw@h``), a query parameter (``?password=``, ``&sslpassword=``, any case) and a
+key=value connection string (``host=h password=pw``, ``password='a b'``). Importing this module
+installs it as the redaction of :meth:`batchray.errors.BatchrayError.to_dict`, so every
+structured error (a tool's answer, the MCP server's and the CLI's) goes through it; the MCP
+server and the CLI import it for that. ``PGPASSWORD`` stays in the environment and is never read.
 """
 from __future__ import annotations
 
@@ -13,7 +22,7 @@ from typing import Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from batchray.core.txn.chunks import check_txn_id
-from batchray.errors import ValidationError
+from batchray.errors import ValidationError, install_secret_redaction
 
 DEFAULT_SCHEMA = "batchray"
 GID_PREFIX = "batchray"
@@ -43,9 +52,41 @@ def parse_pg_url(url: str) -> tuple[str, str]:
     return dsn, schema
 
 
-def redact(url: str) -> str:
-    """The URL without its password."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+_MASK = "***"
+_SECRET_CHAR = r"(?:[^\s'\"\\&#]+|\\.|['\"](?=\w))"
+"""A run of characters of an unquoted secret: not a space, nor a quote that ends a quoted text (a quote
+followed by a letter, as in ``it's``, belongs to the secret)."""
+_AFTER_SCHEME = re.compile(r"://((?:[^\s'\"]+|['\"](?=\w))*)")
+"""What follows ``scheme://`` up to a space or a closing quote: user-info, host, path, query."""
+_QUERY = re.compile(rf"(?i)([?&](?:ssl)?password=){_SECRET_CHAR}*")
+"""``?password=...`` / ``&sslpassword=...`` in a URL's query."""
+_KEY_VALUE = re.compile(rf"(?i)(?<![\w.?&])((?:pg|ssl)?password\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|(?:{_SECRET_CHAR}|[&#])*)")
+"""``password=pw``, ``password = 'a b'`` (libpq's key=value strings), ``PGPASSWORD=pw``."""
+# every pattern above runs in time linear in the text: each can match where it starts, so a
+# failed attempt never rescans what follows (texts here may be long and hostile)
+
+
+def redact(text: str) -> str:
+    """``text`` with every password in it replaced by ``***`` (see the module docstring)."""
+    if not isinstance(text, str) or ("://" not in text and "assword" not in text.lower()):
+        return text
+    text = _AFTER_SCHEME.sub(_redact_user_info, text)
+    text = _QUERY.sub(rf"\1{_MASK}", text)
+    return _KEY_VALUE.sub(rf"\1{_MASK}", text)
+
+
+def _redact_user_info(match: "re.Match[str]") -> str:
+    """``user:password@`` -> ``user:***@``; the password runs to the last ``@`` (an ``@`` in it
+    leaves nothing behind; an ``@`` later in a query hides a little more than needed)."""
+    rest = match.group(1)
+    at = rest.rfind("@")
+    colon = rest.find(":", 0, at) if at > 0 else -1
+    if colon < 0 or "/" in rest[:colon]:
+        return match.group(0)
+    return f"://{rest[:colon]}:{_MASK}{rest[at:]}"
+
+
+install_secret_redaction(redact)
 
 
 def store_identity(url: str) -> str:
