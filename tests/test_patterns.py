@@ -183,3 +183,37 @@ def test_an_explosive_parquet_field_pattern_imports_within_a_second(client, tmp_
     result, took = _timed(lambda: client.import_file("Imported", None, path))
     assert result.success and result.items_created == 500, result
     assert took < 5 * SECOND, took
+
+
+def test_a_stored_pattern_re2_cannot_run_leaves_the_store_readable(tmp_path):
+    """A schema stored before patterns ran on RE2 may hold a lookaround: the store still opens
+    and reads, a value checked against that pattern is refused with a structured error naming
+    it (nothing written), and the pattern can be replaced."""
+    import sqlite3
+
+    import orjson
+
+    from batchray.core.storage.store import CATALOG
+    from local_runtime import local_client
+
+    store = tmp_path / "store"
+    spec = [{"name": "Rows", "attrs": [{"name": "code", "pattern": "[a-z]+"}, {"name": "n", "type": "numeric"}]}]
+    with local_client(store, shards=1) as client:
+        assert client.create_data_context("Old", spec).success
+        assert client.create_items("Old", "Rows", [{"code": "ab", "n": 1}]).success
+        catalog_file = client.runtime.layout.participant_path(CATALOG)
+    with sqlite3.connect(catalog_file) as conn:  # as an older batchray stored it
+        (doc,) = conn.execute("SELECT doc FROM docs WHERE key = 'context/Old'").fetchone()
+        data = orjson.loads(doc)
+        data["context"]["collections"][0]["attrs"][0]["pattern"] = "(?=a)[a-z]+"
+        conn.execute("UPDATE docs SET doc = ? WHERE key = 'context/Old'", (orjson.dumps(data).decode(),))
+    with local_client(store, shards=1) as client:
+        assert client.get_items("Old") == [{"id": client.get_items("Old")[0]["id"], "values": {"code": "ab", "n": 1}}]
+        refused = client.tool("batch_create_items", {"dataContextName": "Old", "collectionName": "Rows",
+                                                     "items": [{"values": {"code": "ab", "n": 2}}]})
+        assert refused["success"] is False and "(?=a)" in str(refused["error"])
+        assert client.count_items("Old") == 1
+        fixed = client.schema_operations("Old", [{"action": "update", "target": "attribute", "attribute": "code",
+                                                  "spec": {"pattern": "a[a-z]*"}}])
+        assert fixed.success, fixed.error
+        assert client.create_items("Old", "Rows", [{"code": "ab", "n": 2}]).success

@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any, Iterable, Optional
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from batchray.core.model.patterns import compile_pattern, fullmatch
 from batchray.errors import SchemaError, ValidationError
@@ -63,13 +63,20 @@ class Attribute(BaseModel):
 
     @field_validator("pattern")
     @classmethod
-    def _pattern_compiles(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None:
+    def _pattern_compiles(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+        # a stored schema loads whatever its pattern (one saved before patterns ran on RE2 may
+        # use a lookaround): the pattern is refused when a value is checked against it instead
+        if value is not None and not (info.context or {}).get("stored"):
             try:
                 compile_pattern(value)
             except ValidationError as exc:
                 raise ValueError(exc.message) from None
         return value
+
+
+STORED = {"stored": True}
+"""Validation context for schemas read back from a store (``model_validate(..., context=STORED)``):
+a stored pattern that can no longer be compiled does not make the schema unreadable."""
 
 
 class Collection(BaseModel):

@@ -18,7 +18,7 @@ import orjson
 
 from batchray.core.txn.chunks import BeforeImages, CreateItems, UndoBatch, UpdateItems
 from batchray.errors import ExpressionError, ValidationError
-from batchray.core.model.schema import Attribute, AttributeType, DataContext, RowValidator, ValueProblem, coerce_value
+from batchray.core.model.schema import STORED, Attribute, AttributeType, DataContext, RowValidator, ValueProblem, coerce_value
 
 
 @lru_cache(maxsize=256)
@@ -33,7 +33,7 @@ class ItemPatcher:
 
     def __init__(self, schema: Optional[dict[str, Any]], *, replace: bool = False) -> None:
         self.attrs: dict[str, Attribute] = (
-            DataContext.model_validate(schema).attributes() if schema is not None else {}
+            DataContext.model_validate(schema, context=STORED).attributes() if schema is not None else {}
         )
         self.replace = replace
 
@@ -140,7 +140,7 @@ def _unchanged(value: Any) -> Any:
 
 @lru_cache(maxsize=64)
 def _validator(schema_json: bytes) -> RowValidator:
-    return RowValidator(DataContext.model_validate_json(schema_json))
+    return RowValidator(DataContext.model_validate_json(schema_json, context=STORED))
 
 
 def valid_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], list[Any]]:

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from batchray.core.txn.chunks import MAX_CONTEXTS, context_range
 from batchray.core.txn.participant import ItemSource, Participant
 from batchray.errors import InDoubtError, NotFoundError, SchemaError, StoreError, ValidationError
-from batchray.core.model.schema import Component, DataContext
+from batchray.core.model.schema import STORED, Component, DataContext
 
 FORMAT_VERSION = 1
 DEFAULT_SHARDS = 2
@@ -219,7 +219,7 @@ class Catalog:
         if doc is None:
             raise SchemaError(f"data context {name!r} does not exist", field="dataContextName", context=name)
         data = orjson.loads(doc)
-        return data["id"], DataContext.model_validate(data["context"])
+        return data["id"], DataContext.model_validate(data["context"], context=STORED)
 
     def names(self) -> set[str]:
         """The names of the committed data contexts, without reading their schemas: its cost
@@ -236,7 +236,7 @@ class Catalog:
         out = {}
         for key, doc in self._docs("context/").items():
             data = orjson.loads(doc)
-            out[key.split("/", 1)[1]] = (data["id"], DataContext.model_validate(data["context"]))
+            out[key.split("/", 1)[1]] = (data["id"], DataContext.model_validate(data["context"], context=STORED))
         return out
 
     def components(self) -> dict[str, Component]:
