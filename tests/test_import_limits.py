@@ -196,3 +196,18 @@ def test_normal_files_still_import_under_low_limits(client, tmp_path):
         assert [item["values"]["n"] for item in client.get_items(name)][-3:] == [2997, 2998, 2999]
     result = import_file(client, "WarmAgain", None, codap, **limits)
     assert result.success and result.items_created == 1, result.errors
+
+
+def test_the_import_tool_takes_the_limits_and_refuses_with_a_structured_answer(client, tmp_path, monkeypatch):
+    """``batch_import``'s ``maxRecordBytes`` lowers (or raises) the record limit; the refusal is
+    a structured answer naming the line, the store unchanged."""
+    monkeypatch.setattr(client, "io_root", str(tmp_path))  # the tool's paths stay under it
+    path = tmp_path / "long-line.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": "' + b"x" * 20_000 + b'"}\n')
+    args = {"dataContextName": "Lines", "path": str(path)}
+    refused = client.tool("batch_import", {**args, "options": {"maxRecordBytes": 4096}})
+    assert refused["success"] is False and refused["error"]["code"] == "DOCUMENT"
+    assert refused["error"]["details"]["reason"] == "line_too_long" and refused["error"]["details"]["row"] == 2
+    assert "Lines" not in client.data_contexts()
+    assert client.tool("batch_import", {**args, "options": {"maxRecordBytes": 65536}})["success"]
+    assert client.count_items("Lines") == 2

@@ -284,6 +284,12 @@ class ImportOptions(_Args):
     create: bool = Field(default=True, description="create the data context, collection and attributes when missing")
     types: Optional[dict[str, _ATTR_TYPE]] = Field(default=None, description="attribute type per column, over inference")
     timeout: Optional[int] = Field(default=None, ge=1, le=86_400_000, description="milliseconds")
+    maxRecordBytes: Optional[int] = Field(default=None, ge=1024, le=1 << 30,
+                                          description="longest line, record or value read (default: from the memory budget)")
+    maxDecodedBytes: Optional[int] = Field(default=None, ge=1 << 20, le=1 << 34,
+                                           description="largest decompressed Parquet column chunk")
+    maxDocumentMemory: Optional[int] = Field(default=None, ge=1 << 20, le=1 << 36,
+                                             description="most memory a CODAP document may take once parsed")
 
 
 class BatchImportArgs(_Args):
@@ -322,7 +328,7 @@ def io_root_for(configured: Union[str, os.PathLike, None] = None, started_in: Op
 
 def tool_io_root(client: Any) -> str:
     """Where ``client``'s tool paths must stay (its ``io_root`` and ``start_dir`` settings)."""
-    return io_root_for(getattr(client, "io_root", None), getattr(client, "start_dir", None))
+    return io_root_for(client.io_root, client.start_dir)
 
 
 def _batch_import(client, a: BatchImportArgs) -> dict[str, Any]:
@@ -331,6 +337,8 @@ def _batch_import(client, a: BatchImportArgs) -> dict[str, Any]:
     o = a.options
     result = import_file(client, a.dataContextName, a.collectionName, a.path, a.format, atomic=o.atomic,
                          batch_size=o.batchSize, create=o.create, types=o.types, timeout=o.timeout,
+                         max_record_bytes=o.maxRecordBytes, max_decoded_bytes=o.maxDecodedBytes,
+                         max_document_memory=o.maxDocumentMemory,
                          allowed_root=tool_io_root(client), quote_content=False, progress=False)
     payload = result.dump()
     if not result.success and payload.get("error") is None and result.errors:
