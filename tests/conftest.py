@@ -1,27 +1,22 @@
-"""Shared fixtures: the CODAP sample data, one Ray session for the whole run, and clients on
-fresh stores (per test, or per module)."""
+"""Shared fixtures: the CODAP test files (the fixtures, and CODAP's samples when present), one
+Ray session for the whole run, and clients on fresh stores (per test, or per module)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+import codap_files
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def codap_data_path() -> Path:
-    """Where the real CODAP sample files are: $BATCHRAY_CODAP_DATA, else ../shared/data/codap."""
-    env = os.environ.get("BATCHRAY_CODAP_DATA")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data" / "codap"
-
-
-@pytest.fixture(scope="session")
-def codap_dir() -> Path:
-    path = codap_data_path()
-    if not path.is_dir():
-        pytest.skip(f"CODAP sample data not found at {path} (set BATCHRAY_CODAP_DATA)")
-    return path
+@pytest.fixture(scope="session", params=list(codap_files.data_sets().items()),
+                ids=lambda named: named[0])
+def codap_dir(request) -> Path:
+    """A folder of CODAP test files: the repository's fixtures, then CODAP's own samples when
+    present (see ``codap_files``); a test that takes it runs once per folder."""
+    return request.param[1]
 
 
 # -- Ray: one session shared by the whole run; fault tests start clusters of their own -------

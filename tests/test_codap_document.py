@@ -1,4 +1,5 @@
-"""CODAP v2 document reader and writer, on CODAP's own sample documents and on synthetic ones."""
+"""CODAP v2 document reader and writer, on the repository's CODAP fixtures (and CODAP's own sample
+documents when present: see ``codap_files``) and on synthetic ones."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,8 @@ from batchray.io.codap.model import AttrSpec, CollectionSpec, ComponentSpec, Con
 from batchray.io.codap.reader import loads_document, read_document
 from batchray.io.codap.writer import document_to_v2, write_document
 from batchray.errors import DocumentError
+from codap_files import (raw_attribute_id, raw_case_counts, raw_document, raw_items,
+                         raw_shape)
 
 SAMPLES = ["mammals.codap", "24cats.codap", "3TableGroups.codap"]
 
@@ -109,12 +112,14 @@ def reason_of(excinfo) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# CODAP's sample documents
+# CODAP documents: the fixtures, and CODAP's samples when present
 # ---------------------------------------------------------------------------------------------
 
 
 def test_mammals(codap_dir):
-    doc = read_document(codap_dir / "mammals.codap")
+    path = codap_dir / "mammals.codap"
+    items = raw_items(path)
+    doc = read_document(path)
     assert doc.name == "Mammals Sample"
     assert doc.warnings == []
     assert len(doc.contexts) == 1
@@ -128,12 +133,11 @@ def test_mammals(codap_dir):
                                "Habitat", "Diet"]
     assert all(a.type is None for a in coll.attrs)
     assert all(a.precision == 2 and a.editable is False for a in coll.attrs)
-    assert ctx.case_counts == {"Mammals": 27}
-    assert len(ctx.items) == 27
-    assert ctx.items[0] == {"Mammal": "African Elephant", "Order": "Proboscidae", "LifeSpan": 70,
-                            "Height": 4, "Mass": 6400, "Sleep": 3, "Speed": 40,
-                            "Habitat": "land", "Diet": "plants"}
-    assert len({i["Mammal"] for i in ctx.items}) == 27
+    assert ctx.case_counts == {"Mammals": len(items)} == raw_case_counts(path)
+    assert len(ctx.items) == len(items) > 5
+    assert ctx.items[0] == items[0] and set(items[0]) == set(coll.attr_names)
+    assert ctx.items == items
+    assert len({i["Mammal"] for i in ctx.items}) == len(items)
 
     types = [c.type for c in doc.components]
     assert types == ["caseTable", "guideView", "graph", "graph", "graph"]
@@ -152,11 +156,13 @@ def test_mammals(codap_dir):
     assert g2.properties["plotType"] == "dotPlot"
     assert g3.properties["xAttributeName"] == "Diet"
     assert g3.properties["legendAttributeName"] == "Habitat"
-    assert g3.raw["_links_"]["xAttr"] == {"type": "DG.Attribute", "id": 12}
+    assert g3.raw["_links_"]["xAttr"] == {"type": "DG.Attribute", "id": raw_attribute_id(path, "Diet")}
 
 
 def test_24cats(codap_dir):
-    doc = read_document(codap_dir / "24cats.codap")
+    path = codap_dir / "24cats.codap"
+    items = raw_items(path)
+    doc = read_document(path)
     ctx = doc.context("Cats")
     assert ctx.title == "Domestic House Cats"
     assert [(c.name, c.parent) for c in ctx.collections] == [("Sexes", None), ("Cats", "Sexes")]
@@ -169,11 +175,12 @@ def test_24cats(codap_dir):
     assert cats.attrs[0].type == "categorical"
     assert cats.attrs[1].type is None  # "none" in the file
     assert cats.attrs[1].unit == "years"
-    assert ctx.case_counts == {"Sexes": 2, "Cats": 24}
-    assert len(ctx.items) == 24
-    assert Counter(i["Sex"] for i in ctx.items) == {"male": 12, "female": 12}
+    assert ctx.case_counts == {"Sexes": 2, "Cats": len(items)} == raw_case_counts(path)
+    assert len(ctx.items) == len(items) == 24
+    assert Counter(i["Sex"] for i in ctx.items) == Counter(i["Sex"] for i in items) == {"male": 12,
+                                                                                      "female": 12}
     assert all(set(i) == {"Sex", *cats.attr_names} for i in ctx.items)
-    assert ctx.items[0]["Name"] == "Tomodachi Joto" and ctx.items[0]["Sex"] == "male"
+    assert ctx.items[0]["Name"] == items[0]["Name"] and ctx.items[0]["Sex"] == "male"
 
     types = Counter(c.type for c in doc.components)
     assert types == {"caseTable": 1, "graph": 2, "text": 2}
@@ -188,11 +195,13 @@ def test_24cats(codap_dir):
     assert "Peebles has a twin" in texts[0].properties["text"]
     assert texts[0].properties["plainText"] == texts[0].properties["text"]
 
-    raw_parent_links_ok(json.loads((codap_dir / "24cats.codap").read_text()))
+    raw_parent_links_ok(raw_document(path))
 
 
 def test_3_table_groups(codap_dir):
-    doc = read_document(codap_dir / "3TableGroups.codap")
+    path = codap_dir / "3TableGroups.codap"
+    counts = [n for _, _, n in raw_shape(path)]
+    doc = read_document(path)
     ctx = doc.contexts[0]
     assert ctx.name == "Data_Set_1"
     assert ctx.title == "Table C/Table B/Table A"
@@ -201,22 +210,24 @@ def test_3_table_groups(codap_dir):
     assert [c.attr_names for c in ctx.collections] == [
         ["ACAT1", "ACAT2", "ANUM1", "ANUM2"], ["BCAT1", "BNUM1"],
         ["CCAT1", "CCAT2", "CNUM1", "CNUM2"]]
-    assert ctx.case_counts == {"Table A": 19, "Table B": 58, "Table C": 179}
-    assert len(ctx.items) == 179
+    assert ctx.case_counts == raw_case_counts(path)
+    assert list(ctx.case_counts) == ["Table A", "Table B", "Table C"]
+    assert counts[0] < counts[1] < counts[2]
+    assert len(ctx.items) == counts[2]
     assert all(len(i) == 10 for i in ctx.items)
-    assert len(ctx.item_ids) == 179 and all(ctx.item_ids)
+    assert len(ctx.item_ids) == counts[2] and all(ctx.item_ids)
     assert [c.type for c in doc.components] == ["caseTable"]
     assert doc.components[0].properties["dataContext"] == "Data_Set_1"
 
     # the grouping rule reproduces CODAP's own cases from the flat items
     groups = group_cases(ctx.collections, ctx.items)
-    assert [len(g) for g in groups] == [19, 58, 179]
+    assert [len(g) for g in groups] == counts
     for level in (1, 2):
         assert all(c.parent is not None and 0 <= c.parent < len(groups[level - 1])
                    for c in groups[level])
-    assert sum(len(c.items) for c in groups[0]) == 179
+    assert sum(len(c.items) for c in groups[0]) == counts[2]
 
-    raw_parent_links_ok(json.loads((codap_dir / "3TableGroups.codap").read_text()))
+    raw_parent_links_ok(raw_document(path))
 
 
 @pytest.mark.parametrize("name", SAMPLES)

@@ -1,4 +1,5 @@
-"""File import and export (batchray.io) on CODAP's sample files, in-process and on Ray."""
+"""File import and export (batchray.io) on the repository's CODAP fixtures (and CODAP's own sample
+files when present: see ``codap_files``), in-process and on Ray."""
 from __future__ import annotations
 
 import csv
@@ -15,11 +16,17 @@ from local_runtime import Client, local_client
 from batchray.errors import DocumentError, SchemaError, ValidationError
 from batchray.io import export_file, import_file
 from batchray.api.tools import call_tool
+from codap_files import (FIXTURES, SAMPLES, csv_rows, data_set_name, raw_case_counts,
+                         raw_component_count, raw_items, raw_shape)
 
-# rows per CSV of the CODAP sample folder. cats.csv has 101 lines of data, one of them all
-# empty cells (",,,,,,,,"), which is no item, as in CODAP. roller-coasters.csv has 157 rows (the
-# folder's README says 156; every CSV parser, Python's csv module included, reads 157).
-CSV_ROWS = {"mammals.csv": 27, "cats.csv": 100, "roller-coasters.csv": 157, "abalone.csv": 4176}
+# rows per CSV of each folder. In both, cats.csv has one line of all empty cells (",,,,,,,,"),
+# which is no item, as in CODAP, and roller-coasters.csv ends without a line break. In CODAP's
+# samples roller-coasters.csv has 157 rows (the folder's README says 156; every CSV parser,
+# Python's csv module included, reads 157).
+CSV_ROWS = {
+    FIXTURES: {"mammals.csv": 10, "cats.csv": 11, "roller-coasters.csv": 8, "abalone.csv": 12},
+    SAMPLES: {"mammals.csv": 27, "cats.csv": 100, "roller-coasters.csv": 157, "abalone.csv": 4176},
+}
 
 CSV_TYPES = {
     "mammals.csv": {"Mammal": "categorical", "Order": "categorical", "LifeSpan": "numeric", "Height": "numeric",
@@ -35,15 +42,20 @@ CSV_TYPES = {
                     "rings": "numeric"},
 }
 
-COMPONENTS = {"mammals.codap": 5, "24cats.codap": 5, "3TableGroups.codap": 1}
-
 DOCUMENTS = {
-    # file: (context, [(collection, parent, cases)])
-    "mammals.codap": ("Mammals", [("Mammals", None, 27)]),
-    "24cats.codap": ("Cats", [("Sexes", None, 2), ("Cats", "Sexes", 24)]),
-    "3TableGroups.codap": ("Data_Set_1", [("Table A", None, 19), ("Table B", "Table A", 58),
-                                          ("Table C", "Table B", 179)]),
+    # file: (context, [(collection, parent)]); the case counts are read from each file
+    "mammals.codap": ("Mammals", [("Mammals", None)]),
+    "24cats.codap": ("Cats", [("Sexes", None), ("Cats", "Sexes")]),
+    "3TableGroups.codap": ("Data_Set_1", [("Table A", None), ("Table B", "Table A"), ("Table C", "Table B")]),
 }
+
+
+def document_shape(path: Path) -> tuple[str, list[tuple[str, str | None, int]]]:
+    """(context, [(collection, parent, cases)]) of one of the DOCUMENTS, counted in its raw JSON."""
+    context, collections = DOCUMENTS[path.name]
+    shape = raw_shape(path)
+    assert [(c, p) for c, p, _ in shape] == collections
+    return context, shape
 
 
 @pytest.fixture
@@ -66,25 +78,19 @@ def types_of(target, context):
     return {name: (a.type.value if a.type else None) for name, a in ctx.attributes().items()}
 
 
-def csv_rows(path: Path) -> list[dict]:
-    """The CSV read by Python's csv module: empty cells missing, all-empty rows skipped."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
-    return [r for r in rows if r]
-
-
 # -- flat files ----------------------------------------------------------------------------------
 
 
 def test_every_codap_csv_imports_with_inferred_types_and_row_counts(engine, codap_dir):
     found = sorted(p.name for p in codap_dir.glob("*.csv"))
-    assert set(CSV_ROWS) <= set(found)
+    row_counts = CSV_ROWS[data_set_name(codap_dir)]
+    assert set(row_counts) <= set(found)
     for name in found:
         context = Path(name).stem
         result = import_file(engine, context, None, codap_dir / name)
         expected_rows = csv_rows(codap_dir / name)
         assert result.success and result.state == "completed", (name, result.errors, result.error)
-        assert result.rows_read == result.items_created == len(expected_rows) == CSV_ROWS.get(name, len(expected_rows))
+        assert result.rows_read == result.items_created == len(expected_rows) == row_counts.get(name, len(expected_rows))
         assert engine.count_items(context) == len(expected_rows)
         assert result.created_contexts == [context]
         types = types_of(engine, context)
@@ -110,7 +116,7 @@ def test_dotted_names_and_missing_values(engine, codap_dir):
     assert engine.count_items("abalone", query="weight.w > 1") == len(heavy) > 0
     import_file(engine, "mammals", None, codap_dir / "mammals.csv")
     chimp = next(v for v in values_of(engine, "mammals") if v["Mammal"] == "Chimpanzee")
-    assert "Speed" not in chimp and chimp["Sleep"] == 10  # "Chimpanzee,Primate,40,1.5,68,10,,land,both"
+    assert "Speed" not in chimp and chimp["Sleep"] == 10  # "Chimpanzee,Primate,...,10,,land,both"
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
@@ -279,7 +285,8 @@ def test_export_collection_query_and_tools(engine, tmp_path, codap_dir, monkeypa
     monkeypatch.setenv("BATCHRAY_IO_ROOT", str(tmp_path))
     (tmp_path / "cats.codap").write_bytes((codap_dir / "24cats.codap").read_bytes())
     payload = call_tool(engine, "batch_import", {"path": "cats.codap", "format": "codap"})
-    assert payload["success"] and payload["itemsCreated"] == 24 and payload["contexts"] == ["Cats"]
+    cats = len(raw_items(codap_dir / "24cats.codap"))
+    assert payload["success"] and payload["itemsCreated"] == cats == 24 and payload["contexts"] == ["Cats"]
     payload = call_tool(engine, "batch_export", {"dataContextName": "Cats", "collectionName": "Sexes",
                                                  "path": "sexes.csv", "query": "Sex == female"})
     assert payload["success"] and payload["columns"] == ["Sex"]
@@ -305,8 +312,10 @@ def test_export_collection_query_and_tools(engine, tmp_path, codap_dir, monkeypa
 
 
 def _case_shape(cases_by_level):
-    """Per collection: (values, index of the parent case) in order."""
-    return [[(tuple(sorted((k, "" if v is None else str(v)) for k, v in values.items())), parent)
+    """Per collection: (values, index of the parent case) in order. An empty value is no value:
+    a stored case lists every attribute of its collection ("" where the item has none), a
+    document's case only those its items have."""
+    return [[(tuple(sorted((k, str(v)) for k, v in values.items() if v not in (None, ""))), parent)
              for values, parent in level] for level in cases_by_level]
 
 
@@ -330,7 +339,7 @@ def document_cases(spec):
 
 @pytest.mark.parametrize("name", list(DOCUMENTS))
 def test_codap_document_import_hierarchy(engine, codap_dir, name):
-    context, shape = DOCUMENTS[name]
+    context, shape = document_shape(codap_dir / name)
     result = import_file(engine, None, None, codap_dir / name)
     assert result.success and result.contexts == [context] and result.created_contexts == [context]
     _, ctx = engine.catalog.context(context)
@@ -351,14 +360,14 @@ def test_codap_document_import_hierarchy(engine, codap_dir, name):
             assert (stored.type.value if stored.type else None) == attr.type
     # components are stored in the same transaction, their references checked
     stored = engine.catalog.components()
-    assert len(stored) == COMPONENTS[name] == len(result.components)
+    assert len(stored) == raw_component_count(codap_dir / name) == len(result.components)
     assert all(c["stored"] for c in result.components)
     assert {c.properties.get("dataContext") for c in stored.values()} <= {context, None}
 
 
 @pytest.mark.parametrize("name", list(DOCUMENTS))
 def test_codap_export_import_round_trip(engine, codap_dir, tmp_path, name):
-    context, shape = DOCUMENTS[name]
+    context, shape = document_shape(codap_dir / name)
     import_file(engine, None, None, codap_dir / name)
     out = tmp_path / "out.codap"
     exported = export_file(engine, context, out)
@@ -381,9 +390,11 @@ def test_all_contexts_to_one_document_and_rename(engine, codap_dir, tmp_path):
     import_file(engine, "Mammals2", None, codap_dir / "mammals.codap")  # one context: renamed
     assert sorted(engine.catalog.contexts()) == ["Cats", "Mammals2"]
     refs = {c.properties.get("dataContext") for c in engine.catalog.components().values()}
-    assert refs == {"Cats", "Mammals2", None} and len(engine.catalog.components()) == 10
+    components = raw_component_count(codap_dir / "24cats.codap") + raw_component_count(codap_dir / "mammals.codap")
+    assert refs == {"Cats", "Mammals2", None} and len(engine.catalog.components()) == components
     exported = export_file(engine, None, tmp_path / "both.codap")
-    assert exported.contexts == ["Cats", "Mammals2"] and exported.items_written == 24 + 27
+    items = len(raw_items(codap_dir / "24cats.codap")) + len(raw_items(codap_dir / "mammals.codap"))
+    assert exported.contexts == ["Cats", "Mammals2"] and exported.items_written == items
     doc = read_document(tmp_path / "both.codap")
     assert [c.name for c in doc.contexts] == ["Cats", "Mammals2"]
     with pytest.raises(SchemaError, match="already exists"):
@@ -405,10 +416,11 @@ def test_bad_documents_refused_and_change_nothing(engine, codap_dir, name, reaso
 
 @pytest.mark.ray
 def test_client_imports_documents_and_refuses_bad_ones(client, codap_dir, tmp_path, monkeypatch):
+    counts = list(raw_case_counts(codap_dir / "3TableGroups.codap").values())
     result = client.import_file(None, None, codap_dir / "3TableGroups.codap")
-    assert result.success and result.items_created == 179
+    assert result.success and result.items_created == counts[-1]
     levels = stored_cases(client, "Data_Set_1")
-    assert [len(level) for level in levels] == [19, 58, 179]
+    assert [len(level) for level in levels] == counts
     with pytest.raises(DocumentError):
         client.import_file(None, None, codap_dir / "bogus-document.codap")
     assert client.data_contexts() == ["Data_Set_1"]
@@ -419,7 +431,7 @@ def test_client_imports_documents_and_refuses_bad_ones(client, codap_dir, tmp_pa
     assert client.data_contexts() == ["Data_Set_1"]
     monkeypatch.setenv("BATCHRAY_IO_ROOT", str(codap_dir))  # the tools read only under their I/O root
     payload = client.tool("batch_import", {"dataContextName": "cats", "path": str(codap_dir / "cats.csv")})
-    assert payload["success"] and payload["itemsCreated"] == 100
+    assert payload["success"] and payload["itemsCreated"] == len(csv_rows(codap_dir / "cats.csv"))
 
 
 BUDGET = 8 << 20
