@@ -101,12 +101,17 @@ class RayRuntime:
         shard_apply_delay: float = 0.0,
         coordinator_env: Optional[dict[str, str]] = None,
         stall_timeout: float = 120.0,
+        quiet: bool = False,
     ) -> None:
         kind, _ = parse_store_url(store)  # a directory, sqlite:///DIR or postgresql://...
         prepare_ray_auth(address)
         self.started_ray = False
         if not ray.is_initialized():
-            init_args: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True}
+            # quiet: Ray's own INFO and WARNING lines (the token-authentication notice among
+            # them) and the actors' output, which Ray would print on this process's stdout,
+            # are not shown here (the CLI's default); errors still are, on stderr
+            init_args: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": not quiet,
+                                         "logging_level": logging.ERROR if quiet else logging.INFO}
             if address is not None:
                 init_args["address"] = address
             else:

@@ -2,38 +2,49 @@
 
     batchray demo [--items N] [--store DIR] [--workers N]
     batchray tools
-    batchray tool NAME [--store DIR] [--address ADDR] [--io-root DIR] (--json '{...}' | --args-file FILE | -)
-    batchray status [BATCH_ID] [--store DIR]
-    batchray recover [--store DIR]
+    batchray tool NAME [--store DIR] [--address ADDR] [--io-root DIR] [-v] (--json '{...}' | --args-file FILE | -)
+    batchray status [BATCH_ID] [--store DIR] [-v]
+    batchray recover [--store DIR] [-v]
     batchray mcp [--store DIR] [--io-root DIR]
 
 ``tool`` prints the result JSON and exits 1 when ``success`` is false, 2 on bad usage. Every
 failure of a command prints the structured error ``{success: false, error: {code, message,
 details}}`` and exits 1, never a traceback; no password appears in it (errors are redacted by
 :func:`batchray.core.storage.postgres.url.redact`, which importing it installs).
+
+``tool``, ``status`` and ``recover`` print only their JSON on stdout: whatever else would be
+printed there (a library's output) goes to stderr, and Ray's own log lines (its INFO lines, the
+token-authentication notice) and the actors' output are shown, on stderr, only with ``-v``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 
 from batchray.api.client import DEFAULT_STORE
 from batchray.core.storage.postgres.url import redact
 from batchray.errors import error_payload, install_secret_redaction
 
 
+JSON_COMMANDS = ("tool", "status", "recover")
+"""Commands whose stdout is their JSON answer and nothing else."""
+
+_json_out: Optional[TextIO] = None  # where _print writes while stdout is sent to stderr
+
+
 def _print(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    (_json_out or sys.stdout).write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def _connect(args: argparse.Namespace):
     from batchray.api.client import connect
 
     return connect(args.store, workers=args.workers, address=args.address, progress=False,
-                   io_root=getattr(args, "io_root", None))
+                   io_root=getattr(args, "io_root", None), quiet=not args.verbose)
 
 
 def _read_args(args: argparse.Namespace) -> Any:
@@ -116,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=2, help="worker actors (default: 2)")
         return p
 
+    def with_verbose(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="show Ray's log lines and the actors' output (on stderr)")
+        return p
+
     def with_io_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--io-root", help="directory the file paths of batch_import/batch_export must stay in "
                                          "(default: $BATCHRAY_IO_ROOT, else the working directory)")
@@ -130,18 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     tools = sub.add_parser("tools", help="print every tool's JSON Schema")
     tools.set_defaults(func=cmd_tools)
 
-    tool = with_io_root(with_store(sub.add_parser("tool", help="call one tool with JSON arguments")))
+    tool = with_verbose(with_io_root(with_store(sub.add_parser("tool", help="call one tool with JSON arguments"))))
     tool.add_argument("name")
     tool.add_argument("--json", help="arguments as a JSON string")
     tool.add_argument("--args-file", help="arguments from a JSON file")
     tool.add_argument("stdin", nargs="?", const="-", choices=["-"], help="'-' reads arguments from stdin")
     tool.set_defaults(func=cmd_tool)
 
-    status = with_store(sub.add_parser("status", help="a batch's status, or the recent batches"))
+    status = with_verbose(with_store(sub.add_parser("status", help="a batch's status, or the recent batches")))
     status.add_argument("batch_id", nargs="?")
     status.set_defaults(func=cmd_status)
 
-    recover = with_store(sub.add_parser("recover", help="finish every batch a crash left undecided"))
+    recover = with_verbose(with_store(sub.add_parser("recover", help="finish every batch a crash left undecided")))
     recover.set_defaults(func=cmd_recover)
 
     mcp = with_io_root(with_store(sub.add_parser("mcp", help="serve the tools over MCP (stdio)")))
@@ -152,11 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     install_secret_redaction(redact)  # what importing url does; said here, where errors are printed
+    global _json_out
+    json_only = args.command in JSON_COMMANDS
+    _json_out = sys.stdout if json_only else None
     try:
-        return args.func(args)
-    except Exception as exc:  # noqa: BLE001 - every failure is reported as the structured error
-        _print(error_payload(exc))
-        return 1
+        with contextlib.redirect_stdout(sys.stderr) if json_only else contextlib.nullcontext():
+            try:
+                return args.func(args)
+            except Exception as exc:  # noqa: BLE001 - every failure is reported as the structured error
+                _print(error_payload(exc))
+                return 1
+    finally:
+        _json_out = None
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Optional, TypeVar
 import orjson
 from pydantic import ValidationError as PydanticError
 
+from batchray.api.display import BatchStatusList, BatchStatusView, as_status, client_html, client_repr
 from batchray.api.progress import ProgressDisplay
 from batchray.core.model.batch import BatchResult, RunOptions, TransactionOptions
 from batchray.core.model.cases import read_cases
@@ -92,6 +93,12 @@ class Client:
         """Stop what serves this store (the coordinator, workers and progress actor on Ray),
         then close. The store stays; the next :func:`connect` recovers it."""
         self.runtime.shutdown()
+
+    def __repr__(self) -> str:
+        return client_repr(self)
+
+    def _repr_html_(self) -> str:
+        return client_html(self)
 
     def __enter__(self) -> "Client":
         return self
@@ -264,9 +271,10 @@ class Client:
         return export_file(self, context, path, format, **options)
 
     # -- batches ----------------------------------------------------------------------------------
-    def status(self, batch_id: Optional[str] = None, limit: int = 20) -> dict[str, Any] | list[dict[str, Any]]:
-        """A batch's status (state, progress, result), or the ``limit`` most recent batches."""
-        return self.runtime.status(batch_id, limit)
+    def status(self, batch_id: Optional[str] = None, limit: int = 20) -> BatchStatusView | BatchStatusList:
+        """A batch's status (state, progress, result), or the ``limit`` most recent batches: a
+        dict (a list of them) that a notebook draws with a progress bar (see batchray.api.display)."""
+        return as_status(self.runtime.status(batch_id, limit))
 
     def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
         """Cancel a batch. A queued batch is taken out of its queue and never runs. A running
@@ -335,6 +343,7 @@ def connect(store: str | os.PathLike = DEFAULT_STORE, *, runtime: str = "ray", p
     nothing for that long (it died, say) is rolled back. ``worker_env`` and ``coordinator_env``:
     environment variables for the worker actors and the coordinator actor (the fault tests arm
     crash points with them). These take effect when this call starts the store's coordinator; a
-    driver that joins a running coordinator shares its settings.
+    driver that joins a running coordinator shares its settings. ``quiet``: Ray's log lines and
+    the actors' output are not shown in this process (the CLI's default).
     """
     return Client(open_runtime(store, runtime, **options), progress=progress, io_root=io_root)

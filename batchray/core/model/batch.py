@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from enum import Enum
-from typing import Any, Literal, Optional
+from typing import Any, Callable, ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -147,6 +147,22 @@ class BatchResult(_Model):
     item_ids: list[int] = Field(default_factory=list)
     results: list[dict[str, Any]] = Field(default_factory=list)
     error: Optional[dict[str, Any]] = None
+
+    html_renderer: ClassVar[Optional[Callable[["BatchResult"], str]]] = None
+    """Draws a result as HTML for notebooks. The core draws nothing: the front sets it
+    (:mod:`batchray.api.display`); unset, a notebook shows the plain repr."""
+
+    def __repr__(self) -> str:
+        """Short: ``BatchResult(success=True, state=completed, created=1000, 0.8 s)``."""
+        counts = [f"{name}={value}" for name, value in (
+            ("created", self.items_created), ("updated", self.items_updated), ("deleted", self.items_deleted),
+            ("errors", len(self.errors))) if value]
+        return (f"BatchResult(success={self.success}, state={self.state.value}, "
+                + "".join(f"{count}, " for count in counts) + f"{self.duration:.1f} s)")
+
+    def _repr_html_(self) -> Optional[str]:
+        renderer = type(self).html_renderer
+        return renderer(self) if renderer is not None else None
 
 
 class BatchStatus(_Model):

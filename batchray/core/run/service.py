@@ -314,8 +314,11 @@ class CoordinatorService:
 
         # a batch submitted whole is handed over as the list it is, so that each participant's
         # last chunk is known and applied and voted in one call (a stream cannot be looked ahead of)
-        chunks = run.planned if run.planned is not None else run.chunks(self.stall_timeout, should_stop)
-        plan = Plan(run.kind, chunks, total=run.total)
+        if run.planned is not None:
+            plan = Plan(run.kind, run.planned, total=run.total)
+        else:
+            plan = Plan(run.kind, [], total=run.total)
+            plan.chunks = _counted_stream(run, plan, should_stop, self.stall_timeout)
         result: Optional[BatchResult] = None
         try:
             result = self.executor.execute(run.txn, run.ts, plan, options, on_chunk=on_chunk, should_stop=should_stop,
@@ -492,6 +495,17 @@ class _Threads:
                 logging.getLogger("batchray").exception("a batch thread failed")
             with self._lock:
                 self._idle += 1
+
+
+def _counted_stream(run: BatchRun, plan: Plan, should_stop: Callable[[], Any],
+                    stall_timeout: float) -> Iterator[Optional[PlannedChunk]]:
+    """A streamed batch's chunks as they are fed; when the input ends, ``plan.total`` becomes
+    the count the driver closed it with, so that the result recorded in the decision log (what
+    :meth:`CoordinatorService.status` shows) carries the batch's true ``totalItems``.
+    (:meth:`CoordinatorService.close_input` sets ``run.total`` before it ends the input.)"""
+    yield from run.chunks(stall_timeout, should_stop)
+    if run.total is not None:
+        plan.total = run.total
 
 
 def _recorded_result(txn: str, record: dict[str, Any]) -> dict[str, Any]:

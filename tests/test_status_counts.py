@@ -1,0 +1,37 @@
+"""A finished batch's status carries its true counts: ``result.totalItems`` of a streamed
+create (a generator: its length is known only when the input ends) is the number of items,
+on the local runtime and on Ray (the coordinator records the result in the decision log,
+which ``status`` reads)."""
+from __future__ import annotations
+
+import pytest
+
+from local_runtime import local_client
+
+COUNT = 20_000
+ROWS = [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}]
+
+
+def _stream(count: int):
+    return ({"n": i} for i in range(count))
+
+
+def _assert_true_counts(client) -> None:
+    client.create_data_context("Rows", ROWS)
+    result = client.create_items("Rows", "Rows", _stream(COUNT))
+    assert result.success and result.items_created == COUNT and result.total_items == COUNT
+    status = client.status(result.transaction_id)
+    assert status["state"] == "completed"
+    assert status["result"]["totalItems"] == COUNT
+    assert status["result"]["itemsCreated"] == COUNT
+    assert client.wait(result.transaction_id).total_items == COUNT
+
+
+def test_a_streamed_create_reports_its_total_in_status_on_the_local_runtime(tmp_path):
+    with local_client(tmp_path / "store") as client:
+        _assert_true_counts(client)
+
+
+@pytest.mark.ray
+def test_a_streamed_create_reports_its_total_in_status_on_ray(client):
+    _assert_true_counts(client)
