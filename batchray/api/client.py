@@ -29,9 +29,10 @@ from pydantic import ValidationError as PydanticError
 
 from batchray.api.display import BatchStatusList, BatchStatusView, as_status, client_html, client_repr
 from batchray.api.progress import ProgressDisplay
-from batchray.core.model.batch import BatchResult, RunOptions, TransactionOptions
+from batchray.core.model.batch import BatchResult, DryRunResult, RunOptions, TransactionOptions
 from batchray.core.model.cases import read_cases
 from batchray.core.plan.chunking import chunk_bytes_for
+from batchray.core.plan.dry_run import dry_run_planner, item_error, preview
 from batchray.core.plan.operations import plan_components, plan_delete_context, plan_schema, plan_undo, run_transaction
 from batchray.core.plan.plan import Plan
 from batchray.core.plan.planner import BatchPlanner, check_query
@@ -144,8 +145,12 @@ class Client:
         validate_all: bool = False,
         total: Optional[int] = None,
         wait: bool = True,
+        dry_run: bool = False,
+        rejects: str | os.PathLike | None = None,
+        reject_limit: Optional[int] = None,
+        reject_ratio: Optional[float] = None,
         **options: Any,
-    ) -> BatchResult | str:
+    ) -> BatchResult | DryRunResult | str:
         """Create items from any iterable of value dicts; a generator streams in bounded memory.
 
         ``atomic=True``: all items or none. ``atomic=False``: valid chunks commit; bad items are
@@ -154,33 +159,95 @@ class Client:
         ``wait=False`` returns the batch id at once. Other keywords are :class:`RunOptions`
         (``continue_on_error``, ``timeout`` in ms, ``priority``, ``queue``, ``idempotency_key``,
         ``max_retries``, ``create_backups``, ``parallelism``).
+
+        ``dry_run``: plan and validate every item, write nothing, hold no lock, and return a
+        :class:`DryRunResult` (a generator is consumed by it). ``rejects``: a file to write each
+        rejected item to (:mod:`batchray.io.rejects`; JSON Lines, or Parquet for ``.parquet``);
+        ``reject_limit`` / ``reject_ratio``: fail the batch when more items than that are rejected.
         """
         run = run_options(atomic=atomic, **options)
         max_bytes = chunk_bytes_for(self.memory_allowance)
-        plan = self.planner.create_items(context, collection, items, batch_size=batch_size, validate_all=validate_all,
-                                         atomic=atomic, max_bytes=max_bytes)
+        planner = dry_run_planner(self.planner) if dry_run else self.planner
+        rows = items if isinstance(items, list) else None
+        try:
+            plan = planner.create_items(context, collection, items, batch_size=batch_size, atomic=atomic,
+                                        validate_all=validate_all and not dry_run, max_bytes=max_bytes)
+        except ValidationError as exc:
+            if dry_run:
+                return self._refused_dry_run(exc)
+            self._write_refused(exc, rejects, rows)
+            raise
         plan.in_memory = hasattr(items, "__len__")  # not a generator: chunks never wait for input
         if plan.total is None and total is not None:
             plan.total = total
-        return self.run_plan(plan, run, progress=progress, callback=callback, wait=wait)
+        if dry_run:
+            return self._preview(plan, run)
+        result = self.run_plan(plan, run, progress=progress, callback=callback, wait=wait)
+        return self._settled(result, rejects, rows, reject_limit, reject_ratio)
 
     def update_items(self, context: str, updates: list[dict[str, Any]], *, atomic: bool = True,
                      progress: Optional[bool] = None, callback: Optional[Callable[[dict], Any]] = None,
-                     batch_size: Optional[int] = None, wait: bool = True, **options: Any) -> BatchResult | str:
+                     batch_size: Optional[int] = None, wait: bool = True, dry_run: bool = False,
+                     rejects: str | os.PathLike | None = None, reject_limit: Optional[int] = None,
+                     reject_ratio: Optional[float] = None, **options: Any) -> BatchResult | DryRunResult | str:
         """Updates as ``{"selector": {"itemId"|"caseId"|"index"|"query"|"resource": ...}, "values": {...}}``;
         a value ``"=expr"`` is computed per item. ``batch_size``: updates per chunk (default
-        10,000). Other keywords are :class:`RunOptions`."""
+        10,000). ``dry_run``, ``rejects`` (a rejected update is written whole, ``{selector,
+        values}``), ``reject_limit`` and ``reject_ratio`` as in :meth:`create_items`. Other
+        keywords are :class:`RunOptions`."""
         run = run_options(atomic=atomic, **options)
-        plan = self.planner.update_items(context, updates, **({"batch_size": batch_size} if batch_size else {}))
-        return self.run_plan(plan, run, progress=progress, callback=callback, wait=wait)
+        planner = dry_run_planner(self.planner) if dry_run else self.planner
+        try:
+            plan = planner.update_items(context, updates, **({"batch_size": batch_size} if batch_size else {}))
+        except ValidationError as exc:
+            if dry_run:
+                return self._refused_dry_run(exc)
+            self._write_refused(exc, rejects, updates)
+            raise
+        if dry_run:
+            return self._preview(plan, run)
+        result = self.run_plan(plan, run, progress=progress, callback=callback, wait=wait)
+        return self._settled(result, rejects, updates, reject_limit, reject_ratio)
 
     def delete_items(self, context: str, selectors: list[dict[str, Any]], *, atomic: bool = True,
                      progress: Optional[bool] = None, callback: Optional[Callable[[dict], Any]] = None,
-                     wait: bool = True, **options: Any) -> BatchResult | str:
-        """Delete the items the selectors name. Other keywords are :class:`RunOptions`."""
+                     wait: bool = True, dry_run: bool = False, **options: Any) -> BatchResult | DryRunResult | str:
+        """Delete the items the selectors name; ``dry_run`` as in :meth:`create_items`. Other
+        keywords are :class:`RunOptions`."""
         run = run_options(atomic=atomic, **options)
+        if dry_run:
+            try:
+                return self._preview(dry_run_planner(self.planner).delete_items(context, selectors), run)
+            except ValidationError as exc:
+                return self._refused_dry_run(exc)
         return self.run_plan(self.planner.delete_items(context, selectors), run, progress=progress,
                              callback=callback, wait=wait)
+
+    def _preview(self, plan: Plan, run: RunOptions) -> DryRunResult:
+        return preview(plan, shards=len(self.layout.shard_names), parallelism=run.parallelism,
+                       allowance=self.memory_allowance)
+
+    @staticmethod
+    def _refused_dry_run(exc: ValidationError) -> DryRunResult:
+        """A dry run whose request the planner refused: its errors, and an empty plan."""
+        errors = exc.details.get("errors") or [{**exc.details, "code": exc.code, "message": exc.message}]
+        return DryRunResult(success=False, plan={}, errors=[item_error(e) for e in errors[:1000]])
+
+    @staticmethod
+    def _write_refused(exc: ValidationError, rejects: str | os.PathLike | None, rows: Optional[list[Any]]) -> None:
+        if rejects is not None:
+            from batchray.io.rejects import rejects_of_refusal
+
+            rejects_of_refusal(exc, rejects, rows)
+
+    @staticmethod
+    def _settled(result: BatchResult | str, rejects: str | os.PathLike | None, rows: Optional[list[Any]],
+                 reject_limit: Optional[int], reject_ratio: Optional[float]) -> BatchResult | str:
+        if isinstance(result, str) or (rejects is None and reject_limit is None and reject_ratio is None):
+            return result
+        from batchray.io.rejects import settle_rejects
+
+        return settle_rejects(result, rejects, rows, reject_limit=reject_limit, reject_ratio=reject_ratio)
 
     # -- schema, components, undo, transactions ---------------------------------------------------
     def schema_operations(self, context: str, operations: list[dict[str, Any]], **options: Any) -> BatchResult:
@@ -256,11 +323,18 @@ class Client:
 
     # -- files ----------------------------------------------------------------------------------
     def import_file(self, context: Optional[str], collection: Optional[str], path: str | os.PathLike,
-                    format: Optional[str] = None, **options: Any) -> BatchResult:
-        """Import a CSV, JSON Lines, Parquet or CODAP file, streamed; see :func:`batchray.io.import_file`."""
+                    format: Optional[str] = None, *, rejects: str | os.PathLike | None = None,
+                    reject_limit: Optional[int] = None, reject_ratio: Optional[float] = None, **options: Any):
+        """Import a CSV, JSON Lines, Parquet or CODAP file, streamed; see :func:`batchray.io.import_file`.
+        ``rejects``, ``reject_limit`` and ``reject_ratio`` as in :meth:`create_items` (a row is
+        rejected with its values as read)."""
         from batchray.io import import_file
+        from batchray.io.rejects import settle_rejects
 
-        return import_file(self, context, collection, path, format, **options)
+        result = import_file(self, context, collection, path, format, **options)
+        if rejects is None and reject_limit is None and reject_ratio is None:
+            return result
+        return settle_rejects(result, rejects, reject_limit=reject_limit, reject_ratio=reject_ratio)
 
     def export_file(self, context: Optional[str | list[str]], path: str | os.PathLike, format: Optional[str] = None,
                     **options: Any) -> dict[str, Any]:

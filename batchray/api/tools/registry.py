@@ -27,6 +27,8 @@ from batchray.errors import (BatchrayError, ConflictError, DocumentError, Intern
                      error_payload, failure_error)
 
 _NAME = Field(min_length=1, max_length=200)
+_REJECTS = ("a file under the I/O root for each rejected item as {index, values, code, field, message}: "
+            "JSON Lines, or Parquet when it ends .parquet (an existing file is refused)")
 
 
 class _Args(BaseModel):
@@ -74,6 +76,11 @@ class CreateOptions(_Args):
     idempotencyKey: Optional[str] = Field(default=None, min_length=1, max_length=200)
     priority: int = Field(default=0, ge=-1000, le=1000)
     queue: str = Field(default="default", min_length=1, max_length=100)
+    dryRun: bool = Field(default=False, description="validate and plan only: write nothing, return the plan")
+    rejectsPath: Optional[str] = Field(default=None, min_length=1, max_length=4096, description=_REJECTS)
+    rejectLimit: Optional[int] = Field(default=None, ge=0, description="fail the batch when more items are rejected")
+    rejectRatio: Optional[float] = Field(default=None, ge=0, le=1,
+                                         description="fail the batch when a larger fraction of items is rejected")
 
 
 class BatchCreateItemsArgs(_Args):
@@ -114,6 +121,11 @@ class UpdateOptions(_Args):
     createBackups: bool = True
     timeout: int = Field(default=DEFAULT_TIMEOUT_MS, ge=1, le=86_400_000, description="milliseconds")
     idempotencyKey: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    dryRun: bool = Field(default=False, description="validate and plan only: write nothing, return the plan")
+    rejectsPath: Optional[str] = Field(default=None, min_length=1, max_length=4096, description=_REJECTS)
+    rejectLimit: Optional[int] = Field(default=None, ge=0, description="fail the batch when more items are rejected")
+    rejectRatio: Optional[float] = Field(default=None, ge=0, le=1,
+                                         description="fail the batch when a larger fraction of items is rejected")
 
 
 class BatchUpdateItemsArgs(_Args):
@@ -180,10 +192,25 @@ def update_options(o: UpdateOptions) -> dict[str, Any]:
             "create_backups": o.createBackups, "parallelism": o.parallelism}
 
 
+def rejects_options(client, o: Any) -> dict[str, Any]:
+    """A tool's dead-letter options as the client's keywords; the path is resolved under the
+    tools' I/O root and an existing file refused before anything runs."""
+    from batchray.io.paths import destination_path
+
+    path = None if o.rejectsPath is None else destination_path(o.rejectsPath, tool_io_root(client))
+    return {"rejects": path, "reject_limit": o.rejectLimit, "reject_ratio": o.rejectRatio}
+
+
 def _batch_create_items(client, a: BatchCreateItemsArgs) -> dict[str, Any]:
     o = a.options
-    result = client.create_items(a.dataContextName, a.collectionName, [item.values for item in a.items],
-                                 progress=False, validate_all=o.validateAll and o.atomic, **create_options(o))
+    rows = [item.values for item in a.items]
+    if o.dryRun:
+        result = client.create_items(a.dataContextName, a.collectionName, rows, dry_run=True,
+                                   **create_options(o))
+        return _dry_run_payload(result)
+    result = client.create_items(a.dataContextName, a.collectionName, rows, progress=False,
+                                 validate_all=o.validateAll and o.atomic, **rejects_options(client, o),
+                                 **create_options(o))
     payload = _result_payload(result)
     payload["itemsCreated"] = result.items_created
     payload["itemIds"] = result.item_ids
@@ -192,13 +219,19 @@ def _batch_create_items(client, a: BatchCreateItemsArgs) -> dict[str, Any]:
 
 def _batch_update_items(client, a: BatchUpdateItemsArgs) -> dict[str, Any]:
     updates = [{"selector": u.selector.model_dump(exclude_none=True), "values": u.values} for u in a.updates]
+    if a.options.dryRun:
+        return _dry_run_payload(client.update_items(a.dataContextName, updates, batch_size=a.options.batchSize,
+                                                    dry_run=True, **update_options(a.options)))
     result = client.update_items(a.dataContextName, updates, progress=False, batch_size=a.options.batchSize,
-                                 **update_options(a.options))
+                                 **rejects_options(client, a.options), **update_options(a.options))
     return _result_payload(result)
 
 
 def _batch_delete_items(client, a: BatchDeleteItemsArgs) -> dict[str, Any]:
     selectors = [s.model_dump(exclude_none=True) for s in a.selectors]
+    if a.options.dryRun:
+        return _dry_run_payload(client.delete_items(a.dataContextName, selectors, dry_run=True,
+                                                    **update_options(a.options)))
     result = client.delete_items(a.dataContextName, selectors, progress=False, **update_options(a.options))
     return _result_payload(result)
 
@@ -234,6 +267,14 @@ def _cancel_batch_operation(client, a: CancelBatchArgs) -> dict[str, Any]:
                               batchId=a.batchId, state=result.get("state"))
         result = {**result, "error": error.to_dict()}
     return result
+
+
+def _dry_run_payload(result) -> dict[str, Any]:
+    """A dry run's JSON; a failed one carries one structured error standing for its item errors."""
+    payload = result.dump()
+    if not result.success:
+        payload["error"] = failure_error(payload["errors"])
+    return payload
 
 
 def _result_payload(result) -> dict[str, Any]:
@@ -290,6 +331,10 @@ class ImportOptions(_Args):
                                            description="largest decompressed Parquet column chunk")
     maxDocumentMemory: Optional[int] = Field(default=None, ge=1 << 20, le=1 << 36,
                                              description="most memory a CODAP document may take once parsed")
+    rejectsPath: Optional[str] = Field(default=None, min_length=1, max_length=4096, description=_REJECTS)
+    rejectLimit: Optional[int] = Field(default=None, ge=0, description="fail the import when more rows are rejected")
+    rejectRatio: Optional[float] = Field(default=None, ge=0, le=1,
+                                         description="fail the import when a larger fraction of rows is rejected")
 
 
 class BatchImportArgs(_Args):
@@ -335,11 +380,16 @@ def _batch_import(client, a: BatchImportArgs) -> dict[str, Any]:
     from batchray.io import import_file
 
     o = a.options
+    dead_letters = rejects_options(client, o)  # the rejects path refused before the import, if it must be
     result = import_file(client, a.dataContextName, a.collectionName, a.path, a.format, atomic=o.atomic,
                          batch_size=o.batchSize, create=o.create, types=o.types, timeout=o.timeout,
                          max_record_bytes=o.maxRecordBytes, max_decoded_bytes=o.maxDecodedBytes,
                          max_document_memory=o.maxDocumentMemory,
                          allowed_root=tool_io_root(client), quote_content=False, progress=False)
+    if o.rejectsPath is not None or o.rejectLimit is not None or o.rejectRatio is not None:
+        from batchray.io.rejects import settle_rejects
+
+        result = settle_rejects(result, dead_letters["rejects"], reject_limit=o.rejectLimit, reject_ratio=o.rejectRatio)
     payload = result.dump()
     if not result.success and payload.get("error") is None and result.errors:
         # rows were left out (atomic=False): the first error stands for all, as one structured

@@ -103,7 +103,8 @@ class TransactionOptions(RunOptions):
 
 
 class ItemError(_Model):
-    """A problem with one item: its index in the request, the field, a code and a message."""
+    """A problem with one item: its index in the request, the field, a code and a message;
+    ``values``: the rejected item's values as given, when the worker that rejected it knew them."""
 
     index: Optional[int] = None
     item_id: Optional[int] = None
@@ -113,6 +114,7 @@ class ItemError(_Model):
     operation: Optional[str] = None
     retryable: bool = False
     attempts: Optional[int] = None
+    values: Optional[Any] = None
 
 
 class Progress(_Model):
@@ -175,3 +177,25 @@ class BatchStatus(_Model):
     submitted_at: float = Field(default_factory=time.time)
     progress: Optional[Progress] = None
     result: Optional[BatchResult] = None
+
+
+class DryRunPlan(_Model):
+    """What a batch would do: its items, chunks, the shards they go to, the lock scopes it would
+    take (one per shard and data context), the bytes of its chunks, and whether the chunks that
+    may be in flight at once fit the runtime's memory allowance."""
+
+    items: int = 0
+    chunks: int = 0
+    shards: int = 0
+    locks: int = 0
+    estimated_bytes: int = 0
+    fits_budget: bool = True
+
+
+class DryRunResult(_Model):
+    """A dry run's answer: validation done, nothing written, no lock held."""
+
+    success: bool
+    dry_run: bool = True
+    plan: DryRunPlan
+    errors: list[ItemError] = Field(default_factory=list)

@@ -143,11 +143,22 @@ def _validator(schema_json: bytes) -> RowValidator:
     return RowValidator(DataContext.model_validate_json(schema_json, context=STORED))
 
 
+def _add_values(errors: list[dict[str, Any]], chunk: CreateItems) -> None:
+    """Give each rejected row's error its values as given (dead-letter files); only rejected rows pay."""
+    if errors:
+        position_of = {chunk.index_of(p): p for p in range(len(chunk.rows))}
+        for error in errors:
+            position = position_of.get(error.get("index"))
+            if position is not None:
+                error.setdefault("values", chunk.rows[position])
+
+
 def valid_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], list[Any]]:
     """The ids and value dicts of a create chunk's valid rows (a chunk with a schema); the
     invalid rows go to ``images.errors``."""
     validator = _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS))
     positions, good, errors = validator.validate(chunk.rows, index_of=chunk.index_of)
+    _add_values(errors, chunk)
     images.errors.extend(errors)
     ids = chunk.ids if len(positions) == len(chunk.ids) else [chunk.ids[p] for p in positions]
     return ids, good
@@ -169,6 +180,7 @@ def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Seque
         return ids, "[" + ",".join(f"[{i},{t}]" for i, t in zip(ids, texts)) + "]"
     validator = _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS))
     positions, good, errors = validator.validate(chunk.rows, index_of=chunk.index_of)
+    _add_values(errors, chunk)
     images.errors.extend(errors)
     if len(positions) == len(chunk.ids) and isinstance(chunk.ids, range):
         return chunk.ids, orjson.dumps(good).decode()

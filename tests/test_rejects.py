@@ -1,0 +1,96 @@
+"""Dead-letter files (rejects=, options.rejectsPath) and reject limits, on the in-process runtime."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.local_runtime import local_client
+
+SCHEMA = [{"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric", "min": 0}]}]
+
+
+@pytest.fixture
+def client(tmp_path):
+    c = local_client(tmp_path / "store", shards=2, io_root=tmp_path)
+    c.create_data_context("P", collections=SCHEMA)
+    yield c
+    c.close()
+
+
+def _rows(n=20, bad=(3, 11)):
+    return [{"name": f"p{i}", "age": -1 if i in bad else i} for i in range(n)]
+
+
+def test_rejects_round_trip_into_corrected_reload(client, tmp_path):
+    out = tmp_path / "bad.jsonl"
+    result = client.create_items("P", "People", _rows(), atomic=False, continue_on_error=True, rejects=out)
+    assert result.items_created == 18
+    frame = pd.read_json(out, lines=True)
+    assert list(frame["index"]) == [3, 11]
+    assert set(frame.columns) == {"index", "values", "code", "field", "message"}
+    assert list(frame["field"]) == ["age", "age"]
+    fixed = [{**values, "age": 1} for values in frame["values"]]
+    assert client.create_items("P", "People", fixed).success
+    assert sorted(i["values"]["name"] for i in client.get_items("P")) == sorted(f"p{i}" for i in range(20))
+
+
+def test_rejects_of_a_stream_carry_their_values(client, tmp_path):
+    out = tmp_path / "bad.parquet"
+    result = client.create_items("P", "People", (row for row in _rows()), atomic=False, rejects=out)
+    assert result.items_created == 18
+    frame = pd.read_parquet(out)
+    assert list(frame["index"]) == [3, 11]
+    assert [json.loads(v)["name"] for v in frame["values"]] == ["p3", "p11"]
+
+
+def test_update_rejects_keep_the_whole_update(client, tmp_path):
+    client.create_items("P", "People", _rows(5, bad=()))
+    out = tmp_path / "upd.jsonl"
+    with pytest.raises(Exception):
+        client.update_items("P", [{"selector": {"query": "age >= 0"}, "values": {"age": "x"}}], rejects=out)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[0]["index"] == 0 and lines[0]["values"]["selector"] == {"query": "age >= 0"}
+
+
+def test_reject_limit_fails_a_non_atomic_batch(client):
+    result = client.create_items("P", "People", _rows(), atomic=False, reject_limit=1)
+    assert not result.success and result.state.value == "failed"
+    assert result.error["details"]["reason"] == "reject_limit"
+    ok = client.create_items("P", "People", _rows(), atomic=False, reject_limit=2)
+    assert ok.error is None
+
+
+def test_reject_ratio_on_an_atomic_batch_rolls_back(client, tmp_path):
+    out = tmp_path / "bad.jsonl"
+    result = client.create_items("P", "People", (r for r in _rows()), atomic=True, reject_ratio=0.05, rejects=out)
+    assert not result.success and result.state.value == "rolled_back"
+    assert client.count_items("P") == 0
+    assert len(out.read_text().splitlines()) == 2
+
+
+def test_tool_rejects_path_under_io_root(client, tmp_path):
+    items = [{"values": r} for r in _rows()]
+    args = {"dataContextName": "P", "collectionName": "People", "items": items,
+            "options": {"atomic": False, "continueOnError": True, "validateAll": False, "rejectsPath": "dead.jsonl"}}
+    payload = client.tool("batch_create_items", args)
+    assert payload["itemsCreated"] == 18
+    assert len((tmp_path / "dead.jsonl").read_text().splitlines()) == 2
+    again = client.tool("batch_create_items", args)  # an existing file is refused before anything runs
+    assert again["success"] is False and again["error"]["code"] == "CONFLICT"
+    outside = client.tool("batch_create_items", {**args, "options": {**args["options"], "rejectsPath": "../x.jsonl"}})
+    assert outside["success"] is False
+    limited = client.tool("batch_create_items", {**args, "options": {**args["options"], "rejectsPath": "d2.jsonl",
+                                                                     "rejectLimit": 0}})
+    assert limited["success"] is False and limited["error"]["details"]["reason"] == "reject_limit"
+
+
+def test_import_rejects(client, tmp_path):
+    src = tmp_path / "people.csv"
+    src.write_text("name,age\n" + "\n".join(f"p{i},{-1 if i == 2 else i}" for i in range(6)) + "\n")
+    out = tmp_path / "imp.jsonl"
+    result = client.import_file("P", "People", src, atomic=False, rejects=out)
+    assert result.items_created == 5
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["index"] for line in lines] == [2] and lines[0]["values"]["name"] == "p2"
