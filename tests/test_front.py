@@ -91,3 +91,17 @@ def test_parallelism_reaches_the_driver(client, monkeypatch):
                                               "options": {"parallelism": 3}})["success"]
     assert client.create_items("People", "People", [{"name": "c", "age": 3}]).success
     assert given == [1, 3, None]
+
+
+def test_the_delete_tool_honours_its_batch_size_and_takes_no_reject_options(tmp_path):
+    with batchray.connect(tmp_path / "store", runtime="local", shards=1, progress=False) as client:
+        assert client.create_data_context("People", COLLECTIONS).success
+        ids = client.create_items("People", "People", [{"name": f"p{i}", "age": i} for i in range(6)]).item_ids
+        refused = client.tool("batch_delete_items", {"dataContextName": "People", "selectors": [{"itemId": ids[0]}],
+                                                     "options": {"rejectsPath": "bad.jsonl"}})
+        assert refused["success"] is False and refused["error"]["code"] == "VALIDATION"
+        deleted = client.tool("batch_delete_items", {"dataContextName": "People",
+                                                     "selectors": [{"itemId": i} for i in ids],
+                                                     "options": {"batchSize": 2}})
+        assert deleted["success"] and deleted["batchesProcessed"] == 3
+        assert client.count_items("People") == 0

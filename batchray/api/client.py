@@ -211,16 +211,18 @@ class Client:
 
     def delete_items(self, context: str, selectors: list[dict[str, Any]], *, atomic: bool = True,
                      progress: Optional[bool] = None, callback: Optional[Callable[[dict], Any]] = None,
-                     wait: bool = True, dry_run: bool = False, **options: Any) -> BatchResult | DryRunResult | str:
-        """Delete the items the selectors name; ``dry_run`` as in :meth:`create_items`. Other
-        keywords are :class:`RunOptions`."""
+                     batch_size: Optional[int] = None, wait: bool = True, dry_run: bool = False,
+                     **options: Any) -> BatchResult | DryRunResult | str:
+        """Delete the items the selectors name (``batch_size``: ids per chunk, default 10,000);
+        ``dry_run`` as in :meth:`create_items`. Other keywords are :class:`RunOptions`."""
         run = run_options(atomic=atomic, **options)
+        sizes = {"batch_size": batch_size} if batch_size else {}
         if dry_run:
             try:
-                return self._preview(dry_run_planner(self.planner).delete_items(context, selectors), run)
+                return self._preview(dry_run_planner(self.planner).delete_items(context, selectors, **sizes), run)
             except ValidationError as exc:
                 return self._refused_dry_run(exc)
-        return self.run_plan(self.planner.delete_items(context, selectors), run, progress=progress,
+        return self.run_plan(self.planner.delete_items(context, selectors, **sizes), run, progress=progress,
                              callback=callback, wait=wait)
 
     def _preview(self, plan: Plan, run: RunOptions) -> DryRunResult:

@@ -113,8 +113,8 @@ class UpdateSpec(_Args):
     options: UpdateItemOptions = Field(default_factory=UpdateItemOptions)
 
 
-class UpdateOptions(_Args):
-    batchSize: int = Field(default=50, ge=1, le=1000)
+class DeleteOptions(_Args):
+    batchSize: int = Field(default=50, ge=1, le=1000, description="items per chunk")
     atomic: bool = True
     parallelism: Optional[int] = Field(default=None, ge=1, le=10,
                                        description="at most this many workers apply the batch at once")
@@ -122,6 +122,9 @@ class UpdateOptions(_Args):
     timeout: int = Field(default=DEFAULT_TIMEOUT_MS, ge=1, le=86_400_000, description="milliseconds")
     idempotencyKey: Optional[str] = Field(default=None, min_length=1, max_length=200)
     dryRun: bool = Field(default=False, description="validate and plan only: write nothing, return the plan")
+
+
+class UpdateOptions(DeleteOptions):
     rejectsPath: Optional[str] = Field(default=None, min_length=1, max_length=4096, description=_REJECTS)
     rejectLimit: Optional[int] = Field(default=None, ge=0, description="fail the batch when more items are rejected")
     rejectRatio: Optional[float] = Field(default=None, ge=0, le=1,
@@ -141,7 +144,7 @@ class BatchDeleteItemsArgs(_Args):
 
     dataContextName: str = _NAME
     selectors: list[Selector] = Field(min_length=1, max_length=10_000)
-    options: UpdateOptions = Field(default_factory=UpdateOptions)
+    options: DeleteOptions = Field(default_factory=DeleteOptions)
 
 
 # -- reads and batches -----------------------------------------------------------------------
@@ -186,7 +189,7 @@ def create_options(o: CreateOptions) -> dict[str, Any]:
             "parallelism": o.parallelism}
 
 
-def update_options(o: UpdateOptions) -> dict[str, Any]:
+def update_options(o: DeleteOptions) -> dict[str, Any]:
     """An update or delete tool's options as the client's keywords."""
     return {"atomic": o.atomic, "timeout": o.timeout, "idempotency_key": o.idempotencyKey,
             "create_backups": o.createBackups, "parallelism": o.parallelism}
@@ -231,8 +234,9 @@ def _batch_delete_items(client, a: BatchDeleteItemsArgs) -> dict[str, Any]:
     selectors = [s.model_dump(exclude_none=True) for s in a.selectors]
     if a.options.dryRun:
         return _dry_run_payload(client.delete_items(a.dataContextName, selectors, dry_run=True,
-                                                    **update_options(a.options)))
-    result = client.delete_items(a.dataContextName, selectors, progress=False, **update_options(a.options))
+                                                    batch_size=a.options.batchSize, **update_options(a.options)))
+    result = client.delete_items(a.dataContextName, selectors, progress=False, batch_size=a.options.batchSize,
+                                 **update_options(a.options))
     return _result_payload(result)
 
 

@@ -159,7 +159,8 @@ class BatchPlanner:
                 planned.append(PlannedChunk(shard, chunk, estimate_bytes(values) + 1024, 0))
         return Plan("update_items", planned, total=len(updates), context=context, context_id=context_id)
 
-    def delete_items(self, context: str, selectors: list[dict[str, Any]]) -> Plan:
+    def delete_items(self, context: str, selectors: list[dict[str, Any]], *, batch_size: int = 10_000) -> Plan:
+        """Deletes of the items the selectors name, at most ``batch_size`` ids a chunk."""
         context_id, ctx = self.context(context)
         by_shard: dict[str, list[int]] = {}
         planned: list[PlannedChunk] = []
@@ -177,7 +178,10 @@ class BatchPlanner:
                     planned.append(PlannedChunk(shard, DeleteItems(self.next_chunk_id(), context_id, where=query), 1024, 0))
         raise_if_errors(errors, "selectors")
         for shard, ids in sorted(by_shard.items()):
-            planned.append(PlannedChunk(shard, DeleteItems(self.next_chunk_id(), context_id, ids=ids), 8 * len(ids), len(ids)))
+            for start in range(0, len(ids), batch_size):
+                part = ids[start:start + batch_size]
+                planned.append(PlannedChunk(shard, DeleteItems(self.next_chunk_id(), context_id, ids=part),
+                                            8 * len(part), len(part)))
         return Plan("delete_items", planned, total=len(selectors), context=context, context_id=context_id)
 
     def _select(self, context_id: int, ctx: DataContext, selector: dict[str, Any], index: int) -> tuple[list[int], Optional[str]]:
