@@ -55,11 +55,16 @@ def test_update_rejects_keep_the_whole_update(client, tmp_path):
 
 
 def test_reject_limit_fails_a_non_atomic_batch(client):
+    """Over the limit, a batch that keeps its valid items fails whole, decided before anything
+    commits (PostgreSQL's REJECT_LIMIT); at the limit it commits its valid items."""
     result = client.create_items("P", "People", _rows(), atomic=False, reject_limit=1)
     assert not result.success and result.state.value == "failed"
     assert result.error["details"]["reason"] == "reject_limit"
+    assert client.count_items("P") == 0 and result.items_created == 0, "nothing of a failed batch stays"
     ok = client.create_items("P", "People", _rows(), atomic=False, reject_limit=2)
-    assert ok.error is None
+    assert ok.error is None and ok.items_created == 18 and client.count_items("P") == 18
+    over_ratio = client.create_items("P", "People", _rows(), atomic=False, reject_ratio=0.05)
+    assert over_ratio.error["details"]["reason"] == "reject_limit" and client.count_items("P") == 18
 
 
 def test_reject_ratio_on_an_atomic_batch_rolls_back(client, tmp_path):

@@ -147,8 +147,6 @@ class Client:
         wait: bool = True,
         dry_run: bool = False,
         rejects: str | os.PathLike | None = None,
-        reject_limit: Optional[int] = None,
-        reject_ratio: Optional[float] = None,
         **options: Any,
     ) -> BatchResult | DryRunResult | str:
         """Create items from any iterable of value dicts; a generator streams in bounded memory.
@@ -158,12 +156,13 @@ class Client:
         batch starts. ``total`` is a hint for the progress bar when ``items`` has no length.
         ``wait=False`` returns the batch id at once. Other keywords are :class:`RunOptions`
         (``continue_on_error``, ``timeout`` in ms, ``priority``, ``queue``, ``idempotency_key``,
-        ``max_retries``, ``create_backups``, ``parallelism``).
+        ``max_retries``, ``create_backups``, ``parallelism``, ``reject_limit``, ``reject_ratio``).
 
         ``dry_run``: plan and validate every item, write nothing, hold no lock, and return a
         :class:`DryRunResult` (a generator is consumed by it). ``rejects``: a file to write each
-        rejected item to (:mod:`batchray.io.rejects`; JSON Lines, or Parquet for ``.parquet``);
-        ``reject_limit`` / ``reject_ratio``: fail the batch when more items than that are rejected.
+        rejected item to (:mod:`batchray.io.rejects`; JSON Lines, or Parquet for ``.parquet``).
+        ``reject_limit`` / ``reject_ratio``: a non-atomic batch that rejects more items than that
+        (or a larger fraction) fails whole, decided before anything commits.
         """
         run = run_options(atomic=atomic, **options)
         max_bytes = chunk_bytes_for(self.memory_allowance)
@@ -183,13 +182,12 @@ class Client:
         if dry_run:
             return self._preview(plan, run)
         result = self.run_plan(plan, run, progress=progress, callback=callback, wait=wait)
-        return self._settled(result, rejects, rows, reject_limit, reject_ratio)
+        return self._settled(result, rejects, rows)
 
     def update_items(self, context: str, updates: list[dict[str, Any]], *, atomic: bool = True,
                      progress: Optional[bool] = None, callback: Optional[Callable[[dict], Any]] = None,
                      batch_size: Optional[int] = None, wait: bool = True, dry_run: bool = False,
-                     rejects: str | os.PathLike | None = None, reject_limit: Optional[int] = None,
-                     reject_ratio: Optional[float] = None, **options: Any) -> BatchResult | DryRunResult | str:
+                     rejects: str | os.PathLike | None = None, **options: Any) -> BatchResult | DryRunResult | str:
         """Updates as ``{"selector": {"itemId"|"caseId"|"index"|"query"|"resource": ...}, "values": {...}}``;
         a value ``"=expr"`` is computed per item. ``batch_size``: updates per chunk (default
         10,000). ``dry_run``, ``rejects`` (a rejected update is written whole, ``{selector,
@@ -207,7 +205,7 @@ class Client:
         if dry_run:
             return self._preview(plan, run)
         result = self.run_plan(plan, run, progress=progress, callback=callback, wait=wait)
-        return self._settled(result, rejects, updates, reject_limit, reject_ratio)
+        return self._settled(result, rejects, updates)
 
     def delete_items(self, context: str, selectors: list[dict[str, Any]], *, atomic: bool = True,
                      progress: Optional[bool] = None, callback: Optional[Callable[[dict], Any]] = None,
@@ -243,13 +241,15 @@ class Client:
             rejects_of_refusal(exc, rejects, rows)
 
     @staticmethod
-    def _settled(result: BatchResult | str, rejects: str | os.PathLike | None, rows: Optional[list[Any]],
-                 reject_limit: Optional[int], reject_ratio: Optional[float]) -> BatchResult | str:
-        if isinstance(result, str) or (rejects is None and reject_limit is None and reject_ratio is None):
+    def _settled(result: BatchResult | str, rejects: str | os.PathLike | None,
+                 rows: Optional[list[Any]]) -> BatchResult | str:
+        """``result`` with its rejected items written to ``rejects`` (the reject limits were
+        applied by the batch itself, before it was decided)."""
+        if isinstance(result, str) or rejects is None:
             return result
         from batchray.io.rejects import settle_rejects
 
-        return settle_rejects(result, rejects, rows, reject_limit=reject_limit, reject_ratio=reject_ratio)
+        return settle_rejects(result, rejects, rows)
 
     # -- schema, components, undo, transactions ---------------------------------------------------
     def schema_operations(self, context: str, operations: list[dict[str, Any]], **options: Any) -> BatchResult:

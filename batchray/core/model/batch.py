@@ -73,7 +73,9 @@ class RunOptions(_Model):
     submitted again under the same key returns the first one's result. ``create_backups``:
     keep before-images after commit so the batch can be undone. ``parallelism``: at most that
     many of the batch's chunks apply at once (so at most that many workers); ``None``: as many
-    as the workers take. ``undoes``: the batch a rollback batch undoes (set by the planner).
+    as the workers take. ``reject_limit`` / ``reject_ratio``: a non-atomic batch that rejects
+    more items than that (or a larger fraction) fails whole, nothing of it committed (an atomic
+    batch fails on any rejected item). ``undoes``: the batch a rollback batch undoes (set by the planner).
     """
 
     atomic: bool = True
@@ -85,6 +87,8 @@ class RunOptions(_Model):
     idempotency_key: Optional[str] = Field(default=None, min_length=1, max_length=200)
     create_backups: bool = False
     parallelism: Optional[int] = Field(default=None, ge=1, le=64)
+    reject_limit: Optional[int] = Field(default=None, ge=0)
+    reject_ratio: Optional[float] = Field(default=None, ge=0, le=1)
     undoes: Optional[str] = None
 
     def but(self, **changes: Any) -> "RunOptions":

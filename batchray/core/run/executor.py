@@ -101,7 +101,8 @@ class Executor:
             self.log.set_state(txn, early.state.value, result=early.dump())
             on_decided(early)
 
-        limits = {"parallelism": options.parallelism} if options.parallelism is not None else {}
+        limits = {name: getattr(options, name) for name in ("parallelism", "reject_limit", "reject_ratio")
+                  if getattr(options, name) is not None}
         outcome = self.driver.run(txn, ts, plan.chunks, atomic=atomic, max_retries=options.max_retries,
                                   on_chunk=on_chunk, should_stop=should_stop,
                                   backup=options.create_backups or plan.backup,

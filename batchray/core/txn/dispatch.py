@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
 from batchray.core.txn.participant import Step
-from batchray.core.txn.policies import POLL, PRESSURE_PAUSE, ChunkBudget, RetryPolicy, StopPolicy
+from batchray.core.txn.policies import POLL, PRESSURE_PAUSE, ChunkBudget, RejectPolicy, RetryPolicy, StopPolicy
 from batchray.errors import BatchrayError, ValidationError
 
 ChunkCallback = Callable[[PlannedChunk, Optional[BeforeImages], Optional[BatchrayError]], None]
@@ -64,6 +64,7 @@ class TxnRun:
     parallelism: Optional[int] = None
     on_chunk: Optional[ChunkCallback] = None
     on_decided: Optional[Callable[[Any], None]] = None
+    rejects: RejectPolicy = field(default_factory=RejectPolicy)
     touched: set[str] = field(default_factory=set)
     flights: dict[Any, Flight] = field(default_factory=dict)  # transport handle -> chunk in flight
 

@@ -6,6 +6,8 @@
 * :class:`ChunkBudget`: a chunk's bytes are reserved in the :class:`MemoryBudget` before it is
   dispatched and released once its result (or failure) has been taken in, or when it is
   abandoned in flight.
+* :class:`RejectPolicy`: how many rejected items a batch that keeps its valid ones
+  (non-atomic) may have before it fails whole, like PostgreSQL's ``REJECT_LIMIT``.
 * :class:`StopPolicy`: how a stop (a cancellation or a timeout, reported by ``should_stop``)
   ends a transaction: no more dispatch, no more retries, and, for a stop that rolls the batch
   back without grace, no waiting for the chunks in flight.
@@ -21,7 +23,7 @@ from typing import Callable, Optional
 
 from batchray.core.txn.chunks import PlannedChunk
 from batchray.core.txn.memory import MemoryBudget
-from batchray.errors import BatchrayError, BatchTimeout, CancelledError
+from batchray.errors import BatchrayError, BatchTimeout, CancelledError, ValidationError
 
 POLL = 0.1
 """Seconds to wait for chunks in flight before looking for a stop again."""
@@ -73,6 +75,27 @@ class ChunkBudget:
 
     def release(self, planned: PlannedChunk) -> None:
         self.budget.release(planned.nbytes)
+
+
+@dataclass(frozen=True)
+class RejectPolicy:
+    """``limit``: the most items a batch may reject; ``ratio``: the largest fraction of its items.
+    Checked when the batch is decided, before anything commits: a batch over either is aborted
+    whole. ``None``: no such limit."""
+
+    limit: Optional[int] = None
+    ratio: Optional[float] = None
+
+    def exceeded(self, rejected: int, total: int) -> Optional[ValidationError]:
+        """The error to fail a batch with when ``rejected`` of ``total`` items exceed a limit."""
+        if self.limit is not None and rejected > self.limit:
+            return ValidationError(f"{rejected} items were rejected, more than the reject limit {self.limit}",
+                                   field="rejectLimit", reason="reject_limit", rejected=rejected, limit=self.limit)
+        if self.ratio is not None and total and rejected / total > self.ratio:
+            return ValidationError(f"{rejected} of {total} items were rejected, more than the reject ratio "
+                                   f"{self.ratio}", field="rejectRatio", reason="reject_limit", rejected=rejected,
+                                   ratio=self.ratio)
+        return None
 
 
 class StopPolicy:

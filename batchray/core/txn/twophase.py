@@ -34,7 +34,7 @@ from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
 from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.participant import Step
-from batchray.core.txn.policies import ChunkBudget, RetryPolicy, StopPolicy, backoff
+from batchray.core.txn.policies import ChunkBudget, RejectPolicy, RetryPolicy, StopPolicy, backoff
 from batchray.errors import BatchrayError, InternalError, StoreError, TransactionAborted
 
 
@@ -183,17 +183,22 @@ class TwoPhaseCommit:
         should_stop: Callable[[], Optional[BatchrayError]] = lambda: None,
         on_decided: Optional[Callable[[Outcome], None]] = None,
         parallelism: Optional[int] = None,
+        reject_limit: Optional[int] = None,
+        reject_ratio: Optional[float] = None,
     ) -> Outcome:
         """Apply, vote, decide and finish ``txn``. Never raises for the transaction's own
         failures: they are in the returned :class:`Outcome`. ``on_decided`` sees the outcome
         as soon as the decision is durable (the commit point), before phase 2; readers are
         held off by the gate until phase 2 is done. ``parallelism`` (an int >= 1, else a
         :class:`~batchray.errors.ValidationError` before anything is sent): at most that many
-        chunks in flight at once; None: as many as the memory budget allows."""
+        chunks in flight at once; None: as many as the memory budget allows. ``reject_limit`` /
+        ``reject_ratio``: a non-atomic batch that rejected more items than that (or a larger
+        fraction of them) is aborted whole at the decision (:class:`RejectPolicy`)."""
         state = TxnRun(
             txn, ts, atomic, Outcome(txn, committed=False), RetryPolicy(max_retries, self.rng),
             StopPolicy(should_stop, atomic), backup=backup, keep_images=keep_images,
             parallelism=check_parallelism(parallelism), on_chunk=on_chunk, on_decided=on_decided,
+            rejects=RejectPolicy(reject_limit, reject_ratio),
         )
         self._apply(state, planned)
         votes = self._vote(state)
@@ -242,7 +247,14 @@ class TwoPhaseCommit:
     @staticmethod
     def _decision(state: TxnRun, votes: dict[str, bool]) -> dict[str, str]:
         """Atomic: commit everywhere if nothing failed and everyone voted yes, else abort
-        everywhere. Non-atomic: commit where the participant voted yes."""
+        everywhere. Non-atomic: commit where the participant voted yes, unless the batch
+        rejected more items than its reject policy allows: then abort everywhere."""
+        if not state.atomic:
+            rejected = len(state.outcome.errors)
+            too_many = state.rejects.exceeded(rejected, state.outcome.affected + rejected)
+            if too_many is not None:
+                state.fail(too_many)
+                state.atomic = True  # over the limit: the batch fails whole, nothing of it stays
         if state.atomic:
             outcome = "commit" if not state.failed and all(votes.values()) else "abort"
             return {p: outcome for p in state.touched}
