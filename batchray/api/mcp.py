@@ -85,9 +85,8 @@ class Backend:
                 connect = self._connect
                 if connect is None:
                     from batchray.api.client import connect
-                # quiet: no actor output may reach the driver's stdout, which carries the protocol
                 self.client = connect(self.store, workers=self.workers, address=self.address, progress=False,
-                                      io_root=self.io_root, quiet=True)
+                                      io_root=self.io_root)
             return self.client
 
     def close(self) -> None:
