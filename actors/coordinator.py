@@ -17,6 +17,7 @@ from batchray.core.run.service import CoordinatorService
 from batchray.core.storage.store import CATALOG
 from batchray.core.txn.twophase import recover
 
+from actors.metrics import CoordinatorMetrics
 from actors.progress import ProgressActor
 from actors.transport import RayTransport
 from actors.worker import WorkerActor
@@ -211,7 +212,9 @@ class TransactionCoordinator:
         self.transport = RayTransport(self.owner.__getitem__)
         self.budget = MemoryBudget(memory_budget, memory_threshold,
                                    pressure=NodePressure(object_store=object_store_fraction))
-        self.executor = Executor.over(self.backend, self.log, self.transport, self.budget)
+        self.metrics = CoordinatorMetrics()
+        self.executor = Executor.over(self.backend, self.log, self.metrics.counting(self.transport), self.budget)
+        self.metrics.time_phases(self.executor)
         # a batch still queued when the previous incarnation died never started here, but its
         # registration may not be all that survived: recover it like an undecided running one
         # (presumed abort at every participant) so that it ends rolled back, not queued forever
@@ -222,6 +225,7 @@ class TransactionCoordinator:
             self.executor, budget=self.budget, progress=self.outbox, report_chunks=True,
             max_running=max_running, stall_timeout=stall_timeout, release_images=self.transport.release,
         )
+        self.metrics.watch_queue(self.service.admission.waiting)
 
     # Each method unpacks its message and calls the service.
     def submit(self, kind: str, options: dict, planned: Optional[list] = None, total: Optional[int] = None,

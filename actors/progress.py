@@ -11,7 +11,10 @@ from batchray.core.run.progress import ProgressBook
 @ray.remote(max_restarts=-1, max_task_retries=-1, num_cpus=0)
 class ProgressActor:
     """Receives increments (never per item), serves status queries, exports metrics with
-    bounded label sets (the batch kind, never a transaction id)."""
+    bounded label sets (never a transaction id): items by ``outcome`` (completed, failed),
+    batches running, smoothed throughput, memory in use and the budget. The coordinator
+    exports the rest (:mod:`actors.metrics`); ``batchray dashboard`` prints a Grafana
+    dashboard of them all."""
 
     def __init__(self) -> None:
         from ray.util import metrics
@@ -22,6 +25,8 @@ class ProgressActor:
         self._memory = metrics.Gauge("batchray_memory_in_use_bytes", "Bytes reserved in the memory budget")
         self._budget = metrics.Gauge("batchray_memory_budget_bytes", "The memory budget's limit in bytes")
         self._throughput = metrics.Gauge("batchray_throughput_items_per_second", "Smoothed items per second, all batches")
+        self._running.set(0)  # exported from the start: a dashboard shows 0, not "no data"
+        self._throughput.set(0)
 
     def start(self, txn: str, total: Optional[int], kind: str) -> None:
         self.book.start(txn, total, kind)
@@ -33,7 +38,7 @@ class ProgressActor:
     def report(self, txn: str, completed: int, failed: int, operation: str) -> None:
         self.book.report(txn, completed, failed, operation)
         if completed:
-            self._items.inc(completed, tags={"outcome": "ok"})
+            self._items.inc(completed, tags={"outcome": "completed"})
         if failed:
             self._items.inc(failed, tags={"outcome": "failed"})
         self._throughput.set(self.book.total_throughput())

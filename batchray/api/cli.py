@@ -26,6 +26,7 @@ import sys
 from typing import Any, Optional, TextIO
 
 from batchray.api.client import DEFAULT_STORE
+from batchray.api.dashboards import add_arguments as dashboard_arguments
 from batchray.core.storage.postgres.url import redact
 from batchray.errors import error_payload, install_secret_redaction
 
@@ -115,6 +116,12 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from batchray.api.dashboards import write
+
+    return write(args.output)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchray", description="Transactional batch operations on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     mcp = with_io_root(with_store(sub.add_parser("mcp", help="serve the tools over MCP (stdio)")))
     mcp.set_defaults(func=cmd_mcp)
+
+    dashboard = dashboard_arguments(
+        sub.add_parser("dashboard", help="print (or write) the Grafana dashboard for batchray's metrics"))
+    dashboard.set_defaults(func=cmd_dashboard)
     return parser
 
 

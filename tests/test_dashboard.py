@@ -1,0 +1,117 @@
+"""The Grafana dashboard (``batchray dashboard``) queries series that Ray's endpoint exports.
+
+A Ray of its own, in a subprocess (the shared session has no metrics export port, and the
+port is fixed when Ray starts), with ``_metrics_export_port`` on a free loopback port, runs
+a small store through every series the dashboard shows:
+
+* a non-atomic create, one item a chunk, with one invalid item (items ``completed`` and ``failed``);
+* two update batches on the same item, the younger submitted while the older holds the item's
+  lock (each applied chunk takes a second, ``shard_apply_delay``): wait-die makes the younger
+  one meet a lock conflict (``batchray_lock_conflicts_total``);
+* every batch's 2PC phases (``batchray_phase_seconds``), batches running and queued, memory.
+
+Then it scrapes ``http://127.0.0.1:PORT/metrics`` until every series the dashboard's panel
+``expr``s name appears (Ray exports every few seconds: polled, at most 60 s). Without Ray
+only the dashboard's own checks run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from batchray.api.dashboards import dashboard, dashboard_text, panel_exprs, queried_series
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERIES = {
+    "ray_batchray_throughput_items_per_second", "ray_batchray_items_total",
+    "ray_batchray_batches_running", "ray_batchray_batches_queued",
+    "ray_batchray_memory_in_use_bytes", "ray_batchray_memory_budget_bytes",
+    "ray_batchray_lock_conflicts_total", "ray_batchray_phase_seconds_bucket",
+    "ray_batchray_phase_seconds_sum", "ray_batchray_phase_seconds_count",
+}
+
+SCRIPT = textwrap.dedent('''
+    import json, socket, sys, threading, time, urllib.request
+
+    import ray
+
+    import batchray
+
+    store, wanted = sys.argv[1], set(json.loads(sys.argv[2]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="batchray",
+             log_to_driver=False, _metrics_export_port=port)
+    client = batchray.connect(store, workers=1, shards=1, progress=False, shard_apply_delay=1.0)
+    assert client.create_data_context("Dash", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}]).success
+    created = client.create_items("Dash", "Rows", [{"n": 1}, {"n": "not a number"}, {"n": 3}],
+                                  atomic=False, batch_size=1)
+    assert created.items_created == 2 and len(created.errors) == 1, created
+    item = created.item_ids[0]
+
+    def update(value):
+        client.update_items("Dash", [{"selector": {"itemId": item}, "values": {"n": value}}], max_retries=1)
+
+    older = threading.Thread(target=update, args=(10,))
+    older.start()
+    time.sleep(0.4)  # the older batch's chunk holds the item's lock for its 1 s apply
+    update(20)
+    older.join()
+
+    seen, deadline = set(), time.time() + 60
+    while time.time() < deadline:
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError:
+            body = ""
+        seen = {line.split("{")[0].split(" ")[0] for line in body.splitlines() if line.startswith("ray_batchray_")}
+        if wanted <= seen:
+            break
+        time.sleep(1)
+    client.shutdown()
+    ray.shutdown()
+    print("SEEN " + json.dumps(sorted(seen)))
+''')
+
+
+def test_the_dashboard_queries_the_series_batchray_exports():
+    board = dashboard()
+    assert json.loads(dashboard_text()) == board
+    assert queried_series(board) == SERIES
+    titles = [panel["title"] for panel in board["panels"]]
+    assert titles == ["Throughput", "Items by outcome", "Batches running and queued",
+                      "Memory in use against the budget", "Lock conflicts", "2PC phase durations"]
+    assert any("by (outcome)" in e for e in panel_exprs(board))
+    assert any("by (phase, le)" in e for e in panel_exprs(board))
+    assert {panel["id"] for panel in board["panels"]} == set(range(1, 7))
+
+
+def test_batchray_dashboard_prints_or_writes_the_json(tmp_path, capsys):
+    from batchray.api.cli import main
+
+    assert main(["dashboard"]) == 0
+    assert json.loads(capsys.readouterr().out) == dashboard()
+    target = tmp_path / "batchray.json"
+    assert main(["dashboard", "--output", str(target)]) == 0
+    assert json.loads(target.read_text()) == dashboard()
+
+
+@pytest.mark.ray
+def test_every_series_the_dashboard_queries_is_on_rays_metrics_endpoint(tmp_path):
+    pytest.importorskip("ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    wanted = sorted(queried_series())
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "store"), json.dumps(wanted)],
+                          env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("SEEN ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    seen = set(json.loads(lines[-1][len("SEEN "):]))
+    assert set(wanted) - seen == set(), f"missing from Ray's endpoint: {sorted(set(wanted) - seen)}"
