@@ -2,9 +2,10 @@
 
 The core stays free of Ray: the coordinator wraps what the core hands it instead.
 
-* :class:`PhaseTimedCommit` is the coordinator's :class:`~batchray.core.txn.twophase.TwoPhaseCommit`
-  with each phase of :meth:`~batchray.core.txn.twophase.TwoPhaseCommit.run` timed (apply, vote,
-  decide, finish: one observation per phase per batch, never per item).
+* the 2PC driver reports each phase's duration through its ``on_phase`` hook
+  (:class:`~batchray.core.txn.twophase.TwoPhaseCommit`: apply, vote, decide, finish; one
+  observation per phase per batch, never per item), which :meth:`CoordinatorMetrics.time_phases`
+  points at the phase histogram;
 * :class:`ConflictCountingTransport` delegates to the coordinator's transport and counts the
   :class:`~batchray.errors.LockConflict` errors its results raise (one per chunk attempt that
   met a lock: wait-die's younger transaction dying, or a lock wait timing out; the driver
@@ -19,11 +20,9 @@ batches running, throughput, memory in use and the budget.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Callable, Optional
 
 from batchray.core.run.executor import Executor
-from batchray.core.txn.twophase import TwoPhaseCommit
 from batchray.errors import LockConflict
 
 PHASE_SECONDS = "batchray_phase_seconds"
@@ -32,41 +31,6 @@ BATCHES_QUEUED = "batchray_batches_queued"
 PHASES = ("apply", "vote", "decide", "finish")
 PHASE_BOUNDARIES = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0]
 
-PhaseObserver = Callable[[str, float], None]
-
-
-class PhaseTimedCommit(TwoPhaseCommit):
-    """A :class:`TwoPhaseCommit` that reports how long each phase of a run took to
-    ``observe(phase, seconds)``. Made from the driver a store was wired with
-    (:meth:`from_driver`), so the wiring stays :meth:`Executor.over`'s."""
-
-    observe: PhaseObserver
-
-    @classmethod
-    def from_driver(cls, driver: TwoPhaseCommit, observe: PhaseObserver) -> "PhaseTimedCommit":
-        timed = cls.__new__(cls)
-        timed.__dict__.update(driver.__dict__)
-        timed.observe = observe
-        return timed
-
-    def _timed(self, phase: str, step: Callable[..., Any], *args: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return step(*args)
-        finally:
-            self.observe(phase, time.perf_counter() - started)
-
-    def _apply(self, state, planned) -> None:
-        return self._timed("apply", super()._apply, state, planned)
-
-    def _vote(self, state):
-        return self._timed("vote", super()._vote, state)
-
-    def _log_decision(self, state, decided) -> bool:
-        return self._timed("decide", super()._log_decision, state, decided)
-
-    def _deliver(self, state, logged: bool) -> None:
-        return self._timed("finish", super()._deliver, state, logged)
 
 
 class ConflictCountingTransport:
@@ -115,7 +79,7 @@ class CoordinatorMetrics:
 
     def time_phases(self, executor: Executor) -> None:
         """Make ``executor``'s driver report its phase durations."""
-        executor.driver = PhaseTimedCommit.from_driver(executor.driver, self.observe_phase)
+        executor.driver.on_phase = self.observe_phase
 
     def watch_queue(self, waiting: Callable[[], int]) -> None:
         """Sample ``waiting()`` (batches queued) every ``sample_every`` seconds."""

@@ -245,3 +245,15 @@ def test_stop_policy_interrupts_only_a_stop_that_rolls_back_without_grace():
     assert atomic.interrupts(BatchTimeout("late")) and not partial.interrupts(BatchTimeout("late"))
     assert not atomic.interrupts(None)
     assert StopPolicy.forces_rollback(CancelledError("c")) and not StopPolicy.forces_rollback(keep)
+
+
+def test_the_driver_reports_each_phase_once_per_run(tmp_path):
+    """``on_phase`` hears apply, vote, decide and finish once each per batch, in order."""
+    from local_runtime import local_client
+
+    with local_client(tmp_path / "store", shards=2) as client:
+        heard = []
+        client.runtime.driver.on_phase = lambda phase, seconds: heard.append((phase, seconds >= 0))
+        assert client.create_data_context("P", [{"name": "P", "attrs": [{"name": "a"}]}]).success
+        assert client.create_items("P", "P", [{"a": str(i)} for i in range(50)], batch_size=10).success
+    assert heard == [(phase, True) for phase in ("apply", "vote", "decide", "finish")] * 2

@@ -28,7 +28,7 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Protocol
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
 from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism
@@ -154,8 +154,12 @@ class TwoPhaseCommit:
         rng: Optional[random.Random] = None,
         sleep: Callable[[float], None] = time.sleep,
         gate: Callable[[set[str]], Any] = contextlib.nullcontext,
+        on_phase: Optional[Callable[[str, float], None]] = None,
     ) -> None:
         self.log = log
+        self.on_phase = on_phase
+        """Told ``(phase, seconds)`` once per phase of every run: ``apply``, ``vote``,
+        ``decide`` (the durable log write), ``finish`` (phase 2); for telemetry."""
         self.transport = transport
         self.epoch_of = epoch_of
         self.budget = budget or MemoryBudget()
@@ -200,16 +204,32 @@ class TwoPhaseCommit:
             parallelism=check_parallelism(parallelism), on_chunk=on_chunk, on_decided=on_decided,
             rejects=RejectPolicy(reject_limit, reject_ratio),
         )
-        self._apply(state, planned)
-        votes = self._vote(state)
+        with self._timed("apply"):
+            self._apply(state, planned)
+        with self._timed("vote"):
+            votes = self._vote(state)
         decided = self._decision(state, votes)
         with self.gate(state.touched):  # readers wait while the decision reaches the participants
-            logged = self._log_decision(state, decided)
+            with self._timed("decide"):
+                logged = self._log_decision(state, decided)
             self._conclude(state, votes)
             if state.on_decided is not None:
                 state.on_decided(state.outcome)
-            self._deliver(state, logged)
+            with self._timed("finish"):
+                self._deliver(state, logged)
         return state.outcome
+
+    @contextlib.contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        """Report the block's duration to :attr:`on_phase` (when set) as ``phase``."""
+        if self.on_phase is None:
+            yield
+            return
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.on_phase(phase, time.perf_counter() - started)
 
     # -- phase 1: apply, vote ---------------------------------------------------------------
     def _apply(self, state: TxnRun, planned: Iterable[Optional[PlannedChunk]]) -> None:
