@@ -298,13 +298,16 @@ def test_status_reports_throughput_and_eta_while_a_batch_runs(slow4):
 
 # -- atomic and non-atomic ------------------------------------------------------------------
 
-def test_non_atomic_batch_commits_good_items_and_reports_bad_ones_by_index(plain):
-    context = _context(plain, "Partial")
+@pytest.mark.parametrize("batch_size", [10, None], ids=["chunks-of-10", "one-chunk-per-shard"])
+def test_non_atomic_batch_commits_good_items_and_reports_bad_ones_by_index(plain, batch_size):
+    """With one chunk per shard the bad items are in a shard's last chunk, whose apply carries
+    the shard's vote: a rejected item must not make the shard's good items roll back."""
+    context = _context(plain, f"Partial{batch_size}")
     items = rows(100)
     bad = [7, 42, 93]
     for index in bad:
         items[index]["n"] = "not a number"
-    result = plain.create_items(context, "Rows", items, atomic=False, continue_on_error=True, batch_size=10)
+    result = plain.create_items(context, "Rows", items, atomic=False, continue_on_error=True, batch_size=batch_size)
     assert not result.success  # not everything made it in ...
     assert result.state.value == "completed"  # ... but what could be committed was
     assert result.items_created == 100 - len(bad)

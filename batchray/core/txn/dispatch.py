@@ -197,7 +197,10 @@ class ApplyPhase:
         outcome = self.run.outcome
         outcome.chunks += 1
         outcome.affected += images.affected
-        if images.vote is not None:
+        if images.vote is not None and (images.vote or not images.errors):
+            # a participant whose last chunk rejected items did not prepare with it (a merged
+            # vote is "applied cleanly"): a batch that keeps its valid items asks it to prepare
+            # on its own in the vote round
             outcome.votes[pc.participant] = images.vote
         if images.errors:
             if pc.operation is not None:
