@@ -205,6 +205,16 @@ async def _send_progress(ctx: Any, relay: ProgressRelay) -> None:
         print(f"batchray mcp: progress notification not sent: {exc}", file=sys.stderr)
 
 
+async def _forward_progress(ctx: Any, relay: ProgressRelay, interval: float) -> None:
+    """Send the relay's progress every ``interval`` seconds until cancelled. A send in flight is
+    shielded from the cancellation: the relay forgets what it handed out, so a notification
+    cancelled half-way would be lost for good (the final one included)."""
+    while True:
+        await anyio.sleep(interval)
+        with anyio.CancelScope(shield=True):
+            await _send_progress(ctx, relay)
+
+
 def _tool_list() -> list[types.Tool]:
     tools = []
     for tool in TOOLS.values():
@@ -254,12 +264,7 @@ def build_server(backend: Backend) -> Server:
             relay.put({"completed": 0, "message": "starting the store's Ray actors (first call)"})
             await _send_progress(ctx, relay)
         async with anyio.create_task_group() as tg:
-            async def forward() -> None:
-                while True:
-                    await anyio.sleep(PROGRESS_INTERVAL)
-                    await _send_progress(ctx, relay)
-
-            tg.start_soon(forward)
+            tg.start_soon(_forward_progress, ctx, relay, PROGRESS_INTERVAL)
             # abandon_on_cancel: a cancelled request (or a server shutting down) does not wait for
             # the batch; the batch itself goes on to commit or roll back as a whole
             payload = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)

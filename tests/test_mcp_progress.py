@@ -1,0 +1,56 @@
+"""The MCP server's progress relay, without a server: a notification in flight when the batch
+ends is sent whole, never cut off by the end of the forwarding task."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+import pytest
+
+pytest.importorskip("mcp")
+
+from batchray.api.mcp import ProgressRelay, _forward_progress, _send_progress  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class SlowSession:
+    """A session whose notifications take ``delay`` seconds to go out, as on a busy pipe."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.sent: list[tuple[float, Any, str]] = []
+
+    async def report_progress(self, progress: float, total: Any, message: str) -> None:
+        await anyio.sleep(self.delay)
+        self.sent.append((progress, total, message))
+
+
+async def test_a_notification_in_flight_survives_the_end_of_the_batch() -> None:
+    session = SlowSession(delay=0.2)
+    ctx = SimpleNamespace(session=session)
+    relay = ProgressRelay()
+    relay.put({"completed": 10, "failed": 0, "total": 10})
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_forward_progress, ctx, relay, 0.01)
+        await anyio.sleep(0.05)  # the forwarder took the count and is sending it
+        tg.cancel_scope.cancel()  # the batch ended
+    await _send_progress(ctx, relay)  # what the call sends after the batch: nothing new here
+    assert [p for p, _, _ in session.sent] == [10.0]
+    assert session.sent[0][1] == 10.0 and session.sent[0][2]
+
+
+async def test_counts_that_do_not_move_forward_are_not_sent_again() -> None:
+    session = SlowSession(delay=0)
+    ctx = SimpleNamespace(session=session)
+    relay = ProgressRelay()
+    for completed in (5, 5, 3, 8):
+        relay.put({"completed": completed, "failed": 0, "total": 8})
+        await _send_progress(ctx, relay)
+    assert [p for p, _, _ in session.sent] == [5.0, 8.0]
