@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from batchray.errors import DocumentError
+from batchray.io.codap.graph_storage import complete_graph_storage
 from batchray.io.codap.links import link_ids, relink
 from batchray.io.codap.model import ComponentSpec
 
@@ -198,7 +199,16 @@ def _plain_text(text: Any) -> str | None:
 def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],
                     remap: dict[str, dict[Any, int]], ctx_guid: dict[str, int],
                     attr_guid: dict[tuple[str, str], tuple[int, int]],
-                    global_guid: dict[str, int]) -> dict[str, Any]:
+                    global_guid: dict[str, int],
+                    attr_types: Mapping[tuple[str, str], Optional[str]] | None = None,
+                    bounds: Callable[[str, str], Optional[tuple[float, float]]] | None = None,
+                    ) -> Optional[dict[str, Any]]:
+    """The v2 JSON of ``comp``, or ``None`` for one CODAP cannot open: a case card without a data
+    context or a slider without a global value (CODAP's importers read ``_links_.context.id``
+    and ``_links_.model.id`` unguarded: ``v3/src/components/case-card/case-card-registration.ts``,
+    ``slider/slider-registration.ts``, and one such component makes the whole document fail).
+    ``attr_types`` (``(context, attribute) -> type``) and ``bounds`` (``(context, attribute) ->
+    (low, high)``) complete a graph's storage (:mod:`batchray.io.codap.graph_storage`)."""
     v2_type = _V2_COMPONENT_TYPES.get(comp.type) or comp.v2_type or comp.type
     storage = relink(comp.raw or {}, remap)
     if isinstance(storage.get("hiddenCases"), list):
@@ -270,7 +280,30 @@ def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],
         storage["text"] = props["text"]
     if comp.type in ("webView", "imageComponentView") and "URL" in props:
         storage["URL"] = props["URL"]
-    if links or "_links_" in storage:
+    if v2_type == "DG.GraphView":
+        storage["_links_"] = links
+        by_guid = {guid: key for key, (guid, _) in attr_guid.items()}
+        placed = {}
+        for place, _ in _GRAPH_PLACES:
+            hits = [by_guid[i] for i in link_ids(links, f"{place}Attr") if i in by_guid]
+            if hits:
+                placed[place] = (hits[0], (attr_types or {}).get(hits[0]))
+        plot_type = props.get("plotType") if "plotType" in props else None
+        complete_graph_storage(
+            storage, {place: (key[1], attr_type) for place, (key, attr_type) in placed.items()},
+            plot_type,
+            lambda name: next((bounds(key[0], key[1]) for key, _ in placed.values()
+                               if key[1] == name), None) if bounds else None)
+    elif v2_type in ("DG.TableView", "DG.CaseCard"):
+        if "context" in links:
+            storage["_links_"] = links
+        elif v2_type == "DG.CaseCard":
+            return None
+        else:
+            storage.pop("_links_", None)  # CODAP skips a table without links, as it should
+    elif v2_type == "DG.SliderView" and "model" not in links:
+        return None
+    elif links or "_links_" in storage:
         storage["_links_"] = links
     if comp.title is not None:
         storage["title"] = comp.title
