@@ -13,7 +13,9 @@ with a note.
 The document's components go into that same transaction, checked as ``component_operations`` checks them
 (against the contexts being imported); one that does not pass (an unknown type, a reference
 that does not resolve) is left out and named in ``notes``. A component without a name takes
-its title or type, and a name already taken gets a number. Global values are stored only for
+its title or type, and a name already taken gets a number. The component's storage as CODAP
+wrote it (less its links, which the properties name) is kept in ``properties.codapStorage``, for
+the export to write back (:func:`~batchray.io.codap.components.stored_storage`). Global values are stored only for
 the sliders that drive them.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ from batchray.core.plan.chunking import CreateChunker
 from batchray.core.storage.store import context_doc, context_key
 from batchray.core.txn.chunks import PlannedChunk
 from batchray.errors import BatchrayError, DocumentError, SchemaError
+from batchray.io.codap.components import CODAP_STORAGE, stored_storage
 from batchray.io.codap.reader import read_document
 from batchray.io.import_transaction import Reading, catalog_docs_first, import_result, run_import
 from batchray.io.results import ImportResult
@@ -91,6 +94,9 @@ def _context_from_spec(spec: Any, name: str, notes: list[str], path: Path) -> Da
 def _component_dict(comp: Any, renamed: dict[str, str]) -> dict[str, Any]:
     """A document component as the catalog's component shape (references renamed)."""
     props = dict(comp.properties or {})
+    storage = stored_storage(comp.raw)
+    if storage:
+        props[CODAP_STORAGE] = storage
     if props.get("dataContext") in renamed:
         props["dataContext"] = renamed[props["dataContext"]]
     dimensions = {k: v for k, v in (comp.dimensions or {}).items() if isinstance(v, (int, float))}

@@ -196,6 +196,20 @@ def _plain_text(text: Any) -> str | None:
     return "\n".join(blocks)
 
 
+CODAP_STORAGE = "codapStorage"
+"""The property under which an imported component keeps its v2 storage as CODAP wrote it."""
+_NOT_KEPT = ("_links_", "hiddenCases", "title", "name")
+
+
+def stored_storage(raw: Any) -> dict[str, Any]:
+    """A component's v2 ``componentStorage`` as a store keeps it: as CODAP wrote it, less its
+    ``_links_`` (ids of this document: the properties name what they point at), the ids of
+    hidden cases, and its name and title (the component's own)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {k: copy.deepcopy(v) for k, v in raw.items() if k not in _NOT_KEPT}
+
+
 def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],
                     remap: dict[str, dict[Any, int]], ctx_guid: dict[str, int],
                     attr_guid: dict[tuple[str, str], tuple[int, int]],
@@ -276,6 +290,12 @@ def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],
                                     "document does not have", reason="unknown_reference",
                                     location=where)
             links["model"] = {"type": "DG.GlobalValue", "id": global_guid[gname]}
+    if comp.type == "slider":
+        for prop, key in (("lowerBound", "lowerBound"), ("upperBound", "upperBound"),
+                          ("animationDirection", "animationDirection"),
+                          ("animationMode", "animationMode"), ("multipleOf", "restrictToMultiplesOf")):
+            if props.get(prop) is not None:
+                storage[key] = props[prop]
     if comp.type == "text" and "text" in props:
         storage["text"] = props["text"]
     if comp.type in ("webView", "imageComponentView") and "URL" in props:
@@ -324,4 +344,4 @@ def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],
     return out
 
 
-__all__ = ["COMPONENT_TYPES", "component_properties", "component_to_v2"]
+__all__ = ["CODAP_STORAGE", "COMPONENT_TYPES", "component_properties", "component_to_v2", "stored_storage"]
