@@ -109,11 +109,11 @@ def parse_codap_date(text: str) -> Optional[_dt.datetime]:
         try:
             year, month, day = _year(g[0]), _month(g[1]), int(g[2] or 1)
             hour, minute, second = _hour(g[3], g[7]), int(g[4] or 0), int(g[5] or 0)
-            micro = int(((g[6] or "0") + "000000")[:6])
+            millis = int(g[6] or 0)  # CODAP passes the digits after the point as milliseconds
             # JavaScript's Date lets months, days and times overflow into the next unit
             base = _dt.datetime(year + (month - 1) // 12, (month - 1) % 12 + 1, 1)
             return base + _dt.timedelta(days=day - 1, hours=hour, minutes=minute, seconds=second,
-                                        microseconds=micro)
+                                        milliseconds=millis)
         except (ValueError, OverflowError):
             return None
     return None

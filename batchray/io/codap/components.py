@@ -203,11 +203,13 @@ _NOT_KEPT = ("_links_", "hiddenCases", "title", "name")
 
 def stored_storage(raw: Any) -> dict[str, Any]:
     """A component's v2 ``componentStorage`` as a store keeps it: as CODAP wrote it, less its
-    ``_links_`` (ids of this document: the properties name what they point at), the ids of
-    hidden cases, and its name and title (the component's own)."""
+    links (ids of this document, which another document does not share: the properties name
+    what they point at; entries made only of links, such as column widths, go with them), the
+    ids of hidden cases, and its name and title (the component's own)."""
     if not isinstance(raw, dict):
         return {}
-    return {k: copy.deepcopy(v) for k, v in raw.items() if k not in _NOT_KEPT}
+    no_ids: dict[str, dict[Any, int]] = {"context": {}, "collection": {}, "attr": {}, "global": {}}
+    return relink({k: v for k, v in raw.items() if k not in _NOT_KEPT}, no_ids)
 
 
 def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],

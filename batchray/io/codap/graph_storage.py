@@ -63,7 +63,11 @@ def complete_graph_storage(storage: dict[str, Any], placed: Mapping[str, tuple[s
     primary = "x" if "x" in placed else "y" if "y" in placed else None
     for place, (name, attr_type) in placed.items():
         index = V2_TYPE_INDEX.get(attr_type or "", 0)
-        if storage.get(f"{place}AttributeType") != index:
+        if attr_type is None:
+            # an attribute without a type: CODAP's own document says what it inferred
+            if storage.get(f"{place}AttributeType") is None:
+                storage[f"{place}AttributeType"] = index
+        elif storage.get(f"{place}AttributeType") != index:
             storage[f"{place}AttributeType"] = index
             for stale in ("AxisClass", "LowerBound", "UpperBound"):
                 storage.pop(f"{place}{stale}", None)
