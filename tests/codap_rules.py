@@ -146,6 +146,19 @@ def problems(doc: Any) -> list[str]:
                 out.append(f"{where}: text is not a string")
         elif ctype == "DG.GraphView":
             out.extend(_graph_problems(where, storage, contexts, attrs))
+        elif ctype == "DG.MapView":
+            # v2-map-importer.ts destructures mapModelStorage and reads each layer's
+            # _links_.context.id; a point layer's grid and connectingLines
+            mms = storage.get("mapModelStorage")
+            if not isinstance(mms, dict):
+                out.append(f"{where}: mapModelStorage is not an object")
+                continue
+            for layer in mms.get("layerModels") or []:
+                if _link_id(layer.get("_links_"), "context") not in contexts:
+                    out.append(f"{where}: a layer's _links_.context does not name a data context")
+                if layer.get("pointColor") is not None and not (
+                        isinstance(layer.get("grid"), dict) and isinstance(layer.get("connectingLines"), dict)):
+                    out.append(f"{where}: a point layer without grid or connectingLines")
     return out
 
 

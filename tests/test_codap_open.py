@@ -297,13 +297,15 @@ def test_exported_documents_open_in_codap_and_reimport(levels, tmp_path):
                                                "properties": {"dataContext": "Data"}}},
             {"action": "create", "component": {"type": "text", "name": "notes",
                                                "properties": {"text": "About the data"}}},
+            {"action": "create", "component": {"type": "map", "name": "where",
+                                               "properties": {"dataContext": "Data"}}},
         ])
         doc = _export_opens_and_reimports(client, tmp_path, levels)
     (ctx,) = doc["contexts"]
     assert [len(c["cases"]) for c in ctx["collections"]] == {
         "flat": [3], "two": [3, 4], "three": [3, 4, 5]}[levels]
     assert sorted(c["type"] for c in doc["components"]) == ["DG.GraphView", "DG.GraphView",
-                                                            "DG.TableView", "DG.TextView"]
+                                                            "DG.MapView", "DG.TableView", "DG.TextView"]
     graph = next(c["componentStorage"] for c in doc["components"]
                  if c["type"] == "DG.GraphView" and "xAttr" in c["componentStorage"]["_links_"])
     attr_names = {a["guid"]: a["name"] for coll in ctx["collections"] for a in coll["attrs"]}

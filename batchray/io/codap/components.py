@@ -212,6 +212,45 @@ def stored_storage(raw: Any) -> dict[str, Any]:
     return relink({k: v for k, v in raw.items() if k not in _NOT_KEPT}, no_ids)
 
 
+_DEFAULT_POINT_LAYER = {"isVisible": True, "pointColor": "#e6805b", "strokeColor": "white",
+                        "pointSizeMultiplier": 1, "transparency": 0.5, "strokeTransparency": 0.4,
+                        "strokeSameAsFill": False, "pointsShouldBeVisible": True,
+                        "grid": {"isVisible": False, "gridMultiplier": 1},
+                        "connectingLines": {"isVisible": False}}
+
+
+def _complete_map_storage(storage: dict[str, Any], props: Mapping[str, Any], context: Optional[int],
+                          legend_attr: Callable[[str], int]) -> None:
+    """What CODAP's map importer reads (``v3/src/components/map/v2-map-importer.ts``):
+    ``mapModelStorage`` with ``center``, ``zoom`` and ``baseMapLayerName`` (destructured
+    unguarded), and per layer ``_links_.context`` and, for a point layer (one with a
+    ``pointColor``), ``grid`` and ``connectingLines``. A map with a data context and no layer
+    gets a point layer with CODAP's default colours."""
+    mms = storage.get("mapModelStorage")
+    mms = dict(mms) if isinstance(mms, dict) else {}
+    for key, default in (("center", [0, 0]), ("zoom", 1), ("baseMapLayerName", "Topographic")):
+        if props.get(key) is not None:
+            mms[key] = props[key]
+        elif mms.get(key) is None:
+            mms[key] = default
+    layers = [layer for layer in mms.get("layerModels") or [] if isinstance(layer, dict)
+              and isinstance(layer.get("_links_"), dict) and "context" in layer["_links_"]]
+    if not layers and context is not None:
+        layer: dict[str, Any] = copy.deepcopy(_DEFAULT_POINT_LAYER)
+        layer["_links_"] = {"context": {"type": "DG.DataContextRecord", "id": context}}
+        if props.get("legendAttributeName"):
+            layer["_links_"]["legendAttr"] = {"type": "DG.Attribute",
+                                              "id": legend_attr(props["legendAttributeName"])}
+        layers.append(layer)
+    for layer in layers:
+        if layer.get("pointColor") is not None:
+            for key in ("grid", "connectingLines"):
+                if not isinstance(layer.get(key), dict):
+                    layer[key] = copy.deepcopy(_DEFAULT_POINT_LAYER[key])
+    mms["layerModels"] = layers
+    storage["mapModelStorage"] = mms
+
+
 def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],
                     remap: dict[str, dict[Any, int]], ctx_guid: dict[str, int],
                     attr_guid: dict[tuple[str, str], tuple[int, int]],
@@ -325,6 +364,11 @@ def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],
             storage.pop("_links_", None)  # CODAP skips a table without links, as it should
     elif v2_type == "DG.SliderView" and "model" not in links:
         return None
+    elif v2_type == "DG.MapView":
+        _complete_map_storage(storage, props, context_guid(props.get("dataContext")),
+                              lambda name: attribute(props.get("dataContext"), name)[0])
+        if links or "_links_" in storage:
+            storage["_links_"] = links
     elif links or "_links_" in storage:
         storage["_links_"] = links
     if comp.title is not None:

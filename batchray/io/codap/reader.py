@@ -8,11 +8,18 @@
   one nested deeper than ``max_depth`` (:data:`DEFAULT_MAX_DEPTH`, ``too_deep``) or whose parsed
   tree would take more than ``max_memory`` bytes (:data:`DEFAULT_MAX_MEMORY`, ``too_complex``):
   255 MB of empty objects would take some 7 GB parsed.
-* Collections come out parent-first; cases become flat items (each child-most case's values
-  merged with its ancestors'; a childless parent case is an item of its own); components'
-  links are resolved to names (:func:`~batchray.io.codap.components.component_properties`).
-  Problems CODAP itself tolerates (an unknown attribute type, a link to nothing, values for
-  names that are not attributes) are kept in ``Document.warnings``.
+* Collections come out parent-first; cases become flat items as CODAP v3 builds them
+  (``v3/src/v2/codap-v2-data-set-importer.ts``): each child-most case's values merged with its
+  ancestors'; a parent case without children is dropped, as CODAP drops it, and so is a case
+  whose guid an earlier case has (``v2RemoveDuplicateCaseIDs``). Components' links are
+  resolved to names (:func:`~batchray.io.codap.components.component_properties`).
+* Names are taken as CODAP shows them: a context without a name is named by its title, else
+  its collections' names joined by ``/`` (CODAP's ``displayTitle``), else ``DATA<guid>``; a
+  collection or attribute without one by its title, else ``COLL<guid>``/``ATTR<guid>``; a name
+  batchray's rule refuses (NUL, square brackets, over 200 characters) is cleaned by
+  :func:`~batchray.io.codap.names.clean_name`, its spelling kept as the title.
+* Problems CODAP itself tolerates (an unknown attribute type, a link to nothing, values for
+  names that are not attributes, the cases and names above) are kept in ``Document.warnings``.
 
 Errors
 ------
@@ -21,7 +28,7 @@ with ``details`` ``path`` (the file), ``reason`` (a stable code, below) and, whe
 ``location`` (where in the JSON, e.g. ``contexts[0].collections[1].cases[4]``)::
 
     too_large, too_deep, too_complex, not_found, unreadable, encoding, invalid_json, not_an_object,
-    codap_v3_document, not_codap_v2, missing_key, wrong_type, empty_name, duplicate_id,
+    codap_v3_document, not_codap_v2, invalid_header, missing_key, wrong_type, empty_name, duplicate_id,
     duplicate_name, dangling_collection_parent, collection_cycle, collection_branch,
     multiple_root_collections, missing_case_parent, dangling_case_parent,
     case_parent_wrong_collection, unknown_reference, not_serializable
@@ -32,7 +39,10 @@ raises the same errors for a model it cannot write.)
 ``not_codap_v2`` is what CODAP itself checks first: a v2 document's ``appName`` is ``"DG"``
 (short for Data Games) or empty, and it must have ``contexts`` and ``components`` arrays.
 ``bogus-document.codap`` from CODAP's test suite says ``"appName": "Bogus"``, so CODAP refuses
-it, and so does :func:`read_document`.
+it, and so does :func:`read_document`. ``invalid_header`` is CODAP's next check,
+``validateV2Document`` (``v3/src/lib/cfm/resolve-document.ts``): appName ``"DG"`` with a
+non-empty appVersion and appBuildNum, or all three empty; CODAP opens any other document as an
+empty one, with no error.
 """
 from __future__ import annotations
 

@@ -4,9 +4,18 @@
   file, atomically (written aside, then renamed into place);
 * :func:`document_to_v2` builds the v2 JSON object, with new ids: collections parent-first
   (:func:`~batchray.io.codap.hierarchy.order_collections`), flat items grouped back into cases
-  as CODAP groups them (:func:`~batchray.io.codap.hierarchy.group_cases`), the ``extra`` keys of
-  every object written back unchanged, and components written by
-  :func:`~batchray.io.codap.components.component_to_v2` with their links re-pointed.
+  as CODAP groups them (:func:`~batchray.io.codap.hierarchy.group_cases`: every item reaches
+  the child-most collection, since CODAP builds items from the child-most cases), the ``extra``
+  keys of every object written back unchanged, and components written by
+  :func:`~batchray.io.codap.components.component_to_v2` with their links re-pointed and the
+  storage CODAP's importers read filled in.
+
+What CODAP v3 requires to open the document (read in its source,
+``v3/src/lib/cfm/resolve-document.ts``, ``v3/src/v2/codap-v2-data-set-importer.ts`` and the
+component importers) is written: appName ``"DG"`` with a non-empty appVersion and appBuildNum
+(:data:`~batchray.io.codap.model.V2_APP_BUILD_NUM` when the document brings none), collections
+parent-first, no parent case without children, and for each component the storage its importer
+reads.
 
 A model that cannot be written (unnamed or duplicate contexts or attributes, items with values
 for names that are not attributes, values that are not JSON, a reference to something the
