@@ -227,6 +227,24 @@ def test_hand_written_document_imports_with_codaps_names_counts_and_types(tmp_pa
         assert (graph_json["xLowerBound"], graph_json["xUpperBound"]) == (-5, 25)
 
 
+def test_values_a_type_refuses_import_without_the_type_as_codap_keeps_them(tmp_path):
+    data = json.loads(ODD.read_text(encoding="utf-8"))
+    readings = data["contexts"][0]["collections"][1]["cases"]
+    readings[0]["values"]["Temp\nC"] = "n/a"
+    data["contexts"][2]["collections"][2]["cases"][0]["values"]["When"] = "sometime in May"
+    path = tmp_path / "misfits.codap"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with local_client(tmp_path / "store") as client:
+        result = client.import_file(None, None, path)
+        assert result.success, result.errors
+        _, weather = client.catalog.context("Weather log")
+        _, trips = client.catalog.context("Trips (2017)")
+        assert weather.attribute("Temp\nC").type is None and weather.attribute("TempF").type.value == "numeric"
+        assert trips.attribute("When").type is None and trips.attribute("km").type.value == "numeric"
+        assert [i["Temp\nC"] for i in _items(client, "Weather log")] == ["n/a", 22, "19", -2.5]
+        assert any("'Temp\\nC': 1 value(s) are not numeric (such as 'n/a')" in n for n in result.notes)
+
+
 def test_documents_codap_opens_empty_are_refused_and_change_nothing(tmp_path):
     data = json.loads(ODD.read_text(encoding="utf-8"))
     data["appBuildNum"] = ""  # what batchray used to write: CODAP opens an empty document
