@@ -652,3 +652,41 @@ def test_group_cases_orders_collections_and_handles_flat():
     assert len(top) == 1 and len(child) == 2
     assert [c.name for c in order_collections(unordered)] == ["Top", "Child"]
     assert group_cases([], [{"x": 1}]) == []
+
+
+def test_objects_without_names_take_the_names_codap_shows(tmp_path):
+    """CODAP shows a data set's title, else its collections' names joined by "/" (displayTitle in
+    v3/src/models/data/data-set.ts); v3 ids name what has neither (v3/src/utilities/codap-utils.ts)."""
+    data = two_levels()
+    ctx = data["contexts"][0]
+    del ctx["name"], ctx["title"]
+    del ctx["collections"][0]["name"]  # its title is "People"
+    del ctx["collections"][1]["attrs"][0]["name"]  # no title either: ATTR6
+    ctx["collections"][1]["cases"][0]["values"] = {"Age": 30}
+    ctx["collections"][1]["cases"][1]["values"] = {"Age": 41}
+    doc = read_document(write_json(tmp_path, data))
+    (spec,) = doc.contexts
+    assert spec.name == "People/Members"
+    assert [c.name for c in spec.collections] == ["People", "Members"]
+    assert spec.collections[1].attr_names == ["ATTR6", "Age"]
+    del data["contexts"][0]["collections"][:]
+    assert read_document(write_json(tmp_path, data)).contexts[0].name == "DATA2"
+    assert any("has no name" in w for w in doc.warnings)
+
+
+def test_names_batchray_refuses_are_cleaned_and_kept_as_titles(tmp_path):
+    data = two_levels()
+    ctx = data["contexts"][0]
+    ctx["name"] = "Data [v2]"
+    people = ctx["collections"][0]
+    people["name"], people["title"] = "Peo\x00ple", None
+    ctx["collections"][1]["attrs"][1]["name"] = "Age [y]"
+    ctx["collections"][1]["attrs"].append({"guid": 8, "name": "Age (y)"})  # what "Age [y]" becomes
+    ctx["collections"][1]["cases"][0]["values"] = {"Who": "Ann", "Age [y]": 30, "Age (y)": "x"}
+    doc = read_document(write_json(tmp_path, data))
+    (spec,) = doc.contexts
+    assert (spec.name, spec.title) == ("Data (v2)", "Data")
+    assert (spec.collections[0].name, spec.collections[0].title) == ("People", "Peo\x00ple")
+    attrs = {a.name: a.title for a in spec.collections[1].attrs}
+    assert attrs == {"Who": "Who", "Age (y)": "Age [y]", "Age (y)_2": "Age (y)"}
+    assert spec.items[0] == {"Group": "a", "Who": "Ann", "Age (y)": 30, "Age (y)_2": "x"}
