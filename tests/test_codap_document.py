@@ -347,16 +347,13 @@ def test_branching_collections(tmp_path):
     (lambda d: d.pop("components"), "missing_key"),
     (lambda d: d.__setitem__("contexts", {}), "wrong_type"),
     (lambda d: d["contexts"][0].pop("collections"), "missing_key"),
-    (lambda d: d["contexts"][0]["collections"][0].pop("name"), "missing_key"),
     (lambda d: d["contexts"][0]["collections"][0].pop("guid"), "missing_key"),
-    (lambda d: d["contexts"][0]["collections"][1]["attrs"][0].pop("name"), "missing_key"),
     (lambda d: d["contexts"][0]["collections"][1]["cases"][0].pop("guid"), "missing_key"),
     (lambda d: d["contexts"][0]["collections"][1]["cases"][0].__setitem__("values", [1]),
      "wrong_type"),
     (lambda d: d["contexts"][0]["collections"][1]["attrs"][0].__setitem__("name", "Group"),
      "duplicate_name"),
-    (lambda d: d["contexts"][0]["collections"][1]["cases"][0].__setitem__("guid", 10),
-     "duplicate_id"),
+    (lambda d: d["contexts"][0]["collections"][0].__setitem__("guid", 5), "duplicate_id"),
     (lambda d: d["components"].append({"layout": {}}), "missing_key"),
 ])
 def test_malformed_documents(tmp_path, mutate, reason):
@@ -409,14 +406,28 @@ def test_error_survives_pickling(codap_dir):
     assert again.to_dict()["details"]["reason"] == "not_codap_v2"
 
 
-def test_app_name_rules(tmp_path):
-    for app in ("DG", "", None):
+def test_header_rules(tmp_path):
+    """CODAP's validateV2Document (v3/src/lib/cfm/resolve-document.ts): appName "DG" with a
+    non-empty appVersion and appBuildNum, or all three empty; anything else opens empty."""
+    opens = [("DG", "2.0", "0730"), ("DG", "2.0", "1"), ("", "", "")]
+    refused = [("DG", "2.0", ""), ("DG", "", "0730"), ("", "2.0", "0"), (None, "2.0", "0"),
+               (None, None, None), ("DG", None, None)]
+    for header in opens + refused:
         data = two_levels()
-        data["appName"] = app
-        assert read_document(write_json(tmp_path, data)).contexts[0].name == "Data"
+        data.update(zip(("appName", "appVersion", "appBuildNum"), header))
+        path = write_json(tmp_path, data)
+        if header in opens:
+            assert read_document(path).contexts[0].name == "Data"
+        else:
+            with pytest.raises(DocumentError) as excinfo:
+                read_document(path)
+            assert reason_of(excinfo) == "invalid_header", header
     data = two_levels()
-    del data["appName"]
-    assert read_document(write_json(tmp_path, data)).contexts
+    for key in ("appName", "appVersion", "appBuildNum"):
+        del data[key]
+    with pytest.raises(DocumentError) as excinfo:
+        read_document(write_json(tmp_path, data))
+    assert reason_of(excinfo) == "invalid_header"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,27 +435,30 @@ def test_app_name_rules(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_parent_without_children_round_trips(tmp_path):
-    data = two_levels()
-    data["contexts"][0]["collections"][1]["cases"][1]["parent"] = 10  # group "b" loses its child
+def test_parent_without_children_is_dropped_as_codap_drops_it(tmp_path):
+    """CODAP builds items from the child-most cases only (importCases in
+    v3/src/v2/codap-v2-data-set-importer.ts): a parent case without children is no item."""
+    data = two_levels()  # both members are in group "a": group "b" has no child case
+    data["contexts"][0]["collections"][0]["cases"].append({"guid": 12, "values": {}})
     doc = read_document(write_json(tmp_path, data))
     ctx = doc.contexts[0]
-    assert ctx.case_counts == {"People": 2, "Members": 2}
+    assert ctx.case_counts == {"People": 1, "Members": 2}
     assert ctx.items == [{"Group": "a", "Who": "Ann", "Age": 30},
-                         {"Group": "a", "Who": "Bob", "Age": 41},
-                         {"Group": "b"}]
+                         {"Group": "a", "Who": "Bob", "Age": 41}]
+    assert any("2 parent case(s) without child cases were dropped" in w for w in doc.warnings)
     again = read_document(write_document(doc, tmp_path / "out.codap"))
-    assert again.contexts[0].case_counts == {"People": 2, "Members": 2}
+    assert again.contexts[0].case_counts == {"People": 1, "Members": 2}
     assert_same_document(doc, again)
 
 
-def test_empty_childless_case_keeps_its_level(tmp_path):
-    data = two_levels()
-    data["contexts"][0]["collections"][0]["cases"].append({"guid": 12, "values": {}})
+def test_a_case_with_an_earlier_cases_guid_is_removed_as_codap_removes_it(tmp_path):
+    """v2RemoveDuplicateCaseIDs (v3/src/lib/cfm/resolve-document.ts) drops the later case."""
+    data = two_levels(parent_of_child_case=11)
+    data["contexts"][0]["collections"][1]["cases"].append(
+        {"guid": 20, "parent": 11, "values": {"Who": "Dup", "Age": 1}})
     doc = read_document(write_json(tmp_path, data))
-    assert doc.contexts[0].items[-1] == {"Group": ""}
-    again = read_document(write_document(doc, tmp_path / "out.codap"))
-    assert again.contexts[0].case_counts == {"People": 3, "Members": 2}
+    assert [i["Who"] for i in doc.contexts[0].items] == ["Ann", "Bob"]
+    assert any("case guid 20 is used by an earlier case" in w for w in doc.warnings)
 
 
 def test_collections_listed_child_first(tmp_path):
@@ -453,7 +467,7 @@ def test_collections_listed_child_first(tmp_path):
     colls.reverse()
     doc = read_document(write_json(tmp_path, data))
     assert [c.name for c in doc.contexts[0].collections] == ["People", "Members"]
-    assert doc.contexts[0].case_counts == {"People": 2, "Members": 2}
+    assert doc.contexts[0].case_counts == {"People": 1, "Members": 2}  # group "b" has no child
 
 
 def test_legacy_collections_without_parent_links(tmp_path):
@@ -557,7 +571,7 @@ def test_document_from_scratch(tmp_path):
     out = write_document(doc, tmp_path / "built.codap")
     back = read_document(out)
     ctx = back.contexts[0]
-    assert ctx.case_counts == {"Cities": 3, "Legs": 3}
+    assert ctx.case_counts == {"Cities": 3, "Legs": 4}  # Paris has a child case, with no values
     assert ctx.items == [{"city": "Oslo", "km": 10}, {"city": "Oslo", "km": 7},
                          {"city": "Rome", "km": 3}, {"city": "Paris"}]
     assert [(c.name, c.parent) for c in ctx.collections] == [("Cities", None), ("Legs", "Cities")]
@@ -613,18 +627,19 @@ def test_group_cases_rule():
         {"a": 2, "b": "x", "c": 3},              # same b, other a: another B case
         {"a": 1.0, "b": "y", "c": 4},
         {"a": 1, "b": "x", "f": 1, "c": 1},      # equal item: still its own child-most case
-        {"a": None},                             # parent-only: a case of A without children
+        {"a": None},                             # parent values only: still reaches C
         {"a": ""},                               # groups with the one above ("" == null)
     ]
     a_cases, b_cases, c_cases = group_cases(colls, items)
     assert [c.values for c in a_cases] == [{"a": 1}, {"a": 2}, {"a": None}]
     assert [c.items for c in a_cases] == [[0, 1, 3, 4], [2], [5, 6]]
-    assert [c.children for c in a_cases] == [[0, 2], [1], []]
+    assert [c.children for c in a_cases] == [[0, 2], [1], [3]]
     assert [(c.values, c.parent) for c in b_cases] == [({"b": "x", "f": 1}, 0), ({"b": "x"}, 1),
-                                                        ({"b": "y"}, 0)]
-    assert [c.children for c in b_cases] == [[0, 1, 4], [2], [3]]
-    assert [c.parent for c in c_cases] == [0, 0, 1, 2, 0]
-    assert [c.items for c in c_cases] == [[0], [1], [2], [3], [4]]
+                                                        ({"b": "y"}, 0), ({}, 2)]
+    assert [c.children for c in b_cases] == [[0, 1, 4], [2], [3], [5, 6]]
+    assert [c.parent for c in c_cases] == [0, 0, 1, 2, 0, 3, 3]
+    assert [c.items for c in c_cases] == [[0], [1], [2], [3], [4], [5], [6]]
+    assert c_cases[5].values == {} and c_cases[6].values == {}
 
 
 def test_group_cases_orders_collections_and_handles_flat():
@@ -637,3 +652,41 @@ def test_group_cases_orders_collections_and_handles_flat():
     assert len(top) == 1 and len(child) == 2
     assert [c.name for c in order_collections(unordered)] == ["Top", "Child"]
     assert group_cases([], [{"x": 1}]) == []
+
+
+def test_objects_without_names_take_the_names_codap_shows(tmp_path):
+    """CODAP shows a data set's title, else its collections' names joined by "/" (displayTitle in
+    v3/src/models/data/data-set.ts); v3 ids name what has neither (v3/src/utilities/codap-utils.ts)."""
+    data = two_levels()
+    ctx = data["contexts"][0]
+    del ctx["name"], ctx["title"]
+    del ctx["collections"][0]["name"]  # its title is "People"
+    del ctx["collections"][1]["attrs"][0]["name"]  # no title either: ATTR6
+    ctx["collections"][1]["cases"][0]["values"] = {"Age": 30}
+    ctx["collections"][1]["cases"][1]["values"] = {"Age": 41}
+    doc = read_document(write_json(tmp_path, data))
+    (spec,) = doc.contexts
+    assert spec.name == "People/Members"
+    assert [c.name for c in spec.collections] == ["People", "Members"]
+    assert spec.collections[1].attr_names == ["ATTR6", "Age"]
+    del data["contexts"][0]["collections"][:]
+    assert read_document(write_json(tmp_path, data)).contexts[0].name == "DATA2"
+    assert any("has no name" in w for w in doc.warnings)
+
+
+def test_names_batchray_refuses_are_cleaned_and_kept_as_titles(tmp_path):
+    data = two_levels()
+    ctx = data["contexts"][0]
+    ctx["name"] = "Data [v2]"
+    people = ctx["collections"][0]
+    people["name"], people["title"] = "Peo\x00ple", None
+    ctx["collections"][1]["attrs"][1]["name"] = "Age [y]"
+    ctx["collections"][1]["attrs"].append({"guid": 8, "name": "Age (y)"})  # what "Age [y]" becomes
+    ctx["collections"][1]["cases"][0]["values"] = {"Who": "Ann", "Age [y]": 30, "Age (y)": "x"}
+    doc = read_document(write_json(tmp_path, data))
+    (spec,) = doc.contexts
+    assert (spec.name, spec.title) == ("Data (v2)", "Data")
+    assert (spec.collections[0].name, spec.collections[0].title) == ("People", "Peo\x00ple")
+    attrs = {a.name: a.title for a in spec.collections[1].attrs}
+    assert attrs == {"Who": "Who", "Age (y)": "Age [y]", "Age (y)_2": "Age (y)"}
+    assert spec.items[0] == {"Group": "a", "Who": "Ann", "Age (y)": 30, "Age (y)_2": "x"}

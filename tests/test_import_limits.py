@@ -146,7 +146,7 @@ def test_a_codap_document_nested_too_deep_is_refused(client, tmp_path):
     assert error.details["reason"] == "too_deep" and error.details["limit"] == 100
     assert growth < BOUND
     ok = tmp_path / "shallow.codap"  # brackets inside strings never count
-    ok.write_bytes(b'{"appName": "DG", "contexts": [], "components": [], "x": "' + b"[" * 500 + b'"}')
+    ok.write_bytes(b'{"appName": "DG", "appVersion": "2.0", "appBuildNum": "1", "contexts": [], "components": [], "x": "' + b"[" * 500 + b'"}')
     assert read_document(ok).contexts == []
 
 

@@ -3,7 +3,7 @@
 Writes a v2 document of one or more data contexts (``None``: all; a CODAP document holds whole
 contexts, so ``collection`` and ``query`` must be unset) with
 :func:`~batchray.io.codap.writer.write_document`, with the stored components that refer to
-them or to no context. The document is built in memory, as CODAP's are, and written aside then
+them or to no context (and the global values of its sliders). The document is built in memory, as CODAP's are, and written aside then
 moved into place (:func:`~batchray.io.paths.write_aside`: an existing file is replaced only
 with ``overwrite``).
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from batchray.errors import ValidationError
+from batchray.io.codap.components import CODAP_STORAGE
 from batchray.io.codap.model import AttrSpec, CollectionSpec, ComponentSpec, ContextSpec, Document
 from batchray.io.codap.writer import write_document
 from batchray.io.paths import write_aside
@@ -53,13 +54,24 @@ def export_document(target: Target, context: Union[str, list[str], None], out: P
     for comp in catalog.components().values():
         dc = comp.properties.get("dataContext")
         if dc is None or dc in wanted:
+            props = dict(comp.properties)
+            raw = props.pop(CODAP_STORAGE, None)
             components.append(ComponentSpec(type=comp.type, name=comp.name, title=comp.title,
                                             dimensions=dict(comp.dimensions) or {"width": None, "height": None},
                                             position=comp.position if isinstance(comp.position, dict)
                                             else {"left": None, "top": None},
-                                            properties=dict(comp.properties)))
+                                            properties=props, raw=raw if isinstance(raw, dict) else {}))
+    # the global values the exported sliders drive: CODAP's slider importer reads the one its
+    # _links_.model names (v3/src/components/slider/slider-registration.ts)
+    stored_globals = catalog.globals()
+    globals_ = {}
+    for comp in components:
+        gname = comp.properties.get("globalValueName") if comp.type == "slider" else None
+        if gname in stored_globals:
+            entry = stored_globals[gname]
+            globals_[gname] = entry.get("value") if isinstance(entry, dict) else entry
     doc_name = names[0] if len(names) == 1 else out.stem
-    document = Document(name=doc_name, contexts=specs, components=components)
+    document = Document(name=doc_name, contexts=specs, components=components, globals=globals_)
     write_aside(out, lambda tmp: write_document(document, tmp), overwrite=overwrite)
     duration = time.perf_counter() - started
     return ExportResult(format="codap", path=str(out), contexts=names, items_written=count,

@@ -13,7 +13,13 @@ with a note.
 The document's components go into that same transaction, checked as ``component_operations`` checks them
 (against the contexts being imported); one that does not pass (an unknown type, a reference
 that does not resolve) is left out and named in ``notes``. A component without a name takes
-its title or type, and a name already taken gets a number. Global values are stored only for
+its title or type, and a name already taken gets a number.
+
+CODAP keeps any value under any attribute type; an attribute with a value its type refuses here
+(``n/a`` in a numeric column, text CODAP reads as no date in a date column) is imported without a
+type, named in ``notes``, instead of refusing the document. The component's storage as CODAP
+wrote it (less its links, which the properties name) is kept in ``properties.codapStorage``, for
+the export to write back (:func:`~batchray.io.codap.components.stored_storage`). Global values are stored only for
 the sliders that drive them.
 """
 from __future__ import annotations
@@ -23,11 +29,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from batchray.core.model.schema import DataContext
+from batchray.core.model.schema import Attribute, DataContext, ValueProblem, coerce_value
 from batchray.core.plan.chunking import CreateChunker
 from batchray.core.storage.store import context_doc, context_key
 from batchray.core.txn.chunks import PlannedChunk
 from batchray.errors import BatchrayError, DocumentError, SchemaError
+from batchray.io.codap.components import CODAP_STORAGE, stored_storage
 from batchray.io.codap.reader import read_document
 from batchray.io.import_transaction import Reading, catalog_docs_first, import_result, run_import
 from batchray.io.results import ImportResult
@@ -56,14 +63,41 @@ def _precision(value: Any, notes: list[str], where: str) -> Optional[int]:
     return int(number)
 
 
+def _type_fits(attr_type: Optional[str], name: str, items: Iterable[dict[str, Any]], notes: list[str],
+               where: str) -> Optional[str]:
+    """``attr_type``, or ``None`` when a value of the document does not fit it: CODAP keeps any
+    value under any type (the type is how it shows them: ``userType`` in
+    ``v3/src/v2/codap-v2-data-set-importer.ts``), so such an attribute is imported without a type,
+    with a note, rather than refusing the document."""
+    if attr_type is None:
+        return None
+    check = Attribute(name="value", type=attr_type)
+    misfits = 0
+    example = None
+    for item in items:
+        if name not in item:
+            continue
+        try:
+            coerce_value(check, item[name])
+        except ValueProblem:
+            misfits += 1
+            example = item[name] if example is None else example
+    if misfits:
+        notes.append(f"{where}: {misfits} value(s) are not {attr_type} (such as {example!r}); imported without "
+                     "a type, as CODAP keeps such values")
+        return None
+    return attr_type
+
+
 def _context_from_spec(spec: Any, name: str, notes: list[str], path: Path) -> DataContext:
     collections = []
     for coll in spec.collections:
         attrs = []
         for a in coll.attrs:
             attr: dict[str, Any] = {"name": a.name, "hidden": bool(a.hidden), "editable": bool(a.editable)}
-            for key in ("title", "type", "description", "unit", "formula"):
-                value = getattr(a, key)
+            attr_type = _type_fits(a.type, a.name, spec.items, notes, f"attribute {a.name!r}")
+            for key, value in (("title", a.title), ("type", attr_type), ("description", a.description),
+                               ("unit", a.unit), ("formula", a.formula)):
                 if value is not None:
                     attr[key] = value
             precision = _precision(a.precision, notes, f"attribute {a.name!r}")
@@ -91,6 +125,9 @@ def _context_from_spec(spec: Any, name: str, notes: list[str], path: Path) -> Da
 def _component_dict(comp: Any, renamed: dict[str, str]) -> dict[str, Any]:
     """A document component as the catalog's component shape (references renamed)."""
     props = dict(comp.properties or {})
+    storage = stored_storage(comp.raw)
+    if storage:
+        props[CODAP_STORAGE] = storage
     if props.get("dataContext") in renamed:
         props["dataContext"] = renamed[props["dataContext"]]
     dimensions = {k: v for k, v in (comp.dimensions or {}).items() if isinstance(v, (int, float))}

@@ -20,12 +20,17 @@ from typing import Any, Iterable, Optional
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from batchray.core.model.dates import parse_codap_date
 from batchray.core.model.patterns import compile_pattern, fullmatch
 from batchray.errors import SchemaError, ValidationError
 
-NAME_PATTERN = r"^[^\x00-\x1f\[\]]{1,200}$"
-"""Names of contexts, collections, attributes and components: 1-200 characters, no control
-characters and no square brackets (they delimit CODAP resource strings)."""
+NAME_PATTERN = r"^[^\x00\[\]]{1,200}$"
+"""Names of contexts, collections, attributes and components: 1-200 characters, no NUL and no
+square brackets (they delimit CODAP resource strings). Other control characters are allowed, as
+CODAP allows them: CODAP v3 keeps a v2 document's names as written
+(``v3/src/v2/codap-v2-data-set-importer.ts`` passes ``name`` through unchanged). NUL is refused
+because PostgreSQL text cannot hold it; :mod:`batchray.io.codap.names` cleans a document's names
+that break this rule."""
 
 
 class AttributeType(str, Enum):
@@ -276,13 +281,9 @@ def _as_date(value: Any) -> str | int | float:
             return text
         except ValueError:
             pass
-        for fmt in ("%m/%d/%Y", "%m/%d/%y", "%Y/%m/%d"):
-            try:
-                _dt.datetime.strptime(text, fmt)
-                return text
-            except ValueError:
-                continue
-    raise ValueProblem(f"expected a date (ISO 8601 or seconds), got {_short(value)}")
+        if parse_codap_date(text) is not None:
+            return text
+    raise ValueProblem(f"expected a date (ISO 8601, a date CODAP reads or seconds), got {_short(value)}")
 
 
 def _as_scalar(value: Any) -> Any:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from batchray.errors import DocumentError
+from batchray.io.codap.graph_storage import complete_graph_storage
 from batchray.io.codap.links import link_ids, relink
 from batchray.io.codap.model import ComponentSpec
 
@@ -195,10 +196,74 @@ def _plain_text(text: Any) -> str | None:
     return "\n".join(blocks)
 
 
+CODAP_STORAGE = "codapStorage"
+"""The property under which an imported component keeps its v2 storage as CODAP wrote it."""
+_NOT_KEPT = ("_links_", "hiddenCases", "title", "name")
+
+
+def stored_storage(raw: Any) -> dict[str, Any]:
+    """A component's v2 ``componentStorage`` as a store keeps it: as CODAP wrote it, less its
+    links (ids of this document, which another document does not share: the properties name
+    what they point at; entries made only of links, such as column widths, go with them), the
+    ids of hidden cases, and its name and title (the component's own)."""
+    if not isinstance(raw, dict):
+        return {}
+    no_ids: dict[str, dict[Any, int]] = {"context": {}, "collection": {}, "attr": {}, "global": {}}
+    return relink({k: v for k, v in raw.items() if k not in _NOT_KEPT}, no_ids)
+
+
+_DEFAULT_POINT_LAYER = {"isVisible": True, "pointColor": "#e6805b", "strokeColor": "white",
+                        "pointSizeMultiplier": 1, "transparency": 0.5, "strokeTransparency": 0.4,
+                        "strokeSameAsFill": False, "pointsShouldBeVisible": True,
+                        "grid": {"isVisible": False, "gridMultiplier": 1},
+                        "connectingLines": {"isVisible": False}}
+
+
+def _complete_map_storage(storage: dict[str, Any], props: Mapping[str, Any], context: Optional[int],
+                          legend_attr: Callable[[str], int]) -> None:
+    """What CODAP's map importer reads (``v3/src/components/map/v2-map-importer.ts``):
+    ``mapModelStorage`` with ``center``, ``zoom`` and ``baseMapLayerName`` (destructured
+    unguarded), and per layer ``_links_.context`` and, for a point layer (one with a
+    ``pointColor``), ``grid`` and ``connectingLines``. A map with a data context and no layer
+    gets a point layer with CODAP's default colours."""
+    mms = storage.get("mapModelStorage")
+    mms = dict(mms) if isinstance(mms, dict) else {}
+    for key, default in (("center", [0, 0]), ("zoom", 1), ("baseMapLayerName", "Topographic")):
+        if props.get(key) is not None:
+            mms[key] = props[key]
+        elif mms.get(key) is None:
+            mms[key] = default
+    layers = [layer for layer in mms.get("layerModels") or [] if isinstance(layer, dict)
+              and isinstance(layer.get("_links_"), dict) and "context" in layer["_links_"]]
+    if not layers and context is not None:
+        layer: dict[str, Any] = copy.deepcopy(_DEFAULT_POINT_LAYER)
+        layer["_links_"] = {"context": {"type": "DG.DataContextRecord", "id": context}}
+        if props.get("legendAttributeName"):
+            layer["_links_"]["legendAttr"] = {"type": "DG.Attribute",
+                                              "id": legend_attr(props["legendAttributeName"])}
+        layers.append(layer)
+    for layer in layers:
+        if layer.get("pointColor") is not None:
+            for key in ("grid", "connectingLines"):
+                if not isinstance(layer.get(key), dict):
+                    layer[key] = copy.deepcopy(_DEFAULT_POINT_LAYER[key])
+    mms["layerModels"] = layers
+    storage["mapModelStorage"] = mms
+
+
 def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],
                     remap: dict[str, dict[Any, int]], ctx_guid: dict[str, int],
                     attr_guid: dict[tuple[str, str], tuple[int, int]],
-                    global_guid: dict[str, int]) -> dict[str, Any]:
+                    global_guid: dict[str, int],
+                    attr_types: Mapping[tuple[str, str], Optional[str]] | None = None,
+                    bounds: Callable[[str, str], Optional[tuple[float, float]]] | None = None,
+                    ) -> Optional[dict[str, Any]]:
+    """The v2 JSON of ``comp``, or ``None`` for one CODAP cannot open: a case card without a data
+    context or a slider without a global value (CODAP's importers read ``_links_.context.id``
+    and ``_links_.model.id`` unguarded: ``v3/src/components/case-card/case-card-registration.ts``,
+    ``slider/slider-registration.ts``, and one such component makes the whole document fail).
+    ``attr_types`` (``(context, attribute) -> type``) and ``bounds`` (``(context, attribute) ->
+    (low, high)``) complete a graph's storage (:mod:`batchray.io.codap.graph_storage`)."""
     v2_type = _V2_COMPONENT_TYPES.get(comp.type) or comp.v2_type or comp.type
     storage = relink(comp.raw or {}, remap)
     if isinstance(storage.get("hiddenCases"), list):
@@ -266,11 +331,45 @@ def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],
                                     "document does not have", reason="unknown_reference",
                                     location=where)
             links["model"] = {"type": "DG.GlobalValue", "id": global_guid[gname]}
+    if comp.type == "slider":
+        for prop, key in (("lowerBound", "lowerBound"), ("upperBound", "upperBound"),
+                          ("animationDirection", "animationDirection"),
+                          ("animationMode", "animationMode"), ("multipleOf", "restrictToMultiplesOf")):
+            if props.get(prop) is not None:
+                storage[key] = props[prop]
     if comp.type == "text" and "text" in props:
         storage["text"] = props["text"]
     if comp.type in ("webView", "imageComponentView") and "URL" in props:
         storage["URL"] = props["URL"]
-    if links or "_links_" in storage:
+    if v2_type == "DG.GraphView":
+        storage["_links_"] = links
+        by_guid = {guid: key for key, (guid, _) in attr_guid.items()}
+        placed = {}
+        for place, _ in _GRAPH_PLACES:
+            hits = [by_guid[i] for i in link_ids(links, f"{place}Attr") if i in by_guid]
+            if hits:
+                placed[place] = (hits[0], (attr_types or {}).get(hits[0]))
+        plot_type = props.get("plotType") if "plotType" in props else None
+        complete_graph_storage(
+            storage, {place: (key[1], attr_type) for place, (key, attr_type) in placed.items()},
+            plot_type,
+            lambda name: next((bounds(key[0], key[1]) for key, _ in placed.values()
+                               if key[1] == name), None) if bounds else None)
+    elif v2_type in ("DG.TableView", "DG.CaseCard"):
+        if "context" in links:
+            storage["_links_"] = links
+        elif v2_type == "DG.CaseCard":
+            return None
+        else:
+            storage.pop("_links_", None)  # CODAP skips a table without links, as it should
+    elif v2_type == "DG.SliderView" and "model" not in links:
+        return None
+    elif v2_type == "DG.MapView":
+        _complete_map_storage(storage, props, context_guid(props.get("dataContext")),
+                              lambda name: attribute(props.get("dataContext"), name)[0])
+        if links or "_links_" in storage:
+            storage["_links_"] = links
+    elif links or "_links_" in storage:
         storage["_links_"] = links
     if comp.title is not None:
         storage["title"] = comp.title
@@ -291,4 +390,4 @@ def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],
     return out
 
 
-__all__ = ["COMPONENT_TYPES", "component_properties", "component_to_v2"]
+__all__ = ["CODAP_STORAGE", "COMPONENT_TYPES", "component_properties", "component_to_v2", "stored_storage"]

@@ -99,10 +99,10 @@ def group_cases(collections: Sequence[CollectionSpec],
     * formula attributes do not take part in grouping (their values follow from the others);
     * in the child-most collection every item is its own case, even if equal to another.
 
-    An item reaches down to the deepest collection it has at least one attribute key for, so
-    an item with only parent attributes becomes a parent case without children (an item with
-    no known keys at all counts as a full, empty item). Keys that are no attribute of any
-    collection are ignored. ``values`` of a case are those of its first item, restricted to
+    Every item reaches the child-most collection, even one with values only for parent
+    attributes: CODAP builds its items from the child-most cases alone (``importCases`` in
+    ``v3/src/v2/codap-v2-data-set-importer.ts``), so a parent case without children would be
+    dropped. Keys that are no attribute of any collection are ignored. ``values`` of a case are those of its first item, restricted to
     the case's own collection's attributes present in that item.
     """
     colls = order_collections(collections)
@@ -119,13 +119,8 @@ def group_cases(collections: Sequence[CollectionSpec],
         group_names.append(acc)
     index: list[dict[tuple[str, ...], int]] = [{} for _ in range(n)]
     for i, item in enumerate(items):
-        depth = last
-        for level in range(last, -1, -1):
-            if any(name in item for name in own_names[level]):
-                depth = level
-                break
         parent: int | None = None
-        for level in range(depth + 1):
+        for level in range(n):
             if level == last:
                 pos = None
             else:

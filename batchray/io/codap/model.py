@@ -65,6 +65,10 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 V2_APP_NAME = "DG"
 """The ``appName`` of a v2 document (short for Data Games)."""
+V2_APP_VERSION = "2.0"
+V2_APP_BUILD_NUM = "0730"
+"""The ``appVersion`` and ``appBuildNum`` written when a document brings none: CODAP opens a
+``"DG"`` document only when both are non-empty (``validateV2Document``)."""
 
 ATTRIBUTE_TYPES = ("categorical", "numeric", "date", "qualitative", "boundary", "checkbox", "color")
 """The attribute types of the model; ``None`` means "not set" (CODAP infers one)."""
@@ -188,5 +192,5 @@ class GroupedCase:
     children: list[int] = field(default_factory=list)
 
 
-__all__ = ["ATTRIBUTE_TYPES", "DEFAULT_MAX_BYTES", "V2_APP_NAME", "AttrSpec", "CollectionSpec", "ComponentSpec",
+__all__ = ["ATTRIBUTE_TYPES", "DEFAULT_MAX_BYTES", "V2_APP_BUILD_NUM", "V2_APP_NAME", "V2_APP_VERSION", "AttrSpec", "CollectionSpec", "ComponentSpec",
            "ContextSpec", "Document", "GroupedCase"]

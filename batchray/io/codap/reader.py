@@ -8,11 +8,18 @@
   one nested deeper than ``max_depth`` (:data:`DEFAULT_MAX_DEPTH`, ``too_deep``) or whose parsed
   tree would take more than ``max_memory`` bytes (:data:`DEFAULT_MAX_MEMORY`, ``too_complex``):
   255 MB of empty objects would take some 7 GB parsed.
-* Collections come out parent-first; cases become flat items (each child-most case's values
-  merged with its ancestors'; a childless parent case is an item of its own); components'
-  links are resolved to names (:func:`~batchray.io.codap.components.component_properties`).
-  Problems CODAP itself tolerates (an unknown attribute type, a link to nothing, values for
-  names that are not attributes) are kept in ``Document.warnings``.
+* Collections come out parent-first; cases become flat items as CODAP v3 builds them
+  (``v3/src/v2/codap-v2-data-set-importer.ts``): each child-most case's values merged with its
+  ancestors'; a parent case without children is dropped, as CODAP drops it, and so is a case
+  whose guid an earlier case has (``v2RemoveDuplicateCaseIDs``). Components' links are
+  resolved to names (:func:`~batchray.io.codap.components.component_properties`).
+* Names are taken as CODAP shows them: a context without a name is named by its title, else
+  its collections' names joined by ``/`` (CODAP's ``displayTitle``), else ``DATA<guid>``; a
+  collection or attribute without one by its title, else ``COLL<guid>``/``ATTR<guid>``; a name
+  batchray's rule refuses (NUL, square brackets, over 200 characters) is cleaned by
+  :func:`~batchray.io.codap.names.clean_name`, its spelling kept as the title.
+* Problems CODAP itself tolerates (an unknown attribute type, a link to nothing, values for
+  names that are not attributes, the cases and names above) are kept in ``Document.warnings``.
 
 Errors
 ------
@@ -21,7 +28,7 @@ with ``details`` ``path`` (the file), ``reason`` (a stable code, below) and, whe
 ``location`` (where in the JSON, e.g. ``contexts[0].collections[1].cases[4]``)::
 
     too_large, too_deep, too_complex, not_found, unreadable, encoding, invalid_json, not_an_object,
-    codap_v3_document, not_codap_v2, missing_key, wrong_type, empty_name, duplicate_id,
+    codap_v3_document, not_codap_v2, invalid_header, missing_key, wrong_type, empty_name, duplicate_id,
     duplicate_name, dangling_collection_parent, collection_cycle, collection_branch,
     multiple_root_collections, missing_case_parent, dangling_case_parent,
     case_parent_wrong_collection, unknown_reference, not_serializable
@@ -32,18 +39,22 @@ raises the same errors for a model it cannot write.)
 ``not_codap_v2`` is what CODAP itself checks first: a v2 document's ``appName`` is ``"DG"``
 (short for Data Games) or empty, and it must have ``contexts`` and ``components`` arrays.
 ``bogus-document.codap`` from CODAP's test suite says ``"appName": "Bogus"``, so CODAP refuses
-it, and so does :func:`read_document`.
+it, and so does :func:`read_document`. ``invalid_header`` is CODAP's next check,
+``validateV2Document`` (``v3/src/lib/cfm/resolve-document.ts``): appName ``"DG"`` with a
+non-empty appVersion and appBuildNum, or all three empty; CODAP opens any other document as an
+empty one, with no error.
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from batchray.errors import DocumentError
 from batchray.io.codap.components import COMPONENT_TYPES, component_properties
 from batchray.io.codap.hierarchy import chain_order
+from batchray.io.codap.names import MAX_NAME, clean_name, unique_name
 from batchray.io.codap.structure import scan_structure
 from batchray.io.codap.model import (
     DEFAULT_MAX_BYTES,
@@ -175,6 +186,7 @@ class _Reader:
         self.ctx_by_id: dict[Any, ContextSpec] = {}
         self.attr_by_id: dict[Any, tuple[ContextSpec, CollectionSpec, AttrSpec]] = {}
         self.coll_by_id: dict[Any, tuple[ContextSpec, CollectionSpec]] = {}
+        self.case_guids: set[Any] = set()
 
     # -- errors --------------------------------------------------------------------------------
     def fail(self, message: str, reason: str, where: str | None = None, **details: Any):
@@ -213,6 +225,32 @@ class _Reader:
             self.fail(f"the {what} has an empty name", "empty_name", where)
         return value
 
+    def object_name(self, obj: Mapping[str, Any], what: str, where: str, prefix: str,
+                    taken: Iterable[str]) -> tuple[str, str | None]:
+        """(name, title) of a collection or attribute as CODAP shows it: ``name``, else its
+        title, else CODAP's v3 id for it (``COLL12``, ``ATTR34``: ``toV3CollectionId`` and
+        ``toV3AttrId`` in ``v3/src/utilities/codap-utils.ts``); cleaned to batchray's rule
+        (:func:`~batchray.io.codap.names.clean_name`) and made unique among ``taken``, with the
+        written spelling kept as the title."""
+        raw = obj.get("name")
+        if raw is not None and not isinstance(raw, str):
+            self.fail(f"'name' must be a string, not {type_name(raw)}", "wrong_type", where)
+        title = opt_str(obj.get("title")) or None
+        written = raw if raw and raw.strip() else None
+        if written is None:
+            guid = obj.get("guid", obj.get("id"))
+            written = title or (f"{prefix}{guid}" if is_id(guid) else None)
+            if written is None:
+                self.fail(f"the {what} has no name, title or guid", "empty_name", where)
+            self.warnings.append(f"{where}: the {what} has no name; named {written!r} as CODAP "
+                                 "shows it")
+        name = unique_name(clean_name(written), taken)
+        if name != written:
+            self.warnings.append(f"{where}: {what} name {written!r} is stored as {name!r} "
+                                 "(batchray's names hold no NUL or square brackets, at most "
+                                 f"{MAX_NAME} characters, and are unique)")
+        return name, title or (written if name != written else None)
+
     # -- document ------------------------------------------------------------------------------
     def document(self, obj: Any) -> Document:
         if not isinstance(obj, dict):
@@ -233,6 +271,7 @@ class _Reader:
             if not isinstance(obj[key], list):
                 self.fail(f"not a CODAP v2 document: {key!r} must be an array, not "
                           f"{type_name(obj[key])}", "wrong_type", key)
+        self.header(obj)
         doc_guid = obj.get("guid", obj.get("id"))
 
         globals_: dict[str, Any] = {}
@@ -269,10 +308,14 @@ class _Reader:
                 self.warnings.append(f"{where}: refers to document {ref!r}, but the document's "
                                      f"guid is {doc_guid!r}")
             ctx = self.context(raw_ctx, where, ci)
-            if raw_ctx.get("name"):
+            if not ctx.extra.get("__derived_name__"):
                 if ctx.name in given_names:
-                    self.fail(f"two data contexts are named {ctx.name!r}", "duplicate_name", where)
-                given_names.add(ctx.name)
+                    # CODAP opens both (it tells data sets apart by id): the later one is renamed
+                    self.warnings.append(f"{where}: a second data context is named {ctx.name!r}; "
+                                         "it is renamed")
+                    ctx.extra["__derived_name__"] = True
+                else:
+                    given_names.add(ctx.name)
             contexts.append(ctx)
         self.unique_context_names(contexts, given_names)
 
@@ -281,6 +324,20 @@ class _Reader:
         extra = {k: v for k, v in obj.items() if k not in _DOCUMENT_KEYS}
         return Document(name=opt_str(obj.get("name")), contexts=contexts, components=components,
                         globals=globals_, extra=extra, warnings=self.warnings, path=self.path)
+
+    def header(self, obj: dict[str, Any]) -> None:
+        """CODAP's ``validateV2Document`` (``v3/src/lib/cfm/resolve-document.ts``): appName,
+        appVersion and appBuildNum all ``""`` (legacy documents), or appName ``"DG"`` with a
+        non-empty appVersion and appBuildNum. CODAP opens any other document as an empty one."""
+        header = {key: obj.get(key) for key in ("appName", "appVersion", "appBuildNum")}
+        if all(value == "" for value in header.values()):
+            return
+        if header["appName"] == V2_APP_NAME and js_truthy(header["appVersion"]) \
+                and js_truthy(header["appBuildNum"]):
+            return
+        self.fail("CODAP opens it as an empty document: its header must have appName "
+                  f"{V2_APP_NAME!r} with a non-empty appVersion and appBuildNum (or all three "
+                  f"empty), not {header}", "invalid_header", **header)
 
     def unique_context_names(self, contexts: list[ContextSpec], given: set[str]) -> None:
         taken = set(given)
@@ -311,6 +368,9 @@ class _Reader:
         parent_ids: list[Any] = []
         raw_cases: list[list[Any]] = []
         attr_names: dict[str, str] = {}
+        written_attrs: dict[str, str] = {}
+        written_colls: set[Any] = set()
+        renames: list[dict[str, str]] = []
         for k, rc in enumerate(raw_colls):
             cwhere = f"{where}.collections[{k}]"
             if not isinstance(rc, dict):
@@ -319,27 +379,36 @@ class _Reader:
             cid = self.guid(rc, cwhere, required=True)
             if cid in coll_ids:
                 self.fail(f"two collections have guid {cid!r}", "duplicate_id", cwhere)
-            cname = self.name(rc, "collection", cwhere)
-            if any(c.name == cname for c in colls):
-                self.fail(f"two collections are named {cname!r}", "duplicate_name", cwhere)
+            raw_cname = rc.get("name")
+            if isinstance(raw_cname, str) and raw_cname and raw_cname in written_colls:
+                self.fail(f"two collections are named {raw_cname!r}", "duplicate_name", cwhere)
+            written_colls.add(raw_cname)
+            cname, ctitle = self.object_name(rc, "collection", cwhere, "COLL", (c.name for c in colls))
             parent = rc.get("parent")
             if parent is not None and not is_id(parent):
                 self.fail(f"'parent' must be a collection guid, not {type_name(parent)}",
                           "wrong_type", cwhere)
             attrs = []
+            value_names: dict[str, str] = {}
             for ai, ra in enumerate(self.want(rc, "attrs", list, cwhere, required=False,
                                               default=[])):
-                attr = self.attribute(ra, f"{cwhere}.attrs[{ai}]")
-                if attr.name in attr_names:
-                    self.fail(f"attribute {attr.name!r} appears twice (collections "
-                              f"{attr_names[attr.name]!r} and {cname!r})", "duplicate_name",
-                              f"{cwhere}.attrs[{ai}]")
+                awhere = f"{cwhere}.attrs[{ai}]"
+                written = ra.get("name") if isinstance(ra, dict) else None
+                if isinstance(written, str) and written and written in written_attrs:
+                    self.fail(f"attribute {written!r} appears twice (collections "
+                              f"{written_attrs[written]!r} and {cname!r})", "duplicate_name",
+                              awhere)
+                attr = self.attribute(ra, awhere, attr_names)
                 attr_names[attr.name] = cname
+                if isinstance(written, str) and written:
+                    written_attrs[written] = cname
+                    value_names[written] = attr.name
                 attrs.append(attr)
             cases = self.want(rc, "cases", list, cwhere, required=False, default=[])
             colls.append(CollectionSpec(
-                name=cname, title=opt_str(rc.get("title")) or cname, parent=None, attrs=attrs,
+                name=cname, title=ctitle or cname, parent=None, attrs=attrs,
                 extra={k: v for k, v in rc.items() if k not in _COLLECTION_KEYS}, source_id=cid))
+            renames.append(value_names)
             coll_ids.append(cid)
             parent_ids.append(parent)
             raw_cases.append(cases)
@@ -358,18 +427,29 @@ class _Reader:
         for level, coll in enumerate(colls_ordered):
             coll.parent = colls_ordered[level - 1].name if level else None
 
-        if name:
-            ctx_name, derived = name, False
+        if name and name.strip():
+            ctx_name = clean_name(name)
+            derived = ctx_name != name
+            if derived:
+                self.warnings.append(f"{where}: data context name {name!r} is stored as "
+                                     f"{ctx_name!r} (batchray's names hold no NUL or square "
+                                     f"brackets and at most {MAX_NAME} characters)")
+                title = title or name
         else:
-            first = colls_ordered[0].name if colls_ordered else f"Data_Set_{index + 1}"
-            ctx_name = title or first
+            # CODAP v3 names the data set "" and shows its displayTitle: the title, else its
+            # collections' names joined by "/" (v3/src/models/data/data-set.ts); with neither,
+            # its id ("DATA" + guid: toV3DataSetId in v3/src/utilities/codap-utils.ts)
+            shown = title or "/".join(c.name for c in colls_ordered)
+            fallback = f"DATA{ctx_id}" if ctx_id is not None else f"Data_Set_{index + 1}"
+            ctx_name = clean_name(shown) if shown else fallback
             derived = True
         if derived:
             extra["__derived_name__"] = True
         ctx = ContextSpec(name=ctx_name, title=title or ctx_name,
                           description=opt_str(description), collections=colls_ordered,
                           extra=extra, source_id=ctx_id)
-        self.cases(ctx, [raw_cases[i] for i in order], [f"{where}.collections[{i}]" for i in order])
+        self.cases(ctx, [raw_cases[i] for i in order], [f"{where}.collections[{i}]" for i in order],
+                   [renames[i] for i in order])
 
         if ctx_id is not None:
             self.ctx_by_id.setdefault(ctx_id, ctx)
@@ -384,10 +464,10 @@ class _Reader:
                 self.attr_by_id[attr.source_id] = (ctx, coll, attr)
         return ctx
 
-    def attribute(self, raw: Any, where: str) -> AttrSpec:
+    def attribute(self, raw: Any, where: str, taken: Iterable[str]) -> AttrSpec:
         if not isinstance(raw, dict):
             self.fail(f"an attribute must be an object, not {type_name(raw)}", "wrong_type", where)
-        name = self.name(raw, "attribute", where)
+        name, title = self.object_name(raw, "attribute", where, "ATTR", taken)
         v2_type = raw.get("type")
         if v2_type is None or v2_type == "" or v2_type == "none":
             attr_type = None
@@ -401,7 +481,7 @@ class _Reader:
         formula = raw.get("formula")
         return AttrSpec(
             name=name,
-            title=opt_str(raw.get("title")) or name,
+            title=title or name,
             type=attr_type,
             description=opt_str(raw.get("description")),
             unit=opt_str(raw.get("unit")),
@@ -414,32 +494,50 @@ class _Reader:
         )
 
     # -- cases -> items ------------------------------------------------------------------------
-    def cases(self, ctx: ContextSpec, raw_cases: list[list[Any]], wheres: list[str]) -> None:
+    def cases(self, ctx: ContextSpec, raw_cases: list[list[Any]], wheres: list[str],
+              renames: list[dict[str, str]]) -> None:
+        """Items from the cases as CODAP v3 builds them (``importCases`` in
+        ``v3/src/v2/codap-v2-data-set-importer.ts``): one item per case of the child-most
+        collection, with the values of its case and of its ancestors. A parent case without
+        children makes no item there, so CODAP drops it, and so does this reader (with a
+        warning). A case whose guid an earlier case of the document has is removed first, as
+        CODAP's ``v2RemoveDuplicateCaseIDs`` (``v3/src/lib/cfm/resolve-document.ts``) does."""
         colls = ctx.collections
         last = len(colls) - 1
         level_of: dict[Any, int] = {}
+        kept: list[list[tuple[int, dict[str, Any]]]] = []
         for level, (cases, cwhere) in enumerate(zip(raw_cases, wheres)):
+            rows = []
             for k, rc in enumerate(cases):
                 where = f"{cwhere}.cases[{k}]"
                 if not isinstance(rc, dict):
                     self.fail(f"a case must be an object, not {type_name(rc)}", "wrong_type",
                               where)
                 guid = self.guid(rc, where, required=True)
-                if guid in level_of:
-                    self.fail(f"two cases have guid {guid!r}", "duplicate_id", where)
+                if guid in self.case_guids:
+                    self.warnings.append(f"{where}: case guid {guid!r} is used by an earlier "
+                                         "case; removed, as CODAP removes it")
+                    continue
+                self.case_guids.add(guid)
                 level_of[guid] = level
+                rows.append((k, rc))
+            kept.append(rows)
         # per level: list of (guid, own values, item id)
         levels: list[list[tuple[Any, dict[str, Any], Any]]] = []
         children: dict[Any, list[int]] = {}
         dropped = 0
-        for level, (coll, cases, cwhere) in enumerate(zip(colls, raw_cases, wheres)):
+        for level, (coll, rows_in, cwhere, rename) in enumerate(zip(colls, kept, wheres, renames)):
             names = set(coll.attr_names)
             rows = []
-            for k, rc in enumerate(cases):
+            for k, rc in rows_in:
                 where = f"{cwhere}.cases[{k}]"
                 guid = self.guid(rc, where, required=True)
                 values = self.want(rc, "values", dict, where, required=False, default={})
-                own = {n: v for n, v in values.items() if n in names}
+                own = {}
+                for n, v in values.items():
+                    key = rename.get(n, n)
+                    if key in names:
+                        own[key] = v
                 dropped += len(values) - len(own)
                 parent = rc.get("parent")
                 if level == 0:
@@ -466,31 +564,44 @@ class _Reader:
                 item_id = rc.get("itemID")
                 rows.append((guid, own, item_id if isinstance(item_id, str) else None))
             levels.append(rows)
-            ctx.case_counts[coll.name] = len(rows)
         if dropped:
             self.warnings.append(f"data context {ctx.name!r}: {dropped} case value(s) for names "
                                  "that are not attributes of the case's collection were ignored")
 
         items: list[dict[str, Any]] = []
         item_ids: list[str | None] = []
+        for coll in colls:
+            ctx.case_counts[coll.name] = 0
         if not levels:
             return
-        # iterative depth-first walk: top cases in order, each followed by its descendants
-        stack: list[tuple[int, int, dict[str, Any]]] = [
-            (0, i, {}) for i in reversed(range(len(levels[0])))]
+        childless = 0
+        # iterative depth-first walk: top cases in order, each followed by its descendants;
+        # a case counts when an item lies below it
+        stack: list[tuple[int, int, dict[str, Any], tuple[int, ...]]] = [
+            (0, i, {}, ()) for i in reversed(range(len(levels[0])))]
+        counted: set[tuple[int, int]] = set()
         while stack:
-            level, idx, inherited = stack.pop()
+            level, idx, inherited, path = stack.pop()
             guid, own, item_id = levels[level][idx]
             merged = {**inherited, **own}
-            kids = children.get(guid) if level < last else None
-            if kids:
-                stack.extend((level + 1, k, merged) for k in reversed(kids))
+            path = path + (idx,)
+            if level < last:
+                kids = children.get(guid)
+                if kids:
+                    stack.extend((level + 1, k, merged, path) for k in reversed(kids))
+                else:
+                    childless += 1
                 continue
-            if not own:
-                # an empty leaf: give it empty values so that it still reaches its collection
-                merged.update({a.name: "" for a in colls[level].attrs})
+            for up, pos in enumerate(path):
+                if (up, pos) not in counted:
+                    counted.add((up, pos))
+                    ctx.case_counts[colls[up].name] += 1
             items.append(merged)
             item_ids.append(item_id)
+        if childless:
+            self.warnings.append(f"data context {ctx.name!r}: {childless} parent case(s) without "
+                                 "child cases were dropped, as CODAP drops them (it builds items "
+                                 "from the child-most cases)")
         ctx.items = items
         ctx.item_ids = item_ids
 

@@ -4,9 +4,18 @@
   file, atomically (written aside, then renamed into place);
 * :func:`document_to_v2` builds the v2 JSON object, with new ids: collections parent-first
   (:func:`~batchray.io.codap.hierarchy.order_collections`), flat items grouped back into cases
-  as CODAP groups them (:func:`~batchray.io.codap.hierarchy.group_cases`), the ``extra`` keys of
-  every object written back unchanged, and components written by
-  :func:`~batchray.io.codap.components.component_to_v2` with their links re-pointed.
+  as CODAP groups them (:func:`~batchray.io.codap.hierarchy.group_cases`: every item reaches
+  the child-most collection, since CODAP builds items from the child-most cases), the ``extra``
+  keys of every object written back unchanged, and components written by
+  :func:`~batchray.io.codap.components.component_to_v2` with their links re-pointed and the
+  storage CODAP's importers read filled in.
+
+What CODAP v3 requires to open the document (read in its source,
+``v3/src/lib/cfm/resolve-document.ts``, ``v3/src/v2/codap-v2-data-set-importer.ts`` and the
+component importers) is written: appName ``"DG"`` with a non-empty appVersion and appBuildNum
+(:data:`~batchray.io.codap.model.V2_APP_BUILD_NUM` when the document brings none), collections
+parent-first, no parent case without children, and for each component the storage its importer
+reads.
 
 A model that cannot be written (unnamed or duplicate contexts or attributes, items with values
 for names that are not attributes, values that are not JSON, a reference to something the
@@ -20,14 +29,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+import math
+from typing import Any, Iterable, Mapping, Optional
 
 from batchray.errors import DocumentError
 from batchray.io.codap.components import component_to_v2
 from batchray.io.codap.hierarchy import group_cases, order_collections
 from batchray.io.codap.links import relink
-from batchray.io.codap.model import ATTRIBUTE_TYPES, V2_APP_NAME, AttrSpec, ContextSpec, Document
-from batchray.io.codap.values import json_value
+from batchray.io.codap.model import (ATTRIBUTE_TYPES, V2_APP_BUILD_NUM, V2_APP_NAME, V2_APP_VERSION,
+                                     AttrSpec, ContextSpec, Document)
+from batchray.io.codap.values import js_truthy, json_value
 
 
 def write_document(doc: Document, path: str | os.PathLike[str]) -> Path:
@@ -94,23 +105,39 @@ def document_to_v2(doc: Document) -> dict[str, Any]:
         globals_json.append({"name": gname, "value": json_value(value, f"globals[{gname!r}]"),
                              "guid": g})
 
+    attr_types = {(ctx.name, a.name): a.type for ctx in doc.contexts for c in ctx.collections
+                  for a in c.attrs}
+    items_of = {ctx.name: ctx.items for ctx in doc.contexts}
     components_json = [
-        component_to_v2(comp, f"components[{i}]", ids, remap, ctx_guid, attr_guid, global_guid)
-        for i, comp in enumerate(doc.components)]
+        v2 for v2 in (component_to_v2(comp, f"components[{i}]", ids, remap, ctx_guid, attr_guid,
+                                      global_guid, attr_types,
+                                      lambda c, a: numeric_bounds(items_of.get(c, ()), a))
+                      for i, comp in enumerate(doc.components)) if v2 is not None]
 
     out: dict[str, Any] = {"type": "DG.Document", "name": doc.name, "guid": doc_guid,
                            "id": doc_guid}
     out.update(copy.deepcopy(doc.extra))
     out.update({
+        # CODAP's validateV2Document (v3/src/lib/cfm/resolve-document.ts) opens a document
+        # whose appName is "DG" only with a non-empty appVersion and appBuildNum
         "appName": V2_APP_NAME,
-        "appVersion": doc.extra.get("appVersion", "2.0"),
-        "appBuildNum": doc.extra.get("appBuildNum", ""),
+        "appVersion": doc.extra.get("appVersion") if js_truthy(doc.extra.get("appVersion"))
+        else V2_APP_VERSION,
+        "appBuildNum": doc.extra.get("appBuildNum") if js_truthy(doc.extra.get("appBuildNum"))
+        else V2_APP_BUILD_NUM,
         "components": components_json,
         "contexts": contexts_json,
         "globalValues": globals_json,
         "idCount": ids.next - 1,
     })
     return out
+
+
+def numeric_bounds(items: Iterable[Mapping[str, Any]], name: str) -> Optional[tuple[float, float]]:
+    """The lowest and highest number among the items' values for ``name`` (a graph's axis)."""
+    numbers = [float(v) for v in (item.get(name) for item in items)
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    return (min(numbers), max(numbers)) if numbers else None
 
 
 def _context_to_v2(ctx: ContextSpec, where: str, ids: _Ids, doc_guid: int,

@@ -33,12 +33,23 @@ _CHUNK = 50  # longest run of one operator written without parentheses
 
 
 def json_path(attr: str) -> str:
-    """The JSON path ``$."attr"`` for a top-level key, with ``"`` and ``\\`` escaped.
+    """The JSON path ``$."attr"`` for a top-level key, spelled as the stored JSON spells it.
 
     SQLite before 3.45 cannot address keys that contain ``"`` (such paths read NULL) and
-    matches keys in their stored spelling, so store JSON with ``ensure_ascii=False``.
+    matches keys in their stored spelling, so store JSON with ``ensure_ascii=False``: ``"``
+    and ``\\`` are escaped, and so are control characters (allowed in names), as JSON
+    encoders write them (``\\t``, ``\\u0001``).
     """
-    return '$."' + attr.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '$."' + _CONTROL.sub(_json_escape, attr.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
+_CONTROL = re.compile("[\x00-\x1f]")
+_SHORT_ESCAPES = {"\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _json_escape(match: "re.Match[str]") -> str:
+    char = match.group(0)
+    return _SHORT_ESCAPES.get(char) or f"\\u{ord(char):04x}"
 
 
 def sqlite_column(attr: str, column: str = "vals") -> Fragment:
