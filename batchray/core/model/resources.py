@@ -263,4 +263,7 @@ def resource_selector(reader: Any, context_id: int, context: Any, selector: dict
     return resolve_selector(resource, reader, context_id, context)
 
 
-__all__ = ["Resource", "parse_resource", "resolve_selector", "resource_selector"]
+ResourceScanner = _Scanner
+"""The bracket scanner, shared with :mod:`batchray.core.model.codap_request`."""
+
+__all__ = ["Resource", "ResourceScanner", "parse_resource", "resolve_selector", "resource_selector"]

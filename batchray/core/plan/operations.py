@@ -432,7 +432,10 @@ def run_transaction(
 
 
 def _run_together(planner: Any, run: Callable, ordered: list[Operation], options: RunOptions) -> BatchResult:
+    """Every operation planned, then run as one transaction; a committed one reports the ids of
+    the items its create operations made (``item_ids``, in operation order)."""
     planned: list[PlannedChunk] = []
+    created: list[int] = []
     try:
         for op in ordered:
             try:
@@ -446,9 +449,14 @@ def _run_together(planner: Any, run: Callable, ordered: list[Operation], options
             if planned and chunks:
                 chunks[0].barrier = True  # an operation starts when the ones before it are applied
             planned += chunks
+            if plan.chunker is not None:  # the ids its items were given, in operation order
+                created += [first + k for first, count in plan.chunker.ids_used for k in range(count)]
     finally:
         planner.overlay.clear()
-    return run(Plan("transaction", planned, total=len(ordered)), options)
+    result = run(Plan("transaction", planned, total=len(ordered)), options)
+    if result.success and created:
+        result = result.model_copy(update={"item_ids": created})
+    return result
 
 
 def _op_error(operation: Optional[str], exc: BatchrayError, attempts: int) -> dict[str, Any]:
