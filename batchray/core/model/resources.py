@@ -28,6 +28,12 @@ An argument runs to its matching ``]``: brackets nest, and a ``]`` inside a quot
 resource string); a malformed query inside ``itemSearch``/``caseSearch`` raises
 :class:`~batchray.errors.QueryError` with the position likewise counted in the resource string.
 
+The queries of ``itemSearch``/``caseSearch`` here are batchray's query language
+(:mod:`batchray.core.model.query`, run as SQL on every shard). CODAP plugin API requests
+(``codap_request``) read the same resources with CODAP's own search grammar and comparisons
+instead (:mod:`batchray.core.model.codap_search`: ``*``, ``attr==``, ``5 < age``), and parse
+resources with :mod:`batchray.core.model.codap_request`.
+
 Selectors of update and delete requests may be ``{"resource": "dataContext[...]..."}``; see
 :func:`resource_selector`. Such a resource must name items or cases (not a whole context or
 collection) of the request's own data context.

@@ -1,7 +1,8 @@
 """The query language: CODAP's search grammar, evaluated in Python or compiled to SQL.
 
 A query selects items by their attribute values, as CODAP's ``itemSearch[Diet==plants]``
-does, extended with ``&&``, ``||``, ``!`` and parentheses::
+does, extended with ``&&``, ``||``, ``!`` and parentheses (CODAP's exact grammar and
+JavaScript comparisons, for CODAP plugin API requests, are :mod:`batchray.core.model.codap_search`)::
 
     Diet == plants && (weight.w > 10 || `Life span` >= 20) && !(Habitat == "land")
 
