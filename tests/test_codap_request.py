@@ -303,6 +303,7 @@ def test_an_atomic_array_with_one_bad_request_changes_nothing(mammals):
                             {"action": "update", "resource": f"{CTX}.item[0]", "values": {"Mass": "heavy"}}],
                            atomic=True)
     assert [a["success"] for a in failing] == [False, False]
+    assert failing[1]["error"]["code"] == "VALIDATION" and failing[1]["error"]["details"]["field"] == "Mass"
     assert (_items(client), get(client, f"{CTX}.collection[Animals].attributeList")) == before
 
 

@@ -26,7 +26,7 @@ from batchray.api import codap_writes as writes
 from batchray.api.codap_reads import Refused, Scope, failure
 from batchray.api.codap_writes import Mutation
 from batchray.core.model.codap_request import CodapRequest, parse_request, split_payload
-from batchray.errors import BatchrayError, InternalError
+from batchray.errors import BatchrayError, InternalError, failure_error
 
 READS: dict[str, Callable[[Scope], dict[str, Any]]] = {
     "dataContextList": reads.get_data_context_list, "dataContext": reads.get_data_context,
@@ -132,10 +132,10 @@ def _run_transaction(client: Any, operations: list[dict[str, Any]]) -> list[int]
                          "dependencies": [f"request-{position - 1}"] if position else []})
     report = client.execute_transaction(numbered, {"recoveryStrategy": "rollback"})
     if not report.get("success"):
-        first = (report.get("errors") or [{}])[0]
         results = report.get("results") or []
-        error = first.get("message") or ((results[0].get("error") or {}).get("message") if results else None)
-        raise Refused(error or "the transaction was rolled back")
+        errors = report.get("errors") or (results[0].get("errors") if results else None) or []
+        cause = (results[0].get("error") if results else None) or failure_error(errors, "the transaction")
+        raise Refused(cause.get("message") or "the transaction was rolled back", cause)
     return [i for result in report.get("results") or [] for i in result.get("itemIds") or []]
 
 

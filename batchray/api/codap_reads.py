@@ -38,7 +38,7 @@ class Refused(Exception):
     """A CODAP error answer, raised inside a handler; ``error`` is the message CODAP gives and
     ``cause`` the structured batchray error behind it, when there is one."""
 
-    def __init__(self, error: str, cause: Optional[BatchrayError] = None) -> None:
+    def __init__(self, error: str, cause: Optional[BatchrayError | dict[str, Any]] = None) -> None:
         super().__init__(error)
         self.error = error
         self.cause = cause
@@ -52,10 +52,10 @@ def success(values: Any = None, **extra: Any) -> dict[str, Any]:
     return answer
 
 
-def failure(error: str, cause: Optional[BatchrayError] = None) -> dict[str, Any]:
+def failure(error: str, cause: Optional[BatchrayError | dict[str, Any]] = None) -> dict[str, Any]:
     answer: dict[str, Any] = {"success": False, "values": {"error": error}}
-    if cause is not None:
-        answer["error"] = cause.to_dict()  # batchray's structured error, beside CODAP's answer
+    if cause is not None:  # batchray's structured error, beside CODAP's answer
+        answer["error"] = cause if isinstance(cause, dict) else cause.to_dict()
     return answer
 
 
