@@ -150,18 +150,21 @@ class Scope:
         return cases[int(text)]
 
     def item_by_index(self) -> tuple[int, dict[str, Any]]:
+        """The item at a position in item order (read alone, not the whole context)."""
         text = self.request.get("item") or ""
-        if not (text.isascii() and text.isdigit()) or int(text) >= len(self.items):
+        rows = self.client.reader.items(self.context_id, offset=int(text), limit=1) \
+            if text.isascii() and text.isdigit() and len(text) <= 18 else []
+        if not rows:
             raise Refused(ITEM_NOT_FOUND)
-        return self.items[int(text)]
+        return rows[0][0], orjson.loads(rows[0][1])
 
     def item_by_id(self) -> tuple[int, dict[str, Any]]:
         text = self.request.get("itemByID") or ""
-        item_id = int(text) if text.isascii() and text.isdigit() and len(text) <= 19 else -1
-        values = self.values_by_id.get(item_id)
-        if values is None:
+        item_id = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else -1
+        rows = self.client.reader.items(self.context_id, ids=[item_id]) if item_id >= 0 else []
+        if not rows:
             raise Refused(ITEM_NOT_FOUND)
-        return item_id, values
+        return item_id, orjson.loads(rows[0][1])
 
     def item_by_case_id(self) -> tuple[int, dict[str, Any]]:
         """The first item of the case (CODAP: ``childItemIds[0]``)."""
