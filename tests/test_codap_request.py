@@ -256,11 +256,15 @@ def test_case_formula_search(mammals):
 def test_component_create_get_update_delete(mammals):
     client, _ = mammals
     made = client.codap({"action": "create", "resource": "component",
-                         "values": {"type": "caseTable", "name": "MammalTable", "title": "MammalTable"}})
+                         "values": {"type": "caseTable", "name": "MammalTable", "dataContext": "Mammals"}})
     assert made == {"success": True, "values": {"id": "MammalTable", "name": "MammalTable", "title": "MammalTable",
                                                 "type": "caseTable"}}, made
     assert [c["name"] for c in get(client, "componentList")["values"]] == ["MammalTable"]
-    assert get(client, "component[MammalTable]")["values"]["type"] == "caseTable"
+    table = get(client, "component[MammalTable]")["values"]
+    assert table["type"] == "caseTable" and table["properties"]["dataContext"] == "Mammals"
+    wrong = client.codap({"action": "create", "resource": "component",
+                          "values": {"type": "caseTable", "dataContext": "Nope"}})  # references must resolve
+    assert wrong["success"] is False and wrong["error"]["code"]
     assert client.codap({"action": "update", "resource": "component[MammalTable]",
                          "values": {"title": "Table of mammals"}}) == {"success": True}
     assert get(client, "component[Table of mammals]")["values"]["name"] == "MammalTable"

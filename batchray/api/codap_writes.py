@@ -347,12 +347,24 @@ def _component_op(action: str, name: str, spec: Any) -> dict[str, Any]:
             "data": {"operations": [{"action": action, **({"component": spec} if spec else {"name": name})}]}}
 
 
+_COMPONENT_FIELDS = ("type", "name", "title", "dimensions", "position")
+
+
+def _component_spec(values: dict[str, Any]) -> dict[str, Any]:
+    """CODAP's component values as batchray's component: the fields batchray models, and every
+    other value (``dataContext``, ``xAttributeName``, ``text``...) kept in ``properties``."""
+    spec = {k: values[k] for k in _COMPONENT_FIELDS if values.get(k) is not None}
+    properties = {k: v for k, v in values.items() if k not in _COMPONENT_FIELDS and k not in ("id", "properties")}
+    properties.update(values.get("properties") or {})
+    return {**spec, **({"properties": properties} if properties else {})}
+
+
 def create_component(scope: Scope) -> Mutation:
     """component-handler.ts ``create``: ``{id, name, title, type}``."""
     values = check_values(scope.request.values)
     if not isinstance(values, dict) or not isinstance(values.get("type"), str):
         raise Refused("a component needs a type")
-    spec = dict(values)
+    spec = _component_spec(values)
     spec.setdefault("name", f"{values['type']}-{len(scope.client.catalog.components()) + 1}")
     return Mutation([_component_op("create", spec["name"], spec)], lambda created: success(
         {"id": spec["name"], "name": spec["name"], "title": spec.get("title") or spec["name"], "type": spec["type"]}))
@@ -361,7 +373,7 @@ def create_component(scope: Scope) -> Mutation:
 def update_component(scope: Scope) -> Mutation:
     component = find_component(scope)
     values = check_values(scope.request.values)
-    spec = {**(values if isinstance(values, dict) else {}), "name": component.name}
+    spec = {**_component_spec(values if isinstance(values, dict) else {}), "name": component.name}
     return Mutation([_component_op("update", component.name, spec)], lambda created: success())
 
 
