@@ -10,6 +10,7 @@ from typing import Any, Union
 from pydantic import Field
 
 from batchray.api.tools.registry import _Args, register
+from batchray.errors import NotFoundError, QueryError, ValidationError
 
 
 class CodapRequestArgs(_Args):
@@ -25,13 +26,27 @@ class CodapRequestArgs(_Args):
     atomic: bool = Field(default=False, description="run an array's writes as one transaction (batchray's extension)")
 
 
+def _structured(answer: dict[str, Any]) -> dict[str, Any]:
+    """A failed CODAP answer with a structured ``error`` too (every tool failure has one):
+    CODAP's "... not found" is NOT_FOUND, its "Unable to parse query." QUERY, others VALIDATION."""
+    if answer.get("success") or "error" in answer:
+        return answer
+    values = answer.get("values")
+    message = (values.get("error") if isinstance(values, dict) else None) or "the request failed"
+    kind = NotFoundError if message.endswith("not found") else QueryError if "parse query" in message \
+        else ValidationError
+    return {**answer, "error": kind(message).to_dict()}
+
+
 def _codap_request(client, a: CodapRequestArgs) -> dict[str, Any]:
     payload: Any = {"atomic": True, "requests": a.request if isinstance(a.request, list) else [a.request]} \
         if a.atomic else a.request
     answer = client.codap(payload)
-    if isinstance(answer, list):
-        return {"success": all(x.get("success") for x in answer), "results": answer}
-    return answer
+    if not isinstance(answer, list):
+        return _structured(answer)
+    results = [_structured(x) for x in answer]
+    failed = next((x for x in results if not x.get("success")), None)
+    return {"success": failed is None, "results": results, **({"error": failed["error"]} if failed else {})}
 
 
 register("codap_request", CodapRequestArgs, _codap_request)
