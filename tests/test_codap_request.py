@@ -324,6 +324,24 @@ def test_an_atomic_array_commits_as_one_transaction(mammals):
                               (seal, {"Diet": "fish", "Name": "Seal", "Mass": 80})]
 
 
+def test_an_atomic_array_may_create_a_context_and_fill_it(mammals):
+    client, _ = mammals
+    answers = client.codap([
+        {"action": "create", "resource": "dataContext", "values": {"name": "Birds", "collections": [
+            {"name": "Birds", "attrs": [{"name": "kind"}]}]}},
+        {"action": "create", "resource": "dataContext[Birds].item", "values": [{"kind": "owl"}, {"kind": "jay"}]},
+    ], atomic=True)
+    assert [a["success"] for a in answers] == [True, True], answers
+    assert answers[1]["caseIDs"] == answers[1]["itemIDs"] and len(answers[1]["itemIDs"]) == 2
+    assert [i["values"]["kind"] for i in client.get_items("Birds")] == ["owl", "jay"]
+    refused = client.codap([
+        {"action": "create", "resource": "dataContext", "values": {"name": "Fish", "collections": [
+            {"name": "Fish", "attrs": [{"name": "kind"}]}]}},
+        {"action": "create", "resource": "dataContext[Fish].item", "values": [{"nope": 1}]}], atomic=True)
+    assert [a["success"] for a in refused] == [False, False]
+    assert "Fish" not in client.data_contexts()
+
+
 def test_a_large_create_item_goes_through_the_chunked_path(mammals):
     client, _ = mammals
     rows = [{"Diet": f"d{i % 7}", "Name": f"n{i}", "Mass": i} for i in range(3000)]

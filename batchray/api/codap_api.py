@@ -15,7 +15,8 @@ failed request does not stop the rest and nothing is rolled back). batchray's ex
 as ONE transaction across shards: one bad request (or one failing write) and the store is left
 unchanged, every answer then saying so. In an atomic array, ``get`` requests read the store as
 it was before the array, and writes are planned against that state too (a delete by
-``itemSearch`` deletes what matched then); ``delete dataContext`` cannot be part of one.
+``itemSearch`` deletes what matched then), except that a write may use a data context an
+earlier request of the array creates; ``delete dataContext`` cannot be part of one.
 """
 from __future__ import annotations
 
@@ -74,13 +75,15 @@ def _unsupported(request: CodapRequest) -> Refused:
     return Refused(f"Unsupported action: {request.action}/{request.type}")  # data-interactive-request-processor.ts
 
 
-def _prepare(client: Any, raw: Any, index: Optional[int]) -> tuple[CodapRequest, Scope, Optional[Mutation]]:
-    """The parsed request, its scope, and its mutation (``None`` for a read)."""
+def _prepare(client: Any, raw: Any, index: Optional[int],
+             pending: Optional[dict[str, Any]] = None) -> tuple[CodapRequest, Scope, Optional[Mutation]]:
+    """The parsed request, its scope, and its mutation (``None`` for a read). ``pending``: the
+    data contexts that earlier writes of an atomic array create (writes may use them)."""
     try:
         request = parse_request(raw, index)
     except BatchrayError as exc:
         raise Refused(exc.message, exc) from None
-    scope = Scope(client, request)
+    scope = Scope(client, request, pending if request.action != "get" else None)
     if request.action == "get":
         if request.type not in READS:
             raise _unsupported(request)
@@ -144,9 +147,12 @@ def _atomic(client: Any, requests: list[Any]) -> list[dict[str, Any]]:
     prepared: list[tuple[CodapRequest, Scope, Optional[Mutation]]] = []
     answers: list[Optional[dict[str, Any]]] = []
     failed: Optional[tuple[int, dict[str, Any]]] = None
+    pending: dict[str, Any] = {}
     for index, raw in enumerate(requests):
         try:
-            request, scope, mutation = _prepare(client, raw, index)
+            request, scope, mutation = _prepare(client, raw, index, pending)
+            if mutation is not None and "context" in mutation.extra:
+                pending[mutation.extra["context"].name] = mutation.extra["context"]
             if mutation is not None and (mutation.run is not None and not mutation.operations):
                 raise Refused(f"{mutation.extra.get('not_atomic', 'this request')} cannot be part of an atomic array")
             prepared.append((request, scope, mutation))

@@ -66,9 +66,11 @@ def field_required(action: str, resource: str, name: str) -> Refused:
 class Scope:
     """What one request's resource names, resolved against the committed store (lazily)."""
 
-    def __init__(self, client: Any, request: CodapRequest) -> None:
+    def __init__(self, client: Any, request: CodapRequest,
+                 pending: Optional[dict[str, DataContext]] = None) -> None:
         self.client = client
         self.request = request
+        self.pending = pending or {}  # contexts an atomic array creates before this request
 
     # -- data context, collection, attribute ------------------------------------------------------
     @cached_property
@@ -76,7 +78,10 @@ class Scope:
         """``(context id, DataContext)`` of ``dataContext[...]``: by name, else by title, else by
         id, as CODAP's ``matchTitleOrNameOrId``; ``#default`` is the first context."""
         wanted = self.request.get("dataContext")
-        return None if wanted is None else find_context(self.client.catalog, wanted)
+        found = None if wanted is None else find_context(self.client.catalog, wanted)
+        if found is None and wanted in self.pending:
+            return -1, self.pending[wanted]  # not stored yet: it has no id and no items
+        return found
 
     @property
     def context(self) -> DataContext:
@@ -115,6 +120,8 @@ class Scope:
     @cached_property
     def items(self) -> list[tuple[int, dict[str, Any]]]:
         """Every committed item of the context, in CODAP's item order (id order)."""
+        if self.context_id < 0:
+            return []
         return [(i, orjson.loads(v)) for i, v in self.client.reader.items(self.context_id)]
 
     @cached_property
@@ -153,7 +160,7 @@ class Scope:
         """The item at a position in item order (read alone, not the whole context)."""
         text = self.request.get("item") or ""
         rows = self.client.reader.items(self.context_id, offset=int(text), limit=1) \
-            if text.isascii() and text.isdigit() and len(text) <= 18 else []
+            if text.isascii() and text.isdigit() and len(text) <= 18 and self.context_id >= 0 else []
         if not rows:
             raise Refused(ITEM_NOT_FOUND)
         return rows[0][0], orjson.loads(rows[0][1])
@@ -161,7 +168,7 @@ class Scope:
     def item_by_id(self) -> tuple[int, dict[str, Any]]:
         text = self.request.get("itemByID") or ""
         item_id = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else -1
-        rows = self.client.reader.items(self.context_id, ids=[item_id]) if item_id >= 0 else []
+        rows = self.client.reader.items(self.context_id, ids=[item_id]) if item_id >= 0 <= self.context_id else []
         if not rows:
             raise Refused(ITEM_NOT_FOUND)
         return item_id, orjson.loads(rows[0][1])

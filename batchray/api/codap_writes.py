@@ -16,7 +16,10 @@ from typing import Any, Callable, Optional
 
 from batchray.api.codap_reads import (COLLECTION_NOT_FOUND, Refused, Scope, attribute_shape, check_values,
                                       field_required, find_component, success)
+from pydantic import ValidationError as PydanticError
+
 from batchray.core.model.cases import build_cases
+from batchray.core.model.schema import DataContext
 
 _ATTRIBUTE_FIELDS = ("name", "title", "type", "precision", "unit", "formula", "description", "hidden", "editable")
 
@@ -259,8 +262,12 @@ def create_data_context(scope: Scope) -> Mutation:
         context_id, ctx = catalog.context(values["name"])
         return success({"id": context_id, "name": ctx.name, "title": ctx.title or ctx.name})
 
+    try:
+        made = DataContext.model_validate(spec)
+    except PydanticError as exc:
+        raise Refused(f"invalid data context: {exc.errors()[0]['msg']}") from None
     return Mutation([{"type": "schema", "operation": "create_data_context", "target": values["name"], "data": spec}],
-                    answer)
+                    answer, extra={"context": made})
 
 
 def delete_data_context(scope: Scope) -> Mutation:
