@@ -58,6 +58,16 @@ def test_get_data_context_by_name_title_or_default(mammals):
     assert get(client, "dataContext[Nope]") == {"success": False, "values": {"error": "DataContext not found"}}
 
 
+def test_update_data_context(mammals):
+    client, _ = mammals  # data-context-handler.ts update: title and description
+    assert client.codap({"action": "update", "resource": CTX,
+                         "values": {"title": "Mammals of the world", "description": "from a field guide"}}) == \
+        {"success": True}
+    got = get(client, "dataContext[Mammals of the world]")["values"]
+    assert (got["name"], got["description"]) == ("Mammals", "from a field guide")
+    assert client.codap({"action": "update", "resource": CTX, "values": {"name": "Other"}})["success"] is False
+
+
 def test_delete_data_context(mammals):
     client, _ = mammals
     assert client.codap({"action": "delete", "resource": CTX}) == {"success": True}

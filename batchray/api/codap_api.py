@@ -41,7 +41,8 @@ READS: dict[str, Callable[[Scope], dict[str, Any]]] = {
     "componentList": reads.get_component_list,
 }
 WRITES: dict[tuple[str, str], Callable[[Scope], Mutation]] = {
-    ("create", "dataContext"): writes.create_data_context, ("delete", "dataContext"): writes.delete_data_context,
+    ("create", "dataContext"): writes.create_data_context, ("update", "dataContext"): writes.update_data_context,
+    ("delete", "dataContext"): writes.delete_data_context,
     ("create", "collection"): writes.create_collection, ("update", "collection"): writes.update_collection,
     ("delete", "collection"): writes.delete_collection,
     ("create", "attribute"): writes.create_attribute, ("update", "attribute"): writes.update_attribute,

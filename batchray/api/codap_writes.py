@@ -270,6 +270,16 @@ def create_data_context(scope: Scope) -> Mutation:
                     answer, extra={"context": made})
 
 
+def update_data_context(scope: Scope) -> Mutation:
+    """data-context-handler.ts ``update``: title and description; ``{success: true}``."""
+    values = check_values(scope.request.values)
+    spec = {k: values[k] for k in ("title", "description") if isinstance(values, dict) and isinstance(values.get(k), str)}
+    if not spec:
+        raise Refused("Invalid values provided for update.")
+    op = {"action": "update", "target": "context", "spec": spec}
+    return Mutation([_schema_op(scope, [op])], lambda created: success())
+
+
 def delete_data_context(scope: Scope) -> Mutation:
     """data-context-handler.ts ``delete``: ``{success: true}``. Not part of an atomic array."""
     client, name = scope.client, scope.context.name
