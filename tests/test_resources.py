@@ -178,7 +178,8 @@ def test_resource_targets_atomic_and_not(trips, atomic):
     (_resource(".collection[People].caseByID[5]"), NotFoundError, "not a case of collection 'People'"),
     (_resource(".collection[People].caseSearch[place == Forum]"), ValidationError, "attribute 'place' of a child"),
     (_resource(".itemSearch[nope == 1]"), SchemaError, "'nope' does not exist"),
-    (_resource(".itemSearch[a ==]"), QueryError, "position"),
+    (_resource(".itemSearch[a ==]"), SchemaError, "'a' does not exist"),  # CODAP's "attr==" parses
+    (_resource(".itemSearch[a == <]"), QueryError, "position"),
     ({**_resource(".item[0]"), "itemId": 5}, ValidationError, "cannot also have itemId"),
 ])
 def test_bad_resource_selectors_change_nothing(trips, selector, error, words):

@@ -13,7 +13,9 @@ Grammar (EBNF; whitespace may appear between any two symbols)::
     and_expr    = unary , { "&&" , unary } ;
     unary       = { "!" } , primary ;                 (* a "!" not followed by "=" *)
     primary     = "(" , or_expr , ")" | comparison ;
-    comparison  = attribute , operator , value ;
+    comparison  = attribute , operator , [ value ]     (* no value: the empty value *)
+                | literal , operator , identifier ;  (* "5 < age" is "age > 5" *)
+    literal     = number | "true" | "false" ;         (* bare, as a bare word reads *)
     operator    = "==" | "!=" | "<=" | ">=" | "<" | ">" ;
     attribute   = identifier | quoted ;
     identifier  = name_char , { name_char } ;         (* letters, digits, "_" and "." *)
@@ -26,7 +28,10 @@ Grammar (EBNF; whitespace may appear between any two symbols)::
     bare_char   = ? any character except "(", ")", "<", ">", "=", and the starts of
                     "&&", "||" and "!=" ? ;
 
-Any of the three quotes may quote a name or a value. A trimmed bare word is read as:
+As in CODAP's searches (``v3/src/data-interactive/resource-parser-utils.ts``), an empty right
+side means the empty value (``age ==`` is ``age == ""``, null), and a bare number or boolean may
+stand on the left of an unquoted attribute name (``5 < age``); an attribute named like a number
+is then written quoted on the left (`` `5` < age ``). Any of the three quotes may quote a name or a value. A trimmed bare word is read as:
 ``true`` / ``false`` (any case) -> boolean; ``null`` (any case) -> null;
 ``[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?`` -> a number (an int when it has no
 ``.`` or exponent and fits in 64 bits, else a float); anything else -> the string itself,
