@@ -14,6 +14,7 @@ from batchray.core.model.query import (
     MAX_LENGTH,
     And,
     Comparison,
+    Everything,
     Not,
     Or,
     attributes,
@@ -166,6 +167,16 @@ def test_example_message():
 ])
 def test_codap_search_forms(text, expected):
     assert parse(text) == expected
+
+
+def test_star_selects_every_item():
+    star = parse(" * ")
+    assert isinstance(star, Everything) and attributes(star) == set()
+    assert evaluate(star, {}) is True and evaluate(Not(star), {"a": 1}) is False
+    connection = sqlite3.connect(":memory:")
+    for node, expected in ((star, 1), (Not(star), 0)):
+        sql, params = to_sql(node, sqlite_column)
+        assert connection.execute(f"SELECT {sql}", params).fetchone()[0] == expected
 
 
 def test_non_string_query_is_a_query_error():

@@ -167,6 +167,19 @@ def test_resource_targets_atomic_and_not(trips, atomic):
     assert snapshot(engine) == expected
 
 
+def test_codap_search_forms_in_resource_selectors(trips):
+    """CODAP's ``*``, ``attr==`` and ``5 < attr`` (resource-parser-utils.ts) work in selectors too."""
+    engine, ids = trips
+    everything = engine.update_items(CONTEXT, [{"selector": _resource(".itemSearch[*]"), "values": {"cost": 3}}])
+    assert everything.success and everything.items_updated == len(ids)
+    empty = engine.update_items(CONTEXT, [{"selector": _resource(".itemSearch[cost==]"), "values": {"cost": 4}}])
+    assert empty.success and empty.items_updated == 0
+    flipped = engine.update_items(CONTEXT, [{"selector": _resource(".itemSearch[4 > cost]"), "values": {"cost": 6}}])
+    assert flipped.success and flipped.items_updated == len(ids)
+    deleted = engine.delete_items(CONTEXT, [_resource(".itemSearch[5 < cost]")])
+    assert deleted.success and deleted.items_deleted == len(ids) and snapshot(engine) == {}
+
+
 @pytest.mark.parametrize("selector, error, words", [
     ({"resource": "dataContext[Other].itemByID[1]"}, ValidationError, "names data context 'Other'"),
     (_resource(""), ValidationError, "names the whole data context"),

@@ -8,7 +8,7 @@ JavaScript comparisons, for CODAP plugin API requests, are :mod:`batchray.core.m
 
 Grammar (EBNF; whitespace may appear between any two symbols)::
 
-    query       = or_expr ;
+    query       = "*" | or_expr ;                      (* "*": every item, as in CODAP *)
     or_expr     = and_expr , { "||" , and_expr } ;
     and_expr    = unary , { "&&" , unary } ;
     unary       = { "!" } , primary ;                 (* a "!" not followed by "=" *)
@@ -77,7 +77,8 @@ from batchray.core.model.query.sql import (
     sqlite_column,
     to_sql,
 )
-from batchray.core.model.query.syntax import MAX_DEPTH, MAX_LENGTH, OPERATORS, And, Comparison, Node, Not, Or, attributes
+from batchray.core.model.query.syntax import (MAX_DEPTH, MAX_LENGTH, OPERATORS, And, Comparison, Everything, Node, Not, Or,
+                                              attributes)
 
 __all__ = [
     "MAX_DEPTH",
@@ -87,6 +88,7 @@ __all__ = [
     "SQLITE_PARSER_BUDGET",
     "And",
     "Comparison",
+    "Everything",
     "Node",
     "Not",
     "Or",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from batchray.core.model.query.syntax import MAX_DEPTH, MAX_LENGTH, OPERATORS, And, Comparison, Node, Not, Or
+from batchray.core.model.query.syntax import MAX_DEPTH, MAX_LENGTH, OPERATORS, And, Comparison, Everything, Node, Not, Or
 from batchray.errors import QueryError
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -91,6 +91,8 @@ class _Parser:
         self.skip_ws()
         if self.at_end():
             raise self.error("empty query")
+        if self.text.strip() == "*":
+            return Everything()  # CODAP's search for every item
         node = self.parse_or()
         self.skip_ws()
         if not self.at_end():
