@@ -29,7 +29,8 @@ resource string); a malformed query inside ``itemSearch``/``caseSearch`` raises
 :class:`~batchray.errors.QueryError` with the position likewise counted in the resource string.
 
 The queries of ``itemSearch``/``caseSearch`` here are batchray's query language
-(:mod:`batchray.core.model.query`, run as SQL on every shard). CODAP plugin API requests
+(:mod:`batchray.core.model.query`, run as SQL on every shard; it reads CODAP's ``*``,
+``attr==`` and ``5 < attr``, with batchray's value comparison). CODAP plugin API requests
 (``codap_request``) read the same resources with CODAP's own search grammar and comparisons
 instead (:mod:`batchray.core.model.codap_search`: ``*``, ``attr==``, ``5 < age``), and parse
 resources with :mod:`batchray.core.model.codap_request`.
