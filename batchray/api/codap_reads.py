@@ -21,7 +21,7 @@ from batchray.core.model.cases import build_cases, parse_case_id
 from batchray.core.model.codap_request import CodapRequest
 from batchray.core.model.codap_search import compile_search, parse_search
 from batchray.core.model.schema import Attribute, Collection, DataContext
-from batchray.errors import BatchrayError, QueryError, SchemaError, ValidationError
+from batchray.errors import BatchrayError, QueryError, SchemaError
 
 # CODAP's messages (v3/src/utilities/translation/lang/en-US.json5)
 DATA_CONTEXT_NOT_FOUND = "DataContext not found"
@@ -400,6 +400,4 @@ def refusal_of(exc: BatchrayError) -> Refused:
     """A batchray error as CODAP's answer: CODAP's message where it has one."""
     if isinstance(exc, SchemaError) and "data context" in exc.message and "does not exist" in exc.message:
         return Refused(DATA_CONTEXT_NOT_FOUND, exc)
-    if isinstance(exc, (ValidationError,)):
-        return Refused(exc.message, exc)
     return Refused(exc.message, exc)
