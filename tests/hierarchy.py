@@ -66,7 +66,9 @@ def _text(value: Any) -> str:
 def expected_cases(items: dict[int, dict[str, Any]], levels: list[list[str]] = LEVELS,
                    names: list[str] = NAMES) -> dict[str, list[dict[str, Any]]]:
     """Cases per collection from ``{id: values}``: a parent case groups the items that agree on
-    its collection's and its ancestors' attributes; its id is ``collection:<smallest item id>``."""
+    its collection's and its ancestors' attributes; its id is ``collection:<smallest item id>``.
+    Child cases are listed under their parents in parent order, each parent's in the order of
+    their first item (CODAP's order)."""
     out: dict[str, list[dict[str, Any]]] = {}
     case_of_item: list[dict[int, Any]] = []
     for level, own in enumerate(levels):
@@ -85,6 +87,9 @@ def expected_cases(items: dict[int, dict[str, Any]], levels: list[list[str]] = L
             cases.append({"id": case_id, "parent": case_of_item[-1][first] if level else None,
                           "collection": names[level], "values": {n: items[first].get(n) for n in own},
                           "items": sorted(members)})
+        if level:  # CODAP's order: grouped under their parents, in parent order (collection.ts)
+            rank = {c["id"]: position for position, c in enumerate(out[names[level - 1]])}
+            cases.sort(key=lambda c: rank[c["parent"]])
         case_of_item.append(mapping)
         out[names[level]] = cases
     for level in range(len(levels) - 1):

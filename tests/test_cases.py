@@ -60,7 +60,8 @@ def test_paging_and_case_at(trips):
     context_id, ctx = engine.catalog.context(CONTEXT)
     for index, case in enumerate(people):
         assert case_at(engine.reader, context_id, ctx, "People", index) == case["id"]
-    assert case_at(engine.reader, context_id, ctx, "Visits", 4) == ids[4]
+    visits = expected_cases(_initial(ids))["Visits"]  # grouped under their parents (CODAP's order)
+    assert case_at(engine.reader, context_id, ctx, "Visits", 4) == visits[4]["id"]
     with pytest.raises(ValidationError):
         read_cases(engine.catalog, engine.reader, CONTEXT, "People", offset=-1)
     with pytest.raises(SchemaError):

@@ -14,6 +14,7 @@ from batchray.core.model.query import (
     MAX_LENGTH,
     And,
     Comparison,
+    Everything,
     Not,
     Or,
     attributes,
@@ -111,9 +112,7 @@ def test_nesting_up_to_the_limit_is_accepted():
         ("", 0, "empty query"),
         ("   ", 3, "empty query"),
         ("Diet", 4, "expected a comparison operator"),
-        ("weight ==", 9, "expected a value after '=='"),
-        ("weight == ", 10, "expected a value after '=='"),
-        ("a == && b==1", 5, "expected a value after '=='"),
+        ("weight == <", 10, "expected a value after '=='"),
         ("a == (1)", 5, "expected a value after '=='"),
         ("a <> 1", 3, "expected a value after '<'"),
         ("a = 1", 2, "'=' is not an operator"),
@@ -150,9 +149,34 @@ def test_errors_name_the_position(text, position, fragment):
 
 
 def test_example_message():
-    with pytest.raises(QueryError, match=r"^expected a value after '==', found the end of "
-                                         r"the query at position 8$"):
-        parse("weight==")
+    with pytest.raises(QueryError, match=r"^expected a value after '<', found '>' at position 3$"):
+        parse("a <> 1")
+
+
+@pytest.mark.parametrize("text, expected", [
+    # CODAP's search forms (v3/src/data-interactive/resource-parser-utils.ts, parseSearchQuery)
+    ("weight ==", Comparison("weight", "==", None)),      # an empty right side: the empty value
+    ("weight == ", Comparison("weight", "==", None)),
+    ("a == && b==1", And(Comparison("a", "==", None), Comparison("b", "==", 1))),
+    ("(a !=)", Comparison("a", "!=", None)),
+    ("5 < age", Comparison("age", ">", 5)),                # the attribute on the right of a number
+    ("2.5 >= age", Comparison("age", "<=", 2.5)),
+    ("true == flag", Comparison("flag", "==", True)),
+    ("`5` < age", Comparison("5", "<", "age")),           # a quoted name stays the attribute
+    ("5 < 'age'", Comparison("5", "<", "age")),           # a quoted value stays the value
+])
+def test_codap_search_forms(text, expected):
+    assert parse(text) == expected
+
+
+def test_star_selects_every_item():
+    star = parse(" * ")
+    assert isinstance(star, Everything) and attributes(star) == set()
+    assert evaluate(star, {}) is True and evaluate(Not(star), {"a": 1}) is False
+    connection = sqlite3.connect(":memory:")
+    for node, expected in ((star, 1), (Not(star), 0)):
+        sql, params = to_sql(node, sqlite_column)
+        assert connection.execute(f"SELECT {sql}", params).fetchone()[0] == expected
 
 
 def test_non_string_query_is_a_query_error():

@@ -115,7 +115,7 @@ def test_update_by_each_kind_of_resource(trips):
          [i for i in ids if expected[i]["place"] == "Forum"]),
         (_resource(f".collection[People].caseByID[{bob['id']}]"), {"age": 42}, bob["items"]),
         (_resource(".collection[Cities].caseByIndex[1]"), {"country": "Italia"}, rome["items"]),
-        (_resource(".collection[Visits].caseByIndex[7]"), {"place": "Fram museum"}, [ids[7]]),
+        (_resource(".collection[Visits].caseByIndex[7]"), {"place": "Fram museum"}, cases["Visits"][7]["items"]),
         (_resource(".collection[People].caseSearch[person == eve]"), {"age": 20},
          [i for i in ids if expected[i]["person"] == "eve"]),
         (_resource(f".itemByCaseID[{rome['id']}]"), {"city": "Roma"}, rome["items"]),
@@ -167,18 +167,32 @@ def test_resource_targets_atomic_and_not(trips, atomic):
     assert snapshot(engine) == expected
 
 
+def test_codap_search_forms_in_resource_selectors(trips):
+    """CODAP's ``*``, ``attr==`` and ``5 < attr`` (resource-parser-utils.ts) work in selectors too."""
+    engine, ids = trips
+    everything = engine.update_items(CONTEXT, [{"selector": _resource(".itemSearch[*]"), "values": {"cost": 3}}])
+    assert everything.success and everything.items_updated == len(ids)
+    empty = engine.update_items(CONTEXT, [{"selector": _resource(".itemSearch[cost==]"), "values": {"cost": 4}}])
+    assert empty.success and empty.items_updated == 0
+    flipped = engine.update_items(CONTEXT, [{"selector": _resource(".itemSearch[4 > cost]"), "values": {"cost": 6}}])
+    assert flipped.success and flipped.items_updated == len(ids)
+    deleted = engine.delete_items(CONTEXT, [_resource(".itemSearch[5 < cost]")])
+    assert deleted.success and deleted.items_deleted == len(ids) and snapshot(engine) == {}
+
+
 @pytest.mark.parametrize("selector, error, words", [
     ({"resource": "dataContext[Other].itemByID[1]"}, ValidationError, "names data context 'Other'"),
     (_resource(""), ValidationError, "names the whole data context"),
     (_resource(".collection[People]"), ValidationError, "names the whole collection"),
     (_resource(".collection[Nope].caseByIndex[0]"), SchemaError, "collection 'Nope' does not exist"),
     (_resource(".collection[People].caseByIndex[99]"), NotFoundError, "none at index 99"),
-    (_resource(".collection[Visits].caseByIndex[99]"), NotFoundError, "no case at index 99"),
+    (_resource(".collection[Visits].caseByIndex[99]"), NotFoundError, "at index 99"),
     (_resource(".collection[People].caseByID[Cities:1]"), NotFoundError, "not a case of collection 'People'"),
     (_resource(".collection[People].caseByID[5]"), NotFoundError, "not a case of collection 'People'"),
     (_resource(".collection[People].caseSearch[place == Forum]"), ValidationError, "attribute 'place' of a child"),
     (_resource(".itemSearch[nope == 1]"), SchemaError, "'nope' does not exist"),
-    (_resource(".itemSearch[a ==]"), QueryError, "position"),
+    (_resource(".itemSearch[a ==]"), SchemaError, "'a' does not exist"),  # CODAP's "attr==" parses
+    (_resource(".itemSearch[a == <]"), QueryError, "position"),
     ({**_resource(".item[0]"), "itemId": 5}, ValidationError, "cannot also have itemId"),
 ])
 def test_bad_resource_selectors_change_nothing(trips, selector, error, words):

@@ -368,6 +368,17 @@ class Client:
     def info(self) -> dict[str, Any]:
         return self.runtime.info()
 
+    def codap(self, request: Any, *, atomic: bool = False) -> Any:
+        """Answer CODAP Data Interactive plugin API requests as CODAP does: one request
+        ``{action, resource, values}`` gives ``{success, values}``, an array a list of answers
+        (see :mod:`batchray.api.codap_api`). ``atomic=True`` (or ``{"atomic": true, "requests":
+        [...]}``) runs an array's writes as one transaction."""
+        from batchray.api.codap_api import handle_codap
+
+        if atomic:
+            request = {"atomic": True, "requests": request if isinstance(request, list) else [request]}
+        return handle_codap(self, request)
+
     def tool(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """Call a tool by name with JSON arguments; failures come back as
         ``{success: false, error: {code, message, details}}``, never as exceptions."""

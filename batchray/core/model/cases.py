@@ -6,6 +6,13 @@ of its ancestors' attributes (compared as text, so ``1`` and ``"1"`` group toget
 ``"<collection>:<smallest item id of the group>"``. The id is a function of the item set, so it
 stays the same while the same items form the case, and new items (whose ids are always larger)
 joining the group do not change it.
+
+Case order is CODAP's (``v3/src/models/data/collection.ts``: "a child collection orders its
+cases by parent case and then by position within the parent"): the top collection's cases in
+the order of their first item (items in id order, CODAP's item order); a child collection's
+cases grouped under their parents, in parent order, and within one parent in the order of
+their first item. So a case of an older parent that gets a new item later still lists among
+that parent's cases, not at the end; ``caseByIndex`` and ``allCases`` follow this order.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ def _key(values: dict[str, Any], names: list[str]) -> tuple[str, ...]:
 def build_cases(context: DataContext, items: Iterable[tuple[int, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
     """Every collection's cases: ``{id, parent, collection, values, children, itemIds}``.
 
-    Items must come in id order; cases come in the order their first item appears.
+    Items must come in id order; cases come in CODAP's order (see the module docstring).
     """
     items = list(items)
     collections = context.collections
@@ -55,13 +62,17 @@ def build_cases(context: DataContext, items: Iterable[tuple[int, dict[str, Any]]
                 cases[key] = case
             case["itemIds"].append(item_id)
             new_parent_of_item[item_id] = case["id"]
-        out[coll.name] = list(cases.values())
+        ordered = list(cases.values())  # first-appearance order
         if level > 0:
-            parents = {c["id"]: c for c in out[collections[level - 1].name]}
-            for case in out[coll.name]:
+            parent_cases = out[collections[level - 1].name]
+            rank = {c["id"]: position for position, c in enumerate(parent_cases)}
+            ordered.sort(key=lambda case: rank.get(case["parent"], len(rank)))  # stable: keeps order within a parent
+            parents = {c["id"]: c for c in parent_cases}
+            for case in ordered:
                 parent = parents.get(case["parent"])
                 if parent is not None:
                     parent["children"].append(case["id"])
+        out[coll.name] = ordered
         parent_of_item = new_parent_of_item
     return out
 
@@ -110,13 +121,13 @@ def _context_items(reader: Any, context_id: int) -> list[tuple[int, dict[str, An
 def case_at(reader: Any, context_id: int, context: DataContext, collection: str, index: int) -> CaseId:
     """The id of the ``index``-th case (0-based, in case order) of a collection.
 
-    In the child-most collection that is the ``index``-th item; in a parent collection the
-    cases are built from the committed items, in the order their first item appears.
+    In the only collection of a flat context that is the ``index``-th item; otherwise the
+    cases are built from the committed items, in CODAP's case order (module docstring).
     """
     context.collection(collection)
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise ValidationError("a case index must be a non-negative integer", field="caseIndex")
-    if collection == context.collections[-1].name:
+    if len(context.collections) == 1:
         rows = reader.items(context_id, offset=index, limit=1)
         if not rows:
             raise NotFoundError(f"collection {collection!r} has no case at index {index}", field="caseIndex")

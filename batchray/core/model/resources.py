@@ -28,6 +28,13 @@ An argument runs to its matching ``]``: brackets nest, and a ``]`` inside a quot
 resource string); a malformed query inside ``itemSearch``/``caseSearch`` raises
 :class:`~batchray.errors.QueryError` with the position likewise counted in the resource string.
 
+The queries of ``itemSearch``/``caseSearch`` here are batchray's query language
+(:mod:`batchray.core.model.query`, run as SQL on every shard; it reads CODAP's ``*``,
+``attr==`` and ``5 < attr``, with batchray's value comparison). CODAP plugin API requests
+(``codap_request``) read the same resources with CODAP's own search grammar and comparisons
+instead (:mod:`batchray.core.model.codap_search`: ``*``, ``attr==``, ``5 < age``), and parse
+resources with :mod:`batchray.core.model.codap_request`.
+
 Selectors of update and delete requests may be ``{"resource": "dataContext[...]..."}``; see
 :func:`resource_selector`. Such a resource must name items or cases (not a whole context or
 collection) of the request's own data context.
@@ -263,4 +270,7 @@ def resource_selector(reader: Any, context_id: int, context: Any, selector: dict
     return resolve_selector(resource, reader, context_id, context)
 
 
-__all__ = ["Resource", "parse_resource", "resolve_selector", "resource_selector"]
+ResourceScanner = _Scanner
+"""The bracket scanner, shared with :mod:`batchray.core.model.codap_request`."""
+
+__all__ = ["Resource", "ResourceScanner", "parse_resource", "resolve_selector", "resource_selector"]

@@ -79,6 +79,12 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
         else:
             raise ValidationError(f"unknown action {action!r}", index=index, field="action")
         _reparent(ctx.collections)
+    elif target == "context":  # the context's own title and description (its name is its key)
+        if action != "update" or not set(spec) <= {"title", "description"}:
+            raise ValidationError("a data context's title and description may be updated, nothing else",
+                                  index=index, field="spec")
+        for key, value in spec.items():
+            setattr(ctx, key, value)
     elif target == "attribute":
         if action == "create":
             coll = ctx.collection(op.get("collection", ""))
@@ -107,7 +113,8 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
         else:
             raise ValidationError(f"unknown action {action!r}", index=index, field="action")
     else:
-        raise ValidationError(f"unknown schema target {target!r} (collection or attribute)", index=index, field="target")
+        raise ValidationError(f"unknown schema target {target!r} (collection, attribute or context)", index=index,
+                              field="target")
 
 
 def _check_shape(op: Any, index: int, names: tuple[str, ...], objects: tuple[str, ...]) -> None:
@@ -127,7 +134,8 @@ def _check_shape(op: Any, index: int, names: tuple[str, ...], objects: tuple[str
 def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *, chunk_ids=None) -> tuple[Any, DataContext]:
     """The :class:`~batchray.core.plan.plan.Plan` of schema operations on ``context`` and the resulting
     schema. Each operation is ``{action: create|update|delete, target: collection|attribute,
-    collection?, attribute?, spec?}``; they apply in order, as one transaction."""
+    collection?, attribute?, spec?}``, or ``{action: update, target: context, spec: {title?,
+    description?}}``; they apply in order, as one transaction."""
     from pydantic import ValidationError as PydanticError
 
 
@@ -432,7 +440,10 @@ def run_transaction(
 
 
 def _run_together(planner: Any, run: Callable, ordered: list[Operation], options: RunOptions) -> BatchResult:
+    """Every operation planned, then run as one transaction; a committed one reports the ids of
+    the items its create operations made (``item_ids``, in operation order)."""
     planned: list[PlannedChunk] = []
+    created: list[int] = []
     try:
         for op in ordered:
             try:
@@ -446,9 +457,14 @@ def _run_together(planner: Any, run: Callable, ordered: list[Operation], options
             if planned and chunks:
                 chunks[0].barrier = True  # an operation starts when the ones before it are applied
             planned += chunks
+            if plan.chunker is not None:  # the ids its items were given, in operation order
+                created += [first + k for first, count in plan.chunker.ids_used for k in range(count)]
     finally:
         planner.overlay.clear()
-    return run(Plan("transaction", planned, total=len(ordered)), options)
+    result = run(Plan("transaction", planned, total=len(ordered)), options)
+    if result.success and created:
+        result = result.model_copy(update={"item_ids": created})
+    return result
 
 
 def _op_error(operation: Optional[str], exc: BatchrayError, attempts: int) -> dict[str, Any]:

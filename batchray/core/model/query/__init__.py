@@ -1,18 +1,21 @@
 """The query language: CODAP's search grammar, evaluated in Python or compiled to SQL.
 
 A query selects items by their attribute values, as CODAP's ``itemSearch[Diet==plants]``
-does, extended with ``&&``, ``||``, ``!`` and parentheses::
+does, extended with ``&&``, ``||``, ``!`` and parentheses (CODAP's exact grammar and
+JavaScript comparisons, for CODAP plugin API requests, are :mod:`batchray.core.model.codap_search`)::
 
     Diet == plants && (weight.w > 10 || `Life span` >= 20) && !(Habitat == "land")
 
 Grammar (EBNF; whitespace may appear between any two symbols)::
 
-    query       = or_expr ;
+    query       = "*" | or_expr ;                      (* "*": every item, as in CODAP *)
     or_expr     = and_expr , { "||" , and_expr } ;
     and_expr    = unary , { "&&" , unary } ;
     unary       = { "!" } , primary ;                 (* a "!" not followed by "=" *)
     primary     = "(" , or_expr , ")" | comparison ;
-    comparison  = attribute , operator , value ;
+    comparison  = attribute , operator , [ value ]     (* no value: the empty value *)
+                | literal , operator , identifier ;  (* "5 < age" is "age > 5" *)
+    literal     = number | "true" | "false" ;         (* bare, as a bare word reads *)
     operator    = "==" | "!=" | "<=" | ">=" | "<" | ">" ;
     attribute   = identifier | quoted ;
     identifier  = name_char , { name_char } ;         (* letters, digits, "_" and "." *)
@@ -25,7 +28,10 @@ Grammar (EBNF; whitespace may appear between any two symbols)::
     bare_char   = ? any character except "(", ")", "<", ">", "=", and the starts of
                     "&&", "||" and "!=" ? ;
 
-Any of the three quotes may quote a name or a value. A trimmed bare word is read as:
+As in CODAP's searches (``v3/src/data-interactive/resource-parser-utils.ts``), an empty right
+side means the empty value (``age ==`` is ``age == ""``, null), and a bare number or boolean may
+stand on the left of an unquoted attribute name (``5 < age``); an attribute named like a number
+is then written quoted on the left (`` `5` < age ``). Any of the three quotes may quote a name or a value. A trimmed bare word is read as:
 ``true`` / ``false`` (any case) -> boolean; ``null`` (any case) -> null;
 ``[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?`` -> a number (an int when it has no
 ``.`` or exponent and fits in 64 bits, else a float); anything else -> the string itself,
@@ -71,7 +77,8 @@ from batchray.core.model.query.sql import (
     sqlite_column,
     to_sql,
 )
-from batchray.core.model.query.syntax import MAX_DEPTH, MAX_LENGTH, OPERATORS, And, Comparison, Node, Not, Or, attributes
+from batchray.core.model.query.syntax import (MAX_DEPTH, MAX_LENGTH, OPERATORS, And, Comparison, Everything, Node, Not, Or,
+                                              attributes)
 
 __all__ = [
     "MAX_DEPTH",
@@ -81,6 +88,7 @@ __all__ = [
     "SQLITE_PARSER_BUDGET",
     "And",
     "Comparison",
+    "Everything",
     "Node",
     "Not",
     "Or",

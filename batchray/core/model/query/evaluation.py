@@ -12,7 +12,7 @@ import operator
 import re
 from typing import Any, Mapping
 
-from batchray.core.model.query.syntax import And, Comparison, Node, Or, fold
+from batchray.core.model.query.syntax import And, Comparison, Everything, Node, Or, fold
 
 NULL, BOOLEAN, NUMBER, STRING = "null", "boolean", "number", "string"
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
@@ -50,6 +50,8 @@ def evaluate(node: Node, values: Mapping[str, Any]) -> bool:
     """Whether an item with ``values`` ({attribute name: value}) matches the query."""
 
     def leaf(cmp: Comparison) -> bool:
+        if isinstance(cmp, Everything):
+            return True
         return _compare(classify(values.get(cmp.attr)), cmp.op, classify(cmp.value))
 
     return fold(node, leaf, _combine_bool)

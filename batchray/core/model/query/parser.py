@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from batchray.core.model.query.syntax import MAX_DEPTH, MAX_LENGTH, OPERATORS, And, Comparison, Node, Not, Or
+from batchray.core.model.query.syntax import MAX_DEPTH, MAX_LENGTH, OPERATORS, And, Comparison, Everything, Node, Not, Or
 from batchray.errors import QueryError
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -20,6 +20,7 @@ _BARE_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-
 _FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 _QUOTES = "`\"'"
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}
+_FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
 def parse(text: str) -> Node:
@@ -90,6 +91,8 @@ class _Parser:
         self.skip_ws()
         if self.at_end():
             raise self.error("empty query")
+        if self.text.strip() == "*":
+            return Everything()  # CODAP's search for every item
         node = self.parse_or()
         self.skip_ws()
         if not self.at_end():
@@ -154,10 +157,23 @@ class _Parser:
         return node
 
     def parse_comparison(self) -> Comparison:
-        """comparison = attribute operator value."""
+        """comparison = attribute operator value | number operator attribute.
+
+        As in CODAP's searches, the attribute may stand on the right of a bare number or
+        boolean (``5 < age`` is ``age > 5``), and an empty right side is the empty value
+        (``age ==``)."""
+        self.skip_ws()
+        left_quoted = not self.at_end() and self.text[self.pos] in _QUOTES
         attr = self.parse_attribute()
         op = self.parse_operator(attr)
-        return Comparison(attr, op, self.parse_value(op))
+        self.skip_ws()
+        right_bare = not self.at_end() and self.text[self.pos] not in _QUOTES
+        value = self.parse_value(op)
+        literal = _bare_value(attr)
+        if (not left_quoted and right_bare and not isinstance(literal, str) and literal is not None
+                and isinstance(value, str) and all(_is_name_char(c) for c in value)):
+            return Comparison(value, _FLIPPED[op], literal)
+        return Comparison(attr, op, value)
 
     def parse_attribute(self) -> str:
         """attribute = identifier | quoted."""
@@ -200,6 +216,9 @@ class _Parser:
             return text if text else None
         word = self.scan_bare_word().strip()
         if not word:
+            self.skip_ws()
+            if self.at_end() or self.at(")") or self.at("&&") or self.at("||"):
+                return None  # an empty right side: the empty value, as CODAP reads "attr=="
             raise self.error(f"expected a value after '{op}', found {self.found()}", start)
         return _bare_value(word)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from batchray.core.model.query.evaluation import BOOLEAN, NULL, NUMBER, STRING, classify
-from batchray.core.model.query.syntax import And, Comparison, Node, Not, fold, postorder
+from batchray.core.model.query.syntax import And, Comparison, Everything, Node, Not, fold, postorder
 from batchray.errors import QueryError
 
 _PG_JSON_NUMBER = r"'^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$'"
@@ -183,6 +183,8 @@ class _Piece:
 def _leaf_piece(leaf: _Leaf, column_sql: ColumnSql, d: "_Dialect") -> _Piece:
     """One comparison, or its negation, as an atom."""
     cmp = leaf.cmp
+    if isinstance(cmp, Everything):  # "*": true for every item, "!*" for none
+        return _Piece(d.false if leaf.negated else d.true, [], 1, 1)
     kind, literal = classify(cmp.value)
     negated = leaf.negated != (cmp.op == "!=")
     op = "=" if cmp.op in ("==", "!=") else cmp.op

@@ -28,6 +28,15 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class Everything(Comparison):
+    """The query ``*``: every item (CODAP's ``itemSearch[*]``); it reads no attribute."""
+
+    attr: str = ""
+    op: str = "*"
+    value: Any = None
+
+
+@dataclass(frozen=True)
 class And:
     left: "Node"
     right: "Node"
@@ -89,7 +98,7 @@ def attributes(node: Node) -> set[str]:
     stack = [node]
     while stack:
         current = stack.pop()
-        if isinstance(current, Comparison):
+        if isinstance(current, Comparison) and not isinstance(current, Everything):
             names.add(current.attr)
         stack.extend(operands(current))
     return names

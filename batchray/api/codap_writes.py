@@ -1,0 +1,399 @@
+"""CODAP plugin API ``create``, ``update`` and ``delete`` requests as batchray batches.
+
+Each handler checks its request against the committed store and returns a :class:`Mutation`:
+the batchray transaction operations it stands for (:func:`batchray.core.plan.operations.run_transaction`'s
+format), a way to run it alone, and how to answer once it ran, in the shape CODAP's handler
+gives (cited per handler, under ``v3/src/data-interactive/handlers/``). Run alone, ``create
+item`` and ``create case`` go through :meth:`Client.create_items`, the chunked, parallel path
+``batch_create_items`` takes; the others run as one transaction each. In an atomic request
+array, the operations of every request run together as one transaction
+(:mod:`batchray.api.codap_api`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from batchray.api.codap_reads import (COLLECTION_NOT_FOUND, Refused, Scope, attribute_shape, check_values,
+                                      field_required, find_component, success)
+from pydantic import ValidationError as PydanticError
+
+from batchray.core.model.cases import build_cases
+from batchray.core.model.schema import DataContext
+
+_ATTRIBUTE_FIELDS = ("name", "title", "type", "precision", "unit", "formula", "description", "hidden", "editable")
+
+
+@dataclass
+class Mutation:
+    """What a write request does: ``operations`` (transaction operations), ``run`` (runs it
+    alone, returning the ids of the items it created), ``answer(created)`` (CODAP's answer)."""
+
+    operations: list[dict[str, Any]]
+    answer: Callable[[list[int]], dict[str, Any]]
+    run: Optional[Callable[[], list[int]]] = None
+    creates: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_list(values: Any) -> list[Any]:
+    return values if isinstance(values, list) else [values]
+
+
+def _data_op(scope: Scope, operation: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "data", "operation": operation, "target": scope.context.name, "data": data}
+
+
+def _schema_op(scope: Scope, operations: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "schema", "operation": "update", "target": scope.context.name, "data": {"operations": operations}}
+
+
+def _attribute_spec(values: Any) -> dict[str, Any]:
+    if not isinstance(values, dict) or not isinstance(values.get("name"), str):
+        raise Refused("an attribute needs a name")
+    spec = {k: values[k] for k in _ATTRIBUTE_FIELDS if values.get(k) is not None}
+    if spec.get("type") == "":
+        spec.pop("type")
+    return spec
+
+
+def _item_rows(values: Any) -> list[dict[str, Any]]:
+    """Items as CODAP's item handler takes them: ``{...}`` or ``{values: {...}}``, one or many."""
+    rows = []
+    for item in _as_list(check_values(values)):
+        if not isinstance(item, dict):
+            raise Refused("an item must be an object of values")
+        inner = item.get("values")
+        rows.append(dict(inner) if isinstance(inner, dict) else {k: v for k, v in item.items() if k != "id"})
+    return rows
+
+
+def _new_case_ids(scope: Scope, created: list[int], collection: Optional[str] = None) -> list[Any]:
+    """The cases a create made, in each collection's case order (item-handler.ts reports them
+    so): a case is new when its smallest item is new (ids only grow)."""
+    if len(scope.context.collections) == 1 and collection is None:
+        return list(created)
+    fresh = set(created)
+    scope.__dict__.pop("items", None)  # read the store as it is now
+    cases = build_cases(scope.context, scope.items)
+    names = [collection] if collection else [c.name for c in scope.context.collections]
+    return [case["id"] for name in names for case in cases[name] if min(case["itemIds"]) in fresh]
+
+
+def _create_rows(scope: Scope, rows: list[Any], collection: Optional[str],
+                 answer: Callable[[list[int]], dict[str, Any]]) -> Mutation:
+    client = scope.client
+    context = scope.context.name
+
+    def run() -> list[int]:
+        result = client.create_items(context, collection, rows, progress=False)
+        if not result.success:
+            raise Refused((result.error or {}).get("message") or "the items were not created")
+        return list(result.item_ids)
+
+    data = {"items": rows, **({"collectionName": collection} if collection else {})}
+    return Mutation([_data_op(scope, "create", data)], answer, run, creates=len(rows))
+
+
+# -- items ----------------------------------------------------------------------------------------
+def create_item(scope: Scope) -> Mutation:
+    """item-handler.ts ``create``: ``{success, caseIDs, itemIDs}``."""
+    rows = _item_rows(scope.request.values)
+    return _create_rows(scope, rows, None, lambda created: success(
+        caseIDs=_new_case_ids(scope, created), itemIDs=list(created)))
+
+
+def _update_items(scope: Scope, updates: list[dict[str, Any]], answer: Callable) -> Mutation:
+    return Mutation([_data_op(scope, "update", {"updates": updates})], answer)
+
+
+def _item_update(scope: Scope, item_id: int) -> Mutation:
+    """handler-functions.ts ``updateCaseBy`` (item return style)."""
+    values = check_values(scope.request.values)
+    if not isinstance(values, dict):
+        raise Refused("Invalid values provided for update.")
+    return _update_items(scope, [{"selector": {"itemId": item_id}, "values": values}],
+                         lambda created: success({"changedCases": [item_id], "createdCases": [], "deletedCases": []}))
+
+
+def update_item(scope: Scope) -> Mutation:
+    """item-handler.ts ``update``: one item by index, or ``[{id, values}]``."""
+    if scope.request.get("item") is not None:
+        return _item_update(scope, scope.item_by_index()[0])
+    updates, ids = [], []
+    for entry in _as_list(check_values(scope.request.values)):
+        if isinstance(entry, dict) and isinstance(entry.get("values"), dict) and entry.get("id") in scope.values_by_id:
+            updates.append({"selector": {"itemId": entry["id"]}, "values": entry["values"]})
+            ids.append(entry["id"])
+    if not updates:
+        return Mutation([], lambda created: {"success": False})
+    return _update_items(scope, updates, lambda created: success(
+        {"changedCases": ids, "createdCases": [], "deletedCases": []}))
+
+
+def update_item_by_id(scope: Scope) -> Mutation:
+    return _item_update(scope, scope.item_by_id()[0])
+
+
+def update_item_by_case_id(scope: Scope) -> Mutation:
+    return _item_update(scope, scope.item_by_case_id()[0])
+
+
+def _delete_items(scope: Scope, item_ids: list[int], answer_ids: list[Any]) -> Mutation:
+    if not item_ids:
+        return Mutation([], lambda created: success(list(answer_ids)))
+    selectors = [{"itemId": i} for i in item_ids]
+    return Mutation([_data_op(scope, "delete", {"selectors": selectors})], lambda created: success(list(answer_ids)))
+
+
+def delete_item(scope: Scope) -> Mutation:
+    """item-handler.ts ``delete``: the item at an index, or ``[{id}]``; answers the ids."""
+    if scope.request.get("item") is not None:
+        item_id = scope.item_by_index()[0]
+        return _delete_items(scope, [item_id], [item_id])
+    ids = [e.get("id") for e in _as_list(check_values(scope.request.values)) if isinstance(e, dict)]
+    ids = [i for i in ids if i in scope.values_by_id]
+    return _delete_items(scope, ids, ids)
+
+
+def delete_item_by_id(scope: Scope) -> Mutation:
+    item_id = scope.item_by_id()[0]
+    return _delete_items(scope, [item_id], [item_id])
+
+
+def delete_item_by_case_id(scope: Scope) -> Mutation:
+    item_id = scope.item_by_case_id()[0]
+    return _delete_items(scope, [item_id], [item_id])
+
+
+def delete_item_search(scope: Scope) -> Mutation:
+    """item-search-handler.ts ``delete``: the matching items' ids."""
+    ids = [i for i, _ in scope.item_search()]
+    return _delete_items(scope, ids, ids)
+
+
+def delete_all_cases(scope: Scope) -> Mutation:
+    """all-cases-handler.ts ``delete``: every item; ``{success: true}``."""
+    mutation = _delete_items(scope, [i for i, _ in scope.items], [])
+    mutation.answer = lambda created: success()
+    return mutation
+
+
+# -- cases ----------------------------------------------------------------------------------------
+def create_case(scope: Scope) -> Mutation:
+    """case-handler.ts ``create``: ``[{parent, values}]``; answers ``[{id}]`` of the new cases
+    of the collection. A case under a parent takes the parent's values."""
+    coll = scope.collection.name
+    rows = []
+    for case in _as_list(check_values(scope.request.values)):
+        if not isinstance(case, dict) or not isinstance(case.get("values"), dict):
+            raise Refused("a case needs values")
+        rows.append({"values": case["values"], "parent": case.get("parent")})
+    return _create_rows(scope, rows, coll, lambda created: success(
+        [{"id": case_id} for case_id in _new_case_ids(scope, created, coll)]))
+
+
+def update_case(scope: Scope) -> Mutation:
+    """case-handler.ts ``update`` (``updateCasesBy``): ``[{id, values}]``; ``{success, caseIDs}``."""
+    updates, ids = [], []
+    for entry in _as_list(check_values(scope.request.values)):
+        if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
+            continue
+        try:
+            case = scope.case_by_id(str(entry.get("id")))
+        except Refused:
+            continue
+        ids.append(case["id"])
+        updates += [{"selector": {"itemId": i}, "values": entry["values"]} for i in case["itemIds"]]
+    if not updates:
+        return Mutation([], lambda created: {"success": False})
+    return _update_items(scope, updates, lambda created: success(caseIDs=ids))
+
+
+def _case_update(scope: Scope, case: dict[str, Any], resource: str) -> Mutation:
+    """handler-functions.ts ``updateCaseBy`` with nested values: ``{values: {...}}``."""
+    values = scope.request.values
+    if values is None:
+        raise field_required("update", resource, "values")
+    if not isinstance(values, dict) or not isinstance(values.get("values"), dict):
+        raise field_required("update", resource, "values.values")
+    updates = [{"selector": {"itemId": i}, "values": values["values"]} for i in case["itemIds"]]
+    return _update_items(scope, updates, lambda created: success())
+
+
+def update_case_by_id(scope: Scope) -> Mutation:
+    return _case_update(scope, scope.case_by_id(scope.request.get("caseByID")), "caseByID")
+
+
+def update_case_by_index(scope: Scope) -> Mutation:
+    return _case_update(scope, scope.case_by_index(), "caseByIndex")
+
+
+def _case_delete(scope: Scope, case: dict[str, Any]) -> Mutation:
+    """handler-functions.ts ``deleteCaseBy``: the case's items; answers ``[caseId]``."""
+    return _delete_items(scope, list(case["itemIds"]), [case["id"]])
+
+
+def delete_case_by_id(scope: Scope) -> Mutation:
+    return _case_delete(scope, scope.case_by_id(scope.request.get("caseByID")))
+
+
+def delete_case_by_index(scope: Scope) -> Mutation:
+    return _case_delete(scope, scope.case_by_index())
+
+
+# -- data contexts, collections, attributes ---------------------------------------------------------
+def create_data_context(scope: Scope) -> Mutation:
+    """data-context-handler.ts ``create``: ``{id, name, title}``."""
+    values = check_values(scope.request.values)
+    if not isinstance(values, dict) or not isinstance(values.get("name"), str):
+        raise Refused("a data context needs a name")
+    collections = []
+    for coll in values.get("collections") or [{"name": "Cases", "attrs": []}]:
+        if not isinstance(coll, dict) or not isinstance(coll.get("name"), str):
+            raise Refused("a collection needs a name")
+        collections.append({"name": coll["name"], **({"title": coll["title"]} if coll.get("title") else {}),
+                            "attrs": [_attribute_spec(a) for a in coll.get("attrs") or []]})
+    spec = {"name": values["name"], "collections": collections,
+            **{k: values[k] for k in ("title", "description") if isinstance(values.get(k), str)}}
+    catalog = scope.client.catalog
+
+    def answer(created: list[int]) -> dict[str, Any]:
+        context_id, ctx = catalog.context(values["name"])
+        return success({"id": context_id, "name": ctx.name, "title": ctx.title or ctx.name})
+
+    try:
+        made = DataContext.model_validate(spec)
+    except PydanticError as exc:
+        raise Refused(f"invalid data context: {exc.errors()[0]['msg']}") from None
+    return Mutation([{"type": "schema", "operation": "create_data_context", "target": values["name"], "data": spec}],
+                    answer, extra={"context": made})
+
+
+def update_data_context(scope: Scope) -> Mutation:
+    """data-context-handler.ts ``update``: title and description; ``{success: true}``."""
+    values = check_values(scope.request.values)
+    spec = {k: values[k] for k in ("title", "description") if isinstance(values, dict) and isinstance(values.get(k), str)}
+    if not spec:
+        raise Refused("Invalid values provided for update.")
+    op = {"action": "update", "target": "context", "spec": spec}
+    return Mutation([_schema_op(scope, [op])], lambda created: success())
+
+
+def delete_data_context(scope: Scope) -> Mutation:
+    """data-context-handler.ts ``delete``: ``{success: true}``. Not part of an atomic array."""
+    client, name = scope.client, scope.context.name
+
+    def run() -> list[int]:
+        result = client.delete_data_context(name)
+        if not result.success:
+            raise Refused((result.error or {}).get("message") or "the data context was not deleted")
+        return []
+
+    return Mutation([], lambda created: success(), run, extra={"not_atomic": "delete dataContext"})
+
+
+def create_collection(scope: Scope) -> Mutation:
+    """collection-handler.ts ``create``: ``[{id, name}]`` of the new collections. A collection
+    without a ``parent`` becomes the last (child-most), as in CODAP."""
+    ops, names = [], []
+    last = scope.context.collections[-1].name
+    for coll in _as_list(check_values(scope.request.values)):
+        if not isinstance(coll, dict) or not isinstance(coll.get("name"), str):
+            raise Refused("a collection needs a name")
+        spec = {"name": coll["name"], "attrs": [_attribute_spec(a) for a in coll.get("attrs") or []],
+                "parent": coll.get("parent") or last, **({"title": coll["title"]} if coll.get("title") else {})}
+        ops.append({"action": "create", "target": "collection", "spec": spec})
+        names.append(coll["name"])
+        last = coll["name"]
+    return Mutation([_schema_op(scope, ops)], lambda created: success([{"id": n, "name": n} for n in names]))
+
+
+def update_collection(scope: Scope) -> Mutation:
+    """collection-handler.ts ``update``: title and name; ``{success: true}``."""
+    values = check_values(scope.request.values)
+    spec = {k: values[k] for k in ("name", "title") if isinstance(values, dict) and isinstance(values.get(k), str)}
+    op = {"action": "update", "target": "collection", "collection": scope.collection.name, "spec": spec}
+    return Mutation([_schema_op(scope, [op])], lambda created: success())
+
+
+def delete_collection(scope: Scope) -> Mutation:
+    op = {"action": "delete", "target": "collection", "collection": scope.collection.name}
+    return Mutation([_schema_op(scope, [op])], lambda created: success())
+
+
+def create_attribute(scope: Scope) -> Mutation:
+    """attribute-handler.ts ``create``: ``{attrs: [...]}`` of the new attributes."""
+    if scope.request.get("collection") is None:
+        raise Refused(COLLECTION_NOT_FOUND)
+    coll = scope.collection.name
+    specs = [_attribute_spec(a) for a in _as_list(check_values(scope.request.values))]
+    ops = [{"action": "create", "target": "attribute", "collection": coll, "spec": s} for s in specs]
+
+    def answer(created: list[int]) -> dict[str, Any]:
+        ctx = scope.client.catalog.context(scope.context.name)[1]
+        return success({"attrs": [attribute_shape(ctx.attribute(s["name"])) for s in specs]})
+
+    return Mutation([_schema_op(scope, ops)], answer)
+
+
+def update_attribute(scope: Scope) -> Mutation:
+    """attribute-handler.ts ``update``: ``{attrs: [attribute]}``."""
+    values = check_values(scope.request.values)
+    if not isinstance(values, dict):
+        raise Refused("Invalid values provided for update.")
+    spec = {k: values[k] for k in _ATTRIBUTE_FIELDS if k in values}
+    old = scope.attribute.name
+    op = {"action": "update", "target": "attribute", "attribute": old, "spec": spec}
+
+    def answer(created: list[int]) -> dict[str, Any]:
+        ctx = scope.client.catalog.context(scope.context.name)[1]
+        return success({"attrs": [attribute_shape(ctx.attribute(spec.get("name", old)))]})
+
+    return Mutation([_schema_op(scope, [op])], answer)
+
+
+def delete_attribute(scope: Scope) -> Mutation:
+    op = {"action": "delete", "target": "attribute", "attribute": scope.attribute.name}
+    return Mutation([_schema_op(scope, [op])], lambda created: success())
+
+
+# -- components -------------------------------------------------------------------------------------
+def _component_op(action: str, name: str, spec: Any) -> dict[str, Any]:
+    return {"type": "component", "operation": action, "target": name,
+            "data": {"operations": [{"action": action, **({"component": spec} if spec else {"name": name})}]}}
+
+
+_COMPONENT_FIELDS = ("type", "name", "title", "dimensions", "position")
+
+
+def _component_spec(values: dict[str, Any]) -> dict[str, Any]:
+    """CODAP's component values as batchray's component: the fields batchray models, and every
+    other value (``dataContext``, ``xAttributeName``, ``text``...) kept in ``properties``."""
+    spec = {k: values[k] for k in _COMPONENT_FIELDS if values.get(k) is not None}
+    properties = {k: v for k, v in values.items() if k not in _COMPONENT_FIELDS and k not in ("id", "properties")}
+    properties.update(values.get("properties") or {})
+    return {**spec, **({"properties": properties} if properties else {})}
+
+
+def create_component(scope: Scope) -> Mutation:
+    """component-handler.ts ``create``: ``{id, name, title, type}``."""
+    values = check_values(scope.request.values)
+    if not isinstance(values, dict) or not isinstance(values.get("type"), str):
+        raise Refused("a component needs a type")
+    spec = _component_spec(values)
+    spec.setdefault("name", f"{values['type']}-{len(scope.client.catalog.components()) + 1}")
+    return Mutation([_component_op("create", spec["name"], spec)], lambda created: success(
+        {"id": spec["name"], "name": spec["name"], "title": spec.get("title") or spec["name"], "type": spec["type"]}))
+
+
+def update_component(scope: Scope) -> Mutation:
+    component = find_component(scope)
+    values = check_values(scope.request.values)
+    spec = {**_component_spec(values if isinstance(values, dict) else {}), "name": component.name}
+    return Mutation([_component_op("update", component.name, spec)], lambda created: success())
+
+
+def delete_component(scope: Scope) -> Mutation:
+    component = find_component(scope)
+    return Mutation([_component_op("delete", component.name, None)], lambda created: success())

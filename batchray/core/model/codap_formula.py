@@ -1,0 +1,70 @@
+"""``caseFormulaSearch[...]``: CODAP's formula language, on batchray's expression engine.
+
+CODAP (``v3/src/data-interactive/resource-parser-utils.ts``, ``evaluateCaseFormula``)
+evaluates the formula once per case of the collection, with that case's values in scope, and
+keeps the cases for which it is truthy. The subset batchray reads is
+:mod:`batchray.core.model.expressions`' language with CODAP's spellings mapped onto it: ``=``
+compares for equality as in CODAP's formulas (so does ``==``), ``≠ ≤ ≥`` are ``!= <= >=``,
+``and``/``or``/``not``, arithmetic, and the common functions (``abs round floor ceil sqrt min max
+len upper lower trim concat if coalesce``...). Names are the attributes of the collection and of
+its parents; a case reads them from its first item (all its items agree on them).
+
+A formula that does not compile fails the request (CODAP: the error is the answer). A case for
+which the formula cannot be evaluated (an empty value where a number is needed, say) does not
+match: CODAP's formula functions give an empty result there rather than stopping the search.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from batchray.core.model.expressions import compile_expression
+from batchray.errors import ExpressionError, ValidationError
+
+_SPELLINGS = {"≠": "!=", "≤": "<=", "≥": ">="}
+
+
+def codap_formula_to_expression(formula: str) -> str:
+    """CODAP's formula text in batchray's expression syntax (outside quoted text and names)."""
+    out: list[str] = []
+    quote = None
+    for i, ch in enumerate(formula):
+        if quote is not None:
+            out.append(ch)
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "\"'`":
+            quote = ch
+            out.append(ch)
+        elif ch in _SPELLINGS:
+            out.append(_SPELLINGS[ch])
+        elif ch == "=" and (i == 0 or formula[i - 1] not in "=!<>") and formula[i + 1:i + 2] != "=":
+            out.append("==")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def case_formula_matches(formula: str, names: Sequence[str], cases: Sequence[dict[str, Any]],
+                         values_by_item: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The cases (``build_cases`` dicts, in order) for which ``formula`` is truthy."""
+    if not isinstance(formula, str) or not formula.strip():
+        raise ValidationError("caseFormulaSearch needs a formula", field="caseFormulaSearch")
+    expression = compile_expression("=" + codap_formula_to_expression(formula.strip()))
+    unknown = sorted(set(expression.attributes) - set(names))
+    if unknown:
+        raise ExpressionError(f"unknown attribute {unknown[0]!r} in the formula", attribute=unknown[0],
+                              field="caseFormulaSearch")
+    matched = []
+    for case in cases:
+        first = values_by_item[case["itemIds"][0]]
+        try:
+            result = expression.evaluate({n: first.get(n) for n in expression.attributes})
+        except ExpressionError:
+            continue
+        if result not in (None, False, 0, "") and result != "false":
+            matched.append(case)
+    return matched
+
+
+__all__ = ["case_formula_matches", "codap_formula_to_expression"]
