@@ -34,7 +34,7 @@ from batchray.core.model.cases import read_cases
 from batchray.core.plan.chunking import chunk_bytes_for
 from batchray.core.plan.dry_run import dry_run_planner, item_error, preview
 from batchray.core.plan.operations import plan_components, plan_delete_context, plan_schema, plan_undo, run_transaction
-from batchray.core.plan.plan import Plan
+from batchray.core.plan.plan import Plan, settle_small_stream
 from batchray.core.plan.planner import BatchPlanner, check_query
 from batchray.core.run.runtime import Runtime
 from batchray.errors import NotFoundError, ValidationError
@@ -42,6 +42,9 @@ from batchray.errors import NotFoundError, ValidationError
 DEFAULT_STORE = "./batchray-data"
 RUNTIMES = ("ray", "local")
 M = TypeVar("M", RunOptions, TransactionOptions)
+STREAM_READ_AHEAD = 10_000
+"""Items of a generator read ahead before its batch starts (a default chunk's rows): one that
+ends within them is sent whole (:func:`~batchray.core.plan.plan.settle_small_stream`)."""
 
 
 def run_options(**fields: Any) -> RunOptions:
@@ -181,6 +184,8 @@ class Client:
             plan.total = total
         if dry_run:
             return self._preview(plan, run)
+        # a generator that ends within one default chunk is sent whole, as a list would be
+        settle_small_stream(plan, STREAM_READ_AHEAD)
         result = self.run_plan(plan, run, progress=progress, callback=callback, wait=wait)
         return self._settled(result, rejects, rows)
 

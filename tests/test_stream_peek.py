@@ -1,0 +1,116 @@
+"""A generator that ends within the read-ahead is sent whole, as a list is
+(:func:`batchray.core.plan.plan.settle_small_stream`): the same stored items, result, errors and
+progress as the same items given as a list, and as the stream path gave before."""
+from __future__ import annotations
+
+import pytest
+
+from batchray.core.plan.plan import Plan, settle_small_stream
+from batchray.core.txn.chunks import PlannedChunk
+from tests.local_runtime import local_client
+
+SCHEMA = [{"name": "People", "attrs": [{"name": "name", "type": "categorical"},
+                                        {"name": "age", "type": "numeric", "min": 0}]}]
+
+
+def _rows(n: int, bad: tuple[int, ...] = ()) -> list[dict]:
+    return [{"name": f"p{i}", "age": -1 if i in bad else i} for i in range(n)]
+
+
+def _chunks(counts: list[int], pulled: list[int]):
+    for i, count in enumerate(counts):
+        pulled.append(i)
+        yield PlannedChunk(f"shard-{i % 2}", ("chunk", i), 100 * count, count)
+
+
+def test_a_stream_that_ends_within_the_read_ahead_becomes_whole():
+    pulled: list[int] = []
+    plan = settle_small_stream(Plan("create_items", _chunks([5, 5], pulled)), max_items=100)
+    assert plan.holds_input and isinstance(plan.chunks, list)
+    assert [pc.chunk for pc in plan.chunks] == [("chunk", 0), ("chunk", 1)]
+    assert plan.total == 10
+
+
+def test_a_hint_of_the_total_is_kept():
+    plan = Plan("create_items", _chunks([5], []), total=7)
+    assert settle_small_stream(plan, max_items=100).total == 7
+
+
+def test_a_longer_stream_stays_a_stream_with_the_same_chunks_in_order():
+    pulled: list[int] = []
+    plan = settle_small_stream(Plan("create_items", _chunks([40, 40, 40, 40], pulled)), max_items=60)
+    assert not plan.holds_input and plan.total is None
+    assert pulled == [0, 1]  # read ahead up to the limit only
+    assert [pc.chunk for pc in plan.chunks] == [("chunk", i) for i in range(4)]
+
+
+def test_an_empty_stream_becomes_an_empty_whole_plan():
+    plan = settle_small_stream(Plan("create_items", iter([])), max_items=10)
+    assert plan.chunks == [] and plan.total == 0
+
+
+def _stored(client, context: str) -> list[tuple[int, dict]]:
+    return sorted((item["id"], item["values"]) for item in client.get_items(context))
+
+
+@pytest.mark.parametrize("atomic, bad", [(True, ()), (True, (3,)), (False, (3, 8))])
+def test_a_small_generator_stores_and_reports_what_its_list_does(tmp_path, atomic, bad):
+    outcomes = {}
+    for kind in ("list", "generator"):
+        with local_client(tmp_path / kind, shards=2) as client:
+            assert client.create_data_context("Ctx", SCHEMA).success
+            rows = _rows(10, bad)
+            events: list[dict] = []
+            result = client.create_items("Ctx", "People", rows if kind == "list" else (r for r in rows),
+                                         atomic=atomic, callback=events.append)
+            last = events[-1] if events else {}
+            outcomes[kind] = (
+                result.success, result.items_created, result.item_ids, result.total_items,
+                [(e.index, e.field, e.code) for e in result.errors],
+                _stored(client, "Ctx"), (last.get("total"), last.get("completed"), last.get("failed")),
+                result.state, client.runtime.log.batch(result.transaction_id)["state"],
+            )
+    assert outcomes["generator"] == outcomes["list"]
+    success, created = outcomes["list"][0], outcomes["list"][1]
+    assert created == (0 if atomic and bad else 10 - len(bad))
+    assert success == (not bad)
+
+
+def test_a_generator_longer_than_the_read_ahead_stores_every_item_in_order(tmp_path, monkeypatch):
+    import batchray.api.client as client_module
+
+    monkeypatch.setattr(client_module, "STREAM_READ_AHEAD", 6)
+    with local_client(tmp_path / "store", shards=2) as client:
+        assert client.create_data_context("Ctx", SCHEMA).success
+        result = client.create_items("Ctx", "People", (r for r in _rows(20)), batch_size=4)
+        assert result.success and result.items_created == 20
+        assert [v["name"] for _, v in _stored(client, "Ctx")] == [f"p{i}" for i in range(20)]
+
+
+def test_a_generator_that_fails_while_read_ahead_writes_nothing(tmp_path):
+    def broken():
+        yield from _rows(3)
+        raise RuntimeError("the source broke")
+
+    with local_client(tmp_path / "store", shards=2) as client:
+        assert client.create_data_context("Ctx", SCHEMA).success
+        with pytest.raises(RuntimeError, match="the source broke"):
+            client.create_items("Ctx", "People", broken())
+        assert client.count_items("Ctx") == 0
+        assert client.runtime.log.batches_in("running") == []
+
+
+@pytest.mark.ray
+def test_on_ray_a_small_generator_is_sent_whole_and_stores_what_its_list_does(make_client):
+    client = make_client("peek")
+    assert client.create_data_context("List", SCHEMA).success
+    assert client.create_data_context("Gen", SCHEMA).success
+    rows = _rows(10)
+    by_list = client.create_items("List", "People", rows)
+    by_generator = client.create_items("Gen", "People", (r for r in rows))
+    assert by_list.success and by_generator.success
+    assert by_generator.items_created == by_list.items_created == 10
+    assert [v for _, v in _stored(client, "Gen")] == [v for _, v in _stored(client, "List")]
+    bad = client.create_items("Gen", "People", (r for r in _rows(10, (4,))))
+    assert not bad.success and [(e.index, e.field) for e in bad.errors] == [(4, "age")]
+    assert client.count_items("Gen") == 10
