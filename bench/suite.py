@@ -41,7 +41,7 @@ PATTERN_COLLECTIONS = [
 class Sizes:
     items: int = 1_000_000
     raydata_sample: int = 50_000
-    iceberg_sample: int = 200_000
+    iceberg_sample: int = 500_000  # the size of the run: write_iceberg's rate grows with its blocks
     per_call_sample: int = 20_000
     latency_runs: int = 200
     latency_items: int = 10_000  # latency-bound scaling: 400 chunks of 25 items
