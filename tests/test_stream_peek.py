@@ -114,3 +114,21 @@ def test_on_ray_a_small_generator_is_sent_whole_and_stores_what_its_list_does(ma
     bad = client.create_items("Gen", "People", (r for r in _rows(10, (4,))))
     assert not bad.success and [(e.index, e.field) for e in bad.errors] == [(4, "age")]
     assert client.count_items("Gen") == 10
+
+
+def test_without_waiting_a_generator_is_not_read_ahead(tmp_path, monkeypatch):
+    """``wait=False`` returns the batch id at once: its generator is fed as a stream, as before."""
+    with local_client(tmp_path / "store", shards=2) as client:
+        assert client.create_data_context("Ctx", SCHEMA).success
+        seen = []
+        run = client.runtime.run
+
+        def spy(plan, *args, **kwargs):
+            seen.append(plan.holds_input)
+            return run(plan, *args, **kwargs)
+
+        monkeypatch.setattr(client.runtime, "run", spy)
+        batch_id = client.create_items("Ctx", "People", (r for r in _rows(10)), wait=False)
+        assert client.wait(batch_id).items_created == 10
+        client.create_items("Ctx", "People", (r for r in _rows(10)))
+        assert seen == [False, True]

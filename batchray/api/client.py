@@ -184,8 +184,8 @@ class Client:
             plan.total = total
         if dry_run:
             return self._preview(plan, run)
-        # a generator that ends within one default chunk is sent whole, as a list would be
-        settle_small_stream(plan, STREAM_READ_AHEAD)
+        if wait:  # a generator that ends within one default chunk is sent whole, as a list is
+            settle_small_stream(plan, STREAM_READ_AHEAD)  # (wait=False: the batch id at once, as before)
         result = self.run_plan(plan, run, progress=progress, callback=callback, wait=wait)
         return self._settled(result, rejects, rows)
 
