@@ -1,12 +1,11 @@
-"""A generator that ends within the read-ahead is sent whole, as a list is
-(:func:`batchray.core.plan.plan.settle_small_stream`): the same stored items, result, errors and
-progress as the same items given as a list, and as the stream path gave before."""
+"""A generator that ends within the read-ahead is planned and sent whole, as a list is
+(:func:`batchray.core.plan.rows.read_ahead`): the same stored items, result, errors and
+progress as the same items given as a list; a longer or slow one streams as before."""
 from __future__ import annotations
 
 import pytest
 
-from batchray.core.plan.plan import Plan, settle_small_stream
-from batchray.core.txn.chunks import PlannedChunk
+from batchray.core.plan.rows import read_ahead
 from tests.local_runtime import local_client
 
 SCHEMA = [{"name": "People", "attrs": [{"name": "name", "type": "categorical"},
@@ -17,36 +16,33 @@ def _rows(n: int, bad: tuple[int, ...] = ()) -> list[dict]:
     return [{"name": f"p{i}", "age": -1 if i in bad else i} for i in range(n)]
 
 
-def _chunks(counts: list[int], pulled: list[int]):
-    for i, count in enumerate(counts):
+def _counted(rows: list[dict], pulled: list[int]):
+    for i, row in enumerate(rows):
         pulled.append(i)
-        yield PlannedChunk(f"shard-{i % 2}", ("chunk", i), 100 * count, count)
+        yield row
 
 
-def test_a_stream_that_ends_within_the_read_ahead_becomes_whole():
+def test_a_stream_that_ends_within_the_read_ahead_becomes_a_tuple():
+    rows = _rows(10)
+    assert read_ahead((r for r in rows), 100, 60.0) == tuple(rows)
+    assert read_ahead(iter([]), 100, 60.0) == ()
+
+
+def test_a_longer_stream_stays_a_stream_with_the_same_rows_in_order():
     pulled: list[int] = []
-    plan = settle_small_stream(Plan("create_items", _chunks([5, 5], pulled)), max_items=100)
-    assert plan.holds_input and isinstance(plan.chunks, list)
-    assert [pc.chunk for pc in plan.chunks] == [("chunk", 0), ("chunk", 1)]
-    assert plan.total == 10
+    rows = _rows(50)
+    ahead = read_ahead(_counted(rows, pulled), 20, 60.0)
+    assert not hasattr(ahead, "__len__")
+    assert pulled == list(range(20))  # read ahead up to the limit only
+    assert list(ahead) == rows
 
 
-def test_a_hint_of_the_total_is_kept():
-    plan = Plan("create_items", _chunks([5], []), total=7)
-    assert settle_small_stream(plan, max_items=100).total == 7
-
-
-def test_a_longer_stream_stays_a_stream_with_the_same_chunks_in_order():
+def test_a_slow_stream_is_read_no_further_than_the_first_row_past_the_time_limit():
     pulled: list[int] = []
-    plan = settle_small_stream(Plan("create_items", _chunks([40, 40, 40, 40], pulled)), max_items=60)
-    assert not plan.holds_input and plan.total is None
-    assert pulled == [0, 1]  # read ahead up to the limit only
-    assert [pc.chunk for pc in plan.chunks] == [("chunk", i) for i in range(4)]
-
-
-def test_an_empty_stream_becomes_an_empty_whole_plan():
-    plan = settle_small_stream(Plan("create_items", iter([])), max_items=10)
-    assert plan.chunks == [] and plan.total == 0
+    ticks = iter(range(100))  # the clock moves one second per reading: the start, then each row
+    ahead = read_ahead(_counted(_rows(10), pulled), 100, 2.5, clock=lambda: next(ticks))
+    assert pulled == [0, 1, 2] and not hasattr(ahead, "__len__")
+    assert list(ahead) == _rows(10)
 
 
 def _stored(client, context: str) -> list[tuple[int, dict]]:
@@ -79,7 +75,7 @@ def test_a_small_generator_stores_and_reports_what_its_list_does(tmp_path, atomi
 def test_a_generator_longer_than_the_read_ahead_stores_every_item_in_order(tmp_path, monkeypatch):
     import batchray.api.client as client_module
 
-    monkeypatch.setattr(client_module, "STREAM_READ_AHEAD", 6)
+    monkeypatch.setattr(client_module, "STREAM_READ_AHEAD", 7)
     with local_client(tmp_path / "store", shards=2) as client:
         assert client.create_data_context("Ctx", SCHEMA).success
         result = client.create_items("Ctx", "People", (r for r in _rows(20)), batch_size=4)

@@ -22,6 +22,7 @@ Every method behaves the same on both runtimes.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
 import orjson
@@ -34,8 +35,9 @@ from batchray.core.model.cases import read_cases
 from batchray.core.plan.chunking import chunk_bytes_for
 from batchray.core.plan.dry_run import dry_run_planner, item_error, preview
 from batchray.core.plan.operations import plan_components, plan_delete_context, plan_schema, plan_undo, run_transaction
-from batchray.core.plan.plan import Plan, settle_small_stream
+from batchray.core.plan.plan import Plan
 from batchray.core.plan.planner import BatchPlanner, check_query
+from batchray.core.plan.rows import read_ahead
 from batchray.core.run.runtime import Runtime
 from batchray.errors import NotFoundError, ValidationError
 
@@ -43,8 +45,10 @@ DEFAULT_STORE = "./batchray-data"
 RUNTIMES = ("ray", "local")
 M = TypeVar("M", RunOptions, TransactionOptions)
 STREAM_READ_AHEAD = 10_000
-"""Items of a generator read ahead before its batch starts (a default chunk's rows): one that
-ends within them is sent whole (:func:`~batchray.core.plan.plan.settle_small_stream`)."""
+"""Items of a generator read ahead before its batch starts (a default chunk's rows), as long as
+they come within :data:`READ_AHEAD_SECONDS`: one that ends there is planned and sent whole, as
+a list is (:func:`~batchray.core.plan.rows.read_ahead`)."""
+READ_AHEAD_SECONDS = 0.05
 
 
 def run_options(**fields: Any) -> RunOptions:
@@ -168,6 +172,14 @@ class Client:
         (or a larger fraction) fails whole, decided before anything commits.
         """
         run = run_options(atomic=atomic, **options)
+        if wait and not dry_run and not hasattr(items, "__len__"):
+            # a small generator is sent whole (one call, each shard's last chunk applied and
+            # voted at once); the time spent reading ahead counts against the batch's timeout
+            started = time.monotonic()
+            items = read_ahead(items, STREAM_READ_AHEAD, READ_AHEAD_SECONDS)
+            waited_ms = int((time.monotonic() - started) * 1000)
+            if waited_ms:
+                run = run.but(timeout=max(1, run.timeout - waited_ms))
         max_bytes = chunk_bytes_for(self.memory_allowance)
         planner = dry_run_planner(self.planner) if dry_run else self.planner
         rows = items if isinstance(items, list) else None
@@ -184,8 +196,6 @@ class Client:
             plan.total = total
         if dry_run:
             return self._preview(plan, run)
-        if wait:  # a generator that ends within one default chunk is sent whole, as a list is
-            settle_small_stream(plan, STREAM_READ_AHEAD)  # (wait=False: the batch id at once, as before)
         result = self.run_plan(plan, run, progress=progress, callback=callback, wait=wait)
         return self._settled(result, rejects, rows)
 

@@ -8,7 +8,6 @@ through :class:`PlanTarget`.
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol
 
@@ -41,35 +40,6 @@ class Plan:
     @property
     def holds_input(self) -> bool:
         return self.in_memory if self.in_memory is not None else isinstance(self.chunks, list)
-
-
-def settle_small_stream(plan: Plan, max_items: int) -> Plan:
-    """Read ahead up to ``max_items`` items of a streamed plan's chunks: when the stream ends
-    there, the plan becomes whole (``chunks`` a list, ``in_memory``, ``total`` the items read
-    unless the caller gave a hint), so a runtime sends it as it sends a list's (in one call,
-    each participant's last chunk applied and voted at once) instead of chunk by chunk. A longer
-    stream is left a stream, the chunks read ahead first: the same chunks in the same order
-    either way (ids are allocated as the chunks are cut, as the stream would cut them). At most
-    ``max_items`` items (one default chunk) are held before the batch starts. An error raised
-    by the input while reading ahead propagates before the batch is submitted, so nothing of
-    it is written (a streamed batch that fails reading its input is rolled back whole)."""
-    if plan.holds_input:
-        return plan
-    chunks = iter(plan.chunks)
-    ahead: list[PlannedChunk] = []
-    items = 0
-    while items < max_items:
-        chunk = next(chunks, None)
-        if chunk is None:  # the input ended within the read-ahead
-            plan.chunks = ahead
-            plan.in_memory = True
-            if plan.total is None:
-                plan.total = items
-            return plan
-        ahead.append(chunk)
-        items += chunk.count
-    plan.chunks = itertools.chain(ahead, chunks)
-    return plan
 
 
 class PlanTarget(Protocol):
