@@ -25,6 +25,7 @@ def _counted(rows: list[dict], pulled: list[int]):
 def test_a_stream_that_ends_within_the_read_ahead_becomes_a_tuple():
     rows = _rows(10)
     assert read_ahead((r for r in rows), 100, 60.0) == tuple(rows)
+    assert read_ahead((r for r in rows), 10, 60.0) == tuple(rows)  # exactly the limit: it ends there
     assert read_ahead(iter([]), 100, 60.0) == ()
 
 
@@ -33,7 +34,7 @@ def test_a_longer_stream_stays_a_stream_with_the_same_rows_in_order():
     rows = _rows(50)
     ahead = read_ahead(_counted(rows, pulled), 20, 60.0)
     assert not hasattr(ahead, "__len__")
-    assert pulled == list(range(20))  # read ahead up to the limit only
+    assert pulled == list(range(21))  # read ahead up to the limit (and one more) only
     assert list(ahead) == rows
 
 

@@ -45,7 +45,8 @@ DEFAULT_STORE = "./batchray-data"
 RUNTIMES = ("ray", "local")
 M = TypeVar("M", RunOptions, TransactionOptions)
 STREAM_READ_AHEAD = 10_000
-"""Items of a generator read ahead before its batch starts (a default chunk's rows), as long as
+"""Items of a generator read ahead before its batch starts (a default chunk's rows; the
+``batch_size`` when smaller), as long as
 they come within :data:`READ_AHEAD_SECONDS`: one that ends there is planned and sent whole, as
 a list is (:func:`~batchray.core.plan.rows.read_ahead`)."""
 READ_AHEAD_SECONDS = 0.05
@@ -176,7 +177,7 @@ class Client:
             # a small generator is sent whole (one call, each shard's last chunk applied and
             # voted at once); the time spent reading ahead counts against the batch's timeout
             started = time.monotonic()
-            items = read_ahead(items, STREAM_READ_AHEAD, READ_AHEAD_SECONDS)
+            items = read_ahead(items, min(batch_size or STREAM_READ_AHEAD, STREAM_READ_AHEAD), READ_AHEAD_SECONDS)
             waited_ms = int((time.monotonic() - started) * 1000)
             if waited_ms:
                 run = run.but(timeout=max(1, run.timeout - waited_ms))

@@ -22,8 +22,8 @@ def unwrap_values(rows: Iterable[Any]) -> Iterable[Any]:
 
 def read_ahead(rows: Iterable[Any], max_rows: int, max_seconds: float,
                clock: Any = time.monotonic) -> Iterable[Any]:
-    """Read up to ``max_rows`` rows of a stream while they come within ``max_seconds``: when the
-    stream ends there, the rows as a tuple (sized: planned whole, as a list's chunks are, yet
+    """Read up to ``max_rows`` rows of a stream (and one more, to see whether it ends there)
+    while they come within ``max_seconds``: when the stream ends there, the rows as a tuple (sized: planned whole, as a list's chunks are, yet
     treated as a stream's rows: no wrappers unwrapped, no parent merged, no ``unique`` check
     across the batch); otherwise an iterator of the rows read and then the rest, in order. A
     slow stream is read no further than the first row past ``max_seconds``, so the batch it
@@ -34,7 +34,7 @@ def read_ahead(rows: Iterable[Any], max_rows: int, max_seconds: float,
     deadline = clock() + max_seconds
     for row in source:
         ahead.append(row)
-        if len(ahead) >= max_rows or clock() > deadline:
+        if len(ahead) > max_rows or clock() > deadline:
             return itertools.chain(ahead, source)
     return tuple(ahead)
 
