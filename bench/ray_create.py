@@ -71,12 +71,15 @@ def load_seconds(client: Any, context: str, rows: list[dict[str, Any]], batch_si
     return seconds
 
 
-def small_batch_latencies(client: Any, context: str, rows: list[dict[str, Any]], runs: int) -> list[float]:
-    """Milliseconds of ``runs`` successive 10-item atomic batches (after 5 unmeasured ones)."""
+def small_batch_latencies(client: Any, context: str, rows: list[dict[str, Any]], runs: int,
+                          generator: bool = False) -> list[float]:
+    """Milliseconds of ``runs`` successive 10-item atomic batches (after 5 unmeasured ones); with
+    ``generator`` the items come from a generator instead of a list."""
     latencies = []
     for i in range(runs + 5):
+        items = rows[i * 10:(i + 1) * 10]
         started = time.perf_counter()
-        small = client.create_items(context, "People", rows[i * 10:(i + 1) * 10])
+        small = client.create_items(context, "People", (row for row in items) if generator else items)
         if i >= 5:
             latencies.append((time.perf_counter() - started) * 1000)
         assert small.success, small.error

@@ -22,6 +22,7 @@ Every method behaves the same on both runtimes.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
 import orjson
@@ -36,12 +37,19 @@ from batchray.core.plan.dry_run import dry_run_planner, item_error, preview
 from batchray.core.plan.operations import plan_components, plan_delete_context, plan_schema, plan_undo, run_transaction
 from batchray.core.plan.plan import Plan
 from batchray.core.plan.planner import BatchPlanner, check_query
+from batchray.core.plan.rows import read_ahead
 from batchray.core.run.runtime import Runtime
 from batchray.errors import NotFoundError, ValidationError
 
 DEFAULT_STORE = "./batchray-data"
 RUNTIMES = ("ray", "local")
 M = TypeVar("M", RunOptions, TransactionOptions)
+STREAM_READ_AHEAD = 10_000
+"""Items of a generator read ahead before its batch starts (a default chunk's rows; the
+``batch_size`` when smaller), as long as
+they come within :data:`READ_AHEAD_SECONDS`: one that ends there is planned and sent whole, as
+a list is (:func:`~batchray.core.plan.rows.read_ahead`)."""
+READ_AHEAD_SECONDS = 0.05
 
 
 def run_options(**fields: Any) -> RunOptions:
@@ -165,6 +173,14 @@ class Client:
         (or a larger fraction) fails whole, decided before anything commits.
         """
         run = run_options(atomic=atomic, **options)
+        if wait and not dry_run and not hasattr(items, "__len__"):
+            # a small generator is sent whole (one call, each shard's last chunk applied and
+            # voted at once); the time spent reading ahead counts against the batch's timeout
+            started = time.monotonic()
+            items = read_ahead(items, min(batch_size or STREAM_READ_AHEAD, STREAM_READ_AHEAD), READ_AHEAD_SECONDS)
+            waited_ms = int((time.monotonic() - started) * 1000)
+            if waited_ms:
+                run = run.but(timeout=max(1, run.timeout - waited_ms))
         max_bytes = chunk_bytes_for(self.memory_allowance)
         planner = dry_run_planner(self.planner) if dry_run else self.planner
         rows = items if isinstance(items, list) else None

@@ -3,6 +3,8 @@ parent-case values merged into child rows, and ``unique`` attributes checked aga
 and the batch itself (for inputs given as a list)."""
 from __future__ import annotations
 
+import itertools
+import time
 from typing import Any, Iterable, Optional
 
 from batchray.core.model.schema import DataContext, raise_if_errors
@@ -16,6 +18,25 @@ def unwrap_values(rows: Iterable[Any]) -> Iterable[Any]:
             return [r.get("values") if isinstance(r, dict) and set(r) <= {"values", "metadata"} else r for r in rows]
         return rows
     return rows
+
+
+def read_ahead(rows: Iterable[Any], max_rows: int, max_seconds: float,
+               clock: Any = time.monotonic) -> Iterable[Any]:
+    """Read up to ``max_rows`` rows of a stream (and one more, to see whether it ends there)
+    while they come within ``max_seconds``: when the stream ends there, the rows as a tuple (sized: planned whole, as a list's chunks are, yet
+    treated as a stream's rows: no wrappers unwrapped, no parent merged, no ``unique`` check
+    across the batch); otherwise an iterator of the rows read and then the rest, in order. A
+    slow stream is read no further than the first row past ``max_seconds``, so the batch it
+    feeds starts about as soon as it did without the read-ahead. An error the stream raises
+    while read ahead propagates to the caller, before any batch exists."""
+    source = iter(rows)
+    ahead: list[Any] = []
+    deadline = clock() + max_seconds
+    for row in source:
+        ahead.append(row)
+        if len(ahead) > max_rows or clock() > deadline:
+            return itertools.chain(ahead, source)
+    return tuple(ahead)
 
 
 def prepare_new_rows(reader: Any, context_id: int, context: DataContext, collection: Optional[str],
