@@ -14,6 +14,7 @@ handler per chunk type, which every store fills the same way and whose handlers 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Optional, Sequence, TypeVar, Union
 
@@ -50,13 +51,24 @@ class TxnRef:
 
     ``txn`` names the transaction; ``ts`` orders transactions by age for wait-die (smaller is
     older); ``epoch`` is the fencing token of the participant's current owner: a participant
-    refuses a message whose epoch is older than the one it has durably recorded.
+    refuses a message whose epoch is older than the one it has durably recorded. ``ordered``:
+    the transaction asks for its locks in the global order and waits for them (see
+    :mod:`batchray.core.txn.locks`) until ``lock_deadline`` (wall-clock seconds, ``time.time()``;
+    None: the participant's own lock timeout).
     """
 
     txn: str
     ts: int
     epoch: int = 0
     backup: bool = False  # keep before-images after commit, so the batch can be undone
+    ordered: bool = False
+    lock_deadline: Optional[float] = None
+
+    def lock_wait(self, default: float) -> float:
+        """Seconds a lock of this transaction may be waited for now."""
+        if self.lock_deadline is None:
+            return default
+        return max(0.0, self.lock_deadline - time.time())
 
 
 @dataclass

@@ -167,5 +167,9 @@ class PgLockView:
     def lock_count(self) -> int:
         return len(self._pending())
 
+    def waits_of(self, txn: str) -> Optional[dict[str, Any]]:
+        """None: the server keeps its lock waits (``pg_locks``) and breaks its own deadlocks."""
+        return None
+
     def held_by(self, txn: str) -> set[Any]:
         return {("txn", txn)} if any(p["txn"] == txn for p in self._pending()) else set()
