@@ -146,3 +146,39 @@ def test_batches_on_disjoint_items_run_in_parallel(open_store):
     assert one_after_other >= 2 * 20 * DELAY
     assert together < 0.75 * one_after_other
     assert {item["values"]["n"] for item in client.get_items("Par")} == {2}
+
+
+# -- the hot bank: contention waits instead of failing --------------------------------------------
+
+HOT_ACCOUNTS = 10
+HOT_INITIAL = 10_000  # no overdraft: every batch must commit
+
+
+def _hot_bank(open_store, tmp_path, name: str, drivers: int, seed: int) -> None:
+    from batchray.testing.hot_bank import create_bank, judge, run_hot_bank
+
+    bank = open_store(name, workers=2, shards=2)
+    accounts = create_bank(bank, HOT_ACCOUNTS, HOT_INITIAL)
+    assert len({bank.layout.shard_of(a) for a in accounts}) == 2  # batches cross shards
+    other = open_store(name)  # a second driver's client: same store, same coordinator
+    run = run_hot_bank([bank, other], accounts, drivers=drivers, batches=20, history_dir=tmp_path / "histories",
+                       seed=seed)
+    verdict = judge(run, bank, accounts, HOT_INITIAL)
+    print(f"\nhot bank, seed {seed}: {drivers} drivers x 20 batches of 4 transfers over {HOT_ACCOUNTS} accounts "
+          f"in {run.seconds:.1f} s: {run.committed} committed, {run.failed} failed {dict(run.codes)}; {verdict.summary()}")
+    assert run.failed == 0, (seed, run.codes, run.first_errors)
+    assert run.committed == drivers * 20
+    assert verdict.valid, (seed, verdict.summary())
+    assert all(not any(counts.values()) for counts in _leftovers(bank).values()), _leftovers(bank)
+
+
+def test_hot_bank_every_batch_commits_with_default_options(open_store, tmp_path):
+    """4 drivers x 20 atomic batches (4 transfers = 8 ``=balance +- n`` updates by itemId) over
+    10 shared accounts, default options: every batch commits (ordered locks wait instead of
+    dying), the total is conserved and every balance is the committed transfers'."""
+    _hot_bank(open_store, tmp_path, "hot4", drivers=4, seed=12)
+
+
+@pytest.mark.soak
+def test_hot_bank_with_eight_drivers(open_store, tmp_path):
+    _hot_bank(open_store, tmp_path, "hot8", drivers=8, seed=13)

@@ -246,3 +246,7 @@ class PlannedChunk:
     reserved: bool = False  # bytes already reserved in the memory budget by whoever queued it
     operation: Optional[str] = None  # the id of the batch operation it belongs to, for error reports
     barrier: bool = False  # dispatch only after every chunk before it has been applied
+    lock_set: Any = None
+    """The chunk's exclusive keys as noted before ``chunk`` became a ref (a tuple, or
+    ``"found-while-running"``); None: read them from ``chunk``
+    (:func:`batchray.core.txn.ordering.note_lock_set`)."""

@@ -46,11 +46,28 @@ def exclusive_keys(chunk: Any) -> Optional[list[Hashable]]:
     return None
 
 
+FOUND_WHILE_RUNNING = "found-while-running"
+
+
+def note_lock_set(pc: PlannedChunk) -> None:
+    """Note ``pc``'s exclusive keys on it, before its chunk is replaced by a ref to it (the
+    coordinator then sees the ref only)."""
+    if pc.lock_set is None:
+        keys = exclusive_keys(pc.chunk)
+        pc.lock_set = FOUND_WHILE_RUNNING if keys is None else tuple(keys)
+
+
+def _lock_set(pc: PlannedChunk) -> Optional[list[Hashable]]:
+    if pc.lock_set is None:
+        return exclusive_keys(pc.chunk)
+    return None if pc.lock_set == FOUND_WHILE_RUNNING else list(pc.lock_set)
+
+
 def ordered_plan(planned: Iterable[Optional[PlannedChunk]]) -> Optional[list[PlannedChunk]]:
     """The chunks in the global lock order with their barriers, or None; see the module docstring."""
     if not isinstance(planned, list) or not planned or any(pc is None for pc in planned):
         return None
-    keys = [exclusive_keys(pc.chunk) for pc in planned]
+    keys = [_lock_set(pc) for pc in planned]
     if any(k is None for k in keys):
         return None
     if sum(1 for k in keys if k) > ORDERED_CHUNK_LIMIT:

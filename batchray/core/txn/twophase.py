@@ -186,7 +186,7 @@ class TwoPhaseCommit:
         locks = []
         ask = getattr(self.transport, "lock_waits", None)
         if ask is not None:
-            for participant in sorted({f.planned.participant for f in list(state.flights.values())}):
+            for participant in sorted(state.touched.copy()):  # those it sent a chunk to (a C-level copy)
                 try:
                     wait = ask(participant, txn)
                 except BatchrayError:
