@@ -42,6 +42,8 @@ def test_a_known_lock_set_goes_out_participant_by_participant_with_its_locking_c
     assert [(pc.participant, pc.chunk.chunk_id, pc.barrier) for pc in ordered] == [
         ("p0", 2, True), ("p1", 9, False), ("p1", 3, True), ("p1", 1, True)]
     assert not any(pc.barrier for pc in plan)  # the planned chunks are not changed
+    creates = [create, PlannedChunk("p0", CreateItems(8, [60], [{}]), 10, 1)]
+    assert ordered_plan(creates) == creates  # nothing locked exclusively: order and parallelism kept
 
 
 def test_no_order_for_a_query_a_stream_a_descending_overlap_or_too_many_locking_chunks():

@@ -17,7 +17,8 @@ one locking chunk at a time (:data:`ORDERED_CHUNK_LIMIT`), it returns None: the 
 in parallel under wait-die instead.
 
 Contracts: pure functions over the planned chunks; the chunks themselves are never changed
-(barriers are set on copies).
+(barriers are set on copies). A batch without exclusive keys (creates only) keeps its
+order and its parallelism.
 """
 from __future__ import annotations
 
@@ -70,8 +71,11 @@ def ordered_plan(planned: Iterable[Optional[PlannedChunk]]) -> Optional[list[Pla
     keys = [_lock_set(pc) for pc in planned]
     if any(k is None for k in keys):
         return None
-    if sum(1 for k in keys if k) > ORDERED_CHUNK_LIMIT:
+    locking = sum(1 for k in keys if k)
+    if locking > ORDERED_CHUNK_LIMIT:
         return None
+    if not locking:
+        return list(planned)  # creates only: no exclusive key, nothing to order (nor to slow down)
     if any(pc.barrier for pc in planned):
         order = list(range(len(planned)))  # barriers fix the order already
     else:
