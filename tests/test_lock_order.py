@@ -279,3 +279,30 @@ def test_a_lock_conflict_reaches_the_user_only_at_the_timeout_and_names_item_and
     assert waited >= 1.0  # it waited (the default retries would have given up within a second)
     shard.locks.release_all("batch-holding-it")
     assert {item["values"]["balance"] for item in client.get_items("Bank")} == {100}
+
+
+@pytest.mark.postgres
+def test_hot_bank_on_postgresql_commits_every_batch(tmp_path):
+    """The hot bank on a PostgreSQL store (in-process runtime, drivers as threads): ordered
+    batches wait for their row locks instead of dying, and the history checker passes."""
+    import os
+    import uuid
+
+    from batchray.testing.hot_bank import create_bank, judge, run_hot_bank
+
+    dsn = os.environ.get("BATCHRAY_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("needs a PostgreSQL server: set BATCHRAY_TEST_PG_DSN (eval \"$(bash .ci/postgres.sh start)\")")
+    psycopg = pytest.importorskip("psycopg")
+    schema = f"hotbank_{uuid.uuid4().hex[:10]}"
+    client = local_client(f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}", shards=2)
+    try:
+        accounts = create_bank(client, 10, 10_000)
+        run = run_hot_bank([client], accounts, drivers=3, batches=5, history_dir=tmp_path / "histories", seed=5)
+        verdict = judge(run, client, accounts, 10_000)
+        assert run.failed == 0 and run.committed == 15, (run.codes, run.first_errors)
+        assert verdict.valid, verdict.summary()
+    finally:
+        client.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
