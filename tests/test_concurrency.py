@@ -180,5 +180,40 @@ def test_hot_bank_every_batch_commits_with_default_options(open_store, tmp_path)
 
 
 @pytest.mark.soak
-def test_hot_bank_with_eight_drivers(open_store, tmp_path):
+def test_hot_bank_with_eight_drivers(open_store, tmp_path, request):
+    """The same with 8 drivers; by hand: ``pytest -m soak tests/test_concurrency.py``."""
+    expression = request.config.getoption("-m") or ""
+    if "soak" not in expression or "not soak" in expression:
+        pytest.skip("a soak run: select it with pytest -m soak")
     _hot_bank(open_store, tmp_path, "hot8", drivers=8, seed=13)
+
+
+def test_a_batch_waiting_for_a_lock_says_which_batch_holds_it(open_store):
+    """On Ray: batch B waits for an item that slow batch A holds; ``get_batch_status`` of B
+    names the item and A while it waits, and B commits after A."""
+    client = open_store("waits", workers=2, shards=2, shard_apply_delay=1.0)
+    assert client.create_data_context("W", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}]).success
+    ids = client.create_items("W", "Rows", [{"n": 0} for _ in range(4)]).item_ids
+    by_shard: dict[str, list[int]] = {}
+    for i in ids:
+        by_shard.setdefault(client.layout.shard_of(i), []).append(i)
+    first, second = (by_shard[s][0] for s in sorted(by_shard))  # A locks `first`, then sleeps, then `second`
+    bump = {"n": "=n + 1"}
+    a = client.update_items("W", [{"selector": {"itemId": i}, "values": bump} for i in (first, second)], wait=False)
+    deadline = time.monotonic() + 30
+    while client.status(a)["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.3)  # A's first chunk holds `first` for a second
+    b = client.update_items("W", [{"selector": {"itemId": first}, "values": bump}], wait=False)
+    waits = None
+    while waits is None:
+        assert time.monotonic() < deadline, client.status(b)
+        waits = (client.tool("get_batch_status", {"batchId": b}).get("waitingFor") or {}).get("locks")
+        time.sleep(0.02)
+    assert waits == [{"participant": client.layout.shard_of(first), "item": first, "mode": "X", "heldBy": [a],
+                      "queuedBehind": []}]
+    results = [client.wait(a), client.wait(b)]
+    assert all(r.success for r in results), results
+    values = {item["id"]: item["values"]["n"] for item in client.get_items("W")}
+    assert values[first] == 2 and values[second] == 1
