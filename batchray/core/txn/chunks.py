@@ -45,6 +45,11 @@ def context_of(item_id: int) -> int:
     return item_id >> ITEM_BITS
 
 
+LOCK_WAIT_SLICE = 30.0
+"""The longest one apply waits for a lock: shorter than a transport's call timeout (Ray's is
+120 s), so that a long wait never looks like a lost participant whose apply is sent twice."""
+
+
 @dataclass(frozen=True)
 class TxnRef:
     """Carried by every participant message.
@@ -65,10 +70,12 @@ class TxnRef:
     lock_deadline: Optional[float] = None
 
     def lock_wait(self, default: float) -> float:
-        """Seconds a lock of this transaction may be waited for now."""
+        """Seconds a lock of this transaction may be waited for now, in one call: until the
+        lock deadline, but at most :data:`LOCK_WAIT_SLICE` (the apply then fails with a
+        retryable conflict, and the driver sends it again while the deadline allows)."""
         if self.lock_deadline is None:
             return default
-        return max(0.0, self.lock_deadline - time.time())
+        return max(0.0, min(LOCK_WAIT_SLICE, self.lock_deadline - time.time()))
 
 
 @dataclass
