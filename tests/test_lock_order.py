@@ -55,6 +55,23 @@ def test_no_order_for_a_query_a_stream_a_descending_overlap_or_too_many_locking_
     assert ordered_plan([_update("p0", [i], i) for i in range(ORDERED_CHUNK_LIMIT + 1)]) is None
 
 
+def test_a_patient_retry_goes_on_until_the_deadline_and_a_held_one_stops_at_max_retries():
+    import random
+
+    from batchray.core.txn.policies import RetryPolicy
+
+    now = [100.0]
+    policy = RetryPolicy(max_retries=3, rng=random.Random(3), deadline=130.0, clock=lambda: now[0])
+    lost = LockConflict("lost a race")
+    assert policy.retries(lost, 3, None) and not policy.retries(lost, 4, None)  # holding locks: wait-die's count
+    assert all(policy.retries(lost, attempt, None, patient=True) for attempt in (4, 10, 50))
+    assert all(0 <= policy.pause(attempt) <= 2.0 for attempt in range(1, 60))  # capped exponential, jittered
+    now[0] = 129.5  # too close to the deadline for another pause
+    assert not policy.retries(lost, 10, None, patient=True)
+    now[0] = 129.9
+    assert policy.pause(1) <= 0.1 + 1e-9  # a pause never runs past the deadline
+
+
 # -- no deadlock: every interleaving ------------------------------------------------------------
 
 LOCK_SETS = {  # crossing: t1 and t2 want the same two keys in opposite planned orders, t3 overlaps both
