@@ -23,6 +23,7 @@ from actors.transport import ChunkPart
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.plan.plan import Plan
 from batchray.core.run.runtime import ProgressCallback
+from batchray.core.txn.ordering import note_lock_set
 from batchray.core.storage.backends import open_backend, open_view
 from batchray.core.storage.store import parse_store_url
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD
@@ -72,6 +73,7 @@ def put_chunks(planned: list[Any]) -> None:
         bundle, size = [], 0
 
     for pc in planned:
+        note_lock_set(pc)  # the coordinator orders a batch's locks by them (core.txn.ordering)
         if pc.nbytes > BUNDLE_CHUNK_BYTES:
             pc.chunk = ray.put(pc.chunk)
             continue

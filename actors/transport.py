@@ -169,9 +169,9 @@ class RayTransport:
             self.held.setdefault(handle.txn, []).append(handle.images)
         return value
 
-    def _get(self, ref: Any) -> Any:
+    def _get(self, ref: Any, timeout: Optional[float] = None) -> Any:
         try:
-            return ray.get(ref, timeout=self.call_timeout)
+            return ray.get(ref, timeout=self.call_timeout if timeout is None else timeout)
         except BatchrayError:
             raise
         except RayTaskError as exc:
@@ -184,6 +184,10 @@ class RayTransport:
             raise InternalError(f"worker step failed: {exc}") from None
         except (RayActorError, GetTimeoutError) as exc:
             raise ParticipantUnavailable(f"worker unavailable: {type(exc).__name__}") from None
+
+    def lock_waits(self, participant: str, txn: str, timeout: float = 5.0) -> Optional[dict[str, Any]]:
+        """What ``txn`` waits for at ``participant`` (asked of its worker, in its control group)."""
+        return self._get(self.worker_for(participant).lock_waits.remote(participant, txn), timeout)
 
     def release(self, txn: str) -> int:
         """Drop the before-image refs of a finished transaction; return how many were held.

@@ -101,6 +101,11 @@ class WorkerActor:
         self.shards[name].abort(self._ref(name, ref))
 
     @ray.method(concurrency_group="control")
+    def lock_waits(self, name: str, txn: str) -> Optional[dict[str, Any]]:
+        """What ``txn`` waits for on shard ``name`` now (for a batch's status)."""
+        return self.shards[name].locks.waits_of(txn)
+
+    @ray.method(concurrency_group="control")
     def in_doubt(self) -> list[dict[str, Any]]:
         return [entry for shard in self.shards.values() for entry in shard.in_doubt]
 

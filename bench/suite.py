@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .common import COLLECTIONS, make_rows, raw_sqlite_load, raw_sqlite_update
+from .contention import contention
 from .peers import duckdb_load, iceberg_rate
 from .ray_create import load_seconds, per_call_rate, percentile, small_batch_latencies
 
@@ -51,11 +52,13 @@ class Sizes:
     import_budget: int = 16 << 20
     repeats: int = 2
     scaling_repeats: int = 3
+    contention_batches: int = 20  # per driver
 
     @classmethod
     def quick(cls) -> "Sizes":
         return cls(items=100_000, raydata_sample=10_000, iceberg_sample=20_000, per_call_sample=5_000, latency_runs=60,
-                   latency_items=5_000, cpu_items=60_000, import_budget=8 << 20, repeats=1, scaling_repeats=2)
+                   latency_items=5_000, cpu_items=60_000, import_budget=8 << 20, repeats=1, scaling_repeats=2,
+                   contention_batches=10)
 
 
 @dataclass
@@ -542,6 +545,8 @@ SCENARIOS: dict[str, tuple[str, Callable[[Suite], Any]]] = {
     "scaling_cpu": ("7. parallel scaling, CPU-bound validation", scaling_cpu),
     "small_batch": ("8. 10-item atomic batch latency", small_batch),
     "import_memory": ("9. CSV import of 10x the memory budget", import_memory),
+    "contention": ("10. transfer batches from 1, 2, 4 drivers over 10 and 1,000 accounts",
+                   lambda suite: contention(suite, _row)),
 }
 
 

@@ -146,3 +146,74 @@ def test_batches_on_disjoint_items_run_in_parallel(open_store):
     assert one_after_other >= 2 * 20 * DELAY
     assert together < 0.75 * one_after_other
     assert {item["values"]["n"] for item in client.get_items("Par")} == {2}
+
+
+# -- the hot bank: contention waits instead of failing --------------------------------------------
+
+HOT_ACCOUNTS = 10
+HOT_INITIAL = 10_000  # no overdraft: every batch must commit
+
+
+def _hot_bank(open_store, tmp_path, name: str, drivers: int, seed: int) -> None:
+    from batchray.testing.hot_bank import create_bank, judge, run_hot_bank
+
+    bank = open_store(name, workers=2, shards=2)
+    accounts = create_bank(bank, HOT_ACCOUNTS, HOT_INITIAL)
+    assert len({bank.layout.shard_of(a) for a in accounts}) == 2  # batches cross shards
+    other = open_store(name)  # a second driver's client: same store, same coordinator
+    run = run_hot_bank([bank, other], accounts, drivers=drivers, batches=20, history_dir=tmp_path / "histories",
+                       seed=seed)
+    verdict = judge(run, bank, accounts, HOT_INITIAL)
+    print(f"\nhot bank, seed {seed}: {drivers} drivers x 20 batches of 4 transfers over {HOT_ACCOUNTS} accounts "
+          f"in {run.seconds:.1f} s: {run.committed} committed, {run.failed} failed {dict(run.codes)}; {verdict.summary()}")
+    assert run.failed == 0, (seed, run.codes, run.first_errors)
+    assert run.committed == drivers * 20
+    assert verdict.valid, (seed, verdict.summary())
+    assert all(not any(counts.values()) for counts in _leftovers(bank).values()), _leftovers(bank)
+
+
+def test_hot_bank_every_batch_commits_with_default_options(open_store, tmp_path):
+    """4 drivers x 20 atomic batches (4 transfers = 8 ``=balance +- n`` updates by itemId) over
+    10 shared accounts, default options: every batch commits (ordered locks wait instead of
+    dying), the total is conserved and every balance is the committed transfers'."""
+    _hot_bank(open_store, tmp_path, "hot4", drivers=4, seed=12)
+
+
+@pytest.mark.soak
+def test_hot_bank_with_eight_drivers(open_store, tmp_path, request):
+    """The same with 8 drivers; by hand: ``pytest -m soak tests/test_concurrency.py``."""
+    expression = request.config.getoption("-m") or ""
+    if "soak" not in expression or "not soak" in expression:
+        pytest.skip("a soak run: select it with pytest -m soak")
+    _hot_bank(open_store, tmp_path, "hot8", drivers=8, seed=13)
+
+
+def test_a_batch_waiting_for_a_lock_says_which_batch_holds_it(open_store):
+    """On Ray: batch B waits for an item that slow batch A holds; ``get_batch_status`` of B
+    names the item and A while it waits, and B commits after A."""
+    client = open_store("waits", workers=2, shards=2, shard_apply_delay=1.0)
+    assert client.create_data_context("W", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}]).success
+    ids = client.create_items("W", "Rows", [{"n": 0} for _ in range(4)]).item_ids
+    by_shard: dict[str, list[int]] = {}
+    for i in ids:
+        by_shard.setdefault(client.layout.shard_of(i), []).append(i)
+    first, second = (by_shard[s][0] for s in sorted(by_shard))  # A locks `first`, then sleeps, then `second`
+    bump = {"n": "=n + 1"}
+    a = client.update_items("W", [{"selector": {"itemId": i}, "values": bump} for i in (first, second)], wait=False)
+    deadline = time.monotonic() + 30
+    while client.status(a)["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.3)  # A's first chunk holds `first` for a second
+    b = client.update_items("W", [{"selector": {"itemId": first}, "values": bump}], wait=False)
+    waits = None
+    while waits is None:
+        assert time.monotonic() < deadline, client.status(b)
+        waits = (client.tool("get_batch_status", {"batchId": b}).get("waitingFor") or {}).get("locks")
+        time.sleep(0.02)
+    assert waits == [{"participant": client.layout.shard_of(first), "item": first, "mode": "X", "heldBy": [a],
+                      "queuedBehind": []}]
+    results = [client.wait(a), client.wait(b)]
+    assert all(r.success for r in results), results
+    values = {item["id"]: item["values"]["n"] for item in client.get_items("W")}
+    assert values[first] == 2 and values[second] == 1

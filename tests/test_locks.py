@@ -61,7 +61,8 @@ def test_conflicting_modes_make_a_younger_requester_die(held, requested):
     locks = LockManager()
     locks.acquire("old", OLD, ["k"], held)
     exc = _dies_at_once(locks, "young", YOUNG, ["k"], requested)
-    assert exc.retryable and exc.to_dict()["details"] == {"key": "k", "holder": "old"}
+    assert exc.retryable and exc.to_dict()["details"] == {"key": "k", "items": ["k"], "heldBy": ["old"], "holder": "old",
+                                                       "txn": "young"}
     assert locks.holders("k") == {"old": OLD}
     assert locks.held_by("young") == set()
 

@@ -68,7 +68,9 @@ class RunOptions(_Model):
     """How one batch runs, on any runtime.
 
     ``atomic``: all or nothing; otherwise valid chunks commit and bad items are reported.
-    ``max_retries``: retries of a retryable chunk failure. ``timeout``: milliseconds from the
+    ``max_retries``: retries of a retryable chunk failure of a batch that holds locks under
+    wait-die (a batch that takes its locks in the global order, or holds none yet, is retried
+    with backoff until its timeout instead). ``timeout``: milliseconds from the
     batch's start. ``priority`` and ``queue``: admission order. ``idempotency_key``: a batch
     submitted again under the same key returns the first one's result. ``create_backups``:
     keep before-images after commit so the batch can be undone. ``parallelism``: at most that

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from batchray.core.model.batch import BatchResult, BatchState, ItemError, RunOptions
 from batchray.core.plan.plan import Plan
@@ -44,6 +44,19 @@ def deadline(timeout_ms: int, txn: str, clock: Callable[[], float] = time.monoto
         return None
 
     return should_stop
+
+
+LOCK_MARGIN = 1.0
+"""Seconds (at most, and at most 5% of the timeout) before a batch's timeout at which its lock
+waits and retries give up: the batch then fails with the LOCK_CONFLICT that says which items
+and which batch held them, rather than with a bare timeout."""
+
+
+def lock_deadline(timeout_ms: int, started: float) -> float:
+    """The wall-clock time (``time.time()``, which participants in other processes can read)
+    at which a batch started at ``started`` (``time.perf_counter()``) stops waiting for locks."""
+    timeout = timeout_ms / 1000
+    return time.time() - (time.perf_counter() - started) + timeout - min(LOCK_MARGIN, 0.05 * timeout)
 
 
 class Executor:
@@ -105,6 +118,7 @@ class Executor:
                   if getattr(options, name) is not None}
         outcome = self.driver.run(txn, ts, plan.chunks, atomic=atomic, max_retries=options.max_retries,
                                   on_chunk=on_chunk, should_stop=should_stop,
+                                  lock_deadline=lock_deadline(options.timeout, started),
                                   backup=options.create_backups or plan.backup,
                                   on_decided=decided if on_decided is not None else None, **limits)
         result = summarize(plan, outcome, atomic, time.perf_counter() - started)
@@ -163,3 +177,16 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float) -> Ba
         item_ids=item_ids,
         error=outcome.cause.to_dict() if outcome.cause is not None else None,
     )
+
+
+def waiting_for(driver: TwoPhaseCommit, txn: str, state: str, position: Any = None) -> Optional[dict[str, Any]]:
+    """What a batch in ``state`` waits for, for its status: a queue slot while queued (at
+    ``position``); while running, locks (each ``{participant, item, mode, heldBy,
+    queuedBehind}``: the batches holding the item and the older ones waiting for it first)
+    and memory in the budget; None when it waits for nothing."""
+    if state in ("queued", "pending"):
+        return {"queueSlot": True, "queuePosition": position, "locks": [], "memory": False}
+    waits = driver.waiting_for(txn) if state == "running" else None
+    if not waits or not (waits["locks"] or waits["memory"]):
+        return None
+    return {"queueSlot": False, "locks": waits["locks"], "memory": waits["memory"], "ordered": waits["ordered"]}

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.plan.plan import Plan
-from batchray.core.run.executor import Executor
+from batchray.core.run.executor import Executor, waiting_for
 from batchray.core.run.runtime import ProgressCallback
 from batchray.core.storage.backends import open_backend, open_view
 from batchray.core.txn.memory import MemoryBudget
@@ -88,7 +88,8 @@ class LocalRuntime:
             raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
         return {"batchId": batch_id, "state": record["state"], "kind": record["kind"], "queue": record["queue"],
                 "priority": record["priority"], "submittedAt": record["submitted"], "startedAt": record["started"],
-                "finishedAt": record["finished"], "result": record.get("result")}
+                "finishedAt": record["finished"], "result": record.get("result"),
+                "waitingFor": waiting_for(self.driver, batch_id, record["state"])}
 
     def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
         """Nothing to cancel: a batch has finished by the time its call returns here."""

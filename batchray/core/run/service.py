@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from batchray.core.storage.decision_log import DecisionLog
 from batchray.core.plan.plan import Plan
-from batchray.core.run.executor import Executor, deadline
+from batchray.core.run.executor import Executor, deadline, waiting_for
 from batchray.errors import BatchrayError, BatchTimeout, CancelledError, InternalError, NotFoundError
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.model.batch import BatchResult, BatchState, RunOptions
@@ -412,6 +412,7 @@ class CoordinatorService:
             "finishedAt": record["finished"],
             "result": record.get("result"),
             "memory": self.budget.snapshot(),
+            "waitingFor": waiting_for(self.executor.driver, txn, record["state"], position),
         }
         return status
 

@@ -14,6 +14,7 @@ handler per chunk type, which every store fills the same way and whose handlers 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Optional, Sequence, TypeVar, Union
 
@@ -44,19 +45,37 @@ def context_of(item_id: int) -> int:
     return item_id >> ITEM_BITS
 
 
+LOCK_WAIT_SLICE = 30.0
+"""The longest one apply waits for a lock: shorter than a transport's call timeout (Ray's is
+120 s), so that a long wait never looks like a lost participant whose apply is sent twice."""
+
+
 @dataclass(frozen=True)
 class TxnRef:
     """Carried by every participant message.
 
     ``txn`` names the transaction; ``ts`` orders transactions by age for wait-die (smaller is
     older); ``epoch`` is the fencing token of the participant's current owner: a participant
-    refuses a message whose epoch is older than the one it has durably recorded.
+    refuses a message whose epoch is older than the one it has durably recorded. ``ordered``:
+    the transaction asks for its locks in the global order and waits for them (see
+    :mod:`batchray.core.txn.locks`) until ``lock_deadline`` (wall-clock seconds, ``time.time()``;
+    None: the participant's own lock timeout).
     """
 
     txn: str
     ts: int
     epoch: int = 0
     backup: bool = False  # keep before-images after commit, so the batch can be undone
+    ordered: bool = False
+    lock_deadline: Optional[float] = None
+
+    def lock_wait(self, default: float) -> float:
+        """Seconds a lock of this transaction may be waited for now, in one call: until the
+        lock deadline, but at most :data:`LOCK_WAIT_SLICE` (the apply then fails with a
+        retryable conflict, and the driver sends it again while the deadline allows)."""
+        if self.lock_deadline is None:
+            return default
+        return max(0.0, min(LOCK_WAIT_SLICE, self.lock_deadline - time.time()))
 
 
 @dataclass
@@ -234,3 +253,7 @@ class PlannedChunk:
     reserved: bool = False  # bytes already reserved in the memory budget by whoever queued it
     operation: Optional[str] = None  # the id of the batch operation it belongs to, for error reports
     barrier: bool = False  # dispatch only after every chunk before it has been applied
+    lock_set: Any = None
+    """The chunk's exclusive keys as noted before ``chunk`` became a ref (a tuple, or
+    ``"found-while-running"``); None: read them from ``chunk``
+    (:func:`batchray.core.txn.ordering.note_lock_set`)."""

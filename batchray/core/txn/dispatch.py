@@ -16,8 +16,11 @@ the chunks over a :class:`~batchray.core.txn.twophase.Transport`:
   a vote cast before that chunk lands would make its apply come after the prepare, which the
   participant must refuse. A stream of chunks is never looked ahead of; it may yield ``None``
   while it has nothing ready, and finished chunks are taken in meanwhile.
-* A failed apply is retried per the :class:`~batchray.core.txn.policies.RetryPolicy`;
-  otherwise its error goes into the outcome's ``errors`` and, in an atomic batch, becomes the
+* A batch whose lock set is known (:mod:`batchray.core.txn.ordering`) runs *ordered*: its
+  refs say so and carry the lock deadline, so participants let it wait for its locks, and its
+  locking chunks go out one after the other in the global order (as barriers).
+* A failed apply is retried per the :class:`~batchray.core.txn.policies.RetryPolicy` (until
+  the deadline when the batch is ordered or holds no lock yet); otherwise its error goes into the outcome's ``errors`` and, in an atomic batch, becomes the
   cause, which ends dispatch.
 * A stop (:class:`~batchray.core.txn.policies.StopPolicy`) ends dispatch; the chunks in flight
   are then waited for, or abandoned when the stop interrupts.
@@ -27,7 +30,7 @@ failing input stream as a :class:`~batchray.errors.ValidationError`) instead of 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Optional
 
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
@@ -67,6 +70,14 @@ class TxnRun:
     rejects: RejectPolicy = field(default_factory=RejectPolicy)
     touched: set[str] = field(default_factory=set)
     flights: dict[Any, Flight] = field(default_factory=dict)  # transport handle -> chunk in flight
+    ordered: bool = False  # its locks are taken in the global order, waited for (core.txn.ordering)
+    lock_deadline: Optional[float] = None  # wall-clock seconds: lock waits and retries end then
+    waiting_for_memory: bool = False  # a chunk waits for bytes in the memory budget now
+
+    @property
+    def holds_nothing(self) -> bool:
+        """No chunk applied and none in flight: no participant holds a lock of it."""
+        return not self.flights and self.outcome.chunks == 0
 
     @property
     def failed(self) -> bool:
@@ -120,7 +131,11 @@ class ApplyPhase:
                 self._wait_for_turn(pc)
                 if run.atomic and run.failed:
                     break
-                self.budget.reserve(pc, self._pause)
+                self.run.waiting_for_memory = True
+                try:
+                    self.budget.reserve(pc, self._pause)
+                finally:
+                    self.run.waiting_for_memory = False
                 self._dispatch(pc, last)
                 self._drain()
         except BatchrayError as exc:
@@ -164,6 +179,8 @@ class ApplyPhase:
     def _send(self, flight: Flight) -> None:
         pc = flight.planned
         ref = self.ref(self.run.txn, self.run.ts, pc.participant, self.run.backup)
+        if self.run.ordered or self.run.lock_deadline is not None:
+            ref = replace(ref, ordered=self.run.ordered, lock_deadline=self.run.lock_deadline)
         self.run.flights[self.transport.submit(pc.participant, flight.step, ref, pc.chunk)] = flight
 
     # -- results ----------------------------------------------------------------------------
@@ -183,7 +200,7 @@ class ApplyPhase:
         try:
             images = self.transport.result(handle)
         except BatchrayError as exc:
-            if run.retry.retries(exc, flight.attempt, run.outcome.cause):
+            if run.retry.retries(exc, flight.attempt, run.outcome.cause, patient=run.ordered or run.holds_nothing):
                 self.sleep(run.retry.pause(flight.attempt))
                 self._send(Flight(pc, flight.attempt + 1, flight.step))
                 return

@@ -75,6 +75,10 @@ class LockView(Protocol):
         """The keys of the locks ``txn`` holds here, as the store names them; empty exactly
         when it holds none."""
 
+    def waits_of(self, txn: str) -> Optional[dict[str, Any]]:
+        """What ``txn`` waits for here now (``{"item", "mode", "heldBy", "queuedBehind"}``), or
+        None: not waiting, or a store whose database keeps its lock waits to itself."""
+
 
 class Leftovers(TypedDict):
     """Counts of two-phase-commit state a participant still records; all zero when nothing

@@ -1,8 +1,8 @@
 """The two-phase-commit driver's policies, each in one place.
 
-* :class:`RetryPolicy`: which failed applies are sent again, how often, and after what pause
-  (exponential backoff with full jitter, :func:`backoff`, which phase 2 uses between delivery
-  rounds too).
+* :class:`RetryPolicy`: which failed applies are sent again, how often (a fixed count, or until
+  the batch's deadline for a patient retry), and after what pause (exponential backoff with
+  full jitter, :func:`backoff`, which phase 2 uses between delivery rounds too).
 * :class:`ChunkBudget`: a chunk's bytes are reserved in the :class:`MemoryBudget` before it is
   dispatched and released once its result (or failure) has been taken in, or when it is
   abandoned in flight.
@@ -18,6 +18,7 @@ policy draws come from the driver's ``rng`` only (the seeded simulator replays t
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -35,26 +36,48 @@ pressure): no result can free bytes, so wait it out."""
 
 def backoff(attempt: int, rng: random.Random, base: float = 0.02, multiplier: float = 2.0, cap: float = 2.0) -> float:
     """Exponential backoff with full jitter: a pause before try ``attempt + 1``."""
-    return rng.uniform(0, min(cap, base * multiplier ** (attempt - 1)))
+    return rng.uniform(0, backoff_cap(attempt, base, multiplier, cap))
+
+
+def backoff_cap(attempt: int, base: float = 0.02, multiplier: float = 2.0, cap: float = 2.0) -> float:
+    """The longest :func:`backoff` pause before try ``attempt + 1``."""
+    return min(cap, base * multiplier ** min(attempt - 1, 64))
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """A chunk whose apply failed with a retryable error (a lost wait-die race, an unavailable
-    participant) is sent again, up to ``max_retries`` times, after a :func:`backoff` pause,
-    unless the transaction is stopping."""
+    participant) is sent again after a :func:`backoff` pause, unless the transaction is
+    stopping: up to ``max_retries`` times, and, for a *patient* retry, for as long as the
+    batch's ``deadline`` (wall-clock seconds) leaves room for the pause.
+
+    The driver asks for a patient retry when waiting cannot hold anyone up: a batch that takes
+    its locks in the global order (its retries hold only keys below the one it asks for, see
+    :mod:`batchray.core.txn.locks`), or one that holds no lock yet. A wait-die batch that holds
+    locks gives up after ``max_retries``: holding them while it retries would keep an older
+    transaction waiting for them, which is the deadlock wait-die breaks by aborting it."""
 
     max_retries: int
     rng: random.Random
+    deadline: Optional[float] = None
+    clock: Callable[[], float] = time.time
 
-    def retries(self, exc: BatchrayError, attempt: int, cause: Optional[BatchrayError]) -> bool:
+    def retries(self, exc: BatchrayError, attempt: int, cause: Optional[BatchrayError],
+                patient: bool = False) -> bool:
         """Whether try ``attempt`` of a chunk, which failed with ``exc``, is tried again while
         the transaction's cause so far is ``cause``."""
-        return exc.retryable and attempt <= self.max_retries and not StopPolicy.ends_retries(cause)
+        if not exc.retryable or StopPolicy.ends_retries(cause):
+            return False
+        if attempt <= self.max_retries:
+            return True
+        return patient and self.deadline is not None and self.clock() + backoff_cap(attempt) < self.deadline
 
     def pause(self, attempt: int) -> float:
-        """Seconds to wait before try ``attempt + 1``."""
-        return backoff(attempt, self.rng)
+        """Seconds to wait before try ``attempt + 1`` (never past the deadline)."""
+        pause = backoff(attempt, self.rng)
+        if self.deadline is not None:
+            pause = max(0.0, min(pause, self.deadline - self.clock()))
+        return pause
 
 
 class ChunkBudget:

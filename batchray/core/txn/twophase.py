@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
 from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism
 from batchray.core.txn.memory import MemoryBudget
+from batchray.core.txn.ordering import ordered_plan
 from batchray.core.txn.participant import Step
 from batchray.core.txn.policies import ChunkBudget, RejectPolicy, RetryPolicy, StopPolicy, backoff
 from batchray.errors import BatchrayError, InternalError, StoreError, TransactionAborted
@@ -117,6 +118,10 @@ class LocalTransport:
     def wait(self, handles, timeout=None):
         return list(handles), []
 
+    def lock_waits(self, participant: str, txn: str) -> Optional[dict[str, Any]]:
+        """What ``txn`` waits for at ``participant`` (:meth:`LockView.waits_of`)."""
+        return self.participants[participant].locks.waits_of(txn)
+
     def result(self, handle: _Ready) -> Any:
         if handle.ok:
             return handle.value
@@ -168,6 +173,27 @@ class TwoPhaseCommit:
         self.rng = rng or random.Random()
         self.sleep = sleep
         self.gate = gate
+        self.running: dict[str, TxnRun] = {}
+        """The transactions being run, by id (what they wait for: :meth:`waiting_for`)."""
+
+    def waiting_for(self, txn: str) -> Optional[dict[str, Any]]:
+        """What a running transaction waits for now: ``{"memory": bool, "locks": [{participant,
+        item, mode, heldBy, queuedBehind}], "ordered": bool}``; None when it is not running here.
+        Lock waits are asked of the transport (``lock_waits(participant, txn)``) when it can tell."""
+        state = self.running.get(txn)
+        if state is None:
+            return None
+        locks = []
+        ask = getattr(self.transport, "lock_waits", None)
+        if ask is not None:
+            for participant in sorted(state.touched.copy()):  # those it sent a chunk to (a C-level copy)
+                try:
+                    wait = ask(participant, txn)
+                except BatchrayError:
+                    continue
+                if wait:
+                    locks.append({"participant": participant, **wait})
+        return {"memory": state.waiting_for_memory, "locks": locks, "ordered": state.ordered}
 
     def ref(self, txn: str, ts: int, participant: str, backup: bool = False) -> TxnRef:
         return TxnRef(txn, ts, self.epoch_of(participant), backup)
@@ -189,6 +215,7 @@ class TwoPhaseCommit:
         parallelism: Optional[int] = None,
         reject_limit: Optional[int] = None,
         reject_ratio: Optional[float] = None,
+        lock_deadline: Optional[float] = None,
     ) -> Outcome:
         """Apply, vote, decide and finish ``txn``. Never raises for the transaction's own
         failures: they are in the returned :class:`Outcome`. ``on_decided`` sees the outcome
@@ -197,13 +224,24 @@ class TwoPhaseCommit:
         :class:`~batchray.errors.ValidationError` before anything is sent): at most that many
         chunks in flight at once; None: as many as the memory budget allows. ``reject_limit`` /
         ``reject_ratio``: a non-atomic batch that rejected more items than that (or a larger
-        fraction of them) is aborted whole at the decision (:class:`RejectPolicy`)."""
+        fraction of them) is aborted whole at the decision (:class:`RejectPolicy`).
+        ``lock_deadline`` (wall-clock seconds): lock waits and the retries of conflicts go on
+        until then; a plan whose lock set is known runs ordered (:func:`ordered_plan`)."""
+        in_order = ordered_plan(planned)
         state = TxnRun(
-            txn, ts, atomic, Outcome(txn, committed=False), RetryPolicy(max_retries, self.rng),
+            txn, ts, atomic, Outcome(txn, committed=False), RetryPolicy(max_retries, self.rng, lock_deadline),
             StopPolicy(should_stop, atomic), backup=backup, keep_images=keep_images,
             parallelism=check_parallelism(parallelism), on_chunk=on_chunk, on_decided=on_decided,
-            rejects=RejectPolicy(reject_limit, reject_ratio),
+            rejects=RejectPolicy(reject_limit, reject_ratio), ordered=in_order is not None,
+            lock_deadline=lock_deadline,
         )
+        self.running[txn] = state
+        try:
+            return self._run(state, in_order if in_order is not None else planned)
+        finally:
+            self.running.pop(txn, None)
+
+    def _run(self, state: TxnRun, planned: Iterable[Optional[PlannedChunk]]) -> Outcome:
         with self._timed("apply"):
             self._apply(state, planned)
         with self._timed("vote"):

@@ -8,6 +8,11 @@ younger requester fails at once with :class:`~batchray.errors.LockConflict`, an 
 waits, up to the connection's ``lock_timeout``, in a savepoint (a timeout or a deadlock
 reported by PostgreSQL is a LockConflict too, and leaves the transaction as it was).
 
+An *ordered* transaction (its lock set known when planned, :mod:`batchray.core.txn.ordering`)
+skips wait-die on items and waits for them until its lock deadline: ordered transactions ask
+in one global order, so they form no cycle among themselves, and PostgreSQL's deadlock
+detector breaks any other cycle (a retryable LockConflict).
+
 :class:`PgLockView` is the participant's ``locks`` (:class:`~batchray.core.txn.participant.LockView`).
 """
 from __future__ import annotations
@@ -77,19 +82,29 @@ class PgLocking:
                 shard=self.name, txn=ref.txn,
             )
 
-    def waiting(self, conn, ref: TxnRef, sql: str, params: Any, what: str) -> list[tuple]:
-        """Run a blocking lock statement in a savepoint; a lock timeout or a deadlock is a LockConflict."""
+    def waiting(self, conn, ref: TxnRef, sql: str, params: Any, what: str,
+                items: Optional[list[int]] = None) -> list[tuple]:
+        """Run a blocking lock statement in a savepoint; a lock timeout or a deadlock is a
+        LockConflict. An ordered transaction (``ref.lock_deadline``) waits until its deadline
+        rather than the connection's ``lock_timeout``."""
         psycopg = psycopg_module()
         conn.execute("SAVEPOINT batchray_wait")
+        default = None
+        if ref.lock_deadline is not None:
+            default = conn.execute("SELECT current_setting('lock_timeout')").fetchone()[0]
+            wait_ms = max(1, int(ref.lock_wait(0.0) * 1000))
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{wait_ms}ms",))
         try:
             rows = conn.execute(sql, params).fetchall() if "SELECT" in sql.upper() else []
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, psycopg.errors.QueryCanceled) as exc:
-            conn.execute("ROLLBACK TO SAVEPOINT batchray_wait")
+            conn.execute("ROLLBACK TO SAVEPOINT batchray_wait")  # also undoes the set_config
             conn.execute("RELEASE SAVEPOINT batchray_wait")
             raise LockConflict(
                 f"{what} on participant {self.name}: gave up waiting ({type(exc).__name__})",
-                shard=self.name, txn=ref.txn,
+                shard=self.name, txn=ref.txn, items=items or [],
             ) from None
+        if default is not None:
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (default,))
         conn.execute("RELEASE SAVEPOINT batchray_wait")
         return rows
 
@@ -146,13 +161,14 @@ class PgLocking:
         """Items locked by others: wait-die over the transactions that hold their contexts (every
         item writer holds its item's context), then wait for them if all are younger."""
         contexts = sorted({context_of(i) for i in ids})
-        self.wait_die(conn, ref, [(self.context_class, c) for c in contexts], f"{len(ids)} item(s)")
+        if not ref.ordered:  # an ordered transaction waits; the server breaks any cycle itself
+            self.wait_die(conn, ref, [(self.context_class, c) for c in contexts], f"{len(ids)} item(s)")
         sql = f"SELECT id, vals, ver FROM {self.s}.items WHERE id = ANY(%s) AND part=%s"
         params: list[Any] = [sorted(ids), self.num]
         if where is not None:  # checked again on the version the holder leaves behind
             sql += f" AND ({where[0]})"
             params += where[1]
-        rows = self.waiting(conn, ref, sql + " ORDER BY id FOR UPDATE", params, f"{len(ids)} item(s)")
+        rows = self.waiting(conn, ref, sql + " ORDER BY id FOR UPDATE", params, f"{len(ids)} item(s)", sorted(ids))
         return {i: (v, ver) for i, v, ver in rows}
 
 
@@ -166,6 +182,10 @@ class PgLockView:
 
     def lock_count(self) -> int:
         return len(self._pending())
+
+    def waits_of(self, txn: str) -> Optional[dict[str, Any]]:
+        """None: the server keeps its lock waits (``pg_locks``) and breaks its own deadlocks."""
+        return None
 
     def held_by(self, txn: str) -> set[Any]:
         return {("txn", txn)} if any(p["txn"] == txn for p in self._pending()) else set()

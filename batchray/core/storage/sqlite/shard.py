@@ -166,7 +166,8 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
         try:
             for keys, mode in self._lock_plan(ref, chunk):
                 if keys:
-                    self.locks.acquire(ref.txn, ref.ts, keys, mode)
+                    self.locks.acquire(ref.txn, ref.ts, keys, mode, timeout=ref.lock_wait(self.locks.default_timeout),
+                                       ordered=ref.ordered)
         except LockConflict:
             if not self._is_active(ref.txn):  # nothing of it here yet: leave no lock behind
                 self.locks.release_all(ref.txn)
