@@ -234,3 +234,6 @@ class PlannedChunk:
     reserved: bool = False  # bytes already reserved in the memory budget by whoever queued it
     operation: Optional[str] = None  # the id of the batch operation it belongs to, for error reports
     barrier: bool = False  # dispatch only after every chunk before it has been applied
+    key: Optional[Any] = None
+    """Set by a producer that may send a chunk twice (a retried Ray Data write task): a chunk
+    fed with a key already fed to its batch is dropped, so each key is applied once."""
