@@ -285,12 +285,10 @@ def arrow_schema(ctx: DataContext, collection: Optional[str] = None) -> pa.Schem
     """``__id__`` and the attributes of ``ctx`` (of ``collection`` and its parents, when given)
     with their Arrow types (untyped: null, meaning inferred)."""
     fields = [pa.field("__id__", pa.int64())]
-    for coll in ctx.collections:
+    for coll in (ctx.lineage(collection) if collection is not None else ctx.collections):
         for attr in coll.attrs:
             kind = _ARROW_TYPES.get(attr.type, pa.string()) if attr.type is not None else pa.null()
             fields.append(pa.field(attr.name, kind))
-        if collection is not None and coll.name == collection:
-            break
     return pa.schema(fields)
 
 
