@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .common import COLLECTIONS, make_rows, raw_sqlite_load, raw_sqlite_update
+from .raydata import raydata
 from .ray_create import load_seconds, per_call_rate, percentile, small_batch_latencies
 
 UPDATE = {"selector": {"query": "age >= 0"}, "values": {"score": "=score * 1.1"}}
@@ -469,6 +470,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Suite], Any]]] = {
     "scaling_cpu": ("7. parallel scaling, CPU-bound validation", scaling_cpu),
     "small_batch": ("8. 10-item atomic batch latency", small_batch),
     "import_memory": ("9. CSV import of 10x the memory budget", import_memory),
+    "raydata": ("10. Ray Data write_dataset / read_dataset vs write_iceberg, write_sql, read_sql", raydata),
 }
 
 
