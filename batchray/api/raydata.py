@@ -41,12 +41,12 @@ whole Dataset is one snapshot (SQLite stores; a PostgreSQL store's gate is per r
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import uuid
 from functools import partial
 from typing import Any, Iterator, Optional
 
+import orjson
 import pyarrow as pa
 import ray
 from ray.data.block import BlockAccessor, BlockMetadata
@@ -242,12 +242,15 @@ def _open_batch(coordinator: Any, options: Any) -> str:
 def _rows_of(table: pa.Table) -> list[dict[str, Any]]:
     """A block's rows as value dicts; timestamps and dates as ISO text (what a date attribute
     takes), other types as Arrow converts them."""
+    if not table.num_columns:
+        return [{} for _ in range(table.num_rows)]
     columns = []
-    for name, column in zip(table.column_names, table.columns):
+    for column in table.columns:
         if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
             column = column.cast(pa.string())
-        columns.append((name, column))
-    return pa.table(dict(columns)).to_pylist() if columns else [{} for _ in range(table.num_rows)]
+        columns.append(column.to_pylist())
+    names = table.column_names
+    return [dict(zip(names, values)) for values in zip(*columns)]  # a third faster than to_pylist
 
 
 def _with_dataset_indexes(result: BatchResult, returns: list[dict]) -> BatchResult:
@@ -266,13 +269,15 @@ def _with_dataset_indexes(result: BatchResult, returns: list[dict]) -> BatchResu
 
 
 def write_dataset(ds: Any, *, store: Any = None, context: str, collection: Optional[str] = None,
-                  client: Optional[Client] = None, **options: Any) -> BatchResult:
+                  client: Optional[Client] = None, ray_remote_args: Optional[dict[str, Any]] = None,
+                  concurrency: Optional[int] = None, **options: Any) -> BatchResult:
     """Write Ray Dataset ``ds`` as new items of ``context`` in one transaction and return its
     :class:`~batchray.BatchResult` (see :class:`ItemsDatasink` for the keywords). A batch that
     rolled back returns its result (``success`` false, with its errors); a pipeline that failed
-    (a task out of retries, a UDF's error) raises, after the batch was cancelled."""
+    (a task out of retries, a UDF's error) raises, after the batch was cancelled.
+    ``ray_remote_args`` and ``concurrency`` go to ``Dataset.write_datasink``."""
     sink = ItemsDatasink(store, context, collection, client=client, **options)
-    ds.write_datasink(sink)
+    ds.write_datasink(sink, ray_remote_args=ray_remote_args or {}, concurrency=concurrency)
     assert sink.result is not None
     return sink.result
 
@@ -354,7 +359,7 @@ def _read_shard(url: str, shard: str, context_id: int, query: Optional[str],
 
 
 def _table(rows: list[tuple[int, str]], schema: pa.Schema) -> pa.Table:
-    values = [json.loads(text) for _, text in rows]
+    values = [orjson.loads(text) for _, text in rows]
     arrays = [pa.array([item_id for item_id, _ in rows], pa.int64())]
     for field in list(schema)[1:]:
         column = [v.get(field.name) for v in values]

@@ -73,6 +73,7 @@ class BatchRun:
     keys: set = field(default_factory=set)  # the keys of the keyed chunks fed (PlannedChunk.key)
     heard: float = 0.0  # monotonic time of the feeder's last keep-alive
     applied: set = field(default_factory=set)  # the keys of the keyed chunks whose apply ended
+    applied_changed: threading.Condition = field(default_factory=threading.Condition)
 
     def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[Optional[PlannedChunk]]:
         """The planned chunks as they are fed, and ``None`` every 50 ms while none is waiting,
@@ -249,14 +250,16 @@ class CoordinatorService:
         before it runs code that may kill it, so that no chunk of its is left unfetched."""
         run = self._run(txn)
         end = time.monotonic() + timeout
-        while True:
-            if run.done.is_set() or run.stop is not None:
-                return False
-            if run.applied.issuperset(keys):
-                return True
-            if time.monotonic() > end:
-                return None
-            time.sleep(0.005)
+        with run.applied_changed:
+            while True:
+                if run.done.is_set() or run.stop is not None:
+                    return False
+                if run.applied.issuperset(keys):
+                    return True
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                run.applied_changed.wait(min(left, 0.05))  # 0.05: the batch may end meanwhile
 
     PROGRESS_EVERY = 0.1
     """Seconds between progress reports of one batch (its increments are summed meanwhile)."""
@@ -336,7 +339,9 @@ class CoordinatorService:
 
         def on_chunk(pc, images, error):
             if pc.key is not None:
-                run.applied.add(pc.key)
+                with run.applied_changed:
+                    run.applied.add(pc.key)
+                    run.applied_changed.notify_all()
             if self.progress is not None:
                 if self.report_chunks or images is None:
                     unsent["done"] += images.affected if images is not None else 0
