@@ -91,6 +91,14 @@ def test_a_non_atomic_write_keeps_the_good_rows_and_writes_the_bad_ones_to_rejec
                                                                               (3001, "p3001", "age")]
 
 
+def test_an_empty_dataset_commits_an_empty_batch(client):
+    import ray
+
+    client.create_data_context("People", collections=PEOPLE)
+    result = write_dataset(ray.data.range(10).filter(lambda row: False), client=client, context="People")
+    assert result.success and result.items_created == 0 and client.count_items("People") == 0
+
+
 def test_two_writes_from_two_threads_both_commit(client):
     client.create_data_context("People", collections=PEOPLE)
     results: dict[int, batchray.BatchResult] = {}

@@ -160,8 +160,12 @@ class ItemsDatasink(Datasink[dict]):
     def on_write_failed(self, error: Exception) -> None:
         if self.txn is not None and self.result is None:
             self._finish([], failed=error)
+        else:
+            self._close_client()  # failed before its first block: no batch was opened
 
     def _finish(self, returns: list[dict], failed: Optional[Exception]) -> None:
+        if self.txn is None:
+            self.on_write_start()  # an empty Dataset (Ray Data starts a sink at its first block)
         coordinator = self._client.runtime.coordinator
         if self._alive is not None:
             self._alive.set()
