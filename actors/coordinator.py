@@ -235,6 +235,12 @@ class TransactionCoordinator:
     def feed(self, txn: str, planned: list) -> bool:
         return self.service.feed(txn, planned)
 
+    def keep_alive(self, txn: str) -> bool:
+        return self.service.keep_alive(txn)
+
+    def wait_applied(self, txn: str, keys: list, timeout: float = 30.0) -> Optional[bool]:
+        return self.service.wait_applied(txn, keys, timeout)
+
     def close_input(self, txn: str, total: Optional[int] = None) -> None:
         self.service.close_input(txn, total)
 

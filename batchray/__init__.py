@@ -26,6 +26,8 @@ _EXPORTS = {
         "BatchResult", "BatchState", "BatchStatus", "ItemError", "Operation", "RunOptions", "TransactionOptions")},
     **{name: "batchray.core.model.schema" for name in (
         "Attribute", "AttributeType", "Collection", "Component", "DataContext")},
+    **{name: "batchray.api.raydata" for name in (
+        "ItemsDatasink", "ItemsDatasource", "read_dataset", "write_dataset")},
     "connect": "batchray.api.client",
     "Client": "batchray.api.client",
 }

@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 from .common import COLLECTIONS, make_rows, raw_sqlite_load, raw_sqlite_update
 from .contention import contention
 from .peers import duckdb_load, iceberg_rate
+from .raydata import raydata
 from .ray_create import load_seconds, per_call_rate, percentile, small_batch_latencies
 
 UPDATE = {"selector": {"query": "age >= 0"}, "values": {"score": "=score * 1.1"}}
@@ -547,6 +548,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Suite], Any]]] = {
     "import_memory": ("9. CSV import of 10x the memory budget", import_memory),
     "contention": ("10. transfer batches from 1, 2, 4 drivers over 10 and 1,000 accounts",
                    lambda suite: contention(suite, _row)),
+    "raydata": ("11. Ray Data write_dataset / read_dataset vs write_iceberg, write_sql, read_sql", raydata),
 }
 
 

@@ -21,7 +21,8 @@ nbclient = pytest.importorskip("nbclient")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples"
-NOTEBOOKS = ["quickstart.ipynb", "concurrent_loads.ipynb", "codap_documents.ipynb", "postgres_and_clusters.ipynb"]
+NOTEBOOKS = ["quickstart.ipynb", "concurrent_loads.ipynb", "codap_documents.ipynb", "postgres_and_clusters.ipynb",
+             "raydata.ipynb"]
 FIXTURES_READ = {"codap_documents.ipynb": ["tests/fixtures/codap/24cats.codap"]}
 CELL_TIMEOUT_S = 300
 

@@ -70,6 +70,10 @@ class BatchRun:
     feeding: int = 0  # feed calls in progress: the driver is alive (maybe held by the budget)
     ended: threading.Event = field(default_factory=threading.Event)  # its thread is done, phase 2 too
     send_progress: Optional[Callable[[], None]] = None  # sends the increments summed so far
+    keys: set = field(default_factory=set)  # the keys of the keyed chunks fed (PlannedChunk.key)
+    heard: float = 0.0  # monotonic time of the feeder's last keep-alive
+    applied: set = field(default_factory=set)  # the keys of the keyed chunks whose apply ended
+    applied_changed: threading.Condition = field(default_factory=threading.Condition)
 
     def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[Optional[PlannedChunk]]:
         """The planned chunks as they are fed, and ``None`` every 50 ms while none is waiting,
@@ -90,7 +94,8 @@ class BatchRun:
             except queue.Empty:
                 if self.feeding:
                     silent_since = time.monotonic()
-                elif time.monotonic() - silent_since > stall_timeout:
+                silent_since = max(silent_since, self.heard)  # a keep-alive counts as input
+                if time.monotonic() - silent_since > stall_timeout:
                     raise BatchTimeout(
                         f"no input for batch {self.txn} in {stall_timeout:.0f} s (did the driver die?)"
                     ) from None
@@ -205,6 +210,11 @@ class CoordinatorService:
             if run.done.is_set() or run.stop is not None:
                 return False
         for pc in planned:
+            if pc.key is not None:
+                with self._lock:
+                    if pc.key in run.keys:
+                        continue  # sent again by a retried producer: applied once
+                    run.keys.add(pc.key)
             self._count_chunk_type(pc)
             while not self.budget.try_reserve(pc.nbytes):
                 if run.done.is_set() or run.stop is not None:
@@ -223,6 +233,33 @@ class CoordinatorService:
             run.fed += pc.count
         self._report_memory()
         return True
+
+    def keep_alive(self, txn: str) -> bool:
+        """The feeder of a streamed batch is alive though it feeds nothing now (a Ray Data
+        write whose upstream stages are still running): the batch is not rolled back as
+        stalled while these come at least every ``stall_timeout`` seconds. False means the
+        batch no longer takes input."""
+        run = self._run(txn)
+        run.heard = time.monotonic()
+        return not (run.done.is_set() or run.stop is not None)
+
+    def wait_applied(self, txn: str, keys: list[Any], timeout: float = 30.0) -> Optional[bool]:
+        """Wait until the applies of the keyed chunks ``keys`` have ended (applied or failed).
+        True: they have; False: the batch no longer takes input; None: ``timeout`` passed.
+        A producer whose chunks are objects it owns (a Ray Data write task) waits for this
+        before it runs code that may kill it, so that no chunk of its is left unfetched."""
+        run = self._run(txn)
+        end = time.monotonic() + timeout
+        with run.applied_changed:
+            while True:
+                if run.done.is_set() or run.stop is not None:
+                    return False
+                if run.applied.issuperset(keys):
+                    return True
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                run.applied_changed.wait(min(left, 0.05))  # 0.05: the batch may end meanwhile
 
     PROGRESS_EVERY = 0.1
     """Seconds between progress reports of one batch (its increments are summed meanwhile)."""
@@ -301,6 +338,10 @@ class CoordinatorService:
             unsent["at"] = time.monotonic()
 
         def on_chunk(pc, images, error):
+            if pc.key is not None:
+                with run.applied_changed:
+                    run.applied.add(pc.key)
+                    run.applied_changed.notify_all()
             if self.progress is not None:
                 if self.report_chunks or images is None:
                     unsent["done"] += images.affected if images is not None else 0

@@ -257,3 +257,6 @@ class PlannedChunk:
     """The chunk's exclusive keys as noted before ``chunk`` became a ref (a tuple, or
     ``"found-while-running"``); None: read them from ``chunk``
     (:func:`batchray.core.txn.ordering.note_lock_set`)."""
+    key: Optional[Any] = None
+    """Set by a producer that may send a chunk twice (a retried Ray Data write task): a chunk
+    fed with a key already fed to its batch is dropped, so each key is applied once."""

@@ -1,0 +1,395 @@
+"""Ray Data in and out: a Dataset written as one batchray transaction, and committed items read
+as a Dataset.
+
+Writing (:class:`ItemsDatasink`, :func:`write_dataset`):
+
+* ``on_write_start`` (the driver) opens ONE streamed ``create_items`` batch at the store's
+  coordinator, under an idempotency key of the sink's own, and keeps it alive (a keep-alive
+  every second) while Ray Data's upstream stages run;
+* each write task (a Ray task) finds that batch by the same key, cuts its blocks into create
+  chunks of it (:class:`~batchray.core.plan.chunking.CreateChunker`: the shard validates and
+  encodes each row) and feeds them as it goes, through the object store (the coordinator gets
+  refs only). The chunks are objects the task owns (Ray 2.56 removed ``ray.put(_owner=)``), so
+  the task waits until its block's chunks are applied before it pulls the next block: the
+  upstream code that may kill it (a map) runs with none of its chunks unfetched. A feed blocks
+  while the memory budget is full, which holds the write tasks back (Ray Data's streaming
+  executor then stops producing blocks);
+* chunk ids are a function of the task's index and the chunk's place in it, and each chunk is
+  fed under its id as key (:attr:`PlannedChunk.key`): a write task that Ray runs again after it
+  died sends the same chunks (the same rows, cut the same way), and the coordinator drops those
+  it already took, so its block is applied once;
+* ``on_write_complete`` closes the input with the row count the tasks report and waits for the
+  decision, taken once: commit when every block is in, roll back on any bad row when atomic;
+  non-atomic keeps the good chunks (``continue_on_error``) and writes the rejected rows to
+  ``rejects`` (index, code, field, message: the values stayed in the write tasks);
+* ``on_write_failed`` (the pipeline failed: a task out of retries, a UDF's error) cancels the
+  batch: rolled back when atomic, else what was applied is kept;
+* the driver dying: its keep-alives stop and the coordinator rolls the undecided batch back
+  after its ``stall_timeout``; nothing of it was visible meanwhile (readers see committed data
+  only).
+
+Rejected items' ``index`` is their place in the Dataset's order (over the rows the tasks read).
+
+Reading (:class:`ItemsDatasource`, :func:`read_dataset`): a read task per shard reads that
+shard's committed items in pages, under the store's commit gate (shared), into Arrow tables
+whose columns take their types from the schema (``numeric`` float64, ``checkbox`` bool, other
+typed attributes string; an untyped one as Arrow infers it) plus ``__id__``. Each page is a
+consistent read of its shard; :func:`read_dataset` holds the gate (shared) from the driver
+while the Dataset is materialized, so that no batch commits between the shards' reads: the
+whole Dataset is one snapshot (SQLite stores; a PostgreSQL store's gate is per reader).
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from functools import partial
+from typing import Any, Iterator, Optional
+
+import orjson
+import pyarrow as pa
+import ray
+from ray.data.block import BlockAccessor, BlockMetadata
+from ray.data.datasource import Datasink, Datasource, ReadTask
+from ray.data.datasource.datasink import WriteResult
+
+from actors.coordinator import NAMESPACE, actor_prefix
+from actors.runtime import RayRuntime, ray_get
+from batchray.api.client import Client, connect, run_options
+from batchray.core.model.batch import BatchResult
+from batchray.core.model.schema import AttributeType, DataContext
+from batchray.core.plan.chunking import CreateChunker, chunk_bytes_for
+from batchray.core.plan.planner import check_query
+from batchray.core.storage.backends import open_backend, open_view
+from batchray.core.txn.chunks import context_range
+from batchray.errors import ValidationError
+
+TASK_SHIFT = 32
+"""A row's index inside the batch while it runs: ``task index << TASK_SHIFT | row in task``
+(write tasks do not know each other's row counts); turned into its place in the Dataset when
+the batch ends."""
+CHUNK_SHIFT = 24
+"""Chunk ids: ``(task index + 1) << CHUNK_SHIFT | chunk's place in the task`` (16M per task)."""
+KEEP_ALIVE_EVERY = 1.0
+"""Seconds between the driver's keep-alives of an open write."""
+FEEDS_IN_FLIGHT = 2
+"""Feed calls a write task has outstanding at once (each blocks while the budget is full)."""
+READ_PAGE = 50_000
+"""Items per block a read task yields."""
+
+
+class ItemsDatasink(Datasink[dict]):
+    """A Ray Data sink that writes a Dataset's rows as new items of ``context`` (optionally
+    checked against ``collection``) in ONE batchray transaction; see the module docstring.
+
+    ``store``: as :func:`batchray.connect` takes it, or ``client``: a connected Ray client.
+    ``atomic``, ``continue_on_error``, ``timeout`` (ms), ``priority``, ``reject_limit``, ... are
+    :class:`batchray.RunOptions`; ``rejects``: a file for the rejected rows (non-atomic);
+    ``batch_size``: rows per chunk at most; ``connect_options``: more keywords for ``connect``.
+    The batch's result is :attr:`result` once the write ended (also when it failed).
+    """
+
+    def __init__(self, store: Any = None, context: str = "", collection: Optional[str] = None, *,
+                 atomic: bool = True, client: Optional[Client] = None, rejects: Any = None,
+                 batch_size: Optional[int] = None, connect_options: Optional[dict[str, Any]] = None,
+                 **options: Any) -> None:
+        if client is None and store is None:
+            raise ValidationError("ItemsDatasink needs a store or a client", field="store")
+        if not context:
+            raise ValidationError("ItemsDatasink needs a data context", field="context")
+        self.key = options.pop("idempotency_key", None) or f"raydata-{uuid.uuid4().hex}"
+        self.options = run_options(atomic=atomic, idempotency_key=self.key, **options)
+        self.store = store
+        self.context = context
+        self.collection = collection
+        self.rejects = rejects
+        self.batch_size = batch_size or 10_000
+        self.connect_options = dict(connect_options or {})
+        self.result: Optional[BatchResult] = None
+        self.txn: Optional[str] = None  # set by on_write_start; the tasks find it by the key
+        self._alive: Optional[threading.Event] = None
+        # what the write tasks need is resolved here, on the driver, before Ray Data pickles
+        # the sink into them: the schema, the shards, the coordinator's name
+        self._owns_client = client is None
+        self._client = client if client is not None else connect(store, progress=False, **self.connect_options)
+        try:
+            if not isinstance(self._client.runtime, RayRuntime):
+                raise ValidationError("ItemsDatasink needs a store served on Ray (runtime='ray')", field="runtime")
+            self.context_id, ctx = self._client.planner.context(context)
+            if collection is not None:
+                ctx.collection(collection)
+        except BaseException:
+            self._close_client()
+            raise
+        self.schema = ctx.model_dump(mode="json")
+        self.shards = list(self._client.layout.shard_names)
+        self.max_bytes = chunk_bytes_for(self._client.memory_allowance)
+        self.coordinator_name = f"{actor_prefix(str(self._client.layout.root))}-coordinator"
+
+    def _close_client(self) -> None:
+        if self._owns_client and self._client is not None:
+            self._client.close()
+        self._client, self._owns_client = None, False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_client=None, _alive=None, _owns_client=False, result=None)
+        return state
+
+    # -- driver ---------------------------------------------------------------------------------
+    def on_write_start(self, schema: Optional[pa.Schema] = None) -> None:
+        if self.txn is not None:
+            return  # started already
+        self.txn = _open_batch(self._client.runtime.coordinator, self.options)
+        self._alive = threading.Event()
+        threading.Thread(target=self._keep_alive, args=(self._client.runtime.coordinator, self.txn, self._alive),
+                         name=f"batchray-raydata-{self.txn}", daemon=True).start()
+
+    @staticmethod
+    def _keep_alive(coordinator: Any, txn: str, stop: threading.Event) -> None:
+        while not stop.wait(KEEP_ALIVE_EVERY):
+            try:
+                if not ray_get(coordinator.keep_alive.remote(txn), timeout=30):
+                    return
+            except Exception:  # noqa: BLE001 - the write's end reports what happened
+                return
+
+    def on_write_complete(self, write_result: WriteResult[dict]) -> None:
+        self._finish(write_result.write_returns, failed=None)
+
+    def on_write_failed(self, error: Exception) -> None:
+        if self.txn is not None and self.result is None:
+            self._finish([], failed=error)
+        else:
+            self._close_client()  # failed before its first block: no batch was opened
+
+    def _finish(self, returns: list[dict], failed: Optional[Exception]) -> None:
+        if self.txn is None:
+            self.on_write_start()  # an empty Dataset (Ray Data starts a sink at its first block)
+        coordinator = self._client.runtime.coordinator
+        if self._alive is not None:
+            self._alive.set()
+        try:
+            if failed is not None:
+                keep = self.options.continue_on_error and not self.options.atomic
+                ray_get(coordinator.cancel.remote(self.txn, not keep, True))
+                ray_get(coordinator.close_input.remote(self.txn, None))
+            else:
+                total = sum(r["rows"] for r in returns)
+                ray_get(coordinator.close_input.remote(self.txn, total))
+            result = self._client.runtime.wait(self.txn)
+            result = _with_dataset_indexes(result, returns)
+            if self.rejects is not None:
+                from batchray.io.rejects import settle_rejects
+
+                result = settle_rejects(result, self.rejects, None)
+            self.result = result
+        finally:
+            self._close_client()
+
+    # -- write tasks ----------------------------------------------------------------------------
+    def write(self, blocks: Any, ctx: Any) -> dict:
+        coordinator = ray.get_actor(self.coordinator_name, namespace=NAMESPACE)
+        txn = _open_batch(coordinator, self.options)
+        task = ctx.task_idx
+        lo, _ = context_range(self.context_id)
+        sequence = f"items:{self.context_id}"
+        chunker = CreateChunker(
+            self.shards, lambda n: lo + ray_get(coordinator.allocate.remote(sequence, n)),
+            schema=self.schema, max_rows=self.batch_size, max_bytes=self.max_bytes,
+            chunk_ids=itertools.count((task + 1) << CHUNK_SHIFT),
+        )
+        rows_read = 0
+        feeds: list[Any] = []
+        open_ = True
+        for block in blocks:
+            rows = _rows_of(BlockAccessor.for_block(block).to_arrow())
+            keys = []
+            for pc in chunker.chunks(rows, (task << TASK_SHIFT) + rows_read):
+                pc.key = pc.chunk.chunk_id
+                pc.chunk = ray.put(pc.chunk)
+                keys.append(pc.key)
+                while len(feeds) >= FEEDS_IN_FLIGHT:
+                    open_ = ray_get(feeds.pop(0)) and open_
+                if not open_:
+                    break
+                feeds.append(coordinator.feed.remote(txn, [pc]))
+            rows_read += len(rows)
+            for ref in feeds:
+                open_ = ray_get(ref) and open_
+            feeds = []
+            # the chunks are objects this task owns: they must reach the workers before the
+            # next block is pulled (upstream code that may kill this process runs then)
+            while open_:
+                applied = ray_get(coordinator.wait_applied.remote(txn, keys))
+                if applied is not None:
+                    open_ = applied
+                    break
+            if not open_:
+                break  # the batch was decided (a bad row in an atomic batch): stop reading
+        return {"task": task, "rows": rows_read, "open": open_}
+
+    def get_name(self) -> str:
+        return "batchray"
+
+    @property
+    def supports_distributed_writes(self) -> bool:
+        return True
+
+
+def _open_batch(coordinator: Any, options: Any) -> str:
+    """The txn of the streamed batch registered under ``options``' idempotency key (the first
+    call registers it; later ones, from the write tasks, find it)."""
+    return ray_get(coordinator.submit.remote("create_items", options, None, None))["txn"]
+
+
+def _rows_of(table: pa.Table) -> list[dict[str, Any]]:
+    """A block's rows as value dicts; timestamps and dates as ISO text (what a date attribute
+    takes), other types as Arrow converts them."""
+    if not table.num_columns:
+        return [{} for _ in range(table.num_rows)]
+    columns = []
+    for column in table.columns:
+        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+            column = column.cast(pa.string())
+        columns.append(column.to_pylist())
+    names = table.column_names
+    return [dict(zip(names, values)) for values in zip(*columns)]  # a third faster than to_pylist
+
+
+def _with_dataset_indexes(result: BatchResult, returns: list[dict]) -> BatchResult:
+    """Item errors' indexes as places in the Dataset (tasks in index order)."""
+    if not result.errors:
+        return result
+    offsets, at = {}, 0
+    for r in sorted(returns, key=lambda r: r["task"]):
+        offsets[r["task"]] = at
+        at += r["rows"]
+    for error in result.errors:
+        if error.index is not None:
+            task, row = divmod(error.index, 1 << TASK_SHIFT)
+            error.index = offsets.get(task, 0) + row if task in offsets else error.index
+    return result
+
+
+def write_dataset(ds: Any, *, store: Any = None, context: str, collection: Optional[str] = None,
+                  client: Optional[Client] = None, ray_remote_args: Optional[dict[str, Any]] = None,
+                  concurrency: Optional[int] = None, **options: Any) -> BatchResult:
+    """Write Ray Dataset ``ds`` as new items of ``context`` in one transaction and return its
+    :class:`~batchray.BatchResult` (see :class:`ItemsDatasink` for the keywords). A batch that
+    rolled back returns its result (``success`` false, with its errors); a pipeline that failed
+    (a task out of retries, a UDF's error) raises, after the batch was cancelled.
+    ``ray_remote_args`` and ``concurrency`` go to ``Dataset.write_datasink``."""
+    sink = ItemsDatasink(store, context, collection, client=client, **options)
+    ds.write_datasink(sink, ray_remote_args=ray_remote_args or {}, concurrency=concurrency)
+    assert sink.result is not None
+    return sink.result
+
+
+# -- reading -------------------------------------------------------------------------------------
+_ARROW_TYPES = {AttributeType.numeric: pa.float64(), AttributeType.checkbox: pa.bool_()}
+
+
+def arrow_schema(ctx: DataContext, collection: Optional[str] = None) -> pa.Schema:
+    """``__id__`` and the attributes of ``ctx`` (of ``collection`` and its parents, when given)
+    with their Arrow types (untyped: null, meaning inferred)."""
+    fields = [pa.field("__id__", pa.int64())]
+    for coll in (ctx.lineage(collection) if collection is not None else ctx.collections):
+        for attr in coll.attrs:
+            kind = _ARROW_TYPES.get(attr.type, pa.string()) if attr.type is not None else pa.null()
+            fields.append(pa.field(attr.name, kind))
+    return pa.schema(fields)
+
+
+class ItemsDatasource(Datasource):
+    """Committed items of ``context`` (those ``query`` selects, in the query language of
+    :meth:`batchray.Client.get_items`) as a Dataset: a read task per shard; see the module
+    docstring for the snapshot it reads."""
+
+    def __init__(self, store: Any, context: str, collection: Optional[str] = None,
+                 query: Optional[str] = None) -> None:
+        super().__init__()
+        backend = open_backend(store)
+        try:
+            view = open_view(backend, recover=False)
+            try:
+                self.context_id, ctx = view.catalog.context(context)
+            finally:
+                view.close()
+            if collection is not None:
+                ctx.collection(collection)
+            check_query(ctx, query)
+            self.url = backend.url
+            self.shards = list(backend.layout.shard_names)
+        finally:
+            backend.close()
+        self.schema = arrow_schema(ctx, collection)
+        self.query = query
+
+    def get_name(self) -> str:
+        return "batchray"
+
+    def estimate_inmemory_data_size(self) -> Optional[int]:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: Optional[int] = None,
+                       data_context: Any = None) -> list[ReadTask]:
+        meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+        return [ReadTask(partial(_read_shard, self.url, shard, self.context_id, self.query, self.schema),
+                         meta, schema=self.schema, per_task_row_limit=per_task_row_limit)
+                for shard in self.shards]
+
+
+def _read_shard(url: str, shard: str, context_id: int, query: Optional[str],
+                schema: pa.Schema) -> Iterator[pa.Table]:
+    backend = open_backend(url)
+    participant = backend.open_participant(shard, recover=False)
+    gate = backend.gate()
+    try:
+        after: Optional[int] = None
+        while True:
+            with gate.shared():
+                rows = list(participant.read_items(context_id, query, limit=READ_PAGE,
+                                                   **({} if after is None else {"after": after})))
+            if not rows:
+                return
+            yield _table(rows, schema)
+            if len(rows) < READ_PAGE:
+                return
+            after = rows[-1][0]
+    finally:
+        participant.close()
+        backend.close()
+
+
+def _table(rows: list[tuple[int, str]], schema: pa.Schema) -> pa.Table:
+    values = [orjson.loads(text) for _, text in rows]
+    arrays = [pa.array([item_id for item_id, _ in rows], pa.int64())]
+    for field in list(schema)[1:]:
+        column = [v.get(field.name) for v in values]
+        if pa.types.is_null(field.type):
+            try:
+                arrays.append(pa.array(column))
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                arrays.append(pa.array([None if c is None else str(c) for c in column], pa.string()))
+        elif pa.types.is_string(field.type):
+            arrays.append(pa.array([None if c is None else str(c) for c in column], pa.string()))
+        else:
+            arrays.append(pa.array([None if c == "" else c for c in column], field.type))
+    return pa.Table.from_arrays(arrays, names=["__id__", *[f.name for f in list(schema)[1:]]])
+
+
+def read_dataset(store: Any, context: str, collection: Optional[str] = None, query: Optional[str] = None,
+                 *, materialize: bool = True, **read_args: Any) -> Any:
+    """The committed items of ``context`` as a Ray Dataset. With ``materialize`` (default) the
+    Dataset is read at once, with the commit gate held: one snapshot of every shard."""
+    source = ItemsDatasource(store, context, collection, query)
+    ds = ray.data.read_datasource(source, **read_args)
+    if not materialize:
+        return ds
+    backend = open_backend(source.url)
+    try:
+        with backend.gate().shared():
+            return ds.materialize()
+    finally:
+        backend.close()

@@ -1,0 +1,111 @@
+"""Driver processes of tests/test_raydata_faults.py (not a test module itself): each joins the
+test's own Ray cluster by address, does one thing and prints one JSON line per step.
+
+``python tests/raydata_driver.py retry ADDRESS STORE FLAG N``
+    Writes N rows (8 blocks, two to a write task); the first write task to pull its second
+    block ``os._exit``s then (once: FLAG marks it), its first block applied, and Ray runs it
+    again.
+    Prints the result, the count of items and the count of distinct labels.
+
+``python tests/raydata_driver.py hang ADDRESS STORE N``
+    Starts writing N rows in one write task of two blocks, which sleeps once the first block
+    is applied; the driver then prints ``{"fed": txn}``, and the test SIGKILLs it mid-write.
+
+``python tests/raydata_driver.py check ADDRESS STORE TXN``
+    Waits until batch TXN is finished (the stall timeout rolls a dead driver's batch back);
+    prints its state and the count of committed items.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+CONTEXT = "Rows"
+COLLECTIONS = [{"name": "rows", "attrs": [{"name": "label"}, {"name": "n", "type": "numeric"}]}]
+STALL_TIMEOUT = 3.0
+
+
+def say(**message) -> None:
+    print(json.dumps(message, default=str), flush=True)
+
+
+def dataset(n: int, blocks: int = 8):
+    import ray
+
+    return ray.data.range(n, override_num_blocks=blocks).map_batches(
+        lambda b: {"label": [f"r{i}" for i in b["id"]], "n": b["id"]}, batch_format="numpy")
+
+
+def main() -> None:
+    mode, address, store = sys.argv[1:4]
+    import ray
+
+    import batchray
+    from batchray.api.raydata import ItemsDatasink
+
+    ray.init(address=address, namespace="batchray", log_to_driver=False)
+    client = batchray.connect(store, address=address, progress=False, stall_timeout=STALL_TIMEOUT)
+    if mode == "check":
+        txn = sys.argv[4]
+        end = time.monotonic() + 60
+        while client.status(txn)["state"] not in ("completed", "rolled_back", "failed", "cancelled"):
+            if time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        say(state=client.status(txn)["state"], count=client.count_items(CONTEXT))
+        return
+    client.create_data_context(CONTEXT, collections=COLLECTIONS)
+    if mode == "retry":
+        flag, n = Path(sys.argv[4]), int(sys.argv[5])
+
+        class DiesOnce(ItemsDatasink):
+            @property
+            def min_bytes_per_write(self):
+                return 20_000  # two blocks of ~16 KB to a write task
+
+            def write(self, blocks, ctx):
+                def pulled():
+                    for position, block in enumerate(blocks):
+                        if position == 1 and not flag.exists():
+                            flag.touch()
+                            os._exit(1)  # while pulling the second block: the first was applied
+                        yield block
+                return super().write(pulled(), ctx)
+
+        sink = DiesOnce(context=CONTEXT, client=client, batch_size=1000)
+        dataset(n).write_datasink(sink)
+        result = sink.result
+        labels = {row["values"]["label"] for row in client.get_items(CONTEXT)}
+        say(success=result.success, created=result.items_created, count=client.count_items(CONTEXT),
+            labels=len(labels), died=flag.exists(), error=result.error)
+    elif mode == "hang":
+        import threading
+
+        n = int(sys.argv[4])
+
+        class Hangs(ItemsDatasink):
+            @property
+            def min_bytes_per_write(self):
+                return 1 << 30  # one write task, with both blocks
+
+            def write(self, blocks, ctx):
+                def pulled():
+                    for position, block in enumerate(blocks):
+                        if position == 1:
+                            time.sleep(600)  # the first block is applied; the driver gets killed
+                        yield block
+                return super().write(pulled(), ctx)
+
+        sink = Hangs(context=CONTEXT, client=client, batch_size=1000)
+        threading.Thread(target=dataset(n, blocks=2).write_datasink, args=(sink,), daemon=True).start()
+        while True:
+            time.sleep(0.1)
+            if sink.txn is not None and (client.status(sink.txn).get("progress") or {}).get("completed"):
+                say(fed=sink.txn)
+                time.sleep(600)
+
+if __name__ == "__main__":
+    main()

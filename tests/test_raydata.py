@@ -1,0 +1,138 @@
+"""Ray Data in and out (batchray.api.raydata) on the shared Ray session: a Dataset written as
+one transaction and read back equal, a bad row that leaves the store unchanged, a non-atomic
+write with its rejects file, two writes from two threads that both commit, and reads by
+collection and query with typed columns.
+
+The round trip runs on 20,000 rows here (the suite runs on two cores); the same test on
+1,000,000 rows is ``test_a_million_rows_round_trip`` (``-m soak``). The kill tests (a write task
+run again by Ray, a driver SIGKILLed mid-write) are in tests/test_raydata_faults.py.
+"""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+import batchray
+from batchray.api.raydata import ItemsDatasource, read_dataset, write_dataset
+
+pytestmark = pytest.mark.ray
+PEOPLE = [{"name": "Cities", "attrs": [{"name": "city"}]},
+          {"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric"},
+                                       {"name": "member", "type": "checkbox"}]}]
+
+
+def people(n: int, blocks: int = 8):
+    import ray
+
+    return ray.data.range(n, override_num_blocks=blocks).map_batches(
+        lambda b: {"city": ["Lyon" if i % 2 else "Oslo" for i in b["id"]], "name": [f"p{i}" for i in b["id"]],
+                   "age": b["id"] % 90, "member": b["id"] % 3 == 0}, batch_format="numpy")
+
+
+def round_trip(client, n: int) -> None:
+    client.create_data_context("People", collections=PEOPLE)
+    result = write_dataset(people(n), client=client, context="People", collection="People")
+    assert result.success and result.items_created == n and result.total_items == n, result
+    back = read_dataset(client.layout.root, "People").to_pandas()
+    assert len(back) == n and back["__id__"].is_unique
+    back = back.sort_values("name").reset_index(drop=True)
+    expected = people(n).to_pandas().sort_values("name").reset_index(drop=True)
+    assert list(back["name"]) == list(expected["name"])
+    assert list(back["city"]) == list(expected["city"])
+    assert back["age"].tolist() == [float(a) for a in expected["age"]]
+    assert back["member"].tolist() == expected["member"].tolist()
+
+
+def test_a_dataset_is_written_in_one_transaction_and_read_back_equal(client):
+    round_trip(client, 20_000)
+    status = client.status()
+    assert [s["kind"] for s in status].count("create_items") == 1  # one batch, not one per block
+
+
+@pytest.mark.soak
+def test_a_million_rows_round_trip(client, request):
+    expression = request.config.getoption("-m") or ""
+    if "soak" not in expression or "not soak" in expression:
+        pytest.skip("a soak run: select it with pytest -m soak")
+    round_trip(client, 1_000_000)
+
+
+def test_one_bad_row_leaves_the_store_unchanged(client):
+    client.create_data_context("People", collections=PEOPLE)
+    assert write_dataset(people(2_000, blocks=2), client=client, context="People").success
+
+    def spoil(batch):
+        batch["age"] = [("old" if name == "p7777" else age) for name, age in zip(batch["name"], batch["age"])]
+        return batch
+
+    bad = people(10_000).map_batches(spoil, batch_format="pandas")
+    result = write_dataset(bad, client=client, context="People")
+    assert not result.success and result.state == "rolled_back"
+    assert [(e.index, e.field, e.code) for e in result.errors] == [(7777, "age", "INVALID_VALUE")]
+    assert client.count_items("People") == 2_000
+    assert client.count_items("People", query="name == p7777") == 0
+
+
+def test_a_non_atomic_write_keeps_the_good_rows_and_writes_the_bad_ones_to_rejects(client, tmp_path):
+    client.create_data_context("People", collections=PEOPLE)
+
+    def spoil(batch):
+        batch["age"] = [("old" if name in ("p10", "p3001") else age) for name, age in zip(batch["name"], batch["age"])]
+        return batch
+
+    rejects = tmp_path / "rejects.jsonl"
+    result = write_dataset(people(4_000, blocks=4).map_batches(spoil, batch_format="pandas"), client=client,
+                           context="People", atomic=False, continue_on_error=True, rejects=rejects)
+    assert result.items_created == 3_998 and client.count_items("People") == 3_998
+    records = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(r["index"], r["values"]["name"], r["field"]) for r in records] == [(10, "p10", "age"),
+                                                                              (3001, "p3001", "age")]
+
+
+def test_an_empty_dataset_commits_an_empty_batch(client):
+    import ray
+
+    client.create_data_context("People", collections=PEOPLE)
+    result = write_dataset(ray.data.range(10).filter(lambda row: False), client=client, context="People")
+    assert result.success and result.items_created == 0 and client.count_items("People") == 0
+
+
+def test_two_writes_from_two_threads_both_commit(client):
+    client.create_data_context("People", collections=PEOPLE)
+    results: dict[int, batchray.BatchResult] = {}
+
+    def write(k: int) -> None:
+        ds = people(6_000, blocks=3).map_batches(
+            lambda b: {**b, "name": [f"w{k}-{n}" for n in b["name"]]}, batch_format="numpy")
+        results[k] = write_dataset(ds, store=client.layout.root, context="People")
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert all(results[k].success for k in range(2)), results
+    assert results[0].transaction_id != results[1].transaction_id
+    assert client.count_items("People") == 12_000
+    assert client.count_items("People", query="name == w1-p5999") == 1
+
+
+def test_read_by_collection_and_query_with_typed_columns(client):
+    import pyarrow as pa
+    import ray
+
+    client.create_data_context("People", collections=PEOPLE)
+    client.create_items("People", None, [{"city": "Lyon", "name": f"p{i}", "age": i, "member": i % 2 == 0}
+                                         for i in range(100)])
+    cities = read_dataset(client.layout.root, "People", collection="Cities")
+    assert cities.schema().names == ["__id__", "city"]
+    source = ItemsDatasource(client.layout.root, "People", query="age >= 90")
+    assert len(source.get_read_tasks(8)) == len(client.layout.shard_names)  # a task per shard
+    old = ray.data.read_datasource(source).to_arrow_refs()
+    table = pa.concat_tables(ray.get(old))
+    assert table.schema.field("age").type == pa.float64() and table.schema.field("member").type == pa.bool_()
+    assert sorted(table.column("age").to_pylist()) == [float(a) for a in range(90, 100)]
+    with pytest.raises(batchray.BatchrayError):
+        ItemsDatasource(client.layout.root, "People", query="age >>> 3")

@@ -1,0 +1,64 @@
+"""Kill tests of the Ray Data sink (batchray.api.raydata) on a Ray cluster of their own: a
+write task that dies mid-write and is run again by Ray applies its blocks once, and a driver
+SIGKILLed mid-write leaves nothing in the store (its batch is rolled back by the stall timeout).
+
+As in tests/test_ray_faults.py, the Ray work runs in subprocesses (tests/raydata_driver.py)
+joined to a cluster of their own (``fault_rig.ray_cluster``), so that the kills never touch the
+Ray session the other tests share.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fault_rig import _ray_env, kill, ray_cluster
+
+pytestmark = pytest.mark.faults
+DRIVER = Path(__file__).with_name("raydata_driver.py")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with ray_cluster(tmp_path_factory.mktemp("raydata-cluster")) as address:
+        yield address
+
+
+def run_driver(*args: str, timeout: float = 240) -> dict:
+    done = subprocess.run([sys.executable, str(DRIVER), *args], capture_output=True, text=True,
+                          timeout=timeout, env=_ray_env())
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0 and lines, f"driver failed ({done.returncode}):\n{done.stderr[-6000:]}"
+    return json.loads(lines[-1])
+
+
+def test_a_write_task_killed_mid_write_and_run_again_applies_its_blocks_once(cluster, tmp_path):
+    n = 8_000  # 8 blocks of 1,000 rows, two to a write task; one task dies after its first
+    flag = tmp_path / "died"
+    report = run_driver("retry", cluster, str(tmp_path / "store"), str(flag), str(n))
+    assert report["died"], "the write task was never killed"
+    assert report["success"], report
+    assert report["created"] == n and report["count"] == n and report["labels"] == n, report
+
+
+def test_a_driver_killed_mid_write_leaves_nothing(cluster, tmp_path):
+    store = str(tmp_path / "store")
+    with open(tmp_path / "hang.log", "w") as log:
+        driver = subprocess.Popen([sys.executable, str(DRIVER), "hang", cluster, store, "4000"],
+                                  stdout=subprocess.PIPE, stderr=log, text=True, env=_ray_env())
+        try:
+            fed = {}
+            for line in driver.stdout:
+                if line.startswith("{") and "fed" in line:
+                    fed = json.loads(line)
+                    break
+            assert fed, f"the driver ended before feeding:\n{(tmp_path / 'hang.log').read_text()[-6000:]}"
+            kill(driver.pid)  # mid-write: one block applied, the other not yet read
+        finally:
+            kill(driver.pid)
+            driver.wait(timeout=60)
+    report = run_driver("check", cluster, store, fed["fed"])
+    assert report == {"state": "rolled_back", "count": 0}, report
