@@ -127,6 +127,30 @@ def test_a_driver_that_cannot_reach_the_owner_is_refused_at_once(tmp_path):
         holder.wait()
 
 
+def test_the_in_process_runtime_is_refused_a_served_store_and_owns_one_it_opens(store):
+    from tests.local_runtime import local_client
+
+    holder = _start_holder(store, f"127.0.0.1:{_closed_port()}")
+    try:
+        with pytest.raises(StoreInUse) as refused:
+            local_client(store)
+        assert refused.value.details["owner"]["pid"] == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _gone(store)
+    with local_client(store) as client:
+        backend = open_backend(store)
+        try:
+            assert live_owner(backend)["pid"] == os.getpid() == client.info()["owner"]["pid"]
+            with local_client(store):  # the same process shares its ownership
+                pass
+            assert live_owner(backend)["pid"] == os.getpid(), "the first runtime still owns the store"
+        finally:
+            backend.close()
+    assert _gone(store, timeout=0.5), "closing the last runtime releases the store"
+
+
 # -- two drivers and the CLI, then the owner killed ---------------------------------------------
 
 DRIVER = Path(__file__).with_name("owner_driver.py")

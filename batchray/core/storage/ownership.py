@@ -25,6 +25,9 @@ Contract:
   holds the lock (a record left by a dead owner is not an owner). It only probes: it never
   takes the store, and a claim racing with a probe waits for it (``claim(wait=...)``).
 * Liveness is the lock alone; the record only says how to reach the owner.
+* Within one process the lock is shared: a second claim of a store this process owns succeeds
+  (the in-process runtime reopened over a store, as after a simulated crash) and the lock is
+  let go at the last :meth:`Ownership.release`. Ownership is between processes.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -75,6 +79,31 @@ class Ownership:
             release()
 
 
+_held: dict[str, list[Any]] = {}
+"""The stores this process owns: key -> [record, claims, release of the lock]."""
+_held_guard = threading.Lock()
+
+
+def _shared(key: str, take: Any) -> Ownership:
+    """This process's ownership of the store ``key``, taken by ``take()`` (returning the record
+    and the lock's release) on the first claim and shared by the later ones."""
+    with _held_guard:
+        if key not in _held:
+            record, release_lock = take()
+            _held[key] = [record, 0, release_lock]
+        entry = _held[key]
+        entry[1] += 1
+
+    def release() -> None:
+        with _held_guard:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _held[key]
+                entry[2]()
+
+    return Ownership(entry[0], release)
+
+
 class _FileOwner:
     """The owner lock and record of a SQLite store directory."""
 
@@ -84,6 +113,9 @@ class _FileOwner:
         self.record_path = root / RECORD_FILE
 
     def claim(self, record: dict[str, Any], wait: float) -> Ownership:
+        return _shared(f"file:{self.lock_path}", lambda: self._take(record, wait))
+
+    def _take(self, record: dict[str, Any], wait: float) -> tuple[dict[str, Any], Any]:
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + wait
         while True:
@@ -96,14 +128,15 @@ class _FileOwner:
                     raise store_in_use(str(self.root), self._read()) from None
                 time.sleep(0.05)
         tmp = self.record_path.with_name(f".{RECORD_FILE}.{os.getpid()}")
-        tmp.write_text(json.dumps(record))
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            handle.write(json.dumps(record))  # private, as every file of the store
         os.replace(tmp, self.record_path)
 
         def release() -> None:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-        return Ownership(record, release)
+        return record, release
 
     def probe(self) -> Optional[dict[str, Any]]:
         try:
@@ -145,6 +178,9 @@ class _PgOwner:
         return bool(conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (self.key, PG_LOCK_CLASS)).fetchone()[0])
 
     def claim(self, record: dict[str, Any], wait: float) -> Ownership:
+        return _shared(f"pg:{self.store.identity}", lambda: self._take(record, wait))
+
+    def _take(self, record: dict[str, Any], wait: float) -> tuple[dict[str, Any], Any]:
         conn = self.store.connect()
         deadline = time.monotonic() + wait
         try:
@@ -157,7 +193,7 @@ class _PgOwner:
         except BaseException:
             conn.close()
             raise
-        return Ownership(record, conn.close)  # the session's end releases the lock
+        return record, conn.close  # the session's end releases the lock
 
     def probe(self) -> Optional[dict[str, Any]]:
         conn = self.store.connect()
