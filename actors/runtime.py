@@ -179,7 +179,12 @@ class RayRuntime:
                 init_args["include_dashboard"] = False
             if runtime_env:
                 init_args["runtime_env"] = runtime_env
-            ray.init(**init_args)
+            try:
+                ray.init(**init_args)
+            except (ConnectionError, RuntimeError) as exc:
+                if not (owner and address == owner.get("address")):
+                    raise
+                raise store_in_use(str(self.layout.root), owner, f"joining its Ray cluster failed: {exc}") from None
             self.started_ray = True
         if owner is not None and owner.get("address") != ray.get_runtime_context().gcs_address:
             raise store_in_use(str(self.layout.root), owner, "this driver is in another Ray cluster")
