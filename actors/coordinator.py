@@ -168,7 +168,9 @@ class TransactionCoordinator:
     """Owns the store's decision log and the 2PC of every batch; see batchray.core.run.service.
 
     Created with ``get_if_exists=True, lifetime="detached"`` under a name derived from the
-    store, so every driver of a store talks to the same coordinator. On (re)start it attaches
+    store, so every driver of a store talks to the same coordinator. It is the store's owner:
+    it holds the owner lock (batchray.core.storage.ownership) for its process's life, and a
+    store another live process owns refuses it (STORE_IN_USE). On (re)start it attaches
     to (or creates) the store's workers and progress actor, then recovers: undecided batches are
     aborted and decided ones finished, before any new batch is admitted.
 

@@ -9,7 +9,6 @@ It then prints one JSON line ``{connected, seconds, gcs, owner}`` and answers JS
 * ``{"op": "create", "n": N, "tag": T}``: an atomic batch of N items tagged T into ``Own/Rows``
   (the context is created by the first driver); answers ``{success, created}`` once committed;
 * ``{"op": "count"}``: ``{count, tags}`` (items per tag), read through this driver;
-* ``{"op": "shutdown"}``: stops the store's actors, then exits.
 
 End of stdin closes the client (the actors keep running) and exits.
 """
@@ -53,10 +52,6 @@ def main() -> int:
             for item in client.get_items("Own", limit=100_000):
                 tags[item["values"]["tag"]] = tags.get(item["values"]["tag"], 0) + 1
             print(json.dumps({"count": client.count_items("Own"), "tags": tags}), flush=True)
-        elif message["op"] == "shutdown":
-            client.shutdown()
-            print(json.dumps({"stopped": True}), flush=True)
-            return 0
     client.close()
     return 0
 

@@ -214,13 +214,17 @@ def test_a_second_driver_and_the_cli_join_the_owner_and_a_killed_owner_is_taken_
         survivors.append(third)
         took_over = third.read(180)
         elapsed = time.monotonic() - killed_at
+        print(f"served again {elapsed:.1f} s after the SIGKILL ({took_over['seconds']:.1f} s in connect)")
         assert took_over["connected"], took_over
         assert took_over["owner"]["address"] == took_over["gcs"] != hello["gcs"]
         assert elapsed < 30, (f"the store was served again only after {elapsed:.0f} s "
                               f"({took_over['seconds']:.0f} s in connect)\n{third.tail()}")
         assert _ask(third, {"op": "count"}) == {"count": sum(acked.values()), "tags": acked}
         assert _ask(third, {"op": "create", "n": 3, "tag": "third"})["success"]
-        assert _ask(third, {"op": "shutdown"})["stopped"]
+        # `batchray stop` joins the owner, stops its actors, and so releases the store
+        stopped = _cli(store, "stop")
+        assert stopped["success"] and stopped["stopped"]["pid"] == took_over["owner"]["pid"]
+        assert _gone(store), "the stopped coordinator still holds the store"
     finally:
         for child in (first, *survivors):
             if child.proc.poll() is None:
