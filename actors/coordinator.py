@@ -11,6 +11,7 @@ import ray
 
 from batchray.core.storage.backends import open_backend
 from batchray.core.storage.decision_log import DecisionLog
+from batchray.core.storage.ownership import claim, owner_record
 from batchray.core.run.executor import Executor
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD, MemoryBudget, NodePressure
 from batchray.core.run.service import CoordinatorService
@@ -167,7 +168,9 @@ class TransactionCoordinator:
     """Owns the store's decision log and the 2PC of every batch; see batchray.core.run.service.
 
     Created with ``get_if_exists=True, lifetime="detached"`` under a name derived from the
-    store, so every driver of a store talks to the same coordinator. On (re)start it attaches
+    store, so every driver of a store talks to the same coordinator. It is the store's owner:
+    it holds the owner lock (batchray.core.storage.ownership) for its process's life, and a
+    store another live process owns refuses it (STORE_IN_USE). On (re)start it attaches
     to (or creates) the store's workers and progress actor, then recovers: undecided batches are
     aborted and decided ones finished, before any new batch is admitted.
 
@@ -193,6 +196,11 @@ class TransactionCoordinator:
         self.backend = open_backend(store_root, shards)
         self.layout = self.backend.layout
         prefix = actor_prefix(store_root)
+        # the store's owner lock, held for this process's life (its end releases it), before
+        # anything of the store is opened for writing: a store served elsewhere refuses here
+        # (STORE_IN_USE) and this actor never starts; see batchray.core.storage.ownership
+        self.ownership = claim(self.backend, owner_record(
+            ray.get_runtime_context().gcs_address, f"{prefix}-coordinator", NAMESPACE), wait=5.0)
         self.progress = ProgressActor.options(
             name=f"{prefix}-progress", namespace=NAMESPACE, get_if_exists=True, lifetime="detached"
         ).remote()
@@ -279,6 +287,7 @@ class TransactionCoordinator:
             "peakInFlight": self.service.peak_in_flight,
             "chunkTypes": dict(self.service.chunk_types),
             "catalogWorker": self.workers.index(self.owner[CATALOG]),
+            "owner": dict(self.ownership.record),
         }
 
     def leftovers(self) -> dict:
@@ -286,6 +295,10 @@ class TransactionCoordinator:
         for w in self.workers:
             merged.update(ray.get(w.leftovers.remote()))
         return merged
+
+    def store_owner(self) -> dict:
+        """The owner record this coordinator holds the store's lock under."""
+        return dict(self.ownership.record)
 
     def ping(self) -> int:
         return os.getpid()

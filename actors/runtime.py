@@ -7,8 +7,10 @@ from the store through read-only participant views. Payloads never pass through 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -25,6 +27,7 @@ from batchray.core.plan.plan import Plan
 from batchray.core.run.runtime import ProgressCallback
 from batchray.core.txn.ordering import note_lock_set
 from batchray.core.storage.backends import open_backend, open_view
+from batchray.core.storage.ownership import live_owner, store_in_use
 from batchray.core.storage.store import parse_store_url
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD
 from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable
@@ -84,6 +87,18 @@ def put_chunks(planned: list[Any]) -> None:
     put_bundle()
 
 
+def reachable_owner(store: str, owner: dict[str, Any], timeout: float = 3.0) -> str:
+    """The GCS address of ``store``'s live ``owner`` when this machine reaches it (a TCP
+    connection within ``timeout`` seconds), else the STORE_IN_USE refusal, at once."""
+    address = owner.get("address") or ""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError):
+        raise store_in_use(store, owner, "its Ray cluster cannot be reached from here") from None
+    return address
+
+
 class RayRuntime:
     """A store served by Ray actors; see the module docstring and :func:`batchray.connect`
     for the settings."""
@@ -107,13 +122,55 @@ class RayRuntime:
     ) -> None:
         kind, _ = parse_store_url(store)  # a directory, sqlite:///DIR or postgresql://...
         prepare_ray_auth(address)
+        self._backend = open_backend(store, shards)
+        self.layout = self._backend.layout
+        self.memory_budget = memory_budget
+        self.memory_threshold = memory_threshold
         self.started_ray = False
+        try:
+            owner = self._join_ray(address, runtime_env, quiet)
+            coordinator_options: dict[str, Any] = {}
+            if coordinator_env:
+                coordinator_options["runtime_env"] = {"env_vars": dict(coordinator_env)}
+            # SQLite: next to the store's files; PostgreSQL: preferably on this node
+            coordinator_options.update(placement(kind))
+            name = f"{actor_prefix(str(self.layout.root))}-coordinator"
+            self.coordinator = TransactionCoordinator.options(
+                name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", **coordinator_options,
+            ).remote(self._backend.url, workers, self.layout.shards, memory_budget, memory_threshold,
+                     max_running, 10.0, worker_env, shard_apply_delay, stall_timeout=stall_timeout)
+            try:
+                ray_get(self.coordinator.ping.remote())
+            except ParticipantUnavailable:
+                # a coordinator that could not take the owner lock never started: another
+                # cluster took the store between the probe above and the claim
+                owner = live_owner(self._backend)
+                if owner and owner.get("address") != ray.get_runtime_context().gcs_address:
+                    with contextlib.suppress(ValueError):
+                        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+                    raise store_in_use(str(self.layout.root), owner) from None
+                raise
+            self.view = open_view(self._backend, recover=False)
+        except BaseException:
+            self._backend.close()
+            raise
+        self.catalog = self.view.catalog
+        self.reader = self.view.reader
+
+    def _join_ray(self, address: Optional[str], runtime_env: Optional[dict[str, Any]],
+                  quiet: bool) -> Optional[dict[str, Any]]:
+        """Join the Ray cluster of the store's live owner, or start (or join) one that will own
+        it; a live owner in another cluster that cannot be joined is refused (STORE_IN_USE)."""
+        owner = live_owner(self._backend)
         if not ray.is_initialized():
             # quiet: Ray's own INFO and WARNING lines (the token-authentication notice among
             # them) and the actors' output, which Ray would print on this process's stdout,
             # are not shown here (the CLI's default); errors still are, on stderr
             init_args: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": not quiet,
                                          "logging_level": logging.ERROR if quiet else logging.INFO}
+            if address is None and not os.environ.get("RAY_ADDRESS") and owner:
+                # the store is served: join its owner's cluster, never start a rival
+                address = reachable_owner(str(self.layout.root), owner)
             if address is not None:
                 init_args["address"] = address
             else:
@@ -124,27 +181,16 @@ class RayRuntime:
                 init_args["include_dashboard"] = False
             if runtime_env:
                 init_args["runtime_env"] = runtime_env
-            ray.init(**init_args)
+            try:
+                ray.init(**init_args)
+            except (ConnectionError, RuntimeError) as exc:
+                if not (owner and address == owner.get("address")):
+                    raise
+                raise store_in_use(str(self.layout.root), owner, f"joining its Ray cluster failed: {exc}") from None
             self.started_ray = True
-        self._backend = open_backend(store, shards)
-        self.layout = self._backend.layout
-        self.memory_budget = memory_budget
-        self.memory_threshold = memory_threshold
-        coordinator_options: dict[str, Any] = {}
-        if coordinator_env:
-            coordinator_options["runtime_env"] = {"env_vars": dict(coordinator_env)}
-        # SQLite: next to the store's files; PostgreSQL: preferably on this node
-        coordinator_options.update(placement(kind))
-        self.coordinator = TransactionCoordinator.options(
-            name=f"{actor_prefix(str(self.layout.root))}-coordinator", namespace=NAMESPACE,
-            get_if_exists=True, lifetime="detached", **coordinator_options,
-        ).remote(self._backend.url, workers, self.layout.shards, memory_budget, memory_threshold,
-                 max_running, 10.0, worker_env, shard_apply_delay, stall_timeout=stall_timeout)
-        ray_get(self.coordinator.ping.remote())
-        self.view = open_view(self._backend, recover=False)
-        self.catalog = self.view.catalog
-        self.reader = self.view.reader
-
+        if owner is not None and owner.get("address") != ray.get_runtime_context().gcs_address:
+            raise store_in_use(str(self.layout.root), owner, "this driver is in another Ray cluster")
+        return owner
 
     @property
     def memory_allowance(self) -> Optional[int]:

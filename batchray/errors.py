@@ -22,6 +22,7 @@ structured JSON that the tool surface returns (:meth:`BatchrayError.to_dict`)::
     ├── CancelledError                  CANCELLED       no   cancelled by a user
     ├── BatchTimeout                    TIMEOUT         yes  a batch or operation ran out of time
     ├── StoreError                      STORE           no   the store failed (disk full, I/O)
+    ├── StoreInUse                      STORE_IN_USE    no   another live owner serves the store
     └── InternalError                   INTERNAL        no   an invariant broke: please file a bug
 
 Validation errors name where the problem is: ``details`` holds ``index`` (the item's position
@@ -181,6 +182,14 @@ class CancelledError(BatchrayError):
 class BatchTimeout(BatchrayError):
     code = "TIMEOUT"
     retryable = True
+
+
+class StoreInUse(BatchrayError):
+    """The store has a live owner (the Ray cluster and coordinator serving it) that this driver
+    cannot join; ``details.owner`` names it and ``details.join`` the ``address=`` that joins it.
+    Nothing was taken over: the owner keeps serving the store."""
+
+    code = "STORE_IN_USE"
 
 
 class StoreError(BatchrayError):

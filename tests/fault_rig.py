@@ -53,15 +53,16 @@ def _ray_env() -> dict[str, str]:
 
 
 class Child:
-    """A subprocess of fault_driver.py whose stdout lines are read by a thread (so reads can
+    """A subprocess of fault_driver.py (or ``script``) whose stdout lines are read by a thread (so reads can
     time out); its stderr goes to a log file, quoted when a test fails."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, script: Path = DRIVER, own_group: bool = False) -> None:
         self.log = log
         self._log_handle = open(log, "w")
+        # own_group: the child leads a process group of its own, which a test can kill whole
         self.proc = subprocess.Popen(
-            [sys.executable, str(DRIVER), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log_handle, env=_ray_env(), text=True, bufsize=1,
+            [sys.executable, str(script), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._log_handle, env=_ray_env(), text=True, bufsize=1, start_new_session=own_group,
         )
         self.lines: "queue.Queue[Optional[str]]" = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()

@@ -159,10 +159,11 @@ def test_token_mode_is_set_when_a_token_file_exists_in_home(no_ray_auth_env):
     token = no_ray_auth_env / ".ray" / "auth_token"
     token.parent.mkdir()
     token.write_text("secret")
-    _prepare_ray_auth(None)
-    assert "RAY_AUTH_MODE" not in os.environ, "a local Ray of our own is not joined by address"
     _prepare_ray_auth("10.0.0.1:6379")
     assert os.environ["RAY_AUTH_MODE"] == "token"
+    del os.environ["RAY_AUTH_MODE"]
+    _prepare_ray_auth(None)
+    assert os.environ["RAY_AUTH_MODE"] == "token", "without an address the store's owner's Ray may be joined"
 
 
 def test_token_mode_is_set_for_a_token_path_or_a_token_variable(no_ray_auth_env, monkeypatch, tmp_path):

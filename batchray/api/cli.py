@@ -4,6 +4,7 @@
     batchray tools
     batchray tool NAME [--store DIR] [--address ADDR] [--io-root DIR] [-v] (--json '{...}' | --args-file FILE | -)
     batchray status [BATCH_ID] [--store DIR] [-v]
+    batchray stop [--store DIR] [-v]
     batchray recover [--store DIR] [-v]
     batchray mcp [--store DIR] [--io-root DIR]
 
@@ -12,7 +13,12 @@ failure of a command prints the structured error ``{success: false, error: {code
 details}}`` and exits 1, never a traceback; no password appears in it (errors are redacted by
 :func:`batchray.core.storage.postgres.url.redact`, which importing it installs).
 
-``tool``, ``status`` and ``recover`` print only their JSON on stdout: whatever else would be
+``status`` without a batch id prints the store's owner (see
+:mod:`batchray.core.storage.ownership`) and its recent batches. ``stop`` stops the store's
+coordinator and workers (wherever they run: the driver joins the store's owner first), which
+releases the store's ownership.
+
+``tool``, ``status``, ``recover`` and ``stop`` print only their JSON on stdout: whatever else would be
 printed there (a library's output) goes to stderr, and Ray's own log lines (its INFO lines, the
 token-authentication notice) and the actors' output are shown, on stderr, only with ``-v``.
 """
@@ -31,7 +37,7 @@ from batchray.core.storage.postgres.url import redact
 from batchray.errors import error_payload, install_secret_redaction
 
 
-JSON_COMMANDS = ("tool", "status", "recover")
+JSON_COMMANDS = ("tool", "status", "recover", "stop")
 """Commands whose stdout is their JSON answer and nothing else."""
 
 _json_out: Optional[TextIO] = None  # where _print writes while stdout is sent to stderr
@@ -97,7 +103,20 @@ def cmd_tool(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _connect(args) as client:
-        _print(client.status(args.batch_id))
+        if args.batch_id is None:
+            # the store's owner (the Ray cluster and coordinator serving it) and its recent batches
+            _print({"store": str(client.layout.root), "owner": client.info().get("owner"),
+                    "recent": client.status()})
+        else:
+            _print(client.status(args.batch_id))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    with _connect(args) as client:
+        owner = client.info().get("owner")
+        client.shutdown()
+    _print({"success": True, "stopped": owner})
     return 0
 
 
@@ -163,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = with_verbose(with_store(sub.add_parser("status", help="a batch's status, or the recent batches")))
     status.add_argument("batch_id", nargs="?")
     status.set_defaults(func=cmd_status)
+
+    stop = with_verbose(with_store(sub.add_parser(
+        "stop", help="stop what serves the store (its coordinator and workers), releasing its ownership")))
+    stop.set_defaults(func=cmd_stop)
 
     recover = with_verbose(with_store(sub.add_parser("recover", help="finish every batch a crash left undecided")))
     recover.set_defaults(func=cmd_recover)

@@ -439,7 +439,9 @@ def connect(store: str | os.PathLike = DEFAULT_STORE, *, runtime: str = "ray", p
     ``io_root``: the directory the tools' file paths must stay in (see :class:`Client`).
 
     Ray settings: ``workers``: worker actors (default 2); ``address``: an existing Ray cluster
-    (``"auto"``); without one a local Ray is started. ``memory_budget`` (bytes, default 512 MB)
+    (``"auto"``); without one the Ray cluster of the store's live owner is joined (see
+    :mod:`batchray.core.storage.ownership`), else a local Ray is started; a live owner that
+    cannot be joined is a :class:`batchray.errors.StoreInUse` (``STORE_IN_USE``). ``memory_budget`` (bytes, default 512 MB)
     and ``memory_threshold`` (default 0.8) bound the data in flight. ``shard_apply_delay``
     (seconds per applied chunk, default 0) models a latency-bound store, for tests and
     benchmarks. ``stall_timeout`` (seconds, default 120): a streaming batch whose driver sends

@@ -4,7 +4,9 @@ No Ray: each batch runs to its end in the caller's thread, over participants ope
 (SQLite files, or PostgreSQL connections). It is the core's own runtime — tests, benchmarks,
 the simulator's reference — and an embedded one: ``batchray.connect(store, runtime="local")``.
 Queues and priorities have no meaning here (nothing waits for a slot); a batch's ``timeout``
-is checked between chunks; progress goes to ``watch`` after every chunk.
+is checked between chunks; progress goes to ``watch`` after every chunk. The process owns the
+store while a runtime is open (:mod:`batchray.core.storage.ownership`): a store another live
+process serves is refused with STORE_IN_USE before anything is opened or recovered.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from batchray.core.plan.plan import Plan
 from batchray.core.run.executor import Executor, waiting_for
 from batchray.core.run.runtime import ProgressCallback
 from batchray.core.storage.backends import open_backend, open_view
+from batchray.core.storage.ownership import claim, owner_record
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.twophase import LocalTransport
 from batchray.errors import NotFoundError
@@ -34,10 +37,16 @@ class LocalRuntime:
                  budget: Optional[MemoryBudget] = None, participants: Optional[dict[str, Any]] = None,
                  lock_timeout: float = 10.0) -> None:
         self.backend = open_backend(store, shards)
+        self.ownership = None
         try:
             self.layout = self.backend.layout
+            # this process becomes the store's owner (no Ray cluster to join: address None);
+            # a store served by a live owner elsewhere is refused (STORE_IN_USE), untouched
+            self.ownership = claim(self.backend, owner_record(None, None, None))
             self.view = open_view(self.backend, recover=True, lock_timeout=lock_timeout, participants=participants)
         except BaseException:
+            if self.ownership is not None:
+                self.ownership.release()
             self.backend.close()
             raise
         self.log = self.view.log
@@ -104,10 +113,12 @@ class LocalRuntime:
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "runtime": "local", "store": str(self.layout.root), "shards": self.layout.shards,
+                "owner": dict(self.ownership.record),
                 "workers": [], "memory": self.driver.budget.snapshot() if self.driver.budget is not None else None}
 
     def close(self) -> None:
         self.view.close()
+        self.ownership.release()
         self.backend.close()
 
     def shutdown(self) -> None:

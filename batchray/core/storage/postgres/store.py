@@ -13,7 +13,7 @@ A store is one schema of one database (``postgresql://user@host/db?schema=NAME``
     applied(part, txn, chunk, images)                      applied chunks of open transactions
     backups, backup_ranges                                 before-images kept after commit (undo)
     batches, decisions, sequences, log_backups             the coordinator's log
-    store_meta                                             format and shard count
+    store_meta                                             format, shard count, the owner record
 
 :class:`PgStore` connects (checking that the server can prepare transactions:
 ``max_prepared_transactions`` must be above 0, and it is 0 by default), creates the tables on
