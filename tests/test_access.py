@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 import threading
 from pathlib import Path
 
@@ -151,8 +152,11 @@ def no_ray_auth_env(tmp_path, monkeypatch):
     return home
 
 
-def test_token_mode_is_set_when_a_token_file_exists_in_home(no_ray_auth_env):
+def test_token_mode_is_set_when_a_token_file_exists_in_home(no_ray_auth_env, monkeypatch):
     from actors.auth import prepare_ray_auth as _prepare_ray_auth
+
+    # the mode matters before Ray is imported; other test modules may have imported it already
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
 
     _prepare_ray_auth("10.0.0.1:6379")
     assert "RAY_AUTH_MODE" not in os.environ, "no token anywhere: nothing to send"
@@ -164,6 +168,10 @@ def test_token_mode_is_set_when_a_token_file_exists_in_home(no_ray_auth_env):
     del os.environ["RAY_AUTH_MODE"]
     _prepare_ray_auth(None)
     assert os.environ["RAY_AUTH_MODE"] == "token", "without an address the store's owner's Ray may be joined"
+    del os.environ["RAY_AUTH_MODE"]
+    monkeypatch.setitem(sys.modules, "ray", object())
+    _prepare_ray_auth(None)
+    assert "RAY_AUTH_MODE" not in os.environ, "Ray already imported: a mode set now would split driver and head"
 
 
 def test_token_mode_is_set_for_a_token_path_or_a_token_variable(no_ray_auth_env, monkeypatch, tmp_path):
