@@ -7,6 +7,11 @@ from pathlib import Path
 import pytest
 
 import codap_files
+from actors.auth import prepare_ray_auth
+
+# before any test module imports Ray: a machine with a Ray token gets the token mode in every Ray
+# this run starts or joins, whichever test module happens to import Ray first
+prepare_ray_auth(None)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

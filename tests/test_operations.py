@@ -289,6 +289,7 @@ def test_two_updates_of_one_item_in_one_batch_compose(engine):
     assert _values(engine)[item_id]["spent"] == (values["spent"] + 1) * 2
 
 
+@pytest.mark.ray
 def test_schema_undo_and_transactions_through_the_tools_on_ray(client):
     """The same operations through the Ray client: payloads planned on the driver, 2PC on the
     coordinator, TransformItems and UndoBatch applied by the workers."""
