@@ -43,7 +43,7 @@ PATTERN_COLLECTIONS = [
 class Sizes:
     items: int = 1_000_000
     raydata_sample: int = 50_000
-    iceberg_sample: int = 500_000  # the size of the issue's run: write_iceberg's rate grows with its blocks
+    iceberg_sample: int = 500_000  # write_iceberg's rate grows with its blocks: compare at a real size
     per_call_sample: int = 20_000
     latency_runs: int = 200
     latency_items: int = 10_000  # latency-bound scaling: 400 chunks of 25 items
@@ -222,7 +222,7 @@ def create_vs_duckdb(suite: Suite):
 
 def create_vs_iceberg(suite: Suite):
     """Ray Data ``write_iceberg`` into a local pyiceberg SQL catalog (one atomic snapshot), on a
-    sample: rates compared. The issue sets no target; 1.0 means as fast."""
+    sample: rates compared. No target is set; 1.0 means as fast."""
     sample = suite.rows()[: suite.sizes.iceberg_sample]
     suite.ray()
     root = suite.path("iceberg")
