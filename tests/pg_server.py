@@ -4,7 +4,8 @@ settings (never the shared test server of ``BATCHRAY_TEST_PG_DSN``).
 :func:`server_binaries` finds the server's binaries the way ``.ci/postgres.sh`` does (or
 returns None: the caller skips). :class:`OwnServer` runs ``.ci/postgres.sh start`` (a temporary
 folder of its own), reads the ``export`` lines it prints, and offers what the fault tests need:
-``url(schema)`` (a store URL), ``admin()`` (a superuser connection over the Unix socket),
+``url(schema)`` (a store URL), ``admin()`` (a superuser connection over the Unix socket, in the stores'
+database),
 ``crash()`` (``pg_ctl stop -m immediate``: the server dies as on a power cut; prepared
 transactions are on disk), ``start()``, ``prepared()`` (the global ids in
 ``pg_prepared_xacts``), ``set_system(name, value)`` (``ALTER SYSTEM`` and a reload, which every
@@ -61,12 +62,14 @@ class OwnServer:
                 self.env[name] = shlex.split(value)[0] if value else ""
         self.dsn = self.env["BATCHRAY_TEST_PG_DSN"]
         self.admin_dsn = self.env["BATCHRAY_TEST_PG_ADMIN_DSN"]
+        self.dbname = psycopg.conninfo.conninfo_to_dict(self.dsn)["dbname"]
 
     def url(self, schema: str) -> str:
         return f"{self.dsn}{'&' if '?' in self.dsn else '?'}schema={schema}"
 
     def admin(self):
-        return self.psycopg.connect(self.admin_dsn, autocommit=True, connect_timeout=10)
+        """The superuser, in the stores' database."""
+        return self.psycopg.connect(self.admin_dsn, dbname=self.dbname, autocommit=True, connect_timeout=10)
 
     def _pg_ctl(self, *args: str) -> None:
         command = [f"{self.env['BATCHRAY_TEST_PG_BIN']}/pg_ctl", "-D", self.env["BATCHRAY_TEST_PG_DATA"], *args]

@@ -34,15 +34,17 @@ of batchray is left, and once the cause is gone the same client's next batch com
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-import shutil
 import subprocess
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
+import orjson
 import pytest
 
 from batchray.core.txn import crashpoints
@@ -50,7 +52,7 @@ from batchray.errors import BatchrayError
 
 pytest.importorskip("psycopg")
 
-from pg_bank import BANK, PgBank  # noqa: E402
+from pg_bank import ACCOUNTS, BANK, INITIAL, PgBank  # noqa: E402
 from pg_server import OwnServer, server_binaries  # noqa: E402
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]
@@ -137,3 +139,185 @@ def test_server_crash_at_each_2pc_point(server, schema, tmp_path, point):
         print(f"server crash at {point}, trial {trial}:", figures)
         with server.admin() as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}_{trial}" CASCADE')
+
+
+# -- refusals -------------------------------------------------------------------------------------
+
+def _raw_balances(server: OwnServer, schema: str) -> dict[int, float]:
+    """Every account's balance as the tables hold it, over the superuser's own session."""
+    with server.admin() as conn:
+        rows = conn.execute(f'SELECT id, vals FROM "{schema}".items ORDER BY id').fetchall()
+    return {i: (v if isinstance(v, dict) else orjson.loads(v))["balance"] for i, v in rows}
+
+
+def _ours(server: OwnServer) -> list[str]:
+    return [gid for gid in server.prepared() if gid.startswith("batchray:")]
+
+
+def _deposit(client) -> tuple[bool, dict | None]:
+    """One atomic batch over both shards: every account + 1. (success, structured error)."""
+    updates = [{"selector": {"query": "balance >= 0"}, "values": {"balance": "=balance + 1"}}]
+    try:
+        result = client.update_items(BANK, updates, atomic=True, progress=False, timeout=60_000)
+    except BatchrayError as exc:
+        return False, exc.to_dict()
+    return result.success, result.error
+
+
+def refusal_trial(server: OwnServer, schema: str, tmp: Path, refuse: Callable[[], None],
+                  lift: Callable[[], None], code: str, retryable: bool) -> dict:
+    """Seed the bank; ``refuse()``; a batch over both shards must fail with ``code`` and
+    change nothing, leaving no prepared transaction; ``lift()``; the next batch commits (after
+    at most two retries of a retryable refusal, as a client would)."""
+    bank = PgBank(server.url(schema), tmp, seed=SEED)
+    before = _raw_balances(server, schema)
+    assert sorted(before.values()) == [INITIAL] * ACCOUNTS
+    refuse()
+    try:
+        started = time.monotonic()
+        success, error = _deposit(bank.client)
+        refused_in = time.monotonic() - started
+        assert not success, "the batch went through although the server refused work"
+        assert error["code"] == code and error["retryable"] is retryable, error
+        assert _raw_balances(server, schema) == before  # nothing half-applied
+        assert _ours(server) == []
+    finally:
+        lift()
+    for attempt in range(3):
+        success, again = _deposit(bank.client)
+        if success or not (again or {}).get("retryable"):
+            break
+        print("retrying after", again)
+        time.sleep(0.5)
+    assert success, again
+    assert _raw_balances(server, schema) == {i: b + 1 for i, b in before.items()}
+    bank.client.close()
+    assert _ours(server) == []
+    return {"code": error["code"], "retryable": error["retryable"], "message": error["message"],
+            "refused in s": round(refused_in, 2), "tries after lifting": attempt + 1}
+
+
+def test_max_prepared_transactions_used_up_by_other_work(server, schema, tmp_path):
+    """Other sessions hold every ``max_prepared_transactions`` slot: PREPARE TRANSACTION fails
+    (53200), the vote is a retryable ``RESOURCE_EXHAUSTED``, and the batch rolls back."""
+    holders = []
+
+    def refuse() -> None:
+        with server.admin() as conn:
+            slots = int(conn.execute("SHOW max_prepared_transactions").fetchone()[0])
+        for k in range(slots):
+            holder = server.admin()
+            holder.execute("BEGIN")
+            holder.execute("SELECT 1")
+            holder.execute(f"PREPARE TRANSACTION 'other-work-{k}'")
+            holders.append(holder)
+
+    def lift() -> None:
+        with server.admin() as conn:
+            for k in range(len(holders)):
+                conn.execute(f"ROLLBACK PREPARED 'other-work-{k}'")
+        for holder in holders:
+            holder.close()
+
+    print(refusal_trial(server, schema, tmp_path, refuse, lift, "RESOURCE_EXHAUSTED", True))
+
+
+def test_connection_limit_reached(server, schema, tmp_path):
+    """The role may open no more sessions (``CONNECTION LIMIT 0``, its open ones ended, as when
+    other clients hold every slot): a retryable ``UNAVAILABLE`` naming the limit."""
+    def refuse() -> None:
+        with server.admin() as conn:
+            conn.execute("ALTER ROLE batchray CONNECTION LIMIT 0")
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'batchray'")
+
+    def lift() -> None:
+        with server.admin() as conn:
+            conn.execute("ALTER ROLE batchray CONNECTION LIMIT -1")
+
+    figures = refusal_trial(server, schema, tmp_path, refuse, lift, "UNAVAILABLE", True)
+    assert "too many connections" in figures["message"] or "terminating connection" in figures["message"]
+    print(figures)
+
+
+def test_read_only_server(server, schema, tmp_path):
+    """``default_transaction_read_only = on`` for the whole server (what a hot standby refuses
+    too, with the same SQLSTATE 25006): a permanent ``STORE`` error that says read-only."""
+    figures = refusal_trial(server, schema, tmp_path,
+                            lambda: server.set_system("default_transaction_read_only", "on"),
+                            lambda: server.set_system("default_transaction_read_only", None),
+                            "STORE", False)
+    assert "read-only" in figures["message"]
+    print(figures)
+
+
+@contextlib.contextmanager
+def _small_tablespace(server: OwnServer, megabytes: int):
+    """A tablespace on a tmpfs of ``megabytes`` owned by the server's user, the role's default;
+    yields the mount point. Skips unless run as root with ``mount``."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs for a tablespace needs root (CI runs as root)")
+    mount = Path(server.env["BATCHRAY_TEST_PG_DATA"]).parent / "small"
+    mount.mkdir()
+    owner = server.env.get("BATCHRAY_TEST_PG_OS_USER") or "root"
+    import pwd
+
+    uid = pwd.getpwnam(owner).pw_uid
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m,mode=0700,uid={uid}", "tmpfs",
+                           str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        with server.admin() as conn:
+            conn.execute(f"CREATE TABLESPACE small LOCATION '{mount}'")
+            conn.execute("GRANT CREATE ON TABLESPACE small TO batchray")
+            conn.execute("ALTER ROLE batchray SET default_tablespace = 'small'")
+        yield mount
+    finally:
+        with server.admin() as conn:
+            conn.execute("ALTER ROLE batchray RESET default_tablespace")
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _fill(mount: Path) -> Path:
+    """A file that takes every free byte of ``mount``."""
+    filler = mount / "filler"
+    with open(filler, "wb") as handle:
+        chunk = b"\0" * (1 << 16)
+        try:
+            while True:
+                handle.write(chunk)
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_disk_full_under_the_tablespace(server, schema, tmp_path):
+    """The store's tables live in a tablespace on a small tmpfs; other files fill it up. A
+    batch that must grow the tables is refused with a permanent ``STORE`` error naming the full
+    disk (53100), nothing of it stays; the disk freed, the next batch commits."""
+    with _small_tablespace(server, 24) as mount:
+        try:
+            bank = PgBank(server.url(schema), tmp_path, seed=SEED)
+            before = _raw_balances(server, schema)
+            filler = _fill(mount)
+            rows = [{"owner": f"new{k}", "balance": 1} for k in range(4000)]
+            try:
+                result = bank.client.create_items(BANK, "Accounts", rows, progress=False)
+                success, error = result.success, result.error
+            except BatchrayError as exc:
+                success, error = False, exc.to_dict()
+            assert not success
+            assert error["code"] == "STORE" and not error["retryable"] and "disk is full" in error["message"], error
+            assert _raw_balances(server, schema) == before
+            assert _ours(server) == []
+            filler.unlink()
+            result = bank.client.create_items(BANK, "Accounts", rows, progress=False)
+            assert result.success, result.error
+            assert len(_raw_balances(server, schema)) == ACCOUNTS + len(rows)
+            bank.client.close()
+            print({"code": error["code"], "retryable": error["retryable"], "message": error["message"][:160]})
+        finally:
+            with server.admin() as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                conn.execute("DROP TABLESPACE IF EXISTS small")
