@@ -197,44 +197,59 @@ def refusal_trial(server: OwnServer, schema: str, tmp: Path, refuse: Callable[[]
             "refused in s": round(refused_in, 2), "tries after lifting": attempt + 1}
 
 
+class PreparedSlots:
+    """Every ``max_prepared_transactions`` slot taken by other sessions' prepared transactions."""
+
+    def __init__(self, server: OwnServer) -> None:
+        self.server = server
+        self.holders: list = []
+
+    def take(self) -> None:
+        with self.server.admin() as conn:
+            slots = int(conn.execute("SHOW max_prepared_transactions").fetchone()[0])
+        for k in range(slots):  # batchray's own prepared transactions may hold a few already
+            holder = self.server.admin()
+            self.holders.append(holder)
+            holder.execute("BEGIN")
+            holder.execute("SELECT 1")
+            try:
+                holder.execute(f"PREPARE TRANSACTION 'other-work-{k}'")
+            except self.server.psycopg.errors.OutOfMemory:  # "maximum number ... reached": all taken
+                break
+
+    def give_back(self) -> None:
+        with self.server.admin() as conn:
+            for (gid,) in conn.execute("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'other-work-%'").fetchall():
+                conn.execute(f"ROLLBACK PREPARED '{gid}'")
+        for holder in self.holders:
+            holder.close()
+        self.holders.clear()
+
+
+def _limit_connections(server: OwnServer) -> None:
+    """The role may open no more sessions (its open ones ended, as when other clients hold every slot)."""
+    with server.admin() as conn:
+        conn.execute("ALTER ROLE batchray CONNECTION LIMIT 0")
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'batchray'")
+
+
+def _unlimit_connections(server: OwnServer) -> None:
+    with server.admin() as conn:
+        conn.execute("ALTER ROLE batchray CONNECTION LIMIT -1")
+
+
 def test_max_prepared_transactions_used_up_by_other_work(server, schema, tmp_path):
     """Other sessions hold every ``max_prepared_transactions`` slot: PREPARE TRANSACTION fails
     (53200), the vote is a retryable ``RESOURCE_EXHAUSTED``, and the batch rolls back."""
-    holders = []
-
-    def refuse() -> None:
-        with server.admin() as conn:
-            slots = int(conn.execute("SHOW max_prepared_transactions").fetchone()[0])
-        for k in range(slots):
-            holder = server.admin()
-            holder.execute("BEGIN")
-            holder.execute("SELECT 1")
-            holder.execute(f"PREPARE TRANSACTION 'other-work-{k}'")
-            holders.append(holder)
-
-    def lift() -> None:
-        with server.admin() as conn:
-            for k in range(len(holders)):
-                conn.execute(f"ROLLBACK PREPARED 'other-work-{k}'")
-        for holder in holders:
-            holder.close()
-
-    print(refusal_trial(server, schema, tmp_path, refuse, lift, "RESOURCE_EXHAUSTED", True))
+    slots = PreparedSlots(server)
+    print(refusal_trial(server, schema, tmp_path, slots.take, slots.give_back, "RESOURCE_EXHAUSTED", True))
 
 
 def test_connection_limit_reached(server, schema, tmp_path):
     """The role may open no more sessions (``CONNECTION LIMIT 0``, its open ones ended, as when
     other clients hold every slot): a retryable ``UNAVAILABLE`` naming the limit."""
-    def refuse() -> None:
-        with server.admin() as conn:
-            conn.execute("ALTER ROLE batchray CONNECTION LIMIT 0")
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'batchray'")
-
-    def lift() -> None:
-        with server.admin() as conn:
-            conn.execute("ALTER ROLE batchray CONNECTION LIMIT -1")
-
-    figures = refusal_trial(server, schema, tmp_path, refuse, lift, "UNAVAILABLE", True)
+    figures = refusal_trial(server, schema, tmp_path, lambda: _limit_connections(server),
+                            lambda: _unlimit_connections(server), "UNAVAILABLE", True)
     assert "too many connections" in figures["message"] or "terminating connection" in figures["message"]
     print(figures)
 
@@ -321,3 +336,74 @@ def test_disk_full_under_the_tablespace(server, schema, tmp_path):
             with server.admin() as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
                 conn.execute("DROP TABLESPACE IF EXISTS small")
+
+
+# -- the soak -------------------------------------------------------------------------------------
+
+@pytest.mark.soak
+def test_pg_soak(server, schema, tmp_path, request):
+    """``BATCHRAY_SOAK_MINUTES`` (default 10) minutes of the bank workload with a fault every 1
+    to 3 s: a server crash at a random 2PC point (half of them), or for 0.5 to 2 s every
+    prepared-transaction slot taken, the connection limit reached, or the server read-only.
+    One history check at the end; the figures are printed."""
+    expression = request.config.getoption("-m") or ""
+    if "soak" not in expression or "not soak" in expression:
+        pytest.skip("a soak run: select it with pytest -m soak")
+    seconds = 60 * float(os.environ.get("BATCHRAY_SOAK_MINUTES", "10"))
+    rng = random.Random(SEED)
+    bank = PgBank(server.url(schema), tmp_path, seed=SEED)
+    faults: dict[str, int] = {}
+    fired = threading.Event()
+    restarted = threading.Event()
+
+    def crash(label: str, n: int) -> None:
+        server.crash()
+        fired.set()
+        threading.Timer(rng.uniform(0.5, 2.0), lambda: (server.start(), restarted.set())).start()
+
+    slots = PreparedSlots(server)
+    refusals = {
+        "max_prepared_transactions used up": (slots.take, slots.give_back),
+        "connection limit reached": (lambda: _limit_connections(server), lambda: _unlimit_connections(server)),
+        "read-only server": (lambda: server.set_system("default_transaction_read_only", "on"),
+                             lambda: server.set_system("default_transaction_read_only", None)),
+    }
+    started = time.monotonic()
+    bank.start()
+    try:
+        inject(server, bank, rng, seconds, started, faults, fired, restarted, crash, refusals)
+    finally:
+        bank.stop.set()  # a failure above must not leave the clients running
+        crashpoints.arm(None)
+    figures = bank.finish()
+    assert server.prepared() == []
+    figures["faults"] = faults
+    figures["seconds"] = round(time.monotonic() - started, 1)
+    print("PostgreSQL soak:", figures)
+
+
+def inject(server, bank, rng, seconds, started, faults, fired, restarted, crash, refusals) -> None:
+    """The soak's faults, one every 1 to 3 s, until ``seconds`` have passed since ``started``."""
+    while time.monotonic() - started < seconds:
+        time.sleep(rng.uniform(1.0, 3.0))
+        if rng.random() < 0.5:
+            point = rng.choice(list(CRASH_POINTS))
+            fired.clear()
+            restarted.clear()
+            crashpoints.arm(1, action=crash, label_prefix=CRASH_POINTS[point])
+            reached = fired.wait(10)
+            crashpoints.arm(None)
+            if not reached:
+                faults[f"crash at {point}: not reached"] = faults.get(f"crash at {point}: not reached", 0) + 1
+                continue
+            assert restarted.wait(60)
+            what = f"server crash at {point}"
+        else:
+            what = rng.choice(sorted(refusals))
+            refuse, lift = refusals[what]
+            refuse()
+            try:
+                time.sleep(rng.uniform(0.5, 2.0))
+            finally:
+                lift()
+        faults[what] = faults.get(what, 0) + 1
