@@ -290,10 +290,10 @@ class Bank:
 
 
 def run_bank(address: str, root: Path, *, seconds: float, min_kills: int, seed: int, clients: int = CLIENTS,
-             interval: tuple[float, float] = (0.5, 1.5), pauses: float = 0.0,
+             interval: tuple[float, float] = (0.5, 1.5), pauses: float = 0.0, min_pauses: int = 0,
              say: Callable[[str], None] = print) -> dict[str, Any]:
-    """One run of at least ``seconds`` of faults and at least ``min_kills`` kills; its figures.
-    ``pauses``: the fraction of faults that are pauses instead of kills."""
+    """One run of at least ``seconds`` of faults, ``min_kills`` kills and ``min_pauses`` pauses;
+    its figures. ``pauses``: the fraction of faults that are pauses instead of kills."""
     bank = Bank(address, root, seed=seed, clients=clients, pauses=pauses, say=say)
     started = time.monotonic()
     try:
@@ -302,7 +302,7 @@ def run_bank(address: str, root: Path, *, seconds: float, min_kills: int, seed: 
         faults_from = time.monotonic()
         while True:
             elapsed = time.monotonic() - faults_from
-            if elapsed >= seconds and bank.total_kills >= min_kills:
+            if elapsed >= seconds and bank.total_kills >= min_kills and sum(bank.pauses.values()) >= min_pauses:
                 break
             if elapsed > 3 * seconds + 120:
                 raise AssertionError(f"only {bank.total_kills} kills in {elapsed:.0f} s")

@@ -31,9 +31,9 @@ The parts: locks (:mod:`~batchray.core.storage.postgres.locking`), the epoch fen
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
