@@ -22,7 +22,7 @@ What one run does (on a Ray cluster of its own, see tests/fault_rig.py):
    and then a SIGKILL of a client, which a new client replaces. With ``pauses``, that
    fraction of the faults are pauses instead: a worker or the coordinator frozen with SIGSTOP
    for 11 to 14 s (past the 10 s lock timeout and the clients' 10 s wait for a reply),
-   anywhere or held at one of the crash points below, then woken with SIGCONT.
+   every other time held at one of the crash points below, then woken with SIGCONT.
 4. **The end.** The clients stop; then every worker and the coordinator are SIGKILLed at once
    (what was acknowledged must survive that), a driver reconnects and runs recovery, and:
 
@@ -173,12 +173,12 @@ class Bank:
     def pause(self, info: dict[str, Any]) -> str:
         """A worker or the coordinator frozen with SIGSTOP for PAUSE seconds (longer than the
         10 s lock timeout and the clients' 10 s wait for a reply), then woken with SIGCONT:
-        half the time wherever it is, half the time at a protocol point (the process is held
-        at an armed crash point, stopped there, and let go, so that it goes on from that point
-        when it wakes)."""
+        every other pause (the first included) at a protocol point (the process is held at an
+        armed crash point, stopped there, and let go, so that it goes on from that point when
+        it wakes), the others wherever the process is."""
         seconds = self.rng.uniform(*PAUSE)
         at = None
-        if self.rng.random() < 0.5:
+        if sum(self.pauses.values()) % 2 == 0:
             label, what = self.rng.choice(CRASH_POINTS)
             self.rig.arm(f"p{sum(self.pauses.values())}-{self.rng.randrange(10**6)}", label, 1, action="hold")
             deadline = time.monotonic() + 3.0

@@ -341,6 +341,7 @@ def test_disk_full_under_the_tablespace(server, schema, tmp_path):
 # -- the soak -------------------------------------------------------------------------------------
 
 @pytest.mark.soak
+@pytest.mark.timeout(0)  # as long as BATCHRAY_SOAK_MINUTES says
 def test_pg_soak(server, schema, tmp_path, request):
     """``BATCHRAY_SOAK_MINUTES`` (default 10) minutes of the bank workload with a fault every 1
     to 3 s: a server crash at a random 2PC point (half of them), or for 0.5 to 2 s every
