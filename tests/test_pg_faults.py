@@ -31,6 +31,10 @@ the role's connection limit reached, the server read-only, the tablespace's disk
 time: the batch is refused with a structured error (code and ``retryable`` checked), the
 balances are exactly as before (read over the superuser's connection), no prepared transaction
 of batchray is left, and once the cause is gone the same client's next batch commits.
+
+**The soak** (``-m soak``, ``test_pg_soak``): the bank workload for ``BATCHRAY_SOAK_MINUTES``
+(default 10) with server crashes at random points and refusal windows mixed, one history check
+at the end.
 """
 from __future__ import annotations
 
