@@ -119,10 +119,17 @@ class PgDecisionLog:
 
     # decisions
     def decide(self, txn: str, outcomes: dict[str, str]) -> dict[str, str]:
-        """Durably record the outcome per participant; the first decision wins."""
-        self._run("decide", f"INSERT INTO {self.s}.decisions(txn, outcomes, at) VALUES(%s, %s, %s) "
-                            "ON CONFLICT (txn) DO NOTHING", (txn, orjson.dumps(outcomes).decode(), time.time()))
-        return self.decision(txn) or outcomes
+        """Durably record the outcome per participant; the first decision wins. One statement
+        writes it and answers with the recorded one: a second round trip after the commit
+        point could fail (the server gone), and the batch, decided, would wait for recovery
+        instead of being finished now."""
+        row = self._run(
+            "decide",
+            f"WITH ins AS (INSERT INTO {self.s}.decisions(txn, outcomes, at) VALUES(%s, %s, %s) "
+            "ON CONFLICT (txn) DO NOTHING RETURNING outcomes) "
+            f"SELECT outcomes FROM ins UNION ALL SELECT outcomes FROM {self.s}.decisions WHERE txn=%s LIMIT 1",
+            (txn, orjson.dumps(outcomes).decode(), time.time(), txn), fetch="one")
+        return orjson.loads(row[0]) if row else outcomes
 
     def decision(self, txn: str) -> Optional[dict[str, str]]:
         row = self._run("read", f"SELECT outcomes FROM {self.s}.decisions WHERE txn=%s", (txn,), fetch="one",
