@@ -16,7 +16,8 @@ structured JSON that the tool surface returns (:meth:`BatchrayError.to_dict`)::
     ├── TransientError                  (retryable)     yes  may succeed if tried again
     │   ├── LockConflict                LOCK_CONFLICT   yes  lost a wait-die race / lock timeout
     │   ├── StaleEpochError             STALE_EPOCH     yes  a replaced participant tried to act
-    │   └── ParticipantUnavailable      UNAVAILABLE     yes  a worker/shard did not answer
+    │   ├── ParticipantUnavailable      UNAVAILABLE     yes  a worker/shard did not answer
+    │   └── ResourceExhausted           RESOURCE_EXHAUSTED yes  a server limit used up by other work
     ├── TransactionAborted              ABORTED         no   the batch was rolled back
     ├── InDoubtError                    IN_DOUBT        no   outcome not yet known; recovery decides
     ├── CancelledError                  CANCELLED       no   cancelled by a user
@@ -161,6 +162,14 @@ class StaleEpochError(TransientError):
 
 class ParticipantUnavailable(TransientError):
     code = "UNAVAILABLE"
+
+
+class ResourceExhausted(TransientError):
+    """The store's server refused work for want of a resource that other work holds and gives
+    back (PostgreSQL's ``max_prepared_transactions`` slots, its connection slots): nothing of the
+    batch stays; try again later."""
+
+    code = "RESOURCE_EXHAUSTED"
 
 
 class TransactionAborted(BatchrayError):

@@ -19,7 +19,10 @@ What one run does (on a Ray cluster of its own, see tests/fault_rig.py):
    of the coordinator, an exit (``os._exit``) of whatever process reaches an armed crash point
    in the middle of two-phase commit (the vote, the decision write, just after the decision,
    the commit write at a shard, the rollback write, the end of phase 2, the submission), and now
-   and then a SIGKILL of a client, which a new client replaces.
+   and then a SIGKILL of a client, which a new client replaces. With ``pauses``, that
+   fraction of the faults are pauses instead: a worker or the coordinator frozen with SIGSTOP
+   for 11 to 14 s (past the 10 s lock timeout and the clients' 10 s wait for a reply),
+   every other time held at one of the crash points below, then woken with SIGCONT.
 4. **The end.** The clients stop; then every worker and the coordinator are SIGKILLed at once
    (what was acknowledged must survive that), a driver reconnects and runs recovery, and:
 
@@ -40,9 +43,11 @@ What one run does (on a Ray cluster of its own, see tests/fault_rig.py):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -59,6 +64,7 @@ from batchray.testing.history import check, load  # noqa: E402
 ACCOUNTS = 8
 INITIAL = 20  # a few withdrawals empty an account: overdrafts happen
 CLIENTS = 3
+PAUSE = (11.0, 14.0)  # seconds a paused process stays stopped
 CRASH_POINTS = [  # (label prefix of the crash point, what dies there)
     ("shard-0000:apply", "a worker applying its part and voting"),  # one chunk: the vote rides on it
     ("shard-0001:apply", "a worker applying its part and voting"),
@@ -76,7 +82,7 @@ CRASH_POINTS = [  # (label prefix of the crash point, what dies there)
 class Bank:
     """One run; see the module docstring."""
 
-    def __init__(self, address: str, root: Path, *, seed: int, clients: int = CLIENTS,
+    def __init__(self, address: str, root: Path, *, seed: int, clients: int = CLIENTS, pauses: float = 0.0,
                  say: Callable[[str], None] = print) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -92,6 +98,9 @@ class Bank:
         self.kills: Counter = Counter()
         self.crash_points: Counter = Counter()
         self.missed = 0  # crash points armed that no process reached in time
+        self.pause_share = pauses  # the fraction of faults that are pauses (SIGSTOP, then SIGCONT)
+        self.pauses: Counter = Counter()
+        self.paused_seconds = 0.0
 
     # -- set-up ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -122,6 +131,8 @@ class Bank:
     def fault(self) -> str:
         """One fault, chosen at random; returns what it did."""
         info = self.rig.pids()
+        if self.pause_share and self.rng.random() < self.pause_share:
+            return self.pause(info)
         roll = self.rng.random()
         if roll < 0.3:
             victim = self.rng.choice(info["workers"])
@@ -158,6 +169,46 @@ class Bank:
         self.kills["client SIGKILL"] += 1
         self.ready(self.start_client())
         return f"SIGKILL client {name}"
+
+    def pause(self, info: dict[str, Any]) -> str:
+        """A worker or the coordinator frozen with SIGSTOP for PAUSE seconds (longer than the
+        10 s lock timeout and the clients' 10 s wait for a reply), then woken with SIGCONT:
+        every other pause (the first included) at a protocol point (the process is held at an
+        armed crash point, stopped there, and let go, so that it goes on from that point when
+        it wakes), the others wherever the process is."""
+        seconds = self.rng.uniform(*PAUSE)
+        at = None
+        if sum(self.pauses.values()) % 2 == 0:
+            label, what = self.rng.choice(CRASH_POINTS)
+            self.rig.arm(f"p{sum(self.pauses.values())}-{self.rng.randrange(10**6)}", label, 1, action="hold")
+            deadline = time.monotonic() + 3.0
+            while self.rig.hit() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            hit = self.rig.hit()
+            if hit is None:
+                Path(self.rig.arm_path).unlink(missing_ok=True)
+                time.sleep(0.3)
+                hit = self.rig.hit()
+            if hit is not None:
+                pid, at = int(hit["pid"]), hit["label"]
+                who = "coordinator" if pid == info["coordinator"] else "worker"
+        if at is None:
+            who = self.rng.choice(["worker", "coordinator"])
+            pid = info["coordinator"] if who == "coordinator" else self.rng.choice(info["workers"])["pid"]
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return f"pause of {who} {pid}: already gone"
+        if at is not None:
+            self.rig.release()  # seen once the process wakes
+        try:
+            time.sleep(seconds)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.pauses[f"{who} SIGSTOP" + (" at a protocol point" if at else "")] += 1
+        self.paused_seconds += seconds
+        return f"SIGSTOP {who} {pid} for {seconds:.1f} s" + (f" at {at}" if at else "")
 
     @property
     def total_kills(self) -> int:
@@ -211,6 +262,8 @@ class Bank:
         figures = {
             "kills": sum(self.kills.values()),
             "kills by kind": dict(self.kills),
+            "pauses": dict(self.pauses),
+            "paused seconds": round(self.paused_seconds, 1),
             "crash points fired": dict(self.crash_points),
             "crash points armed but not reached": self.missed,
             "clients started": self.started_clients,
@@ -237,9 +290,11 @@ class Bank:
 
 
 def run_bank(address: str, root: Path, *, seconds: float, min_kills: int, seed: int, clients: int = CLIENTS,
-             interval: tuple[float, float] = (0.5, 1.5), say: Callable[[str], None] = print) -> dict[str, Any]:
-    """One run of at least ``seconds`` of faults and at least ``min_kills`` kills; its figures."""
-    bank = Bank(address, root, seed=seed, clients=clients, say=say)
+             interval: tuple[float, float] = (0.5, 1.5), pauses: float = 0.0, min_pauses: int = 0,
+             say: Callable[[str], None] = print) -> dict[str, Any]:
+    """One run of at least ``seconds`` of faults, ``min_kills`` kills and ``min_pauses`` pauses;
+    its figures. ``pauses``: the fraction of faults that are pauses instead of kills."""
+    bank = Bank(address, root, seed=seed, clients=clients, pauses=pauses, say=say)
     started = time.monotonic()
     try:
         bank.start()
@@ -247,7 +302,7 @@ def run_bank(address: str, root: Path, *, seconds: float, min_kills: int, seed: 
         faults_from = time.monotonic()
         while True:
             elapsed = time.monotonic() - faults_from
-            if elapsed >= seconds and bank.total_kills >= min_kills:
+            if elapsed >= seconds and bank.total_kills >= min_kills and sum(bank.pauses.values()) >= min_pauses:
                 break
             if elapsed > 3 * seconds + 120:
                 raise AssertionError(f"only {bank.total_kills} kills in {elapsed:.0f} s")
@@ -266,7 +321,9 @@ def run_bank(address: str, root: Path, *, seconds: float, min_kills: int, seed: 
 
 def describe(figures: dict[str, Any]) -> str:
     t, r = figures["transfers"], figures["reads"]
-    return (f"{figures['kills']} kills in {figures['fault seconds']} s of faults ({figures['kills by kind']}); "
+    paused = (f"{sum(figures['pauses'].values())} pauses ({figures['paused seconds']} s: {figures['pauses']}); "
+              if figures.get("pauses") else "")
+    return (f"{figures['kills']} kills in {figures['fault seconds']} s of faults ({figures['kills by kind']}); {paused}"
             f"{sum(t.values())} transfers checked ({t.get('ok', 0)} ok, {t.get('fail', 0)} rolled back, "
             f"{t.get('unknown', 0)} unknown: {figures['unknown transfers committed']} committed, "
             f"{figures['unknown transfers not committed']} not), {r.get('ok', 0)} reads checked; "
@@ -277,6 +334,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bank_soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="minutes of faults (default 10)")
     parser.add_argument("--min-kills", type=int, default=0, help="at least this many kills (default: none)")
+    parser.add_argument("--pauses", type=float, default=0.2,
+                        help="fraction of faults that are pauses (SIGSTOP/SIGCONT) instead of kills (default 0.2)")
     parser.add_argument("--clients", type=int, default=CLIENTS, help=f"client processes (default {CLIENTS})")
     parser.add_argument("--seed", type=int, default=int(os.environ.get("BATCHRAY_FAULT_SEED", "20261129")))
     parser.add_argument("--json", help="write the figures to this file")
@@ -285,7 +344,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="batchray-bank-soak-"))
     with ray_cluster(root / "cluster") as address:
         figures = run_bank(address, root / "run", seconds=args.minutes * 60, min_kills=args.min_kills,
-                           seed=args.seed, clients=args.clients)
+                           seed=args.seed, clients=args.clients, pauses=args.pauses)
     print(describe(figures))
     print(json.dumps({k: v for k, v in figures.items() if k != "final balances"}, indent=2))
     if args.json:

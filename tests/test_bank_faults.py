@@ -8,8 +8,13 @@ says what is killed and what is checked. Here:
   2 s, at least 40 kills (SIGKILLs of workers, of the coordinator and of clients, and exits at
   crash points in the middle of two-phase commit), then a SIGKILL of every store process at
   once, recovery and the history check.
-* ``test_bank_soak``: the same for ``BATCHRAY_SOAK_MINUTES`` minutes (default 10), by hand:
-  ``pytest -m soak tests/test_bank_faults.py`` (or ``python -m tests.bank_soak --minutes 10``).
+* ``test_bank_under_pauses`` (CI): the same workload with two pauses only: a worker
+  or the coordinator frozen with SIGSTOP for 11 to 14 s, past the 10 s lock timeout and the
+  clients' 10 s wait for a reply (anywhere, or held at a point of two-phase commit), then
+  woken; other clients' batches go on meanwhile, none hangs past its client's timeout.
+* ``test_bank_soak``: kills and pauses (a fifth of the faults) for ``BATCHRAY_SOAK_MINUTES``
+  minutes (default 10), by hand: ``pytest -m soak tests/test_bank_faults.py`` (or
+  ``python -m tests.bank_soak --minutes 10``).
 
 Seeded by ``BATCHRAY_FAULT_SEED``: the choice of faults and of transfers is reproducible; the
 timing of a kill against the workload is not (real processes).
@@ -51,6 +56,14 @@ def test_bank_under_faults(cluster, tmp_path):
     assert figures["kills by kind"].get("crash-point exit", 0) > 0
 
 
+def test_bank_under_pauses(cluster, tmp_path):
+    figures = run_bank(cluster, tmp_path, seconds=0, min_kills=0, min_pauses=2, seed=SEED, pauses=1.0,
+                       interval=(0.3, 0.6))
+    _report(figures, tmp_path)
+    assert sum(figures["pauses"].values()) >= 2 and figures["anomalies"] == []
+    assert figures["transfers"].get("ok", 0) > 0
+
+
 @pytest.mark.soak
 def test_bank_soak(cluster, tmp_path, request):
     """``BATCHRAY_SOAK_MINUTES`` (default 10) minutes of faults; by hand: ``pytest -m soak``."""
@@ -58,6 +71,6 @@ def test_bank_soak(cluster, tmp_path, request):
     if "soak" not in expression or "not soak" in expression:
         pytest.skip("a soak run: select it with pytest -m soak")
     minutes = float(os.environ.get("BATCHRAY_SOAK_MINUTES", "10"))
-    figures = run_bank(cluster, tmp_path, seconds=60 * minutes, min_kills=0, seed=SEED)
+    figures = run_bank(cluster, tmp_path, seconds=60 * minutes, min_kills=0, seed=SEED, pauses=0.2)
     _report(figures, tmp_path)
     assert figures["anomalies"] == []

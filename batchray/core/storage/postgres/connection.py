@@ -3,16 +3,20 @@ turn driver failures into batchray's errors.
 
 Every connection is in autocommit mode; :func:`transaction` opens an explicit one. A lost
 connection becomes :class:`~batchray.errors.ParticipantUnavailable` (retryable), any other
-driver error a :class:`~batchray.errors.StoreError`.
+driver error a :class:`~batchray.errors.StoreError`, except the server's refusals that
+:func:`refusal` names: a limit used up by other work (``max_prepared_transactions``, connection
+slots) is :class:`~batchray.errors.ResourceExhausted` (retryable); a full disk or a read-only
+server (a standby, ``default_transaction_read_only``) is a ``StoreError`` that says so (an
+operator must act).
 """
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
-from batchray.errors import BatchrayError, ParticipantUnavailable, StoreError
+from batchray.errors import BatchrayError, ParticipantUnavailable, ResourceExhausted, StoreError
 
 
 def psycopg_module():
@@ -82,11 +86,33 @@ def close_quietly(conn) -> None:
         pass
 
 
+# PostgreSQL reports "maximum number of prepared transactions reached" as 53200 out_of_memory
+# (src/backend/access/transam/twophase.c, MarkAsPreparing)
+_LIMITS = {"53200": "its prepared-transaction slots (max_prepared_transactions) or its memory",
+           "53300": "its connection slots", "53400": "a configured limit"}
+_OPERATOR = {"53100": "its disk is full", "25006": "it is read-only (a standby, or default_transaction_read_only)"}
+
+
+def refusal(what: str, exc: Exception) -> Optional[BatchrayError]:
+    """The server's refusal of work, by SQLSTATE, as batchray's error; None for other failures."""
+    state = getattr(exc, "sqlstate", None)
+    if state in _LIMITS:
+        return ResourceExhausted(f"{what}: the PostgreSQL server refused: {_LIMITS[state]} used up by other "
+                                 f"work; try again later ({exc})", sqlstate=state)
+    if state in _OPERATOR:
+        return StoreError(f"{what}: the PostgreSQL server refused the write: {_OPERATOR[state]} ({exc})",
+                          sqlstate=state)
+    return None
+
+
 def store_error(what: str, exc: Exception) -> BatchrayError:
     """A PostgreSQL failure as batchray's error: a lost connection is retryable."""
     psycopg = psycopg_module()
     if isinstance(exc, BatchrayError):
         return exc
+    refused = refusal(what, exc)
+    if refused is not None:
+        return refused
     if isinstance(exc, psycopg.OperationalError):
         return ParticipantUnavailable(f"{what}: PostgreSQL connection failed: {exc}")
     return StoreError(f"{what}: {type(exc).__name__}: {exc}")

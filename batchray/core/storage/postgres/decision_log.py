@@ -3,7 +3,11 @@
 The same contract as :class:`~batchray.core.storage.decision_log.DecisionLog` (the SQLite log),
 in tables of the store's schema (``batches``, ``decisions``, ``sequences``, ``log_backups``).
 Every write is its own committed transaction, durable with PostgreSQL's default
-``synchronous_commit``; a read that loses its connection is tried once more on a new one.
+``synchronous_commit``; a read that loses its connection is tried once more on a new one. A
+write is never sent twice (a lost reply leaves its outcome unknown), so before a write on a
+connection idle for a while (``IDLE_CHECK`` seconds) the log first checks that the session is
+still there: a server restarted, or a session ended by an administrator, meanwhile costs a
+reconnection instead of a failed write.
 """
 from __future__ import annotations
 
@@ -13,10 +17,12 @@ from typing import Any, Optional
 
 import orjson
 
-from batchray.core.storage.postgres.connection import close_quietly, psycopg_module, store_error
+from batchray.core.storage.postgres.connection import close_quietly, psycopg_module, refusal, store_error
 from batchray.core.storage.postgres.store import PgStore
 from batchray.core.txn import crashpoints
 from batchray.errors import StoreError
+
+IDLE_CHECK = 0.2
 
 
 class PgDecisionLog:
@@ -29,6 +35,7 @@ class PgDecisionLog:
         self.s = store.s
         self._mutex = threading.RLock()
         self._conn = None
+        self._used = 0.0  # time.monotonic() of the connection's last statement
 
     def close(self) -> None:
         with self._mutex:
@@ -40,8 +47,15 @@ class PgDecisionLog:
         psycopg = psycopg_module()
         with self._mutex:
             for attempt in (1, 2):
+                if self._conn is not None and time.monotonic() - self._used > IDLE_CHECK:
+                    try:
+                        self._conn.execute("SELECT 1")
+                    except psycopg.Error:
+                        close_quietly(self._conn)
+                        self._conn = None
                 if self._conn is None or self._conn.closed or self._conn.broken:
                     self._conn = self.store.connect()
+                self._used = time.monotonic()
                 try:
                     cur = self._conn.execute(sql, params)
                     if durable:
@@ -59,8 +73,9 @@ class PgDecisionLog:
                     self._conn = None
                     if attempt == 2 or not sql.lstrip().upper().startswith("SELECT"):
                         raise store_error(f"decision log: {label}", exc) from None
-                except psycopg.Error as exc:
-                    raise StoreError(f"decision log: {label} failed: {exc}") from None
+                except psycopg.Error as exc:  # a read-only server says so (refusal)
+                    raise (refusal(f"decision log: {label}", exc)
+                           or StoreError(f"decision log: {label} failed: {exc}")) from None
 
     # batches
     def add_batch(self, txn: str, *, kind: str, queue: str = "default", priority: int = 0, ts: int,
@@ -104,10 +119,17 @@ class PgDecisionLog:
 
     # decisions
     def decide(self, txn: str, outcomes: dict[str, str]) -> dict[str, str]:
-        """Durably record the outcome per participant; the first decision wins."""
-        self._run("decide", f"INSERT INTO {self.s}.decisions(txn, outcomes, at) VALUES(%s, %s, %s) "
-                            "ON CONFLICT (txn) DO NOTHING", (txn, orjson.dumps(outcomes).decode(), time.time()))
-        return self.decision(txn) or outcomes
+        """Durably record the outcome per participant; the first decision wins. One statement
+        writes it and answers with the recorded one: a second round trip after the commit
+        point could fail (the server gone), and the batch, decided, would wait for recovery
+        instead of being finished now."""
+        row = self._run(
+            "decide",
+            f"WITH ins AS (INSERT INTO {self.s}.decisions(txn, outcomes, at) VALUES(%s, %s, %s) "
+            "ON CONFLICT (txn) DO NOTHING RETURNING outcomes) "
+            f"SELECT outcomes FROM ins UNION ALL SELECT outcomes FROM {self.s}.decisions WHERE txn=%s LIMIT 1",
+            (txn, orjson.dumps(outcomes).decode(), time.time(), txn), fetch="one")
+        return orjson.loads(row[0]) if row else outcomes
 
     def decision(self, txn: str) -> Optional[dict[str, str]]:
         row = self._run("read", f"SELECT outcomes FROM {self.s}.decisions WHERE txn=%s", (txn,), fetch="one",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterable, Iterator, Optional
 
-from batchray.core.storage.postgres.connection import ConnectionPool, close_quietly
+from batchray.core.storage.postgres.connection import ConnectionPool, close_quietly, psycopg_module, store_error
 from batchray.core.storage.postgres.store import PgStore
 from batchray.core.storage.postgres.url import advisory_key
 from batchray.core.storage.store import CATALOG, ITEMS, gate_scopes
@@ -37,8 +37,10 @@ class PgCommitGate:
             for scope in scopes:
                 conn.execute(f"SELECT pg_advisory_lock{mode}(%s, %s)", self.keys[scope])
                 taken.append(self.keys[scope])
-        except BaseException:
+        except BaseException as exc:
             close_quietly(conn)
+            if isinstance(exc, psycopg_module().Error):  # the server went away (or refused)
+                raise store_error("commit gate", exc) from None
             raise
         try:
             yield

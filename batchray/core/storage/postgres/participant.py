@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
@@ -43,6 +44,7 @@ from batchray.core.storage.postgres.connection import (
     close_quietly,
     in_open_transaction,
     psycopg_module,
+    refusal,
     store_error,
     terminate,
 )
@@ -98,6 +100,9 @@ class PgParticipant(StoreParticipant[PgWork]):
         self.handlers = PgChunkWriter(self.locking).handlers()
         self._txns: dict[str, _Tx] = {}
         self._txns_mutex = threading.Lock()
+        # transactions PostgreSQL refused to prepare (no slot left, a full disk), and why: a
+        # late apply of one (the driver retrying a retryable refusal) hears that cause again
+        self._refused: "OrderedDict[str, BatchrayError]" = OrderedDict()
         self._control_mutex = threading.RLock()
         self._control = None
         self._closed = False
@@ -283,6 +288,9 @@ class PgParticipant(StoreParticipant[PgWork]):
         if outcome is not None:
             self._forget_tx(tx)
             self._release_conn(conn, unfence=True)
+            refused = self._refused.get(ref.txn)
+            if refused is not None:
+                raise refused
             raise TransactionAborted(f"transaction {ref.txn} is already {outcome} on participant {self.name}",
                                      shard=self.name, outcome=outcome)
         if prepared:
@@ -395,8 +403,15 @@ class PgParticipant(StoreParticipant[PgWork]):
             crashpoints.durable_write(f"{self.name}:{Step.PREPARE}")
             conn.execute(f"PREPARE TRANSACTION '{self.gid(tx.txn)}'")  # validated: no quote can appear
         except psycopg.Error as exc:
-            # PostgreSQL rolled it back (e.g. a global id already in use): vote no
+            # PostgreSQL rolled it back (e.g. a global id already in use): vote no; a refusal of
+            # the server's (no prepared-transaction slot left, a full disk) says why
             self._lost(tx, exc)
+            refused = refusal(f"participant {self.name}: prepare", exc)
+            if refused is not None:
+                self._refused[tx.txn] = refused
+                while len(self._refused) > 256:
+                    self._refused.popitem(last=False)
+                raise refused from None
             return False
         try:
             conn.execute(f"UPDATE {s}.txns SET state='prepared', pid=NULL WHERE part=%s AND txn=%s",
