@@ -80,3 +80,17 @@ def open_store(ray_session, tmp_path_factory, request):
     clients = _Clients(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
     yield clients
     clients.shutdown_all()
+
+
+# -- soak runs: long, by hand only ------------------------------------------------------------
+
+def pytest_collection_modifyitems(config, items):
+    """A test marked ``soak`` runs only when the ``-m`` expression selects soak runs
+    (``pytest -m soak``); in every other run it is skipped, saying how to select it."""
+    expression = config.getoption("-m") or ""
+    if "soak" in expression and "not soak" not in expression:
+        return
+    skip = pytest.mark.skip(reason="a soak run: select it with pytest -m soak")
+    for item in items:
+        if item.get_closest_marker("soak") is not None:
+            item.add_marker(skip)

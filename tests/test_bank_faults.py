@@ -8,7 +8,7 @@ says what is killed and what is checked. Here:
   2 s, at least 40 kills (SIGKILLs of workers, of the coordinator and of clients, and exits at
   crash points in the middle of two-phase commit), then a SIGKILL of every store process at
   once, recovery and the history check.
-* ``test_bank_under_pauses`` (CI): the same workload with two pauses only: a worker
+* ``test_bank_under_pauses`` (soak; the suite pauses a replaced owner in ``test_pauses``): the same workload with two pauses only: a worker
   or the coordinator frozen with SIGSTOP for 11 to 14 s, past the 10 s lock timeout and the
   clients' 10 s wait for a reply (anywhere, or held at a point of two-phase commit), then
   woken; other clients' batches go on meanwhile, none hangs past its client's timeout.
@@ -56,6 +56,7 @@ def test_bank_under_faults(cluster, tmp_path):
     assert figures["kills by kind"].get("crash-point exit", 0) > 0
 
 
+@pytest.mark.soak
 def test_bank_under_pauses(cluster, tmp_path):
     figures = run_bank(cluster, tmp_path, seconds=0, min_kills=0, min_pauses=2, seed=SEED, pauses=1.0,
                        interval=(0.3, 0.6))
