@@ -144,17 +144,23 @@ def _row(metric: str, value: Any, target: Optional[str] = None, ok: Optional[boo
     return out
 
 
+def _against_peer(suite: "Suite", peer: str, peer_rate: float, ratio_label: str, digits: int,
+                  target: Optional[tuple[str, float]] = None,
+                  ours: str = "batchray rows/s (2 workers, atomic; scenario 1)") -> list[dict[str, Any]]:
+    """The three rows comparing batchray's bulk-create rate (scenario 1) with a peer's rate:
+    the peer's, batchray's, and their ratio, checked against ``target`` (text, minimum) if any."""
+    rate = suite.create_rate()
+    ratio = rate / peer_rate
+    check = (target[0], ratio >= target[1]) if target else (None, None)
+    return [_row(peer, round(peer_rate)), _row(ours, round(rate)), _row(ratio_label, round(ratio, digits), *check)]
+
+
 # -- 1-3: bulk create against raw SQLite, Ray Data and one actor call per item -----------------
 
 def create_vs_sqlite(suite: Suite):
-    rate = suite.create_rate()
-    raw = suite.figures["raw_create_rate"]
-    ratio = rate / raw
-    rows = [
-        _row("raw SQLite rows/s (orjson + executemany, 1 transaction, 1 process)", round(raw)),
-        _row("batchray rows/s (2 workers, 2 shards, atomic, validated)", round(rate)),
-        _row("ratio batchray / raw SQLite", round(ratio, 3), ">= 1.0", ratio >= 1.0),
-    ]
+    rows = _against_peer(suite, "raw SQLite rows/s (orjson + executemany, 1 transaction, 1 process)",
+                         suite.figures["raw_create_rate"], "ratio batchray / raw SQLite", 3, (">= 1.0", 1.0),
+                         ours="batchray rows/s (2 workers, 2 shards, atomic, validated)")
     return rows, {"items": suite.sizes.items, "repeats": suite.sizes.repeats}
 
 
@@ -190,14 +196,8 @@ def ray_data_rate(suite: Suite, rows: list[dict[str, Any]]) -> float:
 
 def create_vs_raydata(suite: Suite):
     sample = suite.rows()[: suite.sizes.raydata_sample]
-    data_rate = ray_data_rate(suite, sample)
-    rate = suite.create_rate()
-    ratio = rate / data_rate
-    rows = [
-        _row(f"Ray Data from_items().write_sql() rows/s (sample of {len(sample):,}, not atomic)", round(data_rate)),
-        _row("batchray rows/s (2 workers, atomic; scenario 1)", round(rate)),
-        _row("speed-up over Ray Data write_sql", round(ratio, 1), ">= 10x", ratio >= 10),
-    ]
+    rows = _against_peer(suite, f"Ray Data from_items().write_sql() rows/s (sample of {len(sample):,}, not atomic)",
+                         ray_data_rate(suite, sample), "speed-up over Ray Data write_sql", 1, (">= 10x", 10))
     return rows, {"sample": len(sample)}
 
 
@@ -210,13 +210,8 @@ def create_vs_duckdb(suite: Suite):
         best = min(best, duckdb_load(path, rows_in))
         os.remove(path)
     duck_rate = len(rows_in) / best
-    rate = suite.create_rate()
-    ratio = rate / duck_rate
-    rows = [
-        _row("DuckDB rows/s (pyarrow from_pylist + INSERT ... SELECT, 1 transaction, 1 process)", round(duck_rate)),
-        _row("batchray rows/s (2 workers, atomic; scenario 1)", round(rate)),
-        _row("ratio batchray / DuckDB", round(ratio, 3), ">= 0.5", ratio >= 0.5),
-    ]
+    rows = _against_peer(suite, "DuckDB rows/s (pyarrow from_pylist + INSERT ... SELECT, 1 transaction, 1 process)",
+                         duck_rate, "ratio batchray / DuckDB", 3, (">= 0.5", 0.5))
     return rows, {"items": len(rows_in), "duckdbRate": round(duck_rate)}
 
 
@@ -227,27 +222,16 @@ def create_vs_iceberg(suite: Suite):
     suite.ray()
     root = suite.path("iceberg")
     os.makedirs(root, exist_ok=True)
-    data_rate = iceberg_rate(root, sample)
-    rate = suite.create_rate()
-    ratio = rate / data_rate
-    rows = [
-        _row(f"Ray Data write_iceberg rows/s (sample of {len(sample):,}, local SQL catalog, atomic)", round(data_rate)),
-        _row("batchray rows/s (2 workers, atomic; scenario 1)", round(rate)),
-        _row("ratio batchray / Ray Data write_iceberg", round(ratio, 2)),
-    ]
+    rows = _against_peer(suite, f"Ray Data write_iceberg rows/s (sample of {len(sample):,}, local SQL catalog, atomic)",
+                         iceberg_rate(root, sample), "ratio batchray / Ray Data write_iceberg", 2)
     return rows, {"sample": len(sample)}
 
 
 def create_vs_per_call(suite: Suite):
     rows_in = suite.rows()
-    call_rate = per_call_rate(suite.ray(), rows_in, suite.sizes.per_call_sample)
-    rate = suite.create_rate()
-    ratio = rate / call_rate
-    rows = [
-        _row(f"one actor call per item, rows/s (sample of {suite.sizes.per_call_sample:,})", round(call_rate)),
-        _row("batchray rows/s (2 workers, atomic; scenario 1)", round(rate)),
-        _row("speed-up over one call per item", round(ratio, 1), ">= 100x", ratio >= 100),
-    ]
+    rows = _against_peer(suite, f"one actor call per item, rows/s (sample of {suite.sizes.per_call_sample:,})",
+                         per_call_rate(suite.ray(), rows_in, suite.sizes.per_call_sample),
+                         "speed-up over one call per item", 1, (">= 100x", 100))
     return rows, {"sample": suite.sizes.per_call_sample}
 
 
