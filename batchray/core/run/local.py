@@ -18,6 +18,7 @@ from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.plan.plan import Plan
 from batchray.core.run.executor import Executor, waiting_for
 from batchray.core.run.runtime import ProgressCallback
+from batchray.core.run.settler import attach_settler
 from batchray.core.storage.backends import open_backend, open_view
 from batchray.core.storage.ownership import claim, owner_record
 from batchray.core.txn.memory import MemoryBudget
@@ -57,6 +58,9 @@ class LocalRuntime:
         self.executor = Executor.over(self.backend, self.log, self.transport, budget)
         self.driver = self.executor.driver
         self.executor.recover()
+        # the one thread of this runtime's own: batches the store failed at their decision or in
+        # phase 2 are finished in the background once it answers again (core.run.settler)
+        self.settler = attach_settler(self.executor)
 
     @property
     def memory_allowance(self) -> Optional[int]:
@@ -117,6 +121,7 @@ class LocalRuntime:
                 "workers": [], "memory": self.driver.budget.snapshot() if self.driver.budget is not None else None}
 
     def close(self) -> None:
+        self.settler.close()
         self.view.close()
         self.ownership.release()
         self.backend.close()

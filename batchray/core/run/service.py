@@ -46,6 +46,7 @@ from batchray.core.txn.memory import MemoryBudget
 from batchray.core.model.batch import BatchResult, BatchState, RunOptions
 from batchray.core.txn.chunks import PlannedChunk
 from batchray.core.run.queueing import AdmissionQueue
+from batchray.core.run.settler import attach_settler
 
 _END = object()
 
@@ -140,6 +141,9 @@ class CoordinatorService:
         self._memory_reported = 0.0
         self._admitter = threading.Thread(target=self._admit_loop, name="batchray-admission", daemon=True)
         self._admitter.start()
+        # batches the store failed at their decision or in phase 2 are finished in the
+        # background, not left holding their items' locks until the next recovery
+        self.settler = attach_settler(executor)
 
     @property
     def peak_in_flight(self) -> int:
@@ -503,6 +507,7 @@ class CoordinatorService:
                                   else "; what was applied is kept")}
 
     def close(self) -> None:
+        self.settler.close()
         with self._lock:
             self._closed = True
             self._lock.notify_all()

@@ -36,7 +36,7 @@ from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.ordering import ordered_plan
 from batchray.core.txn.participant import Step
 from batchray.core.txn.policies import ChunkBudget, RejectPolicy, RetryPolicy, StopPolicy, backoff
-from batchray.errors import BatchrayError, InternalError, StoreError, TransactionAborted
+from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable, StoreError, TransactionAborted
 
 
 class DecisionLog(Protocol):
@@ -175,6 +175,10 @@ class TwoPhaseCommit:
         self.gate = gate
         self.running: dict[str, TxnRun] = {}
         """The transactions being run, by id (what they wait for: :meth:`waiting_for`)."""
+        self.on_unsettled: Optional[Callable[[str], None]] = None
+        """Told the id of a transaction whose run ended before its outcome reached every
+        participant (the log or a participant failed at the decision or in phase 2): whoever
+        runs the driver finishes it later with :func:`settle`, as recovery would."""
 
     def waiting_for(self, txn: str) -> Optional[dict[str, Any]]:
         """What a running transaction waits for now: ``{"memory": bool, "locks": [{participant,
@@ -247,15 +251,25 @@ class TwoPhaseCommit:
         with self._timed("vote"):
             votes = self._vote(state)
         decided = self._decision(state, votes)
-        with self.gate(state.touched):  # readers wait while the decision reaches the participants
-            with self._timed("decide"):
-                logged = self._log_decision(state, decided)
-            self._conclude(state, votes)
-            if state.on_decided is not None:
-                state.on_decided(state.outcome)
-            with self._timed("finish"):
-                self._deliver(state, logged)
+        try:
+            with self.gate(state.touched):  # readers wait while the decision reaches the participants
+                with self._timed("decide"):
+                    logged = self._log_decision(state, decided)
+                self._conclude(state, votes)
+                if state.on_decided is not None:
+                    state.on_decided(state.outcome)
+                with self._timed("finish"):
+                    self._deliver(state, logged)
+        except BatchrayError:
+            self._unsettled(state.txn)
+            raise
+        if state.outcome.in_doubt or not logged:
+            self._unsettled(state.txn)
         return state.outcome
+
+    def _unsettled(self, txn: str) -> None:
+        if self.on_unsettled is not None:
+            self.on_unsettled(txn)
 
     @contextlib.contextmanager
     def _timed(self, phase: str) -> Iterator[None]:
@@ -324,7 +338,7 @@ class TwoPhaseCommit:
         try:
             state.outcome.outcomes = self.log.decide(state.txn, decided)
             return True
-        except StoreError:
+        except (StoreError, ParticipantUnavailable):  # the log cannot be written, or its server is gone
             if any(v == "commit" for v in decided.values()):
                 raise  # no commit without its durable record: recovery presumes abort
             # presumed abort: an abort needs no record (recovery aborts an undecided batch as
@@ -411,19 +425,9 @@ def recover(
         outcomes = log.decide(batch["txn"], {p: "abort" for p in everyone})
         decided.append((batch["txn"], outcomes))
     for txn, outcomes in decided:
-        batch = log.batch(txn) or {}
-        ts = batch.get("ts", 0)
-        # participants not in the decision may still hold unvoted state: abort them too
-        full = {p: "abort" for p in everyone}
-        full.update(outcomes)
-        with driver.gate(set(full)):
-            if driver.finish(txn, ts, full):
-                continue
-        committed = any(v == "commit" for v in outcomes.values())
-        if batch and batch.get("state") in ("running", "queued", "pending"):
-            state = "completed" if committed else "rolled_back"
-            log.set_state(txn, state, result={"recovered": True, "committed": committed})
-        report["finished" if committed else "aborted"].append(txn)
+        committed = _finish_decided(log, driver, txn, outcomes, everyone)
+        if committed is not None:
+            report["finished" if committed else "aborted"].append(txn)
     # a crash after the decision was marked done but before the batch's result was recorded
     # leaves it "running" with nothing left to deliver: record its logged outcome
     seen = {txn for txn, _ in decided}
@@ -436,6 +440,43 @@ def recover(
                       result={"recovered": True, "committed": committed})
         report["finished" if committed else "aborted"].append(batch["txn"])
     return report
+
+
+def settle(log: DecisionLog, driver: TwoPhaseCommit, txn: str, participants: Iterable[str]) -> bool:
+    """Finish one batch whose run ended before its outcome reached every participant (see
+    :attr:`TwoPhaseCommit.on_unsettled`), as :func:`recover` would, while other batches run:
+    its logged decision is delivered; with none, it is aborted (presumed abort: no commit
+    was ever acknowledged without its record) and the abort logged when the log can be
+    written. True once every participant has its outcome and the batch's record is final;
+    False (or a raised error) means: try again later. Only for a batch no driver runs any more."""
+    everyone = sorted(participants)
+    outcomes = log.decision(txn)
+    logged = True
+    if outcomes is None:
+        abort = {p: "abort" for p in everyone}
+        try:
+            outcomes = log.decide(txn, abort)  # the first decision wins: a commit written earlier stays
+        except (StoreError, ParticipantUnavailable):
+            outcomes, logged = abort, False
+    return _finish_decided(log, driver, txn, outcomes, everyone, record=logged) is not None and logged
+
+
+def _finish_decided(log: DecisionLog, driver: TwoPhaseCommit, txn: str, outcomes: dict[str, str],
+                    everyone: list[str], record: bool = True) -> Optional[bool]:
+    """Deliver ``outcomes`` of ``txn`` under the commit gate, every other participant told to
+    abort (it may hold unvoted state); None while one is still in doubt, else whether the
+    batch committed, its record made final when it still reads running (``record``)."""
+    batch = log.batch(txn) or {}
+    full = {p: "abort" for p in everyone}
+    full.update(outcomes)
+    with driver.gate(set(full)):
+        if driver.finish(txn, batch.get("ts", 0), full, record=record):
+            return None
+    committed = any(v == "commit" for v in outcomes.values())
+    if record and batch and batch.get("state") in ("running", "queued", "pending"):
+        log.set_state(txn, "completed" if committed else "rolled_back",
+                      result={"recovered": True, "committed": committed})
+    return committed
 
 
 def _why(outcome: Outcome, votes: dict[str, bool]) -> str:
