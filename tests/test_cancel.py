@@ -28,6 +28,8 @@ import time
 
 import pytest
 
+from polling import until
+
 pytestmark = pytest.mark.ray
 
 DELAY = 0.05
@@ -62,16 +64,6 @@ def _context(client, name: str, prefill: int = 0) -> tuple[str, list[dict]]:
     return name, client.get_items(name)
 
 
-def _until(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def _completed(client, txn: str) -> int:
     progress = client.status(txn).get("progress") or {}
     return progress.get("completed", 0)
@@ -91,7 +83,7 @@ def _settled_completed(client, txn: str, quiet: float = 0.6) -> int:
 def _assert_clean(client) -> None:
     import ray
 
-    leftovers = _until(lambda: (lambda v: v if all(not any(c.values()) for c in v.values()) else None)(
+    leftovers = until(lambda: (lambda v: v if all(not any(c.values()) for c in v.values()) else None)(
         ray.get(client.runtime.coordinator.leftovers.remote())), timeout=10, what="no leftovers")
     assert all(not any(counts.values()) for counts in leftovers.values()), leftovers
 
@@ -100,7 +92,7 @@ def test_graceful_cancel_keeps_whole_chunks_of_a_non_atomic_batch(slow):
     context, _ = _context(slow, "Graceful")
     txn = slow.create_items(context, "Rows", slow_rows(2000, 0.001), batch_size=20, atomic=False, wait=False)
     assert isinstance(txn, str)
-    _until(lambda: _completed(slow, txn) >= 100, what="progress")
+    until(lambda: _completed(slow, txn) >= 100, what="progress")
     reply = slow.cancel(txn, rollback=False, graceful=True)
     assert reply["success"] and reply["state"] == "cancelling" and reply["rollback"] is False, reply
     result = slow.wait(txn)
@@ -124,7 +116,7 @@ def test_non_graceful_cancel_stops_at_once_and_rollback_restores_every_item(slow
     for graceful in (True, False):
         # 80 chunks of 10, all dispatched at once: 40 per worker, DELAY each, one at a time
         txn = slow.update_items(context, updates, batch_size=10, atomic=False, wait=False)
-        _until(lambda: _completed(slow, txn) >= 10, what="progress")
+        until(lambda: _completed(slow, txn) >= 10, what="progress")
         started = time.perf_counter()
         reply = slow.cancel(txn, rollback=True, graceful=graceful)
         assert reply["success"] and reply["rollback"] is True, reply
@@ -150,7 +142,7 @@ def test_rollback_restores_a_non_atomic_stream_and_atomic_batches_always_roll_ba
     context, before = _context(slow, "Rollback", prefill=100)
     for atomic, rollback in ((False, True), (True, False)):
         txn = slow.create_items(context, "Rows", slow_rows(2000, 0.001), batch_size=20, atomic=atomic, wait=False)
-        _until(lambda: _completed(slow, txn) >= 60, what="progress")
+        until(lambda: _completed(slow, txn) >= 60, what="progress")
         reply = slow.cancel(txn, rollback=rollback, graceful=True)
         assert reply["success"] and reply["rollback"] is True, reply  # atomic: rolled back regardless
         result = slow.wait(txn)
@@ -162,11 +154,11 @@ def test_rollback_restores_a_non_atomic_stream_and_atomic_batches_always_roll_ba
 def test_a_queued_batch_is_removed_and_never_runs(single):
     context, _ = _context(single, "Queued")
     ahead = single.create_items(context, "Rows", slow_rows(400, 0.004), batch_size=20, wait=False)
-    _until(lambda: single.status(ahead)["state"] == "running", what="the first batch to start")
+    until(lambda: single.status(ahead)["state"] == "running", what="the first batch to start")
     whole = single.create_items(context, "Rows", rows(10, start=5000), wait=False)
     stream = single.create_items(context, "Rows", slow_rows(100, 0.0, start=6000), wait=False)
     assert single.status(whole)["state"] == "queued" and single.status(whole)["queuePosition"] == 0
-    _until(lambda: single.status(stream)["queuePosition"] == 1, what="the stream to queue")
+    until(lambda: single.status(stream)["queuePosition"] == 1, what="the stream to queue")
     assert single.status(ahead)["queuePosition"] is None
     for txn in (whole, stream):
         reply = single.cancel(txn)

@@ -20,6 +20,7 @@ import pytest
 
 from batchray.core.model.batch import RunOptions
 from local_runtime import Client, local_client
+from polling import until
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.run.queueing import AdmissionQueue
 from batchray.core.run.service import CoordinatorService
@@ -138,13 +139,6 @@ class _Recorder:
         pass
 
 
-def _until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def local(tmp_path):
     """``(engine, make_service)`` over in-process participants; no Ray."""
@@ -174,7 +168,7 @@ def test_service_starts_batches_in_the_order_the_rules_say(local):
     service, recorder = make_service(max_running=1, aging_per_second=0.0)
     # a streaming batch holds the only slot until its input is closed
     blocker = service.submit("create_items", RunOptions(queue="etl"))["txn"]
-    _until(lambda: recorder.started == [blocker])
+    until(lambda: recorder.started == [blocker])
     waiting = {}
     for n, (name, priority, queue) in enumerate([
         ("etl-low", 0, "etl"), ("ui-high", 5, "ui"), ("ui-low", 0, "ui"), ("etl-high", 5, "etl"), ("mid", 2, "default"),
@@ -203,7 +197,7 @@ def test_service_aging_starts_a_batch_that_waited(local):
     engine, make_service = local
     service, recorder = make_service(max_running=1, aging_per_second=100.0)
     blocker = service.submit("create_items", RunOptions())["txn"]
-    _until(lambda: recorder.started == [blocker])
+    until(lambda: recorder.started == [blocker])
     old_low = service.submit("create_items", RunOptions(priority=0), _planned(engine, 1), 1)["txn"]
     time.sleep(0.2)  # worth 0 + 100/s x 0.2 s = 20 by now
     new_high = service.submit("create_items", RunOptions(priority=10), _planned(engine, 2), 1)["txn"]

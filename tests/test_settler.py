@@ -7,7 +7,6 @@ In process, no Ray: a real SQLite store, the coordinator service over it, and a 
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -16,6 +15,7 @@ from batchray.core.run.service import CoordinatorService
 from batchray.core.txn.memory import MemoryBudget
 from batchray.errors import ParticipantUnavailable
 from local_runtime import local_client
+from polling import until
 
 
 class Unreachable:
@@ -38,13 +38,6 @@ class Unreachable:
 
     def abort(self, ref):
         return self._step("abort", ref)
-
-
-def _until(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -78,12 +71,12 @@ def test_a_batch_whose_commit_could_not_be_delivered_is_finished_when_the_shard_
     txn = _create(engine, service)
     result = service.wait(txn, timeout=30)  # answered at the commit point: the decision is durable
     assert result is not None and result["success"], result
-    _until(lambda: service.settler.pending == [txn])  # phase 2 gave up on the unreachable shard
+    until(lambda: service.settler.pending == [txn])  # phase 2 gave up on the unreachable shard
     undecided, decided = engine.runtime.log.unfinished()
     assert [t for t, _ in decided] == [txn]
 
     shard.away.clear()  # the server is back: nobody runs recovery, the settler finishes it
-    _until(lambda: not service.settler.pending)
+    until(lambda: not service.settler.pending)
     assert service.settler.settled == [txn]
     assert engine.runtime.log.unfinished() == ([], [])
     assert engine.count_items("S") == 40
@@ -110,7 +103,7 @@ def test_a_batch_whose_decision_could_not_be_logged_is_rolled_back_by_the_settle
     result = service.wait(txn, timeout=30)
     assert result is not None and not result["success"], result
     # the commit was never logged, so never acknowledged: presumed abort, and nothing stays held
-    _until(lambda: not service.settler.pending)
+    until(lambda: not service.settler.pending)
     assert service.settler.settled == [txn]
     assert log.decision(txn) == {p: "abort" for p in engine.runtime.layout.participant_names}
     assert log.batch(txn)["state"] == "rolled_back"
