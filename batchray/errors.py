@@ -57,7 +57,7 @@ class BatchrayError(Exception):
         return {
             "code": self.code,
             "message": _redact(self.message),
-            "details": _json_safe(self.details),
+            "details": json_safe(self.details),
             "retryable": self.retryable,
         }
 
@@ -78,18 +78,24 @@ def install_secret_redaction(redact: Callable[[str], str]) -> None:
     _redact = redact
 
 
-def _json_safe(value: Any) -> Any:
-    """``value`` with every float JSON cannot hold (an infinity, NaN) written as text, and every
-    text redacted of secrets: details echo the input they are about, and a tool's answer must
-    stay valid JSON and carry no password."""
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def json_safe(value: Any, redact: bool = True) -> Any:
+    """``value`` with every number JSON encoders cannot hold (an infinity, NaN, an integer
+    outside 64 bits) written as text, and, when ``redact``, every text redacted of secrets:
+    details echo the input they are about, and a tool's answer must stay valid JSON and carry
+    no password. ``redact=False`` keeps texts as given (a rejected row's values)."""
     if isinstance(value, str):
-        return _redact(value)
+        return _redact(value) if redact else value
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
+        return str(value)
     if isinstance(value, dict):
-        return {_redact(k) if isinstance(k, str) else k: _json_safe(v) for k, v in value.items()}
+        return {(_redact(k) if redact and isinstance(k, str) else k): json_safe(v, redact) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v, redact) for v in value]
     return value
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import orjson
 
 from batchray.core.txn.chunks import BeforeImages, CreateItems, UndoBatch, UpdateItems
-from batchray.errors import ExpressionError, ValidationError
+from batchray.errors import ExpressionError, ValidationError, json_safe
 from batchray.core.model.schema import STORED, Attribute, AttributeType, DataContext, RowValidator, ValueProblem, coerce_value
 
 
@@ -150,7 +150,7 @@ def _add_values(errors: list[dict[str, Any]], chunk: CreateItems) -> None:
         for error in errors:
             position = position_of.get(error.get("index"))
             if position is not None:
-                error.setdefault("values", chunk.rows[position])
+                error.setdefault("values", json_safe(chunk.rows[position], redact=False))
 
 
 def valid_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], list[Any]]:
