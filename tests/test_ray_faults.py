@@ -140,11 +140,11 @@ def test_sigkill_each_process_at_each_protocol_point(rig: Rig) -> None:
 
 
 def test_sigkill_at_random_times(rig: Rig) -> None:
-    """10 trials: the coordinator, a worker or the driver SIGKILLed at a random moment of a
-    streaming batch (seeded: BATCHRAY_FAULT_SEED)."""
+    """7 trials: the coordinator, a worker or the driver SIGKILLed at a random moment of a
+    streaming batch (seeded: BATCHRAY_FAULT_SEED); the coordinator's trials 0 and 4 are paced,
+    trial 3 is not."""
     rng = random.Random(SEED)
-    plan = ["coordinator", "worker", "driver", "coordinator", "worker", "driver", "coordinator",
-            "worker", "driver", "coordinator"]
+    plan = ["coordinator", "worker", "driver", "coordinator", "coordinator", "worker", "driver"]
     for index, victim in enumerate(plan):
         trial = f"r{index}"
         context = rig.new_context(trial)

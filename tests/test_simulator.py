@@ -1,6 +1,6 @@
 """The seeded simulator (batchray.testing.sim): invariants over many seeds, replay, power.
 
-* ``test_ci_seeds``: 300 seeds x 50 transfer transactions over 3-4 real SQLite shards and a
+* ``test_ci_seeds``: 200 seeds x 50 transfer transactions over 3-4 real SQLite shards and a
   real decision log, with crashes, restarts, lost, delayed and duplicated messages; no seed
   may break an invariant. A failing seed is named with the command that replays it.
 * a seed replays identically (same trace hash, same final state), in and across processes;
@@ -23,7 +23,7 @@ from batchray.core.storage.sqlite.shard import SqliteShard
 from batchray.testing import sim
 from batchray.testing.sim import MESSAGE_FAULTS, Faults, SimConfig, Totals, run_seeds, simulate, simulation
 
-CI_SEEDS = 300
+CI_SEEDS = 200
 CI_TXNS = 50
 CI_CPU_SECONDS = 120
 
@@ -38,7 +38,7 @@ def _failures(totals: Totals) -> str:
 # -- the CI run -------------------------------------------------------------------------------
 
 def test_ci_seeds():
-    """300 seeds x 50 transactions under every fault kind: zero invariant violations, within
+    """200 seeds x 50 transactions under every fault kind: zero invariant violations, within
     2 minutes of one core (CPU time: the wall clock of a shared machine says little)."""
     started, cpu = time.perf_counter(), time.process_time()
     totals = run_seeds(range(CI_SEEDS), SimConfig(txns=CI_TXNS))
