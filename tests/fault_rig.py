@@ -1,5 +1,7 @@
-"""The rig of the kill tests on Ray (tests/test_ray_faults.py, tests/test_bank_faults.py,
-tests/test_ray_crash_sweep.py, tests/bank_soak.py); not a test module itself.
+"""The rig of the kill and pause tests on Ray (tests/test_ray_faults.py, tests/test_bank_faults.py,
+tests/test_ray_crash_sweep.py, tests/test_pause_sweep.py, tests/bank_soak.py); not a test module
+itself. In the suite their modules share one cluster (the ``cluster`` fixture of
+tests/conftest.py), each on stores of its own.
 
 Why the Ray work runs in subprocesses: these tests need a Ray cluster of their own (their kills
 must not touch the shared session other tests use), and a process can be connected to one Ray
@@ -36,6 +38,14 @@ CHUNK = 2_000  # items per chunk: 5 chunks per shard
 STALL_TIMEOUT = 5.0  # seconds without input before a streaming batch is rolled back
 FINAL = {"completed", "failed", "rolled_back", "cancelled"}
 SEED = int(os.environ.get("BATCHRAY_FAULT_SEED", "20261129"))
+# the protocol points of a batch over both shards: point -> (label prefix of the crash point,
+# which matching point of the trial: 1st, 2nd); see tests/test_ray_faults.py
+POINTS = {
+    "during apply": ("shard-0001:apply", 2),
+    "after the votes": ("log:decide", 1),
+    "after the decision is logged": ("send:commit:shard-0000", 1),
+    "during commit": ("shard-0000:commit", 1),
+}
 
 
 # -- subprocesses -------------------------------------------------------------------------------

@@ -46,18 +46,11 @@ import time
 
 import pytest
 
-from fault_rig import CHUNK, N, SEED, Rig, ray_cluster
+from fault_rig import CHUNK, N, POINTS, SEED, Rig
 from fault_rig import kill as _kill
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 
-# point -> (label prefix of the crash point, which matching point of the trial: 1st, 2nd)
-POINTS = {
-    "during apply": ("shard-0001:apply", 2),
-    "after the votes": ("log:decide", 1),
-    "after the decision is logged": ("send:commit:shard-0000", 1),
-    "during commit": ("shard-0000:commit", 1),
-}
 MATRIX = {  # (point, victim) -> the outcome the protocol implies
     ("during apply", "worker"): "rolled_back",  # the restarted worker aborted its part
     ("during apply", "coordinator"): "rolled_back",  # undecided: presumed abort
@@ -74,12 +67,6 @@ MATRIX = {  # (point, victim) -> the outcome the protocol implies
 }
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A Ray cluster of this module's own (one head node, 4 CPUs), in a subprocess."""
-    pytest.importorskip("ray")
-    with ray_cluster(tmp_path_factory.mktemp("ray-faults")) as address:
-        yield address
 
 
 @pytest.fixture
