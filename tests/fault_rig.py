@@ -38,14 +38,6 @@ CHUNK = 2_000  # items per chunk: 5 chunks per shard
 STALL_TIMEOUT = 5.0  # seconds without input before a streaming batch is rolled back
 FINAL = {"completed", "failed", "rolled_back", "cancelled"}
 SEED = int(os.environ.get("BATCHRAY_FAULT_SEED", "20261129"))
-# the protocol points of a batch over both shards: point -> (label prefix of the crash point,
-# which matching point of the trial: 1st, 2nd); see tests/test_ray_faults.py
-POINTS = {
-    "during apply": ("shard-0001:apply", 2),
-    "after the votes": ("log:decide", 1),
-    "after the decision is logged": ("send:commit:shard-0000", 1),
-    "during commit": ("shard-0000:commit", 1),
-}
 
 
 # -- subprocesses -------------------------------------------------------------------------------

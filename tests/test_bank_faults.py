@@ -32,8 +32,6 @@ from fault_rig import SEED
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 
 
-
-
 def _report(figures: dict, tmp_path) -> None:
     print("\n" + describe(figures))
     (tmp_path / "figures.json").write_text(json.dumps(figures, indent=2))

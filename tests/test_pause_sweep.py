@@ -5,8 +5,8 @@ drivers' batches run, then woken with SIGCONT.
 The batch paused is an update of the 12 items of a data context (``n = n + 1000``, chunks of 3
 over both shards, each by ``itemId``). How a pause lands on a point: the actors run with the
 crash-point trigger file (:mod:`batchray.core.txn.crashpoints`, through ``tests/fault_rig.py``).
-A trial arms it to *hold* the process that reaches the point (the points of
-``fault_rig.POINTS``: the 2nd apply write on shard-0001, the coordinator's decision write, its
+A trial arms it to *hold* the process that reaches the point (``POINTS``: shard-0001's first
+apply write, its last apply write that carries its vote, the coordinator's decision write, its
 commit message to shard-0000 just after the decision is logged, shard-0000's commit write),
 SIGSTOPs the victim (the holder itself, or the other process: the worker of shard-0000 or the
 coordinator), lets the holder go on (a holder that is the victim goes on from the point once
@@ -40,7 +40,7 @@ Every trial then checks, once the batches are over and recovery ran (``Rig.settl
 
 ``test_pause_worker_replaced_after_its_vote`` (the default suite) is the one representative
 trial; ``test_pause_at_every_protocol_point`` (soak: ``pytest -m soak``) sweeps both processes
-over the four points plus the two replacements (10 trials) and prints the table recorded in
+over the five points plus the two replacements (12 trials) and prints the table recorded in
 docs/reliability.md. The Ray work runs in subprocesses (see tests/fault_rig.py); this module
 never imports Ray.
 """
@@ -55,7 +55,7 @@ from typing import Any, Optional
 
 import pytest
 
-from fault_rig import FINAL, POINTS, SEED, Rig, kill
+from fault_rig import FINAL, SEED, Rig, kill
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1200)]
 
@@ -64,11 +64,17 @@ ITEMS = 12  # items of ``upd``, updated by the paused batch and another: 3-item 
 UPDATED = "upd"
 OTHER = 4_000  # the other driver's streamed load
 NO_HANG = PAUSE + 90.0  # every batch ends within this many seconds of the pause
+# point -> (label prefix of the crash point where the trial holds, which matching point: 1st, 2nd)
+POINTS = {
+    "during apply": ("shard-0001:apply", 1),  # shard-0001's first chunk, written, not committed
+    "at the vote": ("shard-0001:apply+prepare", 1),  # its last chunk, the vote riding on it
+    "after the votes": ("log:decide", 1),  # every shard prepared; the decision being written
+    "after the decision is logged": ("send:commit:shard-0000", 1),  # nobody told yet
+    "during commit": ("shard-0000:commit", 1),  # shard-0000's commit write
+}
 AFTER_DECISION = ("after the decision is logged", "during commit")
 SWEEP = [(point, victim, False) for point in POINTS for victim in ("worker", "coordinator")] + [
     ("after the votes", "worker", True), ("after the decision is logged", "worker", True)]
-
-
 
 
 @pytest.fixture

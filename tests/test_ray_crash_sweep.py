@@ -49,8 +49,6 @@ CHUNK = 3  # 6 items per shard: 2 chunks each
 MAX_WRITES = 40  # per process and batch; more means the sweep never ends
 
 
-
-
 @pytest.fixture
 def rig(cluster, tmp_path):
     rig = Rig(cluster, tmp_path)

@@ -46,11 +46,18 @@ import time
 
 import pytest
 
-from fault_rig import CHUNK, N, POINTS, SEED, Rig
+from fault_rig import CHUNK, N, SEED, Rig
 from fault_rig import kill as _kill
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 
+# point -> (label prefix of the crash point, which matching point of the trial: 1st, 2nd)
+POINTS = {
+    "during apply": ("shard-0001:apply", 2),
+    "after the votes": ("log:decide", 1),
+    "after the decision is logged": ("send:commit:shard-0000", 1),
+    "during commit": ("shard-0000:commit", 1),
+}
 MATRIX = {  # (point, victim) -> the outcome the protocol implies
     ("during apply", "worker"): "rolled_back",  # the restarted worker aborted its part
     ("during apply", "coordinator"): "rolled_back",  # undecided: presumed abort
@@ -65,8 +72,6 @@ MATRIX = {  # (point, victim) -> the outcome the protocol implies
     ("during commit", "coordinator"): "completed",
     ("during commit", "driver"): "completed",
 }
-
-
 
 
 @pytest.fixture

@@ -21,8 +21,6 @@ pytestmark = pytest.mark.faults
 DRIVER = Path(__file__).with_name("raydata_driver.py")
 
 
-
-
 def run_driver(*args: str, timeout: float = 240) -> dict:
     done = subprocess.run([sys.executable, str(DRIVER), *args], capture_output=True, text=True,
                           timeout=timeout, env=_ray_env())
