@@ -123,6 +123,21 @@ def cluster(tmp_path_factory):
     _fault_cluster.stop()
 
 
+@pytest.fixture
+def rig(cluster, tmp_path):
+    """A store on the fault cluster (2 workers, 2 shards), its agent, and the checks of
+    ``fault_rig.Rig``; its actors are stopped and its files checked at the end."""
+    from fault_rig import Rig
+
+    rig = Rig(cluster, tmp_path)
+    try:
+        rig.connect()
+        yield rig
+    finally:
+        rig.close()
+    rig.check_files("after the actors stopped")
+
+
 def pytest_collection_finish(session):
     users = [item.nodeid for item in session.items
              if "cluster" in getattr(item, "fixturenames", ()) and item.get_closest_marker("skip") is None]

@@ -57,6 +57,8 @@ import pytest
 
 from fault_rig import FINAL, SEED, Rig, kill
 
+from batchray.core.storage.backends import open_backend
+
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1200)]
 
 PAUSE = 12.0  # seconds stopped: past the 10 s lock timeout and the drivers' 10 s waits
@@ -75,17 +77,6 @@ POINTS = {
 AFTER_DECISION = ("after the decision is logged", "during commit")
 SWEEP = [(point, victim, False) for point in POINTS for victim in ("worker", "coordinator")] + [
     ("after the votes", "worker", True), ("after the decision is logged", "worker", True)]
-
-
-@pytest.fixture
-def rig(cluster, tmp_path):
-    rig = Rig(cluster, tmp_path)
-    try:
-        rig.connect()
-        yield rig
-    finally:
-        rig.close()
-    rig.check_files("after the actors stopped")
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -108,8 +99,6 @@ def _shard_state(rig: Rig, shard: str, txns: list[str]) -> dict[str, Any]:
 
 def _replace(rig: Rig, shard: str) -> dict[str, Any]:
     """Take ``shard`` over as a restarted worker would: claim the next epoch, recover."""
-    from batchray.core.storage.backends import open_backend
-
     backend = open_backend(str(rig.store))
     try:
         participant = backend.open_participant(shard, recover=False, lock_timeout=2.0)

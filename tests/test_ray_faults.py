@@ -74,17 +74,6 @@ MATRIX = {  # (point, victim) -> the outcome the protocol implies
 }
 
 
-@pytest.fixture
-def rig(cluster, tmp_path):
-    rig = Rig(cluster, tmp_path)
-    try:
-        rig.connect()
-        yield rig
-    finally:
-        rig.close()
-    rig.check_files("after the actors stopped")
-
-
 # -- the tests --------------------------------------------------------------------------------
 
 def test_sigkill_each_process_at_each_protocol_point(rig: Rig) -> None:
