@@ -82,6 +82,75 @@ def open_store(ray_session, tmp_path_factory, request):
     clients.shutdown_all()
 
 
+# -- the fault tests' Ray cluster: one for all their modules ----------------------------------
+
+class _FaultCluster:
+    """The Ray cluster of the fault tests (``fault_rig.ray_cluster``: one head node in a
+    subprocess, apart from ``ray_session``, since these tests kill processes). Their modules
+    (test_ray_faults, test_ray_crash_sweep, test_bank_faults, test_raydata_faults,
+    test_pause_sweep) share it: each runs on stores of its own, so its kills reach its own
+    actors only, and a cluster costs about 20 s to start and stop. Started by the first test
+    that takes ``cluster``, stopped after the last one the run selected (see
+    :func:`pytest_runtest_teardown`), so it does not stay up beside the other Ray tests."""
+
+    def __init__(self) -> None:
+        self._context = None
+        self.address = None
+        self.last_user = None  # the nodeid of the last test of the run that takes it
+
+    def start(self, logs: Path) -> str:
+        if self.address is None:
+            from fault_rig import ray_cluster
+
+            self._context = ray_cluster(logs)
+            self.address = self._context.__enter__()
+        return self.address
+
+    def stop(self) -> None:
+        context, self._context, self.address = self._context, None, None
+        if context is not None:
+            context.__exit__(None, None, None)
+
+
+_fault_cluster = _FaultCluster()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """The address of the fault tests' Ray cluster (see :class:`_FaultCluster`)."""
+    pytest.importorskip("ray")
+    yield _fault_cluster.start(tmp_path_factory.mktemp("fault-cluster"))
+    _fault_cluster.stop()
+
+
+@pytest.fixture
+def rig(cluster, tmp_path):
+    """A store on the fault cluster (2 workers, 2 shards), its agent, and the checks of
+    ``fault_rig.Rig``; its actors are stopped and its files checked at the end."""
+    from fault_rig import Rig
+
+    rig = Rig(cluster, tmp_path)
+    try:
+        rig.connect()
+        yield rig
+    finally:
+        rig.close()
+    rig.check_files("after the actors stopped")
+
+
+def pytest_collection_finish(session):
+    users = [item.nodeid for item in session.items
+             if "cluster" in getattr(item, "fixturenames", ()) and item.get_closest_marker("skip") is None]
+    _fault_cluster.last_user = users[-1] if users else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the last test that takes the fault cluster (and its fixtures' teardown), stop it."""
+    if item.nodeid == _fault_cluster.last_user:
+        _fault_cluster.stop()
+
+
 # -- soak runs: long, by hand only ------------------------------------------------------------
 
 def pytest_collection_modifyitems(config, items):

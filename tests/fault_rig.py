@@ -1,5 +1,7 @@
-"""The rig of the kill tests on Ray (tests/test_ray_faults.py, tests/test_bank_faults.py,
-tests/test_ray_crash_sweep.py, tests/bank_soak.py); not a test module itself.
+"""The rig of the kill and pause tests on Ray (tests/test_ray_faults.py, tests/test_bank_faults.py,
+tests/test_ray_crash_sweep.py, tests/test_pause_sweep.py, tests/bank_soak.py); not a test module
+itself. In the suite their modules share one cluster (the ``cluster`` fixture of
+tests/conftest.py), each on stores of its own.
 
 Why the Ray work runs in subprocesses: these tests need a Ray cluster of their own (their kills
 must not touch the shared session other tests use), and a process can be connected to one Ray

@@ -27,17 +27,9 @@ import os
 import pytest
 
 from bank_soak import describe, run_bank
-from fault_rig import SEED, ray_cluster
+from fault_rig import SEED
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A Ray cluster of this module's own (one head node, 4 CPUs), in a subprocess."""
-    pytest.importorskip("ray")
-    with ray_cluster(tmp_path_factory.mktemp("bank-faults")) as address:
-        yield address
 
 
 def _report(figures: dict, tmp_path) -> None:

@@ -10,8 +10,14 @@ transaction, as a coordinator that never heard of the takeover would: each step 
 its session and so its transaction), and the item keeps the new owner's value,
 the store no 2PC leftovers, PostgreSQL no prepared transaction.
 
+A second test pauses the old owner *after its vote* (applied and prepared): the new owner's
+recovery finds the transaction in doubt and, told the coordinator's decision, commits it; the
+woken owner, told to roll it back (a decision it would have taken from a coordinator that lost
+its log, say), is refused with ``STALE_EPOCH``, and the committed values stay.
+
 SQLite shard files, and a schema of the shared PostgreSQL test server (``postgres`` marker:
-nothing here crashes the server or changes its settings). The pause of a worker or the
+nothing here crashes the server or changes its settings). The pauses of a worker and of the
+coordinator of the Ray runtime at each protocol point are in tests/test_pause_sweep.py. The pause of a worker or the
 coordinator of the Ray runtime under the bank workload is in tests/test_bank_faults.py.
 """
 from __future__ import annotations
@@ -108,6 +114,43 @@ def test_a_paused_owner_woken_after_its_replacement_is_fenced(kind, tmp_path):
             assert apply_again.get("error") == "STALE_EPOCH", apply_again
 
             assert _values(new) == {**ITEMS, LO + 1: {"name": "a", "mass": 7}}
+            assert new.pending() == [] and not any(new.leftovers().values())
+            new.close()
+        finally:
+            old.close()
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_an_owner_paused_after_its_vote_and_woken_after_its_replacement_is_fenced(kind, tmp_path):
+    store = store_for(kind, tmp_path)
+    target = str(tmp_path / "s.sqlite") if kind == "sqlite" else store.url
+    try:
+        seed = store.open("s")
+        seed.apply(TxnRef("seed", 1), CreateItems(1, list(ITEMS), [orjson.dumps(v).decode() for v in ITEMS.values()]))
+        assert seed.prepare(TxnRef("seed", 1))
+        seed.commit(TxnRef("seed", 1))
+        seed.close()
+
+        old = Owner(kind, target, epoch=1)
+        try:
+            assert old.step(step="apply", txn="voted", ts=10, chunk=1, id=LO + 1, mass=50) == {"ok": 1}
+            assert old.step(step="prepare", txn="voted", ts=10) == {"ok": True}
+            os.kill(old.proc.pid, signal.SIGSTOP)
+            frozen = time.monotonic()
+
+            new = store.open("s", lock_timeout=2.0)  # recovery: the vote is durable, in doubt
+            assert [d["txn"] for d in new.in_doubt] == ["voted"], new.in_doubt
+            assert new.claim(2) == 2
+            new.commit(TxnRef("voted", 10, epoch=2))  # the coordinator's decision, delivered
+            time.sleep(max(0.0, PAUSE - (time.monotonic() - frozen)))
+
+            os.kill(old.proc.pid, signal.SIGCONT)
+            for step in ("abort", "commit"):
+                answer = old.step(step=step, txn="voted", ts=10)
+                assert answer.get("error") == "STALE_EPOCH", f"the woken owner's {step} was not refused: {answer}"
+            assert _values(new) == {**ITEMS, LO + 1: {"name": "a", "mass": 50}}
             assert new.pending() == [] and not any(new.leftovers().values())
             new.close()
         finally:

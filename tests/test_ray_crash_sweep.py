@@ -42,20 +42,13 @@ from typing import Any
 
 import pytest
 
-from fault_rig import FINAL, Rig, ray_cluster
+from fault_rig import FINAL, Rig
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(1200)]
 
 ITEMS = 12
 CHUNK = 3  # 6 items per shard: 2 chunks each
 MAX_WRITES = 40  # per process and batch; more means the sweep never ends
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    pytest.importorskip("ray")
-    with ray_cluster(tmp_path_factory.mktemp("ray-crash-sweep")) as address:
-        yield address
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ import time
 
 import pytest
 
-from fault_rig import CHUNK, N, SEED, Rig, ray_cluster
+from fault_rig import CHUNK, N, SEED, Rig
 from fault_rig import kill as _kill
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
@@ -72,25 +72,6 @@ MATRIX = {  # (point, victim) -> the outcome the protocol implies
     ("during commit", "coordinator"): "completed",
     ("during commit", "driver"): "completed",
 }
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A Ray cluster of this module's own (one head node, 4 CPUs), in a subprocess."""
-    pytest.importorskip("ray")
-    with ray_cluster(tmp_path_factory.mktemp("ray-faults")) as address:
-        yield address
-
-
-@pytest.fixture
-def rig(cluster, tmp_path):
-    rig = Rig(cluster, tmp_path)
-    try:
-        rig.connect()
-        yield rig
-    finally:
-        rig.close()
-    rig.check_files("after the actors stopped")
 
 
 # -- the tests --------------------------------------------------------------------------------

@@ -3,8 +3,8 @@ write task that dies mid-write and is run again by Ray applies its blocks once, 
 SIGKILLed mid-write leaves nothing in the store (its batch is rolled back by the stall timeout).
 
 As in tests/test_ray_faults.py, the Ray work runs in subprocesses (tests/raydata_driver.py)
-joined to a cluster of their own (``fault_rig.ray_cluster``), so that the kills never touch the
-Ray session the other tests share.
+joined to the fault tests' cluster (the ``cluster`` fixture of tests/conftest.py, started with
+``fault_rig.ray_cluster``), so that the kills never touch the Ray session the other tests share.
 """
 from __future__ import annotations
 
@@ -15,16 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from fault_rig import _ray_env, kill, ray_cluster
+from fault_rig import _ray_env, kill
 
 pytestmark = pytest.mark.faults
 DRIVER = Path(__file__).with_name("raydata_driver.py")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with ray_cluster(tmp_path_factory.mktemp("raydata-cluster")) as address:
-        yield address
 
 
 def run_driver(*args: str, timeout: float = 240) -> dict:

@@ -13,20 +13,77 @@ update over both shards runs while a reader thread reads every item again and ag
 * the decision is in the log's file, read by a connection of its own, once the batch returned;
 * every read saw all the old values or all the new ones, and the new ones only in a read that
   ended after the decision was durable.
+
+The same on PostgreSQL (``postgres`` marker; a schema of its own on the server
+``$BATCHRAY_TEST_PG_DSN`` names): every connection the store opens is slowed
+(:func:`batchray.testing.slow_sync.slowed_store`): the decision log's write of the decision takes
+2 s, each shard's vote (``PREPARE TRANSACTION``) and its commit (``COMMIT PREPARED``) 0.5 s, every
+other write that commits on its own 0.05 s. The batch returns only after the decision's commit;
+the decision is read by a connection of the test's own once it returned; each vote was durable
+before the decision was written and each ``COMMIT PREPARED`` started after it was durable;
+readers see all-old or all-new, the new only after the decision; nothing is left prepared.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
+import uuid
 
+import pytest
 from local_runtime import local_client
 
-from batchray.testing.slow_sync import slowed
+from batchray.testing.slow_sync import slowed, slowed_store
 
 COLLECTIONS = [{"name": "People", "attrs": [{"name": "name"}, {"name": "n", "type": "numeric"}]}]
 DECISION_SECONDS = 2.0
 SHARD_SECONDS = 0.5
+OTHER_SECONDS = 0.05  # PostgreSQL: every other write that commits on its own
+OLD = list(range(20))
+NEW = [k + 100 for k in OLD]
+UPDATE = {"selector": {"query": "n >= 0"}, "values": {"n": "=n + 100"}}
+
+
+class Reader:
+    """A thread reading every item again and again while the block runs; :meth:`check` says
+    each read saw all the old values or all the new ones, the new ones only in a read that
+    ended after ``durable`` (when the decision was durable)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.reads: list = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            began = time.monotonic()
+            values = [item["values"]["n"] for item in self.client.get_items("People")]
+            self.reads.append((began, time.monotonic(), values))
+
+    def __enter__(self) -> "Reader":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join(30)
+
+    def check(self, durable: float) -> None:
+        assert self.reads, "the reader never finished a read"
+        for began, ended, values in self.reads:
+            assert values in (OLD, NEW), f"a read saw part of the batch: {values}"
+            if values == NEW:
+                assert ended >= durable, "a reader saw the batch before its decision was durable"
+
+
+def _people(client) -> list[int]:
+    assert client.create_data_context("People", COLLECTIONS).success
+    created = client.create_items("People", "People", [{"name": f"p{k}", "n": k} for k in OLD])
+    assert created.success
+    assert len({client.layout.shard_of(i) for i in created.item_ids}) == 2  # the batch spans both
+    return created.item_ids
 
 
 def _record(participant, step: str, calls: list, when: str) -> None:
@@ -45,37 +102,20 @@ def _record(participant, step: str, calls: list, when: str) -> None:
 
 def test_a_slow_fsync_never_lets_a_batch_succeed_before_its_decision_is_durable(tmp_path):
     with local_client(tmp_path / "store", shards=2) as client:
-        assert client.create_data_context("People", COLLECTIONS).success
-        created = client.create_items("People", "People", [{"name": f"p{k}", "n": k} for k in range(20)])
-        assert created.success
+        _people(client)
         shards = [p for name, p in sorted(client.runtime.participants.items()) if name.startswith("shard-")]
-        assert len({client.layout.shard_of(i) for i in created.item_ids}) == 2  # the batch spans both
         calls: list = []
         for shard in shards:
             _record(shard, "prepare", calls, "returned")  # a vote asked for on its own
             _record(shard, "commit", calls, "called")
-        old = list(range(20))
-        new = [k + 100 for k in old]
-        reads: list = []
-        done = threading.Event()
-
-        def reader() -> None:
-            while not done.is_set():
-                began = time.monotonic()
-                values = [item["values"]["n"] for item in client.get_items("People")]
-                reads.append((began, time.monotonic(), values))
-
         with slowed(client.runtime.log, DECISION_SECONDS) as log_sync, \
                 slowed(shards[0], SHARD_SECONDS) as sync0, slowed(shards[1], SHARD_SECONDS) as sync1:
-            thread = threading.Thread(target=reader, daemon=True)
-            thread.start()
-            result = client.update_items("People", [{"selector": {"query": "n >= 0"}, "values": {"n": "=n + 100"}}],
-                                         progress=False)
-            returned = time.monotonic()
-            with sqlite3.connect(f"file:{client.runtime.log.path}?mode=ro", uri=True) as look:
-                logged = look.execute("SELECT outcomes FROM decisions WHERE txn=?", (result.transaction_id,)).fetchone()
-            done.set()
-            thread.join(30)
+            with Reader(client) as reader:
+                result = client.update_items("People", [UPDATE], progress=False)
+                returned = time.monotonic()
+                with sqlite3.connect(f"file:{client.runtime.log.path}?mode=ro", uri=True) as look:
+                    logged = look.execute("SELECT outcomes FROM decisions WHERE txn=?",
+                                          (result.transaction_id,)).fetchone()
         assert result.success, result.error
         decisions = [c for c in log_sync.commits if "INTO decisions" in c.statement]
         assert len(decisions) == 1, log_sync.commits
@@ -92,8 +132,74 @@ def test_a_slow_fsync_never_lets_a_batch_succeed_before_its_decision_is_durable(
             assert [c.durable <= decision.started for c in sync.commits] == [True, False], sync.commits
             assert sync.commits[1].started >= decision.durable
         assert len(committed) == 2 and min(committed) >= decision.durable
-        assert reads, "the reader never finished a read"
-        for began, ended, values in reads:
-            assert values in (old, new), f"a read saw part of the batch: {values}"
-            if values == new:
-                assert ended >= decision.durable, "a reader saw the batch before its decision was durable"
+        reader.check(decision.durable)
+
+
+@pytest.fixture
+def pg_url():
+    """A schema of the test's own on the server ``$BATCHRAY_TEST_PG_DSN`` names, dropped after."""
+    dsn = os.environ.get("BATCHRAY_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("needs a PostgreSQL server: set BATCHRAY_TEST_PG_DSN (eval \"$(bash .ci/postgres.sh start)\")")
+    psycopg = pytest.importorskip("psycopg")
+    schema = f"slow_{uuid.uuid4().hex[:10]}"
+    yield f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        left = [g for (g,) in conn.execute("SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, %s)",
+                                           (f"batchray:{schema}:",))]
+        for gid in left:
+            conn.execute(f"ROLLBACK PREPARED '{gid}'")
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    assert left == [], f"prepared transactions left behind: {left}"
+
+
+def _pg_delay(statement: str, ending: str) -> float:
+    """The decision 2 s, a shard's vote and its COMMIT PREPARED 0.5 s, any other commit 0.05 s."""
+    if ending == "" and "decisions" in statement and "INSERT" in statement.upper():
+        return DECISION_SECONDS
+    if ending.upper().startswith(("PREPARE TRANSACTION", "COMMIT PREPARED")) and ":shard-" in ending:
+        return SHARD_SECONDS
+    return OTHER_SECONDS
+
+
+@pytest.mark.postgres
+def test_a_slow_fsync_on_postgresql_never_lets_a_batch_succeed_before_its_decision_is_durable(pg_url):
+    import psycopg
+
+    with local_client(pg_url, shards=2) as client:
+        _people(client)
+        runtime = client.runtime
+        store = runtime.backend.store
+        dsn, schema = store.dsn, store.schema
+        with slowed_store(store, _pg_delay, reconnect=[runtime.log, *runtime.participants.values()]) as slow:
+            with Reader(client) as reader:
+                result = client.update_items("People", [UPDATE], progress=False)
+                returned = time.monotonic()
+                with psycopg.connect(dsn, autocommit=True) as look:  # a connection of the test's own
+                    logged = look.execute(f'SELECT outcomes FROM "{schema}".decisions WHERE txn=%s',
+                                          (result.transaction_id,)).fetchone()
+                    prepared = look.execute("SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, %s)",
+                                            (f"batchray:{schema}:",)).fetchall()
+        assert result.success, result.error
+        txn = result.transaction_id
+        commits = list(slow.commits)
+        decisions = [c for c in commits if c.ending == "" and "decisions" in c.statement
+                     and "INSERT" in c.statement.upper()]
+        assert len(decisions) == 1, commits
+        decision = decisions[0]
+        assert decision.durable - decision.started >= DECISION_SECONDS
+        assert returned >= decision.durable, "the batch reported success before its decision was durable"
+        assert logged is not None and "commit" in logged[0]
+        votes = [c for c in commits if c.ending.startswith("PREPARE TRANSACTION") and txn in c.ending]
+        delivered = [c for c in commits if c.ending.startswith("COMMIT PREPARED") and txn in c.ending]
+        assert sorted(":shard-0000:" in c.ending for c in votes) == [False, True], votes  # one vote per shard
+        for vote in votes:  # slowed, and durable before the decision was written
+            assert vote.durable - vote.started >= SHARD_SECONDS and vote.durable <= decision.started, (vote, decision)
+        assert len(delivered) == 2, commits  # each shard's commit, slowed, after the decision was durable
+        for commit in delivered:
+            assert commit.started >= decision.durable and commit.durable - commit.started >= SHARD_SECONDS
+        assert prepared == []  # the batch returned after its decision; phase 2 was over by then
+        reader.check(decision.durable)
+        assert [item["values"]["n"] for item in client.get_items("People")] == NEW
+        for participant in runtime.participants.values():
+            assert participant.pending() == [] and not any(participant.leftovers().values()), participant.name

@@ -5,8 +5,8 @@
   durable write;
 * :mod:`batchray.testing.sim` runs many seeded transactions over several shards with
   crashes, restarts, lost and duplicated messages, and checks the invariants;
-* :mod:`batchray.testing.slow_sync` makes a SQLite connection's durable commits slow (a disk
-  whose fsync takes seconds);
+* :mod:`batchray.testing.slow_sync` makes the durable commits of a SQLite connection, or of
+  every connection of a PostgreSQL store, slow (a disk whose fsync takes seconds);
 * :mod:`batchray.testing.conformance` checks any participant (a store's, or your own) against
   the contracts of the participant protocol.
 
