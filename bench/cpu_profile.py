@@ -4,7 +4,7 @@
     python -m bench.cpu_profile small               # per 10-item atomic batch, 2 workers
     python -m bench.cpu_profile create              # per million items, 2 workers, vs raw SQLite
     python -m bench.cpu_profile validate [WORKERS]  # per 100,000 items validated on the row path
-    python -m bench.cpu_profile pg [WORKERS [SHARDS]]  # per million items into PostgreSQL, vs one COPY
+    python -m bench.cpu_profile pg [WORKERS [SHARDS [ITEMS]]]  # per million items into PostgreSQL, vs one COPY
 
 Each process's user + system CPU time (``psutil``) is read before and after the measured
 work, for the driver (this process) and the Ray processes it started (workers, the raylet,
@@ -116,7 +116,8 @@ def main(argv: list[str]) -> None:
             print(f"validated load, {workers} worker(s): {len(rows) / seconds:,.0f} items/s")
             report(before, after, 2, "100,000 items")
         elif mode == "pg":
-            pg_profile(int(argv[1]) if len(argv) > 1 else 2, int(argv[2]) if len(argv) > 2 else None)
+            pg_profile(int(argv[1]) if len(argv) > 1 else 2, int(argv[2]) if len(argv) > 2 else None,
+                       int(argv[3]) if len(argv) > 3 else 1_000_000)
         else:
             raise SystemExit(f"unknown mode {mode!r}: latency, small, create, validate or pg")
     finally:

@@ -1,14 +1,14 @@
-"""Create chunks written with COPY at a PostgreSQL participant (marker ``postgres``).
+r"""Create chunks written with COPY at a PostgreSQL participant (marker ``postgres``).
 
-A create chunk's rows are validated and encoded into COPY's text format before the chunk's
-transaction is entered (:mod:`batchray.core.storage.postgres.copy_rows`): one ``orjson.dumps``
-of the whole chunk cut at the ``},{`` between rows, or row by row when a value holds that
-sequence. PostgreSQL is the judge of the format: every stored ``vals`` must be the row's JSON
-byte for byte (``orjson.dumps``, as the row-by-row encoding always stored it), whatever the
-values hold (COPY's escapes: backslash, tab, newline; ``%``, which the template doubles; the
-``},{`` that sends a chunk to the row-by-row path). A create's undo is PostgreSQL's own (the
-transaction, prepared or not, rolled back): a participant process killed after it prepared
-such a chunk leaves it to recovery, which commits or rolls back exactly those rows.
+A create chunk's rows are validated before the chunk's transaction is entered and encoded into
+COPY's text format inside it (:mod:`batchray.core.storage.postgres.copy_rows`). PostgreSQL is
+the judge of the format: every stored ``vals`` must be the row's JSON byte for byte
+(``orjson.dumps``), whatever the values hold (COPY's escapes: backslash, tab, newline, ``\.``,
+``\N``; ``%``; braces and commas), and rows rejected by validation are reported with their
+request index and leave the ids of the others in place. A create's undo is PostgreSQL's own
+(the transaction, prepared or not, rolled back) and its before-images are id ranges: a
+participant process killed after it prepared such chunks leaves them to recovery, which
+commits exactly those rows; killed before, nothing of them stays.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def _stored(url: str) -> dict[int, tuple[str, int, int]]:
                 conn.execute(f'SELECT id, vals, ver, part FROM "{schema}".items ORDER BY id')}
 
 
-@pytest.mark.parametrize("with_boundary", [False, True], ids=["whole-chunk", "row-by-row"])
+@pytest.mark.parametrize("with_boundary", [False, True], ids=["plain", "braces-in-values"])
 def test_created_rows_are_stored_as_their_json_byte_for_byte(url, with_boundary):
     seed = random.randrange(1 << 30)
     rows = _rows(seed, 300, with_boundary)

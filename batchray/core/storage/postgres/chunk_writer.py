@@ -16,7 +16,7 @@ from typing import Any, Optional
 import orjson
 
 from batchray.core.storage.patching import not_found, patch_items, transform_values, undo_conflict
-from batchray.core.storage.postgres.copy_rows import COPY_COLUMNS, CopyRows, copy_data, encode_create
+from batchray.core.storage.postgres.copy_rows import COPY_COLUMNS, ValidRows, copy_blocks, validate_create
 from batchray.core.storage.postgres.locking import PgLocking
 from batchray.core.txn.chunks import (
     ITEM_BITS,
@@ -34,15 +34,16 @@ from batchray.core.txn.chunks import (
     context_range,
 )
 
+
 @dataclass
 class PgWork:
     """What a handler writes through: the transaction's connection, the versions
     (``{item id: version before}``) of the items the chunk changed, which it fills in, and a
-    create chunk's rows when they were encoded before the transaction was entered."""
+    create chunk's valid rows when they were validated before the transaction was entered."""
 
     conn: Any
     vers: dict[int, int] = field(default_factory=dict)
-    encoded: Optional[CopyRows] = None
+    valid: Optional[ValidRows] = None
 
 
 class PgChunkWriter:
@@ -59,11 +60,11 @@ class PgChunkWriter:
                              put_docs=self.put_docs, transform=self.transform, undo_batch=self.undo_batch)
 
     def create(self, work: PgWork, ref: TxnRef, chunk: CreateItems, ver: int) -> BeforeImages:
-        """COPY the chunk's valid rows, encoded before the transaction was entered when the
-        participant did so (``work.encoded``; see :mod:`~batchray.core.storage.postgres.copy_rows`)."""
-        rows = work.encoded if work.encoded is not None and work.encoded.chunk_id == chunk.chunk_id else None
+        """COPY the chunk's valid rows (validated before the transaction was entered when the
+        participant did so: ``work.valid``; see :mod:`~batchray.core.storage.postgres.copy_rows`)."""
+        rows = work.valid if work.valid is not None and work.valid.chunk_id == chunk.chunk_id else None
         if rows is None:
-            rows = encode_create(chunk, self.num)
+            rows = validate_create(chunk)
         images = BeforeImages(chunk.chunk_id)
         images.errors.extend(rows.errors)
         ids = rows.ids
@@ -72,7 +73,8 @@ class PgChunkWriter:
         conn = work.conn
         self.locking.contexts(conn, ref, [context_of(ids[0])], exclusive=False)
         with conn.cursor().copy(f"COPY {self.s}.items({COPY_COLUMNS}) FROM STDIN") as copy:
-            copy.write(memoryview(copy_data(rows, ver)))
+            for data in copy_blocks(rows, self.num, ver):
+                copy.write(data)
         images.created.append((ids[0], ids[-1], len(ids)))
         images.affected = len(ids)
         return images

@@ -48,7 +48,7 @@ from batchray.core.storage.postgres.connection import (
     store_error,
     terminate,
 )
-from batchray.core.storage.postgres.copy_rows import CopyRows, encode_create
+from batchray.core.storage.postgres.copy_rows import ValidRows, validate_create
 from batchray.core.storage.postgres.fence import PgFence
 from batchray.core.storage.postgres.locking import PgLockView, PgLocking
 from batchray.core.storage.postgres.reads import items_sql
@@ -193,19 +193,19 @@ class PgParticipant(StoreParticipant[PgWork]):
         """Apply one chunk; with ``prepare`` (the participant's last chunk) also vote:
         ``images.vote``."""
         check_txn_id(ref.txn)
-        # a create's rows are validated and encoded before its transaction's mutex is taken:
-        # this thread encodes while another one's COPY of the previous chunk is stored
-        encoded = encode_create(chunk, self.num) if isinstance(chunk, CreateItems) else None
-        return self._apply_encoded(ref, chunk, prepare, encoded)
+        # a create's rows are validated before its transaction's mutex is taken: this thread
+        # validates while another one's COPY of the previous chunk is stored
+        valid = validate_create(chunk) if isinstance(chunk, CreateItems) else None
+        return self._apply_valid(ref, chunk, prepare, valid)
 
-    def _apply_encoded(self, ref: TxnRef, chunk: Chunk, prepare: bool, encoded: Optional[CopyRows]) -> BeforeImages:
+    def _apply_valid(self, ref: TxnRef, chunk: Chunk, prepare: bool, valid: Optional[ValidRows]) -> BeforeImages:
         with self._txns_mutex:
             tx = self._txns.get(ref.txn)
             if tx is None:
                 tx = self._txns[ref.txn] = _Tx(ref.txn, ref.ts, ref.backup)
         with tx.mutex:
             if tx.state == "done" or self._txns.get(ref.txn) is not tx:
-                return self._apply_encoded(ref, chunk, prepare, encoded)  # it ended meanwhile: ask again
+                return self._apply_valid(ref, chunk, prepare, valid)  # it ended meanwhile: ask again
             if tx.state == "prepared":
                 with self._controlled("apply") as conn:
                     self.fence.hold(conn, ref.epoch)  # a stale owner hears that first
@@ -214,11 +214,11 @@ class PgParticipant(StoreParticipant[PgWork]):
                     f"apply after prepare for {ref.txn} on participant {self.name}: this should never happen",
                     shard=self.name,
                 )
-            images = self._apply_locked(tx, ref, chunk, encoded)
+            images = self._apply_locked(tx, ref, chunk, valid)
         self._model_latency()
         return self._vote_after(images, ref) if prepare else images
 
-    def _apply_locked(self, tx: _Tx, ref: TxnRef, chunk: Chunk, encoded: Optional[CopyRows]) -> BeforeImages:
+    def _apply_locked(self, tx: _Tx, ref: TxnRef, chunk: Chunk, valid: Optional[ValidRows]) -> BeforeImages:
         psycopg = psycopg_module()
         fresh = tx.state == "new"
         if fresh:
@@ -248,7 +248,7 @@ class PgParticipant(StoreParticipant[PgWork]):
             elif recorded is not None:
                 return images_from_record(chunk.chunk_id, recorded)
             if isinstance(chunk, CreateItems):
-                images = self._apply_chunk(tx, ref, chunk, ver, encoded)  # one COPY: it fails whole or not at all
+                images = self._apply_chunk(tx, ref, chunk, ver, valid)  # one COPY: it fails whole or not at all
             else:
                 conn.execute("SAVEPOINT batchray_chunk")
                 try:
@@ -360,9 +360,9 @@ class PgParticipant(StoreParticipant[PgWork]):
         return (version + f", (SELECT images FROM {self.s}.applied WHERE part=%s AND txn=%s AND chunk=%s)",
                 (self.num, ref.txn, chunk.chunk_id))
 
-    def _apply_chunk(self, tx: _Tx, ref: TxnRef, chunk: Chunk, ver: int, encoded: Optional[CopyRows]) -> BeforeImages:
+    def _apply_chunk(self, tx: _Tx, ref: TxnRef, chunk: Chunk, ver: int, valid: Optional[ValidRows]) -> BeforeImages:
         conn = tx.conn
-        work = PgWork(conn, encoded=encoded)
+        work = PgWork(conn, valid=valid)
         images = self.handlers.apply(work, ref, chunk, ver)
         conn.execute(
             f"INSERT INTO {self.s}.applied(part, txn, chunk, images) VALUES(%s, %s, %s, %s)",
