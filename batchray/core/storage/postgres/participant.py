@@ -25,7 +25,9 @@ How :class:`PgParticipant` keeps the protocol of :mod:`batchray.core.txn.partici
 
 The parts: locks (:mod:`~batchray.core.storage.postgres.locking`), the epoch fence
 (:mod:`~batchray.core.storage.postgres.fence`), the chunk handlers
-(:mod:`~batchray.core.storage.postgres.chunk_writer`), the applied records and backups
+(:mod:`~batchray.core.storage.postgres.chunk_writer`; a create chunk's rows are validated
+before the transaction's mutex is taken and written with COPY:
+:mod:`~batchray.core.storage.postgres.copy_rows`), the applied records and backups
 (:mod:`~batchray.core.storage.postgres.applied`).
 """
 from __future__ import annotations
