@@ -4,11 +4,13 @@
     python -m bench.cpu_profile small               # per 10-item atomic batch, 2 workers
     python -m bench.cpu_profile create              # per million items, 2 workers, vs raw SQLite
     python -m bench.cpu_profile validate [WORKERS]  # per 100,000 items validated on the row path
+    python -m bench.cpu_profile pg [WORKERS [SHARDS [ITEMS]]]  # per million items into PostgreSQL, vs one COPY
 
 Each process's user + system CPU time (``psutil``) is read before and after the measured
-work, for the driver (this process) and every Ray process on the machine (workers, the
-raylet, the GCS), and divided by the units of work done. Wall figures are printed too. It
-starts a Ray of its own; run it on an otherwise idle machine.
+work, for the driver (this process) and the Ray processes it started (workers, the raylet,
+the GCS; other Ray clusters on the machine are left out), and, for ``pg``, the PostgreSQL
+server's processes (``$BATCHRAY_TEST_PG_DSN``), and divided by the units of work done. Wall
+figures are printed too. It starts a Ray of its own; run it on an otherwise idle machine.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Optional
 
 import psutil
 
@@ -24,13 +26,15 @@ from .common import COLLECTIONS, make_rows, raw_sqlite_load
 from .ray_create import load_seconds, percentile, small_batch_latencies
 
 
-def cpu_times() -> dict[int, tuple[str, float]]:
-    """``{pid: (command line, CPU seconds)}`` of this process and the machine's Ray processes."""
+def cpu_times(server: int = 0) -> dict[int, tuple[str, float]]:
+    """``{pid: (command line, CPU seconds)}`` of this process, the Ray processes it started and
+    the processes of the PostgreSQL server whose postmaster is ``server`` (if any)."""
     out = {}
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    mine = {os.getpid()} | {child.pid for child in psutil.Process().children(recursive=True)}
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
         try:
             command = " ".join(proc.info["cmdline"] or [])
-            if proc.pid == os.getpid() or "ray::" in command or "raylet" in command or "gcs_server" in command:
+            if proc.pid in mine or (server and proc.info["ppid"] == server):
                 times = proc.cpu_times()
                 out[proc.pid] = (command, times.user + times.system)
         except psutil.Error:
@@ -111,13 +115,39 @@ def main(argv: list[str]) -> None:
             after = cpu_times()
             print(f"validated load, {workers} worker(s): {len(rows) / seconds:,.0f} items/s")
             report(before, after, 2, "100,000 items")
+        elif mode == "pg":
+            pg_profile(int(argv[1]) if len(argv) > 1 else 2, int(argv[2]) if len(argv) > 2 else None,
+                       int(argv[3]) if len(argv) > 3 else 1_000_000)
         else:
-            raise SystemExit(f"unknown mode {mode!r}: latency, small, create or validate")
+            raise SystemExit(f"unknown mode {mode!r}: latency, small, create, validate or pg")
     finally:
         if client is not None:
             client.shutdown()
         ray.shutdown()
         time.sleep(0.5)
+
+
+def pg_profile(workers: int, shards: Optional[int], items: int = 1_000_000) -> None:
+    """CPU per million items of one COPY from one process (the client and its server process)
+    and of batchray's create into PostgreSQL (every process, the server's included)."""
+    import psycopg
+
+    from .pg_create import single_copy, through_batchray
+
+    dsn = os.environ.get("BATCHRAY_TEST_PG_DSN")
+    if not dsn:
+        raise SystemExit("pg needs BATCHRAY_TEST_PG_DSN (eval \"$(bash .ci/postgres.sh start)\")")
+    with psycopg.connect(dsn) as conn:
+        server = psutil.Process(conn.info.backend_pid).ppid()
+    rows = make_rows(items)
+    copy_cpu: dict[str, float] = {}
+    copy_seconds = single_copy(dsn, rows, copy_cpu)
+    seconds, facts = through_batchray(dsn, rows, workers, 25_000, shards, probe=lambda: cpu_times(server))
+    print(f"{items:,} items into PostgreSQL: one COPY {copy_seconds:.2f} s, batchray ({workers} workers, "
+          f"{shards or workers} shards) {seconds:.2f} s (ratio {copy_seconds / seconds:.3f})")
+    print(f"  one COPY: client {copy_cpu['client'] / items * 1e9:.1f} ms, server {copy_cpu['server'] / items * 1e9:.1f} ms"
+          f" per million items")
+    report(*facts["probe"], items / 1e6, "million items")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ savepoint back, so a chunk is applied whole or not at all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import orjson
 
-from batchray.core.storage.patching import not_found, patch_items, transform_values, undo_conflict, valid_created_rows
+from batchray.core.storage.patching import not_found, patch_items, transform_values, undo_conflict
+from batchray.core.storage.postgres.copy_rows import COPY_COLUMNS, ValidRows, copy_blocks, validate_create
 from batchray.core.storage.postgres.locking import PgLocking
 from batchray.core.txn.chunks import (
     ITEM_BITS,
@@ -33,17 +34,16 @@ from batchray.core.txn.chunks import (
     context_range,
 )
 
-_COPY_BLOCK = 4096
-"""Rows per COPY write: the server stores one block while the next is encoded."""
-
 
 @dataclass
 class PgWork:
-    """What a handler writes through: the transaction's connection, and the versions
-    (``{item id: version before}``) of the items the chunk changed, which it fills in."""
+    """What a handler writes through: the transaction's connection, the versions
+    (``{item id: version before}``) of the items the chunk changed, which it fills in, and a
+    create chunk's valid rows when they were validated before the transaction was entered."""
 
     conn: Any
     vers: dict[int, int] = field(default_factory=dict)
+    valid: Optional[ValidRows] = None
 
 
 class PgChunkWriter:
@@ -60,29 +60,20 @@ class PgChunkWriter:
                              put_docs=self.put_docs, transform=self.transform, undo_batch=self.undo_batch)
 
     def create(self, work: PgWork, ref: TxnRef, chunk: CreateItems, ver: int) -> BeforeImages:
-        """COPY the chunk's valid rows in blocks, so that the server stores one block while the
-        next is validated and encoded here (rows are encoded straight into COPY's text format)."""
+        """COPY the chunk's valid rows (validated before the transaction was entered when the
+        participant did so: ``work.valid``; see :mod:`~batchray.core.storage.postgres.copy_rows`)."""
+        rows = work.valid if work.valid is not None and work.valid.chunk_id == chunk.chunk_id else None
+        if rows is None:
+            rows = validate_create(chunk)
         images = BeforeImages(chunk.chunk_id)
-        if chunk.schema is None:  # already-encoded JSON texts: escaped as COPY text needs
-            ids, texts = chunk.ids, [_copy_text(v) for v in chunk.rows]
-            encode = False
-        else:
-            ids, texts = valid_created_rows(chunk, images)
-            encode = True
+        images.errors.extend(rows.errors)
+        ids = rows.ids
         if not len(ids):
             return images
         conn = work.conn
         self.locking.contexts(conn, ref, [context_of(ids[0])], exclusive=False)
-        tail, end, dumps = f"\t{self.num}\t", f"\t{ver}\n", orjson.dumps
-        with conn.cursor().copy(f"COPY {self.s}.items(id, part, vals, ver) FROM STDIN") as copy:
-            for first in range(0, len(ids), _COPY_BLOCK):
-                block_ids, block = ids[first:first + _COPY_BLOCK], texts[first:first + _COPY_BLOCK]
-                if encode:
-                    data = "".join([f"{i}{tail}{dumps(v).decode()}{end}" for i, v in zip(block_ids, block)])
-                    if "\\" in data:  # JSON from orjson holds no raw tab or newline: only \ to double
-                        data = data.replace("\\", "\\\\")
-                else:
-                    data = "".join([f"{i}{tail}{v}{end}" for i, v in zip(block_ids, block)])
+        with conn.cursor().copy(f"COPY {self.s}.items({COPY_COLUMNS}) FROM STDIN") as copy:
+            for data in copy_blocks(rows, self.num, ver):
                 copy.write(data)
         images.created.append((ids[0], ids[-1], len(ids)))
         images.affected = len(ids)
@@ -248,10 +239,3 @@ class PgChunkWriter:
         work.vers.update((i, current[i][1]) for i in touched if i in current)
         return images
 
-
-def _copy_text(value: str) -> str:
-    """A value in COPY's text format (JSON from orjson has no raw tabs or newlines; a
-    pre-encoded row might)."""
-    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return value

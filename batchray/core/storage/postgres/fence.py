@@ -26,21 +26,25 @@ class PgFence:
         self.lock_class = lock_class
         self.lock_timeout = lock_timeout
 
-    def hold(self, conn, epoch: Optional[int]) -> None:
+    def hold(self, conn, epoch: Optional[int], also: str = "", params: tuple = ()) -> tuple:
         """Hold the fence shared on ``conn`` and check ``epoch`` against the recorded one.
 
         A try-lock loop, not a blocking call: on a connection inside a transaction, an error
-        (a lock timeout) would abort the whole transaction."""
+        (a lock timeout) would abort the whole transaction. ``also`` (``", expr, expr"``, with
+        ``params``) names more values to read in the statement that reads the epoch, after the
+        fence is held: one round trip for what a step reads first. Returns them."""
         deadline = time.monotonic() + max(self.lock_timeout, 1.0)
         while not conn.execute("SELECT pg_try_advisory_lock_shared(%s, 0)", (self.lock_class,)).fetchone()[0]:
             if time.monotonic() > deadline:
                 raise ParticipantUnavailable(f"participant {self.name} is being claimed by a new owner")
             time.sleep(0.01)
-        if epoch is None:
-            return
+        if epoch is None and not also:
+            return ()
         try:
-            current = conn.execute(f"SELECT epoch FROM {self.s}.participants WHERE name=%s", (self.name,)).fetchone()[0]
-            if epoch < current:
+            row = conn.execute(f"SELECT (SELECT epoch FROM {self.s}.participants WHERE name=%s){also}",
+                               (self.name, *params)).fetchone()
+            current = row[0]
+            if epoch is not None and epoch < current:
                 raise StaleEpochError(
                     f"participant {self.name} is owned by epoch {current}; a message of epoch {epoch} is stale",
                     shard=self.name, epoch=epoch, current=current,
@@ -48,6 +52,7 @@ class PgFence:
         except BaseException:
             self.release(conn)
             raise
+        return tuple(row[1:])
 
     def release(self, conn) -> None:
         with contextlib.suppress(Exception):
