@@ -401,6 +401,7 @@ def run_bank(address: str, store: str, history: str, process: str, seed: int, co
                 writer.complete("ok", "read", key, {"balances": {str(i["id"]): i["values"]["balance"] for i in items}})
             except Exception as exc:  # noqa: BLE001 - a read that fails changes nothing
                 writer.complete("fail", "read", key, error=f"{type(exc).__name__}: {exc}")
+                time.sleep(0.05)  # the store is down or refusing: no busy loop of failures
             continue
         source, target = rng.sample(accounts, 2)
         amount = rng.randint(1, config.get("max_amount", 10))
@@ -409,7 +410,8 @@ def run_bank(address: str, store: str, history: str, process: str, seed: int, co
                    {"selector": {"itemId": target}, "values": {"balance": f"=balance + {amount}"}}]
         patience = (rng.uniform(0.2, 1.5) if rng.random() < config.get("impatient", 0.0)
                     else config.get("timeout", 45.0))
-        call = _Transfer(client, updates, key, {"timeout": config["batch_timeout_ms"]} if "batch_timeout_ms" in config else {})
+        options = {"timeout": config["batch_timeout_ms"]} if "batch_timeout_ms" in config else {}
+        call = _Transfer(client, updates, key, options)
         if not call.done.wait(patience):
             # the client gives up; the call goes on in its thread, and the batch may commit
             writer.complete("unknown", "transfer", key, txn=call.txn, error=f"no result in {patience:.1f} s")
@@ -417,6 +419,7 @@ def run_bank(address: str, store: str, history: str, process: str, seed: int, co
         result = call.result
         if call.error is not None:
             writer.complete("unknown", "transfer", key, txn=call.txn, error=call.error)
+            time.sleep(0.05)
         elif result.get("success"):
             writer.complete("ok", "transfer", key, txn=call.txn)
         elif result.get("state") == "rolled_back":

@@ -33,8 +33,10 @@ What one run does:
 
    A kind this machine cannot inject (disk full without root) is left out, with its reason in
    the record.
-4. **The checks.** Clients stopped, every batch must reach a final state within its timeout
-   (plus a grace for a coordinator just killed); then every store process is SIGKILLed, a driver
+4. **The checks.** A patient client waits 75 s for a transfer's result (the 30 s batch timeout
+   and a 45 s grace for a pause or a restart): a transfer still without one is a batch hung past
+   its timeout. Clients stopped, every batch must reach a final state within that time too; then
+   every store process is SIGKILLed, a driver
    recovers, and the history checker, the registry and decision log (:meth:`Bank.finish`) judge
    every transfer; ``pg_prepared_xacts`` must be empty; a deposit over every account must commit
    and show (the store writable after). Each failure is an anomaly (target 0), collected rather
@@ -50,6 +52,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -60,6 +63,7 @@ from typing import Any, Callable, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the rig's modules, when run with python -m
 
 from bank_soak import Bank  # noqa: E402
+from batchray.testing.history import load  # noqa: E402
 from fault_rig import ray_cluster  # noqa: E402
 from pg_server import OwnServer, PreparedSlots, Unavailable, fill, small_tablespace  # noqa: E402
 
@@ -97,7 +101,8 @@ SLOW = (1.0, 4.0)  # seconds commits wait
 RESTART = (0.5, 3.0)  # seconds a crashed server stays down
 SERVER_CRASH_POINTS = ["shard-0000:apply", "shard-0001:prepare", "log:decide", "shard-0000:committed"]
 BATCH_TIMEOUT_MS = 30_000
-GRACE = 60.0  # seconds past a batch's timeout before an open batch counts as hung
+GRACE = 45.0  # seconds past a batch's timeout (a pause of 14 s, a restart) before it counts as hung
+PATIENCE = BATCH_TIMEOUT_MS / 1000 + GRACE  # a patient client's wait for a transfer's result
 ABSENT_STANDBY = "batchray_soak_absent_standby"
 TABLESPACE_MB = 64
 DEFAULT_SEED = 20261205
@@ -132,7 +137,7 @@ class MixedBank(Bank):
     def __init__(self, address: str, root: Path, server: OwnServer, *, seed: int, disk: Optional[Path],
                  say: Callable[[str], None] = print) -> None:
         super().__init__(address, root, seed=seed, say=say, store=server.url("mixed_soak"),
-                         client_config={"batch_timeout_ms": BATCH_TIMEOUT_MS})
+                         client_config={"batch_timeout_ms": BATCH_TIMEOUT_MS, "timeout": PATIENCE})
         self.server = server
         self.disk = disk  # the small tablespace's mount point, or None
         self.slots = PreparedSlots(server)
@@ -165,14 +170,13 @@ class MixedBank(Bank):
 
     def crash_server(self) -> str:
         """``pg_ctl stop -m immediate``, every other time with a process held at a 2PC point
-        (let go once the server is down), then a start 0.5 to 3 s later."""
-        held = None
+        (let go once the server is down; if none reaches it in 3 s, the crash comes anyway),
+        then a start 0.5 to 3 s later."""
+        held, note = None, ""
         if self.injected["server crash"] % 2 == 0:
             label = self.rng.choice(SERVER_CRASH_POINTS)
             held = self.reach(f"s{self.injected['server crash']}-{self.rng.randrange(10**6)}", label, "hold")
-            if held is None:
-                self.missed += 1
-                return f"server crash at {label}: not reached"
+            note = f" at {held['label']}" if held else f" ({label} not reached in 3 s: wherever batches were)"
         down = self.rng.uniform(*RESTART)
         try:
             self.server.crash()
@@ -181,8 +185,7 @@ class MixedBank(Bank):
                 self.rig.release()
         time.sleep(down)
         self.server.start()
-        at = f" at {held['label']}" if held else ""
-        return f"server crashed{at}, down {down:.1f} s"
+        return f"server crashed{note}, down {down:.1f} s"
 
     def refuse(self, start: Callable[[], None], lift: Callable[[], None],
                window: tuple[float, float] = WINDOW) -> str:
@@ -193,7 +196,7 @@ class MixedBank(Bank):
             time.sleep(seconds)
         finally:
             lift()
-        return f"refused for {seconds:.1f} s"
+        return f"for {seconds:.1f} s"
 
     def limit_connections(self) -> str:
         return self.refuse(self.server.limit_connections, self.server.unlimit_connections)
@@ -241,7 +244,30 @@ class MixedBank(Bank):
         mark = len(self.anomalies)
         self.check_store("after the final deposit")
         figures["anomalies"] = figures["anomalies"] + found + self.anomalies[mark:]
+        entries = load(sorted(self.histories.glob("*.jsonl")))
+        figures["anomalies"] += hung_transfers(entries, PATIENCE)
+        figures["errors"] = error_kinds(entries)
         return figures
+
+
+def hung_transfers(entries: list[dict[str, Any]], patience: float) -> list[str]:
+    """Transfers whose patient client got no result in ``patience`` seconds (the batch timeout
+    and a grace): batches that hung past their timeout. (An impatient client gives up sooner;
+    its transfers are not judged here.)"""
+    return [f"{e['key']}: no result in {patience:.0f} s, past its batch timeout ({e.get('txn')})"
+            for e in entries if e["f"] == "transfer" and e["type"] == "unknown"
+            and (e.get("error") or "").startswith(f"no result in {patience:.1f} s")]
+
+
+def error_kinds(entries: list[dict[str, Any]], top: int = 10) -> dict[str, int]:
+    """The errors the clients saw (transfers rolled back or unknown, reads failed), by their
+    first words (the exception or code): the ``top`` most frequent."""
+    kinds: Counter = Counter()
+    for entry in entries:
+        if entry["type"] in ("fail", "unknown") and entry.get("error"):
+            text = re.sub(r"\x1b\[[0-9;]*m|\S*ray::\S*|\(pid=[^)]*\)|[0-9a-f]{8,}|\d+(\.\d+)?", "", entry["error"])
+            kinds[f"{entry['f']} {entry['type']}: {' '.join(text.split()[:4])[:80]}"] += 1
+    return dict(kinds.most_common(top))
 
 
 def deposit_anomalies(deposit: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> list[str]:
@@ -277,6 +303,7 @@ def make_record(figures: dict[str, Any], *, seed: int, seconds: float, command: 
         "unknown transfers not committed": figures.get("unknown transfers not committed", 0),
         "reads": figures.get("reads", {}),
         "clients started": figures.get("clients started"),
+        "errors seen by the clients": figures.get("errors", {}),
         "anomaly count": len(anomalies),
         "anomalies": anomalies,
         "valid": not anomalies,
@@ -307,8 +334,9 @@ def run_mixed(root: Path, *, seconds: float, seed: int, command: str, record: Op
             while time.monotonic() - started < seconds:
                 delay, kind = scheduler.next()
                 time.sleep(delay)
+                at = time.monotonic() - started
                 what = bank.inject(kind)
-                say(f"  {time.monotonic() - started:6.1f} s  {kind:34s} {what}")
+                say(f"  {at:6.1f} s  {kind:34s} {what}")
             fault_seconds = time.monotonic() - started
             figures = bank.finish()
             figures["fault seconds"] = round(fault_seconds, 1)

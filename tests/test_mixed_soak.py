@@ -20,7 +20,8 @@ from collections import Counter
 
 import pytest
 
-from mixed_soak import DEFAULT_SEED, HANDLERS, KINDS, FaultScheduler, MixedBank, deposit_anomalies, make_record, run_mixed
+from mixed_soak import (DEFAULT_SEED, HANDLERS, KINDS, PATIENCE, FaultScheduler, MixedBank, deposit_anomalies, error_kinds,
+                        hung_transfers, make_record, run_mixed)
 
 from batchray.testing.history import check
 
@@ -80,6 +81,21 @@ def test_the_record_counts_a_planted_anomaly():
     record = _record([str(a) for a in lost.anomalies] + refused + half)
     assert not record["valid"] and record["anomaly count"] == len(lost.anomalies) + 2 >= 3, record
     assert "not writable" in record["anomalies"][-2] and "deposit of 1" in record["anomalies"][-1]
+
+
+def test_a_transfer_past_its_timeout_is_an_anomaly_and_errors_are_grouped():
+    def unknown(key: str, error: str) -> dict:
+        return {"process": "c1", "type": "unknown", "f": "transfer", "key": key, "time": 2.0, "error": error}
+
+    entries = [unknown("c1-1", f"no result in {PATIENCE:.1f} s"), unknown("c1-2", "no result in 0.7 s"),
+               unknown("c1-3", "RayTaskError(StoreError): \x1b[36mray::TransactionCoordinator.submit()\x1b[39m (pid=12, "
+                               "ip=1) the decision log is unreachable"),
+               unknown("c1-4", "RayTaskError(StoreError): \x1b[36mray::TransactionCoordinator.submit()\x1b[39m (pid=34, "
+                               "ip=1) the decision log is unreachable")]
+    hung = hung_transfers(entries, PATIENCE)
+    assert len(hung) == 1 and hung[0].startswith("c1-1:"), hung  # an impatient client's give-up is not judged
+    kinds = error_kinds(entries)
+    assert kinds["transfer unknown: RayTaskError(StoreError): the decision log"] == 2, kinds
 
 
 @pytest.mark.soak
