@@ -21,7 +21,7 @@ from batchray.core.txn.twophase import recover
 from actors.metrics import CoordinatorMetrics
 from actors.progress import ProgressActor
 from actors.transport import RayTransport
-from actors.worker import WorkerActor
+from actors.worker import STORE_WAIT, WorkerActor, restarted
 
 NAMESPACE = "batchray"
 logger = logging.getLogger(__name__)
@@ -172,7 +172,9 @@ class TransactionCoordinator:
     it holds the owner lock (batchray.core.storage.ownership) for its process's life, and a
     store another live process owns refuses it (STORE_IN_USE). On (re)start it attaches
     to (or creates) the store's workers and progress actor, then recovers: undecided batches are
-    aborted and decided ones finished, before any new batch is admitted.
+    aborted and decided ones finished, before any new batch is admitted. A restart waits up to
+    ``STORE_WAIT`` seconds for the store to answer (a PostgreSQL server down or starting up),
+    since Ray never restarts an actor whose constructor raised.
 
     ``shard_apply_delay`` (seconds) is passed to every shard the workers open: see
     :class:`batchray.core.storage.sqlite.shard.SqliteShard`'s ``apply_delay`` (tests and benchmarks only).
@@ -193,7 +195,8 @@ class TransactionCoordinator:
         shard_apply_delay: float = 0.0,
         stall_timeout: float = 120.0,
     ) -> None:
-        self.backend = open_backend(store_root, shards)
+        # a restart may find the store's server down or starting up (it crashed too): wait for it
+        self.backend = open_backend(store_root, shards, wait=STORE_WAIT if restarted() else 0.0)
         self.layout = self.backend.layout
         prefix = actor_prefix(store_root)
         # the store's owner lock, held for this process's life (its end releases it), before

@@ -14,6 +14,15 @@ from batchray.core.txn.participant import Participant
 from batchray.errors import BatchrayError, InternalError
 
 
+STORE_WAIT = 120.0
+"""Seconds a restarted actor waits for its store to answer before its constructor gives up."""
+
+
+def restarted() -> bool:
+    """Whether this actor is a restart (Ray re-created it after its process died)."""
+    return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=16, num_cpus=0,
             concurrency_groups={"control": 4})
 class WorkerActor:
@@ -22,7 +31,8 @@ class WorkerActor:
     On (re)start the worker claims a new epoch on each shard *before* recovering it, so an older
     incarnation of itself that is still running (a node cut off, say) is fenced out at once, then
     recovers: unvoted transactions are aborted and prepared ones wait, locks held, for the
-    coordinator's decision.
+    coordinator's decision. A restart waits up to :data:`STORE_WAIT` for the store to answer (its
+    server may have crashed too): a constructor that raised would end the actor for good.
 
     Votes, decisions and queries run in their own concurrency group ("control"), so they never
     queue behind a load's applies: another batch's commit is not held up by them, and the abort
@@ -32,7 +42,7 @@ class WorkerActor:
     def __init__(self, store_root: str, shard_names: list[str], progress: Any = None, lock_timeout: float = 10.0,
                  apply_delay: float = 0.0) -> None:
         # a store directory (SQLite files on this node) or a PostgreSQL URL (any node)
-        self.backend = open_backend(store_root)
+        self.backend = open_backend(store_root, wait=STORE_WAIT if restarted() else 0.0)
         self.shards: dict[str, Participant] = {}
         self.epochs: dict[str, int] = {}
         for name in shard_names:

@@ -16,9 +16,11 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
+from batchray.errors import ParticipantUnavailable
 from batchray.core.storage.store import CATALOG, Catalog, CommitGate, ItemReader, StoreLayout, parse_store_url
 from batchray.core.txn.participant import ItemSource, Participant
 
@@ -121,12 +123,25 @@ class PgBackend:
         self.store.close()
 
 
-def open_backend(store: str | os.PathLike, shards: Optional[int] = None) -> SqliteBackend | PgBackend:
-    """The backend of a store directory or URL (created on first use)."""
+def open_backend(store: str | os.PathLike, shards: Optional[int] = None, *,
+                 wait: float = 0.0) -> SqliteBackend | PgBackend:
+    """The backend of a store directory or URL (created on first use). ``wait``: seconds to keep
+    trying, with backoff, while the store does not answer (:class:`ParticipantUnavailable`: a
+    PostgreSQL server down or starting up), for a restarted actor, whose constructor must not
+    fail on a passing outage (Ray does not restart an actor whose creation task raised)."""
     kind, location = parse_store_url(store)
-    if kind == "postgresql":
-        return PgBackend(location, shards)
-    return SqliteBackend(location, shards)
+    deadline = time.monotonic() + wait
+    pause = 0.1
+    while True:
+        try:
+            if kind == "postgresql":
+                return PgBackend(location, shards)
+            return SqliteBackend(location, shards)
+        except ParticipantUnavailable:
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(2 * pause, 2.0)
 
 
 @dataclass
