@@ -202,7 +202,8 @@ class Bank:
         if sum(self.pauses.values()) % 2 == 0:
             label, what = self.rng.choice(CRASH_POINTS)
             if who is not None:  # a point that process reaches
-                label, what = self.rng.choice([p for p in CRASH_POINTS if p[0].startswith("shard-") == (who == "worker")])
+                theirs = [p for p in CRASH_POINTS if p[0].startswith("shard-") == (who == "worker")]
+                label, what = self.rng.choice(theirs)
             hit = self.reach(f"p{sum(self.pauses.values())}-{self.rng.randrange(10**6)}", label, "hold")
             if hit is not None:
                 pid, at = int(hit["pid"]), hit["label"]
@@ -288,7 +289,8 @@ class Bank:
                 outcomes[key] = "absent"
                 continue
             # the registry and the decision log must agree on every batch
-            self.expect(seen["decision"] is not None, f"{key}: batch {seen['txn']} has no decision after recovery: {seen}")
+            self.expect(seen["decision"] is not None,
+                        f"{key}: batch {seen['txn']} has no decision after recovery: {seen}")
             self.expect(seen["state"] == ("completed" if seen["decision"] == "commit" else "rolled_back"),
                         f"{key}: the registry and the decision log disagree: {seen}")
             if "status" in seen:

@@ -265,7 +265,7 @@ def error_kinds(entries: list[dict[str, Any]], top: int = 10) -> dict[str, int]:
     kinds: Counter = Counter()
     for entry in entries:
         if entry["type"] in ("fail", "unknown") and entry.get("error"):
-            text = re.sub(r"\x1b\[[0-9;]*m|\S*ray::\S*|\(pid=[^)]*\)|[0-9a-f]{8,}|\d+(\.\d+)?", "", entry["error"])
+            text = re.sub(r"\x1b\[[0-9;]*m|\^+|\S*ray::\S*|\(pid=[^)]*\)|[0-9a-f]{8,}|\d+(\.\d+)?", "", entry["error"])
             kinds[f"{entry['f']} {entry['type']}: {' '.join(text.split()[:4])[:80]}"] += 1
     return dict(kinds.most_common(top))
 

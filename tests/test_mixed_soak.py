@@ -20,8 +20,8 @@ from collections import Counter
 
 import pytest
 
-from mixed_soak import (DEFAULT_SEED, HANDLERS, KINDS, PATIENCE, FaultScheduler, MixedBank, deposit_anomalies, error_kinds,
-                        hung_transfers, make_record, run_mixed)
+from mixed_soak import (DEFAULT_SEED, HANDLERS, KINDS, PATIENCE, FaultScheduler, MixedBank, deposit_anomalies,
+                        error_kinds, hung_transfers, make_record, run_mixed)
 
 from batchray.testing.history import check
 
@@ -87,11 +87,10 @@ def test_a_transfer_past_its_timeout_is_an_anomaly_and_errors_are_grouped():
     def unknown(key: str, error: str) -> dict:
         return {"process": "c1", "type": "unknown", "f": "transfer", "key": key, "time": 2.0, "error": error}
 
+    ray_error = "RayTaskError(StoreError): \x1b[36mray::TransactionCoordinator.submit()\x1b[39m (pid={}, ip=1) ^^^^ "
     entries = [unknown("c1-1", f"no result in {PATIENCE:.1f} s"), unknown("c1-2", "no result in 0.7 s"),
-               unknown("c1-3", "RayTaskError(StoreError): \x1b[36mray::TransactionCoordinator.submit()\x1b[39m (pid=12, "
-                               "ip=1) the decision log is unreachable"),
-               unknown("c1-4", "RayTaskError(StoreError): \x1b[36mray::TransactionCoordinator.submit()\x1b[39m (pid=34, "
-                               "ip=1) the decision log is unreachable")]
+               unknown("c1-3", ray_error.format(12) + "the decision log is unreachable"),
+               unknown("c1-4", ray_error.format(34) + "the decision log is unreachable")]
     hung = hung_transfers(entries, PATIENCE)
     assert len(hung) == 1 and hung[0].startswith("c1-1:"), hung  # an impatient client's give-up is not judged
     kinds = error_kinds(entries)
