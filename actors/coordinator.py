@@ -173,9 +173,10 @@ class TransactionCoordinator:
     it holds the owner lock (batchray.core.storage.ownership) for its process's life, and a
     store another live process owns refuses it (STORE_IN_USE). On (re)start it attaches
     to (or creates) the store's workers and progress actor, then recovers: undecided batches are
-    aborted and decided ones finished, before any new batch is admitted. A restart waits up to
-    ``STORE_WAIT`` seconds for the store to answer (a PostgreSQL server down or starting up),
-    since Ray never restarts an actor whose constructor raised.
+    aborted and decided ones finished, before any new batch is admitted. A restart tries its whole
+    start again, for up to ``STORE_WAIT`` seconds, while the store answers with a retryable
+    error (a PostgreSQL server down, starting up or refusing connections), since Ray never
+    restarts an actor whose constructor raised.
 
     ``shard_apply_delay`` (seconds) is passed to every shard the workers open: see
     :class:`batchray.core.storage.sqlite.shard.SqliteShard`'s ``apply_delay`` (tests and benchmarks only).

@@ -32,8 +32,9 @@ class WorkerActor:
     On (re)start the worker claims a new epoch on each shard *before* recovering it, so an older
     incarnation of itself that is still running (a node cut off, say) is fenced out at once, then
     recovers: unvoted transactions are aborted and prepared ones wait, locks held, for the
-    coordinator's decision. A restart waits up to :data:`STORE_WAIT` for the store to answer (its
-    server may have crashed too): a constructor that raised would end the actor for good.
+    coordinator's decision. A restart tries its whole start again, for up to :data:`STORE_WAIT`
+    seconds, while the store answers with a retryable error (its server may have crashed too):
+    a constructor that raised would end the actor for good.
 
     Votes, decisions and queries run in their own concurrency group ("control"), so they never
     queue behind a load's applies: another batch's commit is not held up by them, and the abort
