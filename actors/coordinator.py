@@ -1,6 +1,7 @@
 """TransactionCoordinator: the named, detached actor that owns two-phase commit for a store."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -9,7 +10,7 @@ from typing import Any, Callable, Optional
 
 import ray
 
-from batchray.core.storage.backends import open_backend
+from batchray.core.storage.backends import open_backend, until_store_answers
 from batchray.core.storage.decision_log import DecisionLog
 from batchray.core.storage.ownership import claim, owner_record
 from batchray.core.run.executor import Executor
@@ -21,7 +22,7 @@ from batchray.core.txn.twophase import recover
 from actors.metrics import CoordinatorMetrics
 from actors.progress import ProgressActor
 from actors.transport import RayTransport
-from actors.worker import WorkerActor
+from actors.worker import STORE_WAIT, WorkerActor, restarted
 
 NAMESPACE = "batchray"
 logger = logging.getLogger(__name__)
@@ -172,7 +173,10 @@ class TransactionCoordinator:
     it holds the owner lock (batchray.core.storage.ownership) for its process's life, and a
     store another live process owns refuses it (STORE_IN_USE). On (re)start it attaches
     to (or creates) the store's workers and progress actor, then recovers: undecided batches are
-    aborted and decided ones finished, before any new batch is admitted.
+    aborted and decided ones finished, before any new batch is admitted. A restart tries its whole
+    start again, for up to ``STORE_WAIT`` seconds, while the store answers with a retryable
+    error (a PostgreSQL server down, starting up or refusing connections), since Ray never
+    restarts an actor whose constructor raised.
 
     ``shard_apply_delay`` (seconds) is passed to every shard the workers open: see
     :class:`batchray.core.storage.sqlite.shard.SqliteShard`'s ``apply_delay`` (tests and benchmarks only).
@@ -193,6 +197,18 @@ class TransactionCoordinator:
         shard_apply_delay: float = 0.0,
         stall_timeout: float = 120.0,
     ) -> None:
+        self.backend: Any = None
+        self.ownership: Any = None
+        # a restart may find the store's server down, starting up or refusing connections (it
+        # crashed too): start again until it answers
+        until_store_answers(lambda: self._start(store_root, workers, shards, memory_budget, memory_threshold,
+                                                max_running, lock_timeout, worker_env, shard_apply_delay,
+                                                stall_timeout),
+                            STORE_WAIT if restarted() else 0.0, cleanup=self._close_store)
+
+    def _start(self, store_root: str, workers: int, shards: Optional[int], memory_budget: int,
+               memory_threshold: float, max_running: int, lock_timeout: float,
+               worker_env: Optional[dict[str, str]], shard_apply_delay: float, stall_timeout: float) -> None:
         self.backend = open_backend(store_root, shards)
         self.layout = self.backend.layout
         prefix = actor_prefix(store_root)
@@ -234,6 +250,14 @@ class TransactionCoordinator:
             max_running=max_running, stall_timeout=stall_timeout, release_images=self.transport.release,
         )
         self.metrics.watch_queue(self.service.admission.waiting)
+
+    def _close_store(self) -> None:
+        """What a failed :meth:`_start` took (the owner lock, the store's sessions), let go before the next try."""
+        for held in (self.ownership and self.ownership.release, self.backend and self.backend.close):
+            if held:
+                with contextlib.suppress(Exception):
+                    held()
+        self.backend = self.ownership = None
 
     # Each method unpacks its message and calls the service.
     def submit(self, kind: str, options: dict, planned: Optional[list] = None, total: Optional[int] = None,

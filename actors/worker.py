@@ -1,6 +1,7 @@
 """WorkerActor: one process owning one or more shards of the store."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import replace
@@ -8,10 +9,19 @@ from typing import Any, Optional
 
 import ray
 
-from batchray.core.storage.backends import open_backend
+from batchray.core.storage.backends import open_backend, until_store_answers
 from batchray.core.txn.chunks import BeforeImages, Chunk, TxnRef
 from batchray.core.txn.participant import Participant
 from batchray.errors import BatchrayError, InternalError
+
+
+STORE_WAIT = 120.0
+"""Seconds a restarted actor waits for its store to answer before its constructor gives up."""
+
+
+def restarted() -> bool:
+    """Whether this actor is a restart (Ray re-created it after its process died)."""
+    return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=16, num_cpus=0,
@@ -22,7 +32,9 @@ class WorkerActor:
     On (re)start the worker claims a new epoch on each shard *before* recovering it, so an older
     incarnation of itself that is still running (a node cut off, say) is fenced out at once, then
     recovers: unvoted transactions are aborted and prepared ones wait, locks held, for the
-    coordinator's decision.
+    coordinator's decision. A restart tries its whole start again, for up to :data:`STORE_WAIT`
+    seconds, while the store answers with a retryable error (its server may have crashed too):
+    a constructor that raised would end the actor for good.
 
     Votes, decisions and queries run in their own concurrency group ("control"), so they never
     queue behind a load's applies: another batch's commit is not held up by them, and the abort
@@ -31,18 +43,35 @@ class WorkerActor:
 
     def __init__(self, store_root: str, shard_names: list[str], progress: Any = None, lock_timeout: float = 10.0,
                  apply_delay: float = 0.0) -> None:
-        # a store directory (SQLite files on this node) or a PostgreSQL URL (any node)
-        self.backend = open_backend(store_root)
+        self.backend: Any = None
         self.shards: dict[str, Participant] = {}
         self.epochs: dict[str, int] = {}
+        # a restart may find the store's server down, starting up or refusing connections
+        # (it crashed too): open everything again until it answers
+        until_store_answers(lambda: self._open(store_root, shard_names, lock_timeout, apply_delay),
+                            STORE_WAIT if restarted() else 0.0, cleanup=self._close_store)
+        self.progress = progress
+        self.started = time.time()
+
+    def _open(self, store_root: str, shard_names: list[str], lock_timeout: float, apply_delay: float) -> None:
+        # a store directory (SQLite files on this node) or a PostgreSQL URL (any node)
+        self.backend = open_backend(store_root)
         for name in shard_names:
             shard = self.backend.open_participant(name, recover=False, lock_timeout=lock_timeout,
                                                   apply_delay=apply_delay)
+            self.shards[name] = shard
             self.epochs[name] = shard.claim_next()
             shard.in_doubt = shard.recover()
-            self.shards[name] = shard
-        self.progress = progress
-        self.started = time.time()
+
+    def _close_store(self) -> None:
+        """What a failed :meth:`_open` opened, closed (its sessions ended) before the next try."""
+        for shard in self.shards.values():
+            with contextlib.suppress(Exception):
+                shard.close()
+        if self.backend is not None:
+            with contextlib.suppress(Exception):
+                self.backend.close()
+        self.backend, self.shards, self.epochs = None, {}, {}
 
     def _ref(self, name: str, ref: TxnRef) -> TxnRef:
         return replace(ref, epoch=self.epochs[name])

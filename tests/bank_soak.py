@@ -83,13 +83,16 @@ class Bank:
     """One run; see the module docstring."""
 
     def __init__(self, address: str, root: Path, *, seed: int, clients: int = CLIENTS, pauses: float = 0.0,
-                 say: Callable[[str], None] = print) -> None:
+                 say: Callable[[str], None] = print, store: Optional[str] = None,
+                 client_config: Optional[dict[str, Any]] = None) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.rng = random.Random(seed)
         self.seed = seed
         self.say = say
-        self.rig = Rig(address, root)
+        self.rig = Rig(address, root, store)
+        self.client_config = client_config or {}
+        self.anomalies: Optional[list[str]] = None  # a list: :meth:`finish` records what fails there instead of raising
         self.histories = root / "histories"
         self.histories.mkdir(parents=True, exist_ok=True)
         self.clients: dict[str, Child] = {}
@@ -118,7 +121,8 @@ class Bank:
     def start_client(self) -> str:
         self.started_clients += 1
         name = f"c{self.started_clients}"
-        config = {"accounts": self.accounts, "max_amount": 10, "reads": 0.3, "timeout": 45.0, "impatient": 0.15}
+        config = {"accounts": self.accounts, "max_amount": 10, "reads": 0.3, "timeout": 45.0, "impatient": 0.15,
+                  **self.client_config}
         self.clients[name] = Child(["bank", self.rig.address, str(self.rig.store), str(self.histories / f"{name}.jsonl"),
                                     name, str(self.seed), json.dumps(config)], self.root / f"{name}.log")
         return name
@@ -135,33 +139,50 @@ class Bank:
             return self.pause(info)
         roll = self.rng.random()
         if roll < 0.3:
-            victim = self.rng.choice(info["workers"])
-            kill(victim["pid"])
-            self.kills["worker SIGKILL"] += 1
-            return f"SIGKILL worker {victim['pid']} ({', '.join(victim['shards'])})"
+            return self.kill_worker(info)
         if roll < 0.5:
-            kill(info["coordinator"])
-            self.kills["coordinator SIGKILL"] += 1
-            return f"SIGKILL coordinator {info['coordinator']}"
+            return self.kill_coordinator(info)
         if roll < 0.9:
-            label, what = self.rng.choice(CRASH_POINTS)
-            trial = f"k{sum(self.kills.values())}-{self.rng.randrange(10**6)}"
-            self.rig.arm(trial, label, 1, action="exit")
-            deadline = time.monotonic() + 3.0
-            while self.rig.hit() is None and time.monotonic() < deadline:
-                time.sleep(0.01)
+            return self.exit_at_crash_point()
+        return self.kill_client()
+
+    def kill_worker(self, info: dict[str, Any]) -> str:
+        victim = self.rng.choice(info["workers"])
+        kill(victim["pid"])
+        self.kills["worker SIGKILL"] += 1
+        return f"SIGKILL worker {victim['pid']} ({', '.join(victim['shards'])})"
+
+    def kill_coordinator(self, info: dict[str, Any]) -> str:
+        kill(info["coordinator"])
+        self.kills["coordinator SIGKILL"] += 1
+        return f"SIGKILL coordinator {info['coordinator']}"
+
+    def reach(self, trial: str, label: str, action: str) -> Optional[dict[str, Any]]:
+        """Arm the next crash point whose label starts with ``label`` (``action``: ``exit`` or
+        ``hold``) and wait up to 3 s for a process to reach it; the hit, or None (withdrawn)."""
+        self.rig.arm(trial, label, 1, action=action)
+        deadline = time.monotonic() + 3.0
+        while self.rig.hit() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        hit = self.rig.hit()
+        if hit is None:
+            Path(self.rig.arm_path).unlink(missing_ok=True)  # withdrawn; a process may be taking it now
+            time.sleep(0.3)
             hit = self.rig.hit()
-            if hit is None:
-                Path(self.rig.arm_path).unlink(missing_ok=True)  # withdrawn; a process may be taking it now
-                time.sleep(0.3)
-                hit = self.rig.hit()
-            if hit is None:
-                self.missed += 1
-                return f"crash point {label}: not reached"
-            self.kills["crash-point exit"] += 1
-            self.crash_points[label] += 1
-            return f"exit at {hit['label']} in {hit['pid']} ({what})"
-        # a client: SIGKILLed (its operation in progress stays unknown), and replaced
+        return hit
+
+    def exit_at_crash_point(self) -> str:
+        label, what = self.rng.choice(CRASH_POINTS)
+        hit = self.reach(f"k{sum(self.kills.values())}-{self.rng.randrange(10**6)}", label, "exit")
+        if hit is None:
+            self.missed += 1
+            return f"crash point {label}: not reached"
+        self.kills["crash-point exit"] += 1
+        self.crash_points[label] += 1
+        return f"exit at {hit['label']} in {hit['pid']} ({what})"
+
+    def kill_client(self) -> str:
+        """A client SIGKILLed (its operation in progress stays unknown), and replaced."""
         name = self.rng.choice(sorted(self.clients))
         child = self.clients.pop(name)
         kill(child.proc.pid)
@@ -170,7 +191,7 @@ class Bank:
         self.ready(self.start_client())
         return f"SIGKILL client {name}"
 
-    def pause(self, info: dict[str, Any]) -> str:
+    def pause(self, info: dict[str, Any], who: Optional[str] = None) -> str:
         """A worker or the coordinator frozen with SIGSTOP for PAUSE seconds (longer than the
         10 s lock timeout and the clients' 10 s wait for a reply), then woken with SIGCONT:
         every other pause (the first included) at a protocol point (the process is held at an
@@ -180,20 +201,15 @@ class Bank:
         at = None
         if sum(self.pauses.values()) % 2 == 0:
             label, what = self.rng.choice(CRASH_POINTS)
-            self.rig.arm(f"p{sum(self.pauses.values())}-{self.rng.randrange(10**6)}", label, 1, action="hold")
-            deadline = time.monotonic() + 3.0
-            while self.rig.hit() is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            hit = self.rig.hit()
-            if hit is None:
-                Path(self.rig.arm_path).unlink(missing_ok=True)
-                time.sleep(0.3)
-                hit = self.rig.hit()
+            if who is not None:  # a point that process reaches
+                theirs = [p for p in CRASH_POINTS if p[0].startswith("shard-") == (who == "worker")]
+                label, what = self.rng.choice(theirs)
+            hit = self.reach(f"p{sum(self.pauses.values())}-{self.rng.randrange(10**6)}", label, "hold")
             if hit is not None:
                 pid, at = int(hit["pid"]), hit["label"]
                 who = "coordinator" if pid == info["coordinator"] else "worker"
         if at is None:
-            who = self.rng.choice(["worker", "coordinator"])
+            who = who or self.rng.choice(["worker", "coordinator"])
             pid = info["coordinator"] if who == "coordinator" else self.rng.choice(info["workers"])["pid"]
         try:
             os.kill(pid, signal.SIGSTOP)
@@ -215,30 +231,51 @@ class Bank:
         return sum(self.kills.values())
 
     # -- the end --------------------------------------------------------------------------------
+    def expect(self, holds: bool, message: str) -> None:
+        """An AssertionError unless ``holds``; with :attr:`anomalies` a list, an entry there instead."""
+        if holds:
+            return
+        if self.anomalies is None:
+            raise AssertionError(message)
+        self.anomalies.append(message[:2000])
+
     def stop_clients(self) -> dict[str, int]:
         ops = {}
         for name, child in self.clients.items():
             child.proc.stdin.close()
         for name, child in self.clients.items():
-            message = child.read(timeout=120)  # a transfer gives up after 45 s: no client hangs
-            ops[name] = message["ops"]
+            try:
+                message = child.read(timeout=120)  # a transfer gives up after 45 s: no client hangs
+                ops[name] = message["ops"]
+            except AssertionError as exc:
+                self.expect(False, f"client {name} did not stop: {exc}")
+                kill(child.proc.pid)
             child.close(timeout=60)
         return ops
+
+    def after_clients_stopped(self) -> None:
+        """Checks of a run whose clients have stopped, before every store process is killed (none here)."""
+
+    def check_store(self, where: str) -> None:
+        """The store's own files after recovery (SQLite: see :meth:`Rig.check_files`)."""
+        self.rig.check_files(where)
 
     def finish(self) -> dict[str, Any]:
         """Stop the clients, kill every process of the store at once, recover, check."""
         self.rig.disarm()
         self.stop_clients()
+        self.after_clients_stopped()
         info = self.rig.pids()
         for pid in [info["coordinator"], *(w["pid"] for w in info["workers"])]:
             kill(pid)
         self.kills["final SIGKILL of every store process"] += 1
         t0 = time.time()
         settled = self.rig.call("settle", since=t0, contexts=["Bank"], timeout=120)
-        assert settled["undecided"] == [] and settled["decided_not_done"] == [], settled
+        self.expect(settled["undecided"] == [] and settled["decided_not_done"] == [],
+                    f"batches left unfinished after recovery: {settled}")
         for participant, left in settled["leftovers"].items():
-            assert not any(left.values()), f"{participant} kept 2PC state or locks: {left}"
-        self.rig.check_files("after the bank run")
+            self.expect(not any(left.values()), f"{participant} kept 2PC state or locks: {left}")
+        self.check_store("after the bank run")
 
         entries = load(sorted(self.histories.glob("*.jsonl")))
         transfers = sorted({e["key"] for e in entries if e["f"] == "transfer"})
@@ -252,10 +289,12 @@ class Bank:
                 outcomes[key] = "absent"
                 continue
             # the registry and the decision log must agree on every batch
-            assert seen["decision"] is not None, f"{key}: batch {seen['txn']} has no decision after recovery: {seen}"
-            assert seen["state"] == ("completed" if seen["decision"] == "commit" else "rolled_back"), seen
+            self.expect(seen["decision"] is not None,
+                        f"{key}: batch {seen['txn']} has no decision after recovery: {seen}")
+            self.expect(seen["state"] == ("completed" if seen["decision"] == "commit" else "rolled_back"),
+                        f"{key}: the registry and the decision log disagree: {seen}")
             if "status" in seen:
-                assert seen["status"] == seen["state"], seen
+                self.expect(seen["status"] == seen["state"], f"{key}: status and registry disagree: {seen}")
             outcomes[key] = seen["state"]
         final = self.rig.call("balances")
         result = check(entries, initial=self.initial, final=final, outcomes=outcomes)
@@ -272,13 +311,15 @@ class Bank:
             "unknown transfers not committed": result.unknown_not_committed,
             "transfers with the client killed": result.killed,
             "committed transfers": result.committed,
+            "batches in the store": dict(Counter(outcomes.values())),  # completed / rolled_back / absent
             "reads": dict(result.reads),
             "accounts": result.accounts,
             "total": result.total,
             "final balances": final,
-            "anomalies": [str(a) for a in result.anomalies],
+            "anomalies": [str(a) for a in result.anomalies] + (self.anomalies or []),
         }
-        assert result.valid, result.summary()
+        if self.anomalies is None:  # collected: the history's anomalies are in the figures already
+            assert result.valid, result.summary()
         return figures
 
     def close(self) -> None:

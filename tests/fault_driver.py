@@ -11,8 +11,8 @@ docstring); the Ray work runs here, in subprocesses:
     A long-lived driver connected to the cluster. It reads one JSON request per line on stdin
     and answers one JSON line per request on the stdout it was started with (Ray's own output
     goes to stderr). Requests: ``connect``, ``context``, ``start_load``, ``start_batch``, ``join``,
-    ``info``, ``settle``, ``values``, ``bank_setup``, ``balances``, ``resolve``, ``shutdown``
-    (see :class:`Agent`).
+    ``info``, ``settle``, ``values``, ``bank_setup``, ``balances``, ``resolve``, ``open_batches``,
+    ``deposit``, ``shutdown`` (see :class:`Agent`).
 
 ``python tests/fault_driver.py load ADDRESS STORE CONTEXT N BATCH_SIZE``
     A driver that streams N items into CONTEXT (for the trials that SIGKILL the driver). It
@@ -177,6 +177,17 @@ class Agent:
                 out[key]["status"] = _retry(lambda key=key: self.client.status(out[key]["txn"]))["state"]
         return out
 
+    def open_batches(self, limit: int = 500) -> list:
+        """The recent batches not in a final state (id, state, submission time)."""
+        recent = _retry(lambda: self.client.status(limit=limit))
+        return [{"txn": b["batchId"], "state": b["state"], "submittedAt": b["submittedAt"]}
+                for b in recent if b["state"] not in FINAL_STATES]
+
+    def deposit(self, amount: int) -> dict:
+        """One atomic batch over every account: balance + ``amount`` (is the store writable?)."""
+        updates = [{"selector": {"query": "balance >= 0"}, "values": {"balance": f"=balance + {amount}"}}]
+        return _summary(_retry(lambda: self.client.update_items(BANK, updates, atomic=True, progress=False)))
+
     def join(self, tag: str, timeout: float = 120.0) -> dict:
         entry = self.loads[tag]
         deadline = time.monotonic() + timeout
@@ -320,8 +331,9 @@ class _Transfer:
     submitted and waited for on a thread of its own, so that the client can stop waiting for it
     at any moment (:attr:`done` not set in time) while the call goes on."""
 
-    def __init__(self, client: Any, updates: list[dict], key: str) -> None:
+    def __init__(self, client: Any, updates: list[dict], key: str, options: dict[str, Any]) -> None:
         self.client = client
+        self.options = options  # more RunOptions (a batch timeout)
         self.updates = updates
         self.key = key
         self.txn: Optional[str] = None
@@ -335,7 +347,8 @@ class _Transfer:
 
         try:
             submitted = self.client.update_items(BANK, self.updates, atomic=True, max_retries=2,
-                                                 idempotency_key=self.key, progress=False, wait=False)
+                                                 idempotency_key=self.key, progress=False, wait=False,
+                                                 **self.options)
             if isinstance(submitted, str):  # the batch id, at once; then wait for the result
                 self.txn = submitted
                 while self.result is None:
@@ -356,7 +369,8 @@ def run_bank(address: str, store: str, history: str, process: str, seed: int, co
     ``reads`` (the fraction of operations that read), ``timeout`` (seconds a transfer may take
     before the client gives up on it: its outcome is then unknown), ``impatient`` (the fraction
     of transfers whose client waits only 0.2 to 1.5 s for the result, then logs the outcome as
-    unknown and goes on while the batch may still commit)."""
+    unknown and goes on while the batch may still commit), ``batch_timeout_ms`` (optional: each
+    transfer's batch timeout)."""
     import random
 
     import batchray
@@ -387,6 +401,7 @@ def run_bank(address: str, store: str, history: str, process: str, seed: int, co
                 writer.complete("ok", "read", key, {"balances": {str(i["id"]): i["values"]["balance"] for i in items}})
             except Exception as exc:  # noqa: BLE001 - a read that fails changes nothing
                 writer.complete("fail", "read", key, error=f"{type(exc).__name__}: {exc}")
+                time.sleep(0.05)  # the store is down or refusing: no busy loop of failures
             continue
         source, target = rng.sample(accounts, 2)
         amount = rng.randint(1, config.get("max_amount", 10))
@@ -395,7 +410,8 @@ def run_bank(address: str, store: str, history: str, process: str, seed: int, co
                    {"selector": {"itemId": target}, "values": {"balance": f"=balance + {amount}"}}]
         patience = (rng.uniform(0.2, 1.5) if rng.random() < config.get("impatient", 0.0)
                     else config.get("timeout", 45.0))
-        call = _Transfer(client, updates, key)
+        options = {"timeout": config["batch_timeout_ms"]} if "batch_timeout_ms" in config else {}
+        call = _Transfer(client, updates, key, options)
         if not call.done.wait(patience):
             # the client gives up; the call goes on in its thread, and the batch may commit
             writer.complete("unknown", "transfer", key, txn=call.txn, error=f"no result in {patience:.1f} s")
@@ -403,6 +419,7 @@ def run_bank(address: str, store: str, history: str, process: str, seed: int, co
         result = call.result
         if call.error is not None:
             writer.complete("unknown", "transfer", key, txn=call.txn, error=call.error)
+            time.sleep(0.05)
         elif result.get("success"):
             writer.complete("ok", "transfer", key, txn=call.txn)
         elif result.get("state") == "rolled_back":

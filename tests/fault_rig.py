@@ -122,10 +122,11 @@ class Rig:
     """One store on the cluster, the agent that drives and inspects it, and the bookkeeping of
     the trials run on it: what every data context must hold from now on."""
 
-    def __init__(self, address: str, root: Path) -> None:
+    def __init__(self, address: str, root: Path, store: Optional[str] = None) -> None:
+        """``store``: a store URL (a PostgreSQL one); default a SQLite store in ``root/store``."""
         self.address = address
         self.root = root
-        self.store = root / "store"
+        self.store = store or root / "store"
         self.arm_path = root / "arm.json"
         self.agent = Child(["agent", address, str(self.store)], root / "agent.log")
         self.expected: dict[str, int] = {}

@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import subprocess
 import threading
 import time
 import uuid
@@ -59,7 +58,7 @@ from batchray.errors import BatchrayError
 pytest.importorskip("psycopg")
 
 from pg_bank import ACCOUNTS, BANK, INITIAL, PgBank  # noqa: E402
-from pg_server import OwnServer, server_binaries  # noqa: E402
+from pg_server import OwnServer, PreparedSlots, Unavailable, fill, server_binaries, small_tablespace  # noqa: E402
 
 pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 
@@ -203,47 +202,6 @@ def refusal_trial(server: OwnServer, schema: str, tmp: Path, refuse: Callable[[]
             "refused in s": round(refused_in, 2), "tries after lifting": attempt + 1}
 
 
-class PreparedSlots:
-    """Every ``max_prepared_transactions`` slot taken by other sessions' prepared transactions."""
-
-    def __init__(self, server: OwnServer) -> None:
-        self.server = server
-        self.holders: list = []
-
-    def take(self) -> None:
-        with self.server.admin() as conn:
-            slots = int(conn.execute("SHOW max_prepared_transactions").fetchone()[0])
-        for k in range(slots):  # batchray's own prepared transactions may hold a few already
-            holder = self.server.admin()
-            self.holders.append(holder)
-            holder.execute("BEGIN")
-            holder.execute("SELECT 1")
-            try:
-                holder.execute(f"PREPARE TRANSACTION 'other-work-{k}'")
-            except self.server.psycopg.errors.OutOfMemory:  # "maximum number ... reached": all taken
-                break
-
-    def give_back(self) -> None:
-        with self.server.admin() as conn:
-            for (gid,) in conn.execute("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE 'other-work-%'").fetchall():
-                conn.execute(f"ROLLBACK PREPARED '{gid}'")
-        for holder in self.holders:
-            holder.close()
-        self.holders.clear()
-
-
-def _limit_connections(server: OwnServer) -> None:
-    """The role may open no more sessions (its open ones ended, as when other clients hold every slot)."""
-    with server.admin() as conn:
-        conn.execute("ALTER ROLE batchray CONNECTION LIMIT 0")
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'batchray'")
-
-
-def _unlimit_connections(server: OwnServer) -> None:
-    with server.admin() as conn:
-        conn.execute("ALTER ROLE batchray CONNECTION LIMIT -1")
-
-
 def test_max_prepared_transactions_used_up_by_other_work(server, schema, tmp_path):
     """Other sessions hold every ``max_prepared_transactions`` slot: PREPARE TRANSACTION fails
     (53200), the vote is a retryable ``RESOURCE_EXHAUSTED``, and the batch rolls back."""
@@ -254,8 +212,8 @@ def test_max_prepared_transactions_used_up_by_other_work(server, schema, tmp_pat
 def test_connection_limit_reached(server, schema, tmp_path):
     """The role may open no more sessions (``CONNECTION LIMIT 0``, its open ones ended, as when
     other clients hold every slot): a retryable ``UNAVAILABLE`` naming the limit."""
-    figures = refusal_trial(server, schema, tmp_path, lambda: _limit_connections(server),
-                            lambda: _unlimit_connections(server), "UNAVAILABLE", True)
+    figures = refusal_trial(server, schema, tmp_path, server.limit_connections,
+                            server.unlimit_connections, "UNAVAILABLE", True)
     assert "too many connections" in figures["message"] or "terminating connection" in figures["message"]
     print(figures)
 
@@ -273,44 +231,13 @@ def test_read_only_server(server, schema, tmp_path):
 
 @contextlib.contextmanager
 def _small_tablespace(server: OwnServer, megabytes: int):
-    """A tablespace on a tmpfs of ``megabytes`` owned by the server's user, the role's default;
-    yields the mount point. Skips unless run as root with ``mount``."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs for a tablespace needs root (CI runs as root)")
-    mount = Path(server.env["BATCHRAY_TEST_PG_DATA"]).parent / "small"
-    mount.mkdir()
-    owner = server.env.get("BATCHRAY_TEST_PG_OS_USER") or "root"
-    import pwd
-
-    uid = pwd.getpwnam(owner).pw_uid
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m,mode=0700,uid={uid}", "tmpfs",
-                           str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        with server.admin() as conn:
-            conn.execute(f"CREATE TABLESPACE small LOCATION '{mount}'")
-            conn.execute("GRANT CREATE ON TABLESPACE small TO batchray")
-            conn.execute("ALTER ROLE batchray SET default_tablespace = 'small'")
-        yield mount
-    finally:
-        with server.admin() as conn:
-            conn.execute("ALTER ROLE batchray RESET default_tablespace")
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
-def _fill(mount: Path) -> Path:
-    """A file that takes every free byte of ``mount``."""
-    filler = mount / "filler"
-    with open(filler, "wb") as handle:
-        chunk = b"\0" * (1 << 16)
+    """:func:`pg_server.small_tablespace`, skipped where it cannot be mounted."""
+    with contextlib.ExitStack() as stack:
         try:
-            while True:
-                handle.write(chunk)
-                handle.flush()
-        except OSError:
-            pass
-    return filler
+            mount = stack.enter_context(small_tablespace(server, megabytes))
+        except Unavailable as exc:
+            pytest.skip(str(exc))
+        yield mount
 
 
 def test_disk_full_under_the_tablespace(server, schema, tmp_path):
@@ -321,7 +248,7 @@ def test_disk_full_under_the_tablespace(server, schema, tmp_path):
         try:
             bank = PgBank(server.url(schema), tmp_path, seed=SEED)
             before = _raw_balances(server, schema)
-            filler = _fill(mount)
+            filler = fill(mount)
             rows = [{"owner": f"new{k}", "balance": 1} for k in range(4000)]
             try:
                 result = bank.client.create_items(BANK, "Accounts", rows, progress=False)
@@ -371,7 +298,7 @@ def test_pg_soak(server, schema, tmp_path, request):
     slots = PreparedSlots(server)
     refusals = {
         "max_prepared_transactions used up": (slots.take, slots.give_back),
-        "connection limit reached": (lambda: _limit_connections(server), lambda: _unlimit_connections(server)),
+        "connection limit reached": (server.limit_connections, server.unlimit_connections),
         "read-only server": (lambda: server.set_system("default_transaction_read_only", "on"),
                              lambda: server.set_system("default_transaction_read_only", None)),
     }

@@ -16,9 +16,11 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, TypeVar
 
+from batchray.errors import BatchrayError
 from batchray.core.storage.store import CATALOG, Catalog, CommitGate, ItemReader, StoreLayout, parse_store_url
 from batchray.core.txn.participant import ItemSource, Participant
 
@@ -121,12 +123,36 @@ class PgBackend:
         self.store.close()
 
 
-def open_backend(store: str | os.PathLike, shards: Optional[int] = None) -> SqliteBackend | PgBackend:
-    """The backend of a store directory or URL (created on first use)."""
+def open_backend(store: str | os.PathLike, shards: Optional[int] = None, *,
+                 wait: float = 0.0) -> SqliteBackend | PgBackend:
+    """The backend of a store directory or URL (created on first use). ``wait``: seconds to keep
+    trying while the store does not answer (see :func:`until_store_answers`)."""
     kind, location = parse_store_url(store)
     if kind == "postgresql":
-        return PgBackend(location, shards)
-    return SqliteBackend(location, shards)
+        return until_store_answers(lambda: PgBackend(location, shards), wait)
+    return until_store_answers(lambda: SqliteBackend(location, shards), wait)
+
+
+T = TypeVar("T")
+
+
+def until_store_answers(attempt: Callable[[], T], wait: float, cleanup: Callable[[], None] = lambda: None) -> T:
+    """``attempt()``, tried again with backoff while it raises a retryable error (a PostgreSQL
+    server down, starting up, or refusing connections: :class:`ParticipantUnavailable`) until
+    ``wait`` seconds have passed; then that error. ``cleanup()`` runs after each failed try. For
+    a restarted actor, whose constructor must not fail on a passing outage: Ray never restarts
+    an actor whose creation task raised."""
+    deadline = time.monotonic() + wait
+    pause = 0.1
+    while True:
+        try:
+            return attempt()
+        except BatchrayError as exc:
+            if not exc.retryable or time.monotonic() + pause > deadline:
+                raise
+            cleanup()
+            time.sleep(pause)
+            pause = min(2 * pause, 2.0)
 
 
 @dataclass
