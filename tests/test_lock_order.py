@@ -326,9 +326,10 @@ def test_hot_bank_on_postgresql_commits_every_batch(tmp_path):
 
 
 @pytest.mark.postgres
-def test_a_lock_conflict_on_postgresql_names_the_batch_holding_the_row(tmp_path):
-    """On a PostgreSQL store the row locks are the server's: a batch that cannot get an item
-    that another batchray transaction holds fails at its timeout with ``heldBy`` naming that
+def test_a_lock_wait_and_conflict_on_postgresql_name_the_batch_holding_the_row(tmp_path):
+    """On a PostgreSQL store the row locks are the server's: a batch waiting for an item that
+    another batchray transaction holds shows the item and the holder in its status
+    (``waitingFor.locks``), then fails at its timeout with ``heldBy`` naming that
     transaction (found among the holders of the item's data context in ``pg_locks``)."""
     import os
     import uuid
@@ -351,12 +352,25 @@ def test_a_lock_conflict_on_postgresql_names_the_batch_holding_the_row(tmp_path)
         holder = TxnRef("batch-holding-row", 1, participant.epoch)
         participant.apply(holder, held.chunk)  # applied, not decided: it holds the row
         started = time.monotonic()
-        result = client.update_items("Bank", [{"selector": {"itemId": ids[0]}, "values": {"balance": 0}}],
-                                     timeout=1500)
+        results: list = []
+        update = [{"selector": {"itemId": ids[0]}, "values": {"balance": 0}}]
+        thread = threading.Thread(target=lambda: results.append(client.update_items("Bank", update, timeout=2000)),
+                                  daemon=True)
+        thread.start()
+        txn = _running(client)
+        waits = None
+        while not waits:  # while it waits, its status names the item and the holder
+            assert time.monotonic() - started < 2.0, client.status(txn)
+            waits = (client.status(txn).get("waitingFor") or {}).get("locks")
+            time.sleep(0.02)
+        assert waits == [{"participant": held.participant, "item": ids[0], "mode": "X",
+                          "heldBy": ["batch-holding-row"], "queuedBehind": []}], waits
+        thread.join(10)
+        (result,) = results
         assert not result.success and result.error["code"] == "LOCK_CONFLICT", result.error
         assert result.error["details"]["heldBy"] == ["batch-holding-row"], result.error
         assert result.error["details"]["items"] == [ids[0]]
-        assert time.monotonic() - started >= 1.0
+        assert time.monotonic() - started >= 1.5
         participant.abort(holder)
         assert {item["values"]["balance"] for item in client.get_items("Bank")} == {100}
     finally:

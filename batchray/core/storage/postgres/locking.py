@@ -41,6 +41,8 @@ class PgLocking:
         self.s = store.s
         self.context_class = advisory_key(f"{store.schema}:{name}")
         self.doc_class = advisory_key(f"{store.schema}:{name}:docs")
+        self.waits: dict[str, dict[str, Any]] = {}
+        """What each transaction waits for now: ``{"items"}`` or ``{"key", "what"}`` and ``mode``."""
 
     def holders(self, conn, keys: list[tuple[int, int]]) -> list[tuple[Optional[str], Optional[int]]]:
         """``(txn, ts)`` of each transaction holding any of the advisory ``keys``; ``(None,
@@ -109,6 +111,9 @@ class PgLocking:
             default = conn.execute("SELECT current_setting('lock_timeout')").fetchone()[0]
             wait_ms = max(1, int(ref.lock_wait(0.0) * 1000))
             conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{wait_ms}ms",))
+        self.waits[ref.txn] = ({"items": items, "mode": "X"} if items else
+                               {"key": tuple(params) if keyed else None, "what": what,
+                                "mode": "S" if "_shared" in sql else "X"})
         try:
             rows = conn.execute(sql, params).fetchall() if "SELECT" in sql.upper() else []
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, psycopg.errors.QueryCanceled) as exc:
@@ -121,6 +126,8 @@ class PgLocking:
                 + (f", held by {', '.join(held)}" if held else ""),
                 shard=self.name, txn=ref.txn, items=items or [], heldBy=held, holder=held[0] if held else None,
             ) from None
+        finally:
+            self.waits.pop(ref.txn, None)
         if default is not None:
             conn.execute("SELECT set_config('lock_timeout', %s, true)", (default,))
         conn.execute("RELEASE SAVEPOINT batchray_wait")
@@ -193,17 +200,37 @@ class PgLocking:
 class PgLockView:
     """The participant's ``locks``: PostgreSQL holds the locks themselves (row locks are listed
     nowhere), so a transaction's locks are named by one key, ``("txn", txn)``, for as long as it
-    is pending here (active or prepared); ``lock_count`` counts those transactions."""
+    is pending here (active or prepared); ``lock_count`` counts those transactions. A lock
+    wait is known to the :class:`PgLocking` that runs it (this process), and its holders are
+    looked up in ``pg_locks`` on a connection of its own (:meth:`waits_of`)."""
 
-    def __init__(self, pending: Callable[[], list[dict[str, Any]]]) -> None:
+    def __init__(self, pending: Callable[[], list[dict[str, Any]]], locking: Optional[PgLocking] = None) -> None:
         self._pending = pending
+        self._locking = locking
 
     def lock_count(self) -> int:
         return len(self._pending())
 
     def waits_of(self, txn: str) -> Optional[dict[str, Any]]:
-        """None: the server keeps its lock waits (``pg_locks``) and breaks its own deadlocks."""
-        return None
+        """What ``txn`` waits for here now: ``{"item", "mode", "heldBy", "queuedBehind"}`` (the
+        item: the first of the items it waits for, or the advisory lock's description; the
+        holders: the batchray transactions holding the items' data contexts, or the advisory
+        lock; PostgreSQL queues its waiters itself, so ``queuedBehind`` is empty), or None."""
+        locking = self._locking
+        wait = locking.waits.get(txn) if locking is not None else None
+        if wait is None:
+            return None
+        conn = locking.store.connect()
+        try:
+            if wait.get("items"):
+                held = locking.item_holders(conn, wait["items"])
+                item: Any = wait["items"][0]
+            else:
+                held = sorted({t for t, _ in locking.holders(conn, [wait["key"]])} - {None}) if wait["key"] else []
+                item = wait["what"]
+        finally:
+            conn.close()
+        return {"item": item, "mode": wait["mode"], "heldBy": [t for t in held if t != txn], "queuedBehind": []}
 
     def held_by(self, txn: str) -> set[Any]:
         return {("txn", txn)} if any(p["txn"] == txn for p in self._pending()) else set()
