@@ -17,6 +17,7 @@ rolled back and the batch runs again with its original age until its timeout
   under its own batch id, with nothing of it in the store.
 * **Cancellation.** A stop that comes while the batch waits between attempts ends it at once
   (cancelled, nothing applied, no further attempt).
+* **Undo.** A batch that committed on a later attempt is undone from that attempt's backups.
 * **Recovery.** A committed attempt makes its batch completed when recovery finds the batch's
   own record still running (the coordinator died between the attempt's commit and the record).
 """
@@ -151,6 +152,26 @@ def test_a_stop_between_attempts_ends_the_batch_at_once(tmp_path):
     runtime.participants[last].locks.release_all("batch-holding-it")
     assert {item["values"]["balance"] for item in client.get_items("Bank")} == {INITIAL}
     assert not _leftovers(client)
+    client.close()
+
+
+def test_a_batch_that_committed_on_a_later_attempt_is_undone_from_that_attempt_s_backups(tmp_path):
+    client, ids = _bank(tmp_path)
+    last = max(client.layout.shard_names)
+    held = next(i for i in ids if client.layout.shard_of(i) == last)
+    first = next(i for i in ids if client.layout.shard_of(i) != last)
+    shard = client.runtime.participants[last]
+    shard.locks.acquire("batch-holding-it", 1, [held])
+    threading.Timer(0.3, shard.locks.release_all, args=("batch-holding-it",)).start()  # then it gets through
+    updates = [{"selector": {"itemId": first}, "values": {"balance": 7}},
+               {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}]
+    result = client.update_items("Bank", updates, create_backups=True)
+    assert result.success, result.error
+    assert final_attempt(client.runtime.log.batch, result.transaction_id) != result.transaction_id
+    assert client.status(result.transaction_id)["state"] == "completed"
+    assert client.rollback_batch(result.transaction_id).success
+    assert {item["values"]["balance"] for item in client.get_items("Bank")} == {INITIAL}
+    assert client.status(result.transaction_id)["state"] == "rolled_back"
     client.close()
 
 

@@ -114,7 +114,8 @@ class Executor:
         its original age, after a jittered pause, until its lock deadline
         (:mod:`batchray.core.txn.attempts`); ``on_restart`` is told before each new attempt
         (the progress of the rolled-back one starts over). A stop (cancellation, timeout)
-        ends the attempts at once."""
+        ends the attempts at once; a batch that timed out after losing lock races fails with
+        the last ``LOCK_CONFLICT`` (its items and holders), not a bare timeout."""
         started = started or time.perf_counter()
         atomic = options.atomic
         if should_stop is None:
@@ -122,6 +123,7 @@ class Executor:
         until = lock_deadline(options.timeout, started)
         replayable = isinstance(plan.chunks, list)
         attempt = 1
+        lost: Optional[BatchrayError] = None  # the lock conflict that rolled the last attempt back
 
         def again(outcome: Outcome) -> bool:
             """Whether the attempt just decided is rolled back to run again, unless a stop comes."""
@@ -146,6 +148,7 @@ class Executor:
                                           on_decided=decided if on_decided is not None else None, **limits)
                 if not again(outcome):
                     break
+                lost = outcome.cause
                 self._end_attempt(plan, outcome, attempt, started)
                 stop = should_stop() or self._pause(attempt, should_stop, until)
                 if stop is not None:
@@ -160,6 +163,8 @@ class Executor:
                     on_restart()
         finally:
             self.attempts.pop(txn, None)
+        if attempt > 1 and isinstance(outcome.cause, BatchTimeout) and lost is not None and not outcome.committed:
+            outcome.cause = lost  # it ran out of time losing lock races: say which items, held by whom
         result = summarize(plan, outcome, atomic, time.perf_counter() - started, batch_id=txn)
         try:
             if attempt > 1:
