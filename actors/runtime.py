@@ -99,6 +99,16 @@ def reachable_owner(store: str, owner: dict[str, Any], timeout: float = 3.0) -> 
     return address
 
 
+def _answers(address: Optional[str], timeout: float = 2.0) -> bool:
+    """Whether something listens at the GCS ``address`` (``host:port``)."""
+    host, _, port = (address or "").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 class RayRuntime:
     """A store served by Ray actors; see the module docstring and :func:`batchray.connect`
     for the settings."""
@@ -184,8 +194,10 @@ class RayRuntime:
         if joined is None:
             return
         owner = live_owner(self._backend)
-        if owner and all(owner.get(k) == joined.get(k) for k in ("address", "pid", "startedAt")):
-            return
+        if owner and all(owner.get(k) == joined.get(k) for k in ("address", "pid", "startedAt")) \
+                and _answers(joined.get("address")):
+            return  # the same owner holds the lock, and its cluster answers (a killed one's
+            # processes may hold the lock a moment longer than its GCS port stays open)
         with contextlib.suppress(Exception):
             ray.shutdown()
         self.started_ray = False
