@@ -112,7 +112,7 @@ class _CrashedOnly:
 class ProgressOutbox:
     """The service's progress interface, sent to the progress actor in batches of events.
 
-    Each call (``start``, ``set_total``, ``report``, ``memory``, ``finish``) is queued here and
+    Each call (``start``, ``set_total``, ``report``, ``memory``, ``restart``, ``finish``) is queued here and
     a thread sends what has gathered every ``every`` seconds as one actor call; :meth:`flush`
     sends at once (a status query flushes before it reads, so it sees every increment made
     before it). A 10-item batch made four progress calls, which cost the coordinator and the
@@ -122,7 +122,7 @@ class ProgressOutbox:
     can neither fail a batch nor, raised from the batch's last steps, leave its waiters hanging.
     """
 
-    EVENTS = frozenset({"start", "set_total", "report", "memory", "finish"})
+    EVENTS = frozenset({"start", "set_total", "report", "memory", "restart", "finish"})
 
     def __init__(self, actor: Any, every: float = 0.1) -> None:
         self.actor = actor

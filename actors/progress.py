@@ -49,6 +49,9 @@ class ProgressActor:
         if limit is not None:
             self._budget.set(limit)
 
+    def restart(self, txn: str) -> None:
+        self.book.restart(txn)
+
     def finish(self, txn: str, state: str) -> None:
         self.book.finish(txn, state)
         self._running.set(self.book.running())
@@ -57,7 +60,7 @@ class ProgressActor:
         """Several calls at once, in order: ``[(method name, args), ...]`` (see
         ``actors.coordinator.ProgressOutbox``); an unknown name is skipped."""
         for name, args in events:
-            if name in ("start", "set_total", "report", "memory", "finish"):
+            if name in ("start", "set_total", "report", "memory", "restart", "finish"):
                 getattr(self, name)(*args)
 
     def get(self, txn: str) -> Optional[dict[str, Any]]:

@@ -30,7 +30,7 @@ from batchray.core.storage.backends import open_backend, open_view
 from batchray.core.storage.ownership import live_owner, store_in_use
 from batchray.core.storage.store import parse_store_url
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD
-from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable
+from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable, StoreInUse
 
 SMALL_BATCH = 10_000
 """Batches of at most this many known items are planned whole and submitted in one call."""
@@ -99,6 +99,16 @@ def reachable_owner(store: str, owner: dict[str, Any], timeout: float = 3.0) -> 
     return address
 
 
+def _answers(address: Optional[str], timeout: float = 2.0) -> bool:
+    """Whether something listens at the GCS ``address`` (``host:port``)."""
+    host, _, port = (address or "").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 class RayRuntime:
     """A store served by Ray actors; see the module docstring and :func:`batchray.connect`
     for the settings."""
@@ -127,35 +137,85 @@ class RayRuntime:
         self.memory_budget = memory_budget
         self.memory_threshold = memory_threshold
         self.started_ray = False
+        self._settings = dict(kind=kind, workers=workers, memory_budget=memory_budget,
+                              memory_threshold=memory_threshold, max_running=max_running, worker_env=worker_env,
+                              shard_apply_delay=shard_apply_delay, coordinator_env=coordinator_env,
+                              stall_timeout=stall_timeout, runtime_env=runtime_env, quiet=quiet)
         try:
-            owner = self._join_ray(address, runtime_env, quiet)
-            coordinator_options: dict[str, Any] = {}
-            if coordinator_env:
-                coordinator_options["runtime_env"] = {"env_vars": dict(coordinator_env)}
-            # SQLite: next to the store's files; PostgreSQL: preferably on this node
-            coordinator_options.update(placement(kind))
-            name = f"{actor_prefix(str(self.layout.root))}-coordinator"
-            self.coordinator = TransactionCoordinator.options(
-                name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", **coordinator_options,
-            ).remote(self._backend.url, workers, self.layout.shards, memory_budget, memory_threshold,
-                     max_running, 10.0, worker_env, shard_apply_delay, stall_timeout=stall_timeout)
-            try:
-                ray_get(self.coordinator.ping.remote())
-            except ParticipantUnavailable:
-                # a coordinator that could not take the owner lock never started: another
-                # cluster took the store between the probe above and the claim
-                owner = live_owner(self._backend)
-                if owner and owner.get("address") != ray.get_runtime_context().gcs_address:
-                    with contextlib.suppress(ValueError):
-                        ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-                    raise store_in_use(str(self.layout.root), owner) from None
-                raise
+            self.joined = self._connect(address)
             self.view = open_view(self._backend, recover=False)
         except BaseException:
             self._backend.close()
             raise
         self.catalog = self.view.catalog
         self.reader = self.view.reader
+
+    def _connect(self, address: Optional[str]) -> Optional[dict[str, Any]]:
+        """Join (or start) Ray and the store's coordinator; the owner record this driver
+        joined, or None when it serves the store itself or joined ``address``."""
+        settings = self._settings
+        owner = self._join_ray(address, settings["runtime_env"], settings["quiet"])
+        coordinator_options: dict[str, Any] = {}
+        if settings["coordinator_env"]:
+            coordinator_options["runtime_env"] = {"env_vars": dict(settings["coordinator_env"])}
+        # SQLite: next to the store's files; PostgreSQL: preferably on this node
+        coordinator_options.update(placement(settings["kind"]))
+        name = f"{actor_prefix(str(self.layout.root))}-coordinator"
+        self.coordinator = TransactionCoordinator.options(
+            name=name, namespace=NAMESPACE, get_if_exists=True, lifetime="detached", **coordinator_options,
+        ).remote(self._backend.url, settings["workers"], self.layout.shards, settings["memory_budget"],
+                 settings["memory_threshold"], settings["max_running"], 10.0, settings["worker_env"],
+                 settings["shard_apply_delay"], stall_timeout=settings["stall_timeout"])
+        try:
+            ray_get(self.coordinator.ping.remote())
+        except ParticipantUnavailable:
+            # a coordinator that could not take the owner lock never started: another
+            # cluster took the store between the probe above and the claim
+            owner = live_owner(self._backend)
+            if owner and owner.get("address") != ray.get_runtime_context().gcs_address:
+                with contextlib.suppress(ValueError):
+                    ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+                raise store_in_use(str(self.layout.root), owner) from None
+            raise
+        return owner if owner and address is None and self.started_ray else None
+
+    RECONNECT_WAIT = 30.0
+    """Seconds a driver whose joined owner died tries to serve the store again (take it over,
+    or join the owner that took it over) before it gives up with a retryable error."""
+
+    def _owner_alive(self) -> None:
+        """Before it touches Ray: a driver that joined the store's owner checks that the owner
+        still lives (its lock is the proof, :mod:`batchray.core.storage.ownership`). Once it is
+        gone, its Ray went with it, and a call into that Ray would end this process (Ray
+        terminates a driver whose node's object store is gone): the driver leaves it and
+        connects again, taking the store over (recovery finishes what the dead owner left) or
+        joining its new owner. Nothing acknowledged is lost: it is in the store."""
+        joined = self.joined
+        if joined is None:
+            return
+        owner = live_owner(self._backend)
+        if owner and all(owner.get(k) == joined.get(k) for k in ("address", "pid", "startedAt")) \
+                and _answers(joined.get("address")):
+            return  # the same owner holds the lock, and its cluster answers (a killed one's
+            # processes may hold the lock a moment longer than its GCS port stays open)
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        self.started_ray = False
+        deadline = time.monotonic() + self.RECONNECT_WAIT
+        while True:
+            try:
+                self.joined = self._connect(None)
+                return
+            except (StoreInUse, ParticipantUnavailable, ConnectionError, RuntimeError) as exc:
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                self.started_ray = False
+                if time.monotonic() > deadline:
+                    raise ParticipantUnavailable(
+                        f"the owner of store {self.layout.root} that this driver joined is gone, and serving the "
+                        f"store again did not succeed within {self.RECONNECT_WAIT:.0f} s ({exc}); try again",
+                        store=str(self.layout.root), owner=joined) from None
+                time.sleep(0.5)
 
     def _join_ray(self, address: Optional[str], runtime_env: Optional[dict[str, Any]],
                   quiet: bool) -> Optional[dict[str, Any]]:
@@ -197,6 +257,7 @@ class RayRuntime:
         return int(self.memory_budget * self.memory_threshold)
 
     def allocate(self, sequence: str, count: int) -> int:
+        self._owner_alive()
         return ray_get(self.coordinator.allocate.remote(sequence, count))
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -226,6 +287,7 @@ class RayRuntime:
     def run(self, plan: Plan, options: RunOptions, *, watch: Optional[ProgressCallback] = None,
             wait: bool = True) -> BatchResult | str:
         """Submit a planned batch, feed its chunks through the object store, wait for it."""
+        self._owner_alive()
         if not options.idempotency_key:
             # Ray sends a call again when the coordinator died before answering it: a key of
             # the client's own makes a re-sent submit find the batch it registered before,
@@ -334,24 +396,29 @@ class RayRuntime:
         return result
 
     def wait(self, batch_id: str) -> BatchResult:
+        self._owner_alive()
         return self._result(batch_id, Plan("batch", []), _Poller(self, batch_id, None))
 
     # -- batches ----------------------------------------------------------------------------------
     def status(self, batch_id: Optional[str] = None, limit: int = 20) -> dict[str, Any] | list[dict[str, Any]]:
+        self._owner_alive()
         if batch_id is None:
             return ray_get(self.coordinator.recent.remote(limit))
         return ray_get(self.coordinator.status.remote(batch_id))
 
     def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
+        self._owner_alive()
         return ray_get(self.coordinator.cancel.remote(batch_id, rollback, graceful))
 
     def batch_record(self, batch_id: str) -> Optional[dict[str, Any]]:
         return self.view.log.batch(batch_id)
 
     def recover(self) -> dict[str, list[str]]:
+        self._owner_alive()
         return ray_get(self.coordinator.recover.remote())
 
     def info(self) -> dict[str, Any]:
+        self._owner_alive()
         return ray_get(self.coordinator.info.remote())
 
 

@@ -1,4 +1,5 @@
-"""Concurrent batches on Ray: a bank of accounts under concurrent transfers, and parallelism.
+"""Concurrent batches on Ray: a bank of accounts under concurrent transfers, the hot bank with
+driver processes, and parallelism.
 
 What these tests show:
 
@@ -155,17 +156,30 @@ HOT_INITIAL = 10_000  # no overdraft: every batch must commit
 
 
 def _hot_bank(open_store, tmp_path, name: str, drivers: int, seed: int) -> None:
-    from batchray.testing.hot_bank import create_bank, judge, run_hot_bank
+    """The hot bank with its drivers as OS processes, each connecting as a new user does
+    (``batchray.connect(store=...)``) and so joining the store's owner: this test's client,
+    on the Ray session the tests share (no cluster of their own). They are started first, so
+    that their imports overlap the store's set-up."""
+    from batchray.testing.hot_bank import create_bank, judge
+    from tests.fault_rig import _ray_env
+    from tests.hot_bank_driver import DriverProcesses
 
-    bank = open_store(name, workers=2, shards=2)
-    accounts = create_bank(bank, HOT_ACCOUNTS, HOT_INITIAL)
-    assert len({bank.layout.shard_of(a) for a in accounts}) == 2  # batches cross shards
-    other = open_store(name)  # a second driver's client: same store, same coordinator
-    run = run_hot_bank([bank, other], accounts, drivers=drivers, batches=20, history_dir=tmp_path / "histories",
-                       seed=seed)
+    started = time.perf_counter()
+    children = DriverProcesses(str(open_store.root / name), drivers, tmp_path / "histories", env=_ray_env())
+    try:
+        bank = open_store(name, workers=2, shards=2)  # the owner, while the children import
+        children.start()
+        children.connect()  # they join the owner while the bank is created
+        accounts = create_bank(bank, HOT_ACCOUNTS, HOT_INITIAL)
+        assert len({bank.layout.shard_of(a) for a in accounts}) == 2  # batches cross shards
+        connects = children.connected()
+        run = children.run(accounts, batches=20, seed=seed)
+    finally:
+        children.close()
     verdict = judge(run, bank, accounts, HOT_INITIAL)
-    print(f"\nhot bank, seed {seed}: {drivers} drivers x 20 batches of 4 transfers over {HOT_ACCOUNTS} accounts "
-          f"in {run.seconds:.1f} s: {run.committed} committed, {run.failed} failed {dict(run.codes)}; {verdict.summary()}")
+    print(f"\nhot bank, seed {seed}: {drivers} driver processes (connected in {max(connects):.1f} s) x 20 batches "
+          f"of 4 transfers over {HOT_ACCOUNTS} accounts in {run.seconds:.1f} s ({time.perf_counter() - started:.1f} s "
+          f"in all): {run.committed} committed, {run.failed} failed {dict(run.codes)}; {verdict.summary()}")
     assert run.failed == 0, (seed, run.codes, run.first_errors)
     assert run.committed == drivers * 20
     assert verdict.valid, (seed, verdict.summary())
@@ -173,18 +187,15 @@ def _hot_bank(open_store, tmp_path, name: str, drivers: int, seed: int) -> None:
 
 
 def test_hot_bank_every_batch_commits_with_default_options(open_store, tmp_path):
-    """4 drivers x 20 atomic batches (4 transfers = 8 ``=balance +- n`` updates by itemId) over
-    10 shared accounts, default options: every batch commits (ordered locks wait instead of
-    dying), the total is conserved and every balance is the committed transfers'."""
+    """4 driver processes x 20 atomic batches (4 transfers = 8 ``=balance +- n`` updates by
+    itemId) over 10 shared accounts, default options: every batch commits (ordered locks wait
+    instead of dying), the total is conserved and every balance is the committed transfers'."""
     _hot_bank(open_store, tmp_path, "hot4", drivers=4, seed=12)
 
 
 @pytest.mark.soak
-def test_hot_bank_with_eight_drivers(open_store, tmp_path, request):
-    """The same with 8 drivers; by hand: ``pytest -m soak tests/test_concurrency.py``."""
-    expression = request.config.getoption("-m") or ""
-    if "soak" not in expression or "not soak" in expression:
-        pytest.skip("a soak run: select it with pytest -m soak")
+def test_hot_bank_with_eight_drivers(open_store, tmp_path):
+    """The same with 8 driver processes; by hand: ``pytest -m soak tests/test_concurrency.py``."""
     _hot_bank(open_store, tmp_path, "hot8", drivers=8, seed=13)
 
 

@@ -323,3 +323,57 @@ def test_hot_bank_on_postgresql_commits_every_batch(tmp_path):
         client.close()
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
+
+
+@pytest.mark.postgres
+def test_a_lock_wait_and_conflict_on_postgresql_name_the_batch_holding_the_row(tmp_path):
+    """On a PostgreSQL store the row locks are the server's: a batch waiting for an item that
+    another batchray transaction holds shows the item and the holder in its status
+    (``waitingFor.locks``), then fails at its timeout with ``heldBy`` naming that
+    transaction (found among the holders of the item's data context in ``pg_locks``)."""
+    import os
+    import uuid
+
+    from batchray.core.txn.chunks import TxnRef
+
+    dsn = os.environ.get("BATCHRAY_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("needs a PostgreSQL server: set BATCHRAY_TEST_PG_DSN (eval \"$(bash .ci/postgres.sh start)\")")
+    psycopg = pytest.importorskip("psycopg")
+    schema = f"heldby_{uuid.uuid4().hex[:10]}"
+    client = local_client(f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}", shards=2)
+    try:
+        assert client.create_data_context("Bank", [{"name": "Accounts", "attrs": [
+            {"name": "balance", "type": "numeric"}]}]).success
+        ids = client.create_items("Bank", "Accounts", [{"balance": 100} for _ in range(4)]).item_ids
+        plan = client.planner.update_items("Bank", [{"selector": {"itemId": ids[0]}, "values": {"balance": 1}}])
+        (held,) = plan.chunks
+        participant = client.runtime.participants[held.participant]
+        holder = TxnRef("batch-holding-row", 1, participant.epoch)
+        participant.apply(holder, held.chunk)  # applied, not decided: it holds the row
+        started = time.monotonic()
+        results: list = []
+        update = [{"selector": {"itemId": ids[0]}, "values": {"balance": 0}}]
+        thread = threading.Thread(target=lambda: results.append(client.update_items("Bank", update, timeout=2000)),
+                                  daemon=True)
+        thread.start()
+        txn = _running(client)
+        waits = None
+        while not waits:  # while it waits, its status names the item and the holder
+            assert time.monotonic() - started < 2.0, client.status(txn)
+            waits = (client.status(txn).get("waitingFor") or {}).get("locks")
+            time.sleep(0.02)
+        assert waits == [{"participant": held.participant, "item": ids[0], "mode": "X",
+                          "heldBy": ["batch-holding-row"], "queuedBehind": []}], waits
+        thread.join(10)
+        (result,) = results
+        assert not result.success and result.error["code"] == "LOCK_CONFLICT", result.error
+        assert result.error["details"]["heldBy"] == ["batch-holding-row"], result.error
+        assert result.error["details"]["items"] == [ids[0]]
+        assert time.monotonic() - started >= 1.5
+        participant.abort(holder)
+        assert {item["values"]["balance"] for item in client.get_items("Bank")} == {100}
+    finally:
+        client.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))

@@ -1,6 +1,8 @@
 """The hot bank workload: several drivers at once run atomic transfer batches over few accounts.
 
-Each driver (a thread of the calling process) runs ``batches`` batches; a batch is
+Each driver runs ``batches`` batches (:func:`drive`), as a thread of the calling process
+(:func:`run_hot_bank`), or as an OS process of its own that connects to the store as a new
+user would and joins its owner (the tests' ``hot_bank_driver.py``); a batch is
 ``transfers`` transfers, each two expression updates selected by ``itemId`` (``=balance - n``
 on one account, ``=balance + n`` on another), all in one atomic ``update_items`` call with
 the client's default options. Every batch is logged as one ``transfer`` operation of a
@@ -75,39 +77,57 @@ def transfer_batch(rng: random.Random, accounts: Sequence[int], transfers: int, 
     return updates, dict(deltas)
 
 
+def drive(client: Any, number: int, accounts: Sequence[int], *, batches: int, history: Path, transfers: int = 4,
+          max_amount: int = 10, seed: int = 0) -> HotBankRun:
+    """Driver ``number``'s batches through ``client``, logged to the history file ``history``."""
+    rng = random.Random(seed * 1000 + number)
+    run = HotBankRun(histories=[history])
+    started = time.perf_counter()
+    with HistoryWriter(history, f"d{number}") as log:
+        for b in range(batches):
+            key = f"s{seed}-d{number}-b{b}"
+            updates, deltas = transfer_batch(rng, accounts, transfers, max_amount)
+            log.invoke("transfer", key, {"deltas": deltas})
+            result = client.update_items(CONTEXT, updates)
+            txn = getattr(result, "batch_id", None)
+            if result.success:
+                run.committed += 1
+                log.complete("ok", "transfer", key, txn=txn)
+            else:
+                run.failed += 1
+                run.codes[(result.error or {}).get("code")] += 1
+                if len(run.first_errors) < 3:
+                    run.first_errors.append(result.error or {})
+                log.complete("fail", "transfer", key, txn=txn, error=str(result.error))
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def merge_runs(into: HotBankRun, part: HotBankRun) -> None:
+    """Add one driver's figures to ``into``."""
+    into.committed += part.committed
+    into.failed += part.failed
+    into.codes.update(part.codes)
+    into.first_errors.extend(part.first_errors[: max(0, 3 - len(into.first_errors))])
+
+
 def run_hot_bank(clients: Sequence[Any], accounts: Sequence[int], *, drivers: int, batches: int, history_dir: Path,
                  transfers: int = 4, max_amount: int = 10, seed: int = 0, join_timeout: float = 600.0) -> HotBankRun:
-    """Run the workload (see the module docstring); driver ``d`` uses ``clients[d % len(clients)]``."""
+    """Run the workload with drivers as threads of this process; driver ``d`` uses
+    ``clients[d % len(clients)]``."""
     history_dir.mkdir(parents=True, exist_ok=True)
     run = HotBankRun(histories=[history_dir / f"d{d}.jsonl" for d in range(drivers)])
     lock = threading.Lock()
     crashed: list[BaseException] = []
 
     def driver(number: int) -> None:
-        rng = random.Random(seed * 1000 + number)
-        client = clients[number % len(clients)]
-        with HistoryWriter(run.histories[number], f"d{number}") as history:
-            try:
-                for b in range(batches):
-                    key = f"s{seed}-d{number}-b{b}"
-                    updates, deltas = transfer_batch(rng, accounts, transfers, max_amount)
-                    history.invoke("transfer", key, {"deltas": deltas})
-                    result = client.update_items(CONTEXT, updates)
-                    txn = getattr(result, "batch_id", None)
-                    with lock:
-                        if result.success:
-                            run.committed += 1
-                        else:
-                            run.failed += 1
-                            run.codes[(result.error or {}).get("code")] += 1
-                            if len(run.first_errors) < 3:
-                                run.first_errors.append(result.error or {})
-                    if result.success:
-                        history.complete("ok", "transfer", key, txn=txn)
-                    else:
-                        history.complete("fail", "transfer", key, txn=txn, error=str(result.error))
-            except BaseException as exc:  # noqa: BLE001 - reported by the caller's thread
-                crashed.append(exc)
+        try:
+            part = drive(clients[number % len(clients)], number, accounts, batches=batches,
+                         history=run.histories[number], transfers=transfers, max_amount=max_amount, seed=seed)
+            with lock:
+                merge_runs(run, part)
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller's thread
+            crashed.append(exc)
 
     threads = [threading.Thread(target=driver, args=(d,), daemon=True, name=f"hot-bank-{d}") for d in range(drivers)]
     started = time.perf_counter()

@@ -16,7 +16,9 @@ from batchray.core.model.batch import BatchResult, BatchState, ItemError, RunOpt
 from batchray.core.plan.plan import Plan
 from batchray.core.storage.backends import Backend
 from batchray.core.storage.store import StoreLayout
+from batchray.core.txn.attempts import attempt_id, attempt_record, retries_whole
 from batchray.core.txn.memory import MemoryBudget
+from batchray.core.txn.policies import backoff
 from batchray.core.txn.twophase import DecisionLog, Outcome, Transport, TwoPhaseCommit, recover, unrecorded
 from batchray.errors import BatchrayError, BatchTimeout, CancelledError, StoreError
 
@@ -66,6 +68,8 @@ class Executor:
         self.layout = layout
         self.log = log
         self.driver = driver
+        self.attempts: dict[str, str] = {}
+        """The attempt running now of each batch being executed (its participants' txn id)."""
 
     @classmethod
     def over(cls, backend: Backend, log: DecisionLog, transport: Transport,
@@ -99,30 +103,72 @@ class Executor:
         should_stop: Optional[Callable[[], Optional[BatchrayError]]] = None,
         started: Optional[float] = None,
         on_decided: Optional[Callable[[BatchResult], None]] = None,
+        on_restart: Optional[Callable[[], None]] = None,
     ) -> BatchResult:
         """Run the plan's transaction with ``options`` (``create_backups`` or ``plan.backup``
         keep before-images after commit, for undo; ``timeout`` stops it unless ``should_stop``
         is given, which then owns stopping). ``on_decided`` gets the result at the commit
-        point, before phase 2 ends."""
+        point, before phase 2 ends.
+
+        An atomic batch rolled back by a lock race it lost runs again, as a new attempt with
+        its original age, after a jittered pause, until its lock deadline
+        (:mod:`batchray.core.txn.attempts`); ``on_restart`` is told before each new attempt
+        (the progress of the rolled-back one starts over). A stop (cancellation, timeout)
+        ends the attempts at once; a batch that timed out after losing lock races fails with
+        the last ``LOCK_CONFLICT`` (its items and holders), not a bare timeout."""
         started = started or time.perf_counter()
         atomic = options.atomic
         if should_stop is None:
             should_stop = deadline(options.timeout, txn)
+        until = lock_deadline(options.timeout, started)
+        replayable = isinstance(plan.chunks, list)
+        attempt = 1
+        lost: Optional[BatchrayError] = None  # the lock conflict that rolled the last attempt back
+
+        def again(outcome: Outcome) -> bool:
+            """Whether the attempt just decided is rolled back to run again, unless a stop comes."""
+            return retries_whole(outcome, replayable=replayable, atomic=atomic, attempt=attempt,
+                                 lock_deadline=until, stop=None)
 
         def decided(outcome: Outcome) -> None:
-            early = summarize(plan, outcome, atomic, time.perf_counter() - started)
+            if again(outcome):
+                return  # rolled back to run again (or stopped): the batch's end is told by the loop
+            early = summarize(plan, outcome, atomic, time.perf_counter() - started, batch_id=txn)
             self.log.set_state(txn, early.state.value, result=early.dump())
             on_decided(early)
 
         limits = {name: getattr(options, name) for name in ("parallelism", "reject_limit", "reject_ratio")
                   if getattr(options, name) is not None}
-        outcome = self.driver.run(txn, ts, plan.chunks, atomic=atomic, max_retries=options.max_retries,
-                                  on_chunk=on_chunk, should_stop=should_stop,
-                                  lock_deadline=lock_deadline(options.timeout, started),
-                                  backup=options.create_backups or plan.backup,
-                                  on_decided=decided if on_decided is not None else None, **limits)
-        result = summarize(plan, outcome, atomic, time.perf_counter() - started)
         try:
+            while True:
+                self.attempts[txn] = attempt_id(txn, attempt)
+                outcome = self.driver.run(attempt_id(txn, attempt), ts, plan.chunks, atomic=atomic,
+                                          max_retries=options.max_retries, on_chunk=on_chunk, should_stop=should_stop,
+                                          lock_deadline=until, backup=options.create_backups or plan.backup,
+                                          on_decided=decided if on_decided is not None else None, **limits)
+                if not again(outcome):
+                    break
+                lost = outcome.cause
+                self._end_attempt(plan, outcome, attempt, started)
+                stop = should_stop() or self._pause(attempt, should_stop, until)
+                if stop is not None:
+                    if isinstance(stop, CancelledError):
+                        outcome.cause = stop  # cancelled when it would run again: nothing of it is left
+                    break  # a timeout keeps the LOCK_CONFLICT that says which items, held by whom
+                attempt += 1
+                self.log.add_batch(attempt_id(txn, attempt), kind=plan.kind, queue=options.queue,
+                                   priority=options.priority, ts=ts, state="running",
+                                   request=attempt_record(txn, attempt))
+                if on_restart is not None:
+                    on_restart()
+        finally:
+            self.attempts.pop(txn, None)
+        if attempt > 1 and isinstance(outcome.cause, BatchTimeout) and lost is not None and not outcome.committed:
+            outcome.cause = lost  # it ran out of time losing lock races: say which items, held by whom
+        result = summarize(plan, outcome, atomic, time.perf_counter() - started, batch_id=txn)
+        try:
+            if attempt > 1:
+                self._end_attempt(plan, outcome, attempt, started)
             self.log.set_state(txn, result.state.value, result=result.dump())
             undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
             if undoes and result.success:
@@ -130,6 +176,33 @@ class Executor:
         except StoreError as exc:  # the batch is finished; only its record in the log failed
             raise unrecorded(txn, outcome.committed, exc, "its status reads 'running' until recovery records it") from exc
         return result
+
+    def _end_attempt(self, plan: Plan, outcome: Outcome, attempt: int, started: float) -> None:
+        """Record how attempt ``attempt`` (>= 2 has a record of its own) ended, and drop the
+        before-images a transport holds for it."""
+        if attempt > 1:
+            ended = summarize(plan, outcome, True, time.perf_counter() - started)
+            self.log.set_state(outcome.txn, ended.state.value, result=ended.dump())
+            release = getattr(self.driver.transport, "release", None)
+            if release is not None:
+                release(outcome.txn)
+
+    def _pause(self, attempt: int, should_stop: Callable[[], Optional[BatchrayError]],
+               until: float) -> Optional[BatchrayError]:
+        """The jittered pause before attempt ``attempt + 1`` (never past ``until``); a stop that
+        comes meanwhile ends it at once and is returned."""
+        end = time.monotonic() + max(0.0, min(backoff(attempt, self.driver.rng), until - time.time()))
+        while True:
+            stop = should_stop()
+            left = end - time.monotonic()
+            if stop is not None or left <= 0:
+                return stop
+            self.driver.sleep(min(left, 0.05))
+
+    def waiting_for(self, txn: str, state: str, position: Any = None) -> Optional[dict[str, Any]]:
+        """What batch ``txn`` waits for, for its status (:func:`waiting_for`), asked of the
+        attempt running now."""
+        return waiting_for(self.driver, self.attempts.get(txn, txn), state, position)
 
     def recover(self) -> dict[str, list[str]]:
         return recover(self.log, self.driver, self.layout.participant_names)
@@ -139,8 +212,10 @@ _ERROR_FIELDS = {**{name: name for name in ItemError.model_fields}, "itemId": "i
 _UPDATING_KINDS = ("update_items", "schema_operations", "transaction", "rollback_batch")
 
 
-def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float) -> BatchResult:
-    """The :class:`BatchResult` of a finished transaction."""
+def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
+              batch_id: Optional[str] = None) -> BatchResult:
+    """The :class:`BatchResult` of a finished transaction (of batch ``batch_id``, when the
+    transaction is one of its attempts)."""
     # a cancelled batch reports "cancelled" even when it kept work (rollback=False on a
     # non-atomic batch: the kept items are counted below); a non-atomic batch stopped early by
     # a timeout or a failed input stream "failed", with what it committed counted
@@ -165,7 +240,7 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float) -> Ba
               for e in outcome.errors[:1000]]
     return BatchResult(
         success=outcome.committed and outcome.cause is None and not outcome.errors and not outcome.in_doubt,
-        transaction_id=outcome.txn,
+        transaction_id=batch_id or outcome.txn,
         state=state,
         total_items=total or 0,
         items_created=affected if plan.kind == "create_items" else 0,

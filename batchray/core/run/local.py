@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.plan.plan import Plan
-from batchray.core.run.executor import Executor, waiting_for
+from batchray.core.run.executor import Executor
 from batchray.core.run.runtime import ProgressCallback
 from batchray.core.run.settler import attach_settler
 from batchray.core.storage.backends import open_backend, open_view
@@ -80,7 +80,8 @@ class LocalRuntime:
             result = BatchResult.model_validate(prior["result"])
         else:
             on_chunk = _ProgressCounter(plan.total, watch) if watch is not None else None
-            result = self.executor.execute(txn, ts, plan, options, on_chunk=on_chunk)
+            result = self.executor.execute(txn, ts, plan, options, on_chunk=on_chunk,
+                                           on_restart=on_chunk.restart if on_chunk is not None else None)
         return result if wait else txn
 
     def wait(self, batch_id: str) -> BatchResult:
@@ -102,7 +103,7 @@ class LocalRuntime:
         return {"batchId": batch_id, "state": record["state"], "kind": record["kind"], "queue": record["queue"],
                 "priority": record["priority"], "submittedAt": record["submitted"], "startedAt": record["started"],
                 "finishedAt": record["finished"], "result": record.get("result"),
-                "waitingFor": waiting_for(self.driver, batch_id, record["state"])}
+                "waitingFor": self.executor.waiting_for(batch_id, record["state"])}
 
     def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
         """Nothing to cancel: a batch has finished by the time its call returns here."""
@@ -139,6 +140,10 @@ class _ProgressCounter:
         self.completed = 0
         self.failed = 0
         self.started = time.monotonic()
+
+    def restart(self) -> None:
+        """The batch runs again (a new attempt after a lost lock race): its counts start over."""
+        self.completed = self.failed = 0
 
     def __call__(self, planned: Any, images: Any, error: Any) -> None:
         if images is not None:

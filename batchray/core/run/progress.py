@@ -73,6 +73,15 @@ class ProgressBook:
         elif batch.rate == 0 and now > batch.started:
             batch.rate = batch.completed / (now - batch.started)
 
+    def restart(self, txn: str) -> None:
+        """The batch runs again from its start (a new attempt after it lost a lock race): its
+        counts start over, its total and start time stay."""
+        batch = self._batches.get(txn)
+        if batch is not None:
+            batch.completed = batch.failed = batch._last_n = 0
+            batch.rate = 0.0
+            batch.updated = batch._last_t = self.clock()
+
     def finish(self, txn: str, state: str) -> None:
         batch = self._batches.get(txn)
         if batch is not None:

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from batchray.core.storage.decision_log import DecisionLog
 from batchray.core.plan.plan import Plan
-from batchray.core.run.executor import Executor, deadline, waiting_for
+from batchray.core.run.executor import Executor, deadline
 from batchray.errors import BatchrayError, BatchTimeout, CancelledError, InternalError, NotFoundError
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.model.batch import BatchResult, BatchState, RunOptions
@@ -357,6 +357,11 @@ class CoordinatorService:
 
         run.send_progress = send_progress if self.progress is not None else None
 
+        def restart() -> None:  # the batch runs again after a lost lock race: its progress starts over
+            unsent["done"] = unsent["failed"] = 0
+            if self.progress is not None:
+                self.progress.restart(run.txn)
+
         # a batch submitted whole is handed over as the list it is, so that each participant's
         # last chunk is known and applied and voted in one call (a stream cannot be looked ahead of)
         if run.planned is not None:
@@ -367,7 +372,7 @@ class CoordinatorService:
         result: Optional[BatchResult] = None
         try:
             result = self.executor.execute(run.txn, run.ts, plan, options, on_chunk=on_chunk, should_stop=should_stop,
-                                           on_decided=lambda r: self._decided(run, r))
+                                           on_decided=lambda r: self._decided(run, r), on_restart=restart)
         except Exception as exc:  # noqa: BLE001 - e.g. the decision log failed: recovery finishes it
             error = exc if isinstance(exc, BatchrayError) else InternalError(f"{type(exc).__name__}: {exc}")
             result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed,
@@ -457,7 +462,7 @@ class CoordinatorService:
             "finishedAt": record["finished"],
             "result": record.get("result"),
             "memory": self.budget.snapshot(),
-            "waitingFor": waiting_for(self.executor.driver, txn, record["state"], position),
+            "waitingFor": self.executor.waiting_for(txn, record["state"], position),
         }
         return status
 

@@ -49,7 +49,8 @@ class RetryPolicy:
     """A chunk whose apply failed with a retryable error (a lost wait-die race, an unavailable
     participant) is sent again after a :func:`backoff` pause, unless the transaction is
     stopping: up to ``max_retries`` times, and, for a *patient* retry, for as long as the
-    batch's ``deadline`` (wall-clock seconds) leaves room for the pause.
+    batch's ``deadline`` (wall-clock seconds) leaves room for the pause; never once the
+    deadline has passed.
 
     The driver asks for a patient retry when waiting cannot hold anyone up: a batch that takes
     its locks in the global order (its retries hold only keys below the one it asks for, see
@@ -68,6 +69,8 @@ class RetryPolicy:
         the transaction's cause so far is ``cause``."""
         if not exc.retryable or StopPolicy.ends_retries(cause):
             return False
+        if self.deadline is not None and self.clock() >= self.deadline:
+            return False  # the lock deadline has passed: the conflict is the batch's error, not its timeout
         if attempt <= self.max_retries:
             return True
         return patient and self.deadline is not None and self.clock() + backoff_cap(attempt) < self.deadline

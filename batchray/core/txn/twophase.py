@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
+from batchray.core.txn.attempts import parent_of
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
 from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism
 from batchray.core.txn.memory import MemoryBudget
@@ -436,10 +437,20 @@ def recover(
         if outcomes is None or batch["txn"] in seen:
             continue
         committed = any(v == "commit" for v in outcomes.values())
-        log.set_state(batch["txn"], "completed" if committed else "rolled_back",
-                      result={"recovered": True, "committed": committed})
+        _record_recovered(log, batch, committed)
         report["finished" if committed else "aborted"].append(batch["txn"])
     return report
+
+
+def _record_recovered(log: DecisionLog, batch: dict[str, Any], committed: bool) -> None:
+    """Record a recovered batch's outcome; a committed attempt of a batch (its record names
+    the batch, :mod:`batchray.core.txn.attempts`) makes that batch completed as well, whatever
+    the rolled-back attempts before it left in the batch's own record."""
+    result = {"recovered": True, "committed": committed}
+    log.set_state(batch["txn"], "completed" if committed else "rolled_back", result=result)
+    parent = parent_of(batch)
+    if parent is not None and committed:
+        log.set_state(parent, "completed", result={**result, "attempt": batch["txn"]})
 
 
 def settle(log: DecisionLog, driver: TwoPhaseCommit, txn: str, participants: Iterable[str]) -> bool:
@@ -474,8 +485,7 @@ def _finish_decided(log: DecisionLog, driver: TwoPhaseCommit, txn: str, outcomes
             return None
     committed = any(v == "commit" for v in outcomes.values())
     if record and batch and batch.get("state") in ("running", "queued", "pending"):
-        log.set_state(txn, "completed" if committed else "rolled_back",
-                      result={"recovered": True, "committed": committed})
+        _record_recovered(log, batch, committed)
     return committed
 
 

@@ -41,14 +41,17 @@ class PgLocking:
         self.s = store.s
         self.context_class = advisory_key(f"{store.schema}:{name}")
         self.doc_class = advisory_key(f"{store.schema}:{name}:docs")
+        self.waits: dict[str, dict[str, Any]] = {}
+        """What each transaction waits for now: ``{"items"}`` or ``{"key", "what"}`` and ``mode``."""
 
-    def holders(self, conn, keys: list[tuple[int, int]]) -> list[Optional[int]]:
-        """The ages (``ts``) of the transactions holding any of the advisory ``keys``; None for
-        a holder that is not a batchray transaction of this store."""
+    def holders(self, conn, keys: list[tuple[int, int]]) -> list[tuple[Optional[str], Optional[int]]]:
+        """``(txn, ts)`` of each transaction holding any of the advisory ``keys``; ``(None,
+        None)`` for a holder that is not a batchray transaction of this store."""
         rows = conn.execute(
             """
             SELECT l.pid,
                    (SELECT t.ts FROM {s}.txns t WHERE t.pid = l.pid AND t.state = 'active' LIMIT 1),
+                   (SELECT t.txn FROM {s}.txns t WHERE t.pid = l.pid AND t.state = 'active' LIMIT 1),
                    (SELECT p.gid FROM pg_locks x JOIN pg_prepared_xacts p ON p.transaction = x.transactionid
                      WHERE l.pid IS NULL AND x.locktype = 'transactionid'
                        AND x.virtualtransaction = l.virtualtransaction LIMIT 1)
@@ -60,33 +63,47 @@ class PgLocking:
             """.replace("{s}", self.s),
             ([k for k, _ in keys], [o for _, o in keys]),
         ).fetchall()
-        ages: list[Optional[int]] = []
-        for pid, ts, gid in rows:
+        found: list[tuple[Optional[str], Optional[int]]] = []
+        for pid, ts, txn, gid in rows:
             if pid is not None:
-                ages.append(ts)
+                found.append((txn, ts))
                 continue
-            parsed = parse_gid(gid) if gid else None
-            if parsed is None or parsed[0] != self.store.schema:
-                ages.append(None)
-                continue
-            row = conn.execute(f"SELECT ts FROM {self.s}.txns WHERE txn=%s LIMIT 1", (parsed[2],)).fetchone()
-            ages.append(row[0] if row else None)
-        return ages
+            found.append(self._prepared(conn, gid))
+        return found
 
-    def wait_die(self, conn, ref: TxnRef, keys: list[tuple[int, int]], what: str) -> None:
-        """Wait-die on a conflict: die (LockConflict) when an older transaction holds ``keys``."""
-        older = [ts for ts in self.holders(conn, keys) if ts is not None and ts < ref.ts]
+    def _prepared(self, conn, gid: Optional[str]) -> tuple[Optional[str], Optional[int]]:
+        """``(txn, ts)`` of the prepared transaction ``gid`` when it is one of this store's."""
+        parsed = parse_gid(gid) if gid else None
+        if parsed is None or parsed[0] != self.store.schema:
+            return None, None
+        row = conn.execute(f"SELECT ts FROM {self.s}.txns WHERE txn=%s LIMIT 1", (parsed[2],)).fetchone()
+        return parsed[2], (row[0] if row else None)
+
+    def item_holders(self, conn, ids: list[int]) -> list[str]:
+        """The batchray transactions that may hold the items ``ids`` here: those holding their
+        data contexts (every item writer holds its item's context shared; PostgreSQL names a
+        row's locker only by a (sub)transaction id that its lock table may not list)."""
+        keys = [(self.context_class, c) for c in sorted({context_of(i) for i in ids})]
+        return sorted({txn for txn, _ in self.holders(conn, keys)} - {None})
+
+    def wait_die(self, conn, ref: TxnRef, keys: list[tuple[int, int]], what: str,
+                 items: Optional[list[int]] = None) -> None:
+        """Wait-die on a conflict: die (LockConflict, naming the older holders in ``heldBy``)
+        when an older transaction holds ``keys``."""
+        older = sorted({txn or "?" for txn, ts in self.holders(conn, keys) if ts is not None and ts < ref.ts})
         if older:
             raise LockConflict(
-                f"{what} on participant {self.name} is held by an older transaction: {ref.txn} dies (wait-die)",
-                shard=self.name, txn=ref.txn,
+                f"{what} on participant {self.name} is held by an older transaction ({', '.join(older)}): "
+                f"{ref.txn} dies (wait-die)",
+                shard=self.name, txn=ref.txn, items=items or [], heldBy=older, holder=older[0],
             )
 
     def waiting(self, conn, ref: TxnRef, sql: str, params: Any, what: str,
-                items: Optional[list[int]] = None) -> list[tuple]:
+                items: Optional[list[int]] = None, keyed: bool = False) -> list[tuple]:
         """Run a blocking lock statement in a savepoint; a lock timeout or a deadlock is a
-        LockConflict. An ordered transaction (``ref.lock_deadline``) waits until its deadline
-        rather than the connection's ``lock_timeout``."""
+        LockConflict naming the holders (``heldBy``: of the items' contexts, or of the advisory
+        lock ``params`` when ``keyed``). An ordered transaction (``ref.lock_deadline``) waits
+        until its deadline rather than the connection's ``lock_timeout``."""
         psycopg = psycopg_module()
         conn.execute("SAVEPOINT batchray_wait")
         default = None
@@ -94,15 +111,23 @@ class PgLocking:
             default = conn.execute("SELECT current_setting('lock_timeout')").fetchone()[0]
             wait_ms = max(1, int(ref.lock_wait(0.0) * 1000))
             conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{wait_ms}ms",))
+        self.waits[ref.txn] = ({"items": items, "mode": "X"} if items else
+                               {"key": tuple(params) if keyed else None, "what": what,
+                                "mode": "S" if "_shared" in sql else "X"})
         try:
             rows = conn.execute(sql, params).fetchall() if "SELECT" in sql.upper() else []
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, psycopg.errors.QueryCanceled) as exc:
             conn.execute("ROLLBACK TO SAVEPOINT batchray_wait")  # also undoes the set_config
             conn.execute("RELEASE SAVEPOINT batchray_wait")
+            held = self.item_holders(conn, items) if items else (
+                sorted({txn for txn, _ in self.holders(conn, [tuple(params)])} - {None}) if keyed else [])
             raise LockConflict(
-                f"{what} on participant {self.name}: gave up waiting ({type(exc).__name__})",
-                shard=self.name, txn=ref.txn, items=items or [],
+                f"{what} on participant {self.name}: gave up waiting ({type(exc).__name__})"
+                + (f", held by {', '.join(held)}" if held else ""),
+                shard=self.name, txn=ref.txn, items=items or [], heldBy=held, holder=held[0] if held else None,
             ) from None
+        finally:
+            self.waits.pop(ref.txn, None)
         if default is not None:
             conn.execute("SELECT set_config('lock_timeout', %s, true)", (default,))
         conn.execute("RELEASE SAVEPOINT batchray_wait")
@@ -116,7 +141,7 @@ class PgLocking:
                 continue
             what = f"data context {ctx}"
             self.wait_die(conn, ref, [key], what)
-            self.waiting(conn, ref, f"SELECT pg_advisory_xact_lock{mode}(%s, %s)", key, what)
+            self.waiting(conn, ref, f"SELECT pg_advisory_xact_lock{mode}(%s, %s)", key, what, keyed=True)
 
     def docs(self, conn, ref: TxnRef, keys: list[str]) -> None:
         for objid in sorted({advisory_key(k) for k in keys}):
@@ -124,7 +149,7 @@ class PgLocking:
             if conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", key).fetchone()[0]:
                 continue
             self.wait_die(conn, ref, [key], "a catalog document")
-            self.waiting(conn, ref, "SELECT pg_advisory_xact_lock(%s, %s)", key, "a catalog document")
+            self.waiting(conn, ref, "SELECT pg_advisory_xact_lock(%s, %s)", key, "a catalog document", keyed=True)
 
     def items(self, conn, ref: TxnRef, ids: list[int]) -> dict[int, tuple[str, int]]:
         """Lock the items among ``ids`` that exist here; ``{id: (vals, ver)}``."""
@@ -162,7 +187,7 @@ class PgLocking:
         item writer holds its item's context), then wait for them if all are younger."""
         contexts = sorted({context_of(i) for i in ids})
         if not ref.ordered:  # an ordered transaction waits; the server breaks any cycle itself
-            self.wait_die(conn, ref, [(self.context_class, c) for c in contexts], f"{len(ids)} item(s)")
+            self.wait_die(conn, ref, [(self.context_class, c) for c in contexts], f"{len(ids)} item(s)", sorted(ids))
         sql = f"SELECT id, vals, ver FROM {self.s}.items WHERE id = ANY(%s) AND part=%s"
         params: list[Any] = [sorted(ids), self.num]
         if where is not None:  # checked again on the version the holder leaves behind
@@ -175,17 +200,37 @@ class PgLocking:
 class PgLockView:
     """The participant's ``locks``: PostgreSQL holds the locks themselves (row locks are listed
     nowhere), so a transaction's locks are named by one key, ``("txn", txn)``, for as long as it
-    is pending here (active or prepared); ``lock_count`` counts those transactions."""
+    is pending here (active or prepared); ``lock_count`` counts those transactions. A lock
+    wait is known to the :class:`PgLocking` that runs it (this process), and its holders are
+    looked up in ``pg_locks`` on a connection of its own (:meth:`waits_of`)."""
 
-    def __init__(self, pending: Callable[[], list[dict[str, Any]]]) -> None:
+    def __init__(self, pending: Callable[[], list[dict[str, Any]]], locking: Optional[PgLocking] = None) -> None:
         self._pending = pending
+        self._locking = locking
 
     def lock_count(self) -> int:
         return len(self._pending())
 
     def waits_of(self, txn: str) -> Optional[dict[str, Any]]:
-        """None: the server keeps its lock waits (``pg_locks``) and breaks its own deadlocks."""
-        return None
+        """What ``txn`` waits for here now: ``{"item", "mode", "heldBy", "queuedBehind"}`` (the
+        item: the first of the items it waits for, or the advisory lock's description; the
+        holders: the batchray transactions holding the items' data contexts, or the advisory
+        lock; PostgreSQL queues its waiters itself, so ``queuedBehind`` is empty), or None."""
+        locking = self._locking
+        wait = locking.waits.get(txn) if locking is not None else None
+        if wait is None:
+            return None
+        conn = locking.store.connect()
+        try:
+            if wait.get("items"):
+                held = locking.item_holders(conn, wait["items"])
+                item: Any = wait["items"][0]
+            else:
+                held = sorted({t for t, _ in locking.holders(conn, [wait["key"]])} - {None}) if wait["key"] else []
+                item = wait["what"]
+        finally:
+            conn.close()
+        return {"item": item, "mode": wait["mode"], "heldBy": [t for t in held if t != txn], "queuedBehind": []}
 
     def held_by(self, txn: str) -> set[Any]:
         return {("txn", txn)} if any(p["txn"] == txn for p in self._pending()) else set()

@@ -109,7 +109,7 @@ class PgParticipant(StoreParticipant[PgWork]):
         self._control_mutex = threading.RLock()
         self._control = None
         self._closed = False
-        self.locks = PgLockView(self.pending)
+        self.locks = PgLockView(self.pending, self.locking)
         self.in_doubt: list[dict[str, Any]] = self.recover() if recover else []
 
     # -- connections ------------------------------------------------------------------------

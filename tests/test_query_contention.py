@@ -1,0 +1,208 @@
+"""Batches whose lock set is found while they run (queries) under contention: whole retries.
+
+Such a batch keeps wait-die; when it loses a lock race while it holds locks, its attempt is
+rolled back and the batch runs again with its original age until its timeout
+(:mod:`batchray.core.txn.attempts`). What these tests show, on the in-process runtime:
+
+* **Hot queries.** Four drivers (threads) each run batches of two updates over six shared
+  accounts: ``=balance + 1`` on one account by ``itemId`` (its shard's chunk goes first) and
+  ``=balance + 1`` on every account selected by the query ``balance > 0`` (a chunk per
+  shard). Batches whose id-chunk is on different shards cross, so the younger one loses
+  while it holds locks. With default options every batch commits, and every balance is its
+  initial one plus one per batch plus one per batch that named it (no lost or doubled
+  update); the progress a driver saw ends at the items its batch updated, once; no lock or
+  transaction is left on a shard.
+* **Timeout.** A batch whose item another (older) transaction holds retries until its short
+  timeout, then fails with ``LOCK_CONFLICT`` naming the item and the holder (``heldBy``),
+  under its own batch id, with nothing of it in the store.
+* **Cancellation.** A stop that comes while the batch waits between attempts ends it at once
+  (cancelled, nothing applied, no further attempt).
+* **Undo.** A batch that committed on a later attempt is undone from that attempt's backups.
+* **Recovery.** A committed attempt makes its batch completed when recovery finds the batch's
+  own record still running (the coordinator died between the attempt's commit and the record).
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+
+from batchray.core.txn.attempts import attempt_id, attempt_record, final_attempt, retries_whole
+from batchray.core.txn.twophase import Outcome
+from batchray.errors import CancelledError, LockConflict
+from local_runtime import local_client
+
+ACCOUNTS = 6
+INITIAL = 1
+DRIVERS = 4
+BATCHES = 4  # per driver
+
+
+def _bank(tmp_path, **settings):
+    client = local_client(tmp_path / "store", shards=2, **settings)
+    assert client.create_data_context("Bank", [{"name": "Accounts", "attrs": [
+        {"name": "balance", "type": "numeric"}]}]).success
+    ids = client.create_items("Bank", "Accounts", [{"balance": INITIAL} for _ in range(ACCOUNTS)]).item_ids
+    assert len({client.layout.shard_of(i) for i in ids}) == 2
+    return client, ids
+
+
+def _leftovers(client) -> list:
+    return [p.leftovers() for p in client.runtime.participants.values() if any(p.leftovers().values())]
+
+
+def test_hot_query_batches_all_commit_with_default_options(tmp_path):
+    client, ids = _bank(tmp_path)
+    named: Counter = Counter()
+    outcomes: Counter = Counter()
+    failures: list = []
+    lock = threading.Lock()
+    seed = 7
+
+    def driver(number: int) -> None:
+        rng = random.Random(seed * 100 + number)
+        try:
+            for _ in range(BATCHES):
+                account = rng.choice(ids)
+                seen: list[dict] = []
+                updates = [{"selector": {"itemId": account}, "values": {"balance": "=balance + 1"}},
+                           {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}]
+                result = client.update_items("Bank", updates, callback=seen.append)
+                with lock:
+                    outcomes["committed" if result.success else (result.error or {}).get("code")] += 1
+                    if result.success:
+                        named[account] += 1
+                assert result.success, (seed, result.error)
+                assert result.items_updated == ACCOUNTS + 1
+                assert seen and seen[-1]["completed"] == ACCOUNTS + 1, seen[-1:]  # counted once
+                assert not client.runtime.log.batch(result.transaction_id)["request"]  # the batch's own record
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=driver, args=(n,), daemon=True) for n in range(DRIVERS)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads), "a driver hung"
+    if failures:
+        raise failures[0]
+    attempts = [r for r in client.runtime.log.recent(1000) if r.get("request")]
+    print(f"\nseed {seed}: {DRIVERS * BATCHES} query batches in {time.perf_counter() - started:.1f} s: "
+          f"{dict(outcomes)}, {len(attempts)} attempts after a lost race")
+    assert outcomes["committed"] == DRIVERS * BATCHES
+    assert attempts, "no batch lost a race while it held locks: the test shows nothing"
+    final = {item["id"]: item["values"]["balance"] for item in client.get_items("Bank")}
+    assert final == {i: INITIAL + DRIVERS * BATCHES + named[i] for i in ids}, seed
+    assert not _leftovers(client)
+    client.close()
+
+
+def test_a_query_batch_that_cannot_get_its_items_fails_at_its_timeout_naming_item_and_holder(tmp_path):
+    client, ids = _bank(tmp_path)
+    last = max(client.layout.shard_names)
+    held = next(i for i in ids if client.layout.shard_of(i) == last)
+    first = next(i for i in ids if client.layout.shard_of(i) != last)
+    shard = client.runtime.participants[last]
+    shard.locks.acquire("batch-holding-it", 1, [held])  # an older batch holds it (wait-die)
+    updates = [{"selector": {"itemId": first}, "values": {"balance": 7}},  # taken first, on the other shard
+               {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}]
+    started = time.monotonic()
+    result = client.update_items("Bank", updates, timeout=1000)
+    waited = time.monotonic() - started
+    assert not result.success and result.error["code"] == "LOCK_CONFLICT", result.error
+    assert result.error["details"]["items"] == [held]
+    assert result.error["details"]["heldBy"] == ["batch-holding-it"]
+    assert 0.8 <= waited < 5.0  # retried until its timeout (the old count gave up in a fifth of that)
+    record = client.runtime.log.batch(result.transaction_id)
+    assert record["state"] == "rolled_back" and record["result"]["error"]["code"] == "LOCK_CONFLICT"
+    assert final_attempt(client.runtime.log.batch, result.transaction_id) != result.transaction_id  # it ran again
+    shard.locks.release_all("batch-holding-it")
+    assert {item["values"]["balance"] for item in client.get_items("Bank")} == {INITIAL}
+    assert not _leftovers(client)
+    client.close()
+
+
+def test_a_stop_between_attempts_ends_the_batch_at_once(tmp_path):
+    client, ids = _bank(tmp_path)
+    runtime = client.runtime
+    last = max(client.layout.shard_names)
+    held = next(i for i in ids if client.layout.shard_of(i) == last)
+    first = next(i for i in ids if client.layout.shard_of(i) != last)
+    runtime.participants[last].locks.acquire("batch-holding-it", 1, [held])
+    plan = client.planner.update_items("Bank", [
+        {"selector": {"itemId": first}, "values": {"balance": 7}},
+        {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}])
+    txn, ts, _ = runtime.executor.begin(plan.kind)
+
+    def should_stop():  # cancelled once the first attempt has lost its race and been rolled back
+        if runtime.log.decision(txn) is not None:
+            return CancelledError(f"batch {txn} was cancelled", rollback=True, graceful=True)
+        return None
+
+    from batchray.core.model.batch import RunOptions
+
+    started = time.monotonic()
+    result = runtime.executor.execute(txn, ts, plan, RunOptions(timeout=20_000), should_stop=should_stop)
+    assert result.state.value == "cancelled" and result.transaction_id == txn, result
+    assert time.monotonic() - started < 3.0  # not retried until the 20 s timeout
+    assert runtime.log.batch(attempt_id(txn, 2)) is None  # no attempt after the stop
+    runtime.participants[last].locks.release_all("batch-holding-it")
+    assert {item["values"]["balance"] for item in client.get_items("Bank")} == {INITIAL}
+    assert not _leftovers(client)
+    client.close()
+
+
+def test_a_batch_that_committed_on_a_later_attempt_is_undone_from_that_attempt_s_backups(tmp_path):
+    client, ids = _bank(tmp_path)
+    last = max(client.layout.shard_names)
+    held = next(i for i in ids if client.layout.shard_of(i) == last)
+    first = next(i for i in ids if client.layout.shard_of(i) != last)
+    shard = client.runtime.participants[last]
+    shard.locks.acquire("batch-holding-it", 1, [held])
+    threading.Timer(0.3, shard.locks.release_all, args=("batch-holding-it",)).start()  # then it gets through
+    updates = [{"selector": {"itemId": first}, "values": {"balance": 7}},
+               {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}]
+    result = client.update_items("Bank", updates, create_backups=True)
+    assert result.success, result.error
+    assert final_attempt(client.runtime.log.batch, result.transaction_id) != result.transaction_id
+    assert client.status(result.transaction_id)["state"] == "completed"
+    assert client.rollback_batch(result.transaction_id).success
+    assert {item["values"]["balance"] for item in client.get_items("Bank")} == {INITIAL}
+    assert client.status(result.transaction_id)["state"] == "rolled_back"
+    client.close()
+
+
+def test_whole_retries_only_for_an_atomic_replayable_batch_that_lost_a_race_with_time_left():
+    lost = LockConflict("lost a race", heldBy=["b"])
+    now = 100.0
+    rolled_back = Outcome("t", committed=False, cause=lost)
+    retry = dict(replayable=True, atomic=True, attempt=1, lock_deadline=130.0, stop=None, clock=lambda: now)
+    assert retries_whole(rolled_back, **retry)
+    assert not retries_whole(Outcome("t", committed=True), **retry)
+    assert not retries_whole(rolled_back, **{**retry, "replayable": False})  # a stream is consumed once
+    assert not retries_whole(rolled_back, **{**retry, "atomic": False})  # a non-atomic one kept its other chunks
+    assert not retries_whole(rolled_back, **{**retry, "stop": CancelledError("cancelled")})
+    assert not retries_whole(rolled_back, **{**retry, "lock_deadline": 100.0})  # no time left
+    assert not retries_whole(Outcome("t", committed=False, cause=CancelledError("x")), **retry)
+    in_doubt = Outcome("t", committed=False, cause=lost, in_doubt=["shard-0000"])
+    assert not retries_whole(in_doubt, **retry)
+
+
+def test_recovery_completes_a_batch_whose_attempt_committed(tmp_path):
+    client, ids = _bank(tmp_path)
+    runtime = client.runtime
+    log = runtime.log
+    txn, ts, _ = runtime.executor.begin("update_items")
+    log.decide(txn, {name: "abort" for name in client.layout.participant_names})  # attempt 1 lost
+    log.mark_done(txn)
+    second = attempt_id(txn, 2)
+    log.add_batch(second, kind="update_items", ts=ts, state="running", request=attempt_record(txn, 2))
+    log.decide(second, {name: "commit" for name in client.layout.participant_names})  # then the crash
+    report = runtime.recover()
+    assert second in report["finished"]
+    assert log.batch(txn)["state"] == "completed" and log.batch(second)["state"] == "completed"
+    assert final_attempt(log.batch, txn) == second
+    client.close()
