@@ -15,11 +15,12 @@ import itertools
 import math
 import re
 from enum import Enum
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from batchray.core.model.columnar import is_columnar, rows_of
 from batchray.core.model.dates import parse_codap_date
 from batchray.core.model.patterns import compile_pattern, fullmatch
 from batchray.errors import SchemaError, ValidationError
@@ -480,8 +481,17 @@ class RowValidator:
         partial: bool = False,
         index_of: Optional[Any] = None,
     ) -> tuple[list[int], list[dict[str, Any]], list[dict[str, Any]]]:
-        """``(positions of good rows, their normalised values, errors)``."""
-        if not self._row_path_only and self._chunk_ok(rows):
+        """``(positions of good rows, their normalised values, errors)``.
+
+        ``rows`` may be a :class:`~batchray.core.model.columnar.ColumnarRows`: its columns are
+        checked as they are (no dict per row for the check) and its rows are the value dicts
+        it stands for, so the result is the same as for those dicts given as a list."""
+        if is_columnar(rows):
+            names, columns = list(rows.names), rows.columns()
+            if not self._row_path_only and self._columns_ok(set(names), dict(zip(names, columns)).__getitem__):
+                return list(range(len(rows))), rows_of(rows), []
+            rows = rows_of(rows)
+        elif not self._row_path_only and self._chunk_ok(rows):
             return list(range(len(rows))), rows, []
         if index_of is None:
             index_of = (lambda p: indexes[p]) if indexes else (lambda p: start_index + p)
@@ -503,11 +513,18 @@ class RowValidator:
         if set(map(type, rows)) != {dict}:
             return False
         keys = set(itertools.chain.from_iterable(map(dict.keys, rows)))
+        if not keys <= self._fast.keys():
+            return False
+        return self._columns_ok(keys, lambda name: list(map(dict.get, rows, itertools.repeat(name))))
+
+    def _columns_ok(self, keys: set[str], column_of: Callable[[str], list[Any]]) -> bool:
+        """Whether every column (``column_of(name)``; a row's missing key counts as
+        ``None``) passes the fast checks, so that no row needs checking on its own."""
         fast = self._fast
         if not keys <= fast.keys():
             return False
         for name in keys:
-            column = list(map(dict.get, rows, itertools.repeat(name)))
+            column = column_of(name)
             kinds = set(map(type, column))
             if not kinds <= fast[name]:
                 return False

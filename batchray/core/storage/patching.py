@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import orjson
 
+from batchray.core.model.columnar import is_columnar, row_at
 from batchray.core.txn.chunks import BeforeImages, CreateItems, UndoBatch, UpdateItems
 from batchray.errors import ExpressionError, ValidationError
 from batchray.core.model.schema import STORED, Attribute, AttributeType, DataContext, RowValidator, ValueProblem, coerce_value
@@ -147,10 +148,11 @@ def _add_values(errors: list[dict[str, Any]], chunk: CreateItems) -> None:
     """Give each rejected row's error its values as given (dead-letter files); only rejected rows pay."""
     if errors:
         position_of = {chunk.index_of(p): p for p in range(len(chunk.rows))}
+        columnar = is_columnar(chunk.rows)
         for error in errors:
             position = position_of.get(error.get("index"))
-            if position is not None:
-                error.setdefault("values", chunk.rows[position])
+            if position is not None and "values" not in error:
+                error["values"] = row_at(chunk.rows, position) if columnar else chunk.rows[position]
 
 
 def valid_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], list[Any]]:
