@@ -202,3 +202,43 @@ def test_arrow_rows_stand_for_their_dicts_and_pickle_as_buffers():
     buffers: list = []
     pickle.dumps(batch, protocol=5, buffer_callback=buffers.append)
     assert buffers  # the values go out of band (Ray's object store keeps them as they are)
+
+
+# -- on Ray -----------------------------------------------------------------------------------
+
+def _leftovers(client) -> dict:
+    import ray
+
+    return {name: counts for name, counts in ray.get(client.runtime.coordinator.leftovers.remote()).items()
+            if counts["txns"] or counts["undo"] or counts["locks"]}
+
+
+@pytest.mark.ray
+def test_on_ray_a_worker_killed_mid_batch_leaves_all_or_nothing_of_a_table(make_client):
+    """Columnar chunks travel through the object store as Arrow buffers (write_dataset's
+    tests in tests/test_raydata.py compare what they store); a worker SIGKILLed while a table's chunks are applied (Ray restarts it) leaves
+    the batch all-or-nothing, and no transaction, undo entry or lock behind."""
+    import os
+    import signal
+    import time
+
+    from tests.polling import until
+
+    client = make_client("columnar", workers=2, shards=2, shard_apply_delay=0.05)
+    assert client.create_data_context("Ctx", SCHEMA).success
+    table = _table(1_500)
+    assert client.create_items("Ctx", "People", table.slice(0, 300), batch_size=50).success
+    assert sorted(i["values"]["name"] for i in client.get_items("Ctx")) == sorted(table.column("name").to_pylist()[:300])
+
+    victim = client.info()["workers"][0]["pid"]
+    batch = client.create_items("Ctx", "People", table.slice(300), batch_size=20, wait=False)  # 30 chunks a shard
+    time.sleep(0.3)  # the workers take 1.5 s over them
+    os.kill(victim, signal.SIGKILL)
+    result = client.wait(batch)
+    count = client.count_items("Ctx")
+    assert count in (300, 1_500), count  # all or nothing of the killed batch
+    assert result.success == (count == 1_500) and result.items_created == count - 300
+    if result.success:
+        names = sorted(i["values"]["name"] for i in client.get_items("Ctx"))
+        assert names == sorted(table.column("name").to_pylist())
+    until(lambda: not _leftovers(client), timeout=15, what="no 2PC state left")
