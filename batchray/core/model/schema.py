@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Optional
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from batchray.core.model.columnar import is_columnar, rows_of
+from batchray.core.model.columnar import dicts_of, is_columnar, rows_of
 from batchray.core.model.dates import parse_codap_date
 from batchray.core.model.patterns import compile_pattern, fullmatch
 from batchray.errors import SchemaError, ValidationError
@@ -488,9 +488,9 @@ class RowValidator:
         it stands for, so the result is the same as for those dicts given as a list."""
         if is_columnar(rows):
             names, columns = list(rows.names), rows.columns()
+            rows = dicts_of(names, columns) if names else rows_of(rows)
             if not self._row_path_only and self._columns_ok(set(names), dict(zip(names, columns)).__getitem__):
-                return list(range(len(rows))), rows_of(rows), []
-            rows = rows_of(rows)
+                return list(range(len(rows))), rows, []
         elif not self._row_path_only and self._chunk_ok(rows):
             return list(range(len(rows))), rows, []
         if index_of is None:
