@@ -3,6 +3,7 @@
     python -m bench.cpu_profile latency [WORKERS]   # per 25-item chunk, 4 shards, 5 ms per chunk
     python -m bench.cpu_profile small               # per 10-item atomic batch, 2 workers
     python -m bench.cpu_profile create              # per million items, 2 workers, vs raw SQLite
+    python -m bench.cpu_profile create-table        # the same items given as a pyarrow Table
     python -m bench.cpu_profile validate [WORKERS]  # per 100,000 items validated on the row path
 
 Each process's user + system CPU time (``psutil``) is read before and after the measured
@@ -21,13 +22,17 @@ from typing import Any
 import psutil
 
 from .common import COLLECTIONS, make_rows, raw_sqlite_load
-from .ray_create import load_seconds, percentile, small_batch_latencies
+from .ray_create import load_seconds, load_table_seconds, percentile, small_batch_latencies
 
 
 def cpu_times() -> dict[int, tuple[str, float]]:
-    """``{pid: (command line, CPU seconds)}`` of this process and the machine's Ray processes."""
+    """``{pid: (command line, CPU seconds)}`` of this process and its Ray's processes (the
+    Ray it started is its descendant: other Ray clusters on the machine are not counted)."""
     out = {}
+    ours = {os.getpid(), *(child.pid for child in psutil.Process().children(recursive=True))}
     for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid not in ours:
+            continue
         try:
             command = " ".join(proc.info["cmdline"] or [])
             if proc.pid == os.getpid() or "ray::" in command or "raylet" in command or "gcs_server" in command:
@@ -96,6 +101,23 @@ def main(argv: list[str]) -> None:
             after = cpu_times()
             print(f"1,000,000 items: raw SQLite {raw:.2f} s, batchray {seconds:.2f} s (ratio {raw / seconds:.3f})")
             report(before, after, 1, "million items")
+        elif mode == "create-table":  # the same load given as a pyarrow Table: columnar chunks
+            import pyarrow as pa
+
+            rows = make_rows(1_000_000)
+            started = time.perf_counter()
+            table = pa.Table.from_pylist(rows)
+            convert = time.perf_counter() - started
+            client = batchray.connect(os.path.join(root, "store"), progress=False, workers=2)
+            load_table_seconds(client, "Warm", rows[:100_000])
+            before = cpu_times()
+            started = time.perf_counter()
+            assert client.create_items("Bulk", "People", table, batch_size=25_000).success if (
+                client.create_data_context("Bulk", COLLECTIONS).success) else False
+            seconds = time.perf_counter() - started
+            after = cpu_times()
+            print(f"1,000,000 items as a pyarrow Table: batchray {seconds:.2f} s (from_pylist before it {convert:.2f} s)")
+            report(before, after, 1, "million items")
         elif mode == "validate":
             from .suite import PATTERN_COLLECTIONS
 
@@ -112,7 +134,7 @@ def main(argv: list[str]) -> None:
             print(f"validated load, {workers} worker(s): {len(rows) / seconds:,.0f} items/s")
             report(before, after, 2, "100,000 items")
         else:
-            raise SystemExit(f"unknown mode {mode!r}: latency, small, create or validate")
+            raise SystemExit(f"unknown mode {mode!r}: latency, small, create, create-table or validate")
     finally:
         if client is not None:
             client.shutdown()

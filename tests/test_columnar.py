@@ -242,3 +242,65 @@ def test_on_ray_a_worker_killed_mid_batch_leaves_all_or_nothing_of_a_table(make_
         names = sorted(i["values"]["name"] for i in client.get_items("Ctx"))
         assert names == sorted(table.column("name").to_pylist())
     until(lambda: not _leftovers(client), timeout=15, what="no 2PC state left")
+
+
+def _awkward_table(n: int, seed: int) -> pa.Table:
+    """Columns whose JSON Arrow's kernels could get wrong: floats of every magnitude (random
+    bit patterns), integral floats, float32, strings that need escapes, non-ASCII text, nulls
+    everywhere, ints near the int64 bounds, dictionary-encoded text, dates and a null column."""
+    import math
+    import struct
+
+    rng = random.Random(seed)
+    floats = []
+    while len(floats) < n:
+        value = struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0]
+        floats.append(rng.choice([value, float(rng.randint(-10**17, 10**17)), rng.uniform(-1e-3, 1e-3), 0.0, -0.0, None])
+                      if math.isfinite(value) else None)
+    texts = [rng.choice(['say "hi"', "back\\slash", "tab\there", "nl\n", "ctl\x01", "é✓ü", "", None, "plain"])
+             for _ in range(n)]
+    return pa.table({
+        "f": pa.array(floats, pa.float64()),
+        "f32": pa.array([None if v is None else v / 3 for v in rng.choices([1.0, 0.1, 7e-7, 12345.678, None], k=n)],
+                        pa.float32()),
+        "s": texts,
+        "i": pa.array([rng.choice([0, -1, 2**63 - 1, -(2**63) + 1, rng.randint(-10**9, 10**9), None]) for _ in range(n)],
+                      pa.int64()),
+        "b": [rng.choice([True, False, None]) for _ in range(n)],
+        "d": pa.array(texts, pa.string()).dictionary_encode(),
+        "day": pa.array([dt.date(2020, 1, 1) + dt.timedelta(days=rng.randrange(3000)) for _ in range(n)]),
+        "nothing": pa.array([None] * n, pa.null()),
+    })
+
+
+@pytest.mark.parametrize("seed", [SEED, SEED + 1])
+def test_arrow_writes_the_json_orjson_writes_for_the_same_rows(seed):
+    import orjson
+
+    table = _awkward_table(4_000, seed)
+    for batch in arrow_batches(table):
+        assert batch.json_rows() == orjson.dumps(rows_of(batch)).decode(), f"seed {seed}"
+    assert arrow_batches(pa.table({"a": [1]}).slice(0, 0))[0].json_rows() == "[]"
+
+
+def test_a_profiled_table_is_checked_without_rows_and_stored_as_its_dicts_are(tmp_path):
+    """Arrow columns the validator accepts from their profiles are stored from the JSON Arrow
+    writes: the same text as the dict path; a column it cannot accept so (an int64 bound, a
+    non-finite float) takes the row path and fails alike."""
+    from batchray.core.model.schema import STORED, DataContext, RowValidator
+
+    schema = [{"name": "People", "attrs": [{"name": n} for n in ("f", "f32", "s", "i", "b", "d", "day", "nothing")]}]
+    table = _awkward_table(800, SEED)
+    validator = RowValidator(DataContext.model_validate({"name": "Ctx", "collections": schema}, context=STORED))
+    assert validator.profiles_ok(arrow_batches(table)[0])
+    outcomes = {}
+    for kind in ("columns", "dicts"):
+        with local_client(tmp_path / kind, shards=2) as client:
+            assert client.create_data_context("Ctx", schema).success
+            items = table if kind == "columns" else rows_of_batches(arrow_batches(table))
+            assert client.create_items("Ctx", "People", items, batch_size=128).success
+            bad = pa.table({"i": pa.array([1, -(2**63)], pa.int64()), "f": [1.0, float("nan")]})
+            result = client.create_items("Ctx", "People", bad if kind == "columns" else rows_of_batches(arrow_batches(bad)))
+            outcomes[kind] = (_stored_texts(client), [(e.index, e.field, e.code, e.message) for e in result.errors])
+    assert outcomes["columns"] == outcomes["dicts"]
+    assert len(outcomes["columns"][0]) == 800 and [e[:2] for e in outcomes["columns"][1]] == [(1, "i"), (1, "f")]

@@ -7,8 +7,10 @@ its values. A create chunk (:class:`~batchray.core.txn.chunks.CreateItems`) may 
 instead of a list of value dicts; what it means is exactly the list :meth:`ColumnarRows.rows`
 returns: row ``i`` is ``{name: column[i] for each column}``, every column's key present (a null
 value is ``None``, as in ``pyarrow.Table.to_pylist``). So every consumer may treat it as that
-list, and those that can work on columns instead (the row validator checks a column with one
-pass over its list; no dict per row is built for it) do.
+list, and those that can work on columns instead do: the row validator checks a column with
+one pass over its list, or, for :class:`ProfiledRows` (Arrow), from a :class:`ColumnProfile`
+computed in C++; and a chunk of such rows that passes is stored from the JSON text the rows
+write themselves (:meth:`ProfiledRows.json_rows`), with no Python value per row at all.
 
 :class:`ColumnLists` is the protocol over plain Python lists (the core's tests, and anything
 that has columns without Arrow).
@@ -16,7 +18,8 @@ that has columns without Arrow).
 from __future__ import annotations
 
 import sys
-from typing import Any, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 
 @runtime_checkable
@@ -43,6 +46,36 @@ class ColumnarRows(Protocol):
     def estimated_bytes(self) -> int:
         """What the rows take as Python objects once a worker turns them into values (what
         the memory budget counts), not what they take as columns."""
+        ...
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """What the row validator needs to know of one column to accept it without looking at its
+    values one by one: the Python types of its non-null values (``object`` for a type no
+    attribute takes as it is), whether it has nulls, the longest string (in characters),
+    whether every float is finite, the smallest and largest int, whether a string may hold an
+    unpaired surrogate, and its distinct non-null values (on demand: dates and colours are
+    checked once per distinct value)."""
+
+    kinds: frozenset[type]
+    has_null: bool = False
+    max_length: int = 0
+    finite: bool = True
+    int_range: tuple[int, int] = (0, 0)
+    surrogates: bool = False
+    distinct: Optional[Callable[[], list[Any]]] = None
+
+
+class ProfiledRows(ColumnarRows, Protocol):
+    """Columnar rows that can describe their columns and write their own JSON (Arrow): a chunk
+    of them is checked and stored without a Python value per row."""
+
+    def column_profile(self, name: str) -> ColumnProfile: ...
+
+    def json_rows(self) -> Optional[str]:
+        """The JSON array of the rows, byte for byte what ``orjson.dumps(rows_of(self))``
+        writes; ``None`` when that cannot be promised (then the rows are encoded as dicts)."""
         ...
 
 

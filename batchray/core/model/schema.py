@@ -507,6 +507,40 @@ class RowValidator:
                 good.append(ok_rows[0])
         return positions, good, errors
 
+    def profiles_ok(self, rows: Any) -> bool:
+        """Whether columnar rows that profile their columns
+        (:class:`~batchray.core.model.columnar.ProfiledRows`) pass the checks :meth:`validate`
+        makes by column, judged from the profiles alone: when true, every row is valid as it
+        is (:meth:`validate` would return them all, unchanged)."""
+        if self._row_path_only or not hasattr(rows, "column_profile"):
+            return False
+        fast = self._fast
+        names = list(rows.names)
+        if not set(names) <= fast.keys():
+            return False
+        for name in names:
+            profile = rows.column_profile(name)
+            kinds = set(profile.kinds)
+            if not kinds <= fast[name]:
+                return False
+            if not kinds:
+                continue
+            if kinds == {str}:
+                if profile.max_length > MAX_STRING or profile.surrogates:
+                    return False
+            elif kinds <= {int, float}:
+                if float in kinds and not profile.finite:
+                    return False
+                low, high = profile.int_range
+                if int in kinds and (high > _INT_LIMIT or low < -_INT_LIMIT):
+                    return False
+            elif kinds != {bool}:
+                return False
+            attr = self._by_value.get(name)
+            if attr is not None and (profile.distinct is None or not self._distinct_values_ok(attr, profile.distinct())):
+                return False
+        return True
+
     def _chunk_ok(self, rows: list[Any]) -> bool:
         if not rows:
             return True
