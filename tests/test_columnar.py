@@ -204,6 +204,39 @@ def test_arrow_rows_stand_for_their_dicts_and_pickle_as_buffers():
     assert buffers  # the values go out of band (Ray's object store keeps them as they are)
 
 
+@pytest.mark.postgres
+def test_on_postgresql_a_table_stores_what_its_dicts_store(tmp_path):
+    """A PostgreSQL store's participants take columnar chunks through the same validator
+    (its chunk writer sees the dicts they stand for): the same items, and the same errors."""
+    import os
+    import uuid
+
+    dsn = os.environ.get("BATCHRAY_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("needs a PostgreSQL server: set BATCHRAY_TEST_PG_DSN (eval \"$(bash .ci/postgres.sh start)\")")
+    psycopg = pytest.importorskip("psycopg")
+    table = _table(400)
+    bad = pa.table({"name": ["a", "b"], "age": ["1", "old"]})
+    outcomes = {}
+    for kind in ("columns", "dicts"):
+        schema = f"columnar_{kind}_{uuid.uuid4().hex[:8]}"
+        client = local_client(f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}", shards=2)
+        try:
+            assert client.create_data_context("Ctx", SCHEMA).success
+            as_given = (lambda t: t) if kind == "columns" else (lambda t: rows_of_batches(arrow_batches(t)))
+            created = client.create_items("Ctx", "People", as_given(table), batch_size=64)
+            refused = client.create_items("Ctx", "People", as_given(bad))
+            outcomes[kind] = (created.success, created.item_ids, [(e.index, e.field, e.code) for e in refused.errors],
+                              [(i["id"], i["values"]) for i in client.get_items("Ctx")])
+        finally:
+            client.close()
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
+    assert outcomes["columns"] == outcomes["dicts"]
+    assert outcomes["columns"][0] and len(outcomes["columns"][3]) == 400
+    assert outcomes["columns"][2] == [(1, "age", "INVALID_VALUE")]
+
+
 # -- on Ray -----------------------------------------------------------------------------------
 
 def _leftovers(client) -> dict:
