@@ -147,6 +147,22 @@ def test_a_unique_attribute_takes_the_list_path_and_its_check(tmp_path):
         assert client.count_items("Ctx") == 0
 
 
+def test_an_empty_table_a_record_batch_and_a_list_of_batches_are_taken(tmp_path):
+    table = _table(30)
+    with local_client(tmp_path / "s", shards=2) as client:
+        assert client.create_data_context("Ctx", SCHEMA).success
+        empty = client.create_items("Ctx", "People", table.slice(0, 0))
+        assert empty.success and empty.items_created == 0
+        assert client.create_items("Ctx", "People", table.to_batches()[0].slice(0, 10)).items_created == 10
+        batches = table.slice(10).to_batches(max_chunksize=7)
+        assert len(batches) == 3 and client.create_items("Ctx", "People", batches).items_created == 20
+        assert [json.loads(t)["name"] for _, t in _stored_texts(client)] == table.column("name").to_pylist()
+        with pytest.raises(BatchrayError) as caught:
+            client.create_items("Ctx", "People", [batches[0], pa.record_batch({"x": [1]})])
+        assert caught.value.code == "VALIDATION" and caught.value.details["field"] == "items"
+        assert client.count_items("Ctx") == 30
+
+
 def test_validate_all_and_dry_run_report_alike(tmp_path):
     table = pa.table({"name": ["a", "b"], "age": ["1", "old"]})
     with local_client(tmp_path / "s", shards=2) as client:

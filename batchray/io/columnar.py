@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchray.core.model.columnar import ColumnProfile, python_bytes, rows_of
+from batchray.errors import ValidationError
 
 
 def _as_text(array: Any) -> Any:
@@ -190,7 +191,10 @@ def arrow_batches(items: Any) -> Optional[list[ArrowRows]]:
     if isinstance(items, pa.RecordBatch):
         return [ArrowRows(items)]
     if isinstance(items, list) and items and all(isinstance(b, pa.RecordBatch) for b in items):
-        return arrow_batches(pa.Table.from_batches(items))
+        try:
+            return arrow_batches(pa.Table.from_batches(items))
+        except pa.ArrowInvalid as exc:
+            raise ValidationError(f"record batches of different schemas: {exc}", field="items") from None
     return None
 
 
