@@ -3,6 +3,8 @@
     python -m bench.cpu_profile latency [WORKERS]   # per 25-item chunk, 4 shards, 5 ms per chunk
     python -m bench.cpu_profile small               # per 10-item atomic batch, 2 workers
     python -m bench.cpu_profile create              # per million items, 2 workers, vs raw SQLite
+    python -m bench.cpu_profile create-table        # the same items given as a pyarrow Table
+    python -m bench.cpu_profile write-dataset       # per million rows of write_dataset (500,000 written)
     python -m bench.cpu_profile validate [WORKERS]  # per 100,000 items validated on the row path
     python -m bench.cpu_profile pg [WORKERS [SHARDS [ITEMS]]]  # per million items into PostgreSQL, vs one COPY
 
@@ -23,7 +25,7 @@ from typing import Any, Optional
 import psutil
 
 from .common import COLLECTIONS, make_rows, raw_sqlite_load
-from .ray_create import load_seconds, percentile, small_batch_latencies
+from .ray_create import load_seconds, load_table_seconds, percentile, small_batch_latencies
 
 
 def cpu_times(server: int = 0) -> dict[int, tuple[str, float]]:
@@ -100,6 +102,42 @@ def main(argv: list[str]) -> None:
             after = cpu_times()
             print(f"1,000,000 items: raw SQLite {raw:.2f} s, batchray {seconds:.2f} s (ratio {raw / seconds:.3f})")
             report(before, after, 1, "million items")
+        elif mode == "create-table":  # the same load given as a pyarrow Table: columnar chunks
+            import pyarrow as pa
+
+            rows = make_rows(1_000_000)
+            started = time.perf_counter()
+            table = pa.Table.from_pylist(rows)
+            convert = time.perf_counter() - started
+            client = batchray.connect(os.path.join(root, "store"), progress=False, workers=2)
+            load_table_seconds(client, "Warm", rows[:100_000])
+            before = cpu_times()
+            started = time.perf_counter()
+            assert client.create_items("Bulk", "People", table, batch_size=25_000).success if (
+                client.create_data_context("Bulk", COLLECTIONS).success) else False
+            seconds = time.perf_counter() - started
+            after = cpu_times()
+            print(f"1,000,000 items as a pyarrow Table: batchray {seconds:.2f} s (from_pylist before it {convert:.2f} s)")
+            report(before, after, 1, "million items")
+        elif mode == "write-dataset":  # Ray Data in: 500,000 rows in 8 Arrow blocks, one transaction
+            from batchray.api.raydata import write_dataset
+
+            from .raydata import dataset_of
+
+            ray.data.DataContext.get_current().enable_progress_bars = False
+            rows = make_rows(500_000)
+            ds = dataset_of(rows)
+            client = batchray.connect(os.path.join(root, "store"), progress=False, workers=2)
+            for context in ("Warm", "People"):
+                assert client.create_data_context(context, COLLECTIONS).success
+            assert write_dataset(dataset_of(rows[:2000], 2), client=client, context="Warm").success
+            before = cpu_times()
+            started = time.perf_counter()
+            assert write_dataset(ds, client=client, context="People").success
+            seconds = time.perf_counter() - started
+            after = cpu_times()
+            print(f"write_dataset of 500,000 rows: {seconds:.2f} s, {500_000 / seconds:,.0f} rows/s")
+            report(before, after, 0.5, "million rows")
         elif mode == "validate":
             from .suite import PATTERN_COLLECTIONS
 
@@ -119,7 +157,7 @@ def main(argv: list[str]) -> None:
             pg_profile(int(argv[1]) if len(argv) > 1 else 2, int(argv[2]) if len(argv) > 2 else None,
                        int(argv[3]) if len(argv) > 3 else 1_000_000)
         else:
-            raise SystemExit(f"unknown mode {mode!r}: latency, small, create, validate or pg")
+            raise SystemExit(f"unknown mode {mode!r}: latency, small, create, create-table, write-dataset, validate or pg")
     finally:
         if client is not None:
             client.shutdown()

@@ -1,7 +1,7 @@
 """Ray Data in and out (batchray.api.raydata) on the shared Ray session: a Dataset written as
 one transaction and read back equal, a bad row that leaves the store unchanged, a non-atomic
 write with its rejects file, two writes from two threads that both commit, and reads by
-collection and query with typed columns.
+collection and query with typed columns, also split into id ranges per shard.
 
 The round trip runs on 20,000 rows here (the suite runs on two cores); the same test on
 1,000,000 rows is ``test_a_million_rows_round_trip`` (``-m soak``). The kill tests (a write task
@@ -119,20 +119,40 @@ def test_two_writes_from_two_threads_both_commit(client):
     assert client.count_items("People", query="name == w1-p5999") == 1
 
 
-def test_read_by_collection_and_query_with_typed_columns(client):
+def test_read_by_collection_and_query_with_typed_columns_and_by_id_ranges(client, monkeypatch):
+    """Reads by collection and by query, columns typed from the schema; and, with more CPUs
+    than shards, each shard split into id ranges read by tasks of their own (here 2 per shard
+    on the session's 4 CPUs): every item once, the spans adjacent and open to the context's
+    bounds (an item committed after the split is read too)."""
     import pyarrow as pa
     import ray
 
+    import batchray.api.raydata_source as source_module
+
     client.create_data_context("People", collections=PEOPLE)
     client.create_items("People", None, [{"city": "Lyon", "name": f"p{i}", "age": i, "member": i % 2 == 0}
-                                         for i in range(100)])
+                                         for i in range(1_000)])
     cities = read_dataset(client.layout.root, "People", collection="Cities")
     assert cities.schema().names == ["__id__", "city"]
-    source = ItemsDatasource(client.layout.root, "People", query="age >= 90")
-    assert len(source.get_read_tasks(8)) == len(client.layout.shard_names)  # a task per shard
+    source = ItemsDatasource(client.layout.root, "People", query="age >= 990")
+    assert len(source.get_read_tasks(8)) == len(client.layout.shard_names)  # a task per shard: too few items to split
     old = ray.data.read_datasource(source).to_arrow_refs()
     table = pa.concat_tables(ray.get(old))
     assert table.schema.field("age").type == pa.float64() and table.schema.field("member").type == pa.bool_()
-    assert sorted(table.column("age").to_pylist()) == [float(a) for a in range(90, 100)]
+    assert sorted(table.column("age").to_pylist()) == [float(a) for a in range(990, 1_000)]
     with pytest.raises(batchray.BatchrayError):
         ItemsDatasource(client.layout.root, "People", query="age >>> 3")
+
+    monkeypatch.setattr(source_module, "MIN_RANGE_ROWS", 100)
+    monkeypatch.setattr(source_module, "READ_PAGE", 70)  # several pages within a span, too
+    source = ItemsDatasource(client.layout.root, "People")
+    assert len(source.get_read_tasks(4)) == 4
+    context_id, _ = client.planner.context("People")
+    lo, hi = source_module.context_range(context_id)
+    for shard in client.layout.shard_names:
+        spans = source_module.shard_spans(source.url, shard, context_id, 2)
+        assert spans[0][0] == lo and spans[-1][1] == hi and spans[0][1] + 1 == spans[1][0]
+    assert client.create_items("People", None, [{"name": "late", "age": 1}]).success  # after the split
+    back = read_dataset(client.layout.root, "People", override_num_blocks=4).to_pandas()
+    assert sorted(back["name"]) == sorted([f"p{i}" for i in range(1_000)] + ["late"])
+    assert back["__id__"].is_unique

@@ -32,6 +32,7 @@ from batchray.api.display import BatchStatusList, BatchStatusView, as_status, cl
 from batchray.api.progress import ProgressDisplay
 from batchray.core.model.batch import BatchResult, DryRunResult, RunOptions, TransactionOptions
 from batchray.core.model.cases import read_cases
+from batchray.core.model.columnar import RowsView
 from batchray.core.plan.chunking import chunk_bytes_for
 from batchray.core.plan.dry_run import dry_run_planner, item_error, preview
 from batchray.core.plan.operations import plan_components, plan_delete_context, plan_schema, plan_undo, run_transaction
@@ -50,6 +51,17 @@ STREAM_READ_AHEAD = 10_000
 they come within :data:`READ_AHEAD_SECONDS`: one that ends there is planned and sent whole, as
 a list is (:func:`~batchray.core.plan.rows.read_ahead`)."""
 READ_AHEAD_SECONDS = 0.05
+
+
+def _arrow_input(items: Any) -> Optional[list[Any]]:
+    """``items`` as :class:`~batchray.io.columnar.ArrowRows` batches when it is Arrow data;
+    pyarrow is imported only when ``items`` comes from it."""
+    probe = items[0] if isinstance(items, list) and items else items
+    if not type(probe).__module__.startswith("pyarrow"):
+        return None
+    from batchray.io.columnar import arrow_batches
+
+    return arrow_batches(items)
 
 
 def run_options(**fields: Any) -> RunOptions:
@@ -158,6 +170,8 @@ class Client:
         **options: Any,
     ) -> BatchResult | DryRunResult | str:
         """Create items from any iterable of value dicts; a generator streams in bounded memory.
+        A ``pyarrow.Table`` or ``RecordBatch`` (or a list of record batches) is sent as columns
+        (:mod:`batchray.io.columnar`): the same items as its rows given as a list of dicts.
 
         ``atomic=True``: all items or none. ``atomic=False``: valid chunks commit; bad items are
         reported in ``errors`` with their index. ``validate_all``: validate every row before the
@@ -173,6 +187,11 @@ class Client:
         (or a larger fraction) fails whole, decided before anything commits.
         """
         run = run_options(atomic=atomic, **options)
+        columnar = _arrow_input(items)
+        if columnar is not None and not self.planner.columnar_fits(context, list(columnar[0].names)):
+            from batchray.io.columnar import rows_of_batches
+
+            items, columnar = rows_of_batches(columnar), None  # wrappers or unique values: a list's path
         if wait and not dry_run and not hasattr(items, "__len__"):
             # a small generator is sent whole (one call, each shard's last chunk applied and
             # voted at once); the time spent reading ahead counts against the batch's timeout
@@ -183,10 +202,14 @@ class Client:
                 run = run.but(timeout=max(1, run.timeout - waited_ms))
         max_bytes = chunk_bytes_for(self.memory_allowance)
         planner = dry_run_planner(self.planner) if dry_run else self.planner
-        rows = items if isinstance(items, list) else None
+        rows = items if isinstance(items, list) else None if columnar is None else RowsView(columnar)
         try:
-            plan = planner.create_items(context, collection, items, batch_size=batch_size, atomic=atomic,
-                                        validate_all=validate_all and not dry_run, max_bytes=max_bytes)
+            if columnar is not None:
+                plan = planner.create_columns(context, collection, columnar, batch_size=batch_size,
+                                              validate_all=validate_all and not dry_run, max_bytes=max_bytes)
+            else:
+                plan = planner.create_items(context, collection, items, batch_size=batch_size, atomic=atomic,
+                                            validate_all=validate_all and not dry_run, max_bytes=max_bytes)
         except ValidationError as exc:
             if dry_run:
                 return self._refused_dry_run(exc)

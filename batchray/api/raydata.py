@@ -7,9 +7,11 @@ Writing (:class:`ItemsDatasink`, :func:`write_dataset`):
   coordinator, under an idempotency key of the sink's own, and keeps it alive (a keep-alive
   every second) while Ray Data's upstream stages run;
 * each write task (a Ray task) finds that batch by the same key, cuts its blocks into create
-  chunks of it (:class:`~batchray.core.plan.chunking.CreateChunker`: the shard validates and
-  encodes each row) and feeds them as it goes, through the object store (the coordinator gets
-  refs only). The chunks are objects the task owns (Ray 2.56 removed ``ray.put(_owner=)``), so
+  chunks of it (:meth:`~batchray.core.plan.chunking.CreateChunker.columnar_chunks`: each chunk
+  an Arrow record batch, :class:`~batchray.io.columnar.ArrowRows`, no Python value per row in
+  the task; the shard validates the columns and encodes the rows) and feeds them as it goes,
+  through the object store, which holds the batches' buffers as they are (the coordinator
+  gets refs only). The chunks are objects the task owns (Ray 2.56 removed ``ray.put(_owner=)``), so
   the task waits until its block's chunks are applied before it pulls the next block: the
   upstream code that may kill it (a map) runs with none of its chunks unfetched. A feed blocks
   while the memory budget is full, which holds the write tasks back (Ray Data's streaming
@@ -30,39 +32,30 @@ Writing (:class:`ItemsDatasink`, :func:`write_dataset`):
 
 Rejected items' ``index`` is their place in the Dataset's order (over the rows the tasks read).
 
-Reading (:class:`ItemsDatasource`, :func:`read_dataset`): a read task per shard reads that
-shard's committed items in pages, under the store's commit gate (shared), into Arrow tables
-whose columns take their types from the schema (``numeric`` float64, ``checkbox`` bool, other
-typed attributes string; an untyped one as Arrow infers it) plus ``__id__``. Each page is a
-consistent read of its shard; :func:`read_dataset` holds the gate (shared) from the driver
-while the Dataset is materialized, so that no batch commits between the shards' reads: the
-whole Dataset is one snapshot (SQLite stores; a PostgreSQL store's gate is per reader).
+Reading (:class:`ItemsDatasource`, :func:`read_dataset`) is in :mod:`batchray.api.raydata_source`.
 """
 from __future__ import annotations
 
 import itertools
 import threading
 import uuid
-from functools import partial
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
-import orjson
 import pyarrow as pa
 import ray
-from ray.data.block import BlockAccessor, BlockMetadata
-from ray.data.datasource import Datasink, Datasource, ReadTask
+from ray.data.block import BlockAccessor
+from ray.data.datasource import Datasink
 from ray.data.datasource.datasink import WriteResult
 
 from actors.coordinator import NAMESPACE, actor_prefix
 from actors.runtime import RayRuntime, ray_get
 from batchray.api.client import Client, connect, run_options
+from batchray.api.raydata_source import ItemsDatasource, arrow_schema, read_dataset  # re-exported
 from batchray.core.model.batch import BatchResult
-from batchray.core.model.schema import AttributeType, DataContext
 from batchray.core.plan.chunking import CreateChunker, chunk_bytes_for
-from batchray.core.plan.planner import check_query
-from batchray.core.storage.backends import open_backend, open_view
 from batchray.core.txn.chunks import context_range
 from batchray.errors import ValidationError
+from batchray.io.columnar import arrow_batches
 
 TASK_SHIFT = 32
 """A row's index inside the batch while it runs: ``task index << TASK_SHIFT | row in task``
@@ -74,8 +67,6 @@ KEEP_ALIVE_EVERY = 1.0
 """Seconds between the driver's keep-alives of an open write."""
 FEEDS_IN_FLIGHT = 2
 """Feed calls a write task has outstanding at once (each blocks while the budget is full)."""
-READ_PAGE = 50_000
-"""Items per block a read task yields."""
 
 
 class ItemsDatasink(Datasink[dict]):
@@ -203,9 +194,9 @@ class ItemsDatasink(Datasink[dict]):
         feeds: list[Any] = []
         open_ = True
         for block in blocks:
-            rows = _rows_of(BlockAccessor.for_block(block).to_arrow())
+            rows = arrow_batches(BlockAccessor.for_block(block).to_arrow())
             keys = []
-            for pc in chunker.chunks(rows, (task << TASK_SHIFT) + rows_read):
+            for pc in chunker.columnar_chunks(rows, (task << TASK_SHIFT) + rows_read):
                 pc.key = pc.chunk.chunk_id
                 pc.chunk = ray.put(pc.chunk)
                 keys.append(pc.key)
@@ -214,7 +205,7 @@ class ItemsDatasink(Datasink[dict]):
                 if not open_:
                     break
                 feeds.append(coordinator.feed.remote(txn, [pc]))
-            rows_read += len(rows)
+            rows_read += sum(len(batch) for batch in rows)
             for ref in feeds:
                 open_ = ray_get(ref) and open_
             feeds = []
@@ -241,20 +232,6 @@ def _open_batch(coordinator: Any, options: Any) -> str:
     """The txn of the streamed batch registered under ``options``' idempotency key (the first
     call registers it; later ones, from the write tasks, find it)."""
     return ray_get(coordinator.submit.remote("create_items", options, None, None))["txn"]
-
-
-def _rows_of(table: pa.Table) -> list[dict[str, Any]]:
-    """A block's rows as value dicts; timestamps and dates as ISO text (what a date attribute
-    takes), other types as Arrow converts them."""
-    if not table.num_columns:
-        return [{} for _ in range(table.num_rows)]
-    columns = []
-    for column in table.columns:
-        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
-            column = column.cast(pa.string())
-        columns.append(column.to_pylist())
-    names = table.column_names
-    return [dict(zip(names, values)) for values in zip(*columns)]  # a third faster than to_pylist
 
 
 def _with_dataset_indexes(result: BatchResult, returns: list[dict]) -> BatchResult:
@@ -286,110 +263,4 @@ def write_dataset(ds: Any, *, store: Any = None, context: str, collection: Optio
     return sink.result
 
 
-# -- reading -------------------------------------------------------------------------------------
-_ARROW_TYPES = {AttributeType.numeric: pa.float64(), AttributeType.checkbox: pa.bool_()}
-
-
-def arrow_schema(ctx: DataContext, collection: Optional[str] = None) -> pa.Schema:
-    """``__id__`` and the attributes of ``ctx`` (of ``collection`` and its parents, when given)
-    with their Arrow types (untyped: null, meaning inferred)."""
-    fields = [pa.field("__id__", pa.int64())]
-    for coll in (ctx.lineage(collection) if collection is not None else ctx.collections):
-        for attr in coll.attrs:
-            kind = _ARROW_TYPES.get(attr.type, pa.string()) if attr.type is not None else pa.null()
-            fields.append(pa.field(attr.name, kind))
-    return pa.schema(fields)
-
-
-class ItemsDatasource(Datasource):
-    """Committed items of ``context`` (those ``query`` selects, in the query language of
-    :meth:`batchray.Client.get_items`) as a Dataset: a read task per shard; see the module
-    docstring for the snapshot it reads."""
-
-    def __init__(self, store: Any, context: str, collection: Optional[str] = None,
-                 query: Optional[str] = None) -> None:
-        super().__init__()
-        backend = open_backend(store)
-        try:
-            view = open_view(backend, recover=False)
-            try:
-                self.context_id, ctx = view.catalog.context(context)
-            finally:
-                view.close()
-            if collection is not None:
-                ctx.collection(collection)
-            check_query(ctx, query)
-            self.url = backend.url
-            self.shards = list(backend.layout.shard_names)
-        finally:
-            backend.close()
-        self.schema = arrow_schema(ctx, collection)
-        self.query = query
-
-    def get_name(self) -> str:
-        return "batchray"
-
-    def estimate_inmemory_data_size(self) -> Optional[int]:
-        return None
-
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: Optional[int] = None,
-                       data_context: Any = None) -> list[ReadTask]:
-        meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
-        return [ReadTask(partial(_read_shard, self.url, shard, self.context_id, self.query, self.schema),
-                         meta, schema=self.schema, per_task_row_limit=per_task_row_limit)
-                for shard in self.shards]
-
-
-def _read_shard(url: str, shard: str, context_id: int, query: Optional[str],
-                schema: pa.Schema) -> Iterator[pa.Table]:
-    backend = open_backend(url)
-    participant = backend.open_participant(shard, recover=False)
-    gate = backend.gate()
-    try:
-        after: Optional[int] = None
-        while True:
-            with gate.shared():
-                rows = list(participant.read_items(context_id, query, limit=READ_PAGE,
-                                                   **({} if after is None else {"after": after})))
-            if not rows:
-                return
-            yield _table(rows, schema)
-            if len(rows) < READ_PAGE:
-                return
-            after = rows[-1][0]
-    finally:
-        participant.close()
-        backend.close()
-
-
-def _table(rows: list[tuple[int, str]], schema: pa.Schema) -> pa.Table:
-    values = [orjson.loads(text) for _, text in rows]
-    arrays = [pa.array([item_id for item_id, _ in rows], pa.int64())]
-    for field in list(schema)[1:]:
-        column = [v.get(field.name) for v in values]
-        if pa.types.is_null(field.type):
-            try:
-                arrays.append(pa.array(column))
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                arrays.append(pa.array([None if c is None else str(c) for c in column], pa.string()))
-        elif pa.types.is_string(field.type):
-            arrays.append(pa.array([None if c is None else str(c) for c in column], pa.string()))
-        else:
-            arrays.append(pa.array([None if c == "" else c for c in column], field.type))
-    return pa.Table.from_arrays(arrays, names=["__id__", *[f.name for f in list(schema)[1:]]])
-
-
-def read_dataset(store: Any, context: str, collection: Optional[str] = None, query: Optional[str] = None,
-                 *, materialize: bool = True, **read_args: Any) -> Any:
-    """The committed items of ``context`` as a Ray Dataset. With ``materialize`` (default) the
-    Dataset is read at once, with the commit gate held: one snapshot of every shard."""
-    source = ItemsDatasource(store, context, collection, query)
-    ds = ray.data.read_datasource(source, **read_args)
-    if not materialize:
-        return ds
-    backend = open_backend(source.url)
-    try:
-        with backend.gate().shared():
-            return ds.materialize()
-    finally:
-        backend.close()
+__all__ = ["ItemsDatasink", "ItemsDatasource", "arrow_schema", "read_dataset", "write_dataset"]

@@ -15,11 +15,12 @@ import itertools
 import math
 import re
 from enum import Enum
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from batchray.core.model.columnar import dicts_of, is_columnar, rows_of
 from batchray.core.model.dates import parse_codap_date
 from batchray.core.model.patterns import compile_pattern, fullmatch
 from batchray.errors import SchemaError, ValidationError
@@ -480,8 +481,17 @@ class RowValidator:
         partial: bool = False,
         index_of: Optional[Any] = None,
     ) -> tuple[list[int], list[dict[str, Any]], list[dict[str, Any]]]:
-        """``(positions of good rows, their normalised values, errors)``."""
-        if not self._row_path_only and self._chunk_ok(rows):
+        """``(positions of good rows, their normalised values, errors)``.
+
+        ``rows`` may be a :class:`~batchray.core.model.columnar.ColumnarRows`: its columns are
+        checked as they are (no dict per row for the check) and its rows are the value dicts
+        it stands for, so the result is the same as for those dicts given as a list."""
+        if is_columnar(rows):
+            names, columns = list(rows.names), rows.columns()
+            rows = dicts_of(names, columns) if names else rows_of(rows)
+            if not self._row_path_only and self._columns_ok(set(names), dict(zip(names, columns)).__getitem__):
+                return list(range(len(rows))), rows, []
+        elif not self._row_path_only and self._chunk_ok(rows):
             return list(range(len(rows))), rows, []
         if index_of is None:
             index_of = (lambda p: indexes[p]) if indexes else (lambda p: start_index + p)
@@ -497,17 +507,58 @@ class RowValidator:
                 good.append(ok_rows[0])
         return positions, good, errors
 
+    def profiles_ok(self, rows: Any) -> bool:
+        """Whether columnar rows that profile their columns
+        (:class:`~batchray.core.model.columnar.ProfiledRows`) pass the checks :meth:`validate`
+        makes by column, judged from the profiles alone: when true, every row is valid as it
+        is (:meth:`validate` would return them all, unchanged)."""
+        if self._row_path_only or not hasattr(rows, "column_profile"):
+            return False
+        fast = self._fast
+        names = list(rows.names)
+        if not set(names) <= fast.keys():
+            return False
+        for name in names:
+            profile = rows.column_profile(name)
+            kinds = set(profile.kinds)
+            if not kinds <= fast[name]:
+                return False
+            if not kinds:
+                continue
+            if kinds == {str}:
+                if profile.max_length > MAX_STRING or profile.surrogates:
+                    return False
+            elif kinds <= {int, float}:
+                if float in kinds and not profile.finite:
+                    return False
+                low, high = profile.int_range
+                if int in kinds and (high > _INT_LIMIT or low < -_INT_LIMIT):
+                    return False
+            elif kinds != {bool}:
+                return False
+            attr = self._by_value.get(name)
+            if attr is not None and (profile.distinct is None or not self._distinct_values_ok(attr, profile.distinct())):
+                return False
+        return True
+
     def _chunk_ok(self, rows: list[Any]) -> bool:
         if not rows:
             return True
         if set(map(type, rows)) != {dict}:
             return False
         keys = set(itertools.chain.from_iterable(map(dict.keys, rows)))
+        if not keys <= self._fast.keys():
+            return False
+        return self._columns_ok(keys, lambda name: list(map(dict.get, rows, itertools.repeat(name))))
+
+    def _columns_ok(self, keys: set[str], column_of: Callable[[str], list[Any]]) -> bool:
+        """Whether every column (``column_of(name)``; a row's missing key counts as
+        ``None``) passes the fast checks, so that no row needs checking on its own."""
         fast = self._fast
         if not keys <= fast.keys():
             return False
         for name in keys:
-            column = list(map(dict.get, rows, itertools.repeat(name)))
+            column = column_of(name)
             kinds = set(map(type, column))
             if not kinds <= fast[name]:
                 return False

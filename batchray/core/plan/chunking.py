@@ -13,6 +13,7 @@ import sys
 
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
+from batchray.core.model.columnar import ColumnarRows
 from batchray.core.txn.chunks import CreateItems, PlannedChunk
 from batchray.errors import PlanError
 from batchray.core.model.batch import Operation
@@ -183,3 +184,28 @@ class CreateChunker:
                                         start_index=index + start + offset, index_step=n)
                     yield PlannedChunk(self.shards[shard], chunk, per_row * len(values), len(values))
             index += len(batch)
+
+    def columnar_chunks(self, batches: Iterable[ColumnarRows], start_index: int = 0) -> Iterator[PlannedChunk]:
+        """:meth:`chunks` for rows given as columns (:class:`~batchray.core.model.columnar.ColumnarRows`,
+        a stream of them): the same ids, shards and request indexes as the same rows given
+        as dicts, each chunk's rows a compact columnar part of its batch (no dict per row)."""
+        n = len(self.shards)
+        index = start_index
+        for batch in batches:
+            total = len(batch)
+            if not total:
+                continue
+            per_row = max(16, batch.estimated_bytes // total)
+            per_round = max(1, min(self.max_rows, self.max_bytes // per_row)) * n
+            for start in range(0, total, per_round):
+                part = batch.slice(start, min(total, start + per_round)) if per_round < total else batch
+                count = len(part)
+                first = self.allocate(count)
+                self.ids_used.append((first, count))
+                self.rows_read += count
+                for offset in range(min(n, count)):
+                    values = part.take_every(offset, n)
+                    chunk = CreateItems(next(self._chunk_ids), range(first + offset, first + count, n), values,
+                                        schema=self.schema, start_index=index + offset, index_step=n)
+                    yield PlannedChunk(self.shards[(first + offset) % n], chunk, per_row * len(values), len(values))
+                index += count

@@ -10,6 +10,7 @@ import itertools
 import threading
 from typing import Any, Callable, Iterable, Optional
 
+from batchray.core.model.columnar import ColumnarRows
 from batchray.core.model.schema import DataContext, RowValidator, raise_if_errors, validate_values
 from batchray.core.plan.chunking import CreateChunker, estimate_bytes
 from batchray.core.plan.plan import Plan
@@ -112,6 +113,45 @@ class BatchPlanner:
             chunk_ids=self._chunk_ids,
         )
         return Plan("create_items", chunker.chunks(rows), total=total, context=context,
+                    context_id=context_id, chunker=chunker)
+
+    def columnar_fits(self, context: str, names: list[str]) -> bool:
+        """Whether rows with columns ``names`` can be planned as columns
+        (:meth:`create_columns`): not when they may be ``{"values": ...}`` wrappers, nor when
+        the context has a ``unique`` attribute (a list's rows are checked across the batch
+        first, in :func:`~batchray.core.plan.rows.prepare_new_rows`)."""
+        _, ctx = self.context(context)
+        return "values" not in names and not any(attr.unique for attr in ctx.attributes().values())
+
+    def create_columns(
+        self,
+        context: str,
+        collection: Optional[str],
+        batches: list[ColumnarRows],
+        *,
+        batch_size: Optional[int] = None,
+        validate_all: bool = False,
+        max_bytes: int = 8 << 20,
+    ) -> Plan:
+        """:meth:`create_items` for rows given as columns (see
+        :mod:`batchray.core.model.columnar`): the same plan as for the value dicts they stand
+        for, given as a list, whose chunks carry columns instead of dicts. The caller checks
+        :meth:`columnar_fits` first."""
+        context_id, ctx = self.context(context)
+        if collection is not None:
+            ctx.collection(collection)
+        total = sum(len(batch) for batch in batches)
+        if validate_all:
+            validator, errors, at = RowValidator(ctx), [], 0
+            for batch in batches:
+                errors.extend(validator.validate(batch, start_index=at)[2])
+                at += len(batch)
+            raise_if_errors(errors)
+        chunker = CreateChunker(
+            self.layout.shard_names, lambda n: self.take_ids(context_id, n), schema=ctx.model_dump(mode="json"),
+            max_rows=batch_size or 10_000, max_bytes=max_bytes, chunk_ids=self._chunk_ids,
+        )
+        return Plan("create_items", chunker.columnar_chunks(batches), total=total, context=context,
                     context_id=context_id, chunker=chunker)
 
     def update_items(self, context: str, updates: list[dict[str, Any]], *, batch_size: int = 10_000) -> Plan:

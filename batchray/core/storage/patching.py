@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import orjson
 
+from batchray.core.model.columnar import is_columnar, row_at
 from batchray.core.txn.chunks import BeforeImages, CreateItems, UndoBatch, UpdateItems
 from batchray.errors import ExpressionError, ValidationError, json_safe
 from batchray.core.model.schema import STORED, Attribute, AttributeType, DataContext, RowValidator, ValueProblem, coerce_value
@@ -147,10 +148,12 @@ def _add_values(errors: list[dict[str, Any]], chunk: CreateItems) -> None:
     """Give each rejected row's error its values as given (dead-letter files); only rejected rows pay."""
     if errors:
         position_of = {chunk.index_of(p): p for p in range(len(chunk.rows))}
+        columnar = is_columnar(chunk.rows)
         for error in errors:
             position = position_of.get(error.get("index"))
-            if position is not None:
-                error.setdefault("values", json_safe(chunk.rows[position], redact=False))
+            if position is not None and "values" not in error:
+                row = row_at(chunk.rows, position) if columnar else chunk.rows[position]
+                error["values"] = json_safe(row, redact=False)
 
 
 def valid_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], list[Any]]:
@@ -179,6 +182,10 @@ def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Seque
             return ids, "[" + ",".join(texts) + "]"
         return ids, "[" + ",".join(f"[{i},{t}]" for i, t in zip(ids, texts)) + "]"
     validator = _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS))
+    if isinstance(chunk.ids, range) and validator.profiles_ok(chunk.rows):
+        text = chunk.rows.json_rows()  # columns that write their own JSON: no dict per row
+        if text is not None:
+            return chunk.ids, text
     positions, good, errors = validator.validate(chunk.rows, index_of=chunk.index_of)
     _add_values(errors, chunk)
     images.errors.extend(errors)

@@ -1,0 +1,203 @@
+"""Arrow record batches as a create chunk's columnar rows.
+
+:class:`ArrowRows` implements :class:`batchray.core.model.columnar.ColumnarRows` over one
+``pyarrow.RecordBatch``: a chunk that holds it travels through Ray's object store as Arrow
+buffers (pickle protocol 5 hands them out of band: no per-value pickling, and a worker reads
+them where they lie), and the worker turns each column into a Python list in C++
+(``Array.to_pylist``) to check and encode it.
+
+The rows an ``ArrowRows`` stands for are those of ``RecordBatch.to_pylist()``, except that
+timestamps, dates and times become ISO text (what a ``date`` attribute takes; ``to_pylist``
+would give ``datetime`` objects, which no attribute takes): exactly the dicts
+:func:`rows_of_batches` makes of them, so the columnar and the dict path of one input
+store the same items and report the same errors.
+
+:func:`arrow_batches` recognises the Arrow inputs :meth:`batchray.Client.create_items` takes
+(a ``pyarrow.Table``, a ``RecordBatch``, or a list of record batches).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batchray.core.model.columnar import ColumnProfile, python_bytes, rows_of
+from batchray.errors import ValidationError
+
+
+def _as_text(array: Any) -> Any:
+    """Temporal columns as ISO text, dictionary-encoded ones decoded; others as they are."""
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        return _as_text(array.cast(kind.value_type))
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_time(kind):
+        return array.cast(pa.string())
+    return array
+
+
+def _kind(kind: Any) -> Optional[type]:
+    """The Python type of an Arrow type's values as ``to_pylist`` gives them; ``None`` for the
+    null type; ``object`` for types no attribute takes as they are (decimals, lists, ...)."""
+    if pa.types.is_null(kind):
+        return None
+    if pa.types.is_boolean(kind):
+        return bool
+    if pa.types.is_integer(kind):
+        return int
+    if pa.types.is_floating(kind):
+        return float
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return str
+    return object
+
+
+def profile_of(array: Any) -> ColumnProfile:
+    """The :class:`~batchray.core.model.columnar.ColumnProfile` of one column, computed by
+    Arrow's kernels (Arrow strings are valid UTF-8: no surrogates)."""
+    array = _as_text(array)
+    kind = _kind(array.type)
+    has_null = array.null_count > 0
+    valid = len(array) - array.null_count
+    if kind is None or not valid:
+        return ColumnProfile(frozenset(), has_null=bool(len(array)))
+    fields: dict[str, Any] = {"distinct": lambda: pc.unique(array).drop_null().to_pylist()}
+    if kind is str:
+        fields["max_length"] = pc.max(pc.utf8_length(array)).as_py() or 0
+    elif kind is int:
+        bounds = pc.min_max(array)
+        fields["int_range"] = (bounds["min"].as_py(), bounds["max"].as_py())
+    elif kind is float:
+        fields["finite"] = bool(pc.all(pc.is_finite(array)).as_py())
+    return ColumnProfile(frozenset({kind}), has_null=has_null, **fields)
+
+
+_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
+"""A character orjson escapes in a string: a quote, a backslash, a control character."""
+
+
+def _float_json(array: Any) -> Any:
+    """Finite floats as orjson writes them. Arrow's shortest form agrees, except that it drops
+    ``.0`` of an integral value and switches to an exponent at other magnitudes: the values
+    written with an exponent, or under 1e-4 (where Python's form takes one), are written by
+    orjson itself; ``.0`` is added to the others that have no point."""
+    array = array.cast(pa.float64())
+    text = pc.cast(array, pa.string())
+    odd = pc.or_(pc.match_substring(text, "e"),
+                 pc.and_(pc.less(pc.abs(array), 1e-4), pc.not_equal(array, 0.0)))
+    text = pc.if_else(pc.match_substring_regex(text, r"^-?[0-9]+$"), pc.binary_join_element_wise(text, ".0", ""), text)
+    if pc.any(odd).as_py():
+        positions = pc.indices_nonzero(pc.fill_null(odd, False))
+        exact = pa.array([orjson.dumps(v).decode() for v in pc.take(array, positions).to_pylist()], pa.string())
+        text = pc.replace_with_mask(text, pc.fill_null(odd, False), exact)
+    return text
+
+
+def _json_column(array: Any) -> Optional[Any]:
+    """Each value's JSON text as orjson writes it (``null`` for a null), or ``None`` for a
+    type this does not write. Called on columns the validator accepted (floats finite)."""
+    array = _as_text(array)
+    kind = _kind(array.type)
+    if kind is None:
+        text = pa.array(["null"] * len(array), pa.string())
+    elif kind is bool:
+        text = pc.if_else(array, "true", "false")
+    elif kind is int:
+        text = pc.cast(array, pa.string())
+    elif kind is float:
+        text = _float_json(array)
+    elif kind is str:
+        if pc.any(pc.match_substring_regex(array, _NEEDS_ESCAPE)).as_py():
+            text = pa.array([None if v is None else orjson.dumps(v).decode() for v in array.to_pylist()], pa.string())
+        else:
+            text = pc.binary_join_element_wise('"', array, '"', "")
+    else:
+        return None
+    return pc.fill_null(text, "null")
+
+
+def column_values(array: Any) -> list[Any]:
+    """One Arrow column (an ``Array`` or ``ChunkedArray``) as the Python values a row holds."""
+    return _as_text(array).to_pylist()
+
+
+class ArrowRows:
+    """:class:`~batchray.core.model.columnar.ColumnarRows` over a ``pyarrow.RecordBatch``."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: pa.RecordBatch) -> None:
+        self.batch = batch
+
+    @property
+    def names(self) -> list[str]:
+        return self.batch.schema.names
+
+    def __len__(self) -> int:
+        return self.batch.num_rows
+
+    def columns(self) -> list[list[Any]]:
+        return [column_values(column) for column in self.batch.columns]
+
+    def slice(self, start: int, stop: int) -> "ArrowRows":
+        return ArrowRows(self.batch.slice(start, max(0, stop - start)))
+
+    def take_every(self, offset: int, step: int) -> "ArrowRows":
+        # take() copies the rows into new buffers: a chunk carries its own rows only (a pickled
+        # slice would carry its parent's whole buffers)
+        return ArrowRows(self.batch.take(pa.array(range(offset, self.batch.num_rows, step), pa.int64())))
+
+    @property
+    def estimated_bytes(self) -> int:
+        return python_bytes(self.batch.num_rows, self.batch.num_columns, self.batch.nbytes)
+
+    def column_profile(self, name: str) -> ColumnProfile:
+        return profile_of(self.batch.column(name))
+
+    def json_rows(self) -> Optional[str]:
+        """The rows' JSON array, built by Arrow's string kernels (see :func:`_json_column`)."""
+        if not self.batch.num_rows:
+            return "[]"
+        if not self.batch.num_columns:
+            return "[" + ",".join(["{}"] * self.batch.num_rows) + "]"
+        parts: list[Any] = []
+        for position, (name, column) in enumerate(zip(self.names, self.batch.columns)):
+            text = _json_column(column)
+            if text is None:
+                return None
+            parts += [("{" if position == 0 else ",") + orjson.dumps(name).decode() + ":", text]
+        rows = pc.binary_join_element_wise(*parts, "}", "")
+        whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows), ",")
+        return "[" + whole[0].as_py() + "]"
+
+    def __getstate__(self) -> tuple[pa.RecordBatch]:
+        return (self.batch,)  # a tuple: an empty batch is falsy, and pickle skips a falsy state
+
+    def __setstate__(self, state: tuple[pa.RecordBatch]) -> None:
+        (self.batch,) = state
+
+    def __repr__(self) -> str:
+        return f"ArrowRows({self.batch.num_rows} rows, {self.names})"
+
+
+def arrow_batches(items: Any) -> Optional[list[ArrowRows]]:
+    """``items`` as record batches when it is Arrow data (a ``Table``, a ``RecordBatch``, or a
+    non-empty list of record batches of one schema), else ``None``. A table's chunks are
+    combined first, so that chunks are cut by the chunker's sizes, not the table's."""
+    if isinstance(items, pa.Table):
+        return [ArrowRows(batch) for batch in items.combine_chunks().to_batches()] or [
+            ArrowRows(pa.RecordBatch.from_pylist([], schema=items.schema))]
+    if isinstance(items, pa.RecordBatch):
+        return [ArrowRows(items)]
+    if isinstance(items, list) and items and all(isinstance(b, pa.RecordBatch) for b in items):
+        try:
+            return arrow_batches(pa.Table.from_batches(items))
+        except pa.ArrowInvalid as exc:
+            raise ValidationError(f"record batches of different schemas: {exc}", field="items") from None
+    return None
+
+
+def rows_of_batches(batches: list[ArrowRows]) -> list[dict[str, Any]]:
+    """The value dicts of ``batches`` in order (the dict path of the same input)."""
+    return [row for batch in batches for row in rows_of(batch)]
