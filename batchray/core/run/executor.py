@@ -154,12 +154,12 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float) -> Ba
     item_ids: list[int] = []
     total = plan.total
     if plan.chunker is not None:
-        allocated = sum(count for _, count in plan.chunker.ids_used)
+        allocated = sum(count for _, count, _ in plan.chunker.ids_used)
         if total is None:
             total = outcome.affected + len(outcome.errors) if outcome.committed or not atomic else None
         if outcome.committed and total is not None and total <= 100_000 and allocated:
             failed = {e.get("index") for e in outcome.errors}
-            ids = [first + k for first, count in plan.chunker.ids_used for k in range(count)]
+            ids = plan.chunker.item_ids()
             item_ids = [i for position, i in enumerate(ids[:total]) if position not in failed]
     errors = [ItemError.model_validate({_ERROR_FIELDS[k]: v for k, v in e.items() if k in _ERROR_FIELDS})
               for e in outcome.errors[:1000]]

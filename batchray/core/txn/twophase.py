@@ -6,6 +6,9 @@
    the memory budget and ``parallelism`` allow, several in flight at once; each returns its
    before-images. Retryable failures are retried; a stop (``should_stop``: cancellation,
    timeout) ends dispatch (the policies are in :mod:`batchray.core.txn.policies`).
+   A plan of one chunk goes as :attr:`Step.APPLY_COMMIT` instead, on a transport that takes it:
+   **one-phase commit** (:mod:`batchray.core.txn.onephase`): a participant that applied it
+   cleanly has committed it, and the run ends there (no vote, no decision record, no phase 2).
 2. **Vote** (phase 1b): every participant that was sent anything votes, unless it voted with
    its last chunk (:attr:`Step.APPLY_PREPARE`) or an atomic batch has already failed.
 3. **Decide**: the outcome per participant is written to the :class:`DecisionLog` *before*
@@ -15,7 +18,8 @@
    (those steps are idempotent), then the decision is marked done.
 
 :func:`recover` finishes what a crashed coordinator left: presumed abort for undecided
-batches, and the logged decision for decided ones.
+batches (after asking their participants whether one of them committed it in one phase:
+:func:`~batchray.core.txn.onephase.resolve`), and the logged decision for decided ones.
 
 The transport decides where participants run: in this process (:class:`LocalTransport`), in Ray
 actors (``actors/``), or in the seeded simulator (:mod:`batchray.testing`), which drops and
@@ -33,6 +37,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
 from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism
 from batchray.core.txn.memory import MemoryBudget
+from batchray.core.txn.onephase import decision_of, one_phase_chunk, resolve
 from batchray.core.txn.ordering import ordered_plan
 from batchray.core.txn.participant import Step
 from batchray.core.txn.policies import ChunkBudget, RejectPolicy, RetryPolicy, StopPolicy, backoff
@@ -72,6 +77,10 @@ class Transport(Protocol):
     """True when the transport takes :attr:`Step.APPLY_PREPARE`: apply a participant's last
     chunk and vote in one call (the result's ``vote``)."""
 
+    commits_one_phase: bool
+    """True when the transport takes :attr:`Step.APPLY_COMMIT` and :attr:`Step.RESOLVE`
+    (one-phase commit); a transport without the attribute is taken not to."""
+
     def submit(self, participant: str, step: Step, ref: TxnRef, chunk: Any = None) -> Any:
         """Start ``step`` at ``participant``; return a handle."""
 
@@ -96,6 +105,7 @@ class LocalTransport:
     """Calls participants directly, in this thread: each handle is ready when submitted."""
 
     merges_prepare = True
+    commits_one_phase = True
 
     def __init__(self, participants: dict[str, Any]) -> None:
         self.participants = participants
@@ -107,6 +117,8 @@ class LocalTransport:
                 value = target.apply(ref, chunk)
             elif step == Step.APPLY_PREPARE:
                 value = target.apply(ref, chunk, prepare=True)
+            elif step == Step.APPLY_COMMIT:
+                value = target.apply(ref, chunk, commit=True)
             else:
                 value = getattr(target, str(step))(ref)
             return _Ready(True, value)
@@ -232,22 +244,28 @@ class TwoPhaseCommit:
         ``lock_deadline`` (wall-clock seconds): lock waits and the retries of conflicts go on
         until then; a plan whose lock set is known runs ordered (:func:`ordered_plan`)."""
         in_order = ordered_plan(planned)
+        if in_order is not None:
+            planned = in_order
         state = TxnRun(
             txn, ts, atomic, Outcome(txn, committed=False), RetryPolicy(max_retries, self.rng, lock_deadline),
             StopPolicy(should_stop, atomic), backup=backup, keep_images=keep_images,
             parallelism=check_parallelism(parallelism), on_chunk=on_chunk, on_decided=on_decided,
             rejects=RejectPolicy(reject_limit, reject_ratio), ordered=in_order is not None,
             lock_deadline=lock_deadline,
+            one_phase=one_phase_chunk(self.transport, planned, atomic=atomic, reject_limit=reject_limit,
+                                      reject_ratio=reject_ratio),
         )
         self.running[txn] = state
         try:
-            return self._run(state, in_order if in_order is not None else planned)
+            return self._run(state, planned)
         finally:
             self.running.pop(txn, None)
 
     def _run(self, state: TxnRun, planned: Iterable[Optional[PlannedChunk]]) -> Outcome:
         with self._timed("apply"):
             self._apply(state, planned)
+        if state.one_phase and state.touched and self._committed_in_one_phase(state):
+            return state.outcome
         with self._timed("vote"):
             votes = self._vote(state)
         decided = self._decision(state, votes)
@@ -266,6 +284,37 @@ class TwoPhaseCommit:
         if state.outcome.in_doubt or not logged:
             self._unsettled(state.txn)
         return state.outcome
+
+    def _committed_in_one_phase(self, state: TxnRun) -> bool:
+        """After an ``apply+commit``: True when the participant committed the batch (its answer
+        said so, or, the answer lost, :func:`resolve` finds it committed): the outcome is then
+        final and decided (``on_decided`` told). False when it did not commit: the run goes on
+        as two-phase (the chunk found errors and waits unvoted, or resolving aborted it).
+        Raises :class:`ParticipantUnavailable` when the participant cannot say: the batch is
+        left undecided, for the settler or recovery to resolve."""
+        outcome = state.outcome
+        (participant,) = state.touched
+        if not state.committed_one_phase:
+            if state.answered:
+                return False  # applied with errors: left active and unvoted, decided below
+            answers = resolve(self, state.txn, state.ts, [participant])
+            if answers is None:
+                self._unsettled(state.txn)
+                raise ParticipantUnavailable(
+                    f"batch {state.txn}: participant {participant} did not answer whether its one-phase commit "
+                    "happened; it is resolved once it answers (batchray recover)", batchId=state.txn,
+                    participant=participant)
+            if answers[participant] != "committed":
+                return False  # aborted there now: the vote is no, and the abort is decided below
+            # its answer was lost: the chunk committed whole (a one-phase commit has no errors)
+            outcome.chunks, outcome.affected = 1, state.one_phase.count
+        outcome.outcomes = {participant: "commit"}
+        outcome.committed = True
+        outcome.errors = []  # a lost first answer's error: the chunk committed all the same
+        outcome.cause = None  # a stop that came after the commit changes nothing
+        if state.on_decided is not None:
+            state.on_decided(outcome)
+        return True
 
     def _unsettled(self, txn: str) -> None:
         if self.on_unsettled is not None:
@@ -422,7 +471,10 @@ def recover(
     undecided, decided = log.unfinished()
     report: dict[str, list[str]] = {"aborted": [], "finished": []}
     for batch in undecided:
-        outcomes = log.decide(batch["txn"], {p: "abort" for p in everyone})
+        answers = resolve(driver, batch["txn"], batch.get("ts", 0), everyone)
+        if answers is None:
+            continue  # a participant did not answer: it may have committed in one phase; next time
+        outcomes = log.decide(batch["txn"], decision_of(answers))
         decided.append((batch["txn"], outcomes))
     for txn, outcomes in decided:
         committed = _finish_decided(log, driver, txn, outcomes, everyone)
@@ -453,7 +505,11 @@ def settle(log: DecisionLog, driver: TwoPhaseCommit, txn: str, participants: Ite
     outcomes = log.decision(txn)
     logged = True
     if outcomes is None:
-        abort = {p: "abort" for p in everyone}
+        # no decision: resolve first (a participant may have committed it in one phase)
+        answers = resolve(driver, txn, (log.batch(txn) or {}).get("ts", 0), everyone)
+        if answers is None:
+            return False
+        abort = decision_of(answers)
         try:
             outcomes = log.decide(txn, abort)  # the first decision wins: a commit written earlier stays
         except (StoreError, ParticipantUnavailable):
