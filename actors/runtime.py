@@ -229,7 +229,7 @@ class RayRuntime:
             # the client's own makes a re-sent submit find the batch it registered before,
             # which may have committed, instead of running the batch a second time
             options = options.but(idempotency_key=f"auto-{uuid.uuid4().hex}")
-        plan = held_whole(plan)  # a generator whose first read of rows ended its input too
+        plan = held_whole(plan)
         if plan.total is not None and plan.total <= SMALL_BATCH:
             # small batch: plan it all now and submit it in one call
             planned = list(plan.chunks)

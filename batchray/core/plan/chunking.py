@@ -166,9 +166,6 @@ class CreateChunker:
         per_row = max(16, sum(estimate_bytes(r) for r in picked) // max(1, len(picked)))
         return max(1, min(self.max_rows, self.max_bytes // per_row)), per_row
 
-    input_ended: bool = False
-    """Set once a read of rows came back short: the input has no rows beyond those read."""
-
     def item_ids(self) -> list[int]:
         """The ids given to the rows read so far, in input order."""
         return [i for first, count, step in self.ids_used for i in range(first, first + count * step, step)]
@@ -184,7 +181,6 @@ class CreateChunker:
             batch = list(itertools.islice(source, per_chunk * n))
             if not batch:
                 return
-            self.input_ended = len(batch) < per_chunk * n  # a short read: the source is exhausted
             per_chunk, per_row = self._rows_per_chunk(batch)
             self.rows_read += len(batch)
             if n > 1 and len(batch) <= per_chunk:

@@ -8,7 +8,6 @@ through :class:`PlanTarget`.
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol
 
@@ -48,31 +47,13 @@ SMALL_BATCH = 10_000
 
 
 def held_whole(plan: Plan, limit: int = SMALL_BATCH) -> Plan:
-    """``plan`` with its chunks listed when it has at most ``limit`` items: a plan of known size,
-    or a stream of creates whose first read of rows ended its input (a generator of ten items:
-    the chunker reads a round of rows before it yields a chunk, and a short round means the
-    input has ended, so listing the rest waits for nothing). A listed plan is one a runtime can
-    send whole: each participant's last chunk is known (``apply+prepare``) and a plan of one
-    chunk commits in one phase (:mod:`batchray.core.txn.onephase`); the total of a peeked
-    stream is the rows it read. Any other plan is returned as it was, a stream still a stream
-    (its first chunk taken and put back)."""
-    if isinstance(plan.chunks, list):
-        return plan
-    if plan.total is not None:
-        if plan.total <= limit:
-            plan.chunks = list(plan.chunks)
-        return plan
-    chunker = plan.chunker
-    if chunker is None:
-        return plan
-    stream = iter(plan.chunks)
-    first = next(stream, None)
-    if first is None:
-        plan.chunks, plan.total = [], chunker.rows_read
-    elif chunker.input_ended and chunker.rows_read <= limit:
-        plan.chunks, plan.total = [first, *stream], chunker.rows_read
-    else:
-        plan.chunks = itertools.chain([first], stream)
+    """``plan`` with its chunks listed when it has at most ``limit`` items (a known ``total``;
+    a small generator is one too, read ahead by the client: :func:`~batchray.core.plan.rows.read_ahead`).
+    A listed plan is one a runtime can send whole: each participant's last chunk is known
+    (``apply+prepare``) and a plan of one chunk commits in one phase
+    (:mod:`batchray.core.txn.onephase`). Any other plan is returned as it was."""
+    if not isinstance(plan.chunks, list) and plan.total is not None and plan.total <= limit:
+        plan.chunks = list(plan.chunks)
     return plan
 
 
