@@ -466,7 +466,10 @@ def unrecorded(txn: str, committed: bool, exc: StoreError, consequence: str) -> 
 def recover(
     log: DecisionLog, driver: TwoPhaseCommit, participants: Iterable[str]
 ) -> dict[str, list[str]]:
-    """Finish every batch a crashed coordinator left: ``{"aborted": [...], "finished": [...]}``."""
+    """Finish every batch a crashed coordinator left: ``{"aborted": [...], "finished": [...]}``.
+    An undecided batch is resolved at every participant first (a participant that committed
+    it in one phase says so, and it is recorded committed); one that a participant leaves
+    unanswered stays undecided, for the next recovery."""
     everyone = sorted(participants)
     undecided, decided = log.unfinished()
     report: dict[str, list[str]] = {"aborted": [], "finished": []}
@@ -497,9 +500,9 @@ def recover(
 def settle(log: DecisionLog, driver: TwoPhaseCommit, txn: str, participants: Iterable[str]) -> bool:
     """Finish one batch whose run ended before its outcome reached every participant (see
     :attr:`TwoPhaseCommit.on_unsettled`), as :func:`recover` would, while other batches run:
-    its logged decision is delivered; with none, it is aborted (presumed abort: no commit
-    was ever acknowledged without its record) and the abort logged when the log can be
-    written. True once every participant has its outcome and the batch's record is final;
+    its logged decision is delivered; with none, it is resolved at every participant (a
+    one-phase commit is the only commit without a record: :func:`resolve`), else aborted
+    (presumed abort), and that outcome logged when the log can be written. True once every participant has its outcome and the batch's record is final;
     False (or a raised error) means: try again later. Only for a batch no driver runs any more."""
     everyone = sorted(participants)
     outcomes = log.decision(txn)
