@@ -220,3 +220,54 @@ def test_a_cancellation_while_apply_commit_is_out_finds_the_batch_committed(tmp_
     finally:
         shard.close()
         log.close()
+
+
+def _store_url(kind: str, tmp_path: Path) -> tuple[str, Any]:
+    """A fresh store of ``kind`` and a function that drops it (PostgreSQL: a schema of its own)."""
+    if kind == "sqlite":
+        return str(tmp_path / "store"), lambda: None
+    import os
+    import uuid
+
+    dsn = os.environ.get("BATCHRAY_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("needs a PostgreSQL server: set BATCHRAY_TEST_PG_DSN (eval \"$(bash .ci/postgres.sh start)\")")
+    import psycopg
+
+    schema = f"onephase_{uuid.uuid4().hex[:10]}"
+
+    def drop() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    return f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}", drop
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("crash_at", ["shard-", "log:state"])
+def test_a_crash_at_or_after_apply_commit_leaves_none_or_all(tmp_path, kind, crash_at):
+    """A crash at the shard's ``apply+commit`` (before its local commit) leaves nothing of the
+    batch; one after it (the batch's result being recorded) leaves it whole: the restarted
+    runtime's recovery finds it committed at the shard and records it so. On either store."""
+    from batchray.core.txn import crashpoints
+    from batchray.core.txn.crashpoints import SimulatedCrash
+
+    url, drop = _store_url(kind, tmp_path)
+    try:
+        with local_client(url, shards=2) as client:
+            assert client.create_data_context("P", SCHEMA).success
+            crashpoints.arm(1, label_prefix=crash_at)
+            try:
+                with pytest.raises(SimulatedCrash):
+                    client.create_items("P", "People", _rows(10))
+            finally:
+                crashpoints.arm(None)
+        with local_client(url, shards=2) as client:  # the restart: recovery runs here
+            batch = next(b for b in client.status() if b["kind"] == "create_items")
+            if crash_at == "shard-":
+                assert client.count_items("P") == 0 and batch["state"] == "rolled_back", batch
+            else:
+                assert [v for _, v in _stored(client)] == _rows(10) and batch["state"] == "completed", batch
+            _assert_clear(client)
+    finally:
+        drop()
