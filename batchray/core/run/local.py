@@ -76,7 +76,8 @@ class LocalRuntime:
         ended: nothing runs in the background in this runtime)."""
         plan = held_whole(plan)  # a small batch is sent whole: one-phase commit when it is one chunk
         txn, ts, prior = self.executor.begin(plan.kind, queue=options.queue, priority=options.priority,
-                                              idempotency_key=options.idempotency_key)
+                                              idempotency_key=options.idempotency_key,
+                                              one_phase=self.executor.one_phase_of(plan.chunks, options))
         if prior is not None and prior.get("result"):
             result = BatchResult.model_validate(prior["result"])
         else:

@@ -10,13 +10,16 @@ one durable write), and its local commit *is* the decision. What this module hol
   ``apply+commit``. A chunk that finds errors is left applied and unvoted by the participant,
   and the driver goes on as in two phases (vote, logged decision, phase 2): errors, progress and
   a rolled-back batch are exactly those of the two-phase path.
-* :func:`resolve`: how an undecided transaction ended, made final at each participant
+* :func:`resolve`: how an undecided transaction ended, made final at its participant
   (:attr:`~batchray.core.txn.participant.Step.RESOLVE`: its outcome when it committed there,
-  else it is aborted there). The coordinator's log has no record of a one-phase commit, so
-  whoever finds a transaction without a decision (the driver that lost the answer of its
-  ``apply+commit``, :func:`~batchray.core.txn.twophase.recover` after a crash, the settler)
-  resolves it before it decides: a participant that answers ``committed`` can only have
-  committed in one phase, and the batch is then recorded committed, not presumed aborted.
+  else it is aborted there). The coordinator's log has no decision for a one-phase commit;
+  a batch registered as one (:func:`one_phase_record`: its participant, in the batch's
+  ``request``, written when it is registered, before it runs) and found without a decision
+  (by the driver that lost the answer of its ``apply+commit``, by
+  :func:`~batchray.core.txn.twophase.recover` after a crash, by the settler) is resolved at
+  that participant before anything is decided: ``committed`` can only be its one-phase
+  commit, and the batch is recorded committed; otherwise it is aborted as before (presumed
+  abort; a batch registered without the mark never commits without a logged decision).
   Resolving aborts in the same atomic step at the participant, so a late ``apply+commit``
   still in flight is refused afterwards and the answer cannot change.
 """
@@ -39,6 +42,17 @@ def one_phase_chunk(transport: Any, planned: Any, *, atomic: bool, reject_limit:
     if not atomic and (reject_limit is not None or reject_ratio is not None):
         return None  # the reject policy decides over the errors before anything commits
     return planned[0]
+
+
+def one_phase_record(participant: Optional[str]) -> Optional[dict[str, Any]]:
+    """What a batch's registration (its ``request``) says of a one-phase commit at ``participant``."""
+    return {"onePhase": participant} if participant else None
+
+
+def one_phase_participant(batch: Optional[dict[str, Any]]) -> Optional[str]:
+    """The participant a registered batch was to commit at in one phase, if it was one."""
+    request = (batch or {}).get("request")
+    return request.get("onePhase") if isinstance(request, dict) else None
 
 
 def resolve(driver: Any, txn: str, ts: int, participants: Iterable[str]) -> Optional[dict[str, str]]:

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
 from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism
 from batchray.core.txn.memory import MemoryBudget
-from batchray.core.txn.onephase import decision_of, one_phase_chunk, resolve
+from batchray.core.txn.onephase import decision_of, one_phase_chunk, one_phase_participant, resolve
 from batchray.core.txn.ordering import ordered_plan
 from batchray.core.txn.participant import Step
 from batchray.core.txn.policies import ChunkBudget, RejectPolicy, RetryPolicy, StopPolicy, backoff
@@ -467,17 +467,17 @@ def recover(
     log: DecisionLog, driver: TwoPhaseCommit, participants: Iterable[str]
 ) -> dict[str, list[str]]:
     """Finish every batch a crashed coordinator left: ``{"aborted": [...], "finished": [...]}``.
-    An undecided batch is resolved at every participant first (a participant that committed
-    it in one phase says so, and it is recorded committed); one that a participant leaves
-    unanswered stays undecided, for the next recovery."""
+    An undecided batch registered as a one-phase commit is resolved at its participant first
+    (committed there: it is recorded committed); one whose participant does not answer stays
+    undecided, for the next recovery."""
     everyone = sorted(participants)
     undecided, decided = log.unfinished()
     report: dict[str, list[str]] = {"aborted": [], "finished": []}
     for batch in undecided:
-        answers = resolve(driver, batch["txn"], batch.get("ts", 0), everyone)
-        if answers is None:
-            continue  # a participant did not answer: it may have committed in one phase; next time
-        outcomes = log.decide(batch["txn"], decision_of(answers))
+        outcomes = _undecided_outcome(driver, batch, everyone)
+        if outcomes is None:
+            continue  # its one-phase participant did not answer: it may have committed; next time
+        outcomes = log.decide(batch["txn"], outcomes)
         decided.append((batch["txn"], outcomes))
     for txn, outcomes in decided:
         committed = _finish_decided(log, driver, txn, outcomes, everyone)
@@ -500,24 +500,38 @@ def recover(
 def settle(log: DecisionLog, driver: TwoPhaseCommit, txn: str, participants: Iterable[str]) -> bool:
     """Finish one batch whose run ended before its outcome reached every participant (see
     :attr:`TwoPhaseCommit.on_unsettled`), as :func:`recover` would, while other batches run:
-    its logged decision is delivered; with none, it is resolved at every participant (a
-    one-phase commit is the only commit without a record: :func:`resolve`), else aborted
-    (presumed abort), and that outcome logged when the log can be written. True once every participant has its outcome and the batch's record is final;
+    its logged decision is delivered; with none, a batch registered as one-phase is resolved
+    at its participant (:func:`resolve`: the only commit without a logged decision), any
+    other is aborted (presumed abort), and that outcome logged when the log can be written. True once every participant has its outcome and the batch's record is final;
     False (or a raised error) means: try again later. Only for a batch no driver runs any more."""
     everyone = sorted(participants)
     outcomes = log.decision(txn)
     logged = True
     if outcomes is None:
-        # no decision: resolve first (a participant may have committed it in one phase)
-        answers = resolve(driver, txn, (log.batch(txn) or {}).get("ts", 0), everyone)
-        if answers is None:
+        # no decision: a one-phase batch is resolved at its participant first
+        abort = _undecided_outcome(driver, log.batch(txn) or {"txn": txn}, everyone)
+        if abort is None:
             return False
-        abort = decision_of(answers)
         try:
             outcomes = log.decide(txn, abort)  # the first decision wins: a commit written earlier stays
         except (StoreError, ParticipantUnavailable):
             outcomes, logged = abort, False
     return _finish_decided(log, driver, txn, outcomes, everyone, record=logged) is not None and logged
+
+
+def _undecided_outcome(driver: TwoPhaseCommit, batch: dict[str, Any],
+                       everyone: list[str]) -> Optional[dict[str, str]]:
+    """The outcome to log for a batch found without a decision: abort everywhere (presumed
+    abort), but commit at the participant of a one-phase batch that committed there; None when
+    that participant does not answer."""
+    outcomes = {p: "abort" for p in everyone}
+    participant = one_phase_participant(batch)
+    if participant is not None:
+        answers = resolve(driver, batch["txn"], batch.get("ts") or 0, [participant])
+        if answers is None:
+            return None
+        outcomes.update(decision_of(answers))
+    return outcomes
 
 
 def _finish_decided(log: DecisionLog, driver: TwoPhaseCommit, txn: str, outcomes: dict[str, str],
