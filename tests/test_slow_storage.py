@@ -46,7 +46,8 @@ def _record(participant, step: str, calls: list, when: str) -> None:
 def test_a_slow_fsync_never_lets_a_batch_succeed_before_its_decision_is_durable(tmp_path):
     with local_client(tmp_path / "store", shards=2) as client:
         assert client.create_data_context("People", COLLECTIONS).success
-        created = client.create_items("People", "People", [{"name": f"p{k}", "n": k} for k in range(20)])
+        created = client.create_items("People", "People", [{"name": f"p{k}", "n": k} for k in range(20)],
+                                      batch_size=10)  # a chunk per shard (one chunk would go to one)
         assert created.success
         shards = [p for name, p in sorted(client.runtime.participants.items()) if name.startswith("shard-")]
         assert len({client.layout.shard_of(i) for i in created.item_ids}) == 2  # the batch spans both
