@@ -236,7 +236,8 @@ class TwoPhaseCommit:
         """Apply, vote, decide and finish ``txn``. Never raises for the transaction's own
         failures: they are in the returned :class:`Outcome`. ``on_decided`` sees the outcome
         as soon as the decision is durable (the commit point), before phase 2; readers are
-        held off by the gate until phase 2 is done. ``parallelism`` (an int >= 1, else a
+        held off by the gate until phase 2 is done. (A batch committed in one phase has no
+        phase 2: it is not called, the returned outcome is the commit point.) ``parallelism`` (an int >= 1, else a
         :class:`~batchray.errors.ValidationError` before anything is sent): at most that many
         chunks in flight at once; None: as many as the memory budget allows. ``reject_limit`` /
         ``reject_ratio``: a non-atomic batch that rejected more items than that (or a larger
@@ -288,7 +289,8 @@ class TwoPhaseCommit:
     def _committed_in_one_phase(self, state: TxnRun) -> bool:
         """After an ``apply+commit``: True when the participant committed the batch (its answer
         said so, or, the answer lost, :func:`resolve` finds it committed): the outcome is then
-        final and decided (``on_decided`` told). False when it did not commit: the run goes on
+        final (``on_decided`` is not told: with no phase 2 to wait for, the run's own return is
+        the commit point, and its result is recorded once). False when it did not commit: the run goes on
         as two-phase (the chunk found errors and waits unvoted, or resolving aborted it).
         Raises :class:`ParticipantUnavailable` when the participant cannot say: the batch is
         left undecided, for the settler or recovery to resolve."""
@@ -312,8 +314,6 @@ class TwoPhaseCommit:
         outcome.committed = True
         outcome.errors = []  # a lost first answer's error: the chunk committed all the same
         outcome.cause = None  # a stop that came after the commit changes nothing
-        if state.on_decided is not None:
-            state.on_decided(outcome)
         return True
 
     def _unsettled(self, txn: str) -> None:
