@@ -217,6 +217,11 @@ class CreateChunker:
             for start in range(0, total, per_round):
                 part = batch.slice(start, min(total, start + per_round)) if per_round < total else batch
                 count = len(part)
+                if n > 1 and count <= per_round // n:  # fits one chunk: one shard, as :meth:`chunks` does
+                    self.rows_read += count
+                    yield self._one_shard(part, per_row, index)
+                    index += count
+                    continue
                 first = self.allocate(count)
                 self.ids_used.append((first, count, 1))
                 self.rows_read += count
@@ -227,8 +232,9 @@ class CreateChunker:
                     yield PlannedChunk(self.shards[(first + offset) % n], chunk, per_row * len(values), len(values))
                 index += count
 
-    def _one_shard(self, batch: list[Any], per_row: int, index: int) -> PlannedChunk:
-        """A round that fits one chunk, all of it on one shard (see the class docstring)."""
+    def _one_shard(self, batch: Any, per_row: int, index: int) -> PlannedChunk:
+        """A round that fits one chunk (a list of dicts or columnar rows), all of it on one
+        shard (see the class docstring)."""
         n = len(self.shards)
         chunk_id = next(self._chunk_ids)
         shard = chunk_id % n
