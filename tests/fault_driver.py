@@ -161,8 +161,11 @@ class Agent:
     def resolve(self, keys: list[str], ask: list[str]) -> dict:
         """What the store says of each transfer, by its idempotency key: the batch registered
         for it (none: ``absent``), the state the registry records, and the logged decision
-        (``commit`` when every participant committed). For the keys in ``ask`` (the transfers
+        (``commit`` when every participant committed; for a batch committed in one phase, its
+        participant's outcome). For the keys in ``ask`` (the transfers
         whose outcome the client never learnt), the coordinator's ``status`` too."""
+        from batchray.core.txn.onephase import one_phase_participant
+
         log = self.client.runtime.view.log
         out: dict[str, dict[str, Any]] = {}
         for key in keys:
@@ -173,6 +176,12 @@ class Agent:
             outcomes = log.decision(batch["txn"])
             decision = None if outcomes is None else (
                 "commit" if outcomes and all(v == "commit" for v in outcomes.values()) else "abort")
+            participant = one_phase_participant(batch)
+            if decision is None and participant is not None:
+                # committed in one phase: the participant's commit is the decision, the log
+                # has none (after recovery, its outcome there is final either way)
+                ended = self.client.runtime.view.participants[participant].outcome(batch["txn"])
+                decision = {"committed": "commit", "aborted": "abort"}.get(ended)
             out[key] = {"txn": batch["txn"], "state": batch["state"], "decision": decision}
         for key in ask:
             if out.get(key, {}).get("txn"):

@@ -47,7 +47,8 @@ def test_concurrent_transfers_conserve_money_and_never_overdraw(open_store):
     bank = open_store("bank", workers=2, shards=2)
     assert bank.create_data_context("Bank", [{"name": "Accounts", "attrs": [
         {"name": "owner"}, {"name": "balance", "type": "numeric", "min": 0}]}]).success
-    created = bank.create_items("Bank", "Accounts", [{"owner": f"a{k}", "balance": INITIAL} for k in range(ACCOUNTS)])
+    created = bank.create_items("Bank", "Accounts", [{"owner": f"a{k}", "balance": INITIAL} for k in range(ACCOUNTS)],
+                                batch_size=-(-ACCOUNTS // 2))  # a chunk per shard (one chunk would go to one)
     accounts = created.item_ids
     assert len(accounts) == ACCOUNTS
     shards = {bank.layout.shard_of(a) for a in accounts}
@@ -117,7 +118,7 @@ def test_concurrent_transfers_conserve_money_and_never_overdraw(open_store):
 def test_batches_on_disjoint_items_run_in_parallel(open_store):
     client = open_store("parallel", workers=2, shards=2, shard_apply_delay=DELAY)
     assert client.create_data_context("Par", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}]).success
-    ids = client.create_items("Par", "Rows", [{"n": 0} for _ in range(400)]).item_ids
+    ids = client.create_items("Par", "Rows", [{"n": 0} for _ in range(400)], batch_size=200).item_ids
     by_shard: dict[str, list[int]] = {}
     for i in ids:
         by_shard.setdefault(client.layout.shard_of(i), []).append(i)
@@ -204,7 +205,7 @@ def test_a_batch_waiting_for_a_lock_says_which_batch_holds_it(open_store):
     names the item and A while it waits, and B commits after A."""
     client = open_store("waits", workers=2, shards=2, shard_apply_delay=1.0)
     assert client.create_data_context("W", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}]).success
-    ids = client.create_items("W", "Rows", [{"n": 0} for _ in range(4)]).item_ids
+    ids = client.create_items("W", "Rows", [{"n": 0} for _ in range(4)], batch_size=2).item_ids
     by_shard: dict[str, list[int]] = {}
     for i in ids:
         by_shard.setdefault(client.layout.shard_of(i), []).append(i)

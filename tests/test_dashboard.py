@@ -6,7 +6,7 @@ a small store through every series the dashboard shows:
 
 * a non-atomic create, one item a chunk, with one invalid item (items ``completed`` and ``failed``);
 * two update batches on the same item, the younger (selecting by a query) submitted while the
-  older (selecting by id) holds the item's lock (each applied chunk takes a second,
+  older (selecting by ids, two chunks) holds the item's lock (each applied chunk takes a second,
   ``shard_apply_delay``): wait-die makes the younger one meet a lock conflict
   (``batchray_lock_conflicts_total``);
 * every batch's 2PC phases (``batchray_phase_seconds``), batches running and queued, memory.
@@ -55,17 +55,20 @@ SCRIPT = textwrap.dedent('''
     created = client.create_items("Dash", "Rows", [{"n": 1}, {"n": "not a number"}, {"n": 3}],
                                   atomic=False, batch_size=1)
     assert created.items_created == 2 and len(created.errors) == 1, created
-    item = created.item_ids[0]
 
-    def update(selector, value):
-        client.update_items("Dash", [{"selector": selector, "values": {"n": value}}], max_retries=1)
+    def update(selectors, value):
+        client.update_items("Dash", [{"selector": s, "values": {"n": value}} for s in selectors],
+                            max_retries=1, batch_size=1)
 
-    older = threading.Thread(target=update, args=({"itemId": item}, 10))
+    # the older batch is two chunks (a batch of one chunk at one participant would commit in
+    # one phase, its lock gone before the modelled 1 s of apply time ends): it holds the item's
+    # lock through its applies until phase 2
+    older = threading.Thread(target=update, args=([{"itemId": i} for i in created.item_ids], 10))
     older.start()
-    time.sleep(0.4)  # the older batch's chunk holds the item's lock for its 1 s apply
+    time.sleep(0.4)  # the older batch's first chunk holds the item's lock for its 1 s apply
     # a batch that finds its items while running (a query) dies rather than wait (wait-die);
     # one whose items are known when planned would wait its turn and meet no conflict
-    update({"query": "n == 1"}, 20)
+    update([{"query": "n == 1"}], 20)
     older.join()
 
     seen, deadline = set(), time.time() + 60

@@ -38,7 +38,9 @@ def create_bank(client: Any, accounts: int, initial: int) -> list[int]:
     result = client.create_data_context(CONTEXT, [{"name": COLLECTION, "attrs": [
         {"name": "owner"}, {"name": "balance", "type": "numeric", "min": 0}]}])
     assert result.success, result
-    created = client.create_items(CONTEXT, COLLECTION, [{"owner": f"a{k}", "balance": initial} for k in range(accounts)])
+    per_shard = max(1, -(-accounts // client.layout.shards))  # a chunk per shard: the accounts span them all
+    created = client.create_items(CONTEXT, COLLECTION, [{"owner": f"a{k}", "balance": initial} for k in range(accounts)],
+                                  batch_size=per_shard)
     assert created.success, created
     return list(created.item_ids)
 
