@@ -174,14 +174,20 @@ class Agent:
                 out[key] = {"txn": None, "state": "absent", "decision": None}
                 continue
             outcomes = log.decision(batch["txn"])
-            decision = None if outcomes is None else (
-                "commit" if outcomes and all(v == "commit" for v in outcomes.values()) else "abort")
             participant = one_phase_participant(batch)
-            if decision is None and participant is not None:
-                # committed in one phase: the participant's commit is the decision, the log
-                # has none (after recovery, its outcome there is final either way)
-                ended = self.client.runtime.view.participants[participant].outcome(batch["txn"])
-                decision = {"committed": "commit", "aborted": "abort"}.get(ended)
+            if participant is not None:
+                # a batch sent to commit in one phase: its participant's commit is the decision.
+                # The log holds none when it committed so, or, when recovery resolved it, the
+                # outcome it found there (and an abort for every other participant, which never
+                # saw the batch); after recovery the outcome at the participant is final
+                if outcomes is not None and participant in outcomes:
+                    decision = outcomes[participant]
+                else:
+                    ended = self.client.runtime.view.participants[participant].outcome(batch["txn"])
+                    decision = {"committed": "commit", "aborted": "abort"}.get(ended)
+            else:
+                decision = None if outcomes is None else (
+                    "commit" if outcomes and all(v == "commit" for v in outcomes.values()) else "abort")
             out[key] = {"txn": batch["txn"], "state": batch["state"], "decision": decision}
         for key in ask:
             if out.get(key, {}).get("txn"):
