@@ -111,7 +111,9 @@ class TransactionOptions(RunOptions):
 
 class ItemError(_Model):
     """A problem with one item: its index in the request, the field, a code and a message;
-    ``values``: the rejected item's values as given, when the worker that rejected it knew them."""
+    ``values``: the rejected item's values as given, when the worker that rejected it knew them.
+    A chunk that lost a lock race (``LOCK_CONFLICT``) names the items it found held
+    (``items``) and the batches holding them (``heldBy``)."""
 
     index: Optional[int] = None
     item_id: Optional[int] = None
@@ -122,6 +124,8 @@ class ItemError(_Model):
     retryable: bool = False
     attempts: Optional[int] = None
     values: Optional[Any] = None
+    items: Optional[list[Any]] = None
+    held_by: Optional[list[str]] = None
 
 
 class Progress(_Model):
