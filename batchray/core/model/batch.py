@@ -70,7 +70,8 @@ class RunOptions(_Model):
     ``atomic``: all or nothing; otherwise valid chunks commit and bad items are reported.
     ``max_retries``: retries of a retryable chunk failure of a batch that holds locks under
     wait-die, after which an atomic batch's attempt is rolled back and the whole batch runs
-    again until its timeout (a batch that takes its locks in the global order, or holds none
+    again until its timeout, and a non-atomic one runs the chunks that lost the race again
+    until its timeout, keeping what it committed (a batch that takes its locks in the global order, or holds none
     yet, is retried with backoff until its timeout instead). ``timeout``: milliseconds from the
     batch's start. ``priority`` and ``queue``: admission order. ``idempotency_key``: a batch
     submitted again under the same key returns the first one's result. ``create_backups``:
