@@ -23,7 +23,7 @@ from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix, 
 from actors.auth import prepare_ray_auth
 from actors.transport import ChunkPart
 from batchray.core.model.batch import BatchResult, RunOptions
-from batchray.core.plan.plan import Plan
+from batchray.core.plan.plan import SMALL_BATCH, Plan, held_whole
 from batchray.core.run.runtime import ProgressCallback
 from batchray.core.txn.ordering import note_lock_set
 from batchray.core.storage.backends import open_backend, open_view
@@ -32,8 +32,6 @@ from batchray.core.storage.store import parse_store_url
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD
 from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable, StoreInUse
 
-SMALL_BATCH = 10_000
-"""Batches of at most this many known items are planned whole and submitted in one call."""
 FEED_GROUP = 8
 """Chunks handed to the coordinator per call when the input is held in memory."""
 BUNDLE_CHUNK_BYTES = 16 << 10
@@ -293,6 +291,7 @@ class RayRuntime:
             # the client's own makes a re-sent submit find the batch it registered before,
             # which may have committed, instead of running the batch a second time
             options = options.but(idempotency_key=f"auto-{uuid.uuid4().hex}")
+        plan = held_whole(plan)
         if plan.total is not None and plan.total <= SMALL_BATCH:
             # small batch: plan it all now and submit it in one call
             planned = list(plan.chunks)
@@ -387,7 +386,7 @@ class RayRuntime:
         if plan.chunker is not None and not result.item_ids and 0 < result.items_created <= 100_000:
             # item i of the input got the i-th allocated id; a non-atomic batch that committed
             # part of its input reports the ids of the items that made it in
-            ids = [first + k for first, count in plan.chunker.ids_used for k in range(count)]
+            ids = plan.chunker.item_ids()
             ids = ids[: result.total_items or result.items_created]
             failed = {e.index for e in result.errors}
             kept = [i for position, i in enumerate(ids) if position not in failed]

@@ -65,6 +65,9 @@ class RayTransport:
     merges_prepare: bool = True
     """Applies :attr:`Step.APPLY_PREPARE` as one call: the worker applies and votes."""
 
+    commits_one_phase: bool = True
+    """Takes :attr:`Step.APPLY_COMMIT` (the worker applies and commits) and :attr:`Step.RESOLVE`."""
+
     def __init__(self, worker_for: Callable[[str], Any], call_timeout: float = 120.0, group: int = 16,
                  hold: float = 0.005) -> None:
         self.worker_for = worker_for
@@ -83,12 +86,12 @@ class RayTransport:
         step = Step(step)
         worker = self.worker_for(participant)
         crashpoints.reached(f"send:{step}:{participant}")  # e.g. a decision logged, not yet sent
-        if step in (Step.APPLY, Step.APPLY_PREPARE):
-            prepare = step is Step.APPLY_PREPARE
+        if step in (Step.APPLY, Step.APPLY_PREPARE, Step.APPLY_COMMIT):
+            prepare, commit = step is Step.APPLY_PREPARE, step is Step.APPLY_COMMIT
             if isinstance(chunk, ChunkPart):
-                entry = (participant, ref, chunk.bundle, prepare, chunk.index)
+                entry = (participant, ref, chunk.bundle, prepare, chunk.index, commit)
             else:
-                entry = (participant, ref, chunk, prepare, None)
+                entry = (participant, ref, chunk, prepare, None, commit)
             handle = _Apply(worker, ref.txn, entry)
             key = (id(worker), ref.txn)
             with self._lock:

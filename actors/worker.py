@@ -77,10 +77,11 @@ class WorkerActor:
         return replace(ref, epoch=self.epochs[name])
 
     @ray.method(num_returns=2)
-    def apply_many(self, applies: list[tuple[str, TxnRef, Any, bool, Optional[int]]]) -> tuple[list, list]:
+    def apply_many(self, applies: list[tuple[str, TxnRef, Any, bool, Optional[int], bool]]) -> tuple[list, list]:
         """Several applies in one call, in order: each ``(shard name, ref, chunk, prepare,
-        part)``, where ``chunk`` is a chunk's object ref or, with ``part``, the ref of a bundle
-        of small chunks (``actors.transport.ChunkPart``) of which it is the ``part``-th.
+        part, commit)``, where ``chunk`` is a chunk's object ref or, with ``part``, the ref of a
+        bundle of small chunks (``actors.transport.ChunkPart``) of which it is the ``part``-th;
+        ``commit``: a one-phase commit (the shard applies and commits, ``vote`` True).
 
         Returns ``(summaries, images)``, one of each per apply. A summary is what the caller
         reads (with ``prepare``, the shard also voted: ``vote``); where an apply failed it is
@@ -91,12 +92,12 @@ class WorkerActor:
         fetched = dict(zip(map(id, refs), ray.get(refs)))
         summaries: list[Any] = []
         images: list[Any] = []
-        for name, ref, chunk, prepare, part in applies:
+        for name, ref, chunk, prepare, part, commit in applies:
             chunk = fetched[id(chunk)]
             if part is not None:
                 chunk = chunk[part]
             try:
-                summary, held = self._apply(name, ref, chunk, prepare)
+                summary, held = self._apply(name, ref, chunk, prepare, commit)
             except BatchrayError as exc:
                 summary, held = exc, None
             except Exception as exc:  # noqa: BLE001 - reported for this apply alone
@@ -105,8 +106,12 @@ class WorkerActor:
             images.append(held)
         return summaries, images
 
-    def _apply(self, name: str, ref: TxnRef, chunk: Chunk, prepare: bool) -> tuple[BeforeImages, Optional[BeforeImages]]:
-        images = self.shards[name].apply(self._ref(name, ref), chunk, prepare)
+    def _apply(self, name: str, ref: TxnRef, chunk: Chunk, prepare: bool,
+               commit: bool = False) -> tuple[BeforeImages, Optional[BeforeImages]]:
+        if commit:
+            images = self.shards[name].apply(self._ref(name, ref), chunk, commit=True)
+        else:
+            images = self.shards[name].apply(self._ref(name, ref), chunk, prepare)
         if not (images.items or images.docs):
             # nothing but created ranges (a create chunk): the summary is the whole of it, and
             # no second object is kept per chunk by the caller
@@ -128,6 +133,10 @@ class WorkerActor:
     @ray.method(concurrency_group="control")
     def abort(self, name: str, ref: TxnRef) -> None:
         self.shards[name].abort(self._ref(name, ref))
+
+    @ray.method(concurrency_group="control")
+    def resolve(self, name: str, ref: TxnRef) -> str:
+        return self.shards[name].resolve(self._ref(name, ref))
 
     @ray.method(concurrency_group="control")
     def lock_waits(self, name: str, txn: str) -> Optional[dict[str, Any]]:

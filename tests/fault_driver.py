@@ -146,8 +146,10 @@ class Agent:
     def bank_setup(self, accounts: int, initial: int) -> dict:
         """The bank's data context and its accounts; their ids and shards."""
         assert self.client.create_data_context(BANK, BANK_COLLECTIONS).success
+        # a chunk per shard: the accounts spread over the shards, so transfers span them
+        per_shard = max(1, -(-accounts // self.client.layout.shards))
         created = self.client.create_items(BANK, "Accounts", [{"owner": f"a{k}", "balance": initial}
-                                                              for k in range(accounts)])
+                                                              for k in range(accounts)], batch_size=per_shard)
         assert created.success and len(created.item_ids) == accounts, _summary(created)
         return {"ids": created.item_ids, "shards": {str(i): self.client.layout.shard_of(i) for i in created.item_ids}}
 

@@ -49,7 +49,8 @@ ROWS = [
 def make_engine(root: Path, rows: list[dict[str, Any]] = ROWS, shards: int = 3) -> tuple[Client, list[int]]:
     engine = local_client(root, shards=shards, lock_timeout=2.0)
     assert engine.create_data_context(CONTEXT, COLLECTIONS).success
-    result = engine.create_items(CONTEXT, "Visits", rows)
+    # a chunk per shard: the items spread over every shard (one chunk would go to one shard)
+    result = engine.create_items(CONTEXT, "Visits", rows, batch_size=max(1, -(-len(rows) // shards)))
     assert result.success, result
     return engine, list(result.item_ids)
 

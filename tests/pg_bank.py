@@ -42,8 +42,9 @@ class PgBank:
         self.timeout_ms = timeout_ms
         self.client = local_client(url, shards=2)
         assert self.client.create_data_context(BANK, COLLECTIONS).success
+        # a chunk per shard: the accounts spread over both shards, so transfers span them
         created = self.client.create_items(BANK, "Accounts", [{"owner": f"a{k}", "balance": INITIAL}
-                                                              for k in range(ACCOUNTS)])
+                                                              for k in range(ACCOUNTS)], batch_size=ACCOUNTS // 2)
         assert created.success, created
         self.accounts = list(created.item_ids)
         self.initial = {str(i): INITIAL for i in self.accounts}

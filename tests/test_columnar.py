@@ -179,29 +179,40 @@ def test_validate_all_and_dry_run_report_alike(tmp_path):
         assert client.count_items("Ctx") == 0
 
 
+def _cut(rows: list, kind: str, pieces: int) -> list:
+    """``(participant, id, request index, row)`` of every planned row, from dicts or columns."""
+    taken = [1_000]
+
+    def allocate(n: int) -> int:
+        taken[0] += n
+        return taken[0] - n
+
+    chunker = CreateChunker(["s0", "s1", "s2"], allocate, schema=None, max_rows=64)
+    if kind == "dicts":
+        planned = list(chunker.chunks(rows, 5))
+    else:
+        step = -(-len(rows) // pieces)
+        parts = [ColumnLists.of_rows(["a", "b"], rows[i:i + step]) for i in range(0, len(rows), step)]
+        planned = list(chunker.columnar_chunks(parts, 5))
+    assert all(is_columnar(pc.chunk.rows) == (kind == "columns") for pc in planned)
+    return sorted((pc.participant, item_id, pc.chunk.index_of(j), row) for pc in planned
+                  for j, (item_id, row) in enumerate(zip(pc.chunk.ids, rows_of(pc.chunk.rows)
+                                                         if kind == "columns" else pc.chunk.rows)))
+
+
 def test_columns_are_cut_into_the_same_ids_shards_and_indexes_as_dicts():
+    """One batch of columns is cut exactly as its dicts (full rounds over every shard, the short
+    last round on one shard); a table of several batches gives every row its request index and
+    a unique id on the shard that id's placement names, each batch's short tail on one shard."""
     rng = random.Random(SEED)
     rows = [{"a": i, "b": f"v{rng.randrange(100)}"} for i in range(1_003)]
-    cut = {}
-    for kind in ("dicts", "columns"):
-        taken = [1_000]
-
-        def allocate(n: int) -> int:
-            taken[0] += n
-            return taken[0] - n
-
-        chunker = CreateChunker(["s0", "s1", "s2"], allocate, schema=None, max_rows=64)
-        if kind == "dicts":
-            planned = list(chunker.chunks(rows, 5))
-        else:
-            halves = [ColumnLists.of_rows(["a", "b"], rows[:500]), ColumnLists.of_rows(["a", "b"], rows[500:])]
-            planned = list(chunker.columnar_chunks(halves, 5))
-        assert all(is_columnar(pc.chunk.rows) == (kind == "columns") for pc in planned)
-        cut[kind] = sorted((pc.participant, item_id, pc.chunk.index_of(j), row) for pc in planned
-                           for j, (item_id, row) in enumerate(zip(pc.chunk.ids, rows_of(pc.chunk.rows)
-                                                                  if kind == "columns" else pc.chunk.rows)))
-    assert cut["columns"] == cut["dicts"] and len(cut["dicts"]) == 1_003
-    assert {participant for participant, *_ in cut["dicts"]} == {"s0", "s1", "s2"}
+    dicts = _cut(rows, "dicts", 1)
+    assert _cut(rows, "columns", 1) == dicts and len(dicts) == 1_003
+    assert {participant for participant, *_ in dicts} == {"s0", "s1", "s2"}
+    halves = _cut(rows, "columns", 2)
+    assert sorted((index, row["a"]) for _, _, index, row in halves) == [(5 + i, i) for i in range(1_003)]
+    assert len({item_id for _, item_id, _, _ in halves}) == 1_003
+    assert all(participant == f"s{item_id % 3}" for participant, item_id, _, _ in halves)
 
 
 def test_arrow_rows_stand_for_their_dicts_and_pickle_as_buffers():

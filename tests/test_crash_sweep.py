@@ -1,10 +1,16 @@
-"""Crash-point sweep: crash a 3-shard transaction at its 1st, 2nd, ... durable write.
+"""Crash-point sweep: crash a transaction at its 1st, 2nd, ... durable write.
 
 For each n, a fresh store runs the transaction with :func:`batchray.core.txn.crashpoints.arm` set to
 crash at the n-th durable write (coordinator log and shards alike), then "restarts" by closing
 everything and opening a new engine on the same directory (recovery runs on open). The sweep
 stops at the first n that the transaction survives. After every restart the transaction is
 all-or-nothing, no 2PC state is left and every shard file is intact.
+
+Two kinds of transaction are swept: one over three shards (two-phase commit: chunks of two
+items, so the six items of a create, and the six seeded items an update names, spread over the
+shards) and one of a single chunk at a single shard (one-phase commit, ``apply+commit``: a crash
+at its write leaves nothing, and after it recovery finds the commit at the shard, with no
+decision ever logged).
 """
 from __future__ import annotations
 
@@ -38,12 +44,13 @@ def _make_engine(root: Path) -> Client:
     return local_client(root, shards=SHARDS, lock_timeout=2.0)
 
 
-def _seed(root: Path, with_items: bool) -> list[int]:
+def _seed(root: Path, with_items: bool, spread: bool = True) -> list[int]:
     with _make_engine(root) as engine:
         assert engine.create_data_context(CONTEXT, COLLECTIONS).success
         if not with_items:
             return []
-        result = engine.create_items(CONTEXT, "rows", SEED)
+        # chunks of two items go to every shard; one chunk of six goes to one shard
+        result = engine.create_items(CONTEXT, "rows", SEED, batch_size=2 if spread else None)
         assert result.success, result.error
         return result.item_ids
 
@@ -52,7 +59,8 @@ def _rows(engine: Client) -> list[dict]:
     return sorted((item["values"] for item in engine.get_items(CONTEXT)), key=lambda v: v["label"])
 
 
-def _sweep(tmp_path: Path, name: str, transaction, seed_items: bool, before: list[dict], after: list[dict]):
+def _sweep(tmp_path: Path, name: str, transaction, seed_items: bool, before: list[dict], after: list[dict],
+           spread: bool = True):
     """Run the sweep; return ``(crash labels in order, outcome per crash point)``."""
     before = sorted(before, key=lambda v: v["label"])
     after = sorted(after, key=lambda v: v["label"])
@@ -60,7 +68,7 @@ def _sweep(tmp_path: Path, name: str, transaction, seed_items: bool, before: lis
     outcomes: list[str] = []
     for n in range(1, MAX_POINTS + 1):
         root = tmp_path / f"{name}-{n}"
-        ids = _seed(root, seed_items)
+        ids = _seed(root, seed_items, spread)
         engine = _make_engine(root)
         crashpoints.arm(n)
         try:
@@ -111,7 +119,7 @@ def test_crash_sweep_create(tmp_path):
     labels, outcomes = _sweep(
         tmp_path,
         "create",
-        lambda engine, ids: engine.create_items(CONTEXT, "rows", NEW),
+        lambda engine, ids: engine.create_items(CONTEXT, "rows", NEW, batch_size=2),
         seed_items=False,
         before=[],
         after=NEW,
@@ -132,3 +140,46 @@ def test_crash_sweep_update(tmp_path):
         after=[{"label": r["label"], "n": r["n"] * 10} for r in SEED],
     )
     _report("update", labels, outcomes)
+
+
+def _report_one_phase(name: str, labels: list[str], outcomes: list[str]) -> None:
+    print(f"\n{name}: swept {len(labels)} crash points")
+    for n, (label, outcome) in enumerate(zip(labels, outcomes), start=1):
+        print(f"  {n:2d} {outcome:4s} {label}")
+    # one durable write of the shard's commits the batch: a crash at it (before its commit)
+    # leaves nothing, every crash after it leaves the batch whole, found committed by recovery
+    commit_at = [n for n, label in enumerate(labels) if re.search(r"shard-\d{4}:apply\+commit\b", label)]
+    assert len(commit_at) == 1, labels
+    assert outcomes[commit_at[0]] == "none", (labels, outcomes)
+    assert all(o == "none" for o in outcomes[:commit_at[0]]), (labels, outcomes)
+    assert outcomes[commit_at[0] + 1:] and all(o == "all" for o in outcomes[commit_at[0] + 1:]), (labels, outcomes)
+    # no vote, no decision, no phase 2
+    assert not any(re.search(r"log:decide|:prepare|:committed", label) for label in labels), labels
+
+
+def test_crash_sweep_one_phase_create(tmp_path):
+    labels, outcomes = _sweep(
+        tmp_path,
+        "one-phase create",
+        lambda engine, ids: engine.create_items(CONTEXT, "rows", NEW),
+        seed_items=False,
+        before=[],
+        after=NEW,
+    )
+    _report_one_phase("one-phase create", labels, outcomes)
+
+
+def test_crash_sweep_one_phase_update(tmp_path):
+    def update(engine, ids):
+        return engine.update_items(CONTEXT, [{"selector": {"itemId": i}, "values": {"n": "=n * 10"}} for i in ids])
+
+    labels, outcomes = _sweep(
+        tmp_path,
+        "one-phase update",
+        update,
+        seed_items=True,
+        before=SEED,
+        after=[{"label": r["label"], "n": r["n"] * 10} for r in SEED],
+        spread=False,
+    )
+    _report_one_phase("one-phase update", labels, outcomes)

@@ -229,7 +229,8 @@ def test_the_server_restarted_between_prepare_and_commit(url):
     collections = [{"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric"}]}]
     with local_client(url, shards=2) as engine:
         assert engine.create_data_context("People", collections).success
-        plan = engine.planner.create_items("People", "People", ({"name": f"p{i}", "age": i} for i in range(500)))
+        plan = engine.planner.create_items("People", "People", ({"name": f"p{i}", "age": i} for i in range(500)),
+                                           batch_size=250)  # a chunk per shard
         txn, ts, _ = engine.runtime.executor.begin(plan.kind)
         # phase 1 and the logged decision; phase 2 never gets through
         engine.runtime.driver.finish = lambda *args, **kwargs: ["shard-0000", "shard-0001"]

@@ -53,7 +53,8 @@ def _bank(tmp_path, **settings):
     client = local_client(tmp_path / "store", shards=2, **settings)
     assert client.create_data_context("Bank", [{"name": "Accounts", "attrs": [
         {"name": "balance", "type": "numeric"}]}]).success
-    ids = client.create_items("Bank", "Accounts", [{"balance": INITIAL} for _ in range(ACCOUNTS)]).item_ids
+    ids = client.create_items("Bank", "Accounts", [{"balance": INITIAL} for _ in range(ACCOUNTS)],
+                              batch_size=ACCOUNTS // 2).item_ids  # a chunk per shard (one chunk would go to one)
     assert len({client.layout.shard_of(i) for i in ids}) == 2
     return client, ids
 

@@ -15,7 +15,9 @@ Batch kinds (each chunked so that a worker applies 2 chunks, then votes, then co
 
 * ``create``: 12 new items over both shards, submitted whole;
 * ``update``: ``n = n + 1000`` on 12 existing items (expression updates);
-* ``context``: a new data context (the catalog participant's writes).
+* ``context``: a new data context (the catalog participant's writes): one chunk at one
+  participant, so it commits in one phase (``apply+commit``: no vote, no decision record);
+* ``small``: 12 new items in one chunk, so on one shard: one-phase commit as well.
 
 After every trial, once the driver reconnected and recovery ran:
 
@@ -24,7 +26,11 @@ After every trial, once the driver reconnected and recovery ran:
 * an exit at a worker's vote, or at the decision write, rolls the batch back; an exit at a
   commit write, or at any write of the coordinator after the decision, completes it (an exit at
   a worker's first apply may do either: nothing of the batch is there yet, and the apply is
-  retried on the restarted worker);
+  retried on the restarted worker); a one-phase batch: an exit at the worker's ``apply+commit``
+  write leaves nothing of it (or the batch completes when the coordinator sends it again to
+  the restarted worker), and every exit of the coordinator after the write that marks the
+  batch running (its last before the ``apply+commit`` goes out) completes it (recovery
+  resolves it at the shard and finds it committed);
 * the submission registered one batch (a submit Ray re-sent to the restarted coordinator finds
   it by the client's idempotency key instead of running the batch again);
 * no batch is left running, no decision unfinished, no 2PC row or lock in any participant, and
@@ -49,6 +55,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(1200)]
 ITEMS = 12
 CHUNK = 3  # 6 items per shard: 2 chunks each
 MAX_WRITES = 40  # per process and batch; more means the sweep never ends
+ONE_PHASE = ("context", "small")  # batches of one chunk at one participant
 
 
 @pytest.fixture
@@ -82,7 +89,7 @@ class Sweep:
 
     def prepare(self, kind: str, trial: str) -> str:
         """The data context the trial's batch works on (before anything is armed)."""
-        if kind == "create":
+        if kind in ("create", "small"):
             self.rig.new_context(trial)
             self.contexts.add(trial)
             return trial
@@ -107,7 +114,9 @@ class Sweep:
         if kind == "context":
             reported = {"result": self.rig.call("context", name=context)}
         else:
-            self.rig.call("start_batch", tag=trial, kind=kind, context=context, n=ITEMS, batch_size=CHUNK)
+            batch = "create" if kind == "small" else kind
+            self.rig.call("start_batch", tag=trial, kind=batch, context=context, n=ITEMS,
+                          batch_size=ITEMS if kind == "small" else CHUNK)
             reported = self.rig.join(trial)
         # the driver has its result at the commit point; phase 2 and the last writes of the
         # batch's record come after it, and are crash points of this trial too
@@ -128,6 +137,8 @@ class Sweep:
             assert outcome == "none", where  # a vote lost / no decision durable: presumed abort
         if label.endswith((":committed", "log:done")):
             assert outcome == "all", where  # the decision is durable: recovery finishes it
+        if kind in ONE_PHASE:
+            assert not label.endswith((":prepare", "log:decide")), where  # no vote, no decision
         self.points.append({"kind": kind, "role": role, "n": n, "label": label, "outcome": outcome})
         print(f"  {kind:7s} {role:11s} write {n:2d}  {label:28s} {outcome}")
         return True
@@ -146,7 +157,7 @@ class Sweep:
                 assert count == ITEMS, (name, count, where)
             elif name != context:
                 assert count == self.rig.expected.get(name, 0), (name, count, where)
-        if kind == "create":
+        if kind in ("create", "small"):
             count = s["counts"][context]
             assert count in (0, ITEMS), f"a partial batch: {count} of {ITEMS} items; {where}"
             outcome = "all" if count == ITEMS else "none"
@@ -167,7 +178,8 @@ class Sweep:
         # one batch registered for the one submission: a submit that Ray sent again to the
         # restarted coordinator found the batch registered before (the client's key) instead
         # of running the batch twice
-        kinds = {"create": "create_items", "update": "update_items", "context": "create_data_context"}
+        kinds = {"create": "create_items", "small": "create_items", "update": "update_items",
+                 "context": "create_data_context"}
         mine = [b for b in s["batches"] if b["kind"] == kinds[kind]]
         assert len(mine) == 1, f"{len(mine)} batches registered for one submission: {where}"
         assert (outcome == "all") == (mine[0]["state"] == "completed"), f"the store and the batch record disagree: {where}"
@@ -179,7 +191,7 @@ class Sweep:
 
 EVERY_PROCESS = [("create", "coordinator"), ("create", "shard-0000"), ("create", "shard-0001"),
                  ("update", "coordinator"), ("update", "shard-0000"), ("update", "shard-0001"),
-                 ("context", "coordinator"), ("context", "catalog")]
+                 ("context", "coordinator"), ("context", "catalog"), ("small", "coordinator")]
 """Every process each batch kind writes from (the soak run)."""
 EACH_KIND_OF_PROCESS = [("create", "coordinator"), ("create", "shard-0000"), ("update", "shard-0001"),
                         ("context", "catalog")]
@@ -208,8 +220,11 @@ def _sweep_roles(rig: Rig, plan: list[tuple[str, str]]) -> None:
             per_role[(kind, role)] += 1
         else:
             pytest.fail(f"{kind}/{role}: still writing after {MAX_WRITES} writes")
-        if role == "coordinator":  # every exit after the decision write completes the batch
-            points = [p for p in sweep.points if (p["kind"], p["role"]) == (kind, role)]
+        points = [p for p in sweep.points if (p["kind"], p["role"]) == (kind, role)]
+        if role == "coordinator" and kind in ONE_PHASE:  # every exit once apply+commit may be out completes
+            running = next(i for i, p in enumerate(points) if p["label"] == "log:state")
+            assert all(p["outcome"] == "all" for p in points[running + 1:]), points
+        elif role == "coordinator":  # every exit after the decision write completes the batch
             decide = next(i for i, p in enumerate(points) if p["label"] == "log:decide")
             assert all(p["outcome"] == "all" for p in points[decide + 1:]), points
     outcomes = Counter(p["outcome"] for p in sweep.points)
@@ -217,8 +232,9 @@ def _sweep_roles(rig: Rig, plan: list[tuple[str, str]]) -> None:
           + ", ".join(f"{k}/{r} {c}" for (k, r), c in per_role.items())
           + f"; outcomes: {outcomes['all']} completed, {outcomes['none']} rolled back; anomalies: 0")
     # every role of every batch was swept, and the protocol's points are among them
-    assert all(per_role[(k, r)] >= 2 for k, r in plan), per_role
+    # (a participant's one-phase batch is one write: its apply+commit)
+    assert all(per_role[(k, r)] >= (1 if k in ONE_PHASE and r != "coordinator" else 2) for k, r in plan), per_role
     steps = {p["label"].split(":", 1)[1] for p in sweep.points}
-    for step in ("apply", "prepare", "committed", "decide", "done"):  # a vote may ride on an apply
+    for step in ("apply", "prepare", "committed", "decide", "done", "apply+commit"):  # a vote may ride on an apply
         assert any(step in s for s in steps), (step, steps)
     assert outcomes["all"] and outcomes["none"]

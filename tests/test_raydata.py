@@ -131,7 +131,7 @@ def test_read_by_collection_and_query_with_typed_columns_and_by_id_ranges(client
 
     client.create_data_context("People", collections=PEOPLE)
     client.create_items("People", None, [{"city": "Lyon", "name": f"p{i}", "age": i, "member": i % 2 == 0}
-                                         for i in range(1_000)])
+                                         for i in range(1_000)], batch_size=500)  # items on both shards
     cities = read_dataset(client.layout.root, "People", collection="Cities")
     assert cities.schema().names == ["__id__", "city"]
     source = ItemsDatasource(client.layout.root, "People", query="age >= 990")

@@ -80,7 +80,8 @@ class Reader:
 
 def _people(client) -> list[int]:
     assert client.create_data_context("People", COLLECTIONS).success
-    created = client.create_items("People", "People", [{"name": f"p{k}", "n": k} for k in OLD])
+    created = client.create_items("People", "People", [{"name": f"p{k}", "n": k} for k in OLD],
+                                  batch_size=max(1, len(OLD) // 2))  # a chunk per shard (one chunk would go to one)
     assert created.success
     assert len({client.layout.shard_of(i) for i in created.item_ids}) == 2  # the batch spans both
     return created.item_ids

@@ -11,6 +11,11 @@ recovery). Then:
 * a failure at commit, after the decision, ends with the batch complete;
 * every shard passes SQLite's integrity check, and a follow-up batch succeeds (no lock or
   in-doubt transaction left behind).
+
+The batches are cut into several chunks (and a new context, one chunk, is run with one-phase
+commit switched off), so that each goes through both phases; a batch of one chunk at one
+participant commits in one phase, and its faults are the last cases here: a fault before its
+``apply+commit`` leaves nothing, one after it leaves the batch committed.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from batchray.errors import SchemaError
 from batchray.core.model.batch import BatchState
 from batchray.core.storage.sqlite.shard import SqliteShard
 from batchray.core.storage.store import CATALOG, StoreLayout, shard_name
+from batchray.core.txn.participant import Step
 from batchray.testing import FaultyParticipant
 
 CONTEXT = "Mammals"
@@ -68,7 +74,7 @@ def seeded(tmp_path_factory):
             template = tmp_path_factory.mktemp(f"template-{shards}") / "store"
             with _make_engine(template, shards) as engine:
                 assert engine.create_data_context(CONTEXT, COLLECTIONS).success
-                result = engine.create_items(CONTEXT, "animals", SEED)
+                result = engine.create_items(CONTEXT, "animals", SEED, batch_size=3)
                 assert result.success, result.error
                 assert {engine.layout.shard_of(i) for i in result.item_ids} == set(engine.layout.shard_names)
             templates[shards] = (template, result.item_ids)
@@ -110,10 +116,12 @@ def _check_clean(engine: Client) -> None:
     assert not engine.runtime.log.batches_in("running"), "a batch is still registered as running"
 
 
-def _run_batch(engine: Client, batch: str, ids: list[int]):
+def _run_batch(engine: Client, batch: str, ids: list[int], chunk: int = 2):
+    """The batch, ``chunk`` items a chunk (several chunks: two phases, even on one shard)."""
     if batch == "create":
-        return engine.create_items(CONTEXT, "animals", NEW)
-    return engine.update_items(CONTEXT, [{"selector": {"itemId": i}, "values": {"mass": 1000 + k}} for k, i in enumerate(ids)])
+        return engine.create_items(CONTEXT, "animals", NEW, batch_size=chunk)
+    return engine.update_items(CONTEXT, [{"selector": {"itemId": i}, "values": {"mass": 1000 + k}} for k, i in enumerate(ids)],
+                               batch_size=chunk)
 
 
 def _expected_after_commit(batch: str) -> list[dict]:
@@ -226,6 +234,7 @@ def test_catalog_failure_at_step(tmp_path, seeded, step, kind, when):
     before = _raw(root)
     faulty: list[FaultyParticipant] = []
     engine = _make_engine(root, 3, _wrappers(CATALOG, step, kind, when, CATALOG, faulty))
+    engine.runtime.transport.commits_one_phase = False  # a new context is one chunk: two phases here
     crashed = False
     try:
         result = engine.create_data_context("Birds", [{"name": "birds", "attrs": [{"name": "wingspan", "type": "numeric"}]}])
@@ -253,4 +262,55 @@ def test_catalog_failure_at_step(tmp_path, seeded, step, kind, when):
         # the catalog is writable again (no lock on the context's key left behind)
         again = engine.create_data_context("Birds2", [{"name": "b", "attrs": [{"name": "x"}]}])
         assert again.success, again.error
+        _check_clean(engine)
+
+
+# -- one-phase commit -------------------------------------------------------------------------
+
+ONE_PHASE_CASES = [
+    pytest.param(target, step, kind, id=f"{target}-{step}-{kind}")
+    for target in ("shard", CATALOG)
+    for step in ("apply", "commit")  # before the one write, after it
+    for kind in ("fail", "crash")
+]
+
+
+@pytest.mark.parametrize("target, step, kind", ONE_PHASE_CASES)
+def test_one_phase_failure_at_step(tmp_path, seeded, target, step, kind):
+    """A batch of one chunk at one participant (a create on one shard, a new context), with a
+    fault before its ``apply+commit`` (nothing of it stays) or after it (it committed: the
+    coordinator, which heard no answer, resolves it and reports it committed; after a crash,
+    recovery finds it committed)."""
+    root = tmp_path / "store"
+    seeded(root, 1)
+    before = _raw(root)
+    name = CATALOG if target == CATALOG else shard_name(0)
+    faulty: list[FaultyParticipant] = []
+    engine = _make_engine(root, 1, _wrappers(name, step, kind, "before", name, faulty))
+    crashed = False
+    result = None
+    try:
+        if target == CATALOG:
+            result = engine.create_data_context("Birds", [{"name": "birds", "attrs": [{"name": "wingspan"}]}])
+        else:
+            result = engine.create_items(CONTEXT, "animals", NEW)
+    except SimulatedCrash:
+        crashed = True
+    finally:
+        engine.close()
+    assert faulty[0].injected == 1 and faulty[0].calls[Step.PREPARE] == 0, "not a one-phase commit"
+    assert crashed == (kind == "crash")
+    committed = step == "commit"
+    if result is not None:
+        assert result.success == committed and result.state == (BatchState.completed if committed else
+                                                                 BatchState.rolled_back), result
+    with _make_engine(root, 1) as engine:  # restart: recovery runs on open
+        if not committed:
+            assert _raw(root) == before
+        elif target == CATALOG:
+            assert sorted(engine.catalog.contexts()) == ["Birds", CONTEXT]
+        else:
+            assert _values(engine) == _expected_after_commit("create")
+        batch = next(b for b in engine.status() if b["kind"] != "create_items" or target != CATALOG)
+        assert batch["state"] == ("completed" if committed else "rolled_back"), batch
         _check_clean(engine)

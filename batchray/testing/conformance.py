@@ -201,6 +201,75 @@ def test_an_apply_that_prepares_votes_with_its_chunk(conformance_store):
     assert_clear(participant)
 
 
+# -- one-phase commit --------------------------------------------------------------------------
+
+@case(kind=["update", "create"])
+def test_an_apply_that_commits_does_it_in_one_write_and_answers_a_repeat_the_same(conformance_store, kind):
+    participant = _seeded(conformance_store)
+    ref = TxnRef("t1", 10)
+    chunk = _update(2, [LO + 1], {"mass": "=mass + 100"}) if kind == "update" else _create(2, {LO + 10: {"name": "x"}})
+    writes = _Writes()
+    writes.reset()
+    try:
+        first = participant.apply(ref, chunk, commit=True)
+        wrote = writes()  # one local transaction (a store may count its apply inside it apart)
+        assert 1 <= wrote <= 2, wrote
+        once = conformance_store.snapshot()
+        again = participant.apply(ref, chunk, commit=True)
+        assert writes() == wrote, "a repeated apply+commit wrote again"
+    finally:
+        crashpoints.arm(None)
+    assert conformance_store.snapshot() == once
+    assert first.vote is True and first.affected == 1 and not first.errors
+    assert (again.vote, again.affected, again.errors) == (True, 1, [])
+    expected = dict(ITEMS)
+    if kind == "update":
+        expected[LO + 1] = {**ITEMS[LO + 1], "mass": 101}  # the "=mass + 100" ran once
+    else:
+        expected[LO + 10] = {"name": "x"}
+    assert _visible(participant) == expected
+    assert participant.outcome("t1") == "committed" and participant.resolve(ref) == "committed"
+    assert participant.locks.lock_count() == 0
+    with pytest.raises(TransactionAborted):
+        participant.apply(ref, _update(3, [LO + 2], {"mass": 7}))
+    assert _visible(participant) == expected
+    assert_clear(participant)
+
+
+@case()
+def test_an_apply_that_commits_with_errors_is_left_unvoted(conformance_store):
+    participant = _seeded(conformance_store)
+    ref = TxnRef("t1", 10)
+    chunk = _update(2, [LO + 1, LO + 99], {"mass": 5})
+    images = participant.apply(ref, chunk, commit=True)
+    assert images.vote is False and [e["code"] for e in images.errors] == ["NOT_FOUND"]
+    assert participant.pending() == [{"txn": "t1", "state": "active", "ts": 10}]
+    assert _visible(participant) == ITEMS and participant.outcome("t1") is None
+    again = participant.apply(ref, chunk, commit=True)
+    assert again.vote is False and len(again.errors) == 1
+    participant.abort(ref)
+    assert _visible(participant) == ITEMS
+    assert_clear(participant)
+
+
+@case(state=["active", "prepared", "unknown"])
+def test_resolve_aborts_what_did_not_commit_and_a_late_apply_is_refused(conformance_store, state):
+    participant = _seeded(conformance_store)
+    ref = TxnRef("t1", 10)
+    chunk = _update(2, [LO + 1], {"mass": 5})
+    if state != "unknown":
+        participant.apply(ref, chunk)
+    if state == "prepared":
+        assert participant.prepare(ref)
+    assert participant.resolve(ref) == "aborted"
+    assert participant.resolve(ref) == "aborted"
+    assert participant.outcome("t1") == "aborted"
+    with pytest.raises(TransactionAborted):
+        participant.apply(ref, chunk, commit=True)
+    assert _visible(participant) == ITEMS and participant.locks.lock_count() == 0
+    assert_clear(participant)
+
+
 # -- each step delivered twice ----------------------------------------------------------------
 
 @case()

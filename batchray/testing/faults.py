@@ -62,8 +62,7 @@ class FaultyParticipant:
         return getattr(self.inner, attr)
 
     def _step(self, step: Step, *args: Any) -> Any:
-        self.calls[step] += 1
-        armed = step in (self.fail_at, self.crash_at) and self.calls[step] >= self.on_call and self.injected < self.times
+        armed = self._armed(step)
         if armed and self.when == "before":
             self._inject(step)
         value = getattr(self.inner, step)(*args)
@@ -71,13 +70,27 @@ class FaultyParticipant:
             self._inject(step)
         return value
 
+    def _armed(self, step: Step) -> bool:
+        """Count a call of ``step``; whether a fault is due at it."""
+        self.calls[step] += 1
+        return step in (self.fail_at, self.crash_at) and self.calls[step] >= self.on_call and self.injected < self.times
+
     def _inject(self, step: Step) -> None:
         self.injected += 1
         if step == self.crash_at:
             raise SimulatedCrash(f"injected crash at {step} of {self.name}")
         raise InjectedFault(f"injected failure at {step} of {self.name}", shard=self.name, step=step.value)
 
-    def apply(self, ref: TxnRef, chunk: Chunk, prepare: bool = False) -> BeforeImages:
+    def apply(self, ref: TxnRef, chunk: Chunk, prepare: bool = False, commit: bool = False) -> BeforeImages:
+        if commit:
+            # a one-phase commit is one durable write: a fault armed at apply comes before it
+            # (nothing of the batch is written), one armed at commit after it (it committed)
+            if self._armed(Step.APPLY):
+                self._inject(Step.APPLY)
+            images = self.inner.apply(ref, chunk, commit=True)
+            if images.vote and self._armed(Step.COMMIT):
+                self._inject(Step.COMMIT)
+            return images
         images = self._step(Step.APPLY, ref, chunk)
         if prepare:  # keep the two steps apart, so a fault can be injected at either
             images.vote = self._step(Step.PREPARE, ref) if not images.errors else False

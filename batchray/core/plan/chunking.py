@@ -130,6 +130,15 @@ class CreateChunker:
     round gets id ``first + j`` and goes to shard ``id % shard_count``, so a shard's part of the
     round is a slice with step ``shard_count`` — no per-row work in Python. Rows per chunk are
     ``max_rows``, lowered so that a chunk's estimated bytes (sampled) stay under ``max_bytes``.
+
+    A round that fits one chunk (a small create, or the short last round of a stream) goes to
+    **one** shard, so that a batch of one such round can commit in one phase
+    (:mod:`batchray.core.txn.onephase`): it takes a block of ``rows * shard_count`` ids and
+    gives row ``j`` the id ``start + j * shard_count``, all on the same shard under the same
+    ``id % shard_count`` placement (reads by id find them there). The shard goes round-robin
+    with the chunk ids, so small batches spread over the shards. The whole block is the
+    batch's own, so a shard's ``created`` range (its lowest to its highest id) names only this
+    batch's items. :meth:`item_ids` lists the ids given, in input order.
     """
 
     def __init__(
@@ -147,7 +156,7 @@ class CreateChunker:
         self.schema = schema
         self.max_rows = max_rows
         self.max_bytes = max_bytes
-        self.ids_used: list[tuple[int, int]] = []  # (first, count) blocks handed out
+        self.ids_used: list[tuple[int, int, int]] = []  # (first, count, step): ids handed out, in input order
         self.rows_read = 0
         self._chunk_ids = chunk_ids if chunk_ids is not None else iter(range(1 << 62))
 
@@ -157,6 +166,10 @@ class CreateChunker:
         picked = sample[::step][:32]
         per_row = max(16, sum(estimate_bytes(r) for r in picked) // max(1, len(picked)))
         return max(1, min(self.max_rows, self.max_bytes // per_row)), per_row
+
+    def item_ids(self) -> list[int]:
+        """The ids given to the rows read so far, in input order."""
+        return [i for first, count, step in self.ids_used for i in range(first, first + count * step, step)]
 
     def chunks(self, rows: Iterable[Any], start_index: int = 0) -> Iterator[PlannedChunk]:
         import itertools
@@ -170,9 +183,13 @@ class CreateChunker:
             if not batch:
                 return
             per_chunk, per_row = self._rows_per_chunk(batch)
-            first = self.allocate(len(batch))
-            self.ids_used.append((first, len(batch)))
             self.rows_read += len(batch)
+            if n > 1 and len(batch) <= per_chunk:
+                yield self._one_shard(batch, per_row, index)
+                index += len(batch)
+                continue
+            first = self.allocate(len(batch))
+            self.ids_used.append((first, len(batch), 1))
             for start in range(0, len(batch), per_chunk * n):
                 part = batch[start:start + per_chunk * n]
                 base = first + start
@@ -200,8 +217,13 @@ class CreateChunker:
             for start in range(0, total, per_round):
                 part = batch.slice(start, min(total, start + per_round)) if per_round < total else batch
                 count = len(part)
+                if n > 1 and count <= per_round // n:  # fits one chunk: one shard, as :meth:`chunks` does
+                    self.rows_read += count
+                    yield self._one_shard(part, per_row, index)
+                    index += count
+                    continue
                 first = self.allocate(count)
-                self.ids_used.append((first, count))
+                self.ids_used.append((first, count, 1))
                 self.rows_read += count
                 for offset in range(min(n, count)):
                     values = part.take_every(offset, n)
@@ -209,3 +231,16 @@ class CreateChunker:
                                         schema=self.schema, start_index=index + offset, index_step=n)
                     yield PlannedChunk(self.shards[(first + offset) % n], chunk, per_row * len(values), len(values))
                 index += count
+
+    def _one_shard(self, batch: Any, per_row: int, index: int) -> PlannedChunk:
+        """A round that fits one chunk (a list of dicts or columnar rows), all of it on one
+        shard (see the class docstring)."""
+        n = len(self.shards)
+        chunk_id = next(self._chunk_ids)
+        shard = chunk_id % n
+        first = self.allocate(len(batch) * n)
+        start = first + (shard - first) % n
+        self.ids_used.append((start, len(batch), n))
+        chunk = CreateItems(chunk_id, range(start, start + len(batch) * n, n), batch, schema=self.schema,
+                            start_index=index)
+        return PlannedChunk(self.shards[shard], chunk, per_row * len(batch), len(batch))

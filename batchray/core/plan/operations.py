@@ -467,7 +467,7 @@ def _run_together(planner: Any, run: Callable, ordered: list[Operation], options
                 chunks[0].barrier = True  # an operation starts when the ones before it are applied
             planned += chunks
             if plan.chunker is not None:  # the ids its items were given, in operation order
-                created += [first + k for first, count in plan.chunker.ids_used for k in range(count)]
+                created += plan.chunker.item_ids()
     finally:
         planner.overlay.clear()
     result = run(Plan("transaction", planned, total=len(ordered)), options)

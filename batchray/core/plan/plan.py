@@ -42,6 +42,21 @@ class Plan:
         return self.in_memory if self.in_memory is not None else isinstance(self.chunks, list)
 
 
+SMALL_BATCH = 10_000
+"""Batches of at most this many items are planned whole before they start (:func:`held_whole`)."""
+
+
+def held_whole(plan: Plan, limit: int = SMALL_BATCH) -> Plan:
+    """``plan`` with its chunks listed when it has at most ``limit`` items (a known ``total``;
+    a small generator is one too, read ahead by the client: :func:`~batchray.core.plan.rows.read_ahead`).
+    A listed plan is one a runtime can send whole: each participant's last chunk is known
+    (``apply+prepare``) and a plan of one chunk commits in one phase
+    (:mod:`batchray.core.txn.onephase`). Any other plan is returned as it was."""
+    if not isinstance(plan.chunks, list) and plan.total is not None and plan.total <= limit:
+        plan.chunks = list(plan.chunks)
+    return plan
+
+
 class PlanTarget(Protocol):
     """The front object as planning code sees it: the store's schema and committed items, a
     planner, and a way to run a plan (:class:`batchray.api.client.Client` is one)."""

@@ -21,6 +21,7 @@ from batchray.core.txn.attempts import attempt_id, attempt_record, conflicted, r
 from batchray.core.txn.chunks import PlannedChunk
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.policies import backoff
+from batchray.core.txn.onephase import one_phase_chunk, one_phase_record
 from batchray.core.txn.twophase import DecisionLog, Outcome, Transport, TwoPhaseCommit, recover, unrecorded
 from batchray.errors import BatchrayError, BatchTimeout, CancelledError, StoreError
 
@@ -83,16 +84,26 @@ class Executor:
         return cls(backend.layout, log, driver)
 
     def begin(self, kind: str, *, queue: str = "default", priority: int = 0,
-              idempotency_key: Optional[str] = None, state: str = "running") -> tuple[str, int, Optional[dict]]:
-        """Register a batch as running; with a known idempotency key, return the first result."""
+              idempotency_key: Optional[str] = None, state: str = "running",
+              one_phase: Optional[str] = None) -> tuple[str, int, Optional[dict]]:
+        """Register a batch as running; with a known idempotency key, return the first result.
+        ``one_phase``: the participant the batch will commit at in one phase
+        (:meth:`one_phase_of`), noted in its registration for recovery."""
         if idempotency_key:
             prior = self.log.batch_by_key(idempotency_key)
             if prior is not None:
                 return prior["txn"], prior["ts"], prior
         txn, ts = new_txn_id(kind.split("_")[0])
         self.log.add_batch(txn, kind=kind, queue=queue, priority=priority, ts=ts, state=state,
-                           idempotency_key=idempotency_key)
+                           idempotency_key=idempotency_key, request=one_phase_record(one_phase))
         return txn, ts, None
+
+    def one_phase_of(self, chunks: Any, options: RunOptions) -> Optional[str]:
+        """The participant a plan of these chunks commits at in one phase when run with
+        ``options`` (as the driver will decide it), else None."""
+        only = one_phase_chunk(self.driver.transport, chunks, atomic=options.atomic,
+                               reject_limit=options.reject_limit, reject_ratio=options.reject_ratio)
+        return only.participant if only is not None else None
 
     def execute(
         self,
@@ -282,12 +293,12 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
     item_ids: list[int] = []
     total = plan.total
     if plan.chunker is not None:
-        allocated = sum(count for _, count in plan.chunker.ids_used)
+        allocated = sum(count for _, count, _ in plan.chunker.ids_used)
         if total is None:
             total = outcome.affected + len(outcome.errors) if outcome.committed or not atomic else None
         if outcome.committed and total is not None and total <= 100_000 and allocated:
             failed = {e.get("index") for e in outcome.errors}
-            ids = [first + k for first, count in plan.chunker.ids_used for k in range(count)]
+            ids = plan.chunker.item_ids()
             item_ids = [i for position, i in enumerate(ids[:total]) if position not in failed]
     errors = [ItemError.model_validate({_ERROR_FIELDS[k]: v for k, v in e.items() if k in _ERROR_FIELDS})
               for e in outcome.errors[:1000]]

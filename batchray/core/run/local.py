@@ -15,7 +15,7 @@ import time
 from typing import Any, Optional
 
 from batchray.core.model.batch import BatchResult, RunOptions
-from batchray.core.plan.plan import Plan
+from batchray.core.plan.plan import Plan, held_whole
 from batchray.core.run.executor import Executor
 from batchray.core.run.runtime import ProgressCallback
 from batchray.core.run.settler import attach_settler
@@ -74,8 +74,10 @@ class LocalRuntime:
             wait: bool = True) -> BatchResult | str:
         """Run ``plan`` to its end here. With ``wait=False`` the batch id is returned (after it
         ended: nothing runs in the background in this runtime)."""
+        plan = held_whole(plan)  # a small batch is sent whole: one-phase commit when it is one chunk
         txn, ts, prior = self.executor.begin(plan.kind, queue=options.queue, priority=options.priority,
-                                              idempotency_key=options.idempotency_key)
+                                              idempotency_key=options.idempotency_key,
+                                              one_phase=self.executor.one_phase_of(plan.chunks, options))
         if prior is not None and prior.get("result"):
             result = BatchResult.model_validate(prior["result"])
         else:

@@ -165,6 +165,7 @@ class CoordinatorService:
         txn, ts, prior = self.executor.begin(
             kind, queue=options.queue, priority=options.priority,
             idempotency_key=options.idempotency_key, state="queued",
+            one_phase=self.executor.one_phase_of(planned, options) if planned is not None else None,
         )
         if prior is not None:
             reply: dict[str, Any] = {"txn": txn, "ts": ts, "prior": prior}

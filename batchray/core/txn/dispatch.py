@@ -22,8 +22,12 @@ the chunks over a :class:`~batchray.core.txn.twophase.Transport`:
 * A failed apply is retried per the :class:`~batchray.core.txn.policies.RetryPolicy` (until
   the deadline when the batch is ordered or holds no lock yet); otherwise its error goes into the outcome's ``errors`` and, in an atomic batch, becomes the
   cause, which ends dispatch.
+* A plan of one chunk that can commit in one phase (``run.one_phase``,
+  :mod:`batchray.core.txn.onephase`) sends it as
+  :attr:`~batchray.core.txn.participant.Step.APPLY_COMMIT`.
 * A stop (:class:`~batchray.core.txn.policies.StopPolicy`) ends dispatch; the chunks in flight
-  are then waited for, or abandoned when the stop interrupts.
+  are then waited for, or abandoned when the stop interrupts (never an ``apply+commit``: its
+  answer says whether the batch committed).
 
 :meth:`ApplyPhase.run` records every failure of the transaction's own in the outcome (a
 failing input stream as a :class:`~batchray.errors.ValidationError`) instead of raising.
@@ -73,6 +77,9 @@ class TxnRun:
     ordered: bool = False  # its locks are taken in the global order, waited for (core.txn.ordering)
     lock_deadline: Optional[float] = None  # wall-clock seconds: lock waits and retries end then
     waiting_for_memory: bool = False  # a chunk waits for bytes in the memory budget now
+    one_phase: Optional[PlannedChunk] = None  # the plan's only chunk, sent as apply+commit (core.txn.onephase)
+    answered: bool = False  # the apply+commit came back with its images
+    committed_one_phase: bool = False  # ... and the participant committed it
 
     @property
     def holds_nothing(self) -> bool:
@@ -171,6 +178,9 @@ class ApplyPhase:
         """Send ``pc``, with the participant's vote when it is its last chunk and nothing else of
         that participant is in flight (or being retried)."""
         self.run.touched.add(pc.participant)
+        if self.run.one_phase is pc:
+            self._send(Flight(pc, 1, Step.APPLY_COMMIT))
+            return
         merge = last.get(pc.participant) is pc and not any(
             f.planned.participant == pc.participant for f in self.run.flights.values()
         )
@@ -208,6 +218,9 @@ class ApplyPhase:
             self._failed(flight, exc)
             return
         self.budget.release(pc)
+        if flight.step is Step.APPLY_COMMIT:
+            self.run.answered = True
+            self.run.committed_one_phase = bool(images.vote)
         self._applied(pc, images)
 
     def _applied(self, pc: PlannedChunk, images: BeforeImages) -> None:
@@ -246,7 +259,9 @@ class ApplyPhase:
             stop = run.stop.check()
             if run.outcome.cause is None and stop is not None:
                 run.outcome.cause = stop
-            if run.stop.interrupts(stop or run.outcome.cause):
+            if run.stop.interrupts(stop or run.outcome.cause) and not any(
+                f.step is Step.APPLY_COMMIT for f in run.flights.values()
+            ):
                 for flight in run.flights.values():
                     self.budget.release(flight.planned)
                 run.flights.clear()

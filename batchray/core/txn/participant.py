@@ -11,6 +11,15 @@ The coordinator drives it through these steps, in this order, for each transacti
 ``apply(ref, chunk, prepare=True)`` is the participant's last apply and its vote in one call
 (:attr:`Step.APPLY_PREPARE`): the vote is the returned images' ``vote``.
 
+``apply(ref, chunk, commit=True)`` is a **one-phase commit** (:attr:`Step.APPLY_COMMIT`), sent
+when a transaction's whole work is this one chunk at this one participant: the chunk is applied
+and, when it applied cleanly, committed in the same local transaction (one durable write; no
+vote, no decision record, no phase 2); the returned images' ``vote`` is True then. A chunk that
+found errors is applied and left active, unvoted (``vote`` False), as ``apply+prepare`` leaves
+it: the coordinator then decides as in two phases. The coordinator's decision log holds no
+record of a one-phase commit, so a coordinator that lost the answer (or crashed) asks
+``resolve(ref)``: a committed outcome there can only be a one-phase commit.
+
 :class:`Participant` declares every method and attribute a runtime uses (the coordinator's
 transports, the worker actors, the engine's readers, the simulator): the steps, what a restart
 and an operator read (``in_doubt``, ``pending``, ``outcome``, ``leftovers``, ``locks``), and
@@ -32,6 +41,13 @@ Contracts (the suite in :mod:`batchray.testing.conformance` checks each one):
   transaction's own: once the decision is logged they are retried until they succeed. A
   decision for a transaction the participant never saw is recorded, so that a late ``apply``
   of it is refused.
+* ``apply(..., commit=True)`` is **idempotent** too: repeated after the transaction committed
+  here, it answers as the first delivery did (the same ``affected``, no errors, ``vote`` True;
+  the before-images of a committed transaction are not kept, so none come back).
+* ``resolve`` finishes an undecided transaction as it stands here, in one atomic step: its
+  outcome when it is finished (``"committed"`` only by a one-phase commit, since nothing else
+  commits without a logged decision), else it is aborted (presumed abort) and ``"aborted"`` is
+  returned. Idempotent; a late apply of it is refused afterwards, so its answer is final.
 * ``recover`` runs when a participant starts on an existing shard: it aborts the transactions
   that never voted (presumed abort: nobody can have decided commit for them), takes the locks
   of the prepared ones again, and returns those as in doubt, to be finished by the coordinator's
@@ -51,14 +67,18 @@ from batchray.core.txn.chunks import BeforeImages, Chunk, TxnRef
 
 class Step(str, enum.Enum):
     """A protocol step a runtime sends to a participant. ``APPLY_PREPARE`` is an apply that
-    also votes (the last chunk of a participant, on a transport that merges them); its value
-    is the label crash points and logs use."""
+    also votes (the last chunk of a participant, on a transport that merges them);
+    ``APPLY_COMMIT`` an apply that also commits (a transaction of one chunk at one participant:
+    one-phase commit); ``RESOLVE`` asks how an undecided transaction ended, aborting it unless
+    it committed. A step's value is the label crash points and logs use."""
 
     APPLY = "apply"
     APPLY_PREPARE = "apply+prepare"
+    APPLY_COMMIT = "apply+commit"
     PREPARE = "prepare"
     COMMIT = "commit"
     ABORT = "abort"
+    RESOLVE = "resolve"
 
     def __str__(self) -> str:
         return self.value
@@ -144,10 +164,12 @@ class Participant(ItemSource, Protocol):
         """Claim the epoch after the recorded one, atomically (a new owner fences out every
         older one); return it."""
 
-    def apply(self, ref: TxnRef, chunk: Chunk, prepare: bool = False) -> BeforeImages:
+    def apply(self, ref: TxnRef, chunk: Chunk, prepare: bool = False, commit: bool = False) -> BeforeImages:
         """Apply one chunk; return its before-images. Idempotent per ``(txn, chunk_id)``. With
         ``prepare`` (the participant's last chunk) also vote: ``images.vote``, False when the
-        chunk found errors."""
+        chunk found errors. With ``commit`` (the transaction's only chunk) commit it in the same
+        local transaction when it applied cleanly (``images.vote`` True), else leave it active
+        (``vote`` False)."""
 
     def prepare(self, ref: TxnRef) -> bool:
         """Vote. True is durable: the transaction can then be committed or rolled back."""
@@ -157,6 +179,10 @@ class Participant(ItemSource, Protocol):
 
     def abort(self, ref: TxnRef) -> None:
         """Restore the before-images and forget the transaction. Idempotent; must not fail."""
+
+    def resolve(self, ref: TxnRef) -> str:
+        """The outcome of an undecided transaction, made final: ``"committed"`` when it committed
+        here (in one phase), else it is aborted here and ``"aborted"`` is returned."""
 
     def recover(self) -> list[dict[str, Any]]:
         """Abort unvoted transactions; return the prepared ones (``{txn, ts, shard}``) as in doubt."""

@@ -6,6 +6,9 @@
    the memory budget and ``parallelism`` allow, several in flight at once; each returns its
    before-images. Retryable failures are retried; a stop (``should_stop``: cancellation,
    timeout) ends dispatch (the policies are in :mod:`batchray.core.txn.policies`).
+   A plan of one chunk goes as :attr:`Step.APPLY_COMMIT` instead, on a transport that takes it:
+   **one-phase commit** (:mod:`batchray.core.txn.onephase`): a participant that applied it
+   cleanly has committed it, and the run ends there (no vote, no decision record, no phase 2).
 2. **Vote** (phase 1b): every participant that was sent anything votes, unless it voted with
    its last chunk (:attr:`Step.APPLY_PREPARE`) or an atomic batch has already failed.
 3. **Decide**: the outcome per participant is written to the :class:`DecisionLog` *before*
@@ -15,7 +18,8 @@
    (those steps are idempotent), then the decision is marked done.
 
 :func:`recover` finishes what a crashed coordinator left: presumed abort for undecided
-batches, and the logged decision for decided ones.
+batches (after asking their participants whether one of them committed it in one phase:
+:func:`~batchray.core.txn.onephase.resolve`), and the logged decision for decided ones.
 
 The transport decides where participants run: in this process (:class:`LocalTransport`), in Ray
 actors (``actors/``), or in the seeded simulator (:mod:`batchray.testing`), which drops and
@@ -34,6 +38,7 @@ from batchray.core.txn.attempts import parent_of
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
 from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism
 from batchray.core.txn.memory import MemoryBudget
+from batchray.core.txn.onephase import decision_of, one_phase_chunk, one_phase_participant, resolve
 from batchray.core.txn.ordering import ordered_plan
 from batchray.core.txn.participant import Step
 from batchray.core.txn.policies import ChunkBudget, RejectPolicy, RetryPolicy, StopPolicy, backoff
@@ -73,6 +78,10 @@ class Transport(Protocol):
     """True when the transport takes :attr:`Step.APPLY_PREPARE`: apply a participant's last
     chunk and vote in one call (the result's ``vote``)."""
 
+    commits_one_phase: bool
+    """True when the transport takes :attr:`Step.APPLY_COMMIT` and :attr:`Step.RESOLVE`
+    (one-phase commit); a transport without the attribute is taken not to."""
+
     def submit(self, participant: str, step: Step, ref: TxnRef, chunk: Any = None) -> Any:
         """Start ``step`` at ``participant``; return a handle."""
 
@@ -97,6 +106,7 @@ class LocalTransport:
     """Calls participants directly, in this thread: each handle is ready when submitted."""
 
     merges_prepare = True
+    commits_one_phase = True
 
     def __init__(self, participants: dict[str, Any]) -> None:
         self.participants = participants
@@ -108,6 +118,8 @@ class LocalTransport:
                 value = target.apply(ref, chunk)
             elif step == Step.APPLY_PREPARE:
                 value = target.apply(ref, chunk, prepare=True)
+            elif step == Step.APPLY_COMMIT:
+                value = target.apply(ref, chunk, commit=True)
             else:
                 value = getattr(target, str(step))(ref)
             return _Ready(True, value)
@@ -225,7 +237,8 @@ class TwoPhaseCommit:
         """Apply, vote, decide and finish ``txn``. Never raises for the transaction's own
         failures: they are in the returned :class:`Outcome`. ``on_decided`` sees the outcome
         as soon as the decision is durable (the commit point), before phase 2; readers are
-        held off by the gate until phase 2 is done. ``parallelism`` (an int >= 1, else a
+        held off by the gate until phase 2 is done. (A batch committed in one phase has no
+        phase 2: it is not called, the returned outcome is the commit point.) ``parallelism`` (an int >= 1, else a
         :class:`~batchray.errors.ValidationError` before anything is sent): at most that many
         chunks in flight at once; None: as many as the memory budget allows. ``reject_limit`` /
         ``reject_ratio``: a non-atomic batch that rejected more items than that (or a larger
@@ -233,22 +246,28 @@ class TwoPhaseCommit:
         ``lock_deadline`` (wall-clock seconds): lock waits and the retries of conflicts go on
         until then; a plan whose lock set is known runs ordered (:func:`ordered_plan`)."""
         in_order = ordered_plan(planned)
+        if in_order is not None:
+            planned = in_order
         state = TxnRun(
             txn, ts, atomic, Outcome(txn, committed=False), RetryPolicy(max_retries, self.rng, lock_deadline),
             StopPolicy(should_stop, atomic), backup=backup, keep_images=keep_images,
             parallelism=check_parallelism(parallelism), on_chunk=on_chunk, on_decided=on_decided,
             rejects=RejectPolicy(reject_limit, reject_ratio), ordered=in_order is not None,
             lock_deadline=lock_deadline,
+            one_phase=one_phase_chunk(self.transport, planned, atomic=atomic, reject_limit=reject_limit,
+                                      reject_ratio=reject_ratio),
         )
         self.running[txn] = state
         try:
-            return self._run(state, in_order if in_order is not None else planned)
+            return self._run(state, planned)
         finally:
             self.running.pop(txn, None)
 
     def _run(self, state: TxnRun, planned: Iterable[Optional[PlannedChunk]]) -> Outcome:
         with self._timed("apply"):
             self._apply(state, planned)
+        if state.one_phase and state.touched and self._committed_in_one_phase(state):
+            return state.outcome
         with self._timed("vote"):
             votes = self._vote(state)
         decided = self._decision(state, votes)
@@ -267,6 +286,36 @@ class TwoPhaseCommit:
         if state.outcome.in_doubt or not logged:
             self._unsettled(state.txn)
         return state.outcome
+
+    def _committed_in_one_phase(self, state: TxnRun) -> bool:
+        """After an ``apply+commit``: True when the participant committed the batch (its answer
+        said so, or, the answer lost, :func:`resolve` finds it committed): the outcome is then
+        final (``on_decided`` is not told: with no phase 2 to wait for, the run's own return is
+        the commit point, and its result is recorded once). False when it did not commit: the run goes on
+        as two-phase (the chunk found errors and waits unvoted, or resolving aborted it).
+        Raises :class:`ParticipantUnavailable` when the participant cannot say: the batch is
+        left undecided, for the settler or recovery to resolve."""
+        outcome = state.outcome
+        (participant,) = state.touched
+        if not state.committed_one_phase:
+            if state.answered:
+                return False  # applied with errors: left active and unvoted, decided below
+            answers = resolve(self, state.txn, state.ts, [participant])
+            if answers is None:
+                self._unsettled(state.txn)
+                raise ParticipantUnavailable(
+                    f"batch {state.txn}: participant {participant} did not answer whether its one-phase commit "
+                    "happened; it is resolved once it answers (batchray recover)", batchId=state.txn,
+                    participant=participant)
+            if answers[participant] != "committed":
+                return False  # aborted there now: the vote is no, and the abort is decided below
+            # its answer was lost: the chunk committed whole (a one-phase commit has no errors)
+            outcome.chunks, outcome.affected = 1, state.one_phase.count
+        outcome.outcomes = {participant: "commit"}
+        outcome.committed = True
+        outcome.errors = []  # a lost first answer's error: the chunk committed all the same
+        outcome.cause = None  # a stop that came after the commit changes nothing
+        return True
 
     def _unsettled(self, txn: str) -> None:
         if self.on_unsettled is not None:
@@ -418,12 +467,18 @@ def unrecorded(txn: str, committed: bool, exc: StoreError, consequence: str) -> 
 def recover(
     log: DecisionLog, driver: TwoPhaseCommit, participants: Iterable[str]
 ) -> dict[str, list[str]]:
-    """Finish every batch a crashed coordinator left: ``{"aborted": [...], "finished": [...]}``."""
+    """Finish every batch a crashed coordinator left: ``{"aborted": [...], "finished": [...]}``.
+    An undecided batch registered as a one-phase commit is resolved at its participant first
+    (committed there: it is recorded committed); one whose participant does not answer stays
+    undecided, for the next recovery."""
     everyone = sorted(participants)
     undecided, decided = log.unfinished()
     report: dict[str, list[str]] = {"aborted": [], "finished": []}
     for batch in undecided:
-        outcomes = log.decide(batch["txn"], {p: "abort" for p in everyone})
+        outcomes = _undecided_outcome(driver, batch, everyone)
+        if outcomes is None:
+            continue  # its one-phase participant did not answer: it may have committed; next time
+        outcomes = log.decide(batch["txn"], outcomes)
         decided.append((batch["txn"], outcomes))
     for txn, outcomes in decided:
         committed = _finish_decided(log, driver, txn, outcomes, everyone)
@@ -456,20 +511,38 @@ def _record_recovered(log: DecisionLog, batch: dict[str, Any], committed: bool) 
 def settle(log: DecisionLog, driver: TwoPhaseCommit, txn: str, participants: Iterable[str]) -> bool:
     """Finish one batch whose run ended before its outcome reached every participant (see
     :attr:`TwoPhaseCommit.on_unsettled`), as :func:`recover` would, while other batches run:
-    its logged decision is delivered; with none, it is aborted (presumed abort: no commit
-    was ever acknowledged without its record) and the abort logged when the log can be
-    written. True once every participant has its outcome and the batch's record is final;
+    its logged decision is delivered; with none, a batch registered as one-phase is resolved
+    at its participant (:func:`resolve`: the only commit without a logged decision), any
+    other is aborted (presumed abort), and that outcome logged when the log can be written. True once every participant has its outcome and the batch's record is final;
     False (or a raised error) means: try again later. Only for a batch no driver runs any more."""
     everyone = sorted(participants)
     outcomes = log.decision(txn)
     logged = True
     if outcomes is None:
-        abort = {p: "abort" for p in everyone}
+        # no decision: a one-phase batch is resolved at its participant first
+        abort = _undecided_outcome(driver, log.batch(txn) or {"txn": txn}, everyone)
+        if abort is None:
+            return False
         try:
             outcomes = log.decide(txn, abort)  # the first decision wins: a commit written earlier stays
         except (StoreError, ParticipantUnavailable):
             outcomes, logged = abort, False
     return _finish_decided(log, driver, txn, outcomes, everyone, record=logged) is not None and logged
+
+
+def _undecided_outcome(driver: TwoPhaseCommit, batch: dict[str, Any],
+                       everyone: list[str]) -> Optional[dict[str, str]]:
+    """The outcome to log for a batch found without a decision: abort everywhere (presumed
+    abort), but commit at the participant of a one-phase batch that committed there; None when
+    that participant does not answer."""
+    outcomes = {p: "abort" for p in everyone}
+    participant = one_phase_participant(batch)
+    if participant is not None:
+        answers = resolve(driver, batch["txn"], batch.get("ts") or 0, [participant])
+        if answers is None:
+            return None
+        outcomes.update(decision_of(answers))
+    return outcomes
 
 
 def _finish_decided(log: DecisionLog, driver: TwoPhaseCommit, txn: str, outcomes: dict[str, str],

@@ -11,6 +11,10 @@ How :class:`PgParticipant` keeps the protocol of :mod:`batchray.core.txn.partici
 * The outcome row ``finished(..., 'committed')`` is written inside the transaction before it is
   prepared, so the commit and its record are one atomic step: a repeated commit finds no global
   id and the outcome committed, and is done.
+* A one-phase commit (``apply(..., commit=True)``: the transaction's only chunk) is a plain
+  local ``COMMIT`` of the transaction's session, no ``PREPARE TRANSACTION``: the chunk's writes,
+  ``finished(..., 'committed')`` (which ``outcome`` and ``resolve`` read) and the apply's answer
+  in ``one_phase`` (for a repeated delivery) commit together.
 * Before its first write the transaction is registered in ``txns`` (autocommit, with the
   connection's backend pid), so that a participant restarted after a crash finds the
   transactions that never voted: their sessions are gone (PostgreSQL rolled them back) or are
@@ -191,23 +195,34 @@ class PgParticipant(StoreParticipant[PgWork]):
         return gid_for(self.store.schema, self.name, txn)
 
     # -- apply ------------------------------------------------------------------------------
-    def apply(self, ref: TxnRef, chunk: Chunk, prepare: bool = False) -> BeforeImages:
+    def apply(self, ref: TxnRef, chunk: Chunk, prepare: bool = False, commit: bool = False) -> BeforeImages:
         """Apply one chunk; with ``prepare`` (the participant's last chunk) also vote:
-        ``images.vote``."""
+        ``images.vote``; with ``commit`` (the transaction's only chunk) commit it when it
+        applied cleanly (one-phase commit, ``vote`` True), else leave it open (``vote`` False)."""
+        try:
+            return self._apply(ref, chunk, prepare, commit)
+        except TransactionAborted:
+            replay = self._one_phase_answer(ref.txn, chunk.chunk_id) if commit else None
+            if replay is None:
+                raise
+            return replay  # committed by an earlier delivery: answered as that one was
+
+    def _apply(self, ref: TxnRef, chunk: Chunk, prepare: bool, commit: bool) -> BeforeImages:
         check_txn_id(ref.txn)
         # a create's rows are validated before its transaction's mutex is taken: this thread
         # validates while another one's COPY of the previous chunk is stored
         valid = validate_create(chunk) if isinstance(chunk, CreateItems) else None
-        return self._apply_valid(ref, chunk, prepare, valid)
+        return self._apply_valid(ref, chunk, prepare, commit, valid)
 
-    def _apply_valid(self, ref: TxnRef, chunk: Chunk, prepare: bool, valid: Optional[ValidRows]) -> BeforeImages:
+    def _apply_valid(self, ref: TxnRef, chunk: Chunk, prepare: bool, commit: bool,
+                     valid: Optional[ValidRows]) -> BeforeImages:
         with self._txns_mutex:
             tx = self._txns.get(ref.txn)
             if tx is None:
                 tx = self._txns[ref.txn] = _Tx(ref.txn, ref.ts, ref.backup)
         with tx.mutex:
             if tx.state == "done" or self._txns.get(ref.txn) is not tx:
-                return self._apply_valid(ref, chunk, prepare, valid)  # it ended meanwhile: ask again
+                return self._apply_valid(ref, chunk, prepare, commit, valid)  # it ended meanwhile: ask again
             if tx.state == "prepared":
                 with self._controlled("apply") as conn:
                     self.fence.hold(conn, ref.epoch)  # a stale owner hears that first
@@ -217,8 +232,52 @@ class PgParticipant(StoreParticipant[PgWork]):
                     shard=self.name,
                 )
             images = self._apply_locked(tx, ref, chunk, valid)
+            if commit:
+                images.vote = not images.errors
+                if images.vote:
+                    self._commit_one_phase(tx, ref, chunk.chunk_id, images.affected)
         self._model_latency()
+        if commit:
+            return images
         return self._vote_after(images, ref) if prepare else images
+
+    def _commit_one_phase(self, tx: _Tx, ref: TxnRef, chunk_id: int, affected: int) -> None:
+        """Commit the open transaction ``tx`` whose only chunk was just applied: a local COMMIT,
+        with its outcome and the apply's answer recorded in it (``tx.mutex`` held)."""
+        psycopg = psycopg_module()
+        conn = tx.conn
+        s = self.s
+        try:
+            self.fence.hold(conn, ref.epoch)
+            if tx.backup:
+                keep_backups(conn, s, self.num, tx.txn)
+            conn.execute(f"DELETE FROM {s}.applied WHERE part=%s AND txn=%s", (self.num, tx.txn))
+            conn.execute(f"DELETE FROM {s}.txns WHERE part=%s AND txn=%s", (self.num, tx.txn))
+            conn.execute(f"INSERT INTO {s}.finished(part, txn, outcome, at) VALUES(%s, %s, 'committed', %s)",
+                         (self.num, tx.txn, time.time()))
+            conn.execute(f"INSERT INTO {s}.one_phase(part, txn, chunk, affected) VALUES(%s, %s, %s, %s)",
+                         (self.num, tx.txn, chunk_id, affected))
+            crashpoints.durable_write(f"{self.name}:{Step.APPLY_COMMIT}")
+            conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            # the session failed (maybe at COMMIT itself): whether it committed is the outcome
+            # row's to say (``resolve``); an aborted one is recorded so
+            self._lost(tx, exc)
+            raise store_error(f"participant {self.name}: one-phase commit", exc) from None
+        tx.conn = None
+        try:
+            self.fence.release(conn)
+            self.store.pool.put(conn)
+        except psycopg.Error:
+            close_quietly(conn)
+        self._forget_tx(tx)
+
+    def _one_phase_answer(self, txn: str, chunk_id: int) -> Optional[BeforeImages]:
+        """The answer of ``txn``'s one-phase commit of ``chunk_id``, if it committed so."""
+        with self._controlled("one-phase answer") as conn:
+            row = conn.execute(f"SELECT affected FROM {self.s}.one_phase WHERE part=%s AND txn=%s AND chunk=%s",
+                               (self.num, txn, chunk_id)).fetchone()
+        return None if row is None else BeforeImages(chunk_id, affected=row[0], vote=True)
 
     def _apply_locked(self, tx: _Tx, ref: TxnRef, chunk: Chunk, valid: Optional[ValidRows]) -> BeforeImages:
         psycopg = psycopg_module()
@@ -442,7 +501,11 @@ class PgParticipant(StoreParticipant[PgWork]):
             conn.execute(f"DELETE FROM {self.s}.backups WHERE part=%s AND txn=%s", (self.num, txn))
             conn.execute(f"DELETE FROM {self.s}.backup_ranges WHERE part=%s AND txn=%s", (self.num, txn))
 
-    def _finish(self, ref: TxnRef, outcome: str) -> None:
+    def resolve(self, ref: TxnRef) -> str:
+        """Abort ``ref.txn`` unless it is finished here; return its outcome."""
+        return self._finish(ref, "aborted", resolving=True)
+
+    def _finish(self, ref: TxnRef, outcome: str, resolving: bool = False) -> str:
         psycopg = psycopg_module()
         check_txn_id(ref.txn)
         tx = self._txns.get(ref.txn)
@@ -451,14 +514,14 @@ class PgParticipant(StoreParticipant[PgWork]):
                 if tx.state == "active" and self._txns.get(ref.txn) is tx:
                     try:
                         self._finish_open(tx, ref, outcome)
-                        return
+                        return outcome
                     except psycopg.Error as exc:
                         self._lost(tx, exc)
                         if outcome == "committed":
                             raise InternalError(
                                 f"transaction {ref.txn} on participant {self.name} failed while committing "
                                 f"without a vote: {exc}") from None
-                        return
+                        return outcome
         with self._controlled(outcome) as conn:
             self.fence.hold(conn, ref.epoch)
             try:
@@ -470,6 +533,8 @@ class PgParticipant(StoreParticipant[PgWork]):
                         pass  # finished meanwhile by another session: the record below says how
                     crashpoints.durable_write(f"{self.name}:{outcome}")
                 done = self._outcome(conn, ref.txn)
+                if resolving and done is not None:
+                    outcome = done  # committed in one phase, or finished already
                 if done is not None and done != outcome:
                     raise InternalError(
                         f"transaction {ref.txn} on participant {self.name} is {done}, asked to be {outcome}: "
@@ -480,12 +545,15 @@ class PgParticipant(StoreParticipant[PgWork]):
                             f"transaction {ref.txn} on participant {self.name} never voted here; it cannot "
                             "commit: this should never happen, please file a bug", shard=self.name)
                     self._end_elsewhere(conn, ref.txn, outcome)
+                    if resolving:  # a session ended just now may have committed first: its record says
+                        outcome = self._outcome(conn, ref.txn) or outcome
                 else:
                     conn.execute(f"DELETE FROM {self.s}.txns WHERE part=%s AND txn=%s", (self.num, ref.txn))
             finally:
                 self.fence.release(conn)
         if tx is not None:
             self._forget_tx(tx)
+        return outcome
 
     def _finish_open(self, tx: _Tx, ref: TxnRef, outcome: str) -> None:
         """Commit or roll back a transaction that is still open here (it never voted)."""

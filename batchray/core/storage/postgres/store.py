@@ -161,6 +161,9 @@ CREATE INDEX IF NOT EXISTS txns_by_pid ON {s}.txns(pid);
 CREATE TABLE IF NOT EXISTS {s}.finished(
     part integer NOT NULL, txn text NOT NULL, outcome text NOT NULL, at double precision NOT NULL,
     PRIMARY KEY(part, txn));
+CREATE TABLE IF NOT EXISTS {s}.one_phase(
+    part integer NOT NULL, txn text NOT NULL, chunk bigint NOT NULL, affected bigint NOT NULL,
+    PRIMARY KEY(part, txn));
 CREATE TABLE IF NOT EXISTS {s}.applied(
     part integer NOT NULL, txn text NOT NULL, chunk bigint NOT NULL, images bytea NOT NULL,
     PRIMARY KEY(part, txn, chunk));

@@ -155,13 +155,24 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
         with self._mutex:
             return self._conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0]
 
-    def apply(self, ref: TxnRef, chunk: Chunk, prepare: bool = False) -> BeforeImages:
+    def apply(self, ref: TxnRef, chunk: Chunk, prepare: bool = False, commit: bool = False) -> BeforeImages:
         """Apply one chunk. With ``prepare`` (the participant's last chunk of the transaction)
         the vote is cast in the same durable local transaction: ``images.vote`` is True when
-        it applied cleanly — one round trip and one fsync fewer for small batches."""
+        it applied cleanly — one round trip and one fsync fewer for small batches. With
+        ``commit`` (the transaction's only chunk: one-phase commit) a clean apply commits in
+        that same durable local transaction (``images.vote`` True), and its answer is kept in
+        ``one_phase`` so that a repeated delivery answers the same."""
         check_txn_id(ref.txn)
-        done = self._already_applied(ref, chunk.chunk_id)
+        try:
+            done = self._already_applied(ref, chunk.chunk_id)
+        except TransactionAborted:
+            replay = self._one_phase_answer(ref.txn, chunk.chunk_id) if commit else None
+            if replay is None:
+                raise
+            return replay
         if done is not None:
+            if commit:
+                return self._commit_after(done, ref)
             return self._vote_after(done, ref) if prepare else done
         try:
             for keys, mode in self._lock_plan(ref, chunk):
@@ -172,8 +183,9 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             if not self._is_active(ref.txn):  # nothing of it here yet: leave no lock behind
                 self.locks.release_all(ref.txn)
             raise
+        step = Step.APPLY_COMMIT if commit else Step.APPLY_PREPARE if prepare else Step.APPLY
         try:
-            with self._write(Step.APPLY_PREPARE if prepare else Step.APPLY, ref, durable=prepare) as conn:
+            with self._write(step, ref, durable=prepare or commit) as conn:
                 self._enter(conn, ref)
                 ver = conn.execute("UPDATE meta SET value = value + 1 WHERE key='wseq' RETURNING value").fetchone()[0]
                 images = self.handlers.apply(conn, ref, chunk, ver)
@@ -182,18 +194,53 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                     (ref.txn, chunk.chunk_id, images.affected,
                      orjson.dumps(images.errors).decode() if images.errors else None, ver),
                 )
-                if prepare:
+                if commit:
+                    images.vote = not images.errors
+                    if images.vote:
+                        self._commit_one_phase(conn, ref.txn, chunk.chunk_id, images.affected)
+                elif prepare:
                     images.vote = not images.errors
                     if images.vote:
                         conn.execute("UPDATE txns SET state='prepared', updated=? WHERE txn=?", (time.time(), ref.txn))
-        except (TransactionAborted, StaleEpochError):
+        except (TransactionAborted, StaleEpochError) as exc:
             # a late apply of a finished transaction, or one from a replaced owner: it must not
             # keep the locks it took while waiting
             if self.outcome(ref.txn) is not None or not self._is_active(ref.txn):
                 self.locks.release_all(ref.txn)
+            replay = self._one_phase_answer(ref.txn, chunk.chunk_id) if commit else None
+            if replay is not None and isinstance(exc, TransactionAborted):
+                return replay  # a repeated delivery that raced the first one's commit
             raise
+        if commit and images.vote:
+            self.locks.release_all(ref.txn)
         self._model_latency()
         return images
+
+    def _commit_one_phase(self, conn: sqlite3.Connection, txn: str, chunk_id: int, affected: int) -> None:
+        """Commit ``txn`` inside the local transaction that applied its only chunk, and keep the
+        apply's answer for a repeated delivery."""
+        self._keep_backups(conn, txn)
+        self._forget(conn, txn, "committed")
+        conn.execute("INSERT INTO one_phase VALUES(?,?,?)", (txn, chunk_id, affected))
+
+    def _commit_after(self, images: BeforeImages, ref: TxnRef) -> BeforeImages:
+        """A repeated ``apply+commit`` of a chunk applied and left active (it found errors):
+        answer as the first delivery did; one applied cleanly (an ``apply`` sent before) is
+        committed now, as the first would have."""
+        if images.errors:
+            images.vote = False
+            return images
+        with self._write(Step.APPLY_COMMIT, ref, durable=True) as conn:
+            self._commit_one_phase(conn, ref.txn, images.chunk_id, images.affected)
+        self.locks.release_all(ref.txn)
+        images.vote = True
+        return images
+
+    def _one_phase_answer(self, txn: str, chunk_id: int) -> Optional[BeforeImages]:
+        """The answer of ``txn``'s one-phase commit of ``chunk_id``, if it committed so."""
+        with self._mutex:
+            row = self._conn.execute("SELECT affected FROM one_phase WHERE txn=? AND chunk=?", (txn, chunk_id)).fetchone()
+        return None if row is None else BeforeImages(chunk_id, affected=row[0], vote=True)
 
     def _is_active(self, txn: str) -> bool:
         with self._mutex:
@@ -291,12 +338,18 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                 conn.execute("UPDATE txns SET state='prepared', updated=? WHERE txn=?", (time.time(), ref.txn))
         return True
 
-    def _finish(self, ref: TxnRef, outcome: str) -> None:
+    def resolve(self, ref: TxnRef) -> str:
+        """Abort ``ref.txn`` unless it is finished here; return its outcome (one atomic step)."""
+        return self._finish(ref, "aborted", resolving=True)
+
+    def _finish(self, ref: TxnRef, outcome: str, resolving: bool = False) -> str:
         check_txn_id(ref.txn)
         # the locks go only once the outcome is durable: a step that fails (a stale epoch, I/O)
         # leaves the transaction in doubt, and its items must stay locked until it is finished
-        with self._write(outcome, ref, durable=True) as conn:
+        with self._write(Step.RESOLVE if resolving else outcome, ref, durable=True) as conn:
             done = conn.execute("SELECT outcome FROM finished WHERE txn=?", (ref.txn,)).fetchone()
+            if resolving and done is not None:
+                outcome = done[0]
             if done is not None and done[0] != outcome:
                 raise InternalError(
                     f"transaction {ref.txn} on shard {self.name} is {done[0]}, asked to be "
@@ -310,6 +363,7 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                     self._keep_backups(conn, ref.txn)
                 self._forget(conn, ref.txn, outcome)
         self.locks.release_all(ref.txn)
+        return outcome
 
     def _roll_back(self, conn: sqlite3.Connection, txn: str) -> None:
         conn.execute(

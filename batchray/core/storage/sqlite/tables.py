@@ -3,7 +3,8 @@
 ``items`` and ``docs`` hold the data (written in place); ``undo`` and ``created`` the
 before-images of open transactions; ``applied`` the chunks each has applied (so a repeated
 apply writes nothing); ``txns`` the open transactions and their state (``active`` or
-``prepared``); ``finished`` their outcomes; ``backups`` and ``backup_ranges`` what a commit
+``prepared``); ``finished`` their outcomes; ``one_phase`` the answer of each transaction
+committed in one phase (its chunk and count, for a repeated ``apply+commit``); ``backups`` and ``backup_ranges`` what a commit
 kept for an undo; ``meta`` the epoch, the write sequence and the file's format.
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ CREATE TABLE IF NOT EXISTS backups(txn TEXT NOT NULL, tbl TEXT NOT NULL, key ANY
 CREATE TABLE IF NOT EXISTS backup_ranges(txn TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
     n INTEGER NOT NULL, ver INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS finished(txn TEXT PRIMARY KEY, outcome TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS one_phase(txn TEXT PRIMARY KEY, chunk INTEGER NOT NULL, affected INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value ANY);
 INSERT OR IGNORE INTO meta VALUES('wseq', 0);
 """
