@@ -18,6 +18,13 @@ rolled back and the batch runs again with its original age until its timeout
 * **Cancellation.** A stop that comes while the batch waits between attempts ends it at once
   (cancelled, nothing applied, no further attempt).
 * **Undo.** A batch that committed on a later attempt is undone from that attempt's backups.
+* **Non-atomic.** Four drivers run non-atomic batches of the same two updates: a batch keeps
+  what each attempt committed and runs only its chunks that lost a race again, until they
+  commit. With default options every item of every batch is updated exactly once (balances
+  as above), no ``LOCK_CONFLICT`` is reported, the progress ends at the items updated, once.
+  A short timeout with an item held throughout reports that chunk's ``LOCK_CONFLICT``
+  (``items``, ``heldBy``) and keeps the rest. A batch that committed over two attempts is
+  refused an undo from backups with a clear conflict.
 * **Recovery.** A committed attempt makes its batch completed when recovery finds the batch's
   own record still running (the coordinator died between the attempt's commit and the record).
 """
@@ -28,9 +35,12 @@ import threading
 import time
 from collections import Counter
 
-from batchray.core.txn.attempts import attempt_id, attempt_record, final_attempt, retries_whole
+import pytest
+
+from batchray.core.txn.attempts import (attempt_id, attempt_record, committed_attempts, final_attempt, reruns_chunks,
+                                        retries_whole)
 from batchray.core.txn.twophase import Outcome
-from batchray.errors import CancelledError, LockConflict
+from batchray.errors import CancelledError, ConflictError, LockConflict
 from local_runtime import local_client
 
 ACCOUNTS = 6
@@ -53,13 +63,12 @@ def _leftovers(client) -> list:
     return [p.leftovers() for p in client.runtime.participants.values() if any(p.leftovers().values())]
 
 
-def test_hot_query_batches_all_commit_with_default_options(tmp_path):
-    client, ids = _bank(tmp_path)
+def _hot_batches(client, ids, seed: int, atomic: bool) -> tuple[Counter, Counter]:
+    """Run the drivers' batches; ``(batches naming each account, outcomes)``."""
     named: Counter = Counter()
     outcomes: Counter = Counter()
     failures: list = []
     lock = threading.Lock()
-    seed = 7
 
     def driver(number: int) -> None:
         rng = random.Random(seed * 100 + number)
@@ -69,20 +78,20 @@ def test_hot_query_batches_all_commit_with_default_options(tmp_path):
                 seen: list[dict] = []
                 updates = [{"selector": {"itemId": account}, "values": {"balance": "=balance + 1"}},
                            {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}]
-                result = client.update_items("Bank", updates, callback=seen.append)
+                result = client.update_items("Bank", updates, atomic=atomic, callback=seen.append)
                 with lock:
                     outcomes["committed" if result.success else (result.error or {}).get("code")] += 1
                     if result.success:
                         named[account] += 1
-                assert result.success, (seed, result.error)
-                assert result.items_updated == ACCOUNTS + 1
+                assert result.success, (seed, result.error, result.errors[:3])
+                assert result.items_updated == ACCOUNTS + 1 and not result.errors, (seed, result)
                 assert seen and seen[-1]["completed"] == ACCOUNTS + 1, seen[-1:]  # counted once
+                assert seen[-1]["failed"] == 0, (seed, seen[-1])
                 assert not client.runtime.log.batch(result.transaction_id)["request"]  # the batch's own record
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             failures.append(exc)
 
     threads = [threading.Thread(target=driver, args=(n,), daemon=True) for n in range(DRIVERS)]
-    started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -90,6 +99,85 @@ def test_hot_query_batches_all_commit_with_default_options(tmp_path):
     assert not any(thread.is_alive() for thread in threads), "a driver hung"
     if failures:
         raise failures[0]
+    return named, outcomes
+
+
+def test_hot_non_atomic_query_batches_rerun_their_conflicted_chunks_until_they_commit(tmp_path):
+    client, ids = _bank(tmp_path)
+    seed = 11
+    started = time.perf_counter()
+    named, outcomes = _hot_batches(client, ids, seed, atomic=False)
+    reruns = [r for r in client.runtime.log.recent(1000) if "kept" in (r.get("request") or {})]
+    print(f"\nseed {seed}: {DRIVERS * BATCHES} non-atomic query batches in {time.perf_counter() - started:.1f} s: "
+          f"{dict(outcomes)}, {len(reruns)} reruns of conflicted chunks")
+    assert outcomes["committed"] == DRIVERS * BATCHES, seed
+    assert reruns, f"seed {seed}: no chunk lost a race: the test shows nothing"
+    final = {item["id"]: item["values"]["balance"] for item in client.get_items("Bank")}
+    assert final == {i: INITIAL + DRIVERS * BATCHES + named[i] for i in ids}, seed  # once per batch
+    assert not _leftovers(client)
+    client.close()
+
+
+def test_a_non_atomic_batch_reports_the_chunk_it_cannot_get_at_its_timeout_and_keeps_the_rest(tmp_path):
+    client, ids = _bank(tmp_path)
+    last = max(client.layout.shard_names)
+    held = next(i for i in ids if client.layout.shard_of(i) == last)
+    first = next(i for i in ids if client.layout.shard_of(i) != last)
+    shard = client.runtime.participants[last]
+    shard.locks.acquire("batch-holding-it", 1, [held])  # an older batch holds it (wait-die)
+    updates = [{"selector": {"itemId": first}, "values": {"balance": 7}},
+               {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}]
+    seen: list[dict] = []
+    started = time.monotonic()
+    result = client.update_items("Bank", updates, atomic=False, timeout=1000, create_backups=True,
+                                 callback=seen.append)
+    waited = time.monotonic() - started
+    assert 0.8 <= waited < 5.0  # retried until its timeout, not given up after maxRetries
+    assert not result.success and result.state.value == "completed", result  # what it kept committed
+    conflicts = [e for e in result.errors if e.code == "LOCK_CONFLICT"]
+    assert len(conflicts) == 1 and len(result.errors) == 1, result.errors  # only what still fails
+    assert conflicts[0].items == [held] and conflicts[0].held_by == ["batch-holding-it"]
+    on_first_shard = sum(1 for i in ids if client.layout.shard_of(i) != last)
+    assert result.items_updated == 1 + on_first_shard  # what it got: the id chunk and one query chunk
+    assert seen[-1]["completed"] == 1 + on_first_shard and seen[-1]["failed"] > 0
+    assert sum(1 for before, after in zip(seen, seen[1:]) if after["failed"] > before["failed"]) <= 1  # told once
+    shard.locks.release_all("batch-holding-it")
+    balances = {item["id"]: item["values"]["balance"] for item in client.get_items("Bank")}
+    assert balances[held] == INITIAL and balances[first] == 8
+    assert not _leftovers(client)
+    client.close()
+
+
+def test_a_non_atomic_batch_committed_over_two_attempts_is_refused_an_undo_and_counted_once(tmp_path):
+    client, ids = _bank(tmp_path)
+    last = max(client.layout.shard_names)
+    held = next(i for i in ids if client.layout.shard_of(i) == last)
+    first = next(i for i in ids if client.layout.shard_of(i) != last)
+    shard = client.runtime.participants[last]
+    shard.locks.acquire("batch-holding-it", 1, [held])
+    threading.Timer(0.3, shard.locks.release_all, args=("batch-holding-it",)).start()  # then it gets through
+    updates = [{"selector": {"itemId": first}, "values": {"balance": 7}},
+               {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}]
+    seen: list[dict] = []
+    result = client.update_items("Bank", updates, atomic=False, create_backups=True, callback=seen.append)
+    assert result.success and not result.errors, result
+    assert result.items_updated == ACCOUNTS + 1 and seen[-1]["completed"] == ACCOUNTS + 1
+    assert seen[-1]["failed"] == 0  # the conflicted chunk was not counted as failed, then as done
+    balances = {item["id"]: item["values"]["balance"] for item in client.get_items("Bank")}
+    assert balances == {i: 8 if i == first else INITIAL + 1 for i in ids}
+    txn = result.transaction_id
+    assert committed_attempts(client.runtime.log.batch, txn) == [txn, final_attempt(client.runtime.log.batch, txn)]
+    with pytest.raises(ConflictError, match="committed over 2 attempts"):
+        client.rollback_batch(txn)
+    assert client.status(txn)["state"] == "completed"
+    client.close()
+
+
+def test_hot_query_batches_all_commit_with_default_options(tmp_path):
+    client, ids = _bank(tmp_path)
+    seed = 7
+    started = time.perf_counter()
+    named, outcomes = _hot_batches(client, ids, seed, atomic=True)
     attempts = [r for r in client.runtime.log.recent(1000) if r.get("request")]
     print(f"\nseed {seed}: {DRIVERS * BATCHES} query batches in {time.perf_counter() - started:.1f} s: "
           f"{dict(outcomes)}, {len(attempts)} attempts after a lost race")
@@ -190,6 +278,21 @@ def test_whole_retries_only_for_an_atomic_replayable_batch_that_lost_a_race_with
     assert not retries_whole(Outcome("t", committed=False, cause=CancelledError("x")), **retry)
     in_doubt = Outcome("t", committed=False, cause=lost, in_doubt=["shard-0000"])
     assert not retries_whole(in_doubt, **retry)
+
+
+def test_conflicted_chunks_rerun_only_for_a_non_atomic_replayable_batch_with_time_left():
+    now = 100.0
+    kept = Outcome("t", committed=True, errors=[{"code": "LOCK_CONFLICT", "retryable": True}])
+    rerun = dict(replayable=True, atomic=False, lock_deadline=130.0, stop=None, clock=lambda: now)
+    assert reruns_chunks(kept, 1, **rerun)
+    assert reruns_chunks(Outcome("t", committed=False), 1, **rerun)  # nothing committed yet: all of it again
+    assert not reruns_chunks(kept, 0, **rerun)  # nothing lost a race
+    assert not reruns_chunks(kept, 1, **{**rerun, "atomic": True})  # retried whole instead
+    assert not reruns_chunks(kept, 1, **{**rerun, "replayable": False})
+    assert not reruns_chunks(kept, 1, **{**rerun, "stop": CancelledError("cancelled")})
+    assert not reruns_chunks(kept, 1, **{**rerun, "lock_deadline": 100.0})
+    assert not reruns_chunks(Outcome("t", committed=True, cause=CancelledError("x")), 1, **rerun)
+    assert not reruns_chunks(Outcome("t", committed=True, in_doubt=["shard-0000"]), 1, **rerun)
 
 
 def test_recovery_completes_a_batch_whose_attempt_committed(tmp_path):

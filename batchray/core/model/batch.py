@@ -70,7 +70,8 @@ class RunOptions(_Model):
     ``atomic``: all or nothing; otherwise valid chunks commit and bad items are reported.
     ``max_retries``: retries of a retryable chunk failure of a batch that holds locks under
     wait-die, after which an atomic batch's attempt is rolled back and the whole batch runs
-    again until its timeout (a batch that takes its locks in the global order, or holds none
+    again until its timeout, and a non-atomic one runs the chunks that lost the race again
+    until its timeout, keeping what it committed (a batch that takes its locks in the global order, or holds none
     yet, is retried with backoff until its timeout instead). ``timeout``: milliseconds from the
     batch's start. ``priority`` and ``queue``: admission order. ``idempotency_key``: a batch
     submitted again under the same key returns the first one's result. ``create_backups``:
@@ -111,7 +112,9 @@ class TransactionOptions(RunOptions):
 
 class ItemError(_Model):
     """A problem with one item: its index in the request, the field, a code and a message;
-    ``values``: the rejected item's values as given, when the worker that rejected it knew them."""
+    ``values``: the rejected item's values as given, when the worker that rejected it knew them.
+    A chunk that lost a lock race (``LOCK_CONFLICT``) names the items it found held
+    (``items``) and the batches holding them (``heldBy``)."""
 
     index: Optional[int] = None
     item_id: Optional[int] = None
@@ -122,6 +125,8 @@ class ItemError(_Model):
     retryable: bool = False
     attempts: Optional[int] = None
     values: Optional[Any] = None
+    items: Optional[list[Any]] = None
+    held_by: Optional[list[str]] = None
 
 
 class Progress(_Model):

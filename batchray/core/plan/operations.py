@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from batchray.core.txn.attempts import final_attempt
+from batchray.core.txn.attempts import committed_attempts
 from batchray.core.txn.chunks import PutDocs, TransformItems, UndoBatch
 from batchray.errors import (
     BatchrayError,
@@ -277,8 +277,14 @@ def plan_undo(planner: Any, log_batch: Callable[[str], Optional[dict]], batch_id
         raise ConflictError(f"batch {batch_id} is {record['state']}; only a completed batch can be undone", batchId=batch_id)
     if record["kind"] not in ("create_items", "update_items", "delete_items", "transaction", "import"):
         raise ConflictError(f"a {record['kind']} batch cannot be undone from item backups", batchId=batch_id)
-    # the backups are kept under the id of the attempt that committed (core.txn.attempts)
-    source = final_attempt(log_batch, batch_id)
+    # the backups are kept under the id of the attempt that committed (core.txn.attempts); a
+    # non-atomic batch that ran its conflicted chunks again may have committed over several
+    committed = committed_attempts(log_batch, batch_id)
+    if len(committed) > 1:
+        raise ConflictError(f"batch {batch_id} committed over {len(committed)} attempts (a non-atomic batch that "
+                            "ran the chunks that lost lock races again); it cannot be undone from its backups",
+                            batchId=batch_id, attempts=committed)
+    source = committed[0] if committed else batch_id
     planned = [PlannedChunk(s, UndoBatch(planner.next_chunk_id(), source, force), 1 << 20, 0)
                for s in planner.layout.shard_names]
     return Plan("rollback_batch", planned, total=1, extra={"source": batch_id})

@@ -10,13 +10,15 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from dataclasses import replace
 from typing import Any, Callable, Optional
 
 from batchray.core.model.batch import BatchResult, BatchState, ItemError, RunOptions
 from batchray.core.plan.plan import Plan
 from batchray.core.storage.backends import Backend
 from batchray.core.storage.store import StoreLayout
-from batchray.core.txn.attempts import attempt_id, attempt_record, retries_whole
+from batchray.core.txn.attempts import attempt_id, attempt_record, conflicted, reruns_chunks, retries_whole
+from batchray.core.txn.chunks import PlannedChunk
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.policies import backoff
 from batchray.core.txn.onephase import one_phase_chunk, one_phase_record
@@ -126,7 +128,13 @@ class Executor:
         (:mod:`batchray.core.txn.attempts`); ``on_restart`` is told before each new attempt
         (the progress of the rolled-back one starts over). A stop (cancellation, timeout)
         ends the attempts at once; a batch that timed out after losing lock races fails with
-        the last ``LOCK_CONFLICT`` (its items and holders), not a bare timeout."""
+        the last ``LOCK_CONFLICT`` (its items and holders), not a bare timeout.
+
+        A non-atomic batch keeps what each attempt committed and runs only the chunks that lost
+        a lock race again, the same way, until they commit or its lock deadline passes; its
+        result merges the attempts (:func:`merged`), and the progress of a conflicted chunk is
+        told once, when it commits or, still failing at the end, after the last attempt. A
+        cancellation between attempts keeps what the earlier ones committed."""
         started = started or time.perf_counter()
         atomic = options.atomic
         if should_stop is None:
@@ -135,51 +143,78 @@ class Executor:
         replayable = isinstance(plan.chunks, list)
         attempt = 1
         lost: Optional[BatchrayError] = None  # the lock conflict that rolled the last attempt back
+        kept: list[Outcome] = []  # the earlier attempts of a non-atomic batch (what they committed stays)
+        conflicts: list[tuple[PlannedChunk, BatchrayError]] = []  # chunks of this attempt that lost a race
+        defers = not atomic and replayable  # a conflicted chunk may run again: its failure is told at the end
 
         def again(outcome: Outcome) -> bool:
             """Whether the attempt just decided is rolled back to run again, unless a stop comes."""
             return retries_whole(outcome, replayable=replayable, atomic=atomic, attempt=attempt,
                                  lock_deadline=until, stop=None)
 
+        def rerun(outcome: Outcome) -> bool:
+            """Whether the conflicted chunks of the attempt just decided run again, unless a stop comes."""
+            return reruns_chunks(outcome, len(conflicts), replayable=replayable, atomic=atomic,
+                                 lock_deadline=until, stop=None)
+
         def decided(outcome: Outcome) -> None:
-            if again(outcome):
-                return  # rolled back to run again (or stopped): the batch's end is told by the loop
-            early = summarize(plan, outcome, atomic, time.perf_counter() - started, batch_id=txn)
+            if again(outcome) or rerun(outcome):
+                return  # runs again (or stops): the batch's end is told by the loop
+            early = summarize(plan, merged(kept, outcome), atomic, time.perf_counter() - started, batch_id=txn)
             self.log.set_state(txn, early.state.value, result=early.dump())
             on_decided(early)
 
+        def each_chunk(pc: PlannedChunk, images: Any, error: Optional[BatchrayError]) -> None:
+            if defers and images is None and conflicted(error):
+                conflicts.append((pc, error))  # counted once, when it commits or finally fails
+            elif on_chunk is not None:
+                on_chunk(pc, images, error)
+
         limits = {name: getattr(options, name) for name in ("parallelism", "reject_limit", "reject_ratio")
                   if getattr(options, name) is not None}
+        chunks = plan.chunks
         try:
             while True:
                 self.attempts[txn] = attempt_id(txn, attempt)
-                outcome = self.driver.run(attempt_id(txn, attempt), ts, plan.chunks, atomic=atomic,
-                                          max_retries=options.max_retries, on_chunk=on_chunk, should_stop=should_stop,
+                conflicts.clear()
+                outcome = self.driver.run(attempt_id(txn, attempt), ts, chunks, atomic=atomic,
+                                          max_retries=options.max_retries, on_chunk=each_chunk, should_stop=should_stop,
                                           lock_deadline=until, backup=options.create_backups or plan.backup,
                                           on_decided=decided if on_decided is not None else None, **limits)
-                if not again(outcome):
+                whole = again(outcome)
+                if not whole and not rerun(outcome):
                     break
-                lost = outcome.cause
+                if whole:
+                    lost = outcome.cause
                 self._end_attempt(plan, outcome, attempt, started)
                 stop = should_stop() or self._pause(attempt, should_stop, until)
                 if stop is not None:
                     if isinstance(stop, CancelledError):
-                        outcome.cause = stop  # cancelled when it would run again: nothing of it is left
+                        outcome.cause = stop  # cancelled when it would run again: nothing more of it runs
                     break  # a timeout keeps the LOCK_CONFLICT that says which items, held by whom
+                if not whole:  # the conflicted chunks run again; what this attempt committed stays
+                    kept.append(outcome)
+                    chunks = [replace(pc, reserved=False) for pc, _ in conflicts]
                 attempt += 1
+                committed = [o.txn for o in kept if o.committed] if kept else None
                 self.log.add_batch(attempt_id(txn, attempt), kind=plan.kind, queue=options.queue,
                                    priority=options.priority, ts=ts, state="running",
-                                   request=attempt_record(txn, attempt))
-                if on_restart is not None:
+                                   request=attempt_record(txn, attempt, kept=committed))
+                if whole and on_restart is not None:
                     on_restart()
         finally:
             self.attempts.pop(txn, None)
+        if on_chunk is not None:
+            for pc, error in conflicts:  # still failing at the end: told once
+                on_chunk(pc, None, error)
         if attempt > 1 and isinstance(outcome.cause, BatchTimeout) and lost is not None and not outcome.committed:
             outcome.cause = lost  # it ran out of time losing lock races: say which items, held by whom
+        last = outcome
+        outcome = merged(kept, outcome)
         result = summarize(plan, outcome, atomic, time.perf_counter() - started, batch_id=txn)
         try:
             if attempt > 1:
-                self._end_attempt(plan, outcome, attempt, started)
+                self._end_attempt(plan, last, attempt, started)
             self.log.set_state(txn, result.state.value, result=result.dump())
             undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
             if undoes and result.success:
@@ -219,7 +254,25 @@ class Executor:
         return recover(self.log, self.driver, self.layout.participant_names)
 
 
-_ERROR_FIELDS = {**{name: name for name in ItemError.model_fields}, "itemId": "item_id"}
+def merged(kept: list[Outcome], last: Outcome) -> Outcome:
+    """The outcome of a non-atomic batch that ran its conflicted chunks again: ``last`` (the
+    final attempt) with what the attempts ``kept`` before it committed: items and chunks summed
+    over the committed attempts, and their errors less the lost lock races that later attempts
+    ran again (those still failing at the end are ``last``'s)."""
+    if not kept:
+        return last
+    attempts = [*kept, last]
+    return replace(
+        last,
+        committed=any(o.committed for o in attempts),
+        affected=sum(o.affected for o in attempts if o.committed),
+        chunks=sum(o.chunks for o in attempts),
+        errors=[e for o in kept for e in o.errors if not conflicted(e)] + last.errors,
+        in_doubt=sorted({p for o in attempts for p in o.in_doubt}),
+    )
+
+
+_ERROR_FIELDS = {**{name: name for name in ItemError.model_fields}, "itemId": "item_id", "heldBy": "held_by"}
 _UPDATING_KINDS = ("update_items", "schema_operations", "transaction", "rollback_batch")
 
 

@@ -16,6 +16,15 @@ k}``, so that recovery finishes it like any batch, and a committed attempt makes
 completed (:func:`parent_of`). The batch's backups, when it kept any, are kept under the
 committing attempt's id (:func:`final_attempt` finds it for an undo).
 
+A non-atomic batch keeps what each attempt committed: when an attempt left chunks that lost a
+lock race (a retryable :class:`LockConflict`, their items in its errors), only those chunks
+run again, as the next attempt, the same way (:func:`reruns_chunks`), until they commit or the
+lock deadline passes. The chunks run again are the planned ones: a selection by ids names the
+same items, a selection by query is evaluated again on the shard when the chunk is applied
+(what matches then, under its locks). Its attempt records say which earlier attempts kept
+what they committed (``request["kept"]``): :func:`committed_attempts` lists every attempt
+that committed, and an undo from backups needs there to be one.
+
 Contracts: pure naming and a pure decision; nothing here talks to a participant.
 """
 from __future__ import annotations
@@ -37,9 +46,14 @@ def attempt_id(batch: str, attempt: int) -> str:
     return batch if attempt <= 1 else f"{batch}{MARK}{attempt}"
 
 
-def attempt_record(batch: str, attempt: int) -> dict[str, Any]:
-    """The ``request`` of an attempt's batch record (it names the batch it belongs to)."""
-    return {"attemptOf": batch, "attempt": attempt}
+def attempt_record(batch: str, attempt: int, kept: Optional[list[str]] = None) -> dict[str, Any]:
+    """The ``request`` of an attempt's batch record (it names the batch it belongs to); for the
+    rerun of a non-atomic batch's conflicted chunks, ``kept`` lists the earlier attempts that
+    committed (what they committed stays)."""
+    record: dict[str, Any] = {"attemptOf": batch, "attempt": attempt}
+    if kept is not None:
+        record["kept"] = list(kept)
+    return record
 
 
 def parent_of(record: Optional[dict[str, Any]]) -> Optional[str]:
@@ -56,6 +70,41 @@ def final_attempt(log_batch: Callable[[str], Optional[dict[str, Any]]], batch: s
             break
         last = attempt_id(batch, attempt)
     return last
+
+
+def committed_attempts(log_batch: Callable[[str], Optional[dict[str, Any]]], batch: str) -> list[str]:
+    """The participants' ids of the attempts of ``batch`` that committed: the last one of an
+    atomic batch (:func:`final_attempt`; the ones before it were rolled back), and for a
+    non-atomic batch that ran its conflicted chunks again, every attempt that kept something."""
+    last = final_attempt(log_batch, batch)
+    record = log_batch(last) if last != batch else None
+    request = (record or {}).get("request")
+    if not isinstance(request, dict) or "kept" not in request:
+        return [last]
+    return list(request["kept"]) + ([last] if record.get("state") == "completed" else [])
+
+
+def conflicted(error: Any) -> bool:
+    """A lost lock race that may be tried again: a retryable :class:`LockConflict`, raised or
+    as an entry of an outcome's ``errors``."""
+    if isinstance(error, dict):
+        return error.get("code") == LockConflict.code and bool(error.get("retryable"))
+    return getattr(error, "code", None) == LockConflict.code and bool(getattr(error, "retryable", False))
+
+
+def reruns_chunks(outcome: Any, conflicted_chunks: int, *, replayable: bool, atomic: bool,
+                  lock_deadline: Optional[float], stop: Optional[BatchrayError],
+                  clock: Callable[[], float] = time.time) -> bool:
+    """Whether a non-atomic batch whose attempt ended with ``outcome``, leaving
+    ``conflicted_chunks`` chunks failed by lost lock races (:func:`conflicted`), runs those
+    chunks again as its next attempt: its plan can be run again (``replayable``), nothing
+    stopped or failed it whole (``stop``, ``outcome.cause``: a cancellation, its timeout, a
+    reject limit), nothing is in doubt, and its lock deadline leaves room."""
+    if atomic or not replayable or not conflicted_chunks or stop is not None:
+        return False
+    if outcome.cause is not None or outcome.in_doubt or lock_deadline is None:
+        return False
+    return clock() + MIN_ROOM < lock_deadline
 
 
 def retries_whole(outcome: Any, *, replayable: bool, atomic: bool, attempt: int,

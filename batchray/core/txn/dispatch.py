@@ -281,9 +281,12 @@ def last_chunks(planned: Any) -> dict[str, PlannedChunk]:
 
 
 def chunk_errors(pc: PlannedChunk, exc: BatchrayError, attempts: int) -> list[dict[str, Any]]:
-    """The error entries of a chunk that failed as a whole."""
+    """The error entries of a chunk that failed as a whole (a lost lock race names the items
+    it found held and their holders: ``items``, ``heldBy``)."""
+    held = {k: exc.details[k] for k in ("items", "heldBy") if exc.details.get(k)}
     return [
         {
+            **held,
             "index": getattr(pc.chunk, "start_index", None),
             "field": exc.details.get("field"),
             "code": exc.code,
