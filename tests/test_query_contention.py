@@ -62,6 +62,23 @@ def _bank(tmp_path, **settings):
 def _leftovers(client) -> list:
     return [p.leftovers() for p in client.runtime.participants.values() if any(p.leftovers().values())]
 
+def _hold_an_item(client, ids, release_after=None):
+    """An older batch (``batch-holding-it``) holds an item of the last shard, so that a younger
+    wait-die batch needing it dies; released after ``release_after`` seconds when given.
+    Returns ``(that shard, the held item, an item of another shard, updates of that item by id
+    (taken first, on the other shard) and of every item by a query)``."""
+    last = max(client.layout.shard_names)
+    held = next(i for i in ids if client.layout.shard_of(i) == last)
+    first = next(i for i in ids if client.layout.shard_of(i) != last)
+    shard = client.runtime.participants[last]
+    shard.locks.acquire("batch-holding-it", 1, [held])
+    if release_after is not None:
+        threading.Timer(release_after, shard.locks.release_all, args=("batch-holding-it",)).start()
+    updates = [{"selector": {"itemId": first}, "values": {"balance": 7}},
+               {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}]
+    return shard, held, first, updates
+
+
 
 def _hot_batches(client, ids, seed: int, atomic: bool) -> tuple[Counter, Counter]:
     """Run the drivers' batches; ``(batches naming each account, outcomes)``."""
@@ -120,13 +137,7 @@ def test_hot_non_atomic_query_batches_rerun_their_conflicted_chunks_until_they_c
 
 def test_a_non_atomic_batch_reports_the_chunk_it_cannot_get_at_its_timeout_and_keeps_the_rest(tmp_path):
     client, ids = _bank(tmp_path)
-    last = max(client.layout.shard_names)
-    held = next(i for i in ids if client.layout.shard_of(i) == last)
-    first = next(i for i in ids if client.layout.shard_of(i) != last)
-    shard = client.runtime.participants[last]
-    shard.locks.acquire("batch-holding-it", 1, [held])  # an older batch holds it (wait-die)
-    updates = [{"selector": {"itemId": first}, "values": {"balance": 7}},
-               {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}]
+    shard, held, first, updates = _hold_an_item(client, ids)
     seen: list[dict] = []
     started = time.monotonic()
     result = client.update_items("Bank", updates, atomic=False, timeout=1000, create_backups=True,
@@ -137,7 +148,7 @@ def test_a_non_atomic_batch_reports_the_chunk_it_cannot_get_at_its_timeout_and_k
     conflicts = [e for e in result.errors if e.code == "LOCK_CONFLICT"]
     assert len(conflicts) == 1 and len(result.errors) == 1, result.errors  # only what still fails
     assert conflicts[0].items == [held] and conflicts[0].held_by == ["batch-holding-it"]
-    on_first_shard = sum(1 for i in ids if client.layout.shard_of(i) != last)
+    on_first_shard = sum(1 for i in ids if client.layout.shard_of(i) != client.layout.shard_of(held))
     assert result.items_updated == 1 + on_first_shard  # what it got: the id chunk and one query chunk
     assert seen[-1]["completed"] == 1 + on_first_shard and seen[-1]["failed"] > 0
     assert sum(1 for before, after in zip(seen, seen[1:]) if after["failed"] > before["failed"]) <= 1  # told once
@@ -150,14 +161,7 @@ def test_a_non_atomic_batch_reports_the_chunk_it_cannot_get_at_its_timeout_and_k
 
 def test_a_non_atomic_batch_committed_over_two_attempts_is_refused_an_undo_and_counted_once(tmp_path):
     client, ids = _bank(tmp_path)
-    last = max(client.layout.shard_names)
-    held = next(i for i in ids if client.layout.shard_of(i) == last)
-    first = next(i for i in ids if client.layout.shard_of(i) != last)
-    shard = client.runtime.participants[last]
-    shard.locks.acquire("batch-holding-it", 1, [held])
-    threading.Timer(0.3, shard.locks.release_all, args=("batch-holding-it",)).start()  # then it gets through
-    updates = [{"selector": {"itemId": first}, "values": {"balance": 7}},
-               {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}]
+    shard, held, first, updates = _hold_an_item(client, ids, release_after=0.3)  # then it gets through
     seen: list[dict] = []
     result = client.update_items("Bank", updates, atomic=False, create_backups=True, callback=seen.append)
     assert result.success and not result.errors, result
@@ -191,13 +195,7 @@ def test_hot_query_batches_all_commit_with_default_options(tmp_path):
 
 def test_a_query_batch_that_cannot_get_its_items_fails_at_its_timeout_naming_item_and_holder(tmp_path):
     client, ids = _bank(tmp_path)
-    last = max(client.layout.shard_names)
-    held = next(i for i in ids if client.layout.shard_of(i) == last)
-    first = next(i for i in ids if client.layout.shard_of(i) != last)
-    shard = client.runtime.participants[last]
-    shard.locks.acquire("batch-holding-it", 1, [held])  # an older batch holds it (wait-die)
-    updates = [{"selector": {"itemId": first}, "values": {"balance": 7}},  # taken first, on the other shard
-               {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}]
+    shard, held, first, updates = _hold_an_item(client, ids)
     started = time.monotonic()
     result = client.update_items("Bank", updates, timeout=1000)
     waited = time.monotonic() - started
@@ -217,13 +215,8 @@ def test_a_query_batch_that_cannot_get_its_items_fails_at_its_timeout_naming_ite
 def test_a_stop_between_attempts_ends_the_batch_at_once(tmp_path):
     client, ids = _bank(tmp_path)
     runtime = client.runtime
-    last = max(client.layout.shard_names)
-    held = next(i for i in ids if client.layout.shard_of(i) == last)
-    first = next(i for i in ids if client.layout.shard_of(i) != last)
-    runtime.participants[last].locks.acquire("batch-holding-it", 1, [held])
-    plan = client.planner.update_items("Bank", [
-        {"selector": {"itemId": first}, "values": {"balance": 7}},
-        {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}])
+    shard, _, _, updates = _hold_an_item(client, ids)
+    plan = client.planner.update_items("Bank", updates)
     txn, ts, _ = runtime.executor.begin(plan.kind)
 
     def should_stop():  # cancelled once the first attempt has lost its race and been rolled back
@@ -238,7 +231,7 @@ def test_a_stop_between_attempts_ends_the_batch_at_once(tmp_path):
     assert result.state.value == "cancelled" and result.transaction_id == txn, result
     assert time.monotonic() - started < 3.0  # not retried until the 20 s timeout
     assert runtime.log.batch(attempt_id(txn, 2)) is None  # no attempt after the stop
-    runtime.participants[last].locks.release_all("batch-holding-it")
+    shard.locks.release_all("batch-holding-it")
     assert {item["values"]["balance"] for item in client.get_items("Bank")} == {INITIAL}
     assert not _leftovers(client)
     client.close()
@@ -246,14 +239,7 @@ def test_a_stop_between_attempts_ends_the_batch_at_once(tmp_path):
 
 def test_a_batch_that_committed_on_a_later_attempt_is_undone_from_that_attempt_s_backups(tmp_path):
     client, ids = _bank(tmp_path)
-    last = max(client.layout.shard_names)
-    held = next(i for i in ids if client.layout.shard_of(i) == last)
-    first = next(i for i in ids if client.layout.shard_of(i) != last)
-    shard = client.runtime.participants[last]
-    shard.locks.acquire("batch-holding-it", 1, [held])
-    threading.Timer(0.3, shard.locks.release_all, args=("batch-holding-it",)).start()  # then it gets through
-    updates = [{"selector": {"itemId": first}, "values": {"balance": 7}},
-               {"selector": {"query": "balance > 0"}, "values": {"balance": "=balance + 1"}}]
+    shard, held, first, updates = _hold_an_item(client, ids, release_after=0.3)  # then it gets through
     result = client.update_items("Bank", updates, create_backups=True)
     assert result.success, result.error
     assert final_attempt(client.runtime.log.batch, result.transaction_id) != result.transaction_id
