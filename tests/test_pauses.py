@@ -72,6 +72,15 @@ class Owner:
                 self.proc.wait()
 
 
+def _seed(store) -> None:
+    """Commit :data:`ITEMS` to the participant ``s`` of ``store`` (and close it)."""
+    seed = store.open("s")
+    seed.apply(TxnRef("seed", 1), CreateItems(1, list(ITEMS), [orjson.dumps(v).decode() for v in ITEMS.values()]))
+    assert seed.prepare(TxnRef("seed", 1))
+    seed.commit(TxnRef("seed", 1))
+    seed.close()
+
+
 def _values(participant) -> dict[int, dict]:
     return {i: orjson.loads(v) for i, v in participant.read_items(1)}
 
@@ -81,11 +90,7 @@ def test_a_paused_owner_woken_after_its_replacement_is_fenced(kind, tmp_path):
     store = store_for(kind, tmp_path)
     target = str(tmp_path / "s.sqlite") if kind == "sqlite" else store.url
     try:
-        seed = store.open("s")
-        seed.apply(TxnRef("seed", 1), CreateItems(1, list(ITEMS), [orjson.dumps(v).decode() for v in ITEMS.values()]))
-        assert seed.prepare(TxnRef("seed", 1))
-        seed.commit(TxnRef("seed", 1))
-        seed.close()
+        _seed(store)
 
         old = Owner(kind, target, epoch=1)
         try:
@@ -127,11 +132,7 @@ def test_an_owner_paused_after_its_vote_and_woken_after_its_replacement_is_fence
     store = store_for(kind, tmp_path)
     target = str(tmp_path / "s.sqlite") if kind == "sqlite" else store.url
     try:
-        seed = store.open("s")
-        seed.apply(TxnRef("seed", 1), CreateItems(1, list(ITEMS), [orjson.dumps(v).decode() for v in ITEMS.values()]))
-        assert seed.prepare(TxnRef("seed", 1))
-        seed.commit(TxnRef("seed", 1))
-        seed.close()
+        _seed(store)
 
         old = Owner(kind, target, epoch=1)
         try:
