@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import psutil
 

@@ -27,7 +27,6 @@ from batchray.errors import (
     BatchrayError,
     ConflictError,
     NotFoundError,
-    PlanError,
     SchemaError,
     ValidationError,
 )
@@ -35,7 +34,7 @@ from batchray.core.model.batch import BatchResult, BatchState, Operation, RunOpt
 from batchray.core.plan.plan import Plan
 from batchray.core.plan.chunking import order_operations
 from batchray.core.txn.chunks import PlannedChunk
-from batchray.core.model.schema import COMPONENT_TYPES, Attribute, Collection, Component, DataContext
+from batchray.core.model.schema import Attribute, Collection, Component, DataContext
 from batchray.core.storage.store import CATALOG, component_key, context_doc, context_key, json_text
 
 # -- schema ------------------------------------------------------------------------------------
