@@ -158,6 +158,7 @@ def _against_peer(suite: "Suite", peer: str, peer_rate: float, ratio_label: str,
 # -- 1-3: bulk create against raw SQLite, Ray Data and one actor call per item -----------------
 
 def create_vs_sqlite(suite: Suite):
+    suite.create_rate()  # measures the raw SQLite baseline beside it, taking turns
     rows = _against_peer(suite, "raw SQLite rows/s (orjson + executemany, 1 transaction, 1 process)",
                          suite.figures["raw_create_rate"], "ratio batchray / raw SQLite", 3, (">= 1.0", 1.0),
                          ours="batchray rows/s (2 workers, 2 shards, atomic, validated)")
