@@ -43,7 +43,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from batchray.core.storage.participant_base import StoreParticipant, leftovers
+from batchray.core.storage.participant_base import CHUNK_WORK_LINE, StoreParticipant, leftovers
 from batchray.core.storage.postgres.applied import images_from_record, images_record, keep_backups
 from batchray.core.storage.postgres.chunk_writer import PgChunkWriter, PgWork
 from batchray.core.storage.postgres.connection import (
@@ -211,7 +211,11 @@ class PgParticipant(StoreParticipant[PgWork]):
         check_txn_id(ref.txn)
         # a create's rows are validated before its transaction's mutex is taken: this thread
         # validates while another one's COPY of the previous chunk is stored
-        valid = validate_create(chunk) if isinstance(chunk, CreateItems) else None
+        if isinstance(chunk, CreateItems):
+            with CHUNK_WORK_LINE:  # validated by one thread at a time, outside the mutexes
+                valid = validate_create(chunk)
+        else:
+            valid = None
         return self._apply_valid(ref, chunk, prepare, commit, valid)
 
     def _apply_valid(self, ref: TxnRef, chunk: Chunk, prepare: bool, commit: bool,

@@ -32,7 +32,7 @@ from typing import Any, Iterator, Optional
 
 import orjson
 
-from batchray.core.storage.participant_base import StoreParticipant, leftovers
+from batchray.core.storage.participant_base import CHUNK_WORK_LINE, StoreParticipant, leftovers
 from batchray.core.storage.sqlite.chunk_writer import SqliteChunkWriter
 from batchray.core.storage.sqlite.reads import count_all_items, read_docs, select_items
 from batchray.core.storage.sqlite.tables import open_shard_file
@@ -188,7 +188,8 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             with self._write(step, ref, durable=prepare or commit) as conn:
                 self._enter(conn, ref)
                 ver = conn.execute("UPDATE meta SET value = value + 1 WHERE key='wseq' RETURNING value").fetchone()[0]
-                images = self.handlers.apply(conn, ref, chunk, ver)
+                with CHUNK_WORK_LINE:
+                    images = self.handlers.apply(conn, ref, chunk, ver)
                 conn.execute(
                     "INSERT INTO applied VALUES(?,?,?,?,?)",
                     (ref.txn, chunk.chunk_id, images.affected,
