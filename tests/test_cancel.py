@@ -134,8 +134,10 @@ def test_non_graceful_cancel_stops_at_once_and_rollback_restores_every_item(slow
     # (dispatch stopped at the cancel, so chunks not yet sent then were never sent)
     assert graceful_applied == graceful_taken * 10 >= 100
     assert graceful_s >= 10 * DELAY  # dozens of chunks per worker were still to go
-    # non-graceful: the batch ended without waiting for them
-    assert abrupt_s < graceful_s / 2
+    # non-graceful: the batch ended without waiting for them: the workers refused the chunks
+    # still queued when the abort came (counted, not timed: a loaded machine stretches both)
+    assert abrupt_applied <= graceful_applied / 2, (abrupt_applied, graceful_applied)
+    assert abrupt_taken < graceful_taken / 2, (abrupt_taken, graceful_taken)
 
 
 def test_rollback_restores_a_non_atomic_stream_and_atomic_batches_always_roll_back(slow):
