@@ -15,7 +15,8 @@ is ``ArrowRows`` with :attr:`~batchray.core.model.columnar.ColumnarRows.nulls_ab
   for byte what ``orjson.dumps`` writes for the dict without the missing keys: each column
   gives a piece ``,"key":value`` or, where the value is missing, an empty one; a row's pieces
   are joined between ``{`` and ``}`` and the comma after the ``{`` removed (a row with no
-  value is ``{}``).
+  value is ``{}``); when the first column has no missing value its pieces open the rows
+  (``{"key":value``) and nothing is removed.
 
 :func:`drop_empty_rows` removes the rows with no value at all (a CSV row of empty cells is no
 item, as in CODAP).
@@ -90,19 +91,26 @@ class SparseArrowRows(ArrowRows):
         if not batch.num_rows:
             return "[]"
         pieces: list[Any] = []
+        opened = False  # whether the first piece opens every row (a first column without nulls)
         for name, column in zip(self.names, batch.columns):
             if column.null_count == len(column):
                 continue  # no row has this key
             text = _json_column(column)
             if text is None:
                 return None
-            piece = pc.binary_join_element_wise("," + orjson.dumps(name).decode() + ":", text, "")
+            opened = opened or (not pieces and not column.null_count)
+            lead = "{" if opened and not pieces else ","
+            piece = pc.binary_join_element_wise(lead + orjson.dumps(name).decode() + ":", text, "")
             if column.null_count:
                 piece = pc.if_else(pc.is_null(column), "", piece)
             pieces.append(piece)
         if not pieces:
             return "[" + ",".join(["{}"] * batch.num_rows) + "]"
-        rows = pc.replace_substring(pc.binary_join_element_wise("{", *pieces, "}", ""), "{,", "{", max_replacements=1)
+        if opened:
+            rows = pc.binary_join_element_wise(*pieces, "}", "")
+        else:
+            rows = pc.replace_substring(pc.binary_join_element_wise("{", *pieces, "}", ""), "{,", "{",
+                                        max_replacements=1)
         whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows), ",")
         return "[" + whole[0].as_py() + "]"
 
