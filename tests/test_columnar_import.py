@@ -241,3 +241,20 @@ def test_arrow_ipc_files_are_a_format_and_a_bad_one_is_refused(tmp_path):
             client.export_file("Ctx", tmp_path / "out.arrow")
         result = client.tool("batch_import", {"dataContextName": "T", "path": str(stream), "format": "arrow"})
         assert result["error"]["details"]["reason"] == "invalid_arrow"
+
+
+@pytest.mark.ray
+def test_on_ray_an_import_travels_as_columns_and_stores_what_the_dict_path_stores(make_client, tmp_path,
+                                                                                 columnar_rows):
+    """On Ray the columnar chunks of a CSV go through the object store to the workers (which
+    unpickle SparseArrowRows), and store the same items as the same file's dicts."""
+    path = tmp_path / "people.csv"
+    _csv(path, 1_200, SEED)
+    client = make_client("columnar-import", workers=2, shards=2)
+    stored = {}
+    for columnar in (True, False):
+        result = client.import_file(f"Ctx{columnar}", None, path, columnar=columnar, batch_size=200)
+        assert result.success and result.items_created == 1_200
+        stored[columnar] = [item["values"] for item in client.get_items(f"Ctx{columnar}", limit=2_000)]
+    assert stored[True] == stored[False] and len(stored[True]) == 1_200 and columnar_rows[0] == 1_200
+    assert "x" not in stored[True][0] and stored[True][1]["n"] == 1
