@@ -169,6 +169,7 @@ def _typed_table(n: int, seed: int) -> pa.Table:
         "day": pa.array([None if m is None else m.date() for m in moments], pa.date32()),
         "kind": pa.array([rng.choice(["a", "b", None]) for _ in range(n)]).dictionary_encode(),
         "raw": pa.array([rng.choice([b"bytes", None]) for _ in range(n)], pa.binary()),
+        "wide": pa.array([rng.choice(["w", None, "x y"]) for _ in range(n)], pa.large_string()).dictionary_encode(),
     })
 
 

@@ -184,8 +184,8 @@ def arrow_kernel(arrow_type: Any, json_encoded: bool, kind: Optional[str]) -> Op
         return lambda a: a.cast(pa.string()) if _years_in_range(a) else None
     if pt.is_binary(arrow_type) or pt.is_large_binary(arrow_type) or pt.is_fixed_size_binary(arrow_type):
         return lambda a: _cast_or_none(a, pa.string())
-    if getattr(pt, "is_string_view", lambda t: False)(arrow_type):
-        return lambda a: a.cast(pa.string())
+    if pt.is_large_string(arrow_type) or getattr(pt, "is_string_view", lambda t: False)(arrow_type):
+        return lambda a: _cast_or_none(a, pa.string())  # the JSON kernels join plain strings
     return lambda a: a
 
 

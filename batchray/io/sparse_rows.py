@@ -103,7 +103,14 @@ class SparseArrowRows(ArrowRows):
 
     def json_rows(self) -> Optional[str]:
         """The rows' JSON array without the missing values' keys, built by Arrow's string
-        kernels; ``None`` for a column type they do not write."""
+        kernels; ``None`` for a column type they do not write (the worker then encodes the
+        rows as dicts)."""
+        try:
+            return self._json_rows()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+
+    def _json_rows(self) -> Optional[str]:
         batch = self.batch
         if not batch.num_rows:
             return "[]"
