@@ -259,3 +259,25 @@ def test_on_ray_an_import_travels_as_columns_and_stores_what_the_dict_path_store
         stored[columnar] = [item["values"] for item in client.get_items(f"Ctx{columnar}", limit=2_000)]
     assert stored[True] == stored[False] and len(stored[True]) == 1_200 and columnar_rows[0] == 1_200
     assert "x" not in stored[True][0] and stored[True][1]["n"] == 1
+
+
+def test_an_arrow_ipc_file_over_a_read_limit_is_refused_with_its_row_or_batch(tmp_path):
+    """Arrow IPC files keep the read limits: a value over ``max_record_bytes`` names its row (in
+    file order, across record batches); a record batch over ``max_decoded_bytes`` once read
+    is refused; either way nothing is written."""
+    values = ["v"] * 10 + ["x" * (1 << 20) + "y"] + ["w"] * 5
+    long_value = tmp_path / "long.arrow"
+    with pa.ipc.new_file(long_value, pa.schema([("s", pa.string())])) as writer:
+        for start in (0, 8):
+            writer.write_batch(pa.record_batch({"s": values[start:start + 8]}))
+    wide = tmp_path / "wide.arrow"
+    with pa.ipc.new_file(wide, pa.schema([("s", pa.string())])) as writer:
+        writer.write_batch(pa.record_batch({"s": ["z" * 1000] * 3_000}))
+    with local_client(tmp_path / "s", shards=2) as client:
+        with pytest.raises(DocumentError) as caught:
+            client.import_file("Ctx", None, long_value, max_record_bytes=1 << 20)
+        assert (caught.value.details["reason"], caught.value.details["row"]) == ("value_too_long", 11)
+        with pytest.raises(DocumentError) as caught:
+            client.import_file("Ctx", None, wide, max_decoded_bytes=1 << 20)
+        assert caught.value.details["reason"] == "batch_too_large"
+        assert not client.catalog.exists("Ctx")
