@@ -53,10 +53,10 @@ from batchray.core.model.schema import AttributeType, DataContext
 from batchray.core.plan.chunking import CreateChunker
 from batchray.core.storage.store import context_doc, context_key
 from batchray.errors import SchemaError, ValidationError
+from batchray.io.arrow_source import ArrowSource
 from batchray.io.csv_source import CsvSource
 from batchray.io.document_import import import_document
 from batchray.io.formats import detect_format
-from batchray.io.arrow_source import ArrowSource
 from batchray.io.import_transaction import (
     Reading,
     catalog_docs_first,
