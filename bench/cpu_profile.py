@@ -7,6 +7,7 @@
     python -m bench.cpu_profile write-dataset       # per million rows of write_dataset (500,000 written)
     python -m bench.cpu_profile validate [WORKERS]  # per 100,000 items validated on the row path
     python -m bench.cpu_profile pg [WORKERS [SHARDS [ITEMS]]]  # per million items into PostgreSQL, vs one COPY
+    python -m bench.cpu_profile import [csv|parquet]  # per million rows of import_file, 2 workers
 
 Each process's user + system CPU time (``psutil``) is read before and after the measured
 work, for the driver (this process) and the Ray processes it started (workers, the raylet,
@@ -153,11 +154,26 @@ def main(argv: list[str]) -> None:
             after = cpu_times()
             print(f"validated load, {workers} worker(s): {len(rows) / seconds:,.0f} items/s")
             report(before, after, 2, "100,000 items")
+        elif mode == "import":  # a file of 1,000,000 bench rows, as bench.import_throughput writes it
+            from .import_throughput import batchray_import_seconds, write_files
+
+            fmt = argv[1] if len(argv) > 1 else "csv"
+            paths = write_files(root, 1_000_000)
+            os.makedirs(os.path.join(root, "warm"))
+            warm = write_files(os.path.join(root, "warm"), 50_000)
+            client = batchray.connect(os.path.join(root, "store"), progress=False, workers=2)
+            batchray_import_seconds(client, "Warm", warm[fmt], 50_000)
+            before = cpu_times()
+            seconds = batchray_import_seconds(client, "Bulk", paths[fmt], 1_000_000)
+            after = cpu_times()
+            print(f"import_file of 1,000,000 rows of {fmt}: {seconds:.2f} s, {1_000_000 / seconds:,.0f} rows/s")
+            report(before, after, 1, "million rows")
         elif mode == "pg":
             pg_profile(int(argv[1]) if len(argv) > 1 else 2, int(argv[2]) if len(argv) > 2 else None,
                        int(argv[3]) if len(argv) > 3 else 1_000_000)
         else:
-            raise SystemExit(f"unknown mode {mode!r}: latency, small, create, create-table, write-dataset, validate or pg")
+            raise SystemExit(f"unknown mode {mode!r}: latency, small, create, create-table, write-dataset, validate, "
+                             "import or pg")
     finally:
         if client is not None:
             client.shutdown()

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 from .common import COLLECTIONS, make_rows, raw_sqlite_load, raw_sqlite_update
 from .contention import contention
+from .import_throughput import import_throughput
 from .peers import duckdb_load, iceberg_rate
 from .raydata import raydata
 from .ray_create import load_seconds, load_table_seconds, per_call_rate, percentile, small_batch_latencies
@@ -541,6 +542,8 @@ SCENARIOS: dict[str, tuple[str, Callable[[Suite], Any]]] = {
     "contention": ("10. transfer batches from 1, 2, 4 drivers over 10 and 1,000 accounts",
                    lambda suite: contention(suite, _row)),
     "raydata": ("11. Ray Data write_dataset / read_dataset vs write_iceberg, write_sql, read_sql", raydata),
+    "import_throughput": ("12. import of a Parquet and a CSV file vs DuckDB read_parquet / read_csv",
+                          lambda suite: import_throughput(suite, _row)),
 }
 
 

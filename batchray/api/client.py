@@ -366,7 +366,7 @@ class Client:
     def import_file(self, context: Optional[str], collection: Optional[str], path: str | os.PathLike,
                     format: Optional[str] = None, *, rejects: str | os.PathLike | None = None,
                     reject_limit: Optional[int] = None, reject_ratio: Optional[float] = None, **options: Any):
-        """Import a CSV, JSON Lines, Parquet or CODAP file, streamed; see :func:`batchray.io.import_file`.
+        """Import a CSV, JSON Lines, Parquet, Arrow IPC or CODAP file, streamed; see :func:`batchray.io.import_file`.
         ``rejects``, ``reject_limit`` and ``reject_ratio`` as in :meth:`create_items` (a row is
         rejected with its values as read)."""
         from batchray.io import import_file

@@ -126,6 +126,7 @@ class ArrowRows:
     """:class:`~batchray.core.model.columnar.ColumnarRows` over a ``pyarrow.RecordBatch``."""
 
     __slots__ = ("batch",)
+    nulls_absent = False  # a null is the key with the value None (see SparseArrowRows for imports)
 
     def __init__(self, batch: pa.RecordBatch) -> None:
         self.batch = batch

@@ -7,9 +7,12 @@
 * :func:`as_strings`, :func:`numbers_from_text` and :func:`bools_from_text` convert a CSV
   column read as text to the column's type, vectorised; a value that does not convert stays
   text, so the worker's validation reports it with its row instead of the reader stopping.
-* :func:`arrow_converter` converts a typed (Parquet) column to values that fit an attribute:
-  dates as ISO text, decimals as floats, NaN as missing, nested values as JSON text (kept as
-  objects for boundaries).
+* :func:`arrow_converter` converts a typed (Parquet, Arrow) column to values that fit an
+  attribute: dates as ISO text, decimals as floats, NaN as missing, nested values as JSON text
+  (kept as objects for boundaries).
+* :func:`text_kernel` and :func:`arrow_kernel` are the same conversions done by Arrow's
+  kernels, column to column, for a columnar import (no Python value per row); they say when a
+  column or a batch needs the Python conversions instead.
 
 pyarrow is imported inside the functions: only a file import loads it.
 """
@@ -44,23 +47,42 @@ def as_strings(array: Any) -> list[Any]:
     return array.to_pylist()
 
 
-def numbers_from_text(ints: bool) -> Callable[[Any], list[Any]]:
-    """Text to numbers, vectorised; values that do not parse are left as text (the worker's
-    validation reports them with their row)."""
+def _cast_or_none(array: Any, to: Any) -> Any:
+    """``array`` cast to ``to`` by Arrow, or ``None`` when some value does not convert."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    try:
+        return pc.cast(array, to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def text_kernel(kind: Optional[str], ints: bool) -> Callable[[Any], Any]:
+    """A CSV column read as text, converted to the column's type by one Arrow cast of the
+    whole column (``numeric``: int64 when ``ints``, else float64; ``checkbox``: bool; other
+    types stay text); the callable returns ``None`` when some value does not convert (then
+    the batch takes :func:`numbers_from_text` / :func:`bools_from_text`, which report it)."""
+    import pyarrow as pa
+
+    if kind == "numeric":
+        target = pa.int64() if ints else pa.float64()
+        return lambda array: _cast_or_none(array, target)
+    if kind == "checkbox":
+        return lambda array: _cast_or_none(array, pa.bool_())
+    return lambda array: array
+
+
+def numbers_from_text(ints: bool) -> Callable[[Any], list[Any]]:
+    """Text to numbers, vectorised; values that do not parse are left as text (the worker's
+    validation reports them with their row)."""
+    cast = text_kernel("numeric", ints)
+
     def convert(array: Any) -> list[Any]:
-        if ints:
-            try:
-                return pc.cast(array, pa.int64()).to_pylist()
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                return [_number(v) for v in array.to_pylist()]
-        try:
-            numbers = pc.cast(array, pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        numbers = cast(array)
+        if numbers is None:
             return [_number(v) for v in array.to_pylist()]
-        return nan_to_none(numbers)
+        return numbers.to_pylist() if ints else nan_to_none(numbers)
 
     return convert
 
@@ -90,17 +112,14 @@ def _number(text: Optional[str]) -> Any:
 
 
 def bools_from_text(array: Any) -> list[Any]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    try:
-        return pc.cast(array, pa.bool_()).to_pylist()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        out = []
-        for v in array.to_pylist():
-            low = v.strip().lower() if isinstance(v, str) else v
-            out.append(True if low in ("true", "yes", "1") else False if low in ("false", "no", "0") else v)
-        return out
+    bools = text_kernel("checkbox", False)(array)
+    if bools is not None:
+        return bools.to_pylist()
+    out = []
+    for v in array.to_pylist():
+        low = v.strip().lower() if isinstance(v, str) else v
+        out.append(True if low in ("true", "yes", "1") else False if low in ("false", "no", "0") else v)
+    return out
 
 
 def arrow_converter(arrow_type: Any, json_encoded: bool, kind: Optional[str]) -> Callable[[Any], list[Any]]:
@@ -137,6 +156,63 @@ def arrow_converter(arrow_type: Any, json_encoded: bool, kind: Optional[str]) ->
     return lambda a: a.to_pylist()
 
 
+def arrow_kernel(arrow_type: Any, json_encoded: bool, kind: Optional[str]) -> Optional[Callable[[Any], Any]]:
+    """:func:`arrow_converter` done by Arrow's kernels: the callable turns a column into an
+    Arrow column whose values (as :class:`~batchray.io.sparse_rows.SparseArrowRows` gives them:
+    nulls and NaN missing) are exactly what :func:`arrow_converter` gives, or returns ``None``
+    for a column it cannot convert so (a date outside years 1-9999, binary that is not
+    UTF-8: the batch then takes :func:`arrow_converter`). ``None`` instead of a callable: the
+    type needs Python for every value (JSON text, nested values, times, durations, timestamps
+    with a time zone), so the import takes the dict path."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.types as pt
+
+    if json_encoded or pt.is_nested(arrow_type) or pt.is_time(arrow_type) or pt.is_duration(arrow_type):
+        return None
+    if pt.is_dictionary(arrow_type):
+        inner = arrow_kernel(arrow_type.value_type, False, kind)
+        return None if inner is None else (lambda a: inner(a.dictionary_decode()))
+    if pt.is_floating(arrow_type) or pt.is_decimal(arrow_type):
+        return lambda a: pc.cast(a, pa.float64())
+    if pt.is_timestamp(arrow_type):
+        if arrow_type.tz is not None:
+            return None
+        unit = "us" if arrow_type.unit == "ns" else arrow_type.unit
+        return lambda a: _iso_timestamps(pc.cast(a, pa.timestamp(unit), safe=False))
+    if pt.is_date(arrow_type):
+        return lambda a: a.cast(pa.string()) if _years_in_range(a) else None
+    if pt.is_binary(arrow_type) or pt.is_large_binary(arrow_type) or pt.is_fixed_size_binary(arrow_type):
+        return lambda a: _cast_or_none(a, pa.string())
+    if pt.is_large_string(arrow_type) or getattr(pt, "is_string_view", lambda t: False)(arrow_type):
+        return lambda a: _cast_or_none(a, pa.string())  # the JSON kernels join plain strings
+    return lambda a: a
+
+
+def _years_in_range(array: Any) -> bool:
+    """Whether every date or timestamp of ``array`` is in years 1 to 9999 (what Python's
+    ``datetime`` holds: outside them the dict path fails as it always did)."""
+    import pyarrow.compute as pc
+
+    if array.null_count == len(array):
+        return True
+    bounds = pc.min_max(pc.year(array))
+    return 1 <= bounds["min"].as_py() and bounds["max"].as_py() <= 9999
+
+
+def _iso_timestamps(array: Any) -> Any:
+    """Timestamps (no time zone, at most microseconds) as ``datetime.isoformat`` writes them:
+    ``YYYY-MM-DDTHH:MM:SS``, and ``.ffffff`` only when the microseconds are not zero; ``None``
+    outside years 1-9999."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not _years_in_range(array):
+        return None
+    text = pc.strftime(pc.cast(array, pa.timestamp("us")), format="%Y-%m-%dT%H:%M:%S")
+    return pc.if_else(pc.ends_with(text, ".000000"), pc.utf8_slice_codeunits(text, 0, 19), text)
+
+
 def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
     kinds: set[str] = set()
     for row in rows:
@@ -158,5 +234,5 @@ def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
     return kinds.pop() if kinds else "categorical"
 
 
-__all__ = ["arrow_converter", "arrow_kind", "as_strings", "bools_from_text", "infer_json_kind", "nan_to_none",
-           "numbers_from_text"]
+__all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "infer_json_kind", "nan_to_none",
+           "numbers_from_text", "text_kernel"]

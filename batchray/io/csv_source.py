@@ -3,7 +3,11 @@
 :class:`CsvSource` infers each column's type from the first ``block_size`` bytes (a probe
 reader, closed before the import starts), then reads the whole file as text and converts every batch with
 those types (:mod:`batchray.io.conversions`), so a later value that does not fit (text in a
-numeric column) is reported for its row instead of stopping the reader. Empty cells are missing
+numeric column) is reported for its row instead of stopping the reader. With ``columnar``
+(set by the importer when the target takes columnar chunks) a batch whose every column
+converts by one Arrow cast is sent as columns
+(:class:`~batchray.io.sparse_rows.SparseArrowRows`); a batch where some value does not convert
+takes the per-row conversions and goes as value dicts, so every bad row is reported as before. Empty cells are missing
 values; a row of empty cells is no item (as in CODAP; counted in ``empty_rows``). A row with the
 wrong number of cells stops an atomic import (:class:`~batchray.errors.DocumentError`,
 ``malformed_row``) and is skipped and reported (``skipped``) otherwise.
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from batchray.errors import DocumentError
-from batchray.io.conversions import arrow_kind, as_strings, bools_from_text, numbers_from_text
+from batchray.io.conversions import arrow_kind, as_strings, bools_from_text, numbers_from_text, text_kernel
 from batchray.io.limits import MIN_RECORD_BYTES
 from batchray.io.sources import Source, batch_pieces, null_positions, rows_without_missing
 
@@ -113,6 +117,8 @@ class CsvSource(Source):
         self._file = None
         self._reader = None
         self.empty_rows = 0
+        self.columnar = False  # set by the importer: batches that convert in Arrow go as columns
+        self.columnar_batches = 0
 
     def _infer_schema(self, block_size: int) -> Any:
         """The columns and their types, as pyarrow infers them from the first ``block_size``
@@ -163,7 +169,7 @@ class CsvSource(Source):
     def position(self) -> int:
         return self._file.position if self._file is not None else 0
 
-    def batches(self) -> Iterator[list[dict[str, Any]]]:
+    def batches(self) -> Iterator[Any]:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
@@ -174,6 +180,7 @@ class CsvSource(Source):
             self._reader = pacsv.open_csv(pa.PythonFile(self._file, mode="r"), read_options=self._read_options,
                                           parse_options=self._parse_options, convert_options=convert)
             converters = [self._converter(n) for n in self.names]
+            kernels = [text_kernel(self.types.get(n), n not in self._float_columns) for n in self.names]
             while True:
                 try:
                     batch = self._reader.read_next_batch()
@@ -181,6 +188,11 @@ class CsvSource(Source):
                     return
                 self._file.consumed()
                 self.rows_read += batch.num_rows
+                columnar = self._columnar(batch, kernels) if self.columnar else None
+                if columnar is not None:
+                    if len(columnar):
+                        yield columnar
+                    continue
                 for piece in batch_pieces(batch):
                     columns, nulls = [], []
                     for name, array, convert_column in zip(self.names, piece.columns, converters):
@@ -197,6 +209,27 @@ class CsvSource(Source):
                     yield rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise self._arrow_failure(exc) from None
+
+    def _columnar(self, batch: Any, kernels: list[Callable[[Any], Any]]) -> Any:
+        """``batch`` converted by one Arrow cast per column, as
+        :class:`~batchray.io.sparse_rows.SparseArrowRows` without its rows of empty cells; ``None``
+        when a value of some column does not convert (the batch then takes the per-row
+        conversions, which leave it as text for the worker to report with its row)."""
+        import pyarrow as pa
+
+        from batchray.io.sparse_rows import SparseArrowRows, drop_empty_rows
+
+        columns = []
+        for array, kernel in zip(batch.columns, kernels):
+            converted = kernel(array)
+            if converted is None:
+                return None
+            columns.append(converted)
+        rows = SparseArrowRows(pa.RecordBatch.from_arrays(columns, names=self.names))
+        kept, dropped = drop_empty_rows(rows.batch)
+        self.empty_rows += dropped
+        self.columnar_batches += 1
+        return SparseArrowRows(kept) if dropped else rows
 
     @property
     def skipped(self) -> list[dict[str, Any]]:

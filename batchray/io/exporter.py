@@ -71,6 +71,9 @@ def export_file(
     if fmt == "codap":
         return export_document(client_or_engine, context, out, query=query, collection=collection,
                                page_size=page_size, started=started, overwrite=overwrite)
+    if fmt not in _WRITERS:
+        raise ValidationError(f"{fmt} is a format batchray imports, not one it exports; export to "
+                              f"{', '.join(_WRITERS)} or codap", field="format")
     if not isinstance(context, str):
         raise ValidationError(f"exporting {fmt} needs one data context name", field="dataContextName")
     context_id, ctx = client_or_engine.catalog.context(context)
@@ -82,7 +85,7 @@ def export_file(
     columns = [a.name for a in attrs]
     pages = lambda: item_pages(client_or_engine, context_id, query, page_size)  # noqa: E731
     report = _export_reporter(progress)
-    writer = {"csv": _write_csv, "jsonl": _write_jsonl, "parquet": _write_parquet}[fmt]
+    writer = _WRITERS[fmt]
     notes: list[str] = []
     count = write_aside(out, lambda tmp: writer(tmp, attrs, pages, report, notes), overwrite=overwrite)
     duration = time.perf_counter() - started
@@ -214,6 +217,9 @@ def _write_parquet(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[lis
             count += len(page)
             report(count)
     return count
+
+
+_WRITERS = {"csv": _write_csv, "jsonl": _write_jsonl, "parquet": _write_parquet}
 
 
 __all__ = ["PAGE_SIZE", "export_file"]

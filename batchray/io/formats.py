@@ -1,8 +1,9 @@
 """File formats: which format a file is, and the Parquet metadata keys batchray writes.
 
-* :data:`FORMATS` and :func:`detect_format`: ``csv``, ``jsonl``, ``parquet`` or ``codap``, as
-  given (``ndjson`` and ``pq`` are aliases) or as the file's suffix names it; anything else is a
-  :class:`~batchray.errors.ValidationError`.
+* :data:`FORMATS` and :func:`detect_format`: ``csv``, ``jsonl``, ``parquet``, ``arrow`` (the
+  Arrow IPC file format, ``.arrow``, ``.feather`` or ``.ipc``) or ``codap``, as given
+  (``ndjson``, ``pq``, ``feather`` and ``ipc`` are aliases) or as the file's suffix names it;
+  anything else is a :class:`~batchray.errors.ValidationError`.
 * :data:`PARQUET_ATTRIBUTE_KEY` and :data:`PARQUET_ENCODING_KEY`: the Parquet field metadata
   with which :func:`~batchray.io.exporter.export_file` records each column's attribute (and a
   column stored as JSON text), read back by :class:`~batchray.io.parquet_source.ParquetSource`.
@@ -15,9 +16,9 @@ from typing import Optional, Union
 
 from batchray.errors import ValidationError
 
-FORMATS = ("csv", "jsonl", "parquet", "codap")
+FORMATS = ("csv", "jsonl", "parquet", "arrow", "codap")
 SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet",
-            ".codap": "codap"}
+            ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow", ".codap": "codap"}
 
 PARQUET_ATTRIBUTE_KEY = b"batchray.attribute"
 """Parquet field metadata: the column's attribute, as JSON."""
@@ -29,7 +30,7 @@ def detect_format(path: Union[str, os.PathLike], format: Optional[str] = None) -
     """``format`` checked, or the one the file's suffix names."""
     if format is not None:
         fmt = format.lower().strip(".")
-        fmt = {"ndjson": "jsonl", "pq": "parquet"}.get(fmt, fmt)
+        fmt = {"ndjson": "jsonl", "pq": "parquet", "feather": "arrow", "ipc": "arrow"}.get(fmt, fmt)
         if fmt not in FORMATS:
             raise ValidationError(f"unknown format {format!r}; one of {', '.join(FORMATS)}", field="format")
         return fmt

@@ -41,11 +41,18 @@ def guarded_rows(batches: Iterable[list[dict[str, Any]]], reading: Reading,
                  report: Callable[[], None]) -> Iterator[dict[str, Any]]:
     """The rows of ``batches``; a read failure is kept in ``reading`` and stops the batch with
     a rollback (so even a non-atomic import of an unreadable file leaves nothing)."""
+    for rows in guarded_parts(batches, reading, report):
+        yield from rows
+
+
+def guarded_parts(batches: Iterable[Any], reading: Reading, report: Callable[[], None]) -> Iterator[Any]:
+    """:func:`guarded_rows` that yields each part of ``batches`` whole (a list of value dicts or
+    columnar rows), its rows counted in ``reading``."""
     try:
         for rows in batches:
             reading.rows += len(rows)
             report()
-            yield from rows
+            yield rows
     except DocumentError as exc:
         reading.failure = exc
         raise CancelledError(f"import stopped: {exc.message}", rollback=True) from None
@@ -91,4 +98,4 @@ def import_result(result: BatchResult, docs: int, reading: Reading, started: flo
     )
 
 
-__all__ = ["Reading", "catalog_docs_first", "guarded_rows", "import_result", "run_import"]
+__all__ = ["Reading", "catalog_docs_first", "guarded_parts", "guarded_rows", "import_result", "run_import"]

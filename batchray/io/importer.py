@@ -1,23 +1,33 @@
-"""Importing a file: :func:`import_file` for CSV, JSON Lines, Parquet and CODAP documents.
+"""Importing a file: :func:`import_file` for CSV, JSON Lines, Parquet, Arrow IPC and CODAP documents.
 
 :func:`import_file` takes the front object (:class:`~batchray.api.client.Client`, on either
 runtime); it plans on the caller's side and streams. The path is checked first (:func:`~batchray.io.paths.resolve_path`), the format
 detected (:func:`~batchray.io.formats.detect_format`); CODAP documents go to
 :func:`~batchray.io.document_import.import_document`, the other formats are imported here.
 
-CSV, JSON Lines and Parquet are read in record batches, never whole (:func:`open_source`:
-:mod:`~batchray.io.csv_source`, :mod:`~batchray.io.jsonl_source`,
-:mod:`~batchray.io.parquet_source`). Rows go to the planner's chunker as they are read, so the
-driver holds about one record batch plus the chunks in flight, whatever the size of the file;
-chunks are sized to an eighth of the memory budget's allowance
+CSV, JSON Lines, Parquet and Arrow IPC files are read in record batches, never whole
+(:func:`open_source`: :mod:`~batchray.io.csv_source`, :mod:`~batchray.io.jsonl_source`,
+:mod:`~batchray.io.parquet_source`, :mod:`~batchray.io.arrow_source`). Rows go to the planner's
+chunker as they are read, so the driver holds about one record batch plus the chunks in flight,
+whatever the size of the file; chunks are sized to an eighth of the memory budget's allowance
 (:func:`~batchray.io.runtime.chunk_bytes`).
+
+**The columnar path.** When the target takes columnar chunks (:func:`~batchray.io.runtime.columnar_fits`:
+no ``unique`` attribute, as for a ``pyarrow.Table`` given to ``create_items``), a CSV, Parquet
+or Arrow batch whose columns all convert with Arrow's kernels goes to the chunker as an Arrow
+record batch (:class:`~batchray.io.sparse_rows.SparseArrowRows`: a missing value leaves no key)
+and is checked and stored without a Python value per row
+(:meth:`~batchray.core.plan.chunking.CreateChunker.mixed_chunks`); a batch that needs Python
+(a CSV value that does not convert, a Parquet column of JSON text, a time zone) goes as value
+dicts, as every JSON Lines batch does. Both store the same items and report the same errors,
+rejects and progress.
 
 Types are inferred from the first record batch when the data context or some of the file's
 columns do not exist yet (``create=True``): int and float columns become ``numeric``, bool
 ``checkbox``, timestamp and date ``date``, anything else ``categorical``. A CSV is read as text
 and converted per batch with the inferred types, so a later value that does not fit (text in a
 numeric column) is reported for its row instead of stopping the reader; in JSON Lines the value
-kinds of the first batch decide (ISO 8601 strings are dates); Parquet has its own schema, and
+kinds of the first batch decide (ISO 8601 strings are dates); Parquet and Arrow IPC have their own schema, and
 columns written by :func:`~batchray.io.exporter.export_file` carry their attribute as field
 metadata, so their type and properties come back as they were. ``types={"zip": "categorical"}``
 overrides inference. Empty CSV cells, JSON ``null``, Parquet nulls and float NaN are missing
@@ -43,10 +53,18 @@ from batchray.core.model.schema import AttributeType, DataContext
 from batchray.core.plan.chunking import CreateChunker
 from batchray.core.storage.store import context_doc, context_key
 from batchray.errors import SchemaError, ValidationError
+from batchray.io.arrow_source import ArrowSource
 from batchray.io.csv_source import CsvSource
 from batchray.io.document_import import import_document
 from batchray.io.formats import detect_format
-from batchray.io.import_transaction import Reading, catalog_docs_first, guarded_rows, import_result, run_import
+from batchray.io.import_transaction import (
+    Reading,
+    catalog_docs_first,
+    guarded_parts,
+    guarded_rows,
+    import_result,
+    run_import,
+)
 from batchray.io.jsonl_source import JsonLinesSource
 from batchray.io.limits import ReadLimits, read_limits
 from batchray.io.parquet_source import ParquetSource
@@ -58,6 +76,7 @@ from batchray.io.runtime import (
     check_target,
     chunk_bytes,
     chunk_id_source,
+    columnar_fits,
     create_items_plan,
     id_allocator,
     parse_context,
@@ -86,10 +105,12 @@ def import_file(
     max_decoded_bytes: Optional[int] = None,
     max_document_memory: Optional[int] = None,
     quote_content: bool = True,
+    columnar: bool = True,
 ) -> ImportResult:
-    """Import a CSV, JSON Lines, Parquet or CODAP file into ``context``/``collection``.
+    """Import a CSV, JSON Lines, Parquet, Arrow IPC or CODAP file into ``context``/``collection``.
 
-    ``format``: ``csv``, ``jsonl``, ``parquet`` or ``codap`` (default: from the suffix).
+    ``format``: ``csv``, ``jsonl``, ``parquet``, ``arrow`` or ``codap`` (default: from the
+    suffix: ``.arrow``, ``.feather`` and ``.ipc`` are Arrow IPC files).
     ``create``: create the data context, the collection and attributes for new columns when
     missing (types inferred; ``types`` overrides per column); without it, a missing one is a
     :class:`SchemaError`. ``atomic``: all rows or none (default). ``batch_size``: rows per
@@ -106,8 +127,9 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
     name; a name imports that context (or renames the document's only one); ``collection``
     must be None. ``allowed_root``: the path must stay inside it (see :mod:`batchray.io.paths`).
     ``quote_content=False`` (the tool surface): errors about a CSV, JSON Lines or Parquet file's
-    rows and column names say which line or column, never its text. See the module docstring
-    for errors and guarantees.
+    rows and column names say which line or column, never its text. ``columnar=False`` sends
+    every batch as value dicts (the same items; see the module docstring on the columnar path).
+    See the module docstring for errors and guarantees.
     """
     check_target(client_or_engine)
     resolved = resolve_path(path, allowed_root, must_exist=True)
@@ -127,14 +149,14 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
                          quote_content=quote_content)
     try:
         return _import_rows(client_or_engine, context, collection, source, atomic=atomic, batch_size=batch_size,
-                            create=create, progress=progress, timeout=timeout, types=types)
+                            create=create, progress=progress, timeout=timeout, types=types, columnar=columnar)
     finally:
         source.close()
 
 
 def open_source(fmt: str, path: Path, *, atomic: bool, types: dict[str, str], block_size: Optional[int],
                 limits: Optional[ReadLimits] = None, quote_content: bool = True) -> Source:
-    """The record-batch reader for a ``csv``, ``parquet`` or ``jsonl`` file (``block_size``: bytes
+    """The record-batch reader for a ``csv``, ``parquet``, ``arrow`` or ``jsonl`` file (``block_size``: bytes
     per CSV or JSON Lines batch, default :data:`~batchray.io.sources.DEFAULT_BLOCK_SIZE`;
     ``limits``: default those of no memory budget; ``quote_content``: see
     :class:`~batchray.io.sources.Source`)."""
@@ -142,9 +164,10 @@ def open_source(fmt: str, path: Path, *, atomic: bool, types: dict[str, str], bl
     if fmt == "csv":
         return CsvSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types,
                          max_record_bytes=limits.record_bytes, quote_content=quote_content)
-    if fmt == "parquet":
-        return ParquetSource(path, batch_rows=DEFAULT_BATCH_ROWS, types=types, max_value_bytes=limits.record_bytes,
-                             max_decoded_bytes=limits.decoded_bytes, quote_content=quote_content)
+    if fmt in ("parquet", "arrow"):
+        typed = ParquetSource if fmt == "parquet" else ArrowSource
+        return typed(path, batch_rows=DEFAULT_BATCH_ROWS, types=types, max_value_bytes=limits.record_bytes,
+                     max_decoded_bytes=limits.decoded_bytes, quote_content=quote_content)
     return JsonLinesSource(path, atomic=atomic, block_size=block_size or DEFAULT_BLOCK_SIZE, types=types,
                            max_line_bytes=limits.record_bytes, quote_content=quote_content)
 
@@ -242,7 +265,7 @@ def _reporter(progress: Progress, source: Source, reading: Reading, target: Targ
 
 def _import_rows(target: Target, context: str, collection: Optional[str], source: Source, *, atomic: bool,
                  batch_size: Optional[int], create: bool, progress: Progress, timeout: Optional[int],
-                 types: dict[str, str]) -> ImportResult:
+                 types: dict[str, str], columnar: bool = True) -> ImportResult:
     started = time.perf_counter()
     context_id, ctx, doc, created_attrs, created_context = _schema_for(target, context, collection, source,
                                                                         create, types)
@@ -252,9 +275,14 @@ def _import_rows(target: Target, context: str, collection: Optional[str], source
                             schema=ctx.model_dump(mode="json"), max_rows=batch_size or 10_000,
                             max_bytes=chunk_bytes(target), chunk_ids=chunk_ids)
     reading = Reading()
-    rows = guarded_rows(source.batches(), reading, _reporter(progress, source, reading, target))
+    report = _reporter(progress, source, reading, target)
+    if columnar and hasattr(source, "columnar") and columnar_fits(ctx, source.names):
+        source.columnar = True  # batches that convert in Arrow go as columns, the others as dicts
+        chunks = chunker.mixed_chunks(guarded_parts(source.batches(), reading, report))
+    else:
+        chunks = chunker.chunks(guarded_rows(source.batches(), reading, report))
     puts = [] if doc is None else [(context_key(context), doc)]
-    plan = create_items_plan(catalog_docs_first(puts, chunker.chunks(rows), chunk_ids), total=source.total_rows,
+    plan = create_items_plan(catalog_docs_first(puts, chunks, chunk_ids), total=source.total_rows,
                              context=context, context_id=context_id, chunker=chunker)
     result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress)
     skipped = list(getattr(source, "skipped", []))

@@ -4,12 +4,14 @@ Parquet page that inflates to gigabytes) makes the reader hold more than the bud
 
 :class:`ReadLimits` holds two numbers:
 
-* ``record_bytes``: the most one JSON Lines line, one CSV record or one Parquet string or
-  binary value may hold. By default the budget's chunk size
+* ``record_bytes``: the most one JSON Lines line, one CSV record or one Parquet or Arrow IPC
+  string or binary value may hold. By default the budget's chunk size
   (:func:`~batchray.core.plan.chunking.chunk_bytes_for`: an eighth of the allowance, 8 MiB at
   most) with a floor of :data:`MIN_RECORD_BYTES` (1 MiB).
 * ``decoded_bytes``: the most one Parquet column chunk may hold decompressed (its metadata's
-  ``total_uncompressed_size``), checked before anything of the file is read. By default a
+  ``total_uncompressed_size``), checked before anything of the file is read; and the most one
+  Arrow IPC record batch may hold once read (its footer records no decompressed size, so this
+  is checked as each batch is read: ``batch_too_large``). By default a
   quarter of the allowance with a floor of :data:`MIN_DECODED_BYTES` (64 MiB);
   :data:`DEFAULT_DECODED_BYTES` (256 MiB) without a budget.
 
@@ -21,7 +23,7 @@ Parquet page that inflates to gigabytes) makes the reader hold more than the bud
 :func:`read_limits` builds them; ``import_file(..., max_record_bytes=..., max_decoded_bytes=...,
 max_document_memory=...)`` sets each explicitly (higher or lower than the default). A file over a limit is refused with a
 :class:`~batchray.errors.DocumentError` whose ``details`` carry ``reason`` (``line_too_long``,
-``record_too_long``, ``value_too_long``, ``column_chunk_too_large``, ``too_complex``), ``limit`` and, where known,
+``record_too_long``, ``value_too_long``, ``column_chunk_too_large``, ``batch_too_large``, ``too_complex``), ``limit`` and, where known,
 ``row``.
 """
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """Parquet files read in record batches with ``ParquetFile.iter_batches``.
 
-The file's own schema gives each column's type (:func:`~batchray.io.conversions.arrow_kind`)
-unless ``types`` names one; a column written by :func:`~batchray.io.exporter.export_file`
-carries its attribute in its field metadata
-(:data:`~batchray.io.formats.PARQUET_ATTRIBUTE_KEY`), so its type (untyped included) and
-properties come back as they were, and a column it stored as JSON text
-(:data:`~batchray.io.formats.PARQUET_ENCODING_KEY`) is decoded. Values are converted with
-:func:`~batchray.io.conversions.arrow_converter`; nulls and NaN are missing values.
+The file's own schema gives each column's type, and the field metadata
+:func:`~batchray.io.exporter.export_file` writes gives back its attributes
+(:class:`~batchray.io.typed_source.TypedSource`, shared with Arrow IPC files); each batch is
+sent as columns converted by Arrow's kernels when the import allows it, else as value dicts
+(:meth:`~batchray.io.typed_source.TypedSource.parts`); nulls and NaN are missing values.
 
 Limits (:mod:`batchray.io.limits`): before any data is read, every column chunk's decompressed
 size (``total_uncompressed_size`` in the file's metadata) is checked against
@@ -19,17 +17,13 @@ row). Both stop the import, atomic or not, with a :class:`~batchray.errors.Docum
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
-import orjson
-
-from batchray.io.conversions import arrow_converter, arrow_kind
-from batchray.io.formats import PARQUET_ATTRIBUTE_KEY, PARQUET_ENCODING_KEY
 from batchray.io.limits import DEFAULT_DECODED_BYTES, MIN_RECORD_BYTES
-from batchray.io.sources import Source, batch_pieces, null_positions, rows_without_missing
+from batchray.io.typed_source import TypedSource
 
 
-class ParquetSource(Source):
+class ParquetSource(TypedSource):
     format = "parquet"
 
     def __init__(self, path: Path, *, batch_rows: int, types: dict[str, str],
@@ -52,30 +46,7 @@ class ParquetSource(Source):
             self.close()
             raise
         self.total_rows = self._file.metadata.num_rows
-        self.names = list(schema.names)
-        self.check_names()
-        self.types = {}
-        self._converters = []
-        for f in schema:
-            meta = f.metadata or {}
-            attr: Optional[dict[str, Any]] = None
-            if PARQUET_ATTRIBUTE_KEY in meta:
-                try:
-                    attr = {k: v for k, v in orjson.loads(meta[PARQUET_ATTRIBUTE_KEY]).items() if k != "name"}
-                except (orjson.JSONDecodeError, AttributeError):
-                    attr = None
-            json_encoded = meta.get(PARQUET_ENCODING_KEY) == b"json"
-            if f.name in types:
-                kind = types[f.name]
-            elif attr is not None:  # written by export_file: the attribute as it was, untyped included
-                kind = attr.get("type")
-            else:
-                kind = "categorical" if json_encoded else arrow_kind(f.type)
-            if attr:
-                self.attrs[f.name] = attr
-            self.types[f.name] = kind
-            self._converters.append(arrow_converter(f.type, json_encoded, kind))
-        self._rows_done = 0
+        self.describe(schema, types)
 
     def _checked_batch_rows(self, batch_rows: int) -> int:
         """``batch_rows``, lowered so that a batch's decoded rows stay near ``max_value_bytes``
@@ -99,45 +70,18 @@ class ParquetSource(Source):
                 rows = min(rows, max(1, self.max_value_bytes // per_row))
         return rows
 
-    def _check_values(self, batch: Any) -> None:
-        """A :class:`DocumentError` if a string or binary value of ``batch`` is over
-        ``max_value_bytes``, naming its row (1-based, in file order)."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        for name, array in zip(batch.schema.names, batch.columns):
-            kind = array.type
-            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
-                    or pa.types.is_large_binary(kind)):
-                continue
-            lengths = pc.binary_length(array)
-            longest = pc.max(lengths).as_py()
-            if longest is not None and longest > self.max_value_bytes:
-                row = self._rows_done + pc.index(lengths, longest).as_py() + 1
-                raise self.fail(f"row {row}: the value of column {name!r} is {longest:,} bytes, over the limit "
-                                f"of {self.max_value_bytes:,} bytes (max_record_bytes)", "value_too_long",
-                                row=row, column=name, size=longest, limit=self.max_value_bytes)
-
     def position(self) -> int:
         if not self.total_rows:
             return self.total_bytes
         return int(self.total_bytes * self._rows_done / self.total_rows)
 
-    def batches(self) -> Iterator[list[dict[str, Any]]]:
+    def batches(self) -> Iterator[Any]:
         import pyarrow as pa
 
         try:
             for batch in self._file.iter_batches(batch_size=self.batch_rows, use_threads=True):
-                self._check_values(batch)
-                for piece in batch_pieces(batch):
-                    columns, nulls = [], []
-                    for name, array, convert in zip(self.names, piece.columns, self._converters):
-                        values = convert(array)
-                        columns.append(values)
-                        if array.null_count or None in values:
-                            nulls.append((name, null_positions(values)))
-                    self._rows_done += piece.num_rows
-                    yield rows_without_missing(self.names, columns, nulls)
+                self.check_values(batch)
+                yield from self.parts(batch)
         except (pa.ArrowInvalid, OSError) as exc:
             raise self.fail(f"cannot read: {exc}", "unreadable") from None
 

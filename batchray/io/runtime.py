@@ -15,7 +15,7 @@ from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.model.schema import DataContext
 from batchray.core.plan.chunking import chunk_bytes_for
 from batchray.core.plan.plan import Plan, PlanTarget
-from batchray.core.plan.planner import BatchPlanner
+from batchray.core.plan.planner import BatchPlanner, columns_fit
 from batchray.core.plan.planner import check_query as planner_check_query
 from batchray.core.plan.planner import parse_context as planner_parse_context
 from batchray.core.txn.chunks import PlannedChunk
@@ -69,6 +69,12 @@ def create_items_plan(chunks: Iterable[PlannedChunk], *, total: Optional[int], c
     return Plan("create_items", chunks, total=total, context=context, context_id=context_id, chunker=chunker)
 
 
+def columnar_fits(ctx: DataContext, names: list[str]) -> bool:
+    """Whether rows with columns ``names`` may go to ``ctx`` as columnar chunks: the conditions
+    ``create_items`` puts on a ``pyarrow.Table`` (no ``unique`` attribute, no ``values`` column)."""
+    return columns_fit(ctx, names)
+
+
 def parse_context(spec: dict[str, Any]) -> DataContext:
     """``spec`` as a :class:`DataContext`; :class:`~batchray.errors.SchemaError` if invalid."""
     return planner_parse_context(spec)
@@ -95,5 +101,5 @@ def item_pages(target: Target, context_id: int, query: Optional[str], page_size:
 
 
 __all__ = ["DEFAULT_TIMEOUT_MS", "Progress", "Target", "check_query", "check_target", "chunk_bytes",
-           "chunk_id_source", "create_items_plan", "id_allocator",
+           "chunk_id_source", "columnar_fits", "create_items_plan", "id_allocator",
            "item_pages", "parse_context", "run_plan"]

@@ -1,4 +1,4 @@
-"""Sources: a data file read in record batches of value dicts, never whole.
+"""Sources: a data file read in record batches of value dicts (or columns), never whole.
 
 :class:`Source` is what an import reads rows from, whatever the format: ``names`` (the
 columns, checked to be valid, distinct attribute names), ``types`` (the attribute type each
@@ -6,14 +6,17 @@ column gets when it is created), ``attrs`` (attribute properties the file carrie
 ``total_rows`` (when known up front), ``total_bytes`` and :meth:`~Source.position` (for
 progress), and :meth:`~Source.batches`, which yields lists of rows. A row is a dict of the
 row's values without missing ones: empty CSV cells, JSON ``null``, Parquet nulls and float
-NaN leave no key. A source that cannot be read raises :class:`~batchray.errors.DocumentError`
+NaN leave no key. A source with a ``columnar`` attribute (CSV, Parquet, Arrow IPC) yields,
+once the importer sets it, a batch that converts with Arrow's kernels as one
+:class:`~batchray.io.sparse_rows.SparseArrowRows` instead (the same rows, as columns). A source that cannot be read raises :class:`~batchray.errors.DocumentError`
 (:meth:`~Source.fail`) with the file's ``path`` and a ``reason``. With ``quote_content=False``
 (the tool surface) its errors name the line, row or column, never the file's text (a header
 cell, a malformed line).
 
 The formats: :class:`~batchray.io.csv_source.CsvSource`,
-:class:`~batchray.io.jsonl_source.JsonLinesSource` and
-:class:`~batchray.io.parquet_source.ParquetSource` (chosen by
+:class:`~batchray.io.jsonl_source.JsonLinesSource`,
+:class:`~batchray.io.parquet_source.ParquetSource` and
+:class:`~batchray.io.arrow_source.ArrowSource` (chosen by
 :func:`~batchray.io.importer.open_source`). This module also holds the helpers they share to
 turn an Arrow record batch into rows: :func:`batch_pieces` (a batch in slices of at most
 :data:`PIECE_ROWS` rows, so a 1 MiB block never becomes dicts all at once),

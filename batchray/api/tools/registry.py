@@ -320,6 +320,7 @@ register("cancel_batch_operation", CancelBatchArgs, _cancel_batch_operation)
 
 # -- batch_import / batch_export -------------------------------------------------------------
 _FILE_FORMAT = Literal["csv", "jsonl", "parquet", "codap"]
+_IMPORT_FORMAT = Literal["csv", "jsonl", "parquet", "arrow", "codap"]  # arrow: Arrow IPC files (.arrow, .feather, .ipc)
 _ATTR_TYPE = Literal["categorical", "numeric", "date", "qualitative", "boundary", "checkbox", "color"]
 
 
@@ -332,7 +333,7 @@ class ImportOptions(_Args):
     maxRecordBytes: Optional[int] = Field(default=None, ge=1024, le=1 << 30,
                                           description="longest line, record or value read (default: from the memory budget)")
     maxDecodedBytes: Optional[int] = Field(default=None, ge=1 << 20, le=1 << 34,
-                                           description="largest decompressed Parquet column chunk")
+                                           description="largest decompressed Parquet column chunk or Arrow record batch")
     maxDocumentMemory: Optional[int] = Field(default=None, ge=1 << 20, le=1 << 36,
                                              description="most memory a CODAP document may take once parsed")
     rejectsPath: Optional[str] = Field(default=None, min_length=1, max_length=4096, description=_REJECTS)
@@ -342,14 +343,14 @@ class ImportOptions(_Args):
 
 
 class BatchImportArgs(_Args):
-    """Import a CSV, JSON Lines, Parquet or CODAP document file, streamed, atomically by
-    default. Missing data context, collection and attributes are created with inferred types.
+    """Import a CSV, JSON Lines, Parquet, Arrow IPC (.arrow, .feather, .ipc) or CODAP document
+    file, streamed, atomically by default. Missing data context, collection and attributes are created with inferred types.
     For a CODAP document, dataContextName (optional) picks or renames its context."""
 
     dataContextName: Optional[str] = Field(default=None, min_length=1, max_length=200)
     collectionName: Optional[str] = Field(default=None, min_length=1, max_length=200)
     path: str = Field(min_length=1, max_length=4096)
-    format: Optional[_FILE_FORMAT] = None
+    format: Optional[_IMPORT_FORMAT] = None
     options: ImportOptions = Field(default_factory=ImportOptions)
 
 

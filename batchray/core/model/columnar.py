@@ -6,7 +6,9 @@ this protocol over a ``pyarrow.RecordBatch``, which Ray's object store carries w
 its values. A create chunk (:class:`~batchray.core.txn.chunks.CreateItems`) may hold such rows
 instead of a list of value dicts; what it means is exactly the list :meth:`ColumnarRows.rows`
 returns: row ``i`` is ``{name: column[i] for each column}``, every column's key present (a null
-value is ``None``, as in ``pyarrow.Table.to_pylist``). So every consumer may treat it as that
+value is ``None``, as in ``pyarrow.Table.to_pylist``) unless the rows leave missing values out
+(:attr:`ColumnarRows.nulls_absent`, a file import's rows: a ``None`` in :meth:`ColumnarRows.columns`
+then means that the row has no key for that column). So every consumer may treat it as that
 list, and those that can work on columns instead do: the row validator checks a column with
 one pass over its list, or, for :class:`ProfiledRows` (Arrow), from a :class:`ColumnProfile`
 computed in C++; and a chunk of such rows that passes is stored from the JSON text the rows
@@ -27,6 +29,9 @@ class ColumnarRows(Protocol):
     """Rows held as columns. ``names`` are the columns' names (distinct), in order."""
 
     names: list[str]
+    nulls_absent: bool
+    """Whether a ``None`` of :meth:`columns` stands for no key at all in its row (an import's
+    missing values) rather than for the key with the value ``None``."""
 
     def __len__(self) -> int: ...
 
@@ -88,13 +93,21 @@ def rows_of(rows: ColumnarRows) -> list[dict[str, Any]]:
     """The value dicts ``rows`` stands for (see the module docstring)."""
     if not rows.names:
         return [{} for _ in range(len(rows))]
-    return dicts_of(rows.names, rows.columns())
+    return dicts_of(rows.names, rows.columns(), absent=rows.nulls_absent)
 
 
-def dicts_of(names: Sequence[str], columns: Sequence[list[Any]]) -> list[dict[str, Any]]:
-    """Row ``i`` of ``columns`` as ``{name: value}`` for each row (at least one column)."""
+def dicts_of(names: Sequence[str], columns: Sequence[list[Any]], absent: bool = False) -> list[dict[str, Any]]:
+    """Row ``i`` of ``columns`` as ``{name: value}`` for each row (at least one column);
+    ``absent``: without the keys whose value is ``None``."""
     names = list(names)
-    return [dict(zip(names, values)) for values in zip(*columns)]  # a third faster than to_pylist
+    rows = [dict(zip(names, values)) for values in zip(*columns)]  # a third faster than to_pylist
+    if absent:
+        for name, column in zip(names, columns):
+            if None in column:
+                for position, value in enumerate(column):
+                    if value is None:
+                        del rows[position][name]
+    return rows
 
 
 def row_at(rows: ColumnarRows, position: int) -> dict[str, Any]:
@@ -111,10 +124,12 @@ def python_bytes(rows: int, columns: int, column_bytes: int) -> int:
 
 
 class ColumnLists:
-    """:class:`ColumnarRows` over Python lists of equal length."""
+    """:class:`ColumnarRows` over Python lists of equal length (``nulls_absent``: see
+    :class:`ColumnarRows`)."""
 
-    def __init__(self, names: Sequence[str], columns: Sequence[list[Any]]) -> None:
+    def __init__(self, names: Sequence[str], columns: Sequence[list[Any]], nulls_absent: bool = False) -> None:
         self.names = list(names)
+        self.nulls_absent = nulls_absent
         self._columns = [list(c) for c in columns]
         lengths = {len(c) for c in self._columns}
         if len(lengths) > 1 or len(self.names) != len(self._columns):
@@ -132,17 +147,18 @@ class ColumnLists:
         return self._columns
 
     def slice(self, start: int, stop: int) -> "ColumnLists":
-        return ColumnLists(self.names, [c[start:stop] for c in self._columns])
+        return ColumnLists(self.names, [c[start:stop] for c in self._columns], self.nulls_absent)
 
     def take_every(self, offset: int, step: int) -> "ColumnLists":
-        return ColumnLists(self.names, [c[offset::step] for c in self._columns])
+        return ColumnLists(self.names, [c[offset::step] for c in self._columns], self.nulls_absent)
 
     @property
     def estimated_bytes(self) -> int:
         return python_bytes(self._length, len(self.names), 0)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ColumnLists) and (self.names, self._columns) == (other.names, other._columns)
+        return isinstance(other, ColumnLists) and ((self.names, self._columns, self.nulls_absent)
+                                                   == (other.names, other._columns, other.nulls_absent))
 
     def __repr__(self) -> str:
         return f"ColumnLists({len(self)} rows, {self.names})"

@@ -488,7 +488,7 @@ class RowValidator:
         it stands for, so the result is the same as for those dicts given as a list."""
         if is_columnar(rows):
             names, columns = list(rows.names), rows.columns()
-            rows = dicts_of(names, columns) if names else rows_of(rows)
+            rows = dicts_of(names, columns, absent=rows.nulls_absent) if names else rows_of(rows)
             if not self._row_path_only and self._columns_ok(set(names), dict(zip(names, columns)).__getitem__):
                 return list(range(len(rows))), rows, []
         elif not self._row_path_only and self._chunk_ok(rows):

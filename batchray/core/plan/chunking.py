@@ -13,7 +13,7 @@ import sys
 
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-from batchray.core.model.columnar import ColumnarRows
+from batchray.core.model.columnar import ColumnarRows, is_columnar
 from batchray.core.txn.chunks import CreateItems, PlannedChunk
 from batchray.errors import PlanError
 from batchray.core.model.batch import Operation
@@ -231,6 +231,23 @@ class CreateChunker:
                                         schema=self.schema, start_index=index + offset, index_step=n)
                     yield PlannedChunk(self.shards[(first + offset) % n], chunk, per_row * len(values), len(values))
                 index += count
+
+    def mixed_chunks(self, parts: Iterable[Any], start_index: int = 0) -> Iterator[PlannedChunk]:
+        """The chunks of a stream whose parts are each a list of value dicts or
+        :class:`~batchray.core.model.columnar.ColumnarRows` (a file import, whose batches go as
+        columns unless one needs Python): consecutive lists are cut as one stream by
+        :meth:`chunks`, columnar parts by :meth:`columnar_chunks`, with request indexes
+        following the rows in stream order."""
+        import itertools
+
+        index = start_index
+        for columnar, group in itertools.groupby(parts, key=is_columnar):
+            before = self.rows_read
+            if columnar:
+                yield from self.columnar_chunks(group, index)
+            else:
+                yield from self.chunks(itertools.chain.from_iterable(group), index)
+            index += self.rows_read - before
 
     def _one_shard(self, batch: Any, per_row: int, index: int) -> PlannedChunk:
         """A round that fits one chunk (a list of dicts or columnar rows), all of it on one

@@ -20,6 +20,12 @@ from batchray.core.txn.chunks import DeleteItems, PlannedChunk, PutDocs, UpdateI
 from batchray.errors import BatchrayError, NotFoundError, SchemaError, ValidationError
 
 
+def columns_fit(ctx: DataContext, names: list[str]) -> bool:
+    """Whether rows with columns ``names`` can go to ``ctx`` as columns (see
+    :meth:`BatchPlanner.columnar_fits`; an import asks it of the context it is about to write)."""
+    return "values" not in names and not any(attr.unique for attr in ctx.attributes().values())
+
+
 class BatchPlanner:
     """Plans requests against a store's catalog; see the module docstring."""
 
@@ -120,8 +126,7 @@ class BatchPlanner:
         (:meth:`create_columns`): not when they may be ``{"values": ...}`` wrappers, nor when
         the context has a ``unique`` attribute (a list's rows are checked across the batch
         first, in :func:`~batchray.core.plan.rows.prepare_new_rows`)."""
-        _, ctx = self.context(context)
-        return "values" not in names and not any(attr.unique for attr in ctx.attributes().values())
+        return columns_fit(self.context(context)[1], names)
 
     def create_columns(
         self,

@@ -1,0 +1,149 @@
+"""Arrow record batches whose missing values leave no key: an import's columnar rows.
+
+A file import leaves a missing value out of its item (an empty CSV cell, a Parquet or Arrow
+null, a float NaN: the item has no key for it), where :class:`~batchray.io.columnar.ArrowRows`
+stands for the rows of ``to_pylist`` (every key, a null as ``None``). :class:`SparseArrowRows`
+is ``ArrowRows`` with :attr:`~batchray.core.model.columnar.ColumnarRows.nulls_absent` set:
+
+* at construction a float column's NaN becomes a null (:func:`nan_as_null`), so a null is the
+  one way a value is missing, in the batch and in every slice of it;
+* :meth:`~batchray.core.model.columnar.ColumnarRows.columns` gives ``None`` for a missing value
+  and :func:`~batchray.core.model.columnar.rows_of` drops its key: the rows are the dicts the
+  import's dict path makes (:func:`~batchray.io.sources.rows_without_missing`);
+* the column profiles are ``ArrowRows``' own (they ignore nulls, and no NaN is left);
+* :meth:`SparseArrowRows.json_rows` writes each row's JSON with Arrow's string kernels, byte
+  for byte what ``orjson.dumps`` writes for the dict without the missing keys: each column
+  gives a piece ``,"key":value`` or, where the value is missing, an empty one; a row's pieces
+  are joined between ``{`` and ``}`` and the comma after the ``{`` removed (a row with no
+  value is ``{}``); when the first column has no missing value its pieces open the rows
+  (``{"key":value``) and nothing is removed.
+
+:func:`drop_empty_rows` removes the rows with no value at all (a CSV row of empty cells is no
+item, as in CODAP).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batchray.io.columnar import ArrowRows, _json_column
+
+
+def nan_as_null(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with every NaN of a float column made a null (the batch itself when it has none)."""
+    columns = list(batch.columns)
+    changed = False
+    for position, column in enumerate(columns):
+        if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
+            columns[position] = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+            changed = True
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema) if changed else batch
+
+
+def drop_empty_rows(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
+    """``batch`` without the rows whose every value is null (NaN counts as null), and how many
+    rows were dropped."""
+    if not batch.num_columns or not batch.num_rows or any(column.null_count == 0 for column in batch.columns):
+        return batch, 0
+    empty = None
+    for column in batch.columns:
+        missing = pc.is_null(column, nan_is_null=pa.types.is_floating(column.type))
+        empty = missing if empty is None else pc.and_(empty, missing)
+    dropped = pc.sum(empty).as_py() or 0
+    return (batch.filter(pc.invert(empty)), dropped) if dropped else (batch, 0)
+
+
+_POOL_SET = False
+
+
+def use_malloc_pool() -> None:
+    """Make the system allocator (malloc) this process's Arrow memory pool, once: called where
+    a process takes an import's chunks out of the object store (a worker). The chunks' JSON is
+    built in buffers of a few MiB that live for one chunk; malloc gives such blocks back to
+    the system when they are freed, where mimalloc (pyarrow's default) kept some 190 MiB per
+    worker after importing a 16 MiB CSV, against a memory budget of 16 MiB (the rows cost
+    the same either way)."""
+    global _POOL_SET
+    if not _POOL_SET:
+        _POOL_SET = True
+        if pa.default_memory_pool().backend_name != "system":
+            pa.set_memory_pool(pa.system_memory_pool())
+
+
+class SparseArrowRows(ArrowRows):
+    """:class:`~batchray.io.columnar.ArrowRows` whose nulls (and float NaN) leave no key (see
+    the module docstring)."""
+
+    __slots__ = ()
+    nulls_absent = True
+
+    def __init__(self, batch: pa.RecordBatch) -> None:
+        super().__init__(nan_as_null(batch))
+
+    @classmethod
+    def _of(cls, batch: pa.RecordBatch) -> "SparseArrowRows":
+        """A batch that has no NaN left (a part of one already made sparse)."""
+        rows = cls.__new__(cls)
+        rows.batch = batch
+        return rows
+
+    def slice(self, start: int, stop: int) -> "SparseArrowRows":
+        part = super().slice(start, stop)
+        if len(part) == len(self):
+            return self._of(part.batch)
+        # a copy of its own rows: a pickled slice would carry the whole batch's buffers (a
+        # chunk that is the short last round of a record batch travels with its rows only)
+        return self._of(part.take_every(0, 1).batch)
+
+    def take_every(self, offset: int, step: int) -> "SparseArrowRows":
+        return self._of(super().take_every(offset, step).batch)
+
+    def json_rows(self) -> Optional[str]:
+        """The rows' JSON array without the missing values' keys, built by Arrow's string
+        kernels; ``None`` for a column type they do not write (the worker then encodes the
+        rows as dicts)."""
+        try:
+            return self._json_rows()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+
+    def _json_rows(self) -> Optional[str]:
+        batch = self.batch
+        if not batch.num_rows:
+            return "[]"
+        pieces: list[Any] = []
+        opened = False  # whether the first piece opens every row (a first column without nulls)
+        for name, column in zip(self.names, batch.columns):
+            if column.null_count == len(column):
+                continue  # no row has this key
+            text = _json_column(column)
+            if text is None:
+                return None
+            opened = opened or (not pieces and not column.null_count)
+            lead = "{" if opened and not pieces else ","
+            piece = pc.binary_join_element_wise(lead + orjson.dumps(name).decode() + ":", text, "")
+            if column.null_count:
+                piece = pc.if_else(pc.is_null(column), "", piece)
+            pieces.append(piece)
+        if not pieces:
+            return "[" + ",".join(["{}"] * batch.num_rows) + "]"
+        if opened:
+            rows = pc.binary_join_element_wise(*pieces, "}", "")
+        else:
+            rows = pc.replace_substring(pc.binary_join_element_wise("{", *pieces, "}", ""), "{,", "{",
+                                        max_replacements=1)
+        whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows), ",")
+        return "[" + whole[0].as_py() + "]"
+
+    def __setstate__(self, state: tuple[pa.RecordBatch]) -> None:
+        use_malloc_pool()
+        super().__setstate__(state)
+
+    def __repr__(self) -> str:
+        return f"SparseArrowRows({self.batch.num_rows} rows, {self.names})"
+
+
+__all__ = ["SparseArrowRows", "drop_empty_rows", "nan_as_null", "use_malloc_pool"]
