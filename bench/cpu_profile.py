@@ -131,7 +131,9 @@ def main(argv: list[str]) -> None:
             client = batchray.connect(os.path.join(root, "store"), progress=False, workers=2)
             for context in ("Warm", "People"):
                 assert client.create_data_context(context, COLLECTIONS).success
-            assert write_dataset(dataset_of(rows[:2000], 2), client=client, context="Warm").success
+            # blocks of 25,000 rows: chunks on both shards, so that both workers are warm (their first
+            # Arrow kernels import pandas, through pyarrow, once per process)
+            assert write_dataset(dataset_of(rows[:50_000], 2), client=client, context="Warm").success
             before = cpu_times()
             started = time.perf_counter()
             assert write_dataset(ds, client=client, context="People").success

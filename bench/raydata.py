@@ -109,7 +109,8 @@ def raydata(suite) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     ds = dataset_of(rows)
     client = suite.client("raydata", workers=2, shards=2)
     client.create_data_context("Warmup", collections=COLLECTIONS)
-    write_dataset(dataset_of(rows[:2000], 2), client=client, context="Warmup")  # Ray Data's machinery up
+    # Ray Data's machinery up, and both workers (blocks of 25,000 rows reach both shards)
+    write_dataset(dataset_of(rows[:50_000], 2), client=client, context="Warmup")
     client.create_data_context("People", collections=COLLECTIONS)
     box: dict[str, Any] = {}
     batchray_s = _seconds(lambda: box.update(result=write_dataset(ds, client=client, context="People")))

@@ -65,6 +65,12 @@ CHUNK_SHIFT = 24
 """Chunk ids: ``(task index + 1) << CHUNK_SHIFT | chunk's place in the task`` (16M per task)."""
 KEEP_ALIVE_EVERY = 1.0
 """Seconds between the driver's keep-alives of an open write."""
+SINK_BATCH_SIZE = 25_000
+"""Rows per chunk at most, by default (the memory budget's chunk bytes bound it too). Each block
+is cut into chunks as even as these limits allow (``CreateChunker(even_rounds=True)``): a
+chunk costs the coordinator, the worker and the write task a fixed share besides its rows, so
+fewer, larger chunks (four of 15,625 rows for a block of 62,500 on two shards, where chunks
+of at most 10,000 rows made seven) cost less CPU per row."""
 FEEDS_IN_FLIGHT = 2
 """Feed calls a write task has outstanding at once (each blocks while the budget is full)."""
 
@@ -94,7 +100,7 @@ class ItemsDatasink(Datasink[dict]):
         self.context = context
         self.collection = collection
         self.rejects = rejects
-        self.batch_size = batch_size or 10_000
+        self.batch_size = batch_size or SINK_BATCH_SIZE
         self.connect_options = dict(connect_options or {})
         self.result: Optional[BatchResult] = None
         self.txn: Optional[str] = None  # set by on_write_start; the tasks find it by the key
@@ -188,7 +194,7 @@ class ItemsDatasink(Datasink[dict]):
         chunker = CreateChunker(
             self.shards, lambda n: lo + ray_get(coordinator.allocate.remote(sequence, n)),
             schema=self.schema, max_rows=self.batch_size, max_bytes=self.max_bytes,
-            chunk_ids=itertools.count((task + 1) << CHUNK_SHIFT),
+            chunk_ids=itertools.count((task + 1) << CHUNK_SHIFT), even_rounds=True,
         )
         rows_read = 0
         feeds: list[Any] = []

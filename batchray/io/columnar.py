@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from batchray.core.model.columnar import ColumnProfile, python_bytes, rows_of
 from batchray.errors import ValidationError
+from batchray.io.kernel_thread import on_kernel_thread
 
 
 def _as_text(array: Any) -> Any:
@@ -153,9 +154,11 @@ class ArrowRows:
     def estimated_bytes(self) -> int:
         return python_bytes(self.batch.num_rows, self.batch.num_columns, self.batch.nbytes)
 
+    @on_kernel_thread
     def column_profile(self, name: str) -> ColumnProfile:
         return profile_of(self.batch.column(name))
 
+    @on_kernel_thread
     def json_rows(self) -> Optional[str]:
         """The rows' JSON array, built by Arrow's string kernels (see :func:`_json_column`)."""
         if not self.batch.num_rows:

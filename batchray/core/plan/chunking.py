@@ -122,6 +122,13 @@ def chunk_bytes_for(allowance: Optional[int], floor: int = 1) -> int:
     return max(floor, min(MAX_CHUNK_BYTES, allowance // 8))
 
 
+def even_round(total: int, per_round: int, shards: int) -> int:
+    """Rows per round for ``total`` rows cut into the fewest rounds of at most ``per_round``
+    rows, all of one size (a multiple of ``shards``, the last round taking what is left)."""
+    rounds = -(-total // per_round)
+    return -(-total // (rounds * shards)) * shards
+
+
 class CreateChunker:
     """Cuts a stream of value dicts into per-shard :class:`CreateItems` chunks.
 
@@ -139,6 +146,13 @@ class CreateChunker:
     with the chunk ids, so small batches spread over the shards. The whole block is the
     batch's own, so a shard's ``created`` range (its lowest to its highest id) names only this
     batch's items. :meth:`item_ids` lists the ids given, in input order.
+
+    ``even_rounds`` (columnar rows only): a batch larger than one chunk is cut into rounds of
+    equal size (:func:`even_round`) instead of full rounds and a short last one, so that its
+    chunks are as few and as even as the limits allow (a Ray Data block of 62,500 rows, chunks
+    of at most 22,000 rows, two shards: four chunks of 15,625 rows, not two of 22,000 and a
+    third of 18,500 all on one shard). Off by default: the ids then follow the same rounds as
+    :meth:`chunks` gives the same rows as dicts.
     """
 
     def __init__(
@@ -150,8 +164,10 @@ class CreateChunker:
         max_rows: int = 10_000,
         max_bytes: int = 8 << 20,
         chunk_ids: Optional[Iterator[int]] = None,
+        even_rounds: bool = False,
     ) -> None:
         self.shards = list(shard_names)
+        self.even_rounds = even_rounds
         self.allocate = allocate
         self.schema = schema
         self.max_rows = max_rows
@@ -214,6 +230,8 @@ class CreateChunker:
                 continue
             per_row = max(16, batch.estimated_bytes // total)
             per_round = max(1, min(self.max_rows, self.max_bytes // per_row)) * n
+            if self.even_rounds and total > per_round // n:
+                per_round = even_round(total, per_round, n)
             for start in range(0, total, per_round):
                 part = batch.slice(start, min(total, start + per_round)) if per_round < total else batch
                 count = len(part)
