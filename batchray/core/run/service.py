@@ -26,8 +26,9 @@ A batch's ``timeout`` option (milliseconds, default 300,000) runs from its start
 submission (time spent queued does not count): past it the batch stops like a non-graceful
 cancellation and an atomic batch is rolled back (error ``TIMEOUT``).
 
-Payloads never pass through here: a planned chunk's ``chunk`` is an opaque handle (a Ray object
-ref) that the transport hands to the participant.
+Payloads never pass through here but a small batch's: a planned chunk's ``chunk`` is an opaque
+handle (a Ray object ref, or on Ray a small batch's chunk carried inline in the call) that the
+transport hands to the participant; nothing here reads it.
 """
 from __future__ import annotations
 
@@ -192,7 +193,8 @@ class CoordinatorService:
 
     def _count_chunk_type(self, pc: PlannedChunk) -> None:
         """Count what carries the chunk's data to this process: the chunk itself, or (on Ray)
-        an object ref, bare or as the ``bundle`` of a part of several small chunks."""
+        an object ref, bare or as the ``bundle`` of a part of several small chunks, or the
+        ``InlineChunk`` a small batch's chunk comes in."""
         name = type(getattr(pc.chunk, "bundle", pc.chunk)).__name__
         self.chunk_types[name] = self.chunk_types.get(name, 0) + 1
 
