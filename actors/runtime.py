@@ -41,7 +41,7 @@ BUNDLE_CHUNK_BYTES = 16 << 10
 """Chunks estimated at most this size are put in the object store several to an object."""
 BUNDLE_BYTES = 128 << 10
 """The most a bundle of small chunks holds (estimated)."""
-INLINE_BYTES = 32 << 10
+INLINE_BYTES = 64 << 10
 """A batch planned whole whose chunks hold at most this many bytes (estimated) is sent inline
 (:func:`inline_chunks`); Ray itself carries an argument of up to 100 KiB inside the call."""
 
