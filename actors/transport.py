@@ -110,7 +110,9 @@ class RayTransport:
             with self._lock:
                 queue = self._queued.setdefault(key, [])
                 queue.append(handle)
-                if len(queue) >= self.group:
+                if len(queue) >= self.group or commit:
+                    # an apply+commit is its transaction's only chunk, waited for at once: sent
+                    # now, without waking the sender thread for it
                     self._send(key)
                 elif len(queue) == 1:
                     self._lock.notify()
