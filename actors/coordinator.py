@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from typing import Any, Callable, Optional
 
 import ray
@@ -80,11 +81,52 @@ def assign_participants(names: list[str], workers: int) -> list[list[str]]:
 
 
 def object_store_fraction() -> Optional[float]:
-    """Used fraction of the object store, cluster-wide (Ray's own accounting; a cheap call)."""
+    """Used fraction of the object store, cluster-wide (Ray's own accounting: two calls to the
+    GCS, about a millisecond; see :class:`OffPathReading`)."""
     total = ray.cluster_resources().get("object_store_memory")
     if not total:
         return None
     return 1.0 - ray.available_resources().get("object_store_memory", 0.0) / total
+
+
+class OffPathReading:
+    """``read()``'s latest value, taken on a thread of its own instead of the caller's.
+
+    The memory budget asks for the object store's fill before a chunk is dispatched (at most
+    every 0.1 s: :class:`~batchray.core.txn.memory.NodePressure`), and reading it costs two
+    GCS calls, which one small batch in twenty paid on its path. A call answers with the
+    latest reading and asks the thread for a new one; a reading older than ``max_age``
+    seconds (the store was idle) is taken on the caller's thread, so no answer is older than
+    that. Ray's resource reports themselves lag by about a second. A failed reading is None
+    (no pressure known), as :class:`NodePressure` takes a failed call."""
+
+    def __init__(self, read: Callable[[], Optional[float]], max_age: float = 1.0) -> None:
+        self._read = read
+        self.max_age = max_age
+        self._value: Optional[float] = None
+        self._at = float("-inf")
+        self._wanted = threading.Event()
+        threading.Thread(target=self._loop, name="batchray-object-store-reading", daemon=True).start()
+
+    def _take(self) -> Optional[float]:
+        try:
+            value = self._read()
+        except Exception:  # noqa: BLE001 - a failed reading must not stop dispatch
+            value = None
+        self._value, self._at = value, time.monotonic()
+        return value
+
+    def __call__(self) -> Optional[float]:
+        if time.monotonic() - self._at > self.max_age:
+            return self._take()
+        self._wanted.set()
+        return self._value
+
+    def _loop(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            self._take()
 
 
 class _CrashedOnly:
@@ -235,7 +277,7 @@ class TransactionCoordinator:
         self.log = self.backend.open_log()
         self.transport = RayTransport(self.owner.__getitem__)
         self.budget = MemoryBudget(memory_budget, memory_threshold,
-                                   pressure=NodePressure(object_store=object_store_fraction))
+                                   pressure=NodePressure(object_store=OffPathReading(object_store_fraction)))
         self.metrics = CoordinatorMetrics()
         self.executor = Executor.over(self.backend, self.log, self.metrics.counting(self.transport), self.budget)
         self.metrics.time_phases(self.executor)

@@ -3,7 +3,10 @@
 :class:`RayRuntime` implements :class:`batchray.core.run.runtime.Runtime` for the front object.
 It starts (or joins) Ray and the store's named, detached coordinator, puts each planned chunk in
 the object store and hands the coordinator only object refs, and reads committed data straight
-from the store through read-only participant views. Payloads never pass through the coordinator.
+from the store through read-only participant views. Payloads never pass through the coordinator,
+but for a small batch's: a batch planned whole whose chunks add up to at most ``INLINE_BYTES``
+(estimated) travels inside its ``submit`` call and the coordinator's calls to the workers
+(:func:`inline_chunks`), which spares the ``ray.put`` and each worker's fetch.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix, placement
 from actors.auth import prepare_ray_auth
-from actors.transport import ChunkPart
+from actors.transport import ChunkPart, InlineChunk
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.plan.plan import SMALL_BATCH, Plan, held_whole
 from batchray.core.run.runtime import ProgressCallback
@@ -38,6 +41,9 @@ BUNDLE_CHUNK_BYTES = 16 << 10
 """Chunks estimated at most this size are put in the object store several to an object."""
 BUNDLE_BYTES = 128 << 10
 """The most a bundle of small chunks holds (estimated)."""
+INLINE_BYTES = 64 << 10
+"""A batch planned whole whose chunks hold at most this many bytes (estimated) is sent inline
+(:func:`inline_chunks`); Ray itself carries an argument of up to 100 KiB inside the call."""
 
 
 def ray_get(ref: Any, timeout: Optional[float] = None) -> Any:
@@ -83,6 +89,18 @@ def put_chunks(planned: list[Any]) -> None:
         bundle.append(pc)
         size += pc.nbytes
     put_bundle()
+
+
+def inline_chunks(planned: list[Any]) -> bool:
+    """Wrap each planned chunk in an ``actors.transport.InlineChunk`` when they hold at most
+    ``INLINE_BYTES`` in all (estimated): they then go inside the actor calls, not through the
+    object store. False (nothing changed) for anything larger, which ``put_chunks`` takes."""
+    if sum(pc.nbytes for pc in planned) > INLINE_BYTES:
+        return False
+    for pc in planned:
+        note_lock_set(pc)
+        pc.chunk = InlineChunk(pc.chunk)
+    return True
 
 
 def reachable_owner(store: str, owner: dict[str, Any], timeout: float = 3.0) -> str:
@@ -295,7 +313,8 @@ class RayRuntime:
         if plan.total is not None and plan.total <= SMALL_BATCH:
             # small batch: plan it all now and submit it in one call
             planned = list(plan.chunks)
-            put_chunks(planned)
+            if not inline_chunks(planned):
+                put_chunks(planned)
             # one round trip: the coordinator starts it at once and answers with its result
             submitted = ray_get(self.coordinator.submit.remote(plan.kind, options, planned, plan.total,
                                                             0.25 if wait else None))

@@ -28,6 +28,17 @@ class ChunkPart:
     index: int
 
 
+@dataclass(frozen=True)
+class InlineChunk:
+    """A small batch's chunk carried inside the actor calls themselves (the driver's ``submit``
+    and the coordinator's ``apply_many``), not through the object store: a ``ray.put`` and the
+    worker's fetch of it cost more than the few kilobytes of a 10-item batch's rows
+    (``actors.runtime.put_chunks``, ``INLINE_BYTES``). Wrapped so that the coordinator treats it
+    as the opaque handle a ref is (it reads nothing of it) and counts it by name."""
+
+    value: Any
+
+
 class _Apply:
     """The handle of one chunk's apply: queued for its worker, then one of the applies of an
     ``apply_many`` call (``call``: that call's summaries ref, ``index``: its place in it)."""
@@ -90,6 +101,8 @@ class RayTransport:
             prepare, commit = step is Step.APPLY_PREPARE, step is Step.APPLY_COMMIT
             if isinstance(chunk, ChunkPart):
                 entry = (participant, ref, chunk.bundle, prepare, chunk.index, commit)
+            elif isinstance(chunk, InlineChunk):
+                entry = (participant, ref, chunk.value, prepare, None, commit)
             else:
                 entry = (participant, ref, chunk, prepare, None, commit)
             handle = _Apply(worker, ref.txn, entry)
@@ -97,7 +110,9 @@ class RayTransport:
             with self._lock:
                 queue = self._queued.setdefault(key, [])
                 queue.append(handle)
-                if len(queue) >= self.group:
+                if len(queue) >= self.group or commit:
+                    # an apply+commit is its transaction's only chunk, waited for at once: sent
+                    # now, without waking the sender thread for it
                     self._send(key)
                 elif len(queue) == 1:
                     self._lock.notify()

@@ -79,8 +79,9 @@ class WorkerActor:
     @ray.method(num_returns=2)
     def apply_many(self, applies: list[tuple[str, TxnRef, Any, bool, Optional[int], bool]]) -> tuple[list, list]:
         """Several applies in one call, in order: each ``(shard name, ref, chunk, prepare,
-        part, commit)``, where ``chunk`` is a chunk's object ref or, with ``part``, the ref of a
-        bundle of small chunks (``actors.transport.ChunkPart``) of which it is the ``part``-th;
+        part, commit)``, where ``chunk`` is a chunk's object ref, or, with ``part``, the ref of a
+        bundle of small chunks (``actors.transport.ChunkPart``) of which it is the ``part``-th,
+        or the chunk itself (a small batch's, sent inline: ``actors.transport.InlineChunk``);
         ``commit``: a one-phase commit (the shard applies and commits, ``vote`` True).
 
         Returns ``(summaries, images)``, one of each per apply. A summary is what the caller
@@ -88,12 +89,12 @@ class WorkerActor:
         the error instead, and the others are not affected. The images are what the caller
         only holds: ``None`` where they are no more than the summary (a create chunk's created
         ranges), else the full before-images, and the summary is marked ``partial``."""
-        refs = list({id(a[2]): a[2] for a in applies}.values())
-        fetched = dict(zip(map(id, refs), ray.get(refs)))
+        refs = list({id(a[2]): a[2] for a in applies if isinstance(a[2], ray.ObjectRef)}.values())
+        fetched = dict(zip(map(id, refs), ray.get(refs))) if refs else {}
         summaries: list[Any] = []
         images: list[Any] = []
         for name, ref, chunk, prepare, part, commit in applies:
-            chunk = fetched[id(chunk)]
+            chunk = fetched.get(id(chunk), chunk)  # a chunk sent inline is the chunk itself
             if part is not None:
                 chunk = chunk[part]
             try:

@@ -9,7 +9,8 @@ What these tests show:
 * under memory pressure (an injected reading here) nothing is granted, even with nothing
   reserved, and reservations resume when the pressure falls; pauses are counted;
 * :class:`NodePressure` derives its ceiling from ``RAY_memory_usage_threshold`` (0.1 below
-  it), reads node memory and the object store, and caches the readings;
+  it), reads node memory and the object store, and caches the readings; the coordinator reads
+  the object store off the dispatch path (``OffPathReading``);
 * the planner cuts chunks at the byte cap it is given (the client gives an eighth of the
   budget's allowance);
 * the coordinator service stops dispatching while under pressure: a feed blocks, nothing is
@@ -110,6 +111,47 @@ def test_node_pressure_ceiling_readings_and_cache(monkeypatch):
     # the default reads this machine; the budget reports the readings with its figures
     snapshot = MemoryBudget(1 << 20).snapshot()
     assert 0 < snapshot["nodeFraction"] < 1 and snapshot["ceiling"] == pytest.approx(0.85)
+
+
+def test_the_object_store_reading_is_taken_off_the_dispatch_path():
+    """``actors.coordinator.OffPathReading`` (the coordinator's object-store reading, two GCS
+    calls): a call answers at once with the latest reading and has a thread of its own take
+    the next; a reading older than ``max_age`` is taken on the caller's thread; a failed one
+    is None (no pressure known)."""
+    from actors.coordinator import OffPathReading
+
+    value = {"now": 0.1}
+    readers: list[str] = []
+    release = threading.Event()
+
+    def read():
+        readers.append(threading.current_thread().name)
+        if len(readers) == 2:
+            release.wait(10)  # the second reading (the thread's) holds until released
+        if value["now"] is None:
+            raise RuntimeError("no reading")
+        return value["now"]
+
+    here = threading.current_thread().name
+    reading = OffPathReading(read, max_age=60.0)
+    assert reading() == 0.1 and readers == [here]  # no reading yet: taken here
+    value["now"] = 0.9
+    assert reading() == 0.1  # the latest, at once; the thread is asked for a new one
+    deadline = time.monotonic() + 10
+    while len(readers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert readers[1] != here
+    assert reading() == 0.1  # still the latest while the thread reads
+    release.set()
+    while reading() != 0.9 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reading() == 0.9
+    reading.max_age = 0.0  # every reading now stale: taken on the caller's thread
+    value["now"] = 0.3
+    taken = len(readers)
+    assert reading() == 0.3 and here in readers[taken:]
+    value["now"] = None
+    assert reading() is None
 
 
 @pytest.fixture

@@ -88,6 +88,36 @@ def test_a_small_create_goes_to_one_shard_in_one_phase_with_its_ids_in_input_ord
         _assert_clear(client)
 
 
+def test_a_clean_apply_commit_leaves_no_registration_rows_to_write(tmp_path):
+    """A clean ``apply+commit`` on a SQLite shard never registers its transaction (``txns``)
+    or its applied chunk, which its commit would delete again in the same local transaction
+    (each a page of the WAL to write and fsync), and leaves an empty undo log unwritten; one
+    that found errors stays registered and open, as two phases need it, until its abort."""
+    with local_client(tmp_path / "s", shards=1) as client:
+        assert client.create_data_context("P", SCHEMA).success
+        shard = client.runtime.participants["shard-0000"]
+        statements: list[str] = []
+        registers = ("INSERT INTO txns", "INSERT INTO applied", "DELETE FROM undo")
+
+        def traced(call):
+            statements.clear()
+            shard._conn.set_trace_callback(statements.append)
+            try:
+                return call()
+            finally:
+                shard._conn.set_trace_callback(None)
+
+        clean = traced(lambda: client.create_items("P", "People", _rows(10)))
+        assert clean.success and clean.items_created == 10
+        assert any(s.startswith("INSERT INTO one_phase") for s in statements), statements
+        assert not [s for s in statements if s.startswith(registers)], statements
+        bad = traced(lambda: client.create_items("P", "People", _rows(10, bad=(4,))))
+        assert bad.state == BatchState.rolled_back and bad.errors[0].index == 4
+        assert {r for r in registers[:2] if any(s.startswith(r) for s in statements)} == set(registers[:2])
+        assert [v for _, v in _stored(client)] == _rows(10)
+        _assert_clear(client)
+
+
 def _workload(client, calls: list):
     """The same requests on a store; what each returned, the progress each reported, what is stored."""
     results = []

@@ -4,7 +4,8 @@ What these tests show:
 
 * chunks are applied in separate worker processes, and more workers finish a latency-bound
   load faster (the only timing assertion here, a ratio measured in the same test);
-* the coordinator is handed object refs only, never item payloads;
+* the coordinator is handed object refs, never item payloads, but for small batches', which
+  come inline in the calls (and store exactly what they store through the object store);
 * progress reaches callbacks monotonically, ends at the total, and status reports throughput
   and an ETA while a batch runs; the figures agree with what was written;
 * a non-atomic batch commits its good items and reports the bad ones by index, and an atomic
@@ -108,23 +109,117 @@ def test_more_workers_finish_a_latency_bound_load_faster(open_store, slow4):
 
 # -- data path ------------------------------------------------------------------------------
 
-def test_coordinator_receives_object_refs_never_payloads(plain):
-    before = plain.info()["chunkTypes"]
+def test_coordinator_receives_object_refs_but_for_small_batches_sent_inline(plain):
+    """Chunks reach the coordinator as object refs (of a chunk, or of a bundle of small chunks
+    put as one object), except a small batch's, which come inline in the calls: a batch planned
+    whole whose chunks add up to at most ``INLINE_BYTES`` (estimated). A batch above it still
+    goes through the object store: the threshold is honoured."""
+    from actors.runtime import INLINE_BYTES
+
+    def fed(call):
+        before = plain.info()["chunkTypes"]
+        result = call()
+        assert result.success, result.error
+        after = plain.info()["chunkTypes"]
+        return result, {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+
     context = "Refs"
-    results = [plain.create_data_context(context, COLLECTIONS)]
-    results.append(plain.create_items(context, "Rows", rows(300), batch_size=50))
-    ids = results[-1].item_ids
-    results.append(plain.update_items(context, [{"selector": {"itemId": i}, "values": {"label": "changed"}}
-                                                for i in ids[:120]]))
-    results.append(plain.update_items(context, [{"selector": {"query": "n >= 250"}, "values": {"n": "=n + 1"}}]))
-    assert all(r.success for r in results), [r.error for r in results if not r.success]
-    after = plain.info()["chunkTypes"]
-    # object refs: of a chunk, or of a bundle of small chunks put as one object
-    assert set(after) == {"ObjectRef"}, f"the coordinator was fed {after}"
-    fed = after["ObjectRef"] - before.get("ObjectRef", 0)
-    assert fed == sum(r.batches_processed for r in results)
-    assert fed >= 1 + 6 + 2  # a catalog chunk, 300 items in chunks of 50, updates on both shards
+    results = []
+    result, types = fed(lambda: plain.create_data_context(context, COLLECTIONS))
+    assert types == {"InlineChunk": 1}  # the catalog chunk: a small batch
+    results.append(result)
+    # 300 items with long labels: planned whole (at most SMALL_BATCH items), yet above INLINE_BYTES
+    big = [{"n": i, "label": f"row-{i}-" + "x" * 400} for i in range(300)]
+    result, types = fed(lambda: plain.create_items(context, "Rows", big, batch_size=50))
+    assert types == {"ObjectRef": 6}, types  # 300 items in chunks of 50, through the object store
+    assert result.items_created == 300
+    results.append(result)
+    ids = result.item_ids
+    result, types = fed(lambda: plain.create_items(context, "Rows", rows(10, start=300)))
+    assert types == {"InlineChunk": 1}, types  # a 10-item batch: one chunk, inline
+    results.append(result)
+    result, types = fed(lambda: plain.update_items(
+        context, [{"selector": {"itemId": i}, "values": {"label": "changed"}} for i in ids[:120]]))
+    results.append(result)
+    assert set(types) == {"InlineChunk"} and sum(types.values()) == result.batches_processed, types
+    result, types = fed(lambda: plain.update_items(context, [{"selector": {"query": "n >= 250"},
+                                                              "values": {"n": "=n + 1"}}]))
+    results.append(result)
+    assert set(plain.info()["chunkTypes"]) <= {"ObjectRef", "InlineChunk"}
+    assert sum(types.values()) == result.batches_processed
+    assert sum(r.batches_processed for r in results) >= 1 + 6 + 1 + 2  # updates on both shards
     assert plain.count_items(context, query="label == changed") == 120
+    assert INLINE_BYTES < 300 * 400  # what made the big batch big
+
+
+def _small_batches(client, context: str) -> list:
+    """The same small batches in ``context``: what each returned, the last progress event each
+    reported, its status, and the stored values after it (in id order)."""
+    assert client.create_data_context(context, COLLECTIONS).success
+    out = []
+    created: list[int] = []  # the ids of the items created here, in order: errors name them by place
+
+    def run(name, call):
+        seen: list[dict] = []
+        result = call(seen.append)
+        status = client.status(result.transaction_id)
+        dumped = result.model_dump()
+        ids = dumped.pop("item_ids")
+        created.extend(ids)
+        for volatile in ("transaction_id", "duration"):
+            dumped.pop(volatile)
+        if dumped["error"]:  # its message names the batch
+            dumped["error"] = dumped["error"]["code"]
+        last = {k: seen[-1].get(k) for k in ("total", "completed", "failed")} if seen else None
+        recorded = {k: v for k, v in (status.get("result") or {}).items() if k not in ("transactionId", "duration",
+                                                                                       "itemIds", "throughput")}
+        if recorded.get("error"):
+            recorded["error"] = recorded["error"]["code"]
+        for error in dumped["errors"] + recorded.get("errors", []):  # ids differ between contexts
+            for key in ("item_id", "itemId"):
+                if error.get(key) is not None:
+                    error[key] = created.index(error[key])
+        stored = [item["values"] for item in sorted(client.get_items(context), key=lambda item: item["id"])]
+        out.append((name, dumped, len(ids), last, status["state"], status["kind"], recorded, stored))
+        return result, ids
+
+    _, ids = run("list", lambda cb: client.create_items(context, "Rows", rows(10), callback=cb))
+    run("generator", lambda cb: client.create_items(context, "Rows", (r for r in rows(5, start=10)), callback=cb))
+    bad = rows(6, start=20)
+    bad[3]["n"] = -1
+    run("bad atomic", lambda cb: client.create_items(context, "Rows", bad, callback=cb))
+    run("bad kept", lambda cb: client.create_items(context, "Rows", bad, atomic=False, continue_on_error=True,
+                                                   callback=cb))
+    run("update", lambda cb: client.update_items(context, [{"selector": {"itemId": i}, "values": {"n": "=n + 1"}}
+                                                           for i in ids[:4]], callback=cb))
+    run("bad update", lambda cb: client.update_items(context, [{"selector": {"itemId": ids[0]},
+                                                                "values": {"n": "=n - 50"}}], callback=cb))
+    run("delete", lambda cb: client.delete_items(context, [{"itemId": i} for i in ids[4:6]], callback=cb))
+    return out
+
+
+def test_a_small_batch_sent_inline_stores_what_the_object_store_path_stores(plain, monkeypatch):
+    """The same small batches (a list, a generator, one rolled back, one keeping its good
+    items, updates, a failed update, a delete), inline and then through the object store
+    (``INLINE_BYTES`` below any batch): the same results, errors, progress, batch records and
+    stored items."""
+    import actors.runtime
+
+    before = plain.info()["chunkTypes"]
+    inline = _small_batches(plain, "Inline")
+    middle = plain.info()["chunkTypes"]
+    monkeypatch.setattr(actors.runtime, "INLINE_BYTES", -1)
+    stored = _small_batches(plain, "Stored")
+    after = plain.info()["chunkTypes"]
+    assert middle.get("ObjectRef", 0) == before.get("ObjectRef", 0) < after["ObjectRef"]
+    assert before.get("InlineChunk", 0) < middle["InlineChunk"] == after["InlineChunk"]
+    for one, other in zip(inline, stored):
+        assert one == other, one[0]
+    outcomes = {entry[0]: entry for entry in inline}
+    assert outcomes["bad atomic"][4] == "rolled_back" and outcomes["bad atomic"][1]["errors"][0]["index"] == 3
+    assert outcomes["bad kept"][1]["items_created"] == 5 and outcomes["bad update"][4] != "completed"
+    assert outcomes["list"][3] == {"total": 10, "completed": 10, "failed": 0}
+    assert len(outcomes["delete"][7]) == 10 + 5 + 5 - 2
 
 
 def test_small_chunks_go_to_the_object_store_together(plain):

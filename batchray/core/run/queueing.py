@@ -68,5 +68,9 @@ class AdmissionQueue:
                 return place
         return None
 
+    def free_slots(self) -> int:
+        """Slots no running batch holds."""
+        return max(0, self.max_running - len(self.running))
+
     def waiting(self) -> int:
         return len(self._waiting)

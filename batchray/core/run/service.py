@@ -26,8 +26,9 @@ A batch's ``timeout`` option (milliseconds, default 300,000) runs from its start
 submission (time spent queued does not count): past it the batch stops like a non-graceful
 cancellation and an atomic batch is rolled back (error ``TIMEOUT``).
 
-Payloads never pass through here: a planned chunk's ``chunk`` is an opaque handle (a Ray object
-ref) that the transport hands to the participant.
+Payloads never pass through here but a small batch's: a planned chunk's ``chunk`` is an opaque
+handle (a Ray object ref, or on Ray a small batch's chunk carried inline in the call) that the
+transport hands to the participant; nothing here reads it.
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ class BatchRun:
     fed: int = 0
     planned: Optional[list[PlannedChunk]] = None  # the whole input, when it came with submit
     running: threading.Event = field(default_factory=threading.Event)  # set when it starts
+    logged_running: bool = False  # registered in the log as running (it started at its submission)
     feeding: int = 0  # feed calls in progress: the driver is alive (maybe held by the budget)
     ended: threading.Event = field(default_factory=threading.Event)  # its thread is done, phase 2 too
     send_progress: Optional[Callable[[], None]] = None  # sends the increments summed so far
@@ -162,9 +164,13 @@ class CoordinatorService:
         it) if it was decided within that time, else None; a small batch needs no second
         call then.
         """
+        with self._lock:
+            # nothing waits and a slot is free: it starts at once, so it is registered running,
+            # one write of the log instead of two (registered queued, then marked running)
+            at_once = not self.admission.waiting() and self.admission.free_slots() > 0
         txn, ts, prior = self.executor.begin(
             kind, queue=options.queue, priority=options.priority,
-            idempotency_key=options.idempotency_key, state="queued",
+            idempotency_key=options.idempotency_key, state="running" if at_once else "queued",
             one_phase=self.executor.one_phase_of(planned, options) if planned is not None else None,
         )
         if prior is not None:
@@ -184,7 +190,11 @@ class CoordinatorService:
             self.runs[txn] = run
             now = time.time()
             self.admission.push(txn, priority=options.priority, queue=options.queue, now=now)
-            self._start(self.admission.pop_ready(now))  # a free slot: start now, not via the admitter
+            ready = self.admission.pop_ready(now)  # a free slot: start now, not via the admitter
+            run.logged_running = at_once and txn in ready
+            if at_once and not run.logged_running:
+                self.log.set_state(txn, "queued")  # another batch took the slot meanwhile (rare)
+            self._start(ready)
         reply = {"txn": txn, "ts": ts, "prior": None}
         if wait is not None:
             reply["result"] = self.wait(txn, wait)
@@ -192,7 +202,8 @@ class CoordinatorService:
 
     def _count_chunk_type(self, pc: PlannedChunk) -> None:
         """Count what carries the chunk's data to this process: the chunk itself, or (on Ray)
-        an object ref, bare or as the ``bundle`` of a part of several small chunks."""
+        an object ref, bare or as the ``bundle`` of a part of several small chunks, or the
+        ``InlineChunk`` a small batch's chunk comes in."""
         name = type(getattr(pc.chunk, "bundle", pc.chunk)).__name__
         self.chunk_types[name] = self.chunk_types.get(name, 0) + 1
 
@@ -319,7 +330,8 @@ class CoordinatorService:
 
     def _execute(self, run: BatchRun) -> None:
         run.started = time.time()
-        self.log.set_state(run.txn, "running")
+        if not run.logged_running:
+            self.log.set_state(run.txn, "running")
         if self.progress is not None:
             self.progress.start(run.txn, run.total, run.kind)
         options = run.options

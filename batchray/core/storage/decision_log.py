@@ -97,11 +97,13 @@ class DecisionLog:
         idempotency_key: Optional[str] = None,
         request: Any = None,
     ) -> None:
+        """Register a batch; one registered ``running`` (it starts now) has its start time too."""
+        now = time.time()
         self._write(
             "add",
-            "INSERT INTO batches(txn, state, kind, queue, priority, ts, submitted, idem_key, request) "
-            "VALUES(?,?,?,?,?,?,?,?,?)",
-            (txn, state, kind, queue, priority, ts, time.time(), idempotency_key,
+            "INSERT INTO batches(txn, state, kind, queue, priority, ts, submitted, started, idem_key, request) "
+            "VALUES(?,?,?,?,?,?,?,?,?,?)",
+            (txn, state, kind, queue, priority, ts, now, now if state == "running" else None, idempotency_key,
              orjson.dumps(request).decode() if request is not None else None),
             durable=False,
         )

@@ -80,11 +80,12 @@ class PgDecisionLog:
     # batches
     def add_batch(self, txn: str, *, kind: str, queue: str = "default", priority: int = 0, ts: int,
                   state: str = "queued", idempotency_key: Optional[str] = None, request: Any = None) -> None:
+        now = time.time()  # one registered running (it starts now) has its start time too
         self._run(
             "add",
-            f"INSERT INTO {self.s}.batches(txn, state, kind, queue, priority, ts, submitted, idem_key, request) "
-            "VALUES(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (txn, state, kind, queue, priority, ts, time.time(), idempotency_key,
+            f"INSERT INTO {self.s}.batches(txn, state, kind, queue, priority, ts, submitted, started, idem_key, "
+            "request) VALUES(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (txn, state, kind, queue, priority, ts, now, now if state == "running" else None, idempotency_key,
              orjson.dumps(request).decode() if request is not None else None),
         )
 

@@ -186,15 +186,22 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
         step = Step.APPLY_COMMIT if commit else Step.APPLY_PREPARE if prepare else Step.APPLY
         try:
             with self._write(step, ref, durable=prepare or commit) as conn:
-                self._enter(conn, ref)
+                # apply+commit registers the transaction (txns, applied) only where it stays
+                # open (its apply found errors, or it asked for backups): one committed at once
+                # would write those rows and delete them again in this same local transaction,
+                # each a page of the WAL to write and fsync
+                known = self._enter(conn, ref, register=not commit)
                 ver = conn.execute("UPDATE meta SET value = value + 1 WHERE key='wseq' RETURNING value").fetchone()[0]
                 with CHUNK_WORK_LINE:
                     images = self.handlers.apply(conn, ref, chunk, ver)
-                conn.execute(
-                    "INSERT INTO applied VALUES(?,?,?,?,?)",
-                    (ref.txn, chunk.chunk_id, images.affected,
-                     orjson.dumps(images.errors).decode() if images.errors else None, ver),
-                )
+                if not (commit and not known and not images.errors and not ref.backup):
+                    if commit and not known:
+                        self._register(conn, ref)
+                    conn.execute(
+                        "INSERT INTO applied VALUES(?,?,?,?,?)",
+                        (ref.txn, chunk.chunk_id, images.affected,
+                         orjson.dumps(images.errors).decode() if images.errors else None, ver),
+                    )
                 if commit:
                     images.vote = not images.errors
                     if images.vote:
@@ -266,22 +273,28 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             images.errors = orjson.loads(row[1]) if row[1] else []
             return images
 
-    def _enter(self, conn: sqlite3.Connection, ref: TxnRef) -> None:
-        """Register the transaction as active (or check it may still apply)."""
+    def _enter(self, conn: sqlite3.Connection, ref: TxnRef, register: bool = True) -> bool:
+        """Check the transaction may still apply here; whether it was registered already.
+        ``register``: register it as active now if it was not (else :meth:`_register` later)."""
         outcome = conn.execute("SELECT outcome FROM finished WHERE txn=?", (ref.txn,)).fetchone()
         if outcome is not None:
             raise TransactionAborted(f"transaction {ref.txn} is already {outcome[0]}", outcome=outcome[0])
         row = conn.execute("SELECT state FROM txns WHERE txn=?", (ref.txn,)).fetchone()
         if row is None:
-            conn.execute(
-                "INSERT INTO txns VALUES(?, 'active', ?, ?, ?, ?)",
-                (ref.txn, ref.ts, ref.epoch, time.time(), int(ref.backup)),
-            )
-        elif row[0] != "active":
+            if register:
+                self._register(conn, ref)
+            return False
+        if row[0] != "active":
             raise InternalError(
                 f"apply after prepare for {ref.txn} on shard {self.name}: this should never happen",
                 shard=self.name,
             )
+        return True
+
+    @staticmethod
+    def _register(conn: sqlite3.Connection, ref: TxnRef) -> None:
+        conn.execute("INSERT INTO txns VALUES(?, 'active', ?, ?, ?, ?)",
+                     (ref.txn, ref.ts, ref.epoch, time.time(), int(ref.backup)))
 
     def _lock_plan(self, ref: TxnRef, chunk: Chunk) -> list[tuple[list, str]]:
         """``[(keys, mode), ...]`` to take before applying. Item writes hold the context's key
@@ -422,8 +435,10 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                 (txn, txn),
             ).fetchone()[0]:
                 # the only transaction with before-images here: a DELETE without WHERE drops the
-                # table's pages at once instead of visiting each row (a million-item update)
-                conn.execute("DELETE FROM undo")
+                # table's pages at once instead of visiting each row (a million-item update);
+                # on an empty table (a create keeps none) it would still write a page
+                if conn.execute("SELECT EXISTS(SELECT 1 FROM undo)").fetchone()[0]:
+                    conn.execute("DELETE FROM undo")
                 continue
             conn.execute(f"DELETE FROM {table} WHERE txn=?", (txn,))  # table names are constants
         conn.execute("INSERT INTO finished VALUES(?, ?, ?)", (txn, outcome, time.time()))
