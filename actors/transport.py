@@ -1,6 +1,7 @@
 """The Ray transport: participant steps as actor calls on worker actors."""
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from dataclasses import dataclass
@@ -17,15 +18,51 @@ from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable
 
 @dataclass(frozen=True)
 class ChunkPart:
-    """Chunk ``index`` of a bundle: small chunks put in the object store together, as one
-    tuple, by the driver (``batchray.api.client.put_chunks``). Each ``ray.put`` costs the driver and
-    the raylet about a millisecond whatever its size, so a 10-item batch's two chunks, or the
-    8 chunks of 25 items of one feed call, go as one object; each worker fetches the bundle
-    and applies its part. ``bundle`` is the object's ref, so the coordinator still passes refs
-    only."""
+    """Chunk ``index`` of a bundle: chunks put in the object store together by the driver,
+    small ones as one tuple (``actors.runtime.put_chunks``), a feed call's as one
+    :class:`PackedChunks` (``actors.runtime.pack_chunks``). Each ``ray.put`` costs the driver
+    and the raylet about a millisecond whatever its size, so a 10-item batch's two chunks, or
+    the chunks of one feed call, go as one object; each worker fetches the bundle and applies
+    its part. ``bundle`` is the object's ref, so the coordinator still passes refs only."""
 
     bundle: Any
     index: int
+
+
+class PackedChunks:
+    """Several chunks in one object, each pickled on its own (protocol 5, its buffers out of
+    band): ``packed[i]`` unpickles chunk ``i`` alone. The driver puts a feed call's chunks as one
+    of these (``actors.runtime.pack_chunks``), each chunk then a :class:`ChunkPart` of it; a
+    worker fetches the object (its buffers are views of the object store, nothing is copied)
+    and unpickles only the parts it applies, in whichever of its calls they come. A put and
+    the references to one more object cost the driver, the raylet and the coordinator about
+    a millisecond per chunk; a worker fetching a bundle of whole chunks would unpickle the
+    other workers' chunks too."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: tuple[tuple[Any, tuple[Any, ...]], ...]) -> None:
+        self.parts = parts
+
+    @classmethod
+    def of(cls, chunks: list[Any]) -> "PackedChunks":
+        """The chunks packed; raises what pickling one of them raises."""
+        parts = []
+        for chunk in chunks:
+            buffers: list[pickle.PickleBuffer] = []
+            payload = pickle.dumps(chunk, protocol=5, buffer_callback=buffers.append)
+            parts.append((pickle.PickleBuffer(payload), tuple(buffers)))
+        return cls(tuple(parts))
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def __getitem__(self, index: int) -> Any:
+        payload, buffers = self.parts[index]
+        return pickle.loads(payload, buffers=buffers)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return PackedChunks, (self.parts,)
 
 
 class _Apply:

@@ -80,7 +80,9 @@ class WorkerActor:
     def apply_many(self, applies: list[tuple[str, TxnRef, Any, bool, Optional[int], bool]]) -> tuple[list, list]:
         """Several applies in one call, in order: each ``(shard name, ref, chunk, prepare,
         part, commit)``, where ``chunk`` is a chunk's object ref or, with ``part``, the ref of a
-        bundle of small chunks (``actors.transport.ChunkPart``) of which it is the ``part``-th;
+        bundle of chunks (``actors.transport.ChunkPart``: a tuple of small chunks, or a feed
+        call's chunks packed, each unpickled here when its apply comes) of which it is the
+        ``part``-th;
         ``commit``: a one-phase commit (the shard applies and commits, ``vote`` True).
 
         Returns ``(summaries, images)``, one of each per apply. A summary is what the caller
@@ -94,9 +96,9 @@ class WorkerActor:
         images: list[Any] = []
         for name, ref, chunk, prepare, part, commit in applies:
             chunk = fetched[id(chunk)]
-            if part is not None:
-                chunk = chunk[part]
             try:
+                if part is not None:
+                    chunk = chunk[part]  # a tuple's item, or a packed chunk unpickled now
                 summary, held = self._apply(name, ref, chunk, prepare, commit)
             except BatchrayError as exc:
                 summary, held = exc, None
