@@ -69,7 +69,7 @@ class _Apply:
     """The handle of one chunk's apply: queued for its worker, then one of the applies of an
     ``apply_many`` call (``call``: that call's summaries ref, ``index``: its place in it)."""
 
-    __slots__ = ("worker", "txn", "entry", "queued_at", "call", "images", "index")
+    __slots__ = ("worker", "txn", "entry", "queued_at", "call", "images", "index", "answer")
 
     def __init__(self, worker: Any, txn: str, entry: tuple) -> None:
         self.worker = worker
@@ -79,6 +79,7 @@ class _Apply:
         self.call: Any = None
         self.images: Any = None
         self.index = 0
+        self.answer: list[Any] = []  # the call's summaries once read, shared by its applies
 
 
 class RayTransport:
@@ -148,8 +149,10 @@ class RayTransport:
         if not queue:
             return
         summaries, images = queue[0].worker.apply_many.remote([h.entry for h in queue])
+        answer: list[Any] = []
         for index, handle in enumerate(queue):
             handle.call, handle.images, handle.index, handle.entry = summaries, images, index, None
+            handle.answer = answer
 
     def flush(self) -> None:
         """Send every queued apply now."""
@@ -202,7 +205,9 @@ class RayTransport:
             return self._get(handle)
         if handle.call is None:
             self.flush()
-        value = self._get(handle.call)[handle.index]
+        if not handle.answer:  # the call's first apply taken in: its summaries read once for all
+            handle.answer.append(self._get(handle.call))
+        value = handle.answer[0][handle.index]
         if isinstance(value, BaseException):
             raise value
         if getattr(value, "partial", False):  # the images hold more than the summary
