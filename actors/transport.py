@@ -1,6 +1,7 @@
 """The Ray transport: participant steps as actor calls on worker actors."""
 from __future__ import annotations
 
+import io
 import pickle
 import threading
 import time
@@ -29,6 +30,16 @@ class ChunkPart:
     index: int
 
 
+class _PlainPickler(pickle.Pickler):
+    """Pickles plain data only: an object ref or an actor handle is refused (Ray counts the
+    references its own serializer sees; one pickled past it could be freed while in use)."""
+
+    def reducer_override(self, obj: Any) -> Any:  # called for objects of non-builtin types only
+        if isinstance(obj, (ray.ObjectRef, ray.actor.ActorHandle)):
+            raise pickle.PicklingError(f"a {type(obj).__name__} goes through Ray's serializer")
+        return NotImplemented
+
+
 class PackedChunks:
     """Several chunks in one object, each pickled on its own (protocol 5, its buffers out of
     band): ``packed[i]`` unpickles chunk ``i`` alone. The driver puts a feed call's chunks as one
@@ -46,12 +57,14 @@ class PackedChunks:
 
     @classmethod
     def of(cls, chunks: list[Any]) -> "PackedChunks":
-        """The chunks packed; raises what pickling one of them raises."""
+        """The chunks packed; raises what pickling one of them raises (a chunk holding an
+        object ref or an actor handle among them: only Ray's serializer keeps track of those)."""
         parts = []
         for chunk in chunks:
             buffers: list[pickle.PickleBuffer] = []
-            payload = pickle.dumps(chunk, protocol=5, buffer_callback=buffers.append)
-            parts.append((pickle.PickleBuffer(payload), tuple(buffers)))
+            out = io.BytesIO()
+            _PlainPickler(out, protocol=5, buffer_callback=buffers.append).dump(chunk)
+            parts.append((pickle.PickleBuffer(out.getbuffer()), tuple(buffers)))
         return cls(tuple(parts))
 
     def __len__(self) -> int:

@@ -226,10 +226,11 @@ def test_a_feed_calls_chunks_go_as_one_object_each_unpickled_alone(plain):
     class Local:  # plain pickle refuses a class defined in a function
         pass
 
-    refused = [PlannedChunk("shard-0000", Local(), 10, 1), PlannedChunk("shard-0001", {"n": 1}, 10, 1)]
-    pack_chunks(refused)
-    assert not any(isinstance(pc.chunk, ChunkPart) and isinstance(ray.get(pc.chunk.bundle), PackedChunks)
-                   for pc in refused)
+    for odd in (Local(), {"ref": ray.put(1)}):  # Ray's serializer only: a ref must be counted
+        refused = [PlannedChunk("shard-0000", odd, 10, 1), PlannedChunk("shard-0001", {"n": 1}, 10, 1)]
+        pack_chunks(refused)
+        assert not any(isinstance(pc.chunk, ChunkPart) and isinstance(ray.get(pc.chunk.bundle), PackedChunks)
+                       for pc in refused)
 
     context = _context(plain, "Packed")
     result = plain.create_items(context, "Rows", rows(200), batch_size=10)  # 20 chunks, fed 8 a call
