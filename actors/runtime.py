@@ -24,7 +24,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix, placement
 from actors.auth import prepare_ray_auth
-from actors.transport import ChunkPart, InlineChunk
+from actors.transport import ChunkPart, InlineChunk, PackedChunks
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.plan.plan import SMALL_BATCH, Plan, held_whole
 from batchray.core.run.runtime import ProgressCallback
@@ -101,6 +101,25 @@ def inline_chunks(planned: list[Any]) -> bool:
         note_lock_set(pc)
         pc.chunk = InlineChunk(pc.chunk)
     return True
+
+def pack_chunks(planned: list[Any]) -> None:
+    """Put a feed call's chunks in the object store as one object, each chunk pickled on its
+    own (:class:`actors.transport.PackedChunks`), and replace each by its
+    :class:`~actors.transport.ChunkPart`: one put and one object ref for the call instead of
+    one per chunk, and a worker unpickles its own chunks only. A lone chunk, or chunks that
+    plain pickling refuses, go as :func:`put_chunks` puts them."""
+    for pc in planned:
+        note_lock_set(pc)
+    try:
+        packed = PackedChunks.of([pc.chunk for pc in planned]) if len(planned) > 1 else None
+    except Exception:  # noqa: BLE001 - what only Ray's serializer handles: put as before
+        packed = None
+    if packed is None:
+        put_chunks(planned)
+        return
+    ref = ray.put(packed)
+    for index, pc in enumerate(planned):
+        pc.chunk = ChunkPart(ref, index)
 
 
 def reachable_owner(store: str, owner: dict[str, Any], timeout: float = 3.0) -> str:
@@ -356,7 +375,7 @@ class RayRuntime:
         def send() -> None:
             nonlocal group, group_bytes
             if group:
-                put_chunks(group)
+                pack_chunks(group)
                 feeds.append((self.coordinator.feed.remote(txn, group), group_bytes))
                 group, group_bytes = [], 0
 

@@ -1,6 +1,8 @@
 """The Ray transport: participant steps as actor calls on worker actors."""
 from __future__ import annotations
 
+import io
+import pickle
 import threading
 import time
 from dataclasses import dataclass
@@ -17,12 +19,12 @@ from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable
 
 @dataclass(frozen=True)
 class ChunkPart:
-    """Chunk ``index`` of a bundle: small chunks put in the object store together, as one
-    tuple, by the driver (``batchray.api.client.put_chunks``). Each ``ray.put`` costs the driver and
-    the raylet about a millisecond whatever its size, so a 10-item batch's two chunks, or the
-    8 chunks of 25 items of one feed call, go as one object; each worker fetches the bundle
-    and applies its part. ``bundle`` is the object's ref, so the coordinator still passes refs
-    only."""
+    """Chunk ``index`` of a bundle: chunks put in the object store together by the driver,
+    small ones as one tuple (``actors.runtime.put_chunks``), a feed call's as one
+    :class:`PackedChunks` (``actors.runtime.pack_chunks``). Each ``ray.put`` costs the driver
+    and the raylet about a millisecond whatever its size, so a 10-item batch's two chunks, or
+    the chunks of one feed call, go as one object; each worker fetches the bundle and applies
+    its part. ``bundle`` is the object's ref, so the coordinator still passes refs only."""
 
     bundle: Any
     index: int
@@ -38,12 +40,59 @@ class InlineChunk:
 
     value: Any
 
+class _PlainPickler(pickle.Pickler):
+    """Pickles plain data only: an object ref or an actor handle is refused (Ray counts the
+    references its own serializer sees; one pickled past it could be freed while in use)."""
+
+    def reducer_override(self, obj: Any) -> Any:  # called for objects of non-builtin types only
+        if isinstance(obj, (ray.ObjectRef, ray.actor.ActorHandle)):
+            raise pickle.PicklingError(f"a {type(obj).__name__} goes through Ray's serializer")
+        return NotImplemented
+
+
+class PackedChunks:
+    """Several chunks in one object, each pickled on its own (protocol 5, its buffers out of
+    band): ``packed[i]`` unpickles chunk ``i`` alone. The driver puts a feed call's chunks as one
+    of these (``actors.runtime.pack_chunks``), each chunk then a :class:`ChunkPart` of it; a
+    worker fetches the object (its buffers are views of the object store, nothing is copied)
+    and unpickles only the parts it applies, in whichever of its calls they come. A put and
+    the references to one more object cost the driver, the raylet and the coordinator about
+    a millisecond per chunk; a worker fetching a bundle of whole chunks would unpickle the
+    other workers' chunks too."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: tuple[tuple[Any, tuple[Any, ...]], ...]) -> None:
+        self.parts = parts
+
+    @classmethod
+    def of(cls, chunks: list[Any]) -> "PackedChunks":
+        """The chunks packed; raises what pickling one of them raises (a chunk holding an
+        object ref or an actor handle among them: only Ray's serializer keeps track of those)."""
+        parts = []
+        for chunk in chunks:
+            buffers: list[pickle.PickleBuffer] = []
+            out = io.BytesIO()
+            _PlainPickler(out, protocol=5, buffer_callback=buffers.append).dump(chunk)
+            parts.append((pickle.PickleBuffer(out.getbuffer()), tuple(buffers)))
+        return cls(tuple(parts))
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def __getitem__(self, index: int) -> Any:
+        payload, buffers = self.parts[index]
+        return pickle.loads(payload, buffers=buffers)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return PackedChunks, (self.parts,)
+
 
 class _Apply:
     """The handle of one chunk's apply: queued for its worker, then one of the applies of an
     ``apply_many`` call (``call``: that call's summaries ref, ``index``: its place in it)."""
 
-    __slots__ = ("worker", "txn", "entry", "queued_at", "call", "images", "index")
+    __slots__ = ("worker", "txn", "entry", "queued_at", "call", "images", "index", "answer")
 
     def __init__(self, worker: Any, txn: str, entry: tuple) -> None:
         self.worker = worker
@@ -53,6 +102,7 @@ class _Apply:
         self.call: Any = None
         self.images: Any = None
         self.index = 0
+        self.answer: list[Any] = []  # the call's summaries once read, shared by its applies
 
 
 class RayTransport:
@@ -126,8 +176,10 @@ class RayTransport:
         if not queue:
             return
         summaries, images = queue[0].worker.apply_many.remote([h.entry for h in queue])
+        answer: list[Any] = []
         for index, handle in enumerate(queue):
             handle.call, handle.images, handle.index, handle.entry = summaries, images, index, None
+            handle.answer = answer
 
     def flush(self) -> None:
         """Send every queued apply now."""
@@ -180,7 +232,9 @@ class RayTransport:
             return self._get(handle)
         if handle.call is None:
             self.flush()
-        value = self._get(handle.call)[handle.index]
+        if not handle.answer:  # the call's first apply taken in: its summaries read once for all
+            handle.answer.append(self._get(handle.call))
+        value = handle.answer[0][handle.index]
         if isinstance(value, BaseException):
             raise value
         if getattr(value, "partial", False):  # the images hold more than the summary

@@ -79,9 +79,11 @@ class WorkerActor:
     @ray.method(num_returns=2)
     def apply_many(self, applies: list[tuple[str, TxnRef, Any, bool, Optional[int], bool]]) -> tuple[list, list]:
         """Several applies in one call, in order: each ``(shard name, ref, chunk, prepare,
-        part, commit)``, where ``chunk`` is a chunk's object ref, or, with ``part``, the ref of a
-        bundle of small chunks (``actors.transport.ChunkPart``) of which it is the ``part``-th,
-        or the chunk itself (a small batch's, sent inline: ``actors.transport.InlineChunk``);
+        part, commit)``, where ``chunk`` is a chunk's object ref; or, with ``part``, the ref of a
+        bundle of chunks (``actors.transport.ChunkPart``: a tuple of small chunks, or a feed
+        call's chunks packed, each unpickled here when its apply comes) of which it is the
+        ``part``-th; or the chunk itself (a small batch's, sent inline:
+        ``actors.transport.InlineChunk``);
         ``commit``: a one-phase commit (the shard applies and commits, ``vote`` True).
 
         Returns ``(summaries, images)``, one of each per apply. A summary is what the caller
@@ -95,9 +97,9 @@ class WorkerActor:
         images: list[Any] = []
         for name, ref, chunk, prepare, part, commit in applies:
             chunk = fetched.get(id(chunk), chunk)  # a chunk sent inline is the chunk itself
-            if part is not None:
-                chunk = chunk[part]
             try:
+                if part is not None:
+                    chunk = chunk[part]  # a tuple's item, or a packed chunk unpickled now
                 summary, held = self._apply(name, ref, chunk, prepare, commit)
             except BatchrayError as exc:
                 summary, held = exc, None

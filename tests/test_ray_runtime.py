@@ -293,6 +293,46 @@ def test_a_worker_returns_before_images_as_an_object_only_when_there_are_some(ra
         ray.kill(worker)
 
 
+def test_a_feed_calls_chunks_go_as_one_object_each_unpickled_alone(plain):
+    """``pack_chunks``: a feed call's chunks become parts of one object, each pickled on its own
+    (its Arrow buffers out of band), so a part unpickles without the others; chunks that plain
+    pickling refuses go as ``put_chunks`` puts them. A list cut into many chunks loads whole."""
+    import pyarrow as pa
+    import ray
+
+    from actors.runtime import pack_chunks
+    from actors.transport import ChunkPart, PackedChunks
+    from batchray.core.txn.chunks import CreateItems, PlannedChunk
+
+    table = pa.table({"n": list(range(1000))})
+    planned = [PlannedChunk(f"shard-000{i % 2}", CreateItems(i, range(i, i + 2), [{"n": i}, {"n": i + 1}]), 1 << 20, 2)
+               for i in range(3)] + [PlannedChunk("shard-0000", table, 1 << 20, 1000)]
+    originals = [pc.chunk for pc in planned]
+    pack_chunks(planned)
+    assert all(isinstance(pc.chunk, ChunkPart) for pc in planned)
+    assert len({pc.chunk.bundle for pc in planned}) == 1 and [pc.chunk.index for pc in planned] == [0, 1, 2, 3]
+    packed = ray.get(planned[0].chunk.bundle)
+    assert isinstance(packed, PackedChunks) and len(packed) == 4
+    assert [packed[i] for i in range(3)] == originals[:3]
+    assert packed[3].equals(table)
+    payload, buffers = packed.parts[3]
+    assert len(memoryview(payload)) < 1000 and buffers  # the column's 8,000 bytes went out of band
+
+    class Local:  # plain pickle refuses a class defined in a function
+        pass
+
+    for odd in (Local(), {"ref": ray.put(1)}):  # Ray's serializer only: a ref must be counted
+        refused = [PlannedChunk("shard-0000", odd, 10, 1), PlannedChunk("shard-0001", {"n": 1}, 10, 1)]
+        pack_chunks(refused)
+        assert not any(isinstance(pc.chunk, ChunkPart) and isinstance(ray.get(pc.chunk.bundle), PackedChunks)
+                       for pc in refused)
+
+    context = _context(plain, "Packed")
+    result = plain.create_items(context, "Rows", rows(200), batch_size=10)  # 20 chunks, fed 8 a call
+    assert result.success and result.items_created == 200, result.error
+    assert sorted(item["values"]["n"] for item in plain.get_items(context)) == list(range(200))
+
+
 def test_an_apply_waiting_for_a_lock_holds_up_only_its_own_transaction(ray_session, tmp_path):
     """Applies go to a worker several per call, but one transaction's per call: when an older
     transaction's apply waits (wait-die) for a lock a younger one holds, the younger one's next

@@ -433,3 +433,26 @@ def test_validate_values_and_row_validator_agree(monkeypatch, context, partial, 
     indexes = [start + 3 * p for p in range(len(rows))]
     _, _, spread = RowValidator(context).validate(rows, indexes=indexes, partial=partial)
     assert [e["index"] for e in spread] == [start + 3 * (e["index"] - start) for e in errors], where
+
+
+def test_fast_path_column_checks_at_their_edges():
+    """The chunk checks take a column per key in one pass when every row has the first row's
+    keys; rows with as many keys but other ones, a string longer than the limit only in one
+    row, a sum of finite floats that overflows and infinities that would cancel out each get
+    the verdict the row path gives."""
+    validator = RowValidator(FAST)
+    fast_path = validator._chunk_ok
+    assert fast_path([{"num": 1.5, "cat": "a"}, {"cat": "b", "num": 2}])  # same keys, any order
+    assert not fast_path([{"num": 1, "cat": "a"}, {"num": 2, "unknown": "b"}])  # as many keys, one unknown
+    assert fast_path([{"num": 1, "cat": "a"}, {"num": 2, "any": 4}])  # as many keys, other known ones
+    assert fast_path([{"cat": "x" * (MAX_STRING // 2)}, {"cat": "y" * (MAX_STRING // 2 + 10)}])  # long together
+    assert not fast_path([{"cat": "x"}, {"cat": "y" * (MAX_STRING + 1)}])
+    assert not fast_path([{"cat": "a"}, {"cat": "b\ud800"}])
+    assert fast_path([{"num": 1e308}, {"num": 1e308}])  # the sum overflows, every value is finite
+    assert not fast_path([{"num": float("inf")}, {"num": float("-inf")}])
+    assert not fast_path([{"num": 1.0}, {"num": float("nan")}])
+    for rows in ([{"num": 1e308}, {"num": 1e308}], [{"num": float("inf")}, {"num": float("-inf")}],
+                 [{"num": 1, "cat": "a"}, {"num": 2, "any": 4}]):
+        positions, good, errors = validator.validate(rows)
+        expected_good, expected_errors = validate_values(FAST, rows)
+        assert (good, errors) == (expected_good, expected_errors)

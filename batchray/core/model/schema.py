@@ -15,6 +15,7 @@ import itertools
 import math
 import re
 from enum import Enum
+from operator import itemgetter
 from typing import Any, Callable, Iterable, Optional
 
 import orjson
@@ -435,6 +436,30 @@ def raise_if_errors(errors: list[dict[str, Any]], what: str = "items") -> None:
     )
 
 
+def _same_keys_columns(rows: list[dict[str, Any]]) -> Optional[dict[str, list[Any]]]:
+    """The columns of ``rows`` (dicts) by name when every row has exactly the first row's keys
+    (a count of all keys and one lookup per row and key prove it), else None."""
+    first = rows[0]
+    if sum(map(len, rows)) != len(first) * len(rows):
+        return None
+    try:
+        return {name: list(map(itemgetter(name), rows)) for name in first}
+    except KeyError:
+        return None
+
+
+def _all_finite(numbers: list[Any]) -> bool:
+    """Whether every number (ints and floats) is finite: their sum is finite only if each is
+    (a NaN or an infinity makes it NaN or infinite); a sum that overflows is checked value by
+    value."""
+    try:
+        if math.isfinite(sum(numbers)):
+            return True
+    except OverflowError:  # an int beyond a float's range: as the check value by value does
+        pass
+    return all(map(math.isfinite, numbers))
+
+
 class RowValidator:
     """A compiled, fast form of :func:`validate_values` for one context, for bulk paths.
 
@@ -546,7 +571,12 @@ class RowValidator:
             return True
         if set(map(type, rows)) != {dict}:
             return False
-        keys = set(itertools.chain.from_iterable(map(dict.keys, rows)))
+        if not rows[0].keys() <= self._fast.keys():
+            return False
+        columns = _same_keys_columns(rows)
+        if columns is not None:  # the common case: every row has the same keys
+            return self._columns_ok(columns.keys(), columns.__getitem__)
+        keys = set().union(*rows)
         if not keys <= self._fast.keys():
             return False
         return self._columns_ok(keys, lambda name: list(map(dict.get, rows, itertools.repeat(name))))
@@ -568,12 +598,15 @@ class RowValidator:
             if not column:
                 continue
             if kinds == {str}:
-                if max(map(len, column)) > MAX_STRING:
+                # one joined text: no string is longer than all of them together, and joining
+                # neither makes nor hides a surrogate
+                text = "".join(column)
+                if len(text) > MAX_STRING and max(map(len, column)) > MAX_STRING:
                     return False
-                if not all(map(str.isascii, column)) and any(map(_SURROGATE.search, column)):
+                if not text.isascii() and _SURROGATE.search(text):
                     return False  # the row path names the value
             elif kinds <= {int, float}:
-                if float in kinds and not all(map(math.isfinite, column)):
+                if float in kinds and not _all_finite(column):
                     return False
                 if int in kinds and (max(column) > _INT_LIMIT or min(column) < -_INT_LIMIT):
                     return False

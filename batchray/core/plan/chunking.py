@@ -9,6 +9,7 @@ estimate of their bytes.
 from __future__ import annotations
 
 import heapq
+import itertools
 import sys
 
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
@@ -128,6 +129,22 @@ def even_round(total: int, per_round: int, shards: int) -> int:
     rounds = -(-total // per_round)
     return -(-total // (rounds * shards)) * shards
 
+def _reader(rows: Iterable[Any]) -> Callable[[int], list[Any]]:
+    """``take(count)``: the next ``count`` rows of ``rows`` as a list (fewer at the end, none
+    after it); a list's are slices of it, so no row is visited one by one."""
+    if isinstance(rows, list):
+        position = 0
+
+        def take_slice(count: int) -> list[Any]:
+            nonlocal position
+            batch = rows[position:position + count]
+            position += len(batch)
+            return batch
+
+        return take_slice
+    source = iter(rows)
+    return lambda count: list(itertools.islice(source, count))
+
 
 class CreateChunker:
     """Cuts a stream of value dicts into per-shard :class:`CreateItems` chunks.
@@ -188,14 +205,12 @@ class CreateChunker:
         return [i for first, count, step in self.ids_used for i in range(first, first + count * step, step)]
 
     def chunks(self, rows: Iterable[Any], start_index: int = 0) -> Iterator[PlannedChunk]:
-        import itertools
-
         n = len(self.shards)
-        source = iter(rows)
+        take = _reader(rows)
         index = start_index
         per_chunk = self.max_rows
         while True:
-            batch = list(itertools.islice(source, per_chunk * n))
+            batch = take(per_chunk * n)
             if not batch:
                 return
             per_chunk, per_row = self._rows_per_chunk(batch)
@@ -207,7 +222,7 @@ class CreateChunker:
             first = self.allocate(len(batch))
             self.ids_used.append((first, len(batch), 1))
             for start in range(0, len(batch), per_chunk * n):
-                part = batch[start:start + per_chunk * n]
+                part = batch if start == 0 and len(batch) <= per_chunk * n else batch[start:start + per_chunk * n]
                 base = first + start
                 for offset in range(min(n, len(part))):
                     shard = (base + offset) % n
