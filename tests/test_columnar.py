@@ -333,10 +333,14 @@ def _awkward_table(n: int, seed: int) -> pa.Table:
     })
 
 
+@pytest.mark.parametrize("slice_rows", [4_096, 7])
 @pytest.mark.parametrize("seed", [SEED, SEED + 1])
-def test_arrow_writes_the_json_orjson_writes_for_the_same_rows(seed):
+def test_arrow_writes_the_json_orjson_writes_for_the_same_rows(seed, slice_rows, monkeypatch):
     import orjson
 
+    import batchray.io.columnar as columnar
+
+    monkeypatch.setattr(columnar, "JSON_SLICE_ROWS", slice_rows)  # 7: written in slices, joined
     table = _awkward_table(2_000, seed)
     for batch in arrow_batches(table):
         assert batch.json_rows() == orjson.dumps(rows_of(batch)).decode(), f"seed {seed}"

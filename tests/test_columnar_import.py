@@ -61,8 +61,12 @@ def _sparse_table(n: int, seed: int) -> pa.Table:
                      for name, column in zip(table.column_names, table.columns)})
 
 
+@pytest.mark.parametrize("slice_rows", [4_096, 7])
 @pytest.mark.parametrize("seed", [SEED, SEED + 1])
-def test_sparse_rows_write_the_json_orjson_writes_for_the_dicts_without_missing_keys(seed):
+def test_sparse_rows_write_the_json_orjson_writes_for_the_dicts_without_missing_keys(seed, slice_rows, monkeypatch):
+    import batchray.io.columnar as columnar
+
+    monkeypatch.setattr(columnar, "JSON_SLICE_ROWS", slice_rows)  # 7: written in slices, joined
     table = _sparse_table(1_500, seed)
     led = table.add_column(0, "n", pa.array(range(len(table))))  # a first column without nulls opens the rows
     for batch in [*table.combine_chunks().to_batches(), *led.combine_chunks().to_batches()]:

@@ -17,7 +17,7 @@ store the same items and report the same errors.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import orjson
 import pyarrow as pa
@@ -123,6 +123,27 @@ def column_values(array: Any) -> list[Any]:
     return _as_text(array).to_pylist()
 
 
+JSON_SLICE_ROWS = 4_096
+"""Rows whose JSON the kernels write at a time (:func:`joined_json_rows`)."""
+
+
+def joined_json_rows(batch: pa.RecordBatch, rows_json: Callable[[pa.RecordBatch], Any]) -> Optional[str]:
+    """The JSON array of ``batch``'s rows, ``rows_json`` (a slice -> each row's JSON object as
+    an Arrow string array, or ``None``) applied to :data:`JSON_SLICE_ROWS` rows at a time: the
+    kernels' arrays for a column, a row and their join exist for one slice at a time, not for
+    the whole chunk (a chunk's JSON was held four times over at its end, a worker's memory
+    past its budget's share in an import); ``None`` where ``rows_json`` answers ``None``."""
+    texts: list[str] = []
+    for start in range(0, batch.num_rows, JSON_SLICE_ROWS):
+        rows = rows_json(batch.slice(start, JSON_SLICE_ROWS))
+        if rows is None:
+            return None
+        joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows), ",")
+        del rows
+        texts.append(joined[0].as_py())
+    return "[" + ",".join(texts) + "]"
+
+
 class ArrowRows:
     """:class:`~batchray.core.model.columnar.ColumnarRows` over a ``pyarrow.RecordBatch``."""
 
@@ -165,15 +186,18 @@ class ArrowRows:
             return "[]"
         if not self.batch.num_columns:
             return "[" + ",".join(["{}"] * self.batch.num_rows) + "]"
+        return joined_json_rows(self.batch, self._rows_json)
+
+    def _rows_json(self, batch: pa.RecordBatch) -> Any:
+        """Each row's JSON object, an Arrow string array; ``None`` for a column type the
+        kernels do not write."""
         parts: list[Any] = []
-        for position, (name, column) in enumerate(zip(self.names, self.batch.columns)):
+        for position, (name, column) in enumerate(zip(self.names, batch.columns)):
             text = _json_column(column)
             if text is None:
                 return None
             parts += [("{" if position == 0 else ",") + orjson.dumps(name).decode() + ":", text]
-        rows = pc.binary_join_element_wise(*parts, "}", "")
-        whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows), ",")
-        return "[" + whole[0].as_py() + "]"
+        return pc.binary_join_element_wise(*parts, "}", "")
 
     def __getstate__(self) -> tuple[pa.RecordBatch]:
         return (self.batch,)  # a tuple: an empty batch is falsy, and pickle skips a falsy state

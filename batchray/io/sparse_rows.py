@@ -29,7 +29,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchray.io.columnar import ArrowRows, _json_column
+from batchray.io.columnar import ArrowRows, _json_column, joined_json_rows
+from batchray.io.kernel_thread import on_kernel_thread
 
 
 def nan_as_null(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -101,6 +102,7 @@ class SparseArrowRows(ArrowRows):
     def take_every(self, offset: int, step: int) -> "SparseArrowRows":
         return self._of(super().take_every(offset, step).batch)
 
+    @on_kernel_thread
     def json_rows(self) -> Optional[str]:
         """The rows' JSON array without the missing values' keys, built by Arrow's string
         kernels; ``None`` for a column type they do not write (the worker then encodes the
@@ -114,6 +116,11 @@ class SparseArrowRows(ArrowRows):
         batch = self.batch
         if not batch.num_rows:
             return "[]"
+        return joined_json_rows(batch, self._sparse_rows_json)
+
+    def _sparse_rows_json(self, batch: pa.RecordBatch) -> Any:
+        """Each row's JSON object without its missing values' keys (an Arrow string array);
+        ``None`` for a column type the kernels do not write."""
         pieces: list[Any] = []
         opened = False  # whether the first piece opens every row (a first column without nulls)
         for name, column in zip(self.names, batch.columns):
@@ -129,14 +136,11 @@ class SparseArrowRows(ArrowRows):
                 piece = pc.if_else(pc.is_null(column), "", piece)
             pieces.append(piece)
         if not pieces:
-            return "[" + ",".join(["{}"] * batch.num_rows) + "]"
+            return pa.array(["{}"] * batch.num_rows, pa.string())
         if opened:
-            rows = pc.binary_join_element_wise(*pieces, "}", "")
-        else:
-            rows = pc.replace_substring(pc.binary_join_element_wise("{", *pieces, "}", ""), "{,", "{",
-                                        max_replacements=1)
-        whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows), ",")
-        return "[" + whole[0].as_py() + "]"
+            return pc.binary_join_element_wise(*pieces, "}", "")
+        return pc.replace_substring(pc.binary_join_element_wise("{", *pieces, "}", ""), "{,", "{",
+                                    max_replacements=1)
 
     def __setstate__(self, state: tuple[pa.RecordBatch]) -> None:
         use_malloc_pool()
