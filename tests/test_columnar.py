@@ -82,6 +82,17 @@ def test_a_table_stores_exactly_what_its_rows_as_dicts_store(tmp_path):
     assert [json.loads(t)["name"] for _, t in stored][:3] == ["p0 «é»", "p1", "p2"]  # ids follow the input's order
 
 
+def test_large_strings_are_stored_as_their_dicts_are(tmp_path):
+    # Polars and pandas' Arrow-backed strings hand over large_string columns
+    table = _table(300)
+    wide = pa.schema([f.with_type(pa.large_string()) if pa.types.is_string(f.type) else f for f in table.schema])
+    table = table.cast(wide)
+    assert any(pa.types.is_large_string(f.type) for f in table.schema)
+    out = _both(tmp_path, table, batch_size=100)
+    assert out["columns"] == out["dicts"]
+    assert out["columns"][0] and out["columns"][2] == 300
+
+
 @pytest.mark.parametrize("atomic", [True, False])
 def test_a_bad_value_is_reported_as_the_dict_path_reports_it(tmp_path, atomic):
     table = _table(500)

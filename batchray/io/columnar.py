@@ -29,11 +29,15 @@ from batchray.io.kernel_thread import on_kernel_thread
 
 
 def _as_text(array: Any) -> Any:
-    """Temporal columns as ISO text, dictionary-encoded ones decoded; others as they are."""
+    """Temporal columns as ISO text, dictionary-encoded ones decoded, large strings and string
+    views as plain strings (the string kernels join arrays of one string type only: a
+    ``large_string`` column, what Polars and pandas' Arrow strings hand over, failed the
+    chunk); others as they are."""
     kind = array.type
     if pa.types.is_dictionary(kind):
         return _as_text(array.cast(kind.value_type))
-    if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_time(kind):
+    if (pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_time(kind)
+            or pa.types.is_large_string(kind) or getattr(pa.types, "is_string_view", lambda _: False)(kind)):
         return array.cast(pa.string())
     return array
 
