@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_schema import DSN as PG_DSN, own_schema
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parent.parent
-PG_DSN = os.environ.get("BATCHRAY_TEST_PG_DSN")
 ITEMS = 3_000
 
 
@@ -190,10 +190,9 @@ def test_a_job_loads_a_batch_and_a_resubmission_applies_nothing_twice(head, tmp_
 @pytest.mark.skipif(not PG_DSN, reason="workers on several nodes need a store every node reaches: "
                                        "set BATCHRAY_TEST_PG_DSN (eval \"$(bash .ci/postgres.sh start)\")")
 def test_a_node_removed_mid_batch(tmp_path):
-    schema = f"nodes_{uuid.uuid4().hex[:10]}"
-    url = f"{PG_DSN}{'&' if '?' in PG_DSN else '?'}schema={schema}"
     log = tmp_path / "driver.log"
-    try:
+    with own_schema("nodes") as schema:
+        url = schema.url
         with open(log, "w") as stderr:
             run = subprocess.run([sys.executable, str(REPO / "tests" / "cluster_driver.py"), "node-removal", url],
                                  stdout=subprocess.PIPE, stderr=stderr, text=True, env=_ray_env(), timeout=280,
@@ -219,11 +218,3 @@ def test_a_node_removed_mid_batch(tmp_path):
         assert out["prepared"] == []
         for name, counts in out["leftovers"].items():
             assert counts["txns"] == 0 and counts.get("prepared", 0) == 0, (name, counts)
-    finally:
-        import psycopg
-
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            for (gid,) in conn.execute("SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, %s)",
-                                       (f"batchray:{schema}:",)).fetchall():
-                conn.execute(f"ROLLBACK PREPARED '{gid}'")
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

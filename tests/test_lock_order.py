@@ -27,6 +27,7 @@ from batchray.core.txn.locks import EXCLUSIVE, SHARED, LockManager
 from batchray.core.txn.ordering import ORDERED_CHUNK_LIMIT, ordered_plan
 from batchray.errors import LockConflict
 from local_runtime import local_client
+from pg_schema import own_schema
 
 
 def _update(participant: str, ids: list[int], chunk_id: int = 0) -> PlannedChunk:
@@ -302,27 +303,14 @@ def test_a_lock_conflict_reaches_the_user_only_at_the_timeout_and_names_item_and
 def test_hot_bank_on_postgresql_commits_every_batch(tmp_path):
     """The hot bank on a PostgreSQL store (in-process runtime, drivers as threads): ordered
     batches wait for their row locks instead of dying, and the history checker passes."""
-    import os
-    import uuid
-
     from batchray.testing.hot_bank import create_bank, judge, run_hot_bank
 
-    dsn = os.environ.get("BATCHRAY_TEST_PG_DSN")
-    if not dsn:
-        pytest.skip("needs a PostgreSQL server: set BATCHRAY_TEST_PG_DSN (eval \"$(bash .ci/postgres.sh start)\")")
-    psycopg = pytest.importorskip("psycopg")
-    schema = f"hotbank_{uuid.uuid4().hex[:10]}"
-    client = local_client(f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}", shards=2)
-    try:
+    with own_schema("hotbank") as schema, local_client(schema.url, shards=2) as client:
         accounts = create_bank(client, 10, 10_000)
         run = run_hot_bank([client], accounts, drivers=3, batches=5, history_dir=tmp_path / "histories", seed=5)
         verdict = judge(run, client, accounts, 10_000)
         assert run.failed == 0 and run.committed == 15, (run.codes, run.first_errors)
         assert verdict.valid, verdict.summary()
-    finally:
-        client.close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
 
 
 @pytest.mark.postgres
@@ -331,18 +319,9 @@ def test_a_lock_wait_and_conflict_on_postgresql_name_the_batch_holding_the_row(t
     another batchray transaction holds shows the item and the holder in its status
     (``waitingFor.locks``), then fails at its timeout with ``heldBy`` naming that
     transaction (found among the holders of the item's data context in ``pg_locks``)."""
-    import os
-    import uuid
-
     from batchray.core.txn.chunks import TxnRef
 
-    dsn = os.environ.get("BATCHRAY_TEST_PG_DSN")
-    if not dsn:
-        pytest.skip("needs a PostgreSQL server: set BATCHRAY_TEST_PG_DSN (eval \"$(bash .ci/postgres.sh start)\")")
-    psycopg = pytest.importorskip("psycopg")
-    schema = f"heldby_{uuid.uuid4().hex[:10]}"
-    client = local_client(f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}", shards=2)
-    try:
+    with own_schema("heldby") as schema, local_client(schema.url, shards=2) as client:
         assert client.create_data_context("Bank", [{"name": "Accounts", "attrs": [
             {"name": "balance", "type": "numeric"}]}]).success
         ids = client.create_items("Bank", "Accounts", [{"balance": 100} for _ in range(4)]).item_ids
@@ -373,7 +352,3 @@ def test_a_lock_wait_and_conflict_on_postgresql_name_the_batch_holding_the_row(t
         assert time.monotonic() - started >= 1.5
         participant.abort(holder)
         assert {item["values"]["balance"] for item in client.get_items("Bank")} == {100}
-    finally:
-        client.close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))

@@ -9,8 +9,9 @@ shard), and a cancellation that comes while the ``apply+commit`` is at the shard
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -22,6 +23,7 @@ from batchray.core.txn.participant import Step
 from batchray.core.txn.twophase import LocalTransport, TwoPhaseCommit, _Ready
 from batchray.errors import CancelledError, InternalError, ParticipantUnavailable
 from local_runtime import local_client
+from pg_schema import own_schema
 
 SCHEMA = [{"name": "People", "attrs": [{"name": "name", "type": "categorical"},
                                         {"name": "age", "type": "numeric", "min": 0}]}]
@@ -252,25 +254,14 @@ def test_a_cancellation_while_apply_commit_is_out_finds_the_batch_committed(tmp_
         log.close()
 
 
-def _store_url(kind: str, tmp_path: Path) -> tuple[str, Any]:
-    """A fresh store of ``kind`` and a function that drops it (PostgreSQL: a schema of its own)."""
+@contextlib.contextmanager
+def _store_url(kind: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh store of ``kind`` for the block (PostgreSQL: a schema of its own, dropped after)."""
     if kind == "sqlite":
-        return str(tmp_path / "store"), lambda: None
-    import os
-    import uuid
-
-    dsn = os.environ.get("BATCHRAY_TEST_PG_DSN")
-    if not dsn:
-        pytest.skip("needs a PostgreSQL server: set BATCHRAY_TEST_PG_DSN (eval \"$(bash .ci/postgres.sh start)\")")
-    import psycopg
-
-    schema = f"onephase_{uuid.uuid4().hex[:10]}"
-
-    def drop() -> None:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-    return f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}", drop
+        yield str(tmp_path / "store")
+        return
+    with own_schema("onephase") as schema:
+        yield schema.url
 
 
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -282,8 +273,7 @@ def test_a_crash_at_or_after_apply_commit_leaves_none_or_all(tmp_path, kind, cra
     from batchray.core.txn import crashpoints
     from batchray.core.txn.crashpoints import SimulatedCrash
 
-    url, drop = _store_url(kind, tmp_path)
-    try:
+    with _store_url(kind, tmp_path) as url:
         with local_client(url, shards=2) as client:
             assert client.create_data_context("P", SCHEMA).success
             crashpoints.arm(1, label_prefix=crash_at)
@@ -299,5 +289,3 @@ def test_a_crash_at_or_after_apply_commit_leaves_none_or_all(tmp_path, kind, cra
             else:
                 assert [v for _, v in _stored(client)] == _rows(10) and batch["state"] == "completed", batch
             _assert_clear(client)
-    finally:
-        drop()

@@ -17,26 +17,24 @@ import random
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import orjson
 import pytest
+from pg_schema import DSN, SKIP_REASON, own_schema
 
 from batchray.core.model.schema import DataContext
 from batchray.core.txn.chunks import CreateItems, TxnRef, context_range
 
 pytestmark = pytest.mark.postgres
 
-DSN = os.environ.get("BATCHRAY_TEST_PG_DSN")
 REPO = Path(__file__).resolve().parent.parent
 LO, _ = context_range(1)
 SCHEMA = DataContext.model_validate({"name": "T", "collections": [{"name": "T", "attrs": [
     {"name": "name"}, {"name": "n", "type": "numeric"}, {"name": "ok", "type": "checkbox"}]}]}).model_dump(mode="json")
 
 if not DSN:
-    pytest.skip("needs a PostgreSQL server: set BATCHRAY_TEST_PG_DSN (eval \"$(bash .ci/postgres.sh start)\")",
-                allow_module_level=True)
+    pytest.skip(SKIP_REASON, allow_module_level=True)
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -59,12 +57,8 @@ def _rows(seed: int, count: int, with_boundary: bool) -> list[dict]:
 
 @pytest.fixture
 def url():
-    schema = f"pgcopy_{uuid.uuid4().hex[:10]}"
-    yield f"{DSN}{'&' if '?' in DSN else '?'}schema={schema}"
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        for (gid,) in conn.execute("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE %s", (f"%:{schema}:%",)).fetchall():
-            conn.execute(f"ROLLBACK PREPARED '{gid}'")
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with own_schema("pgcopy") as schema:
+        yield schema.url
 
 
 def _participant(url: str, **kwargs):

@@ -25,14 +25,13 @@ readers see all-old or all-new, the new only after the decision; nothing is left
 """
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
-import uuid
 
 import pytest
 from local_runtime import local_client
+from pg_schema import own_schema
 
 from batchray.testing.slow_sync import slowed, slowed_store
 
@@ -138,20 +137,10 @@ def test_a_slow_fsync_never_lets_a_batch_succeed_before_its_decision_is_durable(
 
 @pytest.fixture
 def pg_url():
-    """A schema of the test's own on the server ``$BATCHRAY_TEST_PG_DSN`` names, dropped after."""
-    dsn = os.environ.get("BATCHRAY_TEST_PG_DSN")
-    if not dsn:
-        pytest.skip("needs a PostgreSQL server: set BATCHRAY_TEST_PG_DSN (eval \"$(bash .ci/postgres.sh start)\")")
-    psycopg = pytest.importorskip("psycopg")
-    schema = f"slow_{uuid.uuid4().hex[:10]}"
-    yield f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        left = [g for (g,) in conn.execute("SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, %s)",
-                                           (f"batchray:{schema}:",))]
-        for gid in left:
-            conn.execute(f"ROLLBACK PREPARED '{gid}'")
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    assert left == [], f"prepared transactions left behind: {left}"
+    """A schema of the test's own on the shared server; no prepared transaction may be left."""
+    with own_schema("slow") as schema:
+        yield schema.url
+    assert schema.left == [], f"prepared transactions left behind: {schema.left}"
 
 
 def _pg_delay(statement: str, ending: str) -> float:
