@@ -57,23 +57,6 @@ def drop_empty_rows(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, int]:
     return (batch.filter(pc.invert(empty)), dropped) if dropped else (batch, 0)
 
 
-_POOL_SET = False
-
-
-def use_malloc_pool() -> None:
-    """Make the system allocator (malloc) this process's Arrow memory pool, once: called where
-    a process takes an import's chunks out of the object store (a worker). The chunks' JSON is
-    built in buffers of a few MiB that live for one chunk; malloc gives such blocks back to
-    the system when they are freed, where mimalloc (pyarrow's default) kept some 190 MiB per
-    worker after importing a 16 MiB CSV, against a memory budget of 16 MiB (the rows cost
-    the same either way)."""
-    global _POOL_SET
-    if not _POOL_SET:
-        _POOL_SET = True
-        if pa.default_memory_pool().backend_name != "system":
-            pa.set_memory_pool(pa.system_memory_pool())
-
-
 class SparseArrowRows(ArrowRows):
     """:class:`~batchray.io.columnar.ArrowRows` whose nulls (and float NaN) leave no key (see
     the module docstring)."""
@@ -142,12 +125,8 @@ class SparseArrowRows(ArrowRows):
         return pc.replace_substring(pc.binary_join_element_wise("{", *pieces, "}", ""), "{,", "{",
                                     max_replacements=1)
 
-    def __setstate__(self, state: tuple[pa.RecordBatch]) -> None:
-        use_malloc_pool()
-        super().__setstate__(state)
-
     def __repr__(self) -> str:
         return f"SparseArrowRows({self.batch.num_rows} rows, {self.names})"
 
 
-__all__ = ["SparseArrowRows", "drop_empty_rows", "nan_as_null", "use_malloc_pool"]
+__all__ = ["SparseArrowRows", "drop_empty_rows", "nan_as_null"]
