@@ -132,8 +132,8 @@ def test_non_graceful_cancel_stops_at_once_and_rollback_restores_every_item(slow
           f"({abrupt_taken} chunks waited for)")
     # graceful: every chunk sent to a worker was applied and waited for before the rollback
     # (dispatch stopped at the cancel, so chunks not yet sent then were never sent)
+    # (counted, not timed: under load the cancel may come when most chunks are already done)
     assert graceful_applied == graceful_taken * 10 >= 100
-    assert graceful_s >= 10 * DELAY  # dozens of chunks per worker were still to go
     # non-graceful: the batch ended without waiting for them: the workers refused the chunks
     # still queued when the abort came (counted, not timed: a loaded machine stretches both)
     assert abrupt_applied <= graceful_applied / 2, (abrupt_applied, graceful_applied)

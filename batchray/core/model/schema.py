@@ -532,6 +532,12 @@ class RowValidator:
                 good.append(ok_rows[0])
         return positions, good, errors
 
+    def accepts_whole(self, rows: list[Any]) -> bool:
+        """Whether a list of value dicts passes the checks :meth:`validate` makes by column,
+        so that every row is valid as it is (:meth:`validate` would return them all,
+        unchanged): the C-level passes only; False for rows that need the row path."""
+        return not self._row_path_only and self._chunk_ok(rows)
+
     def profiles_ok(self, rows: Any) -> bool:
         """Whether columnar rows that profile their columns
         (:class:`~batchray.core.model.columnar.ProfiledRows`) pass the checks :meth:`validate`

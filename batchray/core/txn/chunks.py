@@ -78,20 +78,36 @@ class TxnRef:
         return max(0.0, min(LOCK_WAIT_SLICE, self.lock_deadline - time.time()))
 
 
+@dataclass(frozen=True)
+class EncodedRows:
+    """The rows of a create chunk checked and encoded by its sender: ``text`` is the JSON array
+    of the value dicts, row ``j`` for the chunk's ``ids[j]``, exactly as the participant would
+    have written it (every row passed the schema's checks unchanged); ``count`` rows. A
+    participant inserts the text as it is (see
+    :func:`batchray.core.storage.patching.encoded_by_sender`)."""
+
+    text: str
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+
 @dataclass
 class CreateItems:
     """Insert new items; ``ids`` and ``rows`` are aligned.
 
     With ``schema`` (a DataContext dump) the rows are value dicts that the participant
-    validates and encodes itself (so validation runs in parallel on the workers); invalid rows
-    are reported in the before-images' ``errors`` with their request index
-    (:meth:`index_of`) and not written. Without ``schema``
-    the rows are already-encoded JSON texts.
+    validates and encodes itself (so that validation on the row path runs in parallel on the
+    workers); invalid rows are reported in the before-images' ``errors`` with their request
+    index (:meth:`index_of`) and not written. Without ``schema`` the rows are already-encoded
+    JSON texts. As :class:`EncodedRows` (with a schema) the sender has checked and encoded
+    them all, finding none to report: the participant only inserts them.
     """
 
     chunk_id: int
     ids: Sequence[int]  # ascending; a range when the chunker made it
-    rows: list[Any]
+    rows: Union[list[Any], EncodedRows]
     schema: Optional[dict[str, Any]] = None
     start_index: int = 0
     indexes: Optional[list[int]] = None

@@ -1,0 +1,141 @@
+"""Create chunks checked and encoded by their sender (``encoded_by_sender``, the Ray driver of a
+SQLite store): exactly what the participant would have stored from the value dicts, or the
+chunk left as it is for the participant to check.
+
+The randomized test is seeded and names its seed when it fails.
+"""
+from __future__ import annotations
+
+import math
+import random
+import sqlite3
+import uuid
+
+import orjson
+import pytest
+
+from batchray.core.model.columnar import ColumnLists
+from batchray.core.storage.patching import encode_created_rows, encoded_by_sender, valid_created_rows
+from batchray.core.storage.sqlite.shard import SqliteShard
+from batchray.core.txn.chunks import BeforeImages, CreateItems, EncodedRows, TxnRef, UpdateItems, context_range
+
+LO, _ = context_range(1)
+SCHEMA = {"name": "T", "collections": [{"name": "C", "attrs": [
+    {"name": "n", "type": "numeric"}, {"name": "tag", "type": "categorical"},
+    {"name": "ok", "type": "checkbox"}, {"name": "any"}]}]}
+CONSTRAINED = {"name": "T", "collections": [{"name": "C", "attrs": [{"name": "n", "type": "numeric", "min": 0}]}]}
+SEED = 20261205
+
+
+def _value(rng: random.Random, name: str, any_kind: int = 0):
+    kind = rng.random()
+    if kind < 0.1:
+        return None
+    if name == "n":
+        return rng.choice([rng.randint(-2 ** 62, 2 ** 62), rng.uniform(-1e9, 1e9), -0.0, 1e-7])
+    if name == "ok":
+        return rng.random() < 0.5
+    if name == "tag":
+        return "".join(rng.choice("aü\u2028\"\\\n\t😀 ") for _ in range(rng.randint(0, 12)))
+    return [rng.randint(0, 9), "x", 2.5, True][any_kind]  # one kind per column: the column checks' case
+
+
+def _rows(rng: random.Random, count: int, same_keys: bool) -> list[dict]:
+    names, any_kind = ["n", "tag", "ok", "any"], rng.randrange(4)
+    return [{name: _value(rng, name, any_kind) for name in (names if same_keys else rng.sample(names, rng.randint(0, 4)))}
+            for _ in range(count)]
+
+
+def _stored(chunk: CreateItems) -> tuple[list[int], str, list]:
+    images = BeforeImages(chunk.chunk_id)
+    ids, text = encode_created_rows(chunk, images)
+    return list(ids), text, images.errors
+
+
+def test_an_encoded_chunk_stores_exactly_what_its_participant_would_have():
+    rng = random.Random(SEED)
+    for case in range(200):
+        rows = _rows(rng, rng.randint(1, 60), same_keys=rng.random() < 0.7)
+        chunk = CreateItems(case + 1, range(LO + 5, LO + 5 + 3 * len(rows), 3), rows, schema=SCHEMA, start_index=7)
+        sent = encoded_by_sender(chunk)
+        assert isinstance(sent.rows, EncodedRows), f"seed {SEED}, case {case}: {rows}"
+        assert len(sent.rows) == len(rows) and sent.ids == chunk.ids and sent.schema == SCHEMA
+        assert _stored(sent) == _stored(chunk) == (list(chunk.ids), orjson.dumps(rows).decode(), []), \
+            f"seed {SEED}, case {case}"
+        assert valid_created_rows(sent, BeforeImages(0))[1] == rows, f"seed {SEED}, case {case}"
+
+
+@pytest.mark.parametrize("bad", [
+    "a string for a number", math.nan, math.inf, (1, 2), uuid.UUID(int=5), 2 ** 64, "\ud800", "x" * 1_000_001,
+    True,  # a bool is not a number
+], ids=["str", "nan", "inf", "tuple", "uuid", "huge-int", "surrogate", "too-long", "bool"])
+def test_a_chunk_with_a_value_to_report_is_left_to_its_participant(bad):
+    rows = [{"n": 1, "tag": "a"}, {"n": bad, "tag": "b"}, {"n": 3, "tag": "c"}]
+    chunk = CreateItems(1, range(LO, LO + 3), rows, schema=SCHEMA)
+    assert encoded_by_sender(chunk) is chunk
+    ids, _, errors = _stored(chunk)
+    assert ids == [LO, LO + 2] and [(e["index"], e["field"]) for e in errors] == [(1, "n")]
+
+
+def test_chunks_the_participant_must_check_or_encode_are_left_as_they_are():
+    rows = [{"n": 1}, {"n": 2}]
+    unknown = CreateItems(1, range(LO, LO + 2), [{"n": 1}, {"zzz": 2}], schema=SCHEMA)
+    constrained = CreateItems(2, range(LO, LO + 2), rows, schema=CONSTRAINED)  # the row path's work
+    listed = CreateItems(3, [LO, LO + 7], rows, schema=SCHEMA)  # ids of rows left after errors
+    texts = CreateItems(4, range(LO, LO + 2), [orjson.dumps(r).decode() for r in rows])  # no schema
+    columnar = CreateItems(5, range(LO, LO + 2), ColumnLists(["n"], [[1, 2]]), schema=SCHEMA)
+    empty = CreateItems(6, range(LO, LO), [], schema=SCHEMA)
+    update = UpdateItems(7, 1, ids=[LO], patch={"n": 1}, schema=SCHEMA)
+    for chunk in (unknown, constrained, listed, texts, columnar, empty, update):
+        assert encoded_by_sender(chunk) is chunk, chunk
+
+
+def test_a_shard_stores_an_encoded_chunk_as_it_stores_the_dicts(tmp_path):
+    """On a real SQLite shard: the same rows applied as dicts and as the sender's encoding give
+    the same stored rows, count and created range."""
+    rows = _rows(random.Random(SEED), 50, same_keys=False)
+    stored = []
+    for name, encode in (("dicts", False), ("encoded", True)):
+        shard = SqliteShard(tmp_path / f"{name}.sqlite", name=name, lock_timeout=1.0)
+        chunk = CreateItems(1, range(LO, LO + 100, 2), rows, schema=SCHEMA)
+        images = shard.apply(TxnRef(f"t-{name}", 1), encoded_by_sender(chunk) if encode else chunk, commit=True)
+        assert images.vote and images.affected == 50 and not images.errors
+        shard.close()
+        with sqlite3.connect(tmp_path / f"{name}.sqlite") as conn:
+            stored.append(conn.execute("SELECT id, vals FROM items ORDER BY id").fetchall())
+    assert stored[0] == stored[1] and len(stored[0]) == 50
+    assert [orjson.loads(vals) for _, vals in stored[1]] == rows
+
+
+@pytest.mark.ray
+def test_a_ray_driver_encodes_clean_chunks_and_the_store_holds_the_same(open_store, monkeypatch):
+    """Through Ray, on a SQLite store: the driver encodes the clean chunks of a bulk create (a
+    chunk with a bad value goes as dicts and is reported by its worker), and the stored items,
+    results and errors equal those of the same batches with the driver's encoding off."""
+    import actors.runtime
+
+    client = open_store("sender", workers=2, shards=2)
+    encoded = []
+    real = actors.runtime.encoded_by_sender
+    monkeypatch.setattr(actors.runtime, "encoded_by_sender",
+                        lambda chunk: encoded.append(real(chunk)) or encoded[-1])
+    outcomes = {}
+    for name in ("On", "Off"):
+        if name == "Off":
+            monkeypatch.setattr(client.runtime, "_encodes_creates", False)
+        assert client.create_data_context(name, SCHEMA["collections"]).success
+        rows = _rows(random.Random(SEED), 3000, same_keys=True)
+        clean = client.create_items(name, "C", rows, batch_size=500)
+        rows[1234]["n"] = "bad"
+        kept = client.create_items(name, "C", rows, batch_size=500, atomic=False, continue_on_error=True)
+        small = client.create_items(name, "C", rows[:10])
+        outcomes[name] = (
+            [(r.success, r.items_created, [(e.index, e.field, e.code) for e in r.errors]) for r in (clean, kept, small)],
+            [item["values"] for item in client.get_items(name)],
+        )
+    assert outcomes["On"] == outcomes["Off"]
+    assert outcomes["On"][0][1] == (False, 2999, [(1234, "n", "INVALID_VALUE")])
+    creates = [chunk for chunk in encoded if isinstance(chunk, CreateItems)]
+    left = [chunk for chunk in creates if not isinstance(chunk.rows, EncodedRows)]
+    assert len(left) == 1 and len(creates) > 2  # every clean chunk encoded, the bad one not
+    assert any(row.get("n") == "bad" for row in left[0].rows)
