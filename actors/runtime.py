@@ -31,7 +31,6 @@ from batchray.core.run.runtime import ProgressCallback
 from batchray.core.txn.ordering import note_lock_set
 from batchray.core.storage.backends import open_backend, open_view
 from batchray.core.storage.ownership import live_owner, store_in_use
-from batchray.core.storage.patching import encoded_by_sender
 from batchray.core.storage.store import parse_store_url
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD
 from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable, StoreInUse
@@ -103,12 +102,13 @@ def inline_chunks(planned: list[Any]) -> bool:
         pc.chunk = InlineChunk(pc.chunk)
     return True
 
-def encode_creates(planned: list[Any]) -> None:
+def encode_creates(planned: list[Any], encode_on_sender: Any) -> None:
     """Check and encode here the create chunks whose rows pass the schema's column checks whole
-    (:func:`~batchray.core.storage.patching.encoded_by_sender`), before they are packed: the
-    JSON text costs the driver less than pickling the dicts, and the workers only insert it."""
+    (the store's ``encode_on_sender``; see :mod:`batchray.core.storage.backends`), before they
+    are packed: the text costs the driver less than pickling the dicts, and the workers only
+    insert it."""
     for pc in planned:
-        pc.chunk = encoded_by_sender(pc.chunk)
+        pc.chunk = encode_on_sender(pc.chunk)
 
 
 def pack_chunks(planned: list[Any]) -> None:
@@ -181,9 +181,7 @@ class RayRuntime:
         self.memory_budget = memory_budget
         self.memory_threshold = memory_threshold
         self.started_ray = False
-        # SQLite shards insert a create chunk's JSON array as it is; PostgreSQL's COPY wants a
-        # line per row, which its participants write from the value dicts
-        self._encodes_creates = kind == "sqlite"
+        self.encode_on_sender: Optional[Any] = self._backend.encode_on_sender  # None: workers encode all
         self._settings = dict(kind=kind, workers=workers, memory_budget=memory_budget,
                               memory_threshold=memory_threshold, max_running=max_running, worker_env=worker_env,
                               shard_apply_delay=shard_apply_delay, coordinator_env=coordinator_env,
@@ -344,8 +342,8 @@ class RayRuntime:
         if plan.total is not None and plan.total <= SMALL_BATCH:
             # small batch: plan it all now and submit it in one call
             planned = list(plan.chunks)
-            if self._encodes_creates:
-                encode_creates(planned)
+            if self.encode_on_sender is not None:
+                encode_creates(planned, self.encode_on_sender)
             if not inline_chunks(planned):
                 put_chunks(planned)
             # one round trip: the coordinator starts it at once and answers with its result
@@ -389,8 +387,8 @@ class RayRuntime:
         def send() -> None:
             nonlocal group, group_bytes
             if group:
-                if self._encodes_creates:
-                    encode_creates(group)
+                if self.encode_on_sender is not None:
+                    encode_creates(group, self.encode_on_sender)
                 pack_chunks(group)
                 feeds.append((self.coordinator.feed.remote(txn, group), group_bytes))
                 group, group_bytes = [], 0

@@ -98,6 +98,31 @@ def test_created_rows_are_stored_as_their_json_byte_for_byte(url, with_boundary)
     participant.close()
 
 
+def test_rows_encoded_by_their_sender_are_stored_as_their_json_byte_for_byte(url):
+    """COPY lines written by the driver (``copy_lines_by_sender``, for rows that pass the checks
+    whole) and completed by the participant: PostgreSQL stores each row's JSON as the
+    participant's own encoding does."""
+    from batchray.core.storage.postgres.copy_rows import copy_lines_by_sender
+    from batchray.core.txn.chunks import COPY_LINES
+
+    seed = random.randrange(1 << 30)
+    rows = _rows(seed, 300, True)
+    for row in rows:
+        row["n"] = None if row["n"] == 1e300 else row["n"]  # a float beyond ints' range takes the row path
+    ids = range(LO + 1, LO + 1 + 3 * len(rows), 3)
+    chunk = copy_lines_by_sender(CreateItems(1, ids, rows, schema=SCHEMA))
+    assert chunk.rows.form == COPY_LINES, f"seed {seed}"
+    participant = _participant(url)
+    ref = TxnRef("t1", 1)
+    images = participant.apply(ref, chunk, commit=True)
+    assert images.vote and images.affected == len(rows) and images.created == [(ids[0], ids[-1], len(rows))]
+    stored = _stored(url)
+    assert {i: v for i, (v, _, _) in stored.items()} == {i: orjson.dumps(r).decode() for i, r in zip(ids, rows)}, \
+        f"seed {seed}"
+    assert len({(ver, part) for _, ver, part in stored.values()}) == 1
+    participant.close()
+
+
 def test_pre_encoded_rows_keep_their_text(url):
     texts = ['{"name":"raw\ttab"}', '{"name":"raw\nline"}', '{"name":"a\\\\b %d %s"}', '{"x":"\r"}', "{}"]
     participant = _participant(url)

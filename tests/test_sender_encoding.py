@@ -17,7 +17,8 @@ import pytest
 from batchray.core.model.columnar import ColumnLists
 from batchray.core.storage.patching import encode_created_rows, encoded_by_sender, valid_created_rows
 from batchray.core.storage.sqlite.shard import SqliteShard
-from batchray.core.txn.chunks import BeforeImages, CreateItems, EncodedRows, TxnRef, UpdateItems, context_range
+from batchray.core.storage.postgres.copy_rows import copy_blocks, copy_lines_by_sender, validate_create
+from batchray.core.txn.chunks import COPY_LINES, BeforeImages, CreateItems, EncodedRows, TxnRef, UpdateItems, context_range
 
 LO, _ = context_range(1)
 SCHEMA = {"name": "T", "collections": [{"name": "C", "attrs": [
@@ -107,22 +108,17 @@ def test_a_shard_stores_an_encoded_chunk_as_it_stores_the_dicts(tmp_path):
     assert [orjson.loads(vals) for _, vals in stored[1]] == rows
 
 
-@pytest.mark.ray
-def test_a_ray_driver_encodes_clean_chunks_and_the_store_holds_the_same(open_store, monkeypatch):
-    """Through Ray, on a SQLite store: the driver encodes the clean chunks of a bulk create (a
-    chunk with a bad value goes as dicts and is reported by its worker), and the stored items,
-    results and errors equal those of the same batches with the driver's encoding off."""
-    import actors.runtime
-
-    client = open_store("sender", workers=2, shards=2)
+def _with_and_without_sender_encoding(client, monkeypatch) -> None:
+    """The same batches with the driver's encoding on and off (a clean bulk create, one with a
+    bad value kept going, a small one): the same results, errors and stored values; every clean
+    chunk encoded by the driver, the bad one not."""
     encoded = []
-    real = actors.runtime.encoded_by_sender
-    monkeypatch.setattr(actors.runtime, "encoded_by_sender",
-                        lambda chunk: encoded.append(real(chunk)) or encoded[-1])
+    real = client.runtime.encode_on_sender
+    monkeypatch.setattr(client.runtime, "encode_on_sender", lambda chunk: encoded.append(real(chunk)) or encoded[-1])
     outcomes = {}
     for name in ("On", "Off"):
         if name == "Off":
-            monkeypatch.setattr(client.runtime, "_encodes_creates", False)
+            monkeypatch.setattr(client.runtime, "encode_on_sender", None)
         assert client.create_data_context(name, SCHEMA["collections"]).success
         rows = _rows(random.Random(SEED), 3000, same_keys=True)
         clean = client.create_items(name, "C", rows, batch_size=500)
@@ -139,3 +135,44 @@ def test_a_ray_driver_encodes_clean_chunks_and_the_store_holds_the_same(open_sto
     left = [chunk for chunk in creates if not isinstance(chunk.rows, EncodedRows)]
     assert len(left) == 1 and len(creates) > 2  # every clean chunk encoded, the bad one not
     assert any(row.get("n") == "bad" for row in left[0].rows)
+
+
+@pytest.mark.ray
+def test_a_ray_driver_encodes_clean_chunks_and_the_store_holds_the_same(open_store, monkeypatch):
+    """Through Ray, on a SQLite store (the chunks' text a JSON array per chunk)."""
+    _with_and_without_sender_encoding(open_store("sender", workers=2, shards=2), monkeypatch)
+
+
+@pytest.mark.ray
+@pytest.mark.postgres
+def test_on_postgresql_a_ray_driver_encodes_copy_lines_and_the_store_holds_the_same(ray_session, monkeypatch):
+    """Through Ray, on a PostgreSQL store (the chunks' text COPY lines)."""
+    import batchray
+    from pg_schema import dsn_or_skip, own_schema
+
+    dsn_or_skip()
+    with own_schema("sender") as schema:
+        client = batchray.connect(schema.url, progress=False, workers=2, shards=2)
+        try:
+            _with_and_without_sender_encoding(client, monkeypatch)
+        finally:
+            client.shutdown()
+
+
+def test_copy_lines_hold_each_row_as_the_participant_writes_it():
+    """PostgreSQL's sender encoding: a line ``id<TAB>json`` per row, backslashes doubled (COPY's
+    text format: the participant's own escaping of the same JSON), no raw tab or newline
+    inside a row; a chunk to check is left as it is."""
+    rows = [{"tag": "a\\b\tc \\N \\. \u2028"}, {"tag": "tab\there\nline", "n": 1.5}, {}]
+    chunk = CreateItems(1, range(LO, LO + 6, 2), rows, schema=SCHEMA)
+    sent = copy_lines_by_sender(chunk)
+    assert sent.rows.form == COPY_LINES and len(sent.rows) == 3
+    lines = sent.rows.text.split("\n")
+    assert lines[-1] == "" and len(lines) == 4
+    for i, (line, row) in enumerate(zip(lines, rows)):
+        assert line == f"{LO + 2 * i}\t" + orjson.dumps(row).decode().replace("\\", "\\\\")
+    valid = validate_create(sent)
+    assert list(copy_blocks(valid, 3, 9)) == [sent.rows.text.replace("\n", "\t3\t9\n")]
+    assert list(copy_blocks(validate_create(chunk), 3, 9)) == list(copy_blocks(valid, 3, 9))
+    bad = CreateItems(2, range(LO, LO + 2), [{"n": "x"}, {"n": 1}], schema=SCHEMA)
+    assert copy_lines_by_sender(bad) is bad

@@ -11,14 +11,15 @@ for a schema change, and report a missing item or a refused undo in one shape.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache, partial
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import orjson
 
 from batchray.core.model.columnar import is_columnar, row_at
-from batchray.core.txn.chunks import BeforeImages, CreateItems, EncodedRows, UndoBatch, UpdateItems
-from batchray.errors import ExpressionError, ValidationError, json_safe
+from batchray.core.txn.chunks import JSON_ARRAY, BeforeImages, CreateItems, EncodedRows, UndoBatch, UpdateItems
+from batchray.errors import ExpressionError, InternalError, ValidationError, json_safe
 from batchray.core.model.schema import STORED, Attribute, AttributeType, DataContext, RowValidator, ValueProblem, coerce_value
 
 
@@ -156,41 +157,49 @@ def _add_values(errors: list[dict[str, Any]], chunk: CreateItems) -> None:
                 error["values"] = json_safe(row, redact=False)
 
 
-def encoded_by_sender(chunk: Any) -> Any:
-    """``chunk`` with its rows checked and encoded here, by its sender, when it is a create
+def sender_may_encode(chunk: Any) -> bool:
+    """Whether ``chunk``'s sender may check and encode its rows for the participant: a create
     chunk of value dicts (a list, ids a range) that passes the schema's column checks whole
-    (:meth:`RowValidator.accepts_whole`): its rows become :class:`EncodedRows`, the text
-    :func:`encode_created_rows` would have written, and the participant only inserts it.
-    Any other chunk comes back as it is, for the participant to check: other kinds, columnar
-    rows (their JSON is written by the participant's kernels), rows that need the row path
-    (constraints, a value to name in an error), where checking them in parallel on the
-    workers is the point.
+    (:meth:`RowValidator.accepts_whole`), so that the participant would store every row as it
+    is. Any other chunk is the participant's to check: other kinds, columnar rows (their JSON
+    is written by the participant's kernels), rows that need the row path (constraints, a value
+    to name in an error), where checking them in parallel on the workers is the point."""
+    if (not isinstance(chunk, CreateItems) or chunk.schema is None or type(chunk.rows) is not list
+            or not isinstance(chunk.ids, range) or not chunk.rows):
+        return False
+    return _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS)).accepts_whole(chunk.rows)
+
+
+def encoded_by_sender(chunk: Any) -> Any:
+    """A SQLite store's sender encoding: ``chunk`` with its rows as the :data:`JSON_ARRAY` text
+    :func:`encode_created_rows` would have written, when :func:`sender_may_encode`; else
+    ``chunk`` as it is.
 
     On two cores the sender's two C-level passes (the checks and one ``orjson.dumps``) cost
     less than pickling the dicts, and each worker is spared unpickling, checking and encoding
     them (``python -m bench.cpu_profile create``)."""
-    if (not isinstance(chunk, CreateItems) or chunk.schema is None or type(chunk.rows) is not list
-            or not isinstance(chunk.ids, range) or not chunk.rows):
+    if not sender_may_encode(chunk):
         return chunk
-    validator = _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS))
-    if not validator.accepts_whole(chunk.rows):
-        return chunk
-    encoded = EncodedRows(orjson.dumps(chunk.rows).decode(), len(chunk.rows))
-    return CreateItems(chunk.chunk_id, chunk.ids, encoded, schema=chunk.schema, start_index=chunk.start_index,
-                       indexes=chunk.indexes, index_step=chunk.index_step)
+    return replace(chunk, rows=EncodedRows(orjson.dumps(chunk.rows).decode(), len(chunk.rows)))
 
 
 def valid_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], list[Any]]:
     """The ids and value dicts of a create chunk's valid rows (a chunk with a schema); the
     invalid rows go to ``images.errors``."""
     if isinstance(chunk.rows, EncodedRows):  # checked by the sender: all valid
-        return chunk.ids, orjson.loads(chunk.rows.text)
+        return chunk.ids, orjson.loads(_json_array(chunk.rows))
     validator = _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS))
     positions, good, errors = validator.validate(chunk.rows, index_of=chunk.index_of)
     _add_values(errors, chunk)
     images.errors.extend(errors)
     ids = chunk.ids if len(positions) == len(chunk.ids) else [chunk.ids[p] for p in positions]
     return ids, good
+
+
+def _json_array(rows: EncodedRows) -> str:
+    if rows.form != JSON_ARRAY:
+        raise InternalError(f"a create chunk encoded as {rows.form!r} reached a participant that takes JSON arrays")
+    return rows.text
 
 
 def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], str]:
@@ -204,7 +213,7 @@ def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Seque
     (:func:`encoded_by_sender`) are inserted as they are.
     """
     if isinstance(chunk.rows, EncodedRows):
-        return chunk.ids, chunk.rows.text
+        return chunk.ids, _json_array(chunk.rows)
     if chunk.schema is None:
         ids, texts = chunk.ids, list(chunk.rows)
         if isinstance(ids, range):

@@ -13,6 +13,11 @@ its columns separated by a tab; a backslash starts an escape, so a backslash in 
 written ``\\\\``, and a tab, newline or carriage return in a value must be escaped. JSON from
 orjson holds no raw tab or newline (JSON escapes control characters inside strings), so only
 its backslashes are doubled; a pre-encoded row (a chunk without a schema) may hold any of them.
+
+A chunk whose rows pass the schema's checks whole is encoded by its sender instead
+(:func:`copy_lines_by_sender`, the store's ``encode_on_sender``): the lines ``id<TAB>json``
+of the COPY data, which the participant completes with its number and the version in one pass
+over the text (a line's only raw newline is its end).
 """
 from __future__ import annotations
 
@@ -21,10 +26,12 @@ from typing import Any, Iterator, Sequence
 
 import orjson
 
-from batchray.core.storage.patching import valid_created_rows
-from batchray.core.txn.chunks import BeforeImages, CreateItems
+from dataclasses import replace
 
-COPY_COLUMNS = "id, part, vals, ver"
+from batchray.core.storage.patching import sender_may_encode, valid_created_rows
+from batchray.core.txn.chunks import COPY_LINES, BeforeImages, CreateItems, EncodedRows
+
+COPY_COLUMNS = "id, vals, part, ver"
 """The columns of ``items`` each COPY line holds, in order."""
 
 COPY_BLOCK = 4096
@@ -34,11 +41,12 @@ COPY_BLOCK = 4096
 @dataclass
 class ValidRows:
     """A create chunk's valid rows and their ids, and the invalid rows' errors. ``encoded``:
-    the rows are JSON texts already (a chunk without a schema), else value dicts."""
+    the rows are JSON texts already (a chunk without a schema), else value dicts; or the
+    sender's :data:`COPY_LINES`."""
 
     chunk_id: int
     ids: Sequence[int]
-    rows: list[Any]
+    rows: list[Any] | EncodedRows
     encoded: bool
     errors: list[dict[str, Any]] = field(default_factory=list)
 
@@ -46,6 +54,8 @@ class ValidRows:
 def validate_create(chunk: CreateItems) -> ValidRows:
     """The valid rows of ``chunk`` (all of a chunk without a schema: its rows are texts)."""
     if chunk.schema is None:
+        return ValidRows(chunk.chunk_id, chunk.ids, chunk.rows, True)
+    if isinstance(chunk.rows, EncodedRows) and chunk.rows.form == COPY_LINES:
         return ValidRows(chunk.chunk_id, chunk.ids, chunk.rows, True)
     scratch = BeforeImages(chunk.chunk_id)
     ids, good = valid_created_rows(chunk, scratch)
@@ -55,15 +65,31 @@ def validate_create(chunk: CreateItems) -> ValidRows:
 def copy_blocks(rows: ValidRows, part: int, ver: int) -> Iterator[str]:
     """COPY text of ``rows`` for participant number ``part``, each line with the version
     ``ver``, :data:`COPY_BLOCK` lines at a time."""
-    tail, end, dumps = f"\t{int(part)}\t", f"\t{int(ver)}\n", orjson.dumps
+    tail, dumps = f"\t{int(part)}\t{int(ver)}\n", orjson.dumps
     ids, values = rows.ids, rows.rows
+    if isinstance(values, EncodedRows):  # the sender's lines: each completed at its newline
+        yield values.text.replace("\n", tail)
+        return
     for first in range(0, len(ids), COPY_BLOCK):
         block_ids, block = ids[first:first + COPY_BLOCK], values[first:first + COPY_BLOCK]
         if rows.encoded:
-            yield "".join([f"{i}{tail}{_copy_text(v)}{end}" for i, v in zip(block_ids, block)])
+            yield "".join([f"{i}\t{_copy_text(v)}{tail}" for i, v in zip(block_ids, block)])
             continue
-        data = "".join([f"{i}{tail}{dumps(v).decode()}{end}" for i, v in zip(block_ids, block)])
+        data = "".join([f"{i}\t{dumps(v).decode()}{tail}" for i, v in zip(block_ids, block)])
         yield data.replace("\\", "\\\\") if "\\" in data else data
+
+
+def copy_lines_by_sender(chunk: Any) -> Any:
+    """A PostgreSQL store's sender encoding: ``chunk`` with its rows as :data:`COPY_LINES`
+    (``id<TAB>json<NEWLINE>``, the JSON ``orjson``'s, its backslashes doubled) when
+    :func:`~batchray.core.storage.patching.sender_may_encode`; else ``chunk`` as it is."""
+    if not sender_may_encode(chunk):
+        return chunk
+    dumps = orjson.dumps
+    data = "".join([f"{i}\t{dumps(v).decode()}\n" for i, v in zip(chunk.ids, chunk.rows)])
+    if "\\" in data:
+        data = data.replace("\\", "\\\\")
+    return replace(chunk, rows=EncodedRows(data, len(chunk.rows), COPY_LINES))
 
 
 def _copy_text(value: str) -> str:
