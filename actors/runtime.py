@@ -6,7 +6,9 @@ the object store and hands the coordinator only object refs, and reads committed
 from the store through read-only participant views. Payloads never pass through the coordinator,
 but for a small batch's: a batch planned whole whose chunks add up to at most ``INLINE_BYTES``
 (estimated) travels inside its ``submit`` call and the coordinator's calls to the workers
-(:func:`inline_chunks`), which spares the ``ray.put`` and each worker's fetch.
+(:func:`inline_chunks`), which spares the ``ray.put`` and each worker's fetch. A create
+chunk whose rows pass the schema's column checks whole is checked and encoded here first, in
+the form the store's participants insert as it is (:func:`encode_creates`).
 """
 from __future__ import annotations
 
