@@ -7,8 +7,8 @@ from the store through read-only participant views. Payloads never pass through 
 but for a small batch's: a batch planned whole whose chunks add up to at most ``INLINE_BYTES``
 (estimated) travels inside its ``submit`` call and the coordinator's calls to the workers
 (:func:`inline_chunks`), which spares the ``ray.put`` and each worker's fetch. A create
-chunk whose rows pass the schema's column checks whole is checked and encoded here first, in
-the form the store's participants insert as it is (:func:`encode_creates`).
+chunk whose rows pass the schema's column checks whole is checked and encoded here first, as
+the JSON array its participant would have written (:func:`encode_creates`).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from batchray.core.run.runtime import ProgressCallback
 from batchray.core.txn.ordering import note_lock_set
 from batchray.core.storage.backends import open_backend, open_view
 from batchray.core.storage.ownership import live_owner, store_in_use
+from batchray.core.storage.patching import encoded_by_sender
 from batchray.core.storage.store import parse_store_url
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD
 from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable, StoreInUse
@@ -106,9 +107,9 @@ def inline_chunks(planned: list[Any]) -> bool:
 
 def encode_creates(planned: list[Any], encode_on_sender: Any) -> None:
     """Check and encode here the create chunks whose rows pass the schema's column checks whole
-    (the store's ``encode_on_sender``; see :mod:`batchray.core.storage.backends`), before they
-    are packed: the text costs the driver less than pickling the dicts, and the workers only
-    insert it."""
+    (``encode_on_sender``: :func:`~batchray.core.storage.patching.encoded_by_sender`), before
+    they are packed: the text costs the driver less than pickling the dicts, and the workers
+    only insert it."""
     for pc in planned:
         pc.chunk = encode_on_sender(pc.chunk)
 
@@ -183,7 +184,7 @@ class RayRuntime:
         self.memory_budget = memory_budget
         self.memory_threshold = memory_threshold
         self.started_ray = False
-        self.encode_on_sender: Optional[Any] = self._backend.encode_on_sender  # None: workers encode all
+        self.encode_on_sender: Optional[Any] = encoded_by_sender  # None: the workers encode every chunk
         self._settings = dict(kind=kind, workers=workers, memory_budget=memory_budget,
                               memory_threshold=memory_threshold, max_running=max_running, worker_env=worker_env,
                               shard_apply_delay=shard_apply_delay, coordinator_env=coordinator_env,

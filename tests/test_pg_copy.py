@@ -99,19 +99,19 @@ def test_created_rows_are_stored_as_their_json_byte_for_byte(url, with_boundary)
 
 
 def test_rows_encoded_by_their_sender_are_stored_as_their_json_byte_for_byte(url):
-    """COPY lines written by the driver (``copy_lines_by_sender``, for rows that pass the checks
-    whole) and completed by the participant: PostgreSQL stores each row's JSON as the
-    participant's own encoding does."""
-    from batchray.core.storage.postgres.copy_rows import copy_lines_by_sender
-    from batchray.core.txn.chunks import COPY_LINES
+    """Rows checked and encoded by the driver (``encoded_by_sender``: one JSON array, for rows
+    that pass the checks whole), cut into COPY lines by the participant: PostgreSQL stores each
+    row's JSON as the participant's own encoding does."""
+    from batchray.core.storage.patching import encoded_by_sender
+    from batchray.core.txn.chunks import EncodedRows
 
     seed = random.randrange(1 << 30)
     rows = _rows(seed, 300, True)
     for row in rows:
         row["n"] = None if row["n"] == 1e300 else row["n"]  # a float beyond ints' range takes the row path
     ids = range(LO + 1, LO + 1 + 3 * len(rows), 3)
-    chunk = copy_lines_by_sender(CreateItems(1, ids, rows, schema=SCHEMA))
-    assert chunk.rows.form == COPY_LINES, f"seed {seed}"
+    chunk = encoded_by_sender(CreateItems(1, ids, rows, schema=SCHEMA))
+    assert isinstance(chunk.rows, EncodedRows), f"seed {seed}"
     participant = _participant(url)
     ref = TxnRef("t1", 1)
     images = participant.apply(ref, chunk, commit=True)

@@ -15,10 +15,10 @@ import orjson
 import pytest
 
 from batchray.core.model.columnar import ColumnLists
-from batchray.core.storage.patching import encode_created_rows, encoded_by_sender, valid_created_rows
+from batchray.core.storage.patching import encode_created_rows, encoded_by_sender, json_row_texts, valid_created_rows
 from batchray.core.storage.sqlite.shard import SqliteShard
-from batchray.core.storage.postgres.copy_rows import copy_blocks, copy_lines_by_sender, validate_create
-from batchray.core.txn.chunks import COPY_LINES, BeforeImages, CreateItems, EncodedRows, TxnRef, UpdateItems, context_range
+from batchray.core.storage.postgres.copy_rows import copy_blocks, validate_create
+from batchray.core.txn.chunks import BeforeImages, CreateItems, EncodedRows, TxnRef, UpdateItems, context_range
 
 LO, _ = context_range(1)
 SCHEMA = {"name": "T", "collections": [{"name": "C", "attrs": [
@@ -139,14 +139,14 @@ def _with_and_without_sender_encoding(client, monkeypatch) -> None:
 
 @pytest.mark.ray
 def test_a_ray_driver_encodes_clean_chunks_and_the_store_holds_the_same(open_store, monkeypatch):
-    """Through Ray, on a SQLite store (the chunks' text a JSON array per chunk)."""
+    """Through Ray, on a SQLite store (the chunks' arrays split by ``json_each``)."""
     _with_and_without_sender_encoding(open_store("sender", workers=2, shards=2), monkeypatch)
 
 
 @pytest.mark.ray
 @pytest.mark.postgres
 def test_on_postgresql_a_ray_driver_encodes_copy_lines_and_the_store_holds_the_same(ray_session, monkeypatch):
-    """Through Ray, on a PostgreSQL store (the chunks' text COPY lines)."""
+    """Through Ray, on a PostgreSQL store (COPY lines cut from the chunks' arrays)."""
     import batchray
     from pg_schema import dsn_or_skip, own_schema
 
@@ -159,20 +159,21 @@ def test_on_postgresql_a_ray_driver_encodes_copy_lines_and_the_store_holds_the_s
             client.shutdown()
 
 
-def test_copy_lines_hold_each_row_as_the_participant_writes_it():
-    """PostgreSQL's sender encoding: a line ``id<TAB>json`` per row, backslashes doubled (COPY's
-    text format: the participant's own escaping of the same JSON), no raw tab or newline
-    inside a row; a chunk to check is left as it is."""
-    rows = [{"tag": "a\\b\tc \\N \\. \u2028"}, {"tag": "tab\there\nline", "n": 1.5}, {}]
-    chunk = CreateItems(1, range(LO, LO + 6, 2), rows, schema=SCHEMA)
-    sent = copy_lines_by_sender(chunk)
-    assert sent.rows.form == COPY_LINES and len(sent.rows) == 3
-    lines = sent.rows.text.split("\n")
-    assert lines[-1] == "" and len(lines) == 4
-    for i, (line, row) in enumerate(zip(lines, rows)):
-        assert line == f"{LO + 2 * i}\t" + orjson.dumps(row).decode().replace("\\", "\\\\")
-    valid = validate_create(sent)
-    assert list(copy_blocks(valid, 3, 9)) == [sent.rows.text.replace("\n", "\t3\t9\n")]
-    assert list(copy_blocks(validate_create(chunk), 3, 9)) == list(copy_blocks(valid, 3, 9))
-    bad = CreateItems(2, range(LO, LO + 2), [{"n": "x"}, {"n": 1}], schema=SCHEMA)
-    assert copy_lines_by_sender(bad) is bad
+def test_a_senders_array_is_cut_into_each_rows_own_json():
+    """``json_row_texts``: each row's text exactly as ``orjson`` writes the row alone, also when
+    values hold the boundary's characters (``},{"``, ``{}``, quotes, backslashes) and rows are
+    empty; PostgreSQL's COPY lines are made of them, backslashes doubled."""
+    for case in range(300):
+        rng = random.Random(SEED + case)
+        pieces = ["},{", '},{"', "}", "{", ",", '"', "\\", "x", "ü", ":", "\n"]
+        if case % 2:  # empty rows and "{}" in values: the array is parsed
+            pieces.append("{}")
+        rows = []
+        for _ in range(rng.randint(1, 8)):
+            keys = rng.sample(["n", "tag", "any"], rng.randint(1 - case % 2, 3))
+            rows.append({k: "".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) for k in keys})
+        encoded = EncodedRows(orjson.dumps(rows).decode(), len(rows))
+        assert json_row_texts(encoded) == [orjson.dumps(r).decode() for r in rows], f"seed {SEED + case}: {rows}"
+        chunk = CreateItems(1, range(LO, LO + len(rows)), rows, schema=SCHEMA)
+        lines = list(copy_blocks(validate_create(encoded_by_sender(chunk)), 3, 9))
+        assert lines == list(copy_blocks(validate_create(chunk), 3, 9)), f"seed {SEED + case}"

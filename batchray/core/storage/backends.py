@@ -11,10 +11,7 @@
   :class:`~batchray.core.storage.postgres.decision_log.PgDecisionLog`;
 * ``gate()`` — the commit gates (``shared(scope)`` for readers, ``exclusive(participants)`` for phase 2);
 * ``item_sources(participants)`` — what :class:`~batchray.core.storage.store.ItemReader` reads: the item
-  shards (SQLite), or one store-wide reader (PostgreSQL: one statement over every shard);
-* ``encode_on_sender(chunk)`` — a chunk as the sender of its rows hands it over: a create chunk
-  whose rows pass the schema's checks whole already in the form the store's participants insert
-  as it is (:class:`~batchray.core.txn.chunks.EncodedRows`), any other chunk unchanged.
+  shards (SQLite), or one store-wide reader (PostgreSQL: one statement over every shard).
 """
 from __future__ import annotations
 
@@ -43,8 +40,6 @@ class Backend(Protocol):
     def gate(self) -> Any: ...
 
     def item_sources(self, participants: dict[str, Any]) -> list[Any]: ...
-
-    def encode_on_sender(self, chunk: Any) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -78,12 +73,6 @@ class SqliteBackend:
 
     def item_sources(self, participants: dict[str, Participant]) -> list[ItemSource]:
         return [participants[name] for name in self.layout.shard_names]
-
-    @staticmethod
-    def encode_on_sender(chunk: Any) -> Any:
-        from batchray.core.storage.patching import encoded_by_sender
-
-        return encoded_by_sender(chunk)
 
     def close(self) -> None:
         pass
@@ -127,12 +116,6 @@ class PgBackend:
         from batchray.core.storage.postgres.reads import PgItemSource
 
         return [PgItemSource(self.store)]
-
-    @staticmethod
-    def encode_on_sender(chunk: Any) -> Any:
-        from batchray.core.storage.postgres.copy_rows import copy_lines_by_sender
-
-        return copy_lines_by_sender(chunk)
 
     def close(self) -> None:
         for gate in self._gates:

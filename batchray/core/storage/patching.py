@@ -18,8 +18,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import orjson
 
 from batchray.core.model.columnar import is_columnar, row_at
-from batchray.core.txn.chunks import JSON_ARRAY, BeforeImages, CreateItems, EncodedRows, UndoBatch, UpdateItems
-from batchray.errors import ExpressionError, InternalError, ValidationError, json_safe
+from batchray.core.txn.chunks import BeforeImages, CreateItems, EncodedRows, UndoBatch, UpdateItems
+from batchray.errors import ExpressionError, ValidationError, json_safe
 from batchray.core.model.schema import STORED, Attribute, AttributeType, DataContext, RowValidator, ValueProblem, coerce_value
 
 
@@ -171,35 +171,52 @@ def sender_may_encode(chunk: Any) -> bool:
 
 
 def encoded_by_sender(chunk: Any) -> Any:
-    """A SQLite store's sender encoding: ``chunk`` with its rows as the :data:`JSON_ARRAY` text
-    :func:`encode_created_rows` would have written, when :func:`sender_may_encode`; else
-    ``chunk`` as it is.
+    """``chunk`` with its rows as the JSON array :func:`encode_created_rows` would have written
+    (:class:`EncodedRows`), when :func:`sender_may_encode`; else ``chunk`` as it is. SQLite
+    inserts the array as it is; PostgreSQL's COPY takes its rows' texts
+    (:func:`json_row_texts`).
 
     On two cores the sender's two C-level passes (the checks and one ``orjson.dumps``) cost
     less than pickling the dicts, and each worker is spared unpickling, checking and encoding
-    them (``python -m bench.cpu_profile create``)."""
+    them (``python -m bench.cpu_profile create``, ``pg``)."""
     if not sender_may_encode(chunk):
         return chunk
     return replace(chunk, rows=EncodedRows(orjson.dumps(chunk.rows).decode(), len(chunk.rows)))
+
+
+ROW_BOUNDARY = '},{"'
+"""Where one flat row's JSON ends and the next (not empty) one's begins, outside strings."""
+
+
+def json_row_texts(rows: EncodedRows) -> list[str]:
+    """Each row's JSON text, as ``orjson`` writes the row alone, from a sender's array.
+
+    The rows are flat dicts (the checks let scalar values only), so outside strings a row's
+    only ``}`` ends it and its only ``{`` begins it: ``},{"`` there is a boundary between two
+    rows, the second not empty. Inside a string (where every ``"`` is escaped) it is found
+    only as content ending in ``},{`` before the closing quote. So when no row is empty (no
+    ``{}`` anywhere) the array splits at every boundary, and at nothing else exactly when the
+    pieces are as many as the rows; otherwise the array is parsed and each row encoded alone.
+    Splitting is two C-level passes; the text holds no raw newline (JSON escapes it)."""
+    body = rows.text[1:-1]
+    if rows.count and "{}" not in body:
+        texts = body.replace(ROW_BOUNDARY, '}\n{"').split("\n")
+        if len(texts) == rows.count:
+            return texts
+    return [orjson.dumps(row).decode() for row in orjson.loads(rows.text)]
 
 
 def valid_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], list[Any]]:
     """The ids and value dicts of a create chunk's valid rows (a chunk with a schema); the
     invalid rows go to ``images.errors``."""
     if isinstance(chunk.rows, EncodedRows):  # checked by the sender: all valid
-        return chunk.ids, orjson.loads(_json_array(chunk.rows))
+        return chunk.ids, orjson.loads(chunk.rows.text)
     validator = _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS))
     positions, good, errors = validator.validate(chunk.rows, index_of=chunk.index_of)
     _add_values(errors, chunk)
     images.errors.extend(errors)
     ids = chunk.ids if len(positions) == len(chunk.ids) else [chunk.ids[p] for p in positions]
     return ids, good
-
-
-def _json_array(rows: EncodedRows) -> str:
-    if rows.form != JSON_ARRAY:
-        raise InternalError(f"a create chunk encoded as {rows.form!r} reached a participant that takes JSON arrays")
-    return rows.text
 
 
 def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], str]:
@@ -213,7 +230,7 @@ def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Seque
     (:func:`encoded_by_sender`) are inserted as they are.
     """
     if isinstance(chunk.rows, EncodedRows):
-        return chunk.ids, _json_array(chunk.rows)
+        return chunk.ids, chunk.rows.text
     if chunk.schema is None:
         ids, texts = chunk.ids, list(chunk.rows)
         if isinstance(ids, range):

@@ -78,24 +78,16 @@ class TxnRef:
         return max(0.0, min(LOCK_WAIT_SLICE, self.lock_deadline - time.time()))
 
 
-JSON_ARRAY = "json-array"
-""":class:`EncodedRows` form: one JSON array of the value dicts, row ``j`` for ``ids[j]``."""
-COPY_LINES = "copy-lines"
-""":class:`EncodedRows` form: a line ``id<TAB>json<NEWLINE>`` per row in PostgreSQL COPY's text
-format, the JSON's backslashes doubled (see :mod:`batchray.core.storage.postgres.copy_rows`)."""
-
-
 @dataclass(frozen=True)
 class EncodedRows:
-    """The rows of a create chunk checked and encoded by its sender, in the ``form`` its store's
-    participants insert as it is (:data:`JSON_ARRAY` for SQLite, :data:`COPY_LINES` for
-    PostgreSQL): every row passed the schema's checks unchanged, and each row's JSON is exactly
-    what the participant would have written; ``count`` rows (see the stores'
-    ``encode_on_sender``)."""
+    """The rows of a create chunk checked and encoded by its sender: ``text`` is the JSON array
+    of the value dicts, row ``j`` for the chunk's ``ids[j]``, each row exactly as the
+    participant would have written it (every row passed the schema's checks unchanged);
+    ``count`` rows. A participant inserts them as they are (see
+    :func:`batchray.core.storage.patching.encoded_by_sender`)."""
 
     text: str
     count: int
-    form: str = JSON_ARRAY
 
     def __len__(self) -> int:
         return self.count

@@ -14,10 +14,9 @@ written ``\\\\``, and a tab, newline or carriage return in a value must be escap
 orjson holds no raw tab or newline (JSON escapes control characters inside strings), so only
 its backslashes are doubled; a pre-encoded row (a chunk without a schema) may hold any of them.
 
-A chunk whose rows pass the schema's checks whole is encoded by its sender instead
-(:func:`copy_lines_by_sender`, the store's ``encode_on_sender``): the lines ``id<TAB>json``
-of the COPY data, which the participant completes with its number and the version in one pass
-over the text (a line's only raw newline is its end).
+A chunk whose rows pass the schema's checks whole comes checked and encoded by its sender, as
+one JSON array (:func:`~batchray.core.storage.patching.encoded_by_sender`): its rows' texts are
+cut from it (:func:`~batchray.core.storage.patching.json_row_texts`) and written as they are.
 """
 from __future__ import annotations
 
@@ -26,10 +25,8 @@ from typing import Any, Iterator, Sequence
 
 import orjson
 
-from dataclasses import replace
-
-from batchray.core.storage.patching import sender_may_encode, valid_created_rows
-from batchray.core.txn.chunks import COPY_LINES, BeforeImages, CreateItems, EncodedRows
+from batchray.core.storage.patching import json_row_texts, valid_created_rows
+from batchray.core.txn.chunks import BeforeImages, CreateItems, EncodedRows
 
 COPY_COLUMNS = "id, vals, part, ver"
 """The columns of ``items`` each COPY line holds, in order."""
@@ -41,8 +38,8 @@ COPY_BLOCK = 4096
 @dataclass
 class ValidRows:
     """A create chunk's valid rows and their ids, and the invalid rows' errors. ``encoded``:
-    the rows are JSON texts already (a chunk without a schema), else value dicts; or the
-    sender's :data:`COPY_LINES`."""
+    the rows are JSON texts already (a chunk without a schema), else value dicts (or the
+    sender's :class:`EncodedRows`)."""
 
     chunk_id: int
     ids: Sequence[int]
@@ -55,8 +52,8 @@ def validate_create(chunk: CreateItems) -> ValidRows:
     """The valid rows of ``chunk`` (all of a chunk without a schema: its rows are texts)."""
     if chunk.schema is None:
         return ValidRows(chunk.chunk_id, chunk.ids, chunk.rows, True)
-    if isinstance(chunk.rows, EncodedRows) and chunk.rows.form == COPY_LINES:
-        return ValidRows(chunk.chunk_id, chunk.ids, chunk.rows, True)
+    if isinstance(chunk.rows, EncodedRows):  # checked by the sender: all valid
+        return ValidRows(chunk.chunk_id, chunk.ids, chunk.rows, False)
     scratch = BeforeImages(chunk.chunk_id)
     ids, good = valid_created_rows(chunk, scratch)
     return ValidRows(chunk.chunk_id, ids, good, False, scratch.errors)
@@ -67,29 +64,17 @@ def copy_blocks(rows: ValidRows, part: int, ver: int) -> Iterator[str]:
     ``ver``, :data:`COPY_BLOCK` lines at a time."""
     tail, dumps = f"\t{int(part)}\t{int(ver)}\n", orjson.dumps
     ids, values = rows.ids, rows.rows
-    if isinstance(values, EncodedRows):  # the sender's lines: each completed at its newline
-        yield values.text.replace("\n", tail)
-        return
+    texts = json_row_texts(values) if isinstance(values, EncodedRows) else None  # orjson's, as dumps writes them
     for first in range(0, len(ids), COPY_BLOCK):
-        block_ids, block = ids[first:first + COPY_BLOCK], values[first:first + COPY_BLOCK]
-        if rows.encoded:
-            yield "".join([f"{i}\t{_copy_text(v)}{tail}" for i, v in zip(block_ids, block)])
+        block_ids = ids[first:first + COPY_BLOCK]
+        if texts is not None:
+            data = "".join([f"{i}\t{t}{tail}" for i, t in zip(block_ids, texts[first:first + COPY_BLOCK])])
+        elif rows.encoded:
+            yield "".join([f"{i}\t{_copy_text(v)}{tail}" for i, v in zip(block_ids, values[first:first + COPY_BLOCK])])
             continue
-        data = "".join([f"{i}\t{dumps(v).decode()}{tail}" for i, v in zip(block_ids, block)])
+        else:
+            data = "".join([f"{i}\t{dumps(v).decode()}{tail}" for i, v in zip(block_ids, values[first:first + COPY_BLOCK])])
         yield data.replace("\\", "\\\\") if "\\" in data else data
-
-
-def copy_lines_by_sender(chunk: Any) -> Any:
-    """A PostgreSQL store's sender encoding: ``chunk`` with its rows as :data:`COPY_LINES`
-    (``id<TAB>json<NEWLINE>``, the JSON ``orjson``'s, its backslashes doubled) when
-    :func:`~batchray.core.storage.patching.sender_may_encode`; else ``chunk`` as it is."""
-    if not sender_may_encode(chunk):
-        return chunk
-    dumps = orjson.dumps
-    data = "".join([f"{i}\t{dumps(v).decode()}\n" for i, v in zip(chunk.ids, chunk.rows)])
-    if "\\" in data:
-        data = data.replace("\\", "\\\\")
-    return replace(chunk, rows=EncodedRows(data, len(chunk.rows), COPY_LINES))
 
 
 def _copy_text(value: str) -> str:
