@@ -26,6 +26,10 @@ def columns_fit(ctx: DataContext, names: list[str]) -> bool:
     return "values" not in names and not any(attr.unique for attr in ctx.attributes().values())
 
 
+MAX_ID_BLOCK = 1 << 22
+"""The largest block of item ids a planner reserves at once for a context (4,194,304)."""
+
+
 class BatchPlanner:
     """Plans requests against a store's catalog; see the module docstring."""
 
@@ -41,22 +45,26 @@ class BatchPlanner:
         self.reader = reader
         self.allocate = allocate  # (sequence name, count) -> first value
         self._chunk_ids = itertools.count(1)
-        self._id_blocks: dict[int, tuple[int, int]] = {}
+        self._id_blocks: dict[int, tuple[int, int, int]] = {}  # context -> (next, end, last block's size)
         self.overlay: dict[str, tuple[int, DataContext]] = {}
         """Schemas planned but not yet committed, seen by later operations of one transaction."""
         self._id_lock = threading.Lock()
 
     def take_ids(self, context_id: int, count: int, block: int = 65_536) -> int:
         """The first of ``count`` contiguous fresh item ids of a context. Ids are reserved from
-        the durable sequence in blocks, so small batches cost no round trip each."""
+        the durable sequence in blocks, so small batches cost no round trip each; a context
+        that keeps taking ids gets blocks twice as large each time (up to
+        :data:`MAX_ID_BLOCK`), so a bulk load of a million items makes five round trips to the
+        sequence (each a durable write at the coordinator, which the driver waits for), not
+        twenty. What a block leaves unused is a gap in the ids (a context has 2**36)."""
         with self._id_lock:
-            first, end = self._id_blocks.get(context_id, (0, 0))
+            first, end, last = self._id_blocks.get(context_id, (0, 0, 0))
             if end - first < count:
-                size = max(count, block)
+                last = max(count, block, min(2 * last, MAX_ID_BLOCK))
                 lo, _ = context_range(context_id)
-                first = lo + self.allocate(f"items:{context_id}", size)
-                end = first + size
-            self._id_blocks[context_id] = (first + count, end)
+                first = lo + self.allocate(f"items:{context_id}", last)
+                end = first + last
+            self._id_blocks[context_id] = (first + count, end, last)
             return first
 
     def next_chunk_id(self) -> int:
