@@ -214,12 +214,15 @@ def test_a_small_batch_sent_inline_stores_what_the_object_store_path_stores(plai
     before = plain.info()["chunkTypes"]
     inline = _small_batches(plain, "Inline")
     middle = plain.info()["chunkTypes"]
-    # the context's creation and the seven batches, each pickled
+    # the context's creation and the seven batches, each pickled, and so their applies
     assert len(sent) == 1 + 7 and all(isinstance(message, bytes) for message in sent)
+    pickled = sum(worker["pickledCalls"] for worker in plain.info()["workers"])
+    assert pickled >= 1 + 7
     monkeypatch.setattr(actors.runtime, "INLINE_BYTES", -1)
     stored = _small_batches(plain, "Stored")
     after = plain.info()["chunkTypes"]
-    assert len(sent) == 1 + 7  # through the object store: chunks as refs, which Ray's serializer carries: chunks as refs, which Ray's serializer carries
+    assert len(sent) == 1 + 7  # through the object store: chunks as refs, which Ray's serializer carries
+    assert sum(worker["pickledCalls"] for worker in plain.info()["workers"]) == pickled
     assert plain_pickled([ray.put(1)]) is None and plain_pickled({"a": (1, "b")}) is not None
     assert middle.get("ObjectRef", 0) == before.get("ObjectRef", 0) < after["ObjectRef"]
     assert before.get("InlineChunk", 0) < middle["InlineChunk"] == after["InlineChunk"]
