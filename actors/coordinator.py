@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import pickle
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -302,8 +303,10 @@ class TransactionCoordinator:
         self.backend = self.ownership = None
 
     # Each method unpacks its message and calls the service.
-    def submit(self, kind: str, options: dict, planned: Optional[list] = None, total: Optional[int] = None,
+    def submit(self, kind: str, options: Any, planned: Any = None, total: Optional[int] = None,
                wait: Optional[float] = None) -> dict:
+        if isinstance(planned, bytes):  # a small batch's (options, chunks): actors.transport.plain_pickled
+            options, planned = pickle.loads(planned)
         return self.service.submit(kind, options, planned, total, wait)
 
     def feed(self, txn: str, planned: list) -> bool:

@@ -26,7 +26,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix, placement
 from actors.auth import prepare_ray_auth
-from actors.transport import ChunkPart, InlineChunk, PackedChunks
+from actors.transport import ChunkPart, InlineChunk, PackedChunks, plain_pickled
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.plan.plan import SMALL_BATCH, Plan, held_whole
 from batchray.core.run.runtime import ProgressCallback
@@ -347,11 +347,17 @@ class RayRuntime:
             planned = list(plan.chunks)
             if self.encode_on_sender is not None:
                 encode_creates(planned, self.encode_on_sender)
-            if not inline_chunks(planned):
+            sent: Any = None
+            if inline_chunks(planned):
+                sent = plain_pickled((options, planned))  # the coordinator unpickles it (submit)
+            else:
                 put_chunks(planned)
             # one round trip: the coordinator starts it at once and answers with its result
-            submitted = ray_get(self.coordinator.submit.remote(plan.kind, options, planned, plan.total,
-                                                            0.25 if wait else None))
+            if sent is None:
+                call = self.coordinator.submit.remote(plan.kind, options, planned, plan.total, 0.25 if wait else None)
+            else:
+                call = self.coordinator.submit.remote(plan.kind, None, sent, plan.total, 0.25 if wait else None)
+            submitted = ray_get(call)
             txn = submitted["txn"]
             if submitted["prior"] is None and not wait:
                 return txn

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import time
 from dataclasses import replace
 from typing import Any, Optional
@@ -52,6 +53,7 @@ class WorkerActor:
                             STORE_WAIT if restarted() else 0.0, cleanup=self._close_store)
         self.progress = progress
         self.started = time.time()
+        self.pickled_calls = 0  # apply_many calls that came pickled (a small batch's)
 
     def _open(self, store_root: str, shard_names: list[str], lock_timeout: float, apply_delay: float) -> None:
         # a store directory (SQLite files on this node) or a PostgreSQL URL (any node)
@@ -77,7 +79,8 @@ class WorkerActor:
         return replace(ref, epoch=self.epochs[name])
 
     @ray.method(num_returns=2)
-    def apply_many(self, applies: list[tuple[str, TxnRef, Any, bool, Optional[int], bool]]) -> tuple[list, list]:
+    def apply_many(self, applies: list[tuple[str, TxnRef, Any, bool, Optional[int], bool]] | bytes
+                   ) -> tuple[list, list]:
         """Several applies in one call, in order: each ``(shard name, ref, chunk, prepare,
         part, commit)``, where ``chunk`` is a chunk's object ref; or, with ``part``, the ref of a
         bundle of chunks (``actors.transport.ChunkPart``: a tuple of small chunks, or a feed
@@ -90,7 +93,13 @@ class WorkerActor:
         reads (with ``prepare``, the shard also voted: ``vote``); where an apply failed it is
         the error instead, and the others are not affected. The images are what the caller
         only holds: ``None`` where they are no more than the summary (a create chunk's created
-        ranges), else the full before-images, and the summary is marked ``partial``."""
+        ranges), else the full before-images, and the summary is marked ``partial``.
+
+        ``applies`` may come as bytes: a small batch's, pickled by the coordinator
+        (``actors.transport.plain_pickled``), its chunks inline."""
+        if isinstance(applies, bytes):
+            applies = pickle.loads(applies)
+            self.pickled_calls += 1
         refs = list({id(a[2]): a[2] for a in applies if isinstance(a[2], ray.ObjectRef)}.values())
         fetched = dict(zip(map(id, refs), ray.get(refs))) if refs else {}
         summaries: list[Any] = []
@@ -157,7 +166,7 @@ class WorkerActor:
     @ray.method(concurrency_group="control")
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
-                "epochs": dict(self.epochs), "started": self.started}
+                "epochs": dict(self.epochs), "started": self.started, "pickledCalls": self.pickled_calls}
 
     @ray.method(concurrency_group="control")
     def leftovers(self) -> dict[str, dict[str, int]]:

@@ -202,15 +202,28 @@ def test_a_small_batch_sent_inline_stores_what_the_object_store_path_stores(plai
     """The same small batches (a list, a generator, one rolled back, one keeping its good
     items, updates, a failed update, a delete), inline and then through the object store
     (``INLINE_BYTES`` below any batch): the same results, errors, progress, batch records and
-    stored items."""
-    import actors.runtime
+    stored items. An inline batch's options and chunks go to the coordinator pickled by plain
+    pickle (``plain_pickled``), which refuses what only Ray's serializer may carry."""
+    import ray
 
+    import actors.runtime
+    from actors.transport import plain_pickled
+
+    sent: list = []
+    monkeypatch.setattr(actors.runtime, "plain_pickled", lambda value: sent.append(plain_pickled(value)) or sent[-1])
     before = plain.info()["chunkTypes"]
     inline = _small_batches(plain, "Inline")
     middle = plain.info()["chunkTypes"]
+    # the context's creation and the seven batches, each pickled, and so their applies
+    assert len(sent) == 1 + 7 and all(isinstance(message, bytes) for message in sent)
+    pickled = sum(worker["pickledCalls"] for worker in plain.info()["workers"])
+    assert pickled >= 1 + 7
     monkeypatch.setattr(actors.runtime, "INLINE_BYTES", -1)
     stored = _small_batches(plain, "Stored")
     after = plain.info()["chunkTypes"]
+    assert len(sent) == 1 + 7  # through the object store: chunks as refs, which Ray's serializer carries
+    assert sum(worker["pickledCalls"] for worker in plain.info()["workers"]) == pickled
+    assert plain_pickled([ray.put(1)]) is None and plain_pickled({"a": (1, "b")}) is not None
     assert middle.get("ObjectRef", 0) == before.get("ObjectRef", 0) < after["ObjectRef"]
     assert before.get("InlineChunk", 0) < middle["InlineChunk"] == after["InlineChunk"]
     for one, other in zip(inline, stored):

@@ -85,8 +85,10 @@ class ProfiledRows(ColumnarRows, Protocol):
 
 
 def is_columnar(rows: Any) -> bool:
-    """Whether ``rows`` is a :class:`ColumnarRows` (not a list or a stream of row dicts)."""
-    return isinstance(rows, ColumnarRows) and not isinstance(rows, (list, tuple))
+    """Whether ``rows`` is a :class:`ColumnarRows` (not a list or a stream of row dicts). A
+    list or tuple is answered first: the check against the protocol looks up each of its
+    members (about 50 us), which a small batch's chunk paid on its way to being stored."""
+    return not isinstance(rows, (list, tuple)) and isinstance(rows, ColumnarRows)
 
 
 def rows_of(rows: ColumnarRows) -> list[dict[str, Any]]:

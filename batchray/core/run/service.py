@@ -10,7 +10,12 @@ only builds the Ray transport and workers around it). It is plain threaded Pytho
 * a batch starts as soon as one of ``max_running`` slots is free, the best waiting one first
   (:class:`~batchray.core.run.queueing.AdmissionQueue`): at once from :meth:`submit` when a slot is free
   (no hand-off), else from the admission thread when a slot frees; each batch runs two-phase
-  commit on a thread of a pool (threads are reused, not made per batch);
+  commit on a thread of a pool (threads are reused, not made per batch), but for a batch
+  that commits in one phase (its whole input one chunk at one participant) and whose caller
+  waits for it: that one runs on the :meth:`submit` call's own thread, which answers with its
+  result, sparing the hand-off to a pool thread and back (two thread wake-ups on a small
+  batch's path), at most ``SUBMIT_THREAD_RUNS`` at once (so that calls such as
+  :meth:`cancel` always find a thread of the caller's to run on);
 * :meth:`wait`, :meth:`status`, :meth:`cancel` serve drivers.
 
 Cancellation (:meth:`cancel`): a queued batch is taken out of its queue and never runs. A
@@ -140,6 +145,7 @@ class CoordinatorService:
         # be object refs (the payloads go driver -> object store -> worker, never through here)
         self.chunk_types: dict[str, int] = {}
         self._threads = _Threads("batchray-batch")
+        self._submit_thread_runs = 0  # batches running on their submit call's thread now
         self._memory_reported = 0.0
         self._admitter = threading.Thread(target=self._admit_loop, name="batchray-admission", daemon=True)
         self._admitter.start()
@@ -152,6 +158,10 @@ class CoordinatorService:
         """The most bytes ever reserved at once (chunks fed or dispatched, not yet taken in)."""
         return self.budget.peak
 
+    SUBMIT_THREAD_RUNS = 8
+    """One-phase batches run on their ``submit`` call's thread at once, at most (more run on
+    the pool): the caller's threads (a Ray actor's ``max_concurrency``) must not all be taken."""
+
     # -- submission ---------------------------------------------------------------------------
     def submit(self, kind: str, options: RunOptions, planned: Optional[list[PlannedChunk]] = None,
                total: Optional[int] = None, wait: Optional[float] = None) -> dict[str, Any]:
@@ -162,16 +172,18 @@ class CoordinatorService:
         idempotency key was seen before (nothing new is queued then). With ``wait``
         (seconds) the reply also has ``result``: the batch's result (as :meth:`wait` gives
         it) if it was decided within that time, else None; a small batch needs no second
-        call then.
+        call then. A batch that commits in one phase and starts at once runs on this call's
+        thread (see the module docstring): its reply has its result, whatever ``wait`` (> 0).
         """
         with self._lock:
             # nothing waits and a slot is free: it starts at once, so it is registered running,
             # one write of the log instead of two (registered queued, then marked running)
             at_once = not self.admission.waiting() and self.admission.free_slots() > 0
+        one_phase = self.executor.one_phase_of(planned, options) if planned is not None else None
         txn, ts, prior = self.executor.begin(
             kind, queue=options.queue, priority=options.priority,
             idempotency_key=options.idempotency_key, state="running" if at_once else "queued",
-            one_phase=self.executor.one_phase_of(planned, options) if planned is not None else None,
+            one_phase=one_phase,
         )
         if prior is not None:
             reply: dict[str, Any] = {"txn": txn, "ts": ts, "prior": prior}
@@ -194,7 +206,18 @@ class CoordinatorService:
             run.logged_running = at_once and txn in ready
             if at_once and not run.logged_running:
                 self.log.set_state(txn, "queued")  # another batch took the slot meanwhile (rare)
-            self._start(ready)
+            # a one-phase batch whose caller waits for it runs on this thread: no hand-off to a
+            # batch thread and back (see the module docstring)
+            here = (run.logged_running and one_phase is not None and bool(wait)
+                    and self._submit_thread_runs < self.SUBMIT_THREAD_RUNS)
+            self._submit_thread_runs += here
+            self._start([t for t in ready if not (here and t == txn)])
+        if here:
+            try:
+                self._execute(run)
+            finally:
+                with self._lock:
+                    self._submit_thread_runs -= 1
         reply = {"txn": txn, "ts": ts, "prior": None}
         if wait is not None:
             reply["result"] = self.wait(txn, wait)
@@ -395,7 +418,8 @@ class CoordinatorService:
             self.release_images(run.txn)
             with self._lock:
                 self.admission.done(run.txn)
-                self._lock.notify_all()
+                if self.admission.waiting():  # a slot is free for it: the admitter starts it
+                    self._lock.notify_all()
             if result is None:  # a BaseException: still let waiters go
                 result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed)
             if run.total is not None:

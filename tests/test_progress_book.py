@@ -1,0 +1,62 @@
+"""ProgressBook (batchray/core/run/progress.py): running counts, throughput and the finished
+batches it keeps, event by event (no Ray; fast)."""
+from __future__ import annotations
+
+import random
+
+from batchray.core.run.progress import ProgressBook
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_running_batches_and_their_throughput_are_counted_and_finished_ones_are_not():
+    clock = _Clock()
+    book = ProgressBook(clock=clock)
+    book.start("a", 100, "create_items")
+    book.start("b", 50, "create_items")
+    assert book.running() == 2 and book.total_throughput() == 0
+    clock.now += 1.0
+    book.report("a", 40)
+    book.report("b", 10)
+    assert book.total_throughput() == 50.0
+    book.finish("a", "completed")
+    assert book.running() == 1 and book.total_throughput() == 10.0
+    assert book.get("a")["state"] == "completed" and book.get("a")["completed"] == 40
+    book.finish("a", "completed")  # told twice: still one finished batch
+    assert book.running() == 1
+    book.report("c", 5)  # increments that came before the batch's start: it is running
+    assert book.running() == 2
+    book.start("c", 20, "update_items")
+    assert book.get("c")["completed"] == 5 and book.get("c")["total"] == 20 and book.running() == 2
+    book.start("a", 7, "create_items")  # the id started again: running, counts anew
+    assert book.running() == 3 and book.get("a")["completed"] == 0
+
+
+def test_the_most_recently_finished_are_kept_and_running_batches_never_dropped():
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    book = ProgressBook(keep=5, clock=_Clock())
+    running: set[str] = set()
+    finished: list[str] = []  # in the order they finished
+    for n in range(300):
+        if running and rng.random() < 0.5:
+            txn = rng.choice(sorted(running))
+            running.discard(txn)
+            book.finish(txn, rng.choice(["completed", "rolled_back"]))
+            finished.append(txn)
+        else:
+            txn = f"t{n}"
+            book.start(txn, 10, "create_items")
+            running.add(txn)
+            # a start trims the finished ones to the 5 that finished last
+            kept = finished[-5:]
+            assert all(book.get(t) is not None for t in kept), seed
+            assert all(book.get(t) is None for t in finished[:-5]), seed
+        assert book.running() == len(running), seed
+        assert all(book.get(t)["state"] == "running" for t in running), seed
