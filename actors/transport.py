@@ -114,16 +114,16 @@ class RayTransport:
     ``group`` of them have gathered, when the oldest has waited ``hold`` seconds, or at once
     when the protocol waits for a result or sends a vote or a decision (which must not overtake
     an apply). A call's fixed cost (submitting it, the worker's dispatch, the reply, a
-    ``ray.wait`` over it) was most of a small chunk's CPU. While ``busy_depth`` earlier calls
-    of that worker and transaction are unanswered (as far as :meth:`wait` and :meth:`result`
-    have seen), the worker has work queued behind the apply it runs, and the oldest waits up
-    to ``busy_hold`` seconds instead, until one of them is seen answered: a stream fed faster
-    than its workers apply goes in fewer, larger calls (it went in a call per feed call and
-    worker, each costing the coordinator, the raylet and the worker CPU of its own, while
-    the workers had work enough queued). Each apply in a call succeeds or fails on its own. A
-    call holds one transaction's applies only, which the worker runs one after another: an
-    apply waiting for a lock (wait-die) holds up only its own transaction, never the holder's
-    chunks queued behind it.
+    ``ray.wait`` over it) was most of a small chunk's CPU. While the calls of that worker and
+    transaction that are unanswered (as far as :meth:`wait` and :meth:`result` have seen)
+    hold at least ``busy_applies`` applies, the worker has that much work queued, and the
+    oldest waits up to ``busy_hold`` seconds instead, until one of them is seen answered: a
+    stream fed faster than its workers apply goes in fewer, larger calls (it went in a call
+    per feed call and worker, each costing the coordinator, the raylet and the worker CPU of
+    its own, while the workers had work enough queued). Each apply in a call succeeds or
+    fails on its own. A call holds one transaction's applies only, which the worker runs one
+    after another: an apply waiting for a lock (wait-die) holds up only its own transaction,
+    never the holder's chunks queued behind it.
 
     An apply returns a summary and the before-images; the transport hands the summary to the
     protocol and keeps the images, when there are more than the summary holds, as an object
@@ -137,16 +137,16 @@ class RayTransport:
     """Takes :attr:`Step.APPLY_COMMIT` (the worker applies and commits) and :attr:`Step.RESOLVE`."""
 
     def __init__(self, worker_for: Callable[[str], Any], call_timeout: float = 120.0, group: int = 16,
-                 hold: float = 0.005, busy_hold: float = 0.02, busy_depth: int = 2) -> None:
+                 hold: float = 0.005, busy_hold: float = 0.02, busy_applies: int = 8) -> None:
         self.worker_for = worker_for
         self.call_timeout = call_timeout
         self.group = group
         self.hold = hold
         self.busy_hold = max(hold, busy_hold)
-        self.busy_depth = busy_depth
+        self.busy_applies = busy_applies
         self.held: dict[str, list[Any]] = {}
         self._queued: dict[tuple[int, str], list[_Apply]] = {}  # by (id(worker), txn)
-        self._unanswered: dict[tuple[int, str], set[Any]] = {}  # calls sent, not yet seen ready
+        self._unanswered: dict[tuple[int, str], dict[Any, int]] = {}  # calls not yet seen answered: their applies
         self._lock = threading.Condition()  # notified when an apply is queued
         self._closed = False
         self._sender = threading.Thread(target=self._send_late, name="batchray-apply-sender", daemon=True)
@@ -190,7 +190,7 @@ class RayTransport:
         for index, handle in enumerate(queue):
             handle.call, handle.images, handle.index, handle.entry = summaries, images, index, None
             handle.answer = answer
-        self._unanswered.setdefault(key, set()).add(summaries)
+        self._unanswered.setdefault(key, {})[summaries] = len(queue)
 
     def _answered(self, handles: list[Any]) -> None:
         """The calls of these apply handles have answered: their queues hold no longer for them."""
@@ -199,14 +199,14 @@ class RayTransport:
                 if isinstance(handle, _Apply) and handle.call is not None:
                     calls = self._unanswered.get(handle.key)
                     if calls is not None and handle.call in calls:
-                        calls.discard(handle.call)
+                        del calls[handle.call]
                         if not calls:
                             del self._unanswered[handle.key]
                         self._lock.notify()  # the sender may send a queue it was holding
 
     def _hold_of(self, key: tuple[int, str]) -> float:
         """Seconds the oldest apply of queue ``key`` waits (``_lock`` held)."""
-        busy = len(self._unanswered.get(key, ())) >= self.busy_depth
+        busy = sum(self._unanswered.get(key, {}).values()) >= self.busy_applies
         return self.busy_hold if busy else self.hold
 
     def flush(self) -> None:

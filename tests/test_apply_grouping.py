@@ -4,10 +4,10 @@ handed in by the test).
 
 What these tests show:
 
-* an apply queued for a worker that has fewer than ``busy_depth`` calls of its transaction
-  unanswered goes after ``hold`` seconds, as before;
-* once ``busy_depth`` calls are unanswered, the applies queued behind them are held (up to
-  ``busy_hold``) and go together as one call, as soon as an earlier call is seen answered;
+* an apply queued for a worker whose unanswered calls of its transaction hold fewer than
+  ``busy_applies`` applies goes after ``hold`` seconds, as before;
+* once they hold that many, the applies queued behind them are held (up to ``busy_hold``)
+  and go together as one call, as soon as an earlier call is seen answered;
 * a vote still flushes every queued apply at once (it must not overtake them), and
   ``release`` forgets a finished transaction's calls.
 """
@@ -64,16 +64,16 @@ def _transport(worker: RecordingWorker, **options: Any) -> RayTransport:
 
 def test_applies_behind_busy_calls_go_together_once_one_answers():
     worker = RecordingWorker()
-    transport = _transport(worker, hold=0.01, busy_hold=30.0, busy_depth=2)
+    transport = _transport(worker, hold=0.01, busy_hold=30.0, busy_applies=2)
     ref = TxnRef("create-busy", 1)
     try:
         first = transport.submit("shard-0000", "apply", ref, "c1")
-        assert _until(lambda: worker.calls == [["c1"]])  # nothing unanswered: sent after `hold`
+        assert _until(lambda: worker.calls == [["c1"]])  # no apply unanswered: sent after `hold`
         transport.submit("shard-0000", "apply", ref, "c2")
-        assert _until(lambda: worker.calls == [["c1"], ["c2"]])  # one unanswered: still `hold`
+        assert _until(lambda: worker.calls == [["c1"], ["c2"]])  # one apply unanswered: still `hold`
         transport.submit("shard-0000", "apply", ref, "c3")
         transport.submit("shard-0000", "apply", ref, "c4")
-        time.sleep(0.3)  # thirty times `hold`: two calls unanswered, the worker has work queued
+        time.sleep(0.3)  # thirty times `hold`: two applies unanswered, the worker has work queued
         assert worker.calls == [["c1"], ["c2"]]
         assert transport.result(first) == "summaries-1:0"  # the first call answers ...
         assert _until(lambda: worker.calls == [["c1"], ["c2"], ["c3", "c4"]])  # ... and both go, as one call
@@ -83,12 +83,12 @@ def test_applies_behind_busy_calls_go_together_once_one_answers():
 
 def test_a_vote_flushes_held_applies_and_release_forgets_the_calls():
     worker = RecordingWorker()
-    transport = _transport(worker, hold=0.01, busy_hold=30.0, busy_depth=1)
+    transport = _transport(worker, hold=0.01, busy_hold=30.0, busy_applies=1)
     ref = TxnRef("create-vote", 1)
     try:
         transport.submit("shard-0000", "apply", ref, "c1")
         assert _until(lambda: worker.calls == [["c1"]])
-        transport.submit("shard-0000", "apply", ref, "c2")  # held: one call unanswered, busy_depth 1
+        transport.submit("shard-0000", "apply", ref, "c2")  # held: one apply unanswered, busy_applies 1
         time.sleep(0.1)
         assert worker.calls == [["c1"]]
         transport.submit("shard-0000", "prepare", ref)
