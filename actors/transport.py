@@ -137,7 +137,7 @@ class RayTransport:
     """Takes :attr:`Step.APPLY_COMMIT` (the worker applies and commits) and :attr:`Step.RESOLVE`."""
 
     def __init__(self, worker_for: Callable[[str], Any], call_timeout: float = 120.0, group: int = 16,
-                 hold: float = 0.005, busy_hold: float = 0.02, busy_applies: int = 8) -> None:
+                 hold: float = 0.005, busy_hold: float = 0.05, busy_applies: int = 8) -> None:
         self.worker_for = worker_for
         self.call_timeout = call_timeout
         self.group = group
