@@ -108,7 +108,7 @@ class _Apply:
     """The handle of one chunk's apply: queued for its worker, then one of the applies of an
     ``apply_many`` call (``call``: that call's summaries ref, ``index``: its place in it)."""
 
-    __slots__ = ("worker", "txn", "entry", "queued_at", "call", "images", "index", "answer")
+    __slots__ = ("worker", "txn", "entry", "queued_at", "call", "images", "index", "answer", "key")
 
     def __init__(self, worker: Any, txn: str, entry: tuple) -> None:
         self.worker = worker
@@ -119,6 +119,7 @@ class _Apply:
         self.images: Any = None
         self.index = 0
         self.answer: list[Any] = []  # the call's summaries once read, shared by its applies
+        self.key = (id(worker), txn)  # its queue: the worker's and transaction's
 
 
 class RayTransport:
@@ -129,7 +130,13 @@ class RayTransport:
     ``group`` of them have gathered, when the oldest has waited ``hold`` seconds, or at once
     when the protocol waits for a result or sends a vote or a decision (which must not overtake
     an apply). A call's fixed cost (submitting it, the worker's dispatch, the reply, a
-    ``ray.wait`` over it) was most of a small chunk's CPU. Each apply in a call succeeds or
+    ``ray.wait`` over it) was most of a small chunk's CPU. While the calls of that worker and
+    transaction that are unanswered (as far as :meth:`wait` and :meth:`result` have seen)
+    hold at least ``busy_applies`` applies, the worker has that much work queued, and the
+    oldest waits up to ``busy_hold`` seconds instead, until one of them is seen answered: a
+    stream fed faster than its workers apply goes in fewer, larger calls (it went in a call
+    per feed call and worker, each costing the coordinator, the raylet and the worker CPU of
+    its own, while the workers had work enough queued). Each apply in a call succeeds or
     fails on its own. A call holds one transaction's applies only, which the worker runs one
     after another: an apply waiting for a lock (wait-die) holds up only its own transaction,
     never the holder's chunks queued behind it.
@@ -146,13 +153,16 @@ class RayTransport:
     """Takes :attr:`Step.APPLY_COMMIT` (the worker applies and commits) and :attr:`Step.RESOLVE`."""
 
     def __init__(self, worker_for: Callable[[str], Any], call_timeout: float = 120.0, group: int = 16,
-                 hold: float = 0.005) -> None:
+                 hold: float = 0.005, busy_hold: float = 0.05, busy_applies: int = 8) -> None:
         self.worker_for = worker_for
         self.call_timeout = call_timeout
         self.group = group
         self.hold = hold
+        self.busy_hold = max(hold, busy_hold)
+        self.busy_applies = busy_applies
         self.held: dict[str, list[Any]] = {}
         self._queued: dict[tuple[int, str], list[_Apply]] = {}  # by (id(worker), txn)
+        self._unanswered: dict[tuple[int, str], dict[Any, int]] = {}  # calls not yet seen answered: their applies
         self._lock = threading.Condition()  # notified when an apply is queued
         self._closed = False
         self._sender = threading.Thread(target=self._send_late, name="batchray-apply-sender", daemon=True)
@@ -200,6 +210,24 @@ class RayTransport:
         for index, handle in enumerate(queue):
             handle.call, handle.images, handle.index, handle.entry = summaries, images, index, None
             handle.answer = answer
+        self._unanswered.setdefault(key, {})[summaries] = len(queue)
+
+    def _answered(self, handles: list[Any]) -> None:
+        """The calls of these apply handles have answered: their queues hold no longer for them."""
+        with self._lock:
+            for handle in handles:
+                if isinstance(handle, _Apply) and handle.call is not None:
+                    calls = self._unanswered.get(handle.key)
+                    if calls is not None and handle.call in calls:
+                        del calls[handle.call]
+                        if not calls:
+                            del self._unanswered[handle.key]
+                        self._lock.notify()  # the sender may send a queue it was holding
+
+    def _hold_of(self, key: tuple[int, str]) -> float:
+        """Seconds the oldest apply of queue ``key`` waits (``_lock`` held)."""
+        busy = sum(self._unanswered.get(key, {}).values()) >= self.busy_applies
+        return self.busy_hold if busy else self.hold
 
     def flush(self) -> None:
         """Send every queued apply now."""
@@ -208,20 +236,20 @@ class RayTransport:
                 self._send(key)
 
     def _send_late(self) -> None:
-        """Send each queue once its oldest apply has waited ``hold`` seconds; sleeps while
-        nothing is queued."""
+        """Send each queue once its oldest apply has waited ``hold`` seconds (``busy_hold``
+        while its worker is busy, see the class docstring); sleeps while nothing is queued."""
         with self._lock:
             while not self._closed:
                 if not self._queued:
                     self._lock.wait()
                     continue
                 now = time.monotonic()
-                due = min(queue[0].queued_at for queue in self._queued.values()) + self.hold
+                due = min(queue[0].queued_at + self._hold_of(key) for key, queue in self._queued.items())
                 if now < due:
                     self._lock.wait(due - now)
                     continue
                 for key, queue in list(self._queued.items()):
-                    if now - queue[0].queued_at >= self.hold:
+                    if now - queue[0].queued_at >= self._hold_of(key):
                         self._send(key)
 
     def close(self) -> None:
@@ -244,6 +272,7 @@ class RayTransport:
             return [], list(handles)
         ready_refs, _ = ray.wait(list(by_ref), num_returns=1, timeout=timeout)
         ready = [handle for r in ready_refs for handle in by_ref[r]]
+        self._answered(ready)
         taken = set(map(id, ready))
         return ready, [h for h in handles if id(h) not in taken]
 
@@ -254,6 +283,7 @@ class RayTransport:
             self.flush()
         if not handle.answer:  # the call's first apply taken in: its summaries read once for all
             handle.answer.append(self._get(handle.call))
+            self._answered([handle])
         value = handle.answer[0][handle.index]
         if isinstance(value, BaseException):
             raise value
@@ -287,4 +317,6 @@ class RayTransport:
         with self._lock:
             for key in [k for k in self._queued if k[1] == txn]:
                 del self._queued[key]
+            for key in [k for k in self._unanswered if k[1] == txn]:
+                del self._unanswered[key]
         return len(self.held.pop(txn, ()))
