@@ -13,6 +13,7 @@ What these tests show:
 """
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from typing import Any
@@ -39,7 +40,9 @@ class RecordingWorker:
         self.apply_many = _Method(self._apply_many)
         self.prepare = _Method(lambda participant, ref: self.steps.append("prepare") or ("prepare", participant))
 
-    def _apply_many(self, entries: list[tuple]) -> tuple[Any, Any]:
+    def _apply_many(self, entries: list[tuple] | bytes) -> tuple[Any, Any]:
+        if isinstance(entries, bytes):  # applies of inline chunks come pickled (actors.transport.plain_pickled)
+            entries = pickle.loads(entries)
         with self._lock:
             self.calls.append([entry[2] for entry in entries])
             number = len(self.calls)
