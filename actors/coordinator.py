@@ -336,6 +336,17 @@ class TransactionCoordinator:
     def cancel(self, txn: str, rollback: bool = True, graceful: bool = True) -> dict:
         return self.service.cancel(txn, rollback, graceful)
 
+    def lane(self) -> dict:
+        """What a driver's direct lane needs (``actors.direct``): each participant's worker,
+        and whether the lane is open now (:meth:`CoordinatorService.lane_open`)."""
+        return {"workers": dict(self.owner), "open": self.service.lane_open()}
+
+    def record_direct(self, batch: Any, result: dict) -> bool:
+        return self.service.record_direct(batch, result)
+
+    def resolve_direct(self, batch: Any) -> str:
+        return self.service.resolve_direct(batch)
+
     def allocate(self, sequence: str, count: int) -> int:
         return self.log.next_value(sequence, count)
 

@@ -24,6 +24,7 @@ from typing import Any, Optional
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from actors.direct import DirectLane
 from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix, placement
 from actors.auth import prepare_ray_auth
 from actors.transport import ChunkPart, InlineChunk, PackedChunks, plain_pickled
@@ -197,6 +198,8 @@ class RayRuntime:
             raise
         self.catalog = self.view.catalog
         self.reader = self.view.reader
+        # None: every batch goes through the coordinator
+        self.lane: Optional[DirectLane] = DirectLane(self.coordinator, ray_get, INLINE_BYTES)
 
     def _connect(self, address: Optional[str]) -> Optional[dict[str, Any]]:
         """Join (or start) Ray and the store's coordinator; the owner record this driver
@@ -253,6 +256,8 @@ class RayRuntime:
         while True:
             try:
                 self.joined = self._connect(None)
+                if self.lane is not None:  # its coordinator and workers are the new owner's
+                    self.lane = DirectLane(self.coordinator, ray_get, INLINE_BYTES)
                 return
             except (StoreInUse, ParticipantUnavailable, ConnectionError, RuntimeError) as exc:
                 with contextlib.suppress(Exception):
@@ -310,6 +315,9 @@ class RayRuntime:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
+        if self.lane is not None:
+            with contextlib.suppress(Exception):  # the records of its direct batches first
+                self.lane.settle()
         self.view.close()
         self._backend.close()
 
@@ -317,6 +325,9 @@ class RayRuntime:
         """Stop this store's coordinator, workers and progress actor, then close. The store
         stays on disk; the next runtime starts new actors, which recover it."""
         info = None
+        if self.lane is not None:
+            with contextlib.suppress(Exception):  # the records of its direct batches first
+                self.lane.settle()
         try:
             info = ray_get(self.coordinator.info.remote(), timeout=30)
         except Exception:  # noqa: BLE001 - best effort: kill what can be found by name
@@ -336,7 +347,8 @@ class RayRuntime:
             wait: bool = True) -> BatchResult | str:
         """Submit a planned batch, feed its chunks through the object store, wait for it."""
         self._owner_alive()
-        if not options.idempotency_key:
+        keyed = bool(options.idempotency_key)  # the caller's own: looked up by the coordinator
+        if not keyed:
             # Ray sends a call again when the coordinator died before answering it: a key of
             # the client's own makes a re-sent submit find the batch it registered before,
             # which may have committed, instead of running the batch a second time
@@ -347,22 +359,33 @@ class RayRuntime:
             planned = list(plan.chunks)
             if self.encode_on_sender is not None:
                 encode_creates(planned, self.encode_on_sender)
+            if wait and self.lane is not None:
+                plan.chunks = planned
+                direct = self.lane.run(plan, options, keyed=keyed)  # one round trip, to the participant's worker
+                if direct is not None:
+                    return direct
             sent: Any = None
             if inline_chunks(planned):
                 sent = plain_pickled((options, planned))  # the coordinator unpickles it (submit)
             else:
                 put_chunks(planned)
             # one round trip: the coordinator starts it at once and answers with its result
+            ticket = self.lane.ticket() if self.lane is not None else 0
             if sent is None:
                 call = self.coordinator.submit.remote(plan.kind, options, planned, plan.total, 0.25 if wait else None)
             else:
                 call = self.coordinator.submit.remote(plan.kind, None, sent, plan.total, 0.25 if wait else None)
             submitted = ray_get(call)
+            if self.lane is not None:
+                self.lane.heard(submitted.get("lane"), ticket)  # whether the next small batch may take it
             txn = submitted["txn"]
             if submitted["prior"] is None and not wait:
                 return txn
             return self._result(txn, plan, _Poller(self, txn, watch), submitted.get("result"))
+        ticket = self.lane.ticket() if self.lane is not None else 0
         submitted = ray_get(self.coordinator.submit.remote(plan.kind, options, None, plan.total))
+        if self.lane is not None:
+            self.lane.heard(submitted.get("lane"), ticket)
         txn = submitted["txn"]
         if submitted["prior"] is not None:
             return self._result(txn, plan, _Poller(self, txn, watch)) if wait else txn
@@ -455,30 +478,39 @@ class RayRuntime:
                 result.item_ids = kept
         return result
 
-    def wait(self, batch_id: str) -> BatchResult:
+    def _queried(self) -> None:
+        """Before a query or control call to the coordinator: the owner lives, and the
+        records of this driver's direct batches are written (the call must see them)."""
         self._owner_alive()
+        if self.lane is not None:
+            self.lane.settle()
+
+    def wait(self, batch_id: str) -> BatchResult:
+        self._queried()
         return self._result(batch_id, Plan("batch", []), _Poller(self, batch_id, None))
 
     # -- batches ----------------------------------------------------------------------------------
     def status(self, batch_id: Optional[str] = None, limit: int = 20) -> dict[str, Any] | list[dict[str, Any]]:
-        self._owner_alive()
+        self._queried()
         if batch_id is None:
             return ray_get(self.coordinator.recent.remote(limit))
         return ray_get(self.coordinator.status.remote(batch_id))
 
     def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
-        self._owner_alive()
+        self._queried()
         return ray_get(self.coordinator.cancel.remote(batch_id, rollback, graceful))
 
     def batch_record(self, batch_id: str) -> Optional[dict[str, Any]]:
+        if self.lane is not None:
+            self.lane.settle()
         return self.view.log.batch(batch_id)
 
     def recover(self) -> dict[str, list[str]]:
-        self._owner_alive()
+        self._queried()
         return ray_get(self.coordinator.recover.remote())
 
     def info(self) -> dict[str, Any]:
-        self._owner_alive()
+        self._queried()
         return ray_get(self.coordinator.info.remote())
 
 

@@ -12,6 +12,7 @@ import ray
 
 from batchray.core.storage.backends import open_backend, until_store_answers
 from batchray.core.txn.chunks import BeforeImages, Chunk, TxnRef
+from batchray.core.txn.onephase import commit_alone
 from batchray.core.txn.participant import Participant
 from batchray.errors import BatchrayError, InternalError
 
@@ -54,6 +55,7 @@ class WorkerActor:
         self.progress = progress
         self.started = time.time()
         self.pickled_calls = 0  # apply_many calls that came pickled (a small batch's)
+        self.direct_calls = 0  # batches sent by a driver's direct lane (apply_alone)
 
     def _open(self, store_root: str, shard_names: list[str], lock_timeout: float, apply_delay: float) -> None:
         # a store directory (SQLite files on this node) or a PostgreSQL URL (any node)
@@ -134,6 +136,17 @@ class WorkerActor:
                                vote=images.vote, partial=True)
         return summary, images
 
+    def apply_alone(self, payload: bytes) -> BeforeImages:
+        """A small batch's only chunk, sent by its driver's direct lane (``actors.direct``):
+        ``payload`` is ``(shard name, ref, chunk)`` plain-pickled. Applied and committed in one
+        phase, or, not clean, aborted at once (:func:`~batchray.core.txn.onephase.commit_alone`);
+        the answer is the summary (no before-images: nothing is left to roll back)."""
+        name, ref, chunk = pickle.loads(payload)
+        self.direct_calls += 1
+        images = commit_alone(self.shards[name], self._ref(name, ref), chunk)
+        return BeforeImages(images.chunk_id, created=images.created, affected=images.affected, errors=images.errors,
+                            vote=images.vote)
+
     @ray.method(concurrency_group="control")
     def prepare(self, name: str, ref: TxnRef) -> bool:
         return self.shards[name].prepare(self._ref(name, ref))
@@ -166,7 +179,8 @@ class WorkerActor:
     @ray.method(concurrency_group="control")
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
-                "epochs": dict(self.epochs), "started": self.started, "pickledCalls": self.pickled_calls}
+                "epochs": dict(self.epochs), "started": self.started, "pickledCalls": self.pickled_calls,
+                "directCalls": self.direct_calls}
 
     @ray.method(concurrency_group="control")
     def leftovers(self) -> dict[str, dict[str, int]]:

@@ -11,7 +11,7 @@ docstring); the Ray work runs here, in subprocesses:
     A long-lived driver connected to the cluster. It reads one JSON request per line on stdin
     and answers one JSON line per request on the stdout it was started with (Ray's own output
     goes to stderr). Requests: ``connect``, ``context``, ``start_load``, ``start_batch``, ``join``,
-    ``info``, ``settle``, ``values``, ``bank_setup``, ``balances``, ``resolve``, ``open_batches``,
+    ``info``, ``lane``, ``settle``, ``values``, ``bank_setup``, ``balances``, ``resolve``, ``open_batches``,
     ``deposit``, ``shutdown`` (see :class:`Agent`).
 
 ``python tests/fault_driver.py load ADDRESS STORE CONTEXT N BATCH_SIZE``
@@ -248,6 +248,11 @@ class Agent:
         """No batch between its decision and the end of its phase 2 (a batch's result is
         there at its commit point; phase 2 goes on after it)."""
         return not self.client.runtime.view.log.unfinished()[1]
+
+    def lane(self) -> dict:
+        """What this client's direct lane carried: batches sent, and those that committed there."""
+        lane = self.client.runtime.lane
+        return {"sent": lane.sent, "committed": lane.committed}
 
     def quiesce(self, timeout: float = 60.0) -> dict:
         """Wait until no batch is in phase 2, so that a crash point armed next is reached by

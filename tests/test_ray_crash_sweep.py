@@ -17,7 +17,12 @@ Batch kinds (each chunked so that a worker applies 2 chunks, then votes, then co
 * ``update``: ``n = n + 1000`` on 12 existing items (expression updates);
 * ``context``: a new data context (the catalog participant's writes): one chunk at one
   participant, so it commits in one phase (``apply+commit``: no vote, no decision record);
-* ``small``: 12 new items in one chunk, so on one shard: one-phase commit as well.
+* ``small``: 12 new items in one chunk, so on one shard: one-phase commit as well, sent by the
+  driver's direct lane straight to the shard's worker (``batchray.core.run.direct``): an exit
+  at its ``apply+commit`` loses the answer, the coordinator resolves the batch at the restarted
+  shard (aborted there: nothing of it) and the driver runs it again through the coordinator,
+  so it completes, registered once; an exit of the coordinator at the batch's record (written
+  after the commit) leaves it completed and recorded once (Ray delivers the record again).
 
 After every trial, once the driver reconnected and recovery ran:
 
@@ -115,9 +120,13 @@ class Sweep:
             reported = {"result": self.rig.call("context", name=context)}
         else:
             batch = "create" if kind == "small" else kind
+            sent = self.rig.call("lane")["sent"]
             self.rig.call("start_batch", tag=trial, kind=batch, context=context, n=ITEMS,
                           batch_size=ITEMS if kind == "small" else CHUNK)
             reported = self.rig.join(trial)
+            if kind == "small":  # sent straight to its shard's worker by the driver's direct lane
+                lane = self.rig.call("lane")
+                assert lane["sent"] == sent + 1, f"{trial}: the small batch did not take the direct lane: {lane}"
         # the driver has its result at the commit point; phase 2 and the last writes of the
         # batch's record come after it, and are crash points of this trial too
         assert self.rig.call("quiesce")["quiet"]
@@ -191,13 +200,15 @@ class Sweep:
 
 EVERY_PROCESS = [("create", "coordinator"), ("create", "shard-0000"), ("create", "shard-0001"),
                  ("update", "coordinator"), ("update", "shard-0000"), ("update", "shard-0001"),
-                 ("context", "coordinator"), ("context", "catalog"), ("small", "coordinator")]
+                 ("context", "coordinator"), ("context", "catalog"), ("small", "coordinator"),
+                 ("small", "shard-0000")]
 """Every process each batch kind writes from (the soak run)."""
 EACH_KIND_OF_PROCESS = [("create", "coordinator"), ("create", "shard-0000"), ("update", "shard-0001"),
-                        ("context", "catalog")]
+                        ("context", "catalog"), ("small", "shard-0000")]
 """The suite's run: the coordinator, each data shard and the catalog once, over the three batch
-kinds; the other roles repeat a kind of process already swept (the two shards are alike, and
-the coordinator writes the same log whatever the batch)."""
+kinds, and the direct lane's one write at a shard; the other roles repeat a kind of process
+already swept (the two shards are alike, and the coordinator writes the same log whatever the
+batch)."""
 
 
 def test_crash_at_every_durable_write_of_each_kind_of_process(rig: Rig) -> None:

@@ -109,12 +109,15 @@ def test_more_workers_finish_a_latency_bound_load_faster(open_store, slow4):
 
 # -- data path ------------------------------------------------------------------------------
 
-def test_coordinator_receives_object_refs_but_for_small_batches_sent_inline(plain):
+def test_coordinator_receives_object_refs_but_for_small_batches_sent_inline(plain, monkeypatch):
     """Chunks reach the coordinator as object refs (of a chunk, or of a bundle of small chunks
     put as one object), except a small batch's, which come inline in the calls: a batch planned
     whole whose chunks add up to at most ``INLINE_BYTES`` (estimated). A batch above it still
-    goes through the object store: the threshold is honoured."""
+    goes through the object store: the threshold is honoured. (The driver's direct lane, which
+    would take the one-chunk batches past the coordinator, is off here: tests/test_direct_lane.py.)"""
     from actors.runtime import INLINE_BYTES
+
+    monkeypatch.setattr(plain.runtime, "lane", None)
 
     def fed(call):
         before = plain.info()["chunkTypes"]
@@ -203,12 +206,14 @@ def test_a_small_batch_sent_inline_stores_what_the_object_store_path_stores(plai
     items, updates, a failed update, a delete), inline and then through the object store
     (``INLINE_BYTES`` below any batch): the same results, errors, progress, batch records and
     stored items. An inline batch's options and chunks go to the coordinator pickled by plain
-    pickle (``plain_pickled``), which refuses what only Ray's serializer may carry."""
+    pickle (``plain_pickled``), which refuses what only Ray's serializer may carry. (The
+    driver's direct lane is off here: tests/test_direct_lane.py compares it with this path.)"""
     import ray
 
     import actors.runtime
     from actors.transport import plain_pickled
 
+    monkeypatch.setattr(plain.runtime, "lane", None)
     sent: list = []
     monkeypatch.setattr(actors.runtime, "plain_pickled", lambda value: sent.append(plain_pickled(value)) or sent[-1])
     before = plain.info()["chunkTypes"]

@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from batchray.core.storage.decision_log import DecisionLog
 from batchray.core.plan.plan import Plan
+from batchray.core.run.direct import DirectBatch, record, resolve_lost
 from batchray.core.run.executor import Executor, deadline
 from batchray.errors import BatchrayError, BatchTimeout, CancelledError, InternalError, NotFoundError
 from batchray.core.txn.memory import MemoryBudget
@@ -218,7 +219,7 @@ class CoordinatorService:
             finally:
                 with self._lock:
                     self._submit_thread_runs -= 1
-        reply = {"txn": txn, "ts": ts, "prior": None}
+        reply = {"txn": txn, "ts": ts, "prior": None, "lane": self.lane_open()}
         if wait is not None:
             reply["result"] = self.wait(txn, wait)
         return reply
@@ -547,6 +548,24 @@ class CoordinatorService:
                 "rollback": rolled_back,
                 "message": how + ("; everything the batch wrote is rolled back" if rolled_back
                                   else "; what was applied is kept")}
+
+    # -- the direct lane (batchray.core.run.direct) --------------------------------------------
+    def lane_open(self) -> bool:
+        """Whether drivers may send small one-phase batches straight to their participant now:
+        nothing waits for admission and a slot is free (the queue's order is kept: a direct
+        batch never passes a waiting one)."""
+        with self._lock:
+            return not self._closed and not self.admission.waiting() and self.admission.free_slots() > 0
+
+    def record_direct(self, batch: DirectBatch, result: dict[str, Any]) -> bool:
+        """Record a direct batch that committed (:func:`~batchray.core.run.direct.record`, once
+        however often delivered); the answer is :meth:`lane_open`."""
+        record(self.log, batch, result, self.progress)
+        return self.lane_open()
+
+    def resolve_direct(self, batch: DirectBatch) -> str:
+        """How a direct batch whose answer was lost ended (:func:`~batchray.core.run.direct.resolve_lost`)."""
+        return resolve_lost(self.log, self.executor.driver, batch)
 
     def close(self) -> None:
         self.settler.close()

@@ -44,6 +44,19 @@ def one_phase_chunk(transport: Any, planned: Any, *, atomic: bool, reject_limit:
     return planned[0]
 
 
+def commit_alone(participant: Any, ref: Any, chunk: Any) -> Any:
+    """The direct lane's step at a participant (:mod:`batchray.core.run.direct`): apply
+    ``chunk`` and commit it in one phase when it applies cleanly (``vote`` True); otherwise
+    abort it there at once, so that nothing of it stays (``vote`` False, its errors in the
+    returned images) and the driver can run the batch again the usual way. An apply that
+    raises is not aborted here: whether it committed (its session may have failed at the
+    commit itself) is for :func:`resolve` to say and make final."""
+    images = participant.apply(ref, chunk, commit=True)
+    if not images.vote:
+        participant.abort(ref)
+    return images
+
+
 def one_phase_record(participant: Optional[str]) -> Optional[dict[str, Any]]:
     """What a batch's registration (its ``request``) says of a one-phase commit at ``participant``."""
     return {"onePhase": participant} if participant else None

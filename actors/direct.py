@@ -1,0 +1,146 @@
+"""The driver's direct lane on Ray: a small one-phase batch sent straight to its worker.
+
+See :mod:`batchray.core.run.direct` for the protocol and what it gives up. :class:`DirectLane`
+is its driver side: it learns from the coordinator each participant's worker (once) and
+whether the lane is open (from every reply that says so), sends a batch that may take the lane
+as one ``WorkerActor.apply_alone`` call, and hands the coordinator the batch's record without
+waiting for it. Records not yet answered are waited for before this driver's next call to the
+coordinator (:meth:`DirectLane.settle`): the coordinator runs calls on many threads, so a
+status query sent after a record could otherwise be served before it.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from typing import Any, Optional
+
+import ray
+from ray.exceptions import RayError
+
+from actors.transport import plain_pickled
+from batchray.core.model.batch import BatchResult, RunOptions
+from batchray.core.plan.plan import Plan
+from batchray.core.run.direct import DirectBatch, committed_result, lane_refusal
+from batchray.core.run.executor import new_txn_id
+from batchray.core.txn.chunks import TxnRef
+from batchray.errors import BatchrayError
+
+logger = logging.getLogger("batchray")
+
+
+class DirectLane:
+    """One driver's direct lane to a store's workers (``coordinator``: the store's coordinator
+    actor; ``call``: :func:`actors.runtime.ray_get`; ``max_bytes``: the largest chunk it takes,
+    estimated)."""
+
+    MAX_PENDING = 64
+    """Records in flight at most; past it the oldest is waited for."""
+
+    def __init__(self, coordinator: Any, call: Any, max_bytes: int) -> None:
+        self.coordinator = coordinator
+        self.max_bytes = max_bytes
+        self._call = call
+        self.open = False  # closed until a reply of the coordinator says otherwise
+        self._tickets = itertools.count(1)
+        self._heard_ticket = 0  # the ticket of the latest call whose answer set ``open``
+        self._workers: Optional[dict[str, Any]] = None
+        self._records: list[tuple[int, Any]] = []  # (ticket, ref) of records not yet taken in
+        self._lock = threading.Lock()
+        self.sent = 0  # batches sent by the lane (committed or not)
+        self.committed = 0
+
+    def ticket(self) -> int:
+        """A number for a call to the coordinator about to be sent, for :meth:`heard`."""
+        return next(self._tickets)
+
+    def heard(self, open_now: Optional[bool], ticket: int) -> None:
+        """The coordinator said whether the lane is open (a reply's ``lane``) in answer to the
+        call of ``ticket``; an answer to a call sent before the latest one heard is stale."""
+        if open_now is not None:
+            with self._lock:
+                if ticket > self._heard_ticket:
+                    self._heard_ticket = ticket
+                    self.open = bool(open_now)
+
+    def run(self, plan: Plan, options: RunOptions, *, keyed: bool) -> Optional[BatchResult]:
+        """The result of ``plan`` (chunks listed, encoded as the worker takes them) when it
+        committed by the lane; None when it did not go (the lane is closed, or the batch may
+        not take it: ``keyed``, the caller gave an idempotency key) or did not commit, and
+        nothing of it remains: the caller runs it the usual way. Raises what resolving a lost
+        answer raises (the participant never answered)."""
+        self._collect()
+        if not self.open or lane_refusal(plan, options, keyed=keyed, max_bytes=self.max_bytes) is not None:
+            return None
+        (planned,) = plan.chunks
+        worker = self._worker(planned.participant)
+        txn, ts = new_txn_id(plan.kind.split("_")[0])
+        # no lock is waited for: a lock held by another batch ends the try at once, and the
+        # batch waits for it the usual way
+        payload = plain_pickled((planned.participant, TxnRef(txn, ts, lock_deadline=time.time()), planned.chunk))
+        if worker is None or payload is None:
+            return None
+        batch = DirectBatch(txn, ts, plan.kind, planned.participant, options, plan.total or planned.count)
+        started = time.perf_counter()
+        self.sent += 1
+        try:
+            summary = ray.get(worker.apply_alone.remote(payload), timeout=options.timeout / 1000)
+        except RayError as exc:  # GetTimeoutError, RayActorError, RayTaskError among them
+            # the apply raised (a lock held, a failed session) or its answer was lost: the
+            # participant says how it ended, and makes that final
+            logger.debug("direct batch %s: %s; resolving it at %s", txn, type(exc).__name__, planned.participant)
+            if self._call(self.coordinator.resolve_direct.remote(batch)) != "committed":
+                return None
+            affected = planned.count  # a one-phase commit commits the chunk whole
+        else:
+            if not summary.vote:
+                return None  # aborted there: its errors are found again the usual way
+            affected = summary.affected
+        result = committed_result(plan, batch, affected, time.perf_counter() - started)
+        ticket = self.ticket()
+        with self._lock:
+            self._records.append((ticket, self.coordinator.record_direct.remote(batch, result.dump())))
+        self.committed += 1
+        return result
+
+    def _worker(self, participant: str) -> Any:
+        if self._workers is None:
+            ticket = self.ticket()
+            lane = self._call(self.coordinator.lane.remote())
+            self._workers = lane["workers"]
+            self.heard(lane["open"], ticket)
+        return self._workers.get(participant)
+
+    def _collect(self) -> None:
+        """Take in the records answered so far (each says whether the lane is open); past
+        ``MAX_PENDING`` in flight, wait for the oldest."""
+        with self._lock:
+            records, self._records = self._records, []
+        if not records:
+            return
+        done, _ = ray.wait([ref for _, ref in records], num_returns=len(records), timeout=0)
+        answered = set(done)
+        ready = [r for r in records if r[1] in answered]
+        pending = [r for r in records if r[1] not in answered]
+        if len(pending) > self.MAX_PENDING:
+            ready += pending[:len(pending) - self.MAX_PENDING]
+            pending = pending[len(pending) - self.MAX_PENDING:]
+        self._take(ready)
+        with self._lock:
+            self._records[:0] = pending
+
+    def settle(self) -> None:
+        """Wait until every record sent is written (before this driver's next call to the
+        coordinator, which must see them)."""
+        with self._lock:
+            records, self._records = self._records, []
+        self._take(records)
+
+    def _take(self, records: list[tuple[int, Any]]) -> None:
+        for ticket, ref in records:
+            try:
+                self.heard(self._call(ref), ticket)
+            except BatchrayError as exc:  # the batch committed; only its record failed
+                logger.warning("a direct batch's record was not written: %s", exc)
+                self.open = False
