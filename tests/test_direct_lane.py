@@ -90,19 +90,28 @@ def _compare_lane(lane_client, plain_client) -> None:
         assert not any(left.values()), (participant, left)
 
 
+@pytest.fixture(scope="module")
+def shared(open_store):
+    """One store for the tests below that need nothing special of it (each its own contexts)."""
+    client = open_store("shared", workers=2, shards=2)
+    assert client.create_data_context("Opening", SCHEMA).success  # its reply opens the lane
+    return client
+
+
 @pytest.mark.ray
-def test_a_direct_batchs_status_and_progress_are_there_when_it_returns(make_client):
+def test_a_direct_batchs_status_and_progress_are_there_when_it_returns(shared):
     """Also: a schema change takes the lane too; a batch with the caller's idempotency key does not."""
-    client = make_client("status", workers=2, shards=2)
+    client = shared
+    committed = client.runtime.lane.committed
     assert client.create_data_context("P", SCHEMA).success
     result = client.create_items("P", "People", _rows(10))
-    assert result.success and client.runtime.lane.committed == 1
+    assert result.success and client.runtime.lane.committed == committed + 2
     status = client.status(result.transaction_id)
     assert status["state"] == "completed" and status["result"]["itemsCreated"] == 10
     assert status["progress"]["completed"] == 10 and status["progress"]["failed"] == 0
     assert client.status(limit=1)[0]["batchId"] == result.transaction_id
     # a schema change by the lane (at the catalog), and items into what it made
-    assert client.create_data_context("Q", SCHEMA).success and client.runtime.lane.committed == 2
+    assert client.create_data_context("Q", SCHEMA).success and client.runtime.lane.committed == committed + 3
     assert client.create_items("Q", "People", _rows(3)).success and client.count_items("Q") == 3
     # a caller's idempotency key is looked up by the coordinator: never by the lane
     sent = client.runtime.lane.sent
@@ -113,15 +122,16 @@ def test_a_direct_batchs_status_and_progress_are_there_when_it_returns(make_clie
 
 
 @pytest.mark.ray
-def test_concurrent_increments_of_one_item_lose_nothing(make_client):
-    client = make_client("hot", workers=2, shards=2)
-    assert client.create_data_context("P", SCHEMA).success
-    (item,) = client.create_items("P", "People", [{"name": "x", "age": 0}]).item_ids
+def test_concurrent_increments_of_one_item_lose_nothing(shared):
+    client = shared
+    assert client.create_data_context("Hot", SCHEMA).success
+    committed = client.runtime.lane.committed
+    (item,) = client.create_items("Hot", "People", [{"name": "x", "age": 0}]).item_ids
     errors: list = []
 
     def bump(times: int) -> None:
         for _ in range(times):
-            result = client.update_items("P", [{"selector": {"itemId": item}, "values": {"age": "=age + 1"}}])
+            result = client.update_items("Hot", [{"selector": {"itemId": item}, "values": {"age": "=age + 1"}}])
             if not result.success:
                 errors.append(result.error)
 
@@ -131,8 +141,8 @@ def test_concurrent_increments_of_one_item_lose_nothing(make_client):
     for t in threads:
         t.join()
     assert errors == []
-    assert client.get_items("P")[0]["values"]["age"] == 45
-    assert client.runtime.lane.committed >= 1
+    assert client.get_items("Hot")[0]["values"]["age"] == 45
+    assert client.runtime.lane.committed >= committed + 2  # the create, and some increments
 
 
 @pytest.mark.ray
