@@ -116,8 +116,9 @@ def test_node_pressure_ceiling_readings_and_cache(monkeypatch):
 def test_the_object_store_reading_is_taken_off_the_dispatch_path():
     """``actors.coordinator.OffPathReading`` (the coordinator's object-store reading, two GCS
     calls): a call answers at once with the latest reading and has a thread of its own take
-    the next; a reading older than ``max_age`` is taken on the caller's thread; a failed one
-    is None (no pressure known)."""
+    the next, unless the latest is younger than ``min_age`` (Ray's reports lag about a second);
+    a reading older than ``max_age`` is taken on the caller's thread; a failed one is None
+    (no pressure known)."""
     from actors.coordinator import OffPathReading
 
     value = {"now": 0.1}
@@ -133,9 +134,13 @@ def test_the_object_store_reading_is_taken_off_the_dispatch_path():
         return value["now"]
 
     here = threading.current_thread().name
-    reading = OffPathReading(read, max_age=60.0)
+    reading = OffPathReading(read, max_age=60.0, min_age=60.0)
     assert reading() == 0.1 and readers == [here]  # no reading yet: taken here
     value["now"] = 0.9
+    assert reading() == 0.1 and reading() == 0.1
+    time.sleep(0.05)
+    assert readers == [here]  # the latest is young: nobody was asked for a new one
+    reading.min_age = 0.0
     assert reading() == 0.1  # the latest, at once; the thread is asked for a new one
     deadline = time.monotonic() + 10
     while len(readers) < 2 and time.monotonic() < deadline:
