@@ -48,9 +48,11 @@ def _rows(rng: random.Random, count: int, same_keys: bool) -> list[dict]:
 
 
 def _stored(chunk: CreateItems) -> tuple[list[int], str, list]:
+    """What a SQLite shard inserts for ``chunk``: its ids, the JSON text (the sender's comes as
+    UTF-8 bytes, which the statement casts to text) and the errors."""
     images = BeforeImages(chunk.chunk_id)
     ids, text = encode_created_rows(chunk, images)
-    return list(ids), text, images.errors
+    return list(ids), text.decode() if isinstance(text, bytes) else text, images.errors
 
 
 def test_an_encoded_chunk_stores_exactly_what_its_participant_would_have():

@@ -195,7 +195,7 @@ def valid_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequen
     return ids, good
 
 
-def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], str]:
+def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], str | bytes]:
     """The ids to insert for a create chunk, and its valid rows as one JSON text for SQLite's
     ``json_each`` to split: an array of the rows when ``ids`` is a ``range`` (row ``j`` gets
     ``ids[j]``), else an array of ``[id, row]`` pairs. Invalid rows go to ``images.errors``.
@@ -203,10 +203,12 @@ def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Seque
     One ``orjson.dumps`` of the whole list and one statement cost about a third less per row
     than encoding each row and binding it in ``executemany``. Rows of a chunk without a schema
     are already encoded JSON texts and are joined as they are; rows the sender encoded
-    (:func:`encoded_by_sender`) are inserted as they are.
+    (:func:`encoded_by_sender`) are inserted as they are: the array as orjson's UTF-8 bytes,
+    which the statement casts to text (SQLite reads a blob's bytes as text in the database's
+    encoding, UTF-8, without decoding them in Python first).
     """
     if isinstance(chunk.rows, EncodedRows):
-        return chunk.ids, chunk.rows.text.decode()
+        return chunk.ids, chunk.rows.text  # UTF-8 bytes, read as text by the statement
     if chunk.schema is None:
         ids, texts = chunk.ids, list(chunk.rows)
         if isinstance(ids, range):
