@@ -62,6 +62,25 @@ def test_one_oversized_reservation_only_when_nothing_else_is_reserved():
     assert budget.chunk_bytes() == 100  # what planners are told to cut at: allowance / 8
 
 
+def test_a_waiting_reservation_is_granted_by_the_release_that_makes_room():
+    """``reserve_within`` (what a feed held back by the budget calls in a loop): a refusal waits
+    for a release, which wakes it at once, not for the end of its timeout; without a release it
+    answers False after the timeout, reserving nothing."""
+    budget = MemoryBudget(1000, 0.8, pressure=lambda: False)
+    assert budget.reserve_within(800, 60.0)  # fits: at once
+    assert not budget.reserve_within(100, 0.01) and budget.in_use == 800
+    granted = []
+    waiter = threading.Thread(target=lambda: granted.append(budget.reserve_within(100, 60.0)))
+    started = time.monotonic()
+    waiter.start()
+    time.sleep(0.05)  # the waiter is refused and waits
+    assert not granted
+    budget.release(300)
+    waiter.join(30)
+    assert granted == [True] and budget.in_use == 600
+    assert time.monotonic() - started < 30  # woken by the release, not by its 60 s timeout
+
+
 def test_pressure_pauses_every_reservation_and_resumption_follows_it():
     pressure = {"on": True}
     budget = MemoryBudget(1000, 0.8, pressure=lambda: pressure["on"])
