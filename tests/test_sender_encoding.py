@@ -193,7 +193,10 @@ def test_a_senders_array_is_cut_into_each_rows_own_copy_line():
         ids = [LO + 2 * j + rng.randint(0, 1) for j in range(len(rows))]
         data = b"".join(array_copy_data(orjson.dumps(rows), ids, 3, 9))
         assert data == _copy_lines(ids, rows, 3, 9), f"seed {SEED + case}: {rows}"
+        told = b"".join(array_copy_data(orjson.dumps(rows), ids, 3, 9, no_empty_row=all(rows)))  # no search for {}
+        assert told == data, f"seed {SEED + case}: {rows}"
         valid = [{k: v for k, v in row.items() if k in ("tag", "any")} for row in rows]  # strings fit these
         chunk = CreateItems(1, range(LO, LO + len(rows)), valid, schema=SCHEMA)
+        assert encoded_by_sender(chunk).rows.no_empty_row == all(valid), f"seed {SEED + case}"
         expected = _copy_lines(chunk.ids, valid, 3, 9)
         assert _copy_data(encoded_by_sender(chunk)) == _copy_data(chunk) == expected, f"seed {SEED + case}"

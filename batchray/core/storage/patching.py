@@ -181,7 +181,7 @@ def encoded_by_sender(chunk: Any) -> Any:
     them (``python -m bench.cpu_profile create``, ``pg``)."""
     if not sender_may_encode(chunk):
         return chunk
-    return replace(chunk, rows=EncodedRows(orjson.dumps(chunk.rows), len(chunk.rows)))
+    return replace(chunk, rows=EncodedRows(orjson.dumps(chunk.rows), len(chunk.rows), all(chunk.rows)))
 
 
 def valid_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], list[Any]]:

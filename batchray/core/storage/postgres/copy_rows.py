@@ -76,7 +76,7 @@ def copy_blocks(rows: ValidRows, part: int, ver: int) -> Iterator[Buffer]:
     ``ver``, in pieces for ``Copy.write`` (their concatenation is the data)."""
     ids, values = rows.ids, rows.rows
     if isinstance(values, EncodedRows):
-        yield from array_copy_data(values.text, ids, part, ver)
+        yield from array_copy_data(values.text, ids, part, ver, no_empty_row=values.no_empty_row)
         return
     for first in range(0, len(ids), COPY_BLOCK):
         block_ids, block = ids[first:first + COPY_BLOCK], values[first:first + COPY_BLOCK]
@@ -84,24 +84,26 @@ def copy_blocks(rows: ValidRows, part: int, ver: int) -> Iterator[Buffer]:
             tail = f"\t{int(part)}\t{int(ver)}\n"
             yield "".join([f"{i}\t{_copy_text(v)}{tail}" for i, v in zip(block_ids, block)]).encode()
         else:
-            yield from array_copy_data(orjson.dumps(block), block_ids, part, ver)
+            yield from array_copy_data(orjson.dumps(block), block_ids, part, ver, no_empty_row=all(block))
 
 
-def array_copy_data(array: bytes, ids: Sequence[int], part: int, ver: int) -> list[Buffer]:
+def array_copy_data(array: bytes, ids: Sequence[int], part: int, ver: int, *,
+                    no_empty_row: bool = False) -> list[Buffer]:
     """COPY data of the rows of ``array`` (a JSON array of objects as orjson writes it, not
     empty), row ``j`` with the id ``ids[j]``, in pieces whose concatenation is the data.
+    ``no_empty_row``: the caller knows that no row is ``{}`` (else the text is searched).
 
     Outside strings a row's closing ``}`` followed by ``,{"`` is a boundary between two rows,
     the second not empty; inside a string (where every ``"`` is escaped) the sequence is found
     only as content ending in ``},{`` before the closing quote, and inside a row only in a
-    nested list of objects. When no object is empty (no ``{}`` anywhere) every one of the
-    ``len(ids) - 1`` real boundaries is found, so the boundaries found are exactly the real
-    ones when they are as many: the bytes formatting, one ``%d`` per boundary found (every
-    ``%`` of the text doubled), checks that, raising ``TypeError`` otherwise. Then, and when an
-    object is empty, the array is parsed and each row encoded alone."""
+    nested list of objects. When no row is empty every one of the ``len(ids) - 1`` real
+    boundaries is found, so the boundaries found are exactly the real ones when they are as
+    many: the bytes formatting, one ``%d`` per boundary found (every ``%`` of the text
+    doubled), checks that, raising ``TypeError`` otherwise. Then, and when a row may be empty
+    (``{}`` found in the text), the array is parsed and each row encoded alone."""
     tail = b"}\t%d\t%d\n" % (part, ver)
     text = array.replace(b"\\", b"\\\\") if b"\\" in array else array
-    if b"{}" not in text:
+    if no_empty_row or b"{}" not in text:
         template = text.replace(b"%", b"%%") if b"%" in text else text
         try:
             lines = template.replace(ROW_BOUNDARY, tail + b'%d\t{"') % tuple(ids[1:])
