@@ -96,14 +96,17 @@ class OffPathReading:
     The memory budget asks for the object store's fill before a chunk is dispatched (at most
     every 0.1 s: :class:`~batchray.core.txn.memory.NodePressure`), and reading it costs two
     GCS calls, which one small batch in twenty paid on its path. A call answers with the
-    latest reading and asks the thread for a new one; a reading older than ``max_age``
-    seconds (the store was idle) is taken on the caller's thread, so no answer is older than
-    that. Ray's resource reports themselves lag by about a second. A failed reading is None
-    (no pressure known), as :class:`NodePressure` takes a failed call."""
+    latest reading and, when that is at least ``min_age`` seconds old, asks the thread for a
+    new one; a reading older than ``max_age`` seconds (the store was idle) is taken on the
+    caller's thread, so no answer is older than that. Ray's resource reports themselves lag
+    by about a second, so readings taken closer together than ``min_age`` would mostly repeat
+    one report, at two GCS calls each. A failed reading is None (no pressure known), as
+    :class:`NodePressure` takes a failed call."""
 
-    def __init__(self, read: Callable[[], Optional[float]], max_age: float = 1.0) -> None:
+    def __init__(self, read: Callable[[], Optional[float]], max_age: float = 1.0, min_age: float = 0.5) -> None:
         self._read = read
         self.max_age = max_age
+        self.min_age = min_age
         self._value: Optional[float] = None
         self._at = float("-inf")
         self._wanted = threading.Event()
@@ -118,9 +121,11 @@ class OffPathReading:
         return value
 
     def __call__(self) -> Optional[float]:
-        if time.monotonic() - self._at > self.max_age:
+        age = time.monotonic() - self._at
+        if age > self.max_age:
             return self._take()
-        self._wanted.set()
+        if age >= self.min_age:
+            self._wanted.set()
         return self._value
 
     def _loop(self) -> None:
@@ -159,7 +164,11 @@ class ProgressOutbox:
     a thread sends what has gathered every ``every`` seconds as one actor call; :meth:`flush`
     sends at once (a status query flushes before it reads, so it sees every increment made
     before it). A 10-item batch made four progress calls, which cost the coordinator and the
-    progress actor together more CPU than its two applies.
+    progress actor together more CPU than its two applies. Since every reader of progress
+    flushes first, the period only bounds how stale the progress actor's metrics are, which
+    Ray exports once a second at the most often (``metrics_report_interval_ms``, floored at
+    1 s): hence 1 s; at 0.1 s each send of a bulk create's few events was one more actor call
+    for the coordinator, the progress actor and Ray's threads.
 
     Progress is telemetry: a call that cannot even be sent is logged and dropped, so that it
     can neither fail a batch nor, raised from the batch's last steps, leave its waiters hanging.
@@ -167,7 +176,7 @@ class ProgressOutbox:
 
     EVENTS = frozenset({"start", "set_total", "report", "memory", "restart", "finish"})
 
-    def __init__(self, actor: Any, every: float = 0.1) -> None:
+    def __init__(self, actor: Any, every: float = 1.0) -> None:
         self.actor = actor
         self.every = every
         self._events: list[tuple[str, tuple]] = []

@@ -62,6 +62,25 @@ def test_one_oversized_reservation_only_when_nothing_else_is_reserved():
     assert budget.chunk_bytes() == 100  # what planners are told to cut at: allowance / 8
 
 
+def test_a_waiting_reservation_is_granted_by_the_release_that_makes_room():
+    """``reserve_within`` (what a feed held back by the budget calls in a loop): a refusal waits
+    for a release, which wakes it at once, not for the end of its timeout; without a release it
+    answers False after the timeout, reserving nothing."""
+    budget = MemoryBudget(1000, 0.8, pressure=lambda: False)
+    assert budget.reserve_within(800, 60.0)  # fits: at once
+    assert not budget.reserve_within(100, 0.01) and budget.in_use == 800
+    granted = []
+    waiter = threading.Thread(target=lambda: granted.append(budget.reserve_within(100, 60.0)))
+    started = time.monotonic()
+    waiter.start()
+    time.sleep(0.05)  # the waiter is refused and waits
+    assert not granted
+    budget.release(300)
+    waiter.join(30)
+    assert granted == [True] and budget.in_use == 600
+    assert time.monotonic() - started < 30  # woken by the release, not by its 60 s timeout
+
+
 def test_pressure_pauses_every_reservation_and_resumption_follows_it():
     pressure = {"on": True}
     budget = MemoryBudget(1000, 0.8, pressure=lambda: pressure["on"])
@@ -116,8 +135,9 @@ def test_node_pressure_ceiling_readings_and_cache(monkeypatch):
 def test_the_object_store_reading_is_taken_off_the_dispatch_path():
     """``actors.coordinator.OffPathReading`` (the coordinator's object-store reading, two GCS
     calls): a call answers at once with the latest reading and has a thread of its own take
-    the next; a reading older than ``max_age`` is taken on the caller's thread; a failed one
-    is None (no pressure known)."""
+    the next, unless the latest is younger than ``min_age`` (Ray's reports lag about a second);
+    a reading older than ``max_age`` is taken on the caller's thread; a failed one is None
+    (no pressure known)."""
     from actors.coordinator import OffPathReading
 
     value = {"now": 0.1}
@@ -133,9 +153,13 @@ def test_the_object_store_reading_is_taken_off_the_dispatch_path():
         return value["now"]
 
     here = threading.current_thread().name
-    reading = OffPathReading(read, max_age=60.0)
+    reading = OffPathReading(read, max_age=60.0, min_age=60.0)
     assert reading() == 0.1 and readers == [here]  # no reading yet: taken here
     value["now"] = 0.9
+    assert reading() == 0.1 and reading() == 0.1
+    time.sleep(0.05)
+    assert readers == [here]  # the latest is young: nobody was asked for a new one
+    reading.min_age = 0.0
     assert reading() == 0.1  # the latest, at once; the thread is asked for a new one
     deadline = time.monotonic() + 10
     while len(readers) < 2 and time.monotonic() < deadline:

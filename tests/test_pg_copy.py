@@ -50,8 +50,9 @@ def _rows(seed: int, count: int, with_boundary: bool) -> list[dict]:
         if rng.random() < 0.3:
             del row["ok"]
         rows.append(row)
-    if with_boundary:
+    if with_boundary:  # a row boundary's characters inside values: the COPY lines are cut row by row
         rows[count // 2]["name"] = "holds },{ between rows"
+        rows[count // 2 + 1]["name"] = "ends in },{"  # with the closing quote: the boundary '},{"'
     return rows
 
 
@@ -98,15 +99,18 @@ def test_created_rows_are_stored_as_their_json_byte_for_byte(url, with_boundary)
     participant.close()
 
 
-def test_rows_encoded_by_their_sender_are_stored_as_their_json_byte_for_byte(url):
+@pytest.mark.parametrize("with_boundary", [False, True], ids=["plain", "braces-in-values"])
+def test_rows_encoded_by_their_sender_are_stored_as_their_json_byte_for_byte(url, with_boundary):
     """Rows checked and encoded by the driver (``encoded_by_sender``: one JSON array, for rows
-    that pass the checks whole), cut into COPY lines by the participant: PostgreSQL stores each
-    row's JSON as the participant's own encoding does."""
+    that pass the checks whole), cut into COPY lines by the participant (in passes over the
+    whole array, or row by row when values hold a row boundary): PostgreSQL stores each row's
+    JSON as the participant's own encoding does, backslashes, tabs, newlines, ``%`` and
+    non-ASCII included."""
     from batchray.core.storage.patching import encoded_by_sender
     from batchray.core.txn.chunks import EncodedRows
 
     seed = random.randrange(1 << 30)
-    rows = _rows(seed, 300, True)
+    rows = _rows(seed, 300, with_boundary)
     for row in rows:
         row["n"] = None if row["n"] == 1e300 else row["n"]  # a float beyond ints' range takes the row path
     ids = range(LO + 1, LO + 1 + 3 * len(rows), 3)

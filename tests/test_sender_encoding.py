@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from batchray.core.model.columnar import ColumnLists
-from batchray.core.storage.patching import encode_created_rows, encoded_by_sender, json_row_texts
+from batchray.core.storage.patching import encode_created_rows, encoded_by_sender
 from batchray.core.storage.sqlite.shard import SqliteShard
-from batchray.core.storage.postgres.copy_rows import copy_blocks, validate_create
+from batchray.core.storage.postgres.copy_rows import array_copy_data, copy_blocks, validate_create
 from batchray.core.txn.chunks import BeforeImages, CreateItems, EncodedRows, TxnRef, UpdateItems, context_range
 
 LO, _ = context_range(1)
@@ -48,9 +48,11 @@ def _rows(rng: random.Random, count: int, same_keys: bool) -> list[dict]:
 
 
 def _stored(chunk: CreateItems) -> tuple[list[int], str, list]:
+    """What a SQLite shard inserts for ``chunk``: its ids, the JSON text (the sender's comes as
+    UTF-8 bytes, which the statement casts to text) and the errors."""
     images = BeforeImages(chunk.chunk_id)
     ids, text = encode_created_rows(chunk, images)
-    return list(ids), text, images.errors
+    return list(ids), text.decode() if isinstance(text, bytes) else text, images.errors
 
 
 def test_an_encoded_chunk_stores_exactly_what_its_participant_would_have():
@@ -63,7 +65,7 @@ def test_an_encoded_chunk_stores_exactly_what_its_participant_would_have():
         assert len(sent.rows) == len(rows) and sent.ids == chunk.ids and sent.schema == SCHEMA
         assert _stored(sent) == _stored(chunk) == (list(chunk.ids), orjson.dumps(rows).decode(), []), \
             f"seed {SEED}, case {case}"
-        assert json_row_texts(sent.rows) == [orjson.dumps(r).decode() for r in rows], f"seed {SEED}, case {case}"
+        assert _copy_data(sent) == _copy_data(chunk) == _copy_lines(chunk.ids, rows, 3, 9), f"seed {SEED}, case {case}"
 
 
 @pytest.mark.parametrize("bad", [
@@ -159,21 +161,42 @@ def test_on_postgresql_a_ray_driver_encodes_copy_lines_and_the_store_holds_the_s
             client.shutdown()
 
 
-def test_a_senders_array_is_cut_into_each_rows_own_json():
-    """``json_row_texts``: each row's text exactly as ``orjson`` writes the row alone, also when
-    values hold the boundary's characters (``},{"``, ``{}``, quotes, backslashes) and rows are
-    empty; PostgreSQL's COPY lines are made of them, backslashes doubled."""
+def _copy_lines(ids, rows, part: int, ver: int) -> bytes:
+    """COPY's text format written row by row (PostgreSQL documentation, "COPY", "Text Format"):
+    each row's JSON as ``orjson`` writes the row alone, its backslashes doubled (orjson's JSON
+    holds no raw tab, newline or carriage return), tab-separated from the id, part and version."""
+    return "".join(f"{i}\t{orjson.dumps(r).decode().replace(chr(92), chr(92) * 2)}\t{part}\t{ver}\n"
+                   for i, r in zip(ids, rows)).encode()
+
+
+def _copy_data(chunk: CreateItems) -> bytes:
+    """What a PostgreSQL participant writes to COPY for ``chunk`` (number 3, version 9)."""
+    return b"".join(copy_blocks(validate_create(chunk), 3, 9))
+
+
+def test_a_senders_array_is_cut_into_each_rows_own_copy_line():
+    """``array_copy_data``: each row's COPY line holds its JSON exactly as ``orjson`` writes the
+    row alone, also when values hold the boundary's characters (``},{"``, ``{}``), ``%``
+    (the cut is a bytes formatting), quotes, backslashes, tabs, newlines and non-ASCII, and
+    when rows are empty or hold lists of objects (both parsed row by row)."""
     for case in range(300):
         rng = random.Random(SEED + case)
-        pieces = ["},{", '},{"', "}", "{", ",", '"', "\\", "x", "ü", ":", "\n"]
+        pieces = ["},{", '},{"', "}", "{", ",", '"', "\\", "x", "ü", "😀", ":", "\n", "\t", "\r", "%", "%d", "%s"]
         if case % 2:  # empty rows and "{}" in values: the array is parsed
             pieces.append("{}")
         rows = []
         for _ in range(rng.randint(1, 8)):
             keys = rng.sample(["n", "tag", "any"], rng.randint(1 - case % 2, 3))
             rows.append({k: "".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) for k in keys})
-        encoded = EncodedRows(orjson.dumps(rows).decode(), len(rows))
-        assert json_row_texts(encoded) == [orjson.dumps(r).decode() for r in rows], f"seed {SEED + case}: {rows}"
-        chunk = CreateItems(1, range(LO, LO + len(rows)), rows, schema=SCHEMA)
-        lines = list(copy_blocks(validate_create(encoded_by_sender(chunk)), 3, 9))
-        assert lines == list(copy_blocks(validate_create(chunk), 3, 9)), f"seed {SEED + case}"
+        if case % 5 == 0:  # a list of objects in a row: its own boundaries, not rows'
+            rows[rng.randrange(len(rows))]["list"] = [{"a": 1}, {"b": "},{"}]
+        ids = [LO + 2 * j + rng.randint(0, 1) for j in range(len(rows))]
+        data = b"".join(array_copy_data(orjson.dumps(rows), ids, 3, 9))
+        assert data == _copy_lines(ids, rows, 3, 9), f"seed {SEED + case}: {rows}"
+        told = b"".join(array_copy_data(orjson.dumps(rows), ids, 3, 9, no_empty_row=all(rows)))  # no search for {}
+        assert told == data, f"seed {SEED + case}: {rows}"
+        valid = [{k: v for k, v in row.items() if k in ("tag", "any")} for row in rows]  # strings fit these
+        chunk = CreateItems(1, range(LO, LO + len(rows)), valid, schema=SCHEMA)
+        assert encoded_by_sender(chunk).rows.no_empty_row == all(valid), f"seed {SEED + case}"
+        expected = _copy_lines(chunk.ids, valid, 3, 9)
+        assert _copy_data(encoded_by_sender(chunk)) == _copy_data(chunk) == expected, f"seed {SEED + case}"

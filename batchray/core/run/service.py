@@ -57,6 +57,10 @@ from batchray.core.run.settler import attach_settler
 
 _END = object()
 
+FEED_RECHECK = 0.05
+"""Seconds a feed held back by the memory budget waits for bytes given back before it looks
+again whether its batch still takes input (a release wakes it at once)."""
+
 
 @dataclass
 class BatchRun:
@@ -256,10 +260,9 @@ class CoordinatorService:
                         continue  # sent again by a retried producer: applied once
                     run.keys.add(pc.key)
             self._count_chunk_type(pc)
-            while not self.budget.try_reserve(pc.nbytes):
+            while not self.budget.reserve_within(pc.nbytes, FEED_RECHECK):
                 if run.done.is_set() or run.stop is not None:
                     return False
-                time.sleep(0.005)
             pc.reserved = True
             while True:
                 if run.done.is_set() or run.stop is not None:

@@ -172,38 +172,16 @@ def sender_may_encode(chunk: Any) -> bool:
 
 def encoded_by_sender(chunk: Any) -> Any:
     """``chunk`` with its rows as the JSON array :func:`encode_created_rows` would have written
-    (:class:`EncodedRows`), when :func:`sender_may_encode`; else ``chunk`` as it is. SQLite
-    inserts the array as it is; PostgreSQL's COPY takes its rows' texts
-    (:func:`json_row_texts`).
+    (:class:`EncodedRows`, orjson's bytes), when :func:`sender_may_encode`; else ``chunk`` as
+    it is. SQLite inserts the array as it is; PostgreSQL's COPY cuts it into lines
+    (:func:`~batchray.core.storage.postgres.copy_rows.array_copy_data`).
 
     On two cores the sender's two C-level passes (the checks and one ``orjson.dumps``) cost
     less than pickling the dicts, and each worker is spared unpickling, checking and encoding
     them (``python -m bench.cpu_profile create``, ``pg``)."""
     if not sender_may_encode(chunk):
         return chunk
-    return replace(chunk, rows=EncodedRows(orjson.dumps(chunk.rows).decode(), len(chunk.rows)))
-
-
-ROW_BOUNDARY = '},{"'
-"""Where one flat row's JSON ends and the next (not empty) one's begins, outside strings."""
-
-
-def json_row_texts(rows: EncodedRows) -> list[str]:
-    """Each row's JSON text, as ``orjson`` writes the row alone, from a sender's array.
-
-    The rows are flat dicts (the checks let scalar values only), so outside strings a row's
-    only ``}`` ends it and its only ``{`` begins it: ``},{"`` there is a boundary between two
-    rows, the second not empty. Inside a string (where every ``"`` is escaped) it is found
-    only as content ending in ``},{`` before the closing quote. So when no row is empty (no
-    ``{}`` anywhere) the array splits at every boundary, and at nothing else exactly when the
-    pieces are as many as the rows; otherwise the array is parsed and each row encoded alone.
-    Splitting is two C-level passes; the text holds no raw newline (JSON escapes it)."""
-    body = rows.text[1:-1]
-    if rows.count and "{}" not in body:
-        texts = body.replace(ROW_BOUNDARY, '}\n{"').split("\n")
-        if len(texts) == rows.count:
-            return texts
-    return [orjson.dumps(row).decode() for row in orjson.loads(rows.text)]
+    return replace(chunk, rows=EncodedRows(orjson.dumps(chunk.rows), len(chunk.rows), all(chunk.rows)))
 
 
 def valid_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], list[Any]]:
@@ -217,7 +195,7 @@ def valid_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequen
     return ids, good
 
 
-def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], str]:
+def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], str | bytes]:
     """The ids to insert for a create chunk, and its valid rows as one JSON text for SQLite's
     ``json_each`` to split: an array of the rows when ``ids`` is a ``range`` (row ``j`` gets
     ``ids[j]``), else an array of ``[id, row]`` pairs. Invalid rows go to ``images.errors``.
@@ -225,10 +203,12 @@ def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Seque
     One ``orjson.dumps`` of the whole list and one statement cost about a third less per row
     than encoding each row and binding it in ``executemany``. Rows of a chunk without a schema
     are already encoded JSON texts and are joined as they are; rows the sender encoded
-    (:func:`encoded_by_sender`) are inserted as they are.
+    (:func:`encoded_by_sender`) are inserted as they are: the array as orjson's UTF-8 bytes,
+    which the statement casts to text (SQLite reads a blob's bytes as text in the database's
+    encoding, UTF-8, without decoding them in Python first).
     """
     if isinstance(chunk.rows, EncodedRows):
-        return chunk.ids, chunk.rows.text
+        return chunk.ids, chunk.rows.text  # UTF-8 bytes, read as text by the statement
     if chunk.schema is None:
         ids, texts = chunk.ids, list(chunk.rows)
         if isinstance(ids, range):

@@ -81,13 +81,16 @@ class TxnRef:
 @dataclass(frozen=True)
 class EncodedRows:
     """The rows of a create chunk checked and encoded by its sender: ``text`` is the JSON array
-    of the value dicts, row ``j`` for the chunk's ``ids[j]``, each row exactly as the
-    participant would have written it (every row passed the schema's checks unchanged);
-    ``count`` rows. A participant inserts them as they are (see
+    of the value dicts (UTF-8 bytes, as orjson writes them), row ``j`` for the chunk's
+    ``ids[j]``, each row exactly as the participant would have written it (every row passed
+    the schema's checks unchanged); ``count`` rows. ``no_empty_row``: no row is ``{}`` (known
+    from the dicts at no cost to speak of; a participant cutting the array into rows would
+    otherwise search the text for one). A participant inserts them as they are (see
     :func:`batchray.core.storage.patching.encoded_by_sender`)."""
 
-    text: str
+    text: bytes
     count: int
+    no_empty_row: bool = False
 
     def __len__(self) -> int:
         return self.count

@@ -153,6 +153,7 @@ class MemoryBudget:
         self.paused = False  # the last answer was "wait: memory pressure"
         self._pressure = pressure if pressure is not None else NodePressure()
         self._lock = threading.Lock()
+        self._given_back = threading.Condition(self._lock)  # notified by every release
 
     @property
     def allowance(self) -> int:
@@ -167,22 +168,38 @@ class MemoryBudget:
         """Reserve ``nbytes`` if they fit (or nothing is reserved) and there is no memory
         pressure; False means "wait and ask again"."""
         with self._lock:
-            fits = self.in_use + nbytes <= self.allowance or self.in_use == 0
-            if not fits:
-                return False
-            if self._pressure():
-                if not self.paused:
-                    self.paused_count += 1
-                self.paused = True
-                return False
-            self.paused = False
-            self.in_use += nbytes
-            self.peak = max(self.peak, self.in_use)
-            return True
+            return self._reserve(nbytes)
+
+    def reserve_within(self, nbytes: int, timeout: float) -> bool:
+        """:meth:`try_reserve`, and when that refuses, once more as soon as bytes are given
+        back (:meth:`release`) or ``timeout`` seconds have passed (memory pressure passes
+        without a release); False means "ask again". A caller that must also watch for
+        something else (a cancelled batch) asks in a loop, woken by releases instead of
+        polling."""
+        with self._given_back:
+            if self._reserve(nbytes):
+                return True
+            self._given_back.wait(timeout)
+            return self._reserve(nbytes)
+
+    def _reserve(self, nbytes: int) -> bool:
+        fits = self.in_use + nbytes <= self.allowance or self.in_use == 0
+        if not fits:
+            return False
+        if self._pressure():
+            if not self.paused:
+                self.paused_count += 1
+            self.paused = True
+            return False
+        self.paused = False
+        self.in_use += nbytes
+        self.peak = max(self.peak, self.in_use)
+        return True
 
     def release(self, nbytes: int) -> None:
         with self._lock:
             self.in_use = max(0, self.in_use - nbytes)
+            self._given_back.notify_all()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

@@ -3,36 +3,48 @@
 A participant validates a create chunk with :func:`validate_create` *before* it enters the
 chunk's transaction (validation needs nothing of the database), so that one worker thread
 validates the next chunk while PostgreSQL stores the previous one. Inside the transaction
-:func:`copy_blocks` encodes the valid rows with the chunk's version, a block of rows at a
-time, so that the server stores one block while the next is encoded (the version is taken in
-the transaction, which is why encoding waits until then). The columns are
-:data:`COPY_COLUMNS`.
+:func:`copy_blocks` encodes the valid rows with the chunk's version (taken in the
+transaction, which is why encoding waits until then), as bytes ready for ``Copy.write``. The
+columns are :data:`COPY_COLUMNS`.
 
 COPY's text format (PostgreSQL documentation, "COPY", section "Text Format"): a row is a line,
 its columns separated by a tab; a backslash starts an escape, so a backslash in a value is
 written ``\\\\``, and a tab, newline or carriage return in a value must be escaped. JSON from
-orjson holds no raw tab or newline (JSON escapes control characters inside strings), so only
-its backslashes are doubled; a pre-encoded row (a chunk without a schema) may hold any of them.
+orjson holds no raw tab, newline or carriage return (JSON escapes control characters inside
+strings), so only its backslashes are doubled; a pre-encoded row (a chunk without a schema)
+may hold any of them. The data need not be cut at rows: the protocol's CopyData messages may
+divide the stream anywhere (PostgreSQL documentation, "Frontend/Backend Protocol", "COPY
+Operations"), which is why a block may be handed over in pieces.
 
-A chunk whose rows pass the schema's checks whole comes checked and encoded by its sender, as
-one JSON array (:func:`~batchray.core.storage.patching.encoded_by_sender`): its rows' texts are
-cut from it (:func:`~batchray.core.storage.patching.json_row_texts`) and written as they are.
+Rows as one JSON array (a chunk checked and encoded by its sender, :class:`EncodedRows`, or
+the dicts a participant checked, encoded by one ``orjson.dumps`` per block) become COPY lines
+in C-level passes over the whole text, without a Python object per row
+(:func:`array_copy_data`): backslashes doubled once, every boundary between two rows replaced by
+the end of one line and the start of the next with a ``%d`` for its id, and one bytes
+formatting with the ids. Each row's text is the row's JSON exactly as ``orjson`` writes the
+row alone.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, Union
 
 import orjson
 
-from batchray.core.storage.patching import json_row_texts, valid_created_rows
+from batchray.core.storage.patching import valid_created_rows
 from batchray.core.txn.chunks import BeforeImages, CreateItems, EncodedRows
 
 COPY_COLUMNS = "id, vals, part, ver"
 """The columns of ``items`` each COPY line holds, in order."""
 
 COPY_BLOCK = 4096
-"""Rows per COPY write: the server stores one block while the next is encoded."""
+"""Rows per COPY write of the rows a participant checked: the server stores one block while the
+next is encoded."""
+
+ROW_BOUNDARY = b'},{"'
+"""Where one row of a JSON array of objects ends and the next (not empty) one begins."""
+
+Buffer = Union[bytes, memoryview]
 
 
 @dataclass
@@ -59,22 +71,54 @@ def validate_create(chunk: CreateItems) -> ValidRows:
     return ValidRows(chunk.chunk_id, ids, good, False, scratch.errors)
 
 
-def copy_blocks(rows: ValidRows, part: int, ver: int) -> Iterator[str]:
-    """COPY text of ``rows`` for participant number ``part``, each line with the version
-    ``ver``, :data:`COPY_BLOCK` lines at a time."""
-    tail, dumps = f"\t{int(part)}\t{int(ver)}\n", orjson.dumps
+def copy_blocks(rows: ValidRows, part: int, ver: int) -> Iterator[Buffer]:
+    """COPY data of ``rows`` for participant number ``part``, each line with the version
+    ``ver``, in pieces for ``Copy.write`` (their concatenation is the data)."""
     ids, values = rows.ids, rows.rows
-    texts = json_row_texts(values) if isinstance(values, EncodedRows) else None  # orjson's, as dumps writes them
+    if isinstance(values, EncodedRows):
+        yield from array_copy_data(values.text, ids, part, ver, no_empty_row=values.no_empty_row)
+        return
     for first in range(0, len(ids), COPY_BLOCK):
-        block_ids = ids[first:first + COPY_BLOCK]
-        if texts is not None:
-            data = "".join([f"{i}\t{t}{tail}" for i, t in zip(block_ids, texts[first:first + COPY_BLOCK])])
-        elif rows.encoded:
-            yield "".join([f"{i}\t{_copy_text(v)}{tail}" for i, v in zip(block_ids, values[first:first + COPY_BLOCK])])
-            continue
+        block_ids, block = ids[first:first + COPY_BLOCK], values[first:first + COPY_BLOCK]
+        if rows.encoded:
+            tail = f"\t{int(part)}\t{int(ver)}\n"
+            yield "".join([f"{i}\t{_copy_text(v)}{tail}" for i, v in zip(block_ids, block)]).encode()
         else:
-            data = "".join([f"{i}\t{dumps(v).decode()}{tail}" for i, v in zip(block_ids, values[first:first + COPY_BLOCK])])
-        yield data.replace("\\", "\\\\") if "\\" in data else data
+            yield from array_copy_data(orjson.dumps(block), block_ids, part, ver, no_empty_row=all(block))
+
+
+def array_copy_data(array: bytes, ids: Sequence[int], part: int, ver: int, *,
+                    no_empty_row: bool = False) -> list[Buffer]:
+    """COPY data of the rows of ``array`` (a JSON array of objects as orjson writes it, not
+    empty), row ``j`` with the id ``ids[j]``, in pieces whose concatenation is the data.
+    ``no_empty_row``: the caller knows that no row is ``{}`` (else the text is searched).
+
+    Outside strings a row's closing ``}`` followed by ``,{"`` is a boundary between two rows,
+    the second not empty; inside a string (where every ``"`` is escaped) the sequence is found
+    only as content ending in ``},{`` before the closing quote, and inside a row only in a
+    nested list of objects. When no row is empty every one of the ``len(ids) - 1`` real
+    boundaries is found, so the boundaries found are exactly the real ones when they are as
+    many: the bytes formatting, one ``%d`` per boundary found (every ``%`` of the text
+    doubled), checks that, raising ``TypeError`` otherwise. Then, and when a row may be empty
+    (``{}`` found in the text), the array is parsed and each row encoded alone."""
+    tail = b"}\t%d\t%d\n" % (part, ver)
+    text = array.replace(b"\\", b"\\\\") if b"\\" in array else array
+    if no_empty_row or b"{}" not in text:
+        template = text.replace(b"%", b"%%") if b"%" in text else text
+        try:
+            lines = template.replace(ROW_BOUNDARY, tail + b'%d\t{"') % tuple(ids[1:])
+        except TypeError:  # a boundary found inside a string or a row: not as many as the ids
+            pass
+        else:  # "[" + the first row's line without its id and tail + "}]"
+            return [b"%d\t" % ids[0], memoryview(lines)[1:-2], tail]
+    row_tail = tail[1:]
+    return [b"".join([b"%d\t%s%s" % (i, _json_copy_text(orjson.dumps(row)), row_tail)
+                      for i, row in zip(ids, orjson.loads(array))])]
+
+
+def _json_copy_text(value: bytes) -> bytes:
+    """orjson's JSON in COPY's text format (it holds no raw tab or newline)."""
+    return value.replace(b"\\", b"\\\\") if b"\\" in value else value
 
 
 def _copy_text(value: str) -> str:

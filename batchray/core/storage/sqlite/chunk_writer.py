@@ -63,7 +63,11 @@ class SqliteChunkWriter:
         conn.execute("INSERT INTO created VALUES(?,?,?,?,?)", (ref.txn, chunk.chunk_id, lo, hi, len(ids)))
         try:
             if isinstance(ids, range):  # rows: a JSON array, row j gets ids[j]
-                conn.execute("INSERT INTO items(id, vals, ver) SELECT ? + key * ?, value, ? FROM json_each(?)",
+                # a sender's array comes as UTF-8 bytes, bound as a blob: cast to text, since
+                # SQLite's JSON functions read a blob as JSONB from 3.45.0 (src/json.c, header
+                # comment), as JSON text only when it happens to look like it (test/json107.test)
+                conn.execute("INSERT INTO items(id, vals, ver) "
+                             "SELECT ? + key * ?, value, ? FROM json_each(CAST(? AS TEXT))",
                              (ids.start, ids.step, ver, rows))
             else:  # rows: a JSON array of [id, row] pairs
                 conn.execute("INSERT INTO items(id, vals, ver) SELECT value ->> 0, value -> 1, ? FROM json_each(?)",
