@@ -199,7 +199,9 @@ class RayRuntime:
         self.catalog = self.view.catalog
         self.reader = self.view.reader
         # None: every batch goes through the coordinator
-        self.lane: Optional[DirectLane] = DirectLane(self.coordinator, ray_get, INLINE_BYTES)
+        self.lane: Optional[DirectLane] = DirectLane(lambda: self.coordinator, ray_get, INLINE_BYTES,
+                                                     recheck=self._owner_alive)
+        self.lane.attach()
 
     def _connect(self, address: Optional[str]) -> Optional[dict[str, Any]]:
         """Join (or start) Ray and the store's coordinator; the owner record this driver
@@ -257,7 +259,7 @@ class RayRuntime:
             try:
                 self.joined = self._connect(None)
                 if self.lane is not None:  # its coordinator and workers are the new owner's
-                    self.lane = DirectLane(self.coordinator, ray_get, INLINE_BYTES)
+                    self.lane.attach()
                 return
             except (StoreInUse, ParticipantUnavailable, ConnectionError, RuntimeError) as exc:
                 with contextlib.suppress(Exception):

@@ -14,6 +14,7 @@ End of stdin closes the client (the actors keep running) and exits.
 """
 from __future__ import annotations
 
+import faulthandler
 import json
 import sys
 import time
@@ -43,6 +44,8 @@ def main() -> int:
                       "gcs": ray.get_runtime_context().gcs_address, "owner": client.info()["owner"]}), flush=True)
     for line in sys.stdin:
         message = json.loads(line)
+        # a request that hangs shows where, in this driver's log, before the test gives up
+        faulthandler.dump_traceback_later(40, exit=False)
         if message["op"] == "create":
             rows = [{"tag": message["tag"], "n": i} for i in range(message["n"])]
             result = client.create_items("Own", "Rows", rows)
@@ -52,6 +55,7 @@ def main() -> int:
             for item in client.get_items("Own", limit=100_000):
                 tags[item["values"]["tag"]] = tags.get(item["values"]["tag"], 0) + 1
             print(json.dumps({"count": client.count_items("Own"), "tags": tags}), flush=True)
+        faulthandler.cancel_dump_traceback_later()
     client.close()
     return 0
 

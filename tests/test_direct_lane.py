@@ -80,12 +80,12 @@ def _compare_lane(lane_client, plain_client) -> None:
     # the clean one-phase batches went by the lane; the failing ones, the backed-up one and the
     # undo did not, and a failing try left no record of its own
     direct = [h["kind"] for h in history if h["direct"]]
-    assert direct == ["create_items", "create_items", "update_items", "delete_items"], history
+    assert direct == ["create_data_context", "create_items", "create_items", "update_items", "delete_items"], history
     assert not any(h["direct"] for h in _history(plain_client))
     lane = lane_client.runtime.lane
-    assert lane.committed == 4 and lane.sent == 7  # 3 tries found errors and were run again
+    assert lane.committed == 5 and lane.sent == 8  # 3 tries found errors and were run again
     workers = lane_client.runtime.info()["workers"]
-    assert sum(w["directCalls"] for w in workers) == 7
+    assert sum(w["directCalls"] for w in workers) == 8
     for participant, left in ray.get(lane_client.runtime.coordinator.leftovers.remote()).items():
         assert not any(left.values()), (participant, left)
 
@@ -94,7 +94,7 @@ def _compare_lane(lane_client, plain_client) -> None:
 def shared(open_store):
     """One store for the tests below that need nothing special of it (each its own contexts)."""
     client = open_store("shared", workers=2, shards=2)
-    assert client.create_data_context("Opening", SCHEMA).success  # its reply opens the lane
+    assert client.create_data_context("Opening", SCHEMA).success
     return client
 
 
@@ -149,9 +149,9 @@ def test_concurrent_increments_of_one_item_lose_nothing(shared):
 def test_a_busy_queue_closes_the_lane(make_client):
     client = make_client("queue", workers=2, shards=2, max_running=1)
     assert client.create_data_context("P", SCHEMA).success
-    assert client.create_items("P", "People", _rows(3)).success  # the lane is open
+    assert client.create_items("P", "People", _rows(3)).success
     lane = client.runtime.lane
-    assert lane.open and lane.committed == 1
+    assert lane.open and lane.committed == 2  # the context and the 3 items: the lane is open
 
     def slow():  # more than a small batch (so it streams), its tail slow
         for i, row in enumerate(_rows(SMALL_BATCH + 30)):
@@ -175,7 +175,7 @@ def test_an_answer_lost_after_the_commit_is_resolved_committed(make_client):
     assert client.create_data_context("P", SCHEMA).success
     result = client.create_items("P", "People", _rows(10), timeout=300)
     assert result.success and result.items_created == 10 and result.duration >= 0.3  # resolved after the wait
-    assert client.runtime.lane.sent == 1 and client.runtime.lane.committed == 1
+    assert client.runtime.lane.sent == 2 and client.runtime.lane.committed == 2  # the context, and this one
     assert client.count_items("P") == 10
     assert client.runtime.batch_record(result.transaction_id)["state"] == "completed"
 

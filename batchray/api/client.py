@@ -465,7 +465,10 @@ def connect(store: str | os.PathLike = DEFAULT_STORE, *, runtime: str = "ray", p
     (``"auto"``); without one the Ray cluster of the store's live owner is joined (see
     :mod:`batchray.core.storage.ownership`), else a local Ray is started; a live owner that
     cannot be joined is a :class:`batchray.errors.StoreInUse` (``STORE_IN_USE``). ``memory_budget`` (bytes, default 512 MB)
-    and ``memory_threshold`` (default 0.8) bound the data in flight. ``shard_apply_delay``
+    and ``memory_threshold`` (default 0.8) bound the data in flight. ``max_running`` (default 5):
+    batches the coordinator runs at once, the others wait in their queues by priority (a small
+    batch of one chunk that a driver sends straight to its participant while nothing waits and a
+    slot is free, the direct lane of :mod:`batchray.core.run.direct`, takes no slot). ``shard_apply_delay``
     (seconds per applied chunk, default 0) models a latency-bound store, for tests and
     benchmarks. ``stall_timeout`` (seconds, default 120): a streaming batch whose driver sends
     nothing for that long (it died, say) is rolled back. ``worker_env`` and ``coordinator_env``:
