@@ -316,10 +316,14 @@ class RayRuntime:
         return ray_get(self.coordinator.allocate.remote(sequence, count))
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def close(self) -> None:
+    def _settle_lane_quietly(self) -> None:
+        """The records of this driver's direct batches written, as far as the coordinator takes them."""
         if self.lane is not None:
-            with contextlib.suppress(Exception):  # the records of its direct batches first
+            with contextlib.suppress(Exception):
                 self.lane.settle()
+
+    def close(self) -> None:
+        self._settle_lane_quietly()
         self.view.close()
         self._backend.close()
 
@@ -327,9 +331,7 @@ class RayRuntime:
         """Stop this store's coordinator, workers and progress actor, then close. The store
         stays on disk; the next runtime starts new actors, which recover it."""
         info = None
-        if self.lane is not None:
-            with contextlib.suppress(Exception):  # the records of its direct batches first
-                self.lane.settle()
+        self._settle_lane_quietly()
         try:
             info = ray_get(self.coordinator.info.remote(), timeout=30)
         except Exception:  # noqa: BLE001 - best effort: kill what can be found by name
@@ -366,28 +368,18 @@ class RayRuntime:
                 direct = self.lane.run(plan, options, keyed=keyed)  # one round trip, to the participant's worker
                 if direct is not None:
                     return direct
-            sent: Any = None
-            if inline_chunks(planned):
-                sent = plain_pickled((options, planned))  # the coordinator unpickles it (submit)
-            else:
+            sent = plain_pickled((options, planned)) if inline_chunks(planned) else None
+            if sent is None:
                 put_chunks(planned)
             # one round trip: the coordinator starts it at once and answers with its result
-            ticket = self.lane.ticket() if self.lane is not None else 0
-            if sent is None:
-                call = self.coordinator.submit.remote(plan.kind, options, planned, plan.total, 0.25 if wait else None)
-            else:
-                call = self.coordinator.submit.remote(plan.kind, None, sent, plan.total, 0.25 if wait else None)
-            submitted = ray_get(call)
-            if self.lane is not None:
-                self.lane.heard(submitted.get("lane"), ticket)  # whether the next small batch may take it
+            # (an inline batch's options and chunks come pickled: the coordinator unpickles them)
+            submitted = self._submit(plan.kind, options if sent is None else None, planned if sent is None else sent,
+                                     plan.total, 0.25 if wait else None)
             txn = submitted["txn"]
             if submitted["prior"] is None and not wait:
                 return txn
             return self._result(txn, plan, _Poller(self, txn, watch), submitted.get("result"))
-        ticket = self.lane.ticket() if self.lane is not None else 0
-        submitted = ray_get(self.coordinator.submit.remote(plan.kind, options, None, plan.total))
-        if self.lane is not None:
-            self.lane.heard(submitted.get("lane"), ticket)
+        submitted = self._submit(plan.kind, options, None, plan.total)
         txn = submitted["txn"]
         if submitted["prior"] is not None:
             return self._result(txn, plan, _Poller(self, txn, watch)) if wait else txn
@@ -400,6 +392,14 @@ class RayRuntime:
         poller = _Poller(self, txn, watch)
         self._feed(txn, plan, poller)
         return self._result(txn, plan, poller)
+
+    def _submit(self, *args: Any) -> dict[str, Any]:
+        """The coordinator's ``submit`` reply; the lane hears from it whether it is open."""
+        ticket = self.lane.ticket() if self.lane is not None else 0  # taken before the call goes
+        submitted = ray_get(self.coordinator.submit.remote(*args))
+        if self.lane is not None:
+            self.lane.heard(submitted.get("lane"), ticket)
+        return submitted
 
     def _feed(self, txn: str, plan: Plan, poller: Optional["_Poller"] = None) -> None:
         """Put each chunk in the object store and hand its ref to the coordinator, then close

@@ -88,9 +88,7 @@ _LANE = SimpleNamespace(commits_one_phase=True)
 def committed_result(plan: Plan, batch: DirectBatch, affected: int, duration: float) -> BatchResult:
     """The result of a direct batch that committed at its participant (``affected`` items)."""
     outcome = Outcome(batch.txn, committed=True, outcomes={batch.participant: "commit"}, affected=affected, chunks=1)
-    result = summarize(plan, outcome, batch.options.atomic, duration, batch_id=batch.txn)
-    result.total_items = batch.total
-    return result
+    return summarize(plan, outcome, batch.options.atomic, duration, batch_id=batch.txn)
 
 
 def register(log: Any, batch: DirectBatch) -> None:
