@@ -7,7 +7,7 @@ import os
 import sqlite3
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import orjson
 
@@ -34,13 +34,15 @@ def make_rows(count: int) -> list[dict[str, Any]]:
     ]
 
 
-def warm_up(client: Any, context: str, collection: str, rows: Any) -> None:
+def warm_up(client: Any, context: str, collection: str, rows: Any, batch_size: Optional[int] = None) -> None:
     """A first small batch that starts the store's actors and their connections, then a status
     read of it, which has the coordinator hand the batch's progress events to the progress
     actor now (they go once a second otherwise), so that the progress actor's first records
     of its metrics (a one-time cost of about 0.15 s of its CPU) are not counted in the batch
-    measured next."""
-    result = client.create_items(context, collection, rows)
+    measured next. With ``batch_size``, ``rows`` go in chunks of that many: as many chunks as
+    the store has shards reach every shard (and so every worker), where one small chunk
+    reaches one."""
+    result = client.create_items(context, collection, rows, **({"batch_size": batch_size} if batch_size else {}))
     assert result.success, result.error
     client.status(result.transaction_id)
 

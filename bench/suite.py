@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .common import COLLECTIONS, make_rows, raw_sqlite_load, raw_sqlite_update
+from .common import COLLECTIONS, make_rows, raw_sqlite_load, raw_sqlite_update, warm_up
 from .contention import contention
 from .import_throughput import import_throughput
 from .peers import duckdb_load, iceberg_rate
@@ -344,6 +344,11 @@ def scaling_latency(suite: Suite):
     rows_in = make_rows(n)
 
     def load(client) -> float:
+        if "Latency" not in client.data_contexts():
+            assert client.create_data_context("Latency", COLLECTIONS).success
+            # warm every worker: one chunk on each of the 4 shards (one small chunk would reach
+            # one shard, and the other workers would open their shards inside the measured batch)
+            warm_up(client, "Latency", "People", rows_in[: 4 * size], batch_size=size)
         return n / load_seconds(client, "Latency", rows_in, batch_size=size)
 
     rates = _scaling(suite, "latency-bound", (1, 2, 4), load, shards=4, shard_apply_delay=0.005)
@@ -362,8 +367,7 @@ def scaling_cpu(suite: Suite):
             assert client.create_data_context("Cpu", PATTERN_COLLECTIONS).success
             # warm every worker: one chunk on each shard (a worker's first chunk compiles the
             # patterns and opens its caches)
-            warm = rows_in[: 4 * suite.sizes.cpu_chunk]
-            assert client.create_items("Cpu", "People", warm, batch_size=suite.sizes.cpu_chunk).success
+            warm_up(client, "Cpu", "People", rows_in[: 4 * suite.sizes.cpu_chunk], batch_size=suite.sizes.cpu_chunk)
         started = time.perf_counter()
         result = client.create_items("Cpu", "People", rows_in, batch_size=suite.sizes.cpu_chunk)
         assert result.success, result.error
