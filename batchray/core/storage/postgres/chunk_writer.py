@@ -49,11 +49,12 @@ class PgWork:
 class PgChunkWriter:
     """The chunk handlers of one participant (its name and row tag ``num``)."""
 
-    def __init__(self, locking: PgLocking) -> None:
+    def __init__(self, locking: PgLocking, items: str) -> None:
         self.locking = locking
         self.name = locking.name
         self.num = locking.num
         self.s = locking.s
+        self.items = items  # the table new items are copied into: the participant's partition
 
     def handlers(self) -> ChunkHandlers[PgWork]:
         return ChunkHandlers(create=self.create, update=self.update, delete=self.delete, restore=self.restore,
@@ -72,7 +73,7 @@ class PgChunkWriter:
             return images
         conn = work.conn
         self.locking.contexts(conn, ref, [context_of(ids[0])], exclusive=False)
-        with conn.cursor().copy(f"COPY {self.s}.items({COPY_COLUMNS}) FROM STDIN") as copy:
+        with conn.cursor().copy(f"COPY {self.items}({COPY_COLUMNS}) FROM STDIN") as copy:
             for data in copy_blocks(rows, self.num, ver):
                 copy.write(data)
         images.created.append((ids[0], ids[-1], len(ids)))
@@ -137,11 +138,13 @@ class PgChunkWriter:
         return images
 
     def _put_items(self, conn, rows: list[tuple[int, str]], ver: int) -> None:
+        # the primary key by its name: (id, part) when items is partitioned, (id) in a store of
+        # format 1; an id is always its owner's, so either finds the row to replace
         if rows:
             conn.execute(
                 f"INSERT INTO {self.s}.items(id, part, vals, ver) "
                 "SELECT w.id, %s, w.vals, %s FROM unnest(%s::bigint[], %s::text[]) AS w(id, vals) "
-                "ON CONFLICT (id) DO UPDATE SET vals = EXCLUDED.vals, ver = EXCLUDED.ver, part = EXCLUDED.part",
+                "ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE SET vals = EXCLUDED.vals, ver = EXCLUDED.ver",
                 (self.num, ver, [i for i, _ in rows], [v for _, v in rows]),
             )
 
