@@ -47,6 +47,14 @@ def warm_up(client: Any, context: str, collection: str, rows: Any, batch_size: O
     client.status(result.transaction_id)
 
 
+def warm_every_shard(client: Any, context: str, collection: str, rows: Any) -> None:
+    """:func:`warm_up` with ``rows`` cut into one chunk per shard of the client's store, so that
+    every worker has applied a chunk (opened its shard's connection, loaded what its first
+    chunk loads) before a bulk load is measured; one small chunk would reach one worker."""
+    shards = len(client.layout.shard_names)
+    warm_up(client, context, collection, rows, batch_size=-(-len(rows) // shards) if shards > 1 else None)
+
+
 def raw_sqlite_load(path: str, rows: list[dict[str, Any]]) -> float:
     """The baseline: the same dicts encoded with orjson and written with ``executemany`` in one
     transaction, encoding included. Returns seconds."""

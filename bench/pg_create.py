@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 import orjson
 import psutil
 
-from .common import COLLECTIONS, make_rows, report, warm_up
+from .common import COLLECTIONS, make_rows, report, warm_every_shard
 
 
 def single_copy(dsn: str, rows: list[dict[str, Any]], cpu: Optional[dict[str, float]] = None) -> float:
@@ -83,7 +83,7 @@ def through_batchray(dsn: str, rows: list[dict[str, Any]], workers: int, batch_s
     client = batchray.connect(url, workers=workers, shards=shards or workers, progress=False)
     try:
         assert client.create_data_context("Bench", COLLECTIONS).success
-        warm_up(client, "Bench", "People", rows[:1000])
+        warm_every_shard(client, "Bench", "People", rows[:1000])
         probed = [probe()] if probe else []
         started = time.perf_counter()
         result = client.create_items("Bench", "People", iter(rows), total=len(rows), batch_size=batch_size)
