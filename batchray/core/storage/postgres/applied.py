@@ -54,7 +54,7 @@ def keep_backups(conn, s: str, num: int, txn: str) -> None:
             conn.execute(f"INSERT INTO {s}.backup_ranges VALUES(%s, %s, %s, %s, %s, %s)",
                          (num, txn, lo, hi, n, data["ver"]))
     item_keys = [int(k) for (t, k) in firsts if t == "items"]
-    now = dict(conn.execute(f"SELECT id, ver FROM {s}.items WHERE id = ANY(%s)", (item_keys,)).fetchall())
+    now = dict(conn.execute(f"SELECT id, ver FROM {s}.items WHERE id = ANY(%s) AND part=%s", (item_keys, num)).fetchall())
     rows = [(num, txn, tbl, key, before, before_ver, now.get(int(key), -1) if tbl == "items" else -1)
             for (tbl, key), (before, before_ver) in firsts.items()]
     if rows:

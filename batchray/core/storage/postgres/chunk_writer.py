@@ -101,8 +101,8 @@ class PgChunkWriter:
         if writes:
             conn.execute(
                 f"UPDATE {self.s}.items AS i SET vals = w.vals, ver = %s "
-                "FROM unnest(%s::bigint[], %s::text[]) AS w(id, vals) WHERE i.id = w.id",
-                (ver, list(writes), list(writes.values())),
+                "FROM unnest(%s::bigint[], %s::text[]) AS w(id, vals) WHERE i.id = w.id AND i.part = %s",
+                (ver, list(writes), list(writes.values()), self.num),
             )
 
     def delete(self, work: PgWork, ref: TxnRef, chunk: DeleteItems, ver: int) -> BeforeImages:
@@ -117,7 +117,7 @@ class PgChunkWriter:
         else:
             current = self.locking.matching(conn, ref, chunk.context_id, chunk.where)
         if current:
-            conn.execute(f"DELETE FROM {self.s}.items WHERE id = ANY(%s)", (list(current),))
+            conn.execute(f"DELETE FROM {self.s}.items WHERE id = ANY(%s) AND part=%s", (list(current), self.num))
         images.items = [(i, v) for i, (v, _) in current.items()]
         images.affected = len(current)
         work.vers.update((i, ver_) for i, (_, ver_) in current.items())
@@ -207,7 +207,8 @@ class PgChunkWriter:
         self.locking.contexts(conn, ref, contexts, exclusive=True)
         rows = conn.execute(
             f"SELECT b.key::bigint, b.before, b.before_ver, b.ver, i.ver FROM {s}.backups b "
-            f"LEFT JOIN {s}.items i ON i.id = b.key::bigint WHERE b.part=%s AND b.txn=%s AND b.tbl='items'",
+            f"LEFT JOIN {s}.items i ON i.id = b.key::bigint AND i.part = b.part "
+            "WHERE b.part=%s AND b.txn=%s AND b.tbl='items'",
             (self.num, chunk.source_txn),
         ).fetchall()
         ranges = conn.execute(
@@ -233,7 +234,8 @@ class PgChunkWriter:
                 f"SELECT id FROM {s}.items WHERE id BETWEEN %s AND %s AND part=%s", (lo, hi, self.num)).fetchall()]
         touched = sorted(set(keys) | set(gone))
         current = {i: (v, cv) for i, v, cv in conn.execute(
-            f"SELECT id, vals, ver FROM {s}.items WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (touched,)).fetchall()}
+            f"SELECT id, vals, ver FROM {s}.items WHERE id = ANY(%s) AND part=%s ORDER BY id FOR UPDATE",
+            (touched, self.num)).fetchall()}
         self._put_items(conn, [(key, before) for key, before, *_ in rows if before is not None], ver)
         if gone:
             conn.execute(f"DELETE FROM {s}.items WHERE id = ANY(%s) AND part=%s", (gone, self.num))
