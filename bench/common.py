@@ -1,6 +1,7 @@
 """Shared benchmark helpers: timing, the raw SQLite baseline, result tables."""
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -119,6 +120,23 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
         target = r.get("target", "")
         ok = "" if r.get("ok") is None else ("  ok" if r["ok"] else "  BELOW TARGET")
         print(f"  {r['metric']:<{width}}  {format_value(r['value']):>16}  {target}{ok}", flush=True)
+
+
+def pg_arguments(description: str, items: int) -> argparse.ArgumentParser:
+    """The arguments of a PostgreSQL bench: ``--dsn`` (default ``$BATCHRAY_TEST_PG_DSN``),
+    ``--items`` and ``--workers``; :func:`pg_dsn` reads the DSN back or stops."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--dsn", default=os.environ.get("BATCHRAY_TEST_PG_DSN"),
+                        help="postgresql://... (default: $BATCHRAY_TEST_PG_DSN)")
+    parser.add_argument("--items", type=int, default=items)
+    parser.add_argument("--workers", type=int, default=2)
+    return parser
+
+
+def pg_dsn(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    if not args.dsn:
+        parser.error('no PostgreSQL: pass --dsn or set BATCHRAY_TEST_PG_DSN (eval "$(bash .ci/postgres.sh start)")')
+    return args.dsn
 
 
 def report(title: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -16,7 +16,6 @@ by process, PostgreSQL's included.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 import uuid
@@ -25,7 +24,7 @@ from typing import Any, Callable, Optional
 import orjson
 import psutil
 
-from .common import COLLECTIONS, make_rows, report, warm_every_shard
+from .common import COLLECTIONS, make_rows, pg_arguments, pg_dsn, report, warm_every_shard
 
 
 def single_copy(dsn: str, rows: list[dict[str, Any]], cpu: Optional[dict[str, float]] = None) -> float:
@@ -133,15 +132,9 @@ def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="batchray bulk create into PostgreSQL vs one COPY")
-    parser.add_argument("--dsn", default=os.environ.get("BATCHRAY_TEST_PG_DSN"),
-                        help="postgresql://... (default: $BATCHRAY_TEST_PG_DSN)")
-    parser.add_argument("--items", type=int, default=1_000_000)
-    parser.add_argument("--workers", type=int, default=2)
+    parser = pg_arguments("batchray bulk create into PostgreSQL vs one COPY", 1_000_000)
     parser.add_argument("--shards", type=int, default=None, help="shards of the store (default: one per worker)")
     parser.add_argument("--batch-size", type=int, default=25_000)
     parser.add_argument("--repeats", type=int, default=1, help="best of this many runs of each")
     args = parser.parse_args()
-    if not args.dsn:
-        parser.error("no PostgreSQL: pass --dsn or set BATCHRAY_TEST_PG_DSN")
-    run(args.dsn, args.items, args.workers, args.batch_size, args.repeats, args.shards)
+    run(pg_dsn(parser, args), args.items, args.workers, args.batch_size, args.repeats, args.shards)

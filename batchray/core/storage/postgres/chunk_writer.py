@@ -98,10 +98,12 @@ class PgChunkWriter:
         return images
 
     def _write_items(self, conn, writes: dict[int, str], ver: int) -> None:
+        # the texts go as a binary text[] (%b): in text format psycopg escapes every quote of
+        # every JSON text with a regular expression, 360 ms for 31,000 items against 56
         if writes:
             conn.execute(
                 f"UPDATE {self.s}.items AS i SET vals = w.vals, ver = %s "
-                "FROM unnest(%s::bigint[], %s::text[]) AS w(id, vals) WHERE i.id = w.id AND i.part = %s",
+                "FROM unnest(%s::bigint[], %b::text[]) AS w(id, vals) WHERE i.id = w.id AND i.part = %s",
                 (ver, list(writes), list(writes.values()), self.num),
             )
 
@@ -139,11 +141,12 @@ class PgChunkWriter:
 
     def _put_items(self, conn, rows: list[tuple[int, str]], ver: int) -> None:
         # the primary key by its name: (id, part) when items is partitioned, (id) in a store of
-        # format 1; an id is always its owner's, so either finds the row to replace
+        # format 1; an id is always its owner's, so either finds the row to replace. The texts
+        # as a binary text[], as in _write_items
         if rows:
             conn.execute(
                 f"INSERT INTO {self.s}.items(id, part, vals, ver) "
-                "SELECT w.id, %s, w.vals, %s FROM unnest(%s::bigint[], %s::text[]) AS w(id, vals) "
+                "SELECT w.id, %s, w.vals, %s FROM unnest(%s::bigint[], %b::text[]) AS w(id, vals) "
                 "ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE SET vals = EXCLUDED.vals, ver = EXCLUDED.ver",
                 (self.num, ver, [i for i, _ in rows], [v for _, v in rows]),
             )

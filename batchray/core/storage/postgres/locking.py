@@ -169,11 +169,27 @@ class PgLocking:
         return got
 
     def matching(self, conn, ref: TxnRef, context_id: int, where: str) -> dict[int, tuple[str, int]]:
-        """Lock the items of a context that match ``where``; ``{id: (vals, ver)}``."""
+        """Lock the items of a context that match ``where``; ``{id: (vals, ver)}``.
+
+        First all of them in one statement that does not wait (``NOWAIT``, in a savepoint):
+        when no other transaction holds any of them, the common case, the predicate is
+        evaluated once. When one does, that statement is undone, the free items are locked
+        (``SKIP LOCKED``), the others found by a second evaluation and waited for (wait-die,
+        their predicate checked again on the version their holder leaves)."""
+        psycopg = psycopg_module()
         fragment, params = where_sql(where)
         lo, hi = context_range(context_id)
         base = f"FROM {self.s}.items WHERE id BETWEEN %s AND %s AND part=%s AND ({fragment})"
         args = [lo, hi, self.num, *params]
+        conn.execute("SAVEPOINT batchray_match")
+        try:
+            rows = conn.execute(f"SELECT id, vals, ver {base} ORDER BY id FOR UPDATE NOWAIT", args).fetchall()
+        except psycopg.errors.LockNotAvailable:
+            conn.execute("ROLLBACK TO SAVEPOINT batchray_match")
+            conn.execute("RELEASE SAVEPOINT batchray_match")
+        else:
+            conn.execute("RELEASE SAVEPOINT batchray_match")
+            return {i: (v, ver) for i, v, ver in rows}
         got = {i: (v, ver) for i, v, ver in conn.execute(
             f"SELECT id, vals, ver {base} ORDER BY id FOR UPDATE SKIP LOCKED", args).fetchall()}
         matching = [i for (i,) in conn.execute(f"SELECT id {base}", args).fetchall()]
