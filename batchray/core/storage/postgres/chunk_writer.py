@@ -49,12 +49,12 @@ class PgWork:
 class PgChunkWriter:
     """The chunk handlers of one participant (its name and row tag ``num``)."""
 
-    def __init__(self, locking: PgLocking, items: str) -> None:
+    def __init__(self, locking: PgLocking) -> None:
         self.locking = locking
         self.name = locking.name
         self.num = locking.num
         self.s = locking.s
-        self.items = items  # the table new items are copied into: the participant's partition
+        self.items = locking.store.items_table(self.num)  # where new items are copied: the participant's partition
 
     def handlers(self) -> ChunkHandlers[PgWork]:
         return ChunkHandlers(create=self.create, update=self.update, delete=self.delete, restore=self.restore,

@@ -104,7 +104,7 @@ class PgParticipant(StoreParticipant[PgWork]):
         self.gid_prefix = f"{GID_PREFIX}:{store.schema}:{name}:"
         self.locking = PgLocking(store, name, self.num)
         self.fence = PgFence(store, name, self.locking.context_class, self.lock_timeout)
-        self.handlers = PgChunkWriter(self.locking, store.items_table(self.num)).handlers()
+        self.handlers = PgChunkWriter(self.locking).handlers()
         self._txns: dict[str, _Tx] = {}
         self._txns_mutex = threading.Lock()
         # transactions PostgreSQL refused to prepare (no slot left, a full disk), and why: a

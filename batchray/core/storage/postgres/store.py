@@ -25,12 +25,12 @@ first use, fixes the shard count, and numbers the participants. The participant 
 own (``items_p<num>``, attached when the participant is numbered), so the shards' bulk creates,
 each a ``COPY`` straight into its partition, never extend one heap together (with two writers
 PostgreSQL spent about 10 % more CPU, and four took 15 % longer, on one table: ``python -m
-bench.pg_create``, ``docs/performance.md``). Every other statement names ``items`` (the parent) and
-so reads and writes any participant's rows the same way; those that read or change a
-participant's own rows also name its ``part``, so that PostgreSQL opens that partition only
-(an update joined with ``items`` without it probed every partition, and was slower than
-on one table). The primary key is ``(id, part)``
-(a partitioned table's unique keys hold its partition key), ids being unique by allocation.
+bench.pg_create``, ``docs/performance.md``). Every other statement names ``items`` (the
+parent) and so reads and writes any participant's rows the same way; those that read or change
+a participant's own rows also name its ``part``, so that PostgreSQL opens that partition only
+(an update joined with ``items`` without it probed every partition, and was slower than on one
+table). The primary key is ``(id, part)`` (a partitioned table's unique keys hold its
+partition key), ids being unique by allocation.
 A store made before partitioning (format 1: ``items`` one table, primary key ``id``) is served
 as it is: the same statements, its creates copied into ``items``.
 """
