@@ -18,6 +18,7 @@ figures are printed too. It starts a Ray of its own; run it on an otherwise idle
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -181,6 +182,7 @@ def main(argv: list[str]) -> None:
         if client is not None:
             client.shutdown()
         ray.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
         time.sleep(0.5)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,7 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
     notebook = read(name)
+    temp_before = set(Path(tempfile.gettempdir()).glob("batchray-*"))
     client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path / "examples")}})
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
@@ -79,6 +81,8 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     printed = "".join(out.get("text", "") for out in code[0].outputs if out.output_type == "stream").strip()
     assert Path(printed).parent == Path(sys.executable).parent, "the kernel runs another Python"
     assert all(cell.execution_count for cell in code)
+    left = set(Path(tempfile.gettempdir()).glob("batchray-*")) - temp_before
+    assert not left, f"the notebook left its temporary folders behind: {sorted(map(str, left))}"
     if name == "postgres_and_clusters.ipynb":
         text = "".join(out.get("text", "") for cell in code for out in cell.outputs)
         skipped = "skipped: no PostgreSQL" in text
