@@ -11,7 +11,9 @@ batch as a user sees it: planning and chunking on the driver, validation and enc
 workers, COPY into each shard's open transaction, PREPARE TRANSACTION, the logged decision and
 COMMIT PREPARED. Target: at least 0.8 of the baseline's rows/s. Both run in schemas of their
 own, dropped afterwards. Prints a table and the JSON of the result (see bench/common.py), with
-the load average before and after. ``python -m bench.cpu_profile pg`` splits the same run's CPU
+the load average before and after and the share of the machine's CPU time left idle during
+batchray's batch (on two cores the load is CPU-bound: what stays idle is time a shard or the
+driver waited). ``python -m bench.cpu_profile pg`` splits the same run's CPU
 by process, PostgreSQL's included.
 """
 from __future__ import annotations
@@ -107,15 +109,25 @@ def through_batchray(dsn: str, rows: list[dict[str, Any]], workers: int, batch_s
 TARGET = 0.8
 
 
+def idle_share(before: Any, after: Any) -> float:
+    """The share of the machine's CPU time (every core) left idle between two
+    ``psutil.cpu_times()`` readings: what a CPU-bound load did not use."""
+    spent = sum(after) - sum(before)
+    idle = sum(getattr(after, name, 0.0) - getattr(before, name, 0.0) for name in ("idle", "iowait"))
+    return idle / spent if spent > 0 else 0.0
+
+
 def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25_000, repeats: int = 1,
         shards: Optional[int] = None) -> dict:
     rows = make_rows(items)
     load_before = os.getloadavg()
     copy_seconds = min(single_copy(dsn, rows) for _ in range(repeats))
-    timings = [through_batchray(dsn, rows, workers, batch_size, shards) for _ in range(repeats)]
+    timings = [through_batchray(dsn, rows, workers, batch_size, shards, probe=psutil.cpu_times)
+               for _ in range(repeats)]
     batch_seconds, facts = min(timings, key=lambda t: t[0])
     copy_rate, batch_rate = items / copy_seconds, items / batch_seconds
     ratio = batch_rate / copy_rate
+    idle = idle_share(*facts.pop("probe"))
     return report(
         f"PostgreSQL bulk create, {workers} workers",
         [
@@ -125,6 +137,7 @@ def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25
              "ok": ratio >= TARGET},
             {"metric": "single COPY seconds", "value": round(copy_seconds, 3)},
             {"metric": "batchray seconds", "value": round(batch_seconds, 3)},
+            {"metric": "machine idle during batchray's batch (share of all cores)", "value": round(idle, 3)},
         ],
         {"items": items, "workers": workers, "shards": shards or workers, "batchSize": batch_size,
          "loadAverage": {"before": load_before, "after": os.getloadavg()}, **facts},
