@@ -17,7 +17,7 @@ from batchray.core.storage.decision_log import DecisionLog
 from batchray.core.storage.ownership import claim, owner_record
 from batchray.core.run.executor import Executor
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD, MemoryBudget, NodePressure
-from batchray.core.run.service import CoordinatorService
+from batchray.core.run.service import CoordinatorService, FeedReply
 from batchray.core.storage.store import CATALOG
 from batchray.core.txn.twophase import recover
 
@@ -318,7 +318,7 @@ class TransactionCoordinator:
             options, planned = pickle.loads(planned)
         return self.service.submit(kind, options, planned, total, wait)
 
-    def feed(self, txn: str, planned: list) -> bool:
+    def feed(self, txn: str, planned: list) -> FeedReply:
         return self.service.feed(txn, planned)
 
     def keep_alive(self, txn: str) -> bool:

@@ -41,6 +41,9 @@ from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable
 
 FEED_GROUP = 8
 """Chunks handed to the coordinator per call when the input is held in memory."""
+
+_NO_MORE = object()
+"""The end of a plan's chunks, for ``next``."""
 BUNDLE_CHUNK_BYTES = 16 << 10
 """Chunks estimated at most this size are put in the object store several to an object."""
 BUNDLE_BYTES = 128 << 10
@@ -417,6 +420,8 @@ class RayRuntime:
         group: list[Any] = []
         group_bytes = 0
         group_max = FEED_GROUP if plan.holds_input else 1
+        # each reply says what every shard has done: a create places its next chunks by it
+        load = plan.chunker.place_by_load() if plan.chunker is not None else None
 
         def send() -> None:
             nonlocal group, group_bytes
@@ -427,14 +432,27 @@ class RayRuntime:
                 feeds.append((self.coordinator.feed.remote(txn, group), group_bytes))
                 group, group_bytes = [], 0
 
+        def settle_oldest() -> bool:
+            """Wait for the oldest feed call's reply; False when the batch takes no more input."""
+            nonlocal pending
+            ref, nbytes = feeds.pop(0)
+            pending -= nbytes
+            reply = ray_get(ref)
+            if reply and load is not None:
+                load.observe(reply.done)
+            return bool(reply)
+
         try:
-            for pc in plan.chunks:
-                while feeds and (len(feeds) >= 4 or pending + pc.nbytes > headroom):
-                    ref, nbytes = feeds.pop(0)
-                    pending -= nbytes
-                    if not ray_get(ref):
-                        stopped = True  # cancelled or failed: it takes no more input
-                        break
+            chunks = iter(plan.chunks)
+            while not stopped:
+                # room for another call first, so that the next chunk is placed by the latest reply
+                while not stopped and len(feeds) >= 4:
+                    stopped = not settle_oldest()  # False: cancelled or failed, it takes no more input
+                pc = _NO_MORE if stopped else next(chunks, _NO_MORE)
+                if pc is _NO_MORE:
+                    break
+                while not stopped and feeds and pending + pc.nbytes > headroom:
+                    stopped = not settle_oldest()
                 if stopped:
                     break
                 group.append(pc)

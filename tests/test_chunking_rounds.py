@@ -2,24 +2,15 @@
 sink's chunks), every row still given one id and its own request index."""
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from batchray.core.model.columnar import ColumnLists
 from batchray.core.plan.chunking import CreateChunker, even_round
+from id_source import fresh_ids
 
 
 def cut(total: int, *, even: bool, shards: int = 2, max_rows: int = 22_000) -> list:
-    counter = itertools.count(1_000)
-
-    def allocate(n: int) -> int:
-        first = next(counter)
-        for _ in range(n - 1):
-            next(counter)
-        return first
-
-    chunker = CreateChunker([f"s{i}" for i in range(shards)], allocate, schema=None, max_rows=max_rows,
+    chunker = CreateChunker([f"s{i}" for i in range(shards)], fresh_ids(1_000), schema=None, max_rows=max_rows,
                             max_bytes=1 << 40, even_rounds=even)
     rows = ColumnLists(["n"], [list(range(total))])
     return list(chunker.columnar_chunks([rows], start_index=7))

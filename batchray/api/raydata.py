@@ -207,13 +207,13 @@ class ItemsDatasink(Datasink[dict]):
                 pc.chunk = ray.put(pc.chunk)
                 keys.append(pc.key)
                 while len(feeds) >= FEEDS_IN_FLIGHT:
-                    open_ = ray_get(feeds.pop(0)) and open_
+                    open_ = bool(ray_get(feeds.pop(0))) and open_  # a FeedReply: false once it takes no more
                 if not open_:
                     break
                 feeds.append(coordinator.feed.remote(txn, [pc]))
             rows_read += sum(len(batch) for batch in rows)
             for ref in feeds:
-                open_ = ray_get(ref) and open_
+                open_ = bool(ray_get(ref)) and open_
             feeds = []
             # the chunks are objects this task owns: they must reach the workers before the
             # next block is pulled (upstream code that may kill this process runs then)

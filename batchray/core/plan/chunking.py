@@ -15,6 +15,7 @@ import sys
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from batchray.core.model.columnar import ColumnarRows, is_columnar
+from batchray.core.plan.placement import ShardLoad
 from batchray.core.txn.chunks import CreateItems, PlannedChunk
 from batchray.errors import PlanError
 from batchray.core.model.batch import Operation
@@ -170,6 +171,15 @@ class CreateChunker:
     of at most 22,000 rows, two shards: four chunks of 15,625 rows, not two of 22,000 and a
     third of 18,500 all on one shard). Off by default: the ids then follow the same rounds as
     :meth:`chunks` gives the same rows as dicts.
+
+    ``load`` (a :class:`~batchray.core.plan.placement.ShardLoad`; or set by
+    :meth:`place_by_load` before the first chunk is cut, by a runtime that reports what each
+    shard has done): the rows of a round larger than one chunk are cut into chunks of
+    consecutive rows, each placed as a small round's is (its own block of
+    ``rows * shard_count`` ids, all on one shard) on the shard with the fewest rows waiting, so
+    that a slower shard gets fewer rows instead of pacing the batch. The ids still follow the
+    input's order (each chunk's block comes after the one before); they are spread
+    ``shard_count`` apart. Without it, rounds are dealt in equal strided shares as above.
     """
 
     def __init__(
@@ -182,8 +192,10 @@ class CreateChunker:
         max_bytes: int = 8 << 20,
         chunk_ids: Optional[Iterator[int]] = None,
         even_rounds: bool = False,
+        load: Optional[ShardLoad] = None,
     ) -> None:
         self.shards = list(shard_names)
+        self.load = load
         self.even_rounds = even_rounds
         self.allocate = allocate
         self.schema = schema
@@ -192,6 +204,14 @@ class CreateChunker:
         self.ids_used: list[tuple[int, int, int]] = []  # (first, count, step): ids handed out, in input order
         self.rows_read = 0
         self._chunk_ids = chunk_ids if chunk_ids is not None else iter(range(1 << 62))
+
+    def place_by_load(self) -> Optional[ShardLoad]:
+        """Place the chunks still to be cut by load (see the class docstring) and return the
+        :class:`~batchray.core.plan.placement.ShardLoad` to report each shard's rows done to;
+        None for one shard (nothing to choose)."""
+        if self.load is None and len(self.shards) > 1:
+            self.load = ShardLoad(self.shards)
+        return self.load
 
     def _rows_per_chunk(self, sample: list[Any]) -> tuple[int, int]:
         """``(rows per chunk, estimated bytes per row)`` from a sample of rows."""
@@ -217,6 +237,11 @@ class CreateChunker:
             self.rows_read += len(batch)
             if n > 1 and len(batch) <= per_chunk:
                 yield self._one_shard(batch, per_row, index)
+                index += len(batch)
+                continue
+            if n > 1 and self.load is not None:
+                for start in range(0, len(batch), per_chunk):
+                    yield self._one_shard(batch[start:start + per_chunk], per_row, index + start)
                 index += len(batch)
                 continue
             first = self.allocate(len(batch))
@@ -255,6 +280,14 @@ class CreateChunker:
                     yield self._one_shard(part, per_row, index)
                     index += count
                     continue
+                if self.load is not None:
+                    per_chunk = per_round // n
+                    for at in range(0, count, per_chunk):
+                        piece = part.slice(at, min(count, at + per_chunk))
+                        self.rows_read += len(piece)
+                        yield self._one_shard(piece, per_row, index + at)
+                    index += count
+                    continue
                 first = self.allocate(count)
                 self.ids_used.append((first, count, 1))
                 self.rows_read += count
@@ -283,11 +316,13 @@ class CreateChunker:
             index += self.rows_read - before
 
     def _one_shard(self, batch: Any, per_row: int, index: int) -> PlannedChunk:
-        """A round that fits one chunk (a list of dicts or columnar rows), all of it on one
-        shard (see the class docstring)."""
+        """A round that fits one chunk, or a chunk placed by ``load`` (a list of dicts or
+        columnar rows), all of it on one shard (see the class docstring)."""
         n = len(self.shards)
         chunk_id = next(self._chunk_ids)
-        shard = chunk_id % n
+        shard = self.load.pick(chunk_id) if self.load is not None else chunk_id % n
+        if self.load is not None:
+            self.load.sent(shard, len(batch))
         first = self.allocate(len(batch) * n)
         start = first + (shard - first) % n
         self.ids_used.append((start, len(batch), n))

@@ -63,6 +63,19 @@ again whether its batch still takes input (a release wakes it at once)."""
 
 
 @dataclass
+class FeedReply:
+    """The answer to a feed call: whether the batch took the chunks (the reply's truth), and
+    the rows each participant is done with so far (applied or rejected), from which the feeder
+    places its next chunks (:class:`~batchray.core.plan.placement.ShardLoad`)."""
+
+    accepted: bool
+    done: dict[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.accepted
+
+
+@dataclass
 class BatchRun:
     txn: str
     ts: int
@@ -86,6 +99,7 @@ class BatchRun:
     keys: set = field(default_factory=set)  # the keys of the keyed chunks fed (PlannedChunk.key)
     heard: float = 0.0  # monotonic time of the feeder's last keep-alive
     applied: set = field(default_factory=set)  # the keys of the keyed chunks whose apply ended
+    done_rows: dict = field(default_factory=dict)  # participant -> rows of its chunks whose apply ended
     applied_changed: threading.Condition = field(default_factory=threading.Condition)
 
     def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[Optional[PlannedChunk]]:
@@ -235,16 +249,17 @@ class CoordinatorService:
         name = type(getattr(pc.chunk, "bundle", pc.chunk)).__name__
         self.chunk_types[name] = self.chunk_types.get(name, 0) + 1
 
-    def feed(self, txn: str, planned: list[PlannedChunk]) -> bool:
+    def feed(self, txn: str, planned: list[PlannedChunk]) -> FeedReply:
         """Queue more chunks, reserving their bytes first. Blocks while the batch is queued
         (a waiting batch holds no budget, so it cannot starve the running ones) and while the
-        budget is full or the node is under memory pressure. False means the batch no longer
-        takes input (finished, failed or cancelled)."""
+        budget is full or the node is under memory pressure. A false reply means the batch no
+        longer takes input (finished, failed or cancelled)."""
         run = self._run(txn)
         with self._lock:
             run.feeding += 1
         try:
-            return self._feed(run, planned)
+            accepted = self._feed(run, planned)
+            return FeedReply(accepted, dict(run.done_rows))
         finally:
             with self._lock:
                 run.feeding -= 1
@@ -382,6 +397,7 @@ class CoordinatorService:
             unsent["at"] = time.monotonic()
 
         def on_chunk(pc, images, error):
+            run.done_rows[pc.participant] = run.done_rows.get(pc.participant, 0) + pc.count
             if pc.key is not None:
                 with run.applied_changed:
                     run.applied.add(pc.key)
