@@ -27,6 +27,7 @@ import orjson
 import psutil
 
 from .common import COLLECTIONS, make_rows, pg_arguments, pg_dsn, report, warm_every_shard
+from .cpu_timeline import CpuTimeline
 
 
 def single_copy(dsn: str, rows: list[dict[str, Any]], cpu: Optional[dict[str, float]] = None) -> float:
@@ -118,16 +119,30 @@ def idle_share(before: Any, after: Any) -> float:
 
 
 def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25_000, repeats: int = 1,
-        shards: Optional[int] = None) -> dict:
+        shards: Optional[int] = None, show_timeline: bool = False) -> dict:
+    """Measure and report; ``show_timeline``: print the CPU timeline of batchray's (first)
+    batch, process by process (:mod:`bench.cpu_timeline`)."""
     rows = make_rows(items)
     load_before = os.getloadavg()
     copy_seconds = min(single_copy(dsn, rows) for _ in range(repeats))
-    timings = [through_batchray(dsn, rows, workers, batch_size, shards, probe=psutil.cpu_times)
-               for _ in range(repeats)]
+    timeline: Optional[CpuTimeline] = None
+
+    def probe() -> Any:  # the machine's CPU times, and the timeline's start and end
+        nonlocal timeline
+        if show_timeline:
+            if timeline is None:
+                timeline = CpuTimeline().__enter__()
+            else:
+                timeline.__exit__()
+        return psutil.cpu_times()
+
+    timings = [through_batchray(dsn, rows, workers, batch_size, shards, probe=probe) for _ in range(repeats)]
     batch_seconds, facts = min(timings, key=lambda t: t[0])
     copy_rate, batch_rate = items / copy_seconds, items / batch_seconds
     ratio = batch_rate / copy_rate
     idle = idle_share(*facts.pop("probe"))
+    if timeline is not None:
+        timeline.print()
     return report(
         f"PostgreSQL bulk create, {workers} workers",
         [
@@ -149,5 +164,7 @@ if __name__ == "__main__":
     parser.add_argument("--shards", type=int, default=None, help="shards of the store (default: one per worker)")
     parser.add_argument("--batch-size", type=int, default=25_000)
     parser.add_argument("--repeats", type=int, default=1, help="best of this many runs of each")
+    parser.add_argument("--timeline", action="store_true",
+                        help="print the CPU each process used, every 0.1 s of batchray's first batch")
     args = parser.parse_args()
-    run(pg_dsn(parser, args), args.items, args.workers, args.batch_size, args.repeats, args.shards)
+    run(pg_dsn(parser, args), args.items, args.workers, args.batch_size, args.repeats, args.shards, args.timeline)
