@@ -13,11 +13,14 @@ COMMIT PREPARED. Target: at least 0.8 of the baseline's rows/s. Both run in sche
 own, dropped afterwards. Prints a table and the JSON of the result (see bench/common.py), with
 the load average before and after and the share of the machine's CPU time left idle during
 batchray's batch (on two cores the load is CPU-bound: what stays idle is time a shard or the
-driver waited). ``python -m bench.cpu_profile pg`` splits the same run's CPU
+driver waited). ``--timeline`` also prints the cores each process used every 0.1 s of that batch
+(``bench/cpu_timeline.py``), ``--waits`` what the shards' PostgreSQL backends waited for
+(``bench/pg_waits.py``, from ``pg_stat_activity``). ``python -m bench.cpu_profile pg`` splits the same run's CPU
 by process, PostgreSQL's included.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import uuid
@@ -28,6 +31,7 @@ import psutil
 
 from .common import COLLECTIONS, make_rows, pg_arguments, pg_dsn, report, warm_every_shard
 from .cpu_timeline import CpuTimeline
+from .pg_waits import PgWaits
 
 
 def single_copy(dsn: str, rows: list[dict[str, Any]], cpu: Optional[dict[str, float]] = None) -> float:
@@ -119,21 +123,24 @@ def idle_share(before: Any, after: Any) -> float:
 
 
 def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25_000, repeats: int = 1,
-        shards: Optional[int] = None, show_timeline: bool = False) -> dict:
+        shards: Optional[int] = None, show_timeline: bool = False, show_waits: bool = False) -> dict:
     """Measure and report; ``show_timeline``: print the CPU timeline of batchray's (first)
-    batch, process by process (:mod:`bench.cpu_timeline`)."""
+    batch, process by process (:mod:`bench.cpu_timeline`); ``show_waits``: what the shards'
+    PostgreSQL backends waited for during it (:mod:`bench.pg_waits`)."""
     rows = make_rows(items)
     load_before = os.getloadavg()
     copy_seconds = min(single_copy(dsn, rows) for _ in range(repeats))
-    timeline: Optional[CpuTimeline] = None
+    # entered at the first batch's start (the probe's first call), left at its end (the second)
+    watchers: list[Any] = ([CpuTimeline()] if show_timeline else []) + ([PgWaits(dsn)] if show_waits else [])
+    probes = itertools.count()
 
-    def probe() -> Any:  # the machine's CPU times, and the timeline's start and end
-        nonlocal timeline
-        if show_timeline:
-            if timeline is None:
-                timeline = CpuTimeline().__enter__()
-            else:
-                timeline.__exit__()
+    def probe() -> Any:  # the machine's CPU times, and the watchers' start and end
+        call = next(probes)
+        for watcher in watchers:
+            if call == 0:
+                watcher.__enter__()
+            elif call == 1:
+                watcher.__exit__()
         return psutil.cpu_times()
 
     timings = [through_batchray(dsn, rows, workers, batch_size, shards, probe=probe) for _ in range(repeats)]
@@ -141,8 +148,8 @@ def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25
     copy_rate, batch_rate = items / copy_seconds, items / batch_seconds
     ratio = batch_rate / copy_rate
     idle = idle_share(*facts.pop("probe"))
-    if timeline is not None:
-        timeline.print()
+    for watcher in watchers:
+        watcher.print()
     return report(
         f"PostgreSQL bulk create, {workers} workers",
         [
@@ -166,5 +173,8 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=1, help="best of this many runs of each")
     parser.add_argument("--timeline", action="store_true",
                         help="print the CPU each process used, every 0.1 s of batchray's first batch")
+    parser.add_argument("--waits", action="store_true",
+                        help="print what the shards' PostgreSQL backends waited for during batchray's first batch")
     args = parser.parse_args()
-    run(pg_dsn(parser, args), args.items, args.workers, args.batch_size, args.repeats, args.shards, args.timeline)
+    run(pg_dsn(parser, args), args.items, args.workers, args.batch_size, args.repeats, args.shards, args.timeline,
+        args.waits)
