@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
@@ -145,3 +146,47 @@ def report(title: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None 
     result = {"benchmark": title, "machine": machine(), "results": rows, **(extra or {})}
     print(json.dumps(result))
     return result
+
+
+class Sampler:
+    """A context manager that, while entered, calls :meth:`sample` with the seconds since it
+    was entered, at once and then every ``interval`` seconds, from a thread of its own;
+    :meth:`begin` runs first in that thread, :meth:`end` last (``seconds``: how long it ran)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def begin(self) -> None:
+        """Set up, in the sampling thread, before the first sample."""
+
+    def sample(self, at: float) -> None:
+        raise NotImplementedError
+
+    def end(self) -> None:
+        """Clean up, in the sampling thread, after the last sample."""
+
+    def __enter__(self) -> "Sampler":
+        started = time.perf_counter()
+
+        def run() -> None:
+            self.begin()
+            try:
+                while True:
+                    self.sample(time.perf_counter() - started)
+                    if self._stop.wait(self.interval):
+                        return
+            finally:
+                self.seconds = time.perf_counter() - started
+                self.end()
+
+        self._thread = threading.Thread(target=run, name=type(self).__name__, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

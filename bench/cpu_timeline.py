@@ -13,11 +13,11 @@ then. ``python -m bench.pg_create --timeline`` prints the timeline of batchray's
 from __future__ import annotations
 
 import os
-import threading
-import time
-from typing import Optional
+from typing import Any, Optional
 
 import psutil
+
+from .common import Sampler
 
 ROLES = (("ray::WorkerActor", "worker"), ("ray::TransactionCoordinator", "coordinator"),
          ("ray::ProgressActor", "ray"), ("raylet", "ray"), ("gcs_server", "ray"), ("postgres:", "server"))
@@ -35,47 +35,34 @@ def role_of(process: psutil.Process) -> Optional[str]:
                  or os.path.basename(command.split(" ")[0]) == marker), None)
 
 
-class CpuTimeline:
+class CpuTimeline(Sampler):
     """Samples every ``interval`` seconds while entered; see the module docstring."""
 
     def __init__(self, interval: float = 0.1) -> None:
-        self.interval = interval
+        super().__init__(interval)
         self.samples: list[tuple[float, float, dict[str, float]]] = []  # (at, busy cores, {process: cpu s})
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._processes: list[tuple[psutil.Process, str]] = []
+        self._last_total: Any = None
 
-    def __enter__(self) -> "CpuTimeline":
-        processes = [(p, role) for p in psutil.process_iter() if (role := role_of(p)) is not None]
-        started = time.perf_counter()
+    def begin(self) -> None:
+        self._processes = [(p, role) for p in psutil.process_iter() if (role := role_of(p)) is not None]
+        self._last_total = psutil.cpu_times()
 
-        def sample() -> None:
-            last_total = psutil.cpu_times()
-            while True:
-                used: dict[str, float] = {}
-                for process, role in processes:
-                    try:
-                        times = process.cpu_times()
-                    except psutil.Error:
-                        continue
-                    key = role if role in ("driver", "coordinator", "ray") else f"{role} {process.pid}"
-                    used[key] = used.get(key, 0.0) + times.user + times.system
-                total = psutil.cpu_times()
-                spent = sum(total) - sum(last_total)
-                idle = (total.idle + getattr(total, "iowait", 0.0)) - (last_total.idle + getattr(last_total, "iowait", 0.0))
-                busy = psutil.cpu_count() * (1 - idle / spent) if spent > 0 else 0.0
-                self.samples.append((time.perf_counter() - started, busy, used))
-                last_total = total
-                if self._stop.wait(self.interval):
-                    return
-
-        self._thread = threading.Thread(target=sample, name="cpu-timeline", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+    def sample(self, at: float) -> None:
+        used: dict[str, float] = {}
+        for process, role in self._processes:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            key = role if role in ("driver", "coordinator", "ray") else f"{role} {process.pid}"
+            used[key] = used.get(key, 0.0) + times.user + times.system
+        total, last = psutil.cpu_times(), self._last_total
+        spent = sum(total) - sum(last)
+        idle = (total.idle + getattr(total, "iowait", 0.0)) - (last.idle + getattr(last, "iowait", 0.0))
+        busy = psutil.cpu_count() * (1 - idle / spent) if spent > 0 else 0.0
+        self.samples.append((at, busy, used))
+        self._last_total = total
 
     def lines(self) -> list[str]:
         """One line per interval: its end, busy cores, each process's cores."""

@@ -13,49 +13,35 @@ for batchray's batch; ``docs/performance.md`` (round 7) reads it.
 from __future__ import annotations
 
 import collections
-import threading
-import time
-from typing import Any, Optional
+from typing import Any
+
+from .common import Sampler
 
 QUERY = ("SELECT pid, state, coalesce(wait_event_type || ' ' || wait_event, 'running'), left(query, 12) "
          "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
          "AND state <> 'idle'")
 
 
-class PgWaits:
+class PgWaits(Sampler):
     """Samples while entered; see the module docstring."""
 
     def __init__(self, dsn: str, interval: float = 0.003) -> None:
+        super().__init__(interval)
         self.dsn = dsn
-        self.interval = interval
         self.samples: list[tuple[float, int, str, str, str]] = []  # (at, pid, state, wait, statement)
-        self.seconds = 0.0
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._conn: Any = None
 
-    def __enter__(self) -> "PgWaits":
+    def begin(self) -> None:
         import psycopg
 
-        conn = psycopg.connect(self.dsn, autocommit=True)
-        started = time.perf_counter()
+        self._conn = psycopg.connect(self.dsn, autocommit=True)
 
-        def sample() -> None:
-            try:
-                while not self._stop.wait(self.interval):
-                    at = time.perf_counter() - started
-                    self.samples.extend((at, *row) for row in conn.execute(QUERY).fetchall())
-            finally:
-                self.seconds = time.perf_counter() - started
-                conn.close()
+    def sample(self, at: float) -> None:
+        self.samples.extend((at, *row) for row in self._conn.execute(QUERY).fetchall())
 
-        self._thread = threading.Thread(target=sample, name="pg-waits", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+    def end(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
     def shares(self, backends: int = 2) -> list[tuple[str, int, list[tuple[float, tuple[str, str, str]]]]]:
         """For each half of the sampled time: its name, its number of samples of the
