@@ -23,6 +23,14 @@ ROLES = (("ray::WorkerActor", "worker"), ("ray::TransactionCoordinator", "coordi
          ("ray::ProgressActor", "ray"), ("raylet", "ray"), ("gcs_server", "ray"), ("postgres:", "server"))
 
 
+def idle_share(before: Any, after: Any) -> float:
+    """The share of the machine's CPU time (every core) left idle between two
+    ``psutil.cpu_times()`` readings: what a CPU-bound load did not use."""
+    spent = sum(after) - sum(before)
+    idle = sum(getattr(after, name, 0.0) - getattr(before, name, 0.0) for name in ("idle", "iowait"))
+    return idle / spent if spent > 0 else 0.0
+
+
 def role_of(process: psutil.Process) -> Optional[str]:
     """The process's role by its command line, None for processes of no interest."""
     if process.pid == os.getpid():
@@ -57,10 +65,8 @@ class CpuTimeline(Sampler):
                 continue
             key = role if role in ("driver", "coordinator", "ray") else f"{role} {process.pid}"
             used[key] = used.get(key, 0.0) + times.user + times.system
-        total, last = psutil.cpu_times(), self._last_total
-        spent = sum(total) - sum(last)
-        idle = (total.idle + getattr(total, "iowait", 0.0)) - (last.idle + getattr(last, "iowait", 0.0))
-        busy = psutil.cpu_count() * (1 - idle / spent) if spent > 0 else 0.0
+        total = psutil.cpu_times()
+        busy = psutil.cpu_count() * (1 - idle_share(self._last_total, total))
         self.samples.append((at, busy, used))
         self._last_total = total
 

@@ -30,7 +30,7 @@ import orjson
 import psutil
 
 from .common import COLLECTIONS, make_rows, pg_arguments, pg_dsn, report, warm_every_shard
-from .cpu_timeline import CpuTimeline
+from .cpu_timeline import CpuTimeline, idle_share
 from .pg_waits import PgWaits
 
 
@@ -112,14 +112,6 @@ def through_batchray(dsn: str, rows: list[dict[str, Any]], workers: int, batch_s
 
 
 TARGET = 0.8
-
-
-def idle_share(before: Any, after: Any) -> float:
-    """The share of the machine's CPU time (every core) left idle between two
-    ``psutil.cpu_times()`` readings: what a CPU-bound load did not use."""
-    spent = sum(after) - sum(before)
-    idle = sum(getattr(after, name, 0.0) - getattr(before, name, 0.0) for name in ("idle", "iowait"))
-    return idle / spent if spent > 0 else 0.0
 
 
 def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25_000, repeats: int = 1,

@@ -64,8 +64,9 @@ def test_a_shard_that_applies_nothing_gets_no_more_rows_than_it_holds(columnar: 
     """Shards s0 and s2 apply each chunk at once, s1 nothing: after s1's first chunk every
     chunk goes to s0 or s2, in turn, and each row keeps its id, shard and index."""
     shards, total, per_chunk = 3, 20_000, 1_000
-    load = ShardLoad([f"s{i}" for i in range(shards)])
-    chunker = CreateChunker(load.shards, fresh_ids(), schema=None, max_rows=per_chunk, max_bytes=1 << 40, load=load)
+    chunker = CreateChunker([f"s{i}" for i in range(shards)], fresh_ids(), schema=None, max_rows=per_chunk,
+                            max_bytes=1 << 40)
+    load = chunker.place_by_load()
     if columnar:
         chunks = chunker.columnar_chunks([ColumnLists(["n"], [list(range(total))])], start_index=5)
     else:
@@ -101,10 +102,10 @@ def test_shards_of_different_speeds_get_rows_in_order_of_speed(seed: int) -> Non
     rng = random.Random(seed)
     speeds = rng.sample([0.25, 0.5, 1.0, 2.0], 4)
     per_chunk = rng.randint(300, 900)
-    load = ShardLoad([f"s{i}" for i in range(len(speeds))])
     total = rng.randint(60_000, 90_000)
-    chunker = CreateChunker(load.shards, fresh_ids(), schema=None, max_rows=per_chunk, max_bytes=1 << 40,
-                            load=load)
+    chunker = CreateChunker([f"s{i}" for i in range(len(speeds))], fresh_ids(), schema=None, max_rows=per_chunk,
+                            max_bytes=1 << 40)
+    load = chunker.place_by_load()
     planned, done = [], dict.fromkeys(load.shards, 0)
     for p in chunker.chunks(iter([{"n": i} for i in range(total)])):
         planned.append(p)

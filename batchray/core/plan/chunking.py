@@ -172,12 +172,12 @@ class CreateChunker:
     third of 18,500 all on one shard). Off by default: the ids then follow the same rounds as
     :meth:`chunks` gives the same rows as dicts.
 
-    ``load`` (a :class:`~batchray.core.plan.placement.ShardLoad`; or set by
-    :meth:`place_by_load` before the first chunk is cut, by a runtime that reports what each
-    shard has done): the rows of a round larger than one chunk are cut into chunks of
-    consecutive rows, each placed as a small round's is (its own block of
-    ``rows * shard_count`` ids, all on one shard) on the shard with the fewest rows waiting, so
-    that a slower shard gets fewer rows instead of pacing the batch. The ids still follow the
+    After :meth:`place_by_load` (called before the first chunk is cut, by a runtime that
+    reports what each shard has done to the :class:`~batchray.core.plan.placement.ShardLoad`
+    it returns), the rows of a round larger than one chunk are cut into chunks of consecutive
+    rows, each placed as a small round's is (its own block of ``rows * shard_count`` ids, all
+    on one shard) on the shard with the fewest rows waiting, so that a slower shard gets fewer
+    rows instead of pacing the batch. The ids still follow the
     input's order (each chunk's block comes after the one before); they are spread
     ``shard_count`` apart. Without it, rounds are dealt in equal strided shares as above.
     """
@@ -192,10 +192,9 @@ class CreateChunker:
         max_bytes: int = 8 << 20,
         chunk_ids: Optional[Iterator[int]] = None,
         even_rounds: bool = False,
-        load: Optional[ShardLoad] = None,
     ) -> None:
         self.shards = list(shard_names)
-        self.load = load
+        self.load: Optional[ShardLoad] = None  # set by place_by_load
         self.even_rounds = even_rounds
         self.allocate = allocate
         self.schema = schema
