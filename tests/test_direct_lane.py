@@ -248,3 +248,16 @@ def test_a_record_is_written_once_and_an_unanswered_resolve_leaves_the_batch_to_
     assert log.batch(lost.txn)["state"] == "running"  # registered one-phase: recovery resolves it
     assert log.batch(lost.txn)["request"]["onePhase"] == "shard-0000"
     log.close()
+
+
+def test_a_record_written_late_keeps_its_place_in_the_history(tmp_path):
+    """The lane's record travels to the coordinator after the batch committed; a batch submitted
+    after it but registered before the record arrives is still listed after it."""
+    log = DecisionLog(tmp_path / "log.sqlite")
+    early = DirectBatch("create-7-e", 7, "create_items", "shard-0000", RunOptions(), 5)
+    time.sleep(0.01)
+    log.add_batch("create-8-f", kind="create_items", ts=8)  # registered by the coordinator first
+    assert record(log, early, {"success": True, "state": "completed", "itemsCreated": 5})
+    assert [b["txn"] for b in reversed(log.recent())] == ["create-7-e", "create-8-f"]
+    assert log.batch(early.txn)["submitted"] == pytest.approx(early.submitted)
+    log.close()

@@ -28,7 +28,8 @@ the batch committed (its items are there, atomically) but missing from the batch
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Optional
 
@@ -49,6 +50,7 @@ class DirectBatch:
     participant: str
     options: RunOptions
     total: int
+    submitted: float = field(default_factory=time.time)  # when its driver sent it
 
 
 def direct_request(participant: str) -> dict[str, Any]:
@@ -96,7 +98,8 @@ def register(log: Any, batch: DirectBatch) -> None:
     recovery and the settler resolve at the participant (committed there, or aborted)."""
     options = batch.options
     log.add_batch(batch.txn, kind=batch.kind, queue=options.queue, priority=options.priority, ts=batch.ts,
-                  state="running", idempotency_key=options.idempotency_key, request=direct_request(batch.participant))
+                  state="running", idempotency_key=options.idempotency_key, request=direct_request(batch.participant),
+                  submitted=batch.submitted)
 
 
 def record(log: Any, batch: DirectBatch, result: dict[str, Any], progress: Any = None) -> bool:

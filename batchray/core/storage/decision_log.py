@@ -96,9 +96,12 @@ class DecisionLog:
         state: str = "queued",
         idempotency_key: Optional[str] = None,
         request: Any = None,
+        submitted: Optional[float] = None,
     ) -> None:
-        """Register a batch; one registered ``running`` (it starts now) has its start time too."""
-        now = time.time()
+        """Register a batch, submitted now or at ``submitted`` (a batch recorded after it ran: the
+        history lists batches in the order they were submitted); one registered ``running`` (it
+        started when submitted) has its start time too."""
+        now = time.time() if submitted is None else submitted
         self._write(
             "add",
             "INSERT INTO batches(txn, state, kind, queue, priority, ts, submitted, started, idem_key, request) "

@@ -79,8 +79,10 @@ class PgDecisionLog:
 
     # batches
     def add_batch(self, txn: str, *, kind: str, queue: str = "default", priority: int = 0, ts: int,
-                  state: str = "queued", idempotency_key: Optional[str] = None, request: Any = None) -> None:
-        now = time.time()  # one registered running (it starts now) has its start time too
+                  state: str = "queued", idempotency_key: Optional[str] = None, request: Any = None,
+                  submitted: Optional[float] = None) -> None:
+        # as the SQLite log's: one registered running started when submitted
+        now = time.time() if submitted is None else submitted
         self._run(
             "add",
             f"INSERT INTO {self.s}.batches(txn, state, kind, queue, priority, ts, submitted, started, idem_key, "
