@@ -6,6 +6,8 @@ last test closes the client and checks that the server, and the Ray it started, 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import time
 from contextlib import AsyncExitStack
@@ -64,6 +66,23 @@ class Server:
 
     def log(self) -> str:
         return self.errlog_path.read_text(errors="replace")
+
+    def diagnosis(self) -> str:
+        """What a failed call leaves to go by: the end of the server's stderr and, where py-spy
+        is installed, the Python stacks of the server and of the Ray actors it started."""
+        parts = [f"server stderr (last 4,000 characters):\n{self.log()[-4000:]}"]
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+        for proc in [self.process, *self.descendants()] if spy else []:
+            try:
+                name = proc.name()
+                if proc is not self.process and not name.startswith("ray::"):
+                    continue
+                dump = subprocess.run([spy, "dump", "--pid", str(proc.pid)], capture_output=True, text=True,
+                                      timeout=20)
+                parts.append(f"{name} (pid {proc.pid}):\n{(dump.stdout or dump.stderr)[-3000:]}")
+            except (psutil.Error, subprocess.SubprocessError, OSError) as exc:
+                parts.append(f"pid {proc.pid}: no stack ({exc})")
+        return "\n\n".join(parts)
 
 
 def _server_process(store: Path) -> Any:
@@ -128,7 +147,10 @@ async def server(tmp_path_factory):
 
 
 async def call(srv: Server, name: str, args: dict[str, Any], **kw: Any) -> types.CallToolResult:
-    result = await srv.session.call_tool(name, args, read_timeout_seconds=120, **kw)
+    try:
+        result = await srv.session.call_tool(name, args, read_timeout_seconds=120, **kw)
+    except Exception as exc:  # a timeout among them: say what the server was doing
+        raise AssertionError(f"{name} failed: {exc!r}\n{srv.diagnosis()}") from exc
     assert isinstance(result, types.CallToolResult)
     return result
 
