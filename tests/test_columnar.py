@@ -242,6 +242,39 @@ def test_arrow_rows_stand_for_their_dicts_and_pickle_as_buffers():
     assert buffers  # the values go out of band (Ray's object store keeps them as they are)
 
 
+@pytest.mark.parametrize("by_load", [False, True])
+def test_every_chunk_cut_from_a_large_batch_pickles_with_its_own_rows_only(by_load):
+    """Chunks go to the workers pickled: a chunk whose rows were a view of its batch would carry
+    the whole batch's buffers (120 times its rows here). Strided shares, chunks placed by load
+    and the short last round (on one shard) each carry about their share; also a SparseArrowRows
+    (an import's) slice, which keeps its kind."""
+    import pickle
+
+    from batchray.io.sparse_rows import SparseArrowRows
+
+    batch = arrow_batches(_table(60_250))[0]
+    whole = len(pickle.dumps(batch, protocol=5))
+    taken = [0]
+
+    def allocate(n: int) -> int:
+        taken[0] += n
+        return taken[0] - n
+
+    chunker = CreateChunker(["s0", "s1"], allocate, schema=None, max_rows=500)
+    if by_load:
+        chunker.place_by_load()
+    planned = list(chunker.columnar_chunks([batch]))
+    assert sum(p.count for p in planned) == 60_250 and len(planned) == 121 and planned[-1].count == 250
+    for p in planned:
+        share = whole * p.count / 60_250
+        assert len(pickle.dumps(p.chunk.rows, protocol=5)) < 2 * share + 4096, (p.count, whole)
+    assert rows_of(planned[-1].chunk.rows) == rows_of(batch.slice(60_000, 60_250))
+    sparse_batch = SparseArrowRows(batch.batch)
+    sparse = sparse_batch.slice(100, 600)
+    assert isinstance(sparse, SparseArrowRows) and rows_of(sparse) == rows_of(sparse_batch)[100:600]
+    assert len(pickle.dumps(sparse, protocol=5)) < 2 * whole * 500 / 60_250 + 4096
+
+
 @pytest.mark.postgres
 def test_on_postgresql_a_table_stores_what_its_dicts_store(tmp_path):
     """A PostgreSQL store's participants take columnar chunks through the same validator

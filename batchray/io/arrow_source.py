@@ -60,6 +60,8 @@ class ArrowSource(TypedSource):
     def batches(self) -> Iterator[Any]:
         import pyarrow as pa
 
+        from batchray.io.columnar import compact_batch  # pyarrow: imported with the first file read
+
         try:
             for index in range(self._reader.num_record_batches):
                 batch = self._reader.get_batch(index)
@@ -68,7 +70,7 @@ class ArrowSource(TypedSource):
                                     f"{self.max_decoded_bytes:,} bytes (max_decoded_bytes)", "batch_too_large",
                                     batch=index, size=batch.nbytes, limit=self.max_decoded_bytes)
                 for start in range(0, batch.num_rows, self.batch_rows):
-                    piece = batch if batch.num_rows <= self.batch_rows else _compact(batch.slice(start, self.batch_rows))
+                    piece = batch if batch.num_rows <= self.batch_rows else compact_batch(batch.slice(start, self.batch_rows))
                     self.check_values(piece)
                     yield from self.parts(piece)
                 self._batches_done = index + 1
@@ -80,13 +82,6 @@ class ArrowSource(TypedSource):
         if self._map is not None:
             self._map.close()
             self._map = None
-
-
-def _compact(piece: Any) -> Any:
-    """A copy of ``piece``'s rows alone (a slice would carry, pickled, its whole batch)."""
-    import pyarrow as pa
-
-    return piece.take(pa.array(range(piece.num_rows), pa.int64()))
 
 
 __all__ = ["ArrowSource"]

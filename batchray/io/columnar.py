@@ -131,6 +131,14 @@ JSON_SLICE_ROWS = 4_096
 """Rows whose JSON the kernels write at a time (:func:`joined_json_rows`)."""
 
 
+def compact_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A copy of ``batch`` in buffers of its own. A slice of a record batch is a view of its
+    parent's buffers: pickled (into the object store) it would carry them whole, and kept it
+    keeps them alive. One concatenation per column copies just the rows (a 12,500-row slice of
+    the bench's five columns: 0.02 ms, against 1 ms for ``take``)."""
+    return pa.RecordBatch.from_arrays([pa.concat_arrays([column]) for column in batch.columns], schema=batch.schema)
+
+
 def joined_json_rows(batch: pa.RecordBatch, rows_json: Callable[[pa.RecordBatch], Any]) -> Optional[str]:
     """The JSON array of ``batch``'s rows, ``rows_json`` (a slice -> each row's JSON object as
     an Arrow string array, or ``None``) applied to :data:`JSON_SLICE_ROWS` rows at a time: the
@@ -168,12 +176,22 @@ class ArrowRows:
         return [column_values(column) for column in self.batch.columns]
 
     def slice(self, start: int, stop: int) -> "ArrowRows":
-        return ArrowRows(self.batch.slice(start, max(0, stop - start)))
+        """Rows ``start`` to ``stop`` (exclusive) in buffers of their own (:func:`compact_batch`),
+        unless they are all the rows: a chunk carries its rows only."""
+        part = self.batch.slice(start, max(0, stop - start))
+        return type(self)._of(part if part.num_rows == self.batch.num_rows else compact_batch(part))
+
+    @classmethod
+    def _of(cls, batch: pa.RecordBatch) -> "ArrowRows":
+        """Rows over ``batch`` as it is (a part of rows already made)."""
+        rows = cls.__new__(cls)
+        rows.batch = batch
+        return rows
 
     def take_every(self, offset: int, step: int) -> "ArrowRows":
         # take() copies the rows into new buffers: a chunk carries its own rows only (a pickled
         # slice would carry its parent's whole buffers)
-        return ArrowRows(self.batch.take(pa.array(range(offset, self.batch.num_rows, step), pa.int64())))
+        return type(self)._of(self.batch.take(pa.array(range(offset, self.batch.num_rows, step), pa.int64())))
 
     @property
     def estimated_bytes(self) -> int:

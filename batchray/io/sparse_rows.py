@@ -67,24 +67,6 @@ class SparseArrowRows(ArrowRows):
     def __init__(self, batch: pa.RecordBatch) -> None:
         super().__init__(nan_as_null(batch))
 
-    @classmethod
-    def _of(cls, batch: pa.RecordBatch) -> "SparseArrowRows":
-        """A batch that has no NaN left (a part of one already made sparse)."""
-        rows = cls.__new__(cls)
-        rows.batch = batch
-        return rows
-
-    def slice(self, start: int, stop: int) -> "SparseArrowRows":
-        part = super().slice(start, stop)
-        if len(part) == len(self):
-            return self._of(part.batch)
-        # a copy of its own rows: a pickled slice would carry the whole batch's buffers (a
-        # chunk that is the short last round of a record batch travels with its rows only)
-        return self._of(part.take_every(0, 1).batch)
-
-    def take_every(self, offset: int, step: int) -> "SparseArrowRows":
-        return self._of(super().take_every(offset, step).batch)
-
     @on_kernel_thread
     def json_rows(self) -> Optional[str]:
         """The rows' JSON array without the missing values' keys, built by Arrow's string
