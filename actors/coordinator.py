@@ -23,7 +23,7 @@ from batchray.core.txn.twophase import recover
 
 from actors.metrics import CoordinatorMetrics
 from actors.progress import ProgressActor
-from actors.transport import RayTransport
+from actors.transport import HandedOver, RayTransport
 from actors.worker import STORE_WAIT, WorkerActor, restarted
 
 NAMESPACE = "batchray"
@@ -319,13 +319,13 @@ class TransactionCoordinator:
         return self.service.submit(kind, options, planned, total, wait)
 
     def feed(self, txn: str, planned: list) -> FeedReply:
+        for pc in planned:
+            if isinstance(pc.chunk, HandedOver):  # the coordinator's own object from now on
+                pc.chunk = ray.put(pc.chunk.value)
         return self.service.feed(txn, planned)
 
     def keep_alive(self, txn: str) -> bool:
         return self.service.keep_alive(txn)
-
-    def wait_applied(self, txn: str, keys: list, timeout: float = 30.0) -> Optional[bool]:
-        return self.service.wait_applied(txn, keys, timeout)
 
     def close_input(self, txn: str, total: Optional[int] = None) -> None:
         self.service.close_input(txn, total)

@@ -40,6 +40,18 @@ class InlineChunk:
 
     value: Any
 
+
+@dataclass(frozen=True)
+class HandedOver:
+    """A chunk sent whole in a feed call by a producer whose own objects may die with it: a Ray
+    Data write task, in whose process upstream code (a map) may be killed. The coordinator
+    puts it in the object store as an object of its own when the call arrives
+    (``TransactionCoordinator.feed``), so that once the call has returned nothing of the chunk
+    depends on the producer, which need not wait for its applies."""
+
+    value: Any
+
+
 class _PlainPickler(pickle.Pickler):
     """Pickles plain data only: an object ref or an actor handle is refused (Ray counts the
     references its own serializer sees; one pickled past it could be freed while in use)."""

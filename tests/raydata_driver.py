@@ -3,13 +3,21 @@ test's own Ray cluster by address, does one thing and prints one JSON line per s
 
 ``python tests/raydata_driver.py retry ADDRESS STORE FLAG N``
     Writes N rows (8 blocks, two to a write task); the first write task to pull its second
-    block ``os._exit``s then (once: FLAG marks it), its first block applied, and Ray runs it
+    block ``os._exit``s then (once: FLAG marks it), its first block fed, and Ray runs it
     again.
     Prints the result, the count of items and the count of distinct labels.
 
 ``python tests/raydata_driver.py hang ADDRESS STORE N``
     Starts writing N rows in one write task of two blocks, which sleeps once the first block
-    is applied; the driver then prints ``{"fed": txn}``, and the test SIGKILLs it mid-write.
+    is fed; once some of it is applied the driver prints ``{"fed": txn}``, and the test
+    SIGKILLs it mid-write.
+
+``python tests/raydata_driver.py handover ADDRESS STORE``
+    Opens a sink's batch (one chunk in flight at a time) and holds every shard's SQLite write
+    lock; a Ray task runs the sink's ``write`` on one block of 1,000 rows (two chunks) and
+    ``os._exit``s as soon as it returns: its second chunk has not left the coordinator yet.
+    The locks are let go once the task is dead, and the write completed. Prints the result
+    and the count of items.
 
 ``python tests/raydata_driver.py check ADDRESS STORE TXN``
     Waits until batch TXN is finished (the stall timeout rolls a dead driver's batch back);
@@ -71,7 +79,7 @@ def main() -> None:
                     for position, block in enumerate(blocks):
                         if position == 1 and not flag.exists():
                             flag.touch()
-                            os._exit(1)  # while pulling the second block: the first was applied
+                            os._exit(1)  # while pulling the second block: the first was fed
                         yield block
                 return super().write(pulled(), ctx)
 
@@ -95,7 +103,7 @@ def main() -> None:
                 def pulled():
                     for position, block in enumerate(blocks):
                         if position == 1:
-                            time.sleep(600)  # the first block is applied; the driver gets killed
+                            time.sleep(600)  # the first block is fed; the driver gets killed
                         yield block
                 return super().write(pulled(), ctx)
 
@@ -106,6 +114,50 @@ def main() -> None:
             if sink.txn is not None and (client.status(sink.txn).get("progress") or {}).get("completed"):
                 say(fed=sink.txn)
                 time.sleep(600)
+    elif mode == "handover":
+        handover(client)
+
+
+def handover(client) -> None:
+    import sqlite3
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+    import ray
+    from ray.data.datasource.datasink import WriteResult
+
+    from batchray.api.raydata import ItemsDatasink
+
+    sink = ItemsDatasink(context=CONTEXT, client=client, batch_size=500, parallelism=1)
+    sink.on_write_start()
+    assert len(client.runtime.info()["workers"]) == 2  # both up, their shards open
+    locks = [sqlite3.connect(str(client.layout.participant_path(name)), isolation_level=None, timeout=30)
+             for name in client.layout.shard_names]
+    for conn in locks:
+        conn.execute("BEGIN IMMEDIATE")
+
+    @ray.remote(max_retries=0)
+    def write_and_die(sink, block):
+        sink.write([block], SimpleNamespace(task_idx=0))
+        os._exit(1)  # its chunks fed, the second still waiting at the coordinator
+
+    block = pa.table({"label": [f"r{i}" for i in range(1000)], "n": list(range(1000))})
+    try:
+        ray.get(write_and_die.remote(sink, block))
+        died = False
+    except ray.exceptions.RayError:
+        died = True
+    # time for Ray to learn of the task's death: an object the task itself owned would be lost
+    # by then (OwnerDiedError), as it is once its owner has exited
+    time.sleep(2)
+    for conn in locks:
+        conn.execute("ROLLBACK")
+        conn.close()
+    sink.on_write_complete(WriteResult(1000, 0, [{"task": 0, "rows": 1000, "open": True}]))
+    result = sink.result
+    say(died=died, success=result.success, created=result.items_created, count=client.count_items(CONTEXT),
+        error=result.error)
+
 
 if __name__ == "__main__":
     main()

@@ -56,3 +56,12 @@ def test_a_driver_killed_mid_write_leaves_nothing(cluster, tmp_path):
             driver.wait(timeout=60)
     report = run_driver("check", cluster, store, fed["fed"])
     assert report == {"state": "rolled_back", "count": 0}, report
+
+
+def test_a_write_task_that_dies_once_its_chunks_are_fed_loses_none_of_them(cluster, tmp_path):
+    """A write task does not wait for its chunks' applies: they are the coordinator's once its
+    feed calls return. The shards are locked and one chunk goes at a time, so the task's second
+    chunk is still at the coordinator when the task dies; it is applied all the same."""
+    report = run_driver("handover", cluster, str(tmp_path / "store"))
+    assert report["died"], report
+    assert report["success"] and report["created"] == 1000 and report["count"] == 1000, report

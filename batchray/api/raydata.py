@@ -9,13 +9,14 @@ Writing (:class:`ItemsDatasink`, :func:`write_dataset`):
 * each write task (a Ray task) finds that batch by the same key, cuts its blocks into create
   chunks of it (:meth:`~batchray.core.plan.chunking.CreateChunker.columnar_chunks`: each chunk
   an Arrow record batch, :class:`~batchray.io.columnar.ArrowRows`, no Python value per row in
-  the task; the shard validates the columns and encodes the rows) and feeds them as it goes,
-  through the object store, which holds the batches' buffers as they are (the coordinator
-  gets refs only). The chunks are objects the task owns (Ray 2.56 removed ``ray.put(_owner=)``), so
-  the task waits until its block's chunks are applied before it pulls the next block: the
-  upstream code that may kill it (a map) runs with none of its chunks unfetched. A feed blocks
-  while the memory budget is full, which holds the write tasks back (Ray Data's streaming
-  executor then stops producing blocks);
+  the task; the shard validates the columns and encodes the rows) and feeds them as it goes.
+  Each chunk goes whole in its feed call (``actors.transport.HandedOver``), and the coordinator
+  puts it in the object store as an object of its own (the batches' buffers as they are): an
+  object the task put itself would be lost with the task, which upstream code (a map) may kill
+  while it pulls the next block, and Ray 2.56 removed ``ray.put(_owner=)``. So the task waits
+  for its feed calls' answers before it pulls the next block, never for the applies, and ends
+  as soon as its last block is fed. A feed blocks while the memory budget is full, which holds
+  the write tasks back (Ray Data's streaming executor then stops producing blocks);
 * chunk ids are a function of the task's index and the chunk's place in it, and each chunk is
   fed under its id as key (:attr:`PlannedChunk.key`): a write task that Ray runs again after it
   died sends the same chunks (the same rows, cut the same way), and the coordinator drops those
@@ -49,6 +50,7 @@ from ray.data.datasource.datasink import WriteResult
 
 from actors.coordinator import NAMESPACE, actor_prefix
 from actors.runtime import RayRuntime, ray_get
+from actors.transport import HandedOver
 from batchray.api.client import Client, connect, run_options
 from batchray.api.raydata_source import ItemsDatasource, arrow_schema, read_dataset  # re-exported
 from batchray.core.model.batch import BatchResult
@@ -201,27 +203,21 @@ class ItemsDatasink(Datasink[dict]):
         open_ = True
         for block in blocks:
             rows = arrow_batches(BlockAccessor.for_block(block).to_arrow())
-            keys = []
             for pc in chunker.columnar_chunks(rows, (task << TASK_SHIFT) + rows_read):
                 pc.key = pc.chunk.chunk_id
-                pc.chunk = ray.put(pc.chunk)
-                keys.append(pc.key)
+                pc.chunk = HandedOver(pc.chunk)
                 while len(feeds) >= FEEDS_IN_FLIGHT:
                     open_ = bool(ray_get(feeds.pop(0))) and open_  # a FeedReply: false once it takes no more
                 if not open_:
                     break
                 feeds.append(coordinator.feed.remote(txn, [pc]))
             rows_read += sum(len(batch) for batch in rows)
+            # each chunk is the coordinator's once its feed call returned: the calls are
+            # answered before the next block is pulled (upstream code that may kill this
+            # process runs then), never the applies
             for ref in feeds:
                 open_ = bool(ray_get(ref)) and open_
             feeds = []
-            # the chunks are objects this task owns: they must reach the workers before the
-            # next block is pulled (upstream code that may kill this process runs then)
-            while open_:
-                applied = ray_get(coordinator.wait_applied.remote(txn, keys))
-                if applied is not None:
-                    open_ = applied
-                    break
             if not open_:
                 break  # the batch was decided (a bad row in an atomic batch): stop reading
         return {"task": task, "rows": rows_read, "open": open_}

@@ -98,9 +98,7 @@ class BatchRun:
     send_progress: Optional[Callable[[], None]] = None  # sends the increments summed so far
     keys: set = field(default_factory=set)  # the keys of the keyed chunks fed (PlannedChunk.key)
     heard: float = 0.0  # monotonic time of the feeder's last keep-alive
-    applied: set = field(default_factory=set)  # the keys of the keyed chunks whose apply ended
     done_rows: dict = field(default_factory=dict)  # participant -> rows of its chunks whose apply ended
-    applied_changed: threading.Condition = field(default_factory=threading.Condition)
 
     def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[Optional[PlannedChunk]]:
         """The planned chunks as they are fed, and ``None`` every 50 ms while none is waiting,
@@ -301,24 +299,6 @@ class CoordinatorService:
         run.heard = time.monotonic()
         return not (run.done.is_set() or run.stop is not None)
 
-    def wait_applied(self, txn: str, keys: list[Any], timeout: float = 30.0) -> Optional[bool]:
-        """Wait until the applies of the keyed chunks ``keys`` have ended (applied or failed).
-        True: they have; False: the batch no longer takes input; None: ``timeout`` passed.
-        A producer whose chunks are objects it owns (a Ray Data write task) waits for this
-        before it runs code that may kill it, so that no chunk of its is left unfetched."""
-        run = self._run(txn)
-        end = time.monotonic() + timeout
-        with run.applied_changed:
-            while True:
-                if run.done.is_set() or run.stop is not None:
-                    return False
-                if run.applied.issuperset(keys):
-                    return True
-                left = end - time.monotonic()
-                if left <= 0:
-                    return None
-                run.applied_changed.wait(min(left, 0.05))  # 0.05: the batch may end meanwhile
-
     PROGRESS_EVERY = 0.1
     """Seconds between progress reports of one batch (its increments are summed meanwhile)."""
 
@@ -398,10 +378,6 @@ class CoordinatorService:
 
         def on_chunk(pc, images, error):
             run.done_rows[pc.participant] = run.done_rows.get(pc.participant, 0) + pc.count
-            if pc.key is not None:
-                with run.applied_changed:
-                    run.applied.add(pc.key)
-                    run.applied_changed.notify_all()
             if self.progress is not None:
                 if self.report_chunks or images is None:
                     unsent["done"] += images.affected if images is not None else 0
