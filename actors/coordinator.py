@@ -216,6 +216,12 @@ class ProgressOutbox:
         self.flush()
 
 
+def _adopt(chunk: Any) -> Any:
+    """A chunk handed over (``actors.transport.HandedOver``) made an object of the coordinator's
+    own, once its bytes are reserved; any other chunk as it came."""
+    return ray.put(chunk.value) if isinstance(chunk, HandedOver) else chunk
+
+
 @ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=64, num_cpus=0)
 class TransactionCoordinator:
     """Owns the store's decision log and the 2PC of every batch; see batchray.core.run.service.
@@ -319,10 +325,7 @@ class TransactionCoordinator:
         return self.service.submit(kind, options, planned, total, wait)
 
     def feed(self, txn: str, planned: list) -> FeedReply:
-        for pc in planned:
-            if isinstance(pc.chunk, HandedOver):  # the coordinator's own object from now on
-                pc.chunk = ray.put(pc.chunk.value)
-        return self.service.feed(txn, planned)
+        return self.service.feed(txn, planned, adopt=_adopt)
 
     def keep_alive(self, txn: str) -> bool:
         return self.service.keep_alive(txn)

@@ -45,9 +45,9 @@ class InlineChunk:
 class HandedOver:
     """A chunk sent whole in a feed call by a producer whose own objects may die with it: a Ray
     Data write task, in whose process upstream code (a map) may be killed. The coordinator
-    puts it in the object store as an object of its own when the call arrives
-    (``TransactionCoordinator.feed``), so that once the call has returned nothing of the chunk
-    depends on the producer, which need not wait for its applies."""
+    puts it in the object store as an object of its own once its bytes are reserved in the
+    budget (``TransactionCoordinator.feed``), so that once the call has returned nothing of the
+    chunk depends on the producer, which need not wait for its applies."""
 
     value: Any
 

@@ -211,8 +211,8 @@ def test_service_aging_starts_a_batch_that_waited(local):
 
 def test_a_keyed_chunk_fed_again_is_applied_once_and_keep_alives_hold_off_the_stall(local):
     """A producer that may send a chunk twice (a Ray Data write task run again) keys it: the
-    second one is dropped. Keep-alives count as input for the stall timeout, and without them
-    the batch rolls back."""
+    second one is dropped before the feeder's ``adopt`` sees it. Keep-alives count as input for
+    the stall timeout, and without them the batch rolls back."""
     engine, make_service = local
     service, _ = make_service(stall_timeout=0.6)
     txn = service.submit("create_items", RunOptions())["txn"]
@@ -220,7 +220,15 @@ def test_a_keyed_chunk_fed_again_is_applied_once_and_keep_alives_hold_off_the_st
     again = _planned(engine, 1)  # the same rows cut again: another id, the same key
     for pc in (*first, *again):
         pc.key = "task-0/chunk-0"
-    assert service.feed(txn, first) and service.feed(txn, again)
+    adopted: list = []
+
+    def adopt(chunk):  # the Ray coordinator keeps its own copy of a chunk handed over
+        adopted.append((chunk, service.budget.in_use))
+        return chunk
+
+    assert service.feed(txn, first, adopt) and service.feed(txn, again, adopt)
+    # adopted once, the copy sent again dropped first; its bytes reserved by then
+    assert [chunk for chunk, _ in adopted] == [first[0].chunk] and adopted[0][1] >= first[0].nbytes
     for _ in range(8):  # 1.6 s of keep-alives and no input: longer than the stall timeout
         assert service.keep_alive(txn)
         time.sleep(0.2)

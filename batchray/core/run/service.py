@@ -247,22 +247,25 @@ class CoordinatorService:
         name = type(getattr(pc.chunk, "bundle", pc.chunk)).__name__
         self.chunk_types[name] = self.chunk_types.get(name, 0) + 1
 
-    def feed(self, txn: str, planned: list[PlannedChunk]) -> FeedReply:
+    def feed(self, txn: str, planned: list[PlannedChunk],
+             adopt: Optional[Callable[[Any], Any]] = None) -> FeedReply:
         """Queue more chunks, reserving their bytes first. Blocks while the batch is queued
         (a waiting batch holds no budget, so it cannot starve the running ones) and while the
         budget is full or the node is under memory pressure. A false reply means the batch no
-        longer takes input (finished, failed or cancelled)."""
+        longer takes input (finished, failed or cancelled). ``adopt``: called with each chunk
+        taken (not a keyed one sent again) once its bytes are reserved, it returns what the
+        batch keeps of it (the Ray coordinator makes a chunk sent whole an object of its own)."""
         run = self._run(txn)
         with self._lock:
             run.feeding += 1
         try:
-            accepted = self._feed(run, planned)
+            accepted = self._feed(run, planned, adopt)
             return FeedReply(accepted, dict(run.done_rows))
         finally:
             with self._lock:
                 run.feeding -= 1
 
-    def _feed(self, run: BatchRun, planned: list[PlannedChunk]) -> bool:
+    def _feed(self, run: BatchRun, planned: list[PlannedChunk], adopt: Optional[Callable[[Any], Any]]) -> bool:
         while not run.running.wait(0.05):
             if run.done.is_set() or run.stop is not None:
                 return False
@@ -277,6 +280,8 @@ class CoordinatorService:
                 if run.done.is_set() or run.stop is not None:
                     return False
             pc.reserved = True
+            if adopt is not None:
+                pc.chunk = adopt(pc.chunk)
             while True:
                 if run.done.is_set() or run.stop is not None:
                     self.budget.release(pc.nbytes)
