@@ -156,3 +156,57 @@ def test_read_by_collection_and_query_with_typed_columns_and_by_id_ranges(client
     back = read_dataset(client.layout.root, "People", override_num_blocks=4).to_pandas()
     assert sorted(back["name"]) == sorted([f"p{i}" for i in range(1_000)] + ["late"])
     assert back["__id__"].is_unique
+
+
+def _expected_column(values: list, kind) -> list:
+    """A column as ``read_dataset`` gives it, value by value: text columns ``str`` of any value
+    that is not text, ``""`` null in numeric and checkbox columns."""
+    import pyarrow as pa
+
+    if pa.types.is_string(kind):
+        return [None if v is None else v if isinstance(v, str) else str(v) for v in values]
+    return [None if v == "" else v for v in values]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_page_of_items_becomes_columns_of_the_schemas_types(seed):
+    """Clean pages take the columns' fast path (as they are) and others the value-by-value one:
+    both give the columns the contract names, for text, numeric, checkbox and untyped columns
+    holding any JSON value."""
+    import random
+
+    import orjson
+    import pyarrow as pa
+
+    from batchray.api.raydata_source import _table
+
+    rng = random.Random(seed)
+    kinds = {"text": pa.string(), "number": pa.float64(), "flag": pa.bool_(), "loose": pa.null()}
+    clean = {"text": ["a", "é", None], "number": [1, 2.5, -0.0, None], "flag": [True, False, None],
+             "loose": [3, 7, None]}
+    dirty = {"text": [12, 2.5, True, ""], "number": [""], "flag": [""], "loose": ["x", 1.5, True]}
+    schema = pa.schema([("__id__", pa.int64()), *kinds.items()])
+    for dirty_share in (0.0, 0.05, 0.5):
+        rows, expected = [], {name: [] for name in kinds}
+        for item_id in range(1, 400):
+            values = {}
+            for name in kinds:
+                pool = dirty[name] if rng.random() < dirty_share else clean[name]
+                value = rng.choice(pool)
+                if value is not None or rng.random() < 0.5:  # a missing key and a null read alike
+                    values[name] = value
+                expected[name].append(value)
+            rows.append((item_id * 3, orjson.dumps(values).decode()))
+        table = _table(rows, schema)
+        assert table.column("__id__").to_pylist() == [item_id for item_id, _ in rows], seed
+        for name, kind in kinds.items():
+            column = table.column(name)
+            if pa.types.is_null(kind):  # inferred: as Arrow infers the values, or text
+                try:
+                    want = pa.array(expected[name])
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    want = pa.array(_expected_column(expected[name], pa.string()), pa.string())
+                assert column.combine_chunks().equals(want), (seed, dirty_share, name)
+            else:
+                assert column.type == kind and column.to_pylist() == _expected_column(expected[name], kind), \
+                    (seed, dirty_share, name)

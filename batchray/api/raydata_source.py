@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Iterator, Optional
 
 import orjson
@@ -176,20 +178,34 @@ def _read_span(url: str, shard: str, context_id: int, query: Optional[str], sche
 
 
 def _table(rows: list[tuple[int, str]], schema: pa.Schema) -> pa.Table:
-    values = [orjson.loads(text) for _, text in rows]
-    arrays = [pa.array([item_id for item_id, _ in rows], pa.int64())]
+    """One page of ``(id, JSON text)`` rows as a table of ``schema``'s columns: a string
+    column's values as text (``str`` of a number or a boolean), ``""`` in a numeric or
+    checkbox column as null, an untyped column as Arrow infers it (as text when it cannot).
+    Columns whose values need no change go to Arrow as they are (C-level passes: a key's
+    values by one ``map``, their kinds by one ``set``); the others are changed value by value."""
+    values = list(map(orjson.loads, map(itemgetter(1), rows)))
+    arrays = [pa.array(list(map(itemgetter(0), rows)), pa.int64())]
     for field in list(schema)[1:]:
-        column = [v.get(field.name) for v in values]
+        column = list(map(dict.get, values, repeat(field.name)))
         if pa.types.is_null(field.type):
             try:
                 arrays.append(pa.array(column))
             except (pa.ArrowInvalid, pa.ArrowTypeError):
-                arrays.append(pa.array([None if c is None else str(c) for c in column], pa.string()))
+                arrays.append(pa.array(_as_text(column), pa.string()))
         elif pa.types.is_string(field.type):
-            arrays.append(pa.array([None if c is None else str(c) for c in column], pa.string()))
+            texts = column if set(map(type, column)) <= _TEXT_KINDS else _as_text(column)
+            arrays.append(pa.array(texts, pa.string()))
         else:
-            arrays.append(pa.array([None if c == "" else c for c in column], field.type))
+            arrays.append(pa.array([None if c == "" else c for c in column] if "" in column else column,
+                                   field.type))
     return pa.Table.from_arrays(arrays, names=["__id__", *[f.name for f in list(schema)[1:]]])
+
+
+_TEXT_KINDS = {str, type(None)}
+
+
+def _as_text(column: list[Any]) -> list[Optional[str]]:
+    return [None if c is None else str(c) for c in column]
 
 
 def read_dataset(store: Any, context: str, collection: Optional[str] = None, query: Optional[str] = None,
