@@ -5,6 +5,7 @@ import contextlib
 import os
 import pickle
 import time
+import warnings
 from dataclasses import replace
 from typing import Any, Optional
 
@@ -23,7 +24,11 @@ STORE_WAIT = 120.0
 
 def restarted() -> bool:
     """Whether this actor is a restart (Ray re-created it after its process died)."""
-    return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    with warnings.catch_warnings():
+        # Ray's property reads its own deprecated ``actor_id``: the warning would reach the
+        # user's console from every actor started, about nothing they can change
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=16, num_cpus=0,

@@ -104,3 +104,4 @@ def test_demo_loads_atomically_and_shows_a_rollback(tmp_path):
     assert summary["failedBatchState"] == "rolled_back"
     assert summary["workers"] == 2 and summary["itemsPerSecond"] > 0
     assert "committed 20,000 items" in done.stdout
+    assert "Deprecat" not in done.stdout + done.stderr  # nothing of Ray's internals on the console
