@@ -319,6 +319,21 @@ CONSTRAINED = DataContext.model_validate(
         ],
     }
 )
+# numeric bounds only: checked by column (smallest and largest value), the rest of the fast path as FAST
+BOUNDED = DataContext.model_validate(
+    {
+        "name": "Bounded",
+        "collections": [
+            {"name": "c", "attrs": [
+                {"name": "cat", "type": "categorical"},
+                {"name": "num", "type": "numeric", "min": -10, "max": 10},
+                {"name": "low", "type": "numeric", "min": 0},
+                {"name": "high", "type": "numeric", "max": 100.5},
+                {"name": "box", "type": "checkbox"},
+            ]},
+        ],
+    }
+)
 LONG = "x" * (MAX_STRING + 1)
 ODD_VALUES = [
     None, "", "abc", "12", " 3.5 ", "1e3", "1e400", "-0", "true", "No", "=num + 1", "2024-01-02", "01/02/2024",
@@ -334,6 +349,8 @@ FITTING = {
     "qual": [0.25, 5.0, -1.5, None],
     "num": [1, -2, 3.5, 0, 2**63 - 1, None],
     "box": [True, False, None],
+    "low": [0, 3, 2.5, -0.0, 1e300, -1, -0.5, None],
+    "high": [100.5, 100, -5, -1e300, 101, 100.75, None],
 }
 # values of a type the attribute does not take as is, but that validation may coerce or refuse:
 # the fast path must send them to the row path
@@ -343,6 +360,8 @@ NEAR = {
     "qual": [True, False, (1,), float("nan")],
     "num": ["12", " 3.5 ", "", True, "1e3", "x", 2**64, float("-inf")],
     "box": [1, 0, "true", "no", 2, ""],
+    "low": ["12", "", True, "-3", float("nan")],
+    "high": ["200", "", False, float("inf")],
 }
 
 
@@ -378,7 +397,7 @@ def _dump(rows: list) -> list[bytes]:
     return [orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in rows]
 
 
-@pytest.mark.parametrize("context", [FAST, PLAIN, CONSTRAINED], ids=lambda c: c.name)
+@pytest.mark.parametrize("context", [FAST, PLAIN, CONSTRAINED, BOUNDED], ids=lambda c: c.name)
 @pytest.mark.parametrize("partial", [False, True], ids=["create", "update"])
 @pytest.mark.parametrize("seed", [1, 2, 3, 20240601])
 def test_validate_values_and_row_validator_agree(monkeypatch, context, partial, seed):
@@ -417,7 +436,7 @@ def test_validate_values_and_row_validator_agree(monkeypatch, context, partial, 
 
     bad = {e["index"] - start for e in errors}
     assert 0 < len(bad) < len(rows), f"the sample does not mix good and bad rows {where}"
-    if context is FAST:
+    if context in (FAST, BOUNDED):
         assert fast_chunks > 0, f"no chunk took the fast path {where}"
     assert positions == [p for p in range(len(rows)) if p not in bad], f"different rows accepted {where}"
     for position, expected, got in zip(positions, _dump(good), _dump(fast_good)):
@@ -456,3 +475,18 @@ def test_fast_path_column_checks_at_their_edges():
         positions, good, errors = validator.validate(rows)
         expected_good, expected_errors = validate_values(FAST, rows)
         assert (good, errors) == (expected_good, expected_errors)
+
+
+def test_numeric_bounds_are_checked_by_column_at_their_edges():
+    """A numeric attribute's min and max no longer send every chunk to the row path: a column
+    within them (its ends included) passes whole, one value past either sends the chunk to the
+    row path, which names it."""
+    fast_path = RowValidator(BOUNDED)._chunk_ok
+    assert fast_path([{"num": 10, "low": 0, "high": 100.5}, {"num": -10, "low": 1e18, "high": -1e18}])
+    assert fast_path([{"num": -0.0, "low": -0.0}])
+    for past in ({"num": 10.000001}, {"num": -11}, {"low": -1e-300}, {"high": 100.50001}):
+        rows = [{"num": 1, "low": 1, "high": 1}, {**{"num": 1, "low": 1, "high": 1}, **past}]
+        assert not fast_path(rows), past
+        positions, _, errors = RowValidator(BOUNDED).validate(rows, start_index=7)
+        assert positions == [0] and [(e["index"], e["field"]) for e in errors] == [(8, *past)], past
+    assert RowValidator(CONSTRAINED)._row_path_only  # other constraints: the row path, as before

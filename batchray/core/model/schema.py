@@ -448,6 +448,12 @@ def _same_keys_columns(rows: list[dict[str, Any]]) -> Optional[dict[str, list[An
         return None
 
 
+def _within(numbers: list[Any], low: Optional[float], high: Optional[float]) -> bool:
+    """Whether every number (finite ints and floats) lies within ``low`` and ``high`` (None:
+    no bound), as :func:`coerce_value` checks a numeric attribute's ``min`` and ``max``."""
+    return (low is None or min(numbers) >= low) and (high is None or max(numbers) <= high)
+
+
 def _all_finite(numbers: list[Any]) -> bool:
     """Whether every number (ints and floats) is finite: their sum is finite only if each is
     (a NaN or an infinity makes it NaN or infinite); a sum that overflows is checked value by
@@ -465,9 +471,11 @@ class RowValidator:
 
     :meth:`validate` first checks a whole chunk column by column with C-level passes (every row
     a dict, every key a known attribute, each column's value types allowed, floats finite, ints
-    in range, strings not too long). A chunk that passes is accepted as is; otherwise it falls
-    back to :func:`validate_values` row by row, which names every bad value. Attributes with
-    constraints (required, min/max, allowed, pattern, default) always take the row path.
+    in range, strings not too long, a numeric attribute's ``min`` and ``max`` against the
+    column's smallest and largest value). A chunk that passes is accepted as is; otherwise it
+    falls back to :func:`validate_values` row by row, which names every bad value. Attributes
+    with other constraints (required, allowed, pattern, default, or ``min``/``max`` on an
+    attribute that is not numeric, whose strings may hold numbers) always take the row path.
     """
 
     _FAST_TYPES = {
@@ -485,15 +493,20 @@ class RowValidator:
         attrs = context.attributes()
         self._fast: dict[str, frozenset[type]] = {}
         self._by_value: dict[str, Attribute] = {}
+        self._bounds: dict[str, tuple[Optional[float], Optional[float]]] = {}  # numeric min, max
         self._row_path_only = False
         for name, attr in attrs.items():
+            bounded = attr.min is not None or attr.max is not None
+            numeric = attr.type is AttributeType.numeric
             constrained = (
-                attr.required or attr.min is not None or attr.max is not None
+                attr.required or (bounded and not numeric)
                 or attr.allowed is not None or attr.pattern is not None or attr.default is not None
             )
             kinds = self._FAST_TYPES.get(attr.type, ())
             if constrained or not kinds:
                 self._row_path_only = True
+            elif bounded:
+                self._bounds[name] = (attr.min, attr.max)
             self._fast[name] = frozenset(kinds) | {type(None)}
             if attr.type in (AttributeType.date, AttributeType.color):
                 self._by_value[name] = attr  # checked once per distinct value of a chunk
@@ -543,8 +556,8 @@ class RowValidator:
         (:class:`~batchray.core.model.columnar.ProfiledRows`) pass the checks :meth:`validate`
         makes by column, judged from the profiles alone: when true, every row is valid as it
         is (:meth:`validate` would return them all, unchanged)."""
-        if self._row_path_only or not hasattr(rows, "column_profile"):
-            return False
+        if self._row_path_only or self._bounds or not hasattr(rows, "column_profile"):
+            return False  # bounds: a profile has no float range (the columns are checked instead)
         fast = self._fast
         names = list(rows.names)
         if not set(names) <= fast.keys():
@@ -616,6 +629,8 @@ class RowValidator:
                     return False
                 if int in kinds and (max(column) > _INT_LIMIT or min(column) < -_INT_LIMIT):
                     return False
+                if name in self._bounds and not _within(column, *self._bounds[name]):
+                    return False  # the row path names the values out of bounds
             elif kinds != {bool}:
                 return False  # mixed kinds in one column: check row by row
             attr = self._by_value.get(name)
