@@ -229,17 +229,32 @@ def test_a_keyed_chunk_fed_again_is_applied_once_and_keep_alives_hold_off_the_st
     assert service.feed(txn, first, adopt) and service.feed(txn, again, adopt)
     # adopted once, the copy sent again dropped first; its bytes reserved by then
     assert [chunk for chunk, _ in adopted] == [first[0].chunk] and adopted[0][1] >= first[0].nbytes
+    # a chunk that could not be adopted is not taken: its bytes are free, and sent again it is
+    end = time.monotonic() + 10
+    while service.budget.in_use and time.monotonic() < end:  # the first chunk applied, its bytes free
+        time.sleep(0.01)
+    assert service.budget.in_use == 0
+    failing = _planned(engine, 1)
+    failing[0].key = "task-1/chunk-0"
+
+    def refuse(chunk):
+        raise MemoryError("the object store is full")
+
+    with pytest.raises(MemoryError):
+        service.feed(txn, failing, refuse)
+    assert service.budget.in_use == 0
+    assert service.feed(txn, failing, adopt) and len(adopted) == 2
     for _ in range(8):  # 1.6 s of keep-alives and no input: longer than the stall timeout
         assert service.keep_alive(txn)
         time.sleep(0.2)
-    service.close_input(txn, 1)
+    service.close_input(txn, 2)
     result = service.wait(txn, timeout=30)
-    assert result["success"] and result["itemsCreated"] == 1, result
-    assert engine.count_items("Q") == 1
+    assert result["success"] and result["itemsCreated"] == 2, result
+    assert engine.count_items("Q") == 2
 
     stalled = service.submit("create_items", RunOptions())["txn"]
     assert service.feed(stalled, _planned(engine, 2))
     result = service.wait(stalled, timeout=30)  # no keep-alive: rolled back after 0.6 s
     assert not result["success"] and result["error"]["code"] == "TIMEOUT", result
     assert service.keep_alive(stalled) is False
-    assert engine.count_items("Q") == 1
+    assert engine.count_items("Q") == 2

@@ -281,7 +281,13 @@ class CoordinatorService:
                     return False
             pc.reserved = True
             if adopt is not None:
-                pc.chunk = adopt(pc.chunk)
+                try:
+                    pc.chunk = adopt(pc.chunk)
+                except BaseException:  # not taken: a producer run again sends it again
+                    self.budget.release(pc.nbytes)
+                    with self._lock:
+                        run.keys.discard(pc.key)
+                    raise
             while True:
                 if run.done.is_set() or run.stop is not None:
                     self.budget.release(pc.nbytes)
