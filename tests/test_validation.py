@@ -319,13 +319,15 @@ CONSTRAINED = DataContext.model_validate(
         ],
     }
 )
-# numeric bounds only: checked by column (smallest and largest value), the rest of the fast path as FAST
+# numeric bounds and allowed values only: checked by column (smallest and largest value,
+# distinct values), the rest of the fast path as FAST
 BOUNDED = DataContext.model_validate(
     {
         "name": "Bounded",
         "collections": [
             {"name": "c", "attrs": [
                 {"name": "cat", "type": "categorical"},
+                {"name": "tier", "type": "categorical", "allowed": ["gold", "silver", 1, 2.5]},
                 {"name": "num", "type": "numeric", "min": -10, "max": 10},
                 {"name": "low", "type": "numeric", "min": 0},
                 {"name": "high", "type": "numeric", "max": 100.5},
@@ -351,6 +353,7 @@ FITTING = {
     "box": [True, False, None],
     "low": [0, 3, 2.5, -0.0, 1e300, -1, -0.5, None],
     "high": [100.5, 100, -5, -1e300, 101, 100.75, None],
+    "tier": ["gold", "silver", "", None, "bronze", "Gold"],
 }
 # values of a type the attribute does not take as is, but that validation may coerce or refuse:
 # the fast path must send them to the row path
@@ -362,6 +365,7 @@ NEAR = {
     "box": [1, 0, "true", "no", 2, ""],
     "low": ["12", "", True, "-3", float("nan")],
     "high": ["200", "", False, float("inf")],
+    "tier": [1, 1.0, True, 2.5, 3, False, float("nan")],
 }
 
 
@@ -477,10 +481,11 @@ def test_fast_path_column_checks_at_their_edges():
         assert (good, errors) == (expected_good, expected_errors)
 
 
-def test_numeric_bounds_are_checked_by_column_at_their_edges():
-    """A numeric attribute's min and max no longer send every chunk to the row path: a column
-    within them (its ends included) passes whole, one value past either sends the chunk to the
-    row path, which names it."""
+def test_numeric_bounds_and_allowed_values_are_checked_by_column_at_their_edges():
+    """A numeric attribute's min and max, and allowed values, no longer send every chunk to the
+    row path: a column within the bounds (their ends included) or of allowed values passes
+    whole, one value past a bound or not allowed sends the chunk to the row path, which names
+    it."""
     fast_path = RowValidator(BOUNDED)._chunk_ok
     assert fast_path([{"num": 10, "low": 0, "high": 100.5}, {"num": -10, "low": 1e18, "high": -1e18}])
     assert fast_path([{"num": -0.0, "low": -0.0}])
@@ -489,4 +494,8 @@ def test_numeric_bounds_are_checked_by_column_at_their_edges():
         assert not fast_path(rows), past
         positions, _, errors = RowValidator(BOUNDED).validate(rows, start_index=7)
         assert positions == [0] and [(e["index"], e["field"]) for e in errors] == [(8, *past)], past
+    allowed = RowValidator(BOUNDED)._chunk_ok
+    assert allowed([{"tier": "gold"}, {"tier": ""}, {"tier": None}, {"tier": "silver"}])
+    assert allowed([{"tier": True}]) and allowed([{"tier": 1.0}, {"tier": 2.5}])  # equal to 1, as `in` finds
+    assert not allowed([{"tier": "gold"}, {"tier": "Gold"}])
     assert RowValidator(CONSTRAINED)._row_path_only  # other constraints: the row path, as before

@@ -448,6 +448,22 @@ def _same_keys_columns(rows: list[dict[str, Any]]) -> Optional[dict[str, list[An
         return None
 
 
+_NO_VALUE = {""}
+"""The value that, like None, is no value: no constraint but ``required`` applies to it."""
+
+
+def _hashed(values: Optional[list[Any]]) -> Optional[frozenset[Any]]:
+    """An attribute's ``allowed`` values as a set (membership as ``in`` a list tests it: equal
+    values, ``1``, ``1.0`` and ``True`` among them, hash alike); None when there are none or
+    one cannot be hashed."""
+    if values is None:
+        return None
+    try:
+        return frozenset(values)
+    except TypeError:
+        return None
+
+
 def _within(numbers: list[Any], low: Optional[float], high: Optional[float]) -> bool:
     """Whether every number (finite ints and floats) lies within ``low`` and ``high`` (None:
     no bound), as :func:`coerce_value` checks a numeric attribute's ``min`` and ``max``."""
@@ -472,10 +488,12 @@ class RowValidator:
     :meth:`validate` first checks a whole chunk column by column with C-level passes (every row
     a dict, every key a known attribute, each column's value types allowed, floats finite, ints
     in range, strings not too long, a numeric attribute's ``min`` and ``max`` against the
-    column's smallest and largest value). A chunk that passes is accepted as is; otherwise it
-    falls back to :func:`validate_values` row by row, which names every bad value. Attributes
-    with other constraints (required, allowed, pattern, default, or ``min``/``max`` on an
-    attribute that is not numeric, whose strings may hold numbers) always take the row path.
+    column's smallest and largest value, ``allowed`` values against the column's distinct
+    ones). A chunk that passes is accepted as is; otherwise it falls back to
+    :func:`validate_values` row by row, which names every bad value. Attributes with other
+    constraints (required, pattern, default, ``min``/``max`` on an attribute that is not
+    numeric, whose strings may hold numbers, ``allowed`` values that cannot be hashed) always
+    take the row path.
     """
 
     _FAST_TYPES = {
@@ -494,19 +512,23 @@ class RowValidator:
         self._fast: dict[str, frozenset[type]] = {}
         self._by_value: dict[str, Attribute] = {}
         self._bounds: dict[str, tuple[Optional[float], Optional[float]]] = {}  # numeric min, max
+        self._allowed: dict[str, frozenset[Any]] = {}
         self._row_path_only = False
         for name, attr in attrs.items():
             bounded = attr.min is not None or attr.max is not None
-            numeric = attr.type is AttributeType.numeric
+            allowed = _hashed(attr.allowed)
             constrained = (
-                attr.required or (bounded and not numeric)
-                or attr.allowed is not None or attr.pattern is not None or attr.default is not None
+                attr.required or (bounded and attr.type is not AttributeType.numeric)
+                or (attr.allowed is not None and allowed is None)
+                or attr.pattern is not None or attr.default is not None
             )
             kinds = self._FAST_TYPES.get(attr.type, ())
             if constrained or not kinds:
                 self._row_path_only = True
-            elif bounded:
+            if bounded:
                 self._bounds[name] = (attr.min, attr.max)
+            if allowed is not None:
+                self._allowed[name] = allowed
             self._fast[name] = frozenset(kinds) | {type(None)}
             if attr.type in (AttributeType.date, AttributeType.color):
                 self._by_value[name] = attr  # checked once per distinct value of a chunk
@@ -556,8 +578,8 @@ class RowValidator:
         (:class:`~batchray.core.model.columnar.ProfiledRows`) pass the checks :meth:`validate`
         makes by column, judged from the profiles alone: when true, every row is valid as it
         is (:meth:`validate` would return them all, unchanged)."""
-        if self._row_path_only or self._bounds or not hasattr(rows, "column_profile"):
-            return False  # bounds: a profile has no float range (the columns are checked instead)
+        if self._row_path_only or self._bounds or self._allowed or not hasattr(rows, "column_profile"):
+            return False  # constraints: the columns are checked instead (a profile has no float range)
         fast = self._fast
         names = list(rows.names)
         if not set(names) <= fast.keys():
@@ -633,6 +655,8 @@ class RowValidator:
                     return False  # the row path names the values out of bounds
             elif kinds != {bool}:
                 return False  # mixed kinds in one column: check row by row
+            if name in self._allowed and not set(column) - _NO_VALUE <= self._allowed[name]:
+                return False  # the row path names the values not allowed
             attr = self._by_value.get(name)
             if attr is not None and not self._distinct_values_ok(attr, column):
                 return False
