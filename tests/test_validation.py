@@ -319,8 +319,8 @@ CONSTRAINED = DataContext.model_validate(
         ],
     }
 )
-# numeric bounds and allowed values only: checked by column (smallest and largest value,
-# distinct values), the rest of the fast path as FAST
+# numeric bounds, allowed values and a required attribute only: checked by column (smallest
+# and largest value, distinct values, every row holding a value), the rest of the fast path as FAST
 BOUNDED = DataContext.model_validate(
     {
         "name": "Bounded",
@@ -328,6 +328,7 @@ BOUNDED = DataContext.model_validate(
             {"name": "c", "attrs": [
                 {"name": "cat", "type": "categorical"},
                 {"name": "tier", "type": "categorical", "allowed": ["gold", "silver", 1, 2.5]},
+                {"name": "must", "type": "numeric", "required": True},
                 {"name": "num", "type": "numeric", "min": -10, "max": 10},
                 {"name": "low", "type": "numeric", "min": 0},
                 {"name": "high", "type": "numeric", "max": 100.5},
@@ -354,6 +355,7 @@ FITTING = {
     "low": [0, 3, 2.5, -0.0, 1e300, -1, -0.5, None],
     "high": [100.5, 100, -5, -1e300, 101, 100.75, None],
     "tier": ["gold", "silver", "", None, "bronze", "Gold"],
+    "must": [1, 2.5, -3, None],
 }
 # values of a type the attribute does not take as is, but that validation may coerce or refuse:
 # the fast path must send them to the row path
@@ -366,6 +368,7 @@ NEAR = {
     "low": ["12", "", True, "-3", float("nan")],
     "high": ["200", "", False, float("inf")],
     "tier": [1, 1.0, True, 2.5, 3, False, float("nan")],
+    "must": ["", "7", True],
 }
 
 
@@ -481,21 +484,29 @@ def test_fast_path_column_checks_at_their_edges():
         assert (good, errors) == (expected_good, expected_errors)
 
 
-def test_numeric_bounds_and_allowed_values_are_checked_by_column_at_their_edges():
-    """A numeric attribute's min and max, and allowed values, no longer send every chunk to the
-    row path: a column within the bounds (their ends included) or of allowed values passes
-    whole, one value past a bound or not allowed sends the chunk to the row path, which names
-    it."""
-    fast_path = RowValidator(BOUNDED)._chunk_ok
+def test_bounds_allowed_values_and_required_attributes_are_checked_by_column_at_their_edges():
+    """A numeric attribute's min and max, allowed values and a required attribute no longer
+    send every chunk to the row path: a column within the bounds (their ends included), of
+    allowed values, or holding a value in every row passes whole; one value past a bound, not
+    allowed or missing sends the chunk to the row path, which names it."""
+    def fast_path(rows):  # creates: each row holds the required "must"
+        return RowValidator(BOUNDED)._chunk_ok([{"must": 0, **row} for row in rows])
+
     assert fast_path([{"num": 10, "low": 0, "high": 100.5}, {"num": -10, "low": 1e18, "high": -1e18}])
     assert fast_path([{"num": -0.0, "low": -0.0}])
     for past in ({"num": 10.000001}, {"num": -11}, {"low": -1e-300}, {"high": 100.50001}):
-        rows = [{"num": 1, "low": 1, "high": 1}, {**{"num": 1, "low": 1, "high": 1}, **past}]
+        rows = [{"must": 0, "num": 1, "low": 1, "high": 1}, {"must": 0, "num": 1, "low": 1, "high": 1, **past}]
         assert not fast_path(rows), past
         positions, _, errors = RowValidator(BOUNDED).validate(rows, start_index=7)
         assert positions == [0] and [(e["index"], e["field"]) for e in errors] == [(8, *past)], past
-    allowed = RowValidator(BOUNDED)._chunk_ok
+    allowed = fast_path
     assert allowed([{"tier": "gold"}, {"tier": ""}, {"tier": None}, {"tier": "silver"}])
     assert allowed([{"tier": True}]) and allowed([{"tier": 1.0}, {"tier": 2.5}])  # equal to 1, as `in` finds
     assert not allowed([{"tier": "gold"}, {"tier": "Gold"}])
+    required = RowValidator(BOUNDED)
+    assert required._chunk_ok([{"must": 1}, {"must": 2, "tier": "gold"}])
+    assert not required._chunk_ok([{"must": 1}, {"tier": "gold"}])  # a create without it
+    assert required._chunk_ok([{"tier": "gold"}], partial=True)  # an update may leave it out
+    for missing in (None, ""):
+        assert not required._chunk_ok([{"must": 1}, {"must": missing}], partial=True)
     assert RowValidator(CONSTRAINED)._row_path_only  # other constraints: the row path, as before

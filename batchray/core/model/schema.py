@@ -489,11 +489,11 @@ class RowValidator:
     a dict, every key a known attribute, each column's value types allowed, floats finite, ints
     in range, strings not too long, a numeric attribute's ``min`` and ``max`` against the
     column's smallest and largest value, ``allowed`` values against the column's distinct
-    ones). A chunk that passes is accepted as is; otherwise it falls back to
-    :func:`validate_values` row by row, which names every bad value. Attributes with other
-    constraints (required, pattern, default, ``min``/``max`` on an attribute that is not
-    numeric, whose strings may hold numbers, ``allowed`` values that cannot be hashed) always
-    take the row path.
+    ones, a ``required`` attribute in every row of a create and never ``None`` or ``""``). A
+    chunk that passes is accepted as is; otherwise it falls back to :func:`validate_values`
+    row by row, which names every bad value. Attributes with other constraints (pattern,
+    default, ``min``/``max`` on an attribute that is not numeric, whose strings may hold
+    numbers, ``allowed`` values that cannot be hashed) always take the row path.
     """
 
     _FAST_TYPES = {
@@ -513,12 +513,13 @@ class RowValidator:
         self._by_value: dict[str, Attribute] = {}
         self._bounds: dict[str, tuple[Optional[float], Optional[float]]] = {}  # numeric min, max
         self._allowed: dict[str, frozenset[Any]] = {}
+        self._required = frozenset(name for name, attr in attrs.items() if attr.required)
         self._row_path_only = False
         for name, attr in attrs.items():
             bounded = attr.min is not None or attr.max is not None
             allowed = _hashed(attr.allowed)
             constrained = (
-                attr.required or (bounded and attr.type is not AttributeType.numeric)
+                (bounded and attr.type is not AttributeType.numeric)
                 or (attr.allowed is not None and allowed is None)
                 or attr.pattern is not None or attr.default is not None
             )
@@ -549,9 +550,10 @@ class RowValidator:
         if is_columnar(rows):
             names, columns = list(rows.names), rows.columns()
             rows = dicts_of(names, columns, absent=rows.nulls_absent) if names else rows_of(rows)
-            if not self._row_path_only and self._columns_ok(set(names), dict(zip(names, columns)).__getitem__):
+            if not self._row_path_only and self._columns_ok(set(names), dict(zip(names, columns)).__getitem__,
+                                                            partial):
                 return list(range(len(rows))), rows, []
-        elif not self._row_path_only and self._chunk_ok(rows):
+        elif not self._row_path_only and self._chunk_ok(rows, partial):
             return list(range(len(rows))), rows, []
         if index_of is None:
             index_of = (lambda p: indexes[p]) if indexes else (lambda p: start_index + p)
@@ -578,7 +580,8 @@ class RowValidator:
         (:class:`~batchray.core.model.columnar.ProfiledRows`) pass the checks :meth:`validate`
         makes by column, judged from the profiles alone: when true, every row is valid as it
         is (:meth:`validate` would return them all, unchanged)."""
-        if self._row_path_only or self._bounds or self._allowed or not hasattr(rows, "column_profile"):
+        if (self._row_path_only or self._bounds or self._allowed or self._required
+                or not hasattr(rows, "column_profile")):
             return False  # constraints: the columns are checked instead (a profile has no float range)
         fast = self._fast
         names = list(rows.names)
@@ -607,7 +610,9 @@ class RowValidator:
                 return False
         return True
 
-    def _chunk_ok(self, rows: list[Any]) -> bool:
+    def _chunk_ok(self, rows: list[Any], partial: bool = False) -> bool:
+        """Whether a list of rows passes the checks by column (``partial``: an update's values,
+        where a required attribute may be left out)."""
         if not rows:
             return True
         if set(map(type, rows)) != {dict}:
@@ -616,23 +621,27 @@ class RowValidator:
             return False
         columns = _same_keys_columns(rows)
         if columns is not None:  # the common case: every row has the same keys
-            return self._columns_ok(columns.keys(), columns.__getitem__)
+            return self._columns_ok(columns.keys(), columns.__getitem__, partial)
         keys = set().union(*rows)
         if not keys <= self._fast.keys():
             return False
-        return self._columns_ok(keys, lambda name: list(map(dict.get, rows, itertools.repeat(name))))
+        return self._columns_ok(keys, lambda name: list(map(dict.get, rows, itertools.repeat(name))), partial)
 
-    def _columns_ok(self, keys: set[str], column_of: Callable[[str], list[Any]]) -> bool:
+    def _columns_ok(self, keys: set[str], column_of: Callable[[str], list[Any]], partial: bool = False) -> bool:
         """Whether every column (``column_of(name)``; a row's missing key counts as
         ``None``) passes the fast checks, so that no row needs checking on its own."""
         fast = self._fast
         if not keys <= fast.keys():
             return False
+        if not partial and not self._required.issubset(keys):
+            return False  # a create leaves a required attribute out
         for name in keys:
             column = column_of(name)
             kinds = set(map(type, column))
             if not kinds <= fast[name]:
                 return False
+            if name in self._required and (type(None) in kinds or "" in column):
+                return False  # the row path names the values missing
             if type(None) in kinds:
                 column = [v for v in column if v is not None]
                 kinds.discard(type(None))
