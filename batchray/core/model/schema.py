@@ -488,12 +488,12 @@ class RowValidator:
     :meth:`validate` first checks a whole chunk column by column with C-level passes (every row
     a dict, every key a known attribute, each column's value types allowed, floats finite, ints
     in range, strings not too long, a numeric attribute's ``min`` and ``max`` against the
-    column's smallest and largest value, ``allowed`` values against the column's distinct
-    ones, a ``required`` attribute in every row of a create and never ``None`` or ``""``). A
-    chunk that passes is accepted as is; otherwise it falls back to :func:`validate_values`
-    row by row, which names every bad value. Attributes with other constraints (pattern,
-    default, ``min``/``max`` on an attribute that is not numeric, whose strings may hold
-    numbers, ``allowed`` values that cannot be hashed) always take the row path.
+    column's smallest and largest value, ``allowed`` values and a ``pattern`` against the
+    column's distinct values, a ``required`` attribute in every row of a create and never
+    ``None`` or ``""``). A chunk that passes is accepted as is; otherwise it falls back to
+    :func:`validate_values` row by row, which names every bad value. Attributes with other
+    constraints (a default, ``min``/``max`` on an attribute that is not numeric, whose strings
+    may hold numbers, ``allowed`` values that cannot be hashed) always take the row path.
     """
 
     _FAST_TYPES = {
@@ -513,6 +513,7 @@ class RowValidator:
         self._by_value: dict[str, Attribute] = {}
         self._bounds: dict[str, tuple[Optional[float], Optional[float]]] = {}  # numeric min, max
         self._allowed: dict[str, frozenset[Any]] = {}
+        self._patterns: dict[str, Any] = {}  # compiled (RE2)
         self._required = frozenset(name for name, attr in attrs.items() if attr.required)
         self._row_path_only = False
         for name, attr in attrs.items():
@@ -520,8 +521,7 @@ class RowValidator:
             allowed = _hashed(attr.allowed)
             constrained = (
                 (bounded and attr.type is not AttributeType.numeric)
-                or (attr.allowed is not None and allowed is None)
-                or attr.pattern is not None or attr.default is not None
+                or (attr.allowed is not None and allowed is None) or attr.default is not None
             )
             kinds = self._FAST_TYPES.get(attr.type, ())
             if constrained or not kinds:
@@ -530,6 +530,8 @@ class RowValidator:
                 self._bounds[name] = (attr.min, attr.max)
             if allowed is not None:
                 self._allowed[name] = allowed
+            if attr.pattern is not None:
+                self._patterns[name] = compile_pattern(attr.pattern)
             self._fast[name] = frozenset(kinds) | {type(None)}
             if attr.type in (AttributeType.date, AttributeType.color):
                 self._by_value[name] = attr  # checked once per distinct value of a chunk
@@ -580,7 +582,7 @@ class RowValidator:
         (:class:`~batchray.core.model.columnar.ProfiledRows`) pass the checks :meth:`validate`
         makes by column, judged from the profiles alone: when true, every row is valid as it
         is (:meth:`validate` would return them all, unchanged)."""
-        if (self._row_path_only or self._bounds or self._allowed or self._required
+        if (self._row_path_only or self._bounds or self._allowed or self._patterns or self._required
                 or not hasattr(rows, "column_profile")):
             return False  # constraints: the columns are checked instead (a profile has no float range)
         fast = self._fast
@@ -664,8 +666,13 @@ class RowValidator:
                     return False  # the row path names the values out of bounds
             elif kinds != {bool}:
                 return False  # mixed kinds in one column: check row by row
-            if name in self._allowed and not set(column) - _NO_VALUE <= self._allowed[name]:
-                return False  # the row path names the values not allowed
+            if name in self._allowed or name in self._patterns:
+                distinct = set(column) - _NO_VALUE
+                if name in self._allowed and not distinct <= self._allowed[name]:
+                    return False  # the row path names the values not allowed
+                pattern = self._patterns.get(name)
+                if pattern is not None and not all(pattern.fullmatch(str(v)) is not None for v in distinct):
+                    return False  # the row path names the values that do not match
             attr = self._by_value.get(name)
             if attr is not None and not self._distinct_values_ok(attr, column):
                 return False
