@@ -239,8 +239,7 @@ class CreateChunker:
                 index += len(batch)
                 continue
             if n > 1 and self.load is not None:
-                for start in range(0, len(batch), per_chunk):
-                    yield self._one_shard(batch[start:start + per_chunk], per_row, index + start)
+                yield from self._by_load(batch, per_chunk, per_row, index)
                 index += len(batch)
                 continue
             first = self.allocate(len(batch))
@@ -280,11 +279,8 @@ class CreateChunker:
                     index += count
                     continue
                 if self.load is not None:
-                    per_chunk = per_round // n
-                    for at in range(0, count, per_chunk):
-                        piece = part.slice(at, min(count, at + per_chunk))
-                        self.rows_read += len(piece)
-                        yield self._one_shard(piece, per_row, index + at)
+                    self.rows_read += count
+                    yield from self._by_load(part, per_round // n, per_row, index)
                     index += count
                     continue
                 first = self.allocate(count)
@@ -314,14 +310,23 @@ class CreateChunker:
                 yield from self.chunks(itertools.chain.from_iterable(group), index)
             index += self.rows_read - before
 
+    def _by_load(self, rows: Any, per_chunk: int, per_row: int, index: int) -> Iterator[PlannedChunk]:
+        """``rows`` (a list of dicts or columnar rows, the first at request index ``index``) in
+        chunks of ``per_chunk`` consecutive rows, each placed by ``load``."""
+        cut = rows.slice if is_columnar(rows) else (lambda start, stop: rows[start:stop])
+        for start in range(0, len(rows), per_chunk):
+            yield self._one_shard(cut(start, min(len(rows), start + per_chunk)), per_row, index + start)
+
     def _one_shard(self, batch: Any, per_row: int, index: int) -> PlannedChunk:
         """A round that fits one chunk, or a chunk placed by ``load`` (a list of dicts or
         columnar rows), all of it on one shard (see the class docstring)."""
         n = len(self.shards)
         chunk_id = next(self._chunk_ids)
-        shard = self.load.pick(chunk_id) if self.load is not None else chunk_id % n
         if self.load is not None:
+            shard = self.load.pick(chunk_id)
             self.load.sent(shard, len(batch))
+        else:
+            shard = chunk_id % n
         first = self.allocate(len(batch) * n)
         start = first + (shard - first) % n
         self.ids_used.append((start, len(batch), n))
