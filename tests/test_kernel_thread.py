@@ -58,5 +58,5 @@ def test_a_forked_child_starts_its_own_kernel_thread() -> None:
 
 def test_arrow_rows_profile_and_json_on_the_kernel_thread() -> None:
     rows = ArrowRows(pa.RecordBatch.from_pylist([{"a": 1, "b": "x"}, {"a": 2, "b": None}]))
-    assert rows.json_rows() == '[{"a":1,"b":"x"},{"a":2,"b":null}]'
+    assert rows.json_rows() == b'[{"a":1,"b":"x"},{"a":2,"b":null}]'
     assert rows.column_profile("b").has_null and rows.column_profile("a").int_range == (1, 2)

@@ -17,6 +17,7 @@ store the same items and report the same errors.
 """
 from __future__ import annotations
 
+import struct
 from typing import Any, Callable, Optional
 
 import orjson
@@ -78,8 +79,28 @@ def profile_of(array: Any) -> ColumnProfile:
     return ColumnProfile(frozenset({kind}), has_null=has_null, **fields)
 
 
-_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
-"""A character orjson escapes in a string: a quote, a backslash, a control character."""
+_ESCAPED_BYTES = b'"\\' + bytes(range(0x20))
+"""The bytes of the characters orjson escapes in a string: a quote, a backslash, a control
+character (a UTF-8 sequence of more than one byte has none of these bytes)."""
+_OTHER_BYTES = bytes(b for b in range(256) if b not in _ESCAPED_BYTES)
+
+
+def value_bytes(array: Any) -> memoryview:
+    """The bytes of a string array's values end to end, read where they lie (a null's bytes,
+    usually none, are included: Arrow lets a null slot hold any)."""
+    if not len(array):
+        return memoryview(b"")
+    _, offsets, data = array.buffers()
+    start, = struct.unpack_from("<i", offsets, 4 * array.offset)
+    end, = struct.unpack_from("<i", offsets, 4 * (array.offset + len(array)))
+    return memoryview(data)[start:end] if data is not None else memoryview(b"")
+
+
+def needs_escape(array: Any) -> bool:
+    """Whether a string array may hold a character JSON escapes: one pass over its bytes that
+    keeps those of :data:`_ESCAPED_BYTES` (eight times as fast as a regular expression's
+    search; a null's bytes may answer yes, never a wrong no)."""
+    return bool(bytes(value_bytes(array)).translate(None, _OTHER_BYTES))
 
 
 def _float_json(array: Any) -> Any:
@@ -91,7 +112,9 @@ def _float_json(array: Any) -> Any:
     text = pc.cast(array, pa.string())
     odd = pc.or_(pc.match_substring(text, "e"),
                  pc.and_(pc.less(pc.abs(array), 1e-4), pc.not_equal(array, 0.0)))
-    text = pc.if_else(pc.match_substring_regex(text, r"^-?[0-9]+$"), pc.binary_join_element_wise(text, ".0", ""), text)
+    bare = pc.invert(pc.match_substring(text, "."))  # integral: "2", "-0"; or with an exponent (odd)
+    if pc.any(bare).as_py():
+        text = pc.if_else(bare, pc.binary_join_element_wise(text, ".0", ""), text)
     if pc.any(odd).as_py():
         positions = pc.indices_nonzero(pc.fill_null(odd, False))
         exact = pa.array([orjson.dumps(v).decode() for v in pc.take(array, positions).to_pylist()], pa.string())
@@ -113,7 +136,7 @@ def _json_column(array: Any) -> Optional[Any]:
     elif kind is float:
         text = _float_json(array)
     elif kind is str:
-        if pc.any(pc.match_substring_regex(array, _NEEDS_ESCAPE)).as_py():
+        if needs_escape(array):
             text = pa.array([None if v is None else orjson.dumps(v).decode() for v in array.to_pylist()], pa.string())
         else:
             text = pc.binary_join_element_wise('"', array, '"', "")
@@ -139,21 +162,23 @@ def compact_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.concat_arrays([column]) for column in batch.columns], schema=batch.schema)
 
 
-def joined_json_rows(batch: pa.RecordBatch, rows_json: Callable[[pa.RecordBatch], Any]) -> Optional[str]:
-    """The JSON array of ``batch``'s rows, ``rows_json`` (a slice -> each row's JSON object as
-    an Arrow string array, or ``None``) applied to :data:`JSON_SLICE_ROWS` rows at a time: the
-    kernels' arrays for a column, a row and their join exist for one slice at a time, not for
-    the whole chunk (a chunk's JSON was held four times over at its end, a worker's memory
-    past its budget's share in an import); ``None`` where ``rows_json`` answers ``None``."""
-    texts: list[str] = []
+def joined_json_rows(batch: pa.RecordBatch, rows_json: Callable[[pa.RecordBatch], Any]) -> Optional[bytes]:
+    """The JSON array of ``batch``'s rows as UTF-8 bytes, ``rows_json`` (a slice -> each row's
+    JSON object followed by a comma, an Arrow string array; or ``None``) applied to
+    :data:`JSON_SLICE_ROWS` rows at a time: the kernels' arrays for a column, a row and their
+    join exist for one slice at a time, not for the whole chunk (a chunk's JSON was held four
+    times over at its end, a worker's memory past its budget's share in an import). The rows'
+    bytes are taken where the kernels wrote them, end to end (:func:`value_bytes`), and copied
+    once, into the array; ``None`` where ``rows_json`` answers ``None``."""
+    pieces: list[Any] = [b"["]
     for start in range(0, batch.num_rows, JSON_SLICE_ROWS):
         rows = rows_json(batch.slice(start, JSON_SLICE_ROWS))
         if rows is None:
             return None
-        joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows), ",")
-        del rows
-        texts.append(joined[0].as_py())
-    return "[" + ",".join(texts) + "]"
+        pieces.append(value_bytes(rows))
+    pieces[-1] = pieces[-1][:-1]  # the last row's comma
+    pieces.append(b"]")
+    return b"".join(pieces)
 
 
 class ArrowRows:
@@ -202,24 +227,34 @@ class ArrowRows:
         return profile_of(self.batch.column(name))
 
     @on_kernel_thread
-    def json_rows(self) -> Optional[str]:
+    def json_rows(self) -> Optional[bytes]:
         """The rows' JSON array, built by Arrow's string kernels (see :func:`_json_column`)."""
         if not self.batch.num_rows:
-            return "[]"
+            return b"[]"
         if not self.batch.num_columns:
-            return "[" + ",".join(["{}"] * self.batch.num_rows) + "]"
+            return b"[" + b",".join([b"{}"] * self.batch.num_rows) + b"]"
         return joined_json_rows(self.batch, self._rows_json)
 
     def _rows_json(self, batch: pa.RecordBatch) -> Any:
-        """Each row's JSON object, an Arrow string array; ``None`` for a column type the
-        kernels do not write."""
+        """Each row's JSON object followed by a comma, an Arrow string array; ``None`` for a
+        column type the kernels do not write. A string column with no null and nothing to
+        escape is quoted by the literals on either side of it: one pass of the kernels over
+        it fewer."""
         parts: list[Any] = []
-        for position, (name, column) in enumerate(zip(self.names, batch.columns)):
+        literal = "{"  # what comes before the next value
+        for name, column in zip(self.names, batch.columns):
+            literal += orjson.dumps(name).decode() + ":"
+            column = _as_text(column)
+            if _kind(column.type) is str and not column.null_count and not needs_escape(column):
+                parts += [literal + '"', column]
+                literal = '",'
+                continue
             text = _json_column(column)
             if text is None:
                 return None
-            parts += [("{" if position == 0 else ",") + orjson.dumps(name).decode() + ":", text]
-        return pc.binary_join_element_wise(*parts, "}", "")
+            parts += [literal, text]
+            literal = ","
+        return pc.binary_join_element_wise(*parts, literal[:-1] + "},", "")
 
     def __getstate__(self) -> tuple[pa.RecordBatch]:
         return (self.batch,)  # a tuple: an empty batch is falsy, and pickle skips a falsy state

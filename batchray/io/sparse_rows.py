@@ -68,7 +68,7 @@ class SparseArrowRows(ArrowRows):
         super().__init__(nan_as_null(batch))
 
     @on_kernel_thread
-    def json_rows(self) -> Optional[str]:
+    def json_rows(self) -> Optional[bytes]:
         """The rows' JSON array without the missing values' keys, built by Arrow's string
         kernels; ``None`` for a column type they do not write (the worker then encodes the
         rows as dicts)."""
@@ -77,15 +77,15 @@ class SparseArrowRows(ArrowRows):
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
 
-    def _json_rows(self) -> Optional[str]:
+    def _json_rows(self) -> Optional[bytes]:
         batch = self.batch
         if not batch.num_rows:
-            return "[]"
+            return b"[]"
         return joined_json_rows(batch, self._sparse_rows_json)
 
     def _sparse_rows_json(self, batch: pa.RecordBatch) -> Any:
-        """Each row's JSON object without its missing values' keys (an Arrow string array);
-        ``None`` for a column type the kernels do not write."""
+        """Each row's JSON object without its missing values' keys, followed by a comma (an
+        Arrow string array); ``None`` for a column type the kernels do not write."""
         pieces: list[Any] = []
         opened = False  # whether the first piece opens every row (a first column without nulls)
         for name, column in zip(self.names, batch.columns):
@@ -101,10 +101,10 @@ class SparseArrowRows(ArrowRows):
                 piece = pc.if_else(pc.is_null(column), "", piece)
             pieces.append(piece)
         if not pieces:
-            return pa.array(["{}"] * batch.num_rows, pa.string())
+            return pa.array(["{},"] * batch.num_rows, pa.string())
         if opened:
-            return pc.binary_join_element_wise(*pieces, "}", "")
-        return pc.replace_substring(pc.binary_join_element_wise("{", *pieces, "}", ""), "{,", "{",
+            return pc.binary_join_element_wise(*pieces, "},", "")
+        return pc.replace_substring(pc.binary_join_element_wise("{", *pieces, "},", ""), "{,", "{",
                                     max_replacements=1)
 
     def __repr__(self) -> str:

@@ -78,9 +78,10 @@ class ProfiledRows(ColumnarRows, Protocol):
 
     def column_profile(self, name: str) -> ColumnProfile: ...
 
-    def json_rows(self) -> Optional[str]:
-        """The JSON array of the rows, byte for byte what ``orjson.dumps(rows_of(self))``
-        writes; ``None`` when that cannot be promised (then the rows are encoded as dicts)."""
+    def json_rows(self) -> Optional[bytes]:
+        """The JSON array of the rows as UTF-8 bytes, byte for byte what
+        ``orjson.dumps(rows_of(self))`` writes; ``None`` when that cannot be promised (then the
+        rows are encoded as dicts)."""
         ...
 
 
