@@ -5,7 +5,7 @@
     python -m bench.cpu_profile create              # per million items, 2 workers, vs raw SQLite
     python -m bench.cpu_profile create-table        # the same items given as a pyarrow Table
     python -m bench.cpu_profile write-dataset       # per million rows of write_dataset (500,000 written)
-    python -m bench.cpu_profile validate [WORKERS]  # per 100,000 items validated on the row path
+    python -m bench.cpu_profile validate [WORKERS]  # per 100,000 items validated on the workers (a pattern)
     python -m bench.cpu_profile pg [WORKERS [SHARDS [ITEMS]]]  # per million items into PostgreSQL, vs one COPY
     python -m bench.cpu_profile import [csv|parquet]  # per million rows of import_file, 2 workers
 

@@ -93,6 +93,42 @@ def test_chunks_the_participant_must_check_or_encode_are_left_as_they_are():
         assert encoded_by_sender(chunk) is chunk, chunk
 
 
+PATTERNED = {"name": "T", "collections": [{"name": "C", "attrs": [
+    {"name": "code", "type": "categorical", "pattern": "[a-z]+-[0-9]+"}, {"name": "day", "type": "date"}]}]}
+
+
+@pytest.mark.parametrize("many", ["code", "day"])
+def test_many_distinct_values_to_check_one_by_one_are_left_to_the_participant(monkeypatch, many):
+    """A pattern's match and a date's normal form are checked once per distinct value, in
+    Python: the sender does so for a column of few distinct values (cities) and leaves a chunk
+    with a column of many (unique codes, timestamps) to its participant, whose column checks
+    accept it whole (no row checked on its own), storing what the sender would have."""
+    import batchray.core.model.schema as schema_module
+
+    count = 64
+    distinct = {"code": [f"id-{i}" for i in range(count)],
+                "day": [f"2026-01-{1 + i % 28:02d}T{i % 24:02d}:00:00Z" for i in range(count)]}
+    few = {"code": [f"city-{i % 3}" for i in range(count)], "day": ["2026-01-05T00:00:00Z"] * count}
+    rows_few = [{"code": c, "day": d} for c, d in zip(few["code"], few["day"])]
+    rows_many = [dict(row, **{many: value}) for row, value in zip(rows_few, distinct[many])]
+    sent_few = encoded_by_sender(CreateItems(1, range(LO, LO + count), rows_few, schema=PATTERNED))
+    assert isinstance(sent_few.rows, EncodedRows)  # 3 and 1 distinct values: the sender checks them
+    chunk = CreateItems(2, range(LO, LO + count), rows_many, schema=PATTERNED)
+    assert encoded_by_sender(chunk) is chunk  # 64 distinct in 64 rows: over the sender's share
+    row_checks = []
+    checked = schema_module.validate_values
+    monkeypatch.setattr(schema_module, "validate_values", lambda *a, **k: row_checks.append(1) or checked(*a, **k))
+    ids, text, errors = _stored(chunk)
+    assert not row_checks, "the participant checked rows one by one"
+    assert (ids, errors) == (list(chunk.ids), []) and orjson.loads(text) == rows_many
+    # a value the pattern refuses among the many is still found and named by the participant
+    bad = CreateItems(3, range(LO, LO + count), [dict(rows_many[0], code="NOPE")] + rows_many[1:], schema=PATTERNED)
+    assert encoded_by_sender(bad) is bad
+    monkeypatch.undo()
+    ids, _, errors = _stored(bad)
+    assert ids == list(range(LO + 1, LO + count)) and [(e["index"], e["field"]) for e in errors] == [(0, "code")]
+
+
 def test_a_shard_stores_an_encoded_chunk_as_it_stores_the_dicts(tmp_path):
     """On a real SQLite shard: the same rows applied as dicts and as the sender's encoding give
     the same stored rows, count and created range."""

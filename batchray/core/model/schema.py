@@ -571,11 +571,16 @@ class RowValidator:
                 good.append(ok_rows[0])
         return positions, good, errors
 
-    def accepts_whole(self, rows: list[Any]) -> bool:
+    def accepts_whole(self, rows: list[Any], distinct_limit: Optional[int] = None) -> bool:
         """Whether a list of value dicts passes the checks :meth:`validate` makes by column,
         so that every row is valid as it is (:meth:`validate` would return them all,
-        unchanged): the C-level passes only; False for rows that need the row path."""
-        return not self._row_path_only and self._chunk_ok(rows)
+        unchanged): the C-level passes only; False for rows that need the row path.
+
+        ``distinct_limit``: False as well when a column would have more than that many
+        distinct values checked one by one in Python (against a pattern, or as a date or a
+        colour, about 4 us each): a caller that checks chunks for others (the driver, for the
+        workers) leaves such a chunk to them, who check it in parallel."""
+        return not self._row_path_only and self._chunk_ok(rows, distinct_limit=distinct_limit)
 
     def profiles_ok(self, rows: Any) -> bool:
         """Whether columnar rows that profile their columns
@@ -612,9 +617,10 @@ class RowValidator:
                 return False
         return True
 
-    def _chunk_ok(self, rows: list[Any], partial: bool = False) -> bool:
+    def _chunk_ok(self, rows: list[Any], partial: bool = False, distinct_limit: Optional[int] = None) -> bool:
         """Whether a list of rows passes the checks by column (``partial``: an update's values,
-        where a required attribute may be left out)."""
+        where a required attribute may be left out; ``distinct_limit``: see
+        :meth:`accepts_whole`)."""
         if not rows:
             return True
         if set(map(type, rows)) != {dict}:
@@ -623,15 +629,18 @@ class RowValidator:
             return False
         columns = _same_keys_columns(rows)
         if columns is not None:  # the common case: every row has the same keys
-            return self._columns_ok(columns.keys(), columns.__getitem__, partial)
+            return self._columns_ok(columns.keys(), columns.__getitem__, partial, distinct_limit)
         keys = set().union(*rows)
         if not keys <= self._fast.keys():
             return False
-        return self._columns_ok(keys, lambda name: list(map(dict.get, rows, itertools.repeat(name))), partial)
+        return self._columns_ok(keys, lambda name: list(map(dict.get, rows, itertools.repeat(name))), partial,
+                                distinct_limit)
 
-    def _columns_ok(self, keys: set[str], column_of: Callable[[str], list[Any]], partial: bool = False) -> bool:
+    def _columns_ok(self, keys: set[str], column_of: Callable[[str], list[Any]], partial: bool = False,
+                    distinct_limit: Optional[int] = None) -> bool:
         """Whether every column (``column_of(name)``; a row's missing key counts as
-        ``None``) passes the fast checks, so that no row needs checking on its own."""
+        ``None``) passes the fast checks, so that no row needs checking on its own
+        (``distinct_limit``: see :meth:`accepts_whole`)."""
         fast = self._fast
         if not keys <= fast.keys():
             return False
@@ -671,18 +680,24 @@ class RowValidator:
                 if name in self._allowed and not distinct <= self._allowed[name]:
                     return False  # the row path names the values not allowed
                 pattern = self._patterns.get(name)
+                if pattern is not None and distinct_limit is not None and len(distinct) > distinct_limit:
+                    return False  # too many to match here: the caller leaves them to the workers
                 if pattern is not None and not all(pattern.fullmatch(str(v)) is not None for v in distinct):
                     return False  # the row path names the values that do not match
             attr = self._by_value.get(name)
-            if attr is not None and not self._distinct_values_ok(attr, column):
+            if attr is not None and not self._distinct_values_ok(attr, column, distinct_limit):
                 return False
         return True
 
     @staticmethod
-    def _distinct_values_ok(attr: Attribute, column: list[Any]) -> bool:
+    def _distinct_values_ok(attr: Attribute, column: Iterable[Any], limit: Optional[int] = None) -> bool:
         """Dates and colours repeat: check each distinct value once, and accept the column only
-        if every value is already in its normal form."""
-        for value in set(column):
+        if every value is already in its normal form (and, with ``limit``, has at most that
+        many distinct values)."""
+        distinct = set(column)
+        if limit is not None and len(distinct) > limit:
+            return False
+        for value in distinct:
             try:
                 if coerce_value(attr, value) != value:
                     return False
