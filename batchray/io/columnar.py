@@ -113,9 +113,9 @@ def _float_json(array: Any) -> Any:
     text = pc.cast(array, pa.string())
     odd = pc.or_(pc.match_substring(text, "e"),
                  pc.and_(pc.less(pc.abs(array), 1e-4), pc.not_equal(array, 0.0)))
-    bare = pc.invert(pc.match_substring(text, "."))  # integral: "2", "-0"; or with an exponent (odd)
-    if pc.any(bare).as_py():
-        text = pc.if_else(bare, pc.binary_join_element_wise(text, ".0", ""), text)
+    bare = pc.fill_null(pc.equal(pc.floor(array), array), False)  # integral: "2", "-0" (or "1e+16": odd)
+    if pc.any(bare).as_py():  # the suffix written for those rows alone
+        text = pc.replace_with_mask(text, bare, pc.binary_join_element_wise(pc.filter(text, bare), ".0", ""))
     if pc.any(odd).as_py():
         positions = pc.indices_nonzero(pc.fill_null(odd, False))
         exact = pa.array([orjson.dumps(v).decode() for v in pc.take(array, positions).to_pylist()], pa.string())
