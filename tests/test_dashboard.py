@@ -114,6 +114,7 @@ def test_batchray_dashboard_prints_or_writes_the_json(tmp_path, capsys):
 def test_every_series_the_dashboard_queries_is_on_rays_metrics_endpoint(tmp_path):
     pytest.importorskip("ray")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_metrics_report_interval_ms": "1000",  # Ray's default 10 s between reports: the test waited for them
            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     wanted = sorted(queried_series())
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "store"), json.dumps(wanted)],

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -37,12 +38,19 @@ def _failures(totals: Totals) -> str:
 
 # -- the CI run -------------------------------------------------------------------------------
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def test_ci_seeds():
     """200 seeds x 50 transactions under every fault kind: zero invariant violations, within
-    2 minutes of one core (CPU time: the wall clock of a shared machine says little)."""
-    started, cpu = time.perf_counter(), time.process_time()
-    totals = run_seeds(range(CI_SEEDS), SimConfig(txns=CI_TXNS))
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    2 minutes of one core (CPU time, the seeds' processes' included: the wall clock of a shared
+    machine says little). The seeds run in two processes (the machine's two cores)."""
+    started, cpu = time.perf_counter(), _cpu_seconds()
+    totals = run_seeds(range(CI_SEEDS), SimConfig(txns=CI_TXNS), jobs=2)
+    elapsed, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
     print(f"\n{totals.report()}\n({elapsed:.1f}s wall, {cpu:.1f}s CPU)")
     assert not totals.failures, _failures(totals)
     assert cpu < CI_CPU_SECONDS, f"{CI_SEEDS} seeds took {cpu:.0f}s of CPU, over {CI_CPU_SECONDS}s"

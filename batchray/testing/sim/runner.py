@@ -29,6 +29,7 @@ def run_seeds(seeds: range | list[int], config: Optional[SimConfig] = None, *, j
 
         pool = multiprocessing.get_context("spawn").Pool(jobs)
         results = pool.imap(_simulate_quiet, [(s, config) for s in seeds], chunksize=8)
+    finished = False
     try:
         for result in results:
             totals.add(result)
@@ -36,9 +37,15 @@ def run_seeds(seeds: range | list[int], config: Optional[SimConfig] = None, *, j
                 progress(totals, result)
             if stop_on_failure and not result.ok:
                 break
+        else:
+            finished = True
     finally:
         if pool is not None:
-            pool.terminate()
+            if finished:  # let the processes end and be reaped: their CPU then counts as the caller's children's
+                pool.close()
+            else:
+                pool.terminate()
+            pool.join()
     totals.seconds = time.perf_counter() - started
     return totals
 
