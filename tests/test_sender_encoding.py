@@ -83,7 +83,7 @@ def test_a_chunk_with_a_value_to_report_is_left_to_its_participant(bad):
 def test_chunks_the_participant_must_check_or_encode_are_left_as_they_are():
     rows = [{"n": 1}, {"n": 2}]
     unknown = CreateItems(1, range(LO, LO + 2), [{"n": 1}, {"zzz": 2}], schema=SCHEMA)
-    constrained = CreateItems(2, range(LO, LO + 2), rows, schema=CONSTRAINED)  # a default: the row path's work
+    constrained = CreateItems(2, range(LO, LO + 2), [{"n": 1}, {}], schema=CONSTRAINED)  # a default to fill in
     listed = CreateItems(3, [LO, LO + 7], rows, schema=SCHEMA)  # ids of rows left after errors
     texts = CreateItems(4, range(LO, LO + 2), [orjson.dumps(r).decode() for r in rows])  # no schema
     columnar = CreateItems(5, range(LO, LO + 2), ColumnLists(["n"], [[1, 2]]), schema=SCHEMA)

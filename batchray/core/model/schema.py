@@ -15,7 +15,7 @@ import itertools
 import math
 import re
 from enum import Enum
-from operator import itemgetter
+from operator import contains, itemgetter
 from typing import Any, Callable, Iterable, Optional
 
 import orjson
@@ -369,7 +369,9 @@ def validate_values(
     """Normalise item values; return ``(good_rows, errors)``.
 
     Each error is ``{index, field, code, message}`` where ``index`` is the item's position in
-    the request (counting from ``start_index``). With ``partial=False`` (creates) every required
+    the request (counting from ``start_index``). A good row keeps its keys in its order; with
+    ``partial=False`` (creates) an attribute with a ``default`` that the row lacks is added after
+    them, with its default. With ``partial=False`` every required
     attribute must be present; with ``partial=True`` (updates) only the given ones are checked.
     Values written as ``"=expr"`` are left for the expression engine. At most ``max_errors``
     errors are collected; rows with errors are not in ``good_rows``.
@@ -384,7 +386,7 @@ def validate_values(
         if not isinstance(row, dict):
             errors.append(_error(index, None, "expected an object of attribute values"))
             continue
-        out: dict[str, Any] = {} if partial else dict(defaults)
+        out: dict[str, Any] = {}
         row_ok = True
         for name, value in row.items():
             attr = attrs.get(name)
@@ -405,6 +407,8 @@ def validate_values(
                 errors.append(_error(index, name, str(exc)))
                 row_ok = False
         if not partial:
+            for name, value in defaults.items():  # a key the row lacks takes its default, after the row's keys
+                out.setdefault(name, value)
             for attr in required:
                 if out.get(attr.name) in (None, ""):
                     errors.append(_error(index, attr.name, "a value is required"))
@@ -490,10 +494,12 @@ class RowValidator:
     in range, strings not too long, a numeric attribute's ``min`` and ``max`` against the
     column's smallest and largest value, ``allowed`` values and a ``pattern`` against the
     column's distinct values, a ``required`` attribute in every row of a create and never
-    ``None`` or ``""``). A chunk that passes is accepted as is; otherwise it falls back to
-    :func:`validate_values` row by row, which names every bad value. Attributes with other
-    constraints (a default, ``min``/``max`` on an attribute that is not numeric, whose strings
-    may hold numbers, ``allowed`` values that cannot be hashed) always take the row path.
+    ``None`` or ``""``, an attribute with a ``default`` in every row of a create, so that no
+    default applies). A chunk that passes is accepted as is; otherwise it falls back to
+    :func:`validate_values` row by row, which names every bad value (and fills in defaults).
+    Attributes with other constraints (``min``/``max`` on an attribute that is not numeric,
+    whose strings may hold numbers, ``allowed`` values that cannot be hashed) always take the
+    row path.
     """
 
     _FAST_TYPES = {
@@ -515,14 +521,13 @@ class RowValidator:
         self._allowed: dict[str, frozenset[Any]] = {}
         self._patterns: dict[str, Any] = {}  # compiled (RE2)
         self._required = frozenset(name for name, attr in attrs.items() if attr.required)
+        self._defaults = frozenset(name for name, attr in attrs.items() if attr.default is not None)
         self._row_path_only = False
         for name, attr in attrs.items():
             bounded = attr.min is not None or attr.max is not None
             allowed = _hashed(attr.allowed)
-            constrained = (
-                (bounded and attr.type is not AttributeType.numeric)
-                or (attr.allowed is not None and allowed is None) or attr.default is not None
-            )
+            constrained = (bounded and attr.type is not AttributeType.numeric) or (
+                attr.allowed is not None and allowed is None)
             kinds = self._FAST_TYPES.get(attr.type, ())
             if constrained or not kinds:
                 self._row_path_only = True
@@ -551,9 +556,12 @@ class RowValidator:
         it stands for, so the result is the same as for those dicts given as a list."""
         if is_columnar(rows):
             names, columns = list(rows.names), rows.columns()
+            # rows that leave a missing value out lack the key: a default would fill it
+            defaulted_gap = rows.nulls_absent and not partial and any(
+                None in column for name, column in zip(names, columns) if name in self._defaults)
             rows = dicts_of(names, columns, absent=rows.nulls_absent) if names else rows_of(rows)
-            if not self._row_path_only and self._columns_ok(set(names), dict(zip(names, columns)).__getitem__,
-                                                            partial):
+            if (not self._row_path_only and not defaulted_gap
+                    and self._columns_ok(set(names), dict(zip(names, columns)).__getitem__, partial)):
                 return list(range(len(rows))), rows, []
         elif not self._row_path_only and self._chunk_ok(rows, partial):
             return list(range(len(rows))), rows, []
@@ -588,7 +596,7 @@ class RowValidator:
         makes by column, judged from the profiles alone: when true, every row is valid as it
         is (:meth:`validate` would return them all, unchanged)."""
         if (self._row_path_only or self._bounds or self._allowed or self._patterns or self._required
-                or not hasattr(rows, "column_profile")):
+                or self._defaults or not hasattr(rows, "column_profile")):
             return False  # constraints: the columns are checked instead (a profile has no float range)
         fast = self._fast
         names = list(rows.names)
@@ -633,6 +641,8 @@ class RowValidator:
         keys = set().union(*rows)
         if not keys <= self._fast.keys():
             return False
+        if not partial and any(not all(map(contains, rows, itertools.repeat(name))) for name in self._defaults):
+            return False  # a row without a key that has a default: the row path fills it in
         return self._columns_ok(keys, lambda name: list(map(dict.get, rows, itertools.repeat(name))), partial,
                                 distinct_limit)
 
@@ -646,6 +656,8 @@ class RowValidator:
             return False
         if not partial and not self._required.issubset(keys):
             return False  # a create leaves a required attribute out
+        if not partial and not self._defaults.issubset(keys):
+            return False  # a create leaves out an attribute with a default: the row path fills it in
         for name in keys:
             column = column_of(name)
             kinds = set(map(type, column))
