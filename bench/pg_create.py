@@ -15,8 +15,10 @@ the load average before and after and the share of the machine's CPU time left i
 batchray's batch (on two cores the load is CPU-bound: what stays idle is time a shard or the
 driver waited). ``--timeline`` also prints the cores each process used every 0.1 s of that batch
 (``bench/cpu_timeline.py``), ``--waits`` what the shards' PostgreSQL backends waited for
-(``bench/pg_waits.py``, from ``pg_stat_activity``). ``python -m bench.cpu_profile pg`` splits the same run's CPU
-by process, PostgreSQL's included.
+(``bench/pg_waits.py``, from ``pg_stat_activity``), ``--table`` the rate of the same rows given
+as a ``pyarrow.Table`` (columnar chunks, stored from the JSON Arrow's kernels write; made
+before the clock starts; no target). ``python -m bench.cpu_profile pg`` splits the same run's
+CPU by process, PostgreSQL's included.
 """
 from __future__ import annotations
 
@@ -73,10 +75,12 @@ def _text(value: str) -> str:
 
 
 def through_batchray(dsn: str, rows: list[dict[str, Any]], workers: int, batch_size: int,
-                     shards: Optional[int] = None, probe: Optional[Callable[[], Any]] = None) -> tuple[float, dict]:
+                     shards: Optional[int] = None, probe: Optional[Callable[[], Any]] = None,
+                     as_table: bool = False) -> tuple[float, dict]:
     """Seconds for one atomic create of ``rows`` through batchray on Ray (``shards``: default
     one per worker), and the batch's facts; ``probe`` is called just before the clock starts
-    and just after it stops, its two results kept in the facts as ``probe``."""
+    and just after it stops, its two results kept in the facts as ``probe``. ``as_table``: the
+    rows given as a ``pyarrow.Table`` (made before the clock starts: columnar chunks)."""
     import psycopg
     import ray
 
@@ -90,9 +94,16 @@ def through_batchray(dsn: str, rows: list[dict[str, Any]], workers: int, batch_s
     try:
         assert client.create_data_context("Bench", COLLECTIONS).success
         warm_every_shard(client, "Bench", "People", rows[:1000])
+        if as_table:
+            import pyarrow as pa
+
+            items: Any = pa.Table.from_pylist(rows)
+            options: dict[str, Any] = {}
+        else:
+            items, options = iter(rows), {"total": len(rows)}
         probed = [probe()] if probe else []
         started = time.perf_counter()
-        result = client.create_items("Bench", "People", iter(rows), total=len(rows), batch_size=batch_size)
+        result = client.create_items("Bench", "People", items, batch_size=batch_size, **options)
         seconds = time.perf_counter() - started
         if probe:
             probed.append(probe())
@@ -115,10 +126,12 @@ TARGET = 0.8
 
 
 def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25_000, repeats: int = 1,
-        shards: Optional[int] = None, show_timeline: bool = False, show_waits: bool = False) -> dict:
+        shards: Optional[int] = None, show_timeline: bool = False, show_waits: bool = False,
+        table: bool = False) -> dict:
     """Measure and report; ``show_timeline``: print the CPU timeline of batchray's (first)
     batch, process by process (:mod:`bench.cpu_timeline`); ``show_waits``: what the shards'
-    PostgreSQL backends waited for during it (:mod:`bench.pg_waits`)."""
+    PostgreSQL backends waited for during it (:mod:`bench.pg_waits`); ``table``: the same rows
+    also given as a ``pyarrow.Table`` (no target)."""
     rows = make_rows(items)
     load_before = os.getloadavg()
     copy_seconds = min(single_copy(dsn, rows) for _ in range(repeats))
@@ -142,6 +155,14 @@ def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25
     idle = idle_share(*facts.pop("probe"))
     for watcher in watchers:
         watcher.print()
+    as_table = []
+    if table:
+        table_seconds = min(through_batchray(dsn, rows, workers, batch_size, shards, as_table=True)[0]
+                            for _ in range(repeats))
+        as_table = [
+            {"metric": "batchray rows/s, the rows as a pyarrow Table (columnar chunks)", "value": round(items / table_seconds)},
+            {"metric": "ratio batchray (Arrow table) / single COPY", "value": round(copy_seconds / table_seconds, 3)},
+        ]
     return report(
         f"PostgreSQL bulk create, {workers} workers",
         [
@@ -152,6 +173,7 @@ def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25
             {"metric": "single COPY seconds", "value": round(copy_seconds, 3)},
             {"metric": "batchray seconds", "value": round(batch_seconds, 3)},
             {"metric": "machine idle during batchray's batch (share of all cores)", "value": round(idle, 3)},
+            *as_table,
         ],
         {"items": items, "workers": workers, "shards": shards or workers, "batchSize": batch_size,
          "loadAverage": {"before": load_before, "after": os.getloadavg()}, **facts},
@@ -167,6 +189,8 @@ if __name__ == "__main__":
                         help="print the CPU each process used, every 0.1 s of batchray's first batch")
     parser.add_argument("--waits", action="store_true",
                         help="print what the shards' PostgreSQL backends waited for during batchray's first batch")
+    parser.add_argument("--table", action="store_true",
+                        help="also load the rows given as a pyarrow Table (columnar chunks; no target)")
     args = parser.parse_args()
     run(pg_dsn(parser, args), args.items, args.workers, args.batch_size, args.repeats, args.shards, args.timeline,
-        args.waits)
+        args.waits, args.table)

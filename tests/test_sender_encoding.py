@@ -236,3 +236,42 @@ def test_a_senders_array_is_cut_into_each_rows_own_copy_line():
         assert encoded_by_sender(chunk).rows.no_empty_row == all(valid), f"seed {SEED + case}"
         expected = _copy_lines(chunk.ids, valid, 3, 9)
         assert _copy_data(encoded_by_sender(chunk)) == _copy_data(chunk) == expected, f"seed {SEED + case}"
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["table", "import"])
+def test_a_columnar_chunk_goes_to_copy_as_the_json_its_columns_write(sparse):
+    """A PostgreSQL participant takes a columnar chunk whose columns pass by their profiles as
+    the JSON array Arrow's kernels write (no dict per row), cut into COPY lines like a
+    sender's array: the same lines as the same rows given as dicts, values holding a row
+    boundary's characters, ``%``, quotes, backslashes, control characters and non-ASCII
+    included; rows that leave missing values out may be ``{}``."""
+    import pyarrow as pa
+
+    from batchray.core.model.columnar import rows_of
+    from batchray.io.columnar import ArrowRows
+    from batchray.io.sparse_rows import SparseArrowRows
+
+    rng = random.Random(SEED)
+    n = 300
+    texts = ['},{"', "{}", "100%", 'say "hi"', "back\\slash", "tab\there", "é✓😀", "", "plain"]
+    batch = pa.record_batch({
+        "n": pa.array([None if i % 9 == 0 else rng.choice([rng.randint(-2 ** 53, 2 ** 53), rng.uniform(-1e9, 1e9)])
+                       for i in range(n)], pa.float64()),
+        "tag": [None if i % 4 == 0 and sparse else rng.choice(texts) for i in range(n)],
+        "ok": [None if i % 4 == 0 and sparse else rng.random() < 0.5 for i in range(n)],
+    })
+    if sparse:  # some rows with no value at all: {}
+        batch = pa.record_batch({name: pa.array([None if i % 36 == 0 else v for i, v in enumerate(column.to_pylist())],
+                                                column.type) for name, column in zip(batch.schema.names, batch.columns)})
+    rows = (SparseArrowRows if sparse else ArrowRows)(batch)
+    ids = range(LO + 2, LO + 2 + 2 * n, 2)
+    chunk = CreateItems(1, ids, rows, schema=SCHEMA)
+    valid = validate_create(chunk)
+    assert isinstance(valid.rows, EncodedRows) and valid.rows.no_empty_row == (not sparse), f"seed {SEED}"
+    dicts = rows_of(rows)
+    assert any(not row for row in dicts) == sparse
+    assert _copy_data(chunk) == _copy_data(CreateItems(1, ids, dicts, schema=SCHEMA)) == _copy_lines(ids, dicts, 3, 9), \
+        f"seed {SEED}"
+    # a chunk whose columns do not pass (a string in the numeric column) is checked row by row
+    mixed = CreateItems(2, ids, ArrowRows(pa.record_batch({"n": ["1", "x"]})), schema=SCHEMA)
+    assert not isinstance(validate_create(mixed).rows, EncodedRows)

@@ -206,6 +206,24 @@ def valid_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequen
     return ids, good
 
 
+def rows_written_by_columns(chunk: CreateItems) -> Optional[EncodedRows]:
+    """A columnar create chunk's rows as the JSON array they write themselves
+    (:meth:`~batchray.core.model.columnar.ProfiledRows.json_rows`, Arrow's kernels: no dict per
+    row), when their columns' profiles pass the schema's checks (every row valid as it is) and
+    its ids are a range; None for any other chunk (the participant checks and encodes its
+    rows as dicts). SQLite inserts the array as it is; PostgreSQL's COPY cuts it into lines."""
+    rows = chunk.rows
+    if chunk.schema is None or not isinstance(chunk.ids, range) or not hasattr(rows, "json_rows"):
+        return None
+    if not _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS)).profiles_ok(rows):
+        return None
+    text = rows.json_rows()
+    if text is None:
+        return None
+    # a row is {} only where it has no column, or (rows that leave missing values out) none of its values
+    return EncodedRows(text, len(rows), no_empty_row=bool(rows.names) and not rows.nulls_absent)
+
+
 def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], str | bytes]:
     """The ids to insert for a create chunk, and its valid rows as one JSON text for SQLite's
     ``json_each`` to split: an array of the rows when ``ids`` is a ``range`` (row ``j`` gets
@@ -225,11 +243,10 @@ def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Seque
         if isinstance(ids, range):
             return ids, "[" + ",".join(texts) + "]"
         return ids, "[" + ",".join(f"[{i},{t}]" for i, t in zip(ids, texts)) + "]"
+    written = rows_written_by_columns(chunk)
+    if written is not None:
+        return chunk.ids, written.text
     validator = _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS))
-    if isinstance(chunk.ids, range) and validator.profiles_ok(chunk.rows):
-        text = chunk.rows.json_rows()  # columns that write their own JSON: no dict per row
-        if text is not None:
-            return chunk.ids, text
     positions, good, errors = validator.validate(chunk.rows, index_of=chunk.index_of)
     _add_values(errors, chunk)
     images.errors.extend(errors)

@@ -16,7 +16,8 @@ may hold any of them. The data need not be cut at rows: the protocol's CopyData 
 divide the stream anywhere (PostgreSQL documentation, "Frontend/Backend Protocol", "COPY
 Operations"), which is why a block may be handed over in pieces.
 
-Rows as one JSON array (a chunk checked and encoded by its sender, :class:`EncodedRows`, or
+Rows as one JSON array (a chunk checked and encoded by its sender, :class:`EncodedRows`; a
+columnar chunk's own JSON, written by Arrow's kernels, :func:`rows_written_by_columns`; or
 the dicts a participant checked, encoded by one ``orjson.dumps`` per block) become COPY lines
 in C-level passes over the whole text, without a Python object per row
 (:func:`array_copy_data`): backslashes doubled once, every boundary between two rows replaced by
@@ -31,7 +32,7 @@ from typing import Any, Iterator, Sequence, Union
 
 import orjson
 
-from batchray.core.storage.patching import valid_created_rows
+from batchray.core.storage.patching import rows_written_by_columns, valid_created_rows
 from batchray.core.txn.chunks import BeforeImages, CreateItems, EncodedRows
 
 COPY_COLUMNS = "id, vals, part, ver"
@@ -66,6 +67,9 @@ def validate_create(chunk: CreateItems) -> ValidRows:
         return ValidRows(chunk.chunk_id, chunk.ids, chunk.rows, True)
     if isinstance(chunk.rows, EncodedRows):  # checked by the sender: all valid
         return ValidRows(chunk.chunk_id, chunk.ids, chunk.rows, False)
+    written = rows_written_by_columns(chunk)  # columns that pass by their profiles: all valid
+    if written is not None:
+        return ValidRows(chunk.chunk_id, chunk.ids, written, False)
     scratch = BeforeImages(chunk.chunk_id)
     ids, good = valid_created_rows(chunk, scratch)
     return ValidRows(chunk.chunk_id, ids, good, False, scratch.errors)
