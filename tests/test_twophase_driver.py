@@ -258,3 +258,31 @@ def test_the_driver_reports_each_phase_once_per_run(tmp_path):
         assert client.create_data_context("P", [{"name": "P", "attrs": [{"name": "a"}]}]).success
         assert client.create_items("P", "P", [{"a": str(i)} for i in range(50)], batch_size=10).success
     assert heard == [("apply", True)] + [(phase, True) for phase in ("apply", "vote", "decide", "finish")]
+
+
+def test_a_stopped_driver_leaves_phase_2_to_recovery_at_once():
+    """A participant that never acknowledges its commit keeps phase 2 retrying until
+    ``phase2_deadline`` (with the commit gate held, in a settler); once whoever runs the driver
+    stops it (closing the client), the retrying ends after the round in flight and the
+    participant is named as still in doubt, for recovery: the next client of the store no
+    longer waits out the deadline at the gate."""
+    gauge = Gauge()
+    participants = {name: SlowParticipant(name, gauge) for name in ("s0", "s1")}
+
+    def unreachable(ref):
+        raise ParticipantUnavailable("the server went away")
+
+    participants["s1"].commit = unreachable
+    transport = ThreadedTransport(participants)
+    driver = TwoPhaseCommit(MemoryLog(), transport, rng=random.Random(7), phase2_deadline=60.0)
+    answer: list = []
+    started = time.monotonic()
+    worker = threading.Thread(target=lambda: answer.append(driver.finish("t1", 1, {"s0": "commit", "s1": "commit"})))
+    worker.start()
+    time.sleep(0.3)  # a few rounds of retries
+    assert worker.is_alive(), "phase 2 gave up before its deadline or the stop"
+    driver.stop()
+    worker.join(5)
+    transport.pool.shutdown(wait=True)
+    assert not worker.is_alive() and answer == [["s1"]], answer
+    assert time.monotonic() - started < 10  # not the 60 s deadline

@@ -124,6 +124,7 @@ class LocalRuntime:
                 "workers": [], "memory": self.driver.budget.snapshot() if self.driver.budget is not None else None}
 
     def close(self) -> None:
+        self.driver.stop()  # a phase 2 still retrying gives up: the next opening of the store recovers it
         self.settler.close()
         self.view.close()
         self.ownership.release()

@@ -574,6 +574,7 @@ class CoordinatorService:
         return resolve_lost(self.log, self.executor.driver, batch)
 
     def close(self) -> None:
+        self.executor.driver.stop()  # a phase 2 still retrying gives up: recovery finishes it
         self.settler.close()
         with self._lock:
             self._closed = True

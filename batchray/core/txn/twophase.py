@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
@@ -192,6 +193,15 @@ class TwoPhaseCommit:
         """Told the id of a transaction whose run ended before its outcome reached every
         participant (the log or a participant failed at the decision or in phase 2): whoever
         runs the driver finishes it later with :func:`settle`, as recovery would."""
+        self.stopped = threading.Event()
+        """Set by :meth:`stop`: phase 2 stops retrying (see :meth:`finish`)."""
+
+    def stop(self) -> None:
+        """Whoever runs the driver closes: a phase 2 still retrying a participant gives up after
+        its current round, leaving the participants not yet told for recovery (which the
+        decision log lets finish them), instead of retrying until ``phase2_deadline`` while
+        holding the commit gate (which kept the next client of the store waiting at recovery)."""
+        self.stopped.set()
 
     def waiting_for(self, txn: str) -> Optional[dict[str, Any]]:
         """What a running transaction waits for now: ``{"memory": bool, "locks": [{participant,
@@ -424,8 +434,9 @@ class TwoPhaseCommit:
         """Deliver the logged outcomes until acknowledged; return participants still in doubt
         (left for :func:`recover`) after ``phase2_deadline`` seconds, or after ``phase2_attempts``
         rounds of delivery when that is set (the wall clock is then not read: the seeded
-        simulator needs the same rounds on every run). ``record=False``: an abort that was
-        never logged, so there is no decision to mark done."""
+        simulator needs the same rounds on every run), or once the driver is stopped
+        (:meth:`stop`). ``record=False``: an abort that was never logged, so there is no decision
+        to mark done."""
         deadline = time.monotonic() + self.phase2_deadline
         remaining = dict(outcomes)
         attempt = 0
@@ -444,6 +455,8 @@ class TwoPhaseCommit:
                     except BatchrayError:
                         pass  # retried below: commit and abort are idempotent
             if remaining:
+                if self.stopped.is_set():
+                    return sorted(remaining)
                 if self.phase2_attempts is not None:
                     if attempt >= self.phase2_attempts:
                         return sorted(remaining)
