@@ -139,7 +139,8 @@ class RayTransport:
 
     Applies go to a worker several per actor call (``WorkerActor.apply_many``): an apply is
     queued for its worker and transaction, and sent with the others queued there when
-    ``group`` of them have gathered, when the oldest has waited ``hold`` seconds, or at once
+    as many of them have gathered as the call may hold, when the oldest has waited ``hold``
+    seconds, or at once
     when the protocol waits for a result or sends a vote or a decision (which must not overtake
     an apply). A call's fixed cost (submitting it, the worker's dispatch, the reply, a
     ``ray.wait`` over it) was most of a small chunk's CPU. While the calls of that worker and
@@ -152,6 +153,13 @@ class RayTransport:
     fails on its own. A call holds one transaction's applies only, which the worker runs one
     after another: an apply waiting for a lock (wait-die) holds up only its own transaction,
     never the holder's chunks queued behind it.
+
+    A transaction's applies to a shard are applied in the order they were sent (each is
+    numbered, see :mod:`batchray.core.txn.apply_order`), so a worker's calls of one
+    transaction end one after another, and its progress is seen as each call ends: a
+    transaction's first call to a worker holds one apply, each next one twice as many as the
+    one before, up to ``group`` (a worker's twenty queued chunks went as calls of 16 and 4, the
+    first seen done after 16 chunks' time, and now go as 1, 2, 4, 8 and 5).
 
     An apply returns a summary and the before-images; the transport hands the summary to the
     protocol and keeps the images, when there are more than the summary holds, as an object
@@ -175,6 +183,10 @@ class RayTransport:
         self.held: dict[str, list[Any]] = {}
         self._queued: dict[tuple[int, str], list[_Apply]] = {}  # by (id(worker), txn)
         self._unanswered: dict[tuple[int, str], dict[Any, int]] = {}  # calls not yet seen answered: their applies
+        # the next number of each transaction's applies to a participant, by (participant, txn):
+        # the worker applies them in that order (batchray.core.txn.apply_order)
+        self._numbers: dict[tuple[str, str], int] = {}
+        self._calls: dict[tuple[int, str], int] = {}  # calls sent, by (id(worker), txn)
         self._lock = threading.Condition()  # notified when an apply is queued
         self._closed = False
         self._sender = threading.Thread(target=self._send_late, name="batchray-apply-sender", daemon=True)
@@ -188,17 +200,20 @@ class RayTransport:
         if step in (Step.APPLY, Step.APPLY_PREPARE, Step.APPLY_COMMIT):
             prepare, commit = step is Step.APPLY_PREPARE, step is Step.APPLY_COMMIT
             if isinstance(chunk, ChunkPart):
-                entry = (participant, ref, chunk.bundle, prepare, chunk.index, commit)
+                sent, part = chunk.bundle, chunk.index
             elif isinstance(chunk, InlineChunk):
-                entry = (participant, ref, chunk.value, prepare, None, commit)
+                sent, part = chunk.value, None
             else:
-                entry = (participant, ref, chunk, prepare, None, commit)
-            handle = _Apply(worker, ref.txn, entry)
+                sent, part = chunk, None
             key = (id(worker), ref.txn)
             with self._lock:
+                numbered = (participant, ref.txn)
+                number = self._numbers.get(numbered, 0)
+                self._numbers[numbered] = number + 1
+                handle = _Apply(worker, ref.txn, (participant, ref, sent, prepare, part, commit, number))
                 queue = self._queued.setdefault(key, [])
                 queue.append(handle)
-                if len(queue) >= self.group or commit:
+                if len(queue) >= self._call_size(key) or commit:
                     # an apply+commit is its transaction's only chunk, waited for at once: sent
                     # now, without waking the sender thread for it
                     self._send(key)
@@ -208,11 +223,16 @@ class RayTransport:
         self.flush()  # a vote or a decision goes after every apply sent before it
         return getattr(worker, step.value).remote(participant, ref)
 
+    def _call_size(self, key: tuple[int, str]) -> int:
+        """How many applies the next call of queue ``key`` holds at most (``_lock`` held)."""
+        return min(self.group, 1 << min(self._calls.get(key, 0), 16))
+
     def _send(self, key: tuple[int, str]) -> None:
         """Send the applies queued for one worker and transaction as one call (``_lock`` held)."""
         queue = self._queued.pop(key, None)
         if not queue:
             return
+        self._calls[key] = self._calls.get(key, 0) + 1
         entries = [h.entry for h in queue]
         # inline chunks only (a small batch's): sent pickled by plain pickle (see plain_pickled)
         sent = plain_pickled(entries) if all(e[4] is None and not isinstance(e[2], ray.ObjectRef)
@@ -331,4 +351,8 @@ class RayTransport:
                 del self._queued[key]
             for key in [k for k in self._unanswered if k[1] == txn]:
                 del self._unanswered[key]
+            for key in [k for k in self._numbers if k[1] == txn]:
+                del self._numbers[key]
+            for key in [k for k in self._calls if k[1] == txn]:
+                del self._calls[key]
         return len(self.held.pop(txn, ()))

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import ray
 
 from batchray.core.storage.backends import open_backend, until_store_answers
+from batchray.core.txn.apply_order import ApplyOrder
 from batchray.core.txn.chunks import BeforeImages, Chunk, TxnRef
 from batchray.core.txn.onephase import commit_alone
 from batchray.core.txn.participant import Participant
@@ -61,6 +62,7 @@ class WorkerActor:
         self.started = time.time()
         self.pickled_calls = 0  # apply_many calls that came pickled (a small batch's)
         self.direct_calls = 0  # batches sent by a driver's direct lane (apply_alone)
+        self.order = ApplyOrder()  # each transaction's applies to a shard, in the order they were sent
 
     def _open(self, store_root: str, shard_names: list[str], lock_timeout: float, apply_delay: float) -> None:
         # a store directory (SQLite files on this node) or a PostgreSQL URL (any node)
@@ -86,15 +88,19 @@ class WorkerActor:
         return replace(ref, epoch=self.epochs[name])
 
     @ray.method(num_returns=2)
-    def apply_many(self, applies: list[tuple[str, TxnRef, Any, bool, Optional[int], bool]] | bytes
+    def apply_many(self, applies: list[tuple[str, TxnRef, Any, bool, Optional[int], bool, Optional[int]]] | bytes
                    ) -> tuple[list, list]:
         """Several applies in one call, in order: each ``(shard name, ref, chunk, prepare,
-        part, commit)``, where ``chunk`` is a chunk's object ref; or, with ``part``, the ref of a
+        part, commit, number)``, where ``chunk`` is a chunk's object ref; or, with ``part``, the ref of a
         bundle of chunks (``actors.transport.ChunkPart``: a tuple of small chunks, or a feed
         call's chunks packed, each unpickled here when its apply comes) of which it is the
         ``part``-th; or the chunk itself (a small batch's, sent inline:
         ``actors.transport.InlineChunk``);
-        ``commit``: a one-phase commit (the shard applies and commits, ``vote`` True).
+        ``commit``: a one-phase commit (the shard applies and commits, ``vote`` True);
+        ``number``: the apply's place among its transaction's applies to that shard, in the
+        order the coordinator sent them, which the shard applies them in, whichever of this
+        actor's threads runs each call (:class:`~batchray.core.txn.apply_order.ApplyOrder`;
+        None: at once).
 
         Returns ``(summaries, images)``, one of each per apply. A summary is what the caller
         reads (with ``prepare``, the shard also voted: ``vote``); where an apply failed it is
@@ -111,12 +117,13 @@ class WorkerActor:
         fetched = dict(zip(map(id, refs), ray.get(refs))) if refs else {}
         summaries: list[Any] = []
         images: list[Any] = []
-        for name, ref, chunk, prepare, part, commit in applies:
+        for name, ref, chunk, prepare, part, commit, number in applies:
             chunk = fetched.get(id(chunk), chunk)  # a chunk sent inline is the chunk itself
             try:
                 if part is not None:
                     chunk = chunk[part]  # a tuple's item, or a packed chunk unpickled now
-                summary, held = self._apply(name, ref, chunk, prepare, commit)
+                with self.order.turn(name, ref.txn, number):
+                    summary, held = self._apply(name, ref, chunk, prepare, commit)
             except BatchrayError as exc:
                 summary, held = exc, None
             except Exception as exc:  # noqa: BLE001 - reported for this apply alone

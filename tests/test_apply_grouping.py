@@ -101,3 +101,59 @@ def test_a_vote_flushes_held_applies_and_release_forgets_the_calls():
         assert _until(lambda: worker.calls == [["c1"], ["c2"], ["c3"]], timeout=2.0)
     finally:
         transport.close()
+
+
+def test_a_transactions_calls_to_a_worker_double_in_size_up_to_the_group():
+    """A worker applies a transaction's calls one after another (in the order sent), and its
+    progress is seen as each ends: twenty applies queued at once go as calls of 1, 2, 4 and 8
+    applies, and the last five on the flush; another transaction starts again at one, and a
+    released one too."""
+    worker = RecordingWorker()
+    transport = _transport(worker, hold=30.0, busy_hold=30.0, group=8)
+    ref, other = TxnRef("create-many", 1), TxnRef("create-other", 2)
+    try:
+        for i in range(20):
+            transport.submit("shard-0000", "apply", ref, f"c{i}")
+        transport.submit("shard-0000", "apply", other, "o0")
+        assert [len(call) for call in worker.calls] == [1, 2, 4, 8, 1]  # the group (8) caps them
+        transport.flush()
+        assert [len(call) for call in worker.calls] == [1, 2, 4, 8, 1, 5]
+        assert [c for call in worker.calls for c in call if c.startswith("c")] == [f"c{i}" for i in range(20)]
+        transport.release(ref.txn)
+        transport.submit("shard-0000", "apply", ref, "again")
+        assert worker.calls[-1] == ["again"]
+    finally:
+        transport.close()
+
+
+def test_each_apply_is_numbered_in_its_transactions_order_on_its_participant():
+    """The numbers the worker applies them by (batchray.core.txn.apply_order): 0, 1, 2, ... for
+    each participant and transaction, in the order submitted; a released transaction's start
+    again."""
+    worker = RecordingWorker()
+    numbers: list[tuple[str, str, int]] = []
+    real = worker._apply_many
+
+    def apply_many(entries: list[tuple] | bytes) -> tuple[Any, Any]:
+        if isinstance(entries, bytes):
+            entries = pickle.loads(entries)
+        numbers.extend((e[0], e[1].txn, e[6]) for e in entries)
+        return real(entries)
+
+    worker.apply_many = _Method(apply_many)
+    transport = _transport(worker, hold=30.0, busy_hold=30.0)
+    a, b = TxnRef("create-a", 1), TxnRef("create-b", 2)
+    try:
+        for participant, ref in (("s0", a), ("s1", a), ("s0", a), ("s0", b), ("s1", a), ("s0", a)):
+            transport.submit(participant, "apply", ref, "chunk")
+        transport.flush()
+        assert sorted(numbers, key=lambda n: (n[1], n[0], n[2])) == [
+            ("s0", "create-a", 0), ("s0", "create-a", 1), ("s0", "create-a", 2),
+            ("s1", "create-a", 0), ("s1", "create-a", 1), ("s0", "create-b", 0)]
+        transport.release(a.txn)
+        numbers.clear()
+        transport.submit("s0", "apply", a, "chunk")
+        transport.flush()
+        assert numbers == [("s0", "create-a", 0)]
+    finally:
+        transport.close()

@@ -367,7 +367,7 @@ def test_an_apply_waiting_for_a_lock_holds_up_only_its_own_transaction(ray_sessi
     transport = RayTransport(lambda name: worker, hold=0.5)  # both queued within one window
     lo, _ = context_range(1)
     seed = TxnRef("create-1-seed", 1)
-    ray.get(worker.apply_many.remote([("shard-0000", seed, ray.put(CreateItems(1, [lo + 1, lo + 2], ['{"n":1}', '{"n":2}'])), True, None, False)])[0])
+    ray.get(worker.apply_many.remote([("shard-0000", seed, ray.put(CreateItems(1, [lo + 1, lo + 2], ['{"n":1}', '{"n":2}'])), True, None, False, 0)])[0])
     ray.get(worker.commit.remote("shard-0000", seed))
     older, younger = TxnRef("update-2-old", 10), TxnRef("update-3-young", 20)
     try:
