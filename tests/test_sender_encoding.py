@@ -51,7 +51,7 @@ def _stored(chunk: CreateItems) -> tuple[list[int], str, list]:
     """What a SQLite shard inserts for ``chunk``: its ids, the JSON text (the sender's comes as
     UTF-8 bytes, which the statement casts to text) and the errors."""
     images = BeforeImages(chunk.chunk_id)
-    ids, text = encode_created_rows(chunk, images)
+    ids, text, _ = encode_created_rows(chunk, images)
     return list(ids), text.decode() if isinstance(text, bytes) else text, images.errors
 
 
@@ -144,6 +144,38 @@ def test_a_shard_stores_an_encoded_chunk_as_it_stores_the_dicts(tmp_path):
             stored.append(conn.execute("SELECT id, vals FROM items ORDER BY id").fetchall())
     assert stored[0] == stored[1] and len(stored[0]) == 50
     assert [orjson.loads(vals) for _, vals in stored[1]] == rows
+
+
+def test_a_shard_stores_a_columnar_chunk_from_its_cuts_as_from_the_whole_array(tmp_path):
+    """On a real SQLite shard: a columnar chunk's rows inserted at their cuts (each row's bytes
+    taken as they lie, no JSON parsed) are stored byte for byte, as text, as the array split by
+    ``json_each`` stores them, and as orjson writes each row (escapes, non-ASCII text, floats
+    of every magnitude, nulls); a row of 16 MiB or more has no cut, and its array is split."""
+    import pyarrow as pa
+
+    from batchray.core.model.columnar import rows_of
+    from batchray.io.columnar import ArrowRows, arrow_batches
+    from tests.test_columnar import _awkward_table
+
+    (rows,) = arrow_batches(_awkward_table(500, SEED).combine_chunks())
+    written = rows.json_rows_cut()
+    stored = {}
+    for name, cuts in (("cuts", written.cuts), ("array", None)):
+        shard = SqliteShard(tmp_path / f"{name}.sqlite", name=name, lock_timeout=1.0)
+        chunk = CreateItems(1, range(LO, LO + 1000, 2), EncodedRows(written.text, 500, cuts=cuts), schema=SCHEMA)
+        assert encode_created_rows(chunk, BeforeImages(1))[2] == cuts
+        images = shard.apply(TxnRef(f"t-{name}", 1), chunk, commit=True)
+        assert images.vote and images.affected == 500 and not images.errors
+        shard.close()
+        with sqlite3.connect(tmp_path / f"{name}.sqlite") as conn:
+            stored[name] = conn.execute("SELECT id, vals, typeof(vals) FROM items ORDER BY id").fetchall()
+    assert stored["cuts"] == stored["array"], f"seed {SEED}"
+    assert [vals for _, vals, _ in stored["cuts"]] == [orjson.dumps(row).decode() for row in rows_of(rows)]
+    assert [i for i, _, kind in stored["cuts"] if kind == "text"] == list(range(LO, LO + 1000, 2))
+    long_row = ArrowRows(pa.record_batch({"s": ["x" * (1 << 24), "y"]})).json_rows_cut()
+    assert long_row.cuts is None and long_row.text == orjson.dumps([{"s": "x" * (1 << 24)}, {"s": "y"}])
+    longest = (1 << 24) - 1 - len(b'{"s":""}')  # the longest string whose row has a cut
+    assert ArrowRows(pa.record_batch({"s": ["x" * longest]})).json_rows_cut().cuts == b"[%d]" % (2 << 24 | (1 << 24) - 1)
 
 
 def _with_and_without_sender_encoding(client, monkeypatch) -> None:

@@ -21,11 +21,12 @@ import struct
 from array import array as typed_array
 from typing import Any, Callable, Optional
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchray.core.model.columnar import ColumnProfile, python_bytes, rows_of
+from batchray.core.model.columnar import ROW_CUT_BITS, ColumnProfile, JsonRows, python_bytes, rows_of
 from batchray.errors import ValidationError
 from batchray.io.kernel_thread import on_kernel_thread
 
@@ -170,23 +171,45 @@ def compact_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.concat_arrays([column]) for column in batch.columns], schema=batch.schema)
 
 
-def joined_json_rows(batch: pa.RecordBatch, rows_json: Callable[[pa.RecordBatch], Any]) -> Optional[bytes]:
-    """The JSON array of ``batch``'s rows as UTF-8 bytes, ``rows_json`` (a slice -> each row's
+def joined_json_rows(batch: pa.RecordBatch, rows_json: Callable[[pa.RecordBatch], Any]) -> Optional[JsonRows]:
+    """The JSON array of ``batch``'s rows as UTF-8 bytes and each row's place in it
+    (:class:`~batchray.core.model.columnar.JsonRows`), ``rows_json`` (a slice -> each row's
     JSON object followed by a comma, an Arrow string array; or ``None``) applied to
     :data:`JSON_SLICE_ROWS` rows at a time: the kernels' arrays for a column, a row and their
     join exist for one slice at a time, not for the whole chunk (a chunk's JSON was held four
     times over at its end, a worker's memory past its budget's share in an import). The rows'
     bytes are taken where the kernels wrote them, end to end (:func:`value_bytes`), and copied
-    once, into the array; ``None`` where ``rows_json`` answers ``None``."""
+    once, into the array; their places are read off the arrays' offsets. ``None`` where
+    ``rows_json`` answers ``None``."""
     pieces: list[Any] = [b"["]
+    cuts: Optional[list[Any]] = []
+    size = 1
     for start in range(0, batch.num_rows, JSON_SLICE_ROWS):
         rows = rows_json(batch.slice(start, JSON_SLICE_ROWS))
         if rows is None:
             return None
-        pieces.append(value_bytes(rows))
+        data = value_bytes(rows)
+        if cuts is not None:
+            cut = row_cuts(rows, size)
+            cuts = None if cut is None else cuts + [cut]
+        pieces.append(data)
+        size += len(data)
     pieces[-1] = pieces[-1][:-1]  # the last row's comma
     pieces.append(b"]")
-    return b"".join(pieces)
+    packed = None if cuts is None else orjson.dumps(np.concatenate(cuts), option=orjson.OPT_SERIALIZE_NUMPY)
+    return JsonRows(b"".join(pieces), packed)
+
+
+def row_cuts(rows: Any, at: int) -> Optional[Any]:
+    """The cuts (:class:`~batchray.core.model.columnar.JsonRows`) of ``rows``, a string array
+    of rows each followed by a comma, whose bytes begin at byte ``at`` (from 0) of the text: a
+    numpy array of int64; ``None`` when a row is too long for a cut."""
+    _, offsets, _ = rows.buffers()
+    ends = np.frombuffer(offsets, dtype=np.int32, count=len(rows) + 1, offset=4 * rows.offset).astype(np.int64)
+    lengths = np.diff(ends) - 1  # without the comma
+    if len(lengths) and int(lengths.max()) >= 1 << ROW_CUT_BITS:
+        return None
+    return ((ends[:-1] - ends[0] + (at + 1)) << ROW_CUT_BITS) | lengths
 
 
 class ArrowRows:
@@ -234,13 +257,18 @@ class ArrowRows:
     def column_profile(self, name: str) -> ColumnProfile:
         return profile_of(self.batch.column(name))
 
-    @on_kernel_thread
     def json_rows(self) -> Optional[bytes]:
         """The rows' JSON array, built by Arrow's string kernels (see :func:`_json_column`)."""
+        rows = self.json_rows_cut()
+        return None if rows is None else rows.text
+
+    @on_kernel_thread
+    def json_rows_cut(self) -> Optional[JsonRows]:
+        """:meth:`json_rows` and each row's place in it."""
         if not self.batch.num_rows:
-            return b"[]"
+            return JsonRows(b"[]", b"[]")
         if not self.batch.num_columns:
-            return b"[" + b",".join([b"{}"] * self.batch.num_rows) + b"]"
+            return JsonRows(b"[" + b",".join([b"{}"] * self.batch.num_rows) + b"]")
         return joined_json_rows(self.batch, self._rows_json)
 
     def _rows_json(self, batch: pa.RecordBatch) -> Any:

@@ -29,6 +29,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchray.core.model.columnar import JsonRows
 from batchray.io.columnar import ArrowRows, _json_column, joined_json_rows
 from batchray.io.kernel_thread import on_kernel_thread
 
@@ -68,20 +69,16 @@ class SparseArrowRows(ArrowRows):
         super().__init__(nan_as_null(batch))
 
     @on_kernel_thread
-    def json_rows(self) -> Optional[bytes]:
+    def json_rows_cut(self) -> Optional[JsonRows]:
         """The rows' JSON array without the missing values' keys, built by Arrow's string
-        kernels; ``None`` for a column type they do not write (the worker then encodes the
-        rows as dicts)."""
+        kernels, and each row's place in it; ``None`` for a column type they do not write (the
+        worker then encodes the rows as dicts)."""
+        if not self.batch.num_rows:
+            return JsonRows(b"[]", b"[]")
         try:
-            return self._json_rows()
+            return joined_json_rows(self.batch, self._sparse_rows_json)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
-
-    def _json_rows(self) -> Optional[bytes]:
-        batch = self.batch
-        if not batch.num_rows:
-            return b"[]"
-        return joined_json_rows(batch, self._sparse_rows_json)
 
     def _sparse_rows_json(self, batch: pa.RecordBatch) -> Any:
         """Each row's JSON object without its missing values' keys, followed by a comma (an

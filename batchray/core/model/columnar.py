@@ -72,6 +72,24 @@ class ColumnProfile:
     distinct: Optional[Callable[[], list[Any]]] = None
 
 
+ROW_CUT_BITS = 24
+"""Bits of a row cut (:class:`JsonRows`) that hold the row's length: a row of 16 MiB or more
+has no cut."""
+
+
+@dataclass(frozen=True)
+class JsonRows:
+    """Rows as one JSON array, ``text`` (UTF-8 bytes), and, as ``cuts``, where each row lies in
+    it: a JSON array of integers, row ``j``'s ``start << ROW_CUT_BITS | length``, its first
+    byte counted from 1 (as SQL's ``substr`` counts) and its length in bytes; ``None`` where
+    a row is too long for them. A store that splits the array by its cuts takes each row's
+    bytes as they are, without parsing the array (SQLite's ``json_each`` parses every row and
+    writes it again)."""
+
+    text: bytes
+    cuts: Optional[bytes] = None
+
+
 class ProfiledRows(ColumnarRows, Protocol):
     """Columnar rows that can describe their columns and write their own JSON (Arrow): a chunk
     of them is checked and stored without a Python value per row."""
@@ -82,6 +100,10 @@ class ProfiledRows(ColumnarRows, Protocol):
         """The JSON array of the rows as UTF-8 bytes, byte for byte what
         ``orjson.dumps(rows_of(self))`` writes; ``None`` when that cannot be promised (then the
         rows are encoded as dicts)."""
+        ...
+
+    def json_rows_cut(self) -> Optional[JsonRows]:
+        """:meth:`json_rows` with each row's place in it (:class:`JsonRows`)."""
         ...
 
 

@@ -217,17 +217,21 @@ def rows_written_by_columns(chunk: CreateItems) -> Optional[EncodedRows]:
         return None
     if not _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS)).profiles_ok(rows):
         return None
-    text = rows.json_rows()
-    if text is None:
+    written = rows.json_rows_cut()
+    if written is None:
         return None
     # a row is {} only where it has no column, or (rows that leave missing values out) none of its values
-    return EncodedRows(text, len(rows), no_empty_row=bool(rows.names) and not rows.nulls_absent)
+    return EncodedRows(written.text, len(rows), no_empty_row=bool(rows.names) and not rows.nulls_absent,
+                       cuts=written.cuts)
 
 
-def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Sequence[int], str | bytes]:
-    """The ids to insert for a create chunk, and its valid rows as one JSON text for SQLite's
-    ``json_each`` to split: an array of the rows when ``ids`` is a ``range`` (row ``j`` gets
-    ``ids[j]``), else an array of ``[id, row]`` pairs. Invalid rows go to ``images.errors``.
+def encode_created_rows(chunk: CreateItems, images: BeforeImages
+                        ) -> tuple[Sequence[int], str | bytes, Optional[bytes]]:
+    """The ids to insert for a create chunk, its valid rows as one JSON text for SQLite's
+    ``json_each`` to split, and where each row lies in it where that is known (the cuts of
+    :class:`~batchray.core.model.columnar.JsonRows`, with a range of ids; else None): an array
+    of the rows when ``ids`` is a ``range`` (row ``j`` gets ``ids[j]``), else an array of
+    ``[id, row]`` pairs. Invalid rows go to ``images.errors``.
 
     One ``orjson.dumps`` of the whole list and one statement cost about a third less per row
     than encoding each row and binding it in ``executemany``. Rows of a chunk without a schema
@@ -236,24 +240,24 @@ def encode_created_rows(chunk: CreateItems, images: BeforeImages) -> tuple[Seque
     which the statement casts to text (SQLite reads a blob's bytes as text in the database's
     encoding, UTF-8, without decoding them in Python first).
     """
-    if isinstance(chunk.rows, EncodedRows):
-        return chunk.ids, chunk.rows.text  # UTF-8 bytes, read as text by the statement
+    if isinstance(chunk.rows, EncodedRows):  # UTF-8 bytes, read as text by the statement
+        return chunk.ids, chunk.rows.text, chunk.rows.cuts if isinstance(chunk.ids, range) else None
     if chunk.schema is None:
         ids, texts = chunk.ids, list(chunk.rows)
         if isinstance(ids, range):
-            return ids, "[" + ",".join(texts) + "]"
-        return ids, "[" + ",".join(f"[{i},{t}]" for i, t in zip(ids, texts)) + "]"
+            return ids, "[" + ",".join(texts) + "]", None
+        return ids, "[" + ",".join(f"[{i},{t}]" for i, t in zip(ids, texts)) + "]", None
     written = rows_written_by_columns(chunk)
     if written is not None:
-        return chunk.ids, written.text
+        return chunk.ids, written.text, written.cuts
     validator = _validator(orjson.dumps(chunk.schema, option=orjson.OPT_SORT_KEYS))
     positions, good, errors = validator.validate(chunk.rows, index_of=chunk.index_of)
     _add_values(errors, chunk)
     images.errors.extend(errors)
     if len(positions) == len(chunk.ids) and isinstance(chunk.ids, range):
-        return chunk.ids, orjson.dumps(good).decode()
+        return chunk.ids, orjson.dumps(good).decode(), None
     ids = [chunk.ids[p] for p in positions]
-    return ids, orjson.dumps(list(zip(ids, good))).decode()
+    return ids, orjson.dumps(list(zip(ids, good))).decode(), None
 
 
 def transform_values(values: dict[str, Any], chunk: Any, converts: dict[str, Attribute], item_id: int,

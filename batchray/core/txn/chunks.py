@@ -91,6 +91,7 @@ class EncodedRows:
     text: bytes
     count: int
     no_empty_row: bool = False
+    cuts: Optional[bytes] = None  # where each row lies in ``text`` (batchray.core.model.columnar.JsonRows)
 
     def __len__(self) -> int:
         return self.count
