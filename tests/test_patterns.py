@@ -14,7 +14,7 @@ import time
 import pytest
 
 from batchray.api.tools import call_tool
-from batchray.core.model.patterns import MAX_PATTERN_LENGTH, compile_pattern, fullmatch
+from batchray.core.model.patterns import MAX_PATTERN_LENGTH, compile_pattern, full_matcher, fullmatch
 from batchray.errors import ValidationError
 from local_runtime import local_client
 
@@ -54,6 +54,46 @@ def _timed(call):
 ])
 def test_codap_style_patterns_match_as_before(pattern, text, matches):
     assert fullmatch(pattern, text) is matches
+
+
+MATCHER_SEED = 20261206
+
+
+def test_the_fast_matcher_answers_as_re2s_own_fullmatch():
+    """``full_matcher`` calls RE2's C++ match itself (the package's ``fullmatch`` wraps each call
+    in Python, five times its cost): the same answer for random texts (empty, ASCII, non-ASCII,
+    newlines, near misses) against patterns with anchors, flags, classes, alternations and
+    repetitions. Seeded; the seed is named on failure."""
+    import random
+
+    patterns = [r"person-[0-9]+", r"[A-Z]{2}[0-9]*", r"^[a-z]+$", r"(?i)abc", r"p.*", r"(?s)p.*", r"é+",
+                r"\w+@\w+\.\w+", r"a|b", r"", r"colou?r", r"\d{4}-\d{2}-\d{2}", r"[^,]*", r"\bx\b",
+                r"(a+)+$", r"[\x{1F600}-\x{1F64F}]", r".", r"\s*", r"(?m)^a$"]
+    alphabet = ["a", "b", "x", "A", "B", "0", "9", "-", "@", ".", ",", " ", "\n", "é", "😀", "person-", "colour"]
+    rng = random.Random(MATCHER_SEED)
+    for pattern in patterns:
+        compiled, matcher = compile_pattern(pattern), full_matcher(pattern)
+        texts = ["", "person-12", "AB12", "abc", "ABC", "2024-05-06", "x", "a\nb"] + [
+            "".join(rng.choice(alphabet) for _ in range(rng.randrange(8))) for _ in range(300)]
+        for text in texts:
+            assert matcher(text) == (compiled.fullmatch(text) is not None), \
+                f"seed {MATCHER_SEED}: {pattern!r} on {text!r}"
+
+
+def test_the_fast_matcher_gives_way_to_the_packages_where_they_disagree(monkeypatch):
+    """Where the package's internals answer otherwise than its ``fullmatch`` on the probes
+    (another version of it, say), the matcher is the package's own, and answers right."""
+    import batchray.core.model.patterns as patterns
+
+    full_matcher.cache_clear()
+    monkeypatch.setattr(patterns, "_NO_SPAN", (0, 0))  # every fast answer now wrong
+    try:
+        matcher = full_matcher(r"t\d+")
+        assert matcher.__name__ == "slow" and matcher("t01") and not matcher("x5")
+    finally:
+        full_matcher.cache_clear()
+    monkeypatch.undo()
+    assert full_matcher(r"t\d+").__name__ == "fast"
 
 
 @pytest.mark.parametrize("pattern", EXPLOSIVE)

@@ -15,14 +15,15 @@ Contracts:
   (``(?=``, ``(?!``, ``(?<=``, ``(?<!``). Schema checks call it, so such a pattern is refused
   before anything is written.
 * :func:`fullmatch` tells whether the whole text matches, as ``re.fullmatch`` does for the
-  patterns both engines accept (RE2's ``\\d``, ``\\w`` and ``\\s`` are ASCII-only).
+  patterns both engines accept (RE2's ``\\d``, ``\\w`` and ``\\s`` are ASCII-only);
+  :func:`full_matcher` is the same test as a function of the text, for many values.
 
 The project's own fixed patterns keep using ``re``.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import re2
 
@@ -81,7 +82,46 @@ def compile_pattern(pattern: str) -> Any:
 
 def fullmatch(pattern: str, text: str) -> bool:
     """Whether all of ``text`` matches ``pattern`` (compiled and checked by :func:`compile_pattern`)."""
-    return compile_pattern(pattern).fullmatch(text) is not None
+    return full_matcher(pattern)(text)
+
+
+_PROBES = ("", "a", "0", "\n", "é✓", "person-12", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!")
+"""Texts each fast matcher is tried on against the package's ``fullmatch`` before it is used."""
+
+
+@functools.lru_cache(maxsize=512)
+def full_matcher(pattern: str) -> Callable[[str], bool]:
+    """:func:`fullmatch` for one pattern, as a function of the text (compiled and checked by
+    :func:`compile_pattern`). It calls RE2's C++ ``Match``, anchored at both ends, on the
+    text's UTF-8, as the package's ``fullmatch`` does; that one also maps the match's byte
+    offsets back to characters and builds a match object in Python, for each call: 3.6 µs a
+    value against 0.7 µs for ``person-[0-9]+``, where a column of unique names is checked
+    value by value. Where the package's internals are not the ones this calls (another
+    version), or the two answer differently on a few probes, its ``fullmatch`` is used."""
+    compiled = compile_pattern(pattern)
+
+    def slow(text: str) -> bool:
+        return compiled.fullmatch(text) is not None
+
+    regexp = getattr(compiled, "_regexp", None)
+    both = getattr(getattr(getattr(getattr(re2, "_re2", None), "RE2", None), "Anchor", None), "ANCHOR_BOTH", None)
+    match = getattr(regexp, "Match", None)
+    if match is None or both is None:
+        return slow
+
+    def fast(text: str) -> bool:
+        data = text.encode("utf-8")
+        return match(both, data, 0, len(data))[0] != _NO_SPAN
+
+    try:
+        agrees = all(fast(probe) == slow(probe) for probe in _PROBES)
+    except Exception:  # noqa: BLE001 - internals not as expected: the public path
+        agrees = False
+    return fast if agrees else slow
+
+
+_NO_SPAN = (-1, -1)
+"""The span RE2's ``Match`` gives the whole match when there is none."""
 
 
 def _error_text(exc: Exception) -> str:

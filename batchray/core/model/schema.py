@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from batchray.core.model.columnar import dicts_of, is_columnar, rows_of
 from batchray.core.model.dates import parse_codap_date
-from batchray.core.model.patterns import compile_pattern, fullmatch
+from batchray.core.model.patterns import compile_pattern, full_matcher, fullmatch
 from batchray.errors import SchemaError, ValidationError
 
 NAME_PATTERN = r"^[^\x00\[\]]{1,200}$"
@@ -519,7 +519,7 @@ class RowValidator:
         self._by_value: dict[str, Attribute] = {}
         self._bounds: dict[str, tuple[Optional[float], Optional[float]]] = {}  # numeric min, max
         self._allowed: dict[str, frozenset[Any]] = {}
-        self._patterns: dict[str, Any] = {}  # compiled (RE2)
+        self._patterns: dict[str, Callable[[str], bool]] = {}  # whole-text tests (RE2)
         self._required = frozenset(name for name, attr in attrs.items() if attr.required)
         self._defaults = frozenset(name for name, attr in attrs.items() if attr.default is not None)
         self._row_path_only = False
@@ -536,7 +536,7 @@ class RowValidator:
             if allowed is not None:
                 self._allowed[name] = allowed
             if attr.pattern is not None:
-                self._patterns[name] = compile_pattern(attr.pattern)
+                self._patterns[name] = full_matcher(attr.pattern)
             self._fast[name] = frozenset(kinds) | {type(None)}
             if attr.type in (AttributeType.date, AttributeType.color):
                 self._by_value[name] = attr  # checked once per distinct value of a chunk
@@ -694,7 +694,7 @@ class RowValidator:
                 pattern = self._patterns.get(name)
                 if pattern is not None and distinct_limit is not None and len(distinct) > distinct_limit:
                     return False  # too many to match here: the caller leaves them to the workers
-                if pattern is not None and not all(pattern.fullmatch(str(v)) is not None for v in distinct):
+                if pattern is not None and not all(map(pattern, map(str, distinct))):
                     return False  # the row path names the values that do not match
             attr = self._by_value.get(name)
             if attr is not None and not self._distinct_values_ok(attr, column, distinct_limit):
