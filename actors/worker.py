@@ -192,7 +192,9 @@ class WorkerActor:
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
                 "epochs": dict(self.epochs), "started": self.started, "pickledCalls": self.pickled_calls,
-                "directCalls": self.direct_calls}
+                "directCalls": self.direct_calls,
+                # applies that waited for one sent before them, and those that gave up waiting
+                "appliesHeldForOrder": self.order.waited, "appliesOutOfOrder": self.order.gave_up}
 
     @ray.method(concurrency_group="control")
     def leftovers(self) -> dict[str, dict[str, int]]:

@@ -122,3 +122,5 @@ def test_on_ray_a_load_reaches_each_shard_in_the_order_of_its_ids(make_client):
         assert len(vers) == 3000
         backwards = sum(1 for a, b in zip(vers, vers[1:]) if b < a)
         assert backwards == 0, f"{shard}: {backwards} applies came after a later chunk's"
+    (worker,) = client.info()["workers"]
+    assert worker["appliesHeldForOrder"] > 0 and worker["appliesOutOfOrder"] == 0, worker
