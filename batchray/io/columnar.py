@@ -184,6 +184,8 @@ def joined_json_rows(batch: pa.RecordBatch, rows_json: Callable[[pa.RecordBatch]
     bytes are taken where the kernels wrote them, end to end (:func:`value_bytes`), and copied
     once, into the array; their places are read off the arrays' offsets. ``None`` where
     ``rows_json`` answers ``None``."""
+    if not batch.num_rows:
+        return JsonRows(b"[]", b"[]")
     pieces: list[Any] = [b"["]
     cuts: Optional[list[Any]] = []
     size = 1
@@ -192,9 +194,11 @@ def joined_json_rows(batch: pa.RecordBatch, rows_json: Callable[[pa.RecordBatch]
         if rows is None:
             return None
         data = value_bytes(rows)
-        if cuts is not None:
-            cut = row_cuts(rows, size)
-            cuts = None if cut is None else cuts + [cut]
+        cut = None if cuts is None else row_cuts(rows, size)
+        if cut is None:
+            cuts = None  # a row too long for a cut: the chunk has none
+        else:
+            cuts.append(cut)
         pieces.append(data)
         size += len(data)
     pieces[-1] = pieces[-1][:-1]  # the last row's comma
@@ -268,9 +272,7 @@ class ArrowRows:
     @on_kernel_thread
     def json_rows_cut(self) -> Optional[JsonRows]:
         """:meth:`json_rows` and each row's place in it."""
-        if not self.batch.num_rows:
-            return JsonRows(b"[]", b"[]")
-        if not self.batch.num_columns:
+        if self.batch.num_rows and not self.batch.num_columns:
             return JsonRows(b"[" + b",".join([b"{}"] * self.batch.num_rows) + b"]")
         return joined_json_rows(self.batch, self._rows_json)
 

@@ -73,8 +73,6 @@ class SparseArrowRows(ArrowRows):
         """The rows' JSON array without the missing values' keys, built by Arrow's string
         kernels, and each row's place in it; ``None`` for a column type they do not write (the
         worker then encodes the rows as dicts)."""
-        if not self.batch.num_rows:
-            return JsonRows(b"[]", b"[]")
         try:
             return joined_json_rows(self.batch, self._sparse_rows_json)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

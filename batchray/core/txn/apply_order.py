@@ -14,8 +14,8 @@ The sender numbers each transaction's applies to a participant 0, 1, 2, ... as i
 long as those before it keep being applied (a call of ten applies ahead of it takes ten
 applies' time), but no longer than ``patience`` seconds without one: the order is a matter of
 speed only, never of correctness (an apply whose predecessor never comes, or is waiting for
-another transaction's lock, goes after that time, and a late one goes at once). A numbering that starts again (a new worker, a new
-sender) costs one wait at most.
+another transaction's lock, goes after that time, and a late one goes at once). A numbering
+that starts again (a new worker, a new sender) costs one wait at most.
 """
 from __future__ import annotations
 
