@@ -307,3 +307,35 @@ def test_a_columnar_chunk_goes_to_copy_as_the_json_its_columns_write(sparse):
     # a chunk whose columns do not pass (a string in the numeric column) is checked row by row
     mixed = CreateItems(2, ids, ArrowRows(pa.record_batch({"n": ["1", "x"]})), schema=SCHEMA)
     assert not isinstance(validate_create(mixed).rows, EncodedRows)
+
+
+def test_a_column_of_too_many_distinct_values_is_judged_before_the_others(monkeypatch):
+    """The sender counts the distinct values of a pattern's or a date's column before it reads
+    any other column: a chunk it leaves to its participant costs it that one column, and the
+    early answer is always the one the whole check gives (seeded chunks: unique or repeated
+    codes and days, missing and empty values, wrong kinds, unhashable values)."""
+    import batchray.core.model.schema as schema_module
+    from batchray.core.storage.patching import _validator
+
+    validator = _validator(orjson.dumps(PATTERNED, option=orjson.OPT_SORT_KEYS))
+    whole = schema_module.RowValidator._too_many_distinct
+    transposed = []
+    same_keys = schema_module._same_keys_columns
+    monkeypatch.setattr(schema_module, "_same_keys_columns", lambda rows: transposed.append(1) or same_keys(rows))
+    rows = [{"code": f"id-{i}", "day": "2026-01-05T00:00:00Z"} for i in range(64)]
+    assert not validator.accepts_whole(rows, distinct_limit=4) and not transposed
+    assert validator.accepts_whole(rows[:4], distinct_limit=4) and transposed
+
+    rng = random.Random(SEED)
+    values = {"code": lambda: rng.choice([f"id-{rng.randrange(8)}", f"id-{rng.randrange(10 ** 6)}", "", None, "NOPE", 5]),
+              "day": lambda: rng.choice(["2026-01-05T00:00:00Z", f"2026-01-{rng.randint(1, 28):02d}T00:00:00Z", "",
+                                         None, [1]])}
+    for case in range(300):
+        count = rng.randint(1, 40)
+        names = [n for n in values if rng.random() < 0.8]
+        rows = [{n: values[n]() for n in names if rng.random() < 0.9} for _ in range(count)]
+        limit = rng.randint(0, 8)
+        early = validator.accepts_whole(rows, distinct_limit=limit)
+        monkeypatch.setattr(schema_module.RowValidator, "_too_many_distinct", lambda self, rows, limit: False)
+        assert validator.accepts_whole(rows, distinct_limit=limit) == early, f"seed {SEED}, case {case}: {rows}"
+        monkeypatch.setattr(schema_module.RowValidator, "_too_many_distinct", whole)

@@ -20,6 +20,7 @@ that starts again (a new worker, a new sender) costs one wait at most.
 from __future__ import annotations
 
 import threading
+from threading import Event
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -36,13 +37,21 @@ load touches its own at every apply; a finished one is forgotten in its turn."""
 
 
 class ApplyOrder:
-    """Where each (participant, transaction) pair has got to: the next apply number due."""
+    """Where each (participant, transaction) pair has got to: the next apply number due, and
+    when the last apply before it was done.
+
+    An apply that must wait sleeps on an event of its own, set by the apply before it when that
+    one is done, or when its patience runs out: never woken by other applies' progress (a
+    condition notified at every apply woke every waiting thread of the actor, up to 16, for
+    each apply done, and each took the GIL to go back to sleep)."""
 
     def __init__(self, patience: float = PATIENCE, remembered: int = REMEMBERED) -> None:
         self.patience = patience
         self.remembered = remembered
-        self._due: OrderedDict[str, dict[str, int]] = OrderedDict()  # txn -> participant -> next number
-        self._changed = threading.Condition()
+        # txn -> participant -> [next number due, monotonic time the apply before it was done]
+        self._due: OrderedDict[str, dict[str, list]] = OrderedDict()
+        self._waiting: dict[tuple[str, str, int], list[Event]] = {}  # by (txn, participant, number)
+        self._lock = threading.Lock()
         self.waited = 0  # applies that found a predecessor not yet applied and waited for it
         self.gave_up = 0  # of those, applies that went before it after ``patience``
 
@@ -55,30 +64,52 @@ class ApplyOrder:
         if number is None:
             yield
             return
-        with self._changed:
-            due = self._next(txn, participant)
-            if due < number:
-                self.waited += 1
-                deadline = time.monotonic() + self.patience
-                while due < number:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        self.gave_up += 1
-                        break
-                    self._changed.wait(left)
-                    if self._next(txn, participant) != due:  # one before it was applied: wait on
-                        due = self._next(txn, participant)
-                        deadline = time.monotonic() + self.patience
+        self._wait_for(participant, txn, number)
         try:
             yield
         finally:
-            with self._changed:
+            with self._lock:
                 places = self._due.setdefault(txn, {})
-                places[participant] = max(places.get(participant, 0), number + 1)
+                place = places.setdefault(participant, [0, 0.0])
+                place[0], place[1] = max(place[0], number + 1), time.monotonic()
                 self._due.move_to_end(txn)
                 while len(self._due) > self.remembered:
                     self._due.popitem(last=False)
-                self._changed.notify_all()
+                for event in self._waiting.get((txn, participant, place[0]), ()):
+                    event.set()
 
-    def _next(self, txn: str, participant: str) -> int:
-        return self._due.get(txn, {}).get(participant, 0)
+    def _wait_for(self, participant: str, txn: str, number: int) -> None:
+        """Return once apply ``number`` is due, or ``patience`` seconds after the later of the
+        call and the last apply of the pair done."""
+        key = (txn, participant, number)
+        event = Event()
+        with self._lock:
+            if self._place(txn, participant)[0] >= number:
+                return
+            self.waited += 1
+            self._waiting.setdefault(key, []).append(event)
+        since = time.monotonic()
+        try:
+            while True:
+                event.clear()  # set once its turn came; a pair forgotten meanwhile waits on
+                with self._lock:
+                    due, done_at = self._place(txn, participant)
+                if due >= number:
+                    return
+                left = max(since, done_at) + self.patience - time.monotonic()
+                if left <= 0:
+                    with self._lock:
+                        self.gave_up += 1
+                    return
+                event.wait(left)
+        finally:
+            with self._lock:
+                events = self._waiting[key]
+                events.remove(event)
+                if not events:
+                    del self._waiting[key]
+
+    def _place(self, txn: str, participant: str) -> tuple[int, float]:
+        """The next number due of the pair and when the apply before it was done (``_lock`` held)."""
+        place = self._due.get(txn, {}).get(participant)
+        return (0, 0.0) if place is None else (place[0], place[1])
