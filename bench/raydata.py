@@ -9,6 +9,8 @@ same blocks:
 
 * batchray: ``write_dataset`` into a store of 2 shards served by 2 workers, one atomic
   transaction, every row validated against the schema;
+* each writer twice, taking turns (best of each): the first large write starts Ray Data's own
+  actors, which neither writer should be charged for;
 * ``write_iceberg``: a pyiceberg SQL catalog on SQLite and a local warehouse (one snapshot
   committed at the end; Parquet files written by the write tasks);
 * ``write_sql``: ``INSERT`` into a SQLite table (not atomic), on a sample (it is slow) and
@@ -111,13 +113,21 @@ def raydata(suite) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     client.create_data_context("Warmup", collections=COLLECTIONS)
     # Ray Data's machinery up, and both workers (blocks of 25,000 rows reach both shards)
     write_dataset(dataset_of(rows[:50_000], 2), client=client, context="Warmup")
-    client.create_data_context("People", collections=COLLECTIONS)
     box: dict[str, Any] = {}
-    batchray_s = _seconds(lambda: box.update(result=write_dataset(ds, client=client, context="People")))
-    assert box["result"].success and client.count_items("People") == n, box["result"]
-    iceberg_s = write_iceberg_seconds(ds, suite.path("iceberg"))
+    # the two writers take turns, best of ``repeats`` each: the first write of a Dataset this
+    # large starts Ray Data's own actors (_StatsActor, _AutoscalingCoordinatorActor: 0.5 s of
+    # CPU, measured with ``python -m bench.cpu_profile write-dataset``), which a small warm-up
+    # write does not, and whichever writer came first paid for them
+    batchray_s = iceberg_s = float("inf")
+    for turn in range(max(2, suite.sizes.repeats)):
+        context = f"People{turn}"
+        client.create_data_context(context, collections=COLLECTIONS)
+        seconds = _seconds(lambda: box.update(result=write_dataset(ds, client=client, context=context)))
+        assert box["result"].success and client.count_items(context) == n, box["result"]
+        batchray_s = min(batchray_s, seconds)
+        iceberg_s = min(iceberg_s, write_iceberg_seconds(ds, suite.path(f"iceberg-{turn}")))
     sql_rate = sample / write_sql_seconds(dataset_of(rows[:sample]), suite.path("write_sql.sqlite"))
-    read_s = _seconds(lambda: box.update(back=read_dataset(client.layout.root, "People")))
+    read_s = _seconds(lambda: box.update(back=read_dataset(client.layout.root, "People0")))
     assert box["back"].count() == n
     read_sql_s = read_sql_seconds(rows, suite.path("read_sql.sqlite"))
     suite.close_client("raydata")
