@@ -48,6 +48,9 @@ BUNDLE_CHUNK_BYTES = 16 << 10
 """Chunks estimated at most this size are put in the object store several to an object."""
 BUNDLE_BYTES = 128 << 10
 """The most a bundle of small chunks holds (estimated)."""
+PACKED_BYTES = 4 << 20
+"""The most one object of a batch planned whole holds (estimated, :func:`pack_whole`): on a
+cluster each worker's node fetches the whole object, not only its chunks."""
 INLINE_BYTES = 64 << 10
 """A batch planned whole whose chunks hold at most this many bytes (estimated) is sent inline
 (:func:`inline_chunks`); Ray itself carries an argument of up to 100 KiB inside the call."""
@@ -116,6 +119,23 @@ def encode_creates(planned: list[Any], encode_on_sender: Any) -> None:
     only insert it."""
     for pc in planned:
         pc.chunk = encode_on_sender(pc.chunk)
+
+
+def pack_whole(planned: list[Any]) -> None:
+    """Put a batch planned whole (and not inline) as objects of packed chunks
+    (:func:`pack_chunks`), each of up to :data:`PACKED_BYTES`: a 10,000-item batch cut into
+    400 chunks went as 29 bundles (:func:`put_chunks`), 29 puts costing the driver 27 ms
+    before its first chunk could start, against 1 ms for one object."""
+    group: list[Any] = []
+    size = 0
+    for pc in planned:
+        if group and size + pc.nbytes > PACKED_BYTES:
+            pack_chunks(group)
+            group, size = [], 0
+        group.append(pc)
+        size += pc.nbytes
+    if group:
+        pack_chunks(group)
 
 
 def pack_chunks(planned: list[Any]) -> None:
@@ -373,7 +393,7 @@ class RayRuntime:
                     return direct
             sent = plain_pickled((options, planned)) if inline_chunks(planned) else None
             if sent is None:
-                put_chunks(planned)
+                pack_whole(planned)
             # one round trip: the coordinator starts it at once and answers with its result
             # (an inline batch's options and chunks come pickled: the coordinator unpickles them)
             submitted = self._submit(plan.kind, options if sent is None else None, planned if sent is None else sent,

@@ -43,3 +43,20 @@ def test_even_round_sizes() -> None:
     assert even_round(62_500, 44_000, 2) == 31_250
     assert even_round(44_000, 44_000, 2) == 44_000
     assert even_round(100_003, 21_000, 3) == 20_001  # five rounds, the last 19,999
+
+
+@pytest.mark.parametrize("round_rows,sampled", [(5, 5), (100, 8), (256, 16), (1_000, 32), (50_000, 32)])
+def test_a_rounds_bytes_are_estimated_from_a_sample_that_grows_with_it(monkeypatch, round_rows: int, sampled: int) -> None:
+    """A dict round's bytes per row come from one row in 16, at least 8 and at most 32: a
+    round of 100 rows (4 chunks of 25) estimated 32 of them, as long as cutting the round."""
+    import batchray.core.plan.chunking as chunking
+
+    estimated = []
+    estimate = chunking.estimate_bytes
+    monkeypatch.setattr(chunking, "estimate_bytes", lambda row: estimated.append(row) or estimate(row))
+    chunker = CreateChunker(["s0", "s1"], fresh_ids(1_000), schema=None, max_rows=round_rows // 2 or 1,
+                            max_bytes=1 << 40)
+    rows = [{"n": i, "label": "x" * (i % 7)} for i in range(round_rows)]
+    planned = list(chunker.chunks(rows))
+    assert sum(p.count for p in planned) == round_rows
+    assert len(estimated) == sampled and len({id(r) for r in estimated}) == sampled

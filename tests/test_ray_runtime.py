@@ -311,6 +311,42 @@ def test_a_worker_returns_before_images_as_an_object_only_when_there_are_some(ra
         ray.kill(worker)
 
 
+def test_a_batch_planned_whole_goes_as_few_objects_of_packed_chunks(plain, monkeypatch):
+    """``pack_whole``: a batch sent in its submit call (planned whole, not inline) puts its
+    chunks as objects of packed chunks of up to PACKED_BYTES each (one put per object, where
+    bundles of BUNDLE_BYTES took one per 14 small chunks); a batch of many small chunks
+    loads whole through it."""
+    import ray
+
+    import actors.runtime as runtime
+    from actors.transport import ChunkPart, PackedChunks
+    from batchray.core.txn.chunks import PlannedChunk
+
+    planned = [PlannedChunk(f"shard-000{i % 2}", {"n": i}, 1_000, 1) for i in range(400)]
+    runtime.pack_whole(planned)
+    assert all(isinstance(pc.chunk, ChunkPart) for pc in planned)
+    assert len({pc.chunk.bundle for pc in planned}) == 1
+    packed = ray.get(planned[0].chunk.bundle)
+    assert isinstance(packed, PackedChunks) and [packed[i] for i in range(400)] == [{"n": i} for i in range(400)]
+
+    monkeypatch.setattr(runtime, "PACKED_BYTES", 100_000)  # 100 chunks of 1,000 bytes an object
+    planned = [PlannedChunk("shard-0000", {"n": i}, 1_000, 1) for i in range(250)]
+    runtime.pack_whole(planned)
+    bundles = [pc.chunk.bundle for pc in planned]
+    assert len(set(bundles)) == 3 and bundles[99] != bundles[100] and bundles[199] != bundles[200]
+    assert [ray.get(pc.chunk.bundle)[pc.chunk.index] for pc in planned] == [{"n": i} for i in range(250)]
+
+    monkeypatch.undo()
+    puts = []
+    put = runtime.ray.put
+    context = _context(plain, "Whole")
+    monkeypatch.setattr(runtime.ray, "put", lambda value, **kw: puts.append((type(value).__name__, len(value))) or put(value, **kw))
+    result = plain.create_items(context, "Rows", rows(2_000), batch_size=5)  # planned whole: 400 chunks
+    assert result.success and result.items_created == 2_000, result.error
+    assert puts == [("PackedChunks", 400)], puts
+    assert sorted(item["values"]["n"] for item in plain.get_items(context)) == list(range(2_000))
+
+
 def test_a_feed_calls_chunks_go_as_one_object_each_unpickled_alone(plain):
     """``pack_chunks``: a feed call's chunks become parts of one object, each pickled on its own
     (its Arrow buffers out of band), so a part unpickles without the others; chunks that plain

@@ -213,9 +213,12 @@ class CreateChunker:
         return self.load
 
     def _rows_per_chunk(self, sample: list[Any]) -> tuple[int, int]:
-        """``(rows per chunk, estimated bytes per row)`` from a sample of rows."""
-        step = max(1, len(sample) // 32)
-        picked = sample[::step][:32]
+        """``(rows per chunk, estimated bytes per row)`` from a sample of rows: 32 of a round
+        of 512 or more, one in 16 of a smaller one, at least 8 (a round of 100 rows, 4 chunks
+        of 25, sampled 32 of them: 0.13 ms, as long as cutting the round)."""
+        count = min(32, max(8, len(sample) // 16))
+        step = max(1, len(sample) // count)
+        picked = sample[::step][:count]
         per_row = max(16, sum(estimate_bytes(r) for r in picked) // max(1, len(picked)))
         return max(1, min(self.max_rows, self.max_bytes // per_row)), per_row
 
