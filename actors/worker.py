@@ -62,6 +62,7 @@ class WorkerActor:
         self.started = time.time()
         self.pickled_calls = 0  # apply_many calls that came pickled (a small batch's)
         self.direct_calls = 0  # batches sent by a driver's direct lane (apply_alone)
+        self.prepares_asked = 0  # prepare calls: votes not cast with a transaction's last chunk
         self.order = ApplyOrder()  # each transaction's applies to a shard, in the order they were sent
 
     def _open(self, store_root: str, shard_names: list[str], lock_timeout: float, apply_delay: float) -> None:
@@ -161,6 +162,7 @@ class WorkerActor:
 
     @ray.method(concurrency_group="control")
     def prepare(self, name: str, ref: TxnRef) -> bool:
+        self.prepares_asked += 1
         return self.shards[name].prepare(self._ref(name, ref))
 
     @ray.method(concurrency_group="control")
@@ -193,6 +195,8 @@ class WorkerActor:
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
                 "epochs": dict(self.epochs), "started": self.started, "pickledCalls": self.pickled_calls,
                 "directCalls": self.direct_calls,
+                # votes asked on their own (not cast with a transaction's last chunk there)
+                "preparesAsked": self.prepares_asked,
                 # applies that waited for one sent before them, and those that gave up waiting
                 "appliesHeldForOrder": self.order.waited, "appliesOutOfOrder": self.order.gave_up}
 

@@ -347,6 +347,26 @@ def test_a_batch_planned_whole_goes_as_few_objects_of_packed_chunks(plain, monke
     assert sorted(item["values"]["n"] for item in plain.get_items(context)) == list(range(2_000))
 
 
+def test_each_shards_last_chunk_carries_its_vote_though_its_others_are_in_flight(plain):
+    """A batch planned whole of many chunks a shard: each shard's last chunk goes as
+    apply+prepare with its shard's count of chunks (``TxnRef.prepare_after``), and since a
+    shard's applies come in the order they were sent it finds them all applied and votes, so
+    no shard is asked to prepare on its own (every shard was, while a last chunk sent with
+    others in flight carried no vote: a round trip and an fsync per shard after the applies).
+    A shard whose last chunk came early would be asked: at most one here, for a stalled machine."""
+    context = _context(plain, "Voted")
+
+    def asked() -> int:
+        return sum(worker["preparesAsked"] for worker in plain.info()["workers"])
+
+    before = asked()
+    result = plain.create_items(context, "Rows", rows(2_000), batch_size=20)  # 100 chunks, 50 a shard
+    assert result.success and result.items_created == 2_000, result.error
+    assert asked() - before <= 1
+    assert sorted(item["values"]["n"] for item in plain.get_items(context)) == list(range(2_000))
+    _assert_no_2pc_state_left(plain)
+
+
 def test_a_feed_calls_chunks_go_as_one_object_each_unpickled_alone(plain):
     """``pack_chunks``: a feed call's chunks become parts of one object, each pickled on its own
     (its Arrow buffers out of band), so a part unpickles without the others; chunks that plain

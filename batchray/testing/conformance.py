@@ -201,6 +201,36 @@ def test_an_apply_that_prepares_votes_with_its_chunk(conformance_store):
     assert_clear(participant)
 
 
+@case()
+def test_an_apply_that_prepares_after_a_count_waits_for_the_chunks_before_it(conformance_store):
+    """``TxnRef.prepare_after``: a transaction's last chunk sent while its others were still on
+    their way prepares with itself only once that many of its chunks are applied here. Come
+    first, it applies, casts no vote (None) and leaves the transaction active, so that the
+    chunk before it may still land; once it has, the participant is ready and a prepare votes
+    yes. Come last, it prepares with itself."""
+    participant = _seeded(conformance_store)
+    ref = TxnRef("t1", 10)
+    counted = TxnRef("t1", 10, prepare_after=2)
+    images = participant.apply(counted, _update(3, [LO + 2], {"mass": 7}), prepare=True)
+    assert images.vote is None and images.affected == 1
+    assert participant.pending() == [{"txn": "t1", "state": "active", "ts": 10}]
+    assert not participant.ready_to_prepare(counted) and participant.ready_to_prepare(ref)
+    participant.apply(ref, _update(2, [LO + 1], {"mass": 5}))  # the chunk before it lands
+    assert participant.ready_to_prepare(counted) and participant.prepare(ref) is True
+    participant.commit(ref)
+    visible = _visible(participant)
+    assert (visible[LO + 1]["mass"], visible[LO + 2]["mass"]) == (5, 7)
+
+    ref = TxnRef("t2", 11)
+    participant.apply(ref, _update(4, [LO + 1], {"mass": 8}))
+    images = participant.apply(TxnRef("t2", 11, prepare_after=2), _update(5, [LO + 2], {"mass": 9}), prepare=True)
+    assert images.vote is True
+    assert participant.pending() == [{"txn": "t2", "state": "prepared", "ts": 11}]
+    participant.abort(ref)
+    assert (_visible(participant)[LO + 1]["mass"], _visible(participant)[LO + 2]["mass"]) == (5, 7)
+    assert_clear(participant)
+
+
 # -- one-phase commit --------------------------------------------------------------------------
 
 @case(kind=["update", "create"])

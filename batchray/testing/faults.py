@@ -93,7 +93,12 @@ class FaultyParticipant:
             return images
         images = self._step(Step.APPLY, ref, chunk)
         if prepare:  # keep the two steps apart, so a fault can be injected at either
-            images.vote = self._step(Step.PREPARE, ref) if not images.errors else False
+            if images.errors:
+                images.vote = False
+            elif not self.inner.ready_to_prepare(ref):
+                images.vote = None  # others of its chunks still to come (TxnRef.prepare_after)
+            else:
+                images.vote = self._step(Step.PREPARE, ref)
         return images
 
     def prepare(self, ref: TxnRef) -> bool:

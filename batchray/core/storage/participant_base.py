@@ -69,9 +69,24 @@ class StoreParticipant(Generic[W]):
 
     def _vote_after(self, images: BeforeImages, ref: TxnRef) -> BeforeImages:
         """Cast the vote of an apply that also prepares, as a step of its own: no when the
-        chunk found errors, else :meth:`prepare`'s."""
-        images.vote = self.prepare(ref) if not images.errors else False
+        chunk found errors, none while the transaction's other chunks are not all applied
+        here (:meth:`ready_to_prepare`), else :meth:`prepare`'s."""
+        if images.errors:
+            images.vote = False
+        elif not self.ready_to_prepare(ref):
+            images.vote = None
+        else:
+            images.vote = self.prepare(ref)
         return images
+
+    def ready_to_prepare(self, ref: TxnRef) -> bool:
+        """Whether an apply that also prepares may vote: ``ref.prepare_after`` (when set) of the
+        transaction's chunks applied here, its own included."""
+        return not ref.prepare_after or self.chunks_applied(ref.txn) >= ref.prepare_after
+
+    def chunks_applied(self, txn: str) -> int:
+        """How many of ``txn``'s chunks are applied here (and it still open)."""
+        raise NotImplementedError
 
     def _model_latency(self) -> None:
         if self.apply_delay:

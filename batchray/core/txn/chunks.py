@@ -59,7 +59,11 @@ class TxnRef:
     refuses a message whose epoch is older than the one it has durably recorded. ``ordered``:
     the transaction asks for its locks in the global order and waits for them (see
     :mod:`batchray.core.txn.locks`) until ``lock_deadline`` (wall-clock seconds, ``time.time()``;
-    None: the participant's own lock timeout).
+    None: the participant's own lock timeout). ``prepare_after``: on an apply that also
+    prepares, the number of the transaction's chunks the participant must have applied, this
+    one included, to prepare with it (others of its chunks were still on their way when it was
+    sent); fewer applied, the apply casts no vote and the participant is asked to prepare on
+    its own once they are all in. 0: no count to meet.
     """
 
     txn: str
@@ -68,6 +72,7 @@ class TxnRef:
     backup: bool = False  # keep before-images after commit, so the batch can be undone
     ordered: bool = False
     lock_deadline: Optional[float] = None
+    prepare_after: int = 0
 
     def lock_wait(self, default: float) -> float:
         """Seconds a lock of this transaction may be waited for now, in one call: until the

@@ -12,10 +12,13 @@ the chunks over a :class:`~batchray.core.txn.twophase.Transport`:
   are taken in.
 * A participant's last chunk of a plan known up front (a list) goes as
   :attr:`~batchray.core.txn.participant.Step.APPLY_PREPARE` (apply and vote in one call) on a
-  transport that merges them, unless an earlier chunk of that participant is still in flight:
-  a vote cast before that chunk lands would make its apply come after the prepare, which the
-  participant must refuse. A stream of chunks is never looked ahead of; it may yield ``None``
-  while it has nothing ready, and finished chunks are taken in meanwhile.
+  transport that merges them. When earlier chunks of that participant are still in flight,
+  its ref carries how many chunks the participant has in all (``TxnRef.prepare_after``): a
+  vote cast before one of them lands would make its apply come after the prepare, which the
+  participant must refuse, so it prepares with this chunk only once it has applied them all,
+  and otherwise casts no vote and is asked in the vote round. A stream of chunks is never
+  looked ahead of; it may yield ``None`` while it has nothing ready, and finished chunks are
+  taken in meanwhile.
 * A batch whose lock set is known (:mod:`batchray.core.txn.ordering`) runs *ordered*: its
   refs say so and carry the lock deadline, so participants let it wait for its locks, and its
   locking chunks go out one after the other in the global order (as barriers).
@@ -54,6 +57,7 @@ class Flight:
     planned: PlannedChunk
     attempt: int = 1
     step: Step = Step.APPLY
+    prepare_after: int = 0  # an APPLY_PREPARE's count of its participant's chunks (TxnRef.prepare_after)
 
 
 @dataclass
@@ -119,11 +123,13 @@ class ApplyPhase:
         self.ref = ref
         self.sleep = sleep
         self.run = run
+        self.counts: dict[str, int] = {}  # each participant's chunks in a plan known up front
 
     def apply(self, planned: Iterable[Optional[PlannedChunk]]) -> None:
         """Apply every chunk, or as many as the transaction gets to before it fails or stops."""
         run = self.run
         last = last_chunks(planned) if self.transport.merges_prepare else {}
+        self.counts = chunk_counts(planned) if last else {}
         try:
             for pc in planned:
                 stop = run.stop.check()
@@ -175,22 +181,26 @@ class ApplyPhase:
             self.sleep(PRESSURE_PAUSE)
 
     def _dispatch(self, pc: PlannedChunk, last: dict[str, PlannedChunk]) -> None:
-        """Send ``pc``, with the participant's vote when it is its last chunk and nothing else of
-        that participant is in flight (or being retried)."""
+        """Send ``pc``, with the participant's vote when it is its last chunk: counted
+        (``prepare_after``) when other chunks of that participant are in flight (or being
+        retried), so that it prepares only once they are all applied there."""
         self.run.touched.add(pc.participant)
         if self.run.one_phase is pc:
             self._send(Flight(pc, 1, Step.APPLY_COMMIT))
             return
-        merge = last.get(pc.participant) is pc and not any(
-            f.planned.participant == pc.participant for f in self.run.flights.values()
-        )
-        self._send(Flight(pc, 1, Step.APPLY_PREPARE if merge else Step.APPLY))
+        if last.get(pc.participant) is not pc:
+            self._send(Flight(pc, 1, Step.APPLY))
+            return
+        others = any(f.planned.participant == pc.participant for f in self.run.flights.values())
+        self._send(Flight(pc, 1, Step.APPLY_PREPARE, self.counts[pc.participant] if others else 0))
 
     def _send(self, flight: Flight) -> None:
         pc = flight.planned
         ref = self.ref(self.run.txn, self.run.ts, pc.participant, self.run.backup)
         if self.run.ordered or self.run.lock_deadline is not None:
             ref = replace(ref, ordered=self.run.ordered, lock_deadline=self.run.lock_deadline)
+        if flight.prepare_after:
+            ref = replace(ref, prepare_after=flight.prepare_after)
         self.run.flights[self.transport.submit(pc.participant, flight.step, ref, pc.chunk)] = flight
 
     # -- results ----------------------------------------------------------------------------
@@ -212,7 +222,7 @@ class ApplyPhase:
         except BatchrayError as exc:
             if run.retry.retries(exc, flight.attempt, run.outcome.cause, patient=run.ordered or run.holds_nothing):
                 self.sleep(run.retry.pause(flight.attempt))
-                self._send(Flight(pc, flight.attempt + 1, flight.step))
+                self._send(Flight(pc, flight.attempt + 1, flight.step, flight.prepare_after))
                 return
             self.budget.release(pc)
             self._failed(flight, exc)
@@ -267,6 +277,17 @@ class ApplyPhase:
                 run.flights.clear()
                 break
             self._drain(timeout=POLL)
+
+
+def chunk_counts(planned: Any) -> dict[str, int]:
+    """How many chunks each participant has in a plan known up front (a list); ``{}`` for a
+    stream."""
+    if not isinstance(planned, list):
+        return {}
+    counts: dict[str, int] = {}
+    for pc in planned:
+        counts[pc.participant] = counts.get(pc.participant, 0) + 1
+    return counts
 
 
 def last_chunks(planned: Any) -> dict[str, PlannedChunk]:

@@ -167,9 +167,14 @@ class Participant(ItemSource, Protocol):
     def apply(self, ref: TxnRef, chunk: Chunk, prepare: bool = False, commit: bool = False) -> BeforeImages:
         """Apply one chunk; return its before-images. Idempotent per ``(txn, chunk_id)``. With
         ``prepare`` (the participant's last chunk) also vote: ``images.vote``, False when the
-        chunk found errors. With ``commit`` (the transaction's only chunk) commit it in the same
+        chunk found errors, None (no vote: asked later) while fewer than ``ref.prepare_after``
+        of the transaction's chunks are applied here (:meth:`ready_to_prepare`). With ``commit`` (the transaction's only chunk) commit it in the same
         local transaction when it applied cleanly (``images.vote`` True), else leave it active
         (``vote`` False)."""
+
+    def ready_to_prepare(self, ref: TxnRef) -> bool:
+        """Whether an apply that also prepares may vote now: ``ref.prepare_after`` unset, or
+        that many of the transaction's chunks applied here."""
 
     def prepare(self, ref: TxnRef) -> bool:
         """Vote. True is durable: the transaction can then be committed or rolled back."""

@@ -436,6 +436,10 @@ class PgParticipant(StoreParticipant[PgWork]):
         crashpoints.durable_write(f"{self.name}:{Step.APPLY}")
         return images
 
+    def chunks_applied(self, txn: str) -> int:
+        tx = self._txns.get(txn)
+        return 0 if tx is None else tx.chunks
+
     # -- voting and deciding ----------------------------------------------------------------
     def prepare(self, ref: TxnRef) -> bool:
         check_txn_id(ref.txn)

@@ -207,8 +207,12 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                     if images.vote:
                         self._commit_one_phase(conn, ref.txn, chunk.chunk_id, images.affected)
                 elif prepare:
-                    images.vote = not images.errors
-                    if images.vote:
+                    if images.errors:
+                        images.vote = False
+                    elif ref.prepare_after and self._applied_in(conn, ref.txn) < ref.prepare_after:
+                        images.vote = None  # others of its chunks still to come: asked to prepare later
+                    else:
+                        images.vote = True
                         conn.execute("UPDATE txns SET state='prepared', updated=? WHERE txn=?", (time.time(), ref.txn))
         except (TransactionAborted, StaleEpochError) as exc:
             # a late apply of a finished transaction, or one from a replaced owner: it must not
@@ -253,6 +257,14 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
     def _is_active(self, txn: str) -> bool:
         with self._mutex:
             return self._conn.execute("SELECT 1 FROM txns WHERE txn=?", (txn,)).fetchone() is not None
+
+    @staticmethod
+    def _applied_in(conn: sqlite3.Connection, txn: str) -> int:
+        return conn.execute("SELECT count(*) FROM applied WHERE txn=?", (txn,)).fetchone()[0]
+
+    def chunks_applied(self, txn: str) -> int:
+        with self._mutex:
+            return self._applied_in(self._conn, txn)
 
     def _already_applied(self, ref: TxnRef, chunk_id: int) -> Optional[BeforeImages]:
         with self._mutex:
