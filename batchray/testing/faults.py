@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from batchray.core.storage.participant_base import vote_with_apply
 from batchray.core.txn.chunks import BeforeImages, Chunk, TxnRef
 from batchray.core.txn.crashpoints import SimulatedCrash
 from batchray.core.txn.participant import Participant, Step
@@ -93,12 +94,7 @@ class FaultyParticipant:
             return images
         images = self._step(Step.APPLY, ref, chunk)
         if prepare:  # keep the two steps apart, so a fault can be injected at either
-            if images.errors:
-                images.vote = False
-            elif not self.inner.ready_to_prepare(ref):
-                images.vote = None  # others of its chunks still to come (TxnRef.prepare_after)
-            else:
-                images.vote = self._step(Step.PREPARE, ref)
+            vote_with_apply(images, lambda: self.inner.ready_to_prepare(ref), lambda: self._step(Step.PREPARE, ref))
         return images
 
     def prepare(self, ref: TxnRef) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from batchray.core.txn.chunks import BeforeImages, ChunkHandlers, TxnRef
 from batchray.core.txn.participant import Leftovers
@@ -68,16 +68,9 @@ class StoreParticipant(Generic[W]):
         raise NotImplementedError
 
     def _vote_after(self, images: BeforeImages, ref: TxnRef) -> BeforeImages:
-        """Cast the vote of an apply that also prepares, as a step of its own: no when the
-        chunk found errors, none while the transaction's other chunks are not all applied
-        here (:meth:`ready_to_prepare`), else :meth:`prepare`'s."""
-        if images.errors:
-            images.vote = False
-        elif not self.ready_to_prepare(ref):
-            images.vote = None
-        else:
-            images.vote = self.prepare(ref)
-        return images
+        """Cast the vote of an apply that also prepares, as a step of its own
+        (:func:`vote_with_apply`, :meth:`prepare`'s)."""
+        return vote_with_apply(images, lambda: self.ready_to_prepare(ref), lambda: self.prepare(ref))
 
     def ready_to_prepare(self, ref: TxnRef) -> bool:
         """Whether an apply that also prepares may vote: ``ref.prepare_after`` (when set) of the
@@ -92,6 +85,19 @@ class StoreParticipant(Generic[W]):
         if self.apply_delay:
             with _APPLY_DELAY_LINE:  # modelled store latency: one at a time per process
                 time.sleep(self.apply_delay)
+
+
+def vote_with_apply(images: BeforeImages, ready: Callable[[], bool], prepare: Callable[[], bool]) -> BeforeImages:
+    """Set the vote of an apply that also prepares: no (False) when the chunk found errors,
+    none (None: the participant is asked later) while ``ready()`` says the transaction's other
+    chunks are not all applied (:meth:`StoreParticipant.ready_to_prepare`), else ``prepare()``'s."""
+    if images.errors:
+        images.vote = False
+    elif not ready():
+        images.vote = None
+    else:
+        images.vote = prepare()
+    return images
 
 
 def leftovers(txns: int, undo: int = 0, created: int = 0, applied: int = 0) -> Leftovers:

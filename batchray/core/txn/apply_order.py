@@ -20,10 +20,10 @@ that starts again (a new worker, a new sender) costs one wait at most.
 from __future__ import annotations
 
 import threading
-from threading import Event
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
+from threading import Event
 from typing import Iterator, Optional
 
 PATIENCE = 0.5

@@ -123,13 +123,11 @@ class ApplyPhase:
         self.ref = ref
         self.sleep = sleep
         self.run = run
-        self.counts: dict[str, int] = {}  # each participant's chunks in a plan known up front
 
     def apply(self, planned: Iterable[Optional[PlannedChunk]]) -> None:
         """Apply every chunk, or as many as the transaction gets to before it fails or stops."""
         run = self.run
         last = last_chunks(planned) if self.transport.merges_prepare else {}
-        self.counts = chunk_counts(planned) if last else {}
         try:
             for pc in planned:
                 stop = run.stop.check()
@@ -180,7 +178,7 @@ class ApplyPhase:
         else:
             self.sleep(PRESSURE_PAUSE)
 
-    def _dispatch(self, pc: PlannedChunk, last: dict[str, PlannedChunk]) -> None:
+    def _dispatch(self, pc: PlannedChunk, last: dict[str, tuple[PlannedChunk, int]]) -> None:
         """Send ``pc``, with the participant's vote when it is its last chunk: counted
         (``prepare_after``) when other chunks of that participant are in flight (or being
         retried), so that it prepares only once they are all applied there."""
@@ -188,11 +186,12 @@ class ApplyPhase:
         if self.run.one_phase is pc:
             self._send(Flight(pc, 1, Step.APPLY_COMMIT))
             return
-        if last.get(pc.participant) is not pc:
+        final, count = last.get(pc.participant, (None, 0))
+        if final is not pc:
             self._send(Flight(pc, 1, Step.APPLY))
             return
         others = any(f.planned.participant == pc.participant for f in self.run.flights.values())
-        self._send(Flight(pc, 1, Step.APPLY_PREPARE, self.counts[pc.participant] if others else 0))
+        self._send(Flight(pc, 1, Step.APPLY_PREPARE, count if others else 0))
 
     def _send(self, flight: Flight) -> None:
         pc = flight.planned
@@ -279,25 +278,14 @@ class ApplyPhase:
             self._drain(timeout=POLL)
 
 
-def chunk_counts(planned: Any) -> dict[str, int]:
-    """How many chunks each participant has in a plan known up front (a list); ``{}`` for a
-    stream."""
+def last_chunks(planned: Any) -> dict[str, tuple[PlannedChunk, int]]:
+    """Each participant's last chunk and its number of chunks, when the whole plan is known up
+    front (a list) and no barrier could come after it; a stream is never looked ahead of."""
     if not isinstance(planned, list):
         return {}
-    counts: dict[str, int] = {}
+    last: dict[str, tuple[PlannedChunk, int]] = {}
     for pc in planned:
-        counts[pc.participant] = counts.get(pc.participant, 0) + 1
-    return counts
-
-
-def last_chunks(planned: Any) -> dict[str, PlannedChunk]:
-    """Each participant's last chunk, when the whole plan is known up front (a list) and no
-    barrier could come after it; a stream is never looked ahead of."""
-    if not isinstance(planned, list):
-        return {}
-    last: dict[str, PlannedChunk] = {}
-    for pc in planned:
-        last[pc.participant] = pc
+        last[pc.participant] = (pc, last.get(pc.participant, (None, 0))[1] + 1)
     return last
 
 

@@ -32,7 +32,7 @@ from typing import Any, Iterator, Optional
 
 import orjson
 
-from batchray.core.storage.participant_base import CHUNK_WORK_LINE, StoreParticipant, leftovers
+from batchray.core.storage.participant_base import CHUNK_WORK_LINE, StoreParticipant, leftovers, vote_with_apply
 from batchray.core.storage.sqlite.chunk_writer import SqliteChunkWriter
 from batchray.core.storage.sqlite.reads import count_all_items, read_docs, select_items
 from batchray.core.storage.sqlite.tables import open_shard_file
@@ -206,14 +206,8 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                     images.vote = not images.errors
                     if images.vote:
                         self._commit_one_phase(conn, ref.txn, chunk.chunk_id, images.affected)
-                elif prepare:
-                    if images.errors:
-                        images.vote = False
-                    elif ref.prepare_after and self._applied_in(conn, ref.txn) < ref.prepare_after:
-                        images.vote = None  # others of its chunks still to come: asked to prepare later
-                    else:
-                        images.vote = True
-                        conn.execute("UPDATE txns SET state='prepared', updated=? WHERE txn=?", (time.time(), ref.txn))
+                elif prepare:  # in this same local transaction (the mutex is this thread's)
+                    vote_with_apply(images, lambda: self.ready_to_prepare(ref), lambda: self._mark_prepared(conn, ref.txn))
         except (TransactionAborted, StaleEpochError) as exc:
             # a late apply of a finished transaction, or one from a replaced owner: it must not
             # keep the locks it took while waiting
@@ -258,13 +252,14 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
         with self._mutex:
             return self._conn.execute("SELECT 1 FROM txns WHERE txn=?", (txn,)).fetchone() is not None
 
-    @staticmethod
-    def _applied_in(conn: sqlite3.Connection, txn: str) -> int:
-        return conn.execute("SELECT count(*) FROM applied WHERE txn=?", (txn,)).fetchone()[0]
-
     def chunks_applied(self, txn: str) -> int:
         with self._mutex:
-            return self._applied_in(self._conn, txn)
+            return self._conn.execute("SELECT count(*) FROM applied WHERE txn=?", (txn,)).fetchone()[0]
+
+    @staticmethod
+    def _mark_prepared(conn: sqlite3.Connection, txn: str) -> bool:
+        conn.execute("UPDATE txns SET state='prepared', updated=? WHERE txn=?", (time.time(), txn))
+        return True
 
     def _already_applied(self, ref: TxnRef, chunk_id: int) -> Optional[BeforeImages]:
         with self._mutex:
