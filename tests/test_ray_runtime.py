@@ -277,7 +277,8 @@ def test_a_worker_returns_before_images_as_an_object_only_when_there_are_some(ra
     """A create chunk's before-images are its created id ranges, all in the summary: the
     coordinator holds no second object for it. An update's before-images travel as an object
     of their own (one per call to the worker), held (never read) by the coordinator until the
-    batch ends."""
+    batch ends; read back, they are the items as they were (300 of them: packed on the way,
+    ``batchray.core.txn.image_packing``)."""
     import ray
 
     from actors.transport import RayTransport
@@ -290,9 +291,11 @@ def test_a_worker_returns_before_images_as_an_object_only_when_there_are_some(ra
     transport = RayTransport(lambda name: worker)
     lo, _ = context_range(1)
     ref = TxnRef("create-1-images", 10)
+    ids = [lo + 1 + i for i in range(300)]
+    texts = [f'{{"n":{i},"s":"é{i}"}}' for i in range(300)]
     created = transport.result(transport.submit(
-        "shard-0000", "apply", ref, ray.put(CreateItems(1, [lo + 1, lo + 2], ['{"n":1}', '{"n":2}']))))
-    assert created.created and created.affected == 2 and not created.partial
+        "shard-0000", "apply", ref, ray.put(CreateItems(1, ids, texts))))
+    assert created.created and created.affected == 300 and not created.partial
     assert transport.held == {}
     assert ray.get(worker.prepare.remote("shard-0000", ref))
     ray.get(worker.commit.remote("shard-0000", ref))
@@ -300,10 +303,10 @@ def test_a_worker_returns_before_images_as_an_object_only_when_there_are_some(ra
     ref = TxnRef("update-2-images", 11)
     try:
         updated = transport.result(transport.submit(
-            "shard-0000", "apply", ref, ray.put(UpdateItems(2, 1, ids=[lo + 1], patch={"n": 5}))))
-        assert updated.partial and updated.affected == 1 and updated.items == []
+            "shard-0000", "apply", ref, ray.put(UpdateItems(2, 1, ids=ids, patch={"n": 5}))))
+        assert updated.partial and updated.affected == 300 and updated.items == []
         [held] = transport.held[ref.txn]  # the images of the applies sent in one call
-        assert [images.items for images in ray.get(held)] == [[(lo + 1, '{"n":1}')]]
+        assert [sorted(images.items) for images in ray.get(held)] == [list(zip(ids, texts))]
         assert transport.release(ref.txn) == 1 and transport.held == {}
         ray.get(worker.abort.remote("shard-0000", ref))
     finally:

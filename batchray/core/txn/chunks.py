@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Optional, Sequence, TypeVar, Union
 
+from batchray.core.txn.image_packing import packed, unpacked
 from batchray.errors import InternalError, ValidationError
 
 ITEM_BITS = 36
@@ -260,11 +261,18 @@ class BeforeImages:
     vote: Optional[bool] = None  # set when the apply also prepared (the participant's last chunk)
     partial: bool = False
 
-    @property
-    def size_bytes(self) -> int:
-        return 64 + 32 * len(self.created) + sum(16 + len(v or "") for _, v in self.items) + sum(
-            len(k) + len(v or "") for k, v in self.docs
-        )
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with ``items`` packed when there are many (:mod:`~batchray.core.txn.image_packing`):
+        a worker's answer to an update or a delete carries them all to the object store."""
+        return _before_images, (self.chunk_id, self.created, packed(self.items), self.docs, self.affected,
+                                self.errors, self.vote, self.partial)
+
+
+def _before_images(chunk_id: int, created: list, items: Any, docs: list, affected: int, errors: list,
+                   vote: Optional[bool], partial: bool) -> BeforeImages:
+    """A :class:`BeforeImages` unpickled (see :meth:`BeforeImages.__reduce__`)."""
+    return BeforeImages(chunk_id, created=created, items=unpacked(items), docs=docs, affected=affected,
+                        errors=errors, vote=vote, partial=partial)
 
 
 @dataclass
