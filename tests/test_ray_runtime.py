@@ -405,9 +405,39 @@ def test_a_feed_calls_chunks_go_as_one_object_each_unpickled_alone(plain):
                        for pc in refused)
 
     context = _context(plain, "Packed")
-    result = plain.create_items(context, "Rows", rows(200), batch_size=10)  # 20 chunks, fed 8 a call
+    result = plain.create_items(context, "Rows", rows(200), batch_size=10)  # 20 chunks, planned whole
     assert result.success and result.items_created == 200, result.error
     assert sorted(item["values"]["n"] for item in plain.get_items(context)) == list(range(200))
+
+
+def test_a_lists_feed_calls_grow_from_one_chunk_to_a_full_group(plain, monkeypatch):
+    """A list too big to be planned whole is fed to the coordinator in calls of 1, 2, 4... chunks
+    up to ``FEED_GROUP``: its first applies start after one chunk is cut, and the rest go in
+    few calls (each costs the coordinator and the raylet CPU of its own). A generator's chunks
+    go one per call (none waits for a slow producer). Every item is stored either way."""
+    import actors.runtime as runtime_module
+    from batchray.core.plan.plan import SMALL_BATCH
+
+    calls: list[int] = []
+    pack = runtime_module.pack_chunks
+    monkeypatch.setattr(runtime_module, "pack_chunks", lambda planned: calls.append(len(planned)) or pack(planned))
+    count = SMALL_BATCH + 2_000  # 120 chunks of 100 rows
+    context = _context(plain, "Grown")
+    result = plain.create_items(context, "Rows", rows(count), batch_size=100)
+    assert result.success and result.items_created == count, result.error
+    group = runtime_module.FEED_GROUP
+    expected, size = [], 1
+    while sum(expected) < 120:
+        expected.append(min(size, 120 - sum(expected)))
+        size = min(group, 2 * size)
+    assert calls == expected, calls
+    assert group > 8 and max(calls) == group
+
+    calls.clear()
+    streamed = plain.create_items(context, "Rows", (row for row in rows(count, start=count)), batch_size=1_000)
+    assert streamed.success and streamed.items_created == count, streamed.error
+    assert set(calls) == {1} and len(calls) == 12, calls
+    assert plain.count_items(context) == 2 * count
 
 
 def test_an_apply_waiting_for_a_lock_holds_up_only_its_own_transaction(ray_session, tmp_path):
