@@ -3,8 +3,8 @@
 A chunk that changes or deletes items returns ``(id, old JSON or None)`` for each
 (:class:`~batchray.core.txn.chunks.BeforeImages`); on Ray the worker's answer carries them to
 the object store, pickled. Pickled as tuples, each costs a tuple, an int and a string of its
-own: 0.26 s for an update of 500,000 bench items, 9 % of the worker's CPU for the update
-(``py-spy`` of ``python -m bench --only update_vs_sql``'s workers). Packed, the ids are one
+own: 0.26 s for an update of 500,000 bench items, 9 % of the worker's samples in ``py-spy``
+of a million-item query update on two shards (scenario 4 of ``python -m bench``). Packed, the ids are one
 array of 64-bit ints, the texts one string and their lengths one array (-1 for no text):
 0.15 s, packing included. Unpacking costs about twice what loading the tuples did, paid only
 by whoever reads the images back.
