@@ -43,8 +43,8 @@ FEED_GROUP = 32
 """The most chunks handed to the coordinator per call when the input is held in memory: a
 batch's first call takes one, each next one twice as many as the one before, up to this. Each
 call costs the coordinator and the raylet (a put) CPU of its own: 200,000 validated items in
-2,000-row chunks took 440-455 ms of CPU per 100,000 items in all in calls of 8, 425-435 in
-calls of 16 (``python -m bench.cpu_profile validate 2``)."""
+2,000-row chunks took 440-460 ms of CPU per 100,000 items in all in calls of 8, 425-445 in
+calls growing to 32 (``python -m bench.cpu_profile validate 2``)."""
 
 _NO_MORE = object()
 """The end of a plan's chunks, for ``next``."""

@@ -67,7 +67,7 @@ def packed(items: list[Any]) -> Any:
                 return items
             text = "".join(t for t in texts if t is not None)
             lengths = array("q", [-1 if t is None else len(t) for t in texts])
-    except (TypeError, OverflowError, IndexError):  # not (int, text) pairs: pickled as they are
+    except (TypeError, OverflowError):  # an id not an int, or past 64 bits: pickled as they are
         return items
     return PackedImages(ids.tobytes(), lengths.tobytes(), text)
 
