@@ -112,6 +112,21 @@ def test_schema_rename_and_retype_rewrite_every_item(engine):
     assert {"years", "label"} <= set(attrs) and not {"age", "name"} & set(attrs)
 
 
+def test_a_retype_to_checkbox_rewrites_numbers_that_python_holds_equal_to_booleans(engine):
+    # 1 == True and 0 == False in Python: a converted value must still be written
+    assert engine.create_data_context("Flags", [{"name": "F", "attrs": [{"name": "name"},
+                                                                         {"name": "on", "type": "numeric"}]}]).success
+    flags = engine.create_items("Flags", "F", [{"name": "one", "on": 1}, {"name": "zero", "on": 0},
+                                               {"name": "float", "on": 1.0}])
+    assert flags.success, flags.error
+    result = engine.schema_operations("Flags", [
+        {"action": "update", "target": "attribute", "attribute": "on", "spec": {"type": "checkbox"}}])
+    assert result.success, result.error
+    on = {item["values"]["name"]: item["values"]["on"] for item in engine.get_items("Flags")}
+    assert on == {"one": True, "zero": False, "float": True} and all(type(v) is bool for v in on.values()), on
+    assert engine.count_items("Flags", query="on == true") == 2
+
+
 def test_a_batch_with_backups_can_be_undone(engine):
     before = _values(engine)
     plan = engine.planner.update_items("People", [{"selector": {"query": "age < 5"}, "values": {"balance": "=balance + 1000"}}])

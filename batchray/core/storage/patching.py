@@ -275,7 +275,15 @@ def transform_values(values: dict[str, Any], chunk: Any, converts: dict[str, Att
                 errors.append({"index": None, "itemId": item_id, "field": name,
                                "code": "CONVERSION", "message": f"{name}: {exc}"})
                 failed = True
-    return None if failed or new == values else new
+    return None if failed or _same_values(new, values) else new
+
+
+def _same_values(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Whether an item's values are unchanged, type for type: Python's ``==`` holds ``True``
+    equal to ``1`` and ``1.0``, so a number converted to a checkbox's boolean would compare
+    unchanged and stay a number in the store."""
+    return new.keys() == old.keys() and all(type(value) is type(old[key]) and value == old[key]
+                                            for key, value in new.items())
 
 
 def request_index(chunk: UpdateItems, position: int) -> int:
