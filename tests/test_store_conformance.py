@@ -138,6 +138,31 @@ def test_a_batch_with_backups_can_be_undone(engine):
     assert _values(engine) == before
 
 
+def test_a_transaction_that_changed_its_own_new_items_is_undone_without_force(engine):
+    # its update and delete of the items it created are its own changes, no later batch's
+    before = _values(engine)
+    ops = [
+        {"id": "make", "type": "data", "operation": "create", "target": "People",
+         "data": {"collection": "People", "items": [{"name": f"new{i}", "age": 90, "balance": i} for i in range(4)]}},
+        {"id": "raise", "type": "data", "operation": "update", "target": "People", "dependencies": ["make"],
+         "data": {"updates": [{"selector": {"query": "age == 90"}, "values": {"balance": "=balance + 100"}}]}},
+        {"id": "drop", "type": "data", "operation": "delete", "target": "People", "dependencies": ["raise"],
+         "data": {"selectors": [{"query": "name == new0"}]}},
+    ]
+    done = engine.execute_transaction(ops, {"recoveryStrategy": "rollback", "createBackups": True})
+    assert done["success"], done
+    assert sorted(v["balance"] for v in _values(engine).values() if v["age"] == 90) == [101, 102, 103]
+    undone = engine.rollback_batch(done["transactionIds"][0])
+    assert undone.success, undone.error
+    assert _values(engine) == before
+    # a later batch's change to an item the transaction created is still a conflict
+    again = engine.execute_transaction(ops[:2], {"recoveryStrategy": "rollback", "createBackups": True})
+    assert again["success"], again
+    assert engine.update_items("People", [{"selector": {"query": "name == new1"}, "values": {"balance": 7}}]).success
+    refused = engine.rollback_batch(again["transactionIds"][0])
+    assert not refused.success and "changed by later batches" in refused.error["message"]
+
+
 # -- atomicity ----------------------------------------------------------------------------------
 
 def test_one_bad_item_rolls_back_everything(engine):

@@ -11,6 +11,8 @@ for a schema change, and report a missing item or a refused undo in one shape.
 """
 from __future__ import annotations
 
+import bisect
+
 from dataclasses import replace
 from functools import lru_cache, partial
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -323,6 +325,44 @@ def patch_items(chunk: UpdateItems, ids: Sequence[int], current: Mapping[int, st
         befores.setdefault(item_id, current[item_id])
         writes[item_id] = orjson.dumps(new).decode()
     return befores, writes
+
+
+def undo_conflicts(backups: Sequence[tuple], ranges: Sequence[tuple]) -> list[int]:
+    """The items an undo of a committed batch would overwrite although a later batch changed
+    them (or a first of them, for a created range whose count moved). ``backups``: the batch's
+    before-images as ``(key, before, before_ver, version it wrote, version now or None)``;
+    ``ranges``: the id ranges it created as ``(lo, hi, n, version the create wrote, [(id,
+    version now) of each item in the range now])``. An item the batch itself changed after
+    creating it (a transaction's update of its own new items) has a before-image too, whose
+    version is the one it ended with: it is judged by that, not by the create's version, and
+    one the batch deleted again is no item missing from its range."""
+    now_of = {key: -1 if now is None else now for key, _, _, _, now in backups}
+    conflicts = [key for key, _, _, wrote, _ in backups if now_of[key] != wrote]
+    wrote_of = {key: wrote for key, _, _, wrote, _ in backups}
+    for lo, hi, n, wrote, present in ranges:
+        conflicts += [i for i, ver in present if ver != wrote and i not in wrote_of][:10]
+        deleted_by_it = sum(1 for key, last in wrote_of.items() if lo <= key <= hi and last == -1)
+        if len(present) + deleted_by_it != n:
+            conflicts.append(lo)
+    return conflicts
+
+
+def undo_writes(backups: Sequence[tuple], ranges: Sequence[tuple]) -> tuple[list[tuple[int, str]], list[int]]:
+    """What an undo writes (``backups`` and ``ranges`` as :func:`undo_conflicts` takes them):
+    ``(restores, gone)``, the ``(id, values JSON)`` to put back and the ids to delete. An item
+    the batch created is gone after the undo, whatever the batch did to it afterwards (its
+    before-image is a value it wrote itself)."""
+    spans = sorted((lo, hi) for lo, hi, *_ in ranges)
+    los = [lo for lo, _ in spans]
+
+    def created(key: int) -> bool:
+        at = bisect.bisect_right(los, key) - 1
+        return at >= 0 and key <= spans[at][1]
+
+    restores = [(key, before) for key, before, *_ in backups if before is not None and not created(key)]
+    gone = {key for key, before, *_ in backups if before is None or created(key)}
+    gone.update(i for *_, present in ranges for i, _ in present)
+    return restores, sorted(gone)
 
 
 def undo_conflict(participant: str, chunk: UndoBatch, conflicts: list[int]) -> dict[str, Any]:

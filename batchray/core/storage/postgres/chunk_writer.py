@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 import orjson
 
-from batchray.core.storage.patching import not_found, patch_items, transform_values, undo_conflict
+from batchray.core.storage.patching import (not_found, patch_items, transform_values, undo_conflict, undo_conflicts,
+                                            undo_writes)
 from batchray.core.storage.postgres.copy_rows import COPY_COLUMNS, ValidRows, copy_blocks, validate_create
 from batchray.core.storage.postgres.locking import PgLocking
 from batchray.core.txn.chunks import (
@@ -214,36 +215,26 @@ class PgChunkWriter:
             "WHERE b.part=%s AND b.txn=%s AND b.tbl='items'",
             (self.num, chunk.source_txn),
         ).fetchall()
-        ranges = conn.execute(
-            f"SELECT lo, hi, n, ver FROM {s}.backup_ranges WHERE part=%s AND txn=%s", (self.num, chunk.source_txn)
-        ).fetchall()
-        conflicts = [key for key, _, _, wrote, now in rows if (now if now is not None else -1) != wrote]
-        for lo, hi, n, wrote in ranges:
-            changed = conn.execute(
-                f"SELECT id FROM {s}.items WHERE id BETWEEN %s AND %s AND part=%s AND ver <> %s LIMIT 10",
-                (lo, hi, self.num, wrote),
-            ).fetchall()
-            present = conn.execute(
-                f"SELECT count(*) FROM {s}.items WHERE id BETWEEN %s AND %s AND part=%s", (lo, hi, self.num)
-            ).fetchone()[0]
-            conflicts += [i for (i,) in changed] + ([lo] if present != n else [])
+        ranges = [(lo, hi, n, wrote, conn.execute(
+            f"SELECT id, ver FROM {s}.items WHERE id BETWEEN %s AND %s AND part=%s", (lo, hi, self.num)).fetchall())
+            for lo, hi, n, wrote in conn.execute(
+                f"SELECT lo, hi, n, ver FROM {s}.backup_ranges WHERE part=%s AND txn=%s",
+                (self.num, chunk.source_txn)).fetchall()]
+        conflicts = undo_conflicts(rows, ranges)
         if conflicts and not chunk.force:
             images.errors.append(undo_conflict(self.name, chunk, conflicts))
             return images
         keys = [key for key, *_ in rows]
-        gone: list[int] = [key for key, before, *_ in rows if before is None]
-        for lo, hi, _, _ in ranges:
-            gone += [i for (i,) in conn.execute(
-                f"SELECT id FROM {s}.items WHERE id BETWEEN %s AND %s AND part=%s", (lo, hi, self.num)).fetchall()]
+        restores, gone = undo_writes(rows, ranges)
         touched = sorted(set(keys) | set(gone))
         current = {i: (v, cv) for i, v, cv in conn.execute(
             f"SELECT id, vals, ver FROM {s}.items WHERE id = ANY(%s) AND part=%s ORDER BY id FOR UPDATE",
             (touched, self.num)).fetchall()}
-        self._put_items(conn, [(key, before) for key, before, *_ in rows if before is not None], ver)
+        self._put_items(conn, restores, ver)
         if gone:
             conn.execute(f"DELETE FROM {s}.items WHERE id = ANY(%s) AND part=%s", (gone, self.num))
         images.items = [(i, current[i][0] if i in current else None) for i in touched]
-        images.affected = len(keys) + sum(n for _, _, n, _ in ranges)
+        images.affected = len(touched)
         work.vers.update((i, current[i][1]) for i in touched if i in current)
         return images
 

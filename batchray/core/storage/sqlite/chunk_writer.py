@@ -25,6 +25,8 @@ from batchray.core.storage.patching import (
     request_index,
     transform_values,
     undo_conflict,
+    undo_conflicts,
+    undo_writes,
 )
 from batchray.core.storage.sqlite.reads import ids_param, select_items
 from batchray.core.txn.chunks import (
@@ -268,29 +270,22 @@ class SqliteChunkWriter:
             "LEFT JOIN items i ON i.id = b.key WHERE b.txn=? AND b.tbl='items'",
             (chunk.source_txn,),
         ).fetchall()
-        ranges = conn.execute("SELECT lo, hi, n, ver FROM backup_ranges WHERE txn=?", (chunk.source_txn,)).fetchall()
-        conflicts = [key for key, _, _, wrote, now in rows if (now if now is not None else -1) != wrote]
-        for lo, hi, n, wrote in ranges:
-            changed = conn.execute(
-                "SELECT id FROM items WHERE id BETWEEN ? AND ? AND ver != ? LIMIT 10", (lo, hi, wrote)
-            ).fetchall()
-            present = conn.execute("SELECT count(*) FROM items WHERE id BETWEEN ? AND ?", (lo, hi)).fetchone()[0]
-            conflicts += [i for (i,) in changed] + ([lo] if present != n else [])
+        in_range = "SELECT id, ver FROM items WHERE id BETWEEN ? AND ?"
+        ranges = [(lo, hi, n, wrote, conn.execute(in_range, (lo, hi)).fetchall())
+                  for lo, hi, n, wrote in conn.execute("SELECT lo, hi, n, ver FROM backup_ranges WHERE txn=?",
+                                                       (chunk.source_txn,)).fetchall()]
+        conflicts = undo_conflicts(rows, ranges)
         if conflicts and not chunk.force:
             images.errors.append(undo_conflict(self.name, chunk, conflicts))
             return images
         keys = [key for key, *_ in rows]
         self._record_undo_from_table(conn, ref, chunk.chunk_id, keys)
-        conn.executemany(
-            "INSERT OR REPLACE INTO items(id, vals, ver) VALUES(?, ?, ?)",
-            [(key, before, ver) for key, before, *_ in rows if before is not None],
-        )
-        gone = [key for key, before, *_ in rows if before is None]
-        for lo, hi, _, _ in ranges:
-            gone += [i for (i,) in conn.execute("SELECT id FROM items WHERE id BETWEEN ? AND ?", (lo, hi))]
+        restores, gone = undo_writes(rows, ranges)
+        conn.executemany("INSERT OR REPLACE INTO items(id, vals, ver) VALUES(?, ?, ?)",
+                         [(key, before, ver) for key, before in restores])
         self._record_undo_from_table(conn, ref, chunk.chunk_id, gone)
         conn.execute("DELETE FROM items WHERE id IN (SELECT value FROM json_each(?))", (ids_param(gone),))
-        images.affected = len(keys) + sum(n for _, _, n, _ in ranges)
+        images.affected = len(set(keys).union(gone))
         return images
 
     def _record_undo_from_table(self, conn: sqlite3.Connection, ref: TxnRef, chunk_id: int, ids: list[int]) -> None:
