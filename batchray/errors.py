@@ -194,6 +194,14 @@ class CancelledError(BatchrayError):
     code = "CANCELLED"
 
 
+class StoppedOnError(BatchrayError):
+    """A non-atomic batch run with ``continue_on_error=False`` stopped at its first rejected
+    item or failed chunk: no chunk was sent after it; what its chunks applied until then is
+    committed (``details['notSent']``: the chunks left unsent, when known)."""
+
+    code = "STOPPED_ON_ERROR"
+
+
 class BatchTimeout(BatchrayError):
     code = "TIMEOUT"
     retryable = True

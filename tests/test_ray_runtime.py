@@ -563,6 +563,24 @@ def test_non_atomic_batch_commits_good_items_and_reports_bad_ones_by_index(plain
     _assert_no_2pc_state_left(plain)
 
 
+def test_a_non_atomic_batch_that_does_not_continue_on_error_stops_sending_chunks(plain):
+    """One chunk in flight at a time (``parallelism=1``): the chunk with the first bad item
+    (in the order the chunks were sent) is the last one sent; its good items and the chunks
+    before it are committed, and the chunk of the second bad item is never applied."""
+    context = _context(plain, "StopOnError")
+    items = rows(100)
+    items[23]["n"] = "not a number"
+    items[77]["n"] = "not a number"
+    result = plain.create_items(context, "Rows", items, atomic=False, batch_size=10, parallelism=1)
+    assert result.state.value == "failed" and result.error["code"] == "STOPPED_ON_ERROR", result.error
+    assert [e.index for e in result.errors] == [23]
+    stored = {item["values"]["label"] for item in plain.get_items(context, limit=None)}
+    assert stored <= {items[i]["label"] for i in range(100) if i != 23}
+    assert {items[i]["label"] for i in range(20, 30) if i != 23} <= stored  # the chunk of the bad item
+    assert len(stored) == result.items_created == 10 * result.batches_processed - 1 < 90
+    _assert_no_2pc_state_left(plain)
+
+
 def test_atomic_batch_with_one_bad_item_leaves_the_store_unchanged(plain):
     context = _context(plain, "AllOrNothing")
     seeded = plain.create_items(context, "Rows", rows(50))

@@ -99,3 +99,37 @@ def test_import_rejects(client, tmp_path):
     assert result.items_created == 5
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["index"] for line in lines] == [2] and lines[0]["values"]["name"] == "p2"
+
+
+@pytest.mark.parametrize("source", ["list", "generator"])
+def test_a_non_atomic_batch_that_does_not_continue_on_error_sends_no_chunk_after_its_first_rejected_item(
+        client, source):
+    # 40 rows in chunks of 5, the rejected ones in the second and fifth chunks: the in-process
+    # runtime applies one chunk at a time, so the first two chunks are all that is sent
+    rows = _rows(40, bad=(7, 22))
+    result = client.create_items("P", "People", rows if source == "list" else iter(rows), atomic=False,
+                                 batch_size=5, continue_on_error=False)
+    assert not result.success and result.state == "failed"
+    assert result.error["code"] == "STOPPED_ON_ERROR", result.error
+    assert [e.index for e in result.errors] == [7]
+    names = sorted(int(i["values"]["name"][1:]) for i in client.get_items("P", limit=None))
+    assert names == [i for i in range(10) if i != 7]
+    assert result.items_created == 9 and result.item_ids == []
+    # the same batch continuing on error keeps every good row and reports both rejected ones
+    kept = client.create_items("P", "People", rows, atomic=False, batch_size=5, continue_on_error=True)
+    assert not kept.success and kept.error is None and [e.index for e in kept.errors] == [7, 22]
+    assert kept.items_created == 38 and client.count_items("P") == 9 + 38
+
+
+def test_an_update_that_does_not_continue_on_error_stops_too(client):
+    created = client.create_items("P", "People", _rows(12, bad=()), batch_size=4)
+    ids = created.item_ids
+    # the second update's value is computed below the minimum when it is applied
+    updates = [{"selector": {"itemId": i}, "values": {"age": "=age - 100" if n == 1 else 100}} for n, i in enumerate(ids)]
+    result = client.update_items("P", updates, atomic=False, batch_size=4, continue_on_error=False)
+    assert result.error["code"] == "STOPPED_ON_ERROR" and [e.index for e in result.errors] == [1]
+    ages = {i["id"]: i["values"]["age"] for i in client.get_items("P", limit=None)}
+    changed = [i for i in ids if ages[i] == 100]
+    # an update's chunks are cut per shard: the chunk with the rejected item kept its good
+    # ones, and the chunks after it were never sent
+    assert result.items_updated == len(changed) and 0 < len(changed) < 11

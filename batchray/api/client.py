@@ -174,7 +174,9 @@ class Client:
         (:mod:`batchray.io.columnar`): the same items as its rows given as a list of dicts.
 
         ``atomic=True``: all items or none. ``atomic=False``: valid chunks commit; bad items are
-        reported in ``errors`` with their index. ``validate_all``: validate every row before the
+        reported in ``errors`` with their index; with ``continue_on_error=False`` (the default)
+        no chunk is sent after the first one that rejected an item (the batch fails with
+        ``STOPPED_ON_ERROR``, keeping what was applied until then), with ``True`` every chunk runs. ``validate_all``: validate every row before the
         batch starts. ``total`` is a hint for the progress bar when ``items`` has no length.
         ``wait=False`` returns the batch id at once. Other keywords are :class:`RunOptions`
         (``continue_on_error``, ``timeout`` in ms, ``priority``, ``queue``, ``idempotency_key``,

@@ -53,8 +53,9 @@ def chunk_id_source(planner: BatchPlanner) -> Iterator[int]:
 def run_plan(target: Target, plan: Any, *, atomic: bool, timeout: Optional[int], progress: Progress) -> BatchResult:
     """Run ``plan`` as one batch with ``timeout`` (ms; default :data:`DEFAULT_TIMEOUT_MS`) and
     the client's progress bar (``progress`` True/False/None) or the ``progress`` callable given
-    ``{"phase": "writing", ...}`` events."""
-    options = RunOptions(atomic=atomic, timeout=int(timeout or DEFAULT_TIMEOUT_MS))
+    ``{"phase": "writing", ...}`` events. A non-atomic import goes on past its rejected rows
+    (``continue_on_error``): what a lenient import is for."""
+    options = RunOptions(atomic=atomic, continue_on_error=not atomic, timeout=int(timeout or DEFAULT_TIMEOUT_MS))
     callback = None
     bar = progress if isinstance(progress, bool) else None  # None: the client's default
     if callable(progress):

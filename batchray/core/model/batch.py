@@ -68,6 +68,8 @@ class RunOptions(_Model):
     """How one batch runs, on any runtime.
 
     ``atomic``: all or nothing; otherwise valid chunks commit and bad items are reported.
+    ``continue_on_error``: a non-atomic batch sends its chunks after one that rejected an
+    item; False: it stops there (:class:`~batchray.errors.StoppedOnError`), keeping what it applied.
     ``max_retries``: retries of a retryable chunk failure of a batch that holds locks under
     wait-die, after which an atomic batch's attempt is rolled back and the whole batch runs
     again until its timeout, and a non-atomic one runs the chunks that lost the race again

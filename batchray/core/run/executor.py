@@ -23,7 +23,7 @@ from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.policies import backoff
 from batchray.core.txn.onephase import one_phase_chunk, one_phase_record
 from batchray.core.txn.twophase import DecisionLog, Outcome, Transport, TwoPhaseCommit, recover, unrecorded
-from batchray.errors import BatchrayError, BatchTimeout, CancelledError, StoreError
+from batchray.errors import BatchrayError, BatchTimeout, CancelledError, StoppedOnError, StoreError
 
 _ts_lock = threading.Lock()
 _last_ts = 0
@@ -180,7 +180,8 @@ class Executor:
                 outcome = self.driver.run(attempt_id(txn, attempt), ts, chunks, atomic=atomic,
                                           max_retries=options.max_retries, on_chunk=each_chunk, should_stop=should_stop,
                                           lock_deadline=until, backup=options.create_backups or plan.backup,
-                                          on_decided=decided if on_decided is not None else None, **limits)
+                                          on_decided=decided if on_decided is not None else None,
+                                          continue_on_error=options.continue_on_error, **limits)
                 whole = again(outcome)
                 if not whole and not rerun(outcome):
                     break
@@ -296,7 +297,8 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
         allocated = sum(count for _, count, _ in plan.chunker.ids_used)
         if total is None:
             total = outcome.affected + len(outcome.errors) if outcome.committed or not atomic else None
-        if outcome.committed and total is not None and total <= 100_000 and allocated:
+        stopped = isinstance(outcome.cause, StoppedOnError)  # ids of chunks never sent: none listed
+        if outcome.committed and total is not None and total <= 100_000 and allocated and not stopped:
             failed = {e.get("index") for e in outcome.errors}
             ids = plan.chunker.item_ids()
             item_ids = [i for position, i in enumerate(ids[:total]) if position not in failed]

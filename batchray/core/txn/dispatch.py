@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable, Optional
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
 from batchray.core.txn.participant import Step
 from batchray.core.txn.policies import POLL, PRESSURE_PAUSE, ChunkBudget, RejectPolicy, RetryPolicy, StopPolicy
-from batchray.errors import BatchrayError, ValidationError
+from batchray.errors import BatchrayError, StoppedOnError, ValidationError
 
 ChunkCallback = Callable[[PlannedChunk, Optional[BeforeImages], Optional[BatchrayError]], None]
 """``on_chunk(planned, before_images, None)`` for an applied chunk, ``(planned, None, error)``
@@ -84,6 +84,18 @@ class TxnRun:
     one_phase: Optional[PlannedChunk] = None  # the plan's only chunk, sent as apply+commit (core.txn.onephase)
     answered: bool = False  # the apply+commit came back with its images
     committed_one_phase: bool = False  # ... and the participant committed it
+    continue_on_error: bool = True  # a non-atomic batch sends its chunks after a rejected item
+
+    @property
+    def stops_sending(self) -> bool:
+        """Whether no further chunk is sent: an atomic batch that failed, or a non-atomic one
+        that does not continue on error and has a rejected item or a chunk failed for good (a
+        lost lock race is no such error: its chunk runs again)."""
+        if self.atomic:
+            return self.failed
+        if self.continue_on_error:
+            return False
+        return self.outcome.cause is not None or any(not e.get("retryable") for e in self.outcome.errors)
 
     @property
     def holds_nothing(self) -> bool:
@@ -134,13 +146,15 @@ class ApplyPhase:
                 if stop is not None:
                     run.outcome.cause = stop
                     break
-                if run.atomic and run.failed:
+                if run.stops_sending:
+                    self._stopped_on_error()
                     break
                 if pc is None:  # a stream with no chunk ready yet: take in finished ones meanwhile
                     self._drain()
                     continue
                 self._wait_for_turn(pc)
-                if run.atomic and run.failed:
+                if run.stops_sending:
+                    self._stopped_on_error()
                     break
                 self.run.waiting_for_memory = True
                 try:
@@ -155,6 +169,14 @@ class ApplyPhase:
             run.fail(ValidationError(f"reading the batch's input failed: {type(exc).__name__}: {exc}", field="items"))
         finally:
             self._settle()
+
+    def _stopped_on_error(self) -> None:
+        """A non-atomic batch that does not continue on error stops with chunks left to send:
+        the stop is its cause, so that it reports failed and no lost race of it runs again."""
+        run = self.run
+        if not run.atomic and run.outcome.cause is None:
+            run.fail(StoppedOnError("stopped at the first rejected item or failed chunk (continue_on_error is "
+                                    "false): no chunk was sent after it; what the chunks sent before applied is kept"))
 
     # -- dispatch ---------------------------------------------------------------------------
     def _wait_for_turn(self, pc: PlannedChunk) -> None:

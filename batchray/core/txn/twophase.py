@@ -243,6 +243,7 @@ class TwoPhaseCommit:
         reject_limit: Optional[int] = None,
         reject_ratio: Optional[float] = None,
         lock_deadline: Optional[float] = None,
+        continue_on_error: bool = True,
     ) -> Outcome:
         """Apply, vote, decide and finish ``txn``. Never raises for the transaction's own
         failures: they are in the returned :class:`Outcome`. ``on_decided`` sees the outcome
@@ -254,7 +255,9 @@ class TwoPhaseCommit:
         ``reject_ratio``: a non-atomic batch that rejected more items than that (or a larger
         fraction of them) is aborted whole at the decision (:class:`RejectPolicy`).
         ``lock_deadline`` (wall-clock seconds): lock waits and the retries of conflicts go on
-        until then; a plan whose lock set is known runs ordered (:func:`ordered_plan`)."""
+        until then; a plan whose lock set is known runs ordered (:func:`ordered_plan`).
+        ``continue_on_error`` False: a non-atomic batch sends no chunk after its first rejected
+        item or chunk failed for good (:class:`~batchray.errors.StoppedOnError`)."""
         in_order = ordered_plan(planned)
         if in_order is not None:
             planned = in_order
@@ -263,7 +266,7 @@ class TwoPhaseCommit:
             StopPolicy(should_stop, atomic), backup=backup, keep_images=keep_images,
             parallelism=check_parallelism(parallelism), on_chunk=on_chunk, on_decided=on_decided,
             rejects=RejectPolicy(reject_limit, reject_ratio), ordered=in_order is not None,
-            lock_deadline=lock_deadline,
+            lock_deadline=lock_deadline, continue_on_error=continue_on_error,
             one_phase=one_phase_chunk(self.transport, planned, atomic=atomic, reject_limit=reject_limit,
                                       reject_ratio=reject_ratio),
         )
