@@ -47,3 +47,62 @@ def test_mcp_marks_the_read_tools_read_only():
 
     hints = {tool.name: bool(tool.annotations and tool.annotations.read_only_hint) for tool in _tool_list()}
     assert {name for name, read_only in hints.items() if read_only} == {"get_items", "get_cases", "get_batch_status"}
+
+
+# -- batch_create_items / batch_create_cases ------------------------------------------------
+
+def _create(client, tool: str, rows: list[dict], **options) -> dict:
+    key = "items" if tool == "batch_create_items" else "cases"
+    return call_tool(client, tool, {"dataContextName": "P", "collectionName": "People",
+                                    key: [{"values": row} for row in rows], "options": options})
+
+
+@pytest.mark.parametrize("tool", ["batch_create_items", "batch_create_cases"])
+def test_a_create_dry_run_plans_and_writes_nothing(client, tool):
+    result = _create(client, tool, [{"city": "Lyon", "name": "a", "age": 3}], dryRun=True)
+    assert result["success"] is True and result["dryRun"] is True, result
+    assert result["plan"]["items"] == 1
+    assert client.count_items("P") == 0
+    refused = _create(client, tool, [{"city": "Lyon", "name": "a", "age": -3}], dryRun=True)
+    assert refused["success"] is False and refused["errors"][0]["field"] == "age"
+    assert client.count_items("P") == 0
+
+
+@pytest.mark.parametrize("tool", ["batch_create_items", "batch_create_cases"])
+def test_a_create_writes_its_rejects_and_keeps_to_its_reject_limit(client, tool, tmp_path):
+    rows = [{"city": "Lyon", "name": "a", "age": -3}, {"city": "Lyon", "name": "b", "age": 3}]
+    result = _create(client, tool, rows, atomic=False, rejectsPath="rejects.jsonl")
+    assert result["success"] is False and result["itemsCreated"] == 1
+    rejected = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["index"], r["field"]) for r in rejected] == [(0, "age")]
+    assert _ages(client) == [3]
+    for limit in ({"rejectLimit": 0}, {"rejectRatio": 0.1}):
+        failed = _create(client, tool, rows, atomic=False, **limit)
+        assert failed["success"] is False and failed["itemsCreated"] == 0, failed
+    assert _ages(client) == [3]
+
+
+@pytest.mark.parametrize("tool", ["batch_create_items", "batch_create_cases"])
+def test_a_create_keeps_backups_for_rollback_batch_only_when_asked(client, tool):
+    plain = _create(client, tool, [{"city": "Lyon", "name": "a", "age": 1}])
+    backed = _create(client, tool, [{"city": "Lyon", "name": "b", "age": 2}], createBackups=True)
+    assert plain["success"] and backed["success"]
+    assert call_tool(client, "rollback_batch", {"batchId": plain["transactionId"]})["error"]["code"] == "NOT_FOUND"
+    undone = call_tool(client, "rollback_batch", {"batchId": backed["transactionId"]})
+    assert undone["success"] is True, undone
+    assert _ages(client) == [1]
+
+
+@pytest.mark.parametrize("tool", ["batch_create_items", "batch_create_cases"])
+def test_a_create_returns_the_progress_it_reported_when_asked(client, tool):
+    rows = [{"city": "Lyon", "name": f"p{i}", "age": i} for i in range(300)]
+    quiet = _create(client, tool, rows[:10], batchSize=1)
+    assert quiet["success"] and "progress" not in quiet
+    result = _create(client, tool, rows, batchSize=1, progressCallback=True)
+    assert result["success"] is True, result
+    progress = result["progress"]
+    assert 2 <= len(progress) <= 100  # 300 chunks reported more than that: thinned
+    done = [p["completed"] for p in progress]
+    assert done == sorted(done) and done[0] < 300
+    assert progress[-1]["completed"] == 300 and progress[-1]["state"] == "completed"
+    assert all(p["total"] == 300 for p in progress)
