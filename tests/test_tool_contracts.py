@@ -106,3 +106,44 @@ def test_a_create_returns_the_progress_it_reported_when_asked(client, tool):
     assert done == sorted(done) and done[0] < 300
     assert progress[-1]["completed"] == 300 and progress[-1]["state"] == "completed"
     assert all(p["total"] == 300 for p in progress)
+
+
+# -- batch_update_items: per-update options ---------------------------------------------------
+
+def _two_people(client) -> list[int]:
+    result = _create(client, "batch_create_items", [{"city": "Lyon", "name": "a", "age": 3},
+                                                    {"city": "Lyon", "name": "b", "age": 4}])
+    assert result["success"], result
+    return result["itemIds"]
+
+
+def _update(client, updates: list[tuple[int, dict, dict]], **options) -> dict:
+    return call_tool(client, "batch_update_items", {"dataContextName": "P", "options": options, "updates": [
+        {"selector": {"itemId": item}, "values": values, "options": own} for item, values, own in updates]})
+
+
+def test_an_update_with_validate_values_false_skips_the_constraints_but_not_the_types(client):
+    first, second = _two_people(client)
+    _refused(_update(client, [(first, {"age": -5}, {})]), "age")
+    result = _update(client, [(first, {"age": -5}, {"validateValues": False}), (second, {"age": "7"}, {})])
+    assert result["success"] is True, result
+    assert _ages(client) == [-5, 7]
+    _refused(_update(client, [(first, {"age": "old"}, {"validateValues": False})]), "age")  # not a number
+    computed = _update(client, [(second, {"age": "=age - 100"}, {"validateValues": False})])
+    assert computed["success"] is False  # a computed value is checked in full: below the minimum
+    assert _ages(client) == [-5, 7]
+
+
+def test_an_update_with_create_backup_false_keeps_no_before_images(client):
+    first, second = _two_people(client)
+    alone = _update(client, [(first, {"age": 50}, {"createBackup": False})], createBackups=True)
+    assert alone["success"] is True, alone
+    undo = call_tool(client, "rollback_batch", {"batchId": alone["transactionId"]})
+    assert undo["success"] is False and undo["error"]["code"] == "NOT_FOUND"  # nothing kept to undo
+    assert _ages(client) == [4, 50]
+    mixed = [(first, {"age": 60}, {}), (second, {"age": 61}, {"createBackup": False})]
+    _refused(_update(client, mixed, createBackups=True), "updates.1.options.createBackup")
+    _refused(_update(client, mixed, createBackups=True, dryRun=True), "updates.1.options.createBackup")
+    assert _ages(client) == [4, 50]
+    assert _update(client, mixed, createBackups=False)["success"] is True
+    assert _ages(client) == [60, 61]

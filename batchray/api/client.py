@@ -228,7 +228,8 @@ class Client:
                      batch_size: Optional[int] = None, wait: bool = True, dry_run: bool = False,
                      rejects: str | os.PathLike | None = None, **options: Any) -> BatchResult | DryRunResult | str:
         """Updates as ``{"selector": {"itemId"|"caseId"|"index"|"query"|"resource": ...}, "values": {...}}``;
-        a value ``"=expr"`` is computed per item. ``batch_size``: updates per chunk (default
+        a value ``"=expr"`` is computed per item; ``"validateValues": False`` checks an update's
+        literal values by type only (:meth:`BatchPlanner.update_items`). ``batch_size``: updates per chunk (default
         10,000). ``dry_run``, ``rejects`` (a rejected update is written whole, ``{selector,
         values}``), ``reject_limit`` and ``reject_ratio`` as in :meth:`create_items`. Other
         keywords are :class:`RunOptions`."""

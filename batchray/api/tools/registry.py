@@ -106,8 +106,13 @@ class Selector(_Args):
 
 
 class UpdateItemOptions(_Args):
-    createBackup: bool = True
-    validateValues: bool = True
+    createBackup: bool = Field(default=True, description=(
+        "false: keep no before-images of this update's items. A batch keeps backups for all its updates or "
+        "for none: false is refused while the batch keeps backups (options.createBackups) for other updates; "
+        "when every update says false, the batch keeps none"))
+    validateValues: bool = Field(default=True, description=(
+        "false: this update's literal values are checked and converted by type only, not against the "
+        "attributes' constraints (min, max, pattern, allowed values, required); an '=expr' value is checked in full"))
 
 
 class UpdateSpec(_Args):
@@ -230,13 +235,32 @@ def _batch_create_items(client, a: BatchCreateItemsArgs) -> dict[str, Any]:
     return run_create(client, a.dataContextName, a.collectionName, [item.values for item in a.items], a.options)
 
 
+def _update_backups(a: BatchUpdateItemsArgs) -> bool:
+    """Whether the batch keeps backups: as its options say, unless every update opts out
+    (``createBackup: false``); one update opting out of a batch that keeps them is refused
+    (backups are kept per batch, not per update)."""
+    opted_out = [index for index, u in enumerate(a.updates) if not u.options.createBackup]
+    if not a.options.createBackups or not opted_out:
+        return a.options.createBackups
+    if len(opted_out) == len(a.updates):
+        return False
+    index = opted_out[0]
+    raise ValidationError(
+        f"updates.{index}.options.createBackup: false cannot leave one update's items out of the backups of a "
+        "batch that keeps them for its other updates (a batch keeps backups for all its items or for none); "
+        "run the updates without backups as a batch of their own, or set options.createBackups false",
+        index=index, field=f"updates.{index}.options.createBackup")
+
+
 def _batch_update_items(client, a: BatchUpdateItemsArgs) -> dict[str, Any]:
-    updates = [{"selector": u.selector.model_dump(exclude_none=True), "values": u.values} for u in a.updates]
+    updates = [{"selector": u.selector.model_dump(exclude_none=True), "values": u.values,
+                **({} if u.options.validateValues else {"validateValues": False})} for u in a.updates]
+    options = {**update_options(a.options), "create_backups": _update_backups(a)}
     if a.options.dryRun:
         return _dry_run_payload(client.update_items(a.dataContextName, updates, batch_size=a.options.batchSize,
-                                                    dry_run=True, **update_options(a.options)))
+                                                    dry_run=True, **options))
     result = client.update_items(a.dataContextName, updates, progress=False, batch_size=a.options.batchSize,
-                                 **rejects_options(client, a.options), **update_options(a.options))
+                                 **rejects_options(client, a.options), **options)
     return _result_payload(result)
 
 
