@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from batchray.api.tools import call_tool
+from batchray.api.tools import call_tool, tool_schemas
 from local_runtime import local_client
 
 PEOPLE = [
@@ -147,3 +147,56 @@ def test_an_update_with_create_backup_false_keeps_no_before_images(client):
     assert _ages(client) == [4, 50]
     assert _update(client, mixed, createBackups=False)["success"] is True
     assert _ages(client) == [60, 61]
+
+
+# -- execute_batch_transaction ----------------------------------------------------------------
+
+_NEW_PERSON = {"id": "a", "type": "data", "operation": "create", "target": "dataContext[P].collection[People]",
+               "data": {"items": [{"city": "X", "name": "n", "age": 1}]}}
+
+
+def test_a_transaction_refuses_atomic_false_naming_recovery_strategy(client):
+    bad = {**_NEW_PERSON, "id": "b", "data": {"items": [{"city": "X", "name": "m", "age": -1}]}}
+    for strategy in ("rollback", "skip"):
+        result = call_tool(client, "execute_batch_transaction", {"operations": [_NEW_PERSON, bad], "options": {
+            "atomic": False, "recoveryStrategy": strategy}})
+        assert "recoveryStrategy" in _refused(result, "atomic")["message"]
+    assert client.count_items("P") == 0
+    described = {t["name"]: t for t in tool_schemas()}
+    options = described["execute_batch_transaction"]["inputSchema"]["$defs"]["TransactionToolOptions"]["properties"]
+    assert "recoveryStrategy" in options["atomic"]["description"]
+
+
+@pytest.mark.parametrize("operation, data, field", [
+    ("delete", None, "data.selectors"),
+    ("delete", {"selectors": []}, "data.selectors"),
+    ("update", {}, "data.updates"),
+    ("create", None, "data.items"),
+    ("create", {"items": []}, "data.items"),
+])
+def test_a_data_operation_that_names_nothing_is_refused(client, operation, data, field):
+    assert call_tool(client, "execute_batch_transaction", {"operations": [_NEW_PERSON]})["success"]
+    op = {"id": "d", "type": "data", "operation": operation, "target": "P", "data": data,
+          "dependencies": ["n"]}
+    first = {**_NEW_PERSON, "id": "n"}
+    for strategy in ("rollback", "skip"):
+        result = call_tool(client, "execute_batch_transaction", {"operations": [first, op],
+                                                                 "options": {"recoveryStrategy": strategy}})
+        assert result["success"] is False, result
+        error = next(e for e in result["errors"] if e["operation"] == "d")
+        assert (error["code"], error["field"]) == ("VALIDATION", field), error
+    assert client.count_items("P") == 2  # the first transaction's item, and skip's "n"
+
+
+def test_a_malformed_operation_is_a_structured_error_naming_its_index_and_field(client):
+    from batchray.errors import ValidationError
+
+    for operations, index, field in (([{"type": "data"}], 0, "id"),
+                                     ([_NEW_PERSON, {**_NEW_PERSON, "id": "b", "priority": "high"}], 1, "priority"),
+                                     ([_NEW_PERSON, "create"], 1, "operations")):
+        with pytest.raises(ValidationError) as refused:
+            client.execute_transaction(operations)
+        assert (refused.value.details["index"], refused.value.details["field"]) == (index, field)
+    result = call_tool(client, "execute_batch_transaction", {"operations": [{**_NEW_PERSON, "type": "nope"}]})
+    _refused(result, "operations.0.type")
+    assert client.count_items("P") == 0
