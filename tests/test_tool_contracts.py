@@ -200,3 +200,29 @@ def test_a_malformed_operation_is_a_structured_error_naming_its_index_and_field(
     result = call_tool(client, "execute_batch_transaction", {"operations": [{**_NEW_PERSON, "type": "nope"}]})
     _refused(result, "operations.0.type")
     assert client.count_items("P") == 0
+
+
+# -- batch_schema_operations --------------------------------------------------------------------
+
+def test_a_schema_batch_is_all_or_nothing_and_keeps_no_backups(client):
+    assert _create(client, "batch_create_items", [{"city": "L", "name": "a", "age": 1},
+                                                  {"city": "L", "name": "12", "age": 2}])["success"]
+    before = client.get_items("P")
+    retype = [{"action": "update", "target": "attribute", "collection": "People", "attribute": "name",
+               "spec": {"type": "numeric"}}]
+    rename = [{"action": "update", "target": "attribute", "collection": "People", "attribute": "name",
+               "spec": {"name": "nm"}}]
+
+    def schema(operations, **options) -> dict:
+        return call_tool(client, "batch_schema_operations", {"dataContextName": "P", "operations": operations,
+                                                             "options": options})
+
+    _refused(schema(retype, atomic=False), "atomic")
+    _refused(schema(rename, createBackups=True), "createBackups")
+    failed = schema(retype)  # "a" is no number: the whole batch rolls back
+    assert failed["success"] is False and failed["errors"][0]["code"] == "CONVERSION", failed
+    assert client.get_items("P") == before
+    attribute = client.catalog.context("P")[1].attribute("name")
+    assert attribute.type is None or attribute.type.value != "numeric"
+    assert schema(rename)["success"] is True
+    assert [sorted(item["values"]) for item in client.get_items("P")] == [["age", "city", "nm"]] * 2

@@ -23,14 +23,17 @@ class SchemaOperation(_Args):
 
 
 class SchemaOptions(_Args):
-    atomic: bool = True
-    createBackups: bool = False
+    atomic: bool = Field(default=True, description=(
+        "must be true (false is refused): a schema change commits with every value it converts or not at all"))
+    createBackups: bool = Field(default=False, description=(
+        "must be false (true is refused): rollback_batch cannot undo a schema batch"))
 
 
 class BatchSchemaOperationsArgs(_Args):
     """Create, update (rename, retype with value conversion, change properties) and delete
     collections and attributes, together with the item data they rewrite, in one transaction.
-    Conversion failures are reported per item and roll the batch back."""
+    Conversion failures are reported per item and roll the whole batch back, so items always
+    fit their schema. A schema batch cannot be undone with rollback_batch."""
 
     dataContextName: str = _NAME
     operations: list[SchemaOperation] = Field(min_length=1, max_length=1000)
