@@ -6,6 +6,7 @@ connecting made impossible, to show it happens before Ray is touched.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -73,6 +74,33 @@ def test_tool_with_bad_arguments_exits_1_with_the_structured_error_before_starti
         cli.main(["tool", "batch_create_items", "--json", "{not json", "--store", str(store)])
     assert unreadable.value.code == 2
     assert json.loads(capsys.readouterr().out)["error"]["code"] == "VALIDATION"
+
+
+def test_tool_reads_its_arguments_from_stdin_given_after_its_options(tmp_path, monkeypatch, capsys):
+    store = tmp_path / "store"
+    with local_client(store) as engine:
+        assert engine.create_data_context("People", PEOPLE).success
+        assert engine.create_items("People", "People", [{"name": "a", "age": 1}, {"name": "b", "age": 2}]).success
+    monkeypatch.setattr(cli, "_connect", lambda args: local_client(args.store))
+    for argv in (["tool", "get_items", "--store", str(store), "-"], ["tool", "get_items", "-", "--store", str(store)]):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"dataContextName": "People"})))
+        code = cli.main(argv)
+        printed = json.loads(capsys.readouterr().out)
+        assert code == 0, printed
+        assert printed["total"] == 2 and [i["values"]["name"] for i in printed["items"]] == ["a", "b"]
+
+
+def test_tool_without_arguments_is_bad_usage_with_the_structured_error(tmp_path, monkeypatch, capsys):
+    def no_connecting(args):
+        raise AssertionError("bad usage must be refused before connecting")
+
+    monkeypatch.setattr(cli, "_connect", no_connecting)
+    for argv in (["tool", "get_items"], ["tool", "get_items", "--json", "{}", "-"]):
+        with pytest.raises(SystemExit) as exited:
+            cli.main([*argv, "--store", str(tmp_path / "store")])
+        assert exited.value.code == 2
+        error = json.loads(capsys.readouterr().out)["error"]
+        assert error["code"] == "VALIDATION" and "exactly one of --json, --args-file or -" in error["message"]
 
 
 def test_tool_creates_items_and_prints_json(tmp_path):

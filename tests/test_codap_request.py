@@ -334,6 +334,15 @@ def test_an_atomic_array_commits_as_one_transaction(mammals):
                               (seal, {"Diet": "fish", "Name": "Seal", "Mass": 80})]
 
 
+def test_an_empty_create_in_an_atomic_array_creates_nothing_and_succeeds(mammals):
+    client, ids = mammals
+    answers = client.codap([{"action": "create", "resource": f"{CTX}.item", "values": []},
+                            {"action": "update", "resource": f"{CTX}.itemByID[{ids[1]}]", "values": {"Mass": 200}}],
+                           atomic=True)
+    assert [a["success"] for a in answers] == [True, True], answers
+    assert answers[0]["itemIDs"] == [] and len(_items(client)) == len(ROWS)
+
+
 def test_an_atomic_array_may_create_a_context_and_fill_it(mammals):
     client, _ = mammals
     answers = client.codap([

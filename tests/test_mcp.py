@@ -177,6 +177,7 @@ async def test_initialize_and_list_tools(server: Server) -> None:
         assert schema == tool.args.model_json_schema()
         assert schema["type"] == "object" and schema["properties"]
     assert by_name["get_items"].annotations.read_only_hint is True
+    assert by_name["get_cases"].annotations.read_only_hint is True
 
 
 async def test_bad_call_is_a_structured_error(server: Server) -> None:

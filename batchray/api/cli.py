@@ -34,7 +34,7 @@ from typing import Any, Optional, TextIO
 from batchray.api.client import DEFAULT_STORE
 from batchray.api.dashboards import add_arguments as dashboard_arguments
 from batchray.core.storage.postgres.url import redact
-from batchray.errors import error_payload, install_secret_redaction
+from batchray.errors import ValidationError, error_payload, install_secret_redaction
 
 
 JSON_COMMANDS = ("tool", "status", "recover", "stop")
@@ -54,10 +54,17 @@ def _connect(args: argparse.Namespace):
                    io_root=getattr(args, "io_root", None), quiet=not args.verbose)
 
 
+def _usage_error(message: str, **details: Any) -> SystemExit:
+    """Bad usage of ``tool``: print the structured error; the exit (status 2) to raise."""
+    _print(error_payload(ValidationError(message, **details)))
+    return SystemExit(2)
+
+
 def _read_args(args: argparse.Namespace) -> Any:
     sources = [s for s in (args.json, args.args_file, "-" if args.stdin else None) if s is not None]
     if len(sources) != 1:
-        raise SystemExit("batchray tool: give exactly one of --json, --args-file or -")
+        raise _usage_error(f"batchray tool: give exactly one of --json, --args-file or - ({len(sources)} given)",
+                           field="args")
     try:
         if args.json is not None:
             return json.loads(args.json)
@@ -66,8 +73,7 @@ def _read_args(args: argparse.Namespace) -> Any:
                 return json.load(handle)
         return json.load(sys.stdin)
     except (OSError, ValueError) as exc:
-        _print({"success": False, "error": {"code": "VALIDATION", "message": f"cannot read the arguments: {exc}", "details": {}}})
-        raise SystemExit(2) from None
+        raise _usage_error(f"cannot read the arguments: {exc}") from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -200,7 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # the tool's '-' may follow its options (argparse fills the optional positional right after
+    # NAME, so a later '-' is left over): take it as that positional
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "tool" and extra == ["-"] and args.stdin is None:
+        args.stdin, extra = "-", []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     install_secret_redaction(redact)  # what importing url does; said here, where errors are printed
     global _json_out
     json_only = args.command in JSON_COMMANDS

@@ -230,7 +230,8 @@ class Client:
                      batch_size: Optional[int] = None, wait: bool = True, dry_run: bool = False,
                      rejects: str | os.PathLike | None = None, **options: Any) -> BatchResult | DryRunResult | str:
         """Updates as ``{"selector": {"itemId"|"caseId"|"index"|"query"|"resource": ...}, "values": {...}}``;
-        a value ``"=expr"`` is computed per item. ``batch_size``: updates per chunk (default
+        a value ``"=expr"`` is computed per item; ``"validateValues": False`` checks an update's
+        literal values by type only (:meth:`BatchPlanner.update_items`). ``batch_size``: updates per chunk (default
         10,000). ``dry_run``, ``rejects`` (a rejected update is written whole, ``{selector,
         values}``), ``reject_limit`` and ``reject_ratio`` as in :meth:`create_items`. Other
         keywords are :class:`RunOptions`."""
@@ -295,8 +296,17 @@ class Client:
     # -- schema, components, undo, transactions ---------------------------------------------------
     def schema_operations(self, context: str, operations: list[dict[str, Any]], **options: Any) -> BatchResult:
         """Create, update (rename, retype, change properties) and delete collections and
-        attributes of ``context``, with the data they rewrite, in one transaction."""
+        attributes of ``context``, with the data they rewrite, in one transaction: a value that
+        fails to convert rolls it all back, so the items always fit their schema. Other keywords
+        are :class:`RunOptions`; ``atomic=False`` and ``create_backups=True`` are refused (a
+        schema batch is all or nothing, and :meth:`rollback_batch` cannot undo one)."""
         run = run_options(**{"atomic": True, **options})
+        if not run.atomic:
+            raise ValidationError("atomic: false is refused: a schema change commits with every value it converts "
+                                  "or not at all, so that no item keeps a value its schema refuses", field="atomic")
+        if run.create_backups:
+            raise ValidationError("createBackups: true is refused: a schema batch cannot be undone by rollback_batch "
+                                  "(it restores items, not a schema)", field="createBackups")
         return self.run_plan(plan_schema(self.planner, context, operations)[0], run, progress=False)
 
     def delete_data_context(self, context: str) -> BatchResult:

@@ -82,6 +82,8 @@ def _new_case_ids(scope: Scope, created: list[int], collection: Optional[str] = 
 
 def _create_rows(scope: Scope, rows: list[Any], collection: Optional[str],
                  answer: Callable[[list[int]], dict[str, Any]]) -> Mutation:
+    if not rows:  # nothing to create: no operation (a transaction's create names its items)
+        return Mutation([], answer)
     client = scope.client
     context = scope.context.name
 

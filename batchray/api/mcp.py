@@ -50,7 +50,7 @@ from batchray.api.tools import TOOLS, call_tool, io_root_for, validate_args
 PROGRESS_INTERVAL = 0.25
 """Seconds between progress notifications, at most one per interval per call."""
 
-READ_ONLY_TOOLS = frozenset({"get_items", "get_batch_status"})
+READ_ONLY_TOOLS = frozenset({"get_items", "get_cases", "get_batch_status"})
 
 INSTRUCTIONS = (
     "Transactional batch operations over CODAP-style data contexts. Batches are all-or-nothing "

@@ -51,3 +51,35 @@ class ProgressDisplay:
         if self.bar is not None:
             self.bar.update(max(0, final["completed"] + final["failed"] - self.seen))
             self.bar.close()
+
+
+class ProgressLog:
+    """A ``callback`` that keeps the progress a batch reported, for a caller that reads it after
+    the batch (a tool's ``progressCallback``): at most ``limit`` snapshots, spread evenly over
+    the batch, the last one (the batch's final counts) always kept."""
+
+    def __init__(self, limit: int = 100) -> None:
+        self.limit = max(2, limit)
+        self._kept: list[dict[str, Any]] = []
+        self._every = 1  # keep one report in this many (doubled whenever the list fills)
+        self._seen = 0
+        self._last: Optional[dict[str, Any]] = None
+
+    def __call__(self, progress: dict[str, Any]) -> None:
+        self._last = dict(progress)
+        if self._seen % self._every == 0:
+            self._kept.append(self._last)
+            if len(self._kept) >= 2 * self.limit:
+                self._kept = self._kept[::2]
+                self._every *= 2
+        self._seen += 1
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        kept = list(self._kept)
+        if self._last is not None and (not kept or kept[-1] is not self._last):
+            kept.append(self._last)
+        if len(kept) > self.limit:
+            step = (len(kept) - 1) / (self.limit - 1)
+            kept = [kept[round(i * step)] for i in range(self.limit)]
+        return kept
+

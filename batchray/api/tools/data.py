@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field
 
-from batchray.api.tools.registry import _NAME, CreateOptions, _Args, _result_payload, create_options, register
+from batchray.api.tools.registry import _NAME, CreateOptions, _Args, register, run_create
 
 
 # -- get_cases --------------------------------------------------------------------------------
@@ -49,14 +49,10 @@ class BatchCreateCasesArgs(_Args):
 
 
 def _batch_create_cases(client, a: BatchCreateCasesArgs) -> dict[str, Any]:
-    o = a.options
     rows = [{"values": case.values, "parent": case.parent} for case in a.cases]
-    result = client.create_items(a.dataContextName, a.collectionName, rows, progress=False,
-                                 validate_all=o.validateAll and o.atomic, **create_options(o))
-    payload = _result_payload(result)
-    payload["itemsCreated"] = result.items_created
-    payload["itemIds"] = result.item_ids
-    payload["caseIds"] = result.item_ids  # a new child-most case's id is its item's id
+    payload = run_create(client, a.dataContextName, a.collectionName, rows, a.options)
+    if "itemIds" in payload:  # a batch that ran (a dry run returns its plan)
+        payload["caseIds"] = payload["itemIds"]  # a new child-most case's id is its item's id
     return payload
 
 

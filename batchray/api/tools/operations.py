@@ -23,14 +23,17 @@ class SchemaOperation(_Args):
 
 
 class SchemaOptions(_Args):
-    atomic: bool = True
-    createBackups: bool = False
+    atomic: bool = Field(default=True, description=(
+        "must be true (false is refused): a schema change commits with every value it converts or not at all"))
+    createBackups: bool = Field(default=False, description=(
+        "must be false (true is refused): rollback_batch cannot undo a schema batch"))
 
 
 class BatchSchemaOperationsArgs(_Args):
     """Create, update (rename, retype with value conversion, change properties) and delete
     collections and attributes, together with the item data they rewrite, in one transaction.
-    Conversion failures are reported per item and roll the batch back."""
+    Conversion failures are reported per item and roll the whole batch back, so items always
+    fit their schema. A schema batch cannot be undone with rollback_batch."""
 
     dataContextName: str = _NAME
     operations: list[SchemaOperation] = Field(min_length=1, max_length=1000)
@@ -85,7 +88,8 @@ class TransactionOperation(_Args):
 
 
 class TransactionToolOptions(_Args):
-    atomic: bool = True
+    atomic: bool = Field(default=True, description=(
+        "must be true (false is refused): a transaction's atomicity is set by recoveryStrategy"))
     maxRetries: int = Field(default=3, ge=0, le=20)
     timeout: int = Field(default=DEFAULT_TIMEOUT_MS, ge=1, le=86_400_000, description="milliseconds")
     parallelism: Optional[int] = Field(default=None, ge=1, le=10,
@@ -100,9 +104,11 @@ class TransactionToolOptions(_Args):
 
 class ExecuteBatchTransactionArgs(_Args):
     """Run operations of any kind (data, schema, component) with dependencies and priorities
-    and a recovery strategy: retry (backoff with jitter, retryable errors only), skip (record
-    and go on), rollback (abort the whole batch), partial_rollback (undo the failed operation
-    and those that depend on it, keep the rest). Errors come back in one report."""
+    and a recovery strategy, which sets the transaction's atomicity: retry (backoff with jitter,
+    retryable errors only), skip (record and go on), rollback (abort the whole batch),
+    partial_rollback (undo the failed operation and those that depend on it, keep the rest).
+    A data operation must name what it acts on (data.items, data.updates, data.selectors).
+    Errors come back in one report."""
 
     operations: list[TransactionOperation] = Field(min_length=1, max_length=10_000)
     options: TransactionToolOptions = Field(default_factory=TransactionToolOptions)

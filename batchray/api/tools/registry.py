@@ -72,7 +72,10 @@ class CreateOptions(_Args):
     parallelism: Optional[int] = Field(default=None, ge=1, le=10,
                                        description="at most this many workers apply the batch at once")
     timeout: int = Field(default=DEFAULT_TIMEOUT_MS, ge=1, le=86_400_000, description="milliseconds")
-    progressCallback: bool = False
+    progressCallback: bool = Field(default=False, description=(
+        "also return, as progress, the progress snapshots {total, completed, failed, throughput, ...} the batch "
+        "reported while it ran: at most 100, spread over the batch, the last its final counts"))
+    createBackups: bool = Field(default=False, description="keep before-images so that rollback_batch can undo the batch")
     idempotencyKey: Optional[str] = Field(default=None, min_length=1, max_length=200)
     priority: int = Field(default=0, ge=-1000, le=1000)
     queue: str = Field(default="default", min_length=1, max_length=100)
@@ -103,8 +106,13 @@ class Selector(_Args):
 
 
 class UpdateItemOptions(_Args):
-    createBackup: bool = True
-    validateValues: bool = True
+    createBackup: bool = Field(default=True, description=(
+        "false: keep no before-images of this update's items. A batch keeps backups for all its updates or "
+        "for none: false is refused while the batch keeps backups (options.createBackups) for other updates; "
+        "when every update says false, the batch keeps none"))
+    validateValues: bool = Field(default=True, description=(
+        "false: this update's literal values are checked and converted by type only, not against the "
+        "attributes' constraints (min, max, pattern, allowed values, required); an '=expr' value is checked in full"))
 
 
 class UpdateSpec(_Args):
@@ -186,7 +194,7 @@ def create_options(o: CreateOptions) -> dict[str, Any]:
     """A create tool's options as the client's keywords (camelCase stops here)."""
     return {"atomic": o.atomic, "batch_size": o.batchSize, "continue_on_error": o.continueOnError,
             "timeout": o.timeout, "priority": o.priority, "queue": o.queue, "idempotency_key": o.idempotencyKey,
-            "parallelism": o.parallelism}
+            "parallelism": o.parallelism, "create_backups": o.createBackups}
 
 
 def update_options(o: DeleteOptions) -> dict[str, Any]:
@@ -204,29 +212,55 @@ def rejects_options(client, o: Any) -> dict[str, Any]:
     return {"rejects": path, "reject_limit": o.rejectLimit, "reject_ratio": o.rejectRatio}
 
 
-def _batch_create_items(client, a: BatchCreateItemsArgs) -> dict[str, Any]:
-    o = a.options
-    rows = [item.values for item in a.items]
+def run_create(client, context: str, collection: str, rows: list[Any], o: CreateOptions) -> dict[str, Any]:
+    """A create tool's call (``batch_create_items``, ``batch_create_cases``) with its options:
+    a dry run's plan, or the batch's result (its rejects written, its progress when asked)."""
     if o.dryRun:
-        result = client.create_items(a.dataContextName, a.collectionName, rows, dry_run=True,
-                                   **create_options(o))
-        return _dry_run_payload(result)
-    result = client.create_items(a.dataContextName, a.collectionName, rows, progress=False,
+        return _dry_run_payload(client.create_items(context, collection, rows, dry_run=True, **create_options(o)))
+    from batchray.api.progress import ProgressLog
+
+    log = ProgressLog() if o.progressCallback else None
+    result = client.create_items(context, collection, rows, progress=False, callback=log,
                                  validate_all=o.validateAll and o.atomic, **rejects_options(client, o),
                                  **create_options(o))
     payload = _result_payload(result)
     payload["itemsCreated"] = result.items_created
     payload["itemIds"] = result.item_ids
+    if log is not None:
+        payload["progress"] = log.snapshots()
     return payload
 
 
+def _batch_create_items(client, a: BatchCreateItemsArgs) -> dict[str, Any]:
+    return run_create(client, a.dataContextName, a.collectionName, [item.values for item in a.items], a.options)
+
+
+def _update_backups(a: BatchUpdateItemsArgs) -> bool:
+    """Whether the batch keeps backups: as its options say, unless every update opts out
+    (``createBackup: false``); one update opting out of a batch that keeps them is refused
+    (backups are kept per batch, not per update)."""
+    opted_out = [index for index, u in enumerate(a.updates) if not u.options.createBackup]
+    if not a.options.createBackups or not opted_out:
+        return a.options.createBackups
+    if len(opted_out) == len(a.updates):
+        return False
+    index = opted_out[0]
+    raise ValidationError(
+        f"updates.{index}.options.createBackup: false cannot leave one update's items out of the backups of a "
+        "batch that keeps them for its other updates (a batch keeps backups for all its items or for none); "
+        "run the updates without backups as a batch of their own, or set options.createBackups false",
+        index=index, field=f"updates.{index}.options.createBackup")
+
+
 def _batch_update_items(client, a: BatchUpdateItemsArgs) -> dict[str, Any]:
-    updates = [{"selector": u.selector.model_dump(exclude_none=True), "values": u.values} for u in a.updates]
+    updates = [{"selector": u.selector.model_dump(exclude_none=True), "values": u.values,
+                **({} if u.options.validateValues else {"validateValues": False})} for u in a.updates]
+    options = {**update_options(a.options), "create_backups": _update_backups(a)}
     if a.options.dryRun:
         return _dry_run_payload(client.update_items(a.dataContextName, updates, batch_size=a.options.batchSize,
-                                                    dry_run=True, **update_options(a.options)))
+                                                    dry_run=True, **options))
     result = client.update_items(a.dataContextName, updates, progress=False, batch_size=a.options.batchSize,
-                                 **rejects_options(client, a.options), **update_options(a.options))
+                                 **rejects_options(client, a.options), **options)
     return _result_payload(result)
 
 

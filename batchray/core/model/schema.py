@@ -358,6 +358,17 @@ def _check_constraints(attr: Attribute, value: Any) -> None:
         raise ValueProblem(f"{_short(value)} does not match the pattern {attr.pattern!r}")
 
 
+def without_constraints(context: DataContext) -> DataContext:
+    """``context`` with its attributes' value constraints (``min``, ``max``, ``required``,
+    ``allowed``, ``pattern``) left out: values checked against it are checked and converted by
+    type only."""
+    loose = context.model_copy(deep=True)
+    unset = {"min": None, "max": None, "required": False, "allowed": None, "pattern": None}
+    for collection in loose.collections:
+        collection.attrs = [attr.model_copy(update=unset) for attr in collection.attrs]
+    return loose
+
+
 def validate_values(
     context: DataContext,
     rows: Iterable[dict[str, Any]],

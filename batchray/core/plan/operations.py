@@ -301,18 +301,21 @@ def plan_operation(planner: Any, op: Operation) -> Any:
         context = resource.context if resource else op.target
         collection = resource.collection if resource else data.get("collectionName")
         if op.operation == "create":
-            plan = planner.create_items(context, collection, _data_list(op, data, "items", objects=False) or [],
-                                        validate_all=True)
+            items = _data_list(op, data, "items", objects=False)
+            _require(op, items, "items", "the items to create")
+            plan = planner.create_items(context, collection, items, validate_all=True)
         elif op.operation == "update":
             updates = _data_list(op, data, "updates")
             if updates is None and resource is not None and resource.selector is not None:
                 updates = [{"selector": resource.selector, "values": data.get("values") or {}}]
-            plan = planner.update_items(context, updates or [])
+            _require(op, updates, "updates", "{selector, values} objects (or a target naming items, with data.values)")
+            plan = planner.update_items(context, updates)
         elif op.operation == "delete":
             selectors = _data_list(op, data, "selectors")
             if selectors is None and resource is not None and resource.selector is not None:
                 selectors = [resource.selector]
-            plan = planner.delete_items(context, selectors or [])
+            _require(op, selectors, "selectors", "selectors (or a target naming items)")
+            plan = planner.delete_items(context, selectors)
         else:
             raise ValidationError(f"unknown data operation {op.operation!r}", field="operation", operation=op.id)
     elif op.type == "schema":
@@ -340,6 +343,29 @@ def _data_list(op: Operation, data: dict[str, Any], key: str, *, objects: bool =
         what = "a list of objects" if objects else "a list"
         raise ValidationError(f"operation {op.id!r}: data.{key} must be {what}", field=f"data.{key}", operation=op.id)
     return value
+
+
+def _require(op: Operation, given: Optional[list], key: str, what: str) -> None:
+    """A data operation must name what it acts on: ``data.<key>``, a non-empty list of ``what``."""
+    if not given:
+        raise ValidationError(f"operation {op.id!r} ({op.operation}) needs data.{key}, a non-empty list of {what}",
+                              field=f"data.{key}", operation=op.id)
+
+
+def _operations(operations: list[dict[str, Any] | Operation]) -> list[Operation]:
+    """The operations as :class:`Operation`; a malformed one is a :class:`ValidationError`
+    naming its position (``index``) and its first bad ``field``."""
+    from pydantic import ValidationError as PydanticError
+
+    ops = []
+    for index, op in enumerate(operations):
+        try:
+            ops.append(op if isinstance(op, Operation) else Operation.model_validate(op))
+        except PydanticError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "operations"
+            raise ValidationError(f"operation {index}: {field}: {first['msg']}", index=index, field=field) from None
+    return ops
 
 
 def _check_target(planner: Any, op: Operation, created: set[str]) -> None:
@@ -374,6 +400,10 @@ def run_transaction(
     * ``partial_rollback``: each operation its own transaction; a failed operation is rolled
       back and every operation depending on it (transitively) is not run; the rest is kept.
 
+    ``options.atomic`` must stay true (atomicity is the strategy's to set); false is a
+    :class:`ValidationError`, as is an operation that is malformed or (a data operation) names
+    nothing to create, update or delete.
+
     An operation's ``timeout`` (ms) bounds its own transaction under ``skip`` and
     ``partial_rollback``; under ``rollback`` and ``retry`` all operations share one transaction,
     bounded by the batch ``timeout``.
@@ -381,8 +411,12 @@ def run_transaction(
     Returns ``{success, transactionIds, results, errors, skipped}`` with errors aggregated as
     ``{operation, index, code, message, retryable, attempts}``.
     """
+    if not options.atomic:
+        raise ValidationError("atomic: false is refused: a transaction's atomicity is set by its recoveryStrategy "
+                              "(rollback or retry: all operations or none; skip or partial_rollback: each "
+                              "operation commits on its own)", field="atomic")
     rng = rng or random.Random()
-    ops = [op if isinstance(op, Operation) else Operation.model_validate(op) for op in operations]
+    ops = _operations(operations)
     created = {op.data.get("name") for op in ops
                if op.type == "schema" and op.operation == "create_data_context" and isinstance(op.data, dict)
                and isinstance(op.data.get("name"), str)}

@@ -11,7 +11,7 @@ import threading
 from typing import Any, Callable, Iterable, Optional
 
 from batchray.core.model.columnar import ColumnarRows
-from batchray.core.model.schema import DataContext, RowValidator, raise_if_errors, validate_values
+from batchray.core.model.schema import DataContext, RowValidator, raise_if_errors, validate_values, without_constraints
 from batchray.core.plan.chunking import CreateChunker, estimate_bytes
 from batchray.core.plan.plan import Plan
 from batchray.core.plan.rows import prepare_new_rows, unwrap_values
@@ -168,9 +168,13 @@ class BatchPlanner:
                     context_id=context_id, chunker=chunker)
 
     def update_items(self, context: str, updates: list[dict[str, Any]], *, batch_size: int = 10_000) -> Plan:
-        """Updates as ``{selector: {itemId|caseId|index|query}, values}``; checked here first."""
+        """Updates as ``{selector: {itemId|caseId|index|query}, values, validateValues?}``;
+        checked here first. ``validateValues: false``: the update's literal values are checked
+        and converted by type only, not against the attributes' constraints (``min``, ``max``,
+        ``required``, ``allowed``, ``pattern``); a computed (``"=expr"``) value is checked in full."""
         context_id, ctx = self.context(context)
         schema = ctx.model_dump(mode="json")
+        loose: Optional[DataContext] = None  # ctx without its constraints, made when an update asks
         by_shard: dict[str, tuple[list[int], list[dict], list[int]]] = {}
         queries: list[tuple[str, dict, int]] = []
         errors: list[dict[str, Any]] = []
@@ -179,12 +183,20 @@ class BatchPlanner:
                 errors.append({"index": index, "field": "values", "code": "VALIDATION",
                                "message": "an update must be an object {selector, values} whose values is an object"})
                 continue
+            checked = update.get("validateValues", True)
+            if not isinstance(checked, bool):
+                errors.append({"index": index, "field": "validateValues", "code": "VALIDATION",
+                               "message": "validateValues must be true or false"})
+                continue
+            if not checked and loose is None:
+                loose = without_constraints(ctx)
             values = update.get("values") or {}
-            _, value_errors = validate_values(ctx, [values], start_index=index, partial=True)
+            normal, value_errors = validate_values(ctx if checked else loose, [values], start_index=index, partial=True)
             _check_expressions(ctx, values, index, value_errors)
             if value_errors:
                 errors.extend(value_errors)
                 continue
+            values = normal[0]  # in the attributes' types, as a create writes them ("7" -> 7)
             try:
                 ids, query = self._select(context_id, ctx, update.get("selector") or {}, index)
             except BatchrayError as exc:

@@ -1,0 +1,228 @@
+"""What the tools accept, they honour: options of the create, update, schema and transaction
+tools, on the in-process engine (no Ray), through ``call_tool``.
+
+Each test reads the store back (or the batch's backups, through ``rollback_batch``) to show the
+option took effect, or that a refused call changed nothing.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from batchray.api.tools import call_tool, tool_schemas
+from local_runtime import local_client
+
+PEOPLE = [
+    {"name": "Cities", "attrs": [{"name": "city"}]},
+    {"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric", "min": 0}]},
+]
+
+
+@pytest.fixture
+def client(tmp_path):
+    with local_client(tmp_path / "store", shards=2, io_root=tmp_path) as client:
+        assert client.create_data_context("P", PEOPLE).success
+        yield client
+
+
+def _ages(client) -> list:
+    return sorted(item["values"].get("age") for item in client.get_items("P"))
+
+
+def _refused(result: dict, field: str | None = None) -> dict:
+    assert result["success"] is False, result
+    error = result["error"]
+    assert error["code"] == "VALIDATION", error
+    if field is not None:
+        assert error["details"].get("field") == field, error
+    return error
+
+
+# -- MCP -----------------------------------------------------------------------------------
+
+def test_mcp_marks_the_read_tools_read_only():
+    pytest.importorskip("mcp")
+    from batchray.api.mcp import _tool_list
+
+    hints = {tool.name: bool(tool.annotations and tool.annotations.read_only_hint) for tool in _tool_list()}
+    assert {name for name, read_only in hints.items() if read_only} == {"get_items", "get_cases", "get_batch_status"}
+
+
+# -- batch_create_items / batch_create_cases ------------------------------------------------
+
+def _create(client, tool: str, rows: list[dict], **options) -> dict:
+    key = "items" if tool == "batch_create_items" else "cases"
+    return call_tool(client, tool, {"dataContextName": "P", "collectionName": "People",
+                                    key: [{"values": row} for row in rows], "options": options})
+
+
+@pytest.mark.parametrize("tool", ["batch_create_items", "batch_create_cases"])
+def test_a_create_dry_run_plans_and_writes_nothing(client, tool):
+    result = _create(client, tool, [{"city": "Lyon", "name": "a", "age": 3}], dryRun=True)
+    assert result["success"] is True and result["dryRun"] is True, result
+    assert result["plan"]["items"] == 1
+    assert client.count_items("P") == 0
+    refused = _create(client, tool, [{"city": "Lyon", "name": "a", "age": -3}], dryRun=True)
+    assert refused["success"] is False and refused["errors"][0]["field"] == "age"
+    assert client.count_items("P") == 0
+
+
+@pytest.mark.parametrize("tool", ["batch_create_items", "batch_create_cases"])
+def test_a_create_writes_its_rejects_and_keeps_to_its_reject_limit(client, tool, tmp_path):
+    rows = [{"city": "Lyon", "name": "a", "age": -3}, {"city": "Lyon", "name": "b", "age": 3}]
+    result = _create(client, tool, rows, atomic=False, rejectsPath="rejects.jsonl")
+    assert result["success"] is False and result["itemsCreated"] == 1
+    rejected = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["index"], r["field"]) for r in rejected] == [(0, "age")]
+    assert _ages(client) == [3]
+    for limit in ({"rejectLimit": 0}, {"rejectRatio": 0.1}):
+        failed = _create(client, tool, rows, atomic=False, **limit)
+        assert failed["success"] is False and failed["itemsCreated"] == 0, failed
+    assert _ages(client) == [3]
+
+
+@pytest.mark.parametrize("tool", ["batch_create_items", "batch_create_cases"])
+def test_a_create_keeps_backups_for_rollback_batch_only_when_asked(client, tool):
+    plain = _create(client, tool, [{"city": "Lyon", "name": "a", "age": 1}])
+    backed = _create(client, tool, [{"city": "Lyon", "name": "b", "age": 2}], createBackups=True)
+    assert plain["success"] and backed["success"]
+    assert call_tool(client, "rollback_batch", {"batchId": plain["transactionId"]})["error"]["code"] == "NOT_FOUND"
+    undone = call_tool(client, "rollback_batch", {"batchId": backed["transactionId"]})
+    assert undone["success"] is True, undone
+    assert _ages(client) == [1]
+
+
+@pytest.mark.parametrize("tool", ["batch_create_items", "batch_create_cases"])
+def test_a_create_returns_the_progress_it_reported_when_asked(client, tool):
+    rows = [{"city": "Lyon", "name": f"p{i}", "age": i} for i in range(300)]
+    quiet = _create(client, tool, rows[:10], batchSize=1)
+    assert quiet["success"] and "progress" not in quiet
+    result = _create(client, tool, rows, batchSize=1, progressCallback=True)
+    assert result["success"] is True, result
+    progress = result["progress"]
+    assert 2 <= len(progress) <= 100  # 300 chunks reported more than that: thinned
+    done = [p["completed"] for p in progress]
+    assert done == sorted(done) and done[0] < 300
+    assert progress[-1]["completed"] == 300 and progress[-1]["state"] == "completed"
+    assert all(p["total"] == 300 for p in progress)
+
+
+# -- batch_update_items: per-update options ---------------------------------------------------
+
+def _two_people(client) -> list[int]:
+    result = _create(client, "batch_create_items", [{"city": "Lyon", "name": "a", "age": 3},
+                                                    {"city": "Lyon", "name": "b", "age": 4}])
+    assert result["success"], result
+    return result["itemIds"]
+
+
+def _update(client, updates: list[tuple[int, dict, dict]], **options) -> dict:
+    return call_tool(client, "batch_update_items", {"dataContextName": "P", "options": options, "updates": [
+        {"selector": {"itemId": item}, "values": values, "options": own} for item, values, own in updates]})
+
+
+def test_an_update_with_validate_values_false_skips_the_constraints_but_not_the_types(client):
+    first, second = _two_people(client)
+    _refused(_update(client, [(first, {"age": -5}, {})]), "age")
+    result = _update(client, [(first, {"age": -5}, {"validateValues": False}), (second, {"age": "7"}, {})])
+    assert result["success"] is True, result
+    assert _ages(client) == [-5, 7]
+    _refused(_update(client, [(first, {"age": "old"}, {"validateValues": False})]), "age")  # not a number
+    computed = _update(client, [(second, {"age": "=age - 100"}, {"validateValues": False})])
+    assert computed["success"] is False  # a computed value is checked in full: below the minimum
+    assert _ages(client) == [-5, 7]
+
+
+def test_an_update_with_create_backup_false_keeps_no_before_images(client):
+    first, second = _two_people(client)
+    alone = _update(client, [(first, {"age": 50}, {"createBackup": False})], createBackups=True)
+    assert alone["success"] is True, alone
+    undo = call_tool(client, "rollback_batch", {"batchId": alone["transactionId"]})
+    assert undo["success"] is False and undo["error"]["code"] == "NOT_FOUND"  # nothing kept to undo
+    assert _ages(client) == [4, 50]
+    mixed = [(first, {"age": 60}, {}), (second, {"age": 61}, {"createBackup": False})]
+    _refused(_update(client, mixed, createBackups=True), "updates.1.options.createBackup")
+    _refused(_update(client, mixed, createBackups=True, dryRun=True), "updates.1.options.createBackup")
+    assert _ages(client) == [4, 50]
+    assert _update(client, mixed, createBackups=False)["success"] is True
+    assert _ages(client) == [60, 61]
+
+
+# -- execute_batch_transaction ----------------------------------------------------------------
+
+_NEW_PERSON = {"id": "a", "type": "data", "operation": "create", "target": "dataContext[P].collection[People]",
+               "data": {"items": [{"city": "X", "name": "n", "age": 1}]}}
+
+
+def test_a_transaction_refuses_atomic_false_naming_recovery_strategy(client):
+    bad = {**_NEW_PERSON, "id": "b", "data": {"items": [{"city": "X", "name": "m", "age": -1}]}}
+    for strategy in ("rollback", "skip"):
+        result = call_tool(client, "execute_batch_transaction", {"operations": [_NEW_PERSON, bad], "options": {
+            "atomic": False, "recoveryStrategy": strategy}})
+        assert "recoveryStrategy" in _refused(result, "atomic")["message"]
+    assert client.count_items("P") == 0
+    described = {t["name"]: t for t in tool_schemas()}
+    options = described["execute_batch_transaction"]["inputSchema"]["$defs"]["TransactionToolOptions"]["properties"]
+    assert "recoveryStrategy" in options["atomic"]["description"]
+
+
+@pytest.mark.parametrize("operation, data, field", [
+    ("delete", None, "data.selectors"),
+    ("delete", {"selectors": []}, "data.selectors"),
+    ("update", {}, "data.updates"),
+    ("create", None, "data.items"),
+    ("create", {"items": []}, "data.items"),
+])
+def test_a_data_operation_that_names_nothing_is_refused(client, operation, data, field):
+    assert call_tool(client, "execute_batch_transaction", {"operations": [_NEW_PERSON]})["success"]
+    op = {"id": "d", "type": "data", "operation": operation, "target": "P", "data": data,
+          "dependencies": ["n"]}
+    first = {**_NEW_PERSON, "id": "n"}
+    for strategy in ("rollback", "skip"):
+        result = call_tool(client, "execute_batch_transaction", {"operations": [first, op],
+                                                                 "options": {"recoveryStrategy": strategy}})
+        assert result["success"] is False, result
+        error = next(e for e in result["errors"] if e["operation"] == "d")
+        assert (error["code"], error["field"]) == ("VALIDATION", field), error
+    assert client.count_items("P") == 2  # the first transaction's item, and skip's "n"
+
+
+def test_a_malformed_operation_is_a_structured_error_naming_its_index_and_field(client):
+    from batchray.errors import ValidationError
+
+    for operations, index, field in (([{"type": "data"}], 0, "id"),
+                                     ([_NEW_PERSON, {**_NEW_PERSON, "id": "b", "priority": "high"}], 1, "priority"),
+                                     ([_NEW_PERSON, "create"], 1, "operations")):
+        with pytest.raises(ValidationError) as refused:
+            client.execute_transaction(operations)
+        assert (refused.value.details["index"], refused.value.details["field"]) == (index, field)
+    result = call_tool(client, "execute_batch_transaction", {"operations": [{**_NEW_PERSON, "type": "nope"}]})
+    _refused(result, "operations.0.type")
+    assert client.count_items("P") == 0
+
+
+# -- batch_schema_operations --------------------------------------------------------------------
+
+def test_a_schema_batch_is_all_or_nothing_and_keeps_no_backups(client):
+    assert _create(client, "batch_create_items", [{"city": "L", "name": "a", "age": 1},
+                                                  {"city": "L", "name": "12", "age": 2}])["success"]
+    before = client.get_items("P")
+    retype = [{"action": "update", "target": "attribute", "collection": "People", "attribute": "name",
+               "spec": {"type": "numeric"}}]
+    rename = [{"action": "update", "target": "attribute", "collection": "People", "attribute": "name",
+               "spec": {"name": "nm"}}]
+
+    def schema(operations, **options) -> dict:
+        return call_tool(client, "batch_schema_operations", {"dataContextName": "P", "operations": operations,
+                                                             "options": options})
+
+    _refused(schema(retype, atomic=False), "atomic")
+    _refused(schema(rename, createBackups=True), "createBackups")
+    failed = schema(retype)  # "a" is no number: the whole batch rolls back
+    assert failed["success"] is False and failed["errors"][0]["code"] == "CONVERSION", failed
+    assert client.get_items("P") == before
+    attribute = client.catalog.context("P")[1].attribute("name")
+    assert attribute.type is None or attribute.type.value != "numeric"
+    assert schema(rename)["success"] is True
+    assert [sorted(item["values"]) for item in client.get_items("P")] == [["age", "city", "nm"]] * 2
