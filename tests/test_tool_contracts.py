@@ -226,3 +226,25 @@ def test_a_schema_batch_is_all_or_nothing_and_keeps_no_backups(client):
     assert attribute.type is None or attribute.type.value != "numeric"
     assert schema(rename)["success"] is True
     assert [sorted(item["values"]) for item in client.get_items("P")] == [["age", "city", "nm"]] * 2
+
+
+@pytest.mark.parametrize("tool", ["batch_update_items", "batch_create_items"])
+def test_a_non_atomic_tool_batch_continues_on_error_only_when_asked(tmp_path, tool):
+    client = local_client(tmp_path / "store", shards=1)
+    assert client.create_data_context("P", [{"name": "People", "attrs": [
+        {"name": "name"}, {"name": "age", "type": "numeric", "min": 0}]}]).success
+    ids = client.create_items("P", "People", [{"name": f"p{i}", "age": i} for i in range(6)]).item_ids
+    if tool == "batch_update_items":  # the second update computes a value below the minimum
+        args = {"dataContextName": "P", "updates": [
+            {"selector": {"itemId": i}, "values": {"age": "=age - 100" if n == 1 else 50}} for n, i in enumerate(ids)]}
+    else:
+        args = {"dataContextName": "P", "collectionName": "People",
+                "items": [{"values": {"name": f"n{i}", "age": -1 if i == 1 else 50}} for i in range(6)]}
+    out = {}
+    for keep in (False, True):
+        args["options"] = {"atomic": False, "batchSize": 2, "continueOnError": keep}
+        out[keep] = call_tool(client, tool, args)
+    assert out[False]["error"]["code"] == "STOPPED_ON_ERROR", out[False]
+    assert out[True]["error"]["code"] == "VALIDATION" and out[True]["state"] == "completed", out[True]
+    assert len(out[False]["errors"]) == len(out[True]["errors"]) == 1
+    client.close()

@@ -29,6 +29,8 @@ from batchray.errors import (BatchrayError, ConflictError, DocumentError, Intern
 _NAME = Field(min_length=1, max_length=200)
 _REJECTS = ("a file under the I/O root for each rejected item as {index, values, code, field, message}: "
             "JSON Lines, or Parquet when it ends .parquet (an existing file is refused)")
+_CONTINUE = ("with atomic false: true sends every chunk, keeping the good items and reporting the bad ones; "
+             "false stops sending chunks at the first rejected item (STOPPED_ON_ERROR), keeping what was applied")
 
 
 class _Args(BaseModel):
@@ -68,7 +70,7 @@ class CreateOptions(_Args):
     batchSize: int = Field(default=100, ge=1, le=1000)
     atomic: bool = True
     validateAll: bool = True
-    continueOnError: bool = False
+    continueOnError: bool = Field(default=False, description=_CONTINUE)
     parallelism: Optional[int] = Field(default=None, ge=1, le=10,
                                        description="at most this many workers apply the batch at once")
     timeout: int = Field(default=DEFAULT_TIMEOUT_MS, ge=1, le=86_400_000, description="milliseconds")
@@ -124,6 +126,7 @@ class UpdateSpec(_Args):
 class DeleteOptions(_Args):
     batchSize: int = Field(default=50, ge=1, le=1000, description="items per chunk")
     atomic: bool = True
+    continueOnError: bool = Field(default=False, description=_CONTINUE)
     parallelism: Optional[int] = Field(default=None, ge=1, le=10,
                                        description="at most this many workers apply the batch at once")
     createBackups: bool = True
@@ -199,8 +202,8 @@ def create_options(o: CreateOptions) -> dict[str, Any]:
 
 def update_options(o: DeleteOptions) -> dict[str, Any]:
     """An update or delete tool's options as the client's keywords."""
-    return {"atomic": o.atomic, "timeout": o.timeout, "idempotency_key": o.idempotencyKey,
-            "create_backups": o.createBackups, "parallelism": o.parallelism}
+    return {"atomic": o.atomic, "continue_on_error": o.continueOnError, "timeout": o.timeout,
+            "idempotency_key": o.idempotencyKey, "create_backups": o.createBackups, "parallelism": o.parallelism}
 
 
 def rejects_options(client, o: Any) -> dict[str, Any]:
