@@ -191,6 +191,39 @@ def test_existing_context_gains_attributes_and_create_false_refuses(engine, tmp_
         import_file(engine, "Nope", None, path, create=False)
 
 
+def test_exported_csv_reads_back_equal_in_pyarrow_pandas_and_duckdb(engine, tmp_path):
+    """A value holding a carriage return or a line feed, alone or together, is quoted, so each
+    program reads the row whole and the value as it was."""
+    import pyarrow.csv as pacsv
+
+    notes = ["line1\rline2", "a\nb", "c\r\nd", "tail\r", "ok, fine"]
+    engine.create_data_context("T", collections=[{"name": "T", "attrs": [{"name": "note"},
+                                                                         {"name": "n", "type": "numeric"}]}])
+    engine.create_items("T", "T", [{"note": v, "n": i} for i, v in enumerate(notes)], progress=False)
+    path = tmp_path / "notes.csv"
+    export_file(engine, "T", path)
+    expected = [{"note": v, "n": i} for i, v in enumerate(notes)]
+    # pyarrow's rule for line breaks inside quoted values is newlines_in_values
+    table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(newlines_in_values=True))
+    assert table.to_pylist() == expected
+    assert pacsv.read_csv(path).to_pylist() == expected
+    try:
+        import pandas
+    except ImportError:
+        pandas = None
+    if pandas is not None:
+        assert pandas.read_csv(path).to_dict("records") == expected
+    try:
+        import duckdb
+    except ImportError:
+        duckdb = None
+    if duckdb is not None:
+        rows = duckdb.sql(f"select note, n from read_csv('{path}') order by n").fetchall()
+        assert [{"note": a, "n": b} for a, b in rows] == expected
+    assert import_file(engine, "Back", None, path).success
+    assert sorted(values_of(engine, "Back"), key=lambda v: v["n"]) == expected
+
+
 def test_csv_dates_booleans_and_types_override(engine, tmp_path):
     path = tmp_path / "events.csv"
     path.write_text("day,at,done,zip\n2024-01-02,2024-01-02 10:00:00,true,02134\n"

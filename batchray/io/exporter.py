@@ -10,6 +10,8 @@ or not at all; an existing file is replaced only with ``overwrite=True``
 
 * CSV writes values as text (re-inferred when read back): strings as they are, numbers as
   Python writes them, booleans as ``true``/``false``, objects as JSON, missing values empty.
+  Lines end with CRLF (RFC 4180), so a value holding a carriage return or a line feed, alone or
+  together, is quoted: pandas, DuckDB and pyarrow read it back as it was.
 * JSON Lines keeps JSON types and writes every column on every line (``null`` where missing)
   so that reading it back infers every column.
 * Parquet reads the pages twice, first to choose each column's Arrow type from its values
@@ -120,7 +122,9 @@ def _write_csv(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[di
                if a.type is None or a.type.value in ("checkbox", "boundary", "categorical", "qualitative")]
     count = 0
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
+        # the csv module quotes a value holding a character of the line terminator: with "\n"
+        # alone, a lone "\r" went unquoted and other readers ended the row there
+        writer = csv.writer(fh, lineterminator="\r\n")
         writer.writerow(columns)
         for page in pages():
             rows = [list(map(values.get, columns)) for values in page]
