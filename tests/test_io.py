@@ -444,6 +444,31 @@ def test_bad_documents_refused_and_change_nothing(engine, codap_dir, name, reaso
     assert (sorted(engine.catalog.contexts()), engine.count_items("Mammals")) == before
 
 
+def test_codap_import_honours_create_and_refuses_types_and_codap_export_reports_progress(engine, codap_dir,
+                                                                                        tmp_path, monkeypatch):
+    """A document creates its contexts: with ``create=False`` one that does not exist is refused as
+    a CSV into a missing context is; ``types`` is refused (the document's attributes carry
+    theirs); either way nothing is stored. A CODAP export reports progress as a CSV export does."""
+    path = codap_dir / "24cats.codap"
+    with pytest.raises(SchemaError, match=r"'Cats' does not exist \(create=False\)") as info:
+        import_file(engine, None, None, path, create=False)
+    assert info.value.details["field"] == "dataContextName"
+    with pytest.raises(ValidationError) as info:
+        import_file(engine, None, None, path, types={"Sex": "numeric"})
+    assert info.value.details["field"] == "types"
+    monkeypatch.setenv("BATCHRAY_IO_ROOT", str(codap_dir))  # the tool's paths stay under it
+    payload = call_tool(engine, "batch_import", {"path": str(path), "options": {"create": False}})
+    assert not payload["success"] and payload["error"]["code"] == "SCHEMA"
+    assert engine.catalog.contexts() == {} and engine.catalog.components() == {}
+    assert import_file(engine, None, None, path).success
+    cats = engine.count_items("Cats")
+    for fmt in ("codap", "csv"):
+        events = []
+        export_file(engine, "Cats", tmp_path / f"cats.{fmt}", page_size=10, progress=events.append)
+        assert events and events[-1] == {"phase": "exporting", "itemsWritten": cats}, fmt
+        assert [e["itemsWritten"] for e in events] == sorted({min(n, cats) for n in range(10, cats + 10, 10)}), fmt
+
+
 # -- on Ray --------------------------------------------------------------------------------------
 
 

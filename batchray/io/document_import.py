@@ -6,7 +6,8 @@ would take more than ``max_memory``, from the memory budget): every data context
 collections (parent first) and attributes with their properties, and its flat items, in one transaction
 (:mod:`~batchray.io.import_transaction`). ``context`` None imports every data context under its
 own name; a name imports that context, or renames the document's only one. A context that
-already exists is a :class:`~batchray.errors.SchemaError`; one the store cannot hold is a
+already exists is a :class:`~batchray.errors.SchemaError`, and so is, with ``create=False``, one
+that does not (a document only creates contexts); one the store cannot hold is a
 :class:`~batchray.errors.DocumentError` (``unsupported``); precisions outside 0-15 are dropped
 with a note.
 
@@ -249,7 +250,10 @@ def _component_docs(target: Target, doc: Any, wanted: set[str], renamed: dict[st
 
 def import_document(target: Target, context: Optional[str], path: Path, *, atomic: bool,
                     batch_size: Optional[int], progress: Progress, timeout: Optional[int],
-                    max_memory: Optional[int] = None) -> ImportResult:
+                    max_memory: Optional[int] = None, create: bool = True) -> ImportResult:
+    """Import ``path``'s data contexts (see the module docstring); ``create=False`` refuses a
+    data context that does not exist (a :class:`SchemaError`, as ``import_file`` refuses one for
+    the other formats): a document only creates contexts, so it is always refused then."""
     started = time.perf_counter()
     doc = read_document(path) if max_memory is None else read_document(path, max_memory=max_memory)
     notes = list(doc.warnings)
@@ -269,6 +273,13 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
     if not chosen:
         raise DocumentError(f"{path.name} has no data contexts to import", path=str(path), reason="no_contexts")
     existing = target.catalog.names()
+    for spec in chosen:
+        name = renamed.get(spec.name, spec.name)
+        if name in existing:
+            raise SchemaError(f"data context {name!r} already exists", field="dataContextName", context=name)
+        if not create:
+            raise SchemaError(f"data context {name!r} does not exist (create=False)", field="dataContextName",
+                              context=name)
     planner = target.planner
     chunk_ids = chunk_id_source(planner)
     max_bytes = chunk_bytes(target)
@@ -279,8 +290,6 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
     total = 0
     for spec in chosen:
         name = renamed.get(spec.name, spec.name)
-        if name in existing:
-            raise SchemaError(f"data context {name!r} already exists", field="dataContextName", context=name)
         ctx = _context_from_spec(spec, name, notes, path)
         new_contexts[name] = ctx
         context_id = planner.allocate("contexts", 1)

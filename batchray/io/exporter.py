@@ -62,7 +62,9 @@ def export_file(
     data context. The file appears complete or not at all (written aside, then moved into
     place). ``allowed_root``: the path must stay inside it (see :mod:`batchray.io.paths`).
     ``overwrite``: replace an existing file; without it (the default) an existing file is a
-    :class:`~batchray.errors.ConflictError` and stays as it was.
+    :class:`~batchray.errors.ConflictError` and stays as it was. ``progress``: a callable given
+    ``{"phase": "exporting", "itemsWritten": n}`` after each page (for ``codap``, each page taken
+    into the document, which is written once complete).
     """
     check_target(client_or_engine)
     if page_size < 1:
@@ -72,7 +74,8 @@ def export_file(
     started = time.perf_counter()
     if fmt == "codap":
         return export_document(client_or_engine, context, out, query=query, collection=collection,
-                               page_size=page_size, started=started, overwrite=overwrite)
+                               page_size=page_size, started=started, overwrite=overwrite,
+                               report=_export_reporter(progress))
     if fmt not in _WRITERS:
         raise ValidationError(f"{fmt} is a format batchray imports, not one it exports; export to "
                               f"{', '.join(_WRITERS)} or codap", field="format")

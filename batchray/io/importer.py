@@ -125,7 +125,9 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
 
     For ``codap``: ``context`` None imports every data context of the document under its own
     name; a name imports that context (or renames the document's only one); ``collection``
-    must be None. ``allowed_root``: the path must stay inside it (see :mod:`batchray.io.paths`).
+    and ``types`` (the document's attributes carry their types) must be None. A document
+    creates its data contexts, so with ``create=False`` one that does not exist is a
+    :class:`SchemaError`, as for the other formats (and one that exists is one too). ``allowed_root``: the path must stay inside it (see :mod:`batchray.io.paths`).
     ``quote_content=False`` (the tool surface): errors about a CSV, JSON Lines or Parquet file's
     rows and column names say which line or column, never its text. ``columnar=False`` sends
     every batch as value dicts (the same items; see the module docstring on the columnar path).
@@ -141,8 +143,11 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
         if collection is not None:
             raise ValidationError("a CODAP document brings its own collections: leave collection unset",
                                   field="collectionName")
+        if types:
+            raise ValidationError("a CODAP document's attributes carry their own types: leave types unset",
+                                  field="types")
         return import_document(client_or_engine, context, resolved, atomic=atomic, batch_size=batch_size,
-                               progress=progress, timeout=timeout, max_memory=limits.document_bytes)
+                               progress=progress, timeout=timeout, max_memory=limits.document_bytes, create=create)
     if not context:
         raise ValidationError(f"importing a {fmt} file needs a data context name", field="dataContextName")
     source = open_source(fmt, resolved, atomic=atomic, types=types, block_size=block_size, limits=limits,
