@@ -245,6 +245,35 @@ def test_values_a_type_refuses_import_without_the_type_as_codap_keeps_them(tmp_p
         assert any("'Temp\\nC': 1 value(s) are not numeric (such as 'n/a')" in n for n in result.notes)
 
 
+def test_objects_arrays_and_integers_past_64_bits_import_as_codap_keeps_them(tmp_path):
+    """CODAP's CaseValue may be an object (v3/src/v2/codap-v2-data-context-types.ts): outside a
+    boundary attribute an object or array is stored as its JSON text, an integer past 64 bits as
+    the double JavaScript reads, each with a note; the document imports."""
+    data = json.loads(ODD.read_text(encoding="utf-8"))
+    readings = data["contexts"][0]["collections"][1]["cases"]
+    readings[0]["values"]["Notes"] = {"type": "Point", "coordinates": [1, 2]}  # untyped
+    readings[1]["values"]["Notes"] = ["ü", 2**70]
+    readings[2]["values"]["Notes"] = 2**70
+    readings[3]["values"]["Temp\nC"] = {"x": 1}  # numeric: the text is no number, so no type
+    readings[1]["values"]["Area"] = {"type": "Point", "coordinates": [3, 4]}  # a boundary keeps it
+    path = tmp_path / "objects.codap"
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    with local_client(tmp_path / "store") as client:
+        result = client.import_file(None, None, path)
+        assert result.success, result.errors
+        items = _items(client, "Weather log")
+        assert [i["Notes"] for i in items] == ['{"type":"Point","coordinates":[1,2]}', '["ü",1180591620717411303424]',
+                                               float(2**70), "cold"]
+        assert [i["Temp\nC"] for i in items] == [21.5, 22, "19", '{"x":1}']
+        assert items[1]["Area"] == {"type": "Point", "coordinates": [3, 4]}
+        _, weather = client.catalog.context("Weather log")
+        assert weather.attribute("Notes").type is None and weather.attribute("Temp\nC").type is None
+        assert weather.attribute("Area").type.value == "boundary"
+        assert any("'Notes': 2 value(s) of kind object or array" in n and "JSON text" in n for n in result.notes)
+        assert any("'Notes': 1 value(s) of kind integer beyond 64 bits" in n for n in result.notes)
+        assert any("'Temp\\nC': 1 value(s) are not numeric" in n for n in result.notes)
+
+
 def test_documents_codap_opens_empty_are_refused_and_change_nothing(tmp_path):
     data = json.loads(ODD.read_text(encoding="utf-8"))
     data["appBuildNum"] = ""  # what batchray used to write: CODAP opens an empty document

@@ -285,3 +285,34 @@ def test_an_arrow_ipc_file_over_a_read_limit_is_refused_with_its_row_or_batch(tm
             client.import_file("Ctx", None, wide, max_decoded_bytes=1 << 20)
         assert caught.value.details["reason"] == "batch_too_large"
         assert not client.catalog.exists("Ctx")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow"])
+def test_a_date_outside_years_1_to_9999_is_refused_with_its_row_and_column(tmp_path, fmt):
+    """Python's datetime holds years 1 to 9999 only: a Parquet or Arrow IPC date or timestamp
+    outside them is a DocumentError naming its row (in file order, past the first batch) and
+    column, on either path, atomic or not, and nothing is written."""
+    n = 5_000
+    days = list(range(n))
+    days[4_321] = -800_000  # some 220 BC
+    micros = [i * 1_000_000 for i in range(n)]
+    micros[4_321] = 20_000 * 366 * 86_400 * 1_000_000  # some year 21,000
+    for column, table in (("d", pa.table({"n": range(n), "d": pa.array(days, pa.date32())})),
+                          ("t", pa.table({"n": range(n), "t": pa.array(micros, pa.timestamp("us"))}))):
+        path = tmp_path / f"{column}.{fmt}"
+        if fmt == "parquet":
+            pq.write_table(table, path, row_group_size=1_000)
+        else:
+            with pa.ipc.new_file(path, table.schema) as writer:
+                for batch in table.to_batches(max_chunksize=1_000):
+                    writer.write_batch(batch)
+        with local_client(tmp_path / f"s-{column}", shards=2) as client:
+            for columnar in (True, False):
+                for atomic in (True, False):
+                    with pytest.raises(DocumentError) as caught:
+                        client.import_file("Ctx", None, path, columnar=columnar, atomic=atomic)
+                    details = caught.value.details
+                    assert (details["reason"], details["row"], details["column"]) == \
+                        ("value_out_of_range", 4_322, column), (columnar, atomic)
+                    assert "row 4322" in caught.value.message
+                    assert not client.catalog.exists("Ctx")

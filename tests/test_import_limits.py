@@ -123,6 +123,30 @@ def test_a_csv_record_over_the_limit_is_refused_before_it_is_held(client, tmp_pa
         assert growth < BOUND < HUGE
 
 
+def test_a_csv_record_over_a_limit_below_the_block_size_is_refused_with_its_row(client, tmp_path):
+    """A record over ``max_record_bytes`` is refused however it falls in the blocks read (a limit
+    far below the block size included), on either path, atomic or not; one at the limit imports."""
+    short = tmp_path / "long-field.csv"
+    short.write_text("a,b\n1,2\n" + "x" * 900_000 + ",3\n4,5\n")
+    later = tmp_path / "later-long-field.csv"  # past the first blocks of 4 KiB
+    later.write_text("a,b\n" + "".join(f"{i},{'y' * 2_000 if i == 1_499 else 'z'}\n" for i in range(2_000)))
+    for path, row, size, block in ((short, 2, 900_002, None), (later, 1_500, 2_005, 4_096)):
+        for columnar in (True, False):
+            for atomic in (True, False):
+                with pytest.raises(DocumentError) as info:
+                    import_file(client, "Attack", None, path, max_record_bytes=1_000, block_size=block,
+                                columnar=columnar, atomic=atomic)
+                details = info.value.details
+                assert (details["reason"], details["row"], details["size"], details["limit"]) == \
+                    ("record_too_long", row, size, 1_000), (path.name, columnar, atomic)
+                assert f"row {row}" in info.value.message and "max_record_bytes" in info.value.message
+                assert "Attack" not in client.catalog.contexts()
+    at_limit = tmp_path / "at-limit.csv"
+    at_limit.write_text("a,b\n" + "w" * 998 + ",3\n4,5\n")  # 998 + 1 + 1 bytes
+    result = import_file(client, "AtLimit", None, at_limit, max_record_bytes=1_000)
+    assert result.success and result.items_created == 2
+
+
 def test_a_codap_document_of_empty_objects_is_refused_before_it_is_parsed(client, tmp_path):
     path = tmp_path / "empties.codap"
     count = 4_000_000  # 12 MB of "{}," that parse into some 300 MB of dicts

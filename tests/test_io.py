@@ -191,6 +191,39 @@ def test_existing_context_gains_attributes_and_create_false_refuses(engine, tmp_
         import_file(engine, "Nope", None, path, create=False)
 
 
+def test_exported_csv_reads_back_equal_in_pyarrow_pandas_and_duckdb(engine, tmp_path):
+    """A value holding a carriage return or a line feed, alone or together, is quoted, so each
+    program reads the row whole and the value as it was."""
+    import pyarrow.csv as pacsv
+
+    notes = ["line1\rline2", "a\nb", "c\r\nd", "tail\r", "ok, fine"]
+    engine.create_data_context("T", collections=[{"name": "T", "attrs": [{"name": "note"},
+                                                                         {"name": "n", "type": "numeric"}]}])
+    engine.create_items("T", "T", [{"note": v, "n": i} for i, v in enumerate(notes)], progress=False)
+    path = tmp_path / "notes.csv"
+    export_file(engine, "T", path)
+    expected = [{"note": v, "n": i} for i, v in enumerate(notes)]
+    # pyarrow's rule for line breaks inside quoted values is newlines_in_values
+    table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(newlines_in_values=True))
+    assert table.to_pylist() == expected
+    assert pacsv.read_csv(path).to_pylist() == expected
+    try:
+        import pandas
+    except ImportError:
+        pandas = None
+    if pandas is not None:
+        assert pandas.read_csv(path).to_dict("records") == expected
+    try:
+        import duckdb
+    except ImportError:
+        duckdb = None
+    if duckdb is not None:
+        rows = duckdb.sql(f"select note, n from read_csv('{path}') order by n").fetchall()
+        assert [{"note": a, "n": b} for a, b in rows] == expected
+    assert import_file(engine, "Back", None, path).success
+    assert sorted(values_of(engine, "Back"), key=lambda v: v["n"]) == expected
+
+
 def test_csv_dates_booleans_and_types_override(engine, tmp_path):
     path = tmp_path / "events.csv"
     path.write_text("day,at,done,zip\n2024-01-02,2024-01-02 10:00:00,true,02134\n"
@@ -409,6 +442,31 @@ def test_bad_documents_refused_and_change_nothing(engine, codap_dir, name, reaso
         import_file(engine, None, None, codap_dir / name)
     assert info.value.details["reason"] == reason and name in info.value.message
     assert (sorted(engine.catalog.contexts()), engine.count_items("Mammals")) == before
+
+
+def test_codap_import_honours_create_and_refuses_types_and_codap_export_reports_progress(engine, codap_dir,
+                                                                                        tmp_path, monkeypatch):
+    """A document creates its contexts: with ``create=False`` one that does not exist is refused as
+    a CSV into a missing context is; ``types`` is refused (the document's attributes carry
+    theirs); either way nothing is stored. A CODAP export reports progress as a CSV export does."""
+    path = codap_dir / "24cats.codap"
+    with pytest.raises(SchemaError, match=r"'Cats' does not exist \(create=False\)") as info:
+        import_file(engine, None, None, path, create=False)
+    assert info.value.details["field"] == "dataContextName"
+    with pytest.raises(ValidationError) as info:
+        import_file(engine, None, None, path, types={"Sex": "numeric"})
+    assert info.value.details["field"] == "types"
+    monkeypatch.setenv("BATCHRAY_IO_ROOT", str(codap_dir))  # the tool's paths stay under it
+    payload = call_tool(engine, "batch_import", {"path": str(path), "options": {"create": False}})
+    assert not payload["success"] and payload["error"]["code"] == "SCHEMA"
+    assert engine.catalog.contexts() == {} and engine.catalog.components() == {}
+    assert import_file(engine, None, None, path).success
+    cats = engine.count_items("Cats")
+    for fmt in ("codap", "csv"):
+        events = []
+        export_file(engine, "Cats", tmp_path / f"cats.{fmt}", page_size=10, progress=events.append)
+        assert events and events[-1] == {"phase": "exporting", "itemsWritten": cats}, fmt
+        assert [e["itemsWritten"] for e in events] == sorted({min(n, cats) for n in range(10, cats + 10, 10)}), fmt
 
 
 # -- on Ray --------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 import pandas as pd
 import pytest
 
+from batchray.errors import ValidationError
 from tests.local_runtime import local_client
 
 SCHEMA = [{"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric", "min": 0}]}]
@@ -133,3 +134,27 @@ def test_an_update_that_does_not_continue_on_error_stops_too(client):
     # an update's chunks are cut per shard: the chunk with the rejected item kept its good
     # ones, and the chunks after it were never sent
     assert result.items_updated == len(changed) and 0 < len(changed) < 11
+
+
+def test_an_import_over_a_reject_limit_fails_whole_before_it_commits(client, tmp_path):
+    """``import_file`` and ``batch_import`` take the reject limits into the import's batch, as
+    ``create_items`` does: over a limit nothing is stored (the rejects file still lists the
+    rejected rows); at the limit the valid rows commit."""
+    src = tmp_path / "people.csv"
+    src.write_text("name,age\na,1\nb,xx\nc,3\nd,yy\n")
+    for options in ({"reject_limit": 0}, {"reject_limit": 1}, {"reject_ratio": 0.25}):
+        out = tmp_path / "imp.jsonl"
+        result = client.import_file("P", "People", src, atomic=False, create=False, rejects=out, **options)
+        assert not result.success and result.state == "failed" and result.items_created == 0, options
+        assert result.error["details"]["reason"] == "reject_limit"
+        assert client.count_items("P") == 0, f"nothing of a failed import stays ({options})"
+        assert [json.loads(line)["values"]["name"] for line in out.read_text().splitlines()] == ["b", "d"]
+    args = {"dataContextName": "P", "collectionName": "People", "path": "people.csv",
+            "options": {"atomic": False, "create": False, "rejectLimit": 1}}
+    payload = client.tool("batch_import", args)
+    assert payload["success"] is False and payload["error"]["details"]["reason"] == "reject_limit"
+    assert client.count_items("P") == 0
+    with pytest.raises(ValidationError):
+        client.import_file("P", "People", src, atomic=False, reject_ratio=2)
+    ok = client.import_file("P", "People", src, atomic=False, create=False, reject_limit=2)
+    assert ok.error is None and ok.items_created == 2 and client.count_items("P") == 2

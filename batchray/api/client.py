@@ -380,11 +380,15 @@ class Client:
                     reject_limit: Optional[int] = None, reject_ratio: Optional[float] = None, **options: Any):
         """Import a CSV, JSON Lines, Parquet, Arrow IPC or CODAP file, streamed; see :func:`batchray.io.import_file`.
         ``rejects``, ``reject_limit`` and ``reject_ratio`` as in :meth:`create_items` (a row is
-        rejected with its values as read)."""
+        rejected with its values as read): an import over a limit fails whole, decided before
+        anything commits. Rows a reader skips as malformed (``atomic=False``) are not the
+        batch's: they are counted after it, so with them over a limit the result fails but what
+        committed stays."""
         from batchray.io import import_file
         from batchray.io.rejects import settle_rejects
 
-        result = import_file(self, context, collection, path, format, **options)
+        result = import_file(self, context, collection, path, format, reject_limit=reject_limit,
+                             reject_ratio=reject_ratio, **options)
         if rejects is None and reject_limit is None and reject_ratio is None:
             return result
         return settle_rejects(result, rejects, reject_limit=reject_limit, reject_ratio=reject_ratio)

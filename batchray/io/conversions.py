@@ -9,7 +9,8 @@
   text, so the worker's validation reports it with its row instead of the reader stopping.
 * :func:`arrow_converter` converts a typed (Parquet, Arrow) column to values that fit an
   attribute: dates as ISO text, decimals as floats, NaN as missing, nested values as JSON text
-  (kept as objects for boundaries).
+  (kept as objects for boundaries). A date or timestamp outside years 1 to 9999 raises
+  ``OverflowError`` (Python's ``datetime`` holds no other); :func:`first_outside_years` finds it.
 * :func:`text_kernel` and :func:`arrow_kernel` are the same conversions done by Arrow's
   kernels, column to column, for a columnar import (no Python value per row); they say when a
   column or a batch needs the Python conversions instead.
@@ -191,13 +192,29 @@ def arrow_kernel(arrow_type: Any, json_encoded: bool, kind: Optional[str]) -> Op
 
 def _years_in_range(array: Any) -> bool:
     """Whether every date or timestamp of ``array`` is in years 1 to 9999 (what Python's
-    ``datetime`` holds: outside them the dict path fails as it always did)."""
+    ``datetime`` holds: outside them the batch takes the dict path, whose source refuses it)."""
     import pyarrow.compute as pc
 
     if array.null_count == len(array):
         return True
     bounds = pc.min_max(pc.year(array))
     return 1 <= bounds["min"].as_py() and bounds["max"].as_py() <= 9999
+
+
+def first_outside_years(array: Any) -> Optional[int]:
+    """The position in ``array`` of the first date or timestamp outside years 1 to 9999 (what
+    Python's ``datetime`` holds, and so what :func:`arrow_converter` writes as ISO text), or
+    ``None`` when there is none or ``array`` holds no dates."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if not (pa.types.is_date(array.type) or pa.types.is_timestamp(array.type)):
+        return None
+    years = pc.year(array)
+    position = pc.index(pc.or_(pc.less(years, 1), pc.greater(years, 9999)), True).as_py()
+    return None if position < 0 else position
 
 
 def _iso_timestamps(array: Any) -> Any:
@@ -234,5 +251,5 @@ def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
     return kinds.pop() if kinds else "categorical"
 
 
-__all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "infer_json_kind", "nan_to_none",
-           "numbers_from_text", "text_kernel"]
+__all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "first_outside_years",
+           "infer_json_kind", "nan_to_none", "numbers_from_text", "text_kernel"]

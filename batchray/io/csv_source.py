@@ -12,11 +12,14 @@ values; a row of empty cells is no item (as in CODAP; counted in ``empty_rows``)
 wrong number of cells stops an atomic import (:class:`~batchray.errors.DocumentError`,
 ``malformed_row``) and is skipped and reported (``skipped``) otherwise.
 
-Record size: pyarrow reads a record only when it fits in two blocks, so the import reads blocks
-of ``max(block_size, max_record_bytes)`` bytes and a longer record stops the import, atomic or
-not, with a :class:`~batchray.errors.DocumentError` (``record_too_long``) naming the limit and
-the rows read before it, after at most two blocks of it are read. A record up to the limit is
-always read; one between the limit and twice it may be, depending on where blocks fall.
+Record size: a record whose cells hold more than ``max_record_bytes`` bytes (the cells' bytes
+and the separators between them; quotes not counted) stops the import, atomic or not, with a
+:class:`~batchray.errors.DocumentError` (``record_too_long``) naming the limit and its row, as
+the other formats refuse a line or value over the limit. pyarrow reads a record only when it
+fits in two blocks, so the import reads blocks of ``max(block_size, max_record_bytes)`` bytes: a
+record longer than that is refused after at most two blocks of it are read (naming the rows
+read before it); a shorter one over the limit is refused when its batch is read, by one length
+per column and batch (:meth:`CsvSource._check_records`). A record up to the limit is always read.
 
 :class:`PacedFile` keeps pyarrow's background reader at most a few blocks ahead of the
 batches taken, so the reader's memory is ``window * block_size`` whatever the file's size.
@@ -187,6 +190,7 @@ class CsvSource(Source):
                 except StopIteration:
                     return
                 self._file.consumed()
+                self._check_records(batch)
                 self.rows_read += batch.num_rows
                 columnar = self._columnar(batch, kernels) if self.columnar else None
                 if columnar is not None:
@@ -209,6 +213,27 @@ class CsvSource(Source):
                     yield rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise self._arrow_failure(exc) from None
+
+    def _check_records(self, batch: Any) -> None:
+        """A :class:`DocumentError` (``record_too_long``) if a record of ``batch`` (read as text)
+        holds more than ``max_record_bytes``: its cells' bytes and the separators between them.
+        A batch whose buffers hold no more than the limit is not measured row by row."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        separators = max(batch.num_columns - 1, 0)
+        if not batch.num_rows or batch.nbytes + separators <= self.max_record_bytes:
+            return
+        sizes = None
+        for column in batch.columns:
+            length = pc.fill_null(pc.binary_length(column), 0)
+            sizes = pc.cast(length, pa.int64()) if sizes is None else pc.add(sizes, length)
+        longest = pc.max(sizes).as_py() + separators
+        if longest > self.max_record_bytes:
+            row = self.rows_read + pc.index(sizes, longest - separators).as_py() + 1
+            raise self.fail(f"row {row} holds {longest:,} bytes, over the limit of {self.max_record_bytes:,} bytes "
+                            "(max_record_bytes)", "record_too_long", row=row, size=longest,
+                            limit=self.max_record_bytes)
 
     def _columnar(self, batch: Any, kernels: list[Callable[[Any], Any]]) -> Any:
         """``batch`` converted by one Arrow cast per column, as

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from batchray.errors import ValidationError
 from batchray.io.codap.components import CODAP_STORAGE
@@ -24,7 +24,9 @@ from batchray.io.runtime import Target, item_pages
 
 def export_document(target: Target, context: Union[str, list[str], None], out: Path, *, query: Optional[str],
                     collection: Optional[str], page_size: int, started: float,
-                    overwrite: bool = False) -> ExportResult:
+                    overwrite: bool = False, report: Optional[Callable[[int], None]] = None) -> ExportResult:
+    """Write the document (see the module docstring); ``report`` is given the number of items
+    taken into it after each page read."""
     if collection is not None or query is not None:
         raise ValidationError("a CODAP document holds whole data contexts: leave collection and query unset",
                               field="collectionName" if collection is not None else "query")
@@ -39,8 +41,12 @@ def export_document(target: Target, context: Union[str, list[str], None], out: P
     count = 0
     for name in names:
         context_id, ctx = catalog.context(name)
-        items = [values for page in item_pages(target, context_id, None, page_size) for values in page]
-        count += len(items)
+        items = []
+        for page in item_pages(target, context_id, None, page_size):
+            items.extend(page)
+            count += len(page)
+            if report is not None:
+                report(count)
         collections = [
             CollectionSpec(name=c.name, title=c.title, parent=c.parent, attrs=[
                 AttrSpec(name=a.name, title=a.title, type=a.type.value if a.type else None, description=a.description,

@@ -6,7 +6,8 @@ would take more than ``max_memory``, from the memory budget): every data context
 collections (parent first) and attributes with their properties, and its flat items, in one transaction
 (:mod:`~batchray.io.import_transaction`). ``context`` None imports every data context under its
 own name; a name imports that context, or renames the document's only one. A context that
-already exists is a :class:`~batchray.errors.SchemaError`; one the store cannot hold is a
+already exists is a :class:`~batchray.errors.SchemaError`, and so is, with ``create=False``, one
+that does not (a document only creates contexts); one the store cannot hold is a
 :class:`~batchray.errors.DocumentError` (``unsupported``); precisions outside 0-15 are dropped
 with a note.
 
@@ -17,7 +18,10 @@ its title or type, and a name already taken gets a number.
 
 CODAP keeps any value under any attribute type; an attribute with a value its type refuses here
 (``n/a`` in a numeric column, text CODAP reads as no date in a date column) is imported without a
-type, named in ``notes``, instead of refusing the document. The component's storage as CODAP
+type, named in ``notes``, instead of refusing the document. A case value may also be an object
+or array (CODAP's ``CaseValue``): outside a boundary attribute, which keeps objects, it is stored
+as its JSON text; an integer beyond 64 bits is stored as the double JavaScript reads it (its
+digits as text past the largest double); both named in ``notes``. The component's storage as CODAP
 wrote it (less its links, which the properties name) is kept in ``properties.codapStorage``, for
 the export to write back (:func:`~batchray.io.codap.components.stored_storage`). Global values are stored only for
 the sliders that drive them.
@@ -25,6 +29,7 @@ the sliders that drive them.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -89,13 +94,58 @@ def _type_fits(attr_type: Optional[str], name: str, items: Iterable[dict[str, An
     return attr_type
 
 
+_MAX_INT = 2**63 - 1
+
+
+def _as_storable(value: Any) -> Any:
+    """``value`` (an object, an array or an integer beyond 64 bits) as batchray stores it: an
+    integer as the double JavaScript reads it (CODAP's own value), or its JSON text when it has
+    none; an object or array as its JSON text."""
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            return str(value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _objects_as_text(name: str, items: Iterable[dict[str, Any]], notes: list[str], where: str) -> None:
+    """Store the values CODAP keeps that a scalar attribute cannot hold (``CaseValue`` is
+    ``number | string | boolean | null | object`` in ``v3/src/v2/codap-v2-data-context-types.ts``)
+    as :func:`_as_storable` gives them, in place, with a note, rather than refuse the document."""
+    changed = {"object or array": [0, None], "integer beyond 64 bits": [0, None]}
+    for item in items:
+        value = item.get(name)
+        if isinstance(value, (dict, list)):
+            kind = "object or array"
+        elif type(value) is int and abs(value) > _MAX_INT:
+            kind = "integer beyond 64 bits"
+        else:
+            continue
+        item[name] = _as_storable(value)
+        seen = changed[kind]
+        seen[0] += 1
+        seen[1] = value if seen[1] is None else seen[1]
+    for kind, (count, example) in changed.items():
+        if count:
+            shown = repr(example)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            stored = "its JSON text" if kind == "object or array" else "the double JavaScript reads"
+            notes.append(f"{where}: {count} value(s) of kind {kind} (such as {shown}) stored as {stored}")
+
+
 def _context_from_spec(spec: Any, name: str, notes: list[str], path: Path) -> DataContext:
     collections = []
     for coll in spec.collections:
         attrs = []
         for a in coll.attrs:
             attr: dict[str, Any] = {"name": a.name, "hidden": bool(a.hidden), "editable": bool(a.editable)}
-            attr_type = _type_fits(a.type, a.name, spec.items, notes, f"attribute {a.name!r}")
+            where = f"attribute {a.name!r}"
+            if a.type != "boundary":  # only a boundary holds objects
+                _objects_as_text(a.name, spec.items, notes, where)
+            attr_type = _type_fits(a.type, a.name, spec.items, notes, where)
+            if a.type == "boundary" and attr_type is None:  # imported without a type: as any other
+                _objects_as_text(a.name, spec.items, notes, where)
             for key, value in (("title", a.title), ("type", attr_type), ("description", a.description),
                                ("unit", a.unit), ("formula", a.formula)):
                 if value is not None:
@@ -200,7 +250,12 @@ def _component_docs(target: Target, doc: Any, wanted: set[str], renamed: dict[st
 
 def import_document(target: Target, context: Optional[str], path: Path, *, atomic: bool,
                     batch_size: Optional[int], progress: Progress, timeout: Optional[int],
-                    max_memory: Optional[int] = None) -> ImportResult:
+                    max_memory: Optional[int] = None, create: bool = True,
+                    rejects: Optional[dict[str, Any]] = None) -> ImportResult:
+    """Import ``path``'s data contexts (see the module docstring); ``create=False`` refuses a
+    data context that does not exist (a :class:`SchemaError`, as ``import_file`` refuses one for
+    the other formats): a document only creates contexts, so it is always refused then.
+    ``rejects``: the batch's ``reject_limit`` / ``reject_ratio``."""
     started = time.perf_counter()
     doc = read_document(path) if max_memory is None else read_document(path, max_memory=max_memory)
     notes = list(doc.warnings)
@@ -220,6 +275,13 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
     if not chosen:
         raise DocumentError(f"{path.name} has no data contexts to import", path=str(path), reason="no_contexts")
     existing = target.catalog.names()
+    for spec in chosen:
+        name = renamed.get(spec.name, spec.name)
+        if name in existing:
+            raise SchemaError(f"data context {name!r} already exists", field="dataContextName", context=name)
+        if not create:
+            raise SchemaError(f"data context {name!r} does not exist (create=False)", field="dataContextName",
+                              context=name)
     planner = target.planner
     chunk_ids = chunk_id_source(planner)
     max_bytes = chunk_bytes(target)
@@ -230,8 +292,6 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
     total = 0
     for spec in chosen:
         name = renamed.get(spec.name, spec.name)
-        if name in existing:
-            raise SchemaError(f"data context {name!r} already exists", field="dataContextName", context=name)
         ctx = _context_from_spec(spec, name, notes, path)
         new_contexts[name] = ctx
         context_id = planner.allocate("contexts", 1)
@@ -252,7 +312,7 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
     docs = puts + component_docs
     plan = create_items_plan(catalog_docs_first(docs, itertools.chain.from_iterable(streams), chunk_ids),
                              total=total, context=names[0], context_id=None)
-    result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress)
+    result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress, rejects=rejects)
     out = import_result(result, len(docs), reading, started, fmt="codap", path=path, contexts=names, collection=None)
     committed = out.state == "completed"
     out.created_contexts = names if committed else []

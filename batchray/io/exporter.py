@@ -10,6 +10,8 @@ or not at all; an existing file is replaced only with ``overwrite=True``
 
 * CSV writes values as text (re-inferred when read back): strings as they are, numbers as
   Python writes them, booleans as ``true``/``false``, objects as JSON, missing values empty.
+  Lines end with CRLF (RFC 4180), so a value holding a carriage return or a line feed, alone or
+  together, is quoted: pandas, DuckDB and pyarrow read it back as it was.
 * JSON Lines keeps JSON types and writes every column on every line (``null`` where missing)
   so that reading it back infers every column.
 * Parquet reads the pages twice, first to choose each column's Arrow type from its values
@@ -60,7 +62,9 @@ def export_file(
     data context. The file appears complete or not at all (written aside, then moved into
     place). ``allowed_root``: the path must stay inside it (see :mod:`batchray.io.paths`).
     ``overwrite``: replace an existing file; without it (the default) an existing file is a
-    :class:`~batchray.errors.ConflictError` and stays as it was.
+    :class:`~batchray.errors.ConflictError` and stays as it was. ``progress``: a callable given
+    ``{"phase": "exporting", "itemsWritten": n}`` after each page (for ``codap``, each page taken
+    into the document, which is written once complete).
     """
     check_target(client_or_engine)
     if page_size < 1:
@@ -70,7 +74,8 @@ def export_file(
     started = time.perf_counter()
     if fmt == "codap":
         return export_document(client_or_engine, context, out, query=query, collection=collection,
-                               page_size=page_size, started=started, overwrite=overwrite)
+                               page_size=page_size, started=started, overwrite=overwrite,
+                               report=_export_reporter(progress))
     if fmt not in _WRITERS:
         raise ValidationError(f"{fmt} is a format batchray imports, not one it exports; export to "
                               f"{', '.join(_WRITERS)} or codap", field="format")
@@ -120,7 +125,9 @@ def _write_csv(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[di
                if a.type is None or a.type.value in ("checkbox", "boundary", "categorical", "qualitative")]
     count = 0
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
+        # the csv module quotes a value holding a character of the line terminator: with "\n"
+        # alone, a lone "\r" went unquoted and other readers ended the row there
+        writer = csv.writer(fh, lineterminator="\r\n")
         writer.writerow(columns)
         for page in pages():
             rows = [list(map(values.get, columns)) for values in page]

@@ -72,9 +72,11 @@ def catalog_docs_first(puts: list[tuple[str, str]], chunks: Iterable[PlannedChun
 
 
 def run_import(target: Target, plan: Any, reading: Reading, *, atomic: bool, timeout: Optional[int],
-               progress: Progress) -> BatchResult:
+               progress: Progress, rejects: Optional[dict[str, Any]] = None) -> BatchResult:
+    """Run ``plan`` (``rejects``: its ``reject_limit`` / ``reject_ratio``, see
+    :func:`~batchray.io.runtime.run_plan`); a read failure is raised as itself."""
     try:
-        result = run_plan(target, plan, atomic=atomic, timeout=timeout, progress=progress)
+        result = run_plan(target, plan, atomic=atomic, timeout=timeout, progress=progress, **(rejects or {}))
     except CancelledError:
         if reading.failure is not None:
             raise reading.failure from None

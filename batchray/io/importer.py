@@ -106,6 +106,8 @@ def import_file(
     max_document_memory: Optional[int] = None,
     quote_content: bool = True,
     columnar: bool = True,
+    reject_limit: Optional[int] = None,
+    reject_ratio: Optional[float] = None,
 ) -> ImportResult:
     """Import a CSV, JSON Lines, Parquet, Arrow IPC or CODAP file into ``context``/``collection``.
 
@@ -117,6 +119,9 @@ def import_file(
     chunk. ``progress``: ``True`` for a progress bar, or a callable given dicts
     (``phase`` ``"reading"``: ``rowsRead``, ``bytesRead``, ``totalBytes``, ``totalRows`` when
     known; ``"writing"``: the batch's progress, with a Client). ``timeout``: milliseconds.
+    ``reject_limit`` / ``reject_ratio``: a non-atomic import whose batch rejects more rows than
+    that (or a larger fraction) fails whole, decided before anything commits, as ``create_items``
+    (rows a reader skips as malformed are not the batch's: they are not counted there).
 ``max_record_bytes``: the most one line, record or value may hold; ``max_decoded_bytes``: the
 most one Parquet column chunk may hold decompressed; ``max_document_memory``: the most memory a
 CODAP document may take parsed, as estimated before parsing (defaults from the memory budget:
@@ -125,7 +130,9 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
 
     For ``codap``: ``context`` None imports every data context of the document under its own
     name; a name imports that context (or renames the document's only one); ``collection``
-    must be None. ``allowed_root``: the path must stay inside it (see :mod:`batchray.io.paths`).
+    and ``types`` (the document's attributes carry their types) must be None. A document
+    creates its data contexts, so with ``create=False`` one that does not exist is a
+    :class:`SchemaError`, as for the other formats (and one that exists is one too). ``allowed_root``: the path must stay inside it (see :mod:`batchray.io.paths`).
     ``quote_content=False`` (the tool surface): errors about a CSV, JSON Lines or Parquet file's
     rows and column names say which line or column, never its text. ``columnar=False`` sends
     every batch as value dicts (the same items; see the module docstring on the columnar path).
@@ -135,21 +142,27 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
     resolved = resolve_path(path, allowed_root, must_exist=True)
     fmt = detect_format(resolved, format)
     types = _check_types(types)
+    rejects = _check_reject_limits(reject_limit, reject_ratio)
     limits = read_limits(client_or_engine.memory_allowance, max_record_bytes, max_decoded_bytes,
                          max_document_memory)
     if fmt == "codap":
         if collection is not None:
             raise ValidationError("a CODAP document brings its own collections: leave collection unset",
                                   field="collectionName")
+        if types:
+            raise ValidationError("a CODAP document's attributes carry their own types: leave types unset",
+                                  field="types")
         return import_document(client_or_engine, context, resolved, atomic=atomic, batch_size=batch_size,
-                               progress=progress, timeout=timeout, max_memory=limits.document_bytes)
+                               progress=progress, timeout=timeout, max_memory=limits.document_bytes, create=create,
+                               rejects=rejects)
     if not context:
         raise ValidationError(f"importing a {fmt} file needs a data context name", field="dataContextName")
     source = open_source(fmt, resolved, atomic=atomic, types=types, block_size=block_size, limits=limits,
                          quote_content=quote_content)
     try:
         return _import_rows(client_or_engine, context, collection, source, atomic=atomic, batch_size=batch_size,
-                            create=create, progress=progress, timeout=timeout, types=types, columnar=columnar)
+                            create=create, progress=progress, timeout=timeout, types=types, columnar=columnar,
+                            rejects=rejects)
     finally:
         source.close()
 
@@ -182,6 +195,16 @@ def _check_types(types: Optional[dict[str, str]]) -> dict[str, str]:
             raise ValidationError(f"unknown type {kind!r} for column {name!r}; one of {', '.join(sorted(_TYPES))}",
                                   field="types")
     return dict(types)
+
+
+def _check_reject_limits(limit: Any, ratio: Any) -> dict[str, Any]:
+    """``{reject_limit, reject_ratio}`` for the batch; :class:`ValidationError` unless the limit
+    is a count (an int from 0) and the ratio a fraction (0 to 1)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValidationError(f"reject_limit must be a number of rows from 0, got {limit!r}", field="rejectLimit")
+    if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1):
+        raise ValidationError(f"reject_ratio must be a fraction from 0 to 1, got {ratio!r}", field="rejectRatio")
+    return {"reject_limit": limit, "reject_ratio": ratio}
 
 
 def _lookup(target: Target, name: str) -> Optional[tuple[int, DataContext]]:
@@ -265,7 +288,8 @@ def _reporter(progress: Progress, source: Source, reading: Reading, target: Targ
 
 def _import_rows(target: Target, context: str, collection: Optional[str], source: Source, *, atomic: bool,
                  batch_size: Optional[int], create: bool, progress: Progress, timeout: Optional[int],
-                 types: dict[str, str], columnar: bool = True) -> ImportResult:
+                 types: dict[str, str], columnar: bool = True,
+                 rejects: Optional[dict[str, Any]] = None) -> ImportResult:
     started = time.perf_counter()
     context_id, ctx, doc, created_attrs, created_context = _schema_for(target, context, collection, source,
                                                                         create, types)
@@ -284,7 +308,7 @@ def _import_rows(target: Target, context: str, collection: Optional[str], source
     puts = [] if doc is None else [(context_key(context), doc)]
     plan = create_items_plan(catalog_docs_first(puts, chunks, chunk_ids), total=source.total_rows,
                              context=context, context_id=context_id, chunker=chunker)
-    result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress)
+    result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress, rejects=rejects)
     skipped = list(getattr(source, "skipped", []))
     coll_name = collection or ctx.collections[-1].name
     out = import_result(result, len(puts), reading, started, fmt=source.format, path=source.path,

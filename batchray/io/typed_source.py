@@ -16,8 +16,9 @@ of value dicts, :data:`~batchray.io.sources.PIECE_ROWS` rows at a time, converte
 are missing values (no key). ``columnar_batches`` counts the batches sent as columns.
 
 Every string or binary value is checked against ``max_value_bytes`` as its batch is read
-(``value_too_long``, with its row, 1-based in file order): a
-:class:`~batchray.errors.DocumentError` that stops the import, atomic or not.
+(``value_too_long``, with its row, 1-based in file order), and a date or timestamp outside
+years 1 to 9999 (no ISO date holds it) is ``value_out_of_range``, with its row and column:
+each a :class:`~batchray.errors.DocumentError` that stops the import, atomic or not.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from typing import Any, Iterator, Optional
 
 import orjson
 
-from batchray.io.conversions import arrow_converter, arrow_kernel, arrow_kind
+from batchray.io.conversions import arrow_converter, arrow_kernel, arrow_kind, first_outside_years
 from batchray.io.formats import PARQUET_ATTRIBUTE_KEY, PARQUET_ENCODING_KEY
 from batchray.io.sources import Source, batch_pieces, null_positions, rows_without_missing
 
@@ -101,12 +102,25 @@ class TypedSource(Source):
         for piece in batch_pieces(batch):
             values, nulls = [], []
             for name, array, convert in zip(self.names, piece.columns, self._converters):
-                converted = convert(array)
+                try:
+                    converted = convert(array)
+                except OverflowError:
+                    raise self._out_of_range(name, array) from None
                 values.append(converted)
                 if array.null_count or None in converted:
                     nulls.append((name, null_positions(converted)))
             self._rows_done += piece.num_rows
             yield rows_without_missing(self.names, values, nulls)
+
+    def _out_of_range(self, name: str, array: Any) -> Any:
+        """The :class:`DocumentError` for a date or timestamp of column ``name`` (``array``, the
+        piece being converted) outside years 1 to 9999, naming its row."""
+        position = first_outside_years(array)
+        if position is None:
+            return self.fail(f"a value of column {name!r} is out of range", "value_out_of_range", column=name)
+        row = self._rows_done + position + 1
+        return self.fail(f"row {row}: the value of column {name!r} is a date outside years 1 to 9999, which "
+                         "cannot be stored", "value_out_of_range", row=row, column=name)
 
     def _columnar(self, batch: Any) -> Optional[list[Any]]:
         """The batch's columns converted by Arrow's kernels, or ``None`` if one cannot be."""

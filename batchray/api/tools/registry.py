@@ -426,8 +426,9 @@ def _batch_import(client, a: BatchImportArgs) -> dict[str, Any]:
     result = import_file(client, a.dataContextName, a.collectionName, a.path, a.format, atomic=o.atomic,
                          batch_size=o.batchSize, create=o.create, types=o.types, timeout=o.timeout,
                          max_record_bytes=o.maxRecordBytes, max_decoded_bytes=o.maxDecodedBytes,
-                         max_document_memory=o.maxDocumentMemory,
-                         allowed_root=tool_io_root(client), quote_content=False, progress=False)
+                         max_document_memory=o.maxDocumentMemory, reject_limit=o.rejectLimit,
+                         reject_ratio=o.rejectRatio, allowed_root=tool_io_root(client), quote_content=False,
+                         progress=False)
     if o.rejectsPath is not None or o.rejectLimit is not None or o.rejectRatio is not None:
         from batchray.io.rejects import settle_rejects
 

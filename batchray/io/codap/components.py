@@ -6,7 +6,9 @@ and written back.
 * :func:`component_properties` reads the type-specific ``properties`` of a component, its
   links resolved to names through a resolver (the reader): ``context_name``, ``attr_ref`` and
   ``global_name``, each given the link ids and a location, and warning about links that
-  resolve to nothing.
+  resolve to nothing; a storage key of the wrong JSON type (``attributeWidths`` that is not
+  an array, a ``plotClass`` that is not a string) goes to its ``fail`` (a
+  :class:`~batchray.errors.DocumentError`, ``wrong_type``).
 * :func:`component_to_v2` writes a component back: its raw storage relinked to the new ids,
   then its ``properties`` (data context, attributes by name, slider's global value, text,
   URL) written over it, and its layout. A property that names a data context, attribute or
@@ -23,6 +25,7 @@ from batchray.errors import DocumentError
 from batchray.io.codap.graph_storage import complete_graph_storage
 from batchray.io.codap.links import link_ids, relink
 from batchray.io.codap.model import ComponentSpec
+from batchray.io.codap.values import type_name
 
 COMPONENT_TYPES = {
     "DG.TableView": "caseTable",
@@ -105,7 +108,7 @@ def component_properties(ctype: str, storage: Mapping[str, Any], *, resolver: An
         props["dataContext"] = resolver.context_name(link_ids(links, "context"), where)
         if ctype == "caseTable":
             widths = {}
-            for entry in storage.get("attributeWidths") or []:
+            for entry in _array(storage, "attributeWidths", resolver, where):
                 if isinstance(entry, dict):
                     names = resolver.attr_ref(link_ids(entry.get("_links_"), "attr"), where)
                     if names and entry.get("width") is not None:
@@ -124,6 +127,9 @@ def component_properties(ctype: str, storage: Mapping[str, Any], *, resolver: An
         plots = storage.get("plotModels")
         plot_class = (plots[0].get("plotClass") if isinstance(plots, list) and plots
                       and isinstance(plots[0], dict) else None)
+        if plot_class is not None and not isinstance(plot_class, str):
+            resolver.fail(f"'plotClass' must be a string, not {type_name(plot_class)}", "wrong_type",
+                          f"{where}.componentStorage.plotModels[0]")
         props["plotType"] = _PLOT_TYPES.get(plot_class, plot_class)
     elif ctype == "map":
         mms = storage.get("mapModelStorage") if isinstance(storage.get("mapModelStorage"),
@@ -166,6 +172,18 @@ def component_properties(ctype: str, storage: Mapping[str, Any], *, resolver: An
         props["currentItemIndex"] = storage.get("currentItemIndex")
         props["currentURL"] = storage.get("currentURL")
     return props
+
+
+def _array(storage: Mapping[str, Any], key: str, resolver: Any, where: str) -> list[Any]:
+    """``storage[key]``, an array or missing (``[]``); anything else is the resolver's
+    ``wrong_type``."""
+    value = storage.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        resolver.fail(f"{key!r} must be an array, not {type_name(value)}", "wrong_type",
+                      f"{where}.componentStorage")
+    return value
 
 
 def _plain_text(text: Any) -> str | None:

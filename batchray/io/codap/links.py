@@ -4,7 +4,8 @@ Components point at data contexts, collections, attributes and global values thr
 ``_links_`` entries. :func:`link_ids` reads the ids under one key of a ``_links_`` object (one
 link or a list); :func:`is_link` tells a link from other objects; :func:`relink` copies stored
 JSON with its links re-pointed at the ids a written document gives the objects (links to cases,
-whose ids are not kept, and links that cannot be re-pointed are dropped).
+whose ids are not kept, and links that cannot be re-pointed, such as one whose id is no id, are
+dropped).
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def relink(value: Any, remap: dict[str, dict[Any, int]]) -> Any:
                             ("collection", _COLLECTION_LINK_TYPES),
                             ("attr", _ATTR_LINK_TYPES), ("global", _GLOBAL_LINK_TYPES)):
             if t in types:
-                new = remap[kind].get(link["id"])
+                new = remap[kind].get(link["id"]) if is_id(link["id"]) else None
                 return None if new is None else {"type": t, "id": new}
         return dict(link)  # a kind of link this module does not know: keep it
 

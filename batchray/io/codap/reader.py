@@ -382,8 +382,8 @@ class _Reader:
             raw_cname = rc.get("name")
             if isinstance(raw_cname, str) and raw_cname and raw_cname in written_colls:
                 self.fail(f"two collections are named {raw_cname!r}", "duplicate_name", cwhere)
-            written_colls.add(raw_cname)
             cname, ctitle = self.object_name(rc, "collection", cwhere, "COLL", (c.name for c in colls))
+            written_colls.add(raw_cname)  # a string or None: object_name refused anything else
             parent = rc.get("parent")
             if parent is not None and not is_id(parent):
                 self.fail(f"'parent' must be a collection guid, not {type_name(parent)}",
