@@ -27,7 +27,7 @@ import pytest
 from batchray.core.model.batch import RunOptions
 from local_runtime import Client, local_client
 from batchray.core.storage.store import CATALOG
-from batchray.errors import InDoubtError
+from batchray.errors import InDoubtError, SchemaError
 from batchray.testing.conformance import assert_clear
 from batchray.testing.conformance_stores import STORE_KINDS, store_for
 
@@ -161,6 +161,54 @@ def test_a_transaction_that_changed_its_own_new_items_is_undone_without_force(en
     assert engine.update_items("People", [{"selector": {"query": "name == new1"}, "values": {"balance": 7}}]).success
     refused = engine.rollback_batch(again["transactionIds"][0])
     assert not refused.success and "changed by later batches" in refused.error["message"]
+
+
+def test_concurrent_schema_changes_all_land_and_a_name_is_created_once(engine):
+    # each batch rewrites the whole context document: one planned on a document another batch
+    # changed first is refused there and planned again, never written over the other's change
+    gate = threading.Barrier(4)
+    results: dict = {}
+
+    def add(k: int) -> None:
+        gate.wait()
+        results[k] = engine.schema_operations("People", [
+            {"action": "create", "target": "attribute", "collection": "People", "spec": {"name": f"extra{k}"}}])
+
+    def create(k: int) -> None:
+        gate.wait()
+        try:
+            results[k] = engine.create_data_context("Twice", [{"name": "C", "attrs": [{"name": f"a{k}"}]}])
+        except SchemaError as exc:
+            results[k] = exc
+
+    for work in (add, create):
+        results.clear()
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        if work is add:
+            assert all(r.success for r in results.values()), {k: r.error for k, r in results.items()}
+            attrs = engine.catalog.context("People")[1].attributes()
+            assert {f"extra{k}" for k in range(4)} <= set(attrs)
+        else:
+            made = [k for k, r in results.items() if not isinstance(r, SchemaError) and r.success]
+            assert len(made) == 1, results
+            assert all("already exists" in r.message for r in results.values() if isinstance(r, SchemaError))
+            assert list(engine.catalog.context("Twice")[1].attributes()) == [f"a{made[0]}"]
+
+
+def test_a_catalog_write_planned_on_a_document_since_changed_is_refused(engine):
+    from batchray.core.plan.operations import plan_schema
+
+    stale = plan_schema(engine.planner, "People", [
+        {"action": "create", "target": "attribute", "collection": "People", "spec": {"name": "late"}}])[0]
+    assert engine.schema_operations("People", [
+        {"action": "create", "target": "attribute", "collection": "People", "spec": {"name": "first"}}]).success
+    refused = engine.run_plan(stale)
+    assert not refused.success and refused.error["code"] == "CONFLICT"
+    assert refused.error["details"]["catalogChanged"] is True
+    attrs = engine.catalog.context("People")[1].attributes()
+    assert "first" in attrs and "late" not in attrs
 
 
 # -- atomicity ----------------------------------------------------------------------------------

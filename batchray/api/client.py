@@ -81,6 +81,11 @@ def _validated(model: type[M], data: dict[str, Any]) -> M:
         raise ValidationError(f"invalid option {name}: {first['msg']}", field=name) from None
 
 
+CATALOG_REPLANS = 5
+"""How many times a catalog batch is planned and run when other batches keep changing its
+documents first (:meth:`Client._run_on_catalog`)."""
+
+
 class Client:
     """A connection to one store through a runtime. Use :func:`connect`.
 
@@ -150,7 +155,7 @@ class Client:
                             description: Optional[str] = None) -> BatchResult:
         spec = {"name": name, "collections": collections,
                 **{k: v for k, v in {"title": title, "description": description}.items() if v is not None}}
-        return self.run_plan(self.planner.create_context(spec), progress=False)
+        return self._run_on_catalog(lambda: self.planner.create_context(spec))
 
     def create_items(
         self,
@@ -307,14 +312,26 @@ class Client:
         if run.create_backups:
             raise ValidationError("createBackups: true is refused: a schema batch cannot be undone by rollback_batch "
                                   "(it restores items, not a schema)", field="createBackups")
-        return self.run_plan(plan_schema(self.planner, context, operations)[0], run, progress=False)
+        return self._run_on_catalog(lambda: plan_schema(self.planner, context, operations)[0], run)
 
     def delete_data_context(self, context: str) -> BatchResult:
-        return self.run_plan(plan_delete_context(self.planner, context), progress=False)
+        return self._run_on_catalog(lambda: plan_delete_context(self.planner, context))
 
     def component_operations(self, operations: list[dict[str, Any]]) -> BatchResult:
         """Create, update and delete components; references must resolve."""
-        return self.run_plan(plan_components(self.planner, operations), progress=False)
+        return self._run_on_catalog(lambda: plan_components(self.planner, operations))
+
+    def _run_on_catalog(self, plan: Callable[[], Plan], options: Optional[RunOptions] = None) -> BatchResult:
+        """Run a batch that rewrites catalog documents, planned by ``plan()`` on the documents
+        as read; planned again on the new ones (up to :data:`CATALOG_REPLANS` times) when
+        another batch committed a change to them first (each write checks that its document is
+        still the one read: two schema changes never both write it, one dropping the other's
+        change, and a duplicate name then fails as the planner finds it taken)."""
+        for _ in range(CATALOG_REPLANS):
+            result = self.run_plan(plan(), options, progress=False)
+            if not (result.error or {}).get("details", {}).get("catalogChanged"):
+                break
+        return result
 
     def rollback_batch(self, batch_id: str, force: bool = False) -> BatchResult:
         """Undo a committed batch that kept backups (``create_backups``); refused with a

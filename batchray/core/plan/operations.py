@@ -139,7 +139,7 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
     from pydantic import ValidationError as PydanticError
 
 
-    context_id, ctx = planner.context(context)
+    context_id, ctx, expected = planner.context_as_read(context)
     change = _SchemaChange(ctx.model_copy(deep=True))
     for index, op in enumerate(operations):
         try:
@@ -154,7 +154,8 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
     except PydanticError as exc:
         raise SchemaError(f"the schema after these operations is invalid: {exc.errors()[0]['msg']}") from None
     ids = chunk_ids or iter(planner.next_chunk_id, None)
-    planned = [PlannedChunk(CATALOG, PutDocs(next(ids), [(context_key(context), context_doc(context_id, new_ctx))]), 4096, 1)]
+    doc = PutDocs(next(ids), [(context_key(context), context_doc(context_id, new_ctx))], expected=expected)
+    planned = [PlannedChunk(CATALOG, doc, 4096, 1)]
     change.drops -= set(change.renames)
     if change.renames or change.drops or change.converts:
         converts = {name: attr.model_dump(mode="json") for name, attr in change.converts.items()}
@@ -169,8 +170,9 @@ def plan_delete_context(planner: Any, context: str) -> Any:
     """Delete a data context: its catalog document and every item, in one transaction."""
     from batchray.core.txn.chunks import DeleteItems
 
-    context_id, _ = planner.context(context)
-    planned = [PlannedChunk(CATALOG, PutDocs(planner.next_chunk_id(), [(context_key(context), None)]), 1024, 1)]
+    context_id, _, expected = planner.context_as_read(context)
+    gone = PutDocs(planner.next_chunk_id(), [(context_key(context), None)], expected=expected)
+    planned = [PlannedChunk(CATALOG, gone, 1024, 1)]
     planned += [PlannedChunk(s, DeleteItems(planner.next_chunk_id(), context_id, where=None), 1 << 20, 0)
                 for s in planner.layout.shard_names]
     return Plan("delete_data_context", planned, total=1, context=context, context_id=context_id)
@@ -212,7 +214,8 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
     from pydantic import ValidationError as PydanticError
 
 
-    existing = planner.catalog.components()
+    read = planner.catalog.read_components()
+    existing = {name: component for name, (component, _) in read.items()}
     globals_ = set(planner.catalog.globals())
     docs: dict[str, Optional[str]] = {}
     for index, op in enumerate(operations):
@@ -260,7 +263,11 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
                 globals_.add(gname)
                 docs[f"global/{gname}"] = json_text({"name": gname, "value": component.properties.get("value", 0)},
                                                     f"slider {component.name!r}", index=index)
-    chunk = PutDocs(planner.next_chunk_id(), sorted(docs.items()))
+    # each component written as it was read (absent for a new one): a concurrent batch that
+    # created or changed it first makes this one a conflict, not a silent overwrite
+    expected = {key: read[key.split("/", 1)[1]][1] if key.split("/", 1)[1] in read else None
+                for key in docs if key.startswith("component/")}
+    chunk = PutDocs(planner.next_chunk_id(), sorted(docs.items()), expected=expected)
     return Plan("component_operations", [PlannedChunk(CATALOG, chunk, 4096, len(docs))], total=len(operations))
 
 

@@ -75,13 +75,23 @@ class BatchPlanner:
         """``(context id, schema)`` as this plan sees it: planned changes first, then the catalog."""
         return self.overlay[name] if name in self.overlay else self.catalog.context(name)
 
+    def context_as_read(self, name: str) -> tuple[int, DataContext, dict[str, Optional[str]]]:
+        """:meth:`context`, and what a batch that rewrites its document expects to find there
+        (:class:`~batchray.core.txn.chunks.PutDocs`'s ``expected``): the document as read, or
+        nothing to check for a schema planned earlier in this transaction."""
+        if name in self.overlay:
+            return (*self.overlay[name], {})
+        context_id, ctx, doc = self.catalog.read_context(name)
+        return context_id, ctx, {context_key(name): doc}
+
     # -- schema -------------------------------------------------------------------------------
     def create_context(self, spec: dict[str, Any] | DataContext) -> Plan:
         context = spec if isinstance(spec, DataContext) else parse_context(spec)
         if context.name in self.overlay or self.catalog.exists(context.name):
             raise SchemaError(f"data context {context.name!r} already exists", field="name", context=context.name)
         context_id = self.allocate("contexts", 1)
-        chunk = PutDocs(self.next_chunk_id(), [(context_key(context.name), context_doc(context_id, context))])
+        key = context_key(context.name)  # claimed only if no batch committed it meanwhile
+        chunk = PutDocs(self.next_chunk_id(), [(key, context_doc(context_id, context))], expected={key: None})
         return Plan("create_data_context", [PlannedChunk(CATALOG, chunk, 1024, 1)], total=1,
                     context=context.name, context_id=context_id, extra={"schema": context})
 

@@ -21,7 +21,7 @@ import orjson
 
 from batchray.core.model.columnar import is_columnar, row_at
 from batchray.core.txn.chunks import BeforeImages, CreateItems, EncodedRows, UndoBatch, UpdateItems
-from batchray.errors import ExpressionError, ValidationError, json_safe
+from batchray.errors import ConflictError, ExpressionError, ValidationError, json_safe
 from batchray.core.model.schema import STORED, Attribute, AttributeType, DataContext, RowValidator, ValueProblem, coerce_value
 
 
@@ -325,6 +325,18 @@ def patch_items(chunk: UpdateItems, ids: Sequence[int], current: Mapping[int, st
         befores.setdefault(item_id, current[item_id])
         writes[item_id] = orjson.dumps(new).decode()
     return befores, writes
+
+
+def check_expected_docs(participant: str, chunk: Any, current: Mapping[str, Optional[str]]) -> None:
+    """Refuse a :class:`~batchray.core.txn.chunks.PutDocs` whose ``expected`` documents are not
+    what ``current`` (the documents now, read under the documents' locks) holds: a batch
+    committed since this one was planned changed them. A :class:`ConflictError` (not retried
+    as it is: the batch must be planned again on the new documents)."""
+    for key, text in (chunk.expected or {}).items():
+        if current.get(key) != text:
+            what = "was created" if text is None else "was deleted" if current.get(key) is None else "changed"
+            raise ConflictError(f"catalog document {key!r} {what} on {participant} since this batch was planned; "
+                                "plan it again", key=key, catalogChanged=True)
 
 
 def undo_conflicts(backups: Sequence[tuple], ranges: Sequence[tuple]) -> list[int]:

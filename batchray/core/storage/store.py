@@ -214,12 +214,18 @@ class Catalog:
 
     def context(self, name: str) -> tuple[int, DataContext]:
         """``(context id, DataContext)`` or :class:`SchemaError`."""
+        context_id, context, _ = self.read_context(name)
+        return context_id, context
+
+    def read_context(self, name: str) -> tuple[int, DataContext, str]:
+        """:meth:`context` and the document's text as read (what a batch that rewrites it
+        expects to find: :class:`~batchray.core.txn.chunks.PutDocs`'s ``expected``)."""
         docs = self._docs(context_key(name))
         doc = docs.get(context_key(name))
         if doc is None:
             raise SchemaError(f"data context {name!r} does not exist", field="dataContextName", context=name)
         data = orjson.loads(doc)
-        return data["id"], DataContext.model_validate(data["context"], context=STORED)
+        return data["id"], DataContext.model_validate(data["context"], context=STORED), doc
 
     def names(self) -> set[str]:
         """The names of the committed data contexts, without reading their schemas: its cost
@@ -240,8 +246,12 @@ class Catalog:
         return out
 
     def components(self) -> dict[str, Component]:
+        return {name: component for name, (component, _) in self.read_components().items()}
+
+    def read_components(self) -> dict[str, tuple[Component, str]]:
+        """Every component with its document's text as read (see :meth:`read_context`)."""
         return {
-            key.split("/", 1)[1]: Component.model_validate_json(doc)
+            key.split("/", 1)[1]: (Component.model_validate_json(doc), doc)
             for key, doc in self._docs("component/").items()
         }
 

@@ -167,10 +167,16 @@ class RestoreItems:
 
 @dataclass
 class PutDocs:
-    """Write catalog documents (``None`` deletes). Keys are strings like ``context/Mammals``."""
+    """Write catalog documents (``None`` deletes). Keys are strings like ``context/Mammals``.
+    ``expected``: a document's text as the batch was planned on it (``None``: there was none);
+    the participant refuses the write with a :class:`~batchray.errors.ConflictError`
+    (``details['catalogChanged']``) when a batch committed since changed it, so that two
+    batches planned on the same schema never both write it, the later one dropping the other's
+    change. A key not in ``expected`` is written whatever it holds."""
 
     chunk_id: int
     docs: list[tuple[str, Optional[str]]]
+    expected: Optional[dict[str, Optional[str]]] = None
 
 
 @dataclass

@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 import orjson
 
-from batchray.core.storage.patching import (not_found, patch_items, transform_values, undo_conflict, undo_conflicts,
-                                            undo_writes)
+from batchray.core.storage.patching import (check_expected_docs, not_found, patch_items, transform_values,
+                                            undo_conflict, undo_conflicts, undo_writes)
 from batchray.core.storage.postgres.copy_rows import COPY_COLUMNS, ValidRows, copy_blocks, validate_create
 from batchray.core.storage.postgres.locking import PgLocking
 from batchray.core.txn.chunks import (
@@ -159,6 +159,7 @@ class PgChunkWriter:
         self.locking.docs(conn, ref, keys)
         current = dict(conn.execute(
             f"SELECT key, doc FROM {self.s}.docs WHERE part=%s AND key = ANY(%s)", (self.num, keys)).fetchall())
+        check_expected_docs(self.name, chunk, current)
         images.docs = [(k, current.get(k)) for k in keys]
         for key, doc in chunk.docs:
             if doc is None:

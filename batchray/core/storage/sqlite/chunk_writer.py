@@ -19,6 +19,7 @@ import orjson
 from batchray.core.model.columnar import ROW_CUT_BITS
 from batchray.core.storage.patching import (
     ItemPatcher,
+    check_expected_docs,
     encode_created_rows,
     not_found,
     patch_items,
@@ -307,6 +308,7 @@ class SqliteChunkWriter:
                 (orjson.dumps(keys).decode(),),
             ).fetchall()
         )
+        check_expected_docs(self.name, chunk, current)
         befores = [(k, current.get(k)) for k in keys]
         self._record_undo(conn, ref, chunk.chunk_id, "docs", befores)
         for key, doc in chunk.docs:
