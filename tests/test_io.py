@@ -601,3 +601,39 @@ def test_a_record_batch_becomes_python_rows_a_piece_at_a_time(tmp_path, monkeypa
         source.close()
     assert max(sizes) <= 1000 and sum(sizes) == 10_000
     assert values == list(range(10_000))
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["adds-attributes", "creates-the-context"])
+def test_an_import_whose_schema_another_batch_changed_meanwhile_fails_and_drops_nothing(engine, tmp_path,
+                                                                                         monkeypatch, exists):
+    """The import plans its schema on the context document as read; a batch that commits a
+    change to it (or creates the context) before the import writes it makes the import a
+    CONFLICT, never a write over that change."""
+    from batchray.core.storage.store import Catalog
+
+    if exists:
+        assert engine.create_data_context("Racy", [{"name": "C", "attrs": [{"name": "a"}]}]).success
+    src = tmp_path / "racy.csv"
+    src.write_text("a,b\n1,2\n3,4\n")
+    read_context = Catalog.read_context
+    raced = []
+
+    def race_first(self, name):
+        if not raced:  # the import's own read: another batch changes the document right after
+            raced.append(name)
+            try:
+                return read_context(self, name)  # raises for a context that does not exist yet
+            finally:
+                if exists:
+                    change = [{"action": "create", "target": "attribute", "collection": "C", "spec": {"name": "other"}}]
+                    assert engine.schema_operations("Racy", change).success
+                else:
+                    assert engine.create_data_context("Racy", [{"name": "C", "attrs": [{"name": "other"}]}]).success
+        return read_context(self, name)
+
+    monkeypatch.setattr(Catalog, "read_context", race_first)
+    result = engine.import_file("Racy", "C", src)
+    assert raced == ["Racy"]
+    assert not result.success and result.error["code"] == "CONFLICT", result.error
+    attrs = set(engine.catalog.context("Racy")[1].attributes())
+    assert "other" in attrs and "b" not in attrs and engine.count_items("Racy") == 0

@@ -310,7 +310,9 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
         progress({"phase": "reading", "rowsRead": total, "totalRows": total, "bytesRead": path.stat().st_size,
                   "totalBytes": path.stat().st_size})
     docs = puts + component_docs
-    plan = create_items_plan(catalog_docs_first(docs, itertools.chain.from_iterable(streams), chunk_ids),
+    # each context is new: claimed only if no batch created one of its name meanwhile
+    claimed = {key: None for key, _ in puts}
+    plan = create_items_plan(catalog_docs_first(docs, itertools.chain.from_iterable(streams), chunk_ids, claimed),
                              total=total, context=names[0], context_id=None)
     result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress, rejects=rejects)
     out = import_result(result, len(docs), reading, started, fmt="codap", path=path, contexts=names, collection=None)

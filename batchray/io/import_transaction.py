@@ -62,12 +62,13 @@ def guarded_parts(batches: Iterable[Any], reading: Reading, report: Callable[[],
     report()
 
 
-def catalog_docs_first(puts: list[tuple[str, str]], chunks: Iterable[PlannedChunk],
-                       chunk_ids: Iterator[int]) -> Iterator[PlannedChunk]:
+def catalog_docs_first(puts: list[tuple[str, str]], chunks: Iterable[PlannedChunk], chunk_ids: Iterator[int],
+                       expected: Optional[dict[str, Optional[str]]] = None) -> Iterator[PlannedChunk]:
     """The catalog documents first (the context's name is claimed, and its lock held, before
-    any item is written), then the item chunks: one transaction."""
+    any item is written), then the item chunks: one transaction. ``expected``: the documents
+    as the import read them (:class:`~batchray.core.txn.chunks.PutDocs`)."""
     if puts:
-        yield PlannedChunk(CATALOG, PutDocs(next(chunk_ids), list(puts)), 1024 * len(puts), 0)
+        yield PlannedChunk(CATALOG, PutDocs(next(chunk_ids), list(puts), expected=expected), 1024 * len(puts), 0)
     yield from chunks
 
 

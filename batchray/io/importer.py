@@ -207,9 +207,10 @@ def _check_reject_limits(limit: Any, ratio: Any) -> dict[str, Any]:
     return {"reject_limit": limit, "reject_ratio": ratio}
 
 
-def _lookup(target: Target, name: str) -> Optional[tuple[int, DataContext]]:
+def _lookup(target: Target, name: str) -> Optional[tuple[int, DataContext, str]]:
+    """The committed context ``name`` with its document's text as read, or None."""
     try:
-        return target.catalog.context(name)
+        return target.catalog.read_context(name)
     except SchemaError:
         return None
 
@@ -224,7 +225,8 @@ def _attribute_spec(name: str, kind: Optional[str], props: dict[str, Any]) -> di
 
 def _schema_for(target: Target, context: str, collection: Optional[str], source: Source, create: bool,
                 types: dict[str, str]) -> tuple[int, DataContext, Optional[str], list[str], bool]:
-    """``(context id, context, new catalog doc or None, created attributes, created context)``."""
+    """``(context id, context, new catalog doc or None, created attributes, created context,
+    the document the new one replaces as read: None when there was none)``."""
     unknown_types = [n for n in types if n not in source.names]
     if unknown_types:
         raise ValidationError(f"types names columns the file does not have: {', '.join(map(repr, unknown_types))}",
@@ -240,8 +242,8 @@ def _schema_for(target: Target, context: str, collection: Optional[str], source:
                                           for n in source.names]}]}
         ctx = parse_context(spec)
         context_id = target.planner.allocate("contexts", 1)
-        return context_id, ctx, context_doc(context_id, ctx), list(source.names), True
-    context_id, ctx = existing
+        return context_id, ctx, context_doc(context_id, ctx), list(source.names), True, None
+    context_id, ctx, read = existing
     known = ctx.attributes()
     missing = [n for n in source.names if n not in known]
     if collection is not None and not any(c.name == collection for c in ctx.collections):
@@ -249,7 +251,7 @@ def _schema_for(target: Target, context: str, collection: Optional[str], source:
             raise SchemaError(f"collection {collection!r} does not exist in data context {context!r} (create=False)",
                               field="collectionName", collection=collection)
     elif not missing:
-        return context_id, ctx, None, [], False
+        return context_id, ctx, None, [], False, read
     if missing and not create:
         raise SchemaError(f"data context {context!r} has no attribute for column(s) "
                           f"{', '.join(map(repr, missing))} (create=False)", field="collectionName", attributes=missing)
@@ -267,7 +269,7 @@ def _schema_for(target: Target, context: str, collection: Optional[str], source:
             new_coll["parent"] = colls[-1]["name"]
         colls.append(new_coll)
     new_ctx = parse_context(spec)
-    return context_id, new_ctx, context_doc(context_id, new_ctx), missing, False
+    return context_id, new_ctx, context_doc(context_id, new_ctx), missing, False, read
 
 
 def _reporter(progress: Progress, source: Source, reading: Reading, target: Target) -> Callable[[], None]:
@@ -291,8 +293,8 @@ def _import_rows(target: Target, context: str, collection: Optional[str], source
                  types: dict[str, str], columnar: bool = True,
                  rejects: Optional[dict[str, Any]] = None) -> ImportResult:
     started = time.perf_counter()
-    context_id, ctx, doc, created_attrs, created_context = _schema_for(target, context, collection, source,
-                                                                        create, types)
+    context_id, ctx, doc, created_attrs, created_context, read = _schema_for(target, context, collection, source,
+                                                                              create, types)
     planner = target.planner
     chunk_ids = chunk_id_source(planner)
     chunker = CreateChunker(planner.layout.shard_names, id_allocator(planner, context_id),
@@ -306,7 +308,9 @@ def _import_rows(target: Target, context: str, collection: Optional[str], source
     else:
         chunks = chunker.chunks(guarded_rows(source.batches(), reading, report))
     puts = [] if doc is None else [(context_key(context), doc)]
-    plan = create_items_plan(catalog_docs_first(puts, chunks, chunk_ids), total=source.total_rows,
+    # the schema written only over the one read: an import racing another batch's schema change fails (CONFLICT)
+    expected = {context_key(context): read} if puts else None
+    plan = create_items_plan(catalog_docs_first(puts, chunks, chunk_ids, expected), total=source.total_rows,
                              context=context, context_id=context_id, chunker=chunker)
     result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress, rejects=rejects)
     skipped = list(getattr(source, "skipped", []))
