@@ -30,6 +30,7 @@ from pydantic import ValidationError as PydanticError
 
 from batchray.api.display import BatchStatusList, BatchStatusView, as_status, client_html, client_repr
 from batchray.api.progress import ProgressDisplay
+from batchray.core.model import arguments
 from batchray.core.model.batch import BatchResult, DryRunResult, RunOptions, TransactionOptions
 from batchray.core.model.cases import read_cases
 from batchray.core.model.columnar import RowsView
@@ -185,9 +186,13 @@ class Client:
         rejected item to (:mod:`batchray.io.rejects`; JSON Lines, or Parquet for ``.parquet``).
         ``reject_limit`` / ``reject_ratio``: a non-atomic batch that rejects more items than that
         (or a larger fraction) fails whole, decided before anything commits.
+        ``batch_size``: items per chunk at most (an int from 1 to 1,000,000; default 10,000).
         """
+        arguments.batch_size(batch_size)
         run = run_options(atomic=atomic, **options)
         columnar = _arrow_input(items)
+        if columnar is None:
+            arguments.iterable(items, "items")
         if columnar is not None and not self.planner.columnar_fits(context, list(columnar[0].names)):
             from batchray.io.columnar import rows_of_batches
 
@@ -228,14 +233,16 @@ class Client:
                      batch_size: Optional[int] = None, wait: bool = True, dry_run: bool = False,
                      rejects: str | os.PathLike | None = None, **options: Any) -> BatchResult | DryRunResult | str:
         """Updates as ``{"selector": {"itemId"|"caseId"|"index"|"query"|"resource": ...}, "values": {...}}``;
-        a value ``"=expr"`` is computed per item. ``batch_size``: updates per chunk (default
-        10,000). ``dry_run``, ``rejects`` (a rejected update is written whole, ``{selector,
+        a value ``"=expr"`` is computed per item. ``batch_size``: updates per chunk (1 to
+        1,000,000; default 10,000). ``dry_run``, ``rejects`` (a rejected update is written whole, ``{selector,
         values}``), ``reject_limit`` and ``reject_ratio`` as in :meth:`create_items`. Other
         keywords are :class:`RunOptions`."""
+        updates = arguments.listed(updates, "updates")
+        arguments.batch_size(batch_size)
         run = run_options(atomic=atomic, **options)
         planner = dry_run_planner(self.planner) if dry_run else self.planner
         try:
-            plan = planner.update_items(context, updates, **({"batch_size": batch_size} if batch_size else {}))
+            plan = planner.update_items(context, updates, batch_size=batch_size)
         except ValidationError as exc:
             if dry_run:
                 return self._refused_dry_run(exc)
@@ -250,16 +257,17 @@ class Client:
                      progress: Optional[bool] = None, callback: Optional[Callable[[dict], Any]] = None,
                      batch_size: Optional[int] = None, wait: bool = True, dry_run: bool = False,
                      **options: Any) -> BatchResult | DryRunResult | str:
-        """Delete the items the selectors name (``batch_size``: ids per chunk, default 10,000);
-        ``dry_run`` as in :meth:`create_items`. Other keywords are :class:`RunOptions`."""
+        """Delete the items the selectors name (``batch_size``: ids per chunk, 1 to 1,000,000,
+        default 10,000); ``dry_run`` as in :meth:`create_items`. Other keywords are :class:`RunOptions`."""
+        selectors = arguments.listed(selectors, "selectors")
+        arguments.batch_size(batch_size)
         run = run_options(atomic=atomic, **options)
-        sizes = {"batch_size": batch_size} if batch_size else {}
         if dry_run:
             try:
-                return self._preview(dry_run_planner(self.planner).delete_items(context, selectors, **sizes), run)
+                return self._preview(dry_run_planner(self.planner).delete_items(context, selectors, batch_size=batch_size), run)
             except ValidationError as exc:
                 return self._refused_dry_run(exc)
-        return self.run_plan(self.planner.delete_items(context, selectors, **sizes), run, progress=progress,
+        return self.run_plan(self.planner.delete_items(context, selectors, batch_size=batch_size), run, progress=progress,
                              callback=callback, wait=wait)
 
     def _preview(self, plan: Plan, run: RunOptions) -> DryRunResult:
@@ -294,6 +302,7 @@ class Client:
     def schema_operations(self, context: str, operations: list[dict[str, Any]], **options: Any) -> BatchResult:
         """Create, update (rename, retype, change properties) and delete collections and
         attributes of ``context``, with the data they rewrite, in one transaction."""
+        operations = arguments.listed(operations, "operations")
         run = run_options(**{"atomic": True, **options})
         return self.run_plan(plan_schema(self.planner, context, operations)[0], run, progress=False)
 
@@ -302,6 +311,7 @@ class Client:
 
     def component_operations(self, operations: list[dict[str, Any]]) -> BatchResult:
         """Create, update and delete components; references must resolve."""
+        operations = arguments.listed(operations, "operations")
         return self.run_plan(plan_components(self.planner, operations), progress=False)
 
     def rollback_batch(self, batch_id: str, force: bool = False) -> BatchResult:
@@ -320,6 +330,7 @@ class Client:
         """Operations of any kind with dependencies, priorities and a recovery strategy; see
         :func:`batchray.core.plan.operations.run_transaction`. ``options`` is a
         :class:`TransactionOptions` or a dict of its fields."""
+        operations = arguments.listed(operations, "operations")
         if not isinstance(options, TransactionOptions):
             options = _validated(TransactionOptions, options or {})
 
@@ -332,11 +343,11 @@ class Client:
     def get_items(self, context: str, collection: Optional[str] = None, query: Optional[str] = None,
                   offset: int = 0, limit: Optional[int] = None) -> list[dict[str, Any]]:
         """Committed items (``{id, values}``) in id order; ``collection`` limits the values to
-        that collection's attributes and its parents'."""
+        that collection's attributes and its parents'. ``offset`` and ``limit``: ints from 0."""
+        offset = arguments.integer(offset, "offset")
+        limit = arguments.optional_integer(limit, "limit")
         context_id, ctx = self.catalog.context(context)
         check_query(ctx, query)
-        if offset < 0 or (limit is not None and limit < 0):
-            raise ValidationError("offset and limit must not be negative", field="offset")
         names = None
         if collection is not None:
             names = {a.name for c in ctx.lineage(collection) for a in c.attrs}
@@ -356,7 +367,8 @@ class Client:
         return self.reader.count(context_id, query)
 
     def get_cases(self, context: str, collection: str, offset: int = 0, limit: Optional[int] = None) -> list[dict[str, Any]]:
-        """A collection's cases ``{id, parent, collection, values, children}`` (see batchray.core.model.cases)."""
+        """A collection's cases ``{id, parent, collection, values, children}`` (see batchray.core.model.cases);
+        ``offset`` and ``limit``: ints from 0."""
         return read_cases(self.catalog, self.reader, context, collection, offset, limit)[0]
 
     def data_contexts(self) -> list[str]:
@@ -388,8 +400,9 @@ class Client:
     # -- batches ----------------------------------------------------------------------------------
     def status(self, batch_id: Optional[str] = None, limit: int = 20) -> BatchStatusView | BatchStatusList:
         """A batch's status (state, progress, result), or the ``limit`` most recent batches: a
-        dict (a list of them) that a notebook draws with a progress bar (see batchray.api.display)."""
-        return as_status(self.runtime.status(batch_id, limit))
+        dict (a list of them) that a notebook draws with a progress bar (see batchray.api.display).
+        ``limit``: an int from 0."""
+        return as_status(self.runtime.status(batch_id, arguments.integer(limit, "limit")))
 
     def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
         """Cancel a batch. A queued batch is taken out of its queue and never runs. A running

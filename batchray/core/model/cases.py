@@ -20,6 +20,7 @@ from typing import Any, Iterable, Optional, Union
 
 import orjson
 
+from batchray.core.model import arguments
 from batchray.errors import NotFoundError, ValidationError
 from batchray.core.model.schema import DataContext
 
@@ -147,8 +148,8 @@ def read_cases(catalog: Any, reader: Any, context: str, collection: str, offset:
     collection's own attributes, ``children`` the ids of its child cases. Building cases
     reads every item of the context once (one consistent read).
     """
-    if offset < 0 or (limit is not None and limit < 0):
-        raise ValidationError("offset and limit must not be negative", field="offset")
+    offset = arguments.integer(offset, "offset")
+    limit = arguments.optional_integer(limit, "limit")
     context_id, ctx = catalog.context(context)
     ctx.collection(collection)
     cases = build_cases(ctx, _context_items(reader, context_id))[collection]

@@ -10,6 +10,7 @@ import itertools
 import threading
 from typing import Any, Callable, Iterable, Optional
 
+from batchray.core.model import arguments
 from batchray.core.model.columnar import ColumnarRows
 from batchray.core.model.schema import DataContext, RowValidator, raise_if_errors, validate_values
 from batchray.core.plan.chunking import CreateChunker, estimate_bytes
@@ -104,7 +105,9 @@ class BatchPlanner:
         otherwise rows stream to the workers, which validate them in parallel. A list may give
         rows as ``{"values", "parent": caseId}`` (child cases under a parent case), and an atomic
         list is checked for ``unique`` values here (see :mod:`batchray.core.plan.cleanup`).
+        ``batch_size``: rows per chunk at most (:func:`~batchray.core.model.arguments.chunk_size`).
         """
+        size = arguments.chunk_size(batch_size)
         context_id, ctx = self.context(context)
         if collection is not None:
             ctx.collection(collection)
@@ -122,7 +125,7 @@ class BatchPlanner:
             self.layout.shard_names,
             lambda n: self.take_ids(context_id, n),
             schema=schema,
-            max_rows=batch_size or 10_000,
+            max_rows=size,
             max_bytes=max_bytes,
             chunk_ids=self._chunk_ids,
         )
@@ -150,6 +153,7 @@ class BatchPlanner:
         :mod:`batchray.core.model.columnar`): the same plan as for the value dicts they stand
         for, given as a list, whose chunks carry columns instead of dicts. The caller checks
         :meth:`columnar_fits` first."""
+        size = arguments.chunk_size(batch_size)
         context_id, ctx = self.context(context)
         if collection is not None:
             ctx.collection(collection)
@@ -162,13 +166,14 @@ class BatchPlanner:
             raise_if_errors(errors)
         chunker = CreateChunker(
             self.layout.shard_names, lambda n: self.take_ids(context_id, n), schema=ctx.model_dump(mode="json"),
-            max_rows=batch_size or 10_000, max_bytes=max_bytes, chunk_ids=self._chunk_ids,
+            max_rows=size, max_bytes=max_bytes, chunk_ids=self._chunk_ids,
         )
         return Plan("create_items", chunker.columnar_chunks(batches), total=total, context=context,
                     context_id=context_id, chunker=chunker)
 
-    def update_items(self, context: str, updates: list[dict[str, Any]], *, batch_size: int = 10_000) -> Plan:
+    def update_items(self, context: str, updates: list[dict[str, Any]], *, batch_size: Optional[int] = None) -> Plan:
         """Updates as ``{selector: {itemId|caseId|index|query}, values}``; checked here first."""
+        batch_size = arguments.chunk_size(batch_size)
         context_id, ctx = self.context(context)
         schema = ctx.model_dump(mode="json")
         by_shard: dict[str, tuple[list[int], list[dict], list[int]]] = {}
@@ -212,8 +217,9 @@ class BatchPlanner:
                 planned.append(PlannedChunk(shard, chunk, estimate_bytes(values) + 1024, 0))
         return Plan("update_items", planned, total=len(updates), context=context, context_id=context_id)
 
-    def delete_items(self, context: str, selectors: list[dict[str, Any]], *, batch_size: int = 10_000) -> Plan:
+    def delete_items(self, context: str, selectors: list[dict[str, Any]], *, batch_size: Optional[int] = None) -> Plan:
         """Deletes of the items the selectors name, at most ``batch_size`` ids a chunk."""
+        batch_size = arguments.chunk_size(batch_size)
         context_id, ctx = self.context(context)
         by_shard: dict[str, list[int]] = {}
         planned: list[PlannedChunk] = []
