@@ -319,7 +319,7 @@ class Client:
         conflict when later batches changed the same items, unless ``force``."""
         plan = plan_undo(self.planner, self.runtime.batch_record, batch_id, force)
         result = self.run_plan(plan, RunOptions(undoes=batch_id), progress=False)
-        if result.success and result.items_updated == 0:
+        if result.success and result.items_created + result.items_updated + result.items_deleted == 0:
             error = NotFoundError(f"batch {batch_id} kept no backups to undo (run it with createBackups)",
                                   batchId=batch_id)
             return result.model_copy(update={"success": False, "error": error.to_dict()})

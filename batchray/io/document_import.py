@@ -254,7 +254,7 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
     plan = create_items_plan(catalog_docs_first(docs, itertools.chain.from_iterable(streams), chunk_ids),
                              total=total, context=names[0], context_id=None)
     result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress)
-    out = import_result(result, len(docs), reading, started, fmt="codap", path=path, contexts=names, collection=None)
+    out = import_result(result, reading, started, fmt="codap", path=path, contexts=names, collection=None)
     committed = out.state == "completed"
     out.created_contexts = names if committed else []
     out.case_counts = {renamed.get(s.name, s.name): dict(s.case_counts) for s in chosen}

@@ -289,7 +289,7 @@ def _import_rows(target: Target, context: str, collection: Optional[str], source
     result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress)
     skipped = list(getattr(source, "skipped", []))
     coll_name = collection or ctx.collections[-1].name
-    out = import_result(result, len(puts), reading, started, fmt=source.format, path=source.path,
+    out = import_result(result, reading, started, fmt=source.format, path=source.path,
                         contexts=[context], collection=coll_name)
     out.errors = skipped + out.errors
     if skipped and out.success:
