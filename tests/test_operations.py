@@ -346,3 +346,21 @@ def test_a_transaction_and_its_undo_count_creates_updates_and_deletes_apart(engi
     assert _counts(engine.rollback_batch(plain.transaction_id)) == (0, 0, 4)  # was (0, 4, 0)
     kept_none = engine.create_items("Trips", None, _rows(1, seed=9))
     assert engine.rollback_batch(kept_none.transaction_id).error["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("query_first", [True, False])
+def test_updates_by_id_and_by_query_apply_in_request_order(engine, query_first):
+    values = _values(engine)
+    target = next(i for i, v in values.items() if v["city"] == "Lyon")
+    others = {i: v["spent"] for i, v in values.items() if v["city"] == "Lyon" and i != target}
+    by_query = {"selector": {"query": "city == Lyon"}, "values": {"spent": "=spent * 2"}}
+    by_id = {"selector": {"itemId": target}, "values": {"spent": "=spent + 1"}}
+    twice = {"selector": {"index": list(values).index(target)}, "values": {"spent": "=spent + 10"}}
+    updates = [by_query, by_id, twice] if query_first else [by_id, twice, by_query]
+    result = engine.update_items("Trips", updates, batch_size=1)
+    assert result.success, result.error
+    spent = values[target]["spent"]
+    expected = spent * 2 + 11 if query_first else (spent + 11) * 2  # ids before queries gave the latter always
+    after = _values(engine)
+    assert after[target]["spent"] == expected
+    assert {i: after[i]["spent"] for i in others} == {i: s * 2 for i, s in others.items()}

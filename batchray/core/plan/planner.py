@@ -172,12 +172,17 @@ class BatchPlanner:
                     context_id=context_id, chunker=chunker)
 
     def update_items(self, context: str, updates: list[dict[str, Any]], *, batch_size: Optional[int] = None) -> Plan:
-        """Updates as ``{selector: {itemId|caseId|index|query}, values}``; checked here first."""
+        """Updates as ``{selector: {itemId|caseId|index|query}, values}``; checked here first.
+
+        They apply in request order: a run of consecutive updates that select by ids is cut
+        into chunks of at most ``batch_size`` ids per shard (an item named twice gets both
+        patches, in order); an update by query is one chunk per shard, after the run before it
+        and before the updates after it (a shard applies a transaction's chunks in the order
+        they were sent)."""
         batch_size = arguments.chunk_size(batch_size)
         context_id, ctx = self.context(context)
         schema = ctx.model_dump(mode="json")
-        by_shard: dict[str, tuple[list[int], list[dict], list[int]]] = {}
-        queries: list[tuple[str, dict, int]] = []
+        selected: list[tuple[list[int], Optional[str], dict, int]] = []
         errors: list[dict[str, Any]] = []
         for index, update in enumerate(updates):
             if not isinstance(update, dict) or not isinstance(update.get("values") or {}, dict):
@@ -195,27 +200,38 @@ class BatchPlanner:
             except BatchrayError as exc:
                 errors.append({"index": index, "field": "selector", "code": exc.code, "message": exc.message})
                 continue
-            if query is not None:
-                queries.append((query, values, index))
+            selected.append((ids, query, values, index))
+        raise_if_errors(errors, "updates")
+        planned: list[PlannedChunk] = []
+        by_shard: dict[str, tuple[list[int], list[dict], list[int]]] = {}  # the run of updates by ids
+        for ids, query, values, index in selected:
             for item_id in ids:
                 bucket = by_shard.setdefault(self.layout.shard_of(item_id), ([], [], []))
                 bucket[0].append(item_id)
                 bucket[1].append(values)
                 bucket[2].append(index)
-        raise_if_errors(errors, "updates")
-        planned: list[PlannedChunk] = []
+            if query is None:
+                continue
+            planned += self._update_chunks(context_id, schema, by_shard, batch_size)
+            by_shard = {}
+            for shard in self.layout.shard_names:
+                chunk = UpdateItems(self.next_chunk_id(), context_id, where=query, patch=values, schema=schema,
+                                    indexes=[index])
+                planned.append(PlannedChunk(shard, chunk, estimate_bytes(values) + 1024, 0))
+        planned += self._update_chunks(context_id, schema, by_shard, batch_size)
+        return Plan("update_items", planned, total=len(updates), context=context, context_id=context_id)
+
+    def _update_chunks(self, context_id: int, schema: dict[str, Any],
+                       by_shard: dict[str, tuple[list[int], list[dict], list[int]]], batch_size: int) -> list[PlannedChunk]:
+        """The chunks of a run of updates by ids: ``(ids, patches, request indexes)`` per shard."""
+        planned = []
         for shard, (ids, patches, indexes) in sorted(by_shard.items()):
             for start in range(0, len(ids), batch_size):
                 part = slice(start, start + batch_size)
                 chunk = UpdateItems(self.next_chunk_id(), context_id, ids=ids[part], patches=patches[part],
                                     schema=schema, indexes=indexes[part])
                 planned.append(PlannedChunk(shard, chunk, sum(estimate_bytes(p) for p in patches[part]) + 8 * len(ids[part]), len(ids[part])))
-        for query, values, index in queries:
-            for shard in self.layout.shard_names:
-                chunk = UpdateItems(self.next_chunk_id(), context_id, where=query, patch=values, schema=schema,
-                                    indexes=[index])
-                planned.append(PlannedChunk(shard, chunk, estimate_bytes(values) + 1024, 0))
-        return Plan("update_items", planned, total=len(updates), context=context, context_id=context_id)
+        return planned
 
     def delete_items(self, context: str, selectors: list[dict[str, Any]], *, batch_size: Optional[int] = None) -> Plan:
         """Deletes of the items the selectors name, at most ``batch_size`` ids a chunk."""
