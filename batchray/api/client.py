@@ -234,9 +234,12 @@ class Client:
                      rejects: str | os.PathLike | None = None, **options: Any) -> BatchResult | DryRunResult | str:
         """Updates as ``{"selector": {"itemId"|"caseId"|"index"|"query"|"resource": ...}, "values": {...}}``;
         a value ``"=expr"`` is computed per item. ``batch_size``: updates per chunk (1 to
-        1,000,000; default 10,000). ``dry_run``, ``rejects`` (a rejected update is written whole, ``{selector,
-        values}``), ``reject_limit`` and ``reject_ratio`` as in :meth:`create_items`. Other
-        keywords are :class:`RunOptions`."""
+        1,000,000; default 10,000); updates apply in request order. ``dry_run`` writes nothing
+        and holds no lock: it checks the selectors and values, then applies each update to a
+        copy of the committed items it selects (missing ids and values that break a constraint,
+        computed ones too, are reported; see :mod:`batchray.core.plan.dry_run`). ``rejects`` (a
+        rejected update is written whole, ``{selector, values}``), ``reject_limit`` and
+        ``reject_ratio`` as in :meth:`create_items`. Other keywords are :class:`RunOptions`."""
         updates = arguments.listed(updates, "updates")
         arguments.batch_size(batch_size)
         run = run_options(atomic=atomic, **options)
@@ -258,7 +261,8 @@ class Client:
                      batch_size: Optional[int] = None, wait: bool = True, dry_run: bool = False,
                      **options: Any) -> BatchResult | DryRunResult | str:
         """Delete the items the selectors name (``batch_size``: ids per chunk, 1 to 1,000,000,
-        default 10,000); ``dry_run`` as in :meth:`create_items`. Other keywords are :class:`RunOptions`."""
+        default 10,000); ``dry_run`` writes nothing and holds no lock, and reports the ids that
+        do not exist (as :meth:`update_items`'s does). Other keywords are :class:`RunOptions`."""
         selectors = arguments.listed(selectors, "selectors")
         arguments.batch_size(batch_size)
         run = run_options(atomic=atomic, **options)
@@ -272,7 +276,7 @@ class Client:
 
     def _preview(self, plan: Plan, run: RunOptions) -> DryRunResult:
         return preview(plan, shards=len(self.layout.shard_names), parallelism=run.parallelism,
-                       allowance=self.memory_allowance)
+                       allowance=self.memory_allowance, reader=self.reader, shard_of=self.layout.shard_of)
 
     @staticmethod
     def _refused_dry_run(exc: ValidationError) -> DryRunResult:
