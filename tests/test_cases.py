@@ -335,3 +335,35 @@ def test_cases_through_the_tools_on_ray(client):
     expected = {i: v for i, v in expected.items() if v["city"] != "Paris"}
     assert {i["id"]: i["values"] for i in client.get_items(CONTEXT)} == expected
     assert client.get_cases(CONTEXT, "Cities") == public(expected_cases(expected)["Cities"])
+
+
+# -- grouping as CODAP does ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, text", [
+    (1.0, "1"), (1, "1"), (-0.0, "0"), (2.5, "2.5"), (1e21, "1e+21"), (1e20, "100000000000000000000"),
+    (1e-7, "1e-7"), (1.25e-5, "0.0000125"), (0.1 + 0.2, "0.30000000000000004"), (2**53 + 1, "9007199254740992"),
+    (True, "true"), (False, "false"), (None, ""), (" a\u00a0", "a"), ({"a": [1.0, None]}, '{"a":[1,null]}'),
+])
+def test_values_group_by_the_text_codap_keeps(value, text):
+    # CODAP v3: importValueToString (attribute-types.ts), a number's String() as JavaScript prints it
+    from batchray.core.model.cases import codap_text
+
+    assert codap_text(value) == text
+
+
+def test_parent_cases_group_numbers_and_booleans_as_codap(tmp_path):
+    import pyarrow as pa
+
+    from local_runtime import local_client
+
+    with local_client(tmp_path / "store", shards=2) as client:
+        client.create_data_context("G", collections=[
+            {"name": "Keys", "attrs": [{"name": "k", "type": "numeric"}, {"name": "flag"}]},
+            {"name": "Rows", "attrs": [{"name": "n"}]}])
+        assert client.create_items("G", "Rows", pa.table({"k": [1.0], "flag": [True], "n": ["a"]})).success
+        assert client.create_items("G", "Rows", [{"k": 1, "flag": "true", "n": "c"},
+                                                 {"k": 1, "flag": " true ", "n": "d"},
+                                                 {"k": 2, "flag": True, "n": "e"}]).success
+        keys = client.get_cases("G", "Keys")
+        assert [len(case["children"]) for case in keys] == [3, 1]
+        assert len(client.get_cases("G", "Rows")) == 4

@@ -383,3 +383,20 @@ def test_codap_request_tool_on_ray(client):
                                                       "resource": f"{CTX}.collection[Animals].allCases"}})
     ids = made["results"][1]["itemIDs"]
     assert [c["case"]["id"] for c in cases["values"]["cases"]] == [ids[0], ids[2], ids[1], ids[3]]
+
+
+def test_unnamed_components_take_the_first_free_name(mammals):
+    client, _ = mammals
+
+    def create():
+        answer = client.codap({"action": "create", "resource": "component",
+                               "values": {"type": "caseTable", "dataContext": "Mammals"}})
+        assert answer["success"], answer
+        return answer["values"]["name"]
+
+    assert [create(), create()] == ["caseTable-1", "caseTable-2"]
+    assert client.codap({"action": "delete", "resource": "component[caseTable-1]"}) == {"success": True}
+    assert create() == "caseTable-1"  # was "already exists": the count of components named a taken one
+    assert create() == "caseTable-3"
+    assert sorted(c["name"] for c in get(client, "componentList")["values"]) == \
+        ["caseTable-1", "caseTable-2", "caseTable-3"]

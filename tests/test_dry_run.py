@@ -67,3 +67,35 @@ def test_dry_run_tools(client):
     dele = client.tool("batch_delete_items", {"dataContextName": "P", "options": {"dryRun": True},
                                               "selectors": [{"query": "age > 1"}]})
     assert upd["dryRun"] and dele["dryRun"] and client.count_items("P", query="age > 1") == 28
+
+
+def test_dry_run_update_and_delete_check_the_committed_items(client):
+    ids = client.create_items("P", "People", [{"name": "a", "age": 10}, {"name": "b", "age": 1}]).item_ids
+    missing = ids[-1] + 1000
+    before = _snapshot(client)
+
+    def refused(result, *expected):
+        assert not result.success and [(e.index, e.item_id, e.code) for e in result.errors] == list(expected), result
+
+    refused(client.update_items("P", [{"selector": {"itemId": missing}, "values": {"age": 5}}], dry_run=True),
+            (0, missing, "NOT_FOUND"))
+    refused(client.delete_items("P", [{"itemId": ids[0]}, {"itemId": missing}], dry_run=True),
+            (None, missing, "NOT_FOUND"))
+    refused(client.update_items("P", [{"selector": {"itemId": ids[0]}, "values": {"age": "=age - 100"}}], dry_run=True),
+            (0, ids[0], "VALIDATION"))  # a computed value below the minimum 0
+    refused(client.update_items("P", [{"selector": {"query": "age < 5"}, "values": {"age": "=age - 2"}}], dry_run=True),
+            (0, ids[1], "VALIDATION"))
+    # the chunks in order: the second update sees what the first made (1 - 1 - 1 < 0)
+    refused(client.update_items("P", [{"selector": {"itemId": ids[1]}, "values": {"age": "=age - 1"}},
+                                      {"selector": {"query": "name == b"}, "values": {"age": "=age - 1"}}], dry_run=True),
+            (1, ids[1], "VALIDATION"))
+    assert client.update_items("P", [{"selector": {"itemId": ids[1]}, "values": {"age": "=age - 1"}}], dry_run=True).success
+    both = [{"query": "age > 0"}, {"itemId": ids[0]}]  # the query deletes it first, then the id is missing
+    refused(client.delete_items("P", both, dry_run=True), (None, ids[0], "NOT_FOUND"))
+    assert client.delete_items("P", [{"itemId": i} for i in ids], dry_run=True).success
+    assert _snapshot(client) == before
+    # what the real runs say
+    assert not client.delete_items("P", both).success
+    assert not client.update_items("P", [{"selector": {"itemId": missing}, "values": {"age": 5}}]).success
+    assert not client.update_items("P", [{"selector": {"itemId": ids[0]}, "values": {"age": "=age - 100"}}]).success
+    assert _snapshot(client)[0] == before[0]

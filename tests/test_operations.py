@@ -311,3 +311,56 @@ def test_schema_undo_and_transactions_through_the_tools_on_ray(client):
     report = client.tool("execute_batch_transaction", {"operations": _ops(), "options": {"recoveryStrategy": "rollback"}})
     assert report["success"], report
     assert client.count_items("Trips", query="name == new") == 1
+
+
+# -- what a transaction and an undo report ----------------------------------------------------------
+
+def _counts(result) -> tuple[int, int, int]:
+    if isinstance(result, dict):
+        return result["itemsCreated"], result["itemsUpdated"], result["itemsDeleted"]
+    return result.items_created, result.items_updated, result.items_deleted
+
+
+def test_a_transaction_and_its_undo_count_creates_updates_and_deletes_apart(engine):
+    made = engine.execute_transaction([{"id": "new", "type": "data", "operation": "create", "target": "Trips",
+                                        "data": {"items": _rows(2, seed=5)}}])
+    assert made["success"] and _counts(made["results"][0]) == (2, 0, 0)  # was (0, 2, 0)
+    added = [{**row, "city": "Pune"} for row in _rows(3, seed=6)]  # untouched by the update and the delete
+    everything = list(_values(engine).values()) + added
+    mixed = engine.execute_transaction([
+        {"id": "add", "type": "data", "operation": "create", "target": "Trips", "data": {"items": added}},
+        {"id": "raise", "type": "data", "operation": "update", "target": "Trips", "dependencies": ["add"],
+         "data": {"updates": [{"selector": {"query": "city == Lyon"}, "values": {"spent": "=spent + 1"}}]}},
+        {"id": "drop", "type": "data", "operation": "delete", "target": "Trips", "dependencies": ["raise"],
+         "data": {"selectors": [{"query": "city == Quito"}]}},
+        {"id": "table", "type": "component", "operation": "create", "target": "t",
+         "data": {"type": "caseTable", "name": "t", "properties": {"dataContext": "Trips"}}},
+    ], {"createBackups": True})
+    assert mixed["success"], mixed
+    result = mixed["results"][0]
+    lyon, quito = (sum(v["city"] == city for v in everything) for city in ("Lyon", "Quito"))
+    assert _counts(result) == (3, lyon, quito)  # the component's catalog document is no item
+    undo = engine.rollback_batch(result["transactionId"])
+    assert undo.success and _counts(undo) == (quito, lyon, 3), undo.errors  # deletes made again, creates deleted
+    plain = engine.create_items("Trips", None, _rows(4, seed=8), create_backups=True)
+    assert _counts(engine.rollback_batch(plain.transaction_id)) == (0, 0, 4)  # was (0, 4, 0)
+    kept_none = engine.create_items("Trips", None, _rows(1, seed=9))
+    assert engine.rollback_batch(kept_none.transaction_id).error["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("query_first", [True, False])
+def test_updates_by_id_and_by_query_apply_in_request_order(engine, query_first):
+    values = _values(engine)
+    target = next(i for i, v in values.items() if v["city"] == "Lyon")
+    others = {i: v["spent"] for i, v in values.items() if v["city"] == "Lyon" and i != target}
+    by_query = {"selector": {"query": "city == Lyon"}, "values": {"spent": "=spent * 2"}}
+    by_id = {"selector": {"itemId": target}, "values": {"spent": "=spent + 1"}}
+    twice = {"selector": {"index": list(values).index(target)}, "values": {"spent": "=spent + 10"}}
+    updates = [by_query, by_id, twice] if query_first else [by_id, twice, by_query]
+    result = engine.update_items("Trips", updates, batch_size=1)
+    assert result.success, result.error
+    spent = values[target]["spent"]
+    expected = spent * 2 + 11 if query_first else (spent + 11) * 2  # ids before queries gave the latter always
+    after = _values(engine)
+    assert after[target]["spent"] == expected
+    assert {i: after[i]["spent"] for i in others} == {i: s * 2 for i, s in others.items()}

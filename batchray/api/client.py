@@ -30,6 +30,7 @@ from pydantic import ValidationError as PydanticError
 
 from batchray.api.display import BatchStatusList, BatchStatusView, as_status, client_html, client_repr
 from batchray.api.progress import ProgressDisplay
+from batchray.core.model import arguments
 from batchray.core.model.batch import BatchResult, DryRunResult, RunOptions, TransactionOptions
 from batchray.core.model.cases import read_cases
 from batchray.core.model.columnar import RowsView
@@ -192,9 +193,13 @@ class Client:
         rejected item to (:mod:`batchray.io.rejects`; JSON Lines, or Parquet for ``.parquet``).
         ``reject_limit`` / ``reject_ratio``: a non-atomic batch that rejects more items than that
         (or a larger fraction) fails whole, decided before anything commits.
+        ``batch_size``: items per chunk at most (an int from 1 to 1,000,000; default 10,000).
         """
+        arguments.batch_size(batch_size)
         run = run_options(atomic=atomic, **options)
         columnar = _arrow_input(items)
+        if columnar is None:
+            arguments.iterable(items, "items")
         if columnar is not None and not self.planner.columnar_fits(context, list(columnar[0].names)):
             from batchray.io.columnar import rows_of_batches
 
@@ -236,14 +241,19 @@ class Client:
                      rejects: str | os.PathLike | None = None, **options: Any) -> BatchResult | DryRunResult | str:
         """Updates as ``{"selector": {"itemId"|"caseId"|"index"|"query"|"resource": ...}, "values": {...}}``;
         a value ``"=expr"`` is computed per item; ``"validateValues": False`` checks an update's
-        literal values by type only (:meth:`BatchPlanner.update_items`). ``batch_size``: updates per chunk (default
-        10,000). ``dry_run``, ``rejects`` (a rejected update is written whole, ``{selector,
-        values}``), ``reject_limit`` and ``reject_ratio`` as in :meth:`create_items`. Other
-        keywords are :class:`RunOptions`."""
+        literal values by type only (:meth:`BatchPlanner.update_items`). ``batch_size``: updates
+        per chunk (1 to 1,000,000; default 10,000); updates apply in request order. ``dry_run``
+        writes nothing and holds no lock: it checks the selectors and values, then applies each
+        update to a copy of the committed items it selects (missing ids and values that break a
+        constraint, computed ones too, are reported; see :mod:`batchray.core.plan.dry_run`).
+        ``rejects`` (a rejected update is written whole, ``{selector, values}``), ``reject_limit``
+        and ``reject_ratio`` as in :meth:`create_items`. Other keywords are :class:`RunOptions`."""
+        updates = arguments.listed(updates, "updates")
+        arguments.batch_size(batch_size)
         run = run_options(atomic=atomic, **options)
         planner = dry_run_planner(self.planner) if dry_run else self.planner
         try:
-            plan = planner.update_items(context, updates, **({"batch_size": batch_size} if batch_size else {}))
+            plan = planner.update_items(context, updates, batch_size=batch_size)
         except ValidationError as exc:
             if dry_run:
                 return self._refused_dry_run(exc)
@@ -258,21 +268,23 @@ class Client:
                      progress: Optional[bool] = None, callback: Optional[Callable[[dict], Any]] = None,
                      batch_size: Optional[int] = None, wait: bool = True, dry_run: bool = False,
                      **options: Any) -> BatchResult | DryRunResult | str:
-        """Delete the items the selectors name (``batch_size``: ids per chunk, default 10,000);
-        ``dry_run`` as in :meth:`create_items`. Other keywords are :class:`RunOptions`."""
+        """Delete the items the selectors name (``batch_size``: ids per chunk, 1 to 1,000,000,
+        default 10,000); ``dry_run`` writes nothing and holds no lock, and reports the ids that
+        do not exist (as :meth:`update_items`'s does). Other keywords are :class:`RunOptions`."""
+        selectors = arguments.listed(selectors, "selectors")
+        arguments.batch_size(batch_size)
         run = run_options(atomic=atomic, **options)
-        sizes = {"batch_size": batch_size} if batch_size else {}
         if dry_run:
             try:
-                return self._preview(dry_run_planner(self.planner).delete_items(context, selectors, **sizes), run)
+                return self._preview(dry_run_planner(self.planner).delete_items(context, selectors, batch_size=batch_size), run)
             except ValidationError as exc:
                 return self._refused_dry_run(exc)
-        return self.run_plan(self.planner.delete_items(context, selectors, **sizes), run, progress=progress,
+        return self.run_plan(self.planner.delete_items(context, selectors, batch_size=batch_size), run, progress=progress,
                              callback=callback, wait=wait)
 
     def _preview(self, plan: Plan, run: RunOptions) -> DryRunResult:
         return preview(plan, shards=len(self.layout.shard_names), parallelism=run.parallelism,
-                       allowance=self.memory_allowance)
+                       allowance=self.memory_allowance, reader=self.reader, shard_of=self.layout.shard_of)
 
     @staticmethod
     def _refused_dry_run(exc: ValidationError) -> DryRunResult:
@@ -305,6 +317,7 @@ class Client:
         fails to convert rolls it all back, so the items always fit their schema. Other keywords
         are :class:`RunOptions`; ``atomic=False`` and ``create_backups=True`` are refused (a
         schema batch is all or nothing, and :meth:`rollback_batch` cannot undo one)."""
+        operations = arguments.listed(operations, "operations")
         run = run_options(**{"atomic": True, **options})
         if not run.atomic:
             raise ValidationError("atomic: false is refused: a schema change commits with every value it converts "
@@ -319,6 +332,7 @@ class Client:
 
     def component_operations(self, operations: list[dict[str, Any]]) -> BatchResult:
         """Create, update and delete components; references must resolve."""
+        operations = arguments.listed(operations, "operations")
         return self._run_on_catalog(lambda: plan_components(self.planner, operations))
 
     def _run_on_catalog(self, plan: Callable[[], Plan], options: Optional[RunOptions] = None) -> BatchResult:
@@ -338,7 +352,7 @@ class Client:
         conflict when later batches changed the same items, unless ``force``."""
         plan = plan_undo(self.planner, self.runtime.batch_record, batch_id, force)
         result = self.run_plan(plan, RunOptions(undoes=batch_id), progress=False)
-        if result.success and result.items_updated == 0:
+        if result.success and result.items_created + result.items_updated + result.items_deleted == 0:
             error = NotFoundError(f"batch {batch_id} kept no backups to undo (run it with createBackups)",
                                   batchId=batch_id)
             return result.model_copy(update={"success": False, "error": error.to_dict()})
@@ -349,6 +363,7 @@ class Client:
         """Operations of any kind with dependencies, priorities and a recovery strategy; see
         :func:`batchray.core.plan.operations.run_transaction`. ``options`` is a
         :class:`TransactionOptions` or a dict of its fields."""
+        operations = arguments.listed(operations, "operations")
         if not isinstance(options, TransactionOptions):
             options = _validated(TransactionOptions, options or {})
 
@@ -361,11 +376,11 @@ class Client:
     def get_items(self, context: str, collection: Optional[str] = None, query: Optional[str] = None,
                   offset: int = 0, limit: Optional[int] = None) -> list[dict[str, Any]]:
         """Committed items (``{id, values}``) in id order; ``collection`` limits the values to
-        that collection's attributes and its parents'."""
+        that collection's attributes and its parents'. ``offset`` and ``limit``: ints from 0."""
+        offset = arguments.integer(offset, "offset")
+        limit = arguments.optional_integer(limit, "limit")
         context_id, ctx = self.catalog.context(context)
         check_query(ctx, query)
-        if offset < 0 or (limit is not None and limit < 0):
-            raise ValidationError("offset and limit must not be negative", field="offset")
         names = None
         if collection is not None:
             names = {a.name for c in ctx.lineage(collection) for a in c.attrs}
@@ -385,7 +400,8 @@ class Client:
         return self.reader.count(context_id, query)
 
     def get_cases(self, context: str, collection: str, offset: int = 0, limit: Optional[int] = None) -> list[dict[str, Any]]:
-        """A collection's cases ``{id, parent, collection, values, children}`` (see batchray.core.model.cases)."""
+        """A collection's cases ``{id, parent, collection, values, children}`` (see batchray.core.model.cases);
+        ``offset`` and ``limit``: ints from 0."""
         return read_cases(self.catalog, self.reader, context, collection, offset, limit)[0]
 
     def data_contexts(self) -> list[str]:
@@ -421,8 +437,9 @@ class Client:
     # -- batches ----------------------------------------------------------------------------------
     def status(self, batch_id: Optional[str] = None, limit: int = 20) -> BatchStatusView | BatchStatusList:
         """A batch's status (state, progress, result), or the ``limit`` most recent batches: a
-        dict (a list of them) that a notebook draws with a progress bar (see batchray.api.display)."""
-        return as_status(self.runtime.status(batch_id, limit))
+        dict (a list of them) that a notebook draws with a progress bar (see batchray.api.display).
+        ``limit``: an int from 0."""
+        return as_status(self.runtime.status(batch_id, arguments.integer(limit, "limit")))
 
     def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
         """Cancel a batch. A queued batch is taken out of its queue and never runs. A running

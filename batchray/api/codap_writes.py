@@ -11,6 +11,7 @@ array, the operations of every request run together as one transaction
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -378,13 +379,20 @@ def _component_spec(values: dict[str, Any]) -> dict[str, Any]:
     return {**spec, **({"properties": properties} if properties else {})}
 
 
+def _unused_name(kind: str, taken: Any) -> str:
+    """The name of a component created without one: ``<type>-<n>`` with the smallest ``n`` from 1
+    that no component has (a deleted one's name is free again). CODAP v3 leaves such a tile
+    unnamed; batchray finds components by name, so it gives one."""
+    return next(name for name in (f"{kind}-{n}" for n in itertools.count(1)) if name not in taken)
+
+
 def create_component(scope: Scope) -> Mutation:
     """component-handler.ts ``create``: ``{id, name, title, type}``."""
     values = check_values(scope.request.values)
     if not isinstance(values, dict) or not isinstance(values.get("type"), str):
         raise Refused("a component needs a type")
     spec = _component_spec(values)
-    spec.setdefault("name", f"{values['type']}-{len(scope.client.catalog.components()) + 1}")
+    spec.setdefault("name", _unused_name(values["type"], scope.client.catalog.components()))
     return Mutation([_component_op("create", spec["name"], spec)], lambda created: success(
         {"id": spec["name"], "name": spec["name"], "title": spec.get("title") or spec["name"], "type": spec["type"]}))
 

@@ -53,6 +53,7 @@ from actors.runtime import RayRuntime, ray_get
 from actors.transport import HandedOver
 from batchray.api.client import Client, connect, run_options
 from batchray.api.raydata_source import ItemsDatasource, arrow_schema, read_dataset  # re-exported
+from batchray.core.model import arguments
 from batchray.core.model.batch import BatchResult
 from batchray.core.plan.chunking import CreateChunker, chunk_bytes_for
 from batchray.core.txn.chunks import context_range
@@ -102,7 +103,7 @@ class ItemsDatasink(Datasink[dict]):
         self.context = context
         self.collection = collection
         self.rejects = rejects
-        self.batch_size = batch_size or SINK_BATCH_SIZE
+        self.batch_size = arguments.batch_size(batch_size) or SINK_BATCH_SIZE
         self.connect_options = dict(connect_options or {})
         self.result: Optional[BatchResult] = None
         self.txn: Optional[str] = None  # set by on_write_start; the tasks find it by the key

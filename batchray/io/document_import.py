@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from batchray.core.model import arguments
 from batchray.core.model.schema import Attribute, DataContext, ValueProblem, coerce_value
 from batchray.core.plan.chunking import CreateChunker
 from batchray.core.storage.store import context_doc, context_key
@@ -297,7 +298,7 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
         context_id = planner.allocate("contexts", 1)
         puts.append((context_key(name), context_doc(context_id, ctx)))
         chunker = CreateChunker(planner.layout.shard_names, id_allocator(planner, context_id),
-                                schema=ctx.model_dump(mode="json"), max_rows=batch_size or 10_000,
+                                schema=ctx.model_dump(mode="json"), max_rows=arguments.chunk_size(batch_size),
                                 max_bytes=max_bytes, chunk_ids=chunk_ids)
         streams.append(chunker.chunks(spec.items, start_index=total))
         names.append(name)
@@ -315,7 +316,7 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
     plan = create_items_plan(catalog_docs_first(docs, itertools.chain.from_iterable(streams), chunk_ids, claimed),
                              total=total, context=names[0], context_id=None)
     result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress, rejects=rejects)
-    out = import_result(result, len(docs), reading, started, fmt="codap", path=path, contexts=names, collection=None)
+    out = import_result(result, reading, started, fmt="codap", path=path, contexts=names, collection=None)
     committed = out.state == "completed"
     out.created_contexts = names if committed else []
     out.case_counts = {renamed.get(s.name, s.name): dict(s.case_counts) for s in chosen}

@@ -87,11 +87,11 @@ def run_import(target: Target, plan: Any, reading: Reading, *, atomic: bool, tim
     return result
 
 
-def import_result(result: BatchResult, docs: int, reading: Reading, started: float, *, fmt: str, path: Path,
+def import_result(result: BatchResult, reading: Reading, started: float, *, fmt: str, path: Path,
                   contexts: list[str], collection: Optional[str]) -> ImportResult:
     duration = time.perf_counter() - started
     committed = result.state.value == "completed" or result.items_created > 0
-    created = max(0, result.items_created - docs) if committed else 0
+    created = result.items_created if committed else 0  # the catalog documents are not counted
     return ImportResult(
         success=result.success, state=result.state.value, format=fmt, path=str(path), contexts=contexts,
         collection=collection, rows_read=reading.rows, items_created=created,

@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from batchray.core.model import arguments
 from batchray.core.model.schema import AttributeType, DataContext
 from batchray.core.plan.chunking import CreateChunker
 from batchray.core.storage.store import context_doc, context_key
@@ -139,6 +140,7 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
     See the module docstring for errors and guarantees.
     """
     check_target(client_or_engine)
+    arguments.batch_size(batch_size)
     resolved = resolve_path(path, allowed_root, must_exist=True)
     fmt = detect_format(resolved, format)
     types = _check_types(types)
@@ -298,7 +300,7 @@ def _import_rows(target: Target, context: str, collection: Optional[str], source
     planner = target.planner
     chunk_ids = chunk_id_source(planner)
     chunker = CreateChunker(planner.layout.shard_names, id_allocator(planner, context_id),
-                            schema=ctx.model_dump(mode="json"), max_rows=batch_size or 10_000,
+                            schema=ctx.model_dump(mode="json"), max_rows=arguments.chunk_size(batch_size),
                             max_bytes=chunk_bytes(target), chunk_ids=chunk_ids)
     reading = Reading()
     report = _reporter(progress, source, reading, target)
@@ -315,7 +317,7 @@ def _import_rows(target: Target, context: str, collection: Optional[str], source
     result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress, rejects=rejects)
     skipped = list(getattr(source, "skipped", []))
     coll_name = collection or ctx.collections[-1].name
-    out = import_result(result, len(puts), reading, started, fmt=source.format, path=source.path,
+    out = import_result(result, reading, started, fmt=source.format, path=source.path,
                         contexts=[context], collection=coll_name)
     out.errors = skipped + out.errors
     if skipped and out.success:

@@ -2,7 +2,9 @@
 
 In the child-most collection every item is one case, whose id is the item's id. In a parent
 collection, a case groups the items that share the values of that collection's attributes and
-of its ancestors' attributes (compared as text, so ``1`` and ``"1"`` group together); its id is
+of its ancestors' attributes, compared as CODAP compares them: as the text CODAP stores for each
+value (:func:`codap_text`), so ``1``, ``1.0`` and ``"1"`` group together, as do ``True`` and
+``"true"``, and ``" a"`` and ``"a"``; its id is
 ``"<collection>:<smallest item id of the group>"``. The id is a function of the item set, so it
 stays the same while the same items form the case, and new items (whose ids are always larger)
 joining the group do not change it.
@@ -16,18 +18,96 @@ that parent's cases, not at the end; ``caseByIndex`` and ``allCases`` follow thi
 """
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from typing import Any, Iterable, Optional, Union
 
 import orjson
 
+from batchray.core.model import arguments
 from batchray.errors import NotFoundError, ValidationError
 from batchray.core.model.schema import DataContext
 
 CaseId = Union[int, str]
 
 
+_JS_SPACE = ("\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+             "\u200a\u2028\u2029\u202f\u205f\u3000\ufeff")
+"""What JavaScript's ``String.prototype.trim`` strips: its white space and line terminators."""
+
+
+def codap_text(value: Any) -> str:
+    """The text CODAP keeps for a value, by which it groups cases: CODAP v3 groups a parent
+    collection's items by a key made of the strings of their values (``collection.ts``
+    ``groupKey``: ``makeGroupKey`` of ``itemData.getValue``, which is the data set's
+    ``getStrValue``), and it makes that string with ``importValueToString``
+    (``attribute-types.ts``): missing is ``""``, a string is trimmed, an object is
+    ``JSON.stringify``'d, anything else is ``value.toString()`` (a number as JavaScript prints it,
+    :func:`js_number`; a boolean ``"true"``/``"false"``)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip(_JS_SPACE)
+    if isinstance(value, (bool, int, float)):
+        return _js_scalar(value)
+    if isinstance(value, (dict, list)):
+        return _js_json(value)
+    return str(value)
+
+
+def js_number(value: int | float) -> str:
+    """``value`` as JavaScript's ``Number.prototype.toString`` writes it (ECMA-262
+    Number::toString): ``1.0`` as ``"1"``, ``1e21`` as ``"1e+21"``, ``1e-7`` as ``"1e-7"``, an int
+    beyond 2**53 as the double JSON gives it. Python's ``repr`` gives the same shortest digits."""
+    if isinstance(value, int):
+        if abs(value) < 1 << 53:
+            return str(value)
+        try:
+            value = float(value)
+        except OverflowError:  # past the largest double: JSON.parse gives Infinity
+            value = math.inf if value > 0 else -math.inf
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    k, n = len(digits), int(exponent) + len(digits)  # value = 0.<digits> * 10**n
+    if k <= n <= 21:
+        return sign + digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return f"{sign}{digits[:n]}.{digits[n:]}"
+    if -6 < n <= 0:
+        return f"{sign}0.{'0' * -n}{digits}"
+    mantissa = digits[0] + (f".{digits[1:]}" if k > 1 else "")
+    return f"{sign}{mantissa}e{'+' if n >= 1 else '-'}{abs(n - 1)}"
+
+
+def _js_scalar(value: bool | int | float) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return js_number(value)
+
+
+def _js_json(value: Any) -> str:
+    """``JSON.stringify(value)`` for a JSON value (non-finite numbers are ``null`` there)."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_js_json(str(k))}:{_js_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_js_json(v) for v in value) + "]"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "null"
+    if isinstance(value, (bool, int, float)):
+        return _js_scalar(value)
+    return orjson.dumps(value).decode()
+
+
 def _key(values: dict[str, Any], names: list[str]) -> tuple[str, ...]:
-    return tuple("" if values.get(n) is None else str(values.get(n)) for n in names)
+    """The group key of an item's ``values`` over attributes ``names`` (see :func:`codap_text`)."""
+    return tuple(codap_text(values.get(n)) for n in names)
 
 
 def build_cases(context: DataContext, items: Iterable[tuple[int, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
@@ -147,8 +227,8 @@ def read_cases(catalog: Any, reader: Any, context: str, collection: str, offset:
     collection's own attributes, ``children`` the ids of its child cases. Building cases
     reads every item of the context once (one consistent read).
     """
-    if offset < 0 or (limit is not None and limit < 0):
-        raise ValidationError("offset and limit must not be negative", field="offset")
+    offset = arguments.integer(offset, "offset")
+    limit = arguments.optional_integer(limit, "limit")
     context_id, ctx = catalog.context(context)
     ctx.collection(collection)
     cases = build_cases(ctx, _context_items(reader, context_id))[collection]

@@ -14,6 +14,7 @@ import sys
 
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
+from batchray.core.model import arguments
 from batchray.core.model.columnar import ColumnarRows, is_columnar
 from batchray.core.plan.placement import ShardLoad
 from batchray.core.txn.chunks import CreateItems, PlannedChunk
@@ -198,7 +199,7 @@ class CreateChunker:
         self.even_rounds = even_rounds
         self.allocate = allocate
         self.schema = schema
-        self.max_rows = max_rows
+        self.max_rows = arguments.chunk_size(max_rows)
         self.max_bytes = max_bytes
         self.ids_used: list[tuple[int, int, int]] = []  # (first, count, step): ids handed out, in input order
         self.rows_read = 0

@@ -49,6 +49,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
+from batchray.core.model import arguments
 from batchray.core.model.batch import RunOptions
 from batchray.core.plan.plan import PlanTarget
 from batchray.core.txn.chunks import DeleteItems, UpdateItems
@@ -265,6 +266,7 @@ def validate_and_clean(
 ) -> dict[str, Any]:
     """Check (and with ``cleanup`` and ``dry_run=False``, clean) a data context; see the module
     docs. ``target`` is the front object (:class:`~batchray.core.plan.plan.PlanTarget`). Returns a JSON-ready report."""
+    batch_size = arguments.chunk_size(batch_size)
     options = CleanupOptions.parse(cleanup)
     context_id, ctx = target.catalog.context(context)
     attrs = _effective_attributes(ctx, collection, rules)

@@ -293,7 +293,10 @@ def plan_undo(planner: Any, log_batch: Callable[[str], Optional[dict]], batch_id
     source = committed[0] if committed else batch_id
     planned = [PlannedChunk(s, UndoBatch(planner.next_chunk_id(), source, force), 1 << 20, 0)
                for s in planner.layout.shard_names]
-    return Plan("rollback_batch", planned, total=1, extra={"source": batch_id})
+    reported = record.get("result") or {}
+    inverse = {"created": reported.get("itemsDeleted") or 0, "updated": reported.get("itemsUpdated") or 0,
+               "deleted": reported.get("itemsCreated") or 0}  # what undoing it does (executor.item_counts)
+    return Plan("rollback_batch", planned, total=1, extra={"source": batch_id, "inverse": inverse})
 
 
 # -- the generic transaction -------------------------------------------------------------------

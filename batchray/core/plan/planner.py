@@ -10,6 +10,7 @@ import itertools
 import threading
 from typing import Any, Callable, Iterable, Optional
 
+from batchray.core.model import arguments
 from batchray.core.model.columnar import ColumnarRows
 from batchray.core.model.schema import DataContext, RowValidator, raise_if_errors, validate_values, without_constraints
 from batchray.core.plan.chunking import CreateChunker, estimate_bytes
@@ -114,7 +115,9 @@ class BatchPlanner:
         otherwise rows stream to the workers, which validate them in parallel. A list may give
         rows as ``{"values", "parent": caseId}`` (child cases under a parent case), and an atomic
         list is checked for ``unique`` values here (see :mod:`batchray.core.plan.cleanup`).
+        ``batch_size``: rows per chunk at most (:func:`~batchray.core.model.arguments.chunk_size`).
         """
+        size = arguments.chunk_size(batch_size)
         context_id, ctx = self.context(context)
         if collection is not None:
             ctx.collection(collection)
@@ -132,7 +135,7 @@ class BatchPlanner:
             self.layout.shard_names,
             lambda n: self.take_ids(context_id, n),
             schema=schema,
-            max_rows=batch_size or 10_000,
+            max_rows=size,
             max_bytes=max_bytes,
             chunk_ids=self._chunk_ids,
         )
@@ -160,6 +163,7 @@ class BatchPlanner:
         :mod:`batchray.core.model.columnar`): the same plan as for the value dicts they stand
         for, given as a list, whose chunks carry columns instead of dicts. The caller checks
         :meth:`columnar_fits` first."""
+        size = arguments.chunk_size(batch_size)
         context_id, ctx = self.context(context)
         if collection is not None:
             ctx.collection(collection)
@@ -172,21 +176,27 @@ class BatchPlanner:
             raise_if_errors(errors)
         chunker = CreateChunker(
             self.layout.shard_names, lambda n: self.take_ids(context_id, n), schema=ctx.model_dump(mode="json"),
-            max_rows=batch_size or 10_000, max_bytes=max_bytes, chunk_ids=self._chunk_ids,
+            max_rows=size, max_bytes=max_bytes, chunk_ids=self._chunk_ids,
         )
         return Plan("create_items", chunker.columnar_chunks(batches), total=total, context=context,
                     context_id=context_id, chunker=chunker)
 
-    def update_items(self, context: str, updates: list[dict[str, Any]], *, batch_size: int = 10_000) -> Plan:
+    def update_items(self, context: str, updates: list[dict[str, Any]], *, batch_size: Optional[int] = None) -> Plan:
         """Updates as ``{selector: {itemId|caseId|index|query}, values, validateValues?}``;
         checked here first. ``validateValues: false``: the update's literal values are checked
         and converted by type only, not against the attributes' constraints (``min``, ``max``,
-        ``required``, ``allowed``, ``pattern``); a computed (``"=expr"``) value is checked in full."""
+        ``required``, ``allowed``, ``pattern``); a computed (``"=expr"``) value is checked in full.
+
+        They apply in request order: a run of consecutive updates that select by ids is cut
+        into chunks of at most ``batch_size`` ids per shard (an item named twice gets both
+        patches, in order); an update by query is one chunk per shard, after the run before it
+        and before the updates after it (a shard applies a transaction's chunks in the order
+        they were sent)."""
+        batch_size = arguments.chunk_size(batch_size)
         context_id, ctx = self.context(context)
         schema = ctx.model_dump(mode="json")
         loose: Optional[DataContext] = None  # ctx without its constraints, made when an update asks
-        by_shard: dict[str, tuple[list[int], list[dict], list[int]]] = {}
-        queries: list[tuple[str, dict, int]] = []
+        selected: list[tuple[list[int], Optional[str], dict, int]] = []
         errors: list[dict[str, Any]] = []
         for index, update in enumerate(updates):
             if not isinstance(update, dict) or not isinstance(update.get("values") or {}, dict):
@@ -212,30 +222,42 @@ class BatchPlanner:
             except BatchrayError as exc:
                 errors.append({"index": index, "field": "selector", "code": exc.code, "message": exc.message})
                 continue
-            if query is not None:
-                queries.append((query, values, index))
+            selected.append((ids, query, values, index))
+        raise_if_errors(errors, "updates")
+        planned: list[PlannedChunk] = []
+        by_shard: dict[str, tuple[list[int], list[dict], list[int]]] = {}  # the run of updates by ids
+        for ids, query, values, index in selected:
             for item_id in ids:
                 bucket = by_shard.setdefault(self.layout.shard_of(item_id), ([], [], []))
                 bucket[0].append(item_id)
                 bucket[1].append(values)
                 bucket[2].append(index)
-        raise_if_errors(errors, "updates")
-        planned: list[PlannedChunk] = []
+            if query is None:
+                continue
+            planned += self._update_chunks(context_id, schema, by_shard, batch_size)
+            by_shard = {}
+            for shard in self.layout.shard_names:
+                chunk = UpdateItems(self.next_chunk_id(), context_id, where=query, patch=values, schema=schema,
+                                    indexes=[index])
+                planned.append(PlannedChunk(shard, chunk, estimate_bytes(values) + 1024, 0))
+        planned += self._update_chunks(context_id, schema, by_shard, batch_size)
+        return Plan("update_items", planned, total=len(updates), context=context, context_id=context_id)
+
+    def _update_chunks(self, context_id: int, schema: dict[str, Any],
+                       by_shard: dict[str, tuple[list[int], list[dict], list[int]]], batch_size: int) -> list[PlannedChunk]:
+        """The chunks of a run of updates by ids: ``(ids, patches, request indexes)`` per shard."""
+        planned = []
         for shard, (ids, patches, indexes) in sorted(by_shard.items()):
             for start in range(0, len(ids), batch_size):
                 part = slice(start, start + batch_size)
                 chunk = UpdateItems(self.next_chunk_id(), context_id, ids=ids[part], patches=patches[part],
                                     schema=schema, indexes=indexes[part])
                 planned.append(PlannedChunk(shard, chunk, sum(estimate_bytes(p) for p in patches[part]) + 8 * len(ids[part]), len(ids[part])))
-        for query, values, index in queries:
-            for shard in self.layout.shard_names:
-                chunk = UpdateItems(self.next_chunk_id(), context_id, where=query, patch=values, schema=schema,
-                                    indexes=[index])
-                planned.append(PlannedChunk(shard, chunk, estimate_bytes(values) + 1024, 0))
-        return Plan("update_items", planned, total=len(updates), context=context, context_id=context_id)
+        return planned
 
-    def delete_items(self, context: str, selectors: list[dict[str, Any]], *, batch_size: int = 10_000) -> Plan:
+    def delete_items(self, context: str, selectors: list[dict[str, Any]], *, batch_size: Optional[int] = None) -> Plan:
         """Deletes of the items the selectors name, at most ``batch_size`` ids a chunk."""
+        batch_size = arguments.chunk_size(batch_size)
         context_id, ctx = self.context(context)
         by_shard: dict[str, list[int]] = {}
         planned: list[PlannedChunk] = []

@@ -36,6 +36,7 @@ from typing import Any, Optional
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.plan.plan import Plan
 from batchray.core.run.executor import summarize
+from batchray.core.txn.chunks import count_effect
 from batchray.core.txn.onephase import one_phase_chunk, resolve
 from batchray.core.txn.twophase import Outcome
 from batchray.errors import ParticipantUnavailable
@@ -89,7 +90,8 @@ _LANE = SimpleNamespace(commits_one_phase=True)
 
 def committed_result(plan: Plan, batch: DirectBatch, affected: int, duration: float) -> BatchResult:
     """The result of a direct batch that committed at its participant (``affected`` items)."""
-    outcome = Outcome(batch.txn, committed=True, outcomes={batch.participant: "commit"}, affected=affected, chunks=1)
+    outcome = Outcome(batch.txn, committed=True, outcomes={batch.participant: "commit"}, affected=affected,
+                      counts=count_effect({}, plan.chunks[0].effect, affected), chunks=1)
     return summarize(plan, outcome, batch.options.atomic, duration, batch_id=batch.txn)
 
 

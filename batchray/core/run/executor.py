@@ -18,7 +18,7 @@ from batchray.core.plan.plan import Plan
 from batchray.core.storage.backends import Backend
 from batchray.core.storage.store import StoreLayout
 from batchray.core.txn.attempts import attempt_id, attempt_record, conflicted, reruns_chunks, retries_whole
-from batchray.core.txn.chunks import PlannedChunk
+from batchray.core.txn.chunks import PlannedChunk, count_effect
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.policies import backoff
 from batchray.core.txn.onephase import one_phase_chunk, one_phase_record
@@ -267,6 +267,8 @@ def merged(kept: list[Outcome], last: Outcome) -> Outcome:
         last,
         committed=any(o.committed for o in attempts),
         affected=sum(o.affected for o in attempts if o.committed),
+        counts={effect: sum(o.counts.get(effect, 0) for o in attempts if o.committed)
+                for effect in {e for o in attempts for e in o.counts}},
         chunks=sum(o.chunks for o in attempts),
         errors=[e for o in kept for e in o.errors if not conflicted(e)] + last.errors,
         in_doubt=sorted({p for o in attempts for p in o.in_doubt}),
@@ -274,7 +276,26 @@ def merged(kept: list[Outcome], last: Outcome) -> Outcome:
 
 
 _ERROR_FIELDS = {**{name: name for name in ItemError.model_fields}, "itemId": "item_id", "heldBy": "held_by"}
-_UPDATING_KINDS = ("update_items", "schema_operations", "transaction", "rollback_batch")
+_KIND_EFFECTS = {"create_items": "created", "update_items": "updated", "delete_items": "deleted",
+                 "schema_operations": "updated"}
+"""What a batch of each kind does to the items its chunks did not count (see :func:`item_counts`)."""
+
+
+def item_counts(plan: Plan, outcome: Outcome) -> dict[str, int]:
+    """The items a committed ``outcome`` created, updated and deleted: each chunk's items as
+    its :attr:`~batchray.core.txn.chunks.PlannedChunk.effect` says (a transaction's creates
+    are creates); an undo's (whose chunks each do several) as the inverse of what the batch
+    it undid reported (its creates deleted, its deletes created again, its updates updated);
+    items no chunk counted (a lost answer's, say) by the batch's kind."""
+    if not outcome.committed:
+        return {}
+    counts = dict(outcome.counts)
+    inverse = plan.extra.get("inverse")
+    if plan.kind == "rollback_batch" and inverse and sum(inverse.values()) == outcome.affected:
+        return dict(inverse)
+    rest = outcome.affected - sum(counts.values())
+    effect = _KIND_EFFECTS.get(plan.kind, "updated" if plan.kind in ("transaction", "rollback_batch") else None)
+    return count_effect(counts, effect, rest) if rest > 0 else counts
 
 
 def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
@@ -290,7 +311,7 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
         state = BatchState.completed
     else:
         state = BatchState.rolled_back if atomic else BatchState.failed
-    affected = outcome.affected if outcome.committed else 0
+    counts = item_counts(plan, outcome)
     item_ids: list[int] = []
     total = plan.total
     if plan.chunker is not None:
@@ -309,9 +330,9 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
         transaction_id=batch_id or outcome.txn,
         state=state,
         total_items=total or 0,
-        items_created=affected if plan.kind == "create_items" else 0,
-        items_updated=affected if plan.kind in _UPDATING_KINDS else 0,
-        items_deleted=affected if plan.kind == "delete_items" else 0,
+        items_created=counts.get("created", 0),
+        items_updated=counts.get("updated", 0),
+        items_deleted=counts.get("deleted", 0),
         batches_processed=outcome.chunks,
         errors=errors,
         duration=duration,

@@ -21,6 +21,7 @@ from batchray.core.run.runtime import ProgressCallback
 from batchray.core.run.settler import attach_settler
 from batchray.core.storage.backends import open_backend, open_view
 from batchray.core.storage.ownership import claim, owner_record
+from batchray.core.txn.chunks import items_written
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.twophase import LocalTransport
 from batchray.errors import NotFoundError
@@ -150,7 +151,7 @@ class _ProgressCounter:
 
     def __call__(self, planned: Any, images: Any, error: Any) -> None:
         if images is not None:
-            self.completed += images.affected
+            self.completed += items_written(planned, images)
             self.failed += len(images.errors)
         else:
             self.failed += planned.count

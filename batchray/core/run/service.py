@@ -51,7 +51,7 @@ from batchray.core.run.executor import Executor, deadline
 from batchray.errors import BatchrayError, BatchTimeout, CancelledError, InternalError, NotFoundError
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.model.batch import BatchResult, BatchState, RunOptions
-from batchray.core.txn.chunks import PlannedChunk
+from batchray.core.txn.chunks import PlannedChunk, items_written
 from batchray.core.run.queueing import AdmissionQueue
 from batchray.core.run.settler import attach_settler
 
@@ -391,7 +391,7 @@ class CoordinatorService:
             run.done_rows[pc.participant] = run.done_rows.get(pc.participant, 0) + pc.count
             if self.progress is not None:
                 if self.report_chunks or images is None:
-                    unsent["done"] += images.affected if images is not None else 0
+                    unsent["done"] += items_written(pc, images) if images is not None else 0
                     unsent["failed"] += len(images.errors) if images is not None else pc.count
                     unsent["operation"] = pc.operation or run.kind
                     if time.monotonic() - unsent["at"] >= self.PROGRESS_EVERY:

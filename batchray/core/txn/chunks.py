@@ -299,3 +299,29 @@ class PlannedChunk:
     key: Optional[Any] = None
     """Set by a producer that may send a chunk twice (a retried Ray Data write task): a chunk
     fed with a key already fed to its batch is dropped, so each key is applied once."""
+    effect: Optional[str] = None
+    """What the items the chunk writes undergo, for a result's counts: ``created``,
+    ``updated`` or ``deleted`` (``docs`` for catalog documents, which are no items); None when
+    a chunk does several (an undo). Noted from ``chunk``'s type when it is made (before
+    ``chunk`` may become a ref)."""
+
+    def __post_init__(self) -> None:
+        if self.effect is None:
+            self.effect = EFFECTS.get(type(self.chunk))
+
+
+EFFECTS: dict[type, str] = {CreateItems: "created", UpdateItems: "updated", TransformItems: "updated",
+                            DeleteItems: "deleted", PutDocs: "docs"}
+"""The :attr:`PlannedChunk.effect` of each chunk type that has one."""
+
+
+def count_effect(counts: dict[str, int], effect: Optional[str], items: int) -> dict[str, int]:
+    """``counts`` with ``items`` more under ``effect`` (a :attr:`PlannedChunk.effect`; None: not counted)."""
+    if effect is not None and items:
+        counts[effect] = counts.get(effect, 0) + items
+    return counts
+
+
+def items_written(planned: PlannedChunk, images: BeforeImages) -> int:
+    """The items an applied chunk wrote, as progress counts them (a catalog document is no item)."""
+    return 0 if planned.effect == "docs" else images.affected

@@ -40,7 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Optional
 
-from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
+from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef, count_effect
 from batchray.core.txn.participant import Step
 from batchray.core.txn.policies import POLL, PRESSURE_PAUSE, ChunkBudget, RejectPolicy, RetryPolicy, StopPolicy
 from batchray.errors import BatchrayError, StoppedOnError, ValidationError
@@ -258,6 +258,7 @@ class ApplyPhase:
         outcome = self.run.outcome
         outcome.chunks += 1
         outcome.affected += images.affected
+        count_effect(outcome.counts, pc.effect, images.affected)
         if images.vote is not None and (images.vote or not images.errors):
             # a participant whose last chunk rejected items did not prepare with it (a merged
             # vote is "applied cleanly"): a batch that keeps its valid items asks it to prepare

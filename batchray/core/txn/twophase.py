@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 from batchray.core.txn.attempts import parent_of
-from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef
+from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef, count_effect
 from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.onephase import decision_of, one_phase_chunk, one_phase_participant, resolve
@@ -151,6 +151,7 @@ class Outcome:
     outcomes: dict[str, str] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
     affected: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # affected by chunk effect (PlannedChunk.effect)
     chunks: int = 0
     images: list[tuple[str, BeforeImages]] = field(default_factory=list)
     cause: Optional[BatchrayError] = None
@@ -324,6 +325,7 @@ class TwoPhaseCommit:
                 return False  # aborted there now: the vote is no, and the abort is decided below
             # its answer was lost: the chunk committed whole (a one-phase commit has no errors)
             outcome.chunks, outcome.affected = 1, state.one_phase.count
+            outcome.counts = count_effect({}, state.one_phase.effect, state.one_phase.count)
         outcome.outcomes = {participant: "commit"}
         outcome.committed = True
         outcome.errors = []  # a lost first answer's error: the chunk committed all the same

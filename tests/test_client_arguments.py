@@ -1,0 +1,93 @@
+"""The public client's arguments are checked before anything runs: a bad batch size, limit,
+offset or list of requests is a ValidationError naming it, and changes nothing."""
+from __future__ import annotations
+
+import pytest
+
+from batchray.errors import ValidationError
+from tests.local_runtime import local_client
+
+SCHEMA = [{"name": "Cities", "attrs": [{"name": "city"}]},
+          {"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric", "min": 0}]}]
+BAD_SIZES = [-1, 0, 1.5, "3", True, 10**30, 1_000_001]
+
+
+@pytest.fixture
+def client(tmp_path):
+    c = local_client(tmp_path / "store", shards=2)
+    c.create_data_context("P", collections=SCHEMA)
+    c.create_items("P", "People", [{"city": "Lyon", "name": "a", "age": 1}, {"city": "Paris", "name": "b", "age": 2}])
+    yield c
+    c.close()
+
+
+def _refused(call, field):
+    with pytest.raises(ValidationError) as info:
+        call()
+    assert info.value.details["field"] == field, info.value.details
+    return info.value
+
+
+def _state(client):
+    return client.get_items("P"), len(client.status(limit=1000))
+
+
+@pytest.mark.parametrize("size", BAD_SIZES)
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_bad_batch_size_is_refused_by_every_batch_method(client, size, dry_run):
+    before = _state(client)
+    one = client.get_items("P")[0]["id"]
+    _refused(lambda: client.create_items("P", "People", [{"name": "x"}], batch_size=size, dry_run=dry_run), "batchSize")
+    _refused(lambda: client.create_items("P", "People", ({"name": "x"} for _ in range(2)), batch_size=size,
+                                         dry_run=dry_run), "batchSize")
+    _refused(lambda: client.update_items("P", [{"selector": {"itemId": one}, "values": {"age": 5}}], batch_size=size,
+                                         dry_run=dry_run), "batchSize")
+    _refused(lambda: client.delete_items("P", [{"itemId": one}], batch_size=size, dry_run=dry_run), "batchSize")
+    assert _state(client) == before
+
+
+@pytest.mark.parametrize("size", BAD_SIZES)
+def test_the_planner_and_the_importer_refuse_a_bad_batch_size(client, tmp_path, size):
+    from batchray.io import import_file
+
+    _refused(lambda: client.planner.create_items("P", "People", [{"name": "x"}], batch_size=size), "batchSize")
+    _refused(lambda: client.planner.update_items("P", [], batch_size=size), "batchSize")
+    _refused(lambda: client.planner.delete_items("P", [], batch_size=size), "batchSize")
+    path = tmp_path / "in.csv"
+    path.write_text("name,age\nz,3\n")
+    _refused(lambda: import_file(client, "P", "People", path, batch_size=size), "batchSize")
+    assert client.count_items("P") == 2
+
+
+def test_the_largest_batch_size_is_honoured(client):
+    result = client.create_items("P", "People", [{"name": f"n{i}"} for i in range(3)], batch_size=1)
+    assert result.success and result.items_created == 3 and result.batches_processed == 3
+    assert client.create_items("P", "People", [{"name": "y"}], batch_size=1_000_000).items_created == 1
+
+
+def test_requests_that_are_not_lists_are_refused(client):
+    before = _state(client)
+    _refused(lambda: client.create_items("P", "People", None), "items")
+    _refused(lambda: client.create_items("P", "People", {"name": "x"}), "items")
+    _refused(lambda: client.update_items("P", None), "updates")
+    _refused(lambda: client.delete_items("P", None), "selectors")
+    _refused(lambda: client.delete_items("P", None, dry_run=True), "selectors")
+    _refused(lambda: client.schema_operations("P", None), "operations")
+    _refused(lambda: client.component_operations(None), "operations")
+    _refused(lambda: client.execute_transaction(None), "operations")
+    assert _state(client) == before
+
+
+@pytest.mark.parametrize("value", ["2", 1.5, -1, True, 10**30])
+def test_bad_limits_and_offsets_are_refused(client, value):
+    _refused(lambda: client.get_items("P", limit=value), "limit")
+    _refused(lambda: client.get_items("P", offset=value), "offset")
+    _refused(lambda: client.get_cases("P", "Cities", limit=value), "limit")
+    _refused(lambda: client.get_cases("P", "Cities", offset=value), "offset")
+    _refused(lambda: client.status(limit=value), "limit")
+
+
+def test_good_limits_are_honoured(client):
+    assert len(client.get_items("P", limit=1)) == 1 and client.get_items("P", limit=0) == []
+    assert len(client.get_cases("P", "Cities", offset=1)) == 1
+    assert len(client.status(limit=1)) == 1
