@@ -248,3 +248,15 @@ def test_a_non_atomic_tool_batch_continues_on_error_only_when_asked(tmp_path, to
     assert out[True]["error"]["code"] == "VALIDATION" and out[True]["state"] == "completed", out[True]
     assert len(out[False]["errors"]) == len(out[True]["errors"]) == 1
     client.close()
+
+
+def test_bounds_that_no_value_could_pass_are_refused_in_a_schema_and_in_a_check(tmp_path):
+    client = local_client(tmp_path / "store", shards=1)
+    made = call_tool(client, "create_data_context", {"name": "B", "collections": [
+        {"name": "C", "attrs": [{"name": "n", "type": "numeric", "min": 5, "max": 1}]}]})
+    assert made["success"] is False and "above max" in made["error"]["message"]
+    assert "B" not in client.data_contexts()
+    assert client.create_data_context("B", [{"name": "C", "attrs": [{"name": "n", "type": "numeric"}]}]).success
+    checked = call_tool(client, "batch_validate", {"dataContextName": "B", "rules": {"n": {"min": 5, "max": 1}}})
+    assert checked["success"] is False and checked["error"]["code"] == "VALIDATION", checked
+    client.close()

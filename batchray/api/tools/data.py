@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from batchray.api.tools.registry import _NAME, CreateOptions, _Args, register, run_create
 
@@ -71,6 +71,12 @@ class RuleSpec(_Args):
     allowed: Optional[list[Any]] = None
     pattern: Optional[str] = Field(default=None, max_length=1000)
     default: Any = None
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> "RuleSpec":
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}: no value could pass")
+        return self
 
 
 class CleanupSpec(_Args):

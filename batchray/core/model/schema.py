@@ -80,6 +80,13 @@ class Attribute(BaseModel):
                 raise ValueError(exc.message) from None
         return value
 
+    @model_validator(mode="after")
+    def _bounds_in_order(self, info: ValidationInfo) -> "Attribute":
+        # no value could pass min > max: refused for a new schema (a stored one still loads)
+        if self.min is not None and self.max is not None and self.min > self.max and not (info.context or {}).get("stored"):
+            raise ValueError(f"attribute {self.name!r}: min {self.min} is above max {self.max}")
+        return self
+
 
 STORED = {"stored": True}
 """Validation context for schemas read back from a store (``model_validate(..., context=STORED)``):

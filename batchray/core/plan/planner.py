@@ -291,7 +291,8 @@ class BatchPlanner:
             selector = resource_selector(self.reader, context_id, ctx, selector, index)
         keys = [k for k in ("itemId", "caseId", "index", "query") if selector.get(k) is not None]
         if len(keys) != 1:
-            raise ValidationError("a selector needs exactly one of itemId, caseId, index, query", index=index, field="selector")
+            raise ValidationError("a selector needs exactly one of itemId, caseId, index, query, resource", index=index,
+                                  field="selector")
         key = keys[0]
         value = selector[key]
         if key == "itemId":
