@@ -12,7 +12,8 @@ structured JSON that the tool surface returns (:meth:`BatchrayError.to_dict`)::
     │   ├── PlanError                   PLAN            no   cycle / missing dependency / target
     │   └── DocumentError               DOCUMENT        no   a file or CODAP document refused
     ├── NotFoundError                   NOT_FOUND       no   batch, item or case does not exist
-    ├── ConflictError                   CONFLICT        no   e.g. undo refused: items changed since
+    ├── ConflictError                   CONFLICT        no   undo refused: items changed since;
+    │                                                        a schema changed since it was planned
     ├── TransientError                  (retryable)     yes  may succeed if tried again
     │   ├── LockConflict                LOCK_CONFLICT   yes  lost a wait-die race / lock timeout
     │   ├── StaleEpochError             STALE_EPOCH     yes  a replaced participant tried to act
@@ -21,6 +22,7 @@ structured JSON that the tool surface returns (:meth:`BatchrayError.to_dict`)::
     ├── TransactionAborted              ABORTED         no   the batch was rolled back
     ├── InDoubtError                    IN_DOUBT        no   outcome not yet known; recovery decides
     ├── CancelledError                  CANCELLED       no   cancelled by a user
+    ├── StoppedOnError                  STOPPED_ON_ERROR no  non-atomic, stopped at its first bad item
     ├── BatchTimeout                    TIMEOUT         yes  a batch or operation ran out of time
     ├── StoreError                      STORE           no   the store failed (disk full, I/O)
     ├── StoreInUse                      STORE_IN_USE    no   another live owner serves the store
