@@ -181,6 +181,24 @@ class BatchResult(_Model):
         return renderer(self) if renderer is not None else None
 
 
+def recorded_result(txn: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Batch ``txn``'s result as its decision-log ``record`` holds it, as a :class:`BatchResult`
+    dict. Recovery (a batch whose run ended without recording its result: a restart, a failed
+    write) records only ``{"recovered": true, "committed": ...}``; that becomes the usual
+    shape: success as committed, the record's state, that record in ``results``, and an
+    ``ABORTED`` error when it was rolled back."""
+    result = record["result"]
+    if "success" in result:
+        return result
+    committed = bool(result.get("committed"))
+    out: dict[str, Any] = {"success": committed, "transactionId": txn, "state": record["state"],
+                           "results": [dict(result)]}
+    if not committed:
+        out["error"] = {"code": "ABORTED", "retryable": False, "details": {"recovered": True},
+                        "message": f"batch {txn} was rolled back by recovery: its run ended before it recorded a result"}
+    return out
+
+
 class BatchStatus(_Model):
     batch_id: str
     state: BatchState

@@ -14,7 +14,7 @@ import os
 import time
 from typing import Any, Optional
 
-from batchray.core.model.batch import BatchResult, RunOptions
+from batchray.core.model.batch import BatchResult, RunOptions, recorded_result
 from batchray.core.plan.plan import Plan, held_whole
 from batchray.core.run.executor import Executor
 from batchray.core.run.runtime import ProgressCallback
@@ -80,7 +80,7 @@ class LocalRuntime:
                                               idempotency_key=options.idempotency_key,
                                               one_phase=self.executor.one_phase_of(plan.chunks, options))
         if prior is not None and prior.get("result"):
-            result = BatchResult.model_validate(prior["result"])
+            result = BatchResult.model_validate(recorded_result(txn, prior))
         else:
             on_chunk = _ProgressCounter(plan.total, watch) if watch is not None else None
             result = self.executor.execute(txn, ts, plan, options, on_chunk=on_chunk,
@@ -91,7 +91,7 @@ class LocalRuntime:
         record = self.batch_record(batch_id)
         if record is None:
             raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
-        return BatchResult.model_validate(record["result"])
+        return BatchResult.model_validate(recorded_result(batch_id, record))
 
     def batch_record(self, batch_id: str) -> Optional[dict[str, Any]]:
         return self.log.batch(batch_id)
