@@ -75,7 +75,10 @@ class RunOptions(_Model):
     again until its timeout, and a non-atomic one runs the chunks that lost the race again
     until its timeout, keeping what it committed (a batch that takes its locks in the global order, or holds none
     yet, is retried with backoff until its timeout instead). ``timeout``: milliseconds from the
-    batch's start. ``priority`` and ``queue``: admission order. ``idempotency_key``: a batch
+    batch's start. ``priority`` and ``queue``: admission order where batches wait for a slot
+    (the coordinator's; :mod:`batchray.core.run.queueing`): higher priorities first, a
+    waiting batch aging towards them; queues take turns among equals; a batch waiting ten
+    minutes goes before all later ones. ``idempotency_key``: a batch
     submitted again under the same key returns the first one's result. ``create_backups``:
     keep before-images after commit so the batch can be undone. ``parallelism``: at most that
     many of the batch's chunks apply at once (so at most that many workers); ``None``: as many
