@@ -403,7 +403,7 @@ class RayRuntime:
             submitted = self._submit(plan.kind, options if sent is None else None, planned if sent is None else sent,
                                      plan.total, 0.25 if wait else None)
             txn = submitted["txn"]
-            if submitted["prior"] is None and not wait:
+            if not wait:  # the batch id at once, the key's first batch's too
                 return txn
             return self._result(txn, plan, _Poller(self, txn, watch), submitted.get("result"))
         submitted = self._submit(plan.kind, options, None, plan.total)

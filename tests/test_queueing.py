@@ -3,10 +3,12 @@
 What these tests show:
 
 * :class:`AdmissionQueue` with an explicit clock: the highest priority starts first whatever
-  its queue; within a priority, first come first served *across* named queues; aging lets a
-  batch that has waited long enough overtake later batches of higher priority; positions in
-  the queue are reported (0 = next to start) and follow the same rules; removed batches
-  are gone; the ``max_running`` slots are never exceeded.
+  its queue; within a priority, queues take turns (the one longest without a start first), so
+  a flood in one queue does not hold up another's batches, first come first served within a
+  queue; aging lifts a batch that has waited to the level of higher priorities, where it
+  competes as their equal; a batch that has waited ``max_wait`` goes before every later one,
+  across priority's whole range; positions in the queue are reported (0 = next to start) and
+  follow the same rules; removed batches are gone; the ``max_running`` slots are never exceeded.
 * The coordinator service with ``max_running=1``, over in-process SQLite participants: the
   order in which batches *actually start* (recorded by the progress hook) is the order the
   rules say, ``status()`` reports each waiting batch's position, and every batch completes.
@@ -47,7 +49,7 @@ def _start_order(queue: AdmissionQueue, now: float) -> list[str]:
     return order
 
 
-def test_priority_first_then_first_come_first_served_across_queues():
+def test_priority_first_then_queues_take_turns():
     queue = AdmissionQueue(max_running=1, aging_per_second=0.0)
     _fill(queue)
     queue.push("etl-low-1", priority=0, queue="etl", now=1.0)
@@ -57,7 +59,8 @@ def test_priority_first_then_first_come_first_served_across_queues():
     queue.push("default-mid", priority=2, now=5.0)
     queue.push("etl-low-2", priority=0, queue="etl", now=6.0)
     assert queue.pop_ready(10.0) == []  # the slot is taken: nothing starts
-    expected = ["ui-high-1", "etl-high-1", "default-mid", "etl-low-1", "ui-low-1", "etl-low-2"]
+    # ui and etl each started a batch at priority 5, ui first: ui's turn comes first at 0
+    expected = ["ui-high-1", "etl-high-1", "default-mid", "ui-low-1", "etl-low-1", "etl-low-2"]
     assert [queue.position(t, 10.0) for t in expected] == list(range(len(expected)))
     assert _start_order(queue, 10.0) == expected
 
@@ -75,22 +78,78 @@ def test_aging_lets_an_old_low_priority_batch_overtake():
     _fill(queue)
     queue.push("old-low", priority=0, queue="etl", now=0.0)
     queue.push("new-high", priority=5, queue="ui", now=3.0)
-    # at t=4: old-low is worth 0 + 4 s x 1/s = 4, new-high 5 + 1 = 6: the high one first
+    # at t=4: old-low is worth 0 + 4 s x 1/s = 4, below 5: the high one first
     assert queue.position("new-high", 4.0) == 0 and queue.position("old-low", 4.0) == 1
-    # at t=10: 10 against 12: still behind (both age at the same rate)...
-    assert queue.position("old-low", 10.0) == 1
-    # ...but a high-priority batch submitted late does not overtake one that has waited long
+    # at t=5 it has reached priority 5 and competes as an equal: its queue's batch came first
+    assert queue.position("old-low", 5.0) == 0
+    # ...never ahead of a level it has not reached (worth 10 at t=10, not 20)
     queue.push("late-high", priority=5, queue="ui", now=9.0)
-    assert [queue.position(t, 10.0) for t in ("new-high", "late-high", "old-low")] == [0, 2, 1]
-    assert _start_order(queue, 10.0) == ["new-high", "old-low", "late-high"]
+    queue.push("top", priority=20, queue="ui", now=9.0)
+    expected = ["top", "old-low", "new-high", "late-high"]
+    assert [queue.position(t, 10.0) for t in expected] == [0, 1, 2, 3]
+    assert _start_order(queue, 10.0) == expected
 
 
 def test_without_aging_a_low_priority_batch_waits_for_every_higher_one():
-    queue = AdmissionQueue(max_running=1, aging_per_second=0.0)
+    queue = AdmissionQueue(max_running=1, aging_per_second=0.0, max_wait=None)
     _fill(queue)
     queue.push("old-low", priority=0, now=0.0)
     queue.push("new-high", priority=1, now=1000.0)
     assert _start_order(queue, 2000.0) == ["new-high", "old-low"]
+
+
+def test_a_flood_in_one_queue_does_not_hold_up_another():
+    queue = AdmissionQueue(max_running=1)  # aging 0.1 per second
+    _fill(queue)
+    for k in range(4):
+        queue.push(f"bulk-{k}", queue="bulk", now=1.0 + k)
+    queue.push("ui-0", queue="ui", now=10.0)
+    # one batch per queue's turn: ui's comes second, not after the whole flood
+    expected = ["bulk-0", "ui-0", "bulk-1", "bulk-2", "bulk-3"]
+    assert [queue.position(t, 11.0) for t in expected] == [0, 1, 2, 3, 4]
+    for first in ("bulk-0", "ui-0"):
+        queue.done(next(iter(queue.running)))
+        assert queue.pop_ready(11.0) == [first]
+    queue.push("ui-1", queue="ui", now=12.0)
+    queue.push("ui-2", queue="ui", now=12.0)
+    # bulk has gone longer without a start: the two queues alternate, bulk first
+    assert _start_order(queue, 12.0) == ["bulk-1", "ui-1", "bulk-2", "ui-2", "bulk-3"]
+
+
+def test_a_queue_that_started_last_waits_for_the_others_turn():
+    """A queue that submits its next batch as soon as one starts does not take every slot."""
+    queue = AdmissionQueue(max_running=1, aging_per_second=0.0)
+    _fill(queue)
+    for k in range(3):
+        queue.push(f"bulk-{k}", queue="bulk", now=1.0)
+    started = []
+    for k in range(3):
+        queue.push(f"ui-{k}", queue="ui", now=2.0 + k)  # one waiting at a time
+        queue.done(next(iter(queue.running)))
+        started += queue.pop_ready(2.0 + k)
+        queue.done(next(iter(queue.running)))
+        started += queue.pop_ready(2.0 + k)
+    assert started == ["bulk-0", "ui-0", "bulk-1", "ui-1", "bulk-2", "ui-2"]
+
+
+def test_a_batch_that_waited_max_wait_goes_before_every_later_one_across_the_whole_range():
+    queue = AdmissionQueue(max_running=1, aging_per_second=0.1, max_wait=600.0)
+    _fill(queue)
+    queue.push("lowest", priority=-1_000_000, queue="bulk", now=0.0)
+    now, started, k = 0.0, [], 0
+    while "lowest" not in started:  # a slot frees every second; two top-priority batches come
+        queue.push(f"top-{k}", priority=1_000_000, queue="ui", now=now)
+        queue.push(f"top-{k + 1}", priority=1_000_000, queue="ui", now=now + 0.5)
+        k += 2
+        now += 1.0
+        queue.done(next(iter(queue.running)))
+        started += queue.pop_ready(now)
+        assert now < 700, "the lowest priority was starved"
+    assert 600.0 <= now <= 601.0
+    # overdue batches go oldest first, before the others
+    queue.push("old-a", priority=-5, now=now - 700)
+    queue.push("old-b", priority=-9, now=now - 800)
+    assert queue.position("old-b", now) == 0 and queue.position("old-a", now) == 1
 
 
 def test_positions_removal_and_slots():
@@ -175,7 +234,7 @@ def test_service_starts_batches_in_the_order_the_rules_say(local):
     ]):
         waiting[name] = service.submit("create_items", RunOptions(priority=priority, queue=queue),
                                        _planned(engine, n), 1)["txn"]
-    expected = ["ui-high", "etl-high", "mid", "etl-low", "ui-low"]
+    expected = ["ui-high", "etl-high", "mid", "ui-low", "etl-low"]  # ui's turn came first
     statuses = {name: service.status(txn) for name, txn in waiting.items()}
     assert [statuses[name]["queuePosition"] for name in expected] == [0, 1, 2, 3, 4]
     assert all(s["state"] == "queued" for s in statuses.values())

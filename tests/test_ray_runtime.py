@@ -681,3 +681,12 @@ def test_progress_events_reach_the_actor_in_order_in_one_call():
             progress.get("t")
     finally:
         progress.close()
+
+
+def test_a_small_batch_submitted_again_under_its_key_without_waiting_gives_its_id(plain):
+    context = _context(plain, "KeyedNoWait")
+    first = plain.create_items(context, "Rows", rows(5), idempotency_key="no-wait-1")
+    assert first.success, first.error
+    again = plain.create_items(context, "Rows", rows(5), idempotency_key="no-wait-1", wait=False)
+    assert again == first.transaction_id  # the id at once, not the first batch's result
+    assert plain.wait(again).success and plain.count_items(context) == 5

@@ -516,7 +516,8 @@ def connect(store: str | os.PathLike = DEFAULT_STORE, *, runtime: str = "ray", p
     :mod:`batchray.core.storage.ownership`), else a local Ray is started; a live owner that
     cannot be joined is a :class:`batchray.errors.StoreInUse` (``STORE_IN_USE``). ``memory_budget`` (bytes, default 512 MB)
     and ``memory_threshold`` (default 0.8) bound the data in flight. ``max_running`` (default 5):
-    batches the coordinator runs at once, the others wait in their queues by priority (a small
+    batches the coordinator runs at once, the others wait in their queues (by priority, queues
+    taking turns among equals: :mod:`batchray.core.run.queueing`) (a small
     batch of one chunk that a driver sends straight to its participant while nothing waits and a
     slot is free, the direct lane of :mod:`batchray.core.run.direct`, takes no slot). ``shard_apply_delay``
     (seconds per applied chunk, default 0) models a latency-bound store, for tests and

@@ -75,7 +75,10 @@ class RunOptions(_Model):
     again until its timeout, and a non-atomic one runs the chunks that lost the race again
     until its timeout, keeping what it committed (a batch that takes its locks in the global order, or holds none
     yet, is retried with backoff until its timeout instead). ``timeout``: milliseconds from the
-    batch's start. ``priority`` and ``queue``: admission order. ``idempotency_key``: a batch
+    batch's start. ``priority`` and ``queue``: admission order where batches wait for a slot
+    (the coordinator's; :mod:`batchray.core.run.queueing`): higher priorities first, a
+    waiting batch aging towards them; queues take turns among equals; a batch waiting ten
+    minutes goes before all later ones. ``idempotency_key``: a batch
     submitted again under the same key returns the first one's result. ``create_backups``:
     keep before-images after commit so the batch can be undone. ``parallelism``: at most that
     many of the batch's chunks apply at once (so at most that many workers); ``None``: as many
@@ -179,6 +182,24 @@ class BatchResult(_Model):
     def _repr_html_(self) -> Optional[str]:
         renderer = type(self).html_renderer
         return renderer(self) if renderer is not None else None
+
+
+def recorded_result(txn: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Batch ``txn``'s result as its decision-log ``record`` holds it, as a :class:`BatchResult`
+    dict. Recovery (a batch whose run ended without recording its result: a restart, a failed
+    write) records only ``{"recovered": true, "committed": ...}``; that becomes the usual
+    shape: success as committed, the record's state, that record in ``results``, and an
+    ``ABORTED`` error when it was rolled back."""
+    result = record["result"]
+    if "success" in result:
+        return result
+    committed = bool(result.get("committed"))
+    out: dict[str, Any] = {"success": committed, "transactionId": txn, "state": record["state"],
+                           "results": [dict(result)]}
+    if not committed:
+        out["error"] = {"code": "ABORTED", "retryable": False, "details": {"recovered": True},
+                        "message": f"batch {txn} was rolled back by recovery: its run ended before it recorded a result"}
+    return out
 
 
 class BatchStatus(_Model):

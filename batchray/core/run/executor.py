@@ -86,7 +86,10 @@ class Executor:
     def begin(self, kind: str, *, queue: str = "default", priority: int = 0,
               idempotency_key: Optional[str] = None, state: str = "running",
               one_phase: Optional[str] = None) -> tuple[str, int, Optional[dict]]:
-        """Register a batch as running; with a known idempotency key, return the first result.
+        """Register a batch as ``state``: ``(txn, ts, None)``. With an idempotency key already
+        registered, nothing is: ``(txn, ts, prior)`` of the batch registered under it first
+        (``prior``: its record, which has no result while that batch runs). Of concurrent
+        calls with one new key, one registers its batch and the others get it as ``prior``.
         ``one_phase``: the participant the batch will commit at in one phase
         (:meth:`one_phase_of`), noted in its registration for recovery."""
         if idempotency_key:
@@ -94,8 +97,10 @@ class Executor:
             if prior is not None:
                 return prior["txn"], prior["ts"], prior
         txn, ts = new_txn_id(kind.split("_")[0])
-        self.log.add_batch(txn, kind=kind, queue=queue, priority=priority, ts=ts, state=state,
-                           idempotency_key=idempotency_key, request=one_phase_record(one_phase))
+        if not self.log.add_batch(txn, kind=kind, queue=queue, priority=priority, ts=ts, state=state,
+                                  idempotency_key=idempotency_key, request=one_phase_record(one_phase)):
+            prior = self.log.batch_by_key(idempotency_key)  # registered by a concurrent call meanwhile
+            return prior["txn"], prior["ts"], prior
         return txn, ts, None
 
     def one_phase_of(self, chunks: Any, options: RunOptions) -> Optional[str]:

@@ -6,15 +6,19 @@ the simulator's reference — and an embedded one: ``batchray.connect(store, run
 Queues and priorities have no meaning here (nothing waits for a slot); a batch's ``timeout``
 is checked between chunks; progress goes to ``watch`` after every chunk. The process owns the
 store while a runtime is open (:mod:`batchray.core.storage.ownership`): a store another live
-process serves is refused with STORE_IN_USE before anything is opened or recovered.
+process serves is refused with STORE_IN_USE before anything is opened or recovered. A batch
+submitted again under an idempotency key gets the first batch's result, never a second run:
+waited for while another thread runs it, finished as recovery would when its run ended
+without a result (:meth:`LocalRuntime.wait` answers the same way).
 """
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any, Optional
 
-from batchray.core.model.batch import BatchResult, RunOptions
+from batchray.core.model.batch import BatchResult, RunOptions, recorded_result
 from batchray.core.plan.plan import Plan, held_whole
 from batchray.core.run.executor import Executor
 from batchray.core.run.runtime import ProgressCallback
@@ -23,8 +27,8 @@ from batchray.core.storage.backends import open_backend, open_view
 from batchray.core.storage.ownership import claim, owner_record
 from batchray.core.txn.chunks import items_written
 from batchray.core.txn.memory import MemoryBudget
-from batchray.core.txn.twophase import LocalTransport
-from batchray.errors import NotFoundError
+from batchray.core.txn.twophase import LocalTransport, settle
+from batchray.errors import NotFoundError, ParticipantUnavailable
 
 
 class LocalRuntime:
@@ -62,6 +66,9 @@ class LocalRuntime:
         # the one thread of this runtime's own: batches the store failed at their decision or in
         # phase 2 are finished in the background once it answers again (core.run.settler)
         self.settler = attach_settler(self.executor)
+        self._running: dict[str, threading.Event] = {}
+        """The batches threads of this process are running (set when each ends)."""
+        self._running_lock = threading.Lock()
 
     @property
     def memory_allowance(self) -> Optional[int]:
@@ -74,24 +81,54 @@ class LocalRuntime:
     def run(self, plan: Plan, options: RunOptions, *, watch: Optional[ProgressCallback] = None,
             wait: bool = True) -> BatchResult | str:
         """Run ``plan`` to its end here. With ``wait=False`` the batch id is returned (after it
-        ended: nothing runs in the background in this runtime)."""
+        ended: nothing runs in the background in this runtime; under an idempotency key already
+        registered, the first batch's id at once)."""
         plan = held_whole(plan)  # a small batch is sent whole: one-phase commit when it is one chunk
-        txn, ts, prior = self.executor.begin(plan.kind, queue=options.queue, priority=options.priority,
-                                              idempotency_key=options.idempotency_key,
-                                              one_phase=self.executor.one_phase_of(plan.chunks, options))
-        if prior is not None and prior.get("result"):
-            result = BatchResult.model_validate(prior["result"])
-        else:
+        one_phase = self.executor.one_phase_of(plan.chunks, options)
+        with self._running_lock:  # registered and marked running here at once: see _result
+            txn, ts, prior = self.executor.begin(plan.kind, queue=options.queue, priority=options.priority,
+                                                  idempotency_key=options.idempotency_key, one_phase=one_phase)
+            if prior is None:
+                self._running[txn] = threading.Event()
+        if prior is not None:  # the key's batch: its result, never a second run
+            return self._result(txn, prior) if wait else txn
+        try:
             on_chunk = _ProgressCounter(plan.total, watch) if watch is not None else None
             result = self.executor.execute(txn, ts, plan, options, on_chunk=on_chunk,
                                            on_restart=on_chunk.restart if on_chunk is not None else None)
+        finally:
+            with self._running_lock:
+                self._running.pop(txn).set()
         return result if wait else txn
 
     def wait(self, batch_id: str) -> BatchResult:
         record = self.batch_record(batch_id)
         if record is None:
             raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
-        return BatchResult.model_validate(record["result"])
+        return self._result(batch_id, record)
+
+    def _result(self, txn: str, record: dict[str, Any]) -> BatchResult:
+        """The result of batch ``txn`` (``record``: its record in the log, read earlier). One
+        that another thread of this process runs is waited for; one registered without a
+        result that nothing here runs (its run raised before recording one, or the process
+        that registered it died) is finished now as recovery would finish it (its logged
+        decision delivered, else rolled back); a participant that cannot tell whether it
+        committed there is a :class:`ParticipantUnavailable`, and the batch is left to the
+        settler. Never is the batch run again."""
+        while not record.get("result"):
+            with self._running_lock:
+                running = self._running.get(txn)
+            if running is not None:
+                running.wait()
+            elif record["state"] not in ("running", "queued", "pending"):  # ended, with no result to tell
+                return BatchResult(success=False, transaction_id=txn, state=record["state"])
+            elif not settle(self.log, self.driver, txn, self.layout.participant_names):
+                self.settler.add(txn)
+                raise ParticipantUnavailable(
+                    f"batch {txn} ended without recording its result, and a participant did not answer whether it "
+                    "committed there; it is resolved once it answers (its status says how it ended)", batchId=txn)
+            record = self.log.batch(txn) or record
+        return BatchResult.model_validate(recorded_result(txn, record))
 
     def batch_record(self, batch_id: str) -> Optional[dict[str, Any]]:
         return self.log.batch(batch_id)

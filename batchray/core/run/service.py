@@ -50,7 +50,7 @@ from batchray.core.run.direct import DirectBatch, record, resolve_lost
 from batchray.core.run.executor import Executor, deadline
 from batchray.errors import BatchrayError, BatchTimeout, CancelledError, InternalError, NotFoundError
 from batchray.core.txn.memory import MemoryBudget
-from batchray.core.model.batch import BatchResult, BatchState, RunOptions
+from batchray.core.model.batch import BatchResult, BatchState, RunOptions, recorded_result as _recorded_result
 from batchray.core.txn.chunks import PlannedChunk, items_written
 from batchray.core.run.queueing import AdmissionQueue
 from batchray.core.run.settler import attach_settler
@@ -622,18 +622,3 @@ def _counted_stream(run: BatchRun, plan: Plan, should_stop: Callable[[], Any],
     if run.total is not None:
         plan.total = run.total
 
-
-def _recorded_result(txn: str, record: dict[str, Any]) -> dict[str, Any]:
-    """A batch's recorded result as a :class:`BatchResult` dict. Recovery (after a coordinator
-    restart) records only ``{"recovered": true, "committed": ...}``; a driver still waiting for
-    that batch gets its outcome in the usual shape instead of a result it cannot read."""
-    result = record["result"]
-    if "success" in result:
-        return result
-    committed = bool(result.get("committed"))
-    out: dict[str, Any] = {"success": committed, "transactionId": txn, "state": record["state"],
-                           "results": [dict(result)]}
-    if not committed:
-        out["error"] = {"code": "ABORTED", "retryable": False, "details": {"recovered": True},
-                        "message": f"batch {txn} was rolled back by recovery after the coordinator restarted"}
-    return out

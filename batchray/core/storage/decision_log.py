@@ -97,19 +97,22 @@ class DecisionLog:
         idempotency_key: Optional[str] = None,
         request: Any = None,
         submitted: Optional[float] = None,
-    ) -> None:
+    ) -> bool:
         """Register a batch, submitted now or at ``submitted`` (a batch recorded after it ran: the
         history lists batches in the order they were submitted); one registered ``running`` (it
-        started when submitted) has its start time too."""
+        started when submitted) has its start time too. False, nothing written, when
+        ``idempotency_key`` is already another batch's (the lookup and the insert are one
+        statement: of two concurrent registrations under one key, exactly one is written)."""
         now = time.time() if submitted is None else submitted
-        self._write(
+        cur = self._write(
             "add",
             "INSERT INTO batches(txn, state, kind, queue, priority, ts, submitted, started, idem_key, request) "
-            "VALUES(?,?,?,?,?,?,?,?,?,?)",
+            "VALUES(?,?,?,?,?,?,?,?,?,?) ON CONFLICT(idem_key) DO NOTHING",
             (txn, state, kind, queue, priority, ts, now, now if state == "running" else None, idempotency_key,
              orjson.dumps(request).decode() if request is not None else None),
             durable=False,
         )
+        return cur.rowcount == 1
 
     def set_state(self, txn: str, state: str, result: Any = None) -> None:
         now = time.time()

@@ -80,16 +80,19 @@ class PgDecisionLog:
     # batches
     def add_batch(self, txn: str, *, kind: str, queue: str = "default", priority: int = 0, ts: int,
                   state: str = "queued", idempotency_key: Optional[str] = None, request: Any = None,
-                  submitted: Optional[float] = None) -> None:
-        # as the SQLite log's: one registered running started when submitted
+                  submitted: Optional[float] = None) -> bool:
+        # as the SQLite log's: one registered running started when submitted; False (nothing
+        # written) when the idempotency key is another batch's, decided by the one statement
         now = time.time() if submitted is None else submitted
-        self._run(
+        row = self._run(
             "add",
             f"INSERT INTO {self.s}.batches(txn, state, kind, queue, priority, ts, submitted, started, idem_key, "
-            "request) VALUES(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "request) VALUES(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (idem_key) DO NOTHING RETURNING txn",
             (txn, state, kind, queue, priority, ts, now, now if state == "running" else None, idempotency_key,
              orjson.dumps(request).decode() if request is not None else None),
+            fetch="one",
         )
+        return row is not None
 
     def set_state(self, txn: str, state: str, result: Any = None) -> None:
         now = time.time()

@@ -1,0 +1,129 @@
+"""Idempotency keys: a batch never runs twice under one key (no Ray; fast).
+
+What these tests show:
+
+* The in-process runtime: two threads submitting one batch under one key at once run it
+  once, and both get its result; a submit again after a run that ended without recording
+  its result (the log's write failed after the commit) gets that batch's outcome, finished as
+  recovery would, instead of a second run; a batch recovery finished (recorded as
+  ``{"recovered": true, ...}``) answers its key and ``wait`` with a :class:`BatchResult`.
+* The executor over each decision log (SQLite; PostgreSQL with ``BATCHRAY_TEST_PG_DSN``):
+  a registration that lost the race for a new key (it looked the key up before the other
+  registered it) gets the other batch as its prior one, not the log's UNIQUE violation.
+"""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from local_runtime import local_client
+from pg_schema import own_schema
+from batchray.errors import StoreError
+
+COLLECTION = [{"name": "P", "attrs": [{"name": "n"}, {"name": "v", "type": "numeric"}]}]
+
+
+def _rows(count: int) -> list[dict]:
+    return [{"n": f"x{i}", "v": i} for i in range(count)]
+
+
+@pytest.fixture
+def client(tmp_path):
+    with local_client(tmp_path / "store", shards=2) as client:
+        assert client.create_data_context("P", collections=COLLECTION).success
+        yield client
+
+
+def test_concurrent_submits_under_one_key_run_the_batch_once(client, monkeypatch):
+    executor = client.runtime.executor
+    begin, execute = executor.begin, executor.execute
+    found_registered = threading.Event()
+
+    def begin_noting_the_prior(*args, **kwargs):
+        registered = begin(*args, **kwargs)
+        if registered[2] is not None:
+            found_registered.set()
+        return registered
+
+    def execute_once_the_other_submit_came(*args, **kwargs):
+        found_registered.wait(10)  # the other submit finds the key while this batch runs
+        return execute(*args, **kwargs)
+
+    monkeypatch.setattr(executor, "begin", begin_noting_the_prior)
+    monkeypatch.setattr(executor, "execute", execute_once_the_other_submit_came)
+    results = {}
+
+    def submit(k: int) -> None:
+        results[k] = client.create_items("P", "P", _rows(50), idempotency_key="load-1")
+
+    threads = [threading.Thread(target=submit, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert found_registered.is_set()
+    first, second = results[0], results[1]
+    assert first.success and second.success
+    assert first.transaction_id == second.transaction_id and first.item_ids == second.item_ids
+    assert client.count_items("P") == 50
+
+
+def test_a_submit_again_after_a_run_that_recorded_no_result_does_not_run_it_again(client, monkeypatch):
+    log = client.runtime.log
+    set_state = log.set_state
+
+    def result_not_recorded(txn, state, result=None):
+        if result is not None and "success" in result:
+            raise StoreError("decision log: state failed: disk I/O error")
+        return set_state(txn, state, result)
+
+    monkeypatch.setattr(log, "set_state", result_not_recorded)
+    with pytest.raises(StoreError) as failed:
+        client.create_items("P", "P", _rows(40), idempotency_key="load-2")
+    assert failed.value.details["committed"] is True  # committed; only its record failed
+    monkeypatch.setattr(log, "set_state", set_state)
+    txn = failed.value.details["batchId"]
+    assert log.batch(txn)["result"] is None
+    again = client.create_items("P", "P", _rows(40), idempotency_key="load-2")
+    assert again.success and again.transaction_id == txn
+    assert client.count_items("P") == 40  # not 80: the batch ran once
+    assert client.wait(txn).success
+
+
+def test_a_batch_recovery_finished_answers_its_key_and_wait(tmp_path):
+    store = tmp_path / "store"
+    with local_client(store, shards=2) as client:
+        assert client.create_data_context("P", collections=COLLECTION).success
+        # registered under the key, then the process ended before the batch ran
+        txn, _, _ = client.runtime.executor.begin("create_items", idempotency_key="load-3")
+    with local_client(store, shards=2) as client:  # recovery rolls it back
+        assert client.runtime.log.batch(txn)["result"] == {"recovered": True, "committed": False}
+        for answer in (client.create_items("P", "P", _rows(3), idempotency_key="load-3"), client.wait(txn)):
+            assert answer.transaction_id == txn and not answer.success
+            assert answer.state.value == "rolled_back" and answer.error["code"] == "ABORTED"
+        assert client.count_items("P") == 0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_registration_that_lost_the_race_for_a_key_gets_the_winner(kind, tmp_path, monkeypatch):
+    if kind == "sqlite":
+        _lost_race(str(tmp_path / "store"), monkeypatch)
+    else:
+        with own_schema("idem") as schema:
+            _lost_race(schema.url, monkeypatch)
+
+
+def _lost_race(store: str, monkeypatch) -> None:
+    with local_client(store, shards=2) as client:
+        executor, log = client.runtime.executor, client.runtime.log
+        winner, ts, prior = executor.begin("create_items", idempotency_key="load-4")
+        assert prior is None
+        lookup = log.batch_by_key
+        stale = iter([None])  # the loser's lookup ran before the winner registered
+        monkeypatch.setattr(log, "batch_by_key", lambda key: next(stale, None) or lookup(key))
+        txn, ts_again, prior = executor.begin("create_items", idempotency_key="load-4")
+        assert (txn, ts_again) == (winner, ts) and prior["txn"] == winner
+        assert log.add_batch("other", kind="create_items", ts=1, idempotency_key="load-4") is False
+        assert log.batch("other") is None
+        assert log.add_batch("other", kind="create_items", ts=1, idempotency_key="load-5") is True
