@@ -418,8 +418,13 @@ class CoordinatorService:
                                            on_decided=lambda r: self._decided(run, r), on_restart=restart)
         except Exception as exc:  # noqa: BLE001 - e.g. the decision log failed: recovery finishes it
             error = exc if isinstance(exc, BatchrayError) else InternalError(f"{type(exc).__name__}: {exc}")
-            result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed,
-                                 error=error.to_dict())
+            if run.result is not None and run.done.is_set():
+                # decided (the commit point passed): the outcome stands; what failed after it
+                # (phase 2, the result's record) is reported with it
+                result = run.result.model_copy(update={"error": run.result.error or error.to_dict()})
+            else:
+                result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed,
+                                     error=error.to_dict())
         finally:
             self._drain(run)
             self.release_images(run.txn)
