@@ -1,17 +1,28 @@
-"""The coordinator service in-process (no Ray): a decided batch's result stands.
+"""The coordinator service in-process (no Ray): what a cancellation's reply promises happens,
+and a decided batch's result stands.
 
 What these tests show, over in-process SQLite participants:
 
+* **Cancel during the vote.** A cancellation (with rollback) or the timeout of an atomic batch
+  that comes after the last apply but before the decision rolls the batch back, as the
+  cancellation's reply said; one that comes after the decision was taken is answered so (the
+  batch commits, the reply says it does and promises no rollback).
+* **Cancel of a re-run.** A non-atomic batch re-running the chunks that lost a lock race keeps
+  what its first attempt committed when cancelled, and the reply says so.
 * **A failure after the decision.** A phase 2 whose record fails leaves the committed result
   (the failure reported with it), not ``failed``.
 """
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 
 from batchray.core.model.batch import RunOptions
 from batchray.core.run.service import CoordinatorService
 from batchray.core.txn.memory import MemoryBudget
+from batchray.core.txn.twophase import TwoPhaseCommit
 from batchray.errors import StoreError
 from local_runtime import local_client
 from polling import until
@@ -39,6 +50,103 @@ def local(tmp_path):
 def _planned(engine, n: int, batch_size: int = 10):
     """``n`` rows in chunks of ``batch_size`` over both shards (more than one chunk: two-phase)."""
     return list(engine.planner.create_items("S", "Rows", [{"n": i} for i in range(n)], batch_size=batch_size).chunks)
+
+
+class _Held:
+    """Patches ``TwoPhaseCommit.<method>`` to stop in it (before or after the original) until
+    released: ``reached`` is set when a batch got there."""
+
+    def __init__(self, monkeypatch, method: str, after: bool = False) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        original = getattr(TwoPhaseCommit, method)
+
+        def held(driver, *args):
+            value = original(driver, *args) if after else None
+            self.reached.set()
+            assert self.release.wait(20)
+            return value if after else original(driver, *args)
+
+        monkeypatch.setattr(TwoPhaseCommit, method, held)
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+def test_a_cancel_that_comes_during_the_vote_rolls_the_batch_back(local, monkeypatch, atomic):
+    engine, make_service = local
+    service = make_service()
+    vote = _Held(monkeypatch, "_vote")
+    txn = service.submit("create_items", RunOptions(atomic=atomic), _planned(engine, 40), 40)["txn"]
+    assert vote.reached.wait(20)  # every chunk applied; the votes are being taken
+    reply = service.cancel(txn)
+    assert reply["success"] and reply["rollback"] and "rolled back" in reply["message"], reply
+    vote.release.set()
+    result = service.wait(txn, 30)
+    assert not result["success"] and result["state"] == "cancelled" and result["itemsCreated"] == 0, result
+    assert engine.count_items("S") == 0
+
+
+def test_a_cancel_that_keeps_or_a_timeout_during_the_vote(local, monkeypatch):
+    """Non-atomic, ``rollback=False``: what was applied is kept, the batch reports cancelled.
+    The timeout of an atomic batch that passes during the vote rolls it back."""
+    engine, make_service = local
+    service = make_service()
+    vote = _Held(monkeypatch, "_vote")
+    txn = service.submit("create_items", RunOptions(atomic=False), _planned(engine, 40), 40)["txn"]
+    assert vote.reached.wait(20)
+    reply = service.cancel(txn, rollback=False)
+    assert reply["success"] and not reply["rollback"] and "kept" in reply["message"], reply
+    vote.release.set()
+    result = service.wait(txn, 30)
+    assert result["state"] == "cancelled" and result["itemsCreated"] == 40, result
+    assert engine.count_items("S") == 40
+
+    vote.reached.clear()
+    vote.release.clear()
+    txn = service.submit("create_items", RunOptions(timeout=2000), _planned(engine, 40), 40)["txn"]
+    assert vote.reached.wait(20)
+    time.sleep(2.1)  # past its timeout while it waits for the votes
+    vote.release.set()
+    result = service.wait(txn, 30)
+    assert result["state"] == "rolled_back" and result["error"]["code"] == "TIMEOUT", result
+    assert engine.count_items("S") == 40
+
+
+def test_a_cancel_after_the_decision_says_the_batch_commits(local, monkeypatch):
+    engine, make_service = local
+    service = make_service()
+    logged = _Held(monkeypatch, "_log_decision", after=True)  # the decision is in the log
+    txn = service.submit("create_items", RunOptions(), _planned(engine, 40), 40)["txn"]
+    assert logged.reached.wait(20)
+    reply = service.cancel(txn)
+    assert not reply["success"] and reply["state"] == "committing" and not reply["rollback"], reply
+    assert "commits" in reply["message"] and "rolled back" not in reply["message"]
+    logged.release.set()
+    result = service.wait(txn, 30)
+    assert result["success"] and result["state"] == "completed" and result["itemsCreated"] == 40, result
+    assert engine.count_items("S") == 40
+
+
+def test_cancelling_a_non_atomic_batch_that_reruns_its_conflicted_chunks_says_what_it_keeps(local):
+    engine, make_service = local
+    service = make_service()
+    ids = engine.create_items("S", "Rows", [{"n": 1} for _ in range(6)], batch_size=3).item_ids
+    last = max(engine.layout.shard_names)
+    held = next(i for i in ids if engine.layout.shard_of(i) == last)
+    first = next(i for i in ids if engine.layout.shard_of(i) != last)
+    engine.runtime.participants[last].locks.acquire("batch-holding-it", 1, [held])  # older: wait-die kills ours
+    updates = [{"selector": {"itemId": first}, "values": {"n": 7}},
+               {"selector": {"query": "n > 0"}, "values": {"n": "=n + 1"}}]
+    plan = engine.planner.update_items("S", updates)
+    txn = service.submit("update_items", RunOptions(atomic=False, timeout=20_000), list(plan.chunks), plan.total)["txn"]
+    until(lambda: service.executor.attempts.get(txn, "").endswith(".r2"), what="the re-run of the conflicted chunk")
+    reply = service.cancel(txn)
+    assert reply["success"] and not reply["rollback"], reply
+    assert "everything" not in reply["message"] and f"committed ({txn})" in reply["message"], reply
+    result = service.wait(txn, 30)
+    assert result["state"] == "cancelled" and result["itemsUpdated"] > 0, result
+    values = {item["id"]: item["values"]["n"] for item in engine.get_items("S")}
+    assert values[first] == 8 and values[held] == 1  # the first attempt's work stayed; the held item untouched
+    engine.runtime.participants[last].locks.release_all("batch-holding-it")
 
 
 def test_a_failure_after_the_decision_keeps_the_committed_result(local, monkeypatch):

@@ -25,7 +25,11 @@ participants; ``graceful=False`` does not wait for them when the batch is to be 
 (the abort is sent at once and the participants refuse the late applies), and stops retrying
 failed chunks. ``rollback=True`` (and any atomic batch) ends with nothing of the batch in the
 store; ``rollback=False`` on a non-atomic batch keeps the chunks that were applied (state
-``cancelled``, with the kept items counted in the result).
+``cancelled``, with the kept items counted in the result). A non-atomic batch that is running
+its conflicted chunks again keeps what its earlier attempts committed, whatever ``rollback``
+says. The stop is looked for once more between the votes and the decision; a cancellation
+that comes after that look changes nothing of the decision: its reply says the batch is
+already decided (``success`` false), and no further attempt of the batch runs.
 
 A batch's ``timeout`` option (milliseconds, default 300,000) runs from its start, not from its
 submission (time spent queued does not count): past it the batch stops like a non-graceful
@@ -99,6 +103,7 @@ class BatchRun:
     keys: set = field(default_factory=set)  # the keys of the keyed chunks fed (PlannedChunk.key)
     heard: float = 0.0  # monotonic time of the feeder's last keep-alive
     done_rows: dict = field(default_factory=dict)  # participant -> rows of its chunks whose apply ended
+    decided_in: Optional[str] = None  # the attempt past its last stop check: no stop changes its decision
 
     def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[Optional[PlannedChunk]]:
         """The planned chunks as they are fed, and ``None`` every 50 ms while none is waiting,
@@ -370,11 +375,7 @@ class CoordinatorService:
         options = run.options
         timed_out = deadline(options.timeout, run.txn)
         run.running.set()  # the driver's feed calls may reserve budget now
-
-        def should_stop():
-            if run.stop is None:
-                run.stop = timed_out()
-            return run.stop
+        should_stop = _StopCheck(run, timed_out, self._lock, lambda: self.executor.attempts.get(run.txn, run.txn))
 
         # increments are summed and sent at most every PROGRESS_EVERY seconds, and always
         # before waiters hear the result (see _decided): one call per chunk to the progress
@@ -523,7 +524,9 @@ class CoordinatorService:
         ]
 
     def cancel(self, txn: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
-        """Cancel a queued or running batch. A finished batch is reported as such, unchanged."""
+        """Cancel a queued or running batch (see the module docstring). The reply says what
+        will happen: ``success`` false for a batch that finished, or was already decided
+        (its decision stands), ``rollback`` true when nothing of the batch will stay."""
         record = self.log.batch(txn)
         if record is None:
             raise NotFoundError(f"no batch {txn}", batchId=txn)
@@ -531,12 +534,15 @@ class CoordinatorService:
             return {"success": False, "batchId": txn, "state": record["state"],
                     "message": f"batch {txn} already finished ({record['state']}); nothing to cancel"}
         run = self.runs.get(txn)
-        with self._lock:
+        with self._lock:  # as one step with the driver's last stop check (_StopCheck.close)
             was_waiting = self.admission.remove(txn)
+            attempt = self.executor.attempts.get(txn, run.decided_in or txn) if run is not None else txn
+            decided = run is not None and run.decided_in == attempt
+            if run is not None:
+                run.graceful = graceful
+                run.stop = CancelledError(f"batch {txn} was cancelled", rollback=rollback, graceful=graceful)
         if run is None:
             return {"success": False, "batchId": txn, "state": record["state"], "message": "batch is being recovered"}
-        run.graceful = graceful
-        run.stop = CancelledError(f"batch {txn} was cancelled", rollback=rollback, graceful=graceful)
         if was_waiting:
             self.log.set_state(txn, "cancelled", result={"success": False, "transactionId": txn, "state": "cancelled"})
             run.result = BatchResult(success=False, transaction_id=txn, state=BatchState.cancelled,
@@ -544,10 +550,13 @@ class CoordinatorService:
             self._drain(run)
             run.done.set()
             return {"success": True, "batchId": txn, "state": "cancelled", "message": "removed from its queue"}
-        if run.done.is_set():  # it finished while this call looked it up
+        if run.done.is_set():  # it finished (or reached its commit point) while this call looked it up
             state = run.result.state.value if run.result is not None else record["state"]
             return {"success": False, "batchId": txn, "state": state,
                     "message": f"batch {txn} already finished ({state}); nothing to cancel"}
+        kept = [] if run.options.atomic else self._kept(attempt)
+        if decided:
+            return _decided_reply(txn, self.log.decision(attempt), kept)
         rolled_back = rollback or run.options.atomic
         if graceful:
             how = "dispatch stopped; the chunks already at the workers finish"
@@ -555,10 +564,21 @@ class CoordinatorService:
             how = "dispatch stopped; the chunks at the workers are not waited for"
         else:
             how = "dispatch stopped; the chunks already at the workers finish, so that what they apply is kept"
+        if rolled_back and kept:
+            how += ("; what this attempt applied is rolled back, but what the batch's earlier attempts "
+                    f"committed ({', '.join(kept)}) is kept")
+        elif rolled_back:
+            how += "; everything the batch wrote is rolled back"
+        else:
+            how += "; what was applied is kept"
         return {"success": True, "batchId": txn, "state": "cancelling", "graceful": graceful,
-                "rollback": rolled_back,
-                "message": how + ("; everything the batch wrote is rolled back" if rolled_back
-                                  else "; what was applied is kept")}
+                "rollback": rolled_back and not kept, "message": how}
+
+    def _kept(self, attempt: str) -> list[str]:
+        """The earlier attempts that committed, when ``attempt`` re-runs a non-atomic batch's
+        conflicted chunks (its record's ``kept``, :mod:`batchray.core.txn.attempts`)."""
+        request = (self.log.batch(attempt) or {}).get("request")
+        return list(request.get("kept") or []) if isinstance(request, dict) else []
 
     # -- the direct lane (batchray.core.run.direct) --------------------------------------------
     def lane_open(self) -> bool:
@@ -615,6 +635,47 @@ class _Threads:
                 logging.getLogger("batchray").exception("a batch thread failed")
             with self._lock:
                 self._idle += 1
+
+
+class _StopCheck:
+    """A running batch's ``should_stop``: its stop (a cancellation, else its timeout once it
+    passed). ``close()`` is the driver's last look before a decision
+    (:meth:`~batchray.core.txn.policies.StopPolicy.last_check`): under the service's lock, it
+    notes which attempt is being decided, so that :meth:`CoordinatorService.cancel` (under
+    the same lock) knows whether its stop can still change that decision."""
+
+    def __init__(self, run: BatchRun, timed_out: Callable[[], Any], lock: Any, attempt: Callable[[], str]) -> None:
+        self.run = run
+        self.timed_out = timed_out
+        self.lock = lock
+        self.attempt = attempt
+
+    def __call__(self) -> Any:
+        if self.run.stop is None:
+            self.run.stop = self.timed_out()
+        return self.run.stop
+
+    def close(self) -> Any:
+        with self.lock:
+            self.run.decided_in = self.attempt()
+            return self()
+
+
+def _decided_reply(txn: str, outcomes: Optional[dict[str, str]], kept: list[str]) -> dict[str, Any]:
+    """The reply to a cancellation that came after the batch's decision was taken: the decision
+    stands (``outcomes``: as logged; None while it is being written)."""
+    if outcomes is None:
+        state, what = "deciding", "its decision is being recorded and stands"
+    elif any(v == "commit" for v in outcomes.values()):
+        state, what = "committing", "it commits what it applied"
+    elif kept:
+        state = "rolling_back"
+        what = f"its last attempt is rolled back, what its earlier attempts committed ({', '.join(kept)}) stays"
+    else:
+        state, what = "rolling_back", "it is rolled back"
+    return {"success": False, "batchId": txn, "state": state, "rollback": state == "rolling_back" and not kept,
+            "message": f"batch {txn} was already decided: {what}; this cancellation changes nothing of that "
+                       "(no further attempt of it runs)"}
 
 
 def _counted_stream(run: BatchRun, plan: Plan, should_stop: Callable[[], Any],
