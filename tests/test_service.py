@@ -1,5 +1,5 @@
 """The coordinator service in-process (no Ray): what a cancellation's reply promises happens,
-and a decided batch's result stands.
+ended batches are dropped, and a decided batch's result stands.
 
 What these tests show, over in-process SQLite participants:
 
@@ -9,6 +9,9 @@ What these tests show, over in-process SQLite participants:
   batch commits, the reply says it does and promises no rollback).
 * **Cancel of a re-run.** A non-atomic batch re-running the chunks that lost a lock race keeps
   what its first attempt committed when cancelled, and the reply says so.
+* **Ended batches.** They hold no input, only the most recent stay in memory, and an evicted
+  one is answered from the decision log (``wait``, ``status``, ``cancel``, ``feed``, an
+  idempotent resubmission).
 * **A failure after the decision.** A phase 2 whose record fails leaves the committed result
   (the failure reported with it), not ``failed``.
 """
@@ -147,6 +150,33 @@ def test_cancelling_a_non_atomic_batch_that_reruns_its_conflicted_chunks_says_wh
     values = {item["id"]: item["values"]["n"] for item in engine.get_items("S")}
     assert values[first] == 8 and values[held] == 1  # the first attempt's work stayed; the held item untouched
     engine.runtime.participants[last].locks.release_all("batch-holding-it")
+
+
+def test_ended_batches_release_their_input_and_only_the_recent_ones_stay(local):
+    engine, make_service = local
+    service = make_service()
+    service.KEEP_ENDED = 3
+    txns = []
+    for k in range(6):
+        options = RunOptions(idempotency_key=f"key-{k}")
+        txns.append(service.submit("create_items", options, _planned(engine, 20), 20, wait=10)["txn"])
+    blocker = service.submit("create_items", RunOptions())["txn"]
+    until(lambda: service.status(blocker)["state"] == "running")
+    until(lambda: all(txn not in service.runs or service.runs[txn].ended.is_set() for txn in txns))
+    assert set(service.runs) == {*txns[-3:], blocker}  # the three most recent ended ones, and the running one
+    assert all(service.runs[txn].planned is None for txn in txns[-3:])
+    old = txns[0]
+    result = service.wait(old, 1)
+    assert result["success"] and result["itemsCreated"] == 20, result
+    assert service.status(old)["state"] == "completed"
+    assert not service.cancel(old)["success"]
+    assert not service.feed(old, []) and service.keep_alive(old) is False
+    service.close_input(old, 20)  # nothing to close: no error
+    again = service.submit("create_items", RunOptions(idempotency_key="key-0"), _planned(engine, 20), 20, wait=10)
+    assert again["txn"] == old and again["prior"] is not None and again["result"]["itemsCreated"] == 20
+    service.close_input(blocker, 0)
+    assert service.wait(blocker, 30)["success"]
+    assert engine.count_items("S") == 120
 
 
 def test_a_failure_after_the_decision_keeps_the_committed_result(local, monkeypatch):

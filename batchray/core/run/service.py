@@ -16,7 +16,9 @@ only builds the Ray transport and workers around it). It is plain threaded Pytho
   result, sparing the hand-off to a pool thread and back (two thread wake-ups on a small
   batch's path), at most ``SUBMIT_THREAD_RUNS`` at once (so that calls such as
   :meth:`cancel` always find a thread of the caller's to run on);
-* :meth:`wait`, :meth:`status`, :meth:`cancel` serve drivers.
+* :meth:`wait`, :meth:`status`, :meth:`cancel` serve drivers. Once a batch has ended, what it
+  held of its input is dropped, and only the ``KEEP_ENDED`` most recent ended batches stay in
+  memory; the others are answered from the decision log.
 
 Cancellation (:meth:`cancel`): a queued batch is taken out of its queue and never runs. A
 running batch stops dispatching at once (chunks fed but not yet dispatched are dropped, and the
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import queue
+from collections import deque
 import threading
 import time
 from dataclasses import dataclass, field
@@ -161,6 +164,7 @@ class CoordinatorService:
         self.release_images = release_images
         self.admission = AdmissionQueue(max_running, aging_per_second)
         self.runs: dict[str, BatchRun] = {}
+        self._ended: deque[str] = deque()  # the ended batches still in ``runs``, oldest first
         self._lock = threading.Condition()
         self._closed = False
         # Python type names of the chunk handles fed in, and how many: with Ray these must all
@@ -179,6 +183,10 @@ class CoordinatorService:
     def peak_in_flight(self) -> int:
         """The most bytes ever reserved at once (chunks fed or dispatched, not yet taken in)."""
         return self.budget.peak
+
+    KEEP_ENDED = 64
+    """Ended batches kept in memory, the most recent ones (their results, for :meth:`wait`):
+    an older one is answered from the decision log."""
 
     SUBMIT_THREAD_RUNS = 8
     """One-phase batches run on their ``submit`` call's thread at once, at most (more run on
@@ -260,7 +268,9 @@ class CoordinatorService:
         longer takes input (finished, failed or cancelled). ``adopt``: called with each chunk
         taken (not a keyed one sent again) once its bytes are reserved, it returns what the
         batch keeps of it (the Ray coordinator makes a chunk sent whole an object of its own)."""
-        run = self._run(txn)
+        run = self._ended_or_run(txn)
+        if run is None:
+            return FeedReply(False)
         with self._lock:
             run.feeding += 1
         try:
@@ -311,7 +321,9 @@ class CoordinatorService:
         write whose upstream stages are still running): the batch is not rolled back as
         stalled while these come at least every ``stall_timeout`` seconds. False means the
         batch no longer takes input."""
-        run = self._run(txn)
+        run = self._ended_or_run(txn)
+        if run is None:
+            return False
         run.heard = time.monotonic()
         return not (run.done.is_set() or run.stop is not None)
 
@@ -332,7 +344,9 @@ class CoordinatorService:
         self.progress.memory(self.budget.in_use, self.budget.limit)
 
     def close_input(self, txn: str, total: Optional[int] = None) -> None:
-        run = self._run(txn)
+        run = self._ended_or_run(txn)
+        if run is None or run.ended.is_set():
+            return  # it ended: it takes no input
         if total is not None:
             run.total = total
             if self.progress is not None:
@@ -444,6 +458,7 @@ class CoordinatorService:
                 self._report_memory(force=True)
             run.done.set()
             run.ended.set()
+            self._retire(run)
 
     def _decided(self, run: BatchRun, result: BatchResult) -> None:
         """The commit point: waiters get the result now; phase 2 goes on, and readers are held
@@ -454,6 +469,18 @@ class CoordinatorService:
             run.send_progress()  # a status query after the result sees every increment
         run.result = result
         run.done.set()
+
+    def _retire(self, run: BatchRun) -> None:
+        """A batch has ended: drop what it held of its input (its planned chunks: inline rows,
+        or refs that pin objects in Ray's object store) and keep it only among the
+        ``KEEP_ENDED`` most recent ended batches (older ones are answered from the log)."""
+        run.planned = None
+        run.keys = set()
+        self._drain(run)
+        with self._lock:
+            self._ended.append(run.txn)
+            while len(self._ended) > self.KEEP_ENDED:
+                self.runs.pop(self._ended.popleft(), None)
 
     def _drain(self, run: BatchRun) -> None:
         """Give back the budget of chunks fed but never dispatched."""
@@ -466,9 +493,14 @@ class CoordinatorService:
                 self.budget.release(item.nbytes)
 
     # -- queries --------------------------------------------------------------------------------
-    def _run(self, txn: str) -> BatchRun:
+    def _ended_or_run(self, txn: str) -> Optional[BatchRun]:
+        """Batch ``txn``'s run; None for one that ended and was dropped from memory (the log
+        has it finished); NotFoundError for a batch not run here."""
         run = self.runs.get(txn)
         if run is None:
+            record = self.log.batch(txn)
+            if record is not None and BatchState(record["state"]).finished:
+                return None
             raise NotFoundError(f"batch {txn} is not running here", batchId=txn)
         return run
 
@@ -547,8 +579,8 @@ class CoordinatorService:
             self.log.set_state(txn, "cancelled", result={"success": False, "transactionId": txn, "state": "cancelled"})
             run.result = BatchResult(success=False, transaction_id=txn, state=BatchState.cancelled,
                                      error=run.stop.to_dict())
-            self._drain(run)
             run.done.set()
+            self._retire(run)
             return {"success": True, "batchId": txn, "state": "cancelled", "message": "removed from its queue"}
         if run.done.is_set():  # it finished (or reached its commit point) while this call looked it up
             state = run.result.state.value if run.result is not None else record["state"]
