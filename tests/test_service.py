@@ -1,5 +1,6 @@
 """The coordinator service in-process (no Ray): what a cancellation's reply promises happens,
-ended batches are dropped, and a decided batch's result stands.
+feeds of a queued batch hold no thread, ended batches are dropped, and a decided batch's result
+stands.
 
 What these tests show, over in-process SQLite participants:
 
@@ -9,6 +10,8 @@ What these tests show, over in-process SQLite participants:
   batch commits, the reply says it does and promises no rollback).
 * **Cancel of a re-run.** A non-atomic batch re-running the chunks that lost a lock race keeps
   what its first attempt committed when cancelled, and the reply says so.
+* **Feeds of a queued batch.** They answer at once (``queued``), taking nothing;
+  :func:`when_started` gets a driver's chunks in once the batch runs.
 * **Ended batches.** They hold no input, only the most recent stay in memory, and an evicted
   one is answered from the decision log (``wait``, ``status``, ``cancel``, ``feed``, an
   idempotent resubmission).
@@ -23,7 +26,7 @@ import time
 import pytest
 
 from batchray.core.model.batch import RunOptions
-from batchray.core.run.service import CoordinatorService
+from batchray.core.run.service import CoordinatorService, when_started
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.twophase import TwoPhaseCommit
 from batchray.errors import StoreError
@@ -150,6 +153,47 @@ def test_cancelling_a_non_atomic_batch_that_reruns_its_conflicted_chunks_says_wh
     values = {item["id"]: item["values"]["n"] for item in engine.get_items("S")}
     assert values[first] == 8 and values[held] == 1  # the first attempt's work stayed; the held item untouched
     engine.runtime.participants[last].locks.release_all("batch-holding-it")
+
+
+def test_a_feed_of_a_queued_batch_answers_at_once_and_the_driver_feeds_once_it_runs(local):
+    engine, make_service = local
+    service = make_service(max_running=1)
+    blocker = service.submit("create_items", RunOptions())["txn"]  # holds the only slot
+    until(lambda: service.status(blocker)["state"] == "running")
+    txn = service.submit("create_items", RunOptions())["txn"]
+    assert service.status(txn)["state"] == "queued"
+    planned = _planned(engine, 20)
+    started = time.monotonic()
+    reply = service.feed(txn, planned)
+    assert time.monotonic() - started < 0.5  # not held until the batch starts
+    assert not reply and reply.queued and service.budget.in_use == 0
+
+    fed = {}
+
+    def driver():  # what a driver does: wait for the start without holding a thread there, then feed
+        if when_started(lambda: service.feed(txn, [])):
+            fed["reply"] = service.feed(txn, planned)
+            service.close_input(txn, 20)
+
+    feeder = threading.Thread(target=driver)
+    feeder.start()
+    time.sleep(0.3)
+    assert "reply" not in fed
+    service.close_input(blocker, 0)
+    feeder.join(20)
+    assert fed["reply"] and not fed["reply"].queued
+    result = service.wait(txn, 30)
+    assert result["success"] and result["itemsCreated"] == 20, result
+    assert engine.count_items("S") == 20
+
+    blocker = service.submit("create_items", RunOptions())["txn"]
+    until(lambda: service.status(blocker)["state"] == "running")
+    queued = service.submit("create_items", RunOptions())["txn"]
+    assert service.cancel(queued)["state"] == "cancelled"
+    reply = service.feed(queued, [])
+    assert not reply and not reply.queued  # it takes no input any more: nothing to wait for
+    service.cancel(blocker)
+    assert not service.feed(blocker, [])  # the same for a running batch cancelled
 
 
 def test_ended_batches_release_their_input_and_only_the_recent_ones_stay(local):

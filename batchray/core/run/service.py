@@ -5,8 +5,10 @@ only builds the Ray transport and workers around it). It is plain threaded Pytho
 
 * :meth:`submit` registers a batch in the decision log and queues it (the id comes back at once);
 * planned chunks arrive with the submission (small batches) or through :meth:`feed` (streams);
-  ``feed`` blocks while the batch is still queued (a queued batch holds no budget) and while
-  the memory budget is full, which is how a driver is slowed down;
+  ``feed`` of a batch still queued takes nothing and answers at once that it has not started
+  (a queued batch holds no budget, and its feeds hold none of the caller's threads: the
+  driver waits with :func:`when_started`), and it blocks while the memory budget is full,
+  which is how a driver is slowed down;
 * a batch starts as soon as one of ``max_running`` slots is free, the best waiting one first
   (:class:`~batchray.core.run.queueing.AdmissionQueue`): at once from :meth:`submit` when a slot is free
   (no hand-off), else from the admission thread when a slot frees; each batch runs two-phase
@@ -77,6 +79,10 @@ class FeedReply:
 
     accepted: bool
     done: dict[str, int] = field(default_factory=dict)
+
+    queued: bool = False
+    """The batch has not started yet: nothing was taken; send the chunks again once it runs
+    (:func:`when_started`)."""
 
     def __bool__(self) -> bool:
         return self.accepted
@@ -241,7 +247,7 @@ class CoordinatorService:
             here = (run.logged_running and one_phase is not None and bool(wait)
                     and self._submit_thread_runs < self.SUBMIT_THREAD_RUNS)
             self._submit_thread_runs += here
-            self._start([t for t in ready if not (here and t == txn)])
+            self._start(ready, here=txn if here else None)
         if here:
             try:
                 self._execute(run)
@@ -262,15 +268,20 @@ class CoordinatorService:
 
     def feed(self, txn: str, planned: list[PlannedChunk],
              adopt: Optional[Callable[[Any], Any]] = None) -> FeedReply:
-        """Queue more chunks, reserving their bytes first. Blocks while the batch is queued
-        (a waiting batch holds no budget, so it cannot starve the running ones) and while the
-        budget is full or the node is under memory pressure. A false reply means the batch no
-        longer takes input (finished, failed or cancelled). ``adopt``: called with each chunk
+        """Queue more chunks, reserving their bytes first. A batch still queued takes none: the
+        reply (``queued``) comes at once, and the caller sends them again once it runs
+        (:func:`when_started`; a waiting batch holds no budget, so it cannot starve the running
+        ones, and its feeds hold no thread of the caller's). Blocks while the budget is full or
+        the node is under memory pressure. A false reply that is not ``queued`` means the batch
+        no longer takes input (finished, failed or cancelled). ``adopt``: called with each chunk
         taken (not a keyed one sent again) once its bytes are reserved, it returns what the
         batch keeps of it (the Ray coordinator makes a chunk sent whole an object of its own)."""
         run = self._ended_or_run(txn)
         if run is None:
             return FeedReply(False)
+        if not run.running.is_set():
+            stopped = run.done.is_set() or run.stop is not None
+            return FeedReply(False, dict(run.done_rows), queued=not stopped)
         with self._lock:
             run.feeding += 1
         try:
@@ -281,9 +292,8 @@ class CoordinatorService:
                 run.feeding -= 1
 
     def _feed(self, run: BatchRun, planned: list[PlannedChunk], adopt: Optional[Callable[[Any], Any]]) -> bool:
-        while not run.running.wait(0.05):
-            if run.done.is_set() or run.stop is not None:
-                return False
+        if run.done.is_set() or run.stop is not None:
+            return False
         for pc in planned:
             if pc.key is not None:
                 with self._lock:
@@ -375,10 +385,13 @@ class CoordinatorService:
                     continue
                 self._start(ready)
 
-    def _start(self, txns: list[str]) -> None:
-        """Run admitted batches on the pool (called with ``_lock`` held, in start order)."""
+    def _start(self, txns: list[str], here: Optional[str] = None) -> None:
+        """Run admitted batches on the pool (called with ``_lock`` held, in start order), but
+        ``here``, which the caller runs itself. Their feeds are taken from now on."""
         for txn in txns:
-            self._threads.run(self._execute, self.runs[txn])
+            self.runs[txn].running.set()
+            if txn != here:
+                self._threads.run(self._execute, self.runs[txn])
 
     def _execute(self, run: BatchRun) -> None:
         run.started = time.time()
@@ -388,7 +401,7 @@ class CoordinatorService:
             self.progress.start(run.txn, run.total, run.kind)
         options = run.options
         timed_out = deadline(options.timeout, run.txn)
-        run.running.set()  # the driver's feed calls may reserve budget now
+        run.running.set()  # the driver's feed calls may reserve budget now (set when admitted)
         should_stop = _StopCheck(run, timed_out, self._lock, lambda: self.executor.attempts.get(run.txn, run.txn))
 
         # increments are summed and sent at most every PROGRESS_EVERY seconds, and always
@@ -708,6 +721,25 @@ def _decided_reply(txn: str, outcomes: Optional[dict[str, str]], kept: list[str]
     return {"success": False, "batchId": txn, "state": state, "rollback": state == "rolling_back" and not kept,
             "message": f"batch {txn} was already decided: {what}; this cancellation changes nothing of that "
                        "(no further attempt of it runs)"}
+
+
+FEED_RETRY = (0.02, 0.5)
+"""Seconds between the feeds :func:`when_started` sends: the first pause, and the longest (each
+pause doubles)."""
+
+
+def when_started(feed: Callable[[], FeedReply], sleep: Callable[[float], None] = time.sleep) -> FeedReply:
+    """The reply of ``feed`` (an empty feed of a batch: it takes nothing) once its batch is no
+    longer queued, asking again after a pause while the reply says ``queued``. A driver calls
+    this before it feeds chunks, so that no chunk of it is refused as queued and none is sent
+    twice; its reply is false when the batch takes no input any more."""
+    pause, longest = FEED_RETRY
+    reply = feed()
+    while reply.queued:
+        sleep(pause)
+        pause = min(longest, 2 * pause)
+        reply = feed()
+    return reply
 
 
 def _counted_stream(run: BatchRun, plan: Plan, should_stop: Callable[[], Any],
