@@ -31,6 +31,7 @@ from actors.transport import ChunkPart, InlineChunk, PackedChunks, plain_pickled
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.plan.plan import SMALL_BATCH, Plan, held_whole
 from batchray.core.run.runtime import ProgressCallback
+from batchray.core.run.service import when_started
 from batchray.core.txn.ordering import note_lock_set
 from batchray.core.storage.backends import open_backend, open_view
 from batchray.core.storage.ownership import live_owner, store_in_use
@@ -432,7 +433,9 @@ class RayRuntime:
         """Put each chunk in the object store and hand its ref to the coordinator, then close
         the input. A chunk put here is not yet counted in the coordinator's budget (its feed
         call reserves it), so the bytes of chunks between ``ray.put`` and reservation are kept
-        within the budget's headroom (``limit - limit * threshold``; at least one chunk)."""
+        within the budget's headroom (``limit - limit * threshold``; at least one chunk). The
+        first chunks go once the batch has left its queue (:func:`when_started`: a queued
+        batch takes none, and waiting for it holds no thread of the coordinator's)."""
         headroom = self.memory_budget - int(self.memory_budget * self.memory_threshold)
         feeds: list[tuple[Any, int]] = []
         pending = 0
@@ -471,6 +474,7 @@ class RayRuntime:
             return bool(reply)
 
         try:
+            stopped = not when_started(lambda: ray_get(self.coordinator.feed.remote(txn, [])))
             chunks = iter(plan.chunks)
             while not stopped:
                 # room for another call first, so that the next chunk is placed by the latest reply

@@ -448,7 +448,11 @@ class Client:
         at once; the workers refuse the chunks still queued). ``rollback=True``, and any atomic
         batch, leaves nothing of the batch in the store; ``rollback=False`` on a non-atomic
         batch keeps the whole chunks applied (its result: state ``cancelled``, the kept items
-        counted). A finished batch is reported as such (``success: false``) and unchanged."""
+        counted); a non-atomic batch re-running the chunks that lost a lock race keeps what its
+        earlier attempts committed either way (the reply's ``rollback`` is then false). A
+        finished batch is reported as such (``success: false``) and unchanged, and so is one
+        whose decision was already taken (its reply's state ``committing``, ``rolling_back`` or
+        ``deciding``: the decision stands)."""
         return self.runtime.cancel(batch_id, rollback, graceful)
 
     def recover(self) -> dict[str, list[str]]:

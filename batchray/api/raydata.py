@@ -15,8 +15,10 @@ Writing (:class:`ItemsDatasink`, :func:`write_dataset`):
   object the task put itself would be lost with the task, which upstream code (a map) may kill
   while it pulls the next block, and Ray 2.56 removed ``ray.put(_owner=)``. So the task waits
   for its feed calls' answers before it pulls the next block, never for the applies, and ends
-  as soon as its last block is fed. A feed blocks while the memory budget is full, which holds
-  the write tasks back (Ray Data's streaming executor then stops producing blocks);
+  as soon as its last block is fed. A task feeds nothing before the batch has left its queue
+  (:func:`~batchray.core.run.service.when_started`: a queued batch takes no chunk). A feed
+  blocks while the memory budget is full, which holds the write tasks back (Ray Data's
+  streaming executor then stops producing blocks);
 * chunk ids are a function of the task's index and the chunk's place in it, and each chunk is
   fed under its id as key (:attr:`PlannedChunk.key`): a write task that Ray runs again after it
   died sends the same chunks (the same rows, cut the same way), and the coordinator drops those
@@ -56,6 +58,7 @@ from batchray.api.raydata_source import ItemsDatasource, arrow_schema, read_data
 from batchray.core.model import arguments
 from batchray.core.model.batch import BatchResult
 from batchray.core.plan.chunking import CreateChunker, chunk_bytes_for
+from batchray.core.run.service import when_started
 from batchray.core.txn.chunks import context_range
 from batchray.errors import ValidationError
 from batchray.io.columnar import arrow_batches
@@ -192,6 +195,8 @@ class ItemsDatasink(Datasink[dict]):
         coordinator = ray.get_actor(self.coordinator_name, namespace=NAMESPACE)
         txn = _open_batch(coordinator, self.options)
         task = ctx.task_idx
+        if not when_started(lambda: ray_get(coordinator.feed.remote(txn, []))):
+            return {"task": task, "rows": 0, "open": False}  # it takes no input any more
         lo, _ = context_range(self.context_id)
         sequence = f"items:{self.context_id}"
         chunker = CreateChunker(

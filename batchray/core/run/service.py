@@ -5,8 +5,10 @@ only builds the Ray transport and workers around it). It is plain threaded Pytho
 
 * :meth:`submit` registers a batch in the decision log and queues it (the id comes back at once);
 * planned chunks arrive with the submission (small batches) or through :meth:`feed` (streams);
-  ``feed`` blocks while the batch is still queued (a queued batch holds no budget) and while
-  the memory budget is full, which is how a driver is slowed down;
+  ``feed`` of a batch still queued takes nothing and answers at once that it has not started
+  (a queued batch holds no budget, and its feeds hold none of the caller's threads: the
+  driver waits with :func:`when_started`), and it blocks while the memory budget is full,
+  which is how a driver is slowed down;
 * a batch starts as soon as one of ``max_running`` slots is free, the best waiting one first
   (:class:`~batchray.core.run.queueing.AdmissionQueue`): at once from :meth:`submit` when a slot is free
   (no hand-off), else from the admission thread when a slot frees; each batch runs two-phase
@@ -16,7 +18,9 @@ only builds the Ray transport and workers around it). It is plain threaded Pytho
   result, sparing the hand-off to a pool thread and back (two thread wake-ups on a small
   batch's path), at most ``SUBMIT_THREAD_RUNS`` at once (so that calls such as
   :meth:`cancel` always find a thread of the caller's to run on);
-* :meth:`wait`, :meth:`status`, :meth:`cancel` serve drivers.
+* :meth:`wait`, :meth:`status`, :meth:`cancel` serve drivers. Once a batch has ended, what it
+  held of its input is dropped, and only the ``KEEP_ENDED`` most recent ended batches stay in
+  memory; the others are answered from the decision log.
 
 Cancellation (:meth:`cancel`): a queued batch is taken out of its queue and never runs. A
 running batch stops dispatching at once (chunks fed but not yet dispatched are dropped, and the
@@ -25,7 +29,11 @@ participants; ``graceful=False`` does not wait for them when the batch is to be 
 (the abort is sent at once and the participants refuse the late applies), and stops retrying
 failed chunks. ``rollback=True`` (and any atomic batch) ends with nothing of the batch in the
 store; ``rollback=False`` on a non-atomic batch keeps the chunks that were applied (state
-``cancelled``, with the kept items counted in the result).
+``cancelled``, with the kept items counted in the result). A non-atomic batch that is running
+its conflicted chunks again keeps what its earlier attempts committed, whatever ``rollback``
+says. The stop is looked for once more between the votes and the decision; a cancellation
+that comes after that look changes nothing of the decision: its reply says the batch is
+already decided (``success`` false), and no further attempt of the batch runs.
 
 A batch's ``timeout`` option (milliseconds, default 300,000) runs from its start, not from its
 submission (time spent queued does not count): past it the batch stops like a non-graceful
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import queue
+from collections import deque
 import threading
 import time
 from dataclasses import dataclass, field
@@ -71,6 +80,10 @@ class FeedReply:
     accepted: bool
     done: dict[str, int] = field(default_factory=dict)
 
+    queued: bool = False
+    """The batch has not started yet: nothing was taken; send the chunks again once it runs
+    (:func:`when_started`)."""
+
     def __bool__(self) -> bool:
         return self.accepted
 
@@ -99,6 +112,7 @@ class BatchRun:
     keys: set = field(default_factory=set)  # the keys of the keyed chunks fed (PlannedChunk.key)
     heard: float = 0.0  # monotonic time of the feeder's last keep-alive
     done_rows: dict = field(default_factory=dict)  # participant -> rows of its chunks whose apply ended
+    decided_in: Optional[str] = None  # the attempt past its last stop check: no stop changes its decision
 
     def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[Optional[PlannedChunk]]:
         """The planned chunks as they are fed, and ``None`` every 50 ms while none is waiting,
@@ -156,6 +170,7 @@ class CoordinatorService:
         self.release_images = release_images
         self.admission = AdmissionQueue(max_running, aging_per_second)
         self.runs: dict[str, BatchRun] = {}
+        self._ended: deque[str] = deque()  # the ended batches still in ``runs``, oldest first
         self._lock = threading.Condition()
         self._closed = False
         # Python type names of the chunk handles fed in, and how many: with Ray these must all
@@ -174,6 +189,10 @@ class CoordinatorService:
     def peak_in_flight(self) -> int:
         """The most bytes ever reserved at once (chunks fed or dispatched, not yet taken in)."""
         return self.budget.peak
+
+    KEEP_ENDED = 64
+    """Ended batches kept in memory, the most recent ones (their results, for :meth:`wait`):
+    an older one is answered from the decision log."""
 
     SUBMIT_THREAD_RUNS = 8
     """One-phase batches run on their ``submit`` call's thread at once, at most (more run on
@@ -228,7 +247,7 @@ class CoordinatorService:
             here = (run.logged_running and one_phase is not None and bool(wait)
                     and self._submit_thread_runs < self.SUBMIT_THREAD_RUNS)
             self._submit_thread_runs += here
-            self._start([t for t in ready if not (here and t == txn)])
+            self._start(ready, here=txn if here else None)
         if here:
             try:
                 self._execute(run)
@@ -249,13 +268,20 @@ class CoordinatorService:
 
     def feed(self, txn: str, planned: list[PlannedChunk],
              adopt: Optional[Callable[[Any], Any]] = None) -> FeedReply:
-        """Queue more chunks, reserving their bytes first. Blocks while the batch is queued
-        (a waiting batch holds no budget, so it cannot starve the running ones) and while the
-        budget is full or the node is under memory pressure. A false reply means the batch no
-        longer takes input (finished, failed or cancelled). ``adopt``: called with each chunk
+        """Queue more chunks, reserving their bytes first. A batch still queued takes none: the
+        reply (``queued``) comes at once, and the caller sends them again once it runs
+        (:func:`when_started`; a waiting batch holds no budget, so it cannot starve the running
+        ones, and its feeds hold no thread of the caller's). Blocks while the budget is full or
+        the node is under memory pressure. A false reply that is not ``queued`` means the batch
+        no longer takes input (finished, failed or cancelled). ``adopt``: called with each chunk
         taken (not a keyed one sent again) once its bytes are reserved, it returns what the
         batch keeps of it (the Ray coordinator makes a chunk sent whole an object of its own)."""
-        run = self._run(txn)
+        run = self._ended_or_run(txn)
+        if run is None:
+            return FeedReply(False)
+        if not run.running.is_set():
+            stopped = run.done.is_set() or run.stop is not None
+            return FeedReply(False, dict(run.done_rows), queued=not stopped)
         with self._lock:
             run.feeding += 1
         try:
@@ -266,9 +292,8 @@ class CoordinatorService:
                 run.feeding -= 1
 
     def _feed(self, run: BatchRun, planned: list[PlannedChunk], adopt: Optional[Callable[[Any], Any]]) -> bool:
-        while not run.running.wait(0.05):
-            if run.done.is_set() or run.stop is not None:
-                return False
+        if run.done.is_set() or run.stop is not None:
+            return False
         for pc in planned:
             if pc.key is not None:
                 with self._lock:
@@ -306,7 +331,9 @@ class CoordinatorService:
         write whose upstream stages are still running): the batch is not rolled back as
         stalled while these come at least every ``stall_timeout`` seconds. False means the
         batch no longer takes input."""
-        run = self._run(txn)
+        run = self._ended_or_run(txn)
+        if run is None:
+            return False
         run.heard = time.monotonic()
         return not (run.done.is_set() or run.stop is not None)
 
@@ -327,7 +354,9 @@ class CoordinatorService:
         self.progress.memory(self.budget.in_use, self.budget.limit)
 
     def close_input(self, txn: str, total: Optional[int] = None) -> None:
-        run = self._run(txn)
+        run = self._ended_or_run(txn)
+        if run is None or run.ended.is_set():
+            return  # it ended: it takes no input
         if total is not None:
             run.total = total
             if self.progress is not None:
@@ -356,10 +385,13 @@ class CoordinatorService:
                     continue
                 self._start(ready)
 
-    def _start(self, txns: list[str]) -> None:
-        """Run admitted batches on the pool (called with ``_lock`` held, in start order)."""
+    def _start(self, txns: list[str], here: Optional[str] = None) -> None:
+        """Run admitted batches on the pool (called with ``_lock`` held, in start order), but
+        ``here``, which the caller runs itself. Their feeds are taken from now on."""
         for txn in txns:
-            self._threads.run(self._execute, self.runs[txn])
+            self.runs[txn].running.set()
+            if txn != here:
+                self._threads.run(self._execute, self.runs[txn])
 
     def _execute(self, run: BatchRun) -> None:
         run.started = time.time()
@@ -369,12 +401,8 @@ class CoordinatorService:
             self.progress.start(run.txn, run.total, run.kind)
         options = run.options
         timed_out = deadline(options.timeout, run.txn)
-        run.running.set()  # the driver's feed calls may reserve budget now
-
-        def should_stop():
-            if run.stop is None:
-                run.stop = timed_out()
-            return run.stop
+        run.running.set()  # the driver's feed calls may reserve budget now (set when admitted)
+        should_stop = _StopCheck(run, timed_out, self._lock, lambda: self.executor.attempts.get(run.txn, run.txn))
 
         # increments are summed and sent at most every PROGRESS_EVERY seconds, and always
         # before waiters hear the result (see _decided): one call per chunk to the progress
@@ -418,8 +446,13 @@ class CoordinatorService:
                                            on_decided=lambda r: self._decided(run, r), on_restart=restart)
         except Exception as exc:  # noqa: BLE001 - e.g. the decision log failed: recovery finishes it
             error = exc if isinstance(exc, BatchrayError) else InternalError(f"{type(exc).__name__}: {exc}")
-            result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed,
-                                 error=error.to_dict())
+            if run.result is not None and run.done.is_set():
+                # decided (the commit point passed): the outcome stands; what failed after it
+                # (phase 2, the result's record) is reported with it
+                result = run.result.model_copy(update={"error": run.result.error or error.to_dict()})
+            else:
+                result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed,
+                                     error=error.to_dict())
         finally:
             self._drain(run)
             self.release_images(run.txn)
@@ -438,6 +471,7 @@ class CoordinatorService:
                 self._report_memory(force=True)
             run.done.set()
             run.ended.set()
+            self._retire(run)
 
     def _decided(self, run: BatchRun, result: BatchResult) -> None:
         """The commit point: waiters get the result now; phase 2 goes on, and readers are held
@@ -448,6 +482,18 @@ class CoordinatorService:
             run.send_progress()  # a status query after the result sees every increment
         run.result = result
         run.done.set()
+
+    def _retire(self, run: BatchRun) -> None:
+        """A batch has ended: drop what it held of its input (its planned chunks: inline rows,
+        or refs that pin objects in Ray's object store) and keep it only among the
+        ``KEEP_ENDED`` most recent ended batches (older ones are answered from the log)."""
+        run.planned = None
+        run.keys = set()
+        self._drain(run)
+        with self._lock:
+            self._ended.append(run.txn)
+            while len(self._ended) > self.KEEP_ENDED:
+                self.runs.pop(self._ended.popleft(), None)
 
     def _drain(self, run: BatchRun) -> None:
         """Give back the budget of chunks fed but never dispatched."""
@@ -460,9 +506,14 @@ class CoordinatorService:
                 self.budget.release(item.nbytes)
 
     # -- queries --------------------------------------------------------------------------------
-    def _run(self, txn: str) -> BatchRun:
+    def _ended_or_run(self, txn: str) -> Optional[BatchRun]:
+        """Batch ``txn``'s run; None for one that ended and was dropped from memory (the log
+        has it finished); NotFoundError for a batch not run here."""
         run = self.runs.get(txn)
         if run is None:
+            record = self.log.batch(txn)
+            if record is not None and BatchState(record["state"]).finished:
+                return None
             raise NotFoundError(f"batch {txn} is not running here", batchId=txn)
         return run
 
@@ -518,7 +569,9 @@ class CoordinatorService:
         ]
 
     def cancel(self, txn: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
-        """Cancel a queued or running batch. A finished batch is reported as such, unchanged."""
+        """Cancel a queued or running batch (see the module docstring). The reply says what
+        will happen: ``success`` false for a batch that finished, or was already decided
+        (its decision stands), ``rollback`` true when nothing of the batch will stay."""
         record = self.log.batch(txn)
         if record is None:
             raise NotFoundError(f"no batch {txn}", batchId=txn)
@@ -526,23 +579,29 @@ class CoordinatorService:
             return {"success": False, "batchId": txn, "state": record["state"],
                     "message": f"batch {txn} already finished ({record['state']}); nothing to cancel"}
         run = self.runs.get(txn)
-        with self._lock:
+        with self._lock:  # as one step with the driver's last stop check (_StopCheck.close)
             was_waiting = self.admission.remove(txn)
+            attempt = self.executor.attempts.get(txn, run.decided_in or txn) if run is not None else txn
+            decided = run is not None and run.decided_in == attempt
+            if run is not None:
+                run.graceful = graceful
+                run.stop = CancelledError(f"batch {txn} was cancelled", rollback=rollback, graceful=graceful)
         if run is None:
             return {"success": False, "batchId": txn, "state": record["state"], "message": "batch is being recovered"}
-        run.graceful = graceful
-        run.stop = CancelledError(f"batch {txn} was cancelled", rollback=rollback, graceful=graceful)
         if was_waiting:
             self.log.set_state(txn, "cancelled", result={"success": False, "transactionId": txn, "state": "cancelled"})
             run.result = BatchResult(success=False, transaction_id=txn, state=BatchState.cancelled,
                                      error=run.stop.to_dict())
-            self._drain(run)
             run.done.set()
+            self._retire(run)
             return {"success": True, "batchId": txn, "state": "cancelled", "message": "removed from its queue"}
-        if run.done.is_set():  # it finished while this call looked it up
+        if run.done.is_set():  # it finished (or reached its commit point) while this call looked it up
             state = run.result.state.value if run.result is not None else record["state"]
             return {"success": False, "batchId": txn, "state": state,
                     "message": f"batch {txn} already finished ({state}); nothing to cancel"}
+        kept = [] if run.options.atomic else self._kept(attempt)
+        if decided:
+            return _decided_reply(txn, self.log.decision(attempt), kept)
         rolled_back = rollback or run.options.atomic
         if graceful:
             how = "dispatch stopped; the chunks already at the workers finish"
@@ -550,10 +609,21 @@ class CoordinatorService:
             how = "dispatch stopped; the chunks at the workers are not waited for"
         else:
             how = "dispatch stopped; the chunks already at the workers finish, so that what they apply is kept"
+        if rolled_back and kept:
+            how += ("; what this attempt applied is rolled back, but what the batch's earlier attempts "
+                    f"committed ({', '.join(kept)}) is kept")
+        elif rolled_back:
+            how += "; everything the batch wrote is rolled back"
+        else:
+            how += "; what was applied is kept"
         return {"success": True, "batchId": txn, "state": "cancelling", "graceful": graceful,
-                "rollback": rolled_back,
-                "message": how + ("; everything the batch wrote is rolled back" if rolled_back
-                                  else "; what was applied is kept")}
+                "rollback": rolled_back and not kept, "message": how}
+
+    def _kept(self, attempt: str) -> list[str]:
+        """The earlier attempts that committed, when ``attempt`` re-runs a non-atomic batch's
+        conflicted chunks (its record's ``kept``, :mod:`batchray.core.txn.attempts`)."""
+        request = (self.log.batch(attempt) or {}).get("request")
+        return list(request.get("kept") or []) if isinstance(request, dict) else []
 
     # -- the direct lane (batchray.core.run.direct) --------------------------------------------
     def lane_open(self) -> bool:
@@ -610,6 +680,66 @@ class _Threads:
                 logging.getLogger("batchray").exception("a batch thread failed")
             with self._lock:
                 self._idle += 1
+
+
+class _StopCheck:
+    """A running batch's ``should_stop``: its stop (a cancellation, else its timeout once it
+    passed). ``close()`` is the driver's last look before a decision
+    (:meth:`~batchray.core.txn.policies.StopPolicy.last_check`): under the service's lock, it
+    notes which attempt is being decided, so that :meth:`CoordinatorService.cancel` (under
+    the same lock) knows whether its stop can still change that decision."""
+
+    def __init__(self, run: BatchRun, timed_out: Callable[[], Any], lock: Any, attempt: Callable[[], str]) -> None:
+        self.run = run
+        self.timed_out = timed_out
+        self.lock = lock
+        self.attempt = attempt
+
+    def __call__(self) -> Any:
+        if self.run.stop is None:
+            self.run.stop = self.timed_out()
+        return self.run.stop
+
+    def close(self) -> Any:
+        with self.lock:
+            self.run.decided_in = self.attempt()
+            return self()
+
+
+def _decided_reply(txn: str, outcomes: Optional[dict[str, str]], kept: list[str]) -> dict[str, Any]:
+    """The reply to a cancellation that came after the batch's decision was taken: the decision
+    stands (``outcomes``: as logged; None while it is being written)."""
+    if outcomes is None:
+        state, what = "deciding", "its decision is being recorded and stands"
+    elif any(v == "commit" for v in outcomes.values()):
+        state, what = "committing", "it commits what it applied"
+    elif kept:
+        state = "rolling_back"
+        what = f"its last attempt is rolled back, what its earlier attempts committed ({', '.join(kept)}) stays"
+    else:
+        state, what = "rolling_back", "it is rolled back"
+    return {"success": False, "batchId": txn, "state": state, "rollback": state == "rolling_back" and not kept,
+            "message": f"batch {txn} was already decided: {what}; this cancellation changes nothing of that "
+                       "(no further attempt of it runs)"}
+
+
+FEED_RETRY = (0.02, 0.5)
+"""Seconds between the feeds :func:`when_started` sends: the first pause, and the longest (each
+pause doubles)."""
+
+
+def when_started(feed: Callable[[], FeedReply], sleep: Callable[[float], None] = time.sleep) -> FeedReply:
+    """The reply of ``feed`` (an empty feed of a batch: it takes nothing) once its batch is no
+    longer queued, asking again after a pause while the reply says ``queued``. A driver calls
+    this before it feeds chunks, so that no chunk of it is refused as queued and none is sent
+    twice; its reply is false when the batch takes no input any more."""
+    pause, longest = FEED_RETRY
+    reply = feed()
+    while reply.queued:
+        sleep(pause)
+        pause = min(longest, 2 * pause)
+        reply = feed()
+    return reply
 
 
 def _counted_stream(run: BatchRun, plan: Plan, should_stop: Callable[[], Any],

@@ -132,7 +132,8 @@ class StopPolicy:
     stopping (:meth:`ends_retries`). Chunks in flight are waited for, to know what was
     applied, unless the stop rolls the batch back without grace (:meth:`interrupts`): the
     abort then goes out at once, and participants refuse applies of a finished transaction.
-    A cancellation with rollback makes the batch atomic (:meth:`forces_rollback`).
+    A cancellation with rollback makes the batch atomic (:meth:`forces_rollback`). The stop is
+    looked for once more between the votes and the decision (:meth:`last_check`).
     """
 
     def __init__(self, should_stop: Callable[[], Optional[BatchrayError]], atomic: bool) -> None:
@@ -142,6 +143,15 @@ class StopPolicy:
     def check(self) -> Optional[BatchrayError]:
         """The stop, if one has come."""
         return self.should_stop()
+
+    def last_check(self) -> Optional[BatchrayError]:
+        """The stop, if one has come, looked for the last time: right before the decision. A
+        ``should_stop`` with a ``close()`` method is closed instead: ``close()`` answers as a
+        call would and, in the same step, records that no stop coming after it changes this
+        decision (the coordinator service's, so that a cancellation that comes later says the
+        batch was already decided instead of promising a rollback)."""
+        close = getattr(self.should_stop, "close", None)
+        return close() if close is not None else self.should_stop()
 
     @staticmethod
     def ends_retries(cause: Optional[BatchrayError]) -> bool:

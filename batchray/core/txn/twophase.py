@@ -11,9 +11,11 @@
    cleanly has committed it, and the run ends there (no vote, no decision record, no phase 2).
 2. **Vote** (phase 1b): every participant that was sent anything votes, unless it voted with
    its last chunk (:attr:`Step.APPLY_PREPARE`) or an atomic batch has already failed.
-3. **Decide**: the outcome per participant is written to the :class:`DecisionLog` *before*
-   anyone hears it. Atomic batches commit everywhere or nowhere; a non-atomic batch commits
-   at each participant that voted yes and reports the failed chunks and items.
+3. **Decide**: a stop that came during the vote still counts (the last look for one,
+   :meth:`StopPolicy.last_check`); the outcome per participant is written to the
+   :class:`DecisionLog` *before* anyone hears it. Atomic batches commit everywhere or
+   nowhere; a non-atomic batch commits at each participant that voted yes and reports the
+   failed chunks and items.
 4. **Finish** (phase 2): commit/abort is delivered until every participant acknowledges
    (those steps are idempotent), then the decision is marked done.
 
@@ -43,7 +45,8 @@ from batchray.core.txn.onephase import decision_of, one_phase_chunk, one_phase_p
 from batchray.core.txn.ordering import ordered_plan
 from batchray.core.txn.participant import Step
 from batchray.core.txn.policies import ChunkBudget, RejectPolicy, RetryPolicy, StopPolicy, backoff
-from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable, StoreError, TransactionAborted
+from batchray.errors import (BatchrayError, BatchTimeout, InternalError, ParticipantUnavailable, StoreError,
+                             TransactionAborted)
 
 
 class DecisionLog(Protocol):
@@ -284,6 +287,7 @@ class TwoPhaseCommit:
             return state.outcome
         with self._timed("vote"):
             votes = self._vote(state)
+        self._last_stop(state)
         decided = self._decision(state, votes)
         try:
             with self.gate(state.touched):  # readers wait while the decision reaches the participants
@@ -381,6 +385,20 @@ class TwoPhaseCommit:
         return votes
 
     # -- decide -----------------------------------------------------------------------------
+    @staticmethod
+    def _last_stop(state: TxnRun) -> None:
+        """A stop that came while the participants voted (after the last apply) still counts:
+        a cancellation with rollback, and any stop of an atomic batch, decide abort everywhere;
+        a cancellation of a non-atomic batch that keeps its work commits what was applied (the
+        batch reports ``cancelled``). A timeout of a non-atomic batch changes nothing here:
+        every chunk was sent, and what it applied is kept either way."""
+        stop = state.stop.last_check()
+        if stop is None or (isinstance(stop, BatchTimeout) and not state.atomic):
+            return
+        state.fail(stop)
+        if StopPolicy.forces_rollback(stop):
+            state.atomic = True  # cancelled with rollback: nothing of the batch may stay
+
     @staticmethod
     def _decision(state: TxnRun, votes: dict[str, bool]) -> dict[str, str]:
         """Atomic: commit everywhere if nothing failed and everyone voted yes, else abort

@@ -1,0 +1,246 @@
+"""The coordinator service in-process (no Ray): what a cancellation's reply promises happens,
+feeds of a queued batch hold no thread, ended batches are dropped, and a decided batch's result
+stands.
+
+What these tests show, over in-process SQLite participants:
+
+* **Cancel during the vote.** A cancellation (with rollback) or the timeout of an atomic batch
+  that comes after the last apply but before the decision rolls the batch back, as the
+  cancellation's reply said; one that comes after the decision was taken is answered so (the
+  batch commits, the reply says it does and promises no rollback).
+* **Cancel of a re-run.** A non-atomic batch re-running the chunks that lost a lock race keeps
+  what its first attempt committed when cancelled, and the reply says so.
+* **Feeds of a queued batch.** They answer at once (``queued``), taking nothing;
+  :func:`when_started` gets a driver's chunks in once the batch runs.
+* **Ended batches.** They hold no input, only the most recent stay in memory, and an evicted
+  one is answered from the decision log (``wait``, ``status``, ``cancel``, ``feed``, an
+  idempotent resubmission).
+* **A failure after the decision.** A phase 2 whose record fails leaves the committed result
+  (the failure reported with it), not ``failed``.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from batchray.core.model.batch import RunOptions
+from batchray.core.run.service import CoordinatorService, when_started
+from batchray.core.txn.memory import MemoryBudget
+from batchray.core.txn.twophase import TwoPhaseCommit
+from batchray.errors import StoreError
+from local_runtime import local_client
+from polling import until
+
+
+@pytest.fixture
+def local(tmp_path):
+    """``(engine, make_service)`` over in-process participants; no Ray."""
+    budget = MemoryBudget(64 << 20, pressure=lambda: False)
+    engine = local_client(tmp_path / "store", shards=2, budget=budget)
+    engine.create_data_context("S", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}])
+    services = []
+
+    def make_service(**options):
+        service = CoordinatorService(engine.runtime.executor, budget=budget, **options)
+        services.append(service)
+        return service
+
+    yield engine, make_service
+    for service in services:
+        service.close()
+    engine.close()
+
+
+def _planned(engine, n: int, batch_size: int = 10):
+    """``n`` rows in chunks of ``batch_size`` over both shards (more than one chunk: two-phase)."""
+    return list(engine.planner.create_items("S", "Rows", [{"n": i} for i in range(n)], batch_size=batch_size).chunks)
+
+
+class _Held:
+    """Patches ``TwoPhaseCommit.<method>`` to stop in it (before or after the original) until
+    released: ``reached`` is set when a batch got there."""
+
+    def __init__(self, monkeypatch, method: str, after: bool = False) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        original = getattr(TwoPhaseCommit, method)
+
+        def held(driver, *args):
+            value = original(driver, *args) if after else None
+            self.reached.set()
+            assert self.release.wait(20)
+            return value if after else original(driver, *args)
+
+        monkeypatch.setattr(TwoPhaseCommit, method, held)
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+def test_a_cancel_that_comes_during_the_vote_rolls_the_batch_back(local, monkeypatch, atomic):
+    engine, make_service = local
+    service = make_service()
+    vote = _Held(monkeypatch, "_vote")
+    txn = service.submit("create_items", RunOptions(atomic=atomic), _planned(engine, 40), 40)["txn"]
+    assert vote.reached.wait(20)  # every chunk applied; the votes are being taken
+    reply = service.cancel(txn)
+    assert reply["success"] and reply["rollback"] and "rolled back" in reply["message"], reply
+    vote.release.set()
+    result = service.wait(txn, 30)
+    assert not result["success"] and result["state"] == "cancelled" and result["itemsCreated"] == 0, result
+    assert engine.count_items("S") == 0
+
+
+def test_a_cancel_that_keeps_or_a_timeout_during_the_vote(local, monkeypatch):
+    """Non-atomic, ``rollback=False``: what was applied is kept, the batch reports cancelled.
+    The timeout of an atomic batch that passes during the vote rolls it back."""
+    engine, make_service = local
+    service = make_service()
+    vote = _Held(monkeypatch, "_vote")
+    txn = service.submit("create_items", RunOptions(atomic=False), _planned(engine, 40), 40)["txn"]
+    assert vote.reached.wait(20)
+    reply = service.cancel(txn, rollback=False)
+    assert reply["success"] and not reply["rollback"] and "kept" in reply["message"], reply
+    vote.release.set()
+    result = service.wait(txn, 30)
+    assert result["state"] == "cancelled" and result["itemsCreated"] == 40, result
+    assert engine.count_items("S") == 40
+
+    vote.reached.clear()
+    vote.release.clear()
+    txn = service.submit("create_items", RunOptions(timeout=2000), _planned(engine, 40), 40)["txn"]
+    assert vote.reached.wait(20)
+    time.sleep(2.1)  # past its timeout while it waits for the votes
+    vote.release.set()
+    result = service.wait(txn, 30)
+    assert result["state"] == "rolled_back" and result["error"]["code"] == "TIMEOUT", result
+    assert engine.count_items("S") == 40
+
+
+def test_a_cancel_after_the_decision_says_the_batch_commits(local, monkeypatch):
+    engine, make_service = local
+    service = make_service()
+    logged = _Held(monkeypatch, "_log_decision", after=True)  # the decision is in the log
+    txn = service.submit("create_items", RunOptions(), _planned(engine, 40), 40)["txn"]
+    assert logged.reached.wait(20)
+    reply = service.cancel(txn)
+    assert not reply["success"] and reply["state"] == "committing" and not reply["rollback"], reply
+    assert "commits" in reply["message"] and "rolled back" not in reply["message"]
+    logged.release.set()
+    result = service.wait(txn, 30)
+    assert result["success"] and result["state"] == "completed" and result["itemsCreated"] == 40, result
+    assert engine.count_items("S") == 40
+
+
+def test_cancelling_a_non_atomic_batch_that_reruns_its_conflicted_chunks_says_what_it_keeps(local):
+    engine, make_service = local
+    service = make_service()
+    ids = engine.create_items("S", "Rows", [{"n": 1} for _ in range(6)], batch_size=3).item_ids
+    last = max(engine.layout.shard_names)
+    held = next(i for i in ids if engine.layout.shard_of(i) == last)
+    first = next(i for i in ids if engine.layout.shard_of(i) != last)
+    engine.runtime.participants[last].locks.acquire("batch-holding-it", 1, [held])  # older: wait-die kills ours
+    updates = [{"selector": {"itemId": first}, "values": {"n": 7}},
+               {"selector": {"query": "n > 0"}, "values": {"n": "=n + 1"}}]
+    plan = engine.planner.update_items("S", updates)
+    txn = service.submit("update_items", RunOptions(atomic=False, timeout=20_000), list(plan.chunks), plan.total)["txn"]
+    until(lambda: service.executor.attempts.get(txn, "").endswith(".r2"), what="the re-run of the conflicted chunk")
+    reply = service.cancel(txn)
+    assert reply["success"] and not reply["rollback"], reply
+    assert "everything" not in reply["message"] and f"committed ({txn})" in reply["message"], reply
+    result = service.wait(txn, 30)
+    assert result["state"] == "cancelled" and result["itemsUpdated"] > 0, result
+    values = {item["id"]: item["values"]["n"] for item in engine.get_items("S")}
+    assert values[first] == 8 and values[held] == 1  # the first attempt's work stayed; the held item untouched
+    engine.runtime.participants[last].locks.release_all("batch-holding-it")
+
+
+def test_a_feed_of_a_queued_batch_answers_at_once_and_the_driver_feeds_once_it_runs(local):
+    engine, make_service = local
+    service = make_service(max_running=1)
+    blocker = service.submit("create_items", RunOptions())["txn"]  # holds the only slot
+    until(lambda: service.status(blocker)["state"] == "running")
+    txn = service.submit("create_items", RunOptions())["txn"]
+    assert service.status(txn)["state"] == "queued"
+    planned = _planned(engine, 20)
+    started = time.monotonic()
+    reply = service.feed(txn, planned)
+    assert time.monotonic() - started < 0.5  # not held until the batch starts
+    assert not reply and reply.queued and service.budget.in_use == 0
+
+    fed = {}
+
+    def driver():  # what a driver does: wait for the start without holding a thread there, then feed
+        if when_started(lambda: service.feed(txn, [])):
+            fed["reply"] = service.feed(txn, planned)
+            service.close_input(txn, 20)
+
+    feeder = threading.Thread(target=driver)
+    feeder.start()
+    time.sleep(0.3)
+    assert "reply" not in fed
+    service.close_input(blocker, 0)
+    feeder.join(20)
+    assert fed["reply"] and not fed["reply"].queued
+    result = service.wait(txn, 30)
+    assert result["success"] and result["itemsCreated"] == 20, result
+    assert engine.count_items("S") == 20
+
+    blocker = service.submit("create_items", RunOptions())["txn"]
+    until(lambda: service.status(blocker)["state"] == "running")
+    queued = service.submit("create_items", RunOptions())["txn"]
+    assert service.cancel(queued)["state"] == "cancelled"
+    reply = service.feed(queued, [])
+    assert not reply and not reply.queued  # it takes no input any more: nothing to wait for
+    service.cancel(blocker)
+    assert not service.feed(blocker, [])  # the same for a running batch cancelled
+
+
+def test_ended_batches_release_their_input_and_only_the_recent_ones_stay(local):
+    engine, make_service = local
+    service = make_service()
+    service.KEEP_ENDED = 3
+    txns = []
+    for k in range(6):
+        options = RunOptions(idempotency_key=f"key-{k}")
+        txns.append(service.submit("create_items", options, _planned(engine, 20), 20, wait=10)["txn"])
+    blocker = service.submit("create_items", RunOptions())["txn"]
+    until(lambda: service.status(blocker)["state"] == "running")
+    until(lambda: all(txn not in service.runs or service.runs[txn].ended.is_set() for txn in txns))
+    assert set(service.runs) == {*txns[-3:], blocker}  # the three most recent ended ones, and the running one
+    assert all(service.runs[txn].planned is None for txn in txns[-3:])
+    old = txns[0]
+    result = service.wait(old, 1)
+    assert result["success"] and result["itemsCreated"] == 20, result
+    assert service.status(old)["state"] == "completed"
+    assert not service.cancel(old)["success"]
+    assert not service.feed(old, []) and service.keep_alive(old) is False
+    service.close_input(old, 20)  # nothing to close: no error
+    again = service.submit("create_items", RunOptions(idempotency_key="key-0"), _planned(engine, 20), 20, wait=10)
+    assert again["txn"] == old and again["prior"] is not None and again["result"]["itemsCreated"] == 20
+    service.close_input(blocker, 0)
+    assert service.wait(blocker, 30)["success"]
+    assert engine.count_items("S") == 120
+
+
+def test_a_failure_after_the_decision_keeps_the_committed_result(local, monkeypatch):
+    engine, make_service = local
+    service = make_service()
+    driver = service.executor.driver
+    finish = driver.finish
+    failed = []
+
+    def finish_once(*args, **kwargs):  # the first phase 2 cannot mark its decision done
+        if not failed:
+            failed.append(True)
+            raise StoreError("database or disk is full")
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "finish", finish_once)
+    txn = service.submit("create_items", RunOptions(), _planned(engine, 40), 40)["txn"]
+    until(lambda: service.runs[txn].ended.is_set())
+    result = service.wait(txn, 1)
+    assert result["state"] == "completed" and result["success"] and result["itemsCreated"] == 40, result
+    assert result["error"]["code"] == "STORE" and result["error"]["details"]["committed"] is True, result
+    until(lambda: not engine.runtime.log.unfinished()[1], what="the settler finishing phase 2")
+    assert engine.count_items("S") == 40
