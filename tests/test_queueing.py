@@ -21,11 +21,9 @@ import time
 import pytest
 
 from batchray.core.model.batch import RunOptions
-from local_runtime import Client, local_client
 from polling import until
-from batchray.core.txn.memory import MemoryBudget
+from service_harness import in_process_services
 from batchray.core.run.queueing import AdmissionQueue
-from batchray.core.run.service import CoordinatorService
 
 # -- the queue, with an explicit clock --------------------------------------------------------
 
@@ -201,21 +199,8 @@ class _Recorder:
 @pytest.fixture
 def local(tmp_path):
     """``(engine, make_service)`` over in-process participants; no Ray."""
-    budget = MemoryBudget(64 << 20, pressure=lambda: False)
-    engine = local_client(tmp_path / "store", shards=2, budget=budget)
-    engine.create_data_context("Q", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}])
-    services = []
-
-    def make_service(**options):
-        recorder = _Recorder()
-        service = CoordinatorService(engine.runtime.executor, budget=budget, progress=recorder, **options)
-        services.append(service)
-        return service, recorder
-
-    yield engine, make_service
-    for service in services:
-        service.close()
-    engine.close()
+    with in_process_services(tmp_path, "Q", _Recorder) as pair:
+        yield pair
 
 
 def _planned(engine, n: int):

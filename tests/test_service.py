@@ -26,31 +26,18 @@ import time
 import pytest
 
 from batchray.core.model.batch import RunOptions
-from batchray.core.run.service import CoordinatorService, when_started
-from batchray.core.txn.memory import MemoryBudget
+from batchray.core.run.service import when_started
 from batchray.core.txn.twophase import TwoPhaseCommit
 from batchray.errors import StoreError
-from local_runtime import local_client
 from polling import until
+from service_harness import in_process_services
 
 
 @pytest.fixture
 def local(tmp_path):
     """``(engine, make_service)`` over in-process participants; no Ray."""
-    budget = MemoryBudget(64 << 20, pressure=lambda: False)
-    engine = local_client(tmp_path / "store", shards=2, budget=budget)
-    engine.create_data_context("S", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}])
-    services = []
-
-    def make_service(**options):
-        service = CoordinatorService(engine.runtime.executor, budget=budget, **options)
-        services.append(service)
-        return service
-
-    yield engine, make_service
-    for service in services:
-        service.close()
-    engine.close()
+    with in_process_services(tmp_path, "S") as (engine, make):
+        yield engine, lambda **options: make(**options)[0]
 
 
 def _planned(engine, n: int, batch_size: int = 10):
