@@ -72,6 +72,9 @@ def js_number(value: int | float) -> str:
         return "Infinity" if value > 0 else "-Infinity"
     if value == 0:
         return "0"
+    if 1e-4 <= abs(value) < 1e16:  # where Python's repr writes the same, but for an integral ".0"
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
     sign = "-" if value < 0 else ""
     _, digit_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
     digits = "".join(map(str, digit_tuple))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
@@ -87,16 +88,16 @@ class AdmissionQueue:
         for entry in order:
             turns[entry.queue] = next(starts)
         for level in sorted(levels, reverse=True):
-            queues: dict[str, list[_Entry]] = {}
+            queues: dict[str, deque[_Entry]] = {}
             for entry in sorted(levels[level], key=lambda e: e.seq):
-                queues.setdefault(entry.queue, []).append(entry)
+                queues.setdefault(entry.queue, deque()).append(entry)
             # one batch per turn, the queue longest without a start first
             heads = [(turns.get(name, -1), batches[0].seq, name) for name, batches in queues.items()]
             heapq.heapify(heads)
             while heads:
                 _, _, name = heapq.heappop(heads)
                 batches = queues[name]
-                order.append(batches.pop(0))
+                order.append(batches.popleft())
                 turns[name] = next(starts)
                 if batches:
                     heapq.heappush(heads, (turns[name], batches[0].seq, name))

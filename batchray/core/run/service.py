@@ -401,7 +401,6 @@ class CoordinatorService:
             self.progress.start(run.txn, run.total, run.kind)
         options = run.options
         timed_out = deadline(options.timeout, run.txn)
-        run.running.set()  # the driver's feed calls may reserve budget now (set when admitted)
         should_stop = _StopCheck(run, timed_out, self._lock, lambda: self.executor.attempts.get(run.txn, run.txn))
 
         # increments are summed and sent at most every PROGRESS_EVERY seconds, and always
