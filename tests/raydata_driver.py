@@ -19,6 +19,14 @@ test's own Ray cluster by address, does one thing and prints one JSON line per s
     The locks are let go once the task is dead, and the write completed. Prints the result
     and the count of items.
 
+``python tests/raydata_driver.py write ADDRESS STORE PREFIX N``
+    Waits for the file STORE.go (so that two such drivers start writing together), then
+    writes N rows labelled PREFIX-0... with ``batchray.write_dataset`` (4 blocks). Prints the
+    result, and when the write began and ended (``time.time()``).
+
+``python tests/raydata_driver.py count ADDRESS STORE``
+    Prints the count of items, of distinct labels and of labels starting ``a-`` and ``b-``.
+
 ``python tests/raydata_driver.py check ADDRESS STORE TXN``
     Waits until batch TXN is finished (the stall timeout rolls a dead driver's batch back);
     prints its state and the count of committed items.
@@ -64,6 +72,14 @@ def main() -> None:
                 break
             time.sleep(0.2)
         say(state=client.status(txn)["state"], count=client.count_items(CONTEXT))
+        return
+    if mode == "count":
+        labels = [row["values"]["label"] for row in client.get_items(CONTEXT)]
+        say(count=client.count_items(CONTEXT), labels=len(set(labels)),
+            a=sum(label.startswith("a-") for label in labels), b=sum(label.startswith("b-") for label in labels))
+        return
+    if mode == "write":
+        write(client, store, sys.argv[4], int(sys.argv[5]))
         return
     client.create_data_context(CONTEXT, collections=COLLECTIONS)
     if mode == "retry":
@@ -116,6 +132,33 @@ def main() -> None:
                 time.sleep(600)
     elif mode == "handover":
         handover(client)
+
+
+def write(client, store: str, prefix: str, n: int) -> None:
+    """One of two drivers writing a Dataset to one store at once: each makes the context if
+    the other has not (the second creation of the name is refused), then writes its rows."""
+    import ray
+
+    import batchray
+
+    from batchray.errors import SchemaError
+
+    try:
+        made = client.create_data_context(CONTEXT, collections=COLLECTIONS)
+        assert made.success or CONTEXT in client.data_contexts(), made.error
+    except SchemaError:  # the other driver made it first
+        assert CONTEXT in client.data_contexts()
+    say(ready=True)
+    go = Path(store + ".go")
+    end = time.monotonic() + 120
+    while not go.exists() and time.monotonic() < end:
+        time.sleep(0.02)
+    ds = ray.data.range(n, override_num_blocks=4).map_batches(
+        lambda b: {"label": [f"{prefix}-{i}" for i in b["id"]], "n": b["id"]}, batch_format="numpy")
+    began = time.time()
+    result = batchray.write_dataset(ds, client=client, context=CONTEXT, collection="rows")
+    say(success=result.success, created=result.items_created, txn=result.transaction_id, error=result.error,
+        began=began, ended=time.time())
 
 
 def handover(client) -> None:

@@ -1,6 +1,7 @@
 """Kill tests of the Ray Data sink (batchray.api.raydata) on a Ray cluster of their own: a
 write task that dies mid-write and is run again by Ray applies its blocks once, and a driver
-SIGKILLed mid-write leaves nothing in the store (its batch is rolled back by the stall timeout).
+SIGKILLed mid-write leaves nothing in the store (its batch is rolled back by the stall timeout),
+and two drivers writing to one store at once both commit.
 
 As in tests/test_ray_faults.py, the Ray work runs in subprocesses (tests/raydata_driver.py)
 joined to the fault tests' cluster (the ``cluster`` fixture of tests/conftest.py, started with
@@ -65,3 +66,46 @@ def test_a_write_task_that_dies_once_its_chunks_are_fed_loses_none_of_them(clust
     report = run_driver("handover", cluster, str(tmp_path / "store"))
     assert report["died"], report
     assert report["success"] and report["created"] == 1000 and report["count"] == 1000, report
+
+
+def test_two_drivers_writing_datasets_to_one_store_at_once_both_commit(cluster, tmp_path):
+    """Two driver processes on one cluster write a Dataset each to the same store together:
+    the first to connect serves the store, the second joins it; both batches commit, every row
+    of each once."""
+    store = str(tmp_path / "store")
+    n = 6_000
+    drivers = []
+    logs = []
+    try:
+        for prefix in ("a", "b"):
+            log = open(tmp_path / f"{prefix}.log", "w")
+            logs.append(log)
+            drivers.append(subprocess.Popen([sys.executable, str(DRIVER), "write", cluster, store, prefix, str(n)],
+                                            stdout=subprocess.PIPE, stderr=log, text=True, env=_ray_env()))
+        for driver, log in zip(drivers, logs):  # both connected and the context made
+            lines = []
+            for line in driver.stdout:
+                lines.append(line)
+                if line.startswith('{"ready"'):
+                    break
+            else:
+                raise AssertionError(f"a driver failed: {lines}\n{Path(log.name).read_text()[-6000:]}")
+        Path(store + ".go").touch()
+        reports = []
+        for driver, log in zip(drivers, logs):
+            out, _ = driver.communicate(timeout=240)
+            lines = [line for line in out.splitlines() if line.startswith("{")]
+            assert driver.returncode == 0 and lines, f"a driver failed:\n{Path(log.name).read_text()[-6000:]}"
+            reports.append(json.loads(lines[-1]))
+    finally:
+        for driver in drivers:
+            if driver.poll() is None:
+                kill(driver.pid)
+                driver.wait(timeout=60)
+        for log in logs:
+            log.close()
+    assert all(r["success"] and r["created"] == n for r in reports), reports
+    assert reports[0]["txn"] != reports[1]["txn"]
+    assert max(r["began"] for r in reports) < min(r["ended"] for r in reports), reports  # they overlapped
+    counts = run_driver("count", cluster, store)
+    assert counts == {"count": 2 * n, "labels": 2 * n, "a": n, "b": n}, counts
