@@ -206,7 +206,7 @@ def sane_string(field: str, world: "World", ctx: str) -> st.SearchStrategy:
         "collection": st.sampled_from(collections), "parent": st.sampled_from(collections),
         "attribute": attrs, "flagAttribute": attrs, "dedupeBy": attrs, "query": sane_queries(ctx),
         "resource": sane_resources(world, ctx), "path": st.sampled_from(INSIDE_PATHS),
-        "batchId": st.sampled_from(world.batch_ids),
+        "batchId": st.sampled_from(world.batch_ids), "batchIds": st.sampled_from(world.batch_ids),
         "pattern": st.sampled_from(["[A-Z]+", "p.*", "\\w+", *EXPLOSIVE_PATTERNS, *UNRUNNABLE_PATTERNS]),
         "target": st.just(ctx), "operation": st.sampled_from(["create", "update", "delete"]),
         "caseId": st.sampled_from([str(c) for c in world.case_ids]),

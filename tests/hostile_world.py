@@ -176,7 +176,7 @@ ZERO_LEFTOVERS = {"txns": 0, "undo": 0, "created": 0, "applied": 0}
 
 
 def fingerprint(store: Path) -> dict[str, Any]:
-    """A digest of every item and catalog document, and each participant's 2PC leftovers, read
+    """A digest of every item, catalog document and backup, and each participant's 2PC leftovers, read
     through read-only connections of their own (not through the code under test)."""
     digest = hashlib.sha256()
     leftovers = {}
@@ -188,6 +188,8 @@ def fingerprint(store: Path) -> dict[str, Any]:
             for row in conn.execute("SELECT id, vals, ver FROM items ORDER BY id"):
                 digest.update(repr(row).encode("utf-8", "surrogatepass"))
             for row in conn.execute("SELECT key, doc FROM docs ORDER BY key"):
+                digest.update(repr(row).encode("utf-8", "surrogatepass"))
+            for row in conn.execute("SELECT txn, tbl, key, before FROM backups ORDER BY txn, tbl, key"):
                 digest.update(repr(row).encode("utf-8", "surrogatepass"))
             leftovers[path.stem] = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ZERO_LEFTOVERS}
         finally:

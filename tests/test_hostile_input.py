@@ -101,6 +101,7 @@ def _hostile_cases() -> list[tuple[str, str, Any]]:
         ("sql-values", "batch_create_items", {**people, "items": [{"values": {"name": drop, "note": "1 OR 1==1"}}]}),
         ("sql-batch-id", "get_batch_status", {"batchId": "x' OR '1'='1"}),
         ("sql-rollback-id", "rollback_batch", {"batchId": "'; DELETE FROM backups; --"}),
+        ("sql-drop-backups-id", "drop_batch_backups", {"batchIds": ["x' OR 1=1 --", "'; DELETE FROM backups; --"]}),
         ("sql-component", "batch_component_operations", {"operations": [
             {"action": "create", "component": {"type": "text", "name": drop}}]}),
         ("nul-name", "get_items", {"dataContextName": "Peo\x00ple"}),

@@ -292,7 +292,7 @@ def test_two_updates_of_one_item_in_one_batch_compose(engine):
 @pytest.mark.ray
 def test_schema_undo_and_transactions_through_the_tools_on_ray(client):
     """The same operations through the Ray client: payloads planned on the driver, 2PC on the
-    coordinator, TransformItems and UndoBatch applied by the workers."""
+    coordinator, TransformItems, UndoBatch and DropBackups applied by the workers."""
     assert client.tool("create_data_context", {"name": "Trips", "collections": CONTEXT})["success"]
     created = client.tool("batch_create_items", {"dataContextName": "Trips", "collectionName": "Visits",
                                                  "items": [{"values": r} for r in _rows(40)]})
@@ -308,6 +308,12 @@ def test_schema_undo_and_transactions_through_the_tools_on_ray(client):
     undone = client.tool("rollback_batch", {"batchId": bump["transactionId"]})
     assert undone["success"], undone
     assert client.get_items("Trips") == items
+    bump = client.tool("batch_update_items", {"dataContextName": "Trips", "updates": [
+        {"selector": {"query": "city == Lyon"}, "values": {"spent": "=spent + 1"}}], "options": {"createBackups": True}})
+    dropped = client.tool("drop_batch_backups", {"batchIds": [bump["transactionId"]]})
+    assert dropped["success"] and dropped["results"] == [{"itemBackupsDropped": bump["itemsUpdated"]}], dropped
+    refused = client.tool("rollback_batch", {"batchId": bump["transactionId"]})
+    assert not refused["success"] and refused["error"]["code"] == "NOT_FOUND", refused
     report = client.tool("execute_batch_transaction", {"operations": _ops(), "options": {"recoveryStrategy": "rollback"}})
     assert report["success"], report
     assert client.count_items("Trips", query="name == new") == 1

@@ -9,7 +9,7 @@ What is checked here, through the in-process runtime (:class:`~batchray.core.run
 two-phase commit, reads) on a whole store:
 
 * operations: create, update by query and by expression, delete, schema rename and retype,
-  undo of a batch that kept backups;
+  undo of a batch that kept backups, and a drop of those backups (on every shard or none);
 * atomicity: one bad item rolls the whole batch back on every shard;
 * isolation: readers see batches whole (the commit gates);
 * recovery: an engine restarted after a decision finishes the batch.
@@ -136,6 +136,61 @@ def test_a_batch_with_backups_can_be_undone(engine):
     undone = engine.rollback_batch(updated.transaction_id)
     assert undone.success, undone.error
     assert _values(engine) == before
+
+
+def test_a_rollback_of_a_batch_that_kept_no_backups_changes_nothing_and_leaves_it_completed(engine):
+    before = _values(engine)
+    updated = engine.update_items("People", [{"selector": {"query": "age < 5"}, "values": {"balance": 0}}])
+    assert updated.success
+    after = _values(engine)
+    refused = engine.rollback_batch(updated.transaction_id)
+    assert not refused.success and refused.error["code"] == "NOT_FOUND", refused
+    assert engine.status(updated.transaction_id)["state"] == "completed"  # it was not undone
+    assert _values(engine) == after != before
+
+
+def test_dropped_backups_go_from_every_shard_in_one_batch_and_the_batch_can_no_longer_be_undone(engine):
+    before = _values(engine)
+    raised = engine.update_items("People", [{"selector": {"query": "age < 10"}, "values": {"balance": "=balance + 1"}}],
+                                 create_backups=True)
+    made = engine.create_items("People", "People", _people(7), create_backups=True)
+    assert raised.success and made.success
+    after = _values(engine)
+    dropped = engine.drop_backups([raised.transaction_id, made.transaction_id])
+    assert dropped.success, dropped.error
+    assert dropped.results == [{"itemBackupsDropped": raised.items_updated + 7}]
+    assert dropped.batches_processed == 2 * len(engine.layout.shard_names)  # one chunk per batch and shard
+    for batch in (raised, made):
+        refused = engine.rollback_batch(batch.transaction_id)
+        assert not refused.success and refused.error["code"] == "NOT_FOUND", refused
+        assert engine.status(batch.transaction_id)["state"] == "completed"
+    assert _values(engine) == after != before
+    again = engine.drop_backups(raised.transaction_id)
+    assert not again.success and again.error["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_an_undo_and_a_drop_of_the_same_backups_at_once_undo_all_or_nothing(engine, seed):
+    before = _values(engine)
+    raised = engine.update_items("People", [{"selector": {"query": "age < 20"}, "values": {"balance": "=balance + 1"}}],
+                                 create_backups=True)
+    assert raised.success
+    after = _values(engine)
+    results: dict[str, object] = {}
+    go = threading.Barrier(2)
+
+    def run(name, call):
+        go.wait()
+        results[name] = call(raised.transaction_id)
+
+    threads = [threading.Thread(target=run, args=(name, call)) for name, call in
+               (("undo", engine.rollback_batch), ("drop", engine.drop_backups))[::1 if seed % 2 else -1]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    undone = results["undo"]
+    assert _values(engine) == (before if undone.success else after), (seed, undone, results["drop"])
 
 
 def test_a_transaction_that_changed_its_own_new_items_is_undone_without_force(engine):

@@ -36,7 +36,8 @@ from batchray.core.model.cases import read_cases
 from batchray.core.model.columnar import RowsView
 from batchray.core.plan.chunking import chunk_bytes_for
 from batchray.core.plan.dry_run import dry_run_planner, item_error, preview
-from batchray.core.plan.operations import plan_components, plan_delete_context, plan_schema, plan_undo, run_transaction
+from batchray.core.plan.operations import (plan_components, plan_delete_context, plan_drop_backups, plan_schema, plan_undo,
+                                           run_transaction)
 from batchray.core.plan.plan import Plan
 from batchray.core.plan.planner import BatchPlanner, check_query
 from batchray.core.plan.rows import read_ahead
@@ -353,8 +354,27 @@ class Client:
         plan = plan_undo(self.planner, self.runtime.batch_record, batch_id, force)
         result = self.run_plan(plan, RunOptions(undoes=batch_id), progress=False)
         if result.success and result.items_created + result.items_updated + result.items_deleted == 0:
-            error = NotFoundError(f"batch {batch_id} kept no backups to undo (run it with createBackups)",
+            error = NotFoundError(f"batch {batch_id} kept no backups to undo (run it with createBackups; "
+                                  "drop_backups forgets them)",
                                   batchId=batch_id)
+            return result.model_copy(update={"success": False, "error": error.to_dict()})
+        return result
+
+    def drop_backups(self, batch_ids: str | list[str]) -> BatchResult:
+        """Forget the backups that committed batches kept (``create_backups``): one batch id or
+        a list of them, dropped in one transaction on every shard, so that a batch's backups go
+        on all shards or on none. Those batches can no longer be undone by
+        :meth:`rollback_batch`, and their before-images stop taking room in the store. The
+        result's ``results`` is ``[{"itemBackupsDropped": n}]``; a NotFoundError result when
+        none of the batches had backups left (never kept, or dropped before)."""
+        ids = [batch_ids] if isinstance(batch_ids, str) else arguments.listed(batch_ids, "batch_ids")
+        if not ids or not all(isinstance(i, str) and i for i in ids):
+            raise ValidationError("batch_ids: one batch id, or a non-empty list of them", field="batch_ids")
+        plan = plan_drop_backups(self.planner, self.runtime.batch_record, ids)
+        result = self.run_plan(plan, RunOptions(), progress=False)
+        if result.success and not result.results:
+            error = NotFoundError(f"no backups to drop: {', '.join(ids)} kept none, or they were dropped before",
+                                  batchIds=ids)
             return result.model_copy(update={"success": False, "error": error.to_dict()})
         return result
 

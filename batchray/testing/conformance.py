@@ -40,7 +40,7 @@ import orjson
 import pytest
 
 from batchray.core.txn import crashpoints
-from batchray.core.txn.chunks import CreateItems, DeleteItems, TxnRef, UpdateItems, context_range
+from batchray.core.txn.chunks import CreateItems, DeleteItems, DropBackups, TxnRef, UndoBatch, UpdateItems, context_range
 from batchray.core.txn.participant import Participant
 from batchray.errors import InternalError, LockConflict, StaleEpochError, TransactionAborted
 from batchray.testing.conformance_stores import ConformanceStore
@@ -585,6 +585,43 @@ def test_before_images_are_kept_until_the_decision(conformance_store):
         assert after_restart == []
     participant.commit(ref)
     assert participant.before_images("t1") == []
+    assert_clear(participant)
+
+
+@case()
+def test_backups_go_only_when_their_drop_commits_and_are_held_against_an_undo_till_then(conformance_store):
+    participant = _seeded(conformance_store, lock_timeout=5.0)
+    source = TxnRef("src", 5, backup=True)
+    participant.apply(source, _update(2, [LO + 1], {"mass": 50}))
+    assert participant.prepare(source)
+    participant.commit(source)
+
+    def undo(txn: str, ts: int) -> int:
+        """An undo of ``src`` applied and aborted: how many items it would restore."""
+        ref = TxnRef(txn, ts)
+        try:
+            return participant.apply(ref, UndoBatch(ts, "src")).affected
+        finally:
+            participant.abort(ref)
+
+    dropped = TxnRef("drop", 10)
+    assert participant.apply(dropped, DropBackups(3, "src")).affected == 1
+    with pytest.raises(LockConflict):  # held till the decision: a younger undo dies
+        undo("undo-1", 11)
+    participant.abort(dropped)
+    assert undo("undo-2", 12) == 1  # an aborted drop leaves the backups
+
+    dropped = TxnRef("drop-2", 13)
+    participant.apply(dropped, DropBackups(4, "src"))
+    assert participant.prepare(dropped)
+    participant.close()
+    participant = conformance_store.open(lock_timeout=5.0)  # a restart: the prepared drop still holds them
+    with pytest.raises(LockConflict):
+        undo("undo-3", 14)
+    participant.commit(dropped)
+    assert undo("undo-4", 15) == 0  # gone once the drop committed
+    assert _visible(participant)[LO + 1]["mass"] == 50  # a drop changes no item
+    assert participant.locks.lock_count() == 0
     assert_clear(participant)
 
 

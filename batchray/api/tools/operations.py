@@ -1,7 +1,7 @@
 """Tools for schema, component, undo and multi-operation transactions.
 
-``batch_schema_operations``, ``batch_component_operations``, ``rollback_batch`` and
-``execute_batch_transaction``; registered into :data:`batchray.api.tools.registry.TOOLS` on import.
+``batch_schema_operations``, ``batch_component_operations``, ``rollback_batch``,
+``drop_batch_backups`` and ``execute_batch_transaction``; registered into :data:`batchray.api.tools.registry.TOOLS` on import.
 """
 from __future__ import annotations
 
@@ -76,6 +76,19 @@ def _rollback_batch(client, a: RollbackBatchArgs) -> dict[str, Any]:
     return _result_payload(client.rollback_batch(a.batchId, force=a.force))
 
 
+class DropBatchBackupsArgs(_Args):
+    """Forget the backups that committed batches kept (createBackups), in one transaction on
+    every shard: they can no longer be undone with rollback_batch, and their before-images stop
+    taking room in the store. results[0].itemBackupsDropped counts the items whose backups
+    went; NOT_FOUND when none of the batches had backups left."""
+
+    batchIds: list[str] = Field(min_length=1, max_length=10_000)
+
+
+def _drop_batch_backups(client, a: DropBatchBackupsArgs) -> dict[str, Any]:
+    return _result_payload(client.drop_backups(a.batchIds))
+
+
 class TransactionOperation(_Args):
     id: str = Field(min_length=1, max_length=200)
     type: Literal["data", "schema", "component"]
@@ -130,4 +143,5 @@ def _execute_batch_transaction(client, a: ExecuteBatchTransactionArgs) -> dict[s
 register("batch_schema_operations", BatchSchemaOperationsArgs, _batch_schema_operations)
 register("batch_component_operations", BatchComponentOperationsArgs, _batch_component_operations)
 register("rollback_batch", RollbackBatchArgs, _rollback_batch)
+register("drop_batch_backups", DropBatchBackupsArgs, _drop_batch_backups)
 register("execute_batch_transaction", ExecuteBatchTransactionArgs, _execute_batch_transaction)

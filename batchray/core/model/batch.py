@@ -165,6 +165,7 @@ class BatchResult(_Model):
     duration: float = 0.0
     item_ids: list[int] = Field(default_factory=list)
     results: list[dict[str, Any]] = Field(default_factory=list)
+    """What the item counts do not say: a drop of backups reports ``{"itemBackupsDropped": n}``."""
     error: Optional[dict[str, Any]] = None
 
     html_renderer: ClassVar[Optional[Callable[["BatchResult"], str]]] = None

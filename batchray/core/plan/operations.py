@@ -10,7 +10,8 @@ local engine's or the Ray client's — so the same code serves both runtimes.
   per item).
 * :func:`plan_components` creates, updates and deletes components; their references (data
   context, attribute names, slider globals) must resolve.
-* :func:`plan_undo` restores a committed batch from the backups its commit kept.
+* :func:`plan_undo` restores a committed batch from the backups its commit kept, and
+  :func:`plan_drop_backups` forgets them.
 * :func:`run_transaction` runs a list of operations of any kind with dependencies, priorities
   and a recovery strategy (``retry``, ``skip``, ``rollback``, ``partial_rollback``).
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from batchray.core.txn.attempts import committed_attempts
-from batchray.core.txn.chunks import PutDocs, TransformItems, UndoBatch
+from batchray.core.txn.chunks import DropBackups, PutDocs, TransformItems, UndoBatch
 from batchray.errors import (
     BatchrayError,
     ConflictError,
@@ -275,28 +276,44 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
 
 def plan_undo(planner: Any, log_batch: Callable[[str], Optional[dict]], batch_id: str, force: bool = False) -> Any:
     """Restore a committed batch from its backups (kept when it ran with ``createBackups``)."""
-
-    record = log_batch(batch_id)
-    if record is None:
-        raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
-    if record["state"] != BatchState.completed.value:
-        raise ConflictError(f"batch {batch_id} is {record['state']}; only a completed batch can be undone", batchId=batch_id)
-    if record["kind"] not in ("create_items", "update_items", "delete_items", "transaction", "import"):
-        raise ConflictError(f"a {record['kind']} batch cannot be undone from item backups", batchId=batch_id)
-    # the backups are kept under the id of the attempt that committed (core.txn.attempts); a
-    # non-atomic batch that ran its conflicted chunks again may have committed over several
-    committed = committed_attempts(log_batch, batch_id)
-    if len(committed) > 1:
-        raise ConflictError(f"batch {batch_id} committed over {len(committed)} attempts (a non-atomic batch that "
-                            "ran the chunks that lost lock races again); it cannot be undone from its backups",
-                            batchId=batch_id, attempts=committed)
-    source = committed[0] if committed else batch_id
+    record, source = _backed_up_batch(log_batch, batch_id, "undone")
     planned = [PlannedChunk(s, UndoBatch(planner.next_chunk_id(), source, force), 1 << 20, 0)
                for s in planner.layout.shard_names]
     reported = record.get("result") or {}
     inverse = {"created": reported.get("itemsDeleted") or 0, "updated": reported.get("itemsUpdated") or 0,
                "deleted": reported.get("itemsCreated") or 0}  # what undoing it does (executor.item_counts)
     return Plan("rollback_batch", planned, total=1, extra={"source": batch_id, "inverse": inverse})
+
+
+def plan_drop_backups(planner: Any, log_batch: Callable[[str], Optional[dict]], batch_ids: list[str]) -> Any:
+    """Forget the backups committed batches ``batch_ids`` kept, on every shard at once (one
+    transaction, a :class:`~batchray.core.txn.chunks.DropBackups` per batch and shard): they can
+    no longer be undone, and their before-images no longer take room in the store."""
+    sources = [_backed_up_batch(log_batch, batch_id, "stripped of backups")[1] for batch_id in dict.fromkeys(batch_ids)]
+    planned = [PlannedChunk(s, DropBackups(planner.next_chunk_id(), source), 1024, 1)
+               for source in sources for s in planner.layout.shard_names]
+    return Plan("drop_backups", planned, total=len(sources), extra={"sources": sources})
+
+
+def _backed_up_batch(log_batch: Callable[[str], Optional[dict]], batch_id: str, done: str) -> tuple[dict, str]:
+    """``(record, source)``: the log's record of completed batch ``batch_id`` and the id its
+    backups are kept under (the attempt that committed it, :mod:`batchray.core.txn.attempts`);
+    NotFoundError when the log has no such batch, ConflictError when it cannot be ``done``."""
+    record = log_batch(batch_id)
+    if record is None:
+        raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
+    if record["state"] != BatchState.completed.value:
+        raise ConflictError(f"batch {batch_id} is {record['state']}; only a completed batch can be {done}",
+                            batchId=batch_id)
+    if record["kind"] not in ("create_items", "update_items", "delete_items", "transaction", "import"):
+        raise ConflictError(f"a {record['kind']} batch keeps no item backups", batchId=batch_id)
+    # a non-atomic batch that ran its conflicted chunks again may have committed over several
+    committed = committed_attempts(log_batch, batch_id)
+    if len(committed) > 1:
+        raise ConflictError(f"batch {batch_id} committed over {len(committed)} attempts (a non-atomic batch that "
+                            f"ran the chunks that lost lock races again); it cannot be {done} by its backups",
+                            batchId=batch_id, attempts=committed)
+    return record, committed[0] if committed else batch_id
 
 
 # -- the generic transaction -------------------------------------------------------------------

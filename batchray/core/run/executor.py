@@ -223,7 +223,7 @@ class Executor:
                 self._end_attempt(plan, last, attempt, started)
             self.log.set_state(txn, result.state.value, result=result.dump())
             undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
-            if undoes and result.success:
+            if undoes and result.success and outcome.affected:  # an undo that found no backups undid nothing
                 self.log.set_state(undoes, BatchState.rolled_back.value)
         except StoreError as exc:  # the batch is finished; only its record in the log failed
             raise unrecorded(txn, outcome.committed, exc, "its status reads 'running' until recovery records it") from exc
@@ -342,6 +342,7 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
         errors=errors,
         duration=duration,
         item_ids=item_ids,
+        results=[{"itemBackupsDropped": counts["backups"]}] if counts.get("backups") else [],
         error=outcome.cause.to_dict() if outcome.cause is not None else None,
     )
 

@@ -210,19 +210,6 @@ class DecisionLog:
                     raise StoreError(f"decision log: sequence {name} failed: {exc}") from exc
                 raise
 
-    # -- backups (before-images kept after commit, for undo) ---------------------------------
-    def save_backup(self, txn: str, participant: str, seq: int, images: bytes) -> None:
-        self._write("backup", "INSERT OR REPLACE INTO backups VALUES(?,?,?,?)", (txn, participant, seq, images))
-
-    def backups(self, txn: str) -> list[tuple[str, bytes]]:
-        with self._mutex:
-            return self._conn.execute(
-                "SELECT participant, images FROM backups WHERE txn=? ORDER BY participant, seq", (txn,)
-            ).fetchall()
-
-    def drop_backups(self, txn: str) -> None:
-        self._write("backup-drop", "DELETE FROM backups WHERE txn=?", (txn,))
-
 
 def _row_dict(cursor: sqlite3.Cursor) -> Optional[dict[str, Any]]:
     row = cursor.fetchone()

@@ -203,7 +203,18 @@ class UndoBatch:
     force: bool = False
 
 
-Chunk = Union[CreateItems, UpdateItems, DeleteItems, RestoreItems, PutDocs, TransformItems, UndoBatch]
+@dataclass
+class DropBackups:
+    """Forget, on this shard, the backups a committed batch kept: it can no longer be undone.
+    The backups go when the transaction commits (an aborted one leaves them); from its apply to
+    its decision it holds the batch's backups against an :class:`UndoBatch` of the same batch,
+    so that an undo reads them on every shard or on none."""
+
+    chunk_id: int
+    source_txn: str
+
+
+Chunk = Union[CreateItems, UpdateItems, DeleteItems, RestoreItems, PutDocs, TransformItems, UndoBatch, DropBackups]
 
 W = TypeVar("W")
 """What a store's chunk handlers write through: a connection, a transaction's session..."""
@@ -231,10 +242,11 @@ class ChunkHandlers(Generic[W]):
         put_docs: Callable[[W, TxnRef, PutDocs, int], BeforeImages],
         transform: Callable[[W, TxnRef, TransformItems, int], BeforeImages],
         undo_batch: Callable[[W, TxnRef, UndoBatch, int], BeforeImages],
+        drop_backups: Callable[[W, TxnRef, DropBackups, int], BeforeImages],
     ) -> None:
         self._table: dict[type, Callable[[W, TxnRef, Any, int], BeforeImages]] = {
             CreateItems: create, UpdateItems: update, DeleteItems: delete, RestoreItems: restore,
-            PutDocs: put_docs, TransformItems: transform, UndoBatch: undo_batch,
+            PutDocs: put_docs, TransformItems: transform, UndoBatch: undo_batch, DropBackups: drop_backups,
         }
 
     def apply(self, work: W, ref: TxnRef, chunk: Chunk, ver: int) -> BeforeImages:
@@ -301,7 +313,8 @@ class PlannedChunk:
     fed with a key already fed to its batch is dropped, so each key is applied once."""
     effect: Optional[str] = None
     """What the items the chunk writes undergo, for a result's counts: ``created``,
-    ``updated`` or ``deleted`` (``docs`` for catalog documents, which are no items); None when
+    ``updated`` or ``deleted`` (``docs`` for catalog documents, which are no items; ``backups``
+    for the items whose backups a :class:`DropBackups` forgets); None when
     a chunk does several (an undo). Noted from ``chunk``'s type when it is made (before
     ``chunk`` may become a ref)."""
 
@@ -311,7 +324,7 @@ class PlannedChunk:
 
 
 EFFECTS: dict[type, str] = {CreateItems: "created", UpdateItems: "updated", TransformItems: "updated",
-                            DeleteItems: "deleted", PutDocs: "docs"}
+                            DeleteItems: "deleted", PutDocs: "docs", DropBackups: "backups"}
 """The :attr:`PlannedChunk.effect` of each chunk type that has one."""
 
 
@@ -323,5 +336,6 @@ def count_effect(counts: dict[str, int], effect: Optional[str], items: int) -> d
 
 
 def items_written(planned: PlannedChunk, images: BeforeImages) -> int:
-    """The items an applied chunk wrote, as progress counts them (a catalog document is no item)."""
-    return 0 if planned.effect == "docs" else images.affected
+    """The items an applied chunk wrote, as progress counts them (a catalog document is no item,
+    nor is a dropped backup)."""
+    return 0 if planned.effect in ("docs", "backups") else images.affected

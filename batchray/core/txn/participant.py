@@ -204,9 +204,6 @@ class Participant(ItemSource, Protocol):
         read them (a store whose database keeps a prepared transaction's undo returns ``[]``
         once it is prepared)."""
 
-    def drop_backups(self, txn: str) -> None:
-        """Forget the backups a committed batch kept (it can no longer be undone)."""
-
     def read_docs(self, prefix: str = "") -> dict[str, str]:
         """Committed catalog documents whose key starts with ``prefix``."""
 

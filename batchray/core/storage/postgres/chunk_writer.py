@@ -25,6 +25,7 @@ from batchray.core.txn.chunks import (
     ChunkHandlers,
     CreateItems,
     DeleteItems,
+    DropBackups,
     PutDocs,
     RestoreItems,
     TransformItems,
@@ -59,7 +60,8 @@ class PgChunkWriter:
 
     def handlers(self) -> ChunkHandlers[PgWork]:
         return ChunkHandlers(create=self.create, update=self.update, delete=self.delete, restore=self.restore,
-                             put_docs=self.put_docs, transform=self.transform, undo_batch=self.undo_batch)
+                             put_docs=self.put_docs, transform=self.transform, undo_batch=self.undo_batch,
+                             drop_backups=self.drop_backups)
 
     def create(self, work: PgWork, ref: TxnRef, chunk: CreateItems, ver: int) -> BeforeImages:
         """COPY the chunk's valid rows (validated before the transaction was entered when the
@@ -204,6 +206,7 @@ class PgChunkWriter:
         images = BeforeImages(chunk.chunk_id)
         conn = work.conn
         s = self.s
+        self.locking.backups(conn, ref, chunk.source_txn)  # against a drop of them (see DropBackups)
         contexts = [c for (c,) in conn.execute(
             f"SELECT DISTINCT key::bigint >> {ITEM_BITS} FROM {s}.backups WHERE part=%s AND txn=%s AND tbl='items' "
             f"UNION SELECT DISTINCT lo >> {ITEM_BITS} FROM {s}.backup_ranges WHERE part=%s AND txn=%s",
@@ -239,3 +242,19 @@ class PgChunkWriter:
         work.vers.update((i, current[i][1]) for i in touched if i in current)
         return images
 
+    def drop_backups(self, work: PgWork, ref: TxnRef, chunk: DropBackups, ver: int) -> BeforeImages:
+        """Delete ``chunk.source_txn``'s backups in this transaction (PostgreSQL keeps them
+        until it commits, and puts them back if it aborts), holding them against an undo of
+        the same batch; ``affected``: the items they hold."""
+        images = BeforeImages(chunk.chunk_id)
+        conn = work.conn
+        s = self.s
+        self.locking.backups(conn, ref, chunk.source_txn)
+        ranges = conn.execute(f"DELETE FROM {s}.backup_ranges WHERE part=%s AND txn=%s RETURNING lo, hi, n",
+                              (self.num, chunk.source_txn)).fetchall()
+        keys = [int(key) for tbl, key in conn.execute(
+            f"DELETE FROM {s}.backups WHERE part=%s AND txn=%s RETURNING tbl, key",
+            (self.num, chunk.source_txn)).fetchall() if tbl == "items"]
+        outside = sum(1 for key in keys if not any(lo <= key <= hi for lo, hi, _ in ranges))
+        images.affected = sum(n for *_, n in ranges) + outside
+        return images

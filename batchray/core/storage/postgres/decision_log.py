@@ -165,20 +165,6 @@ class PgDecisionLog:
         )
         return row[0]
 
-    # backups
-    def save_backup(self, txn: str, participant: str, seq: int, images: bytes) -> None:
-        self._run("backup", f"INSERT INTO {self.s}.log_backups VALUES(%s, %s, %s, %s) "
-                            "ON CONFLICT (txn, participant, seq) DO UPDATE SET images = EXCLUDED.images",
-                  (txn, participant, seq, images))
-
-    def backups(self, txn: str) -> list[tuple[str, bytes]]:
-        rows = self._run("read", f"SELECT participant, images FROM {self.s}.log_backups WHERE txn=%s "
-                                 "ORDER BY participant, seq", (txn,), fetch="rows", durable=False)
-        return [(p, bytes(i)) for p, i in rows]
-
-    def drop_backups(self, txn: str) -> None:
-        self._run("backup-drop", f"DELETE FROM {self.s}.log_backups WHERE txn=%s", (txn,))
-
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
     for key in ("request", "result"):

@@ -32,7 +32,8 @@ class PgLocking:
 
     ``context_class`` is the participant's advisory-lock class: object 0 is its epoch fence
     (see :class:`~batchray.core.storage.postgres.participant.PgParticipant`), object ``c`` the
-    lock of data context ``c``; ``doc_class`` holds catalog documents' locks."""
+    lock of data context ``c``; ``doc_class`` holds catalog documents' locks, ``backups_class``
+    the locks of committed batches' backups (taken by an undo and a drop of them)."""
 
     def __init__(self, store: PgStore, name: str, num: int) -> None:
         self.store = store
@@ -41,6 +42,7 @@ class PgLocking:
         self.s = store.s
         self.context_class = advisory_key(f"{store.schema}:{name}")
         self.doc_class = advisory_key(f"{store.schema}:{name}:docs")
+        self.backups_class = advisory_key(f"{store.schema}:{name}:backups")
         self.waits: dict[str, dict[str, Any]] = {}
         """What each transaction waits for now: ``{"items"}`` or ``{"key", "what"}`` and ``mode``."""
 
@@ -144,12 +146,19 @@ class PgLocking:
             self.waiting(conn, ref, f"SELECT pg_advisory_xact_lock{mode}(%s, %s)", key, what, keyed=True)
 
     def docs(self, conn, ref: TxnRef, keys: list[str]) -> None:
-        for objid in sorted({advisory_key(k) for k in keys}):
-            key = (self.doc_class, objid)
+        self._exclusive(conn, ref, self.doc_class, keys, "a catalog document")
+
+    def backups(self, conn, ref: TxnRef, source_txn: str) -> None:
+        """Hold the backups of committed batch ``source_txn`` until the decision."""
+        self._exclusive(conn, ref, self.backups_class, [source_txn], f"the backups of batch {source_txn}")
+
+    def _exclusive(self, conn, ref: TxnRef, lock_class: int, names: list[str], what: str) -> None:
+        for objid in sorted({advisory_key(n) for n in names}):
+            key = (lock_class, objid)
             if conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", key).fetchone()[0]:
                 continue
-            self.wait_die(conn, ref, [key], "a catalog document")
-            self.waiting(conn, ref, "SELECT pg_advisory_xact_lock(%s, %s)", key, "a catalog document", keyed=True)
+            self.wait_die(conn, ref, [key], what)
+            self.waiting(conn, ref, "SELECT pg_advisory_xact_lock(%s, %s)", key, what, keyed=True)
 
     def items(self, conn, ref: TxnRef, ids: list[int]) -> dict[int, tuple[str, int]]:
         """Lock the items among ``ids`` that exist here; ``{id: (vals, ver)}``."""

@@ -503,12 +503,6 @@ class PgParticipant(StoreParticipant[PgWork]):
         tx.state = "prepared"
         return True
 
-    def drop_backups(self, txn: str) -> None:
-        """Forget a batch's backups (it can no longer be undone)."""
-        with self._controlled("drop backups") as conn:
-            conn.execute(f"DELETE FROM {self.s}.backups WHERE part=%s AND txn=%s", (self.num, txn))
-            conn.execute(f"DELETE FROM {self.s}.backup_ranges WHERE part=%s AND txn=%s", (self.num, txn))
-
     def resolve(self, ref: TxnRef) -> str:
         """Abort ``ref.txn`` unless it is finished here; return its outcome."""
         return self._finish(ref, "aborted", resolving=True)

@@ -35,6 +35,7 @@ from batchray.core.txn.chunks import (
     ChunkHandlers,
     CreateItems,
     DeleteItems,
+    DropBackups,
     PutDocs,
     RestoreItems,
     TransformItems,
@@ -56,7 +57,8 @@ class SqliteChunkWriter:
 
     def handlers(self) -> ChunkHandlers[sqlite3.Connection]:
         return ChunkHandlers(create=self.create, update=self.update, delete=self.delete, restore=self.restore,
-                             put_docs=self.put_docs, transform=self.transform, undo_batch=self.undo_batch)
+                             put_docs=self.put_docs, transform=self.transform, undo_batch=self.undo_batch,
+                             drop_backups=self.drop_backups)
 
     def create(self, conn: sqlite3.Connection, ref: TxnRef, chunk: CreateItems, ver: int) -> BeforeImages:
         images = BeforeImages(chunk.chunk_id)
@@ -287,6 +289,22 @@ class SqliteChunkWriter:
         self._record_undo_from_table(conn, ref, chunk.chunk_id, gone)
         conn.execute("DELETE FROM items WHERE id IN (SELECT value FROM json_each(?))", (ids_param(gone),))
         images.affected = len(set(keys).union(gone))
+        return images
+
+    def drop_backups(self, conn: sqlite3.Connection, ref: TxnRef, chunk: DropBackups, ver: int) -> BeforeImages:
+        """Note in the undo log that ``chunk.source_txn``'s backups go when this transaction
+        commits (the shard deletes them then: an abort, which restores from the undo log,
+        leaves them); ``affected``: the items they hold. The shard's lock plan holds the
+        batch's backups from here to the decision."""
+        images = BeforeImages(chunk.chunk_id)
+        conn.execute("INSERT OR IGNORE INTO undo(txn, chunk, tbl, key, before) VALUES(?, ?, 'drop', ?, NULL)",
+                     (ref.txn, chunk.chunk_id, chunk.source_txn))
+        images.affected = conn.execute(
+            "SELECT (SELECT count(*) FROM backups b WHERE b.txn=?1 AND b.tbl='items' AND NOT EXISTS ("
+            "          SELECT 1 FROM backup_ranges r WHERE r.txn=?1 AND b.key BETWEEN r.lo AND r.hi))"
+            "     + (SELECT coalesce(sum(n), 0) FROM backup_ranges WHERE txn=?1)",
+            (chunk.source_txn,),
+        ).fetchone()[0]
         return images
 
     def _record_undo_from_table(self, conn: sqlite3.Connection, ref: TxnRef, chunk_id: int, ids: list[int]) -> None:

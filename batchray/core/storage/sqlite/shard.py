@@ -46,6 +46,7 @@ from batchray.core.txn.chunks import (
     RestoreItems,
     TransformItems,
     TxnRef,
+    DropBackups,
     UndoBatch,
     check_txn_id,
     context_of,
@@ -225,7 +226,7 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
     def _commit_one_phase(self, conn: sqlite3.Connection, txn: str, chunk_id: int, affected: int) -> None:
         """Commit ``txn`` inside the local transaction that applied its only chunk, and keep the
         apply's answer for a repeated delivery."""
-        self._keep_backups(conn, txn)
+        self._settle_backups(conn, txn)
         self._forget(conn, txn, "committed")
         conn.execute("INSERT INTO one_phase VALUES(?,?,?)", (txn, chunk_id, affected))
 
@@ -311,8 +312,11 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             return [([("doc", key) for key, _ in chunk.docs], EXCLUSIVE)]
         if isinstance(chunk, TransformItems):
             return [([("ctx", chunk.context_id)], EXCLUSIVE)]
-        if isinstance(chunk, UndoBatch):
-            return [([("ctx", c) for c in self._backup_contexts(chunk.source_txn)], EXCLUSIVE)]
+        if isinstance(chunk, DropBackups):
+            return [([("backups", chunk.source_txn)], EXCLUSIVE)]
+        if isinstance(chunk, UndoBatch):  # and its backups, against a drop of them (see DropBackups)
+            return [([("backups", chunk.source_txn)], EXCLUSIVE),
+                    ([("ctx", c) for c in self._backup_contexts(chunk.source_txn)], EXCLUSIVE)]
         if isinstance(chunk, CreateItems):
             # fresh ids from this batch's own block: nobody else can name them
             return [([("ctx", context_of(chunk.ids[0]))], SHARED)] if len(chunk.ids) else []
@@ -381,7 +385,7 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                 if outcome == "aborted":
                     self._roll_back(conn, ref.txn)
                 else:
-                    self._keep_backups(conn, ref.txn)
+                    self._settle_backups(conn, ref.txn)
                 self._forget(conn, ref.txn, outcome)
         self.locks.release_all(ref.txn)
         return outcome
@@ -408,10 +412,13 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             (txn,),
         )
 
-    def _keep_backups(self, conn: sqlite3.Connection, txn: str) -> None:
-        """At commit of a transaction that asked for backups, keep its before-images with the
+    def _settle_backups(self, conn: sqlite3.Connection, txn: str) -> None:
+        """At commit: delete the backups of the batches whose :class:`DropBackups` the
+        transaction applied; and when it asked for backups, keep its before-images with the
         version each item got, so :class:`UndoBatch` can later restore them and notice items
         that a later batch changed (their version moved on)."""
+        for table in ("backups", "backup_ranges"):
+            conn.execute(f"DELETE FROM {table} WHERE txn IN (SELECT key FROM undo WHERE txn=? AND tbl='drop')", (txn,))
         row = conn.execute("SELECT backup FROM txns WHERE txn=?", (txn,)).fetchone()
         if not row or not row[0]:
             return
@@ -419,7 +426,7 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             "INSERT OR REPLACE INTO backups(txn, tbl, key, before, before_ver, ver) "
             "SELECT u.txn, u.tbl, u.key, u.before, u.before_ver, "
             "  coalesce((SELECT ver FROM items WHERE u.tbl = 'items' AND id = u.key), -1) "
-            "FROM undo u WHERE u.txn=?",
+            "FROM undo u WHERE u.txn=? AND u.tbl IN ('items', 'docs')",
             (txn,),
         )
         conn.execute(
@@ -428,12 +435,6 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             "WHERE c.txn=?",
             (txn,),
         )
-
-    def drop_backups(self, txn: str) -> None:
-        """Forget a batch's backups (it can no longer be undone)."""
-        with self._write("drop-backups", None) as conn:
-            conn.execute("DELETE FROM backups WHERE txn=?", (txn,))
-            conn.execute("DELETE FROM backup_ranges WHERE txn=?", (txn,))
 
     def _forget(self, conn: sqlite3.Connection, txn: str, outcome: str) -> None:
         for table in ("undo", "created", "applied", "txns"):
@@ -465,6 +466,7 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                 context_of(lo) for (lo,) in self._conn.execute("SELECT lo FROM created WHERE txn=?", (txn,))
             }
             keys += [("doc", k) for (k,) in self._conn.execute("SELECT key FROM undo WHERE txn=? AND tbl='docs'", (txn,))]
+            keys += [("backups", k) for (k,) in self._conn.execute("SELECT key FROM undo WHERE txn=? AND tbl='drop'", (txn,))]
             # the contexts shared (a prepared schema rewrite also holds each item it rewrote)
             self.locks.acquire(txn, ts, [("ctx", c) for c in sorted(contexts)], SHARED, timeout=0)
             self.locks.acquire(txn, ts, keys, timeout=0)
@@ -495,7 +497,7 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                 tuple(r) for r in conn.execute("SELECT lo, hi, n FROM created WHERE txn=? AND chunk=?", (txn, chunk_id))
             ]
             for tbl, key, before in conn.execute(
-                "SELECT tbl, key, before FROM undo WHERE txn=? AND chunk=?", (txn, chunk_id)
+                "SELECT tbl, key, before FROM undo WHERE txn=? AND chunk=? AND tbl IN ('items', 'docs')", (txn, chunk_id)
             ):
                 (images.items if tbl == "items" else images.docs).append((key, before))
         return images
