@@ -133,3 +133,21 @@ def test_demo_loads_atomically_and_shows_a_rollback(tmp_path):
     assert summary["workers"] == 2 and summary["itemsPerSecond"] > 0
     assert "committed 20,000 items" in done.stdout
     assert "Deprecat" not in done.stdout + done.stderr  # nothing of Ray's internals on the console
+
+
+def test_demo_connects_to_the_address_it_is_given(tmp_path, monkeypatch, capsys):
+    import batchray
+    from batchray.errors import ParticipantUnavailable
+
+    asked = {}
+
+    def connect(store, **settings):
+        asked.update(settings, store=store)
+        raise ParticipantUnavailable("no cluster at that address")
+
+    monkeypatch.setattr(batchray, "connect", connect)
+    store = str(tmp_path / "store")
+    code = cli.main(["demo", "--items", "10", "--store", store, "--address", "10.0.0.7:6379", "--no-progress"])
+    assert code == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "UNAVAILABLE"
+    assert asked["store"] == store and asked["address"] == "10.0.0.7:6379" and asked["workers"] == 2

@@ -79,7 +79,8 @@ def _read_args(args: argparse.Namespace) -> Any:
 def cmd_demo(args: argparse.Namespace) -> int:
     from batchray.api.demo import run_demo
 
-    summary = run_demo(items=args.items, store=args.store, workers=args.workers, progress=not args.no_progress)
+    summary = run_demo(items=args.items, store=args.store, workers=args.workers, address=args.address,
+                       progress=not args.no_progress)
     if args.json_summary:
         _print(summary)
     return 0 if summary["storeUnchangedAfterFailure"] else 1
