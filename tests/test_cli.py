@@ -151,3 +151,34 @@ def test_demo_connects_to_the_address_it_is_given(tmp_path, monkeypatch, capsys)
     assert code == 1
     assert json.loads(capsys.readouterr().out)["error"]["code"] == "UNAVAILABLE"
     assert asked["store"] == store and asked["address"] == "10.0.0.7:6379" and asked["workers"] == 2
+
+
+def test_stop_on_a_store_nothing_serves_starts_nothing_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    def no_connecting(args):
+        raise AssertionError("stopping a store that nothing serves must not start one")
+
+    monkeypatch.setattr(cli, "_connect", no_connecting)
+    monkeypatch.delenv("BATCHRAY_ADDRESS", raising=False)
+    never = tmp_path / "never-served"
+    assert cli.main(["stop", "--store", str(never)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"success": True, "stopped": None}
+    assert not never.exists()
+
+    served_once = tmp_path / "store"
+    with local_client(served_once) as engine:  # an owner that has gone: its lock is free
+        assert engine.create_data_context("People", PEOPLE).success
+    assert cli.main(["stop", "--store", f"sqlite://{served_once}"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"success": True, "stopped": None}
+
+
+def test_stop_stops_the_live_owner_it_finds(tmp_path, monkeypatch, capsys):
+    store = tmp_path / "store"
+    stopped = []
+    monkeypatch.delenv("BATCHRAY_ADDRESS", raising=False)
+    with local_client(store) as owner:  # this process serves the store: a live owner
+        record = owner.info()["owner"]
+        monkeypatch.setattr(owner, "shutdown", lambda: stopped.append(True))
+        monkeypatch.setattr(cli, "_connect", lambda args: owner)
+        assert cli.main(["stop", "--store", str(store)]) == 0
+    assert stopped == [True]
+    assert json.loads(capsys.readouterr().out) == {"success": True, "stopped": json.loads(json.dumps(record))}

@@ -16,7 +16,9 @@ details}}`` and exits 1, never a traceback; no password appears in it (errors ar
 ``status`` without a batch id prints the store's owner (see
 :mod:`batchray.core.storage.ownership`) and its recent batches. ``stop`` stops the store's
 coordinator and workers (wherever they run: the driver joins the store's owner first), which
-releases the store's ownership.
+releases the store's ownership, and prints ``{success: true, stopped: OWNER}``. Without
+``--address``, a store that nothing serves (no live owner) has nothing to stop: ``stop`` then
+starts no Ray, creates no store, and prints ``stopped: null``.
 
 ``tool``, ``status``, ``recover`` and ``stop`` print only their JSON on stdout: whatever else would be
 printed there (a library's output) goes to stderr, and Ray's own log lines (its INFO lines, the
@@ -119,7 +121,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live_owner(store: str) -> Optional[dict[str, Any]]:
+    """The record of ``store``'s live owner, or None when nothing serves it. Only probes: a
+    SQLite directory that was never served (no owner lock file) is not opened, nor created."""
+    from pathlib import Path
+
+    from batchray.core.storage.backends import open_backend
+    from batchray.core.storage.ownership import LOCK_FILE, live_owner
+    from batchray.core.storage.store import parse_store_url
+
+    kind, location = parse_store_url(store)
+    if kind == "sqlite" and not (Path(location).expanduser() / LOCK_FILE).exists():
+        return None
+    backend = open_backend(store)
+    try:
+        return live_owner(backend)
+    finally:
+        backend.close()
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
+    if args.address is None and _live_owner(args.store) is None:
+        # nothing serves the store: connecting would start a Ray and an owner only to stop them
+        _print({"success": True, "stopped": None})
+        return 0
     with _connect(args) as client:
         owner = client.info().get("owner")
         client.shutdown()
