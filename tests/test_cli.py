@@ -182,3 +182,33 @@ def test_stop_stops_the_live_owner_it_finds(tmp_path, monkeypatch, capsys):
         assert cli.main(["stop", "--store", str(store)]) == 0
     assert stopped == [True]
     assert json.loads(capsys.readouterr().out) == {"success": True, "stopped": json.loads(json.dumps(record))}
+
+
+@pytest.mark.parametrize("argv", [
+    ["tool", "get_items", "--json", "{}", "--bogus"],
+    ["tool"],
+    ["status", "--workers", "postgresql://u:s3cret@127.0.0.1:1/db"],
+    ["stop", "extra"],
+    ["recover", "-x"],
+])
+def test_bad_usage_of_a_json_command_is_the_structured_error_on_stdout(argv, monkeypatch, capsys):
+    def no_connecting(args):
+        raise AssertionError("bad usage must be refused before connecting")
+
+    monkeypatch.setattr(cli, "_connect", no_connecting)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    error = json.loads(out)["error"]
+    assert error["code"] == "VALIDATION" and error["message"].startswith(f"batchray {argv[0]}: ")
+    assert "usage: batchray " + argv[0] in err
+    assert "s3cret" not in out + err
+
+
+def test_bad_usage_of_another_command_is_argparse_s_own(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["dashboard", "--bogus"])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "unrecognized arguments: --bogus" in err
