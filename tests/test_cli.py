@@ -133,3 +133,82 @@ def test_demo_loads_atomically_and_shows_a_rollback(tmp_path):
     assert summary["workers"] == 2 and summary["itemsPerSecond"] > 0
     assert "committed 20,000 items" in done.stdout
     assert "Deprecat" not in done.stdout + done.stderr  # nothing of Ray's internals on the console
+
+
+def test_demo_connects_to_the_address_it_is_given(tmp_path, monkeypatch, capsys):
+    import batchray
+    from batchray.errors import ParticipantUnavailable
+
+    asked = {}
+
+    def connect(store, **settings):
+        asked.update(settings, store=store)
+        raise ParticipantUnavailable("no cluster at that address")
+
+    monkeypatch.setattr(batchray, "connect", connect)
+    store = str(tmp_path / "store")
+    code = cli.main(["demo", "--items", "10", "--store", store, "--address", "10.0.0.7:6379", "--no-progress"])
+    assert code == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "UNAVAILABLE"
+    assert asked["store"] == store and asked["address"] == "10.0.0.7:6379" and asked["workers"] == 2
+
+
+def test_stop_on_a_store_nothing_serves_starts_nothing_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    def no_connecting(args):
+        raise AssertionError("stopping a store that nothing serves must not start one")
+
+    monkeypatch.setattr(cli, "_connect", no_connecting)
+    monkeypatch.delenv("BATCHRAY_ADDRESS", raising=False)
+    never = tmp_path / "never-served"
+    assert cli.main(["stop", "--store", str(never)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"success": True, "stopped": None}
+    assert not never.exists()
+
+    served_once = tmp_path / "store"
+    with local_client(served_once) as engine:  # an owner that has gone: its lock is free
+        assert engine.create_data_context("People", PEOPLE).success
+    assert cli.main(["stop", "--store", f"sqlite://{served_once}"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"success": True, "stopped": None}
+
+
+def test_stop_stops_the_live_owner_it_finds(tmp_path, monkeypatch, capsys):
+    store = tmp_path / "store"
+    stopped = []
+    monkeypatch.delenv("BATCHRAY_ADDRESS", raising=False)
+    with local_client(store) as owner:  # this process serves the store: a live owner
+        record = owner.info()["owner"]
+        monkeypatch.setattr(owner, "shutdown", lambda: stopped.append(True))
+        monkeypatch.setattr(cli, "_connect", lambda args: owner)
+        assert cli.main(["stop", "--store", str(store)]) == 0
+    assert stopped == [True]
+    assert json.loads(capsys.readouterr().out) == {"success": True, "stopped": json.loads(json.dumps(record))}
+
+
+@pytest.mark.parametrize("argv", [
+    ["tool", "get_items", "--json", "{}", "--bogus"],
+    ["tool"],
+    ["status", "--workers", "postgresql://u:s3cret@127.0.0.1:1/db"],
+    ["stop", "extra"],
+    ["recover", "-x"],
+])
+def test_bad_usage_of_a_json_command_is_the_structured_error_on_stdout(argv, monkeypatch, capsys):
+    def no_connecting(args):
+        raise AssertionError("bad usage must be refused before connecting")
+
+    monkeypatch.setattr(cli, "_connect", no_connecting)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    error = json.loads(out)["error"]
+    assert error["code"] == "VALIDATION" and error["message"].startswith(f"batchray {argv[0]}: ")
+    assert "usage: batchray " + argv[0] in err
+    assert "s3cret" not in out + err
+
+
+def test_bad_usage_of_another_command_is_argparse_s_own(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["dashboard", "--bogus"])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "unrecognized arguments: --bogus" in err

@@ -260,3 +260,12 @@ def test_bounds_that_no_value_could_pass_are_refused_in_a_schema_and_in_a_check(
     checked = call_tool(client, "batch_validate", {"dataContextName": "B", "rules": {"n": {"min": 5, "max": 1}}})
     assert checked["success"] is False and checked["error"]["code"] == "VALIDATION", checked
     client.close()
+
+
+def test_an_items_metadata_is_declared_as_not_stored(client):
+    schema = next(t for t in tool_schemas() if t["name"] == "batch_create_items")["inputSchema"]
+    assert "not stored" in schema["$defs"]["ItemSpec"]["properties"]["metadata"]["description"]
+    created = call_tool(client, "batch_create_items", {"dataContextName": "P", "collectionName": "People",
+                                                       "items": [{"values": {"name": "a"}, "metadata": {"k": 1}}]})
+    assert created["success"], created
+    assert [item for item in client.get_items("P")] == [{"id": created["itemIds"][0], "values": {"name": "a"}}]

@@ -11,12 +11,17 @@
 ``tool`` prints the result JSON and exits 1 when ``success`` is false, 2 on bad usage. Every
 failure of a command prints the structured error ``{success: false, error: {code, message,
 details}}`` and exits 1, never a traceback; no password appears in it (errors are redacted by
-:func:`batchray.core.storage.postgres.url.redact`, which importing it installs).
+:func:`batchray.core.storage.postgres.url.redact`, which importing it installs). Bad usage of
+``tool``, ``status``, ``recover`` or ``stop`` (an unknown option, a missing or malformed
+argument) prints the structured ``VALIDATION`` error on stdout too, and the usage on stderr,
+and exits 2.
 
 ``status`` without a batch id prints the store's owner (see
 :mod:`batchray.core.storage.ownership`) and its recent batches. ``stop`` stops the store's
 coordinator and workers (wherever they run: the driver joins the store's owner first), which
-releases the store's ownership.
+releases the store's ownership, and prints ``{success: true, stopped: OWNER}``. Without
+``--address``, a store that nothing serves (no live owner) has nothing to stop: ``stop`` then
+starts no Ray, creates no store, and prints ``stopped: null``.
 
 ``tool``, ``status``, ``recover`` and ``stop`` print only their JSON on stdout: whatever else would be
 printed there (a library's output) goes to stderr, and Ray's own log lines (its INFO lines, the
@@ -54,6 +59,21 @@ def _connect(args: argparse.Namespace):
                    io_root=getattr(args, "io_root", None), quiet=not args.verbose)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose usage errors, for the commands in :data:`JSON_COMMANDS`, are also the
+    structured error on stdout (their stdout is JSON and nothing else); every message redacted."""
+
+    json_errors = False
+    commands: dict[str, argparse.ArgumentParser]  # set on the top-level parser: each command's own
+
+    def error(self, message: str):  # type: ignore[override]
+        message = redact(message)
+        if self.json_errors:
+            _print(error_payload(ValidationError(f"{self.prog}: {message}", field="argv")))
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _usage_error(message: str, **details: Any) -> SystemExit:
     """Bad usage of ``tool``: print the structured error; the exit (status 2) to raise."""
     _print(error_payload(ValidationError(message, **details)))
@@ -79,7 +99,8 @@ def _read_args(args: argparse.Namespace) -> Any:
 def cmd_demo(args: argparse.Namespace) -> int:
     from batchray.api.demo import run_demo
 
-    summary = run_demo(items=args.items, store=args.store, workers=args.workers, progress=not args.no_progress)
+    summary = run_demo(items=args.items, store=args.store, workers=args.workers, address=args.address,
+                       progress=not args.no_progress)
     if args.json_summary:
         _print(summary)
     return 0 if summary["storeUnchangedAfterFailure"] else 1
@@ -118,7 +139,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live_owner(store: str) -> Optional[dict[str, Any]]:
+    """The record of ``store``'s live owner, or None when nothing serves it. Only probes: a
+    SQLite directory that was never served (no owner lock file) is not opened, nor created."""
+    from pathlib import Path
+
+    from batchray.core.storage.backends import open_backend
+    from batchray.core.storage.ownership import LOCK_FILE, live_owner
+    from batchray.core.storage.store import parse_store_url
+
+    kind, location = parse_store_url(store)
+    if kind == "sqlite" and not (Path(location).expanduser() / LOCK_FILE).exists():
+        return None
+    backend = open_backend(store)
+    try:
+        return live_owner(backend)
+    finally:
+        backend.close()
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
+    if args.address is None and _live_owner(args.store) is None:
+        # nothing serves the store: connecting would start a Ray and an owner only to stop them
+        _print({"success": True, "stopped": None})
+        return 0
     with _connect(args) as client:
         owner = client.info().get("owner")
         client.shutdown()
@@ -148,7 +192,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="batchray", description="Transactional batch operations on Ray.")
+    parser = _Parser(prog="batchray", description="Transactional batch operations on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_store(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -202,10 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard = dashboard_arguments(
         sub.add_parser("dashboard", help="print (or write) the Grafana dashboard for batchray's metrics"))
     dashboard.set_defaults(func=cmd_dashboard)
+    for name in JSON_COMMANDS:
+        sub.choices[name].json_errors = True
+    parser.commands = sub.choices
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    install_secret_redaction(redact)  # what importing url does; said here, where errors are printed
     parser = build_parser()
     # the tool's '-' may follow its options (argparse fills the optional positional right after
     # NAME, so a later '-' is left over): take it as that positional
@@ -213,8 +261,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.command == "tool" and extra == ["-"] and args.stdin is None:
         args.stdin, extra = "-", []
     if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    install_secret_redaction(redact)  # what importing url does; said here, where errors are printed
+        # the command's own parser: for a JSON command, the error goes to stdout as JSON too
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     global _json_out
     json_only = args.command in JSON_COMMANDS
     _json_out = sys.stdout if json_only else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import psutil
 
@@ -93,13 +93,16 @@ class PeakMemory:
 
 
 def run_demo(items: int = 1_000_000, store: str = "./batchray-data", workers: int = 2,
-             progress: bool = True, out=print) -> dict[str, Any]:
+             progress: bool = True, out=print, address: Optional[str] = None) -> dict[str, Any]:
+    """Run the demo on ``store`` (connected with ``workers`` and ``address``, as
+    :func:`batchray.connect` takes them); its summary, whose ``storeUnchangedAfterFailure``
+    says whether the failed batch left the store as it was."""
     import os
 
     import batchray
 
     started = time.perf_counter()
-    with batchray.connect(store, workers=workers, progress=progress) as client:
+    with batchray.connect(store, workers=workers, address=address, progress=progress) as client:
         info = client.info()
         pids = [os.getpid(), info["pid"], *[w["pid"] for w in info["workers"]]]
         context = f"Demo-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -63,7 +63,8 @@ class CreateDataContextArgs(_Args):
 # -- batch_create_items ----------------------------------------------------------------------
 class ItemSpec(_Args):
     values: dict[str, Any]
-    metadata: Optional[dict[str, Any]] = None
+    metadata: Optional[dict[str, Any]] = Field(default=None, description=(
+        "not stored: accepted (as in a {values, metadata} item record) and dropped; only values are kept"))
 
 
 class CreateOptions(_Args):
