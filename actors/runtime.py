@@ -28,6 +28,7 @@ from actors.direct import DirectLane
 from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix, placement
 from actors.auth import prepare_ray_auth
 from actors.transport import ChunkPart, InlineChunk, PackedChunks, plain_pickled
+from batchray.core.model import arguments
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.plan.plan import SMALL_BATCH, Plan, held_whole
 from batchray.core.run.runtime import ProgressCallback
@@ -39,6 +40,9 @@ from batchray.core.storage.patching import encoded_by_sender
 from batchray.core.storage.store import parse_store_url
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD
 from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable, StoreInUse
+
+MAX_WORKERS = 256
+"""The most worker actors a store may have (as many as its shards may number)."""
 
 FEED_GROUP = 32
 """The most chunks handed to the coordinator per call when the input is held in memory: a
@@ -206,6 +210,7 @@ class RayRuntime:
         stall_timeout: float = 120.0,
         quiet: bool = False,
     ) -> None:
+        workers = arguments.integer(workers, "workers", minimum=1, maximum=MAX_WORKERS)
         kind, _ = parse_store_url(store)  # a directory, sqlite:///DIR or postgresql://...
         prepare_ray_auth(address)
         self._backend = open_backend(store, shards)

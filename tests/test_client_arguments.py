@@ -91,3 +91,13 @@ def test_good_limits_are_honoured(client):
     assert len(client.get_items("P", limit=1)) == 1 and client.get_items("P", limit=0) == []
     assert len(client.get_cases("P", "Cities", offset=1)) == 1
     assert len(client.status(limit=1)) == 1
+
+
+@pytest.mark.parametrize("workers", [0, -1, 257, "2", 2.5, True])
+def test_a_bad_worker_count_is_refused_before_anything_starts(tmp_path, workers):
+    import batchray
+
+    with pytest.raises(ValidationError) as refused:
+        batchray.connect(tmp_path / "store", workers=workers, progress=False)
+    assert refused.value.details["field"] == "workers"
+    assert not (tmp_path / "store").exists()  # nothing opened, no Ray started
