@@ -564,3 +564,17 @@ def test_a_default_is_filled_in_by_the_row_path_and_a_chunk_needing_none_is_chec
     assert validator.validate(sparse)[1] == [{"tag": "a", "dflt": 1}, {"tag": "b", "dflt": 7}]
     dense = ColumnLists(["tag", "dflt"], [["a", "b"], [1, None]])  # a null is the key with None
     assert validator.validate(dense)[1] == [{"tag": "a", "dflt": 1}, {"tag": "b", "dflt": None}]
+
+
+def test_a_refusal_counts_the_invalid_items_apart_from_their_errors():
+    from batchray.core.model.schema import raise_if_errors
+
+    errors = [{"index": 0, "field": "n", "code": "INVALID_VALUE", "message": "expected a number, got 'x'"},
+              {"index": 0, "field": "m", "code": "INVALID_VALUE", "message": "expected a number, got 'y'"},
+              {"index": 1, "field": "n", "code": "INVALID_VALUE", "message": "expected a number, got 'z'"}]
+    with pytest.raises(ValidationError) as refused:
+        raise_if_errors(errors)
+    assert str(refused.value.message).startswith("2 invalid items (3 errors); first at item 0, field 'n'")
+    with pytest.raises(ValidationError) as refused:
+        raise_if_errors(errors[2:], "updates")
+    assert str(refused.value.message).startswith("1 invalid updates; first at item 1")

@@ -450,8 +450,10 @@ def raise_if_errors(errors: list[dict[str, Any]], what: str = "items") -> None:
         return
     first = errors[0]
     where = f"item {first['index']}" + (f", field {first['field']!r}" if first.get("field") else "")
+    invalid = len({e.get("index") for e in errors})
+    counted = f"{invalid} invalid {what}" + (f" ({len(errors)} errors)" if len(errors) != invalid else "")
     raise ValidationError(
-        f"{len(errors)} invalid {what}; first at {where}: {first['message']}",
+        f"{counted}; first at {where}: {first['message']}",
         index=first["index"],
         field=first.get("field"),
         errors=errors,
