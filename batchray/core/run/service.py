@@ -31,9 +31,11 @@ failed chunks. ``rollback=True`` (and any atomic batch) ends with nothing of the
 store; ``rollback=False`` on a non-atomic batch keeps the chunks that were applied (state
 ``cancelled``, with the kept items counted in the result). A non-atomic batch that is running
 its conflicted chunks again keeps what its earlier attempts committed, whatever ``rollback``
-says. The stop is looked for once more between the votes and the decision; a cancellation
-that comes after that look changes nothing of the decision: its reply says the batch is
-already decided (``success`` false), and no further attempt of the batch runs.
+says. The stop is looked for once more between the votes and the decision (for a batch that
+commits in one phase, before its one chunk goes to its participant as apply+commit: that is
+its decision); a cancellation that comes after that look changes nothing of the decision: its
+reply says the batch is already decided (``success`` false), and no further attempt of the
+batch runs.
 
 A batch's ``timeout`` option (milliseconds, default 300,000) runs from its start, not from its
 submission (time spent queued does not count): past it the batch stops like a non-graceful
@@ -708,8 +710,11 @@ class _StopCheck:
 def _decided_reply(txn: str, outcomes: Optional[dict[str, str]], kept: list[str]) -> dict[str, Any]:
     """The reply to a cancellation that came after the batch's decision was taken: the decision
     stands (``outcomes``: as logged; None while it is being written)."""
-    if outcomes is None:
-        state, what = "deciding", "its decision is being recorded and stands"
+    if outcomes is None:  # being written to the log, or a one-phase commit at its participant
+        state, what = "deciding", ("its decision is being taken and stands (a one-phase commit at its participant "
+                                   "commits what applies cleanly there, else nothing)")
+        if kept:
+            what += f"; what its earlier attempts committed ({', '.join(kept)}) stays"
     elif any(v == "commit" for v in outcomes.values()):
         state, what = "committing", "it commits what it applied"
     elif kept:
