@@ -149,7 +149,9 @@ class BatchRun:
 
 
 class CoordinatorService:
-    """See the module docstring. ``progress`` has ``start/report/finish/memory`` methods."""
+    """See the module docstring. ``progress`` has ``start/report/finish/memory`` methods; it is
+    told the budget's use and limit (``memory``) when the service starts, and as chunks come
+    and go (batches sent by the direct lane do not pass through here)."""
 
     def __init__(
         self,
@@ -181,6 +183,7 @@ class CoordinatorService:
         self._threads = _Threads("batchray-batch")
         self._submit_thread_runs = 0  # batches running on their submit call's thread now
         self._memory_reported = 0.0
+        self._report_memory(force=True)  # the budget is known from the start, before any batch runs here
         self._admitter = threading.Thread(target=self._admit_loop, name="batchray-admission", daemon=True)
         self._admitter.start()
         # batches the store failed at their decision or in phase 2 are finished in the
