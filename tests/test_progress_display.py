@@ -34,3 +34,26 @@ def test_a_tools_progress_snapshots_end_with_the_rolled_back_state(tmp_path):
         assert payload["success"] is False
         last = payload["progress"][-1]
         assert last["state"] == "rolled_back" and last["completed"] == 0, payload["progress"]
+
+
+def test_an_update_by_query_reports_no_eta_and_its_bar_no_total_past_the_selectors(tmp_path):
+    """An update's plan counts its selectors (here one query, selecting 1000 items): its
+    progress gives no ETA once the count passes that total (it was negative), and its bar
+    counts without a total (it showed 1000 of 1)."""
+    from batchray.api.progress import ProgressDisplay
+
+    with local_client(tmp_path / "store", shards=2) as client:
+        assert client.create_data_context("C", ROWS).success
+        assert client.create_items("C", "Rows", [{"n": i} for i in range(1000)]).success
+        seen: list[dict] = []
+        result = client.update_items("C", [{"selector": {"query": "n >= 0"}, "values": {"n": 1}}],
+                                     callback=seen.append)
+        assert result.items_updated == 1000
+        running = [p for p in seen if p["state"] == "running"]
+        assert running and running[-1]["completed"] == 1000 and running[-1]["total"] == 1
+        assert all(p["etaSeconds"] is None for p in running if p["completed"] + p["failed"] > p["total"]), running
+        display = ProgressDisplay(1, "update_items", bar=True)
+        for p in running:
+            display.update(p)
+        assert display.bar.total is None and display.bar.n == 1000
+        display.close(result)

@@ -38,6 +38,8 @@ class ProgressDisplay:
         if self.bar is not None:
             if progress.get("total") and self.bar.total != progress["total"]:
                 self.bar.total = progress["total"]
+            if self.bar.total is not None and done > self.bar.total:
+                self.bar.total = None  # no count of items (an update's selectors): the bar counts without one
             self.bar.update(done - self.seen)
             if progress.get("etaSeconds") is not None:
                 self.bar.set_postfix(eta=f"{progress['etaSeconds']:.0f}s", refresh=False)
