@@ -51,10 +51,14 @@ class ProgressActor:
 
     def restart(self, txn: str) -> None:
         self.book.restart(txn)
+        self._throughput.set(self.book.total_throughput())
 
     def finish(self, txn: str, state: str) -> None:
+        """The batch ended: it no longer counts among the running ones, nor in the throughput
+        (the gauge falls to 0 when the last running batch ends)."""
         self.book.finish(txn, state)
         self._running.set(self.book.running())
+        self._throughput.set(self.book.total_throughput())
 
     def apply(self, events: list[tuple[str, tuple]]) -> None:
         """Several calls at once, in order: ``[(method name, args), ...]`` (see

@@ -123,3 +123,66 @@ def test_every_series_the_dashboard_queries_is_on_rays_metrics_endpoint(tmp_path
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
     seen = set(json.loads(lines[-1][len("SEEN "):]))
     assert set(wanted) - seen == set(), f"missing from Ray's endpoint: {sorted(set(wanted) - seen)}"
+
+
+class _Metric:
+    """A stand-in for a ``ray.util.metrics`` object: its last value (a counter: its sum)."""
+
+    made: dict = {}
+
+    def __init__(self, name, description="", tag_keys=(), **options):
+        self.value = None
+        _Metric.made[name] = self
+
+    def set(self, value, tags=None):
+        self.value = value
+
+    def inc(self, value=1, tags=None):
+        self.value = (self.value or 0) + value
+
+
+def test_the_throughput_gauge_falls_to_zero_when_the_last_running_batch_ends(monkeypatch):
+    """The progress actor's gauges, read as Ray would export them: the throughput of the running
+    batches, which is 0 once none runs (it kept the last batch's rate, the panel showing items
+    per second while nothing ran)."""
+    pytest.importorskip("ray")
+    import ray.util.metrics
+
+    from actors.progress import ProgressActor
+
+    monkeypatch.setattr(ray.util.metrics, "Gauge", _Metric)
+    monkeypatch.setattr(ray.util.metrics, "Counter", _Metric)
+    clock = [1000.0]
+    actor = ProgressActor.__ray_actor_class__()
+    actor.book.clock = lambda: clock[0]
+    throughput = _Metric.made["batchray_throughput_items_per_second"]
+    actor.apply([("start", ("a", 100, "create_items")), ("start", ("b", 100, "create_items"))])
+    clock[0] += 1.0
+    actor.apply([("report", ("a", 40, 0, "create_items")), ("report", ("b", 10, 0, "create_items"))])
+    assert throughput.value == 50.0
+    actor.apply([("finish", ("a", "completed"))])
+    assert throughput.value == 10.0 and _Metric.made["batchray_batches_running"].value == 1
+    actor.apply([("restart", ("b",))])  # b runs again from its start: no rate yet
+    assert throughput.value == 0
+    clock[0] += 1.0
+    actor.apply([("report", ("b", 30, 0, "create_items")), ("finish", ("b", "rolled_back"))])
+    assert throughput.value == 0 and _Metric.made["batchray_batches_running"].value == 0
+    assert _Metric.made["batchray_items_total"].value == 80
+
+
+def test_the_memory_budget_is_reported_before_any_batch_runs(tmp_path):
+    """The coordinator service tells its progress hook the budget's limit when it starts, so the
+    dashboard's budget series is there before the first batch (a store whose batches all take
+    the direct lane never passes one through the service)."""
+    from service_harness import in_process_services
+
+    class Memory:
+        def __init__(self):
+            self.reports = []
+
+        def memory(self, in_use, limit=None):
+            self.reports.append((in_use, limit))
+
+    with in_process_services(tmp_path, "M", Memory) as (engine, make_service):
+        service, progress = make_service()
+        assert progress.reports == [(0, service.budget.limit)]

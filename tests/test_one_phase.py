@@ -213,8 +213,10 @@ class _Late:
         self.local = LocalTransport(participants)
         self.commits_one_phase = one_phase
         self.polls = 0
+        self.sent = 0
 
     def submit(self, participant, step, ref, chunk=None):
+        self.sent += 1
         return _Ready(True, self.local.submit(participant, step, ref, chunk))
 
     def wait(self, handles, timeout=None):
@@ -232,12 +234,11 @@ def test_a_cancellation_while_apply_commit_is_out_finds_the_batch_committed(tmp_
     shard = SqliteShard(tmp_path / "s0.sqlite", name="s0")
     log = DecisionLog(tmp_path / "coordinator.sqlite")
     try:
-        driver = TwoPhaseCommit(log, _Late({"s0": shard}, one_phase))
-        asked = []
+        transport = _Late({"s0": shard}, one_phase)
+        driver = TwoPhaseCommit(log, transport)
 
-        def should_stop():
-            asked.append(1)
-            return CancelledError("now", graceful=False) if len(asked) > 1 else None
+        def should_stop():  # the cancellation comes once the chunk was sent
+            return CancelledError("now", graceful=False) if transport.sent else None
 
         chunk = CreateItems(1, range(100, 103), ['{"n": 1}', '{"n": 2}', '{"n": 3}'])
         outcome = driver.run("t1", 1, [PlannedChunk("s0", chunk, 64, 3)], should_stop=should_stop)

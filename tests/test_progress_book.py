@@ -60,3 +60,17 @@ def test_the_most_recently_finished_are_kept_and_running_batches_never_dropped()
             assert all(book.get(t) is None for t in finished[:-5]), seed
         assert book.running() == len(running), seed
         assert all(book.get(t)["state"] == "running" for t in running), seed
+
+
+def test_no_eta_once_the_count_passes_the_total():
+    """An update's plan counts its selectors, and a query selects any number of items: once the
+    count passes that total nothing is known of what is left (the ETA was clamped to 0 s)."""
+    clock = _Clock()
+    book = ProgressBook(clock=clock)
+    book.start("u", 2, "update_items")
+    clock.now += 1.0
+    book.report("u", 1)
+    assert book.get("u")["etaSeconds"] == 1.0
+    clock.now += 1.0
+    book.report("u", 500)
+    assert book.get("u")["completed"] == 501 and book.get("u")["etaSeconds"] is None

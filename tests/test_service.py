@@ -27,6 +27,7 @@ import pytest
 
 from batchray.core.model.batch import RunOptions
 from batchray.core.run.service import when_started
+from batchray.core.txn.dispatch import ApplyPhase
 from batchray.core.txn.twophase import TwoPhaseCommit
 from batchray.errors import StoreError
 from polling import until
@@ -119,7 +120,67 @@ def test_a_cancel_after_the_decision_says_the_batch_commits(local, monkeypatch):
     assert engine.count_items("S") == 40
 
 
-def test_cancelling_a_non_atomic_batch_that_reruns_its_conflicted_chunks_says_what_it_keeps(local):
+def _one_phase(engine):
+    """Five rows: one chunk at one participant, which commits in one phase (apply+commit)."""
+    planned = list(engine.planner.create_items("S", "Rows", [{"n": i} for i in range(5)], batch_size=10).chunks)
+    assert len(planned) == 1
+    return planned
+
+
+def test_a_cancel_while_a_one_phase_commit_is_at_its_participant_says_it_stands(local, monkeypatch):
+    """Sending a one-phase batch's only chunk (apply+commit) is its decision: a cancellation
+    that comes while it is at the participant promises no rollback, and the batch commits."""
+    engine, make_service = local
+    service = make_service()
+    planned = _one_phase(engine)
+    participant = engine.runtime.participants[planned[0].participant]
+    reached, release = threading.Event(), threading.Event()
+    apply = participant.apply
+
+    def held_commit(ref, chunk, prepare=False, commit=False):
+        if commit:
+            reached.set()
+            assert release.wait(20)
+        return apply(ref, chunk, prepare=prepare, commit=commit)
+
+    monkeypatch.setattr(participant, "apply", held_commit)
+    txn = service.submit("create_items", RunOptions(), planned, 5)["txn"]
+    assert reached.wait(20)  # the apply+commit is at the participant
+    reply = service.cancel(txn)
+    release.set()
+    result = service.wait(txn, 30)
+    assert result["state"] == "completed" and result["itemsCreated"] == 5, result
+    assert not reply["success"] and not reply["rollback"] and "rolled back" not in reply["message"], reply
+    assert engine.count_items("S") == 5
+
+
+def test_a_cancel_before_a_one_phase_commit_is_sent_stops_it(local, monkeypatch):
+    """A cancellation that comes after the stop was looked for in the dispatch loop but before
+    the apply+commit goes is found at the last look: nothing is sent, the batch is cancelled."""
+    engine, make_service = local
+    service = make_service()
+    reached, release = threading.Event(), threading.Event()
+    dispatch = ApplyPhase._dispatch
+
+    def held_dispatch(phase, *args):
+        reached.set()
+        assert release.wait(20)
+        return dispatch(phase, *args)
+
+    monkeypatch.setattr(ApplyPhase, "_dispatch", held_dispatch)
+    txn = service.submit("create_items", RunOptions(), _one_phase(engine), 5)["txn"]
+    assert reached.wait(20)  # the loop looked for a stop and found none; the chunk is about to go
+    reply = service.cancel(txn)
+    assert reply["success"] and reply["rollback"], reply
+    release.set()
+    result = service.wait(txn, 30)
+    assert result["state"] == "cancelled" and result["itemsCreated"] == 0, result
+    assert result["error"]["code"] == "CANCELLED", result
+    assert engine.count_items("S") == 0
+    assert service.status(txn)["state"] == "cancelled"
+
+
+def test_cancelling_a_non_atomic_batch_that_reruns_its_conflicted_chunks_says_what_it_keeps(local, monkeypatch):
     engine, make_service = local
     service = make_service()
     ids = engine.create_items("S", "Rows", [{"n": 1} for _ in range(6)], batch_size=3).item_ids
@@ -130,9 +191,22 @@ def test_cancelling_a_non_atomic_batch_that_reruns_its_conflicted_chunks_says_wh
     updates = [{"selector": {"itemId": first}, "values": {"n": 7}},
                {"selector": {"query": "n > 0"}, "values": {"n": "=n + 1"}}]
     plan = engine.planner.update_items("S", updates)
+    # the re-run is the conflicted chunk alone, which commits in one phase: held before it is
+    # sent (its sending is its decision), so that the cancellation comes while it can stop it
+    reached, release = threading.Event(), threading.Event()
+    dispatch = ApplyPhase._dispatch
+
+    def held_dispatch(phase, *args):
+        if phase.run.txn.endswith(".r2"):
+            reached.set()
+            assert release.wait(20)
+        return dispatch(phase, *args)
+
+    monkeypatch.setattr(ApplyPhase, "_dispatch", held_dispatch)
     txn = service.submit("update_items", RunOptions(atomic=False, timeout=20_000), list(plan.chunks), plan.total)["txn"]
-    until(lambda: service.executor.attempts.get(txn, "").endswith(".r2"), what="the re-run of the conflicted chunk")
+    assert reached.wait(20), "the re-run of the conflicted chunk"
     reply = service.cancel(txn)
+    release.set()
     assert reply["success"] and not reply["rollback"], reply
     assert "everything" not in reply["message"] and f"committed ({txn})" in reply["message"], reply
     result = service.wait(txn, 30)

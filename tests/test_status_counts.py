@@ -35,3 +35,18 @@ def test_a_streamed_create_reports_its_total_in_status_on_the_local_runtime(tmp_
 @pytest.mark.ray
 def test_a_streamed_create_reports_its_total_in_status_on_ray(client):
     _assert_true_counts(client)
+
+
+def test_an_import_that_creates_its_context_counts_its_rows_not_the_contexts_document(tmp_path):
+    """A CSV's row count is known only once it is read: the batch's total is what it wrote and
+    rejected, and the new context's catalog document, written in the same batch, is no item."""
+    path = tmp_path / "rows.csv"
+    path.write_text("n\n" + "".join(f"{i if i != 7 else 'x'}\n" for i in range(100)))
+    with local_client(tmp_path / "store") as client:
+        seen: list[dict] = []
+        imported = client.import_file("Imported", None, path, types={"n": "numeric"}, atomic=False,
+                                      progress=seen.append)
+        assert imported.rows_read == 100 and imported.items_created == 99 and len(imported.errors) == 1
+        assert imported.batch.total_items == 100
+        assert client.status(imported.transaction_id)["result"]["totalItems"] == 100
+        assert seen[-1]["phase"] == "writing" and seen[-1]["total"] == 100, seen[-1]

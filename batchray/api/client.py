@@ -472,7 +472,8 @@ class Client:
         earlier attempts committed either way (the reply's ``rollback`` is then false). A
         finished batch is reported as such (``success: false``) and unchanged, and so is one
         whose decision was already taken (its reply's state ``committing``, ``rolling_back`` or
-        ``deciding``: the decision stands)."""
+        ``deciding``: the decision stands; a batch of one chunk at one participant takes it when
+        that chunk goes out, to commit in one phase)."""
         return self.runtime.cancel(batch_id, rollback, graceful)
 
     def recover(self) -> dict[str, list[str]]:

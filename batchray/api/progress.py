@@ -2,8 +2,10 @@
 
 A runtime reports progress as dicts ``{total, completed, failed, throughput, etaSeconds, ...}``
 to :meth:`ProgressDisplay.update`; :meth:`ProgressDisplay.close` reports the final counts from
-the batch's result, so the bar and the callback always end at the batch's true totals.
-Counts shown never go backwards.
+the batch's result, so the bar and the callback always end at the batch's true totals: the
+callback's last call is always the final one, with the batch's final ``state``. Counts shown
+while the batch runs never go backwards (a report below one already shown is skipped); the
+final counts may be below them (a rolled-back batch keeps nothing of what it applied).
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ class ProgressDisplay:
         if self.bar is not None:
             if progress.get("total") and self.bar.total != progress["total"]:
                 self.bar.total = progress["total"]
+            if self.bar.total is not None and done > self.bar.total:
+                self.bar.total = None  # no count of items (an update's selectors): the bar counts without one
             self.bar.update(done - self.seen)
             if progress.get("etaSeconds") is not None:
                 self.bar.set_postfix(eta=f"{progress['etaSeconds']:.0f}s", refresh=False)
@@ -46,7 +50,7 @@ class ProgressDisplay:
     def close(self, result: BatchResult) -> None:
         final = {"total": result.total_items, "completed": result.items_created + result.items_updated +
                  result.items_deleted, "failed": len(result.errors), "throughput": 0.0, "state": result.state.value}
-        if self.callback is not None and final["completed"] + final["failed"] >= self.seen:
+        if self.callback is not None:
             self.callback(final)
         if self.bar is not None:
             self.bar.update(max(0, final["completed"] + final["failed"] - self.seen))

@@ -321,8 +321,9 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
     total = plan.total
     if plan.chunker is not None:
         allocated = sum(count for _, count, _ in plan.chunker.ids_used)
-        if total is None:
-            total = outcome.affected + len(outcome.errors) if outcome.committed or not atomic else None
+        if total is None:  # a stream's items: those written and those rejected (catalog documents are no items)
+            items = outcome.affected - outcome.counts.get("docs", 0)
+            total = items + len(outcome.errors) if outcome.committed or not atomic else None
         stopped = isinstance(outcome.cause, StoppedOnError)  # ids of chunks never sent: none listed
         if outcome.committed and total is not None and total <= 100_000 and allocated and not stopped:
             failed = {e.get("index") for e in outcome.errors}

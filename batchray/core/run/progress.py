@@ -2,7 +2,7 @@
 
 Increments arrive per chunk. Throughput is an exponentially weighted moving average of the
 rate between reports (time constant ``tau`` seconds), so a burst does not swing it; the ETA
-is the remaining count divided by it.
+is the remaining count divided by it, and unknown (None) once the count passes the total.
 """
 from __future__ import annotations
 
@@ -111,8 +111,11 @@ class ProgressBook:
         if batch is None:
             return None
         eta = None
-        if batch.total is not None and batch.rate > 0:
-            eta = max(0.0, (batch.total - batch.completed - batch.failed) / batch.rate)
+        remaining = batch.total - batch.completed - batch.failed if batch.total is not None else None
+        if remaining is not None and remaining >= 0 and batch.rate > 0:
+            # a count past the total: the total was no count of items (an update's plan counts
+            # its selectors, and a query selects any number of items), so nothing is known of the rest
+            eta = remaining / batch.rate
         return {
             "total": batch.total if batch.total is not None else 0,
             "completed": batch.completed,

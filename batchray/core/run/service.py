@@ -31,9 +31,11 @@ failed chunks. ``rollback=True`` (and any atomic batch) ends with nothing of the
 store; ``rollback=False`` on a non-atomic batch keeps the chunks that were applied (state
 ``cancelled``, with the kept items counted in the result). A non-atomic batch that is running
 its conflicted chunks again keeps what its earlier attempts committed, whatever ``rollback``
-says. The stop is looked for once more between the votes and the decision; a cancellation
-that comes after that look changes nothing of the decision: its reply says the batch is
-already decided (``success`` false), and no further attempt of the batch runs.
+says. The stop is looked for once more between the votes and the decision (for a batch that
+commits in one phase, before its one chunk goes to its participant as apply+commit: that is
+its decision); a cancellation that comes after that look changes nothing of the decision: its
+reply says the batch is already decided (``success`` false), and no further attempt of the
+batch runs.
 
 A batch's ``timeout`` option (milliseconds, default 300,000) runs from its start, not from its
 submission (time spent queued does not count): past it the batch stops like a non-graceful
@@ -147,7 +149,9 @@ class BatchRun:
 
 
 class CoordinatorService:
-    """See the module docstring. ``progress`` has ``start/report/finish/memory`` methods."""
+    """See the module docstring. ``progress`` has ``start/report/finish/memory`` methods; it is
+    told the budget's use and limit (``memory``) when the service starts, and as chunks come
+    and go (batches sent by the direct lane do not pass through here)."""
 
     def __init__(
         self,
@@ -179,6 +183,7 @@ class CoordinatorService:
         self._threads = _Threads("batchray-batch")
         self._submit_thread_runs = 0  # batches running on their submit call's thread now
         self._memory_reported = 0.0
+        self._report_memory(force=True)  # the budget is known from the start, before any batch runs here
         self._admitter = threading.Thread(target=self._admit_loop, name="batchray-admission", daemon=True)
         self._admitter.start()
         # batches the store failed at their decision or in phase 2 are finished in the
@@ -708,8 +713,11 @@ class _StopCheck:
 def _decided_reply(txn: str, outcomes: Optional[dict[str, str]], kept: list[str]) -> dict[str, Any]:
     """The reply to a cancellation that came after the batch's decision was taken: the decision
     stands (``outcomes``: as logged; None while it is being written)."""
-    if outcomes is None:
-        state, what = "deciding", "its decision is being recorded and stands"
+    if outcomes is None:  # being written to the log, or a one-phase commit at its participant
+        state, what = "deciding", ("its decision is being taken and stands (a one-phase commit at its participant "
+                                   "commits what applies cleanly there, else nothing)")
+        if kept:
+            what += f"; what its earlier attempts committed ({', '.join(kept)}) stays"
     elif any(v == "commit" for v in outcomes.values()):
         state, what = "committing", "it commits what it applied"
     elif kept:

@@ -27,7 +27,8 @@ the chunks over a :class:`~batchray.core.txn.twophase.Transport`:
   cause, which ends dispatch.
 * A plan of one chunk that can commit in one phase (``run.one_phase``,
   :mod:`batchray.core.txn.onephase`) sends it as
-  :attr:`~batchray.core.txn.participant.Step.APPLY_COMMIT`.
+  :attr:`~batchray.core.txn.participant.Step.APPLY_COMMIT`, after the stop's last look (its
+  sending is the decision: a cancellation that comes later changes nothing of it).
 * A stop (:class:`~batchray.core.txn.policies.StopPolicy`) ends dispatch; the chunks in flight
   are then waited for, or abandoned when the stop interrupts (never an ``apply+commit``: its
   answer says whether the batch committed).
@@ -203,11 +204,20 @@ class ApplyPhase:
     def _dispatch(self, pc: PlannedChunk, last: dict[str, tuple[PlannedChunk, int]]) -> None:
         """Send ``pc``, with the participant's vote when it is its last chunk: counted
         (``prepare_after``) when other chunks of that participant are in flight (or being
-        retried), so that it prepares only once they are all applied there."""
-        self.run.touched.add(pc.participant)
+        retried), so that it prepares only once they are all applied there. An ``apply+commit``
+        is the batch's decision (its participant commits it on its own): the stop is looked for
+        the last time (:meth:`~batchray.core.txn.policies.StopPolicy.last_check`) before it
+        goes, and a stop found then sends nothing (the batch ends as stopped before dispatch)."""
         if self.run.one_phase is pc:
+            stop = self.run.stop.last_check()
+            if stop is not None:
+                self.budget.release(pc)
+                self.run.outcome.cause = stop
+                return
+            self.run.touched.add(pc.participant)
             self._send(Flight(pc, 1, Step.APPLY_COMMIT))
             return
+        self.run.touched.add(pc.participant)
         final, count = last.get(pc.participant, (None, 0))
         if final is not pc:
             self._send(Flight(pc, 1, Step.APPLY))
