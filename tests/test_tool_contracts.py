@@ -269,3 +269,15 @@ def test_an_items_metadata_is_declared_as_not_stored(client):
                                                        "items": [{"values": {"name": "a"}, "metadata": {"k": 1}}]})
     assert created["success"], created
     assert [item for item in client.get_items("P")] == [{"id": created["itemIds"][0], "values": {"name": "a"}}]
+
+
+def test_the_status_list_says_its_include_options_shape_one_batch_only(client):
+    schema = next(t for t in tool_schemas() if t["name"] == "get_batch_status")["inputSchema"]
+    for option in ("includeProgress", "includeResults", "includeErrors"):
+        assert schema["properties"][option]["description"].startswith("with batchId"), option
+    created = call_tool(client, "batch_create_items", {"dataContextName": "P", "collectionName": "People",
+                                                       "items": [{"values": {"name": "a"}}]})
+    listed = call_tool(client, "get_batch_status", {"includeResults": True})
+    assert listed["success"] and created["transactionId"] in [b["batchId"] for b in listed["batches"]]
+    one = call_tool(client, "get_batch_status", {"batchId": created["transactionId"], "includeResults": True})
+    assert one["results"]["itemsCreated"] == 1

@@ -171,12 +171,13 @@ class GetItemsArgs(_Args):
 
 
 class GetBatchStatusArgs(_Args):
-    """Status of one batch, or of the recent batches when batchId is omitted."""
+    """Status of one batch, or of the recent batches when batchId is omitted (each listed with
+    its id, kind, state, queue and times: the include options shape one batch's status only)."""
 
     batchId: Optional[str] = Field(default=None, min_length=1, max_length=200)
-    includeProgress: bool = True
-    includeResults: bool = False
-    includeErrors: bool = True
+    includeProgress: bool = Field(default=True, description="with batchId: the batch's progress")
+    includeResults: bool = Field(default=False, description="with batchId: the batch's whole result, as 'results'")
+    includeErrors: bool = Field(default=True, description="with batchId: its per-item errors and its error")
 
 
 class CancelBatchArgs(_Args):
