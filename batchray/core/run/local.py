@@ -3,8 +3,9 @@
 No Ray: each batch runs to its end in the caller's thread, over participants opened here
 (SQLite files, or PostgreSQL connections). It is the core's own runtime — tests, benchmarks,
 the simulator's reference — and an embedded one: ``batchray.connect(store, runtime="local")``.
-Queues and priorities have no meaning here (nothing waits for a slot); a batch's ``timeout``
-is checked between chunks; progress goes to ``watch`` after every chunk. The process owns the
+Queues and priorities have no meaning here (nothing waits for a slot); a batch's ``timeout``,
+and a cancellation from another thread, are looked for between chunks and once more before its
+decision; progress goes to ``watch`` after every chunk. The process owns the
 store while a runtime is open (:mod:`batchray.core.storage.ownership`): a store another live
 process serves is refused with STORE_IN_USE before anything is opened or recovered. A batch
 submitted again under an idempotency key gets the first batch's result, never a second run:
@@ -18,9 +19,10 @@ import threading
 import time
 from typing import Any, Optional
 
-from batchray.core.model.batch import BatchResult, RunOptions, recorded_result
+from batchray.core.model.batch import BatchResult, BatchState, RunOptions, recorded_result
 from batchray.core.plan.plan import Plan, held_whole
-from batchray.core.run.executor import Executor
+from batchray.core.run.cancelling import StopCheck, cancelling_reply, decided_reply, finished_reply, kept_attempts
+from batchray.core.run.executor import Executor, deadline
 from batchray.core.run.runtime import ProgressCallback
 from batchray.core.run.settler import attach_settler
 from batchray.core.storage.backends import open_backend, open_view
@@ -28,7 +30,7 @@ from batchray.core.storage.ownership import claim, owner_record
 from batchray.core.txn.chunks import items_written
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.twophase import LocalTransport, settle
-from batchray.errors import NotFoundError, ParticipantUnavailable
+from batchray.errors import CancelledError, NotFoundError, ParticipantUnavailable
 
 
 class LocalRuntime:
@@ -66,9 +68,10 @@ class LocalRuntime:
         # the one thread of this runtime's own: batches the store failed at their decision or in
         # phase 2 are finished in the background once it answers again (core.run.settler)
         self.settler = attach_settler(self.executor)
-        self._running: dict[str, threading.Event] = {}
-        """The batches threads of this process are running (set when each ends)."""
+        self._running: dict[str, _LocalRun] = {}
+        """The batches threads of this process are running."""
         self._running_lock = threading.Lock()
+        """Guards ``_running``, and is the lock of each running batch's last stop check."""
 
     @property
     def memory_allowance(self) -> Optional[int]:
@@ -89,16 +92,18 @@ class LocalRuntime:
             txn, ts, prior = self.executor.begin(plan.kind, queue=options.queue, priority=options.priority,
                                                   idempotency_key=options.idempotency_key, one_phase=one_phase)
             if prior is None:
-                self._running[txn] = threading.Event()
+                run = self._running[txn] = _LocalRun(options.atomic)
         if prior is not None:  # the key's batch: its result, never a second run
             return self._result(txn, prior) if wait else txn
         try:
             on_chunk = _ProgressCounter(plan.total, watch) if watch is not None else None
-            result = self.executor.execute(txn, ts, plan, options, on_chunk=on_chunk,
+            should_stop = StopCheck(run, deadline(options.timeout, txn), self._running_lock,
+                                    lambda: self.executor.attempts.get(txn, txn))
+            result = self.executor.execute(txn, ts, plan, options, on_chunk=on_chunk, should_stop=should_stop,
                                            on_restart=on_chunk.restart if on_chunk is not None else None)
         finally:
             with self._running_lock:
-                self._running.pop(txn).set()
+                self._running.pop(txn).done.set()
         return result if wait else txn
 
     def wait(self, batch_id: str) -> BatchResult:
@@ -119,7 +124,7 @@ class LocalRuntime:
             with self._running_lock:
                 running = self._running.get(txn)
             if running is not None:
-                running.wait()
+                running.done.wait()
             elif record["state"] not in ("running", "queued", "pending"):  # ended, with no result to tell
                 return BatchResult(success=False, transaction_id=txn, state=record["state"])
             elif not settle(self.log, self.driver, txn, self.layout.participant_names):
@@ -146,12 +151,29 @@ class LocalRuntime:
                 "waitingFor": self.executor.waiting_for(batch_id, record["state"])}
 
     def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
-        """Nothing to cancel: a batch has finished by the time its call returns here."""
+        """Cancel a batch another thread of this process is running, as the coordinator does
+        (:meth:`~batchray.core.run.service.CoordinatorService.cancel`): its run stops at its
+        next look, and a cancellation that comes after its decision says that decision stands."""
         record = self.log.batch(batch_id)
         if record is None:
             raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
-        return {"success": False, "batchId": batch_id, "state": record["state"],
-                "message": f"batch {batch_id} is not running here ({record['state']}); nothing to cancel"}
+        with self._running_lock:  # as one step with the batch's last stop check (StopCheck.close)
+            run = self._running.get(batch_id)
+            if run is not None:
+                attempt = self.executor.attempts.get(batch_id, run.decided_in or batch_id)
+                decided = run.decided_in == attempt
+                if not decided:
+                    run.stop = CancelledError(f"batch {batch_id} was cancelled", rollback=rollback, graceful=graceful)
+        if run is None:
+            record = self.log.batch(batch_id) or record
+            if BatchState(record["state"]).finished:
+                return finished_reply(batch_id, record["state"])
+            return {"success": False, "batchId": batch_id, "state": record["state"],
+                    "message": f"batch {batch_id} is not running here ({record['state']}); nothing to cancel"}
+        kept = [] if run.atomic else kept_attempts(self.log.batch(attempt))
+        if decided:
+            return decided_reply(batch_id, self.log.decision(attempt), kept)
+        return cancelling_reply(batch_id, rollback=rollback, graceful=graceful, atomic=run.atomic, kept=kept)
 
     def recover(self) -> dict[str, list[str]]:
         return self.executor.recover()
@@ -170,6 +192,19 @@ class LocalRuntime:
 
     def shutdown(self) -> None:
         self.close()
+
+
+class _LocalRun:
+    """A batch a thread of this process runs: its stop (see :class:`StopCheck`), the attempt
+    whose decision was taken, and ``done``, set when its run ends."""
+
+    __slots__ = ("atomic", "stop", "decided_in", "done")
+
+    def __init__(self, atomic: bool) -> None:
+        self.atomic = atomic
+        self.stop: Any = None
+        self.decided_in: Optional[str] = None
+        self.done = threading.Event()
 
 
 class _ProgressCounter:

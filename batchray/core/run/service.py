@@ -57,6 +57,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from batchray.core.storage.decision_log import DecisionLog
 from batchray.core.plan.plan import Plan
+from batchray.core.run.cancelling import StopCheck, cancelling_reply, decided_reply, finished_reply, kept_attempts
 from batchray.core.run.direct import DirectBatch, record, resolve_lost
 from batchray.core.run.executor import Executor, deadline
 from batchray.errors import BatchrayError, BatchTimeout, CancelledError, InternalError, NotFoundError
@@ -406,7 +407,7 @@ class CoordinatorService:
             self.progress.start(run.txn, run.total, run.kind)
         options = run.options
         timed_out = deadline(options.timeout, run.txn)
-        should_stop = _StopCheck(run, timed_out, self._lock, lambda: self.executor.attempts.get(run.txn, run.txn))
+        should_stop = StopCheck(run, timed_out, self._lock, lambda: self.executor.attempts.get(run.txn, run.txn))
 
         # increments are summed and sent at most every PROGRESS_EVERY seconds, and always
         # before waiters hear the result (see _decided): one call per chunk to the progress
@@ -580,10 +581,9 @@ class CoordinatorService:
         if record is None:
             raise NotFoundError(f"no batch {txn}", batchId=txn)
         if BatchState(record["state"]).finished:
-            return {"success": False, "batchId": txn, "state": record["state"],
-                    "message": f"batch {txn} already finished ({record['state']}); nothing to cancel"}
+            return finished_reply(txn, record["state"])
         run = self.runs.get(txn)
-        with self._lock:  # as one step with the driver's last stop check (_StopCheck.close)
+        with self._lock:  # as one step with the driver's last stop check (StopCheck.close)
             was_waiting = self.admission.remove(txn)
             attempt = self.executor.attempts.get(txn, run.decided_in or txn) if run is not None else txn
             decided = run is not None and run.decided_in == attempt
@@ -600,34 +600,11 @@ class CoordinatorService:
             self._retire(run)
             return {"success": True, "batchId": txn, "state": "cancelled", "message": "removed from its queue"}
         if run.done.is_set():  # it finished (or reached its commit point) while this call looked it up
-            state = run.result.state.value if run.result is not None else record["state"]
-            return {"success": False, "batchId": txn, "state": state,
-                    "message": f"batch {txn} already finished ({state}); nothing to cancel"}
-        kept = [] if run.options.atomic else self._kept(attempt)
+            return finished_reply(txn, run.result.state.value if run.result is not None else record["state"])
+        kept = [] if run.options.atomic else kept_attempts(self.log.batch(attempt))
         if decided:
-            return _decided_reply(txn, self.log.decision(attempt), kept)
-        rolled_back = rollback or run.options.atomic
-        if graceful:
-            how = "dispatch stopped; the chunks already at the workers finish"
-        elif rolled_back:
-            how = "dispatch stopped; the chunks at the workers are not waited for"
-        else:
-            how = "dispatch stopped; the chunks already at the workers finish, so that what they apply is kept"
-        if rolled_back and kept:
-            how += ("; what this attempt applied is rolled back, but what the batch's earlier attempts "
-                    f"committed ({', '.join(kept)}) is kept")
-        elif rolled_back:
-            how += "; everything the batch wrote is rolled back"
-        else:
-            how += "; what was applied is kept"
-        return {"success": True, "batchId": txn, "state": "cancelling", "graceful": graceful,
-                "rollback": rolled_back and not kept, "message": how}
-
-    def _kept(self, attempt: str) -> list[str]:
-        """The earlier attempts that committed, when ``attempt`` re-runs a non-atomic batch's
-        conflicted chunks (its record's ``kept``, :mod:`batchray.core.txn.attempts`)."""
-        request = (self.log.batch(attempt) or {}).get("request")
-        return list(request.get("kept") or []) if isinstance(request, dict) else []
+            return decided_reply(txn, self.log.decision(attempt), kept)
+        return cancelling_reply(txn, rollback=rollback, graceful=graceful, atomic=run.options.atomic, kept=kept)
 
     # -- the direct lane (batchray.core.run.direct) --------------------------------------------
     def lane_open(self) -> bool:
@@ -684,50 +661,6 @@ class _Threads:
                 logging.getLogger("batchray").exception("a batch thread failed")
             with self._lock:
                 self._idle += 1
-
-
-class _StopCheck:
-    """A running batch's ``should_stop``: its stop (a cancellation, else its timeout once it
-    passed). ``close()`` is the driver's last look before a decision
-    (:meth:`~batchray.core.txn.policies.StopPolicy.last_check`): under the service's lock, it
-    notes which attempt is being decided, so that :meth:`CoordinatorService.cancel` (under
-    the same lock) knows whether its stop can still change that decision."""
-
-    def __init__(self, run: BatchRun, timed_out: Callable[[], Any], lock: Any, attempt: Callable[[], str]) -> None:
-        self.run = run
-        self.timed_out = timed_out
-        self.lock = lock
-        self.attempt = attempt
-
-    def __call__(self) -> Any:
-        if self.run.stop is None:
-            self.run.stop = self.timed_out()
-        return self.run.stop
-
-    def close(self) -> Any:
-        with self.lock:
-            self.run.decided_in = self.attempt()
-            return self()
-
-
-def _decided_reply(txn: str, outcomes: Optional[dict[str, str]], kept: list[str]) -> dict[str, Any]:
-    """The reply to a cancellation that came after the batch's decision was taken: the decision
-    stands (``outcomes``: as logged; None while it is being written)."""
-    if outcomes is None:  # being written to the log, or a one-phase commit at its participant
-        state, what = "deciding", ("its decision is being taken and stands (a one-phase commit at its participant "
-                                   "commits what applies cleanly there, else nothing)")
-        if kept:
-            what += f"; what its earlier attempts committed ({', '.join(kept)}) stays"
-    elif any(v == "commit" for v in outcomes.values()):
-        state, what = "committing", "it commits what it applied"
-    elif kept:
-        state = "rolling_back"
-        what = f"its last attempt is rolled back, what its earlier attempts committed ({', '.join(kept)}) stays"
-    else:
-        state, what = "rolling_back", "it is rolled back"
-    return {"success": False, "batchId": txn, "state": state, "rollback": state == "rolling_back" and not kept,
-            "message": f"batch {txn} was already decided: {what}; this cancellation changes nothing of that "
-                       "(no further attempt of it runs)"}
 
 
 FEED_RETRY = (0.02, 0.5)
