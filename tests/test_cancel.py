@@ -166,6 +166,7 @@ def test_a_queued_batch_is_removed_and_never_runs(single):
         reply = single.cancel(txn)
         assert reply == {"success": True, "batchId": txn, "state": "cancelled", "message": "removed from its queue"}
         assert single.status(txn)["state"] == "cancelled"
+        assert single.status(txn)["result"]["error"]["code"] == "CANCELLED"  # recorded as wait() answers it
         assert single.wait(txn).state.value == "cancelled"
     assert single.status(ahead)["state"] == "running"
     result = single.wait(ahead)

@@ -593,9 +593,9 @@ class CoordinatorService:
         if run is None:
             return {"success": False, "batchId": txn, "state": record["state"], "message": "batch is being recovered"}
         if was_waiting:
-            self.log.set_state(txn, "cancelled", result={"success": False, "transactionId": txn, "state": "cancelled"})
             run.result = BatchResult(success=False, transaction_id=txn, state=BatchState.cancelled,
                                      error=run.stop.to_dict())
+            self.log.set_state(txn, "cancelled", result=run.result.dump())
             run.done.set()
             self._retire(run)
             return {"success": True, "batchId": txn, "state": "cancelled", "message": "removed from its queue"}
