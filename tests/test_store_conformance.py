@@ -266,6 +266,34 @@ def test_a_catalog_write_planned_on_a_document_since_changed_is_refused(engine):
     assert "first" in attrs and "late" not in attrs
 
 
+def test_a_string_holding_a_nul_character_leaves_queries_over_its_items_working(engine):
+    # PostgreSQL's text cannot hold U+0000: such a string once made every query over the
+    # context's items fail (reads, and updates and deletes by query), on every item
+    assert engine.create_items("People", "People", [{"name": "nul\x00inside", "age": 7, "balance": 1},
+                                                    {"name": "\\u0000", "age": 8, "balance": 2}]).success
+    before = _values(engine)
+    assert engine.count_items("People", query="age == 7") == sum(v["age"] == 7 for v in before.values())
+    assert engine.count_items("People", query='name == "\\\\u0000"') == 1  # a backslash and 'u0000'
+    assert engine.count_items("People", query='name < "p1"') == sum(v["name"] < "p1" for v in before.values())
+    result = engine.update_items("People", [{"selector": {"query": "age == 7"}, "values": {"balance": 99}}])
+    assert result.success, result.error
+    assert [v["name"] for v in _values(engine).values() if v["balance"] == 99 and v["age"] == 7] == \
+        [v["name"] for v in before.values() if v["age"] == 7]
+    assert engine.delete_items("People", [{"query": "age == 8"}]).success
+    assert "nul\x00inside" in {v["name"] for v in _values(engine).values()}
+
+
+def test_numeric_texts_past_every_double_compare_as_infinities_or_zero(engine):
+    # PostgreSQL refuses CAST AS numeric of an exponent past its range: a text such as
+    # "1e999999" once made every numeric comparison of its attribute fail
+    texts = ["1e999999", "-2E+1000", "1e-5000", "-0.5e0999", "0e4000"]
+    assert engine.create_items("People", "People", [{"name": t, "age": 1, "balance": 1} for t in texts]).success
+    counts = {q: engine.count_items("People", query=q) for q in
+              ["name > 1", "name < 0", "name == 0", "name > 1e308", "name < -1e300", "name >= -1e999999"]}
+    assert counts == {"name > 1": 1, "name < 0": 2, "name == 0": 2, "name > 1e308": 1, "name < -1e300": 2,
+                      "name >= -1e999999": 5}
+
+
 # -- atomicity ----------------------------------------------------------------------------------
 
 def test_one_bad_item_rolls_back_everything(engine):

@@ -18,6 +18,10 @@ from batchray.core.model.query.syntax import And, Comparison, Everything, Node, 
 from batchray.errors import QueryError
 
 _PG_JSON_NUMBER = r"'^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$'"
+_PG_HUGE_EXPONENT = r"'[eE][+]?0*[1-9][0-9]{3,}$'"
+_PG_TINY_NUMBER = r"'^(-?)[^eE]*[eE]-0*[1-9][0-9]{3,}$'"
+"""A JSON number's exponent of 1000 or more, positive (past every double), or a whole number
+whose exponent is -1000 or less (zero as a double; its sign is kept)."""
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 Fragment = tuple[str, list]
@@ -68,10 +72,30 @@ def sqlite_column(attr: str, column: str = "vals") -> Fragment:
     return sql, [path, path]
 
 
+_PG_NUL_ESCAPE = r"E'(?<!\\\\)((?:\\\\\\\\)*)\\\\u0000'"
+"""A ``\\u0000`` escape of a JSON text (one not itself escaped: after an even run of
+backslashes), as a PostgreSQL escape-string literal."""
+_PG_NUL_STANDIN = r"E'\\1\\\\ufffd'"
+"""What :data:`_PG_NUL_ESCAPE` becomes: the escape of U+FFFD (``\\1`` keeps the backslashes before it)."""
+PG_NUL_STANDIN = "\ufffd"
+"""The character that stands for U+0000 in PostgreSQL's comparisons (see :func:`postgresql_column`)."""
+
+
 def postgresql_column(attr: str, column: str = "vals") -> Fragment:
-    """A PostgreSQL reader for :func:`to_sql`: the attribute as text (``->>``)."""
+    """A PostgreSQL reader for :func:`to_sql`: the attribute as text (``->>``).
+
+    PostgreSQL's text cannot hold U+0000, so ``jsonb`` refuses a JSON text with a ``\\u0000``
+    escape anywhere in it; SQLite stores and compares such strings. So that one item holding
+    the character cannot make every query over its rows fail, a text that holds the escape has
+    it read as U+FFFD (:data:`PG_NUL_STANDIN`); :func:`to_sql` sends a literal's, and this
+    reader an attribute name's, U+0000 the same way. Texts without the escape are read as they
+    are (``strpos`` first: no regular expression for them). The only parameter is the name."""
     _check_identifier(column)
-    return f"(({column})::jsonb ->> %s)", [attr]
+    text = f"({column})::text"  # a json or jsonb column too
+    sql = (f"((CASE WHEN strpos({text}, E'\\\\u0000') > 0 "
+           f"THEN regexp_replace({text}, {_PG_NUL_ESCAPE}, {_PG_NUL_STANDIN}, 'g') "
+           f"ELSE {text} END)::jsonb ->> %s)")
+    return sql, [attr.replace("\x00", PG_NUL_STANDIN)]
 
 
 def _check_identifier(column: str) -> None:
@@ -104,6 +128,9 @@ def to_sql(node: Node, column_sql: ColumnSql, dialect: str = "sqlite") -> Fragme
       digits), where Python compares ints exactly and everything else as doubles.
     * Arrays and objects are compared as the database's JSON text of them (PostgreSQL
       writes ``[1, 2]``, SQLite ``[1,2]``), which may differ from Python's compact form.
+    * PostgreSQL reads U+0000 in a stored string, an attribute name or a literal as U+FFFD
+      (its text cannot hold U+0000; see :func:`postgresql_column`), so the two characters are
+      equal there.
     * ``lower()`` recognises 'true'/'false'; with ICU (SQLite) or a PostgreSQL locale it
       also folds non-ASCII letters, though none of them folds into those words.
 
@@ -320,15 +347,24 @@ class _PostgreSQL(_Dialect):
     leaf_stack, leaf_depth = 6, 6
 
     def comparison(self, c: Fragment, kind: str, op: str, literal: Any) -> Fragment:
-        """Tests on the text value; COALESCE turns NULL (missing) into FALSE."""
+        """Tests on the text value; COALESCE turns NULL (missing) into FALSE. A text
+        literal's U+0000 is sent as :data:`PG_NUL_STANDIN` (PostgreSQL's text cannot hold it)."""
+        if isinstance(literal, str):
+            literal = literal.replace("\x00", PG_NUL_STANDIN)
         if kind == NULL:
             return _join("(", c, " IS NULL OR ", c, " = '')")
         if kind == BOOLEAN:
             word = "'true'" if literal else "'false'"
             test = _join("lower(", c, f") = {word}")
         elif kind == NUMBER:
+            # a numeric text whose exponent is 1000 or more is past every double: it is read
+            # as its mantissa times 1e400 (above every literal, which is a double), or as
+            # zero (as SQLite's CAST AS REAL and Python's float read it), never handed whole
+            # to CAST AS numeric, which refuses exponents past its range ("value overflows
+            # numeric format") and so failed the whole query
             test = _join(
-                "(CASE WHEN ", c, f" ~ {_PG_JSON_NUMBER} THEN CAST(", c, " AS numeric) END) ",
+                "(CASE WHEN ", c, f" ~ {_PG_JSON_NUMBER} THEN CAST(regexp_replace(regexp_replace(", c,
+                f", {_PG_HUGE_EXPONENT}, 'e400'), {_PG_TINY_NUMBER}, E'\\\\10') AS numeric) END) ",
                 op, " CAST(%s AS numeric)", ("", [literal]),
             )  # fmt: skip
         elif op == "=":

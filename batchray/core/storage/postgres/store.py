@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from batchray.core.storage.postgres.connection import ConnectionPool, psycopg_module, transaction
+from batchray.core.storage.postgres.connection import ConnectionPool, psycopg_module, store_error, transaction
 from batchray.core.storage.postgres.url import (
     GID_PREFIX,
     PARTICIPANT_NAME,
@@ -60,28 +60,72 @@ class PgStore:
     """One store (a schema of one database): connections, schema, shard count, participant numbers."""
 
     def __init__(self, url: str, shards: Optional[int] = None, *, connect_timeout: int = 10) -> None:
+        """Open the store of ``url``, creating its schema and tables on first use.
+
+        Every connection parameter of the URL's query is libpq's and is used as written: a
+        parameter libpq does not know (``?shards=4``) is a :class:`ValidationError`; the URL's
+        ``connect_timeout`` and ``application_name`` win over the defaults (``connect_timeout``,
+        ``"batchray"``). A refusal of the server's while the store is opened (a role that may
+        not create the schema, or not read an existing store's tables) is a :class:`StoreError`
+        naming what is missing; a server out of reach is :class:`ParticipantUnavailable`."""
         self.url = url
         self.dsn, self.schema = parse_pg_url(url)
         self.s = f'"{self.schema}"'  # validated identifier
         self.identity = store_identity(url)
-        self.connect_timeout = connect_timeout
+        self._defaults = self._connection_defaults(connect_timeout)
         self.pool = ConnectionPool(self.connect)
         self._nums: dict[str, int] = {}
-        with self.pool.connection() as conn:
-            self._check_server(conn)
-            self._ensure_schema(conn)
-            self.shards = self._shard_count(conn, shards)
-            self.partitioned = self._items_partitioned(conn)
+        psycopg = psycopg_module()
+        try:
+            with self.pool.connection() as conn:
+                self._check_server(conn)
+                self._ensure_schema(conn)
+                self.shards = self._shard_count(conn, shards)
+                self.partitioned = self._items_partitioned(conn)
+        except psycopg.Error as exc:
+            self.pool.close()
+            raise self._open_error(exc) from None
+        except BaseException:
+            self.pool.close()
+            raise
+
+    def _connection_defaults(self, connect_timeout: int) -> dict[str, Any]:
+        """The settings batchray gives a connection that the URL leaves unset; a URL that
+        libpq cannot read is refused here, before any connection is tried."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        psycopg = psycopg_module()
+        try:
+            given = conninfo_to_dict(self.dsn)
+        except psycopg.Error as exc:
+            raise ValidationError(f"invalid PostgreSQL store URL {redact(self.url)!r}: {redact(str(exc))}",
+                                  field="store") from None
+        defaults: dict[str, Any] = {"connect_timeout": connect_timeout, "application_name": "batchray"}
+        try:
+            self.connect_timeout = int(given.get("connect_timeout", connect_timeout))
+        except ValueError:
+            raise ValidationError(f"invalid connect_timeout in store URL {redact(self.url)!r}", field="store") from None
+        return {key: value for key, value in defaults.items() if key not in given}
+
+    def _open_error(self, exc: Exception) -> Exception:
+        """A driver error raised while the store was opened, as batchray's error."""
+        psycopg = psycopg_module()
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return StoreError(
+                f"store {self.identity}: the PostgreSQL role may not create or write the store's tables in "
+                f"schema {self.schema!r} ({exc}); it needs CREATE on the database to create the store, or to "
+                "own the schema and its tables",
+                sqlstate=exc.sqlstate)
+        return store_error(f"store {self.identity}: open", exc)
 
     # connections
     def connect(self, *, lock_timeout: Optional[float] = None):
         """A new autocommit connection; ``lock_timeout`` in seconds (None: the server's)."""
         psycopg = psycopg_module()
         try:
-            conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=self.connect_timeout,
-                                   application_name="batchray")
+            conn = psycopg.connect(self.dsn, autocommit=True, **self._defaults)
         except psycopg.Error as exc:
-            raise ParticipantUnavailable(f"cannot connect to {redact(self.dsn)}: {exc}") from None
+            raise ParticipantUnavailable(f"cannot connect to {redact(self.dsn)}: {redact(str(exc))}") from None
         # a crashed client's session must not keep its transaction (and locks) for long
         conn.execute("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3")
         if lock_timeout is not None:
@@ -129,26 +173,31 @@ class PgStore:
         return int(conn.execute(f"SELECT value FROM {s}.store_meta WHERE key='shards'").fetchone()[0])
 
     def participant_num(self, name: str) -> int:
-        """The number that tags a participant's rows (assigned once, kept forever)."""
+        """The number that tags a participant's rows (assigned once, kept forever); a driver
+        error is batchray's (see :meth:`__init__`)."""
         if not PARTICIPANT_NAME.match(name):
             raise ValidationError(f"invalid participant name {name!r}", field="participant")
         if name in self._nums:
             return self._nums[name]
-        s = self.s
-        with self.pool.connection() as conn:
-            row = conn.execute(f"SELECT num FROM {s}.participants WHERE name=%s", (name,)).fetchone()
-            if row is None:
-                with transaction(conn):
-                    conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (advisory_key(f"{self.schema}:ddl"),))
-                    added = conn.execute(
-                        f"INSERT INTO {s}.participants(name, num) "
-                        f"SELECT %s, coalesce(max(num), 0) + 1 FROM {s}.participants ON CONFLICT (name) DO NOTHING "
-                        "RETURNING num",
-                        (name,),
-                    ).fetchone()
-                    if added is not None and self.partitioned:
-                        self._attach_partition(conn, added[0])
+        psycopg = psycopg_module()
+        try:
+            s = self.s
+            with self.pool.connection() as conn:
                 row = conn.execute(f"SELECT num FROM {s}.participants WHERE name=%s", (name,)).fetchone()
+                if row is None:
+                    with transaction(conn):
+                        conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (advisory_key(f"{self.schema}:ddl"),))
+                        added = conn.execute(
+                            f"INSERT INTO {s}.participants(name, num) "
+                            f"SELECT %s, coalesce(max(num), 0) + 1 FROM {s}.participants ON CONFLICT (name) DO NOTHING "
+                            "RETURNING num",
+                            (name,),
+                        ).fetchone()
+                        if added is not None and self.partitioned:
+                            self._attach_partition(conn, added[0])
+                    row = conn.execute(f"SELECT num FROM {s}.participants WHERE name=%s", (name,)).fetchone()
+        except psycopg.Error as exc:
+            raise self._open_error(exc) from None
         self._nums[name] = row[0]
         return row[0]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import zlib
 from typing import Optional
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from batchray.core.txn.chunks import check_txn_id
 from batchray.errors import ValidationError, install_secret_redaction
@@ -31,24 +31,30 @@ PARTICIPANT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 
 
 def parse_pg_url(url: str) -> tuple[str, str]:
-    """``(dsn for psycopg, schema)`` from ``postgresql://...[?schema=NAME]``."""
+    """``(dsn for psycopg, schema)`` from ``postgresql://...[?schema=NAME]``.
+
+    The ``schema`` parameter is taken off the query; every other parameter stays exactly as it
+    was written, for libpq to read (it decodes ``%XX`` and nothing else: a ``+`` is a plus
+    sign, not a space, so the query is not decoded and encoded again here). ``schema`` is read
+    the same way (``%XX`` decoded); given twice, the last one counts, as libpq does with its own
+    parameters."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ValidationError(f"not a PostgreSQL URL: {redact(url)!r}", field="store")
-    query = parse_qsl(parts.query, keep_blank_values=True)
     schema = DEFAULT_SCHEMA
     kept = []
-    for key, value in query:
-        if key == "schema":
-            schema = value
+    for piece in parts.query.split("&") if parts.query else []:
+        key, _, value = piece.partition("=")
+        if unquote(key) == "schema":
+            schema = unquote(value)
         else:
-            kept.append((key, value))
+            kept.append(piece)
     if not _SCHEMA_NAME.match(schema):
         raise ValidationError(
             f"store schema {schema!r} must be 1-40 lower-case letters, digits or '_' (not first a digit)",
             field="store",
         )
-    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(kept), parts.fragment))
+    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, "&".join(kept), parts.fragment))
     return dsn, schema
 
 

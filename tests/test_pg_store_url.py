@@ -1,0 +1,130 @@
+"""Opening a PostgreSQL store: what its URL says, and the errors of a server that refuses.
+
+* Every query parameter but ``schema`` is libpq's and reaches it as written (``%20`` a space,
+  ``+`` a plus sign); the URL's ``connect_timeout`` and ``application_name`` win over
+  batchray's defaults; a parameter libpq does not know is a VALIDATION error before any
+  connection is tried.
+* A role that may not create the store's schema, or not read an existing store, gets a STORE
+  error saying so, not a driver exception.
+
+The tests that talk to a server skip without ``BATCHRAY_TEST_PG_DSN`` (the privilege test also
+needs ``BATCHRAY_TEST_PG_ADMIN_DSN``, which ``.ci/postgres.sh start`` prints).
+"""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from pg_schema import own_schema
+
+from batchray.core.storage.postgres.url import parse_pg_url
+from batchray.errors import StoreError, ValidationError
+
+
+def test_query_parameters_other_than_schema_reach_libpq_as_written():
+    dsn, schema = parse_pg_url("postgresql://u@h/db?options=-c%20statement_timeout%3D5&schema=s1&password=a+b")
+    assert schema == "s1"
+    assert dsn == "postgresql://u@h/db?options=-c%20statement_timeout%3D5&password=a+b"
+
+
+def test_an_encoded_schema_parameter_is_decoded():
+    assert parse_pg_url("postgresql://u@h/db?%73chema=my%5Fstore")[1] == "my_store"
+
+
+def test_a_parameter_libpq_does_not_know_is_a_validation_error():
+    pytest.importorskip("psycopg")
+    from batchray.core.storage.postgres.store import PgStore
+
+    # no server is needed: the URL is refused before any connection is tried
+    with pytest.raises(ValidationError) as caught:
+        PgStore("postgresql://u:secret@127.0.0.1:1/db?schema=s&shards=4")
+    assert "shards" in str(caught.value) and "secret" not in str(caught.value)
+    assert caught.value.to_dict()["code"] == "VALIDATION"
+
+
+def test_connection_settings_of_the_url_are_used():
+    from batchray.core.storage.postgres.store import PgStore
+
+    with own_schema("pgurl") as schema:
+        url = (f"{schema.url}&options=-c%20statement_timeout%3D4321"
+               "&application_name=my_loader&connect_timeout=7")
+        store = PgStore(url)
+        try:
+            conn = store.connect()
+            try:
+                assert conn.execute("SHOW statement_timeout").fetchone()[0] == "4321ms"
+                assert conn.execute("SHOW application_name").fetchone()[0] == "my_loader"
+                assert conn.info.get_parameters().get("application_name") == "my_loader"
+                assert "connect_timeout=7" in conn.info.dsn
+            finally:
+                conn.close()
+            assert store.connect_timeout == 7
+        finally:
+            store.close()
+        plain = PgStore(schema.url)
+        try:
+            conn = plain.connect()
+            try:
+                assert conn.execute("SHOW application_name").fetchone()[0] == "batchray"
+            finally:
+                conn.close()
+        finally:
+            plain.close()
+
+
+@pytest.fixture
+def low_role():
+    """A login role with no privilege beyond CONNECT: ``(store URL of schema NAME, NAME)``."""
+    admin = os.environ.get("BATCHRAY_TEST_PG_ADMIN_DSN")
+    dsn = os.environ.get("BATCHRAY_TEST_PG_DSN")
+    if not admin or not dsn:
+        pytest.skip("needs BATCHRAY_TEST_PG_DSN and BATCHRAY_TEST_PG_ADMIN_DSN (.ci/postgres.sh start)")
+    psycopg = pytest.importorskip("psycopg")
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    given = conninfo_to_dict(dsn)
+    admin_db = make_conninfo(admin, dbname=given["dbname"])
+    role = f"pglow_{uuid.uuid4().hex[:10]}"
+    password = uuid.uuid4().hex
+    with psycopg.connect(admin_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+
+    def url(schema: str) -> str:
+        return (f"postgresql://{role}:{password}@{given.get('host', '127.0.0.1')}:{given.get('port', 5432)}"
+                f"/{given['dbname']}?schema={schema}")
+
+    try:
+        yield url, admin_db, role
+    finally:
+        with psycopg.connect(admin_db, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_role_that_may_not_create_the_schema_gets_a_store_error(low_role):
+    from batchray.core.storage.postgres.store import PgStore
+
+    url, _, _ = low_role
+    with pytest.raises(StoreError) as caught:
+        PgStore(url(f"pglow_{uuid.uuid4().hex[:8]}"))
+    assert "CREATE on the database" in str(caught.value)
+    assert caught.value.to_dict()["code"] == "STORE"
+
+
+def test_a_role_that_may_not_read_an_existing_store_gets_a_store_error(low_role):
+    import psycopg
+    from psycopg import sql
+
+    from batchray.core.storage.postgres.store import PgStore
+
+    url, admin_db, role = low_role
+    with own_schema("pglow") as schema:
+        PgStore(schema.url).close()
+        with psycopg.connect(admin_db, autocommit=True) as conn:
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema.name),
+                                                                          sql.Identifier(role)))
+        with pytest.raises(StoreError) as caught:
+            PgStore(url(schema.name))
+        assert "permission denied" in str(caught.value)
