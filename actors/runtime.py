@@ -562,6 +562,10 @@ class RayRuntime:
             self.lane.settle()
         return self.view.log.batch(batch_id)
 
+    def backed_up_batches(self, finished_before: float) -> list[str]:
+        """Completed batches finished before then that still keep backups, oldest first."""
+        return self.view.log.backed_up(finished_before)
+
     def recover(self) -> dict[str, list[str]]:
         self._queried()
         return ray_get(self.coordinator.recover.remote())

@@ -311,9 +311,14 @@ def test_schema_undo_and_transactions_through_the_tools_on_ray(client):
     bump = client.tool("batch_update_items", {"dataContextName": "Trips", "updates": [
         {"selector": {"query": "city == Lyon"}, "values": {"spent": "=spent + 1"}}], "options": {"createBackups": True}})
     dropped = client.tool("drop_batch_backups", {"batchIds": [bump["transactionId"]]})
-    assert dropped["success"] and dropped["results"] == [{"itemBackupsDropped": bump["itemsUpdated"]}], dropped
+    assert dropped["success"] and dropped["results"] == [{"itemBackupsDropped": bump["itemsUpdated"],
+                                                          "batches": [bump["transactionId"]]}], dropped
     refused = client.tool("rollback_batch", {"batchId": bump["transactionId"]})
     assert not refused["success"] and refused["error"]["code"] == "NOT_FOUND", refused
+    kept = client.tool("batch_update_items", {"dataContextName": "Trips", "updates": [
+        {"selector": {"query": "city == Lyon"}, "values": {"spent": "=spent + 1"}}], "options": {"createBackups": True}})
+    aged = client.tool("drop_batch_backups", {"olderThanSeconds": 0})  # the one batch whose backups are left
+    assert aged["success"] and aged["results"][0]["batches"] == [kept["transactionId"]], aged
     report = client.tool("execute_batch_transaction", {"operations": _ops(), "options": {"recoveryStrategy": "rollback"}})
     assert report["success"], report
     assert client.count_items("Trips", query="name == new") == 1

@@ -21,13 +21,14 @@ both stores by tests/test_participant_protocol.py.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from batchray.core.model.batch import RunOptions
 from local_runtime import Client, local_client
 from batchray.core.storage.store import CATALOG
-from batchray.errors import InDoubtError, SchemaError
+from batchray.errors import InDoubtError, SchemaError, ValidationError
 from batchray.testing.conformance import assert_clear
 from batchray.testing.conformance_stores import STORE_KINDS, store_for
 
@@ -158,7 +159,8 @@ def test_dropped_backups_go_from_every_shard_in_one_batch_and_the_batch_can_no_l
     after = _values(engine)
     dropped = engine.drop_backups([raised.transaction_id, made.transaction_id])
     assert dropped.success, dropped.error
-    assert dropped.results == [{"itemBackupsDropped": raised.items_updated + 7}]
+    assert dropped.results == [{"itemBackupsDropped": raised.items_updated + 7,
+                                "batches": [raised.transaction_id, made.transaction_id]}]
     assert dropped.batches_processed == 2 * len(engine.layout.shard_names)  # one chunk per batch and shard
     for batch in (raised, made):
         refused = engine.rollback_batch(batch.transaction_id)
@@ -167,6 +169,31 @@ def test_dropped_backups_go_from_every_shard_in_one_batch_and_the_batch_can_no_l
     assert _values(engine) == after != before
     again = engine.drop_backups(raised.transaction_id)
     assert not again.success and again.error["code"] == "NOT_FOUND"
+
+
+def test_backups_older_than_an_age_are_dropped_and_an_undo_spends_its_own(engine):
+    bump = [{"selector": {"query": "age < 3"}, "values": {"balance": "=balance + 1"}}]
+    engine.update_items("People", bump)  # keeps no backups
+    old = engine.update_items("People", bump, create_backups=True)
+    time.sleep(0.05)
+    cutoff = time.time()
+    time.sleep(0.05)
+    new = engine.update_items("People", bump, create_backups=True)
+    undone = engine.update_items("People", bump, create_backups=True)
+    assert engine.rollback_batch(undone.transaction_id).success  # its backups went with the undo
+    first = engine.drop_backups(older_than=time.time() - cutoff)
+    assert first.success and first.results == [{"itemBackupsDropped": old.items_updated,
+                                                "batches": [old.transaction_id]}], first
+    second = engine.drop_backups(older_than=0)
+    assert second.success and second.results == [{"itemBackupsDropped": new.items_updated,
+                                                  "batches": [new.transaction_id]}], second
+    third = engine.drop_backups(older_than=0)  # nothing left: no error, nothing dropped
+    assert third.success and third.results == [{"itemBackupsDropped": 0, "batches": []}], third
+    assert engine.rollback_batch(new.transaction_id).error["code"] == "NOT_FOUND"
+    with pytest.raises(ValidationError):
+        engine.drop_backups([new.transaction_id], older_than=0)
+    with pytest.raises(ValidationError):
+        engine.drop_backups(older_than=-1)
 
 
 @pytest.mark.parametrize("seed", range(4))

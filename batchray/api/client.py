@@ -141,6 +141,8 @@ class Client:
         shows a bar (default: the client's setting), ``callback`` gets progress dicts, and
         ``wait=False`` returns the batch id at once."""
         options = options or RunOptions()
+        if plan.backup and not options.create_backups:  # one flag for every runtime (the coordinator gets options)
+            options = options.model_copy(update={"create_backups": True})
         bar = self.progress_default if progress is None else progress
         display = ProgressDisplay(plan.total, plan.kind, bar=bar and wait, callback=callback)
         result = self.runtime.run(plan, options, watch=display.update if display.active else None, wait=wait)
@@ -360,23 +362,39 @@ class Client:
             return result.model_copy(update={"success": False, "error": error.to_dict()})
         return result
 
-    def drop_backups(self, batch_ids: str | list[str]) -> BatchResult:
-        """Forget the backups that committed batches kept (``create_backups``): one batch id or
-        a list of them, dropped in one transaction on every shard, so that a batch's backups go
-        on all shards or on none. Those batches can no longer be undone by
-        :meth:`rollback_batch`, and their before-images stop taking room in the store. The
-        result's ``results`` is ``[{"itemBackupsDropped": n}]``; a NotFoundError result when
-        none of the batches had backups left (never kept, or dropped before)."""
-        ids = [batch_ids] if isinstance(batch_ids, str) else arguments.listed(batch_ids, "batch_ids")
-        if not ids or not all(isinstance(i, str) and i for i in ids):
-            raise ValidationError("batch_ids: one batch id, or a non-empty list of them", field="batch_ids")
+    def drop_backups(self, batch_ids: Optional[str | list[str]] = None, *,
+                     older_than: Optional[float] = None) -> BatchResult:
+        """Forget the backups that committed batches kept (``create_backups``), in one
+        transaction on every shard, so that a batch's backups go on all shards or on none; those
+        batches can no longer be undone by :meth:`rollback_batch`, and their before-images stop
+        taking room in the store (an undo drops the backups it restored from by itself).
+
+        Either ``batch_ids`` (one id, or a list of them): a NotFoundError result when none of
+        them had backups left (never kept, or dropped before); or ``older_than`` (seconds): every
+        completed batch that finished longer ago than that and still keeps backups, none
+        being no error (a retention job runs it on a schedule). The result's ``results`` is
+        ``[{"itemBackupsDropped": n, "batches": [ids]}]``."""
+        if (batch_ids is None) == (older_than is None):
+            raise ValidationError("drop_backups takes batch_ids or older_than (seconds), one of them",
+                                  field="batch_ids")
+        if older_than is not None:
+            if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or not 0 <= older_than < 1e10:
+                raise ValidationError(f"older_than: seconds from 0, not {older_than!r}", field="older_than")
+            ids = self.runtime.backed_up_batches(time.time() - older_than)
+        else:
+            ids = [batch_ids] if isinstance(batch_ids, str) else arguments.listed(batch_ids, "batch_ids")
+            if not ids or not all(isinstance(i, str) and i for i in ids):
+                raise ValidationError("batch_ids: one batch id, or a non-empty list of them", field="batch_ids")
         plan = plan_drop_backups(self.planner, self.runtime.batch_record, ids)
         result = self.run_plan(plan, RunOptions(), progress=False)
-        if result.success and not result.results:
+        if not result.success:
+            return result
+        dropped = result.results[0]["itemBackupsDropped"] if result.results else 0
+        if not dropped and older_than is None:
             error = NotFoundError(f"no backups to drop: {', '.join(ids)} kept none, or they were dropped before",
                                   batchIds=ids)
             return result.model_copy(update={"success": False, "error": error.to_dict()})
-        return result
+        return result.model_copy(update={"results": [{"itemBackupsDropped": dropped, "batches": plan.extra["batches"]}]})
 
     def execute_transaction(self, operations: list[dict[str, Any]],
                             options: Optional[TransactionOptions | dict[str, Any]] = None) -> dict[str, Any]:

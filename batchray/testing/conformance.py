@@ -589,7 +589,7 @@ def test_before_images_are_kept_until_the_decision(conformance_store):
 
 
 @case()
-def test_backups_go_only_when_their_drop_commits_and_are_held_against_an_undo_till_then(conformance_store):
+def test_backups_go_only_when_their_drop_or_undo_commits_and_are_held_against_an_undo_till_then(conformance_store):
     participant = _seeded(conformance_store, lock_timeout=5.0)
     source = TxnRef("src", 5, backup=True)
     participant.apply(source, _update(2, [LO + 1], {"mass": 50}))
@@ -621,6 +621,19 @@ def test_backups_go_only_when_their_drop_commits_and_are_held_against_an_undo_ti
     participant.commit(dropped)
     assert undo("undo-4", 15) == 0  # gone once the drop committed
     assert _visible(participant)[LO + 1]["mass"] == 50  # a drop changes no item
+
+    source = TxnRef("src-2", 16, backup=True)  # an undo that commits spends the backups it restored from
+    participant.apply(source, _update(5, [LO + 2], {"mass": 60}))
+    assert participant.prepare(source)
+    participant.commit(source)
+    undone = TxnRef("undo-5", 17)
+    assert participant.apply(undone, UndoBatch(6, "src-2")).affected == 1
+    assert participant.prepare(undone)
+    participant.commit(undone)
+    assert _visible(participant)[LO + 2]["mass"] == 2
+    ref = TxnRef("undo-6", 18)
+    assert participant.apply(ref, UndoBatch(7, "src-2")).affected == 0
+    participant.abort(ref)
     assert participant.locks.lock_count() == 0
     assert_clear(participant)
 

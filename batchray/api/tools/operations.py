@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from batchray.errors import failure_error
 from batchray.api.tools.registry import _NAME, _Args, _result_payload, register
@@ -79,14 +79,23 @@ def _rollback_batch(client, a: RollbackBatchArgs) -> dict[str, Any]:
 class DropBatchBackupsArgs(_Args):
     """Forget the backups that committed batches kept (createBackups), in one transaction on
     every shard: they can no longer be undone with rollback_batch, and their before-images stop
-    taking room in the store. results[0].itemBackupsDropped counts the items whose backups
-    went; NOT_FOUND when none of the batches had backups left."""
+    taking room in the store. Give batchIds (NOT_FOUND when none of them had backups left), or
+    olderThanSeconds: every completed batch that finished longer ago and still keeps backups
+    (none is no error). results[0] has itemBackupsDropped (the items whose backups went) and
+    batches (their batch ids)."""
 
-    batchIds: list[str] = Field(min_length=1, max_length=10_000)
+    batchIds: Optional[list[str]] = Field(default=None, min_length=1, max_length=10_000)
+    olderThanSeconds: Optional[float] = Field(default=None, ge=0, lt=1e10)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "DropBatchBackupsArgs":
+        if (self.batchIds is None) == (self.olderThanSeconds is None):
+            raise ValueError("give batchIds or olderThanSeconds, one of them")
+        return self
 
 
 def _drop_batch_backups(client, a: DropBatchBackupsArgs) -> dict[str, Any]:
-    return _result_payload(client.drop_backups(a.batchIds))
+    return _result_payload(client.drop_backups(a.batchIds, older_than=a.olderThanSeconds))
 
 
 class TransactionOperation(_Args):

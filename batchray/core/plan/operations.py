@@ -289,10 +289,11 @@ def plan_drop_backups(planner: Any, log_batch: Callable[[str], Optional[dict]], 
     """Forget the backups committed batches ``batch_ids`` kept, on every shard at once (one
     transaction, a :class:`~batchray.core.txn.chunks.DropBackups` per batch and shard): they can
     no longer be undone, and their before-images no longer take room in the store."""
-    sources = [_backed_up_batch(log_batch, batch_id, "stripped of backups")[1] for batch_id in dict.fromkeys(batch_ids)]
+    batches = list(dict.fromkeys(batch_ids))
+    sources = [_backed_up_batch(log_batch, batch_id, "stripped of backups")[1] for batch_id in batches]
     planned = [PlannedChunk(s, DropBackups(planner.next_chunk_id(), source), 1024, 1)
                for source in sources for s in planner.layout.shard_names]
-    return Plan("drop_backups", planned, total=len(sources), extra={"sources": sources})
+    return Plan("drop_backups", planned, total=len(sources), extra={"batches": batches, "sources": sources})
 
 
 def _backed_up_batch(log_batch: Callable[[str], Optional[dict]], batch_id: str, done: str) -> tuple[dict, str]:

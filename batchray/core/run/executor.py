@@ -85,20 +85,23 @@ class Executor:
 
     def begin(self, kind: str, *, queue: str = "default", priority: int = 0,
               idempotency_key: Optional[str] = None, state: str = "running",
-              one_phase: Optional[str] = None) -> tuple[str, int, Optional[dict]]:
+              one_phase: Optional[str] = None, backups: bool = False) -> tuple[str, int, Optional[dict]]:
         """Register a batch as ``state``: ``(txn, ts, None)``. With an idempotency key already
         registered, nothing is: ``(txn, ts, prior)`` of the batch registered under it first
         (``prior``: its record, which has no result while that batch runs). Of concurrent
         calls with one new key, one registers its batch and the others get it as ``prior``.
         ``one_phase``: the participant the batch will commit at in one phase
-        (:meth:`one_phase_of`), noted in its registration for recovery."""
+        (:meth:`one_phase_of`), noted in its registration for recovery; ``backups``: the batch
+        keeps backups, noted for :meth:`~batchray.core.storage.decision_log.DecisionLog.backed_up`."""
         if idempotency_key:
             prior = self.log.batch_by_key(idempotency_key)
             if prior is not None:
                 return prior["txn"], prior["ts"], prior
         txn, ts = new_txn_id(kind.split("_")[0])
         if not self.log.add_batch(txn, kind=kind, queue=queue, priority=priority, ts=ts, state=state,
-                                  idempotency_key=idempotency_key, request=one_phase_record(one_phase)):
+                                  idempotency_key=idempotency_key,
+                                  request={**(one_phase_record(one_phase) or {}), **({"backups": True} if backups else {})}
+                                  or None):
             prior = self.log.batch_by_key(idempotency_key)  # registered by a concurrent call meanwhile
             return prior["txn"], prior["ts"], prior
         return txn, ts, None
@@ -225,6 +228,9 @@ class Executor:
             undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
             if undoes and result.success and outcome.affected:  # an undo that found no backups undid nothing
                 self.log.set_state(undoes, BatchState.rolled_back.value)
+            if undoes and result.success or plan.kind == "drop_backups" and outcome.committed:
+                # an undo drops the backups it restored from (UndoBatch), as a drop does
+                self.log.backups_dropped([undoes] if undoes else plan.extra.get("batches") or [])
         except StoreError as exc:  # the batch is finished; only its record in the log failed
             raise unrecorded(txn, outcome.committed, exc, "its status reads 'running' until recovery records it") from exc
         return result

@@ -90,7 +90,8 @@ class LocalRuntime:
         one_phase = self.executor.one_phase_of(plan.chunks, options)
         with self._running_lock:  # registered and marked running here at once: see _result
             txn, ts, prior = self.executor.begin(plan.kind, queue=options.queue, priority=options.priority,
-                                                  idempotency_key=options.idempotency_key, one_phase=one_phase)
+                                                  idempotency_key=options.idempotency_key, one_phase=one_phase,
+                                                  backups=options.create_backups or plan.backup)
             if prior is None:
                 run = self._running[txn] = _LocalRun(options.atomic)
         if prior is not None:  # the key's batch: its result, never a second run
@@ -137,6 +138,10 @@ class LocalRuntime:
 
     def batch_record(self, batch_id: str) -> Optional[dict[str, Any]]:
         return self.log.batch(batch_id)
+
+    def backed_up_batches(self, finished_before: float) -> list[str]:
+        """Completed batches finished before then that still keep backups, oldest first."""
+        return self.log.backed_up(finished_before)
 
     def status(self, batch_id: Optional[str] = None, limit: int = 20) -> dict[str, Any] | list[dict[str, Any]]:
         if batch_id is None:

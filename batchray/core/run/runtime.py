@@ -51,6 +51,10 @@ class Runtime(Protocol):
     def batch_record(self, batch_id: str) -> Optional[dict[str, Any]]:
         """A batch's record in the decision log (kind, state, result), if any."""
 
+    def backed_up_batches(self, finished_before: float) -> list[str]:
+        """Completed batches finished before ``finished_before`` (``time.time()``) that still keep
+        backups, oldest first."""
+
     def recover(self) -> dict[str, list[str]]:
         """Finish what a crash left: undecided batches rolled back, decided ones finished."""
 

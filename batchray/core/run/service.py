@@ -225,7 +225,7 @@ class CoordinatorService:
         txn, ts, prior = self.executor.begin(
             kind, queue=options.queue, priority=options.priority,
             idempotency_key=options.idempotency_key, state="running" if at_once else "queued",
-            one_phase=one_phase,
+            one_phase=one_phase, backups=options.create_backups,
         )
         if prior is not None:
             reply: dict[str, Any] = {"txn": txn, "ts": ts, "prior": prior}

@@ -153,6 +153,20 @@ class DecisionLog:
             names = [d[0] for d in cur.description]
             return [_decode(dict(zip(names, r))) for r in cur.fetchall()]
 
+    def backed_up(self, finished_before: float) -> list[str]:
+        """Completed batches, finished before ``finished_before`` (``time.time()``), that kept
+        backups (registered with ``backups``) not dropped since, oldest first."""
+        with self._mutex:
+            return [txn for (txn,) in self._conn.execute(
+                "SELECT txn FROM batches WHERE state='completed' AND finished < ? "
+                "AND json_extract(request, '$.backups') = 1 ORDER BY finished", (finished_before,))]
+
+    def backups_dropped(self, txns: list[str]) -> None:
+        """Note that batches ``txns`` keep no backups any more (:meth:`backed_up` leaves them out)."""
+        self._write("backups", "UPDATE batches SET request = json_set(request, '$.backups', json('false')) "
+                               "WHERE txn IN (SELECT value FROM json_each(?)) AND request IS NOT NULL",
+                    (orjson.dumps(list(txns)).decode(),), durable=False)
+
     # -- decisions --------------------------------------------------------------------------
     def decide(self, txn: str, outcomes: dict[str, str]) -> dict[str, str]:
         """Durably record the outcome per participant (``commit``/``abort``); first one wins.

@@ -202,7 +202,8 @@ class PgChunkWriter:
         return images
 
     def undo_batch(self, work: PgWork, ref: TxnRef, chunk: UndoBatch, ver: int) -> BeforeImages:
-        """Restore a committed batch's before-images (see :class:`UndoBatch`)."""
+        """Restore a committed batch's before-images (see :class:`UndoBatch`); they go with the
+        undo's commit."""
         images = BeforeImages(chunk.chunk_id)
         conn = work.conn
         s = self.s
@@ -240,6 +241,7 @@ class PgChunkWriter:
         images.items = [(i, current[i][0] if i in current else None) for i in touched]
         images.affected = len(touched)
         work.vers.update((i, current[i][1]) for i in touched if i in current)
+        self._delete_backups(conn, chunk.source_txn)  # spent: the batch is undone
         return images
 
     def drop_backups(self, work: PgWork, ref: TxnRef, chunk: DropBackups, ver: int) -> BeforeImages:
@@ -248,13 +250,19 @@ class PgChunkWriter:
         the same batch; ``affected``: the items they hold."""
         images = BeforeImages(chunk.chunk_id)
         conn = work.conn
-        s = self.s
         self.locking.backups(conn, ref, chunk.source_txn)
-        ranges = conn.execute(f"DELETE FROM {s}.backup_ranges WHERE part=%s AND txn=%s RETURNING lo, hi, n",
-                              (self.num, chunk.source_txn)).fetchall()
-        keys = [int(key) for tbl, key in conn.execute(
-            f"DELETE FROM {s}.backups WHERE part=%s AND txn=%s RETURNING tbl, key",
-            (self.num, chunk.source_txn)).fetchall() if tbl == "items"]
+        ranges, keys = self._delete_backups(conn, chunk.source_txn)
         outside = sum(1 for key in keys if not any(lo <= key <= hi for lo, hi, _ in ranges))
         images.affected = sum(n for *_, n in ranges) + outside
         return images
+
+    def _delete_backups(self, conn, source_txn: str) -> tuple[list[tuple[int, int, int]], list[int]]:
+        """Delete ``source_txn``'s backups here: its created ranges ``(lo, hi, n)`` and the ids of
+        its items' before-images."""
+        s = self.s
+        ranges = conn.execute(f"DELETE FROM {s}.backup_ranges WHERE part=%s AND txn=%s RETURNING lo, hi, n",
+                              (self.num, source_txn)).fetchall()
+        keys = [int(key) for tbl, key in conn.execute(
+            f"DELETE FROM {s}.backups WHERE part=%s AND txn=%s RETURNING tbl, key",
+            (self.num, source_txn)).fetchall() if tbl == "items"]
+        return ranges, keys

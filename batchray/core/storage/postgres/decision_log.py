@@ -123,6 +123,17 @@ class PgDecisionLog:
                          (list(states),), fetch="all", durable=False)
         return [_decode(r) for r in rows]
 
+    def backed_up(self, finished_before: float) -> list[str]:
+        # as the SQLite log's
+        rows = self._run("read", f"SELECT txn FROM {self.s}.batches WHERE state = 'completed' AND finished < %s "
+                                 "AND (request::jsonb ->> 'backups') = 'true' ORDER BY finished",
+                         (finished_before,), fetch="rows", durable=False)
+        return [txn for (txn,) in rows]
+
+    def backups_dropped(self, txns: list[str]) -> None:
+        self._run("backups", f"UPDATE {self.s}.batches SET request = jsonb_set(request::jsonb, '{{backups}}', "
+                             "'false')::text WHERE txn = ANY(%s) AND request IS NOT NULL", (list(txns),))
+
     # decisions
     def decide(self, txn: str, outcomes: dict[str, str]) -> dict[str, str]:
         """Durably record the outcome per participant; the first decision wins. One statement

@@ -266,7 +266,8 @@ class SqliteChunkWriter:
         return images
 
     def undo_batch(self, conn: sqlite3.Connection, ref: TxnRef, chunk: UndoBatch, ver: int) -> BeforeImages:
-        """Restore a committed batch's before-images (see :class:`UndoBatch`)."""
+        """Restore a committed batch's before-images (see :class:`UndoBatch`); they go when the
+        undo commits."""
         images = BeforeImages(chunk.chunk_id)
         rows = conn.execute(
             "SELECT b.key, b.before, b.before_ver, b.ver, i.ver FROM backups b "
@@ -289,6 +290,7 @@ class SqliteChunkWriter:
         self._record_undo_from_table(conn, ref, chunk.chunk_id, gone)
         conn.execute("DELETE FROM items WHERE id IN (SELECT value FROM json_each(?))", (ids_param(gone),))
         images.affected = len(set(keys).union(gone))
+        self._drop_at_commit(conn, ref, chunk.chunk_id, chunk.source_txn)  # spent: the batch is undone
         return images
 
     def drop_backups(self, conn: sqlite3.Connection, ref: TxnRef, chunk: DropBackups, ver: int) -> BeforeImages:
@@ -297,8 +299,7 @@ class SqliteChunkWriter:
         leaves them); ``affected``: the items they hold. The shard's lock plan holds the
         batch's backups from here to the decision."""
         images = BeforeImages(chunk.chunk_id)
-        conn.execute("INSERT OR IGNORE INTO undo(txn, chunk, tbl, key, before) VALUES(?, ?, 'drop', ?, NULL)",
-                     (ref.txn, chunk.chunk_id, chunk.source_txn))
+        self._drop_at_commit(conn, ref, chunk.chunk_id, chunk.source_txn)
         images.affected = conn.execute(
             "SELECT (SELECT count(*) FROM backups b WHERE b.txn=?1 AND b.tbl='items' AND NOT EXISTS ("
             "          SELECT 1 FROM backup_ranges r WHERE r.txn=?1 AND b.key BETWEEN r.lo AND r.hi))"
@@ -306,6 +307,12 @@ class SqliteChunkWriter:
             (chunk.source_txn,),
         ).fetchone()[0]
         return images
+
+    @staticmethod
+    def _drop_at_commit(conn: sqlite3.Connection, ref: TxnRef, chunk_id: int, source_txn: str) -> None:
+        """Note in the undo log that ``source_txn``'s backups go when ``ref.txn`` commits."""
+        conn.execute("INSERT OR IGNORE INTO undo(txn, chunk, tbl, key, before) VALUES(?, ?, 'drop', ?, NULL)",
+                     (ref.txn, chunk_id, source_txn))
 
     def _record_undo_from_table(self, conn: sqlite3.Connection, ref: TxnRef, chunk_id: int, ids: list[int]) -> None:
         """Before-images copied inside SQLite (absent items get a NULL before-image)."""
