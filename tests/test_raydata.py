@@ -202,3 +202,17 @@ def test_a_page_of_items_becomes_columns_of_the_schemas_types(seed):
             else:
                 assert column.type == kind and column.to_pylist() == _expected_column(expected[name], kind), \
                     (seed, dirty_share, name)
+
+
+def test_a_numeric_past_two_to_the_53_and_a_boundary_read_back_as_a_double_and_json_text(client):
+    """A numeric attribute takes integers up to 2**63 - 1, which Arrow will not make doubles
+    of by itself (the read task failed with ArrowInvalid): each is read as its nearest double.
+    A boundary's GeoJSON object is read as JSON text (it was Python's repr of the dict)."""
+    client.create_data_context("Places", collections=[{"name": "Places", "attrs": [
+        {"name": "n", "type": "numeric"}, {"name": "area", "type": "boundary"}]}])
+    point = {"type": "Point", "coordinates": [1.5, 2]}
+    assert client.create_items("Places", None, [{"n": 2**53 + 1, "area": point}, {"n": 2, "area": "text"},
+                                                {"n": ""}]).success
+    back = read_dataset(client.layout.root, "Places").to_pandas().sort_values("__id__")
+    assert back["n"].tolist()[:2] == [float(2**53 + 1), 2.0] and back["n"].isna().tolist() == [False, False, True]
+    assert json.loads(back["area"].iloc[0]) == point and back["area"].iloc[1] == "text"
