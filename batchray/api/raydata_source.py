@@ -8,7 +8,7 @@ span in pages (``after`` the last id read, at most as many rows as the span can 
 shard, so a page does not run far past the span; rows past it are dropped) under the store's
 commit gate (shared), into Arrow tables whose columns take their types from the schema
 (``numeric`` float64, ``checkbox`` bool, other typed attributes string; an untyped one as Arrow
-infers it) plus ``__id__``.
+infers it from each page, so that its type can differ from page to page) plus ``__id__``.
 
 Each page is a consistent read of its shard; :func:`read_dataset` holds the gate (shared)
 from the driver while the Dataset is materialized, so that no batch commits between the
