@@ -202,3 +202,48 @@ def test_a_page_of_items_becomes_columns_of_the_schemas_types(seed):
             else:
                 assert column.type == kind and column.to_pylist() == _expected_column(expected[name], kind), \
                     (seed, dirty_share, name)
+
+
+def test_a_numeric_past_two_to_the_53_and_a_boundary_read_back_as_a_double_and_json_text(client):
+    """A numeric attribute takes integers up to 2**63 - 1, which Arrow will not make doubles
+    of by itself (the read task failed with ArrowInvalid): each is read as its nearest double.
+    A boundary's GeoJSON object is read as JSON text (it was Python's repr of the dict)."""
+    client.create_data_context("Places", collections=[{"name": "Places", "attrs": [
+        {"name": "n", "type": "numeric"}, {"name": "area", "type": "boundary"}]}])
+    point = {"type": "Point", "coordinates": [1.5, 2]}
+    assert client.create_items("Places", None, [{"n": 2**53 + 1, "area": point}, {"n": 2, "area": "text"},
+                                                {"n": ""}]).success
+    back = read_dataset(client.layout.root, "Places").to_pandas().sort_values("__id__")
+    assert back["n"].tolist()[:2] == [float(2**53 + 1), 2.0] and back["n"].isna().tolist() == [False, False, True]
+    assert json.loads(back["area"].iloc[0]) == point and back["area"].iloc[1] == "text"
+
+
+def test_a_failed_pipeline_reports_no_made_up_index_for_rows_of_tasks_whose_place_is_unknown(client, tmp_path):
+    """A pipeline that fails reports no write task's row count: the rows of a task other than
+    the first have no known place in the Dataset. Their errors had their in-batch number as
+    ``index`` (``1 << 32`` and more), in the result and in the rejects file; now ``None``, the
+    rejected values still written."""
+    import time
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from batchray.api.raydata import ItemsDatasink
+
+    client.create_data_context("People", collections=PEOPLE)
+    rejects = tmp_path / "rejects.jsonl"
+    sink = ItemsDatasink(client=client, context="People", atomic=False, continue_on_error=True, rejects=rejects)
+    sink.on_write_start()
+    for task in range(2):  # two write tasks of 1,000 rows, a bad one in each
+        ages = [("old" if i == 10 else str(i % 90)) for i in range(1_000)]
+        block = pa.table({"name": [f"t{task}-{i}" for i in range(1_000)], "age": pa.array(ages, pa.string())})
+        assert sink.write([block], SimpleNamespace(task_idx=task))["rows"] == 1_000
+    end = time.monotonic() + 30
+    while client.status(sink.txn)["memory"]["inUse"] and time.monotonic() < end:  # until both are applied
+        time.sleep(0.05)
+    sink.on_write_failed(RuntimeError("a later block's UDF failed"))
+    assert sorted((e.index is None, e.index, e.values["name"]) for e in sink.result.errors) == [
+        (False, 10, "t0-10"), (True, None, "t1-10")]
+    records = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(r["index"], r["values"]["name"]) for r in records] == [(10, "t0-10"), (None, "t1-10")]
+    assert client.count_items("People") == 1_998  # non-atomic: what was applied is kept

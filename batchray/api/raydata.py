@@ -34,6 +34,8 @@ Writing (:class:`ItemsDatasink`, :func:`write_dataset`):
   only).
 
 Rejected items' ``index`` is their place in the Dataset's order (over the rows the tasks read).
+A failed pipeline reports no task's row count: then only the first write task's rows have
+known places, the others' errors have no ``index`` (``rejects`` holds their values all the same).
 
 Reading (:class:`ItemsDatasource`, :func:`read_dataset`) is in :mod:`batchray.api.raydata_source`.
 """
@@ -183,9 +185,7 @@ class ItemsDatasink(Datasink[dict]):
             result = self._client.runtime.wait(self.txn)
             result = _with_dataset_indexes(result, returns)
             if self.rejects is not None:
-                from batchray.io.rejects import settle_rejects
-
-                result = settle_rejects(result, self.rejects, None)
+                _write_rejects(result, self.rejects)
             self.result = result
         finally:
             self._close_client()
@@ -243,18 +243,31 @@ def _open_batch(coordinator: Any, options: Any) -> str:
 
 
 def _with_dataset_indexes(result: BatchResult, returns: list[dict]) -> BatchResult:
-    """Item errors' indexes as places in the Dataset (tasks in index order)."""
+    """Item errors' indexes as places in the Dataset (tasks in index order). A row of a task
+    whose place is not known (a failed pipeline reports no task's row count: only the first
+    task's rows have known places) gets no index, rather than its in-batch number."""
     if not result.errors:
         return result
-    offsets, at = {}, 0
+    offsets, at = {0: 0}, 0
     for r in sorted(returns, key=lambda r: r["task"]):
         offsets[r["task"]] = at
         at += r["rows"]
     for error in result.errors:
         if error.index is not None:
             task, row = divmod(error.index, 1 << TASK_SHIFT)
-            error.index = offsets.get(task, 0) + row if task in offsets else error.index
+            error.index = offsets[task] + row if task in offsets else None
     return result
+
+
+def _write_rejects(result: BatchResult, path: Any) -> None:
+    """``result``'s rejected rows to ``path`` (:func:`batchray.io.rejects.write_rejects`), those
+    whose place in the Dataset is not known (index ``None``, values known) too, after the others."""
+    from batchray.io.rejects import reject_records, write_rejects
+
+    unplaced = [e for e in result.errors if e.index is None and e.values is not None]
+    records = reject_records([e for e in result.errors if e.index is not None or e.values is None])
+    write_rejects(path, records + [{"index": None, "values": e.values, "code": e.code, "field": e.field,
+                                    "message": e.message} for e in unplaced])
 
 
 def write_dataset(ds: Any, *, store: Any = None, context: str, collection: Optional[str] = None,

@@ -8,7 +8,7 @@ span in pages (``after`` the last id read, at most as many rows as the span can 
 shard, so a page does not run far past the span; rows past it are dropped) under the store's
 commit gate (shared), into Arrow tables whose columns take their types from the schema
 (``numeric`` float64, ``checkbox`` bool, other typed attributes string; an untyped one as Arrow
-infers it) plus ``__id__``.
+infers it from each page, so that its type can differ from page to page) plus ``__id__``.
 
 Each page is a consistent read of its shard; :func:`read_dataset` holds the gate (shared)
 from the driver while the Dataset is materialized, so that no batch commits between the
@@ -179,8 +179,10 @@ def _read_span(url: str, shard: str, context_id: int, query: Optional[str], sche
 
 def _table(rows: list[tuple[int, str]], schema: pa.Schema) -> pa.Table:
     """One page of ``(id, JSON text)`` rows as a table of ``schema``'s columns: a string
-    column's values as text (``str`` of a number or a boolean), ``""`` in a numeric or
-    checkbox column as null, an untyped column as Arrow infers it (as text when it cannot).
+    column's values as text (``str`` of a number or a boolean, JSON of an object: a boundary's
+    GeoJSON), ``""`` in a numeric or checkbox column as null, an integer in a numeric column
+    as the nearest double (also past 2**53), an untyped column as Arrow infers it (as text
+    when it cannot).
     Columns whose values need no change go to Arrow as they are (C-level passes: a key's
     values by one ``map``, their kinds by one ``set``); the others are changed value by value."""
     values = list(map(orjson.loads, map(itemgetter(1), rows)))
@@ -196,8 +198,11 @@ def _table(rows: list[tuple[int, str]], schema: pa.Schema) -> pa.Table:
             texts = column if set(map(type, column)) <= _TEXT_KINDS else _as_text(column)
             arrays.append(pa.array(texts, pa.string()))
         else:
-            arrays.append(pa.array([None if c == "" else c for c in column] if "" in column else column,
-                                   field.type))
+            column = [None if c == "" else c for c in column] if "" in column else column
+            try:
+                arrays.append(pa.array(column, field.type))
+            except pa.ArrowInvalid:  # an integer past 2**53, which Arrow will not round: the nearest double
+                arrays.append(pa.array([None if c is None else float(c) for c in column], field.type))
     return pa.Table.from_arrays(arrays, names=["__id__", *[f.name for f in list(schema)[1:]]])
 
 
@@ -205,7 +210,10 @@ _TEXT_KINDS = {str, type(None)}
 
 
 def _as_text(column: list[Any]) -> list[Optional[str]]:
-    return [None if c is None else str(c) for c in column]
+    """Values as text: ``str`` of a number or a boolean, JSON of an object or a list (a
+    ``boundary`` attribute's GeoJSON)."""
+    return [None if c is None else orjson.dumps(c).decode() if isinstance(c, (dict, list)) else str(c)
+            for c in column]
 
 
 def read_dataset(store: Any, context: str, collection: Optional[str] = None, query: Optional[str] = None,
