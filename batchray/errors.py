@@ -85,20 +85,25 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 def json_safe(value: Any, redact: bool = True) -> Any:
     """``value`` with every number JSON encoders cannot hold (an infinity, NaN, an integer
-    outside 64 bits) written as text, and, when ``redact``, every text redacted of secrets:
-    details echo the input they are about, and a tool's answer must stay valid JSON and carry
-    no password. ``redact=False`` keeps texts as given (a rejected row's values)."""
+    outside 64 bits), every value JSON has no form for (a ``Decimal``, a date, bytes, a set,
+    any other object) and every key that is not text written as text (Python's ``repr``), and,
+    when ``redact``, every text redacted of secrets: details echo the input they are about,
+    and a tool's answer must stay valid JSON and carry no password. ``redact=False`` keeps
+    texts as given (a rejected row's values)."""
+    if value is None or isinstance(value, bool):
+        return value
     if isinstance(value, str):
         return _redact(value) if redact else value
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
-    if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
-        return str(value)
+    if isinstance(value, int):
+        return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
     if isinstance(value, dict):
-        return {(_redact(k) if redact and isinstance(k, str) else k): json_safe(v, redact) for k, v in value.items()}
+        return {(_redact(k) if redact else k) if isinstance(k, str) else repr(k): json_safe(v, redact)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v, redact) for v in value]
-    return value
+    return repr(value)
 
 
 def _rebuild(cls, message, details):

@@ -578,3 +578,35 @@ def test_a_refusal_counts_the_invalid_items_apart_from_their_errors():
     with pytest.raises(ValidationError) as refused:
         raise_if_errors(errors[2:], "updates")
     assert str(refused.value.message).startswith("1 invalid updates; first at item 1")
+
+
+def test_decimals_are_numbers_from_dicts_and_from_arrow_decimal_columns(engine):
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    rows = [{"order": "Rodentia", "name": "d1", "mass": Decimal("1.50")},
+            {"order": "Rodentia", "name": "d2", "mass": Decimal("12")}]
+    assert engine.create_items(CONTEXT, "animals", rows).success
+    table = pa.table({"order": ["Rodentia"] * 2, "name": ["d3", "d4"],
+                      "mass": pa.array([Decimal("2.25"), None], pa.decimal128(10, 2))})
+    assert engine.create_items(CONTEXT, "animals", table).success
+    masses = {i["values"]["name"]: i["values"].get("mass") for i in engine.get_items(CONTEXT, "animals")
+              if i["values"]["name"].startswith("d")}
+    assert masses == {"d1": 1.5, "d2": 12, "d3": 2.25, "d4": None}
+    assert type(masses["d2"]) is int
+    assert engine.count_items(CONTEXT, query="mass == 2.25 || mass == 12") == 2
+
+
+@pytest.mark.parametrize("value", [__import__("decimal").Decimal("NaN"), {1, 2}, b"\x00", object()])
+def test_a_value_json_has_no_form_for_is_a_per_item_error_with_its_text(engine, tmp_path, value):
+    rows = [{"order": "Rodentia", "name": "ok", "mass": 1}, {"order": "Rodentia", "name": "bad", "mass": value}]
+    refused = engine.create_items(CONTEXT, "animals", rows)
+    assert not refused.success and refused.error["code"] != "INTERNAL", refused.error
+    assert [(e.index, e.field, e.code) for e in refused.errors] == [(1, "mass", "INVALID_VALUE")]
+    assert refused.errors[0].values == {"order": "Rodentia", "name": "bad", "mass": repr(value)}
+    kept = engine.create_items(CONTEXT, "animals", rows, atomic=False, continue_on_error=True,
+                               rejects=tmp_path / "rejects.jsonl")
+    assert kept.items_created == 1
+    line = orjson.loads((tmp_path / "rejects.jsonl").read_text().splitlines()[0])
+    assert line["values"]["mass"] == repr(value)

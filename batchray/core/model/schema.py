@@ -14,6 +14,7 @@ import datetime as _dt
 import itertools
 import math
 import re
+from decimal import Decimal
 from enum import Enum
 from operator import contains, itemgetter
 from typing import Any, Callable, Iterable, Optional
@@ -267,7 +268,24 @@ def _as_number(value: Any) -> float | int:
         if not math.isfinite(number):
             raise ValueProblem(f"number out of range: {value[:40]!r}")
         return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+    if isinstance(value, Decimal):
+        return _decimal_number(value)
     raise ValueProblem(f"expected a number, got {_short(value)}")
+
+
+def _decimal_number(value: Decimal) -> float | int:
+    """A ``Decimal`` (what database drivers and Arrow's decimal columns give) as the number
+    JSON stores: an int when it is whole and was written without a fraction, else the nearest
+    double; NaN, infinities and values past a double are refused."""
+    if not value.is_finite():
+        raise ValueProblem(f"expected a finite number, got {_short(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueProblem(f"number out of range: {_short(value)}")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= 0 and abs(value) <= 2**63 - 1:
+        return int(value)
+    return number
 
 
 def _as_bool(value: Any) -> bool:
@@ -306,6 +324,8 @@ def _as_scalar(value: Any) -> Any:
         raise ValueProblem("number out of range")
     if isinstance(value, (bool, int, float)):
         return value
+    if isinstance(value, Decimal):
+        return _decimal_number(value)
     raise ValueProblem(f"expected a string, number or boolean, got {type(value).__name__}")
 
 
