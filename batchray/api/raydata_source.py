@@ -11,9 +11,11 @@ commit gate (shared), into Arrow tables whose columns take their types from the 
 infers it from each page, so that its type can differ from page to page) plus ``__id__``.
 
 Each page is a consistent read of its shard; :func:`read_dataset` holds the gate (shared)
-from the driver while the Dataset is materialized, so that no batch commits between the
-tasks' reads: the whole Dataset is one snapshot (SQLite stores; a PostgreSQL store's gate is
-per reader).
+from the driver while the Dataset is materialized, so that no batch over several shards
+commits between the tasks' reads (SQLite stores; a PostgreSQL store's gate is per reader). A
+batch on one shard commits there in one phase, without the gate: it is in the Dataset whole or
+not at all, but two such batches on two shards committed during the read may be seen one
+without the other, whatever their order.
 """
 from __future__ import annotations
 
@@ -219,7 +221,7 @@ def _as_text(column: list[Any]) -> list[Optional[str]]:
 def read_dataset(store: Any, context: str, collection: Optional[str] = None, query: Optional[str] = None,
                  *, materialize: bool = True, **read_args: Any) -> Any:
     """The committed items of ``context`` as a Ray Dataset. With ``materialize`` (default) the
-    Dataset is read at once, with the commit gate held: one snapshot of every shard."""
+    Dataset is read at once, with the commit gate held: no batch in part (see the module docstring)."""
     source = ItemsDatasource(store, context, collection, query)
     ds = ray.data.read_datasource(source, **read_args)
     if not materialize:
