@@ -145,6 +145,12 @@ def test_read_by_collection_and_query_with_typed_columns_and_by_id_ranges(client
         spans = source_module.shard_spans(source.url, shard, context_id, 2)
         assert spans[0][0] == lo and spans[-1][1] == hi and spans[0][1] + 1 == spans[1][0]
     assert client.create_items("People", None, [{"name": "late", "age": 1}]).success  # after the split
+    # each task carries the page size it was made with: its process has its own module
+    tasks = ItemsDatasource(client.layout.root, "People").get_read_tasks(4)
+    monkeypatch.setattr(source_module, "READ_PAGE", 50_000)  # as a task's process has it
+    pages = [len(block) for task in tasks for block in task()]
+    assert sum(pages) == 1_001 and max(pages) <= 70 and len(pages) >= 1_001 // 70, pages
+    monkeypatch.setattr(source_module, "READ_PAGE", 70)
     back = read_dataset(client.layout.root, "People", override_num_blocks=4).to_pandas()
     assert sorted(back["name"]) == sorted([f"p{i}" for i in range(1_000)] + ["late"])
     assert back["__id__"].is_unique

@@ -96,7 +96,7 @@ class ItemsDatasource(Datasource):
             for span in shard_spans(self.url, shard, self.context_id, per_shard):
                 meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
                 read = partial(_read_span, self.url, shard, self.context_id, self.query, self.schema,
-                               span, len(self.shards))
+                               span, len(self.shards), READ_PAGE)  # read here: the task's process has its own
                 tasks.append(ReadTask(read, meta, schema=self.schema, per_task_row_limit=per_task_row_limit))
         return tasks
 
@@ -152,14 +152,14 @@ def _last_id(participant: Any, context_id: int) -> Optional[int]:
 
 
 def _read_span(url: str, shard: str, context_id: int, query: Optional[str], schema: pa.Schema,
-               span: Optional[tuple[int, int]], shards: int) -> Iterator[pa.Table]:
+               span: Optional[tuple[int, int]], shards: int, page: int) -> Iterator[pa.Table]:
     backend = open_backend(url)
     participant = backend.open_participant(shard, recover=False)
     gate = backend.gate()
     try:
         after: Optional[int] = None if span is None else span[0] - 1
         while True:
-            limit = READ_PAGE if span is None else max(1, min(READ_PAGE, math.ceil((span[1] - after) / shards)))
+            limit = page if span is None else max(1, min(page, math.ceil((span[1] - after) / shards)))
             with gate.shared():
                 rows = list(participant.read_items(context_id, query, limit=limit,
                                                    **({} if after is None else {"after": after})))
