@@ -32,3 +32,26 @@ def test_formula_attributes_do_not_group_parent_cases(client):
     assert _request(client, "get", "dataContext[D].collection[P].caseCount") == {"success": True, "values": 1}
     cases = _request(client, "get", "dataContext[D].collection[P].allCases")["values"]["cases"]
     assert len(cases) == 1 and len(cases[0]["case"]["children"]) == 2
+
+
+def test_child_case_fills_the_phantom_item_of_a_new_parent_case(client):
+    """v3/src/data-interactive/handlers/case-handler.ts ``create``: a parent case created alone
+    is an item with empty child values (a "phantom" child); a child case created under that
+    parent fills that item (``findPhantomChildItemId``, each phantom claimed once per request)
+    instead of adding one, so the item count stays at one; a second child case under the same
+    parent then adds an item. The filled case existed before, so it is not among the new ids."""
+    assert _request(client, "create", "dataContext", {"name": "E", "collections": [
+        {"name": "P", "attrs": [{"name": "a"}]}, {"name": "C", "attrs": [{"name": "b"}]}]})["success"]
+    made = _request(client, "create", "dataContext[E].collection[P].case", [{"values": {"a": "x"}}])
+    parent = made["values"][0]["id"]
+    phantom = _request(client, "get", "dataContext[E].collection[C].caseByIndex[0]")["values"]["case"]
+    assert phantom["parent"] == parent and phantom["values"] == {"b": ""}
+
+    filled = _request(client, "create", "dataContext[E].collection[C].case",
+                      [{"parent": parent, "values": {"b": 7}}, {"parent": parent, "values": {"b": 8}}])
+    assert filled["success"] and len(filled["values"]) == 1
+    assert _request(client, "get", "dataContext[E].itemCount") == {"success": True, "values": 2}
+    cases = _request(client, "get", "dataContext[E].collection[C].allCases")["values"]["cases"]
+    assert [(c["case"]["id"], c["case"]["values"]) for c in cases] == [(phantom["id"], {"b": 7}),
+                                                                       (filled["values"][0]["id"], {"b": 8})]
+    assert {c["case"]["parent"] for c in cases} == {parent}
