@@ -26,3 +26,30 @@ def test_written_parent_cases_group_values_as_codap_keeps_them():
     for case in children["cases"]:
         by_parent.setdefault(case["parent"], []).append(case["values"]["b"])
     assert sorted(by_parent.values()) == [[1, 2], [3, 4]]
+
+
+def _doc_with_attrs(attrs):
+    import json
+
+    return json.dumps({"appName": "DG", "appVersion": "2.0", "appBuildNum": "0", "name": "doc", "components": [],
+                       "globalValues": [], "contexts": [{"guid": 1, "name": "D", "collections": [
+                           {"guid": 2, "name": "C", "attrs": attrs,
+                            "cases": [{"guid": 9, "values": {a["name"]: 1.23456 for a in attrs}}]}]}]})
+
+
+def test_imported_precision_reads_legacy_decimals_and_empty_precision(tmp_path):
+    """v3/src/v2/codap-v2-data-set-importer.ts ``importAttributes``: ``precision`` when given
+    (``validateV2Precision``: a number, or ``+text`` when finite, so ``""`` is 0), else the
+    legacy ``decimals`` (``+decimals`` unless null or ``""``)."""
+    from local_runtime import local_client
+
+    path = tmp_path / "legacy.codap"
+    path.write_text(_doc_with_attrs([{"guid": 3, "name": "old", "decimals": "3"},
+                                     {"guid": 4, "name": "both", "precision": 1, "decimals": 4},
+                                     {"guid": 5, "name": "blank", "precision": ""},
+                                     {"guid": 6, "name": "none", "decimals": ""}]))
+    with local_client(tmp_path / "store") as client:
+        result = client.import_file(None, None, path)
+        assert result.success, result.errors
+        attrs = client.catalog.context("D")[1].attributes()
+        assert {n: attrs[n].precision for n in attrs} == {"old": 3, "both": 1, "blank": 0, "none": None}
