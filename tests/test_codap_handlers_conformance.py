@@ -55,3 +55,34 @@ def test_child_case_fills_the_phantom_item_of_a_new_parent_case(client):
     assert [(c["case"]["id"], c["case"]["values"]) for c in cases] == [(phantom["id"], {"b": 7}),
                                                                        (filled["values"][0]["id"], {"b": 8})]
     assert {c["case"]["parent"] for c in cases} == {parent}
+
+
+def test_item_update_and_delete_take_ids_written_as_text(client):
+    """v3/src/data-interactive/handlers/item-handler.ts: ``update`` without an index is
+    handler-functions.ts ``updateCasesBy`` (item return style), which looks each ``id`` up with
+    ``toV3ItemId``/``toV3CaseId`` (v3/src/utilities/codap-utils.ts ``toV3Id``: a numeric string
+    is an id as a number is) and reports the ids as given; ``delete`` maps ``id`` the same way
+    and answers the deleted ids as numbers (``toV2Id``)."""
+    assert _request(client, "create", "dataContext", {"name": "F", "collections": [
+        {"name": "C", "attrs": [{"name": "b"}]}]})["success"]
+    ids = _request(client, "create", "dataContext[F].item", [{"b": 1}, {"b": 2}])["itemIDs"]
+    updated = _request(client, "update", "dataContext[F].item", [{"id": str(ids[0]), "values": {"b": 9}}])
+    assert updated == {"success": True, "values": {"changedCases": [str(ids[0])], "createdCases": [],
+                                                   "deletedCases": []}}
+    assert _request(client, "get", f"dataContext[F].itemByID[{ids[0]}]")["values"]["values"] == {"b": 9}
+    deleted = _request(client, "delete", "dataContext[F].item", [{"id": str(ids[1])}])
+    assert deleted == {"success": True, "values": [ids[1]]}
+    assert _request(client, "get", "dataContext[F].itemCount") == {"success": True, "values": 1}
+
+
+def test_item_update_by_parent_case_id_updates_its_items(client):
+    """handler-functions.ts ``updateCasesBy``: an ``id`` that names a case (``caseInfoMap``)
+    sets the values of that case, so every item it groups."""
+    assert _request(client, "create", "dataContext", {"name": "G", "collections": [
+        {"name": "P", "attrs": [{"name": "a"}]}, {"name": "C", "attrs": [{"name": "b"}]}]})["success"]
+    _request(client, "create", "dataContext[G].item", [{"a": 1, "b": 1}, {"a": 1, "b": 2}])
+    parent = _request(client, "get", "dataContext[G].collection[P].caseByIndex[0]")["values"]["case"]["id"]
+    updated = _request(client, "update", "dataContext[G].item", [{"id": parent, "values": {"a": 5}}])
+    assert updated["success"] and updated["values"]["changedCases"] == [parent]
+    items = _request(client, "get", "dataContext[G].itemSearch[*]")["values"]
+    assert [i["values"]["a"] for i in items] == [5, 5]

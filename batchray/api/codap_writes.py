@@ -124,18 +124,30 @@ def _item_update(scope: Scope, item_id: int) -> Mutation:
 
 
 def update_item(scope: Scope) -> Mutation:
-    """item-handler.ts ``update``: one item by index, or ``[{id, values}]``."""
+    """item-handler.ts ``update``: one item by index, or ``[{id, values}]`` as ``update case``
+    takes them (:func:`_update_cases_by`), answered in the item style."""
     if scope.request.get("item") is not None:
         return _item_update(scope, scope.item_by_index()[0])
+    return _update_cases_by(scope, lambda ids: success({"changedCases": ids, "createdCases": [], "deletedCases": []}))
+
+
+def _update_cases_by(scope: Scope, answer: Callable[[list[Any]], dict[str, Any]]) -> Mutation:
+    """handler-functions.ts ``updateCasesBy``: each ``{id, values}`` whose ``id`` (a number, its
+    text, or a parent case's id) names a case sets the values of every item of that case; the
+    ids are reported as given; ``{success: false}`` when none does."""
     updates, ids = [], []
     for entry in _as_list(check_values(scope.request.values)):
-        if isinstance(entry, dict) and isinstance(entry.get("values"), dict) and entry.get("id") in scope.values_by_id:
-            updates.append({"selector": {"itemId": entry["id"]}, "values": entry["values"]})
-            ids.append(entry["id"])
+        if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
+            continue
+        try:
+            case = scope.case_by_id(str(entry.get("id")))
+        except Refused:
+            continue
+        ids.append(entry["id"])
+        updates += [{"selector": {"itemId": i}, "values": entry["values"]} for i in case["itemIds"]]
     if not updates:
         return Mutation([], lambda created: {"success": False})
-    return _update_items(scope, updates, lambda created: success(
-        {"changedCases": ids, "createdCases": [], "deletedCases": []}))
+    return _update_items(scope, updates, lambda created: answer(ids))
 
 
 def update_item_by_id(scope: Scope) -> Mutation:
@@ -158,9 +170,16 @@ def delete_item(scope: Scope) -> Mutation:
     if scope.request.get("item") is not None:
         item_id = scope.item_by_index()[0]
         return _delete_items(scope, [item_id], [item_id])
-    ids = [e.get("id") for e in _as_list(check_values(scope.request.values)) if isinstance(e, dict)]
+    ids = [_item_id(e.get("id")) for e in _as_list(check_values(scope.request.values)) if isinstance(e, dict)]
     ids = [i for i in ids if i in scope.values_by_id]
     return _delete_items(scope, ids, ids)
+
+
+def _item_id(value: Any) -> Any:
+    """An item id as CODAP's ``toV3ItemId`` reads it: a number, or a string of digits."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        return int(value)
+    return value
 
 
 def delete_item_by_id(scope: Scope) -> Mutation:
@@ -240,19 +259,7 @@ def _phantom_item(scope: Scope, parent: Any, data_names: list[str], claimed: set
 
 def update_case(scope: Scope) -> Mutation:
     """case-handler.ts ``update`` (``updateCasesBy``): ``[{id, values}]``; ``{success, caseIDs}``."""
-    updates, ids = [], []
-    for entry in _as_list(check_values(scope.request.values)):
-        if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
-            continue
-        try:
-            case = scope.case_by_id(str(entry.get("id")))
-        except Refused:
-            continue
-        ids.append(case["id"])
-        updates += [{"selector": {"itemId": i}, "values": entry["values"]} for i in case["itemIds"]]
-    if not updates:
-        return Mutation([], lambda created: {"success": False})
-    return _update_items(scope, updates, lambda created: success(caseIDs=ids))
+    return _update_cases_by(scope, lambda ids: success(caseIDs=ids))
 
 
 def _case_update(scope: Scope, case: dict[str, Any], resource: str) -> Mutation:
