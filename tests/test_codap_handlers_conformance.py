@@ -86,3 +86,14 @@ def test_item_update_by_parent_case_id_updates_its_items(client):
     assert updated["success"] and updated["values"]["changedCases"] == [parent]
     items = _request(client, "get", "dataContext[G].itemSearch[*]")["values"]
     assert [i["values"]["a"] for i in items] == [5, 5]
+
+
+def test_item_delete_with_an_id_that_is_no_id_is_a_plain_answer(client):
+    """item-handler.ts ``delete``: an ``id`` that is an object or an array names no item, so
+    nothing is deleted; the answer is CODAP's shape, not an internal error."""
+    assert _request(client, "create", "dataContext", {"name": "H", "collections": [
+        {"name": "C", "attrs": [{"name": "x"}]}]})["success"]
+    ids = _request(client, "create", "dataContext[H].item", [{"x": 1}])["itemIDs"]
+    for bad in ([ids[0]], {"id": ids[0]}, True):
+        assert _request(client, "delete", "dataContext[H].item", [{"id": bad}]) == {"success": True, "values": []}
+    assert _request(client, "get", "dataContext[H].itemCount") == {"success": True, "values": 1}

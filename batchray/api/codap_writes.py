@@ -176,10 +176,11 @@ def delete_item(scope: Scope) -> Mutation:
 
 
 def _item_id(value: Any) -> Any:
-    """An item id as CODAP's ``toV3ItemId`` reads it: a number, or a string of digits."""
+    """An item id as CODAP's ``toV3ItemId`` reads it: a number, or a string of digits; ``None``
+    for anything else (no item has it)."""
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         return int(value)
-    return value
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def delete_item_by_id(scope: Scope) -> Mutation:
