@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Collection, Optional
 
 from batchray.api.codap_reads import (COLLECTION_NOT_FOUND, Refused, Scope, attribute_shape, check_values,
                                       field_required, find_component, success)
 from pydantic import ValidationError as PydanticError
 
-from batchray.core.model.cases import build_cases
+from batchray.core.model.cases import build_cases, codap_text, parse_case_id
 from batchray.core.model.schema import DataContext
+from batchray.errors import BatchrayError
 
 _ATTRIBUTE_FIELDS = ("name", "title", "type", "precision", "unit", "formula", "description", "hidden", "editable")
 
@@ -69,16 +70,19 @@ def _item_rows(values: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _new_case_ids(scope: Scope, created: list[int], collection: Optional[str] = None) -> list[Any]:
+def _new_case_ids(scope: Scope, created: list[int], collection: Optional[str] = None,
+                  filled: Collection[int] = (), before: Collection[Any] = ()) -> list[Any]:
     """The cases a create made, in each collection's case order (item-handler.ts reports them
-    so): a case is new when its smallest item is new (ids only grow)."""
+    so): a case is new when its smallest item is new (ids only grow), or when it holds an item
+    in ``filled`` and its id is not among the ``before`` cases' ids."""
     if len(scope.context.collections) == 1 and collection is None:
         return list(created)
-    fresh = set(created)
+    fresh, touched = set(created), set(filled)
     scope.__dict__.pop("items", None)  # read the store as it is now
     cases = build_cases(scope.context, scope.items)
     names = [collection] if collection else [c.name for c in scope.context.collections]
-    return [case["id"] for name in names for case in cases[name] if min(case["itemIds"]) in fresh]
+    return [case["id"] for name in names for case in cases[name] if min(case["itemIds"]) in fresh
+            or (case["id"] not in before and touched.intersection(case["itemIds"]))]
 
 
 def _create_rows(scope: Scope, rows: list[Any], collection: Optional[str],
@@ -120,18 +124,30 @@ def _item_update(scope: Scope, item_id: int) -> Mutation:
 
 
 def update_item(scope: Scope) -> Mutation:
-    """item-handler.ts ``update``: one item by index, or ``[{id, values}]``."""
+    """item-handler.ts ``update``: one item by index, or ``[{id, values}]`` as ``update case``
+    takes them (:func:`_update_cases_by`), answered in the item style."""
     if scope.request.get("item") is not None:
         return _item_update(scope, scope.item_by_index()[0])
+    return _update_cases_by(scope, lambda ids: success({"changedCases": ids, "createdCases": [], "deletedCases": []}))
+
+
+def _update_cases_by(scope: Scope, answer: Callable[[list[Any]], dict[str, Any]]) -> Mutation:
+    """handler-functions.ts ``updateCasesBy``: each ``{id, values}`` whose ``id`` (a number, its
+    text, or a parent case's id) names a case sets the values of every item of that case; the
+    ids are reported as given; ``{success: false}`` when none does."""
     updates, ids = [], []
     for entry in _as_list(check_values(scope.request.values)):
-        if isinstance(entry, dict) and isinstance(entry.get("values"), dict) and entry.get("id") in scope.values_by_id:
-            updates.append({"selector": {"itemId": entry["id"]}, "values": entry["values"]})
-            ids.append(entry["id"])
+        if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
+            continue
+        try:
+            case = scope.case_by_id(str(entry.get("id")))
+        except Refused:
+            continue
+        ids.append(entry["id"])
+        updates += [{"selector": {"itemId": i}, "values": entry["values"]} for i in case["itemIds"]]
     if not updates:
         return Mutation([], lambda created: {"success": False})
-    return _update_items(scope, updates, lambda created: success(
-        {"changedCases": ids, "createdCases": [], "deletedCases": []}))
+    return _update_items(scope, updates, lambda created: answer(ids))
 
 
 def update_item_by_id(scope: Scope) -> Mutation:
@@ -154,9 +170,17 @@ def delete_item(scope: Scope) -> Mutation:
     if scope.request.get("item") is not None:
         item_id = scope.item_by_index()[0]
         return _delete_items(scope, [item_id], [item_id])
-    ids = [e.get("id") for e in _as_list(check_values(scope.request.values)) if isinstance(e, dict)]
+    ids = [_item_id(e.get("id")) for e in _as_list(check_values(scope.request.values)) if isinstance(e, dict)]
     ids = [i for i in ids if i in scope.values_by_id]
     return _delete_items(scope, ids, ids)
+
+
+def _item_id(value: Any) -> Any:
+    """An item id as CODAP's ``toV3ItemId`` reads it: a number, or a string of digits; ``None``
+    for anything else (no item has it)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def delete_item_by_id(scope: Scope) -> Mutation:
@@ -185,32 +209,58 @@ def delete_all_cases(scope: Scope) -> Mutation:
 # -- cases ----------------------------------------------------------------------------------------
 def create_case(scope: Scope) -> Mutation:
     """case-handler.ts ``create``: ``[{parent, values}]``; answers ``[{id}]`` of the new cases
-    of the collection. A case under a parent takes the parent's values."""
+    of the collection. A case under a parent takes the parent's values.
+
+    As in CODAP (``findPhantomChildItemId``), a case given a ``parent`` first fills a
+    "phantom" item of that parent: one of the parent case's items whose values for every
+    non-formula attribute of the collection are empty (what creating the parent case alone
+    leaves), each such item filled once per request; no item is created for it. Only cases
+    left without one become new items."""
     coll = scope.collection.name
-    rows = []
+    rows, fills = [], []
+    data_names = [a.name for a in scope.collection.attrs if not a.formula]
+    claimed: set[int] = set()
     for case in _as_list(check_values(scope.request.values)):
         if not isinstance(case, dict) or not isinstance(case.get("values"), dict):
             raise Refused("a case needs values")
+        phantom = _phantom_item(scope, case.get("parent"), data_names, claimed)
+        if phantom is not None:
+            claimed.add(phantom)
+            fills.append({"selector": {"itemId": phantom}, "values": case["values"]})
+            continue
         rows.append({"values": case["values"], "parent": case.get("parent")})
-    return _create_rows(scope, rows, coll, lambda created: success(
-        [{"id": case_id} for case_id in _new_case_ids(scope, created, coll)]))
+    if not fills:
+        return _create_rows(scope, rows, coll, lambda created: success(
+            [{"id": case_id} for case_id in _new_case_ids(scope, created, coll)]))
+    before = set(scope.case_index)
+    operations = [_data_op(scope, "update", {"updates": fills})]
+    if rows:
+        operations.append(_data_op(scope, "create", {"items": rows, "collectionName": coll}))
+    return Mutation(operations, lambda created: success(
+        [{"id": case_id} for case_id in _new_case_ids(scope, created, coll, claimed, before)]), creates=len(rows))
+
+
+def _phantom_item(scope: Scope, parent: Any, data_names: list[str], claimed: set[int]) -> Optional[int]:
+    """The first unclaimed item of case ``parent`` whose values for ``data_names`` are all
+    empty (CODAP's ``isValueEmpty`` of the text it keeps), or ``None``."""
+    if parent is None or not data_names:
+        return None
+    try:
+        found = scope.case_index.get(parse_case_id(parent))
+    except BatchrayError:
+        return None
+    if found is None:
+        return None
+    for item_id in found[0]["itemIds"]:
+        values = scope.values_by_id[item_id]
+        if item_id not in claimed and all(codap_text(values.get(n)) == "" for n in data_names):
+            return item_id
+    return None
 
 
 def update_case(scope: Scope) -> Mutation:
     """case-handler.ts ``update`` (``updateCasesBy``): ``[{id, values}]``; ``{success, caseIDs}``."""
-    updates, ids = [], []
-    for entry in _as_list(check_values(scope.request.values)):
-        if not isinstance(entry, dict) or not isinstance(entry.get("values"), dict):
-            continue
-        try:
-            case = scope.case_by_id(str(entry.get("id")))
-        except Refused:
-            continue
-        ids.append(case["id"])
-        updates += [{"selector": {"itemId": i}, "values": entry["values"]} for i in case["itemIds"]]
-    if not updates:
-        return Mutation([], lambda created: {"success": False})
-    return _update_items(scope, updates, lambda created: success(caseIDs=ids))
+    return _update_cases_by(scope, lambda ids: success(caseIDs=ids))
 
 
 def _case_update(scope: Scope, case: dict[str, Any], resource: str) -> Mutation:

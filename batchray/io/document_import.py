@@ -56,8 +56,13 @@ from batchray.io.runtime import (
 
 
 def _precision(value: Any, notes: list[str], where: str) -> Optional[int]:
-    if value is None or value == "":
+    """A document's precision as CODAP reads it (``validateV2Precision`` in
+    ``v3/src/v2/codap-v2-data-set-importer.ts``): a number, or the number JavaScript reads from
+    text, so blank text is 0; ``None`` when absent or not a whole number of 0-15 digits (a note)."""
+    if value is None:
         return None
+    if isinstance(value, str) and not value.strip():
+        return 0  # +"" is 0 in JavaScript
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -116,7 +116,10 @@ def _key(values: dict[str, Any], names: list[str]) -> tuple[str, ...]:
 def build_cases(context: DataContext, items: Iterable[tuple[int, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
     """Every collection's cases: ``{id, parent, collection, values, children, itemIds}``.
 
-    Items must come in id order; cases come in CODAP's order (see the module docstring).
+    Items must come in id order; cases come in CODAP's order (see the module docstring). A
+    parent collection's cases group items by the values of the non-formula attributes of the
+    collection and its ancestors, as CODAP does (``collection.ts``: ``groupKey`` reads
+    ``allDataAttributes``, which leaves out attributes with a formula).
     """
     items = list(items)
     collections = context.collections
@@ -125,7 +128,7 @@ def build_cases(context: DataContext, items: Iterable[tuple[int, dict[str, Any]]
     parent_of_item: dict[int, CaseId] = {}
     for level, coll in enumerate(collections):
         names = [a.name for a in coll.attrs]
-        lineage_names = lineage_names + names
+        lineage_names = lineage_names + [a.name for a in coll.attrs if not a.formula]  # CODAP's data attributes
         child_most = level == len(collections) - 1
         cases: dict[Any, dict[str, Any]] = {}
         new_parent_of_item: dict[int, CaseId] = {}

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from batchray.errors import DocumentError
 from batchray.io.codap.model import CollectionSpec, GroupedCase
-from batchray.io.codap.values import js_string
+from batchray.core.model.cases import codap_text
 
 
 def order_collections(collections: Sequence[CollectionSpec]) -> list[CollectionSpec]:
@@ -94,8 +94,10 @@ def group_cases(collections: Sequence[CollectionSpec],
     collection *C* stands for the items that share the values of *C*'s attributes and of all
     its ancestors' attributes; cases and their children come in first-seen order. As in CODAP:
 
-    * values are compared as JavaScript strings, with ``None`` (and a missing key) as ``""``,
-      so ``1``, ``1.0`` and ``"1"`` group together;
+    * values are compared as the text CODAP keeps for them
+      (:func:`~batchray.core.model.cases.codap_text`: ``importValueToString``), with ``None``
+      (and a missing key) as ``""``, a string trimmed and a number as JavaScript writes it, so
+      ``1``, ``1.0``, ``"1"`` and ``" 1 "`` group together;
     * formula attributes do not take part in grouping (their values follow from the others);
     * in the child-most collection every item is its own case, even if equal to another.
 
@@ -124,7 +126,7 @@ def group_cases(collections: Sequence[CollectionSpec],
             if level == last:
                 pos = None
             else:
-                key = tuple(js_string(item.get(name)) for name in group_names[level])
+                key = tuple(codap_text(item.get(name)) for name in group_names[level])
                 pos = index[level].get(key)
                 if pos is None:
                     index[level][key] = len(result[level])

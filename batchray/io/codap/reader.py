@@ -479,13 +479,16 @@ class _Reader:
             self.warnings.append(f"{where}: unknown attribute type {v2_type!r} read as no type")
             attr_type = None
         formula = raw.get("formula")
+        precision = raw.get("precision")
+        if precision is None and raw.get("decimals") not in (None, ""):
+            precision = raw["decimals"]  # legacy documents (CODAP's importAttributes reads it)
         return AttrSpec(
             name=name,
             title=title or name,
             type=attr_type,
             description=opt_str(raw.get("description")),
             unit=opt_str(raw.get("unit")),
-            precision=raw.get("precision"),
+            precision=precision,
             formula=opt_str(formula) if formula else None,
             hidden=js_truthy(raw.get("hidden")),
             editable=raw.get("editable") is None or js_truthy(raw.get("editable")),

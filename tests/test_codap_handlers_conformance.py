@@ -1,0 +1,99 @@
+"""CODAP plugin API requests whose answers follow CODAP v3's handlers and data model in details
+that the per-resource tests do not reach (each test names the CODAP source it follows), on the
+in-process runtime.
+"""
+from __future__ import annotations
+
+import pytest
+from local_runtime import local_client
+
+
+def _request(client, action, resource, values=None):
+    return client.codap({"action": action, "resource": resource, **({"values": values} if values is not None else {})})
+
+
+@pytest.fixture
+def client(tmp_path):
+    made = local_client(tmp_path / "store")
+    with made:
+        yield made
+
+
+def test_formula_attributes_do_not_group_parent_cases(client):
+    """v3/src/models/data/collection.ts: a parent collection's ``groupKey`` is made of
+    ``allDataAttributes``, the non-formula attributes (``dataAttributesArray`` leaves out
+    ``attr.hasFormula``); two items that agree on ``a`` are one parent case whatever their
+    stored formula values."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [
+        {"name": "P", "attrs": [{"name": "a"}, {"name": "f", "formula": "a*2"}]},
+        {"name": "C", "attrs": [{"name": "b"}]}]})["success"]
+    assert _request(client, "create", "dataContext[D].item",
+                    [{"a": 1, "f": 5, "b": 1}, {"a": 1, "f": 6, "b": 2}])["success"]
+    assert _request(client, "get", "dataContext[D].collection[P].caseCount") == {"success": True, "values": 1}
+    cases = _request(client, "get", "dataContext[D].collection[P].allCases")["values"]["cases"]
+    assert len(cases) == 1 and len(cases[0]["case"]["children"]) == 2
+
+
+def test_child_case_fills_the_phantom_item_of_a_new_parent_case(client):
+    """v3/src/data-interactive/handlers/case-handler.ts ``create``: a parent case created alone
+    is an item with empty child values (a "phantom" child); a child case created under that
+    parent fills that item (``findPhantomChildItemId``, each phantom claimed once per request)
+    instead of adding one, so the item count stays at one; a second child case under the same
+    parent then adds an item. The filled case existed before, so it is not among the new ids."""
+    assert _request(client, "create", "dataContext", {"name": "E", "collections": [
+        {"name": "P", "attrs": [{"name": "a"}]}, {"name": "C", "attrs": [{"name": "b"}]}]})["success"]
+    made = _request(client, "create", "dataContext[E].collection[P].case", [{"values": {"a": "x"}}])
+    parent = made["values"][0]["id"]
+    phantom = _request(client, "get", "dataContext[E].collection[C].caseByIndex[0]")["values"]["case"]
+    assert phantom["parent"] == parent and phantom["values"] == {"b": ""}
+
+    filled = _request(client, "create", "dataContext[E].collection[C].case",
+                      [{"parent": parent, "values": {"b": 7}}, {"parent": parent, "values": {"b": 8}}])
+    assert filled["success"] and len(filled["values"]) == 1
+    assert _request(client, "get", "dataContext[E].itemCount") == {"success": True, "values": 2}
+    cases = _request(client, "get", "dataContext[E].collection[C].allCases")["values"]["cases"]
+    assert [(c["case"]["id"], c["case"]["values"]) for c in cases] == [(phantom["id"], {"b": 7}),
+                                                                       (filled["values"][0]["id"], {"b": 8})]
+    assert {c["case"]["parent"] for c in cases} == {parent}
+
+
+def test_item_update_and_delete_take_ids_written_as_text(client):
+    """v3/src/data-interactive/handlers/item-handler.ts: ``update`` without an index is
+    handler-functions.ts ``updateCasesBy`` (item return style), which looks each ``id`` up with
+    ``toV3ItemId``/``toV3CaseId`` (v3/src/utilities/codap-utils.ts ``toV3Id``: a numeric string
+    is an id as a number is) and reports the ids as given; ``delete`` maps ``id`` the same way
+    and answers the deleted ids as numbers (``toV2Id``)."""
+    assert _request(client, "create", "dataContext", {"name": "F", "collections": [
+        {"name": "C", "attrs": [{"name": "b"}]}]})["success"]
+    ids = _request(client, "create", "dataContext[F].item", [{"b": 1}, {"b": 2}])["itemIDs"]
+    updated = _request(client, "update", "dataContext[F].item", [{"id": str(ids[0]), "values": {"b": 9}}])
+    assert updated == {"success": True, "values": {"changedCases": [str(ids[0])], "createdCases": [],
+                                                   "deletedCases": []}}
+    assert _request(client, "get", f"dataContext[F].itemByID[{ids[0]}]")["values"]["values"] == {"b": 9}
+    deleted = _request(client, "delete", "dataContext[F].item", [{"id": str(ids[1])}])
+    assert deleted == {"success": True, "values": [ids[1]]}
+    assert _request(client, "get", "dataContext[F].itemCount") == {"success": True, "values": 1}
+
+
+def test_item_update_by_parent_case_id_updates_its_items(client):
+    """handler-functions.ts ``updateCasesBy``: an ``id`` that names a case (``caseInfoMap``)
+    sets the values of that case, so every item it groups."""
+    assert _request(client, "create", "dataContext", {"name": "G", "collections": [
+        {"name": "P", "attrs": [{"name": "a"}]}, {"name": "C", "attrs": [{"name": "b"}]}]})["success"]
+    _request(client, "create", "dataContext[G].item", [{"a": 1, "b": 1}, {"a": 1, "b": 2}])
+    parent = _request(client, "get", "dataContext[G].collection[P].caseByIndex[0]")["values"]["case"]["id"]
+    updated = _request(client, "update", "dataContext[G].item", [{"id": parent, "values": {"a": 5}}])
+    assert updated["success"] and updated["values"]["changedCases"] == [parent]
+    items = _request(client, "get", "dataContext[G].itemSearch[*]")["values"]
+    assert [i["values"]["a"] for i in items] == [5, 5]
+
+
+def test_item_delete_with_an_id_that_is_no_id_is_a_plain_answer(client):
+    """item-handler.ts ``delete``: an ``id`` that is an object or an array names no item, so
+    nothing is deleted; the answer is CODAP's shape, not an internal error."""
+    assert _request(client, "create", "dataContext", {"name": "H", "collections": [
+        {"name": "C", "attrs": [{"name": "x"}]}]})["success"]
+    ids = _request(client, "create", "dataContext[H].item", [{"x": 1}])["itemIDs"]
+    for bad in ([ids[0]], {"id": ids[0]}, True):
+        assert _request(client, "delete", "dataContext[H].item", [{"id": bad}]) == {"success": True, "values": []}
+    assert _request(client, "get", "dataContext[H].itemCount") == {"success": True, "values": 1}
