@@ -27,7 +27,7 @@ batches taken, so the reader's memory is ``window * block_size`` whatever the fi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from batchray.errors import DocumentError
 from batchray.io.conversions import arrow_kind, as_strings, bools_from_text, numbers_from_text, text_kernel
@@ -213,6 +213,19 @@ class CsvSource(Source):
                     yield rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise self._arrow_failure(exc) from None
+
+    def read_as(self, attribute_types: dict[str, Optional[str]], given: Iterable[str] = ()) -> None:
+        """Before :meth:`batches`: a column that fills an existing attribute typed categorical,
+        qualitative or color is read as text, one typed numeric as numbers and one typed checkbox
+        as booleans, whatever its first block looked like, so ``02134`` in a categorical attribute
+        stays ``"02134"``. ``attribute_types``: the existing attributes' types by name; columns in
+        ``given`` (the caller's ``types``) and those filling date, boundary or untyped attributes
+        keep their type."""
+        given = set(given)
+        for name in self.names:
+            kind = attribute_types.get(name)
+            if name not in given and kind in ("categorical", "qualitative", "color", "numeric", "checkbox"):
+                self.types[name] = kind
 
     def _check_records(self, batch: Any) -> None:
         """A :class:`DocumentError` (``record_too_long``) if a record of ``batch`` (read as text)
