@@ -44,3 +44,22 @@ def test_csv_into_existing_text_attributes_keeps_the_text(engine, tmp_path, colu
     # types= still decides over the attribute's type for the file's text
     assert import_file(engine, "Z", None, out, types={"answer": "checkbox"}, columnar=columnar).success
     assert [v["answer"] for v in values_of(engine, "Z")][-2:] == [True, False]
+
+
+def test_jsonl_timestamps_with_an_hour_offset_are_dates(engine, tmp_path):
+    """DuckDB writes a TIMESTAMPTZ as ``2024-01-02 01:04:05+00`` (an offset of hours only, valid
+    ISO 8601): in JSON Lines that column is a date, as in the CSV DuckDB writes (it was categorical)."""
+    duckdb = pytest.importorskip("duckdb")
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    select = ("SELECT * FROM (VALUES (1, TIMESTAMPTZ '2024-01-02 03:04:05+02'), (2, TIMESTAMPTZ '2024-06-30 23:00:00+00'))"
+              " AS t(n, stamp)")
+    for fmt in ("json", "csv"):
+        path = tmp_path / f"duck.{'jsonl' if fmt == 'json' else 'csv'}"
+        con.execute(f"COPY ({select}) TO '{path}' (FORMAT {fmt}{', HEADER' if fmt == 'csv' else ''})")
+        name = f"D{fmt}"
+        result = import_file(engine, name, None, path)
+        assert result.success, result.errors
+        assert result.attribute_types == {"n": "numeric", "stamp": "date"}, fmt
+        assert values_of(engine, name) == [{"n": 1, "stamp": "2024-01-02 01:04:05+00"},
+                                           {"n": 2, "stamp": "2024-06-30 23:00:00+00"}]
