@@ -63,3 +63,86 @@ def test_jsonl_timestamps_with_an_hour_offset_are_dates(engine, tmp_path):
         assert result.attribute_types == {"n": "numeric", "stamp": "date"}, fmt
         assert values_of(engine, name) == [{"n": 1, "stamp": "2024-01-02 01:04:05+00"},
                                            {"n": 2, "stamp": "2024-06-30 23:00:00+00"}]
+
+
+def test_an_export_that_cannot_be_written_is_a_document_error(engine, tmp_path, monkeypatch):
+    """A directory where no file can be created gives DOCUMENT ``unwritable`` naming the path
+    (it was a bare FileNotFoundError/PermissionError naming the export's temporary file, an
+    INTERNAL error on the tool surface)."""
+    import os
+    from pathlib import Path
+
+    from batchray.api.tools import call_tool
+    from batchray.errors import DocumentError
+
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc, a directory where no file can be created")
+    engine.create_data_context("H", collections=[{"name": "H", "attrs": [{"name": "g"}]}])
+    engine.create_items("H", "H", [{"g": "a"}], progress=False)
+    for fmt in ("csv", "jsonl", "parquet"):
+        with pytest.raises(DocumentError, match="cannot write '/proc/batchray-export") as caught:
+            export_file(engine, "H", f"/proc/batchray-export.{fmt}")
+        assert caught.value.details["reason"] == "unwritable"
+        assert ".tmp" not in str(caught.value)
+    monkeypatch.setenv("BATCHRAY_IO_ROOT", "/proc")
+    payload = call_tool(engine, "batch_export", {"dataContextName": "H", "path": "batchray-export.csv"})
+    assert not payload["success"] and payload["error"]["code"] == "DOCUMENT", payload
+    assert payload["error"]["details"]["reason"] == "unwritable"
+    assert not any(name.startswith(".batchray-export") for name in os.listdir("/proc"))
+
+
+_FULL_DISK = r"""
+import hashlib, json, resource, signal, sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from local_runtime import local_client
+from batchray.io import export_file
+from batchray.errors import BatchrayError
+tmp = Path(sys.argv[1])
+out = {}
+with local_client(tmp / "store") as eng:
+    eng.create_data_context("H", collections=[{"name": "H", "attrs": [{"name": "g"}, {"name": "n", "type": "numeric"}]}])
+    eng.create_items("H", "H", [{"g": hashlib.sha256(b"%d" % i).hexdigest(), "n": i}
+                                  for i in range(4000)], progress=False)
+    (tmp / "old.csv").write_text("kept\n")
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    for fmt in ("csv", "jsonl", "parquet"):
+        try:
+            export_file(eng, "H", tmp / f"out.{fmt}")
+            out[fmt] = "written"
+        except BatchrayError as exc:
+            out[fmt] = [exc.code, exc.details.get("reason")]
+        except Exception as exc:
+            out[fmt] = type(exc).__name__
+    try:
+        export_file(eng, "H", tmp / "old.csv", overwrite=True)
+        out["overwrite"] = "written"
+    except BatchrayError as exc:
+        out["overwrite"] = [exc.code, exc.details.get("reason")]
+print(json.dumps(out))
+"""
+
+
+def test_an_export_past_the_disk_space_leaves_nothing(tmp_path):
+    """A file that fills the disk midway (EFBIG under a file size limit stands for ENOSPC) is a
+    DOCUMENT ``unwritable`` error; no file appears and an existing one is left as it was."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    resource = pytest.importorskip("resource")
+    if not hasattr(resource, "RLIMIT_FSIZE"):
+        pytest.skip("no file size limit here")
+    tests = str(Path(__file__).parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(tests).parent), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", _FULL_DISK, str(tmp_path), tests], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got == {fmt: ["DOCUMENT", "unwritable"] for fmt in ("csv", "jsonl", "parquet", "overwrite")}, got
+    assert not any((tmp_path / f"out.{fmt}").exists() for fmt in ("csv", "jsonl", "parquet"))
+    assert (tmp_path / "old.csv").read_text() == "kept\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
