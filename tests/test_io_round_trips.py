@@ -146,3 +146,26 @@ def test_an_export_past_the_disk_space_leaves_nothing(tmp_path):
     assert not any((tmp_path / f"out.{fmt}").exists() for fmt in ("csv", "jsonl", "parquet"))
     assert (tmp_path / "old.csv").read_text() == "kept\n"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_csv_is_refused_as_an_encoding_error(engine, tmp_path, encoding):
+    """pandas ``to_csv(encoding="utf-16")`` (and Excel's "Unicode text") start with a UTF-16 byte
+    order mark: the import is refused as not UTF-8 (reason ``encoding``), as pandas and DuckDB
+    refuse it; it was "row 3 is malformed", a malformed row that is not there."""
+    from batchray.errors import DocumentError
+
+    path = tmp_path / "wide.csv"
+    text = pd.DataFrame({"name": ["é", "b"], "n": [1, 2]}).to_csv(index=False)
+    bom = {"utf-16": b"", "utf-16-be": b"\xfe\xff", "utf-32": b""}[encoding]
+    path.write_bytes(bom + text.encode(encoding))
+    with pytest.raises(UnicodeDecodeError):
+        pd.read_csv(path)
+    with pytest.raises(DocumentError, match="not UTF-8 text") as caught:
+        import_file(engine, "W", None, path)
+    assert caught.value.details["reason"] == "encoding"
+    assert engine.catalog.contexts() == {}
+    # the same text as UTF-8, with its byte order mark, imports
+    path.write_bytes(text.encode("utf-8-sig"))
+    assert import_file(engine, "W", None, path).success
+    assert values_of(engine, "W") == [{"name": "é", "n": 1}, {"name": "b", "n": 2}]
