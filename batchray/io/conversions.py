@@ -3,7 +3,8 @@
 * :func:`arrow_kind` (an Arrow type) and :func:`infer_json_kind` (the values of a JSON Lines
   column in the first batch) choose a column's attribute type: ints and floats ``numeric``,
   bools ``checkbox``, timestamps, dates and ISO 8601 text ``date``, objects ``boundary``
-  (JSON only), anything else ``categorical``.
+  (JSON only), anything else ``categorical``. ISO 8601 text is a date, with or without a time,
+  and a time's offset ``Z``, ``+hh:mm``, ``+hhmm`` or ``+hh`` (as DuckDB writes a TIMESTAMPTZ).
 * :func:`as_strings`, :func:`numbers_from_text` and :func:`bools_from_text` convert a CSV
   column read as text to the column's type, vectorised; a value that does not convert stays
   text, so the worker's validation reports it with its row instead of the reader stopping.
@@ -27,7 +28,7 @@ import orjson
 
 _INT_TEXT = re.compile(r"^\s*[-+]?\d+\s*$")
 _ISO_DATE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$"
+    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$"
 )
 
 

@@ -3,7 +3,9 @@
 :class:`CsvSource` infers each column's type from the first ``block_size`` bytes (a probe
 reader, closed before the import starts), then reads the whole file as text and converts every batch with
 those types (:mod:`batchray.io.conversions`), so a later value that does not fit (text in a
-numeric column) is reported for its row instead of stopping the reader. With ``columnar``
+numeric column) is reported for its row instead of stopping the reader. The file must be UTF-8
+(a UTF-8 byte order mark is skipped; one of UTF-16 or UTF-32 is a
+:class:`~batchray.errors.DocumentError`, ``encoding``). With ``columnar``
 (set by the importer when the target takes columnar chunks) a batch whose every column
 converts by one Arrow cast is sent as columns
 (:class:`~batchray.io.sparse_rows.SparseArrowRows`); a batch where some value does not convert
@@ -27,7 +29,7 @@ batches taken, so the reader's memory is ``window * block_size`` whatever the fi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from batchray.errors import DocumentError
 from batchray.io.conversions import arrow_kind, as_strings, bools_from_text, numbers_from_text, text_kernel
@@ -94,6 +96,7 @@ class CsvSource(Source):
         import pyarrow.csv as pacsv
 
         super().__init__(path, quote_content=quote_content)
+        self._check_encoding()
         self.atomic = atomic
         self.max_record_bytes = max_record_bytes
         self.rows_read = 0
@@ -122,6 +125,23 @@ class CsvSource(Source):
         self.empty_rows = 0
         self.columnar = False  # set by the importer: batches that convert in Arrow go as columns
         self.columnar_batches = 0
+
+    def _check_encoding(self) -> None:
+        """A :class:`DocumentError` (``encoding``) for a file that starts with a UTF-16 or UTF-32
+        byte order mark (Excel's "Unicode text", ``to_csv(encoding="utf-16")``): read as UTF-8 it
+        looked like rows of the wrong width, and was refused as a malformed row."""
+        import codecs
+
+        try:
+            with open(self.path, "rb") as fh:
+                start = fh.read(4)
+        except OSError as exc:
+            raise self.fail(f"cannot read: {exc.strerror or type(exc).__name__}", "unreadable") from None
+        for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                          (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+            if start.startswith(bom):
+                raise self.fail(f"not UTF-8 text: the file is {name} (it starts with a {name} byte order mark); "
+                                "save it as UTF-8", "encoding")
 
     def _infer_schema(self, block_size: int) -> Any:
         """The columns and their types, as pyarrow infers them from the first ``block_size``
@@ -213,6 +233,19 @@ class CsvSource(Source):
                     yield rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise self._arrow_failure(exc) from None
+
+    def read_as(self, attribute_types: dict[str, Optional[str]], given: Iterable[str] = ()) -> None:
+        """Before :meth:`batches`: a column that fills an existing attribute typed categorical,
+        qualitative or color is read as text, one typed numeric as numbers and one typed checkbox
+        as booleans, whatever its first block looked like, so ``02134`` in a categorical attribute
+        stays ``"02134"``. ``attribute_types``: the existing attributes' types by name; columns in
+        ``given`` (the caller's ``types``) and those filling date, boundary or untyped attributes
+        keep their type."""
+        given = set(given)
+        for name in self.names:
+            kind = attribute_types.get(name)
+            if name not in given and kind in ("categorical", "qualitative", "color", "numeric", "checkbox"):
+                self.types[name] = kind
 
     def _check_records(self, batch: Any) -> None:
         """A :class:`DocumentError` (``record_too_long``) if a record of ``batch`` (read as text)

@@ -6,7 +6,9 @@ collection's attributes and its parents'. The file is written next to its destin
 moved into place when complete (:func:`~batchray.io.paths.write_aside`), so it appears complete
 or not at all; an existing file is replaced only with ``overwrite=True``
 (:func:`~batchray.io.paths.destination_path`), otherwise the export is refused with a
-:class:`~batchray.errors.ConflictError` before anything is written.
+:class:`~batchray.errors.ConflictError` before anything is written. A file that cannot be
+written there (a directory not writable, a full disk) is a
+:class:`~batchray.errors.DocumentError` (``unwritable``), and nothing appears.
 
 * CSV writes values as text (re-inferred when read back): strings as they are, numbers as
   Python writes them, booleans as ``true``/``false``, objects as JSON, missing values empty.

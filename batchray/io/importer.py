@@ -26,7 +26,9 @@ Types are inferred from the first record batch when the data context or some of 
 columns do not exist yet (``create=True``): int and float columns become ``numeric``, bool
 ``checkbox``, timestamp and date ``date``, anything else ``categorical``. A CSV is read as text
 and converted per batch with the inferred types, so a later value that does not fit (text in a
-numeric column) is reported for its row instead of stopping the reader; in JSON Lines the value
+numeric column) is reported for its row instead of stopping the reader; a CSV column that fills an
+existing attribute typed categorical, qualitative, color, numeric or checkbox is converted to that
+type instead (``02134`` stays text in a categorical attribute); in JSON Lines the value
 kinds of the first batch decide (ISO 8601 strings are dates); Parquet and Arrow IPC have their own schema, and
 columns written by :func:`~batchray.io.exporter.export_file` carry their attribute as field
 metadata, so their type and properties come back as they were. ``types={"zip": "categorical"}``
@@ -297,6 +299,9 @@ def _import_rows(target: Target, context: str, collection: Optional[str], source
     started = time.perf_counter()
     context_id, ctx, doc, created_attrs, created_context, read = _schema_for(target, context, collection, source,
                                                                               create, types)
+    if isinstance(source, CsvSource):  # text read as the existing attributes' types
+        source.read_as({n: a.type.value for n, a in ctx.attributes().items() if a.type and n not in created_attrs},
+                       types)
     planner = target.planner
     chunk_ids = chunk_id_source(planner)
     chunker = CreateChunker(planner.layout.shard_names, id_allocator(planner, context_id),

@@ -13,7 +13,8 @@
   ``exists``), and a parent directory that exists.
 * :func:`write_aside`: writes a file next to its destination, then moves it into place, so it
   appears complete or not at all; without ``overwrite`` the move is a hard link, which fails
-  if a file appeared there meanwhile, so nothing is ever replaced.
+  if a file appeared there meanwhile, so nothing is ever replaced. A file that cannot be
+  written there is a :class:`~batchray.errors.DocumentError` (``unwritable``).
 
 Error messages name the path as given, never a byte of the file. These checks guard the path a
 caller names; they do not defend against someone who can rename directories inside the root,
@@ -81,8 +82,14 @@ def destination_path(path: PathLike, allowed_root: PathLike | None = None, *, ov
 
 def write_aside(out: Path, write: Callable[[Path], T], *, overwrite: bool) -> T:
     """``write(tmp)`` on a new file next to ``out``, then the file moved to ``out``: replacing
-    one there with ``overwrite``, else refused (:class:`ConflictError`) if one appeared."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent))
+    one there with ``overwrite``, else refused (:class:`ConflictError`) if one appeared. A file
+    that cannot be created, written or moved there (a directory not writable, a read-only
+    filesystem, a full disk) is a :class:`DocumentError` (``unwritable``) naming ``out``, and
+    ``out`` is left as it was."""
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent))
+    except OSError as exc:
+        raise _unwritable(out, exc) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -91,9 +98,16 @@ def write_aside(out: Path, write: Callable[[Path], T], *, overwrite: bool) -> T:
             os.replace(tmp, out)
         else:
             _place_new(tmp, out)
+    except OSError as exc:
+        raise _unwritable(out, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
     return result
+
+
+def _unwritable(out: Path, exc: OSError) -> DocumentError:
+    return DocumentError(f"cannot write {str(out)!r}: {exc.strerror or type(exc).__name__}", reason="unwritable",
+                         path=str(out))
 
 
 def _place_new(tmp: Path, out: Path) -> None:

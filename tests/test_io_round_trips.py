@@ -1,0 +1,171 @@
+"""Files other programs write, imported with the values and types a user expects, and files
+batchray writes, read back by those programs (pandas, DuckDB, pyarrow); in-process runtime."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from batchray.io import export_file, import_file
+from local_runtime import local_client
+
+
+@pytest.fixture
+def engine(tmp_path):
+    with local_client(tmp_path / "engine-store") as eng:
+        yield eng
+
+
+def values_of(target, context):
+    return [item["values"] for item in target.get_items(context)]
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_csv_into_existing_text_attributes_keeps_the_text(engine, tmp_path, columnar):
+    """A CSV column filling an existing categorical attribute is read as text: a zip code keeps
+    its leading zero and "true" stays a word (the first block's look made them 2134 and True,
+    and an attribute's allowed values then refused them)."""
+    engine.create_data_context("Z", collections=[{"name": "Z", "attrs": [
+        {"name": "zip", "type": "categorical", "allowed": ["02134", "10001"]},
+        {"name": "answer", "type": "categorical"}, {"name": "n", "type": "numeric"}, {"name": "code"}]}])
+    rows = [{"zip": "02134", "answer": "true", "n": "7", "code": "0042"},
+            {"zip": "10001", "answer": "false", "n": "8", "code": "0043"}]
+    path = tmp_path / "zips.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)  # what a user's pandas writes: the text as it is
+    result = import_file(engine, "Z", None, path, columnar=columnar)
+    assert result.success, result.errors
+    assert values_of(engine, "Z") == [{"zip": "02134", "answer": "true", "n": 7, "code": 42},
+                                      {"zip": "10001", "answer": "false", "n": 8, "code": 43}]
+    # batchray's own export, imported back into the same context: the same values again
+    out = tmp_path / "back.csv"
+    export_file(engine, "Z", out)
+    assert pd.read_csv(out, dtype=str)["zip"].tolist() == ["02134", "10001"]
+    assert import_file(engine, "Z", None, out, columnar=columnar).success
+    assert [v["zip"] for v in values_of(engine, "Z")] == ["02134", "10001"] * 2
+    # types= still decides over the attribute's type for the file's text
+    assert import_file(engine, "Z", None, out, types={"answer": "checkbox"}, columnar=columnar).success
+    assert [v["answer"] for v in values_of(engine, "Z")][-2:] == [True, False]
+
+
+def test_jsonl_timestamps_with_an_hour_offset_are_dates(engine, tmp_path):
+    """DuckDB writes a TIMESTAMPTZ as ``2024-01-02 01:04:05+00`` (an offset of hours only, valid
+    ISO 8601): in JSON Lines that column is a date, as in the CSV DuckDB writes (it was categorical)."""
+    duckdb = pytest.importorskip("duckdb")
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    select = ("SELECT * FROM (VALUES (1, TIMESTAMPTZ '2024-01-02 03:04:05+02'), (2, TIMESTAMPTZ '2024-06-30 23:00:00+00'))"
+              " AS t(n, stamp)")
+    for fmt in ("json", "csv"):
+        path = tmp_path / f"duck.{'jsonl' if fmt == 'json' else 'csv'}"
+        con.execute(f"COPY ({select}) TO '{path}' (FORMAT {fmt}{', HEADER' if fmt == 'csv' else ''})")
+        name = f"D{fmt}"
+        result = import_file(engine, name, None, path)
+        assert result.success, result.errors
+        assert result.attribute_types == {"n": "numeric", "stamp": "date"}, fmt
+        assert values_of(engine, name) == [{"n": 1, "stamp": "2024-01-02 01:04:05+00"},
+                                           {"n": 2, "stamp": "2024-06-30 23:00:00+00"}]
+
+
+def test_an_export_that_cannot_be_written_is_a_document_error(engine, tmp_path, monkeypatch):
+    """A directory where no file can be created gives DOCUMENT ``unwritable`` naming the path
+    (it was a bare FileNotFoundError/PermissionError naming the export's temporary file, an
+    INTERNAL error on the tool surface)."""
+    import os
+    from pathlib import Path
+
+    from batchray.api.tools import call_tool
+    from batchray.errors import DocumentError
+
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc, a directory where no file can be created")
+    engine.create_data_context("H", collections=[{"name": "H", "attrs": [{"name": "g"}]}])
+    engine.create_items("H", "H", [{"g": "a"}], progress=False)
+    for fmt in ("csv", "jsonl", "parquet"):
+        with pytest.raises(DocumentError, match="cannot write '/proc/batchray-export") as caught:
+            export_file(engine, "H", f"/proc/batchray-export.{fmt}")
+        assert caught.value.details["reason"] == "unwritable"
+        assert ".tmp" not in str(caught.value)
+    monkeypatch.setenv("BATCHRAY_IO_ROOT", "/proc")
+    payload = call_tool(engine, "batch_export", {"dataContextName": "H", "path": "batchray-export.csv"})
+    assert not payload["success"] and payload["error"]["code"] == "DOCUMENT", payload
+    assert payload["error"]["details"]["reason"] == "unwritable"
+    assert not any(name.startswith(".batchray-export") for name in os.listdir("/proc"))
+
+
+_FULL_DISK = r"""
+import hashlib, json, resource, signal, sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from local_runtime import local_client
+from batchray.io import export_file
+from batchray.errors import BatchrayError
+tmp = Path(sys.argv[1])
+out = {}
+with local_client(tmp / "store") as eng:
+    eng.create_data_context("H", collections=[{"name": "H", "attrs": [{"name": "g"}, {"name": "n", "type": "numeric"}]}])
+    eng.create_items("H", "H", [{"g": hashlib.sha256(b"%d" % i).hexdigest(), "n": i}
+                                  for i in range(4000)], progress=False)
+    (tmp / "old.csv").write_text("kept\n")
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    for fmt in ("csv", "jsonl", "parquet"):
+        try:
+            export_file(eng, "H", tmp / f"out.{fmt}")
+            out[fmt] = "written"
+        except BatchrayError as exc:
+            out[fmt] = [exc.code, exc.details.get("reason")]
+        except Exception as exc:
+            out[fmt] = type(exc).__name__
+    try:
+        export_file(eng, "H", tmp / "old.csv", overwrite=True)
+        out["overwrite"] = "written"
+    except BatchrayError as exc:
+        out["overwrite"] = [exc.code, exc.details.get("reason")]
+print(json.dumps(out))
+"""
+
+
+def test_an_export_past_the_disk_space_leaves_nothing(tmp_path):
+    """A file that fills the disk midway (EFBIG under a file size limit stands for ENOSPC) is a
+    DOCUMENT ``unwritable`` error; no file appears and an existing one is left as it was."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    resource = pytest.importorskip("resource")
+    if not hasattr(resource, "RLIMIT_FSIZE"):
+        pytest.skip("no file size limit here")
+    tests = str(Path(__file__).parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(tests).parent), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", _FULL_DISK, str(tmp_path), tests], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got == {fmt: ["DOCUMENT", "unwritable"] for fmt in ("csv", "jsonl", "parquet", "overwrite")}, got
+    assert not any((tmp_path / f"out.{fmt}").exists() for fmt in ("csv", "jsonl", "parquet"))
+    assert (tmp_path / "old.csv").read_text() == "kept\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_utf16_csv_is_refused_as_an_encoding_error(engine, tmp_path, encoding):
+    """pandas ``to_csv(encoding="utf-16")`` (and Excel's "Unicode text") start with a UTF-16 byte
+    order mark: the import is refused as not UTF-8 (reason ``encoding``), as pandas and DuckDB
+    refuse it; it was "row 3 is malformed", a malformed row that is not there."""
+    from batchray.errors import DocumentError
+
+    path = tmp_path / "wide.csv"
+    text = pd.DataFrame({"name": ["é", "b"], "n": [1, 2]}).to_csv(index=False)
+    bom = {"utf-16": b"", "utf-16-be": b"\xfe\xff", "utf-32": b""}[encoding]
+    path.write_bytes(bom + text.encode(encoding))
+    with pytest.raises(UnicodeDecodeError):
+        pd.read_csv(path)
+    with pytest.raises(DocumentError, match="not UTF-8 text") as caught:
+        import_file(engine, "W", None, path)
+    assert caught.value.details["reason"] == "encoding"
+    assert engine.catalog.contexts() == {}
+    # the same text as UTF-8, with its byte order mark, imports
+    path.write_bytes(text.encode("utf-8-sig"))
+    assert import_file(engine, "W", None, path).success
+    assert values_of(engine, "W") == [{"name": "é", "n": 1}, {"name": "b", "n": 2}]
