@@ -6,17 +6,7 @@ import pandas as pd
 import pytest
 
 from batchray.io import export_file, import_file
-from local_runtime import local_client
-
-
-@pytest.fixture
-def engine(tmp_path):
-    with local_client(tmp_path / "engine-store") as eng:
-        yield eng
-
-
-def values_of(target, context):
-    return [item["values"] for item in target.get_items(context)]
+from test_io import engine, values_of  # noqa: F401 - the same store fixture and reader as the io tests
 
 
 @pytest.mark.parametrize("columnar", [True, False])
