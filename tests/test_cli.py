@@ -113,9 +113,12 @@ def test_tool_creates_items_and_prints_json(tmp_path):
     done = _batchray("tool", "batch_create_items", "--json", json.dumps(args), "--store", str(store),
                      cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    printed = json.loads(done.stdout)
+    printed = json.loads(done.stdout)  # stdout is the one JSON answer, nothing else
+    assert done.stdout.lstrip().startswith("{") and done.stdout.rstrip().endswith("}")
     assert printed["success"] is True and printed["state"] == "completed"
     assert printed["itemsCreated"] == 3 and len(printed["itemIds"]) == 3
+    for ray_line in ("INFO", "Started a local Ray instance", "Token authentication", "pid="):
+        assert ray_line not in done.stdout and ray_line not in done.stderr, done.stderr  # quiet without -v
     with local_client(store) as engine:
         assert [item["values"]["age"] for item in engine.get_items("People")] == [20, 21, 22]
         assert [item["id"] for item in engine.get_items("People")] == printed["itemIds"]
