@@ -228,7 +228,7 @@ class Executor:
             undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
             if undoes and result.success and outcome.affected:  # an undo that found no backups undid nothing
                 self.log.set_state(undoes, BatchState.rolled_back.value)
-            if undoes and result.success or plan.kind == "drop_backups" and outcome.committed:
+            if (undoes and result.success) or (plan.kind == "drop_backups" and outcome.committed):
                 # an undo drops the backups it restored from (UndoBatch), as a drop does
                 self.log.backups_dropped([undoes] if undoes else plan.extra.get("batches") or [])
         except StoreError as exc:  # the batch is finished; only its record in the log failed

@@ -417,8 +417,10 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
         transaction applied; and when it asked for backups, keep its before-images with the
         version each item got, so :class:`UndoBatch` can later restore them and notice items
         that a later batch changed (their version moved on)."""
-        for table in ("backups", "backup_ranges"):
-            conn.execute(f"DELETE FROM {table} WHERE txn IN (SELECT key FROM undo WHERE txn=? AND tbl='drop')", (txn,))
+        # one lookup of the undo log's key on every commit; the deletes only for a drop or an undo
+        for (source,) in conn.execute("SELECT key FROM undo WHERE txn=? AND tbl='drop'", (txn,)).fetchall():
+            conn.execute("DELETE FROM backups WHERE txn=?", (source,))
+            conn.execute("DELETE FROM backup_ranges WHERE txn=?", (source,))
         row = conn.execute("SELECT backup FROM txns WHERE txn=?", (txn,)).fetchone()
         if not row or not row[0]:
             return
