@@ -30,7 +30,7 @@ def test_rejects_round_trip_into_corrected_reload(client, tmp_path):
     assert result.items_created == 18
     frame = pd.read_json(out, lines=True)
     assert list(frame["index"]) == [3, 11]
-    assert set(frame.columns) == {"index", "values", "code", "field", "message"}
+    assert set(frame.columns) == {"index", "row", "values", "code", "field", "message"}
     assert list(frame["field"]) == ["age", "age"]
     fixed = [{**values, "age": 1} for values in frame["values"]]
     assert client.create_items("P", "People", fixed).success
@@ -158,3 +158,24 @@ def test_an_import_over_a_reject_limit_fails_whole_before_it_commits(client, tmp
         client.import_file("P", "People", src, atomic=False, reject_ratio=2)
     ok = client.import_file("P", "People", src, atomic=False, create=False, reject_limit=2)
     assert ok.error is None and ok.items_created == 2 and client.count_items("P") == 2
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_malformed_line_of_an_import_is_a_reject_with_its_row_number(client, tmp_path, suffix):
+    """A line that cannot be read has no index and no values: its reject names the file's row
+    (a CSV's header is row 1), and the rows that were read keep their indexes, read back
+    by pandas (JSON Lines: ``lines=True``; Parquet: through pyarrow)."""
+    src = tmp_path / "people.csv"
+    src.write_text("name,age\np0,0\np1,1,extra\np2,-1\np3,3\n")
+    out = tmp_path / f"imp{suffix}"
+    result = client.import_file("P", "People", src, atomic=False, rejects=out)
+    assert result.items_created == 2
+    frame = pd.read_json(out, lines=True) if suffix == ".jsonl" else pd.read_parquet(out)
+    assert list(frame.columns) == ["index", "row", "values", "code", "field", "message"]
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    malformed = [r for r in records if r["code"] == "MALFORMED_ROW"]
+    invalid = [r for r in records if r["code"] != "MALFORMED_ROW"]
+    assert [(r["index"], r["row"], r["values"]) for r in malformed] == [(None, 3, None)]
+    assert [r["row"] for r in invalid] == [None] and len(invalid) == 1
+    values = invalid[0]["values"]
+    assert (json.loads(values) if isinstance(values, str) else values)["name"] == "p2"

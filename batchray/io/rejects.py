@@ -1,17 +1,19 @@
 """Dead-letter files: the items a batch rejected, written so they can be fixed and loaded again.
 
-:func:`write_rejects` writes one record per rejected item, ``{index, values, code, field,
+:func:`write_rejects` writes one record per rejected item, ``{index, row, values, code, field,
 message}``: ``index`` is the item's position in the request (0-based, file order for imports),
-``values`` its values as given (``None`` when they are not known). The format follows the
-path: Parquet when it ends ``.parquet`` (``values`` as a JSON text column, so rows of any shape
-fit one schema; needs pyarrow), JSON Lines otherwise (``values`` an object). The file is written
-aside and moved into place (:func:`batchray.io.paths.write_aside`), so it appears complete or
+``row`` the file's row number (from 1, a CSV's header included; ``None`` but for a line of an
+imported file that could not be read), ``values`` its values as given (``None`` when they are
+not known). The format follows the path: Parquet when it ends ``.parquet`` (``values`` as a
+JSON text column, so rows of any shape fit one schema, null where they are not known; needs
+pyarrow), JSON Lines otherwise (``values`` an object). The file is written aside and moved
+into place (:func:`batchray.io.paths.write_aside`), so it appears complete or
 not at all; an existing file is replaced only with ``overwrite``.
 
 :func:`reject_records` builds the records from a batch's errors: the values come from the
 error itself (a worker attaches a rejected row's values to its error) or, for an in-memory
 request, from ``rows`` by index (an update's whole ``{selector, values}``). A malformed line of
-an imported file has no index (its ``values`` are unknown); errors without an index or a row
+an imported file has no index and no values, only its ``row``; errors without an index or a row
 (a batch-level failure) are not items and are left out. :func:`settle_rejects` writes a
 result's rejects and applies the limits; :func:`rejects_of_refusal` writes those of a request
 refused before it ran.
@@ -31,12 +33,12 @@ import orjson
 from batchray.errors import ValidationError
 from batchray.io.paths import destination_path, write_aside
 
-REJECT_FIELDS = ("index", "values", "code", "field", "message")
+REJECT_FIELDS = ("index", "row", "values", "code", "field", "message")
 R = TypeVar("R")
 
 
 def reject_records(errors: Iterable[Any], rows: Optional[Sequence[Any]] = None) -> list[dict[str, Any]]:
-    """One ``{index, values, code, field, message}`` per item error (dicts or ``ItemError``s)."""
+    """One ``{index, row, values, code, field, message}`` per item error (dicts or ``ItemError``s)."""
     records = []
     for error in errors:
         e = error if isinstance(error, dict) else error.model_dump()
@@ -46,9 +48,9 @@ def reject_records(errors: Iterable[Any], rows: Optional[Sequence[Any]] = None) 
         values = e.get("values")
         if values is None and rows is not None and index is not None and 0 <= index < len(rows):
             values = _unwrapped(rows[index])
-        records.append({"index": index, "values": values, "code": e.get("code"), "field": e.get("field"),
-                        "message": e.get("message")})
-    records.sort(key=lambda r: (r["index"] is None, r["index"] or 0))
+        records.append({"index": index, "row": e.get("row"), "values": values, "code": e.get("code"),
+                        "field": e.get("field"), "message": e.get("message")})
+    records.sort(key=lambda r: (r["index"] is None, r["index"] or 0, r["row"] or 0))
     return records
 
 
@@ -111,7 +113,9 @@ def _write_parquet(tmp: Path, records: list[dict[str, Any]]) -> None:
 
     table = pa.table({
         "index": pa.array([r["index"] for r in records], pa.int64()),
-        "values": pa.array([orjson.dumps(r.get("values"), default=str).decode() for r in records], pa.string()),
+        "row": pa.array([r.get("row") for r in records], pa.int64()),
+        "values": pa.array([None if r.get("values") is None else orjson.dumps(r["values"], default=str).decode()
+                            for r in records], pa.string()),
         "code": pa.array([r.get("code") for r in records], pa.string()),
         "field": pa.array([r.get("field") for r in records], pa.string()),
         "message": pa.array([r.get("message") for r in records], pa.string()),

@@ -27,7 +27,7 @@ from batchray.errors import (BatchrayError, ConflictError, DocumentError, Intern
                      error_payload, failure_error)
 
 _NAME = Field(min_length=1, max_length=200)
-_REJECTS = ("a file under the I/O root for each rejected item as {index, values, code, field, message}: "
+_REJECTS = ("a file under the I/O root for each rejected item as {index, row, values, code, field, message} (row: a malformed line's number in the file): "
             "JSON Lines, or Parquet when it ends .parquet (an existing file is refused)")
 _CONTINUE = ("with atomic false: true sends every chunk, keeping the good items and reporting the bad ones; "
              "false stops sending chunks at the first rejected item (STOPPED_ON_ERROR), keeping what was applied")
