@@ -60,6 +60,11 @@ BUNDLE_BYTES = 128 << 10
 PACKED_BYTES = 4 << 20
 """The most one object of a batch planned whole holds (estimated, :func:`pack_whole`): on a
 cluster each worker's node fetches the whole object, not only its chunks."""
+LOCAL_RAY_SYSTEM_CONFIG = {"task_events_shutdown_flush_timeout_ms": 1000}
+"""Ray settings of a local cluster this driver starts (drivers that join it get them from it).
+A driver sends its remaining task events to the GCS when it shuts down, for up to Ray's
+default 5 s: a driver whose joined owner died (its GCS with it) waited that long before it
+could serve the store again. A live GCS takes them in milliseconds."""
 INLINE_BYTES = 64 << 10
 """A batch planned whole whose chunks hold at most this many bytes (estimated) is sent inline
 (:func:`inline_chunks`); Ray itself carries an argument of up to 100 KiB inside the call."""
@@ -327,6 +332,8 @@ class RayRuntime:
                 # token); RAY_ADDRESS still names a cluster to join
                 init_args["address"] = os.environ.get("RAY_ADDRESS") or "local"
                 init_args["include_dashboard"] = False
+                if init_args["address"] == "local":
+                    init_args["_system_config"] = LOCAL_RAY_SYSTEM_CONFIG
             if runtime_env:
                 init_args["runtime_env"] = runtime_env
             try:
