@@ -43,6 +43,26 @@ class StopCheck:
             return self()
 
 
+def current_attempt(attempts: Any, txn: str, run: Optional[StoppableRun]) -> tuple[str, bool]:
+    """The attempt of batch ``txn`` now running (``attempts``: the executor's map of a batch to
+    its current attempt; a batch re-run for its conflicted chunks has attempts of its own), and
+    whether ``run`` has taken that attempt's decision. Read under the lock the last stop check
+    takes."""
+    attempt = attempts.get(txn, (run.decided_in if run is not None else None) or txn)
+    return attempt, run is not None and run.decided_in == attempt
+
+
+def reply_to_cancel(log: Any, txn: str, attempt: str, decided: bool, *, rollback: bool, graceful: bool,
+                    atomic: bool) -> dict[str, Any]:
+    """The reply to a cancellation of a running batch whose ``attempt`` is current: the decision
+    stands when it was ``decided``, else what the cancellation will do (``log``: the decision log,
+    for the decision and the attempts a non-atomic batch kept)."""
+    kept = [] if atomic else kept_attempts(log.batch(attempt))
+    if decided:
+        return decided_reply(txn, log.decision(attempt), kept)
+    return cancelling_reply(txn, rollback=rollback, graceful=graceful, atomic=atomic, kept=kept)
+
+
 def finished_reply(txn: str, state: str) -> dict[str, Any]:
     """The reply to a cancellation of a batch that already finished."""
     return {"success": False, "batchId": txn, "state": state,

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from batchray.core.model.batch import BatchResult, BatchState, RunOptions, recorded_result
 from batchray.core.plan.plan import Plan, held_whole
-from batchray.core.run.cancelling import StopCheck, cancelling_reply, decided_reply, finished_reply, kept_attempts
+from batchray.core.run.cancelling import StopCheck, current_attempt, finished_reply, reply_to_cancel
 from batchray.core.run.executor import Executor, deadline
 from batchray.core.run.runtime import ProgressCallback
 from batchray.core.run.settler import attach_settler
@@ -165,8 +165,7 @@ class LocalRuntime:
         with self._running_lock:  # as one step with the batch's last stop check (StopCheck.close)
             run = self._running.get(batch_id)
             if run is not None:
-                attempt = self.executor.attempts.get(batch_id, run.decided_in or batch_id)
-                decided = run.decided_in == attempt
+                attempt, decided = current_attempt(self.executor.attempts, batch_id, run)
                 if not decided:
                     run.stop = CancelledError(f"batch {batch_id} was cancelled", rollback=rollback, graceful=graceful)
         if run is None:
@@ -175,10 +174,8 @@ class LocalRuntime:
                 return finished_reply(batch_id, record["state"])
             return {"success": False, "batchId": batch_id, "state": record["state"],
                     "message": f"batch {batch_id} is not running here ({record['state']}); nothing to cancel"}
-        kept = [] if run.atomic else kept_attempts(self.log.batch(attempt))
-        if decided:
-            return decided_reply(batch_id, self.log.decision(attempt), kept)
-        return cancelling_reply(batch_id, rollback=rollback, graceful=graceful, atomic=run.atomic, kept=kept)
+        return reply_to_cancel(self.log, batch_id, attempt, decided, rollback=rollback, graceful=graceful,
+                               atomic=run.atomic)
 
     def recover(self) -> dict[str, list[str]]:
         return self.executor.recover()

@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from batchray.core.storage.decision_log import DecisionLog
 from batchray.core.plan.plan import Plan
-from batchray.core.run.cancelling import StopCheck, cancelling_reply, decided_reply, finished_reply, kept_attempts
+from batchray.core.run.cancelling import StopCheck, current_attempt, finished_reply, reply_to_cancel
 from batchray.core.run.direct import DirectBatch, record, resolve_lost
 from batchray.core.run.executor import Executor, deadline
 from batchray.errors import BatchrayError, BatchTimeout, CancelledError, InternalError, NotFoundError
@@ -585,8 +585,7 @@ class CoordinatorService:
         run = self.runs.get(txn)
         with self._lock:  # as one step with the driver's last stop check (StopCheck.close)
             was_waiting = self.admission.remove(txn)
-            attempt = self.executor.attempts.get(txn, run.decided_in or txn) if run is not None else txn
-            decided = run is not None and run.decided_in == attempt
+            attempt, decided = current_attempt(self.executor.attempts, txn, run)
             if run is not None:
                 run.graceful = graceful
                 run.stop = CancelledError(f"batch {txn} was cancelled", rollback=rollback, graceful=graceful)
@@ -601,10 +600,8 @@ class CoordinatorService:
             return {"success": True, "batchId": txn, "state": "cancelled", "message": "removed from its queue"}
         if run.done.is_set():  # it finished (or reached its commit point) while this call looked it up
             return finished_reply(txn, run.result.state.value if run.result is not None else record["state"])
-        kept = [] if run.options.atomic else kept_attempts(self.log.batch(attempt))
-        if decided:
-            return decided_reply(txn, self.log.decision(attempt), kept)
-        return cancelling_reply(txn, rollback=rollback, graceful=graceful, atomic=run.options.atomic, kept=kept)
+        return reply_to_cancel(self.log, txn, attempt, decided, rollback=rollback, graceful=graceful,
+                               atomic=run.options.atomic)
 
     # -- the direct lane (batchray.core.run.direct) --------------------------------------------
     def lane_open(self) -> bool:
