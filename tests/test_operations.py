@@ -93,6 +93,40 @@ def test_deleting_a_middle_collection_drops_its_attributes_and_relinks_the_hiera
     assert _values(engine) == {i: {k: v for k, v in vals.items() if k not in ("name", "age")} for i, vals in before.items()}
 
 
+@pytest.mark.parametrize("operations, gone", [
+    # renamed, then deleted under its new name
+    ([{"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "years"}},
+      {"action": "delete", "target": "attribute", "attribute": "years"}], {"age"}),
+    # renamed, then its collection deleted
+    ([{"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "years"}},
+      {"action": "delete", "target": "collection", "collection": "People"}], {"age", "name"}),
+    # deleted, made again (empty) under the same name, then the new one renamed
+    ([{"action": "delete", "target": "attribute", "attribute": "age"},
+      {"action": "create", "target": "attribute", "collection": "People", "spec": {"name": "age"}},
+      {"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "years"}}], {"age"}),
+])
+def test_items_keep_no_values_of_an_attribute_the_operations_leave_out_of_the_schema(engine, operations, gone):
+    before = _values(engine)
+    result = engine.schema_operations("Trips", operations)
+    assert result.success, result.error
+    attrs = engine.catalog.context("Trips")[1].attributes()
+    assert all(name not in attrs for name in gone)
+    after = _values(engine)
+    assert after == {i: {k: v for k, v in vals.items() if k not in gone} for i, vals in before.items()}
+    assert all(set(vals) <= set(attrs) for vals in after.values())
+
+
+def test_an_attribute_made_or_renamed_onto_a_taken_name_is_refused_naming_the_operation(engine):
+    before, schema_before = _values(engine), engine.catalog.context("Trips")[1]
+    for op in ({"action": "create", "target": "attribute", "collection": "Visits", "spec": {"name": "city"}},
+               {"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "name"}}):
+        payload = call_tool(engine, "batch_schema_operations", {"dataContextName": "Trips", "operations": [
+            {"action": "delete", "target": "attribute", "attribute": "year"}, op]})
+        assert payload["success"] is False
+        assert payload["error"]["code"] == "SCHEMA" and payload["error"]["details"]["index"] == 1
+    assert _values(engine) == before and engine.catalog.context("Trips")[1] == schema_before
+
+
 def test_creating_a_new_parent_collection_regroups_cases(engine):
     result = engine.schema_operations("Trips", [
         {"action": "create", "target": "collection", "spec": {"name": "Countries", "attrs": [{"name": "country"}]}},

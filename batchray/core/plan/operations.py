@@ -43,10 +43,48 @@ from batchray.core.storage.store import CATALOG, component_key, context_doc, con
 
 @dataclass
 class _SchemaChange:
+    """A context's schema as the operations so far leave it, and what its items must become.
+
+    ``origin`` follows each attribute by identity: an attribute's current name -> the name its
+    values have in the stored items, or ``None`` for an attribute these operations created
+    (no item holds a value of it, even where a deleted attribute had the same name). Renames
+    and drops of the items follow from it (:meth:`renames`, :meth:`drops`); ``converts`` holds
+    the attributes whose values are checked and converted, by current name."""
+
     context: DataContext
-    renames: dict[str, str] = field(default_factory=dict)
-    drops: set[str] = field(default_factory=set)
+    origin: dict[str, Optional[str]] = field(init=False)
     converts: dict[str, Attribute] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.origin = {name: name for name in self.context.attributes()}
+        self._stored = set(self.origin)
+
+    def _free(self, name: str) -> None:
+        if name in self.origin:
+            raise SchemaError(f"attribute {name!r} already exists in data context {self.context.name!r}",
+                              field="name", attribute=name)
+
+    def created(self, name: str) -> None:
+        self._free(name)
+        self.origin[name] = None
+
+    def renamed(self, old: str, new: str) -> None:
+        self._free(new)
+        self.origin[new] = self.origin.pop(old)
+        if old in self.converts:
+            self.converts[new] = self.converts.pop(old)
+
+    def deleted(self, name: str) -> None:
+        self.origin.pop(name, None)
+        self.converts.pop(name, None)
+
+    def renames(self) -> dict[str, str]:
+        """Stored name -> new name, for every stored attribute kept under another name."""
+        return {old: new for new, old in self.origin.items() if old is not None and old != new}
+
+    def drops(self) -> list[str]:
+        """The stored attributes no longer in the schema: their values leave every item."""
+        return sorted(self._stored - set(self.origin.values()))
 
 
 def _reparent(collections: list[Collection]) -> list[Collection]:
@@ -66,6 +104,8 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             parent = spec.get("parent")
             position = 0 if parent is None else [c.name for c in ctx.collections].index(ctx.collection(parent).name) + 1
             ctx.collections.insert(position, new)
+            for attr in new.attrs:
+                change.created(attr.name)
         elif action == "update":
             coll = ctx.collection(op.get("collection", ""))
             for key in ("title", "labels", "name"):
@@ -75,7 +115,8 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             coll = ctx.collection(op.get("collection", ""))
             if len(ctx.collections) == 1:
                 raise SchemaError("cannot delete the only collection of a data context", index=index, field="collection")
-            change.drops.update(a.name for a in coll.attrs)
+            for attr in coll.attrs:
+                change.deleted(attr.name)
             ctx.collections.remove(coll)
         else:
             raise ValidationError(f"unknown action {action!r}", index=index, field="action")
@@ -90,6 +131,7 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
         if action == "create":
             coll = ctx.collection(op.get("collection", ""))
             coll.attrs.append(Attribute.model_validate(spec))
+            change.created(coll.attrs[-1].name)
         elif action == "update":
             name = op.get("attribute", "")
             attr = ctx.attribute(name)
@@ -99,18 +141,14 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             coll = ctx.collection_of(name)
             coll.attrs[[a.name for a in coll.attrs].index(name)] = updated
             if updated.name != name:
-                original = next((o for o, n in change.renames.items() if n == name), name)
-                change.renames[original] = updated.name
-                if name in change.converts:
-                    change.converts[updated.name] = change.converts.pop(name)
+                change.renamed(name, updated.name)
             if updated.type != attr.type or any(k in spec for k in ("min", "max", "allowed", "pattern")):
                 change.converts[updated.name] = updated
         elif action == "delete":
             name = op.get("attribute", "")
             coll = ctx.collection_of(name)
             coll.attrs = [a for a in coll.attrs if a.name != name]
-            change.drops.add(next((o for o, n in change.renames.items() if n == name), name))
-            change.converts.pop(name, None)
+            change.deleted(name)
         else:
             raise ValidationError(f"unknown action {action!r}", index=index, field="action")
     else:
@@ -157,11 +195,11 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
     ids = chunk_ids or iter(planner.next_chunk_id, None)
     doc = PutDocs(next(ids), [(context_key(context), context_doc(context_id, new_ctx))], expected=expected)
     planned = [PlannedChunk(CATALOG, doc, 4096, 1)]
-    change.drops -= set(change.renames)
-    if change.renames or change.drops or change.converts:
+    renames, drops = change.renames(), change.drops()
+    if renames or drops or change.converts:
         converts = {name: attr.model_dump(mode="json") for name, attr in change.converts.items()}
         for shard in planner.layout.shard_names:
-            chunk = TransformItems(next(ids), context_id, dict(change.renames), sorted(change.drops), converts)
+            chunk = TransformItems(next(ids), context_id, dict(renames), list(drops), converts)
             planned.append(PlannedChunk(shard, chunk, 1 << 20, 0))
     return (Plan("schema_operations", planned, total=len(operations), context=context, context_id=context_id,
                  extra={"schema": new_ctx}), new_ctx)
