@@ -175,6 +175,49 @@ def test_components_are_created_updated_and_deleted_with_references_checked(engi
     assert gone.success and sorted(engine.catalog.components()) == ["g", "s"]
 
 
+@pytest.mark.parametrize("place", ["topSplitAttributeName", "rightSplitAttributeName", "yAttributeNames"])
+def test_every_attribute_place_of_a_graph_is_checked(engine, place):
+    name = "missing"
+    payload = call_tool(engine, "batch_component_operations", {"operations": [
+        {"action": "create", "component": {"type": "graph", "name": "g", "properties": {
+            "dataContext": "Trips", place: [name] if place == "yAttributeNames" else name}}}]})
+    assert payload["success"] is False and payload["error"]["code"] == "SCHEMA"
+    assert payload["error"]["details"]["field"].startswith(f"properties.{place}")
+    assert "g" not in engine.catalog.components()
+
+
+def test_components_follow_renamed_and_deleted_attributes_and_the_document_stays_writable(engine, tmp_path):
+    made = engine.component_operations([
+        {"action": "create", "component": {"type": "graph", "name": "g", "properties": {
+            "dataContext": "Trips", "xAttributeName": "age", "yAttributeNames": ["spent", "name"],
+            "topSplitAttributeName": "city"}}},
+        {"action": "create", "component": {"type": "caseTable", "name": "t", "properties": {
+            "dataContext": "Trips", "columnWidths": {"age": 40, "name": 50, "city": 60}}}},
+    ])
+    assert made.success, made.error
+    before = {n: c.properties for n, c in engine.catalog.components().items()}
+    result = engine.schema_operations("Trips", [
+        {"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "years"}},
+        {"action": "delete", "target": "attribute", "attribute": "name"},
+    ])
+    assert result.success, result.error
+    attrs = engine.catalog.context("Trips")[1].attributes()
+    after = {n: c.properties for n, c in engine.catalog.components().items()}
+
+    def follow(name):
+        return None if name == "name" else "years" if name == "age" else name
+
+    graph = before["g"]
+    assert after["g"] == {**graph, "xAttributeName": follow(graph["xAttributeName"]),
+                          "topSplitAttributeName": follow(graph["topSplitAttributeName"]),
+                          "yAttributeNames": [follow(n) for n in graph["yAttributeNames"] if follow(n)]}
+    assert after["t"]["columnWidths"] == {follow(n): w for n, w in before["t"]["columnWidths"].items() if follow(n)}
+    named = [v for props in after.values() for k, v in props.items() if k.endswith("AttributeName") and v]
+    assert set(named) <= set(attrs)
+    written = engine.export_file("Trips", tmp_path / "trips.codap")
+    assert written.success
+
+
 # -- undo after commit -------------------------------------------------------------------------
 
 def test_a_committed_batch_with_backups_can_be_undone(engine):
