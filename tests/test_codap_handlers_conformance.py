@@ -97,3 +97,57 @@ def test_item_delete_with_an_id_that_is_no_id_is_a_plain_answer(client):
     for bad in ([ids[0]], {"id": ids[0]}, True):
         assert _request(client, "delete", "dataContext[H].item", [{"id": bad}]) == {"success": True, "values": []}
     assert _request(client, "get", "dataContext[H].itemCount") == {"success": True, "values": 1}
+
+
+def _collections(client, context):
+    return [(c["name"], [a["name"] for a in c["attrs"]], c["labels"])
+            for c in _request(client, "get", f"dataContext[{context}]")["values"]["collections"]]
+
+
+def test_create_collection_places_names_and_fills_collections_as_codap_does(client):
+    """v3/src/data-interactive/handlers/collection-handler.ts ``create``: a taken name answers
+    the existing collection; a ``parent`` that is no collection puts the new one left-most, a
+    named one right after it, none at the end; attributes come from ``attributes`` and
+    ``attrs``, a taken name left out; non-empty ``labels`` are set."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [
+        {"name": "P", "attrs": [{"name": "a"}]}, {"name": "C", "attrs": [{"name": "b"}]}]})["success"]
+    labels = {"singleCase": "group", "pluralCase": "groups"}
+    made = _request(client, "create", "dataContext[D].collection", [
+        {"name": "C", "attrs": [{"name": "ignored"}]},
+        {"name": "Top", "parent": "no such collection", "attributes": [{"name": "t"}], "attrs": [{"name": "a"}]},
+        {"name": "Mid", "parent": "P", "attrs": [{"name": "m"}], "labels": labels},
+        {"name": "Last", "attrs": [{"name": "z"}]},
+    ])
+    assert made == {"success": True, "values": [{"id": n, "name": n} for n in ("C", "Top", "Mid", "Last")]}
+    assert _collections(client, "D") == [("Top", ["t"], {}), ("P", ["a"], {}), ("Mid", ["m"], labels),
+                                         ("C", ["b"], {}), ("Last", ["z"], {})]
+
+
+def test_a_collection_added_to_a_context_with_only_its_empty_default_replaces_it(client):
+    """collection-handler.ts ``create``: "Remove the empty default collection if any
+    collections were added"."""
+    assert _request(client, "create", "dataContext", {"name": "D"})["success"]
+    [(default, [], _)] = _collections(client, "D")
+    assert _request(client, "create", "dataContext[D].collection", {"name": "Only", "attrs": [{"name": "x"}]})["success"]
+    assert _collections(client, "D") == [("Only", ["x"], {})]
+
+
+def test_update_collection_sets_its_labels(client):
+    """collection-handler.ts ``update``: ``title`` and ``labels`` (when one is not empty)."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [{"name": "P", "attrs": [{"name": "a"}]}]})["success"]
+    labels = {"singleCase": "person", "pluralCase": "people"}
+    assert _request(client, "update", "dataContext[D].collection[P]", {"labels": labels}) == {"success": True}
+    assert _collections(client, "D") == [("P", ["a"], labels)]
+    assert _request(client, "update", "dataContext[D].collection[P]", {"labels": {"singleCase": ""}}) == {"success": True}
+    assert _collections(client, "D") == [("P", ["a"], labels)]
+
+
+def test_create_attribute_with_a_name_the_collection_has_updates_that_attribute(client):
+    """attribute-handler.ts ``create``: "Check for existing attribute with same name" updates it."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [{"name": "P", "attrs": [{"name": "a"}]}]})["success"]
+    assert _request(client, "create", "dataContext[D].item", [{"a": 1}, {"a": 2}])["success"]
+    made = _request(client, "create", "dataContext[D].collection[P].attribute",
+                    [{"name": "a", "unit": "m"}, {"name": "b"}])
+    assert made["success"] and [(a["name"], a["unit"]) for a in made["values"]["attrs"]] == [("a", "m"), ("b", None)]
+    assert _collections(client, "D") == [("P", ["a", "b"], {})]
+    assert [item["values"] for item in client.get_items("D")] == [{"a": 1}, {"a": 2}]

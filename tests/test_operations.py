@@ -93,6 +93,40 @@ def test_deleting_a_middle_collection_drops_its_attributes_and_relinks_the_hiera
     assert _values(engine) == {i: {k: v for k, v in vals.items() if k not in ("name", "age")} for i, vals in before.items()}
 
 
+@pytest.mark.parametrize("operations, gone", [
+    # renamed, then deleted under its new name
+    ([{"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "years"}},
+      {"action": "delete", "target": "attribute", "attribute": "years"}], {"age"}),
+    # renamed, then its collection deleted
+    ([{"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "years"}},
+      {"action": "delete", "target": "collection", "collection": "People"}], {"age", "name"}),
+    # deleted, made again (empty) under the same name, then the new one renamed
+    ([{"action": "delete", "target": "attribute", "attribute": "age"},
+      {"action": "create", "target": "attribute", "collection": "People", "spec": {"name": "age"}},
+      {"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "years"}}], {"age"}),
+])
+def test_items_keep_no_values_of_an_attribute_the_operations_leave_out_of_the_schema(engine, operations, gone):
+    before = _values(engine)
+    result = engine.schema_operations("Trips", operations)
+    assert result.success, result.error
+    attrs = engine.catalog.context("Trips")[1].attributes()
+    assert all(name not in attrs for name in gone)
+    after = _values(engine)
+    assert after == {i: {k: v for k, v in vals.items() if k not in gone} for i, vals in before.items()}
+    assert all(set(vals) <= set(attrs) for vals in after.values())
+
+
+def test_an_attribute_made_or_renamed_onto_a_taken_name_is_refused_naming_the_operation(engine):
+    before, schema_before = _values(engine), engine.catalog.context("Trips")[1]
+    for op in ({"action": "create", "target": "attribute", "collection": "Visits", "spec": {"name": "city"}},
+               {"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "name"}}):
+        payload = call_tool(engine, "batch_schema_operations", {"dataContextName": "Trips", "operations": [
+            {"action": "delete", "target": "attribute", "attribute": "year"}, op]})
+        assert payload["success"] is False
+        assert payload["error"]["code"] == "SCHEMA" and payload["error"]["details"]["index"] == 1
+    assert _values(engine) == before and engine.catalog.context("Trips")[1] == schema_before
+
+
 def test_creating_a_new_parent_collection_regroups_cases(engine):
     result = engine.schema_operations("Trips", [
         {"action": "create", "target": "collection", "spec": {"name": "Countries", "attrs": [{"name": "country"}]}},
@@ -139,6 +173,49 @@ def test_components_are_created_updated_and_deleted_with_references_checked(engi
     assert unknown_type["success"] is False and unknown_type["error"]["code"] == "SCHEMA"
     gone = engine.component_operations([{"action": "delete", "name": "table"}])
     assert gone.success and sorted(engine.catalog.components()) == ["g", "s"]
+
+
+@pytest.mark.parametrize("place", ["topSplitAttributeName", "rightSplitAttributeName", "yAttributeNames"])
+def test_every_attribute_place_of_a_graph_is_checked(engine, place):
+    name = "missing"
+    payload = call_tool(engine, "batch_component_operations", {"operations": [
+        {"action": "create", "component": {"type": "graph", "name": "g", "properties": {
+            "dataContext": "Trips", place: [name] if place == "yAttributeNames" else name}}}]})
+    assert payload["success"] is False and payload["error"]["code"] == "SCHEMA"
+    assert payload["error"]["details"]["field"].startswith(f"properties.{place}")
+    assert "g" not in engine.catalog.components()
+
+
+def test_components_follow_renamed_and_deleted_attributes_and_the_document_stays_writable(engine, tmp_path):
+    made = engine.component_operations([
+        {"action": "create", "component": {"type": "graph", "name": "g", "properties": {
+            "dataContext": "Trips", "xAttributeName": "age", "yAttributeNames": ["spent", "name"],
+            "topSplitAttributeName": "city"}}},
+        {"action": "create", "component": {"type": "caseTable", "name": "t", "properties": {
+            "dataContext": "Trips", "columnWidths": {"age": 40, "name": 50, "city": 60}}}},
+    ])
+    assert made.success, made.error
+    before = {n: c.properties for n, c in engine.catalog.components().items()}
+    result = engine.schema_operations("Trips", [
+        {"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "years"}},
+        {"action": "delete", "target": "attribute", "attribute": "name"},
+    ])
+    assert result.success, result.error
+    attrs = engine.catalog.context("Trips")[1].attributes()
+    after = {n: c.properties for n, c in engine.catalog.components().items()}
+
+    def follow(name):
+        return None if name == "name" else "years" if name == "age" else name
+
+    graph = before["g"]
+    assert after["g"] == {**graph, "xAttributeName": follow(graph["xAttributeName"]),
+                          "topSplitAttributeName": follow(graph["topSplitAttributeName"]),
+                          "yAttributeNames": [follow(n) for n in graph["yAttributeNames"] if follow(n)]}
+    assert after["t"]["columnWidths"] == {follow(n): w for n, w in before["t"]["columnWidths"].items() if follow(n)}
+    named = [v for props in after.values() for k, v in props.items() if k.endswith("AttributeName") and v]
+    assert set(named) <= set(attrs)
+    written = engine.export_file("Trips", tmp_path / "trips.codap")
+    assert written.success
 
 
 # -- undo after commit -------------------------------------------------------------------------

@@ -346,26 +346,64 @@ def delete_data_context(scope: Scope) -> Mutation:
     return Mutation([], lambda created: success(), run, extra={"not_atomic": "delete dataContext"})
 
 
+_LABELS = ("singleCase", "pluralCase", "singleCaseWithArticle", "setOfCases", "setOfCasesWithArticle")
+
+
+def _labels(values: dict[str, Any]) -> dict[str, str]:
+    """A collection's ``labels`` as CODAP sets them: only when one of its labels is not empty
+    (``isNonEmptyCollectionLabels``, ``v3/src/models/shared/data-set-metadata.ts``); the text
+    labels given, ``{}`` for none."""
+    labels = values.get("labels")
+    if not isinstance(labels, dict):
+        return {}
+    kept = {k: labels[k] for k in _LABELS if isinstance(labels.get(k), str)}
+    return kept if any(kept.values()) else {}
+
+
 def create_collection(scope: Scope) -> Mutation:
-    """collection-handler.ts ``create``: ``[{id, name}]`` of the new collections. A collection
-    without a ``parent`` becomes the last (child-most), as in CODAP."""
-    ops, names = [], []
-    last = scope.context.collections[-1].name
+    """collection-handler.ts ``create``: ``[{id, name}]`` of the collections named. As in CODAP, a
+    collection without a ``parent`` becomes the last (child-most), one whose ``parent`` is no
+    collection the first (left-most); a name already taken answers the existing collection and
+    makes nothing; attributes come from ``attributes`` and ``attrs``, each whose name is taken
+    left out; the context's only collection, when it has no attributes (a new context's default
+    ``Cases``), is removed once a collection is added."""
+    ops, answers = [], []
+    ctx = scope.context
+    collections = [c.name for c in ctx.collections]
+    attributes = set(ctx.attributes())
     for coll in _as_list(check_values(scope.request.values)):
         if not isinstance(coll, dict) or not isinstance(coll.get("name"), str):
             raise Refused("a collection needs a name")
-        spec = {"name": coll["name"], "attrs": [_attribute_spec(a) for a in coll.get("attrs") or []],
-                "parent": coll.get("parent") or last, **({"title": coll["title"]} if coll.get("title") else {})}
+        name = coll["name"]
+        answers.append({"id": name, "name": name})
+        if name in collections:
+            continue
+        attrs = []
+        for given in [a for key in ("attributes", "attrs") if isinstance(coll.get(key), list) for a in coll[key]]:
+            attr = _attribute_spec(given)
+            if attr["name"] not in attributes:
+                attributes.add(attr["name"])
+                attrs.append(attr)
+        parent = coll.get("parent")
+        position = collections.index(parent) + 1 if parent in collections else 0 if parent else len(collections)
+        spec = {"name": name, "attrs": attrs, "parent": collections[position - 1] if position else None,
+                **({"title": coll["title"]} if coll.get("title") else {}),
+                **({"labels": _labels(coll)} if _labels(coll) else {})}
         ops.append({"action": "create", "target": "collection", "spec": spec})
-        names.append(coll["name"])
-        last = coll["name"]
-    return Mutation([_schema_op(scope, ops)], lambda created: success([{"id": n, "name": n} for n in names]))
+        collections.insert(position, name)
+    if ops and len(ctx.collections) == 1 and not ctx.collections[0].attrs:
+        ops.append({"action": "delete", "target": "collection", "collection": ctx.collections[0].name})
+    return Mutation([_schema_op(scope, ops)] if ops else [], lambda created: success(answers))
 
 
 def update_collection(scope: Scope) -> Mutation:
-    """collection-handler.ts ``update``: title and name; ``{success: true}``."""
+    """collection-handler.ts ``update``: title and labels (and, as batchray also allows, the
+    name); ``{success: true}``."""
     values = check_values(scope.request.values)
-    spec = {k: values[k] for k in ("name", "title") if isinstance(values, dict) and isinstance(values.get(k), str)}
+    values = values if isinstance(values, dict) else {}
+    spec = {k: values[k] for k in ("name", "title") if isinstance(values.get(k), str)}
+    if _labels(values):
+        spec["labels"] = _labels(values)
     op = {"action": "update", "target": "collection", "collection": scope.collection.name, "spec": spec}
     return Mutation([_schema_op(scope, [op])], lambda created: success())
 
@@ -376,12 +414,21 @@ def delete_collection(scope: Scope) -> Mutation:
 
 
 def create_attribute(scope: Scope) -> Mutation:
-    """attribute-handler.ts ``create``: ``{attrs: [...]}`` of the new attributes."""
+    """attribute-handler.ts ``create``: ``{attrs: [...]}`` of the attributes named. As in CODAP, a
+    name the collection already has (or that the request made before) updates that attribute
+    with the values given instead."""
     if scope.request.get("collection") is None:
         raise Refused(COLLECTION_NOT_FOUND)
     coll = scope.collection.name
     specs = [_attribute_spec(a) for a in _as_list(check_values(scope.request.values))]
-    ops = [{"action": "create", "target": "attribute", "collection": coll, "spec": s} for s in specs]
+    present = {a.name for a in scope.collection.attrs}
+    ops = []
+    for spec in specs:
+        if spec["name"] in present:
+            ops.append({"action": "update", "target": "attribute", "attribute": spec["name"], "spec": spec})
+        else:
+            ops.append({"action": "create", "target": "attribute", "collection": coll, "spec": spec})
+            present.add(spec["name"])
 
     def answer(created: list[int]) -> dict[str, Any]:
         ctx = scope.client.catalog.context(scope.context.name)[1]

@@ -7,7 +7,7 @@ local engine's or the Ray client's — so the same code serves both runtimes.
 * :func:`plan_schema` turns schema operations on one data context into one transaction: the
   catalog document of the context, plus a :class:`~batchray.core.txn.chunks.TransformItems` on every
   shard when attributes are renamed, deleted or retyped (values converted; failures reported
-  per item).
+  per item); components that name a renamed or deleted attribute follow it.
 * :func:`plan_components` creates, updates and deletes components; their references (data
   context, attribute names, slider globals) must resolve.
 * :func:`plan_undo` restores a committed batch from the backups its commit kept, and
@@ -43,10 +43,48 @@ from batchray.core.storage.store import CATALOG, component_key, context_doc, con
 
 @dataclass
 class _SchemaChange:
+    """A context's schema as the operations so far leave it, and what its items must become.
+
+    ``origin`` follows each attribute by identity: an attribute's current name -> the name its
+    values have in the stored items, or ``None`` for an attribute these operations created
+    (no item holds a value of it, even where a deleted attribute had the same name). Renames
+    and drops of the items follow from it (:meth:`renames`, :meth:`drops`); ``converts`` holds
+    the attributes whose values are checked and converted, by current name."""
+
     context: DataContext
-    renames: dict[str, str] = field(default_factory=dict)
-    drops: set[str] = field(default_factory=set)
+    origin: dict[str, Optional[str]] = field(init=False)
     converts: dict[str, Attribute] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.origin = {name: name for name in self.context.attributes()}
+        self._stored = set(self.origin)
+
+    def _free(self, name: str) -> None:
+        if name in self.origin:
+            raise SchemaError(f"attribute {name!r} already exists in data context {self.context.name!r}",
+                              field="name", attribute=name)
+
+    def created(self, name: str) -> None:
+        self._free(name)
+        self.origin[name] = None
+
+    def renamed(self, old: str, new: str) -> None:
+        self._free(new)
+        self.origin[new] = self.origin.pop(old)
+        if old in self.converts:
+            self.converts[new] = self.converts.pop(old)
+
+    def deleted(self, name: str) -> None:
+        self.origin.pop(name, None)
+        self.converts.pop(name, None)
+
+    def renames(self) -> dict[str, str]:
+        """Stored name -> new name, for every stored attribute kept under another name."""
+        return {old: new for new, old in self.origin.items() if old is not None and old != new}
+
+    def drops(self) -> list[str]:
+        """The stored attributes no longer in the schema: their values leave every item."""
+        return sorted(self._stored - set(self.origin.values()))
 
 
 def _reparent(collections: list[Collection]) -> list[Collection]:
@@ -66,6 +104,8 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             parent = spec.get("parent")
             position = 0 if parent is None else [c.name for c in ctx.collections].index(ctx.collection(parent).name) + 1
             ctx.collections.insert(position, new)
+            for attr in new.attrs:
+                change.created(attr.name)
         elif action == "update":
             coll = ctx.collection(op.get("collection", ""))
             for key in ("title", "labels", "name"):
@@ -75,7 +115,8 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             coll = ctx.collection(op.get("collection", ""))
             if len(ctx.collections) == 1:
                 raise SchemaError("cannot delete the only collection of a data context", index=index, field="collection")
-            change.drops.update(a.name for a in coll.attrs)
+            for attr in coll.attrs:
+                change.deleted(attr.name)
             ctx.collections.remove(coll)
         else:
             raise ValidationError(f"unknown action {action!r}", index=index, field="action")
@@ -90,6 +131,7 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
         if action == "create":
             coll = ctx.collection(op.get("collection", ""))
             coll.attrs.append(Attribute.model_validate(spec))
+            change.created(coll.attrs[-1].name)
         elif action == "update":
             name = op.get("attribute", "")
             attr = ctx.attribute(name)
@@ -99,18 +141,14 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             coll = ctx.collection_of(name)
             coll.attrs[[a.name for a in coll.attrs].index(name)] = updated
             if updated.name != name:
-                original = next((o for o, n in change.renames.items() if n == name), name)
-                change.renames[original] = updated.name
-                if name in change.converts:
-                    change.converts[updated.name] = change.converts.pop(name)
+                change.renamed(name, updated.name)
             if updated.type != attr.type or any(k in spec for k in ("min", "max", "allowed", "pattern")):
                 change.converts[updated.name] = updated
         elif action == "delete":
             name = op.get("attribute", "")
             coll = ctx.collection_of(name)
             coll.attrs = [a for a in coll.attrs if a.name != name]
-            change.drops.add(next((o for o, n in change.renames.items() if n == name), name))
-            change.converts.pop(name, None)
+            change.deleted(name)
         else:
             raise ValidationError(f"unknown action {action!r}", index=index, field="action")
     else:
@@ -155,13 +193,20 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
     except PydanticError as exc:
         raise SchemaError(f"the schema after these operations is invalid: {exc.errors()[0]['msg']}") from None
     ids = chunk_ids or iter(planner.next_chunk_id, None)
-    doc = PutDocs(next(ids), [(context_key(context), context_doc(context_id, new_ctx))], expected=expected)
+    renames, drops = change.renames(), change.drops()
+    docs = [(context_key(context), context_doc(context_id, new_ctx))]
+    if renames or drops:  # the components that name those attributes follow them
+        for name, (component, as_read) in planner.catalog.read_components().items():
+            followed = _follow_attributes(component, context, renames, drops)
+            if followed is not None:
+                docs.append((component_key(name), json_text(followed, f"component {name!r}")))
+                expected = {**expected, component_key(name): as_read}
+    doc = PutDocs(next(ids), docs, expected=expected)
     planned = [PlannedChunk(CATALOG, doc, 4096, 1)]
-    change.drops -= set(change.renames)
-    if change.renames or change.drops or change.converts:
+    if renames or drops or change.converts:
         converts = {name: attr.model_dump(mode="json") for name, attr in change.converts.items()}
         for shard in planner.layout.shard_names:
-            chunk = TransformItems(next(ids), context_id, dict(change.renames), sorted(change.drops), converts)
+            chunk = TransformItems(next(ids), context_id, dict(renames), list(drops), converts)
             planned.append(PlannedChunk(shard, chunk, 1 << 20, 0))
     return (Plan("schema_operations", planned, total=len(operations), context=context, context_id=context_id,
                  extra={"schema": new_ctx}), new_ctx)
@@ -182,32 +227,72 @@ def plan_delete_context(planner: Any, context: str) -> Any:
 # -- components ------------------------------------------------------------------------------
 
 _ATTRIBUTE_REFERENCES = ("xAttributeName", "yAttributeName", "y2AttributeName", "legendAttributeName",
-                         "topAttributeName", "rightAttributeName")
+                         "topSplitAttributeName", "rightSplitAttributeName")
+"""The properties of a graph or a map that name one attribute of its data context, as CODAP's
+component handlers name them (``v3/src/components/graph/graph-component-handler.ts``,
+``map/map-component-handler.ts``) and a document's export links them
+(:mod:`batchray.io.codap.components`); ``yAttributeNames`` names several."""
+
+
+def _attribute_references(component: Component) -> list[tuple[str, Any]]:
+    """``(property, name)`` of every attribute a component's properties name."""
+    props = component.properties
+    refs = [(key, props[key]) for key in _ATTRIBUTE_REFERENCES if props.get(key) is not None]
+    several = props.get("yAttributeNames")
+    if several is not None:
+        if not isinstance(several, list):
+            raise SchemaError(f"component {component.name!r}: properties.yAttributeNames must be a list of names",
+                              field="properties.yAttributeNames")
+        refs += [(f"yAttributeNames.{position}", name) for position, name in enumerate(several)]
+    return refs
 
 
 def check_component(component: Component, catalog: Any, pending_globals: set[str]) -> None:
     """Every reference of a component must resolve; raises :class:`SchemaError` naming it."""
     props = component.properties
-    for key in ("dataContext", "globalValueName", *_ATTRIBUTE_REFERENCES):
-        if props.get(key) is not None and not isinstance(props[key], str):
+    refs = _attribute_references(component)
+    for key, value in [(k, props.get(k)) for k in ("dataContext", "globalValueName")] + refs:
+        if value is not None and not isinstance(value, str):
             raise SchemaError(f"component {component.name!r}: properties.{key} must be a name (a string)",
                               field=f"properties.{key}")
     context_name = props.get("dataContext")
     if context_name is not None:
         _, ctx = catalog.context(context_name)
-        for key in _ATTRIBUTE_REFERENCES:
-            if props.get(key) is not None:
-                try:
-                    ctx.attribute(props[key])
-                except SchemaError:
-                    raise SchemaError(f"component {component.name!r}: {key} {props[key]!r} is not an attribute "
-                                      f"of {context_name!r}", field=f"properties.{key}") from None
-    elif any(props.get(k) is not None for k in _ATTRIBUTE_REFERENCES):
+        for key, name in refs:
+            try:
+                ctx.attribute(name)
+            except SchemaError:
+                raise SchemaError(f"component {component.name!r}: {key} {name!r} is not an attribute "
+                                  f"of {context_name!r}", field=f"properties.{key}") from None
+    elif refs:
         raise SchemaError(f"component {component.name!r} names attributes but no dataContext", field="properties.dataContext")
     if component.type == "slider":
         name = props.get("globalValueName")
         if not name:
             raise SchemaError(f"slider {component.name!r} needs properties.globalValueName", field="properties.globalValueName")
+
+
+def _follow_attributes(component: Component, context: str, renames: dict[str, str],
+                       drops: list[str]) -> Optional[Component]:
+    """``component`` as it must be once attributes of data context ``context`` are renamed
+    (``renames``, old name -> new) or deleted (``drops``), or ``None`` when it names none of
+    them: a property naming a renamed attribute names its new name (CODAP's components hold
+    attributes by id, so they follow a rename); one naming a deleted attribute is cleared
+    (``None``; left out of ``yAttributeNames`` and of a table's ``columnWidths``)."""
+    props = component.properties
+    if props.get("dataContext") != context:
+        return None
+    gone = set(drops)
+    new = dict(props)
+    for key in _ATTRIBUTE_REFERENCES:
+        if isinstance(props.get(key), str):
+            new[key] = None if props[key] in gone else renames.get(props[key], props[key])
+    for key in ("yAttributeNames", "columnWidths"):
+        if isinstance(props.get(key), (list, dict)):
+            named = [(n, props[key][n] if isinstance(props[key], dict) else None) for n in props[key]]
+            kept = [(renames.get(n, n), v) for n, v in named if not (isinstance(n, str) and n in gone)]
+            new[key] = dict(kept) if isinstance(props[key], dict) else [n for n, _ in kept]
+    return None if new == props else component.model_copy(update={"properties": new})
 
 
 def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
