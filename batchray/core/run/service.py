@@ -328,6 +328,9 @@ class CoordinatorService:
                     break
                 except queue.Full:
                     continue
+            if run.ended.is_set():  # it ended meanwhile, maybe after its input was drained
+                self._drain(run)
+                return False
             run.fed += pc.count
         self._report_memory()
         return True
