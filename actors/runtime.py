@@ -216,6 +216,10 @@ class RayRuntime:
         quiet: bool = False,
     ) -> None:
         workers = arguments.integer(workers, "workers", minimum=1, maximum=MAX_WORKERS)
+        max_running = arguments.integer(max_running, "max_running", minimum=1)
+        memory_budget = arguments.integer(memory_budget, "memory_budget", minimum=1)
+        memory_threshold = arguments.positive_number(memory_threshold, "memory_threshold", maximum=1.0)
+        stall_timeout = arguments.positive_number(stall_timeout, "stall_timeout")
         kind, _ = parse_store_url(store)  # a directory, sqlite:///DIR or postgresql://...
         prepare_ray_auth(address)
         self._backend = open_backend(store, shards)

@@ -101,3 +101,23 @@ def test_a_bad_worker_count_is_refused_before_anything_starts(tmp_path, workers)
         batchray.connect(tmp_path / "store", workers=workers, progress=False)
     assert refused.value.details["field"] == "workers"
     assert not (tmp_path / "store").exists()  # nothing opened, no Ray started
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("max_running", 0), ("max_running", -1), ("max_running", 2.5), ("max_running", True),
+    ("memory_budget", 0), ("memory_budget", -(1 << 20)), ("memory_budget", "64MB"),
+    ("memory_threshold", 0), ("memory_threshold", 1.5), ("memory_threshold", float("nan")),
+    ("stall_timeout", 0), ("stall_timeout", -5), ("stall_timeout", float("inf")), ("stall_timeout", "60"),
+])
+def test_a_bad_coordinator_setting_is_refused_before_anything_starts(tmp_path, monkeypatch, setting, value):
+    import batchray
+    from actors.runtime import RayRuntime
+
+    def no_ray(self, address):
+        raise AssertionError("Ray was joined with a bad setting")
+
+    monkeypatch.setattr(RayRuntime, "_connect", no_ray)
+    with pytest.raises(ValidationError) as refused:
+        batchray.connect(tmp_path / "store", progress=False, **{setting: value})
+    assert refused.value.details["field"] == setting
+    assert not (tmp_path / "store").exists()  # nothing opened, no Ray started

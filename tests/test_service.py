@@ -305,3 +305,52 @@ def test_a_failure_after_the_decision_keeps_the_committed_result(local, monkeypa
     assert result["error"]["code"] == "STORE" and result["error"]["details"]["committed"] is True, result
     until(lambda: not engine.runtime.log.unfinished()[1], what="the settler finishing phase 2")
     assert engine.count_items("S") == 40
+
+
+def test_a_cancel_that_looks_while_its_batch_is_being_queued_never_strands_it(local, monkeypatch):
+    """A cancellation that comes while ``submit`` registers a batch (in the log, not yet in
+    the queue) either cancels it or leaves it to run: the batch never stays queued for good."""
+    engine, make_service = local
+    service = make_service(max_running=1)
+    blocker = service.submit("create_items", RunOptions())["txn"]  # holds the only slot
+    until(lambda: service.status(blocker)["state"] == "running")
+    pushed, looked, replies = threading.Event(), threading.Event(), []
+
+    class Runs(dict):
+        """The service's batches: the canceller's look outside the service's lock finds the
+        batch missing, and its next step comes only once ``submit`` queued it."""
+
+        def get(self, key, default=None):
+            value = super().get(key, default)
+            if threading.current_thread().name == "canceller" and value is None:
+                looked.set()
+                if not service._lock._is_owned():
+                    assert pushed.wait(20)
+            return value
+
+    service.runs = Runs(service.runs)
+    push, begin = service.admission.push, service.executor.begin
+
+    def pushing(txn, **kwargs):
+        push(txn, **kwargs)
+        pushed.set()
+
+    def registering(*args, **kwargs):  # the batch is in the log: a cancellation finds it there
+        txn, ts, prior = begin(*args, **kwargs)
+        threading.Thread(target=lambda: replies.append(service.cancel(txn)), name="canceller").start()
+        assert looked.wait(20)
+        return txn, ts, prior
+
+    monkeypatch.setattr(service.admission, "push", pushing)
+    monkeypatch.setattr(service.executor, "begin", registering)
+    txn = service.submit("create_items", RunOptions(), _planned(engine, 20), 20)["txn"]
+    monkeypatch.undo()
+    until(lambda: replies)
+    service.close_input(blocker, 0)
+    assert service.wait(blocker, 30)["success"]
+    result = service.wait(txn, 30)
+    assert result is not None, (replies, service.status(txn))  # it ran, or it was cancelled
+    if replies[0]["success"]:
+        assert result["state"] == "cancelled" and engine.count_items("S") == 0, (replies, result)
+    else:
+        assert result["success"] and engine.count_items("S") == 20, (replies, result)

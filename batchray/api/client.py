@@ -569,6 +569,9 @@ def connect(store: str | os.PathLike = DEFAULT_STORE, *, runtime: str = "ray", p
     environment variables for the worker actors and the coordinator actor (the fault tests arm
     crash points with them). These take effect when this call starts the store's coordinator; a
     driver that joins a running coordinator shares its settings. ``quiet``: Ray's log lines and
-    the actors' output are not shown in this process (the CLI's default).
+    the actors' output are not shown in this process (the CLI's default). A bad setting (a
+    ``workers``, ``max_running`` or ``memory_budget`` that is not a whole number from 1, a
+    ``memory_threshold`` outside (0, 1], a ``stall_timeout`` not above 0) is a
+    :class:`~batchray.errors.ValidationError` naming it, before anything is opened or started.
     """
     return Client(open_runtime(store, runtime, **options), progress=progress, io_root=io_root)

@@ -4,6 +4,7 @@ made before anything runs: a bad one is a :class:`~batchray.errors.ValidationErr
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 from batchray.errors import ValidationError
@@ -21,6 +22,16 @@ def integer(value: Any, field: str, *, minimum: int = 0, maximum: int = MAX_COUN
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise ValidationError(f"{field} must be an integer from {minimum} to {maximum}, not {_shown(value)}",
                               field=field)
+    return value
+
+
+def positive_number(value: Any, field: str, *, maximum: float = math.inf) -> float:
+    """``value`` if it is a finite ``int`` or ``float`` (not a ``bool``) above 0 and at most
+    ``maximum`` (seconds, a fraction)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or not 0 < value <= maximum):
+        bound = "" if maximum == math.inf else f" and at most {maximum}"
+        raise ValidationError(f"{field} must be a number above 0{bound}, not {_shown(value)}", field=field)
     return value
 
 

@@ -328,6 +328,9 @@ class CoordinatorService:
                     break
                 except queue.Full:
                     continue
+            if run.ended.is_set():  # it ended meanwhile, maybe after its input was drained
+                self._drain(run)
+                return False
             run.fed += pc.count
         self._report_memory()
         return True
@@ -582,15 +585,18 @@ class CoordinatorService:
             raise NotFoundError(f"no batch {txn}", batchId=txn)
         if BatchState(record["state"]).finished:
             return finished_reply(txn, record["state"])
-        run = self.runs.get(txn)
-        with self._lock:  # as one step with the driver's last stop check (StopCheck.close)
+        with self._lock:  # as one step with the driver's last stop check (StopCheck.close), and
+            # with submit's queueing: a batch found waiting here has its run registered too
+            run = self.runs.get(txn)
             was_waiting = self.admission.remove(txn)
             attempt, decided = current_attempt(self.executor.attempts, txn, run)
             if run is not None:
                 run.graceful = graceful
                 run.stop = CancelledError(f"batch {txn} was cancelled", rollback=rollback, graceful=graceful)
         if run is None:
-            return {"success": False, "batchId": txn, "state": record["state"], "message": "batch is being recovered"}
+            return {"success": False, "batchId": txn, "state": record["state"],
+                    "message": "batch is not queued or running here yet (being submitted) or any more (being "
+                               "recovered); nothing was cancelled"}
         if was_waiting:
             run.result = BatchResult(success=False, transaction_id=txn, state=BatchState.cancelled,
                                      error=run.stop.to_dict())

@@ -31,7 +31,8 @@ the chunks over a :class:`~batchray.core.txn.twophase.Transport`:
   sending is the decision: a cancellation that comes later changes nothing of it).
 * A stop (:class:`~batchray.core.txn.policies.StopPolicy`) ends dispatch; the chunks in flight
   are then waited for, or abandoned when the stop interrupts (never an ``apply+commit``: its
-  answer says whether the batch committed).
+  answer says whether the batch committed). A chunk taken from the input with its bytes
+  reserved (by its feeder, or here) and never sent gives them back when dispatch ends.
 
 :meth:`ApplyPhase.run` records every failure of the transaction's own in the outcome (a
 failing input stream as a :class:`~batchray.errors.ValidationError`) instead of raising.
@@ -141,8 +142,10 @@ class ApplyPhase:
         """Apply every chunk, or as many as the transaction gets to before it fails or stops."""
         run = self.run
         last = last_chunks(planned) if self.transport.merges_prepare else {}
+        held: Optional[PlannedChunk] = None  # taken, its bytes reserved, not sent yet
         try:
             for pc in planned:
+                held = pc if pc is not None and pc.reserved else None  # reserved by its feeder
                 stop = run.stop.check()
                 if stop is not None:
                     run.outcome.cause = stop
@@ -162,13 +165,17 @@ class ApplyPhase:
                     self.budget.reserve(pc, self._pause)
                 finally:
                     self.run.waiting_for_memory = False
+                held = pc
                 self._dispatch(pc, last)
+                held = None  # in flight (its bytes go back when it is taken in), or released
                 self._drain()
         except BatchrayError as exc:
             run.fail(exc)
         except Exception as exc:  # noqa: BLE001 - a failing input stream aborts the batch
             run.fail(ValidationError(f"reading the batch's input failed: {type(exc).__name__}: {exc}", field="items"))
         finally:
+            if held is not None:  # a chunk taken and never sent: its bytes go back now
+                self.budget.release(held)
             self._settle()
 
     def _stopped_on_error(self) -> None:

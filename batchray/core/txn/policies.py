@@ -87,7 +87,7 @@ class ChunkBudget:
     """Reserves a chunk's bytes before dispatch and releases them when it is taken in.
 
     A chunk marked ``reserved`` had its bytes reserved by whoever queued it; the driver still
-    releases them when the chunk is taken in.
+    releases them when the chunk is taken in, or when dispatch ends without sending it.
     """
 
     def __init__(self, budget: MemoryBudget) -> None:
