@@ -105,3 +105,17 @@ def test_the_delete_tool_honours_its_batch_size_and_takes_no_reject_options(tmp_
                                                      "options": {"batchSize": 2}})
         assert deleted["success"] and deleted["batchesProcessed"] == 3
         assert client.count_items("People") == 0
+
+
+@pytest.mark.parametrize("tool", ["batch_update_items", "batch_delete_items"])
+def test_the_update_and_delete_tools_take_a_priority_and_a_queue_as_the_create_tool_does(client, tool):
+    """The batch's admission options reach its record: ``get_batch_status`` shows them."""
+    assert client.create_items("People", "People", [{"name": f"p{i}", "age": i} for i in range(4)]).success
+    args = ({"updates": [{"selector": {"query": "age < 2"}, "values": {"age": 50}}]} if tool == "batch_update_items"
+            else {"selectors": [{"query": "age < 2"}]})
+    payload = client.tool(tool, {"dataContextName": "People", **args, "options": {"priority": 7, "queue": "etl"}})
+    assert payload["success"], payload
+    status = client.tool("get_batch_status", {"batchId": payload["transactionId"]})
+    assert (status["queue"], status["priority"]) == ("etl", 7), status
+    refused = client.tool(tool, {"dataContextName": "People", **args, "options": {"priority": 5000}})
+    assert not refused["success"] and refused["error"]["code"] == "VALIDATION"

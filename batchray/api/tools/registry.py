@@ -67,7 +67,16 @@ class ItemSpec(_Args):
         "not stored: accepted (as in a {values, metadata} item record) and dropped; only values are kept"))
 
 
-class CreateOptions(_Args):
+class AdmissionOptions(_Args):
+    """Where a batch waits for a slot when every one is taken: higher priorities first, queues
+    taking turns among equals (the coordinator's admission order)."""
+
+    priority: int = Field(default=0, ge=-1000, le=1000, description="higher goes first while batches wait")
+    queue: str = Field(default="default", min_length=1, max_length=100,
+                       description="queues take turns among batches of equal priority")
+
+
+class CreateOptions(AdmissionOptions):
     batchSize: int = Field(default=100, ge=1, le=1000)
     atomic: bool = True
     validateAll: bool = True
@@ -80,8 +89,6 @@ class CreateOptions(_Args):
         "reported while it ran: at most 100, spread over the batch, the last its final counts"))
     createBackups: bool = Field(default=False, description="keep before-images so that rollback_batch can undo the batch")
     idempotencyKey: Optional[str] = Field(default=None, min_length=1, max_length=200)
-    priority: int = Field(default=0, ge=-1000, le=1000)
-    queue: str = Field(default="default", min_length=1, max_length=100)
     dryRun: bool = Field(default=False, description="validate and plan only: write nothing, return the plan")
     rejectsPath: Optional[str] = Field(default=None, min_length=1, max_length=4096, description=_REJECTS)
     rejectLimit: Optional[int] = Field(default=None, ge=0, description="fail the batch when more items are rejected")
@@ -124,7 +131,7 @@ class UpdateSpec(_Args):
     options: UpdateItemOptions = Field(default_factory=UpdateItemOptions)
 
 
-class DeleteOptions(_Args):
+class DeleteOptions(AdmissionOptions):
     batchSize: int = Field(default=50, ge=1, le=1000, description="items per chunk")
     atomic: bool = True
     continueOnError: bool = Field(default=False, description=_CONTINUE)
@@ -205,7 +212,8 @@ def create_options(o: CreateOptions) -> dict[str, Any]:
 def update_options(o: DeleteOptions) -> dict[str, Any]:
     """An update or delete tool's options as the client's keywords."""
     return {"atomic": o.atomic, "continue_on_error": o.continueOnError, "timeout": o.timeout,
-            "idempotency_key": o.idempotencyKey, "create_backups": o.createBackups, "parallelism": o.parallelism}
+            "idempotency_key": o.idempotencyKey, "create_backups": o.createBackups, "parallelism": o.parallelism,
+            "priority": o.priority, "queue": o.queue}
 
 
 def rejects_options(client, o: Any) -> dict[str, Any]:
