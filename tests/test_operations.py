@@ -327,6 +327,29 @@ def test_retry_strategy_retries_retryable_failures_with_backoff(engine, monkeypa
     assert no_retry["success"] is False and no_retry["errors"][0]["attempts"] == 1, "validation errors are not retried"
 
 
+def test_a_retried_attempt_runs_with_what_is_left_of_the_transactions_timeout(engine):
+    """``retry`` never runs past its ``timeout`` from the start: an attempt after one that took
+    most of it gets the rest as its own timeout, not a whole one."""
+    from batchray.errors import LockConflict
+    from batchray.core.plan.operations import run_transaction
+
+    now = [0.0]
+    given = []
+
+    def slow_then_ok(plan, options):
+        given.append(options.timeout)
+        if len(given) == 1:
+            now[0] += 7.0  # the first attempt takes 7 of the 10 s, then loses a lock race
+            raise LockConflict("lost a lock race")
+        return engine.run_plan(plan, options)
+
+    report = run_transaction(engine.planner, slow_then_ok, _ops(), TransactionOptions(
+        recovery_strategy="retry", max_retries=2, retry_delay=1000, timeout=10_000),
+                             sleep=lambda s: now.__setitem__(0, now[0] + s), rng=random.Random(3), clock=lambda: now[0])
+    assert report["success"], report
+    assert given[0] == 10_000 and 0 < given[1] <= 3_000, given
+
+
 def test_plans_with_cycles_or_unknown_targets_are_rejected_naming_the_operations(engine):
     ops = _ops()
     ops[0]["dependencies"] = ["bump"]

@@ -508,7 +508,8 @@ def run_transaction(
     * ``rollback`` (default): one transaction; any failure rolls back everything.
     * ``retry``: like rollback, retried as a whole on retryable errors with exponential backoff
       (``retryDelay`` ms, ``backoffMultiplier``, full jitter) up to ``maxRetries`` times, and
-      never past ``timeout`` (ms) from the start: no wait goes beyond it.
+      never past ``timeout`` (ms) from the start: no wait goes beyond it, and each attempt
+      runs with what is left of it as its own timeout.
     * ``skip``: each operation its own transaction; failures are recorded and the rest go on.
     * ``partial_rollback``: each operation its own transaction; a failed operation is rolled
       back and every operation depending on it (transitively) is not run; the rest is kept.
@@ -553,8 +554,10 @@ def run_transaction(
 
         result: Optional[BatchResult] = None
         for attempt in range(1, attempts + 1):
+            # an attempt gets what is left of the transaction's timeout, not a whole one
+            left_ms = max(1, min(base.timeout, int((deadline - clock()) * 1000)))
             try:
-                result = _run_together(planner, run, ordered, base)
+                result = _run_together(planner, run, ordered, base.but(timeout=left_ms))
             except BatchrayError as exc:
                 if exc.retryable and attempt < attempts and backoff(attempt):
                     continue
