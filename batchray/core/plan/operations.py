@@ -8,6 +8,8 @@ local engine's or the Ray client's — so the same code serves both runtimes.
   catalog document of the context, plus a :class:`~batchray.core.txn.chunks.TransformItems` on every
   shard when attributes are renamed, deleted or retyped (values converted; failures reported
   per item); components that name a renamed or deleted attribute follow it.
+* :func:`plan_delete_context` deletes a data context with its items, and deletes or unlinks
+  the components that name it, as CODAP does.
 * :func:`plan_components` creates, updates and deletes components; their references (data
   context, attribute names, slider globals) must resolve.
 * :func:`plan_undo` restores a committed batch from the backups its commit kept, and
@@ -196,11 +198,10 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
     renames, drops = change.renames(), change.drops()
     docs = [(context_key(context), context_doc(context_id, new_ctx))]
     if renames or drops:  # the components that name those attributes follow them
-        for name, (component, as_read) in planner.catalog.read_components().items():
-            followed = _follow_attributes(component, context, renames, drops)
-            if followed is not None:
-                docs.append((component_key(name), json_text(followed, f"component {name!r}")))
-                expected = {**expected, component_key(name): as_read}
+        followed, as_read = _components_following(
+            planner, lambda component: _follow_attributes(component, context, renames, drops))
+        docs += followed
+        expected = {**expected, **as_read}
     doc = PutDocs(next(ids), docs, expected=expected)
     planned = [PlannedChunk(CATALOG, doc, 4096, 1)]
     if renames or drops or change.converts:
@@ -213,11 +214,15 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
 
 
 def plan_delete_context(planner: Any, context: str) -> Any:
-    """Delete a data context: its catalog document and every item, in one transaction."""
+    """Delete a data context: its catalog document and every item, in one transaction, and with
+    them its components as CODAP removes a data set (:func:`_follow_context_deletion`), in the
+    same catalog write."""
     from batchray.core.txn.chunks import DeleteItems
 
-    context_id, _, expected = planner.context_as_read(context)
-    gone = PutDocs(planner.next_chunk_id(), [(context_key(context), None)], expected=expected)
+    context_id, ctx, expected = planner.context_as_read(context)
+    followed, as_read = _components_following(planner, lambda component: _follow_context_deletion(component, ctx))
+    gone = PutDocs(planner.next_chunk_id(), [(context_key(context), None)] + followed,
+                   expected={**expected, **as_read})
     planned = [PlannedChunk(CATALOG, gone, 1024, 1)]
     planned += [PlannedChunk(s, DeleteItems(planner.next_chunk_id(), context_id, where=None), 1 << 20, 0)
                 for s in planner.layout.shard_names]
@@ -273,15 +278,15 @@ def check_component(component: Component, catalog: Any, pending_globals: set[str
 
 
 def _follow_attributes(component: Component, context: str, renames: dict[str, str],
-                       drops: list[str]) -> Optional[Component]:
+                       drops: list[str]) -> Component:
     """``component`` as it must be once attributes of data context ``context`` are renamed
-    (``renames``, old name -> new) or deleted (``drops``), or ``None`` when it names none of
+    (``renames``, old name -> new) or deleted (``drops``), the same object when it names none of
     them: a property naming a renamed attribute names its new name (CODAP's components hold
     attributes by id, so they follow a rename); one naming a deleted attribute is cleared
     (``None``; left out of ``yAttributeNames`` and of a table's ``columnWidths``)."""
     props = component.properties
     if props.get("dataContext") != context:
-        return None
+        return component
     gone = set(drops)
     new = dict(props)
     for key in _ATTRIBUTE_REFERENCES:
@@ -292,7 +297,40 @@ def _follow_attributes(component: Component, context: str, renames: dict[str, st
             named = [(n, props[key][n] if isinstance(props[key], dict) else None) for n in props[key]]
             kept = [(renames.get(n, n), v) for n, v in named if not (isinstance(n, str) and n in gone)]
             new[key] = dict(kept) if isinstance(props[key], dict) else [n for n, _ in kept]
-    return None if new == props else component.model_copy(update={"properties": new})
+    return component if new == props else component.model_copy(update={"properties": new})
+
+
+def _follow_context_deletion(component: Component, ctx: DataContext) -> Optional[Component]:
+    """``component`` as it must be once data context ``ctx`` is deleted, as CODAP removes a data
+    set (``v3/src/models/document/shared-model-document-manager.ts`` ``removeSharedModel``, which
+    the data-context handler's ``delete`` reaches through ``DataBroker.removeDataSet``): a case
+    table of it is deleted (``None``); any other component naming it (a graph, a map, a case
+    card, a game) is kept, unlinked: no ``dataContext`` and none of its attributes, as a graph
+    whose data configuration's ``dataset`` reference no longer resolves. A component that does
+    not name it is returned as it is."""
+    if component.properties.get("dataContext") != ctx.name:
+        return component
+    if component.type == "caseTable":
+        return None
+    unlinked = _follow_attributes(component, ctx.name, {}, list(ctx.attributes()))
+    return unlinked.model_copy(update={"properties": {**unlinked.properties, "dataContext": None}})
+
+
+def _components_following(planner: Any, follow: Callable[[Component], Optional[Component]]
+                          ) -> tuple[list[tuple[str, Optional[str]]], dict[str, Optional[str]]]:
+    """``(docs, expected)``: the catalog documents of the stored components that ``follow``
+    changes (it returns a component as it is to keep it, another to rewrite it, ``None`` to
+    delete it), and each one's document as read, for the :class:`PutDocs` that writes them to
+    expect: a concurrent change of one of those components makes that write a conflict."""
+    docs: list[tuple[str, Optional[str]]] = []
+    expected: dict[str, Optional[str]] = {}
+    for name, (component, as_read) in planner.catalog.read_components().items():
+        followed = follow(component)
+        if followed is not component:
+            key = component_key(name)
+            docs.append((key, None if followed is None else json_text(followed, f"component {name!r}")))
+            expected[key] = as_read
+    return docs, expected
 
 
 def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
