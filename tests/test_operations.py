@@ -83,6 +83,37 @@ def test_a_failed_conversion_is_reported_per_item_and_changes_nothing(engine):
     _leftovers_clear(engine)
 
 
+def test_making_an_attribute_required_or_unique_that_items_break_is_refused_naming_an_item(engine):
+    """As a database refuses ``ALTER TABLE ... SET NOT NULL`` or ``ADD UNIQUE`` over rows that
+    break it: a VALIDATION error naming the attribute and an offending item, nothing changed."""
+    lacking = engine.create_items("Trips", None, [{"city": "Lyon", "name": "px", "year": 1999, "spent": 1}])
+    assert lacking.success, lacking.error
+    before, schema_before = _values(engine), engine.catalog.context("Trips")[1]
+    payload = call_tool(engine, "batch_schema_operations", {"dataContextName": "Trips", "operations": [
+        {"action": "update", "target": "attribute", "attribute": "spent", "spec": {"required": True}},
+        {"action": "update", "target": "attribute", "attribute": "age", "spec": {"required": True}}]})
+    assert payload["success"] is False and payload["error"]["code"] == "VALIDATION"
+    details = payload["error"]["details"]
+    assert (details["index"], details["attribute"], details["constraint"]) == (1, "age", "required")
+    assert details["itemId"] in lacking.item_ids and before[details["itemId"]].get("age") in (None, "")
+
+    # a People case is (city, name): one name in two cities breaks unique, also under a new name
+    payload = call_tool(engine, "batch_schema_operations", {"dataContextName": "Trips", "operations": [
+        {"action": "update", "target": "attribute", "attribute": "name", "spec": {"name": "nick"}},
+        {"action": "update", "target": "attribute", "attribute": "nick", "spec": {"unique": True}}]})
+    assert payload["success"] is False and payload["error"]["code"] == "VALIDATION"
+    details = payload["error"]["details"]
+    assert (details["attribute"], details["constraint"], details["index"]) == ("nick", "unique", 1)
+    first, second = before[details["heldBy"]], before[details["itemId"]]
+    assert first["name"] == second["name"] == details["value"] and first["city"] != second["city"]
+    assert _values(engine) == before and engine.catalog.context("Trips")[1] == schema_before
+
+    # a Cities case is its city: every case holds its own, so city may be unique
+    assert engine.schema_operations("Trips", [
+        {"action": "update", "target": "attribute", "attribute": "city", "spec": {"unique": True}}]).success
+    assert engine.catalog.context("Trips")[1].attribute("city").unique
+
+
 def test_deleting_a_middle_collection_drops_its_attributes_and_relinks_the_hierarchy(engine):
     before = _values(engine)
     result = engine.schema_operations("Trips", [{"action": "delete", "target": "collection", "collection": "People"}])

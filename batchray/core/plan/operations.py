@@ -7,7 +7,8 @@ local engine's or the Ray client's — so the same code serves both runtimes.
 * :func:`plan_schema` turns schema operations on one data context into one transaction: the
   catalog document of the context, plus a :class:`~batchray.core.txn.chunks.TransformItems` on every
   shard when attributes are renamed, deleted or retyped (values converted; failures reported
-  per item); components that name a renamed or deleted attribute follow it.
+  per item); components that name a renamed or deleted attribute follow it. An existing
+  attribute made ``required`` or ``unique`` that the items already break is refused.
 * :func:`plan_delete_context` deletes a data context with its items, and deletes or unlinks
   the components that name it, as CODAP does.
 * :func:`plan_components` creates, updates and deletes components; their references (data
@@ -36,6 +37,7 @@ from batchray.errors import (
 from batchray.core.model.batch import BatchResult, BatchState, Operation, RunOptions, TransactionOptions
 from batchray.core.plan.plan import Plan
 from batchray.core.plan.chunking import order_operations
+from batchray.core.plan.constraints import check_existing_items
 from batchray.core.txn.chunks import PlannedChunk
 from batchray.core.model.schema import Attribute, Collection, Component, DataContext
 from batchray.core.storage.store import CATALOG, component_key, context_doc, context_key, json_text
@@ -51,11 +53,15 @@ class _SchemaChange:
     values have in the stored items, or ``None`` for an attribute these operations created
     (no item holds a value of it, even where a deleted attribute had the same name). Renames
     and drops of the items follow from it (:meth:`renames`, :meth:`drops`); ``converts`` holds
-    the attributes whose values are checked and converted, by current name."""
+    the attributes whose values are checked and converted, by current name, and ``tightened``
+    the ``required`` and ``unique`` constraints set on stored attributes, ``{name: {constraint:
+    operation index}}``, checked against the committed items
+    (:func:`~batchray.core.plan.constraints.check_existing_items`)."""
 
     context: DataContext
     origin: dict[str, Optional[str]] = field(init=False)
     converts: dict[str, Attribute] = field(default_factory=dict)
+    tightened: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.origin = {name: name for name in self.context.attributes()}
@@ -73,12 +79,14 @@ class _SchemaChange:
     def renamed(self, old: str, new: str) -> None:
         self._free(new)
         self.origin[new] = self.origin.pop(old)
-        if old in self.converts:
-            self.converts[new] = self.converts.pop(old)
+        for followed in (self.converts, self.tightened):
+            if old in followed:
+                followed[new] = followed.pop(old)
 
     def deleted(self, name: str) -> None:
         self.origin.pop(name, None)
         self.converts.pop(name, None)
+        self.tightened.pop(name, None)
 
     def renames(self) -> dict[str, str]:
         """Stored name -> new name, for every stored attribute kept under another name."""
@@ -146,6 +154,11 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
                 change.renamed(name, updated.name)
             if updated.type != attr.type or any(k in spec for k in ("min", "max", "allowed", "pattern")):
                 change.converts[updated.name] = updated
+            for kind in ("required", "unique"):
+                if getattr(updated, kind) and not getattr(attr, kind) and change.origin[updated.name] is not None:
+                    change.tightened.setdefault(updated.name, {})[kind] = index
+                elif not getattr(updated, kind):
+                    change.tightened.get(updated.name, {}).pop(kind, None)
         elif action == "delete":
             name = op.get("attribute", "")
             coll = ctx.collection_of(name)
@@ -194,6 +207,7 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
         new_ctx = DataContext.model_validate(change.context.model_dump())
     except PydanticError as exc:
         raise SchemaError(f"the schema after these operations is invalid: {exc.errors()[0]['msg']}") from None
+    check_existing_items(planner.reader, context_id, new_ctx, change.tightened, change.origin)
     ids = chunk_ids or iter(planner.next_chunk_id, None)
     renames, drops = change.renames(), change.drops()
     docs = [(context_key(context), context_doc(context_id, new_ctx))]
