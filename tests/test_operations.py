@@ -83,6 +83,37 @@ def test_a_failed_conversion_is_reported_per_item_and_changes_nothing(engine):
     _leftovers_clear(engine)
 
 
+def test_making_an_attribute_required_or_unique_that_items_break_is_refused_naming_an_item(engine):
+    """As a database refuses ``ALTER TABLE ... SET NOT NULL`` or ``ADD UNIQUE`` over rows that
+    break it: a VALIDATION error naming the attribute and an offending item, nothing changed."""
+    lacking = engine.create_items("Trips", None, [{"city": "Lyon", "name": "px", "year": 1999, "spent": 1}])
+    assert lacking.success, lacking.error
+    before, schema_before = _values(engine), engine.catalog.context("Trips")[1]
+    payload = call_tool(engine, "batch_schema_operations", {"dataContextName": "Trips", "operations": [
+        {"action": "update", "target": "attribute", "attribute": "spent", "spec": {"required": True}},
+        {"action": "update", "target": "attribute", "attribute": "age", "spec": {"required": True}}]})
+    assert payload["success"] is False and payload["error"]["code"] == "VALIDATION"
+    details = payload["error"]["details"]
+    assert (details["index"], details["attribute"], details["constraint"]) == (1, "age", "required")
+    assert details["itemId"] in lacking.item_ids and before[details["itemId"]].get("age") in (None, "")
+
+    # a People case is (city, name): one name in two cities breaks unique, also under a new name
+    payload = call_tool(engine, "batch_schema_operations", {"dataContextName": "Trips", "operations": [
+        {"action": "update", "target": "attribute", "attribute": "name", "spec": {"name": "nick"}},
+        {"action": "update", "target": "attribute", "attribute": "nick", "spec": {"unique": True}}]})
+    assert payload["success"] is False and payload["error"]["code"] == "VALIDATION"
+    details = payload["error"]["details"]
+    assert (details["attribute"], details["constraint"], details["index"]) == ("nick", "unique", 1)
+    first, second = before[details["heldBy"]], before[details["itemId"]]
+    assert first["name"] == second["name"] == details["value"] and first["city"] != second["city"]
+    assert _values(engine) == before and engine.catalog.context("Trips")[1] == schema_before
+
+    # a Cities case is its city: every case holds its own, so city may be unique
+    assert engine.schema_operations("Trips", [
+        {"action": "update", "target": "attribute", "attribute": "city", "spec": {"unique": True}}]).success
+    assert engine.catalog.context("Trips")[1].attribute("city").unique
+
+
 def test_deleting_a_middle_collection_drops_its_attributes_and_relinks_the_hierarchy(engine):
     before = _values(engine)
     result = engine.schema_operations("Trips", [{"action": "delete", "target": "collection", "collection": "People"}])
@@ -216,6 +247,59 @@ def test_components_follow_renamed_and_deleted_attributes_and_the_document_stays
     assert set(named) <= set(attrs)
     written = engine.export_file("Trips", tmp_path / "trips.codap")
     assert written.success
+
+
+def test_deleting_a_context_deletes_its_case_tables_and_unlinks_its_other_components(engine, tmp_path):
+    """As CODAP removes a data set (``v3/src/models/document/shared-model-document-manager.ts``
+    ``removeSharedModel``, reached from the data-context handler's ``delete`` through
+    ``v3/src/models/data/data-broker.ts`` ``removeDataSet``): the case tables of its data set
+    are deleted with it; a graph (its data configuration's ``dataset`` a safe reference,
+    ``v3/src/components/data-display/models/data-configuration-model.ts``), map or case card
+    stays, naming no data set. A context of the same name made again, with other attributes,
+    can then be written to a document."""
+    assert engine.create_data_context("Other", [{"name": "O", "attrs": [{"name": "x"}]}]).success
+    made = engine.component_operations([
+        {"action": "create", "component": {"type": "caseTable", "name": "t", "properties": {
+            "dataContext": "Trips", "columnWidths": {"age": 40}}}},
+        {"action": "create", "component": {"type": "graph", "name": "g", "properties": {
+            "dataContext": "Trips", "xAttributeName": "age", "yAttributeNames": ["spent", "year"],
+            "legendAttributeName": "city", "plotType": "scatterPlot"}}},
+        {"action": "create", "component": {"type": "map", "name": "m", "properties": {
+            "dataContext": "Trips", "legendAttributeName": "city"}}},
+        {"action": "create", "component": {"type": "caseCard", "name": "c", "properties": {"dataContext": "Trips"}}},
+        {"action": "create", "component": {"type": "graph", "name": "kept", "properties": {
+            "dataContext": "Other", "xAttributeName": "x"}}},
+        {"action": "create", "component": {"type": "caseTable", "name": "ot", "properties": {"dataContext": "Other"}}},
+    ])
+    assert made.success, made.error
+    before = {n: c.properties for n, c in engine.catalog.components().items()}
+
+    gone = engine.delete_data_context("Trips")
+    assert gone.success, gone.error
+    after = {n: c.properties for n, c in engine.catalog.components().items()}
+    assert sorted(after) == ["c", "g", "kept", "m", "ot"]
+    assert after["kept"] == before["kept"] and after["ot"] == before["ot"]
+    assert after["g"] == {**before["g"], "dataContext": None, "xAttributeName": None, "yAttributeNames": [],
+                          "legendAttributeName": None}
+    assert after["m"] == {**before["m"], "dataContext": None, "legendAttributeName": None}
+    assert after["c"] == {**before["c"], "dataContext": None}
+    assert engine.create_data_context("Trips", [{"name": "Only", "attrs": [{"name": "z"}]}]).success
+    written = engine.export_file(None, tmp_path / "all.codap")
+    assert written.success
+
+
+def test_a_context_deletion_planned_before_a_component_change_is_refused_by_it(engine):
+    from batchray.core.plan.operations import plan_delete_context
+
+    assert engine.component_operations([{"action": "create", "component": {
+        "type": "graph", "name": "g", "properties": {"dataContext": "Trips", "xAttributeName": "age"}}}]).success
+    plan = plan_delete_context(engine.planner, "Trips")
+    assert engine.component_operations([{"action": "update", "name": "g", "component": {
+        "name": "g", "properties": {"xAttributeName": "city"}}}]).success
+    result = engine.run_plan(plan, progress=False)
+    assert not result.success and result.error["details"].get("catalogChanged")
+    assert engine.catalog.context("Trips")
+    assert engine.catalog.components()["g"].properties == {"dataContext": "Trips", "xAttributeName": "city"}
 
 
 # -- undo after commit -------------------------------------------------------------------------

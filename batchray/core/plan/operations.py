@@ -7,7 +7,10 @@ local engine's or the Ray client's — so the same code serves both runtimes.
 * :func:`plan_schema` turns schema operations on one data context into one transaction: the
   catalog document of the context, plus a :class:`~batchray.core.txn.chunks.TransformItems` on every
   shard when attributes are renamed, deleted or retyped (values converted; failures reported
-  per item); components that name a renamed or deleted attribute follow it.
+  per item); components that name a renamed or deleted attribute follow it. An existing
+  attribute made ``required`` or ``unique`` that the items already break is refused.
+* :func:`plan_delete_context` deletes a data context with its items, and deletes or unlinks
+  the components that name it, as CODAP does.
 * :func:`plan_components` creates, updates and deletes components; their references (data
   context, attribute names, slider globals) must resolve.
 * :func:`plan_undo` restores a committed batch from the backups its commit kept, and
@@ -34,6 +37,7 @@ from batchray.errors import (
 from batchray.core.model.batch import BatchResult, BatchState, Operation, RunOptions, TransactionOptions
 from batchray.core.plan.plan import Plan
 from batchray.core.plan.chunking import order_operations
+from batchray.core.plan.constraints import check_existing_items
 from batchray.core.txn.chunks import PlannedChunk
 from batchray.core.model.schema import Attribute, Collection, Component, DataContext
 from batchray.core.storage.store import CATALOG, component_key, context_doc, context_key, json_text
@@ -49,11 +53,15 @@ class _SchemaChange:
     values have in the stored items, or ``None`` for an attribute these operations created
     (no item holds a value of it, even where a deleted attribute had the same name). Renames
     and drops of the items follow from it (:meth:`renames`, :meth:`drops`); ``converts`` holds
-    the attributes whose values are checked and converted, by current name."""
+    the attributes whose values are checked and converted, by current name, and ``tightened``
+    the ``required`` and ``unique`` constraints set on stored attributes, ``{name: {constraint:
+    operation index}}``, checked against the committed items
+    (:func:`~batchray.core.plan.constraints.check_existing_items`)."""
 
     context: DataContext
     origin: dict[str, Optional[str]] = field(init=False)
     converts: dict[str, Attribute] = field(default_factory=dict)
+    tightened: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.origin = {name: name for name in self.context.attributes()}
@@ -71,12 +79,14 @@ class _SchemaChange:
     def renamed(self, old: str, new: str) -> None:
         self._free(new)
         self.origin[new] = self.origin.pop(old)
-        if old in self.converts:
-            self.converts[new] = self.converts.pop(old)
+        for followed in (self.converts, self.tightened):
+            if old in followed:
+                followed[new] = followed.pop(old)
 
     def deleted(self, name: str) -> None:
         self.origin.pop(name, None)
         self.converts.pop(name, None)
+        self.tightened.pop(name, None)
 
     def renames(self) -> dict[str, str]:
         """Stored name -> new name, for every stored attribute kept under another name."""
@@ -144,6 +154,11 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
                 change.renamed(name, updated.name)
             if updated.type != attr.type or any(k in spec for k in ("min", "max", "allowed", "pattern")):
                 change.converts[updated.name] = updated
+            for kind in ("required", "unique"):
+                if getattr(updated, kind) and not getattr(attr, kind) and change.origin[updated.name] is not None:
+                    change.tightened.setdefault(updated.name, {})[kind] = index
+                elif not getattr(updated, kind):
+                    change.tightened.get(updated.name, {}).pop(kind, None)
         elif action == "delete":
             name = op.get("attribute", "")
             coll = ctx.collection_of(name)
@@ -192,15 +207,15 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
         new_ctx = DataContext.model_validate(change.context.model_dump())
     except PydanticError as exc:
         raise SchemaError(f"the schema after these operations is invalid: {exc.errors()[0]['msg']}") from None
+    check_existing_items(planner.reader, context_id, new_ctx, change.tightened, change.origin)
     ids = chunk_ids or iter(planner.next_chunk_id, None)
     renames, drops = change.renames(), change.drops()
     docs = [(context_key(context), context_doc(context_id, new_ctx))]
     if renames or drops:  # the components that name those attributes follow them
-        for name, (component, as_read) in planner.catalog.read_components().items():
-            followed = _follow_attributes(component, context, renames, drops)
-            if followed is not None:
-                docs.append((component_key(name), json_text(followed, f"component {name!r}")))
-                expected = {**expected, component_key(name): as_read}
+        followed, as_read = _components_following(
+            planner, lambda component: _follow_attributes(component, context, renames, drops))
+        docs += followed
+        expected = {**expected, **as_read}
     doc = PutDocs(next(ids), docs, expected=expected)
     planned = [PlannedChunk(CATALOG, doc, 4096, 1)]
     if renames or drops or change.converts:
@@ -213,11 +228,15 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
 
 
 def plan_delete_context(planner: Any, context: str) -> Any:
-    """Delete a data context: its catalog document and every item, in one transaction."""
+    """Delete a data context: its catalog document and every item, in one transaction, and with
+    them its components as CODAP removes a data set (:func:`_follow_context_deletion`), in the
+    same catalog write."""
     from batchray.core.txn.chunks import DeleteItems
 
-    context_id, _, expected = planner.context_as_read(context)
-    gone = PutDocs(planner.next_chunk_id(), [(context_key(context), None)], expected=expected)
+    context_id, ctx, expected = planner.context_as_read(context)
+    followed, as_read = _components_following(planner, lambda component: _follow_context_deletion(component, ctx))
+    gone = PutDocs(planner.next_chunk_id(), [(context_key(context), None)] + followed,
+                   expected={**expected, **as_read})
     planned = [PlannedChunk(CATALOG, gone, 1024, 1)]
     planned += [PlannedChunk(s, DeleteItems(planner.next_chunk_id(), context_id, where=None), 1 << 20, 0)
                 for s in planner.layout.shard_names]
@@ -273,15 +292,15 @@ def check_component(component: Component, catalog: Any, pending_globals: set[str
 
 
 def _follow_attributes(component: Component, context: str, renames: dict[str, str],
-                       drops: list[str]) -> Optional[Component]:
+                       drops: list[str]) -> Component:
     """``component`` as it must be once attributes of data context ``context`` are renamed
-    (``renames``, old name -> new) or deleted (``drops``), or ``None`` when it names none of
+    (``renames``, old name -> new) or deleted (``drops``), the same object when it names none of
     them: a property naming a renamed attribute names its new name (CODAP's components hold
     attributes by id, so they follow a rename); one naming a deleted attribute is cleared
     (``None``; left out of ``yAttributeNames`` and of a table's ``columnWidths``)."""
     props = component.properties
     if props.get("dataContext") != context:
-        return None
+        return component
     gone = set(drops)
     new = dict(props)
     for key in _ATTRIBUTE_REFERENCES:
@@ -292,7 +311,40 @@ def _follow_attributes(component: Component, context: str, renames: dict[str, st
             named = [(n, props[key][n] if isinstance(props[key], dict) else None) for n in props[key]]
             kept = [(renames.get(n, n), v) for n, v in named if not (isinstance(n, str) and n in gone)]
             new[key] = dict(kept) if isinstance(props[key], dict) else [n for n, _ in kept]
-    return None if new == props else component.model_copy(update={"properties": new})
+    return component if new == props else component.model_copy(update={"properties": new})
+
+
+def _follow_context_deletion(component: Component, ctx: DataContext) -> Optional[Component]:
+    """``component`` as it must be once data context ``ctx`` is deleted, as CODAP removes a data
+    set (``v3/src/models/document/shared-model-document-manager.ts`` ``removeSharedModel``, which
+    the data-context handler's ``delete`` reaches through ``DataBroker.removeDataSet``): a case
+    table of it is deleted (``None``); any other component naming it (a graph, a map, a case
+    card, a game) is kept, unlinked: no ``dataContext`` and none of its attributes, as a graph
+    whose data configuration's ``dataset`` reference no longer resolves. A component that does
+    not name it is returned as it is."""
+    if component.properties.get("dataContext") != ctx.name:
+        return component
+    if component.type == "caseTable":
+        return None
+    unlinked = _follow_attributes(component, ctx.name, {}, list(ctx.attributes()))
+    return unlinked.model_copy(update={"properties": {**unlinked.properties, "dataContext": None}})
+
+
+def _components_following(planner: Any, follow: Callable[[Component], Optional[Component]]
+                          ) -> tuple[list[tuple[str, Optional[str]]], dict[str, Optional[str]]]:
+    """``(docs, expected)``: the catalog documents of the stored components that ``follow``
+    changes (it returns a component as it is to keep it, another to rewrite it, ``None`` to
+    delete it), and each one's document as read, for the :class:`PutDocs` that writes them to
+    expect: a concurrent change of one of those components makes that write a conflict."""
+    docs: list[tuple[str, Optional[str]]] = []
+    expected: dict[str, Optional[str]] = {}
+    for name, (component, as_read) in planner.catalog.read_components().items():
+        followed = follow(component)
+        if followed is not component:
+            key = component_key(name)
+            docs.append((key, None if followed is None else json_text(followed, f"component {name!r}")))
+            expected[key] = as_read
+    return docs, expected
 
 
 def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
