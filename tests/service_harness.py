@@ -10,6 +10,28 @@ from batchray.core.txn.memory import MemoryBudget
 from local_runtime import local_client
 
 
+class SilentProgress:
+    """A progress hook of the service that records nothing; tests subclass it to watch one call."""
+
+    def start(self, txn: str, total: Any, kind: str) -> None:
+        pass
+
+    def report(self, *args: Any) -> None:
+        pass
+
+    def set_total(self, *args: Any) -> None:
+        pass
+
+    def restart(self, *args: Any) -> None:
+        pass
+
+    def finish(self, *args: Any) -> None:
+        pass
+
+    def memory(self, *args: Any) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def in_process_services(tmp_path: Any, context: str,
                         make_progress: Optional[Callable[[], Any]] = None) -> Iterator[tuple[Any, Callable[..., Any]]]:

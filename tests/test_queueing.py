@@ -22,7 +22,7 @@ import pytest
 
 from batchray.core.model.batch import RunOptions
 from polling import until
-from service_harness import in_process_services
+from service_harness import SilentProgress, in_process_services
 from batchray.core.run.queueing import AdmissionQueue
 
 # -- the queue, with an explicit clock --------------------------------------------------------
@@ -172,7 +172,7 @@ def test_positions_removal_and_slots():
 # -- the service: batches really start in that order ------------------------------------------
 
 
-class _Recorder:
+class _Recorder(SilentProgress):
     """The progress hook of the service: records the order in which batches start."""
 
     def __init__(self) -> None:
@@ -182,18 +182,6 @@ class _Recorder:
     def start(self, txn, total, kind):
         with self.lock:
             self.started.append(txn)
-
-    def report(self, *args):
-        pass
-
-    def set_total(self, *args):
-        pass
-
-    def finish(self, *args):
-        pass
-
-    def memory(self, *args):
-        pass
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ import pytest
 
 from batchray.core.model.batch import RunOptions
 from polling import until
-from service_harness import in_process_services
+from service_harness import SilentProgress, in_process_services
 
 
-class _HeldStart:
+class _HeldStart(SilentProgress):
     """The service's progress hook; ``start`` holds a batch's driver until ``release`` is set,
     so that its input can be fed whole before it takes any chunk."""
 
@@ -31,21 +31,6 @@ class _HeldStart:
 
     def start(self, txn, total, kind):
         assert self.release.wait(20)
-
-    def report(self, *args):
-        pass
-
-    def set_total(self, *args):
-        pass
-
-    def restart(self, *args):
-        pass
-
-    def finish(self, *args):
-        pass
-
-    def memory(self, *args):
-        pass
 
 
 @pytest.fixture
