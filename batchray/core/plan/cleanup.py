@@ -85,7 +85,8 @@ def _type_only(attr: Attribute) -> Attribute:
                                    "pattern": None, "default": None})
 
 
-def _missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """Whether a value counts as no value (None or the empty string), as ``required`` reads it."""
     return value is None or value == ""
 
 
@@ -97,7 +98,7 @@ def _value_key(attr: Attribute, value: Any) -> Optional[tuple[str, Any]]:
     """How ``unique`` and ``dedupeBy`` compare a value; ``None`` for "no value"."""
     from batchray.core.model.query import classify
 
-    if _missing(value):
+    if is_missing(value):
         return None
     try:
         value = coerce_value(_type_only(attr), value)
@@ -298,7 +299,7 @@ def validate_and_clean(
                 value = new[name] = value.strip()
                 counts["trimmed"] += 1
                 reasons.append(f"trim {name}")
-            if options.coerceTypes and not _missing(value):
+            if options.coerceTypes and not is_missing(value):
                 try:
                     coerced = coerce_value(type_only[name], value)
                 except ValueProblem:
@@ -307,7 +308,7 @@ def validate_and_clean(
                     value = new[name] = coerced
                     counts["coerced"] += 1
                     reasons.append(f"coerce {name}")
-            if options.fillDefaults and _missing(value) and attr.default is not None:
+            if options.fillDefaults and is_missing(value) and attr.default is not None:
                 value = new[name] = attr.default
                 counts["filled"] += 1
                 reasons.append(f"default {name}")
@@ -317,7 +318,7 @@ def validate_and_clean(
             try:
                 coerce_value(attr, value)
             except ValueProblem as exc:
-                code = "REQUIRED" if _missing(value) else "INVALID_VALUE"
+                code = "REQUIRED" if is_missing(value) else "INVALID_VALUE"
                 errors.append({"itemId": item_id, "index": index, "field": name, "code": code, "message": str(exc)})
         delete_reason: Optional[str] = None
         if errors and options.invalid == "drop":
@@ -356,7 +357,7 @@ def validate_and_clean(
                     new[flag] = mark
                     counts["flagged"] += 1
                     reasons.append("flag")
-            elif not _missing(current) and current is not False:
+            elif not is_missing(current) and current is not False:
                 new[flag] = None
                 counts["unflagged"] += 1
                 reasons.append("unflag")
@@ -438,4 +439,4 @@ def plan_changes(planner: Any, layout: Any, context: str, context_id: int, ctx: 
     return Plan(kind, planned, total=len(updates) + len(deletes), context=context, context_id=context_id)
 
 
-__all__ = ["CleanupOptions", "UniqueIndex", "iter_items", "plan_changes", "validate_and_clean"]
+__all__ = ["CleanupOptions", "UniqueIndex", "is_missing", "iter_items", "plan_changes", "validate_and_clean"]

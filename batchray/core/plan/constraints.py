@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from batchray.core.model.schema import DataContext
-from batchray.core.plan.cleanup import UniqueIndex, _missing, iter_items
+from batchray.core.plan.cleanup import UniqueIndex, is_missing, iter_items
 from batchray.errors import ValidationError
 
 
@@ -36,7 +36,7 @@ def check_existing_items(reader: Any, context_id: int, context: DataContext,
     for item_id, raw in iter_items(reader, context_id):
         values = {name: raw[old] for name, old in stored.items() if old in raw}
         for name in required:
-            if _missing(values.get(name)):
+            if is_missing(values.get(name)):
                 _refuse(tightened, name, "required", item_id, f"item {item_id} has no value")
         clashes = unique.conflicts(item_id, values) if unique else []
         if clashes:
