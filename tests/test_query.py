@@ -696,3 +696,20 @@ def test_postgresql_recognises_numeric_strings_alike(pg_conn):
     for text in ("s >= -1e999", "s == 0", "s > 5", "s < zzz", "s != 1"):
         node = parse(text)
         assert pg_ids(pg_conn, node) == python_ids(items, node), f"seed=31337: {text}"
+
+
+
+@pytest.mark.postgres
+def test_postgresql_keeps_every_digit_of_a_float_literal(pg_conn):
+    """A float literal reaches PostgreSQL as its shortest decimal text, not rounded to 15
+    digits, so it equals the numeric text that spells it, as in Python and SQLite."""
+    stored = [0.30000000000000004, "0.30000000000000004", "0.3", 5e-324, "5e-324",
+              "1.7976931348623157e308", 1.7976931348623157e308, 0.1, "0.1", "abc", None]
+    items = [{"x": value} for value in stored] + [{}]
+    pg_table(pg_conn, items)
+    conn = make_table(items)
+    for literal in ("0.30000000000000004", "0.3", "5e-324", "1.7976931348623157e308", "0.1"):
+        for op in ("==", "!=", "<", "<=", ">", ">="):
+            node = parse(f"x {op} {literal}")
+            assert sql_ids(conn, node) == python_ids(items, node), f"sqlite: x {op} {literal}"
+            assert pg_ids(pg_conn, node) == python_ids(items, node), f"x {op} {literal}"

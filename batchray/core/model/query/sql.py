@@ -9,6 +9,7 @@ evaluation are listed in :func:`to_sql`'s docstring.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -124,8 +125,10 @@ def to_sql(node: Node, column_sql: ColumnSql, dialect: str = "sqlite") -> Fragme
       not); :func:`sqlite_column` and the PostgreSQL text reader have no such gap.
     * Numbers past ~15 significant digits: SQLite holds JSON integers beyond 64 bits as
       REAL and may round a long numeric string differently in ``CAST(... AS REAL)``;
-      PostgreSQL compares as exact decimals (and receives float literals rounded to 15
-      digits), where Python compares ints exactly and everything else as doubles.
+      PostgreSQL compares as exact decimals (a float literal as its shortest decimal
+      text), where Python compares ints exactly and everything else as doubles. Numeric
+      texts past a double's range stay finite and non-zero there (``"1e400"`` is not
+      ``1e999``, ``"1e-400"`` is not ``0``), where Python reads them as infinite or zero.
     * Arrays and objects are compared as the database's JSON text of them (PostgreSQL
       writes ``[1, 2]``, SQLite ``[1,2]``), which may differ from Python's compact form.
     * PostgreSQL reads U+0000 in a stored string, an attribute name or a literal as U+FFFD
@@ -357,15 +360,16 @@ class _PostgreSQL(_Dialect):
             word = "'true'" if literal else "'false'"
             test = _join("lower(", c, f") = {word}")
         elif kind == NUMBER:
-            # a numeric text whose exponent is 1000 or more is past every double: it is read
-            # as its mantissa times 1e400 (above every literal, which is a double), or as
-            # zero (as SQLite's CAST AS REAL and Python's float read it), never handed whole
-            # to CAST AS numeric, which refuses exponents past its range ("value overflows
-            # numeric format") and so failed the whole query
+            # a numeric text whose exponent is 1000 or more is past every finite double: it
+            # is read as its mantissa times 1e400, or as zero (as SQLite's CAST AS REAL and
+            # Python's float read it), never handed whole to CAST AS numeric, which refuses
+            # exponents past its range ("value overflows numeric format") and so failed the
+            # whole query. The literal travels as its shortest decimal text, which a double's
+            # CAST AS numeric would round to 15 digits.
             test = _join(
                 "(CASE WHEN ", c, f" ~ {_PG_JSON_NUMBER} THEN CAST(regexp_replace(regexp_replace(", c,
                 f", {_PG_HUGE_EXPONENT}, 'e400'), {_PG_TINY_NUMBER}, E'\\\\10') AS numeric) END) ",
-                op, " CAST(%s AS numeric)", ("", [literal]),
+                op, " CAST(%s AS numeric)", ("", [_pg_number(literal)]),
             )  # fmt: skip
         elif op == "=":
             test = _join(c, ' COLLATE "C" = %s', ("", [literal]))
@@ -375,6 +379,13 @@ class _PostgreSQL(_Dialect):
                 f" !~ {_PG_JSON_NUMBER} AND ", c, f' COLLATE "C" {op} %s', ("", [literal]),
             )  # fmt: skip
         return _join("COALESCE(", test, ", FALSE)")
+
+
+def _pg_number(literal: int | float) -> str:
+    """A number literal as the decimal text PostgreSQL's numeric reads back exactly."""
+    if isinstance(literal, float) and math.isinf(literal):
+        return "Infinity" if literal > 0 else "-Infinity"
+    return repr(literal)
 
 
 _DIALECTS: dict[str, _Dialect] = {"sqlite": _SQLite(), "postgresql": _PostgreSQL()}
