@@ -287,6 +287,63 @@ def test_an_arrow_ipc_file_over_a_read_limit_is_refused_with_its_row_or_batch(tm
         assert not client.catalog.exists("Ctx")
 
 
+def test_a_dictionary_encoded_column_gets_the_type_and_values_of_its_decoded_one(tmp_path, columnar_rows):
+    """An Arrow IPC file keeps dictionary encoding (Parquet reads it back decoded): a column
+    of dictionary-encoded ints, floats, bools, dates or timestamps gets the attribute type and
+    the values of the same column plain (every one was categorical), on either path."""
+    rng = random.Random(SEED)
+    n = 300
+    plain = {
+        "i": pa.array([rng.choice([1, None, -(2 ** 60)]) for _ in range(n)], pa.int64()),
+        "f": pa.array([rng.choice([1.5, None, float("nan")]) for _ in range(n)], pa.float64()),
+        "b": pa.array([rng.choice([True, False, None]) for _ in range(n)]),
+        "d": pa.array([rng.choice([dt.date(2020, 1, 2), None]) for _ in range(n)], pa.date32()),
+        "t": pa.array([rng.choice([dt.datetime(2021, 3, 4, 5, 6, 7), None]) for _ in range(n)], pa.timestamp("ms")),
+        "v": pa.array([rng.choice(["x", None, "y"]) for _ in range(n)], pa.string_view()),
+        "r": pa.array([rng.choice([b"raw", None]) for _ in range(n)], pa.binary_view()),
+    }
+    table = pa.table({**plain, **{f"{name}_dict": column.dictionary_encode() for name, column in plain.items()}})
+    path = tmp_path / "dict.arrow"
+    with pa.ipc.new_file(path, table.schema) as writer:
+        writer.write_table(table)
+    out = _import_both(tmp_path, path, columnar_rows)
+    assert out[True] == out[False], "seed %d" % SEED
+    (success, _, created, _, errors, _, types), stored, _, _ = out[True]
+    assert success and created == n and not errors
+    assert [types[f"{name}_dict"] for name in plain] == [types[name] for name in plain] == \
+        ["numeric", "numeric", "checkbox", "date", "date", "categorical", "categorical"]
+    for text in stored:
+        values = json.loads(text)
+        assert {k: v for k, v in values.items() if k.endswith("_dict")} == \
+            {f"{k}_dict": v for k, v in values.items() if not k.endswith("_dict")}
+    assert {json.loads(text).get("r") for text in stored} == {"raw", None}  # binary views as text
+
+
+@pytest.mark.parametrize("layout", ["dictionary", "string_view", "binary_view", "fixed_size_binary"])
+def test_a_value_over_the_limit_is_refused_in_every_string_and_binary_layout(tmp_path, layout):
+    """``max_record_bytes`` holds for dictionary-encoded, view and fixed-size columns of a
+    Parquet or Arrow IPC file as for plain strings: ``value_too_long`` naming the row (these
+    columns were not measured, and their values were imported whole)."""
+    long_value = "x" * 3_000
+    values = ["a" * 3] * 6 + [long_value] + ["b" * 3] * 3
+    if layout == "dictionary":
+        column = pa.array(values).dictionary_encode()
+    elif layout == "fixed_size_binary":
+        column = pa.array([v.encode().ljust(3_000, b".") if v != long_value else (v + "y").encode()[:3_000]
+                           for v in values], pa.binary(3_000))
+    else:
+        column = pa.array([v.encode() if layout == "binary_view" else v for v in values], getattr(pa, layout)())
+    path = tmp_path / "long.arrow"
+    with pa.ipc.new_file(path, pa.schema([("s", column.type)])) as writer:
+        writer.write_batch(pa.record_batch({"s": column}))
+    with local_client(tmp_path / "s", shards=2) as client:
+        with pytest.raises(DocumentError) as caught:
+            client.import_file("Ctx", None, path, max_record_bytes=2_000)
+        row = 1 if layout == "fixed_size_binary" else 7  # every fixed-size value is 3,000 bytes
+        assert (caught.value.details["reason"], caught.value.details["row"]) == ("value_too_long", row)
+        assert not client.catalog.exists("Ctx")
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "arrow"])
 def test_a_date_outside_years_1_to_9999_is_refused_with_its_row_and_column(tmp_path, fmt):
     """Python's datetime holds years 1 to 9999 only: a Parquet or Arrow IPC date or timestamp

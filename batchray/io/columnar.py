@@ -28,17 +28,19 @@ import pyarrow.compute as pc
 
 from batchray.core.model.columnar import ROW_CUT_BITS, ColumnProfile, JsonRows, python_bytes, rows_of
 from batchray.errors import ValidationError
+from batchray.io.conversions import decode_dictionary
 from batchray.io.kernel_thread import on_kernel_thread
 
 
 def _as_text(array: Any) -> Any:
-    """Temporal columns as ISO text, dictionary-encoded ones decoded, large strings and string
+    """Temporal columns as ISO text, dictionary-encoded ones decoded (views among their values
+    too: :func:`~batchray.io.conversions.decode_dictionary`), large strings and string
     views as plain strings (the string kernels join arrays of one string type only: a
     ``large_string`` column, what Polars and pandas' Arrow strings hand over, failed the
     chunk); others as they are."""
     kind = array.type
     if pa.types.is_dictionary(kind):
-        return _as_text(array.cast(kind.value_type))
+        return _as_text(decode_dictionary(array))
     if (pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_time(kind)
             or pa.types.is_large_string(kind) or getattr(pa.types, "is_string_view", lambda _: False)(kind)):
         return array.cast(pa.string())
@@ -310,7 +312,10 @@ class ArrowRows:
 def arrow_batches(items: Any) -> Optional[list[ArrowRows]]:
     """``items`` as record batches when it is Arrow data (a ``Table``, a ``RecordBatch``, or a
     non-empty list of record batches of one schema), else ``None``. A table's chunks are
-    combined first, so that chunks are cut by the chunker's sizes, not the table's."""
+    combined first, so that chunks are cut by the chunker's sizes, not the table's. Columns of
+    one name (an item has one value per attribute) are a :class:`ValidationError` naming it."""
+    if isinstance(items, (pa.Table, pa.RecordBatch)):
+        _check_distinct_names(items.schema.names)
     if isinstance(items, pa.Table):
         return [ArrowRows(batch) for batch in items.combine_chunks().to_batches()] or [
             ArrowRows(pa.RecordBatch.from_pylist([], schema=items.schema))]
@@ -322,6 +327,15 @@ def arrow_batches(items: Any) -> Optional[list[ArrowRows]]:
         except pa.ArrowInvalid as exc:
             raise ValidationError(f"record batches of different schemas: {exc}", field="items") from None
     return None
+
+
+def _check_distinct_names(names: list[str]) -> None:
+    seen: set[str] = set()
+    for position, name in enumerate(names):
+        if name in seen:
+            raise ValidationError(f"column {position + 1} of the Arrow data is named {name!r}, as an earlier "
+                                  "column is: each column is one attribute's values", field="items")
+        seen.add(name)
 
 
 def rows_of_batches(batches: list[ArrowRows]) -> list[dict[str, Any]]:

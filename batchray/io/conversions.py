@@ -33,9 +33,12 @@ _ISO_DATE = re.compile(
 
 
 def arrow_kind(arrow_type: Any) -> Optional[str]:
-    """The CODAP type for an Arrow type."""
+    """The CODAP type for an Arrow type; a dictionary-encoded column's is its values' (an
+    Arrow IPC file keeps the encoding a Parquet file reads back decoded)."""
     import pyarrow.types as pt
 
+    if pt.is_dictionary(arrow_type):
+        return arrow_kind(arrow_type.value_type)
     if pt.is_boolean(arrow_type):
         return "checkbox"
     if pt.is_integer(arrow_type) or pt.is_floating(arrow_type) or pt.is_decimal(arrow_type):
@@ -43,6 +46,58 @@ def arrow_kind(arrow_type: Any) -> Optional[str]:
     if pt.is_timestamp(arrow_type) or pt.is_date(arrow_type):
         return "date"
     return "categorical"
+
+
+def is_binary_like(arrow_type: Any) -> bool:
+    """Whether values of ``arrow_type`` are bytes: binary, large, fixed-size or view."""
+    import pyarrow.types as pt
+
+    return (pt.is_binary(arrow_type) or pt.is_large_binary(arrow_type) or pt.is_fixed_size_binary(arrow_type)
+            or _is_view(arrow_type, "binary"))
+
+
+def _is_view(arrow_type: Any, of: str) -> bool:
+    """Whether ``arrow_type`` is a ``string_view`` or ``binary_view`` (``of``); False where
+    pyarrow has no view types (before 16)."""
+    import pyarrow.types as pt
+
+    return getattr(pt, f"is_{of}_view", lambda _: False)(arrow_type)
+
+
+def decode_dictionary(array: Any) -> Any:
+    """A dictionary-encoded array's values in its rows' order. String and binary views are
+    made large strings and binaries first: Arrow's ``take`` (what ``dictionary_decode`` and a
+    cast call) has no kernel for views, and refused such a column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = array.dictionary
+    if _is_view(values.type, "string"):
+        values = values.cast(pa.large_string())
+    elif _is_view(values.type, "binary"):
+        values = values.cast(pa.large_binary())
+    return pc.take(values, array.indices)
+
+
+def value_lengths(array: Any) -> Optional[Any]:
+    """Each string or binary value's size in bytes (null for a null) as an Arrow array,
+    whatever the layout: plain, large, view, fixed-size or dictionary-encoded (the dictionary's
+    sizes taken by index, its values not decoded row by row); ``None`` for other types."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.types as pt
+
+    kind = array.type
+    if pt.is_dictionary(kind):
+        lengths = value_lengths(array.dictionary)
+        return None if lengths is None else pc.take(lengths, array.indices)
+    if _is_view(kind, "string"):
+        array = array.cast(pa.large_string())
+    elif _is_view(kind, "binary"):
+        array = array.cast(pa.large_binary())
+    elif not (pt.is_string(kind) or pt.is_large_string(kind) or is_binary_like(kind)):
+        return None
+    return pc.binary_length(array)
 
 
 def as_strings(array: Any) -> list[Any]:
@@ -135,7 +190,7 @@ def arrow_converter(arrow_type: Any, json_encoded: bool, kind: Optional[str]) ->
         return lambda a: [None if v is None else orjson.loads(v) for v in a.to_pylist()]
     if pt.is_dictionary(arrow_type):
         inner = arrow_converter(arrow_type.value_type, False, kind)
-        return lambda a: inner(a.dictionary_decode())
+        return lambda a: inner(decode_dictionary(a))
     if pt.is_floating(arrow_type):
         return lambda a: nan_to_none(pc.cast(a, pa.float64()))
     if pt.is_decimal(arrow_type):
@@ -149,7 +204,7 @@ def arrow_converter(arrow_type: Any, json_encoded: bool, kind: Optional[str]) ->
         return lambda a: [None if v is None else v.isoformat() for v in a.to_pylist()]
     if pt.is_duration(arrow_type):
         return lambda a: [None if v is None else v.total_seconds() for v in a.to_pylist()]
-    if pt.is_binary(arrow_type) or pt.is_large_binary(arrow_type) or pt.is_fixed_size_binary(arrow_type):
+    if is_binary_like(arrow_type):
         return lambda a: [None if v is None else v.decode("utf-8", "replace") for v in a.to_pylist()]
     if pt.is_nested(arrow_type):
         if kind == "boundary":
@@ -174,7 +229,7 @@ def arrow_kernel(arrow_type: Any, json_encoded: bool, kind: Optional[str]) -> Op
         return None
     if pt.is_dictionary(arrow_type):
         inner = arrow_kernel(arrow_type.value_type, False, kind)
-        return None if inner is None else (lambda a: inner(a.dictionary_decode()))
+        return None if inner is None else (lambda a: inner(decode_dictionary(a)))
     if pt.is_floating(arrow_type) or pt.is_decimal(arrow_type):
         return lambda a: pc.cast(a, pa.float64())
     if pt.is_timestamp(arrow_type):
@@ -184,9 +239,9 @@ def arrow_kernel(arrow_type: Any, json_encoded: bool, kind: Optional[str]) -> Op
         return lambda a: _iso_timestamps(pc.cast(a, pa.timestamp(unit), safe=False))
     if pt.is_date(arrow_type):
         return lambda a: a.cast(pa.string()) if _years_in_range(a) else None
-    if pt.is_binary(arrow_type) or pt.is_large_binary(arrow_type) or pt.is_fixed_size_binary(arrow_type):
+    if is_binary_like(arrow_type):
         return lambda a: _cast_or_none(a, pa.string())
-    if pt.is_large_string(arrow_type) or getattr(pt, "is_string_view", lambda t: False)(arrow_type):
+    if pt.is_large_string(arrow_type) or _is_view(arrow_type, "string"):
         return lambda a: _cast_or_none(a, pa.string())  # the JSON kernels join plain strings
     return lambda a: a
 
@@ -210,7 +265,7 @@ def first_outside_years(array: Any) -> Optional[int]:
     import pyarrow.compute as pc
 
     if pa.types.is_dictionary(array.type):
-        array = array.dictionary_decode()
+        array = decode_dictionary(array)
     if not (pa.types.is_date(array.type) or pa.types.is_timestamp(array.type)):
         return None
     years = pc.year(array)
@@ -252,5 +307,6 @@ def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
     return kinds.pop() if kinds else "categorical"
 
 
-__all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "first_outside_years",
-           "infer_json_kind", "nan_to_none", "numbers_from_text", "text_kernel"]
+__all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "decode_dictionary",
+           "first_outside_years",
+           "infer_json_kind", "is_binary_like", "nan_to_none", "numbers_from_text", "text_kernel", "value_lengths"]

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Optional
 
 import orjson
 
-from batchray.io.conversions import arrow_converter, arrow_kernel, arrow_kind, first_outside_years
+from batchray.io.conversions import arrow_converter, arrow_kernel, arrow_kind, first_outside_years, value_lengths
 from batchray.io.formats import PARQUET_ATTRIBUTE_KEY, PARQUET_ENCODING_KEY
 from batchray.io.sources import Source, batch_pieces, null_positions, rows_without_missing
 
@@ -69,17 +69,15 @@ class TypedSource(Source):
         self.columnar_batches = 0
 
     def check_values(self, batch: Any) -> None:
-        """A :class:`DocumentError` if a string or binary value of ``batch`` is over
-        ``max_value_bytes``, naming its row (1-based, in file order)."""
-        import pyarrow as pa
+        """A :class:`DocumentError` if a string or binary value of ``batch`` (of any layout:
+        :func:`~batchray.io.conversions.value_lengths`) is over ``max_value_bytes``, naming its
+        row (1-based, in file order)."""
         import pyarrow.compute as pc
 
         for name, array in zip(batch.schema.names, batch.columns):
-            kind = array.type
-            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
-                    or pa.types.is_large_binary(kind)):
+            lengths = value_lengths(array)  # dictionary-encoded, view and fixed-size columns too
+            if lengths is None:
                 continue
-            lengths = pc.binary_length(array)
             longest = pc.max(lengths).as_py()
             if longest is not None and longest > self.max_value_bytes:
                 row = self._rows_done + pc.index(lengths, longest).as_py() + 1
