@@ -1,8 +1,9 @@
 """Reads and exports of committed items: paging arguments at their bounds, on SQLite and on
-PostgreSQL (with ``BATCHRAY_TEST_PG_DSN``), and an export's page size."""
+PostgreSQL (with ``BATCHRAY_TEST_PG_DSN``); an export's page size and its file's permissions."""
 from __future__ import annotations
 
 import contextlib
+import stat
 
 import pytest
 
@@ -57,3 +58,23 @@ def test_an_export_refuses_a_page_size_that_is_not_a_positive_int(tmp_path, page
         assert info.value.details["field"] == "pageSize"
         assert not out.exists()
         assert c.export_file("T", out, page_size=3).items_written == ITEMS
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet", "codap"])
+def test_an_exported_file_has_the_permissions_of_any_file_written(tmp_path, fmt):
+    """An export (and one that replaces a file) has mode 0o666 less the umask, as open() gives:
+    it was 0o600, the temporary file's, so the user's other accounts could not read it."""
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    if expected == 0o600:
+        pytest.skip("this umask gives 0o600 to any file: nothing to tell apart")
+    with local_client(tmp_path / "store", shards=2) as c:
+        c.create_data_context("T", SCHEMA)
+        c.create_items("T", None, [{"a": 1}])
+        out = tmp_path / f"out.{fmt}"
+        c.export_file("T", out)
+        assert stat.S_IMODE(out.stat().st_mode) == expected
+        c.export_file("T", out, overwrite=True)
+        assert stat.S_IMODE(out.stat().st_mode) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, "plain", "store"])
