@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 
 import orjson
 
+from batchray.core.model import arguments
 from batchray.errors import ValidationError
 from batchray.io.document_export import export_document
 from batchray.io.formats import PARQUET_ATTRIBUTE_KEY, PARQUET_ENCODING_KEY, detect_format
@@ -66,11 +67,11 @@ def export_file(
     ``overwrite``: replace an existing file; without it (the default) an existing file is a
     :class:`~batchray.errors.ConflictError` and stays as it was. ``progress``: a callable given
     ``{"phase": "exporting", "itemsWritten": n}`` after each page (for ``codap``, each page taken
-    into the document, which is written once complete).
+    into the document, which is written once complete). ``page_size``: items read at a time,
+    an int from 1 (else a :class:`~batchray.errors.ValidationError` before anything is written).
     """
     check_target(client_or_engine)
-    if page_size < 1:
-        raise ValidationError("page_size must be positive", field="pageSize")
+    page_size = arguments.integer(page_size, "pageSize", minimum=1)
     out = destination_path(path, allowed_root, overwrite=overwrite)
     fmt = detect_format(out, format)
     started = time.perf_counter()

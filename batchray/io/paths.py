@@ -15,6 +15,8 @@
   appears complete or not at all; without ``overwrite`` the move is a hard link, which fails
   if a file appeared there meanwhile, so nothing is ever replaced. A file that cannot be
   written there is a :class:`~batchray.errors.DocumentError` (``unwritable``).
+* :func:`new_file_beside`: the new file that is written aside, with the permissions of any
+  file the user writes (``0o666`` less the umask), not only the owner's.
 
 Error messages name the path as given, never a byte of the file. These checks guard the path a
 caller names; they do not defend against someone who can rename directories inside the root,
@@ -24,8 +26,8 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 from typing import Callable, TypeVar, Union
 
@@ -87,11 +89,9 @@ def write_aside(out: Path, write: Callable[[Path], T], *, overwrite: bool) -> T:
     filesystem, a full disk) is a :class:`DocumentError` (``unwritable``) naming ``out``, and
     ``out`` is left as it was."""
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent))
+        tmp = new_file_beside(out)
     except OSError as exc:
         raise _unwritable(out, exc) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
         result = write(tmp)
         if overwrite:
@@ -103,6 +103,22 @@ def write_aside(out: Path, write: Callable[[Path], T], *, overwrite: bool) -> T:
     finally:
         tmp.unlink(missing_ok=True)
     return result
+
+
+def new_file_beside(out: Path) -> Path:
+    """A new empty file ``.<name>.<random>.tmp`` in ``out``'s directory, created with mode
+    ``0o666`` less the umask, as ``open(path, "w")`` creates one (``tempfile.mkstemp`` makes
+    it ``0o600``: an export moved into place from it was unreadable to the user's other
+    accounts and services, and replacing a file with ``overwrite`` took away their access)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = out.parent / f".{out.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(out.parent))
 
 
 def _unwritable(out: Path, exc: OSError) -> DocumentError:
@@ -148,4 +164,4 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-__all__ = ["destination_path", "resolve_path", "write_aside"]
+__all__ = ["destination_path", "new_file_beside", "resolve_path", "write_aside"]

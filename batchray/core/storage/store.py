@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 import orjson
 from pydantic import BaseModel
 
+from batchray.core.model.arguments import MAX_COUNT
 from batchray.core.txn.chunks import MAX_CONTEXTS, context_range
 from batchray.core.txn.participant import ItemSource, Participant
 from batchray.errors import InDoubtError, NotFoundError, SchemaError, StoreError, ValidationError
@@ -309,10 +310,12 @@ class ItemReader:
         ids: Optional[list[int]] = None, after: Optional[int] = None,
     ) -> list[tuple[int, str]]:
         """Items in id order; ``after`` (an item id) starts after that item, so a long read can
-        go page by page at the cost of each page (``offset`` re-reads what it skips)."""
+        go page by page at the cost of each page (``offset`` re-reads what it skips). Each shard
+        is asked for at most ``offset + limit`` rows, capped at the 64-bit count every store binds
+        (no context holds more items), so offsets and limits near it read as on any store."""
         import heapq
 
-        want = None if limit is None else offset + limit
+        want = None if limit is None else min(offset + limit, MAX_COUNT)
         cursor = {} if after is None else {"after": after}
         with self.consistent():
             streams = [s.read_items(context_id, where, limit=want, ids=ids, **cursor) for s in self.shards]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from pathlib import Path
 import math
 from typing import Any, Iterable, Mapping, Optional
@@ -39,6 +38,7 @@ from batchray.io.codap.links import relink
 from batchray.io.codap.model import (ATTRIBUTE_TYPES, V2_APP_BUILD_NUM, V2_APP_NAME, V2_APP_VERSION,
                                      AttrSpec, ContextSpec, Document)
 from batchray.io.codap.values import js_truthy, json_value
+from batchray.io.paths import new_file_beside
 
 
 def write_document(doc: Document, path: str | os.PathLike[str]) -> Path:
@@ -50,10 +50,9 @@ def write_document(doc: Document, path: str | os.PathLike[str]) -> Path:
         raise DocumentError(f"document cannot be written as JSON: {exc}", path=str(path),
                             reason="not_serializable") from None
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                               dir=str(target.parent) if str(target.parent) else ".")
+    tmp = new_file_beside(target)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, target)
     except BaseException:
