@@ -114,6 +114,26 @@ def test_making_an_attribute_required_or_unique_that_items_break_is_refused_nami
     assert engine.catalog.context("Trips")[1].attribute("city").unique
 
 
+def test_a_required_attribute_made_where_items_exist_is_refused_as_an_existing_one_made_required(engine):
+    """As ``ALTER TABLE ... ADD COLUMN ... NOT NULL`` fails on a table with rows: the items hold
+    no value of an attribute made now, so a required one (made so at once, or by a later
+    operation of the same change) is refused naming the operation; an optional one is made."""
+    before, schema_before = _values(engine), engine.catalog.context("Trips")[1]
+    assert before, "the fixture has items"
+    for operations, index in (
+            ([{"action": "create", "target": "attribute", "collection": "Visits",
+               "spec": {"name": "rating", "type": "numeric", "required": True}}], 0),
+            ([{"action": "create", "target": "attribute", "collection": "Visits", "spec": {"name": "rating"}},
+              {"action": "update", "target": "attribute", "attribute": "rating", "spec": {"required": True}}], 1)):
+        payload = call_tool(engine, "batch_schema_operations", {"dataContextName": "Trips", "operations": operations})
+        assert payload["success"] is False and payload["error"]["code"] == "VALIDATION", payload
+        details = payload["error"]["details"]
+        assert (details["index"], details["attribute"], details["constraint"]) == (index, "rating", "required")
+        assert _values(engine) == before and engine.catalog.context("Trips")[1] == schema_before
+    assert engine.schema_operations("Trips", [{"action": "create", "target": "attribute", "collection": "Visits",
+                                               "spec": {"name": "rating", "type": "numeric"}}]).success
+
+
 def test_deleting_a_middle_collection_drops_its_attributes_and_relinks_the_hierarchy(engine):
     before = _values(engine)
     result = engine.schema_operations("Trips", [{"action": "delete", "target": "collection", "collection": "People"}])

@@ -54,8 +54,8 @@ class _SchemaChange:
     (no item holds a value of it, even where a deleted attribute had the same name). Renames
     and drops of the items follow from it (:meth:`renames`, :meth:`drops`); ``converts`` holds
     the attributes whose values are checked and converted, by current name, and ``tightened``
-    the ``required`` and ``unique`` constraints set on stored attributes, ``{name: {constraint:
-    operation index}}``, checked against the committed items
+    the ``required`` and ``unique`` constraints the operations set (on an attribute they make,
+    too), ``{name: {constraint: operation index}}``, checked against the committed items
     (:func:`~batchray.core.plan.constraints.check_existing_items`)."""
 
     context: DataContext
@@ -72,9 +72,13 @@ class _SchemaChange:
             raise SchemaError(f"attribute {name!r} already exists in data context {self.context.name!r}",
                               field="name", attribute=name)
 
-    def created(self, name: str) -> None:
+    def created(self, name: str, attr: Attribute, index: int) -> None:
+        """Attribute ``name`` made by operation ``index``: no item holds a value of it, so one
+        made ``required`` is checked against the items as an existing one made so is."""
         self._free(name)
         self.origin[name] = None
+        if attr.required:
+            self.tightened.setdefault(name, {})["required"] = index
 
     def renamed(self, old: str, new: str) -> None:
         self._free(new)
@@ -115,7 +119,7 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             position = 0 if parent is None else [c.name for c in ctx.collections].index(ctx.collection(parent).name) + 1
             ctx.collections.insert(position, new)
             for attr in new.attrs:
-                change.created(attr.name)
+                change.created(attr.name, attr, index)
         elif action == "update":
             coll = ctx.collection(op.get("collection", ""))
             for key in ("title", "labels", "name"):
@@ -141,7 +145,7 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
         if action == "create":
             coll = ctx.collection(op.get("collection", ""))
             coll.attrs.append(Attribute.model_validate(spec))
-            change.created(coll.attrs[-1].name)
+            change.created(coll.attrs[-1].name, coll.attrs[-1], index)
         elif action == "update":
             name = op.get("attribute", "")
             attr = ctx.attribute(name)
@@ -155,7 +159,7 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             if updated.type != attr.type or any(k in spec for k in ("min", "max", "allowed", "pattern")):
                 change.converts[updated.name] = updated
             for kind in ("required", "unique"):
-                if getattr(updated, kind) and not getattr(attr, kind) and change.origin[updated.name] is not None:
+                if getattr(updated, kind) and not getattr(attr, kind):
                     change.tightened.setdefault(updated.name, {})[kind] = index
                 elif not getattr(updated, kind):
                     change.tightened.get(updated.name, {}).pop(kind, None)
