@@ -41,7 +41,7 @@ def test_offsets_and_limits_up_to_the_64_bit_bound_read_past_the_end(client):
     assert client.get_items("T", offset=2**62, limit=2**62) == []
     assert [i["values"]["a"] for i in client.get_items("T", offset=ITEMS - 2, limit=MAX_COUNT)] == [ITEMS - 2, ITEMS - 1]
     result = client.tool("get_items", {"dataContextName": "T", "offset": MAX_COUNT, "limit": 10_000})
-    assert result == {"success": True, "items": [], "total": ITEMS}
+    assert result == {"success": True, "items": [], "total": ITEMS, "nextAfterId": None}
 
 
 @pytest.mark.parametrize("page_size", [2.5, "3", True, None, 0, 10**30])
@@ -78,3 +78,27 @@ def test_an_exported_file_has_the_permissions_of_any_file_written(tmp_path, fmt)
         c.export_file("T", out, overwrite=True)
         assert stat.S_IMODE(out.stat().st_mode) == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, "plain", "store"])
+
+
+def test_pages_read_after_the_last_id_neither_skip_nor_repeat_while_items_are_deleted(client):
+    """Keyset paging (``after`` / the tool's ``afterId`` and ``nextAfterId``): items deleted
+    before the cursor between two reads shift an offset's page, which then skips as many
+    items; a page after the previous page's last id reads on where it stopped."""
+    ids = [item["id"] for item in client.get_items("T")]
+    first = client.tool("get_items", {"dataContextName": "T", "limit": 10})
+    assert [i["id"] for i in first["items"]] == ids[:10] and first["nextAfterId"] == ids[9]
+    assert client.delete_items("T", [{"itemId": i} for i in ids[:5]]).success  # committed between the reads
+    by_offset = client.get_items("T", offset=10, limit=10)
+    assert [i["id"] for i in by_offset] == ids[15:25], "an offset counts the items left"
+    pages, after = [], first["nextAfterId"]
+    while after is not None:
+        page = client.tool("get_items", {"dataContextName": "T", "limit": 10, "afterId": after})
+        assert page["success"] and page["total"] == ITEMS - 5
+        pages += [i["id"] for i in page["items"]]
+        after = page["nextAfterId"]
+    assert pages == ids[10:], "every item after the first page, once each"
+    assert client.get_items("T", after=ids[-1]) == []
+    for bad in (-1, 2.5, "7"):
+        with pytest.raises(ValidationError):
+            client.get_items("T", after=bad)
+    assert client.tool("get_items", {"dataContextName": "T", "afterId": -1})["error"]["code"] == "VALIDATION"

@@ -412,18 +412,22 @@ class Client:
 
     # -- reads ----------------------------------------------------------------------------------
     def get_items(self, context: str, collection: Optional[str] = None, query: Optional[str] = None,
-                  offset: int = 0, limit: Optional[int] = None) -> list[dict[str, Any]]:
+                  offset: int = 0, limit: Optional[int] = None, after: Optional[int] = None) -> list[dict[str, Any]]:
         """Committed items (``{id, values}``) in id order; ``collection`` limits the values to
-        that collection's attributes and its parents'. ``offset`` and ``limit``: ints from 0."""
+        that collection's attributes and its parents'. ``offset`` and ``limit``: ints from 0.
+        ``after`` (an item id) starts after that item: pages read each with the last id of the
+        one before neither repeat nor skip an item that was there throughout while batches
+        commit (an offset counts the items before it as they are at each read)."""
         offset = arguments.integer(offset, "offset")
         limit = arguments.optional_integer(limit, "limit")
+        after = arguments.optional_integer(after, "after")
         context_id, ctx = self.catalog.context(context)
         check_query(ctx, query)
         names = None
         if collection is not None:
             names = {a.name for c in ctx.lineage(collection) for a in c.attrs}
         out = []
-        for item_id, raw in self.reader.items(context_id, query, offset, limit):
+        for item_id, raw in self.reader.items(context_id, query, offset, limit, after=after):
             values = orjson.loads(raw)
             if names is not None:
                 values = {k: v for k, v in values.items() if k in names}

@@ -175,6 +175,9 @@ class GetItemsArgs(_Args):
     query: Optional[str] = Field(default=None, max_length=10_000)
     offset: int = Field(default=0, ge=0)
     limit: Optional[int] = Field(default=100, ge=1, le=10_000)
+    afterId: Optional[int] = Field(default=None, ge=0, description=(
+        "start after this item id (a page's nextAfterId): pages read so neither repeat nor skip an item "
+        "while batches commit, where an offset counts the items before it anew at each read"))
 
 
 class GetBatchStatusArgs(_Args):
@@ -289,9 +292,10 @@ def _batch_delete_items(client, a: BatchDeleteItemsArgs) -> dict[str, Any]:
 
 def _get_items(client, a: GetItemsArgs) -> dict[str, Any]:
     items = client.get_items(a.dataContextName, collection=a.collectionName, query=a.query, offset=a.offset,
-                             limit=a.limit)
+                             limit=a.limit, after=a.afterId)
     total = client.count_items(a.dataContextName, collection=a.collectionName, query=a.query)
-    return {"success": True, "items": items, "total": total}
+    full = a.limit is not None and len(items) == a.limit
+    return {"success": True, "items": items, "total": total, "nextAfterId": items[-1]["id"] if full else None}
 
 
 def _get_batch_status(client, a: GetBatchStatusArgs) -> dict[str, Any]:
