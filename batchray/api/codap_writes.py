@@ -386,9 +386,9 @@ def create_collection(scope: Scope) -> Mutation:
                 attrs.append(attr)
         parent = coll.get("parent")
         position = collections.index(parent) + 1 if parent in collections else 0 if parent else len(collections)
+        labels = _labels(coll)
         spec = {"name": name, "attrs": attrs, "parent": collections[position - 1] if position else None,
-                **({"title": coll["title"]} if coll.get("title") else {}),
-                **({"labels": _labels(coll)} if _labels(coll) else {})}
+                **({"title": coll["title"]} if coll.get("title") else {}), **({"labels": labels} if labels else {})}
         ops.append({"action": "create", "target": "collection", "spec": spec})
         collections.insert(position, name)
     if ops and len(ctx.collections) == 1 and not ctx.collections[0].attrs:
@@ -402,8 +402,9 @@ def update_collection(scope: Scope) -> Mutation:
     values = check_values(scope.request.values)
     values = values if isinstance(values, dict) else {}
     spec = {k: values[k] for k in ("name", "title") if isinstance(values.get(k), str)}
-    if _labels(values):
-        spec["labels"] = _labels(values)
+    labels = _labels(values)
+    if labels:
+        spec["labels"] = labels
     op = {"action": "update", "target": "collection", "collection": scope.collection.name, "spec": spec}
     return Mutation([_schema_op(scope, [op])], lambda created: success())
 

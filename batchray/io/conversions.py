@@ -68,22 +68,27 @@ def decode_dictionary(array: Any) -> Any:
     """A dictionary-encoded array's values in its rows' order. String and binary views are
     made large strings and binaries first: Arrow's ``take`` (what ``dictionary_decode`` and a
     cast call) has no kernel for views, and refused such a column."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    values = array.dictionary
-    if _is_view(values.type, "string"):
-        values = values.cast(pa.large_string())
-    elif _is_view(values.type, "binary"):
-        values = values.cast(pa.large_binary())
-    return pc.take(values, array.indices)
+    return pc.take(_without_views(array.dictionary), array.indices)
+
+
+def _without_views(array: Any) -> Any:
+    """A string or binary view array as large strings or binaries (most kernels have none for
+    views); any other array as it is."""
+    import pyarrow as pa
+
+    if _is_view(array.type, "string"):
+        return array.cast(pa.large_string())
+    if _is_view(array.type, "binary"):
+        return array.cast(pa.large_binary())
+    return array
 
 
 def value_lengths(array: Any) -> Optional[Any]:
     """Each string or binary value's size in bytes (null for a null) as an Arrow array,
     whatever the layout: plain, large, view, fixed-size or dictionary-encoded (the dictionary's
     sizes taken by index, its values not decoded row by row); ``None`` for other types."""
-    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.types as pt
 
@@ -91,13 +96,9 @@ def value_lengths(array: Any) -> Optional[Any]:
     if pt.is_dictionary(kind):
         lengths = value_lengths(array.dictionary)
         return None if lengths is None else pc.take(lengths, array.indices)
-    if _is_view(kind, "string"):
-        array = array.cast(pa.large_string())
-    elif _is_view(kind, "binary"):
-        array = array.cast(pa.large_binary())
-    elif not (pt.is_string(kind) or pt.is_large_string(kind) or is_binary_like(kind)):
+    if not (pt.is_string(kind) or pt.is_large_string(kind) or _is_view(kind, "string") or is_binary_like(kind)):
         return None
-    return pc.binary_length(array)
+    return pc.binary_length(_without_views(array))
 
 
 def as_strings(array: Any) -> list[Any]:
