@@ -669,3 +669,19 @@ def test_random_attribute_values_match_constants(seed):
             continue
         got = ev(attr_text, names)
         assert got == expected, f"seed={1000 + seed} case={case} text={attr_text!r} values={names!r}"
+
+
+@pytest.mark.parametrize("text", ["=-x", "=abs(x)", "=int(x)", "=floor(x)", "=number(x)"])
+def test_a_stored_integer_past_the_largest_magnitude_is_refused_by_every_numeric_step(text):
+    huge = 10 ** 400  # JSON reads a 401-digit integer as a Python int
+    err = error_of(text, {"x": huge})
+    assert "too large" in err.message and "position" in err.details
+    assert ev(text, {"x": -(10 ** 300) if text != "=-x" else 10 ** 300}) in (10 ** 300, -(10 ** 300))
+
+
+def test_a_text_function_whose_result_grows_past_the_limit_is_refused():
+    values = {"s": "\u00df" * 600_000}  # upper('ß') is 'SS': 1.2 million characters
+    err = error_of("=upper(s)", values)
+    assert "longer than" in err.message and err.details["function"] == "upper"
+    assert ev("=lower(s)", values) == values["s"]
+    assert len(ev("=upper(s)", {"s": "\u00df" * 1000})) == 2000

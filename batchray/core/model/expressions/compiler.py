@@ -50,6 +50,15 @@ class Compiled:
         self.fn, self.const, self.value = fn, const, value
 
 
+def within_magnitude(r: Any, fail: Callable[[str], ExpressionError], where: str) -> Any:
+    """``r`` when it lies within +-``MAX_MAGNITUDE``; else ``fail``'s error naming ``where``
+    (a stored integer of hundreds of digits reads as an int, and ``-x`` or ``abs(x)`` of it
+    must be refused as ``x * 1`` is)."""
+    if r > MAX_MAGNITUDE or r < -MAX_MAGNITUDE:
+        raise fail(f"the result of {where} is too large")
+    return r
+
+
 def _constant(value: Any) -> Compiled:
     def const(values, _v=value):
         return _v
@@ -137,11 +146,13 @@ class Compiler:
         f = parts[0].fn
         coerce = self.number_of(node.args[0], "unary '-'")
 
+        fail = self.failure(node.pos)
+
         def neg(values):
             v = f(values)
             if type(v) not in NUMERIC_TYPES:
                 v = coerce(v)
-            return -v
+            return within_magnitude(-v, fail, "unary '-'")
         return neg
 
     def build_pos(self, node: Node, parts: list[Compiled]) -> Evaluator:
@@ -346,22 +357,28 @@ class Compiler:
             if type(x) not in NUMERIC_TYPES:
                 x = coerce(x)
             try:
-                return impl(x)
+                r = impl(x)
             except ValueFailure as exc:
                 raise fail(exc.message) from None
             except (OverflowError, ValueError):
                 raise fail(f"{name}() of {describe(x)} is out of range") from None
+            return within_magnitude(r, fail, f"{name}()")
         return numeric
 
     def text_function(self, node: Node, f: Evaluator, impl: Callable[[str], Any]) -> Evaluator:
         name = node.value
         coerce = self.text_of(node.args[0], f"{name}()", name)
 
+        fail = self.failure(node.pos, function=name)
+
         def text(values):
             s = f(values)
             if type(s) is not str:
                 s = coerce(s)
-            return impl(s)
+            r = impl(s)
+            if type(r) is str and len(r) > MAX_TEXT_LENGTH:  # upper('ß') is 'SS'
+                raise fail(f"{name}() result is longer than {MAX_TEXT_LENGTH} characters")
+            return r
         return text
 
     def function_round(self, node: Node, fns: list[Evaluator]) -> Evaluator:
