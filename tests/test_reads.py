@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import stat
+import threading
 
 import pytest
 
@@ -102,3 +103,95 @@ def test_pages_read_after_the_last_id_neither_skip_nor_repeat_while_items_are_de
         with pytest.raises(ValidationError):
             client.get_items("T", after=bad)
     assert client.tool("get_items", {"dataContextName": "T", "afterId": -1})["error"]["code"] == "VALIDATION"
+
+
+
+def test_a_page_and_its_total_count_the_same_items(client, monkeypatch):
+    """The get_items tool's ``total`` counts the items its page was cut from: a batch (one
+    item: committed in one phase, past the commit gate) that commits just after the page is
+    read is in both or in neither (the two were read apart, and the total was one more)."""
+    source = client.reader.shards[0]
+    other = {}
+
+    def then_a_batch(read):
+        def read_then_a_batch(*args, **kwargs):
+            rows = read(*args, **kwargs)
+            if not other:
+                other["thread"] = threading.Thread(
+                    target=lambda: other.setdefault("result", client.create_items("T", None, [{"a": -1}])))
+                other["thread"].start()
+                other["thread"].join(timeout=1.0)  # a batch not held off commits well within this
+            return rows
+        return read_then_a_batch
+
+    for name in ("read_items", "read_page"):
+        monkeypatch.setattr(source, name, then_a_batch(getattr(source, name)))
+    page = client.tool("get_items", {"dataContextName": "T"})
+    other["thread"].join()
+    monkeypatch.undo()
+    assert other["result"].success
+    assert page["success"] and page["total"] == len(page["items"])
+    assert client.count_items("T") == ITEMS + 1
+
+
+def test_a_shard_reads_a_page_and_its_count_in_one_snapshot(client, monkeypatch):
+    """``read_page`` of every kind of item source: a row committed by another connection
+    between the page's statement and the count's is in neither."""
+    source = client.reader.shards[0]
+    context_id, _ = client.catalog.context("T")
+    sneaked = _sneak_a_row_in_after_the_page(client, source, context_id, monkeypatch)
+    rows, total = source.read_page(context_id, None)
+    assert sneaked, "the row went in between the two statements"
+    assert total == len(rows) == source.count_items(context_id) - 1
+    assert [i for i, _ in rows] + sneaked == [i for i, _ in source.read_items(context_id)]
+
+
+def _sneak_a_row_in_after_the_page(client, source, context_id, monkeypatch) -> list:
+    """Make the next page statement of ``source`` commit a new item row of ``context_id``
+    through a connection of its own, once; the list it returns is filled when it did."""
+    from batchray.core.txn.chunks import context_range
+
+    sneaked: list = []
+    new_id = context_range(context_id)[1]
+    if hasattr(source, "path"):  # a SQLite shard
+        import sqlite3
+
+        from batchray.core.storage.sqlite import reads
+
+        run_select = reads._run_select
+
+        def select_then_insert(conn, masked, columns, *args):
+            rows = run_select(conn, masked, columns, *args)
+            if columns == "id, vals" and not sneaked:
+                with contextlib.closing(sqlite3.connect(source.path)) as other:
+                    with other:
+                        other.execute("INSERT INTO items(id, vals) VALUES (?, '{}')", (new_id,))
+                sneaked.append(new_id)
+            return rows
+
+        monkeypatch.setattr(reads, "_run_select", select_then_insert)
+        return sneaked
+    store = source.store
+    real_connection = store.pool.connection
+
+    class Spy:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def execute(self, sql, params=None):
+            result = self.conn.execute(sql, params)
+            if sql.startswith("SELECT id, vals") and not sneaked:
+                with contextlib.closing(store.connect()) as other:
+                    part = other.execute(f"SELECT part FROM {store.s}.items LIMIT 1").fetchone()[0]
+                    other.execute(f"INSERT INTO {store.s}.items(id, part, vals) VALUES (%s, %s, '{{}}')",
+                                  (new_id, part))
+                sneaked.append(new_id)
+            return result
+
+    @contextlib.contextmanager
+    def spied():
+        with real_connection() as conn:
+            yield Spy(conn)
+
+    monkeypatch.setattr(store.pool, "connection", spied)
+    return sneaked

@@ -418,6 +418,19 @@ class Client:
         ``after`` (an item id) starts after that item: pages read each with the last id of the
         one before neither repeat nor skip an item that was there throughout while batches
         commit (an offset counts the items before it as they are at each read)."""
+        return self._read_items(context, collection, query, offset, limit, after, with_total=False)[0]
+
+    def get_items_page(self, context: str, collection: Optional[str] = None, query: Optional[str] = None,
+                       offset: int = 0, limit: Optional[int] = None,
+                       after: Optional[int] = None) -> tuple[list[dict[str, Any]], int]:
+        """:meth:`get_items` and the count of every item ``query`` matches (:meth:`count_items`),
+        both read at one moment: no batch commits between them, so the total is the one the page
+        was cut from."""
+        items, total = self._read_items(context, collection, query, offset, limit, after, with_total=True)
+        return items, total
+
+    def _read_items(self, context: str, collection: Optional[str], query: Optional[str], offset: Any,
+                    limit: Any, after: Any, *, with_total: bool) -> tuple[list[dict[str, Any]], Optional[int]]:
         offset = arguments.integer(offset, "offset")
         limit = arguments.optional_integer(limit, "limit")
         after = arguments.optional_integer(after, "after")
@@ -426,13 +439,17 @@ class Client:
         names = None
         if collection is not None:
             names = {a.name for c in ctx.lineage(collection) for a in c.attrs}
+        if with_total:
+            rows, total = self.reader.page(context_id, query, offset, limit, after=after)
+        else:
+            rows, total = self.reader.items(context_id, query, offset, limit, after=after), None
         out = []
-        for item_id, raw in self.reader.items(context_id, query, offset, limit, after=after):
+        for item_id, raw in rows:
             values = orjson.loads(raw)
             if names is not None:
                 values = {k: v for k, v in values.items() if k in names}
             out.append({"id": item_id, "values": values})
-        return out
+        return out, total
 
     def count_items(self, context: str, collection: Optional[str] = None, query: Optional[str] = None) -> int:
         context_id, ctx = self.catalog.context(context)

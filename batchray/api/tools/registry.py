@@ -291,9 +291,8 @@ def _batch_delete_items(client, a: BatchDeleteItemsArgs) -> dict[str, Any]:
 
 
 def _get_items(client, a: GetItemsArgs) -> dict[str, Any]:
-    items = client.get_items(a.dataContextName, collection=a.collectionName, query=a.query, offset=a.offset,
-                             limit=a.limit, after=a.afterId)
-    total = client.count_items(a.dataContextName, collection=a.collectionName, query=a.query)
+    items, total = client.get_items_page(a.dataContextName, collection=a.collectionName, query=a.query,
+                                         offset=a.offset, limit=a.limit, after=a.afterId)
     full = a.limit is not None and len(items) == a.limit
     return {"success": True, "items": items, "total": total, "nextAfterId": items[-1]["id"] if full else None}
 

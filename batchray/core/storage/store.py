@@ -319,18 +319,38 @@ class ItemReader:
         cursor = {} if after is None else {"after": after}
         with self.consistent():
             streams = [s.read_items(context_id, where, limit=want, ids=ids, **cursor) for s in self.shards]
-            merged = heapq.merge(*streams, key=lambda row: row[0])
-            out = []
-            for position, row in enumerate(merged):
-                if want is not None and position >= want:
-                    break
-                if position >= offset:
-                    out.append(row)
-            return out
+            return _window(heapq.merge(*streams, key=lambda row: row[0]), offset, want)
 
     def count(self, context_id: int, where: Optional[str] = None) -> int:
         with self.consistent():
             return sum(s.count_items(context_id, where) for s in self.shards)
+
+    def page(
+        self, context_id: int, where: Optional[str] = None, offset: int = 0, limit: Optional[int] = None,
+        after: Optional[int] = None,
+    ) -> tuple[list[tuple[int, str]], int]:
+        """:meth:`items` and the :meth:`count` of every item ``where`` matches, as of one moment:
+        each shard reads both in one snapshot of its own, under one hold of the gate (so no
+        batch's phase 2 lands between shards; a batch committed in one phase touches one shard,
+        which reads it in both or in neither)."""
+        import heapq
+
+        want = None if limit is None else min(offset + limit, MAX_COUNT)
+        with self.consistent():
+            pages = [s.read_page(context_id, where, limit=want, after=after) for s in self.shards]
+        merged = heapq.merge(*(rows for rows, _ in pages), key=lambda row: row[0])
+        return _window(merged, offset, want), sum(total for _, total in pages)
+
+
+def _window(merged: Iterator[tuple[int, str]], offset: int, want: Optional[int]) -> list[tuple[int, str]]:
+    """Rows ``offset`` up to ``want`` of the shards' merged rows."""
+    out = []
+    for position, row in enumerate(merged):
+        if want is not None and position >= want:
+            break
+        if position >= offset:
+            out.append(row)
+    return out
 
 
 __all__ = [

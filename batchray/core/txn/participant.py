@@ -134,6 +134,11 @@ class ItemSource(Protocol):
     def count_items(self, context_id: int, where: Optional[str] = None) -> int:
         """How many committed items of a context (matching ``where``) there are."""
 
+    def read_page(self, context_id: int, where: Optional[str] = None, *, limit: Optional[int] = None,
+                  after: Optional[int] = None) -> tuple[list[tuple[int, str]], int]:
+        """:meth:`read_items` (``limit``, ``after``) and :meth:`count_items` of the same
+        ``where``, in one snapshot: no commit lands between the two."""
+
     def close(self) -> None:
         """Release what the source holds; idempotent."""
 

@@ -57,7 +57,7 @@ from batchray.core.storage.postgres.connection import (
 from batchray.core.storage.postgres.copy_rows import ValidRows, validate_create
 from batchray.core.storage.postgres.fence import PgFence
 from batchray.core.storage.postgres.locking import PgLockView, PgLocking
-from batchray.core.storage.postgres.reads import items_sql
+from batchray.core.storage.postgres.reads import items_sql, read_page
 from batchray.core.storage.postgres.store import PgStore
 from batchray.core.storage.postgres.url import GID_PREFIX, gid_for, parse_gid
 from batchray.core.txn import crashpoints
@@ -680,6 +680,10 @@ class PgParticipant(StoreParticipant[PgWork]):
     def count_items(self, context_id: int, where: Optional[str] = None) -> int:
         sql, params = items_sql("count(*)", self.s, context_id, where, self.num, None, None, None, order=False)
         return self._read(sql, params, None)[0][0]
+
+    def read_page(self, context_id: int, where: Optional[str] = None, *, limit: Optional[int] = None,
+                  after: Optional[int] = None) -> tuple[list[tuple[int, str]], int]:
+        return read_page(self.store, context_id, where, self.num, limit=limit, after=after)
 
     def read_docs(self, prefix: str = "") -> dict[str, str]:
         """Committed catalog documents whose key starts with ``prefix``."""

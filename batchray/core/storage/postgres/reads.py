@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Optional
 
-from batchray.core.storage.postgres.connection import psycopg_module, store_error
+from batchray.core.storage.postgres.connection import psycopg_module, store_error, transaction
 from batchray.core.storage.postgres.store import PgStore
 from batchray.core.txn.chunks import context_range
 
@@ -66,6 +66,10 @@ class PgItemSource:
         sql, params = items_sql("count(*)", self.store.s, context_id, where, None, None, None, None, order=False)
         return self._read(sql, params)[0][0]
 
+    def read_page(self, context_id: int, where: Optional[str] = None, *, limit: Optional[int] = None,
+                  after: Optional[int] = None) -> tuple[list[tuple[int, str]], int]:
+        return read_page(self.store, context_id, where, None, limit=limit, after=after)
+
     def _read(self, sql: str, params: list[Any]) -> list[tuple]:
         psycopg = psycopg_module()
         try:
@@ -73,6 +77,25 @@ class PgItemSource:
                 return conn.execute(sql, params).fetchall()
         except psycopg.Error as exc:
             raise store_error("read", exc) from None
+
+
+def read_page(store: PgStore, context_id: int, where: Optional[str], part: Optional[int], *,
+              limit: Optional[int] = None, after: Optional[int] = None) -> tuple[list[tuple[int, str]], int]:
+    """The items of ``where`` (``limit``, ``after``) and the count of all of them, of participant
+    number ``part`` (None: every one), read in one ``REPEATABLE READ`` transaction: one snapshot
+    for both, so no commit lands between them."""
+    page_sql, page_params = items_sql("id, vals", store.s, context_id, where, part, None, after, limit, order=True)
+    count_sql, count_params = items_sql("count(*)", store.s, context_id, where, part, None, None, None, order=False)
+    psycopg = psycopg_module()
+    try:
+        with store.pool.connection() as conn:
+            with transaction(conn):
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                rows = conn.execute(page_sql, page_params).fetchall()
+                total = conn.execute(count_sql, count_params).fetchone()[0]
+    except psycopg.Error as exc:
+        raise store_error("read", exc) from None
+    return rows, total
 
     def close(self) -> None:
         pass

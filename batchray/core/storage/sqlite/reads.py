@@ -9,9 +9,10 @@ the shard's mutex.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import orjson
 
@@ -44,20 +45,12 @@ def ids_param(ids: list[int]) -> str:
     return orjson.dumps(ids).decode()
 
 
-def select_items(
-    conn: sqlite3.Connection,
-    context_id: int,
-    where: Optional[str],
-    *,
-    own_txn: Optional[str] = None,
-    ids: Optional[list[int]] = None,
-    limit: Optional[int] = None,
+def _visible(
+    context_id: int, where: Optional[str], *, own_txn: Optional[str] = None, ids: Optional[list[int]] = None,
     after: Optional[int] = None,
-    in_write: bool = False,
-) -> list[tuple[int, str]]:
-    """The visible items of a context in id order, as ``(id, values JSON)``: committed ones and
-    ``own_txn``'s own writes. ``in_write``: ``conn`` is inside a write transaction (which then
-    reads through the mask); otherwise the read is one snapshot of its own."""
+) -> tuple[str, dict[str, Any], list[Any]]:
+    """The filter of a read of visible items: ``(tail, named, positional)``, ``tail`` the
+    ``WHERE ...`` (or nothing) that follows ``FROM (visible rows) AS visible``."""
     from batchray.core.model.query import parse, sqlite_column, to_sql  # the query module is optional for writes
 
     lo, hi = context_range(context_id)
@@ -72,38 +65,80 @@ def select_items(
         positional.append(ids_param(ids))
     if after is not None:  # a cursor: the range starts after it, so a page costs its size
         params["lo"] = max(lo, int(after) + 1)
-    tail = (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY id"
-    if limit is not None:
-        tail += " LIMIT ?"
-        positional.append(min(int(limit), _INT64_MAX))  # offset + limit of a reader may pass 64 bits
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params, positional
+
+
+def _in_order(tail: str, positional: list[Any], limit: Optional[int]) -> tuple[str, list[Any]]:
+    """``tail`` and its parameters with the rows in id order, at most ``limit`` of them."""
+    if limit is None:
+        return tail + " ORDER BY id", positional
+    # offset + limit of a reader may pass 64 bits
+    return tail + " ORDER BY id LIMIT ?", [*positional, min(int(limit), _INT64_MAX)]
+
+
+def select_items(
+    conn: sqlite3.Connection,
+    context_id: int,
+    where: Optional[str],
+    *,
+    own_txn: Optional[str] = None,
+    ids: Optional[list[int]] = None,
+    limit: Optional[int] = None,
+    after: Optional[int] = None,
+    in_write: bool = False,
+) -> list[tuple[int, str]]:
+    """The visible items of a context in id order, as ``(id, values JSON)``: committed ones and
+    ``own_txn``'s own writes. ``in_write``: ``conn`` is inside a write transaction (which then
+    reads through the mask); otherwise the read is one snapshot of its own."""
+    tail, params, positional = _visible(context_id, where, own_txn=own_txn, ids=ids, after=after)
+    tail, positional = _in_order(tail, positional, limit)
     if in_write:
-        return _run_select(conn, True, tail, params, positional)
-    conn.execute("BEGIN")  # one snapshot for the check and the read
-    try:
-        masked = conn.execute(_PENDING_ITEMS, params).fetchone()[0]
-        return _run_select(conn, bool(masked), tail, params, positional)
-    finally:
-        conn.execute("COMMIT")
+        return _run_select(conn, True, "id, vals", tail, params, positional)
+    with _snapshot(conn):  # one snapshot for the check and the read
+        return _run_select(conn, _pending(conn, params), "id, vals", tail, params, positional)
 
 
-def _run_select(conn: sqlite3.Connection, masked: bool, tail: str, params: dict, positional: list) -> list[tuple[int, str]]:
-    source = _MASKED_ITEMS if masked else _PLAIN_ITEMS
-    sql, all_params = _to_positional(f"SELECT id, vals FROM ({source}) AS visible{tail}", params, positional)
-    return conn.execute(sql, all_params).fetchall()
+def count_all_items(conn: sqlite3.Connection, context_id: int, where: Optional[str] = None) -> int:
+    """How many items of a context (matching ``where``) are visible (committed), in one snapshot."""
+    tail, params, positional = _visible(context_id, where)
+    with _snapshot(conn):
+        return _run_select(conn, _pending(conn, params), "count(*)", tail, params, positional)[0][0]
 
 
-def count_all_items(conn: sqlite3.Connection, context_id: int) -> int:
-    """How many items of a context are visible (committed), in one snapshot."""
-    lo, hi = context_range(context_id)
-    named = {"lo": lo, "hi": hi, "own": ""}
+def read_page(conn: sqlite3.Connection, context_id: int, where: Optional[str], *, limit: Optional[int] = None,
+              after: Optional[int] = None) -> tuple[list[tuple[int, str]], int]:
+    """:func:`select_items` (``limit``, ``after``) and :func:`count_all_items` of ``where`` in
+    one snapshot: no commit lands between them."""
+    tail, params, positional = _visible(context_id, where, after=after)
+    page_tail, page_positional = _in_order(tail, positional, limit)
+    count_tail, count_params, count_positional = _visible(context_id, where)
+    with _snapshot(conn):
+        masked = _pending(conn, params)
+        rows = _run_select(conn, masked, "id, vals", page_tail, params, page_positional)
+        total = _run_select(conn, masked, "count(*)", count_tail, count_params, count_positional)[0][0]
+    return rows, total
+
+
+@contextlib.contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """A read transaction: every statement inside sees the shard as of its first read."""
     conn.execute("BEGIN")
     try:
-        masked = conn.execute(_PENDING_ITEMS, named).fetchone()[0]
-        source = _MASKED_ITEMS if masked else _PLAIN_ITEMS
-        sql, params = _to_positional(f"SELECT count(*) FROM ({source}) AS visible", named, [])
-        return conn.execute(sql, params).fetchone()[0]
+        yield
     finally:
         conn.execute("COMMIT")
+
+
+def _pending(conn: sqlite3.Connection, params: dict[str, Any]) -> bool:
+    """Whether another transaction has uncommitted writes in the shard (reads must mask them)."""
+    return bool(conn.execute(_PENDING_ITEMS, params).fetchone()[0])
+
+
+def _run_select(conn: sqlite3.Connection, masked: bool, columns: str, tail: str, params: dict,
+                positional: list) -> list[tuple]:
+    source = _MASKED_ITEMS if masked else _PLAIN_ITEMS
+    sql, all_params = _to_positional(f"SELECT {columns} FROM ({source}) AS visible{tail}", params, positional)
+    return conn.execute(sql, all_params).fetchall()
 
 
 def read_docs(conn: sqlite3.Connection, prefix: str) -> dict[str, str]:

@@ -34,7 +34,7 @@ import orjson
 
 from batchray.core.storage.participant_base import CHUNK_WORK_LINE, StoreParticipant, leftovers, vote_with_apply
 from batchray.core.storage.sqlite.chunk_writer import SqliteChunkWriter
-from batchray.core.storage.sqlite.reads import count_all_items, read_docs, select_items
+from batchray.core.storage.sqlite.reads import count_all_items, read_docs, read_page, select_items
 from batchray.core.storage.sqlite.tables import open_shard_file
 from batchray.core.txn import crashpoints
 from batchray.core.txn.chunks import (
@@ -522,10 +522,13 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
         return iter(self._select(context_id, where, own_txn=own_txn, ids=ids, limit=limit, after=after))
 
     def count_items(self, context_id: int, where: Optional[str] = None) -> int:
-        if where:
-            return len(self._select(context_id, where))
         with self._mutex:
-            return count_all_items(self._conn, context_id)
+            return count_all_items(self._conn, context_id, where)
+
+    def read_page(self, context_id: int, where: Optional[str] = None, *, limit: Optional[int] = None,
+                  after: Optional[int] = None) -> tuple[list[tuple[int, str]], int]:
+        with self._mutex:
+            return read_page(self._conn, context_id, where, limit=limit, after=after)
 
     def read_docs(self, prefix: str = "") -> dict[str, str]:
         """Committed catalog documents whose key starts with ``prefix``."""
