@@ -79,7 +79,7 @@ def test_a_table_stores_exactly_what_its_rows_as_dicts_store(tmp_path):
     assert success and created == 1_500 and progress == (1_500, 1_500, 0)
     first = json.loads(stored[0][1])
     assert first == {"name": "p0 «é»", "age": None, "score": None, "member": True,
-                     "born": "2000-01-01 00:00:00", "note": ""}
+                     "born": "2000-01-01T00:00:00", "note": ""}
     assert [json.loads(t)["name"] for _, t in stored][:3] == ["p0 «é»", "p1", "p2"]  # ids follow the input's order
 
 
@@ -271,7 +271,7 @@ def test_arrow_rows_stand_for_their_dicts_and_pickle_as_buffers():
     batch = arrow_batches(_table(10))[0]
     assert isinstance(batch, ArrowRows) and len(batch) == 10
     rows = rows_of(batch)
-    assert rows == rows_of_batches([batch]) and rows[1]["born"] == "2000-01-01 01:00:00"
+    assert rows == rows_of_batches([batch]) and rows[1]["born"] == "2000-01-01T01:00:00"
     assert rows_of(batch.take_every(1, 3)) == rows[1::3] and rows_of(batch.slice(2, 4)) == rows[2:4]
     assert list(RowsView([batch.slice(0, 4), batch.slice(4, 10)])) == rows
     empty = pickle.loads(pickle.dumps(batch.slice(0, 0)))
@@ -473,3 +473,45 @@ def test_a_profiled_table_is_checked_without_rows_and_stored_as_its_dicts_are(tm
             outcomes[kind] = (_stored_texts(client), [(e.index, e.field, e.code, e.message) for e in result.errors])
     assert outcomes["columns"] == outcomes["dicts"]
     assert len(outcomes["columns"][0]) == 800 and [e[:2] for e in outcomes["columns"][1]] == [(1, "i"), (1, "f")]
+
+
+def test_dates_times_and_timestamps_store_the_text_an_import_of_the_same_column_stores(tmp_path):
+    """``create_items`` of a table and ``import_file`` of the same table as Parquet store one
+    ISO text per value (the table's timestamps were ``2000-01-01 00:00:00.000000``, the
+    import's ``2000-01-01T00:00:00``), and a date outside years 1 to 9999 is refused by both,
+    naming its column, before anything is written."""
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "plain": pa.array([dt.datetime(2000, 1, 1, 8, 30), dt.datetime(2000, 1, 1, 8, 30, 0, 5), None],
+                          pa.timestamp("ns")),
+        "zoned": pa.array([dt.datetime(2000, 1, 1, 8, 30)] * 3, pa.timestamp("s", "Europe/Paris")),
+        "day": pa.array([dt.date(1999, 12, 31)] * 3, pa.date32()),
+        "clock": pa.array([dt.time(8, 30), dt.time(8, 30, 0, 7), None], pa.time64("us")),
+    })
+    schema = [{"name": "T", "attrs": [{"name": n, "type": "date"} for n in ("plain", "zoned", "day")]
+               + [{"name": "clock"}]}]  # a time of day is no date: text
+    pq.write_table(table, tmp_path / "t.parquet")
+    stored = {}
+    for how in ("create", "import"):
+        with local_client(tmp_path / how, shards=2) as client:
+            client.create_data_context("Ctx", schema)
+            if how == "create":
+                assert client.create_items("Ctx", "T", table).success
+            else:
+                assert client.import_file("Ctx", "T", tmp_path / "t.parquet").success
+            # a table's nulls are null values, an import's missing ones: both "no value"
+            stored[how] = [{k: v for k, v in item["values"].items() if v is not None}
+                           for item in client.get_items("Ctx")]
+    assert stored["create"] == stored["import"]
+    assert stored["create"][0] == {"plain": "2000-01-01T08:30:00", "zoned": "2000-01-01T09:30:00+01:00",
+                                   "day": "1999-12-31", "clock": "08:30:00"}
+    assert stored["create"][1]["plain"] == "2000-01-01T08:30:00.000005"
+
+    far = pa.table({"plain": pa.array([0, 300_000 * 365 * 86_400], pa.timestamp("s"))})
+    with local_client(tmp_path / "far", shards=2) as client:
+        client.create_data_context("Ctx", [{"name": "T", "attrs": [{"name": "plain", "type": "date"}]}])
+        with pytest.raises(BatchrayError) as info:
+            client.create_items("Ctx", "T", far)
+        assert info.value.details["field"] == "plain" and info.value.details["index"] == 1
+        assert client.count_items("Ctx") == 0

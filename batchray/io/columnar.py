@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from batchray.core.model.columnar import ROW_CUT_BITS, ColumnProfile, JsonRows, python_bytes, rows_of
 from batchray.errors import ValidationError
-from batchray.io.conversions import decode_dictionary
+from batchray.io.conversions import decode_dictionary, first_outside_years, temporal_text
 from batchray.io.kernel_thread import on_kernel_thread
 
 
@@ -41,8 +41,11 @@ def _as_text(array: Any) -> Any:
     kind = array.type
     if pa.types.is_dictionary(kind):
         return _as_text(decode_dictionary(array))
-    if (pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_time(kind)
-            or pa.types.is_large_string(kind) or getattr(pa.types, "is_string_view", lambda _: False)(kind)):
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_time(kind):
+        if isinstance(array, pa.ChunkedArray):
+            return pa.chunked_array([temporal_text(c) for c in array.chunks], pa.string())
+        return temporal_text(array)
+    if pa.types.is_large_string(kind) or getattr(pa.types, "is_string_view", lambda _: False)(kind):
         return array.cast(pa.string())
     return array
 
@@ -313,9 +316,12 @@ def arrow_batches(items: Any) -> Optional[list[ArrowRows]]:
     """``items`` as record batches when it is Arrow data (a ``Table``, a ``RecordBatch``, or a
     non-empty list of record batches of one schema), else ``None``. A table's chunks are
     combined first, so that chunks are cut by the chunker's sizes, not the table's. Columns of
-    one name (an item has one value per attribute) are a :class:`ValidationError` naming it."""
+    one name (an item has one value per attribute), and a date or timestamp outside years 1 to
+    9999 (no ISO text holds it; an import of the column refuses it too), are a
+    :class:`ValidationError` naming the column (and the row)."""
     if isinstance(items, (pa.Table, pa.RecordBatch)):
         _check_distinct_names(items.schema.names)
+        _check_years(items)
     if isinstance(items, pa.Table):
         return [ArrowRows(batch) for batch in items.combine_chunks().to_batches()] or [
             ArrowRows(pa.RecordBatch.from_pylist([], schema=items.schema))]
@@ -336,6 +342,19 @@ def _check_distinct_names(names: list[str]) -> None:
             raise ValidationError(f"column {position + 1} of the Arrow data is named {name!r}, as an earlier "
                                   "column is: each column is one attribute's values", field="items")
         seen.add(name)
+
+
+def _check_years(data: Any) -> None:
+    for name, column in zip(data.schema.names, data.columns):
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        rows_before = 0
+        for chunk in chunks:
+            position = first_outside_years(chunk)
+            if position is not None:
+                index = rows_before + position
+                raise ValidationError(f"row {index + 1}: the value of column {name!r} is a date outside years 1 "
+                                      "to 9999, which cannot be stored", field=name, index=index)
+            rows_before += len(chunk)
 
 
 def rows_of_batches(batches: list[ArrowRows]) -> list[dict[str, Any]]:
