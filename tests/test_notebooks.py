@@ -3,8 +3,10 @@
 Each notebook is executed with ``nbclient`` in a kernel of this test's own Python (the
 ``python3`` kernel of the environment running pytest), from a copy in a temporary folder laid
 out like the repository (``examples/`` beside the one fixture a notebook reads), with this
-checkout first on the kernel's ``PYTHONPATH``. Every kernel is its own process and starts its own
-local Ray, which the notebook shuts down at its end. The PostgreSQL notebook runs its PostgreSQL
+checkout first on the kernel's ``PYTHONPATH``. Every kernel is its own process, a driver that
+joins the test session's Ray through ``RAY_ADDRESS`` (as a notebook joins a cluster; starting
+a local Ray costs each kernel about 5 s, and ``batchray demo`` and the CLI tests start theirs)
+and leaves it at its end. The PostgreSQL notebook runs its PostgreSQL
 cells when ``BATCHRAY_TEST_PG_DSN`` is set and skips them (saying so) otherwise.
 """
 from __future__ import annotations
@@ -60,16 +62,16 @@ def test_notebooks_have_a_parameters_cell_first(name):
 
 @pytest.mark.ray
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, ray_session):
     (tmp_path / "examples").mkdir()
     shutil.copy(EXAMPLES / name, tmp_path / "examples" / name)
     for fixture in FIXTURES_READ.get(name, []):
         (tmp_path / fixture).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / fixture, tmp_path / fixture)
-    # the kernel inherits this environment: this checkout's batchray, a Ray of its own
+    # the kernel inherits this environment: this checkout's batchray, the session's Ray to join
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", ray_session.get_runtime_context().gcs_address)
 
     notebook = read(name)
     temp_before = set(Path(tempfile.gettempdir()).glob("batchray-*"))
