@@ -11,7 +11,8 @@ batch as a user sees it: planning and chunking on the driver, validation and enc
 workers, COPY into each shard's open transaction, PREPARE TRANSACTION, the logged decision and
 COMMIT PREPARED. Target: at least 0.8 of the baseline's rows/s. Both run in schemas of their
 own, dropped afterwards. Prints a table and the JSON of the result (see bench/common.py), with
-the load average before and after and the share of the machine's CPU time left idle during
+the load average before and after, the write-ahead log each wrote (the server's, read from
+``pg_current_wal_lsn``), and the share of the machine's CPU time left idle during
 batchray's batch (on two cores the load is CPU-bound: what stays idle is time a shard or the
 driver waited). ``--timeline`` also prints the cores each process used every 0.1 s of that batch
 (``bench/cpu_timeline.py``), ``--waits`` what the shards' PostgreSQL backends waited for
@@ -125,6 +126,26 @@ def through_batchray(dsn: str, rows: list[dict[str, Any]], workers: int, batch_s
 TARGET = 0.8
 
 
+class WalMeter:
+    """The write-ahead log the server writes between two points: the difference of its insert
+    position (``pg_current_wal_lsn``). It is the whole server's, so the bench runs alone."""
+
+    def __init__(self, dsn: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.start: Any = None
+
+    def mark(self) -> None:
+        self.start = self.conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+
+    def since_mark(self) -> int:
+        return int(self.conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (self.start,)).fetchone()[0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25_000, repeats: int = 1,
         shards: Optional[int] = None, show_timeline: bool = False, show_waits: bool = False,
         table: bool = False) -> dict:
@@ -134,13 +155,25 @@ def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25
     also given as a ``pyarrow.Table`` (no target)."""
     rows = make_rows(items)
     load_before = os.getloadavg()
-    copy_seconds = min(single_copy(dsn, rows) for _ in range(repeats))
+    wal = WalMeter(dsn)
+    copy_timings = []
+    for _ in range(repeats):
+        wal.mark()  # the COPY's table made and dropped inside: a few kilobytes of the log
+        copy_timings.append(single_copy(dsn, rows))
+        copy_wal = wal.since_mark()
+    copy_seconds = min(copy_timings)
     # entered at the first batch's start (the probe's first call), left at its end (the second)
     watchers: list[Any] = ([CpuTimeline()] if show_timeline else []) + ([PgWaits(dsn)] if show_waits else [])
     probes = itertools.count()
 
-    def probe() -> Any:  # the machine's CPU times, and the watchers' start and end
+    batch_wal: list[int] = []
+
+    def probe() -> Any:  # the machine's CPU times, the log's position, and the watchers' start and end
         call = next(probes)
+        if call % 2 == 0:
+            wal.mark()
+        else:
+            batch_wal.append(wal.since_mark())
         for watcher in watchers:
             if call == 0:
                 watcher.__enter__()
@@ -155,6 +188,7 @@ def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25
     idle = idle_share(*facts.pop("probe"))
     for watcher in watchers:
         watcher.print()
+    wal.close()
     as_table = []
     if table:
         table_seconds = min(through_batchray(dsn, rows, workers, batch_size, shards, as_table=True)[0]
@@ -173,6 +207,8 @@ def run(dsn: str, items: int = 1_000_000, workers: int = 2, batch_size: int = 25
             {"metric": "single COPY seconds", "value": round(copy_seconds, 3)},
             {"metric": "batchray seconds", "value": round(batch_seconds, 3)},
             {"metric": "machine idle during batchray's batch (share of all cores)", "value": round(idle, 3)},
+            {"metric": "WAL written by the single COPY, MiB", "value": round(copy_wal / 2**20, 1)},
+            {"metric": "WAL written by batchray's batch, MiB", "value": round(min(batch_wal) / 2**20, 1)},
             *as_table,
         ],
         {"items": items, "workers": workers, "shards": shards or workers, "batchSize": batch_size,
