@@ -382,3 +382,24 @@ def test_the_rules_checker_finds_what_codap_refuses(tmp_path):
     bad = json.loads(json.dumps(good))
     next(c for c in bad["components"] if c["type"] == "DG.TableView")["componentStorage"]["_links_"] = {}
     assert any("_links_.context" in p for p in problems(bad))
+
+
+def test_items_come_in_the_order_of_the_child_most_cases(tmp_path):
+    """CODAP adds a document's items in the order of the child-most collection's cases, each over
+    its ancestors' values (``importCases`` in ``v3/src/v2/codap-v2-data-set-importer.ts``), and
+    orders parent cases by their first item (``updateCaseGroups`` in
+    ``v3/src/models/data/collection.ts``). The export lists the child-most cases in item order,
+    so export and import keep the items' order, and with it the cases'."""
+    two = LEVELS["two"]
+    items = [{"group": "a", "name": "x"}, {"group": "b", "name": "y"}, {"group": "a", "name": "z"}]
+    with local_client(tmp_path / "store") as client:
+        client.create_data_context("Data", two)
+        client.create_items("Data", "Rows", items)
+        out = tmp_path / "data.codap"
+        client.export_file("Data", out)
+        doc = json.loads(out.read_text(encoding="utf-8"))
+        assert codap_items(doc) == _items(client, "Data") == items
+        with local_client(tmp_path / "again") as again:
+            assert again.import_file(None, None, out).success
+            assert _items(again, "Data") == items
+            assert [c["values"]["name"] for c in again.get_cases("Data", "Rows")] == ["x", "z", "y"]
