@@ -486,6 +486,22 @@ def test_unknown_case_values_are_ignored_with_a_warning(tmp_path):
     assert any("not attributes" in w for w in doc.warnings)
 
 
+
+def test_case_values_for_another_collections_attribute_are_kept_as_codap_keeps_them(tmp_path):
+    """CODAP keys each case's values by ``toCanonical`` over the whole data set
+    (``v3/src/models/data/data-set.ts``) and puts a child-most case's values over its parents'
+    (``importCases`` in ``v3/src/v2/codap-v2-data-set-importer.ts``): a value a case holds for an
+    attribute of another collection is the item's value, and the nearer case's wins."""
+    data = two_levels(parent_of_child_case=11)
+    people, members = data["contexts"][0]["collections"]
+    members["cases"][0]["values"]["Group"] = "c"  # Ann's case says so, over her parent's "a"
+    people["cases"][1]["values"]["Age"] = 99  # group b's case holds a child attribute
+    del members["cases"][1]["values"]["Age"]  # ... that Bob's case does not
+    doc = read_document(write_json(tmp_path, data))
+    assert doc.contexts[0].items == [{"Group": "c", "Who": "Ann", "Age": 30},
+                                     {"Group": "b", "Age": 99, "Who": "Bob"}]
+    assert not any("not attributes" in w for w in doc.warnings)
+
 def test_slider_and_globals_round_trip(tmp_path):
     data = two_levels()
     data["globalValues"] = [{"name": "v1", "value": 0.5, "guid": 30}]

@@ -502,10 +502,12 @@ class _Reader:
               renames: list[dict[str, str]]) -> None:
         """Items from the cases as CODAP v3 builds them (``importCases`` in
         ``v3/src/v2/codap-v2-data-set-importer.ts``): one item per case of the child-most
-        collection, in the order of that collection's cases, with the values of its case and
-        of its ancestors. A parent case without
-        children makes no item there, so CODAP drops it, and so does this reader (with a
-        warning). A case whose guid an earlier case of the document has is removed first, as
+        collection, in the order of that collection's cases, with the values of its case over
+        those of its ancestors. A case's values for any attribute of the context count, not only
+        its own collection's (CODAP keys them by ``toCanonical`` over the whole data set:
+        ``v3/src/models/data/data-set.ts``); values for names that are no attribute are dropped
+        (with a warning). A parent case without children makes no item there, so CODAP drops
+        it, and so does this reader (with a warning). A case whose guid an earlier case of the document has is removed first, as
         CODAP's ``v2RemoveDuplicateCaseIDs`` (``v3/src/lib/cfm/resolve-document.ts``) does."""
         colls = ctx.collections
         last = len(colls) - 1
@@ -530,8 +532,9 @@ class _Reader:
         # per level: list of (guid, own values, item id, parent case guid)
         levels: list[list[tuple[Any, dict[str, Any], Any, Any]]] = []
         dropped = 0
-        for level, (coll, rows_in, cwhere, rename) in enumerate(zip(colls, kept, wheres, renames)):
-            names = set(coll.attr_names)
+        names = set(ctx.attr_names)
+        rename = {written: name for value_names in renames for written, name in value_names.items()}
+        for level, (coll, rows_in, cwhere) in enumerate(zip(colls, kept, wheres)):
             rows = []
             for k, rc in rows_in:
                 where = f"{cwhere}.cases[{k}]"
@@ -569,7 +572,7 @@ class _Reader:
             levels.append(rows)
         if dropped:
             self.warnings.append(f"data context {ctx.name!r}: {dropped} case value(s) for names "
-                                 "that are not attributes of the case's collection were ignored")
+                                 "that are not attributes of the data context were ignored")
 
         for coll in colls:
             ctx.case_counts[coll.name] = 0
