@@ -403,3 +403,18 @@ def test_items_come_in_the_order_of_the_child_most_cases(tmp_path):
             assert again.import_file(None, None, out).success
             assert _items(again, "Data") == items
             assert [c["values"]["name"] for c in again.get_cases("Data", "Rows")] == ["x", "z", "y"]
+
+
+def test_set_aside_items_are_named_in_the_notes(tmp_path):
+    """CODAP opens a context's ``setAsideItems`` as hidden items (``importSetAsideItems`` in
+    ``v3/src/v2/codap-v2-data-set-importer.ts``); a store has none, so the import says it leaves
+    them out rather than lose them silently."""
+    data = json.loads(ODD.read_text(encoding="utf-8"))
+    data["contexts"][0]["setAsideItems"] = [{"id": "IT1", "values": {}}, {"id": "IT2", "values": {}},
+                                            {"not": "an item"}]
+    path = tmp_path / "aside.codap"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with local_client(tmp_path / "store") as client:
+        result = client.import_file(None, None, path)
+        assert result.success, result.errors
+    assert sum("2 set-aside item(s) not imported" in note for note in result.notes) == 1
