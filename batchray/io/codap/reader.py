@@ -358,9 +358,12 @@ class _Reader:
         if name is not None and not isinstance(name, str):
             self.fail(f"'name' must be a string, not {type_name(name)}", "wrong_type", where)
         title = opt_str(raw.get("title"))
-        description = raw.get("description")
-        if not description and isinstance(raw.get("metadata"), dict):
-            description = raw["metadata"].get("description")
+        # CODAP's importMetadata (v3/src/v2/codap-v2-data-set-importer.ts): the metadata's
+        # description, else the legacy top-level one
+        metadata = raw.get("metadata")
+        description = metadata.get("description") if isinstance(metadata, dict) else None
+        if not js_truthy(description):
+            description = raw.get("description")
         extra = {k: v for k, v in raw.items() if k not in _CONTEXT_KEYS}
 
         # collections, attributes
