@@ -486,6 +486,27 @@ def test_unknown_case_values_are_ignored_with_a_warning(tmp_path):
     assert any("not attributes" in w for w in doc.warnings)
 
 
+
+def test_case_values_for_another_collections_attribute_are_kept_as_codap_keeps_them(tmp_path):
+    """CODAP keys case values by ``toCanonical`` over the data set (v3/src/models/data/data-set.ts),
+    a child-most case's over its parents' (importCases in v3/src/v2/codap-v2-data-set-importer.ts)."""
+    data = two_levels(parent_of_child_case=11)
+    people, members = data["contexts"][0]["collections"]
+    members["cases"][0]["values"]["Group"] = "c"  # Ann's case says so, over her parent's "a"
+    people["cases"][1]["values"]["Age"] = members["cases"][1]["values"].pop("Age") + 58  # on b
+    doc = read_document(write_json(tmp_path, data))
+    assert doc.contexts[0].items == [{"Group": "c", "Who": "Ann", "Age": 30},
+                                     {"Group": "b", "Age": 99, "Who": "Bob"}]
+    assert not any("not attributes" in w for w in doc.warnings)
+
+
+@pytest.mark.parametrize("metadata, shown", [("current", "current"), ("", "legacy")])
+def test_the_metadata_description_comes_before_the_legacy_one(tmp_path, metadata, shown):
+    """importMetadata (v3/src/v2/codap-v2-data-set-importer.ts): metadata's, else the legacy one."""
+    data = two_levels()
+    data["contexts"][0].update(description="legacy", metadata={"description": metadata})
+    assert read_document(write_json(tmp_path, data)).contexts[0].description == shown
+
 def test_slider_and_globals_round_trip(tmp_path):
     data = two_levels()
     data["globalValues"] = [{"name": "v1", "value": 0.5, "guid": 30}]
@@ -572,8 +593,9 @@ def test_document_from_scratch(tmp_path):
     back = read_document(out)
     ctx = back.contexts[0]
     assert ctx.case_counts == {"Cities": 3, "Legs": 4}  # Paris has a child case, with no values
-    assert ctx.items == [{"city": "Oslo", "km": 10}, {"city": "Oslo", "km": 7},
-                         {"city": "Rome", "km": 3}, {"city": "Paris"}]
+    # in the order written: CODAP's item order is that of the child-most cases
+    assert ctx.items == [{"city": "Oslo", "km": 10}, {"city": "Rome", "km": 3},
+                         {"city": "Oslo", "km": 7}, {"city": "Paris"}]
     assert [(c.name, c.parent) for c in ctx.collections] == [("Cities", None), ("Legs", "Cities")]
     km = ctx.collections[1].attrs[0]
     assert (km.type, km.unit, km.precision) == ("numeric", "km", 1)

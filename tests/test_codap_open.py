@@ -382,3 +382,39 @@ def test_the_rules_checker_finds_what_codap_refuses(tmp_path):
     bad = json.loads(json.dumps(good))
     next(c for c in bad["components"] if c["type"] == "DG.TableView")["componentStorage"]["_links_"] = {}
     assert any("_links_.context" in p for p in problems(bad))
+
+
+def test_items_come_in_the_order_of_the_child_most_cases(tmp_path):
+    """CODAP adds a document's items in the order of the child-most collection's cases, each over
+    its ancestors' values (``importCases`` in ``v3/src/v2/codap-v2-data-set-importer.ts``), and
+    orders parent cases by their first item (``updateCaseGroups`` in
+    ``v3/src/models/data/collection.ts``). The export lists the child-most cases in item order,
+    so export and import keep the items' order, and with it the cases'."""
+    two = LEVELS["two"]
+    items = [{"group": "a", "name": "x"}, {"group": "b", "name": "y"}, {"group": "a", "name": "z"}]
+    with local_client(tmp_path / "store") as client:
+        client.create_data_context("Data", two)
+        client.create_items("Data", "Rows", items)
+        out = tmp_path / "data.codap"
+        client.export_file("Data", out)
+        doc = json.loads(out.read_text(encoding="utf-8"))
+        assert codap_items(doc) == _items(client, "Data") == items
+        with local_client(tmp_path / "again") as again:
+            assert again.import_file(None, None, out).success
+            assert _items(again, "Data") == items
+            assert [c["values"]["name"] for c in again.get_cases("Data", "Rows")] == ["x", "z", "y"]
+
+
+def test_set_aside_items_are_named_in_the_notes(tmp_path):
+    """CODAP opens a context's ``setAsideItems`` as hidden items (``importSetAsideItems`` in
+    ``v3/src/v2/codap-v2-data-set-importer.ts``); a store has none, so the import says it leaves
+    them out rather than lose them silently."""
+    data = json.loads(ODD.read_text(encoding="utf-8"))
+    data["contexts"][0]["setAsideItems"] = [{"id": "IT1", "values": {}}, {"id": "IT2", "values": {}},
+                                            {"not": "an item"}]
+    path = tmp_path / "aside.codap"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with local_client(tmp_path / "store") as client:
+        result = client.import_file(None, None, path)
+        assert result.success, result.errors
+    assert sum("2 set-aside item(s) not imported" in note for note in result.notes) == 1

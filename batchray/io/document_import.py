@@ -25,6 +25,8 @@ digits as text past the largest double); both named in ``notes``. The component'
 wrote it (less its links, which the properties name) is kept in ``properties.codapStorage``, for
 the export to write back (:func:`~batchray.io.codap.components.stored_storage`). Global values are stored only for
 the sliders that drive them.
+Items a document sets aside (``setAsideItems``, which CODAP opens as hidden items) are not
+imported, since a store has no hidden items; ``notes`` counts them.
 """
 from __future__ import annotations
 
@@ -178,6 +180,21 @@ def _context_from_spec(spec: Any, name: str, notes: list[str], path: Path) -> Da
                             path=str(path), reason="unsupported", context=spec.name, field=exc.details.get("field")) from None
 
 
+def _set_aside_notes(specs: Iterable[Any]) -> list[str]:
+    """A note per context whose document sets items aside: CODAP opens them as hidden items
+    (``importSetAsideItems`` in ``v3/src/v2/codap-v2-data-set-importer.ts``, each an object with
+    ``id`` and ``values``: ``isV2SetAsideItem``); a store has no hidden items, so they are not
+    imported."""
+    notes = []
+    for spec in specs:
+        aside = spec.extra.get("setAsideItems")
+        count = sum(isinstance(i, dict) and "id" in i and "values" in i for i in aside) if isinstance(aside, list) else 0
+        if count:
+            notes.append(f"data context {spec.name!r}: {count} set-aside item(s) not imported (CODAP keeps them "
+                         "as hidden items; a store has no hidden items)")
+    return notes
+
+
 def _component_dict(comp: Any, renamed: dict[str, str]) -> dict[str, Any]:
     """A document component as the catalog's component shape (references renamed)."""
     props = dict(comp.properties or {})
@@ -280,6 +297,7 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
                                 reason="unknown_context", context=context)
     if not chosen:
         raise DocumentError(f"{path.name} has no data contexts to import", path=str(path), reason="no_contexts")
+    notes.extend(_set_aside_notes(chosen))
     existing = target.catalog.names()
     for spec in chosen:
         name = renamed.get(spec.name, spec.name)

@@ -26,13 +26,9 @@ writer (:mod:`batchray.io.codap.writer`) turns them back into one.
     ``name``, ``title``, ``description``, ``collections`` (:class:`CollectionSpec`, parent
     first), ``items`` and ``case_counts``. ``items`` are the flat items of the context: one dict
     per child-most case holding its values merged with those of all its ancestors, keyed by
-    attribute name, in hierarchical order (top cases in document order, each followed by its
-    descendants). **A case without children** (a parent case whose children were all deleted)
-    still appears: as an item holding only the values of that case and its ancestors, i.e.
-    without any key for the attributes of the collections below it. The writer reads such an
-    item back as a childless case, so ``case_counts`` survive a round trip. When that childless
-    case has no values at all, its attributes are given ``""`` (CODAP's empty value) so the item
-    still reaches down to its collection. ``case_counts`` maps each collection name to the
+    attribute name, in the order of the child-most collection's cases (CODAP's item order:
+    ``importCases`` in ``v3/src/v2/codap-v2-data-set-importer.ts``). A parent case without
+    child cases is no item, as CODAP drops it. ``case_counts`` maps each collection name to the
     number of cases read from the file (the writer ignores it). ``item_ids`` holds the v2
     ``itemID`` of the case each item came from (``None`` where the file has none); the writer
     reuses them while it is as long as ``items``.

@@ -9,10 +9,11 @@
   tree would take more than ``max_memory`` bytes (:data:`DEFAULT_MAX_MEMORY`, ``too_complex``):
   255 MB of empty objects would take some 7 GB parsed.
 * Collections come out parent-first; cases become flat items as CODAP v3 builds them
-  (``v3/src/v2/codap-v2-data-set-importer.ts``): each child-most case's values merged with its
-  ancestors'; a parent case without children is dropped, as CODAP drops it, and so is a case
-  whose guid an earlier case has (``v2RemoveDuplicateCaseIDs``). Components' links are
-  resolved to names (:func:`~batchray.io.codap.components.component_properties`).
+  (``v3/src/v2/codap-v2-data-set-importer.ts``): each child-most case's values, in that
+  collection's case order, merged with its ancestors'; a parent case without children is
+  dropped, as CODAP drops it, and so is a case whose guid an earlier case has
+  (``v2RemoveDuplicateCaseIDs``). Components' links are resolved to names
+  (:func:`~batchray.io.codap.components.component_properties`).
 * Names are taken as CODAP shows them: a context without a name is named by its title, else
   its collections' names joined by ``/`` (CODAP's ``displayTitle``), else ``DATA<guid>``; a
   collection or attribute without one by its title, else ``COLL<guid>``/``ATTR<guid>``; a name
@@ -357,9 +358,12 @@ class _Reader:
         if name is not None and not isinstance(name, str):
             self.fail(f"'name' must be a string, not {type_name(name)}", "wrong_type", where)
         title = opt_str(raw.get("title"))
-        description = raw.get("description")
-        if not description and isinstance(raw.get("metadata"), dict):
-            description = raw["metadata"].get("description")
+        # CODAP's importMetadata (v3/src/v2/codap-v2-data-set-importer.ts): the metadata's
+        # description, else the legacy top-level one
+        metadata = raw.get("metadata")
+        description = metadata.get("description") if isinstance(metadata, dict) else None
+        if not js_truthy(description):
+            description = raw.get("description")
         extra = {k: v for k, v in raw.items() if k not in _CONTEXT_KEYS}
 
         # collections, attributes
@@ -501,9 +505,12 @@ class _Reader:
               renames: list[dict[str, str]]) -> None:
         """Items from the cases as CODAP v3 builds them (``importCases`` in
         ``v3/src/v2/codap-v2-data-set-importer.ts``): one item per case of the child-most
-        collection, with the values of its case and of its ancestors. A parent case without
-        children makes no item there, so CODAP drops it, and so does this reader (with a
-        warning). A case whose guid an earlier case of the document has is removed first, as
+        collection, in the order of that collection's cases, with the values of its case over
+        those of its ancestors. A case's values for any attribute of the context count, not only
+        its own collection's (CODAP keys them by ``toCanonical`` over the whole data set:
+        ``v3/src/models/data/data-set.ts``); values for names that are no attribute are dropped
+        (with a warning). A parent case without children makes no item there, so CODAP drops
+        it, and so does this reader (with a warning). A case whose guid an earlier case of the document has is removed first, as
         CODAP's ``v2RemoveDuplicateCaseIDs`` (``v3/src/lib/cfm/resolve-document.ts``) does."""
         colls = ctx.collections
         last = len(colls) - 1
@@ -525,12 +532,12 @@ class _Reader:
                 level_of[guid] = level
                 rows.append((k, rc))
             kept.append(rows)
-        # per level: list of (guid, own values, item id)
-        levels: list[list[tuple[Any, dict[str, Any], Any]]] = []
-        children: dict[Any, list[int]] = {}
+        # per level: list of (guid, own values, item id, parent case guid)
+        levels: list[list[tuple[Any, dict[str, Any], Any, Any]]] = []
         dropped = 0
-        for level, (coll, rows_in, cwhere, rename) in enumerate(zip(colls, kept, wheres, renames)):
-            names = set(coll.attr_names)
+        names = set(ctx.attr_names)
+        rename = {written: name for value_names in renames for written, name in value_names.items()}
+        for level, (coll, rows_in, cwhere) in enumerate(zip(colls, kept, wheres)):
             rows = []
             for k, rc in rows_in:
                 where = f"{cwhere}.cases[{k}]"
@@ -563,44 +570,40 @@ class _Reader:
                                   f"{parent!r}, which is in collection {colls[plevel].name!r}, "
                                   f"not {colls[level - 1].name!r}",
                                   "case_parent_wrong_collection", where, case=guid, parent=parent)
-                    children.setdefault(parent, []).append(len(rows))
                 item_id = rc.get("itemID")
-                rows.append((guid, own, item_id if isinstance(item_id, str) else None))
+                rows.append((guid, own, item_id if isinstance(item_id, str) else None, parent))
             levels.append(rows)
         if dropped:
             self.warnings.append(f"data context {ctx.name!r}: {dropped} case value(s) for names "
-                                 "that are not attributes of the case's collection were ignored")
+                                 "that are not attributes of the data context were ignored")
 
-        items: list[dict[str, Any]] = []
-        item_ids: list[str | None] = []
         for coll in colls:
             ctx.case_counts[coll.name] = 0
         if not levels:
             return
-        childless = 0
-        # iterative depth-first walk: top cases in order, each followed by its descendants;
-        # a case counts when an item lies below it
-        stack: list[tuple[int, int, dict[str, Any], tuple[int, ...]]] = [
-            (0, i, {}, ()) for i in reversed(range(len(levels[0])))]
-        counted: set[tuple[int, int]] = set()
-        while stack:
-            level, idx, inherited, path = stack.pop()
-            guid, own, item_id = levels[level][idx]
-            merged = {**inherited, **own}
-            path = path + (idx,)
-            if level < last:
-                kids = children.get(guid)
-                if kids:
-                    stack.extend((level + 1, k, merged, path) for k in reversed(kids))
-                else:
-                    childless += 1
-                continue
-            for up, pos in enumerate(path):
-                if (up, pos) not in counted:
-                    counted.add((up, pos))
-                    ctx.case_counts[colls[up].name] += 1
-            items.append(merged)
+        # importCases adds the items in the order of the child-most collection's cases, each
+        # with its ancestors' values beneath its own; a parent case counts when an item lies
+        # below it
+        cases_by_guid = {row[0]: row for rows in levels for row in rows}
+        lineage: dict[Any, dict[str, Any]] = {}
+
+        def values_above(guid: Any) -> dict[str, Any]:
+            """The merged values of parent case ``guid`` and its ancestors (counted once)."""
+            merged = lineage.get(guid)
+            if merged is None:
+                _, own, _, parent = cases_by_guid[guid]
+                merged = {**(values_above(parent) if parent is not None else {}), **own}
+                lineage[guid] = merged
+                ctx.case_counts[colls[level_of[guid]].name] += 1
+            return merged
+
+        items: list[dict[str, Any]] = []
+        item_ids: list[str | None] = []
+        for _, own, item_id, parent in levels[last]:
+            items.append({**values_above(parent), **own} if parent is not None else dict(own))
             item_ids.append(item_id)
+        ctx.case_counts[colls[last].name] = len(items)
+        childless = sum(len(rows) for rows in levels[:last]) - len(lineage)
         if childless:
             self.warnings.append(f"data context {ctx.name!r}: {childless} parent case(s) without "
                                  "child cases were dropped, as CODAP drops them (it builds items "
