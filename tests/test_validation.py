@@ -610,3 +610,24 @@ def test_a_value_json_has_no_form_for_is_a_per_item_error_with_its_text(engine, 
     assert kept.items_created == 1
     line = orjson.loads((tmp_path / "rejects.jsonl").read_text().splitlines()[0])
     assert line["values"]["mass"] == repr(value)
+
+
+def test_whole_numbers_written_as_text_are_exact_and_refused_past_64_bits():
+    """Text of a whole number is read as the exact int (a double rounds past 2**53), and text
+    past 64 bits is refused as the int itself is; a bounded attribute that is not numeric still
+    compares such text with its bounds."""
+    from batchray.core.model.schema import Attribute, ValueProblem, coerce_value
+
+    numeric = Attribute(name="n", type="numeric")
+    assert coerce_value(numeric, "9007199254740993") == 9007199254740993
+    assert coerce_value(numeric, " -9223372036854775807 ") == -(2**63 - 1)
+    for text in ("9223372036854775808", "-99999999999999999999999"):
+        with pytest.raises(ValueProblem, match="out of range"):
+            coerce_value(numeric, text)
+        with pytest.raises(ValueProblem, match="out of range"):
+            coerce_value(numeric, int(text))
+    assert coerce_value(numeric, "1e20") == 1e20  # an exponent: a double, as before
+    bounded = Attribute(name="c", type="categorical", max=100)
+    for text in ("99999999999999999999999", "1e400"):
+        with pytest.raises(ValueProblem, match="above the maximum"):
+            coerce_value(bounded, text)

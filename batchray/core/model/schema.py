@@ -225,8 +225,8 @@ _COLOR = re.compile(r"^(#[0-9a-fA-F]{3,8}|[a-zA-Z]{3,30}|(rgb|hsl)a?\([^()]{1,60
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 MAX_STRING = 1_000_000
-_INT_LIMIT = 2**63 - 1
 """Longest string value accepted (characters)."""
+_INT_LIMIT = 2**63 - 1
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -267,7 +267,12 @@ def _as_number(value: Any) -> float | int:
         number = float(value)
         if not math.isfinite(number):
             raise ValueProblem(f"number out of range: {value[:40]!r}")
-        return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+        if number.is_integer() and "." not in value and "e" not in value.lower():
+            whole = int(value)  # exact: the double rounds integers past 2**53
+            if abs(whole) > _INT_LIMIT:
+                raise ValueProblem(f"number out of range: {value[:40]!r}")
+            return whole
+        return number
     if isinstance(value, Decimal):
         return _decimal_number(value)
     raise ValueProblem(f"expected a number, got {_short(value)}")
@@ -338,7 +343,9 @@ def coerce_value(attr: Attribute, value: Any) -> Any:
     """Check ``value`` against ``attr``'s type and constraints; return its normal form.
 
     ``None`` and ``""`` mean "no value" (allowed unless ``required``). Numeric strings become
-    numbers for numeric attributes, as CODAP does. Raises :class:`ValueProblem`.
+    numbers for numeric attributes, as CODAP does: text of a whole number without a point or an
+    exponent becomes the exact int (refused past 64 bits, as an int is), other text the nearest
+    double. Raises :class:`ValueProblem`.
     """
     if value is None or value == "":
         if attr.required:
@@ -372,8 +379,8 @@ def _check_constraints(attr: Attribute, value: Any) -> None:
     if attr.min is not None or attr.max is not None:
         try:
             number = _as_number(value)
-        except ValueProblem:
-            number = None
+        except ValueProblem:  # numeric text past 64 bits or a double is still compared with the bounds
+            number = float(value) if isinstance(value, str) and _NUMERIC_STRING.match(value) else None
         if number is not None:
             if attr.min is not None and number < attr.min:
                 raise ValueProblem(f"{number} is below the minimum {attr.min}")
