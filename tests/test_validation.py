@@ -631,3 +631,15 @@ def test_whole_numbers_written_as_text_are_exact_and_refused_past_64_bits():
     for text in ("99999999999999999999999", "1e400"):
         with pytest.raises(ValueProblem, match="above the maximum"):
             coerce_value(bounded, text)
+
+
+def test_a_pattern_is_checked_on_each_text_of_a_column_of_equal_numbers():
+    """A pattern reads a value's text: 1 and 1.0 (or 0 and -0.0) are one value to a set but two
+    texts; the column check gives the row path's verdict on each."""
+    context = DataContext.model_validate({"name": "P", "collections": [
+        {"name": "c", "attrs": [{"name": "digits", "type": "numeric", "pattern": "[0-9]+"}]}]})
+    for rows in ([{"digits": 1}, {"digits": 1.0}], [{"digits": 0}, {"digits": -0.0}]):
+        positions, good, errors = RowValidator(context).validate(rows, start_index=4)
+        assert (good, errors) == validate_values(context, rows, start_index=4)
+        assert positions == [0] and [e["index"] for e in errors] == [5]
+    assert RowValidator(context).validate([{"digits": 1}, {"digits": 12}])[2] == []

@@ -773,8 +773,11 @@ class RowValidator:
                 pattern = self._patterns.get(name)
                 if pattern is not None and distinct_limit is not None and len(distinct) > distinct_limit:
                     return False  # too many to match here: the caller leaves them to the workers
-                if pattern is not None and not all(map(pattern, map(str, distinct))):
-                    return False  # the row path names the values that do not match
+                if pattern is not None:
+                    # a pattern reads a value's text: equal numbers (1 and 1.0) are one in a set, two texts
+                    texts = distinct if kinds == {str} else set(map(str, column))
+                    if not all(map(pattern, texts)):
+                        return False  # the row path names the values that do not match
             attr = self._by_value.get(name)
             if attr is not None and not self._distinct_values_ok(attr, column, distinct_limit):
                 return False
