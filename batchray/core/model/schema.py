@@ -1,4 +1,4 @@
-"""The CODAP data model: data contexts, collections, attributes, components.
+"""The CODAP data model: data contexts, collections, attributes (components: :mod:`batchray.core.model.components`).
 
 A :class:`DataContext` holds ordered collections, parent first; every collection but the first
 names its parent. Items are the flat rows of a context: one value per attribute of any of its
@@ -180,42 +180,6 @@ class DataContext(BaseModel):
                 return out
         self.collection(collection)  # raises SchemaError
         return out
-
-
-COMPONENT_TYPES = (
-    "caseTable",
-    "caseCard",
-    "graph",
-    "map",
-    "slider",
-    "text",
-    "calculator",
-    "webView",
-    "game",
-    "guideView",
-    "imageComponentView",
-)
-
-
-class Component(BaseModel):
-    """A document-level CODAP component. References in ``properties`` are checked by the
-    component operations against the catalog (data contexts, attributes, globals)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: str
-    name: str = Field(pattern=NAME_PATTERN)
-    title: Optional[str] = None
-    dimensions: dict[str, float] = Field(default_factory=dict)
-    position: dict[str, float] | str | None = None
-    properties: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, value: str) -> str:
-        if value not in COMPONENT_TYPES:
-            raise ValueError(f"unknown component type {value!r}; one of {', '.join(COMPONENT_TYPES)}")
-        return value
 
 
 # -- values ---------------------------------------------------------------------------------
