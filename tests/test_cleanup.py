@@ -277,6 +277,8 @@ def test_cleanup_is_one_transaction(survey, monkeypatch):
     ({"cleanup": {"invalid": "zap"}}, ValidationError, "cleanup.invalid"),
     ({"rules": {"cost": {"minimum": 1}}}, ValidationError, "rules.cost.minimum"),
     ({"collectionName": "Nope"}, SchemaError, "collectionName"),
+    ({"rules": {"cost": {"type": "numeric", "default": "n/a"}}, "cleanup": {"fillDefaults": True}},
+     ValidationError, "rules.cost.default"),
 ])
 def test_bad_arguments_change_nothing(survey, args, error, field):
     engine, ids = survey
@@ -314,3 +316,13 @@ def test_validate_and_clean_through_the_tool_on_ray(client):
     assert {i["id"]: i["values"] for i in client.get_items(CONTEXT)} == expected
     status = client.tool("get_batch_status", {"batchId": done["transactionId"]})
     assert status["success"] and status["state"] == "completed", status
+
+
+def test_a_rule_over_an_attribute_keeps_the_schemas_default_as_it_is(survey, tmp_path):
+    """A rule that makes an attribute numeric checks its values; the schema's own default (text)
+    is no reason to refuse the check."""
+    engine, ids = survey
+    assert engine.tool("batch_schema_operations", {"dataContextName": CONTEXT, "operations": [
+        {"action": "update", "target": "attribute", "attribute": "cost", "spec": {"default": "n/a"}}]})["success"]
+    report = _validate(engine, collectionName="Visits", rules={"cost": RULES["cost"]})
+    assert report["success"] and _problems(report, ids) == [(2, "cost", "INVALID_VALUE")]

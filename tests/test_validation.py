@@ -643,3 +643,26 @@ def test_a_pattern_is_checked_on_each_text_of_a_column_of_equal_numbers():
         assert (good, errors) == validate_values(context, rows, start_index=4)
         assert positions == [0] and [e["index"] for e in errors] == [5]
     assert RowValidator(context).validate([{"digits": 1}, {"digits": 12}])[2] == []
+
+
+def test_a_default_must_be_a_value_of_its_attribute_and_is_kept_in_its_normal_form(tmp_path):
+    """A create writes a default as it is into each item that leaves its attribute out: a
+    default that is not a value of the attribute is refused with the schema, and one that is
+    is kept (and written) in its normal form."""
+    with local_client(tmp_path / "store", shards=2) as client:
+        for bad in ({"type": "numeric", "default": "abc"}, {"type": "checkbox", "default": "maybe"},
+                    {"pattern": "[a-z]+", "default": "123"}, {"type": "numeric", "max": 3, "default": 5},
+                    {"required": True, "default": ""}, {"default": ["a", "list"]}):
+            with pytest.raises(SchemaError) as refused:
+                client.create_data_context("Bad", [{"name": "c", "attrs": [{"name": "a"}, {"name": "d", **bad}]}])
+            assert refused.value.details["field"] == "collections.0.attrs.1.default", bad
+        assert client.create_data_context("Good", [{"name": "c", "attrs": [
+            {"name": "a"}, {"name": "n", "type": "numeric", "default": "5"},
+            {"name": "k", "type": "checkbox", "default": "yes"}]}]).success
+        assert client.create_items("Good", "c", [{"a": "x"}]).success
+        assert [item["values"] for item in client.get_items("Good")] == [{"a": "x", "n": 5, "k": True}]
+        refused = client.tool("batch_schema_operations", {"dataContextName": "Good", "operations": [
+            {"action": "create", "target": "attribute", "collection": "c",
+             "spec": {"name": "legs", "type": "numeric", "default": "four"}}]})
+        assert refused["success"] is False and refused["error"]["code"] == "SCHEMA", refused
+        assert "legs" not in client.catalog.context("Good")[1].attributes()

@@ -81,6 +81,19 @@ class Attribute(BaseModel):
                 raise ValueError(exc.message) from None
         return value
 
+    @field_validator("default")
+    @classmethod
+    def _default_fits(cls, value: Any, info: ValidationInfo) -> Any:
+        # a create writes the default, unchecked, into each item that leaves the attribute out:
+        # it must be a value of the attribute, kept in its normal form ("5" -> 5 for a numeric
+        # one); a stored schema loads as it is
+        if value is None or (info.context or {}).get("stored"):
+            return value
+        try:
+            return coerce_value(cls.model_construct(**info.data), value)
+        except ValueProblem as exc:
+            raise ValueError(f"default {_short(value)} is not a value of the attribute: {exc}") from None
+
     @model_validator(mode="after")
     def _bounds_in_order(self, info: ValidationInfo) -> "Attribute":
         # no value could pass min > max: refused for a new schema (a stored one still loads)

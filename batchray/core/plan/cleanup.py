@@ -210,12 +210,15 @@ def _effective_attributes(ctx: DataContext, collection: Optional[str], rules: Op
         if unknown:
             raise ValidationError(f"rules.{name}: unknown constraint {unknown[0]!r} (known: {', '.join(_CONSTRAINT_FIELDS)})",
                                   field=f"rules.{name}.{unknown[0]}")
+        own = attrs[name]
         try:
-            attrs[name] = Attribute.model_validate({**attrs[name].model_dump(), **rule})
+            # a rule's default is checked against the rule; the schema's own is kept as it is
+            ruled = Attribute.model_validate({**own.model_dump(exclude={"default"}), **rule})
         except PydanticError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ValidationError(f"rules.{name}.{where}: {first['msg']}", field=f"rules.{name}.{where}") from None
+            where = ".".join([f"rules.{name}", *map(str, first["loc"])])
+            raise ValidationError(f"{where}: {first['msg']}", field=where) from None
+        attrs[name] = ruled if "default" in rule else ruled.model_copy(update={"default": own.default})
     return attrs
 
 
