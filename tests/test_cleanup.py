@@ -288,6 +288,14 @@ def test_bad_arguments_change_nothing(survey, args, error, field):
     assert snapshot(engine, CONTEXT) == _items(ids)
 
 
+@pytest.mark.parametrize("bad", [{"sample": -1}, {"max_errors": 0}, {"max_errors": 1.5}, {"sample": True}])
+def test_python_api_refuses_a_count_that_is_not_one(survey, bad):
+    engine, ids = survey
+    with pytest.raises(ValidationError) as refused:
+        validate_and_clean(engine, CONTEXT, rules=RULES, cleanup=TIDY, **bad)
+    assert refused.value.details["field"] == next(iter(bad))
+
+
 def test_python_api(survey):
     engine, ids = survey
     report = validate_and_clean(engine, CONTEXT, "Visits", rules={"cost": RULES["cost"]}, cleanup={"invalid": "drop"},

@@ -274,8 +274,12 @@ def validate_and_clean(
     batch_size: int = 10_000,
 ) -> dict[str, Any]:
     """Check (and with ``cleanup`` and ``dry_run=False``, clean) a data context; see the module
-    docs. ``target`` is the front object (:class:`~batchray.core.plan.plan.PlanTarget`). Returns a JSON-ready report."""
+    docs. ``target`` is the front object (:class:`~batchray.core.plan.plan.PlanTarget`). Returns a JSON-ready report.
+    ``max_errors`` (at least 1) and ``sample`` (at least 0) are ints, else a ValidationError
+    naming them."""
     batch_size = arguments.chunk_size(batch_size)
+    max_errors = arguments.integer(max_errors, "max_errors", minimum=1)
+    sample = arguments.integer(sample, "sample")
     options = CleanupOptions.parse(cleanup)
     context_id, ctx = target.catalog.context(context)
     attrs = _effective_attributes(ctx, collection, rules)
