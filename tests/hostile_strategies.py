@@ -9,7 +9,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from batchray.core.model.schema import COMPONENT_TYPES
+from batchray.core.model.components import COMPONENT_TYPES
 from batchray.api.tools import TOOLS
 from hostile_material import (EXPLOSIVE_PATTERNS, HOSTILE_SCALARS, HOSTILE_STRINGS, HOSTILE_STRUCTURES, PATHS,
                               SLOW_VALUE, UNRUNNABLE_PATTERNS)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import pytest
 from hierarchy import snapshot
 
-from batchray.core.plan import cleanup as cleanup_module
 from batchray.core.plan.cleanup import validate_and_clean
-from local_runtime import Client, local_client
+from local_runtime import local_client
 from batchray.errors import SchemaError, ValidationError
 from batchray.api.tools import call_tool
 
@@ -277,6 +276,8 @@ def test_cleanup_is_one_transaction(survey, monkeypatch):
     ({"cleanup": {"invalid": "zap"}}, ValidationError, "cleanup.invalid"),
     ({"rules": {"cost": {"minimum": 1}}}, ValidationError, "rules.cost.minimum"),
     ({"collectionName": "Nope"}, SchemaError, "collectionName"),
+    ({"rules": {"cost": {"type": "numeric", "default": "n/a"}}, "cleanup": {"fillDefaults": True}},
+     ValidationError, "rules.cost.default"),
 ])
 def test_bad_arguments_change_nothing(survey, args, error, field):
     engine, ids = survey
@@ -285,6 +286,14 @@ def test_bad_arguments_change_nothing(survey, args, error, field):
     assert result["error"]["code"] == error.code, result
     assert result["error"]["details"]["field"] == field, result
     assert snapshot(engine, CONTEXT) == _items(ids)
+
+
+@pytest.mark.parametrize("bad", [{"sample": -1}, {"max_errors": 0}, {"max_errors": 1.5}, {"sample": True}])
+def test_python_api_refuses_a_count_that_is_not_one(survey, bad):
+    engine, ids = survey
+    with pytest.raises(ValidationError) as refused:
+        validate_and_clean(engine, CONTEXT, rules=RULES, cleanup=TIDY, **bad)
+    assert refused.value.details["field"] == next(iter(bad))
 
 
 def test_python_api(survey):
@@ -314,3 +323,32 @@ def test_validate_and_clean_through_the_tool_on_ray(client):
     assert {i["id"]: i["values"] for i in client.get_items(CONTEXT)} == expected
     status = client.tool("get_batch_status", {"batchId": done["transactionId"]})
     assert status["success"] and status["state"] == "completed", status
+
+
+def test_a_rule_over_an_attribute_keeps_the_schemas_default_as_it_is(survey, tmp_path):
+    """A rule that makes an attribute numeric checks its values; the schema's own default (text)
+    is no reason to refuse the check."""
+    engine, ids = survey
+    assert engine.tool("batch_schema_operations", {"dataContextName": CONTEXT, "operations": [
+        {"action": "update", "target": "attribute", "attribute": "cost", "spec": {"default": "n/a"}}]})["success"]
+    report = _validate(engine, collectionName="Visits", rules={"cost": RULES["cost"]})
+    assert report["success"] and _problems(report, ids) == [(2, "cost", "INVALID_VALUE")]
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_cleanup_that_would_write_a_value_the_schema_refuses_is_refused_whole(survey, dry_run):
+    """An update's values are written as they are: a flag's text in a numeric attribute, or a
+    rule's default that the schema's checkbox refuses, refuse the cleanup (its dry run too)
+    before anything is written."""
+    engine, ids = survey
+    assert engine.tool("batch_schema_operations", {"dataContextName": CONTEXT, "operations": [
+        {"action": "create", "target": "attribute", "collection": "Visits",
+         "spec": {"name": "score", "type": "numeric"}}]})["success"]
+    before = snapshot(engine, CONTEXT)
+    for args in ({"rules": RULES, "cleanup": {"invalid": "flag", "flagAttribute": "score"}},
+                 {"rules": {"bad": {"type": "categorical", "default": "zz"}}, "cleanup": {"fillDefaults": True}}):
+        field = "score" if "cleanup" in args and args["cleanup"].get("flagAttribute") else "bad"
+        report = _validate(engine, dryRun=dry_run, **args)
+        assert report["success"] is False and report["error"]["code"] == "VALIDATION", report
+        assert report["error"]["details"]["field"] == field and "schema refuses" in report["error"]["message"]
+        assert snapshot(engine, CONTEXT) == before

@@ -610,3 +610,59 @@ def test_a_value_json_has_no_form_for_is_a_per_item_error_with_its_text(engine, 
     assert kept.items_created == 1
     line = orjson.loads((tmp_path / "rejects.jsonl").read_text().splitlines()[0])
     assert line["values"]["mass"] == repr(value)
+
+
+def test_whole_numbers_written_as_text_are_exact_and_refused_past_64_bits():
+    """Text of a whole number is read as the exact int (a double rounds past 2**53), and text
+    past 64 bits is refused as the int itself is; a bounded attribute that is not numeric still
+    compares such text with its bounds."""
+    from batchray.core.model.schema import Attribute, ValueProblem, coerce_value
+
+    numeric = Attribute(name="n", type="numeric")
+    assert coerce_value(numeric, "9007199254740993") == 9007199254740993
+    assert coerce_value(numeric, " -9223372036854775807 ") == -(2**63 - 1)
+    for text in ("9223372036854775808", "-99999999999999999999999"):
+        with pytest.raises(ValueProblem, match="out of range"):
+            coerce_value(numeric, text)
+        with pytest.raises(ValueProblem, match="out of range"):
+            coerce_value(numeric, int(text))
+    assert coerce_value(numeric, "1e20") == 1e20  # an exponent: a double, as before
+    bounded = Attribute(name="c", type="categorical", max=100)
+    for text in ("99999999999999999999999", "1e400"):
+        with pytest.raises(ValueProblem, match="above the maximum"):
+            coerce_value(bounded, text)
+
+
+def test_a_pattern_is_checked_on_each_text_of_a_column_of_equal_numbers():
+    """A pattern reads a value's text: 1 and 1.0 (or 0 and -0.0) are one value to a set but two
+    texts; the column check gives the row path's verdict on each."""
+    context = DataContext.model_validate({"name": "P", "collections": [
+        {"name": "c", "attrs": [{"name": "digits", "type": "numeric", "pattern": "[0-9]+"}]}]})
+    for rows in ([{"digits": 1}, {"digits": 1.0}], [{"digits": 0}, {"digits": -0.0}]):
+        positions, good, errors = RowValidator(context).validate(rows, start_index=4)
+        assert (good, errors) == validate_values(context, rows, start_index=4)
+        assert positions == [0] and [e["index"] for e in errors] == [5]
+    assert RowValidator(context).validate([{"digits": 1}, {"digits": 12}])[2] == []
+
+
+def test_a_default_must_be_a_value_of_its_attribute_and_is_kept_in_its_normal_form(tmp_path):
+    """A create writes a default as it is into each item that leaves its attribute out: a
+    default that is not a value of the attribute is refused with the schema, and one that is
+    is kept (and written) in its normal form."""
+    with local_client(tmp_path / "store", shards=2) as client:
+        for bad in ({"type": "numeric", "default": "abc"}, {"type": "checkbox", "default": "maybe"},
+                    {"pattern": "[a-z]+", "default": "123"}, {"type": "numeric", "max": 3, "default": 5},
+                    {"required": True, "default": ""}, {"default": ["a", "list"]}):
+            with pytest.raises(SchemaError) as refused:
+                client.create_data_context("Bad", [{"name": "c", "attrs": [{"name": "a"}, {"name": "d", **bad}]}])
+            assert refused.value.details["field"] == "collections.0.attrs.1.default", bad
+        assert client.create_data_context("Good", [{"name": "c", "attrs": [
+            {"name": "a"}, {"name": "n", "type": "numeric", "default": "5"},
+            {"name": "k", "type": "checkbox", "default": "yes"}]}]).success
+        assert client.create_items("Good", "c", [{"a": "x"}]).success
+        assert [item["values"] for item in client.get_items("Good")] == [{"a": "x", "n": 5, "k": True}]
+        refused = client.tool("batch_schema_operations", {"dataContextName": "Good", "operations": [
+            {"action": "create", "target": "attribute", "collection": "c",
+             "spec": {"name": "legs", "type": "numeric", "default": "four"}}]})
+        assert refused["success"] is False and refused["error"]["code"] == "SCHEMA", refused
+        assert "legs" not in client.catalog.context("Good")[1].attributes()

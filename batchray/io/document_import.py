@@ -231,7 +231,7 @@ def _component_docs(target: Target, doc: Any, wanted: set[str], renamed: dict[st
     from pydantic import ValidationError as PydanticError
 
     from batchray.core.plan.operations import check_component
-    from batchray.core.model.schema import Component
+    from batchray.core.model.components import Component
     from batchray.core.storage.store import component_key, json_text
 
     catalog = _PendingCatalog(target.catalog, new_contexts)

@@ -1,4 +1,4 @@
-"""The CODAP data model: data contexts, collections, attributes, components.
+"""The CODAP data model: data contexts, collections, attributes (components: :mod:`batchray.core.model.components`).
 
 A :class:`DataContext` holds ordered collections, parent first; every collection but the first
 names its parent. Items are the flat rows of a context: one value per attribute of any of its
@@ -80,6 +80,19 @@ class Attribute(BaseModel):
             except ValidationError as exc:
                 raise ValueError(exc.message) from None
         return value
+
+    @field_validator("default")
+    @classmethod
+    def _default_fits(cls, value: Any, info: ValidationInfo) -> Any:
+        # a create writes the default, unchecked, into each item that leaves the attribute out:
+        # it must be a value of the attribute, kept in its normal form ("5" -> 5 for a numeric
+        # one); a stored schema loads as it is
+        if value is None or (info.context or {}).get("stored"):
+            return value
+        try:
+            return coerce_value(cls.model_construct(**info.data), value)
+        except ValueProblem as exc:
+            raise ValueError(f"default {_short(value)} is not a value of the attribute: {exc}") from None
 
     @model_validator(mode="after")
     def _bounds_in_order(self, info: ValidationInfo) -> "Attribute":
@@ -182,42 +195,6 @@ class DataContext(BaseModel):
         return out
 
 
-COMPONENT_TYPES = (
-    "caseTable",
-    "caseCard",
-    "graph",
-    "map",
-    "slider",
-    "text",
-    "calculator",
-    "webView",
-    "game",
-    "guideView",
-    "imageComponentView",
-)
-
-
-class Component(BaseModel):
-    """A document-level CODAP component. References in ``properties`` are checked by the
-    component operations against the catalog (data contexts, attributes, globals)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: str
-    name: str = Field(pattern=NAME_PATTERN)
-    title: Optional[str] = None
-    dimensions: dict[str, float] = Field(default_factory=dict)
-    position: dict[str, float] | str | None = None
-    properties: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, value: str) -> str:
-        if value not in COMPONENT_TYPES:
-            raise ValueError(f"unknown component type {value!r}; one of {', '.join(COMPONENT_TYPES)}")
-        return value
-
-
 # -- values ---------------------------------------------------------------------------------
 
 _NUMERIC_STRING = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
@@ -225,8 +202,8 @@ _COLOR = re.compile(r"^(#[0-9a-fA-F]{3,8}|[a-zA-Z]{3,30}|(rgb|hsl)a?\([^()]{1,60
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 MAX_STRING = 1_000_000
-_INT_LIMIT = 2**63 - 1
 """Longest string value accepted (characters)."""
+_INT_LIMIT = 2**63 - 1
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -267,7 +244,12 @@ def _as_number(value: Any) -> float | int:
         number = float(value)
         if not math.isfinite(number):
             raise ValueProblem(f"number out of range: {value[:40]!r}")
-        return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+        if number.is_integer() and "." not in value and "e" not in value.lower():
+            whole = int(value)  # exact: the double rounds integers past 2**53
+            if abs(whole) > _INT_LIMIT:
+                raise ValueProblem(f"number out of range: {value[:40]!r}")
+            return whole
+        return number
     if isinstance(value, Decimal):
         return _decimal_number(value)
     raise ValueProblem(f"expected a number, got {_short(value)}")
@@ -338,7 +320,9 @@ def coerce_value(attr: Attribute, value: Any) -> Any:
     """Check ``value`` against ``attr``'s type and constraints; return its normal form.
 
     ``None`` and ``""`` mean "no value" (allowed unless ``required``). Numeric strings become
-    numbers for numeric attributes, as CODAP does. Raises :class:`ValueProblem`.
+    numbers for numeric attributes, as CODAP does: text of a whole number without a point or an
+    exponent becomes the exact int (refused past 64 bits, as an int is), other text the nearest
+    double. Raises :class:`ValueProblem`.
     """
     if value is None or value == "":
         if attr.required:
@@ -372,8 +356,8 @@ def _check_constraints(attr: Attribute, value: Any) -> None:
     if attr.min is not None or attr.max is not None:
         try:
             number = _as_number(value)
-        except ValueProblem:
-            number = None
+        except ValueProblem:  # numeric text past 64 bits or a double is still compared with the bounds
+            number = float(value) if isinstance(value, str) and _NUMERIC_STRING.match(value) else None
         if number is not None:
             if attr.min is not None and number < attr.min:
                 raise ValueProblem(f"{number} is below the minimum {attr.min}")
@@ -766,8 +750,11 @@ class RowValidator:
                 pattern = self._patterns.get(name)
                 if pattern is not None and distinct_limit is not None and len(distinct) > distinct_limit:
                     return False  # too many to match here: the caller leaves them to the workers
-                if pattern is not None and not all(map(pattern, map(str, distinct))):
-                    return False  # the row path names the values that do not match
+                if pattern is not None:
+                    # a pattern reads a value's text: equal numbers (1 and 1.0) are one in a set, two texts
+                    texts = distinct if kinds == {str} else set(map(str, column))
+                    if not all(map(pattern, texts)):
+                        return False  # the row path names the values that do not match
             attr = self._by_value.get(name)
             if attr is not None and not self._distinct_values_ok(attr, column, distinct_limit):
                 return False

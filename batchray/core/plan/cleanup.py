@@ -29,7 +29,11 @@ Cleanup actions, all optional:
 Problems are reported on the values as they will be after ``trim``/``coerceTypes``/``fillDefaults``.
 All changes are planned into update chunks (patches of the changed values, by id) and delete
 chunks (by id), per shard, and run as **one atomic transaction**. With ``dryRun`` (the default)
-nothing is written: the result says what would change, with counts and a sample.
+nothing is written: the result says what would change, with counts and a sample. A changed
+value is written as it is, so each is checked against the schema's own attribute (not a check's
+``rules``) first: one the schema refuses (a trim that empties a required value, a flag's text in
+a numeric attribute, a rule's default the schema's type refuses) refuses the whole cleanup, its
+dry run too, with a :class:`~batchray.errors.ValidationError` naming the item and the attribute.
 
 The plan is made from a read of the committed items, page by page (memory stays bounded by a
 page plus what the report and the changes hold). The write is all-or-nothing, and it fails
@@ -54,7 +58,8 @@ from batchray.core.model.batch import RunOptions
 from batchray.core.plan.plan import PlanTarget
 from batchray.core.txn.chunks import DeleteItems, UpdateItems
 from batchray.errors import SchemaError, ValidationError
-from batchray.core.model.schema import Attribute, AttributeType, DataContext, ValueProblem, coerce_value
+from batchray.core.model.schema import (Attribute, AttributeType, DataContext, ValueProblem, coerce_value,
+                                        raise_if_errors)
 
 PAGE = 10_000
 _CONSTRAINT_FIELDS = ("type", "required", "unique", "min", "max", "allowed", "pattern", "default")
@@ -210,12 +215,15 @@ def _effective_attributes(ctx: DataContext, collection: Optional[str], rules: Op
         if unknown:
             raise ValidationError(f"rules.{name}: unknown constraint {unknown[0]!r} (known: {', '.join(_CONSTRAINT_FIELDS)})",
                                   field=f"rules.{name}.{unknown[0]}")
+        own = attrs[name]
         try:
-            attrs[name] = Attribute.model_validate({**attrs[name].model_dump(), **rule})
+            # a rule's default is checked against the rule; the schema's own is kept as it is
+            ruled = Attribute.model_validate({**own.model_dump(exclude={"default"}), **rule})
         except PydanticError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ValidationError(f"rules.{name}.{where}: {first['msg']}", field=f"rules.{name}.{where}") from None
+            where = ".".join([f"rules.{name}", *map(str, first["loc"])])
+            raise ValidationError(f"{where}: {first['msg']}", field=where) from None
+        attrs[name] = ruled if "default" in rule else ruled.model_copy(update={"default": own.default})
     return attrs
 
 
@@ -266,8 +274,12 @@ def validate_and_clean(
     batch_size: int = 10_000,
 ) -> dict[str, Any]:
     """Check (and with ``cleanup`` and ``dry_run=False``, clean) a data context; see the module
-    docs. ``target`` is the front object (:class:`~batchray.core.plan.plan.PlanTarget`). Returns a JSON-ready report."""
+    docs. ``target`` is the front object (:class:`~batchray.core.plan.plan.PlanTarget`). Returns a JSON-ready report.
+    ``max_errors`` (at least 1) and ``sample`` (at least 0) are ints, else a ValidationError
+    naming them."""
     batch_size = arguments.chunk_size(batch_size)
+    max_errors = arguments.integer(max_errors, "max_errors", minimum=1)
+    sample = arguments.integer(sample, "sample")
     options = CleanupOptions.parse(cleanup)
     context_id, ctx = target.catalog.context(context)
     attrs = _effective_attributes(ctx, collection, rules)
@@ -287,6 +299,7 @@ def validate_and_clean(
     invalid_items = 0
     error_count = 0
     changes: list[_Change] = []
+    unwritable: list[dict[str, Any]] = []  # changed values the schema refuses
     checked = 0
 
     for index, (item_id, values) in enumerate(iter_items(target.reader, context_id)):
@@ -363,8 +376,10 @@ def validate_and_clean(
                 reasons.append("unflag")
         changed = {k: v for k, v in new.items() if k not in values or not _same(values[k], v)}
         if changed:
+            unwritable.extend(_refused_by_schema(all_attrs, item_id, index, changed))
             changes.append(_Change(item_id, index, "update", reasons, {k: values.get(k) for k in changed}, changed))
 
+    raise_if_errors(unwritable[:max_errors], "changes")  # a dry run refuses what the run would
     updates = [c for c in changes if c.action == "update"]
     deletes = [c for c in changes if c.action == "delete"]
     report: dict[str, Any] = {
@@ -398,6 +413,22 @@ def validate_and_clean(
         report["error"] = result.error or {"code": "ABORTED", "message": "the cleanup was rolled back",
                                            "details": {"errors": [e.model_dump() for e in result.errors[:20]]}}
     return report
+
+
+def _refused_by_schema(attrs: dict[str, Attribute], item_id: int, index: int,
+                       changed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The values of an item's update that its attributes (the schema's, not a check's rules)
+    refuse: an update's literal values are written as they are, so the cleanup checks them, as
+    ``update_items`` checks its own (a trim that leaves a required value empty, a rule's type or
+    default that the schema's type refuses, a flag's text in a numeric attribute)."""
+    errors = []
+    for name, value in changed.items():
+        try:
+            coerce_value(attrs[name], value)
+        except ValueProblem as exc:
+            errors.append({"itemId": item_id, "index": index, "field": name, "code": "INVALID_VALUE",
+                           "message": f"the cleanup would write {value!r}, which the schema refuses: {exc}"[:500]})
+    return errors
 
 
 def _sample(change: _Change) -> dict[str, Any]:

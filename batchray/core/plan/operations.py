@@ -39,7 +39,8 @@ from batchray.core.plan.plan import Plan
 from batchray.core.plan.chunking import order_operations
 from batchray.core.plan.constraints import check_existing_items
 from batchray.core.txn.chunks import PlannedChunk
-from batchray.core.model.schema import Attribute, Collection, Component, DataContext
+from batchray.core.model.components import Component
+from batchray.core.model.schema import Attribute, Collection, DataContext
 from batchray.core.storage.store import CATALOG, component_key, context_doc, context_key, json_text
 
 # -- schema ------------------------------------------------------------------------------------

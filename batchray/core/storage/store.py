@@ -28,7 +28,8 @@ from batchray.core.model.arguments import MAX_COUNT
 from batchray.core.txn.chunks import MAX_CONTEXTS, context_range
 from batchray.core.txn.participant import ItemSource, Participant
 from batchray.errors import InDoubtError, NotFoundError, SchemaError, StoreError, ValidationError
-from batchray.core.model.schema import STORED, Component, DataContext
+from batchray.core.model.components import Component
+from batchray.core.model.schema import STORED, DataContext
 
 FORMAT_VERSION = 1
 DEFAULT_SHARDS = 2
