@@ -344,8 +344,10 @@ class Client:
         another batch committed a change to them first (each write checks that its document is
         still the one read: two schema changes never both write it, one dropping the other's
         change, and a duplicate name then fails as the planner finds it taken)."""
-        for _ in range(CATALOG_REPLANS):
-            result = self.run_plan(plan(), options, progress=False)
+        options = options or RunOptions()
+        for replan in range(CATALOG_REPLANS):  # each planning a batch of its own, under a key one of its own
+            result = self.run_plan(plan(), options if replan == 0 else options.part(f"replan-{replan + 1}"),
+                                   progress=False)
             if not (result.error or {}).get("details", {}).get("catalogChanged"):
                 break
         return result
