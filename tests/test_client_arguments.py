@@ -59,6 +59,15 @@ def test_the_planner_and_the_importer_refuse_a_bad_batch_size(client, tmp_path, 
     assert client.count_items("P") == 2
 
 
+@pytest.mark.parametrize("timeout", [0, -5, 1.5, "60", True, 86_400_001])
+def test_an_import_refuses_a_bad_timeout_before_it_reads_anything(client, tmp_path, timeout):
+    path = tmp_path / "in.csv"
+    path.write_text("name,age\nz,3\n")
+    _refused(lambda: client.import_file("P", "People", path, timeout=timeout), "timeout")
+    _refused(lambda: client.import_file("New", None, path, timeout=timeout), "timeout")
+    assert client.count_items("P") == 2 and "New" not in client.data_contexts()
+
+
 def test_the_largest_batch_size_is_honoured(client):
     result = client.create_items("P", "People", [{"name": f"n{i}"} for i in range(3)], batch_size=1)
     assert result.success and result.items_created == 3 and result.batches_processed == 3
