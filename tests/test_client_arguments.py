@@ -130,3 +130,17 @@ def test_a_bad_coordinator_setting_is_refused_before_anything_starts(tmp_path, m
         batchray.connect(tmp_path / "store", progress=False, **{setting: value})
     assert refused.value.details["field"] == setting
     assert not (tmp_path / "store").exists()  # nothing opened, no Ray started
+
+
+@pytest.mark.parametrize("bad_id", [None, "", 123, ["a"]])
+def test_batch_calls_refuse_a_bad_batch_id_or_flag(client, bad_id):
+    done = client.status(limit=1)[0]["batchId"]
+    _refused(lambda: client.cancel(bad_id), "batchId")
+    _refused(lambda: client.wait(bad_id), "batchId")
+    if bad_id is not None:  # None: the recent batches
+        _refused(lambda: client.status(bad_id), "batchId")
+    for bad in ("false", 0, None):
+        _refused(lambda: client.cancel(done, rollback=bad), "rollback")
+        _refused(lambda: client.cancel(done, graceful=bad), "graceful")
+    assert not client.cancel(done, rollback=False, graceful=False)["success"]  # finished: nothing to cancel
+
