@@ -59,6 +59,15 @@ def test_the_planner_and_the_importer_refuse_a_bad_batch_size(client, tmp_path, 
     assert client.count_items("P") == 2
 
 
+@pytest.mark.parametrize("timeout", [0, -5, 1.5, "60", True, 86_400_001])
+def test_an_import_refuses_a_bad_timeout_before_it_reads_anything(client, tmp_path, timeout):
+    path = tmp_path / "in.csv"
+    path.write_text("name,age\nz,3\n")
+    _refused(lambda: client.import_file("P", "People", path, timeout=timeout), "timeout")
+    _refused(lambda: client.import_file("New", None, path, timeout=timeout), "timeout")
+    assert client.count_items("P") == 2 and "New" not in client.data_contexts()
+
+
 def test_the_largest_batch_size_is_honoured(client):
     result = client.create_items("P", "People", [{"name": f"n{i}"} for i in range(3)], batch_size=1)
     assert result.success and result.items_created == 3 and result.batches_processed == 3
@@ -121,3 +130,17 @@ def test_a_bad_coordinator_setting_is_refused_before_anything_starts(tmp_path, m
         batchray.connect(tmp_path / "store", progress=False, **{setting: value})
     assert refused.value.details["field"] == setting
     assert not (tmp_path / "store").exists()  # nothing opened, no Ray started
+
+
+@pytest.mark.parametrize("bad_id", [None, "", 123, ["a"]])
+def test_batch_calls_refuse_a_bad_batch_id_or_flag(client, bad_id):
+    done = client.status(limit=1)[0]["batchId"]
+    _refused(lambda: client.cancel(bad_id), "batchId")
+    _refused(lambda: client.wait(bad_id), "batchId")
+    if bad_id is not None:  # None: the recent batches
+        _refused(lambda: client.status(bad_id), "batchId")
+    for bad in ("false", 0, None):
+        _refused(lambda: client.cancel(done, rollback=bad), "rollback")
+        _refused(lambda: client.cancel(done, graceful=bad), "graceful")
+    assert not client.cancel(done, rollback=False, graceful=False)["success"]  # finished: nothing to cancel
+

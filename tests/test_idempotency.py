@@ -7,6 +7,9 @@ What these tests show:
   its result (the log's write failed after the commit) gets that batch's outcome, finished as
   recovery would, instead of a second run; a batch recovery finished (recorded as
   ``{"recovered": true, ...}``) answers its key and ``wait`` with a :class:`BatchResult`.
+* One call that runs several batches under one key (a transaction whose operations commit
+  each on its own, a transaction's tries, a schema change planned again): each batch runs,
+  none answered with another's result, and the call made again under the key runs none twice.
 * The executor over each decision log (SQLite; PostgreSQL with ``BATCHRAY_TEST_PG_DSN``):
   a registration that lost the race for a new key (it looked the key up before the other
   registered it) gets the other batch as its prior one, not the log's UNIQUE violation.
@@ -19,6 +22,8 @@ import pytest
 
 from local_runtime import local_client
 from pg_schema import own_schema
+from batchray.core.model.batch import RunOptions
+from batchray.core.plan.operations import plan_schema
 from batchray.errors import StoreError
 
 COLLECTION = [{"name": "P", "attrs": [{"name": "n"}, {"name": "v", "type": "numeric"}]}]
@@ -105,6 +110,59 @@ def test_a_batch_recovery_finished_answers_its_key_and_wait(tmp_path):
         assert client.count_items("P") == 0
 
 
+def _creates(*values: int) -> list[dict]:
+    return [{"id": f"op-{v}", "type": "data", "operation": "create", "target": "P", "data": {"items": [{"n": "a", "v": v}]}}
+            for v in values]
+
+
+@pytest.mark.parametrize("strategy", ["skip", "partial_rollback"])
+def test_a_transaction_under_a_key_runs_each_operation_once(client, strategy):
+    options = {"recoveryStrategy": strategy, "idempotencyKey": f"tx-{strategy}"}
+    first = client.execute_transaction(_creates(1, 2), options)
+    assert first["success"] and len(set(first["transactionIds"])) == 2, first
+    assert sorted(item["values"]["v"] for item in client.get_items("P")) == [1, 2]
+    again = client.execute_transaction(_creates(1, 2), options)  # submitted again: nothing runs twice
+    assert again["transactionIds"] == first["transactionIds"] and client.count_items("P") == 2
+
+
+def test_a_retried_transaction_under_a_key_runs_its_next_try(client, monkeypatch):
+    runtime = client.runtime
+    run, tries = runtime.run, []
+
+    def lost_first(plan, options, **kwargs):  # the first try fails with a retryable error
+        tries.append(options.idempotency_key)
+        result = run(plan, options, **kwargs)
+        if len(tries) == 1:
+            return result.model_copy(update={"success": False, "error": {"code": "LOCK_CONFLICT", "message": "lost",
+                                                                         "retryable": True}})
+        return result
+
+    monkeypatch.setattr(runtime, "run", lost_first)
+    options = {"recoveryStrategy": "retry", "idempotencyKey": "tx-retry", "retryDelay": 0}
+    result = client.execute_transaction(_creates(3), options)
+    assert result["success"] and len(tries) == 2 and tries[0] == "tx-retry" and tries[1] != tries[0], (result, tries)
+
+
+def test_a_schema_change_under_a_key_planned_again_runs_again(client, monkeypatch):
+    """A schema change whose catalog document another batch changed first is planned again;
+    under a key, the batch of the new plan runs, not answered with the refused one's result."""
+    run_plan, raced = client.run_plan, []
+
+    def changed_first(plan, options=None, **kwargs):
+        if not raced and plan.kind == "schema_operations":  # another change commits between planning and running
+            raced.append(True)
+            other = plan_schema(client.planner, "P", [{"action": "create", "target": "attribute", "collection": "P",
+                                                      "spec": {"name": "other"}}])[0]
+            assert run_plan(other, RunOptions(), progress=False).success
+        return run_plan(plan, options, **kwargs)
+
+    monkeypatch.setattr(client, "run_plan", changed_first)
+    result = client.schema_operations("P", [{"action": "create", "target": "attribute", "collection": "P",
+                                             "spec": {"name": "mine"}}], idempotency_key="schema-1")
+    assert raced and result.success, result.error
+    assert {"other", "mine"} <= set(client.catalog.context("P")[1].attributes())
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_a_registration_that_lost_the_race_for_a_key_gets_the_winner(kind, tmp_path, monkeypatch):
     if kind == "sqlite":
@@ -127,3 +185,11 @@ def _lost_race(store: str, monkeypatch) -> None:
         assert log.add_batch("other", kind="create_items", ts=1, idempotency_key="load-4") is False
         assert log.batch("other") is None
         assert log.add_batch("other", kind="create_items", ts=1, idempotency_key="load-5") is True
+
+
+def test_a_key_derived_for_a_part_stays_within_the_longest_key():
+    assert RunOptions().part("op-1").idempotency_key is None  # no key: none derived
+    assert RunOptions(idempotency_key="load").part("op-1").idempotency_key == "load/op-1"
+    long = RunOptions(idempotency_key="k" * 200)
+    derived = {long.part(name).idempotency_key for name in ("a", "b")}
+    assert len(derived) == 2 and all(len(key) <= 200 for key in derived)

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from batchray.core.run.executor import Executor
 from local_runtime import local_client
 
 PEOPLE = [{"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric"}]}]
@@ -82,3 +83,35 @@ def test_a_cancel_of_a_finished_batch_says_so_and_changes_nothing(client):
     reply = client.cancel(done.transaction_id)
     assert not reply["success"] and reply["state"] == "completed" and "already finished" in reply["message"], reply
     assert client.count_items("People") == 1
+
+
+def test_a_cancel_between_attempts_says_the_last_one_was_rolled_back_and_no_further_one_runs(client, monkeypatch):
+    """An atomic batch rolled back by a lock race it lost pauses before it runs again: a
+    cancellation then is answered "already decided: rolled back, no further attempt runs",
+    and none does, even once the lock is free."""
+    ids = client.create_items("People", "People", [{"name": f"p{i}", "age": 1} for i in range(6)],
+                              batch_size=3).item_ids
+    last = max(client.layout.shard_names)
+    held = next(i for i in ids if client.layout.shard_of(i) == last)
+    locks = client.runtime.participants[last].locks
+    locks.acquire("batch-holding-it", 1, [held])  # older: wait-die rolls ours back
+    reached, release = threading.Event(), threading.Event()
+    pause = Executor._pause
+
+    def held_pause(executor, *args):
+        reached.set()
+        assert release.wait(20)
+        return pause(executor, *args)
+
+    monkeypatch.setattr(Executor, "_pause", held_pause)
+    thread, out = _run_in_thread(lambda: client.update_items(
+        "People", [{"selector": {"query": "age > 0"}, "values": {"age": "=age + 1"}}], timeout=20_000))
+    assert reached.wait(20)  # the first attempt was rolled back; the next one waits for its pause
+    reply = client.cancel(_running_batch(client))
+    locks.release_all("batch-holding-it")  # a further attempt would commit now
+    release.set()
+    thread.join(30)
+    assert not reply["success"] and reply["state"] == "rolling_back" and "no further attempt" in reply["message"], reply
+    result = out["result"]
+    assert result.state.value == "cancelled" and result.items_updated == 0, result
+    assert all(item["values"]["age"] == 1 for item in client.get_items("People"))

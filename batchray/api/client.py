@@ -152,7 +152,7 @@ class Client:
 
     def wait(self, batch_id: str) -> BatchResult:
         """The result of a batch started with ``wait=False``, once it has ended."""
-        return self.runtime.wait(batch_id)
+        return self.runtime.wait(arguments.batch_id(batch_id))
 
     # -- data contexts and items ------------------------------------------------------------------
     def create_data_context(self, name: str, collections: list[dict[str, Any]], *, title: Optional[str] = None,
@@ -344,8 +344,10 @@ class Client:
         another batch committed a change to them first (each write checks that its document is
         still the one read: two schema changes never both write it, one dropping the other's
         change, and a duplicate name then fails as the planner finds it taken)."""
-        for _ in range(CATALOG_REPLANS):
-            result = self.run_plan(plan(), options, progress=False)
+        options = options or RunOptions()
+        for replan in range(CATALOG_REPLANS):  # each planning a batch of its own, under a key one of its own
+            result = self.run_plan(plan(), options if replan == 0 else options.part(f"replan-{replan + 1}"),
+                                   progress=False)
             if not (result.error or {}).get("details", {}).get("catalogChanged"):
                 break
         return result
@@ -497,7 +499,9 @@ class Client:
     def status(self, batch_id: Optional[str] = None, limit: int = 20) -> BatchStatusView | BatchStatusList:
         """A batch's status (state, progress, result), or the ``limit`` most recent batches: a
         dict (a list of them) that a notebook draws with a progress bar (see batchray.api.display).
-        ``limit``: an int from 0."""
+        ``limit``: an int from 0; ``batch_id``: a batch's id (a non-empty text) or None."""
+        if batch_id is not None:
+            arguments.batch_id(batch_id)
         return as_status(self.runtime.status(batch_id, arguments.integer(limit, "limit")))
 
     def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
@@ -512,8 +516,10 @@ class Client:
         finished batch is reported as such (``success: false``) and unchanged, and so is one
         whose decision was already taken (its reply's state ``committing``, ``rolling_back`` or
         ``deciding``: the decision stands; a batch of one chunk at one participant takes it when
-        that chunk goes out, to commit in one phase)."""
-        return self.runtime.cancel(batch_id, rollback, graceful)
+        that chunk goes out, to commit in one phase). ``rollback`` and ``graceful`` are bools
+        (a text such as ``"false"`` is a ValidationError, not read as true)."""
+        return self.runtime.cancel(arguments.batch_id(batch_id), arguments.flag(rollback, "rollback"),
+                                   arguments.flag(graceful, "graceful"))
 
     def recover(self) -> dict[str, list[str]]:
         return self.runtime.recover()

@@ -74,6 +74,7 @@ from batchray.io.parquet_source import ParquetSource
 from batchray.io.paths import resolve_path
 from batchray.io.results import ImportResult
 from batchray.io.runtime import (
+    DEFAULT_TIMEOUT_MS,
     Progress,
     Target,
     check_target,
@@ -121,7 +122,8 @@ def import_file(
     :class:`SchemaError`. ``atomic``: all rows or none (default). ``batch_size``: rows per
     chunk. ``progress``: ``True`` for a progress bar, or a callable given dicts
     (``phase`` ``"reading"``: ``rowsRead``, ``bytesRead``, ``totalBytes``, ``totalRows`` when
-    known; ``"writing"``: the batch's progress, with a Client). ``timeout``: milliseconds.
+    known; ``"writing"``: the batch's progress, with a Client). ``timeout``: milliseconds (an
+    int from 1 to 24 h; default the 24 h cap).
     ``reject_limit`` / ``reject_ratio``: a non-atomic import whose batch rejects more rows than
     that (or a larger fraction) fails whole, decided before anything commits, as ``create_items``
     (rows a reader skips as malformed are not the batch's: they are not counted there).
@@ -143,6 +145,7 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
     """
     check_target(client_or_engine)
     arguments.batch_size(batch_size)
+    arguments.optional_integer(timeout, "timeout", minimum=1, maximum=DEFAULT_TIMEOUT_MS)
     resolved = resolve_path(path, allowed_root, must_exist=True)
     fmt = detect_format(resolved, format)
     types = _check_types(types)

@@ -51,6 +51,20 @@ def chunk_size(value: Any) -> int:
     return DEFAULT_BATCH_SIZE if size is None else size
 
 
+def flag(value: Any, field: str) -> bool:
+    """``value`` if it is a ``bool`` (a text such as ``"false"`` is not read as one)."""
+    if not isinstance(value, bool):
+        raise ValidationError(f"{field} must be true or false, not {_shown(value)}", field=field)
+    return value
+
+
+def batch_id(value: Any, field: str = "batchId") -> str:
+    """``value`` if it is a non-empty text (a batch's id)."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{field} must be a batch id (a non-empty text), not {_shown(value)}", field=field)
+    return value
+
+
 def listed(value: Any, field: str) -> list[Any]:
     """``value`` as a list, when it is a list or a tuple (of updates, selectors, operations...)."""
     if not isinstance(value, (list, tuple)):

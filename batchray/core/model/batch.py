@@ -6,6 +6,7 @@ batch runs with, from the tool boundary down to the coordinator.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from enum import Enum
 from typing import Any, Callable, ClassVar, Literal, Optional
@@ -63,6 +64,9 @@ RecoveryStrategy = Literal["retry", "skip", "rollback", "partial_rollback"]
 DEFAULT_TIMEOUT_MS = 300_000
 """A batch's default timeout: five minutes from its start."""
 
+MAX_KEY = 200
+"""The longest ``idempotency_key``."""
+
 
 class RunOptions(_Model):
     """How one batch runs, on any runtime.
@@ -93,7 +97,7 @@ class RunOptions(_Model):
     timeout: int = Field(default=DEFAULT_TIMEOUT_MS, ge=1, le=86_400_000)
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     queue: str = Field(default="default", min_length=1, max_length=100)
-    idempotency_key: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    idempotency_key: Optional[str] = Field(default=None, min_length=1, max_length=MAX_KEY)
     create_backups: bool = False
     parallelism: Optional[int] = Field(default=None, ge=1, le=64)
     reject_limit: Optional[int] = Field(default=None, ge=0)
@@ -103,6 +107,20 @@ class RunOptions(_Model):
     def but(self, **changes: Any) -> "RunOptions":
         """A copy with ``changes`` (snake_case names), validated."""
         return type(self).model_validate({**self.model_dump(), **changes})
+
+    def part(self, name: str) -> "RunOptions":
+        """The options of batch ``name`` of several that one call runs with these options (an
+        operation of a transaction that commits each on its own, a try after the first): under
+        an idempotency key, each batch gets a key of its own derived from it (``key/name``, a
+        digest of that when longer than :data:`MAX_KEY`), so that none is answered with another
+        one's result, and the call made again under the key runs none of them twice."""
+        key = self.idempotency_key
+        if key is None:
+            return self
+        derived = f"{key}/{name}"
+        if len(derived) > MAX_KEY:
+            derived = f"key-{hashlib.sha256(derived.encode()).hexdigest()}"
+        return self.but(idempotency_key=derived)
 
 
 class TransactionOptions(RunOptions):

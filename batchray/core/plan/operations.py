@@ -579,6 +579,11 @@ def run_transaction(
     ``partial_rollback``; under ``rollback`` and ``retry`` all operations share one transaction,
     bounded by the batch ``timeout``.
 
+    Under an ``idempotencyKey``, each batch run gets a key of its own derived from it
+    (:meth:`RunOptions.part`: each operation's under ``skip`` and ``partial_rollback``, each
+    try's after the first under ``retry``): none is answered with another's result, and the
+    transaction submitted again under the key runs none of them twice.
+
     Returns ``{success, transactionIds, results, errors, skipped}`` with errors aggregated as
     ``{operation, index, code, message, retryable, attempts}``.
     """
@@ -613,8 +618,9 @@ def run_transaction(
         for attempt in range(1, attempts + 1):
             # an attempt gets what is left of the transaction's timeout, not a whole one
             left_ms = max(1, min(base.timeout, int((deadline - clock()) * 1000)))
+            tried = base if attempt == 1 else base.part(f"try-{attempt}")  # a key's batch per try
             try:
-                result = _run_together(planner, run, ordered, base.but(timeout=left_ms))
+                result = _run_together(planner, run, ordered, tried.but(timeout=left_ms))
             except BatchrayError as exc:
                 if exc.retryable and attempt < attempts and backoff(attempt):
                     continue
@@ -637,7 +643,7 @@ def run_transaction(
             skipped.append(op.id)
             continue
         try:
-            own = base
+            own = base.part(op.id)  # each operation its own batch: under a key, a key of its own
             if op.timeout is not None:  # an operation that runs on its own has its own deadline
                 own = base.but(timeout=min(op.timeout, base.timeout))
             result = run(plan_operation(planner, op), own)

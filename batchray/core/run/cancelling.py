@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Protocol
 
 
-
 class StoppableRun(Protocol):
     """What :class:`StopCheck` reads and writes of a running batch."""
 
@@ -34,7 +33,11 @@ class StopCheck:
 
     def __call__(self) -> Any:
         if self.run.stop is None:
-            self.run.stop = self.timed_out()
+            timeout = self.timed_out()
+            # only a timeout is written: writing back the None read would drop a cancellation
+            # that came meanwhile (it sets the stop from another thread, under ``lock``)
+            if timeout is not None and self.run.stop is None:
+                self.run.stop = timeout
         return self.run.stop
 
     def close(self) -> Any:

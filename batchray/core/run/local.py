@@ -158,7 +158,8 @@ class LocalRuntime:
     def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
         """Cancel a batch another thread of this process is running, as the coordinator does
         (:meth:`~batchray.core.run.service.CoordinatorService.cancel`): its run stops at its
-        next look, and a cancellation that comes after its decision says that decision stands."""
+        next look, and a cancellation that comes after its decision says that decision stands
+        (an attempt rolled back by a lost lock race is not followed by another one)."""
         record = self.log.batch(batch_id)
         if record is None:
             raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
@@ -166,8 +167,9 @@ class LocalRuntime:
             run = self._running.get(batch_id)
             if run is not None:
                 attempt, decided = current_attempt(self.executor.attempts, batch_id, run)
-                if not decided:
-                    run.stop = CancelledError(f"batch {batch_id} was cancelled", rollback=rollback, graceful=graceful)
+                # set even after the decision: it changes nothing of that decision, but no
+                # further attempt of the batch runs (what a decided reply promises)
+                run.stop = CancelledError(f"batch {batch_id} was cancelled", rollback=rollback, graceful=graceful)
         if run is None:
             record = self.log.batch(batch_id) or record
             if BatchState(record["state"]).finished:
