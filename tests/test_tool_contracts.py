@@ -281,3 +281,21 @@ def test_the_status_list_says_its_include_options_shape_one_batch_only(client):
     assert listed["success"] and created["transactionId"] in [b["batchId"] for b in listed["batches"]]
     one = call_tool(client, "get_batch_status", {"batchId": created["transactionId"], "includeResults": True})
     assert one["results"]["itemsCreated"] == 1
+
+
+# -- numbers JSON does not have ---------------------------------------------------------------
+
+@pytest.mark.parametrize("tool, args, field", [
+    ("create_data_context", {"name": "N", "collections": [{"name": "C", "attrs": [
+        {"name": "n", "type": "numeric", "min": float("nan")}]}]}, "collections.0.attrs.0.min"),
+    ("batch_validate", {"dataContextName": "P", "rules": {"age": {"max": float("inf")}}}, "rules.age.max"),
+    ("batch_create_items", {"dataContextName": "P", "collectionName": "People",
+                            "items": [{"values": {"name": "a"}}, {"values": {"age": float("-inf")}}]},
+     "items.1.values.age"),
+])
+def test_a_nan_or_infinite_number_is_refused_naming_where_it_is(client, tool, args, field):
+    """Python's and pydantic's JSON readers (the CLI's, MCP's) take NaN and Infinity; a schema
+    stored such a bound as no bound at all."""
+    error = _refused(call_tool(client, tool, args), field)
+    assert "finite" in error["message"] and error["details"]["errors"][0]["field"] == field
+    assert client.data_contexts() == ["P"] and client.count_items("P") == 0

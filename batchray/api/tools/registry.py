@@ -16,6 +16,7 @@ the line or column of the file, never its text. The Python methods (``client.imp
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable, Literal, Optional, Union
 
@@ -471,8 +472,27 @@ def tool_schemas() -> list[dict[str, Any]]:
     return [tool.schema_json() for tool in TOOLS.values()]
 
 
+def _non_finite_field(args: dict[str, Any]) -> Optional[str]:
+    """The dotted path of the first NaN or infinite number anywhere in ``args``, or None.
+    JSON has no such numbers, but Python's and pydantic's JSON readers accept ``NaN`` and
+    ``Infinity``; a schema stores one as no value (a ``min`` of NaN is no minimum at all)."""
+    stack: list[tuple[str, Any]] = [("", args)]
+    while stack:  # no recursion: arguments may nest deeper than the interpreter's stack
+        path, value = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return path
+        elif isinstance(value, dict):
+            stack.extend((f"{path}.{key}" if path else str(key), v) for key, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{index}" if path else str(index), v)
+                         for index, v in reversed(list(enumerate(value))))
+    return None
+
+
 def validate_args(name: str, args: Any) -> _Args:
-    """The parsed arguments, or :class:`ValidationError` listing each bad field."""
+    """The parsed arguments, or :class:`ValidationError` listing each bad field. A NaN or
+    infinite number anywhere in them (none is JSON) is refused, naming where it is."""
     tool = TOOLS.get(name)
     if tool is None:
         raise NotFoundError(f"unknown tool {name!r}", tool=name, available=sorted(TOOLS))
@@ -481,7 +501,7 @@ def validate_args(name: str, args: Any) -> _Args:
     try:
         # strict: the published JSON Schema says "integer" and "boolean", so "5", 1 or "yes"
         # are refused rather than quietly coerced
-        return tool.args.model_validate(args, strict=True)
+        parsed = tool.args.model_validate(args, strict=True)
     except PydanticValidationError as exc:
         errors = [
             {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "code": e["type"]}
@@ -492,6 +512,12 @@ def validate_args(name: str, args: Any) -> _Args:
             f"invalid arguments for {name}: {first['field'] or '(root)'}: {first['message']}",
             field=first["field"], errors=errors,
         ) from None
+    field = _non_finite_field(args)
+    if field is not None:
+        message = "a number must be finite (JSON has no NaN or Infinity)"
+        raise ValidationError(f"invalid arguments for {name}: {field}: {message}", field=field,
+                              errors=[{"field": field, "message": message, "code": "finite_number"}])
+    return parsed
 
 
 def call_tool(client: Any, name: str, args: Any) -> dict[str, Any]:
