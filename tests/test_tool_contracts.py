@@ -299,3 +299,19 @@ def test_a_nan_or_infinite_number_is_refused_naming_where_it_is(client, tool, ar
     error = _refused(call_tool(client, tool, args), field)
     assert "finite" in error["message"] and error["details"]["errors"][0]["field"] == field
     assert client.data_contexts() == ["P"] and client.count_items("P") == 0
+
+
+# -- batch_component_operations / batch_schema_operations: the names they are given -------------
+
+def test_a_component_operation_acts_on_the_component_it_names(client):
+    def components(*operations) -> dict:
+        return call_tool(client, "batch_component_operations", {"operations": list(operations)})
+
+    assert components({"action": "create", "name": "A", "component": {"type": "text", "title": "a"}},
+                      {"action": "create", "component": {"type": "text", "name": "B", "title": "b"}})["success"]
+    _refused(components({"action": "update", "name": "A", "component": {"name": "B", "title": "x"}}),
+             "component.name")
+    _refused(components({"action": "delete", "name": "A", "component": {"name": "B"}}), "component.name")
+    assert components({"action": "update", "name": "A", "component": {"title": "changed"}})["success"]
+    titles = {name: component.title for name, (component, _) in client.catalog.read_components().items()}
+    assert titles == {"A": "changed", "B": "b"}

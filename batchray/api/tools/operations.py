@@ -48,7 +48,9 @@ def _batch_schema_operations(client, a: BatchSchemaOperationsArgs) -> dict[str, 
 
 class ComponentOperation(_Args):
     action: Literal["create", "update", "delete"]
-    name: Optional[str] = Field(default=None, description="the component to update or delete")
+    name: Optional[str] = Field(default=None, description=(
+        "the component created, updated or deleted (else component.name; when both are given they must be "
+        "the same: an update does not rename a component)"))
     component: dict[str, Any] = Field(default_factory=dict, description="{type, name, title, dimensions, position, properties}")
 
 

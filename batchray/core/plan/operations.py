@@ -352,7 +352,9 @@ def _components_following(planner: Any, follow: Callable[[Component], Optional[C
 
 
 def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
-    """Component operations ``{action: create|update|delete, component: {...} | name}``."""
+    """Component operations ``{action: create|update|delete, name?, component?: {...}}``. The
+    component acted on is ``name``, else ``component.name``; when both are given they must
+    agree (a :class:`ValidationError` otherwise: an update does not rename a component)."""
     from pydantic import ValidationError as PydanticError
 
 
@@ -365,17 +367,22 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
         if isinstance(op.get("component"), dict):
             _check_shape(op["component"], index, ("name",), ("properties",))
         action = op.get("action")
+        spec = dict(op.get("component") or {})
+        name = op.get("name") or spec.get("name")
+        if spec.get("name") not in (None, name):
+            raise ValidationError(f"component operation {index}: name {name!r} and component.name "
+                                  f"{spec['name']!r} disagree (a component is not renamed)", index=index,
+                                  field="component.name")
+        if name is not None:
+            spec["name"] = name
         try:
             if action == "delete":
-                name = op.get("name") or (op.get("component") or {}).get("name")
                 if name not in existing and docs.get(component_key(name or "")) is None:
                     raise NotFoundError(f"component {name!r} does not exist", index=index, field="name")
                 docs[component_key(name)] = None
                 existing.pop(name, None)
                 continue
-            spec = dict(op.get("component") or {})
             if action == "update":
-                name = spec.get("name") or op.get("name")
                 if name not in existing:
                     raise NotFoundError(f"component {name!r} does not exist", index=index, field="name")
                 merged = existing[name].model_dump()
