@@ -315,3 +315,16 @@ def test_a_component_operation_acts_on_the_component_it_names(client):
     assert components({"action": "update", "name": "A", "component": {"title": "changed"}})["success"]
     titles = {name: component.title for name, (component, _) in client.catalog.read_components().items()}
     assert titles == {"A": "changed", "B": "b"}
+
+
+@pytest.mark.parametrize("action, spec", [("update", {"name": "years"}), ("delete", {})])
+def test_an_attribute_operation_refuses_a_collection_that_does_not_hold_it(client, action, spec):
+    def schema(collection: str) -> dict:
+        return call_tool(client, "batch_schema_operations", {"dataContextName": "P", "operations": [
+            {"action": action, "target": "attribute", "collection": collection, "attribute": "age", "spec": spec}]})
+
+    refused = schema("Cities")
+    assert refused["success"] is False and refused["error"]["code"] == "SCHEMA", refused
+    assert refused["error"]["details"]["field"] == "collection"
+    assert "age" in [a.name for a in client.catalog.context("P")[1].collection("People").attrs]
+    assert schema("People")["success"] is True

@@ -17,7 +17,9 @@ from batchray.core.model.batch import DEFAULT_TIMEOUT_MS, TransactionOptions
 class SchemaOperation(_Args):
     action: Literal["create", "update", "delete"]
     target: Literal["collection", "attribute"]
-    collection: Optional[str] = Field(default=None, description="the collection acted on, or holding a new attribute")
+    collection: Optional[str] = Field(default=None, description=(
+        "the collection acted on, or holding a new attribute; for an attribute updated or deleted, optional, "
+        "and when given the one holding it"))
     attribute: Optional[str] = Field(default=None, description="the attribute updated or deleted")
     spec: dict[str, Any] = Field(default_factory=dict, description="new collection/attribute, or the changes")
 

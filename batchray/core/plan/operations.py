@@ -152,7 +152,7 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             data = attr.model_dump()
             data.update(spec)
             updated = Attribute.model_validate(data)
-            coll = ctx.collection_of(name)
+            coll = _holding(ctx, name, op.get("collection"))
             coll.attrs[[a.name for a in coll.attrs].index(name)] = updated
             if updated.name != name:
                 change.renamed(name, updated.name)
@@ -165,7 +165,7 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
                     change.tightened.get(updated.name, {}).pop(kind, None)
         elif action == "delete":
             name = op.get("attribute", "")
-            coll = ctx.collection_of(name)
+            coll = _holding(ctx, name, op.get("collection"))
             coll.attrs = [a for a in coll.attrs if a.name != name]
             change.deleted(name)
         else:
@@ -173,6 +173,16 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
     else:
         raise ValidationError(f"unknown schema target {target!r} (collection, attribute or context)", index=index,
                               field="target")
+
+
+def _holding(ctx: DataContext, attribute: str, collection: Optional[str]) -> Collection:
+    """The collection holding ``attribute``; :class:`SchemaError` when the operation names a
+    ``collection`` (optional for an update or a delete) that does not hold it."""
+    coll = ctx.collection_of(attribute)
+    if collection is not None and coll.name != ctx.collection(collection).name:
+        raise SchemaError(f"attribute {attribute!r} is in collection {coll.name!r}, not {collection!r}",
+                          field="collection", attribute=attribute, collection=collection)
+    return coll
 
 
 def _check_shape(op: Any, index: int, names: tuple[str, ...], objects: tuple[str, ...]) -> None:
