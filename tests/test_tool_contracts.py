@@ -328,3 +328,21 @@ def test_an_attribute_operation_refuses_a_collection_that_does_not_hold_it(clien
     assert refused["error"]["details"]["field"] == "collection"
     assert "age" in [a.name for a in client.catalog.context("P")[1].collection("People").attrs]
     assert schema("People")["success"] is True
+
+
+# -- dry runs refuse what the run refuses -------------------------------------------------------
+
+@pytest.mark.parametrize("tool", ["batch_create_items", "batch_update_items"])
+def test_a_dry_run_refuses_a_rejects_path_the_run_would_refuse(client, tool, tmp_path):
+    (tmp_path / "taken.jsonl").write_text("")
+    if tool == "batch_create_items":
+        args = {"collectionName": "People", "items": [{"values": {"city": "L", "name": "a", "age": 1}}]}
+    else:
+        args = {"updates": [{"selector": {"itemId": _two_people(client)[0]}, "values": {"age": 9}}]}
+    for path, code in (("../outside.jsonl", "DOCUMENT"), ("taken.jsonl", "CONFLICT")):
+        options = {"dryRun": True, "rejectsPath": path}
+        result = call_tool(client, tool, {"dataContextName": "P", **args, "options": options})
+        assert result["success"] is False and result["error"]["code"] == code, result
+    planned = call_tool(client, tool, {"dataContextName": "P", **args,
+                                       "options": {"dryRun": True, "rejectsPath": "new.jsonl"}})
+    assert planned["success"] is True and not (tmp_path / "new.jsonl").exists()

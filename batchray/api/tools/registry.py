@@ -231,8 +231,10 @@ def rejects_options(client, o: Any) -> dict[str, Any]:
 
 def run_create(client, context: str, collection: str, rows: list[Any], o: CreateOptions) -> dict[str, Any]:
     """A create tool's call (``batch_create_items``, ``batch_create_cases``) with its options:
-    a dry run's plan, or the batch's result (its rejects written, its progress when asked)."""
+    a dry run's plan, or the batch's result (its rejects written, its progress when asked).
+    A dry run refuses a rejects path the run would refuse, and writes nothing there."""
     if o.dryRun:
+        rejects_options(client, o)
         return _dry_run_payload(client.create_items(context, collection, rows, dry_run=True, **create_options(o)))
     from batchray.api.progress import ProgressLog
 
@@ -274,6 +276,7 @@ def _batch_update_items(client, a: BatchUpdateItemsArgs) -> dict[str, Any]:
                 **({} if u.options.validateValues else {"validateValues": False})} for u in a.updates]
     options = {**update_options(a.options), "create_backups": _update_backups(a)}
     if a.options.dryRun:
+        rejects_options(client, a.options)  # refused as the run would refuse it; nothing written
         return _dry_run_payload(client.update_items(a.dataContextName, updates, batch_size=a.options.batchSize,
                                                     dry_run=True, **options))
     result = client.update_items(a.dataContextName, updates, progress=False, batch_size=a.options.batchSize,
