@@ -346,3 +346,11 @@ def test_a_dry_run_refuses_a_rejects_path_the_run_would_refuse(client, tool, tmp
     planned = call_tool(client, tool, {"dataContextName": "P", **args,
                                        "options": {"dryRun": True, "rejectsPath": "new.jsonl"}})
     assert planned["success"] is True and not (tmp_path / "new.jsonl").exists()
+
+
+def test_drop_batch_backups_publishes_that_a_batch_id_is_not_empty(client):
+    jsonschema = pytest.importorskip("jsonschema")
+    args = {"batchIds": ["", "x"]}
+    _refused(call_tool(client, "drop_batch_backups", args), "batchIds.0")
+    schema = next(t for t in tool_schemas() if t["name"] == "drop_batch_backups")["inputSchema"]
+    assert not jsonschema.Draft202012Validator(schema).is_valid(args)

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
@@ -88,7 +88,8 @@ class DropBatchBackupsArgs(_Args):
     (none is no error). results[0] has itemBackupsDropped (the items whose backups went) and
     batches (their batch ids)."""
 
-    batchIds: Optional[list[str]] = Field(default=None, min_length=1, max_length=10_000)
+    batchIds: Optional[list[Annotated[str, Field(min_length=1, max_length=200)]]] = Field(
+        default=None, min_length=1, max_length=10_000)
     olderThanSeconds: Optional[float] = Field(default=None, ge=0, lt=1e10)
 
     @model_validator(mode="after")
