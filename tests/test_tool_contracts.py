@@ -281,3 +281,76 @@ def test_the_status_list_says_its_include_options_shape_one_batch_only(client):
     assert listed["success"] and created["transactionId"] in [b["batchId"] for b in listed["batches"]]
     one = call_tool(client, "get_batch_status", {"batchId": created["transactionId"], "includeResults": True})
     assert one["results"]["itemsCreated"] == 1
+
+
+# -- numbers JSON does not have ---------------------------------------------------------------
+
+@pytest.mark.parametrize("tool, args, field", [
+    ("create_data_context", {"name": "N", "collections": [{"name": "C", "attrs": [
+        {"name": "n", "type": "numeric", "min": float("nan")}]}]}, "collections.0.attrs.0.min"),
+    ("batch_validate", {"dataContextName": "P", "rules": {"age": {"max": float("inf")}}}, "rules.age.max"),
+    ("batch_create_items", {"dataContextName": "P", "collectionName": "People",
+                            "items": [{"values": {"name": "a"}}, {"values": {"age": float("-inf")}}]},
+     "items.1.values.age"),
+])
+def test_a_nan_or_infinite_number_is_refused_naming_where_it_is(client, tool, args, field):
+    """Python's and pydantic's JSON readers (the CLI's, MCP's) take NaN and Infinity; a schema
+    stored such a bound as no bound at all."""
+    error = _refused(call_tool(client, tool, args), field)
+    assert "finite" in error["message"] and error["details"]["errors"][0]["field"] == field
+    assert client.data_contexts() == ["P"] and client.count_items("P") == 0
+
+
+# -- batch_component_operations / batch_schema_operations: the names they are given -------------
+
+def test_a_component_operation_acts_on_the_component_it_names(client):
+    def components(*operations) -> dict:
+        return call_tool(client, "batch_component_operations", {"operations": list(operations)})
+
+    assert components({"action": "create", "name": "A", "component": {"type": "text", "title": "a"}},
+                      {"action": "create", "component": {"type": "text", "name": "B", "title": "b"}})["success"]
+    _refused(components({"action": "update", "name": "A", "component": {"name": "B", "title": "x"}}),
+             "component.name")
+    _refused(components({"action": "delete", "name": "A", "component": {"name": "B"}}), "component.name")
+    assert components({"action": "update", "name": "A", "component": {"title": "changed"}})["success"]
+    titles = {name: component.title for name, (component, _) in client.catalog.read_components().items()}
+    assert titles == {"A": "changed", "B": "b"}
+
+
+@pytest.mark.parametrize("action, spec", [("update", {"name": "years"}), ("delete", {})])
+def test_an_attribute_operation_refuses_a_collection_that_does_not_hold_it(client, action, spec):
+    def schema(collection: str) -> dict:
+        return call_tool(client, "batch_schema_operations", {"dataContextName": "P", "operations": [
+            {"action": action, "target": "attribute", "collection": collection, "attribute": "age", "spec": spec}]})
+
+    refused = schema("Cities")
+    assert refused["success"] is False and refused["error"]["code"] == "SCHEMA", refused
+    assert refused["error"]["details"]["field"] == "collection"
+    assert "age" in [a.name for a in client.catalog.context("P")[1].collection("People").attrs]
+    assert schema("People")["success"] is True
+
+
+# -- dry runs refuse what the run refuses -------------------------------------------------------
+
+@pytest.mark.parametrize("tool", ["batch_create_items", "batch_update_items"])
+def test_a_dry_run_refuses_a_rejects_path_the_run_would_refuse(client, tool, tmp_path):
+    (tmp_path / "taken.jsonl").write_text("")
+    if tool == "batch_create_items":
+        args = {"collectionName": "People", "items": [{"values": {"city": "L", "name": "a", "age": 1}}]}
+    else:
+        args = {"updates": [{"selector": {"itemId": _two_people(client)[0]}, "values": {"age": 9}}]}
+    for path, code in (("../outside.jsonl", "DOCUMENT"), ("taken.jsonl", "CONFLICT")):
+        options = {"dryRun": True, "rejectsPath": path}
+        result = call_tool(client, tool, {"dataContextName": "P", **args, "options": options})
+        assert result["success"] is False and result["error"]["code"] == code, result
+    planned = call_tool(client, tool, {"dataContextName": "P", **args,
+                                       "options": {"dryRun": True, "rejectsPath": "new.jsonl"}})
+    assert planned["success"] is True and not (tmp_path / "new.jsonl").exists()
+
+
+def test_drop_batch_backups_publishes_that_a_batch_id_is_not_empty(client):
+    jsonschema = pytest.importorskip("jsonschema")
+    args = {"batchIds": ["", "x"]}
+    _refused(call_tool(client, "drop_batch_backups", args), "batchIds.0")
+    schema = next(t for t in tool_schemas() if t["name"] == "drop_batch_backups")["inputSchema"]
+    assert not jsonschema.Draft202012Validator(schema).is_valid(args)

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
@@ -17,7 +17,9 @@ from batchray.core.model.batch import DEFAULT_TIMEOUT_MS, TransactionOptions
 class SchemaOperation(_Args):
     action: Literal["create", "update", "delete"]
     target: Literal["collection", "attribute"]
-    collection: Optional[str] = Field(default=None, description="the collection acted on, or holding a new attribute")
+    collection: Optional[str] = Field(default=None, description=(
+        "the collection acted on, or holding a new attribute; for an attribute updated or deleted, optional, "
+        "and when given the one holding it"))
     attribute: Optional[str] = Field(default=None, description="the attribute updated or deleted")
     spec: dict[str, Any] = Field(default_factory=dict, description="new collection/attribute, or the changes")
 
@@ -48,7 +50,9 @@ def _batch_schema_operations(client, a: BatchSchemaOperationsArgs) -> dict[str, 
 
 class ComponentOperation(_Args):
     action: Literal["create", "update", "delete"]
-    name: Optional[str] = Field(default=None, description="the component to update or delete")
+    name: Optional[str] = Field(default=None, description=(
+        "the component created, updated or deleted (else component.name; when both are given they must be "
+        "the same: an update does not rename a component)"))
     component: dict[str, Any] = Field(default_factory=dict, description="{type, name, title, dimensions, position, properties}")
 
 
@@ -84,7 +88,8 @@ class DropBatchBackupsArgs(_Args):
     (none is no error). results[0] has itemBackupsDropped (the items whose backups went) and
     batches (their batch ids)."""
 
-    batchIds: Optional[list[str]] = Field(default=None, min_length=1, max_length=10_000)
+    batchIds: Optional[list[Annotated[str, Field(min_length=1, max_length=200)]]] = Field(
+        default=None, min_length=1, max_length=10_000)
     olderThanSeconds: Optional[float] = Field(default=None, ge=0, lt=1e10)
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ the line or column of the file, never its text. The Python methods (``client.imp
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable, Literal, Optional, Union
 
@@ -230,8 +231,10 @@ def rejects_options(client, o: Any) -> dict[str, Any]:
 
 def run_create(client, context: str, collection: str, rows: list[Any], o: CreateOptions) -> dict[str, Any]:
     """A create tool's call (``batch_create_items``, ``batch_create_cases``) with its options:
-    a dry run's plan, or the batch's result (its rejects written, its progress when asked)."""
+    a dry run's plan, or the batch's result (its rejects written, its progress when asked).
+    A dry run refuses a rejects path the run would refuse, and writes nothing there."""
     if o.dryRun:
+        rejects_options(client, o)
         return _dry_run_payload(client.create_items(context, collection, rows, dry_run=True, **create_options(o)))
     from batchray.api.progress import ProgressLog
 
@@ -273,6 +276,7 @@ def _batch_update_items(client, a: BatchUpdateItemsArgs) -> dict[str, Any]:
                 **({} if u.options.validateValues else {"validateValues": False})} for u in a.updates]
     options = {**update_options(a.options), "create_backups": _update_backups(a)}
     if a.options.dryRun:
+        rejects_options(client, a.options)  # refused as the run would refuse it; nothing written
         return _dry_run_payload(client.update_items(a.dataContextName, updates, batch_size=a.options.batchSize,
                                                     dry_run=True, **options))
     result = client.update_items(a.dataContextName, updates, progress=False, batch_size=a.options.batchSize,
@@ -471,8 +475,27 @@ def tool_schemas() -> list[dict[str, Any]]:
     return [tool.schema_json() for tool in TOOLS.values()]
 
 
+def _non_finite_field(args: dict[str, Any]) -> Optional[str]:
+    """The dotted path of the first NaN or infinite number anywhere in ``args``, or None.
+    JSON has no such numbers, but Python's and pydantic's JSON readers accept ``NaN`` and
+    ``Infinity``; a schema stores one as no value (a ``min`` of NaN is no minimum at all)."""
+    stack: list[tuple[str, Any]] = [("", args)]
+    while stack:  # no recursion: arguments may nest deeper than the interpreter's stack
+        path, value = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return path
+        elif isinstance(value, dict):
+            stack.extend((f"{path}.{key}" if path else str(key), v) for key, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{index}" if path else str(index), v)
+                         for index, v in reversed(list(enumerate(value))))
+    return None
+
+
 def validate_args(name: str, args: Any) -> _Args:
-    """The parsed arguments, or :class:`ValidationError` listing each bad field."""
+    """The parsed arguments, or :class:`ValidationError` listing each bad field. A NaN or
+    infinite number anywhere in them (none is JSON) is refused, naming where it is."""
     tool = TOOLS.get(name)
     if tool is None:
         raise NotFoundError(f"unknown tool {name!r}", tool=name, available=sorted(TOOLS))
@@ -481,7 +504,7 @@ def validate_args(name: str, args: Any) -> _Args:
     try:
         # strict: the published JSON Schema says "integer" and "boolean", so "5", 1 or "yes"
         # are refused rather than quietly coerced
-        return tool.args.model_validate(args, strict=True)
+        parsed = tool.args.model_validate(args, strict=True)
     except PydanticValidationError as exc:
         errors = [
             {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "code": e["type"]}
@@ -492,6 +515,12 @@ def validate_args(name: str, args: Any) -> _Args:
             f"invalid arguments for {name}: {first['field'] or '(root)'}: {first['message']}",
             field=first["field"], errors=errors,
         ) from None
+    field = _non_finite_field(args)
+    if field is not None:
+        message = "a number must be finite (JSON has no NaN or Infinity)"
+        raise ValidationError(f"invalid arguments for {name}: {field}: {message}", field=field,
+                              errors=[{"field": field, "message": message, "code": "finite_number"}])
+    return parsed
 
 
 def call_tool(client: Any, name: str, args: Any) -> dict[str, Any]:

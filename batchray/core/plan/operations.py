@@ -153,7 +153,7 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             data = attr.model_dump()
             data.update(spec)
             updated = Attribute.model_validate(data)
-            coll = ctx.collection_of(name)
+            coll = _holding(ctx, name, op.get("collection"))
             coll.attrs[[a.name for a in coll.attrs].index(name)] = updated
             if updated.name != name:
                 change.renamed(name, updated.name)
@@ -166,7 +166,7 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
                     change.tightened.get(updated.name, {}).pop(kind, None)
         elif action == "delete":
             name = op.get("attribute", "")
-            coll = ctx.collection_of(name)
+            coll = _holding(ctx, name, op.get("collection"))
             coll.attrs = [a for a in coll.attrs if a.name != name]
             change.deleted(name)
         else:
@@ -174,6 +174,16 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
     else:
         raise ValidationError(f"unknown schema target {target!r} (collection, attribute or context)", index=index,
                               field="target")
+
+
+def _holding(ctx: DataContext, attribute: str, collection: Optional[str]) -> Collection:
+    """The collection holding ``attribute``; :class:`SchemaError` when the operation names a
+    ``collection`` (optional for an update or a delete) that does not hold it."""
+    coll = ctx.collection_of(attribute)
+    if collection is not None and coll.name != ctx.collection(collection).name:
+        raise SchemaError(f"attribute {attribute!r} is in collection {coll.name!r}, not {collection!r}",
+                          field="collection", attribute=attribute, collection=collection)
+    return coll
 
 
 def _check_shape(op: Any, index: int, names: tuple[str, ...], objects: tuple[str, ...]) -> None:
@@ -353,7 +363,9 @@ def _components_following(planner: Any, follow: Callable[[Component], Optional[C
 
 
 def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
-    """Component operations ``{action: create|update|delete, component: {...} | name}``."""
+    """Component operations ``{action: create|update|delete, name?, component?: {...}}``. The
+    component acted on is ``name``, else ``component.name``; when both are given they must
+    agree (a :class:`ValidationError` otherwise: an update does not rename a component)."""
     from pydantic import ValidationError as PydanticError
 
 
@@ -366,17 +378,22 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
         if isinstance(op.get("component"), dict):
             _check_shape(op["component"], index, ("name",), ("properties",))
         action = op.get("action")
+        spec = dict(op.get("component") or {})
+        name = op.get("name") or spec.get("name")
+        if spec.get("name") not in (None, name):
+            raise ValidationError(f"component operation {index}: name {name!r} and component.name "
+                                  f"{spec['name']!r} disagree (a component is not renamed)", index=index,
+                                  field="component.name")
+        if name is not None:
+            spec["name"] = name
         try:
             if action == "delete":
-                name = op.get("name") or (op.get("component") or {}).get("name")
                 if name not in existing and docs.get(component_key(name or "")) is None:
                     raise NotFoundError(f"component {name!r} does not exist", index=index, field="name")
                 docs[component_key(name)] = None
                 existing.pop(name, None)
                 continue
-            spec = dict(op.get("component") or {})
             if action == "update":
-                name = spec.get("name") or op.get("name")
                 if name not in existing:
                     raise NotFoundError(f"component {name!r} does not exist", index=index, field="name")
                 merged = existing[name].model_dump()
