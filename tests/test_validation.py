@@ -633,6 +633,27 @@ def test_whole_numbers_written_as_text_are_exact_and_refused_past_64_bits():
             coerce_value(bounded, text)
 
 
+def test_digits_of_other_scripts_are_text_as_javascript_reads_them(tmp_path):
+    """CODAP reads numbers and dates with JavaScript, whose ``Number`` and date patterns know
+    ASCII digits only (``Number("١٢")`` is NaN); Python's ``float`` and ``int`` read every
+    script's digits, which made such text a number or a date. An import keeps it as text."""
+    from batchray.core.model.schema import Attribute, ValueProblem, coerce_value
+    from batchray.core.model.dates import parse_codap_date
+
+    for kind, text in (("numeric", "\u0661\u0662"), ("numeric", "\uff11.5"), ("date", "\u0662\u0660\u0661\u0669-05-25"),
+                       ("date", "5/25/\u0662\u0660\u0661\u0669")):
+        with pytest.raises(ValueProblem):
+            coerce_value(Attribute(name="a", type=kind), text)
+    assert parse_codap_date("5/25/\u0662\u0660\u0661\u0669") is None and parse_codap_date("5/25/2019") is not None
+    assert coerce_value(Attribute(name="a", type="numeric"), "\u00a012\u00a0") == 12  # JavaScript trims these spaces too
+    path = tmp_path / "digits.csv"
+    path.write_text("n,d\n\u0661\u0662,\u0662\u0660\u0661\u0669-05-25\n3,2019-05-25\n", encoding="utf-8")
+    with local_client(tmp_path / "store", shards=2) as client:
+        assert client.import_file("D", None, path, columnar=False).success
+        values = [item["values"] for item in client.get_items("D")]
+    assert values == [{"n": "\u0661\u0662", "d": "\u0662\u0660\u0661\u0669-05-25"}, {"n": "3", "d": "2019-05-25"}]
+
+
 def test_a_pattern_is_checked_on_each_text_of_a_column_of_equal_numbers():
     """A pattern reads a value's text: 1 and 1.0 (or 0 and -0.0) are one value to a set but two
     texts; the column check gives the row path's verdict on each."""

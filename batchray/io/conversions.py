@@ -26,9 +26,9 @@ from typing import Any, Callable, Optional
 
 import orjson
 
-_INT_TEXT = re.compile(r"^\s*[-+]?\d+\s*$")
+_INT_TEXT = re.compile(r"^\s*[-+]?[0-9]+\s*$")
 _ISO_DATE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$"
+    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$", re.ASCII
 )
 
 
@@ -158,6 +158,8 @@ def _number(text: Optional[str]) -> Any:
     if text is None:
         return None
     stripped = text.strip()
+    if not stripped.isascii():  # float() reads other scripts' digits; JavaScript's Number does not
+        return text
     if _INT_TEXT.match(stripped):
         return int(stripped)
     try:

@@ -99,7 +99,7 @@ def _hour(text: Optional[str], ampm: Optional[str]) -> int:
 def parse_codap_date(text: str) -> Optional[_dt.datetime]:
     """``text`` read as CODAP reads a date (see the module's docstring), or ``None``."""
     value = text.strip()
-    if not value or len(value) > 80:
+    if not value or len(value) > 80 or not value.isascii():  # JavaScript reads ASCII digits only
         return None
     for pattern, groups in _FORMATS:
         match = pattern.match(value) if pattern.pattern.startswith("^") else pattern.search(value)

@@ -197,7 +197,8 @@ class DataContext(BaseModel):
 
 # -- values ---------------------------------------------------------------------------------
 
-_NUMERIC_STRING = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
+_NUMERIC_STRING = re.compile(r"^\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$")
+"""Numeric text as JavaScript's ``Number`` reads it: ASCII digits only (``"١٢"`` is no number)."""
 _COLOR = re.compile(r"^(#[0-9a-fA-F]{3,8}|[a-zA-Z]{3,30}|(rgb|hsl)a?\([^()]{1,60}\))$")
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
@@ -285,13 +286,14 @@ def _as_date(value: Any) -> str | int | float:
         return _as_number(value)  # seconds since the epoch, as CODAP stores dates (finite, 64-bit)
     if isinstance(value, str):
         text = value.strip()
-        try:
-            _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-            return text
-        except ValueError:
-            pass
-        if parse_codap_date(text) is not None:
-            return text
+        if text.isascii():  # JavaScript's dates, as CODAP reads them, have ASCII digits only
+            try:
+                _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+                return text
+            except ValueError:
+                pass
+            if parse_codap_date(text) is not None:
+                return text
     raise ValueProblem(f"expected a date (ISO 8601, a date CODAP reads or seconds), got {_short(value)}")
 
 
