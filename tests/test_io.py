@@ -352,6 +352,18 @@ def _case_shape(cases_by_level):
              for values, parent in level] for level in cases_by_level]
 
 
+def _case_tree(cases_by_level):
+    """Per collection: its cases as (values, the parent's values and theirs up to the top), in
+    sorted order: the hierarchy whatever order a level lists its cases in (a document lists the
+    child-most cases in item order, CODAP's case order groups them under their parents)."""
+    tree, above = [], []
+    for level in _case_shape(cases_by_level):
+        here = [(values, above[parent] if parent is not None else ()) for values, parent in level]
+        tree.append(sorted(here))
+        above = here
+    return tree
+
+
 def stored_cases(target, context):
     context_id, ctx = target.catalog.context(context)
     items = [(i, orjson.loads(v)) for i, v in target.reader.items(context_id)]
@@ -383,7 +395,7 @@ def test_codap_document_import_hierarchy(engine, codap_dir, name):
     # case counts and parent links, derived from the stored items, match the document's
     levels = stored_cases(engine, context)
     assert [len(level) for level in levels] == [n for _, _, n in shape]
-    assert _case_shape(levels) == _case_shape(document_cases(spec))
+    assert _case_tree(levels) == _case_tree(document_cases(spec))
     # attribute properties
     for coll in spec.collections:
         for attr in coll.attrs:
