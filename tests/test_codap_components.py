@@ -77,3 +77,58 @@ def test_the_rules_checker_finds_web_views_codap_cannot_open():
         assert any(key in p for p in problems(doc)), v2_type
         doc["components"][0]["componentStorage"][key] = "https://example.org"
         assert problems(doc) == []
+
+
+def _codap(client, action, resource, values=None):
+    request = {"action": action, "resource": resource}
+    if values is not None:
+        request["values"] = values
+    return client.codap(request)
+
+
+def test_a_case_table_or_card_is_created_only_for_a_data_context(tmp_path):
+    """``v3/src/components/case-tile-common/case-tile-component-handler.ts`` ``create``: without
+    ``dataContext``, or naming none, CODAP refuses with ``Create <type>: dataContext required``
+    (batchray made a table CODAP skips when it opens the document, and a card the export
+    drops); the data context may be named by its id."""
+    with _client(tmp_path) as client:
+        for kind in ("caseTable", "caseCard"):
+            for values in ({"type": kind}, {"type": kind, "dataContext": "Nope"}):
+                assert _codap(client, "create", "component", values) == {
+                    "success": False, "values": {"error": f"Create {kind}: dataContext required"}}
+        assert client.catalog.components() == {}
+        context_id = client.catalog.context("Data")[0]
+        made = _codap(client, "create", "component", {"type": "caseCard", "dataContext": context_id})
+        assert made["success"], made
+        assert client.catalog.components()[made["values"]["name"]].properties["dataContext"] == "Data"
+
+
+def test_get_component_answers_the_types_values_at_the_top_level(tmp_path):
+    """``v3/src/data-interactive/handlers/component-handler.ts`` ``get``: the general values
+    spread with the type handler's (``graph-component-handler.ts``: ``dataContext``,
+    ``xAttributeName``...), not nested under ``properties``."""
+    with _client(tmp_path) as client:
+        assert _codap(client, "create", "component", {
+            "type": "graph", "name": "g", "title": "Sizes", "dataContext": "Data", "xAttributeName": "size",
+            "dimensions": {"width": 300, "height": 200}})["success"]
+        values = _codap(client, "get", "component[g]")["values"]
+    assert values == {"id": "g", "name": "g", "title": "Sizes", "type": "graph", "dataContext": "Data",
+                      "xAttributeName": "size", "dimensions": {"width": 300, "height": 200}}
+
+
+def test_update_component_keeps_its_type_and_merges_dimensions_and_position(tmp_path):
+    """``v3/src/data-interactive/handlers/component-handler.ts`` ``update``: ``type`` is not
+    updated (batchray turned a graph into whatever type was sent), ``dimensions`` and
+    ``position`` are merged over the current ones (a width alone lost the height) and a
+    string position is ignored."""
+    with _client(tmp_path) as client:
+        assert _codap(client, "create", "component", {
+            "type": "graph", "name": "g", "dataContext": "Data", "dimensions": {"width": 300, "height": 200},
+            "position": {"left": 10, "top": 20}})["success"]
+        assert _codap(client, "update", "component[g]", {
+            "type": "text", "dimensions": {"width": 400}, "position": {"top": 50}}) == {"success": True}
+        assert _codap(client, "update", "component[g]", {"position": "center"}) == {"success": True}
+        graph = client.catalog.components()["g"]
+    assert graph.type == "graph"
+    assert graph.dimensions == {"width": 400, "height": 200}
+    assert graph.position == {"left": 10, "top": 50}
