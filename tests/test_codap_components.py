@@ -132,3 +132,15 @@ def test_update_component_keeps_its_type_and_merges_dimensions_and_position(tmp_
     assert graph.type == "graph"
     assert graph.dimensions == {"width": 400, "height": 200}
     assert graph.position == {"left": 10, "top": 50}
+
+
+def test_a_rich_text_value_is_written_as_json_text(tmp_path):
+    """``v3/src/components/text/text-registration.ts``: the plugin API's ``text`` may be a Slate
+    value (``V2Text``), and CODAP's exporter writes it as ``JSON.stringify(value)``, the string
+    ``ICodapV2TextStorage.text`` is; batchray wrote the object itself."""
+    value = {"document": {"children": [{"type": "paragraph", "children": [{"text": "About the data"}]}]}}
+    with _client(tmp_path) as client:
+        assert _codap(client, "create", "component", {"type": "text", "name": "notes", "text": value})["success"]
+        doc = _export(client, tmp_path)
+    assert problems(doc) == []
+    assert json.loads(_storage(doc, "DG.TextView")["text"]) == value

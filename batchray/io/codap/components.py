@@ -379,7 +379,9 @@ def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],
             if props.get(prop) is not None:
                 storage[key] = props[prop]
     if comp.type == "text" and "text" in props:
-        storage["text"] = props["text"]
+        # CODAP's text exporter writes the rich-text value as JSON text (text-registration.ts)
+        text = props["text"]
+        storage["text"] = text if text is None or isinstance(text, str) else json.dumps(text)
     if comp.type in ("webView", "imageComponentView", "game", "guideView"):
         _complete_web_view_storage(comp.type, storage, props, comp.name)
     if v2_type == "DG.GraphView":
