@@ -146,6 +146,8 @@ def problems(doc: Any) -> list[str]:
                 out.append(f"{where}: text is not a string")
         elif ctype == "DG.GraphView":
             out.extend(_graph_problems(where, storage, contexts, attrs))
+        elif ctype in ("DG.WebView", "DG.ImageComponentView", "DG.GameView", "DG.GuideView"):
+            out.extend(_web_view_problems(where, ctype, storage))
         elif ctype == "DG.MapView":
             # v2-map-importer.ts destructures mapModelStorage and reads each layer's
             # _links_.context.id; a point layer's grid and connectingLines
@@ -188,6 +190,23 @@ def _graph_problems(where: str, storage: dict, contexts: set, attrs: set) -> lis
         if storage.get(f"{place}AttributeType") is None:
             out.append(f"{where}: {place}AttributeType is missing; CODAP leaves the attribute off")
     return out
+
+
+def _web_view_problems(where: str, ctype: str, storage: dict) -> list[str]:
+    """web-view-registration.ts: importWebView and importGameView pass the URL to
+    processWebViewUrl (web-view-utils.ts), whose rewriteAbsoluteUrl calls url.replace;
+    importImageComponentView calls URL.includes; importGuideView calls items.findIndex when
+    currentItemIndex is missing and currentURL or currentItemTitle is set. (A game's URL may
+    come from its linked game context's contextStorage.gameUrl, which batchray does not write.)"""
+    key = "currentGameUrl" if ctype == "DG.GameView" else "URL"
+    if ctype != "DG.GuideView":
+        if not isinstance(storage.get(key), str):
+            return [f"{where}: {key} is not a string (the importer calls string methods on it)"]
+        return []
+    if storage.get("currentItemIndex") is None and not isinstance(storage.get("items"), list) and (
+            storage.get("currentURL") is not None or storage.get("currentItemTitle") is not None):
+        return [f"{where}: items is not an array (importGuideView calls items.findIndex)"]
+    return []
 
 
 def codap_items(doc: dict, context: int = 0) -> list[dict[str, Any]]:

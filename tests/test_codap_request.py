@@ -271,10 +271,10 @@ def test_component_create_get_update_delete(mammals):
                                                 "type": "caseTable"}}, made
     assert [c["name"] for c in get(client, "componentList")["values"]] == ["MammalTable"]
     table = get(client, "component[MammalTable]")["values"]
-    assert table["type"] == "caseTable" and table["properties"]["dataContext"] == "Mammals"
+    assert table["type"] == "caseTable" and table["dataContext"] == "Mammals"
     wrong = client.codap({"action": "create", "resource": "component",
                           "values": {"type": "caseTable", "dataContext": "Nope"}})  # references must resolve
-    assert wrong["success"] is False and wrong["error"]["code"]
+    assert wrong == {"success": False, "values": {"error": "Create caseTable: dataContext required"}}
     assert client.codap({"action": "update", "resource": "component[MammalTable]",
                          "values": {"title": "Table of mammals"}}) == {"success": True}
     assert get(client, "component[Table of mammals]")["values"]["name"] == "MammalTable"

@@ -22,6 +22,7 @@ from batchray.core.model.codap_request import CodapRequest
 from batchray.core.model.codap_search import compile_search, parse_search
 from batchray.core.model.schema import Attribute, Collection, DataContext
 from batchray.errors import BatchrayError, QueryError, SchemaError
+from batchray.io.codap.components import CODAP_STORAGE
 
 # CODAP's messages (v3/src/utilities/translation/lang/en-US.json5)
 DATA_CONTEXT_NOT_FOUND = "DataContext not found"
@@ -372,7 +373,7 @@ def get_component_list(scope: Scope) -> dict[str, Any]:
 
 
 def get_component(scope: Scope) -> dict[str, Any]:
-    """component-handler.ts: the component by name or title, as batchray stores it."""
+    """component-handler.ts: the component by name or title (:func:`component_shape`)."""
     return success(component_shape(find_component(scope)))
 
 
@@ -386,8 +387,14 @@ def find_component(scope: Scope) -> Any:
 
 
 def component_shape(component: Any) -> dict[str, Any]:
+    """CODAP's ``get component`` values: the general fields (``id``, ``name``, ``title``, ``type``,
+    ``dimensions``, ``position``) beside the type's own values (``dataContext``,
+    ``xAttributeName``, ``globalValueName``, ``text``, ``URL``...), all at the top level as
+    component-handler.ts spreads its type handler's values, not under a ``properties`` key. The
+    v2 storage an imported component keeps (``codapStorage``) is no value of CODAP's."""
     data = component.model_dump(mode="json", exclude_none=True)
-    return {"id": component.name, **data}
+    own = {k: v for k, v in data.pop("properties", {}).items() if k != CODAP_STORAGE and v is not None}
+    return {**own, "id": component.name, **data}
 
 
 def check_values(values: Any) -> Any:

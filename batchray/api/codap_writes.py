@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Optional
 
 from batchray.api.codap_reads import (COLLECTION_NOT_FOUND, Refused, Scope, attribute_shape, check_values,
-                                      field_required, find_component, success)
+                                      field_required, find_component, find_context, success)
 from pydantic import ValidationError as PydanticError
 
 from batchray.core.model.cases import build_cases, codap_text, parse_case_id
@@ -484,11 +484,29 @@ def _unused_name(kind: str, taken: Any) -> str:
     return next(name for name in (f"{kind}-{n}" for n in itertools.count(1)) if name not in taken)
 
 
+def _case_tile_context(scope: Scope, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` of a case table or case card to create, its ``dataContext`` as the name of the
+    data context it shows: CODAP's handler (``v3/src/components/case-tile-common/
+    case-tile-component-handler.ts``) refuses one without a data context, or naming none, with
+    ``Create <type>: dataContext required``."""
+    wanted = values.get("dataContext")
+    if isinstance(wanted, str) and wanted in scope.pending:
+        return values
+    found = find_context(scope.client.catalog, str(wanted)) if isinstance(wanted, (str, int)) and wanted != "" \
+        and not isinstance(wanted, bool) else None
+    if found is None:
+        raise field_required("Create", values["type"], "dataContext")
+    return {**values, "dataContext": found[1].name}
+
+
 def create_component(scope: Scope) -> Mutation:
-    """component-handler.ts ``create``: ``{id, name, title, type}``."""
+    """component-handler.ts ``create``: ``{id, name, title, type}``; a case table or card needs
+    its data context (:func:`_case_tile_context`)."""
     values = check_values(scope.request.values)
     if not isinstance(values, dict) or not isinstance(values.get("type"), str):
         raise Refused("a component needs a type")
+    if values["type"] in ("caseTable", "caseCard"):
+        values = _case_tile_context(scope, values)
     spec = _component_spec(values)
     spec.setdefault("name", _unused_name(values["type"], scope.client.catalog.components()))
     return Mutation([_component_op("create", spec["name"], spec)], lambda created: success(
@@ -496,9 +514,21 @@ def create_component(scope: Scope) -> Mutation:
 
 
 def update_component(scope: Scope) -> Mutation:
+    """component-handler.ts ``update``: a component keeps its type (``type`` is not updated), and
+    ``dimensions`` and ``position`` are merged over the current ones (``{...current, ...new}``; a
+    position given as a string is ignored). A new ``name`` is not applied: batchray finds
+    components by name."""
     component = find_component(scope)
     values = check_values(scope.request.values)
-    spec = {**_component_spec(values if isinstance(values, dict) else {}), "name": component.name}
+    spec = {**_component_spec({k: v for k, v in values.items() if k != "type"} if isinstance(values, dict) else {}),
+            "name": component.name}
+    if isinstance(spec.get("dimensions"), dict):
+        spec["dimensions"] = {**component.dimensions, **spec["dimensions"]}
+    if isinstance(spec.get("position"), dict):
+        spec["position"] = {**(component.position if isinstance(component.position, dict) else {}),
+                            **spec["position"]}
+    elif "position" in spec:
+        del spec["position"]
     return Mutation([_component_op("update", component.name, spec)], lambda created: success())
 
 

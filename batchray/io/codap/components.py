@@ -269,6 +269,29 @@ def _complete_map_storage(storage: dict[str, Any], props: Mapping[str, Any], con
     storage["mapModelStorage"] = mms
 
 
+def _complete_web_view_storage(ctype: str, storage: dict[str, Any], props: Mapping[str, Any],
+                               name: Optional[str]) -> None:
+    """A web view's storage with what CODAP's importers read (``v3/src/components/web-view/
+    web-view-registration.ts``), from ``props`` over what the storage had: a web view's or an
+    image's ``URL`` and a game's ``currentGameUrl`` (a string: ``processWebViewUrl`` and
+    ``URL.includes`` fail on a missing one, and the whole document with them; ``""`` as CODAP's
+    exporter writes for none), a game's ``currentGameName`` (the name CODAP gives its tile:
+    ``gameName``, else the component's), a guide's ``items`` (an array) and ``currentItemIndex``."""
+    if ctype == "guideView":
+        items = props.get("items") if "items" in props else storage.get("items")
+        storage["items"] = [{"itemTitle": i.get("itemTitle"), "url": i.get("url")}
+                            for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+        if "currentItemIndex" in props:
+            storage["currentItemIndex"] = props["currentItemIndex"]
+        return
+    key = "currentGameUrl" if ctype == "game" else "URL"
+    url = props.get("URL") if "URL" in props else storage.get(key)
+    storage[key] = url if isinstance(url, str) else ""
+    if ctype == "game":
+        game_name = props.get("gameName") if "gameName" in props else storage.get("currentGameName")
+        storage["currentGameName"] = game_name if isinstance(game_name, str) else name
+
+
 def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],
                     remap: dict[str, dict[Any, int]], ctx_guid: dict[str, int],
                     attr_guid: dict[tuple[str, str], tuple[int, int]],
@@ -356,9 +379,11 @@ def component_to_v2(comp: ComponentSpec, where: str, ids: Callable[[], int],
             if props.get(prop) is not None:
                 storage[key] = props[prop]
     if comp.type == "text" and "text" in props:
-        storage["text"] = props["text"]
-    if comp.type in ("webView", "imageComponentView") and "URL" in props:
-        storage["URL"] = props["URL"]
+        # CODAP's text exporter writes the rich-text value as JSON text (text-registration.ts)
+        text = props["text"]
+        storage["text"] = text if text is None or isinstance(text, str) else json.dumps(text)
+    if comp.type in ("webView", "imageComponentView", "game", "guideView"):
+        _complete_web_view_storage(comp.type, storage, props, comp.name)
     if v2_type == "DG.GraphView":
         storage["_links_"] = links
         by_guid = {guid: key for key, (guid, _) in attr_guid.items()}
