@@ -5,7 +5,9 @@ No Ray: each batch runs to its end in the caller's thread, over participants ope
 the simulator's reference — and an embedded one: ``batchray.connect(store, runtime="local")``.
 Queues and priorities have no meaning here (nothing waits for a slot); a batch's ``timeout``,
 and a cancellation from another thread, are looked for between chunks and once more before its
-decision; progress goes to ``watch`` after every chunk. The process owns the
+decision; progress goes to ``watch`` after every chunk, and into the runtime's
+:class:`~batchray.core.run.progress.ProgressBook`, which a batch's :meth:`LocalRuntime.status`
+shows as its ``progress`` (as the coordinator's status does). The process owns the
 store while a runtime is open (:mod:`batchray.core.storage.ownership`): a store another live
 process serves is refused with STORE_IN_USE before anything is opened or recovered. A batch
 submitted again under an idempotency key gets the first batch's result, never a second run:
@@ -23,6 +25,7 @@ from batchray.core.model.batch import BatchResult, BatchState, RunOptions, recor
 from batchray.core.plan.plan import Plan, held_whole
 from batchray.core.run.cancelling import StopCheck, current_attempt, finished_reply, reply_to_cancel
 from batchray.core.run.executor import Executor, deadline
+from batchray.core.run.progress import ProgressBook
 from batchray.core.run.runtime import ProgressCallback
 from batchray.core.run.settler import attach_settler
 from batchray.core.storage.backends import open_backend, open_view
@@ -72,6 +75,8 @@ class LocalRuntime:
         """The batches threads of this process are running."""
         self._running_lock = threading.Lock()
         """Guards ``_running``, and is the lock of each running batch's last stop check."""
+        self.progress = _LockedBook()
+        """Each batch's progress, for :meth:`status`."""
 
     @property
     def memory_allowance(self) -> Optional[int]:
@@ -97,12 +102,14 @@ class LocalRuntime:
         if prior is not None:  # the key's batch: its result, never a second run
             return self._result(txn, prior) if wait else txn
         try:
-            on_chunk = _ProgressCounter(plan.total, watch) if watch is not None else None
+            on_chunk = _ProgressCounter(txn, plan.total, watch, self.progress, plan.kind)
             should_stop = StopCheck(run, deadline(options.timeout, txn), self._running_lock,
                                     lambda: self.executor.attempts.get(txn, txn))
             result = self.executor.execute(txn, ts, plan, options, on_chunk=on_chunk, should_stop=should_stop,
-                                           on_restart=on_chunk.restart if on_chunk is not None else None)
+                                           on_restart=on_chunk.restart)
         finally:
+            record = self.log.batch(txn)
+            self.progress.finish(txn, record["state"] if record is not None else "failed")
             with self._running_lock:
                 self._running.pop(txn).done.set()
         return result if wait else txn
@@ -153,7 +160,8 @@ class LocalRuntime:
         return {"batchId": batch_id, "state": record["state"], "kind": record["kind"], "queue": record["queue"],
                 "priority": record["priority"], "submittedAt": record["submitted"], "startedAt": record["started"],
                 "finishedAt": record["finished"], "result": record.get("result"),
-                "waitingFor": self.executor.waiting_for(batch_id, record["state"])}
+                "waitingFor": self.executor.waiting_for(batch_id, record["state"]),
+                "progress": self.progress.get(batch_id)}
 
     def cancel(self, batch_id: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
         """Cancel a batch another thread of this process is running, as the coordinator does
@@ -211,26 +219,53 @@ class _LocalRun:
         self.done = threading.Event()
 
 
-class _ProgressCounter:
-    """The driver's ``on_chunk`` hook turned into progress reports for ``watch``."""
+class _LockedBook:
+    """A :class:`ProgressBook` that the threads running batches and those asking for their
+    status share."""
 
-    def __init__(self, total: Optional[int], watch: ProgressCallback) -> None:
+    def __init__(self) -> None:
+        self._book = ProgressBook()
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._book, name)
+
+        def locked(*args: Any) -> Any:
+            with self._lock:
+                return method(*args)
+        return locked
+
+
+class _ProgressCounter:
+    """The driver's ``on_chunk`` hook turned into progress: reports for ``watch`` (if any) and
+    the counts of batch ``txn`` in ``book``."""
+
+    def __init__(self, txn: str, total: Optional[int], watch: Optional[ProgressCallback], book: Any,
+                 kind: str) -> None:
+        self.txn = txn
         self.total = total
         self.watch = watch
+        self.book = book
         self.completed = 0
         self.failed = 0
         self.started = time.monotonic()
+        book.start(txn, total, kind)
 
     def restart(self) -> None:
         """The batch runs again (a new attempt after a lost lock race): its counts start over."""
         self.completed = self.failed = 0
+        self.book.restart(self.txn)
 
     def __call__(self, planned: Any, images: Any, error: Any) -> None:
         if images is not None:
-            self.completed += items_written(planned, images)
-            self.failed += len(images.errors)
+            completed, failed = items_written(planned, images), len(images.errors)
         else:
-            self.failed += planned.count
+            completed, failed = 0, planned.count
+        self.completed += completed
+        self.failed += failed
+        self.book.report(self.txn, completed, failed)
+        if self.watch is None:
+            return
         elapsed = max(time.monotonic() - self.started, 1e-9)
         throughput = self.completed / elapsed
         remaining = (self.total - self.completed - self.failed) if self.total is not None else None
