@@ -68,6 +68,28 @@ def test_an_import_refuses_a_bad_timeout_before_it_reads_anything(client, tmp_pa
     assert client.count_items("P") == 2 and "New" not in client.data_contexts()
 
 
+def test_an_import_takes_a_priority_and_a_queue_and_refuses_an_option_it_does_not_take(client, tmp_path):
+    """An import's batch waits for a slot under the priority and queue it is given (the
+    client's and the batch_import tool's), as a create's does; an option no import takes, or
+    no export, is a ValidationError naming it (it was a TypeError), and nothing is read."""
+    path = tmp_path / "in.csv"
+    path.write_text("name,age\nz,3\n")
+    result = client.import_file("P", "People", path, priority=5, queue="etl")
+    assert result.success
+    assert (client.status(result.transaction_id)["priority"], client.status(result.transaction_id)["queue"]) == (5, "etl")
+    for bad, field in (({"priority": "high"}, "priority"), ({"queue": ""}, "queue"), ({"idempotency_key": "k"},
+                                                                                         "idempotency_key")):
+        _refused(lambda: client.import_file("P", "People", path, **bad), field)
+    _refused(lambda: client.export_file("P", tmp_path / "out.csv", pagesize=3), "pagesize")
+    assert client.count_items("P") == 3 and not (tmp_path / "out.csv").exists()
+    client.io_root = tmp_path
+    answer = client.tool("batch_import", {"dataContextName": "P", "collectionName": "People", "path": "in.csv",
+                                          "options": {"priority": 7, "queue": "q2"}})
+    assert answer["success"]
+    assert (client.status(answer["transactionId"])["priority"], client.status(answer["transactionId"])["queue"]) == (
+        7, "q2")
+
+
 def test_the_largest_batch_size_is_honoured(client):
     result = client.create_items("P", "People", [{"name": f"n{i}"} for i in range(3)], batch_size=1)
     assert result.success and result.items_created == 3 and result.batches_processed == 3

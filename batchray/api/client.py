@@ -83,6 +83,19 @@ def _validated(model: type[M], data: dict[str, Any]) -> M:
         raise ValidationError(f"invalid option {name}: {first['msg']}", field=name) from None
 
 
+def _known_options(function: Callable[..., Any], options: dict[str, Any], what: str) -> dict[str, Any]:
+    """``options`` when each is a keyword ``function`` takes, else a :class:`ValidationError`
+    naming the first that is not (a Python ``TypeError`` otherwise, raised after some work)."""
+    import inspect
+
+    taken = {name for name, p in inspect.signature(function).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    for name in options:
+        if name not in taken:
+            raise ValidationError(f"{what} takes no option {name!r}; it takes {', '.join(sorted(taken))}",
+                                  field=name)
+    return options
+
+
 CATALOG_REPLANS = 5
 """How many times a catalog batch is planned and run when other batches keep changing its
 documents first (:meth:`Client._run_on_catalog`)."""
@@ -482,7 +495,7 @@ class Client:
         from batchray.io.rejects import settle_rejects
 
         result = import_file(self, context, collection, path, format, reject_limit=reject_limit,
-                             reject_ratio=reject_ratio, **options)
+                             reject_ratio=reject_ratio, **_known_options(import_file, options, "import_file"))
         if rejects is None and reject_limit is None and reject_ratio is None:
             return result
         return settle_rejects(result, rejects, reject_limit=reject_limit, reject_ratio=reject_ratio)
@@ -493,7 +506,7 @@ class Client:
         (an existing file is replaced only with ``overwrite=True``)."""
         from batchray.io import export_file
 
-        return export_file(self, context, path, format, **options)
+        return export_file(self, context, path, format, **_known_options(export_file, options, "export_file"))
 
     # -- batches ----------------------------------------------------------------------------------
     def status(self, batch_id: Optional[str] = None, limit: int = 20) -> BatchStatusView | BatchStatusList:

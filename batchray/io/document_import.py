@@ -274,11 +274,12 @@ def _component_docs(target: Target, doc: Any, wanted: set[str], renamed: dict[st
 def import_document(target: Target, context: Optional[str], path: Path, *, atomic: bool,
                     batch_size: Optional[int], progress: Progress, timeout: Optional[int],
                     max_memory: Optional[int] = None, create: bool = True,
-                    rejects: Optional[dict[str, Any]] = None) -> ImportResult:
+                    batch: Optional[dict[str, Any]] = None) -> ImportResult:
     """Import ``path``'s data contexts (see the module docstring); ``create=False`` refuses a
     data context that does not exist (a :class:`SchemaError`, as ``import_file`` refuses one for
     the other formats): a document only creates contexts, so it is always refused then.
-    ``rejects``: the batch's ``reject_limit`` / ``reject_ratio``."""
+    ``batch``: the batch's options beyond these (``reject_limit``, ``priority``...: see
+    :func:`~batchray.io.runtime.run_plan`)."""
     started = time.perf_counter()
     doc = read_document(path) if max_memory is None else read_document(path, max_memory=max_memory)
     notes = list(doc.warnings)
@@ -338,7 +339,7 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
     claimed = {key: None for key, _ in puts}
     plan = create_items_plan(catalog_docs_first(docs, itertools.chain.from_iterable(streams), chunk_ids, claimed),
                              total=total, context=names[0], context_id=None)
-    result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress, rejects=rejects)
+    result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress, batch=batch)
     out = import_result(result, reading, started, fmt="codap", path=path, contexts=names, collection=None)
     committed = out.state == "completed"
     out.created_contexts = names if committed else []

@@ -73,11 +73,11 @@ def catalog_docs_first(puts: list[tuple[str, str]], chunks: Iterable[PlannedChun
 
 
 def run_import(target: Target, plan: Any, reading: Reading, *, atomic: bool, timeout: Optional[int],
-               progress: Progress, rejects: Optional[dict[str, Any]] = None) -> BatchResult:
-    """Run ``plan`` (``rejects``: its ``reject_limit`` / ``reject_ratio``, see
-    :func:`~batchray.io.runtime.run_plan`); a read failure is raised as itself."""
+               progress: Progress, batch: Optional[dict[str, Any]] = None) -> BatchResult:
+    """Run ``plan`` (``batch``: its options beyond these, ``reject_limit``, ``priority``...,
+    see :func:`~batchray.io.runtime.run_plan`); a read failure is raised as itself."""
     try:
-        result = run_plan(target, plan, atomic=atomic, timeout=timeout, progress=progress, **(rejects or {}))
+        result = run_plan(target, plan, atomic=atomic, timeout=timeout, progress=progress, **(batch or {}))
     except CancelledError:
         if reading.failure is not None:
             raise reading.failure from None

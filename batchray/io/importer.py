@@ -112,6 +112,8 @@ def import_file(
     columnar: bool = True,
     reject_limit: Optional[int] = None,
     reject_ratio: Optional[float] = None,
+    priority: int = 0,
+    queue: str = "default",
 ) -> ImportResult:
     """Import a CSV, JSON Lines, Parquet, Arrow IPC or CODAP file into ``context``/``collection``.
 
@@ -127,6 +129,7 @@ def import_file(
     ``reject_limit`` / ``reject_ratio``: a non-atomic import whose batch rejects more rows than
     that (or a larger fraction) fails whole, decided before anything commits, as ``create_items``
     (rows a reader skips as malformed are not the batch's: they are not counted there).
+    ``priority`` and ``queue``: where the import's batch waits for a slot, as for ``create_items``.
 ``max_record_bytes``: the most one line, record or value may hold; ``max_decoded_bytes``: the
 most one Parquet column chunk may hold decompressed; ``max_document_memory``: the most memory a
 CODAP document may take parsed, as estimated before parsing (defaults from the memory budget:
@@ -149,7 +152,7 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
     resolved = resolve_path(path, allowed_root, must_exist=True)
     fmt = detect_format(resolved, format)
     types = _check_types(types)
-    rejects = _check_reject_limits(reject_limit, reject_ratio)
+    batch = {**_check_reject_limits(reject_limit, reject_ratio), **_check_admission(priority, queue)}
     limits = read_limits(client_or_engine.memory_allowance, max_record_bytes, max_decoded_bytes,
                          max_document_memory)
     if fmt == "codap":
@@ -161,7 +164,7 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
                                   field="types")
         return import_document(client_or_engine, context, resolved, atomic=atomic, batch_size=batch_size,
                                progress=progress, timeout=timeout, max_memory=limits.document_bytes, create=create,
-                               rejects=rejects)
+                               batch=batch)
     if not context:
         raise ValidationError(f"importing a {fmt} file needs a data context name", field="dataContextName")
     source = open_source(fmt, resolved, atomic=atomic, types=types, block_size=block_size, limits=limits,
@@ -169,7 +172,7 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
     try:
         return _import_rows(client_or_engine, context, collection, source, atomic=atomic, batch_size=batch_size,
                             create=create, progress=progress, timeout=timeout, types=types, columnar=columnar,
-                            rejects=rejects)
+                            batch=batch)
     finally:
         source.close()
 
@@ -212,6 +215,15 @@ def _check_reject_limits(limit: Any, ratio: Any) -> dict[str, Any]:
     if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1):
         raise ValidationError(f"reject_ratio must be a fraction from 0 to 1, got {ratio!r}", field="rejectRatio")
     return {"reject_limit": limit, "reject_ratio": ratio}
+
+
+def _check_admission(priority: Any, queue: Any) -> dict[str, Any]:
+    """``{priority, queue}`` for the batch; :class:`ValidationError` unless they are what
+    :class:`~batchray.core.model.batch.RunOptions` takes."""
+    arguments.integer(priority, "priority", minimum=-1_000_000, maximum=1_000_000)
+    if not isinstance(queue, str) or not 1 <= len(queue) <= 100:
+        raise ValidationError(f"queue must be a text of 1 to 100 characters, got {queue!r}", field="queue")
+    return {"priority": priority, "queue": queue}
 
 
 def _lookup(target: Target, name: str) -> Optional[tuple[int, DataContext, str]]:
@@ -298,7 +310,7 @@ def _reporter(progress: Progress, source: Source, reading: Reading, target: Targ
 def _import_rows(target: Target, context: str, collection: Optional[str], source: Source, *, atomic: bool,
                  batch_size: Optional[int], create: bool, progress: Progress, timeout: Optional[int],
                  types: dict[str, str], columnar: bool = True,
-                 rejects: Optional[dict[str, Any]] = None) -> ImportResult:
+                 batch: Optional[dict[str, Any]] = None) -> ImportResult:
     started = time.perf_counter()
     context_id, ctx, doc, created_attrs, created_context, read = _schema_for(target, context, collection, source,
                                                                               create, types)
@@ -322,7 +334,7 @@ def _import_rows(target: Target, context: str, collection: Optional[str], source
     expected = {context_key(context): read} if puts else None
     plan = create_items_plan(catalog_docs_first(puts, chunks, chunk_ids, expected), total=source.total_rows,
                              context=context, context_id=context_id, chunker=chunker)
-    result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress, rejects=rejects)
+    result = run_import(target, plan, reading, atomic=atomic, timeout=timeout, progress=progress, batch=batch)
     skipped = list(getattr(source, "skipped", []))
     coll_name = collection or ctx.collections[-1].name
     out = import_result(result, reading, started, fmt=source.format, path=source.path,

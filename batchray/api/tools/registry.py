@@ -378,7 +378,7 @@ _IMPORT_FORMAT = Literal["csv", "jsonl", "parquet", "arrow", "codap"]  # arrow: 
 _ATTR_TYPE = Literal["categorical", "numeric", "date", "qualitative", "boundary", "checkbox", "color"]
 
 
-class ImportOptions(_Args):
+class ImportOptions(AdmissionOptions):
     atomic: bool = True
     batchSize: Optional[int] = Field(default=None, ge=1, le=100_000, description="rows per chunk")
     create: bool = Field(default=True, description="create the data context, collection and attributes when missing")
@@ -445,7 +445,7 @@ def _batch_import(client, a: BatchImportArgs) -> dict[str, Any]:
                          max_record_bytes=o.maxRecordBytes, max_decoded_bytes=o.maxDecodedBytes,
                          max_document_memory=o.maxDocumentMemory, reject_limit=o.rejectLimit,
                          reject_ratio=o.rejectRatio, allowed_root=tool_io_root(client), quote_content=False,
-                         progress=False)
+                         progress=False, priority=o.priority, queue=o.queue)
     if o.rejectsPath is not None or o.rejectLimit is not None or o.rejectRatio is not None:
         from batchray.io.rejects import settle_rejects
 
