@@ -125,6 +125,17 @@ def test_a_transaction_under_a_key_runs_each_operation_once(client, strategy):
     assert again["transactionIds"] == first["transactionIds"] and client.count_items("P") == 2
 
 
+@pytest.mark.parametrize("strategy", ["skip", "partial_rollback"])
+def test_operations_with_timeouts_under_a_key_each_run(client, strategy):
+    """An operation's own timeout keeps the key of its own (the timeout replaced the
+    operation's derived key by the transaction's: the second such operation got the first one's
+    result, and its item was never created)."""
+    ops = [dict(op, timeout=60_000) for op in _creates(1, 2)]
+    report = client.execute_transaction(ops, {"recoveryStrategy": strategy, "idempotencyKey": f"timed-{strategy}"})
+    assert report["success"] and len(set(report["transactionIds"])) == 2, report
+    assert sorted(item["values"]["v"] for item in client.get_items("P")) == [1, 2]
+
+
 def test_a_retried_transaction_under_a_key_runs_its_next_try(client, monkeypatch):
     runtime = client.runtime
     run, tries = runtime.run, []

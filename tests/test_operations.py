@@ -454,6 +454,37 @@ def test_a_retried_attempt_runs_with_what_is_left_of_the_transactions_timeout(en
     assert given[0] == 10_000 and 0 < given[1] <= 3_000, given
 
 
+@pytest.mark.parametrize("strategy", ["rollback", "retry"])
+def test_an_operations_timeout_bounds_the_transaction_it_shares(engine, strategy):
+    """Under ``rollback`` and ``retry`` the operations run as one transaction: it is given the
+    shortest of the batch's timeout and every operation's (an operation's was ignored)."""
+    from batchray.core.plan.operations import run_transaction
+
+    given = []
+
+    def run(plan, options):
+        given.append(options.timeout)
+        return engine.run_plan(plan, options)
+
+    ops = _ops()
+    ops[1]["timeout"] = 4_000
+    report = run_transaction(engine.planner, run, ops, TransactionOptions(recovery_strategy=strategy, timeout=10_000))
+    assert report["success"], report
+    assert given and 3_900 <= given[0] <= 4_000, given
+
+
+@pytest.mark.parametrize("strategy", ["retry", "partial_rollback"])
+def test_rollback_on_error_false_is_refused_where_it_has_no_meaning(engine, strategy):
+    """``rollbackOnError: false`` makes ``rollback`` a ``skip``; with ``retry`` or
+    ``partial_rollback`` it was accepted and ignored: refused, nothing run."""
+    before = engine.count_items("People") if "People" in engine.data_contexts() else 0
+    answer = call_tool(engine, "execute_batch_transaction", {"operations": _ops(), "options": {
+        "recoveryStrategy": strategy, "rollbackOnError": False}})
+    assert answer["success"] is False and answer["error"]["code"] == "VALIDATION"
+    assert answer["error"]["details"]["field"] == "options.rollbackOnError"
+    assert (engine.count_items("People") if "People" in engine.data_contexts() else 0) == before
+
+
 def test_plans_with_cycles_or_unknown_targets_are_rejected_naming_the_operations(engine):
     ops = _ops()
     ops[0]["dependencies"] = ["bump"]

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
-from batchray.errors import failure_error
+from batchray.errors import ValidationError, failure_error
 from batchray.api.tools.registry import _NAME, _Args, _result_payload, register
 from batchray.core.model.batch import DEFAULT_TIMEOUT_MS, TransactionOptions
 
@@ -121,7 +121,8 @@ class TransactionToolOptions(_Args):
     timeout: int = Field(default=DEFAULT_TIMEOUT_MS, ge=1, le=86_400_000, description="milliseconds")
     parallelism: Optional[int] = Field(default=None, ge=1, le=10,
                                        description="at most this many workers apply the batch at once")
-    rollbackOnError: bool = True
+    rollbackOnError: bool = Field(default=True, description=(
+        "false turns recoveryStrategy rollback into skip; refused with retry and partial_rollback"))
     recoveryStrategy: Literal["retry", "skip", "rollback", "partial_rollback"] = "rollback"
     retryDelay: int = Field(default=50, ge=0, le=60_000, description="first retry delay, ms")
     backoffMultiplier: float = Field(default=2.0, ge=1.0, le=10.0)
@@ -143,6 +144,11 @@ class ExecuteBatchTransactionArgs(_Args):
 
 def _execute_batch_transaction(client, a: ExecuteBatchTransactionArgs) -> dict[str, Any]:
     o = a.options
+    if not o.rollbackOnError and o.recoveryStrategy in ("retry", "partial_rollback"):
+        # rollback with rollbackOnError false is skip; retry is all or nothing, and
+        # partial_rollback rolls a failed operation back: false has no meaning for either
+        raise ValidationError(f"rollbackOnError: false does not go with recoveryStrategy {o.recoveryStrategy!r}",
+                              field="options.rollbackOnError")
     strategy = "skip" if not o.rollbackOnError and o.recoveryStrategy == "rollback" else o.recoveryStrategy
     options = TransactionOptions(
         atomic=o.atomic, max_retries=o.maxRetries, timeout=o.timeout, parallelism=o.parallelism,

@@ -594,7 +594,7 @@ def run_transaction(
 
     An operation's ``timeout`` (ms) bounds its own transaction under ``skip`` and
     ``partial_rollback``; under ``rollback`` and ``retry`` all operations share one transaction,
-    bounded by the batch ``timeout``.
+    which ends (its tries included) within the batch ``timeout`` and every operation's.
 
     Under an ``idempotencyKey``, each batch run gets a key of its own derived from it
     (:meth:`RunOptions.part`: each operation's under ``skip`` and ``partial_rollback``, each
@@ -621,7 +621,9 @@ def run_transaction(
         attempts = 1 + (options.max_retries if strategy == "retry" else 0)
         delay = options.retry_delay / 1000.0
         multiplier = options.backoff_multiplier
-        deadline = clock() + options.timeout / 1000.0
+        # the operations share one transaction: it ends within the shortest of their timeouts
+        shortest = min([options.timeout, *(op.timeout for op in ops if op.timeout is not None)])
+        deadline = clock() + shortest / 1000.0
 
         def backoff(attempt: int) -> bool:
             """Wait before the next attempt; False when the deadline leaves no time for one."""
@@ -634,7 +636,7 @@ def run_transaction(
         result: Optional[BatchResult] = None
         for attempt in range(1, attempts + 1):
             # an attempt gets what is left of the transaction's timeout, not a whole one
-            left_ms = max(1, min(base.timeout, int((deadline - clock()) * 1000)))
+            left_ms = max(1, min(shortest, int((deadline - clock()) * 1000)))
             tried = base if attempt == 1 else base.part(f"try-{attempt}")  # a key's batch per try
             try:
                 result = _run_together(planner, run, ordered, tried.but(timeout=left_ms))
@@ -662,7 +664,7 @@ def run_transaction(
         try:
             own = base.part(op.id)  # each operation its own batch: under a key, a key of its own
             if op.timeout is not None:  # an operation that runs on its own has its own deadline
-                own = base.but(timeout=min(op.timeout, base.timeout))
+                own = own.but(timeout=min(op.timeout, base.timeout))
             result = run(plan_operation(planner, op), own)
         except BatchrayError as exc:
             errors.append(_op_error(op.id, exc, 1))
