@@ -62,6 +62,22 @@ def test_the_most_recently_finished_are_kept_and_running_batches_never_dropped()
         assert all(book.get(t)["state"] == "running" for t in running), seed
 
 
+def test_a_late_increment_of_a_batch_no_longer_kept_does_not_bring_it_back_running():
+    """Workers and the coordinator report apart: an increment of a batch that finished and was
+    trimmed since made it a running batch again, for good (the gauge of running batches
+    counted it ever after)."""
+    book = ProgressBook(keep=2, clock=_Clock())
+    for txn in ("a", "b", "c"):
+        book.start(txn, 10, "create_items")
+        book.finish(txn, "completed")
+    book.start("d", 10, "create_items")  # trims "a"
+    assert book.get("a") is None and book.running() == 1
+    book.report("a", 3)
+    assert book.get("a") is None and book.running() == 1
+    book.start("a", 5, "create_items")  # started again on purpose: it runs
+    assert book.running() == 2 and book.get("a")["state"] == "running"
+
+
 def test_no_eta_once_the_count_passes_the_total():
     """An update's plan counts its selectors, and a query selects any number of items: once the
     count passes that total nothing is known of what is left (the ETA was clamped to 0 s)."""

@@ -42,6 +42,7 @@ class ProgressBook:
         self._batches: dict[str, _Batch] = {}
         self._running: dict[str, _Batch] = {}  # the batches whose state is "running"
         self._finished: dict[str, None] = {}  # the others' ids, the first finished first
+        self._forgotten: dict[str, None] = {}  # the last ``keep`` trimmed: a late report of one is dropped
 
     def _add(self, txn: str, batch: _Batch) -> _Batch:
         self._batches[txn] = batch
@@ -57,6 +58,7 @@ class ProgressBook:
             batch.total = total if total is not None else batch.total
             batch.kind = kind
             return
+        self._forgotten.pop(txn, None)
         self._add(txn, _Batch(total, kind, self.clock()))
         self._trim()
 
@@ -68,6 +70,8 @@ class ProgressBook:
     def report(self, txn: str, completed: int, failed: int = 0, operation: Optional[str] = None) -> None:
         batch = self._batches.get(txn)
         if batch is None:
+            if txn in self._forgotten:  # a finished batch's late increment: it stays finished
+                return
             batch = self._add(txn, _Batch(None, "batch", self.clock()))
         now = self.clock()
         batch.completed += completed
@@ -134,3 +138,6 @@ class ProgressBook:
         while len(self._finished) > self.keep:
             txn = next(iter(self._finished))
             del self._finished[txn], self._batches[txn]
+            self._forgotten[txn] = None
+            if len(self._forgotten) > self.keep:
+                del self._forgotten[next(iter(self._forgotten))]
