@@ -93,6 +93,8 @@ class Attribute(BaseModel):
             return coerce_value(cls.model_construct(**info.data), value)
         except ValueProblem as exc:
             raise ValueError(f"default {_short(value)} is not a value of the attribute: {exc}") from None
+        except RecursionError:
+            raise ValueError("the default is nested too deep to be a value") from None
 
     @model_validator(mode="after")
     def _bounds_in_order(self, info: ValidationInfo) -> "Attribute":
@@ -314,7 +316,10 @@ def _as_scalar(value: Any) -> Any:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a value nested past the interpreter's stack
+        return f"<{type(value).__name__} nested too deep to show>"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
