@@ -86,7 +86,8 @@ def node_removal(store: str) -> dict[str, Any]:
                 # the batch ended (rolled back) while its input was still being fed; its
                 # result is in the log
                 outcome["feedRefused"] = exc.message
-                outcome["result"] = _retry(lambda: client.wait(exc.details["batchId"]))
+                batch_id = exc.details["batchId"]
+                outcome["result"] = _retry(lambda: client.wait(batch_id))
             except BaseException as exc:  # noqa: BLE001 - reported
                 outcome["error"] = f"{type(exc).__name__}: {exc}"
 
