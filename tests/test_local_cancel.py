@@ -10,6 +10,7 @@ import pytest
 
 from batchray.core.run.executor import Executor
 from local_runtime import local_client
+from polling import held
 
 PEOPLE = [{"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric"}]}]
 
@@ -28,13 +29,13 @@ def _hold(client, monkeypatch, when):
     for participant in client.runtime.participants.values():
         apply = participant.apply
 
-        def held(ref, chunk, prepare=False, commit=False, _apply=apply):
+        def holding(ref, chunk, prepare=False, commit=False, _apply=apply):
             if when(chunk, commit):
                 reached.set()
                 assert release.wait(20)
             return _apply(ref, chunk, prepare=prepare, commit=commit)
 
-        monkeypatch.setattr(participant, "apply", held)
+        monkeypatch.setattr(participant, "apply", holding)
     return reached, release
 
 
@@ -92,18 +93,10 @@ def test_a_cancel_between_attempts_says_the_last_one_was_rolled_back_and_no_furt
     ids = client.create_items("People", "People", [{"name": f"p{i}", "age": 1} for i in range(6)],
                               batch_size=3).item_ids
     last = max(client.layout.shard_names)
-    held = next(i for i in ids if client.layout.shard_of(i) == last)
+    locked = next(i for i in ids if client.layout.shard_of(i) == last)
     locks = client.runtime.participants[last].locks
-    locks.acquire("batch-holding-it", 1, [held])  # older: wait-die rolls ours back
-    reached, release = threading.Event(), threading.Event()
-    pause = Executor._pause
-
-    def held_pause(executor, *args):
-        reached.set()
-        assert release.wait(20)
-        return pause(executor, *args)
-
-    monkeypatch.setattr(Executor, "_pause", held_pause)
+    locks.acquire("batch-holding-it", 1, [locked])  # older: wait-die rolls ours back
+    reached, release = held(monkeypatch, Executor, "_pause")
     thread, out = _run_in_thread(lambda: client.update_items(
         "People", [{"selector": {"query": "age > 0"}, "values": {"age": "=age + 1"}}], timeout=20_000))
     assert reached.wait(20)  # the first attempt was rolled back; the next one waits for its pause

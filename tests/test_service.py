@@ -30,7 +30,7 @@ from batchray.core.run.service import when_started
 from batchray.core.txn.dispatch import ApplyPhase
 from batchray.core.txn.twophase import TwoPhaseCommit
 from batchray.errors import StoreError
-from polling import until
+from polling import held, until
 from service_harness import in_process_services
 
 
@@ -55,13 +55,13 @@ class _Held:
         self.release = threading.Event()
         original = getattr(TwoPhaseCommit, method)
 
-        def held(driver, *args):
+        def holding(driver, *args):
             value = original(driver, *args) if after else None
             self.reached.set()
             assert self.release.wait(20)
             return value if after else original(driver, *args)
 
-        monkeypatch.setattr(TwoPhaseCommit, method, held)
+        monkeypatch.setattr(TwoPhaseCommit, method, holding)
 
 
 @pytest.mark.parametrize("atomic", [True, False])
@@ -159,15 +159,7 @@ def test_a_cancel_before_a_one_phase_commit_is_sent_stops_it(local, monkeypatch)
     the apply+commit goes is found at the last look: nothing is sent, the batch is cancelled."""
     engine, make_service = local
     service = make_service()
-    reached, release = threading.Event(), threading.Event()
-    dispatch = ApplyPhase._dispatch
-
-    def held_dispatch(phase, *args):
-        reached.set()
-        assert release.wait(20)
-        return dispatch(phase, *args)
-
-    monkeypatch.setattr(ApplyPhase, "_dispatch", held_dispatch)
+    reached, release = held(monkeypatch, ApplyPhase, "_dispatch")
     txn = service.submit("create_items", RunOptions(), _one_phase(engine), 5)["txn"]
     assert reached.wait(20)  # the loop looked for a stop and found none; the chunk is about to go
     reply = service.cancel(txn)
@@ -185,24 +177,15 @@ def test_cancelling_a_non_atomic_batch_that_reruns_its_conflicted_chunks_says_wh
     service = make_service()
     ids = engine.create_items("S", "Rows", [{"n": 1} for _ in range(6)], batch_size=3).item_ids
     last = max(engine.layout.shard_names)
-    held = next(i for i in ids if engine.layout.shard_of(i) == last)
+    locked = next(i for i in ids if engine.layout.shard_of(i) == last)
     first = next(i for i in ids if engine.layout.shard_of(i) != last)
-    engine.runtime.participants[last].locks.acquire("batch-holding-it", 1, [held])  # older: wait-die kills ours
+    engine.runtime.participants[last].locks.acquire("batch-holding-it", 1, [locked])  # older: wait-die kills ours
     updates = [{"selector": {"itemId": first}, "values": {"n": 7}},
                {"selector": {"query": "n > 0"}, "values": {"n": "=n + 1"}}]
     plan = engine.planner.update_items("S", updates)
     # the re-run is the conflicted chunk alone, which commits in one phase: held before it is
     # sent (its sending is its decision), so that the cancellation comes while it can stop it
-    reached, release = threading.Event(), threading.Event()
-    dispatch = ApplyPhase._dispatch
-
-    def held_dispatch(phase, *args):
-        if phase.run.txn.endswith(".r2"):
-            reached.set()
-            assert release.wait(20)
-        return dispatch(phase, *args)
-
-    monkeypatch.setattr(ApplyPhase, "_dispatch", held_dispatch)
+    reached, release = held(monkeypatch, ApplyPhase, "_dispatch", when=lambda phase, *_: phase.run.txn.endswith(".r2"))
     txn = service.submit("update_items", RunOptions(atomic=False, timeout=20_000), list(plan.chunks), plan.total)["txn"]
     assert reached.wait(20), "the re-run of the conflicted chunk"
     reply = service.cancel(txn)
@@ -212,7 +195,7 @@ def test_cancelling_a_non_atomic_batch_that_reruns_its_conflicted_chunks_says_wh
     result = service.wait(txn, 30)
     assert result["state"] == "cancelled" and result["itemsUpdated"] > 0, result
     values = {item["id"]: item["values"]["n"] for item in engine.get_items("S")}
-    assert values[first] == 8 and values[held] == 1  # the first attempt's work stayed; the held item untouched
+    assert values[first] == 8 and values[locked] == 1  # the first attempt's work stayed; the locked item untouched
     engine.runtime.participants[last].locks.release_all("batch-holding-it")
 
 
