@@ -527,7 +527,7 @@ def test_big_csv_import_holds_a_small_memory_budget_and_round_trips(make_client,
     import pyarrow as pa
 
     path = tmp_path / "big.csv"
-    rows = _big_csv(path, 24 << 20)  # three times the budget, more than the reader may hold (16 MiB)
+    rows = _big_csv(path, 18 << 20)  # over twice the budget, more than the reader may hold (16 MiB)
     client = make_client("budget", memory_budget=BUDGET)
     arrow_peak = [0]
     events = []
