@@ -656,6 +656,8 @@ def test_no_dirty_read_while_active_or_prepared(conformance_store):
                 assert [i for i, _ in who.read_items(CTX, "mass == 99", own_txn=other)] == [], (phase, other)
                 assert [i for i, _ in who.read_items(CTX, ids=[LO + 2, LO + 50], own_txn=other)] == [LO + 2]
             assert who.count_items(CTX) == 3 and who.count_items(CTX, "mass == 99") == 0
+            rows, total = who.read_page(CTX, "mass != 99", limit=2, after=LO)
+            assert ([i for i, _ in rows], total) == ([LO + 1, LO + 2], 3), phase
         if phase == "active" or conformance_store.prepared_state_readable:
             assert _visible(participant, own="writer") == own, phase
             assert [i for i, _ in participant.read_items(CTX, "mass == 99", own_txn="writer")] == [LO + 1, LO + 50]
@@ -663,6 +665,8 @@ def test_no_dirty_read_while_active_or_prepared(conformance_store):
             assert participant.prepare(ref)
     participant.commit(ref)
     assert _visible(participant) == own and _visible(reader) == own
+    rows, total = reader.read_page(CTX, "mass == 99")
+    assert ([i for i, _ in rows], total) == ([LO + 1, LO + 50], 2)
     assert_clear(participant)
 
 
