@@ -17,7 +17,7 @@ from typing import Optional
 import pytest
 
 from batchray.api import cli
-from local_runtime import Client, local_client
+from local_runtime import local_client
 from batchray.api.tools import tool_schemas
 
 PEOPLE = [{"name": "People", "attrs": [{"name": "name", "type": "categorical"},
@@ -223,3 +223,13 @@ def test_bad_usage_of_another_command_is_argparse_s_own(capsys):
     assert exited.value.code == 2
     out, err = capsys.readouterr()
     assert out == "" and "unrecognized arguments: --bogus" in err
+
+
+def test_recover_prints_what_recovery_finished_at_start_and_now(tmp_path, monkeypatch, capsys):
+    store = tmp_path / "store"
+    monkeypatch.setattr(cli, "_connect", lambda args: local_client(args.store))
+    assert cli.main(["recover", "--store", str(store)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["success"] is True
+    assert set(printed) == {"success", "recoveredAtStart", "recoveredNow"}
+    assert isinstance(printed["recoveredAtStart"], dict) and isinstance(printed["recoveredNow"], dict)
