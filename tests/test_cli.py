@@ -233,3 +233,18 @@ def test_recover_prints_what_recovery_finished_at_start_and_now(tmp_path, monkey
     assert printed["success"] is True
     assert set(printed) == {"success", "recoveredAtStart", "recoveredNow"}
     assert isinstance(printed["recoveredAtStart"], dict) and isinstance(printed["recoveredNow"], dict)
+
+
+@pytest.mark.parametrize("items", ["0", "-5", "ten"])
+def test_demo_refuses_a_count_of_items_below_one_before_connecting(items, monkeypatch, capsys):
+    import batchray
+
+    def no_connecting(store, **settings):
+        raise AssertionError("a bad --items must be refused before connecting")
+
+    monkeypatch.setattr(batchray, "connect", no_connecting)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["demo", "--items", items, "--no-progress"])
+    assert exited.value.code == 2
+    assert "--items: must be a whole number of at least 1" in capsys.readouterr().err
+
