@@ -248,3 +248,29 @@ def test_demo_refuses_a_count_of_items_below_one_before_connecting(items, monkey
     assert exited.value.code == 2
     assert "--items: must be a whole number of at least 1" in capsys.readouterr().err
 
+
+def test_a_failed_demo_step_is_the_structured_error(tmp_path, monkeypatch, capsys):
+    import batchray
+    from types import SimpleNamespace
+
+    refused = {"code": "SCHEMA", "message": "the context cannot be created", "details": {}, "retryable": False}
+
+    class Refusing:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def info(self):
+            return {"pid": os.getpid(), "workers": []}
+
+        def create_data_context(self, *args, **kwargs):
+            return SimpleNamespace(success=False, error=refused)
+
+    monkeypatch.setattr(batchray, "connect", lambda store, **settings: Refusing())
+    code = cli.main(["demo", "--items", "10", "--store", str(tmp_path / "store"), "--no-progress"])
+    assert code == 1
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["code"] == "ABORTED" and "the context cannot be created" in error["message"]
+    assert error["details"]["cause"] == refused
