@@ -17,7 +17,7 @@ from typing import Optional
 import pytest
 
 from batchray.api import cli
-from local_runtime import Client, local_client
+from local_runtime import local_client
 from batchray.api.tools import tool_schemas
 
 PEOPLE = [{"name": "People", "attrs": [{"name": "name", "type": "categorical"},
@@ -223,3 +223,54 @@ def test_bad_usage_of_another_command_is_argparse_s_own(capsys):
     assert exited.value.code == 2
     out, err = capsys.readouterr()
     assert out == "" and "unrecognized arguments: --bogus" in err
+
+
+def test_recover_prints_what_recovery_finished_at_start_and_now(tmp_path, monkeypatch, capsys):
+    store = tmp_path / "store"
+    monkeypatch.setattr(cli, "_connect", lambda args: local_client(args.store))
+    assert cli.main(["recover", "--store", str(store)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["success"] is True
+    assert set(printed) == {"success", "recoveredAtStart", "recoveredNow"}
+    assert isinstance(printed["recoveredAtStart"], dict) and isinstance(printed["recoveredNow"], dict)
+
+
+@pytest.mark.parametrize("items", ["0", "-5", "ten"])
+def test_demo_refuses_a_count_of_items_below_one_before_connecting(items, monkeypatch, capsys):
+    import batchray
+
+    def no_connecting(store, **settings):
+        raise AssertionError("a bad --items must be refused before connecting")
+
+    monkeypatch.setattr(batchray, "connect", no_connecting)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["demo", "--items", items, "--no-progress"])
+    assert exited.value.code == 2
+    assert "--items: must be a whole number of at least 1" in capsys.readouterr().err
+
+
+def test_a_failed_demo_step_is_the_structured_error(tmp_path, monkeypatch, capsys):
+    import batchray
+    from types import SimpleNamespace
+
+    refused = {"code": "SCHEMA", "message": "the context cannot be created", "details": {}, "retryable": False}
+
+    class Refusing:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def info(self):
+            return {"pid": os.getpid(), "workers": []}
+
+        def create_data_context(self, *args, **kwargs):
+            return SimpleNamespace(success=False, error=refused)
+
+    monkeypatch.setattr(batchray, "connect", lambda store, **settings: Refusing())
+    code = cli.main(["demo", "--items", "10", "--store", str(tmp_path / "store"), "--no-progress"])
+    assert code == 1
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["code"] == "ABORTED" and "the context cannot be created" in error["message"]
+    assert error["details"]["cause"] == refused

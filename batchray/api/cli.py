@@ -191,6 +191,17 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return write(args.output)
 
 
+def _positive_int(text: str) -> int:
+    """An argument that must be a whole number of at least 1 (argparse's type)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="batchray", description="Transactional batch operations on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     demo = with_store(sub.add_parser("demo", help="load 1,000,000 items atomically and show a rollback"))
-    demo.add_argument("--items", type=int, default=1_000_000)
+    demo.add_argument("--items", type=_positive_int, default=1_000_000, help="items to load (default: %(default)s)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.add_argument("--json-summary", action="store_true", help="also print the summary as JSON")
     demo.set_defaults(func=cmd_demo)

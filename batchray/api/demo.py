@@ -92,11 +92,20 @@ class PeakMemory:
         self._thread.join()
 
 
+def _failed(what: str, error: Optional[dict[str, Any]]) -> Exception:
+    """The error a failed demo step raises: its result's structured error is the cause."""
+    from batchray.errors import TransactionAborted
+
+    cause = error or {}
+    return TransactionAborted(f"{what}: {cause.get('message', 'no error given')}", cause=error)
+
+
 def run_demo(items: int = 1_000_000, store: str = "./batchray-data", workers: int = 2,
              progress: bool = True, out=print, address: Optional[str] = None) -> dict[str, Any]:
     """Run the demo on ``store`` (connected with ``workers`` and ``address``, as
     :func:`batchray.connect` takes them); its summary, whose ``storeUnchangedAfterFailure``
-    says whether the failed batch left the store as it was."""
+    says whether the failed batch left the store as it was. A demo step that fails raises
+    :class:`~batchray.errors.TransactionAborted`, its result's error in ``details['cause']``."""
     import os
 
     import batchray
@@ -108,7 +117,7 @@ def run_demo(items: int = 1_000_000, store: str = "./batchray-data", workers: in
         context = f"Demo-{time.strftime('%Y%m%d-%H%M%S')}"
         created = client.create_data_context(context, DEMO_COLLECTIONS, title="batchray demo")
         if not created.success:
-            raise SystemExit(f"could not create the demo context: {created.error}")
+            raise _failed("could not create the demo context", created.error)
         out(f"store {client.layout.root} with {client.layout.shards} shards, {len(info['workers'])} workers")
         out(f"loading {items:,} items into {context} atomically ...")
         with PeakMemory(pids) as memory:
@@ -116,7 +125,7 @@ def run_demo(items: int = 1_000_000, store: str = "./batchray-data", workers: in
             result = client.create_items(context, "People", people(items), atomic=True, total=items)
             load_seconds = time.perf_counter() - load_started
         if not result.success:
-            raise SystemExit(f"the demo load failed: {result.error}")
+            raise _failed("the demo load failed", result.error)
         count = client.count_items(context)
         out(f"committed {result.items_created:,} items in {load_seconds:.2f} s "
             f"({result.items_created / load_seconds:,.0f} items/s); the store now holds {count:,}")

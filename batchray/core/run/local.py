@@ -67,7 +67,8 @@ class LocalRuntime:
         self.transport = LocalTransport(self.participants)
         self.executor = Executor.over(self.backend, self.log, self.transport, budget)
         self.driver = self.executor.driver
-        self.executor.recover()
+        self.recovered = self.executor.recover()
+        """What recovery at opening finished (as the coordinator's ``info()["recovered"]``)."""
         # the one thread of this runtime's own: batches the store failed at their decision or in
         # phase 2 are finished in the background once it answers again (core.run.settler)
         self.settler = attach_settler(self.executor)
@@ -191,8 +192,9 @@ class LocalRuntime:
         return self.executor.recover()
 
     def info(self) -> dict[str, Any]:
+        """This process, the store, its owner, and ``recovered``: what recovery at opening finished."""
         return {"pid": os.getpid(), "runtime": "local", "store": str(self.layout.root), "shards": self.layout.shards,
-                "owner": dict(self.ownership.record),
+                "owner": dict(self.ownership.record), "recovered": self.recovered,
                 "workers": [], "memory": self.driver.budget.snapshot() if self.driver.budget is not None else None}
 
     def close(self) -> None:
