@@ -159,3 +159,25 @@ def test_a_utf16_csv_is_refused_as_an_encoding_error(engine, tmp_path, encoding)
     path.write_bytes(text.encode("utf-8-sig"))
     assert import_file(engine, "W", None, path).success
     assert values_of(engine, "W") == [{"name": "é", "n": 1}, {"name": "b", "n": 2}]
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_csv_integers_past_64_bits_are_refused_not_rounded(engine, tmp_path, columnar):
+    """pandas writes a uint64 column past int64 as its digits and reads them back exact (so does
+    DuckDB): pyarrow's inference makes that column float64, and the import stored every value
+    as a double (2**63 rounded, 0 as 0.0). The values are read as the exact ints they are, so the
+    one past 64 bits is refused with its row, as JSON Lines and Parquet refuse it; a column of
+    fractions keeps a long whole number exact."""
+    import numpy as np
+
+    path = tmp_path / "wide.csv"
+    pd.DataFrame({"u": np.array([0, 1, 2**63], dtype="uint64"), "k": ["a", "b", "c"]}).to_csv(path, index=False)
+    assert pd.read_csv(path)["u"].tolist() == [0, 1, 2**63]
+    result = import_file(engine, "U", None, path, columnar=columnar)
+    assert not result.success and "U" not in engine.catalog.contexts()
+    assert [(e["index"], e["field"], e["message"]) for e in result.errors] == [(2, "u", "number out of range")]
+    result = import_file(engine, "U", None, path, columnar=columnar, atomic=False)
+    assert result.items_created == 2 and values_of(engine, "U") == [{"u": 0, "k": "a"}, {"u": 1, "k": "b"}]
+    path.write_text("x\n1.5\n12345678901234567\n")
+    assert import_file(engine, "F", None, path, columnar=columnar).success
+    assert values_of(engine, "F") == [{"x": 1.5}, {"x": 12345678901234567}]

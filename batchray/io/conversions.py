@@ -27,6 +27,8 @@ from typing import Any, Callable, Optional
 import orjson
 
 _INT_TEXT = re.compile(r"^\s*[-+]?[0-9]+\s*$")
+_LONG_INT_TEXT = r"^\s*[-+]?[0-9]{16,}\s*$"
+"""Whole-number text a double may round (past 2**53, 16 digits or more)."""
 _ISO_DATE = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$", re.ASCII
 )
@@ -120,15 +122,31 @@ def text_kernel(kind: Optional[str], ints: bool) -> Callable[[Any], Any]:
     """A CSV column read as text, converted to the column's type by one Arrow cast of the
     whole column (``numeric``: int64 when ``ints``, else float64; ``checkbox``: bool; other
     types stay text); the callable returns ``None`` when some value does not convert (then
-    the batch takes :func:`numbers_from_text` / :func:`bools_from_text`, which report it)."""
+    the batch takes :func:`numbers_from_text` / :func:`bools_from_text`, which report it).
+    Without ``ints`` a column holding whole-number text of 16 digits or more also gives
+    ``None``: pyarrow infers float64 for a column whose integers overflow int64, and a double
+    would round them, so they take the per-value conversion (exact ints, refused past 64 bits
+    as in every other format)."""
     import pyarrow as pa
 
+    if kind == "numeric" and not ints:
+        return _floats_or_none
     if kind == "numeric":
-        target = pa.int64() if ints else pa.float64()
-        return lambda array: _cast_or_none(array, target)
+        return lambda array: _cast_or_none(array, pa.int64())
     if kind == "checkbox":
         return lambda array: _cast_or_none(array, pa.bool_())
     return lambda array: array
+
+
+def _floats_or_none(array: Any) -> Any:
+    """Text as float64 by Arrow, or ``None`` when some value does not convert or is
+    whole-number text a double may round (:data:`_LONG_INT_TEXT`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pc.any(pc.match_substring_regex(array, _LONG_INT_TEXT)).as_py():
+        return None
+    return _cast_or_none(array, pa.float64())
 
 
 def numbers_from_text(ints: bool) -> Callable[[Any], list[Any]]:
