@@ -181,3 +181,27 @@ def test_csv_integers_past_64_bits_are_refused_not_rounded(engine, tmp_path, col
     path.write_text("x\n1.5\n12345678901234567\n")
     assert import_file(engine, "F", None, path, columnar=columnar).success
     assert values_of(engine, "F") == [{"x": 1.5}, {"x": 12345678901234567}]
+
+
+def test_jsonl_nan_and_infinity_that_duckdb_writes_are_read_as_pandas_and_duckdb_read_them(engine, tmp_path):
+    """DuckDB writes a double's NaN and infinities in JSON as the bare constants ``NaN`` and
+    ``Infinity``, which pandas and DuckDB read back; the import refused every such line as "not
+    JSON". NaN is a missing value (as in Parquet), an infinity a value refused with its row."""
+    duckdb = pytest.importorskip("duckdb")
+    path = tmp_path / "duck.jsonl"
+    duckdb.sql(f"COPY (SELECT * FROM (VALUES (1, 1.5::DOUBLE), (2, 'NaN'::DOUBLE)) AS t(n, x)) TO '{path}' (FORMAT json)")
+    assert b"NaN" in path.read_bytes()
+    read = pd.read_json(path, lines=True)
+    assert read["n"].tolist() == [1, 2] and read["x"].iloc[0] == 1.5 and pd.isna(read["x"].iloc[1])
+    assert duckdb.sql(f"SELECT n, isnan(x) FROM read_json_auto('{path}')").fetchall() == [(1, False), (2, True)]
+    result = import_file(engine, "J", None, path)
+    assert result.success, result.errors
+    assert result.attribute_types == {"n": "numeric", "x": "numeric"}
+    assert values_of(engine, "J") == [{"n": 1, "x": 1.5}, {"n": 2}]
+    duckdb.sql(f"COPY (SELECT * FROM (VALUES (1, 1.5::DOUBLE), (2, '-inf'::DOUBLE)) AS t(n, x)) TO '{path}' "
+               "(FORMAT json)")
+    assert pd.read_json(path, lines=True)["x"].tolist() == [1.5, float("-inf")]
+    result = import_file(engine, "K", None, path)
+    assert not result.success
+    assert [(e["index"], e["field"], e["code"]) for e in result.errors] == [(1, "x", "INVALID_VALUE")]
+    assert "finite" in result.errors[0]["message"]
