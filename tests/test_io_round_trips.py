@@ -205,3 +205,20 @@ def test_jsonl_nan_and_infinity_that_duckdb_writes_are_read_as_pandas_and_duckdb
     assert not result.success
     assert [(e["index"], e["field"], e["code"]) for e in result.errors] == [(1, "x", "INVALID_VALUE")]
     assert "finite" in result.errors[0]["message"]
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_uuid_column_duckdb_writes_to_parquet_imports_as_its_text(engine, tmp_path, columnar):
+    """DuckDB writes a UUID column to Parquet as logical type UUID, which pyarrow reads as the
+    ``arrow.uuid`` extension type: pandas and DuckDB read the UUIDs, the import refused every row
+    ("got UUID"). Each value is stored as the UUID's text, as DuckDB's CSV and JSON give it."""
+    duckdb = pytest.importorskip("duckdb")
+    path = tmp_path / "ids.parquet"
+    text = "12345678-1234-5678-1234-567812345678"
+    duckdb.sql(f"COPY (SELECT * FROM (VALUES (1, '{text}'::UUID), (2, NULL)) AS t(n, id)) TO '{path}' (FORMAT parquet)")
+    assert [str(v) if v is not None else None for v in pd.read_parquet(path)["id"]] == [text, None]
+    assert duckdb.sql(f"SELECT id::VARCHAR FROM read_parquet('{path}')").fetchall() == [(text,), (None,)]
+    result = import_file(engine, "U", None, path, columnar=columnar)
+    assert result.success, result.errors
+    assert result.attribute_types == {"n": "numeric", "id": "categorical"}
+    assert values_of(engine, "U") == [{"n": 1, "id": text}, {"n": 2}]

@@ -10,7 +10,8 @@
   text, so the worker's validation reports it with its row instead of the reader stopping.
 * :func:`arrow_converter` converts a typed (Parquet, Arrow) column to values that fit an
   attribute: dates as ISO text, decimals as floats, NaN as missing, nested values as JSON text
-  (kept as objects for boundaries). A date or timestamp outside years 1 to 9999 raises
+  (kept as objects for boundaries), UUIDs (Arrow's ``arrow.uuid``, what DuckDB writes for a
+  UUID column) as their text, as pandas and DuckDB show them. A date or timestamp outside years 1 to 9999 raises
   ``OverflowError`` (Python's ``datetime`` holds no other); :func:`first_outside_years` finds it.
 * :func:`text_kernel` and :func:`arrow_kernel` are the same conversions done by Arrow's
   kernels, column to column, for a columnar import (no Python value per row); they say when a
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from typing import Any, Callable, Optional
 
 import orjson
@@ -56,6 +58,14 @@ def is_binary_like(arrow_type: Any) -> bool:
 
     return (pt.is_binary(arrow_type) or pt.is_large_binary(arrow_type) or pt.is_fixed_size_binary(arrow_type)
             or _is_view(arrow_type, "binary"))
+
+
+def is_uuid(arrow_type: Any) -> bool:
+    """Whether ``arrow_type`` is Arrow's UUID extension type (``arrow.uuid``: 16 bytes a value),
+    which pyarrow gives for a Parquet column of logical type UUID."""
+    import pyarrow as pa
+
+    return isinstance(arrow_type, pa.BaseExtensionType) and arrow_type.extension_name == "arrow.uuid"
 
 
 def _is_view(arrow_type: Any, of: str) -> bool:
@@ -202,13 +212,16 @@ def bools_from_text(array: Any) -> list[Any]:
 
 def arrow_converter(arrow_type: Any, json_encoded: bool, kind: Optional[str]) -> Callable[[Any], list[Any]]:
     """Arrow array -> Python values that fit an attribute: dates as ISO text, decimals as
-    floats, NaN as missing, nested values as JSON text (kept as objects for boundaries)."""
+    floats, NaN as missing, nested values as JSON text (kept as objects for boundaries), UUIDs
+    as their text (``12345678-1234-5678-1234-567812345678``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.types as pt
 
     if json_encoded:
         return lambda a: [None if v is None else orjson.loads(v) for v in a.to_pylist()]
+    if is_uuid(arrow_type):
+        return lambda a: [None if v is None else str(uuid.UUID(bytes=v)) for v in a.storage.to_pylist()]
     if pt.is_dictionary(arrow_type):
         inner = arrow_converter(arrow_type.value_type, False, kind)
         return lambda a: inner(decode_dictionary(a))
@@ -240,13 +253,14 @@ def arrow_kernel(arrow_type: Any, json_encoded: bool, kind: Optional[str]) -> Op
     nulls and NaN missing) are exactly what :func:`arrow_converter` gives, or returns ``None``
     for a column it cannot convert so (a date outside years 1-9999, binary that is not
     UTF-8: the batch then takes :func:`arrow_converter`). ``None`` instead of a callable: the
-    type needs Python for every value (JSON text, nested values, times, durations, timestamps
-    with a time zone), so the import takes the dict path."""
+    type needs Python for every value (JSON text, nested values, times, durations, UUIDs,
+    timestamps with a time zone), so the import takes the dict path."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.types as pt
 
-    if json_encoded or pt.is_nested(arrow_type) or pt.is_time(arrow_type) or pt.is_duration(arrow_type):
+    if (json_encoded or pt.is_nested(arrow_type) or pt.is_time(arrow_type) or pt.is_duration(arrow_type)
+            or is_uuid(arrow_type)):
         return None
     if pt.is_dictionary(arrow_type):
         inner = arrow_kernel(arrow_type.value_type, False, kind)
@@ -357,5 +371,5 @@ def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
 
 
 __all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "decode_dictionary",
-           "first_outside_years",
-           "infer_json_kind", "is_binary_like", "nan_to_none", "numbers_from_text", "text_kernel", "value_lengths"]
+           "first_outside_years", "infer_json_kind", "is_binary_like", "is_uuid", "nan_to_none", "numbers_from_text",
+           "text_kernel", "value_lengths"]
