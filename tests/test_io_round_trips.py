@@ -159,3 +159,66 @@ def test_a_utf16_csv_is_refused_as_an_encoding_error(engine, tmp_path, encoding)
     path.write_bytes(text.encode("utf-8-sig"))
     assert import_file(engine, "W", None, path).success
     assert values_of(engine, "W") == [{"name": "é", "n": 1}, {"name": "b", "n": 2}]
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_csv_integers_past_64_bits_are_refused_not_rounded(engine, tmp_path, columnar):
+    """pandas writes a uint64 column past int64 as its digits and reads them back exact (so does
+    DuckDB): pyarrow's inference makes that column float64, and the import stored every value
+    as a double (2**63 rounded, 0 as 0.0). The values are read as the exact ints they are, so the
+    one past 64 bits is refused with its row, as JSON Lines and Parquet refuse it; a column of
+    fractions keeps a long whole number exact."""
+    import numpy as np
+
+    path = tmp_path / "wide.csv"
+    pd.DataFrame({"u": np.array([0, 1, 2**63], dtype="uint64"), "k": ["a", "b", "c"]}).to_csv(path, index=False)
+    assert pd.read_csv(path)["u"].tolist() == [0, 1, 2**63]
+    result = import_file(engine, "U", None, path, columnar=columnar)
+    assert not result.success and "U" not in engine.catalog.contexts()
+    assert [(e["index"], e["field"], e["message"]) for e in result.errors] == [(2, "u", "number out of range")]
+    result = import_file(engine, "U", None, path, columnar=columnar, atomic=False)
+    assert result.items_created == 2 and values_of(engine, "U") == [{"u": 0, "k": "a"}, {"u": 1, "k": "b"}]
+    path.write_text("x\n1.5\n12345678901234567\n")
+    assert import_file(engine, "F", None, path, columnar=columnar).success
+    assert values_of(engine, "F") == [{"x": 1.5}, {"x": 12345678901234567}]
+
+
+def test_jsonl_nan_and_infinity_that_duckdb_writes_are_read_as_pandas_and_duckdb_read_them(engine, tmp_path):
+    """DuckDB writes a double's NaN and infinities in JSON as the bare constants ``NaN`` and
+    ``Infinity``, which pandas and DuckDB read back; the import refused every such line as "not
+    JSON". NaN is a missing value (as in Parquet), an infinity a value refused with its row."""
+    duckdb = pytest.importorskip("duckdb")
+    path = tmp_path / "duck.jsonl"
+    duckdb.sql(f"COPY (SELECT * FROM (VALUES (1, 1.5::DOUBLE), (2, 'NaN'::DOUBLE)) AS t(n, x)) TO '{path}' (FORMAT json)")
+    assert b"NaN" in path.read_bytes()
+    read = pd.read_json(path, lines=True)
+    assert read["n"].tolist() == [1, 2] and read["x"].iloc[0] == 1.5 and pd.isna(read["x"].iloc[1])
+    assert duckdb.sql(f"SELECT n, isnan(x) FROM read_json_auto('{path}')").fetchall() == [(1, False), (2, True)]
+    result = import_file(engine, "J", None, path)
+    assert result.success, result.errors
+    assert result.attribute_types == {"n": "numeric", "x": "numeric"}
+    assert values_of(engine, "J") == [{"n": 1, "x": 1.5}, {"n": 2}]
+    duckdb.sql(f"COPY (SELECT * FROM (VALUES (1, 1.5::DOUBLE), (2, '-inf'::DOUBLE)) AS t(n, x)) TO '{path}' "
+               "(FORMAT json)")
+    assert pd.read_json(path, lines=True)["x"].tolist() == [1.5, float("-inf")]
+    result = import_file(engine, "K", None, path)
+    assert not result.success
+    assert [(e["index"], e["field"], e["code"]) for e in result.errors] == [(1, "x", "INVALID_VALUE")]
+    assert "finite" in result.errors[0]["message"]
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_uuid_column_duckdb_writes_to_parquet_imports_as_its_text(engine, tmp_path, columnar):
+    """DuckDB writes a UUID column to Parquet as logical type UUID, which pyarrow reads as the
+    ``arrow.uuid`` extension type: pandas and DuckDB read the UUIDs, the import refused every row
+    ("got UUID"). Each value is stored as the UUID's text, as DuckDB's CSV and JSON give it."""
+    duckdb = pytest.importorskip("duckdb")
+    path = tmp_path / "ids.parquet"
+    text = "12345678-1234-5678-1234-567812345678"
+    duckdb.sql(f"COPY (SELECT * FROM (VALUES (1, '{text}'::UUID), (2, NULL)) AS t(n, id)) TO '{path}' (FORMAT parquet)")
+    assert [str(v) if v is not None else None for v in pd.read_parquet(path)["id"]] == [text, None]
+    assert duckdb.sql(f"SELECT id::VARCHAR FROM read_parquet('{path}')").fetchall() == [(text,), (None,)]
+    result = import_file(engine, "U", None, path, columnar=columnar)
+    assert result.success, result.errors
+    assert result.attribute_types == {"n": "numeric", "id": "categorical"}
+    assert values_of(engine, "U") == [{"n": 1, "id": text}, {"n": 2}]

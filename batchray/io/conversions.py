@@ -10,7 +10,8 @@
   text, so the worker's validation reports it with its row instead of the reader stopping.
 * :func:`arrow_converter` converts a typed (Parquet, Arrow) column to values that fit an
   attribute: dates as ISO text, decimals as floats, NaN as missing, nested values as JSON text
-  (kept as objects for boundaries). A date or timestamp outside years 1 to 9999 raises
+  (kept as objects for boundaries), UUIDs (Arrow's ``arrow.uuid``, what DuckDB writes for a
+  UUID column) as their text, as pandas and DuckDB show them. A date or timestamp outside years 1 to 9999 raises
   ``OverflowError`` (Python's ``datetime`` holds no other); :func:`first_outside_years` finds it.
 * :func:`text_kernel` and :func:`arrow_kernel` are the same conversions done by Arrow's
   kernels, column to column, for a columnar import (no Python value per row); they say when a
@@ -22,11 +23,14 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from typing import Any, Callable, Optional
 
 import orjson
 
 _INT_TEXT = re.compile(r"^\s*[-+]?[0-9]+\s*$")
+_LONG_INT_TEXT = r"^\s*[-+]?[0-9]{16,}\s*$"
+"""Whole-number text a double may round (past 2**53, 16 digits or more)."""
 _ISO_DATE = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$", re.ASCII
 )
@@ -54,6 +58,14 @@ def is_binary_like(arrow_type: Any) -> bool:
 
     return (pt.is_binary(arrow_type) or pt.is_large_binary(arrow_type) or pt.is_fixed_size_binary(arrow_type)
             or _is_view(arrow_type, "binary"))
+
+
+def is_uuid(arrow_type: Any) -> bool:
+    """Whether ``arrow_type`` is Arrow's UUID extension type (``arrow.uuid``: 16 bytes a value),
+    which pyarrow gives for a Parquet column of logical type UUID."""
+    import pyarrow as pa
+
+    return isinstance(arrow_type, pa.BaseExtensionType) and arrow_type.extension_name == "arrow.uuid"
 
 
 def _is_view(arrow_type: Any, of: str) -> bool:
@@ -120,15 +132,31 @@ def text_kernel(kind: Optional[str], ints: bool) -> Callable[[Any], Any]:
     """A CSV column read as text, converted to the column's type by one Arrow cast of the
     whole column (``numeric``: int64 when ``ints``, else float64; ``checkbox``: bool; other
     types stay text); the callable returns ``None`` when some value does not convert (then
-    the batch takes :func:`numbers_from_text` / :func:`bools_from_text`, which report it)."""
+    the batch takes :func:`numbers_from_text` / :func:`bools_from_text`, which report it).
+    Without ``ints`` a column holding whole-number text of 16 digits or more also gives
+    ``None``: pyarrow infers float64 for a column whose integers overflow int64, and a double
+    would round them, so they take the per-value conversion (exact ints, refused past 64 bits
+    as in every other format)."""
     import pyarrow as pa
 
+    if kind == "numeric" and not ints:
+        return _floats_or_none
     if kind == "numeric":
-        target = pa.int64() if ints else pa.float64()
-        return lambda array: _cast_or_none(array, target)
+        return lambda array: _cast_or_none(array, pa.int64())
     if kind == "checkbox":
         return lambda array: _cast_or_none(array, pa.bool_())
     return lambda array: array
+
+
+def _floats_or_none(array: Any) -> Any:
+    """Text as float64 by Arrow, or ``None`` when some value does not convert or is
+    whole-number text a double may round (:data:`_LONG_INT_TEXT`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pc.any(pc.match_substring_regex(array, _LONG_INT_TEXT)).as_py():
+        return None
+    return _cast_or_none(array, pa.float64())
 
 
 def numbers_from_text(ints: bool) -> Callable[[Any], list[Any]]:
@@ -184,13 +212,16 @@ def bools_from_text(array: Any) -> list[Any]:
 
 def arrow_converter(arrow_type: Any, json_encoded: bool, kind: Optional[str]) -> Callable[[Any], list[Any]]:
     """Arrow array -> Python values that fit an attribute: dates as ISO text, decimals as
-    floats, NaN as missing, nested values as JSON text (kept as objects for boundaries)."""
+    floats, NaN as missing, nested values as JSON text (kept as objects for boundaries), UUIDs
+    as their text (``12345678-1234-5678-1234-567812345678``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.types as pt
 
     if json_encoded:
         return lambda a: [None if v is None else orjson.loads(v) for v in a.to_pylist()]
+    if is_uuid(arrow_type):
+        return lambda a: [None if v is None else str(uuid.UUID(bytes=v)) for v in a.storage.to_pylist()]
     if pt.is_dictionary(arrow_type):
         inner = arrow_converter(arrow_type.value_type, False, kind)
         return lambda a: inner(decode_dictionary(a))
@@ -222,13 +253,14 @@ def arrow_kernel(arrow_type: Any, json_encoded: bool, kind: Optional[str]) -> Op
     nulls and NaN missing) are exactly what :func:`arrow_converter` gives, or returns ``None``
     for a column it cannot convert so (a date outside years 1-9999, binary that is not
     UTF-8: the batch then takes :func:`arrow_converter`). ``None`` instead of a callable: the
-    type needs Python for every value (JSON text, nested values, times, durations, timestamps
-    with a time zone), so the import takes the dict path."""
+    type needs Python for every value (JSON text, nested values, times, durations, UUIDs,
+    timestamps with a time zone), so the import takes the dict path."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.types as pt
 
-    if json_encoded or pt.is_nested(arrow_type) or pt.is_time(arrow_type) or pt.is_duration(arrow_type):
+    if (json_encoded or pt.is_nested(arrow_type) or pt.is_time(arrow_type) or pt.is_duration(arrow_type)
+            or is_uuid(arrow_type)):
         return None
     if pt.is_dictionary(arrow_type):
         inner = arrow_kernel(arrow_type.value_type, False, kind)
@@ -339,5 +371,5 @@ def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
 
 
 __all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "decode_dictionary",
-           "first_outside_years",
-           "infer_json_kind", "is_binary_like", "nan_to_none", "numbers_from_text", "text_kernel", "value_lengths"]
+           "first_outside_years", "infer_json_kind", "is_binary_like", "is_uuid", "nan_to_none", "numbers_from_text",
+           "text_kernel", "value_lengths"]

@@ -12,12 +12,16 @@ later line with another type or a new key, which a streamed import cannot afford
 the order seen) plus those ``types`` names; a key first seen later is an unknown attribute,
 reported for its row. Column types come from the first batch's values
 (:func:`~batchray.io.conversions.infer_json_kind`; ISO 8601 strings are dates). ``null`` is a
-missing value, blank lines are skipped. A line that is not a JSON object stops an atomic
+missing value, blank lines are skipped. The constants ``NaN``, ``Infinity`` and ``-Infinity``
+(not JSON, but what DuckDB writes for such doubles and what pandas and DuckDB read) are read as
+they read them: ``NaN`` is a missing value, as in Parquet, and an infinity a value that
+validation refuses with its row. A line that is not a JSON object stops an atomic
 import (:class:`~batchray.errors.DocumentError`, ``invalid_json`` or ``not_an_object``) and is
 skipped and reported (``skipped``) otherwise.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -26,6 +30,19 @@ import orjson
 from batchray.io.conversions import infer_json_kind
 from batchray.io.limits import MIN_RECORD_BYTES
 from batchray.io.sources import Source
+
+
+_NOT_JSON = object()
+
+
+def _with_constants(raw: bytes) -> Any:
+    """``raw`` (a line ``orjson`` refused) read by Python's ``json``, which also takes ``NaN``
+    (read as ``None``: a missing value), ``Infinity`` and ``-Infinity``; :data:`_NOT_JSON` when
+    it is not JSON even so."""
+    try:
+        return json.loads(raw, parse_constant=lambda name: None if name == "NaN" else float(name))
+    except (ValueError, RecursionError):
+        return _NOT_JSON
 
 
 class JsonLinesSource(Source):
@@ -99,11 +116,14 @@ class JsonLinesSource(Source):
             try:
                 row = loads(raw)
             except orjson.JSONDecodeError as exc:
-                problem = {"row": self._line, "code": "MALFORMED_ROW", "message": f"not JSON: {exc}"}
-                if self.atomic:
-                    raise self.fail(f"line {self._line} is not JSON: {exc}", "invalid_json", row=self._line) from None
-                self.skipped.append(problem)
-                continue
+                row = _with_constants(raw)
+                if row is _NOT_JSON:
+                    problem = {"row": self._line, "code": "MALFORMED_ROW", "message": f"not JSON: {exc}"}
+                    if self.atomic:
+                        raise self.fail(f"line {self._line} is not JSON: {exc}", "invalid_json",
+                                        row=self._line) from None
+                    self.skipped.append(problem)
+                    continue
             if not isinstance(row, dict):
                 if self.atomic:
                     raise self.fail(f"line {self._line} is a JSON {type(row).__name__}, not an object",
