@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
@@ -24,12 +23,10 @@ PEOPLE = [{"name": "People", "attrs": [{"name": "name", "type": "categorical"},
                                        {"name": "age", "type": "numeric", "min": 0}]}]
 
 
-def _batchray(*args: str, cwd: Path, timeout: float, ray_address: Optional[str] = None) -> subprocess.CompletedProcess:
-    """``batchray ARGS`` run as a user runs it: no address or store from this environment,
-    so it starts a local Ray of its own, or joins the cluster at ``ray_address``."""
+def _batchray(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """``batchray ARGS`` run as a user runs it: no address or store from this environment, so
+    it starts a local Ray of its own (which ends with it)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "BATCHRAY_ADDRESS", "BATCHRAY_STORE")}
-    if ray_address is not None:
-        env["RAY_ADDRESS"] = ray_address
     try:
         return subprocess.run([sys.executable, "-m", "batchray.api.cli", *args], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=timeout)
@@ -108,10 +105,7 @@ def test_tool_without_arguments_is_bad_usage_with_the_structured_error(tmp_path,
         assert error["code"] == "VALIDATION" and "exactly one of --json, --args-file or -" in error["message"]
 
 
-@pytest.mark.ray
-def test_tool_creates_items_and_prints_json(tmp_path, ray_session):
-    # joins the test session's Ray, as a job's CLI joins its cluster (test_quiet_output and the
-    # demo's test start a local one: what a Ray start prints is checked there)
+def test_tool_creates_items_and_prints_json(tmp_path):
     store = tmp_path / "store"
     with local_client(store) as engine:  # the context, made without Ray
         assert engine.create_data_context("People", PEOPLE).success
@@ -119,7 +113,7 @@ def test_tool_creates_items_and_prints_json(tmp_path, ray_session):
             "items": [{"values": {"name": f"p{i}", "age": 20 + i}} for i in range(3)],
             "options": {"batchSize": 2}}
     done = _batchray("tool", "batch_create_items", "--json", json.dumps(args), "--store", str(store),
-                     cwd=tmp_path, timeout=120, ray_address=ray_session.get_runtime_context().gcs_address)
+                     cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     printed = json.loads(done.stdout)  # stdout is the one JSON answer, nothing else
     assert done.stdout.lstrip().startswith("{") and done.stdout.rstrip().endswith("}")

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,12 @@ NOTEBOOKS = ["quickstart.ipynb", "concurrent_loads.ipynb", "codap_documents.ipyn
              "raydata.ipynb"]
 FIXTURES_READ = {"codap_documents.ipynb": ["tests/fixtures/codap/24cats.codap"]}
 CELL_TIMEOUT_S = 300
+
+
+def _named_actors(ray) -> set[str]:
+    """The live named actors of batchray's namespace (its stores' coordinators, workers and
+    progress actors; Ray Data keeps singletons of its own elsewhere)."""
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "batchray"}
 
 
 def read(name: str):
@@ -75,6 +82,7 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, ray_session):
 
     notebook = read(name)
     temp_before = set(Path(tempfile.gettempdir()).glob("batchray-*"))
+    actors_before = _named_actors(ray_session)
     client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path / "examples")}})
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
@@ -85,6 +93,11 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch, ray_session):
     assert all(cell.execution_count for cell in code)
     left = set(Path(tempfile.gettempdir()).glob("batchray-*")) - temp_before
     assert not left, f"the notebook left its temporary folders behind: {sorted(map(str, left))}"
+    # its stores' coordinators, workers and progress actors (detached, named) were stopped
+    deadline = time.monotonic() + 15
+    while (stayed := _named_actors(ray_session) - actors_before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not stayed, f"the notebook left actors running in the cluster it joined: {sorted(stayed)}"
     if name == "postgres_and_clusters.ipynb":
         text = "".join(out.get("text", "") for cell in code for out in cell.outputs)
         skipped = "skipped: no PostgreSQL" in text
