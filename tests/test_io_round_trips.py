@@ -222,3 +222,26 @@ def test_a_uuid_column_duckdb_writes_to_parquet_imports_as_its_text(engine, tmp_
     assert result.success, result.errors
     assert result.attribute_types == {"n": "numeric", "id": "categorical"}
     assert values_of(engine, "U") == [{"n": 1, "id": text}, {"n": 2}]
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_binary_value_that_is_not_text_is_refused_with_its_row(engine, tmp_path, columnar):
+    """A Parquet binary column (a DuckDB BLOB) holding text imports as that text; one holding
+    bytes that are not UTF-8 is refused naming its row and column, nothing stored (each such
+    value became U+FFFD replacement characters: other values than the file's)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batchray.errors import DocumentError
+
+    good, bad = tmp_path / "text.parquet", tmp_path / "bytes.parquet"
+    pq.write_table(pa.table({"n": [1, 2], "b": pa.array([b"caf\xc3\xa9", None], pa.binary())}), good)
+    pq.write_table(pa.table({"n": [1, 2, 3], "b": pa.array([b"ok", b"\xaa\xbb", b"x"], pa.binary())}), bad)
+    assert pd.read_parquet(bad)["b"].tolist()[1] == b"\xaa\xbb"  # pandas keeps the bytes themselves
+    assert import_file(engine, "T", None, good, columnar=columnar).success
+    assert values_of(engine, "T") == [{"n": 1, "b": "caf\u00e9"}, {"n": 2}]
+    with pytest.raises(DocumentError) as refused:
+        import_file(engine, "B", None, bad, columnar=columnar)
+    assert (refused.value.details["row"], refused.value.details["column"]) == (2, "b")
+    assert refused.value.details["reason"] == "value_not_text"
+    assert "B" not in engine.data_contexts()

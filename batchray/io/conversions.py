@@ -238,8 +238,8 @@ def arrow_converter(arrow_type: Any, json_encoded: bool, kind: Optional[str]) ->
         return lambda a: [None if v is None else v.isoformat() for v in a.to_pylist()]
     if pt.is_duration(arrow_type):
         return lambda a: [None if v is None else v.total_seconds() for v in a.to_pylist()]
-    if is_binary_like(arrow_type):
-        return lambda a: [None if v is None else v.decode("utf-8", "replace") for v in a.to_pylist()]
+    if is_binary_like(arrow_type):  # text stored as bytes; bytes that are not UTF-8 raise UnicodeDecodeError
+        return lambda a: [None if v is None else v.decode("utf-8") for v in a.to_pylist()]
     if pt.is_nested(arrow_type):
         if kind == "boundary":
             return lambda a: a.to_pylist()
@@ -290,6 +290,18 @@ def _years_in_range(array: Any) -> bool:
         return True
     bounds = pc.min_max(pc.year(array))
     return 1 <= bounds["min"].as_py() and bounds["max"].as_py() <= 9999
+
+
+def first_not_text(array: Any) -> Optional[int]:
+    """The position in ``array`` (a binary column) of the first value that is not UTF-8 text,
+    or ``None``."""
+    for position, value in enumerate(array.to_pylist()):
+        if value is not None:
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return position
+    return None
 
 
 def first_outside_years(array: Any) -> Optional[int]:
@@ -371,5 +383,6 @@ def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
 
 
 __all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "decode_dictionary",
+           "first_not_text",
            "first_outside_years", "infer_json_kind", "is_binary_like", "is_uuid", "nan_to_none", "numbers_from_text",
            "text_kernel", "value_lengths"]

@@ -26,7 +26,8 @@ from typing import Any, Iterator, Optional
 
 import orjson
 
-from batchray.io.conversions import arrow_converter, arrow_kernel, arrow_kind, first_outside_years, value_lengths
+from batchray.io.conversions import (arrow_converter, arrow_kernel, arrow_kind, first_not_text, first_outside_years,
+                                     value_lengths)
 from batchray.io.formats import PARQUET_ATTRIBUTE_KEY, PARQUET_ENCODING_KEY
 from batchray.io.sources import Source, batch_pieces, null_positions, rows_without_missing
 
@@ -104,6 +105,8 @@ class TypedSource(Source):
                     converted = convert(array)
                 except OverflowError:
                     raise self._out_of_range(name, array) from None
+                except UnicodeDecodeError:
+                    raise self._not_text(name, array) from None
                 values.append(converted)
                 if array.null_count or None in converted:
                     nulls.append((name, null_positions(converted)))
@@ -119,6 +122,15 @@ class TypedSource(Source):
         row = self._rows_done + position + 1
         return self.fail(f"row {row}: the value of column {name!r} is a date outside years 1 to 9999, which "
                          "cannot be stored", "value_out_of_range", row=row, column=name)
+
+    def _not_text(self, name: str, array: Any) -> Any:
+        """The :class:`DocumentError` for a binary value of column ``name`` that is not UTF-8
+        text, naming its row: no attribute holds bytes, and replacing them would store other
+        values than the file's."""
+        position = first_not_text(array)
+        row = self._rows_done + (position or 0) + 1
+        return self.fail(f"row {row}: the value of column {name!r} is bytes that are not UTF-8 text, which cannot "
+                         "be stored", "value_not_text", row=row, column=name)
 
     def _columnar(self, batch: Any) -> Optional[list[Any]]:
         """The batch's columns converted by Arrow's kernels, or ``None`` if one cannot be."""
