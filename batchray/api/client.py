@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Iterable, Optional, TypeVar
+from typing import Any, Callable, Iterable, Optional
 
 import orjson
-from pydantic import ValidationError as PydanticError
 
 from batchray.api.display import BatchStatusList, BatchStatusView, as_status, client_html, client_repr
 from batchray.api.progress import ProgressDisplay
 from batchray.core.model import arguments
-from batchray.core.model.batch import BatchResult, DryRunResult, RunOptions, TransactionOptions
+from batchray.core.model.batch import (BatchResult, DryRunResult, RunOptions, TransactionOptions, run_options,
+                                       validated_options)
 from batchray.core.model.cases import read_cases
 from batchray.core.model.columnar import RowsView
 from batchray.core.plan.chunking import chunk_bytes_for
@@ -46,7 +46,6 @@ from batchray.errors import NotFoundError, ValidationError
 
 DEFAULT_STORE = "./batchray-data"
 RUNTIMES = ("ray", "local")
-M = TypeVar("M", RunOptions, TransactionOptions)
 STREAM_READ_AHEAD = 10_000
 """Items of a generator read ahead before its batch starts (a default chunk's rows; the
 ``batch_size`` when smaller), as long as
@@ -64,23 +63,6 @@ def _arrow_input(items: Any) -> Optional[list[Any]]:
     from batchray.io.columnar import arrow_batches
 
     return arrow_batches(items)
-
-
-def run_options(**fields: Any) -> RunOptions:
-    """:class:`RunOptions` from snake_case keywords (``None`` means the default); an unknown or
-    invalid option is a :class:`ValidationError` naming it."""
-    return _validated(RunOptions, {k: v for k, v in fields.items() if v is not None})
-
-
-def _validated(model: type[M], data: dict[str, Any]) -> M:
-    """``model`` from ``data`` (field names or their camelCase aliases); the first problem as a
-    :class:`ValidationError` naming the option."""
-    try:
-        return model.model_validate(data)
-    except PydanticError as exc:
-        first = exc.errors()[0]
-        name = ".".join(str(p) for p in first["loc"])
-        raise ValidationError(f"invalid option {name}: {first['msg']}", field=name) from None
 
 
 def _known_options(function: Callable[..., Any], options: dict[str, Any], what: str) -> dict[str, Any]:
@@ -418,7 +400,7 @@ class Client:
         :class:`TransactionOptions` or a dict of its fields."""
         operations = arguments.listed(operations, "operations")
         if not isinstance(options, TransactionOptions):
-            options = _validated(TransactionOptions, options or {})
+            options = validated_options(TransactionOptions, options or {})
 
         def run(plan: Plan, run_with: RunOptions) -> BatchResult:
             return self.run_plan(plan, run_with, progress=False)

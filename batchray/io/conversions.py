@@ -321,31 +321,21 @@ def first_outside_years(array: Any) -> Optional[int]:
 
 
 def temporal_text(array: Any) -> Any:
-    """A date, time or timestamp column as Arrow strings of the ISO text an import of the same
-    column stores (:func:`arrow_converter`, ``isoformat``: ``2000-01-01T08:30:00``, an offset
-    ``+00:00`` for a zoned timestamp, ``.ffffff`` only when there are microseconds): one text
-    for one value whichever way the column comes in. By the kernels where they write it (dates,
-    timestamps without a zone), else one Python value at a time; a value outside years 1-9999
-    (no Python ``datetime`` holds it: an import refuses it) keeps Arrow's own text."""
+    """A date, time or timestamp column as Arrow strings of the text an import of the same
+    column stores: :func:`arrow_kernel`'s where it writes it (dates, timestamps without a
+    zone), else :func:`arrow_converter`'s (``isoformat``, a zoned timestamp with its offset):
+    one text for one value whichever way the column comes in. A value outside years 1-9999 (no
+    Python ``datetime`` holds it: an import refuses it) keeps Arrow's own text."""
     import pyarrow as pa
-    import pyarrow.types as pt
 
-    if pt.is_date(array.type):
-        return array.cast(pa.string())
-    if pt.is_timestamp(array.type) and array.type.tz is None:
-        unit = "us" if array.type.unit == "ns" else array.type.unit
-        text = _iso_timestamps(array.cast(pa.timestamp(unit), safe=False))
-        if text is not None:
-            return text
-    if pt.is_timestamp(array.type) and array.type.unit == "ns":
-        array = array.cast(pa.timestamp("us", array.type.tz), safe=False)
-    if pt.is_time(array.type) and array.type.unit == "ns":
-        array = array.cast(pa.time64("us"), safe=False)
+    kernel = arrow_kernel(array.type, False, "date")
+    text = kernel(array) if kernel is not None else None
+    if text is not None:
+        return text
     try:
-        values = array.to_pylist()
-    except (OverflowError, ValueError):
+        return pa.array(arrow_converter(array.type, False, "date")(array), pa.string())
+    except OverflowError:
         return array.cast(pa.string())
-    return pa.array([None if v is None else v.isoformat() for v in values], pa.string())
 
 
 def _iso_timestamps(array: Any) -> Any:

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from batchray.core.model import arguments
+from batchray.core.model.batch import run_options
 from batchray.core.model.schema import AttributeType, DataContext
 from batchray.core.plan.chunking import CreateChunker
 from batchray.core.storage.store import context_doc, context_key
@@ -218,12 +219,10 @@ def _check_reject_limits(limit: Any, ratio: Any) -> dict[str, Any]:
 
 
 def _check_admission(priority: Any, queue: Any) -> dict[str, Any]:
-    """``{priority, queue}`` for the batch; :class:`ValidationError` unless they are what
-    :class:`~batchray.core.model.batch.RunOptions` takes."""
-    arguments.integer(priority, "priority", minimum=-1_000_000, maximum=1_000_000)
-    if not isinstance(queue, str) or not 1 <= len(queue) <= 100:
-        raise ValidationError(f"queue must be a text of 1 to 100 characters, got {queue!r}", field="queue")
-    return {"priority": priority, "queue": queue}
+    """``{priority, queue}`` for the batch, checked as any batch's run options are
+    (:func:`~batchray.core.model.batch.run_options`: a :class:`ValidationError` naming one)."""
+    checked = run_options(priority=priority, queue=queue)
+    return {"priority": checked.priority, "queue": checked.queue}
 
 
 def _lookup(target: Target, name: str) -> Optional[tuple[int, DataContext, str]]:

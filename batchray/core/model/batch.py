@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import time
 from enum import Enum
-from typing import Any, Callable, ClassVar, Literal, Optional
+from typing import Any, Callable, ClassVar, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticError
 from pydantic.alias_generators import to_camel
+
+from batchray.errors import ValidationError
 
 
 class _Model(BaseModel):
@@ -131,6 +134,26 @@ class TransactionOptions(RunOptions):
     recovery_strategy: RecoveryStrategy = "rollback"
     retry_delay: float = Field(default=50, ge=0, le=60_000)
     backoff_multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
+
+
+Options = TypeVar("Options", RunOptions, TransactionOptions)
+
+
+def validated_options(model: type[Options], data: dict[str, Any]) -> Options:
+    """``model`` from ``data`` (field names or their camelCase aliases); the first problem as a
+    :class:`~batchray.errors.ValidationError` naming the option."""
+    try:
+        return model.model_validate(data)
+    except PydanticError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"])
+        raise ValidationError(f"invalid option {name}: {first['msg']}", field=name) from None
+
+
+def run_options(**fields: Any) -> RunOptions:
+    """:class:`RunOptions` from snake_case keywords (``None`` means the default); an unknown or
+    invalid option is a :class:`~batchray.errors.ValidationError` naming it."""
+    return validated_options(RunOptions, {k: v for k, v in fields.items() if v is not None})
 
 
 class ItemError(_Model):
