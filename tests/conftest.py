@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import codap_files
+import serial_group
 from actors.auth import prepare_ray_auth
 
 # before any test module imports Ray: a machine with a Ray token gets the token mode in every Ray
@@ -151,11 +152,22 @@ def pytest_runtest_teardown(item, nextitem):
         _fault_cluster.stop()
 
 
-# -- soak runs: long, by hand only ------------------------------------------------------------
+# -- two test processes (tests/serial_group.py), and soak runs by hand only --------------------
+
+def pytest_configure(config):
+    serial_group.give_run_id(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return serial_group.make_scheduler(config, log)
+
 
 def pytest_collection_modifyitems(config, items):
     """A test marked ``soak`` runs only when the ``-m`` expression selects soak runs
-    (``pytest -m soak``); in every other run it is skipped, saying how to select it."""
+    (``pytest -m soak``); in every other run it is skipped, saying how to select it. A worker
+    of a run in two processes records the group of each of its tests (:mod:`serial_group`)."""
+    serial_group.record(items)
     expression = config.getoption("-m") or ""
     if "soak" in expression and "not soak" not in expression:
         return

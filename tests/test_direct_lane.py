@@ -170,11 +170,13 @@ def test_a_busy_queue_closes_the_lane(make_client):
 
 @pytest.mark.ray
 def test_an_answer_lost_after_the_commit_is_resolved_committed(make_client):
-    # each apply sleeps 0.6 s after its commit; the batch's 300 ms run out before the answer
-    client = make_client("lost", workers=2, shards=2, shard_apply_delay=0.6)
+    # each apply sleeps 2 s after its commit; the batch's 1.2 s run out before the answer (and
+    # leave the apply time to reach its shard and commit on a busy machine: a resolve that
+    # comes first aborts it there, and the batch goes the coordinator's way instead)
+    client = make_client("lost", workers=2, shards=2, shard_apply_delay=2.0)
     assert client.create_data_context("P", SCHEMA).success
-    result = client.create_items("P", "People", _rows(10), timeout=300)
-    assert result.success and result.items_created == 10 and result.duration >= 0.3  # resolved after the wait
+    result = client.create_items("P", "People", _rows(10), timeout=1200)
+    assert result.success and result.items_created == 10 and result.duration >= 1.2  # resolved after the wait
     assert client.runtime.lane.sent == 2 and client.runtime.lane.committed == 2  # the context, and this one
     assert client.count_items("P") == 10
     assert client.runtime.batch_record(result.transaction_id)["state"] == "completed"

@@ -5,7 +5,7 @@ PostgreSQL server of its own, for ``BATCHRAY_SOAK_SECONDS`` (default 600) second
   (default 20261205), the JSON record is printed and written to ``BATCHRAY_SOAK_RECORD`` when
   set; it must find no anomaly. By hand::
 
-      BATCHRAY_SOAK_SECONDS=600 BATCHRAY_SOAK_RECORD=record.json python -m pytest -m soak tests/test_mixed_soak.py -s
+      BATCHRAY_SOAK_SECONDS=600 BATCHRAY_SOAK_RECORD=record.json python -m pytest -n 0 -m soak tests/test_mixed_soak.py -s
 
 * The default suite checks the soak's own machinery in well under a second, so that a change
   that breaks it fails there: the fault scheduler is seeded and deterministic, takes every kind

@@ -1,8 +1,8 @@
 """PostgreSQL prepared transactions under real failures (marker ``postgres``).
 
-The classic scenarios, on a real server (``BATCHRAY_TEST_PG_DSN``; the server-restart test also
-needs ``BATCHRAY_TEST_PG_BIN``, ``BATCHRAY_TEST_PG_DATA``, ``BATCHRAY_TEST_PG_LOG`` and
-``BATCHRAY_TEST_PG_OS_USER``, all exported by ``.ci/postgres.sh start``):
+The classic scenarios, on a real server (``BATCHRAY_TEST_PG_DSN``; the server-restart test
+restarts a server of its own, ``tests/pg_server.py``, never the shared one other tests use at
+the same time):
 
 * prepared changes are invisible to every other session until COMMIT PREPARED;
 * a participant *process* holding the transaction's connection is SIGKILLed after PREPARE:
@@ -12,8 +12,9 @@ needs ``BATCHRAY_TEST_PG_BIN``, ``BATCHRAY_TEST_PG_DATA``, ``BATCHRAY_TEST_PG_LO
   and phase 2: a new engine's recovery finishes the batch;
 * a second PREPARE with a global id already in use is refused, and the participant votes no.
 
-Every test ends with ``pg_prepared_xacts`` empty (checked by an autouse fixture), in a schema of
-its own that is dropped afterwards.
+Every test ends with no prepared transaction of this module's stores left in
+``pg_prepared_xacts`` (checked by its ``url`` fixture), in a schema of its own that is dropped
+afterwards. Other tests' transactions on the shared server are not this module's to judge.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -46,17 +46,23 @@ if not DSN:
 psycopg = pytest.importorskip("psycopg")
 
 
-def _all_prepared() -> list[str]:
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        return [g for (g,) in conn.execute("SELECT gid FROM pg_prepared_xacts ORDER BY gid")]
+SCHEMA_PREFIX = "pgprep_"
+"""Every schema of this module starts so: its stores' global ids start with ``batchray:pgprep_``."""
+
+
+def _all_prepared(dsn: str = DSN) -> list[str]:
+    """The global ids of the prepared transactions of this module's stores on the server of ``dsn``."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return [g for (g,) in conn.execute("SELECT gid FROM pg_prepared_xacts WHERE starts_with(gid, %s) ORDER BY gid",
+                                           (f"batchray:{SCHEMA_PREFIX}",))]
 
 
 @pytest.fixture
 def url():
-    """A schema of the test's own; afterwards no prepared transaction may be left anywhere."""
+    """A schema of the test's own; afterwards no prepared transaction of this module's stores may be left."""
     before = _all_prepared()
     assert before == [], f"prepared transactions left by an earlier run: {before}"
-    schema = f"pgprep_{uuid.uuid4().hex[:10]}"
+    schema = f"{SCHEMA_PREFIX}{uuid.uuid4().hex[:10]}"
     yield f"{DSN}{'&' if '?' in DSN else '?'}schema={schema}"
     left = _all_prepared()
     with psycopg.connect(DSN, autocommit=True) as conn:
@@ -194,38 +200,24 @@ def test_a_participant_process_killed_before_prepare_loses_its_work(url):
 
 # -- the server restarted -----------------------------------------------------------------------
 
-def _pg_ctl(*args: str) -> None:
-    bin_dir = os.environ["BATCHRAY_TEST_PG_BIN"]
-    command = [f"{bin_dir}/pg_ctl", "-D", os.environ["BATCHRAY_TEST_PG_DATA"], *args]
-    owner = os.environ.get("BATCHRAY_TEST_PG_OS_USER")
-    import getpass
+@pytest.fixture
+def own_server():
+    """A server of the test's own (the shared one serves other tests meanwhile); skipped
+    without PostgreSQL's binaries."""
+    from pg_server import OwnServer, server_binaries
 
-    if owner and owner != getpass.getuser():
-        command = ["runuser", "-u", owner, "--", *command]
-    subprocess.run(command, check=True, capture_output=True, timeout=120, cwd="/")
-
-
-def _restart_server() -> None:
-    _pg_ctl("-w", "stop", "-m", "immediate")
-    _pg_ctl("-l", os.environ["BATCHRAY_TEST_PG_LOG"], "-w", "start")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            psycopg.connect(DSN, connect_timeout=5).close()
-            return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    if server_binaries() is None:
+        pytest.skip("restarting a server needs PostgreSQL's binaries (install postgresql, or set BATCHRAY_TEST_PG_BIN)")
+    server = OwnServer()
+    yield server
+    server.stop()
 
 
-@pytest.mark.skipif(not all(os.environ.get(v) for v in ("BATCHRAY_TEST_PG_BIN", "BATCHRAY_TEST_PG_DATA",
-                                                         "BATCHRAY_TEST_PG_LOG")),
-                    reason="restarting the server needs BATCHRAY_TEST_PG_BIN, _DATA and _LOG (.ci/postgres.sh start)")
-def test_the_server_restarted_between_prepare_and_commit(url):
+def test_the_server_restarted_between_prepare_and_commit(own_server):
     from batchray.core.model.batch import RunOptions
-    from local_runtime import Client, local_client
+    from local_runtime import local_client
 
+    url = own_server.url(f"{SCHEMA_PREFIX}{uuid.uuid4().hex[:10]}")
     collections = [{"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric"}]}]
     with local_client(url, shards=2) as engine:
         assert engine.create_data_context("People", collections).success
@@ -236,15 +228,16 @@ def test_the_server_restarted_between_prepare_and_commit(url):
         engine.runtime.driver.finish = lambda *args, **kwargs: ["shard-0000", "shard-0001"]
         engine.runtime.executor.execute(txn, ts, plan, RunOptions())
         assert engine.runtime.log.decision(txn) == {"shard-0000": "commit", "shard-0001": "commit"}
-        gids = [g for g in _all_prepared() if g.endswith(f":{txn}")]
+        gids = [g for g in _all_prepared(own_server.dsn) if g.endswith(f":{txn}")]
         assert len(gids) == 2
-        _restart_server()  # every session ends; the prepared transactions are on disk
-        assert sorted(g for g in _all_prepared() if g.endswith(f":{txn}")) == sorted(gids)
+        own_server.crash()  # every session ends; the prepared transactions are on disk
+        own_server.start()
+        assert sorted(g for g in _all_prepared(own_server.dsn) if g.endswith(f":{txn}")) == sorted(gids)
     with local_client(url) as recovered:  # recovery finishes the batch with the logged decision
         assert recovered.count_items("People") == 500
         assert recovered.runtime.log.unfinished() == ([], [])
         assert recovered.runtime.log.batch(txn)["state"] == "completed"
-    assert _all_prepared() == []
+    assert _all_prepared(own_server.dsn) == []
 
 
 # -- duplicate global ids -----------------------------------------------------------------------
