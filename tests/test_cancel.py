@@ -162,9 +162,10 @@ def test_a_queued_batch_is_removed_and_never_runs(single):
     assert single.status(whole)["state"] == "queued" and single.status(whole)["queuePosition"] == 0
     until(lambda: single.status(stream)["queuePosition"] == 1, what="the stream to queue")
     assert single.status(ahead)["queuePosition"] is None
-    for txn in (whole, stream):
-        reply = single.cancel(txn)
-        assert reply == {"success": True, "batchId": txn, "state": "cancelled", "message": "removed from its queue"}
+    for txn, graceful in ((whole, True), (stream, False)):
+        reply = single.cancel(txn, graceful=graceful)  # the keys of every other cancellation's reply
+        assert reply == {"success": True, "batchId": txn, "state": "cancelled", "graceful": graceful, "rollback": True,
+                         "message": "removed from its queue: nothing of it ran"}
         assert single.status(txn)["state"] == "cancelled"
         assert single.status(txn)["result"]["error"]["code"] == "CANCELLED"  # recorded as wait() answers it
         assert single.wait(txn).state.value == "cancelled"

@@ -603,7 +603,8 @@ class CoordinatorService:
             self.log.set_state(txn, "cancelled", result=run.result.dump())
             run.done.set()
             self._retire(run)
-            return {"success": True, "batchId": txn, "state": "cancelled", "message": "removed from its queue"}
+            return {"success": True, "batchId": txn, "state": "cancelled", "graceful": graceful, "rollback": True,
+                    "message": "removed from its queue: nothing of it ran"}
         if run.done.is_set():  # it finished (or reached its commit point) while this call looked it up
             return finished_reply(txn, run.result.state.value if run.result is not None else record["state"])
         return reply_to_cancel(self.log, txn, attempt, decided, rollback=rollback, graceful=graceful,
