@@ -229,18 +229,27 @@ def test_recover_prints_what_recovery_finished_at_start_and_now(tmp_path, monkey
     assert isinstance(printed["recoveredAtStart"], dict) and isinstance(printed["recoveredNow"], dict)
 
 
-@pytest.mark.parametrize("items", ["0", "-5", "ten"])
-def test_demo_refuses_a_count_of_items_below_one_before_connecting(items, monkeypatch, capsys):
+@pytest.mark.parametrize("option", ["--items", "--workers"])
+@pytest.mark.parametrize("count", ["0", "-5", "ten"])
+def test_demo_refuses_a_count_below_one_before_connecting(option, count, monkeypatch, capsys):
     import batchray
 
     def no_connecting(store, **settings):
-        raise AssertionError("a bad --items must be refused before connecting")
+        raise AssertionError(f"a bad {option} must be refused before connecting")
 
     monkeypatch.setattr(batchray, "connect", no_connecting)
     with pytest.raises(SystemExit) as exited:
-        cli.main(["demo", "--items", items, "--no-progress"])
+        cli.main(["demo", option, count, "--no-progress"])
     assert exited.value.code == 2
-    assert "--items: must be a whole number of at least 1" in capsys.readouterr().err
+    assert f"{option}: must be a whole number of at least 1" in capsys.readouterr().err
+
+
+def test_a_tool_call_with_no_workers_is_a_usage_error_on_stdout_as_json(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["tool", "get_batch_status", "--json", "{}", "--workers", "0"])
+    assert exited.value.code == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["code"] == "VALIDATION" and "--workers: must be a whole number of at least 1" in error["message"]
 
 
 def test_a_failed_demo_step_is_the_structured_error(tmp_path, monkeypatch, capsys):

@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="store directory or URL (default: %(default)s)")
         p.add_argument("--address", default=os.environ.get("BATCHRAY_ADDRESS"),
                        help="Ray cluster address ('auto' to join a running one)")
-        p.add_argument("--workers", type=int, default=2, help="worker actors (default: 2)")
+        p.add_argument("--workers", type=_positive_int, default=2, help="worker actors (default: 2)")
         return p
 
     def with_verbose(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
