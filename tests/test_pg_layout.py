@@ -1,13 +1,15 @@
-"""The PostgreSQL store's ``items`` table: partitioned by participant (format 2), and the layout
-before it (format 1: one table) served as it is.
+"""The PostgreSQL store's ``items`` table: partitioned by participant, each partition keyed by
+``id`` (format 3), and the layouts before it served as they are (format 2: keyed by
+``(id, part)``; format 1: one table).
 
 * A new store's ``items`` is partitioned by ``part``, a partition per participant numbered,
-  and every participant's items (created, updated, rolled back) are in its own partition;
+  each keyed by ``id`` and ``items`` itself by nothing, and every participant's items
+  (created, updated, rolled back, restored by an undo's upsert) are in its own partition;
   reads through ``items`` see them all.
 * A partition is attached while another participant's prepared transaction holds its locks on
   ``items`` (``CREATE TABLE ... PARTITION OF`` would wait for that transaction's decision).
-* A store of format 1 (``items`` one table) keeps its layout and works: creates, updates,
-  deletes, a rolled-back batch.
+* A store of format 2 (partitions keyed by ``(id, part)``) and one of format 1 (``items`` one
+  table) keep their layouts and work: creates, updates, deletes, a rolled-back batch, an undo.
 * A store of a format this version does not serve is refused with a structured error, unchanged.
 
 Each test has a schema of its own on the shared server (``tests/pg_schema.py``) and must leave no
@@ -35,6 +37,13 @@ COLLECTIONS = [{"name": "People", "attrs": [{"name": "name"}, {"name": "age", "t
 FORMAT_1_ITEMS = ("CREATE TABLE {s}.items(id bigint PRIMARY KEY, part integer NOT NULL, vals text NOT NULL, "
                   "ver bigint NOT NULL DEFAULT 0)")
 """``items`` as stores of format 1 have it."""
+FORMAT_2_ITEMS = ("CREATE TABLE {s}.items(id bigint NOT NULL, part integer NOT NULL, vals text NOT NULL, "
+                  "ver bigint NOT NULL DEFAULT 0, PRIMARY KEY(id, part)) PARTITION BY LIST (part)")
+"""``items`` as stores of format 2 have it (a partition made by ``LIKE`` and attached takes the key)."""
+KEYS = ("SELECT c.relname, pg_get_constraintdef(k.oid) FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND k.contype IN ('p', 'u') "
+        "AND c.relname ~ '^items(_p[0-9]+)?$'")
+"""``{table: key}`` of ``items`` and its partitions in a schema."""
 
 
 def _sql(url: str, statement: str, params: tuple = ()) -> list[tuple]:
@@ -84,7 +93,7 @@ def test_each_participant_writes_its_own_partition():
     with own_schema("pglayout") as schema:
         values = _load_update_delete_and_roll_back(schema.url)
         _expected_values(values)
-        assert _sql(schema.url, "SELECT value FROM {s}.store_meta WHERE key='format'") == [("2",)]
+        assert _sql(schema.url, "SELECT value FROM {s}.store_meta WHERE key='format'") == [("3",)]
         assert _sql(schema.url, "SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)",
                     (f'"{schema.name}".items',)) == [("p",)]
         nums = dict(_sql(schema.url, "SELECT name, num FROM {s}.participants"))
@@ -101,6 +110,9 @@ def test_each_participant_writes_its_own_partition():
         shard_nums = {num for name, num in nums.items() if name.startswith("shard-")}
         assert {part for _, part, _ in where} == shard_nums
         assert sum(count for _, _, count in where) == len(values) == 550
+        # each partition keyed by id; items itself by nothing
+        assert dict(_sql(schema.url, KEYS, (schema.name,))) == {f"items_p{num}": "PRIMARY KEY (id)"
+                                                                for num in nums.values()}
     assert not schema.left
 
 
@@ -163,6 +175,24 @@ def test_a_store_of_format_1_keeps_its_one_table_and_works():
     assert not schema.left
 
 
+def test_a_store_of_format_2_keeps_its_key_and_works():
+    from batchray.core.storage.postgres.store import PgStore
+
+    with own_schema("pglayout") as schema:
+        PgStore(schema.url, shards=3).close()  # its tables, no participant numbered yet
+        _sql(schema.url, "DROP TABLE {s}.items")
+        _sql(schema.url, FORMAT_2_ITEMS)
+        _sql(schema.url, "UPDATE {s}.store_meta SET value = '2' WHERE key = 'format'")
+        values = _load_update_delete_and_roll_back(schema.url)  # its undo upserts by (id, part)
+        _expected_values(values)
+        keys = dict(_sql(schema.url, KEYS, (schema.name,)))
+        assert keys.pop("items") == "PRIMARY KEY (id, part)"
+        assert len(keys) == 4 and set(keys.values()) == {"PRIMARY KEY (id, part)"}, keys  # the catalog's and 3 shards'
+        assert _sql(schema.url, "SELECT count(*) FROM {s}.items") == [(550,)]
+        assert _sql(schema.url, "SELECT value FROM {s}.store_meta WHERE key='format'") == [("2",)]
+    assert not schema.left
+
+
 def test_a_store_of_a_format_not_served_is_refused_unchanged():
     from batchray.core.storage.postgres.store import PgStore
 
@@ -172,6 +202,6 @@ def test_a_store_of_a_format_not_served_is_refused_unchanged():
         tables_before = _sql(schema.url, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema.name,))
         with pytest.raises(StoreError) as caught:
             PgStore(schema.url)
-        assert caught.value.details["format"] == 9 and "serves formats 1, 2" in caught.value.message
+        assert caught.value.details["format"] == 9 and "serves formats 1, 2, 3" in caught.value.message
         assert _sql(schema.url, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema.name,)) == tables_before
         assert _sql(schema.url, "SELECT count(*) FROM {s}.participants") == [(0,)]

@@ -57,6 +57,7 @@ class PgChunkWriter:
         self.num = locking.num
         self.s = locking.s
         self.items = locking.store.items_table(self.num)  # where new items are copied: the participant's partition
+        self.items_key = locking.store.items_key
 
     def handlers(self) -> ChunkHandlers[PgWork]:
         return ChunkHandlers(create=self.create, update=self.update, delete=self.delete, restore=self.restore,
@@ -143,14 +144,14 @@ class PgChunkWriter:
         return images
 
     def _put_items(self, conn, rows: list[tuple[int, str]], ver: int) -> None:
-        # the primary key by its name: (id, part) when items is partitioned, (id) in a store of
-        # format 1; an id is always its owner's, so either finds the row to replace. The texts
-        # as a binary text[], as in _write_items
+        # into the participant's own table (its partition, or items in a store of format 1), by
+        # that table's key (PgStore.items_key): an id is always its owner's, so the key finds the
+        # row to replace. The texts as a binary text[], as in _write_items
         if rows:
             conn.execute(
-                f"INSERT INTO {self.s}.items(id, part, vals, ver) "
+                f"INSERT INTO {self.items}(id, part, vals, ver) "
                 "SELECT w.id, %s, w.vals, %s FROM unnest(%s::bigint[], %b::text[]) AS w(id, vals) "
-                "ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE SET vals = EXCLUDED.vals, ver = EXCLUDED.ver",
+                f"ON CONFLICT {self.items_key} DO UPDATE SET vals = EXCLUDED.vals, ver = EXCLUDED.ver",
                 (self.num, ver, [i for i, _ in rows], [v for _, v in rows]),
             )
 

@@ -21,7 +21,7 @@ A store is one schema of one database (``postgresql://user@host/db?schema=NAME``
 first use, fixes the shard count, and numbers the participants. The participant itself is
 :class:`~batchray.core.storage.postgres.participant.PgParticipant`.
 
-``items`` is partitioned by ``part`` (format 2): each participant's items are a table of their
+``items`` is partitioned by ``part`` (formats 2 and 3): each participant's items are a table of their
 own (``items_p<num>``, attached when the participant is numbered), so the shards' bulk creates,
 each a ``COPY`` straight into its partition, never extend one heap together (with two writers
 PostgreSQL spent about 10 % more CPU, and four took 15 % longer, on one table: ``python -m
@@ -29,10 +29,15 @@ bench.pg_create``, ``docs/performance.md``). Every other statement names ``items
 parent) and so reads and writes any participant's rows the same way; those that read or change
 a participant's own rows also name its ``part``, so that PostgreSQL opens that partition only
 (an update joined with ``items`` without it probed every partition, and was slower than on one
-table). The primary key is ``(id, part)`` (a partitioned table's unique keys hold its
-partition key), ids being unique by allocation.
-A store made before partitioning (format 1: ``items`` one table, primary key ``id``) is served
-as it is: the same statements, its creates copied into ``items``.
+table). Each partition's primary key is ``id`` (format 3): ids are unique by allocation, and an
+item lives in its owner's partition only. ``items`` itself has no key (a partitioned table's
+unique keys must hold its partition key): a key ``(id, part)`` on it, as stores of format 2
+have, costs every row of a bulk create 8 bytes more in its index entry and in the write-ahead
+log (5 % more log per million rows; ``python -m bench.pg_create``, ``docs/performance.md``,
+round 17). The one statement that names a key, the undo's
+upsert, writes into the participant's own table by its key (:attr:`PgStore.items_key`).
+Stores made before are served as they are: format 2 with its key ``(id, part)``, and format 1
+(``items`` one table, primary key ``id``, its creates copied into ``items``).
 """
 from __future__ import annotations
 
@@ -50,10 +55,12 @@ from batchray.core.storage.postgres.url import (
 from batchray.core.storage.store import DEFAULT_SHARDS, ShardNaming
 from batchray.errors import ParticipantUnavailable, StoreError, ValidationError
 
-FORMAT_VERSION = 2
-"""The format of the stores this version creates: 2, ``items`` partitioned by participant."""
-FORMATS_SERVED = (1, 2)
-"""The formats this version opens: 1, ``items`` one table (its layout before partitioning), and 2."""
+FORMAT_VERSION = 3
+"""The format of the stores this version creates: 3, ``items`` partitioned by participant, each
+partition keyed by ``id``."""
+FORMATS_SERVED = (1, 2, 3)
+"""The formats this version opens: 1, ``items`` one table (its layout before partitioning); 2,
+partitioned, keyed by ``(id, part)``; and 3."""
 
 
 class PgStore:
@@ -79,7 +86,7 @@ class PgStore:
         try:
             with self.pool.connection() as conn:
                 self._check_server(conn)
-                self._ensure_schema(conn)
+                self.format = self._ensure_schema(conn)
                 self.shards = self._shard_count(conn, shards)
                 self.partitioned = self._items_partitioned(conn)
         except psycopg.Error as exc:
@@ -143,7 +150,8 @@ class PgStore:
             )
         self.max_prepared = value
 
-    def _ensure_schema(self, conn) -> None:
+    def _ensure_schema(self, conn) -> int:
+        """Create the store's tables unless they exist; its format."""
         s = self.s
         exists = conn.execute("SELECT to_regclass(%s)", (f"{s}.store_meta",)).fetchone()[0]
         if exists is not None:
@@ -152,11 +160,12 @@ class PgStore:
                 if int(row[0]) not in FORMATS_SERVED:
                     raise StoreError(f"store {self.identity} has format {row[0]}; this version of batchray "
                                      f"serves formats {', '.join(map(str, FORMATS_SERVED))}", format=int(row[0]))
-                return
+                return int(row[0])
         with transaction(conn):
             conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (advisory_key(f"{self.schema}:ddl"),))
             conn.execute(_DDL.replace("{s}", s))
             conn.execute(f"INSERT INTO {s}.store_meta VALUES('format', %s) ON CONFLICT DO NOTHING", (str(FORMAT_VERSION),))
+            return int(conn.execute(f"SELECT value FROM {s}.store_meta WHERE key='format'").fetchone()[0])
 
     def _shard_count(self, conn, shards: Optional[int]) -> int:
         s = self.s
@@ -206,6 +215,11 @@ class PgStore:
         (format 2), or ``items`` itself (format 1)."""
         return f"{self.s}.items_p{int(num)}" if self.partitioned else f"{self.s}.items"
 
+    @property
+    def items_key(self) -> str:
+        """The key columns of :meth:`items_table`'s table, as an ``ON CONFLICT`` target."""
+        return "(id, part)" if self.format == 2 else "(id)"
+
     def _items_partitioned(self, conn) -> bool:
         return conn.execute("SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass(%s)",
                             (f"{self.s}.items",)).fetchone()[0]
@@ -217,7 +231,8 @@ class PgStore:
         even a prepared transaction holding its locks (``CREATE TABLE ... PARTITION OF`` would
         wait for them all); with no default partition nothing is scanned."""
         table = self.items_table(num)
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (LIKE {self.s}.items INCLUDING DEFAULTS)")
+        key = ", PRIMARY KEY (id)" if self.format >= 3 else ""  # format 2: the key ATTACH gives it, (id, part)
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (LIKE {self.s}.items INCLUDING DEFAULTS{key})")
         conn.execute(f"ALTER TABLE {self.s}.items ATTACH PARTITION {table} FOR VALUES IN ({int(num)})")
 
     def prepared_gids(self, conn, participant: Optional[str] = None) -> dict[str, Any]:
@@ -240,8 +255,8 @@ CREATE TABLE IF NOT EXISTS {s}.store_meta(key text PRIMARY KEY, value text NOT N
 CREATE TABLE IF NOT EXISTS {s}.participants(
     name text PRIMARY KEY, num integer NOT NULL UNIQUE, epoch bigint NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS {s}.items(
-    id bigint NOT NULL, part integer NOT NULL, vals text NOT NULL, ver bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY(id, part)) PARTITION BY LIST (part);
+    id bigint NOT NULL, part integer NOT NULL, vals text NOT NULL, ver bigint NOT NULL DEFAULT 0)
+    PARTITION BY LIST (part);
 CREATE TABLE IF NOT EXISTS {s}.docs(
     part integer NOT NULL, key text NOT NULL, doc text NOT NULL, PRIMARY KEY(part, key));
 CREATE TABLE IF NOT EXISTS {s}.txns(
