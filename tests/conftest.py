@@ -8,6 +8,7 @@ import pytest
 
 import codap_files
 import serial_group
+from serial_group import pytest_configure, pytest_xdist_make_scheduler  # noqa: F401 - its hooks
 from actors.auth import prepare_ray_auth
 
 # before any test module imports Ray: a machine with a Ray token gets the token mode in every Ray
@@ -153,15 +154,6 @@ def pytest_runtest_teardown(item, nextitem):
 
 
 # -- two test processes (tests/serial_group.py), and soak runs by hand only --------------------
-
-def pytest_configure(config):
-    serial_group.give_run_id(config)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config, log):
-    return serial_group.make_scheduler(config, log)
-
 
 def pytest_collection_modifyitems(config, items):
     """A test marked ``soak`` runs only when the ``-m`` expression selects soak runs

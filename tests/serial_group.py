@@ -29,6 +29,8 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Optional
 
+import pytest
+
 FAULTS = "faults"
 SESSION = "session"
 
@@ -95,3 +97,19 @@ def make_scheduler(config, log) -> Optional[object]:
             return self.groups.get(nodeid, nodeid)
 
     return SerialScheduling(config, log)
+
+
+# -- the hooks, for a conftest to import (tests/conftest.py runs record() in its own
+# pytest_collection_modifyitems) ----------------------------------------------------------------
+
+def pytest_configure(config):
+    give_run_id(config)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: none without it
+def pytest_xdist_make_scheduler(config, log):
+    return make_scheduler(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    record(items)

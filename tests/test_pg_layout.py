@@ -156,14 +156,20 @@ def test_a_partition_is_attached_while_a_prepared_transaction_holds_its_locks():
     assert not schema.left
 
 
-def test_a_store_of_format_1_keeps_its_one_table_and_works():
+def _made_as_format(url: str, version: int, items_ddl: str) -> None:
+    """A 3-shard store whose ``items`` is ``items_ddl`` and whose format is ``version``, as a
+    store made by an earlier version of batchray is (no participant numbered yet)."""
     from batchray.core.storage.postgres.store import PgStore
 
+    PgStore(url, shards=3).close()
+    _sql(url, "DROP TABLE {s}.items")
+    _sql(url, items_ddl)
+    _sql(url, "UPDATE {s}.store_meta SET value = %s WHERE key = 'format'", (str(version),))
+
+
+def test_a_store_of_format_1_keeps_its_one_table_and_works():
     with own_schema("pglayout") as schema:
-        PgStore(schema.url, shards=3).close()  # its tables, no participant numbered yet
-        _sql(schema.url, "DROP TABLE {s}.items")
-        _sql(schema.url, FORMAT_1_ITEMS)
-        _sql(schema.url, "UPDATE {s}.store_meta SET value = '1' WHERE key = 'format'")
+        _made_as_format(schema.url, 1, FORMAT_1_ITEMS)
         values = _load_update_delete_and_roll_back(schema.url)
         _expected_values(values)
         assert _sql(schema.url, "SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)",
@@ -176,13 +182,8 @@ def test_a_store_of_format_1_keeps_its_one_table_and_works():
 
 
 def test_a_store_of_format_2_keeps_its_key_and_works():
-    from batchray.core.storage.postgres.store import PgStore
-
     with own_schema("pglayout") as schema:
-        PgStore(schema.url, shards=3).close()  # its tables, no participant numbered yet
-        _sql(schema.url, "DROP TABLE {s}.items")
-        _sql(schema.url, FORMAT_2_ITEMS)
-        _sql(schema.url, "UPDATE {s}.store_meta SET value = '2' WHERE key = 'format'")
+        _made_as_format(schema.url, 2, FORMAT_2_ITEMS)
         values = _load_update_delete_and_roll_back(schema.url)  # its undo upserts by (id, part)
         _expected_values(values)
         keys = dict(_sql(schema.url, KEYS, (schema.name,)))

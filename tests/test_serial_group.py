@@ -19,20 +19,10 @@ pytest.importorskip("xdist")
 TESTS = Path(__file__).resolve().parent
 
 CONFTEST = '''
-import os, sys
+import json, os, sys
 sys.path.insert(0, {tests!r})
 import pytest
-import serial_group
-
-def pytest_configure(config):
-    serial_group.give_run_id(config)
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config, log):
-    return serial_group.make_scheduler(config, log)
-
-def pytest_collection_modifyitems(config, items):
-    serial_group.record(items)
+from serial_group import pytest_configure, pytest_xdist_make_scheduler, pytest_collection_modifyitems
 
 @pytest.fixture(scope="session")
 def ray_session():  # a stand-in: the name is what groups a test
@@ -46,7 +36,6 @@ def note(request):
     with open(os.environ["NOTES"], "a") as f:
         f.write(json.dumps({{"test": request.node.name, "worker": os.environ.get("PYTEST_XDIST_WORKER"),
                             "start": started, "end": time.monotonic()}}) + "\\n")
-import json
 '''
 
 SUITE = '''
