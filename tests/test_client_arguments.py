@@ -166,3 +166,22 @@ def test_batch_calls_refuse_a_bad_batch_id_or_flag(client, bad_id):
         _refused(lambda: client.cancel(done, graceful=bad), "graceful")
     assert not client.cancel(done, rollback=False, graceful=False)["success"]  # finished: nothing to cancel
 
+
+
+def test_an_undo_refuses_a_bad_batch_id_or_force_and_changes_nothing(client):
+    """``rollback_batch``'s ``force`` is a bool: a text such as ``"false"`` was read as true and
+    undid a batch over the later update of one of its items, losing that update."""
+    created = client.create_items("P", "People", [{"name": "u", "age": 3}, {"name": "v", "age": 4}],
+                                  create_backups=True)
+    assert created.success
+    later = client.update_items("P", [{"selector": {"itemId": created.item_ids[0]}, "values": {"age": 50}}])
+    assert later.success
+    before = _state(client)
+    for bad_id in (None, "", 123, ["a"]):
+        _refused(lambda: client.rollback_batch(bad_id), "batchId")
+    for bad in ("false", "", 0, 1, None):
+        _refused(lambda: client.rollback_batch(created.transaction_id, force=bad), "force")
+    assert _state(client) == before
+    refused = client.rollback_batch(created.transaction_id, force=False)
+    assert not refused.success and refused.errors[0].code == "CONFLICT", refused.errors
+    assert client.get_items("P") == before[0]  # the refused undo ran as a batch of its own, writing nothing

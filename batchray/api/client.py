@@ -349,8 +349,11 @@ class Client:
 
     def rollback_batch(self, batch_id: str, force: bool = False) -> BatchResult:
         """Undo a committed batch that kept backups (``create_backups``); refused with a
-        conflict when later batches changed the same items, unless ``force``."""
-        plan = plan_undo(self.planner, self.runtime.batch_record, batch_id, force)
+        conflict when later batches changed the same items, unless ``force``. ``batch_id``: a
+        batch's id (a non-empty text); ``force``: a bool (a text such as ``"false"`` is a
+        ValidationError, not read as true)."""
+        batch_id = arguments.batch_id(batch_id)
+        plan = plan_undo(self.planner, self.runtime.batch_record, batch_id, arguments.flag(force, "force"))
         result = self.run_plan(plan, RunOptions(undoes=batch_id), progress=False)
         if result.success and result.items_created + result.items_updated + result.items_deleted == 0:
             error = NotFoundError(f"batch {batch_id} kept no backups to undo (run it with createBackups; "
