@@ -185,3 +185,31 @@ def test_an_undo_refuses_a_bad_batch_id_or_force_and_changes_nothing(client):
     refused = client.rollback_batch(created.transaction_id, force=False)
     assert not refused.success and refused.errors[0].code == "CONFLICT", refused.errors
     assert client.get_items("P") == before[0]  # the refused undo ran as a batch of its own, writing nothing
+
+
+def test_a_batch_not_waited_for_refuses_a_rejects_file_or_a_callback_and_runs_nothing(client, tmp_path):
+    """``rejects`` and ``callback`` are served while the caller waits: with ``wait=False`` the
+    rejects file was never written and the callback never got the batch's final counts (on Ray,
+    no call at all). Refused now, as are ``wait`` and ``dry_run`` that are not bools (a text
+    ``"false"`` was read as true: a dry run that wrote nothing)."""
+    rejects = tmp_path / "rejects.jsonl"
+    one = client.get_items("P")[0]["id"]
+    rows = [{"name": "ok", "age": 1}, {"name": "bad", "age": -1}]
+    before = _state(client)
+    _refused(lambda: client.create_items("P", "People", rows, atomic=False, continue_on_error=True,
+                                         rejects=rejects, wait=False), "rejects")
+    _refused(lambda: client.create_items("P", "People", rows, callback=print, wait=False), "callback")
+    update = [{"selector": {"itemId": one}, "values": {"age": -1}}]
+    _refused(lambda: client.update_items("P", update, rejects=rejects, wait=False), "rejects")
+    _refused(lambda: client.update_items("P", update, callback=print, wait=False), "callback")
+    _refused(lambda: client.delete_items("P", [{"itemId": one}], callback=print, wait=False), "callback")
+    for bad in ("false", 0, None):
+        _refused(lambda: client.create_items("P", "People", rows[:1], wait=bad), "wait")
+        _refused(lambda: client.create_items("P", "People", rows[:1], dry_run=bad), "dryRun")
+        _refused(lambda: client.update_items("P", update, dry_run=bad), "dryRun")
+        _refused(lambda: client.delete_items("P", [{"itemId": one}], wait=bad), "wait")
+    assert _state(client) == before and not rejects.exists()
+    # a dry run does not wait either way; what it takes is unchanged
+    assert client.create_items("P", "People", rows[:1], dry_run=True, wait=False).success
+    batch = client.create_items("P", "People", rows[:1], wait=False)
+    assert client.wait(batch).items_created == 1

@@ -78,6 +78,21 @@ def _known_options(function: Callable[..., Any], options: dict[str, Any], what: 
     return options
 
 
+def _checked_wait(wait: Any, dry_run: Any, *, callback: Any = None, rejects: Any = None) -> None:
+    """Check a batch method's ``wait`` and ``dry_run`` as bools (a text such as ``"false"`` is
+    not read as true), before anything runs. A batch not waited for
+    (``wait=False``, no dry run) takes no ``callback`` and no ``rejects`` file: both are served
+    while the caller waits (the callback's last call, the batch's final counts, and the rejected
+    items written, come with its result), so one given is a :class:`ValidationError`, not
+    quietly left out."""
+    waits, dry = arguments.flag(wait, "wait"), arguments.flag(dry_run, "dryRun")
+    if not waits and not dry:
+        for name, value in (("callback", callback), ("rejects", rejects)):
+            if value is not None:
+                raise ValidationError(f"{name} is served while the caller waits for the batch; with wait=False, "
+                                      f"call wait(batch_id) for its result instead", field=name)
+
+
 CATALOG_REPLANS = 5
 """How many times a catalog batch is planned and run when other batches keep changing its
 documents first (:meth:`Client._run_on_catalog`)."""
@@ -192,7 +207,10 @@ class Client:
         ``reject_limit`` / ``reject_ratio``: a non-atomic batch that rejects more items than that
         (or a larger fraction) fails whole, decided before anything commits.
         ``batch_size``: items per chunk at most (an int from 1 to 1,000,000; default 10,000).
+        ``wait`` and ``dry_run`` are bools; ``wait=False`` takes no ``callback`` nor ``rejects``
+        (:func:`_checked_wait`).
         """
+        _checked_wait(wait, dry_run, callback=callback, rejects=rejects)
         arguments.batch_size(batch_size)
         run = run_options(atomic=atomic, **options)
         columnar = _arrow_input(items)
@@ -246,6 +264,7 @@ class Client:
         constraint, computed ones too, are reported; see :mod:`batchray.core.plan.dry_run`).
         ``rejects`` (a rejected update is written whole, ``{selector, values}``), ``reject_limit``
         and ``reject_ratio`` as in :meth:`create_items`. Other keywords are :class:`RunOptions`."""
+        _checked_wait(wait, dry_run, callback=callback, rejects=rejects)
         updates = arguments.listed(updates, "updates")
         arguments.batch_size(batch_size)
         run = run_options(atomic=atomic, **options)
@@ -269,6 +288,7 @@ class Client:
         """Delete the items the selectors name (``batch_size``: ids per chunk, 1 to 1,000,000,
         default 10,000); ``dry_run`` writes nothing and holds no lock, and reports the ids that
         do not exist (as :meth:`update_items`'s does). Other keywords are :class:`RunOptions`."""
+        _checked_wait(wait, dry_run, callback=callback)
         selectors = arguments.listed(selectors, "selectors")
         arguments.batch_size(batch_size)
         run = run_options(atomic=atomic, **options)
