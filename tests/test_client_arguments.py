@@ -213,3 +213,19 @@ def test_a_batch_not_waited_for_refuses_a_rejects_file_or_a_callback_and_runs_no
     assert client.create_items("P", "People", rows[:1], dry_run=True, wait=False).success
     batch = client.create_items("P", "People", rows[:1], wait=False)
     assert client.wait(batch).items_created == 1
+
+
+@pytest.mark.parametrize("option, value", [("timeout", True), ("timeout", "60"), ("timeout", 1.5), ("priority", True),
+                                           ("priority", "5"), ("max_retries", "3"), ("atomic", "false"),
+                                           ("create_backups", "false"), ("continue_on_error", 1)])
+def test_a_run_option_of_another_type_is_refused_not_read_as_one(client, option, value):
+    """A batch's options are taken as they are typed, as an import's and a cancellation's are:
+    ``timeout=True`` ran the batch with a timeout of 1 ms, ``atomic="false"`` read a text as a bool."""
+    before = _state(client)
+    one = client.get_items("P")[0]["id"]
+    _refused(lambda: client.create_items("P", "People", [{"name": "x"}], **{option: value}), option)
+    _refused(lambda: client.update_items("P", [{"selector": {"itemId": one}, "values": {"age": 9}}],
+                                         **{option: value}), option)
+    _refused(lambda: client.delete_items("P", [{"itemId": one}], **{option: value}), option)
+    assert _state(client) == before
+    _refused(lambda: client.execute_transaction([], {option: value}), option)

@@ -141,9 +141,11 @@ Options = TypeVar("Options", RunOptions, TransactionOptions)
 
 def validated_options(model: type[Options], data: dict[str, Any]) -> Options:
     """``model`` from ``data`` (field names or their camelCase aliases); the first problem as a
-    :class:`~batchray.errors.ValidationError` naming the option."""
+    :class:`~batchray.errors.ValidationError` naming the option. Strict: a value of another
+    type is refused, never read as one (``timeout=True`` is not a timeout of 1 ms, ``"60"``
+    not 60, ``atomic="false"`` not a bool); an int is taken where a number is."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=True)
     except PydanticError as exc:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first["loc"])
