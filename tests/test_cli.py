@@ -193,6 +193,7 @@ def test_stop_stops_the_live_owner_it_finds(tmp_path, monkeypatch, capsys):
     ["tool", "get_items", "--json", "{}", "--bogus"],
     ["tool"],
     ["status", "--workers", "postgresql://u:s3cret@127.0.0.1:1/db"],
+    ["status", ""],  # no batch id: refused before anything connects (it started Ray and made the store)
     ["stop", "extra"],
     ["recover", "-x"],
 ])

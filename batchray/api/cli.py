@@ -202,6 +202,13 @@ def _positive_int(text: str) -> int:
     return number
 
 
+def _batch_id(text: str) -> str:
+    """An argument naming a batch: a non-empty text (argparse's type)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a batch id, not {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="batchray", description="Transactional batch operations on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -241,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     tool.set_defaults(func=cmd_tool)
 
     status = with_verbose(with_store(sub.add_parser("status", help="a batch's status, or the recent batches")))
-    status.add_argument("batch_id", nargs="?")
+    status.add_argument("batch_id", nargs="?", type=_batch_id)
     status.set_defaults(func=cmd_status)
 
     stop = with_verbose(with_store(sub.add_parser(
