@@ -222,12 +222,36 @@ def test_bad_usage_of_another_command_is_argparse_s_own(capsys):
 
 def test_recover_prints_what_recovery_finished_at_start_and_now(tmp_path, monkeypatch, capsys):
     store = tmp_path / "store"
+    local_client(store).close()  # a store that exists
     monkeypatch.setattr(cli, "_connect", lambda args: local_client(args.store))
     assert cli.main(["recover", "--store", str(store)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["success"] is True
     assert set(printed) == {"success", "recoveredAtStart", "recoveredNow"}
     assert isinstance(printed["recoveredAtStart"], dict) and isinstance(printed["recoveredNow"], dict)
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "batch-1"], ["recover"]])
+@pytest.mark.parametrize("where", ["missing", "empty-directory"])
+def test_reading_a_store_that_does_not_exist_is_not_found_and_creates_nothing(command, where, tmp_path, monkeypatch,
+                                                                               capsys):
+    """``status`` and ``recover`` read a store: a mistyped ``--store`` (a path that does not exist,
+    or a directory that holds no store) is the structured NOT_FOUND error naming the path, exit 1,
+    and nothing is started or created there."""
+    store = tmp_path / "typo"
+    if where == "empty-directory":
+        store.mkdir()
+
+    def no_connecting(args):
+        raise AssertionError("a store that does not exist must be refused before connecting")
+
+    monkeypatch.setattr(cli, "_connect", no_connecting)
+    assert cli.main([*command, "--store", str(store)]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["success"] is False and printed["error"]["code"] == "NOT_FOUND"
+    assert str(store) in printed["error"]["message"] and printed["error"]["details"] == {"field": "store"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["typo"] if where == "empty-directory" else [])
+    assert not any(store.iterdir()) if store.exists() else True
 
 
 @pytest.mark.parametrize("option", ["--items", "--workers"])

@@ -16,7 +16,8 @@ details}}`` and exits 1, never a traceback; no password appears in it (errors ar
 argument) prints the structured ``VALIDATION`` error on stdout too, and the usage on stderr,
 and exits 2.
 
-``status`` without a batch id prints the store's owner (see
+``status`` and ``recover`` of a SQLite directory that holds no store print the structured
+``NOT_FOUND`` error and exit 1, creating nothing. ``status`` without a batch id prints the store's owner (see
 :mod:`batchray.core.storage.ownership`) and its recent batches. ``stop`` stops the store's
 coordinator and workers (wherever they run: the driver joins the store's owner first), which
 releases the store's ownership, and prints ``{success: true, stopped: OWNER}``. Without
@@ -128,7 +129,25 @@ def cmd_tool(args: argparse.Namespace) -> int:
     return 0 if result.get("success", True) else 1
 
 
+def _existing_store(store: str) -> None:
+    """Raise :class:`~batchray.errors.NotFoundError` when ``store`` names a SQLite directory that
+    holds no store (no ``store.json``, which a store's creation writes first): ``status`` and
+    ``recover`` read a store and never create one, so a mistyped ``--store`` is an error that
+    names the path, not a new empty store reported as healthy. A PostgreSQL store is not
+    probed here (its schema is checked when it is opened)."""
+    from pathlib import Path
+
+    from batchray.core.storage.store import META_FILE, parse_store_url
+    from batchray.errors import NotFoundError
+
+    kind, location = parse_store_url(store)
+    if kind == "sqlite" and not (Path(location).expanduser() / META_FILE).is_file():
+        raise NotFoundError(f"no batchray store at {location} (a store is created by the first command "
+                            f"that writes to it, such as 'batchray demo' or a tool call)", field="store")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    _existing_store(args.store)
     with _connect(args) as client:
         if args.batch_id is None:
             # the store's owner (the Ray cluster and coordinator serving it) and its recent batches
@@ -171,6 +190,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
+    _existing_store(args.store)
     with _connect(args) as client:
         at_start = client.info()["recovered"]
         again = client.recover()

@@ -36,6 +36,9 @@ DEFAULT_SHARDS = 2
 CATALOG = "catalog"
 ITEMS = "items"  # the commit gate's scope for item reads (see CommitGate)
 
+META_FILE = "store.json"
+"""The file a store directory's creation writes first: a directory without it holds no store."""
+
 
 def create_private_dir(path: Path) -> None:
     """Make directory ``path`` (and missing parents) if it does not exist; one made here is
@@ -107,7 +110,7 @@ class StoreLayout(ShardNaming):
     def __init__(self, root: str | os.PathLike, shards: Optional[int] = None) -> None:
         self.root = Path(root).expanduser().resolve()
         create_private_dir(self.root)
-        meta_path = self.root / "store.json"
+        meta_path = self.root / META_FILE
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
             if meta.get("format") != FORMAT_VERSION:
