@@ -301,6 +301,45 @@ def test_a_nan_or_infinite_number_is_refused_naming_where_it_is(client, tool, ar
     assert client.data_contexts() == ["P"] and client.count_items("P") == 0
 
 
+def _nested(depth: int):
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _lenient_create(values: dict) -> dict:
+    return {"dataContextName": "P", "collectionName": "People", "options": {"atomic": False, "continueOnError": True},
+            "items": [{"values": values}, {"values": {"city": "L", "name": "ok", "age": 1}}]}
+
+
+@pytest.mark.parametrize("depth", [300, 50_000])
+@pytest.mark.parametrize("tool, args, field", [
+    ("batch_create_items", lambda deep: _lenient_create({"city": "L", "name": deep}), "items.0.values.name"),
+    ("codap_request", lambda deep: {"request": {"action": "create", "resource": "dataContext[P].item",
+                                                "values": [{"city": "L", "name": deep}]}}, "request.values.0.name"),
+])
+def test_a_value_nested_too_deep_is_refused_naming_where_it_is(client, tool, args, field, depth):
+    """Such a value was rejected by the shard, whose write of the item's error (the values as
+    given) then failed on it: an INTERNAL error, and the valid items of its chunk lost with it."""
+    error = _refused(call_tool(client, tool, args(_nested(depth))))
+    assert error["details"]["field"].startswith(field + ".0"), error
+    assert error["details"]["errors"][0]["code"] == "too_deep", error
+    assert client.count_items("P") == 0
+
+
+def test_arguments_nest_up_to_the_limit():
+    from batchray.api.tools import validate_args
+    from batchray.api.tools.registry import MAX_NESTING
+    from batchray.errors import ValidationError
+
+    # the arguments' object, items, an item, its values: four levels above the value
+    validate_args("batch_create_items", _lenient_create({"name": _nested(MAX_NESTING - 4)}))
+    with pytest.raises(ValidationError) as refused:
+        validate_args("batch_create_items", _lenient_create({"name": _nested(MAX_NESTING - 3)}))
+    assert refused.value.details["field"] == "items.0.values.name" + ".0" * (MAX_NESTING - 4)
+
+
 # -- batch_component_operations / batch_schema_operations: the names they are given -------------
 
 def test_a_component_operation_acts_on_the_component_it_names(client):

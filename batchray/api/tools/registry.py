@@ -16,7 +16,6 @@ the line or column of the file, never its text. The Python methods (``client.imp
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Callable, Literal, Optional, Union
 
@@ -475,26 +474,40 @@ def tool_schemas() -> list[dict[str, Any]]:
     return [tool.schema_json() for tool in TOOLS.values()]
 
 
-def _non_finite_field(args: dict[str, Any]) -> Optional[str]:
-    """The dotted path of a NaN or infinite number in ``args``, or None. JSON has no such
-    numbers, but Python's and pydantic's JSON readers accept ``NaN`` and ``Infinity``; a schema
-    stores one as no value (a ``min`` of NaN is no minimum at all). Scalars are checked where
-    they lie, so a call of a hundred thousand items costs a pass over their values."""
+MAX_NESTING = 64
+"""The most levels of objects and arrays a tool's arguments may nest (the arguments' own
+object the first). A call needs about eight (an item's values are scalars); a value nested
+past what JSON encoders hold (orjson: 254 levels) or what pickling ships would fail the
+write of its own item's error, failing the rest of its chunk with it, not that item alone."""
+
+
+def _unfit_value(args: dict[str, Any]) -> Optional[tuple[str, str, str]]:
+    """``(dotted path, message, code)`` of the first value in ``args`` that no tool takes, or
+    None: a NaN or infinite number (JSON has no such numbers, but Python's and pydantic's JSON
+    readers accept ``NaN`` and ``Infinity``; a schema stores one as no value, so a ``min`` of
+    NaN is no minimum at all), or an object or array nested deeper than :data:`MAX_NESTING`.
+    Scalars are checked where they lie, so a call of a hundred thousand items costs a pass over
+    their values."""
     stack: list[tuple[tuple[Any, ...], Any]] = [((), args)]
     while stack:  # no recursion: arguments may nest deeper than the interpreter's stack
         path, container = stack.pop()
         for key, value in (container.items() if isinstance(container, dict) else enumerate(container)):
             if type(value) is float:
                 if value - value != 0:  # NaN or an infinity
-                    return ".".join(map(str, (*path, key)))
+                    return (".".join(map(str, (*path, key))), "a number must be finite (JSON has no NaN or Infinity)",
+                            "finite_number")
             elif isinstance(value, (dict, list)):
+                if len(path) + 2 > MAX_NESTING:  # the arguments' object is level 1, this value one below path's
+                    return (".".join(map(str, (*path, key))),
+                            f"objects and arrays may nest at most {MAX_NESTING} levels deep", "too_deep")
                 stack.append(((*path, key), value))
     return None
 
 
 def validate_args(name: str, args: Any) -> _Args:
     """The parsed arguments, or :class:`ValidationError` listing each bad field. A NaN or
-    infinite number anywhere in them (none is JSON) is refused, naming where it is."""
+    infinite number anywhere in them (none is JSON), or objects and arrays nested deeper than
+    :data:`MAX_NESTING`, are refused, naming where (:func:`_unfit_value`)."""
     tool = TOOLS.get(name)
     if tool is None:
         raise NotFoundError(f"unknown tool {name!r}", tool=name, available=sorted(TOOLS))
@@ -514,11 +527,11 @@ def validate_args(name: str, args: Any) -> _Args:
             f"invalid arguments for {name}: {first['field'] or '(root)'}: {first['message']}",
             field=first["field"], errors=errors,
         ) from None
-    field = _non_finite_field(args)
-    if field is not None:
-        message = "a number must be finite (JSON has no NaN or Infinity)"
+    unfit = _unfit_value(args)
+    if unfit is not None:
+        field, message, code = unfit
         raise ValidationError(f"invalid arguments for {name}: {field}: {message}", field=field,
-                              errors=[{"field": field, "message": message, "code": "finite_number"}])
+                              errors=[{"field": field, "message": message, "code": code}])
     return parsed
 
 
