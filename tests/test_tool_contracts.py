@@ -387,6 +387,28 @@ def test_a_dry_run_refuses_a_rejects_path_the_run_would_refuse(client, tool, tmp
     assert planned["success"] is True and not (tmp_path / "new.jsonl").exists()
 
 
+@pytest.mark.parametrize("tool, dry_run", [("batch_create_items", False), ("batch_create_items", True),
+                                           ("batch_update_items", False), ("batch_update_items", True),
+                                           ("batch_import", False)])
+def test_a_refused_rejects_path_is_named_as_the_tools_option(client, tool, dry_run, tmp_path):
+    """The refusal named ``overwrite`` and told to export with it: no option of these tools."""
+    (tmp_path / "taken.jsonl").write_text("")
+    (tmp_path / "people.csv").write_text("city,name,age\nL,a,1\n")
+    if tool == "batch_create_items":
+        args = {"dataContextName": "P", "collectionName": "People", "items": [{"values": {"city": "L", "name": "a"}}]}
+    elif tool == "batch_update_items":
+        args = {"dataContextName": "P", "updates": [{"selector": {"itemId": _two_people(client)[0]}, "values": {"age": 9}}]}
+    else:
+        args = {"dataContextName": "P", "collectionName": "People", "path": "people.csv"}
+    before = client.get_items("P")
+    for path, code in (("../outside.jsonl", "DOCUMENT"), ("taken.jsonl", "CONFLICT")):
+        options = {"rejectsPath": path, **({"dryRun": True} if dry_run else {})}
+        error = call_tool(client, tool, {**args, "options": options})["error"]
+        assert (error["code"], error["details"]["field"]) == (code, "options.rejectsPath"), error
+        assert "overwrite" not in error["message"], error
+    assert client.get_items("P") == before and (tmp_path / "taken.jsonl").read_text() == ""
+
+
 def test_drop_batch_backups_publishes_that_a_batch_id_is_not_empty(client):
     jsonschema = pytest.importorskip("jsonschema")
     args = {"batchIds": ["", "x"]}

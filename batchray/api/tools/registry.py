@@ -221,10 +221,18 @@ def update_options(o: DeleteOptions) -> dict[str, Any]:
 
 def rejects_options(client, o: Any) -> dict[str, Any]:
     """A tool's dead-letter options as the client's keywords; the path is resolved under the
-    tools' I/O root and an existing file refused before anything runs."""
+    tools' I/O root and an existing file refused before anything runs, the error naming
+    ``options.rejectsPath`` (the path checks are an export's, whose errors name its own)."""
     from batchray.io.paths import destination_path
 
-    path = None if o.rejectsPath is None else destination_path(o.rejectsPath, tool_io_root(client))
+    path = None
+    if o.rejectsPath is not None:
+        try:
+            path = destination_path(o.rejectsPath, tool_io_root(client))
+        except (ConflictError, DocumentError) as exc:
+            message = (f"rejectsPath {o.rejectsPath!r} exists already: name a file that does not"
+                       if exc.details.get("reason") == "exists" else exc.message)
+            raise type(exc)(message, **{**exc.details, "field": "options.rejectsPath"}) from None
     return {"rejects": path, "reject_limit": o.rejectLimit, "reject_ratio": o.rejectRatio}
 
 
