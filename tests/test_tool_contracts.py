@@ -340,6 +340,19 @@ def test_arguments_nest_up_to_the_limit():
     assert refused.value.details["field"] == "items.0.values.name" + ".0" * (MAX_NESTING - 4)
 
 
+@pytest.mark.parametrize("tool, field", [("get_items", "afterId"), ("get_items", "offset"), ("get_cases", "offset")])
+def test_a_read_position_past_64_bits_is_refused_by_the_schema_naming_its_parameter(client, tool, field):
+    """The schema took any integer from 0; the read refused one past 64 bits naming its own
+    keyword (``after``, no parameter of get_items)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    args = {"dataContextName": "P", "collectionName": "People", field: 2**63}
+    error = _refused(call_tool(client, tool, args), field)
+    assert error["message"].startswith(f"invalid arguments for {tool}: {field}:"), error
+    schema = next(t for t in tool_schemas() if t["name"] == tool)["inputSchema"]
+    assert not jsonschema.Draft202012Validator(schema).is_valid(args)
+    assert call_tool(client, tool, {**args, field: 2**62})["success"] is True
+
+
 # -- batch_component_operations / batch_schema_operations: the names they are given -------------
 
 def test_a_component_operation_acts_on_the_component_it_names(client):

@@ -22,6 +22,7 @@ from typing import Any, Callable, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from batchray.core.model.arguments import MAX_COUNT
 from batchray.core.model.batch import DEFAULT_TIMEOUT_MS
 from batchray.errors import (BatchrayError, ConflictError, DocumentError, InternalError, NotFoundError, ValidationError,
                      error_payload, failure_error)
@@ -173,9 +174,9 @@ class GetItemsArgs(_Args):
     dataContextName: str = _NAME
     collectionName: Optional[str] = None
     query: Optional[str] = Field(default=None, max_length=10_000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_COUNT)
     limit: Optional[int] = Field(default=100, ge=1, le=10_000)
-    afterId: Optional[int] = Field(default=None, ge=0, description=(
+    afterId: Optional[int] = Field(default=None, ge=0, le=MAX_COUNT, description=(
         "start after this item id (a page's nextAfterId): pages read so neither repeat nor skip an item "
         "while batches commit, where an offset counts the items before it anew at each read"))
 
