@@ -353,6 +353,16 @@ def test_a_read_position_past_64_bits_is_refused_by_the_schema_naming_its_parame
     assert call_tool(client, tool, {**args, field: 2**62})["success"] is True
 
 
+def test_a_page_after_the_largest_item_id_is_empty(client):
+    """A cursor's page started at afterId + 1, past 64 bits at the last id: SQLite refused to
+    bind it (an INTERNAL error)."""
+    assert _create(client, "batch_create_items", [{"city": "L", "name": "a", "age": 1}])["success"]
+    for after in (2**63 - 1, 2**63 - 2):
+        page = call_tool(client, "get_items", {"dataContextName": "P", "afterId": after})
+        assert (page["success"], page["items"], page["total"]) == (True, [], 1), page
+    assert client.get_items("P", after=2**63 - 1) == []
+
+
 # -- batch_component_operations / batch_schema_operations: the names they are given -------------
 
 def test_a_component_operation_acts_on_the_component_it_names(client):
