@@ -157,6 +157,9 @@ def test_create_a_middle_case_under_a_top_case_and_a_child_under_it(trips):
 
 @pytest.mark.parametrize("collection, parent, values, words", [
     ("Visits", "People:999999999999", {"place": "x"}, "does not exist"),
+    ("Visits", 999999999999, {"place": "x"}, "does not exist"),
+    ("Visits", 2**63, {"place": "x"}, "does not exist"),  # no item id is that large: refused as one missing
+    ("Visits", -1, {"place": "x"}, "does not exist"),
     ("Visits", "nonsense", {"place": "x"}, "invalid caseId"),
     ("Visits", "CITY", {"place": "x"}, "needs a parent in 'People'"),
     ("People", "ANN", {"person": "zed"}, "needs a parent in 'Cities'"),

@@ -301,6 +301,68 @@ def test_a_nan_or_infinite_number_is_refused_naming_where_it_is(client, tool, ar
     assert client.data_contexts() == ["P"] and client.count_items("P") == 0
 
 
+def _nested(depth: int):
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _lenient_create(values: dict) -> dict:
+    return {"dataContextName": "P", "collectionName": "People", "options": {"atomic": False, "continueOnError": True},
+            "items": [{"values": values}, {"values": {"city": "L", "name": "ok", "age": 1}}]}
+
+
+@pytest.mark.parametrize("depth", [300, 50_000])
+@pytest.mark.parametrize("tool, args, field", [
+    ("batch_create_items", lambda deep: _lenient_create({"city": "L", "name": deep}), "items.0.values.name"),
+    ("codap_request", lambda deep: {"request": {"action": "create", "resource": "dataContext[P].item",
+                                                "values": [{"city": "L", "name": deep}]}}, "request.values.0.name"),
+])
+def test_a_value_nested_too_deep_is_refused_naming_where_it_is(client, tool, args, field, depth):
+    """Such a value was rejected by the shard, whose write of the item's error (the values as
+    given) then failed on it: an INTERNAL error, and the valid items of its chunk lost with it."""
+    error = _refused(call_tool(client, tool, args(_nested(depth))))
+    assert error["details"]["field"].startswith(field + ".0"), error
+    assert error["details"]["errors"][0]["code"] == "too_deep", error
+    assert client.count_items("P") == 0
+
+
+def test_arguments_nest_up_to_the_limit():
+    from batchray.api.tools import validate_args
+    from batchray.api.tools.registry import MAX_NESTING
+    from batchray.errors import ValidationError
+
+    # the arguments' object, items, an item, its values: four levels above the value
+    validate_args("batch_create_items", _lenient_create({"name": _nested(MAX_NESTING - 4)}))
+    with pytest.raises(ValidationError) as refused:
+        validate_args("batch_create_items", _lenient_create({"name": _nested(MAX_NESTING - 3)}))
+    assert refused.value.details["field"] == "items.0.values.name" + ".0" * (MAX_NESTING - 4)
+
+
+@pytest.mark.parametrize("tool, field", [("get_items", "afterId"), ("get_items", "offset"), ("get_cases", "offset")])
+def test_a_read_position_past_64_bits_is_refused_by_the_schema_naming_its_parameter(client, tool, field):
+    """The schema took any integer from 0; the read refused one past 64 bits naming its own
+    keyword (``after``, no parameter of get_items)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    args = {"dataContextName": "P", "collectionName": "People", field: 2**63}
+    error = _refused(call_tool(client, tool, args), field)
+    assert error["message"].startswith(f"invalid arguments for {tool}: {field}:"), error
+    schema = next(t for t in tool_schemas() if t["name"] == tool)["inputSchema"]
+    assert not jsonschema.Draft202012Validator(schema).is_valid(args)
+    assert call_tool(client, tool, {**args, field: 2**62})["success"] is True
+
+
+def test_a_page_after_the_largest_item_id_is_empty(client):
+    """A cursor's page started at afterId + 1, past 64 bits at the last id: SQLite refused to
+    bind it (an INTERNAL error)."""
+    assert _create(client, "batch_create_items", [{"city": "L", "name": "a", "age": 1}])["success"]
+    for after in (2**63 - 1, 2**63 - 2):
+        page = call_tool(client, "get_items", {"dataContextName": "P", "afterId": after})
+        assert (page["success"], page["items"], page["total"]) == (True, [], 1), page
+    assert client.get_items("P", after=2**63 - 1) == []
+
+
 # -- batch_component_operations / batch_schema_operations: the names they are given -------------
 
 def test_a_component_operation_acts_on_the_component_it_names(client):
@@ -346,6 +408,28 @@ def test_a_dry_run_refuses_a_rejects_path_the_run_would_refuse(client, tool, tmp
     planned = call_tool(client, tool, {"dataContextName": "P", **args,
                                        "options": {"dryRun": True, "rejectsPath": "new.jsonl"}})
     assert planned["success"] is True and not (tmp_path / "new.jsonl").exists()
+
+
+@pytest.mark.parametrize("tool, dry_run", [("batch_create_items", False), ("batch_create_items", True),
+                                           ("batch_update_items", False), ("batch_update_items", True),
+                                           ("batch_import", False)])
+def test_a_refused_rejects_path_is_named_as_the_tools_option(client, tool, dry_run, tmp_path):
+    """The refusal named ``overwrite`` and told to export with it: no option of these tools."""
+    (tmp_path / "taken.jsonl").write_text("")
+    (tmp_path / "people.csv").write_text("city,name,age\nL,a,1\n")
+    if tool == "batch_create_items":
+        args = {"dataContextName": "P", "collectionName": "People", "items": [{"values": {"city": "L", "name": "a"}}]}
+    elif tool == "batch_update_items":
+        args = {"dataContextName": "P", "updates": [{"selector": {"itemId": _two_people(client)[0]}, "values": {"age": 9}}]}
+    else:
+        args = {"dataContextName": "P", "collectionName": "People", "path": "people.csv"}
+    before = client.get_items("P")
+    for path, code in (("../outside.jsonl", "DOCUMENT"), ("taken.jsonl", "CONFLICT")):
+        options = {"rejectsPath": path, **({"dryRun": True} if dry_run else {})}
+        error = call_tool(client, tool, {**args, "options": options})["error"]
+        assert (error["code"], error["details"]["field"]) == (code, "options.rejectsPath"), error
+        assert "overwrite" not in error["message"], error
+    assert client.get_items("P") == before and (tmp_path / "taken.jsonl").read_text() == ""
 
 
 def test_drop_batch_backups_publishes_that_a_batch_id_is_not_empty(client):

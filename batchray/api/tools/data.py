@@ -10,6 +10,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
+from batchray.core.model.arguments import MAX_COUNT
 from batchray.api.tools.registry import _NAME, CreateOptions, _Args, register, run_create
 
 
@@ -20,7 +21,7 @@ class GetCasesArgs(_Args):
 
     dataContextName: str = _NAME
     collectionName: str = _NAME
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_COUNT)
     limit: Optional[int] = Field(default=100, ge=1, le=10_000)
 
 

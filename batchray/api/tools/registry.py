@@ -16,13 +16,13 @@ the line or column of the file, never its text. The Python methods (``client.imp
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Callable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from batchray.core.model.arguments import MAX_COUNT
 from batchray.core.model.batch import DEFAULT_TIMEOUT_MS
 from batchray.errors import (BatchrayError, ConflictError, DocumentError, InternalError, NotFoundError, ValidationError,
                      error_payload, failure_error)
@@ -174,9 +174,9 @@ class GetItemsArgs(_Args):
     dataContextName: str = _NAME
     collectionName: Optional[str] = None
     query: Optional[str] = Field(default=None, max_length=10_000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_COUNT)
     limit: Optional[int] = Field(default=100, ge=1, le=10_000)
-    afterId: Optional[int] = Field(default=None, ge=0, description=(
+    afterId: Optional[int] = Field(default=None, ge=0, le=MAX_COUNT, description=(
         "start after this item id (a page's nextAfterId): pages read so neither repeat nor skip an item "
         "while batches commit, where an offset counts the items before it anew at each read"))
 
@@ -222,10 +222,18 @@ def update_options(o: DeleteOptions) -> dict[str, Any]:
 
 def rejects_options(client, o: Any) -> dict[str, Any]:
     """A tool's dead-letter options as the client's keywords; the path is resolved under the
-    tools' I/O root and an existing file refused before anything runs."""
+    tools' I/O root and an existing file refused before anything runs, the error naming
+    ``options.rejectsPath`` (the path checks are an export's, whose errors name its own)."""
     from batchray.io.paths import destination_path
 
-    path = None if o.rejectsPath is None else destination_path(o.rejectsPath, tool_io_root(client))
+    path = None
+    if o.rejectsPath is not None:
+        try:
+            path = destination_path(o.rejectsPath, tool_io_root(client))
+        except (ConflictError, DocumentError) as exc:
+            message = (f"rejectsPath {o.rejectsPath!r} exists already: name a file that does not"
+                       if exc.details.get("reason") == "exists" else exc.message)
+            raise type(exc)(message, **{**exc.details, "field": "options.rejectsPath"}) from None
     return {"rejects": path, "reject_limit": o.rejectLimit, "reject_ratio": o.rejectRatio}
 
 
@@ -475,26 +483,40 @@ def tool_schemas() -> list[dict[str, Any]]:
     return [tool.schema_json() for tool in TOOLS.values()]
 
 
-def _non_finite_field(args: dict[str, Any]) -> Optional[str]:
-    """The dotted path of a NaN or infinite number in ``args``, or None. JSON has no such
-    numbers, but Python's and pydantic's JSON readers accept ``NaN`` and ``Infinity``; a schema
-    stores one as no value (a ``min`` of NaN is no minimum at all). Scalars are checked where
-    they lie, so a call of a hundred thousand items costs a pass over their values."""
+MAX_NESTING = 64
+"""The most levels of objects and arrays a tool's arguments may nest (the arguments' own
+object the first). A call needs about eight (an item's values are scalars); a value nested
+past what JSON encoders hold (orjson: 254 levels) or what pickling ships would fail the
+write of its own item's error, failing the rest of its chunk with it, not that item alone."""
+
+
+def _unfit_value(args: dict[str, Any]) -> Optional[tuple[str, str, str]]:
+    """``(dotted path, message, code)`` of the first value in ``args`` that no tool takes, or
+    None: a NaN or infinite number (JSON has no such numbers, but Python's and pydantic's JSON
+    readers accept ``NaN`` and ``Infinity``; a schema stores one as no value, so a ``min`` of
+    NaN is no minimum at all), or an object or array nested deeper than :data:`MAX_NESTING`.
+    Scalars are checked where they lie, so a call of a hundred thousand items costs a pass over
+    their values."""
     stack: list[tuple[tuple[Any, ...], Any]] = [((), args)]
     while stack:  # no recursion: arguments may nest deeper than the interpreter's stack
         path, container = stack.pop()
         for key, value in (container.items() if isinstance(container, dict) else enumerate(container)):
             if type(value) is float:
                 if value - value != 0:  # NaN or an infinity
-                    return ".".join(map(str, (*path, key)))
+                    return (".".join(map(str, (*path, key))), "a number must be finite (JSON has no NaN or Infinity)",
+                            "finite_number")
             elif isinstance(value, (dict, list)):
+                if len(path) + 2 > MAX_NESTING:  # the arguments' object is level 1, this value one below path's
+                    return (".".join(map(str, (*path, key))),
+                            f"objects and arrays may nest at most {MAX_NESTING} levels deep", "too_deep")
                 stack.append(((*path, key), value))
     return None
 
 
 def validate_args(name: str, args: Any) -> _Args:
     """The parsed arguments, or :class:`ValidationError` listing each bad field. A NaN or
-    infinite number anywhere in them (none is JSON) is refused, naming where it is."""
+    infinite number anywhere in them (none is JSON), or objects and arrays nested deeper than
+    :data:`MAX_NESTING`, are refused, naming where (:func:`_unfit_value`)."""
     tool = TOOLS.get(name)
     if tool is None:
         raise NotFoundError(f"unknown tool {name!r}", tool=name, available=sorted(TOOLS))
@@ -514,11 +536,11 @@ def validate_args(name: str, args: Any) -> _Args:
             f"invalid arguments for {name}: {first['field'] or '(root)'}: {first['message']}",
             field=first["field"], errors=errors,
         ) from None
-    field = _non_finite_field(args)
-    if field is not None:
-        message = "a number must be finite (JSON has no NaN or Infinity)"
+    unfit = _unfit_value(args)
+    if unfit is not None:
+        field, message, code = unfit
         raise ValidationError(f"invalid arguments for {name}: {field}: {message}", field=field,
-                              errors=[{"field": field, "message": message, "code": "finite_number"}])
+                              errors=[{"field": field, "message": message, "code": code}])
     return parsed
 
 

@@ -285,7 +285,7 @@ def merge_parent_values(reader: Any, context_id: int, context: DataContext, coll
             continue
         try:
             parent_id = parse_case_id(parent)
-        except ValidationError as exc:
+        except (ValidationError, NotFoundError) as exc:  # NotFoundError: an id past 64 bits, or below 0
             errors.append({"index": index, "field": "parent", "code": exc.code, "message": exc.message})
             continue
         if cases_by_id is None:

@@ -64,7 +64,10 @@ def _visible(
         clauses.append("id IN (SELECT value FROM json_each(?))")
         positional.append(ids_param(ids))
     if after is not None:  # a cursor: the range starts after it, so a page costs its size
-        params["lo"] = max(lo, int(after) + 1)
+        if int(after) >= hi:  # nothing of the context past it (and hi + 1 may not fit 64 bits)
+            params["lo"], params["hi"] = hi, hi - 1
+        else:
+            params["lo"] = max(lo, int(after) + 1)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params, positional
 
 
