@@ -83,13 +83,22 @@ def install_secret_redaction(redact: Callable[[str], str]) -> None:
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-def json_safe(value: Any, redact: bool = True) -> Any:
+MAX_NESTING = 64
+"""The most levels of objects and arrays batchray takes in a value or writes into an error's
+details (a value's own level the first). Real input nests a few levels; JSON encoders hold
+about 254 (orjson), and a rejected row's values are written with its error, so a value nested
+deeper than an encoder holds would fail the write of that error, and with it the rest of its
+chunk, not the row alone."""
+
+
+def json_safe(value: Any, redact: bool = True, _level: int = 1) -> Any:
     """``value`` with every number JSON encoders cannot hold (an infinity, NaN, an integer
     outside 64 bits), every value JSON has no form for (a ``Decimal``, a date, bytes, a set,
     any other object) and every key that is not text written as text (Python's ``repr``), and,
     when ``redact``, every text redacted of secrets: details echo the input they are about,
     and a tool's answer must stay valid JSON and carry no password. ``redact=False`` keeps
-    texts as given (a rejected row's values)."""
+    texts as given (a rejected row's values). An object or array past :data:`MAX_NESTING`
+    levels is written as a text that says so (``"<list nested deeper than 64 levels>"``)."""
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -98,11 +107,13 @@ def json_safe(value: Any, redact: bool = True) -> Any:
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, int):
         return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
+    if isinstance(value, (dict, list, tuple)) and _level > MAX_NESTING:
+        return f"<{type(value).__name__} nested deeper than {MAX_NESTING} levels>"
     if isinstance(value, dict):
-        return {(_redact(k) if redact else k) if isinstance(k, str) else repr(k): json_safe(v, redact)
+        return {(_redact(k) if redact else k) if isinstance(k, str) else repr(k): json_safe(v, redact, _level + 1)
                 for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [json_safe(v, redact) for v in value]
+        return [json_safe(v, redact, _level + 1) for v in value]
     return repr(value)
 
 

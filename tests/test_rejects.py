@@ -179,3 +179,26 @@ def test_a_malformed_line_of_an_import_is_a_reject_with_its_row_number(client, t
     assert [r["row"] for r in invalid] == [None] and len(invalid) == 1
     values = invalid[0]["values"]
     assert (json.loads(values) if isinstance(values, str) else values)["name"] == "p2"
+
+
+@pytest.mark.parametrize("depth", [300, 50_000])
+def test_a_value_nested_past_what_json_holds_is_its_rows_reject_alone(client, tmp_path, depth):
+    """A rejected row's values travel with its error into the shard's record and the rejects
+    file: a list nested deeper than JSON encoders hold (orjson: 254 levels), or than the
+    interpreter's stack, failed that write and the rest of its chunk with it (the valid rows
+    were not created, the error was INTERNAL). Now the row is rejected alone, its value written
+    down to ``MAX_NESTING`` levels and a text beyond, and pandas reads the rejects file."""
+    from batchray.errors import MAX_NESTING
+
+    nested = "x"
+    for _ in range(depth):
+        nested = [nested]
+    out = tmp_path / "deep.jsonl"
+    rows = [{"name": "a", "age": 1}, {"name": nested, "age": 2}, {"name": "c", "age": 3}]
+    result = client.create_items("P", "People", rows, atomic=False, continue_on_error=True, rejects=out)
+    assert result.items_created == 2 and [(e.index, e.field, e.code) for e in result.errors] == [(1, "name", "INVALID_VALUE")]
+    assert sorted(i["values"]["name"] for i in client.get_items("P")) == ["a", "c"]
+    written = pd.read_json(out, lines=True)["values"][0]["name"]
+    for _ in range(MAX_NESTING - 2):  # the row's values are level 1, its name's list level 2
+        written = written[0]
+    assert written == ["<list nested deeper than 64 levels>"]

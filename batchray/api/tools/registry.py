@@ -24,8 +24,8 @@ from pydantic import ValidationError as PydanticValidationError
 
 from batchray.core.model.arguments import MAX_COUNT
 from batchray.core.model.batch import DEFAULT_TIMEOUT_MS
-from batchray.errors import (BatchrayError, ConflictError, DocumentError, InternalError, NotFoundError, ValidationError,
-                     error_payload, failure_error)
+from batchray.errors import (MAX_NESTING, BatchrayError, ConflictError, DocumentError, InternalError, NotFoundError,
+                     ValidationError, error_payload, failure_error)
 
 _NAME = Field(min_length=1, max_length=200)
 _REJECTS = ("a file under the I/O root for each rejected item as {index, row, values, code, field, message} (row: a malformed line's number in the file): "
@@ -481,13 +481,6 @@ register("batch_export", BatchExportArgs, _batch_export)
 
 def tool_schemas() -> list[dict[str, Any]]:
     return [tool.schema_json() for tool in TOOLS.values()]
-
-
-MAX_NESTING = 64
-"""The most levels of objects and arrays a tool's arguments may nest (the arguments' own
-object the first). A call needs about eight (an item's values are scalars); a value nested
-past what JSON encoders hold (orjson: 254 levels) or what pickling ships would fail the
-write of its own item's error, failing the rest of its chunk with it, not that item alone."""
 
 
 def _unfit_value(args: dict[str, Any]) -> Optional[tuple[str, str, str]]:
