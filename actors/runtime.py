@@ -573,6 +573,11 @@ class RayRuntime:
             self.lane.settle()
         return self.view.log.batch(batch_id)
 
+    def batch_by_key(self, idempotency_key: str) -> Optional[dict[str, Any]]:
+        if self.lane is not None:
+            self.lane.settle()
+        return self.view.log.batch_by_key(idempotency_key)
+
     def backed_up_batches(self, finished_before: float) -> list[str]:
         """Completed batches finished before then that still keep backups, oldest first."""
         return self.view.log.backed_up(finished_before)

@@ -223,13 +223,17 @@ def update_options(o: DeleteOptions) -> dict[str, Any]:
 def rejects_options(client, o: Any) -> dict[str, Any]:
     """A tool's dead-letter options as the client's keywords; the path is resolved under the
     tools' I/O root and an existing file refused before anything runs, the error naming
-    ``options.rejectsPath`` (the path checks are an export's, whose errors name its own)."""
+    ``options.rejectsPath`` (the path checks are an export's, whose errors name its own). A
+    call retried under an idempotency key that names a batch already (which runs nothing and
+    answers that batch's result) writes that result's rejects over the file the first call wrote."""
     from batchray.io.paths import destination_path
 
     path = None
     if o.rejectsPath is not None:
+        key = getattr(o, "idempotencyKey", None)
+        retried = key is not None and client.runtime.batch_by_key(key) is not None
         try:
-            path = destination_path(o.rejectsPath, tool_io_root(client))
+            path = destination_path(o.rejectsPath, tool_io_root(client), overwrite=retried)
         except (ConflictError, DocumentError) as exc:
             message = (f"rejectsPath {o.rejectsPath!r} exists already: name a file that does not"
                        if exc.details.get("reason") == "exists" else exc.message)

@@ -147,6 +147,9 @@ class LocalRuntime:
     def batch_record(self, batch_id: str) -> Optional[dict[str, Any]]:
         return self.log.batch(batch_id)
 
+    def batch_by_key(self, idempotency_key: str) -> Optional[dict[str, Any]]:
+        return self.log.batch_by_key(idempotency_key)
+
     def backed_up_batches(self, finished_before: float) -> list[str]:
         """Completed batches finished before then that still keep backups, oldest first."""
         return self.log.backed_up(finished_before)

@@ -51,6 +51,10 @@ class Runtime(Protocol):
     def batch_record(self, batch_id: str) -> Optional[dict[str, Any]]:
         """A batch's record in the decision log (kind, state, result), if any."""
 
+    def batch_by_key(self, idempotency_key: str) -> Optional[dict[str, Any]]:
+        """The record of the batch registered under ``idempotency_key``, if any: a batch
+        submitted again under it runs nothing and answers that batch's result."""
+
     def backed_up_batches(self, finished_before: float) -> list[str]:
         """Completed batches finished before ``finished_before`` (``time.time()``) that still keep
         backups, oldest first."""
