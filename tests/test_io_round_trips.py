@@ -245,3 +245,35 @@ def test_a_binary_value_that_is_not_text_is_refused_with_its_row(engine, tmp_pat
     assert (refused.value.details["row"], refused.value.details["column"]) == (2, "b")
     assert refused.value.details["reason"] == "value_not_text"
     assert "B" not in engine.data_contexts()
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_csv_header_alone_without_a_line_end_or_longer_than_a_block_has_its_columns(engine, tmp_path, columnar):
+    """A CSV that is its header alone without a final line end (what a script writing only the
+    header leaves), and one whose header is longer than ``block_size``, have the columns pandas
+    and DuckDB read; both were refused as "the file is empty (no header row)", since pyarrow
+    finds no whole record in the first block."""
+    duckdb = pytest.importorskip("duckdb")
+    from batchray.errors import DocumentError
+
+    path = tmp_path / "header.csv"
+    path.write_bytes(b"\xef\xbb\xbfname,n")
+    assert pd.read_csv(path).columns.tolist() == ["name", "n"]
+    assert duckdb.read_csv(str(path)).columns == ["name", "n"]
+    result = import_file(engine, "H", None, path, columnar=columnar)
+    assert result.success and result.items_created == 0
+    assert list(result.attribute_types) == ["name", "n"]
+    wide = [f"column_{i:04d}" for i in range(300)]
+    path.write_text(",".join(wide) + "\n" + ",".join(map(str, range(300))) + "\n")
+    assert duckdb.read_csv(str(path)).columns == pd.read_csv(path).columns.tolist() == wide
+    result = import_file(engine, "W", None, path, columnar=columnar, block_size=1024)
+    assert result.success, result.errors
+    assert values_of(engine, "W") == [dict(zip(wide, range(300)))]
+    path.write_text(",".join(wide))  # both: the header alone, longer than a block, no line end
+    assert import_file(engine, "V", None, path, columnar=columnar, block_size=1024).success
+    assert list(engine.catalog.context("V")[1].attributes()) == wide
+    for empty in (b"", b"\xef\xbb\xbf", b"\r\n\n"):  # no header: still refused as empty
+        path.write_bytes(empty)
+        with pytest.raises(DocumentError) as refused:
+            import_file(engine, "E", None, path, columnar=columnar)
+        assert refused.value.details["reason"] == "empty"
