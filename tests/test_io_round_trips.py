@@ -277,3 +277,28 @@ def test_a_csv_header_alone_without_a_line_end_or_longer_than_a_block_has_its_co
         with pytest.raises(DocumentError) as refused:
             import_file(engine, "E", None, path, columnar=columnar)
         assert refused.value.details["reason"] == "empty"
+
+
+def test_jsonl_integers_past_64_bits_are_refused_not_rounded(engine, tmp_path):
+    """JSON Lines integers are read exact, so one past 64 bits is refused with its row, as CSV
+    and Parquet refuse it (pandas refuses such a file too: "Value is too big!"); orjson read it
+    as a double and the import stored 2**64 as 1.8446744073709552e+19. Integers within 64 bits
+    and digits in text are as they were."""
+    import json
+
+    path = tmp_path / "big.jsonl"
+    lines = [{"n": 1, "x": 2**63 - 1, "id": "12345678901234567890123"}, {"n": 2, "x": 2**64},
+             {"n": 3, "x": -(2**63) - 1}, {"n": 4, "x": 1 - 2**63, "f": 0.12345678901234567890}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(ValueError, match="too big"):
+        pd.read_json(path, lines=True)
+    result = import_file(engine, "B", None, path)
+    assert not result.success and "B" not in engine.data_contexts()
+    assert (result.errors[0]["index"], result.errors[0]["field"]) == (1, "x")
+    assert result.errors[0]["message"] == "number out of range"
+    result = import_file(engine, "B", None, path, atomic=False)
+    assert result.items_created == 2
+    assert [(e["index"], e["field"], e["message"]) for e in result.errors] == [
+        (1, "x", "number out of range"), (2, "x", "number out of range")]
+    assert values_of(engine, "B") == [{"n": 1, "x": 2**63 - 1, "id": "12345678901234567890123"},
+                                      {"n": 4, "x": 1 - 2**63, "f": 0.12345678901234568}]
