@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from batchray.io import export_file, import_file
-from test_io import engine, values_of  # noqa: F401 - the same store fixture and reader as the io tests
+from test_io import engine, exact, values_of  # noqa: F401 - the same store fixture and reader as the io tests
 
 
 @pytest.mark.parametrize("columnar", [True, False])
@@ -302,3 +302,29 @@ def test_jsonl_integers_past_64_bits_are_refused_not_rounded(engine, tmp_path):
         (1, "x", "number out of range"), (2, "x", "number out of range")]
     assert values_of(engine, "B") == [{"n": 1, "x": 2**63 - 1, "id": "12345678901234567890123"},
                                       {"n": 4, "x": 1 - 2**63, "f": 0.12345678901234568}]
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_whole_number_decimal_column_duckdb_writes_imports_as_exact_ints(engine, tmp_path, columnar):
+    """DuckDB writes a ``DECIMAL(18,0)`` to Parquet as decimal128(18, 0), which pandas and DuckDB
+    read back exact; the import made every value a double (9007199254740993 stored as
+    9007199254740992.0). A decimal of scale 0 holds whole numbers: they are stored as exact ints,
+    one past 64 bits refused with its row as in every other format; a decimal with a fraction is
+    still a float."""
+    duckdb = pytest.importorskip("duckdb")
+    from decimal import Decimal
+
+    path = tmp_path / "dec.parquet"
+    duckdb.sql(f"COPY (SELECT * FROM (VALUES (9007199254740993::DECIMAL(18,0), 12.5::DECIMAL(10,2)), "
+               f"(NULL, NULL), (-3::DECIMAL(18,0), 1::DECIMAL(10,2))) AS t(d, f)) TO '{path}' (FORMAT parquet)")
+    assert pd.read_parquet(path)["d"].tolist()[0] == Decimal("9007199254740993")
+    assert duckdb.sql(f"SELECT d FROM read_parquet('{path}')").fetchall()[0] == (Decimal("9007199254740993"),)
+    result = import_file(engine, "D", None, path, columnar=columnar)
+    assert result.success, result.errors
+    assert result.attribute_types == {"d": "numeric", "f": "numeric"}
+    assert exact(values_of(engine, "D")) == exact([{"d": 9007199254740993, "f": 12.5}, {}, {"d": -3, "f": 1.0}])
+    duckdb.sql(f"COPY (SELECT * FROM (VALUES (1::DECIMAL(38,0)), (100000000000000000000::DECIMAL(38,0))) AS t(d)) "
+               f"TO '{path}' (FORMAT parquet)")
+    result = import_file(engine, "E", None, path, columnar=columnar)
+    assert not result.success and "E" not in engine.data_contexts()
+    assert [(e["index"], e["field"], e["message"]) for e in result.errors] == [(1, "d", "number out of range")]
