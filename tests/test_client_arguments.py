@@ -68,6 +68,39 @@ def test_an_import_refuses_a_bad_timeout_before_it_reads_anything(client, tmp_pa
     assert client.count_items("P") == 2 and "New" not in client.data_contexts()
 
 
+@pytest.mark.parametrize("bad, field", [
+    ({"block_size": 0}, "blockSize"), ({"block_size": -5}, "blockSize"), ({"block_size": "64k"}, "blockSize"),
+    ({"block_size": True}, "blockSize"), ({"block_size": 1 << 31}, "blockSize"),
+    ({"max_record_bytes": 1 << 31}, "max_record_bytes"), ({"atomic": "false"}, "atomic"), ({"atomic": None}, "atomic"),
+    ({"create": "no"}, "create"), ({"columnar": 0}, "columnar"), ({"quote_content": "no"}, "quoteContent"),
+    ({"format": 5}, "format")])
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_an_import_refuses_a_bad_block_size_flag_or_format_before_it_reads_anything(client, tmp_path, bad, field, suffix):
+    """A block size that is not an int from 1 to 2**30, a flag that is not a bool, or a format
+    that is not a text is a ValidationError naming it, nothing read: ``atomic="false"`` ran an
+    atomic import, a negative block size was a DocumentError blaming the file (and made the
+    JSON Lines reader take the whole file at once), a text one a TypeError, one past 32 bits an
+    OverflowError, ``format=5`` an AttributeError."""
+    path = tmp_path / f"in.{suffix}"
+    path.write_text("name,age\nz,3\n" if suffix == "csv" else '{"name": "z", "age": 3}\n')
+    _refused(lambda: client.import_file("P", "People", path, **bad), field)
+    _refused(lambda: client.import_file("New", None, path, **bad), field)
+    assert client.count_items("P") == 2 and "New" not in client.data_contexts()
+
+
+@pytest.mark.parametrize("overwrite", ["no", 1, None])
+def test_an_export_refuses_a_flag_that_is_not_a_bool_and_keeps_the_file(client, tmp_path, overwrite):
+    """``overwrite="no"`` replaced an existing file (any truthy value did), and ``format=5`` was
+    an AttributeError: each is a ValidationError naming it, and nothing is written."""
+    out = tmp_path / "out.csv"
+    out.write_text("mine\n")
+    _refused(lambda: client.export_file("P", out, overwrite=overwrite), "overwrite")
+    assert out.read_text() == "mine\n"
+    _refused(lambda: client.export_file("P", tmp_path / "new.csv", format=5), "format")
+    assert not (tmp_path / "new.csv").exists()
+    assert client.export_file("P", out, overwrite=True).items_written == 2
+
+
 def test_an_import_takes_a_priority_and_a_queue_and_refuses_an_option_it_does_not_take(client, tmp_path):
     """An import's batch waits for a slot under the priority and queue it is given (the
     client's and the batch_import tool's), as a create's does; an option no import takes, or

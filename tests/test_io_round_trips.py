@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from batchray.io import export_file, import_file
-from test_io import engine, values_of  # noqa: F401 - the same store fixture and reader as the io tests
+from test_io import engine, exact, values_of  # noqa: F401 - the same store fixture and reader as the io tests
 
 
 @pytest.mark.parametrize("columnar", [True, False])
@@ -245,3 +245,86 @@ def test_a_binary_value_that_is_not_text_is_refused_with_its_row(engine, tmp_pat
     assert (refused.value.details["row"], refused.value.details["column"]) == (2, "b")
     assert refused.value.details["reason"] == "value_not_text"
     assert "B" not in engine.data_contexts()
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_csv_header_alone_without_a_line_end_or_longer_than_a_block_has_its_columns(engine, tmp_path, columnar):
+    """A CSV that is its header alone without a final line end (what a script writing only the
+    header leaves), and one whose header is longer than ``block_size``, have the columns pandas
+    and DuckDB read; both were refused as "the file is empty (no header row)", since pyarrow
+    finds no whole record in the first block."""
+    duckdb = pytest.importorskip("duckdb")
+    from batchray.errors import DocumentError
+
+    path = tmp_path / "header.csv"
+    path.write_bytes(b"\xef\xbb\xbfname,n")
+    assert pd.read_csv(path).columns.tolist() == ["name", "n"]
+    assert duckdb.read_csv(str(path)).columns == ["name", "n"]
+    result = import_file(engine, "H", None, path, columnar=columnar)
+    assert result.success and result.items_created == 0
+    assert list(result.attribute_types) == ["name", "n"]
+    wide = [f"column_{i:04d}" for i in range(300)]
+    path.write_text(",".join(wide) + "\n" + ",".join(map(str, range(300))) + "\n")
+    assert duckdb.read_csv(str(path)).columns == pd.read_csv(path).columns.tolist() == wide
+    result = import_file(engine, "W", None, path, columnar=columnar, block_size=1024)
+    assert result.success, result.errors
+    assert values_of(engine, "W") == [dict(zip(wide, range(300)))]
+    path.write_text(",".join(wide))  # both: the header alone, longer than a block, no line end
+    assert import_file(engine, "V", None, path, columnar=columnar, block_size=1024).success
+    assert list(engine.catalog.context("V")[1].attributes()) == wide
+    for empty in (b"", b"\xef\xbb\xbf", b"\r\n\n"):  # no header: still refused as empty
+        path.write_bytes(empty)
+        with pytest.raises(DocumentError) as refused:
+            import_file(engine, "E", None, path, columnar=columnar)
+        assert refused.value.details["reason"] == "empty"
+
+
+def test_jsonl_integers_past_64_bits_are_refused_not_rounded(engine, tmp_path):
+    """JSON Lines integers are read exact, so one past 64 bits is refused with its row, as CSV
+    and Parquet refuse it (pandas refuses such a file too: "Value is too big!"); orjson read it
+    as a double and the import stored 2**64 as 1.8446744073709552e+19. Integers within 64 bits
+    and digits in text are as they were."""
+    import json
+
+    path = tmp_path / "big.jsonl"
+    lines = [{"n": 1, "x": 2**63 - 1, "id": "12345678901234567890123"}, {"n": 2, "x": 2**64},
+             {"n": 3, "x": -(2**63) - 1}, {"n": 4, "x": 1 - 2**63, "f": 0.12345678901234567890}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(ValueError, match="too big"):
+        pd.read_json(path, lines=True)
+    result = import_file(engine, "B", None, path)
+    assert not result.success and "B" not in engine.data_contexts()
+    assert (result.errors[0]["index"], result.errors[0]["field"]) == (1, "x")
+    assert result.errors[0]["message"] == "number out of range"
+    result = import_file(engine, "B", None, path, atomic=False)
+    assert result.items_created == 2
+    assert [(e["index"], e["field"], e["message"]) for e in result.errors] == [
+        (1, "x", "number out of range"), (2, "x", "number out of range")]
+    assert values_of(engine, "B") == [{"n": 1, "x": 2**63 - 1, "id": "12345678901234567890123"},
+                                      {"n": 4, "x": 1 - 2**63, "f": 0.12345678901234568}]
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_whole_number_decimal_column_duckdb_writes_imports_as_exact_ints(engine, tmp_path, columnar):
+    """DuckDB writes a ``DECIMAL(18,0)`` to Parquet as decimal128(18, 0), which pandas and DuckDB
+    read back exact; the import made every value a double (9007199254740993 stored as
+    9007199254740992.0). A decimal of scale 0 holds whole numbers: they are stored as exact ints,
+    one past 64 bits refused with its row as in every other format; a decimal with a fraction is
+    still a float."""
+    duckdb = pytest.importorskip("duckdb")
+    from decimal import Decimal
+
+    path = tmp_path / "dec.parquet"
+    duckdb.sql(f"COPY (SELECT * FROM (VALUES (9007199254740993::DECIMAL(18,0), 12.5::DECIMAL(10,2)), "
+               f"(NULL, NULL), (-3::DECIMAL(18,0), 1::DECIMAL(10,2))) AS t(d, f)) TO '{path}' (FORMAT parquet)")
+    assert pd.read_parquet(path)["d"].tolist()[0] == Decimal("9007199254740993")
+    assert duckdb.sql(f"SELECT d FROM read_parquet('{path}')").fetchall()[0] == (Decimal("9007199254740993"),)
+    result = import_file(engine, "D", None, path, columnar=columnar)
+    assert result.success, result.errors
+    assert result.attribute_types == {"d": "numeric", "f": "numeric"}
+    assert exact(values_of(engine, "D")) == exact([{"d": 9007199254740993, "f": 12.5}, {}, {"d": -3, "f": 1.0}])
+    duckdb.sql(f"COPY (SELECT * FROM (VALUES (1::DECIMAL(38,0)), (100000000000000000000::DECIMAL(38,0))) AS t(d)) "
+               f"TO '{path}' (FORMAT parquet)")
+    result = import_file(engine, "E", None, path, columnar=columnar)
+    assert not result.success and "E" not in engine.data_contexts()
+    assert [(e["index"], e["field"], e["message"]) for e in result.errors] == [(1, "d", "number out of range")]

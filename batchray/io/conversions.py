@@ -9,7 +9,8 @@
   column read as text to the column's type, vectorised; a value that does not convert stays
   text, so the worker's validation reports it with its row instead of the reader stopping.
 * :func:`arrow_converter` converts a typed (Parquet, Arrow) column to values that fit an
-  attribute: dates as ISO text, decimals as floats, NaN as missing, nested values as JSON text
+  attribute: dates as ISO text, decimals as floats (those of scale 0 or less, whole numbers, as
+  exact ints, so one past 64 bits is refused as in every other format), NaN as missing, nested values as JSON text
   (kept as objects for boundaries), UUIDs (Arrow's ``arrow.uuid``, what DuckDB writes for a
   UUID column) as their text, as pandas and DuckDB show them. A date or timestamp outside years 1 to 9999 raises
   ``OverflowError`` (Python's ``datetime`` holds no other); :func:`first_outside_years` finds it.
@@ -212,7 +213,7 @@ def bools_from_text(array: Any) -> list[Any]:
 
 def arrow_converter(arrow_type: Any, json_encoded: bool, kind: Optional[str]) -> Callable[[Any], list[Any]]:
     """Arrow array -> Python values that fit an attribute: dates as ISO text, decimals as
-    floats, NaN as missing, nested values as JSON text (kept as objects for boundaries), UUIDs
+    floats (whole-number decimals as exact ints: :func:`_whole_numbers`), NaN as missing, nested values as JSON text (kept as objects for boundaries), UUIDs
     as their text (``12345678-1234-5678-1234-567812345678``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -227,6 +228,8 @@ def arrow_converter(arrow_type: Any, json_encoded: bool, kind: Optional[str]) ->
         return lambda a: inner(decode_dictionary(a))
     if pt.is_floating(arrow_type):
         return lambda a: nan_to_none(pc.cast(a, pa.float64()))
+    if pt.is_decimal(arrow_type) and arrow_type.scale <= 0:
+        return _whole_numbers
     if pt.is_decimal(arrow_type):
         return lambda a: nan_to_none(pc.cast(a, pa.float64()))
     if pt.is_timestamp(arrow_type):
@@ -265,6 +268,8 @@ def arrow_kernel(arrow_type: Any, json_encoded: bool, kind: Optional[str]) -> Op
     if pt.is_dictionary(arrow_type):
         inner = arrow_kernel(arrow_type.value_type, False, kind)
         return None if inner is None else (lambda a: inner(decode_dictionary(a)))
+    if pt.is_decimal(arrow_type) and arrow_type.scale <= 0:
+        return lambda a: _cast_or_none(a, pa.int64())  # past 64 bits: the dict path refuses it
     if pt.is_floating(arrow_type) or pt.is_decimal(arrow_type):
         return lambda a: pc.cast(a, pa.float64())
     if pt.is_timestamp(arrow_type):
@@ -279,6 +284,18 @@ def arrow_kernel(arrow_type: Any, json_encoded: bool, kind: Optional[str]) -> Op
     if pt.is_large_string(arrow_type) or _is_view(arrow_type, "string"):
         return lambda a: _cast_or_none(a, pa.string())  # the JSON kernels join plain strings
     return lambda a: a
+
+
+def _whole_numbers(array: Any) -> list[Any]:
+    """A decimal column of scale 0 or less (every value a whole number, as DuckDB writes a
+    ``DECIMAL(18,0)``) as exact ints, as pandas and DuckDB read it: a double rounds them past
+    2**53. A value past 64 bits stays a Python int, which validation refuses with its row."""
+    import pyarrow as pa
+
+    ints = _cast_or_none(array, pa.int64())
+    if ints is not None:
+        return ints.to_pylist()
+    return [None if v is None else int(v) for v in array.to_pylist()]
 
 
 def _years_in_range(array: Any) -> bool:

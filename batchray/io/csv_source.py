@@ -10,7 +10,10 @@ numeric column) is reported for its row instead of stopping the reader. The file
 converts by one Arrow cast is sent as columns
 (:class:`~batchray.io.sparse_rows.SparseArrowRows`); a batch where some value does not convert
 takes the per-row conversions and goes as value dicts, so every bad row is reported as before. Empty cells are missing
-values; a row of empty cells is no item (as in CODAP; counted in ``empty_rows``). A row with the
+values; a row of empty cells is no item (as in CODAP; counted in ``empty_rows``). A header longer
+than ``block_size``, or one alone in the file without a line end, gives the columns as pandas and
+DuckDB read them (pyarrow finds no whole record in the first block and says the file is empty;
+the first block is read again at the record limit, or with a line end). A row with the
 wrong number of cells stops an atomic import (:class:`~batchray.errors.DocumentError`,
 ``malformed_row``) and is skipped and reported (``skipped``) otherwise.
 
@@ -45,22 +48,29 @@ class PacedFile:
     two blocks (a row may straddle one boundary), so a window of 2 or more cannot stall; as a
     safety valve, a read that waited ``patience`` seconds goes ahead anyway."""
 
-    def __init__(self, path: Path, window: int = 4, patience: float = 30.0) -> None:
+    def __init__(self, path: Path, window: int = 4, patience: float = 30.0, terminate: bool = False) -> None:
         import threading
 
         self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
         self._patience = patience
         self._credits = threading.Semaphore(window)
         self._closed = False
+        self._terminate = terminate
         self.position = 0
 
     def read(self, size: int = -1) -> bytes:
+        """The file's next bytes; with ``terminate``, a line feed after its last byte (once, not
+        counted in ``position``), in the read that reaches the end when it has room: pyarrow
+        looks for the header in the first read alone."""
         if not self._closed:
             self._credits.acquire(timeout=self._patience)
         if self._closed:
             return b""
         data = self._file.read(size)
         self.position += len(data)
+        if self._terminate and (not data or size < 0 or len(data) < size):
+            self._terminate = False
+            return data + b"\n"
         return data
 
     def consumed(self) -> None:
@@ -103,16 +113,8 @@ class CsvSource(Source):
         self._bad_rows: list[dict[str, Any]] = []
         self._read_options = pacsv.ReadOptions(block_size=max(block_size, max_record_bytes), use_threads=False)
         self._parse_options = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=self._invalid_row)
-        try:
-            schema = self._infer_schema(block_size)
-        except (pa.ArrowInvalid, OSError) as exc:
-            if "straddl" not in str(exc) or block_size >= self._read_options.block_size:
-                raise self._arrow_failure(exc) from None
-            try:  # a first record longer than a block, within the record limit
-                self._bad_rows.clear()
-                schema = self._infer_schema(self._read_options.block_size)
-            except (pa.ArrowInvalid, OSError) as again:
-                raise self._arrow_failure(again) from None
+        self._terminated = False  # a file that is its header alone, without a line end, is read with one
+        schema = self._first_schema(block_size)
         self._bad_rows.clear()
         self.names = list(schema.names)
         self.check_names()
@@ -143,13 +145,49 @@ class CsvSource(Source):
                 raise self.fail(f"not UTF-8 text: the file is {name} (it starts with a {name} byte order mark); "
                                 "save it as UTF-8", "encoding")
 
+    def _first_schema(self, block_size: int) -> Any:
+        """The columns and their types from the first ``block_size`` bytes (:meth:`_infer_schema`),
+        read again when pyarrow finds no whole first record there: with blocks of the record
+        limit when the header is longer than a block, and with a line end after the last byte
+        when the file is a header alone without one (pandas and DuckDB read its columns; pyarrow
+        finds no record and says the file is empty)."""
+        import pyarrow as pa
+
+        size = block_size
+        while True:
+            self._bad_rows.clear()
+            try:
+                return self._infer_schema(size)
+            except (pa.ArrowInvalid, OSError) as exc:
+                text = str(exc)
+                no_record = "Empty CSV file or block" in text
+                if ("straddl" in text or no_record) and size < self._read_options.block_size:
+                    size = self._read_options.block_size  # a first record longer than a block
+                elif no_record and not self._terminated and self._ends_without_line_end():
+                    self._terminated = True
+                else:
+                    raise self._arrow_failure(exc) from None
+
+    def _ends_without_line_end(self) -> bool:
+        """Whether the file holds more than a UTF-8 byte order mark and its last byte is not a
+        line feed or carriage return."""
+        import codecs
+
+        if self.total_bytes <= len(codecs.BOM_UTF8):
+            with open(self.path, "rb") as fh:
+                if codecs.BOM_UTF8.startswith(fh.read()):
+                    return False
+        with open(self.path, "rb") as fh:
+            fh.seek(-1, 2)
+            return fh.read(1) not in (b"\n", b"\r")
+
     def _infer_schema(self, block_size: int) -> Any:
         """The columns and their types, as pyarrow infers them from the first ``block_size``
         bytes (a probe reader, closed before returning)."""
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        probe_file = PacedFile(self.path, window=2)
+        probe_file = PacedFile(self.path, window=2, terminate=self._terminated)
         try:
             probe = pacsv.open_csv(
                 pa.PythonFile(probe_file, mode="r"),
@@ -199,7 +237,7 @@ class CsvSource(Source):
         convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in self.names}, null_values=[""],
                                        strings_can_be_null=True, quoted_strings_can_be_null=True)
         try:
-            self._file = PacedFile(self.path, window=2)
+            self._file = PacedFile(self.path, window=2, terminate=self._terminated)
             self._reader = pacsv.open_csv(pa.PythonFile(self._file, mode="r"), read_options=self._read_options,
                                           parse_options=self._parse_options, convert_options=convert)
             converters = [self._converter(n) for n in self.names]

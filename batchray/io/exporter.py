@@ -65,13 +65,15 @@ def export_file(
     data context. The file appears complete or not at all (written aside, then moved into
     place). ``allowed_root``: the path must stay inside it (see :mod:`batchray.io.paths`).
     ``overwrite``: replace an existing file; without it (the default) an existing file is a
-    :class:`~batchray.errors.ConflictError` and stays as it was. ``progress``: a callable given
+    :class:`~batchray.errors.ConflictError` and stays as it was (a bool: a text such as
+    ``"no"`` is a :class:`~batchray.errors.ValidationError`, not a yes). ``progress``: a callable given
     ``{"phase": "exporting", "itemsWritten": n}`` after each page (for ``codap``, each page taken
     into the document, which is written once complete). ``page_size``: items read at a time,
     an int from 1 (else a :class:`~batchray.errors.ValidationError` before anything is written).
     """
     check_target(client_or_engine)
     page_size = arguments.integer(page_size, "pageSize", minimum=1)
+    overwrite = arguments.flag(overwrite, "overwrite")
     out = destination_path(path, allowed_root, overwrite=overwrite)
     fmt = detect_format(out, format)
     started = time.perf_counter()

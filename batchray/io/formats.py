@@ -27,8 +27,12 @@ PARQUET_ENCODING_KEY = b"batchray.encoding"
 
 
 def detect_format(path: Union[str, os.PathLike], format: Optional[str] = None) -> str:
-    """``format`` checked, or the one the file's suffix names."""
+    """``format`` checked, or the one the file's suffix names (a :class:`ValidationError` for
+    anything but one of :data:`FORMATS`, its aliases or None)."""
     if format is not None:
+        if not isinstance(format, str):
+            raise ValidationError(f"format must be one of {', '.join(FORMATS)}, not {type(format).__name__}",
+                                  field="format")
         fmt = format.lower().strip(".")
         fmt = {"ndjson": "jsonl", "pq": "parquet", "feather": "arrow", "ipc": "arrow"}.get(fmt, fmt)
         if fmt not in FORMATS:

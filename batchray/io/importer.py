@@ -70,7 +70,7 @@ from batchray.io.import_transaction import (
     run_import,
 )
 from batchray.io.jsonl_source import JsonLinesSource
-from batchray.io.limits import ReadLimits, read_limits
+from batchray.io.limits import MAX_BLOCK_SIZE, ReadLimits, read_limits
 from batchray.io.parquet_source import ParquetSource
 from batchray.io.paths import resolve_path
 from batchray.io.results import ImportResult
@@ -126,7 +126,11 @@ def import_file(
     chunk. ``progress``: ``True`` for a progress bar, or a callable given dicts
     (``phase`` ``"reading"``: ``rowsRead``, ``bytesRead``, ``totalBytes``, ``totalRows`` when
     known; ``"writing"``: the batch's progress, with a Client). ``timeout``: milliseconds (an
-    int from 1 to 24 h; default the 24 h cap).
+    int from 1 to 24 h; default the 24 h cap). ``block_size``: bytes per CSV or JSON Lines
+    batch, an int from 1 to :data:`~batchray.io.limits.MAX_BLOCK_SIZE` (default
+    :data:`~batchray.io.sources.DEFAULT_BLOCK_SIZE`). ``atomic``, ``create``, ``quote_content``
+    and ``columnar`` are bools (a text such as ``"false"`` is not read as one). An argument
+    outside these is a :class:`ValidationError` before the file is opened.
     ``reject_limit`` / ``reject_ratio``: a non-atomic import whose batch rejects more rows than
     that (or a larger fraction) fails whole, decided before anything commits, as ``create_items``
     (rows a reader skips as malformed are not the batch's: they are not counted there).
@@ -150,6 +154,10 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
     check_target(client_or_engine)
     arguments.batch_size(batch_size)
     arguments.optional_integer(timeout, "timeout", minimum=1, maximum=DEFAULT_TIMEOUT_MS)
+    arguments.optional_integer(block_size, "blockSize", minimum=1, maximum=MAX_BLOCK_SIZE)
+    for flag, field in ((atomic, "atomic"), (create, "create"), (quote_content, "quoteContent"),
+                        (columnar, "columnar")):
+        arguments.flag(flag, field)
     resolved = resolve_path(path, allowed_root, must_exist=True)
     fmt = detect_format(resolved, format)
     types = _check_types(types)

@@ -15,13 +15,16 @@ reported for its row. Column types come from the first batch's values
 missing value, blank lines are skipped. The constants ``NaN``, ``Infinity`` and ``-Infinity``
 (not JSON, but what DuckDB writes for such doubles and what pandas and DuckDB read) are read as
 they read them: ``NaN`` is a missing value, as in Parquet, and an infinity a value that
-validation refuses with its row. A line that is not a JSON object stops an atomic
+validation refuses with its row. An integer is read exact, so one past 64 bits is refused with
+its row, as in CSV and Parquet (``orjson`` reads it as a rounded double: a line with a run of 19
+digits or more is read by Python's ``json``). A line that is not a JSON object stops an atomic
 import (:class:`~batchray.errors.DocumentError`, ``invalid_json`` or ``not_an_object``) and is
 skipped and reported (``skipped``) otherwise.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -33,6 +36,8 @@ from batchray.io.sources import Source
 
 
 _NOT_JSON = object()
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+"""A run of digits that may be an integer past 64 bits, which ``orjson`` reads as a double."""
 
 
 def _with_constants(raw: bytes) -> Any:
@@ -115,6 +120,9 @@ class JsonLinesSource(Source):
                 continue
             try:
                 row = loads(raw)
+                if _LONG_DIGITS.search(raw):  # exact integers, as Python's json reads them
+                    exact = _with_constants(raw)
+                    row = row if exact is _NOT_JSON else exact
             except orjson.JSONDecodeError as exc:
                 row = _with_constants(raw)
                 if row is _NOT_JSON:

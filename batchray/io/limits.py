@@ -36,6 +36,9 @@ from batchray.errors import ValidationError
 
 MIN_RECORD_BYTES = 1 << 20
 """The floor of the default record limit: a line or record of 1 MiB is always allowed."""
+MAX_BLOCK_SIZE = 1 << 30
+"""The largest ``block_size`` and ``max_record_bytes``: a CSV is read in blocks of the larger
+of the two, and pyarrow's block size is a 32-bit int."""
 MIN_DECODED_BYTES = 64 << 20
 """The floor of the default decoded-size limit of a Parquet column chunk."""
 DEFAULT_DECODED_BYTES = 256 << 20
@@ -59,21 +62,24 @@ class ReadLimits:
 def read_limits(allowance: Optional[int], max_record_bytes: Optional[int] = None,
                 max_decoded_bytes: Optional[int] = None, max_document_memory: Optional[int] = None) -> ReadLimits:
     """The limits under a memory ``allowance`` (bytes, None: no budget), each overridden by an
-    explicit ``max_*`` (a positive int; :class:`ValidationError` otherwise)."""
+    explicit ``max_*`` (a positive int, ``max_record_bytes`` at most :data:`MAX_BLOCK_SIZE`;
+    :class:`ValidationError` otherwise)."""
     record = chunk_bytes_for(allowance, floor=MIN_RECORD_BYTES)
     decoded = max(MIN_DECODED_BYTES, allowance // 4) if allowance else DEFAULT_DECODED_BYTES
     document = max(MIN_DOCUMENT_BYTES, allowance) if allowance else DEFAULT_DOCUMENT_BYTES
-    return ReadLimits(record_bytes=_explicit(max_record_bytes, "max_record_bytes", record),
+    return ReadLimits(record_bytes=_explicit(max_record_bytes, "max_record_bytes", record, MAX_BLOCK_SIZE),
                       decoded_bytes=_explicit(max_decoded_bytes, "max_decoded_bytes", decoded),
                       document_bytes=_explicit(max_document_memory, "max_document_memory", document))
 
 
-def _explicit(value: Any, field: str, default: int) -> int:
+def _explicit(value: Any, field: str, default: int, maximum: Optional[int] = None) -> int:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValidationError(f"{field} must be a positive number of bytes, got {value!r}", field=field)
+    if maximum is not None and value > maximum:
+        raise ValidationError(f"{field} must be at most {maximum:,} bytes, got {value!r}", field=field)
     return value
 
 
-__all__ = ["DEFAULT_DECODED_BYTES", "DEFAULT_DOCUMENT_BYTES", "MIN_DECODED_BYTES", "MIN_DOCUMENT_BYTES", "MIN_RECORD_BYTES", "ReadLimits", "read_limits"]
+__all__ = ["DEFAULT_DECODED_BYTES", "DEFAULT_DOCUMENT_BYTES", "MAX_BLOCK_SIZE", "MIN_DECODED_BYTES", "MIN_DOCUMENT_BYTES", "MIN_RECORD_BYTES", "ReadLimits", "read_limits"]
