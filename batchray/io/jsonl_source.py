@@ -114,13 +114,14 @@ class JsonLinesSource(Source):
         lines = self._read_lines()
         if not lines:
             return None
+        long_digits = _LONG_DIGITS.search(b"\n".join(lines)) is not None  # one pass: lines are searched only then
         for raw in lines:
             self._line += 1
             if not raw.strip():
                 continue
             try:
                 row = loads(raw)
-                if _LONG_DIGITS.search(raw):  # exact integers, as Python's json reads them
+                if long_digits and _LONG_DIGITS.search(raw):  # exact integers, as Python's json reads them
                     exact = _with_constants(raw)
                     row = row if exact is _NOT_JSON else exact
             except orjson.JSONDecodeError as exc:
