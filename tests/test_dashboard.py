@@ -110,6 +110,16 @@ def test_batchray_dashboard_prints_or_writes_the_json(tmp_path, capsys):
     assert json.loads(target.read_text()) == dashboard()
 
 
+def test_a_dashboard_path_that_cannot_be_written_is_a_structured_error(tmp_path, capsys):
+    from batchray.api.cli import main
+
+    target = tmp_path / "no-such-folder" / "board.json"
+    assert main(["dashboard", "--output", str(target)]) == 1
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["code"] == "DOCUMENT" and error["details"]["reason"] == "unwritable", error
+    assert str(target) in error["message"] and not (tmp_path / "no-such-folder").exists()
+
+
 @pytest.mark.ray
 def test_every_series_the_dashboard_queries_is_on_rays_metrics_endpoint(tmp_path):
     pytest.importorskip("ray")

@@ -54,12 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def write(output: Optional[str]) -> int:
-    """Print the dashboard, or write it to ``output``; the exit status."""
+    """Print the dashboard, or write it to ``output`` (replacing a file there, whole or not at
+    all); the exit status. A path that cannot be written (its folder missing or not writable)
+    is a :class:`~batchray.errors.DocumentError` (``unwritable``) naming it."""
     text = dashboard_text()
     if output is None:
         sys.stdout.write(text)
     else:
-        Path(output).write_text(text, encoding="utf-8")
+        from batchray.io.paths import write_aside
+
+        write_aside(Path(output), lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)
         print(f"wrote the batchray Grafana dashboard to {output}", file=sys.stderr)
     return 0
 
