@@ -454,8 +454,8 @@ def test_strings_without_nulls_are_written_as_orjson_writes_them_at_any_offset(s
 
 def test_a_profiled_table_is_checked_without_rows_and_stored_as_its_dicts_are(tmp_path):
     """Arrow columns the validator accepts from their profiles are stored from the JSON Arrow
-    writes: the same text as the dict path; a column it cannot accept so (an int64 bound, a
-    non-finite float) takes the row path and fails alike."""
+    writes: the same text as the dict path; a column it cannot accept so (a uint64 past int64's
+    range, a non-finite float) takes the row path and fails alike."""
     from batchray.core.model.schema import STORED, DataContext, RowValidator
 
     schema = [{"name": "People", "attrs": [{"name": n} for n in ("f", "f32", "s", "i", "b", "d", "day", "nothing")]}]
@@ -468,7 +468,7 @@ def test_a_profiled_table_is_checked_without_rows_and_stored_as_its_dicts_are(tm
             assert client.create_data_context("Ctx", schema).success
             items = table if kind == "columns" else rows_of_batches(arrow_batches(table))
             assert client.create_items("Ctx", "People", items, batch_size=128).success
-            bad = pa.table({"i": pa.array([1, -(2**63)], pa.int64()), "f": [1.0, float("nan")]})
+            bad = pa.table({"i": pa.array([1, 2**64 - 1], pa.uint64()), "f": [1.0, float("nan")]})
             result = client.create_items("Ctx", "People", bad if kind == "columns" else rows_of_batches(arrow_batches(bad)))
             outcomes[kind] = (_stored_texts(client), [(e.index, e.field, e.code, e.message) for e in result.errors])
     assert outcomes["columns"] == outcomes["dicts"]

@@ -328,3 +328,30 @@ def test_a_whole_number_decimal_column_duckdb_writes_imports_as_exact_ints(engin
     result = import_file(engine, "E", None, path, columnar=columnar)
     assert not result.success and "E" not in engine.data_contexts()
     assert [(e["index"], e["field"], e["message"]) for e in result.errors] == [(1, "d", "number out of range")]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+@pytest.mark.parametrize("columnar", [True, False])
+def test_the_smallest_64_bit_integer_is_stored_exact_in_every_format(engine, tmp_path, suffix, columnar):
+    """-2**63 is an int64 as pandas, pyarrow and DuckDB hold it (``numpy.iinfo("int64").min``);
+    every format refused it as "number out of range" (the check was ``abs(value) <= 2**63 - 1``).
+    It is stored exact and exported as pandas reads it back; one below it is still refused."""
+    import numpy as np
+
+    low = int(np.iinfo("int64").min)
+    frame = pd.DataFrame({"n": np.array([low, -1, 2**63 - 1], dtype="int64"), "k": ["a", "b", "c"]})
+    path = tmp_path / f"low{suffix}"
+    {".parquet": lambda: frame.to_parquet(path), ".csv": lambda: frame.to_csv(path, index=False),
+     ".jsonl": lambda: frame.to_json(path, orient="records", lines=True)}[suffix]()
+    assert {".parquet": pd.read_parquet, ".csv": pd.read_csv,
+            ".jsonl": lambda p: pd.read_json(p, lines=True)}[suffix](path)["n"].tolist() == [low, -1, 2**63 - 1]
+    result = import_file(engine, "L", None, path, columnar=columnar)
+    assert result.success, result.errors
+    assert values_of(engine, "L") == [{"n": low, "k": "a"}, {"n": -1, "k": "b"}, {"n": 2**63 - 1, "k": "c"}]
+    out = tmp_path / "out.parquet"
+    assert export_file(engine, "L", out).success
+    assert pd.read_parquet(out)["n"].tolist() == [low, -1, 2**63 - 1]
+    if suffix == ".csv":
+        path.write_text("n\n-9223372036854775809\n")
+        refused = import_file(engine, "M", None, path, columnar=columnar)
+        assert not refused.success and [e["message"] for e in refused.errors] == ["number out of range"]

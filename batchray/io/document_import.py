@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from batchray.core.model import arguments
-from batchray.core.model.schema import Attribute, DataContext, ValueProblem, coerce_value
+from batchray.core.model.schema import Attribute, DataContext, ValueProblem, coerce_value, fits_int64
 from batchray.core.plan.chunking import CreateChunker
 from batchray.core.storage.store import context_doc, context_key
 from batchray.core.txn.chunks import PlannedChunk
@@ -102,9 +102,6 @@ def _type_fits(attr_type: Optional[str], name: str, items: Iterable[dict[str, An
     return attr_type
 
 
-_MAX_INT = 2**63 - 1
-
-
 def _as_storable(value: Any) -> Any:
     """``value`` (an object, an array or an integer beyond 64 bits) as batchray stores it: an
     integer as the double JavaScript reads it (CODAP's own value), or its JSON text when it has
@@ -126,7 +123,7 @@ def _objects_as_text(name: str, items: Iterable[dict[str, Any]], notes: list[str
         value = item.get(name)
         if isinstance(value, (dict, list)):
             kind = "object or array"
-        elif type(value) is int and abs(value) > _MAX_INT:
+        elif type(value) is int and not fits_int64(value):
             kind = "integer beyond 64 bits"
         else:
             continue

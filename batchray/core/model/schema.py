@@ -206,7 +206,13 @@ _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 MAX_STRING = 1_000_000
 """Longest string value accepted (characters)."""
-_INT_LIMIT = 2**63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""The integers a value may be: 64-bit signed, as SQLite's INTEGER, Parquet's and Arrow's int64,
+pandas and DuckDB hold them (a value outside is refused, never rounded)."""
+
+
+def fits_int64(value: int) -> bool:
+    return INT64_MIN <= value <= INT64_MAX
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -236,7 +242,7 @@ def _as_number(value: Any) -> float | int:
     if isinstance(value, bool):
         raise ValueProblem(f"expected a number, got a boolean {value!r}")
     if isinstance(value, int):
-        if abs(value) > 2**63 - 1:
+        if not fits_int64(value):
             raise ValueProblem("number out of range")
         return value
     if isinstance(value, float):
@@ -249,7 +255,7 @@ def _as_number(value: Any) -> float | int:
             raise ValueProblem(f"number out of range: {value[:40]!r}")
         if number.is_integer() and "." not in value and "e" not in value.lower():
             whole = int(value)  # exact: the double rounds integers past 2**53
-            if abs(whole) > _INT_LIMIT:
+            if not fits_int64(whole):
                 raise ValueProblem(f"number out of range: {value[:40]!r}")
             return whole
         return number
@@ -268,7 +274,7 @@ def _decimal_number(value: Decimal) -> float | int:
     if not math.isfinite(number):
         raise ValueProblem(f"number out of range: {_short(value)}")
     exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent >= 0 and abs(value) <= 2**63 - 1:
+    if isinstance(exponent, int) and exponent >= 0 and fits_int64(int(value)):
         return int(value)
     return number
 
@@ -306,7 +312,7 @@ def _as_scalar(value: Any) -> Any:
         return value
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueProblem(f"expected a finite number, got {value!r}")
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63 - 1:
+    if isinstance(value, int) and not isinstance(value, bool) and not fits_int64(value):
         raise ValueProblem("number out of range")
     if isinstance(value, (bool, int, float)):
         return value
@@ -648,7 +654,7 @@ class RowValidator:
                 if float in kinds and not profile.finite:
                     return False
                 low, high = profile.int_range
-                if int in kinds and (high > _INT_LIMIT or low < -_INT_LIMIT):
+                if int in kinds and (high > INT64_MAX or low < INT64_MIN):
                     return False
             elif kinds != {bool}:
                 return False
@@ -744,7 +750,7 @@ class RowValidator:
             elif kinds <= {int, float}:
                 if float in kinds and not _all_finite(column):
                     return False
-                if int in kinds and (max(column) > _INT_LIMIT or min(column) < -_INT_LIMIT):
+                if int in kinds and (max(column) > INT64_MAX or min(column) < INT64_MIN):
                     return False
                 if name in self._bounds and not _within(column, *self._bounds[name]):
                     return False  # the row path names the values out of bounds

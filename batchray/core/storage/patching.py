@@ -22,7 +22,8 @@ import orjson
 from batchray.core.model.columnar import is_columnar, row_at
 from batchray.core.txn.chunks import BeforeImages, CreateItems, EncodedRows, UndoBatch, UpdateItems
 from batchray.errors import ConflictError, ExpressionError, ValidationError, json_safe
-from batchray.core.model.schema import STORED, Attribute, AttributeType, DataContext, RowValidator, ValueProblem, coerce_value
+from batchray.core.model.schema import (INT64_MAX, INT64_MIN, STORED, Attribute, AttributeType, DataContext, RowValidator,
+                                        ValueProblem, coerce_value)
 
 
 @lru_cache(maxsize=256)
@@ -128,14 +129,12 @@ class ItemPatcher:
             if kind is float:
                 if value - value == 0.0:  # finite (inf - inf and nan - nan are nan)
                     return value
-            elif kind is int and -_INT_MAX <= value <= _INT_MAX:
+            elif kind is int and INT64_MIN <= value <= INT64_MAX:
                 return value
             return slow(value)
 
         return numeric
 
-
-_INT_MAX = 2**63 - 1
 
 
 def _unchanged(value: Any) -> Any:
