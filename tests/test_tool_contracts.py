@@ -438,3 +438,37 @@ def test_drop_batch_backups_publishes_that_a_batch_id_is_not_empty(client):
     _refused(call_tool(client, "drop_batch_backups", args), "batchIds.0")
     schema = next(t for t in tool_schemas() if t["name"] == "drop_batch_backups")["inputSchema"]
     assert not jsonschema.Draft202012Validator(schema).is_valid(args)
+
+
+def test_every_tool_publishes_the_attribute_types_the_model_takes():
+    """An agent learns an attribute's types from the tools' schemas: each tool that takes one
+    (create_data_context's attributes, batch_import's types, batch_validate's rules) publishes
+    the model's own list as an enum (create_data_context's was a free string), and a type
+    outside it is refused by the arguments' check, naming where it is, before anything runs."""
+    import json
+
+    from batchray.api.tools import tool_schemas, validate_args
+    from batchray.core.model.schema import AttributeType
+    from batchray.errors import ValidationError
+
+    model = sorted(t.value for t in AttributeType)
+    published = {}
+
+    def enums(node, tool):
+        if isinstance(node, dict):
+            if "qualitative" in node.get("enum", ()):
+                published.setdefault(tool, []).append(sorted(node["enum"]))
+            for value in node.values():
+                enums(value, tool)
+        elif isinstance(node, list):
+            for value in node:
+                enums(value, tool)
+
+    for schema in tool_schemas():
+        enums(schema, schema["name"])
+    assert set(published) == {"create_data_context", "batch_import", "batch_validate"}, json.dumps(published)
+    assert all(found == model for lists in published.values() for found in lists)
+    args = {"name": "C", "collections": [{"name": "People", "attrs": [{"name": "age", "type": "number"}]}]}
+    with pytest.raises(ValidationError) as refused:
+        validate_args("create_data_context", args)
+    assert refused.value.details["field"] == "collections.0.attrs.0.type"

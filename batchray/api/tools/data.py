@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, model_validator
 
 from batchray.core.model.arguments import MAX_COUNT
-from batchray.api.tools.registry import _NAME, CreateOptions, _Args, register, run_create
+from batchray.api.tools.registry import _NAME, ATTRIBUTE_TYPE, CreateOptions, _Args, register, run_create
 
 
 # -- get_cases --------------------------------------------------------------------------------
@@ -58,13 +58,10 @@ def _batch_create_cases(client, a: BatchCreateCasesArgs) -> dict[str, Any]:
 
 
 # -- batch_validate ---------------------------------------------------------------------------
-_ATTR_TYPE = Literal["categorical", "numeric", "date", "qualitative", "boundary", "checkbox", "color"]
-
-
 class RuleSpec(_Args):
     """Constraints laid over an attribute's own, for this check."""
 
-    type: Optional[_ATTR_TYPE] = None
+    type: Optional[ATTRIBUTE_TYPE] = None
     required: Optional[bool] = None
     unique: Optional[bool] = None
     min: Optional[float] = None

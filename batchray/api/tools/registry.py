@@ -24,6 +24,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from batchray.core.model.arguments import MAX_COUNT
 from batchray.core.model.batch import DEFAULT_TIMEOUT_MS
+from batchray.core.model.schema import AttributeType
 from batchray.errors import (MAX_NESTING, BatchrayError, ConflictError, DocumentError, InternalError, NotFoundError,
                      ValidationError, error_payload, failure_error)
 
@@ -39,10 +40,14 @@ class _Args(BaseModel):
 
 
 # -- create_data_context ---------------------------------------------------------------------
+ATTRIBUTE_TYPE = Literal[tuple(t.value for t in AttributeType)]
+"""An attribute's type as the tools' schemas publish it: the model's own list (an enum in JSON Schema)."""
+
+
 class AttrSpec(_Args):
     model_config = ConfigDict(extra="allow")
     name: str = _NAME
-    type: Optional[str] = None
+    type: Optional[ATTRIBUTE_TYPE] = None
 
 
 class CollectionSpec(_Args):
@@ -387,14 +392,13 @@ register("cancel_batch_operation", CancelBatchArgs, _cancel_batch_operation)
 # -- batch_import / batch_export -------------------------------------------------------------
 _FILE_FORMAT = Literal["csv", "jsonl", "parquet", "codap"]
 _IMPORT_FORMAT = Literal["csv", "jsonl", "parquet", "arrow", "codap"]  # arrow: Arrow IPC files (.arrow, .feather, .ipc)
-_ATTR_TYPE = Literal["categorical", "numeric", "date", "qualitative", "boundary", "checkbox", "color"]
 
 
 class ImportOptions(AdmissionOptions):
     atomic: bool = True
     batchSize: Optional[int] = Field(default=None, ge=1, le=100_000, description="rows per chunk")
     create: bool = Field(default=True, description="create the data context, collection and attributes when missing")
-    types: Optional[dict[str, _ATTR_TYPE]] = Field(default=None, description="attribute type per column, over inference")
+    types: Optional[dict[str, ATTRIBUTE_TYPE]] = Field(default=None, description="attribute type per column, over inference")
     timeout: Optional[int] = Field(default=None, ge=1, le=86_400_000, description="milliseconds")
     maxRecordBytes: Optional[int] = Field(default=None, ge=1024, le=1 << 30,
                                           description="longest line, record or value read (default: from the memory budget)")
