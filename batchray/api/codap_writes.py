@@ -22,6 +22,7 @@ from pydantic import ValidationError as PydanticError
 from batchray.core.model.cases import build_cases, codap_text, parse_case_id
 from batchray.core.model.schema import DataContext
 from batchray.errors import BatchrayError
+from batchray.io.codap.model import collection_labels
 
 _ATTRIBUTE_FIELDS = ("name", "title", "type", "precision", "unit", "formula", "description", "hidden", "editable")
 
@@ -346,18 +347,11 @@ def delete_data_context(scope: Scope) -> Mutation:
     return Mutation([], lambda created: success(), run, extra={"not_atomic": "delete dataContext"})
 
 
-_LABELS = ("singleCase", "pluralCase", "singleCaseWithArticle", "setOfCases", "setOfCasesWithArticle")
-
-
 def _labels(values: dict[str, Any]) -> dict[str, str]:
     """A collection's ``labels`` as CODAP sets them: only when one of its labels is not empty
     (``isNonEmptyCollectionLabels``, ``v3/src/models/shared/data-set-metadata.ts``); the text
-    labels given, ``{}`` for none."""
-    labels = values.get("labels")
-    if not isinstance(labels, dict):
-        return {}
-    kept = {k: labels[k] for k in _LABELS if isinstance(labels.get(k), str)}
-    return kept if any(kept.values()) else {}
+    labels given, ``{}`` for none (:func:`~batchray.io.codap.model.collection_labels`)."""
+    return collection_labels(values.get("labels"))
 
 
 def create_collection(scope: Scope) -> Mutation:

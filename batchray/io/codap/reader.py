@@ -65,6 +65,7 @@ from batchray.io.codap.model import (
     ComponentSpec,
     ContextSpec,
     Document,
+    collection_labels,
 )
 from batchray.io.codap.values import is_id, js_truthy, opt_str, type_name
 
@@ -85,7 +86,7 @@ _V2_ATTR_TYPE_INDEX = {0: None, 1: "numeric", 2: "categorical", 3: "date", 4: "b
 
 _ATTR_KEYS = {"guid", "id", "name", "title", "type", "description", "unit", "precision", "formula",
               "hidden", "editable"}
-_COLLECTION_KEYS = {"guid", "id", "name", "title", "parent", "attrs", "cases", "type"}
+_COLLECTION_KEYS = {"guid", "id", "name", "title", "parent", "attrs", "cases", "type", "labels"}
 _CONTEXT_KEYS = {"guid", "id", "name", "title", "description", "collections", "document"}
 _DOCUMENT_KEYS = {"guid", "id", "type", "name", "components", "contexts", "globalValues", "appName",
                   "idCount"}
@@ -411,6 +412,7 @@ class _Reader:
             cases = self.want(rc, "cases", list, cwhere, required=False, default=[])
             colls.append(CollectionSpec(
                 name=cname, title=ctitle or cname, parent=None, attrs=attrs,
+                labels=collection_labels(rc.get("labels"), rc.get("caseName")),
                 extra={k: v for k, v in rc.items() if k not in _COLLECTION_KEYS}, source_id=cid))
             renames.append(value_names)
             coll_ids.append(cid)
