@@ -85,6 +85,9 @@ def collection_labels(labels: Any, case_name: Any = None) -> dict[str, str]:
 
 ATTRIBUTE_TYPES = ("categorical", "numeric", "date", "qualitative", "boundary", "checkbox", "color")
 """The attribute types of the model; ``None`` means "not set" (CODAP infers one)."""
+V2_TYPE_ALIASES = {"nominal": "categorical", "number": "numeric"}
+"""v2's names of attribute types that CODAP v3 names otherwise (``v3TypeFromV2TypeString`` in
+``v3/src/v2/codap-v2-data-context-types.ts``)."""
 
 
 @dataclass
@@ -206,5 +209,5 @@ class GroupedCase:
     children: list[int] = field(default_factory=list)
 
 
-__all__ = ["ATTRIBUTE_TYPES", "DEFAULT_MAX_BYTES", "LABEL_KEYS", "V2_APP_BUILD_NUM", "V2_APP_NAME", "V2_APP_VERSION", "AttrSpec", "CollectionSpec", "ComponentSpec",
+__all__ = ["ATTRIBUTE_TYPES", "DEFAULT_MAX_BYTES", "LABEL_KEYS", "V2_APP_BUILD_NUM", "V2_APP_NAME", "V2_APP_VERSION", "V2_TYPE_ALIASES", "AttrSpec", "CollectionSpec", "ComponentSpec",
            "ContextSpec", "Document", "GroupedCase", "collection_labels"]

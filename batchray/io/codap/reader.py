@@ -58,8 +58,10 @@ from batchray.io.codap.hierarchy import chain_order
 from batchray.io.codap.names import MAX_NAME, clean_name, unique_name
 from batchray.io.codap.structure import scan_structure
 from batchray.io.codap.model import (
+    ATTRIBUTE_TYPES,
     DEFAULT_MAX_BYTES,
     V2_APP_NAME,
+    V2_TYPE_ALIASES,
     AttrSpec,
     CollectionSpec,
     ComponentSpec,
@@ -69,17 +71,7 @@ from batchray.io.codap.model import (
 )
 from batchray.io.codap.values import is_id, js_truthy, opt_str, type_name
 
-_V2_ATTR_TYPES = {
-    "nominal": "categorical",
-    "categorical": "categorical",
-    "numeric": "numeric",
-    "number": "numeric",
-    "date": "date",
-    "qualitative": "qualitative",
-    "boundary": "boundary",
-    "checkbox": "checkbox",
-    "color": "color",
-}
+_V2_ATTR_TYPES = {**{t: t for t in ATTRIBUTE_TYPES}, **V2_TYPE_ALIASES}
 # very old documents store the type as the index of a v2 enumeration
 _V2_ATTR_TYPE_INDEX = {0: None, 1: "numeric", 2: "categorical", 3: "date", 4: "boundary",
                        5: "color"}
