@@ -189,3 +189,22 @@ def test_attribute_values_are_read_as_codaps_handlers_read_them(client):
         assert _attribute(client, "D", "x")["precision"] is None
     assert _request(client, "update", resource, {"type": "categorical", "precision": "4"})["success"]
     assert _attribute(client, "D", "x") == {"type": "categorical", "precision": 4, "unit": "m", "title": "X"}
+
+
+def test_data_context_metadata_description_and_collection_labels_as_codap_takes_them(client):
+    """v3/src/data-interactive/handlers/data-context-handler.ts: ``create`` sets the description
+    from ``metadata?.description ?? description`` and makes each collection with
+    ``createCollection`` (v3/src/data-interactive/handlers/di-handler-utils.ts), which sets its
+    non-empty ``labels``; ``update`` sets ``metadata.description``; ``get`` answers
+    ``convertDataSetToV2`` (data-interactive-type-utils.ts), the description under
+    ``metadata``."""
+    labels = {"singleCase": "person", "pluralCase": "people"}
+    assert _request(client, "create", "dataContext", {
+        "name": "D", "description": "top", "metadata": {"description": "from metadata"},
+        "collections": [{"name": "P", "labels": labels, "attrs": [{"name": "a"}]},
+                        {"name": "C", "labels": {"singleCase": ""}, "attrs": [{"name": "b"}]}]})["success"]
+    got = _request(client, "get", "dataContext[D]")["values"]
+    assert got["metadata"] == {"description": "from metadata"}
+    assert [c["labels"] for c in got["collections"]] == [labels, {}]
+    assert _request(client, "update", "dataContext[D]", {"metadata": {"description": "changed"}}) == {"success": True}
+    assert _request(client, "get", "dataContext[D]")["values"]["metadata"] == {"description": "changed"}

@@ -285,10 +285,12 @@ def get_data_context_list(scope: Scope) -> dict[str, Any]:
 
 
 def get_data_context(scope: Scope) -> dict[str, Any]:
-    """data-context-handler.ts (``convertDataSetToV2`` without cases)."""
+    """data-context-handler.ts (``convertDataSetToV2`` without cases): the description as
+    ``metadata.description`` when there is one (and, as batchray also gives it, ``description``)."""
     ctx = scope.context
+    metadata = {"metadata": {"description": ctx.description}} if ctx.description else {}
     return success({"id": scope.context_id, "guid": scope.context_id, "name": ctx.name, "title": ctx.title or ctx.name,
-                    "description": ctx.description or "", "type": "DG.DataContext",
+                    "description": ctx.description or "", **metadata, "type": "DG.DataContext",
                     "collections": [collection_shape(ctx, c) for c in ctx.collections]})
 
 

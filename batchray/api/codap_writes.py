@@ -337,8 +337,20 @@ def delete_case_by_index(scope: Scope) -> Mutation:
 
 
 # -- data contexts, collections, attributes ---------------------------------------------------------
+def _description(values: dict[str, Any]) -> Any:
+    """The description a data context's values give: ``metadata.description`` when the metadata
+    has one (what CODAP's data-context-handler.ts reads: ``metadata?.description ?? description``
+    on create, ``metadata.description`` on update), else the top-level ``description``."""
+    metadata = values.get("metadata")
+    if isinstance(metadata, dict) and metadata.get("description") is not None:
+        return metadata["description"]
+    return values.get("description")
+
+
 def create_data_context(scope: Scope) -> Mutation:
-    """data-context-handler.ts ``create``: ``{id, name, title}``."""
+    """data-context-handler.ts ``create``: ``{id, name, title}``; the description per
+    :func:`_description`; each collection with its attributes and labels (``createCollection``
+    in di-handler-utils.ts)."""
     values = check_values(scope.request.values)
     if not isinstance(values, dict) or not isinstance(values.get("name"), str):
         raise Refused("a data context needs a name")
@@ -346,10 +358,13 @@ def create_data_context(scope: Scope) -> Mutation:
     for coll in values.get("collections") or [{"name": "Cases", "attrs": []}]:
         if not isinstance(coll, dict) or not isinstance(coll.get("name"), str):
             raise Refused("a collection needs a name")
+        labels = _labels(coll)
         collections.append({"name": coll["name"], **({"title": coll["title"]} if coll.get("title") else {}),
+                            **({"labels": labels} if labels else {}),
                             "attrs": [_attribute_spec(a) for a in coll.get("attrs") or []]})
+    fields = {"title": values.get("title"), "description": _description(values)}
     spec = {"name": values["name"], "collections": collections,
-            **{k: values[k] for k in ("title", "description") if isinstance(values.get(k), str)}}
+            **{k: v for k, v in fields.items() if isinstance(v, str)}}
     catalog = scope.client.catalog
 
     def answer(created: list[int]) -> dict[str, Any]:
@@ -365,9 +380,11 @@ def create_data_context(scope: Scope) -> Mutation:
 
 
 def update_data_context(scope: Scope) -> Mutation:
-    """data-context-handler.ts ``update``: title and description; ``{success: true}``."""
+    """data-context-handler.ts ``update``: title and description (:func:`_description`);
+    ``{success: true}``."""
     values = check_values(scope.request.values)
-    spec = {k: values[k] for k in ("title", "description") if isinstance(values, dict) and isinstance(values.get(k), str)}
+    fields = {"title": values.get("title"), "description": _description(values)} if isinstance(values, dict) else {}
+    spec = {k: v for k, v in fields.items() if isinstance(v, str)}
     if not spec:
         raise Refused("Invalid values provided for update.")
     op = {"action": "update", "target": "context", "spec": spec}
