@@ -208,3 +208,22 @@ def test_data_context_metadata_description_and_collection_labels_as_codap_takes_
     assert [c["labels"] for c in got["collections"]] == [labels, {}]
     assert _request(client, "update", "dataContext[D]", {"metadata": {"description": "changed"}}) == {"success": True}
     assert _request(client, "get", "dataContext[D]")["values"]["metadata"] == {"description": "changed"}
+
+
+def test_an_attribute_is_found_as_codaps_get_attribute_finds_it(client):
+    """v3/src/data-interactive/resource-parser.ts resolves ``attribute[...]`` with ``getAttribute``
+    (v3/src/data-interactive/data-interactive-utils.ts): by name in the collection named, then
+    by ``canonicalizeAttributeName`` (trimmed, units in parentheses at the end removed, other
+    non-word characters ``_``), then the same in the whole data context; so an attribute of
+    another collection of the context is found, and can be updated and deleted."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [
+        {"name": "P", "attrs": [{"name": "a"}]}, {"name": "C", "attrs": [{"name": "b"}, {"name": "speed_"}]}]})["success"]
+    assert _request(client, "get", "dataContext[D].collection[P].attribute[b]")["values"]["name"] == "b"
+    assert _request(client, "get", "dataContext[D].collection[C].attribute[speed (mph)]")["values"]["name"] == "speed_"
+    assert _request(client, "get", "dataContext[D].attribute[ a ]")["values"]["name"] == "a"
+    assert _request(client, "get", "dataContext[D].collection[P].attribute[c]") == \
+        {"success": False, "values": {"error": "Attribute not found"}}
+    assert _request(client, "update", "dataContext[D].collection[P].attribute[b]", {"unit": "m"})["success"]
+    assert _request(client, "delete", "dataContext[D].collection[P].attribute[speed (mph)]") == {"success": True}
+    assert _collections(client, "D") == [("P", ["a"], {}), ("C", ["b"], {})]
+    assert _request(client, "get", "dataContext[D].attribute[b]")["values"]["unit"] == "m"
