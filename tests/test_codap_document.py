@@ -507,6 +507,34 @@ def test_the_metadata_description_comes_before_the_legacy_one(tmp_path, metadata
     data["contexts"][0].update(description="legacy", metadata={"description": metadata})
     assert read_document(write_json(tmp_path, data)).contexts[0].description == shown
 
+
+def test_collection_labels_are_read_imported_and_written_as_codap_keeps_them(tmp_path):
+    """``importCollections`` (v3/src/v2/codap-v2-data-set-importer.ts) keeps a collection's
+    ``labels``, with the legacy ``caseName`` as ``singleCase`` when that is empty, and only when
+    one is not empty (``isNonEmptyCollectionLabels``); ``convertCollectionToV2``
+    (v3/src/data-interactive/data-interactive-type-utils.ts) writes them back as ``labels``. So
+    they survive reading, importing into a store and exporting it."""
+    from local_runtime import local_client
+
+    data = two_levels()
+    people, members = data["contexts"][0]["collections"]
+    people.update(caseName="group", labels={"singleCase": "", "pluralCase": "groups", "setOfCases": 3})
+    members["labels"] = {"singleCase": "", "pluralCase": ""}
+    doc = read_document(write_json(tmp_path, data))
+    people_labels = {"singleCase": "group", "pluralCase": "groups"}
+    assert [c.labels for c in doc.contexts[0].collections] == [people_labels, {}]
+    written = document_to_v2(doc)["contexts"][0]["collections"]
+    assert written[0]["labels"] == people_labels and "labels" not in written[1]
+
+    with local_client(tmp_path / "store") as client:
+        result = client.import_file(None, None, write_json(tmp_path, data, "labels.codap"))
+        assert result.success, result.errors
+        stored = client.catalog.context("Data")[1].collections
+        assert [c.labels for c in stored] == [people_labels, {}]
+        client.export_file("Data", tmp_path / "out.codap")
+    exported = json.loads((tmp_path / "out.codap").read_text(encoding="utf-8"))
+    assert [c.get("labels") for c in exported["contexts"][0]["collections"]] == [people_labels, None]
+
 def test_slider_and_globals_round_trip(tmp_path):
     data = two_levels()
     data["globalValues"] = [{"name": "v1", "value": 0.5, "guid": 30}]

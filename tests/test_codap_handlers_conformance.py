@@ -151,3 +151,79 @@ def test_create_attribute_with_a_name_the_collection_has_updates_that_attribute(
     assert made["success"] and [(a["name"], a["unit"]) for a in made["values"]["attrs"]] == [("a", "m"), ("b", None)]
     assert _collections(client, "D") == [("P", ["a", "b"], {})]
     assert [item["values"] for item in client.get_items("D")] == [{"a": 1}, {"a": 2}]
+
+
+def _attribute(client, context, name):
+    got = _request(client, "get", f"dataContext[{context}].attribute[{name}]")["values"]
+    return {k: got[k] for k in ("type", "precision", "unit", "title")}
+
+
+def test_attribute_values_are_read_as_codaps_handlers_read_them(client):
+    """A new attribute's values go through ``convertValuesToAttributeSnapshot``
+    (v3/src/data-interactive/data-interactive-type-utils.ts): ``type`` through
+    ``v3TypeFromV2TypeString`` (v3/src/v2/codap-v2-data-context-types.ts: v2's ``nominal`` and
+    ``number`` are ``categorical`` and ``numeric``), ``precision`` as ``+precision`` when finite,
+    else none (``""`` included). An update goes through ``updateAttribute``
+    (v3/src/data-interactive/handlers/di-handler-utils.ts): a null field changes nothing, a
+    ``type`` that is not a v3 attribute type is ignored, a ``precision`` of null, ``""`` or no
+    number removes the precision. None of these refuses the request."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [{"name": "C", "attrs": [
+        {"name": "n", "type": "nominal"}, {"name": "x", "type": "number", "precision": "3"},
+        {"name": "blank", "precision": ""}, {"name": "odd", "type": "none", "precision": "two"}]}]})["success"]
+    assert [(a, _attribute(client, "D", a)["type"], _attribute(client, "D", a)["precision"])
+            for a in ("n", "x", "blank", "odd")] == [("n", "categorical", None), ("x", "numeric", 3),
+                                                     ("blank", "", None), ("odd", "", None)]
+    made = _request(client, "create", "dataContext[D].collection[C].attribute",
+                    [{"name": "y", "type": "number", "precision": ""}, {"name": "x", "unit": "m", "precision": ""}])
+    assert made["success"] and [(a["name"], a["type"], a["precision"], a["unit"]) for a in made["values"]["attrs"]] \
+        == [("y", "numeric", None, None), ("x", "numeric", None, "m")]
+
+    resource = "dataContext[D].collection[C].attribute[x]"
+    assert _request(client, "update", resource, {"precision": 2, "title": "X"})["success"]
+    for change in ({"type": "nominal"}, {"type": ""}, {"type": None, "unit": None, "title": None}):
+        assert _request(client, "update", resource, change)["success"]
+        assert _attribute(client, "D", "x") == {"type": "numeric", "precision": 2, "unit": "m", "title": "X"}
+    for cleared in ("", None, "many"):
+        assert _request(client, "update", resource, {"precision": 2})["success"]
+        assert _request(client, "update", resource, {"precision": cleared})["success"]
+        assert _attribute(client, "D", "x")["precision"] is None
+    assert _request(client, "update", resource, {"type": "categorical", "precision": "4"})["success"]
+    assert _attribute(client, "D", "x") == {"type": "categorical", "precision": 4, "unit": "m", "title": "X"}
+
+
+def test_data_context_metadata_description_and_collection_labels_as_codap_takes_them(client):
+    """v3/src/data-interactive/handlers/data-context-handler.ts: ``create`` sets the description
+    from ``metadata?.description ?? description`` and makes each collection with
+    ``createCollection`` (v3/src/data-interactive/handlers/di-handler-utils.ts), which sets its
+    non-empty ``labels``; ``update`` sets ``metadata.description``; ``get`` answers
+    ``convertDataSetToV2`` (data-interactive-type-utils.ts), the description under
+    ``metadata``."""
+    labels = {"singleCase": "person", "pluralCase": "people"}
+    assert _request(client, "create", "dataContext", {
+        "name": "D", "description": "top", "metadata": {"description": "from metadata"},
+        "collections": [{"name": "P", "labels": labels, "attrs": [{"name": "a"}]},
+                        {"name": "C", "labels": {"singleCase": ""}, "attrs": [{"name": "b"}]}]})["success"]
+    got = _request(client, "get", "dataContext[D]")["values"]
+    assert got["metadata"] == {"description": "from metadata"}
+    assert [c["labels"] for c in got["collections"]] == [labels, {}]
+    assert _request(client, "update", "dataContext[D]", {"metadata": {"description": "changed"}}) == {"success": True}
+    assert _request(client, "get", "dataContext[D]")["values"]["metadata"] == {"description": "changed"}
+
+
+def test_an_attribute_is_found_as_codaps_get_attribute_finds_it(client):
+    """v3/src/data-interactive/resource-parser.ts resolves ``attribute[...]`` with ``getAttribute``
+    (v3/src/data-interactive/data-interactive-utils.ts): by name in the collection named, then
+    by ``canonicalizeAttributeName`` (trimmed, units in parentheses at the end removed, other
+    non-word characters ``_``), then the same in the whole data context; so an attribute of
+    another collection of the context is found, and can be updated and deleted."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [
+        {"name": "P", "attrs": [{"name": "a"}]}, {"name": "C", "attrs": [{"name": "b"}, {"name": "speed_"}]}]})["success"]
+    assert _request(client, "get", "dataContext[D].collection[P].attribute[b]")["values"]["name"] == "b"
+    assert _request(client, "get", "dataContext[D].collection[C].attribute[speed (mph)]")["values"]["name"] == "speed_"
+    assert _request(client, "get", "dataContext[D].attribute[ a ]")["values"]["name"] == "a"
+    assert _request(client, "get", "dataContext[D].collection[P].attribute[c]") == \
+        {"success": False, "values": {"error": "Attribute not found"}}
+    assert _request(client, "update", "dataContext[D].collection[P].attribute[b]", {"unit": "m"})["success"]
+    assert _request(client, "delete", "dataContext[D].collection[P].attribute[speed (mph)]") == {"success": True}
+    assert _collections(client, "D") == [("P", ["a"], {}), ("C", ["b"], {})]
+    assert _request(client, "get", "dataContext[D].attribute[b]")["values"]["unit"] == "m"

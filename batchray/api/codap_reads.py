@@ -12,6 +12,7 @@ Case order is CODAP's (:func:`batchray.core.model.cases.build_cases`).
 """
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import Any, Optional
 
@@ -108,14 +109,21 @@ class Scope:
 
     @property
     def attribute(self) -> Attribute:
+        """``attribute[...]`` as CODAP's ``getAttribute`` (``v3/src/data-interactive/
+        data-interactive-utils.ts``) finds it: among the named collection's attributes by name,
+        then by :func:`canonical_attribute_name`, then among the whole data context's the same
+        way; then (batchray's addition) by title, the collection's first. A collection named
+        that does not exist is refused."""
         wanted = self.request.get("attribute")
-        pool = self.collection.attrs if self.request.get("collection") else [
-            a for c in self.context.collections for a in c.attrs]
-        found = next((a for a in pool if a.name == wanted), None) or next(
-            (a for a in pool if a.title == wanted), None)
-        if found is None:
-            raise Refused(ATTRIBUTE_NOT_FOUND)
-        return found
+        pools = [self.collection.attrs] if self.request.get("collection") else []
+        pools.append([a for c in self.context.collections for a in c.attrs])
+        names = (wanted, canonical_attribute_name(wanted or ""))
+        tries = [(pool, "name", name) for pool in pools for name in names] + [(pool, "title", wanted) for pool in pools]
+        for pool, field, key in tries:
+            found = next((a for a in pool if getattr(a, field) == key), None)
+            if found is not None:
+                return found
+        raise Refused(ATTRIBUTE_NOT_FOUND)
 
     # -- items and cases ------------------------------------------------------------------------
     @cached_property
@@ -215,6 +223,14 @@ def _predicate(text: Optional[str], names: list[str]):
         raise Refused(COULD_NOT_PARSE_QUERY, exc) from None
 
 
+def canonical_attribute_name(name: str) -> str:
+    """The name CODAP also looks an attribute up by (``canonicalizeAttributeName`` in
+    ``v3/src/data-interactive/data-interactive-utils.ts``): trimmed, a parenthesized end (units)
+    removed, every character but ASCII letters, digits and ``_`` made ``_``; ``attr`` if empty."""
+    text = re.sub(r"\([^)]*\)$", "", name.strip())
+    return re.sub(r"[^A-Za-z0-9_]", "_", text) or "attr"
+
+
 def find_context(catalog: Any, wanted: str) -> Optional[tuple[int, DataContext]]:
     """A data context by name, else by title, else by id (``#default``: the first one made)."""
     names = sorted(catalog.names())
@@ -285,10 +301,12 @@ def get_data_context_list(scope: Scope) -> dict[str, Any]:
 
 
 def get_data_context(scope: Scope) -> dict[str, Any]:
-    """data-context-handler.ts (``convertDataSetToV2`` without cases)."""
+    """data-context-handler.ts (``convertDataSetToV2`` without cases): the description as
+    ``metadata.description`` when there is one (and, as batchray also gives it, ``description``)."""
     ctx = scope.context
+    metadata = {"metadata": {"description": ctx.description}} if ctx.description else {}
     return success({"id": scope.context_id, "guid": scope.context_id, "name": ctx.name, "title": ctx.title or ctx.name,
-                    "description": ctx.description or "", "type": "DG.DataContext",
+                    "description": ctx.description or "", **metadata, "type": "DG.DataContext",
                     "collections": [collection_shape(ctx, c) for c in ctx.collections]})
 
 

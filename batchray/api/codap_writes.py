@@ -12,6 +12,7 @@ array, the operations of every request run together as one transaction
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Optional
 
@@ -22,6 +23,7 @@ from pydantic import ValidationError as PydanticError
 from batchray.core.model.cases import build_cases, codap_text, parse_case_id
 from batchray.core.model.schema import DataContext
 from batchray.errors import BatchrayError
+from batchray.io.codap.model import ATTRIBUTE_TYPES, V2_TYPE_ALIASES, collection_labels
 
 _ATTRIBUTE_FIELDS = ("name", "title", "type", "precision", "unit", "formula", "description", "hidden", "editable")
 
@@ -50,12 +52,51 @@ def _schema_op(scope: Scope, operations: list[dict[str, Any]]) -> dict[str, Any]
     return {"type": "schema", "operation": "update", "target": scope.context.name, "data": {"operations": operations}}
 
 
+def _precision(value: Any) -> Optional[int | float]:
+    """A precision as CODAP's handlers read it: the number JavaScript's ``+value`` gives when it is
+    finite; ``None`` (no precision) for null, ``""`` and anything else."""
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    if isinstance(value, str) and not value.strip():
+        return 0  # +" " is 0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number):
+        return None
+    return int(number) if number.is_integer() else number
+
+
 def _attribute_spec(values: Any) -> dict[str, Any]:
+    """A new attribute as CODAP's ``convertValuesToAttributeSnapshot``
+    (``v3/src/data-interactive/data-interactive-type-utils.ts``) reads its values: null fields
+    left out; ``type`` through ``v3TypeFromV2TypeString`` (v2's ``nominal`` and ``number`` are
+    ``categorical`` and ``numeric``, ``none`` or ``""`` no type); ``precision`` per
+    :func:`_precision`."""
     if not isinstance(values, dict) or not isinstance(values.get("name"), str):
         raise Refused("an attribute needs a name")
-    spec = {k: values[k] for k in _ATTRIBUTE_FIELDS if values.get(k) is not None}
-    if spec.get("type") == "":
-        spec.pop("type")
+    spec = {k: values[k] for k in _ATTRIBUTE_FIELDS if values.get(k) is not None and k not in ("type", "precision")}
+    kind = values.get("type")
+    if kind is not None and kind not in ("", "none"):
+        spec["type"] = V2_TYPE_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
+    precision = _precision(values.get("precision"))
+    if precision is not None:
+        spec["precision"] = precision
+    return spec
+
+
+def _attribute_changes(values: dict[str, Any]) -> dict[str, Any]:
+    """The changes an update makes to an attribute, as CODAP's ``updateAttribute``
+    (``v3/src/data-interactive/handlers/di-handler-utils.ts``) makes them: a field given as null
+    changes nothing; ``type`` only when it is one of CODAP's attribute types (anything else is
+    ignored); a ``precision`` that is given is set per :func:`_precision` (null, ``""`` or no
+    number removes it)."""
+    spec = {k: values[k] for k in _ATTRIBUTE_FIELDS if values.get(k) is not None and k not in ("type", "precision")}
+    if values.get("type") in ATTRIBUTE_TYPES:
+        spec["type"] = values["type"]
+    if "precision" in values:
+        spec["precision"] = _precision(values["precision"])
     return spec
 
 
@@ -296,8 +337,20 @@ def delete_case_by_index(scope: Scope) -> Mutation:
 
 
 # -- data contexts, collections, attributes ---------------------------------------------------------
+def _description(values: dict[str, Any]) -> Any:
+    """The description a data context's values give: ``metadata.description`` when the metadata
+    has one (what CODAP's data-context-handler.ts reads: ``metadata?.description ?? description``
+    on create, ``metadata.description`` on update), else the top-level ``description``."""
+    metadata = values.get("metadata")
+    if isinstance(metadata, dict) and metadata.get("description") is not None:
+        return metadata["description"]
+    return values.get("description")
+
+
 def create_data_context(scope: Scope) -> Mutation:
-    """data-context-handler.ts ``create``: ``{id, name, title}``."""
+    """data-context-handler.ts ``create``: ``{id, name, title}``; the description per
+    :func:`_description`; each collection with its attributes and labels (``createCollection``
+    in di-handler-utils.ts)."""
     values = check_values(scope.request.values)
     if not isinstance(values, dict) or not isinstance(values.get("name"), str):
         raise Refused("a data context needs a name")
@@ -305,10 +358,13 @@ def create_data_context(scope: Scope) -> Mutation:
     for coll in values.get("collections") or [{"name": "Cases", "attrs": []}]:
         if not isinstance(coll, dict) or not isinstance(coll.get("name"), str):
             raise Refused("a collection needs a name")
+        labels = _labels(coll)
         collections.append({"name": coll["name"], **({"title": coll["title"]} if coll.get("title") else {}),
+                            **({"labels": labels} if labels else {}),
                             "attrs": [_attribute_spec(a) for a in coll.get("attrs") or []]})
+    fields = {"title": values.get("title"), "description": _description(values)}
     spec = {"name": values["name"], "collections": collections,
-            **{k: values[k] for k in ("title", "description") if isinstance(values.get(k), str)}}
+            **{k: v for k, v in fields.items() if isinstance(v, str)}}
     catalog = scope.client.catalog
 
     def answer(created: list[int]) -> dict[str, Any]:
@@ -324,9 +380,11 @@ def create_data_context(scope: Scope) -> Mutation:
 
 
 def update_data_context(scope: Scope) -> Mutation:
-    """data-context-handler.ts ``update``: title and description; ``{success: true}``."""
+    """data-context-handler.ts ``update``: title and description (:func:`_description`);
+    ``{success: true}``."""
     values = check_values(scope.request.values)
-    spec = {k: values[k] for k in ("title", "description") if isinstance(values, dict) and isinstance(values.get(k), str)}
+    fields = {"title": values.get("title"), "description": _description(values)} if isinstance(values, dict) else {}
+    spec = {k: v for k, v in fields.items() if isinstance(v, str)}
     if not spec:
         raise Refused("Invalid values provided for update.")
     op = {"action": "update", "target": "context", "spec": spec}
@@ -346,18 +404,11 @@ def delete_data_context(scope: Scope) -> Mutation:
     return Mutation([], lambda created: success(), run, extra={"not_atomic": "delete dataContext"})
 
 
-_LABELS = ("singleCase", "pluralCase", "singleCaseWithArticle", "setOfCases", "setOfCasesWithArticle")
-
-
 def _labels(values: dict[str, Any]) -> dict[str, str]:
     """A collection's ``labels`` as CODAP sets them: only when one of its labels is not empty
     (``isNonEmptyCollectionLabels``, ``v3/src/models/shared/data-set-metadata.ts``); the text
-    labels given, ``{}`` for none."""
-    labels = values.get("labels")
-    if not isinstance(labels, dict):
-        return {}
-    kept = {k: labels[k] for k in _LABELS if isinstance(labels.get(k), str)}
-    return kept if any(kept.values()) else {}
+    labels given, ``{}`` for none (:func:`~batchray.io.codap.model.collection_labels`)."""
+    return collection_labels(values.get("labels"))
 
 
 def create_collection(scope: Scope) -> Mutation:
@@ -421,12 +472,14 @@ def create_attribute(scope: Scope) -> Mutation:
     if scope.request.get("collection") is None:
         raise Refused(COLLECTION_NOT_FOUND)
     coll = scope.collection.name
-    specs = [_attribute_spec(a) for a in _as_list(check_values(scope.request.values))]
+    given = _as_list(check_values(scope.request.values))
+    specs = [_attribute_spec(a) for a in given]
     present = {a.name for a in scope.collection.attrs}
     ops = []
-    for spec in specs:
+    for values, spec in zip(given, specs):
         if spec["name"] in present:
-            ops.append({"action": "update", "target": "attribute", "attribute": spec["name"], "spec": spec})
+            ops.append({"action": "update", "target": "attribute", "attribute": spec["name"],
+                        "spec": _attribute_changes(values)})
         else:
             ops.append({"action": "create", "target": "attribute", "collection": coll, "spec": spec})
             present.add(spec["name"])
@@ -439,11 +492,11 @@ def create_attribute(scope: Scope) -> Mutation:
 
 
 def update_attribute(scope: Scope) -> Mutation:
-    """attribute-handler.ts ``update``: ``{attrs: [attribute]}``."""
+    """attribute-handler.ts ``update`` (:func:`_attribute_changes`): ``{attrs: [attribute]}``."""
     values = check_values(scope.request.values)
     if not isinstance(values, dict):
         raise Refused("Invalid values provided for update.")
-    spec = {k: values[k] for k in _ATTRIBUTE_FIELDS if k in values}
+    spec = _attribute_changes(values)
     old = scope.attribute.name
     op = {"action": "update", "target": "attribute", "attribute": old, "spec": spec}
 

@@ -48,7 +48,7 @@ def export_document(target: Target, context: Union[str, list[str], None], out: P
             if report is not None:
                 report(count)
         collections = [
-            CollectionSpec(name=c.name, title=c.title, parent=c.parent, attrs=[
+            CollectionSpec(name=c.name, title=c.title, parent=c.parent, labels=dict(c.labels), attrs=[
                 AttrSpec(name=a.name, title=a.title, type=a.type.value if a.type else None, description=a.description,
                          unit=a.unit, precision=a.precision, formula=a.formula, hidden=a.hidden, editable=a.editable)
                 for a in c.attrs])

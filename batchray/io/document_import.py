@@ -4,8 +4,8 @@ The document is read whole by :func:`~batchray.io.codap.reader.read_document` (d
 bounded, 256 MB by default, and refused before parsing when too deep or when their parsed form
 would take more than ``max_memory``, from the memory budget): every data context with its
 collections (parent first) and attributes with their properties, and its flat items, in one transaction
-(:mod:`~batchray.io.import_transaction`). ``context`` None imports every data context under its
-own name; a name imports that context, or renames the document's only one. A context that
+(:mod:`~batchray.io.import_transaction`); a collection's labels are kept, as CODAP keeps them.
+``context`` None imports every data context under its own name; a name imports that context, or renames the document's only one. A context that
 already exists is a :class:`~batchray.errors.SchemaError`, and so is, with ``create=False``, one
 that does not (a document only creates contexts); one the store cannot hold is a
 :class:`~batchray.errors.DocumentError` (``unsupported``); precisions outside 0-15 are dropped
@@ -164,6 +164,8 @@ def _context_from_spec(spec: Any, name: str, notes: list[str], path: Path) -> Da
             entry["title"] = coll.title
         if coll.parent is not None:
             entry["parent"] = coll.parent
+        if coll.labels:
+            entry["labels"] = dict(coll.labels)
         collections.append(entry)
     body: dict[str, Any] = {"name": name, "collections": collections}
     if spec.title is not None:

@@ -33,7 +33,8 @@ writer (:mod:`batchray.io.codap.writer`) turns them back into one.
     ``itemID`` of the case each item came from (``None`` where the file has none); the writer
     reuses them while it is as long as ``items``.
 :class:`CollectionSpec`
-    ``name``, ``title``, ``parent`` (the parent collection's *name*, ``None`` at the top) and
+    ``name``, ``title``, ``parent`` (the parent collection's *name*, ``None`` at the top),
+    ``labels`` (the names CODAP gives its cases, :data:`LABEL_KEYS`; ``{}`` for none) and
     ``attrs`` (:class:`AttrSpec`).
 :class:`AttrSpec`
     ``name``, ``title``, ``type`` (one of ``categorical``, ``numeric``, ``date``,
@@ -66,8 +67,27 @@ V2_APP_BUILD_NUM = "0730"
 """The ``appVersion`` and ``appBuildNum`` written when a document brings none: CODAP opens a
 ``"DG"`` document only when both are non-empty (``validateV2Document``)."""
 
+LABEL_KEYS = ("singleCase", "pluralCase", "singleCaseWithArticle", "setOfCases", "setOfCasesWithArticle")
+"""The labels of a collection (``ICollectionLabels`` in ``v3/src/models/shared/data-set-metadata.ts``)."""
+
+
+def collection_labels(labels: Any, case_name: Any = None) -> dict[str, str]:
+    """A collection's labels as CODAP keeps them: the text ones of ``labels`` (an object), with
+    the legacy ``caseName`` as ``singleCase`` when that is empty (``importCollections`` in
+    ``v3/src/v2/codap-v2-data-set-importer.ts``), and only when one of them is not empty
+    (``isNonEmptyCollectionLabels``): ``{}`` otherwise."""
+    given = labels if isinstance(labels, dict) else {}
+    kept = {k: given[k] for k in LABEL_KEYS if isinstance(given.get(k), str)}
+    if isinstance(case_name, str) and case_name and not kept.get("singleCase"):
+        kept["singleCase"] = case_name
+    return kept if any(kept.values()) else {}
+
+
 ATTRIBUTE_TYPES = ("categorical", "numeric", "date", "qualitative", "boundary", "checkbox", "color")
 """The attribute types of the model; ``None`` means "not set" (CODAP infers one)."""
+V2_TYPE_ALIASES = {"nominal": "categorical", "number": "numeric"}
+"""v2's names of attribute types that CODAP v3 names otherwise (``v3TypeFromV2TypeString`` in
+``v3/src/v2/codap-v2-data-context-types.ts``)."""
 
 
 @dataclass
@@ -95,6 +115,7 @@ class CollectionSpec:
     title: str | None = None
     parent: str | None = None
     attrs: list[AttrSpec] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     source_id: Any = None
 
@@ -188,5 +209,5 @@ class GroupedCase:
     children: list[int] = field(default_factory=list)
 
 
-__all__ = ["ATTRIBUTE_TYPES", "DEFAULT_MAX_BYTES", "V2_APP_BUILD_NUM", "V2_APP_NAME", "V2_APP_VERSION", "AttrSpec", "CollectionSpec", "ComponentSpec",
-           "ContextSpec", "Document", "GroupedCase"]
+__all__ = ["ATTRIBUTE_TYPES", "DEFAULT_MAX_BYTES", "LABEL_KEYS", "V2_APP_BUILD_NUM", "V2_APP_NAME", "V2_APP_VERSION", "V2_TYPE_ALIASES", "AttrSpec", "CollectionSpec", "ComponentSpec",
+           "ContextSpec", "Document", "GroupedCase", "collection_labels"]

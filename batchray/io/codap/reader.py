@@ -58,34 +58,27 @@ from batchray.io.codap.hierarchy import chain_order
 from batchray.io.codap.names import MAX_NAME, clean_name, unique_name
 from batchray.io.codap.structure import scan_structure
 from batchray.io.codap.model import (
+    ATTRIBUTE_TYPES,
     DEFAULT_MAX_BYTES,
     V2_APP_NAME,
+    V2_TYPE_ALIASES,
     AttrSpec,
     CollectionSpec,
     ComponentSpec,
     ContextSpec,
     Document,
+    collection_labels,
 )
 from batchray.io.codap.values import is_id, js_truthy, opt_str, type_name
 
-_V2_ATTR_TYPES = {
-    "nominal": "categorical",
-    "categorical": "categorical",
-    "numeric": "numeric",
-    "number": "numeric",
-    "date": "date",
-    "qualitative": "qualitative",
-    "boundary": "boundary",
-    "checkbox": "checkbox",
-    "color": "color",
-}
+_V2_ATTR_TYPES = {**{t: t for t in ATTRIBUTE_TYPES}, **V2_TYPE_ALIASES}
 # very old documents store the type as the index of a v2 enumeration
 _V2_ATTR_TYPE_INDEX = {0: None, 1: "numeric", 2: "categorical", 3: "date", 4: "boundary",
                        5: "color"}
 
 _ATTR_KEYS = {"guid", "id", "name", "title", "type", "description", "unit", "precision", "formula",
               "hidden", "editable"}
-_COLLECTION_KEYS = {"guid", "id", "name", "title", "parent", "attrs", "cases", "type"}
+_COLLECTION_KEYS = {"guid", "id", "name", "title", "parent", "attrs", "cases", "type", "labels"}
 _CONTEXT_KEYS = {"guid", "id", "name", "title", "description", "collections", "document"}
 _DOCUMENT_KEYS = {"guid", "id", "type", "name", "components", "contexts", "globalValues", "appName",
                   "idCount"}
@@ -411,6 +404,7 @@ class _Reader:
             cases = self.want(rc, "cases", list, cwhere, required=False, default=[])
             colls.append(CollectionSpec(
                 name=cname, title=ctitle or cname, parent=None, attrs=attrs,
+                labels=collection_labels(rc.get("labels"), rc.get("caseName")),
                 extra={k: v for k, v in rc.items() if k not in _COLLECTION_KEYS}, source_id=cid))
             renames.append(value_names)
             coll_ids.append(cid)

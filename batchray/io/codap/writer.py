@@ -220,6 +220,8 @@ def _context_to_v2(ctx: ContextSpec, where: str, ids: _Ids, doc_guid: int,
         cjson.update(copy.deepcopy(coll.extra))
         cjson.update({"type": "DG.Collection", "guid": cg, "name": coll.name,
                       "title": coll.title if coll.title is not None else coll.name})
+        if coll.labels:
+            cjson["labels"] = dict(coll.labels)
         if level:
             cjson["parent"] = coll_guids[level - 1]
         cjson["attrs"] = attrs_json
