@@ -246,6 +246,20 @@ def recorded_result(txn: str, record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def recorded_status(txn: str, record: dict[str, Any]) -> dict[str, Any]:
+    """What batch ``txn``'s status shows of its decision-log ``record``, on every runtime (each
+    adds what it knows besides: progress, queue position, what the batch waits for).
+
+    ``result`` is :func:`recorded_result`'s, so that a status and ``wait`` tell one outcome (a
+    batch finished by recovery included)."""
+    return {
+        "batchId": txn, "state": record["state"], "kind": record["kind"], "queue": record["queue"],
+        "priority": record["priority"], "submittedAt": record["submitted"], "startedAt": record["started"],
+        "finishedAt": record["finished"],
+        "result": recorded_result(txn, record) if record.get("result") else None,
+    }
+
+
 class BatchStatus(_Model):
     batch_id: str
     state: BatchState
