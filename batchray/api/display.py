@@ -200,6 +200,8 @@ def status_html(status: dict[str, Any]) -> str:
            f"{_esc(_count(done))} / {_esc(_count(total))}{_esc(percent)}")
     rows = [("Batch", _esc(status.get("batchId"))), ("State", _esc(status.get("state"))),
             ("Kind", _esc(status.get("kind"))), ("Progress", bar)]
+    if status.get("undoneBy"):
+        rows.append(("Undone by", _esc(status["undoneBy"])))
     if progress.get("failed"):
         rows.append(("Failed", _esc(_count(progress["failed"]))))
     if progress.get("throughput"):

@@ -251,13 +251,22 @@ def recorded_status(txn: str, record: dict[str, Any]) -> dict[str, Any]:
     adds what it knows besides: progress, queue position, what the batch waits for).
 
     ``result`` is :func:`recorded_result`'s, so that a status and ``wait`` tell one outcome (a
-    batch finished by recovery included)."""
-    return {
+    batch finished by recovery included). A batch undone since by ``rollback_batch`` is
+    ``rolled_back``, ``undoneBy`` names the undo batch, and ``note`` says that its ``result``
+    (still ``completed``) and its progress tell what it did when it ran, which that undo reverted."""
+    status: dict[str, Any] = {
         "batchId": txn, "state": record["state"], "kind": record["kind"], "queue": record["queue"],
         "priority": record["priority"], "submittedAt": record["submitted"], "startedAt": record["started"],
         "finishedAt": record["finished"],
         "result": recorded_result(txn, record) if record.get("result") else None,
     }
+    request = record.get("request")
+    undone_by = request.get("undoneBy") if isinstance(request, dict) else None
+    if undone_by:
+        status["undoneBy"] = undone_by
+        status["note"] = (f"undone by batch {undone_by} (rollback_batch), which reverted its changes; its result "
+                          "and progress tell what it did when it ran")
+    return status
 
 
 class BatchStatus(_Model):

@@ -227,7 +227,7 @@ class Executor:
             self.log.set_state(txn, result.state.value, result=result.dump())
             undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
             if undoes and result.success and outcome.affected:  # an undo that found no backups undid nothing
-                self.log.set_state(undoes, BatchState.rolled_back.value)
+                self.log.undone(undoes, txn)  # rolled_back, naming this undo (its result stays)
             if (undoes and result.success) or (plan.kind == "drop_backups" and outcome.committed):
                 # an undo drops the backups it restored from (UndoBatch), as a drop does
                 self.log.backups_dropped([undoes] if undoes else plan.extra.get("batches") or [])
