@@ -162,7 +162,8 @@ def _result_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [("State", _esc(result.get("state"))), ("Success", _esc(result.get("success"))),
             ("Total items", _esc(_count(result.get("totalItems"))))]
     rows += [(label, _esc(_count(result.get(key)))) for label, key in
-             (("Created", "itemsCreated"), ("Updated", "itemsUpdated"), ("Deleted", "itemsDeleted")) if result.get(key)]
+             (("Created", "itemsCreated"), ("Updated", "itemsUpdated"), ("Deleted", "itemsDeleted"),
+              ("Failed", "itemsFailed")) if result.get(key)]
     rows += [("Chunks", _esc(_count(result.get("batchesProcessed")))), ("Duration", _esc(_seconds(duration))),
              ("Throughput", _esc(f"{rate:,.0f} items/s" if rate is not None else "")),
              ("Transaction", _esc(result.get("transactionId")))]

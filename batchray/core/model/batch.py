@@ -203,6 +203,9 @@ class BatchResult(_Model):
     items_created: int = 0
     items_updated: int = 0
     items_deleted: int = 0
+    items_failed: int = 0
+    """The items rejected or in chunks that failed: ``errors`` lists at most the first 1000
+    errors, and one error stands for all the items of a chunk that failed whole."""
     batches_processed: int = 0
     errors: list[ItemError] = Field(default_factory=list)
     duration: float = 0.0

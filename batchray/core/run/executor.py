@@ -323,13 +323,15 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
     else:
         state = BatchState.rolled_back if atomic else BatchState.failed
     counts = item_counts(plan, outcome)
+    # an item's error stands for it, a chunk's (dispatch.chunk_errors) for its ``count`` items
+    items_failed = sum(e.get("count") or 1 for e in outcome.errors)
     item_ids: list[int] = []
     total = plan.total
     if plan.chunker is not None:
         allocated = sum(count for _, count, _ in plan.chunker.ids_used)
-        if total is None:  # a stream's items: those written and those rejected (catalog documents are no items)
+        if total is None:  # a stream's items: those written and those failed (catalog documents are no items)
             items = outcome.affected - outcome.counts.get("docs", 0)
-            total = items + len(outcome.errors) if outcome.committed or not atomic else None
+            total = items + items_failed if outcome.committed or not atomic else None
         stopped = isinstance(outcome.cause, StoppedOnError)  # ids of chunks never sent: none listed
         if outcome.committed and total is not None and total <= 100_000 and allocated and not stopped:
             failed = {e.get("index") for e in outcome.errors}
@@ -345,6 +347,7 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
         items_created=counts.get("created", 0),
         items_updated=counts.get("updated", 0),
         items_deleted=counts.get("deleted", 0),
+        items_failed=items_failed,
         batches_processed=outcome.chunks,
         errors=errors,
         duration=duration,
