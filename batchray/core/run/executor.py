@@ -332,8 +332,11 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
         if total is None:  # a stream's items: those written and those failed (catalog documents are no items)
             items = outcome.affected - outcome.counts.get("docs", 0)
             total = items + items_failed if outcome.committed or not atomic else None
-        stopped = isinstance(outcome.cause, StoppedOnError)  # ids of chunks never sent: none listed
-        if outcome.committed and total is not None and total <= 100_000 and allocated and not stopped:
+        # no ids listed when some were given to items that are not there and cannot be told
+        # apart here: those of chunks never sent (stopped on an error), or of a chunk that
+        # failed whole (its error names one index; its rows, a shard's share, are spread over the input)
+        unknown = isinstance(outcome.cause, StoppedOnError) or any("count" in e for e in outcome.errors)
+        if outcome.committed and total is not None and total <= 100_000 and allocated and not unknown:
             failed = {e.get("index") for e in outcome.errors}
             ids = plan.chunker.item_ids()
             item_ids = [i for position, i in enumerate(ids[:total]) if position not in failed]
