@@ -594,6 +594,24 @@ def test_a_transaction_and_its_undo_count_creates_updates_and_deletes_apart(engi
     assert engine.rollback_batch(kept_none.transaction_id).error["code"] == "NOT_FOUND"
 
 
+def test_an_undone_batchs_status_names_its_undo_and_keeps_what_it_did(engine):
+    """After rollback_batch, the undone batch's status said ``rolled_back`` while its result
+    still said ``completed``, success, and its items created, with nothing telling why: the
+    status names the undo batch (``undoneBy``) and says that the result is what the batch did
+    when it ran."""
+    created = engine.create_items("Trips", None, _rows(4, seed=8), create_backups=True)
+    undo = engine.rollback_batch(created.transaction_id)
+    assert undo.success
+    status = engine.status(created.transaction_id)
+    assert status["state"] == "rolled_back" and status["undoneBy"] == undo.transaction_id
+    assert undo.transaction_id in status["note"] and "reverted" in status["note"]
+    assert status["result"] == created.dump()  # what it did when it ran, kept
+    assert "Undone by" in status._repr_html_()
+    tool = call_tool(engine, "get_batch_status", {"batchId": created.transaction_id})
+    assert tool["undoneBy"] == undo.transaction_id and tool["state"] == "rolled_back"
+    assert "undoneBy" not in engine.status(undo.transaction_id)
+
+
 @pytest.mark.parametrize("query_first", [True, False])
 def test_updates_by_id_and_by_query_apply_in_request_order(engine, query_first):
     values = _values(engine)

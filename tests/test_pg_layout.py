@@ -77,6 +77,7 @@ def _load_update_delete_and_roll_back(url: str) -> dict[int, dict]:
         assert updated.success and updated.items_updated == sum(v["age"] > 50 for v in before.values())
         undone = client.rollback_batch(updated.transaction_id)
         assert undone.success, undone.error
+        assert client.status(updated.transaction_id)["undoneBy"] == undone.transaction_id  # the log notes the undo
         after = {item["id"]: item["values"] for item in client.get_items("People")}
         assert after == before
         return after

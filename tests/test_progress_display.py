@@ -57,3 +57,37 @@ def test_an_update_by_query_reports_no_eta_and_its_bar_no_total_past_the_selecto
             display.update(p)
         assert display.bar.total is None and display.bar.n == 1000
         display.close(result)
+
+
+def test_the_final_counts_tell_every_failed_item_past_the_errors_listed(tmp_path, monkeypatch):
+    """A result lists at most 1000 errors, and one error for a chunk that failed whole: the
+    callback's final ``failed`` was the length of that list (1000 after 1500 rejected items, 1
+    for a failed chunk of 50), below what it reported while the batch ran, and a stream's
+    ``totalItems`` counted a failed chunk as one item. ``itemsFailed`` counts them all."""
+    from batchray.errors import InternalError
+
+    with local_client(tmp_path / "store", shards=2) as client:
+        assert client.create_data_context("C", ROWS).success
+        seen: list[dict] = []
+        rows = [{"n": i if i % 2 == 0 else "x"} for i in range(3000)]
+        result = client.create_items("C", "Rows", rows, batch_size=500, atomic=False, continue_on_error=True,
+                                     callback=seen.append)
+        assert (result.items_created, result.items_failed, len(result.errors)) == (1500, 1500, 1000)
+        assert seen[-2]["failed"] == seen[-1]["failed"] == 1500, seen[-2:]
+        assert "Failed" in result._repr_html_()
+
+        calls = []
+        for participant in client.runtime.participants.values():
+            def second_fails(ref, chunk, prepare=False, commit=False, _apply=participant.apply):
+                calls.append(chunk)
+                if len(calls) == 2:
+                    raise InternalError("the disk is on fire")
+                return _apply(ref, chunk, prepare=prepare, commit=commit)
+
+            monkeypatch.setattr(participant, "apply", second_fails)
+        seen.clear()
+        stream = client.create_items("C", "Rows", ({"n": i} for i in range(200)), batch_size=50, atomic=False,
+                                     continue_on_error=True, callback=seen.append)
+        assert (stream.items_created, stream.items_failed, len(stream.errors)) == (150, 50, 1), stream
+        assert stream.total_items == 200
+        assert seen[-1]["failed"] == 50 and seen[-1]["completed"] == 150, seen[-1]

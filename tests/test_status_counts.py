@@ -50,3 +50,45 @@ def test_an_import_that_creates_its_context_counts_its_rows_not_the_contexts_doc
         assert imported.batch.total_items == 100
         assert client.status(imported.transaction_id)["result"]["totalItems"] == 100
         assert seen[-1]["phase"] == "writing" and seen[-1]["total"] == 100, seen[-1]
+
+
+def test_a_batch_finished_by_recovery_has_the_same_result_in_status_as_in_wait(tmp_path):
+    """Recovery records only ``{"recovered", "committed"}``; ``wait`` made the usual result of
+    it (a rolled-back one with an ABORTED error), while ``status`` showed the raw record: no
+    success, no state, no error (the get_batch_status tool reported no error at all)."""
+    with local_client(tmp_path / "store") as client:
+        # a batch registered running by a process that died before it decided anything
+        client.runtime.log.add_batch("create-crashed-1", kind="create_items", ts=1, state="running")
+        assert client.recover()["aborted"] == ["create-crashed-1"]
+        status = client.status("create-crashed-1")
+        assert status["state"] == "rolled_back"
+        waited = client.wait("create-crashed-1").dump()
+        assert {key: status["result"].get(key) for key in waited if key in ("success", "state", "error")} == {
+            "success": False, "state": "rolled_back", "error": waited["error"]}
+        assert waited["error"]["code"] == "ABORTED"
+        tool = client.tool("get_batch_status", {"batchId": "create-crashed-1"})
+        assert tool["error"]["code"] == "ABORTED", tool
+
+
+def test_no_item_id_of_a_chunk_that_failed_whole_is_listed_as_created(tmp_path, monkeypatch):
+    """A chunk that fails whole leaves one error, at one index, while its rows are a shard's
+    share spread over the input: the result listed the ids of all its other rows as created
+    (199 ids for 150 items). Every id listed is an item in the store."""
+    from batchray.errors import InternalError
+
+    with local_client(tmp_path / "store", shards=2) as client:
+        client.create_data_context("Rows", ROWS)
+        calls = []
+        for participant in client.runtime.participants.values():
+            def second_fails(ref, chunk, prepare=False, commit=False, _apply=participant.apply):
+                calls.append(chunk)
+                if len(calls) == 2:
+                    raise InternalError("the disk is on fire")
+                return _apply(ref, chunk, prepare=prepare, commit=commit)
+
+            monkeypatch.setattr(participant, "apply", second_fails)
+        result = client.create_items("Rows", "Rows", [{"n": i} for i in range(200)], batch_size=50, atomic=False,
+                                     continue_on_error=True)
+        assert result.items_created == 150 and result.errors[0].code == "INTERNAL"
+        stored = {item["id"] for item in client.get_items("Rows")}
+        assert len(stored) == 150 and set(result.item_ids) <= stored, len(set(result.item_ids) - stored)

@@ -162,7 +162,8 @@ def _result_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [("State", _esc(result.get("state"))), ("Success", _esc(result.get("success"))),
             ("Total items", _esc(_count(result.get("totalItems"))))]
     rows += [(label, _esc(_count(result.get(key)))) for label, key in
-             (("Created", "itemsCreated"), ("Updated", "itemsUpdated"), ("Deleted", "itemsDeleted")) if result.get(key)]
+             (("Created", "itemsCreated"), ("Updated", "itemsUpdated"), ("Deleted", "itemsDeleted"),
+              ("Failed", "itemsFailed")) if result.get(key)]
     rows += [("Chunks", _esc(_count(result.get("batchesProcessed")))), ("Duration", _esc(_seconds(duration))),
              ("Throughput", _esc(f"{rate:,.0f} items/s" if rate is not None else "")),
              ("Transaction", _esc(result.get("transactionId")))]
@@ -200,6 +201,8 @@ def status_html(status: dict[str, Any]) -> str:
            f"{_esc(_count(done))} / {_esc(_count(total))}{_esc(percent)}")
     rows = [("Batch", _esc(status.get("batchId"))), ("State", _esc(status.get("state"))),
             ("Kind", _esc(status.get("kind"))), ("Progress", bar)]
+    if status.get("undoneBy"):
+        rows.append(("Undone by", _esc(status["undoneBy"])))
     if progress.get("failed"):
         rows.append(("Failed", _esc(_count(progress["failed"]))))
     if progress.get("throughput"):

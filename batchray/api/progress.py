@@ -49,7 +49,7 @@ class ProgressDisplay:
 
     def close(self, result: BatchResult) -> None:
         final = {"total": result.total_items, "completed": result.items_created + result.items_updated +
-                 result.items_deleted, "failed": len(result.errors), "throughput": 0.0, "state": result.state.value}
+                 result.items_deleted, "failed": result.items_failed, "throughput": 0.0, "state": result.state.value}
         if self.callback is not None:
             self.callback(final)
         if self.bar is not None:

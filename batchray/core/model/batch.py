@@ -203,6 +203,9 @@ class BatchResult(_Model):
     items_created: int = 0
     items_updated: int = 0
     items_deleted: int = 0
+    items_failed: int = 0
+    """The items rejected or in chunks that failed: ``errors`` lists at most the first 1000
+    errors, and one error stands for all the items of a chunk that failed whole."""
     batches_processed: int = 0
     errors: list[ItemError] = Field(default_factory=list)
     duration: float = 0.0
@@ -244,6 +247,29 @@ def recorded_result(txn: str, record: dict[str, Any]) -> dict[str, Any]:
         out["error"] = {"code": "ABORTED", "retryable": False, "details": {"recovered": True},
                         "message": f"batch {txn} was rolled back by recovery: its run ended before it recorded a result"}
     return out
+
+
+def recorded_status(txn: str, record: dict[str, Any]) -> dict[str, Any]:
+    """What batch ``txn``'s status shows of its decision-log ``record``, on every runtime (each
+    adds what it knows besides: progress, queue position, what the batch waits for).
+
+    ``result`` is :func:`recorded_result`'s, so that a status and ``wait`` tell one outcome (a
+    batch finished by recovery included). A batch undone since by ``rollback_batch`` is
+    ``rolled_back``, ``undoneBy`` names the undo batch, and ``note`` says that its ``result``
+    (still ``completed``) and its progress tell what it did when it ran, which that undo reverted."""
+    status: dict[str, Any] = {
+        "batchId": txn, "state": record["state"], "kind": record["kind"], "queue": record["queue"],
+        "priority": record["priority"], "submittedAt": record["submitted"], "startedAt": record["started"],
+        "finishedAt": record["finished"],
+        "result": recorded_result(txn, record) if record.get("result") else None,
+    }
+    request = record.get("request")
+    undone_by = request.get("undoneBy") if isinstance(request, dict) else None
+    if undone_by:
+        status["undoneBy"] = undone_by
+        status["note"] = (f"undone by batch {undone_by} (rollback_batch), which reverted its changes; its result "
+                          "and progress tell what it did when it ran")
+    return status
 
 
 class BatchStatus(_Model):

@@ -227,7 +227,7 @@ class Executor:
             self.log.set_state(txn, result.state.value, result=result.dump())
             undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
             if undoes and result.success and outcome.affected:  # an undo that found no backups undid nothing
-                self.log.set_state(undoes, BatchState.rolled_back.value)
+                self.log.undone(undoes, txn)  # rolled_back, naming this undo (its result stays)
             if (undoes and result.success) or (plan.kind == "drop_backups" and outcome.committed):
                 # an undo drops the backups it restored from (UndoBatch), as a drop does
                 self.log.backups_dropped([undoes] if undoes else plan.extra.get("batches") or [])
@@ -323,15 +323,20 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
     else:
         state = BatchState.rolled_back if atomic else BatchState.failed
     counts = item_counts(plan, outcome)
+    # an item's error stands for it, a chunk's (dispatch.chunk_errors) for its ``count`` items
+    items_failed = sum(e.get("count") or 1 for e in outcome.errors)
     item_ids: list[int] = []
     total = plan.total
     if plan.chunker is not None:
         allocated = sum(count for _, count, _ in plan.chunker.ids_used)
-        if total is None:  # a stream's items: those written and those rejected (catalog documents are no items)
+        if total is None:  # a stream's items: those written and those failed (catalog documents are no items)
             items = outcome.affected - outcome.counts.get("docs", 0)
-            total = items + len(outcome.errors) if outcome.committed or not atomic else None
-        stopped = isinstance(outcome.cause, StoppedOnError)  # ids of chunks never sent: none listed
-        if outcome.committed and total is not None and total <= 100_000 and allocated and not stopped:
+            total = items + items_failed if outcome.committed or not atomic else None
+        # no ids listed when some were given to items that are not there and cannot be told
+        # apart here: those of chunks never sent (stopped on an error), or of a chunk that
+        # failed whole (its error names one index; its rows, a shard's share, are spread over the input)
+        unknown = isinstance(outcome.cause, StoppedOnError) or any("count" in e for e in outcome.errors)
+        if outcome.committed and total is not None and total <= 100_000 and allocated and not unknown:
             failed = {e.get("index") for e in outcome.errors}
             ids = plan.chunker.item_ids()
             item_ids = [i for position, i in enumerate(ids[:total]) if position not in failed]
@@ -345,6 +350,7 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
         items_created=counts.get("created", 0),
         items_updated=counts.get("updated", 0),
         items_deleted=counts.get("deleted", 0),
+        items_failed=items_failed,
         batches_processed=outcome.chunks,
         errors=errors,
         duration=duration,

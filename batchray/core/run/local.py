@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from batchray.core.model.batch import BatchResult, BatchState, RunOptions, recorded_result
+from batchray.core.model.batch import BatchResult, BatchState, RunOptions, recorded_result, recorded_status
 from batchray.core.plan.plan import Plan, held_whole
 from batchray.core.run.cancelling import StopCheck, current_attempt, finished_reply, reply_to_cancel
 from batchray.core.run.executor import Executor, deadline
@@ -161,9 +161,7 @@ class LocalRuntime:
         record = self.log.batch(batch_id)
         if record is None:
             raise NotFoundError(f"no batch {batch_id}", batchId=batch_id)
-        return {"batchId": batch_id, "state": record["state"], "kind": record["kind"], "queue": record["queue"],
-                "priority": record["priority"], "submittedAt": record["submitted"], "startedAt": record["started"],
-                "finishedAt": record["finished"], "result": record.get("result"),
+        return {**recorded_status(batch_id, record),
                 "waitingFor": self.executor.waiting_for(batch_id, record["state"]),
                 "progress": self.progress.get(batch_id)}
 

@@ -62,7 +62,8 @@ from batchray.core.run.direct import DirectBatch, record, resolve_lost
 from batchray.core.run.executor import Executor, deadline
 from batchray.errors import BatchrayError, BatchTimeout, CancelledError, InternalError, NotFoundError
 from batchray.core.txn.memory import MemoryBudget
-from batchray.core.model.batch import BatchResult, BatchState, RunOptions, recorded_result as _recorded_result
+from batchray.core.model.batch import (BatchResult, BatchState, RunOptions, recorded_result as _recorded_result,
+                                     recorded_status)
 from batchray.core.txn.chunks import PlannedChunk, items_written
 from batchray.core.run.queueing import AdmissionQueue
 from batchray.core.run.settler import attach_settler
@@ -553,21 +554,12 @@ class CoordinatorService:
             raise NotFoundError(f"no batch {txn}", batchId=txn)
         with self._lock:
             position = self.admission.position(txn, time.time())
-        status = {
-            "batchId": txn,
-            "state": record["state"],
-            "kind": record["kind"],
-            "queue": record["queue"],
-            "priority": record["priority"],
+        return {
+            **recorded_status(txn, record),
             "queuePosition": position,
-            "submittedAt": record["submitted"],
-            "startedAt": record["started"],
-            "finishedAt": record["finished"],
-            "result": record.get("result"),
             "memory": self.budget.snapshot(),
             "waitingFor": self.executor.waiting_for(txn, record["state"], position),
         }
-        return status
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
         return [

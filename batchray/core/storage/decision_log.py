@@ -161,6 +161,14 @@ class DecisionLog:
                 "SELECT txn FROM batches WHERE state='completed' AND finished < ? "
                 "AND json_extract(request, '$.backups') = 1 ORDER BY finished", (finished_before,))]
 
+    def undone(self, txn: str, by: str) -> None:
+        """Note that committed batch ``txn`` was undone by batch ``by`` (``rollback_batch``): its
+        state becomes ``rolled_back`` and its request names the undo (``undoneBy``); its
+        result, what it did when it ran, stays."""
+        self._write("undone", "UPDATE batches SET state='rolled_back', "
+                              "request = json_set(COALESCE(request, '{}'), '$.undoneBy', ?) WHERE txn=?",
+                    (by, txn), durable=False)
+
     def backups_dropped(self, txns: list[str]) -> None:
         """Note that batches ``txns`` keep no backups any more (:meth:`backed_up` leaves them out)."""
         self._write("backups", "UPDATE batches SET request = json_set(request, '$.backups', json('false')) "

@@ -130,6 +130,12 @@ class PgDecisionLog:
                          (finished_before,), fetch="rows", durable=False)
         return [txn for (txn,) in rows]
 
+    def undone(self, txn: str, by: str) -> None:
+        # as the SQLite log's
+        self._run("undone", f"UPDATE {self.s}.batches SET state = 'rolled_back', request = jsonb_set("
+                            "COALESCE(request, '{}')::jsonb, '{undoneBy}', to_jsonb(%s::text))::text WHERE txn = %s",
+                  (by, txn))
+
     def backups_dropped(self, txns: list[str]) -> None:
         self._run("backups", f"UPDATE {self.s}.batches SET request = jsonb_set(request::jsonb, '{{backups}}', "
                              "'false')::text WHERE txn = ANY(%s) AND request IS NOT NULL", (list(txns),))
