@@ -223,3 +223,29 @@ def test_a_tool_call_retried_under_its_idempotency_key_answers_the_first_result_
     other = client.tool("batch_create_items", {**args, "options": {**options, "idempotencyKey": "load-2"}})
     assert other["success"] is False and other["error"]["code"] == "CONFLICT"
     assert other["error"]["details"]["field"] == "options.rejectsPath" and client.count_items("P") == 18
+
+
+def test_a_rejects_file_holds_every_rejected_item_past_the_thousand_a_result_lists(client, tmp_path):
+    """A result lists its first 1,000 item errors, and the rejects file was written from that
+    list: 1,500 rejected rows, 1,000 lines, the rest lost without a word. With a rejects file
+    the batch's result lists them all (``all_errors``) and the file holds each (as pandas reads
+    it), for creates, imports and the tools; the tool's answer and the batch's record
+    in the log list the first 1,000, and ``itemsFailed`` counts all."""
+    rows = [{"name": f"p{i}", "age": -1 if i % 2 else i} for i in range(3000)]
+    odd = list(range(1, 3000, 2))
+    created = client.create_items("P", "People", rows, atomic=False, continue_on_error=True,
+                                  rejects=tmp_path / "create.jsonl", batch_size=500)
+    assert created.items_created == 1500 and created.items_failed == 1500 and len(created.errors) == 1500
+    assert sorted(pd.read_json(tmp_path / "create.jsonl", lines=True)["index"]) == odd
+    assert len(client.status(created.transaction_id)["result"]["errors"]) == 1000
+
+    pd.DataFrame(rows).to_csv(tmp_path / "rows.csv", index=False)
+    imported = client.import_file("P", "People", tmp_path / "rows.csv", atomic=False, rejects=tmp_path / "import.jsonl")
+    assert imported.items_created == 1500 and len(imported.errors) == 1500
+    assert sorted(pd.read_json(tmp_path / "import.jsonl", lines=True)["index"]) == odd
+
+    answer = client.tool("batch_create_items", {
+        "dataContextName": "P", "collectionName": "People", "items": [{"values": r} for r in rows],
+        "options": {"atomic": False, "continueOnError": True, "batchSize": 500, "rejectsPath": "tool.jsonl"}})
+    assert answer["itemsCreated"] == 1500 and answer["itemsFailed"] == 1500 and len(answer["errors"]) == 1000
+    assert len(pd.read_json(tmp_path / "tool.jsonl", lines=True)) == 1500

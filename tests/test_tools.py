@@ -241,3 +241,23 @@ def test_cancelling_a_finished_batch_says_so_and_changes_nothing(client):
     assert client.tool("get_batch_status", {"batchId": txn})["state"] == "completed"
     assert client.count_items("People") == count
     _assert_structured_error(client.tool("cancel_batch_operation", {"batchId": "create-0-00000000"}), code="NOT_FOUND")
+
+
+def test_on_ray_a_rejects_file_holds_every_rejected_item_past_the_thousand_a_result_lists(client, tmp_path):
+    """The coordinator's result listed the first 1,000 item errors, and the rejects file was
+    written from that list: 1,500 rejected rows, 1,000 lines. A batch with a rejects file asks
+    for them all (``all_errors``); the file holds each one, as pandas reads it, and the batch's
+    record in the log (its status) keeps the first 1,000."""
+    import pandas as pd
+
+    client.tool("create_data_context", {**PEOPLE, "name": "Rejects"})
+    rows = [{"name": f"r{i}", "age": -1 if i % 2 else i % 90} for i in range(3000)]
+    out = tmp_path / "rejected.jsonl"
+    result = client.create_items("Rejects", "People", rows, atomic=False, continue_on_error=True, rejects=out,
+                                 batch_size=500)
+    assert result.items_created == 1500 and result.items_failed == 1500 and len(result.errors) == 1500
+    frame = pd.read_json(out, lines=True)
+    assert sorted(frame["index"]) == list(range(1, 3000, 2)) and set(frame["field"]) == {"age"}
+    assert len(client.status(result.transaction_id)["result"]["errors"]) == 1000
+    plain = client.create_items("Rejects", "People", rows, atomic=False, continue_on_error=True, batch_size=500)
+    assert plain.items_failed == 1500 and len(plain.errors) == 1000

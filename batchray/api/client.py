@@ -93,6 +93,11 @@ def _checked_wait(wait: Any, dry_run: Any, *, callback: Any = None, rejects: Any
                                       f"call wait(batch_id) for its result instead", field=name)
 
 
+def _with_rejects(run: RunOptions, rejects: Any) -> RunOptions:
+    """``run`` asking for every rejected item in the result when a ``rejects`` file is to hold them."""
+    return run.but(all_errors=True) if rejects is not None else run
+
+
 CATALOG_REPLANS = 5
 """How many times a catalog batch is planned and run when other batches keep changing its
 documents first (:meth:`Client._run_on_catalog`)."""
@@ -212,7 +217,7 @@ class Client:
         """
         _checked_wait(wait, dry_run, callback=callback, rejects=rejects)
         arguments.batch_size(batch_size)
-        run = run_options(atomic=atomic, **options)
+        run = _with_rejects(run_options(atomic=atomic, **options), rejects)
         columnar = _arrow_input(items)
         if columnar is None:
             arguments.iterable(items, "items")
@@ -267,7 +272,7 @@ class Client:
         _checked_wait(wait, dry_run, callback=callback, rejects=rejects)
         updates = arguments.listed(updates, "updates")
         arguments.batch_size(batch_size)
-        run = run_options(atomic=atomic, **options)
+        run = _with_rejects(run_options(atomic=atomic, **options), rejects)
         planner = dry_run_planner(self.planner) if dry_run else self.planner
         try:
             plan = planner.update_items(context, updates, batch_size=batch_size)
@@ -500,7 +505,8 @@ class Client:
         from batchray.io.rejects import settle_rejects
 
         result = import_file(self, context, collection, path, format, reject_limit=reject_limit,
-                             reject_ratio=reject_ratio, **_known_options(import_file, options, "import_file"))
+                             reject_ratio=reject_ratio, all_errors=rejects is not None,
+                             **_known_options(import_file, options, "import_file"))
         if rejects is None and reject_limit is None and reject_ratio is None:
             return result
         return settle_rejects(result, rejects, reject_limit=reject_limit, reject_ratio=reject_ratio)

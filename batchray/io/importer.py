@@ -115,6 +115,7 @@ def import_file(
     reject_ratio: Optional[float] = None,
     priority: int = 0,
     queue: str = "default",
+    all_errors: bool = False,
 ) -> ImportResult:
     """Import a CSV, JSON Lines, Parquet, Arrow IPC or CODAP file into ``context``/``collection``.
 
@@ -130,7 +131,8 @@ def import_file(
     batch, an int from 1 to :data:`~batchray.io.limits.MAX_BLOCK_SIZE` (default
     :data:`~batchray.io.sources.DEFAULT_BLOCK_SIZE`). ``atomic``, ``create``, ``quote_content``
     and ``columnar`` are bools (a text such as ``"false"`` is not read as one). An argument
-    outside these is a :class:`ValidationError` before the file is opened.
+    outside these is a :class:`ValidationError` before the file is opened. ``all_errors``: the
+    result lists every rejected row, not the first 1,000 (what a rejects file is written from).
     ``reject_limit`` / ``reject_ratio``: a non-atomic import whose batch rejects more rows than
     that (or a larger fraction) fails whole, decided before anything commits, as ``create_items``
     (rows a reader skips as malformed are not the batch's: they are not counted there).
@@ -161,7 +163,8 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
     resolved = resolve_path(path, allowed_root, must_exist=True)
     fmt = detect_format(resolved, format)
     types = _check_types(types)
-    batch = {**_check_reject_limits(reject_limit, reject_ratio), **_check_admission(priority, queue)}
+    batch = {**_check_reject_limits(reject_limit, reject_ratio), **_check_admission(priority, queue),
+             "all_errors": arguments.flag(all_errors, "allErrors")}
     limits = read_limits(client_or_engine.memory_allowance, max_record_bytes, max_decoded_bytes,
                          max_document_memory)
     if fmt == "codap":

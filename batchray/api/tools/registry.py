@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from batchray.core.model.arguments import MAX_COUNT
-from batchray.core.model.batch import DEFAULT_TIMEOUT_MS
+from batchray.core.model.batch import DEFAULT_TIMEOUT_MS, ERRORS_LISTED
 from batchray.core.model.schema import AttributeType
 from batchray.errors import (MAX_NESTING, BatchrayError, ConflictError, DocumentError, InternalError, NotFoundError,
                      ValidationError, error_payload, failure_error)
@@ -353,7 +353,11 @@ def _dry_run_payload(result) -> dict[str, Any]:
 
 
 def _result_payload(result) -> dict[str, Any]:
+    """A batch's result as a tool answers it: at most :data:`ERRORS_LISTED` item errors (a
+    result that lists every one was asked for by its rejects file, which holds them all;
+    ``itemsFailed`` counts them)."""
     payload = result.dump()
+    payload["errors"] = payload.get("errors", [])[:ERRORS_LISTED]
     payload["transactionId"] = result.transaction_id
     if not result.success:
         # a failure always carries one structured error; a batch that kept its valid items

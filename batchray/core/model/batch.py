@@ -71,6 +71,10 @@ MAX_KEY = 200
 """The longest ``idempotency_key``."""
 
 
+ERRORS_LISTED = 1000
+"""How many of its item errors a batch's result lists, unless its options ask for all."""
+
+
 class RunOptions(_Model):
     """How one batch runs, on any runtime.
 
@@ -91,7 +95,10 @@ class RunOptions(_Model):
     many of the batch's chunks apply at once (so at most that many workers); ``None``: as many
     as the workers take. ``reject_limit`` / ``reject_ratio``: a non-atomic batch that rejects
     more items than that (or a larger fraction) fails whole, nothing of it committed (an atomic
-    batch fails on any rejected item). ``undoes``: the batch a rollback batch undoes (set by the planner).
+    batch fails on any rejected item). ``all_errors``: the result lists every rejected item
+    (a rejects file needs them all; its record in the decision log keeps the first
+    :data:`ERRORS_LISTED`), else the first :data:`ERRORS_LISTED` (``items_failed`` counts them
+    all either way). ``undoes``: the batch a rollback batch undoes (set by the planner).
     """
 
     atomic: bool = True
@@ -105,6 +112,7 @@ class RunOptions(_Model):
     parallelism: Optional[int] = Field(default=None, ge=1, le=64)
     reject_limit: Optional[int] = Field(default=None, ge=0)
     reject_ratio: Optional[float] = Field(default=None, ge=0, le=1)
+    all_errors: bool = False
     undoes: Optional[str] = None
 
     def but(self, **changes: Any) -> "RunOptions":

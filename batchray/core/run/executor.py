@@ -13,7 +13,7 @@ import uuid
 from dataclasses import replace
 from typing import Any, Callable, Optional
 
-from batchray.core.model.batch import BatchResult, BatchState, ItemError, RunOptions
+from batchray.core.model.batch import ERRORS_LISTED, BatchResult, BatchState, ItemError, RunOptions
 from batchray.core.plan.plan import Plan
 from batchray.core.storage.backends import Backend
 from batchray.core.storage.store import StoreLayout
@@ -154,6 +154,7 @@ class Executor:
         kept: list[Outcome] = []  # the earlier attempts of a non-atomic batch (what they committed stays)
         conflicts: list[tuple[PlannedChunk, BatchrayError]] = []  # chunks of this attempt that lost a race
         defers = not atomic and replayable  # a conflicted chunk may run again: its failure is told at the end
+        listed = None if options.all_errors else ERRORS_LISTED
 
         def again(outcome: Outcome) -> bool:
             """Whether the attempt just decided is rolled back to run again, unless a stop comes."""
@@ -168,8 +169,9 @@ class Executor:
         def decided(outcome: Outcome) -> None:
             if again(outcome) or rerun(outcome):
                 return  # runs again (or stops): the batch's end is told by the loop
-            early = summarize(plan, merged(kept, outcome), atomic, time.perf_counter() - started, batch_id=txn)
-            self.log.set_state(txn, early.state.value, result=early.dump())
+            early = summarize(plan, merged(kept, outcome), atomic, time.perf_counter() - started, batch_id=txn,
+                              errors_listed=listed)
+            self.log.set_state(txn, early.state.value, result=recorded(early))
             on_decided(early)
 
         def each_chunk(pc: PlannedChunk, images: Any, error: Optional[BatchrayError]) -> None:
@@ -220,11 +222,11 @@ class Executor:
             outcome.cause = lost  # it ran out of time losing lock races: say which items, held by whom
         last = outcome
         outcome = merged(kept, outcome)
-        result = summarize(plan, outcome, atomic, time.perf_counter() - started, batch_id=txn)
+        result = summarize(plan, outcome, atomic, time.perf_counter() - started, batch_id=txn, errors_listed=listed)
         try:
             if attempt > 1:
                 self._end_attempt(plan, last, attempt, started)
-            self.log.set_state(txn, result.state.value, result=result.dump())
+            self.log.set_state(txn, result.state.value, result=recorded(result))
             undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
             if undoes and result.success and outcome.affected:  # an undo that found no backups undid nothing
                 self.log.undone(undoes, txn)  # rolled_back, naming this undo (its result stays)
@@ -310,9 +312,9 @@ def item_counts(plan: Plan, outcome: Outcome) -> dict[str, int]:
 
 
 def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
-              batch_id: Optional[str] = None) -> BatchResult:
+              batch_id: Optional[str] = None, errors_listed: Optional[int] = ERRORS_LISTED) -> BatchResult:
     """The :class:`BatchResult` of a finished transaction (of batch ``batch_id``, when the
-    transaction is one of its attempts)."""
+    transaction is one of its attempts), listing the first ``errors_listed`` item errors (None: all)."""
     # a cancelled batch reports "cancelled" even when it kept work (rollback=False on a
     # non-atomic batch: the kept items are counted below); a non-atomic batch stopped early by
     # a timeout or a failed input stream "failed", with what it committed counted
@@ -341,7 +343,7 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
             ids = plan.chunker.item_ids()
             item_ids = [i for position, i in enumerate(ids[:total]) if position not in failed]
     errors = [ItemError.model_validate({_ERROR_FIELDS[k]: v for k, v in e.items() if k in _ERROR_FIELDS})
-              for e in outcome.errors[:1000]]
+              for e in outcome.errors[:errors_listed]]
     return BatchResult(
         success=outcome.committed and outcome.cause is None and not outcome.errors and not outcome.in_doubt,
         transaction_id=batch_id or outcome.txn,
@@ -358,6 +360,14 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
         results=[{"itemBackupsDropped": counts["backups"]}] if counts.get("backups") else [],
         error=outcome.cause.to_dict() if outcome.cause is not None else None,
     )
+
+
+def recorded(result: BatchResult) -> dict[str, Any]:
+    """``result`` as the decision log records it: its first :data:`ERRORS_LISTED` item errors
+    (a result that lists them all, for a rejects file, keeps the log's record small)."""
+    if len(result.errors) <= ERRORS_LISTED:
+        return result.dump()
+    return result.model_copy(update={"errors": result.errors[:ERRORS_LISTED]}).dump()
 
 
 def waiting_for(driver: TwoPhaseCommit, txn: str, state: str, position: Any = None) -> Optional[dict[str, Any]]:
