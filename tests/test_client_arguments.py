@@ -248,6 +248,19 @@ def test_a_batch_not_waited_for_refuses_a_rejects_file_or_a_callback_and_runs_no
     assert client.wait(batch).items_created == 1
 
 
+def test_progress_that_is_not_a_bool_is_refused_and_runs_nothing(client):
+    """``progress`` shows a bar or not: a function given there (meant as ``callback``) was read
+    as true and drew a bar, its calls never made. Refused, naming it, before anything runs."""
+    before = _state(client)
+    rows = [{"name": "ok", "age": 1}]
+    one = client.get_items("P")[0]["id"]
+    for bad in (print, "false", 1):
+        _refused(lambda: client.create_items("P", "People", rows, progress=bad), "progress")
+        _refused(lambda: client.delete_items("P", [{"itemId": one}], progress=bad), "progress")
+    assert _state(client) == before
+    assert client.create_items("P", "People", rows, progress=False).items_created == 1
+
+
 @pytest.mark.parametrize("option, value", [("timeout", True), ("timeout", "60"), ("timeout", 1.5), ("priority", True),
                                            ("priority", "5"), ("max_retries", "3"), ("atomic", "false"),
                                            ("create_backups", "false"), ("continue_on_error", 1)])

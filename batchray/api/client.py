@@ -153,12 +153,12 @@ class Client:
     def run_plan(self, plan: Plan, options: Optional[RunOptions] = None, *, progress: Optional[bool] = None,
                  callback: Optional[Callable[[dict], Any]] = None, wait: bool = True) -> BatchResult | str:
         """Run a planned batch with ``options`` (default: :class:`RunOptions`'s). ``progress``
-        shows a bar (default: the client's setting), ``callback`` gets progress dicts, and
-        ``wait=False`` returns the batch id at once."""
+        (a bool) shows a bar (default: the client's setting), ``callback`` gets progress dicts,
+        and ``wait=False`` returns the batch id at once."""
+        bar = self.progress_default if progress is None else arguments.flag(progress, "progress")
         options = options or RunOptions()
         if plan.backup and not options.create_backups:  # one flag for every runtime (the coordinator gets options)
             options = options.model_copy(update={"create_backups": True})
-        bar = self.progress_default if progress is None else progress
         display = ProgressDisplay(plan.total, plan.kind, bar=bar and wait, callback=callback)
         result = self.runtime.run(plan, options, watch=display.update if display.active else None, wait=wait)
         if isinstance(result, BatchResult):
