@@ -591,7 +591,12 @@ def test_a_transaction_and_its_undo_count_creates_updates_and_deletes_apart(engi
     plain = engine.create_items("Trips", None, _rows(4, seed=8), create_backups=True)
     assert _counts(engine.rollback_batch(plain.transaction_id)) == (0, 0, 4)  # was (0, 4, 0)
     kept_none = engine.create_items("Trips", None, _rows(1, seed=9))
-    assert engine.rollback_batch(kept_none.transaction_id).error["code"] == "NOT_FOUND"
+    nothing = engine.rollback_batch(kept_none.transaction_id)
+    assert nothing.error["code"] == "NOT_FOUND" and not nothing.success and nothing.state.value == "failed"
+    # the undo's own record says the same (it said completed, success, while the answer said NOT_FOUND)
+    recorded = engine.status(nothing.transaction_id)
+    assert recorded["state"] == "failed" and recorded["result"]["error"]["code"] == "NOT_FOUND", recorded
+    assert engine.status(kept_none.transaction_id)["state"] == "completed"  # nothing of it was undone
 
 
 def test_an_undone_batchs_status_names_its_undo_and_keeps_what_it_did(engine):

@@ -374,18 +374,13 @@ class Client:
 
     def rollback_batch(self, batch_id: str, force: bool = False) -> BatchResult:
         """Undo a committed batch that kept backups (``create_backups``); refused with a
-        conflict when later batches changed the same items, unless ``force``. ``batch_id``: a
+        conflict when later batches changed the same items, unless ``force``; an undo of a batch
+        that kept none fails ``NOT_FOUND`` (its status says so too). ``batch_id``: a
         batch's id (a non-empty text); ``force``: a bool (a text such as ``"false"`` is a
         ValidationError, not read as true)."""
         batch_id = arguments.batch_id(batch_id)
         plan = plan_undo(self.planner, self.runtime.batch_record, batch_id, arguments.flag(force, "force"))
-        result = self.run_plan(plan, RunOptions(undoes=batch_id), progress=False)
-        if result.success and result.items_created + result.items_updated + result.items_deleted == 0:
-            error = NotFoundError(f"batch {batch_id} kept no backups to undo (run it with createBackups; "
-                                  "drop_backups forgets them)",
-                                  batchId=batch_id)
-            return result.model_copy(update={"success": False, "error": error.to_dict()})
-        return result
+        return self.run_plan(plan, RunOptions(undoes=batch_id), progress=False)
 
     def drop_backups(self, batch_ids: Optional[str | list[str]] = None, *,
                      older_than: Optional[float] = None) -> BatchResult:

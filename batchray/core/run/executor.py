@@ -23,7 +23,7 @@ from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.policies import backoff
 from batchray.core.txn.onephase import one_phase_chunk, one_phase_record
 from batchray.core.txn.twophase import DecisionLog, Outcome, Transport, TwoPhaseCommit, recover, unrecorded
-from batchray.errors import BatchrayError, BatchTimeout, CancelledError, StoppedOnError, StoreError
+from batchray.errors import BatchrayError, BatchTimeout, CancelledError, NotFoundError, StoppedOnError, StoreError
 
 _ts_lock = threading.Lock()
 _last_ts = 0
@@ -169,8 +169,8 @@ class Executor:
         def decided(outcome: Outcome) -> None:
             if again(outcome) or rerun(outcome):
                 return  # runs again (or stops): the batch's end is told by the loop
-            early = summarize(plan, merged(kept, outcome), atomic, time.perf_counter() - started, batch_id=txn,
-                              errors_listed=listed)
+            early = undo_judged(plan, summarize(plan, merged(kept, outcome), atomic, time.perf_counter() - started,
+                                                batch_id=txn, errors_listed=listed))
             self.log.set_state(txn, early.state.value, result=recorded(early))
             on_decided(early)
 
@@ -222,13 +222,14 @@ class Executor:
             outcome.cause = lost  # it ran out of time losing lock races: say which items, held by whom
         last = outcome
         outcome = merged(kept, outcome)
-        result = summarize(plan, outcome, atomic, time.perf_counter() - started, batch_id=txn, errors_listed=listed)
+        result = undo_judged(plan, summarize(plan, outcome, atomic, time.perf_counter() - started, batch_id=txn,
+                                             errors_listed=listed))
         try:
             if attempt > 1:
                 self._end_attempt(plan, last, attempt, started)
             self.log.set_state(txn, result.state.value, result=recorded(result))
             undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
-            if undoes and result.success and outcome.affected:  # an undo that found no backups undid nothing
+            if undoes and result.success:  # an undo that found no backups failed (undo_judged)
                 self.log.undone(undoes, txn)  # rolled_back, naming this undo (its result stays)
             if (undoes and result.success) or (plan.kind == "drop_backups" and outcome.committed):
                 # an undo drops the backups it restored from (UndoBatch), as a drop does
@@ -360,6 +361,19 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
         results=[{"itemBackupsDropped": counts["backups"]}] if counts.get("backups") else [],
         error=outcome.cause.to_dict() if outcome.cause is not None else None,
     )
+
+
+def undo_judged(plan: Plan, result: BatchResult) -> BatchResult:
+    """``result``, unless it is an undo's (``rollback_batch``) that committed and changed
+    nothing: the batch it undoes kept no backups (or they were dropped), so the undo failed,
+    ``NOT_FOUND``, in its answer and in its record alike."""
+    if plan.kind != "rollback_batch" or not result.success or result.items_created + result.items_updated \
+            + result.items_deleted:
+        return result
+    source = plan.extra.get("source")
+    error = NotFoundError(f"batch {source} kept no backups to undo (run it with createBackups; drop_backups forgets "
+                          "them)", batchId=source)
+    return result.model_copy(update={"success": False, "state": BatchState.failed, "error": error.to_dict()})
 
 
 def recorded(result: BatchResult) -> dict[str, Any]:
