@@ -53,10 +53,20 @@ def test_an_update_by_query_reports_no_eta_and_its_bar_no_total_past_the_selecto
         assert running and running[-1]["completed"] == 1000 and running[-1]["total"] == 1
         assert all(p["etaSeconds"] is None for p in running if p["completed"] + p["failed"] > p["total"]), running
         display = ProgressDisplay(1, "update_items", bar=True)
+        assert display.bar.total is None  # from the start: it showed 0/1 before the first report
+        totals = []
         for p in running:
             display.update(p)
-        assert display.bar.total is None and display.bar.n == 1000
+            totals.append(display.bar.total)
+        assert totals == [None] * len(running) and display.bar.n == 1000  # never the selectors' count
         display.close(result)
+        created = ProgressDisplay(10, "create_items", bar=True)
+        created.update({"completed": 4, "failed": 0, "total": 10})
+        assert created.bar.total == 10
+        created.update({"completed": 12, "failed": 0, "total": 10})  # past its total: counted without one
+        created.update({"completed": 14, "failed": 0, "total": 10})
+        assert created.bar.total is None and created.bar.n == 14
+        created.bar.close()
 
 
 def test_the_final_counts_tell_every_failed_item_past_the_errors_listed(tmp_path, monkeypatch):

@@ -15,17 +15,26 @@ from batchray.core.model.batch import BatchResult
 
 
 class ProgressDisplay:
-    """A bar (when ``bar``) and a ``callback`` for one batch; inactive when neither is asked."""
+    """A bar (when ``bar``) and a ``callback`` for one batch; inactive when neither is asked.
+
+    The bar's total is the batch's count of items when it has one. An update's or a delete's
+    plan counts its selectors, not the items they select (:data:`SELECTOR_KINDS`), so its bar
+    counts without a total and shows no ETA (it showed ``0/1`` and then swapped between no total
+    and the selectors' count); so does any bar once the items done pass its total."""
+
+    SELECTOR_KINDS = ("update_items", "delete_items")
 
     def __init__(self, total: Optional[int], kind: str, *, bar: bool,
                  callback: Optional[Callable[[dict], Any]] = None) -> None:
         self.callback = callback
         self.seen = 0
         self.bar = None
+        self.counted = kind not in self.SELECTOR_KINDS  # the totals the batch reports count its items
         if bar:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, unit="item", desc=kind.split("_")[0], dynamic_ncols=True)
+            self.bar = tqdm(total=total if self.counted else None, unit="item", desc=kind.split("_")[0],
+                            dynamic_ncols=True)
 
     @property
     def active(self) -> bool:
@@ -36,12 +45,13 @@ class ProgressDisplay:
         if done < self.seen:
             return
         if self.bar is not None:
-            if progress.get("total") and self.bar.total != progress["total"]:
+            if self.counted and progress.get("total") and done > progress["total"]:
+                self.counted = False  # more done than the total: the total is no count of items
+                self.bar.total = None
+            elif self.counted and progress.get("total") and self.bar.total != progress["total"]:
                 self.bar.total = progress["total"]
-            if self.bar.total is not None and done > self.bar.total:
-                self.bar.total = None  # no count of items (an update's selectors): the bar counts without one
             self.bar.update(done - self.seen)
-            if progress.get("etaSeconds") is not None:
+            if self.counted and progress.get("etaSeconds") is not None:
                 self.bar.set_postfix(eta=f"{progress['etaSeconds']:.0f}s", refresh=False)
         self.seen = done
         if self.callback is not None:
