@@ -3,7 +3,7 @@ is always the batch's final counts and state, even when those are below what it 
 it ran (a rolled-back batch), and a tool's ``progressCallback`` snapshots end with it."""
 from __future__ import annotations
 
-from local_runtime import local_client
+from local_runtime import fail_nth_apply, local_client
 
 ROWS = [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}]
 
@@ -74,8 +74,6 @@ def test_the_final_counts_tell_every_failed_item_past_the_errors_listed(tmp_path
     callback's final ``failed`` was the length of that list (1000 after 1500 rejected items, 1
     for a failed chunk of 50), below what it reported while the batch ran, and a stream's
     ``totalItems`` counted a failed chunk as one item. ``itemsFailed`` counts them all."""
-    from batchray.errors import InternalError
-
     with local_client(tmp_path / "store", shards=2) as client:
         assert client.create_data_context("C", ROWS).success
         seen: list[dict] = []
@@ -86,15 +84,7 @@ def test_the_final_counts_tell_every_failed_item_past_the_errors_listed(tmp_path
         assert seen[-2]["failed"] == seen[-1]["failed"] == 1500, seen[-2:]
         assert "Failed" in result._repr_html_()
 
-        calls = []
-        for participant in client.runtime.participants.values():
-            def second_fails(ref, chunk, prepare=False, commit=False, _apply=participant.apply):
-                calls.append(chunk)
-                if len(calls) == 2:
-                    raise InternalError("the disk is on fire")
-                return _apply(ref, chunk, prepare=prepare, commit=commit)
-
-            monkeypatch.setattr(participant, "apply", second_fails)
+        fail_nth_apply(client, monkeypatch, 2)
         seen.clear()
         stream = client.create_items("C", "Rows", ({"n": i} for i in range(200)), batch_size=50, atomic=False,
                                      continue_on_error=True, callback=seen.append)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from local_runtime import local_client
+from local_runtime import fail_nth_apply, local_client
 
 COUNT = 20_000
 ROWS = [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}]
@@ -74,19 +74,9 @@ def test_no_item_id_of_a_chunk_that_failed_whole_is_listed_as_created(tmp_path, 
     """A chunk that fails whole leaves one error, at one index, while its rows are a shard's
     share spread over the input: the result listed the ids of all its other rows as created
     (199 ids for 150 items). Every id listed is an item in the store."""
-    from batchray.errors import InternalError
-
     with local_client(tmp_path / "store", shards=2) as client:
         client.create_data_context("Rows", ROWS)
-        calls = []
-        for participant in client.runtime.participants.values():
-            def second_fails(ref, chunk, prepare=False, commit=False, _apply=participant.apply):
-                calls.append(chunk)
-                if len(calls) == 2:
-                    raise InternalError("the disk is on fire")
-                return _apply(ref, chunk, prepare=prepare, commit=commit)
-
-            monkeypatch.setattr(participant, "apply", second_fails)
+        fail_nth_apply(client, monkeypatch, 2)
         result = client.create_items("Rows", "Rows", [{"n": i} for i in range(200)], batch_size=50, atomic=False,
                                      continue_on_error=True)
         assert result.items_created == 150 and result.errors[0].code == "INTERNAL"
