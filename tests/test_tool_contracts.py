@@ -472,3 +472,17 @@ def test_every_tool_publishes_the_attribute_types_the_model_takes():
     with pytest.raises(ValidationError) as refused:
         validate_args("create_data_context", args)
     assert refused.value.details["field"] == "collections.0.attrs.0.type"
+
+
+@pytest.mark.parametrize("parent", [1.5, {"x": 1}, [1]])
+def test_a_bad_value_of_a_union_argument_is_named_by_its_own_path(parent):
+    """A case's ``parent`` is an id or a text: a value of neither was refused naming pydantic's
+    union members (``cases.0.parent.int``, ``cases.0.parent.str``), which no argument is called."""
+    from batchray.api.tools import validate_args
+    from batchray.errors import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        validate_args("batch_create_cases", {"dataContextName": "C", "collectionName": "K",
+                                             "cases": [{"values": {"a": 1}, "parent": parent}]})
+    assert {e["field"] for e in refused.value.details["errors"]} == {"cases.0.parent"}
+    assert refused.value.details["field"] == "cases.0.parent"

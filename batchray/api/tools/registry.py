@@ -518,6 +518,25 @@ def _unfit_value(args: dict[str, Any]) -> Optional[tuple[str, str, str]]:
     return None
 
 
+def _argument_path(args: Any, loc: tuple[Any, ...], error_type: str) -> str:
+    """The dotted path in the arguments as given of a pydantic error's location ``loc``. A
+    location may end in the member of a union that was tried (``cases.0.parent.int``), which
+    names no argument: the path stops where the arguments stop, keeping a key they lack only
+    when that key is the error (a missing argument, or one no tool takes)."""
+    node, path = args, []
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            if isinstance(node, dict) and error_type in ("missing", "extra_forbidden"):
+                path.append(str(part))
+            break
+        path.append(str(part))
+    return ".".join(path)
+
+
 def validate_args(name: str, args: Any) -> _Args:
     """The parsed arguments, or :class:`ValidationError` listing each bad field. A NaN or
     infinite number anywhere in them (none is JSON), or objects and arrays nested deeper than
@@ -533,7 +552,7 @@ def validate_args(name: str, args: Any) -> _Args:
         parsed = tool.args.model_validate(args, strict=True)
     except PydanticValidationError as exc:
         errors = [
-            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "code": e["type"]}
+            {"field": _argument_path(args, e["loc"], e["type"]), "message": e["msg"], "code": e["type"]}
             for e in exc.errors(include_url=False, include_input=False)[:50]
         ]
         first = errors[0]
