@@ -207,22 +207,23 @@ def test_a_value_nested_past_what_json_holds_is_its_rows_reject_alone(client, tm
 def test_a_tool_call_retried_under_its_idempotency_key_answers_the_first_result_and_its_rejects(client, tmp_path):
     """An agent retries a call whose answer it lost: under the same idempotency key the retry
     runs nothing and answers the first batch's result, and the rejects file the first call wrote
-    is written again with the same records (it was refused as existing, so the retry failed).
-    A new key is still refused an existing file, before anything runs."""
-    items = [{"values": r} for r in _rows()]
+    stays as it is, every rejected item in it (it was refused as existing, so the retry failed;
+    written again from the recorded result, it would keep the first 1,000 of 1,500). A new key is
+    still refused an existing file, before anything runs."""
+    items = [{"values": r} for r in _rows(3000, bad=range(1, 3000, 2))]
     options = {"atomic": False, "continueOnError": True, "rejectsPath": "dead.jsonl", "idempotencyKey": "load-1"}
     args = {"dataContextName": "P", "collectionName": "People", "items": items, "options": options}
     first = client.tool("batch_create_items", args)
     written = (tmp_path / "dead.jsonl").read_text()
-    assert first["itemsCreated"] == 18 and len(written.splitlines()) == 2  # two rejected: success is false
+    assert first["itemsCreated"] == 1500 and len(written.splitlines()) == 1500  # rejected ones: success is false
     again = client.tool("batch_create_items", args)
     assert again.get("error", {}).get("code") != "CONFLICT", again
-    assert again["transactionId"] == first["transactionId"] and again["itemsCreated"] == 18, again
+    assert again["transactionId"] == first["transactionId"] and again["itemsCreated"] == 1500, again
     assert (tmp_path / "dead.jsonl").read_text() == written
-    assert client.count_items("P") == 18
+    assert client.count_items("P") == 1500
     other = client.tool("batch_create_items", {**args, "options": {**options, "idempotencyKey": "load-2"}})
     assert other["success"] is False and other["error"]["code"] == "CONFLICT"
-    assert other["error"]["details"]["field"] == "options.rejectsPath" and client.count_items("P") == 18
+    assert other["error"]["details"]["field"] == "options.rejectsPath" and client.count_items("P") == 1500
 
 
 def test_a_rejects_file_holds_every_rejected_item_past_the_thousand_a_result_lists(client, tmp_path):

@@ -93,11 +93,6 @@ def _checked_wait(wait: Any, dry_run: Any, *, callback: Any = None, rejects: Any
                                       f"call wait(batch_id) for its result instead", field=name)
 
 
-def _with_rejects(run: RunOptions, rejects: Any) -> RunOptions:
-    """``run`` asking for every rejected item in the result when a ``rejects`` file is to hold them."""
-    return run.but(all_errors=True) if rejects is not None else run
-
-
 CATALOG_REPLANS = 5
 """How many times a catalog batch is planned and run when other batches keep changing its
 documents first (:meth:`Client._run_on_catalog`)."""
@@ -217,7 +212,7 @@ class Client:
         """
         _checked_wait(wait, dry_run, callback=callback, rejects=rejects)
         arguments.batch_size(batch_size)
-        run = _with_rejects(run_options(atomic=atomic, **options), rejects)
+        run, rejects = self._rejects_for(run_options(atomic=atomic, **options), rejects)
         columnar = _arrow_input(items)
         if columnar is None:
             arguments.iterable(items, "items")
@@ -272,7 +267,7 @@ class Client:
         _checked_wait(wait, dry_run, callback=callback, rejects=rejects)
         updates = arguments.listed(updates, "updates")
         arguments.batch_size(batch_size)
-        run = _with_rejects(run_options(atomic=atomic, **options), rejects)
+        run, rejects = self._rejects_for(run_options(atomic=atomic, **options), rejects)
         planner = dry_run_planner(self.planner) if dry_run else self.planner
         try:
             plan = planner.update_items(context, updates, batch_size=batch_size)
@@ -321,6 +316,19 @@ class Client:
             from batchray.io.rejects import rejects_of_refusal
 
             rejects_of_refusal(exc, rejects, rows)
+
+    def _rejects_for(self, run: RunOptions, rejects: str | os.PathLike | None) -> tuple[RunOptions, Any]:
+        """``(run, rejects)`` for a batch given a ``rejects`` file: ``run`` asking for every
+        rejected item in its result (``all_errors``); ``rejects`` None when the batch is a retry
+        under an idempotency key that names a batch already and the file is there (the first
+        call wrote every rejected item to it, while a retry answers that batch's recorded
+        result, which lists the first 1,000: rewriting the file would lose the rest)."""
+        if rejects is None:
+            return run, None
+        key = run.idempotency_key
+        if key is not None and os.path.exists(rejects) and self.runtime.batch_by_key(key) is not None:
+            return run, None
+        return run.but(all_errors=True), rejects
 
     @staticmethod
     def _settled(result: BatchResult | str, rejects: str | os.PathLike | None,

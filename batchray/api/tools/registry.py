@@ -230,7 +230,8 @@ def rejects_options(client, o: Any) -> dict[str, Any]:
     tools' I/O root and an existing file refused before anything runs, the error naming
     ``options.rejectsPath`` (the path checks are an export's, whose errors name its own). A
     call retried under an idempotency key that names a batch already (which runs nothing and
-    answers that batch's result) writes that result's rejects over the file the first call wrote."""
+    answers that batch's result) is not refused the file the first call wrote, and leaves it as
+    it is (:meth:`~batchray.api.client.Client._rejects_for`)."""
     from batchray.io.paths import destination_path
 
     path = None
