@@ -72,3 +72,14 @@ def test_javascript_number_reading():
     assert js_equal("", 0) and not js_equal("a", "A") and not js_equal(math.nan, math.nan)
     assert js_order("10", "<", "9") and not js_order("10", "<", 9)  # strings vs numbers
     assert js_order("\U0001f600", "<", "\uffff")  # UTF-16 code units, as JavaScript compares
+
+
+@pytest.mark.parametrize("joiner", ["||", "&&"])
+def test_long_chains_within_the_length_limit_evaluate(joiner):
+    """A chain of comparisons as long as a search may be compiles to a shallow predicate:
+    built left-deep, each link was one nested call and Python's recursion limit was passed."""
+    query = joiner.join(["age==1"] * 1200)
+    assert len(query) <= 10_000
+    predicate = compile_search(parse_search(query), NAMES)
+    assert predicate({"age": 1}) is True and predicate({"age": 2}) is False
+

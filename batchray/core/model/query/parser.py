@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from batchray.core.model.query.syntax import MAX_DEPTH, MAX_LENGTH, OPERATORS, And, Comparison, Everything, Node, Not, Or
+from batchray.core.model.query.syntax import (MAX_DEPTH, MAX_LENGTH, OPERATORS, And, Comparison, Everything, Node, Not, Or,
+                                              balanced)
 from batchray.errors import QueryError
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -106,14 +107,14 @@ class _Parser:
         operands = [self.parse_and()]
         while self.accept("||"):
             operands.append(self.parse_and())
-        return _balanced(Or, operands)
+        return balanced(Or, operands)
 
     def parse_and(self) -> Node:
         """and_expr = unary { "&&" unary }."""
         operands = [self.parse_unary()]
         while self.accept("&&"):
             operands.append(self.parse_unary())
-        return _balanced(And, operands)
+        return balanced(And, operands)
 
     def accept(self, token: str) -> bool:
         """Consume ``token`` (after whitespace) if it is next."""
@@ -297,10 +298,3 @@ def _bare_value(word: str) -> Any:
         return number if _INT64_MIN <= number <= _INT64_MAX else float(word)
     return word
 
-
-def _balanced(cls: type, operands: list[Node]) -> Node:
-    """Join operands with an associative operator as a balanced tree (left-leaning)."""
-    if len(operands) == 1:
-        return operands[0]
-    mid = (len(operands) + 1) // 2
-    return cls(_balanced(cls, operands[:mid]), _balanced(cls, operands[mid:]))
