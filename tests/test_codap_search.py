@@ -83,3 +83,11 @@ def test_long_chains_within_the_length_limit_evaluate(joiner):
     predicate = compile_search(parse_search(query), NAMES)
     assert predicate({"age": 1}) is True and predicate({"age": 2}) is False
 
+
+def test_radix_texts_past_a_double_read_as_infinity():
+    """JavaScript's Number("0x" + 300 f's) is Infinity; reading one must not raise."""
+    huge = "0x" + "f" * 300
+    assert js_number(huge) == math.inf and js_number("0b" + "1" * 1100) == math.inf
+    assert codap_value(huge) == math.inf
+    assert matches(f"age < {huge}", {"age": 5}) is True
+    assert matches("age == 1", {"age": huge}) is False

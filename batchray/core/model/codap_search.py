@@ -92,7 +92,11 @@ def js_number(value: JSValue) -> float:
         return float(text)
     radix = _JS_RADIX.fullmatch(text)
     if radix:
-        return float(int(radix.group(1)[1:], {"x": 16, "o": 8, "b": 2}[radix.group(1)[0].lower()]))
+        whole = int(radix.group(1)[1:], {"x": 16, "o": 8, "b": 2}[radix.group(1)[0].lower()])
+        try:
+            return float(whole)
+        except OverflowError:  # past a double's range: JavaScript reads Infinity
+            return math.inf
     return math.nan
 
 
