@@ -164,8 +164,10 @@ class _Parser:
         boolean (``5 < age`` is ``age > 5``), and an empty right side is the empty value
         (``age ==``)."""
         self.skip_ws()
+        start = self.pos
         left_quoted = not self.at_end() and self.text[self.pos] in _QUOTES
-        attr = self.parse_attribute()
+        signed = None if left_quoted else self.scan_signed_number()
+        attr = signed if signed is not None else self.parse_attribute()
         op = self.parse_operator(attr)
         self.skip_ws()
         right_bare = not self.at_end() and self.text[self.pos] not in _QUOTES
@@ -174,7 +176,19 @@ class _Parser:
         if (not left_quoted and right_bare and not isinstance(literal, str) and literal is not None
                 and isinstance(value, str) and all(_is_name_char(c) for c in value)):
             return Comparison(value, _FLIPPED[op], literal)
+        if signed is not None:  # "-5" is no attribute name: only "-5 < age" reads it
+            raise self.error("expected an attribute name, found " + repr(signed[0]), start)
         return Comparison(attr, op, value)
+
+    def scan_signed_number(self) -> str | None:
+        """A bare number on the left that no attribute name could spell (``-5``, ``1e+3``):
+        consume and return it; else None, reading nothing."""
+        match = _BARE_NUMBER.match(self.text, self.pos)
+        if (match is None or all(_is_name_char(c) for c in match.group())
+                or (match.end() < len(self.text) and _is_name_char(self.text[match.end()]))):
+            return None
+        self.pos = match.end()
+        return match.group()
 
     def parse_attribute(self) -> str:
         """attribute = identifier | quoted."""
