@@ -262,6 +262,17 @@ def test_case_formula_search(mammals):
     assert get(client, f"{CTX}.collection[Animals].caseFormulaSearch[Mass >]")["success"] is False
 
 
+def test_case_formula_text_with_escaped_quotes_is_kept_as_written():
+    """An escaped quote does not end quoted text, so an '=' after it stays text, not '=='."""
+    from batchray.core.model.codap_formula import case_formula_matches, codap_formula_to_expression
+
+    assert codap_formula_to_expression('Name = "say \\"x=1\\""') == 'Name == "say \\"x=1\\""'
+    assert codap_formula_to_expression("Name='it\\'s=ok' or `a=b` = 1") == "Name=='it\\'s=ok' or `a=b` == 1"
+    cases = [{"itemIds": [1]}, {"itemIds": [2]}]
+    values = {1: {"Name": 'say "x=1"'}, 2: {"Name": 'say "x==1"'}}
+    assert case_formula_matches('Name = "say \\"x=1\\""', ["Name"], cases, values) == [cases[0]]
+
+
 # -- components (component-handler.ts, component-list-handler.ts) ------------------------------------------
 def test_component_create_get_update_delete(mammals):
     client, _ = mammals

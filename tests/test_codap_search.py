@@ -72,3 +72,22 @@ def test_javascript_number_reading():
     assert js_equal("", 0) and not js_equal("a", "A") and not js_equal(math.nan, math.nan)
     assert js_order("10", "<", "9") and not js_order("10", "<", 9)  # strings vs numbers
     assert js_order("\U0001f600", "<", "\uffff")  # UTF-16 code units, as JavaScript compares
+
+
+@pytest.mark.parametrize("joiner", ["||", "&&"])
+def test_long_chains_within_the_length_limit_evaluate(joiner):
+    """A chain of comparisons as long as a search may be compiles to a shallow predicate:
+    built left-deep, each link was one nested call and Python's recursion limit was passed."""
+    query = joiner.join(["age==1"] * 1200)
+    assert len(query) <= 10_000
+    predicate = compile_search(parse_search(query), NAMES)
+    assert predicate({"age": 1}) is True and predicate({"age": 2}) is False
+
+
+def test_radix_texts_past_a_double_read_as_infinity():
+    """JavaScript's Number("0x" + 300 f's) is Infinity; reading one must not raise."""
+    huge = "0x" + "f" * 300
+    assert js_number(huge) == math.inf and js_number("0b" + "1" * 1100) == math.inf
+    assert codap_value(huge) == math.inf
+    assert matches(f"age < {huge}", {"age": 5}) is True
+    assert matches("age == 1", {"age": huge}) is False

@@ -407,6 +407,17 @@ def test_results_out_of_range(text, values):
     assert "position" in err.details
 
 
+@pytest.mark.parametrize("text, values", [
+    ("=round(1.7976931348623157e308, -308)", {}), ("=round(x, -308)", {"x": 1.7e308}),
+    ("=round(x, -306)", {"x": 1797 * 10 ** 305}),
+])
+def test_rounding_that_carries_past_the_largest_magnitude_is_refused(text, values):
+    """round() to tens or more may round up past about 1.8e308 (1.7e308 to 2e308)."""
+    err = error_of(text, values)
+    assert "too large" in err.message and err.details["function"] == "round"
+    assert ev("=round(x, -307)", {"x": 1.7e308}) == 17 * 10 ** 307
+
+
 def test_power_edge_cases():
     assert ev("=1 ** x", {"x": 10 ** 300}) == 1
     assert ev("=(-1) ** x", {"x": 10 ** 300 + 1}) == -1
@@ -671,7 +682,8 @@ def test_random_attribute_values_match_constants(seed):
         assert got == expected, f"seed={1000 + seed} case={case} text={attr_text!r} values={names!r}"
 
 
-@pytest.mark.parametrize("text", ["=-x", "=abs(x)", "=int(x)", "=floor(x)", "=number(x)"])
+@pytest.mark.parametrize("text", ["=-x", "=abs(x)", "=int(x)", "=floor(x)", "=number(x)", "=round(x)",
+                                  "=round(x, 2)"])
 def test_a_stored_integer_past_the_largest_magnitude_is_refused_by_every_numeric_step(text):
     huge = 10 ** 400  # JSON reads a 401-digit integer as a Python int
     err = error_of(text, {"x": huge})

@@ -121,6 +121,8 @@ def test_nesting_up_to_the_limit_is_accepted():
         ("a==1 &&", 7, "expected an attribute name"),
         ("&& a==1", 0, "expected an attribute name"),
         ("!= 3", 0, "expected an attribute name"),
+        ("-5 < 'age'", 0, "expected an attribute name"),  # a signed number is no attribute name
+        ("x > 1 || -5x < age", 9, "expected an attribute name"),
         ("a==1 ||| b==2", 7, "expected an attribute name"),
         ("a=='abc", 3, "unterminated string"),
         ("a==1 == 2", 5, "unexpected '=='"),
@@ -161,6 +163,9 @@ def test_example_message():
     ("(a !=)", Comparison("a", "!=", None)),
     ("5 < age", Comparison("age", ">", 5)),                # the attribute on the right of a number
     ("2.5 >= age", Comparison("age", "<=", 2.5)),
+    ("-5 < age", Comparison("age", ">", -5)),              # a signed number, as the grammar reads it
+    ("+5 >= age && 1e+3 > b", And(Comparison("age", "<=", 5), Comparison("b", "<", 1000.0))),
+    ("-2.5e-3 == x", Comparison("x", "==", -0.0025)),
     ("true == flag", Comparison("flag", "==", True)),
     ("`5` < age", Comparison("5", "<", "age")),           # a quoted name stays the attribute
     ("5 < 'age'", Comparison("5", "<", "age")),           # a quoted value stays the value

@@ -24,13 +24,21 @@ _SPELLINGS = {"≠": "!=", "≤": "<=", "≥": ">="}
 
 
 def codap_formula_to_expression(formula: str) -> str:
-    """CODAP's formula text in batchray's expression syntax (outside quoted text and names)."""
+    """CODAP's formula text in batchray's expression syntax (outside quoted text and names).
+
+    Inside quoted text a backslash escapes the next character (``"say \\"x=1\\""``), as the
+    expression language reads it, so an escaped quote does not end the text."""
     out: list[str] = []
     quote = None
+    escaped = False
     for i, ch in enumerate(formula):
         if quote is not None:
             out.append(ch)
-            if ch == quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote != "`":
+                escaped = True
+            elif ch == quote:
                 quote = None
             continue
         if ch in "\"'`":

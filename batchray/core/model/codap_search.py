@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Mapping, Union
 
-from batchray.core.model.query.syntax import MAX_DEPTH, MAX_LENGTH, And, Not, Or, operands, postorder
+from batchray.core.model.query.syntax import MAX_DEPTH, MAX_LENGTH, And, Not, Or, balanced, operands, postorder
 from batchray.errors import QueryError
 
 # CODAP's comparison, applied to one comparison's text (resource-parser-utils.ts)
@@ -92,7 +92,11 @@ def js_number(value: JSValue) -> float:
         return float(text)
     radix = _JS_RADIX.fullmatch(text)
     if radix:
-        return float(int(radix.group(1)[1:], {"x": 16, "o": 8, "b": 2}[radix.group(1)[0].lower()]))
+        whole = int(radix.group(1)[1:], {"x": 16, "o": 8, "b": 2}[radix.group(1)[0].lower()])
+        try:
+            return float(whole)
+        except OverflowError:  # past a double's range: JavaScript reads Infinity
+            return math.inf
     return math.nan
 
 
@@ -193,16 +197,18 @@ class _SearchParser:
         return node
 
     def parse_or(self) -> SearchNode:
-        node = self.parse_and()
+        """Chains are balanced trees: the compiled predicate nests one call per level, so a
+        left-deep chain of a thousand comparisons would pass Python's recursion limit."""
+        items = [self.parse_and()]
         while self.accept("||"):
-            node = Or(node, self.parse_and())
-        return node
+            items.append(self.parse_and())
+        return balanced(Or, items)
 
     def parse_and(self) -> SearchNode:
-        node = self.parse_unary()
+        items = [self.parse_unary()]
         while self.accept("&&"):
-            node = And(node, self.parse_unary())
-        return node
+            items.append(self.parse_unary())
+        return balanced(And, items)
 
     def parse_unary(self) -> SearchNode:
         self.skip()

@@ -405,11 +405,14 @@ class Compiler:
                     raise fail(f"round() digits must be between -{MAX_ROUND_DIGITS} and "
                                f"{MAX_ROUND_DIGITS}")
             try:
-                return round_half_up(x, n)
+                r = round_half_up(x, n)
             except ValueFailure as exc:
                 raise fail(exc.message) from None
             except (ArithmeticError, ValueError):
                 raise fail(f"cannot round {describe(x)} to {n} digits") from None
+            # rounding to tens or more may carry past the largest magnitude (round(1.7e308, -308)
+            # is 2e308), and a stored integer past it is returned as it is
+            return within_magnitude(r, fail, "round()")
         return round_
 
     def min_max(self, node: Node, fns: list[Evaluator], pick: Callable) -> Evaluator:

@@ -30,7 +30,7 @@ Grammar (EBNF; whitespace may appear between any two symbols)::
 
 As in CODAP's searches (``v3/src/data-interactive/resource-parser-utils.ts``), an empty right
 side means the empty value (``age ==`` is ``age == ""``, null), and a bare number or boolean may
-stand on the left of an unquoted attribute name (``5 < age``); an attribute named like a number
+stand on the left of an unquoted attribute name (``5 < age``, ``-1.5 <= temp``); an attribute named like a number
 is then written quoted on the left (`` `5` < age ``). Any of the three quotes may quote a name or a value. A trimmed bare word is read as:
 ``true`` / ``false`` (any case) -> boolean; ``null`` (any case) -> null;
 ``[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?`` -> a number (an int when it has no

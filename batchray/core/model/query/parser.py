@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from batchray.core.model.query.syntax import MAX_DEPTH, MAX_LENGTH, OPERATORS, And, Comparison, Everything, Node, Not, Or
+from batchray.core.model.query.syntax import (MAX_DEPTH, MAX_LENGTH, OPERATORS, And, Comparison, Everything, Node, Not, Or,
+                                              balanced)
 from batchray.errors import QueryError
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -106,14 +107,14 @@ class _Parser:
         operands = [self.parse_and()]
         while self.accept("||"):
             operands.append(self.parse_and())
-        return _balanced(Or, operands)
+        return balanced(Or, operands)
 
     def parse_and(self) -> Node:
         """and_expr = unary { "&&" unary }."""
         operands = [self.parse_unary()]
         while self.accept("&&"):
             operands.append(self.parse_unary())
-        return _balanced(And, operands)
+        return balanced(And, operands)
 
     def accept(self, token: str) -> bool:
         """Consume ``token`` (after whitespace) if it is next."""
@@ -163,8 +164,10 @@ class _Parser:
         boolean (``5 < age`` is ``age > 5``), and an empty right side is the empty value
         (``age ==``)."""
         self.skip_ws()
+        start = self.pos
         left_quoted = not self.at_end() and self.text[self.pos] in _QUOTES
-        attr = self.parse_attribute()
+        signed = None if left_quoted else self.scan_signed_number()
+        attr = signed if signed is not None else self.parse_attribute()
         op = self.parse_operator(attr)
         self.skip_ws()
         right_bare = not self.at_end() and self.text[self.pos] not in _QUOTES
@@ -173,7 +176,19 @@ class _Parser:
         if (not left_quoted and right_bare and not isinstance(literal, str) and literal is not None
                 and isinstance(value, str) and all(_is_name_char(c) for c in value)):
             return Comparison(value, _FLIPPED[op], literal)
+        if signed is not None:  # "-5" is no attribute name: only "-5 < age" reads it
+            raise self.error("expected an attribute name, found " + repr(signed[0]), start)
         return Comparison(attr, op, value)
+
+    def scan_signed_number(self) -> str | None:
+        """A bare number on the left that no attribute name could spell (``-5``, ``1e+3``):
+        consume and return it; else None, reading nothing."""
+        match = _BARE_NUMBER.match(self.text, self.pos)
+        if (match is None or all(_is_name_char(c) for c in match.group())
+                or (match.end() < len(self.text) and _is_name_char(self.text[match.end()]))):
+            return None
+        self.pos = match.end()
+        return match.group()
 
     def parse_attribute(self) -> str:
         """attribute = identifier | quoted."""
@@ -297,10 +312,3 @@ def _bare_value(word: str) -> Any:
         return number if _INT64_MIN <= number <= _INT64_MAX else float(word)
     return word
 
-
-def _balanced(cls: type, operands: list[Node]) -> Node:
-    """Join operands with an associative operator as a balanced tree (left-leaning)."""
-    if len(operands) == 1:
-        return operands[0]
-    mid = (len(operands) + 1) // 2
-    return cls(_balanced(cls, operands[:mid]), _balanced(cls, operands[mid:]))

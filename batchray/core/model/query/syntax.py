@@ -2,7 +2,8 @@
 limits, and the walks over it that every consumer shares.
 
 Contracts: nodes are frozen dataclasses; :func:`postorder` and :func:`fold` walk a tree
-bottom-up without recursion, so a tree of any depth is safe; :func:`attributes` lists the
+bottom-up without recursion, so a tree of any depth is safe; :func:`balanced` joins a run of
+one associative operator as a tree of logarithmic depth; :func:`attributes` lists the
 attribute names a query reads.
 """
 from __future__ import annotations
@@ -90,6 +91,15 @@ def postorder(root: Any, children_of: Callable, leaf: Callable, combine: Callabl
 def fold(node: Node, leaf: Callable[[Comparison], Any], combine: Callable[..., Any]) -> Any:
     """Fold a query tree bottom-up (no recursion, so any depth is safe)."""
     return postorder(node, operands, leaf, combine)
+
+
+def balanced(cls: type, items: list) -> Any:
+    """Join ``items`` with an associative operator (:class:`And` or :class:`Or`) as a balanced
+    tree (left-leaning), so a chain of n operands is about log2(n) levels deep, not n."""
+    if len(items) == 1:
+        return items[0]
+    mid = (len(items) + 1) // 2
+    return cls(balanced(cls, items[:mid]), balanced(cls, items[mid:]))
 
 
 def attributes(node: Node) -> set[str]:
