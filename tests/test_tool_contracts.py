@@ -353,6 +353,50 @@ def test_a_read_position_past_64_bits_is_refused_by_the_schema_naming_its_parame
     assert call_tool(client, tool, {**args, field: 2**62})["success"] is True
 
 
+@pytest.mark.parametrize("tool, args, field", [
+    ("get_items", {"dataContextName": "P", "limit": 2.0, "offset": 0.0}, "limit"),
+    ("batch_delete_items", {"dataContextName": "P", "selectors": [{"caseId": 1.0}, {"itemId": 1.0, "index": 0.0}],
+                            "options": {"batchSize": 5.0, "timeout": 60000.0, "parallelism": 1.0}},
+     "options.batchSize"),
+    ("execute_batch_transaction", {"operations": [{"id": "a", "type": "schema", "operation": "create",
+                                                   "target": "P", "priority": 1.0, "timeout": 1000.0}],
+                                   "options": {"maxRetries": 0.0, "retryDelay": 10.0}}, "options.maxRetries"),
+])
+def test_a_whole_number_written_with_a_fraction_is_the_integer_the_schema_takes(tool, args, field):
+    """JSON has one kind of number: the published schema's "integer" takes 2.0 (JSON Schema
+    counts any number without a fraction as one), and so do the arguments' check and the tool,
+    where the strict check refused every float; 2.5, "2" and true are still refused by both."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from batchray.api.tools import validate_args
+    from batchray.errors import ValidationError
+
+    schema = jsonschema.Draft202012Validator(next(t for t in tool_schemas() if t["name"] == tool)["inputSchema"])
+    assert schema.is_valid(args)
+    parsed = validate_args(tool, args)
+    value = parsed
+    for key in field.split("."):
+        value = getattr(value, key)
+    assert type(value) is int
+    for bad in (2.5, "2", True):
+        worse = json.loads(json.dumps(args))
+        *path, last = field.split(".")
+        node = worse
+        for key in path:
+            node = node[key]
+        node[last] = bad
+        assert not schema.is_valid(worse)
+        with pytest.raises(ValidationError) as refused:
+            validate_args(tool, worse)
+        assert refused.value.details["field"] == field
+
+
+def test_a_whole_number_with_a_fraction_reads_a_page(client):
+    assert _create(client, "batch_create_items", [{"city": "L", "name": n, "age": 1} for n in "abc"])["success"]
+    page = call_tool(client, "get_items", {"dataContextName": "P", "limit": 2.0, "offset": 0.0})
+    assert page["success"] is True, page
+    assert len(page["items"]) == 2 and page["nextAfterId"] == page["items"][-1]["id"]
+
+
 def test_a_page_after_the_largest_item_id_is_empty(client):
     """A cursor's page started at afterId + 1, past 64 bits at the last id: SQLite refused to
     bind it (an INTERNAL error)."""

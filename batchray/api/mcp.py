@@ -22,7 +22,9 @@ server starts: ``--io-root``, else ``$BATCHRAY_IO_ROOT``, else the working direc
 
 Errors come back as ``{code, message, details}`` with every password redacted
 (:func:`batchray.core.storage.postgres.url.redact`, which importing it installs for every
-structured error): the store's URL in ``details.store`` included.
+structured error): the store's URL in ``details.store`` included. A call that cannot start the
+store's client answers STORE (not retryable) when the store's path cannot hold a store, else
+UNAVAILABLE (retryable); the next call tries again.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from mcp.server.stdio import stdio_server
 from batchray import __version__
 from batchray.api.client import DEFAULT_STORE
 from batchray.core.storage.postgres.url import redact
-from batchray.errors import BatchrayError, ParticipantUnavailable, error_payload
+from batchray.errors import BatchrayError, ParticipantUnavailable, StoreError, error_payload
 from batchray.api.tools import TOOLS, call_tool, io_root_for, validate_args
 
 PROGRESS_INTERVAL = 0.25
@@ -100,6 +102,19 @@ class Backend:
             print(f"batchray mcp: closing the client failed: {exc}", file=sys.stderr)
         if getattr(client.runtime, "started_ray", False):  # a Ray runtime that started Ray here
             _stop_local_ray()
+
+
+PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError)
+"""What opening a store whose path cannot hold one raises: no retry mends it."""
+
+
+def _connect_error(exc: Exception, store: str) -> BatchrayError:
+    """Why the store's client did not start, as a structured error naming the store: a path
+    that cannot be a store (:data:`PATH_ERRORS`) is a STORE error, not retryable; anything else
+    (Ray not starting, a server not answering) UNAVAILABLE, retryable."""
+    message = f"could not connect to the store: {type(exc).__name__}: {exc}"
+    kind = StoreError if isinstance(exc, PATH_ERRORS) else ParticipantUnavailable
+    return kind(message, store=redact(str(store)))
 
 
 def _stop_local_ray() -> None:
@@ -256,8 +271,7 @@ def build_server(backend: Backend) -> Server:
             except BatchrayError as exc:
                 return error_payload(exc)
             except Exception as exc:  # noqa: BLE001 - the contract is a structured error
-                return error_payload(ParticipantUnavailable(
-                    f"could not connect to the store: {type(exc).__name__}: {exc}", store=redact(str(backend.store))))
+                return error_payload(_connect_error(exc, backend.store))
             return call_tool(_ReportingClient(client, relay.put), name, args)
 
         if not backend.connected:

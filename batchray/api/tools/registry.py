@@ -16,10 +16,11 @@ the line or column of the file, never its text. The Python methods (``client.imp
 """
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from batchray.core.model.arguments import MAX_COUNT
@@ -37,6 +38,25 @@ _CONTINUE = ("with atomic false: true sends every chunk, keeping the good items 
 
 class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers_as_integers(cls, data: Any) -> Any:
+        """A number without a fraction (``5.0``) given where an integer is taken is that integer:
+        JSON has one kind of number and the published JSON Schema's ``integer`` takes it. A
+        fraction (``5.5``), a text (``"5"``) or a boolean is still refused (the check is strict)."""
+        if not isinstance(data, dict):
+            return data
+        whole = {key: int(value) for key, value in data.items()
+                 if type(value) is float and value.is_integer() and key in _integer_fields(cls)}
+        return {**data, **whole} if whole else data
+
+
+@functools.lru_cache(maxsize=None)
+def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` that take an integer (``int``, ``Optional[int]``, ``Union[int, str]``)."""
+    return frozenset(name for name, field in model.model_fields.items()
+                     if field.annotation is int or int in get_args(field.annotation))
 
 
 # -- create_data_context ---------------------------------------------------------------------
