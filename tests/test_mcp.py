@@ -325,6 +325,53 @@ async def test_batch_status(server: Server) -> None:
     assert body["progress"]["completed"] == ITEMS
 
 
+async def test_a_cancelled_request_cancels_its_batch(server: Server) -> None:
+    """MCP's cancellation: a receiver of ``notifications/cancelled`` SHOULD stop processing the
+    request. The batch a cancelled call had started ran on and committed, and its id was told to
+    no one. Now the progress messages name the batch, and the batch of a cancelled request is
+    cancelled with rollback: it ends ``cancelled``, and nothing of it stays."""
+    import re
+
+    await ensure_context(server)  # Ray started
+    context = "Cancelled"
+    made = await call(server, "create_data_context", {
+        "name": context, "collections": [{"name": context, "attrs": [{"name": "name"}]}]})
+    assert not made.is_error, payload(made)
+    messages: list[str] = []
+
+    heard: list[tuple[float, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        heard.append((progress, message))
+        if progress > 0 and message:
+            messages.append(message)
+
+    items = [{"values": {"name": f"c{i}"}} for i in range(10_000)]  # 10,000 chunks of one item: many seconds
+    async with anyio.create_task_group() as tg:
+        async def slow_call() -> None:
+            await server.session.call_tool("batch_create_items", {
+                "dataContextName": context, "collectionName": context, "items": items,
+                "options": {"batchSize": 1}}, read_timeout_seconds=120, progress_callback=on_progress)
+
+        tg.start_soon(slow_call)
+        with anyio.move_on_after(60):
+            while not messages:
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    assert messages, f"no progress named the batch: {heard[-5:]}\n{server.log()[-3000:]}"  # the SDK sends notifications/cancelled for the request
+    named = re.match(r"batch (\S+): ", messages[0])
+    assert named, messages[0]
+    batch_id = named.group(1)
+    state = None
+    with anyio.move_on_after(60):
+        while state not in ("cancelled", "rolled_back", "completed", "failed"):
+            await anyio.sleep(0.2)
+            state = payload(await call(server, "get_batch_status", {"batchId": batch_id}))["state"]
+    assert state == "cancelled", f"{state}\n{server.log()[-3000:]}"
+    left = payload(await call(server, "get_items", {"dataContextName": context, "limit": 1}))
+    assert left["total"] == 0, left
+
+
 async def test_stdout_carries_only_the_protocol(server: Server) -> None:
     # the client hands every stdout line that is not JSON-RPC to the message handler
     assert server.stream_errors == []

@@ -8,7 +8,11 @@ and as ``structuredContent``, with ``isError`` set when ``success`` is false.
 
 A call whose request carries a ``progressToken`` gets ``notifications/progress`` while its
 batch runs: ``progress`` counts the items processed so far, ``total`` the items in the batch,
-and ``message`` says what is happening. The values only ever increase, as the protocol asks.
+and ``message`` says what is happening, naming the batch (``batch ID: ...``, the id
+``get_batch_status`` and ``cancel_batch_operation`` take). The values only ever increase, as the
+protocol asks. A request the client cancels (``notifications/cancelled``) cancels the batch it
+started, with rollback: an atomic batch leaves nothing, a non-atomic one keeps what it had
+committed (as ``cancel_batch_operation`` does); the call is not answered, as the protocol says.
 
 Standard output belongs to the protocol. The SDK's stdio transport points file descriptor 1
 at standard error while it serves, so whatever Ray, its workers or a stray ``print`` write
@@ -142,10 +146,12 @@ class ProgressRelay:
         self._lock = threading.Lock()
         self._latest: Optional[dict[str, Any]] = None
         self.sent: Optional[float] = None
+        self.batch: Optional[str] = None  # the batch the call runs now, once its progress names it
 
     def put(self, progress: dict[str, Any]) -> None:
         with self._lock:
             self._latest = dict(progress)
+            self.batch = progress.get("batchId") or self.batch
 
     def take(self) -> Optional[dict[str, Any]]:
         with self._lock:
@@ -198,7 +204,8 @@ def _progress_message(progress: dict[str, Any], total: Optional[float]) -> str:
         if progress.get("etaSeconds") is not None:
             parts.append(f"about {progress['etaSeconds']:.0f} s left")
     operation = progress.get("currentOperation")
-    return f"{operation}: " + ", ".join(parts) if operation else ", ".join(parts)
+    text = f"{operation}: " + ", ".join(parts) if operation else ", ".join(parts)
+    return f"batch {progress['batchId']}: {text}" if progress.get("batchId") else text
 
 
 async def _send_progress(ctx: Any, relay: ProgressRelay) -> None:
@@ -281,7 +288,12 @@ def build_server(backend: Backend) -> Server:
             tg.start_soon(_forward_progress, ctx, relay, PROGRESS_INTERVAL)
             # abandon_on_cancel: a cancelled request (or a server shutting down) does not wait for
             # the batch; the batch itself goes on to commit or roll back as a whole
-            payload = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+            try:
+                payload = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await _cancel_batch(backend, relay.batch)
+                raise
             tg.cancel_scope.cancel()
         if backend.connected and not backend.signals_rearmed:
             _rearm_signal_handlers()
@@ -291,6 +303,23 @@ def build_server(backend: Backend) -> Server:
 
     return Server("batchray", version=__version__, instructions=INSTRUCTIONS,
                   on_list_tools=list_tools, on_call_tool=call)
+
+
+async def _cancel_batch(backend: Any, batch: Optional[str]) -> None:
+    """Cancel ``batch`` (with rollback), the batch of a request the client cancelled; nothing
+    when the call had started none. A batch that ended meanwhile has nothing to cancel; what
+    the cancellation answers goes to stderr, the call itself being answered no more."""
+    if batch is None or not backend.connected:
+        return
+
+    def cancel() -> None:
+        try:
+            answer = backend.client.cancel(batch, rollback=True)
+            print(f"batchray mcp: cancelled request: batch {batch}: {answer.get('state', answer)}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - the request is gone; say why its batch was not cancelled
+            print(f"batchray mcp: cancelled request: batch {batch} not cancelled: {exc}", file=sys.stderr)
+
+    await anyio.to_thread.run_sync(cancel)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -58,7 +58,7 @@ class ProgressDisplay:
             self.callback(dict(progress))
 
     def close(self, result: BatchResult) -> None:
-        final = {"total": result.total_items, "completed": result.items_created + result.items_updated +
+        final = {"batchId": result.transaction_id, "total": result.total_items, "completed": result.items_created + result.items_updated +
                  result.items_deleted, "failed": result.items_failed, "throughput": 0.0, "state": result.state.value}
         if self.callback is not None:
             self.callback(final)

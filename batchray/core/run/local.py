@@ -274,5 +274,5 @@ class _ProgressCounter:
         remaining = (self.total - self.completed - self.failed) if self.total is not None else None
         # past the total the total was no count of items (see batchray.core.run.progress): no ETA
         eta = remaining / throughput if remaining is not None and remaining >= 0 and throughput > 0 else None
-        self.watch({"total": self.total, "completed": self.completed, "failed": self.failed,
+        self.watch({"batchId": self.txn, "total": self.total, "completed": self.completed, "failed": self.failed,
                     "throughput": throughput, "etaSeconds": eta, "state": "running"})

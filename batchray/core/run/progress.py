@@ -121,6 +121,7 @@ class ProgressBook:
             # its selectors, and a query selects any number of items), so nothing is known of the rest
             eta = remaining / batch.rate
         return {
+            "batchId": txn,
             "total": batch.total if batch.total is not None else 0,
             "completed": batch.completed,
             "failed": batch.failed,
