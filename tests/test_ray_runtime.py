@@ -318,19 +318,24 @@ def test_a_batch_planned_whole_goes_as_few_objects_of_packed_chunks(plain, monke
     """``pack_whole``: a batch sent in its submit call (planned whole, not inline) puts its
     chunks as objects of packed chunks of up to PACKED_BYTES each (one put per object, where
     bundles of BUNDLE_BYTES took one per 14 small chunks); a batch of many small chunks
-    loads whole through it."""
+    loads whole through it. An object holds at most PACK_CHUNKS chunks (a worker deserializes
+    the object's whole index of parts in each call that applies one of them: 10,000 one-item
+    chunks in one object made the load quadratic in its chunks)."""
     import ray
 
     import actors.runtime as runtime
     from actors.transport import ChunkPart, PackedChunks
     from batchray.core.txn.chunks import PlannedChunk
 
-    planned = [PlannedChunk(f"shard-000{i % 2}", {"n": i}, 1_000, 1) for i in range(400)]
+    planned = [PlannedChunk(f"shard-000{i % 2}", {"n": i}, 1_000, 1) for i in range(600)]
     runtime.pack_whole(planned)
     assert all(isinstance(pc.chunk, ChunkPart) for pc in planned)
-    assert len({pc.chunk.bundle for pc in planned}) == 1
+    bundles = [pc.chunk.bundle for pc in planned]
+    assert len(set(bundles)) == 3 and bundles[255] != bundles[256] and bundles[511] != bundles[512]
+    assert [len(ray.get(b)) for b in dict.fromkeys(bundles)] == [runtime.PACK_CHUNKS, runtime.PACK_CHUNKS, 88]
     packed = ray.get(planned[0].chunk.bundle)
-    assert isinstance(packed, PackedChunks) and [packed[i] for i in range(400)] == [{"n": i} for i in range(400)]
+    assert isinstance(packed, PackedChunks)
+    assert [ray.get(pc.chunk.bundle)[pc.chunk.index] for pc in planned] == [{"n": i} for i in range(600)]
 
     monkeypatch.setattr(runtime, "PACKED_BYTES", 100_000)  # 100 chunks of 1,000 bytes an object
     planned = [PlannedChunk("shard-0000", {"n": i}, 1_000, 1) for i in range(250)]
@@ -346,7 +351,7 @@ def test_a_batch_planned_whole_goes_as_few_objects_of_packed_chunks(plain, monke
     monkeypatch.setattr(runtime.ray, "put", lambda value, **kw: puts.append((type(value).__name__, len(value))) or put(value, **kw))
     result = plain.create_items(context, "Rows", rows(2_000), batch_size=5)  # planned whole: 400 chunks
     assert result.success and result.items_created == 2_000, result.error
-    assert puts == [("PackedChunks", 400)], puts
+    assert puts == [("PackedChunks", 256), ("PackedChunks", 144)], puts  # at most PACK_CHUNKS an object
     assert sorted(item["values"]["n"] for item in plain.get_items(context)) == list(range(2_000))
 
 
