@@ -527,7 +527,10 @@ def test_two_updates_of_one_item_in_one_batch_compose(engine):
 @pytest.mark.ray
 def test_schema_undo_and_transactions_through_the_tools_on_ray(client):
     """The same operations through the Ray client: payloads planned on the driver, 2PC on the
-    coordinator, TransformItems, UndoBatch and DropBackups applied by the workers."""
+    coordinator, TransformItems, UndoBatch and DropBackups applied by the workers. What an undo
+    and a drop did to other batches is in the log when their caller is answered (the batches
+    come with the options: a drop's batches stayed with the client's plan, and on Ray a dropped
+    batch was still listed as keeping backups)."""
     assert client.tool("create_data_context", {"name": "Trips", "collections": CONTEXT})["success"]
     created = client.tool("batch_create_items", {"dataContextName": "Trips", "collectionName": "Visits",
                                                  "items": [{"values": r} for r in _rows(40)]})
@@ -543,6 +546,8 @@ def test_schema_undo_and_transactions_through_the_tools_on_ray(client):
     undone = client.tool("rollback_batch", {"batchId": bump["transactionId"]})
     assert undone["success"], undone
     assert client.get_items("Trips") == items
+    # the coordinator answers at the commit point: the undone batch's record says so by then
+    assert client.status(bump["transactionId"])["state"] == "rolled_back"
     bump = client.tool("batch_update_items", {"dataContextName": "Trips", "updates": [
         {"selector": {"query": "city == Lyon"}, "values": {"spent": "=spent + 1"}}], "options": {"createBackups": True}})
     dropped = client.tool("drop_batch_backups", {"batchIds": [bump["transactionId"]]})

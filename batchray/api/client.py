@@ -414,7 +414,7 @@ class Client:
             if not ids or not all(isinstance(i, str) and i for i in ids):
                 raise ValidationError("batch_ids: one batch id, or a non-empty list of them", field="batch_ids")
         plan = plan_drop_backups(self.planner, self.runtime.batch_record, ids)
-        result = self.run_plan(plan, RunOptions(), progress=False)
+        result = self.run_plan(plan, RunOptions(drops=plan.extra["batches"]), progress=False)
         if not result.success:
             return result
         dropped = result.results[0]["itemBackupsDropped"] if result.results else 0

@@ -98,7 +98,9 @@ class RunOptions(_Model):
     batch fails on any rejected item). ``all_errors``: the result lists every rejected item
     (a rejects file needs them all; its record in the decision log keeps the first
     :data:`ERRORS_LISTED`), else the first :data:`ERRORS_LISTED` (``items_failed`` counts them
-    all either way). ``undoes``: the batch a rollback batch undoes (set by the planner).
+    all either way). ``undoes``: the batch a rollback batch undoes; ``drops``: the batches a
+    drop_backups batch forgets the backups of (both set by the client, so that the runtime that
+    runs the batch, the coordinator on Ray, records them).
     """
 
     atomic: bool = True
@@ -114,6 +116,7 @@ class RunOptions(_Model):
     reject_ratio: Optional[float] = Field(default=None, ge=0, le=1)
     all_errors: bool = False
     undoes: Optional[str] = None
+    drops: Optional[list[str]] = None
 
     def but(self, **changes: Any) -> "RunOptions":
         """A copy with ``changes`` (snake_case names), validated."""

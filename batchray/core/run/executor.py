@@ -172,6 +172,7 @@ class Executor:
             early = undo_judged(plan, summarize(plan, merged(kept, outcome), atomic, time.perf_counter() - started,
                                                 batch_id=txn, errors_listed=listed))
             self.log.set_state(txn, early.state.value, result=recorded(early))
+            self._note_effects(plan, options, txn, early, outcome.committed)  # before waiters read the log
             on_decided(early)
 
         def each_chunk(pc: PlannedChunk, images: Any, error: Optional[BatchrayError]) -> None:
@@ -228,15 +229,24 @@ class Executor:
             if attempt > 1:
                 self._end_attempt(plan, last, attempt, started)
             self.log.set_state(txn, result.state.value, result=recorded(result))
-            undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
-            if undoes and result.success:  # an undo that found no backups failed (undo_judged)
-                self.log.undone(undoes, txn)  # rolled_back, naming this undo (its result stays)
-            if (undoes and result.success) or (plan.kind == "drop_backups" and outcome.committed):
-                # an undo drops the backups it restored from (UndoBatch), as a drop does
-                self.log.backups_dropped([undoes] if undoes else plan.extra.get("batches") or [])
+            self._note_effects(plan, options, txn, result, outcome.committed)
         except StoreError as exc:  # the batch is finished; only its record in the log failed
             raise unrecorded(txn, outcome.committed, exc, "its status reads 'running' until recovery records it") from exc
         return result
+
+    def _note_effects(self, plan: Plan, options: RunOptions, txn: str, result: BatchResult, committed: bool) -> None:
+        """Record in the log what a committed undo or drop did to other batches: an undo's
+        batch is ``rolled_back``, naming the undo (its result stays), and keeps no backups (the
+        undo dropped those it restored from); a drop's batches keep none. Done at the commit
+        point, before the caller is answered (so that its next read of the log sees it), and
+        again at the end (idempotent). The batches come with the options (``undoes``,
+        ``drops``): the plan's own notes stay with the client that planned it."""
+        undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
+        if undoes and result.success:  # an undo that found no backups failed (undo_judged)
+            self.log.undone(undoes, txn)
+            self.log.backups_dropped([undoes])
+        elif plan.kind == "drop_backups" and committed:
+            self.log.backups_dropped(plan.extra.get("batches") or options.drops or [])
 
     def _end_attempt(self, plan: Plan, outcome: Outcome, attempt: int, started: float) -> None:
         """Record how attempt ``attempt`` (>= 2 has a record of its own) ended, and drop the
