@@ -181,10 +181,27 @@ async def test_initialize_and_list_tools(server: Server) -> None:
 
 
 async def test_bad_call_is_a_structured_error(server: Server) -> None:
+    """Bad arguments are refused before anything starts: the first call of the server (its
+    store's Ray not started yet) hears no "starting the store's Ray actors" progress, and no
+    Ray is started for it."""
+    heard: list[Any] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        heard.append(message)
+
     result = await call(server, "batch_create_items", {
         "dataContextName": CONTEXT, "collectionName": CONTEXT, "items": [{"values": {"name": "x"}}],
         "options": {"batchSize": 0},
-    })
+    }, progress_callback=on_progress)
+    await anyio.sleep(0.2)  # a notification sent before the answer is handled as a task of its own
+    assert heard == [], heard
+    def command(proc: Any) -> str:
+        try:
+            return " ".join(proc.cmdline())
+        except psutil.Error:
+            return ""
+
+    assert not any("raylet" in command(p) for p in server.descendants()), "a refused call started Ray"
     assert result.is_error
     body = payload(result)
     assert body["success"] is False

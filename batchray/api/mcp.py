@@ -267,12 +267,14 @@ def build_server(backend: Backend) -> Server:
         name, args = params.name, params.arguments if params.arguments is not None else {}
         relay = ProgressRelay()
 
-        def run() -> dict[str, Any]:
+        def refused() -> Optional[dict[str, Any]]:
             try:
-                # bad arguments are refused before anything starts
                 validate_args(name, args)
             except BatchrayError as exc:
                 return error_payload(exc)
+            return None
+
+        def run() -> dict[str, Any]:
             try:
                 client = backend.get()
             except BatchrayError as exc:
@@ -281,6 +283,11 @@ def build_server(backend: Backend) -> Server:
                 return error_payload(_connect_error(exc, backend.store))
             return call_tool(_ReportingClient(client, relay.put), name, args)
 
+        # bad arguments are refused before anything starts, or is said to start (in a thread:
+        # a call's arguments may hold many items to check)
+        bad = await anyio.to_thread.run_sync(refused)
+        if bad is not None:
+            return _result(bad)
         if not backend.connected:
             relay.put({"completed": 0, "message": "starting the store's Ray actors (first call)"})
             await _send_progress(ctx, relay)
