@@ -403,8 +403,19 @@ class CoordinatorService:
             if txn != here:
                 self._threads.run(self._execute, self.runs[txn])
 
+    def _after_sources(self, options: RunOptions) -> None:
+        """An undo or a drop of backups waits for the batches whose backups it reads to end
+        here, phase 2 included (at most its own timeout): their callers were answered at the
+        commit point, and a shard holds a batch's backups once that batch committed there, so an
+        undo or a drop sent at once could find none at a shard phase 2 had not reached yet."""
+        for source in ([options.undoes] if options.undoes else []) + list(options.drops or []):
+            source_run = self.runs.get(source)
+            if source_run is not None:
+                source_run.ended.wait(timeout=options.timeout / 1000)
+
     def _execute(self, run: BatchRun) -> None:
         run.started = time.time()
+        self._after_sources(run.options)
         if not run.logged_running:
             self.log.set_state(run.txn, "running")
         if self.progress is not None:
