@@ -110,7 +110,7 @@ def test_an_import_takes_a_priority_and_a_queue_and_refuses_an_option_it_does_no
     result = client.import_file("P", "People", path, priority=5, queue="etl")
     assert result.success
     assert (client.status(result.transaction_id)["priority"], client.status(result.transaction_id)["queue"]) == (5, "etl")
-    for bad, field in (({"priority": "high"}, "priority"), ({"queue": ""}, "queue"), ({"idempotency_key": "k"},
+    for bad, field in (({"priority": "high"}, "priority"), ({"queue": ""}, "queue"), ({"idempotency_key": ""},
                                                                                          "idempotency_key")):
         _refused(lambda: client.import_file("P", "People", path, **bad), field)
     _refused(lambda: client.export_file("P", tmp_path / "out.csv", pagesize=3), "pagesize")

@@ -164,6 +164,14 @@ class Client:
         """The result of a batch started with ``wait=False``, once it has ended."""
         return self.runtime.wait(arguments.batch_id(batch_id))
 
+    def batch_for_key(self, idempotency_key: str) -> Optional[str]:
+        """The id of the batch registered under ``idempotency_key`` (the one a call made again
+        under that key answers with), or None when no batch has it."""
+        if idempotency_key is None:
+            raise ValidationError("idempotency_key must be a text of 1 to 200 characters", field="idempotency_key")
+        record = self.runtime.batch_by_key(run_options(idempotency_key=idempotency_key).idempotency_key)
+        return record["txn"] if record is not None else None
+
     # -- data contexts and items ------------------------------------------------------------------
     def create_data_context(self, name: str, collections: list[dict[str, Any]], *, title: Optional[str] = None,
                             description: Optional[str] = None) -> BatchResult:
@@ -326,7 +334,7 @@ class Client:
         if rejects is None:
             return run, None
         key = run.idempotency_key
-        if key is not None and os.path.exists(rejects) and self.runtime.batch_by_key(key) is not None:
+        if key is not None and os.path.exists(rejects) and self.batch_for_key(key) is not None:
             return run, None
         return run.but(all_errors=True), rejects
 
@@ -503,14 +511,19 @@ class Client:
         rejected with its values as read): an import over a limit fails whole, decided before
         anything commits. Rows a reader skips as malformed (``atomic=False``) are not the
         batch's: they are counted after it, so with them over a limit the result fails but what
-        committed stays."""
+        committed stays. Made again under an ``idempotency_key`` that names a batch already, it
+        answers that batch's result and leaves the rejects file the first call wrote."""
         from batchray.io import import_file
         from batchray.io.rejects import settle_rejects
 
+        # made again under a key that names a batch: that batch's result, whose rejects the first
+        # call wrote and whose limits it applied
+        key = options.get("idempotency_key")
+        answered = key is not None and self.batch_for_key(key) is not None
         result = import_file(self, context, collection, path, format, reject_limit=reject_limit,
-                             reject_ratio=reject_ratio, all_errors=rejects is not None,
+                             reject_ratio=reject_ratio, all_errors=rejects is not None and not answered,
                              **_known_options(import_file, options, "import_file"))
-        if rejects is None and reject_limit is None and reject_ratio is None:
+        if answered or (rejects is None and reject_limit is None and reject_ratio is None):
             return result
         return settle_rejects(result, rejects, reject_limit=reject_limit, reject_ratio=reject_ratio)
 

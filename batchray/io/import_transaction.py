@@ -87,6 +87,18 @@ def run_import(target: Target, plan: Any, reading: Reading, *, atomic: bool, tim
     return result
 
 
+def answered_import(target: Target, batch_id: str, key: str, *, fmt: str, path: Path, contexts: list[str],
+                    collection: Optional[str]) -> ImportResult:
+    """The answer to an import made again under idempotency key ``key``, which names batch
+    ``batch_id`` already: that batch's result once it has ended, the file not read again."""
+    started = time.perf_counter()
+    out = import_result(target.wait(batch_id), Reading(), started, fmt=fmt, path=path, contexts=contexts,
+                        collection=collection)
+    out.notes.append(f"the result of batch {batch_id}, which an earlier call ran under idempotency key {key!r}: "
+                     "this call read and imported nothing (rowsRead 0)")
+    return out
+
+
 def import_result(result: BatchResult, reading: Reading, started: float, *, fmt: str, path: Path,
                   contexts: list[str], collection: Optional[str]) -> ImportResult:
     duration = time.perf_counter() - started
@@ -101,4 +113,4 @@ def import_result(result: BatchResult, reading: Reading, started: float, *, fmt:
     )
 
 
-__all__ = ["Reading", "catalog_docs_first", "guarded_parts", "guarded_rows", "import_result", "run_import"]
+__all__ = ["Reading", "answered_import", "catalog_docs_first", "guarded_parts", "guarded_rows", "import_result", "run_import"]

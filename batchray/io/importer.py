@@ -63,6 +63,7 @@ from batchray.io.document_import import import_document
 from batchray.io.formats import detect_format
 from batchray.io.import_transaction import (
     Reading,
+    answered_import,
     catalog_docs_first,
     guarded_parts,
     guarded_rows,
@@ -116,6 +117,7 @@ def import_file(
     priority: int = 0,
     queue: str = "default",
     all_errors: bool = False,
+    idempotency_key: Optional[str] = None,
 ) -> ImportResult:
     """Import a CSV, JSON Lines, Parquet, Arrow IPC or CODAP file into ``context``/``collection``.
 
@@ -137,6 +139,11 @@ def import_file(
     that (or a larger fraction) fails whole, decided before anything commits, as ``create_items``
     (rows a reader skips as malformed are not the batch's: they are not counted there).
     ``priority`` and ``queue``: where the import's batch waits for a slot, as for ``create_items``.
+    ``idempotency_key``: an import is one batch, registered under this key; a call made again
+    under a key that names a batch already reads nothing and imports nothing: it answers that
+    batch's result, once the batch has ended (``rows_read`` 0, a note naming the batch; the file
+    need not exist any more). A batch that failed stays failed under its key: import again
+    under a new one.
 ``max_record_bytes``: the most one line, record or value may hold; ``max_decoded_bytes``: the
 most one Parquet column chunk may hold decompressed; ``max_document_memory``: the most memory a
 CODAP document may take parsed, as estimated before parsing (defaults from the memory budget:
@@ -160,25 +167,28 @@ limit is refused with a :class:`~batchray.errors.DocumentError`.
     for flag, field in ((atomic, "atomic"), (create, "create"), (quote_content, "quoteContent"),
                         (columnar, "columnar")):
         arguments.flag(flag, field)
-    resolved = resolve_path(path, allowed_root, must_exist=True)
-    fmt = detect_format(resolved, format)
     types = _check_types(types)
-    batch = {**_check_reject_limits(reject_limit, reject_ratio), **_check_admission(priority, queue),
+    batch = {**_check_reject_limits(reject_limit, reject_ratio), **_check_admission(priority, queue, idempotency_key),
              "all_errors": arguments.flag(all_errors, "allErrors")}
+    prior = client_or_engine.batch_for_key(idempotency_key) if idempotency_key is not None else None
+    resolved = resolve_path(path, allowed_root, must_exist=prior is None)
+    fmt = detect_format(resolved, format)
+    if fmt == "codap" and collection is not None:
+        raise ValidationError("a CODAP document brings its own collections: leave collection unset",
+                              field="collectionName")
+    if fmt == "codap" and types:
+        raise ValidationError("a CODAP document's attributes carry their own types: leave types unset", field="types")
+    if fmt != "codap" and not context:
+        raise ValidationError(f"importing a {fmt} file needs a data context name", field="dataContextName")
+    if prior is not None:
+        return answered_import(client_or_engine, prior, idempotency_key, fmt=fmt, path=resolved,
+                               contexts=[context] if context else [], collection=collection)
     limits = read_limits(client_or_engine.memory_allowance, max_record_bytes, max_decoded_bytes,
                          max_document_memory)
     if fmt == "codap":
-        if collection is not None:
-            raise ValidationError("a CODAP document brings its own collections: leave collection unset",
-                                  field="collectionName")
-        if types:
-            raise ValidationError("a CODAP document's attributes carry their own types: leave types unset",
-                                  field="types")
         return import_document(client_or_engine, context, resolved, atomic=atomic, batch_size=batch_size,
                                progress=progress, timeout=timeout, max_memory=limits.document_bytes, create=create,
                                batch=batch)
-    if not context:
-        raise ValidationError(f"importing a {fmt} file needs a data context name", field="dataContextName")
     source = open_source(fmt, resolved, atomic=atomic, types=types, block_size=block_size, limits=limits,
                          quote_content=quote_content)
     try:
@@ -229,11 +239,11 @@ def _check_reject_limits(limit: Any, ratio: Any) -> dict[str, Any]:
     return {"reject_limit": limit, "reject_ratio": ratio}
 
 
-def _check_admission(priority: Any, queue: Any) -> dict[str, Any]:
-    """``{priority, queue}`` for the batch, checked as any batch's run options are
-    (:func:`~batchray.core.model.batch.run_options`: a :class:`ValidationError` naming one)."""
-    checked = run_options(priority=priority, queue=queue)
-    return {"priority": checked.priority, "queue": checked.queue}
+def _check_admission(priority: Any, queue: Any, idempotency_key: Any) -> dict[str, Any]:
+    """``{priority, queue, idempotency_key}`` for the batch, checked as any batch's run options
+    are (:func:`~batchray.core.model.batch.run_options`: a :class:`ValidationError` naming one)."""
+    checked = run_options(priority=priority, queue=queue, idempotency_key=idempotency_key)
+    return {"priority": checked.priority, "queue": checked.queue, "idempotency_key": checked.idempotency_key}
 
 
 def _lookup(target: Target, name: str) -> Optional[tuple[int, DataContext, str]]:

@@ -52,16 +52,16 @@ def chunk_id_source(planner: BatchPlanner) -> Iterator[int]:
 
 def run_plan(target: Target, plan: Any, *, atomic: bool, timeout: Optional[int], progress: Progress,
              reject_limit: Optional[int] = None, reject_ratio: Optional[float] = None, priority: int = 0,
-             queue: str = "default", all_errors: bool = False) -> BatchResult:
+             queue: str = "default", all_errors: bool = False, idempotency_key: Optional[str] = None) -> BatchResult:
     """Run ``plan`` as one batch with ``timeout`` (ms; default :data:`DEFAULT_TIMEOUT_MS`) and
     the client's progress bar (``progress`` True/False/None) or the ``progress`` callable given
     ``{"phase": "writing", ...}`` events. A non-atomic import goes on past its rejected rows
     (``continue_on_error``): what a lenient import is for. ``reject_limit`` / ``reject_ratio``:
     as :class:`RunOptions` (a non-atomic batch over either fails whole, before anything commits);
-    ``priority``, ``queue`` and ``all_errors`` too."""
+    ``priority``, ``queue``, ``all_errors`` and ``idempotency_key`` too."""
     options = RunOptions(atomic=atomic, continue_on_error=not atomic, timeout=int(timeout or DEFAULT_TIMEOUT_MS),
                          reject_limit=reject_limit, reject_ratio=reject_ratio, priority=priority, queue=queue,
-                         all_errors=all_errors)
+                         all_errors=all_errors, idempotency_key=idempotency_key)
     callback = None
     bar = progress if isinstance(progress, bool) else None  # None: the client's default
     if callable(progress):

@@ -257,7 +257,7 @@ def rejects_options(client, o: Any) -> dict[str, Any]:
     path = None
     if o.rejectsPath is not None:
         key = getattr(o, "idempotencyKey", None)
-        retried = key is not None and client.runtime.batch_by_key(key) is not None
+        retried = key is not None and client.batch_for_key(key) is not None
         try:
             path = destination_path(o.rejectsPath, tool_io_root(client), overwrite=retried)
         except (ConflictError, DocumentError) as exc:
@@ -435,6 +435,9 @@ class ImportOptions(AdmissionOptions):
     rejectLimit: Optional[int] = Field(default=None, ge=0, description="fail the import when more rows are rejected")
     rejectRatio: Optional[float] = Field(default=None, ge=0, le=1,
                                          description="fail the import when a larger fraction of rows is rejected")
+    idempotencyKey: Optional[str] = Field(default=None, min_length=1, max_length=200, description=(
+        "the import is one batch, registered under this key: a call made again under it reads and imports "
+        "nothing and answers the first call's result"))
 
 
 class BatchImportArgs(_Args):
@@ -477,20 +480,14 @@ def tool_io_root(client: Any) -> str:
 
 
 def _batch_import(client, a: BatchImportArgs) -> dict[str, Any]:
-    from batchray.io import import_file
-
     o = a.options
-    dead_letters = rejects_options(client, o)  # the rejects path refused before the import, if it must be
-    result = import_file(client, a.dataContextName, a.collectionName, a.path, a.format, atomic=o.atomic,
-                         batch_size=o.batchSize, create=o.create, types=o.types, timeout=o.timeout,
-                         max_record_bytes=o.maxRecordBytes, max_decoded_bytes=o.maxDecodedBytes,
-                         max_document_memory=o.maxDocumentMemory, reject_limit=o.rejectLimit,
-                         reject_ratio=o.rejectRatio, allowed_root=tool_io_root(client), quote_content=False,
-                         progress=False, priority=o.priority, queue=o.queue)
-    if o.rejectsPath is not None or o.rejectLimit is not None or o.rejectRatio is not None:
-        from batchray.io.rejects import settle_rejects
-
-        result = settle_rejects(result, dead_letters["rejects"], reject_limit=o.rejectLimit, reject_ratio=o.rejectRatio)
+    # the rejects path refused before the import, if it must be
+    result = client.import_file(a.dataContextName, a.collectionName, a.path, a.format, atomic=o.atomic,
+                                batch_size=o.batchSize, create=o.create, types=o.types, timeout=o.timeout,
+                                max_record_bytes=o.maxRecordBytes, max_decoded_bytes=o.maxDecodedBytes,
+                                max_document_memory=o.maxDocumentMemory, allowed_root=tool_io_root(client),
+                                quote_content=False, progress=False, priority=o.priority, queue=o.queue,
+                                idempotency_key=o.idempotencyKey, **rejects_options(client, o))
     payload = result.dump()
     if not result.success and payload.get("error") is None and result.errors:
         # rows were left out (atomic=False): the first error stands for all, as one structured

@@ -73,3 +73,9 @@ class PlanTarget(Protocol):
     def run_plan(self, plan: Plan, options: RunOptions, *, progress: Optional[bool] = None,
                  callback: Optional[Callable[[dict], Any]] = None, wait: bool = True) -> BatchResult | str:
         """Run ``plan`` with ``options``; its result (or its batch id, with ``wait=False``)."""
+
+    def wait(self, batch_id: str) -> BatchResult:
+        """The result of batch ``batch_id`` once it has ended."""
+
+    def batch_for_key(self, idempotency_key: str) -> Optional[str]:
+        """The id of the batch registered under ``idempotency_key``, or None."""
