@@ -144,6 +144,50 @@ def test_deleting_a_middle_collection_drops_its_attributes_and_relinks_the_hiera
     assert _values(engine) == {i: {k: v for k, v in vals.items() if k not in ("name", "age")} for i, vals in before.items()}
 
 
+def test_deleting_the_last_attribute_of_a_collection_removes_the_collection_as_codap_does(engine):
+    # CODAP's DataSet.removeAttribute removes a collection left with no attribute (unless it is
+    # the only one): it used to stay, empty, and group every item into one case with no values
+    before = _values(engine)
+    result = engine.schema_operations("Trips", [{"action": "delete", "target": "attribute", "attribute": "city"}])
+    assert result.success, result.error
+    ctx = engine.catalog.context("Trips")[1]
+    assert [(c.name, c.parent) for c in ctx.collections] == [("People", None), ("Visits", "People")]
+    assert _values(engine) == {i: {k: v for k, v in vals.items() if k != "city"} for i, vals in before.items()}
+    people = engine.get_cases("Trips", "People")
+    assert sorted((c["values"]["name"], c["values"]["age"]) for c in people) == sorted(
+        {(v["name"], v["age"]) for v in before.values()})
+    assert all(c["parent"] is None for c in people)
+    # the child-most collection too: its parent becomes the child-most, one case per item
+    result = engine.schema_operations("Trips", [{"action": "delete", "target": "attribute", "attribute": "year"},
+                                                {"action": "delete", "target": "attribute", "attribute": "spent"}])
+    assert result.success, result.error
+    assert [c.name for c in engine.catalog.context("Trips")[1].collections] == ["People"]
+    assert len(engine.get_cases("Trips", "People")) == len(before)
+    # the only collection stays, as in CODAP
+    result = engine.schema_operations("Trips", [{"action": "delete", "target": "attribute", "attribute": "name"},
+                                                {"action": "delete", "target": "attribute", "attribute": "age"}])
+    assert result.success, result.error
+    assert [(c.name, c.attrs) for c in engine.catalog.context("Trips")[1].collections] == [("People", [])]
+
+
+def test_a_collection_update_refuses_what_it_cannot_change_and_changes_nothing(engine):
+    # a collection's title, labels and name may be updated: a parent (a move) or a misspelt key
+    # used to be ignored, the batch reporting success
+    schema_before = engine.catalog.context("Trips")[1]
+    for spec, key in (({"parent": "Cities", "title": "P"}, "parent"), ({"titel": "People!"}, "titel"),
+                      ({"attrs": []}, "attrs")):
+        payload = call_tool(engine, "batch_schema_operations", {"dataContextName": "Trips", "operations": [
+            {"action": "update", "target": "collection", "collection": "Visits", "spec": spec}]})
+        assert payload["success"] is False, spec
+        assert payload["error"]["code"] == "VALIDATION"
+        assert payload["error"]["details"]["field"] == f"spec.{key}" and payload["error"]["details"]["index"] == 0
+    assert engine.catalog.context("Trips")[1] == schema_before
+    result = engine.schema_operations("Trips", [{"action": "update", "target": "collection", "collection": "Visits",
+                                                 "spec": {"title": "Trips taken", "name": "Trip"}}])
+    assert result.success, result.error
+    assert [(c.name, c.title) for c in engine.catalog.context("Trips")[1].collections][-1] == ("Trip", "Trips taken")
+
+
 @pytest.mark.parametrize("operations, gone", [
     # renamed, then deleted under its new name
     ([{"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "years"}},

@@ -8,7 +8,8 @@ local engine's or the Ray client's — so the same code serves both runtimes.
   catalog document of the context, plus a :class:`~batchray.core.txn.chunks.TransformItems` on every
   shard when attributes are renamed, deleted or retyped (values converted; failures reported
   per item); components that name a renamed or deleted attribute follow it. An existing
-  attribute made ``required`` or ``unique`` that the items already break is refused.
+  attribute made ``required`` or ``unique`` that the items already break is refused. A
+  collection left with no attribute goes too, as in CODAP.
 * :func:`plan_delete_context` deletes a data context with its items, and deletes or unlinks
   the components that name it, as CODAP does.
 * :func:`plan_components` creates, updates and deletes components; their references (data
@@ -108,6 +109,10 @@ def _reparent(collections: list[Collection]) -> list[Collection]:
     return collections
 
 
+_COLLECTION_CHANGES = ("title", "labels", "name")
+"""What an update of a collection may change."""
+
+
 def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> None:
     ctx = change.context
     _check_shape(op, index, ("collection", "attribute"), ("spec",))
@@ -123,7 +128,11 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
                 change.created(attr.name, attr, index)
         elif action == "update":
             coll = ctx.collection(op.get("collection", ""))
-            for key in ("title", "labels", "name"):
+            unknown = sorted(set(spec) - set(_COLLECTION_CHANGES))
+            if unknown:  # a parent (a move) or a misspelt key is refused, not ignored
+                raise ValidationError(f"a collection's {', '.join(_COLLECTION_CHANGES)} may be updated, not "
+                                      f"{unknown[0]!r}", index=index, field=f"spec.{unknown[0]}")
+            for key in _COLLECTION_CHANGES:
                 if key in spec:
                     setattr(coll, key, spec[key])
         elif action == "delete":
@@ -169,6 +178,9 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             coll = _holding(ctx, name, op.get("collection"))
             coll.attrs = [a for a in coll.attrs if a.name != name]
             change.deleted(name)
+            if not coll.attrs and len(ctx.collections) > 1:  # as CODAP's DataSet.removeAttribute does
+                ctx.collections.remove(coll)
+                _reparent(ctx.collections)
         else:
             raise ValidationError(f"unknown action {action!r}", index=index, field="action")
     else:
@@ -204,7 +216,10 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
     """The :class:`~batchray.core.plan.plan.Plan` of schema operations on ``context`` and the resulting
     schema. Each operation is ``{action: create|update|delete, target: collection|attribute,
     collection?, attribute?, spec?}``, or ``{action: update, target: context, spec: {title?,
-    description?}}``; they apply in order, as one transaction."""
+    description?}}``; they apply in order, as one transaction. A collection's update may
+    change its ``title``, ``labels`` and ``name``. Deleting the last attribute of a collection
+    deletes the collection, as CODAP's ``DataSet.removeAttribute`` does (unless it is the only
+    one): its child collection takes its parent."""
     from pydantic import ValidationError as PydanticError
 
 
