@@ -421,6 +421,34 @@ def test_rollback_strategy_runs_everything_as_one_transaction(engine):
     assert all(v["spent"] == 0 for v in values if v["city"] == "Pune")
 
 
+def test_a_component_in_a_transaction_sees_the_contexts_and_attributes_made_before_it(engine):
+    # a component's references were checked against the stored catalog only: a case table of a
+    # data context, or a graph of an attribute, made earlier in the same transaction was refused
+    result = call_tool(engine, "execute_batch_transaction", {"operations": [
+        {"id": "ctx", "type": "schema", "operation": "create_data_context", "target": "Pets",
+         "data": {"name": "Pets", "collections": [{"name": "Pets", "attrs": [{"name": "kind"}]}]}},
+        {"id": "table", "type": "component", "operation": "create", "target": "PetsTable", "dependencies": ["ctx"],
+         "data": {"type": "caseTable", "name": "PetsTable", "properties": {"dataContext": "Pets"}}},
+        {"id": "note", "type": "schema", "operation": "update", "target": "Trips",
+         "data": {"action": "create", "target": "attribute", "collection": "Visits", "spec": {"name": "note"}}},
+        {"id": "graph", "type": "component", "operation": "create", "target": "Notes", "dependencies": ["note"],
+         "data": {"type": "graph", "name": "Notes", "properties": {"dataContext": "Trips", "xAttributeName": "note"}}},
+    ]})
+    assert result["success"], result
+    components = engine.catalog.components()
+    assert components["PetsTable"].properties["dataContext"] == "Pets"
+    assert components["Notes"].properties["xAttributeName"] == "note"
+    # still checked: an attribute no operation makes is refused, and nothing is written
+    result = call_tool(engine, "execute_batch_transaction", {"operations": [
+        {"id": "more", "type": "schema", "operation": "update", "target": "Trips",
+         "data": {"action": "create", "target": "attribute", "collection": "Visits", "spec": {"name": "more"}}},
+        {"id": "graph", "type": "component", "operation": "create", "target": "G2", "dependencies": ["more"],
+         "data": {"type": "graph", "name": "G2", "properties": {"dataContext": "Trips", "xAttributeName": "less"}}},
+    ]})
+    assert result["success"] is False and result["errors"][0]["operation"] == "graph"
+    assert "more" not in engine.catalog.context("Trips")[1].attributes() and "G2" not in engine.catalog.components()
+
+
 def test_rollback_strategy_with_a_bad_item_changes_nothing_and_names_the_operation(engine):
     before = _values(engine)
     result = call_tool(engine, "execute_batch_transaction", {"operations": _ops("create"), "options": {"recoveryStrategy": "rollback"}})

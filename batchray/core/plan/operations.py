@@ -297,7 +297,9 @@ def _attribute_references(component: Component) -> list[tuple[str, Any]]:
 
 
 def check_component(component: Component, catalog: Any, pending_globals: set[str]) -> None:
-    """Every reference of a component must resolve; raises :class:`SchemaError` naming it."""
+    """Every reference of a component must resolve; raises :class:`SchemaError` naming it.
+    ``catalog`` finds data contexts (``context(name) -> (id, schema)``): a planner, whose view
+    holds what earlier operations of its transaction make, or a catalog."""
     props = component.properties
     refs = _attribute_references(component)
     for key, value in [(k, props.get(k)) for k in ("dataContext", "globalValueName")] + refs:
@@ -421,7 +423,7 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
                     raise SchemaError(f"component {component.name!r} already exists", index=index, field="name")
             else:
                 raise ValidationError(f"unknown action {action!r}; create, update or delete", index=index, field="action")
-            check_component(component, planner.catalog, globals_)
+            check_component(component, planner, globals_)  # as earlier operations leave the schemas
         except PydanticError as exc:
             first = exc.errors()[0]
             raise SchemaError(f"component operation {index}: {'.'.join(map(str, first['loc']))}: {first['msg']}",
