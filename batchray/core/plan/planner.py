@@ -47,9 +47,19 @@ class BatchPlanner:
         self.allocate = allocate  # (sequence name, count) -> first value
         self._chunk_ids = itertools.count(1)
         self._id_blocks: dict[int, tuple[int, int, int]] = {}  # context -> (next, end, last block's size)
-        self.overlay: dict[str, tuple[int, DataContext]] = {}
-        """Schemas planned but not yet committed, seen by later operations of one transaction."""
+        self._planning = threading.local()  # each thread's overlay: see :attr:`overlay`
         self._id_lock = threading.Lock()
+
+    @property
+    def overlay(self) -> dict[str, tuple[int, DataContext]]:
+        """Schemas planned but not yet committed, seen by later operations of one transaction:
+        the planning thread's own, as a client's planner serves every thread using the client,
+        and a batch planned meanwhile in another thread sees committed schemas only."""
+        try:
+            return self._planning.overlay
+        except AttributeError:
+            self._planning.overlay = {}
+            return self._planning.overlay
 
     def take_ids(self, context_id: int, count: int, block: int = 65_536) -> int:
         """The first of ``count`` contiguous fresh item ids of a context. Ids are reserved from
