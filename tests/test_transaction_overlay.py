@@ -59,3 +59,43 @@ def test_a_batch_planned_in_another_thread_meanwhile_does_not_see_a_transactions
     assert other["result"].success is False
     assert [(e.field, e.code) for e in other["result"].errors] == [("note", "UNKNOWN_ATTRIBUTE")]
     assert _values(engine) == before
+
+
+def _component_op(op_id: str, action: str, component: dict, *after: str) -> dict:
+    return {"id": op_id, "type": "component", "operation": action, "target": component["name"],
+            "dependencies": list(after), "data": {"operations": [{"action": action, "component": component}]}}
+
+
+def _rename(op_id: str, old: str, new: str, *after: str) -> dict:
+    return {"id": op_id, "type": "schema", "operation": "update", "target": "Trips", "dependencies": list(after),
+            "data": {"action": "update", "target": "attribute", "attribute": old, "spec": {"name": new}}}
+
+
+def test_a_transactions_operations_see_the_components_made_and_followed_before_them(engine):
+    # components were read from the stored catalog only: a graph made in a transaction kept
+    # naming an attribute that a later operation of it renamed (a reference to nothing, once
+    # committed), and a component made or followed earlier could not be updated later
+    report = call_tool(engine, "execute_batch_transaction", {"operations": [
+        _component_op("graph", "create", {"type": "graph", "name": "G", "properties": {
+            "dataContext": "Trips", "xAttributeName": "city", "yAttributeName": "spent"}}),
+        _rename("rename", "city", "town", "graph"),
+        _component_op("title", "update", {"name": "G", "title": "Spending"}, "rename"),
+        _component_op("text", "create", {"type": "text", "name": "T"}),
+        _component_op("retitle", "update", {"name": "T", "title": "Notes"}, "text"),
+    ]})
+    assert report["success"], report
+    components = engine.catalog.components()
+    assert components["G"].title == "Spending"
+    assert components["G"].properties == {"dataContext": "Trips", "xAttributeName": "town", "yAttributeName": "spent"}
+    assert components["T"].title == "Notes"
+    # a stored component followed by a rename and then changed: both kept, in order
+    report = call_tool(engine, "execute_batch_transaction", {"operations": [
+        _rename("rename", "spent", "cost"),
+        _component_op("move", "update", {"name": "G", "properties": {"xAttributeName": "cost"}}, "rename"),
+        _component_op("gone", "delete", {"name": "T"}),
+        _component_op("again", "create", {"type": "text", "name": "T", "title": "New"}, "gone"),
+    ]})
+    assert report["success"], report
+    components = engine.catalog.components()
+    assert components["G"].properties == {"dataContext": "Trips", "xAttributeName": "cost", "yAttributeName": "cost"}
+    assert components["T"].title == "New"

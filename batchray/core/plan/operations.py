@@ -241,10 +241,11 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
     ids = chunk_ids or iter(planner.next_chunk_id, None)
     renames, drops = change.renames(), change.drops()
     docs = [(context_key(context), context_doc(context_id, new_ctx))]
+    followed: dict[str, Optional[Component]] = {}
     if renames or drops:  # the components that name those attributes follow them
-        followed, as_read = _components_following(
+        written, as_read, followed = _components_following(
             planner, lambda component: _follow_attributes(component, context, renames, drops))
-        docs += followed
+        docs += written
         expected = {**expected, **as_read}
     doc = PutDocs(next(ids), docs, expected=expected)
     planned = [PlannedChunk(CATALOG, doc, 4096, 1)]
@@ -254,7 +255,7 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
             chunk = TransformItems(next(ids), context_id, dict(renames), list(drops), converts)
             planned.append(PlannedChunk(shard, chunk, 1 << 20, 0))
     return (Plan("schema_operations", planned, total=len(operations), context=context, context_id=context_id,
-                 extra={"schema": new_ctx}), new_ctx)
+                 extra={"schema": new_ctx, "components": followed}), new_ctx)
 
 
 def plan_delete_context(planner: Any, context: str) -> Any:
@@ -264,7 +265,7 @@ def plan_delete_context(planner: Any, context: str) -> Any:
     from batchray.core.txn.chunks import DeleteItems
 
     context_id, ctx, expected = planner.context_as_read(context)
-    followed, as_read = _components_following(planner, lambda component: _follow_context_deletion(component, ctx))
+    followed, as_read, _ = _components_following(planner, lambda component: _follow_context_deletion(component, ctx))
     gone = PutDocs(planner.next_chunk_id(), [(context_key(context), None)] + followed,
                    expected={**expected, **as_read})
     planned = [PlannedChunk(CATALOG, gone, 1024, 1)]
@@ -363,20 +364,24 @@ def _follow_context_deletion(component: Component, ctx: DataContext) -> Optional
 
 
 def _components_following(planner: Any, follow: Callable[[Component], Optional[Component]]
-                          ) -> tuple[list[tuple[str, Optional[str]]], dict[str, Optional[str]]]:
-    """``(docs, expected)``: the catalog documents of the stored components that ``follow``
+                          ) -> tuple[list[tuple[str, Optional[str]]], dict[str, Optional[str]],
+                                     dict[str, Optional[Component]]]:
+    """``(docs, expected, changed)``: the catalog documents of the components that ``follow``
     changes (it returns a component as it is to keep it, another to rewrite it, ``None`` to
-    delete it), and each one's document as read, for the :class:`PutDocs` that writes them to
-    expect: a concurrent change of one of those components makes that write a conflict."""
+    delete it), as the plan sees them (:meth:`~batchray.core.plan.planner.BatchPlanner.components_as_read`),
+    each one's document as read, for the :class:`PutDocs` that writes them to expect (a
+    concurrent change of one of those components makes that write a conflict), and the
+    changed components by name."""
     docs: list[tuple[str, Optional[str]]] = []
     expected: dict[str, Optional[str]] = {}
-    for name, (component, as_read) in planner.catalog.read_components().items():
-        followed = follow(component)
+    changed: dict[str, Optional[Component]] = {}
+    for name, (component, as_read) in planner.components_as_read().items():
+        followed = follow(component) if component is not None else component
         if followed is not component:
-            key = component_key(name)
-            docs.append((key, None if followed is None else json_text(followed, f"component {name!r}")))
-            expected[key] = as_read
-    return docs, expected
+            docs.append((component_key(name), None if followed is None else json_text(followed, f"component {name!r}")))
+            expected.update(as_read)
+            changed[name] = followed
+    return docs, expected, changed
 
 
 def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
@@ -386,8 +391,8 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
     from pydantic import ValidationError as PydanticError
 
 
-    read = planner.catalog.read_components()
-    existing = {name: component for name, (component, _) in read.items()}
+    read = planner.components_as_read()  # with those earlier operations of a transaction make
+    existing = {name: component for name, (component, _) in read.items() if component is not None}
     globals_ = set(planner.catalog.globals())
     docs: dict[str, Optional[str]] = {}
     for index, op in enumerate(operations):
@@ -442,10 +447,13 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
                                                     f"slider {component.name!r}", index=index)
     # each component written as it was read (absent for a new one): a concurrent batch that
     # created or changed it first makes this one a conflict, not a silent overwrite
-    expected = {key: read[key.split("/", 1)[1]][1] if key.split("/", 1)[1] in read else None
-                for key in docs if key.startswith("component/")}
+    expected: dict[str, Optional[str]] = {}
+    written = [key.split("/", 1)[1] for key in docs if key.startswith("component/")]
+    for name in written:
+        expected.update(read[name][1] if name in read else {component_key(name): None})
     chunk = PutDocs(planner.next_chunk_id(), sorted(docs.items()), expected=expected)
-    return Plan("component_operations", [PlannedChunk(CATALOG, chunk, 4096, len(docs))], total=len(operations))
+    return Plan("component_operations", [PlannedChunk(CATALOG, chunk, 4096, len(docs))], total=len(operations),
+                extra={"components": {name: existing.get(name) for name in written}})
 
 
 # -- undo after commit -------------------------------------------------------------------------
@@ -710,6 +718,7 @@ def _run_together(planner: Any, run: Callable, ordered: list[Operation], options
                 raise
             if plan.extra.get("schema") is not None:  # later operations plan against it
                 planner.overlay[plan.context or plan.extra["schema"].name] = (plan.context_id, plan.extra["schema"])
+            planner.planned_components.update(plan.extra.get("components") or {})  # and against these
             chunks = list(plan.chunks)
             if planned and chunks:
                 chunks[0].barrier = True  # an operation starts when the ones before it are applied
@@ -718,6 +727,7 @@ def _run_together(planner: Any, run: Callable, ordered: list[Operation], options
                 created += plan.chunker.item_ids()
     finally:
         planner.overlay.clear()
+        planner.planned_components.clear()
     result = run(Plan("transaction", planned, total=len(ordered)), options)
     if result.success and created:
         result = result.model_copy(update={"item_ids": created})
