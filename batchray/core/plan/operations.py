@@ -439,9 +439,9 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
             raise
         existing[component.name] = component
         docs[component_key(component.name)] = json_text(component, f"component {component.name!r}", index=index)
-        if component.type == "slider":
+        if component.type == "slider":  # its value is its global's (a new global's: 0 unless given)
             gname = component.properties["globalValueName"]
-            if gname not in globals_:
+            if gname not in globals_ or "value" in ((op.get("component") or {}).get("properties") or {}):
                 globals_.add(gname)
                 docs[f"global/{gname}"] = json_text({"name": gname, "value": component.properties.get("value", 0)},
                                                     f"slider {component.name!r}", index=index)
