@@ -163,3 +163,25 @@ def test_a_sliders_value_set_by_an_update_is_its_global_values(tmp_path):
     assert client.component_operations([{"action": "delete", "name": "s"},
                                         {"action": "create", "component": other}]).success
     assert client.catalog.globals()["rate"]["value"] == 5
+
+
+def test_a_global_value_has_one_slider_as_in_codap(tmp_path):
+    # slider-component-handler.ts refuses a second slider for a global value (noMultipleSliders),
+    # made or moved there; batchray made it, and the two then shared one value
+    client = _client(tmp_path)
+    first = {"type": "slider", "name": "s", "properties": {"globalValueName": "rate", "value": 3}}
+    second = {"type": "slider", "name": "t", "properties": {"globalValueName": "speed", "value": 1}}
+    assert client.component_operations([{"action": "create", "component": first},
+                                        {"action": "create", "component": second}]).success
+    for op in ({"action": "create", "component": {**second, "name": "u", "properties": {"globalValueName": "rate"}}},
+               {"action": "update", "component": {"name": "t", "properties": {"globalValueName": "rate"}}}):
+        refused = client.tool("batch_component_operations", {"operations": [op]})
+        assert refused["success"] is False and refused["error"]["code"] == "SCHEMA", refused
+        assert refused["error"]["details"]["field"] == "properties.globalValueName"
+    components = client.catalog.components()
+    assert sorted(components) == ["s", "t"] and components["t"].properties["globalValueName"] == "speed"
+    assert {name: g["value"] for name, g in client.catalog.globals().items()} == {"rate": 3, "speed": 1}
+    # a slider keeps its global through an update, and a global whose slider is deleted takes another
+    assert client.component_operations([{"action": "update", "component": {"name": "s", "title": "Rate"}}]).success
+    assert client.component_operations([{"action": "delete", "name": "s"}, {"action": "create", "component": {
+        **second, "name": "u", "properties": {"globalValueName": "rate"}}}]).success

@@ -384,6 +384,23 @@ def _components_following(planner: Any, follow: Callable[[Component], Optional[C
     return docs, expected, changed
 
 
+def _one_slider_per_global(component: Component, existing: dict[str, Component]) -> None:
+    """A slider made, or moved to another global value, must be its global's only slider, as
+    CODAP's slider handler requires (``v3/src/components/slider/slider-component-handler.ts``,
+    ``noMultipleSliders``): :class:`SchemaError` naming the slider that has it."""
+    if component.type != "slider":
+        return
+    gname = component.properties.get("globalValueName")
+    before = existing.get(component.name)
+    if before is not None and before.type == "slider" and before.properties.get("globalValueName") == gname:
+        return  # it keeps its global
+    other = next((c.name for c in existing.values() if c.type == "slider" and c.name != component.name
+                  and c.properties.get("globalValueName") == gname), None)
+    if other is not None:
+        raise SchemaError(f"slider {component.name!r}: global value {gname!r} has a slider already, {other!r} "
+                          "(one slider per global value, as in CODAP)", field="properties.globalValueName")
+
+
 def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
     """Component operations ``{action: create|update|delete, name?, component?: {...}}``. The
     component acted on is ``name``, else ``component.name``; when both are given they must
@@ -429,6 +446,7 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
             else:
                 raise ValidationError(f"unknown action {action!r}; create, update or delete", index=index, field="action")
             check_component(component, planner, globals_)  # as earlier operations leave the schemas
+            _one_slider_per_global(component, existing)
         except PydanticError as exc:
             first = exc.errors()[0]
             raise SchemaError(f"component operation {index}: {'.'.join(map(str, first['loc']))}: {first['msg']}",
