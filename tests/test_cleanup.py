@@ -296,6 +296,24 @@ def test_python_api_refuses_a_count_that_is_not_one(survey, bad):
     assert refused.value.details["field"] == next(iter(bad))
 
 
+@pytest.mark.parametrize("bad, field", [
+    ({"cleanup": {"trim": "false"}}, "cleanup.trim"),  # was read as true: the values were trimmed
+    ({"cleanup": {"fillDefaults": 1}}, "cleanup.fillDefaults"),
+    ({"cleanup": {"dedupeBy": "person"}}, "cleanup.dedupeBy"),  # was read as the names "p", "e", ...
+    ({"cleanup": {"dedupeBy": 5}}, "cleanup.dedupeBy"),  # was a bare TypeError
+    ({"cleanup": {"invalid": "flag", "flagAttribute": ["issue"]}}, "cleanup.flagAttribute"),
+    ({"cleanup": ["trim"]}, "cleanup"),  # was a bare ValueError
+    ({"rules": ["age"]}, "rules"),  # was a bare AttributeError
+    ({"dry_run": "false"}, "dryRun"),
+])
+def test_python_api_refuses_options_of_another_type_and_changes_nothing(survey, bad, field):
+    engine, ids = survey
+    with pytest.raises(ValidationError) as refused:
+        validate_and_clean(engine, CONTEXT, **{"dry_run": False, **bad})
+    assert refused.value.details["field"] == field
+    assert snapshot(engine, CONTEXT) == _items(ids)
+
+
 def test_python_api(survey):
     engine, ids = survey
     report = validate_and_clean(engine, CONTEXT, "Visits", rules={"cost": RULES["cost"]}, cleanup={"invalid": "drop"},

@@ -144,3 +144,44 @@ def test_a_rich_text_value_is_written_as_json_text(tmp_path):
         doc = _export(client, tmp_path)
     assert problems(doc) == []
     assert json.loads(_storage(doc, "DG.TextView")["text"]) == value
+
+
+def test_a_sliders_value_set_by_an_update_is_its_global_values(tmp_path):
+    # CODAP's slider shows the value of the global its _links_.model names
+    # (v3/src/components/slider/slider-registration.ts): an update of a slider's value changed
+    # the component's properties only, and the store and the document kept the global's old value
+    client = _client(tmp_path)
+    slider = {"type": "slider", "name": "s", "properties": {"globalValueName": "rate", "value": 3}}
+    assert client.component_operations([{"action": "create", "component": slider}]).success
+    assert client.component_operations([{"action": "update", "component": {"name": "s", "properties": {"value": 7}}}]).success
+    assert client.catalog.globals()["rate"]["value"] == 7
+    assert client.component_operations([{"action": "update", "component": {"name": "s", "title": "Rate"}}]).success
+    assert client.catalog.globals()["rate"]["value"] == 7  # an update without a value keeps it
+    assert [g["value"] for g in _export(client, tmp_path)["globalValues"] if g["name"] == "rate"] == [7]
+    # a slider made, with a value, for a global that exists (its slider deleted) sets it too
+    other = {"type": "slider", "name": "s2", "properties": {"globalValueName": "rate", "value": 5}}
+    assert client.component_operations([{"action": "delete", "name": "s"},
+                                        {"action": "create", "component": other}]).success
+    assert client.catalog.globals()["rate"]["value"] == 5
+
+
+def test_a_global_value_has_one_slider_as_in_codap(tmp_path):
+    # slider-component-handler.ts refuses a second slider for a global value (noMultipleSliders),
+    # made or moved there; batchray made it, and the two then shared one value
+    client = _client(tmp_path)
+    first = {"type": "slider", "name": "s", "properties": {"globalValueName": "rate", "value": 3}}
+    second = {"type": "slider", "name": "t", "properties": {"globalValueName": "speed", "value": 1}}
+    assert client.component_operations([{"action": "create", "component": first},
+                                        {"action": "create", "component": second}]).success
+    for op in ({"action": "create", "component": {**second, "name": "u", "properties": {"globalValueName": "rate"}}},
+               {"action": "update", "component": {"name": "t", "properties": {"globalValueName": "rate"}}}):
+        refused = client.tool("batch_component_operations", {"operations": [op]})
+        assert refused["success"] is False and refused["error"]["code"] == "SCHEMA", refused
+        assert refused["error"]["details"]["field"] == "properties.globalValueName"
+    components = client.catalog.components()
+    assert sorted(components) == ["s", "t"] and components["t"].properties["globalValueName"] == "speed"
+    assert {name: g["value"] for name, g in client.catalog.globals().items()} == {"rate": 3, "speed": 1}
+    # a slider keeps its global through an update, and a global whose slider is deleted takes another
+    assert client.component_operations([{"action": "update", "component": {"name": "s", "title": "Rate"}}]).success
+    assert client.component_operations([{"action": "delete", "name": "s"}, {"action": "create", "component": {
+        **second, "name": "u", "properties": {"globalValueName": "rate"}}}]).success

@@ -372,6 +372,18 @@ def test_an_atomic_array_may_create_a_context_and_fill_it(mammals):
     assert "Fish" not in client.data_contexts()
 
 
+def test_an_atomic_array_may_create_a_context_and_its_case_table(mammals):
+    # the case table's data context was looked up in the stored catalog only: the array failed
+    client, _ = mammals
+    answers = client.codap([
+        {"action": "create", "resource": "dataContext", "values": {"name": "Birds", "collections": [
+            {"name": "Birds", "attrs": [{"name": "kind"}]}]}},
+        {"action": "create", "resource": "component", "values": {"type": "caseTable", "dataContext": "Birds"}},
+    ], atomic=True)
+    assert [a["success"] for a in answers] == [True, True], answers
+    assert client.catalog.components()[answers[1]["values"]["name"]].properties["dataContext"] == "Birds"
+
+
 def test_a_large_create_item_goes_through_the_chunked_path(mammals):
     client, _ = mammals
     rows = [{"Diet": f"d{i % 7}", "Name": f"n{i}", "Mass": i} for i in range(3000)]

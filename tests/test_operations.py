@@ -144,6 +144,50 @@ def test_deleting_a_middle_collection_drops_its_attributes_and_relinks_the_hiera
     assert _values(engine) == {i: {k: v for k, v in vals.items() if k not in ("name", "age")} for i, vals in before.items()}
 
 
+def test_deleting_the_last_attribute_of_a_collection_removes_the_collection_as_codap_does(engine):
+    # CODAP's DataSet.removeAttribute removes a collection left with no attribute (unless it is
+    # the only one): it used to stay, empty, and group every item into one case with no values
+    before = _values(engine)
+    result = engine.schema_operations("Trips", [{"action": "delete", "target": "attribute", "attribute": "city"}])
+    assert result.success, result.error
+    ctx = engine.catalog.context("Trips")[1]
+    assert [(c.name, c.parent) for c in ctx.collections] == [("People", None), ("Visits", "People")]
+    assert _values(engine) == {i: {k: v for k, v in vals.items() if k != "city"} for i, vals in before.items()}
+    people = engine.get_cases("Trips", "People")
+    assert sorted((c["values"]["name"], c["values"]["age"]) for c in people) == sorted(
+        {(v["name"], v["age"]) for v in before.values()})
+    assert all(c["parent"] is None for c in people)
+    # the child-most collection too: its parent becomes the child-most, one case per item
+    result = engine.schema_operations("Trips", [{"action": "delete", "target": "attribute", "attribute": "year"},
+                                                {"action": "delete", "target": "attribute", "attribute": "spent"}])
+    assert result.success, result.error
+    assert [c.name for c in engine.catalog.context("Trips")[1].collections] == ["People"]
+    assert len(engine.get_cases("Trips", "People")) == len(before)
+    # the only collection stays, as in CODAP
+    result = engine.schema_operations("Trips", [{"action": "delete", "target": "attribute", "attribute": "name"},
+                                                {"action": "delete", "target": "attribute", "attribute": "age"}])
+    assert result.success, result.error
+    assert [(c.name, c.attrs) for c in engine.catalog.context("Trips")[1].collections] == [("People", [])]
+
+
+def test_a_collection_update_refuses_what_it_cannot_change_and_changes_nothing(engine):
+    # a collection's title, labels and name may be updated: a parent (a move) or a misspelt key
+    # used to be ignored, the batch reporting success
+    schema_before = engine.catalog.context("Trips")[1]
+    for spec, key in (({"parent": "Cities", "title": "P"}, "parent"), ({"titel": "People!"}, "titel"),
+                      ({"attrs": []}, "attrs")):
+        payload = call_tool(engine, "batch_schema_operations", {"dataContextName": "Trips", "operations": [
+            {"action": "update", "target": "collection", "collection": "Visits", "spec": spec}]})
+        assert payload["success"] is False, spec
+        assert payload["error"]["code"] == "VALIDATION"
+        assert payload["error"]["details"]["field"] == f"spec.{key}" and payload["error"]["details"]["index"] == 0
+    assert engine.catalog.context("Trips")[1] == schema_before
+    result = engine.schema_operations("Trips", [{"action": "update", "target": "collection", "collection": "Visits",
+                                                 "spec": {"title": "Trips taken", "name": "Trip"}}])
+    assert result.success, result.error
+    assert [(c.name, c.title) for c in engine.catalog.context("Trips")[1].collections][-1] == ("Trip", "Trips taken")
+
+
 @pytest.mark.parametrize("operations, gone", [
     # renamed, then deleted under its new name
     ([{"action": "update", "target": "attribute", "attribute": "age", "spec": {"name": "years"}},
@@ -375,6 +419,34 @@ def test_rollback_strategy_runs_everything_as_one_transaction(engine):
     values = _values(engine).values()
     assert any(v.get("name") == "new" and v.get("note") == "x" for v in values)
     assert all(v["spent"] == 0 for v in values if v["city"] == "Pune")
+
+
+def test_a_component_in_a_transaction_sees_the_contexts_and_attributes_made_before_it(engine):
+    # a component's references were checked against the stored catalog only: a case table of a
+    # data context, or a graph of an attribute, made earlier in the same transaction was refused
+    result = call_tool(engine, "execute_batch_transaction", {"operations": [
+        {"id": "ctx", "type": "schema", "operation": "create_data_context", "target": "Pets",
+         "data": {"name": "Pets", "collections": [{"name": "Pets", "attrs": [{"name": "kind"}]}]}},
+        {"id": "table", "type": "component", "operation": "create", "target": "PetsTable", "dependencies": ["ctx"],
+         "data": {"type": "caseTable", "name": "PetsTable", "properties": {"dataContext": "Pets"}}},
+        {"id": "note", "type": "schema", "operation": "update", "target": "Trips",
+         "data": {"action": "create", "target": "attribute", "collection": "Visits", "spec": {"name": "note"}}},
+        {"id": "graph", "type": "component", "operation": "create", "target": "Notes", "dependencies": ["note"],
+         "data": {"type": "graph", "name": "Notes", "properties": {"dataContext": "Trips", "xAttributeName": "note"}}},
+    ]})
+    assert result["success"], result
+    components = engine.catalog.components()
+    assert components["PetsTable"].properties["dataContext"] == "Pets"
+    assert components["Notes"].properties["xAttributeName"] == "note"
+    # still checked: an attribute no operation makes is refused, and nothing is written
+    result = call_tool(engine, "execute_batch_transaction", {"operations": [
+        {"id": "more", "type": "schema", "operation": "update", "target": "Trips",
+         "data": {"action": "create", "target": "attribute", "collection": "Visits", "spec": {"name": "more"}}},
+        {"id": "graph", "type": "component", "operation": "create", "target": "G2", "dependencies": ["more"],
+         "data": {"type": "graph", "name": "G2", "properties": {"dataContext": "Trips", "xAttributeName": "less"}}},
+    ]})
+    assert result["success"] is False and result["errors"][0]["operation"] == "graph"
+    assert "more" not in engine.catalog.context("Trips")[1].attributes() and "G2" not in engine.catalog.components()
 
 
 def test_rollback_strategy_with_a_bad_item_changes_nothing_and_names_the_operation(engine):

@@ -180,11 +180,21 @@ class CleanupOptions:
 
     @classmethod
     def parse(cls, spec: Optional[dict[str, Any]]) -> "CleanupOptions":
+        """The options of a ``cleanup`` object; a :class:`ValidationError` naming the first
+        unknown one or one of another type (a text such as ``"false"`` is no bool)."""
+        if spec is not None and not isinstance(spec, dict):
+            raise ValidationError(f"cleanup must be an object of options, not {type(spec).__name__}", field="cleanup")
         spec = dict(spec or {})
         unknown = sorted(set(spec) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValidationError(f"unknown cleanup option {unknown[0]!r}", field=f"cleanup.{unknown[0]}")
         options = cls(**{k: v for k, v in spec.items() if v is not None})
+        for name in ("trim", "coerceTypes", "fillDefaults"):
+            arguments.flag(getattr(options, name), f"cleanup.{name}")
+        if options.flagAttribute is not None and not isinstance(options.flagAttribute, str):
+            raise ValidationError("cleanup.flagAttribute must be an attribute's name", field="cleanup.flagAttribute")
+        if not isinstance(options.dedupeBy, list) or not all(isinstance(n, str) for n in options.dedupeBy):
+            raise ValidationError("cleanup.dedupeBy must be a list of attribute names", field="cleanup.dedupeBy")
         if options.invalid not in _ACTIONS:
             raise ValidationError(f"cleanup.invalid must be one of {', '.join(_ACTIONS)}", field="cleanup.invalid")
         if options.invalid == "flag" and not options.flagAttribute:
@@ -275,11 +285,16 @@ def validate_and_clean(
 ) -> dict[str, Any]:
     """Check (and with ``cleanup`` and ``dry_run=False``, clean) a data context; see the module
     docs. ``target`` is the front object (:class:`~batchray.core.plan.plan.PlanTarget`). Returns a JSON-ready report.
-    ``max_errors`` (at least 1) and ``sample`` (at least 0) are ints, else a ValidationError
-    naming them."""
+    ``max_errors`` (at least 1) and ``sample`` (at least 0) are ints, ``dry_run`` and the
+    cleanup's switches bools, ``rules`` and ``cleanup`` objects, else a ValidationError naming
+    them."""
     batch_size = arguments.chunk_size(batch_size)
     max_errors = arguments.integer(max_errors, "max_errors", minimum=1)
     sample = arguments.integer(sample, "sample")
+    dry_run = arguments.flag(dry_run, "dryRun")
+    if rules is not None and not isinstance(rules, dict):
+        raise ValidationError(f"rules must be an object of attributes' constraints, not {type(rules).__name__}",
+                              field="rules")
     options = CleanupOptions.parse(cleanup)
     context_id, ctx = target.catalog.context(context)
     attrs = _effective_attributes(ctx, collection, rules)

@@ -8,7 +8,8 @@ local engine's or the Ray client's — so the same code serves both runtimes.
   catalog document of the context, plus a :class:`~batchray.core.txn.chunks.TransformItems` on every
   shard when attributes are renamed, deleted or retyped (values converted; failures reported
   per item); components that name a renamed or deleted attribute follow it. An existing
-  attribute made ``required`` or ``unique`` that the items already break is refused.
+  attribute made ``required`` or ``unique`` that the items already break is refused. A
+  collection left with no attribute goes too, as in CODAP.
 * :func:`plan_delete_context` deletes a data context with its items, and deletes or unlinks
   the components that name it, as CODAP does.
 * :func:`plan_components` creates, updates and deletes components; their references (data
@@ -108,6 +109,10 @@ def _reparent(collections: list[Collection]) -> list[Collection]:
     return collections
 
 
+_COLLECTION_CHANGES = ("title", "labels", "name")
+"""What an update of a collection may change."""
+
+
 def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> None:
     ctx = change.context
     _check_shape(op, index, ("collection", "attribute"), ("spec",))
@@ -123,7 +128,11 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
                 change.created(attr.name, attr, index)
         elif action == "update":
             coll = ctx.collection(op.get("collection", ""))
-            for key in ("title", "labels", "name"):
+            unknown = sorted(set(spec) - set(_COLLECTION_CHANGES))
+            if unknown:  # a parent (a move) or a misspelt key is refused, not ignored
+                raise ValidationError(f"a collection's {', '.join(_COLLECTION_CHANGES)} may be updated, not "
+                                      f"{unknown[0]!r}", index=index, field=f"spec.{unknown[0]}")
+            for key in _COLLECTION_CHANGES:
                 if key in spec:
                     setattr(coll, key, spec[key])
         elif action == "delete":
@@ -169,6 +178,9 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             coll = _holding(ctx, name, op.get("collection"))
             coll.attrs = [a for a in coll.attrs if a.name != name]
             change.deleted(name)
+            if not coll.attrs and len(ctx.collections) > 1:  # as CODAP's DataSet.removeAttribute does
+                ctx.collections.remove(coll)
+                _reparent(ctx.collections)
         else:
             raise ValidationError(f"unknown action {action!r}", index=index, field="action")
     else:
@@ -204,7 +216,10 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
     """The :class:`~batchray.core.plan.plan.Plan` of schema operations on ``context`` and the resulting
     schema. Each operation is ``{action: create|update|delete, target: collection|attribute,
     collection?, attribute?, spec?}``, or ``{action: update, target: context, spec: {title?,
-    description?}}``; they apply in order, as one transaction."""
+    description?}}``; they apply in order, as one transaction. A collection's update may
+    change its ``title``, ``labels`` and ``name``. Deleting the last attribute of a collection
+    deletes the collection, as CODAP's ``DataSet.removeAttribute`` does (unless it is the only
+    one): its child collection takes its parent."""
     from pydantic import ValidationError as PydanticError
 
 
@@ -226,10 +241,11 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
     ids = chunk_ids or iter(planner.next_chunk_id, None)
     renames, drops = change.renames(), change.drops()
     docs = [(context_key(context), context_doc(context_id, new_ctx))]
+    followed: dict[str, Optional[Component]] = {}
     if renames or drops:  # the components that name those attributes follow them
-        followed, as_read = _components_following(
+        written, as_read, followed = _components_following(
             planner, lambda component: _follow_attributes(component, context, renames, drops))
-        docs += followed
+        docs += written
         expected = {**expected, **as_read}
     doc = PutDocs(next(ids), docs, expected=expected)
     planned = [PlannedChunk(CATALOG, doc, 4096, 1)]
@@ -239,7 +255,7 @@ def plan_schema(planner: Any, context: str, operations: list[dict[str, Any]], *,
             chunk = TransformItems(next(ids), context_id, dict(renames), list(drops), converts)
             planned.append(PlannedChunk(shard, chunk, 1 << 20, 0))
     return (Plan("schema_operations", planned, total=len(operations), context=context, context_id=context_id,
-                 extra={"schema": new_ctx}), new_ctx)
+                 extra={"schema": new_ctx, "components": followed}), new_ctx)
 
 
 def plan_delete_context(planner: Any, context: str) -> Any:
@@ -249,7 +265,7 @@ def plan_delete_context(planner: Any, context: str) -> Any:
     from batchray.core.txn.chunks import DeleteItems
 
     context_id, ctx, expected = planner.context_as_read(context)
-    followed, as_read = _components_following(planner, lambda component: _follow_context_deletion(component, ctx))
+    followed, as_read, _ = _components_following(planner, lambda component: _follow_context_deletion(component, ctx))
     gone = PutDocs(planner.next_chunk_id(), [(context_key(context), None)] + followed,
                    expected={**expected, **as_read})
     planned = [PlannedChunk(CATALOG, gone, 1024, 1)]
@@ -282,7 +298,9 @@ def _attribute_references(component: Component) -> list[tuple[str, Any]]:
 
 
 def check_component(component: Component, catalog: Any, pending_globals: set[str]) -> None:
-    """Every reference of a component must resolve; raises :class:`SchemaError` naming it."""
+    """Every reference of a component must resolve; raises :class:`SchemaError` naming it.
+    ``catalog`` finds data contexts (``context(name) -> (id, schema)``): a planner, whose view
+    holds what earlier operations of its transaction make, or a catalog."""
     props = component.properties
     refs = _attribute_references(component)
     for key, value in [(k, props.get(k)) for k in ("dataContext", "globalValueName")] + refs:
@@ -346,20 +364,41 @@ def _follow_context_deletion(component: Component, ctx: DataContext) -> Optional
 
 
 def _components_following(planner: Any, follow: Callable[[Component], Optional[Component]]
-                          ) -> tuple[list[tuple[str, Optional[str]]], dict[str, Optional[str]]]:
-    """``(docs, expected)``: the catalog documents of the stored components that ``follow``
+                          ) -> tuple[list[tuple[str, Optional[str]]], dict[str, Optional[str]],
+                                     dict[str, Optional[Component]]]:
+    """``(docs, expected, changed)``: the catalog documents of the components that ``follow``
     changes (it returns a component as it is to keep it, another to rewrite it, ``None`` to
-    delete it), and each one's document as read, for the :class:`PutDocs` that writes them to
-    expect: a concurrent change of one of those components makes that write a conflict."""
+    delete it), as the plan sees them (:meth:`~batchray.core.plan.planner.BatchPlanner.components_as_read`),
+    each one's document as read, for the :class:`PutDocs` that writes them to expect (a
+    concurrent change of one of those components makes that write a conflict), and the
+    changed components by name."""
     docs: list[tuple[str, Optional[str]]] = []
     expected: dict[str, Optional[str]] = {}
-    for name, (component, as_read) in planner.catalog.read_components().items():
-        followed = follow(component)
+    changed: dict[str, Optional[Component]] = {}
+    for name, (component, as_read) in planner.components_as_read().items():
+        followed = follow(component) if component is not None else component
         if followed is not component:
-            key = component_key(name)
-            docs.append((key, None if followed is None else json_text(followed, f"component {name!r}")))
-            expected[key] = as_read
-    return docs, expected
+            docs.append((component_key(name), None if followed is None else json_text(followed, f"component {name!r}")))
+            expected.update(as_read)
+            changed[name] = followed
+    return docs, expected, changed
+
+
+def _one_slider_per_global(component: Component, existing: dict[str, Component]) -> None:
+    """A slider made, or moved to another global value, must be its global's only slider, as
+    CODAP's slider handler requires (``v3/src/components/slider/slider-component-handler.ts``,
+    ``noMultipleSliders``): :class:`SchemaError` naming the slider that has it."""
+    if component.type != "slider":
+        return
+    gname = component.properties.get("globalValueName")
+    before = existing.get(component.name)
+    if before is not None and before.type == "slider" and before.properties.get("globalValueName") == gname:
+        return  # it keeps its global
+    other = next((c.name for c in existing.values() if c.type == "slider" and c.name != component.name
+                  and c.properties.get("globalValueName") == gname), None)
+    if other is not None:
+        raise SchemaError(f"slider {component.name!r}: global value {gname!r} has a slider already, {other!r} "
+                          "(one slider per global value, as in CODAP)", field="properties.globalValueName")
 
 
 def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
@@ -369,8 +408,8 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
     from pydantic import ValidationError as PydanticError
 
 
-    read = planner.catalog.read_components()
-    existing = {name: component for name, (component, _) in read.items()}
+    read = planner.components_as_read()  # with those earlier operations of a transaction make
+    existing = {name: component for name, (component, _) in read.items() if component is not None}
     globals_ = set(planner.catalog.globals())
     docs: dict[str, Optional[str]] = {}
     for index, op in enumerate(operations):
@@ -406,7 +445,8 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
                     raise SchemaError(f"component {component.name!r} already exists", index=index, field="name")
             else:
                 raise ValidationError(f"unknown action {action!r}; create, update or delete", index=index, field="action")
-            check_component(component, planner.catalog, globals_)
+            check_component(component, planner, globals_)  # as earlier operations leave the schemas
+            _one_slider_per_global(component, existing)
         except PydanticError as exc:
             first = exc.errors()[0]
             raise SchemaError(f"component operation {index}: {'.'.join(map(str, first['loc']))}: {first['msg']}",
@@ -417,18 +457,21 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
             raise
         existing[component.name] = component
         docs[component_key(component.name)] = json_text(component, f"component {component.name!r}", index=index)
-        if component.type == "slider":
+        if component.type == "slider":  # its value is its global's (a new global's: 0 unless given)
             gname = component.properties["globalValueName"]
-            if gname not in globals_:
+            if gname not in globals_ or "value" in ((op.get("component") or {}).get("properties") or {}):
                 globals_.add(gname)
                 docs[f"global/{gname}"] = json_text({"name": gname, "value": component.properties.get("value", 0)},
                                                     f"slider {component.name!r}", index=index)
     # each component written as it was read (absent for a new one): a concurrent batch that
     # created or changed it first makes this one a conflict, not a silent overwrite
-    expected = {key: read[key.split("/", 1)[1]][1] if key.split("/", 1)[1] in read else None
-                for key in docs if key.startswith("component/")}
+    expected: dict[str, Optional[str]] = {}
+    written = [key.split("/", 1)[1] for key in docs if key.startswith("component/")]
+    for name in written:
+        expected.update(read[name][1] if name in read else {component_key(name): None})
     chunk = PutDocs(planner.next_chunk_id(), sorted(docs.items()), expected=expected)
-    return Plan("component_operations", [PlannedChunk(CATALOG, chunk, 4096, len(docs))], total=len(operations))
+    return Plan("component_operations", [PlannedChunk(CATALOG, chunk, 4096, len(docs))], total=len(operations),
+                extra={"components": {name: existing.get(name) for name in written}})
 
 
 # -- undo after commit -------------------------------------------------------------------------
@@ -693,6 +736,7 @@ def _run_together(planner: Any, run: Callable, ordered: list[Operation], options
                 raise
             if plan.extra.get("schema") is not None:  # later operations plan against it
                 planner.overlay[plan.context or plan.extra["schema"].name] = (plan.context_id, plan.extra["schema"])
+            planner.planned_components.update(plan.extra.get("components") or {})  # and against these
             chunks = list(plan.chunks)
             if planned and chunks:
                 chunks[0].barrier = True  # an operation starts when the ones before it are applied
@@ -701,6 +745,7 @@ def _run_together(planner: Any, run: Callable, ordered: list[Operation], options
                 created += plan.chunker.item_ids()
     finally:
         planner.overlay.clear()
+        planner.planned_components.clear()
     result = run(Plan("transaction", planned, total=len(ordered)), options)
     if result.success and created:
         result = result.model_copy(update={"item_ids": created})

@@ -12,11 +12,12 @@ from typing import Any, Callable, Iterable, Optional
 
 from batchray.core.model import arguments
 from batchray.core.model.columnar import ColumnarRows
+from batchray.core.model.components import Component
 from batchray.core.model.schema import DataContext, RowValidator, raise_if_errors, validate_values, without_constraints
 from batchray.core.plan.chunking import CreateChunker, estimate_bytes
 from batchray.core.plan.plan import Plan
 from batchray.core.plan.rows import prepare_new_rows, unwrap_values
-from batchray.core.storage.store import CATALOG, Catalog, ItemReader, StoreLayout, context_doc, context_key
+from batchray.core.storage.store import CATALOG, Catalog, ItemReader, StoreLayout, component_key, context_doc, context_key
 from batchray.core.txn.chunks import DeleteItems, PlannedChunk, PutDocs, UpdateItems, context_range
 from batchray.errors import BatchrayError, NotFoundError, SchemaError, ValidationError
 
@@ -47,9 +48,38 @@ class BatchPlanner:
         self.allocate = allocate  # (sequence name, count) -> first value
         self._chunk_ids = itertools.count(1)
         self._id_blocks: dict[int, tuple[int, int, int]] = {}  # context -> (next, end, last block's size)
-        self.overlay: dict[str, tuple[int, DataContext]] = {}
-        """Schemas planned but not yet committed, seen by later operations of one transaction."""
+        self._planning = threading.local()  # each thread's overlay: see :attr:`overlay`
         self._id_lock = threading.Lock()
+
+    @property
+    def overlay(self) -> dict[str, tuple[int, DataContext]]:
+        """Schemas planned but not yet committed, seen by later operations of one transaction:
+        the planning thread's own, as a client's planner serves every thread using the client,
+        and a batch planned meanwhile in another thread sees committed schemas only."""
+        return self._planned("overlay")
+
+    @property
+    def planned_components(self) -> dict[str, Optional[Component]]:
+        """Components planned but not yet committed, by name, as the transaction's operations
+        so far leave them (``None``: deleted); the planning thread's own, as :attr:`overlay`."""
+        return self._planned("components")
+
+    def _planned(self, what: str) -> dict[str, Any]:
+        try:
+            return getattr(self._planning, what)
+        except AttributeError:
+            setattr(self._planning, what, {})
+            return getattr(self._planning, what)
+
+    def components_as_read(self) -> dict[str, tuple[Optional[Component], dict[str, Optional[str]]]]:
+        """Every component as this plan sees it (planned changes first, ``None`` for one they
+        delete, then the catalog), each with what a batch that rewrites its document expects
+        to find there (:class:`~batchray.core.txn.chunks.PutDocs`'s ``expected``): the
+        document as read, or nothing to check for a component planned earlier in this
+        transaction (as :meth:`context_as_read`)."""
+        read = {name: (component, {component_key(name): doc})
+                for name, (component, doc) in self.catalog.read_components().items()}
+        return {**read, **{name: (component, {}) for name, component in self.planned_components.items()}}
 
     def take_ids(self, context_id: int, count: int, block: int = 65_536) -> int:
         """The first of ``count`` contiguous fresh item ids of a context. Ids are reserved from
