@@ -382,6 +382,8 @@ class TwoPhaseCommit:
                     votes[handles[handle]] = False
                     if state.atomic:
                         state.fail(exc)
+                    else:
+                        state.refusals[handles[handle]] = exc
         return votes
 
     # -- decide -----------------------------------------------------------------------------
@@ -434,6 +436,8 @@ class TwoPhaseCommit:
     def _conclude(state: TxnRun, votes: dict[str, bool]) -> None:
         """Whether the batch committed (as the log has it) and, for a rolled-back atomic one, why."""
         outcome = state.outcome
+        if not state.atomic:
+            _rolled_back_where_aborted(state)
         if not state.touched:
             outcome.committed = outcome.cause is None and not (state.atomic and outcome.errors)
         elif state.atomic:
@@ -596,6 +600,29 @@ def _finish_decided(log: DecisionLog, driver: TwoPhaseCommit, txn: str, outcomes
     if record and batch and batch.get("state") in ("running", "queued", "pending"):
         _record_recovered(log, batch, committed)
     return committed
+
+
+def _rolled_back_where_aborted(state: TxnRun) -> None:
+    """A non-atomic batch commits where its participants voted yes: what its chunks applied at
+    a participant that aborted it (its prepare failed, or it had forgotten the batch) is rolled
+    back there, so it leaves the outcome's counts and becomes an error of those items (``count``)."""
+    outcome = state.outcome
+    for participant, decided in sorted(outcome.outcomes.items()):
+        written = state.written.get(participant)
+        if decided != "abort" or written is None or not written.affected:
+            continue
+        outcome.affected -= written.affected
+        for effect, items in written.counts.items():
+            outcome.counts[effect] = outcome.counts.get(effect, 0) - items
+            if not outcome.counts[effect]:
+                del outcome.counts[effect]
+        refusal = state.refusals.get(participant)
+        why = f"its prepare failed: {refusal.message}" if refusal is not None else "it voted no"
+        outcome.errors.append({
+            "index": None, "field": None, "code": refusal.code if refusal is not None else TransactionAborted.code,
+            "message": f"{written.affected} items applied on {participant} were rolled back there ({why})",
+            "retryable": False, "count": written.affected, "operation": None,
+        })
 
 
 def _why(outcome: Outcome, votes: dict[str, bool]) -> str:
