@@ -19,6 +19,7 @@ from batchray.core.storage.backends import Backend
 from batchray.core.storage.store import StoreLayout
 from batchray.core.txn.attempts import attempt_id, attempt_record, conflicted, reruns_chunks, retries_whole
 from batchray.core.txn.chunks import PlannedChunk, count_effect
+from batchray.core.txn.dispatch import failed_items
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.policies import backoff
 from batchray.core.txn.onephase import one_phase_chunk, one_phase_record
@@ -336,8 +337,7 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
     else:
         state = BatchState.rolled_back if atomic else BatchState.failed
     counts = item_counts(plan, outcome)
-    # an item's error stands for it, a chunk's (dispatch.chunk_errors) for its ``count`` items
-    items_failed = sum(e.get("count") or 1 for e in outcome.errors)
+    items_failed = failed_items(outcome.errors)
     item_ids: list[int] = []
     total = plan.total
     if plan.chunker is not None:

@@ -343,6 +343,12 @@ def last_chunks(planned: Any) -> dict[str, tuple[PlannedChunk, int]]:
     return last
 
 
+def failed_items(errors: Iterable[dict[str, Any]]) -> int:
+    """The items an outcome's ``errors`` stand for: an item's error for that item, a chunk's
+    (:func:`chunk_errors`) for the ``count`` items it holds."""
+    return sum(e.get("count") or 1 for e in errors)
+
+
 def chunk_errors(pc: PlannedChunk, exc: BatchrayError, attempts: int) -> list[dict[str, Any]]:
     """The error entries of a chunk that failed as a whole (a lost lock race names the items
     it found held and their holders: ``items``, ``heldBy``)."""

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 from batchray.core.txn.attempts import parent_of
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef, count_effect
-from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism
+from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism, failed_items
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.onephase import decision_of, one_phase_chunk, one_phase_participant, resolve
 from batchray.core.txn.ordering import ordered_plan
@@ -407,7 +407,7 @@ class TwoPhaseCommit:
         everywhere. Non-atomic: commit where the participant voted yes, unless the batch
         rejected more items than its reject policy allows: then abort everywhere."""
         if not state.atomic:
-            rejected = len(state.outcome.errors)
+            rejected = failed_items(state.outcome.errors)
             too_many = state.rejects.exceeded(rejected, state.outcome.affected + rejected)
             if too_many is not None:
                 state.fail(too_many)
