@@ -296,3 +296,56 @@ def test_recovery_completes_a_batch_whose_attempt_committed(tmp_path):
     assert log.batch(txn)["state"] == "completed" and log.batch(second)["state"] == "completed"
     assert final_attempt(log.batch, txn) == second
     client.close()
+
+
+def test_recovery_completes_a_batch_whose_later_attempt_recorded_its_end_before_the_crash(tmp_path):
+    """The in-process runtime records a committed later attempt's end, then the batch's: a crash
+    between the two left the batch running with only its first attempt's (abort) decision, and
+    recovery recorded it rolled back although its later attempt committed."""
+    from batchray.core.txn.crashpoints import SimulatedCrash
+
+    client, ids = _bank(tmp_path)
+    runtime = client.runtime
+    _, _, _, updates = _hold_an_item(client, ids, release_after=0.3)  # its first attempt loses a race
+    plan = client.planner.update_items("Bank", updates)
+    txn, ts, _ = runtime.executor.begin(plan.kind)
+    recorded = runtime.log.set_state
+
+    def crash_at_the_batch_s_end(batch, state, result=None):
+        if batch == txn and result is not None:
+            raise SimulatedCrash("crash before the batch's own end is recorded")
+        return recorded(batch, state, result=result)
+
+    runtime.log.set_state = crash_at_the_batch_s_end
+    from batchray.core.model.batch import RunOptions
+
+    with pytest.raises(SimulatedCrash):
+        runtime.executor.execute(txn, ts, plan, RunOptions(timeout=20_000))
+    last = final_attempt(runtime.log.batch, txn)
+    assert last != txn and runtime.log.batch(last)["state"] == "completed"
+    client.close()
+    client = local_client(tmp_path / "store", shards=2)  # recovery runs on open
+    assert txn in client.runtime.recovered["finished"], client.runtime.recovered
+    assert client.status(txn)["state"] == "completed"
+    assert INITIAL not in {item["values"]["balance"] for item in client.get_items("Bank")}
+    client.close()
+
+
+def test_recovery_keeps_the_result_a_batch_recorded_at_its_commit_point(tmp_path):
+    """On Ray a batch's result is recorded at its commit point; a crash before its committed
+    attempt's phase 2 ended is finished by recovery, which used to write over that result."""
+    client, ids = _bank(tmp_path)
+    runtime = client.runtime
+    log = runtime.log
+    txn, ts, _ = runtime.executor.begin("update_items")
+    log.decide(txn, {name: "abort" for name in client.layout.participant_names})  # attempt 1 lost
+    log.mark_done(txn)
+    second = attempt_id(txn, 2)
+    log.add_batch(second, kind="update_items", ts=ts, state="running", request=attempt_record(txn, 2))
+    log.decide(second, {name: "commit" for name in client.layout.participant_names})
+    log.set_state(txn, "completed", result={"success": True, "itemsUpdated": 6})  # the commit point; then the crash
+    report = runtime.recover()
+    assert second in report["finished"]
+    assert log.batch(second)["state"] == "completed"
+    assert log.batch(txn)["state"] == "completed" and log.batch(txn)["result"] == {"success": True, "itemsUpdated": 6}
+    client.close()

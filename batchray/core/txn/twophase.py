@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
-from batchray.core.txn.attempts import parent_of
+from batchray.core.txn.attempts import attempt_id, parent_of
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef, count_effect
 from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism, failed_items
 from batchray.core.txn.memory import MemoryBudget
@@ -525,13 +525,14 @@ def recover(
         if committed is not None:
             report["finished" if committed else "aborted"].append(txn)
     # a crash after the decision was marked done but before the batch's result was recorded
-    # leaves it "running" with nothing left to deliver: record its logged outcome
+    # leaves it "running" with nothing left to deliver: record its logged outcome, or that of
+    # a later attempt of it that committed (its end recorded, the batch's not yet)
     seen = {txn for txn, _ in decided}
     for batch in log.batches_in("running"):
         outcomes = log.decision(batch["txn"])
         if outcomes is None or batch["txn"] in seen:
             continue
-        committed = any(v == "commit" for v in outcomes.values())
+        committed = any(v == "commit" for v in outcomes.values()) or _later_attempt_committed(log, batch["txn"])
         _record_recovered(log, batch, committed)
         report["finished" if committed else "aborted"].append(batch["txn"])
     return report
@@ -544,8 +545,25 @@ def _record_recovered(log: DecisionLog, batch: dict[str, Any], committed: bool) 
     result = {"recovered": True, "committed": committed}
     log.set_state(batch["txn"], "completed" if committed else "rolled_back", result=result)
     parent = parent_of(batch)
-    if parent is not None and committed:
+    if parent is not None and committed and _unfinished(log.batch(parent)):  # not one recorded at its commit point
         log.set_state(parent, "completed", result={**result, "attempt": batch["txn"]})
+
+
+def _unfinished(batch: Optional[dict[str, Any]]) -> bool:
+    """Whether a batch's record has no final state yet."""
+    return batch is not None and batch.get("state") in ("running", "queued", "pending")
+
+
+def _later_attempt_committed(log: DecisionLog, txn: str) -> bool:
+    """Whether an attempt of batch ``txn`` after its first (:mod:`batchray.core.txn.attempts`)
+    committed, as the log's decisions have it."""
+    attempt = 2
+    while log.batch(attempt_id(txn, attempt)) is not None:
+        outcomes = log.decision(attempt_id(txn, attempt)) or {}
+        if any(v == "commit" for v in outcomes.values()):
+            return True
+        attempt += 1
+    return False
 
 
 def settle(log: DecisionLog, driver: TwoPhaseCommit, txn: str, participants: Iterable[str]) -> bool:
@@ -597,7 +615,7 @@ def _finish_decided(log: DecisionLog, driver: TwoPhaseCommit, txn: str, outcomes
         if driver.finish(txn, batch.get("ts", 0), full, record=record):
             return None
     committed = any(v == "commit" for v in outcomes.values())
-    if record and batch and batch.get("state") in ("running", "queued", "pending"):
+    if record and _unfinished(batch):
         _record_recovered(log, batch, committed)
     return committed
 
