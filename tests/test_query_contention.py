@@ -349,3 +349,37 @@ def test_recovery_keeps_the_result_a_batch_recorded_at_its_commit_point(tmp_path
     assert log.batch(second)["state"] == "completed"
     assert log.batch(txn)["state"] == "completed" and log.batch(txn)["result"] == {"success": True, "itemsUpdated": 6}
     client.close()
+
+
+def test_a_rerun_committed_in_one_phase_before_a_crash_is_recovered_committed(tmp_path):
+    """A non-atomic batch runs its one chunk that lost a lock race again as an attempt of its
+    own, which commits in one phase at its participant (one chunk there). That attempt was
+    registered without its participant: after a crash right after that commit, recovery
+    presumed it aborted, and delivering the abort to a participant that had committed it
+    failed at every opening of the store, leaving the batch running."""
+    from batchray.core.txn.crashpoints import SimulatedCrash
+
+    client, ids = _bank(tmp_path)
+    shard, held, first, updates = _hold_an_item(client, ids, release_after=0.3)  # then it gets through
+    applied = shard.apply
+
+    def crash_after_a_one_phase_commit(ref, chunk, prepare=False, commit=False):
+        images = applied(ref, chunk, prepare=prepare, commit=commit)
+        if commit and images.vote:
+            raise SimulatedCrash("crash after the one-phase commit, before its answer")
+        return images
+
+    shard.apply = crash_after_a_one_phase_commit
+    with pytest.raises(SimulatedCrash):
+        client.update_items("Bank", updates, atomic=False)
+    txn = next(r["txn"] for r in client.runtime.log.recent(10) if r["kind"] == "update_items" and not r["request"])
+    rerun = final_attempt(client.runtime.log.batch, txn)
+    assert rerun != txn and client.runtime.log.batch(rerun)["request"]["kept"] == [txn]
+    client.close()
+    client = local_client(tmp_path / "store", shards=2)  # recovery runs on open
+    assert rerun in client.runtime.recovered["finished"], client.runtime.recovered
+    assert client.status(rerun)["state"] == "completed" and client.status(txn)["state"] == "completed"
+    balances = {item["id"]: item["values"]["balance"] for item in client.get_items("Bank")}
+    assert balances == {i: 8 if i == first else INITIAL + 1 for i in ids}
+    assert not _leftovers(client)
+    client.close()

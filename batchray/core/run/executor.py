@@ -210,9 +210,12 @@ class Executor:
                     chunks = [replace(pc, reserved=False) for pc, _ in conflicts]
                 attempt += 1
                 committed = [o.txn for o in kept if o.committed] if kept else None
+                # an attempt of one chunk commits in one phase: registered with its participant,
+                # so that recovery resolves it there instead of presuming it aborted
                 self.log.add_batch(attempt_id(txn, attempt), kind=plan.kind, queue=options.queue,
                                    priority=options.priority, ts=ts, state="running",
-                                   request=attempt_record(txn, attempt, kept=committed))
+                                   request={**attempt_record(txn, attempt, kept=committed),
+                                            **(one_phase_record(self.one_phase_of(chunks, options)) or {})})
                 if whole and on_restart is not None:
                     on_restart()
         finally:
