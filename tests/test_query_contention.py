@@ -383,3 +383,26 @@ def test_a_rerun_committed_in_one_phase_before_a_crash_is_recovered_committed(tm
     assert balances == {i: 8 if i == first else INITIAL + 1 for i in ids}
     assert not _leftovers(client)
     client.close()
+
+
+def test_a_lost_lock_race_is_no_rejected_item_for_the_reject_limit(tmp_path):
+    """A non-atomic batch's chunk that lost a lock race runs again (it rejected nothing): with a
+    reject limit the batch used to fail whole at its first attempt instead ("1 items were
+    rejected, more than the reject limit 0"), nothing of it committed."""
+    client, ids = _bank(tmp_path)
+    shard, held, first, updates = _hold_an_item(client, ids)
+    log = client.runtime.log
+    decide = log.decide
+
+    def released_once_decided(txn, outcomes):  # the held item is let go once the first attempt is decided
+        recorded = decide(txn, outcomes)
+        shard.locks.release_all("batch-holding-it")
+        return recorded
+
+    log.decide = released_once_decided
+    result = client.update_items("Bank", updates, atomic=False, reject_limit=0)
+    assert result.success and not result.errors, result.error
+    assert final_attempt(client.runtime.log.batch, result.transaction_id) != result.transaction_id  # it ran again
+    balances = {item["id"]: item["values"]["balance"] for item in client.get_items("Bank")}
+    assert balances == {i: 8 if i == first else INITIAL + 1 for i in ids}
+    client.close()

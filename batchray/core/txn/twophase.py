@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
-from batchray.core.txn.attempts import attempt_id, parent_of
+from batchray.core.txn.attempts import attempt_id, conflicted, parent_of
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef, count_effect
 from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism, failed_items
 from batchray.core.txn.memory import MemoryBudget
@@ -405,9 +405,10 @@ class TwoPhaseCommit:
     def _decision(state: TxnRun, votes: dict[str, bool]) -> dict[str, str]:
         """Atomic: commit everywhere if nothing failed and everyone voted yes, else abort
         everywhere. Non-atomic: commit where the participant voted yes, unless the batch
-        rejected more items than its reject policy allows: then abort everywhere."""
+        rejected more items than its reject policy allows: then abort everywhere (a chunk that
+        lost a lock race rejected nothing: the executor runs it again)."""
         if not state.atomic:
-            rejected = failed_items(state.outcome.errors)
+            rejected = failed_items(e for e in state.outcome.errors if not conflicted(e))
             too_many = state.rejects.exceeded(rejected, state.outcome.affected + rejected)
             if too_many is not None:
                 state.fail(too_many)
