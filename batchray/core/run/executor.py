@@ -172,8 +172,12 @@ class Executor:
                 return  # runs again (or stops): the batch's end is told by the loop
             early = undo_judged(plan, summarize(plan, merged(kept, outcome), atomic, time.perf_counter() - started,
                                                 batch_id=txn, errors_listed=listed))
-            self.log.set_state(txn, early.state.value, result=recorded(early))
-            self._note_effects(plan, options, txn, early, outcome.committed)  # before waiters read the log
+            try:
+                self.log.set_state(txn, early.state.value, result=recorded(early))
+                self._note_effects(plan, options, txn, early, outcome.committed)  # before waiters read the log
+            except StoreError as exc:  # the outcome is final: told with the failed record; phase 2 goes on
+                error = unrecorded(txn, outcome.committed, exc, "it is recorded again when the batch ends")
+                early = early.model_copy(update={"error": early.error or error.to_dict()})
             on_decided(early)
 
         def each_chunk(pc: PlannedChunk, images: Any, error: Optional[BatchrayError]) -> None:
