@@ -339,3 +339,24 @@ def test_a_non_atomic_batch_reports_the_items_a_participant_that_voted_no_rolled
     assert result.items_created + result.items_failed == len(rows), result
     assert not result.success and result.state == BatchState.completed, result
     assert any(target in error.message for error in result.errors), result.errors
+
+
+def test_a_committed_batch_whose_phase_2_gave_up_says_why_it_is_not_a_success(tmp_path, seeded):
+    """A batch decided commit whose phase 2 gave up on a participant (it is finished in the
+    background) is no success yet; its result used to say so with no error at all, as if
+    something had failed (a caller would run it again)."""
+    root = tmp_path / "store"
+    seeded(root, 2)
+    target = shard_name(1)
+    engine = _make_engine(root, 2, {target: lambda inner: FaultyParticipant(inner, fail_at="commit", times=3)})
+    with engine:
+        engine.runtime.driver.phase2_attempts = 2  # gives up after two rounds of delivery
+        result = engine.create_items(CONTEXT, "animals", NEW, batch_size=2)
+        assert result.state == BatchState.completed and not result.success, result
+        assert result.error is not None and result.error["code"] == "IN_DOUBT", result
+        assert result.error["details"]["committed"] is True and result.error["details"]["participants"] == [target]
+        assert target in result.error["message"]
+        engine.runtime.settler.close()
+    with _make_engine(root, 2) as engine:  # recovery finishes it
+        assert _values(engine) == _expected_after_commit("create")
+        _check_clean(engine)

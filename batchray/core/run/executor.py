@@ -24,7 +24,8 @@ from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.policies import backoff
 from batchray.core.txn.onephase import one_phase_chunk, one_phase_record
 from batchray.core.txn.twophase import DecisionLog, Outcome, Transport, TwoPhaseCommit, recover, unrecorded
-from batchray.errors import BatchrayError, BatchTimeout, CancelledError, NotFoundError, StoppedOnError, StoreError
+from batchray.errors import (BatchrayError, BatchTimeout, CancelledError, InDoubtError, NotFoundError, StoppedOnError,
+                             StoreError)
 
 _ts_lock = threading.Lock()
 _last_ts = 0
@@ -376,8 +377,21 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
         duration=duration,
         item_ids=item_ids,
         results=[{"itemBackupsDropped": counts["backups"]}] if counts.get("backups") else [],
-        error=outcome.cause.to_dict() if outcome.cause is not None else None,
+        error=outcome.cause.to_dict() if outcome.cause is not None else in_doubt_error(outcome, batch_id or outcome.txn),
     )
+
+
+def in_doubt_error(outcome: Outcome, batch: str) -> Optional[dict[str, Any]]:
+    """Why batch ``batch``, decided, is no success yet: phase 2 gave up on some participants
+    (they are told later, by the settler or recovery); None when none is in doubt."""
+    if not outcome.in_doubt:
+        return None
+    what = "committed" if outcome.committed else "rolled back"
+    return InDoubtError(
+        f"batch {batch} was {what}, but participant(s) {', '.join(outcome.in_doubt)} did not acknowledge it "
+        "yet; it is finished there in the background (reads of its items wait until then; after a restart, "
+        "recovery finishes it)", batchId=batch, committed=outcome.committed,
+        participants=list(outcome.in_doubt)).to_dict()
 
 
 def undo_judged(plan: Plan, result: BatchResult) -> BatchResult:
