@@ -322,6 +322,34 @@ def test_a_commit_point_whose_record_fails_answers_the_committed_result(local, m
     assert log.batch(txn)["state"] == "completed" and not log.unfinished()[1]
 
 
+def test_an_undo_waiting_for_its_source_s_phase_2_ends_at_a_cancel(local, monkeypatch):
+    """An undo waits for the batch it undoes to end here, phase 2 included; a cancellation (or
+    its own timeout, which runs from its start) used to be looked for only after that wait,
+    which lasted up to the undo's whole timeout, and its timeout then started afresh."""
+    from batchray.core.plan.operations import plan_undo
+
+    engine, make_service = local
+    service = make_service()
+    reached, release = held(monkeypatch, service.executor.driver, "finish",
+                            when=lambda txn, *args: txn.startswith("create"))  # the source's phase 2
+    source = service.submit("create_items", RunOptions(create_backups=True), _planned(engine, 40), 40)["txn"]
+    assert service.wait(source, 20)["success"] and reached.wait(20)  # answered at its commit point
+    try:
+        plan = plan_undo(engine.planner, engine.runtime.log.batch, source)
+        undo = service.submit("rollback_batch", RunOptions(undoes=source, timeout=8000), list(plan.chunks))["txn"]
+        until(lambda: service.is_running(undo))
+        time.sleep(0.2)  # waiting for its source to end
+        assert service.cancel(undo)["success"]
+        started = time.monotonic()
+        result = service.wait(undo, 20)
+        assert result["state"] == "cancelled", result
+        assert time.monotonic() - started < 4.0, "the cancellation waited for the source's phase 2"
+    finally:
+        release.set()
+    until(lambda: service.runs[source].ended.is_set())
+    assert engine.count_items("S") == 40
+
+
 def test_a_cancel_that_looks_while_its_batch_is_being_queued_never_strands_it(local, monkeypatch):
     """A cancellation that comes while ``submit`` registers a batch (in the log, not yet in
     the queue) either cancels it or leaves it to run: the batch never stays queued for good."""
