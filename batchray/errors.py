@@ -203,7 +203,8 @@ class TransactionAborted(BatchrayError):
 
 
 class InDoubtError(BatchrayError):
-    """The batch's outcome is not known yet; recovery will finish it one way or the other."""
+    """The batch's outcome is not known yet, or has not reached every participant yet;
+    recovery (or the settler) finishes it there."""
 
     code = "IN_DOUBT"
 

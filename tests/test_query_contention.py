@@ -296,3 +296,113 @@ def test_recovery_completes_a_batch_whose_attempt_committed(tmp_path):
     assert log.batch(txn)["state"] == "completed" and log.batch(second)["state"] == "completed"
     assert final_attempt(log.batch, txn) == second
     client.close()
+
+
+def test_recovery_completes_a_batch_whose_later_attempt_recorded_its_end_before_the_crash(tmp_path):
+    """The in-process runtime records a committed later attempt's end, then the batch's: a crash
+    between the two left the batch running with only its first attempt's (abort) decision, and
+    recovery recorded it rolled back although its later attempt committed."""
+    from batchray.core.txn.crashpoints import SimulatedCrash
+
+    client, ids = _bank(tmp_path)
+    runtime = client.runtime
+    _, _, _, updates = _hold_an_item(client, ids, release_after=0.3)  # its first attempt loses a race
+    plan = client.planner.update_items("Bank", updates)
+    txn, ts, _ = runtime.executor.begin(plan.kind)
+    recorded = runtime.log.set_state
+
+    def crash_at_the_batch_s_end(batch, state, result=None):
+        if batch == txn and result is not None:
+            raise SimulatedCrash("crash before the batch's own end is recorded")
+        return recorded(batch, state, result=result)
+
+    runtime.log.set_state = crash_at_the_batch_s_end
+    from batchray.core.model.batch import RunOptions
+
+    with pytest.raises(SimulatedCrash):
+        runtime.executor.execute(txn, ts, plan, RunOptions(timeout=20_000))
+    last = final_attempt(runtime.log.batch, txn)
+    assert last != txn and runtime.log.batch(last)["state"] == "completed"
+    client.close()
+    client = local_client(tmp_path / "store", shards=2)  # recovery runs on open
+    assert txn in client.runtime.recovered["finished"], client.runtime.recovered
+    assert client.status(txn)["state"] == "completed"
+    assert INITIAL not in {item["values"]["balance"] for item in client.get_items("Bank")}
+    client.close()
+
+
+def test_recovery_keeps_the_result_a_batch_recorded_at_its_commit_point(tmp_path):
+    """On Ray a batch's result is recorded at its commit point; a crash before its committed
+    attempt's phase 2 ended is finished by recovery, which used to write over that result."""
+    client, ids = _bank(tmp_path)
+    runtime = client.runtime
+    log = runtime.log
+    txn, ts, _ = runtime.executor.begin("update_items")
+    log.decide(txn, {name: "abort" for name in client.layout.participant_names})  # attempt 1 lost
+    log.mark_done(txn)
+    second = attempt_id(txn, 2)
+    log.add_batch(second, kind="update_items", ts=ts, state="running", request=attempt_record(txn, 2))
+    log.decide(second, {name: "commit" for name in client.layout.participant_names})
+    log.set_state(txn, "completed", result={"success": True, "itemsUpdated": 6})  # the commit point; then the crash
+    report = runtime.recover()
+    assert second in report["finished"]
+    assert log.batch(second)["state"] == "completed"
+    assert log.batch(txn)["state"] == "completed" and log.batch(txn)["result"] == {"success": True, "itemsUpdated": 6}
+    client.close()
+
+
+def test_a_rerun_committed_in_one_phase_before_a_crash_is_recovered_committed(tmp_path):
+    """A non-atomic batch runs its one chunk that lost a lock race again as an attempt of its
+    own, which commits in one phase at its participant (one chunk there). That attempt was
+    registered without its participant: after a crash right after that commit, recovery
+    presumed it aborted, and delivering the abort to a participant that had committed it
+    failed at every opening of the store, leaving the batch running."""
+    from batchray.core.txn.crashpoints import SimulatedCrash
+
+    client, ids = _bank(tmp_path)
+    shard, held, first, updates = _hold_an_item(client, ids, release_after=0.3)  # then it gets through
+    applied = shard.apply
+
+    def crash_after_a_one_phase_commit(ref, chunk, prepare=False, commit=False):
+        images = applied(ref, chunk, prepare=prepare, commit=commit)
+        if commit and images.vote:
+            raise SimulatedCrash("crash after the one-phase commit, before its answer")
+        return images
+
+    shard.apply = crash_after_a_one_phase_commit
+    with pytest.raises(SimulatedCrash):
+        client.update_items("Bank", updates, atomic=False)
+    txn = next(r["txn"] for r in client.runtime.log.recent(10) if r["kind"] == "update_items" and not r["request"])
+    rerun = final_attempt(client.runtime.log.batch, txn)
+    assert rerun != txn and client.runtime.log.batch(rerun)["request"]["kept"] == [txn]
+    client.close()
+    client = local_client(tmp_path / "store", shards=2)  # recovery runs on open
+    assert rerun in client.runtime.recovered["finished"], client.runtime.recovered
+    assert client.status(rerun)["state"] == "completed" and client.status(txn)["state"] == "completed"
+    balances = {item["id"]: item["values"]["balance"] for item in client.get_items("Bank")}
+    assert balances == {i: 8 if i == first else INITIAL + 1 for i in ids}
+    assert not _leftovers(client)
+    client.close()
+
+
+def test_a_lost_lock_race_is_no_rejected_item_for_the_reject_limit(tmp_path):
+    """A non-atomic batch's chunk that lost a lock race runs again (it rejected nothing): with a
+    reject limit the batch used to fail whole at its first attempt instead ("1 items were
+    rejected, more than the reject limit 0"), nothing of it committed."""
+    client, ids = _bank(tmp_path)
+    shard, held, first, updates = _hold_an_item(client, ids)
+    log = client.runtime.log
+    decide = log.decide
+
+    def released_once_decided(txn, outcomes):  # the held item is let go once the first attempt is decided
+        recorded = decide(txn, outcomes)
+        shard.locks.release_all("batch-holding-it")
+        return recorded
+
+    log.decide = released_once_decided
+    result = client.update_items("Bank", updates, atomic=False, reject_limit=0)
+    assert result.success and not result.errors, result.error
+    assert final_attempt(client.runtime.log.batch, result.transaction_id) != result.transaction_id  # it ran again
+    balances = {item["id"]: item["values"]["balance"] for item in client.get_items("Bank")}
+    assert balances == {i: 8 if i == first else INITIAL + 1 for i in ids}
+    client.close()

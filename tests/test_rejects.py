@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from batchray.errors import ValidationError
-from tests.local_runtime import local_client
+from tests.local_runtime import fail_nth_apply, local_client
 
 SCHEMA = [{"name": "People", "attrs": [{"name": "name"}, {"name": "age", "type": "numeric", "min": 0}]}]
 
@@ -66,6 +66,19 @@ def test_reject_limit_fails_a_non_atomic_batch(client):
     assert ok.error is None and ok.items_created == 18 and client.count_items("P") == 18
     over_ratio = client.create_items("P", "People", _rows(), atomic=False, reject_ratio=0.05)
     assert over_ratio.error["details"]["reason"] == "reject_limit" and client.count_items("P") == 18
+
+
+def test_a_chunk_that_fails_whole_counts_all_its_items_against_the_reject_limit(client, monkeypatch):
+    """A chunk that fails as a whole rejects every item it holds: a batch whose one failed chunk
+    of 5 items is past a limit of 2 fails whole. It used to count as one rejected item, and the
+    batch committed the rest, ``completed``, with 5 items failed."""
+    fail_nth_apply(client, monkeypatch, 2)
+    result = client.create_items("P", "People", _rows(20, bad=()), atomic=False, continue_on_error=True,
+                                 batch_size=5, reject_limit=2)
+    assert result.items_failed == 5
+    assert not result.success and result.state.value == "failed", result
+    assert result.error["details"]["reason"] == "reject_limit" and result.error["details"]["rejected"] == 5
+    assert client.count_items("P") == 0 and result.items_created == 0, "nothing of a failed batch stays"
 
 
 def test_reject_ratio_on_an_atomic_batch_rolls_back(client, tmp_path):

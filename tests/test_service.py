@@ -15,8 +15,8 @@ What these tests show, over in-process SQLite participants:
 * **Ended batches.** They hold no input, only the most recent stay in memory, and an evicted
   one is answered from the decision log (``wait``, ``status``, ``cancel``, ``feed``, an
   idempotent resubmission).
-* **A failure after the decision.** A phase 2 whose record fails leaves the committed result
-  (the failure reported with it), not ``failed``.
+* **A failure after the decision.** A phase 2 whose record fails, or a commit point whose
+  record fails, leaves the committed result (the failure reported with it), not ``failed``.
 """
 from __future__ import annotations
 
@@ -287,6 +287,66 @@ def test_a_failure_after_the_decision_keeps_the_committed_result(local, monkeypa
     assert result["state"] == "completed" and result["success"] and result["itemsCreated"] == 40, result
     assert result["error"]["code"] == "STORE" and result["error"]["details"]["committed"] is True, result
     until(lambda: not engine.runtime.log.unfinished()[1], what="the settler finishing phase 2")
+    assert engine.count_items("S") == 40
+
+
+def test_a_commit_point_whose_record_fails_answers_the_committed_result(local, monkeypatch):
+    """The batch's result is recorded at its commit point, after the decision: a log that
+    cannot write that record (a full disk) used to end the run there, answered ``failed`` with
+    a bare STORE error, for a batch whose decision was commit (a caller would run it again)."""
+    engine, make_service = local
+    service = make_service()
+    log = engine.runtime.log
+    set_state = log.set_state
+    failed = []
+
+    def commit_point_record_fails_once(txn, state, result=None):
+        if result is not None and not failed:
+            failed.append(txn)
+            raise StoreError("decision log: state failed: database or disk is full")
+        return set_state(txn, state, result=result)
+
+    monkeypatch.setattr(log, "set_state", commit_point_record_fails_once)
+    told = []
+    decided = service._decided
+    monkeypatch.setattr(service, "_decided", lambda run, result: (told.append(result.dump()), decided(run, result)))
+    txn = service.submit("create_items", RunOptions(), _planned(engine, 40), 40)["txn"]
+    until(lambda: service.runs[txn].ended.is_set())
+    assert failed == [txn] and len(told) == 1
+    early = told[0]  # what waiters were answered at the commit point
+    assert early["state"] == "completed" and early["itemsCreated"] == 40, early
+    assert early["error"]["code"] == "STORE" and early["error"]["details"]["committed"] is True, early
+    result = service.wait(txn, 1)  # recorded at the batch's end
+    assert result["state"] == "completed" and result["success"] and result["itemsCreated"] == 40, result
+    assert engine.count_items("S") == 40
+    assert log.batch(txn)["state"] == "completed" and not log.unfinished()[1]
+
+
+def test_an_undo_waiting_for_its_source_s_phase_2_ends_at_a_cancel(local, monkeypatch):
+    """An undo waits for the batch it undoes to end here, phase 2 included; a cancellation (or
+    its own timeout, which runs from its start) used to be looked for only after that wait,
+    which lasted up to the undo's whole timeout, and its timeout then started afresh."""
+    from batchray.core.plan.operations import plan_undo
+
+    engine, make_service = local
+    service = make_service()
+    reached, release = held(monkeypatch, service.executor.driver, "finish",
+                            when=lambda txn, *args: txn.startswith("create"))  # the source's phase 2
+    source = service.submit("create_items", RunOptions(create_backups=True), _planned(engine, 40), 40)["txn"]
+    assert service.wait(source, 20)["success"] and reached.wait(20)  # answered at its commit point
+    try:
+        plan = plan_undo(engine.planner, engine.runtime.log.batch, source)
+        undo = service.submit("rollback_batch", RunOptions(undoes=source, timeout=8000), list(plan.chunks))["txn"]
+        until(lambda: service.is_running(undo))
+        time.sleep(0.2)  # waiting for its source to end
+        assert service.cancel(undo)["success"]
+        started = time.monotonic()
+        result = service.wait(undo, 20)
+        assert result["state"] == "cancelled", result
+        assert time.monotonic() - started < 4.0, "the cancellation waited for the source's phase 2"
+    finally:
+        release.set()
+    until(lambda: service.runs[source].ended.is_set())
     assert engine.count_items("S") == 40
 
 

@@ -314,3 +314,49 @@ def test_one_phase_failure_at_step(tmp_path, seeded, target, step, kind):
         batch = next(b for b in engine.status() if b["kind"] != "create_items" or target != CATALOG)
         assert batch["state"] == ("completed" if committed else "rolled_back"), batch
         _check_clean(engine)
+
+
+# -- a non-atomic batch whose participant votes no ----------------------------------------------
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["list", "stream"])
+def test_a_non_atomic_batch_reports_the_items_a_participant_that_voted_no_rolled_back(tmp_path, seeded, streamed):
+    """A non-atomic batch commits where its participants voted yes; the items applied at one
+    whose prepare failed are rolled back there. Its result used to count them created, with no
+    error (a stream's batch even reported success), while they were not in the store."""
+    root = tmp_path / "store"
+    seeded(root, 2)
+    target = shard_name(1)
+    engine = _make_engine(root, 2, {target: lambda inner: FaultyParticipant(inner, fail_at="prepare", times=10)})
+    rows = [{"name": f"new{i}", "mass": i} for i in range(12)]
+    with engine:
+        result = engine.create_items(CONTEXT, "animals", (row for row in rows) if streamed else rows, atomic=False,
+                                     continue_on_error=True, batch_size=3)
+        stored = engine.count_items(CONTEXT) - len(SEED)
+        on_target = sum(1 for item in engine.get_items(CONTEXT)
+                        if engine.layout.shard_of(item["id"]) == 1 and item["values"]["name"].startswith("new"))
+    assert 0 < stored < len(rows) and on_target == 0, (stored, on_target)
+    assert result.items_created == stored, result
+    assert result.items_created + result.items_failed == len(rows), result
+    assert not result.success and result.state == BatchState.completed, result
+    assert any(target in error.message for error in result.errors), result.errors
+
+
+def test_a_committed_batch_whose_phase_2_gave_up_says_why_it_is_not_a_success(tmp_path, seeded):
+    """A batch decided commit whose phase 2 gave up on a participant (it is finished in the
+    background) is no success yet; its result used to say so with no error at all, as if
+    something had failed (a caller would run it again)."""
+    root = tmp_path / "store"
+    seeded(root, 2)
+    target = shard_name(1)
+    engine = _make_engine(root, 2, {target: lambda inner: FaultyParticipant(inner, fail_at="commit", times=3)})
+    with engine:
+        engine.runtime.driver.phase2_attempts = 2  # gives up after two rounds of delivery
+        result = engine.create_items(CONTEXT, "animals", NEW, batch_size=2)
+        assert result.state == BatchState.completed and not result.success, result
+        assert result.error is not None and result.error["code"] == "IN_DOUBT", result
+        assert result.error["details"]["committed"] is True and result.error["details"]["participants"] == [target]
+        assert target in result.error["message"]
+        engine.runtime.settler.close()
+    with _make_engine(root, 2) as engine:  # recovery finishes it
+        assert _values(engine) == _expected_after_commit("create")
+        _check_clean(engine)

@@ -19,11 +19,13 @@ from batchray.core.storage.backends import Backend
 from batchray.core.storage.store import StoreLayout
 from batchray.core.txn.attempts import attempt_id, attempt_record, conflicted, reruns_chunks, retries_whole
 from batchray.core.txn.chunks import PlannedChunk, count_effect
+from batchray.core.txn.dispatch import failed_items
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.policies import backoff
 from batchray.core.txn.onephase import one_phase_chunk, one_phase_record
 from batchray.core.txn.twophase import DecisionLog, Outcome, Transport, TwoPhaseCommit, recover, unrecorded
-from batchray.errors import BatchrayError, BatchTimeout, CancelledError, NotFoundError, StoppedOnError, StoreError
+from batchray.errors import (BatchrayError, BatchTimeout, CancelledError, InDoubtError, NotFoundError, StoppedOnError,
+                             StoreError)
 
 _ts_lock = threading.Lock()
 _last_ts = 0
@@ -171,8 +173,12 @@ class Executor:
                 return  # runs again (or stops): the batch's end is told by the loop
             early = undo_judged(plan, summarize(plan, merged(kept, outcome), atomic, time.perf_counter() - started,
                                                 batch_id=txn, errors_listed=listed))
-            self.log.set_state(txn, early.state.value, result=recorded(early))
-            self._note_effects(plan, options, txn, early, outcome.committed)  # before waiters read the log
+            try:
+                self.log.set_state(txn, early.state.value, result=recorded(early))
+                self._note_effects(plan, options, txn, early, outcome.committed)  # before waiters read the log
+            except StoreError as exc:  # the outcome is final: told with the failed record; phase 2 goes on
+                error = unrecorded(txn, outcome.committed, exc, "it is recorded again when the batch ends")
+                early = early.model_copy(update={"error": early.error or error.to_dict()})
             on_decided(early)
 
         def each_chunk(pc: PlannedChunk, images: Any, error: Optional[BatchrayError]) -> None:
@@ -209,9 +215,12 @@ class Executor:
                     chunks = [replace(pc, reserved=False) for pc, _ in conflicts]
                 attempt += 1
                 committed = [o.txn for o in kept if o.committed] if kept else None
+                # an attempt of one chunk commits in one phase: registered with its participant,
+                # so that recovery resolves it there instead of presuming it aborted
                 self.log.add_batch(attempt_id(txn, attempt), kind=plan.kind, queue=options.queue,
                                    priority=options.priority, ts=ts, state="running",
-                                   request=attempt_record(txn, attempt, kept=committed))
+                                   request={**attempt_record(txn, attempt, kept=committed),
+                                            **(one_phase_record(self.one_phase_of(chunks, options)) or {})})
                 if whole and on_restart is not None:
                     on_restart()
         finally:
@@ -336,8 +345,7 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
     else:
         state = BatchState.rolled_back if atomic else BatchState.failed
     counts = item_counts(plan, outcome)
-    # an item's error stands for it, a chunk's (dispatch.chunk_errors) for its ``count`` items
-    items_failed = sum(e.get("count") or 1 for e in outcome.errors)
+    items_failed = failed_items(outcome.errors)
     item_ids: list[int] = []
     total = plan.total
     if plan.chunker is not None:
@@ -369,8 +377,21 @@ def summarize(plan: Plan, outcome: Outcome, atomic: bool, duration: float,
         duration=duration,
         item_ids=item_ids,
         results=[{"itemBackupsDropped": counts["backups"]}] if counts.get("backups") else [],
-        error=outcome.cause.to_dict() if outcome.cause is not None else None,
+        error=outcome.cause.to_dict() if outcome.cause is not None else in_doubt_error(outcome, batch_id or outcome.txn),
     )
+
+
+def in_doubt_error(outcome: Outcome, batch: str) -> Optional[dict[str, Any]]:
+    """Why batch ``batch``, decided, is no success yet: phase 2 gave up on some participants
+    (they are told later, by the settler or recovery); None when none is in doubt."""
+    if not outcome.in_doubt:
+        return None
+    what = "committed" if outcome.committed else "rolled back"
+    return InDoubtError(
+        f"batch {batch} was {what}, but participant(s) {', '.join(outcome.in_doubt)} did not acknowledge it "
+        "yet; it is finished there in the background (reads of its items wait until then; after a restart, "
+        "recovery finishes it)", batchId=batch, committed=outcome.committed,
+        participants=list(outcome.in_doubt)).to_dict()
 
 
 def undo_judged(plan: Plan, result: BatchResult) -> BatchResult:

@@ -62,6 +62,7 @@ from batchray.core.run.direct import DirectBatch, record, resolve_lost
 from batchray.core.run.executor import Executor, deadline
 from batchray.errors import BatchrayError, BatchTimeout, CancelledError, InternalError, NotFoundError
 from batchray.core.txn.memory import MemoryBudget
+from batchray.core.txn.policies import POLL
 from batchray.core.model.batch import (BatchResult, BatchState, RunOptions, recorded_result as _recorded_result,
                                      recorded_status)
 from batchray.core.txn.chunks import PlannedChunk, items_written
@@ -403,26 +404,28 @@ class CoordinatorService:
             if txn != here:
                 self._threads.run(self._execute, self.runs[txn])
 
-    def _after_sources(self, options: RunOptions) -> None:
+    def _after_sources(self, options: RunOptions, should_stop: Callable[[], Any]) -> None:
         """An undo or a drop of backups waits for the batches whose backups it reads to end
-        here, phase 2 included (at most its own timeout): their callers were answered at the
-        commit point, and a shard holds a batch's backups once that batch committed there, so an
-        undo or a drop sent at once could find none at a shard phase 2 had not reached yet."""
+        here, phase 2 included, until it is stopped (a cancellation, its timeout): their
+        callers were answered at the commit point, and a shard holds a batch's backups once
+        that batch committed there, so an undo or a drop sent at once could find none at a
+        shard phase 2 had not reached yet."""
         for source in ([options.undoes] if options.undoes else []) + list(options.drops or []):
             source_run = self.runs.get(source)
-            if source_run is not None:
-                source_run.ended.wait(timeout=options.timeout / 1000)
+            while source_run is not None and not source_run.ended.wait(timeout=POLL):
+                if should_stop() is not None:
+                    return  # the batch sees its stop at once
 
     def _execute(self, run: BatchRun) -> None:
         run.started = time.time()
-        self._after_sources(run.options)
+        options = run.options
+        timed_out = deadline(options.timeout, run.txn)  # from its start: a wait for its sources counts
+        should_stop = StopCheck(run, timed_out, self._lock, lambda: self.executor.attempts.get(run.txn, run.txn))
+        self._after_sources(options, should_stop)
         if not run.logged_running:
             self.log.set_state(run.txn, "running")
         if self.progress is not None:
             self.progress.start(run.txn, run.total, run.kind)
-        options = run.options
-        timed_out = deadline(options.timeout, run.txn)
-        should_stop = StopCheck(run, timed_out, self._lock, lambda: self.executor.attempts.get(run.txn, run.txn))
 
         # increments are summed and sent at most every PROGRESS_EVERY seconds, and always
         # before waiters hear the result (see _decided): one call per chunk to the progress

@@ -63,6 +63,15 @@ class Flight:
 
 
 @dataclass
+class Written:
+    """What the chunks applied at one participant wrote: items in all, and by effect
+    (:attr:`~batchray.core.txn.chunks.PlannedChunk.effect`)."""
+
+    affected: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class TxnRun:
     """The driver's state for one transaction, from dispatch to phase 2."""
 
@@ -87,6 +96,8 @@ class TxnRun:
     answered: bool = False  # the apply+commit came back with its images
     committed_one_phase: bool = False  # ... and the participant committed it
     continue_on_error: bool = True  # a non-atomic batch sends its chunks after a rejected item
+    written: dict[str, Written] = field(default_factory=dict)  # participant -> what its applied chunks wrote
+    refusals: dict[str, BatchrayError] = field(default_factory=dict)  # participant -> why its prepare failed
 
     @property
     def stops_sending(self) -> bool:
@@ -276,6 +287,9 @@ class ApplyPhase:
         outcome.chunks += 1
         outcome.affected += images.affected
         count_effect(outcome.counts, pc.effect, images.affected)
+        written = self.run.written.setdefault(pc.participant, Written())
+        written.affected += images.affected
+        count_effect(written.counts, pc.effect, images.affected)
         if images.vote is not None and (images.vote or not images.errors):
             # a participant whose last chunk rejected items did not prepare with it (a merged
             # vote is "applied cleanly"): a batch that keeps its valid items asks it to prepare
@@ -327,6 +341,12 @@ def last_chunks(planned: Any) -> dict[str, tuple[PlannedChunk, int]]:
     for pc in planned:
         last[pc.participant] = (pc, last.get(pc.participant, (None, 0))[1] + 1)
     return last
+
+
+def failed_items(errors: Iterable[dict[str, Any]]) -> int:
+    """The items an outcome's ``errors`` stand for: an item's error for that item, a chunk's
+    (:func:`chunk_errors`) for the ``count`` items it holds."""
+    return sum(e.get("count") or 1 for e in errors)
 
 
 def chunk_errors(pc: PlannedChunk, exc: BatchrayError, attempts: int) -> list[dict[str, Any]]:

@@ -107,7 +107,8 @@ class ChunkBudget:
 class RejectPolicy:
     """``limit``: the most items a batch may reject; ``ratio``: the largest fraction of its items.
     Checked when the batch is decided, before anything commits: a batch over either is aborted
-    whole. ``None``: no such limit."""
+    whole. ``None``: no such limit. A chunk that failed whole counts all its items; one that
+    lost a lock race (retryable) counts none: it rejected nothing, and it is run again."""
 
     limit: Optional[int] = None
     ratio: Optional[float] = None

@@ -37,9 +37,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
-from batchray.core.txn.attempts import parent_of
+from batchray.core.txn.attempts import attempt_id, conflicted, parent_of
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef, count_effect
-from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism
+from batchray.core.txn.dispatch import ApplyPhase, ChunkCallback, TxnRun, check_parallelism, failed_items
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.onephase import decision_of, one_phase_chunk, one_phase_participant, resolve
 from batchray.core.txn.ordering import ordered_plan
@@ -382,6 +382,8 @@ class TwoPhaseCommit:
                     votes[handles[handle]] = False
                     if state.atomic:
                         state.fail(exc)
+                    else:
+                        state.refusals[handles[handle]] = exc
         return votes
 
     # -- decide -----------------------------------------------------------------------------
@@ -403,9 +405,10 @@ class TwoPhaseCommit:
     def _decision(state: TxnRun, votes: dict[str, bool]) -> dict[str, str]:
         """Atomic: commit everywhere if nothing failed and everyone voted yes, else abort
         everywhere. Non-atomic: commit where the participant voted yes, unless the batch
-        rejected more items than its reject policy allows: then abort everywhere."""
+        rejected more items than its reject policy allows: then abort everywhere (a chunk that
+        lost a lock race rejected nothing: the executor runs it again)."""
         if not state.atomic:
-            rejected = len(state.outcome.errors)
+            rejected = failed_items(e for e in state.outcome.errors if not conflicted(e))
             too_many = state.rejects.exceeded(rejected, state.outcome.affected + rejected)
             if too_many is not None:
                 state.fail(too_many)
@@ -434,6 +437,8 @@ class TwoPhaseCommit:
     def _conclude(state: TxnRun, votes: dict[str, bool]) -> None:
         """Whether the batch committed (as the log has it) and, for a rolled-back atomic one, why."""
         outcome = state.outcome
+        if not state.atomic:
+            _rolled_back_where_aborted(state)
         if not state.touched:
             outcome.committed = outcome.cause is None and not (state.atomic and outcome.errors)
         elif state.atomic:
@@ -521,13 +526,14 @@ def recover(
         if committed is not None:
             report["finished" if committed else "aborted"].append(txn)
     # a crash after the decision was marked done but before the batch's result was recorded
-    # leaves it "running" with nothing left to deliver: record its logged outcome
+    # leaves it "running" with nothing left to deliver: record its logged outcome, or that of
+    # a later attempt of it that committed (its end recorded, the batch's not yet)
     seen = {txn for txn, _ in decided}
     for batch in log.batches_in("running"):
         outcomes = log.decision(batch["txn"])
         if outcomes is None or batch["txn"] in seen:
             continue
-        committed = any(v == "commit" for v in outcomes.values())
+        committed = any(v == "commit" for v in outcomes.values()) or _later_attempt_committed(log, batch["txn"])
         _record_recovered(log, batch, committed)
         report["finished" if committed else "aborted"].append(batch["txn"])
     return report
@@ -540,8 +546,25 @@ def _record_recovered(log: DecisionLog, batch: dict[str, Any], committed: bool) 
     result = {"recovered": True, "committed": committed}
     log.set_state(batch["txn"], "completed" if committed else "rolled_back", result=result)
     parent = parent_of(batch)
-    if parent is not None and committed:
+    if parent is not None and committed and _unfinished(log.batch(parent)):  # not one recorded at its commit point
         log.set_state(parent, "completed", result={**result, "attempt": batch["txn"]})
+
+
+def _unfinished(batch: Optional[dict[str, Any]]) -> bool:
+    """Whether a batch's record has no final state yet."""
+    return batch is not None and batch.get("state") in ("running", "queued", "pending")
+
+
+def _later_attempt_committed(log: DecisionLog, txn: str) -> bool:
+    """Whether an attempt of batch ``txn`` after its first (:mod:`batchray.core.txn.attempts`)
+    committed, as the log's decisions have it."""
+    attempt = 2
+    while log.batch(attempt_id(txn, attempt)) is not None:
+        outcomes = log.decision(attempt_id(txn, attempt)) or {}
+        if any(v == "commit" for v in outcomes.values()):
+            return True
+        attempt += 1
+    return False
 
 
 def settle(log: DecisionLog, driver: TwoPhaseCommit, txn: str, participants: Iterable[str]) -> bool:
@@ -593,9 +616,32 @@ def _finish_decided(log: DecisionLog, driver: TwoPhaseCommit, txn: str, outcomes
         if driver.finish(txn, batch.get("ts", 0), full, record=record):
             return None
     committed = any(v == "commit" for v in outcomes.values())
-    if record and batch and batch.get("state") in ("running", "queued", "pending"):
+    if record and _unfinished(batch):
         _record_recovered(log, batch, committed)
     return committed
+
+
+def _rolled_back_where_aborted(state: TxnRun) -> None:
+    """A non-atomic batch commits where its participants voted yes: what its chunks applied at
+    a participant that aborted it (its prepare failed, or it had forgotten the batch) is rolled
+    back there, so it leaves the outcome's counts and becomes an error of those items (``count``)."""
+    outcome = state.outcome
+    for participant, decided in sorted(outcome.outcomes.items()):
+        written = state.written.get(participant)
+        if decided != "abort" or written is None or not written.affected:
+            continue
+        outcome.affected -= written.affected
+        for effect, items in written.counts.items():
+            outcome.counts[effect] = outcome.counts.get(effect, 0) - items
+            if not outcome.counts[effect]:
+                del outcome.counts[effect]
+        refusal = state.refusals.get(participant)
+        why = f"its prepare failed: {refusal.message}" if refusal is not None else "it voted no"
+        outcome.errors.append({
+            "index": None, "field": None, "code": refusal.code if refusal is not None else TransactionAborted.code,
+            "message": f"{written.affected} items applied on {participant} were rolled back there ({why})",
+            "retryable": False, "count": written.affected, "operation": None,
+        })
 
 
 def _why(outcome: Outcome, votes: dict[str, bool]) -> str:
