@@ -15,6 +15,7 @@ match: CODAP's formula functions give an empty result there rather than stopping
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Sequence
 
 from batchray.core.model.expressions import compile_expression
@@ -53,6 +54,74 @@ def codap_formula_to_expression(formula: str) -> str:
     return "".join(out)
 
 
+_SAFE_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""A name CODAP's formulas write bare: what its ``safeSymbolName`` leaves as it is
+(``v3/src/models/formula/utils/name-mapping-utils.ts``); any other is written in backticks."""
+
+
+def renamed_in_formula(formula: str, old: str, new: str) -> str:
+    """``formula`` (CODAP's display form) with each reference to attribute ``old`` naming
+    ``new`` instead, the rest of the text as it was, as CODAP rewrites a formula's display form
+    when an attribute it reads is renamed (``v3/src/models/formula/formula-manager.ts``,
+    ``updateFormulaDisplayExpression``; ``canonicalization-utils.ts``, ``canonicalToDisplay``).
+
+    A reference is a symbol: a bare name, or one in backticks (where a backslash escapes a
+    backtick or a backslash, as in CODAP); a name called as a function (``mean(x)``), quoted
+    text and number literals are not. ``new`` is written bare when CODAP writes it so, else in
+    backticks. Names in quoted text that CODAP's lookup functions resolve (``lookupByKey("ctx",
+    "attr", ...)``) are not followed."""
+    out: list[str] = []
+    i, n = 0, len(formula)
+    while i < n:
+        c = formula[i]
+        if c == "\\" and i + 1 < n:  # an escape pair outside a name is copied as it is, as CODAP does
+            out.append(formula[i:i + 2])
+            i += 2
+        elif c in "\"'":
+            j = i + 1
+            while j < n and formula[j] != c:
+                j += 2 if formula[j] == "\\" else 1
+            out.append(formula[i:j + 1])
+            i = j + 1
+        elif c == "`":
+            j, name = i + 1, []
+            while j < n and formula[j] != "`":
+                if formula[j] == "\\" and j + 1 < n:
+                    j += 1
+                name.append(formula[j])
+                j += 1
+            i = _symbol(out, formula, i, min(j + 1, n), "".join(name), old, new)
+        elif c.isdigit() or (c == "." and formula[i + 1:i + 2].isdigit()):
+            m = _NUMBER.match(formula, i)
+            out.append(m.group())
+            i = m.end()
+        elif c.isalpha() or c in "_$":
+            j = i + 1
+            while j < n and (formula[j].isalnum() or formula[j] in "_$"):
+                j += 1
+            i = _symbol(out, formula, i, j, formula[i:j], old, new)
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+_NUMBER = re.compile(r"[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\.?")
+
+
+def _symbol(out: list[str], formula: str, start: int, end: int, name: str, old: str, new: str) -> int:
+    """Write the name at ``formula[start:end]`` to ``out``, as ``new`` when it is a symbol
+    naming ``old`` (not a function's name: a ``(`` follows); returns ``end``."""
+    called = formula[end:].lstrip().startswith("(")
+    if name != old or called:
+        out.append(formula[start:end])
+    elif _SAFE_SYMBOL.fullmatch(new):
+        out.append(new)
+    else:
+        out.append("`" + new.replace("\\", "\\\\").replace("`", "\\`") + "`")
+    return end
+
+
 def case_formula_matches(formula: str, names: Sequence[str], cases: Sequence[dict[str, Any]],
                          values_by_item: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The cases (``build_cases`` dicts, in order) for which ``formula`` is truthy."""
@@ -75,4 +144,4 @@ def case_formula_matches(formula: str, names: Sequence[str], cases: Sequence[dic
     return matched
 
 
-__all__ = ["case_formula_matches", "codap_formula_to_expression"]
+__all__ = ["case_formula_matches", "codap_formula_to_expression", "renamed_in_formula"]

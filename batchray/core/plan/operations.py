@@ -40,6 +40,7 @@ from batchray.core.plan.plan import Plan
 from batchray.core.plan.chunking import order_operations
 from batchray.core.plan.constraints import check_existing_items
 from batchray.core.txn.chunks import PlannedChunk
+from batchray.core.model.codap_formula import renamed_in_formula
 from batchray.core.model.components import Component
 from batchray.core.model.schema import Attribute, Collection, DataContext
 from batchray.core.storage.store import CATALOG, component_key, context_doc, context_key, json_text
@@ -109,6 +110,15 @@ def _reparent(collections: list[Collection]) -> list[Collection]:
     return collections
 
 
+def _formulas_follow(ctx: DataContext, old: str, new: str) -> None:
+    """The context's formulas that read attribute ``old`` read ``new`` instead, as CODAP
+    rewrites them when an attribute is renamed (:func:`~batchray.core.model.codap_formula.renamed_in_formula`)."""
+    for coll in ctx.collections:
+        for attr in coll.attrs:
+            if attr.formula:
+                attr.formula = renamed_in_formula(attr.formula, old, new)
+
+
 _COLLECTION_CHANGES = ("title", "labels", "name")
 """What an update of a collection may change."""
 
@@ -166,6 +176,7 @@ def _apply_schema_op(change: _SchemaChange, op: dict[str, Any], index: int) -> N
             coll.attrs[[a.name for a in coll.attrs].index(name)] = updated
             if updated.name != name:
                 change.renamed(name, updated.name)
+                _formulas_follow(ctx, name, updated.name)
             if updated.type != attr.type or any(k in spec for k in ("min", "max", "allowed", "pattern")):
                 change.converts[updated.name] = updated
             for kind in ("required", "unique"):
