@@ -253,3 +253,21 @@ def test_a_failed_pipeline_reports_no_made_up_index_for_rows_of_tasks_whose_plac
     records = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert [(r["index"], r["values"]["name"]) for r in records] == [(10, "t0-10"), (None, "t1-10")]
     assert client.count_items("People") == 1_998  # non-atomic: what was applied is kept
+
+
+def test_a_rejects_file_of_a_write_holds_every_rejected_row_past_the_first_thousand(client, tmp_path):
+    """A write with a rejects file asks for every rejected item in its result, as a create's
+    does: its file held the first 1,000 of 1,500 bad rows (a result lists only those unless
+    asked for all)."""
+    client.create_data_context("People", collections=PEOPLE)
+
+    def spoil(batch):
+        batch["age"] = ["old" if i % 2 else age for i, age in enumerate(batch["age"])]
+        return batch
+
+    rejects = tmp_path / "rejects.jsonl"
+    result = write_dataset(people(3_000, blocks=2).map_batches(spoil, batch_format="pandas"), client=client,
+                           context="People", atomic=False, continue_on_error=True, rejects=rejects)
+    assert result.items_created == 1_500 and result.items_failed == 1_500, result
+    records = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert len(records) == 1_500 and len({r["values"]["name"] for r in records}) == 1_500

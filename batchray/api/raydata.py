@@ -103,6 +103,8 @@ class ItemsDatasink(Datasink[dict]):
         if not context:
             raise ValidationError("ItemsDatasink needs a data context", field="context")
         self.key = options.pop("idempotency_key", None) or f"raydata-{uuid.uuid4().hex}"
+        if rejects is not None:
+            options["all_errors"] = True  # the file holds every rejected row, not the result's first 1,000
         self.options = run_options(atomic=atomic, idempotency_key=self.key, **options)
         self.store = store
         self.context = context
