@@ -271,3 +271,33 @@ def test_a_rejects_file_of_a_write_holds_every_rejected_row_past_the_first_thous
     assert result.items_created == 1_500 and result.items_failed == 1_500, result
     records = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert len(records) == 1_500 and len({r["values"]["name"] for r in records}) == 1_500
+
+
+def test_a_write_run_again_under_its_idempotency_key_keeps_its_rejects_and_makes_up_no_index(client, tmp_path):
+    """A write run again under its ``idempotency_key`` is answered with the first one's batch
+    (nothing applied twice). Its tasks read nothing, so the first run's rows have no known
+    place: a rejected row of a task other than the first got its place within its task as
+    ``index`` (500 for the Dataset's row 2,500), and the rejects file the first run wrote,
+    every row in place, was written over with those."""
+    client.create_data_context("People", collections=PEOPLE)
+
+    def spoil(batch):
+        batch["age"] = [("old" if name in ("p10", "p2500") else age) for name, age in zip(batch["name"], batch["age"])]
+        return batch
+
+    rejects = tmp_path / "rejects.jsonl"
+
+    def write():
+        return write_dataset(people(4_000, blocks=4).map_batches(spoil, batch_format="pandas"), client=client,
+                             context="People", atomic=False, continue_on_error=True, rejects=rejects,
+                             idempotency_key="people-once")
+
+    first = write()
+    assert sorted(e.index for e in first.errors) == [10, 2_500]
+    written = rejects.read_text()
+    again = write()
+    assert again.transaction_id == first.transaction_id and again.items_created == 3_998
+    assert client.count_items("People") == 3_998
+    places = {e.values["name"]: e.index for e in again.errors}
+    assert places["p10"] == 10 and places["p2500"] in (2_500, None), places
+    assert rejects.read_text() == written

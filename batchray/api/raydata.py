@@ -36,12 +36,16 @@ Writing (:class:`ItemsDatasink`, :func:`write_dataset`):
 Rejected items' ``index`` is their place in the Dataset's order (over the rows the tasks read).
 A failed pipeline reports no task's row count: then only the first write task's rows have
 known places, the others' errors have no ``index`` (``rejects`` holds their values all the same).
+A write run again under the ``idempotency_key`` of one that ran (keyword of the sink) is
+answered with that batch's result, nothing applied twice: its rows' places are the first run's
+(only the first task's known, as above), and a ``rejects`` file the first run wrote is kept.
 
 Reading (:class:`ItemsDatasource`, :func:`read_dataset`) is in :mod:`batchray.api.raydata_source`.
 """
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import uuid
 from typing import Any, Optional
@@ -114,6 +118,7 @@ class ItemsDatasink(Datasink[dict]):
         self.connect_options = dict(connect_options or {})
         self.result: Optional[BatchResult] = None
         self.txn: Optional[str] = None  # set by on_write_start; the tasks find it by the key
+        self.again = False  # the key named a batch already (a write run again): it answers this one
         self._alive: Optional[threading.Event] = None
         # what the write tasks need is resolved here, on the driver, before Ray Data pickles
         # the sink into them: the schema, the shards, the coordinator's name
@@ -147,7 +152,8 @@ class ItemsDatasink(Datasink[dict]):
     def on_write_start(self, schema: Optional[pa.Schema] = None) -> None:
         if self.txn is not None:
             return  # started already
-        self.txn = _open_batch(self._client.runtime.coordinator, self.options)
+        reply = _open_batch(self._client.runtime.coordinator, self.options)
+        self.txn, self.again = reply["txn"], reply.get("prior") is not None
         self._alive = threading.Event()
         threading.Thread(target=self._keep_alive, args=(self._client.runtime.coordinator, self.txn, self._alive),
                          name=f"batchray-raydata-{self.txn}", daemon=True).start()
@@ -185,8 +191,11 @@ class ItemsDatasink(Datasink[dict]):
                 total = sum(r["rows"] for r in returns)
                 ray_get(coordinator.close_input.remote(self.txn, total))
             result = self._client.runtime.wait(self.txn)
-            result = _with_dataset_indexes(result, returns)
-            if self.rejects is not None:
+            # a write run again under its key is answered with the first run's batch: its rows'
+            # places are those of the first run, whose tasks' row counts are not known here, and
+            # the rejects file the first run wrote lists them all (the recorded result, 1,000)
+            result = _with_dataset_indexes(result, [] if self.again else returns)
+            if self.rejects is not None and not (self.again and os.path.exists(self.rejects)):
                 _write_rejects(result, self.rejects)
             self.result = result
         finally:
@@ -195,7 +204,7 @@ class ItemsDatasink(Datasink[dict]):
     # -- write tasks ----------------------------------------------------------------------------
     def write(self, blocks: Any, ctx: Any) -> dict:
         coordinator = ray.get_actor(self.coordinator_name, namespace=NAMESPACE)
-        txn = _open_batch(coordinator, self.options)
+        txn = _open_batch(coordinator, self.options)["txn"]
         task = ctx.task_idx
         if not when_started(lambda: ray_get(coordinator.feed.remote(txn, []))):
             return {"task": task, "rows": 0, "open": False}  # it takes no input any more
@@ -238,10 +247,11 @@ class ItemsDatasink(Datasink[dict]):
         return True
 
 
-def _open_batch(coordinator: Any, options: Any) -> str:
-    """The txn of the streamed batch registered under ``options``' idempotency key (the first
-    call registers it; later ones, from the write tasks, find it)."""
-    return ray_get(coordinator.submit.remote("create_items", options, None, None))["txn"]
+def _open_batch(coordinator: Any, options: Any) -> dict[str, Any]:
+    """The coordinator's reply ``{txn, prior, ...}`` naming the streamed batch registered under
+    ``options``' idempotency key (the first call registers it; later ones, from the write
+    tasks, find it; ``prior``: its record when it was registered before)."""
+    return ray_get(coordinator.submit.remote("create_items", options, None, None))
 
 
 def _with_dataset_indexes(result: BatchResult, returns: list[dict]) -> BatchResult:
