@@ -301,3 +301,16 @@ def test_a_write_run_again_under_its_idempotency_key_keeps_its_rejects_and_makes
     places = {e.values["name"]: e.index for e in again.errors}
     assert places["p10"] == 10 and places["p2500"] in (2_500, None), places
     assert rejects.read_text() == written
+
+
+def test_reading_a_folder_that_holds_no_store_is_not_found_and_creates_nothing(tmp_path):
+    """A read names a store; a mistyped path made an empty store there (its directory, store
+    file, catalog, shards and log), then reported the data context missing."""
+    missing = tmp_path / "typo" / "store"
+    with pytest.raises(batchray.BatchrayError) as raised:
+        read_dataset(missing, "People")
+    assert raised.value.code == "NOT_FOUND" and str(missing) in raised.value.message
+    assert not (tmp_path / "typo").exists()
+    with pytest.raises(batchray.BatchrayError) as raised:
+        ItemsDatasource(f"sqlite://{missing}", "People")
+    assert raised.value.code == "NOT_FOUND" and not (tmp_path / "typo").exists()

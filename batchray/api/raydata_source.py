@@ -34,6 +34,7 @@ from ray.data.datasource import Datasource, ReadTask
 from batchray.core.model.schema import AttributeType, DataContext
 from batchray.core.plan.planner import check_query
 from batchray.core.storage.backends import open_backend, open_view
+from batchray.core.storage.store import require_store
 from batchray.core.txn.chunks import context_range
 
 READ_PAGE = 50_000
@@ -58,11 +59,13 @@ def arrow_schema(ctx: DataContext, collection: Optional[str] = None) -> pa.Schem
 class ItemsDatasource(Datasource):
     """Committed items of ``context`` (those ``query`` selects, in the query language of
     :meth:`batchray.Client.get_items`) as a Dataset; see the module docstring for the read
-    tasks and the snapshot they read."""
+    tasks and the snapshot they read. A directory that holds no store is a
+    :class:`~batchray.errors.NotFoundError`, and nothing is created there."""
 
     def __init__(self, store: Any, context: str, collection: Optional[str] = None,
                  query: Optional[str] = None) -> None:
         super().__init__()
+        require_store(store)  # a read creates no store where a mistyped path points
         backend = open_backend(store)
         try:
             view = open_view(backend, recover=False)
