@@ -28,7 +28,8 @@ Writing (:class:`ItemsDatasink`, :func:`write_dataset`):
   non-atomic keeps the good chunks (``continue_on_error``) and writes the rejected rows to
   ``rejects`` (index, code, field, message: the values stayed in the write tasks);
 * ``on_write_failed`` (the pipeline failed: a task out of retries, a UDF's error) cancels the
-  batch: rolled back when atomic, else what was applied is kept;
+  batch: a non-atomic one with ``continue_on_error`` keeps what was applied, any other is
+  rolled back (nothing of it stays, as the input of a streamed create that fails);
 * the driver dying: its keep-alives stop and the coordinator rolls the undecided batch back
   after its ``stall_timeout``; nothing of it was visible meanwhile (readers see committed data
   only).
