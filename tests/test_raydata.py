@@ -10,6 +10,7 @@ run again by Ray, a driver SIGKILLed mid-write) are in tests/test_raydata_faults
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import pytest
@@ -314,3 +315,19 @@ def test_reading_a_folder_that_holds_no_store_is_not_found_and_creates_nothing(t
     with pytest.raises(batchray.BatchrayError) as raised:
         ItemsDatasource(f"sqlite://{missing}", "People")
     assert raised.value.code == "NOT_FOUND" and not (tmp_path / "typo").exists()
+
+
+@pytest.mark.postgres
+def test_reading_a_postgresql_schema_that_holds_no_store_is_not_found_and_creates_nothing():
+    """The same on PostgreSQL: a mistyped schema was created, with a store's tables in it."""
+    import psycopg
+
+    from pg_schema import own_schema
+
+    with own_schema("typo") as schema:
+        with pytest.raises(batchray.BatchrayError) as raised:
+            ItemsDatasource(schema.url, "People")
+        assert raised.value.code == "NOT_FOUND" and schema.name in raised.value.message
+        with psycopg.connect(os.environ["BATCHRAY_TEST_PG_DSN"], autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+                                (schema.name,)).fetchone()[0] == 0

@@ -34,7 +34,6 @@ from ray.data.datasource import Datasource, ReadTask
 from batchray.core.model.schema import AttributeType, DataContext
 from batchray.core.plan.planner import check_query
 from batchray.core.storage.backends import open_backend, open_view
-from batchray.core.storage.store import require_store
 from batchray.core.txn.chunks import context_range
 
 READ_PAGE = 50_000
@@ -65,8 +64,7 @@ class ItemsDatasource(Datasource):
     def __init__(self, store: Any, context: str, collection: Optional[str] = None,
                  query: Optional[str] = None) -> None:
         super().__init__()
-        require_store(store)  # a read creates no store where a mistyped path points
-        backend = open_backend(store)
+        backend = open_backend(store, create=False)  # a read creates no store where a mistyped path points
         try:
             view = open_view(backend, recover=False)
             try:
