@@ -26,7 +26,8 @@ Writing (:class:`ItemsDatasink`, :func:`write_dataset`):
 * ``on_write_complete`` closes the input with the row count the tasks report and waits for the
   decision, taken once: commit when every block is in, roll back on any bad row when atomic;
   non-atomic keeps the good chunks (``continue_on_error``) and writes the rejected rows to
-  ``rejects`` (index, code, field, message: the values stayed in the write tasks);
+  ``rejects`` (index, values, code, field, message: the worker that rejected a row reports its
+  values; ``row`` is null, the Dataset's rows being in no list of the driver's);
 * ``on_write_failed`` (the pipeline failed: a task out of retries, a UDF's error) cancels the
   batch: a non-atomic one with ``continue_on_error`` keeps what was applied, any other is
   rolled back (nothing of it stays, as the input of a streamed create that fails);
