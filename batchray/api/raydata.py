@@ -38,9 +38,11 @@ Writing (:class:`ItemsDatasink`, :func:`write_dataset`):
 Rejected items' ``index`` is their place in the Dataset's order (over the rows the tasks read).
 A failed pipeline reports no task's row count: then only the first write task's rows have
 known places, the others' errors have no ``index`` (``rejects`` holds their values all the same).
-A write run again under the ``idempotency_key`` of one that ran (keyword of the sink) is
+A write run again under the ``idempotency_key`` (keyword of the sink) of one that ended is
 answered with that batch's result, nothing applied twice: its rows' places are the first run's
 (only the first task's known, as above), and a ``rejects`` file the first run wrote is kept.
+One run again while the first one's batch is still open feeds that batch: its chunks whose
+ids the first run fed are dropped (the same rows when the Dataset is cut into the same blocks).
 
 Reading (:class:`ItemsDatasource`, :func:`read_dataset`) is in :mod:`batchray.api.raydata_source`.
 """
