@@ -331,3 +331,15 @@ def test_reading_a_postgresql_schema_that_holds_no_store_is_not_found_and_create
         with psycopg.connect(os.environ["BATCHRAY_TEST_PG_DSN"], autocommit=True) as conn:
             assert conn.execute("SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
                                 (schema.name,)).fetchone()[0] == 0
+
+
+def test_an_attribute_named_like_the_id_column_is_refused_by_a_read_before_any_task(tmp_path):
+    """Every row of a read carries its item's id as ``__id__``: an attribute of that name made
+    a second ``__id__`` column, and the read tasks failed inside Ray (a bare KeyError: the field
+    "exists 2 times in schema"). The read is refused at once, naming the attribute."""
+    client = batchray.connect(tmp_path / "store", runtime="local", progress=False)
+    client.create_data_context("P", collections=[{"name": "P", "attrs": [{"name": "__id__"}, {"name": "n"}]}])
+    client.close()
+    with pytest.raises(batchray.BatchrayError) as raised:
+        ItemsDatasource(tmp_path / "store", "P")
+    assert raised.value.code == "VALIDATION" and raised.value.details.get("field") == "__id__"
