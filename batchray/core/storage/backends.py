@@ -134,8 +134,8 @@ def open_backend(store: str | os.PathLike, shards: Optional[int] = None, *,
     naming it, and nothing is created."""
     kind, location = parse_store_url(store)
     if kind == "postgresql":
-        return until_store_answers(lambda: PgBackend(location, shards, create), wait)
-    return until_store_answers(lambda: SqliteBackend(location, shards, create), wait)
+        return until_store_answers(lambda: PgBackend(location, shards, create=create), wait)
+    return until_store_answers(lambda: SqliteBackend(location, shards, create=create), wait)
 
 
 T = TypeVar("T")
