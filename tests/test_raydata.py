@@ -10,6 +10,7 @@ run again by Ray, a driver SIGKILLed mid-write) are in tests/test_raydata_faults
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import pytest
@@ -253,3 +254,92 @@ def test_a_failed_pipeline_reports_no_made_up_index_for_rows_of_tasks_whose_plac
     records = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert [(r["index"], r["values"]["name"]) for r in records] == [(10, "t0-10"), (None, "t1-10")]
     assert client.count_items("People") == 1_998  # non-atomic: what was applied is kept
+
+
+def test_a_rejects_file_of_a_write_holds_every_rejected_row_past_the_first_thousand(client, tmp_path):
+    """A write with a rejects file asks for every rejected item in its result, as a create's
+    does: its file held the first 1,000 of 1,500 bad rows (a result lists only those unless
+    asked for all)."""
+    client.create_data_context("People", collections=PEOPLE)
+
+    def spoil(batch):
+        batch["age"] = ["old" if i % 2 else age for i, age in enumerate(batch["age"])]
+        return batch
+
+    rejects = tmp_path / "rejects.jsonl"
+    result = write_dataset(people(3_000, blocks=2).map_batches(spoil, batch_format="pandas"), client=client,
+                           context="People", atomic=False, continue_on_error=True, rejects=rejects)
+    assert result.items_created == 1_500 and result.items_failed == 1_500, result
+    records = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert len(records) == 1_500 and len({r["values"]["name"] for r in records}) == 1_500
+
+
+def test_a_write_run_again_under_its_idempotency_key_keeps_its_rejects_and_makes_up_no_index(client, tmp_path):
+    """A write run again under its ``idempotency_key`` is answered with the first one's batch
+    (nothing applied twice). Its tasks read nothing, so the first run's rows have no known
+    place: a rejected row of a task other than the first got its place within its task as
+    ``index`` (500 for the Dataset's row 2,500), and the rejects file the first run wrote,
+    every row in place, was written over with those."""
+    client.create_data_context("People", collections=PEOPLE)
+
+    def spoil(batch):
+        batch["age"] = [("old" if name in ("p10", "p2500") else age) for name, age in zip(batch["name"], batch["age"])]
+        return batch
+
+    rejects = tmp_path / "rejects.jsonl"
+
+    def write():
+        return write_dataset(people(4_000, blocks=4).map_batches(spoil, batch_format="pandas"), client=client,
+                             context="People", atomic=False, continue_on_error=True, rejects=rejects,
+                             idempotency_key="people-once")
+
+    first = write()
+    assert sorted(e.index for e in first.errors) == [10, 2_500]
+    written = rejects.read_text()
+    again = write()
+    assert again.transaction_id == first.transaction_id and again.items_created == 3_998
+    assert client.count_items("People") == 3_998
+    places = {e.values["name"]: e.index for e in again.errors}
+    assert places["p10"] == 10 and places["p2500"] in (2_500, None), places
+    assert rejects.read_text() == written
+
+
+def test_reading_a_folder_that_holds_no_store_is_not_found_and_creates_nothing(tmp_path):
+    """A read names a store; a mistyped path made an empty store there (its directory, store
+    file, catalog, shards and log), then reported the data context missing."""
+    missing = tmp_path / "typo" / "store"
+    with pytest.raises(batchray.BatchrayError) as raised:
+        read_dataset(missing, "People")
+    assert raised.value.code == "NOT_FOUND" and str(missing) in raised.value.message
+    assert not (tmp_path / "typo").exists()
+    with pytest.raises(batchray.BatchrayError) as raised:
+        ItemsDatasource(f"sqlite://{missing}", "People")
+    assert raised.value.code == "NOT_FOUND" and not (tmp_path / "typo").exists()
+
+
+@pytest.mark.postgres
+def test_reading_a_postgresql_schema_that_holds_no_store_is_not_found_and_creates_nothing():
+    """The same on PostgreSQL: a mistyped schema was created, with a store's tables in it."""
+    import psycopg
+
+    from pg_schema import own_schema
+
+    with own_schema("typo") as schema:
+        with pytest.raises(batchray.BatchrayError) as raised:
+            ItemsDatasource(schema.url, "People")
+        assert raised.value.code == "NOT_FOUND" and schema.name in raised.value.message
+        with psycopg.connect(os.environ["BATCHRAY_TEST_PG_DSN"], autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+                                (schema.name,)).fetchone()[0] == 0
+
+
+def test_an_attribute_named_like_the_id_column_is_refused_by_a_read_before_any_task(tmp_path):
+    """Every row of a read carries its item's id as ``__id__``: an attribute of that name made
+    a second ``__id__`` column, and the read tasks failed inside Ray (a bare KeyError: the field
+    "exists 2 times in schema"). The read is refused at once, naming the attribute."""
+    client = batchray.connect(tmp_path / "store", runtime="local", progress=False)
+    client.create_data_context("P", collections=[{"name": "P", "attrs": [{"name": "__id__"}, {"name": "n"}]}])
+    client.close()
+    with pytest.raises(batchray.BatchrayError) as raised:
+        ItemsDatasource(tmp_path / "store", "P")
+    assert raised.value.code == "VALIDATION" and raised.value.details.get("field") == "__id__"

@@ -21,7 +21,7 @@ def _server(monkeypatch, answers_after: int) -> list[float]:
     attempts: list[float] = []
 
     class StartingUp:
-        def __init__(self, location, shards) -> None:
+        def __init__(self, location, shards, create=True) -> None:
             attempts.append(time.monotonic())
             if len(attempts) <= answers_after:
                 raise ParticipantUnavailable("cannot connect: the database system is starting up")

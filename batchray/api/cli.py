@@ -130,20 +130,12 @@ def cmd_tool(args: argparse.Namespace) -> int:
 
 
 def _existing_store(store: str) -> None:
-    """Raise :class:`~batchray.errors.NotFoundError` when ``store`` names a SQLite directory that
-    holds no store (no ``store.json``, which a store's creation writes first): ``status`` and
-    ``recover`` read a store and never create one, so a mistyped ``--store`` is an error that
-    names the path, not a new empty store reported as healthy. A PostgreSQL store is not
-    probed here (its schema is checked when it is opened)."""
-    from pathlib import Path
+    """``status`` and ``recover`` read a store and never create one: a mistyped ``--store`` is
+    an error that names the path, not a new empty store reported as healthy
+    (:func:`~batchray.core.storage.store.require_store`)."""
+    from batchray.core.storage.store import require_store
 
-    from batchray.core.storage.store import META_FILE, parse_store_url
-    from batchray.errors import NotFoundError
-
-    kind, location = parse_store_url(store)
-    if kind == "sqlite" and not (Path(location).expanduser() / META_FILE).is_file():
-        raise NotFoundError(f"no batchray store at {location} (a store is created by the first command "
-                            f"that writes to it, such as 'batchray demo' or a tool call)", field="store")
+    require_store(store)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -26,9 +26,11 @@ Writing (:class:`ItemsDatasink`, :func:`write_dataset`):
 * ``on_write_complete`` closes the input with the row count the tasks report and waits for the
   decision, taken once: commit when every block is in, roll back on any bad row when atomic;
   non-atomic keeps the good chunks (``continue_on_error``) and writes the rejected rows to
-  ``rejects`` (index, code, field, message: the values stayed in the write tasks);
+  ``rejects`` (index, values, code, field, message: the worker that rejected a row reports its
+  values; ``row`` is null, the Dataset's rows being in no list of the driver's);
 * ``on_write_failed`` (the pipeline failed: a task out of retries, a UDF's error) cancels the
-  batch: rolled back when atomic, else what was applied is kept;
+  batch: a non-atomic one with ``continue_on_error`` keeps what was applied, any other is
+  rolled back (nothing of it stays, as the input of a streamed create that fails);
 * the driver dying: its keep-alives stop and the coordinator rolls the undecided batch back
   after its ``stall_timeout``; nothing of it was visible meanwhile (readers see committed data
   only).
@@ -36,12 +38,18 @@ Writing (:class:`ItemsDatasink`, :func:`write_dataset`):
 Rejected items' ``index`` is their place in the Dataset's order (over the rows the tasks read).
 A failed pipeline reports no task's row count: then only the first write task's rows have
 known places, the others' errors have no ``index`` (``rejects`` holds their values all the same).
+A write run again under the ``idempotency_key`` (keyword of the sink) of one that ended is
+answered with that batch's result, nothing applied twice: its rows' places are the first run's
+(only the first task's known, as above), and a ``rejects`` file the first run wrote is kept.
+One run again while the first one's batch is still open feeds that batch: its chunks whose
+ids the first run fed are dropped (the same rows when the Dataset is cut into the same blocks).
 
 Reading (:class:`ItemsDatasource`, :func:`read_dataset`) is in :mod:`batchray.api.raydata_source`.
 """
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import uuid
 from typing import Any, Optional
@@ -103,6 +111,8 @@ class ItemsDatasink(Datasink[dict]):
         if not context:
             raise ValidationError("ItemsDatasink needs a data context", field="context")
         self.key = options.pop("idempotency_key", None) or f"raydata-{uuid.uuid4().hex}"
+        if rejects is not None:
+            options["all_errors"] = True  # the file holds every rejected row, not the result's first 1,000
         self.options = run_options(atomic=atomic, idempotency_key=self.key, **options)
         self.store = store
         self.context = context
@@ -112,6 +122,7 @@ class ItemsDatasink(Datasink[dict]):
         self.connect_options = dict(connect_options or {})
         self.result: Optional[BatchResult] = None
         self.txn: Optional[str] = None  # set by on_write_start; the tasks find it by the key
+        self.again = False  # the key named a batch already (a write run again): it answers this one
         self._alive: Optional[threading.Event] = None
         # what the write tasks need is resolved here, on the driver, before Ray Data pickles
         # the sink into them: the schema, the shards, the coordinator's name
@@ -145,7 +156,8 @@ class ItemsDatasink(Datasink[dict]):
     def on_write_start(self, schema: Optional[pa.Schema] = None) -> None:
         if self.txn is not None:
             return  # started already
-        self.txn = _open_batch(self._client.runtime.coordinator, self.options)
+        reply = _open_batch(self._client.runtime.coordinator, self.options)
+        self.txn, self.again = reply["txn"], reply.get("prior") is not None
         self._alive = threading.Event()
         threading.Thread(target=self._keep_alive, args=(self._client.runtime.coordinator, self.txn, self._alive),
                          name=f"batchray-raydata-{self.txn}", daemon=True).start()
@@ -183,8 +195,11 @@ class ItemsDatasink(Datasink[dict]):
                 total = sum(r["rows"] for r in returns)
                 ray_get(coordinator.close_input.remote(self.txn, total))
             result = self._client.runtime.wait(self.txn)
-            result = _with_dataset_indexes(result, returns)
-            if self.rejects is not None:
+            # a write run again under its key is answered with the first run's batch: its rows'
+            # places are those of the first run, whose tasks' row counts are not known here, and
+            # the rejects file the first run wrote lists them all (the recorded result, 1,000)
+            result = _with_dataset_indexes(result, [] if self.again else returns)
+            if self.rejects is not None and not (self.again and os.path.exists(self.rejects)):
                 _write_rejects(result, self.rejects)
             self.result = result
         finally:
@@ -193,7 +208,7 @@ class ItemsDatasink(Datasink[dict]):
     # -- write tasks ----------------------------------------------------------------------------
     def write(self, blocks: Any, ctx: Any) -> dict:
         coordinator = ray.get_actor(self.coordinator_name, namespace=NAMESPACE)
-        txn = _open_batch(coordinator, self.options)
+        txn = _open_batch(coordinator, self.options)["txn"]
         task = ctx.task_idx
         if not when_started(lambda: ray_get(coordinator.feed.remote(txn, []))):
             return {"task": task, "rows": 0, "open": False}  # it takes no input any more
@@ -236,10 +251,11 @@ class ItemsDatasink(Datasink[dict]):
         return True
 
 
-def _open_batch(coordinator: Any, options: Any) -> str:
-    """The txn of the streamed batch registered under ``options``' idempotency key (the first
-    call registers it; later ones, from the write tasks, find it)."""
-    return ray_get(coordinator.submit.remote("create_items", options, None, None))["txn"]
+def _open_batch(coordinator: Any, options: Any) -> dict[str, Any]:
+    """The coordinator's reply ``{txn, prior, ...}`` naming the streamed batch registered under
+    ``options``' idempotency key (the first call registers it; later ones, from the write
+    tasks, find it; ``prior``: its record when it was registered before)."""
+    return ray_get(coordinator.submit.remote("create_items", options, None, None))
 
 
 def _with_dataset_indexes(result: BatchResult, returns: list[dict]) -> BatchResult:

@@ -35,7 +35,10 @@ from batchray.core.model.schema import AttributeType, DataContext
 from batchray.core.plan.planner import check_query
 from batchray.core.storage.backends import open_backend, open_view
 from batchray.core.txn.chunks import context_range
+from batchray.errors import ValidationError
 
+ID_COLUMN = "__id__"
+"""The column of a read's rows that holds each item's id."""
 READ_PAGE = 50_000
 """Items per block a read task yields at most."""
 MIN_RANGE_ROWS = 20_000
@@ -46,10 +49,16 @@ _ARROW_TYPES = {AttributeType.numeric: pa.float64(), AttributeType.checkbox: pa.
 
 def arrow_schema(ctx: DataContext, collection: Optional[str] = None) -> pa.Schema:
     """``__id__`` and the attributes of ``ctx`` (of ``collection`` and its parents, when given)
-    with their Arrow types (untyped: null, meaning inferred)."""
-    fields = [pa.field("__id__", pa.int64())]
+    with their Arrow types (untyped: null, meaning inferred). An attribute named ``__id__``
+    would be a second column of that name: a :class:`~batchray.errors.ValidationError`."""
+    fields = [pa.field(ID_COLUMN, pa.int64())]
     for coll in (ctx.lineage(collection) if collection is not None else ctx.collections):
         for attr in coll.attrs:
+            if attr.name == ID_COLUMN:
+                raise ValidationError(
+                    f"attribute {ID_COLUMN!r} of collection {coll.name!r} has the name of the column that holds each "
+                    f"item's id in a Dataset read; rename it (or read another collection) to read it as a Dataset",
+                    field=ID_COLUMN, collection=coll.name)
             kind = _ARROW_TYPES.get(attr.type, pa.string()) if attr.type is not None else pa.null()
             fields.append(pa.field(attr.name, kind))
     return pa.schema(fields)
@@ -58,12 +67,13 @@ def arrow_schema(ctx: DataContext, collection: Optional[str] = None) -> pa.Schem
 class ItemsDatasource(Datasource):
     """Committed items of ``context`` (those ``query`` selects, in the query language of
     :meth:`batchray.Client.get_items`) as a Dataset; see the module docstring for the read
-    tasks and the snapshot they read."""
+    tasks and the snapshot they read. A directory that holds no store is a
+    :class:`~batchray.errors.NotFoundError`, and nothing is created there."""
 
     def __init__(self, store: Any, context: str, collection: Optional[str] = None,
                  query: Optional[str] = None) -> None:
         super().__init__()
-        backend = open_backend(store)
+        backend = open_backend(store, create=False)  # a read creates no store where a mistyped path points
         try:
             view = open_view(backend, recover=False)
             try:
@@ -205,7 +215,7 @@ def _table(rows: list[tuple[int, str]], schema: pa.Schema) -> pa.Table:
                 arrays.append(pa.array(column, field.type))
             except pa.ArrowInvalid:  # an integer past 2**53, which Arrow will not round: the nearest double
                 arrays.append(pa.array([None if c is None else float(c) for c in column], field.type))
-    return pa.Table.from_arrays(arrays, names=["__id__", *[f.name for f in list(schema)[1:]]])
+    return pa.Table.from_arrays(arrays, names=[ID_COLUMN, *[f.name for f in list(schema)[1:]]])
 
 
 _TEXT_KINDS = {str, type(None)}

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol, TypeVar
 
 from batchray.errors import BatchrayError
-from batchray.core.storage.store import CATALOG, Catalog, CommitGate, ItemReader, StoreLayout, parse_store_url
+from batchray.core.storage.store import (CATALOG, Catalog, CommitGate, ItemReader, StoreLayout, parse_store_url,
+                                         require_store)
 from batchray.core.txn.participant import ItemSource, Participant
 
 
@@ -49,7 +50,9 @@ class SqliteBackend:
 
     kind = "sqlite"
 
-    def __init__(self, location: str | os.PathLike, shards: Optional[int] = None) -> None:
+    def __init__(self, location: str | os.PathLike, shards: Optional[int] = None, create: bool = True) -> None:
+        if not create:
+            require_store(location)
         self.layout = StoreLayout(location, shards)
 
     @property
@@ -83,10 +86,10 @@ class PgBackend:
 
     kind = "postgresql"
 
-    def __init__(self, url: str, shards: Optional[int] = None) -> None:
+    def __init__(self, url: str, shards: Optional[int] = None, create: bool = True) -> None:
         from batchray.core.storage.postgres.store import PgLayout, PgStore
 
-        self.store = PgStore(url, shards)
+        self.store = PgStore(url, shards, create=create)
         self.layout = PgLayout(self.store)
         self._gates: list[Any] = []
 
@@ -124,13 +127,15 @@ class PgBackend:
 
 
 def open_backend(store: str | os.PathLike, shards: Optional[int] = None, *,
-                 wait: float = 0.0) -> SqliteBackend | PgBackend:
+                 wait: float = 0.0, create: bool = True) -> SqliteBackend | PgBackend:
     """The backend of a store directory or URL (created on first use). ``wait``: seconds to keep
-    trying while the store does not answer (see :func:`until_store_answers`)."""
+    trying while the store does not answer (see :func:`until_store_answers`). ``create=False``
+    (a reader's): a store that does not exist is a :class:`~batchray.errors.NotFoundError`
+    naming it, and nothing is created."""
     kind, location = parse_store_url(store)
     if kind == "postgresql":
-        return until_store_answers(lambda: PgBackend(location, shards), wait)
-    return until_store_answers(lambda: SqliteBackend(location, shards), wait)
+        return until_store_answers(lambda: PgBackend(location, shards, create=create), wait)
+    return until_store_answers(lambda: SqliteBackend(location, shards, create=create), wait)
 
 
 T = TypeVar("T")

@@ -86,6 +86,18 @@ def parse_store_url(store: str | os.PathLike) -> tuple[str, str]:
     return "sqlite", text
 
 
+def require_store(store: str | os.PathLike) -> None:
+    """Raise :class:`~batchray.errors.NotFoundError` naming the path when ``store`` names a
+    SQLite directory that holds no store (no :data:`META_FILE`, which a store's creation writes
+    first): for what reads a store and must never create one, so that a mistyped path is an
+    error, not a new empty store. A PostgreSQL store is not probed here (its schema is checked
+    when it is opened)."""
+    kind, location = parse_store_url(store)
+    if kind == "sqlite" and not (Path(location).expanduser() / META_FILE).is_file():
+        raise NotFoundError(f"no batchray store at {location} (a store is created by the first command "
+                            f"that writes to it, such as 'batchray demo' or a tool call)", field="store")
+
+
 class ShardNaming:
     """The participants of a store of ``shards`` shards: the catalog and ``shard-NNNN`` each,
     an item living on shard ``id % shards`` (every store's layout)."""

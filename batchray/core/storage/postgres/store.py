@@ -53,7 +53,7 @@ from batchray.core.storage.postgres.url import (
     store_identity,
 )
 from batchray.core.storage.store import DEFAULT_SHARDS, ShardNaming
-from batchray.errors import ParticipantUnavailable, StoreError, ValidationError
+from batchray.errors import NotFoundError, ParticipantUnavailable, StoreError, ValidationError
 
 FORMAT_VERSION = 3
 """The format of the stores this version creates: 3, ``items`` partitioned by participant, each
@@ -66,8 +66,10 @@ partitioned, keyed by ``(id, part)``; and 3."""
 class PgStore:
     """One store (a schema of one database): connections, schema, shard count, participant numbers."""
 
-    def __init__(self, url: str, shards: Optional[int] = None, *, connect_timeout: int = 10) -> None:
-        """Open the store of ``url``, creating its schema and tables on first use.
+    def __init__(self, url: str, shards: Optional[int] = None, *, connect_timeout: int = 10,
+                 create: bool = True) -> None:
+        """Open the store of ``url``, creating its schema and tables on first use (``create``
+        False: a schema that holds no store is a :class:`NotFoundError`, and nothing is created).
 
         Every connection parameter of the URL's query is libpq's and is used as written: a
         parameter libpq does not know (``?shards=4``) is a :class:`ValidationError`; the URL's
@@ -86,7 +88,7 @@ class PgStore:
         try:
             with self.pool.connection() as conn:
                 self._check_server(conn)
-                self.format = self._ensure_schema(conn)
+                self.format = self._ensure_schema(conn, create)
                 self.shards = self._shard_count(conn, shards)
                 self.partitioned = self._items_partitioned(conn)
         except psycopg.Error as exc:
@@ -150,10 +152,12 @@ class PgStore:
             )
         self.max_prepared = value
 
-    def _ensure_schema(self, conn) -> int:
-        """Create the store's tables unless they exist; its format."""
+    def _ensure_schema(self, conn, create: bool = True) -> int:
+        """Create the store's tables unless they exist (unless ``create`` is false); its format."""
         s = self.s
         exists = conn.execute("SELECT to_regclass(%s)", (f"{s}.store_meta",)).fetchone()[0]
+        if exists is None and not create:
+            raise NotFoundError(f"no batchray store at {self.identity}", field="store")
         if exists is not None:
             row = conn.execute(f"SELECT value FROM {s}.store_meta WHERE key='format'").fetchone()
             if row is not None:
