@@ -175,6 +175,8 @@ def test_drop_invalid(survey):
     expected = {i: v for i, v in _tidy(ids).items() if i in (ids[0], ids[1], ids[7])}
     assert snapshot(engine, CONTEXT) == expected
     assert report["changes"]["dropped"] == 5 and report["changes"]["deletes"] == 5
+    # what was fixed counts the kept items only (items 0 and 1): the dropped ones are not written
+    assert (report["changes"]["trimmed"], report["changes"]["coerced"], report["changes"]["filled"]) == (3, 3, 0)
     assert _problems(report, ids) == [(2, "cost", "INVALID_VALUE"), (3, "age", "INVALID_VALUE"),
                                       (4, "age", "INVALID_VALUE"), (5, "ticket", "INVALID_VALUE"),
                                       (6, "ticket", "NOT_UNIQUE")]

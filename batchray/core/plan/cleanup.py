@@ -321,11 +321,12 @@ def validate_and_clean(
         checked += 1
         new = dict(values)
         reasons: list[str] = []
+        fixed = {"trimmed": 0, "coerced": 0, "filled": 0}  # counted once the item is known to be kept
         for name, attr in checked_attrs.items():
             value = new.get(name)
             if options.trim and isinstance(value, str) and value != value.strip():
                 value = new[name] = value.strip()
-                counts["trimmed"] += 1
+                fixed["trimmed"] += 1
                 reasons.append(f"trim {name}")
             if options.coerceTypes and not is_missing(value):
                 try:
@@ -334,11 +335,11 @@ def validate_and_clean(
                     coerced = value
                 if not _same(coerced, value):
                     value = new[name] = coerced
-                    counts["coerced"] += 1
+                    fixed["coerced"] += 1
                     reasons.append(f"coerce {name}")
             if options.fillDefaults and is_missing(value) and attr.default is not None:
                 value = new[name] = attr.default
-                counts["filled"] += 1
+                fixed["filled"] += 1
                 reasons.append(f"default {name}")
         errors: list[dict[str, Any]] = []
         for name, attr in checked_attrs.items():
@@ -372,6 +373,8 @@ def validate_and_clean(
             counts["dropped" if delete_reason == "invalid" else "deduplicated"] += 1
             changes.append(_Change(item_id, index, "delete", [delete_reason], values))
             continue
+        for what, fixes in fixed.items():
+            counts[what] += fixes
         if dedupe_attrs:
             dedupe_seen[tuple(_value_key(a, new.get(a.name)) for a in dedupe_attrs)] = item_id
         if unique:
