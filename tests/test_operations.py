@@ -421,6 +421,20 @@ def test_rollback_strategy_runs_everything_as_one_transaction(engine):
     assert all(v["spent"] == 0 for v in values if v["city"] == "Pune")
 
 
+def test_a_data_operation_honours_its_collection_name(engine):
+    # data.collectionName was ignored when the target named a data context as a resource
+    before = _values(engine)
+    create = {"id": "c", "type": "data", "operation": "create", "target": "dataContext[Trips]",
+              "data": {"collectionName": "Nope", "items": [{"city": "Lyon", "name": "new"}]}}
+    refused = call_tool(engine, "execute_batch_transaction", {"operations": [create]})
+    assert refused["success"] is False and "Nope" in refused["error"]["message"], refused
+    clash = {**create, "target": "dataContext[Trips].collection[Visits]", "data": {**create["data"],
+                                                                                  "collectionName": "Cities"}}
+    refused = call_tool(engine, "execute_batch_transaction", {"operations": [clash]})
+    assert refused["error"]["code"] == "VALIDATION" and refused["error"]["details"]["field"] == "data.collectionName"
+    assert _values(engine) == before
+
+
 def test_a_component_in_a_transaction_sees_the_contexts_and_attributes_made_before_it(engine):
     # a component's references were checked against the stored catalog only: a case table of a
     # data context, or a graph of an attribute, made earlier in the same transaction was refused

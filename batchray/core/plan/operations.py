@@ -540,7 +540,13 @@ def plan_operation(planner: Any, op: Operation) -> Any:
     if op.type == "data":
         resource = parse_resource(op.target) if op.target.startswith("dataContext[") else None
         context = resource.context if resource else op.target
-        collection = resource.collection if resource else data.get("collectionName")
+        collection = data.get("collectionName")
+        if resource is not None and resource.collection is not None:
+            if collection is not None and collection != resource.collection:
+                raise ValidationError(f"operation {op.id!r}: data.collectionName {collection!r} is not the target's "
+                                      f"collection {resource.collection!r}", field="data.collectionName",
+                                      operation=op.id)
+            collection = resource.collection
         if op.operation == "create":
             items = _data_list(op, data, "items", objects=False)
             _require(op, items, "items", "the items to create")
