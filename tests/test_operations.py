@@ -6,12 +6,14 @@ Most run on the in-process engine; the tool surface is exercised through ``call_
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
 from batchray.core.model.batch import RunOptions, TransactionOptions
-from local_runtime import Client, local_client
+from local_runtime import local_client
 from batchray.api.tools import call_tool
+from batchray.errors import ConflictError
 
 CONTEXT = [
     {"name": "Cities", "attrs": [{"name": "city"}]},
@@ -724,3 +726,49 @@ def test_updates_by_id_and_by_query_apply_in_request_order(engine, query_first):
     after = _values(engine)
     assert after[target]["spent"] == expected
     assert {i: after[i]["spent"] for i in others} == {i: s * 2 for i, s in others.items()}
+
+
+class _Crash(BaseException):
+    """The process stops here (no handler of the runtime's sees it)."""
+
+
+@pytest.mark.parametrize("kind", ["undo", "drop"])
+def test_recovery_records_what_an_undo_or_drop_did_when_it_crashed_before_saying_so(tmp_path, kind):
+    """An undo (or a drop of backups) that committed and crashed before the log said what it did
+    to the batch it undid: recovery records it, as the run would have (the batch undone, naming
+    its undo, and keeping no backups); it said nothing, and a later undo of that batch found no
+    backups and failed NOT_FOUND; a dropped batch was still listed as keeping backups."""
+    store = tmp_path / "store"
+    with local_client(store, shards=2) as engine:
+        assert engine.create_data_context("Trips", CONTEXT).success
+        created = engine.create_items("Trips", None, _rows(6, seed=4), create_backups=True)
+        assert created.success
+        executor = engine.runtime.executor
+
+        def crash(*args, **kwargs):
+            raise _Crash()
+
+        executor._note_effects = crash
+        with pytest.raises(_Crash):
+            if kind == "undo":
+                engine.rollback_batch(created.transaction_id)
+            else:
+                engine.drop_backups(created.transaction_id)
+        source = engine.runtime.log.batch(created.transaction_id)
+        assert source["state"] == "completed" and "undoneBy" not in (source.get("request") or {})
+        assert created.transaction_id in engine.runtime.log.backed_up(time.time() + 60)
+    with local_client(store, shards=2) as engine:  # opening the store runs recovery
+        status = engine.status(created.transaction_id)
+        if kind == "undo":
+            assert status["state"] == "rolled_back" and status["undoneBy"], status
+            assert engine.count_items("Trips") == 0
+        else:
+            assert status["state"] == "completed" and engine.count_items("Trips") == 6
+        if kind == "undo":
+            with pytest.raises(ConflictError):  # it is undone already
+                engine.rollback_batch(created.transaction_id)
+        else:
+            assert created.transaction_id not in engine.runtime.log.backed_up(time.time() + 60)
+            again = engine.rollback_batch(created.transaction_id)  # it keeps no backups
+            assert not again.success and again.error["code"] == "NOT_FOUND"
+        assert engine.count_items("Trips") == (0 if kind == "undo" else 6)

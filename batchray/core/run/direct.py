@@ -67,7 +67,7 @@ def lane_refusal(plan: Plan, options: RunOptions, *, keyed: bool, max_bytes: int
     budget, so it carries only what a call carries inline) that commits in one phase
     (:func:`~batchray.core.txn.onephase.one_phase_chunk`), without an idempotency key of the
     caller's (``keyed``: the coordinator looks those up before anything runs), with no backups
-    kept for undo, and is not itself an undo."""
+    kept for undo, and is not itself an undo or a drop of backups."""
     if not isinstance(plan.chunks, list):
         return "its input is a stream"
     if one_phase_chunk(_LANE, plan.chunks, atomic=options.atomic,
@@ -81,6 +81,8 @@ def lane_refusal(plan: Plan, options: RunOptions, *, keyed: bool, max_bytes: int
         return "it keeps backups for undo"
     if plan.kind == "rollback_batch":
         return "it undoes a batch"
+    if plan.kind == "drop_backups":  # what it does to other batches is recorded by the coordinator's run
+        return "it drops batches' backups"
     return None
 
 

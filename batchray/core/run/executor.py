@@ -87,14 +87,16 @@ class Executor:
 
     def begin(self, kind: str, *, queue: str = "default", priority: int = 0,
               idempotency_key: Optional[str] = None, state: str = "running",
-              one_phase: Optional[str] = None, backups: bool = False) -> tuple[str, int, Optional[dict]]:
+              one_phase: Optional[str] = None, backups: bool = False,
+              effects: Optional[dict[str, Any]] = None) -> tuple[str, int, Optional[dict]]:
         """Register a batch as ``state``: ``(txn, ts, None)``. With an idempotency key already
         registered, nothing is: ``(txn, ts, prior)`` of the batch registered under it first
         (``prior``: its record, which has no result while that batch runs). Of concurrent
         calls with one new key, one registers its batch and the others get it as ``prior``.
         ``one_phase``: the participant the batch will commit at in one phase
         (:meth:`one_phase_of`), noted in its registration for recovery; ``backups``: the batch
-        keeps backups, noted for :meth:`~batchray.core.storage.decision_log.DecisionLog.backed_up`."""
+        keeps backups, noted for :meth:`~batchray.core.storage.decision_log.DecisionLog.backed_up`;
+        ``effects``: what it does to other batches (:func:`effects_record`), noted for recovery."""
         if idempotency_key:
             prior = self.log.batch_by_key(idempotency_key)
             if prior is not None:
@@ -102,8 +104,8 @@ class Executor:
         txn, ts = new_txn_id(kind.split("_")[0])
         if not self.log.add_batch(txn, kind=kind, queue=queue, priority=priority, ts=ts, state=state,
                                   idempotency_key=idempotency_key,
-                                  request={**(one_phase_record(one_phase) or {}), **({"backups": True} if backups else {})}
-                                  or None):
+                                  request={**(one_phase_record(one_phase) or {}), **({"backups": True} if backups else {}),
+                                           **(effects or {})} or None):
             prior = self.log.batch_by_key(idempotency_key)  # registered by a concurrent call meanwhile
             return prior["txn"], prior["ts"], prior
         return txn, ts, None
@@ -174,8 +176,8 @@ class Executor:
             early = undo_judged(plan, summarize(plan, merged(kept, outcome), atomic, time.perf_counter() - started,
                                                 batch_id=txn, errors_listed=listed))
             try:
-                self.log.set_state(txn, early.state.value, result=recorded(early))
                 self._note_effects(plan, options, txn, early, outcome.committed)  # before waiters read the log
+                self.log.set_state(txn, early.state.value, result=recorded(early))
             except StoreError as exc:  # the outcome is final: told with the failed record; phase 2 goes on
                 error = unrecorded(txn, outcome.committed, exc, "it is recorded again when the batch ends")
                 early = early.model_copy(update={"error": early.error or error.to_dict()})
@@ -237,8 +239,8 @@ class Executor:
         try:
             if attempt > 1:
                 self._end_attempt(plan, last, attempt, started)
-            self.log.set_state(txn, result.state.value, result=recorded(result))
             self._note_effects(plan, options, txn, result, outcome.committed)
+            self.log.set_state(txn, result.state.value, result=recorded(result))
         except StoreError as exc:  # the batch is finished; only its record in the log failed
             raise unrecorded(txn, outcome.committed, exc, "its status reads 'running' until recovery records it") from exc
         return result
@@ -248,8 +250,11 @@ class Executor:
         batch is ``rolled_back``, naming the undo (its result stays), and keeps no backups (the
         undo dropped those it restored from); a drop's batches keep none. Done at the commit
         point, before the caller is answered (so that its next read of the log sees it), and
-        again at the end (idempotent). The batches come with the options (``undoes``,
-        ``drops``): the plan's own notes stay with the client that planned it."""
+        again at the end (idempotent), each time before the batch's own record says it ended:
+        a crash before that leaves it running, and recovery records these effects as it
+        records the batch (from its registration, :func:`effects_record`). The batches come
+        with the options (``undoes``, ``drops``): the plan's own notes stay with the client that
+        planned it."""
         undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
         if undoes and result.success:  # an undo that found no backups failed (undo_judged)
             self.log.undone(undoes, txn)
@@ -392,6 +397,16 @@ def in_doubt_error(outcome: Outcome, batch: str) -> Optional[dict[str, Any]]:
         "yet; it is finished there in the background (reads of its items wait until then; after a restart, "
         "recovery finishes it)", batchId=batch, committed=outcome.committed,
         participants=list(outcome.in_doubt)).to_dict()
+
+
+def effects_record(options: RunOptions) -> Optional[dict[str, Any]]:
+    """What a batch run with ``options`` does to other batches, for its registration: the batch
+    an undo undoes (``undoes``), the batches a drop of backups forgets (``drops``); recovery
+    records those effects of one that committed before a crash recorded them
+    (:func:`~batchray.core.txn.twophase.recover`)."""
+    effects = {**({"undoes": options.undoes} if options.undoes else {}),
+               **({"drops": list(options.drops)} if options.drops else {})}
+    return effects or None
 
 
 def undo_judged(plan: Plan, result: BatchResult) -> BatchResult:

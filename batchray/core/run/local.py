@@ -24,7 +24,7 @@ from typing import Any, Optional
 from batchray.core.model.batch import BatchResult, BatchState, RunOptions, recorded_result, recorded_status
 from batchray.core.plan.plan import Plan, held_whole
 from batchray.core.run.cancelling import StopCheck, current_attempt, finished_reply, reply_to_cancel
-from batchray.core.run.executor import Executor, deadline
+from batchray.core.run.executor import Executor, deadline, effects_record
 from batchray.core.run.progress import ProgressBook
 from batchray.core.run.runtime import ProgressCallback
 from batchray.core.run.settler import attach_settler
@@ -97,7 +97,8 @@ class LocalRuntime:
         with self._running_lock:  # registered and marked running here at once: see _result
             txn, ts, prior = self.executor.begin(plan.kind, queue=options.queue, priority=options.priority,
                                                   idempotency_key=options.idempotency_key, one_phase=one_phase,
-                                                  backups=options.create_backups or plan.backup)
+                                                  backups=options.create_backups or plan.backup,
+                                                  effects=effects_record(options))
             if prior is None:
                 run = self._running[txn] = _LocalRun(options.atomic)
         if prior is not None:  # the key's batch: its result, never a second run

@@ -59,7 +59,7 @@ from batchray.core.storage.decision_log import DecisionLog
 from batchray.core.plan.plan import Plan
 from batchray.core.run.cancelling import StopCheck, current_attempt, finished_reply, reply_to_cancel
 from batchray.core.run.direct import DirectBatch, record, resolve_lost
-from batchray.core.run.executor import Executor, deadline
+from batchray.core.run.executor import Executor, deadline, effects_record
 from batchray.errors import BatchrayError, BatchTimeout, CancelledError, InternalError, NotFoundError
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.policies import POLL
@@ -227,7 +227,7 @@ class CoordinatorService:
         txn, ts, prior = self.executor.begin(
             kind, queue=options.queue, priority=options.priority,
             idempotency_key=options.idempotency_key, state="running" if at_once else "queued",
-            one_phase=one_phase, backups=options.create_backups,
+            one_phase=one_phase, backups=options.create_backups, effects=effects_record(options),
         )
         if prior is not None:
             reply: dict[str, Any] = {"txn": txn, "ts": ts, "prior": prior}

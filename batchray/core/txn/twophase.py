@@ -74,6 +74,12 @@ class DecisionLog(Protocol):
     def set_state(self, txn: str, state: str, result: Any = None) -> None:
         """Record a batch's state (and result)."""
 
+    def undone(self, txn: str, by: str) -> None:
+        """Batch ``txn`` was undone by batch ``by``."""
+
+    def backups_dropped(self, txns: list[str]) -> None:
+        """These batches keep no backups any more."""
+
 
 class Transport(Protocol):
     """How the coordinator reaches participants. Handles are opaque."""
@@ -545,9 +551,24 @@ def _record_recovered(log: DecisionLog, batch: dict[str, Any], committed: bool) 
     the rolled-back attempts before it left in the batch's own record."""
     result = {"recovered": True, "committed": committed}
     log.set_state(batch["txn"], "completed" if committed else "rolled_back", result=result)
+    if committed:
+        _recovered_effects(log, batch)
     parent = parent_of(batch)
     if parent is not None and committed and _unfinished(log.batch(parent)):  # not one recorded at its commit point
         log.set_state(parent, "completed", result={**result, "attempt": batch["txn"]})
+
+
+def _recovered_effects(log: DecisionLog, batch: dict[str, Any]) -> None:
+    """What a committed undo or drop of backups did to other batches, as its registration names
+    them (:func:`~batchray.core.run.executor.effects_record`), recorded as the run that crashed
+    would have recorded it: the undone batch is ``rolled_back``, naming the undo, and keeps no
+    backups; the dropped ones keep none."""
+    request = batch.get("request") if isinstance(batch.get("request"), dict) else {}
+    if request.get("undoes"):
+        log.undone(request["undoes"], batch["txn"])
+        log.backups_dropped([request["undoes"]])
+    if request.get("drops"):
+        log.backups_dropped(list(request["drops"]))
 
 
 def _unfinished(batch: Optional[dict[str, Any]]) -> bool:
@@ -618,6 +639,8 @@ def _finish_decided(log: DecisionLog, driver: TwoPhaseCommit, txn: str, outcomes
     committed = any(v == "commit" for v in outcomes.values())
     if record and _unfinished(batch):
         _record_recovered(log, batch, committed)
+    elif committed and batch.get("state") == "completed":  # recorded at its commit point, its effects perhaps not
+        _recovered_effects(log, batch)
     return committed
 
 
