@@ -418,9 +418,11 @@ def test_a_component_operation_acts_on_the_component_it_names(client):
     _refused(components({"action": "update", "name": "A", "component": {"name": "B", "title": "x"}}),
              "component.name")
     _refused(components({"action": "delete", "name": "A", "component": {"name": "B"}}), "component.name")
-    assert components({"action": "update", "name": "A", "component": {"title": "changed"}})["success"]
-    titles = {name: component.title for name, (component, _) in client.catalog.read_components().items()}
-    assert titles == {"A": "changed", "B": "b"}
+    # a text stayed a text, as CODAP's update keeps a component's type (a text became a graph)
+    _refused(components({"action": "update", "name": "A", "component": {"type": "graph"}}), "component.type")
+    assert components({"action": "update", "name": "A", "component": {"type": "text", "title": "changed"}})["success"]
+    stored = client.catalog.read_components().items()
+    assert {name: (c.type, c.title) for name, (c, _) in stored} == {"A": ("text", "changed"), "B": ("text", "b")}
 
 
 @pytest.mark.parametrize("action, spec", [("update", {"name": "years"}), ("delete", {})])

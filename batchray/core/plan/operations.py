@@ -446,6 +446,10 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
             if action == "update":
                 if name not in existing:
                     raise NotFoundError(f"component {name!r} does not exist", index=index, field="name")
+                if spec.get("type", existing[name].type) != existing[name].type:  # CODAP's update keeps it too
+                    raise ValidationError(f"component operation {index}: component {name!r} is a "
+                                          f"{existing[name].type}; its type is not changed (delete it and create a "
+                                          f"{spec['type']})", index=index, field="component.type")
                 merged = existing[name].model_dump()
                 merged["properties"] = {**merged["properties"], **(spec.pop("properties", None) or {})}
                 merged.update(spec)
