@@ -114,6 +114,22 @@ def test_create_child_cases_under_parents(trips, atomic):
     assert result.item_ids[1] in by_id[dan["id"]]["children"]
 
 
+def test_wrapped_rows_may_name_parents_after_a_first_row_without_one(trips):
+    """Wrappers are detected by the first row: a first ``{"values"}`` row without a parent
+    left the later rows' ``parent`` unread, and they were refused naming it as an attribute."""
+    engine, ids = trips
+    expected = _initial(ids)
+    ann = expected_cases(expected)["People"][0]
+    whole = {"city": "Bergen", "country": "NO", "person": "kai", "age": 33, "place": "Bryggen", "cost": 0,
+             "ticket": "w1"}
+    new = [{"values": whole}, {"parent": ann["id"], "values": {"place": "Orangerie", "ticket": "w2"}}]
+    result = engine.create_items(CONTEXT, "Visits", new)
+    assert result.success, result
+    expected[result.item_ids[0]] = whole
+    expected[result.item_ids[1]] = {**_lineage(expected, ann), "place": "Orangerie", "ticket": "w2"}
+    assert snapshot(engine) == expected
+
+
 @pytest.mark.parametrize("atomic", [True, False])
 def test_create_child_cases_with_a_bad_value(trips, atomic):
     """A bad value (cost below its minimum) in one new case: atomic creates none, non-atomic

@@ -246,8 +246,8 @@ def read_cases(catalog: Any, reader: Any, context: str, collection: str, offset:
 _WRAPPER_KEYS = frozenset({"values", "metadata", "parent"})
 
 
-def _is_parent_wrapper(row: Any) -> bool:
-    return isinstance(row, dict) and "parent" in row and "values" in row and row.keys() <= _WRAPPER_KEYS
+def _is_wrapper(row: Any) -> bool:
+    return isinstance(row, dict) and "values" in row and row.keys() <= _WRAPPER_KEYS
 
 
 def merge_parent_values(reader: Any, context_id: int, context: DataContext, collection: Optional[str],
@@ -255,15 +255,16 @@ def merge_parent_values(reader: Any, context_id: int, context: DataContext, coll
     """Rows given as ``{"values": {...}, "parent": caseId}`` become value dicts that carry the
     parent case's lineage values (its own and its ancestors') merged with the given values.
 
-    Applies when the first row is such a wrapper (as ``{"values": ...}`` wrappers are detected
-    by their first row); other rows are returned unchanged. A wrapper without ``parent`` (or
+    Applies when the first row is a ``{"values": ...}`` wrapper (wrappers are detected by
+    their first row: the later ones may name a parent where the first does not); rows that
+    are not wrappers are returned unchanged. A wrapper without ``parent`` (or
     with ``null``) keeps its values as given. With ``collection``, a parent must be a case of
     that collection's parent collection. A given value of a lineage attribute must equal the
     parent's (compared as text, as cases group); otherwise the row would fall into another
     case, and a :class:`ValidationError` names it. Parent cases are read from committed data
     when the batch is planned.
     """
-    if not rows or not _is_parent_wrapper(rows[0]):
+    if not rows or not _is_wrapper(rows[0]):
         return rows
     expected_parent: Optional[str] = None
     if collection is not None:
@@ -275,7 +276,7 @@ def merge_parent_values(reader: Any, context_id: int, context: DataContext, coll
     errors: list[dict[str, Any]] = []
     out: list[Any] = []
     for index, row in enumerate(rows):
-        if not (isinstance(row, dict) and "values" in row and row.keys() <= _WRAPPER_KEYS):
+        if not _is_wrapper(row):
             out.append(row)
             continue
         values = row.get("values")
