@@ -670,6 +670,27 @@ def test_no_dirty_read_while_active_or_prepared(conformance_store):
     assert_clear(participant)
 
 
+@case(then=["update", "delete"])
+def test_no_dirty_read_of_items_a_pending_transaction_created_and_then_changed(conformance_store, then):
+    participant = _seeded(conformance_store)
+    ref = TxnRef("writer", 10)
+    participant.apply(ref, _create(2, {LO + 50: {"name": "new", "mass": 1}}))
+    participant.apply(ref, _update(3, [LO + 50], {"mass": 99}) if then == "update" else _delete(3, [LO + 50]))
+    reader = conformance_store.open(recover=False)
+    for phase in ("active", "prepared"):
+        for who in (participant, reader):
+            assert _visible(who) == ITEMS, (phase, then)
+            assert [i for i, _ in who.read_items(CTX, "name == new", own_txn="someone-else")] == [], (phase, then)
+            assert who.count_items(CTX) == 3, (phase, then)
+            rows, total = who.read_page(CTX)
+            assert ([i for i, _ in rows], total) == (sorted(ITEMS), 3), (phase, then)
+        if phase == "active":
+            assert participant.prepare(ref)
+    participant.abort(ref)
+    assert _visible(participant) == ITEMS and _visible(reader) == ITEMS
+    assert_clear(participant)
+
+
 @case()
 def test_wait_die(conformance_store):
     participant = _seeded(conformance_store, lock_timeout=5.0)
