@@ -40,7 +40,8 @@ import orjson
 import pytest
 
 from batchray.core.txn import crashpoints
-from batchray.core.txn.chunks import CreateItems, DeleteItems, DropBackups, TxnRef, UndoBatch, UpdateItems, context_range
+from batchray.core.txn.chunks import (CreateItems, DeleteItems, DropBackups, TransformItems, TxnRef, UndoBatch, UpdateItems,
+                                      context_range)
 from batchray.core.txn.participant import Participant
 from batchray.errors import InternalError, LockConflict, StaleEpochError, TransactionAborted
 from batchray.testing.conformance_stores import ConformanceStore
@@ -408,6 +409,26 @@ def test_a_participant_reopened_after_prepare_can_still_decide(conformance_store
     else:
         assert _visible(participant) == committed
     assert participant.integrity_check() == "ok"
+    assert_clear(participant)
+
+
+@case()
+def test_a_prepared_schema_rewrite_keeps_its_data_context_to_itself_across_a_restart(conformance_store):
+    participant = _seeded(conformance_store)
+    rename = TxnRef("rename", 10)
+    participant.apply(rename, TransformItems(2, CTX, renames={"mass": "weight"}))
+    assert participant.prepare(rename)
+    participant.close()
+
+    participant = conformance_store.open()  # a restart, the rewrite in doubt
+    assert participant.in_doubt == [{"txn": "rename", "ts": 10, "shard": "s"}]
+    late = TxnRef("late", 11)  # a create planned on the schema before the rename
+    with pytest.raises(LockConflict):  # as before the restart: the context is the rewrite's
+        participant.apply(late, _create(3, {LO + 60: {"name": "late", "mass": 4}}))
+    participant.abort(late)
+    participant.commit(rename)
+    assert all(set(values) == {"name", "weight"} for values in _visible(participant).values())
+    assert participant.locks.lock_count() == 0
     assert_clear(participant)
 
 

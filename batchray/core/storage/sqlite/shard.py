@@ -175,8 +175,9 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             if commit:
                 return self._commit_after(done, ref)
             return self._vote_after(done, ref) if prepare else done
+        plan = self._lock_plan(ref, chunk)
         try:
-            for keys, mode in self._lock_plan(ref, chunk):
+            for keys, mode in plan:
                 if keys:
                     self.locks.acquire(ref.txn, ref.ts, keys, mode, timeout=ref.lock_wait(self.locks.default_timeout),
                                        ordered=ref.ordered)
@@ -195,6 +196,7 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                 ver = conn.execute("UPDATE meta SET value = value + 1 WHERE key='wseq' RETURNING value").fetchone()[0]
                 with CHUNK_WORK_LINE:
                     images = self.handlers.apply(conn, ref, chunk, ver)
+                self._note_exclusive_contexts(conn, ref.txn, chunk.chunk_id, plan)
                 if not (commit and not known and not images.errors and not ref.backup):
                     if commit and not known:
                         self._register(conn, ref)
@@ -338,6 +340,18 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                 return [([context_key], EXCLUSIVE)]
         return [([context_key], SHARED), (ids, EXCLUSIVE)]
 
+    @staticmethod
+    def _note_exclusive_contexts(conn: sqlite3.Connection, txn: str, chunk_id: int, plan: list[tuple[list, str]]) -> None:
+        """Note in the undo log (``tbl='ctx'``, no before-image) each data context the lock plan
+        holds exclusive (a schema rewrite, an undo, an escalated selection), so that recovery
+        takes it exclusive again: shared, an item writer of the context (a create planned on
+        the schema before a rewrite in doubt) would get in."""
+        contexts = [key[1] for keys, mode in plan if mode == EXCLUSIVE for key in keys
+                    if isinstance(key, tuple) and key[0] == "ctx"]
+        if contexts:
+            conn.executemany("INSERT OR IGNORE INTO undo(txn, chunk, tbl, key, before) VALUES(?, ?, 'ctx', ?, NULL)",
+                             [(txn, chunk_id, c) for c in contexts])
+
     def _backup_contexts(self, txn: str) -> list[int]:
         with self._mutex:
             keys = self._conn.execute(
@@ -469,8 +483,10 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             }
             keys += [("doc", k) for (k,) in self._conn.execute("SELECT key FROM undo WHERE txn=? AND tbl='docs'", (txn,))]
             keys += [("backups", k) for (k,) in self._conn.execute("SELECT key FROM undo WHERE txn=? AND tbl='drop'", (txn,))]
-            # the contexts shared (a prepared schema rewrite also holds each item it rewrote)
-            self.locks.acquire(txn, ts, [("ctx", c) for c in sorted(contexts)], SHARED, timeout=0)
+            # the contexts its lock plan held exclusive (noted in the undo log) exclusive, the others shared
+            exclusive = {k for (k,) in self._conn.execute("SELECT key FROM undo WHERE txn=? AND tbl='ctx'", (txn,))}
+            keys += [("ctx", c) for c in sorted(exclusive)]
+            self.locks.acquire(txn, ts, [("ctx", c) for c in sorted(contexts - exclusive)], SHARED, timeout=0)
             self.locks.acquire(txn, ts, keys, timeout=0)
             in_doubt.append({"txn": txn, "ts": ts, "shard": self.name})
         return in_doubt
