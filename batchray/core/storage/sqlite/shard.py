@@ -86,7 +86,11 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             self._conn = open_shard_file(self.path)
         except (sqlite3.Error, OSError) as exc:  # read-only files, a full disk: refused like any write
             raise StoreError(f"shard {self.name}: cannot open {self.path}: {exc}", shard=self.name) from exc
-        self.in_doubt = self.recover() if recover else []
+        try:
+            self.in_doubt = self.recover() if recover else []
+        except BaseException:
+            self.close()  # an abort that could not be written (read-only, disk full): nothing stays open
+            raise
 
     def close(self) -> None:
         with self._mutex:
