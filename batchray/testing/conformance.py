@@ -712,6 +712,21 @@ def test_no_dirty_read_of_items_a_pending_transaction_created_and_then_changed(c
     assert_clear(participant)
 
 
+@case(then=["update", "delete"])
+def test_items_a_pending_transaction_created_are_not_found_by_another_that_names_them(conformance_store, then):
+    participant = _seeded(conformance_store)
+    creator, other = TxnRef("creator", 10), TxnRef("other", 20)
+    participant.apply(creator, _create(2, {LO + 50: {"name": "new", "mass": 1}}))
+    chunk = _update(3, [LO + 50], {"mass": 99}) if then == "update" else _delete(3, [LO + 50])
+    images = participant.apply(other, chunk)  # its ids guessed: they are the creator's until it commits
+    assert [e["code"] for e in images.errors] == ["NOT_FOUND"] and images.affected == 0, images.errors
+    participant.abort(other)
+    assert participant.prepare(creator)
+    participant.commit(creator)
+    assert _visible(participant) == {**ITEMS, LO + 50: {"name": "new", "mass": 1}}
+    assert_clear(participant)
+
+
 @case()
 def test_wait_die(conformance_store):
     participant = _seeded(conformance_store, lock_timeout=5.0)

@@ -91,11 +91,18 @@ class SqliteChunkWriter:
         images.affected = len(ids)
         return images
 
-    def _current(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, str]:
-        rows = conn.execute(
+    def _current(self, conn: sqlite3.Connection, ids: list[int], own_txn: Optional[str] = None) -> dict[int, str]:
+        """``{id: values JSON}`` of the items among ``ids`` that exist; with ``own_txn``, not those
+        another pending transaction created (their ids are that transaction's block: nobody
+        else may write them until it commits, and they do not exist for anyone else yet)."""
+        rows = dict(conn.execute(
             "SELECT id, vals FROM items WHERE id IN (SELECT value FROM json_each(?))", (ids_param(ids),)
-        )
-        return dict(rows.fetchall())
+        ).fetchall())
+        if own_txn is not None and rows:
+            pending = conn.execute("SELECT lo, hi FROM created WHERE txn != ?", (own_txn,)).fetchall()
+            if pending:
+                rows = {i: v for i, v in rows.items() if not any(lo <= i <= hi for lo, hi in pending)}
+        return rows
 
     def _record_undo(self, conn: sqlite3.Connection, ref: TxnRef, chunk_id: int, tbl: str, befores) -> None:
         """Keep the first before-image of each key for this transaction (docs, and items whose
@@ -112,7 +119,7 @@ class SqliteChunkWriter:
         images = BeforeImages(chunk.chunk_id)
         if chunk.ids is not None:
             ids = chunk.ids
-            current = self._current(conn, ids)
+            current = self._current(conn, ids, ref.txn)
         else:
             ids, current = self._matching_under_lock(conn, ref, chunk.context_id, chunk.where)
         befores, writes = patch_items(chunk, ids, current, images)
@@ -215,7 +222,7 @@ class SqliteChunkWriter:
             return self._delete_context(conn, ref, chunk)
         images = BeforeImages(chunk.chunk_id)
         if chunk.ids is not None:
-            current = self._current(conn, chunk.ids)
+            current = self._current(conn, chunk.ids, ref.txn)
             for position, item_id in enumerate(chunk.ids):
                 if item_id not in current:
                     images.errors.append(not_found(position, item_id))
