@@ -6,6 +6,9 @@ made read-only, a full disk, a server that refuses), the open is refused with a 
 the connection it made is closed: a SQLite shard kept its file's descriptors open, a
 PostgreSQL participant its control session, for as long as the error was held (a caller that
 tries again while the store does not answer opened one more each time).
+
+A closed SQLite shard, and a closed decision log, refuse every further use with a STORE error
+naming them (a read of a client closed meanwhile got INTERNAL "unexpected ProgrammingError").
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import pytest
 
 from pg_schema import own_schema
 
+from batchray.core.storage.decision_log import DecisionLog
 from batchray.core.storage.sqlite.shard import SqliteShard
 from batchray.core.txn.chunks import CreateItems, TxnRef, context_range
 from batchray.errors import StoreError
@@ -83,3 +87,22 @@ def test_a_pg_participant_whose_recovery_fails_is_refused_and_leaves_no_session_
             assert conn.execute(sessions).fetchone()[0] == before, caught
         store.close()
     assert not schema.left
+
+
+def test_a_closed_shard_and_a_closed_log_refuse_every_use_with_a_store_error(tmp_path):
+    shard = SqliteShard(tmp_path / "s.sqlite", name="s")
+    shard.close()
+    shard.close()  # twice: nothing more
+    uses = [lambda: list(shard.read_items(1)), lambda: shard.count_items(1), lambda: shard.read_page(1),
+            lambda: shard.read_docs(), lambda: shard.pending(), lambda: shard.outcome("t"), lambda: shard.epoch,
+            lambda: shard.leftovers(), lambda: shard.apply(TxnRef("t", 1), CreateItems(1, [LO + 1], ['{"n":1}']))]
+    for use in uses:
+        with pytest.raises(StoreError, match="shard s is closed"):
+            use()
+    log = DecisionLog(tmp_path / "coordinator.sqlite")
+    log.close()
+    log.close()
+    for use in (lambda: log.batch("t"), lambda: log.unfinished(), lambda: log.decide("t", {"s": "commit"}),
+                lambda: log.next_value("ids"), lambda: log.add_batch("t", kind="create", ts=1)):
+        with pytest.raises(StoreError, match="the decision log is closed"):
+            use()

@@ -35,7 +35,7 @@ import orjson
 from batchray.core.storage.participant_base import CHUNK_WORK_LINE, StoreParticipant, leftovers, vote_with_apply
 from batchray.core.storage.sqlite.chunk_writer import SqliteChunkWriter
 from batchray.core.storage.sqlite.reads import count_all_items, read_docs, read_page, select_items
-from batchray.core.storage.sqlite.tables import open_shard_file
+from batchray.core.storage.sqlite.tables import ClosedConnection, open_shard_file
 from batchray.core.txn import crashpoints
 from batchray.core.txn.chunks import (
     ITEM_BITS,
@@ -97,6 +97,7 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+                self._conn = ClosedConnection(f"shard {self.name}")  # a read now is a StoreError
 
     @contextmanager
     def _write(self, label: str, ref: Optional[TxnRef], *, durable: bool = False) -> Iterator[sqlite3.Connection]:
