@@ -1,9 +1,12 @@
-"""A store directory's layout (batchray/core/storage/store.py, ``StoreLayout``).
+"""A store directory's layout (batchray/core/storage/store.py, ``StoreLayout``), and the shard count
+of every store.
 
 * A path that is no directory, or a directory whose ``store.json`` is damaged, is refused
   with a structured error (``VALIDATION`` or ``STORE``) that names it, and nothing is changed.
 * Openers racing to create one new store agree on its shard count: the one ``store.json``
   publishes (the first written), whatever each asked for.
+* A shard count that is no whole number from 1 to 256 is a ``VALIDATION`` error on ``shards``
+  for every store, before anything is created.
 """
 from __future__ import annotations
 
@@ -71,3 +74,17 @@ def test_openers_racing_to_create_a_store_agree_on_its_shard_count(tmp_path, tri
         if asked != fixed:  # told the count the store was created with, not given its own
             assert isinstance(got, ValidationError) and f"created with {fixed} shards" in got.message, opened
     assert sorted(p.name for p in root.iterdir()) == ["store.json"]
+
+
+@pytest.mark.parametrize("shards", [0, -3, 257, 2.5, True, "3"])
+def test_a_shard_count_that_is_no_whole_number_from_1_to_256_is_refused_before_anything_is_made(tmp_path, shards):
+    """0 made a store of the default 2 shards, 2.5 a store whose store.json no opener could
+    use, and "3" an INTERNAL TypeError."""
+    with pytest.raises(ValidationError) as caught:
+        open_backend(tmp_path / "store", shards)
+    assert caught.value.details["field"] == "shards" and "whole number from 1 to 256" in caught.value.message
+    assert not (tmp_path / "store").exists()
+    pytest.importorskip("psycopg")
+    with pytest.raises(ValidationError) as caught:  # refused before a server is asked (none answers here)
+        open_backend("postgresql://u@127.0.0.1:1/db?schema=s", shards)
+    assert caught.value.details["field"] == "shards"

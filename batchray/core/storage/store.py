@@ -67,6 +67,13 @@ def create_private_file(path: Path) -> None:
         os.close(fd)
 
 
+def check_shards(shards: Optional[int]) -> None:
+    """Refuse a shard count that is given and not a whole number from 1 to 256 (a
+    :class:`ValidationError`), before a store is opened or created with it."""
+    if shards is not None and (type(shards) is not int or not 1 <= shards <= 256):
+        raise ValidationError(f"shards must be a whole number from 1 to 256, not {shards!r}", field="shards")
+
+
 def shard_name(index: int) -> str:
     return f"shard-{index:04d}"
 
@@ -114,6 +121,7 @@ class StoreLayout(ShardNaming):
         its :data:`META_FILE` fixes the shard count for all. A path that is not a directory is
         a :class:`ValidationError`; a directory that cannot be made or read, or whose
         :data:`META_FILE` is damaged, a :class:`StoreError`."""
+        check_shards(shards)
         self.root = Path(root).expanduser().resolve()
         meta_path = self.root / META_FILE
         try:
@@ -121,10 +129,7 @@ class StoreLayout(ShardNaming):
             if not self.root.is_dir():
                 raise ValidationError(f"store {self.root} is not a directory", field="store")
             if not meta_path.exists():
-                count = shards or DEFAULT_SHARDS
-                if not 1 <= count <= 256:
-                    raise ValidationError("shards must be between 1 and 256", field="shards")
-                _publish_meta(meta_path, {"format": FORMAT_VERSION, "shards": count})
+                _publish_meta(meta_path, {"format": FORMAT_VERSION, "shards": shards or DEFAULT_SHARDS})
             stored = _read_meta(meta_path)
         except OSError as exc:
             raise StoreError(f"cannot open the store directory {self.root}: {exc}", path=str(self.root)) from None

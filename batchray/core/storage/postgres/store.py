@@ -52,7 +52,7 @@ from batchray.core.storage.postgres.url import (
     redact,
     store_identity,
 )
-from batchray.core.storage.store import DEFAULT_SHARDS, ShardNaming
+from batchray.core.storage.store import DEFAULT_SHARDS, ShardNaming, check_shards
 from batchray.errors import ParticipantUnavailable, StoreError, ValidationError
 
 FORMAT_VERSION = 3
@@ -75,6 +75,7 @@ class PgStore:
         ``"batchray"``). A refusal of the server's while the store is opened (a role that may
         not create the schema, or not read an existing store's tables) is a :class:`StoreError`
         naming what is missing; a server out of reach is :class:`ParticipantUnavailable`."""
+        check_shards(shards)
         self.url = url
         self.dsn, self.schema = parse_pg_url(url)
         self.s = f'"{self.schema}"'  # validated identifier
@@ -189,8 +190,6 @@ class PgStore:
                                       field="shards")
             return int(row[0])
         count = shards or DEFAULT_SHARDS
-        if not 1 <= count <= 256:
-            raise ValidationError("shards must be between 1 and 256", field="shards")
         conn.execute(f"INSERT INTO {s}.store_meta VALUES('shards', %s) ON CONFLICT DO NOTHING", (str(count),))
         return int(conn.execute(f"SELECT value FROM {s}.store_meta WHERE key='shards'").fetchone()[0])
 
