@@ -44,7 +44,7 @@ from batchray.core.txn.chunks import (
     UpdateItems,
     context_range,
 )
-from batchray.core.txn.locks import LockManager
+from batchray.core.txn.locks import EXCLUSIVE, LockManager
 from batchray.errors import InternalError, ValidationError
 
 
@@ -211,10 +211,16 @@ class SqliteChunkWriter:
         return images
 
     def _matching_under_lock(self, conn, ref, context_id, where) -> tuple[list[int], dict[int, str]]:
-        """Ids matching ``where`` now that the locks are held; lock any newcomer or skip it."""
+        """Ids matching ``where`` now that the locks are held. A newcomer (an item that came to
+        match while the lock plan's locks were waited for: a batch waited for made it match)
+        is locked too, as a run after that batch would update it; one that another
+        transaction holds is a :class:`LockConflict` (no wait here, under the shard's mutex:
+        the chunk is applied again, and its lock plan waits for it)."""
         rows = select_items(conn, context_id, where, own_txn=ref.txn, in_write=True)
         held = self.locks.held_by(ref.txn)
-        rows = [(i, v) for i, v in rows if i in held]
+        newcomers = [i for i, _ in rows if i not in held]
+        if newcomers:
+            self.locks.acquire(ref.txn, ref.ts, newcomers, EXCLUSIVE, timeout=0, ordered=ref.ordered)
         return [i for i, _ in rows], dict(rows)
 
     def delete(self, conn: sqlite3.Connection, ref: TxnRef, chunk: DeleteItems, ver: int) -> BeforeImages:

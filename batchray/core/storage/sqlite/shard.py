@@ -216,6 +216,10 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                         self._commit_one_phase(conn, ref.txn, chunk.chunk_id, images.affected)
                 elif prepare:  # in this same local transaction (the mutex is this thread's)
                     vote_with_apply(images, lambda: self.ready_to_prepare(ref), lambda: self._mark_prepared(conn, ref.txn))
+        except LockConflict:  # a newcomer to a query's match held by another (see the chunk writer)
+            if not self._is_active(ref.txn):  # nothing of it here yet: leave no lock behind
+                self.locks.release_all(ref.txn)
+            raise
         except (TransactionAborted, StaleEpochError) as exc:
             # a late apply of a finished transaction, or one from a replaced owner: it must not
             # keep the locks it took while waiting
