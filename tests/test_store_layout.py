@@ -48,6 +48,9 @@ def test_a_path_that_is_no_directory_is_refused(tmp_path):
     with pytest.raises(StoreError, match="cannot open the store directory"):
         open_backend(path / "below")
     assert path.read_text() == "data" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+    with pytest.raises(ValidationError, match="home directory") as caught:  # an INTERNAL RuntimeError before
+        open_backend("~no-such-user-of-this-system/store")
+    assert caught.value.details["field"] == "store"
 
 
 @pytest.mark.parametrize("trial", range(30))

@@ -122,7 +122,10 @@ class StoreLayout(ShardNaming):
         a :class:`ValidationError`; a directory that cannot be made or read, or whose
         :data:`META_FILE` is damaged, a :class:`StoreError`."""
         check_shards(shards)
-        self.root = Path(root).expanduser().resolve()
+        try:
+            self.root = Path(root).expanduser().resolve()
+        except RuntimeError as exc:  # "~user/..." of a user this system does not know
+            raise ValidationError(f"store path {os.fspath(root)!r}: {exc}", field="store") from None
         meta_path = self.root / META_FILE
         try:
             create_private_dir(self.root)
