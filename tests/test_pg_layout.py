@@ -182,6 +182,19 @@ def test_a_store_of_format_1_keeps_its_one_table_and_works():
     assert not schema.left
 
 
+def test_a_store_of_format_1_made_before_one_phase_commits_gets_their_table_and_works():
+    """Stores of format 1 made before one-phase commits were recorded have no ``one_phase``
+    table; every batch committed in one phase (a new data context, a small create) failed."""
+    with own_schema("pglayout") as schema:
+        _made_as_format(schema.url, 1, FORMAT_1_ITEMS)
+        _sql(schema.url, "DROP TABLE {s}.one_phase")
+        values = _load_update_delete_and_roll_back(schema.url)
+        _expected_values(values)
+        assert _sql(schema.url, "SELECT count(*) FROM {s}.one_phase") != [(0,)]
+        assert _sql(schema.url, "SELECT value FROM {s}.store_meta WHERE key='format'") == [("1",)]
+    assert not schema.left
+
+
 def test_a_store_of_format_2_keeps_its_key_and_works():
     with own_schema("pglayout") as schema:
         _made_as_format(schema.url, 2, FORMAT_2_ITEMS)

@@ -43,6 +43,27 @@ def test_a_parameter_libpq_does_not_know_is_a_validation_error():
     assert caught.value.to_dict()["code"] == "VALIDATION"
 
 
+def test_a_url_of_several_hosts_names_each_with_its_port():
+    """libpq takes a list of hosts (``h1:5432,h2``); its ports are no URL port that Python's
+    ``urlsplit`` can read, and opening such a store failed with an INTERNAL ValueError."""
+    from batchray.core.storage.postgres.url import store_identity
+
+    assert store_identity("postgresql://u:pw@db1:5433,DB2/app?schema=s") == "postgresql://db1:5433,db2:5432/app?schema=s"
+    assert store_identity("postgresql://u@h/app") == "postgresql://h:5432/app?schema=batchray"
+    assert store_identity("postgresql://[::1]:6000/app") == "postgresql://::1:6000/app?schema=batchray"
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:secret@h:notaport/db", "postgresql://u:secret@h:99999/db",
+                                 "postgresql://u:secret@h1,h2:x/db", "postgresql://u:secret@[::1/db"])
+def test_a_url_with_a_bad_host_or_port_is_a_validation_error(url):
+    pytest.importorskip("psycopg")
+    from batchray.core.storage.backends import open_backend
+
+    with pytest.raises(ValidationError) as caught:
+        open_backend(url)
+    assert caught.value.details["field"] == "store" and "secret" not in str(caught.value.to_dict())
+
+
 def test_connection_settings_of_the_url_are_used():
     from batchray.core.storage.postgres.store import PgStore
 

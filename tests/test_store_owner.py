@@ -248,3 +248,27 @@ def test_a_second_driver_and_the_cli_join_the_owner_and_a_killed_owner_is_taken_
                 except ProcessLookupError:
                     pass
             child.close(timeout=30)
+
+
+def test_an_owner_record_that_cannot_be_written_leaves_the_store_unclaimed(tmp_path, monkeypatch):
+    """A full disk while the record was written raised a bare OSError (INTERNAL) and kept the
+    owner lock on a descriptor nobody would close: the process's next claim was refused as a
+    store in use by itself, and every other driver saw a live owner."""
+    from batchray.core.storage import ownership
+    from batchray.errors import StoreError
+
+    backend = open_backend(tmp_path / "store")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ownership.os, "replace", disk_full)
+        with pytest.raises(StoreError, match="No space left on device"):
+            claim(backend, owner_record(None, None, None))
+    assert live_owner(backend) is None
+    assert not [p for p in (tmp_path / "store").iterdir() if p.name.startswith(".owner.json")]
+    held = claim(backend, owner_record(None, "c", "batchray"))
+    assert live_owner(backend)["coordinator"] == "c"
+    held.release()
+    backend.close()

@@ -40,7 +40,8 @@ import orjson
 import pytest
 
 from batchray.core.txn import crashpoints
-from batchray.core.txn.chunks import CreateItems, DeleteItems, DropBackups, TxnRef, UndoBatch, UpdateItems, context_range
+from batchray.core.txn.chunks import (CreateItems, DeleteItems, DropBackups, TransformItems, TxnRef, UndoBatch, UpdateItems,
+                                      context_range)
 from batchray.core.txn.participant import Participant
 from batchray.errors import InternalError, LockConflict, StaleEpochError, TransactionAborted
 from batchray.testing.conformance_stores import ConformanceStore
@@ -411,6 +412,26 @@ def test_a_participant_reopened_after_prepare_can_still_decide(conformance_store
     assert_clear(participant)
 
 
+@case()
+def test_a_prepared_schema_rewrite_keeps_its_data_context_to_itself_across_a_restart(conformance_store):
+    participant = _seeded(conformance_store)
+    rename = TxnRef("rename", 10)
+    participant.apply(rename, TransformItems(2, CTX, renames={"mass": "weight"}))
+    assert participant.prepare(rename)
+    participant.close()
+
+    participant = conformance_store.open()  # a restart, the rewrite in doubt
+    assert participant.in_doubt == [{"txn": "rename", "ts": 10, "shard": "s"}]
+    late = TxnRef("late", 11)  # a create planned on the schema before the rename
+    with pytest.raises(LockConflict):  # as before the restart: the context is the rewrite's
+        participant.apply(late, _create(3, {LO + 60: {"name": "late", "mass": 4}}))
+    participant.abort(late)
+    participant.commit(rename)
+    assert all(set(values) == {"name", "weight"} for values in _visible(participant).values())
+    assert participant.locks.lock_count() == 0
+    assert_clear(participant)
+
+
 # -- refusals ---------------------------------------------------------------------------------
 
 @case()
@@ -667,6 +688,42 @@ def test_no_dirty_read_while_active_or_prepared(conformance_store):
     assert _visible(participant) == own and _visible(reader) == own
     rows, total = reader.read_page(CTX, "mass == 99")
     assert ([i for i, _ in rows], total) == ([LO + 1, LO + 50], 2)
+    assert_clear(participant)
+
+
+@case(then=["update", "delete"])
+def test_no_dirty_read_of_items_a_pending_transaction_created_and_then_changed(conformance_store, then):
+    participant = _seeded(conformance_store)
+    ref = TxnRef("writer", 10)
+    participant.apply(ref, _create(2, {LO + 50: {"name": "new", "mass": 1}}))
+    participant.apply(ref, _update(3, [LO + 50], {"mass": 99}) if then == "update" else _delete(3, [LO + 50]))
+    reader = conformance_store.open(recover=False)
+    for phase in ("active", "prepared"):
+        for who in (participant, reader):
+            assert _visible(who) == ITEMS, (phase, then)
+            assert [i for i, _ in who.read_items(CTX, "name == new", own_txn="someone-else")] == [], (phase, then)
+            assert who.count_items(CTX) == 3, (phase, then)
+            rows, total = who.read_page(CTX)
+            assert ([i for i, _ in rows], total) == (sorted(ITEMS), 3), (phase, then)
+        if phase == "active":
+            assert participant.prepare(ref)
+    participant.abort(ref)
+    assert _visible(participant) == ITEMS and _visible(reader) == ITEMS
+    assert_clear(participant)
+
+
+@case(then=["update", "delete"])
+def test_items_a_pending_transaction_created_are_not_found_by_another_that_names_them(conformance_store, then):
+    participant = _seeded(conformance_store)
+    creator, other = TxnRef("creator", 10), TxnRef("other", 20)
+    participant.apply(creator, _create(2, {LO + 50: {"name": "new", "mass": 1}}))
+    chunk = _update(3, [LO + 50], {"mass": 99}) if then == "update" else _delete(3, [LO + 50])
+    images = participant.apply(other, chunk)  # its ids guessed: they are the creator's until it commits
+    assert [e["code"] for e in images.errors] == ["NOT_FOUND"] and images.affected == 0, images.errors
+    participant.abort(other)
+    assert participant.prepare(creator)
+    participant.commit(creator)
+    assert _visible(participant) == {**ITEMS, LO + 50: {"name": "new", "mass": 1}}
     assert_clear(participant)
 
 

@@ -24,6 +24,7 @@ import orjson
 
 from batchray.core.txn import crashpoints
 from batchray.errors import StoreError
+from batchray.core.storage.sqlite.tables import ClosedConnection
 from batchray.core.storage.store import create_private_file
 
 _DDL = """
@@ -62,6 +63,7 @@ class DecisionLog:
     def close(self) -> None:
         with self._mutex:
             self._conn.close()
+            self._conn = ClosedConnection("the decision log")  # a use now is a StoreError
 
     def _write(self, label: str, sql: str, params: tuple = (), *, durable: bool = True) -> sqlite3.Cursor:
         """One write transaction. ``durable`` ones are fsynced (``synchronous=FULL``): decisions,

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from batchray.errors import StoreInUse
+from batchray.errors import StoreError, StoreInUse
 
 LOCK_FILE = "owner.lock"
 RECORD_FILE = "owner.json"
@@ -127,15 +127,20 @@ class _FileOwner:
                     os.close(fd)
                     raise store_in_use(str(self.root), self._read()) from None
                 time.sleep(0.05)
-        tmp = self.record_path.with_name(f".{RECORD_FILE}.{os.getpid()}")
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-            handle.write(json.dumps(record))  # private, as every file of the store
-        os.replace(tmp, self.record_path)
-
         def release() -> None:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+        tmp = self.record_path.with_name(f".{RECORD_FILE}.{os.getpid()}")
+        try:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+                handle.write(json.dumps(record))  # private, as every file of the store
+            os.replace(tmp, self.record_path)
+        except OSError as exc:  # a full disk, a read-only directory: the store stays unclaimed
+            release()
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"store {self.root}: cannot write its owner record: {exc}",
+                             path=str(self.record_path)) from None
         return record, release
 
     def probe(self) -> Optional[dict[str, Any]]:

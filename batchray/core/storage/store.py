@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 from urllib.parse import urlparse
@@ -64,6 +65,13 @@ def create_private_file(path: Path) -> None:
         os.fchmod(fd, 0o600)  # the mode given to open is filtered by the umask
     finally:
         os.close(fd)
+
+
+def check_shards(shards: Optional[int]) -> None:
+    """Refuse a shard count that is given and not a whole number from 1 to 256 (a
+    :class:`ValidationError`), before a store is opened or created with it."""
+    if shards is not None and (type(shards) is not int or not 1 <= shards <= 256):
+        raise ValidationError(f"shards must be a whole number from 1 to 256, not {shards!r}", field="shards")
 
 
 def shard_name(index: int) -> str:
@@ -120,27 +128,29 @@ class StoreLayout(ShardNaming):
     """Paths and fixed settings of one store directory."""
 
     def __init__(self, root: str | os.PathLike, shards: Optional[int] = None) -> None:
-        self.root = Path(root).expanduser().resolve()
-        create_private_dir(self.root)
+        """Open the store directory ``root``, creating it (and its :data:`META_FILE`, with
+        ``shards``) on first use. Of openers racing to create one store, the first to publish
+        its :data:`META_FILE` fixes the shard count for all. A path that is not a directory is
+        a :class:`ValidationError`; a directory that cannot be made or read, or whose
+        :data:`META_FILE` is damaged, a :class:`StoreError`."""
+        check_shards(shards)
+        try:
+            self.root = Path(root).expanduser().resolve()
+        except RuntimeError as exc:  # "~user/..." of a user this system does not know
+            raise ValidationError(f"store path {os.fspath(root)!r}: {exc}", field="store") from None
         meta_path = self.root / META_FILE
-        if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("format") != FORMAT_VERSION:
-                raise StoreError(f"store {self.root} has format {meta.get('format')}, expected {FORMAT_VERSION}")
-            if shards is not None and shards != meta["shards"]:
-                raise ValidationError(
-                    f"store {self.root} was created with {meta['shards']} shards, not {shards}", field="shards"
-                )
-            self.shards = int(meta["shards"])
-        else:
-            self.shards = shards or DEFAULT_SHARDS
-            if not 1 <= self.shards <= 256:
-                raise ValidationError("shards must be between 1 and 256", field="shards")
-            tmp = meta_path.with_suffix(".tmp")
-            tmp.unlink(missing_ok=True)
-            create_private_file(tmp)
-            tmp.write_text(json.dumps({"format": FORMAT_VERSION, "shards": self.shards}))
-            os.replace(tmp, meta_path)
+        try:
+            create_private_dir(self.root)
+            if not self.root.is_dir():
+                raise ValidationError(f"store {self.root} is not a directory", field="store")
+            if not meta_path.exists():
+                _publish_meta(meta_path, {"format": FORMAT_VERSION, "shards": shards or DEFAULT_SHARDS})
+            stored = _read_meta(meta_path)
+        except OSError as exc:
+            raise StoreError(f"cannot open the store directory {self.root}: {exc}", path=str(self.root)) from None
+        if shards is not None and shards != stored:
+            raise ValidationError(f"store {self.root} was created with {stored} shards, not {shards}", field="shards")
+        self.shards = stored
 
     def participant_path(self, name: str) -> Path:
         if name != CATALOG and name not in self.shard_names:
@@ -151,6 +161,44 @@ class StoreLayout(ShardNaming):
     def log_path(self) -> Path:
         return self.root / "coordinator.sqlite"
 
+
+
+def _publish_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Write ``meta`` as the store's :data:`META_FILE` unless one exists: written whole to a
+    file of this opener's own, then linked in place, which fails when another opener's is there
+    (a replace would overwrite it, and openers racing would each keep their own shard count)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.unlink(missing_ok=True)
+    create_private_file(tmp)
+    try:
+        tmp.write_text(json.dumps(meta))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # created meanwhile by another opener: its shard count holds
+        except OSError:  # a file system without hard links: replaced, as the last resort
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_meta(path: Path) -> int:
+    """The shard count a store's :data:`META_FILE` fixes; :class:`StoreError` when it is not a
+    store's of this format."""
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as exc:
+        raise StoreError(f"{path} is damaged (not JSON: {exc})", path=str(path)) from None
+    if not isinstance(meta, dict):
+        raise StoreError(f"{path} is damaged (not a JSON object)", path=str(path))
+    if meta.get("format") != FORMAT_VERSION:
+        raise StoreError(f"store {path.parent} has format {meta.get('format')!r}, expected {FORMAT_VERSION}",
+                         path=str(path))
+    shards = meta.get("shards")
+    if type(shards) is not int or not 1 <= shards <= 256:
+        raise StoreError(f"{path} is damaged (shards {shards!r}, not a count from 1 to 256)", path=str(path))
+    return shards
 
 
 class CommitGate:

@@ -201,10 +201,17 @@ class PgLocking:
             return {i: (v, ver) for i, v, ver in rows}
         got = {i: (v, ver) for i, v, ver in conn.execute(
             f"SELECT id, vals, ver {base} ORDER BY id FOR UPDATE SKIP LOCKED", args).fetchall()}
-        matching = [i for (i,) in conn.execute(f"SELECT id {base}", args).fetchall()]
-        busy = [i for i in matching if i not in got]
-        if busy:
+        busy = [i for (i,) in conn.execute(f"SELECT id {base}", args).fetchall() if i not in got]
+        while busy:
             got.update(self._wait_for_items(conn, ref, busy, (fragment, params)))
+            # the batches waited for committed: items they made match are matched now (each
+            # statement reads what is committed when it starts), as a run after them would be
+            fresh = [i for (i,) in conn.execute(f"SELECT id {base}", args).fetchall() if i not in got]
+            if fresh:
+                got.update({i: (v, ver) for i, v, ver in conn.execute(
+                    f"SELECT id, vals, ver {base} AND id = ANY(%s) ORDER BY id FOR UPDATE SKIP LOCKED",
+                    [*args, fresh]).fetchall()})
+            busy = [i for i in fresh if i not in got]
         return dict(sorted(got.items()))
 
     def _wait_for_items(self, conn, ref: TxnRef, ids: list[int], where) -> dict[int, tuple[str, int]]:

@@ -114,7 +114,11 @@ class PgParticipant(StoreParticipant[PgWork]):
         self._control = None
         self._closed = False
         self.locks = PgLockView(self.pending, self.locking)
-        self.in_doubt: list[dict[str, Any]] = self.recover() if recover else []
+        try:
+            self.in_doubt: list[dict[str, Any]] = self.recover() if recover else []
+        except BaseException:
+            self.close()  # its control session: nothing stays open
+            raise
 
     # -- connections ------------------------------------------------------------------------
     def _conn(self):

@@ -52,7 +52,7 @@ from batchray.core.storage.postgres.url import (
     redact,
     store_identity,
 )
-from batchray.core.storage.store import DEFAULT_SHARDS, ShardNaming
+from batchray.core.storage.store import DEFAULT_SHARDS, ShardNaming, check_shards
 from batchray.errors import NotFoundError, ParticipantUnavailable, StoreError, ValidationError
 
 FORMAT_VERSION = 3
@@ -77,6 +77,7 @@ class PgStore:
         ``"batchray"``). A refusal of the server's while the store is opened (a role that may
         not create the schema, or not read an existing store's tables) is a :class:`StoreError`
         naming what is missing; a server out of reach is :class:`ParticipantUnavailable`."""
+        check_shards(shards)
         self.url = url
         self.dsn, self.schema = parse_pg_url(url)
         self.s = f'"{self.schema}"'  # validated identifier
@@ -164,12 +165,25 @@ class PgStore:
                 if int(row[0]) not in FORMATS_SERVED:
                     raise StoreError(f"store {self.identity} has format {row[0]}; this version of batchray "
                                      f"serves formats {', '.join(map(str, FORMATS_SERVED))}", format=int(row[0]))
+                self._add_tables_since(conn)
                 return int(row[0])
         with transaction(conn):
             conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (advisory_key(f"{self.schema}:ddl"),))
             conn.execute(_DDL.replace("{s}", s))
             conn.execute(f"INSERT INTO {s}.store_meta VALUES('format', %s) ON CONFLICT DO NOTHING", (str(FORMAT_VERSION),))
             return int(conn.execute(f"SELECT value FROM {s}.store_meta WHERE key='format'").fetchone()[0])
+
+    def _add_tables_since(self, conn) -> None:
+        """Create in an existing store the tables that later versions of its format added:
+        ``one_phase`` (stores of format 1 made before one-phase commits were recorded have
+        none). Only what is missing is created, so a role that may not create tables still
+        opens a store that has them all."""
+        s = self.s
+        if conn.execute("SELECT to_regclass(%s)", (f"{s}.one_phase",)).fetchone()[0] is not None:
+            return
+        with transaction(conn):
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (advisory_key(f"{self.schema}:ddl"),))
+            conn.execute(_ONE_PHASE_DDL.replace("{s}", s))
 
     def _shard_count(self, conn, shards: Optional[int]) -> int:
         s = self.s
@@ -180,8 +194,6 @@ class PgStore:
                                       field="shards")
             return int(row[0])
         count = shards or DEFAULT_SHARDS
-        if not 1 <= count <= 256:
-            raise ValidationError("shards must be between 1 and 256", field="shards")
         conn.execute(f"INSERT INTO {s}.store_meta VALUES('shards', %s) ON CONFLICT DO NOTHING", (str(count),))
         return int(conn.execute(f"SELECT value FROM {s}.store_meta WHERE key='shards'").fetchone()[0])
 
@@ -271,9 +283,7 @@ CREATE INDEX IF NOT EXISTS txns_by_pid ON {s}.txns(pid);
 CREATE TABLE IF NOT EXISTS {s}.finished(
     part integer NOT NULL, txn text NOT NULL, outcome text NOT NULL, at double precision NOT NULL,
     PRIMARY KEY(part, txn));
-CREATE TABLE IF NOT EXISTS {s}.one_phase(
-    part integer NOT NULL, txn text NOT NULL, chunk bigint NOT NULL, affected bigint NOT NULL,
-    PRIMARY KEY(part, txn));
+{one_phase}
 CREATE TABLE IF NOT EXISTS {s}.applied(
     part integer NOT NULL, txn text NOT NULL, chunk bigint NOT NULL, images bytea NOT NULL,
     PRIMARY KEY(part, txn, chunk));
@@ -299,6 +309,10 @@ CREATE TABLE IF NOT EXISTS {s}.log_backups(
     txn text NOT NULL, participant text NOT NULL, seq integer NOT NULL, images bytea NOT NULL,
     PRIMARY KEY(txn, participant, seq));
 """
+_ONE_PHASE_DDL = """CREATE TABLE IF NOT EXISTS {s}.one_phase(
+    part integer NOT NULL, txn text NOT NULL, chunk bigint NOT NULL, affected bigint NOT NULL,
+    PRIMARY KEY(part, txn));"""
+_DDL = _DDL.replace("{one_phase}", _ONE_PHASE_DDL)
 
 
 

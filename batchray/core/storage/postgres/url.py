@@ -38,7 +38,10 @@ def parse_pg_url(url: str) -> tuple[str, str]:
     sign, not a space, so the query is not decoded and encoded again here). ``schema`` is read
     the same way (``%XX`` decoded); given twice, the last one counts, as libpq does with its own
     parameters."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed IPv6 bracket
+        raise ValidationError(f"invalid PostgreSQL store URL {redact(url)!r}: {exc}", field="store") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise ValidationError(f"not a PostgreSQL URL: {redact(url)!r}", field="store")
     schema = DEFAULT_SCHEMA
@@ -100,9 +103,20 @@ def store_identity(url: str) -> str:
     ``postgresql://host:port/db?schema=NAME`` (no user, no password)."""
     dsn, schema = parse_pg_url(url)
     parts = urlsplit(dsn)
-    host = parts.hostname or ""
-    port = parts.port or 5432
-    return f"postgresql://{host}:{port}{parts.path}?schema={schema}"
+    hosts = ",".join(_host_and_port(spec, url) for spec in parts.netloc.rpartition("@")[2].split(","))
+    return f"postgresql://{hosts}{parts.path}?schema={schema}"
+
+
+def _host_and_port(spec: str, url: str) -> str:
+    """``host:port`` of one host of a URL's list of hosts (libpq takes ``h1:5432,h2``), the
+    port 5432 when none is given; a port that is not a number up to 65535 is a
+    :class:`ValidationError`."""
+    try:
+        host = urlsplit(f"//{spec}")
+        return f"{host.hostname or ''}:{host.port or 5432}"
+    except ValueError as exc:
+        raise ValidationError(f"invalid host or port {spec!r} in PostgreSQL store URL {redact(url)!r}: {exc}",
+                              field="store") from None
 
 
 def gid_for(schema: str, participant: str, txn: str) -> str:

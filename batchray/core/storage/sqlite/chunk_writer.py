@@ -44,7 +44,7 @@ from batchray.core.txn.chunks import (
     UpdateItems,
     context_range,
 )
-from batchray.core.txn.locks import LockManager
+from batchray.core.txn.locks import EXCLUSIVE, LockManager
 from batchray.errors import InternalError, ValidationError
 
 
@@ -91,11 +91,18 @@ class SqliteChunkWriter:
         images.affected = len(ids)
         return images
 
-    def _current(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, str]:
-        rows = conn.execute(
+    def _current(self, conn: sqlite3.Connection, ids: list[int], own_txn: Optional[str] = None) -> dict[int, str]:
+        """``{id: values JSON}`` of the items among ``ids`` that exist; with ``own_txn``, not those
+        another pending transaction created (their ids are that transaction's block: nobody
+        else may write them until it commits, and they do not exist for anyone else yet)."""
+        rows = dict(conn.execute(
             "SELECT id, vals FROM items WHERE id IN (SELECT value FROM json_each(?))", (ids_param(ids),)
-        )
-        return dict(rows.fetchall())
+        ).fetchall())
+        if own_txn is not None and rows:
+            pending = conn.execute("SELECT lo, hi FROM created WHERE txn != ?", (own_txn,)).fetchall()
+            if pending:
+                rows = {i: v for i, v in rows.items() if not any(lo <= i <= hi for lo, hi in pending)}
+        return rows
 
     def _record_undo(self, conn: sqlite3.Connection, ref: TxnRef, chunk_id: int, tbl: str, befores) -> None:
         """Keep the first before-image of each key for this transaction (docs, and items whose
@@ -112,7 +119,7 @@ class SqliteChunkWriter:
         images = BeforeImages(chunk.chunk_id)
         if chunk.ids is not None:
             ids = chunk.ids
-            current = self._current(conn, ids)
+            current = self._current(conn, ids, ref.txn)
         else:
             ids, current = self._matching_under_lock(conn, ref, chunk.context_id, chunk.where)
         befores, writes = patch_items(chunk, ids, current, images)
@@ -204,10 +211,16 @@ class SqliteChunkWriter:
         return images
 
     def _matching_under_lock(self, conn, ref, context_id, where) -> tuple[list[int], dict[int, str]]:
-        """Ids matching ``where`` now that the locks are held; lock any newcomer or skip it."""
+        """Ids matching ``where`` now that the locks are held. A newcomer (an item that came to
+        match while the lock plan's locks were waited for: a batch waited for made it match)
+        is locked too, as a run after that batch would update it; one that another
+        transaction holds is a :class:`LockConflict` (no wait here, under the shard's mutex:
+        the chunk is applied again, and its lock plan waits for it)."""
         rows = select_items(conn, context_id, where, own_txn=ref.txn, in_write=True)
         held = self.locks.held_by(ref.txn)
-        rows = [(i, v) for i, v in rows if i in held]
+        newcomers = [i for i, _ in rows if i not in held]
+        if newcomers:
+            self.locks.acquire(ref.txn, ref.ts, newcomers, EXCLUSIVE, timeout=0, ordered=ref.ordered)
         return [i for i, _ in rows], dict(rows)
 
     def delete(self, conn: sqlite3.Connection, ref: TxnRef, chunk: DeleteItems, ver: int) -> BeforeImages:
@@ -215,7 +228,7 @@ class SqliteChunkWriter:
             return self._delete_context(conn, ref, chunk)
         images = BeforeImages(chunk.chunk_id)
         if chunk.ids is not None:
-            current = self._current(conn, chunk.ids)
+            current = self._current(conn, chunk.ids, ref.txn)
             for position, item_id in enumerate(chunk.ids):
                 if item_id not in current:
                     images.errors.append(not_found(position, item_id))

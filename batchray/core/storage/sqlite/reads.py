@@ -26,8 +26,11 @@ SELECT id, vals FROM items
 UNION ALL
 SELECT key, before FROM undo
  WHERE tbl = 'items' AND txn != :own AND before IS NOT NULL AND key BETWEEN :lo AND :hi
+   AND NOT EXISTS (SELECT 1 FROM created p WHERE p.txn != :own AND undo.key BETWEEN p.lo AND p.hi)
 """
-"""Committed rows of one context, plus the caller's own uncommitted writes (``:own``)."""
+"""Committed rows of one context, plus the caller's own uncommitted writes (``:own``). A
+before-image of an item in a pending created range is no committed row: it is what its
+transaction created and then changed or deleted."""
 
 _PLAIN_ITEMS = "SELECT id, vals FROM items WHERE id BETWEEN :lo AND :hi AND :own = :own"
 """The same rows when no other transaction has uncommitted writes in the shard."""

@@ -35,7 +35,7 @@ import orjson
 from batchray.core.storage.participant_base import CHUNK_WORK_LINE, StoreParticipant, leftovers, vote_with_apply
 from batchray.core.storage.sqlite.chunk_writer import SqliteChunkWriter
 from batchray.core.storage.sqlite.reads import count_all_items, read_docs, read_page, select_items
-from batchray.core.storage.sqlite.tables import open_shard_file
+from batchray.core.storage.sqlite.tables import ClosedConnection, open_shard_file
 from batchray.core.txn import crashpoints
 from batchray.core.txn.chunks import (
     ITEM_BITS,
@@ -86,13 +86,18 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             self._conn = open_shard_file(self.path)
         except (sqlite3.Error, OSError) as exc:  # read-only files, a full disk: refused like any write
             raise StoreError(f"shard {self.name}: cannot open {self.path}: {exc}", shard=self.name) from exc
-        self.in_doubt = self.recover() if recover else []
+        try:
+            self.in_doubt = self.recover() if recover else []
+        except BaseException:
+            self.close()  # an abort that could not be written (read-only, disk full): nothing stays open
+            raise
 
     def close(self) -> None:
         with self._mutex:
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+                self._conn = ClosedConnection(f"shard {self.name}")  # a read now is a StoreError
 
     @contextmanager
     def _write(self, label: str, ref: Optional[TxnRef], *, durable: bool = False) -> Iterator[sqlite3.Connection]:
@@ -175,8 +180,9 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             if commit:
                 return self._commit_after(done, ref)
             return self._vote_after(done, ref) if prepare else done
+        plan = self._lock_plan(ref, chunk)
         try:
-            for keys, mode in self._lock_plan(ref, chunk):
+            for keys, mode in plan:
                 if keys:
                     self.locks.acquire(ref.txn, ref.ts, keys, mode, timeout=ref.lock_wait(self.locks.default_timeout),
                                        ordered=ref.ordered)
@@ -195,6 +201,7 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                 ver = conn.execute("UPDATE meta SET value = value + 1 WHERE key='wseq' RETURNING value").fetchone()[0]
                 with CHUNK_WORK_LINE:
                     images = self.handlers.apply(conn, ref, chunk, ver)
+                self._note_exclusive_contexts(conn, ref.txn, chunk.chunk_id, plan)
                 if not (commit and not known and not images.errors and not ref.backup):
                     if commit and not known:
                         self._register(conn, ref)
@@ -209,6 +216,10 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                         self._commit_one_phase(conn, ref.txn, chunk.chunk_id, images.affected)
                 elif prepare:  # in this same local transaction (the mutex is this thread's)
                     vote_with_apply(images, lambda: self.ready_to_prepare(ref), lambda: self._mark_prepared(conn, ref.txn))
+        except LockConflict:  # a newcomer to a query's match held by another (see the chunk writer)
+            if not self._is_active(ref.txn):  # nothing of it here yet: leave no lock behind
+                self.locks.release_all(ref.txn)
+            raise
         except (TransactionAborted, StaleEpochError) as exc:
             # a late apply of a finished transaction, or one from a replaced owner: it must not
             # keep the locks it took while waiting
@@ -337,6 +348,18 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                 # of one per matching item
                 return [([context_key], EXCLUSIVE)]
         return [([context_key], SHARED), (ids, EXCLUSIVE)]
+
+    @staticmethod
+    def _note_exclusive_contexts(conn: sqlite3.Connection, txn: str, chunk_id: int, plan: list[tuple[list, str]]) -> None:
+        """Note in the undo log (``tbl='ctx'``, no before-image) each data context the lock plan
+        holds exclusive (a schema rewrite, an undo, an escalated selection), so that recovery
+        takes it exclusive again: shared, an item writer of the context (a create planned on
+        the schema before a rewrite in doubt) would get in."""
+        contexts = [key[1] for keys, mode in plan if mode == EXCLUSIVE for key in keys
+                    if isinstance(key, tuple) and key[0] == "ctx"]
+        if contexts:
+            conn.executemany("INSERT OR IGNORE INTO undo(txn, chunk, tbl, key, before) VALUES(?, ?, 'ctx', ?, NULL)",
+                             [(txn, chunk_id, c) for c in contexts])
 
     def _backup_contexts(self, txn: str) -> list[int]:
         with self._mutex:
@@ -469,8 +492,10 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
             }
             keys += [("doc", k) for (k,) in self._conn.execute("SELECT key FROM undo WHERE txn=? AND tbl='docs'", (txn,))]
             keys += [("backups", k) for (k,) in self._conn.execute("SELECT key FROM undo WHERE txn=? AND tbl='drop'", (txn,))]
-            # the contexts shared (a prepared schema rewrite also holds each item it rewrote)
-            self.locks.acquire(txn, ts, [("ctx", c) for c in sorted(contexts)], SHARED, timeout=0)
+            # the contexts its lock plan held exclusive (noted in the undo log) exclusive, the others shared
+            exclusive = {k for (k,) in self._conn.execute("SELECT key FROM undo WHERE txn=? AND tbl='ctx'", (txn,))}
+            keys += [("ctx", c) for c in sorted(exclusive)]
+            self.locks.acquire(txn, ts, [("ctx", c) for c in sorted(contexts - exclusive)], SHARED, timeout=0)
             self.locks.acquire(txn, ts, keys, timeout=0)
             in_doubt.append({"txn": txn, "ts": ts, "shard": self.name})
         return in_doubt

@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from batchray.core.storage.store import create_private_file
+from batchray.errors import StoreError
 
 SCHEMA_VERSION = 1
 
@@ -66,3 +67,18 @@ def open_shard_file(path: Path) -> sqlite3.Connection:
         conn.close()  # a read-only descriptor left open would be reused by the next open of the file
         raise
     return conn
+
+
+class ClosedConnection:
+    """What a closed file's connection is replaced with: every statement is a
+    :class:`StoreError` naming the file (a read of a closed :class:`sqlite3.Connection` would
+    raise ``sqlite3.ProgrammingError``, which no caller expects); closing it again does nothing."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def execute(self, *args: object, **kwargs: object) -> sqlite3.Cursor:
+        raise StoreError(f"{self.what} is closed")
+
+    def close(self) -> None:
+        pass
