@@ -27,7 +27,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from actors.direct import DirectLane
 from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix, placement
 from actors.auth import prepare_ray_auth
-from actors.transport import ChunkPart, InlineChunk, PackedChunks, plain_pickled
+from actors.transport import ChunkPart, InlineChunk, PackedChunks, plain_pickled, remote_error
 from batchray.core.model import arguments
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.plan.plan import SMALL_BATCH, Plan, held_whole
@@ -39,7 +39,7 @@ from batchray.core.storage.ownership import live_owner, store_in_use
 from batchray.core.storage.patching import encoded_by_sender
 from batchray.core.storage.store import parse_store_url
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD
-from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable, StoreInUse
+from batchray.errors import InternalError, ParticipantUnavailable, StoreInUse
 
 MAX_WORKERS = 256
 """The most worker actors a store may have (as many as its shards may number)."""
@@ -71,14 +71,12 @@ INLINE_BYTES = 64 << 10
 
 
 def ray_get(ref: Any, timeout: Optional[float] = None) -> Any:
-    """``ray.get`` that re-raises batchray's own errors as themselves."""
+    """``ray.get`` that re-raises batchray's own errors as themselves (:func:`remote_error`)."""
     try:
         return ray.get(ref, timeout=timeout)
-    except BatchrayError:
-        raise
-    except RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, BatchrayError):
+    except RayTaskError as exc:  # Ray's class of the error: see remote_error
+        cause = remote_error(exc)
+        if cause is not None:
             raise cause from None
         raise InternalError(f"coordinator call failed: {exc}") from None
     except RayActorError as exc:

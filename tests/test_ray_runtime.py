@@ -695,3 +695,38 @@ def test_a_small_batch_submitted_again_under_its_key_without_waiting_gives_its_i
     again = plain.create_items(context, "Rows", rows(5), idempotency_key="no-wait-1", wait=False)
     assert again == first.transaction_id  # the id at once, not the first batch's result
     assert plain.wait(again).success and plain.count_items(context) == 5
+
+
+def test_a_batchray_error_raised_in_an_actor_reaches_the_caller_as_itself(plain):
+    """``ray.get`` raises an error from a remote call as an instance of a class Ray makes
+    (``RayTaskError(NotFoundError)``): a BatchrayError still, but it printed as the actor's
+    traceback (colour codes and file paths) and could not be pickled, so a Ray task using the
+    client (a Ray Data write) could not ship it. The driver's calls to the coordinator, and
+    the coordinator's to the workers, raise batchray's own error."""
+    import pickle
+
+    import ray
+
+    from actors.transport import RayTransport
+    from batchray.errors import NotFoundError, StaleEpochError
+
+    for call in (plain.status, plain.cancel, plain.wait):
+        with pytest.raises(NotFoundError) as refused:
+            call("create-0000-none")
+        assert type(refused.value) is NotFoundError
+        assert str(refused.value) == "no batch create-0000-none"
+        assert pickle.loads(pickle.dumps(refused.value)).to_dict() == refused.value.to_dict()
+
+    @ray.remote
+    def stale() -> None:
+        raise StaleEpochError("epoch 3 of shard-0000 was replaced by 4", participant="shard-0000")
+
+    transport = RayTransport(lambda name: None)
+    try:
+        with pytest.raises(StaleEpochError) as refused:
+            transport._get(stale.remote())
+        assert type(refused.value) is StaleEpochError
+        assert refused.value.details == {"participant": "shard-0000"}
+        pickle.dumps(refused.value)
+    finally:
+        transport.close()
