@@ -228,6 +228,10 @@ class RayRuntime:
         memory_budget = arguments.integer(memory_budget, "memory_budget", minimum=1)
         memory_threshold = arguments.positive_number(memory_threshold, "memory_threshold", maximum=1.0)
         stall_timeout = arguments.positive_number(stall_timeout, "stall_timeout")
+        shard_apply_delay = arguments.delay(shard_apply_delay, "shard_apply_delay")
+        worker_env = arguments.environment(worker_env, "worker_env")
+        coordinator_env = arguments.environment(coordinator_env, "coordinator_env")
+        quiet = arguments.flag(quiet, "quiet")
         kind, _ = parse_store_url(store)  # a directory, sqlite:///DIR or postgresql://...
         prepare_ray_auth(address)
         self._backend = open_backend(store, shards)

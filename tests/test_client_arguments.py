@@ -172,6 +172,13 @@ def test_a_bad_worker_count_is_refused_before_anything_starts(tmp_path, workers)
     ("memory_budget", 0), ("memory_budget", -(1 << 20)), ("memory_budget", "64MB"),
     ("memory_threshold", 0), ("memory_threshold", 1.5), ("memory_threshold", float("nan")),
     ("stall_timeout", 0), ("stall_timeout", -5), ("stall_timeout", float("inf")), ("stall_timeout", "60"),
+    # these reached the actors: a worker_env of a number killed the coordinator as it started
+    # (UNAVAILABLE, "restarting", whatever a retry did), a coordinator_env of one was Ray's
+    # TypeError, and a shard_apply_delay of a text started workers that failed every batch
+    ("worker_env", {"BATCHRAY_X": 1}), ("worker_env", ["BATCHRAY_X=1"]), ("worker_env", {"": "1"}),
+    ("coordinator_env", {"BATCHRAY_X": None}), ("coordinator_env", {1: "x"}), ("coordinator_env", "X=1"),
+    ("shard_apply_delay", "0.1"), ("shard_apply_delay", -0.1), ("shard_apply_delay", float("nan")),
+    ("shard_apply_delay", True), ("quiet", "false"), ("quiet", None),
 ])
 def test_a_bad_coordinator_setting_is_refused_before_anything_starts(tmp_path, monkeypatch, setting, value):
     import batchray

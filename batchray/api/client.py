@@ -625,7 +625,9 @@ def connect(store: str | os.PathLike = DEFAULT_STORE, *, runtime: str = "ray", p
     driver that joins a running coordinator shares its settings. ``quiet``: Ray's log lines and
     the actors' output are not shown in this process (the CLI's default). A bad setting (a
     ``workers``, ``max_running`` or ``memory_budget`` that is not a whole number from 1, a
-    ``memory_threshold`` outside (0, 1], a ``stall_timeout`` not above 0) is a
+    ``memory_threshold`` outside (0, 1], a ``stall_timeout`` not above 0, a ``shard_apply_delay``
+    below 0, a ``worker_env`` or ``coordinator_env`` that is not a dict of texts to texts, a
+    ``quiet`` that is not a bool) is a
     :class:`~batchray.errors.ValidationError` naming it, before anything is opened or started.
     """
     return Client(open_runtime(store, runtime, **options), progress=progress, io_root=io_root)
