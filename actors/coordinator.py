@@ -394,3 +394,8 @@ class TransactionCoordinator:
 
     def ping(self) -> int:
         return os.getpid()
+
+    def memory_budget(self) -> tuple[int, float]:
+        """The memory budget and threshold this coordinator was started with: every driver of
+        the store sizes its chunks and the data it sends ahead by them (``actors.runtime``)."""
+        return self.budget.limit, self.budget.threshold

@@ -284,6 +284,10 @@ class RayRuntime:
                     ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
                 raise store_in_use(str(self.layout.root), owner) from None
             raise
+        # a driver that joins a running coordinator shares its settings: its chunks and the
+        # bytes it puts ahead of the coordinator's reservations are sized by the budget that
+        # coordinator keeps, not by the one this driver was given
+        self.memory_budget, self.memory_threshold = ray_get(self.coordinator.memory_budget.remote())
         return owner if owner and address is None and self.started_ray else None
 
     RECONNECT_WAIT = 30.0
