@@ -398,7 +398,9 @@ class RayRuntime:
             pass
         prefix = actor_prefix(str(self.layout.root))
         names = [f"{prefix}-coordinator", f"{prefix}-progress"]
-        names += [f"{prefix}-worker-{i}" for i in range(len(info["workers"]) if info else 64)]
+        # unanswered: every worker the store may have (one per participant at most)
+        workers = len(info["workers"]) if info else len(self.layout.participant_names)
+        names += [f"{prefix}-worker-{i}" for i in range(workers)]
         for name in names:
             try:
                 ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)

@@ -730,3 +730,40 @@ def test_a_batchray_error_raised_in_an_actor_reaches_the_caller_as_itself(plain)
         pickle.dumps(refused.value)
     finally:
         transport.close()
+
+
+def test_shutdown_stops_every_worker_of_a_store_whose_coordinator_does_not_answer(tmp_path, monkeypatch):
+    """A coordinator that does not answer (crashing as it starts, say) cannot list its workers:
+    shutdown then looked for the first 64 names only, and a store of more shards kept the other
+    worker processes (detached, its files open) after a shutdown that said it stopped them."""
+    import actors.runtime as runtime_module
+    from actors.coordinator import actor_prefix
+    from actors.runtime import RayRuntime
+    from batchray.core.storage.store import StoreLayout
+    from batchray.errors import ParticipantUnavailable
+
+    layout = StoreLayout(tmp_path / "store", 100)
+    prefix = actor_prefix(str(layout.root))
+    alive = {f"{prefix}-coordinator", f"{prefix}-progress", *(f"{prefix}-worker-{i}" for i in range(100))}
+    killed = []
+
+    def get_actor(name, namespace=None):
+        if name not in alive:
+            raise ValueError(name)
+        return name
+
+    def unanswered(ref, timeout=None):
+        raise ParticipantUnavailable("the coordinator is restarting")
+
+    class Coordinator:
+        class info:
+            remote = staticmethod(lambda: None)
+
+    monkeypatch.setattr(runtime_module.ray, "get_actor", get_actor)
+    monkeypatch.setattr(runtime_module.ray, "kill", lambda actor, no_restart=False: killed.append(actor))
+    monkeypatch.setattr(runtime_module, "ray_get", unanswered)
+    runtime = RayRuntime.__new__(RayRuntime)  # what shutdown uses of a runtime, without Ray
+    runtime.lane, runtime.layout, runtime.coordinator = None, layout, Coordinator()
+    runtime.close = lambda: None
+    runtime.shutdown()
+    assert set(killed) == alive and len(killed) == len(alive)
