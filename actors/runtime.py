@@ -192,6 +192,16 @@ def reachable_owner(store: str, owner: dict[str, Any], timeout: float = 3.0) -> 
     return address
 
 
+def _unreachable(address: str, timeout: float = 3.0) -> bool:
+    """Whether ``address`` is a ``host:port`` where nothing listens. Ray's ``ray.init`` tries
+    such an address for about five minutes, then ends the process (``SystemExit``); Ray's
+    other forms (``auto``, ``local``, ``ray://...``) are left to it."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or host.startswith("[") or "/" in address or not port.isdigit():
+        return False  # not host:port (an IPv6 one included): Ray's to read
+    return not _answers(address, timeout)
+
+
 def _answers(address: Optional[str], timeout: float = 2.0) -> bool:
     """Whether something listens at the GCS ``address`` (``host:port``)."""
     host, _, port = (address or "").rpartition(":")
@@ -356,6 +366,9 @@ class RayRuntime:
                     init_args["_system_config"] = LOCAL_RAY_SYSTEM_CONFIG
             if runtime_env:
                 init_args["runtime_env"] = runtime_env
+            if _unreachable(init_args["address"]):
+                raise ParticipantUnavailable(f"no Ray cluster answers at {init_args['address']}",
+                                             address=init_args["address"])
             try:
                 ray.init(**init_args)
             except (ConnectionError, RuntimeError) as exc:

@@ -282,3 +282,36 @@ def test_a_run_option_of_another_type_is_refused_not_read_as_one(client, option,
     _refused(lambda: client.delete_items("P", [{"itemId": one}], **{option: value}), option)
     assert _state(client) == before
     _refused(lambda: client.execute_transaction([], {option: value}), option)
+
+
+@pytest.mark.parametrize("how", ["address", "RAY_ADDRESS"])
+def test_an_address_where_no_ray_cluster_answers_is_refused_at_once(tmp_path, monkeypatch, how):
+    """``ray.init`` tries a ``host:port`` where nothing listens for about five minutes, then ends
+    the process (``SystemExit``, which even the CLI's error handling let through): a mistyped
+    ``address=`` or a stale ``RAY_ADDRESS`` is refused at once, retryable (UNAVAILABLE), before
+    Ray is asked."""
+    import socket
+    import time
+
+    import batchray
+    import actors.runtime as runtime_module
+    from batchray.errors import ParticipantUnavailable
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{free.getsockname()[1]}"  # closed again: nothing listens there
+
+    def no_init(**settings):
+        raise AssertionError(f"ray.init was asked to join {settings.get('address')}")
+
+    monkeypatch.setattr(runtime_module.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(runtime_module.ray, "init", no_init)
+    options = {"address": address}
+    if how == "RAY_ADDRESS":
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        options = {}
+    started = time.monotonic()
+    with pytest.raises(ParticipantUnavailable) as refused:
+        batchray.connect(tmp_path / "store", progress=False, **options)
+    assert refused.value.details == {"address": address} and address in str(refused.value)
+    assert time.monotonic() - started < 10

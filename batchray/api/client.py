@@ -611,7 +611,9 @@ def connect(store: str | os.PathLike = DEFAULT_STORE, *, runtime: str = "ray", p
     Ray settings: ``workers``: worker actors (default 2); ``address``: an existing Ray cluster
     (``"auto"``); without one the Ray cluster of the store's live owner is joined (see
     :mod:`batchray.core.storage.ownership`), else a local Ray is started; a live owner that
-    cannot be joined is a :class:`batchray.errors.StoreInUse` (``STORE_IN_USE``). ``memory_budget`` (bytes, default 512 MB)
+    cannot be joined is a :class:`batchray.errors.StoreInUse` (``STORE_IN_USE``); an ``address``
+    (or ``RAY_ADDRESS``) ``host:port`` where no Ray cluster answers is a
+    :class:`~batchray.errors.ParticipantUnavailable` at once. ``memory_budget`` (bytes, default 512 MB)
     and ``memory_threshold`` (default 0.8) bound the data in flight. ``max_running`` (default 5):
     batches the coordinator runs at once, the others wait in their queues (by priority, queues
     taking turns among equals: :mod:`batchray.core.run.queueing`) (a small
