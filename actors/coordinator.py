@@ -303,7 +303,8 @@ class TransactionCoordinator:
         for batch in self.log.batches_in("queued", "pending"):
             self.log.set_state(batch["txn"], "running")
         self.recovered = self.executor.recover()
-        self._end_progress_left()
+        if restarted():  # a first start makes its progress actor, or finds one a shutdown left idle
+            self._end_progress_left()
         self.service = CoordinatorService(
             self.executor, budget=self.budget, progress=self.outbox, report_chunks=True,
             max_running=max_running, stall_timeout=stall_timeout, release_images=self.transport.release,
