@@ -112,6 +112,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - started, 3)}
 
 
+def _count(text: str) -> int:
+    """An argument that counts rows: a whole number from 0."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", default=os.environ.get("BATCHRAY_STORE"), required="BATCHRAY_STORE" not in os.environ,
@@ -121,7 +129,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--context", required=True, help="data context (created when missing)")
     parser.add_argument("--collection", help="collection (default: the context's name)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--generate", type=int, help="stream this many synthetic rows")
+    source.add_argument("--generate", type=_count, help="stream this many synthetic rows")
     source.add_argument("--file", help="stream a JSON Lines file")
     parser.add_argument("--attrs", help="attributes of a new context, as JSON (default: from the rows)")
     parser.add_argument("--idempotency-key", required=True, help="the batch's key: a resubmission returns its result")

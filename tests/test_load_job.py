@@ -105,3 +105,12 @@ def test_a_refused_load_is_reported_on_the_jobs_line(load_job, capsys, tmp_path,
                            "--idempotency-key", "k1", *argv)
     assert status == 1 and summary["success"] is False and summary["error"]["code"] == code, summary
     assert summary["error"]["details"].get("field") == field, summary
+
+
+def test_a_negative_row_count_is_a_usage_error_that_opens_nothing(load_job, capsys, tmp_path):
+    """``--generate -3`` made the data context and reported a committed load of nothing."""
+    store = tmp_path / "store"
+    with pytest.raises(SystemExit) as usage:
+        load_job.main(["--store", str(store), "--context", "P", "--generate", "-3", "--idempotency-key", "k1"])
+    assert usage.value.code == 2 and "--generate" in capsys.readouterr().err
+    assert not store.exists()
