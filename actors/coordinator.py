@@ -303,11 +303,28 @@ class TransactionCoordinator:
         for batch in self.log.batches_in("queued", "pending"):
             self.log.set_state(batch["txn"], "running")
         self.recovered = self.executor.recover()
+        if restarted():  # a first start makes its progress actor, or finds one a shutdown left idle
+            self._end_progress_left()
         self.service = CoordinatorService(
             self.executor, budget=self.budget, progress=self.outbox, report_chunks=True,
             max_running=max_running, stall_timeout=stall_timeout, release_images=self.transport.release,
         )
         self.metrics.watch_queue(self.service.admission.waiting)
+
+    def _end_progress_left(self) -> None:
+        """The progress actor outlives this actor: batches it still shows running were left by
+        the incarnation before (killed before it told their end, or mid-batch), and none runs
+        here yet. Each ends there as the log has it now that recovery ran, else they stayed
+        "running" for good, counted among the running batches and in the throughput. Progress
+        is telemetry: a progress actor that does not answer does not stop the start."""
+        try:
+            left = ray.get(self.progress.running_batches.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - see the docstring
+            logger.exception("the progress actor did not list its running batches")
+            return
+        for txn in left:
+            record = self.log.batch(txn)
+            self.outbox.finish(txn, record["state"] if record is not None else "failed")
 
     def _close_store(self) -> None:
         """What a failed :meth:`_start` took (the owner lock, the store's sessions), let go before the next try."""
@@ -394,3 +411,8 @@ class TransactionCoordinator:
 
     def ping(self) -> int:
         return os.getpid()
+
+    def memory_budget(self) -> tuple[int, float]:
+        """The memory budget and threshold this coordinator was started with: every driver of
+        the store sizes its chunks and the data it sends ahead by them (``actors.runtime``)."""
+        return self.budget.limit, self.budget.threshold

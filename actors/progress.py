@@ -69,3 +69,6 @@ class ProgressActor:
 
     def get(self, txn: str) -> Optional[dict[str, Any]]:
         return self.book.get(txn)
+
+    def running_batches(self) -> list[str]:
+        return self.book.running_batches()

@@ -27,7 +27,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from actors.direct import DirectLane
 from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix, placement
 from actors.auth import prepare_ray_auth
-from actors.transport import ChunkPart, InlineChunk, PackedChunks, plain_pickled
+from actors.transport import ChunkPart, InlineChunk, PackedChunks, plain_pickled, remote_error
 from batchray.core.model import arguments
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.plan.plan import SMALL_BATCH, Plan, held_whole
@@ -39,7 +39,7 @@ from batchray.core.storage.ownership import live_owner, store_in_use
 from batchray.core.storage.patching import encoded_by_sender
 from batchray.core.storage.store import parse_store_url
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD
-from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable, StoreInUse
+from batchray.errors import InternalError, ParticipantUnavailable, StoreInUse
 
 MAX_WORKERS = 256
 """The most worker actors a store may have (as many as its shards may number)."""
@@ -71,14 +71,12 @@ INLINE_BYTES = 64 << 10
 
 
 def ray_get(ref: Any, timeout: Optional[float] = None) -> Any:
-    """``ray.get`` that re-raises batchray's own errors as themselves."""
+    """``ray.get`` that re-raises batchray's own errors as themselves (:func:`remote_error`)."""
     try:
         return ray.get(ref, timeout=timeout)
-    except BatchrayError:
-        raise
-    except RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, BatchrayError):
+    except RayTaskError as exc:  # Ray's class of the error: see remote_error
+        cause = remote_error(exc)
+        if cause is not None:
             raise cause from None
         raise InternalError(f"coordinator call failed: {exc}") from None
     except RayActorError as exc:
@@ -194,6 +192,16 @@ def reachable_owner(store: str, owner: dict[str, Any], timeout: float = 3.0) -> 
     return address
 
 
+def _unreachable(address: str, timeout: float = 3.0) -> bool:
+    """Whether ``address`` is a ``host:port`` where nothing listens. Ray's ``ray.init`` tries
+    such an address for about five minutes, then ends the process (``SystemExit``); Ray's
+    other forms (``auto``, ``local``, ``ray://...``) are left to it."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or host.startswith("[") or "/" in address or not port.isdigit():
+        return False  # not host:port (an IPv6 one included): Ray's to read
+    return not _answers(address, timeout)
+
+
 def _answers(address: Optional[str], timeout: float = 2.0) -> bool:
     """Whether something listens at the GCS ``address`` (``host:port``)."""
     host, _, port = (address or "").rpartition(":")
@@ -230,6 +238,10 @@ class RayRuntime:
         memory_budget = arguments.integer(memory_budget, "memory_budget", minimum=1)
         memory_threshold = arguments.positive_number(memory_threshold, "memory_threshold", maximum=1.0)
         stall_timeout = arguments.positive_number(stall_timeout, "stall_timeout")
+        shard_apply_delay = arguments.delay(shard_apply_delay, "shard_apply_delay")
+        worker_env = arguments.environment(worker_env, "worker_env")
+        coordinator_env = arguments.environment(coordinator_env, "coordinator_env")
+        quiet = arguments.flag(quiet, "quiet")
         kind, _ = parse_store_url(store)  # a directory, sqlite:///DIR or postgresql://...
         prepare_ray_auth(address)
         self._backend = open_backend(store, shards)
@@ -282,6 +294,10 @@ class RayRuntime:
                     ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
                 raise store_in_use(str(self.layout.root), owner) from None
             raise
+        # a driver that joins a running coordinator shares its settings: its chunks and the
+        # bytes it puts ahead of the coordinator's reservations are sized by the budget that
+        # coordinator keeps, not by the one this driver was given
+        self.memory_budget, self.memory_threshold = ray_get(self.coordinator.memory_budget.remote())
         return owner if owner and address is None and self.started_ray else None
 
     RECONNECT_WAIT = 30.0
@@ -350,6 +366,9 @@ class RayRuntime:
                     init_args["_system_config"] = LOCAL_RAY_SYSTEM_CONFIG
             if runtime_env:
                 init_args["runtime_env"] = runtime_env
+            if _unreachable(init_args["address"]):
+                raise ParticipantUnavailable(f"no Ray cluster answers at {init_args['address']}",
+                                             address=init_args["address"])
             try:
                 ray.init(**init_args)
             except (ConnectionError, RuntimeError) as exc:
@@ -392,7 +411,9 @@ class RayRuntime:
             pass
         prefix = actor_prefix(str(self.layout.root))
         names = [f"{prefix}-coordinator", f"{prefix}-progress"]
-        names += [f"{prefix}-worker-{i}" for i in range(len(info["workers"]) if info else 64)]
+        # unanswered: every worker the store may have (one per participant at most)
+        workers = len(info["workers"]) if info else len(self.layout.participant_names)
+        names += [f"{prefix}-worker-{i}" for i in range(workers)]
         for name in names:
             try:
                 ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)

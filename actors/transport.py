@@ -52,6 +52,18 @@ class HandedOver:
     value: Any
 
 
+def remote_error(exc: RayTaskError) -> Optional[BatchrayError]:
+    """The batchray error that a remote call raised, as itself; None for any other error.
+    ``ray.get`` raises it as an instance of a class Ray makes of ``RayTaskError`` and the
+    error's own class (``RayTaskError(NotFoundError)``): it is a :class:`BatchrayError`, but it
+    prints as the remote traceback (colour codes and the actor's file paths included) and cannot
+    be pickled, so a Ray task or process that raises it again cannot ship it."""
+    cause = getattr(exc, "cause", None)
+    while isinstance(cause, RayTaskError):  # raised again by an actor that got it from another
+        cause = getattr(cause, "cause", None)
+    return cause if isinstance(cause, BatchrayError) else None
+
+
 class _PlainPickler(pickle.Pickler):
     """Pickles plain data only: an object ref or an actor handle is refused (Ray counts the
     references its own serializer sees; one pickled past it could be freed while in use)."""
@@ -326,15 +338,10 @@ class RayTransport:
     def _get(self, ref: Any, timeout: Optional[float] = None) -> Any:
         try:
             return ray.get(ref, timeout=self.call_timeout if timeout is None else timeout)
-        except BatchrayError:
-            raise
-        except RayTaskError as exc:
-            cause = exc.as_instanceof_cause() if hasattr(exc, "as_instanceof_cause") else exc
-            if isinstance(cause, BatchrayError):
-                raise cause
-            inner = getattr(exc, "cause", None)
-            if isinstance(inner, BatchrayError):
-                raise inner
+        except RayTaskError as exc:  # Ray's class of the error: see remote_error
+            cause = remote_error(exc)
+            if cause is not None:
+                raise cause from None
             raise InternalError(f"worker step failed: {exc}") from None
         except (RayActorError, GetTimeoutError) as exc:
             raise ParticipantUnavailable(f"worker unavailable: {type(exc).__name__}") from None

@@ -21,7 +21,10 @@ The data flows in bounded memory whatever the size. The job prints one JSON line
     {"success": true, "transactionId": "...", "state": "completed", "itemsCreated": 1000000,
      "replayed": false, "seconds": 12.3}
 
-and exits 0 when the batch committed, 1 otherwise. ``--store`` is a PostgreSQL URL for a
+and exits 0 when the batch committed, 1 otherwise; a load refused before or while it runs (a
+line of the file that is not a JSON object, a collection that does not exist, a bad setting)
+prints ``{"success": false, "error": {"code", "message", "details"}}`` and exits 1 too.
+``--store`` is a PostgreSQL URL for a
 cluster (``postgresql://user@host/db?schema=NAME``; the password from ``PGPASSWORD`` or
 ``~/.pgpass`` on every node, or in the URL) or, on a single node, a directory.
 """
@@ -34,6 +37,8 @@ import os
 import sys
 import time
 from typing import Any, Iterable, Iterator, Optional
+
+from batchray.errors import BatchrayError, DocumentError, ValidationError  # imports nothing of Ray (see actors.auth)
 
 PEOPLE = [{"name": "name"}, {"name": "age", "type": "numeric"}, {"name": "city"},
           {"name": "score", "type": "numeric"}, {"name": "active", "type": "checkbox"}]
@@ -50,9 +55,13 @@ def json_lines(path: str) -> Iterator[dict[str, Any]]:
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    raise DocumentError(f"{path}:{number}: not JSON ({exc})", path=path, line=number) from None
                 if not isinstance(row, dict):
-                    raise SystemExit(f"{path}:{number}: each line must be a JSON object of values")
+                    raise DocumentError(f"{path}:{number}: each line must be a JSON object of values", path=path,
+                                        line=number)
                 yield row
 
 
@@ -81,10 +90,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stream = json_lines(args.file)
         first = next(stream, None)
         if first is None:
-            raise SystemExit(f"{args.file} holds no rows")
+            raise DocumentError(f"{args.file} holds no rows", path=args.file)
         rows, attrs = itertools.chain([first], stream), attributes_of(first)
     if args.attrs:
-        attrs = json.loads(args.attrs)
+        try:
+            attrs = json.loads(args.attrs)
+        except ValueError as exc:
+            raise ValidationError(f"--attrs is not JSON ({exc})", field="attrs") from None
     collection = args.collection or args.context
     with batchray.connect(args.store, address=args.address, workers=args.workers, shards=args.shards,
                           progress=False) as client:
@@ -100,6 +112,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - started, 3)}
 
 
+def _count(text: str) -> int:
+    """An argument that counts rows: a whole number from 0."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", default=os.environ.get("BATCHRAY_STORE"), required="BATCHRAY_STORE" not in os.environ,
@@ -109,7 +129,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--context", required=True, help="data context (created when missing)")
     parser.add_argument("--collection", help="collection (default: the context's name)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--generate", type=int, help="stream this many synthetic rows")
+    source.add_argument("--generate", type=_count, help="stream this many synthetic rows")
     source.add_argument("--file", help="stream a JSON Lines file")
     parser.add_argument("--attrs", help="attributes of a new context, as JSON (default: from the rows)")
     parser.add_argument("--idempotency-key", required=True, help="the batch's key: a resubmission returns its result")
@@ -117,7 +137,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--shards", type=int, default=None, help="shards of a new store")
     parser.add_argument("--batch-size", type=int, default=None, help="items per chunk")
     args = parser.parse_args(argv)
-    summary = run(args)
+    try:
+        summary = run(args)
+    except BatchrayError as exc:  # refused: still the one line that says so
+        summary = {"success": False, "error": exc.to_dict()}
     sys.stdout.write(json.dumps(summary, default=str) + "\n")
     sys.stdout.flush()
     return 0 if summary["success"] else 1

@@ -172,6 +172,13 @@ def test_a_bad_worker_count_is_refused_before_anything_starts(tmp_path, workers)
     ("memory_budget", 0), ("memory_budget", -(1 << 20)), ("memory_budget", "64MB"),
     ("memory_threshold", 0), ("memory_threshold", 1.5), ("memory_threshold", float("nan")),
     ("stall_timeout", 0), ("stall_timeout", -5), ("stall_timeout", float("inf")), ("stall_timeout", "60"),
+    # these reached the actors: a worker_env of a number killed the coordinator as it started
+    # (UNAVAILABLE, "restarting", whatever a retry did), a coordinator_env of one was Ray's
+    # TypeError, and a shard_apply_delay of a text started workers that failed every batch
+    ("worker_env", {"BATCHRAY_X": 1}), ("worker_env", ["BATCHRAY_X=1"]), ("worker_env", {"": "1"}),
+    ("coordinator_env", {"BATCHRAY_X": None}), ("coordinator_env", {1: "x"}), ("coordinator_env", "X=1"),
+    ("shard_apply_delay", "0.1"), ("shard_apply_delay", -0.1), ("shard_apply_delay", float("nan")),
+    ("shard_apply_delay", True), ("quiet", "false"), ("quiet", None),
 ])
 def test_a_bad_coordinator_setting_is_refused_before_anything_starts(tmp_path, monkeypatch, setting, value):
     import batchray
@@ -275,3 +282,36 @@ def test_a_run_option_of_another_type_is_refused_not_read_as_one(client, option,
     _refused(lambda: client.delete_items("P", [{"itemId": one}], **{option: value}), option)
     assert _state(client) == before
     _refused(lambda: client.execute_transaction([], {option: value}), option)
+
+
+@pytest.mark.parametrize("how", ["address", "RAY_ADDRESS"])
+def test_an_address_where_no_ray_cluster_answers_is_refused_at_once(tmp_path, monkeypatch, how):
+    """``ray.init`` tries a ``host:port`` where nothing listens for about five minutes, then ends
+    the process (``SystemExit``, which even the CLI's error handling let through): a mistyped
+    ``address=`` or a stale ``RAY_ADDRESS`` is refused at once, retryable (UNAVAILABLE), before
+    Ray is asked."""
+    import socket
+    import time
+
+    import batchray
+    import actors.runtime as runtime_module
+    from batchray.errors import ParticipantUnavailable
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{free.getsockname()[1]}"  # closed again: nothing listens there
+
+    def no_init(**settings):
+        raise AssertionError(f"ray.init was asked to join {settings.get('address')}")
+
+    monkeypatch.setattr(runtime_module.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(runtime_module.ray, "init", no_init)
+    options = {"address": address}
+    if how == "RAY_ADDRESS":
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        options = {}
+    started = time.monotonic()
+    with pytest.raises(ParticipantUnavailable) as refused:
+        batchray.connect(tmp_path / "store", progress=False, **options)
+    assert refused.value.details == {"address": address} and address in str(refused.value)
+    assert time.monotonic() - started < 10

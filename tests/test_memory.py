@@ -265,3 +265,26 @@ def test_a_load_ten_times_the_budget_stays_within_it(make_client):
     # Ray's memory monitor killed nothing: same worker processes, same epochs
     assert [(w["pid"], w["epochs"]) for w in after["workers"]] == [(w["pid"], w["epochs"]) for w in before["workers"]]
     assert memory["nodeFraction"] is not None and memory["objectStoreFraction"] is not None
+
+
+@pytest.mark.ray
+def test_a_driver_that_joins_the_coordinator_keeps_to_its_budget(make_client):
+    """A driver that joins a running coordinator shares its settings: it cut chunks by the
+    budget it was given itself (512 MiB by default, chunks of up to 8 MiB) and put up to a
+    fifth of that in the object store ahead of the coordinator's reservations, so a store served
+    with a budget of 4 MiB took chunks far larger than its allowance from it."""
+    import batchray
+
+    budget = 4 << 20
+    first = make_client("joined", memory_budget=budget, memory_threshold=0.8)
+    first.create_data_context("Big", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}, {"name": "blob"}]}])
+    joined = batchray.connect(first.layout.root, progress=False)  # the default budget, ignored
+    try:
+        assert joined.memory_allowance == first.memory_allowance == int(budget * 0.8)
+        rows = 6_000  # about 12 MiB, three times the budget
+        result = joined.create_items("Big", "Rows", ({"n": i, "blob": BLOB} for i in range(rows)))
+        assert result.success and result.items_created == rows
+        memory = joined.info()["memory"]
+        assert memory["limit"] == budget and 0 < memory["peak"] <= memory["allowance"], memory
+    finally:
+        joined.close()

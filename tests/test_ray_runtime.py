@@ -695,3 +695,75 @@ def test_a_small_batch_submitted_again_under_its_key_without_waiting_gives_its_i
     again = plain.create_items(context, "Rows", rows(5), idempotency_key="no-wait-1", wait=False)
     assert again == first.transaction_id  # the id at once, not the first batch's result
     assert plain.wait(again).success and plain.count_items(context) == 5
+
+
+def test_a_batchray_error_raised_in_an_actor_reaches_the_caller_as_itself(plain):
+    """``ray.get`` raises an error from a remote call as an instance of a class Ray makes
+    (``RayTaskError(NotFoundError)``): a BatchrayError still, but it printed as the actor's
+    traceback (colour codes and file paths) and could not be pickled, so a Ray task using the
+    client (a Ray Data write) could not ship it. The driver's calls to the coordinator, and
+    the coordinator's to the workers, raise batchray's own error."""
+    import pickle
+
+    import ray
+
+    from actors.transport import RayTransport
+    from batchray.errors import NotFoundError, StaleEpochError
+
+    for call in (plain.status, plain.cancel, plain.wait):
+        with pytest.raises(NotFoundError) as refused:
+            call("create-0000-none")
+        assert type(refused.value) is NotFoundError
+        assert str(refused.value) == "no batch create-0000-none"
+        assert pickle.loads(pickle.dumps(refused.value)).to_dict() == refused.value.to_dict()
+
+    @ray.remote
+    def stale() -> None:
+        raise StaleEpochError("epoch 3 of shard-0000 was replaced by 4", participant="shard-0000")
+
+    transport = RayTransport(lambda name: None)
+    try:
+        with pytest.raises(StaleEpochError) as refused:
+            transport._get(stale.remote())
+        assert type(refused.value) is StaleEpochError
+        assert refused.value.details == {"participant": "shard-0000"}
+        pickle.dumps(refused.value)
+    finally:
+        transport.close()
+
+
+def test_shutdown_stops_every_worker_of_a_store_whose_coordinator_does_not_answer(tmp_path, monkeypatch):
+    """A coordinator that does not answer (crashing as it starts, say) cannot list its workers:
+    shutdown then looked for the first 64 names only, and a store of more shards kept the other
+    worker processes (detached, its files open) after a shutdown that said it stopped them."""
+    import actors.runtime as runtime_module
+    from actors.coordinator import actor_prefix
+    from actors.runtime import RayRuntime
+    from batchray.core.storage.store import StoreLayout
+    from batchray.errors import ParticipantUnavailable
+
+    layout = StoreLayout(tmp_path / "store", 100)
+    prefix = actor_prefix(str(layout.root))
+    alive = {f"{prefix}-coordinator", f"{prefix}-progress", *(f"{prefix}-worker-{i}" for i in range(100))}
+    killed = []
+
+    def get_actor(name, namespace=None):
+        if name not in alive:
+            raise ValueError(name)
+        return name
+
+    def unanswered(ref, timeout=None):
+        raise ParticipantUnavailable("the coordinator is restarting")
+
+    class Coordinator:
+        class info:
+            remote = staticmethod(lambda: None)
+
+    monkeypatch.setattr(runtime_module.ray, "get_actor", get_actor)
+    monkeypatch.setattr(runtime_module.ray, "kill", lambda actor, no_restart=False: killed.append(actor))
+    monkeypatch.setattr(runtime_module, "ray_get", unanswered)
+    runtime = RayRuntime.__new__(RayRuntime)  # what shutdown uses of a runtime, without Ray
+    runtime.lane, runtime.layout, runtime.coordinator = None, layout, Coordinator()
+    runtime.close = lambda: None
+    runtime.shutdown()
+    assert set(killed) == alive and len(killed) == len(alive)

@@ -624,7 +624,9 @@ def connect(store: str | os.PathLike = DEFAULT_STORE, *, runtime: str = "ray", p
     Ray settings: ``workers``: worker actors (default 2); ``address``: an existing Ray cluster
     (``"auto"``); without one the Ray cluster of the store's live owner is joined (see
     :mod:`batchray.core.storage.ownership`), else a local Ray is started; a live owner that
-    cannot be joined is a :class:`batchray.errors.StoreInUse` (``STORE_IN_USE``). ``memory_budget`` (bytes, default 512 MB)
+    cannot be joined is a :class:`batchray.errors.StoreInUse` (``STORE_IN_USE``); an ``address``
+    (or ``RAY_ADDRESS``) ``host:port`` where no Ray cluster answers is a
+    :class:`~batchray.errors.ParticipantUnavailable` at once. ``memory_budget`` (bytes, default 512 MB)
     and ``memory_threshold`` (default 0.8) bound the data in flight. ``max_running`` (default 5):
     batches the coordinator runs at once, the others wait in their queues (by priority, queues
     taking turns among equals: :mod:`batchray.core.run.queueing`) (a small
@@ -638,7 +640,9 @@ def connect(store: str | os.PathLike = DEFAULT_STORE, *, runtime: str = "ray", p
     driver that joins a running coordinator shares its settings. ``quiet``: Ray's log lines and
     the actors' output are not shown in this process (the CLI's default). A bad setting (a
     ``workers``, ``max_running`` or ``memory_budget`` that is not a whole number from 1, a
-    ``memory_threshold`` outside (0, 1], a ``stall_timeout`` not above 0) is a
+    ``memory_threshold`` outside (0, 1], a ``stall_timeout`` not above 0, a ``shard_apply_delay``
+    below 0, a ``worker_env`` or ``coordinator_env`` that is not a dict of texts to texts, a
+    ``quiet`` that is not a bool) is a
     :class:`~batchray.errors.ValidationError` naming it, before anything is opened or started.
     """
     return Client(open_runtime(store, runtime, **options), progress=progress, io_root=io_root)

@@ -35,6 +35,22 @@ def positive_number(value: Any, field: str, *, maximum: float = math.inf) -> flo
     return value
 
 
+def delay(value: Any, field: str) -> float:
+    """``value`` if it is a finite ``int`` or ``float`` (not a ``bool``) from 0 (seconds)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValidationError(f"{field} must be a number of seconds from 0, not {_shown(value)}", field=field)
+    return value
+
+
+def environment(value: Any, field: str) -> Optional[dict[str, str]]:
+    """None, or ``value`` if it is a dict of environment variables: texts naming texts."""
+    if value is not None and (not isinstance(value, dict)
+                              or not all(isinstance(k, str) and k and isinstance(v, str) for k, v in value.items())):
+        raise ValidationError(f"{field} must be a dict of environment variables (texts to texts), not "
+                              f"{_shown(value)}", field=field)
+    return value
+
+
 def optional_integer(value: Any, field: str, *, minimum: int = 0, maximum: int = MAX_COUNT) -> Optional[int]:
     """None, or ``value`` checked by :func:`integer`."""
     return None if value is None else integer(value, field, minimum=minimum, maximum=maximum)

@@ -107,6 +107,10 @@ class ProgressBook:
     def running(self) -> int:
         return len(self._running)
 
+    def running_batches(self) -> list[str]:
+        """The ids of the batches whose state is "running" here."""
+        return list(self._running)
+
     def total_throughput(self) -> float:
         return sum(b.rate for b in self._running.values())
 
