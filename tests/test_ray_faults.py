@@ -41,6 +41,7 @@ runs alone or in the whole suite, in any order.
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -155,6 +156,32 @@ def test_sigkill_at_random_times(rig: Rig) -> None:
         reported = rig.join(trial)
         rig.check(f"{trial} {victim} killed after {delay:.2f} s", t0, context, n=n, reported=reported)
     assert len(rig.trials) == len(plan)
+
+
+def test_a_worker_killed_in_a_non_atomic_load_leaves_counts_that_match_the_store(rig: Rig) -> None:
+    """A non-atomic load whose shard-0001 worker is SIGKILLed midway: the restarted worker
+    aborts that shard's part (presumed abort) and refuses its later chunks, the other shard
+    commits. What the result counts as created is what the store holds, and every item is
+    counted as created or failed (the shard's chunks applied before the kill were counted as
+    created, though they were rolled back with it)."""
+    context = rig.new_context("n0")
+    t0 = time.time()
+    info = rig.pids()
+    rig.call("start_load", tag="n0", context=context, n=N, batch_size=CHUNK, pace=0.1, atomic=False)
+    time.sleep(0.5)
+    _kill(rig.worker_of(info, "shard-0001"))
+    reported = rig.join("n0")
+    result = reported.get("result")
+    assert result is not None, reported
+    s = rig.call("settle", since=t0, contexts=sorted(rig.expected))
+    where = f"(seed {SEED}): {json.dumps(result)} {json.dumps(s['batches'])}"
+    assert s["counts"][context] == result["created"], where
+    assert result["created"] + result["failed"] == N, where
+    assert result["success"] == (result["failed"] == 0), where
+    assert s["undecided"] == [] and s["decided_not_done"] == [], where
+    for participant, left in s["leftovers"].items():
+        assert not any(left.values()), f"{participant} kept 2PC state or locks: {left}; {where}"
+    rig.expected[context] = s["counts"][context]
 
 
 def test_crash_exits_in_recovery_paths(rig: Rig) -> None:

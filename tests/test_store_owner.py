@@ -215,7 +215,7 @@ def test_a_second_driver_and_the_cli_join_the_owner_and_a_killed_owner_is_taken_
         assert _ask(first, {"op": "count"}) == {"count": sum(acked.values()), "tags": acked}
 
         # SIGKILL of the owner's whole process group: the joined driver's next call serves the
-        # store again (it takes it over) within 30 s, with every acknowledged batch there
+        # store again (it takes it over), with every acknowledged batch there
         os.killpg(first.proc.pid, signal.SIGKILL)
         first.proc.wait()
         called_at = time.monotonic()  # at once: the dead owner's processes may still hold its lock a moment
@@ -224,7 +224,9 @@ def test_a_second_driver_and_the_cli_join_the_owner_and_a_killed_owner_is_taken_
         print(f"the joined driver's next call reconnected and committed in {elapsed:.1f} s")
         assert answer["success"], (answer, survivor.tail())
         acked["survivor"] += 2
-        assert elapsed < 30, f"the joined driver's next call took {elapsed:.0f} s\n{survivor.tail()}"
+        # about 20 s on an idle machine (README); the bound only tells a hang from a slow
+        # machine (a loaded one has taken 40 s: a new Ray started, recovery, the commit)
+        assert elapsed < 100, f"the joined driver's next call took {elapsed:.0f} s\n{survivor.tail()}"
         assert _ask(survivor, {"op": "count"}) == {"count": sum(acked.values()), "tags": acked}
 
         # a new driver joins the store's new owner (the survivor's Ray)
