@@ -194,6 +194,18 @@ def test_a_bad_coordinator_setting_is_refused_before_anything_starts(tmp_path, m
     assert not (tmp_path / "store").exists()  # nothing opened, no Ray started
 
 
+@pytest.mark.parametrize("value", ["x", float("nan"), float("inf"), -1, 0, True, None])
+def test_a_bad_lock_timeout_of_the_local_runtime_is_refused_before_the_store_is_opened(tmp_path, value):
+    """It was taken as given: a text or a negative number made every lock wait fail later, a
+    NaN or infinity never time out."""
+    import batchray
+
+    with pytest.raises(ValidationError) as refused:
+        batchray.connect(tmp_path / "store", runtime="local", progress=False, lock_timeout=value)
+    assert refused.value.details["field"] == "lock_timeout"
+    assert not (tmp_path / "store").exists()
+
+
 @pytest.mark.parametrize("bad_id", [None, "", 123, ["a"]])
 def test_batch_calls_refuse_a_bad_batch_id_or_flag(client, bad_id):
     done = client.status(limit=1)[0]["batchId"]

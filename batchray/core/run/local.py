@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any, Optional
 
+from batchray.core.model import arguments
 from batchray.core.model.batch import BatchResult, BatchState, RunOptions, recorded_result, recorded_status
 from batchray.core.plan.plan import Plan, held_whole
 from batchray.core.run.cancelling import StopCheck, current_attempt, finished_reply, reply_to_cancel
@@ -41,12 +42,15 @@ class LocalRuntime:
 
     ``LocalRuntime(store_dir, shards=2)`` (SQLite files), or
     ``LocalRuntime("postgresql://user@host/db?schema=NAME")``. ``participants`` replaces the
-    store's own (a test wraps them with faults); ``budget`` bounds the bytes in flight.
+    store's own (a test wraps them with faults); ``budget`` bounds the bytes in flight;
+    ``lock_timeout``: seconds a chunk waits for a lock (a number above 0, else a
+    :class:`~batchray.errors.ValidationError` before the store is opened).
     """
 
     def __init__(self, store: str | os.PathLike, *, shards: Optional[int] = None,
                  budget: Optional[MemoryBudget] = None, participants: Optional[dict[str, Any]] = None,
                  lock_timeout: float = 10.0) -> None:
+        lock_timeout = arguments.positive_number(lock_timeout, "lock_timeout")  # before the store is opened
         self.backend = open_backend(store, shards)
         self.ownership = None
         try:
