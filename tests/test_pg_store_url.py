@@ -64,6 +64,22 @@ def test_a_url_with_a_bad_host_or_port_is_a_validation_error(url):
     assert caught.value.details["field"] == "store" and "secret" not in str(caught.value.to_dict())
 
 
+@pytest.mark.parametrize("option", ["sslmode=bogus", "gssencmode=bogus", "target_session_attrs=nope",
+                                    "keepalives=x"])
+def test_a_connection_option_libpq_refuses_is_a_validation_error_not_a_server_to_wait_for(option):
+    """libpq checks option values before it connects: such a URL was refused as UNAVAILABLE,
+    retryable, so a caller waiting for the store (``wait=``) retried a URL that cannot work.
+    A server out of reach stays UNAVAILABLE."""
+    from batchray.core.storage.backends import open_backend
+    from batchray.errors import ParticipantUnavailable
+
+    with pytest.raises(ValidationError) as caught:
+        open_backend(f"postgresql://u:secret@127.0.0.1:1/db?{option}")
+    assert caught.value.details["field"] == "store" and "secret" not in str(caught.value.to_dict())
+    with pytest.raises(ParticipantUnavailable):
+        open_backend("postgresql://u:secret@127.0.0.1:1/db?sslmode=disable&connect_timeout=2")
+
+
 def test_connection_settings_of_the_url_are_used():
     from batchray.core.storage.postgres.store import PgStore
 

@@ -41,6 +41,7 @@ Stores made before are served as they are: format 2 with its key ``(id, part)``,
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 from batchray.core.storage.postgres.connection import ConnectionPool, psycopg_module, store_error, transaction
@@ -54,6 +55,11 @@ from batchray.core.storage.postgres.url import (
 )
 from batchray.core.storage.store import DEFAULT_SHARDS, ShardNaming, check_shards
 from batchray.errors import NotFoundError, ParticipantUnavailable, StoreError, ValidationError
+
+_OPTION_REFUSED = re.compile(r"\binvalid (?:[a-z_]+ value|integer value|port number)")
+"""How libpq refuses a connection option's value, checked before any connection is tried
+(``fe-connect.c``: ``invalid %s value``, ``invalid integer value ... for connection option``,
+``invalid port number``): a URL to fix, not a server to wait for."""
 
 FORMAT_VERSION = 3
 """The format of the stores this version creates: 3, ``items`` partitioned by participant, each
@@ -135,6 +141,9 @@ class PgStore:
         try:
             conn = psycopg.connect(self.dsn, autocommit=True, **self._defaults)
         except psycopg.Error as exc:
+            if _OPTION_REFUSED.search(str(exc)):  # libpq checks option values before it connects: permanent
+                raise ValidationError(f"invalid PostgreSQL store URL {redact(self.url)!r}: {redact(str(exc))}",
+                                      field="store") from None
             raise ParticipantUnavailable(f"cannot connect to {redact(self.dsn)}: {redact(str(exc))}") from None
         # a crashed client's session must not keep its transaction (and locks) for long
         conn.execute("SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3")
