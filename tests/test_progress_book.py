@@ -90,3 +90,25 @@ def test_no_eta_once_the_count_passes_the_total():
     clock.now += 1.0
     book.report("u", 500)
     assert book.get("u")["completed"] == 501 and book.get("u")["etaSeconds"] is None
+
+
+def test_a_report_just_after_the_start_does_not_make_the_throughput_absurd():
+    """Workers' first reports reach the progress actor right after the batch's start (or before
+    it): the rate was taken over that microsecond, 10,000 items in 0.1 ms read 100,000,000
+    items/s, and the moving average kept it for seconds, with an ETA of 0 s while half the
+    batch was still to come."""
+    clock = _Clock()
+    book = ProgressBook(clock=clock)
+    book.start("a", 200_000, "create_items")
+    clock.now += 0.0001
+    book.report("a", 10_000)
+    for _ in range(10):  # then 100,000 items/s, reported every 0.1 s
+        clock.now += 0.1
+        book.report("a", 10_000)
+    progress = book.get("a")
+    assert 50_000 <= progress["throughput"] <= 200_000, progress
+    assert progress["etaSeconds"] is not None and 0.5 <= progress["etaSeconds"] <= 2.0, progress
+    book.report("b", 10_000)  # increments before the start: the same
+    clock.now += 0.1
+    book.report("b", 10_000)
+    assert book.get("b")["throughput"] <= 200_000, book.get("b")

@@ -1,8 +1,10 @@
 """Progress bookkeeping: per-batch counts, smoothed throughput and ETA (pure; no Ray).
 
 Increments arrive per chunk. Throughput is an exponentially weighted moving average of the
-rate between reports (time constant ``tau`` seconds), so a burst does not swing it; the ETA
-is the remaining count divided by it, and unknown (None) once the count passes the total.
+rate between reports (time constant ``tau`` seconds, over intervals of 50 ms at least: a rate
+read over the microsecond between a batch's start and a first report would be absurd), so a
+burst does not swing it; the ETA is the remaining count divided by it, and unknown (None)
+once the count passes the total.
 """
 from __future__ import annotations
 
@@ -84,8 +86,8 @@ class ProgressBook:
             weight = 1 - math.exp(-elapsed / self.tau)
             batch.rate = instant if batch.rate == 0 else batch.rate + weight * (instant - batch.rate)
             batch._last_t, batch._last_n = now, batch.completed
-        elif batch.rate == 0 and now > batch.started:
-            batch.rate = batch.completed / (now - batch.started)
+        # else: too short an interval to read a rate from (a report just after the start, or
+        # one of a burst): the counts wait for the next report
 
     def restart(self, txn: str) -> None:
         """The batch runs again from its start (a new attempt after it lost a lock race): its
