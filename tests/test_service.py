@@ -397,3 +397,27 @@ def test_a_cancel_that_looks_while_its_batch_is_being_queued_never_strands_it(lo
         assert result["state"] == "cancelled" and engine.count_items("S") == 0, (replies, result)
     else:
         assert result["success"] and engine.count_items("S") == 20, (replies, result)
+
+
+def test_an_undo_run_by_the_coordinator_counts_its_deletes_and_names_a_batch_without_backups(local):
+    """The coordinator plans a submitted batch again without the client's notes of an undo: an
+    undo of a create answered ``updated`` for the items it deleted, and one of a batch that kept
+    no backups failed with "batch None kept no backups" (``batchId`` None)."""
+    from batchray.core.plan.operations import plan_undo
+
+    engine, make_service = local
+    service = make_service()
+    source = service.submit("create_items", RunOptions(create_backups=True), _planned(engine, 40), 40)["txn"]
+    assert service.wait(source, 20)["success"]
+    plan = plan_undo(engine.planner, engine.runtime.log.batch, source)
+    undo = service.submit("rollback_batch", RunOptions(undoes=source), list(plan.chunks), plan.total)["txn"]
+    result = service.wait(undo, 20)
+    assert result["success"] and result["itemsDeleted"] == 40 and result["itemsUpdated"] == 0, result
+    assert engine.count_items("S") == 0
+    bare = service.submit("create_items", RunOptions(), _planned(engine, 40), 40)["txn"]
+    assert service.wait(bare, 20)["success"]
+    plan = plan_undo(engine.planner, engine.runtime.log.batch, bare)
+    undo = service.submit("rollback_batch", RunOptions(undoes=bare), list(plan.chunks), plan.total)["txn"]
+    result = service.wait(undo, 20)
+    assert result["error"]["code"] == "NOT_FOUND" and result["error"]["details"]["batchId"] == bare, result
+    assert f"batch {bare} kept no backups" in result["error"]["message"], result

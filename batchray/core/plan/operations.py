@@ -496,10 +496,19 @@ def plan_undo(planner: Any, log_batch: Callable[[str], Optional[dict]], batch_id
     record, source = _backed_up_batch(log_batch, batch_id, "undone")
     planned = [PlannedChunk(s, UndoBatch(planner.next_chunk_id(), source, force), 1 << 20, 0)
                for s in planner.layout.shard_names]
-    reported = record.get("result") or {}
+    return Plan("rollback_batch", planned, total=1, extra=undo_notes(batch_id, record))
+
+
+def undo_notes(batch_id: str, record: Optional[dict]) -> dict[str, Any]:
+    """A ``rollback_batch`` plan's notes (``Plan.extra``): the batch it undoes (``source``) and
+    what undoing it does (``inverse``: its creates deleted, its deletes created again, its
+    updates updated; :func:`~batchray.core.run.executor.item_counts`), from ``record``, the
+    log's record of that batch. A runtime that plans the batch again where it runs (the
+    coordinator) takes them anew from its log."""
+    reported = (record or {}).get("result") or {}
     inverse = {"created": reported.get("itemsDeleted") or 0, "updated": reported.get("itemsUpdated") or 0,
-               "deleted": reported.get("itemsCreated") or 0}  # what undoing it does (executor.item_counts)
-    return Plan("rollback_batch", planned, total=1, extra={"source": batch_id, "inverse": inverse})
+               "deleted": reported.get("itemsCreated") or 0}
+    return {"source": batch_id, "inverse": inverse}
 
 
 def plan_drop_backups(planner: Any, log_batch: Callable[[str], Optional[dict]], batch_ids: list[str]) -> Any:

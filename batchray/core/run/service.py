@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 from batchray.core.storage.decision_log import DecisionLog
+from batchray.core.plan.operations import undo_notes
 from batchray.core.plan.plan import Plan
 from batchray.core.run.cancelling import StopCheck, current_attempt, finished_reply, reply_to_cancel
 from batchray.core.run.direct import DirectBatch, record, resolve_lost
@@ -458,10 +459,12 @@ class CoordinatorService:
 
         # a batch submitted whole is handed over as the list it is, so that each participant's
         # last chunk is known and applied and voted in one call (a stream cannot be looked ahead of)
+        # an undo's notes stay with the client that planned it: they are taken from the log again
+        notes = undo_notes(options.undoes, self.log.batch(options.undoes)) if options.undoes else {}
         if run.planned is not None:
-            plan = Plan(run.kind, run.planned, total=run.total)
+            plan = Plan(run.kind, run.planned, total=run.total, extra=notes)
         else:
-            plan = Plan(run.kind, [], total=run.total)
+            plan = Plan(run.kind, [], total=run.total, extra=notes)
             plan.chunks = _counted_stream(run, plan, should_stop, self.stall_timeout)
         result: Optional[BatchResult] = None
         try:
