@@ -54,3 +54,28 @@ async def test_counts_that_do_not_move_forward_are_not_sent_again() -> None:
         relay.put({"completed": completed, "failed": 0, "total": 8})
         await _send_progress(ctx, relay)
     assert [p for p, _, _ in session.sent] == [5.0, 8.0]
+
+
+def test_an_import_reports_its_batch_s_progress_to_the_relay(tmp_path) -> None:
+    """``batch_import`` through the MCP server's client: the import took no progress callback,
+    so a long import sent no progress notification at all, and a cancelled request could not
+    name its batch to cancel it."""
+    from batchray.api.mcp import _ReportingClient
+    from batchray.api.tools import call_tool
+    from local_runtime import local_client
+
+    (tmp_path / "rows.csv").write_text("n,name\n" + "".join(f"{i},r{i}\n" for i in range(3000)))
+    seen: list[dict[str, Any]] = []
+    relay = ProgressRelay()
+
+    def put(progress: dict[str, Any]) -> None:
+        seen.append(dict(progress))
+        relay.put(progress)
+
+    with local_client(tmp_path / "store", io_root=tmp_path) as client:
+        answer = call_tool(_ReportingClient(client, put), "batch_import",
+                           {"path": "rows.csv", "dataContextName": "Rows", "options": {"batchSize": 500}})
+        assert answer["success"] and answer["itemsCreated"] == 3000, answer
+    assert seen, "the import reported no progress"
+    assert relay.batch == answer["transactionId"]
+    assert max(p.get("completed", 0) for p in seen) == 3000, seen[-3:]

@@ -78,6 +78,17 @@ def _known_options(function: Callable[..., Any], options: dict[str, Any], what: 
     return options
 
 
+def _writing_progress(callback: Callable[[dict], Any], progress: Any) -> Callable[[dict], None]:
+    """An import's ``progress`` callable that hands ``callback`` the batch's progress (the
+    ``"writing"`` events) and ``progress``, when it is a callable, every event."""
+    def report(event: dict) -> None:
+        if callable(progress) and not isinstance(progress, bool):
+            progress(event)
+        if event.get("phase") == "writing":
+            callback(event)
+    return report
+
+
 def _checked_wait(wait: Any, dry_run: Any, *, callback: Any = None, rejects: Any = None) -> None:
     """Check a batch method's ``wait`` and ``dry_run`` as bools (a text such as ``"false"`` is
     not read as true), before anything runs. A batch not waited for
@@ -505,11 +516,14 @@ class Client:
     # -- files ----------------------------------------------------------------------------------
     def import_file(self, context: Optional[str], collection: Optional[str], path: str | os.PathLike,
                     format: Optional[str] = None, *, rejects: str | os.PathLike | None = None,
-                    reject_limit: Optional[int] = None, reject_ratio: Optional[float] = None, **options: Any):
+                    reject_limit: Optional[int] = None, reject_ratio: Optional[float] = None,
+                    callback: Optional[Callable[[dict], Any]] = None, **options: Any):
         """Import a CSV, JSON Lines, Parquet, Arrow IPC or CODAP file, streamed; see :func:`batchray.io.import_file`.
-        ``rejects``, ``reject_limit`` and ``reject_ratio`` as in :meth:`create_items` (a row is
-        rejected with its values as read): an import over a limit fails whole, decided before
-        anything commits. Rows a reader skips as malformed (``atomic=False``) are not the
+        ``callback`` gets the batch's progress dicts, as :meth:`create_items`'s does (each with
+        ``phase`` ``"writing"``; no bar is drawn then, and a ``progress`` callable still gets
+        the reading events too). ``rejects``, ``reject_limit`` and ``reject_ratio`` as in
+        :meth:`create_items` (a row is rejected with its values as read): an import over a
+        limit fails whole, decided before anything commits. Rows a reader skips as malformed (``atomic=False``) are not the
         batch's: they are counted after it, so with them over a limit the result fails but what
         committed stays. Made again under an ``idempotency_key`` that names a batch already, it
         answers that batch's result and leaves the rejects file the first call wrote."""
@@ -520,6 +534,8 @@ class Client:
         # call wrote and whose limits it applied
         key = options.get("idempotency_key")
         answered = key is not None and self.batch_for_key(key) is not None
+        if callback is not None:
+            options["progress"] = _writing_progress(callback, options.get("progress"))
         result = import_file(self, context, collection, path, format, reject_limit=reject_limit,
                              reject_ratio=reject_ratio, all_errors=rejects is not None and not answered,
                              **_known_options(import_file, options, "import_file"))
