@@ -23,10 +23,14 @@ The data flows in bounded memory whatever the size. The job prints one JSON line
 
 and exits 0 when the batch committed, 1 otherwise; a load refused before or while it runs (a
 line of the file that is not a JSON object, a collection that does not exist, a bad setting)
-prints ``{"success": false, "error": {"code", "message", "details"}}`` and exits 1 too.
-``--store`` is a PostgreSQL URL for a
+or one that finds no Ray cluster prints ``{"success": false, "error": {"code", "message",
+"details"}}`` and exits 1 too. ``--store`` is a PostgreSQL URL for a
 cluster (``postgresql://user@host/db?schema=NAME``; the password from ``PGPASSWORD`` or
 ``~/.pgpass`` on every node, or in the URL) or, on a single node, a directory.
+
+``--address`` defaults to ``auto``: the Ray cluster the job was submitted to (any one running
+on the machine, run by hand). Run by hand on a machine with no cluster, it finds none and
+says so; ``--address local`` starts a Ray of its own for the load instead.
 """
 from __future__ import annotations
 
@@ -38,7 +42,12 @@ import sys
 import time
 from typing import Any, Iterable, Iterator, Optional
 
-from batchray.errors import BatchrayError, DocumentError, ValidationError  # imports nothing of Ray (see actors.auth)
+from batchray.errors import (  # imports nothing of Ray (see actors.auth)
+    BatchrayError,
+    DocumentError,
+    ParticipantUnavailable,
+    ValidationError,
+)
 
 PEOPLE = [{"name": "name"}, {"name": "age", "type": "numeric"}, {"name": "city"},
           {"name": "score", "type": "numeric"}, {"name": "active", "type": "checkbox"}]
@@ -120,12 +129,19 @@ def _count(text: str) -> int:
     return value
 
 
+def no_cluster(exc: ConnectionError, address: str) -> dict[str, Any]:
+    """The structured error of a load that found no Ray cluster at ``address`` (Ray's ``exc``)."""
+    return ParticipantUnavailable(f"no Ray cluster to join at --address {address}: {exc} (submit the job to a "
+                                  "cluster with `ray job submit`, or pass --address local to start a Ray of its "
+                                  "own on this machine)", address=address).to_dict()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", default=os.environ.get("BATCHRAY_STORE"), required="BATCHRAY_STORE" not in os.environ,
                         help="postgresql://... (clusters) or a directory (one node); default $BATCHRAY_STORE")
     parser.add_argument("--address", default=os.environ.get("BATCHRAY_ADDRESS", "auto"),
-                        help="Ray cluster to join (default: auto, the job's cluster)")
+                        help="Ray cluster to join (default: auto, the job's cluster; local: start a Ray of its own)")
     parser.add_argument("--context", required=True, help="data context (created when missing)")
     parser.add_argument("--collection", help="collection (default: the context's name)")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -141,6 +157,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         summary = run(args)
     except BatchrayError as exc:  # refused: still the one line that says so
         summary = {"success": False, "error": exc.to_dict()}
+    except ConnectionError as exc:  # ray.init found no cluster at --address
+        summary = {"success": False, "error": no_cluster(exc, args.address)}
     sys.stdout.write(json.dumps(summary, default=str) + "\n")
     sys.stdout.flush()
     return 0 if summary["success"] else 1

@@ -114,3 +114,23 @@ def test_a_negative_row_count_is_a_usage_error_that_opens_nothing(load_job, caps
         load_job.main(["--store", str(store), "--context", "P", "--generate", "-3", "--idempotency-key", "k1"])
     assert usage.value.code == 2 and "--generate" in capsys.readouterr().err
     assert not store.exists()
+
+
+def test_a_job_run_by_hand_with_no_cluster_answers_its_json_line(load_job, capsys, tmp_path, monkeypatch):
+    """``--address`` defaults to ``auto``: run by hand on a machine with no Ray cluster, Ray's
+    ConnectionError came out as a traceback, with no JSON line for the job's caller to read."""
+    import ray
+
+    def no_cluster(*args, **kwargs):  # what ray.init(address="auto") raises when none runs
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to "
+                              "by setting `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    monkeypatch.setattr(ray, "init", no_cluster)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("BATCHRAY_ADDRESS", raising=False)
+    code = load_job.main(["--store", str(tmp_path / "store"), "--context", "People", "--generate", "10",
+                          "--idempotency-key", "by-hand"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 1 and summary["success"] is False, summary
+    assert summary["error"]["code"] == "UNAVAILABLE" and "--address local" in summary["error"]["message"], summary
