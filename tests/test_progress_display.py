@@ -91,3 +91,18 @@ def test_the_final_counts_tell_every_failed_item_past_the_errors_listed(tmp_path
         assert (stream.items_created, stream.items_failed, len(stream.errors)) == (150, 50, 1), stream
         assert stream.total_items == 200
         assert seen[-1]["failed"] == 50 and seen[-1]["completed"] == 150, seen[-1]
+
+
+def test_a_finished_bar_shows_no_eta(tmp_path):
+    """The bar kept the last ETA a running batch reported: a finished batch's bar read
+    ``100% ... eta=2s``."""
+    from batchray.api.progress import ProgressDisplay
+
+    with local_client(tmp_path / "store", shards=2) as client:
+        assert client.create_data_context("C", ROWS).success
+        result = client.create_items("C", "Rows", [{"n": i} for i in range(10)])
+        display = ProgressDisplay(10, "create_items", bar=True)
+        display.update({"completed": 4, "failed": 0, "total": 10, "etaSeconds": 2.4})
+        assert "eta=2s" in str(display.bar)
+        display.close(result)
+        assert display.bar.n == 10 and "eta" not in str(display.bar), str(display.bar)

@@ -63,6 +63,7 @@ class ProgressDisplay:
         if self.callback is not None:
             self.callback(final)
         if self.bar is not None:
+            self.bar.set_postfix(refresh=False)  # the last ETA reported: none is left
             self.bar.update(max(0, final["completed"] + final["failed"] - self.seen))
             self.bar.close()
 
