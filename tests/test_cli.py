@@ -302,3 +302,23 @@ def test_a_failed_demo_step_is_the_structured_error(tmp_path, monkeypatch, capsy
     error = json.loads(capsys.readouterr().out)["error"]
     assert error["code"] == "ABORTED" and "the context cannot be created" in error["message"]
     assert error["details"]["cause"] == refused
+
+
+def test_status_of_a_store_nothing_serves_names_no_owner(tmp_path, monkeypatch, capsys):
+    """``status`` connects to read the store: with nothing serving it, the Ray it started (and
+    that ended with it) was printed as the store's owner, a new one at each run, while ``stop``
+    said nothing served it."""
+    store = tmp_path / "store"
+    monkeypatch.delenv("BATCHRAY_ADDRESS", raising=False)
+    with local_client(store) as engine:  # served once; its owner has gone since
+        assert engine.create_data_context("People", PEOPLE).success
+    monkeypatch.setattr(cli, "_connect", lambda args: local_client(args.store))  # owns it while it runs
+    assert cli.main(["status", "--store", str(store)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["owner"] is None and printed["recent"], printed
+
+    with local_client(store) as owner:  # a live owner: named
+        record = json.loads(json.dumps(owner.info()["owner"]))
+        monkeypatch.setattr(cli, "_connect", lambda args: owner)
+        assert cli.main(["status", "--store", str(store)]) == 0
+    assert json.loads(capsys.readouterr().out)["owner"] == record

@@ -18,7 +18,8 @@ and exits 2.
 
 ``status`` and ``recover`` of a SQLite directory that holds no store print the structured
 ``NOT_FOUND`` error and exit 1, creating nothing. ``status`` without a batch id prints the store's owner (see
-:mod:`batchray.core.storage.ownership`) and its recent batches. ``stop`` stops the store's
+:mod:`batchray.core.storage.ownership`; null when nothing serves the store, and the Ray that
+``status`` starts to read it ends with it) and its recent batches. ``stop`` stops the store's
 coordinator and workers (wherever they run: the driver joins the store's owner first), which
 releases the store's ownership, and prints ``{success: true, stopped: OWNER}``. Without
 ``--address``, a store that nothing serves (no live owner) has nothing to stop: ``stop`` then
@@ -140,10 +141,13 @@ def _existing_store(store: str) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     _existing_store(args.store)
+    # with no address and nothing serving the store, the owner while this command reads it is the
+    # Ray it starts, which ends with it: no owner to name
+    served = args.address is not None or _live_owner(args.store) is not None
     with _connect(args) as client:
         if args.batch_id is None:
             # the store's owner (the Ray cluster and coordinator serving it) and its recent batches
-            _print({"store": str(client.layout.root), "owner": client.info().get("owner"),
+            _print({"store": str(client.layout.root), "owner": client.info().get("owner") if served else None,
                     "recent": client.status()})
         else:
             _print(client.status(args.batch_id))
