@@ -280,6 +280,10 @@ def test_import_paths_stay_inside_the_allowed_root(world, path):
     result = world.call("batch_import", {"dataContextName": "Escape", "path": path, "format": "csv"}, label=path)
     assert result["success"] is False and result["error"]["code"] == "DOCUMENT", result
     assert result["error"]["details"].get("reason") == "outside_root", result
+    # it says where paths must stay, and how that is set
+    root = str(Path(world.root).resolve())
+    assert result["error"]["details"]["root"] == root and root in result["error"]["message"]
+    assert "io_root" in result["error"]["message"]
     assert "Escape" not in world.engine.catalog.contexts()
 
 

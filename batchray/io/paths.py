@@ -53,8 +53,10 @@ def resolve_path(path: PathLike, allowed_root: PathLike | None = None, *, must_e
         candidate = given if given.is_absolute() else root / given
         resolved = candidate.resolve(strict=False)
         if resolved != root and root not in resolved.parents:
-            raise DocumentError(f"path {str(given)!r} is outside the allowed directory",
-                                reason="outside_root", path=str(given))
+            raise DocumentError(f"path {str(given)!r} is outside the allowed directory {str(root)!r} (a relative "
+                                "path is read from there; the tools' I/O root is set with connect(io_root=...), "
+                                "--io-root or $BATCHRAY_IO_ROOT)", reason="outside_root", path=str(given),
+                                root=str(root))
     else:
         resolved = given.resolve(strict=False)
     if must_exist:
