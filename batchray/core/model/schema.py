@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from batchray.core.model.columnar import dicts_of, is_columnar, rows_of
 from batchray.core.model.dates import parse_codap_date
 from batchray.core.model.patterns import compile_pattern, full_matcher, fullmatch
-from batchray.errors import SchemaError, ValidationError
+from batchray.errors import SchemaError, ValidationError, valid_text
 
 NAME_PATTERN = r"^[^\x00\[\]]{1,200}$"
 """Names of contexts, collections, attributes and components: 1-200 characters, no NUL and no
@@ -456,8 +456,8 @@ def validate_values(
 
 
 def _error(index: int, field: Optional[str], message: str, code: str = "INVALID_VALUE") -> dict:
-    if isinstance(field, str) and not field.isascii() and _SURROGATE.search(field):
-        field = field.encode("utf-8", "backslashreplace").decode("utf-8")  # the report must be valid JSON too
+    if isinstance(field, str):
+        field = valid_text(field)  # the report must be valid JSON too
     return {"index": index, "field": field, "code": code, "message": message}
 
 
