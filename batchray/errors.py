@@ -118,7 +118,7 @@ def json_safe(value: Any, redact: bool = True, _level: int = 1) -> Any:
     if isinstance(value, str):
         return valid_text(_redact(value) if redact else value)
     if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
+        return float(value) if math.isfinite(value) else repr(value)  # a subclass (numpy's) as a float
     if isinstance(value, int):
         return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
     if isinstance(value, (dict, list, tuple)) and _level > MAX_NESTING:

@@ -687,3 +687,21 @@ def test_a_default_must_be_a_value_of_its_attribute_and_is_kept_in_its_normal_fo
              "spec": {"name": "legs", "type": "numeric", "default": "four"}}]})
         assert refused["success"] is False and refused["error"]["code"] == "SCHEMA", refused
         assert "legs" not in client.catalog.context("Good")[1].attributes()
+
+
+def test_a_float_of_a_float_subclass_is_stored_as_a_float(engine):
+    """numpy's float64 (what a pandas column or a numpy array gives) is a float subclass: it
+    passed every check and then could not be encoded by the shard, an INTERNAL error for its
+    whole chunk; it is taken as the float it is, and a rejected row holding one reports it."""
+    np = pytest.importorskip("numpy")
+
+    rows = [{"order": "Rodentia", "name": "f1", "mass": np.float64(1.5)},
+            {"order": np.float64(2.0), "name": "f2", "seen": np.float64(1e9)}]
+    assert engine.create_items(CONTEXT, "animals", rows).success
+    stored = {i["values"]["name"]: i["values"] for i in engine.get_items(CONTEXT, "animals")
+              if i["values"]["name"].startswith("f")}
+    assert stored == {"f1": {"order": "Rodentia", "name": "f1", "mass": 1.5},
+                      "f2": {"order": 2.0, "name": "f2", "seen": 1e9}}
+    refused = engine.create_items(CONTEXT, "animals", [{"name": "f3", "mass": np.float64(-1.0)}])
+    assert [(e.index, e.field, e.code) for e in refused.errors] == [(0, "mass", "INVALID_VALUE")]
+    assert refused.errors[0].values == {"name": "f3", "mass": -1.0}

@@ -248,7 +248,7 @@ def _as_number(value: Any) -> float | int:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueProblem(f"expected a finite number, got {value!r}")
-        return value
+        return float(value)  # a subclass (numpy's float64) as the float JSON encoders write
     if isinstance(value, str) and _NUMERIC_STRING.match(value):
         number = float(value)
         if not math.isfinite(number):
@@ -310,11 +310,11 @@ def _as_scalar(value: Any) -> Any:
         if len(value) > MAX_STRING:
             raise ValueProblem(f"string longer than {MAX_STRING} characters")
         return value
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueProblem(f"expected a finite number, got {value!r}")
+    if isinstance(value, float):
+        return _as_number(value)
     if isinstance(value, int) and not isinstance(value, bool) and not fits_int64(value):
         raise ValueProblem("number out of range")
-    if isinstance(value, (bool, int, float)):
+    if isinstance(value, (bool, int)):
         return value
     if isinstance(value, Decimal):
         return _decimal_number(value)
