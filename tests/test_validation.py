@@ -705,3 +705,22 @@ def test_a_float_of_a_float_subclass_is_stored_as_a_float(engine):
     refused = engine.create_items(CONTEXT, "animals", [{"name": "f3", "mass": np.float64(-1.0)}])
     assert [(e.index, e.field, e.code) for e in refused.errors] == [(0, "mass", "INVALID_VALUE")]
     assert refused.errors[0].values == {"name": "f3", "mass": -1.0}
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), -float("inf")])
+def test_a_boundary_holding_a_number_json_has_no_form_for_is_refused(tmp_path, number):
+    """A boundary's object may not hold NaN or an infinity at any depth, as no other value may:
+    the JSON encoder wrote them as null, so the boundary was stored changed, without a word."""
+    from batchray.core.model.schema import Attribute, ValueProblem, coerce_value
+
+    edge = Attribute(name="edge", type="boundary")
+    for value in ({"x": number}, {"type": "Polygon", "coordinates": [[[0, 0], (1, number), [0, 0]]]}):
+        with pytest.raises(ValueProblem, match="finite"):
+            coerce_value(edge, value)
+    kept = {"type": "Point", "coordinates": (1.5, -0.0), "properties": {"n": None, "ok": True, "big": 2**63 - 1}}
+    assert coerce_value(edge, kept) is kept
+    with local_client(tmp_path / "store", shards=1) as client:
+        client.create_data_context("Maps", [{"name": "areas", "attrs": [{"name": "edge", "type": "boundary"}]}])
+        refused = client.create_items("Maps", "areas", [{"edge": {"coordinates": [0.5, number]}}])
+        assert [(e.index, e.field, e.code) for e in refused.errors] == [(0, "edge", "INVALID_VALUE")]
+        assert client.get_items("Maps") == []

@@ -19,12 +19,12 @@ from enum import Enum
 from operator import contains, itemgetter
 from typing import Any, Callable, Iterable, Optional
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from batchray.core.model.columnar import dicts_of, is_columnar, rows_of
 from batchray.core.model.dates import parse_codap_date
 from batchray.core.model.patterns import compile_pattern, full_matcher, fullmatch
+from batchray.core.model.structured import json_problem
 from batchray.errors import SchemaError, ValidationError, valid_text
 
 NAME_PATTERN = r"^[^\x00\[\]]{1,200}$"
@@ -229,15 +229,6 @@ def _check_text(value: str) -> None:
         raise ValueProblem("text is not valid Unicode (it holds an unpaired surrogate)")
 
 
-def _check_json(value: Any) -> None:
-    """A structured value (a boundary) must be storable as JSON text: valid Unicode, integers
-    within 64 bits, nesting within the encoder's limit."""
-    try:
-        orjson.dumps(value)
-    except orjson.JSONEncodeError as exc:
-        raise ValueProblem(f"cannot be stored as JSON: {exc}") from None
-
-
 def _as_number(value: Any) -> float | int:
     if isinstance(value, bool):
         raise ValueProblem(f"expected a number, got a boolean {value!r}")
@@ -356,8 +347,9 @@ def coerce_value(attr: Attribute, value: Any) -> Any:
     elif kind is AttributeType.boundary:
         if not isinstance(value, (str, dict)):
             raise ValueProblem(f"expected a boundary (GeoJSON object or string), got {_short(value)}")
-        if isinstance(value, dict):
-            _check_json(value)
+        problem = json_problem(value) if isinstance(value, dict) else None
+        if problem is not None:
+            raise ValueProblem(problem)
         return value
     else:
         value = _as_scalar(value)
