@@ -724,3 +724,21 @@ def test_a_boundary_holding_a_number_json_has_no_form_for_is_refused(tmp_path, n
         refused = client.create_items("Maps", "areas", [{"edge": {"coordinates": [0.5, number]}}])
         assert [(e.index, e.field, e.code) for e in refused.errors] == [(0, "edge", "INVALID_VALUE")]
         assert client.get_items("Maps") == []
+
+
+def test_hexadecimal_octal_and_binary_text_are_numbers_as_javascript_reads_them():
+    """``Number("0x10")`` is 16 in JavaScript, so CODAP (and batchray's own searches) read such
+    text as a number, and a CSV import took it as one too; a numeric attribute refused it. It
+    is the exact int, refused past 64 bits as every int is; a sign before it makes it no number."""
+    from batchray.core.model.schema import Attribute, ValueProblem, coerce_value
+
+    numeric = Attribute(name="n", type="numeric")
+    for text, number in [("0x10", 16), (" 0X1f ", 31), ("0o17", 15), ("0B101", 5), ("0x7FFFFFFFFFFFFFFF", 2**63 - 1)]:
+        assert coerce_value(numeric, text) == number and type(coerce_value(numeric, text)) is int
+    with pytest.raises(ValueProblem, match="out of range"):
+        coerce_value(numeric, "0xFFFFFFFFFFFFFFFF")
+    for text in ("-0x10", "+0x10", "0x", "0x1_0", "0b12", "0x10.5"):
+        with pytest.raises(ValueProblem, match="expected a number"):
+            coerce_value(numeric, text)
+    with pytest.raises(ValueProblem, match="above the maximum"):
+        coerce_value(Attribute(name="c", type="categorical", max=10), "0x10")

@@ -201,6 +201,8 @@ class DataContext(BaseModel):
 
 _NUMERIC_STRING = re.compile(r"^\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$")
 """Numeric text as JavaScript's ``Number`` reads it: ASCII digits only (``"١٢"`` is no number)."""
+JS_RADIX = re.compile(r"0([xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)")
+"""Whole-number text in base 16, 8 or 2, which ``Number`` reads too (``"0x10"`` is 16; no sign)."""
 _COLOR = re.compile(r"^(#[0-9a-fA-F]{3,8}|[a-zA-Z]{3,30}|(rgb|hsl)a?\([^()]{1,60}\))$")
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
@@ -250,6 +252,11 @@ def _as_number(value: Any) -> float | int:
                 raise ValueProblem(f"number out of range: {value[:40]!r}")
             return whole
         return number
+    if isinstance(value, str) and JS_RADIX.fullmatch(value.strip()):
+        whole = int(value.strip(), 0)
+        if not fits_int64(whole):
+            raise ValueProblem(f"number out of range: {value[:40]!r}")
+        return whole
     if isinstance(value, Decimal):
         return _decimal_number(value)
     raise ValueProblem(f"expected a number, got {_short(value)}")
