@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from batchray.core.model.colors import is_color
 from batchray.core.model.columnar import dicts_of, is_columnar, rows_of
 from batchray.core.model.dates import parse_codap_date
 from batchray.core.model.patterns import compile_pattern, full_matcher, fullmatch
@@ -203,7 +204,6 @@ _NUMERIC_STRING = re.compile(r"^\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0
 """Numeric text as JavaScript's ``Number`` reads it: ASCII digits only (``"١٢"`` is no number)."""
 JS_RADIX = re.compile(r"0([xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)")
 """Whole-number text in base 16, 8 or 2, which ``Number`` reads too (``"0x10"`` is 16; no sign)."""
-_COLOR = re.compile(r"^(#[0-9a-fA-F]{3,8}|[a-zA-Z]{3,30}|(rgb|hsl)a?\([^()]{1,60}\))$")
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 MAX_STRING = 1_000_000
@@ -349,8 +349,8 @@ def coerce_value(attr: Attribute, value: Any) -> Any:
     elif kind is AttributeType.date:
         value = _as_date(value)
     elif kind is AttributeType.color:
-        if not (isinstance(value, str) and _COLOR.match(value.strip())):
-            raise ValueProblem(f"expected a color (#rgb, a name, rgb(...)), got {_short(value)}")
+        if not (isinstance(value, str) and is_color(value)):
+            raise ValueProblem(f"expected a color (#rgb, a CSS color name, rgb(...)), got {_short(value)}")
     elif kind is AttributeType.boundary:
         if not isinstance(value, (str, dict)):
             raise ValueProblem(f"expected a boundary (GeoJSON object or string), got {_short(value)}")
