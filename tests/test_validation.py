@@ -742,3 +742,13 @@ def test_hexadecimal_octal_and_binary_text_are_numbers_as_javascript_reads_them(
             coerce_value(numeric, text)
     with pytest.raises(ValueProblem, match="above the maximum"):
         coerce_value(Attribute(name="c", type="categorical", max=10), "0x10")
+
+
+def test_a_required_value_given_as_none_or_empty_is_one_error():
+    """A required attribute given as None or "" was reported twice (by its value's check and
+    again as missing): a refusal counted "1 invalid items (2 errors)" and a rejects file held
+    the row twice; a row that leaves it out has the one error too."""
+    rows = [{"need": None, "code": "AB1"}, {"need": "", "code": "AB1"}, {"code": "AB1"}]
+    _, errors = validate_values(CONSTRAINED, rows)
+    assert [(e["index"], e["field"], e["message"]) for e in errors] == [
+        (0, "need", "a value is required"), (1, "need", "a value is required"), (2, "need", "a value is required")]

@@ -443,8 +443,8 @@ def validate_values(
         if not partial:
             for name, value in defaults.items():  # a key the row lacks takes its default, after the row's keys
                 out.setdefault(name, value)
-            for attr in required:
-                if out.get(attr.name) in (None, ""):
+            for attr in required:  # a value the row gives was checked with the others
+                if attr.name not in row:
                     errors.append(_error(index, attr.name, "a value is required"))
                     row_ok = False
         if row_ok:
