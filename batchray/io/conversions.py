@@ -3,7 +3,7 @@
 * :func:`arrow_kind` (an Arrow type) and :func:`infer_json_kind` (the values of a JSON Lines
   column in the first batch) choose a column's attribute type: ints and floats ``numeric``,
   bools ``checkbox``, timestamps, dates and ISO 8601 text ``date``, objects ``boundary``
-  (JSON only), anything else ``categorical``. ISO 8601 text is a date, with or without a time,
+  (JSON only; among text too), anything else ``categorical``. ISO 8601 text is a date, with or without a time,
   and a time's offset ``Z``, ``+hh:mm``, ``+hhmm`` or ``+hh`` (as DuckDB writes a TIMESTAMPTZ).
 * :func:`as_strings`, :func:`numbers_from_text` and :func:`bools_from_text` convert a CSV
   column read as text to the column's type, vectorised; a value that does not convert stays
@@ -383,7 +383,14 @@ def _iso_timestamps(array: Any) -> Any:
     return pc.if_else(pc.ends_with(text, ".000000"), pc.utf8_slice_codeunits(text, 0, 19), text)
 
 
+_TEXT_OR_OBJECT = {"boundary", "categorical", "date"}
+"""The kinds of a column of objects and text: a boundary, which holds both."""
+
+
 def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
+    """The attribute type of column ``name`` of ``rows`` (JSON values): one kind of value its
+    type; objects, alone or among text, a boundary (a boundary holds a GeoJSON object or text,
+    and a categorical attribute takes no object); any other mix categorical."""
     kinds: set[str] = set()
     for row in rows:
         value = row.get(name)
@@ -399,9 +406,11 @@ def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
             kinds.add("boundary")
         else:
             kinds.add("categorical")
-        if len(kinds) > 1:
+        if len(kinds) > 1 and not kinds <= _TEXT_OR_OBJECT:
             return "categorical"
-    return kinds.pop() if kinds else "categorical"
+    if "boundary" in kinds:
+        return "boundary"
+    return kinds.pop() if len(kinds) == 1 else "categorical"
 
 
 __all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "decode_dictionary",
