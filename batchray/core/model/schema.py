@@ -332,8 +332,9 @@ def coerce_value(attr: Attribute, value: Any) -> Any:
 
     ``None`` and ``""`` mean "no value" (allowed unless ``required``). Numeric strings become
     numbers for numeric attributes, as CODAP does: text of a whole number without a point or an
-    exponent becomes the exact int (refused past 64 bits, as an int is), other text the nearest
-    double. Raises :class:`ValueProblem`.
+    exponent, or in base 16, 8 or 2 (``"0x10"``, as JavaScript's ``Number`` reads it), becomes
+    the exact int (refused past 64 bits, as an int is), other text the nearest double. A float
+    of a float subclass (numpy's) becomes the float. Raises :class:`ValueProblem`.
     """
     if value is None or value == "":
         if attr.required:
