@@ -752,3 +752,23 @@ def test_a_required_value_given_as_none_or_empty_is_one_error():
     _, errors = validate_values(CONSTRAINED, rows)
     assert [(e["index"], e["field"], e["message"]) for e in errors] == [
         (0, "need", "a value is required"), (1, "need", "a value is required"), (2, "need", "a value is required")]
+
+
+def test_a_created_value_starting_with_an_equals_sign_is_text_checked_as_any_other(tmp_path):
+    """A create computes nothing: ``"=1+1"`` given to a create was stored as that text without
+    any check (a numeric attribute held text, a pattern and a required value were passed by
+    it), on every path; it is text like any other, refused where text is not a value (an
+    update still computes it)."""
+    pa = pytest.importorskip("pyarrow")
+    assert validate_values(CONSTRAINED, [{"need": "=1", "num": "=1+1", "code": "=x"}])[1] == [
+        {"index": 0, "field": "num", "code": "INVALID_VALUE", "message": "expected a number, got '=1+1'"},
+        {"index": 0, "field": "code", "code": "INVALID_VALUE", "message": "'=x' does not match the pattern '[A-Z]{2}[0-9]'"}]
+    assert validate_values(CONSTRAINED, [{"need": "=x", "code": "AB1"}])[0] == [{"need": "=x", "code": "AB1", "dflt": 7}]
+    assert validate_values(CONSTRAINED, [{"num": "=num + 1"}], partial=True)[0] == [{"num": "=num + 1"}]
+    with local_client(tmp_path / "store", shards=1) as client:
+        client.create_data_context("F", [{"name": "f", "attrs": [{"name": "n", "type": "numeric"}, {"name": "t"}]}])
+        for rows in ([{"n": "=1+1"}], pa.Table.from_pylist([{"n": "=1+1"}])):
+            refused = client.create_items("F", "f", rows)
+            assert [(e.index, e.field, e.code) for e in refused.errors] == [(0, "n", "INVALID_VALUE")]
+        assert client.create_items("F", "f", [{"n": 2, "t": "=text"}]).success
+        assert [i["values"] for i in client.get_items("F")] == [{"n": 2, "t": "=text"}]

@@ -407,8 +407,9 @@ def validate_values(
     the request (counting from ``start_index``). A good row keeps its keys in its order; with
     ``partial=False`` (creates) an attribute with a ``default`` that the row lacks is added after
     them, with its default. With ``partial=False`` every required
-    attribute must be present; with ``partial=True`` (updates) only the given ones are checked.
-    Values written as ``"=expr"`` are left for the expression engine. At most ``max_errors``
+    attribute must be present; with ``partial=True`` (updates) only the given ones are checked,
+    and values written as ``"=expr"`` are left for the expression engine (a create computes
+    nothing: such text is a value like any other). At most ``max_errors``
     errors are collected; rows with errors are not in ``good_rows``.
     """
     attrs = context.attributes()
@@ -429,7 +430,7 @@ def validate_values(
                 errors.append(_error(index, name, f"unknown attribute {name!r}", "UNKNOWN_ATTRIBUTE"))
                 row_ok = False
                 continue
-            if isinstance(value, str) and value.startswith("="):
+            if partial and isinstance(value, str) and value.startswith("="):
                 if not value.isascii() and _SURROGATE.search(value):
                     errors.append(_error(index, name, "text is not valid Unicode (it holds an unpaired surrogate)"))
                     row_ok = False
