@@ -40,6 +40,7 @@ that module is imported); so no structured error carries a password.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable, Optional
 
 
@@ -91,6 +92,18 @@ deeper than an encoder holds would fail the write of that error, and with it the
 chunk, not the row alone."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` as valid Unicode, which UTF-8 and so JSON can hold: each unpaired surrogate
+    (``"\\ud800"``, which a JSON escape or a ``surrogateescape`` decoding gives) written as
+    its escape, ``\\ud800``; any other text as it is."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def json_safe(value: Any, redact: bool = True, _level: int = 1) -> Any:
     """``value`` with every number JSON encoders cannot hold (an infinity, NaN, an integer
     outside 64 bits), every value JSON has no form for (a ``Decimal``, a date, bytes, a set,
@@ -98,20 +111,21 @@ def json_safe(value: Any, redact: bool = True, _level: int = 1) -> Any:
     when ``redact``, every text redacted of secrets: details echo the input they are about,
     and a tool's answer must stay valid JSON and carry no password. ``redact=False`` keeps
     texts as given (a rejected row's values). An object or array past :data:`MAX_NESTING`
-    levels is written as a text that says so (``"<list nested deeper than 64 levels>"``)."""
+    levels is written as a text that says so (``"<list nested deeper than 64 levels>"``).
+    Every text, keys included, is made valid Unicode (:func:`valid_text`)."""
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
-        return _redact(value) if redact else value
+        return valid_text(_redact(value) if redact else value)
     if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
+        return float(value) if math.isfinite(value) else repr(value)  # a subclass (numpy's) as a float
     if isinstance(value, int):
         return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
     if isinstance(value, (dict, list, tuple)) and _level > MAX_NESTING:
         return f"<{type(value).__name__} nested deeper than {MAX_NESTING} levels>"
     if isinstance(value, dict):
-        return {(_redact(k) if redact else k) if isinstance(k, str) else repr(k): json_safe(v, redact, _level + 1)
-                for k, v in value.items()}
+        return {valid_text(_redact(k) if redact else k) if isinstance(k, str) else repr(k):
+                json_safe(v, redact, _level + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v, redact, _level + 1) for v in value]
     return repr(value)

@@ -373,3 +373,20 @@ def test_a_date_outside_years_1_to_9999_is_refused_with_its_row_and_column(tmp_p
                         ("value_out_of_range", 4_322, column), (columnar, atomic)
                     assert "row 4322" in caught.value.message
                     assert not client.catalog.exists("Ctx")
+
+
+def test_hexadecimal_text_past_64_bits_is_refused_not_wrapped(tmp_path, columnar_rows):
+    """Arrow's cast reads ``0x`` text into an int64 by its bits: ``0xFFFFFFFFFFFFFFFF`` was
+    imported as -1. Such text is read as JavaScript reads it, the exact int (``0x10`` is 16 on
+    both paths, as from a list of dicts), and one past 64 bits is refused with its row."""
+    path = tmp_path / "hex.csv"
+    path.write_text("k,n\na,0x10\nb,5\n")
+    for columnar in (True, False):
+        with local_client(tmp_path / f"ok-{columnar}", shards=1) as client:
+            assert client.import_file("Ctx", None, path, columnar=columnar).success
+            assert [i["values"]["n"] for i in client.get_items("Ctx")] == [16, 5]
+    path.write_text("k,n\na,0x10\nb,0xFFFFFFFFFFFFFFFF\n")
+    out = _import_both(tmp_path, path, columnar_rows, atomic=False)
+    for columnar, (outcome, stored, _, _) in out.items():
+        assert [json.loads(text)["n"] for text in stored] == [16], columnar
+        assert [(e["index"], e["field"], e["code"]) for e in outcome[4]] == [(1, "n", "INVALID_VALUE")], columnar

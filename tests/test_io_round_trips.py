@@ -355,3 +355,21 @@ def test_the_smallest_64_bit_integer_is_stored_exact_in_every_format(engine, tmp
         path.write_text("n\n-9223372036854775809\n")
         refused = import_file(engine, "M", None, path, columnar=columnar)
         assert not refused.success and [e["message"] for e in refused.errors] == ["number out of range"]
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_jsonl_boundary_column_of_objects_and_text_imports_as_a_boundary(engine, tmp_path, columnar):
+    """A boundary holds a GeoJSON object or text; batchray's own JSON Lines export of one
+    holding both read back as a categorical column, which takes no object, so the whole
+    import was refused. A column of objects and text is a boundary, whichever comes first."""
+    engine.create_data_context("G", collections=[{"name": "G", "attrs": [
+        {"name": "place"}, {"name": "edge", "type": "boundary"}]}])
+    rows = [{"place": "a", "edge": "drawn by hand"}, {"place": "b", "edge": "2020-01-01"},
+            {"place": "c", "edge": {"type": "Point", "coordinates": [1.5, -0.0]}}]
+    assert engine.create_items("G", "G", rows, progress=False).success
+    out = tmp_path / "g.jsonl"
+    export_file(engine, "G", out)
+    result = import_file(engine, "G2", None, out, columnar=columnar)
+    assert result.success, result.errors
+    assert result.attribute_types["edge"] == "boundary"
+    assert values_of(engine, "G2") == values_of(engine, "G") == rows

@@ -263,3 +263,24 @@ def test_a_rejects_file_holds_every_rejected_item_past_the_thousand_a_result_lis
         "options": {"atomic": False, "continueOnError": True, "batchSize": 500, "rejectsPath": "tool.jsonl"}})
     assert answer["itemsCreated"] == 1500 and answer["itemsFailed"] == 1500 and len(answer["errors"]) == 1000
     assert len(pd.read_json(tmp_path / "tool.jsonl", lines=True)) == 1500
+
+
+@pytest.mark.parametrize("values, reported", [
+    ({"name": "\ud800"}, {"name": "\\ud800"}),
+    ({"name": "a", "age": -1, "note": {"k": "\udc00"}}, {"name": "a", "age": -1, "note": {"k": "\\udc00"}}),
+    ({"age": 1, "\ud800": 1}, {"age": 1, "\\ud800": 1}),
+])
+def test_a_rejected_row_holding_an_unpaired_surrogate_is_reported_with_its_values(client, tmp_path, values, reported):
+    """A rejected row's values holding an unpaired surrogate (a JSON "\\ud800" escape decodes to
+    one) are reported with the surrogate written as its escape: UTF-8 cannot hold it, and the
+    worker's record of the row's error failed whole (an INTERNAL error for its chunk), as did
+    the dead-letter file."""
+    out = tmp_path / "bad.jsonl"
+    result = client.create_items("P", "People", [values, {"name": "ok"}], atomic=False, continue_on_error=True,
+                                 rejects=out)
+    assert result.items_created == 1
+    assert {e.code for e in result.errors} <= {"INVALID_VALUE", "UNKNOWN_ATTRIBUTE"}
+    assert {e.index for e in result.errors} == {0}
+    assert result.errors[0].values == reported
+    written = [json.loads(line) for line in out.read_text().splitlines()]  # a record per error
+    assert written and all(record["index"] == 0 and record["values"] == reported for record in written)

@@ -687,3 +687,88 @@ def test_a_default_must_be_a_value_of_its_attribute_and_is_kept_in_its_normal_fo
              "spec": {"name": "legs", "type": "numeric", "default": "four"}}]})
         assert refused["success"] is False and refused["error"]["code"] == "SCHEMA", refused
         assert "legs" not in client.catalog.context("Good")[1].attributes()
+
+
+def test_a_float_of_a_float_subclass_is_stored_as_a_float(engine):
+    """numpy's float64 (what a pandas column or a numpy array gives) is a float subclass: it
+    passed every check and then could not be encoded by the shard, an INTERNAL error for its
+    whole chunk; it is taken as the float it is, and a rejected row holding one reports it."""
+    np = pytest.importorskip("numpy")
+
+    rows = [{"order": "Rodentia", "name": "f1", "mass": np.float64(1.5)},
+            {"order": np.float64(2.0), "name": "f2", "seen": np.float64(1e9)}]
+    assert engine.create_items(CONTEXT, "animals", rows).success
+    stored = {i["values"]["name"]: i["values"] for i in engine.get_items(CONTEXT, "animals")
+              if i["values"]["name"].startswith("f")}
+    assert stored == {"f1": {"order": "Rodentia", "name": "f1", "mass": 1.5},
+                      "f2": {"order": 2.0, "name": "f2", "seen": 1e9}}
+    refused = engine.create_items(CONTEXT, "animals", [{"name": "f3", "mass": np.float64(-1.0)}])
+    assert [(e.index, e.field, e.code) for e in refused.errors] == [(0, "mass", "INVALID_VALUE")]
+    assert refused.errors[0].values == {"name": "f3", "mass": -1.0}
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), -float("inf")])
+def test_a_boundary_holding_a_number_json_has_no_form_for_is_refused(tmp_path, number):
+    """A boundary's object may not hold NaN or an infinity at any depth, as no other value may:
+    the JSON encoder wrote them as null, so the boundary was stored changed, without a word."""
+    from batchray.core.model.schema import Attribute, ValueProblem, coerce_value
+
+    edge = Attribute(name="edge", type="boundary")
+    for value in ({"x": number}, {"type": "Polygon", "coordinates": [[[0, 0], (1, number), [0, 0]]]}):
+        with pytest.raises(ValueProblem, match="finite"):
+            coerce_value(edge, value)
+    kept = {"type": "Point", "coordinates": (1.5, -0.0), "properties": {"n": None, "ok": True, "big": 2**63 - 1}}
+    assert coerce_value(edge, kept) is kept
+    with local_client(tmp_path / "store", shards=1) as client:
+        client.create_data_context("Maps", [{"name": "areas", "attrs": [{"name": "edge", "type": "boundary"}]}])
+        refused = client.create_items("Maps", "areas", [{"edge": {"coordinates": [0.5, number]}}])
+        assert [(e.index, e.field, e.code) for e in refused.errors] == [(0, "edge", "INVALID_VALUE")]
+        assert client.get_items("Maps") == []
+
+
+def test_hexadecimal_octal_and_binary_text_are_numbers_as_javascript_reads_them():
+    """``Number("0x10")`` is 16 in JavaScript, so CODAP (and batchray's own searches) read such
+    text as a number, and a CSV import took it as one too; a numeric attribute refused it. It
+    is the exact int, refused past 64 bits as every int is; a sign before it makes it no number."""
+    from batchray.core.model.schema import Attribute, ValueProblem, coerce_value
+
+    numeric = Attribute(name="n", type="numeric")
+    for text, number in [("0x10", 16), (" 0X1f ", 31), ("0o17", 15), ("0B101", 5), ("0x7FFFFFFFFFFFFFFF", 2**63 - 1)]:
+        assert coerce_value(numeric, text) == number and type(coerce_value(numeric, text)) is int
+    with pytest.raises(ValueProblem, match="out of range"):
+        coerce_value(numeric, "0xFFFFFFFFFFFFFFFF")
+    for text in ("-0x10", "+0x10", "0x", "0x1_0", "0b12", "0x10.5"):
+        with pytest.raises(ValueProblem, match="expected a number"):
+            coerce_value(numeric, text)
+    with pytest.raises(ValueProblem, match="above the maximum"):
+        coerce_value(Attribute(name="c", type="categorical", max=10), "0x10")
+
+
+def test_a_required_value_given_as_none_or_empty_is_one_error():
+    """A required attribute given as None or "" was reported twice (by its value's check and
+    again as missing): a refusal counted "1 invalid items (2 errors)" and a rejects file held
+    the row twice; a row that leaves it out has the one error too."""
+    rows = [{"need": None, "code": "AB1"}, {"need": "", "code": "AB1"}, {"code": "AB1"}]
+    _, errors = validate_values(CONSTRAINED, rows)
+    assert [(e["index"], e["field"], e["message"]) for e in errors] == [
+        (0, "need", "a value is required"), (1, "need", "a value is required"), (2, "need", "a value is required")]
+
+
+def test_a_created_value_starting_with_an_equals_sign_is_text_checked_as_any_other(tmp_path):
+    """A create computes nothing: ``"=1+1"`` given to a create was stored as that text without
+    any check (a numeric attribute held text, a pattern and a required value were passed by
+    it), on every path; it is text like any other, refused where text is not a value (an
+    update still computes it)."""
+    pa = pytest.importorskip("pyarrow")
+    assert validate_values(CONSTRAINED, [{"need": "=1", "num": "=1+1", "code": "=x"}])[1] == [
+        {"index": 0, "field": "num", "code": "INVALID_VALUE", "message": "expected a number, got '=1+1'"},
+        {"index": 0, "field": "code", "code": "INVALID_VALUE", "message": "'=x' does not match the pattern '[A-Z]{2}[0-9]'"}]
+    assert validate_values(CONSTRAINED, [{"need": "=x", "code": "AB1"}])[0] == [{"need": "=x", "code": "AB1", "dflt": 7}]
+    assert validate_values(CONSTRAINED, [{"num": "=num + 1"}], partial=True)[0] == [{"num": "=num + 1"}]
+    with local_client(tmp_path / "store", shards=1) as client:
+        client.create_data_context("F", [{"name": "f", "attrs": [{"name": "n", "type": "numeric"}, {"name": "t"}]}])
+        for rows in ([{"n": "=1+1"}], pa.Table.from_pylist([{"n": "=1+1"}])):
+            refused = client.create_items("F", "f", rows)
+            assert [(e.index, e.field, e.code) for e in refused.errors] == [(0, "n", "INVALID_VALUE")]
+        assert client.create_items("F", "f", [{"n": 2, "t": "=text"}]).success
+        assert [i["values"] for i in client.get_items("F")] == [{"n": 2, "t": "=text"}]

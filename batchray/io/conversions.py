@@ -3,7 +3,7 @@
 * :func:`arrow_kind` (an Arrow type) and :func:`infer_json_kind` (the values of a JSON Lines
   column in the first batch) choose a column's attribute type: ints and floats ``numeric``,
   bools ``checkbox``, timestamps, dates and ISO 8601 text ``date``, objects ``boundary``
-  (JSON only), anything else ``categorical``. ISO 8601 text is a date, with or without a time,
+  (JSON only; among text too), anything else ``categorical``. ISO 8601 text is a date, with or without a time,
   and a time's offset ``Z``, ``+hh:mm``, ``+hhmm`` or ``+hh`` (as DuckDB writes a TIMESTAMPTZ).
 * :func:`as_strings`, :func:`numbers_from_text` and :func:`bools_from_text` convert a CSV
   column read as text to the column's type, vectorised; a value that does not convert stays
@@ -32,6 +32,8 @@ import orjson
 _INT_TEXT = re.compile(r"^\s*[-+]?[0-9]+\s*$")
 _LONG_INT_TEXT = r"^\s*[-+]?[0-9]{16,}\s*$"
 """Whole-number text a double may round (past 2**53, 16 digits or more)."""
+_HEX_PREFIXES = ("0x", "0X")
+"""How text starts that Arrow's cast to int64 reads as hexadecimal (no space or sign before it)."""
 _ISO_DATE = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$", re.ASCII
 )
@@ -143,7 +145,7 @@ def text_kernel(kind: Optional[str], ints: bool) -> Callable[[Any], Any]:
     if kind == "numeric" and not ints:
         return _floats_or_none
     if kind == "numeric":
-        return lambda array: _cast_or_none(array, pa.int64())
+        return _ints_or_none
     if kind == "checkbox":
         return lambda array: _cast_or_none(array, pa.bool_())
     return lambda array: array
@@ -158,6 +160,19 @@ def _floats_or_none(array: Any) -> Any:
     if pc.any(pc.match_substring_regex(array, _LONG_INT_TEXT)).as_py():
         return None
     return _cast_or_none(array, pa.float64())
+
+
+def _ints_or_none(array: Any) -> Any:
+    """Text as int64 by Arrow, or ``None`` when some value does not convert or is ``0x`` text,
+    which Arrow's cast reads by its bits (``0xFFFFFFFFFFFFFFFF`` as -1): the per-value
+    conversion leaves it to validation, which reads it as JavaScript does (the exact int,
+    refused past 64 bits)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if any(pc.any(pc.starts_with(array, prefix)).as_py() for prefix in _HEX_PREFIXES):  # not a regex: 2x faster
+        return None
+    return _cast_or_none(array, pa.int64())
 
 
 def numbers_from_text(ints: bool) -> Callable[[Any], list[Any]]:
@@ -368,7 +383,14 @@ def _iso_timestamps(array: Any) -> Any:
     return pc.if_else(pc.ends_with(text, ".000000"), pc.utf8_slice_codeunits(text, 0, 19), text)
 
 
+_TEXT_OR_OBJECT = {"boundary", "categorical", "date"}
+"""The kinds of a column of objects and text: a boundary, which holds both."""
+
+
 def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
+    """The attribute type of column ``name`` of ``rows`` (JSON values): one kind of value its
+    type; objects, alone or among text, a boundary (a boundary holds a GeoJSON object or text,
+    and a categorical attribute takes no object); any other mix categorical."""
     kinds: set[str] = set()
     for row in rows:
         value = row.get(name)
@@ -384,9 +406,11 @@ def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
             kinds.add("boundary")
         else:
             kinds.add("categorical")
-        if len(kinds) > 1:
+        if len(kinds) > 1 and not kinds <= _TEXT_OR_OBJECT:
             return "categorical"
-    return kinds.pop() if kinds else "categorical"
+    if "boundary" in kinds:
+        return "boundary"
+    return kinds.pop() if len(kinds) == 1 else "categorical"
 
 
 __all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "decode_dictionary",

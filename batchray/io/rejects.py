@@ -30,7 +30,7 @@ from typing import Any, Iterable, Optional, Sequence, TypeVar
 
 import orjson
 
-from batchray.errors import ValidationError
+from batchray.errors import ValidationError, json_safe
 from batchray.io.paths import destination_path, write_aside
 
 REJECT_FIELDS = ("index", "row", "values", "code", "field", "message")
@@ -47,7 +47,7 @@ def reject_records(errors: Iterable[Any], rows: Optional[Sequence[Any]] = None) 
             continue  # not an item's error
         values = e.get("values")
         if values is None and rows is not None and index is not None and 0 <= index < len(rows):
-            values = _unwrapped(rows[index])
+            values = json_safe(_unwrapped(rows[index]), redact=False)  # as a worker gives them
         records.append({"index": index, "row": e.get("row"), "values": values, "code": e.get("code"),
                         "field": e.get("field"), "message": e.get("message")})
     records.sort(key=lambda r: (r["index"] is None, r["index"] or 0, r["row"] or 0))

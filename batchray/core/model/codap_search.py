@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Collection, Mapping, Union
 
 from batchray.core.model.query.syntax import MAX_DEPTH, MAX_LENGTH, And, Not, Or, balanced, operands, postorder
+from batchray.core.model.schema import JS_RADIX
 from batchray.errors import QueryError
 
 # CODAP's comparison, applied to one comparison's text (resource-parser-utils.ts)
 _COMPARISON = re.compile(r"([^=!<>]+)(==|!=|<=|<|>=|>)([^=!<>]*)")
 _JS_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_JS_RADIX = re.compile(r"0([xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)")
 _QUOTES = "\"`"
 _JS_SPACE = " \t\n\r\v\f\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
             "\u2028\u2029\u202f\u205f\u3000\ufeff"
@@ -90,7 +90,7 @@ def js_number(value: JSValue) -> float:
         return -math.inf if text[0] == "-" else math.inf
     if _JS_DECIMAL.fullmatch(text):
         return float(text)
-    radix = _JS_RADIX.fullmatch(text)
+    radix = JS_RADIX.fullmatch(text)
     if radix:
         whole = int(radix.group(1)[1:], {"x": 16, "o": 8, "b": 2}[radix.group(1)[0].lower()])
         try:

@@ -19,13 +19,14 @@ from enum import Enum
 from operator import contains, itemgetter
 from typing import Any, Callable, Iterable, Optional
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from batchray.core.model.colors import is_color
 from batchray.core.model.columnar import dicts_of, is_columnar, rows_of
 from batchray.core.model.dates import parse_codap_date
 from batchray.core.model.patterns import compile_pattern, full_matcher, fullmatch
-from batchray.errors import SchemaError, ValidationError
+from batchray.core.model.structured import json_problem
+from batchray.errors import SchemaError, ValidationError, valid_text
 
 NAME_PATTERN = r"^[^\x00\[\]]{1,200}$"
 """Names of contexts, collections, attributes and components: 1-200 characters, no NUL and no
@@ -201,7 +202,8 @@ class DataContext(BaseModel):
 
 _NUMERIC_STRING = re.compile(r"^\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$")
 """Numeric text as JavaScript's ``Number`` reads it: ASCII digits only (``"١٢"`` is no number)."""
-_COLOR = re.compile(r"^(#[0-9a-fA-F]{3,8}|[a-zA-Z]{3,30}|(rgb|hsl)a?\([^()]{1,60}\))$")
+JS_RADIX = re.compile(r"0([xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)")
+"""Whole-number text in base 16, 8 or 2, which ``Number`` reads too (``"0x10"`` is 16; no sign)."""
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 MAX_STRING = 1_000_000
@@ -229,15 +231,6 @@ def _check_text(value: str) -> None:
         raise ValueProblem("text is not valid Unicode (it holds an unpaired surrogate)")
 
 
-def _check_json(value: Any) -> None:
-    """A structured value (a boundary) must be storable as JSON text: valid Unicode, integers
-    within 64 bits, nesting within the encoder's limit."""
-    try:
-        orjson.dumps(value)
-    except orjson.JSONEncodeError as exc:
-        raise ValueProblem(f"cannot be stored as JSON: {exc}") from None
-
-
 def _as_number(value: Any) -> float | int:
     if isinstance(value, bool):
         raise ValueProblem(f"expected a number, got a boolean {value!r}")
@@ -248,7 +241,7 @@ def _as_number(value: Any) -> float | int:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueProblem(f"expected a finite number, got {value!r}")
-        return value
+        return float(value)  # a subclass (numpy's float64) as the float JSON encoders write
     if isinstance(value, str) and _NUMERIC_STRING.match(value):
         number = float(value)
         if not math.isfinite(number):
@@ -259,6 +252,11 @@ def _as_number(value: Any) -> float | int:
                 raise ValueProblem(f"number out of range: {value[:40]!r}")
             return whole
         return number
+    if isinstance(value, str) and JS_RADIX.fullmatch(value.strip()):
+        whole = int(value.strip(), 0)
+        if not fits_int64(whole):
+            raise ValueProblem(f"number out of range: {value[:40]!r}")
+        return whole
     if isinstance(value, Decimal):
         return _decimal_number(value)
     raise ValueProblem(f"expected a number, got {_short(value)}")
@@ -310,11 +308,11 @@ def _as_scalar(value: Any) -> Any:
         if len(value) > MAX_STRING:
             raise ValueProblem(f"string longer than {MAX_STRING} characters")
         return value
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueProblem(f"expected a finite number, got {value!r}")
+    if isinstance(value, float):
+        return _as_number(value)
     if isinstance(value, int) and not isinstance(value, bool) and not fits_int64(value):
         raise ValueProblem("number out of range")
-    if isinstance(value, (bool, int, float)):
+    if isinstance(value, (bool, int)):
         return value
     if isinstance(value, Decimal):
         return _decimal_number(value)
@@ -334,8 +332,9 @@ def coerce_value(attr: Attribute, value: Any) -> Any:
 
     ``None`` and ``""`` mean "no value" (allowed unless ``required``). Numeric strings become
     numbers for numeric attributes, as CODAP does: text of a whole number without a point or an
-    exponent becomes the exact int (refused past 64 bits, as an int is), other text the nearest
-    double. Raises :class:`ValueProblem`.
+    exponent, or in base 16, 8 or 2 (``"0x10"``, as JavaScript's ``Number`` reads it), becomes
+    the exact int (refused past 64 bits, as an int is), other text the nearest double. A float
+    of a float subclass (numpy's) becomes the float. Raises :class:`ValueProblem`.
     """
     if value is None or value == "":
         if attr.required:
@@ -351,13 +350,14 @@ def coerce_value(attr: Attribute, value: Any) -> Any:
     elif kind is AttributeType.date:
         value = _as_date(value)
     elif kind is AttributeType.color:
-        if not (isinstance(value, str) and _COLOR.match(value.strip())):
-            raise ValueProblem(f"expected a color (#rgb, a name, rgb(...)), got {_short(value)}")
+        if not (isinstance(value, str) and is_color(value)):
+            raise ValueProblem(f"expected a color (#rgb, a CSS color name, rgb(...)), got {_short(value)}")
     elif kind is AttributeType.boundary:
         if not isinstance(value, (str, dict)):
             raise ValueProblem(f"expected a boundary (GeoJSON object or string), got {_short(value)}")
-        if isinstance(value, dict):
-            _check_json(value)
+        problem = json_problem(value) if isinstance(value, dict) else None
+        if problem is not None:
+            raise ValueProblem(problem)
         return value
     else:
         value = _as_scalar(value)
@@ -407,8 +407,9 @@ def validate_values(
     the request (counting from ``start_index``). A good row keeps its keys in its order; with
     ``partial=False`` (creates) an attribute with a ``default`` that the row lacks is added after
     them, with its default. With ``partial=False`` every required
-    attribute must be present; with ``partial=True`` (updates) only the given ones are checked.
-    Values written as ``"=expr"`` are left for the expression engine. At most ``max_errors``
+    attribute must be present; with ``partial=True`` (updates) only the given ones are checked,
+    and values written as ``"=expr"`` are left for the expression engine (a create computes
+    nothing: such text is a value like any other). At most ``max_errors``
     errors are collected; rows with errors are not in ``good_rows``.
     """
     attrs = context.attributes()
@@ -429,7 +430,7 @@ def validate_values(
                 errors.append(_error(index, name, f"unknown attribute {name!r}", "UNKNOWN_ATTRIBUTE"))
                 row_ok = False
                 continue
-            if isinstance(value, str) and value.startswith("="):
+            if partial and isinstance(value, str) and value.startswith("="):
                 if not value.isascii() and _SURROGATE.search(value):
                     errors.append(_error(index, name, "text is not valid Unicode (it holds an unpaired surrogate)"))
                     row_ok = False
@@ -444,8 +445,8 @@ def validate_values(
         if not partial:
             for name, value in defaults.items():  # a key the row lacks takes its default, after the row's keys
                 out.setdefault(name, value)
-            for attr in required:
-                if out.get(attr.name) in (None, ""):
+            for attr in required:  # a value the row gives was checked with the others
+                if attr.name not in row:
                     errors.append(_error(index, attr.name, "a value is required"))
                     row_ok = False
         if row_ok:
@@ -456,8 +457,8 @@ def validate_values(
 
 
 def _error(index: int, field: Optional[str], message: str, code: str = "INVALID_VALUE") -> dict:
-    if isinstance(field, str) and not field.isascii() and _SURROGATE.search(field):
-        field = field.encode("utf-8", "backslashreplace").decode("utf-8")  # the report must be valid JSON too
+    if isinstance(field, str):
+        field = valid_text(field)  # the report must be valid JSON too
     return {"index": index, "field": field, "code": code, "message": message}
 
 
