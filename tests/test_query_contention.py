@@ -281,8 +281,10 @@ def test_conflicted_chunks_rerun_only_for_a_non_atomic_replayable_batch_with_tim
     assert not reruns_chunks(Outcome("t", committed=True, in_doubt=["shard-0000"]), 1, **rerun)
 
 
-def test_recovery_completes_a_batch_whose_attempt_committed(tmp_path):
-    client, ids = _bank(tmp_path)
+def _second_attempt_committed(tmp_path):
+    """A batch whose first attempt was rolled back and whose second committed (decided, not
+    yet finished): ``(client, runtime, log, batch id, second attempt's id)``."""
+    client, _ = _bank(tmp_path)
     runtime = client.runtime
     log = runtime.log
     txn, ts, _ = runtime.executor.begin("update_items")
@@ -290,7 +292,12 @@ def test_recovery_completes_a_batch_whose_attempt_committed(tmp_path):
     log.mark_done(txn)
     second = attempt_id(txn, 2)
     log.add_batch(second, kind="update_items", ts=ts, state="running", request=attempt_record(txn, 2))
-    log.decide(second, {name: "commit" for name in client.layout.participant_names})  # then the crash
+    log.decide(second, {name: "commit" for name in client.layout.participant_names})
+    return client, runtime, log, txn, second
+
+
+def test_recovery_completes_a_batch_whose_attempt_committed(tmp_path):
+    client, runtime, log, txn, second = _second_attempt_committed(tmp_path)  # then the crash
     report = runtime.recover()
     assert second in report["finished"]
     assert log.batch(txn)["state"] == "completed" and log.batch(second)["state"] == "completed"
@@ -334,15 +341,7 @@ def test_recovery_completes_a_batch_whose_later_attempt_recorded_its_end_before_
 def test_recovery_keeps_the_result_a_batch_recorded_at_its_commit_point(tmp_path):
     """On Ray a batch's result is recorded at its commit point; a crash before its committed
     attempt's phase 2 ended is finished by recovery, which used to write over that result."""
-    client, ids = _bank(tmp_path)
-    runtime = client.runtime
-    log = runtime.log
-    txn, ts, _ = runtime.executor.begin("update_items")
-    log.decide(txn, {name: "abort" for name in client.layout.participant_names})  # attempt 1 lost
-    log.mark_done(txn)
-    second = attempt_id(txn, 2)
-    log.add_batch(second, kind="update_items", ts=ts, state="running", request=attempt_record(txn, 2))
-    log.decide(second, {name: "commit" for name in client.layout.participant_names})
+    client, runtime, log, txn, second = _second_attempt_committed(tmp_path)
     log.set_state(txn, "completed", result={"success": True, "itemsUpdated": 6})  # the commit point; then the crash
     report = runtime.recover()
     assert second in report["finished"]

@@ -10,12 +10,11 @@ waited, as if it ran after the batches it waited for.
 """
 from __future__ import annotations
 
-import threading
-
 import orjson
 import pytest
 
 from batchray.core.txn.chunks import CreateItems, TxnRef, UpdateItems, context_range
+from batchray.testing.conformance import apply_in_background
 from batchray.testing.conformance_stores import STORE_KINDS, store_for
 
 CTX = 1
@@ -42,16 +41,8 @@ def test_a_query_that_waited_updates_the_items_the_batch_it_waited_for_made_matc
     _commit(participant, seed)
     younger, older = TxnRef("younger", 20), TxnRef("older", 10)
     participant.apply(younger, UpdateItems(2, CTX, ids=[LO + 3, LO + 1], patch={"mass": 30}))
-    outcome: dict = {}
-
-    def query_update() -> None:
-        try:
-            outcome["images"] = participant.apply(older, UpdateItems(3, CTX, where="mass >= 3", patch={"tag": "old"}))
-        except BaseException as exc:  # noqa: BLE001 - reported to the main thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=query_update, daemon=True)
-    thread.start()
+    thread, outcome = apply_in_background(participant, older, UpdateItems(3, CTX, where="mass >= 3",
+                                                                          patch={"tag": "old"}))
     thread.join(0.5)
     assert thread.is_alive(), f"the older transaction did not wait: {outcome}"
     _commit(participant, younger)  # item 1 now matches the query too

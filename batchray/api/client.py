@@ -36,8 +36,8 @@ from batchray.core.model.cases import read_cases
 from batchray.core.model.columnar import RowsView
 from batchray.core.plan.chunking import chunk_bytes_for
 from batchray.core.plan.dry_run import dry_run_planner, item_error, preview
-from batchray.core.plan.operations import (plan_components, plan_delete_context, plan_drop_backups, plan_schema, plan_undo,
-                                           run_transaction)
+from batchray.core.plan.components import plan_components
+from batchray.core.plan.operations import plan_delete_context, plan_drop_backups, plan_schema, plan_undo, run_transaction
 from batchray.core.plan.plan import Plan
 from batchray.core.plan.planner import BatchPlanner, check_query
 from batchray.core.plan.rows import read_ahead

@@ -229,7 +229,7 @@ def _component_docs(target: Target, doc: Any, wanted: set[str], renamed: dict[st
     gets a number."""
     from pydantic import ValidationError as PydanticError
 
-    from batchray.core.plan.operations import check_component
+    from batchray.core.plan.components import check_component
     from batchray.core.model.components import Component
     from batchray.core.storage.store import component_key, json_text
 

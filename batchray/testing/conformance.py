@@ -97,6 +97,22 @@ def _create(chunk_id: int, items: dict[int, dict]) -> CreateItems:
     return CreateItems(chunk_id, list(items), [orjson.dumps(v).decode() for v in items.values()])
 
 
+def apply_in_background(participant: Any, ref: TxnRef, chunk: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """``participant.apply(ref, chunk)`` on a thread of its own, started: ``(thread, outcome)``,
+    ``outcome`` getting ``images`` (what the apply returned) or ``error`` (what it raised)."""
+    outcome: dict[str, Any] = {}
+
+    def apply() -> None:
+        try:
+            outcome["images"] = participant.apply(ref, chunk)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=apply, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
 def _update(chunk_id: int, ids: list[int], patch: dict) -> UpdateItems:
     return UpdateItems(chunk_id, CTX, ids=ids, patch=patch)
 
@@ -743,16 +759,7 @@ def test_wait_die(conformance_store):
 
     young, old = TxnRef("young", 40), TxnRef("old", 30)
     participant.apply(young, _update(4, [LO + 2], {"mass": 7}))
-    outcome: dict = {}
-
-    def waiter():
-        try:
-            outcome["images"] = participant.apply(old, _update(5, [LO + 2], {"mass": "=mass * 10"}))
-        except BaseException as exc:  # noqa: BLE001 - reported to the main thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=waiter, daemon=True)
-    thread.start()
+    thread, outcome = apply_in_background(participant, old, _update(5, [LO + 2], {"mass": "=mass * 10"}))
     thread.join(0.4)
     assert thread.is_alive(), f"the older transaction did not wait: {outcome}"
     assert participant.prepare(young)

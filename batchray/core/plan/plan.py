@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Protocol
 from batchray.core.model.batch import BatchResult, RunOptions
 from batchray.core.storage.store import Catalog, ItemReader, StoreLayout
 from batchray.core.txn.chunks import PlannedChunk
+from batchray.errors import ValidationError
 
 if TYPE_CHECKING:  # annotations only: the planner module imports this one
     from batchray.core.plan.chunking import CreateChunker
@@ -79,3 +80,17 @@ class PlanTarget(Protocol):
 
     def batch_for_key(self, idempotency_key: str) -> Optional[str]:
         """The id of the batch registered under ``idempotency_key``, or None."""
+
+
+def check_operation_shape(op: Any, index: int, names: tuple[str, ...], objects: tuple[str, ...]) -> None:
+    """An operation given as raw JSON (a transaction's ``data``) must be an object whose name
+    fields are strings and whose nested specs are objects."""
+    if not isinstance(op, dict):
+        raise ValidationError(f"operation {index} must be an object, not {type(op).__name__}", index=index,
+                              field="operations")
+    for key in names:
+        if op.get(key) is not None and not isinstance(op[key], str):
+            raise ValidationError(f"operation {index}: {key} must be a name (a string)", index=index, field=key)
+    for key in objects:
+        if op.get(key) is not None and not isinstance(op[key], dict):
+            raise ValidationError(f"operation {index}: {key} must be an object", index=index, field=key)
