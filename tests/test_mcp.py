@@ -213,10 +213,11 @@ async def test_bad_call_is_a_structured_error(server: Server) -> None:
     assert unknown.is_error and payload(unknown)["error"]["code"] == "NOT_FOUND"
 
 
-async def test_a_store_path_that_cannot_be_a_store_is_a_store_error_not_retryable(tmp_path) -> None:
+async def test_a_store_path_that_cannot_be_a_store_is_an_error_not_retryable(tmp_path) -> None:
     """A store path that is a file (or cannot be made) fails every call the same way until it is
-    mended: a STORE error, not retryable, where it was UNAVAILABLE with retryable true (an agent
-    told to try again would call forever). Nothing starts: the check fails before Ray would."""
+    mended: a VALIDATION error naming the store, not retryable, where it was UNAVAILABLE with
+    retryable true (an agent told to try again would call forever). Nothing starts: the check
+    fails before Ray would."""
     store = tmp_path / "a-file"
     store.write_text("not a store")
     params = StdioServerParameters(command=sys.executable, args=["-m", "batchray.api.cli", "mcp", "--store", str(store)],
@@ -230,8 +231,8 @@ async def test_a_store_path_that_cannot_be_a_store_is_a_store_error_not_retryabl
                     result = await session.call_tool("get_items", {"dataContextName": CONTEXT}, read_timeout_seconds=60)
                     assert result.is_error
                     error = payload(result)["error"]
-                    assert (error["code"], error["retryable"]) == ("STORE", False), error
-                    assert "NotADirectoryError" in error["message"] and error["details"]["store"] == str(store)
+                    assert (error["code"], error["retryable"]) == ("VALIDATION", False), error
+                    assert "not a directory" in error["message"] and str(store) in error["message"], error
     assert "batchray mcp: stopped (client disconnected)" in (tmp_path / "stderr.log").read_text()
 
 

@@ -145,6 +145,12 @@ def test_an_unexpected_failure_of_a_command_is_a_structured_error(monkeypatch, c
     def broken(args):
         raise OSError(f"disk gone under {UNREACHABLE}")
 
+    monkeypatch.setattr(cli, "_live_owner", broken)  # status looks for the store's owner first
+    assert cli.main(["status", "--store", UNREACHABLE]) == 1
+    out, err = capsys.readouterr()
+    payload = json.loads(out)
+    assert payload["error"]["code"] == "INTERNAL" and SECRET not in out + err, out
+    monkeypatch.setattr(cli, "_live_owner", lambda store: None)
     monkeypatch.setattr(cli, "_connect", broken)
     assert cli.main(["status", "--store", UNREACHABLE]) == 1
     out, err = capsys.readouterr()
