@@ -46,6 +46,10 @@ def test_a_function_named_as_the_attribute_is_not_renamed():
     assert renamed_in_formula('mean(mean) + "mean"', "mean", "avg") == 'mean(avg) + "mean"'
 
 
+def test_a_number_literal_is_read_whole():
+    assert renamed_in_formula("1.e5 + e5 * 2E3", "e5", "x") == "1.e5 + x * 2E3"
+
+
 def test_a_name_in_backticks_with_escapes_is_read_as_codap_reads_it():
     assert renamed_in_formula("`a\\`b` + 1", "a`b", "c") == "c + 1"
     assert renamed_in_formula("`Mass in kg` * 1000", "Mass in kg", "grams") == "grams * 1000"

@@ -30,7 +30,7 @@ import orjson
 from batchray.api.display import BatchStatusList, BatchStatusView, as_status, client_html, client_repr
 from batchray.api.progress import ProgressDisplay
 from batchray.core.model import arguments
-from batchray.core.model.batch import (BatchResult, DryRunResult, RunOptions, TransactionOptions, run_options,
+from batchray.core.model.batch import (MAX_KEY, BatchResult, DryRunResult, RunOptions, TransactionOptions, run_options,
                                        validated_options)
 from batchray.core.model.cases import read_cases
 from batchray.core.model.columnar import RowsView
@@ -179,7 +179,7 @@ class Client:
         """The id of the batch registered under ``idempotency_key`` (the one a call made again
         under that key answers with), or None when no batch has it."""
         if idempotency_key is None:
-            raise ValidationError("idempotency_key must be a text of 1 to 200 characters", field="idempotency_key")
+            raise ValidationError(f"idempotency_key must be a text of 1 to {MAX_KEY} characters", field="idempotency_key")
         record = self.runtime.batch_by_key(run_options(idempotency_key=idempotency_key).idempotency_key)
         return record["txn"] if record is not None else None
 
@@ -530,16 +530,14 @@ class Client:
         from batchray.io import import_file
         from batchray.io.rejects import settle_rejects
 
-        # made again under a key that names a batch: that batch's result, whose rejects the first
-        # call wrote and whose limits it applied
-        key = options.get("idempotency_key")
-        answered = key is not None and self.batch_for_key(key) is not None
+        # a retry under its key keeps the rejects file the first call wrote, as a create's does
+        run, rejects = self._rejects_for(run_options(idempotency_key=options.get("idempotency_key")), rejects)
         if callback is not None:
             options["progress"] = _writing_progress(callback, options.get("progress"))
         result = import_file(self, context, collection, path, format, reject_limit=reject_limit,
-                             reject_ratio=reject_ratio, all_errors=rejects is not None and not answered,
+                             reject_ratio=reject_ratio, all_errors=run.all_errors,
                              **_known_options(import_file, options, "import_file"))
-        if answered or (rejects is None and reject_limit is None and reject_ratio is None):
+        if rejects is None and reject_limit is None and reject_ratio is None:
             return result
         return settle_rejects(result, rejects, reject_limit=reject_limit, reject_ratio=reject_ratio)
 

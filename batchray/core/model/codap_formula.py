@@ -19,6 +19,7 @@ import re
 from typing import Any, Mapping, Sequence
 
 from batchray.core.model.expressions import compile_expression
+from batchray.core.model.expressions.lexer import NUMBER_LITERAL_RE
 from batchray.errors import ExpressionError, ValidationError
 
 _SPELLINGS = {"≠": "!=", "≤": "<=", "≥": ">="}
@@ -92,7 +93,7 @@ def renamed_in_formula(formula: str, old: str, new: str) -> str:
                 j += 1
             i = _symbol(out, formula, i, min(j + 1, n), "".join(name), old, new)
         elif c.isdigit() or (c == "." and formula[i + 1:i + 2].isdigit()):
-            m = _NUMBER.match(formula, i)
+            m = NUMBER_LITERAL_RE.match(formula, i)
             out.append(m.group())
             i = m.end()
         elif c.isalpha() or c in "_$":
@@ -106,13 +107,14 @@ def renamed_in_formula(formula: str, old: str, new: str) -> str:
     return "".join(out)
 
 
-_NUMBER = re.compile(r"[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\.?")
+_CALLED = re.compile(r"\s*\(")
+"""What follows a function's name."""
 
 
 def _symbol(out: list[str], formula: str, start: int, end: int, name: str, old: str, new: str) -> int:
     """Write the name at ``formula[start:end]`` to ``out``, as ``new`` when it is a symbol
     naming ``old`` (not a function's name: a ``(`` follows); returns ``end``."""
-    called = formula[end:].lstrip().startswith("(")
+    called = _CALLED.match(formula, end) is not None
     if name != old or called:
         out.append(formula[start:end])
     elif _SAFE_SYMBOL.fullmatch(new):

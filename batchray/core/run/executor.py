@@ -23,7 +23,8 @@ from batchray.core.txn.dispatch import failed_items
 from batchray.core.txn.memory import MemoryBudget
 from batchray.core.txn.policies import backoff
 from batchray.core.txn.onephase import one_phase_chunk, one_phase_record
-from batchray.core.txn.twophase import DecisionLog, Outcome, Transport, TwoPhaseCommit, recover, unrecorded
+from batchray.core.txn.twophase import (DecisionLog, Outcome, Transport, TwoPhaseCommit, record_effects, recover,
+                                       unrecorded)
 from batchray.errors import (BatchrayError, BatchTimeout, CancelledError, InDoubtError, NotFoundError, StoppedOnError,
                              StoreError)
 
@@ -176,7 +177,7 @@ class Executor:
             early = undo_judged(plan, summarize(plan, merged(kept, outcome), atomic, time.perf_counter() - started,
                                                 batch_id=txn, errors_listed=listed))
             try:
-                self._note_effects(plan, options, txn, early, outcome.committed)  # before waiters read the log
+                self._note_effects(options, txn, early, outcome.committed)  # before waiters read the log
                 self.log.set_state(txn, early.state.value, result=recorded(early))
             except StoreError as exc:  # the outcome is final: told with the failed record; phase 2 goes on
                 error = unrecorded(txn, outcome.committed, exc, "it is recorded again when the batch ends")
@@ -239,28 +240,23 @@ class Executor:
         try:
             if attempt > 1:
                 self._end_attempt(plan, last, attempt, started)
-            self._note_effects(plan, options, txn, result, outcome.committed)
+            self._note_effects(options, txn, result, outcome.committed)
             self.log.set_state(txn, result.state.value, result=recorded(result))
         except StoreError as exc:  # the batch is finished; only its record in the log failed
             raise unrecorded(txn, outcome.committed, exc, "its status reads 'running' until recovery records it") from exc
         return result
 
-    def _note_effects(self, plan: Plan, options: RunOptions, txn: str, result: BatchResult, committed: bool) -> None:
-        """Record in the log what a committed undo or drop did to other batches: an undo's
-        batch is ``rolled_back``, naming the undo (its result stays), and keeps no backups (the
-        undo dropped those it restored from); a drop's batches keep none. Done at the commit
-        point, before the caller is answered (so that its next read of the log sees it), and
-        again at the end (idempotent), each time before the batch's own record says it ended:
-        a crash before that leaves it running, and recovery records these effects as it
-        records the batch (from its registration, :func:`effects_record`). The batches come
-        with the options (``undoes``, ``drops``): the plan's own notes stay with the client that
-        planned it."""
-        undoes = (plan.extra.get("source") or options.undoes) if plan.kind == "rollback_batch" else None
-        if undoes and result.success:  # an undo that found no backups failed (undo_judged)
-            self.log.undone(undoes, txn)
-            self.log.backups_dropped([undoes])
-        elif plan.kind == "drop_backups" and committed:
-            self.log.backups_dropped(plan.extra.get("batches") or options.drops or [])
+    def _note_effects(self, options: RunOptions, txn: str, result: BatchResult, committed: bool) -> None:
+        """Record in the log what a committed undo or drop did to other batches
+        (:func:`~batchray.core.txn.twophase.record_effects`; an undo that found no backups
+        failed, :func:`undo_judged`, and did nothing). Done at the commit point, before the
+        caller is answered (so that its next read of the log sees it), and again at the end,
+        each time before the batch's own record says it ended: a crash before that leaves it
+        running, and recovery records these effects as it records the batch (from its
+        registration, :func:`effects_record`). The batches come with the options (``undoes``,
+        ``drops``): the plan's own notes stay with the client that planned it."""
+        if committed and (not options.undoes or result.success):
+            record_effects(self.log, txn, effects_record(options))
 
     def _end_attempt(self, plan: Plan, outcome: Outcome, attempt: int, started: float) -> None:
         """Record how attempt ``attempt`` (>= 2 has a record of its own) ended, and drop the

@@ -443,8 +443,8 @@ class TwoPhaseCommit:
     def _conclude(state: TxnRun, votes: dict[str, bool]) -> None:
         """Whether the batch committed (as the log has it) and, for a rolled-back atomic one, why."""
         outcome = state.outcome
-        if not state.atomic:
-            _rolled_back_where_aborted(state)
+        if not state.atomic and any(v == "commit" for v in outcome.outcomes.values()):
+            _rolled_back_where_aborted(state)  # rolled back whole, it reports nothing created anyway
         if not state.touched:
             outcome.committed = outcome.cause is None and not (state.atomic and outcome.errors)
         elif state.atomic:
@@ -558,17 +558,24 @@ def _record_recovered(log: DecisionLog, batch: dict[str, Any], committed: bool) 
         log.set_state(parent, "completed", result={**result, "attempt": batch["txn"]})
 
 
+def record_effects(log: DecisionLog, txn: str, effects: Optional[dict[str, Any]]) -> None:
+    """Record in ``log`` what committed batch ``txn`` did to other batches (``effects``: what
+    its registration names, :func:`~batchray.core.run.executor.effects_record`): the batch an
+    undo undid is ``rolled_back``, naming the undo, and keeps no backups; the batches a drop of
+    backups names keep none. Idempotent: the run records them, and recovery again for a run
+    that crashed before it could."""
+    effects = effects or {}
+    if effects.get("undoes"):
+        log.undone(effects["undoes"], txn)
+        log.backups_dropped([effects["undoes"]])
+    if effects.get("drops"):
+        log.backups_dropped(list(effects["drops"]))
+
+
 def _recovered_effects(log: DecisionLog, batch: dict[str, Any]) -> None:
-    """What a committed undo or drop of backups did to other batches, as its registration names
-    them (:func:`~batchray.core.run.executor.effects_record`), recorded as the run that crashed
-    would have recorded it: the undone batch is ``rolled_back``, naming the undo, and keeps no
-    backups; the dropped ones keep none."""
-    request = batch.get("request") if isinstance(batch.get("request"), dict) else {}
-    if request.get("undoes"):
-        log.undone(request["undoes"], batch["txn"])
-        log.backups_dropped([request["undoes"]])
-    if request.get("drops"):
-        log.backups_dropped(list(request["drops"]))
+    """:func:`record_effects` of a batch recovery finishes, from its registration."""
+    request = batch.get("request")
+    record_effects(log, batch["txn"], request if isinstance(request, dict) else None)
 
 
 def _unfinished(batch: Optional[dict[str, Any]]) -> bool:
@@ -645,9 +652,10 @@ def _finish_decided(log: DecisionLog, driver: TwoPhaseCommit, txn: str, outcomes
 
 
 def _rolled_back_where_aborted(state: TxnRun) -> None:
-    """A non-atomic batch commits where its participants voted yes: what its chunks applied at
-    a participant that aborted it (its prepare failed, or it had forgotten the batch) is rolled
-    back there, so it leaves the outcome's counts and becomes an error of those items (``count``)."""
+    """A non-atomic batch that commits where its participants voted yes: what its chunks
+    applied at a participant that aborted it (its prepare failed, or it had forgotten the
+    batch) is rolled back there, so it leaves the outcome's counts and becomes an error of
+    those items (``count``)."""
     outcome = state.outcome
     for participant, decided in sorted(outcome.outcomes.items()):
         written = state.written.get(participant)

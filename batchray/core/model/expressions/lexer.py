@@ -12,7 +12,8 @@ from typing import Any
 
 from batchray.core.model.expressions.values import MAX_MAGNITUDE, expression_error
 
-_NUMBER_LITERAL_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+NUMBER_LITERAL_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""A number literal (as JavaScript's and CODAP's formulas write one: ``12``, ``1.5``, ``.5``, ``1.e5``)."""
 
 NUMBER, STRING, NAME, QUOTED_NAME, OPERATOR, END = "number", "string", "name", "quoted name", "op", "end"
 _OPERATORS = ("**", "//", "==", "!=", "<>", "<=", ">=", "&&", "||",
@@ -51,7 +52,7 @@ def tokenize(text: str, start: int) -> list[Token]:
         if c.isspace():
             i += 1
         elif "0" <= c <= "9" or (c == "." and i + 1 < n and "0" <= text[i + 1] <= "9"):
-            m = _NUMBER_LITERAL_RE.match(text, i)
+            m = NUMBER_LITERAL_RE.match(text, i)
             append(Token(NUMBER, _number_literal(text, i, m.group()), i, m.end()))
             i = m.end()
         elif c == "_" or c.isalpha():

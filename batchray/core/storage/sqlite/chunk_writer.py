@@ -95,14 +95,15 @@ class SqliteChunkWriter:
         """``{id: values JSON}`` of the items among ``ids`` that exist; with ``own_txn``, not those
         another pending transaction created (their ids are that transaction's block: nobody
         else may write them until it commits, and they do not exist for anyone else yet)."""
-        rows = dict(conn.execute(
-            "SELECT id, vals FROM items WHERE id IN (SELECT value FROM json_each(?))", (ids_param(ids),)
+        if own_txn is None:
+            return dict(conn.execute(
+                "SELECT id, vals FROM items WHERE id IN (SELECT value FROM json_each(?))", (ids_param(ids),)
+            ).fetchall())
+        return dict(conn.execute(
+            "SELECT id, vals FROM items WHERE id IN (SELECT value FROM json_each(?)) "
+            "AND NOT EXISTS (SELECT 1 FROM created p WHERE p.txn != ? AND items.id BETWEEN p.lo AND p.hi)",
+            (ids_param(ids), own_txn),
         ).fetchall())
-        if own_txn is not None and rows:
-            pending = conn.execute("SELECT lo, hi FROM created WHERE txn != ?", (own_txn,)).fetchall()
-            if pending:
-                rows = {i: v for i, v in rows.items() if not any(lo <= i <= hi for lo, hi in pending)}
-        return rows
 
     def _record_undo(self, conn: sqlite3.Connection, ref: TxnRef, chunk_id: int, tbl: str, befores) -> None:
         """Keep the first before-image of each key for this transaction (docs, and items whose

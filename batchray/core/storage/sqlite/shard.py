@@ -181,17 +181,12 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                 return self._commit_after(done, ref)
             return self._vote_after(done, ref) if prepare else done
         plan = self._lock_plan(ref, chunk)
+        step = Step.APPLY_COMMIT if commit else Step.APPLY_PREPARE if prepare else Step.APPLY
         try:
             for keys, mode in plan:
                 if keys:
                     self.locks.acquire(ref.txn, ref.ts, keys, mode, timeout=ref.lock_wait(self.locks.default_timeout),
                                        ordered=ref.ordered)
-        except LockConflict:
-            if not self._is_active(ref.txn):  # nothing of it here yet: leave no lock behind
-                self.locks.release_all(ref.txn)
-            raise
-        step = Step.APPLY_COMMIT if commit else Step.APPLY_PREPARE if prepare else Step.APPLY
-        try:
             with self._write(step, ref, durable=prepare or commit) as conn:
                 # apply+commit registers the transaction (txns, applied) only where it stays
                 # open (its apply found errors, or it asked for backups): one committed at once
@@ -201,8 +196,8 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                 ver = conn.execute("UPDATE meta SET value = value + 1 WHERE key='wseq' RETURNING value").fetchone()[0]
                 with CHUNK_WORK_LINE:
                     images = self.handlers.apply(conn, ref, chunk, ver)
-                self._note_exclusive_contexts(conn, ref.txn, chunk.chunk_id, plan)
                 if not (commit and not known and not images.errors and not ref.backup):
+                    self._note_exclusive_contexts(conn, ref.txn, chunk.chunk_id, plan)  # it stays open here
                     if commit and not known:
                         self._register(conn, ref)
                     conn.execute(
@@ -216,7 +211,7 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
                         self._commit_one_phase(conn, ref.txn, chunk.chunk_id, images.affected)
                 elif prepare:  # in this same local transaction (the mutex is this thread's)
                     vote_with_apply(images, lambda: self.ready_to_prepare(ref), lambda: self._mark_prepared(conn, ref.txn))
-        except LockConflict:  # a newcomer to a query's match held by another (see the chunk writer)
+        except LockConflict:  # its lock plan's, or a newcomer's to a query's match (see the chunk writer)
             if not self._is_active(ref.txn):  # nothing of it here yet: leave no lock behind
                 self.locks.release_all(ref.txn)
             raise
