@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable, Optional
 
 import ray
+from ray.exceptions import RayActorError, RayTaskError
 
 from batchray.core.storage.backends import open_backend, until_store_answers
 from batchray.core.storage.decision_log import DecisionLog
@@ -385,12 +386,14 @@ class TransactionCoordinator:
         return recover(_CrashedOnly(self.log, self.service.is_running), self.executor.driver,
                        self.layout.participant_names)
 
-    def info(self) -> dict:
+    def info(self, timeout: Optional[float] = None) -> dict:
+        """This coordinator's facts and each worker's (``None`` for a worker that has not
+        answered within ``timeout`` seconds, or is down)."""
         return {
             "pid": os.getpid(),
             "store": str(self.layout.root),
             "shards": self.layout.shards,
-            "workers": ray.get([w.info.remote() for w in self.workers]),
+            "workers": self._workers_info(timeout),
             "recovered": self.recovered,
             "memory": self.budget.snapshot(),
             "peakInFlight": self.service.peak_in_flight,
@@ -398,6 +401,20 @@ class TransactionCoordinator:
             "catalogWorker": self.workers.index(self.owner[CATALOG]),
             "owner": dict(self.ownership.record),
         }
+
+    def _workers_info(self, timeout: Optional[float]) -> list[Optional[dict]]:
+        refs = [w.info.remote() for w in self.workers]
+        if timeout is None:
+            return ray.get(refs)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        answered = set(ready)
+        out: list[Optional[dict]] = []
+        for ref in refs:
+            try:
+                out.append(ray.get(ref) if ref in answered else None)
+            except (RayActorError, RayTaskError):  # died after answering ready: down
+                out.append(None)
+        return out
 
     def leftovers(self) -> dict:
         merged: dict = {}

@@ -22,7 +22,7 @@ import uuid
 from typing import Any, Optional
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from actors.direct import DirectLane
 from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix, placement
@@ -65,6 +65,9 @@ LOCAL_RAY_SYSTEM_CONFIG = {"task_events_shutdown_flush_timeout_ms": 1000}
 A driver sends its remaining task events to the GCS when it shuts down, for up to Ray's
 default 5 s: a driver whose joined owner died (its GCS with it) waited that long before it
 could serve the store again. A live GCS takes them in milliseconds."""
+INFO_REPLY_GRACE = 1.0
+"""Seconds :meth:`RayRuntime.info` waits for the coordinator's answer past its ``timeout``
+(which bounds the coordinator's own wait for its workers)."""
 INLINE_BYTES = 64 << 10
 """A batch planned whole whose chunks hold at most this many bytes (estimated) is sent inline
 (:func:`inline_chunks`); Ray itself carries an argument of up to 100 KiB inside the call."""
@@ -617,9 +620,14 @@ class RayRuntime:
         self._queried()
         return ray_get(self.coordinator.recover.remote())
 
-    def info(self) -> dict[str, Any]:
+    def info(self, timeout: Optional[float] = None) -> dict[str, Any]:
         self._queried()
-        return ray_get(self.coordinator.info.remote())
+        if timeout is None:
+            return ray_get(self.coordinator.info.remote())
+        try:  # the coordinator waits for its workers up to ``timeout``; allow it the call's way back
+            return ray_get(self.coordinator.info.remote(timeout), timeout=timeout + INFO_REPLY_GRACE)
+        except GetTimeoutError:
+            raise ParticipantUnavailable(f"the coordinator did not answer within {timeout:g} s") from None
 
 
 class _Poller:

@@ -109,3 +109,38 @@ def test_a_ray_client_shows_its_workers_and_coordinator(client):
     markup = client._repr_html_()
     assert "ray" in markup and f"pid {client.info()['pid']}" in markup
     assert "<td style='text-align:left'>2</td>" in markup  # the workers
+
+
+@pytest.mark.ray
+def test_a_ray_client_whose_worker_does_not_answer_shows_without_hanging(client):
+    """A worker stopped (SIGSTOP: alive, answering nothing) used to hang the client's repr and
+    its notebook display, which asked every worker with no time limit. The display waits
+    DISPLAY_TIMEOUT, then shows the count and how many did not answer; ``info(timeout=)`` lists
+    the stopped worker as None."""
+    import os
+    import signal
+    import time
+
+    from batchray.api.display import DISPLAY_TIMEOUT
+    from batchray.errors import ValidationError
+
+    stopped = client.info()["workers"][1]["pid"]
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        text = repr(client)
+        assert time.monotonic() - started < DISPLAY_TIMEOUT + 20  # a bound against hanging, not a timing
+        assert text.endswith("runtime=ray workers=2 (1 not answering)>"), text
+        assert "2 (1 not answering)" in client._repr_html_()
+        workers = client.info(timeout=1)["workers"]
+        assert workers[1] is None and workers[0]["pid"] != stopped
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    assert repr(client).endswith("runtime=ray workers=2>")
+    for bad in (0, -1, True, "1", float("nan")):
+        with pytest.raises(ValidationError):
+            client.info(timeout=bad)
+
+
+def test_a_local_client_answers_info_within_any_timeout(engine):
+    assert engine.info(timeout=0.5)["runtime"] == "local"

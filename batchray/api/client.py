@@ -578,8 +578,15 @@ class Client:
     def recover(self) -> dict[str, list[str]]:
         return self.runtime.recover()
 
-    def info(self) -> dict[str, Any]:
-        return self.runtime.info()
+    def info(self, timeout: Optional[float] = None) -> dict[str, Any]:
+        """What serves the store: the coordinator's process, each worker's (``None`` for one
+        that has not answered within ``timeout`` seconds), the memory budget, the store's
+        owner. With ``timeout``, answers within about that long, or raises
+        :class:`~batchray.errors.ParticipantUnavailable` when the coordinator has not
+        answered; without, waits for every worker."""
+        if timeout is not None:
+            timeout = arguments.positive_number(timeout, "timeout")
+        return self.runtime.info(timeout)
 
     def codap(self, request: Any, *, atomic: bool = False) -> Any:
         """Answer CODAP Data Interactive plugin API requests as CODAP does: one request

@@ -89,12 +89,18 @@ def ray_dashboard_url() -> Optional[str]:
     return url if "://" in url else f"http://{url}"
 
 
+DISPLAY_TIMEOUT = 2.0
+"""Seconds a client's display waits for the coordinator and its workers: a notebook's repr of
+a client whose worker is down or stopped shows what answered instead of hanging."""
+
+
 def client_facts(client: Any) -> dict[str, Any]:
-    """What the client's displays show: ``{store, runtime, pid, workers, shards, dashboard}``
-    (``workers``: a count, ``None`` when the runtime could not say)."""
+    """What the client's displays show: ``{store, runtime, pid, workers, silent, shards,
+    dashboard, memory}`` (``workers``: a count, ``None`` when the runtime could not say;
+    ``silent``: how many of them did not answer within :data:`DISPLAY_TIMEOUT`)."""
     name = runtime_name(client.runtime)
     try:
-        info = client.info()
+        info = client.info(timeout=DISPLAY_TIMEOUT)
     except Exception:  # noqa: BLE001 - a display must not raise
         info = {}
     workers = info.get("workers")
@@ -103,6 +109,7 @@ def client_facts(client: Any) -> dict[str, Any]:
         "runtime": name,
         "pid": info.get("pid"),
         "workers": len(workers) if isinstance(workers, list) else None,
+        "silent": workers.count(None) if isinstance(workers, list) else 0,
         "shards": client.layout.shards,
         "dashboard": ray_dashboard_url() if name == "ray" else None,
         "memory": info.get("memory"),
@@ -115,8 +122,15 @@ def client_repr(client: Any) -> str:
     store = redact(str(client.layout.root))
     if name == "local":
         return f"<Client store={store} runtime=local (in process)>"
-    workers = client_facts(client)["workers"]
-    return f"<Client store={store} runtime={name}" + (f" workers={workers}>" if workers is not None else ">")
+    facts = client_facts(client)
+    workers = facts["workers"]
+    return f"<Client store={store} runtime={name}" + (f" workers={_workers(facts)}>" if workers is not None else ">")
+
+
+def _workers(facts: dict[str, Any]) -> str:
+    """The worker count, and how many of them did not answer."""
+    count = _count(facts["workers"])
+    return f"{count} ({facts['silent']} not answering)" if facts["silent"] else count
 
 
 def client_html(client: Any) -> str:
@@ -126,7 +140,7 @@ def client_html(client: Any) -> str:
         f"pid {facts['pid']}" if facts["pid"] is not None else "not answering")
     rows = [("Store", _esc(facts["store"])), ("Runtime", _esc(facts["runtime"])),
             ("Coordinator", _esc(coordinator)),
-            ("Workers", "in process" if local else _esc(_count(facts["workers"]))),
+            ("Workers", "in process" if local else _esc(_workers(facts))),
             ("Shards", _esc(_count(facts["shards"])))]
     memory = facts["memory"]
     if isinstance(memory, dict) and memory.get("limit") is not None:

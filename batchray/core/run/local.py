@@ -197,8 +197,9 @@ class LocalRuntime:
     def recover(self) -> dict[str, list[str]]:
         return self.executor.recover()
 
-    def info(self) -> dict[str, Any]:
-        """This process, the store, its owner, and ``recovered``: what recovery at opening finished."""
+    def info(self, timeout: Optional[float] = None) -> dict[str, Any]:
+        """This process, the store, its owner, and ``recovered``: what recovery at opening
+        finished. Read in this process, at once: within any ``timeout``."""
         return {"pid": os.getpid(), "runtime": "local", "store": str(self.layout.root), "shards": self.layout.shards,
                 "owner": dict(self.ownership.record), "recovered": self.recovered,
                 "workers": [], "memory": self.driver.budget.snapshot() if self.driver.budget is not None else None}

@@ -62,8 +62,10 @@ class Runtime(Protocol):
     def recover(self) -> dict[str, list[str]]:
         """Finish what a crash left: undecided batches rolled back, decided ones finished."""
 
-    def info(self) -> dict[str, Any]:
-        """What runs the store: processes, workers, memory."""
+    def info(self, timeout: Optional[float] = None) -> dict[str, Any]:
+        """What runs the store: processes, workers, memory. ``timeout`` (seconds): answer within
+        about that long, a worker that has not answered by then listed as ``None``; raise
+        :class:`~batchray.errors.ParticipantUnavailable` when the coordinator has not."""
 
     def close(self) -> None:
         """Release this process's handles; the store and any shared actors stay."""
