@@ -252,7 +252,7 @@ def _component_docs(target: Target, doc: Any, wanted: set[str], renamed: dict[st
         spec["name"] = name
         try:
             component = Component.model_validate(spec)
-            check_component(component, catalog, known_globals)
+            check_component(component, catalog)
         except PydanticError as exc:
             skipped.append({**spec, "stored": False, "reason": exc.errors()[0]["msg"]})
             continue

@@ -41,7 +41,7 @@ def _attribute_references(component: Component) -> list[tuple[str, Any]]:
     return refs
 
 
-def check_component(component: Component, catalog: Any, pending_globals: set[str]) -> None:
+def check_component(component: Component, catalog: Any) -> None:
     """Every reference of a component must resolve; raises :class:`SchemaError` naming it.
     ``catalog`` finds data contexts (``context(name) -> (id, schema)``): a planner, whose view
     holds what earlier operations of its transaction make, or a catalog."""
@@ -193,7 +193,7 @@ def plan_components(planner: Any, operations: list[dict[str, Any]]) -> Any:
                     raise SchemaError(f"component {component.name!r} already exists", index=index, field="name")
             else:
                 raise ValidationError(f"unknown action {action!r}; create, update or delete", index=index, field="action")
-            check_component(component, planner, globals_)  # as earlier operations leave the schemas
+            check_component(component, planner)  # as earlier operations leave the schemas
             _one_slider_per_global(component, existing)
         except PydanticError as exc:
             first = exc.errors()[0]
