@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable, Optional
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import GetTimeoutError, RayError
 
 from actors.transport import plain_pickled
 from batchray.core.model.batch import BatchResult, RunOptions
@@ -59,6 +59,7 @@ class DirectLane:
         self._heard_ticket = 0  # the ticket of the latest call whose answer set ``open``
         self._workers: Optional[dict[str, Any]] = None
         self._records: list[_Record] = []  # sent, not yet taken in
+        self._abandoned: list[Any] = []  # refs of answers no longer waited for (:meth:`_abandon`)
         self._lock = threading.Lock()
         self.sent = 0  # batches sent by the lane (committed or not)
         self.committed = 0
@@ -96,9 +97,12 @@ class DirectLane:
         batch = DirectBatch(txn, ts, plan.kind, planned.participant, options, plan.total or planned.count)
         started = time.perf_counter()
         self.sent += 1
+        answer = worker.apply_alone.remote(payload)
         try:
-            summary = ray.get(worker.apply_alone.remote(payload), timeout=min(options.timeout / 1000, self.ANSWER_WAIT))
+            summary = ray.get(answer, timeout=min(options.timeout / 1000, self.ANSWER_WAIT))
         except RayError as exc:  # GetTimeoutError, RayActorError, RayTaskError among them
+            if isinstance(exc, GetTimeoutError):
+                self._abandon(answer)
             # the apply raised (a lock held, a failed session) or its answer was lost: the
             # participant says how it ended, and makes that final
             logger.debug("direct batch %s: %s; resolving it at %s", txn, type(exc).__name__, planned.participant)
@@ -146,12 +150,37 @@ class DirectLane:
             except Exception as exc:  # noqa: BLE001 - the batch committed; only its record is lost
                 logger.warning("a direct batch's record was not written: %s", exc)
 
+    def _abandon(self, answer: Any) -> None:
+        """Keep the ref of an answer no longer waited for until it comes, and take it in then
+        (:meth:`_collect`): an apply that the resolve overtook ends in an error
+        (``TransactionAborted``), which Ray prints as an unhandled error, with its traceback,
+        when a ref that holds one is dropped unread."""
+        with self._lock:
+            self._abandoned.append(answer)
+
+    def _read_abandoned(self) -> None:
+        """Read the abandoned answers that have come (their errors are expected: the batch was
+        resolved without them); the others are kept."""
+        with self._lock:
+            refs, self._abandoned = self._abandoned, []
+        if not refs:
+            return
+        done, pending = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except RayError:
+                pass
+        with self._lock:
+            self._abandoned[:0] = pending
+
     def _worker(self, participant: str) -> Any:
         return None if self._workers is None else self._workers.get(participant)
 
     def _collect(self) -> None:
         """Take in the records answered so far (each says whether the lane is open); past
         ``MAX_PENDING`` in flight, wait for the oldest."""
+        self._read_abandoned()
         with self._lock:
             records, self._records = self._records, []
         if not records:
@@ -170,6 +199,7 @@ class DirectLane:
     def settle(self) -> None:
         """Wait until every record sent is written (before this driver's next call to the
         coordinator, which must see them)."""
+        self._read_abandoned()
         with self._lock:
             records, self._records = self._records, []
         self._take(records)

@@ -182,6 +182,54 @@ def test_an_answer_lost_after_the_commit_is_resolved_committed(make_client):
     assert client.runtime.batch_record(result.transaction_id)["state"] == "completed"
 
 
+@ray.remote
+def _aborted_after(seconds: float) -> None:
+    from batchray.errors import TransactionAborted
+
+    time.sleep(seconds)
+    raise TransactionAborted("the resolve came first")
+
+
+@pytest.mark.ray
+def test_an_answer_given_up_on_is_read_when_it_comes_not_printed_as_unhandled(ray_session, monkeypatch):
+    """An apply that the lane stopped waiting for, and that the resolve then overtook at its
+    shard, ends in TransactionAborted; the lane dropped its ref unread, and Ray printed the error
+    as unhandled, traceback and all, in the user's output. The lane now keeps such a ref and
+    reads it once it has come. (A ref dropped unread is shown reported first, so that the
+    check can fail.)"""
+    import gc
+
+    import ray._private.worker as ray_worker
+
+    from actors.direct import DirectLane
+
+    reported: list[str] = []
+    monkeypatch.setattr(ray_worker, "_unhandled_error_handler", lambda exc: reported.append(repr(exc)))
+
+    def settled(condition, seconds: float = 30) -> bool:
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.05)
+        return condition()
+
+    dropped = _aborted_after.remote(0.5)
+    with pytest.raises(ray.exceptions.GetTimeoutError):
+        ray.get(dropped, timeout=0.01)  # as the lane's wait for an answer gives up
+    del dropped
+    assert settled(lambda: any("TransactionAborted" in r for r in reported)), "Ray reports a ref dropped unread"
+    reported.clear()
+
+    lane = DirectLane(coordinator=lambda: None, call=None, max_bytes=0)
+    lane._abandon(_aborted_after.remote(0.5))
+    lane._collect()  # not come yet: kept
+    assert len(lane._abandoned) == 1
+    ray.wait(list(lane._abandoned), timeout=30)
+    lane.settle()  # come: read
+    assert lane._abandoned == []
+    assert not settled(lambda: bool(reported), 3), reported  # a dropped ref is reported as its error comes
+
+
 # -- the core steps, on a real shard and log, without Ray -----------------------------------
 
 def _chunk(client, rows):
