@@ -515,3 +515,36 @@ def test_dates_times_and_timestamps_store_the_text_an_import_of_the_same_column_
             client.create_items("Ctx", "T", far)
         assert info.value.details["field"] == "plain" and info.value.details["index"] == 1
         assert client.count_items("Ctx") == 0
+
+
+def test_python_dates_times_and_timestamps_in_dicts_store_what_the_same_table_stores(tmp_path):
+    """A list of dicts holding Python ``date``, ``datetime`` (naive, zoned, pandas'
+    ``Timestamp``) and ``time`` values was refused item by item ("expected a date ..., got
+    datetime.date(...)"), while the same values as a pyarrow table (``Table.from_pylist``) were
+    stored as ISO text. Both now store the same, on a date attribute and a text one; a date
+    given to a numeric attribute is refused as any text is."""
+    pd = pytest.importorskip("pandas")
+    paris = dt.timezone(dt.timedelta(hours=1))
+    rows = [{"day": dt.date(1999, 12, 31), "at": dt.datetime(2000, 1, 1, 8, 30, 0, 5), "note": dt.time(8, 30)},
+            {"day": dt.date(2024, 2, 29), "at": dt.datetime(2000, 1, 1, 8, 30, tzinfo=paris),
+             "note": dt.date(2024, 2, 29)},
+            {"day": pd.Timestamp("2001-02-03").to_pydatetime().date(), "at": pd.Timestamp("2001-02-03 04:05:06"),
+             "note": dt.datetime(2001, 2, 3, 4, 5, 6)}]
+    schema = [{"name": "T", "attrs": [{"name": "day", "type": "date"}, {"name": "at", "type": "date"},
+                                      {"name": "note"}, {"name": "n", "type": "numeric"}]}]
+    stored = {}
+    for how in ("dicts", "table"):
+        with local_client(tmp_path / how, shards=2) as client:
+            client.create_data_context("Ctx", schema)
+            if how == "dicts":
+                assert client.create_items("Ctx", "T", rows).success
+                refused = client.create_items("Ctx", "T", [{"n": dt.date(2000, 1, 1)}])
+                assert [(e.field, e.code) for e in refused.errors] == [("n", "INVALID_VALUE")]
+                assert "'2000-01-01'" in refused.errors[0].message
+            else:  # one type per column, as Arrow needs: each column of the rows on its own
+                for row in rows:
+                    assert client.create_items("Ctx", "T", pa.Table.from_pylist([row])).success
+            stored[how] = sorted((item["values"] for item in client.get_items("Ctx")), key=lambda v: v["day"])
+    assert stored["dicts"] == stored["table"]
+    assert stored["dicts"][0] == {"day": "1999-12-31", "at": "2000-01-01T08:30:00.000005", "note": "08:30:00"}
+    assert stored["dicts"][2]["at"] == "2000-01-01T08:30:00+01:00"

@@ -334,8 +334,13 @@ def coerce_value(attr: Attribute, value: Any) -> Any:
     numbers for numeric attributes, as CODAP does: text of a whole number without a point or an
     exponent, or in base 16, 8 or 2 (``"0x10"``, as JavaScript's ``Number`` reads it), becomes
     the exact int (refused past 64 bits, as an int is), other text the nearest double. A float
-    of a float subclass (numpy's) becomes the float. Raises :class:`ValueProblem`.
+    of a float subclass (numpy's) becomes the float. A Python ``date``, ``datetime`` (pandas'
+    ``Timestamp`` too) or ``time`` is its ``isoformat()`` text, checked as text: what a pyarrow
+    table's or an imported file's date, timestamp or time column stores. Raises
+    :class:`ValueProblem`.
     """
+    if isinstance(value, (_dt.date, _dt.time)):
+        value = value.isoformat()
     if value is None or value == "":
         if attr.required:
             raise ValueProblem("a value is required")
