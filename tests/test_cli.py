@@ -6,6 +6,7 @@ connecting made impossible, to show it happens before Ray is touched.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -187,6 +188,47 @@ def test_stop_stops_the_live_owner_it_finds(tmp_path, monkeypatch, capsys):
         assert cli.main(["stop", "--store", str(store)]) == 0
     assert stopped == [True]
     assert json.loads(capsys.readouterr().out) == {"success": True, "stopped": json.loads(json.dumps(record))}
+
+
+@pytest.mark.ray
+def test_stop_and_status_do_not_wait_for_a_worker_that_does_not_answer(make_client, monkeypatch, capsys):
+    """``status`` and ``stop`` asked the coordinator for the owner record, and the coordinator
+    asked every worker first, with no time limit: a stopped or stuck worker made them hang,
+    and ``stop`` is what a user runs on a store that hangs. They now wait OWNER_WAIT at most
+    for the workers; the owner comes from the coordinator."""
+    import signal
+    import time
+
+    client = make_client("hung", workers=2)
+    record = json.loads(json.dumps(client.info()["owner"]))
+    silent = client.info()["workers"][0]["pid"]
+    monkeypatch.setattr(cli, "OWNER_WAIT", 1.0)
+    monkeypatch.setattr(cli, "_connect", lambda args: _Unclosed(client))
+    monkeypatch.setattr(cli, "_live_owner", lambda store: record)
+    os.kill(silent, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert cli.main(["status", "--store", str(client.layout.root)]) == 0
+        assert json.loads(capsys.readouterr().out)["owner"] == record
+        assert cli.main(["stop", "--store", str(client.layout.root)]) == 0
+        assert json.loads(capsys.readouterr().out) == {"success": True, "stopped": record}
+        assert time.monotonic() - started < 60  # a bound against hanging, not a timing
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(silent, signal.SIGCONT)
+
+
+class _Unclosed:
+    """A client as the command's ``with`` uses it, left open for the test's own teardown."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def __enter__(self):
+        return self.client
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 @pytest.mark.parametrize("argv", [

@@ -147,11 +147,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _connect(args) as client:
         if args.batch_id is None:
             # the store's owner (the Ray cluster and coordinator serving it) and its recent batches
-            _print({"store": str(client.layout.root), "owner": client.info().get("owner") if served else None,
+            _print({"store": str(client.layout.root), "owner": _owner(client) if served else None,
                     "recent": client.status()})
         else:
             _print(client.status(args.batch_id))
     return 0
+
+
+OWNER_WAIT = 10.0
+"""Seconds ``status`` and ``stop`` wait for the coordinator to name the store's owner: a worker
+that does not answer (stopped, or stuck) made them wait for it for ever, and ``stop`` is what a
+user runs on a store that hangs."""
+
+
+def _owner(client: Any) -> Optional[dict[str, Any]]:
+    """The owner record of the store ``client`` serves, as its coordinator holds it; None when
+    the coordinator does not answer within :data:`OWNER_WAIT` (``stop`` stops it even so)."""
+    from batchray.errors import ParticipantUnavailable
+
+    try:
+        return client.info(timeout=OWNER_WAIT).get("owner")
+    except ParticipantUnavailable:
+        return None
 
 
 def _live_owner(store: str) -> Optional[dict[str, Any]]:
@@ -179,7 +196,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
         _print({"success": True, "stopped": None})
         return 0
     with _connect(args) as client:
-        owner = client.info().get("owner")
+        owner = _owner(client)
         client.shutdown()
     _print({"success": True, "stopped": owner})
     return 0
