@@ -475,6 +475,20 @@ def test_a_profiled_table_is_checked_without_rows_and_stored_as_its_dicts_are(tm
     assert len(outcomes["columns"][0]) == 800 and [e[:2] for e in outcomes["columns"][1]] == [(1, "i"), (1, "f")]
 
 
+def _stored_each_way(tmp_path, schema, ways: dict) -> dict[str, list[dict]]:
+    """``{way: the values of every item stored}`` where each of ``ways`` (``{name: load(client)
+    -> result}``) loads a context ``Ctx`` of ``schema`` on a store of its own; null values left
+    out (a table's nulls are null values, an import's missing ones: both "no value")."""
+    stored = {}
+    for how, load in ways.items():
+        with local_client(tmp_path / how, shards=2) as client:
+            client.create_data_context("Ctx", schema)
+            assert load(client).success
+            stored[how] = [{k: v for k, v in item["values"].items() if v is not None}
+                           for item in client.get_items("Ctx")]
+    return stored
+
+
 def test_dates_times_and_timestamps_store_the_text_an_import_of_the_same_column_stores(tmp_path):
     """``create_items`` of a table and ``import_file`` of the same table as Parquet store one
     ISO text per value (the table's timestamps were ``2000-01-01 00:00:00.000000``, the
@@ -492,17 +506,9 @@ def test_dates_times_and_timestamps_store_the_text_an_import_of_the_same_column_
     schema = [{"name": "T", "attrs": [{"name": n, "type": "date"} for n in ("plain", "zoned", "day")]
                + [{"name": "clock"}]}]  # a time of day is no date: text
     pq.write_table(table, tmp_path / "t.parquet")
-    stored = {}
-    for how in ("create", "import"):
-        with local_client(tmp_path / how, shards=2) as client:
-            client.create_data_context("Ctx", schema)
-            if how == "create":
-                assert client.create_items("Ctx", "T", table).success
-            else:
-                assert client.import_file("Ctx", "T", tmp_path / "t.parquet").success
-            # a table's nulls are null values, an import's missing ones: both "no value"
-            stored[how] = [{k: v for k, v in item["values"].items() if v is not None}
-                           for item in client.get_items("Ctx")]
+    stored = _stored_each_way(tmp_path, schema, {
+        "create": lambda client: client.create_items("Ctx", "T", table),
+        "import": lambda client: client.import_file("Ctx", "T", tmp_path / "t.parquet")})
     assert stored["create"] == stored["import"]
     assert stored["create"][0] == {"plain": "2000-01-01T08:30:00", "zoned": "2000-01-01T09:30:00+01:00",
                                    "day": "1999-12-31", "clock": "08:30:00"}
@@ -532,19 +538,18 @@ def test_python_dates_times_and_timestamps_in_dicts_store_what_the_same_table_st
              "note": dt.datetime(2001, 2, 3, 4, 5, 6)}]
     schema = [{"name": "T", "attrs": [{"name": "day", "type": "date"}, {"name": "at", "type": "date"},
                                       {"name": "note"}, {"name": "n", "type": "numeric"}]}]
-    stored = {}
-    for how in ("dicts", "table"):
-        with local_client(tmp_path / how, shards=2) as client:
-            client.create_data_context("Ctx", schema)
-            if how == "dicts":
-                assert client.create_items("Ctx", "T", rows).success
-                refused = client.create_items("Ctx", "T", [{"n": dt.date(2000, 1, 1)}])
-                assert [(e.field, e.code) for e in refused.errors] == [("n", "INVALID_VALUE")]
-                assert "'2000-01-01'" in refused.errors[0].message
-            else:  # one type per column, as Arrow needs: each column of the rows on its own
-                for row in rows:
-                    assert client.create_items("Ctx", "T", pa.Table.from_pylist([row])).success
-            stored[how] = sorted((item["values"] for item in client.get_items("Ctx")), key=lambda v: v["day"])
+    def dicts(client):
+        refused = client.create_items("Ctx", "T", [{"n": dt.date(2000, 1, 1)}])
+        assert [(e.field, e.code) for e in refused.errors] == [("n", "INVALID_VALUE")]
+        assert "'2000-01-01'" in refused.errors[0].message
+        return client.create_items("Ctx", "T", rows)
+
+    def tables(client):  # a table per row: a column of a table has one type
+        results = [client.create_items("Ctx", "T", pa.Table.from_pylist([row])) for row in rows]
+        return next((result for result in results if not result.success), results[-1])
+
+    stored = {how: sorted(items, key=lambda v: v["day"])
+              for how, items in _stored_each_way(tmp_path, schema, {"dicts": dicts, "table": tables}).items()}
     assert stored["dicts"] == stored["table"]
     assert stored["dicts"][0] == {"day": "1999-12-31", "at": "2000-01-01T08:30:00.000005", "note": "08:30:00"}
     assert stored["dicts"][2]["at"] == "2000-01-01T08:30:00+01:00"
