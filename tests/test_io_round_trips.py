@@ -373,3 +373,35 @@ def test_a_jsonl_boundary_column_of_objects_and_text_imports_as_a_boundary(engin
     assert result.success, result.errors
     assert result.attribute_types["edge"] == "boundary"
     assert values_of(engine, "G2") == values_of(engine, "G") == rows
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_date_held_as_seconds_exports_to_csv_and_imports_back(engine, tmp_path, columnar):
+    """A date attribute holds ISO text or seconds since the epoch; CSV writes seconds as the
+    number. CODAP reads a date value's numeric text as that number (``convertToDate`` in
+    ``v3/src/utilities/date-utils.ts`` tests ``isNumber`` before it parses text, and
+    ``createDate`` takes a number of 5000 or more as epoch seconds), so the column's numeric
+    text comes back as seconds: the same context refused it as no date."""
+    engine.create_data_context("D", collections=[{"name": "D", "attrs": [
+        {"name": "when", "type": "date"}, {"name": "n", "type": "numeric"}]}])
+    rows = [{"when": 1700000000, "n": 1}, {"when": "2024-01-02", "n": 2}, {"when": 1.5e9, "n": 3},
+            {"when": "2019", "n": 4}, {"when": -86400, "n": 5}]
+    engine.create_items("D", "D", rows, progress=False)
+    out = tmp_path / "dates.csv"
+    export_file(engine, "D", out)
+    # what pandas reads: one text column, the seconds as Python writes them
+    assert pd.read_csv(out, dtype=str)["when"].tolist() == ["1700000000", "2024-01-02", "1500000000.0", "2019",
+                                                             "-86400"]
+    result = import_file(engine, "D", None, out, columnar=columnar)
+    assert result.success, result.errors
+    assert exact(values_of(engine, "D")) == exact(rows * 2)
+    # a new context told the column is a date reads it the same way
+    result = import_file(engine, "D2", None, out, types={"when": "date"}, columnar=columnar)
+    assert result.success, result.errors
+    assert exact(values_of(engine, "D2")) == exact(rows)
+    # text that is neither a date nor a number is still refused with its row
+    bad = tmp_path / "bad.csv"
+    bad.write_text("when,n\r\n1700000000,1\r\nsoon,2\r\n")
+    result = import_file(engine, "D", None, bad, columnar=columnar)
+    assert not result.success and [e["index"] for e in result.errors] == [1]
+    assert len(values_of(engine, "D")) == 10

@@ -5,9 +5,13 @@
   bools ``checkbox``, timestamps, dates and ISO 8601 text ``date``, objects ``boundary``
   (JSON only; among text too), anything else ``categorical``. ISO 8601 text is a date, with or without a time,
   and a time's offset ``Z``, ``+hh:mm``, ``+hhmm`` or ``+hh`` (as DuckDB writes a TIMESTAMPTZ).
-* :func:`as_strings`, :func:`numbers_from_text` and :func:`bools_from_text` convert a CSV
-  column read as text to the column's type, vectorised; a value that does not convert stays
-  text, so the worker's validation reports it with its row instead of the reader stopping.
+* :func:`as_strings`, :func:`numbers_from_text`, :func:`bools_from_text` and
+  :func:`dates_from_text` convert a CSV column read as text to the column's type, vectorised; a
+  value that does not convert stays text, so the worker's validation reports it with its row
+  instead of the reader stopping. A date column's numeric text that is no date text is seconds
+  since the epoch, as CODAP reads it (``convertToDate`` in CODAP v3's
+  ``v3/src/utilities/date-utils.ts`` takes any text ``Number`` reads as a number), and as
+  :func:`~batchray.io.exporter.export_file` writes a date held as seconds.
 * :func:`arrow_converter` converts a typed (Parquet, Arrow) column to values that fit an
   attribute: dates as ISO text, decimals as floats (those of scale 0 or less, whole numbers, as
   exact ints, so one past 64 bits is refused as in every other format), NaN as missing, nested values as JSON text
@@ -29,9 +33,15 @@ from typing import Any, Callable, Optional
 
 import orjson
 
+from batchray.core.model.schema import Attribute, AttributeType, ValueProblem, coerce_value
+
 _INT_TEXT = re.compile(r"^\s*[-+]?[0-9]+\s*$")
 _LONG_INT_TEXT = r"^\s*[-+]?[0-9]{16,}\s*$"
 """Whole-number text a double may round (past 2**53, 16 digits or more)."""
+_NUMBER_TEXT = r"^\s*(?:[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|0[xXoObB][0-9a-fA-F]+)\s*$"
+"""Text JavaScript's ``Number`` may read as a number (validation decides which it does)."""
+_DATE_ATTRIBUTE = Attribute(name="date", type=AttributeType.date)
+_NUMBER_ATTRIBUTE = Attribute(name="number", type=AttributeType.numeric)
 _HEX_PREFIXES = ("0x", "0X")
 """How text starts that Arrow's cast to int64 reads as hexadecimal (no space or sign before it)."""
 _ISO_DATE = re.compile(
@@ -148,7 +158,39 @@ def text_kernel(kind: Optional[str], ints: bool) -> Callable[[Any], Any]:
         return _ints_or_none
     if kind == "checkbox":
         return lambda array: _cast_or_none(array, pa.bool_())
+    if kind == "date":
+        return lambda array: None if _has_number_text(array) else array
     return lambda array: array
+
+
+def _has_number_text(array: Any) -> bool:
+    """Whether some text of ``array`` may be a number (:data:`_NUMBER_TEXT`)."""
+    import pyarrow.compute as pc
+
+    return bool(pc.any(pc.match_substring_regex(array, _NUMBER_TEXT)).as_py())
+
+
+def dates_from_text(array: Any) -> list[Any]:
+    """A date column's text: text a date attribute takes stays as it is (``2019``, a bare year,
+    included); other text that is a number as JavaScript's ``Number`` reads it becomes that
+    number, seconds since the epoch (what CODAP makes of it, and what a date held as seconds
+    exports as); anything else stays text for validation to report with its row."""
+    values = array.to_pylist()
+    if not _has_number_text(array):
+        return values
+    return [v if v is None else _date_or_seconds(v) for v in values]
+
+
+def _date_or_seconds(text: str) -> Any:
+    try:
+        coerce_value(_DATE_ATTRIBUTE, text)
+        return text
+    except ValueProblem:
+        pass
+    try:
+        return coerce_value(_NUMBER_ATTRIBUTE, text)
+    except ValueProblem:
+        return text
 
 
 def _floats_or_none(array: Any) -> Any:
@@ -413,7 +455,8 @@ def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
     return kinds.pop() if len(kinds) == 1 else "categorical"
 
 
-__all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "decode_dictionary",
+__all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "dates_from_text",
+           "decode_dictionary",
            "first_not_text",
            "first_outside_years", "infer_json_kind", "is_binary_like", "is_uuid", "nan_to_none", "numbers_from_text",
            "text_kernel", "value_lengths"]
