@@ -405,3 +405,29 @@ def test_a_date_held_as_seconds_exports_to_csv_and_imports_back(engine, tmp_path
     result = import_file(engine, "D", None, bad, columnar=columnar)
     assert not result.success and [e["index"] for e in result.errors] == [1]
     assert len(values_of(engine, "D")) == 10
+
+
+def test_parquet_keeps_integers_past_2_53_exact_beside_fractions(engine, tmp_path):
+    """A numeric column of ints and fractions is a Parquet double, but a double holds ints
+    exactly only up to 2**53 (pyarrow's float64 is an IEEE 754 binary64, and pandas and DuckDB
+    read the column as it is stored): 2**53 + 1 was written as 9007199254740992.0. Such a column
+    is stored as JSON text, marked so, whose digits every reader sees exactly."""
+    import pyarrow.parquet as pq
+
+    duckdb = pytest.importorskip("duckdb")
+    engine.create_data_context("W", collections=[{"name": "W", "attrs": [
+        {"name": "n", "type": "numeric"}, {"name": "m", "type": "numeric"}]}])
+    rows = [{"n": 2**53 + 1, "m": 2**53}, {"n": 0.5, "m": 0.25}, {"n": -(2**62), "m": -1}]
+    engine.create_items("W", "W", rows, progress=False)
+    out = tmp_path / "wide.parquet"
+    result = export_file(engine, "W", out)
+    assert any("past 2**53" in note for note in result.notes), result.notes
+    table = pq.read_table(out)
+    assert table.schema.field("m").type == "double"  # ints up to 2**53 are exact as doubles: stays numeric
+    assert table.schema.field("n").metadata[b"batchray.encoding"] == b"json"
+    assert pd.read_parquet(out)["n"].tolist() == ["9007199254740993", "0.5", "-4611686018427387904"]
+    assert [r[0] for r in duckdb.sql(f"select n from read_parquet('{out}')").fetchall()] == \
+        ["9007199254740993", "0.5", "-4611686018427387904"]
+    assert import_file(engine, "W", None, out).success
+    back = [{"n": r["n"], "m": float(r["m"])} for r in rows]  # m's ints come back as the doubles stored
+    assert exact(values_of(engine, "W")) == exact(rows + back)

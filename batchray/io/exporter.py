@@ -17,8 +17,8 @@ written there (a directory not writable, a full disk) is a
 * JSON Lines keeps JSON types and writes every column on every line (``null`` where missing)
   so that reading it back infers every column.
 * Parquet reads the pages twice, first to choose each column's Arrow type from its values
-  (ints only: int64; numbers: float64; text: string; a column mixing kinds is stored as JSON
-  text and marked so), and stores each attribute in its field's metadata
+  (ints only: int64; numbers: float64; text: string; a column mixing kinds, or fractions with
+  an int past 2**53 that a double would round, is stored as JSON text and marked so), and stores each attribute in its field's metadata
   (:data:`~batchray.io.formats.PARQUET_ATTRIBUTE_KEY`).
 * ``format="codap"`` writes a v2 document of one or more contexts:
   :func:`~batchray.io.document_export.export_document`.
@@ -159,13 +159,17 @@ def _write_jsonl(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[
     return count
 
 
+_EXACT_INTS = 2 ** 53
+"""Ints of at most this size are exact as a double; a wider one is kind ``wide``."""
+
+
 def _value_kind(value: Any, typed: bool) -> Optional[str]:
     if value is None or (typed and value == ""):
         return None  # "" is CODAP's empty value in a typed column
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "int"
+        return "int" if -_EXACT_INTS <= value <= _EXACT_INTS else "wide"
     if isinstance(value, float):
         return "float"
     if isinstance(value, str):
@@ -193,7 +197,7 @@ def _write_parquet(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[lis
             arrow_type, encode = default, None
         elif found == {"bool"}:
             arrow_type, encode = pa.bool_(), None
-        elif found == {"int"}:
+        elif found <= {"int", "wide"}:
             arrow_type, encode = pa.int64(), None
         elif found <= {"int", "float"}:
             arrow_type, encode = pa.float64(), float
@@ -204,7 +208,12 @@ def _write_parquet(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[lis
         else:
             arrow_type, encode = pa.string(), lambda v: orjson.dumps(v).decode()
             meta[PARQUET_ENCODING_KEY] = b"json"
-            notes.append(f"column {attr.name!r} mixes value kinds {sorted(found)}: stored as JSON text")
+            if found <= {"int", "float", "wide"}:
+                notes.append(f"column {attr.name!r} mixes fractions with integers past 2**53, which a double "
+                             "would round: stored as JSON text")
+            else:
+                mixed = sorted({"int" if kind == "wide" else kind for kind in found})
+                notes.append(f"column {attr.name!r} mixes value kinds {mixed}: stored as JSON text")
         fields.append(pa.field(attr.name, arrow_type, nullable=True, metadata=meta))
         encoders.append((attr.name, encode, typed[attr.name]))
     schema = pa.schema(fields)
