@@ -431,3 +431,21 @@ def test_parquet_keeps_integers_past_2_53_exact_beside_fractions(engine, tmp_pat
     assert import_file(engine, "W", None, out).success
     back = [{"n": r["n"], "m": float(r["m"])} for r in rows]  # m's ints come back as the doubles stored
     assert exact(values_of(engine, "W")) == exact(rows + back)
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_csv_number_text_with_underscores_is_no_number(engine, tmp_path, columnar):
+    """``1_000`` is no number to JavaScript's ``Number`` (ECMA-262's StringNumericLiteral has no
+    numeric separators: ``Number("1_000")`` is NaN), so CODAP and ``create_items`` refuse it in a
+    numeric attribute, and pandas' and DuckDB's CSV readers read the column as text. A CSV import
+    read it with Python's ``float``, which takes underscores, and stored 1000.0."""
+    duckdb = pytest.importorskip("duckdb")
+    engine.create_data_context("N", collections=[{"name": "N", "attrs": [{"name": "a", "type": "numeric"}]}])
+    path = tmp_path / "sep.csv"
+    path.write_text("a\r\n1_000\r\n2\r\n 0x10 \r\n")
+    assert pd.read_csv(path, dtype=None)["a"].tolist() == ["1_000", "2", " 0x10 "]
+    assert duckdb.sql(f"describe select * from read_csv('{path}')").fetchall()[0][1] == "VARCHAR"
+    result = import_file(engine, "N", None, path, atomic=False, columnar=columnar)
+    assert [(e["index"], e["values"]) for e in result.errors] == [(0, {"a": "1_000"})]
+    assert exact(values_of(engine, "N")) == exact([{"a": 2}, {"a": 16}])  # 0x10 is 16 to Number, as to create_items
+    assert not engine.create_items("N", "N", [{"a": "1_000"}], progress=False).success

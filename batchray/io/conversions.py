@@ -26,7 +26,6 @@ pyarrow is imported inside the functions: only a file import loads it.
 """
 from __future__ import annotations
 
-import math
 import re
 import uuid
 from typing import Any, Callable, Optional
@@ -241,20 +240,23 @@ def nan_to_none(numbers: Any) -> list[Any]:
 
 
 def _number(text: Optional[str]) -> Any:
+    """``text`` as the number validation reads it (JavaScript's ``Number``: ASCII digits, a
+    point, an exponent, or ``0x``/``0o``/``0b``; whole-number text the exact int), ``None`` for
+    ``NaN`` text (a missing value, as Arrow's cast reads it), else ``text`` itself for
+    validation to report with its row (whole-number text past 64 bits is the int, which
+    validation refuses as it refuses such an int in any format). Python's ``float`` also reads ``1_000``, which
+    ``Number`` reads as ``NaN`` and pandas and DuckDB read as text: it stays text."""
     if text is None:
         return None
     stripped = text.strip()
-    if not stripped.isascii():  # float() reads other scripts' digits; JavaScript's Number does not
-        return text
+    if stripped.lstrip("+-").lower() == "nan":
+        return None
     if _INT_TEXT.match(stripped):
         return int(stripped)
     try:
-        number = float(stripped)
-    except ValueError:
+        return coerce_value(_NUMBER_ATTRIBUTE, stripped)
+    except ValueProblem:
         return text
-    if math.isnan(number):
-        return None
-    return number if math.isfinite(number) else text
 
 
 def bools_from_text(array: Any) -> list[Any]:
