@@ -449,3 +449,30 @@ def test_csv_number_text_with_underscores_is_no_number(engine, tmp_path, columna
     assert [(e["index"], e["values"]) for e in result.errors] == [(0, {"a": "1_000"})]
     assert exact(values_of(engine, "N")) == exact([{"a": 2}, {"a": 16}])  # 0x10 is 16 to Number, as to create_items
     assert not engine.create_items("N", "N", [{"a": "1_000"}], progress=False).success
+
+
+def test_a_csv_line_starting_with_a_hash_is_quoted_so_no_reader_takes_it_for_a_comment(engine, tmp_path):
+    """CODAP's CSV import parses with papaparse's ``comments: "#"`` (``csvParseOptions`` in
+    ``v3/src/utilities/csv-import.ts``), which skips a line whose first characters are ``#``: an
+    export whose first column is a colour (``#ff0000``) lost those rows in CODAP, and one whose
+    first attribute's name starts with ``#`` lost its header. Such a first cell is quoted; a
+    quoted ``"#...`` starts no comment for papaparse, nor for pandas and DuckDB told
+    ``comment="#"``, which apply the same rule."""
+    duckdb = pytest.importorskip("duckdb")
+    engine.create_data_context("C", collections=[{"name": "C", "attrs": [
+        {"name": "#col", "type": "color"}, {"name": "n", "type": "numeric"}, {"name": "t"}]}])
+    rows = [{"#col": "#ff0000", "n": 1, "t": "x"}, {"#col": "red", "n": 2}, {"#col": "#0f0", "n": 3, "t": 'a,"b'},
+            {"n": 4}]
+    engine.create_items("C", "C", rows, progress=False)
+    out = tmp_path / "colours.csv"
+    export_file(engine, "C", out)
+    lines = out.read_bytes().split(b"\r\n")
+    assert not [line for line in lines if line.startswith(b"#")], lines
+    expected = [["#ff0000", 1, "x"], ["red", 2, None], ["#0f0", 3, 'a,"b'], [None, 4, None]]
+    frame = pd.read_csv(out, comment="#")
+    assert frame.columns.tolist() == ["#col", "n", "t"]
+    assert frame.astype(object).where(frame.notna(), None).values.tolist() == expected
+    assert [list(r) for r in duckdb.sql(f"select * from read_csv('{out}', comment='#', header=true)").fetchall()] \
+        == expected
+    assert import_file(engine, "C", None, out).success
+    assert exact(values_of(engine, "C")) == exact(rows * 2)

@@ -13,7 +13,10 @@ written there (a directory not writable, a full disk) is a
 * CSV writes values as text (re-inferred when read back): strings as they are, numbers as
   Python writes them, booleans as ``true``/``false``, objects as JSON, missing values empty.
   Lines end with CRLF (RFC 4180), so a value holding a carriage return or a line feed, alone or
-  together, is quoted: pandas, DuckDB and pyarrow read it back as it was.
+  together, is quoted: pandas, DuckDB and pyarrow read it back as it was. A line's first cell
+  that starts with ``#`` (a colour such as ``#ff0000``, a header) is quoted too: CODAP's CSV
+  import skips a line that starts with ``#`` as a comment (papaparse's ``comments: "#"``), as
+  pandas and DuckDB do when told ``comment="#"``.
 * JSON Lines keeps JSON types and writes every column on every line (``null`` where missing)
   so that reading it back infers every column.
 * Parquet reads the pages twice, first to choose each column's Arrow type from its values
@@ -26,6 +29,7 @@ written there (a directory not writable, a full disk) is a
 from __future__ import annotations
 
 import csv
+import io
 import os
 import time
 from pathlib import Path
@@ -133,7 +137,8 @@ def _write_csv(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[di
         # the csv module quotes a value holding a character of the line terminator: with "\n"
         # alone, a lone "\r" went unquoted and other readers ended the row there
         writer = csv.writer(fh, lineterminator="\r\n")
-        writer.writerow(columns)
+        guard = attrs and not (attrs[0].type is not None and attrs[0].type.value in ("numeric", "checkbox"))
+        _write_rows(fh, writer, [columns])
         for page in pages():
             rows = [list(map(values.get, columns)) for values in page]
             for position in special:
@@ -141,10 +146,42 @@ def _write_csv(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[di
                     value = row[position]
                     if value is not None and type(value) is not str:
                         row[position] = _csv_cell(value)
-            writer.writerows(rows)
+            if guard:
+                _write_rows(fh, writer, rows)
+            else:
+                writer.writerows(rows)
             count += len(page)
             report(count)
     return count
+
+
+_COMMENT = "#"
+"""What starts a comment line for CODAP's CSV import (``csvParseOptions`` in
+``v3/src/utilities/csv-import.ts``: papaparse skips a line whose first characters are it)."""
+
+
+def _write_rows(fh: Any, writer: Any, rows: list[list[Any]]) -> None:
+    """``rows`` written by ``writer``; one whose first cell is text starting with
+    :data:`_COMMENT` is written with that cell quoted, so no line of the file is a comment."""
+    start = 0
+    for position, row in enumerate(rows):
+        first = row[0] if row else None
+        if type(first) is str and first.startswith(_COMMENT):
+            writer.writerows(rows[start:position])
+            fh.write(_first_cell_quoted(row))
+            start = position + 1
+    writer.writerows(rows[start:])
+
+
+def _first_cell_quoted(row: list[Any]) -> str:
+    """``row`` as the csv module writes it, its first cell quoted: a cell the module left
+    unquoted holds no quote, comma or line break, so quoting it is putting quotes around it."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(row)
+    line = buffer.getvalue()
+    if line.startswith('"'):
+        return line
+    return f'"{row[0]}"{line[len(row[0]):]}'
 
 
 def _write_jsonl(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[dict]]], report, notes) -> int:
