@@ -476,3 +476,26 @@ def test_a_csv_line_starting_with_a_hash_is_quoted_so_no_reader_takes_it_for_a_c
         == expected
     assert import_file(engine, "C", None, out).success
     assert exact(values_of(engine, "C")) == exact(rows * 2)
+
+
+def test_jsonl_writes_codap_empty_values_of_typed_columns_as_null(engine, tmp_path):
+    """``""`` is CODAP's empty value; in a numeric, date or checkbox attribute JSON Lines wrote it
+    as ``""``, so DuckDB's ``read_json`` typed the numeric and checkbox columns JSON (values
+    ``'1'``, ``'""'``) and the date column VARCHAR, and pandas' ``read_json`` made them object
+    columns. It is ``null`` now, as Parquet writes it: each reader sees a column of its type."""
+    duckdb = pytest.importorskip("duckdb")
+    engine.create_data_context("J", collections=[{"name": "J", "attrs": [
+        {"name": "n", "type": "numeric"}, {"name": "d", "type": "date"}, {"name": "c", "type": "checkbox"},
+        {"name": "t"}]}])
+    rows = [{"n": 1, "d": "2024-01-02", "c": True, "t": "x"}, {"n": "", "d": "", "c": "", "t": ""},
+            {"n": 2.5, "d": "2024-01-03", "c": False, "t": "y"}]
+    engine.create_items("J", "J", rows, progress=False)
+    out = tmp_path / "empty.jsonl"
+    export_file(engine, "J", out)
+    types = {name: kind for name, kind, *_ in duckdb.sql(f"describe select * from read_json('{out}')").fetchall()}
+    assert types == {"n": "DOUBLE", "d": "DATE", "c": "BOOLEAN", "t": "VARCHAR"}
+    frame = pd.read_json(out, lines=True)
+    assert str(frame["n"].dtype) == "float64" and frame["t"].tolist() == ["x", "", "y"]
+    assert import_file(engine, "J", None, out).success
+    back = {"t": ""}  # the typed columns' empty values come back missing, which CODAP shows the same
+    assert exact(values_of(engine, "J")) == exact(rows + [rows[0], back, rows[2]])

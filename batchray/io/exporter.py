@@ -18,7 +18,9 @@ written there (a directory not writable, a full disk) is a
   import skips a line that starts with ``#`` as a comment (papaparse's ``comments: "#"``), as
   pandas and DuckDB do when told ``comment="#"``.
 * JSON Lines keeps JSON types and writes every column on every line (``null`` where missing)
-  so that reading it back infers every column.
+  so that reading it back infers every column. ``""``, CODAP's empty value, is ``null`` in a
+  numeric, date or checkbox column (:func:`_empty_is_missing`), as in Parquet: DuckDB and pandas
+  read a column of numbers with a ``""`` among them as JSON text or objects, not numbers.
 * Parquet reads the pages twice, first to choose each column's Arrow type from its values
   (ints only: int64; numbers: float64; text: string; a column mixing kinds, or fractions with
   an int past 2**53 that a double would round, is stored as JSON text and marked so), and stores each attribute in its field's metadata
@@ -184,13 +186,26 @@ def _first_cell_quoted(row: list[Any]) -> str:
     return f'"{row[0]}"{line[len(row[0]):]}'
 
 
+def _empty_is_missing(attr: Any) -> bool:
+    """Whether ``""`` in ``attr``'s column is written as a missing value: in a numeric, date or
+    checkbox attribute it is CODAP's empty value, and text among numbers, dates or booleans
+    would make other programs read the column as text."""
+    return attr.type is not None and attr.type.value in ("numeric", "date", "checkbox")
+
+
 def _write_jsonl(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[dict]]], report, notes) -> int:
     columns = [a.name for a in attrs]
+    typed = [a.name for a in attrs if _empty_is_missing(a)]
     dumps = orjson.dumps
     count = 0
     with open(tmp, "wb") as fh:
         for page in pages():
-            fh.write(b"".join(dumps({c: values.get(c) for c in columns}) + b"\n" for values in page))
+            rows = [{c: values.get(c) for c in columns} for values in page]
+            for row in rows:
+                for c in typed:
+                    if row[c] == "":
+                        row[c] = None
+            fh.write(b"".join(dumps(row) + b"\n" for row in rows))
             count += len(page)
             report(count)
     return count
@@ -219,7 +234,7 @@ def _write_parquet(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[lis
     import pyarrow.parquet as pq
 
     columns = [a.name for a in attrs]
-    typed = {a.name: a.type is not None and a.type.value in ("numeric", "date", "checkbox") for a in attrs}
+    typed = {a.name: _empty_is_missing(a) for a in attrs}
     kinds: dict[str, set[str]] = {c: set() for c in columns}
     for page in pages():  # pass 1: each column's value kinds
         for c in columns:
