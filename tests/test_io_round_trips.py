@@ -499,3 +499,21 @@ def test_jsonl_writes_codap_empty_values_of_typed_columns_as_null(engine, tmp_pa
     assert import_file(engine, "J", None, out).success
     back = {"t": ""}  # the typed columns' empty values come back missing, which CODAP shows the same
     assert exact(values_of(engine, "J")) == exact(rows + [rows[0], back, rows[2]])
+
+
+def test_parquet_notes_a_column_of_objects_as_objects_not_as_mixed_kinds(engine, tmp_path):
+    """A boundary column of GeoJSON objects alone is stored as JSON text (Parquet has no column
+    of arbitrary objects); the export's note said it "mixes value kinds ['json']"."""
+    import pyarrow.parquet as pq
+
+    engine.create_data_context("G", collections=[{"name": "G", "attrs": [{"name": "b", "type": "boundary"}]}])
+    rows = [{"b": {"type": "Point", "coordinates": [1, 2]}}, {"b": {"type": "Point", "coordinates": [3, 4]}}]
+    engine.create_items("G", "G", rows, progress=False)
+    out = tmp_path / "shapes.parquet"
+    result = export_file(engine, "G", out)
+    assert result.notes == ["column 'b' holds objects (GeoJSON): stored as JSON text"]
+    assert pd.read_parquet(out)["b"].tolist() == ['{"type":"Point","coordinates":[1,2]}',
+                                                  '{"type":"Point","coordinates":[3,4]}']
+    assert pq.read_schema(out).field("b").metadata[b"batchray.encoding"] == b"json"
+    assert import_file(engine, "G", None, out).success
+    assert values_of(engine, "G") == rows * 2

@@ -263,6 +263,8 @@ def _write_parquet(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[lis
             if found <= {"int", "float", "wide"}:
                 notes.append(f"column {attr.name!r} mixes fractions with integers past 2**53, which a double "
                              "would round: stored as JSON text")
+            elif found == {"json"}:
+                notes.append(f"column {attr.name!r} holds objects (GeoJSON): stored as JSON text")
             else:
                 mixed = sorted({"int" if kind == "wide" else kind for kind in found})
                 notes.append(f"column {attr.name!r} mixes value kinds {mixed}: stored as JSON text")
