@@ -517,3 +517,22 @@ def test_parquet_notes_a_column_of_objects_as_objects_not_as_mixed_kinds(engine,
     assert pq.read_schema(out).field("b").metadata[b"batchray.encoding"] == b"json"
     assert import_file(engine, "G", None, out).success
     assert values_of(engine, "G") == rows * 2
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_boundary_object_exported_to_csv_imports_back_as_the_object(engine, tmp_path, columnar):
+    """CSV writes a boundary object as its JSON text; CODAP reads a boundary's text enclosed in
+    braces as the object it parses to (``boundaryObjectFromBoundaryValue`` and
+    ``checkBoundaryString`` in ``v3/src/models/boundaries/boundary-types.ts``). Imported back into
+    the same context the text stayed text, so the round trip turned objects into strings."""
+    engine.create_data_context("B", collections=[{"name": "B", "attrs": [
+        {"name": "name"}, {"name": "shape", "type": "boundary"}]}])
+    rows = [{"name": "p", "shape": {"type": "Point", "coordinates": [1.5, -2]}},
+            {"name": "t", "shape": "{not json}"}, {"name": "s", "shape": "plain text"}, {"name": "m"}]
+    engine.create_items("B", "B", rows, progress=False)
+    out = tmp_path / "shapes.csv"
+    export_file(engine, "B", out)
+    assert pd.read_csv(out)["shape"].tolist()[0] == '{"type":"Point","coordinates":[1.5,-2]}'
+    result = import_file(engine, "B", None, out, columnar=columnar)
+    assert result.success, result.errors
+    assert exact(values_of(engine, "B")) == exact(rows * 2)

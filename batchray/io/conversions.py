@@ -5,13 +5,17 @@
   bools ``checkbox``, timestamps, dates and ISO 8601 text ``date``, objects ``boundary``
   (JSON only; among text too), anything else ``categorical``. ISO 8601 text is a date, with or without a time,
   and a time's offset ``Z``, ``+hh:mm``, ``+hhmm`` or ``+hh`` (as DuckDB writes a TIMESTAMPTZ).
-* :func:`as_strings`, :func:`numbers_from_text`, :func:`bools_from_text` and
-  :func:`dates_from_text` convert a CSV column read as text to the column's type, vectorised; a
+* :func:`as_strings`, :func:`numbers_from_text`, :func:`bools_from_text`,
+  :func:`dates_from_text` and :func:`boundaries_from_text` convert a CSV column read as text to
+  the column's type, vectorised; a
   value that does not convert stays text, so the worker's validation reports it with its row
   instead of the reader stopping. A date column's numeric text that is no date text is seconds
   since the epoch, as CODAP reads it (``convertToDate`` in CODAP v3's
   ``v3/src/utilities/date-utils.ts`` takes any text ``Number`` reads as a number), and as
-  :func:`~batchray.io.exporter.export_file` writes a date held as seconds.
+  :func:`~batchray.io.exporter.export_file` writes a date held as seconds. A boundary column's
+  JSON object text is the object, as CODAP reads a boundary's text
+  (``boundaryObjectFromBoundaryValue`` in ``v3/src/models/boundaries/boundary-types.ts``) and
+  as an export writes a boundary object.
 * :func:`arrow_converter` converts a typed (Parquet, Arrow) column to values that fit an
   attribute: dates as ISO text, decimals as floats (those of scale 0 or less, whole numbers, as
   exact ints, so one past 64 bits is refused as in every other format), NaN as missing, nested values as JSON text
@@ -159,7 +163,36 @@ def text_kernel(kind: Optional[str], ints: bool) -> Callable[[Any], Any]:
         return lambda array: _cast_or_none(array, pa.bool_())
     if kind == "date":
         return lambda array: None if _has_number_text(array) else array
+    if kind == "boundary":
+        return lambda array: None if _has_object_text(array) else array
     return lambda array: array
+
+
+def _has_object_text(array: Any) -> bool:
+    """Whether some text of ``array`` starts with ``{`` (may be a JSON object)."""
+    import pyarrow.compute as pc
+
+    return bool(pc.any(pc.starts_with(array, "{")).as_py())
+
+
+def boundaries_from_text(array: Any) -> list[Any]:
+    """A boundary column's text: text enclosed in braces that is a JSON object becomes the
+    object (CODAP parses a boundary's text: ``checkBoundaryString``); other text stays as it
+    is."""
+    values = array.to_pylist()
+    if not _has_object_text(array):
+        return values
+    return [_object_or_text(v) for v in values]
+
+
+def _object_or_text(text: Optional[str]) -> Any:
+    if text is None or not (text.startswith("{") and text.endswith("}")):
+        return text
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    return value if isinstance(value, dict) else text
 
 
 def _has_number_text(array: Any) -> bool:
@@ -457,7 +490,8 @@ def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
     return kinds.pop() if len(kinds) == 1 else "categorical"
 
 
-__all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "dates_from_text",
+__all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "boundaries_from_text",
+           "dates_from_text",
            "decode_dictionary",
            "first_not_text",
            "first_outside_years", "infer_json_kind", "is_binary_like", "is_uuid", "nan_to_none", "numbers_from_text",
