@@ -536,3 +536,26 @@ def test_a_boundary_object_exported_to_csv_imports_back_as_the_object(engine, tm
     result = import_file(engine, "B", None, out, columnar=columnar)
     assert result.success, result.errors
     assert exact(values_of(engine, "B")) == exact(rows * 2)
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "arrow"])
+def test_a_column_marked_json_whose_value_is_not_json_is_a_document_error(engine, tmp_path, suffix):
+    """A column an export marked as JSON text (field metadata ``batchray.encoding``) that was
+    edited since holds a value that is not JSON: the import raised orjson's bare
+    ``JSONDecodeError``; it is a DOCUMENT error naming the row and column, and nothing is stored."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    from batchray.errors import DocumentError
+
+    field = pa.field("a", pa.string(), metadata={b"batchray.encoding": b"json", b"batchray.attribute": b'{"name":"a"}'})
+    table = pa.Table.from_arrays([pa.array(["1", None, "not json", '"x"'])], schema=pa.schema([field]))
+    path = tmp_path / f"edited.{suffix}"
+    (pq.write_table if suffix == "parquet" else feather.write_feather)(table, path)
+    for atomic in (True, False):
+        with pytest.raises(DocumentError) as caught:
+            import_file(engine, "E", None, path, atomic=atomic)
+        assert caught.value.details["reason"] == "value_not_json"
+        assert (caught.value.details["row"], caught.value.details["column"]) == (3, "a")
+        assert "E" not in engine.data_contexts()

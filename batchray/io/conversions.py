@@ -413,6 +413,18 @@ def first_not_text(array: Any) -> Optional[int]:
     return None
 
 
+def first_not_json(array: Any) -> Optional[int]:
+    """The position in ``array`` (a column marked as JSON text) of the first value that is not
+    JSON, or ``None``."""
+    for position, value in enumerate(array.to_pylist()):
+        if value is not None:
+            try:
+                orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return position
+    return None
+
+
 def first_outside_years(array: Any) -> Optional[int]:
     """The position in ``array`` of the first date or timestamp outside years 1 to 9999 (what
     Python's ``datetime`` holds, and so what :func:`arrow_converter` writes as ISO text), or
@@ -493,6 +505,6 @@ def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
 __all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "boundaries_from_text",
            "dates_from_text",
            "decode_dictionary",
-           "first_not_text",
+           "first_not_json", "first_not_text",
            "first_outside_years", "infer_json_kind", "is_binary_like", "is_uuid", "nan_to_none", "numbers_from_text",
            "text_kernel", "value_lengths"]
