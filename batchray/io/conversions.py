@@ -7,12 +7,11 @@
   and a time's offset ``Z``, ``+hh:mm``, ``+hhmm`` or ``+hh`` (as DuckDB writes a TIMESTAMPTZ).
 * :func:`as_strings`, :func:`numbers_from_text`, :func:`bools_from_text`,
   :func:`dates_from_text` and :func:`boundaries_from_text` convert a CSV column read as text to
-  the column's type, vectorised; a
-  value that does not convert stays text, so the worker's validation reports it with its row
-  instead of the reader stopping. A date column's numeric text that is no date text is seconds
-  since the epoch, as CODAP reads it (``convertToDate`` in CODAP v3's
-  ``v3/src/utilities/date-utils.ts`` takes any text ``Number`` reads as a number), and as
-  :func:`~batchray.io.exporter.export_file` writes a date held as seconds. A boundary column's
+  the column's type, vectorised; a value that does not convert stays text, so the worker's
+  validation reports it with its row instead of the reader stopping. A date column's numeric
+  text that is no date text is seconds since the epoch, as CODAP reads it (``convertToDate`` in
+  CODAP v3's ``v3/src/utilities/date-utils.ts`` takes any text ``Number`` reads as a number),
+  and as :func:`~batchray.io.exporter.export_file` writes a date held as seconds. A boundary column's
   JSON object text is the object, as CODAP reads a boundary's text
   (``boundaryObjectFromBoundaryValue`` in ``v3/src/models/boundaries/boundary-types.ts``) and
   as an export writes a boundary object.
@@ -274,11 +273,11 @@ def nan_to_none(numbers: Any) -> list[Any]:
 
 def _number(text: Optional[str]) -> Any:
     """``text`` as the number validation reads it (JavaScript's ``Number``: ASCII digits, a
-    point, an exponent, or ``0x``/``0o``/``0b``; whole-number text the exact int), ``None`` for
-    ``NaN`` text (a missing value, as Arrow's cast reads it), else ``text`` itself for
-    validation to report with its row (whole-number text past 64 bits is the int, which
-    validation refuses as it refuses such an int in any format). Python's ``float`` also reads ``1_000``, which
-    ``Number`` reads as ``NaN`` and pandas and DuckDB read as text: it stays text."""
+    point, an exponent, or ``0x``/``0o``/``0b``; whole-number text the exact int, past 64 bits
+    too, which validation refuses as it refuses such an int in any format), ``None`` for ``NaN``
+    text (a missing value, as Arrow's cast reads it), else ``text`` itself for validation to
+    report with its row. Python's ``float`` also reads ``1_000``, which ``Number`` reads as
+    ``NaN`` and pandas and DuckDB read as text: it stays text."""
     if text is None:
         return None
     stripped = text.strip()
@@ -503,8 +502,6 @@ def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
 
 
 __all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "boundaries_from_text",
-           "dates_from_text",
-           "decode_dictionary",
-           "first_not_json", "first_not_text",
-           "first_outside_years", "infer_json_kind", "is_binary_like", "is_uuid", "nan_to_none", "numbers_from_text",
-           "text_kernel", "value_lengths"]
+           "dates_from_text", "decode_dictionary", "first_not_json", "first_not_text", "first_outside_years",
+           "infer_json_kind", "is_binary_like", "is_uuid", "nan_to_none", "numbers_from_text", "text_kernel",
+           "value_lengths"]

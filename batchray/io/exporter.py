@@ -23,8 +23,8 @@ written there (a directory not writable, a full disk) is a
   read a column of numbers with a ``""`` among them as JSON text or objects, not numbers.
 * Parquet reads the pages twice, first to choose each column's Arrow type from its values
   (ints only: int64; numbers: float64; text: string; a column mixing kinds, or fractions with
-  an int past 2**53 that a double would round, is stored as JSON text and marked so), and stores each attribute in its field's metadata
-  (:data:`~batchray.io.formats.PARQUET_ATTRIBUTE_KEY`).
+  an int past 2**53 that a double would round, is stored as JSON text and marked so), and
+  stores each attribute in its field's metadata (:data:`~batchray.io.formats.PARQUET_ATTRIBUTE_KEY`).
 * ``format="codap"`` writes a v2 document of one or more contexts:
   :func:`~batchray.io.document_export.export_document`.
 """
