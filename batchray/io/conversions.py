@@ -281,6 +281,8 @@ def _number(text: Optional[str]) -> Any:
     if text is None:
         return None
     stripped = text.strip()
+    if not stripped:
+        return text  # validation refuses blank text in a numeric attribute ("" alone is empty)
     if stripped.lstrip("+-").lower() == "nan":
         return None
     if _INT_TEXT.match(stripped):
