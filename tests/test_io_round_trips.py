@@ -560,3 +560,15 @@ def test_a_column_marked_json_whose_value_is_not_json_is_a_document_error(engine
         assert caught.value.details["reason"] == "value_not_json"
         assert (caught.value.details["row"], caught.value.details["column"]) == (3, "a")
         assert "E" not in engine.data_contexts()
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_duration_column_imports_as_numeric_seconds(engine, tmp_path, columnar):
+    """A Parquet duration column (what pandas writes for a timedelta column) is read as its
+    seconds, numbers: its attribute was created categorical, a numeric column in all but type."""
+    frame = pd.DataFrame({"lap": pd.to_timedelta([90.5, 61], unit="s")})
+    path = tmp_path / "laps.parquet"
+    frame.to_parquet(path)
+    result = import_file(engine, "L", None, path, columnar=columnar)
+    assert result.success and result.attribute_types == {"lap": "numeric"}
+    assert values_of(engine, "L") == [{"lap": 90.5}, {"lap": 61.0}]

@@ -1,10 +1,11 @@
 """Column values: which attribute type a column gets, and its values as Python values.
 
 * :func:`arrow_kind` (an Arrow type) and :func:`infer_json_kind` (the values of a JSON Lines
-  column in the first batch) choose a column's attribute type: ints and floats ``numeric``,
-  bools ``checkbox``, timestamps, dates and ISO 8601 text ``date``, objects ``boundary``
-  (JSON only; among text too), anything else ``categorical``. ISO 8601 text is a date, with or without a time,
-  and a time's offset ``Z``, ``+hh:mm``, ``+hhmm`` or ``+hh`` (as DuckDB writes a TIMESTAMPTZ).
+  column in the first batch) choose a column's attribute type: ints, floats and durations (read
+  as their seconds) ``numeric``, bools ``checkbox``, timestamps, dates and ISO 8601 text
+  ``date``, objects ``boundary`` (JSON only; among text too), anything else ``categorical``. ISO
+  8601 text is a date, with or without a time, and a time's offset ``Z``, ``+hh:mm``, ``+hhmm``
+  or ``+hh`` (as DuckDB writes a TIMESTAMPTZ).
 * :func:`as_strings`, :func:`numbers_from_text`, :func:`bools_from_text`,
   :func:`dates_from_text` and :func:`boundaries_from_text` convert a CSV column read as text to
   the column's type, vectorised; a value that does not convert stays text, so the worker's
@@ -60,7 +61,8 @@ def arrow_kind(arrow_type: Any) -> Optional[str]:
         return arrow_kind(arrow_type.value_type)
     if pt.is_boolean(arrow_type):
         return "checkbox"
-    if pt.is_integer(arrow_type) or pt.is_floating(arrow_type) or pt.is_decimal(arrow_type):
+    if (pt.is_integer(arrow_type) or pt.is_floating(arrow_type) or pt.is_decimal(arrow_type)
+            or pt.is_duration(arrow_type)):  # a duration is read as its seconds
         return "numeric"
     if pt.is_timestamp(arrow_type) or pt.is_date(arrow_type):
         return "date"
