@@ -243,6 +243,9 @@ def test_values_a_type_refuses_import_without_the_type_as_codap_keeps_them(tmp_p
         assert trips.attribute("When").type is None and trips.attribute("km").type.value == "numeric"
         assert [i["Temp\nC"] for i in _items(client, "Weather log")] == ["n/a", 22, "19", -2.5]
         assert any("'Temp\\nC': 1 value(s) are not numeric (such as 'n/a')" in n for n in result.notes)
+        # the result reports the types stored (it said numeric and date: the document's)
+        assert result.attribute_types["Temp\nC"] is None and result.attribute_types["When"] is None
+        assert result.attribute_types["TempF"] == "numeric" and result.attribute_types["km"] == "numeric"
 
 
 def test_objects_arrays_and_integers_past_64_bits_import_as_codap_keeps_them(tmp_path):

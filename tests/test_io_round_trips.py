@@ -373,3 +373,202 @@ def test_a_jsonl_boundary_column_of_objects_and_text_imports_as_a_boundary(engin
     assert result.success, result.errors
     assert result.attribute_types["edge"] == "boundary"
     assert values_of(engine, "G2") == values_of(engine, "G") == rows
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_date_held_as_seconds_exports_to_csv_and_imports_back(engine, tmp_path, columnar):
+    """A date attribute holds ISO text or seconds since the epoch; CSV writes seconds as the
+    number. CODAP reads a date value's numeric text as that number (``convertToDate`` in
+    ``v3/src/utilities/date-utils.ts`` tests ``isNumber`` before it parses text, and
+    ``createDate`` takes a number of 5000 or more as epoch seconds), so the column's numeric
+    text comes back as seconds: the same context refused it as no date."""
+    engine.create_data_context("D", collections=[{"name": "D", "attrs": [
+        {"name": "when", "type": "date"}, {"name": "n", "type": "numeric"}]}])
+    rows = [{"when": 1700000000, "n": 1}, {"when": "2024-01-02", "n": 2}, {"when": 1.5e9, "n": 3},
+            {"when": "2019", "n": 4}, {"when": -86400, "n": 5}]
+    engine.create_items("D", "D", rows, progress=False)
+    out = tmp_path / "dates.csv"
+    export_file(engine, "D", out)
+    # what pandas reads: one text column, the seconds as Python writes them
+    assert pd.read_csv(out, dtype=str)["when"].tolist() == ["1700000000", "2024-01-02", "1500000000.0", "2019",
+                                                             "-86400"]
+    result = import_file(engine, "D", None, out, columnar=columnar)
+    assert result.success, result.errors
+    assert exact(values_of(engine, "D")) == exact(rows * 2)
+    # a new context told the column is a date reads it the same way
+    result = import_file(engine, "D2", None, out, types={"when": "date"}, columnar=columnar)
+    assert result.success, result.errors
+    assert exact(values_of(engine, "D2")) == exact(rows)
+    # text that is neither a date nor a number is still refused with its row
+    bad = tmp_path / "bad.csv"
+    bad.write_text("when,n\r\n1700000000,1\r\nsoon,2\r\n")
+    result = import_file(engine, "D", None, bad, columnar=columnar)
+    assert not result.success and [e["index"] for e in result.errors] == [1]
+    assert len(values_of(engine, "D")) == 10
+
+
+def test_parquet_keeps_integers_past_2_53_exact_beside_fractions(engine, tmp_path):
+    """A numeric column of ints and fractions is a Parquet double, but a double holds ints
+    exactly only up to 2**53 (pyarrow's float64 is an IEEE 754 binary64, and pandas and DuckDB
+    read the column as it is stored): 2**53 + 1 was written as 9007199254740992.0. Such a column
+    is stored as JSON text, marked so, whose digits every reader sees exactly."""
+    import pyarrow.parquet as pq
+
+    duckdb = pytest.importorskip("duckdb")
+    engine.create_data_context("W", collections=[{"name": "W", "attrs": [
+        {"name": "n", "type": "numeric"}, {"name": "m", "type": "numeric"}]}])
+    rows = [{"n": 2**53 + 1, "m": 2**53}, {"n": 0.5, "m": 0.25}, {"n": -(2**62), "m": -1}]
+    engine.create_items("W", "W", rows, progress=False)
+    out = tmp_path / "wide.parquet"
+    result = export_file(engine, "W", out)
+    assert any("past 2**53" in note for note in result.notes), result.notes
+    table = pq.read_table(out)
+    assert table.schema.field("m").type == "double"  # ints up to 2**53 are exact as doubles: stays numeric
+    assert table.schema.field("n").metadata[b"batchray.encoding"] == b"json"
+    assert pd.read_parquet(out)["n"].tolist() == ["9007199254740993", "0.5", "-4611686018427387904"]
+    assert [r[0] for r in duckdb.sql(f"select n from read_parquet('{out}')").fetchall()] == \
+        ["9007199254740993", "0.5", "-4611686018427387904"]
+    assert import_file(engine, "W", None, out).success
+    back = [{"n": r["n"], "m": float(r["m"])} for r in rows]  # m's ints come back as the doubles stored
+    assert exact(values_of(engine, "W")) == exact(rows + back)
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_csv_number_text_with_underscores_is_no_number(engine, tmp_path, columnar):
+    """``1_000`` is no number to JavaScript's ``Number`` (ECMA-262's StringNumericLiteral has no
+    numeric separators: ``Number("1_000")`` is NaN), so CODAP and ``create_items`` refuse it in a
+    numeric attribute, and pandas' and DuckDB's CSV readers read the column as text. A CSV import
+    read it with Python's ``float``, which takes underscores, and stored 1000.0."""
+    duckdb = pytest.importorskip("duckdb")
+    engine.create_data_context("N", collections=[{"name": "N", "attrs": [{"name": "a", "type": "numeric"}]}])
+    path = tmp_path / "sep.csv"
+    path.write_text('a\r\n1_000\r\n2\r\n 0x10 \r\n" "\r\n')
+    assert pd.read_csv(path, dtype=None)["a"].tolist() == ["1_000", "2", " 0x10 ", " "]
+    assert duckdb.sql(f"describe select * from read_csv('{path}')").fetchall()[0][1] == "VARCHAR"
+    result = import_file(engine, "N", None, path, atomic=False, columnar=columnar)
+    # blank text is refused too, as create_items refuses it (only "" is the empty value)
+    assert [(e["index"], e["values"]) for e in result.errors] == [(0, {"a": "1_000"}), (3, {"a": " "})]
+    assert exact(values_of(engine, "N")) == exact([{"a": 2}, {"a": 16}])  # 0x10 is 16 to Number, as to create_items
+    assert not engine.create_items("N", "N", [{"a": "1_000"}], progress=False).success
+
+
+def test_a_csv_line_starting_with_a_hash_is_quoted_so_no_reader_takes_it_for_a_comment(engine, tmp_path):
+    """CODAP's CSV import parses with papaparse's ``comments: "#"`` (``csvParseOptions`` in
+    ``v3/src/utilities/csv-import.ts``), which skips a line whose first characters are ``#``: an
+    export whose first column is a colour (``#ff0000``) lost those rows in CODAP, and one whose
+    first attribute's name starts with ``#`` lost its header. Such a first cell is quoted; a
+    quoted ``"#...`` starts no comment for papaparse, nor for pandas and DuckDB told
+    ``comment="#"``, which apply the same rule."""
+    duckdb = pytest.importorskip("duckdb")
+    engine.create_data_context("C", collections=[{"name": "C", "attrs": [
+        {"name": "#col", "type": "color"}, {"name": "n", "type": "numeric"}, {"name": "t"}]}])
+    rows = [{"#col": "#ff0000", "n": 1, "t": "x"}, {"#col": "red", "n": 2}, {"#col": "#0f0", "n": 3, "t": 'a,"b'},
+            {"n": 4}]
+    engine.create_items("C", "C", rows, progress=False)
+    out = tmp_path / "colours.csv"
+    export_file(engine, "C", out)
+    lines = out.read_bytes().split(b"\r\n")
+    assert not [line for line in lines if line.startswith(b"#")], lines
+    expected = [["#ff0000", 1, "x"], ["red", 2, None], ["#0f0", 3, 'a,"b'], [None, 4, None]]
+    frame = pd.read_csv(out, comment="#")
+    assert frame.columns.tolist() == ["#col", "n", "t"]
+    assert frame.astype(object).where(frame.notna(), None).values.tolist() == expected
+    assert [list(r) for r in duckdb.sql(f"select * from read_csv('{out}', comment='#', header=true)").fetchall()] \
+        == expected
+    assert import_file(engine, "C", None, out).success
+    assert exact(values_of(engine, "C")) == exact(rows * 2)
+
+
+def test_jsonl_writes_codap_empty_values_of_typed_columns_as_null(engine, tmp_path):
+    """``""`` is CODAP's empty value; in a numeric, date or checkbox attribute JSON Lines wrote it
+    as ``""``, so DuckDB's ``read_json`` typed the numeric and checkbox columns JSON (values
+    ``'1'``, ``'""'``) and the date column VARCHAR, and pandas' ``read_json`` made them object
+    columns. It is ``null`` now, as Parquet writes it: each reader sees a column of its type."""
+    duckdb = pytest.importorskip("duckdb")
+    engine.create_data_context("J", collections=[{"name": "J", "attrs": [
+        {"name": "n", "type": "numeric"}, {"name": "d", "type": "date"}, {"name": "c", "type": "checkbox"},
+        {"name": "t"}]}])
+    rows = [{"n": 1, "d": "2024-01-02", "c": True, "t": "x"}, {"n": "", "d": "", "c": "", "t": ""},
+            {"n": 2.5, "d": "2024-01-03", "c": False, "t": "y"}]
+    engine.create_items("J", "J", rows, progress=False)
+    out = tmp_path / "empty.jsonl"
+    export_file(engine, "J", out)
+    types = {name: kind for name, kind, *_ in duckdb.sql(f"describe select * from read_json('{out}')").fetchall()}
+    assert types == {"n": "DOUBLE", "d": "DATE", "c": "BOOLEAN", "t": "VARCHAR"}
+    frame = pd.read_json(out, lines=True)
+    assert str(frame["n"].dtype) == "float64" and frame["t"].tolist() == ["x", "", "y"]
+    assert import_file(engine, "J", None, out).success
+    back = {"t": ""}  # the typed columns' empty values come back missing, which CODAP shows the same
+    assert exact(values_of(engine, "J")) == exact(rows + [rows[0], back, rows[2]])
+
+
+def test_parquet_notes_a_column_of_objects_as_objects_not_as_mixed_kinds(engine, tmp_path):
+    """A boundary column of GeoJSON objects alone is stored as JSON text (Parquet has no column
+    of arbitrary objects); the export's note said it "mixes value kinds ['json']"."""
+    import pyarrow.parquet as pq
+
+    engine.create_data_context("G", collections=[{"name": "G", "attrs": [{"name": "b", "type": "boundary"}]}])
+    rows = [{"b": {"type": "Point", "coordinates": [1, 2]}}, {"b": {"type": "Point", "coordinates": [3, 4]}}]
+    engine.create_items("G", "G", rows, progress=False)
+    out = tmp_path / "shapes.parquet"
+    result = export_file(engine, "G", out)
+    assert result.notes == ["column 'b' holds objects (GeoJSON): stored as JSON text"]
+    assert pd.read_parquet(out)["b"].tolist() == ['{"type":"Point","coordinates":[1,2]}',
+                                                  '{"type":"Point","coordinates":[3,4]}']
+    assert pq.read_schema(out).field("b").metadata[b"batchray.encoding"] == b"json"
+    assert import_file(engine, "G", None, out).success
+    assert values_of(engine, "G") == rows * 2
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_boundary_object_exported_to_csv_imports_back_as_the_object(engine, tmp_path, columnar):
+    """CSV writes a boundary object as its JSON text; CODAP reads a boundary's text enclosed in
+    braces as the object it parses to (``boundaryObjectFromBoundaryValue`` and
+    ``checkBoundaryString`` in ``v3/src/models/boundaries/boundary-types.ts``). Imported back into
+    the same context the text stayed text, so the round trip turned objects into strings."""
+    engine.create_data_context("B", collections=[{"name": "B", "attrs": [
+        {"name": "name"}, {"name": "shape", "type": "boundary"}]}])
+    rows = [{"name": "p", "shape": {"type": "Point", "coordinates": [1.5, -2]}},
+            {"name": "t", "shape": "{not json}"}, {"name": "s", "shape": "plain text"}, {"name": "m"}]
+    engine.create_items("B", "B", rows, progress=False)
+    out = tmp_path / "shapes.csv"
+    export_file(engine, "B", out)
+    assert pd.read_csv(out)["shape"].tolist()[0] == '{"type":"Point","coordinates":[1.5,-2]}'
+    result = import_file(engine, "B", None, out, columnar=columnar)
+    assert result.success, result.errors
+    assert exact(values_of(engine, "B")) == exact(rows * 2)
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "arrow"])
+def test_a_column_marked_json_whose_value_is_not_json_is_a_document_error(engine, tmp_path, suffix):
+    """A column an export marked as JSON text (field metadata ``batchray.encoding``) that was
+    edited since holds a value that is not JSON: the import raised orjson's bare
+    ``JSONDecodeError``; it is a DOCUMENT error naming the row and column, and nothing is stored."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    from batchray.errors import DocumentError
+
+    field = pa.field("a", pa.string(), metadata={b"batchray.encoding": b"json", b"batchray.attribute": b'{"name":"a"}'})
+    table = pa.Table.from_arrays([pa.array(["1", None, "not json", '"x"'])], schema=pa.schema([field]))
+    path = tmp_path / f"edited.{suffix}"
+    (pq.write_table if suffix == "parquet" else feather.write_feather)(table, path)
+    for atomic in (True, False):
+        with pytest.raises(DocumentError) as caught:
+            import_file(engine, "E", None, path, atomic=atomic)
+        assert caught.value.details["reason"] == "value_not_json"
+        assert (caught.value.details["row"], caught.value.details["column"]) == (3, "a")
+        assert "E" not in engine.data_contexts()
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_duration_column_imports_as_numeric_seconds(engine, tmp_path, columnar):
+    """A Parquet duration column (what pandas writes for a timedelta column) is read as its
+    seconds, numbers: its attribute was created categorical, a numeric column in all but type."""
+    frame = pd.DataFrame({"lap": pd.to_timedelta([90.5, 61], unit="s")})
+    path = tmp_path / "laps.parquet"
+    frame.to_parquet(path)
+    result = import_file(engine, "L", None, path, columnar=columnar)
+    assert result.success and result.attribute_types == {"lap": "numeric"}
+    assert values_of(engine, "L") == [{"lap": 90.5}, {"lap": 61.0}]

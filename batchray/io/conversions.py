@@ -1,13 +1,21 @@
 """Column values: which attribute type a column gets, and its values as Python values.
 
 * :func:`arrow_kind` (an Arrow type) and :func:`infer_json_kind` (the values of a JSON Lines
-  column in the first batch) choose a column's attribute type: ints and floats ``numeric``,
-  bools ``checkbox``, timestamps, dates and ISO 8601 text ``date``, objects ``boundary``
-  (JSON only; among text too), anything else ``categorical``. ISO 8601 text is a date, with or without a time,
-  and a time's offset ``Z``, ``+hh:mm``, ``+hhmm`` or ``+hh`` (as DuckDB writes a TIMESTAMPTZ).
-* :func:`as_strings`, :func:`numbers_from_text` and :func:`bools_from_text` convert a CSV
-  column read as text to the column's type, vectorised; a value that does not convert stays
-  text, so the worker's validation reports it with its row instead of the reader stopping.
+  column in the first batch) choose a column's attribute type: ints, floats and durations (read
+  as their seconds) ``numeric``, bools ``checkbox``, timestamps, dates and ISO 8601 text
+  ``date``, objects ``boundary`` (JSON only; among text too), anything else ``categorical``. ISO
+  8601 text is a date, with or without a time, and a time's offset ``Z``, ``+hh:mm``, ``+hhmm``
+  or ``+hh`` (as DuckDB writes a TIMESTAMPTZ).
+* :func:`as_strings`, :func:`numbers_from_text`, :func:`bools_from_text`,
+  :func:`dates_from_text` and :func:`boundaries_from_text` convert a CSV column read as text to
+  the column's type, vectorised; a value that does not convert stays text, so the worker's
+  validation reports it with its row instead of the reader stopping. A date column's numeric
+  text that is no date text is seconds since the epoch, as CODAP reads it (``convertToDate`` in
+  CODAP v3's ``v3/src/utilities/date-utils.ts`` takes any text ``Number`` reads as a number),
+  and as :func:`~batchray.io.exporter.export_file` writes a date held as seconds. A boundary column's
+  JSON object text is the object, as CODAP reads a boundary's text
+  (``boundaryObjectFromBoundaryValue`` in ``v3/src/models/boundaries/boundary-types.ts``) and
+  as an export writes a boundary object.
 * :func:`arrow_converter` converts a typed (Parquet, Arrow) column to values that fit an
   attribute: dates as ISO text, decimals as floats (those of scale 0 or less, whole numbers, as
   exact ints, so one past 64 bits is refused as in every other format), NaN as missing, nested values as JSON text
@@ -22,16 +30,21 @@ pyarrow is imported inside the functions: only a file import loads it.
 """
 from __future__ import annotations
 
-import math
 import re
 import uuid
 from typing import Any, Callable, Optional
 
 import orjson
 
+from batchray.core.model.schema import Attribute, AttributeType, ValueProblem, coerce_value
+
 _INT_TEXT = re.compile(r"^\s*[-+]?[0-9]+\s*$")
 _LONG_INT_TEXT = r"^\s*[-+]?[0-9]{16,}\s*$"
 """Whole-number text a double may round (past 2**53, 16 digits or more)."""
+_NUMBER_TEXT = r"^\s*(?:[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|0[xXoObB][0-9a-fA-F]+)\s*$"
+"""Text JavaScript's ``Number`` may read as a number (validation decides which it does)."""
+_DATE_ATTRIBUTE = Attribute(name="date", type=AttributeType.date)
+_NUMBER_ATTRIBUTE = Attribute(name="number", type=AttributeType.numeric)
 _HEX_PREFIXES = ("0x", "0X")
 """How text starts that Arrow's cast to int64 reads as hexadecimal (no space or sign before it)."""
 _ISO_DATE = re.compile(
@@ -48,7 +61,8 @@ def arrow_kind(arrow_type: Any) -> Optional[str]:
         return arrow_kind(arrow_type.value_type)
     if pt.is_boolean(arrow_type):
         return "checkbox"
-    if pt.is_integer(arrow_type) or pt.is_floating(arrow_type) or pt.is_decimal(arrow_type):
+    if (pt.is_integer(arrow_type) or pt.is_floating(arrow_type) or pt.is_decimal(arrow_type)
+            or pt.is_duration(arrow_type)):  # a duration is read as its seconds
         return "numeric"
     if pt.is_timestamp(arrow_type) or pt.is_date(arrow_type):
         return "date"
@@ -148,7 +162,68 @@ def text_kernel(kind: Optional[str], ints: bool) -> Callable[[Any], Any]:
         return _ints_or_none
     if kind == "checkbox":
         return lambda array: _cast_or_none(array, pa.bool_())
+    if kind == "date":
+        return lambda array: None if _has_number_text(array) else array
+    if kind == "boundary":
+        return lambda array: None if _has_object_text(array) else array
     return lambda array: array
+
+
+def _has_object_text(array: Any) -> bool:
+    """Whether some text of ``array`` starts with ``{`` (may be a JSON object)."""
+    import pyarrow.compute as pc
+
+    return bool(pc.any(pc.starts_with(array, "{")).as_py())
+
+
+def boundaries_from_text(array: Any) -> list[Any]:
+    """A boundary column's text: text enclosed in braces that is a JSON object becomes the
+    object (CODAP parses a boundary's text: ``checkBoundaryString``); other text stays as it
+    is."""
+    values = array.to_pylist()
+    if not _has_object_text(array):
+        return values
+    return [_object_or_text(v) for v in values]
+
+
+def _object_or_text(text: Optional[str]) -> Any:
+    if text is None or not (text.startswith("{") and text.endswith("}")):
+        return text
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    return value if isinstance(value, dict) else text
+
+
+def _has_number_text(array: Any) -> bool:
+    """Whether some text of ``array`` may be a number (:data:`_NUMBER_TEXT`)."""
+    import pyarrow.compute as pc
+
+    return bool(pc.any(pc.match_substring_regex(array, _NUMBER_TEXT)).as_py())
+
+
+def dates_from_text(array: Any) -> list[Any]:
+    """A date column's text: text a date attribute takes stays as it is (``2019``, a bare year,
+    included); other text that is a number as JavaScript's ``Number`` reads it becomes that
+    number, seconds since the epoch (what CODAP makes of it, and what a date held as seconds
+    exports as); anything else stays text for validation to report with its row."""
+    values = array.to_pylist()
+    if not _has_number_text(array):
+        return values
+    return [v if v is None else _date_or_seconds(v) for v in values]
+
+
+def _date_or_seconds(text: str) -> Any:
+    try:
+        coerce_value(_DATE_ATTRIBUTE, text)
+        return text
+    except ValueProblem:
+        pass
+    try:
+        return coerce_value(_NUMBER_ATTRIBUTE, text)
+    except ValueProblem:
+        return text
 
 
 def _floats_or_none(array: Any) -> Any:
@@ -199,20 +274,25 @@ def nan_to_none(numbers: Any) -> list[Any]:
 
 
 def _number(text: Optional[str]) -> Any:
+    """``text`` as the number validation reads it (JavaScript's ``Number``: ASCII digits, a
+    point, an exponent, or ``0x``/``0o``/``0b``; whole-number text the exact int, past 64 bits
+    too, which validation refuses as it refuses such an int in any format), ``None`` for ``NaN``
+    text (a missing value, as Arrow's cast reads it), else ``text`` itself for validation to
+    report with its row. Python's ``float`` also reads ``1_000``, which ``Number`` reads as
+    ``NaN`` and pandas and DuckDB read as text: it stays text."""
     if text is None:
         return None
     stripped = text.strip()
-    if not stripped.isascii():  # float() reads other scripts' digits; JavaScript's Number does not
-        return text
+    if not stripped:
+        return text  # validation refuses blank text in a numeric attribute ("" alone is empty)
+    if stripped.lstrip("+-").lower() == "nan":
+        return None
     if _INT_TEXT.match(stripped):
         return int(stripped)
     try:
-        number = float(stripped)
-    except ValueError:
+        return coerce_value(_NUMBER_ATTRIBUTE, stripped)
+    except ValueProblem:
         return text
-    if math.isnan(number):
-        return None
-    return number if math.isfinite(number) else text
 
 
 def bools_from_text(array: Any) -> list[Any]:
@@ -336,6 +416,18 @@ def first_not_text(array: Any) -> Optional[int]:
     return None
 
 
+def first_not_json(array: Any) -> Optional[int]:
+    """The position in ``array`` (a column marked as JSON text) of the first value that is not
+    JSON, or ``None``."""
+    for position, value in enumerate(array.to_pylist()):
+        if value is not None:
+            try:
+                orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return position
+    return None
+
+
 def first_outside_years(array: Any) -> Optional[int]:
     """The position in ``array`` of the first date or timestamp outside years 1 to 9999 (what
     Python's ``datetime`` holds, and so what :func:`arrow_converter` writes as ISO text), or
@@ -413,7 +505,7 @@ def infer_json_kind(rows: list[dict[str, Any]], name: str) -> str:
     return kinds.pop() if len(kinds) == 1 else "categorical"
 
 
-__all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "decode_dictionary",
-           "first_not_text",
-           "first_outside_years", "infer_json_kind", "is_binary_like", "is_uuid", "nan_to_none", "numbers_from_text",
-           "text_kernel", "value_lengths"]
+__all__ = ["arrow_converter", "arrow_kernel", "arrow_kind", "as_strings", "bools_from_text", "boundaries_from_text",
+           "dates_from_text", "decode_dictionary", "first_not_json", "first_not_text", "first_outside_years",
+           "infer_json_kind", "is_binary_like", "is_uuid", "nan_to_none", "numbers_from_text", "text_kernel",
+           "value_lengths"]

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from batchray.errors import DocumentError
-from batchray.io.conversions import arrow_kind, as_strings, bools_from_text, numbers_from_text, text_kernel
+from batchray.io.conversions import (arrow_kind, as_strings, bools_from_text, boundaries_from_text, dates_from_text,
+                                     numbers_from_text, text_kernel)
 from batchray.io.limits import MIN_RECORD_BYTES
 from batchray.io.sources import Source, batch_pieces, null_positions, rows_without_missing
 
@@ -276,13 +277,23 @@ class CsvSource(Source):
         """Before :meth:`batches`: a column that fills an existing attribute typed categorical,
         qualitative or color is read as text, one typed numeric as numbers and one typed checkbox
         as booleans, whatever its first block looked like, so ``02134`` in a categorical attribute
-        stays ``"02134"``. ``attribute_types``: the existing attributes' types by name; columns in
-        ``given`` (the caller's ``types``) and those filling date, boundary or untyped attributes
-        keep their type."""
+        stays ``"02134"``. A column filling a date attribute is read as dates
+        (:func:`~batchray.io.conversions.dates_from_text`: numeric text that is no date text is
+        seconds, as CODAP reads it and as an export writes a date held as seconds) unless its
+        first block was numbers (then it is read as numbers, which a date attribute takes as
+        seconds). A column filling a boundary attribute is read as boundaries
+        (:func:`~batchray.io.conversions.boundaries_from_text`: JSON object text is the object,
+        as an export writes one). ``attribute_types``: the existing attributes' types by name;
+        columns in ``given`` (the caller's ``types``) and those filling untyped attributes keep
+        their type."""
         given = set(given)
         for name in self.names:
             kind = attribute_types.get(name)
-            if name not in given and kind in ("categorical", "qualitative", "color", "numeric", "checkbox"):
+            if name in given:
+                continue
+            if kind in ("categorical", "qualitative", "color", "numeric", "checkbox", "boundary"):
+                self.types[name] = kind
+            elif kind == "date" and self.types.get(name) != "numeric":
                 self.types[name] = kind
 
     def _check_records(self, batch: Any) -> None:
@@ -337,6 +348,10 @@ class CsvSource(Source):
             return numbers_from_text(name not in self._float_columns)
         if kind == "checkbox":
             return bools_from_text
+        if kind == "date":
+            return dates_from_text
+        if kind == "boundary":
+            return boundaries_from_text
         return as_strings
 
     def close(self) -> None:

@@ -343,7 +343,9 @@ def import_document(target: Target, context: Optional[str], path: Path, *, atomi
     committed = out.state == "completed"
     out.created_contexts = names if committed else []
     out.case_counts = {renamed.get(s.name, s.name): dict(s.case_counts) for s in chosen}
-    out.attribute_types = {a.name: a.type for s in chosen for c in s.collections for a in c.attrs}
+    # the types stored: an attribute whose values its document type refuses is stored without one
+    out.attribute_types = {name: (a.type.value if a.type else None) for ctx in new_contexts.values()
+                           for name, a in ctx.attributes().items()}
     out.components = stored + skipped
     if stored and committed:
         notes.append(f"{len(stored)} component(s) stored")

@@ -13,19 +13,25 @@ written there (a directory not writable, a full disk) is a
 * CSV writes values as text (re-inferred when read back): strings as they are, numbers as
   Python writes them, booleans as ``true``/``false``, objects as JSON, missing values empty.
   Lines end with CRLF (RFC 4180), so a value holding a carriage return or a line feed, alone or
-  together, is quoted: pandas, DuckDB and pyarrow read it back as it was.
+  together, is quoted: pandas, DuckDB and pyarrow read it back as it was. A line's first cell
+  that starts with ``#`` (a colour such as ``#ff0000``, a header) is quoted too: CODAP's CSV
+  import skips a line that starts with ``#`` as a comment (papaparse's ``comments: "#"``), as
+  pandas and DuckDB do when told ``comment="#"``.
 * JSON Lines keeps JSON types and writes every column on every line (``null`` where missing)
-  so that reading it back infers every column.
+  so that reading it back infers every column. ``""``, CODAP's empty value, is ``null`` in a
+  numeric, date or checkbox column (:func:`_empty_is_missing`), as in Parquet: DuckDB and pandas
+  read a column of numbers with a ``""`` among them as JSON text or objects, not numbers.
 * Parquet reads the pages twice, first to choose each column's Arrow type from its values
-  (ints only: int64; numbers: float64; text: string; a column mixing kinds is stored as JSON
-  text and marked so), and stores each attribute in its field's metadata
-  (:data:`~batchray.io.formats.PARQUET_ATTRIBUTE_KEY`).
+  (ints only: int64; numbers: float64; text: string; a column mixing kinds, or fractions with
+  an int past 2**53 that a double would round, is stored as JSON text and marked so), and
+  stores each attribute in its field's metadata (:data:`~batchray.io.formats.PARQUET_ATTRIBUTE_KEY`).
 * ``format="codap"`` writes a v2 document of one or more contexts:
   :func:`~batchray.io.document_export.export_document`.
 """
 from __future__ import annotations
 
 import csv
+import io
 import os
 import time
 from pathlib import Path
@@ -133,7 +139,8 @@ def _write_csv(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[di
         # the csv module quotes a value holding a character of the line terminator: with "\n"
         # alone, a lone "\r" went unquoted and other readers ended the row there
         writer = csv.writer(fh, lineterminator="\r\n")
-        writer.writerow(columns)
+        guard = attrs and not (attrs[0].type is not None and attrs[0].type.value in ("numeric", "checkbox"))
+        _write_rows(fh, writer, [columns])
         for page in pages():
             rows = [list(map(values.get, columns)) for values in page]
             for position in special:
@@ -141,22 +148,71 @@ def _write_csv(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[di
                     value = row[position]
                     if value is not None and type(value) is not str:
                         row[position] = _csv_cell(value)
-            writer.writerows(rows)
+            if guard:
+                _write_rows(fh, writer, rows)
+            else:
+                writer.writerows(rows)
             count += len(page)
             report(count)
     return count
+
+
+_COMMENT = "#"
+"""What starts a comment line for CODAP's CSV import (``csvParseOptions`` in
+``v3/src/utilities/csv-import.ts``: papaparse skips a line whose first characters are it)."""
+
+
+def _write_rows(fh: Any, writer: Any, rows: list[list[Any]]) -> None:
+    """``rows`` written by ``writer``; one whose first cell is text starting with
+    :data:`_COMMENT` is written with that cell quoted, so no line of the file is a comment."""
+    start = 0
+    for position, row in enumerate(rows):
+        first = row[0] if row else None
+        if type(first) is str and first.startswith(_COMMENT):
+            writer.writerows(rows[start:position])
+            fh.write(_first_cell_quoted(row))
+            start = position + 1
+    writer.writerows(rows[start:])
+
+
+def _first_cell_quoted(row: list[Any]) -> str:
+    """``row`` as the csv module writes it, its first cell quoted: a cell the module left
+    unquoted holds no quote, comma or line break, so quoting it is putting quotes around it."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(row)
+    line = buffer.getvalue()
+    if line.startswith('"'):
+        return line
+    return f'"{row[0]}"{line[len(row[0]):]}'
+
+
+def _empty_is_missing(attr: Any) -> bool:
+    """Whether ``""`` in ``attr``'s column is written as a missing value: in a numeric, date or
+    checkbox attribute it is CODAP's empty value, and text among numbers, dates or booleans
+    would make other programs read the column as text."""
+    return attr.type is not None and attr.type.value in ("numeric", "date", "checkbox")
 
 
 def _write_jsonl(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[dict]]], report, notes) -> int:
     columns = [a.name for a in attrs]
+    typed = [a.name for a in attrs if _empty_is_missing(a)]
     dumps = orjson.dumps
     count = 0
     with open(tmp, "wb") as fh:
         for page in pages():
-            fh.write(b"".join(dumps({c: values.get(c) for c in columns}) + b"\n" for values in page))
+            rows = [{c: values.get(c) for c in columns} for values in page]
+            for row in rows:
+                for c in typed:
+                    if row[c] == "":
+                        row[c] = None
+            fh.write(b"".join(dumps(row) + b"\n" for row in rows))
             count += len(page)
             report(count)
     return count
+
+
+_EXACT_INTS = 2 ** 53
+"""Ints of at most this size are exact as a double; a wider one is kind ``wide``."""
 
 
 def _value_kind(value: Any, typed: bool) -> Optional[str]:
@@ -165,7 +221,7 @@ def _value_kind(value: Any, typed: bool) -> Optional[str]:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "int"
+        return "int" if -_EXACT_INTS <= value <= _EXACT_INTS else "wide"
     if isinstance(value, float):
         return "float"
     if isinstance(value, str):
@@ -178,7 +234,7 @@ def _write_parquet(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[lis
     import pyarrow.parquet as pq
 
     columns = [a.name for a in attrs]
-    typed = {a.name: a.type is not None and a.type.value in ("numeric", "date", "checkbox") for a in attrs}
+    typed = {a.name: _empty_is_missing(a) for a in attrs}
     kinds: dict[str, set[str]] = {c: set() for c in columns}
     for page in pages():  # pass 1: each column's value kinds
         for c in columns:
@@ -193,7 +249,7 @@ def _write_parquet(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[lis
             arrow_type, encode = default, None
         elif found == {"bool"}:
             arrow_type, encode = pa.bool_(), None
-        elif found == {"int"}:
+        elif found <= {"int", "wide"}:
             arrow_type, encode = pa.int64(), None
         elif found <= {"int", "float"}:
             arrow_type, encode = pa.float64(), float
@@ -204,7 +260,14 @@ def _write_parquet(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[lis
         else:
             arrow_type, encode = pa.string(), lambda v: orjson.dumps(v).decode()
             meta[PARQUET_ENCODING_KEY] = b"json"
-            notes.append(f"column {attr.name!r} mixes value kinds {sorted(found)}: stored as JSON text")
+            if found <= {"int", "float", "wide"}:
+                notes.append(f"column {attr.name!r} mixes fractions with integers past 2**53, which a double "
+                             "would round: stored as JSON text")
+            elif found == {"json"}:
+                notes.append(f"column {attr.name!r} holds objects (GeoJSON): stored as JSON text")
+            else:
+                mixed = sorted({"int" if kind == "wide" else kind for kind in found})
+                notes.append(f"column {attr.name!r} mixes value kinds {mixed}: stored as JSON text")
         fields.append(pa.field(attr.name, arrow_type, nullable=True, metadata=meta))
         encoders.append((attr.name, encode, typed[attr.name]))
     schema = pa.schema(fields)

@@ -16,9 +16,11 @@ of value dicts, :data:`~batchray.io.sources.PIECE_ROWS` rows at a time, converte
 are missing values (no key). ``columnar_batches`` counts the batches sent as columns.
 
 Every string or binary value is checked against ``max_value_bytes`` as its batch is read
-(``value_too_long``, with its row, 1-based in file order), and a date or timestamp outside
-years 1 to 9999 (no ISO date holds it) is ``value_out_of_range``, with its row and column:
-each a :class:`~batchray.errors.DocumentError` that stops the import, atomic or not.
+(``value_too_long``, with its row, 1-based in file order), a date or timestamp outside
+years 1 to 9999 (no ISO date holds it) is ``value_out_of_range``, and a value of a column its
+metadata marks as JSON text that is not JSON (a file edited after its export) is
+``value_not_json``, each with its row and column: each a
+:class:`~batchray.errors.DocumentError` that stops the import, atomic or not.
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ from typing import Any, Iterator, Optional
 
 import orjson
 
-from batchray.io.conversions import (arrow_converter, arrow_kernel, arrow_kind, first_not_text, first_outside_years,
-                                     value_lengths)
+from batchray.io.conversions import (arrow_converter, arrow_kernel, arrow_kind, first_not_json, first_not_text,
+                                     first_outside_years, value_lengths)
 from batchray.io.formats import PARQUET_ATTRIBUTE_KEY, PARQUET_ENCODING_KEY
 from batchray.io.sources import Source, batch_pieces, null_positions, rows_without_missing
 
@@ -107,6 +109,8 @@ class TypedSource(Source):
                     raise self._out_of_range(name, array) from None
                 except UnicodeDecodeError:
                     raise self._not_text(name, array) from None
+                except orjson.JSONDecodeError:
+                    raise self._not_json(name, array) from None
                 values.append(converted)
                 if array.null_count or None in converted:
                     nulls.append((name, null_positions(converted)))
@@ -131,6 +135,15 @@ class TypedSource(Source):
         row = self._rows_done + (position or 0) + 1
         return self.fail(f"row {row}: the value of column {name!r} is bytes that are not UTF-8 text, which cannot "
                          "be stored", "value_not_text", row=row, column=name)
+
+    def _not_json(self, name: str, array: Any) -> Any:
+        """The :class:`DocumentError` for a value of column ``name`` that its field metadata marks
+        as JSON text (:data:`~batchray.io.formats.PARQUET_ENCODING_KEY`) but that is not JSON,
+        naming its row."""
+        position = first_not_json(array)
+        row = self._rows_done + (position or 0) + 1
+        return self.fail(f"row {row}: the value of column {name!r} is not JSON text, which the column's metadata "
+                         "says it holds", "value_not_json", row=row, column=name)
 
     def _columnar(self, batch: Any) -> Optional[list[Any]]:
         """The batch's columns converted by Arrow's kernels, or ``None`` if one cannot be."""
