@@ -125,7 +125,9 @@ class BatchRun:
         so that the consumer takes in finished chunks meanwhile (their bytes go back to the
         budget, which is what lets a feeder held by the budget go on). Raises the stop error
         (cancellation, timeout) as soon as there is one, and BatchTimeout if the feeder goes
-        silent for ``stall_timeout`` seconds (a feeder held back by the budget is not silent)."""
+        silent for ``stall_timeout`` seconds (a feeder held back by the budget is not silent);
+        its details name the batch (``batchId``) and the stall timeout (``stallTimeout``,
+        seconds), as a batch's own timeout names ``timeout`` (milliseconds)."""
         if self.planned is not None:
             yield from self.planned
             return
@@ -142,7 +144,8 @@ class BatchRun:
                 silent_since = max(silent_since, self.heard)  # a keep-alive counts as input
                 if time.monotonic() - silent_since > stall_timeout:
                     raise BatchTimeout(
-                        f"no input for batch {self.txn} in {stall_timeout:.0f} s (did the driver die?)"
+                        f"no input for batch {self.txn} in {stall_timeout:g} s, its stall timeout (did the "
+                        "driver die?)", batchId=self.txn, stallTimeout=stall_timeout,
                     ) from None
                 yield None
                 continue
