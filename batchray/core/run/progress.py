@@ -4,7 +4,8 @@ Increments arrive per chunk. Throughput is an exponentially weighted moving aver
 rate between reports (time constant ``tau`` seconds, over intervals of 50 ms at least: a rate
 read over the microsecond between a batch's start and a first report would be absurd), so a
 burst does not swing it; the ETA is the remaining count divided by it, and unknown (None)
-once the count passes the total.
+once the count passes the total. A batch that has ended has no ETA (None), however much of
+its total it got through.
 """
 from __future__ import annotations
 
@@ -122,9 +123,10 @@ class ProgressBook:
             return None
         eta = None
         remaining = batch.total - batch.completed - batch.failed if batch.total is not None else None
-        if remaining is not None and remaining >= 0 and batch.rate > 0:
+        if batch.state == "running" and remaining is not None and remaining >= 0 and batch.rate > 0:
             # a count past the total: the total was no count of items (an update's plan counts
-            # its selectors, and a query selects any number of items), so nothing is known of the rest
+            # its selectors, and a query selects any number of items), so nothing is known of the
+            # rest; a batch that ended (cancelled, failed, rolled back part-way) has nothing to come
             eta = remaining / batch.rate
         return {
             "batchId": txn,
