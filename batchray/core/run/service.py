@@ -47,6 +47,7 @@ transport hands to the participant; nothing here reads it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 from collections import deque
@@ -119,6 +120,7 @@ class BatchRun:
     heard: float = 0.0  # monotonic time of the feeder's last keep-alive
     done_rows: dict = field(default_factory=dict)  # participant -> rows of its chunks whose apply ended
     decided_in: Optional[str] = None  # the attempt past its last stop check: no stop changes its decision
+    began: bool = False  # its transaction was handed to the executor (participants may hold some of it)
 
     def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[Optional[PlannedChunk]]:
         """The planned chunks as they are fed, and ``None`` every 50 ms while none is waiting,
@@ -421,7 +423,50 @@ class CoordinatorService:
                     return  # the batch sees its stop at once
 
     def _execute(self, run: BatchRun) -> None:
+        """Run a batch that was admitted, to its end, and let its slot, its waiters and what it
+        held go, however it ends: a failure before its transaction was handed to the executor
+        (its start could not be recorded in the log, say) ends it ``failed`` with that error,
+        recorded when the log takes it (nothing of it was sent: else it reads ``running`` until
+        recovery rolls it back)."""
         run.started = time.time()
+        result: Optional[BatchResult] = None
+        try:
+            result = self._run_batch(run)
+        except Exception as exc:  # noqa: BLE001 - e.g. the decision log failed: recovery finishes it
+            error = exc if isinstance(exc, BatchrayError) else InternalError(f"{type(exc).__name__}: {exc}")
+            if run.result is not None and run.done.is_set():
+                # decided (the commit point passed): the outcome stands; what failed after it
+                # (phase 2, the result's record) is reported with it
+                result = run.result.model_copy(update={"error": run.result.error or error.to_dict()})
+            else:
+                result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed,
+                                     error=error.to_dict())
+                if not run.began:
+                    with contextlib.suppress(Exception):  # the log may be what failed
+                        self.log.set_state(run.txn, result.state.value, result=result.dump())
+        finally:
+            self._drain(run)
+            self.release_images(run.txn)
+            with self._lock:
+                self.admission.done(run.txn)
+                if self.admission.waiting():  # a slot is free for it: the admitter starts it
+                    self._lock.notify_all()
+            if result is None:  # a BaseException: still let waiters go
+                result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed)
+            if run.total is not None:
+                result.total_items = run.total
+            run.result = result
+            if self.progress is not None:
+                if run.send_progress is not None:
+                    run.send_progress()
+                self.progress.finish(run.txn, result.state.value)
+                self._report_memory(force=True)
+            run.done.set()
+            run.ended.set()
+            self._retire(run)
+
+    def _run_batch(self, run: BatchRun) -> BatchResult:
+        """The batch's transaction, from the wait for its sources to its result (see :meth:`_execute`)."""
         options = run.options
         timed_out = deadline(options.timeout, run.txn)  # from its start: a wait for its sources counts
         should_stop = StopCheck(run, timed_out, self._lock, lambda: self.executor.attempts.get(run.txn, run.txn))
@@ -469,38 +514,9 @@ class CoordinatorService:
         else:
             plan = Plan(run.kind, [], total=run.total, extra=notes)
             plan.chunks = _counted_stream(run, plan, should_stop, self.stall_timeout)
-        result: Optional[BatchResult] = None
-        try:
-            result = self.executor.execute(run.txn, run.ts, plan, options, on_chunk=on_chunk, should_stop=should_stop,
-                                           on_decided=lambda r: self._decided(run, r), on_restart=restart)
-        except Exception as exc:  # noqa: BLE001 - e.g. the decision log failed: recovery finishes it
-            error = exc if isinstance(exc, BatchrayError) else InternalError(f"{type(exc).__name__}: {exc}")
-            if run.result is not None and run.done.is_set():
-                # decided (the commit point passed): the outcome stands; what failed after it
-                # (phase 2, the result's record) is reported with it
-                result = run.result.model_copy(update={"error": run.result.error or error.to_dict()})
-            else:
-                result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed,
-                                     error=error.to_dict())
-        finally:
-            self._drain(run)
-            self.release_images(run.txn)
-            with self._lock:
-                self.admission.done(run.txn)
-                if self.admission.waiting():  # a slot is free for it: the admitter starts it
-                    self._lock.notify_all()
-            if result is None:  # a BaseException: still let waiters go
-                result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed)
-            if run.total is not None:
-                result.total_items = run.total
-            run.result = result
-            if self.progress is not None:
-                send_progress()
-                self.progress.finish(run.txn, result.state.value)
-                self._report_memory(force=True)
-            run.done.set()
-            run.ended.set()
-            self._retire(run)
+        run.began = True
+        return self.executor.execute(run.txn, run.ts, plan, options, on_chunk=on_chunk, should_stop=should_stop,
+                                     on_decided=lambda r: self._decided(run, r), on_restart=restart)
 
     def _decided(self, run: BatchRun, result: BatchResult) -> None:
         """The commit point: waiters get the result now; phase 2 goes on, and readers are held
