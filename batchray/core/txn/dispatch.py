@@ -26,10 +26,11 @@ the chunks over a :class:`~batchray.core.txn.twophase.Transport`:
   the deadline when the batch is ordered or holds no lock yet); otherwise its error goes into the outcome's ``errors`` and, in an atomic batch, becomes the
   cause, which ends dispatch. A participant applies a transaction's chunks in the order they
   were sent, and the planner relies on it (an update by query sees the updates before it):
-  while a chunk is being retried, no later chunk goes to its participant; and in a batch
+  while a chunk is being retried, no later chunk that may depend on it
+  (:func:`~batchray.core.txn.ordering.may_overlap`) goes to its participant; and in a batch
   whose chunks that lost a lock race run again in its next attempt
-  (``TxnRun.reruns_conflicts``), the later chunks of that participant are held back with
-  such a chunk (failed as conflicted, never sent), so that they run after it there.
+  (``TxnRun.reruns_conflicts``), such later chunks are held back with it (failed as
+  conflicted, never sent), so that they run after it there.
 * A plan of one chunk that can commit in one phase (``run.one_phase``,
   :mod:`batchray.core.txn.onephase`) sends it as
   :attr:`~batchray.core.txn.participant.Step.APPLY_COMMIT`, after the stop's last look (its
@@ -49,6 +50,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from batchray.core.txn.attempts import conflicted
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef, count_effect
+from batchray.core.txn.ordering import add_keys, may_overlap
 from batchray.core.txn.participant import Step
 from batchray.core.txn.policies import POLL, PRESSURE_PAUSE, ChunkBudget, RejectPolicy, RetryPolicy, StopPolicy
 from batchray.errors import BatchrayError, LockConflict, StoppedOnError, ValidationError
@@ -105,7 +107,7 @@ class TxnRun:
     written: dict[str, Written] = field(default_factory=dict)  # participant -> what its applied chunks wrote
     refusals: dict[str, BatchrayError] = field(default_factory=dict)  # participant -> why its prepare failed
     reruns_conflicts: bool = False  # its chunks that lose a lock race run again in its next attempt (the executor's)
-    held_back: set[str] = field(default_factory=set)  # participants where such a chunk waits for that attempt
+    held_back: dict[str, Optional[set]] = field(default_factory=dict)  # participant -> keys of such chunks (None: any)
 
     @property
     def stops_sending(self) -> bool:
@@ -179,7 +181,7 @@ class ApplyPhase:
                 if run.stops_sending:
                     self._stopped_on_error()
                     break
-                if pc.participant in run.held_back:
+                if pc.participant in run.held_back and may_overlap(run.held_back[pc.participant], pc):
                     if pc.reserved:
                         self.budget.release(pc)
                     held = None
@@ -214,12 +216,13 @@ class ApplyPhase:
     # -- dispatch ---------------------------------------------------------------------------
     def _wait_for_turn(self, pc: PlannedChunk) -> None:
         """Wait until ``pc`` may go: a barrier after every chunk in flight, after the chunks of
-        its participant being retried (it must apply after them there), and, with
+        its participant being retried that it may depend on (it must apply after them there), and, with
         ``parallelism``, until fewer than that many chunks are in flight."""
         flights = self.run.flights
         while pc.barrier and flights:
             self._drain(block=True)
-        while any(f.attempt > 1 and f.planned.participant == pc.participant for f in flights.values()):
+        while any(f.attempt > 1 and f.planned.participant == pc.participant
+                  and may_overlap(add_keys(set(), f.planned), pc) for f in flights.values()):
             self._pause()
         limit = self.run.parallelism
         while limit is not None and len(flights) >= limit:
@@ -326,7 +329,7 @@ class ApplyPhase:
         """Send ``pc`` not: a chunk before it at its participant lost a lock race and runs again
         in the batch's next attempt, and ``pc`` must apply after it there (it may write the same
         items, or select by a query what that one changes). It fails as conflicted, unsent, and
-        so runs again too, after that chunk."""
+        so runs again too, after that chunk (and holds back what may depend on it in turn)."""
         self._failed(Flight(pc, 0), LockConflict(
             f"not sent: a chunk before it on {pc.participant} lost a lock race and runs again first, and this one "
             "follows it there", participant=pc.participant))
@@ -334,11 +337,12 @@ class ApplyPhase:
     def _failed(self, flight: Flight, exc: BatchrayError) -> None:
         """A chunk failed for good: its error is the batch's, and the cause of an atomic one. A
         lost lock race of a batch that runs such chunks again holds back its participant's
-        later chunks (:meth:`_hold_back`)."""
+        later chunks that may depend on it (:meth:`_hold_back`)."""
         pc = flight.planned
         self.run.outcome.errors.extend(chunk_errors(pc, exc, flight.attempt))
         if self.run.reruns_conflicts and conflicted(exc):
-            self.run.held_back.add(pc.participant)
+            held = self.run.held_back
+            held[pc.participant] = add_keys(held.get(pc.participant, set()), pc)
         if self.run.atomic:
             self.run.fail(exc)
         if self.run.on_chunk:
