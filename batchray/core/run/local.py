@@ -260,8 +260,10 @@ class _ProgressCounter:
         book.start(txn, total, kind)
 
     def restart(self) -> None:
-        """The batch runs again (a new attempt after a lost lock race): its counts start over."""
+        """The batch runs again (a new attempt after a lost lock race): its counts start over,
+        and so does the time its throughput is read over (as the book's rate does)."""
         self.completed = self.failed = 0
+        self.started = time.monotonic()
         self.book.restart(self.txn)
 
     def __call__(self, planned: Any, images: Any, error: Any) -> None:
