@@ -607,7 +607,9 @@ class CoordinatorService:
     def cancel(self, txn: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
         """Cancel a queued or running batch (see the module docstring). The reply says what
         will happen: ``success`` false for a batch that finished, or was already decided
-        (its decision stands), ``rollback`` true when nothing of the batch will stay."""
+        (its decision stands), ``rollback`` true when nothing of the batch will stay. A queued
+        batch is cancelled once the log has recorded it: a log that cannot record it raises,
+        and the batch waits on in its queue."""
         record = self.log.batch(txn)
         if record is None:
             raise NotFoundError(f"no batch {txn}", batchId=txn)
@@ -618,17 +620,25 @@ class CoordinatorService:
             run = self.runs.get(txn)
             was_waiting = self.admission.remove(txn)
             attempt, decided = current_attempt(self.executor.attempts, txn, run)
-            if run is not None:
+            stop = CancelledError(f"batch {txn} was cancelled", rollback=rollback, graceful=graceful)
+            if run is not None and not was_waiting:  # a queued one's stop is set once it is recorded
                 run.graceful = graceful
-                run.stop = CancelledError(f"batch {txn} was cancelled", rollback=rollback, graceful=graceful)
+                run.stop = stop
         if run is None:
             return {"success": False, "batchId": txn, "state": record["state"],
                     "message": "batch is not queued or running here yet (being submitted) or any more (being "
                                "recovered); nothing was cancelled"}
         if was_waiting:
-            run.result = BatchResult(success=False, transaction_id=txn, state=BatchState.cancelled,
-                                     error=run.stop.to_dict())
-            self.log.set_state(txn, "cancelled", result=run.result.dump())
+            result = BatchResult(success=False, transaction_id=txn, state=BatchState.cancelled, error=stop.to_dict())
+            try:
+                self.log.set_state(txn, "cancelled", result=result.dump())
+            except BaseException:
+                with self._lock:  # not cancelled: it waits again (it took no input meanwhile)
+                    self.admission.push(txn, priority=run.options.priority, queue=run.options.queue,
+                                        now=run.submitted)
+                    self._lock.notify_all()
+                raise
+            run.graceful, run.stop, run.result = graceful, stop, result
             run.done.set()
             self._retire(run)
             return {"success": True, "batchId": txn, "state": "cancelled", "graceful": graceful, "rollback": True,
