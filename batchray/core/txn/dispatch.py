@@ -215,18 +215,24 @@ class ApplyPhase:
 
     # -- dispatch ---------------------------------------------------------------------------
     def _wait_for_turn(self, pc: PlannedChunk) -> None:
-        """Wait until ``pc`` may go: a barrier after every chunk in flight, after the chunks of
-        its participant being retried that it may depend on (it must apply after them there), and, with
+        """Wait until ``pc`` may go, all of these at once (taking in a chunk may send a retry):
+        a barrier after every chunk in flight; after the chunks of its participant being
+        retried that it may depend on (it must apply after them there); and, with
         ``parallelism``, until fewer than that many chunks are in flight."""
         flights = self.run.flights
-        while pc.barrier and flights:
-            self._drain(block=True)
-        while any(f.attempt > 1 and f.planned.participant == pc.participant
-                  and may_overlap(add_keys(set(), f.planned), pc) for f in flights.values()):
-            self._pause()
         limit = self.run.parallelism
-        while limit is not None and len(flights) >= limit:
-            self._pause()
+        while True:
+            if pc.barrier and flights:
+                self._drain(block=True)
+            elif self._retried_before(pc) or (limit is not None and len(flights) >= limit):
+                self._pause()
+            else:
+                return
+
+    def _retried_before(self, pc: PlannedChunk) -> bool:
+        """Whether a chunk of ``pc``'s participant that ``pc`` may depend on is being retried."""
+        return any(f.attempt > 1 and f.planned.participant == pc.participant
+                   and may_overlap(add_keys(set(), f.planned), pc) for f in self.run.flights.values())
 
     def _pause(self) -> None:
         """Wait a little for room (bytes in the budget, a place in flight), taking in finished
