@@ -53,7 +53,7 @@ from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef, count_e
 from batchray.core.txn.ordering import add_keys, may_overlap
 from batchray.core.txn.participant import Step
 from batchray.core.txn.policies import POLL, PRESSURE_PAUSE, ChunkBudget, RejectPolicy, RetryPolicy, StopPolicy
-from batchray.errors import BatchrayError, LockConflict, StoppedOnError, ValidationError
+from batchray.errors import BatchrayError, InternalError, LockConflict, StoppedOnError, ValidationError
 
 ChunkCallback = Callable[[PlannedChunk, Optional[BeforeImages], Optional[BatchrayError]], None]
 """``on_chunk(planned, before_images, None)`` for an applied chunk, ``(planned, None, error)``
@@ -301,6 +301,11 @@ class ApplyPhase:
                 return
             self.budget.release(pc)
             self._failed(flight, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - the transport's own failure: the chunk failed, its bytes go back
+            self.budget.release(pc)
+            self._failed(flight, InternalError(f"the answer of a chunk's apply on {pc.participant} could not be read: "
+                                               f"{type(exc).__name__}: {exc}", participant=pc.participant))
             return
         self.budget.release(pc)
         if flight.step is Step.APPLY_COMMIT:
