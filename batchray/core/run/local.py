@@ -114,10 +114,12 @@ class LocalRuntime:
             result = self.executor.execute(txn, ts, plan, options, on_chunk=on_chunk, should_stop=should_stop,
                                            on_restart=on_chunk.restart)
         finally:
-            record = self.log.batch(txn)
-            self.progress.finish(txn, record["state"] if record is not None else "failed")
-            with self._running_lock:
-                self._running.pop(txn).done.set()
+            try:
+                record = self.log.batch(txn)
+                self.progress.finish(txn, record["state"] if record is not None else "failed")
+            finally:  # whatever the log answers: the waiters for the batch go on (they read it again)
+                with self._running_lock:
+                    self._running.pop(txn).done.set()
         return result if wait else txn
 
     def wait(self, batch_id: str) -> BatchResult:
