@@ -30,6 +30,10 @@ from actors.worker import STORE_WAIT, WorkerActor, restarted
 NAMESPACE = "batchray"
 logger = logging.getLogger(__name__)
 
+PROGRESS_WAIT = 5.0
+"""Seconds a status waits for the progress actor's answer (it may be restarting) before it
+answers without the batch's progress."""
+
 
 def actor_prefix(store_root: str) -> str:
     """Actor names for one store: ``batchray-<hash of the store's path>`` (of a PostgreSQL
@@ -355,9 +359,18 @@ class TransactionCoordinator:
         return self.service.wait(txn, timeout)
 
     def status(self, txn: str) -> dict:
+        """The batch's status (:meth:`CoordinatorService.status`) with its ``progress`` from the
+        progress actor. Progress is telemetry: a progress actor that is gone, or does not answer
+        within :data:`PROGRESS_WAIT` seconds, leaves ``progress`` None, and the status (which
+        every driver waiting with a progress bar or callback reads as its batch runs) answers
+        all the same."""
         status = self.service.status(txn)
         self.outbox.flush()  # calls from one caller reach the actor in order: the get sees them
-        status["progress"] = ray.get(self.progress.get.remote(txn))
+        try:
+            status["progress"] = ray.get(self.progress.get.remote(txn), timeout=PROGRESS_WAIT)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            logger.warning("the progress actor did not answer for batch %s: %s", txn, type(exc).__name__)
+            status["progress"] = None
         return status
 
     def recent(self, limit: int = 20) -> list:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayTaskError
 
 from batchray.core.txn import crashpoints
 from batchray.core.txn.chunks import TxnRef
@@ -345,6 +345,8 @@ class RayTransport:
             raise InternalError(f"worker step failed: {exc}") from None
         except (RayActorError, GetTimeoutError) as exc:
             raise ParticipantUnavailable(f"worker unavailable: {type(exc).__name__}") from None
+        except ObjectLostError as exc:  # the answer went with its node (or its owner): ask again
+            raise ParticipantUnavailable(f"a worker's answer was lost: {type(exc).__name__}") from None
 
     def lock_waits(self, participant: str, txn: str, timeout: float = 5.0) -> Optional[dict[str, Any]]:
         """What ``txn`` waits for at ``participant`` (asked of its worker, in its control group)."""

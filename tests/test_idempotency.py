@@ -204,3 +204,52 @@ def test_a_key_derived_for_a_part_stays_within_the_longest_key():
     long = RunOptions(idempotency_key="k" * 200)
     derived = {long.part(name).idempotency_key for name in ("a", "b")}
     assert len(derived) == 2 and all(len(key) <= 200 for key in derived)
+
+
+def test_a_waiter_under_the_key_is_answered_when_the_running_call_cannot_read_the_log_at_its_end(client, monkeypatch):
+    """The call running a batch reads the batch's record once it ended, for its progress, before
+    it let the waiters for the batch go: a log that failed that read (a dropped connection) left
+    them waiting for ever. They are let go whatever the read does, and find the result."""
+    executor, log = client.runtime.executor, client.runtime.log
+    begin, execute, batch = executor.begin, executor.execute, log.batch
+    found_registered = threading.Event()
+    running_call: list = []
+
+    def begin_noting_the_prior(*args, **kwargs):
+        registered = begin(*args, **kwargs)
+        if registered[2] is not None:
+            found_registered.set()
+        return registered
+
+    def execute_once_the_other_submit_came(*args, **kwargs):
+        running_call.append(threading.current_thread())
+        found_registered.wait(10)  # the other submit finds the key while this batch runs
+        return execute(*args, **kwargs)
+
+    def read_fails_at_the_end(txn):
+        record = batch(txn)
+        if running_call and threading.current_thread() is running_call[0] and (record or {}).get("result"):
+            running_call.clear()  # once: the running call's read of the batch it ran, once recorded
+            raise StoreError("decision log: read failed: server closed the connection unexpectedly")
+        return record
+
+    monkeypatch.setattr(executor, "begin", begin_noting_the_prior)
+    monkeypatch.setattr(executor, "execute", execute_once_the_other_submit_came)
+    monkeypatch.setattr(log, "batch", read_fails_at_the_end)
+    results: dict = {}
+
+    def submit(k: int) -> None:
+        try:
+            results[k] = client.create_items("P", "P", _rows(50), idempotency_key="load-3")
+        except StoreError as exc:
+            results[k] = exc
+
+    threads = [threading.Thread(target=submit, args=(k,), daemon=True) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads), "a waiter under the key was never let go"
+    answers = sorted(results.values(), key=lambda r: isinstance(r, StoreError))
+    assert answers[0].success and isinstance(answers[1], StoreError), results
+    assert client.count_items("P") == 50

@@ -112,3 +112,29 @@ def test_a_report_just_after_the_start_does_not_make_the_throughput_absurd():
     clock.now += 0.1
     book.report("b", 10_000)
     assert book.get("b")["throughput"] <= 200_000, book.get("b")
+
+
+def test_a_batch_that_stops_reporting_reads_as_slowing_down_not_at_its_last_rate():
+    """A batch waiting (for a lock, for memory, for input) reports nothing: its throughput
+    stayed at the last rate read and its ETA stood still, 7 s for as long as it waited. Past
+    ``tau`` seconds of quiet its rate decays, and its ETA grows; the next report reads the rate
+    over the quiet time."""
+    clock = _Clock()
+    book = ProgressBook(clock=clock)
+    book.start("w", 1000, "create_items")
+    for _ in range(3):  # 100 items/s
+        clock.now += 1.0
+        book.report("w", 100)
+    live = book.get("w")
+    assert live["throughput"] > 50 and live["etaSeconds"] < 14, live
+    clock.now += book.tau  # quiet, but no longer than a slow chunk may take
+    assert book.get("w")["throughput"] == live["throughput"]
+    clock.now += 30.0  # waiting
+    stalled = book.get("w")
+    assert stalled["throughput"] < 1 and stalled["etaSeconds"] > 700, stalled
+    assert book.total_throughput() < 1
+    clock.now += 1.0
+    book.report("w", 100)  # moving again: 100 items over the 33 s since the last rate
+    assert 1 < book.get("w")["throughput"] < 10, book.get("w")
+    book.finish("w", "failed")
+    assert book.get("w")["etaSeconds"] is None

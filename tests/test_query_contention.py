@@ -405,3 +405,81 @@ def test_a_lost_lock_race_is_no_rejected_item_for_the_reject_limit(tmp_path):
     balances = {item["id"]: item["values"]["balance"] for item in client.get_items("Bank")}
     assert balances == {i: 8 if i == first else INITIAL + 1 for i in ids}
     client.close()
+
+
+def _one_shard_with_a_held_item(tmp_path):
+    """A store of one shard with items ``other`` and ``held`` (``v`` is ``"orig"``), ``held``
+    held by an older batch (``batch-holding-it``) so that a younger wait-die batch dies on it;
+    and the updates ``other -> "y"``, ``held -> "first"`` and, by query, ``v == "first" ->
+    "second"``: a chunk each, in that order (the query makes the batch wait-die), so that in
+    request order ``held`` ends ``"second"``."""
+    client = local_client(tmp_path / "store", shards=1)
+    assert client.create_data_context("Seq", [{"name": "Rows", "attrs": [{"name": "v"}]}]).success
+    other, held = client.create_items("Seq", "Rows", [{"v": "orig"}, {"v": "orig"}]).item_ids
+    (name,) = client.layout.shard_names
+    shard = client.runtime.participants[name]
+    shard.locks.acquire("batch-holding-it", 1, [held])
+    updates = [{"selector": {"itemId": other}, "values": {"v": "y"}},
+               {"selector": {"itemId": held}, "values": {"v": "first"}},
+               {"selector": {"query": "v == first"}, "values": {"v": "second"}}]
+    return client, shard, other, held, updates
+
+
+def _release_at(shard, monkeypatch, when) -> list:
+    """Release ``batch-holding-it`` right before the shard's apply for which ``when(ref, chunk,
+    tries)`` is true (``tries``: the applies of the held item's chunk so far); the applies'
+    transaction ids and chunk ids, in order, are listed in the list returned."""
+    applied: list = []
+    apply = shard.apply
+
+    def releasing(ref, chunk, prepare=False, commit=False):
+        applied.append((ref.txn, chunk.chunk_id, getattr(chunk, "ids", None)))
+        tries = sum(1 for _, _, ids in applied if ids == [when.held])
+        if when(ref, chunk, tries):
+            shard.locks.release_all("batch-holding-it")
+        return apply(ref, chunk, prepare=prepare, commit=commit)
+
+    monkeypatch.setattr(shard, "apply", releasing)
+    return applied
+
+
+def test_a_non_atomic_rerun_keeps_the_request_order_of_a_shard_s_chunks(tmp_path, monkeypatch):
+    """A non-atomic batch runs the chunk that lost its lock race again in its next attempt;
+    the later chunk of that shard (an update by query of what the lost one writes) was sent in
+    the first attempt all the same, selected nothing, and the held item ended with the earlier
+    update's value: the batch reported success with the query's update lost. It is held back
+    with the lost chunk and runs after it."""
+    from batchray.core.txn.attempts import MARK
+
+    client, shard, other, held, updates = _one_shard_with_a_held_item(tmp_path)
+
+    def second_attempt(ref, chunk, tries):  # the holder lets go once the batch runs again
+        return MARK in ref.txn
+    second_attempt.held = held
+    applied = _release_at(shard, monkeypatch, second_attempt)
+    result = client.update_items("Seq", updates, atomic=False, continue_on_error=True, batch_size=1)
+    assert any(MARK in txn for txn, _, _ in applied), applied  # it did run a second attempt
+    assert result.success and result.items_updated == 3 and not result.errors, result
+    values = {item["id"]: item["values"]["v"] for item in client.get_items("Seq")}
+    assert values == {other: "y", held: "second"}, values
+    assert not _leftovers(client)
+    client.close()
+
+
+def test_a_retried_chunk_applies_before_the_later_chunks_of_its_shard(tmp_path, monkeypatch):
+    """An atomic batch retries a chunk that lost a lock race (wait-die); the chunks after it
+    were sent to its shard while it waited for its next try, so an update by query after it
+    ran before it (selecting nothing) and the batch committed with the earlier update's value."""
+    client, shard, other, held, updates = _one_shard_with_a_held_item(tmp_path)
+
+    def third_try(ref, chunk, tries):  # the holder lets go after the chunk lost twice
+        return tries == 3
+    third_try.held = held
+    applied = _release_at(shard, monkeypatch, third_try)
+    result = client.update_items("Seq", updates, batch_size=1)
+    assert sum(1 for _, _, ids in applied if ids == [held]) == 3, applied  # two lost races, then applied
+    assert result.success and result.items_updated == 3, result
+    values = {item["id"]: item["values"]["v"] for item in client.get_items("Seq")}
+    assert values == {other: "y", held: "second"}, values
+    assert not _leftovers(client)
+    client.close()

@@ -290,3 +290,18 @@ def test_a_keyed_chunk_fed_again_is_applied_once_and_keep_alives_hold_off_the_st
     assert not result["success"] and result["error"]["code"] == "TIMEOUT", result
     assert service.keep_alive(stalled) is False
     assert engine.count_items("Q") == 2
+
+
+def test_a_stalled_stream_s_timeout_names_the_batch_and_the_stall_timeout(local):
+    """A streamed batch rolled back for want of input fails with a TIMEOUT whose details say
+    which batch and which timeout (the stall timeout, in seconds): they were empty, and the
+    message rounded 0.6 s to "1 s"."""
+    engine, make_service = local
+    service, _ = make_service(stall_timeout=0.6)
+    txn = service.submit("create_items", RunOptions())["txn"]
+    assert service.feed(txn, _planned(engine, 1))
+    result = service.wait(txn, timeout=30)
+    assert result["state"] == "rolled_back" and result["error"]["code"] == "TIMEOUT", result
+    assert result["error"]["details"] == {"batchId": txn, "stallTimeout": 0.6}, result["error"]
+    assert "0.6 s" in result["error"]["message"]
+    assert engine.count_items("Q") == 0

@@ -732,6 +732,35 @@ def test_a_batchray_error_raised_in_an_actor_reaches_the_caller_as_itself(plain)
         transport.close()
 
 
+def test_an_answer_lost_with_its_owner_is_a_retryable_unavailable_participant(ray_session):
+    """An apply's answer that Ray lost (with its node, or its owner) raised Ray's own
+    ``ObjectLostError`` out of the transport, and its chunk failed for good: it is a retryable
+    ``UNAVAILABLE``, so the apply is sent again (applies are idempotent per chunk)."""
+    import ray
+
+    from actors.transport import RayTransport
+    from batchray.errors import ParticipantUnavailable
+
+    @ray.remote
+    class Owner:
+        def make(self) -> list:
+            return [ray.put(b"x" * 300_000)]  # owned by this actor, which then dies
+
+    owner = Owner.remote()
+    (lost,) = ray.get(owner.make.remote())
+    ray.kill(owner, no_restart=True)
+    transport = RayTransport(lambda name: None)
+    try:
+        deadline = time.monotonic() + 60
+        with pytest.raises(ParticipantUnavailable) as refused:
+            while time.monotonic() < deadline:  # the copy here is served until Ray learns the owner died
+                transport._get(lost, timeout=30)
+                time.sleep(0.1)
+        assert refused.value.retryable and "lost" in refused.value.message
+    finally:
+        transport.close()
+
+
 def test_shutdown_stops_every_worker_of_a_store_whose_coordinator_does_not_answer(tmp_path, monkeypatch):
     """A coordinator that does not answer (crashing as it starts, say) cannot list its workers:
     shutdown then looked for the first 64 names only, and a store of more shards kept the other

@@ -421,3 +421,70 @@ def test_an_undo_run_by_the_coordinator_counts_its_deletes_and_names_a_batch_wit
     result = service.wait(undo, 20)
     assert result["error"]["code"] == "NOT_FOUND" and result["error"]["details"]["batchId"] == bare, result
     assert f"batch {bare} kept no backups" in result["error"]["message"], result
+
+
+def test_a_batch_whose_start_cannot_be_recorded_fails_and_frees_its_slot(local, monkeypatch):
+    """A queued batch is marked running in the log when it starts; a log that refused that
+    write (a busy or full disk) ended the batch's thread before anything could let its slot go:
+    its waiters waited for ever, and with ``max_running`` such failures no batch ever ran
+    again. It fails with the store's error instead, and the next batch runs."""
+    engine, make_service = local
+    service = make_service(max_running=1)
+    log = engine.runtime.log
+    set_state = log.set_state
+    refused = []
+
+    def refuse_the_first_start(txn, state, result=None):
+        if state == "running" and not refused:
+            refused.append(txn)
+            raise StoreError("decision log: state failed: database is locked")
+        return set_state(txn, state, result=result)
+
+    monkeypatch.setattr(log, "set_state", refuse_the_first_start)
+    blocker = service.submit("create_items", RunOptions())["txn"]  # a stream: holds the only slot
+    queued = service.submit("create_items", RunOptions(), _planned(engine, 20), 20)["txn"]
+    assert service.status(queued)["state"] == "queued"
+    service.close_input(blocker, 0)
+    assert service.wait(blocker, 30)["success"]
+    result = service.wait(queued, 30)
+    assert refused == [queued] and result is not None, result
+    assert result["state"] == "failed" and not result["success"] and result["error"]["code"] == "STORE", result
+    assert service.status(queued)["state"] == "failed"
+    assert service.budget.in_use == 0 and service.admission.running == set()
+    after = service.submit("create_items", RunOptions(), _planned(engine, 20), 20)["txn"]
+    result = service.wait(after, 30)
+    assert result is not None and result["success"] and result["itemsCreated"] == 20, result
+    assert engine.count_items("S") == 20
+
+
+def test_a_queued_batch_whose_cancel_cannot_be_recorded_waits_on_and_runs(local, monkeypatch):
+    """A cancel of a queued batch took it out of its queue and then wrote its end to the log; a
+    log that refused that write (a busy or full disk) raised with the batch out of the queue and
+    never ended: it never ran, and its waiters waited for ever. The cancel now raises with the
+    batch still queued, where it was, and it runs when its turn comes."""
+    engine, make_service = local
+    service = make_service(max_running=1)
+    log = engine.runtime.log
+    set_state = log.set_state
+    refused = []
+
+    def refuse_the_cancel(txn, state, result=None):
+        if state == "cancelled" and not refused:
+            refused.append(txn)
+            raise StoreError("decision log: state failed: database is locked")
+        return set_state(txn, state, result=result)
+
+    monkeypatch.setattr(log, "set_state", refuse_the_cancel)
+    blocker = service.submit("create_items", RunOptions())["txn"]  # a stream: holds the only slot
+    queued = service.submit("create_items", RunOptions(), _planned(engine, 20), 20)["txn"]
+    with pytest.raises(StoreError):
+        service.cancel(queued)
+    assert refused == [queued]
+    status = service.status(queued)
+    assert status["state"] == "queued" and status["queuePosition"] == 0, status
+    assert service.feed(queued, []).queued  # its driver is told to wait, not to stop
+    service.close_input(blocker, 0)
+    assert service.wait(blocker, 30)["success"]
+    result = service.wait(queued, 30)
+    assert result is not None and result["success"] and result["itemsCreated"] == 20, result
+    assert engine.count_items("S") == 20

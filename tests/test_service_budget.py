@@ -85,3 +85,35 @@ def test_a_chunk_queued_as_its_batch_ends_gives_its_bytes_back(local):
     assert result["state"] == "rolled_back" and engine.count_items("M") == 0, result
     assert not reply  # the batch took the late chunk no more
     assert service.budget.in_use == 0, service.budget.snapshot()
+
+
+def test_a_chunk_whose_answer_cannot_be_read_gives_its_bytes_back(tmp_path):
+    """The transport could fail to read a chunk's answer with an error of its own (on Ray, an
+    answer lost with its node): the chunk left flight with its bytes still reserved, for good,
+    and the batch was reported failed for bad input. The chunk fails as an internal error, its
+    bytes go back, and the atomic batch is rolled back."""
+    from batchray.core.txn.memory import MemoryBudget
+    from local_runtime import local_client
+
+    budget = MemoryBudget(64 << 20, pressure=lambda: False)
+    with local_client(tmp_path / "store", shards=2, budget=budget) as client:
+        assert client.create_data_context("B", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric"}]}]).success
+        transport = client.runtime.driver.transport
+        result = transport.result
+        lost: list = []
+
+        def third_answer_lost(handle):
+            if len(lost) < 3:
+                lost.append(handle)
+                if len(lost) == 3:
+                    raise ConnectionResetError("the answer went with its node")
+            return result(handle)
+
+        transport.result = third_answer_lost
+        outcome = client.create_items("B", "Rows", [{"n": i} for i in range(50)], batch_size=5)
+        assert len(lost) == 3 and outcome.state.value == "rolled_back" and not outcome.success, outcome
+        assert outcome.error["code"] == "INTERNAL" and "could not be read" in outcome.error["message"], outcome.error
+        assert budget.in_use == 0
+        transport.result = result
+        assert client.create_items("B", "Rows", [{"n": i} for i in range(50)], batch_size=5).success
+        assert client.count_items("B") == 50

@@ -201,7 +201,8 @@ class Executor:
                                           max_retries=options.max_retries, on_chunk=each_chunk, should_stop=should_stop,
                                           lock_deadline=until, backup=options.create_backups or plan.backup,
                                           on_decided=decided if on_decided is not None else None,
-                                          continue_on_error=options.continue_on_error, **limits)
+                                          continue_on_error=options.continue_on_error, reruns_conflicts=defers,
+                                          **limits)
                 whole = again(outcome)
                 if not whole and not rerun(outcome):
                     break

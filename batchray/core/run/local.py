@@ -114,10 +114,12 @@ class LocalRuntime:
             result = self.executor.execute(txn, ts, plan, options, on_chunk=on_chunk, should_stop=should_stop,
                                            on_restart=on_chunk.restart)
         finally:
-            record = self.log.batch(txn)
-            self.progress.finish(txn, record["state"] if record is not None else "failed")
-            with self._running_lock:
-                self._running.pop(txn).done.set()
+            try:
+                record = self.log.batch(txn)
+                self.progress.finish(txn, record["state"] if record is not None else "failed")
+            finally:  # whatever the log answers: the waiters for the batch go on (they read it again)
+                with self._running_lock:
+                    self._running.pop(txn).done.set()
         return result if wait else txn
 
     def wait(self, batch_id: str) -> BatchResult:
@@ -261,8 +263,10 @@ class _ProgressCounter:
         book.start(txn, total, kind)
 
     def restart(self) -> None:
-        """The batch runs again (a new attempt after a lost lock race): its counts start over."""
+        """The batch runs again (a new attempt after a lost lock race): its counts start over,
+        and so does the time its throughput is read over (as the book's rate does)."""
         self.completed = self.failed = 0
+        self.started = time.monotonic()
         self.book.restart(self.txn)
 
     def __call__(self, planned: Any, images: Any, error: Any) -> None:

@@ -4,7 +4,11 @@ Increments arrive per chunk. Throughput is an exponentially weighted moving aver
 rate between reports (time constant ``tau`` seconds, over intervals of 50 ms at least: a rate
 read over the microsecond between a batch's start and a first report would be absurd), so a
 burst does not swing it; the ETA is the remaining count divided by it, and unknown (None)
-once the count passes the total.
+once the count passes the total. A running batch that has reported nothing for more than
+``tau`` seconds (it waits for a lock, for memory, for input) is read as slowing down: its
+rate decays from then on as if reports of nothing had come, instead of showing the rate it
+last had, and an ETA that never moved, for as long as it waits. A batch that has ended has
+no ETA (None), however much of its total it got through.
 """
 from __future__ import annotations
 
@@ -114,25 +118,35 @@ class ProgressBook:
         return list(self._running)
 
     def total_throughput(self) -> float:
-        return sum(b.rate for b in self._running.values())
+        now = self.clock()
+        return sum(self._rate(b, now) for b in self._running.values())
+
+    def _rate(self, batch: _Batch, now: float) -> float:
+        """``batch``'s smoothed rate as of ``now`` (see the module docstring)."""
+        quiet = now - batch._last_t
+        if batch.state != "running" or quiet <= self.tau:
+            return batch.rate
+        return batch.rate * math.exp(-(quiet - self.tau) / self.tau)
 
     def get(self, txn: str) -> Optional[dict[str, Any]]:
         batch = self._batches.get(txn)
         if batch is None:
             return None
         eta = None
+        rate = self._rate(batch, self.clock())
         remaining = batch.total - batch.completed - batch.failed if batch.total is not None else None
-        if remaining is not None and remaining >= 0 and batch.rate > 0:
+        if batch.state == "running" and remaining is not None and remaining >= 0 and rate > 0:
             # a count past the total: the total was no count of items (an update's plan counts
-            # its selectors, and a query selects any number of items), so nothing is known of the rest
-            eta = remaining / batch.rate
+            # its selectors, and a query selects any number of items), so nothing is known of the
+            # rest; a batch that ended (cancelled, failed, rolled back part-way) has nothing to come
+            eta = remaining / rate
         return {
             "batchId": txn,
             "total": batch.total if batch.total is not None else 0,
             "completed": batch.completed,
             "failed": batch.failed,
             "currentOperation": batch.operation,
-            "throughput": round(batch.rate, 3),
+            "throughput": round(rate, 3),
             "etaSeconds": None if eta is None else round(eta, 3),
             "memoryBytes": self.memory,
             "startedAt": batch.started,

@@ -47,6 +47,7 @@ transport hands to the participant; nothing here reads it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 from collections import deque
@@ -119,13 +120,16 @@ class BatchRun:
     heard: float = 0.0  # monotonic time of the feeder's last keep-alive
     done_rows: dict = field(default_factory=dict)  # participant -> rows of its chunks whose apply ended
     decided_in: Optional[str] = None  # the attempt past its last stop check: no stop changes its decision
+    began: bool = False  # its transaction was handed to the executor (participants may hold some of it)
 
     def chunks(self, stall_timeout: float, should_stop: Callable[[], Any] = lambda: None) -> Iterator[Optional[PlannedChunk]]:
         """The planned chunks as they are fed, and ``None`` every 50 ms while none is waiting,
         so that the consumer takes in finished chunks meanwhile (their bytes go back to the
         budget, which is what lets a feeder held by the budget go on). Raises the stop error
         (cancellation, timeout) as soon as there is one, and BatchTimeout if the feeder goes
-        silent for ``stall_timeout`` seconds (a feeder held back by the budget is not silent)."""
+        silent for ``stall_timeout`` seconds (a feeder held back by the budget is not silent);
+        its details name the batch (``batchId``) and the stall timeout (``stallTimeout``,
+        seconds), as a batch's own timeout names ``timeout`` (milliseconds)."""
         if self.planned is not None:
             yield from self.planned
             return
@@ -142,7 +146,8 @@ class BatchRun:
                 silent_since = max(silent_since, self.heard)  # a keep-alive counts as input
                 if time.monotonic() - silent_since > stall_timeout:
                     raise BatchTimeout(
-                        f"no input for batch {self.txn} in {stall_timeout:.0f} s (did the driver die?)"
+                        f"no input for batch {self.txn} in {stall_timeout:g} s, its stall timeout (did the "
+                        "driver die?)", batchId=self.txn, stallTimeout=stall_timeout,
                     ) from None
                 yield None
                 continue
@@ -418,7 +423,50 @@ class CoordinatorService:
                     return  # the batch sees its stop at once
 
     def _execute(self, run: BatchRun) -> None:
+        """Run a batch that was admitted, to its end, and let its slot, its waiters and what it
+        held go, however it ends: a failure before its transaction was handed to the executor
+        (its start could not be recorded in the log, say) ends it ``failed`` with that error,
+        recorded when the log takes it (nothing of it was sent: else it reads ``running`` until
+        recovery rolls it back)."""
         run.started = time.time()
+        result: Optional[BatchResult] = None
+        try:
+            result = self._run_batch(run)
+        except Exception as exc:  # noqa: BLE001 - e.g. the decision log failed: recovery finishes it
+            error = exc if isinstance(exc, BatchrayError) else InternalError(f"{type(exc).__name__}: {exc}")
+            if run.result is not None and run.done.is_set():
+                # decided (the commit point passed): the outcome stands; what failed after it
+                # (phase 2, the result's record) is reported with it
+                result = run.result.model_copy(update={"error": run.result.error or error.to_dict()})
+            else:
+                result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed,
+                                     error=error.to_dict())
+                if not run.began:
+                    with contextlib.suppress(Exception):  # the log may be what failed
+                        self.log.set_state(run.txn, result.state.value, result=result.dump())
+        finally:
+            self._drain(run)
+            self.release_images(run.txn)
+            with self._lock:
+                self.admission.done(run.txn)
+                if self.admission.waiting():  # a slot is free for it: the admitter starts it
+                    self._lock.notify_all()
+            if result is None:  # a BaseException: still let waiters go
+                result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed)
+            if run.total is not None:
+                result.total_items = run.total
+            run.result = result
+            if self.progress is not None:
+                if run.send_progress is not None:
+                    run.send_progress()
+                self.progress.finish(run.txn, result.state.value)
+                self._report_memory(force=True)
+            run.done.set()
+            run.ended.set()
+            self._retire(run)
+
+    def _run_batch(self, run: BatchRun) -> BatchResult:
+        """The batch's transaction, from the wait for its sources to its result (see :meth:`_execute`)."""
         options = run.options
         timed_out = deadline(options.timeout, run.txn)  # from its start: a wait for its sources counts
         should_stop = StopCheck(run, timed_out, self._lock, lambda: self.executor.attempts.get(run.txn, run.txn))
@@ -466,38 +514,9 @@ class CoordinatorService:
         else:
             plan = Plan(run.kind, [], total=run.total, extra=notes)
             plan.chunks = _counted_stream(run, plan, should_stop, self.stall_timeout)
-        result: Optional[BatchResult] = None
-        try:
-            result = self.executor.execute(run.txn, run.ts, plan, options, on_chunk=on_chunk, should_stop=should_stop,
-                                           on_decided=lambda r: self._decided(run, r), on_restart=restart)
-        except Exception as exc:  # noqa: BLE001 - e.g. the decision log failed: recovery finishes it
-            error = exc if isinstance(exc, BatchrayError) else InternalError(f"{type(exc).__name__}: {exc}")
-            if run.result is not None and run.done.is_set():
-                # decided (the commit point passed): the outcome stands; what failed after it
-                # (phase 2, the result's record) is reported with it
-                result = run.result.model_copy(update={"error": run.result.error or error.to_dict()})
-            else:
-                result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed,
-                                     error=error.to_dict())
-        finally:
-            self._drain(run)
-            self.release_images(run.txn)
-            with self._lock:
-                self.admission.done(run.txn)
-                if self.admission.waiting():  # a slot is free for it: the admitter starts it
-                    self._lock.notify_all()
-            if result is None:  # a BaseException: still let waiters go
-                result = BatchResult(success=False, transaction_id=run.txn, state=BatchState.failed)
-            if run.total is not None:
-                result.total_items = run.total
-            run.result = result
-            if self.progress is not None:
-                send_progress()
-                self.progress.finish(run.txn, result.state.value)
-                self._report_memory(force=True)
-            run.done.set()
-            run.ended.set()
-            self._retire(run)
+        run.began = True
+        return self.executor.execute(run.txn, run.ts, plan, options, on_chunk=on_chunk, should_stop=should_stop,
+                                     on_decided=lambda r: self._decided(run, r), on_restart=restart)
 
     def _decided(self, run: BatchRun, result: BatchResult) -> None:
         """The commit point: waiters get the result now; phase 2 goes on, and readers are held
@@ -588,7 +607,9 @@ class CoordinatorService:
     def cancel(self, txn: str, rollback: bool = True, graceful: bool = True) -> dict[str, Any]:
         """Cancel a queued or running batch (see the module docstring). The reply says what
         will happen: ``success`` false for a batch that finished, or was already decided
-        (its decision stands), ``rollback`` true when nothing of the batch will stay."""
+        (its decision stands), ``rollback`` true when nothing of the batch will stay. A queued
+        batch is cancelled once the log has recorded it: a log that cannot record it raises,
+        and the batch waits on in its queue."""
         record = self.log.batch(txn)
         if record is None:
             raise NotFoundError(f"no batch {txn}", batchId=txn)
@@ -599,17 +620,25 @@ class CoordinatorService:
             run = self.runs.get(txn)
             was_waiting = self.admission.remove(txn)
             attempt, decided = current_attempt(self.executor.attempts, txn, run)
-            if run is not None:
+            stop = CancelledError(f"batch {txn} was cancelled", rollback=rollback, graceful=graceful)
+            if run is not None and not was_waiting:  # a queued one's stop is set once it is recorded
                 run.graceful = graceful
-                run.stop = CancelledError(f"batch {txn} was cancelled", rollback=rollback, graceful=graceful)
+                run.stop = stop
         if run is None:
             return {"success": False, "batchId": txn, "state": record["state"],
                     "message": "batch is not queued or running here yet (being submitted) or any more (being "
                                "recovered); nothing was cancelled"}
         if was_waiting:
-            run.result = BatchResult(success=False, transaction_id=txn, state=BatchState.cancelled,
-                                     error=run.stop.to_dict())
-            self.log.set_state(txn, "cancelled", result=run.result.dump())
+            result = BatchResult(success=False, transaction_id=txn, state=BatchState.cancelled, error=stop.to_dict())
+            try:
+                self.log.set_state(txn, "cancelled", result=result.dump())
+            except BaseException:
+                with self._lock:  # not cancelled: it waits again (it took no input meanwhile)
+                    self.admission.push(txn, priority=run.options.priority, queue=run.options.queue,
+                                        now=run.submitted)
+                    self._lock.notify_all()
+                raise
+            run.graceful, run.stop, run.result = graceful, stop, result
             run.done.set()
             self._retire(run)
             return {"success": True, "batchId": txn, "state": "cancelled", "graceful": graceful, "rollback": True,

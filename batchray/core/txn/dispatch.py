@@ -24,7 +24,13 @@ the chunks over a :class:`~batchray.core.txn.twophase.Transport`:
   locking chunks go out one after the other in the global order (as barriers).
 * A failed apply is retried per the :class:`~batchray.core.txn.policies.RetryPolicy` (until
   the deadline when the batch is ordered or holds no lock yet); otherwise its error goes into the outcome's ``errors`` and, in an atomic batch, becomes the
-  cause, which ends dispatch.
+  cause, which ends dispatch. A participant applies a transaction's chunks in the order they
+  were sent, and the planner relies on it (an update by query sees the updates before it):
+  while a chunk is being retried, no later chunk that may depend on it
+  (:func:`~batchray.core.txn.ordering.may_overlap`) goes to its participant; and in a batch
+  whose chunks that lost a lock race run again in its next attempt
+  (``TxnRun.reruns_conflicts``), such later chunks are held back with it (failed as
+  conflicted, never sent), so that they run after it there.
 * A plan of one chunk that can commit in one phase (``run.one_phase``,
   :mod:`batchray.core.txn.onephase`) sends it as
   :attr:`~batchray.core.txn.participant.Step.APPLY_COMMIT`, after the stop's last look (its
@@ -42,10 +48,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Optional
 
+from batchray.core.txn.attempts import conflicted
 from batchray.core.txn.chunks import BeforeImages, PlannedChunk, TxnRef, count_effect
+from batchray.core.txn.ordering import add_keys, may_overlap
 from batchray.core.txn.participant import Step
 from batchray.core.txn.policies import POLL, PRESSURE_PAUSE, ChunkBudget, RejectPolicy, RetryPolicy, StopPolicy
-from batchray.errors import BatchrayError, StoppedOnError, ValidationError
+from batchray.errors import BatchrayError, InternalError, LockConflict, StoppedOnError, ValidationError
 
 ChunkCallback = Callable[[PlannedChunk, Optional[BeforeImages], Optional[BatchrayError]], None]
 """``on_chunk(planned, before_images, None)`` for an applied chunk, ``(planned, None, error)``
@@ -98,6 +106,8 @@ class TxnRun:
     continue_on_error: bool = True  # a non-atomic batch sends its chunks after a rejected item
     written: dict[str, Written] = field(default_factory=dict)  # participant -> what its applied chunks wrote
     refusals: dict[str, BatchrayError] = field(default_factory=dict)  # participant -> why its prepare failed
+    reruns_conflicts: bool = False  # its chunks that lose a lock race run again in its next attempt (the executor's)
+    held_back: dict[str, Optional[set]] = field(default_factory=dict)  # participant -> keys of such chunks (None: any)
 
     @property
     def stops_sending(self) -> bool:
@@ -171,6 +181,12 @@ class ApplyPhase:
                 if run.stops_sending:
                     self._stopped_on_error()
                     break
+                if pc.participant in run.held_back and may_overlap(run.held_back[pc.participant], pc):
+                    if pc.reserved:
+                        self.budget.release(pc)
+                    held = None
+                    self._hold_back(pc)
+                    continue
                 self.run.waiting_for_memory = True
                 try:
                     self.budget.reserve(pc, self._pause)
@@ -199,14 +215,24 @@ class ApplyPhase:
 
     # -- dispatch ---------------------------------------------------------------------------
     def _wait_for_turn(self, pc: PlannedChunk) -> None:
-        """Wait until ``pc`` may go: a barrier after every chunk in flight, and, with
+        """Wait until ``pc`` may go, all of these at once (taking in a chunk may send a retry):
+        a barrier after every chunk in flight; after the chunks of its participant being
+        retried that it may depend on (it must apply after them there); and, with
         ``parallelism``, until fewer than that many chunks are in flight."""
         flights = self.run.flights
-        while pc.barrier and flights:
-            self._drain(block=True)
         limit = self.run.parallelism
-        while limit is not None and len(flights) >= limit:
-            self._pause()
+        while True:
+            if pc.barrier and flights:
+                self._drain(block=True)
+            elif self._retried_before(pc) or (limit is not None and len(flights) >= limit):
+                self._pause()
+            else:
+                return
+
+    def _retried_before(self, pc: PlannedChunk) -> bool:
+        """Whether a chunk of ``pc``'s participant that ``pc`` may depend on is being retried."""
+        return any(f.attempt > 1 and f.planned.participant == pc.participant
+                   and may_overlap(add_keys(set(), f.planned), pc) for f in self.run.flights.values())
 
     def _pause(self) -> None:
         """Wait a little for room (bytes in the budget, a place in flight), taking in finished
@@ -276,6 +302,11 @@ class ApplyPhase:
             self.budget.release(pc)
             self._failed(flight, exc)
             return
+        except Exception as exc:  # noqa: BLE001 - the transport's own failure: the chunk failed, its bytes go back
+            self.budget.release(pc)
+            self._failed(flight, InternalError(f"the answer of a chunk's apply on {pc.participant} could not be read: "
+                                               f"{type(exc).__name__}: {exc}", participant=pc.participant))
+            return
         self.budget.release(pc)
         if flight.step is Step.APPLY_COMMIT:
             self.run.answered = True
@@ -305,10 +336,24 @@ class ApplyPhase:
         if self.run.on_chunk:
             self.run.on_chunk(pc, images, None)
 
+    def _hold_back(self, pc: PlannedChunk) -> None:
+        """Send ``pc`` not: a chunk before it at its participant lost a lock race and runs again
+        in the batch's next attempt, and ``pc`` must apply after it there (it may write the same
+        items, or select by a query what that one changes). It fails as conflicted, unsent, and
+        so runs again too, after that chunk (and holds back what may depend on it in turn)."""
+        self._failed(Flight(pc, 0), LockConflict(
+            f"not sent: a chunk before it on {pc.participant} lost a lock race and runs again first, and this one "
+            "follows it there", participant=pc.participant))
+
     def _failed(self, flight: Flight, exc: BatchrayError) -> None:
-        """A chunk failed for good: its error is the batch's, and the cause of an atomic one."""
+        """A chunk failed for good: its error is the batch's, and the cause of an atomic one. A
+        lost lock race of a batch that runs such chunks again holds back its participant's
+        later chunks that may depend on it (:meth:`_hold_back`)."""
         pc = flight.planned
         self.run.outcome.errors.extend(chunk_errors(pc, exc, flight.attempt))
+        if self.run.reruns_conflicts and conflicted(exc):
+            held = self.run.held_back
+            held[pc.participant] = add_keys(held.get(pc.participant, set()), pc)
         if self.run.atomic:
             self.run.fail(exc)
         if self.run.on_chunk:

@@ -64,6 +64,20 @@ def _lock_set(pc: PlannedChunk) -> Optional[list[Hashable]]:
     return None if pc.lock_set == FOUND_WHILE_RUNNING else list(pc.lock_set)
 
 
+def may_overlap(keys: Optional[set], then: PlannedChunk) -> bool:
+    """Whether chunk ``then`` may depend on chunks of its participant applied before it that
+    lock ``keys`` (None: keys found while they run): their exclusive keys meet, or one side
+    finds its keys while it runs (a query may select what the other writes)."""
+    others = _lock_set(then)
+    return keys is None or others is None or not keys.isdisjoint(others)
+
+
+def add_keys(keys: Optional[set], pc: PlannedChunk) -> Optional[set]:
+    """``keys`` with chunk ``pc``'s exclusive keys added; None once one side is not known."""
+    more = _lock_set(pc)
+    return None if keys is None or more is None else keys | set(more)
+
+
 def ordered_plan(planned: Iterable[Optional[PlannedChunk]]) -> Optional[list[PlannedChunk]]:
     """The chunks in the global lock order with their barriers, or None; see the module docstring."""
     if not isinstance(planned, list) or not planned or any(pc is None for pc in planned):

@@ -254,6 +254,7 @@ class TwoPhaseCommit:
         reject_ratio: Optional[float] = None,
         lock_deadline: Optional[float] = None,
         continue_on_error: bool = True,
+        reruns_conflicts: bool = False,
     ) -> Outcome:
         """Apply, vote, decide and finish ``txn``. Never raises for the transaction's own
         failures: they are in the returned :class:`Outcome`. ``on_decided`` sees the outcome
@@ -267,7 +268,10 @@ class TwoPhaseCommit:
         ``lock_deadline`` (wall-clock seconds): lock waits and the retries of conflicts go on
         until then; a plan whose lock set is known runs ordered (:func:`ordered_plan`).
         ``continue_on_error`` False: a non-atomic batch sends no chunk after its first rejected
-        item or chunk failed for good (:class:`~batchray.errors.StoppedOnError`)."""
+        item or chunk failed for good (:class:`~batchray.errors.StoppedOnError`).
+        ``reruns_conflicts``: the caller runs the chunks of a non-atomic batch that lost a lock
+        race again in a next attempt; the later chunks of their participants are then held back
+        with them (:mod:`batchray.core.txn.dispatch`)."""
         in_order = ordered_plan(planned)
         if in_order is not None:
             planned = in_order
@@ -276,7 +280,7 @@ class TwoPhaseCommit:
             StopPolicy(should_stop, atomic), backup=backup, keep_images=keep_images,
             parallelism=check_parallelism(parallelism), on_chunk=on_chunk, on_decided=on_decided,
             rejects=RejectPolicy(reject_limit, reject_ratio), ordered=in_order is not None,
-            lock_deadline=lock_deadline, continue_on_error=continue_on_error,
+            lock_deadline=lock_deadline, continue_on_error=continue_on_error, reruns_conflicts=reruns_conflicts,
             one_phase=one_phase_chunk(self.transport, planned, atomic=atomic, reject_limit=reject_limit,
                                       reject_ratio=reject_ratio),
         )
