@@ -350,10 +350,19 @@ def _description(values: dict[str, Any]) -> Any:
 def create_data_context(scope: Scope) -> Mutation:
     """data-context-handler.ts ``create``: ``{id, name, title}``; the description per
     :func:`_description`; each collection with its attributes and labels (``createCollection``
-    in di-handler-utils.ts)."""
+    in di-handler-utils.ts). As in CODAP, a name that a data context already has answers that
+    context (``basicDataSetInfo``) and changes nothing, and a context sent without a name (or
+    with ``""``) is named ``Data_Set_<n>``, the smallest ``n`` from 1 that no context has
+    (``newDataSetName`` in v3/src/models/data/data-broker.ts)."""
     values = check_values(scope.request.values)
-    if not isinstance(values, dict) or not isinstance(values.get("name"), str):
+    if not isinstance(values, dict) or (values.get("name") not in (None, "") and not isinstance(values["name"], str)):
         raise Refused("a data context needs a name")
+    catalog = scope.client.catalog
+    taken = set(catalog.names()) | set(scope.pending)
+    name = values.get("name") or next(n for n in (f"Data_Set_{i}" for i in itertools.count(1)) if n not in taken)
+    if name in taken:
+        return _existing_data_context(scope, name)
+    values = {**values, "name": name}
     collections = []
     for coll in values.get("collections") or [{"name": "Cases", "attrs": []}]:
         if not isinstance(coll, dict) or not isinstance(coll.get("name"), str):
@@ -365,18 +374,25 @@ def create_data_context(scope: Scope) -> Mutation:
     fields = {"title": values.get("title"), "description": _description(values)}
     spec = {"name": values["name"], "collections": collections,
             **{k: v for k, v in fields.items() if isinstance(v, str)}}
-    catalog = scope.client.catalog
-
-    def answer(created: list[int]) -> dict[str, Any]:
-        context_id, ctx = catalog.context(values["name"])
-        return success({"id": context_id, "name": ctx.name, "title": ctx.title or ctx.name})
-
     try:
         made = DataContext.model_validate(spec)
     except PydanticError as exc:
         raise Refused(f"invalid data context: {exc.errors()[0]['msg']}") from None
-    return Mutation([{"type": "schema", "operation": "create_data_context", "target": values["name"], "data": spec}],
-                    answer, extra={"context": made})
+    return Mutation([{"type": "schema", "operation": "create_data_context", "target": name, "data": spec}],
+                    lambda created: _context_info(catalog, name), extra={"context": made})
+
+
+def _context_info(catalog: Any, name: str) -> dict[str, Any]:
+    """``basicDataSetInfo`` of the committed data context ``name``: ``{id, name, title}``."""
+    context_id, ctx = catalog.context(name)
+    return success({"id": context_id, "name": ctx.name, "title": ctx.title or ctx.name})
+
+
+def _existing_data_context(scope: Scope, name: str) -> Mutation:
+    """Creating a data context whose name is taken: nothing written, that context's
+    :func:`_context_info` (read once the request, or its atomic array, has run)."""
+    catalog = scope.client.catalog
+    return Mutation([], lambda created: _context_info(catalog, name))
 
 
 def update_data_context(scope: Scope) -> Mutation:
