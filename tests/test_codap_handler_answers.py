@@ -48,3 +48,32 @@ def test_create_data_context_without_a_name_gets_codaps_default_name(client):
     assert second["success"] and second["values"]["name"] == "Data_Set_3"
     names = [c["name"] for c in _request(client, "get", "dataContextList")["values"]]
     assert names == ["Data_Set_1", "Data_Set_2", "Data_Set_3"]
+
+
+def test_values_for_no_attribute_are_left_out_not_refused(client):
+    """v3/src/models/data/data-set.ts ``addCases`` (``canonicalize``: ``attrNameMap.get(key)``,
+    a key naming no attribute skipped), used by item-handler.ts ``create``, and
+    data-interactive-utils.ts ``attrNamesToIds`` (the same lookup), used by case-handler.ts
+    ``create`` and handler-functions.ts ``updateCaseBy``/``updateCasesBy``: a value whose key is
+    no attribute of the data set is ignored and the rest is applied."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [
+        {"name": "P", "attrs": [{"name": "a"}]}, {"name": "C", "attrs": [{"name": "b"}]}]})["success"]
+    made = _request(client, "create", "dataContext[D].item", [{"a": 1, "b": 2, "extra": 3}, {"extra": 4}])
+    assert made["success"] and len(made["itemIDs"]) == 2
+    first = made["itemIDs"][0]
+    assert _request(client, "update", f"dataContext[D].itemByID[{first}]", {"b": 5, "extra": 6})["success"]
+    assert _request(client, "update", "dataContext[D].item", [{"id": first, "values": {"a": 7, "extra": 1}}])["success"]
+    parent = _request(client, "create", "dataContext[D].collection[P].case",
+                      [{"values": {"a": 9, "extra": 1}}])["values"][0]["id"]
+    assert _request(client, "create", "dataContext[D].collection[C].case",
+                    [{"parent": parent, "values": {"b": 8, "extra": 1}}])["success"]
+    assert _request(client, "update", "dataContext[D].collection[C].caseByIndex[0]",
+                    {"values": {"b": 6, "extra": 1}})["success"]
+    found = _request(client, "get", "dataContext[D].itemSearch[*]")["values"]
+    assert [{k: v for k, v in i["values"].items() if v != ""} for i in found] == [
+        {"a": 7, "b": 6}, {}, {"a": 9, "b": 8}]
+    # an atomic array keeps values as sent (an earlier request may create the attribute): refused
+    atomic = client.codap({"atomic": True, "requests": [
+        {"action": "create", "resource": "dataContext[D].item", "values": [{"a": 1, "extra": 1}]}]})
+    assert atomic[0]["success"] is False
+    assert _request(client, "get", "dataContext[D].itemCount") == {"success": True, "values": 3}

@@ -73,6 +73,7 @@ class Scope:
         self.client = client
         self.request = request
         self.pending = pending or {}  # contexts an atomic array creates before this request
+        self.atomic = pending is not None  # a write of an atomic array
 
     # -- data context, collection, attribute ------------------------------------------------------
     @cached_property

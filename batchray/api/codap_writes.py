@@ -100,14 +100,29 @@ def _attribute_changes(values: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def _item_rows(values: Any) -> list[dict[str, Any]]:
-    """Items as CODAP's item handler takes them: ``{...}`` or ``{values: {...}}``, one or many."""
+def _known_values(scope: Scope, values: dict[str, Any]) -> dict[str, Any]:
+    """Values as CODAP sets them on items: a key that names no attribute of the data context is
+    left out (``addCases`` with ``canonicalize`` in v3/src/models/data/data-set.ts and
+    ``attrNamesToIds`` in data-interactive-utils.ts look each key up in ``attrNameMap`` and skip
+    the others), so a plugin's extra fields do not fail its request. In an atomic array the
+    values are kept as sent: an earlier request of the array may create the attribute, and the
+    transaction refuses one that none creates."""
+    if scope.atomic:
+        return dict(values)
+    names = scope.context.attributes()
+    return {k: v for k, v in values.items() if k in names}
+
+
+def _item_rows(scope: Scope, values: Any) -> list[dict[str, Any]]:
+    """Items as CODAP's item handler takes them: ``{...}`` or ``{values: {...}}``, one or many,
+    each per :func:`_known_values`."""
     rows = []
     for item in _as_list(check_values(values)):
         if not isinstance(item, dict):
             raise Refused("an item must be an object of values")
         inner = item.get("values")
-        rows.append(dict(inner) if isinstance(inner, dict) else {k: v for k, v in item.items() if k != "id"})
+        rows.append(_known_values(scope, inner if isinstance(inner, dict) else
+                                  {k: v for k, v in item.items() if k != "id"}))
     return rows
 
 
@@ -146,7 +161,7 @@ def _create_rows(scope: Scope, rows: list[Any], collection: Optional[str],
 # -- items ----------------------------------------------------------------------------------------
 def create_item(scope: Scope) -> Mutation:
     """item-handler.ts ``create``: ``{success, caseIDs, itemIDs}``."""
-    rows = _item_rows(scope.request.values)
+    rows = _item_rows(scope, scope.request.values)
     return _create_rows(scope, rows, None, lambda created: success(
         caseIDs=_new_case_ids(scope, created), itemIDs=list(created)))
 
@@ -160,7 +175,7 @@ def _item_update(scope: Scope, item_id: int) -> Mutation:
     values = check_values(scope.request.values)
     if not isinstance(values, dict):
         raise Refused("Invalid values provided for update.")
-    return _update_items(scope, [{"selector": {"itemId": item_id}, "values": values}],
+    return _update_items(scope, [{"selector": {"itemId": item_id}, "values": _known_values(scope, values)}],
                          lambda created: success({"changedCases": [item_id], "createdCases": [], "deletedCases": []}))
 
 
@@ -185,7 +200,8 @@ def _update_cases_by(scope: Scope, answer: Callable[[list[Any]], dict[str, Any]]
         except Refused:
             continue
         ids.append(entry["id"])
-        updates += [{"selector": {"itemId": i}, "values": entry["values"]} for i in case["itemIds"]]
+        known = _known_values(scope, entry["values"])
+        updates += [{"selector": {"itemId": i}, "values": known} for i in case["itemIds"]]
     if not updates:
         return Mutation([], lambda created: {"success": False})
     return _update_items(scope, updates, lambda created: answer(ids))
@@ -264,12 +280,13 @@ def create_case(scope: Scope) -> Mutation:
     for case in _as_list(check_values(scope.request.values)):
         if not isinstance(case, dict) or not isinstance(case.get("values"), dict):
             raise Refused("a case needs values")
+        values = _known_values(scope, case["values"])
         phantom = _phantom_item(scope, case.get("parent"), data_names, claimed)
         if phantom is not None:
             claimed.add(phantom)
-            fills.append({"selector": {"itemId": phantom}, "values": case["values"]})
+            fills.append({"selector": {"itemId": phantom}, "values": values})
             continue
-        rows.append({"values": case["values"], "parent": case.get("parent")})
+        rows.append({"values": values, "parent": case.get("parent")})
     if not fills:
         return _create_rows(scope, rows, coll, lambda created: success(
             [{"id": case_id} for case_id in _new_case_ids(scope, created, coll)]))
@@ -311,7 +328,8 @@ def _case_update(scope: Scope, case: dict[str, Any], resource: str) -> Mutation:
         raise field_required("update", resource, "values")
     if not isinstance(values, dict) or not isinstance(values.get("values"), dict):
         raise field_required("update", resource, "values.values")
-    updates = [{"selector": {"itemId": i}, "values": values["values"]} for i in case["itemIds"]]
+    known = _known_values(scope, values["values"])
+    updates = [{"selector": {"itemId": i}, "values": known} for i in case["itemIds"]]
     return _update_items(scope, updates, lambda created: success())
 
 
