@@ -77,3 +77,27 @@ def test_values_for_no_attribute_are_left_out_not_refused(client):
         {"action": "create", "resource": "dataContext[D].item", "values": [{"a": 1, "extra": 1}]}]})
     assert atomic[0]["success"] is False
     assert _request(client, "get", "dataContext[D].itemCount") == {"success": True, "values": 3}
+
+
+def test_an_item_answers_a_value_for_every_attribute_in_attribute_order(client):
+    """data-interactive-type-utils.ts ``getV2ItemResult`` → data-interactive-utils.ts
+    ``getCaseValues`` without a collection: one value per attribute of ``dataSet.attributes``
+    (data-set.ts: each collection's attributes, parent first), the empty string for a value the
+    item never had; get item, itemByID, itemByCaseID and itemSearch all answer that shape, and a
+    case's values (its collection's attributes) use ``""`` the same way."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [
+        {"name": "P", "attrs": [{"name": "a"}]}, {"name": "C", "attrs": [{"name": "b"}, {"name": "c"}]}]})["success"]
+    made = _request(client, "create", "dataContext[D].item", [{"c": 1, "a": 2}, {"b": None}])
+    first, second = made["itemIDs"]
+    expected = [{"a": 2, "b": "", "c": 1}, {"a": "", "b": "", "c": ""}]
+    answers = [_request(client, "get", "dataContext[D].item[0]")["values"],
+               _request(client, "get", f"dataContext[D].itemByID[{second}]")["values"],
+               _request(client, "get", f"dataContext[D].itemByCaseID[{first}]")["values"]]
+    assert [(a["id"], a["values"], list(a["values"])) for a in answers] == [
+        (first, expected[0], ["a", "b", "c"]), (second, expected[1], ["a", "b", "c"]),
+        (first, expected[0], ["a", "b", "c"])]
+    found = _request(client, "get", "dataContext[D].itemSearch[*]")["values"]
+    assert [(i["id"], i["values"], list(i["values"])) for i in found] == [
+        (first, expected[0], ["a", "b", "c"]), (second, expected[1], ["a", "b", "c"])]
+    case = _request(client, "get", f"dataContext[D].caseByID[{second}]")["values"]["case"]
+    assert case["values"] == {"b": "", "c": ""}

@@ -274,10 +274,17 @@ def basic_info(name: str, title: Optional[str], ident: Any, guid: bool = True) -
     return info
 
 
+def codap_values(names: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``getCaseValues`` (v3/src/data-interactive/data-interactive-utils.ts): a value for each
+    of ``names`` in their order, ``""`` for one the item has no value for (CODAP keeps no value
+    as the empty string)."""
+    return {name: "" if values.get(name) is None else values[name] for name in names}
+
+
 def case_values(scope: Scope, case: dict[str, Any]) -> dict[str, Any]:
+    """A case's values: its collection's attributes, read from its first item."""
     coll = scope.context.collection(case["collection"])
-    first = scope.values_by_id[case["itemIds"][0]]
-    return {a.name: first.get(a.name, "") for a in coll.attrs}
+    return codap_values([a.name for a in coll.attrs], scope.values_by_id[case["itemIds"][0]])
 
 
 def case_shape(scope: Scope, case: dict[str, Any]) -> dict[str, Any]:
@@ -289,9 +296,10 @@ def case_shape(scope: Scope, case: dict[str, Any]) -> dict[str, Any]:
             "caseIndex": index}
 
 
-def item_shape(item_id: int, values: dict[str, Any]) -> dict[str, Any]:
-    """``getV2ItemResult``: ``{id, values}``."""
-    return {"id": item_id, "values": values}
+def item_shape(context: DataContext, item_id: int, values: dict[str, Any]) -> dict[str, Any]:
+    """``getV2ItemResult``: ``{id, values}``, the values of every attribute of the data context,
+    parent collections first (``getCaseValues`` without a collection reads ``dataSet.attributes``)."""
+    return {"id": item_id, "values": codap_values(context.attributes(), values)}
 
 
 # -- get handlers ---------------------------------------------------------------------------------
@@ -330,20 +338,20 @@ def get_attribute(scope: Scope) -> dict[str, Any]:
 
 
 def get_item(scope: Scope) -> dict[str, Any]:
-    return success(item_shape(*scope.item_by_index()))
+    return success(item_shape(scope.context, *scope.item_by_index()))
 
 
 def get_item_by_id(scope: Scope) -> dict[str, Any]:
-    return success(item_shape(*scope.item_by_id()))
+    return success(item_shape(scope.context, *scope.item_by_id()))
 
 
 def get_item_by_case_id(scope: Scope) -> dict[str, Any]:
-    return success(item_shape(*scope.item_by_case_id()))
+    return success(item_shape(scope.context, *scope.item_by_case_id()))
 
 
 def get_item_search(scope: Scope) -> dict[str, Any]:
     """item-search-handler.ts: ``[{id, values}]`` in item order."""
-    return success([item_shape(i, v) for i, v in scope.item_search()])
+    return success([item_shape(scope.context, i, v) for i, v in scope.item_search()])
 
 
 def get_item_count(scope: Scope) -> dict[str, Any]:
