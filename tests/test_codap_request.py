@@ -92,7 +92,9 @@ def test_create_update_delete_collection(mammals):
     assert client.codap({"action": "update", "resource": f"{CTX}.collection[Notes]",
                          "values": {"title": "Field notes"}}) == {"success": True}
     assert get(client, f"{CTX}.collection[Field notes]")["values"]["name"] == "Notes"
-    assert client.codap({"action": "delete", "resource": f"{CTX}.collection[Notes]"}) == {"success": True}
+    # collection-handler.ts delete: {success, values: {collections: [the deleted collection's id]}}
+    assert client.codap({"action": "delete", "resource": f"{CTX}.collection[Field notes]"}) == \
+        {"success": True, "values": {"collections": ["Notes"]}}
     assert len(get(client, f"{CTX}.collectionList")["values"]) == 2
 
 

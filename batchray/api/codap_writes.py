@@ -495,8 +495,11 @@ def update_collection(scope: Scope) -> Mutation:
 
 
 def delete_collection(scope: Scope) -> Mutation:
-    op = {"action": "delete", "target": "collection", "collection": scope.collection.name}
-    return Mutation([_schema_op(scope, [op])], lambda created: success())
+    """collection-handler.ts ``delete`` (``removeCollectionWithAttributes``): ``{success: true,
+    values: {collections: [id]}}``, the id of the collection deleted."""
+    name = scope.collection.name
+    op = {"action": "delete", "target": "collection", "collection": name}
+    return Mutation([_schema_op(scope, [op])], lambda created: success({"collections": [name]}))
 
 
 def create_attribute(scope: Scope) -> Mutation:
