@@ -101,3 +101,21 @@ def test_an_item_answers_a_value_for_every_attribute_in_attribute_order(client):
         (first, expected[0], ["a", "b", "c"]), (second, expected[1], ["a", "b", "c"])]
     case = _request(client, "get", f"dataContext[D].caseByID[{second}]")["values"]["case"]
     assert case["values"] == {"b": "", "c": ""}
+
+
+def test_attributes_without_a_name(client):
+    """attribute-handler.ts ``create``: one attribute without a name refuses the request with
+    ``fieldRequiredResult("Create", "attribute", "name")`` (``%@1 %@2: %@3 required``,
+    lang/en-US.json5) before any is made; collection-handler.ts ``create`` and, for a new data
+    context, di-handler-utils.ts ``createCollection``/``createAttribute`` skip such an attribute
+    and make the rest."""
+    made = _request(client, "create", "dataContext", {"name": "D", "collections": [
+        {"name": "P", "attrs": [{"name": "a"}, {"title": "no name"}, {"name": ""}]}]})
+    assert made["success"]
+    assert _request(client, "create", "dataContext[D].collection", {"name": "C", "attrs": [
+        {"title": "none"}, {"name": "b"}]}) == {"success": True, "values": [{"id": "C", "name": "C"}]}
+    refused = _request(client, "create", "dataContext[D].collection[P].attribute", [{"name": "x"}, {"title": "y"}])
+    assert refused == {"success": False, "values": {"error": "Create attribute: name required"}}
+    listed = {c: [a["name"] for a in _request(client, "get", f"dataContext[D].collection[{c}].attributeList")["values"]]
+              for c in ("P", "C")}
+    assert listed == {"P": ["a"], "C": ["b"]}

@@ -86,6 +86,14 @@ def _attribute_spec(values: Any) -> dict[str, Any]:
     return spec
 
 
+def _named_attributes(given: Any) -> list[dict[str, Any]]:
+    """The attributes of a collection to create that have a name: CODAP skips the others
+    (collection-handler.ts ``create``: ``if (newAttribute.name && ...)``; di-handler-utils.ts
+    ``createAttribute``, for a new data context's collections, makes nothing when
+    ``convertValuesToAttributeSnapshot`` finds no name)."""
+    return [a for a in given if isinstance(a, dict) and a.get("name")] if isinstance(given, list) else []
+
+
 def _attribute_changes(values: dict[str, Any]) -> dict[str, Any]:
     """The changes an update makes to an attribute, as CODAP's ``updateAttribute``
     (``v3/src/data-interactive/handlers/di-handler-utils.ts``) makes them: a field given as null
@@ -388,7 +396,7 @@ def create_data_context(scope: Scope) -> Mutation:
         labels = _labels(coll)
         collections.append({"name": coll["name"], **({"title": coll["title"]} if coll.get("title") else {}),
                             **({"labels": labels} if labels else {}),
-                            "attrs": [_attribute_spec(a) for a in coll.get("attrs") or []]})
+                            "attrs": [_attribute_spec(a) for a in _named_attributes(coll.get("attrs"))]})
     fields = {"title": values.get("title"), "description": _description(values)}
     spec = {"name": values["name"], "collections": collections,
             **{k: v for k, v in fields.items() if isinstance(v, str)}}
@@ -464,7 +472,7 @@ def create_collection(scope: Scope) -> Mutation:
         if name in collections:
             continue
         attrs = []
-        for given in [a for key in ("attributes", "attrs") if isinstance(coll.get(key), list) for a in coll[key]]:
+        for given in [a for key in ("attributes", "attrs") for a in _named_attributes(coll.get(key))]:
             attr = _attribute_spec(given)
             if attr["name"] not in attributes:
                 attributes.add(attr["name"])
@@ -505,11 +513,14 @@ def delete_collection(scope: Scope) -> Mutation:
 def create_attribute(scope: Scope) -> Mutation:
     """attribute-handler.ts ``create``: ``{attrs: [...]}`` of the attributes named. As in CODAP, a
     name the collection already has (or that the request made before) updates that attribute
-    with the values given instead."""
+    with the values given instead, and one attribute without a name refuses the request with
+    ``Create attribute: name required``."""
     if scope.request.get("collection") is None:
         raise Refused(COLLECTION_NOT_FOUND)
     coll = scope.collection.name
     given = _as_list(check_values(scope.request.values))
+    if not all(isinstance(a, dict) and a.get("name") for a in given):
+        raise field_required("Create", "attribute", "name")
     specs = [_attribute_spec(a) for a in given]
     present = {a.name for a in scope.collection.attrs}
     ops = []
