@@ -119,3 +119,19 @@ def test_attributes_without_a_name(client):
     listed = {c: [a["name"] for a in _request(client, "get", f"dataContext[D].collection[{c}].attributeList")["values"]]
               for c in ("P", "C")}
     assert listed == {"P": ["a"], "C": ["b"]}
+
+
+def test_update_data_context_that_sets_nothing_succeeds(client):
+    """data-context-handler.ts ``update``: only ``title`` and ``metadata.description`` change
+    the context; values without them (``managingController``, ``rerandomize``), or no values at
+    all, still answer ``{success: true}``. A missing context is ``DataContext not found``.
+    batchray refuses ``sort`` (its items stay in id order) rather than claim it sorted."""
+    assert _request(client, "create", "dataContext", {"name": "D", "title": "Dee"})["success"]
+    assert _request(client, "update", "dataContext[D]") == {"success": True}
+    assert _request(client, "update", "dataContext[D]", {"rerandomize": True, "managingController": "x"}) == \
+        {"success": True}
+    assert _request(client, "get", "dataContext[D]")["values"]["title"] == "Dee"
+    assert _request(client, "update", "dataContext[Nope]", {"title": "x"}) == \
+        {"success": False, "values": {"error": "DataContext not found"}}
+    sort = _request(client, "update", "dataContext[D]", {"sort": {"attr": "a"}})
+    assert sort["success"] is False and "sort" in sort["values"]["error"]

@@ -423,14 +423,17 @@ def _existing_data_context(scope: Scope, name: str) -> Mutation:
 
 def update_data_context(scope: Scope) -> Mutation:
     """data-context-handler.ts ``update``: title and description (:func:`_description`);
-    ``{success: true}``."""
-    values = check_values(scope.request.values)
-    fields = {"title": values.get("title"), "description": _description(values)} if isinstance(values, dict) else {}
+    ``{success: true}``, also when the values set neither (no values, or only fields batchray
+    has no use for, such as ``managingController`` or ``rerandomize``), as in CODAP. ``sort``
+    is refused: batchray keeps items in id order (no request reorders them)."""
+    context = scope.context.name
+    values = scope.request.values if isinstance(scope.request.values, dict) else {}
+    if values.get("sort") is not None:
+        raise Refused(f"update dataContext: sort is not supported (the items of {context!r} stay in id order)")
+    fields = {"title": values.get("title"), "description": _description(values)}
     spec = {k: v for k, v in fields.items() if isinstance(v, str)}
-    if not spec:
-        raise Refused("Invalid values provided for update.")
     op = {"action": "update", "target": "context", "spec": spec}
-    return Mutation([_schema_op(scope, [op])], lambda created: success())
+    return Mutation([_schema_op(scope, [op])] if spec else [], lambda created: success())
 
 
 def delete_data_context(scope: Scope) -> Mutation:
