@@ -135,3 +135,37 @@ def test_update_data_context_that_sets_nothing_succeeds(client):
         {"success": False, "values": {"error": "DataContext not found"}}
     sort = _request(client, "update", "dataContext[D]", {"sort": {"attr": "a"}})
     assert sort["success"] is False and "sort" in sort["values"]["error"]
+
+
+def test_global_values_are_read_as_codap_answers_them(client):
+    """global-handler.ts ``get`` and global-list-handler.ts ``get``: ``valuesFromGlobal``
+    (data-interactive-type-utils.ts) ``{name, value, id}`` of the global a slider drives,
+    ``Not found`` (``V3.DI.Error.notFound``) for a name no global has; a ``global`` resource
+    needs no data context (resource-parser.ts)."""
+    assert _request(client, "get", "globalList") == {"success": True, "values": []}
+    slider = {"type": "slider", "name": "s", "properties": {"globalValueName": "rate", "value": 3}}
+    assert client.component_operations([{"action": "create", "component": slider}]).success
+    assert _request(client, "get", "global[rate]") == {"success": True, "values": {"name": "rate", "value": 3,
+                                                                                   "id": "rate"}}
+    assert _request(client, "get", "globalList") == {"success": True, "values": [
+        {"name": "rate", "value": 3, "id": "rate"}]}
+    assert _request(client, "get", "global[nope]") == {"success": False, "values": {"error": "Not found"}}
+
+
+
+def test_update_global_sets_the_value_its_slider_shows(client):
+    """global-handler.ts ``update``: ``{value}`` sets the global (``Number(value)``) and answers
+    ``{success: true}``; ``missing global or value`` for an unknown global or no value, ``global
+    values must be numbers`` for one that is no finite number (lang/en-US.json5). The slider
+    that drives the global shows the new value (slider-registration.ts)."""
+    slider = {"type": "slider", "name": "s", "properties": {"globalValueName": "rate", "value": 3}}
+    assert client.component_operations([{"action": "create", "component": slider}]).success
+    assert _request(client, "update", "global[rate]", {"value": "4.5"}) == {"success": True}
+    assert _request(client, "get", "global[rate]")["values"]["value"] == 4.5
+    assert _request(client, "get", "component[s]")["values"]["value"] == 4.5
+    missing = {"success": False, "values": {"error": "missing global or value"}}
+    assert _request(client, "update", "global[nope]", {"value": 1}) == missing
+    assert _request(client, "update", "global[rate]", {}) == missing
+    assert _request(client, "update", "global[rate]", {"value": "many"}) == \
+        {"success": False, "values": {"error": "global values must be numbers"}}
+    assert _request(client, "get", "global[rate]")["values"]["value"] == 4.5

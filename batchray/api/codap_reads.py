@@ -33,6 +33,7 @@ CASE_NOT_FOUND = "Case not found"
 ITEM_NOT_FOUND = "Item not found"
 COMPONENT_NOT_FOUND = "Component not found"
 COULD_NOT_PARSE_QUERY = "Unable to parse query."
+NOT_FOUND = "Not found"
 VALUES_REQUIRED = "A values object is required for this request."
 
 
@@ -422,6 +423,27 @@ def component_shape(component: Any) -> dict[str, Any]:
     data = component.model_dump(mode="json", exclude_none=True)
     own = {k: v for k, v in data.pop("properties", {}).items() if k != CODAP_STORAGE and v is not None}
     return {**own, "id": component.name, **data}
+
+
+def global_shape(name: str, entry: Any) -> dict[str, Any]:
+    """``valuesFromGlobal`` (data-interactive-type-utils.ts): ``{name, value, id}``; a global
+    value's id is its name."""
+    return {"name": name, "value": entry.get("value") if isinstance(entry, dict) else entry, "id": name}
+
+
+def get_global_list(scope: Scope) -> dict[str, Any]:
+    """global-list-handler.ts: every global value (those the store's sliders drive), by name."""
+    return success([global_shape(name, entry) for name, entry in sorted(scope.client.catalog.globals().items())])
+
+
+def get_global(scope: Scope) -> dict[str, Any]:
+    """global-handler.ts ``get``: the global value ``global[name]`` names (``getValueByName``);
+    ``Not found`` (``V3.DI.Error.notFound``) when there is none."""
+    wanted = scope.request.get("global")
+    entries = scope.client.catalog.globals()
+    if wanted not in entries:
+        raise Refused(NOT_FOUND)
+    return success(global_shape(wanted, entries[wanted]))
 
 
 def check_values(values: Any) -> Any:

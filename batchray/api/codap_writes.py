@@ -52,9 +52,10 @@ def _schema_op(scope: Scope, operations: list[dict[str, Any]]) -> dict[str, Any]
     return {"type": "schema", "operation": "update", "target": scope.context.name, "data": {"operations": operations}}
 
 
-def _precision(value: Any) -> Optional[int | float]:
-    """A precision as CODAP's handlers read it: the number JavaScript's ``+value`` gives when it is
-    finite; ``None`` (no precision) for null, ``""`` and anything else."""
+def _js_number(value: Any) -> Optional[int | float]:
+    """A number as CODAP's handlers read a precision or a global's value: the number
+    JavaScript's ``+value`` gives when it is finite; ``None`` (no number) for null, ``""``, a
+    boolean and anything else."""
     if value is None or value == "" or isinstance(value, bool):
         return None
     if isinstance(value, str) and not value.strip():
@@ -73,14 +74,14 @@ def _attribute_spec(values: Any) -> dict[str, Any]:
     (``v3/src/data-interactive/data-interactive-type-utils.ts``) reads its values: null fields
     left out; ``type`` through ``v3TypeFromV2TypeString`` (v2's ``nominal`` and ``number`` are
     ``categorical`` and ``numeric``, ``none`` or ``""`` no type); ``precision`` per
-    :func:`_precision`."""
+    :func:`_js_number`."""
     if not isinstance(values, dict) or not isinstance(values.get("name"), str):
         raise Refused("an attribute needs a name")
     spec = {k: values[k] for k in _ATTRIBUTE_FIELDS if values.get(k) is not None and k not in ("type", "precision")}
     kind = values.get("type")
     if kind is not None and kind not in ("", "none"):
         spec["type"] = V2_TYPE_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
-    precision = _precision(values.get("precision"))
+    precision = _js_number(values.get("precision"))
     if precision is not None:
         spec["precision"] = precision
     return spec
@@ -98,13 +99,13 @@ def _attribute_changes(values: dict[str, Any]) -> dict[str, Any]:
     """The changes an update makes to an attribute, as CODAP's ``updateAttribute``
     (``v3/src/data-interactive/handlers/di-handler-utils.ts``) makes them: a field given as null
     changes nothing; ``type`` only when it is one of CODAP's attribute types (anything else is
-    ignored); a ``precision`` that is given is set per :func:`_precision` (null, ``""`` or no
+    ignored); a ``precision`` that is given is set per :func:`_js_number` (null, ``""`` or no
     number removes it)."""
     spec = {k: values[k] for k in _ATTRIBUTE_FIELDS if values.get(k) is not None and k not in ("type", "precision")}
     if values.get("type") in ATTRIBUTE_TYPES:
         spec["type"] = values["type"]
     if "precision" in values:
-        spec["precision"] = _precision(values["precision"])
+        spec["precision"] = _js_number(values["precision"])
     return spec
 
 
@@ -561,6 +562,29 @@ def update_attribute(scope: Scope) -> Mutation:
 def delete_attribute(scope: Scope) -> Mutation:
     op = {"action": "delete", "target": "attribute", "attribute": scope.attribute.name}
     return Mutation([_schema_op(scope, [op])], lambda created: success())
+
+
+# -- global values ----------------------------------------------------------------------------------
+def update_global(scope: Scope) -> Mutation:
+    """global-handler.ts ``update``: ``{value}`` sets the global value ``global[name]``;
+    ``{success: true}``. CODAP's errors: ``missing global or value`` for a global that does not
+    exist or no value, ``global values must be numbers`` for a value that is no finite number
+    (a value of 0 is set here; CODAP's ``!value`` refuses it). batchray keeps a global's value
+    with the slider that drives it, so the value is set through that slider, and a global no
+    slider drives is refused."""
+    wanted = scope.request.get("global")
+    values = scope.request.values if isinstance(scope.request.values, dict) else {}
+    if wanted not in scope.client.catalog.globals() or values.get("value") in (None, ""):
+        raise Refused("missing global or value")
+    number = _js_number(values["value"])
+    if number is None:
+        raise Refused("global values must be numbers")
+    slider = next((c for c in scope.client.catalog.components().values()
+                   if c.type == "slider" and c.properties.get("globalValueName") == wanted), None)
+    if slider is None:
+        raise Refused(f"global value {wanted!r} has no slider: its value is set through the slider that drives it")
+    spec = {"name": slider.name, "properties": {"value": number}}
+    return Mutation([_component_op("update", slider.name, spec)], lambda created: success())
 
 
 # -- components -------------------------------------------------------------------------------------
