@@ -169,3 +169,15 @@ def test_update_global_sets_the_value_its_slider_shows(client):
     assert _request(client, "update", "global[rate]", {"value": "many"}) == \
         {"success": False, "values": {"error": "global values must be numbers"}}
     assert _request(client, "get", "global[rate]")["values"]["value"] == 4.5
+
+
+def test_a_numeric_attribute_without_a_precision_answers_codaps_default(client):
+    """data-interactive-type-utils.ts ``convertAttributeToV2`` answers ``precision:
+    effectivePrecision`` (v3/src/models/data/attribute.ts): the precision set, else
+    ``kDefaultNumPrecision`` (2, attribute-types.ts) when the attribute's type is numeric, else
+    none."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [{"name": "C", "attrs": [
+        {"name": "n", "type": "numeric"}, {"name": "p", "type": "numeric", "precision": 4}, {"name": "t"}]}]})["success"]
+    got = {a["name"]: a["precision"] for a in _request(client, "get", "dataContext[D].collection[C]")["values"]["attrs"]}
+    assert got == {"n": 2, "p": 4, "t": None}
+    assert _request(client, "get", "dataContext[D].attribute[n]")["values"]["precision"] == 2

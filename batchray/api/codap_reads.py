@@ -252,12 +252,21 @@ def find_context(catalog: Any, wanted: str) -> Optional[tuple[int, DataContext]]
 
 
 # -- shapes (v3/src/data-interactive/data-interactive-type-utils.ts) ------------------------------
+DEFAULT_NUMERIC_PRECISION = 2
+"""CODAP's ``kDefaultNumPrecision`` (v3/src/models/data/attribute-types.ts)."""
+
+
 def attribute_shape(attr: Attribute) -> dict[str, Any]:
-    """``convertAttributeToV2``'s fields that batchray keeps."""
+    """``convertAttributeToV2``'s fields that batchray keeps. ``precision`` is CODAP's
+    ``effectivePrecision`` (v3/src/models/data/attribute.ts): the precision set, else
+    :data:`DEFAULT_NUMERIC_PRECISION` for a numeric attribute, else none."""
+    precision = attr.precision
+    if precision is None and attr.type is not None and attr.type.value == "numeric":
+        precision = DEFAULT_NUMERIC_PRECISION
     return {"name": attr.name, "type": attr.type.value if attr.type else "", "title": attr.title or attr.name,
             "description": attr.description or "", "editable": attr.editable, "hidden": attr.hidden,
             "renameable": True, "deleteable": True, "formula": attr.formula, "guid": attr.name,
-            "id": attr.name, "precision": attr.precision, "unit": attr.unit}
+            "id": attr.name, "precision": precision, "unit": attr.unit}
 
 
 def collection_shape(context: DataContext, coll: Collection) -> dict[str, Any]:
