@@ -181,3 +181,17 @@ def test_a_numeric_attribute_without_a_precision_answers_codaps_default(client):
     got = {a["name"]: a["precision"] for a in _request(client, "get", "dataContext[D].collection[C]")["values"]["attrs"]}
     assert got == {"n": 2, "p": 4, "t": None}
     assert _request(client, "get", "dataContext[D].attribute[n]")["values"]["precision"] == 2
+
+
+def test_component_create_refuses_an_unknown_type_and_get_answers_its_title(client):
+    """component-handler.ts ``create``: a type no component handler is registered for answers
+    ``Unsupported component type <type>`` (``V3.DI.Error.unsupportedComponent``); a tile created
+    without a title is titled by its name (``title = _title ?? name``), which ``get component``
+    answers as ``title`` (``_title``) as ``componentList`` does."""
+    assert _request(client, "create", "component", {"type": "bogus"}) == \
+        {"success": False, "values": {"error": "Unsupported component type bogus"}}
+    assert _request(client, "get", "componentList") == {"success": True, "values": []}
+    assert _request(client, "create", "component", {"type": "text", "name": "T", "text": "hi"})["success"]
+    got = _request(client, "get", "component[T]")["values"]
+    assert (got["name"], got["title"], got["type"], got["text"]) == ("T", "T", "text", "hi")
+    assert [c["title"] for c in _request(client, "get", "componentList")["values"]] == ["T"]

@@ -428,10 +428,12 @@ def component_shape(component: Any) -> dict[str, Any]:
     ``dimensions``, ``position``) beside the type's own values (``dataContext``,
     ``xAttributeName``, ``globalValueName``, ``text``, ``URL``...), all at the top level as
     component-handler.ts spreads its type handler's values, not under a ``properties`` key. The
-    v2 storage an imported component keeps (``codapStorage``) is no value of CODAP's."""
+    v2 storage an imported component keeps (``codapStorage``) is no value of CODAP's. A
+    component without a title answers its name as its title, as CODAP's ``create`` titles a tile
+    (``_title ?? name``) and as ``componentList`` answers it."""
     data = component.model_dump(mode="json", exclude_none=True)
     own = {k: v for k, v in data.pop("properties", {}).items() if k != CODAP_STORAGE and v is not None}
-    return {**own, "id": component.name, **data}
+    return {**own, "id": component.name, **data, "title": component.title or component.name}
 
 
 def global_shape(name: str, entry: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from batchray.api.codap_reads import (COLLECTION_NOT_FOUND, Refused, Scope, attr
 from pydantic import ValidationError as PydanticError
 
 from batchray.core.model.cases import build_cases, codap_text, parse_case_id
+from batchray.core.model.components import COMPONENT_TYPES
 from batchray.core.model.schema import DataContext
 from batchray.errors import BatchrayError
 from batchray.io.codap.model import ATTRIBUTE_TYPES, V2_TYPE_ALIASES, collection_labels
@@ -628,11 +629,14 @@ def _case_tile_context(scope: Scope, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_component(scope: Scope) -> Mutation:
-    """component-handler.ts ``create``: ``{id, name, title, type}``; a case table or card needs
-    its data context (:func:`_case_tile_context`)."""
+    """component-handler.ts ``create``: ``{id, name, title, type}``; a type CODAP has no handler
+    for is ``Unsupported component type <type>``; a case table or card needs its data context
+    (:func:`_case_tile_context`)."""
     values = check_values(scope.request.values)
     if not isinstance(values, dict) or not isinstance(values.get("type"), str):
         raise Refused("a component needs a type")
+    if values["type"] not in COMPONENT_TYPES:
+        raise Refused(f"Unsupported component type {values['type']}")
     if values["type"] in ("caseTable", "caseCard"):
         values = _case_tile_context(scope, values)
     spec = _component_spec(values)
