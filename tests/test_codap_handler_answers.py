@@ -103,17 +103,20 @@ def test_an_item_answers_a_value_for_every_attribute_in_attribute_order(client):
     assert case["values"] == {"b": "", "c": ""}
 
 
-def test_attributes_without_a_name(client):
+def test_attributes_and_collections_without_a_name(client):
     """attribute-handler.ts ``create``: one attribute without a name refuses the request with
     ``fieldRequiredResult("Create", "attribute", "name")`` (``%@1 %@2: %@3 required``,
     lang/en-US.json5) before any is made; collection-handler.ts ``create`` and, for a new data
     context, di-handler-utils.ts ``createCollection``/``createAttribute`` skip such an attribute
-    and make the rest."""
+    and make the rest; collection-handler.ts ``create`` skips a collection without a name too."""
     made = _request(client, "create", "dataContext", {"name": "D", "collections": [
         {"name": "P", "attrs": [{"name": "a"}, {"title": "no name"}, {"name": ""}]}]})
     assert made["success"]
     assert _request(client, "create", "dataContext[D].collection", {"name": "C", "attrs": [
         {"title": "none"}, {"name": "b"}]}) == {"success": True, "values": [{"id": "C", "name": "C"}]}
+    # collection-handler.ts create: "Collections require a name, so bail if one isn't included"
+    assert _request(client, "create", "dataContext[D].collection", [{"title": "none"}, {"name": ""}]) == \
+        {"success": True, "values": []}
     refused = _request(client, "create", "dataContext[D].collection[P].attribute", [{"name": "x"}, {"title": "y"}])
     assert refused == {"success": False, "values": {"error": "Create attribute: name required"}}
     listed = {c: [a["name"] for a in _request(client, "get", f"dataContext[D].collection[{c}].attributeList")["values"]]

@@ -464,13 +464,15 @@ def create_collection(scope: Scope) -> Mutation:
     collection the first (left-most); a name already taken answers the existing collection and
     makes nothing; attributes come from ``attributes`` and ``attrs``, each whose name is taken
     left out; the context's only collection, when it has no attributes (a new context's default
-    ``Cases``), is removed once a collection is added."""
+    ``Cases``), is removed once a collection is added; one without a name is skipped."""
     ops, answers = [], []
     ctx = scope.context
     collections = [c.name for c in ctx.collections]
     attributes = set(ctx.attributes())
     for coll in _as_list(check_values(scope.request.values)):
-        if not isinstance(coll, dict) or not isinstance(coll.get("name"), str):
+        if not isinstance(coll, dict) or not coll.get("name"):
+            continue  # "Collections require a name, so bail if one isn't included"
+        if not isinstance(coll["name"], str):
             raise Refused("a collection needs a name")
         name = coll["name"]
         answers.append({"id": name, "name": name})
