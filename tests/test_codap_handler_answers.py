@@ -198,3 +198,20 @@ def test_component_create_refuses_an_unknown_type_and_get_answers_its_title(clie
     got = _request(client, "get", "component[T]")["values"]
     assert (got["name"], got["title"], got["type"], got["text"]) == ("T", "T", "text", "hi")
     assert [c["title"] for c in _request(client, "get", "componentList")["values"]] == ["T"]
+
+
+def test_create_case_without_a_collection_creates_items_and_answers_every_new_case(client):
+    """case-handler.ts ``create`` with no ``collection`` resolved: the cases' values
+    (``attrNamesToIds`` over the whole data set) are added as items, and the answer is every new
+    case id (``!collectionId ||`` keeps them all), parent cases before child cases
+    (``caseInfoMap`` order: collections parent first)."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [
+        {"name": "P", "attrs": [{"name": "a"}]}, {"name": "C", "attrs": [{"name": "b"}]}]})["success"]
+    made = _request(client, "create", "dataContext[D].case", [{"values": {"a": 1, "b": 2}}, {"values": {"a": 1, "b": 3}}])
+    assert made["success"]
+    parents = [c["case"]["id"] for c in _request(client, "get", "dataContext[D].collection[P].allCases")["values"]["cases"]]
+    children = [c["case"]["id"] for c in _request(client, "get", "dataContext[D].collection[C].allCases")["values"]["cases"]]
+    assert len(parents) == 1 and len(children) == 2
+    assert made["values"] == [{"id": i} for i in parents + children]
+    assert _request(client, "create", "dataContext[D].collection[Nope].case", [{"values": {"a": 1}}]) == \
+        {"success": False, "values": {"error": "Collection not found"}}

@@ -282,10 +282,15 @@ def create_case(scope: Scope) -> Mutation:
     "phantom" item of that parent: one of the parent case's items whose values for every
     non-formula attribute of the collection are empty (what creating the parent case alone
     leaves), each such item filled once per request; no item is created for it. Only cases
-    left without one become new items."""
-    coll = scope.collection.name
+    left without one become new items.
+
+    A resource without ``collection[...]`` creates the cases as items of the data context and
+    answers every new case, of every collection, as CODAP does when its handler has no
+    collection (no phantom item is filled then); a collection named that does not exist is
+    refused."""
+    coll = scope.collection.name if scope.request.get("collection") is not None else None
     rows, fills = [], []
-    data_names = [a.name for a in scope.collection.attrs if not a.formula]
+    data_names = [a.name for a in scope.collection.attrs if not a.formula] if coll is not None else []
     claimed: set[int] = set()
     for case in _as_list(check_values(scope.request.values)):
         if not isinstance(case, dict) or not isinstance(case.get("values"), dict):
