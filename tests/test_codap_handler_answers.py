@@ -215,3 +215,13 @@ def test_create_case_without_a_collection_creates_items_and_answers_every_new_ca
     assert made["values"] == [{"id": i} for i in parents + children]
     assert _request(client, "create", "dataContext[D].collection[Nope].case", [{"values": {"a": 1}}]) == \
         {"success": False, "values": {"error": "Collection not found"}}
+
+
+def test_update_attribute_with_an_array_of_values_is_attribute_not_found(client):
+    """attribute-handler.ts ``update``: ``if (!attribute || Array.isArray(_values)) return
+    attributeNotFoundResult``; the attribute is left as it was."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [
+        {"name": "C", "attrs": [{"name": "a"}]}]})["success"]
+    assert _request(client, "update", "dataContext[D].collection[C].attribute[a]", [{"name": "b"}]) == \
+        {"success": False, "values": {"error": "Attribute not found"}}
+    assert _request(client, "get", "dataContext[D].collection[C].attribute[a]")["success"]

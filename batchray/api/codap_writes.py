@@ -16,8 +16,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Optional
 
-from batchray.api.codap_reads import (COLLECTION_NOT_FOUND, Refused, Scope, attribute_shape, check_values,
-                                      field_required, find_component, find_context, success)
+from batchray.api.codap_reads import (ATTRIBUTE_NOT_FOUND, COLLECTION_NOT_FOUND, Refused, Scope, attribute_shape,
+                                      check_values, field_required, find_component, find_context, success)
 from pydantic import ValidationError as PydanticError
 
 from batchray.core.model.cases import build_cases, codap_text, parse_case_id
@@ -552,8 +552,11 @@ def create_attribute(scope: Scope) -> Mutation:
 
 
 def update_attribute(scope: Scope) -> Mutation:
-    """attribute-handler.ts ``update`` (:func:`_attribute_changes`): ``{attrs: [attribute]}``."""
+    """attribute-handler.ts ``update`` (:func:`_attribute_changes`): ``{attrs: [attribute]}``;
+    values given as an array answer ``Attribute not found``, as CODAP's handler does."""
     values = check_values(scope.request.values)
+    if isinstance(values, list):
+        raise Refused(ATTRIBUTE_NOT_FOUND)
     if not isinstance(values, dict):
         raise Refused("Invalid values provided for update.")
     spec = _attribute_changes(values)
