@@ -225,3 +225,13 @@ def test_update_attribute_with_an_array_of_values_is_attribute_not_found(client)
     assert _request(client, "update", "dataContext[D].collection[C].attribute[a]", [{"name": "b"}]) == \
         {"success": False, "values": {"error": "Attribute not found"}}
     assert _request(client, "get", "dataContext[D].collection[C].attribute[a]")["success"]
+
+
+def test_create_case_skips_a_case_without_values(client):
+    """case-handler.ts ``create``: only a case whose ``values`` is set is created (``if
+    (aCase.values)``); the others are skipped and the request succeeds with the cases made."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [
+        {"name": "C", "attrs": [{"name": "a"}]}]})["success"]
+    made = _request(client, "create", "dataContext[D].collection[C].case", [{"values": {"a": 1}}, {"parent": None}])
+    assert made["success"] and len(made["values"]) == 1
+    assert _request(client, "get", "dataContext[D].itemCount") == {"success": True, "values": 1}

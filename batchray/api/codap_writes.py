@@ -293,7 +293,9 @@ def create_case(scope: Scope) -> Mutation:
     data_names = [a.name for a in scope.collection.attrs if not a.formula] if coll is not None else []
     claimed: set[int] = set()
     for case in _as_list(check_values(scope.request.values)):
-        if not isinstance(case, dict) or not isinstance(case.get("values"), dict):
+        if not isinstance(case, dict) or not (case.get("values") or isinstance(case.get("values"), (dict, list))):
+            continue  # CODAP creates only the cases that have values (``if (aCase.values)``; {} is truthy)
+        if not isinstance(case["values"], dict):
             raise Refused("a case needs values")
         values = _known_values(scope, case["values"])
         phantom = _phantom_item(scope, case.get("parent"), data_names, claimed)
