@@ -235,3 +235,16 @@ def test_create_case_skips_a_case_without_values(client):
     made = _request(client, "create", "dataContext[D].collection[C].case", [{"values": {"a": 1}}, {"parent": None}])
     assert made["success"] and len(made["values"]) == 1
     assert _request(client, "get", "dataContext[D].itemCount") == {"success": True, "values": 1}
+
+
+def test_update_collection_with_an_empty_title_keeps_the_title(client):
+    """collection-handler.ts ``update``: ``if (title) collection.setTitle(title)`` (an empty
+    title changes nothing) inside ``if (values)`` (no values: ``{success: true}``); a missing
+    collection is ``Collection not found``."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [
+        {"name": "C", "title": "People", "attrs": [{"name": "a"}]}]})["success"]
+    assert _request(client, "update", "dataContext[D].collection[C]", {"title": ""}) == {"success": True}
+    assert _request(client, "get", "dataContext[D].collection[C]")["values"]["title"] == "People"
+    assert _request(client, "update", "dataContext[D].collection[C]") == {"success": True}
+    assert _request(client, "update", "dataContext[D].collection[Nope]", {"title": "x"}) == \
+        {"success": False, "values": {"error": "Collection not found"}}

@@ -505,15 +505,15 @@ def create_collection(scope: Scope) -> Mutation:
 
 def update_collection(scope: Scope) -> Mutation:
     """collection-handler.ts ``update``: title and labels (and, as batchray also allows, the
-    name); ``{success: true}``."""
-    values = check_values(scope.request.values)
-    values = values if isinstance(values, dict) else {}
-    spec = {k: values[k] for k in ("name", "title") if isinstance(values.get(k), str)}
+    name); ``{success: true}``. As in CODAP (``if (title)``), an empty title changes nothing,
+    and no values at all is a success that changes nothing."""
+    values = scope.request.values if isinstance(scope.request.values, dict) else {}
+    spec = {k: values[k] for k in ("name", "title") if isinstance(values.get(k), str) and values[k]}
     labels = _labels(values)
     if labels:
         spec["labels"] = labels
     op = {"action": "update", "target": "collection", "collection": scope.collection.name, "spec": spec}
-    return Mutation([_schema_op(scope, [op])], lambda created: success())
+    return Mutation([_schema_op(scope, [op])] if spec else [], lambda created: success())
 
 
 def delete_collection(scope: Scope) -> Mutation:
