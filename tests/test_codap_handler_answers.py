@@ -248,3 +248,13 @@ def test_update_collection_with_an_empty_title_keeps_the_title(client):
     assert _request(client, "update", "dataContext[D].collection[C]") == {"success": True}
     assert _request(client, "update", "dataContext[D].collection[Nope]", {"title": "x"}) == \
         {"success": False, "values": {"error": "Collection not found"}}
+
+
+def test_a_precision_is_read_as_javascripts_number(client):
+    """data-interactive-type-utils.ts ``convertValuesToAttributeSnapshot`` and di-handler-utils.ts
+    ``updateAttribute`` read ``precision`` as ``+values.precision`` kept when finite: JavaScript
+    reads ``"0x3"`` as 3 and ``"1_0"`` as NaN (no precision), unlike Python's ``float``."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [{"name": "C", "attrs": [
+        {"name": "h", "precision": "0x3"}, {"name": "u", "precision": "1_0"}]}]})["success"]
+    got = {a["name"]: a["precision"] for a in _request(client, "get", "dataContext[D].collection[C]")["values"]["attrs"]}
+    assert got == {"h": 3, "u": None}

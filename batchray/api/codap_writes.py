@@ -21,6 +21,7 @@ from batchray.api.codap_reads import (ATTRIBUTE_NOT_FOUND, COLLECTION_NOT_FOUND,
 from pydantic import ValidationError as PydanticError
 
 from batchray.core.model.cases import build_cases, codap_text, parse_case_id
+from batchray.core.model.codap_search import js_number
 from batchray.core.model.components import COMPONENT_TYPES
 from batchray.core.model.schema import DataContext
 from batchray.errors import BatchrayError
@@ -57,14 +58,9 @@ def _js_number(value: Any) -> Optional[int | float]:
     """A number as CODAP's handlers read a precision or a global's value: the number
     JavaScript's ``+value`` gives when it is finite; ``None`` (no number) for null, ``""``, a
     boolean and anything else."""
-    if value is None or value == "" or isinstance(value, bool):
+    if value is None or value == "" or isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
-    if isinstance(value, str) and not value.strip():
-        return 0  # +" " is 0
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
+    number = js_number(value)  # +" " is 0, +"0x10" 16, +"1_0" NaN
     if not math.isfinite(number):
         return None
     return int(number) if number.is_integer() else number
