@@ -258,3 +258,20 @@ def test_a_precision_is_read_as_javascripts_number(client):
         {"name": "h", "precision": "0x3"}, {"name": "u", "precision": "1_0"}]}]})["success"]
     got = {a["name"]: a["precision"] for a in _request(client, "get", "dataContext[D].collection[C]")["values"]["attrs"]}
     assert got == {"h": 3, "u": None}
+
+
+def test_item_update_and_delete_without_values_answer_codaps_errors(client):
+    """handler-functions.ts ``updateCaseBy``: no values is ``fieldRequiredResult("update",
+    resourceName, "values")`` (``update itemByID: values required``); item-handler.ts ``delete``
+    with neither an index nor values calls ``deleteItem`` with no item: ``Item not found``."""
+    assert _request(client, "create", "dataContext", {"name": "D", "collections": [
+        {"name": "C", "attrs": [{"name": "a"}]}]})["success"]
+    item = _request(client, "create", "dataContext[D].item", [{"a": 1}])["itemIDs"][0]
+    assert _request(client, "update", f"dataContext[D].itemByID[{item}]") == \
+        {"success": False, "values": {"error": "update itemByID: values required"}}
+    assert _request(client, "update", "dataContext[D].item[0]") == \
+        {"success": False, "values": {"error": "update item: values required"}}
+    assert _request(client, "update", f"dataContext[D].itemByCaseID[{item}]") == \
+        {"success": False, "values": {"error": "update itemByCaseID: values required"}}
+    assert _request(client, "delete", "dataContext[D].item") == {"success": False, "values": {"error": "Item not found"}}
+    assert _request(client, "get", "dataContext[D].itemCount") == {"success": True, "values": 1}

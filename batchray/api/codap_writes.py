@@ -16,8 +16,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Optional
 
-from batchray.api.codap_reads import (ATTRIBUTE_NOT_FOUND, COLLECTION_NOT_FOUND, Refused, Scope, attribute_shape,
-                                      check_values, field_required, find_component, find_context, success)
+from batchray.api.codap_reads import (ATTRIBUTE_NOT_FOUND, COLLECTION_NOT_FOUND, ITEM_NOT_FOUND, Refused, Scope,
+                                      attribute_shape, check_values, field_required, find_component, find_context,
+                                      success)
 from pydantic import ValidationError as PydanticError
 
 from batchray.core.model.cases import build_cases, codap_text, parse_case_id
@@ -177,8 +178,11 @@ def _update_items(scope: Scope, updates: list[dict[str, Any]], answer: Callable)
 
 
 def _item_update(scope: Scope, item_id: int) -> Mutation:
-    """handler-functions.ts ``updateCaseBy`` (item return style)."""
-    values = check_values(scope.request.values)
+    """handler-functions.ts ``updateCaseBy`` (item return style); no values is CODAP's
+    ``update <resource>: values required``."""
+    values = scope.request.values
+    if values is None:
+        raise field_required("update", scope.request.type, "values")
     if not isinstance(values, dict):
         raise Refused("Invalid values provided for update.")
     return _update_items(scope, [{"selector": {"itemId": item_id}, "values": _known_values(scope, values)}],
@@ -229,11 +233,14 @@ def _delete_items(scope: Scope, item_ids: list[int], answer_ids: list[Any]) -> M
 
 
 def delete_item(scope: Scope) -> Mutation:
-    """item-handler.ts ``delete``: the item at an index, or ``[{id}]``; answers the ids."""
+    """item-handler.ts ``delete``: the item at an index, or ``[{id}]``; answers the ids. Neither
+    an index nor values is ``Item not found``, as in CODAP (``deleteItem`` with no item)."""
     if scope.request.get("item") is not None:
         item_id = scope.item_by_index()[0]
         return _delete_items(scope, [item_id], [item_id])
-    ids = [_item_id(e.get("id")) for e in _as_list(check_values(scope.request.values)) if isinstance(e, dict)]
+    if scope.request.values is None:
+        raise Refused(ITEM_NOT_FOUND)
+    ids = [_item_id(e.get("id")) for e in _as_list(scope.request.values) if isinstance(e, dict)]
     ids = [i for i in ids if i in scope.values_by_id]
     return _delete_items(scope, ids, ids)
 
