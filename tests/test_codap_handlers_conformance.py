@@ -176,7 +176,7 @@ def test_attribute_values_are_read_as_codaps_handlers_read_them(client):
     made = _request(client, "create", "dataContext[D].collection[C].attribute",
                     [{"name": "y", "type": "number", "precision": ""}, {"name": "x", "unit": "m", "precision": ""}])
     assert made["success"] and [(a["name"], a["type"], a["precision"], a["unit"]) for a in made["values"]["attrs"]] \
-        == [("y", "numeric", None, None), ("x", "numeric", None, "m")]
+        == [("y", "numeric", 2, None), ("x", "numeric", 2, "m")]  # no precision: effectivePrecision's 2
 
     resource = "dataContext[D].collection[C].attribute[x]"
     assert _request(client, "update", resource, {"precision": 2, "title": "X"})["success"]
@@ -184,9 +184,9 @@ def test_attribute_values_are_read_as_codaps_handlers_read_them(client):
         assert _request(client, "update", resource, change)["success"]
         assert _attribute(client, "D", "x") == {"type": "numeric", "precision": 2, "unit": "m", "title": "X"}
     for cleared in ("", None, "many"):
-        assert _request(client, "update", resource, {"precision": 2})["success"]
+        assert _request(client, "update", resource, {"precision": 3})["success"]
         assert _request(client, "update", resource, {"precision": cleared})["success"]
-        assert _attribute(client, "D", "x")["precision"] is None
+        assert _attribute(client, "D", "x")["precision"] == 2  # none: a numeric attribute's default
     assert _request(client, "update", resource, {"type": "categorical", "precision": "4"})["success"]
     assert _attribute(client, "D", "x") == {"type": "categorical", "precision": 4, "unit": "m", "title": "X"}
 

@@ -38,7 +38,7 @@ READS: dict[str, Callable[[Scope], dict[str, Any]]] = {
     "caseByID": reads.get_case_by_id, "caseByIndex": reads.get_case_by_index, "caseCount": reads.get_case_count,
     "allCases": reads.get_all_cases, "caseSearch": reads.get_case_search,
     "caseFormulaSearch": reads.get_case_formula_search, "component": reads.get_component,
-    "componentList": reads.get_component_list,
+    "componentList": reads.get_component_list, "global": reads.get_global, "globalList": reads.get_global_list,
 }
 WRITES: dict[tuple[str, str], Callable[[Scope], Mutation]] = {
     ("create", "dataContext"): writes.create_data_context, ("update", "dataContext"): writes.update_data_context,
@@ -56,7 +56,7 @@ WRITES: dict[tuple[str, str], Callable[[Scope], Mutation]] = {
     ("update", "caseByID"): writes.update_case_by_id, ("delete", "caseByID"): writes.delete_case_by_id,
     ("update", "caseByIndex"): writes.update_case_by_index, ("delete", "caseByIndex"): writes.delete_case_by_index,
     ("create", "component"): writes.create_component, ("update", "component"): writes.update_component,
-    ("delete", "component"): writes.delete_component,
+    ("delete", "component"): writes.delete_component, ("update", "global"): writes.update_global,
 }
 
 

@@ -33,6 +33,7 @@ CASE_NOT_FOUND = "Case not found"
 ITEM_NOT_FOUND = "Item not found"
 COMPONENT_NOT_FOUND = "Component not found"
 COULD_NOT_PARSE_QUERY = "Unable to parse query."
+NOT_FOUND = "Not found"
 VALUES_REQUIRED = "A values object is required for this request."
 
 
@@ -73,6 +74,7 @@ class Scope:
         self.client = client
         self.request = request
         self.pending = pending or {}  # contexts an atomic array creates before this request
+        self.atomic = pending is not None  # a write of an atomic array
 
     # -- data context, collection, attribute ------------------------------------------------------
     @cached_property
@@ -250,12 +252,21 @@ def find_context(catalog: Any, wanted: str) -> Optional[tuple[int, DataContext]]
 
 
 # -- shapes (v3/src/data-interactive/data-interactive-type-utils.ts) ------------------------------
+DEFAULT_NUMERIC_PRECISION = 2
+"""CODAP's ``kDefaultNumPrecision`` (v3/src/models/data/attribute-types.ts)."""
+
+
 def attribute_shape(attr: Attribute) -> dict[str, Any]:
-    """``convertAttributeToV2``'s fields that batchray keeps."""
+    """``convertAttributeToV2``'s fields that batchray keeps. ``precision`` is CODAP's
+    ``effectivePrecision`` (v3/src/models/data/attribute.ts): the precision set, else
+    :data:`DEFAULT_NUMERIC_PRECISION` for a numeric attribute, else none."""
+    precision = attr.precision
+    if precision is None and attr.type is not None and attr.type.value == "numeric":
+        precision = DEFAULT_NUMERIC_PRECISION
     return {"name": attr.name, "type": attr.type.value if attr.type else "", "title": attr.title or attr.name,
             "description": attr.description or "", "editable": attr.editable, "hidden": attr.hidden,
             "renameable": True, "deleteable": True, "formula": attr.formula, "guid": attr.name,
-            "id": attr.name, "precision": attr.precision, "unit": attr.unit}
+            "id": attr.name, "precision": precision, "unit": attr.unit}
 
 
 def collection_shape(context: DataContext, coll: Collection) -> dict[str, Any]:
@@ -273,10 +284,17 @@ def basic_info(name: str, title: Optional[str], ident: Any, guid: bool = True) -
     return info
 
 
+def codap_values(names: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``getCaseValues`` (v3/src/data-interactive/data-interactive-utils.ts): a value for each
+    of ``names`` in their order, ``""`` for one the item has no value for (CODAP keeps no value
+    as the empty string)."""
+    return {name: "" if values.get(name) is None else values[name] for name in names}
+
+
 def case_values(scope: Scope, case: dict[str, Any]) -> dict[str, Any]:
+    """A case's values: its collection's attributes, read from its first item."""
     coll = scope.context.collection(case["collection"])
-    first = scope.values_by_id[case["itemIds"][0]]
-    return {a.name: first.get(a.name, "") for a in coll.attrs}
+    return codap_values([a.name for a in coll.attrs], scope.values_by_id[case["itemIds"][0]])
 
 
 def case_shape(scope: Scope, case: dict[str, Any]) -> dict[str, Any]:
@@ -288,9 +306,10 @@ def case_shape(scope: Scope, case: dict[str, Any]) -> dict[str, Any]:
             "caseIndex": index}
 
 
-def item_shape(item_id: int, values: dict[str, Any]) -> dict[str, Any]:
-    """``getV2ItemResult``: ``{id, values}``."""
-    return {"id": item_id, "values": values}
+def item_shape(context: DataContext, item_id: int, values: dict[str, Any]) -> dict[str, Any]:
+    """``getV2ItemResult``: ``{id, values}``, the values of every attribute of the data context,
+    parent collections first (``getCaseValues`` without a collection reads ``dataSet.attributes``)."""
+    return {"id": item_id, "values": codap_values(context.attributes(), values)}
 
 
 # -- get handlers ---------------------------------------------------------------------------------
@@ -329,20 +348,20 @@ def get_attribute(scope: Scope) -> dict[str, Any]:
 
 
 def get_item(scope: Scope) -> dict[str, Any]:
-    return success(item_shape(*scope.item_by_index()))
+    return success(item_shape(scope.context, *scope.item_by_index()))
 
 
 def get_item_by_id(scope: Scope) -> dict[str, Any]:
-    return success(item_shape(*scope.item_by_id()))
+    return success(item_shape(scope.context, *scope.item_by_id()))
 
 
 def get_item_by_case_id(scope: Scope) -> dict[str, Any]:
-    return success(item_shape(*scope.item_by_case_id()))
+    return success(item_shape(scope.context, *scope.item_by_case_id()))
 
 
 def get_item_search(scope: Scope) -> dict[str, Any]:
     """item-search-handler.ts: ``[{id, values}]`` in item order."""
-    return success([item_shape(i, v) for i, v in scope.item_search()])
+    return success([item_shape(scope.context, i, v) for i, v in scope.item_search()])
 
 
 def get_item_count(scope: Scope) -> dict[str, Any]:
@@ -409,10 +428,33 @@ def component_shape(component: Any) -> dict[str, Any]:
     ``dimensions``, ``position``) beside the type's own values (``dataContext``,
     ``xAttributeName``, ``globalValueName``, ``text``, ``URL``...), all at the top level as
     component-handler.ts spreads its type handler's values, not under a ``properties`` key. The
-    v2 storage an imported component keeps (``codapStorage``) is no value of CODAP's."""
+    v2 storage an imported component keeps (``codapStorage``) is no value of CODAP's. A
+    component without a title answers its name as its title, as CODAP's ``create`` titles a tile
+    (``_title ?? name``) and as ``componentList`` answers it."""
     data = component.model_dump(mode="json", exclude_none=True)
     own = {k: v for k, v in data.pop("properties", {}).items() if k != CODAP_STORAGE and v is not None}
-    return {**own, "id": component.name, **data}
+    return {**own, "id": component.name, **data, "title": component.title or component.name}
+
+
+def global_shape(name: str, entry: Any) -> dict[str, Any]:
+    """``valuesFromGlobal`` (data-interactive-type-utils.ts): ``{name, value, id}``; a global
+    value's id is its name."""
+    return {"name": name, "value": entry.get("value") if isinstance(entry, dict) else entry, "id": name}
+
+
+def get_global_list(scope: Scope) -> dict[str, Any]:
+    """global-list-handler.ts: every global value (those the store's sliders drive), by name."""
+    return success([global_shape(name, entry) for name, entry in sorted(scope.client.catalog.globals().items())])
+
+
+def get_global(scope: Scope) -> dict[str, Any]:
+    """global-handler.ts ``get``: the global value ``global[name]`` names (``getValueByName``);
+    ``Not found`` (``V3.DI.Error.notFound``) when there is none."""
+    wanted = scope.request.get("global")
+    entries = scope.client.catalog.globals()
+    if wanted not in entries:
+        raise Refused(NOT_FOUND)
+    return success(global_shape(wanted, entries[wanted]))
 
 
 def check_values(values: Any) -> Any:

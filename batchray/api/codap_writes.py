@@ -16,11 +16,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Optional
 
-from batchray.api.codap_reads import (COLLECTION_NOT_FOUND, Refused, Scope, attribute_shape, check_values,
-                                      field_required, find_component, find_context, success)
+from batchray.api.codap_reads import (ATTRIBUTE_NOT_FOUND, COLLECTION_NOT_FOUND, ITEM_NOT_FOUND, Refused, Scope,
+                                      attribute_shape, check_values, field_required, find_component, find_context,
+                                      success)
 from pydantic import ValidationError as PydanticError
 
 from batchray.core.model.cases import build_cases, codap_text, parse_case_id
+from batchray.core.model.codap_search import js_number
+from batchray.core.model.components import COMPONENT_TYPES
 from batchray.core.model.schema import DataContext
 from batchray.errors import BatchrayError
 from batchray.io.codap.model import ATTRIBUTE_TYPES, V2_TYPE_ALIASES, collection_labels
@@ -52,17 +55,13 @@ def _schema_op(scope: Scope, operations: list[dict[str, Any]]) -> dict[str, Any]
     return {"type": "schema", "operation": "update", "target": scope.context.name, "data": {"operations": operations}}
 
 
-def _precision(value: Any) -> Optional[int | float]:
-    """A precision as CODAP's handlers read it: the number JavaScript's ``+value`` gives when it is
-    finite; ``None`` (no precision) for null, ``""`` and anything else."""
-    if value is None or value == "" or isinstance(value, bool):
+def _js_number(value: Any) -> Optional[int | float]:
+    """A number as CODAP's handlers read a precision or a global's value: the number
+    JavaScript's ``+value`` gives when it is finite; ``None`` (no number) for null, ``""``, a
+    boolean and anything else."""
+    if value is None or value == "" or isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
-    if isinstance(value, str) and not value.strip():
-        return 0  # +" " is 0
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
+    number = js_number(value)  # +" " is 0, +"0x10" 16, +"1_0" NaN
     if not math.isfinite(number):
         return None
     return int(number) if number.is_integer() else number
@@ -73,41 +72,64 @@ def _attribute_spec(values: Any) -> dict[str, Any]:
     (``v3/src/data-interactive/data-interactive-type-utils.ts``) reads its values: null fields
     left out; ``type`` through ``v3TypeFromV2TypeString`` (v2's ``nominal`` and ``number`` are
     ``categorical`` and ``numeric``, ``none`` or ``""`` no type); ``precision`` per
-    :func:`_precision`."""
+    :func:`_js_number`."""
     if not isinstance(values, dict) or not isinstance(values.get("name"), str):
         raise Refused("an attribute needs a name")
     spec = {k: values[k] for k in _ATTRIBUTE_FIELDS if values.get(k) is not None and k not in ("type", "precision")}
     kind = values.get("type")
     if kind is not None and kind not in ("", "none"):
         spec["type"] = V2_TYPE_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
-    precision = _precision(values.get("precision"))
+    precision = _js_number(values.get("precision"))
     if precision is not None:
         spec["precision"] = precision
     return spec
+
+
+def _named_attributes(given: Any) -> list[dict[str, Any]]:
+    """The attributes of a collection to create that have a name: CODAP skips the others
+    (collection-handler.ts ``create``: ``if (newAttribute.name && ...)``; di-handler-utils.ts
+    ``createAttribute``, for a new data context's collections, makes nothing when
+    ``convertValuesToAttributeSnapshot`` finds no name)."""
+    return [a for a in given if isinstance(a, dict) and a.get("name")] if isinstance(given, list) else []
 
 
 def _attribute_changes(values: dict[str, Any]) -> dict[str, Any]:
     """The changes an update makes to an attribute, as CODAP's ``updateAttribute``
     (``v3/src/data-interactive/handlers/di-handler-utils.ts``) makes them: a field given as null
     changes nothing; ``type`` only when it is one of CODAP's attribute types (anything else is
-    ignored); a ``precision`` that is given is set per :func:`_precision` (null, ``""`` or no
+    ignored); a ``precision`` that is given is set per :func:`_js_number` (null, ``""`` or no
     number removes it)."""
     spec = {k: values[k] for k in _ATTRIBUTE_FIELDS if values.get(k) is not None and k not in ("type", "precision")}
     if values.get("type") in ATTRIBUTE_TYPES:
         spec["type"] = values["type"]
     if "precision" in values:
-        spec["precision"] = _precision(values["precision"])
+        spec["precision"] = _js_number(values["precision"])
     return spec
 
 
-def _item_rows(values: Any) -> list[dict[str, Any]]:
-    """Items as CODAP's item handler takes them: ``{...}`` or ``{values: {...}}``, one or many."""
+def _known_values(scope: Scope, values: dict[str, Any]) -> dict[str, Any]:
+    """Values as CODAP sets them on items: a key that names no attribute of the data context is
+    left out (``addCases`` with ``canonicalize`` in v3/src/models/data/data-set.ts and
+    ``attrNamesToIds`` in data-interactive-utils.ts look each key up in ``attrNameMap`` and skip
+    the others), so a plugin's extra fields do not fail its request. In an atomic array the
+    values are kept as sent: an earlier request of the array may create the attribute, and the
+    transaction refuses one that none creates."""
+    if scope.atomic:
+        return dict(values)
+    names = scope.context.attributes()
+    return {k: v for k, v in values.items() if k in names}
+
+
+def _item_rows(scope: Scope, values: Any) -> list[dict[str, Any]]:
+    """Items as CODAP's item handler takes them: ``{...}`` or ``{values: {...}}``, one or many,
+    each per :func:`_known_values`."""
     rows = []
     for item in _as_list(check_values(values)):
         if not isinstance(item, dict):
             raise Refused("an item must be an object of values")
         inner = item.get("values")
-        rows.append(dict(inner) if isinstance(inner, dict) else {k: v for k, v in item.items() if k != "id"})
+        rows.append(_known_values(scope, inner if isinstance(inner, dict) else
+                                  {k: v for k, v in item.items() if k != "id"}))
     return rows
 
 
@@ -146,7 +168,7 @@ def _create_rows(scope: Scope, rows: list[Any], collection: Optional[str],
 # -- items ----------------------------------------------------------------------------------------
 def create_item(scope: Scope) -> Mutation:
     """item-handler.ts ``create``: ``{success, caseIDs, itemIDs}``."""
-    rows = _item_rows(scope.request.values)
+    rows = _item_rows(scope, scope.request.values)
     return _create_rows(scope, rows, None, lambda created: success(
         caseIDs=_new_case_ids(scope, created), itemIDs=list(created)))
 
@@ -156,11 +178,14 @@ def _update_items(scope: Scope, updates: list[dict[str, Any]], answer: Callable)
 
 
 def _item_update(scope: Scope, item_id: int) -> Mutation:
-    """handler-functions.ts ``updateCaseBy`` (item return style)."""
-    values = check_values(scope.request.values)
+    """handler-functions.ts ``updateCaseBy`` (item return style); no values is CODAP's
+    ``update <resource>: values required``."""
+    values = scope.request.values
+    if values is None:
+        raise field_required("update", scope.request.type, "values")
     if not isinstance(values, dict):
         raise Refused("Invalid values provided for update.")
-    return _update_items(scope, [{"selector": {"itemId": item_id}, "values": values}],
+    return _update_items(scope, [{"selector": {"itemId": item_id}, "values": _known_values(scope, values)}],
                          lambda created: success({"changedCases": [item_id], "createdCases": [], "deletedCases": []}))
 
 
@@ -185,7 +210,8 @@ def _update_cases_by(scope: Scope, answer: Callable[[list[Any]], dict[str, Any]]
         except Refused:
             continue
         ids.append(entry["id"])
-        updates += [{"selector": {"itemId": i}, "values": entry["values"]} for i in case["itemIds"]]
+        known = _known_values(scope, entry["values"])
+        updates += [{"selector": {"itemId": i}, "values": known} for i in case["itemIds"]]
     if not updates:
         return Mutation([], lambda created: {"success": False})
     return _update_items(scope, updates, lambda created: answer(ids))
@@ -207,11 +233,14 @@ def _delete_items(scope: Scope, item_ids: list[int], answer_ids: list[Any]) -> M
 
 
 def delete_item(scope: Scope) -> Mutation:
-    """item-handler.ts ``delete``: the item at an index, or ``[{id}]``; answers the ids."""
+    """item-handler.ts ``delete``: the item at an index, or ``[{id}]``; answers the ids. Neither
+    an index nor values is ``Item not found``, as in CODAP (``deleteItem`` with no item)."""
     if scope.request.get("item") is not None:
         item_id = scope.item_by_index()[0]
         return _delete_items(scope, [item_id], [item_id])
-    ids = [_item_id(e.get("id")) for e in _as_list(check_values(scope.request.values)) if isinstance(e, dict)]
+    if scope.request.values is None:
+        raise Refused(ITEM_NOT_FOUND)
+    ids = [_item_id(e.get("id")) for e in _as_list(scope.request.values) if isinstance(e, dict)]
     ids = [i for i in ids if i in scope.values_by_id]
     return _delete_items(scope, ids, ids)
 
@@ -256,20 +285,28 @@ def create_case(scope: Scope) -> Mutation:
     "phantom" item of that parent: one of the parent case's items whose values for every
     non-formula attribute of the collection are empty (what creating the parent case alone
     leaves), each such item filled once per request; no item is created for it. Only cases
-    left without one become new items."""
-    coll = scope.collection.name
+    left without one become new items.
+
+    A resource without ``collection[...]`` creates the cases as items of the data context and
+    answers every new case, of every collection, as CODAP does when its handler has no
+    collection (no phantom item is filled then); a collection named that does not exist is
+    refused."""
+    coll = scope.collection.name if scope.request.get("collection") is not None else None
     rows, fills = [], []
-    data_names = [a.name for a in scope.collection.attrs if not a.formula]
+    data_names = [a.name for a in scope.collection.attrs if not a.formula] if coll is not None else []
     claimed: set[int] = set()
     for case in _as_list(check_values(scope.request.values)):
-        if not isinstance(case, dict) or not isinstance(case.get("values"), dict):
+        if not isinstance(case, dict) or not (case.get("values") or isinstance(case.get("values"), (dict, list))):
+            continue  # CODAP creates only the cases that have values (``if (aCase.values)``; {} is truthy)
+        if not isinstance(case["values"], dict):
             raise Refused("a case needs values")
+        values = _known_values(scope, case["values"])
         phantom = _phantom_item(scope, case.get("parent"), data_names, claimed)
         if phantom is not None:
             claimed.add(phantom)
-            fills.append({"selector": {"itemId": phantom}, "values": case["values"]})
+            fills.append({"selector": {"itemId": phantom}, "values": values})
             continue
-        rows.append({"values": case["values"], "parent": case.get("parent")})
+        rows.append({"values": values, "parent": case.get("parent")})
     if not fills:
         return _create_rows(scope, rows, coll, lambda created: success(
             [{"id": case_id} for case_id in _new_case_ids(scope, created, coll)]))
@@ -311,7 +348,8 @@ def _case_update(scope: Scope, case: dict[str, Any], resource: str) -> Mutation:
         raise field_required("update", resource, "values")
     if not isinstance(values, dict) or not isinstance(values.get("values"), dict):
         raise field_required("update", resource, "values.values")
-    updates = [{"selector": {"itemId": i}, "values": values["values"]} for i in case["itemIds"]]
+    known = _known_values(scope, values["values"])
+    updates = [{"selector": {"itemId": i}, "values": known} for i in case["itemIds"]]
     return _update_items(scope, updates, lambda created: success())
 
 
@@ -350,10 +388,19 @@ def _description(values: dict[str, Any]) -> Any:
 def create_data_context(scope: Scope) -> Mutation:
     """data-context-handler.ts ``create``: ``{id, name, title}``; the description per
     :func:`_description`; each collection with its attributes and labels (``createCollection``
-    in di-handler-utils.ts)."""
+    in di-handler-utils.ts). As in CODAP, a name that a data context already has answers that
+    context (``basicDataSetInfo``) and changes nothing, and a context sent without a name (or
+    with ``""``) is named ``Data_Set_<n>``, the smallest ``n`` from 1 that no context has
+    (``newDataSetName`` in v3/src/models/data/data-broker.ts)."""
     values = check_values(scope.request.values)
-    if not isinstance(values, dict) or not isinstance(values.get("name"), str):
+    if not isinstance(values, dict) or (values.get("name") not in (None, "") and not isinstance(values["name"], str)):
         raise Refused("a data context needs a name")
+    catalog = scope.client.catalog
+    taken = set(catalog.names()) | set(scope.pending)
+    name = values.get("name") or next(n for n in (f"Data_Set_{i}" for i in itertools.count(1)) if n not in taken)
+    if name in taken:
+        return _existing_data_context(scope, name)
+    values = {**values, "name": name}
     collections = []
     for coll in values.get("collections") or [{"name": "Cases", "attrs": []}]:
         if not isinstance(coll, dict) or not isinstance(coll.get("name"), str):
@@ -361,34 +408,44 @@ def create_data_context(scope: Scope) -> Mutation:
         labels = _labels(coll)
         collections.append({"name": coll["name"], **({"title": coll["title"]} if coll.get("title") else {}),
                             **({"labels": labels} if labels else {}),
-                            "attrs": [_attribute_spec(a) for a in coll.get("attrs") or []]})
+                            "attrs": [_attribute_spec(a) for a in _named_attributes(coll.get("attrs"))]})
     fields = {"title": values.get("title"), "description": _description(values)}
     spec = {"name": values["name"], "collections": collections,
             **{k: v for k, v in fields.items() if isinstance(v, str)}}
-    catalog = scope.client.catalog
-
-    def answer(created: list[int]) -> dict[str, Any]:
-        context_id, ctx = catalog.context(values["name"])
-        return success({"id": context_id, "name": ctx.name, "title": ctx.title or ctx.name})
-
     try:
         made = DataContext.model_validate(spec)
     except PydanticError as exc:
         raise Refused(f"invalid data context: {exc.errors()[0]['msg']}") from None
-    return Mutation([{"type": "schema", "operation": "create_data_context", "target": values["name"], "data": spec}],
-                    answer, extra={"context": made})
+    return Mutation([{"type": "schema", "operation": "create_data_context", "target": name, "data": spec}],
+                    lambda created: _context_info(catalog, name), extra={"context": made})
+
+
+def _context_info(catalog: Any, name: str) -> dict[str, Any]:
+    """``basicDataSetInfo`` of the committed data context ``name``: ``{id, name, title}``."""
+    context_id, ctx = catalog.context(name)
+    return success({"id": context_id, "name": ctx.name, "title": ctx.title or ctx.name})
+
+
+def _existing_data_context(scope: Scope, name: str) -> Mutation:
+    """Creating a data context whose name is taken: nothing written, that context's
+    :func:`_context_info` (read once the request, or its atomic array, has run)."""
+    catalog = scope.client.catalog
+    return Mutation([], lambda created: _context_info(catalog, name))
 
 
 def update_data_context(scope: Scope) -> Mutation:
     """data-context-handler.ts ``update``: title and description (:func:`_description`);
-    ``{success: true}``."""
-    values = check_values(scope.request.values)
-    fields = {"title": values.get("title"), "description": _description(values)} if isinstance(values, dict) else {}
+    ``{success: true}``, also when the values set neither (no values, or only fields batchray
+    has no use for, such as ``managingController`` or ``rerandomize``), as in CODAP. ``sort``
+    is refused: batchray keeps items in id order (no request reorders them)."""
+    context = scope.context.name
+    values = scope.request.values if isinstance(scope.request.values, dict) else {}
+    if values.get("sort") is not None:
+        raise Refused(f"update dataContext: sort is not supported (the items of {context!r} stay in id order)")
+    fields = {"title": values.get("title"), "description": _description(values)}
     spec = {k: v for k, v in fields.items() if isinstance(v, str)}
-    if not spec:
-        raise Refused("Invalid values provided for update.")
     op = {"action": "update", "target": "context", "spec": spec}
-    return Mutation([_schema_op(scope, [op])], lambda created: success())
+    return Mutation([_schema_op(scope, [op])] if spec else [], lambda created: success())
 
 
 def delete_data_context(scope: Scope) -> Mutation:
@@ -417,20 +474,22 @@ def create_collection(scope: Scope) -> Mutation:
     collection the first (left-most); a name already taken answers the existing collection and
     makes nothing; attributes come from ``attributes`` and ``attrs``, each whose name is taken
     left out; the context's only collection, when it has no attributes (a new context's default
-    ``Cases``), is removed once a collection is added."""
+    ``Cases``), is removed once a collection is added; one without a name is skipped."""
     ops, answers = [], []
     ctx = scope.context
     collections = [c.name for c in ctx.collections]
     attributes = set(ctx.attributes())
     for coll in _as_list(check_values(scope.request.values)):
-        if not isinstance(coll, dict) or not isinstance(coll.get("name"), str):
+        if not isinstance(coll, dict) or not coll.get("name"):
+            continue  # "Collections require a name, so bail if one isn't included"
+        if not isinstance(coll["name"], str):
             raise Refused("a collection needs a name")
         name = coll["name"]
         answers.append({"id": name, "name": name})
         if name in collections:
             continue
         attrs = []
-        for given in [a for key in ("attributes", "attrs") if isinstance(coll.get(key), list) for a in coll[key]]:
+        for given in [a for key in ("attributes", "attrs") for a in _named_attributes(coll.get(key))]:
             attr = _attribute_spec(given)
             if attr["name"] not in attributes:
                 attributes.add(attr["name"])
@@ -449,30 +508,36 @@ def create_collection(scope: Scope) -> Mutation:
 
 def update_collection(scope: Scope) -> Mutation:
     """collection-handler.ts ``update``: title and labels (and, as batchray also allows, the
-    name); ``{success: true}``."""
-    values = check_values(scope.request.values)
-    values = values if isinstance(values, dict) else {}
-    spec = {k: values[k] for k in ("name", "title") if isinstance(values.get(k), str)}
+    name); ``{success: true}``. As in CODAP (``if (title)``), an empty title changes nothing,
+    and no values at all is a success that changes nothing."""
+    values = scope.request.values if isinstance(scope.request.values, dict) else {}
+    spec = {k: values[k] for k in ("name", "title") if isinstance(values.get(k), str) and values[k]}
     labels = _labels(values)
     if labels:
         spec["labels"] = labels
     op = {"action": "update", "target": "collection", "collection": scope.collection.name, "spec": spec}
-    return Mutation([_schema_op(scope, [op])], lambda created: success())
+    return Mutation([_schema_op(scope, [op])] if spec else [], lambda created: success())
 
 
 def delete_collection(scope: Scope) -> Mutation:
-    op = {"action": "delete", "target": "collection", "collection": scope.collection.name}
-    return Mutation([_schema_op(scope, [op])], lambda created: success())
+    """collection-handler.ts ``delete`` (``removeCollectionWithAttributes``): ``{success: true,
+    values: {collections: [id]}}``, the id of the collection deleted."""
+    name = scope.collection.name
+    op = {"action": "delete", "target": "collection", "collection": name}
+    return Mutation([_schema_op(scope, [op])], lambda created: success({"collections": [name]}))
 
 
 def create_attribute(scope: Scope) -> Mutation:
     """attribute-handler.ts ``create``: ``{attrs: [...]}`` of the attributes named. As in CODAP, a
     name the collection already has (or that the request made before) updates that attribute
-    with the values given instead."""
+    with the values given instead, and one attribute without a name refuses the request with
+    ``Create attribute: name required``."""
     if scope.request.get("collection") is None:
         raise Refused(COLLECTION_NOT_FOUND)
     coll = scope.collection.name
     given = _as_list(check_values(scope.request.values))
+    if not all(isinstance(a, dict) and a.get("name") for a in given):
+        raise field_required("Create", "attribute", "name")
     specs = [_attribute_spec(a) for a in given]
     present = {a.name for a in scope.collection.attrs}
     ops = []
@@ -492,8 +557,11 @@ def create_attribute(scope: Scope) -> Mutation:
 
 
 def update_attribute(scope: Scope) -> Mutation:
-    """attribute-handler.ts ``update`` (:func:`_attribute_changes`): ``{attrs: [attribute]}``."""
+    """attribute-handler.ts ``update`` (:func:`_attribute_changes`): ``{attrs: [attribute]}``;
+    values given as an array answer ``Attribute not found``, as CODAP's handler does."""
     values = check_values(scope.request.values)
+    if isinstance(values, list):
+        raise Refused(ATTRIBUTE_NOT_FOUND)
     if not isinstance(values, dict):
         raise Refused("Invalid values provided for update.")
     spec = _attribute_changes(values)
@@ -510,6 +578,29 @@ def update_attribute(scope: Scope) -> Mutation:
 def delete_attribute(scope: Scope) -> Mutation:
     op = {"action": "delete", "target": "attribute", "attribute": scope.attribute.name}
     return Mutation([_schema_op(scope, [op])], lambda created: success())
+
+
+# -- global values ----------------------------------------------------------------------------------
+def update_global(scope: Scope) -> Mutation:
+    """global-handler.ts ``update``: ``{value}`` sets the global value ``global[name]``;
+    ``{success: true}``. CODAP's errors: ``missing global or value`` for a global that does not
+    exist or no value, ``global values must be numbers`` for a value that is no finite number
+    (a value of 0 is set here; CODAP's ``!value`` refuses it). batchray keeps a global's value
+    with the slider that drives it, so the value is set through that slider, and a global no
+    slider drives is refused."""
+    wanted = scope.request.get("global")
+    values = scope.request.values if isinstance(scope.request.values, dict) else {}
+    if wanted not in scope.client.catalog.globals() or values.get("value") in (None, ""):
+        raise Refused("missing global or value")
+    number = _js_number(values["value"])
+    if number is None:
+        raise Refused("global values must be numbers")
+    slider = next((c for c in scope.client.catalog.components().values()
+                   if c.type == "slider" and c.properties.get("globalValueName") == wanted), None)
+    if slider is None:
+        raise Refused(f"global value {wanted!r} has no slider: its value is set through the slider that drives it")
+    spec = {"name": slider.name, "properties": {"value": number}}
+    return Mutation([_component_op("update", slider.name, spec)], lambda created: success())
 
 
 # -- components -------------------------------------------------------------------------------------
@@ -553,11 +644,14 @@ def _case_tile_context(scope: Scope, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_component(scope: Scope) -> Mutation:
-    """component-handler.ts ``create``: ``{id, name, title, type}``; a case table or card needs
-    its data context (:func:`_case_tile_context`)."""
+    """component-handler.ts ``create``: ``{id, name, title, type}``; a type CODAP has no handler
+    for is ``Unsupported component type <type>``; a case table or card needs its data context
+    (:func:`_case_tile_context`)."""
     values = check_values(scope.request.values)
     if not isinstance(values, dict) or not isinstance(values.get("type"), str):
         raise Refused("a component needs a type")
+    if values["type"] not in COMPONENT_TYPES:
+        raise Refused(f"Unsupported component type {values['type']}")
     if values["type"] in ("caseTable", "caseCard"):
         values = _case_tile_context(scope, values)
     spec = _component_spec(values)

@@ -19,8 +19,8 @@ class CodapRequestArgs(_Args):
     values} or an array of them; each answer is CODAP's {success, values}. Resources:
     dataContextList, dataContext, collectionList, collection, attributeList, attribute, item,
     itemByID, itemByCaseID, itemSearch, itemCount, case, caseByID, caseByIndex, caseCount,
-    allCases, caseSearch, caseFormulaSearch, component, componentList. With atomic (an array),
-    all the writes run as one transaction: one bad request and nothing changes."""
+    allCases, caseSearch, caseFormulaSearch, component, componentList, global, globalList. With
+    atomic (an array), all the writes run as one transaction: one bad request and nothing changes."""
 
     request: Union[dict[str, Any], list[dict[str, Any]]] = Field(description="one CODAP request, or an array of them")
     atomic: bool = Field(default=False, description="run an array's writes as one transaction (batchray's extension)")

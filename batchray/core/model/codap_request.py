@@ -31,10 +31,11 @@ ACTIONS = ("get", "create", "update", "delete", "notify")
 RESOURCE_TYPES = (
     "dataContextList", "dataContext", "collectionList", "collection", "attributeList", "attribute",
     "item", "itemByID", "itemByCaseID", "itemSearch", "itemCount", "case", "caseByID", "caseByIndex",
-    "caseCount", "allCases", "caseSearch", "caseFormulaSearch", "component", "componentList",
+    "caseCount", "allCases", "caseSearch", "caseFormulaSearch", "component", "componentList", "global",
+    "globalList",
 )
-"""The resource types batchray answers (CODAP's data resources, and components)."""
-DOCUMENT_TYPES = frozenset({"dataContextList", "component", "componentList"})
+"""The resource types batchray answers (CODAP's data resources, components and global values)."""
+DOCUMENT_TYPES = frozenset({"dataContextList", "component", "componentList", "global", "globalList"})
 """Types that do not imply the default data context (resource-parser.ts)."""
 SEARCH_TYPES = frozenset({"itemSearch", "caseSearch", "caseFormulaSearch"})
 MAX_REQUESTS = 10_000
