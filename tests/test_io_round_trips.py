@@ -572,3 +572,37 @@ def test_a_duration_column_imports_as_numeric_seconds(engine, tmp_path, columnar
     result = import_file(engine, "L", None, path, columnar=columnar)
     assert result.success and result.attribute_types == {"lap": "numeric"}
     assert values_of(engine, "L") == [{"lap": 90.5}, {"lap": 61.0}]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_parent_collection_exports_a_row_per_case_in_codaps_case_order(engine, tmp_path, fmt):
+    """CODAP's export of a collection writes a row per case of it (``convertDatasetToCsv`` in
+    ``v3/src/utilities/csv-export.ts`` walks ``collection.caseIds``), its cases grouped under
+    their parents ("a child collection orders its cases by parent case and then by position
+    within the parent", ``v3/src/models/data/collection.ts``). The export wrote a row per item,
+    each parent case once per item under it. Read with pandas: the rows are the cases that
+    ``get_cases`` answers for the collection, in its order."""
+    from batchray.core.model.cases import build_cases
+
+    engine.create_data_context("Trips", collections=[
+        {"name": "Countries", "attrs": [{"name": "country"}]},
+        {"name": "Cities", "attrs": [{"name": "city"}, {"name": "size", "formula": "1"}]},
+        {"name": "Trips", "attrs": [{"name": "day", "type": "numeric"}]}])
+    rows = [("FR", "Paris", 1), ("DE", "Berlin", 2), ("FR", "Lyon", 3), ("FR", "Paris", 4), ("DE", "Bonn", 5),
+            ("FR", " Lyon", 6), ("DE", "Berlin", 7)]
+    assert engine.create_items("Trips", "Trips", [{"country": c, "city": t, "day": d} for c, t, d in rows]).success
+    read = {"csv": pd.read_csv, "jsonl": lambda p: pd.read_json(p, lines=True), "parquet": pd.read_parquet}[fmt]
+    items = [(item["id"], item["values"]) for item in engine.get_items("Trips")]
+    for collection, columns in (("Countries", ["country"]), ("Cities", ["country", "city", "size"])):
+        out = tmp_path / f"{collection}.{fmt}"
+        result = export_file(engine, "Trips", out, collection=collection)
+        frame = read(out)
+        assert list(frame.columns) == columns and result.items_written == len(frame)
+        cases = build_cases(engine.catalog.context("Trips")[1], items)[collection]
+        first_items = [dict(items)[case["itemIds"][0]] for case in cases]
+        expected = [[values[c] for c in columns if c != "size"] for values in first_items]
+        assert frame[[c for c in columns if c != "size"]].values.tolist() == expected
+    # Cities grouped under their country, in the order of each city's first trip; " Lyon" is Lyon
+    assert expected == [["FR", "Paris"], ["FR", "Lyon"], ["DE", "Berlin"], ["DE", "Bonn"]]
+    assert export_file(engine, "Trips", tmp_path / f"all.{fmt}", collection="Trips").success
+    assert len(read(tmp_path / f"all.{fmt}")) == len(rows)  # the child-most collection: a row per item, as before

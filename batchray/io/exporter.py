@@ -2,7 +2,8 @@
 
 Items are read in pages by id cursor (:func:`~batchray.io.runtime.item_pages`: each page
 consistent, committed data only), restricted to ``query`` and, with ``collection``, to that
-collection's attributes and its parents'. The file is written next to its destination and
+collection's attributes and its parents': a row per item for the child-most collection, a row
+per case for a parent collection, in CODAP's case order, as CODAP exports a collection. The file is written next to its destination and
 moved into place when complete (:func:`~batchray.io.paths.write_aside`), so it appears complete
 or not at all; an existing file is replaced only with ``overwrite=True``
 (:func:`~batchray.io.paths.destination_path`), otherwise the export is refused with a
@@ -40,6 +41,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 import orjson
 
 from batchray.core.model import arguments
+from batchray.core.model.cases import collection_case_values
 from batchray.errors import ValidationError
 from batchray.io.document_export import export_document
 from batchray.io.formats import PARQUET_ATTRIBUTE_KEY, PARQUET_ENCODING_KEY, detect_format
@@ -66,8 +68,10 @@ def export_file(
 ) -> ExportResult:
     """Write a data context's items to a CSV, JSON Lines, Parquet or CODAP file.
 
-    ``collection``: only that collection's attributes and its parents'. ``query``: only the
-    items it selects. For ``codap``, ``context`` may be a list of names, or None for every
+    ``collection``: only that collection's attributes and its parents', and for a parent
+    collection a row per case (the items' distinct groups, CODAP's case order; ``items_written``
+    then counts the rows). ``query``: only the items it selects (a parent collection's cases
+    are those of the items it selects). For ``codap``, ``context`` may be a list of names, or None for every
     data context. The file appears complete or not at all (written aside, then moved into
     place). ``allowed_root``: the path must stay inside it (see :mod:`batchray.io.paths`).
     ``overwrite``: replace an existing file; without it (the default) an existing file is a
@@ -94,15 +98,18 @@ def export_file(
         raise ValidationError(f"exporting {fmt} needs one data context name", field="dataContextName")
     context_id, ctx = client_or_engine.catalog.context(context)
     check_query(ctx, query)
+    notes: list[str] = []
     if collection is not None:
         attrs = [a for c in ctx.lineage(collection) for a in c.attrs]
     else:
         attrs = list(ctx.attributes().values())
     columns = [a.name for a in attrs]
     pages = lambda: item_pages(client_or_engine, context_id, query, page_size)  # noqa: E731
+    if collection is not None and collection != ctx.collections[-1].name:
+        pages = _case_pages(ctx, collection, pages, page_size)
+        notes.append(f"one row per case of parent collection {collection!r}, as CODAP exports a collection")
     report = _export_reporter(progress)
     writer = _WRITERS[fmt]
-    notes: list[str] = []
     count = write_aside(out, lambda tmp: writer(tmp, attrs, pages, report, notes), overwrite=overwrite)
     duration = time.perf_counter() - started
     return ExportResult(format=fmt, path=str(out), contexts=[context], collection=collection, items_written=count,
@@ -155,6 +162,27 @@ def _write_csv(tmp: Path, attrs: list[Any], pages: Callable[[], Iterator[list[di
             count += len(page)
             report(count)
     return count
+
+
+def _case_pages(ctx: Any, collection: str, item_pages: Callable[[], Iterator[list[dict]]],
+                page_size: int) -> Callable[[], Iterator[list[dict]]]:
+    """Pages of the rows of a parent collection's cases (:func:`collection_case_values`, read
+    from the items once however many times a writer reads the pages): CODAP's export of a
+    collection writes a row per case of it (``convertDatasetToCsv`` in
+    ``v3/src/utilities/csv-export.ts``: the collection's ``caseIds``), where a row per item
+    repeated each parent case once per item under it."""
+    cases: list[dict[str, Any]] = []
+    read = False
+
+    def pages() -> Iterator[list[dict]]:
+        nonlocal read
+        if not read:
+            cases.extend(collection_case_values(ctx, collection, (v for page in item_pages() for v in page)))
+            read = True
+        for start in range(0, len(cases), page_size):
+            yield cases[start:start + page_size]
+
+    return pages
 
 
 _COMMENT = "#"

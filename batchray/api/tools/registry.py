@@ -457,7 +457,10 @@ class BatchExportArgs(_Args):
     items) to a CSV, JSON Lines, Parquet or CODAP document file."""
 
     dataContextName: str = _NAME
-    collectionName: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    collectionName: Optional[str] = Field(
+        default=None, min_length=1, max_length=200,
+        description="only this collection's attributes and its parents'; a parent collection is written a row "
+                    "per case (as CODAP exports a collection), the child-most a row per item")
     path: str = Field(min_length=1, max_length=4096)
     format: Optional[_FILE_FORMAT] = None
     query: Optional[str] = Field(default=None, max_length=10_000)

@@ -163,6 +163,31 @@ def build_cases(context: DataContext, items: Iterable[tuple[int, dict[str, Any]]
     return out
 
 
+def collection_case_values(context: DataContext, collection: str,
+                           items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cases of parent collection ``collection`` as rows: each case's values of the
+    attributes of the collection and its ancestors (root first), as its first item holds them,
+    in CODAP's case order (see the module docstring; the same grouping and order as
+    :func:`build_cases`). ``items``: the values of the items in id order, read once; memory
+    is held per case, not per item."""
+    lineage = context.lineage(collection)
+    columns = [a.name for c in lineage for a in c.attrs]
+    levels: list[list[str]] = []  # per level, the data attributes of it and its ancestors
+    for coll in lineage:
+        levels.append((levels[-1] if levels else []) + [a.name for a in coll.attrs if not a.formula])
+    first_seen: dict[tuple[int, tuple[str, ...]], int] = {}  # (level, group key) -> its first item's place
+    cases: dict[tuple[str, ...], tuple[tuple[int, ...], dict[str, Any]]] = {}
+    for place, values in enumerate(items):
+        keys = [(level, _key(values, names)) for level, names in enumerate(levels)]
+        if keys[-1][1] in cases:
+            continue
+        for key in keys:
+            first_seen.setdefault(key, place)
+        # ordered by each ancestor's first item, then its own: grouped under parents, in parent order
+        cases[keys[-1][1]] = (tuple(first_seen[key] for key in keys), {c: values.get(c) for c in columns})
+    return [row for _, row in sorted(cases.values(), key=lambda case: case[0])]
+
+
 def _digits(text: str) -> bool:
     """ASCII digits short enough to be a 64-bit id (``isdigit`` alone also passes "²" and
     strings that ``int`` refuses past 4300 digits)."""
