@@ -12,11 +12,11 @@ from typing import Any, Optional
 import ray
 
 from batchray.core.storage.backends import open_backend, until_store_answers
-from batchray.core.txn.apply_order import ApplyOrder
+from batchray.core.txn.apply_order import ApplyOrder, LostRaces
 from batchray.core.txn.chunks import BeforeImages, Chunk, TxnRef
 from batchray.core.txn.onephase import commit_alone
 from batchray.core.txn.participant import Participant
-from batchray.errors import BatchrayError, InternalError
+from batchray.errors import BatchrayError, InternalError, TransientError
 
 
 STORE_WAIT = 120.0
@@ -64,6 +64,7 @@ class WorkerActor:
         self.direct_calls = 0  # batches sent by a driver's direct lane (apply_alone)
         self.prepares_asked = 0  # prepare calls: votes not cast with a transaction's last chunk
         self.order = ApplyOrder()  # each transaction's applies to a shard, in the order they were sent
+        self.lost_races = LostRaces()  # and behind those that lost a lock race, sent again
 
     def _open(self, store_root: str, shard_names: list[str], lock_timeout: float, apply_delay: float) -> None:
         # a store directory (SQLite files on this node) or a PostgreSQL URL (any node)
@@ -124,7 +125,7 @@ class WorkerActor:
                 if part is not None:
                     chunk = chunk[part]  # a tuple's item, or a packed chunk unpickled now
                 with self.order.turn(name, ref.txn, number):
-                    summary, held = self._apply(name, ref, chunk, prepare, commit)
+                    summary, held = self._apply_in_turn(name, ref, chunk, prepare, commit)
             except BatchrayError as exc:
                 summary, held = exc, None
             except Exception as exc:  # noqa: BLE001 - reported for this apply alone
@@ -132,6 +133,20 @@ class WorkerActor:
             summaries.append(summary)
             images.append(held)
         return summaries, images
+
+    def _apply_in_turn(self, name: str, ref: TxnRef, chunk: Chunk, prepare: bool,
+                       commit: bool) -> tuple[BeforeImages, Optional[BeforeImages]]:
+        """:meth:`_apply`, held back behind the chunks of its transaction that lost a lock race
+        here and are sent again (:class:`~batchray.core.txn.apply_order.LostRaces`): the chunks
+        of a call, or of calls in flight, came before their senders knew of the loss."""
+        try:
+            self.lost_races.check(name, ref.txn, chunk)
+            out = self._apply(name, ref, chunk, prepare, commit)
+        except TransientError:  # a lost race (or held back): sent again, and what follows it waits
+            self.lost_races.lost(name, ref.txn, chunk)
+            raise
+        self.lost_races.applied(name, ref.txn, chunk.chunk_id)
+        return out
 
     def _apply(self, name: str, ref: TxnRef, chunk: Chunk, prepare: bool,
                commit: bool = False) -> tuple[BeforeImages, Optional[BeforeImages]]:
@@ -198,7 +213,8 @@ class WorkerActor:
                 # votes asked on their own (not cast with a transaction's last chunk there)
                 "preparesAsked": self.prepares_asked,
                 # applies that waited for one sent before them, and those that gave up waiting
-                "appliesHeldForOrder": self.order.waited, "appliesOutOfOrder": self.order.gave_up}
+                "appliesHeldForOrder": self.order.waited, "appliesOutOfOrder": self.order.gave_up,
+                "appliesHeldBehindLostRaces": self.lost_races.held_back}
 
     @ray.method(concurrency_group="control")
     def leftovers(self) -> dict[str, dict[str, int]]:

@@ -1,6 +1,8 @@
 """A transaction's applies to a shard run in the order they were sent (batchray.core.txn.apply_order):
 the turnstile on its own, with threads, and on real worker actors, where a bulk load's chunks
-reach each shard's B-tree in the order of their ids."""
+reach each shard's B-tree in the order of their ids. And the chunks after one that lost a lock
+race wait for it (LostRaces): on its own, and on real worker actors, where an update by query
+sent behind an update by id that lost its race ran before that update's retry."""
 from __future__ import annotations
 
 import sqlite3
@@ -9,7 +11,9 @@ import time
 
 import pytest
 
-from batchray.core.txn.apply_order import ApplyOrder
+from batchray.core.txn.apply_order import ApplyOrder, LostRaces
+from batchray.core.txn.chunks import CreateItems, UpdateItems
+from batchray.errors import LockConflict
 
 
 def _run_in_threads(order: ApplyOrder, calls: list[tuple[str, str, int]], start_gap: float = 0.01) -> list[tuple]:
@@ -83,6 +87,33 @@ def test_patience_counts_from_the_last_apply_done_before_it():
     assert ran == list(range(7)) and order.gave_up == 0
 
 
+@pytest.mark.parametrize("lost_first", [False, True])
+def test_an_apply_never_goes_past_one_before_it_that_is_running(lost_first):
+    """An apply that waits for another transaction's lock runs (its turn came) for longer than
+    ``patience``: the apply after it waited that long, then went past it, and an update by
+    query after an update by id selected before the update was made. It now waits while an
+    apply numbered before it runs, also one that itself went past a predecessor that never
+    came (``lost_first``: number 0 never comes)."""
+    order = ApplyOrder(patience=0.1)
+    ran: list[tuple[str, int]] = []
+    first = 1 if lost_first else 0
+
+    def locked_out() -> None:
+        with order.turn("s0", "t", first):
+            ran.append(("start", first))
+            time.sleep(0.6)  # six times the patience, as a lock wait may be
+            ran.append(("end", first))
+
+    thread = threading.Thread(target=locked_out)
+    thread.start()
+    time.sleep(0.3 if lost_first else 0.05)  # after its own wait (for 0) when 0 never comes
+    with order.turn("s0", "t", first + 1):
+        ran.append(("start", first + 1))
+    thread.join()
+    assert ran == [("start", first), ("end", first), ("start", first + 1)], ran
+    assert order.gave_up == (1 if lost_first else 0)
+
+
 def test_a_failed_apply_still_passes_the_turn_on():
     order = ApplyOrder(patience=5.0)
     with pytest.raises(RuntimeError):
@@ -146,3 +177,81 @@ def test_on_ray_a_load_reaches_each_shard_in_the_order_of_its_ids(make_client):
         assert backwards == 0, f"{shard}: {backwards} applies came after a later chunk's"
     (worker,) = client.info()["workers"]
     assert worker["appliesHeldForOrder"] > 0 and worker["appliesOutOfOrder"] == 0, worker
+
+
+def _update(chunk_id: int, ids=None, where=None) -> UpdateItems:
+    return UpdateItems(chunk_id=chunk_id, context_id=1, ids=ids, where=where, patch={"v": chunk_id})
+
+
+def test_a_chunk_that_may_depend_on_a_lost_one_is_held_back_until_it_is_applied():
+    races = LostRaces()
+    races.check("s0", "t1", _update(2, ids=[5]))  # nothing lost: goes
+    races.lost("s0", "t1", _update(1, ids=[5]))
+    races.check("s0", "t1", _update(4, ids=[7]))  # other items: goes
+    races.check("s0", "t1", CreateItems(chunk_id=5, ids=range(100, 102), rows=[]))  # fresh ids: goes
+    races.check("s0", "t2", _update(6, ids=[5]))  # another transaction, another participant: go
+    races.check("s1", "t1", _update(6, ids=[5]))
+    for later in (_update(2, ids=[5, 6]), _update(3, where="v == 1")):  # the same item; a query
+        with pytest.raises(LockConflict, match="chunk 1 of t1"):
+            races.check("s0", "t1", later)
+        races.lost("s0", "t1", later)  # held back: sent again too
+    with pytest.raises(LockConflict, match="chunk 3 of t1"):  # a query held back may select any item
+        races.check("s0", "t1", _update(7, ids=[8]))
+    # the retries: 3 (a query) waits for 2 as well as 1, and each goes once those before it applied
+    races.check("s0", "t1", _update(1, ids=[5]))  # its own loss holds it not
+    with pytest.raises(LockConflict, match="chunk 1 of t1"):
+        races.check("s0", "t1", _update(3, where="v == 1"))
+    races.applied("s0", "t1", 1)
+    with pytest.raises(LockConflict, match="chunk 2 of t1"):
+        races.check("s0", "t1", _update(3, where="v == 1"))
+    races.applied("s0", "t1", 2)
+    races.check("s0", "t1", _update(3, where="v == 1"))
+    races.applied("s0", "t1", 3)
+    assert races.held_back == 5 and not races._lost
+
+
+def test_lost_races_remember_the_most_recent_transactions_only():
+    races = LostRaces(remembered=2)
+    for txn in ("t1", "t2", "t3"):
+        races.lost("s0", txn, _update(1, ids=[5]))
+    races.check("s0", "t1", _update(2, ids=[5]))  # forgotten: goes
+    with pytest.raises(LockConflict):
+        races.check("s0", "t3", _update(2, ids=[5]))
+
+
+@pytest.mark.ray
+def test_on_ray_an_update_by_query_behind_a_lost_race_runs_after_its_retry(make_client):
+    """An atomic batch of three updates of one shard, a chunk each: ``other -> "y"``, ``held ->
+    "first"`` and, by query, ``v == "first" -> "second"``, with ``held`` locked by an older
+    batch, so that the second chunk loses its wait-die race and is retried once the lock goes.
+    The third chunk was already on its way to the worker (in the same call, or the next one):
+    it ran at once, selected nothing, and the batch committed ``held`` as ``"first"``. It is now
+    held back behind the lost chunk and runs after its retry: ``"second"``, as in request order."""
+    import ray
+
+    client = make_client("races", workers=1, shards=1)
+    assert client.create_data_context("Seq", [{"name": "Rows", "attrs": [{"name": "v"}]}]).success
+    other, held = client.create_items("Seq", "Rows", [{"v": "orig"}, {"v": "orig"}]).item_ids
+    (shard,) = client.layout.shard_names
+    worker = ray.get(client.runtime.coordinator.lane.remote())["workers"][shard]
+
+    def hold(actor, shard, item):
+        actor.shards[shard].locks.acquire("batch-holding-it", 1, [item])
+
+    def release_once_lost(actor, shard):  # in the worker: let go once a chunk lost its race there
+        deadline = time.monotonic() + 60
+        while not actor.lost_races._lost and time.monotonic() < deadline:
+            time.sleep(0.005)
+        actor.shards[shard].locks.release_all("batch-holding-it")
+        return bool(actor.lost_races._lost) or actor.lost_races.held_back
+
+    ray.get(worker.__ray_call__.remote(hold, shard, held))
+    released = worker.__ray_call__.options(concurrency_group="control").remote(release_once_lost, shard)
+    updates = [{"selector": {"itemId": other}, "values": {"v": "y"}},
+               {"selector": {"itemId": held}, "values": {"v": "first"}},
+               {"selector": {"query": "v == first"}, "values": {"v": "second"}}]
+    result = client.update_items("Seq", updates, batch_size=1, max_retries=50)
+    assert ray.get(released, timeout=60), "the chunk of held never lost its race"
+    assert result.success and result.items_updated == 3, result
+    values = {item["id"]: item["values"]["v"] for item in client.get_items("Seq")}
+    assert values == {other: "y", held: "second"}, values
