@@ -532,3 +532,27 @@ def test_a_bad_value_of_a_union_argument_is_named_by_its_own_path(parent):
                                              "cases": [{"values": {"a": 1}, "parent": parent}]})
     assert {e["field"] for e in refused.value.details["errors"]} == {"cases.0.parent"}
     assert refused.value.details["field"] == "cases.0.parent"
+
+
+# -- create_data_context ----------------------------------------------------------------------
+
+def test_create_data_context_takes_a_collection_s_labels_and_publishes_the_attribute_properties(tmp_path):
+    """A collection's ``labels`` (CODAP's singleCase, pluralCase, ...), part of the data model,
+    were refused by the tool's schema ("Extra inputs are not permitted"); and the published
+    schema of an attribute named only ``name`` and ``type``, though the tool takes every
+    property of the model's attribute (precision, unit, formula, min, ...)."""
+    from batchray.core.model.schema import Attribute
+
+    labels = {"singleCase": "city", "pluralCase": "cities"}
+    with local_client(tmp_path / "store", io_root=tmp_path) as client:
+        made = call_tool(client, "create_data_context", {"name": "L", "collections": [
+            {"name": "Cities", "labels": labels, "attrs": [{"name": "city", "unit": "km", "precision": 1}]}]})
+        assert made["success"] is True, made
+        got = call_tool(client, "codap_request", {"request": {"action": "get",
+                                                              "resource": "dataContext[L].collection[Cities]"}})
+        assert got["success"] is True, got
+        assert got["values"]["labels"] == labels
+    schema = next(t for t in tool_schemas() if t["name"] == "create_data_context")["inputSchema"]
+    attr = schema["$defs"]["AttrSpec"]
+    published = set(attr["properties"]) | set(attr["description"].replace(",", " ").split())
+    assert set(Attribute.model_fields) <= published, attr

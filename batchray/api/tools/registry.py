@@ -25,7 +25,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from batchray.core.model.arguments import MAX_COUNT
 from batchray.core.model.batch import DEFAULT_TIMEOUT_MS, ERRORS_LISTED
-from batchray.core.model.schema import AttributeType
+from batchray.core.model.schema import Attribute, AttributeType
 from batchray.errors import (MAX_NESTING, BatchrayError, ConflictError, DocumentError, InternalError, NotFoundError,
                      ValidationError, error_payload, failure_error)
 
@@ -64,8 +64,15 @@ ATTRIBUTE_TYPE = Literal[tuple(t.value for t in AttributeType)]
 """An attribute's type as the tools' schemas publish it: the model's own list (an enum in JSON Schema)."""
 
 
+_ATTRIBUTE_PROPERTIES = ", ".join(name for name in Attribute.model_fields if name not in ("name", "type"))
+
+
 class AttrSpec(_Args):
-    model_config = ConfigDict(extra="allow")
+    """An attribute: its name and type, and any other property of the model's attribute
+    (checked when the context is created)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={
+        "description": f"an attribute: name, type and any of {_ATTRIBUTE_PROPERTIES}"})
     name: str = _NAME
     type: Optional[ATTRIBUTE_TYPE] = None
 
@@ -74,6 +81,8 @@ class CollectionSpec(_Args):
     name: str = _NAME
     title: Optional[str] = None
     parent: Optional[str] = None
+    labels: Optional[dict[str, str]] = Field(default=None, description=(
+        "CODAP's labels of the collection's cases, e.g. {singleCase, pluralCase}"))
     attrs: list[AttrSpec] = Field(default_factory=list, max_length=1000)
 
 
