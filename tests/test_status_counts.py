@@ -82,3 +82,26 @@ def test_no_item_id_of_a_chunk_that_failed_whole_is_listed_as_created(tmp_path, 
         assert result.items_created == 150 and result.errors[0].code == "INTERNAL"
         stored = {item["id"] for item in client.get_items("Rows")}
         assert len(stored) == 150 and set(result.item_ids) <= stored, len(set(result.item_ids) - stored)
+
+
+def test_get_batch_status_gives_an_ended_batch_s_counts_after_the_process_that_ran_it_closed(tmp_path):
+    """A batch's live progress is kept in memory by the process that ran it (the local runtime,
+    the Ray progress actor): once that process closed or restarted, ``get_batch_status`` (whose
+    ``includeProgress`` is on by default, ``includeResults`` off) answered ``progress: null`` for
+    a batch that had ended, with no count of what it did at all. It now gives the counts the
+    batch ended with, from its recorded result."""
+    from batchray.api.tools import call_tool
+
+    store = tmp_path / "store"
+    with local_client(store) as client:
+        client.create_data_context("Rows", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric", "min": 0}]}])
+        made = client.create_items("Rows", "Rows", [{"n": 1}, {"n": -1}, {"n": 2}], atomic=False,
+                                   continue_on_error=True)
+        assert made.items_created == 2 and made.items_failed == 1
+    with local_client(store) as reopened:
+        status = call_tool(reopened, "get_batch_status", {"batchId": made.transaction_id})
+    assert status["success"] is True and status["state"] == "completed", status
+    progress = status["progress"]
+    assert progress is not None, status
+    assert (progress["batchId"], progress["total"], progress["completed"], progress["failed"], progress["state"]) == (
+        made.transaction_id, 3, 2, 1, "completed")

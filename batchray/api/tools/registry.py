@@ -349,12 +349,18 @@ def _get_items(client, a: GetItemsArgs) -> dict[str, Any]:
 
 
 def _get_batch_status(client, a: GetBatchStatusArgs) -> dict[str, Any]:
+    from batchray.api.progress import final_progress
+
     if a.batchId is None:
         return {"success": True, "batches": client.status()}
     status = client.status(a.batchId)
     result = status.pop("result", None) or {}
     if not a.includeProgress:
         status.pop("progress", None)
+    elif not status.get("progress") and "totalItems" in result:
+        # an ended batch whose live progress is gone (kept in memory by the process that ran
+        # it, which has restarted or closed since): the counts it ended with
+        status["progress"] = final_progress(result)
     if a.includeResults:
         status["results"] = result
     if a.includeErrors:
