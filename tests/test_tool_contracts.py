@@ -556,3 +556,18 @@ def test_create_data_context_takes_a_collection_s_labels_and_publishes_the_attri
     attr = schema["$defs"]["AttrSpec"]
     published = set(attr["properties"]) | set(attr["description"].replace(",", " ").split())
     assert set(Attribute.model_fields) <= published, attr
+
+
+# -- get_items / get_cases --------------------------------------------------------------------
+
+@pytest.mark.parametrize("tool, args", [("get_items", {"dataContextName": "P"}),
+                                        ("get_cases", {"dataContextName": "P", "collectionName": "People"})])
+def test_a_read_tool_s_limit_has_no_way_around_its_maximum(client, tool, args):
+    """``limit`` is at most 10,000 (a larger read is paged), but the schema also took null,
+    which read every item or case of the context into one answer, whatever its size. Null is now
+    refused as any other limit outside 1 to 10,000 is; leaving limit out still reads a page of 100."""
+    assert client.create_items("P", "People", [{"city": "Lyon", "name": f"p{i}", "age": i} for i in range(150)]).success
+    _refused(call_tool(client, tool, {**args, "limit": None}), "limit")
+    page = call_tool(client, tool, args)
+    assert page["success"] is True and page["total"] == 150
+    assert len(page["items" if tool == "get_items" else "cases"]) == 100

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, model_validator
 
 from batchray.core.model.arguments import MAX_COUNT
-from batchray.api.tools.registry import _NAME, ATTRIBUTE_TYPE, CreateOptions, _Args, register, run_create
+from batchray.api.tools.registry import _NAME, ATTRIBUTE_TYPE, MAX_PAGE, CreateOptions, _Args, register, run_create
 
 
 # -- get_cases --------------------------------------------------------------------------------
@@ -22,7 +22,8 @@ class GetCasesArgs(_Args):
     dataContextName: str = _NAME
     collectionName: str = _NAME
     offset: int = Field(default=0, ge=0, le=MAX_COUNT)
-    limit: Optional[int] = Field(default=100, ge=1, le=10_000)
+    limit: int = Field(default=100, ge=1, le=MAX_PAGE,
+                       description=f"cases per page, 1 to {MAX_PAGE:,}: a larger read is paged (offset)")
 
 
 def _get_cases(client, a: GetCasesArgs) -> dict[str, Any]:

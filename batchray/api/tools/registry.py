@@ -202,6 +202,11 @@ class BatchDeleteItemsArgs(_Args):
 
 
 # -- reads and batches -----------------------------------------------------------------------
+MAX_PAGE = 10_000
+"""The most items or cases one read tool answers with (its ``limit``, which has no "all"): a
+larger read is paged."""
+
+
 class GetItemsArgs(_Args):
     """Read committed items, optionally filtered by a query, with paging."""
 
@@ -209,7 +214,8 @@ class GetItemsArgs(_Args):
     collectionName: Optional[str] = None
     query: Optional[str] = Field(default=None, max_length=10_000)
     offset: int = Field(default=0, ge=0, le=MAX_COUNT)
-    limit: Optional[int] = Field(default=100, ge=1, le=10_000)
+    limit: int = Field(default=100, ge=1, le=MAX_PAGE, description=(
+        f"items per page, 1 to {MAX_PAGE:,}: a larger read is paged (afterId with the page's nextAfterId, or offset)"))
     afterId: Optional[int] = Field(default=None, ge=0, le=MAX_COUNT, description=(
         "start after this item id (a page's nextAfterId): pages read so neither repeat nor skip an item "
         "while batches commit, where an offset counts the items before it anew at each read"))
@@ -344,7 +350,7 @@ def _batch_delete_items(client, a: BatchDeleteItemsArgs) -> dict[str, Any]:
 def _get_items(client, a: GetItemsArgs) -> dict[str, Any]:
     items, total = client.get_items_page(a.dataContextName, collection=a.collectionName, query=a.query,
                                          offset=a.offset, limit=a.limit, after=a.afterId)
-    full = a.limit is not None and len(items) == a.limit
+    full = len(items) == a.limit
     return {"success": True, "items": items, "total": total, "nextAfterId": items[-1]["id"] if full else None}
 
 
