@@ -571,3 +571,33 @@ def test_a_read_tool_s_limit_has_no_way_around_its_maximum(client, tool, args):
     page = call_tool(client, tool, args)
     assert page["success"] is True and page["total"] == 150
     assert len(page["items" if tool == "get_items" else "cases"]) == 100
+
+
+# -- batch_schema_operations ------------------------------------------------------------------
+
+def test_a_schema_batch_updates_the_context_s_title_and_description(client):
+    """The schema operations take ``target: context`` (a data context's own title and
+    description), but the tool's schema allowed only collection and attribute: an agent had no
+    way to change a context's title."""
+    result = call_tool(client, "batch_schema_operations", {"dataContextName": "P", "operations": [
+        {"action": "update", "target": "context", "spec": {"title": "Places", "description": "where people live"}}]})
+    assert result["success"] is True, result
+    got = call_tool(client, "codap_request", {"request": {"action": "get", "resource": "dataContext[P]"}})
+    assert (got["values"]["title"], got["values"]["description"]) == ("Places", "where people live")
+
+
+@pytest.mark.parametrize("operation, field", [
+    ({"action": "delete", "target": "collection"}, "operations.0.collection"),
+    ({"action": "update", "target": "collection", "spec": {"title": "x"}}, "operations.0.collection"),
+    ({"action": "create", "target": "attribute", "spec": {"name": "zz"}}, "operations.0.collection"),
+    ({"action": "update", "target": "attribute", "spec": {"title": "x"}}, "operations.0.attribute"),
+    ({"action": "delete", "target": "attribute"}, "operations.0.attribute"),
+])
+def test_a_schema_operation_that_leaves_out_what_it_acts_on_is_refused_naming_it(client, operation, field):
+    """It was refused as "collection '' does not exist" (or "attribute ''"), a SCHEMA error
+    naming the field collectionName or none at all."""
+    before = call_tool(client, "codap_request", {"request": {"action": "get", "resource": "dataContext[P]"}})
+    error = _refused(call_tool(client, "batch_schema_operations", {"dataContextName": "P", "operations": [operation]}),
+                     field)
+    assert field.rsplit(".", 1)[1] in error["message"]
+    assert call_tool(client, "codap_request", {"request": {"action": "get", "resource": "dataContext[P]"}}) == before
