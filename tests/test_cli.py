@@ -377,3 +377,28 @@ def test_a_command_whose_stdout_is_closed_ends_quietly(tmp_path):
         assert proc.wait(timeout=60) == 141, err
         assert "Traceback" not in err, err
     assert err == "batchray tool: error: VALIDATION: invalid arguments for get_items: dataContextName: Field required\n"
+
+
+def test_arguments_nested_too_deep_or_not_utf8_are_bad_usage_not_an_internal_error(tmp_path, monkeypatch, capsys):
+    """JSON arguments nested deeper than the reader's stack were an INTERNAL error ("unexpected
+    RecursionError"), the user's mistake reported as a bug; and arguments on stdin that are not
+    UTF-8 got past the reader (decoded with escapes) to fail as the tool's VALIDATION, exit 1,
+    where the same bytes in an --args-file are bad usage. Both are now bad usage: VALIDATION,
+    exit 2, before anything connects."""
+    def no_connecting(args):
+        raise AssertionError("unreadable arguments must be refused before connecting")
+
+    monkeypatch.setattr(cli, "_connect", no_connecting)
+    deep = '{"dataContextName": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    (tmp_path / "deep.json").write_text(deep)
+    not_utf8 = b'{"dataContextName": "P", "query": "\xff\xfe"}'
+    for argv, stdin in ((["--json", deep], b""), (["--args-file", str(tmp_path / "deep.json")], b""), (["-"], deep.encode()),
+                        (["-"], not_utf8)):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8", errors="surrogateescape"))
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["tool", "get_items", *argv, "--store", str(tmp_path / "store")])
+        assert exited.value.code == 2, argv
+        out, err = capsys.readouterr()
+        error = json.loads(out)["error"]
+        assert error["code"] == "VALIDATION" and error["message"].startswith("cannot read the arguments"), error
+    assert not (tmp_path / "store").exists()

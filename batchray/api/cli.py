@@ -108,9 +108,12 @@ def _read_args(args: argparse.Namespace) -> Any:
         if args.args_file is not None:
             with open(args.args_file, encoding="utf-8") as handle:
                 return json.load(handle)
-        return json.load(sys.stdin)
+        # the bytes, decoded as UTF-8 (strictly, as a file's are), where stdin has them
+        return json.loads(getattr(sys.stdin, "buffer", sys.stdin).read())
     except (OSError, ValueError) as exc:
         raise _usage_error(f"cannot read the arguments: {exc}") from None
+    except RecursionError:  # JSON nested deeper than the reader's stack
+        raise _usage_error("cannot read the arguments: objects and arrays nest too deep") from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
