@@ -601,3 +601,21 @@ def test_a_schema_operation_that_leaves_out_what_it_acts_on_is_refused_naming_it
                      field)
     assert field.rsplit(".", 1)[1] in error["message"]
     assert call_tool(client, "codap_request", {"request": {"action": "get", "resource": "dataContext[P]"}}) == before
+
+
+# -- batch_create_cases ------------------------------------------------------------------------
+
+def test_the_case_ids_of_cases_made_in_a_parent_collection_are_those_get_cases_gives(client):
+    """``caseIds`` was ``itemIds`` whatever the collection: right for the child-most one, where
+    a case is its item, but a parent case's id is ``collection:first item`` (as get_cases and
+    caseByID give it), so the ids of cases made in a parent collection named no case at all."""
+    assert client.create_items("P", "People", [{"city": "Lyon", "name": "a", "age": 1}]).success
+    made = call_tool(client, "batch_create_cases", {"dataContextName": "P", "collectionName": "Cities",
+                                                    "cases": [{"values": {"city": "Rome"}}, {"values": {"city": "Lyon"}}]})
+    assert made["success"] is True, made
+    cases = {case["values"]["city"]: case["id"] for case in
+             call_tool(client, "get_cases", {"dataContextName": "P", "collectionName": "Cities"})["cases"]}
+    assert made["caseIds"] == [cases["Rome"], cases["Lyon"]], (made["caseIds"], cases)  # Lyon: the case there already
+    child = call_tool(client, "batch_create_cases", {"dataContextName": "P", "collectionName": "People",
+                                                     "cases": [{"parent": cases["Rome"], "values": {"name": "b"}}]})
+    assert child["success"] is True and child["caseIds"] == child["itemIds"], child
