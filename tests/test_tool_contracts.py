@@ -619,3 +619,29 @@ def test_the_case_ids_of_cases_made_in_a_parent_collection_are_those_get_cases_g
     child = call_tool(client, "batch_create_cases", {"dataContextName": "P", "collectionName": "People",
                                                      "cases": [{"parent": cases["Rome"], "values": {"name": "b"}}]})
     assert child["success"] is True and child["caseIds"] == child["itemIds"], child
+
+
+# -- idempotency keys --------------------------------------------------------------------------
+
+def test_a_key_given_to_a_batch_of_another_kind_is_a_conflict_not_the_first_batch_s_result(client):
+    """A delete (or update, or transaction) under an idempotency key that a create had taken ran
+    nothing and answered the create's result, success true: the caller was told its delete had
+    succeeded, and nothing was deleted. It is now a CONFLICT naming the key's batch; the same
+    call made again under its key still answers its first result."""
+    row = {"city": "Lyon", "name": "a", "age": 3}
+    first = _create(client, "batch_create_items", [row], idempotencyKey="k1")
+    assert first["success"] is True
+    assert _create(client, "batch_create_items", [row], idempotencyKey="k1")["transactionId"] == first["transactionId"]
+    calls = [("batch_delete_items", {"dataContextName": "P", "selectors": [{"query": "age == 3"}],
+                                     "options": {"idempotencyKey": "k1"}}),
+             ("batch_update_items", {"dataContextName": "P", "updates": [{"selector": {"query": "age == 3"},
+                                                                          "values": {"age": 4}}],
+                                     "options": {"idempotencyKey": "k1"}}),
+             ("execute_batch_transaction", {"operations": [{"id": "d", "type": "data", "operation": "delete",
+                                                            "target": "P", "data": {"selectors": [{"query": "age == 3"}]}}],
+                                            "options": {"idempotencyKey": "k1"}})]
+    for tool, args in calls:
+        answer = call_tool(client, tool, args)
+        assert answer["success"] is False, (tool, answer)
+        assert answer["error"]["code"] == "CONFLICT" and first["transactionId"] in answer["error"]["message"], answer
+    assert _ages(client) == [3]
