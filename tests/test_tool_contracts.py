@@ -645,3 +645,16 @@ def test_a_key_given_to_a_batch_of_another_kind_is_a_conflict_not_the_first_batc
         assert answer["success"] is False, (tool, answer)
         assert answer["error"]["code"] == "CONFLICT" and first["transactionId"] in answer["error"]["message"], answer
     assert _ages(client) == [3]
+
+
+def test_a_transaction_takes_a_priority_and_a_queue_as_every_other_batch_does(client):
+    """The transaction tool's options had no priority nor queue (the other batch tools' admission
+    options), though the transaction's own options take both: a transaction could not be put
+    ahead of (or behind) the batches waiting for a slot."""
+    answer = call_tool(client, "execute_batch_transaction", {
+        "operations": [{"id": "a", "type": "data", "operation": "create", "target": "P",
+                        "data": {"items": [{"city": "Lyon", "name": "a", "age": 3}]}}],
+        "options": {"priority": 7, "queue": "imports"}})
+    assert answer["success"] is True, answer
+    status = client.status(answer["transactionIds"][0])
+    assert (status["priority"], status["queue"]) == (7, "imports")

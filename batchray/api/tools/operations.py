@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Field, model_validator
 
 from batchray.errors import ValidationError, failure_error
-from batchray.api.tools.registry import _NAME, _Args, _result_payload, register
+from batchray.api.tools.registry import _NAME, AdmissionOptions, _Args, _result_payload, register
 from batchray.core.model.batch import DEFAULT_TIMEOUT_MS, TransactionOptions
 
 
@@ -135,7 +135,7 @@ class TransactionOperation(_Args):
     timeout: Optional[int] = Field(default=None, ge=1, le=86_400_000)
 
 
-class TransactionToolOptions(_Args):
+class TransactionToolOptions(AdmissionOptions):
     atomic: bool = Field(default=True, description=(
         "must be true (false is refused): a transaction's atomicity is set by recoveryStrategy"))
     maxRetries: int = Field(default=3, ge=0, le=20)
@@ -174,7 +174,7 @@ def _execute_batch_transaction(client, a: ExecuteBatchTransactionArgs) -> dict[s
     options = TransactionOptions(
         atomic=o.atomic, max_retries=o.maxRetries, timeout=o.timeout, parallelism=o.parallelism,
         recovery_strategy=strategy, retry_delay=o.retryDelay, backoff_multiplier=o.backoffMultiplier,
-        create_backups=o.createBackups, idempotency_key=o.idempotencyKey)
+        create_backups=o.createBackups, idempotency_key=o.idempotencyKey, priority=o.priority, queue=o.queue)
     report = client.execute_transaction([op.model_dump() for op in a.operations], options)
     if not report.get("success") and not report.get("error"):
         report["error"] = failure_error(report.get("errors") or [], "the transaction")
