@@ -402,3 +402,18 @@ def test_arguments_nested_too_deep_or_not_utf8_are_bad_usage_not_an_internal_err
         error = json.loads(out)["error"]
         assert error["code"] == "VALIDATION" and error["message"].startswith("cannot read the arguments"), error
     assert not (tmp_path / "store").exists()
+
+
+def test_a_failed_mcp_server_says_why_on_stderr_only(monkeypatch, capsys):
+    """``batchray mcp``'s stdout belongs to the protocol; a failure of the server printed the
+    structured error there, a line that is no JSON-RPC message, to a client reading it."""
+    import batchray.api.mcp as mcp_module
+
+    def broken(**settings):
+        raise RuntimeError("the transport broke")
+
+    monkeypatch.setattr(mcp_module, "serve", broken)
+    assert cli.main(["mcp", "--store", "unused"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "batchray mcp: error: INTERNAL: unexpected RuntimeError: the transport broke\n"

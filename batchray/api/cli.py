@@ -30,7 +30,7 @@ printed there (a library's output) goes to stderr, and Ray's own log lines (its 
 token-authentication notice) and the actors' output are shown, on stderr, only with ``-v``.
 
 Every failure (exit 1 or 2) also writes one line on stderr, ``batchray COMMAND: error: CODE:
-message``, never a traceback. Interrupted (Ctrl-C), a command says so in one line on stderr and
+message``, never a traceback; ``mcp``, whose stdout is the protocol's, writes only that line. Interrupted (Ctrl-C), a command says so in one line on stderr and
 exits 130; one whose stdout is closed before it has printed (``batchray tools | head -1``) ends
 quietly with 141, as a command killed by SIGPIPE does.
 """
@@ -51,6 +51,9 @@ from batchray.errors import ValidationError, error_payload, install_secret_redac
 
 JSON_COMMANDS = ("tool", "status", "recover", "stop")
 """Commands whose stdout is their JSON answer and nothing else."""
+
+PROTOCOL_COMMANDS = ("mcp",)
+"""Commands whose stdout belongs to a protocol: a failure of theirs is said on stderr only."""
 
 _json_out: Optional[TextIO] = None  # where _print writes while stdout is sent to stderr
 
@@ -83,12 +86,13 @@ class _Parser(argparse.ArgumentParser):
 
 def _failed(command: str, payload: dict[str, Any]) -> None:
     """Print a failure: its structured ``payload`` (``{success: false, error}``) as JSON on
-    stdout, and one line, ``batchray COMMAND: error: CODE: message``, on stderr (first: it is
-    said even when stdout is a pipe already closed)."""
+    stdout (not for :data:`PROTOCOL_COMMANDS`), and one line, ``batchray COMMAND: error: CODE:
+    message``, on stderr (first: it is said even when stdout is a pipe already closed)."""
     error = payload.get("error") or {}
     message = " ".join(str(error.get("message") or "failed").split())  # one line
     print(f"batchray {command}: error: {error.get('code', 'ERROR')}: {message}", file=sys.stderr)
-    _print(payload)
+    if command not in PROTOCOL_COMMANDS:
+        _print(payload)
 
 
 def _usage_error(message: str, **details: Any) -> SystemExit:
