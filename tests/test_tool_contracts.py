@@ -658,3 +658,21 @@ def test_a_transaction_takes_a_priority_and_a_queue_as_every_other_batch_does(cl
     assert answer["success"] is True, answer
     status = client.status(answer["transactionIds"][0])
     assert (status["priority"], status["queue"]) == (7, "imports")
+
+
+# -- codap_request -----------------------------------------------------------------------------
+
+def test_a_failed_atomic_codap_array_answers_the_error_of_the_request_that_failed(client):
+    """The tool's error was that of the first failed answer: in an atomic array whose last
+    request failed, that was an earlier request's "not applied" (a VALIDATION error, though the
+    request was fine), not the cause. The answer's error is now the failed request's own; the
+    requests left unapplied for it carry an ABORTED error naming it (details.failedAt)."""
+    answer = call_tool(client, "codap_request", {"atomic": True, "request": [
+        {"action": "create", "resource": "dataContext[P].item", "values": [{"city": "Lyon", "name": "a", "age": 3}]},
+        {"action": "get", "resource": "dataContext[P].itemCount"},
+        {"action": "delete", "resource": "dataContext[P].itemByID[12345]"}]})
+    assert answer["success"] is False
+    assert answer["error"]["code"] == "NOT_FOUND" and answer["error"]["message"] == "Item not found", answer["error"]
+    unapplied = [result["error"] for result in answer["results"][:2]]
+    assert [(e["code"], e["details"]) for e in unapplied] == [("ABORTED", {"failedAt": 2})] * 2, unapplied
+    assert client.count_items("P") == 0
