@@ -235,8 +235,11 @@ class CancelBatchArgs(_Args):
     """Cancel a queued or running batch."""
 
     batchId: str = Field(min_length=1, max_length=200)
-    rollback: bool = True
-    graceful: bool = True
+    rollback: bool = Field(default=True, description=(
+        "true, and for any atomic batch: nothing of the batch stays; false, for a non-atomic batch: the whole "
+        "chunks it applied are kept"))
+    graceful: bool = Field(default=True, description=(
+        "true: the chunks already at the workers finish first; false, with rollback: the abort goes out at once"))
 
 
 # -- executors -------------------------------------------------------------------------------
