@@ -30,9 +30,10 @@ printed there (a library's output) goes to stderr, and Ray's own log lines (its 
 token-authentication notice) and the actors' output are shown, on stderr, only with ``-v``.
 
 Every failure (exit 1 or 2) also writes one line on stderr, ``batchray COMMAND: error: CODE:
-message``, never a traceback; ``mcp``, whose stdout is the protocol's, writes only that line. Interrupted (Ctrl-C), a command says so in one line on stderr and
-exits 130; one whose stdout is closed before it has printed (``batchray tools | head -1``) ends
-quietly with 141, as a command killed by SIGPIPE does.
+message``, never a traceback; ``mcp``, whose stdout is the protocol's, writes only that line.
+Interrupted (Ctrl-C), a command says so in one line on stderr and exits 130; one whose stdout
+is closed before it has printed (``batchray tools | head -1``) ends quietly with 141, as a
+command killed by SIGPIPE does.
 """
 from __future__ import annotations
 
