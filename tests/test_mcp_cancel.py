@@ -4,7 +4,8 @@ client on the in-process runtime (no Ray).
 
 Only the batch a request had named in its progress was cancelled: a request cancelled while
 the store's client started (the first call: Ray starting), or while its tool planned, ran its
-batch to the end, and it committed, though the client had given up on the call.
+batch to the end, and it committed, though the client had given up on the call; and a
+transaction of many batches ran every one after the one cancelled.
 """
 from __future__ import annotations
 
@@ -112,3 +113,53 @@ async def test_a_request_cancelled_before_its_batch_is_named_cancels_the_batch_o
     count, batches = await _after(store)
     assert count == 0
     assert batches[0] == ("create_items", "cancelled"), batches
+
+
+async def test_a_cancelled_transaction_starts_no_further_batch(tmp_path, mode):
+    """``execute_batch_transaction`` under ``skip`` runs each operation as a batch of its own: a
+    cancelled request cancelled (at most) the batch running then, and every later operation
+    still ran and committed. No further batch of it starts now: each operation not run yet fails
+    CANCELLED."""
+    import functools
+
+    store = _store_with_context(tmp_path)
+    third, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def gated_connect(store: str, **settings: Any):
+        client = local_client(store, io_root=settings["io_root"])
+        run_plan, execute_transaction = client.run_plan, client.execute_transaction
+        started: list[int] = []
+
+        def counted_run_plan(*args: Any, **kwargs: Any):
+            started.append(1)
+            if len(started) == 3:  # the third operation's batch: the request is cancelled meanwhile
+                third.set()
+                _held(release)
+            return run_plan(*args, **kwargs)
+
+        @functools.wraps(execute_transaction)
+        def noted_execute_transaction(*args: Any, **kwargs: Any):
+            try:
+                return execute_transaction(*args, **kwargs)
+            finally:
+                finished.set()
+
+        client.run_plan, client.execute_transaction = counted_run_plan, noted_execute_transaction
+        return client
+
+    operations = [{"id": f"op{i}", "type": "data", "operation": "create", "target": "P",
+                   "data": {"items": [{"n": i}]}} for i in range(20)]
+    backend = Backend(store, 2, None, connect=gated_connect, io_root=str(tmp_path))
+    async with Client(build_server(backend), mode=mode) as client:
+        await client.call_tool("get_batch_status", {})  # the store's client started
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.call_tool, "execute_batch_transaction",
+                          {"operations": operations, "options": {"recoveryStrategy": "skip"}})
+            await anyio.to_thread.run_sync(third.wait)
+            tg.cancel_scope.cancel()
+        release.set()
+        await anyio.to_thread.run_sync(_held, finished)
+    await anyio.to_thread.run_sync(backend.close)
+    count, batches = await _after(store)
+    assert count <= 3, (count, batches)  # the third may have committed before it could be cancelled
+    assert sum(kind == "create_items" for kind, _ in batches) == 3, batches

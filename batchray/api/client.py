@@ -42,7 +42,7 @@ from batchray.core.plan.plan import Plan
 from batchray.core.plan.planner import BatchPlanner, check_query
 from batchray.core.plan.rows import read_ahead
 from batchray.core.run.runtime import Runtime
-from batchray.errors import NotFoundError, ValidationError
+from batchray.errors import CancelledError, NotFoundError, ValidationError
 
 DEFAULT_STORE = "./batchray-data"
 RUNTIMES = ("ray", "local")
@@ -452,15 +452,20 @@ class Client:
 
     def execute_transaction(self, operations: list[dict[str, Any]],
                             options: Optional[TransactionOptions | dict[str, Any]] = None, *,
-                            callback: Optional[Callable[[dict], Any]] = None) -> dict[str, Any]:
+                            callback: Optional[Callable[[dict], Any]] = None,
+                            should_stop: Optional[Callable[[], bool]] = None) -> dict[str, Any]:
         """Operations of any kind with dependencies, priorities and a recovery strategy; see
         :func:`batchray.core.plan.operations.run_transaction`. ``options`` is a
-        :class:`TransactionOptions` or a dict of its fields."""
+        :class:`TransactionOptions` or a dict of its fields. ``should_stop`` is asked before
+        each of the transaction's batches starts: true, and that batch does not run but fails
+        CANCELLED (under ``skip`` and ``partial_rollback``, each operation not run yet)."""
         operations = arguments.listed(operations, "operations")
         if not isinstance(options, TransactionOptions):
             options = validated_options(TransactionOptions, options or {})
 
         def run(plan: Plan, run_with: RunOptions) -> BatchResult:
+            if should_stop is not None and should_stop():
+                raise CancelledError("the transaction was cancelled before this batch of it started")
             return self.run_plan(plan, run_with, progress=False, callback=callback)
 
         return run_transaction(self.planner, run, operations, options)

@@ -15,7 +15,8 @@ started, with rollback: an atomic batch leaves nothing, a non-atomic one keeps w
 committed (as ``cancel_batch_operation`` does); the call is not answered, as the protocol says.
 A request cancelled before its batch is known is not forgotten: cancelled while the store's
 client starts (the first call), its tool never runs; cancelled later, each batch the call names
-from then on is cancelled as it is named.
+from then on is cancelled as it is named, and no further batch of a transaction
+(``execute_batch_transaction``) starts.
 
 Standard output belongs to the protocol. The SDK's stdio transport points file descriptor 1
 at standard error while it serves, so whatever Ray, its workers or a stray ``print`` write
@@ -185,17 +186,22 @@ class ProgressRelay:
 
 class _ReportingClient:
     """The client as tools see it, with a progress callback given to every method that takes one
-    (``create_items``, ``update_items``, ``delete_items`` and whatever else grows one)."""
+    (``create_items``, ``update_items``, ``delete_items`` and whatever else grows one), and
+    ``stopped`` as the ``should_stop`` of every method that takes one (``execute_transaction``:
+    no batch of it starts once the call's request is cancelled)."""
 
-    def __init__(self, client: Any, report: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, client: Any, report: Callable[[dict[str, Any]], None],
+                 stopped: Callable[[], bool] = lambda: False) -> None:
         self._client = client
         self._report = report
+        self._stopped = stopped
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
-        if not callable(attr) or not _takes_callback(attr):
+        takes = _keywords(attr) & {"callback", "should_stop"} if callable(attr) else set()
+        if not takes:
             return attr
-        report = self._report
+        report, stopped = self._report, self._stopped
 
         def with_progress(*args: Any, callback: Optional[Callable[[dict], Any]] = None, **kwargs: Any) -> Any:
             def both(progress: dict[str, Any]) -> None:
@@ -203,16 +209,21 @@ class _ReportingClient:
                 if callback is not None:
                     callback(progress)
 
-            return attr(*args, callback=both, **kwargs)
+            if "callback" in takes:
+                kwargs["callback"] = both
+            if "should_stop" in takes:
+                kwargs.setdefault("should_stop", stopped)
+            return attr(*args, **kwargs)
 
         return with_progress
 
 
-def _takes_callback(fn: Callable[..., Any]) -> bool:
+def _keywords(fn: Callable[..., Any]) -> set[str]:
+    """The names of ``fn``'s parameters (none when they cannot be read)."""
     try:
-        return "callback" in inspect.signature(fn).parameters
+        return set(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
-        return False
+        return set()
 
 
 def _progress_message(progress: dict[str, Any], total: Optional[float]) -> str:
@@ -307,7 +318,7 @@ def build_server(backend: Backend) -> Server:
                 return error_payload(_connect_error(exc, backend.store))
             if relay.abandoned:  # cancelled while the client started: no one waits for this call
                 return error_payload(CancelledError(f"the {name} request was cancelled before it ran"))
-            return call_tool(_ReportingClient(client, relay.put), name, args)
+            return call_tool(_ReportingClient(client, relay.put, lambda: relay.abandoned), name, args)
 
         # bad arguments are refused before anything starts, or is said to start (in a thread:
         # a call's arguments may hold many items to check)
