@@ -105,3 +105,28 @@ def test_get_batch_status_gives_an_ended_batch_s_counts_after_the_process_that_r
     assert progress is not None, status
     assert (progress["batchId"], progress["total"], progress["completed"], progress["failed"], progress["state"]) == (
         made.transaction_id, 3, 2, 1, "completed")
+
+
+def test_get_batch_status_of_a_batch_cancelled_part_way_counts_what_it_kept(tmp_path):
+    """An atomic batch cancelled part-way keeps nothing, but ``get_batch_status`` showed the
+    live counts it had reached (``completed`` of the items it had applied before the rollback,
+    with an ETA), where the final progress report of the same batch says 0: an agent read
+    that those items were there. An ended batch that did not complete now shows the counts it
+    ended with, and no ETA."""
+    from batchray.api.tools import call_tool
+
+    with local_client(tmp_path / "store") as client:
+        client.create_data_context("Rows", ROWS)
+        replies: list[dict] = []
+
+        def cancel_part_way(progress: dict) -> None:
+            if not replies and progress.get("batchId") and progress.get("completed", 0) >= 3:
+                replies.append(client.cancel(progress["batchId"]))
+
+        result = client.create_items("Rows", "Rows", [{"n": i} for i in range(200)], batch_size=1,
+                                     callback=cancel_part_way)
+        assert replies and result.state.value == "cancelled" and client.count_items("Rows") == 0
+        status = call_tool(client, "get_batch_status", {"batchId": result.transaction_id})
+    progress = status["progress"]
+    assert (progress["state"], progress["total"], progress["completed"], progress["etaSeconds"]) == (
+        "cancelled", 200, 0, None), progress

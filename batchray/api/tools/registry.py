@@ -226,7 +226,9 @@ class GetBatchStatusArgs(_Args):
     its id, kind, state, queue and times: the include options shape one batch's status only)."""
 
     batchId: Optional[str] = Field(default=None, min_length=1, max_length=200)
-    includeProgress: bool = Field(default=True, description="with batchId: the batch's progress")
+    includeProgress: bool = Field(default=True, description=(
+        "with batchId: the batch's progress; once it ended without completing, the counts it ended with "
+        "(a batch rolled back keeps nothing of what it had done)"))
     includeResults: bool = Field(default=False, description="with batchId: the batch's whole result, as 'results'")
     includeErrors: bool = Field(default=True, description="with batchId: its per-item errors and its error")
 
@@ -364,12 +366,14 @@ def _get_batch_status(client, a: GetBatchStatusArgs) -> dict[str, Any]:
         return {"success": True, "batches": client.status()}
     status = client.status(a.batchId)
     result = status.pop("result", None) or {}
+    live = status.get("progress")
     if not a.includeProgress:
         status.pop("progress", None)
-    elif not status.get("progress") and "totalItems" in result:
-        # an ended batch whose live progress is gone (kept in memory by the process that ran
-        # it, which has restarted or closed since): the counts it ended with
-        status["progress"] = final_progress(result)
+    elif "totalItems" in result and (not live or result.get("state") != "completed"):
+        # an ended batch: the counts it ended with where its live progress is gone (kept in
+        # memory by the process that ran it, which has restarted or closed since), or where it
+        # did not complete (a batch rolled back keeps nothing of what its progress counted)
+        status["progress"] = {**(live or {}), **final_progress(result), "etaSeconds": None}
     if a.includeResults:
         status["results"] = result
     if a.includeErrors:
