@@ -364,3 +364,98 @@ def test_status_of_a_store_nothing_serves_names_no_owner(tmp_path, monkeypatch, 
         monkeypatch.setattr(cli, "_connect", lambda args: owner)
         assert cli.main(["status", "--store", str(store)]) == 0
     assert json.loads(capsys.readouterr().out)["owner"] == record
+
+
+def test_every_failure_is_also_one_line_on_stderr(tmp_path, monkeypatch, capsys):
+    """A failed command printed its structured error on stdout and nothing on stderr: a user at
+    a terminal with stdout sent to a file, or a script logging stderr, saw no error at all. Each
+    failure now also writes one line on stderr: ``batchray COMMAND: error: CODE: message``."""
+    store = tmp_path / "store"
+    with local_client(store) as engine:
+        assert engine.create_data_context("People", PEOPLE).success
+    monkeypatch.setattr(cli, "_connect", lambda args: local_client(args.store))
+    cases = [
+        (["status", "--store", str(tmp_path / "typo")], 1, "batchray status: error: NOT_FOUND: no batchray store at"),
+        (["tool", "get_items", "--json", "{}", "--store", str(store)], 1,
+         "batchray tool: error: VALIDATION: invalid arguments for get_items: dataContextName"),
+        (["tool", "get_items", "--json", '{"dataContextName": "Nope"}', "--store", str(store)], 1,
+         "batchray tool: error: SCHEMA: data context 'Nope' does not exist"),
+    ]
+    for argv, status, line in cases:
+        assert cli.main(argv) == status
+        out, err = capsys.readouterr()
+        assert json.loads(out)["success"] is False
+        assert err.startswith(line) and err.count("\n") == 1, err
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["tool", "get_items", "--json", "{not json", "--store", str(store)])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"]["code"] == "VALIDATION"
+    assert err.startswith("batchray tool: error: VALIDATION: cannot read the arguments") and err.count("\n") == 1, err
+
+
+def test_an_interrupted_command_says_so_in_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_connect", interrupted)
+    code = cli.main(["tool", "get_items", "--json", '{"dataContextName": "People"}', "--store", str(tmp_path / "s")])
+    out, err = capsys.readouterr()
+    assert code == 130
+    assert out == "" and err == "batchray tool: interrupted\n"
+
+
+def test_a_command_whose_stdout_is_closed_ends_quietly(tmp_path):
+    """``batchray tools | head -1``: the reader goes before the command has printed. It ended
+    with two tracebacks of BrokenPipeError (the second from printing the first as an error on
+    the same closed stdout); now it ends with nothing on stderr and status 141, as a command
+    killed by SIGPIPE does."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "BATCHRAY_ADDRESS", "BATCHRAY_STORE")}
+    for args in (["tools"], ["tool", "get_items", "--json", "{}"]):
+        proc = subprocess.Popen([sys.executable, "-m", "batchray.api.cli", *args], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc.stdout.close()  # the reader is gone (tools prints more than a pipe holds)
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 141, err
+        assert "Traceback" not in err, err
+    assert err == "batchray tool: error: VALIDATION: invalid arguments for get_items: dataContextName: Field required\n"
+
+
+def test_arguments_nested_too_deep_or_not_utf8_are_bad_usage_not_an_internal_error(tmp_path, monkeypatch, capsys):
+    """JSON arguments nested deeper than the reader's stack were an INTERNAL error ("unexpected
+    RecursionError"), the user's mistake reported as a bug; and arguments on stdin that are not
+    UTF-8 got past the reader (decoded with escapes) to fail as the tool's VALIDATION, exit 1,
+    where the same bytes in an --args-file are bad usage. Both are now bad usage: VALIDATION,
+    exit 2, before anything connects."""
+    def no_connecting(args):
+        raise AssertionError("unreadable arguments must be refused before connecting")
+
+    monkeypatch.setattr(cli, "_connect", no_connecting)
+    deep = '{"dataContextName": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    (tmp_path / "deep.json").write_text(deep)
+    not_utf8 = b'{"dataContextName": "P", "query": "\xff\xfe"}'
+    for argv, stdin in ((["--json", deep], b""), (["--args-file", str(tmp_path / "deep.json")], b""), (["-"], deep.encode()),
+                        (["-"], not_utf8)):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8", errors="surrogateescape"))
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["tool", "get_items", *argv, "--store", str(tmp_path / "store")])
+        assert exited.value.code == 2, argv
+        out, err = capsys.readouterr()
+        error = json.loads(out)["error"]
+        assert error["code"] == "VALIDATION" and error["message"].startswith("cannot read the arguments"), error
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_failed_mcp_server_says_why_on_stderr_only(monkeypatch, capsys):
+    """``batchray mcp``'s stdout belongs to the protocol; a failure of the server printed the
+    structured error there, a line that is no JSON-RPC message, to a client reading it."""
+    import batchray.api.mcp as mcp_module
+
+    def broken(**settings):
+        raise RuntimeError("the transport broke")
+
+    monkeypatch.setattr(mcp_module, "serve", broken)
+    assert cli.main(["mcp", "--store", "unused"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "batchray mcp: error: INTERNAL: unexpected RuntimeError: the transport broke\n"

@@ -79,3 +79,37 @@ def test_an_import_reports_its_batch_s_progress_to_the_relay(tmp_path) -> None:
     assert seen, "the import reported no progress"
     assert relay.batch == answer["transactionId"]
     assert max(p.get("completed", 0) for p in seen) == 3000, seen[-3:]
+
+
+def test_the_other_batch_tools_report_their_batch_s_progress_to_the_relay(tmp_path) -> None:
+    """``execute_batch_transaction``, ``batch_schema_operations``, ``batch_component_operations``,
+    ``rollback_batch`` and ``drop_batch_backups`` through the MCP server's client: their client
+    methods took no progress callback, so a call sent no progress notification however long its
+    batch ran (a transaction of thousands of operations, a retype rewriting every item), and a
+    cancelled request could not name its batch to cancel it."""
+    from batchray.api.mcp import _ReportingClient
+    from batchray.api.tools import call_tool
+    from local_runtime import local_client
+
+    with local_client(tmp_path / "store", io_root=tmp_path) as client:
+        assert client.create_data_context("P", [{"name": "P", "attrs": [{"name": "n", "type": "numeric"}]}]).success
+        made = client.create_items("P", "P", [{"n": i} for i in range(500)], create_backups=True)
+        assert made.success
+        calls = [
+            ("execute_batch_transaction", {"operations": [
+                {"id": "a", "type": "data", "operation": "create", "target": "P", "data": {"items": [{"n": 1}] * 300}},
+                {"id": "b", "type": "data", "operation": "update", "target": "P",
+                 "data": {"updates": [{"selector": {"query": "n < 10"}, "values": {"n": 7}}]}}]}),
+            ("batch_schema_operations", {"dataContextName": "P", "operations": [
+                {"action": "update", "target": "attribute", "attribute": "n", "spec": {"type": "categorical"}}]}),
+            ("batch_component_operations", {"operations": [
+                {"action": "create", "component": {"type": "caseTable", "name": "t", "properties": {"dataContext": "P"}}}]}),
+            ("rollback_batch", {"batchId": made.transaction_id, "force": True}),
+            ("drop_batch_backups", {"olderThanSeconds": 0}),
+        ]
+        for name, args in calls:
+            relay = ProgressRelay()
+            answer = call_tool(_ReportingClient(client, relay.put), name, args)
+            assert answer["success"], (name, answer)
+            named = answer.get("transactionId") or answer.get("transactionIds", [None])[-1]
+            assert relay.batch is not None and relay.batch == named, (name, relay.batch, answer)

@@ -82,3 +82,51 @@ def test_no_item_id_of_a_chunk_that_failed_whole_is_listed_as_created(tmp_path, 
         assert result.items_created == 150 and result.errors[0].code == "INTERNAL"
         stored = {item["id"] for item in client.get_items("Rows")}
         assert len(stored) == 150 and set(result.item_ids) <= stored, len(set(result.item_ids) - stored)
+
+
+def test_get_batch_status_gives_an_ended_batch_s_counts_after_the_process_that_ran_it_closed(tmp_path):
+    """A batch's live progress is kept in memory by the process that ran it (the local runtime,
+    the Ray progress actor): once that process closed or restarted, ``get_batch_status`` (whose
+    ``includeProgress`` is on by default, ``includeResults`` off) answered ``progress: null`` for
+    a batch that had ended, with no count of what it did at all. It now gives the counts the
+    batch ended with, from its recorded result."""
+    from batchray.api.tools import call_tool
+
+    store = tmp_path / "store"
+    with local_client(store) as client:
+        client.create_data_context("Rows", [{"name": "Rows", "attrs": [{"name": "n", "type": "numeric", "min": 0}]}])
+        made = client.create_items("Rows", "Rows", [{"n": 1}, {"n": -1}, {"n": 2}], atomic=False,
+                                   continue_on_error=True)
+        assert made.items_created == 2 and made.items_failed == 1
+    with local_client(store) as reopened:
+        status = call_tool(reopened, "get_batch_status", {"batchId": made.transaction_id})
+    assert status["success"] is True and status["state"] == "completed", status
+    progress = status["progress"]
+    assert progress is not None, status
+    assert (progress["batchId"], progress["total"], progress["completed"], progress["failed"], progress["state"]) == (
+        made.transaction_id, 3, 2, 1, "completed")
+
+
+def test_get_batch_status_of_a_batch_cancelled_part_way_counts_what_it_kept(tmp_path):
+    """An atomic batch cancelled part-way keeps nothing, but ``get_batch_status`` showed the
+    live counts it had reached (``completed`` of the items it had applied before the rollback,
+    with an ETA), where the final progress report of the same batch says 0: an agent read
+    that those items were there. An ended batch that did not complete now shows the counts it
+    ended with, and no ETA."""
+    from batchray.api.tools import call_tool
+
+    with local_client(tmp_path / "store") as client:
+        client.create_data_context("Rows", ROWS)
+        replies: list[dict] = []
+
+        def cancel_part_way(progress: dict) -> None:
+            if not replies and progress.get("batchId") and progress.get("completed", 0) >= 3:
+                replies.append(client.cancel(progress["batchId"]))
+
+        result = client.create_items("Rows", "Rows", [{"n": i} for i in range(200)], batch_size=1,
+                                     callback=cancel_part_way)
+        assert replies and result.state.value == "cancelled" and client.count_items("Rows") == 0
+        status = call_tool(client, "get_batch_status", {"batchId": result.transaction_id})
+    progress = status["progress"]
+    assert (progress["state"], progress["total"], progress["completed"], progress["etaSeconds"]) == (
+        "cancelled", 200, 0, None), progress

@@ -532,3 +532,147 @@ def test_a_bad_value_of_a_union_argument_is_named_by_its_own_path(parent):
                                              "cases": [{"values": {"a": 1}, "parent": parent}]})
     assert {e["field"] for e in refused.value.details["errors"]} == {"cases.0.parent"}
     assert refused.value.details["field"] == "cases.0.parent"
+
+
+# -- create_data_context ----------------------------------------------------------------------
+
+def test_create_data_context_takes_a_collection_s_labels_and_publishes_the_attribute_properties(tmp_path):
+    """A collection's ``labels`` (CODAP's singleCase, pluralCase, ...), part of the data model,
+    were refused by the tool's schema ("Extra inputs are not permitted"); and the published
+    schema of an attribute named only ``name`` and ``type``, though the tool takes every
+    property of the model's attribute (precision, unit, formula, min, ...)."""
+    from batchray.core.model.schema import Attribute
+
+    labels = {"singleCase": "city", "pluralCase": "cities"}
+    with local_client(tmp_path / "store", io_root=tmp_path) as client:
+        made = call_tool(client, "create_data_context", {"name": "L", "collections": [
+            {"name": "Cities", "labels": labels, "attrs": [{"name": "city", "unit": "km", "precision": 1}]}]})
+        assert made["success"] is True, made
+        got = call_tool(client, "codap_request", {"request": {"action": "get",
+                                                              "resource": "dataContext[L].collection[Cities]"}})
+        assert got["success"] is True, got
+        assert got["values"]["labels"] == labels
+    schema = next(t for t in tool_schemas() if t["name"] == "create_data_context")["inputSchema"]
+    attr = schema["$defs"]["AttrSpec"]
+    published = set(attr["properties"]) | set(attr["description"].replace(",", " ").split())
+    assert set(Attribute.model_fields) <= published, attr
+
+
+# -- get_items / get_cases --------------------------------------------------------------------
+
+@pytest.mark.parametrize("tool, args", [("get_items", {"dataContextName": "P"}),
+                                        ("get_cases", {"dataContextName": "P", "collectionName": "People"})])
+def test_a_read_tool_s_limit_has_no_way_around_its_maximum(client, tool, args):
+    """``limit`` is at most 10,000 (a larger read is paged), but the schema also took null,
+    which read every item or case of the context into one answer, whatever its size. Null is now
+    refused as any other limit outside 1 to 10,000 is; leaving limit out still reads a page of 100."""
+    assert client.create_items("P", "People", [{"city": "Lyon", "name": f"p{i}", "age": i} for i in range(150)]).success
+    _refused(call_tool(client, tool, {**args, "limit": None}), "limit")
+    page = call_tool(client, tool, args)
+    assert page["success"] is True and page["total"] == 150
+    assert len(page["items" if tool == "get_items" else "cases"]) == 100
+
+
+# -- batch_schema_operations ------------------------------------------------------------------
+
+def test_a_schema_batch_updates_the_context_s_title_and_description(client):
+    """The schema operations take ``target: context`` (a data context's own title and
+    description), but the tool's schema allowed only collection and attribute: an agent had no
+    way to change a context's title."""
+    result = call_tool(client, "batch_schema_operations", {"dataContextName": "P", "operations": [
+        {"action": "update", "target": "context", "spec": {"title": "Places", "description": "where people live"}}]})
+    assert result["success"] is True, result
+    got = call_tool(client, "codap_request", {"request": {"action": "get", "resource": "dataContext[P]"}})
+    assert (got["values"]["title"], got["values"]["description"]) == ("Places", "where people live")
+
+
+@pytest.mark.parametrize("operation, field", [
+    ({"action": "delete", "target": "collection"}, "operations.0.collection"),
+    ({"action": "update", "target": "collection", "spec": {"title": "x"}}, "operations.0.collection"),
+    ({"action": "create", "target": "attribute", "spec": {"name": "zz"}}, "operations.0.collection"),
+    ({"action": "update", "target": "attribute", "spec": {"title": "x"}}, "operations.0.attribute"),
+    ({"action": "delete", "target": "attribute"}, "operations.0.attribute"),
+])
+def test_a_schema_operation_that_leaves_out_what_it_acts_on_is_refused_naming_it(client, operation, field):
+    """It was refused as "collection '' does not exist" (or "attribute ''"), a SCHEMA error
+    naming the field collectionName or none at all."""
+    before = call_tool(client, "codap_request", {"request": {"action": "get", "resource": "dataContext[P]"}})
+    error = _refused(call_tool(client, "batch_schema_operations", {"dataContextName": "P", "operations": [operation]}),
+                     field)
+    assert field.rsplit(".", 1)[1] in error["message"]
+    assert call_tool(client, "codap_request", {"request": {"action": "get", "resource": "dataContext[P]"}}) == before
+
+
+# -- batch_create_cases ------------------------------------------------------------------------
+
+def test_the_case_ids_of_cases_made_in_a_parent_collection_are_those_get_cases_gives(client):
+    """``caseIds`` was ``itemIds`` whatever the collection: right for the child-most one, where
+    a case is its item, but a parent case's id is ``collection:first item`` (as get_cases and
+    caseByID give it), so the ids of cases made in a parent collection named no case at all."""
+    assert client.create_items("P", "People", [{"city": "Lyon", "name": "a", "age": 1}]).success
+    made = call_tool(client, "batch_create_cases", {"dataContextName": "P", "collectionName": "Cities",
+                                                    "cases": [{"values": {"city": "Rome"}}, {"values": {"city": "Lyon"}}]})
+    assert made["success"] is True, made
+    cases = {case["values"]["city"]: case["id"] for case in
+             call_tool(client, "get_cases", {"dataContextName": "P", "collectionName": "Cities"})["cases"]}
+    assert made["caseIds"] == [cases["Rome"], cases["Lyon"]], (made["caseIds"], cases)  # Lyon: the case there already
+    child = call_tool(client, "batch_create_cases", {"dataContextName": "P", "collectionName": "People",
+                                                     "cases": [{"parent": cases["Rome"], "values": {"name": "b"}}]})
+    assert child["success"] is True and child["caseIds"] == child["itemIds"], child
+
+
+# -- idempotency keys --------------------------------------------------------------------------
+
+def test_a_key_given_to_a_batch_of_another_kind_is_a_conflict_not_the_first_batch_s_result(client):
+    """A delete (or update, or transaction) under an idempotency key that a create had taken ran
+    nothing and answered the create's result, success true: the caller was told its delete had
+    succeeded, and nothing was deleted. It is now a CONFLICT naming the key's batch; the same
+    call made again under its key still answers its first result."""
+    row = {"city": "Lyon", "name": "a", "age": 3}
+    first = _create(client, "batch_create_items", [row], idempotencyKey="k1")
+    assert first["success"] is True
+    assert _create(client, "batch_create_items", [row], idempotencyKey="k1")["transactionId"] == first["transactionId"]
+    calls = [("batch_delete_items", {"dataContextName": "P", "selectors": [{"query": "age == 3"}],
+                                     "options": {"idempotencyKey": "k1"}}),
+             ("batch_update_items", {"dataContextName": "P", "updates": [{"selector": {"query": "age == 3"},
+                                                                          "values": {"age": 4}}],
+                                     "options": {"idempotencyKey": "k1"}}),
+             ("execute_batch_transaction", {"operations": [{"id": "d", "type": "data", "operation": "delete",
+                                                            "target": "P", "data": {"selectors": [{"query": "age == 3"}]}}],
+                                            "options": {"idempotencyKey": "k1"}})]
+    for tool, args in calls:
+        answer = call_tool(client, tool, args)
+        assert answer["success"] is False, (tool, answer)
+        assert answer["error"]["code"] == "CONFLICT" and first["transactionId"] in answer["error"]["message"], answer
+    assert _ages(client) == [3]
+
+
+def test_a_transaction_takes_a_priority_and_a_queue_as_every_other_batch_does(client):
+    """The transaction tool's options had no priority nor queue (the other batch tools' admission
+    options), though the transaction's own options take both: a transaction could not be put
+    ahead of (or behind) the batches waiting for a slot."""
+    answer = call_tool(client, "execute_batch_transaction", {
+        "operations": [{"id": "a", "type": "data", "operation": "create", "target": "P",
+                        "data": {"items": [{"city": "Lyon", "name": "a", "age": 3}]}}],
+        "options": {"priority": 7, "queue": "imports"}})
+    assert answer["success"] is True, answer
+    status = client.status(answer["transactionIds"][0])
+    assert (status["priority"], status["queue"]) == (7, "imports")
+
+
+# -- codap_request -----------------------------------------------------------------------------
+
+def test_a_failed_atomic_codap_array_answers_the_error_of_the_request_that_failed(client):
+    """The tool's error was that of the first failed answer: in an atomic array whose last
+    request failed, that was an earlier request's "not applied" (a VALIDATION error, though the
+    request was fine), not the cause. The answer's error is now the failed request's own; the
+    requests left unapplied for it carry an ABORTED error naming it (details.failedAt)."""
+    answer = call_tool(client, "codap_request", {"atomic": True, "request": [
+        {"action": "create", "resource": "dataContext[P].item", "values": [{"city": "Lyon", "name": "a", "age": 3}]},
+        {"action": "get", "resource": "dataContext[P].itemCount"},
+        {"action": "delete", "resource": "dataContext[P].itemByID[12345]"}]})
+    assert answer["success"] is False
+    assert answer["error"]["code"] == "NOT_FOUND" and answer["error"]["message"] == "Item not found", answer["error"]
+    unapplied = [result["error"] for result in answer["results"][:2]]
+    assert [(e["code"], e["details"]) for e in unapplied] == [("ABORTED", {"failedAt": 2})] * 2, unapplied
+    assert client.count_items("P") == 0

@@ -28,6 +28,12 @@ starts no Ray, creates no store, and prints ``stopped: null``.
 ``tool``, ``status``, ``recover`` and ``stop`` print only their JSON on stdout: whatever else would be
 printed there (a library's output) goes to stderr, and Ray's own log lines (its INFO lines, the
 token-authentication notice) and the actors' output are shown, on stderr, only with ``-v``.
+
+Every failure (exit 1 or 2) also writes one line on stderr, ``batchray COMMAND: error: CODE:
+message``, never a traceback; ``mcp``, whose stdout is the protocol's, writes only that line.
+Interrupted (Ctrl-C), a command says so in one line on stderr and exits 130; one whose stdout
+is closed before it has printed (``batchray tools | head -1``) ends quietly with 141, as a
+command killed by SIGPIPE does.
 """
 from __future__ import annotations
 
@@ -46,6 +52,9 @@ from batchray.errors import ValidationError, error_payload, install_secret_redac
 
 JSON_COMMANDS = ("tool", "status", "recover", "stop")
 """Commands whose stdout is their JSON answer and nothing else."""
+
+PROTOCOL_COMMANDS = ("mcp",)
+"""Commands whose stdout belongs to a protocol: a failure of theirs is said on stderr only."""
 
 _json_out: Optional[TextIO] = None  # where _print writes while stdout is sent to stderr
 
@@ -76,9 +85,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _failed(command: str, payload: dict[str, Any]) -> None:
+    """Print a failure: its structured ``payload`` (``{success: false, error}``) as JSON on
+    stdout (not for :data:`PROTOCOL_COMMANDS`), and one line, ``batchray COMMAND: error: CODE:
+    message``, on stderr (first: it is said even when stdout is a pipe already closed)."""
+    error = payload.get("error") or {}
+    message = " ".join(str(error.get("message") or "failed").split())  # one line
+    print(f"batchray {command}: error: {error.get('code', 'ERROR')}: {message}", file=sys.stderr)
+    if command not in PROTOCOL_COMMANDS:
+        _print(payload)
+
+
 def _usage_error(message: str, **details: Any) -> SystemExit:
     """Bad usage of ``tool``: print the structured error; the exit (status 2) to raise."""
-    _print(error_payload(ValidationError(message, **details)))
+    _failed("tool", error_payload(ValidationError(message, **details)))
     return SystemExit(2)
 
 
@@ -93,9 +113,12 @@ def _read_args(args: argparse.Namespace) -> Any:
         if args.args_file is not None:
             with open(args.args_file, encoding="utf-8") as handle:
                 return json.load(handle)
-        return json.load(sys.stdin)
+        # the bytes, decoded as UTF-8 (strictly, as a file's are), where stdin has them
+        return json.loads(getattr(sys.stdin, "buffer", sys.stdin).read())
     except (OSError, ValueError) as exc:
         raise _usage_error(f"cannot read the arguments: {exc}") from None
+    except RecursionError:  # JSON nested deeper than the reader's stack
+        raise _usage_error("cannot read the arguments: objects and arrays nest too deep") from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -105,7 +128,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                        progress=not args.no_progress)
     if args.json_summary:
         _print(summary)
-    return 0 if summary["storeUnchangedAfterFailure"] else 1
+    if not summary["storeUnchangedAfterFailure"]:
+        print("batchray demo: error: the failed atomic batch changed the store", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_tools(args: argparse.Namespace) -> int:
@@ -122,12 +148,15 @@ def cmd_tool(args: argparse.Namespace) -> int:
     try:
         validate_args(args.name, payload)  # refuse bad input before starting Ray
     except Exception as exc:  # noqa: BLE001 - reported as JSON
-        _print(error_payload(exc))
+        _failed("tool", error_payload(exc))
         return 1
     with _connect(args) as client:
         result = call_tool(client, args.name, payload)
-    _print(result)
-    return 0 if result.get("success", True) else 1
+    if result.get("success", True):
+        _print(result)
+        return 0
+    _failed("tool", result)
+    return 1
 
 
 def _existing_store(store: str) -> None:
@@ -321,11 +350,30 @@ def main(argv: Optional[list[str]] = None) -> int:
         with contextlib.redirect_stdout(sys.stderr) if json_only else contextlib.nullcontext():
             try:
                 return args.func(args)
+            except BrokenPipeError:
+                raise  # stdout is gone: nothing more can be printed there
             except Exception as exc:  # noqa: BLE001 - every failure is reported as the structured error
-                _print(error_payload(exc))
+                _failed(args.command, error_payload(exc))
                 return 1
+    except KeyboardInterrupt:
+        print(f"batchray {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        _silence(_json_out or sys.stdout)
+        return 141
     finally:
         _json_out = None
+
+
+def _silence(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at the null device: its reader has gone, and the
+    interpreter's last flush of what is left in its buffer would fail with a traceback."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (OSError, ValueError):  # a stream with no descriptor of its own (a test's capture)
+        pass
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from batchray.core.plan.plan import Plan
 from batchray.core.plan.planner import BatchPlanner, check_query
 from batchray.core.plan.rows import read_ahead
 from batchray.core.run.runtime import Runtime
-from batchray.errors import NotFoundError, ValidationError
+from batchray.errors import CancelledError, NotFoundError, ValidationError
 
 DEFAULT_STORE = "./batchray-data"
 RUNTIMES = ("ray", "local")
@@ -361,12 +361,16 @@ class Client:
         return settle_rejects(result, rejects, rows)
 
     # -- schema, components, undo, transactions ---------------------------------------------------
-    def schema_operations(self, context: str, operations: list[dict[str, Any]], **options: Any) -> BatchResult:
+    def schema_operations(self, context: str, operations: list[dict[str, Any]], *,
+                          callback: Optional[Callable[[dict], Any]] = None, **options: Any) -> BatchResult:
         """Create, update (rename, retype, change properties) and delete collections and
         attributes of ``context``, with the data they rewrite, in one transaction: a value that
         fails to convert rolls it all back, so the items always fit their schema. Other keywords
         are :class:`RunOptions`; ``atomic=False`` and ``create_backups=True`` are refused (a
-        schema batch is all or nothing, and :meth:`rollback_batch` cannot undo one)."""
+        schema batch is all or nothing, and :meth:`rollback_batch` cannot undo one).
+        ``callback`` gets progress dicts, as :meth:`run_plan`'s does (here and in
+        :meth:`component_operations`, :meth:`rollback_batch`, :meth:`drop_backups` and
+        :meth:`execute_transaction`)."""
         operations = arguments.listed(operations, "operations")
         run = run_options(**{"atomic": True, **options})
         if not run.atomic:
@@ -375,17 +379,19 @@ class Client:
         if run.create_backups:
             raise ValidationError("createBackups: true is refused: a schema batch cannot be undone by rollback_batch "
                                   "(it restores items, not a schema)", field="createBackups")
-        return self._run_on_catalog(lambda: plan_schema(self.planner, context, operations)[0], run)
+        return self._run_on_catalog(lambda: plan_schema(self.planner, context, operations)[0], run, callback)
 
     def delete_data_context(self, context: str) -> BatchResult:
         return self._run_on_catalog(lambda: plan_delete_context(self.planner, context))
 
-    def component_operations(self, operations: list[dict[str, Any]]) -> BatchResult:
+    def component_operations(self, operations: list[dict[str, Any]], *,
+                             callback: Optional[Callable[[dict], Any]] = None) -> BatchResult:
         """Create, update and delete components; references must resolve."""
         operations = arguments.listed(operations, "operations")
-        return self._run_on_catalog(lambda: plan_components(self.planner, operations))
+        return self._run_on_catalog(lambda: plan_components(self.planner, operations), callback=callback)
 
-    def _run_on_catalog(self, plan: Callable[[], Plan], options: Optional[RunOptions] = None) -> BatchResult:
+    def _run_on_catalog(self, plan: Callable[[], Plan], options: Optional[RunOptions] = None,
+                        callback: Optional[Callable[[dict], Any]] = None) -> BatchResult:
         """Run a batch that rewrites catalog documents, planned by ``plan()`` on the documents
         as read; planned again on the new ones (up to :data:`CATALOG_REPLANS` times) when
         another batch committed a change to them first (each write checks that its document is
@@ -394,12 +400,13 @@ class Client:
         options = options or RunOptions()
         for replan in range(CATALOG_REPLANS):  # each planning a batch of its own, under a key one of its own
             result = self.run_plan(plan(), options if replan == 0 else options.part(f"replan-{replan + 1}"),
-                                   progress=False)
+                                   progress=False, callback=callback)
             if not (result.error or {}).get("details", {}).get("catalogChanged"):
                 break
         return result
 
-    def rollback_batch(self, batch_id: str, force: bool = False) -> BatchResult:
+    def rollback_batch(self, batch_id: str, force: bool = False, *,
+                       callback: Optional[Callable[[dict], Any]] = None) -> BatchResult:
         """Undo a committed batch that kept backups (``create_backups``); refused with a
         conflict when later batches changed the same items, unless ``force``; an undo of a batch
         that kept none fails ``NOT_FOUND`` (its status says so too). ``batch_id``: a
@@ -407,10 +414,10 @@ class Client:
         ValidationError, not read as true)."""
         batch_id = arguments.batch_id(batch_id)
         plan = plan_undo(self.planner, self.runtime.batch_record, batch_id, arguments.flag(force, "force"))
-        return self.run_plan(plan, RunOptions(undoes=batch_id), progress=False)
+        return self.run_plan(plan, RunOptions(undoes=batch_id), progress=False, callback=callback)
 
-    def drop_backups(self, batch_ids: Optional[str | list[str]] = None, *,
-                     older_than: Optional[float] = None) -> BatchResult:
+    def drop_backups(self, batch_ids: Optional[str | list[str]] = None, *, older_than: Optional[float] = None,
+                     callback: Optional[Callable[[dict], Any]] = None) -> BatchResult:
         """Forget the backups that committed batches kept (``create_backups``), in one
         transaction on every shard, so that a batch's backups go on all shards or on none; those
         batches can no longer be undone by :meth:`rollback_batch`, and their before-images stop
@@ -433,7 +440,7 @@ class Client:
             if not ids or not all(isinstance(i, str) and i for i in ids):
                 raise ValidationError("batch_ids: one batch id, or a non-empty list of them", field="batch_ids")
         plan = plan_drop_backups(self.planner, self.runtime.batch_record, ids)
-        result = self.run_plan(plan, RunOptions(drops=plan.extra["batches"]), progress=False)
+        result = self.run_plan(plan, RunOptions(drops=plan.extra["batches"]), progress=False, callback=callback)
         if not result.success:
             return result
         dropped = result.results[0]["itemBackupsDropped"] if result.results else 0
@@ -444,16 +451,22 @@ class Client:
         return result.model_copy(update={"results": [{"itemBackupsDropped": dropped, "batches": plan.extra["batches"]}]})
 
     def execute_transaction(self, operations: list[dict[str, Any]],
-                            options: Optional[TransactionOptions | dict[str, Any]] = None) -> dict[str, Any]:
+                            options: Optional[TransactionOptions | dict[str, Any]] = None, *,
+                            callback: Optional[Callable[[dict], Any]] = None,
+                            should_stop: Optional[Callable[[], bool]] = None) -> dict[str, Any]:
         """Operations of any kind with dependencies, priorities and a recovery strategy; see
         :func:`batchray.core.plan.operations.run_transaction`. ``options`` is a
-        :class:`TransactionOptions` or a dict of its fields."""
+        :class:`TransactionOptions` or a dict of its fields. ``should_stop`` is asked before
+        each of the transaction's batches starts: true, and that batch does not run but fails
+        CANCELLED (under ``skip`` and ``partial_rollback``, each operation not run yet)."""
         operations = arguments.listed(operations, "operations")
         if not isinstance(options, TransactionOptions):
             options = validated_options(TransactionOptions, options or {})
 
         def run(plan: Plan, run_with: RunOptions) -> BatchResult:
-            return self.run_plan(plan, run_with, progress=False)
+            if should_stop is not None and should_stop():
+                raise CancelledError("the transaction was cancelled before this batch of it started")
+            return self.run_plan(plan, run_with, progress=False, callback=callback)
 
         return run_transaction(self.planner, run, operations, options)
 

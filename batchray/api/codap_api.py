@@ -27,7 +27,7 @@ from batchray.api import codap_writes as writes
 from batchray.api.codap_reads import Refused, Scope, failure
 from batchray.api.codap_writes import Mutation
 from batchray.core.model.codap_request import CodapRequest, parse_request, split_payload
-from batchray.errors import BatchrayError, InternalError, failure_error
+from batchray.errors import BatchrayError, InternalError, TransactionAborted, failure_error
 
 READS: dict[str, Callable[[Scope], dict[str, Any]]] = {
     "dataContextList": reads.get_data_context_list, "dataContext": reads.get_data_context,
@@ -184,10 +184,14 @@ def _atomic(client: Any, requests: list[Any]) -> list[dict[str, Any]]:
 
 
 def _all_failed(count: int, failed: tuple[Optional[int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every answer of an atomic array that failed: the failed request's own at its ``index``
+    (each the transaction's failure when ``index`` is None), every other one "not applied",
+    its structured error an ABORTED one whose details name the request that failed
+    (``failedAt``)."""
     index, answer = failed
-    reason = "the atomic request array failed" + (f" at request {index}" if index is not None else "")
-    other = {"success": False, "values": {"error": f"not applied: {reason}"}}
-    return [answer if i == index or index is None else dict(other) for i in range(count)]
+    reason = "not applied: the atomic request array failed" + (f" at request {index}" if index is not None else "")
+    return [answer if i == index or index is None else failure(reason, TransactionAborted(reason, failedAt=index))
+            for i in range(count)]
 
 
 __all__ = ["READS", "WRITES", "handle_codap"]

@@ -13,6 +13,10 @@ and ``message`` says what is happening, naming the batch (``batch ID: ...``, the
 protocol asks. A request the client cancels (``notifications/cancelled``) cancels the batch it
 started, with rollback: an atomic batch leaves nothing, a non-atomic one keeps what it had
 committed (as ``cancel_batch_operation`` does); the call is not answered, as the protocol says.
+A request cancelled before its batch is known is not forgotten: cancelled while the store's
+client starts (the first call), its tool never runs; cancelled later, each batch the call names
+from then on is cancelled as it is named, and no further batch of a transaction
+(``execute_batch_transaction``) starts.
 
 Standard output belongs to the protocol. The SDK's stdio transport points file descriptor 1
 at standard error while it serves, so whatever Ray, its workers or a stray ``print`` write
@@ -50,7 +54,7 @@ from mcp.server.stdio import stdio_server
 from batchray import __version__
 from batchray.api.client import DEFAULT_STORE
 from batchray.core.storage.postgres.url import redact
-from batchray.errors import BatchrayError, ParticipantUnavailable, StoreError, error_payload
+from batchray.errors import BatchrayError, CancelledError, ParticipantUnavailable, StoreError, error_payload
 from batchray.api.tools import TOOLS, call_tool, io_root_for, validate_args
 
 PROGRESS_INTERVAL = 0.25
@@ -140,18 +144,39 @@ def _stop_local_ray() -> None:
 
 
 class ProgressRelay:
-    """The latest progress of one call: written by the batch's thread, read by the event loop."""
+    """The latest progress of one call: written by the batch's thread, read by the event loop.
+    Once the call's request is cancelled (:meth:`abandon`), each batch its progress names from
+    then on is cancelled."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._latest: Optional[dict[str, Any]] = None
+        self._cancel: Optional[Callable[[str], None]] = None
         self.sent: Optional[float] = None
         self.batch: Optional[str] = None  # the batch the call runs now, once its progress names it
 
     def put(self, progress: dict[str, Any]) -> None:
+        """The call's latest progress; a batch it names first after :meth:`abandon` is cancelled
+        here, in the thread that reports it (before its run goes on)."""
+        named = progress.get("batchId")
         with self._lock:
             self._latest = dict(progress)
-            self.batch = progress.get("batchId") or self.batch
+            cancel = self._cancel if named is not None and named != self.batch else None
+            self.batch = named or self.batch
+        if cancel is not None:
+            cancel(named)
+
+    def abandon(self, cancel: Callable[[str], None]) -> Optional[str]:
+        """The call's request was cancelled: ``cancel`` is called with each batch named from now
+        on; the batch named already (None if none), which the caller cancels, is returned."""
+        with self._lock:
+            self._cancel = cancel
+            return self.batch
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether the call's request was cancelled."""
+        return self._cancel is not None
 
     def take(self) -> Optional[dict[str, Any]]:
         with self._lock:
@@ -161,17 +186,22 @@ class ProgressRelay:
 
 class _ReportingClient:
     """The client as tools see it, with a progress callback given to every method that takes one
-    (``create_items``, ``update_items``, ``delete_items`` and whatever else grows one)."""
+    (``create_items``, ``update_items``, ``delete_items`` and whatever else grows one), and
+    ``stopped`` as the ``should_stop`` of every method that takes one (``execute_transaction``:
+    no batch of it starts once the call's request is cancelled)."""
 
-    def __init__(self, client: Any, report: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, client: Any, report: Callable[[dict[str, Any]], None],
+                 stopped: Callable[[], bool] = lambda: False) -> None:
         self._client = client
         self._report = report
+        self._stopped = stopped
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
-        if not callable(attr) or not _takes_callback(attr):
+        takes = _keywords(attr) & {"callback", "should_stop"} if callable(attr) else set()
+        if not takes:
             return attr
-        report = self._report
+        report, stopped = self._report, self._stopped
 
         def with_progress(*args: Any, callback: Optional[Callable[[dict], Any]] = None, **kwargs: Any) -> Any:
             def both(progress: dict[str, Any]) -> None:
@@ -179,16 +209,21 @@ class _ReportingClient:
                 if callback is not None:
                     callback(progress)
 
-            return attr(*args, callback=both, **kwargs)
+            if "callback" in takes:
+                kwargs["callback"] = both
+            if "should_stop" in takes:
+                kwargs.setdefault("should_stop", stopped)
+            return attr(*args, **kwargs)
 
         return with_progress
 
 
-def _takes_callback(fn: Callable[..., Any]) -> bool:
+def _keywords(fn: Callable[..., Any]) -> set[str]:
+    """The names of ``fn``'s parameters (none when they cannot be read)."""
     try:
-        return "callback" in inspect.signature(fn).parameters
+        return set(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
-        return False
+        return set()
 
 
 def _progress_message(progress: dict[str, Any], total: Optional[float]) -> str:
@@ -281,7 +316,9 @@ def build_server(backend: Backend) -> Server:
                 return error_payload(exc)
             except Exception as exc:  # noqa: BLE001 - the contract is a structured error
                 return error_payload(_connect_error(exc, backend.store))
-            return call_tool(_ReportingClient(client, relay.put), name, args)
+            if relay.abandoned:  # cancelled while the client started: no one waits for this call
+                return error_payload(CancelledError(f"the {name} request was cancelled before it ran"))
+            return call_tool(_ReportingClient(client, relay.put, lambda: relay.abandoned), name, args)
 
         # bad arguments are refused before anything starts, or is said to start (in a thread:
         # a call's arguments may hold many items to check)
@@ -298,8 +335,10 @@ def build_server(backend: Backend) -> Server:
             try:
                 payload = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
             except anyio.get_cancelled_exc_class():
+                batch = relay.abandon(lambda named: _cancel_now(backend, named))
                 with anyio.CancelScope(shield=True):
-                    await _cancel_batch(backend, relay.batch)
+                    if batch is not None:
+                        await anyio.to_thread.run_sync(_cancel_now, backend, batch)
                 raise
             tg.cancel_scope.cancel()
         if backend.connected and not backend.signals_rearmed:
@@ -312,21 +351,18 @@ def build_server(backend: Backend) -> Server:
                   on_list_tools=list_tools, on_call_tool=call)
 
 
-async def _cancel_batch(backend: Any, batch: Optional[str]) -> None:
-    """Cancel ``batch`` (with rollback), the batch of a request the client cancelled; nothing
-    when the call had started none. A batch that ended meanwhile has nothing to cancel; what
-    the cancellation answers goes to stderr, the call itself being answered no more."""
-    if batch is None or not backend.connected:
+def _cancel_now(backend: Any, batch: str) -> None:
+    """Cancel ``batch`` (with rollback), a batch of a request the client cancelled. A batch that
+    ended meanwhile has nothing to cancel; what the cancellation answers goes to stderr, the
+    call itself being answered no more. Blocking: from a worker thread."""
+    client = backend.client
+    if client is None:
         return
-
-    def cancel() -> None:
-        try:
-            answer = backend.client.cancel(batch, rollback=True)
-            print(f"batchray mcp: cancelled request: batch {batch}: {answer.get('state', answer)}", file=sys.stderr)
-        except Exception as exc:  # noqa: BLE001 - the request is gone; say why its batch was not cancelled
-            print(f"batchray mcp: cancelled request: batch {batch} not cancelled: {exc}", file=sys.stderr)
-
-    await anyio.to_thread.run_sync(cancel)
+    try:
+        answer = client.cancel(batch, rollback=True)
+        print(f"batchray mcp: cancelled request: batch {batch}: {answer.get('state', answer)}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the request is gone; say why its batch was not cancelled
+        print(f"batchray mcp: cancelled request: batch {batch} not cancelled: {exc}", file=sys.stderr)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

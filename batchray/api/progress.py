@@ -58,14 +58,22 @@ class ProgressDisplay:
             self.callback(dict(progress))
 
     def close(self, result: BatchResult) -> None:
-        final = {"batchId": result.transaction_id, "total": result.total_items, "completed": result.items_created + result.items_updated +
-                 result.items_deleted, "failed": result.items_failed, "throughput": 0.0, "state": result.state.value}
+        final = final_progress(result.model_dump(mode="json", by_alias=True, include={
+            "transaction_id", "total_items", "items_created", "items_updated", "items_deleted", "items_failed", "state"}))
         if self.callback is not None:
             self.callback(final)
         if self.bar is not None:
             self.bar.set_postfix(refresh=False)  # the last ETA reported: none is left
             self.bar.update(max(0, final["completed"] + final["failed"] - self.seen))
             self.bar.close()
+
+
+def final_progress(result: dict[str, Any]) -> dict[str, Any]:
+    """The progress a batch ended with, from its result as JSON (``BatchResult.dump()``, or the
+    result a batch's status holds): ``{batchId, total, completed, failed, throughput, state}``."""
+    return {"batchId": result.get("transactionId"), "total": result.get("totalItems"),
+            "completed": sum(result.get(key) or 0 for key in ("itemsCreated", "itemsUpdated", "itemsDeleted")),
+            "failed": result.get("itemsFailed") or 0, "throughput": 0.0, "state": result.get("state")}
 
 
 class ProgressLog:

@@ -45,7 +45,10 @@ def _codap_request(client, a: CodapRequestArgs) -> dict[str, Any]:
     if not isinstance(answer, list):
         return _structured(answer)
     results = [_structured(x) for x in answer]
-    failed = next((x for x in results if not x.get("success")), None)
+    failures = [x for x in results if not x.get("success")]
+    # the error of the request that failed, not of one an atomic array left unapplied for it
+    failed = next((x for x in failures if "failedAt" not in x["error"].get("details", {})), None) or \
+        next(iter(failures), None)
     return {"success": failed is None, "results": results, **({"error": failed["error"]} if failed else {})}
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, model_validator
 
 from batchray.core.model.arguments import MAX_COUNT
-from batchray.api.tools.registry import _NAME, ATTRIBUTE_TYPE, CreateOptions, _Args, register, run_create
+from batchray.api.tools.registry import _NAME, ATTRIBUTE_TYPE, MAX_PAGE, CreateOptions, _Args, register, run_create
 
 
 # -- get_cases --------------------------------------------------------------------------------
@@ -22,7 +22,8 @@ class GetCasesArgs(_Args):
     dataContextName: str = _NAME
     collectionName: str = _NAME
     offset: int = Field(default=0, ge=0, le=MAX_COUNT)
-    limit: Optional[int] = Field(default=100, ge=1, le=10_000)
+    limit: int = Field(default=100, ge=1, le=MAX_PAGE,
+                       description=f"cases per page, 1 to {MAX_PAGE:,}: a larger read is paged (offset)")
 
 
 def _get_cases(client, a: GetCasesArgs) -> dict[str, Any]:
@@ -41,7 +42,8 @@ class CaseSpec(_Args):
 class BatchCreateCasesArgs(_Args):
     """Create cases in a collection, up to 10,000 in one batch, atomically by default. A case
     given a parent (a case of the parent collection) gets the parent's values and its
-    ancestors' merged with its own values."""
+    ancestors' merged with its own values. caseIds gives the id of each case made, as get_cases
+    gives it (a case with the values of a case already there is that case)."""
 
     dataContextName: str = _NAME
     collectionName: str = _NAME
@@ -50,10 +52,13 @@ class BatchCreateCasesArgs(_Args):
 
 
 def _batch_create_cases(client, a: BatchCreateCasesArgs) -> dict[str, Any]:
+    from batchray.core.model.cases import case_ids_of
+
     rows = [{"values": case.values, "parent": case.parent} for case in a.cases]
     payload = run_create(client, a.dataContextName, a.collectionName, rows, a.options)
-    if "itemIds" in payload:  # a batch that ran (a dry run returns its plan)
-        payload["caseIds"] = payload["itemIds"]  # a new child-most case's id is its item's id
+    if "itemIds" in payload:  # a batch that ran (a dry run returns its plan): the case of each item made
+        payload["caseIds"] = case_ids_of(client.catalog, client.reader, a.dataContextName, a.collectionName,
+                                         payload["itemIds"]) if payload["itemIds"] else []
     return payload
 
 

@@ -10,18 +10,37 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Field, model_validator
 
 from batchray.errors import ValidationError, failure_error
-from batchray.api.tools.registry import _NAME, _Args, _result_payload, register
+from batchray.api.tools.registry import _NAME, AdmissionOptions, _Args, _result_payload, register
 from batchray.core.model.batch import DEFAULT_TIMEOUT_MS, TransactionOptions
 
 
 class SchemaOperation(_Args):
     action: Literal["create", "update", "delete"]
-    target: Literal["collection", "attribute"]
+    target: Literal["collection", "attribute", "context"] = Field(description=(
+        "context: the data context's own title and description (update only; spec: {title?, description?})"))
     collection: Optional[str] = Field(default=None, description=(
-        "the collection acted on, or holding a new attribute; for an attribute updated or deleted, optional, "
-        "and when given the one holding it"))
+        "the collection updated or deleted, or holding a new attribute; for an attribute updated or deleted, "
+        "optional, and when given the one holding it"))
     attribute: Optional[str] = Field(default=None, description="the attribute updated or deleted")
     spec: dict[str, Any] = Field(default_factory=dict, description="new collection/attribute, or the changes")
+
+
+_NAMED = {("collection", "update"): "collection", ("collection", "delete"): "collection",
+          ("attribute", "create"): "collection", ("attribute", "update"): "attribute",
+          ("attribute", "delete"): "attribute"}
+"""The name a schema operation (target, action) must give: what it acts on, or (a new
+attribute) the collection that is to hold it."""
+
+
+def _check_named(operations: list[SchemaOperation]) -> None:
+    """A :class:`ValidationError` naming ``operations.N.collection`` (or ``.attribute``) for the
+    first operation that leaves out the name it needs (:data:`_NAMED`)."""
+    for index, op in enumerate(operations):
+        needed = _NAMED.get((op.target, op.action))
+        if needed is not None and getattr(op, needed) is None:
+            what = "the collection to hold the new attribute" if op.action == "create" else f"the {needed} it acts on"
+            raise ValidationError(f"operations.{index}: this {op.target} {op.action} must name {what} ({needed})",
+                                  index=index, field=f"operations.{index}.{needed}")
 
 
 class SchemaOptions(_Args):
@@ -33,7 +52,8 @@ class SchemaOptions(_Args):
 
 class BatchSchemaOperationsArgs(_Args):
     """Create, update (rename, retype with value conversion, change properties) and delete
-    collections and attributes, together with the item data they rewrite, in one transaction.
+    collections and attributes, together with the item data they rewrite, in one transaction
+    (and update the data context's title and description: target context).
     Conversion failures are reported per item and roll the whole batch back, so items always
     fit their schema. A schema batch cannot be undone with rollback_batch."""
 
@@ -43,6 +63,7 @@ class BatchSchemaOperationsArgs(_Args):
 
 
 def _batch_schema_operations(client, a: BatchSchemaOperationsArgs) -> dict[str, Any]:
+    _check_named(a.operations)
     ops = [op.model_dump(exclude_none=True) for op in a.operations]
     return _result_payload(client.schema_operations(a.dataContextName, ops, atomic=a.options.atomic,
                                                     create_backups=a.options.createBackups))
@@ -114,7 +135,7 @@ class TransactionOperation(_Args):
     timeout: Optional[int] = Field(default=None, ge=1, le=86_400_000)
 
 
-class TransactionToolOptions(_Args):
+class TransactionToolOptions(AdmissionOptions):
     atomic: bool = Field(default=True, description=(
         "must be true (false is refused): a transaction's atomicity is set by recoveryStrategy"))
     maxRetries: int = Field(default=3, ge=0, le=20)
@@ -153,7 +174,7 @@ def _execute_batch_transaction(client, a: ExecuteBatchTransactionArgs) -> dict[s
     options = TransactionOptions(
         atomic=o.atomic, max_retries=o.maxRetries, timeout=o.timeout, parallelism=o.parallelism,
         recovery_strategy=strategy, retry_delay=o.retryDelay, backoff_multiplier=o.backoffMultiplier,
-        create_backups=o.createBackups, idempotency_key=o.idempotencyKey)
+        create_backups=o.createBackups, idempotency_key=o.idempotencyKey, priority=o.priority, queue=o.queue)
     report = client.execute_transaction([op.model_dump() for op in a.operations], options)
     if not report.get("success") and not report.get("error"):
         report["error"] = failure_error(report.get("errors") or [], "the transaction")

@@ -25,7 +25,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from batchray.core.model.arguments import MAX_COUNT
 from batchray.core.model.batch import DEFAULT_TIMEOUT_MS, ERRORS_LISTED
-from batchray.core.model.schema import AttributeType
+from batchray.core.model.schema import Attribute, AttributeType
 from batchray.errors import (MAX_NESTING, BatchrayError, ConflictError, DocumentError, InternalError, NotFoundError,
                      ValidationError, error_payload, failure_error)
 
@@ -64,8 +64,15 @@ ATTRIBUTE_TYPE = Literal[tuple(t.value for t in AttributeType)]
 """An attribute's type as the tools' schemas publish it: the model's own list (an enum in JSON Schema)."""
 
 
+_ATTRIBUTE_PROPERTIES = ", ".join(name for name in Attribute.model_fields if name not in ("name", "type"))
+
+
 class AttrSpec(_Args):
-    model_config = ConfigDict(extra="allow")
+    """An attribute: its name and type, and any other property of the model's attribute
+    (checked when the context is created)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={
+        "description": f"an attribute: name, type and any of {_ATTRIBUTE_PROPERTIES}"})
     name: str = _NAME
     type: Optional[ATTRIBUTE_TYPE] = None
 
@@ -74,6 +81,8 @@ class CollectionSpec(_Args):
     name: str = _NAME
     title: Optional[str] = None
     parent: Optional[str] = None
+    labels: Optional[dict[str, str]] = Field(default=None, description=(
+        "CODAP's labels of the collection's cases, e.g. {singleCase, pluralCase}"))
     attrs: list[AttrSpec] = Field(default_factory=list, max_length=1000)
 
 
@@ -193,6 +202,11 @@ class BatchDeleteItemsArgs(_Args):
 
 
 # -- reads and batches -----------------------------------------------------------------------
+MAX_PAGE = 10_000
+"""The most items or cases one read tool answers with (its ``limit``, which has no "all"): a
+larger read is paged."""
+
+
 class GetItemsArgs(_Args):
     """Read committed items, optionally filtered by a query, with paging."""
 
@@ -200,7 +214,8 @@ class GetItemsArgs(_Args):
     collectionName: Optional[str] = None
     query: Optional[str] = Field(default=None, max_length=10_000)
     offset: int = Field(default=0, ge=0, le=MAX_COUNT)
-    limit: Optional[int] = Field(default=100, ge=1, le=10_000)
+    limit: int = Field(default=100, ge=1, le=MAX_PAGE, description=(
+        f"items per page, 1 to {MAX_PAGE:,}: a larger read is paged (afterId with the page's nextAfterId, or offset)"))
     afterId: Optional[int] = Field(default=None, ge=0, le=MAX_COUNT, description=(
         "start after this item id (a page's nextAfterId): pages read so neither repeat nor skip an item "
         "while batches commit, where an offset counts the items before it anew at each read"))
@@ -211,7 +226,9 @@ class GetBatchStatusArgs(_Args):
     its id, kind, state, queue and times: the include options shape one batch's status only)."""
 
     batchId: Optional[str] = Field(default=None, min_length=1, max_length=200)
-    includeProgress: bool = Field(default=True, description="with batchId: the batch's progress")
+    includeProgress: bool = Field(default=True, description=(
+        "with batchId: the batch's progress; once it ended without completing, the counts it ended with "
+        "(a batch rolled back keeps nothing of what it had done)"))
     includeResults: bool = Field(default=False, description="with batchId: the batch's whole result, as 'results'")
     includeErrors: bool = Field(default=True, description="with batchId: its per-item errors and its error")
 
@@ -220,8 +237,11 @@ class CancelBatchArgs(_Args):
     """Cancel a queued or running batch."""
 
     batchId: str = Field(min_length=1, max_length=200)
-    rollback: bool = True
-    graceful: bool = True
+    rollback: bool = Field(default=True, description=(
+        "true, and for any atomic batch: nothing of the batch stays; false, for a non-atomic batch: the whole "
+        "chunks it applied are kept"))
+    graceful: bool = Field(default=True, description=(
+        "true: the chunks already at the workers finish first; false, with rollback: the abort goes out at once"))
 
 
 # -- executors -------------------------------------------------------------------------------
@@ -335,17 +355,25 @@ def _batch_delete_items(client, a: BatchDeleteItemsArgs) -> dict[str, Any]:
 def _get_items(client, a: GetItemsArgs) -> dict[str, Any]:
     items, total = client.get_items_page(a.dataContextName, collection=a.collectionName, query=a.query,
                                          offset=a.offset, limit=a.limit, after=a.afterId)
-    full = a.limit is not None and len(items) == a.limit
+    full = len(items) == a.limit
     return {"success": True, "items": items, "total": total, "nextAfterId": items[-1]["id"] if full else None}
 
 
 def _get_batch_status(client, a: GetBatchStatusArgs) -> dict[str, Any]:
+    from batchray.api.progress import final_progress
+
     if a.batchId is None:
         return {"success": True, "batches": client.status()}
     status = client.status(a.batchId)
     result = status.pop("result", None) or {}
+    live = status.get("progress")
     if not a.includeProgress:
         status.pop("progress", None)
+    elif "totalItems" in result and (not live or result.get("state") != "completed"):
+        # an ended batch: the counts it ended with where its live progress is gone (kept in
+        # memory by the process that ran it, which has restarted or closed since), or where it
+        # did not complete (a batch rolled back keeps nothing of what its progress counted)
+        status["progress"] = {**(live or {}), **final_progress(result), "etaSeconds": None}
     if a.includeResults:
         status["results"] = result
     if a.includeErrors:

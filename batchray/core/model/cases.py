@@ -268,6 +268,20 @@ def read_cases(catalog: Any, reader: Any, context: str, collection: str, offset:
     return page, len(cases)
 
 
+def case_ids_of(catalog: Any, reader: Any, context: str, collection: str, item_ids: list[int]) -> list[Optional[CaseId]]:
+    """The id of the case of ``collection`` that holds each of ``item_ids``, in their order, from
+    committed items (None for an item that is not there): in the child-most collection a case
+    is its item (its id the item's); a parent case's id is ``collection:first item`` of the
+    items it groups, so two items in one parent case give the same id."""
+    context_id, ctx = catalog.context(context)
+    ctx.collection(collection)
+    if collection == ctx.collections[-1].name:
+        return list(item_ids)
+    holder = {item: case["id"] for case in build_cases(ctx, _context_items(reader, context_id))[collection]
+              for item in case["itemIds"]}
+    return [holder.get(item) for item in item_ids]
+
+
 _WRAPPER_KEYS = frozenset({"values", "metadata", "parent"})
 
 

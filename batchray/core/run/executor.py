@@ -25,8 +25,8 @@ from batchray.core.txn.policies import backoff
 from batchray.core.txn.onephase import one_phase_chunk, one_phase_record
 from batchray.core.txn.twophase import (DecisionLog, Outcome, Transport, TwoPhaseCommit, record_effects, recover,
                                        unrecorded)
-from batchray.errors import (BatchrayError, BatchTimeout, CancelledError, InDoubtError, NotFoundError, StoppedOnError,
-                             StoreError)
+from batchray.errors import (BatchrayError, BatchTimeout, CancelledError, ConflictError, InDoubtError, NotFoundError,
+                             StoppedOnError, StoreError)
 
 _ts_lock = threading.Lock()
 _last_ts = 0
@@ -39,6 +39,16 @@ def new_txn_id(kind: str = "batch") -> tuple[str, int]:
         ts = max(time.time_ns(), _last_ts + 1)
         _last_ts = ts
     return f"{kind}-{ts:x}-{uuid.uuid4().hex[:8]}", ts
+
+
+def _of_kind(prior: dict[str, Any], kind: str, key: str) -> dict[str, Any]:
+    """``prior``, the record of the batch registered under idempotency key ``key``, when it is
+    a batch of ``kind``: a call made again under its key. Else a :class:`ConflictError`."""
+    if prior.get("kind") not in (None, kind):
+        raise ConflictError(f"idempotency key {key!r} names batch {prior['txn']} (kind {prior['kind']}); this "
+                            f"{kind} batch needs a key of its own", field="idempotency_key", batchId=prior["txn"],
+                            kind=prior["kind"])
+    return prior
 
 
 def deadline(timeout_ms: int, txn: str, clock: Callable[[], float] = time.monotonic) -> Callable[[], Optional[BatchrayError]]:
@@ -97,18 +107,20 @@ class Executor:
         ``one_phase``: the participant the batch will commit at in one phase
         (:meth:`one_phase_of`), noted in its registration for recovery; ``backups``: the batch
         keeps backups, noted for :meth:`~batchray.core.storage.decision_log.DecisionLog.backed_up`;
-        ``effects``: what it does to other batches (:func:`effects_record`), noted for recovery."""
+        ``effects``: what it does to other batches (:func:`effects_record`), noted for recovery.
+        A key registered by a batch of another kind (an update's key given to a delete) is a
+        :class:`ConflictError`: that batch's result is no answer to this one."""
         if idempotency_key:
             prior = self.log.batch_by_key(idempotency_key)
             if prior is not None:
-                return prior["txn"], prior["ts"], prior
+                return prior["txn"], prior["ts"], _of_kind(prior, kind, idempotency_key)
         txn, ts = new_txn_id(kind.split("_")[0])
         if not self.log.add_batch(txn, kind=kind, queue=queue, priority=priority, ts=ts, state=state,
                                   idempotency_key=idempotency_key,
                                   request={**(one_phase_record(one_phase) or {}), **({"backups": True} if backups else {}),
                                            **(effects or {})} or None):
             prior = self.log.batch_by_key(idempotency_key)  # registered by a concurrent call meanwhile
-            return prior["txn"], prior["ts"], prior
+            return prior["txn"], prior["ts"], _of_kind(prior, kind, idempotency_key)
         return txn, ts, None
 
     def one_phase_of(self, chunks: Any, options: RunOptions) -> Optional[str]:
