@@ -483,3 +483,37 @@ def test_a_retried_chunk_applies_before_the_later_chunks_of_its_shard(tmp_path, 
     assert values == {other: "y", held: "second"}, values
     assert not _leftovers(client)
     client.close()
+
+
+@pytest.mark.parametrize("kind", ["update", "delete"])
+def test_a_query_waits_for_an_update_whose_commit_will_make_items_match(tmp_path, kind):
+    """A batch's result comes at its commit point; its commit reaches each shard just after.
+    A caller that runs an update or delete by query at once may reach a shard first: the
+    query read the committed values, which did not match yet, locked nothing and so waited
+    for nothing, and changed nothing (seen as a delete by query that missed the items the
+    update before it had just made match). The query now also locks what matches as other
+    transactions wrote it, waits for them, and selects again under the lock."""
+    import threading
+
+    from batchray.core.txn.chunks import TxnRef, UpdateItems
+
+    client = local_client(tmp_path / "store", shards=1)
+    assert client.create_data_context("Seq", [{"name": "Rows", "attrs": [{"name": "v", "type": "numeric"}]}]).success
+    small, other = client.create_items("Seq", "Rows", [{"v": 1}, {"v": 2}]).item_ids
+    (name,) = client.layout.shard_names
+    shard = client.runtime.participants[name]
+    context_id = client.catalog.context("Seq")[0]
+    earlier = TxnRef("decided-update", 1)  # older than the query's batch: the query dies and retries
+    shard.apply(earlier, UpdateItems(chunk_id=1, context_id=context_id, ids=[small], patch={"v": 100}))
+    assert shard.prepare(earlier)
+    threading.Timer(0.5, shard.commit, args=(earlier,)).start()  # its commit on its way
+    if kind == "update":
+        result = client.update_items("Seq", [{"selector": {"query": "v > 50"}, "values": {"v": "=v + 1"}}])
+        assert result.success and result.items_updated == 1, result
+        assert [item["values"]["v"] for item in client.get_items("Seq")] == [101, 2]
+    else:
+        result = client.delete_items("Seq", [{"query": "v > 50"}])
+        assert result.success and result.items_deleted == 1, result
+        assert [item["id"] for item in client.get_items("Seq")] == [other]
+    assert not _leftovers(client)
+    client.close()

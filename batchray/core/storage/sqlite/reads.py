@@ -104,6 +104,18 @@ def select_items(
         return _run_select(conn, _pending(conn, params), "id, vals", tail, params, positional)
 
 
+def pending_matches(conn: sqlite3.Connection, context_id: int, where: Optional[str], *, own_txn: str) -> list[int]:
+    """Ids of the items of a context that match ``where`` as written, other transactions'
+    uncommitted writes included (empty when there are none): a selection by query locks these
+    as well as its committed matches, so that it waits for the transactions whose commit may
+    make an item match (an update decided, whose commit is still on its way to this shard)."""
+    tail, params, positional = _visible(context_id, where, own_txn=own_txn)
+    with _snapshot(conn):
+        if not _pending(conn, params):
+            return []
+        return [item_id for (item_id,) in _run_select(conn, False, "id", tail, params, positional)]
+
+
 def count_all_items(conn: sqlite3.Connection, context_id: int, where: Optional[str] = None) -> int:
     """How many items of a context (matching ``where``) are visible (committed), in one snapshot."""
     tail, params, positional = _visible(context_id, where)

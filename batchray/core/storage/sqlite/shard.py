@@ -34,7 +34,7 @@ import orjson
 
 from batchray.core.storage.participant_base import CHUNK_WORK_LINE, StoreParticipant, leftovers, vote_with_apply
 from batchray.core.storage.sqlite.chunk_writer import SqliteChunkWriter
-from batchray.core.storage.sqlite.reads import count_all_items, read_docs, read_page, select_items
+from batchray.core.storage.sqlite.reads import count_all_items, pending_matches, read_docs, read_page, select_items
 from batchray.core.storage.sqlite.tables import ClosedConnection, open_shard_file
 from batchray.core.txn import crashpoints
 from batchray.core.txn.chunks import (
@@ -337,6 +337,11 @@ class SqliteShard(StoreParticipant[sqlite3.Connection]):
         else:  # selection by query: lock what matches now; matches are checked again under the lock
             limit = self.lock_escalation + 1 if self.lock_escalation is not None else None
             ids = [i for i, _ in self._select(chunk.context_id, chunk.where, own_txn=ref.txn, limit=limit)]
+            # and what matches as other transactions wrote it: their commit may make it match (a
+            # batch decided, its commit not here yet, whose caller has its result and runs this one)
+            with self._mutex:
+                pending = pending_matches(self._conn, chunk.context_id, chunk.where, own_txn=ref.txn)
+            ids = list(dict.fromkeys(ids + pending))
             if limit is not None and len(ids) >= limit:
                 # lock escalation: item writers hold the context's key shared, so holding it
                 # exclusive keeps every other writer of the context out, with one lock instead
