@@ -796,3 +796,47 @@ def test_shutdown_stops_every_worker_of_a_store_whose_coordinator_does_not_answe
     runtime.close = lambda: None
     runtime.shutdown()
     assert set(killed) == alive and len(killed) == len(alive)
+
+
+def test_a_batch_run_as_soon_as_the_one_before_answered_finds_its_commit_done(make_client):
+    """A batch's caller is answered at the commit point, and phase 2 takes the commit to each
+    shard after it. A next batch (a delete by query of what an update changed) sent at once
+    reached a shard before that commit; a query read the values committed there, which did not
+    match yet (on PostgreSQL nothing of the update's is visible before its commit). A batch now
+    starts once the phase 2 of every batch decided before it has ended at the coordinator."""
+    import ray
+
+    def _record_commits_and_applies(actor, delay):  # defined here: a worker cannot import this module
+        """In a worker: each shard's commits take ``delay`` seconds longer, and the worker notes
+        when each commit ended and each apply began, by transaction."""
+        import time as _time
+
+        actor.noted = []
+        for shard in actor.shards.values():
+            commit, apply = shard.commit, shard.apply
+
+            def slow_commit(ref, commit=commit, name=shard.name):
+                _time.sleep(delay)
+                commit(ref)
+                actor.noted.append(("committed", name, ref.txn, _time.monotonic()))
+
+            def noting_apply(ref, chunk, *args, apply=apply, name=shard.name, **kwargs):
+                actor.noted.append(("apply", name, ref.txn, _time.monotonic()))
+                return apply(ref, chunk, *args, **kwargs)
+
+            shard.commit, shard.apply = slow_commit, noting_apply
+
+    client = make_client("phase2", workers=1, shards=2)
+    assert client.create_data_context("P", COLLECTIONS).success
+    assert client.create_items("P", "Rows", rows(10)).success
+    (worker,) = set(ray.get(client.runtime.coordinator.lane.remote())["workers"].values())
+    ray.get(worker.__ray_call__.remote(_record_commits_and_applies, 0.5))
+    updated = client.update_items("P", [{"selector": {"query": "n >= 0"}, "values": {"n": "=n + 100"}}])
+    deleted = client.delete_items("P", [{"query": "n >= 105"}])
+    assert updated.success and updated.items_updated == 10 and deleted.success and deleted.items_deleted == 5
+    noted = ray.get(worker.__ray_call__.remote(lambda actor: actor.noted))
+    commits = {shard: at for what, shard, txn, at in noted if what == "committed" and txn == updated.transaction_id}
+    applies = [(shard, at) for what, shard, txn, at in noted if what == "apply" and txn.startswith(
+        deleted.transaction_id)]
+    assert set(commits) == set(client.layout.shard_names) and applies, noted
+    assert all(at >= commits[shard] for shard, at in applies), noted

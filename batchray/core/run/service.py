@@ -157,6 +157,15 @@ class BatchRun:
             yield item
 
 
+def _wait_ended(runs: list[BatchRun], should_stop: Callable[[], Any]) -> None:
+    """Wait until each of ``runs`` has ended here (phase 2 included), or until the waiting
+    batch is stopped: it sees its stop at once."""
+    for earlier in runs:
+        while not earlier.ended.wait(timeout=POLL):
+            if should_stop() is not None:
+                return
+
+
 class CoordinatorService:
     """See the module docstring. ``progress`` has ``start/report/finish/memory`` methods; it is
     told the budget's use and limit (``memory``) when the service starts, and as chunks come
@@ -416,11 +425,19 @@ class CoordinatorService:
         callers were answered at the commit point, and a shard holds a batch's backups once
         that batch committed there, so an undo or a drop sent at once could find none at a
         shard phase 2 had not reached yet."""
-        for source in ([options.undoes] if options.undoes else []) + list(options.drops or []):
-            source_run = self.runs.get(source)
-            while source_run is not None and not source_run.ended.wait(timeout=POLL):
-                if should_stop() is not None:
-                    return  # the batch sees its stop at once
+        sources = [self.runs.get(source) for source in ([options.undoes] if options.undoes else [])
+                   + list(options.drops or [])]
+        _wait_ended([r for r in sources if r is not None], should_stop)
+
+    def _after_decided(self, run: BatchRun, should_stop: Callable[[], Any]) -> None:
+        """A batch starts once the phase 2 of every batch decided before it has ended here
+        (until it is stopped): their callers were answered at the commit point, and a caller
+        that runs its next batch at once (an update, then a delete by query of what it
+        changed) must find their writes committed at every shard, not on their way there."""
+        with self._lock:
+            deciding = [r for r in self.runs.values()
+                        if r is not run and r.running.is_set() and r.done.is_set() and not r.ended.is_set()]
+        _wait_ended(deciding, should_stop)
 
     def _execute(self, run: BatchRun) -> None:
         """Run a batch that was admitted, to its end, and let its slot, its waiters and what it
@@ -471,6 +488,7 @@ class CoordinatorService:
         timed_out = deadline(options.timeout, run.txn)  # from its start: a wait for its sources counts
         should_stop = StopCheck(run, timed_out, self._lock, lambda: self.executor.attempts.get(run.txn, run.txn))
         self._after_sources(options, should_stop)
+        self._after_decided(run, should_stop)
         if not run.logged_running:
             self.log.set_state(run.txn, "running")
         if self.progress is not None:
