@@ -5,19 +5,7 @@ real one in a temporary folder (the in-process runtime).
 """
 from __future__ import annotations
 
-import pytest
-from local_runtime import local_client
-
-
-def _request(client, action, resource, values=None):
-    return client.codap({"action": action, "resource": resource, **({"values": values} if values is not None else {})})
-
-
-@pytest.fixture
-def client(tmp_path):
-    made = local_client(tmp_path / "store")
-    with made:
-        yield made
+from test_codap_handlers_conformance import _request, client  # noqa: F401 - the same request helper and store
 
 
 def test_create_data_context_with_a_taken_name_answers_the_existing_context(client):

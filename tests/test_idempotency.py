@@ -40,10 +40,14 @@ def client(tmp_path):
         yield client
 
 
-def test_concurrent_submits_under_one_key_run_the_batch_once(client, monkeypatch):
+def _run_held_until_the_other_submit(client, monkeypatch) -> tuple[threading.Event, list]:
+    """Two submits under one key: the one that runs the batch waits (10 s at most) until the
+    other has found the key registered. Returns that event and a list holding the running
+    call's thread."""
     executor = client.runtime.executor
     begin, execute = executor.begin, executor.execute
     found_registered = threading.Event()
+    running_call: list = []
 
     def begin_noting_the_prior(*args, **kwargs):
         registered = begin(*args, **kwargs)
@@ -52,11 +56,17 @@ def test_concurrent_submits_under_one_key_run_the_batch_once(client, monkeypatch
         return registered
 
     def execute_once_the_other_submit_came(*args, **kwargs):
+        running_call.append(threading.current_thread())
         found_registered.wait(10)  # the other submit finds the key while this batch runs
         return execute(*args, **kwargs)
 
     monkeypatch.setattr(executor, "begin", begin_noting_the_prior)
     monkeypatch.setattr(executor, "execute", execute_once_the_other_submit_came)
+    return found_registered, running_call
+
+
+def test_concurrent_submits_under_one_key_run_the_batch_once(client, monkeypatch):
+    found_registered, _ = _run_held_until_the_other_submit(client, monkeypatch)
     results = {}
 
     def submit(k: int) -> None:
@@ -210,21 +220,9 @@ def test_a_waiter_under_the_key_is_answered_when_the_running_call_cannot_read_th
     """The call running a batch reads the batch's record once it ended, for its progress, before
     it let the waiters for the batch go: a log that failed that read (a dropped connection) left
     them waiting for ever. They are let go whatever the read does, and find the result."""
-    executor, log = client.runtime.executor, client.runtime.log
-    begin, execute, batch = executor.begin, executor.execute, log.batch
-    found_registered = threading.Event()
-    running_call: list = []
-
-    def begin_noting_the_prior(*args, **kwargs):
-        registered = begin(*args, **kwargs)
-        if registered[2] is not None:
-            found_registered.set()
-        return registered
-
-    def execute_once_the_other_submit_came(*args, **kwargs):
-        running_call.append(threading.current_thread())
-        found_registered.wait(10)  # the other submit finds the key while this batch runs
-        return execute(*args, **kwargs)
+    log = client.runtime.log
+    batch = log.batch
+    found_registered, running_call = _run_held_until_the_other_submit(client, monkeypatch)
 
     def read_fails_at_the_end(txn):
         record = batch(txn)
@@ -233,8 +231,6 @@ def test_a_waiter_under_the_key_is_answered_when_the_running_call_cannot_read_th
             raise StoreError("decision log: read failed: server closed the connection unexpectedly")
         return record
 
-    monkeypatch.setattr(executor, "begin", begin_noting_the_prior)
-    monkeypatch.setattr(executor, "execute", execute_once_the_other_submit_came)
     monkeypatch.setattr(log, "batch", read_fails_at_the_end)
     results: dict = {}
 

@@ -423,6 +423,30 @@ def test_an_undo_run_by_the_coordinator_counts_its_deletes_and_names_a_batch_wit
     assert f"batch {bare} kept no backups" in result["error"]["message"], result
 
 
+def _log_refuses_once(engine, monkeypatch, refused_state: str) -> list[str]:
+    """The decision log refuses its first write of ``refused_state`` (a busy or full disk);
+    the list returned names the batch it refused."""
+    log = engine.runtime.log
+    set_state = log.set_state
+    refused: list[str] = []
+
+    def refuse_once(txn, state, result=None):
+        if state == refused_state and not refused:
+            refused.append(txn)
+            raise StoreError("decision log: state failed: database is locked")
+        return set_state(txn, state, result=result)
+
+    monkeypatch.setattr(log, "set_state", refuse_once)
+    return refused
+
+
+def _queued_behind_a_stream(engine, service) -> tuple[str, str]:
+    """``(blocker, queued)``: a stream holding the only slot, and a 20-item batch queued behind it."""
+    blocker = service.submit("create_items", RunOptions())["txn"]
+    queued = service.submit("create_items", RunOptions(), _planned(engine, 20), 20)["txn"]
+    return blocker, queued
+
+
 def test_a_batch_whose_start_cannot_be_recorded_fails_and_frees_its_slot(local, monkeypatch):
     """A queued batch is marked running in the log when it starts; a log that refused that
     write (a busy or full disk) ended the batch's thread before anything could let its slot go:
@@ -430,19 +454,8 @@ def test_a_batch_whose_start_cannot_be_recorded_fails_and_frees_its_slot(local, 
     again. It fails with the store's error instead, and the next batch runs."""
     engine, make_service = local
     service = make_service(max_running=1)
-    log = engine.runtime.log
-    set_state = log.set_state
-    refused = []
-
-    def refuse_the_first_start(txn, state, result=None):
-        if state == "running" and not refused:
-            refused.append(txn)
-            raise StoreError("decision log: state failed: database is locked")
-        return set_state(txn, state, result=result)
-
-    monkeypatch.setattr(log, "set_state", refuse_the_first_start)
-    blocker = service.submit("create_items", RunOptions())["txn"]  # a stream: holds the only slot
-    queued = service.submit("create_items", RunOptions(), _planned(engine, 20), 20)["txn"]
+    refused = _log_refuses_once(engine, monkeypatch, "running")
+    blocker, queued = _queued_behind_a_stream(engine, service)
     assert service.status(queued)["state"] == "queued"
     service.close_input(blocker, 0)
     assert service.wait(blocker, 30)["success"]
@@ -464,19 +477,8 @@ def test_a_queued_batch_whose_cancel_cannot_be_recorded_waits_on_and_runs(local,
     batch still queued, where it was, and it runs when its turn comes."""
     engine, make_service = local
     service = make_service(max_running=1)
-    log = engine.runtime.log
-    set_state = log.set_state
-    refused = []
-
-    def refuse_the_cancel(txn, state, result=None):
-        if state == "cancelled" and not refused:
-            refused.append(txn)
-            raise StoreError("decision log: state failed: database is locked")
-        return set_state(txn, state, result=result)
-
-    monkeypatch.setattr(log, "set_state", refuse_the_cancel)
-    blocker = service.submit("create_items", RunOptions())["txn"]  # a stream: holds the only slot
-    queued = service.submit("create_items", RunOptions(), _planned(engine, 20), 20)["txn"]
+    refused = _log_refuses_once(engine, monkeypatch, "cancelled")
+    blocker, queued = _queued_behind_a_stream(engine, service)
     with pytest.raises(StoreError):
         service.cancel(queued)
     assert refused == [queued]
