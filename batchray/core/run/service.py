@@ -157,13 +157,21 @@ class BatchRun:
             yield item
 
 
-def _wait_ended(runs: list[BatchRun], should_stop: Callable[[], Any]) -> None:
-    """Wait until each of ``runs`` has ended here (phase 2 included), or until the waiting
-    batch is stopped: it sees its stop at once."""
+def _wait_ended(runs: list[BatchRun], should_stop: Callable[[], Any], at_most: Optional[float] = None) -> None:
+    """Wait until each of ``runs`` has ended here (phase 2 included), until the waiting batch
+    is stopped (it sees its stop at once), or for ``at_most`` seconds in all (None: no limit)."""
+    until = None if at_most is None else time.monotonic() + at_most
     for earlier in runs:
         while not earlier.ended.wait(timeout=POLL):
-            if should_stop() is not None:
+            if should_stop() is not None or (until is not None and time.monotonic() > until):
                 return
+
+
+PHASE2_WAIT = 5.0
+"""Seconds at most a batch waits for the phase 2 of the batches decided before it
+(:meth:`CoordinatorService._after_decided`): a phase 2 takes milliseconds, but one retrying a
+participant that does not answer goes on up to its deadline (30 s), and batches that reach
+other participants only need not wait that long."""
 
 
 class CoordinatorService:
@@ -431,13 +439,14 @@ class CoordinatorService:
 
     def _after_decided(self, run: BatchRun, should_stop: Callable[[], Any]) -> None:
         """A batch starts once the phase 2 of every batch decided before it has ended here
-        (until it is stopped): their callers were answered at the commit point, and a caller
-        that runs its next batch at once (an update, then a delete by query of what it
-        changed) must find their writes committed at every shard, not on their way there."""
+        (until it is stopped, or for :data:`PHASE2_WAIT` at most): their callers were answered
+        at the commit point, and a caller that runs its next batch at once (an update, then a
+        delete by query of what it changed) must find their writes committed at every shard,
+        not on their way there."""
         with self._lock:
             deciding = [r for r in self.runs.values()
                         if r is not run and r.running.is_set() and r.done.is_set() and not r.ended.is_set()]
-        _wait_ended(deciding, should_stop)
+        _wait_ended(deciding, should_stop, at_most=PHASE2_WAIT)
 
     def _execute(self, run: BatchRun) -> None:
         """Run a batch that was admitted, to its end, and let its slot, its waiters and what it
