@@ -22,7 +22,7 @@ import uuid
 from typing import Any, Optional
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 
 from actors.direct import DirectLane
 from actors.coordinator import NAMESPACE, TransactionCoordinator, actor_prefix, placement
@@ -39,7 +39,7 @@ from batchray.core.storage.ownership import live_owner, store_in_use
 from batchray.core.storage.patching import encoded_by_sender
 from batchray.core.storage.store import parse_store_url
 from batchray.core.txn.memory import DEFAULT_BUDGET, DEFAULT_THRESHOLD
-from batchray.errors import InternalError, ParticipantUnavailable, StoreInUse
+from batchray.errors import BatchrayError, InternalError, ParticipantUnavailable, StoreInUse
 
 MAX_WORKERS = 256
 """The most worker actors a store may have (as many as its shards may number)."""
@@ -631,7 +631,10 @@ class RayRuntime:
 
 
 class _Poller:
-    """Reads a running batch's progress from the coordinator, at most every 0.2 s, for ``watch``."""
+    """Reads a running batch's progress from the coordinator, at most every 0.2 s, for ``watch``.
+    Progress is telemetry: a read of it that fails (the decision log or the coordinator not
+    answering for a moment) is tried again at the next tick, and never ends the batch (it
+    raised into the driver's feed, which cancelled and rolled back its own streamed batch)."""
 
     def __init__(self, runtime: RayRuntime, txn: str, watch: Optional[ProgressCallback]) -> None:
         self.runtime = runtime
@@ -644,6 +647,10 @@ class _Poller:
         if self.watch is None or (now - self.last < 0.2 and not force) or now - self.last < 0.05:
             return
         self.last = now
-        progress = ray_get(self.runtime.coordinator.status.remote(self.txn)).get("progress")
+        try:
+            progress = ray_get(self.runtime.coordinator.status.remote(self.txn)).get("progress")
+        except (BatchrayError, RayError) as exc:
+            logging.getLogger("batchray").debug("progress of batch %s not read: %s", self.txn, exc)
+            return
         if progress:
             self.watch(dict(progress))

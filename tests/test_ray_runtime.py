@@ -840,3 +840,32 @@ def test_a_batch_run_as_soon_as_the_one_before_answered_finds_its_commit_done(ma
         deleted.transaction_id)]
     assert set(commits) == set(client.layout.shard_names) and applies, noted
     assert all(at >= commits[shard] for shard, at in applies), noted
+
+
+def test_a_failed_read_of_progress_does_not_end_a_streamed_batch(make_client):
+    """The driver of a streamed batch with a progress callback reads the batch's status as it
+    feeds; a read that failed (here the decision log refusing it once) raised into the feed,
+    which cancelled and rolled back its own batch. The read is tried again at the next tick."""
+    import ray
+
+    from batchray.errors import StoreError
+
+    def status_fails_once(actor):  # in the coordinator: its first status read of a batch fails
+        status = actor.service.status
+        failed = []
+
+        def failing(txn):
+            if not failed:
+                failed.append(txn)
+                raise StoreError("decision log: read failed: server closed the connection unexpectedly")
+            return status(txn)
+
+        actor.service.status = failing
+
+    client = make_client("progress-read", workers=2)
+    assert client.create_data_context("P", COLLECTIONS).success
+    ray.get(client.runtime.coordinator.__ray_call__.remote(status_fails_once))
+    seen: list = []
+    result = client.create_items("P", "Rows", (row for row in rows(30_000)), batch_size=500, callback=seen.append)
+    assert result.success and result.items_created == 30_000, result
+    assert client.count_items("P") == 30_000 and seen and seen[-1]["completed"] == 30_000
