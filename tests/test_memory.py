@@ -101,6 +101,13 @@ def test_node_pressure_ceiling_readings_and_cache(monkeypatch):
     assert node_memory_ceiling() == pytest.approx(0.6)
     monkeypatch.setenv("RAY_memory_usage_threshold", "0.95")
     assert node_memory_ceiling() == pytest.approx(0.85)
+    # always below Ray's threshold: the floor of 0.5 put a threshold of 0.5 or less under it
+    for threshold, ceiling in (("0.55", 0.5), ("0.5", 0.475), ("0.3", 0.285)):
+        monkeypatch.setenv("RAY_memory_usage_threshold", threshold)
+        assert node_memory_ceiling() == pytest.approx(ceiling) and ceiling < float(threshold)
+    for bad in ("high", "nan", "0", "1.5", ""):  # no fraction: Ray's default (the coordinator failed to start)
+        monkeypatch.setenv("RAY_memory_usage_threshold", bad)
+        assert node_memory_ceiling() == pytest.approx(0.85)
 
     now = {"t": 0.0}
     node = {"fraction": 0.5}

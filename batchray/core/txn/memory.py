@@ -22,10 +22,23 @@ DEFAULT_BUDGET = 512 << 20
 DEFAULT_THRESHOLD = 0.8
 
 
+RAY_DEFAULT_MEMORY_THRESHOLD = 0.95
+"""Ray's memory monitor's default kill threshold (``RAY_memory_usage_threshold``)."""
+
+
 def node_memory_ceiling() -> float:
-    """Fraction of node memory above which dispatch pauses: 0.1 below Ray's kill threshold."""
-    ray_threshold = float(os.environ.get("RAY_memory_usage_threshold", "0.95"))
-    return max(0.5, ray_threshold - 0.10)
+    """Fraction of node memory above which dispatch pauses: 0.1 below Ray's kill threshold
+    (``RAY_memory_usage_threshold``), at least 0.5, and always below the threshold (a
+    threshold of 0.5 or less gets a ceiling of 0.95 of it: the floor put it at or above the
+    threshold, and Ray's monitor killed workers before batchray paused). A value that is no
+    fraction in (0, 1] counts as Ray's default (it stopped the coordinator from starting)."""
+    try:
+        ray_threshold = float(os.environ.get("RAY_memory_usage_threshold", RAY_DEFAULT_MEMORY_THRESHOLD))
+    except ValueError:
+        ray_threshold = RAY_DEFAULT_MEMORY_THRESHOLD
+    if not 0 < ray_threshold <= 1:  # NaN too
+        ray_threshold = RAY_DEFAULT_MEMORY_THRESHOLD
+    return min(max(0.5, ray_threshold - 0.10), 0.95 * ray_threshold)
 
 
 def node_memory_fraction() -> float:
